@@ -1,1 +1,5 @@
-export {};
+export { startTestCluster } from "./cluster.js";
+export type { TestCluster, TestClusterOptions } from "./cluster.js";
+export { freeLoopbackPort } from "./ports.js";
+export { startTestServer } from "./server.js";
+export type { TestServer, TestServerOptions } from "./server.js";

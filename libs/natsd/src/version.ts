@@ -1,0 +1,32 @@
+/** The oldest nats-server unibus supports: auth callout arrived in 2.10. */
+export const MIN_NATS_SERVER_VERSION = "2.10.0";
+
+/**
+ * Extracts `major.minor.patch` from `nats-server --version` output
+ * (`nats-server: v2.10.27`). Returns undefined when no version is present.
+ */
+export function parseNatsServerVersion(output: string): string | undefined {
+  const m = /\bv?(\d+)\.(\d+)\.(\d+)/.exec(output);
+  return m ? `${m[1]}.${m[2]}.${m[3]}` : undefined;
+}
+
+function parts(version: string): [number, number, number] {
+  const m = /^v?(\d+)(?:\.(\d+))?(?:\.(\d+))?/.exec(version.trim());
+  if (!m) throw new TypeError(`not a version: ${JSON.stringify(version)}`);
+  return [Number(m[1]), Number(m[2] ?? 0), Number(m[3] ?? 0)];
+}
+
+/**
+ * True when `version` >= `minimum`, comparing major, minor and patch
+ * numerically (so 2.10.0 > 2.9.10). Pre-release suffixes are ignored.
+ */
+export function isAtLeast(version: string, minimum: string): boolean {
+  const a = parts(version);
+  const b = parts(minimum);
+  for (let i = 0; i < 3; i++) {
+    const x = a[i] ?? 0;
+    const y = b[i] ?? 0;
+    if (x !== y) return x > y;
+  }
+  return true;
+}

@@ -1,0 +1,169 @@
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { mergeNatsConfig } from "@unibus/natsd";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import { trackLeftover } from "./cleanup.js";
+import { freeLoopbackPort } from "./ports.js";
+import { launchTestServer, testServerDefaults } from "./server.js";
+import type { TestServer, TestServerOptions } from "./server.js";
+
+/** Options of {@link startTestCluster}. */
+export interface TestClusterOptions extends TestServerOptions {
+  /** Cluster name. Default `unibus-test`. */
+  name?: string;
+  /** How long to wait for a JetStream meta leader. Default 45 s (a cold cluster needs ~10 s). */
+  readyTimeoutMs?: number;
+}
+
+/** A real nats-server cluster on loopback, one JetStream peer per node. */
+export interface TestCluster {
+  /** Cluster name. */
+  readonly name: string;
+  /** Node handles; index i stays valid across `stopNode(i)`/`startNode(i)`. */
+  readonly servers: TestServer[];
+  /** Client URLs of all nodes. */
+  readonly urls: string[];
+  /** Connects with every node as a seed (tracked, closed by `stop()`). */
+  connect(opts?: NodeConnectionOptions): Promise<NatsConnection>;
+  /** Stops node i's process, keeping its data dir and ports (for chaos tests). */
+  stopNode(i: number): Promise<void>;
+  /** Starts a stopped node i again with its data on the same ports. */
+  startNode(i: number): Promise<void>;
+  /** Waits until the running nodes agree on a JetStream meta leader and the JS API answers; returns the leader's server name. */
+  waitForMetaLeader(timeoutMs?: number): Promise<string>;
+  /** Closes connections, stops every node, removes all data. Idempotent. */
+  stop(): Promise<void>;
+}
+
+interface Jsz {
+  meta_cluster?: { leader?: string; cluster_size?: number };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function node(servers: TestServer[], i: number): TestServer {
+  const s = servers[i];
+  if (!s) throw new RangeError(`no node ${i} in a cluster of ${servers.length}`);
+  return s;
+}
+
+async function metaLeaderOf(server: TestServer): Promise<string | undefined> {
+  try {
+    const res = await fetch(`http://127.0.0.1:${server.monitorPort}/jsz`, { signal: AbortSignal.timeout(1000) });
+    return ((await res.json()) as Jsz).meta_cluster?.leader || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `$JS.API.INFO` answers without an error only once the meta group has quorum. */
+async function jsApiAnswers(nc: NatsConnection): Promise<boolean> {
+  try {
+    const msg = await nc.request("$JS.API.INFO", undefined, { timeout: 1000 });
+    return !(msg.json<{ error?: unknown }>().error);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Starts a real `size`-node cluster on loopback: routes on fixed free ports,
+ * JetStream on every node (own `server_name` and store dir), and resolves
+ * only once a JetStream meta leader exists. `config` is merged over each
+ * node's defaults. Everything is killed and removed on `stop()` or, failing
+ * that, when the test process exits.
+ */
+export async function startTestCluster(size = 3, opts: TestClusterOptions = {}): Promise<TestCluster> {
+  const name = opts.name ?? "unibus-test";
+  const jetstream = opts.jetstream ?? true;
+  const root = await mkdtemp(join(tmpdir(), "unibus-cluster-"));
+  const untrackRoot = trackLeftover({ kill: () => undefined, dir: root });
+  const servers: TestServer[] = [];
+  const connections = new Set<NatsConnection>();
+  let stopped = false;
+
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    await Promise.all([...connections].map((nc) => nc.close().catch(() => undefined)));
+    await Promise.all(servers.map((s) => s.stop()));
+    await rm(root, { recursive: true, force: true });
+    untrackRoot();
+  };
+
+  try {
+    const routePorts = await Promise.all(Array.from({ length: size }, () => freeLoopbackPort()));
+    const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
+    const started = await Promise.allSettled(
+      routePorts.map(async (routePort, i) => {
+        const serverName = `${name}-n${i + 1}`;
+        const dir = join(root, serverName);
+        await mkdir(dir, { recursive: true, mode: 0o700 });
+        const config = mergeNatsConfig(
+          testServerDefaults(dir, jetstream),
+          {
+            server_name: serverName,
+            cluster: { name, listen: `127.0.0.1:${routePort}`, routes: routes.filter((_, j) => j !== i) },
+          },
+          opts.config,
+        );
+        return launchTestServer({ name: serverName, dir, ownsDir: false, config, env: opts.env });
+      }),
+    );
+    for (const r of started) if (r.status === "fulfilled") servers.push(r.value);
+    const failed = started.find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+
+  const cluster: TestCluster = {
+    name,
+    servers,
+    get urls() {
+      return servers.map((s) => s.url);
+    },
+    async connect(connectOpts) {
+      const nc = await connect({ servers: cluster.urls, name: `${name}-client`, ...connectOpts });
+      connections.add(nc);
+      void nc.closed().then(() => connections.delete(nc));
+      return nc;
+    },
+    stopNode: (i) => node(servers, i).halt(),
+    startNode: (i) => node(servers, i).resume(),
+    async waitForMetaLeader(timeoutMs = opts.readyTimeoutMs ?? 45_000) {
+      const deadline = Date.now() + timeoutMs;
+      const running = servers.filter((s) => s.running);
+      const nc = await connect({ servers: running.map((s) => s.url), maxReconnectAttempts: -1 });
+      try {
+        for (;;) {
+          const leaders = await Promise.all(running.map(metaLeaderOf));
+          const leader = leaders[0];
+          if (leader && leaders.every((l) => l === leader) && (await jsApiAnswers(nc))) return leader;
+          if (Date.now() > deadline) {
+            throw new Error(`cluster ${name}: no JetStream meta leader within ${timeoutMs} ms (nodes report ${JSON.stringify(leaders)})`);
+          }
+          await sleep(200);
+        }
+      } finally {
+        await nc.close().catch(() => undefined);
+      }
+    },
+    stop,
+  };
+
+  if (jetstream) {
+    try {
+      await cluster.waitForMetaLeader();
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+  }
+  return cluster;
+}
