@@ -1,1 +1,20 @@
-export {};
+/**
+ * @unibus/contracts: the JSON Schemas of every request, reply and event (as
+ * data and as generated types), subject names, and the error wire format.
+ */
+export { schemas } from "./generated/schemas.js";
+export type * from "./generated/types.js";
+export { SchemaRegistry, createSchemaAjv } from "./validation.js";
+export type { JsonSchema, SchemaValidationResult, ValidateFn } from "./validation.js";
+export { RoomSubjectPrefix, ServiceName, SubjectPrefix, Subjects } from "./subjects.js";
+export {
+  ErrorCode,
+  ErrorReason,
+  ServiceErrorCodeHeader,
+  ServiceErrorHeader,
+  UnibusError,
+  decodeReply,
+  encodeErrorReply,
+  isErrorCode,
+} from "./errors.js";
+export type { EncodedErrorReply, ErrorDetails, ReplyMessage, UnibusErrorOptions } from "./errors.js";

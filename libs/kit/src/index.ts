@@ -1,1 +1,13 @@
-export {};
+/**
+ * @unibus/kit: what every unibus service shares — micro registration, request
+ * and reply validation, signed-envelope checks, replay protection, role checks,
+ * error mapping, logging, stats, bucket set-up and the process main.
+ */
+export { Access, DEFAULT_MAX_PAYLOAD_BYTES, ServiceDefinitionError, defineService, endpoint, endpointFor } from "./definition.js";
+export type { AnonymousCaller, Caller, EndpointSpec, HandlerContext, Role, ServiceDefinition, SignedCaller, TypedEndpointSpec } from "./definition.js";
+export { startService } from "./start-service.js";
+export type { KitDeps, RunningService } from "./start-service.js";
+export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets } from "./buckets.js";
+export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";
+export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, loadServiceConfig, runServiceMain } from "./service-main.js";
+export type { CreateService, ServiceConfig, ServiceMainSpec } from "./service-main.js";

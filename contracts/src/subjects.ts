@@ -1,0 +1,74 @@
+/**
+ * Every subject and service name unibus uses, in one module, so ACLs, services
+ * and clients cannot drift apart. Control-plane requests follow
+ * `unibus.v1.<service>.<endpoint>`.
+ */
+
+/** Prefix of every control-plane request subject. */
+export const SubjectPrefix = "unibus.v1" as const;
+/** The prefix as a type. */
+export type SubjectPrefix = typeof SubjectPrefix;
+
+/** Names of the unibus micro services, as they appear in `$SRV.INFO`. */
+export const ServiceName = {
+  authCallout: "auth-callout",
+  membership: "membership",
+  keys: "keys",
+  blobs: "blobs",
+  replicaGateway: "replica-gateway",
+  healthz: "healthz",
+} as const;
+/** One of the {@link ServiceName} values. */
+export type ServiceName = (typeof ServiceName)[keyof typeof ServiceName];
+
+/**
+ * Request subjects, grouped by the service that answers them. `all` is the
+ * service's wildcard, for permissions. The replica gateway answers under
+ * `replica`, the name DESIGN §2 gives its subjects.
+ */
+export const Subjects = {
+  authCallout: {
+    /** nats-server's auth callout request subject. */
+    authorize: "$SYS.REQ.USER.AUTH",
+  },
+  membership: {
+    all: "unibus.v1.membership.>",
+    usersAdd: "unibus.v1.membership.users.add",
+    usersList: "unibus.v1.membership.users.list",
+    usersGet: "unibus.v1.membership.users.get",
+    usersRevoke: "unibus.v1.membership.users.revoke",
+    roomsCreate: "unibus.v1.membership.rooms.create",
+    roomsGet: "unibus.v1.membership.rooms.get",
+    roomsList: "unibus.v1.membership.rooms.list",
+    roomsInvite: "unibus.v1.membership.rooms.invite",
+    roomsRemove: "unibus.v1.membership.rooms.remove",
+    roomsLeave: "unibus.v1.membership.rooms.leave",
+    /** Seeds admin #0; only the privileged internal bootstrap identity may publish here. */
+    adminBootstrap: "unibus.v1.membership.admin.bootstrap",
+  },
+  keys: {
+    all: "unibus.v1.keys.>",
+  },
+  blobs: {
+    all: "unibus.v1.blobs.>",
+  },
+  replicaGateway: {
+    all: "unibus.v1.replica.>",
+  },
+  healthz: {
+    all: "unibus.v1.healthz.>",
+    status: "unibus.v1.healthz.status",
+  },
+} as const;
+/** The shape of {@link Subjects}. */
+export type Subjects = typeof Subjects;
+
+/**
+ * Prefix reserved for room subjects (ciphertext frames). It lies outside
+ * `unibus.v1.` on purpose: members may publish to `unibus.v1.*.>` requests
+ * (DESIGN §4), and that grant must never cover a room they do not belong to.
+ * The room subject helper arrives with the rooms issue.
+ */
+export const RoomSubjectPrefix = "unibus.room" as const;
+/** The room prefix as a type. */
+export type RoomSubjectPrefix = typeof RoomSubjectPrefix;

@@ -1,0 +1,115 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { JetStreamApiError } from "@nats-io/jetstream";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { KV, KvStatus } from "@nats-io/kv";
+import type { Logger } from "pino";
+
+/** The KV bucket a service wants: created if missing, checked if present. */
+export interface BucketSpec {
+  readonly name: string;
+  /** Entry max age in ms; 0 = forever. */
+  readonly ttl?: number;
+  /** Revisions kept per key; default 1. */
+  readonly history?: number;
+  /** Replicas; 1 standalone, 3 in the production cluster. */
+  readonly replicas?: number;
+  /** Size cap in bytes; -1 = unlimited. */
+  readonly maxBytes?: number;
+}
+
+/** Options of {@link openBuckets}. */
+export interface OpenBucketsOptions {
+  /** Total time allowed for set-up, retries included. */
+  readonly budgetMs: number;
+  readonly logger?: Logger;
+  /** First retry delay; doubles up to 5 s. Default 250 ms. */
+  readonly initialDelayMs?: number;
+}
+
+/** Set-up of a bucket failed for good or ran out of budget. */
+export class BucketSetupError extends Error {
+  readonly bucket: string;
+  constructor(bucket: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "BucketSetupError";
+    this.bucket = bucket;
+  }
+}
+
+/** Window a signed envelope's timestamp may deviate from the service clock (DESIGN §4). */
+export const ENVELOPE_WINDOW_MS = 30_000;
+
+/**
+ * The `nonces` bucket. A nonce must be remembered for as long as its timestamp
+ * is acceptable: a request stamped +30 s stays fresh until 60 s from now, so
+ * two minutes leaves margin for clock skew between replicas.
+ */
+export const NonceBucket = { name: "nonces", ttl: 120_000, history: 1 } as const satisfies BucketSpec;
+
+// Errors that retrying cannot fix: replicas > 1 on a standalone server, and
+// JetStream disabled for the account. A cold cluster's 503s and timeouts are
+// retried (FIELD-NOTES "JetStream KV").
+const PERMANENT_API_CODES = new Set([10074, 10039]);
+
+function isPermanent(err: unknown): boolean {
+  return err instanceof JetStreamApiError && (PERMANENT_API_CODES.has(err.code) || err.status === 400);
+}
+
+function mismatches(spec: BucketSpec, status: KvStatus): string[] {
+  const out: string[] = [];
+  const want = { ttl: spec.ttl ?? 0, history: spec.history ?? 1, replicas: spec.replicas ?? 1, max_bytes: spec.maxBytes ?? -1 };
+  for (const [field, value] of Object.entries(want)) {
+    const have = (status as unknown as Record<string, unknown>)[field];
+    if (have !== value) out.push(`${field}: want ${value}, have ${String(have)}`);
+  }
+  return out;
+}
+
+/**
+ * Creates or opens KV buckets, retrying with exponential backoff within a time
+ * budget: a cold cluster answers nothing for a while, then 503, until a meta
+ * leader exists (FIELD-NOTES "JetStream KV"). `kvm.create` on an existing bucket
+ * ignores the options, so each bucket's status is compared with its spec and a
+ * difference is logged as a warning rather than silently trusted.
+ *
+ * @throws BucketSetupError when a bucket cannot be set up within the budget.
+ */
+export async function openBuckets<const S extends readonly BucketSpec[]>(
+  js: JetStreamClient,
+  specs: S,
+  options: OpenBucketsOptions,
+): Promise<{ [K in S[number]["name"]]: KV }> {
+  const deadline = Date.now() + options.budgetMs;
+  const kvm = new Kvm(js);
+  const out: Record<string, KV> = {};
+  for (const spec of specs) {
+    let delay = options.initialDelayMs ?? 250;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const kv = await kvm.create(spec.name, {
+          ttl: spec.ttl ?? 0,
+          history: spec.history ?? 1,
+          replicas: spec.replicas ?? 1,
+          max_bytes: spec.maxBytes ?? -1,
+        });
+        const differences = mismatches(spec, await kv.status());
+        if (differences.length > 0) {
+          options.logger?.warn({ op: "bucket.open", bucket: spec.name, differences }, "existing bucket differs from its spec; left unchanged");
+        }
+        out[spec.name] = kv;
+        break;
+      } catch (err) {
+        const remaining = deadline - Date.now();
+        if (isPermanent(err)) throw new BucketSetupError(spec.name, `bucket ${spec.name}: ${(err as Error).message}`, { cause: err });
+        if (remaining <= delay) {
+          throw new BucketSetupError(spec.name, `bucket ${spec.name}: not ready within ${options.budgetMs} ms (${attempt} attempts)`, { cause: err });
+        }
+        options.logger?.warn({ op: "bucket.open", bucket: spec.name, attempt, err: (err as Error).message }, "bucket set-up failed; retrying");
+        await sleep(delay);
+        delay = Math.min(delay * 2, 5_000);
+      }
+    }
+  }
+  return out as { [K in S[number]["name"]]: KV };
+}

@@ -1,0 +1,374 @@
+import { readFileSync } from "node:fs";
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
+import { pino } from "pino";
+import { ErrorCode, ServiceErrorCodeHeader, ServiceErrorHeader, UnibusError, decodeReply } from "@unibus/contracts";
+import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
+import { startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import { Access, defineService, endpointFor } from "./definition.js";
+import type { Caller, Role } from "./definition.js";
+import { startService } from "./start-service.js";
+import type { RunningService } from "./start-service.js";
+
+interface KitTestTypes {
+  "kit.echo.request": { text: string; count?: number };
+  "kit.echo.reply": { text: string; caller: string; role?: string };
+}
+
+const schemaDir = new URL("../test/schemas/", import.meta.url);
+const testSchemas = {
+  "kit.echo.request": JSON.parse(readFileSync(new URL("echo.request.json", schemaDir), "utf8")),
+  "kit.echo.reply": JSON.parse(readFileSync(new URL("echo.reply.json", schemaDir), "utf8")),
+};
+
+const S = {
+  signed: "unibus.v1.kittest.echo",
+  public: "unibus.v1.kittest.public",
+  admin: "unibus.v1.kittest.admin",
+  badReply: "unibus.v1.kittest.badreply",
+  crash: "unibus.v1.kittest.crash",
+  notFound: "unibus.v1.kittest.notfound",
+  small: "unibus.v1.kittest.small",
+} as const;
+
+const echo = endpointFor<KitTestTypes>();
+const callerName = (c: Caller): string => (c.anonymous ? "anonymous" : c.principal);
+
+/** Every handler call, so a test can prove a rejected request never reached one. */
+let calls: string[] = [];
+/** The "state" the mutating endpoint changes. */
+let stored: string[] = [];
+let resolveRole: (principal: string) => Promise<Role | null> = async () => null;
+const logLines: Array<Record<string, unknown>> = [];
+
+const definition = defineService({
+  name: "kit-test",
+  version: "1.2.3",
+  description: "service kit test service",
+  schemas: testSchemas,
+  endpoints: {
+    echo: echo({
+      subject: S.signed,
+      request: "kit.echo.request",
+      reply: "kit.echo.reply",
+      mutates: true,
+      access: Access.Signed,
+      async handler(req, caller) {
+        calls.push("echo");
+        stored.push(req.text);
+        return { text: req.text, caller: callerName(caller) };
+      },
+    }),
+    public: echo({
+      subject: S.public,
+      request: "kit.echo.request",
+      reply: "kit.echo.reply",
+      mutates: false,
+      access: Access.Public,
+      async handler(req, caller) {
+        calls.push("public");
+        return { text: req.text, caller: callerName(caller) };
+      },
+    }),
+    admin: echo({
+      subject: S.admin,
+      request: "kit.echo.request",
+      reply: "kit.echo.reply",
+      mutates: false,
+      access: Access.Admin,
+      async handler(req, caller) {
+        calls.push("admin");
+        return caller.anonymous ? { text: req.text, caller: "anonymous" } : { text: req.text, caller: caller.principal, role: caller.role ?? "" };
+      },
+    }),
+    badReply: echo({
+      subject: S.badReply,
+      request: "kit.echo.request",
+      reply: "kit.echo.reply",
+      mutates: false,
+      access: Access.Public,
+      async handler(req) {
+        calls.push("badReply");
+        return { text: req.text, caller: "x", extra: "not in the contract" } as never;
+      },
+    }),
+    crash: echo({
+      subject: S.crash,
+      request: "kit.echo.request",
+      reply: "kit.echo.reply",
+      mutates: false,
+      access: Access.Public,
+      async handler() {
+        calls.push("crash");
+        throw new Error("db password hunter2 leaked in a stack");
+      },
+    }),
+    notFound: echo({
+      subject: S.notFound,
+      request: "kit.echo.request",
+      reply: "kit.echo.reply",
+      mutates: false,
+      access: Access.Public,
+      async handler() {
+        calls.push("notFound");
+        throw new UnibusError(ErrorCode.NotFound, "room_not_found", "no such room");
+      },
+    }),
+    small: echo({
+      subject: S.small,
+      request: "kit.echo.request",
+      reply: "kit.echo.reply",
+      mutates: false,
+      access: Access.Public,
+      maxPayloadBytes: 32,
+      async handler(req, caller) {
+        calls.push("small");
+        return { text: req.text, caller: callerName(caller) };
+      },
+    }),
+  },
+});
+
+let server: TestServer;
+let nc: NatsConnection;
+let running: RunningService;
+let nonces: KV;
+const key = SigningKey.generate();
+const other = SigningKey.generate();
+const enc = new TextEncoder();
+
+beforeAll(async () => {
+  server = await startTestServer({ jetstream: true });
+  nc = await server.connect();
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split("\n")) if (line.trim() !== "") logLines.push(JSON.parse(line));
+      done();
+    },
+  });
+  running = await startService(nc, definition, {
+    logger: pino({ level: "debug" }, sink),
+    resolveRole: (p) => resolveRole(p),
+  });
+  nonces = await new Kvm(jetstream(nc)).open("nonces");
+});
+
+afterAll(async () => {
+  await running?.stop();
+  await server?.stop();
+});
+
+beforeEach(() => {
+  calls = [];
+  stored = [];
+  resolveRole = async () => null;
+});
+
+interface SignOptions {
+  signer?: SigningKey;
+  /** Subject the envelope is signed for; default the subject it is sent to. */
+  signedSubject?: string;
+  timestamp?: number;
+  /** Body the envelope is signed over; default the body sent. */
+  signedBody?: Uint8Array;
+}
+
+function signedHeaders(subject: string, body: Uint8Array, o: SignOptions = {}) {
+  const env = signEnvelope(o.signer ?? key, o.signedSubject ?? subject, o.signedBody ?? body, o.timestamp ?? Date.now());
+  const h = natsHeaders();
+  for (const [k, v] of Object.entries(envelopeToHeaders(env))) h.set(k, v);
+  return h;
+}
+
+async function send(subject: string, body: string | Uint8Array, o: SignOptions & { unsigned?: boolean } = {}): Promise<Msg> {
+  const data = typeof body === "string" ? enc.encode(body) : body;
+  return o.unsigned ? nc.request(subject, data, { timeout: 5_000 }) : nc.request(subject, data, { timeout: 5_000, headers: signedHeaders(subject, data, o) });
+}
+
+/** Asserts an error reply carries the code in the micro headers and the JSON body. */
+function expectError(msg: Msg, code: number, reason: string): { message: string; details?: Record<string, unknown> } {
+  expect(msg.headers?.get(ServiceErrorCodeHeader)).toBe(String(code));
+  expect(msg.headers?.get(ServiceErrorHeader)).toContain(reason);
+  const body = msg.json<{ error: { code: number; reason: string; message: string; details?: Record<string, unknown> } }>();
+  expect(body.error.code).toBe(code);
+  expect(body.error.reason).toBe(reason);
+  expect(() => decodeReply(msg)).toThrow(UnibusError);
+  return body.error;
+}
+
+async function nonceCount(): Promise<number> {
+  let n = 0;
+  for await (const _k of await nonces.keys()) n++;
+  return n;
+}
+
+async function expectStillServing(): Promise<void> {
+  const reply = decodeReply<{ text: string }>(await send(S.signed, JSON.stringify({ text: "alive" })));
+  expect(reply.text).toBe("alive");
+}
+
+describe("a signed mutating endpoint", () => {
+  it("serves a valid signed request and reports the signer as the caller", async () => {
+    const reply = decodeReply<{ text: string; caller: string }>(await send(S.signed, JSON.stringify({ text: "hello" })));
+    expect(reply).toEqual({ text: "hello", caller: key.principal });
+    expect(calls).toEqual(["echo"]);
+    expect(stored).toEqual(["hello"]);
+  });
+
+  const badInput: Array<[string, () => Promise<Msg>, number, string]> = [
+    ["malformed JSON is 400 malformed_json", () => send(S.signed, "{not json"), 400, "malformed_json"],
+    ["an empty body is 400 malformed_json", () => send(S.signed, ""), 400, "malformed_json"],
+    ["invalid UTF-8 is 400 malformed_json", () => send(S.signed, new Uint8Array([0x7b, 0xff, 0x7d])), 400, "malformed_json"],
+    ["a wrongly typed field is 400 schema_violation", () => send(S.signed, JSON.stringify({ text: 42 })), 400, "schema_violation"],
+    ["an unknown field is 400 schema_violation", () => send(S.signed, JSON.stringify({ text: "a", admin: true })), 400, "schema_violation"],
+    ["a missing required field is 400 schema_violation", () => send(S.signed, JSON.stringify({})), 400, "schema_violation"],
+    ["a body over the default 64 KiB is 413", () => send(S.signed, JSON.stringify({ text: "x".repeat(64 * 1024) })), 413, "payload_too_large"],
+    ["no envelope is 401 signature_missing", () => send(S.signed, JSON.stringify({ text: "a" }), { unsigned: true }), 401, "signature_missing"],
+    ["a signature by another key is 401 signature_invalid", async () => {
+      const data = enc.encode(JSON.stringify({ text: "a" }));
+      const h = signedHeaders(S.signed, data, { signer: other });
+      h.set(EnvelopeHeader.signer, key.principal);
+      return nc.request(S.signed, data, { headers: h, timeout: 5_000 });
+    }, 401, "signature_invalid"],
+    ["a signature over another body is 401 signature_invalid", () => send(S.signed, JSON.stringify({ text: "a" }), { signedBody: enc.encode(JSON.stringify({ text: "b" })) }), 401, "signature_invalid"],
+    ["a signature over another subject is 401 signature_invalid", () => send(S.signed, JSON.stringify({ text: "a" }), { signedSubject: S.admin }), 401, "signature_invalid"],
+    ["a malformed timestamp header is 401 signature_invalid", async () => {
+      const data = enc.encode(JSON.stringify({ text: "a" }));
+      const h = signedHeaders(S.signed, data);
+      h.set(EnvelopeHeader.timestamp, "soon");
+      return nc.request(S.signed, data, { headers: h, timeout: 5_000 });
+    }, 401, "signature_invalid"],
+    ["a timestamp 31 s old is 401 timestamp_out_of_window", () => send(S.signed, JSON.stringify({ text: "a" }), { timestamp: Date.now() - 31_000 }), 401, "timestamp_out_of_window"],
+    ["a timestamp 31 s ahead is 401 timestamp_out_of_window", () => send(S.signed, JSON.stringify({ text: "a" }), { timestamp: Date.now() + 31_000 }), 401, "timestamp_out_of_window"],
+  ];
+
+  for (const [name, request, code, reason] of badInput) {
+    it(`${name}, the handler never runs and nothing changes`, async () => {
+      const before = await nonceCount();
+      const reply = await request();
+      expectError(reply, code, reason);
+      expect(calls).toEqual([]);
+      expect(stored).toEqual([]);
+      expect(await nonceCount()).toBe(before);
+      await expectStillServing();
+    });
+  }
+
+  it("names the offending field safely in a schema violation", async () => {
+    const error = expectError(await send(S.signed, JSON.stringify({ text: "a", "evil\nkey<script>": 1 })), 400, "schema_violation");
+    expect(error.details?.["path"]).toBe("/evil?key?script?");
+    expect(error.message).not.toMatch(/[\n<>]/);
+  });
+
+  it("rejects a replayed request with 401 nonce_replayed and runs the handler once", async () => {
+    const data = enc.encode(JSON.stringify({ text: "once" }));
+    const h = signedHeaders(S.signed, data);
+    const first = await nc.request(S.signed, data, { headers: h, timeout: 5_000 });
+    expect(decodeReply(first)).toEqual({ text: "once", caller: key.principal });
+    const replay = await nc.request(S.signed, data, { headers: h, timeout: 5_000 });
+    expectError(replay, 401, "nonce_replayed");
+    expect(calls).toEqual(["echo"]);
+    expect(stored).toEqual(["once"]);
+    await expectStillServing();
+  });
+
+  it("records the nonce under signer.nonce in the nonces bucket, whose entries expire", async () => {
+    const data = enc.encode(JSON.stringify({ text: "n" }));
+    const h = signedHeaders(S.signed, data);
+    decodeReply(await nc.request(S.signed, data, { headers: h, timeout: 5_000 }));
+    const entry = await nonces.get(`${key.principal}.${h.get(EnvelopeHeader.nonce)}`);
+    expect(entry?.operation).toBe("PUT");
+    const status = await nonces.status();
+    expect(status.ttl).toBeGreaterThanOrEqual(60_000);
+  });
+});
+
+describe("a public endpoint", () => {
+  it("serves an unsigned request with an anonymous caller", async () => {
+    expect(decodeReply(await send(S.public, JSON.stringify({ text: "hi" }), { unsigned: true }))).toEqual({ text: "hi", caller: "anonymous" });
+  });
+
+  it("still validates the request", async () => {
+    expectError(await send(S.public, JSON.stringify({ text: "hi", x: 1 }), { unsigned: true }), 400, "schema_violation");
+    expect(calls).toEqual([]);
+  });
+
+  it("honours a per-endpoint payload limit", async () => {
+    const error = expectError(await send(S.small, JSON.stringify({ text: "x".repeat(40) }), { unsigned: true }), 413, "payload_too_large");
+    expect(error.details?.["limit"]).toBe(32);
+    expect(calls).toEqual([]);
+  });
+});
+
+describe("an admin endpoint", () => {
+  it("runs the handler when resolveRole says admin, with the role on the caller", async () => {
+    resolveRole = async (p) => (p === key.principal ? "admin" : null);
+    expect(decodeReply(await send(S.admin, JSON.stringify({ text: "a" })))).toEqual({ text: "a", caller: key.principal, role: "admin" });
+  });
+
+  it("is 403 forbidden for a member", async () => {
+    resolveRole = async () => "member";
+    expectError(await send(S.admin, JSON.stringify({ text: "a" })), 403, "forbidden");
+    expect(calls).toEqual([]);
+  });
+
+  it("is 403 forbidden for an unknown principal", async () => {
+    expectError(await send(S.admin, JSON.stringify({ text: "a" })), 403, "forbidden");
+    expect(calls).toEqual([]);
+  });
+
+  it("is 503 unavailable when the role lookup fails (fail closed)", async () => {
+    resolveRole = async () => {
+      throw new Error("users bucket unreachable");
+    };
+    const error = expectError(await send(S.admin, JSON.stringify({ text: "a" })), 503, "unavailable");
+    expect(error.message).not.toContain("bucket");
+    expect(calls).toEqual([]);
+  });
+
+  it("cannot be started without a role resolver", async () => {
+    await expect(startService(nc, definition, { logger: pino({ level: "silent" }) })).rejects.toThrow(/resolveRole/);
+  });
+});
+
+describe("handler failures", () => {
+  it("a reply outside its schema is a 500 and the bad reply is not sent", async () => {
+    const reply = await send(S.badReply, JSON.stringify({ text: "a" }), { unsigned: true });
+    const error = expectError(reply, 500, "internal");
+    expect(JSON.stringify(error)).not.toContain("not in the contract");
+  });
+
+  it("an unexpected throw is a 500 with a generic message; the detail goes only to the log", async () => {
+    const error = expectError(await send(S.crash, JSON.stringify({ text: "a" }), { unsigned: true }), 500, "internal");
+    expect(error.message).toBe("internal error");
+    expect(logLines.some((l) => String(l["err"]).includes("hunter2"))).toBe(true);
+  });
+
+  it("a thrown UnibusError keeps its code and reason", async () => {
+    const error = expectError(await send(S.notFound, JSON.stringify({ text: "a" }), { unsigned: true }), 404, "room_not_found");
+    expect(error.message).toBe("no such room");
+  });
+});
+
+describe("logging", () => {
+  it("logs each request with stable keys and never its body or signature", async () => {
+    logLines.length = 0;
+    const secretText = "body-text-that-must-not-be-logged";
+    decodeReply(await send(S.signed, JSON.stringify({ text: secretText })));
+    expectError(await send(S.signed, JSON.stringify({ text: secretText }), { timestamp: 1 }), 401, "timestamp_out_of_window");
+    const served = logLines.find((l) => l["msg"] === "request served");
+    const rejected = logLines.find((l) => l["msg"] === "request rejected");
+    expect(served).toMatchObject({ svc: "kit-test", op: "echo", principal: key.principal, code: 200 });
+    expect(typeof served?.["ms"]).toBe("number");
+    expect(rejected).toMatchObject({ svc: "kit-test", op: "echo", code: 401, reason: "timestamp_out_of_window" });
+    const all = JSON.stringify(logLines);
+    expect(all).not.toContain(secretText);
+    expect(all).not.toContain(EnvelopeHeader.signature);
+  });
+});

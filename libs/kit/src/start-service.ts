@@ -1,0 +1,161 @@
+import { performance } from "node:perf_hooks";
+import { ErrorCode, ErrorReason, SchemaRegistry, ServiceErrorHeader, UnibusError, encodeErrorReply } from "@unibus/contracts";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { Svcm } from "@nats-io/services";
+import type { Service, ServiceMsg } from "@nats-io/services";
+import { pino } from "pino";
+import type { Logger } from "pino";
+import { NonceBucket, openBuckets } from "./buckets.js";
+import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
+import type { Role, ServiceDefinition } from "./definition.js";
+import { EndpointStats } from "./endpoint-stats.js";
+import { runPipeline } from "./request-pipeline.js";
+import type { EndpointPipeline, RequestTrace } from "./request-pipeline.js";
+
+/** What the kit needs from its surroundings; every field has a safe default. */
+export interface KitDeps {
+  /** Logger; default pino at info. The kit adds `svc`. */
+  logger?: Logger;
+  /**
+   * Role of a principal, or null if it has none. Required by "admin" endpoints
+   * (only "admin" passes); a throw denies with 503 (fail closed).
+   */
+  resolveRole?: (principal: string) => Promise<Role | null>;
+  /** Clock, unix ms; default Date.now. */
+  now?: () => number;
+  /** The `nonces` KV bucket; opened (created if missing) when a mutating endpoint needs it. */
+  nonceBucket?: KV;
+  /** Replicas for buckets the kit creates; default 1 (3 in the production cluster). */
+  bucketReplicas?: number;
+  /** Budget for bucket set-up on a cold cluster; default 30 s. */
+  bucketBudgetMs?: number;
+}
+
+/** A started service. */
+export interface RunningService {
+  /** The underlying micro service (PING/INFO/STATS). */
+  readonly service: Service;
+  readonly name: string;
+  /** Micro instance id. */
+  readonly id: string;
+  /** Stops taking requests, drains the subscriptions and waits for in-flight requests. */
+  stop(): Promise<void>;
+}
+
+function serviceMetadata(definition: ServiceDefinition): Record<string, string> {
+  return { "unibus.api": "v1", ...definition.metadata };
+}
+
+/**
+ * Registers a service's endpoints as a micro service and starts answering.
+ * Validators are compiled here, once; a definition that cannot run safely (an
+ * unknown schema id, an admin endpoint without `resolveRole`) fails the start.
+ */
+export async function startService(nc: NatsConnection, definition: ServiceDefinition, deps: KitDeps = {}): Promise<RunningService> {
+  const base = deps.logger ?? pino({ level: "info" });
+  const logger = base.bindings()["svc"] === undefined ? base.child({ svc: definition.name }) : base;
+  const now = deps.now ?? Date.now;
+  const registry = new SchemaRegistry(definition.schemas);
+  const endpoints = Object.entries(definition.endpoints);
+
+  for (const [name, spec] of endpoints) {
+    if (spec.access === Access.Admin && deps.resolveRole === undefined) {
+      throw new Error(`service ${definition.name} endpoint ${name}: admin access needs deps.resolveRole`);
+    }
+  }
+  const validators = new Map(endpoints.map(([name, spec]) => [name, { request: registry.validator(spec.request), reply: registry.validator(spec.reply) }]));
+
+  let nonces = deps.nonceBucket;
+  if (nonces === undefined && endpoints.some(([, spec]) => spec.mutates)) {
+    const buckets = await openBuckets(jetstream(nc), [{ ...NonceBucket, replicas: deps.bucketReplicas ?? 1 }], {
+      budgetMs: deps.bucketBudgetMs ?? 30_000,
+      logger,
+    });
+    nonces = buckets.nonces;
+  }
+
+  const stats = new Map<string, EndpointStats>();
+  // @nats-io/services pins its own nats-core build; the connection is the same
+  // object at runtime, only the declared types come from two copies.
+  const service = await new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]).add({
+    name: definition.name,
+    version: definition.version,
+    description: definition.description,
+    metadata: serviceMetadata(definition),
+    statsHandler: async (endpoint) => stats.get((endpoint as { name?: string }).name ?? "")?.data() ?? {},
+  });
+  const inflight = new Set<Promise<void>>();
+
+  for (const [name, spec] of endpoints) {
+    const v = validators.get(name);
+    if (v === undefined) throw new Error(`validators missing for ${name}`);
+    const pipeline: EndpointPipeline = {
+      name,
+      spec,
+      validateRequest: v.request,
+      validateReply: v.reply,
+      nonces,
+      resolveRole: deps.resolveRole,
+      now,
+      logger: logger.child({ op: name }),
+    };
+    const handle = async (msg: ServiceMsg): Promise<void> => {
+      const started = performance.now();
+      const trace: RequestTrace = {};
+      let failure: UnibusError | undefined;
+      try {
+        const data = await runPipeline(pipeline, msg, trace);
+        msg.respond(data);
+      } catch (err) {
+        failure = err instanceof UnibusError ? err : new UnibusError(ErrorCode.Internal, ErrorReason.Internal, "internal error", { cause: err });
+        const encoded = encodeErrorReply(failure);
+        msg.respondError(failure.code, encoded.headers[ServiceErrorHeader] ?? failure.reason, encoded.data);
+      }
+      const elapsed = performance.now() - started;
+      stats.get(name)?.record(elapsed * 1e6, failure);
+      const fields = { principal: trace.principal, ms: Math.round(elapsed * 1000) / 1000 };
+      if (failure === undefined) {
+        pipeline.logger.debug({ ...fields, code: 200 }, "request served");
+      } else if (failure.code >= 500) {
+        // Only the log sees the cause; the caller got the generic message.
+        const cause = failure.cause instanceof Error ? failure.cause.message : failure.cause === undefined ? undefined : JSON.stringify(failure.cause);
+        pipeline.logger.error({ ...fields, code: failure.code, reason: failure.reason, err: cause }, "request failed");
+      } else {
+        pipeline.logger.info({ ...fields, code: failure.code, reason: failure.reason }, "request rejected");
+      }
+    };
+    service.addEndpoint(name, {
+      subject: spec.subject,
+      metadata: {
+        access: spec.access,
+        mutates: String(spec.mutates),
+        request: spec.request,
+        reply: spec.reply,
+        max_payload: String(spec.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES),
+      },
+      handler: (err, msg) => {
+        if (err !== null) {
+          logger.error({ op: name, err: err.message }, "endpoint subscription failed");
+          return;
+        }
+        const p = handle(msg).finally(() => inflight.delete(p));
+        inflight.add(p);
+      },
+    });
+    stats.set(name, new EndpointStats(service, name));
+  }
+
+  logger.info({ op: "start", id: service.info().id, version: definition.version, endpoints: endpoints.length }, "service started");
+  return {
+    service,
+    name: definition.name,
+    id: service.info().id,
+    async stop() {
+      await service.stop();
+      await Promise.allSettled([...inflight]);
+      logger.info({ op: "stop" }, "service stopped");
+    },
+  };
+}
