@@ -1,1 +1,12 @@
-export {};
+export { runCli, COMMANDS, ROOT_HELP } from "./router.js";
+export type { Command } from "./command.js";
+export { CliError, ExitCode, UsageError } from "./errors.js";
+export type { CliIo } from "./io.js";
+export { processIo } from "./io.js";
+export { EnvVar, parseEnvFile, renderEnvFile, resolveHome } from "./home.js";
+export type { HomeLayout } from "./home.js";
+export { connectToBus, resolveConnectionSettings } from "./connection.js";
+export type { ConnectionSettings } from "./connection.js";
+export { JETSTREAM_KEY_ENV, buildServerConfig, nkeyUsersAuthorization } from "./up/server-config.js";
+export type { AuthorizationFragment, BusServerConfigInput } from "./up/server-config.js";
+export { ALL_SERVICES, ServiceName } from "./up/services.js";

@@ -1,0 +1,110 @@
+import { resolve } from "node:path";
+import { IdentityFileError, createIdentity, publicIdentity, writeIdentityFile } from "@unibus/crypto";
+import { parseCommandArgs, stringFlag } from "../args.js";
+import { commandGroup } from "../command.js";
+import type { Command } from "../command.js";
+import { CliError, ExitCode } from "../errors.js";
+import { EnvVar } from "../home.js";
+import { loadIdentityForCli } from "../identity-file.js";
+import type { CliIo } from "../io.js";
+
+/** Default identity path: `UNIBUS_IDENTITY`, else `./unibus.id`. */
+export function defaultIdentityPath(io: CliIo): string {
+  const fromEnv = io.env[EnvVar.identity];
+  return resolve(io.cwd, fromEnv && fromEnv.length > 0 ? fromEnv : "unibus.id");
+}
+
+const createHelp = `Usage: unibus identity create [--out PATH] [--label LABEL] [--force]
+
+Creates a new identity (Ed25519 signing key + X25519 key-agreement key) in a
+file readable only by you (mode 0600) and prints its principal id.
+
+Options:
+  -o, --out PATH      where to write (default: $UNIBUS_IDENTITY, else ./unibus.id)
+  -l, --label LABEL   a human label stored in the file, e.g. "alice laptop"
+  -f, --force         replace an existing file (its old key is lost for good)
+  -h, --help          show this help`;
+
+const identityCreate: Command = {
+  name: "create",
+  summary: "create a new identity file",
+  help: createHelp,
+  async run(args, io) {
+    const { flags } = parseCommandArgs(
+      args,
+      { out: { type: "string", short: "o" }, label: { type: "string", short: "l" }, force: { type: "boolean", short: "f" } },
+      { command: "identity create", maxPositionals: 0 },
+    );
+    if (flags.help) {
+      io.out(createHelp);
+      return ExitCode.ok;
+    }
+    const out = stringFlag(flags, "out");
+    const path = out === undefined ? defaultIdentityPath(io) : resolve(io.cwd, out);
+    const label = stringFlag(flags, "label");
+    const identity = createIdentity(label === undefined ? {} : { label });
+    try {
+      await writeIdentityFile(path, identity, { overwrite: flags.force === true });
+    } catch (err) {
+      if (err instanceof IdentityFileError && err.code === "exists") {
+        throw new CliError(
+          `refusing to overwrite the existing identity file ${path}: its key would be lost for good.\n` +
+            "Pick another path with --out, or pass --force if you really mean to replace it.",
+          { cause: err },
+        );
+      }
+      throw new CliError(`cannot write identity file ${path}: ${(err as Error).message}`, { cause: err });
+    }
+    io.out(`created identity ${identity.principal}`);
+    io.out(`  file: ${path} (mode 0600: keep it secret, back it up)`);
+    return ExitCode.ok;
+  },
+};
+
+const showHelp = `Usage: unibus identity show [PATH] [--json]
+
+Prints the public half of an identity file: principal id, public keys, label
+and creation time. Secret keys are never printed.
+
+Arguments:
+  PATH          identity file (default: $UNIBUS_IDENTITY, else ./unibus.id)
+
+Options:
+  --json        print JSON
+  -h, --help    show this help`;
+
+const identityShow: Command = {
+  name: "show",
+  summary: "print an identity's public keys (never secrets)",
+  help: showHelp,
+  async run(args, io) {
+    const { flags, positionals } = parseCommandArgs(args, { json: { type: "boolean" } }, { command: "identity show", maxPositionals: 1 });
+    if (flags.help) {
+      io.out(showHelp);
+      return ExitCode.ok;
+    }
+    const [arg] = positionals;
+    const path = arg === undefined ? defaultIdentityPath(io) : resolve(io.cwd, arg);
+    // Only publicIdentity() output is ever printed: it holds no secret by construction.
+    const pub = publicIdentity(await loadIdentityForCli(path));
+    if (flags.json) {
+      io.out(JSON.stringify({ ...pub, file: path }, null, 2));
+      return ExitCode.ok;
+    }
+    io.out(`principal:            ${pub.principal}`);
+    io.out(`signing public key:   ${pub.signingPublicKey}`);
+    io.out(`agreement public key: ${pub.agreementPublicKey}`);
+    if (pub.label !== undefined) io.out(`label:                ${pub.label}`);
+    io.out(`created:              ${pub.createdAt}`);
+    io.out(`file:                 ${path}`);
+    return ExitCode.ok;
+  },
+};
+
+/** `unibus identity create|show`. */
+export const identityCommand: Command = commandGroup({
+  name: "identity",
+  summary: "create and inspect identity files",
+  intro: "Usage: unibus identity <command>\n\nAn identity is an Ed25519 signing key (its nkey `U…` is your principal id)\nplus an X25519 key-agreement key, kept in a 0600 file.",
+  subcommands: [identityCreate, identityShow],
+});

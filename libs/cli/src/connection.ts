@@ -1,0 +1,102 @@
+import { resolve } from "node:path";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { nkeyAuthenticator } from "@unibus/crypto";
+import type { ParsedFlags } from "./args.js";
+import { stringFlag } from "./args.js";
+import { CliError } from "./errors.js";
+import { EnvVar, readHomeEnvFile, resolveHome } from "./home.js";
+import { loadIdentityForCli } from "./identity-file.js";
+import type { CliIo } from "./io.js";
+
+/** Options every bus-talking command accepts. */
+export const connectionOptions = {
+  server: { type: "string", short: "s" },
+  identity: { type: "string", short: "i" },
+} as const;
+
+/** Help lines for {@link connectionOptions}. */
+export const connectionHelp = [
+  "Connection:",
+  "  -s, --server URL      bus URL (default: $UNIBUS_URL, else <UNIBUS_HOME or ./.unibus>/env)",
+  "  -i, --identity PATH   identity file (default: $UNIBUS_IDENTITY, else the same env file)",
+].join("\n");
+
+/** Where to connect and as whom; each field remembers where it came from for error messages. */
+export interface ConnectionSettings {
+  /** Bus URL. */
+  readonly server: string;
+  /** Absolute path of the identity file, or undefined to connect without credentials. */
+  readonly identityPath: string | undefined;
+  /** Human description of where the settings came from. */
+  readonly source: string;
+}
+
+/**
+ * Resolves each setting from its flag, then its environment variable, then
+ * the env file `unibus up` writes, so `npx unibus micro ls` works with no
+ * setup next to a running `npm start`.
+ */
+export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): Promise<ConnectionSettings> {
+  let server = stringFlag(flags, "server") ?? nonEmpty(io.env[EnvVar.url]);
+  let identity = stringFlag(flags, "identity") ?? nonEmpty(io.env[EnvVar.identity]);
+  let source = "flags/environment";
+  if (server === undefined || identity === undefined) {
+    const home = resolveHome(io.env, io.cwd);
+    const file = await readHomeEnvFile(home);
+    if (file) {
+      source = server === undefined && identity === undefined ? home.envFile : `flags/environment and ${home.envFile}`;
+      server ??= nonEmpty(file[EnvVar.url]);
+      identity ??= nonEmpty(file[EnvVar.identity]);
+    }
+    if (server === undefined) {
+      throw new CliError(
+        "no bus to talk to: pass --server URL or set UNIBUS_URL, " +
+          `or start a local bus with \`npx unibus up\` (no ${home.envFile} found)`,
+      );
+    }
+  }
+  return { server, identityPath: identity === undefined ? undefined : resolve(io.cwd, identity), source };
+}
+
+function nonEmpty(v: string | undefined): string | undefined {
+  return v === undefined || v === "" ? undefined : v;
+}
+
+/**
+ * Connects once, without reconnecting: a CLI command should fail fast with a
+ * clear message rather than wait for a server that is not there.
+ */
+export async function connectToBus(settings: ConnectionSettings, name = "unibus-cli"): Promise<NatsConnection> {
+  const identity = settings.identityPath === undefined ? undefined : await loadIdentityForCli(settings.identityPath);
+  try {
+    return await connect({
+      servers: settings.server,
+      name,
+      reconnect: false,
+      timeout: 5_000,
+      ...(identity ? { authenticator: nkeyAuthenticator(identity.signingKey) } : {}),
+    });
+  } catch (err) {
+    throw connectError(err, settings);
+  }
+}
+
+function connectError(err: unknown, settings: ConnectionSettings): CliError {
+  const e = err as Error & { cause?: { code?: unknown } };
+  const who = settings.identityPath ? `identity ${settings.identityPath}` : "no identity";
+  if (e.name === "AuthorizationError" || /authorization violation|authentication/i.test(e.message)) {
+    return new CliError(
+      `the bus at ${settings.server} refused ${who} (authorization violation).\n` +
+        "Use an identity the bus knows, e.g. the admin identity `unibus up` printed.",
+      { cause: err },
+    );
+  }
+  if (e.name === "ConnectionError" || e.name === "TimeoutError") {
+    return new CliError(
+      `cannot reach the bus at ${settings.server}: ${e.message}.\nIs it running? Start one with \`npx unibus up\`.`,
+      { cause: err },
+    );
+  }
+  return new CliError(`cannot connect to ${settings.server}: ${e.message}`, { cause: err });
+}

@@ -1,0 +1,25 @@
+/**
+ * What a command may touch of its surroundings. Commands receive this instead
+ * of reading `process` so tests run them in-process with captured output and
+ * a private environment.
+ */
+export interface CliIo {
+  /** Writes a line (a newline is appended) to standard output. */
+  out(line: string): void;
+  /** Writes a line (a newline is appended) to standard error. */
+  err(line: string): void;
+  /** Environment variables (a copy in tests). */
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Directory relative paths are resolved against. */
+  readonly cwd: string;
+}
+
+/** The real process's streams, environment and working directory. */
+export function processIo(): CliIo {
+  return {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    env: process.env,
+    cwd: process.cwd(),
+  };
+}

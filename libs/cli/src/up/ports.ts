@@ -1,0 +1,36 @@
+import { createServer } from "node:net";
+import { CliError } from "../errors.js";
+
+/**
+ * Fails with a clear message when `host:port` is taken, before nats-server
+ * would fail with a line buried in its log.
+ */
+export async function assertPortFree(host: string, port: number, what: string, envVar: string): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const server = createServer();
+    server.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE" || err.code === "EACCES") {
+        reject(
+          new CliError(
+            `${what} port ${port} on ${host} is not available (${err.code}): another nats-server or \`unibus up\` may be running.\n` +
+              `Stop it, or pick another port with ${envVar}=<port>.`,
+          ),
+        );
+      } else {
+        reject(err);
+      }
+    });
+    server.listen({ host, port, exclusive: true }, () => server.close(() => resolve()));
+  });
+}
+
+/** Reads a port number from the environment, with a default; a bad value is a usage error. */
+export function portFromEnv(env: Readonly<Record<string, string | undefined>>, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const port = Number(raw);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new CliError(`${name} must be a port number (1-65535), got ${JSON.stringify(raw)}`, { exitCode: 2 });
+  }
+  return port;
+}

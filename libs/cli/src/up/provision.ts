@@ -1,0 +1,168 @@
+import { randomInt } from "node:crypto";
+import { open, readdir, stat } from "node:fs/promises";
+import { IdentityFileError, NkeyPrefix, createIdentity, encodeNkeySeed, randomBytes, writeIdentityFile } from "@unibus/crypto";
+import type { Identity } from "@unibus/crypto";
+import { CliError } from "../errors.js";
+import { ensurePrivateDir, serviceIdentityFile } from "../home.js";
+import type { HomeLayout } from "../home.js";
+import { loadIdentityForCli } from "../identity-file.js";
+import type { ServiceName } from "./services.js";
+
+const LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const ALPHANUMERIC = `${LETTERS}0123456789`;
+/** 1 letter + 47 alphanumerics ≈ 285 bits. */
+const JETSTREAM_KEY_LENGTH = 48;
+const JETSTREAM_KEY_RE = /^[A-Za-z][A-Za-z0-9]{31,}$/;
+
+/**
+ * A fresh JetStream at-rest key: alphanumeric and starting with a letter,
+ * because nats-server re-parses the substituted `$UNIBUS_JS_KEY` value and
+ * would read a leading digit as a number (FIELD-NOTES "At-rest encryption").
+ * `randomInt` is uniform (no modulo bias).
+ */
+export function generateJetStreamKey(): string {
+  let key = LETTERS[randomInt(LETTERS.length)] ?? "A";
+  while (key.length < JETSTREAM_KEY_LENGTH) key += ALPHANUMERIC[randomInt(ALPHANUMERIC.length)] ?? "A";
+  return key;
+}
+
+/** True when `key` is usable as a JetStream key via env substitution. */
+export function isValidJetStreamKey(key: string): boolean {
+  return JETSTREAM_KEY_RE.test(key);
+}
+
+/** Everything `unibus up` needs from its state dir. */
+export interface ProvisionedHome {
+  /** JetStream at-rest key (secret: only ever passed to nats-server through its environment). */
+  readonly jetstreamKey: string;
+  /** Admin #0. */
+  readonly admin: Identity;
+  /** One identity per service. */
+  readonly services: ReadonlyMap<ServiceName, Identity>;
+  /** Human lines about what was created on this run (empty on a reuse). */
+  readonly created: readonly string[];
+}
+
+async function hasStoredData(dir: string): Promise<boolean> {
+  try {
+    return (await readdir(dir)).length > 0;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
+async function fileExists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
+    throw err;
+  }
+}
+
+/**
+ * Reads the JetStream key, or creates it when the store is empty. A missing
+ * key next to existing data is an error, never a regeneration: a new key would
+ * leave the encrypted store unreadable and the server would skip its streams.
+ */
+async function loadOrCreateJetStreamKey(home: HomeLayout, created: string[]): Promise<string> {
+  const path = home.jetstreamKeyFile;
+  let fh;
+  try {
+    fh = await open(path, "r");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    if (await hasStoredData(home.jetstreamDir)) {
+      throw new CliError(
+        `the JetStream key file ${path} is missing, but ${home.jetstreamDir} holds encrypted data.\n` +
+          "Restore the key file from your backup. A new key cannot read the existing store, so none is generated.",
+      );
+    }
+    const key = generateJetStreamKey();
+    // "wx": never replace a key another process just wrote.
+    const out = await open(path, "wx", 0o600);
+    try {
+      await out.writeFile(`${key}\n`);
+      await out.sync();
+    } finally {
+      await out.close();
+    }
+    created.push(`JetStream at-rest key ${path}`);
+    return key;
+  }
+  try {
+    const st = await fh.stat();
+    if ((st.mode & 0o077) !== 0) {
+      throw new CliError(`the JetStream key file ${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): run \`chmod 600 ${path}\``);
+    }
+    const key = (await fh.readFile("utf8")).trim();
+    if (!isValidJetStreamKey(key)) {
+      throw new CliError(`the JetStream key file ${path} is damaged (expected one line: a letter then 31+ letters/digits); restore it from backup`);
+    }
+    return key;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Creates the callout's issuer account seed once. The server config names
+ * only its public key; the seed file path (not the seed) goes to the
+ * auth-callout process.
+ */
+async function ensureCalloutIssuerSeed(home: HomeLayout, created: string[]): Promise<void> {
+  if (await fileExists(home.calloutIssuerSeedFile)) return;
+  const seed = randomBytes(32);
+  const out = await open(home.calloutIssuerSeedFile, "wx", 0o600);
+  try {
+    await out.writeFile(`${encodeNkeySeed(NkeyPrefix.account, seed)}\n`);
+    await out.sync();
+  } finally {
+    await out.close();
+    seed.fill(0);
+  }
+  created.push(`auth-callout issuer seed ${home.calloutIssuerSeedFile}`);
+}
+
+async function loadOrCreateIdentity(path: string, label: string, created: string[], mustExist: boolean): Promise<Identity> {
+  if (await fileExists(path)) return loadIdentityForCli(path);
+  if (mustExist) {
+    throw new CliError(
+      `the identity file ${path} is missing, but this state dir already holds data.\n` +
+        "Restore it from backup; a new admin would be a different principal.",
+    );
+  }
+  const identity = createIdentity({ label });
+  try {
+    await writeIdentityFile(path, identity);
+  } catch (err) {
+    if (err instanceof IdentityFileError && err.code === "exists") return loadIdentityForCli(path);
+    throw err;
+  }
+  created.push(`identity ${label} ${identity.principal}`);
+  return identity;
+}
+
+/**
+ * Prepares the state dir: private dirs (0700), the JetStream key and every
+ * identity (0600 files). Existing state is reused as is; nothing is ever
+ * regenerated over something that exists.
+ */
+export async function provisionHome(home: HomeLayout, services: readonly ServiceName[]): Promise<ProvisionedHome> {
+  const created: string[] = [];
+  const hadData = await hasStoredData(home.jetstreamDir);
+  for (const dir of [home.root, home.secretsDir, home.identitiesDir, home.serverDir, home.jetstreamDir]) {
+    await ensurePrivateDir(dir);
+  }
+  const jetstreamKey = await loadOrCreateJetStreamKey(home, created);
+  await ensureCalloutIssuerSeed(home, created);
+  const admin = await loadOrCreateIdentity(home.adminIdentityFile, "admin", created, hadData);
+  const identities = new Map<ServiceName, Identity>();
+  for (const name of services) {
+    // A lost service identity is only a new service principal: recreate it.
+    identities.set(name, await loadOrCreateIdentity(serviceIdentityFile(home, name), `service:${name}`, created, false));
+  }
+  return { jetstreamKey, admin, services: identities, created };
+}

@@ -1,0 +1,39 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The services `unibus up` runs, in start order (auth-callout first: it decides who may connect). */
+export const ServiceName = {
+  authCallout: "auth-callout",
+  membership: "membership",
+  keys: "keys",
+  blobs: "blobs",
+  replicaGateway: "replica-gateway",
+  healthz: "healthz",
+} as const;
+/** One of the {@link ServiceName} values. */
+export type ServiceName = (typeof ServiceName)[keyof typeof ServiceName];
+
+/** Every service, in start order. */
+export const ALL_SERVICES: readonly ServiceName[] = Object.values(ServiceName);
+
+/** The repository root (this file is libs/cli/src/up/services.ts). */
+export const REPO_ROOT = fileURLToPath(new URL("../../../../", import.meta.url));
+
+/** Where a service's entry point lives. */
+export function serviceEntryPoint(name: ServiceName, root: string = REPO_ROOT): string {
+  return join(root, "services", name, "src", "main.ts");
+}
+
+/** A service entry point found on disk, or the reason it cannot run yet. */
+export type ServiceAvailability =
+  | { readonly name: ServiceName; readonly available: true; readonly entryPoint: string }
+  | { readonly name: ServiceName; readonly available: false; readonly entryPoint: string };
+
+/** Which services have an entry point in this checkout; others are reported, not faked. */
+export function serviceAvailability(root: string = REPO_ROOT): ServiceAvailability[] {
+  return ALL_SERVICES.map((name) => {
+    const entryPoint = serviceEntryPoint(name, root);
+    return existsSync(entryPoint) ? { name, available: true, entryPoint } : { name, available: false, entryPoint };
+  });
+}
