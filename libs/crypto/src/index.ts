@@ -1,1 +1,31 @@
-export {};
+// Public surface of @unibus/crypto: every export is named here.
+export { aeadDecrypt, aeadEncrypt, AeadSize } from "./aead.js";
+export { nkeyAuthenticator } from "./authenticator.js";
+export { SigningKey, verifySignature } from "./ed25519.js";
+export {
+  constantTimeEqual,
+  fromBase64Url,
+  fromHex,
+  randomBytes,
+  toBase64Url,
+  toHex,
+} from "./encoding.js";
+export { envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeToHeaders, signEnvelope, verifyEnvelope } from "./envelope.js";
+export type { Envelope } from "./envelope.js";
+export { DecryptError, EncodingError, InvalidKeyError, InvalidPrincipalError } from "./errors.js";
+export { blake3, blake3DeriveKey, blake3Mac, sha256 } from "./hash.js";
+export {
+  createIdentity,
+  IDENTITY_FILE_VERSION,
+  IdentityFileError,
+  IdentityFileErrorCode,
+  loadIdentityFile,
+  publicIdentity,
+  writeIdentityFile,
+} from "./identity.js";
+export type { Identity, PublicIdentity } from "./identity.js";
+export { decodeNkeyPublic, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed, NkeyPrefix } from "./nkey.js";
+export { isPrincipal, normalisePrincipal, principalFromPublicKey, publicKeyFromPrincipal } from "./principal.js";
+export { openSealed, SealedBox, sealTo } from "./sealed-box.js";
+export { agreementPublicKey, generateAgreementKeyPair, x25519SharedSecret } from "./x25519.js";
+export type { AgreementKeyPair } from "./x25519.js";

@@ -1,0 +1,44 @@
+import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { describe, expect, it } from "vitest";
+import { aeadDecrypt, aeadEncrypt } from "./aead.js";
+import { randomBytes } from "./encoding.js";
+import { DecryptError } from "./errors.js";
+
+describe("XChaCha20-Poly1305", () => {
+  it("the node path is byte-identical to @noble/ciphers for random keys, nonces, sizes and associated data", () => {
+    for (const size of [0, 1, 15, 16, 63, 64, 65, 1000, 70_000]) {
+      const key = randomBytes(32);
+      const nonce = randomBytes(24);
+      const pt = randomBytes(size);
+      const ad = size % 2 === 0 ? randomBytes(size % 40) : undefined;
+      const ct = aeadEncrypt(key, nonce, pt, ad);
+      expect(ct).toEqual(xchacha20poly1305(key, nonce, ad).encrypt(pt));
+      expect(aeadDecrypt(key, nonce, ct, ad)).toEqual(pt);
+    }
+  });
+
+  it("any flipped bit in ciphertext, tag, nonce, key or associated data is a DecryptError", () => {
+    const key = randomBytes(32);
+    const nonce = randomBytes(24);
+    const ad = randomBytes(12);
+    const ct = aeadEncrypt(key, nonce, randomBytes(40), ad);
+    const flip = (b: Uint8Array, i: number): Uint8Array => {
+      const c = b.slice();
+      c[i] = (c[i] ?? 0) ^ 0x01;
+      return c;
+    };
+    for (const i of [0, 39, 40, 55]) expect(() => aeadDecrypt(key, nonce, flip(ct, i), ad)).toThrow(DecryptError);
+    expect(() => aeadDecrypt(flip(key, 3), nonce, ct, ad)).toThrow(DecryptError);
+    expect(() => aeadDecrypt(key, flip(nonce, 20), ct, ad)).toThrow(DecryptError);
+    expect(() => aeadDecrypt(key, flip(nonce, 2), ct, ad)).toThrow(DecryptError);
+    expect(() => aeadDecrypt(key, nonce, ct, flip(ad, 0))).toThrow(DecryptError);
+    expect(() => aeadDecrypt(key, nonce, ct)).toThrow(DecryptError);
+    expect(() => aeadDecrypt(key, nonce, ct.subarray(0, 15), ad)).toThrow(DecryptError);
+    expect(() => aeadDecrypt(key.subarray(1), nonce, ct, ad)).toThrow(DecryptError);
+  });
+
+  it("rejects wrong key and nonce sizes when encrypting", () => {
+    expect(() => aeadEncrypt(randomBytes(16), randomBytes(24), randomBytes(1))).toThrow(RangeError);
+    expect(() => aeadEncrypt(randomBytes(32), randomBytes(12), randomBytes(1))).toThrow(RangeError);
+  });
+});

@@ -1,0 +1,129 @@
+import type { SigningKey } from "./ed25519.js";
+import { verifySignature } from "./ed25519.js";
+import { fromBase64Url, randomBytes, toBase64Url, toHex, utf8 } from "./encoding.js";
+import { sha256 } from "./hash.js";
+import { isPrincipal, publicKeyFromPrincipal } from "./principal.js";
+
+/** NATS header names that carry a signed request envelope (DESIGN §4). */
+export const EnvelopeHeader = {
+  signer: "Unibus-Signer",
+  timestamp: "Unibus-Ts",
+  nonce: "Unibus-Nonce",
+  signature: "Unibus-Sig",
+} as const;
+/** One of the {@link EnvelopeHeader} names. */
+export type EnvelopeHeader = (typeof EnvelopeHeader)[keyof typeof EnvelopeHeader];
+
+/** A signed request envelope. Field formats are strict: anything else fails verification. */
+export interface Envelope {
+  /** Principal (`U…` user nkey) of the signing key. */
+  signer: string;
+  /** Signing time, unix milliseconds (non-negative safe integer). The kit enforces ±30 s freshness. */
+  timestamp: number;
+  /** 16 random bytes as 32 lowercase hex characters. The kit rejects reuse on mutating requests. */
+  nonce: string;
+  /** Ed25519 signature over {@link envelopeSigningBytes}, base64url without padding (86 characters). */
+  signature: string;
+}
+
+/** Domain-separation tag: a signature made for an envelope is useless in any other protocol, and vice versa. */
+const DOMAIN = utf8("unibus-envelope-v1");
+const NONCE_RE = /^[0-9a-f]{32}$/;
+const SIGNATURE_RE = /^[A-Za-z0-9_-]{86}$/;
+
+/**
+ * The canonical byte string an envelope signature covers (contracts/specs/identity-and-envelope.md):
+ *
+ * ```
+ * u8(18) "unibus-envelope-v1"
+ * u32be(len) utf8(subject)
+ * u64be(timestamp)
+ * u8(32) ascii(nonce)
+ * sha256(body)                  (32 bytes)
+ * ```
+ *
+ * Every variable field is length-prefixed so no two (subject, nonce) splits
+ * give the same bytes; the subject is signed so a signature for one endpoint
+ * cannot be replayed against another. Throws RangeError on a timestamp that
+ * is not a non-negative safe integer or a nonce that is not 32 lowercase hex.
+ */
+export function envelopeSigningBytes(subject: string, timestamp: number, nonce: string, body: Uint8Array): Uint8Array {
+  if (!Number.isSafeInteger(timestamp) || timestamp < 0) throw new RangeError("envelope timestamp must be a non-negative safe integer");
+  if (!NONCE_RE.test(nonce)) throw new RangeError("envelope nonce must be 32 lowercase hex characters");
+  const subjectBytes = utf8(subject);
+  const nonceBytes = utf8(nonce);
+  const out = new Uint8Array(1 + DOMAIN.byteLength + 4 + subjectBytes.byteLength + 8 + 1 + nonceBytes.byteLength + 32);
+  const view = new DataView(out.buffer);
+  let off = 0;
+  out[off++] = DOMAIN.byteLength;
+  out.set(DOMAIN, off);
+  off += DOMAIN.byteLength;
+  view.setUint32(off, subjectBytes.byteLength);
+  off += 4;
+  out.set(subjectBytes, off);
+  off += subjectBytes.byteLength;
+  view.setBigUint64(off, BigInt(timestamp));
+  off += 8;
+  out[off++] = nonceBytes.byteLength;
+  out.set(nonceBytes, off);
+  off += nonceBytes.byteLength;
+  out.set(sha256(body), off);
+  return out;
+}
+
+/** Signs a request for `subject` with a fresh random nonce. `now` (unix ms) defaults to `Date.now()`. */
+export function signEnvelope(key: SigningKey, subject: string, body: Uint8Array, now: number = Date.now()): Envelope {
+  const nonce = toHex(randomBytes(16));
+  const signature = toBase64Url(key.sign(envelopeSigningBytes(subject, now, nonce, body)));
+  return { signer: key.principal, timestamp: now, nonce, signature };
+}
+
+/**
+ * Checks the envelope's signature against `subject` and `body`. Signature
+ * only: freshness and nonce reuse are the service kit's job. Returns false
+ * (never throws) on any malformed field, including a non-canonical base64url
+ * signature, so one signature has exactly one accepted spelling.
+ */
+export function verifyEnvelope(envelope: Envelope, subject: string, body: Uint8Array): boolean {
+  try {
+    if (typeof envelope !== "object" || envelope === null) return false;
+    const { signer, timestamp, nonce, signature } = envelope;
+    if (typeof signer !== "string" || !isPrincipal(signer)) return false;
+    if (typeof subject !== "string" || !(body instanceof Uint8Array)) return false;
+    if (typeof nonce !== "string" || !NONCE_RE.test(nonce)) return false;
+    if (typeof timestamp !== "number" || !Number.isSafeInteger(timestamp) || timestamp < 0) return false;
+    if (typeof signature !== "string" || !SIGNATURE_RE.test(signature)) return false;
+    const sig = fromBase64Url(signature);
+    if (toBase64Url(sig) !== signature) return false;
+    return verifySignature(publicKeyFromPrincipal(signer), envelopeSigningBytes(subject, timestamp, nonce, body), sig);
+  } catch {
+    return false;
+  }
+}
+
+/** The envelope as NATS header values (header name → value). */
+export function envelopeToHeaders(envelope: Envelope): Record<EnvelopeHeader, string> {
+  return {
+    [EnvelopeHeader.signer]: envelope.signer,
+    [EnvelopeHeader.timestamp]: String(envelope.timestamp),
+    [EnvelopeHeader.nonce]: envelope.nonce,
+    [EnvelopeHeader.signature]: envelope.signature,
+  };
+}
+
+/**
+ * Reads an envelope from headers via a getter (e.g. `(n) => msg.headers?.get(n)`).
+ * Returns undefined when a header is missing or the timestamp is not a
+ * canonical decimal integer; other fields are checked by {@link verifyEnvelope}.
+ */
+export function envelopeFromHeaders(get: (name: string) => string | undefined | null): Envelope | undefined {
+  const signer = get(EnvelopeHeader.signer);
+  const ts = get(EnvelopeHeader.timestamp);
+  const nonce = get(EnvelopeHeader.nonce);
+  const signature = get(EnvelopeHeader.signature);
+  if (!signer || !ts || !nonce || !signature) return undefined;
+  if (!/^(0|[1-9][0-9]{0,15})$/.test(ts)) return undefined;
+  const timestamp = Number(ts);
+  if (!Number.isSafeInteger(timestamp)) return undefined;
+  return { signer, timestamp, nonce, signature };
+}

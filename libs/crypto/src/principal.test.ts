@@ -1,0 +1,46 @@
+import { describe, expect, it } from "vitest";
+import { SigningKey } from "./ed25519.js";
+import { toHex } from "./encoding.js";
+import { InvalidPrincipalError } from "./errors.js";
+import { isPrincipal, normalisePrincipal, principalFromPublicKey, publicKeyFromPrincipal } from "./principal.js";
+
+describe("principals", () => {
+  const key = SigningKey.generate();
+  const hex = toHex(key.publicKey);
+
+  it("a principal is the U… nkey of the Ed25519 public key", () => {
+    expect(principalFromPublicKey(key.publicKey)).toBe(key.principal);
+    expect(isPrincipal(key.principal)).toBe(true);
+  });
+
+  it("normalises 64-hex (either case, surrounding whitespace) and U… to the same U… principal", () => {
+    expect(normalisePrincipal(hex)).toBe(key.principal);
+    expect(normalisePrincipal(hex.toUpperCase())).toBe(key.principal);
+    expect(normalisePrincipal(`  ${hex}\n`)).toBe(key.principal);
+    expect(normalisePrincipal(key.principal)).toBe(key.principal);
+    expect(publicKeyFromPrincipal(hex)).toEqual(key.publicKey);
+    expect(publicKeyFromPrincipal(key.principal)).toEqual(key.publicKey);
+  });
+
+  it("hex is accepted as input but is not a canonical principal", () => {
+    expect(isPrincipal(hex)).toBe(false);
+  });
+
+  it("rejects other nkey kinds, bad checksums, wrong lengths and junk with InvalidPrincipalError", () => {
+    const bad = [
+      key.nkeyPublic("A"),
+      key.principal.slice(0, -1) + (key.principal.endsWith("A") ? "B" : "A"),
+      key.principal.slice(1),
+      hex.slice(2),
+      `${hex}00`,
+      "",
+      "u" + key.principal.slice(1),
+      key.nkeySeed(),
+    ];
+    for (const s of bad) {
+      expect(isPrincipal(s)).toBe(false);
+      expect(() => normalisePrincipal(s)).toThrow(InvalidPrincipalError);
+    }
+    expect(() => principalFromPublicKey(new Uint8Array(31))).toThrow(InvalidPrincipalError);
+  });
+});

@@ -1,0 +1,139 @@
+import * as ed from "@noble/ed25519";
+import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { x25519 } from "@noble/curves/ed25519.js";
+import { sha512 } from "@noble/hashes/sha2.js";
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { aeadDecrypt, aeadEncrypt } from "./aead.js";
+import { nkeyAuthenticator } from "./authenticator.js";
+import { SigningKey, verifySignature } from "./ed25519.js";
+import { fromHex, toHex } from "./encoding.js";
+import { envelopeSigningBytes, signEnvelope, verifyEnvelope } from "./envelope.js";
+import { normalisePrincipal, publicKeyFromPrincipal } from "./principal.js";
+import { openSealed, sealWithEphemeralSecret } from "./sealed-box.js";
+import { agreementPublicKey, x25519SharedSecret } from "./x25519.js";
+
+ed.hashes.sha512 = sha512;
+
+// The vectors come from contracts/vectors/generate.ts, which uses only the
+// portable references (@noble/*, @nats-io/nkeys); each test checks both the
+// reference and this package's node:crypto path against the frozen bytes.
+function vectors<T>(name: string): T {
+  return JSON.parse(readFileSync(new URL(`../../../contracts/vectors/${name}`, import.meta.url), "utf8")) as T;
+}
+
+interface Ed25519Vectors {
+  cases: {
+    name: string;
+    seed: string;
+    publicKey: string;
+    message: string;
+    signature: string;
+    nkeyUserSeed: string;
+    principal: string;
+    nkeyAccountSeed: string;
+    nkeyAccountPublic: string;
+  }[];
+  nkeyAuth: { nkeyUserSeed: string; nonce: string; nkey: string; sig: string };
+}
+interface X25519Vectors {
+  cases: { name: string; secretKey: string; publicKey: string; peerPublicKey: string; shared: string }[];
+}
+interface AeadVectors {
+  cases: { name: string; key: string; nonce: string; plaintext: string; associatedData?: string; ciphertext: string }[];
+}
+interface EnvelopeVectors {
+  seed: string;
+  cases: {
+    name: string;
+    subject: string;
+    body: string;
+    signingBytes: string;
+    envelope: { signer: string; timestamp: number; nonce: string; signature: string };
+  }[];
+}
+interface SealedVectors {
+  cases: { name: string; recipientSecretKey: string; recipientPublicKey: string; ephemeralSecretKey: string; plaintext: string; sealed: string }[];
+}
+
+describe("contracts/vectors/ed25519.json", () => {
+  const v = vectors<Ed25519Vectors>("ed25519.json");
+  for (const c of v.cases) {
+    it(`${c.name}: node and noble produce the vector's public key and signature`, () => {
+      const key = SigningKey.fromSeed(fromHex(c.seed));
+      expect(toHex(key.publicKey)).toBe(c.publicKey);
+      expect(toHex(key.sign(fromHex(c.message)))).toBe(c.signature);
+      expect(toHex(ed.getPublicKey(fromHex(c.seed)))).toBe(c.publicKey);
+      expect(toHex(ed.sign(fromHex(c.message), fromHex(c.seed)))).toBe(c.signature);
+      expect(verifySignature(fromHex(c.publicKey), fromHex(c.message), fromHex(c.signature))).toBe(true);
+    });
+    it(`${c.name}: nkey seeds and principals match @nats-io/nkeys`, () => {
+      const key = SigningKey.fromSeed(fromHex(c.seed));
+      expect(key.principal).toBe(c.principal);
+      expect(key.nkeySeed()).toBe(c.nkeyUserSeed);
+      expect(key.nkeyPublic("A")).toBe(c.nkeyAccountPublic);
+      const account = SigningKey.fromNkeySeed(c.nkeyAccountSeed);
+      expect(account.principal).toBe(c.nkeyAccountPublic);
+      expect(account.nkeySeed()).toBe(c.nkeyAccountSeed);
+      expect(normalisePrincipal(c.publicKey)).toBe(c.principal);
+      expect(toHex(publicKeyFromPrincipal(c.principal))).toBe(c.publicKey);
+    });
+  }
+  it("nkeyAuthenticator reproduces the nats.js connect signature", () => {
+    const auth = nkeyAuthenticator(SigningKey.fromNkeySeed(v.nkeyAuth.nkeyUserSeed));
+    expect(auth(v.nkeyAuth.nonce)).toEqual({ nkey: v.nkeyAuth.nkey, sig: v.nkeyAuth.sig });
+  });
+});
+
+describe("contracts/vectors/x25519.json", () => {
+  for (const c of vectors<X25519Vectors>("x25519.json").cases) {
+    it(`${c.name}: node and noble agree on public key and shared secret`, () => {
+      const sk = fromHex(c.secretKey);
+      expect(toHex(agreementPublicKey(sk))).toBe(c.publicKey);
+      expect(toHex(x25519SharedSecret(sk, fromHex(c.peerPublicKey)))).toBe(c.shared);
+      expect(toHex(x25519.getPublicKey(sk))).toBe(c.publicKey);
+      expect(toHex(x25519.getSharedSecret(sk, fromHex(c.peerPublicKey)))).toBe(c.shared);
+    });
+  }
+});
+
+describe("contracts/vectors/xchacha20poly1305.json", () => {
+  for (const c of vectors<AeadVectors>("xchacha20poly1305.json").cases) {
+    it(`${c.name}: node path and noble produce the vector's ciphertext, and both decrypt it`, () => {
+      const [key, nonce, pt] = [fromHex(c.key), fromHex(c.nonce), fromHex(c.plaintext)];
+      const ad = c.associatedData === undefined ? undefined : fromHex(c.associatedData);
+      expect(toHex(aeadEncrypt(key, nonce, pt, ad))).toBe(c.ciphertext);
+      expect(toHex(xchacha20poly1305(key, nonce, ad).encrypt(pt))).toBe(c.ciphertext);
+      expect(toHex(aeadDecrypt(key, nonce, fromHex(c.ciphertext), ad))).toBe(c.plaintext);
+      expect(toHex(xchacha20poly1305(key, nonce, ad).decrypt(fromHex(c.ciphertext)))).toBe(c.plaintext);
+    });
+  }
+});
+
+describe("contracts/vectors/envelope.json", () => {
+  const v = vectors<EnvelopeVectors>("envelope.json");
+  for (const c of v.cases) {
+    it(`${c.name}: signing bytes and signature match the spec, and the envelope verifies`, () => {
+      const body = fromHex(c.body);
+      const bytes = envelopeSigningBytes(c.subject, c.envelope.timestamp, c.envelope.nonce, body);
+      expect(toHex(bytes)).toBe(c.signingBytes);
+      const key = SigningKey.fromSeed(fromHex(v.seed));
+      expect(key.principal).toBe(c.envelope.signer);
+      expect(Buffer.from(key.sign(bytes)).toString("base64url")).toBe(c.envelope.signature);
+      expect(Buffer.from(ed.sign(bytes, fromHex(v.seed))).toString("base64url")).toBe(c.envelope.signature);
+      expect(verifyEnvelope(c.envelope, c.subject, body)).toBe(true);
+      const fresh = signEnvelope(key, c.subject, body, c.envelope.timestamp);
+      expect(verifyEnvelope(fresh, c.subject, body)).toBe(true);
+    });
+  }
+});
+
+describe("contracts/vectors/sealed-box.json", () => {
+  for (const c of vectors<SealedVectors>("sealed-box.json").cases) {
+    it(`${c.name}: sealing with the vector's ephemeral key reproduces it, and it opens`, () => {
+      const rpk = fromHex(c.recipientPublicKey);
+      expect(toHex(sealWithEphemeralSecret(rpk, fromHex(c.plaintext), fromHex(c.ephemeralSecretKey)))).toBe(c.sealed);
+      expect(toHex(openSealed(fromHex(c.recipientSecretKey), fromHex(c.sealed)))).toBe(c.plaintext);
+    });
+  }
+});
