@@ -1,1 +1,18 @@
-export {};
+// Public surface of @unibus/auth-callout: every export is named here.
+export { authorize, DenyReason, PermissionCache } from "./authorize.js";
+export type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
+export { encodeAuthorizationResponse, encodeUserJwt, handleCalloutRequest } from "./callout.js";
+export type { AuthorizationResponseBody, CalloutContext, CalloutOutcome, UserClaimsBody } from "./callout.js";
+export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./constants.js";
+export { KvPrincipalDirectory, WatchedPrincipalDirectory } from "./directory.js";
+export type { DirectoryEntry, PrincipalDirectory } from "./directory.js";
+export { CalloutConfigError, DirectoryError, EncryptionMismatchError, InvalidRequestError } from "./errors.js";
+export { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";
+export type { AuthorizationRequest, DecodedJwt, JwtClaims } from "./jwt.js";
+export { inboxOf, isSafeRoomId, permissionsFor, Role, UserStatus } from "./permissions.js";
+export type { Grantee, Permissions, RoomRole, RoomsRecord, UserRecord } from "./permissions.js";
+export { calloutServerConfig, calloutUserPermissions, kvReadSubjects, kvWatchSubjects, servicePermissions } from "./server-config.js";
+export type { CalloutServerConfigOptions, ServerPermissions, ServiceUser } from "./server-config.js";
+export { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
+export type { AuthCalloutServiceDeps, CalloutLogger } from "./service.js";
+export { CalloutXkey } from "./xkey.js";

@@ -1,0 +1,133 @@
+import { NkeyPrefix, decodeNkeyPublic, verifySignature } from "@unibus/crypto";
+import type { PrincipalDirectory } from "./directory.js";
+import type { AuthorizationRequest } from "./jwt.js";
+import type { Permissions, Role } from "./permissions.js";
+import { UserStatus, permissionsFor } from "./permissions.js";
+
+/**
+ * Why a connect was denied. Goes to the callout's log and the server's log
+ * (as the response `error`), never to the client, which sees only
+ * "Authorization Violation".
+ */
+export const DenyReason = {
+  noNkey: "no nkey presented",
+  malformedNkey: "nkey is not a user nkey",
+  badSignature: "nonce signature does not verify",
+  unknown: "principal not in allowlist",
+  revoked: "principal revoked",
+  directoryUnavailable: "directory unavailable",
+} as const;
+/** One of the {@link DenyReason} values. */
+export type DenyReason = (typeof DenyReason)[keyof typeof DenyReason];
+
+/** The outcome of {@link authorize}. */
+export type AuthorizeResult =
+  | { ok: true; principal: string; role: Role | "bootstrap"; permissions: Permissions }
+  | { ok: false; reason: DenyReason; principal?: string; cause?: unknown };
+
+/**
+ * Permission sets by (principal, directory revision). A repeat login by an
+ * unchanged principal then costs only the JWT signing. Bounded LRU: the keys
+ * are principals that passed the nonce check, but there may be many.
+ */
+export class PermissionCache {
+  readonly #map = new Map<string, Permissions>();
+  readonly #max: number;
+
+  constructor(max = 10_000) {
+    this.#max = max;
+  }
+
+  get(principal: string, revision: string): Permissions | undefined {
+    const key = `${principal}@${revision}`;
+    const hit = this.#map.get(key);
+    if (hit !== undefined) {
+      this.#map.delete(key);
+      this.#map.set(key, hit);
+    }
+    return hit;
+  }
+
+  set(principal: string, revision: string, permissions: Permissions): void {
+    const key = `${principal}@${revision}`;
+    this.#map.set(key, permissions);
+    if (this.#map.size > this.#max) {
+      const oldest = this.#map.keys().next().value;
+      if (oldest !== undefined) this.#map.delete(oldest);
+    }
+  }
+
+  /** Number of cached sets (for tests and stats). */
+  get size(): number {
+    return this.#map.size;
+  }
+}
+
+/** Options of {@link authorize}. */
+export interface AuthorizeOptions {
+  /**
+   * Let identities that are not in the allowlist (nodes joining) connect with
+   * replica-handshake-only permissions. Default false: unknown is denied.
+   */
+  bootstrapAccess?: boolean;
+  /** Shared permission cache; without one every login recomputes. */
+  cache?: PermissionCache;
+}
+
+// Ed25519 signatures are 64 bytes; nats.js sends base64 (padded), Go base64url.
+const SIG_BASE64_RE = /^[A-Za-z0-9+/_-]{86}(?:==)?$/;
+
+/**
+ * Decides one connect attempt (callout.go style: the service is built around
+ * this one function; decoding, signing and replying live in callout.ts).
+ *
+ * nats-server does not check the nonce signature of an nkey it does not know,
+ * so it is verified here: `connect_opts.sig` over `client_info.nonce` against
+ * `connect_opts.nkey` (threat: anyone claiming a member's public key).
+ * Then the principal must be in the allowlist and active. A directory error
+ * denies (fail closed).
+ */
+export async function authorize(
+  request: AuthorizationRequest,
+  directory: PrincipalDirectory,
+  options: AuthorizeOptions = {},
+): Promise<AuthorizeResult> {
+  const nkey = request.connect_opts.nkey;
+  if (typeof nkey !== "string" || nkey === "") return { ok: false, reason: DenyReason.noNkey };
+  const publicKey = decodeNkeyPublic(NkeyPrefix.user, nkey);
+  if (publicKey === undefined) return { ok: false, reason: DenyReason.malformedNkey };
+  const nonce = request.client_info.nonce;
+  const sig = request.connect_opts.sig;
+  if (typeof nonce !== "string" || nonce === "" || typeof sig !== "string" || !SIG_BASE64_RE.test(sig)) {
+    return { ok: false, reason: DenyReason.badSignature, principal: nkey };
+  }
+  if (!verifySignature(publicKey, Buffer.from(nonce, "utf8"), Buffer.from(sig, "base64"))) {
+    return { ok: false, reason: DenyReason.badSignature, principal: nkey };
+  }
+
+  let entry;
+  try {
+    entry = await directory.lookup(nkey);
+  } catch (cause) {
+    return { ok: false, reason: DenyReason.directoryUnavailable, principal: nkey, cause };
+  }
+  if (entry === null) {
+    if (options.bootstrapAccess === true) {
+      return { ok: true, principal: nkey, role: "bootstrap", permissions: permissionsFor({ kind: "bootstrap", principal: nkey }, null) };
+    }
+    return { ok: false, reason: DenyReason.unknown, principal: nkey };
+  }
+  if (entry.user.status !== UserStatus.active) return { ok: false, reason: DenyReason.revoked, principal: nkey };
+
+  const cached = options.cache?.get(nkey, entry.revision);
+  if (cached !== undefined) return { ok: true, principal: nkey, role: entry.user.role, permissions: cached };
+  let permissions: Permissions;
+  try {
+    permissions = permissionsFor({ kind: "user", user: entry.user }, entry.rooms);
+  } catch (cause) {
+    // An unknown role or similar corrupt record: deny rather than guess.
+    return { ok: false, reason: DenyReason.directoryUnavailable, principal: nkey, cause };
+  }
+  options.cache?.set(nkey, entry.revision, permissions);
+  return { ok: true, principal: nkey, role: entry.user.role, permissions };
+}

@@ -1,0 +1,118 @@
+import type { SigningKey } from "@unibus/crypto";
+import { NkeyPrefix } from "@unibus/crypto";
+import { CalloutSubject } from "./constants.js";
+import type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
+import { authorize } from "./authorize.js";
+import type { PrincipalDirectory } from "./directory.js";
+import { EncryptionMismatchError, InvalidRequestError } from "./errors.js";
+import type { AuthorizationRequest } from "./jwt.js";
+import { decodeAuthorizationRequest, encodeJwt } from "./jwt.js";
+import type { Permissions } from "./permissions.js";
+import type { CalloutXkey } from "./xkey.js";
+
+/** The `nats` body of the user JWT the callout issues. */
+export interface UserClaimsBody {
+  pub: Permissions["pub"];
+  sub: Permissions["sub"];
+  subs: number;
+  data: number;
+  payload: number;
+  type: "user";
+  version: 2;
+}
+
+/** The `nats` body of the authorization response JWT. */
+export interface AuthorizationResponseBody {
+  type: "authorization_response";
+  version: 2;
+  jwt?: string;
+  error?: string;
+}
+
+/** Everything the callout needs to answer requests. */
+export interface CalloutContext {
+  /** The account key named as `issuer` in `auth_callout`; signs responses and user JWTs. */
+  issuer: SigningKey;
+  /** The account clients are placed in (config mode: the user JWT's `aud`). */
+  appAccount: string;
+  /** When set, requests must be encrypted and responses are sealed to the server's xkey. */
+  xkey?: CalloutXkey;
+  directory: PrincipalDirectory;
+  authorize?: AuthorizeOptions;
+  /** Seconds a granted session lasts before the server disconnects it; unset = until kicked. */
+  sessionTtlSeconds?: number;
+}
+
+/** What happened to one request, for logs and stats. */
+export type CalloutOutcome =
+  | { kind: "answered"; request: AuthorizationRequest; result: AuthorizeResult; reply: Uint8Array }
+  /** The request could not be trusted or decrypted: no response is signed (the server times out → denied). */
+  | { kind: "rejected"; error: Error };
+
+// Every JWT starts with base64url of `{"t`/`{"typ`: "eyJ0". Anything else is a sealed box.
+function looksLikeJwt(data: Uint8Array): boolean {
+  return data.byteLength >= 4 && data[0] === 0x65 && data[1] === 0x79 && data[2] === 0x4a && data[3] === 0x30;
+}
+
+/**
+ * Builds the signed user JWT for a granted connect: `sub` = the server's fresh
+ * `user_nkey`, `aud` = target account, `name` = principal, explicit pub and sub
+ * allow lists (never absent: absent means allow-all).
+ */
+export function encodeUserJwt(ctx: CalloutContext, request: AuthorizationRequest, principal: string, permissions: Permissions): string {
+  const nats: UserClaimsBody = { pub: permissions.pub, sub: permissions.sub, subs: -1, data: -1, payload: -1, type: "user", version: 2 };
+  const claims: { sub: string; aud: string; name: string; nats: UserClaimsBody; exp?: number } = {
+    sub: request.user_nkey,
+    aud: ctx.appAccount,
+    name: principal,
+    nats,
+  };
+  if (ctx.sessionTtlSeconds !== undefined) claims.exp = Math.floor(Date.now() / 1000) + ctx.sessionTtlSeconds;
+  return encodeJwt(claims, ctx.issuer, NkeyPrefix.account);
+}
+
+/** Builds the signed authorization response carrying either a user JWT or an error. */
+export function encodeAuthorizationResponse(ctx: CalloutContext, request: AuthorizationRequest, body: { jwt: string } | { error: string }): string {
+  const nats: AuthorizationResponseBody = { type: "authorization_response", version: 2, ...body };
+  return encodeJwt({ sub: request.user_nkey, aud: request.server_id.id, nats }, ctx.issuer, NkeyPrefix.account);
+}
+
+/**
+ * Handles one message from `$SYS.REQ.USER.AUTH`: decrypt (if an xkey is
+ * configured), decode and verify the server's request, {@link authorize},
+ * sign the response, encrypt it back. Denials are signed responses carrying
+ * `error` (never a user JWT). A request that is not genuine gets no signed
+ * answer at all, so the callout is not a signing oracle.
+ *
+ * @param serverXkeyHeader - value of the `Nats-Server-Xkey` header, if any.
+ */
+export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array, serverXkeyHeader: string | undefined): Promise<CalloutOutcome> {
+  let request: AuthorizationRequest;
+  let token: string;
+  const encrypted = !looksLikeJwt(data);
+  try {
+    if (ctx.xkey !== undefined) {
+      // Threat: a downgrade to plaintext would expose client connect options.
+      if (!encrypted) throw new EncryptionMismatchError("service requires encryption but the server sent plaintext");
+      if (serverXkeyHeader === undefined || serverXkeyHeader === "") throw new InvalidRequestError(`missing ${CalloutSubject.xkeyHeader} header`);
+      token = Buffer.from(ctx.xkey.open(data, serverXkeyHeader)).toString("utf8");
+    } else {
+      if (encrypted) throw new EncryptionMismatchError("server encrypts but the service has no xkey");
+      token = Buffer.from(data).toString("utf8");
+    }
+    request = decodeAuthorizationRequest(token).nats;
+    if (ctx.xkey !== undefined && request.server_id.xkey !== serverXkeyHeader) {
+      throw new InvalidRequestError("server xkey in request differs from header");
+    }
+  } catch (error) {
+    return { kind: "rejected", error: error instanceof Error ? error : new InvalidRequestError(String(error)) };
+  }
+
+  const result = await authorize(request, ctx.directory, ctx.authorize);
+  const response = result.ok
+    ? encodeAuthorizationResponse(ctx, request, { jwt: encodeUserJwt(ctx, request, result.principal, result.permissions) })
+    : encodeAuthorizationResponse(ctx, request, { error: result.reason });
+  let reply: Uint8Array = Buffer.from(response, "utf8");
+  if (ctx.xkey !== undefined && serverXkeyHeader !== undefined) reply = ctx.xkey.seal(reply, serverXkeyHeader);
+  return { kind: "answered", request, result, reply };
+}

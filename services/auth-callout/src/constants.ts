@@ -1,0 +1,40 @@
+/** Protocol names fixed by nats-server's auth callout (ADR-26). */
+export const CalloutSubject = {
+  /** Where nats-server publishes authorization requests. */
+  auth: "$SYS.REQ.USER.AUTH",
+  /** Micro-service group + endpoint that together make {@link CalloutSubject.auth}. */
+  group: "$SYS.REQ.USER",
+  endpoint: "AUTH",
+  /** The `aud` of every genuine request JWT. */
+  requestAudience: "nats-authorization-request",
+  /** Header naming the server's curve key when the request is encrypted. */
+  xkeyHeader: "Nats-Server-Xkey",
+  /** Prefix of the server's reply inboxes for callout requests. */
+  replyPrefix: "$SYS._INBOX.",
+} as const;
+/** One of the {@link CalloutSubject} values. */
+export type CalloutSubject = (typeof CalloutSubject)[keyof typeof CalloutSubject];
+
+/** Subject roots of the unibus data and control planes (DESIGN §4). */
+export const UnibusSubject = {
+  /** `unibus.room.<roomId>.>`: room data plane. */
+  roomPrefix: "unibus.room.",
+  /** `unibus.v1.<service>.<endpoint…>`: control-plane requests. */
+  controlPlane: "unibus.v1.*.>",
+  /** The replica gateway's handshake/join subjects (node / bootstrap identities). */
+  replicaHandshake: "unibus.v1.replica.>",
+  /** Inbox root; each principal gets `_INBOX.<principal>.>`. */
+  inboxPrefix: "_INBOX.",
+  /** Micro discovery (`$SRV.PING|INFO|STATS`), admin only. */
+  microDiscovery: "$SRV.>",
+} as const;
+/** One of the {@link UnibusSubject} values. */
+export type UnibusSubject = (typeof UnibusSubject)[keyof typeof UnibusSubject];
+
+/** The KV buckets the callout reads (written by the membership service). */
+export const DirectoryBucket = {
+  users: "users",
+  roomsByMember: "rooms_by_member",
+} as const;
+/** One of the {@link DirectoryBucket} names. */
+export type DirectoryBucket = (typeof DirectoryBucket)[keyof typeof DirectoryBucket];

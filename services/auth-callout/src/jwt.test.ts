@@ -1,0 +1,115 @@
+import { createHash } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { Algorithms, createAccount, createServer, encode, encodeAuthorizationResponse, decode as natsDecode } from "@nats-io/jwt";
+import type { KeyPair } from "@nats-io/jwt";
+import { NkeyPrefix, SigningKey, encodeNkeySeed, randomBytes } from "@unibus/crypto";
+import { InvalidRequestError } from "./errors.js";
+import { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";
+import type { AuthorizationRequest } from "./jwt.js";
+
+const keyOf = (prefix: NkeyPrefix): SigningKey => SigningKey.fromNkeySeed(encodeNkeySeed(prefix, randomBytes(32)));
+const account = keyOf(NkeyPrefix.account);
+const serverKey = keyOf(NkeyPrefix.server);
+
+describe("encodeJwt", () => {
+  it("produces tokens that @nats-io/jwt decodes and whose signature verifies", () => {
+    const userKey = SigningKey.generate().principal;
+    const token = encodeJwt(
+      { sub: userKey, aud: "UNIBUS", name: "alice", nats: { pub: { allow: ["a"] }, sub: { allow: ["b"] }, type: "user", version: 2 } },
+      account,
+    );
+    const claims = natsDecode<{ pub: { allow: string[] } }>(token); // throws on a bad signature
+    expect(claims.iss).toBe(account.principal);
+    expect(claims.iss.startsWith("A")).toBe(true);
+    expect(claims.sub).toBe(userKey);
+    expect(claims.aud).toBe("UNIBUS");
+    expect(claims.nats.pub?.allow).toEqual(["a"]);
+  });
+
+  it("uses the nats v2 header and jti = base32(sha256(claims with an empty jti))", () => {
+    const token = encodeJwt({ sub: "x", nats: { type: "user", version: 2 } }, account);
+    const [h, p] = token.split(".") as [string, string];
+    expect(JSON.parse(Buffer.from(h, "base64url").toString())).toEqual({ typ: "JWT", alg: "ed25519-nkey" });
+    const body = JSON.parse(Buffer.from(p, "base64url").toString());
+    const digest = createHash("sha256").update(JSON.stringify({ ...body, jti: "" })).digest();
+    expect(body.jti).toMatch(/^[A-Z2-7]{52}$/);
+    expect(Buffer.from(base32Decode(body.jti)).equals(digest)).toBe(true);
+  });
+
+  it("reads tokens signed by @nats-io/jwt (the reference encoder)", async () => {
+    const token = await encodeAuthorizationResponse(SigningKey.generate().principal, serverKey.principal, createAccount(), { error: "nope" }, {});
+    expect(decodeJwt<{ error: string }>(token, NkeyPrefix.account).nats.error).toBe("nope");
+  });
+});
+
+describe("decodeAuthorizationRequest", () => {
+  const userNkey = SigningKey.generate().principal;
+  const request = (over: Partial<AuthorizationRequest> = {}): AuthorizationRequest => ({
+    server_id: { name: "n", host: "127.0.0.1", id: serverKey.principal },
+    user_nkey: userNkey,
+    client_info: { nonce: "abc" },
+    connect_opts: { protocol: 1 },
+    type: "authorization_request",
+    version: 2,
+    ...over,
+  });
+  const sign = (nats: AuthorizationRequest, aud = "nats-authorization-request", key = serverKey): string =>
+    encodeJwt({ sub: account.principal, aud, nats, exp: Math.floor(Date.now() / 1000) + 2 }, key, NkeyPrefix.server);
+
+  it("accepts a request signed by the server it names", () => {
+    expect(decodeAuthorizationRequest(sign(request())).nats.user_nkey).toBe(userNkey);
+  });
+
+  it("accepts a request encoded by @nats-io/jwt with a server key", async () => {
+    const kp: KeyPair = createServer();
+    const nats = request({ server_id: { name: "n", host: "h", id: kp.getPublicKey() } });
+    const claims = { aud: "nats-authorization-request", sub: account.principal, nats, jti: "", iat: 0, iss: "", name: "" };
+    const token = await encode(Algorithms.v2, claims, kp);
+    expect(decodeAuthorizationRequest(token).nats.server_id.id).toBe(kp.getPublicKey());
+  });
+
+  it("rejects a wrong audience", () => {
+    expect(() => decodeAuthorizationRequest(sign(request(), "something-else"))).toThrow(InvalidRequestError);
+  });
+
+  it("rejects a request signed by a server key other than server_id.id", () => {
+    expect(() => decodeAuthorizationRequest(sign(request(), undefined, keyOf(NkeyPrefix.server)))).toThrow(/signed by the server/);
+  });
+
+  it("rejects a request whose issuer is not a server key", () => {
+    const token = encodeJwt({ sub: "x", aud: "nats-authorization-request", nats: request() }, account);
+    expect(() => decodeAuthorizationRequest(token)).toThrow(InvalidRequestError);
+  });
+
+  it("rejects a tampered payload", () => {
+    const [h, , s] = sign(request()).split(".");
+    const forged = Buffer.from(JSON.stringify({ iss: serverKey.principal, sub: "x", aud: "nats-authorization-request", nats: request() })).toString("base64url");
+    expect(() => decodeAuthorizationRequest(`${h}.${forged}.${s}`)).toThrow(/signature/);
+  });
+
+  it("rejects an expired request", () => {
+    const token = encodeJwt({ sub: "x", aud: "nats-authorization-request", nats: request(), exp: 1000 }, serverKey, NkeyPrefix.server);
+    expect(() => decodeAuthorizationRequest(token)).toThrow(/expired/);
+  });
+
+  it("rejects garbage", () => {
+    expect(() => decodeAuthorizationRequest("not-a-jwt")).toThrow(InvalidRequestError);
+    expect(() => decodeAuthorizationRequest("a.b.c")).toThrow(InvalidRequestError);
+  });
+});
+
+function base32Decode(s: string): Uint8Array {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  const out: number[] = [];
+  let bits = 0;
+  let value = 0;
+  for (const ch of s) {
+    value = (value << 5) | alphabet.indexOf(ch);
+    bits += 5;
+    if (bits >= 8) {
+      out.push((value >>> (bits - 8)) & 0xff);
+      bits -= 8;
+    }
+  }
+  return Uint8Array.from(out);
+}

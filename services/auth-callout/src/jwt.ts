@@ -1,0 +1,153 @@
+import { createHash } from "node:crypto";
+import type { SigningKey } from "@unibus/crypto";
+import { NkeyPrefix, decodeNkeyPublic, verifySignature } from "@unibus/crypto";
+import { CalloutSubject } from "./constants.js";
+import { InvalidRequestError } from "./errors.js";
+
+/** The JWT header nats-server 2.10 expects on every v2 token. */
+const HEADER = { typ: "JWT", alg: "ed25519-nkey" } as const;
+const HEADER_B64 = Buffer.from(JSON.stringify(HEADER)).toString("base64url");
+
+const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/** RFC 4648 base32 without padding: the encoding nats-io/jwt (Go) uses for `jti`. */
+function base32NoPad(src: Uint8Array): string {
+  let out = "";
+  let bits = 0;
+  let value = 0;
+  for (const b of src) {
+    value = ((value << 8) | b) & 0xffff;
+    bits += 8;
+    while (bits >= 5) {
+      out += BASE32[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+  }
+  if (bits > 0) out += BASE32[(value << (5 - bits)) & 31];
+  return out;
+}
+
+/** Claims every NATS JWT carries; `jti`, `iat` and `iss` are filled by {@link encodeJwt}. */
+export interface JwtClaims<N> {
+  /** Subject: the key the token is about (for callout tokens, the server's fresh `user_nkey`). */
+  sub: string;
+  /** Audience: the server id (response) or the target account name (user JWT, config mode). */
+  aud?: string;
+  /** Display name; for a user JWT nats-server uses it as the connection's user name. */
+  name?: string;
+  /** Expiry, seconds since the epoch. On a user JWT the server disconnects at this time. */
+  exp?: number;
+  /** The NATS-specific body. */
+  nats: N;
+}
+
+/** A decoded, signature-checked NATS JWT. */
+export interface DecodedJwt<N> extends JwtClaims<N> {
+  jti: string;
+  iat: number;
+  iss: string;
+}
+
+/**
+ * Encodes and signs a NATS v2 JWT with a cached node:crypto key.
+ *
+ * `@nats-io/jwt` rebuilds a tweetnacl key per call (~35 ms per login,
+ * FIELD-NOTES "Auth callout"); this path costs one SHA-256 and one Ed25519
+ * signature. Wire format as nats-server 2.10.27 accepts it: base64url parts,
+ * `jti` = base32(sha256(claims with `jti: ""`)), signature over `header.payload`.
+ *
+ * @param issuerPrefix - how the signer names itself in `iss` (`A` for an account issuer).
+ */
+export function encodeJwt<N>(claims: JwtClaims<N>, signer: SigningKey, issuerPrefix: NkeyPrefix = NkeyPrefix.account): string {
+  const body: DecodedJwt<N> = {
+    jti: "",
+    iat: Math.floor(Date.now() / 1000),
+    iss: signer.nkeyPublic(issuerPrefix),
+    ...claims,
+  };
+  body.jti = base32NoPad(createHash("sha256").update(JSON.stringify(body)).digest());
+  const signingInput = `${HEADER_B64}.${Buffer.from(JSON.stringify(body)).toString("base64url")}`;
+  const sig = Buffer.from(signer.sign(Buffer.from(signingInput))).toString("base64url");
+  return `${signingInput}.${sig}`;
+}
+
+/**
+ * Decodes a NATS JWT and verifies its Ed25519 signature against its own `iss`,
+ * which must be an nkey of kind `issuerPrefix`. Says nothing about whether that
+ * issuer is trusted: callers compare `iss` with what they expect.
+ *
+ * @throws InvalidRequestError on any malformation or a bad signature.
+ */
+export function decodeJwt<N>(token: string, issuerPrefix: NkeyPrefix): DecodedJwt<N> {
+  const parts = token.split(".");
+  if (parts.length !== 3) throw new InvalidRequestError("not a JWT");
+  const [h, p, s] = parts as [string, string, string];
+  let header: unknown;
+  let body: unknown;
+  try {
+    header = JSON.parse(Buffer.from(h, "base64url").toString("utf8"));
+    body = JSON.parse(Buffer.from(p, "base64url").toString("utf8"));
+  } catch (cause) {
+    throw new InvalidRequestError("JWT is not JSON", { cause });
+  }
+  if (!isRecord(header) || header.alg !== HEADER.alg || (header.typ !== "JWT" && header.typ !== "jwt")) {
+    throw new InvalidRequestError("unsupported JWT header");
+  }
+  if (!isRecord(body) || typeof body.iss !== "string" || typeof body.sub !== "string" || !isRecord(body.nats)) {
+    throw new InvalidRequestError("JWT claims incomplete");
+  }
+  const issuer = decodeNkeyPublic(issuerPrefix, body.iss);
+  if (issuer === undefined) throw new InvalidRequestError("JWT issuer is not the expected key kind");
+  if (!verifySignature(issuer, Buffer.from(`${h}.${p}`), Buffer.from(s, "base64url"))) {
+    throw new InvalidRequestError("JWT signature does not verify");
+  }
+  return body as unknown as DecodedJwt<N>;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/** The `nats` body of the request JWT nats-server sends to `$SYS.REQ.USER.AUTH` (ADR-26). */
+export interface AuthorizationRequest {
+  /** The server asking. `id` is the server's public nkey (`N…`) and signs the request. */
+  server_id: { name: string; host: string; id: string; version?: string; cluster?: string; xkey?: string };
+  /** Fresh per connect attempt; the response and the user JWT must name it (anti-replay). */
+  user_nkey: string;
+  /** Who is connecting. `nonce` is present only when the client sent a signature. */
+  client_info: { host?: string; id?: number; user?: string; name?: string; kind?: string; type?: string; nonce?: string };
+  /** The client's CONNECT options; `nkey` + `sig` are what unibus authenticates. */
+  connect_opts: { jwt?: string; nkey?: string; sig?: string; auth_token?: string; user?: string; pass?: string; name?: string; lang?: string; version?: string; protocol?: number };
+  /** `authorization_request`. */
+  type?: string;
+  /** 2 for nats-server 2.10. */
+  version?: number;
+}
+
+/** Seconds of clock difference tolerated between nats-server and the callout host. */
+const CLOCK_SKEW_S = 5;
+
+/**
+ * Decodes and checks an authorization request JWT: signed by the server key it
+ * names (`iss` = `server_id.id`), audience `nats-authorization-request`, type
+ * `authorization_request`, not expired. A request that fails any of these
+ * could be a forgery published by someone other than the server (threat:
+ * spoofed callout request used as a signing oracle) and gets no user JWT.
+ *
+ * @throws InvalidRequestError
+ */
+export function decodeAuthorizationRequest(token: string, nowS = Date.now() / 1000): DecodedJwt<AuthorizationRequest> {
+  const claims = decodeJwt<AuthorizationRequest>(token, NkeyPrefix.server);
+  if (claims.aud !== CalloutSubject.requestAudience) throw new InvalidRequestError("unexpected audience");
+  const req = claims.nats;
+  if (req.type !== undefined && req.type !== "authorization_request") throw new InvalidRequestError("unexpected claim type");
+  if (!isRecord(req.server_id) || typeof req.server_id.id !== "string" || req.server_id.id !== claims.iss) {
+    throw new InvalidRequestError("request not signed by the server it names");
+  }
+  if (typeof req.user_nkey !== "string" || decodeNkeyPublic(NkeyPrefix.user, req.user_nkey) === undefined) {
+    throw new InvalidRequestError("request has no valid user_nkey");
+  }
+  if (!isRecord(req.client_info) || !isRecord(req.connect_opts)) throw new InvalidRequestError("request incomplete");
+  if (typeof claims.exp === "number" && claims.exp + CLOCK_SKEW_S < nowS) throw new InvalidRequestError("request expired");
+  return claims;
+}

@@ -1,0 +1,116 @@
+import { open } from "node:fs/promises";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
+import { pino } from "pino";
+import { DirectoryBucket } from "./constants.js";
+import { WatchedPrincipalDirectory } from "./directory.js";
+import { CalloutConfigError } from "./errors.js";
+import { createAuthCalloutService } from "./service.js";
+import { CalloutXkey } from "./xkey.js";
+
+/** Environment the callout reads, once, here (DESIGN: only main touches the process). */
+export const CalloutEnv = {
+  url: "UNIBUS_URL",
+  /** Identity file of the callout's own connection (an `auth_users` nkey user). */
+  identity: "UNIBUS_IDENTITY",
+  /** File holding the issuer account seed (`SA…`), mode 0600. */
+  issuerSeedFile: "UNIBUS_CALLOUT_ISSUER_SEED_FILE",
+  /** Optional file holding the curve seed (`SX…`), mode 0600; set iff the server has `auth_callout.xkey`. */
+  xkeySeedFile: "UNIBUS_CALLOUT_XKEY_SEED_FILE",
+  /** `true` lets unknown identities reach the replica handshake (DESIGN §4); default off. */
+  bootstrapAccess: "UNIBUS_CALLOUT_BOOTSTRAP_ACCESS",
+  appAccount: "UNIBUS_APP_ACCOUNT",
+} as const;
+
+/** Typed configuration of the callout process. */
+export interface CalloutConfig {
+  url: string;
+  identityPath: string;
+  issuerSeedFile: string;
+  xkeySeedFile?: string;
+  bootstrapAccess: boolean;
+  appAccount: string;
+}
+
+/** Reads {@link CalloutConfig} from an environment map. Paths only: secrets never travel in env or argv. */
+export function loadCalloutConfig(env: NodeJS.ProcessEnv): CalloutConfig {
+  const need = (name: string): string => {
+    const v = env[name];
+    if (v === undefined || v === "") throw new CalloutConfigError(`${name} is not set`);
+    return v;
+  };
+  const xkeySeedFile = env[CalloutEnv.xkeySeedFile];
+  return {
+    url: need(CalloutEnv.url),
+    identityPath: need(CalloutEnv.identity),
+    issuerSeedFile: need(CalloutEnv.issuerSeedFile),
+    ...(xkeySeedFile ? { xkeySeedFile } : {}),
+    bootstrapAccess: env[CalloutEnv.bootstrapAccess] === "true",
+    appAccount: env[CalloutEnv.appAccount] || "UNIBUS",
+  };
+}
+
+/**
+ * Reads a seed file, refusing one that group/other can read (a readable
+ * issuer seed lets anyone mint logins for any principal).
+ */
+export async function readSecretFile(path: string): Promise<string> {
+  const fh = await open(path, "r");
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new CalloutConfigError(`${path} is not a regular file`);
+    if ((st.mode & 0o077) !== 0) throw new CalloutConfigError(`${path} allows group/other access (chmod 600)`);
+    return (await fh.readFile("utf8")).trim();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const log = pino({ base: { svc: "auth-callout" } });
+  const config = loadCalloutConfig(process.env);
+  const identity = await loadIdentityFile(config.identityPath);
+  const issuer = SigningKey.fromNkeySeed(await readSecretFile(config.issuerSeedFile));
+  if (!issuer.principal.startsWith("A")) throw new CalloutConfigError("issuer seed is not an account (SA…) seed");
+  const xkey = config.xkeySeedFile !== undefined ? CalloutXkey.fromSeed(await readSecretFile(config.xkeySeedFile)) : undefined;
+
+  let nc: NatsConnection | undefined;
+  try {
+    nc = await connect({
+      servers: config.url,
+      name: "unibus-auth-callout",
+      authenticator: nkeyAuthenticator(identity.signingKey),
+      inboxPrefix: `_INBOX.${identity.principal}`,
+      maxReconnectAttempts: -1,
+    });
+    const kvm = new Kvm(nc);
+    const directory = await WatchedPrincipalDirectory.start(await kvm.open(DirectoryBucket.users), await kvm.open(DirectoryBucket.roomsByMember));
+    const service = await createAuthCalloutService(nc, {
+      issuer,
+      ...(xkey !== undefined ? { xkey } : {}),
+      directory,
+      logger: log,
+      appAccount: config.appAccount,
+      bootstrapAccess: config.bootstrapAccess,
+    });
+    log.info({ op: "start", principal: identity.principal, issuer: issuer.principal, encrypted: xkey !== undefined }, "auth callout ready");
+    const stop = (): void => {
+      directory.stop();
+      void service.stop().finally(() => nc?.drain());
+    };
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+    await nc.closed();
+  } finally {
+    if (nc !== undefined && !nc.isClosed()) await nc.close();
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`auth-callout: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,147 @@
+import type { NatsConfig, NatsConfigMap } from "@unibus/natsd";
+import { CalloutSubject, DirectoryBucket, UnibusSubject } from "./constants.js";
+
+/** nats-server permission block for a config-level user (`permissions { publish, subscribe, allow_responses }`). */
+export interface ServerPermissions {
+  publish: { allow: string[] };
+  subscribe: { allow: string[] };
+  /** Let the user reply to requests it received (reply subjects only, once each). */
+  allow_responses?: boolean;
+}
+
+/** A service replica's config-level nkey user (services bypass the callout). */
+export interface ServiceUser {
+  /** Service name, e.g. `membership`; used for readability only. */
+  service: string;
+  /** The service identity's `U…` nkey. */
+  nkey: string;
+  permissions: ServerPermissions;
+}
+
+/** Inputs of {@link calloutServerConfig}. */
+export interface CalloutServerConfigOptions {
+  /** `A…` key the callout signs with; the server trusts only responses signed by it. */
+  issuerAccountPublic: string;
+  /** `U…` nkey of the callout service's own connection. */
+  calloutUserPublic: string;
+  /** `X…` curve key of the callout; when set, requests and responses are encrypted. */
+  xkeyPublic?: string;
+  /** Service replicas (config-level users, bypass the callout). */
+  serviceUsers?: ServiceUser[];
+  /** `U…` nkey of a system-account user (kicks, `$SYS.REQ.SERVER.*.KICK`). */
+  systemUserPublic?: string;
+  /** Account every client and service lives in. Default `UNIBUS`. */
+  appAccount?: string;
+  /** Name of the system account. Default `SYS`. */
+  systemAccount?: string;
+  /** Seconds the server waits for the callout (default 2, nats-server's default). */
+  authTimeoutSeconds?: number;
+}
+
+/** JS API subjects that let a user read (only read) the given KV buckets with `kv.get`. */
+export function kvReadSubjects(buckets: readonly string[]): string[] {
+  return buckets.flatMap((b) => [
+    `$JS.API.STREAM.INFO.KV_${b}`,
+    `$JS.API.DIRECT.GET.KV_${b}.>`,
+    `$JS.API.STREAM.MSG.GET.KV_${b}`,
+  ]);
+}
+
+/**
+ * JS API subjects that let a user watch (ordered consumer) the given KV
+ * buckets: consumers only read, so this grants no write.
+ */
+export function kvWatchSubjects(buckets: readonly string[]): string[] {
+  return buckets.flatMap((b) => [
+    `$JS.API.CONSUMER.CREATE.KV_${b}.>`,
+    `$JS.API.CONSUMER.CREATE.KV_${b}`,
+    `$JS.API.CONSUMER.DELETE.KV_${b}.>`,
+    `$JS.API.CONSUMER.INFO.KV_${b}.>`,
+    `$JS.FC.KV_${b}.>`,
+  ]);
+}
+
+/**
+ * Permissions of the callout's own connection: receive authorization
+ * requests, answer the server's `$SYS._INBOX` replies, read and watch the
+ * two directory buckets, and answer micro discovery. Nothing that writes.
+ */
+export function calloutUserPermissions(calloutUserPublic: string): ServerPermissions {
+  return {
+    publish: {
+      allow: [`${CalloutSubject.replyPrefix}>`, ...kvReadSubjects(Object.values(DirectoryBucket)), ...kvWatchSubjects(Object.values(DirectoryBucket))],
+    },
+    subscribe: { allow: [CalloutSubject.auth, UnibusSubject.microDiscovery, `${UnibusSubject.inboxPrefix}${calloutUserPublic}.>`] },
+    allow_responses: true,
+  };
+}
+
+/**
+ * Permissions of a typical service replica (DESIGN §4 "service:X"): its
+ * endpoints, micro discovery, full use of its own KV buckets, and replies.
+ */
+export function servicePermissions(opts: { service: string; kvBuckets?: readonly string[]; publish?: string[]; subscribe?: string[] }): ServerPermissions {
+  const buckets = opts.kvBuckets ?? [];
+  const js = buckets.flatMap((b) => [`$JS.API.STREAM.*.KV_${b}`, `$JS.API.CONSUMER.*.KV_${b}.>`, `$JS.API.CONSUMER.*.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}.>`, `$KV.${b}.>`]);
+  return {
+    publish: { allow: [...js, ...(buckets.length > 0 ? ["$JS.API.INFO"] : []), `${UnibusSubject.inboxPrefix}>`, ...(opts.publish ?? [])] },
+    subscribe: { allow: [`unibus.v1.${opts.service}.>`, UnibusSubject.microDiscovery, `${UnibusSubject.inboxPrefix}>`, ...(opts.subscribe ?? [])] },
+    allow_responses: true,
+  };
+}
+
+/**
+ * The accounts + authorization fragment for a callout-protected server
+ * (config mode, nats-server ≥ 2.10):
+ *
+ * - `SYS` (system account) holds only the kick user.
+ * - The app account (`UNIBUS`, JetStream enabled) holds the callout user and
+ *   the service users; callout-authorized clients are placed there too (the
+ *   user JWT's `aud`). The callout runs in this account so it can read the
+ *   `users` / `rooms_by_member` buckets on one connection; clients can never
+ *   reach its subjects because no client permission includes `$SYS.>`.
+ * - `auth_callout.auth_users` lists every config-level user (callout,
+ *   services, system), so only clients go through the callout.
+ * - Every config-level user is an nkey user, which also makes the server send
+ *   a nonce (FIELD-NOTES). No `no_auth_user` (a PING-before-CONNECT bypass
+ *   existed in 2.10.27).
+ */
+export function calloutServerConfig(opts: CalloutServerConfigOptions): NatsConfig {
+  const appAccount = opts.appAccount ?? "UNIBUS";
+  const systemAccount = opts.systemAccount ?? "SYS";
+  const serviceUsers = opts.serviceUsers ?? [];
+  const appUsers: NatsConfigMap[] = [
+    { nkey: opts.calloutUserPublic, permissions: permissionsBlock(calloutUserPermissions(opts.calloutUserPublic)) },
+    ...serviceUsers.map((u) => ({ nkey: u.nkey, permissions: permissionsBlock(u.permissions) })),
+  ];
+  const authUsers = [opts.calloutUserPublic, ...serviceUsers.map((u) => u.nkey)];
+  const sysAccount: NatsConfigMap = {};
+  if (opts.systemUserPublic !== undefined) {
+    sysAccount.users = [{ nkey: opts.systemUserPublic }];
+    authUsers.push(opts.systemUserPublic);
+  }
+  return {
+    accounts: {
+      [systemAccount]: sysAccount,
+      [appAccount]: { jetstream: "enabled", users: appUsers },
+    },
+    system_account: systemAccount,
+    authorization: {
+      ...(opts.authTimeoutSeconds !== undefined ? { timeout: opts.authTimeoutSeconds } : {}),
+      auth_callout: {
+        issuer: opts.issuerAccountPublic,
+        auth_users: authUsers,
+        account: appAccount,
+        ...(opts.xkeyPublic !== undefined ? { xkey: opts.xkeyPublic } : {}),
+      },
+    },
+  };
+}
+
+function permissionsBlock(p: ServerPermissions): NatsConfigMap {
+  return {
+    publish: { allow: p.publish.allow },
+    subscribe: { allow: p.subscribe.allow },
+    ...(p.allow_responses === true ? { allow_responses: true } : {}),
+  };
+}

@@ -1,0 +1,96 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Service, ServiceMsg } from "@nats-io/services";
+import { Svcm } from "@nats-io/services";
+import type { SigningKey } from "@unibus/crypto";
+import { PermissionCache } from "./authorize.js";
+import type { CalloutContext } from "./callout.js";
+import { handleCalloutRequest } from "./callout.js";
+import { CalloutSubject } from "./constants.js";
+import type { PrincipalDirectory } from "./directory.js";
+import type { CalloutXkey } from "./xkey.js";
+
+/** The subset of a pino logger the service uses (one JSON event per line, stable keys). */
+export interface CalloutLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/** Dependencies of {@link createAuthCalloutService}. */
+export interface AuthCalloutServiceDeps {
+  /** Account key named as `issuer` in the server's `auth_callout`. */
+  issuer: SigningKey;
+  /** Curve key named as `xkey` in `auth_callout`, if the server encrypts. */
+  xkey?: CalloutXkey;
+  directory: PrincipalDirectory;
+  logger: CalloutLogger;
+  /** Account clients are placed in. Default `UNIBUS`. */
+  appAccount?: string;
+  /** Let unknown identities reach the replica handshake only (DESIGN §4). Default false: unknown is denied. */
+  bootstrapAccess?: boolean;
+  /** Seconds until the server disconnects a session (user JWT `exp`); unset = until kicked. */
+  sessionTtlSeconds?: number;
+}
+
+/** Micro service name shown by `nats micro ls`. */
+export const AUTH_CALLOUT_SERVICE_NAME = "unibus-auth-callout";
+
+/**
+ * Registers the callout as a micro service on `$SYS.REQ.USER.AUTH` (group
+ * `$SYS.REQ.USER`, endpoint `AUTH`), the shape of synadia-io/orbit.js's callout.
+ * Replicas share the subject in the micro queue group, so any one answers.
+ * `nc` must be the callout user's connection (an `auth_users` nkey user).
+ */
+export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCalloutServiceDeps): Promise<Service> {
+  const ctx: CalloutContext = {
+    issuer: deps.issuer,
+    appAccount: deps.appAccount ?? "UNIBUS",
+    directory: deps.directory,
+    authorize: { bootstrapAccess: deps.bootstrapAccess ?? false, cache: new PermissionCache() },
+    ...(deps.xkey !== undefined ? { xkey: deps.xkey } : {}),
+    ...(deps.sessionTtlSeconds !== undefined ? { sessionTtlSeconds: deps.sessionTtlSeconds } : {}),
+  };
+  const { logger } = deps;
+  // @nats-io/services carries its own nats-core copy; the connection is the same object at runtime.
+  const svcm = new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]);
+  const service = await svcm.add({
+    name: AUTH_CALLOUT_SERVICE_NAME,
+    version: "0.1.0",
+    description: "unibus auth callout: nonce check, allowlist, per-principal permissions",
+    metadata: { encrypted: String(deps.xkey !== undefined) },
+  });
+
+  const onRequest = async (msg: ServiceMsg): Promise<void> => {
+    const outcome = await handleCalloutRequest(ctx, msg.data, msg.headers?.get(CalloutSubject.xkeyHeader) || undefined);
+    if (outcome.kind === "rejected") {
+      logger.warn({ svc: "auth-callout", op: "authorize", err: outcome.error.message }, "request rejected");
+      // No signed answer for an untrusted request; the server times out and denies.
+      msg.respondError(400, "bad request");
+      return;
+    }
+    const { result } = outcome;
+    if (result.ok) {
+      logger.info({ svc: "auth-callout", op: "authorize", principal: result.principal, role: result.role }, "granted");
+      msg.respond(outcome.reply);
+    } else {
+      logger.info({ svc: "auth-callout", op: "authorize", principal: result.principal, reason: result.reason }, "denied");
+      msg.respondError(401, "unauthorized", outcome.reply);
+    }
+  };
+
+  service.addGroup(CalloutSubject.group).addEndpoint(CalloutSubject.endpoint, {
+    handler: (err, msg) => {
+      if (err !== null) {
+        logger.error({ svc: "auth-callout", op: "endpoint", err: err.message }, "endpoint failed");
+        return;
+      }
+      onRequest(msg).catch((e: unknown) => {
+        // Fail closed: an internal error answers nothing signed; the server denies on timeout.
+        logger.error({ svc: "auth-callout", op: "authorize", err: e instanceof Error ? e.message : String(e) }, "handler failed");
+        msg.respondError(500, "internal error");
+      });
+    },
+    metadata: { subject: CalloutSubject.auth },
+  });
+  return service;
+}

@@ -1,0 +1,248 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
+import type { Service } from "@nats-io/services";
+import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import { startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import {
+  CalloutXkey,
+  KvPrincipalDirectory,
+  WatchedPrincipalDirectory,
+  calloutServerConfig,
+  createAuthCalloutService,
+  servicePermissions,
+} from "../src/index.js";
+import type { CalloutLogger, RoomsRecord, UserRecord } from "../src/index.js";
+
+const quiet: CalloutLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+
+/** The same suite runs over each server configuration (callout.go style). */
+const CONFIGS = [
+  { name: "plain, direct-get directory", encrypted: false, watched: false },
+  { name: "xkey, watched directory", encrypted: true, watched: true },
+] as const;
+
+function userRecord(key: SigningKey, over: Partial<UserRecord> = {}): UserRecord {
+  return { principal: key.principal, handle: "h", role: "member", status: "active", addedAt: new Date().toISOString(), addedBy: "test", ...over };
+}
+
+function roomsRecord(key: SigningKey, rooms: RoomsRecord["rooms"]): RoomsRecord {
+  return { principal: key.principal, rooms };
+}
+
+/** Resolves with the permission violation the server reports for `subject`, or null within `ms`. */
+async function violationFor(nc: NatsConnection, subject: string, action: () => void, ms = 1500): Promise<string | null> {
+  const status = nc.status();
+  const seen = (async () => {
+    for await (const s of status) {
+      if (s.type === "error" && s.error.name === "PermissionViolationError" && (s.error as { subject?: string }).subject === subject) {
+        return (s.error as { operation?: string }).operation ?? "unknown";
+      }
+    }
+    return null;
+  })();
+  action();
+  await nc.flush().catch(() => undefined);
+  const timer = new Promise<null>((resolve) => setTimeout(() => resolve(null), ms));
+  const result = await Promise.race([seen, timer]);
+  (status as unknown as { stop(): void }).stop();
+  return result;
+}
+
+describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted, watched }) => {
+  const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
+  const calloutUser = SigningKey.generate();
+  const membershipUser = SigningKey.generate();
+  const xkey = encrypted ? CalloutXkey.generate() : undefined;
+  const alice = SigningKey.generate();
+  const bob = SigningKey.generate();
+  const carol = SigningKey.generate(); // revoked
+  const stranger = SigningKey.generate();
+  const dave = SigningKey.generate(); // revoked during the run
+
+  let server: TestServer;
+  let admin: NatsConnection; // the membership service's connection (config-level user)
+  let users: KV;
+  let rooms: KV;
+  let service: Service;
+
+  const connectAs = (key: SigningKey, opts: Record<string, unknown> = {}): Promise<NatsConnection> =>
+    server.connect({
+      authenticator: nkeyAuthenticator(key),
+      inboxPrefix: `_INBOX.${key.principal}`,
+      reconnect: false,
+      timeout: 5000,
+      ...opts,
+    });
+
+  beforeAll(async () => {
+    server = await startTestServer({
+      config: calloutServerConfig({
+        issuerAccountPublic: issuer.principal,
+        calloutUserPublic: calloutUser.principal,
+        ...(xkey !== undefined ? { xkeyPublic: xkey.publicKey } : {}),
+        serviceUsers: [
+          {
+            service: "membership",
+            nkey: membershipUser.principal,
+            permissions: servicePermissions({ service: "membership", kvBuckets: ["users", "rooms_by_member"] }),
+          },
+        ],
+      }),
+    });
+    admin = await server.connect({ authenticator: nkeyAuthenticator(membershipUser) });
+    const kvm = new Kvm(admin);
+    users = await kvm.create("users");
+    rooms = await kvm.create("rooms_by_member");
+    await users.put(alice.principal, JSON.stringify(userRecord(alice)));
+    await users.put(bob.principal, JSON.stringify(userRecord(bob)));
+    await users.put(dave.principal, JSON.stringify(userRecord(dave)));
+    await users.put(carol.principal, JSON.stringify(userRecord(carol, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: "test" })));
+    await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r1: "owner" })));
+    await rooms.put(bob.principal, JSON.stringify(roomsRecord(bob, { r2: "owner" })));
+    // The membership service's own endpoint, so members' requests have someone to answer.
+    admin.subscribe("unibus.v1.membership.ping", {
+      callback: (_err, m) => {
+        m.respond("pong");
+      },
+    });
+
+    const calloutNc = await server.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
+    const ckvm = new Kvm(calloutNc);
+    const [u, r] = [await ckvm.open("users"), await ckvm.open("rooms_by_member")];
+    const directory = watched ? await WatchedPrincipalDirectory.start(u, r) : new KvPrincipalDirectory(u, r);
+    service = await createAuthCalloutService(calloutNc, { issuer, ...(xkey !== undefined ? { xkey } : {}), directory, logger: quiet });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it("a known active member connects, uses its room and gets replies in its own inbox", async () => {
+    const nc = await connectAs(alice);
+    const sub = nc.subscribe("unibus.room.r1.chat", { max: 1 });
+    await nc.flush();
+    nc.publish("unibus.room.r1.chat", "hello");
+    for await (const m of sub) expect(m.string()).toBe("hello");
+    const reply = await nc.request("unibus.v1.membership.ping", "", { timeout: 2000 });
+    expect(reply.string()).toBe("pong");
+    await nc.close();
+  });
+
+  it("a granted connection is named after the principal and lands in the app account", async () => {
+    const nc = await connectAs(alice, { name: "alice-conn" });
+    const res = await fetch(`http://127.0.0.1:${server.monitorPort}/connz?auth=true&subs=true`);
+    const connz = (await res.json()) as { connections: { name?: string; authorized_user?: string; account?: string }[] };
+    const conn = connz.connections.find((c) => c.name === "alice-conn");
+    expect(conn?.authorized_user).toBe(alice.principal);
+    expect(conn?.account).toBe("UNIBUS");
+    await nc.close();
+  });
+
+  it("an unknown key is denied", async () => {
+    await expect(connectAs(stranger)).rejects.toThrow(/authorization/i);
+  });
+
+  it("a revoked key is denied", async () => {
+    await expect(connectAs(carol)).rejects.toThrow(/authorization/i);
+  });
+
+  it("a client that signs a different nonce is denied", async () => {
+    const forged = (): { nkey: string; sig: string } => ({
+      nkey: alice.principal,
+      sig: Buffer.from(alice.sign(Buffer.from("not-the-server-nonce"))).toString("base64"),
+    });
+    await expect(connectAs(alice, { authenticator: forged })).rejects.toThrow(/authorization/i);
+  });
+
+  it("a client presenting a member's key with someone else's signature is denied", async () => {
+    const forged = (nonce?: string): { nkey: string; sig: string } => ({
+      nkey: alice.principal,
+      sig: Buffer.from(stranger.sign(Buffer.from(nonce ?? ""))).toString("base64"),
+    });
+    await expect(connectAs(alice, { authenticator: forged })).rejects.toThrow(/authorization/i);
+  });
+
+  it("a member revoked a moment ago is denied on its very next connect", async () => {
+    (await connectAs(dave)).close().catch(() => undefined);
+    await users.put(dave.principal, JSON.stringify(userRecord(dave, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: "test" })));
+    await expect(connectAs(dave)).rejects.toThrow(/authorization/i);
+  });
+
+  it("a member added to a room gets that room on its next connect", async () => {
+    const before = await connectAs(bob);
+    expect(await violationFor(before, "unibus.room.r3.>", () => before.subscribe("unibus.room.r3.>"))).toBe("subscription");
+    await before.close();
+    await rooms.put(bob.principal, JSON.stringify(roomsRecord(bob, { r2: "owner", r3: "member" })));
+    const after = await connectAs(bob);
+    expect(await violationFor(after, "unibus.room.r3.>", () => after.subscribe("unibus.room.r3.>"), 500)).toBeNull();
+    await after.close();
+  });
+
+  it("a user added a moment ago can connect at once", async () => {
+    const erin = SigningKey.generate();
+    await users.put(erin.principal, JSON.stringify(userRecord(erin)));
+    await (await connectAs(erin)).close();
+  });
+
+  it("a connect without an nkey is denied", async () => {
+    await expect(server.connect({ reconnect: false, timeout: 5000 })).rejects.toThrow(/authorization/i);
+  });
+
+  describe("a member cannot escape its permissions", () => {
+    let nc: NatsConnection;
+    beforeAll(async () => {
+      nc = await connectAs(alice);
+    });
+    afterAll(async () => {
+      await nc.close();
+    });
+
+    it.each([
+      ["another principal's inbox", () => `_INBOX.${bob.principal}.>`],
+      ["the JetStream API", () => "$JS.API.>"],
+      ["KV subjects", () => "$KV.>"],
+      ["system subjects", () => "$SYS.>"],
+      ["a room it is not in", () => "unibus.room.r2.>"],
+      ["every inbox", () => "_INBOX.>"],
+    ])("cannot subscribe to %s", async (_what, subject) => {
+      const s = subject();
+      const received: string[] = [];
+      const op = await violationFor(nc, s, () => {
+        nc.subscribe(s, { callback: (e, m) => {
+          if (e === null) received.push(m.subject);
+        } });
+      });
+      expect(op).toBe("subscription");
+      if (s === "unibus.room.r2.>") {
+        const bobNc = await connectAs(bob);
+        bobNc.publish("unibus.room.r2.chat", "secret");
+        await bobNc.flush();
+        await new Promise((r) => setTimeout(r, 100));
+        await bobNc.close();
+        expect(received).toEqual([]);
+      }
+    });
+
+    it("cannot publish into a KV bucket's subjects", async () => {
+      expect(await violationFor(nc, "$KV.users.x", () => nc.publish("$KV.users.x", JSON.stringify({ role: "admin" })))).toBe("publish");
+      expect(await users.get("x")).toBeNull();
+    });
+
+    it("cannot call the JetStream API", async () => {
+      expect(await violationFor(nc, "$JS.API.INFO", () => nc.publish("$JS.API.INFO", "", { reply: `_INBOX.${alice.principal}.x` }))).toBe("publish");
+    });
+
+    it("cannot publish to a room it is not in", async () => {
+      expect(await violationFor(nc, "unibus.room.r2.chat", () => nc.publish("unibus.room.r2.chat", "x"))).toBe("publish");
+    });
+  });
+
+  // Last: stops the callout for this server.
+  it("with the callout service stopped, every connect is denied", async () => {
+    await service.stop();
+    await expect(connectAs(alice)).rejects.toThrow(/authorization|timeout/i);
+  });
+});
