@@ -1,1 +1,15 @@
-export {};
+/**
+ * @unibus/membership: the users allowlist, rooms and room members (DESIGN §3–5),
+ * and the kicks that apply membership changes to live connections.
+ */
+export { createMembershipService, membershipService } from "./service.js";
+export type { MembershipServiceOptions, RunningMembershipService } from "./service.js";
+export type { MembershipDeps } from "./deps.js";
+export { SystemConnectionKicker, SystemSubject } from "./kick.js";
+export type { ConnectionKicker, KickOutcome, SystemConnectionKickerOptions } from "./kick.js";
+export { MembershipBucket, RoomRoleName, UserRoleName, UserStatus, memberKey, roomStreamName, roomSubject } from "./records.js";
+export type { MemberRecord, RoomRecord, RoomRole, RoomsByMemberRecord, UserRecord, UserRole } from "./records.js";
+export { JetStreamRoomStreams } from "./room-streams.js";
+export type { RoomStreamOptions, RoomStreams } from "./room-streams.js";
+export { MembershipStore, Unchanged, casUpdate, isRevisionConflict } from "./store.js";
+export type { MembershipBuckets, Versioned } from "./store.js";

@@ -1,0 +1,135 @@
+import { connect as natsConnect, headers } from "@nats-io/transport-node";
+import type { NatsConnection, Status } from "@nats-io/transport-node";
+import { envelopeToHeaders, nkeyAuthenticator, signEnvelope, SigningKey } from "@unibus/crypto";
+import type { Identity } from "@unibus/crypto";
+import { decodeReply } from "@unibus/contracts";
+import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
+
+/** Options of {@link connect}. Give `url` or `servers`. */
+export interface ConnectOptions {
+  /** One server URL, e.g. `nats://127.0.0.1:4222`. */
+  url?: string;
+  /** Several server URLs (a cluster); the client picks and fails over among them. */
+  servers?: string[];
+  /** The identity to connect and sign requests as: an identity file's contents, or a bare signing key. */
+  identity: Identity | SigningKey;
+  /** Connection name shown in the server's connz (debugging only; not trusted). */
+  name?: string;
+  /** Default request timeout in ms. Default 5000. */
+  requestTimeoutMs?: number;
+}
+
+/** Per-call options of {@link UnibusClient.request}. */
+export interface RequestOptions {
+  /** Timeout in ms; defaults to the client's `requestTimeoutMs`. */
+  timeoutMs?: number;
+}
+
+/**
+ * A connection to the bus as one principal: signed control-plane requests and
+ * typed membership helpers. The underlying nats.js connection is exposed as
+ * `nc` for room traffic.
+ */
+export interface UnibusClient {
+  /** The principal (`U…`) this client connects and signs as. */
+  readonly principal: string;
+  /** The underlying NATS connection (room publish/subscribe). */
+  readonly nc: NatsConnection;
+  /** `unibus.v1.membership.users.*` (admin only). */
+  readonly users: UsersApi;
+  /** `unibus.v1.membership.rooms.*`. */
+  readonly rooms: RoomsApi;
+  /** `unibus.v1.membership.admin.*` (bootstrap identity only). */
+  readonly admin: AdminApi;
+  /**
+   * Sends `body` as JSON to `subject` with a signed envelope in the headers
+   * and returns the decoded reply.
+   *
+   * @throws UnibusError when the service answers with an error reply.
+   */
+  request<T = unknown>(subject: string, body: unknown, opts?: RequestOptions): Promise<T>;
+  /** Connection status events (disconnect, reconnect, …), e.g. to observe a kick. */
+  status(): AsyncIterable<Status>;
+  /** Resolves when the connection is closed for good (an error if it closed abnormally). */
+  closed(): Promise<void | Error>;
+  /** Flushes and closes the connection. */
+  close(): Promise<void>;
+}
+
+// A kicked client (membership or revocation change) must come back quickly
+// with its new permissions; jitter spreads a mass kick's reconnects.
+const RECONNECT_WAIT_MS = 100;
+const RECONNECT_JITTER_MS = 250;
+const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
+
+class UnibusClientImpl implements UnibusClient {
+  readonly principal: string;
+  readonly users: UsersApi;
+  readonly rooms: RoomsApi;
+  readonly admin: AdminApi;
+  readonly #key: SigningKey;
+  readonly #timeoutMs: number;
+
+  constructor(
+    readonly nc: NatsConnection,
+    key: SigningKey,
+    timeoutMs: number,
+  ) {
+    this.principal = key.principal;
+    this.#key = key;
+    this.#timeoutMs = timeoutMs;
+    const send = <T>(subject: string, body: unknown): Promise<T> => this.request<T>(subject, body);
+    this.users = new UsersApi(send);
+    this.rooms = new RoomsApi(send);
+    this.admin = new AdminApi(send);
+  }
+
+  async request<T = unknown>(subject: string, body: unknown, opts: RequestOptions = {}): Promise<T> {
+    const data = new TextEncoder().encode(JSON.stringify(body ?? {}));
+    const envelope = signEnvelope(this.#key, subject, data);
+    const h = headers();
+    for (const [name, value] of Object.entries(envelopeToHeaders(envelope))) h.set(name, value);
+    const msg = await this.nc.request(subject, data, { headers: h, timeout: opts.timeoutMs ?? this.#timeoutMs });
+    return decodeReply<T>(msg);
+  }
+
+  status(): AsyncIterable<Status> {
+    return this.nc.status();
+  }
+
+  closed(): Promise<void | Error> {
+    return this.nc.closed();
+  }
+
+  async close(): Promise<void> {
+    if (this.nc.isClosed()) return;
+    await this.nc.close();
+  }
+}
+
+/**
+ * Connects to the bus as `identity`: nkey authentication with a cached
+ * node:crypto key (nats.js's own authenticator manages ~50 connects/s,
+ * FIELD-NOTES "Auth callout"), an inbox under `_INBOX.<principal>` (the only
+ * inbox the auth callout lets a principal subscribe to), and reconnection
+ * forever, authorization errors included: a kicked client must come back
+ * with fresh permissions on its own, and a callout hiccup must not strand it
+ * (nats.js otherwise gives up after two auth errors in a row).
+ */
+export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
+  const key = opts.identity instanceof SigningKey ? opts.identity : opts.identity.signingKey;
+  const servers = opts.servers ?? (opts.url === undefined ? undefined : [opts.url]);
+  if (servers === undefined || servers.length === 0) throw new TypeError("connect: give url or servers");
+  const nc = await natsConnect({
+    servers,
+    ...(opts.name === undefined ? {} : { name: opts.name }),
+    authenticator: nkeyAuthenticator(key),
+    inboxPrefix: `_INBOX.${key.principal}`,
+    ignoreAuthErrorAbort: true,
+    reconnect: true,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: RECONNECT_WAIT_MS,
+    reconnectJitter: RECONNECT_JITTER_MS,
+  });
+  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+}

@@ -1,0 +1,97 @@
+import { normalisePrincipal } from "@unibus/crypto";
+import { Subjects } from "@unibus/contracts";
+import type {
+  MembershipAdminBootstrapReply,
+  MembershipRoomsCreateReply,
+  MembershipRoomsCreateRequest,
+  MembershipRoomsGetReply,
+  MembershipRoomsInviteReply,
+  MembershipRoomsLeaveReply,
+  MembershipRoomsListReply,
+  MembershipRoomsRemoveReply,
+  MembershipUsersAddReply,
+  MembershipUsersGetReply,
+  MembershipUsersListReply,
+  MembershipUsersRevokeReply,
+} from "@unibus/contracts";
+
+/** Sends one signed request and decodes the reply (see `UnibusClient.request`). */
+export type SendRequest = <T>(subject: string, body: unknown) => Promise<T>;
+
+/** A user's role in the allowlist. */
+export type UserRole = "admin" | "member";
+/** A member's role in a room. */
+export type RoomRole = "owner" | "member";
+
+/**
+ * `unibus.v1.membership.users.*`: the allowlist. Admin only. Principals may
+ * be given as `U…` nkeys or 64-hex public keys; they are normalised first.
+ */
+export class UsersApi {
+  constructor(private readonly send: SendRequest) {}
+
+  /** Adds a principal; a principal already on the list is a 409 that changes nothing. */
+  add(principal: string, handle: string, role: UserRole): Promise<MembershipUsersAddReply> {
+    return this.send(Subjects.membership.usersAdd, { principal: normalisePrincipal(principal), handle, role });
+  }
+
+  /** Every user, revoked ones included. */
+  list(): Promise<MembershipUsersListReply> {
+    return this.send(Subjects.membership.usersList, {});
+  }
+
+  /** One user; 404 if unknown. */
+  get(principal: string): Promise<MembershipUsersGetReply> {
+    return this.send(Subjects.membership.usersGet, { principal: normalisePrincipal(principal) });
+  }
+
+  /** Revokes a user and closes its live connections; 409 if already revoked. */
+  revoke(principal: string): Promise<MembershipUsersRevokeReply> {
+    return this.send(Subjects.membership.usersRevoke, { principal: normalisePrincipal(principal) });
+  }
+}
+
+/** `unibus.v1.membership.rooms.*`: rooms and their members. */
+export class RoomsApi {
+  constructor(private readonly send: SendRequest) {}
+
+  /** Creates a room owned by the caller. The caller's connection reconnects to gain the room's subjects. */
+  create(name: string, policy: MembershipRoomsCreateRequest["policy"]): Promise<MembershipRoomsCreateReply> {
+    return this.send(Subjects.membership.roomsCreate, { name, policy });
+  }
+
+  /** A room and its members (members and admins only). */
+  get(roomId: string): Promise<MembershipRoomsGetReply> {
+    return this.send(Subjects.membership.roomsGet, { roomId });
+  }
+
+  /** Rooms the caller belongs to; `all: true` lists every room (admins only). */
+  list(opts: { all?: boolean } = {}): Promise<MembershipRoomsListReply> {
+    return this.send(Subjects.membership.roomsList, opts.all === undefined ? {} : { all: opts.all });
+  }
+
+  /** Adds an active user to a room (owners and admins). */
+  invite(roomId: string, principal: string, role?: RoomRole): Promise<MembershipRoomsInviteReply> {
+    return this.send(Subjects.membership.roomsInvite, { roomId, principal: normalisePrincipal(principal), ...(role === undefined ? {} : { role }) });
+  }
+
+  /** Removes a member from a room (owners and admins). */
+  remove(roomId: string, principal: string): Promise<MembershipRoomsRemoveReply> {
+    return this.send(Subjects.membership.roomsRemove, { roomId, principal: normalisePrincipal(principal) });
+  }
+
+  /** Leaves a room. */
+  leave(roomId: string): Promise<MembershipRoomsLeaveReply> {
+    return this.send(Subjects.membership.roomsLeave, { roomId });
+  }
+}
+
+/** `unibus.v1.membership.admin.*`: privileged operations of the internal bootstrap identity. */
+export class AdminApi {
+  constructor(private readonly send: SendRequest) {}
+
+  /** Seeds admin #0; if an active admin exists, returns it unchanged (`created: false`). */
+  bootstrap(principal: string, handle: string): Promise<MembershipAdminBootstrapReply> {
+    return this.send(Subjects.membership.adminBootstrap, { principal: normalisePrincipal(principal), handle });
+  }
+}

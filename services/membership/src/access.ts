@@ -1,0 +1,40 @@
+import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import type { Caller, Role, SignedCaller } from "@unibus/kit";
+import { isPrincipal } from "@unibus/crypto";
+import type { MembershipStore } from "./store.js";
+import { unavailable } from "./store.js";
+import { UserStatus } from "./records.js";
+
+/**
+ * The kit's `resolveRole` for this service: the signer's role if it is an
+ * ACTIVE user, else null (so admin-only endpoints deny). A store error throws,
+ * which the kit turns into 503: never guess a role (fail closed).
+ */
+export function roleResolver(store: MembershipStore): (principal: string) => Promise<Role | null> {
+  return async (principal) => {
+    const user = await store.getUser(principal);
+    return user !== null && user.value.status === UserStatus.active ? user.value.role : null;
+  };
+}
+
+/** The caller as an active user (admin or member); anyone else is 403. */
+export function activeUser(caller: Caller): SignedCaller & { role: "admin" | "member" } {
+  if (caller.anonymous) throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureMissing, "request must carry a signed envelope");
+  if (caller.role !== "admin" && caller.role !== "member") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "caller is not an active user");
+  return caller as SignedCaller & { role: "admin" | "member" };
+}
+
+/** A principal field must also pass the nkey checksum, which a schema pattern cannot check. */
+export function checkPrincipal(principal: string): string {
+  if (!isPrincipal(principal)) throw new UnibusError(ErrorCode.BadRequest, ErrorReason.SchemaViolation, "principal is not a valid user nkey", { details: { path: "/principal" } });
+  return principal;
+}
+
+/** Wraps a store read that must succeed for the request to be answered. */
+export async function mustRead<T>(read: Promise<T>): Promise<T> {
+  try {
+    return await read;
+  } catch (err) {
+    throw err instanceof UnibusError ? err : unavailable(err);
+  }
+}

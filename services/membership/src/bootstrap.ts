@@ -1,0 +1,50 @@
+import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
+import { Access, endpoint } from "@unibus/kit";
+import type { EndpointSpec } from "@unibus/kit";
+import { checkPrincipal } from "./access.js";
+import type { MembershipDeps } from "./deps.js";
+import { UserRoleName, UserStatus } from "./records.js";
+import type { UserRecord } from "./records.js";
+
+/**
+ * `admin.bootstrap`: seeds admin #0 (DESIGN §3). Only the privileged internal
+ * bootstrap identity may call it — its principal comes from config and it
+ * connects as a config-level user allowed only this subject and its inbox.
+ * Idempotent: once an active admin exists, it is returned and nothing changes,
+ * so the bootstrap identity can never mint a second admin.
+ */
+export function bootstrapEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
+  const { store } = deps;
+  return {
+    "admin-bootstrap": endpoint({
+      subject: Subjects.membership.adminBootstrap,
+      request: "membership.admin.bootstrap.request",
+      reply: "membership.admin.bootstrap.reply",
+      mutates: true,
+      access: Access.Signed,
+      async handler(req, caller, ctx) {
+        if (caller.anonymous || deps.bootstrapPrincipal === undefined || caller.principal !== deps.bootstrapPrincipal) {
+          throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only the bootstrap identity may bootstrap");
+        }
+        const existing = (await store.listUsers()).find((u) => u.role === UserRoleName.admin && u.status === UserStatus.active);
+        if (existing !== undefined) return { user: existing, created: false };
+        const user: UserRecord = {
+          principal: checkPrincipal(req.principal),
+          handle: req.handle,
+          role: UserRoleName.admin,
+          status: UserStatus.active,
+          addedAt: new Date(ctx.now()).toISOString(),
+          addedBy: caller.principal,
+        };
+        const created = await store.createUser(user);
+        if (created === null) {
+          // The principal exists but is not an active admin (a member, or
+          // revoked): bootstrap never promotes or un-revokes.
+          throw new UnibusError(ErrorCode.Conflict, "user_exists", "principal exists and is not an active admin");
+        }
+        ctx.logger.info({ target: user.principal, revision: created.revision }, "admin bootstrapped");
+        return { user, created: true };
+      },
+    }),
+  };
+}

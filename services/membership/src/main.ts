@@ -1,0 +1,45 @@
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { ServiceName } from "@unibus/contracts";
+import { loadIdentityFile, nkeyAuthenticator, normalisePrincipal } from "@unibus/crypto";
+import { loadServiceConfig, runServiceMain } from "@unibus/kit";
+import { createMembershipService } from "./service.js";
+
+// Environment, read only here (besides the kit's own UNIBUS_* variables):
+//   UNIBUS_SYS_IDENTITY         identity file of the system-account user that kicks connections
+//   UNIBUS_BOOTSTRAP_PRINCIPAL  principal of the internal bootstrap identity (admin.bootstrap)
+const env = process.env;
+const sysIdentityPath = env["UNIBUS_SYS_IDENTITY"] || undefined;
+const bootstrapRaw = env["UNIBUS_BOOTSTRAP_PRINCIPAL"] || undefined;
+
+await runServiceMain({
+  name: ServiceName.membership,
+  async create(nc, kit) {
+    const bootstrapPrincipal = bootstrapRaw === undefined ? undefined : normalisePrincipal(bootstrapRaw);
+    let sys: NatsConnection | undefined;
+    if (sysIdentityPath === undefined) {
+      kit.logger?.warn({ op: "start" }, "UNIBUS_SYS_IDENTITY unset: revocations and membership changes cannot kick live connections");
+    } else {
+      const identity = await loadIdentityFile(sysIdentityPath);
+      sys = await connect({
+        servers: [...loadServiceConfig(env).servers],
+        name: `${ServiceName.membership}-sys`,
+        authenticator: nkeyAuthenticator(identity.signingKey),
+        maxReconnectAttempts: -1,
+        waitOnFirstConnect: true,
+      });
+    }
+    const running = await createMembershipService(nc, {
+      ...kit,
+      ...(sys === undefined ? {} : { sys }),
+      ...(bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal }),
+    });
+    return {
+      ...running,
+      async stop() {
+        await running.stop();
+        await sys?.drain();
+      },
+    };
+  },
+});

@@ -1,0 +1,203 @@
+import { randomBytes } from "node:crypto";
+import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
+import { Access, endpoint } from "@unibus/kit";
+import type { EndpointSpec, HandlerContext } from "@unibus/kit";
+import { activeUser, checkPrincipal } from "./access.js";
+import type { MembershipDeps } from "./deps.js";
+import type { KickOutcome } from "./kick.js";
+import { RoomRoleName, UserStatus, roomSubject } from "./records.js";
+import type { MemberRecord, RoomRecord, RoomRole } from "./records.js";
+import { Unchanged } from "./store.js";
+import type { MembershipStore } from "./store.js";
+
+/** Rounds of a grant/removal before giving up: only a tight race with the opposite change repeats one. */
+const MEMBERSHIP_ROUNDS = 8;
+
+function busy(): UnibusError {
+  return new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "membership changed concurrently; retry", { details: { retryAfterMs: 100 } });
+}
+
+function notFound(): UnibusError {
+  return new UnibusError(ErrorCode.NotFound, "room_not_found", "no such room");
+}
+
+/**
+ * Makes `principal` a member of `roomId` with `role`. Order fails closed: the
+ * `members` record first, the grant the auth callout reads (`rooms_by_member`)
+ * last, so a crash in between leaves a record without access, and a retry
+ * completes it. If a concurrent removal deleted the record between the two
+ * writes, the round repeats so a grant never outlives its record.
+ *
+ * @returns the member record and the membership revision (the grant entry's KV revision).
+ */
+export async function grantMembership(store: MembershipStore, roomId: string, principal: string, role: RoomRole, by: string, at: string): Promise<{ member: MemberRecord; revision: number }> {
+  for (let round = 0; round < MEMBERSHIP_ROUNDS; round++) {
+    await store.updateMember(roomId, principal, (current) =>
+      current?.role === role ? Unchanged : { roomId, principal, role, addedAt: current?.addedAt ?? at, addedBy: current?.addedBy ?? by },
+    );
+    const revision = await store.setRoomGrant(principal, roomId, role);
+    const check = await store.getMember(roomId, principal);
+    if (check?.value.role === role) return { member: check.value, revision };
+  }
+  throw busy();
+}
+
+/**
+ * Ends a membership. Order fails closed: the grant (`rooms_by_member`) goes
+ * first, the `members` record last, deleted only at the revision read, so a
+ * concurrent re-invite is not silently erased; the round repeats if a grant
+ * reappeared meanwhile. Idempotent: a retry after a crash finishes the job.
+ *
+ * @returns the membership revision, or null if the principal was not a member.
+ */
+export async function revokeMembership(store: MembershipStore, roomId: string, principal: string): Promise<number | null> {
+  for (let round = 0; round < MEMBERSHIP_ROUNDS; round++) {
+    const member = await store.getMember(roomId, principal);
+    const grants = await store.getRoomsByMember(principal);
+    const granted = grants !== null && roomId in grants.value.rooms;
+    if (member === null && !granted) return round === 0 ? null : (grants?.revision ?? 0);
+    const revision = await store.setRoomGrant(principal, roomId, null);
+    if (member !== null && !(await store.deleteMember(roomId, principal, member.revision))) continue;
+    const after = await store.getRoomsByMember(principal);
+    if (after === null || !(roomId in after.value.rooms)) return revision;
+  }
+  throw busy();
+}
+
+async function roomOrThrow(store: MembershipStore, roomId: string): Promise<RoomRecord> {
+  const room = await store.getRoom(roomId);
+  if (room === null) throw notFound();
+  return room.value;
+}
+
+/** `rooms.*` endpoints. Callers must be active users; room management needs ownership or the admin role. */
+export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
+  const { store, kicker, streams } = deps;
+  const newRoomId = deps.newRoomId ?? (() => randomBytes(12).toString("hex"));
+  const selfKickDelayMs = deps.selfKickDelayMs ?? 250;
+
+  /** Applies a membership change to live connections; the caller's own after its reply. */
+  const kickAfterChange = async (principal: string, callerPrincipal: string): Promise<KickOutcome> =>
+    principal === callerPrincipal ? kicker.kickLater(principal, selfKickDelayMs) : kicker.kick(principal);
+
+  const requireManager = async (roomId: string, caller: { principal: string; role: string }): Promise<void> => {
+    if (caller.role === "admin") return;
+    const own = await store.getMember(roomId, caller.principal);
+    if (own?.value.role !== RoomRoleName.owner) throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only room owners and admins may do this");
+  };
+
+  const iso = (ctx: HandlerContext): string => new Date(ctx.now()).toISOString();
+
+  return {
+    "rooms-create": endpoint({
+      subject: Subjects.membership.roomsCreate,
+      request: "membership.rooms.create.request",
+      reply: "membership.rooms.create.reply",
+      mutates: true,
+      access: Access.Signed,
+      async handler(req, caller, ctx) {
+        const user = activeUser(caller);
+        const id = newRoomId();
+        const room: RoomRecord = { id, name: req.name, subject: roomSubject(id), policy: req.policy, createdBy: user.principal, createdAt: iso(ctx) };
+        // Stream, room, owner record, then the owner's grant: a crash leaves
+        // at most an orphan nobody is granted.
+        if (room.policy.persist) await streams.ensure(id).catch((err: unknown) => Promise.reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room stream could not be created", { cause: err })));
+        await store.createRoom(room);
+        const { revision } = await grantMembership(store, id, user.principal, RoomRoleName.owner, user.principal, room.createdAt);
+        ctx.logger.info({ room: id, persist: room.policy.persist, revision }, "room created");
+        return { room, revision, kick: await kickAfterChange(user.principal, user.principal) };
+      },
+    }),
+    "rooms-get": endpoint({
+      subject: Subjects.membership.roomsGet,
+      request: "membership.rooms.get.request",
+      reply: "membership.rooms.get.reply",
+      mutates: false,
+      access: Access.Signed,
+      async handler(req, caller) {
+        const user = activeUser(caller);
+        // Non-members learn nothing, not even whether the room exists.
+        if (user.role !== "admin" && (await store.getMember(req.roomId, user.principal)) === null) {
+          throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
+        }
+        const room = await roomOrThrow(store, req.roomId);
+        return { room, members: await store.listMembers(req.roomId) };
+      },
+    }),
+    "rooms-list": endpoint({
+      subject: Subjects.membership.roomsList,
+      request: "membership.rooms.list.request",
+      reply: "membership.rooms.list.reply",
+      mutates: false,
+      access: Access.Signed,
+      async handler(req, caller) {
+        const user = activeUser(caller);
+        const own = (await store.getRoomsByMember(user.principal))?.value.rooms ?? {};
+        if (req.all === true && user.role !== "admin") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only admins may list all rooms");
+        const ids = req.all === true ? await store.listRoomIds() : Object.keys(own).sort();
+        const rooms: { room: RoomRecord; role?: RoomRole }[] = [];
+        for (const id of ids) {
+          const room = await store.getRoom(id);
+          if (room === null) continue;
+          const role = own[id];
+          rooms.push(role === undefined ? { room: room.value } : { room: room.value, role });
+        }
+        return { rooms };
+      },
+    }),
+    "rooms-invite": endpoint({
+      subject: Subjects.membership.roomsInvite,
+      request: "membership.rooms.invite.request",
+      reply: "membership.rooms.invite.reply",
+      mutates: true,
+      access: Access.Signed,
+      async handler(req, caller, ctx) {
+        const user = activeUser(caller);
+        const principal = checkPrincipal(req.principal);
+        const role = req.role ?? RoomRoleName.member;
+        await requireManager(req.roomId, user);
+        await roomOrThrow(store, req.roomId);
+        const invitee = await store.getUser(principal);
+        if (invitee === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "invitee is not a user");
+        if (invitee.value.status !== UserStatus.active) throw new UnibusError(ErrorCode.Conflict, "user_not_active", "invitee is revoked");
+        const [existing, grants] = await Promise.all([store.getMember(req.roomId, principal), store.getRoomsByMember(principal)]);
+        if (existing?.value.role === role && grants?.value.rooms[req.roomId] === role) {
+          throw new UnibusError(ErrorCode.Conflict, "already_member", "already a member with this role");
+        }
+        const { member, revision } = await grantMembership(store, req.roomId, principal, role, user.principal, iso(ctx));
+        ctx.logger.info({ room: req.roomId, target: principal, role, revision }, "member added");
+        return { member, revision, kick: await kickAfterChange(principal, user.principal) };
+      },
+    }),
+    "rooms-remove": endpoint({
+      subject: Subjects.membership.roomsRemove,
+      request: "membership.rooms.remove.request",
+      reply: "membership.rooms.remove.reply",
+      mutates: true,
+      access: Access.Signed,
+      async handler(req, caller, ctx) {
+        const user = activeUser(caller);
+        const principal = checkPrincipal(req.principal);
+        await requireManager(req.roomId, user);
+        const revision = await revokeMembership(store, req.roomId, principal);
+        if (revision === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
+        ctx.logger.info({ room: req.roomId, target: principal, revision }, "member removed");
+        return { roomId: req.roomId, principal, revision, kick: await kickAfterChange(principal, user.principal) };
+      },
+    }),
+    "rooms-leave": endpoint({
+      subject: Subjects.membership.roomsLeave,
+      request: "membership.rooms.leave.request",
+      reply: "membership.rooms.leave.reply",
+      mutates: true,
+      access: Access.Signed,
+      async handler(req, caller, ctx) {
+        const user = activeUser(caller);
+        const revision = await revokeMembership(store, req.roomId, user.principal);
+        if (revision === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
+        ctx.logger.info({ room: req.roomId, revision }, "member left");
+        return { roomId: req.roomId, principal: user.principal, revision, kick: await kickAfterChange(user.principal, user.principal) };
+      },
+    }),
+  };
+}

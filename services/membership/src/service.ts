@@ -1,0 +1,114 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { ServiceName } from "@unibus/contracts";
+import { defineService, NonceBucket, openBuckets, startService } from "@unibus/kit";
+import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
+import { pino } from "pino";
+import type { Logger } from "pino";
+import packageJson from "../package.json" with { type: "json" };
+import { roleResolver } from "./access.js";
+import { bootstrapEndpoints } from "./bootstrap.js";
+import type { MembershipDeps } from "./deps.js";
+import { SystemConnectionKicker } from "./kick.js";
+import type { ConnectionKicker, KickOutcome } from "./kick.js";
+import { MembershipBucket } from "./records.js";
+import { JetStreamRoomStreams } from "./room-streams.js";
+import { roomEndpoints } from "./rooms.js";
+import { MembershipStore } from "./store.js";
+import { userEndpoints } from "./users.js";
+
+/**
+ * The membership service definition: every endpoint in one place.
+ * users.* (admin only), rooms.* (active users; owners/admins manage),
+ * admin.bootstrap (the internal bootstrap identity only).
+ */
+export function membershipService(deps: MembershipDeps): ServiceDefinition {
+  return defineService({
+    name: ServiceName.membership,
+    version: packageJson.version,
+    description: "Users allowlist, rooms and room members",
+    endpoints: { ...userEndpoints(deps), ...roomEndpoints(deps), ...bootstrapEndpoints(deps) },
+  });
+}
+
+/** Options of {@link createMembershipService}: the kit's deps plus the service's own. */
+export interface MembershipServiceOptions extends KitDeps {
+  /**
+   * A system-account connection, used to find and kick connections whose
+   * permissions changed. Without it (or `kicker`) every kick is reported failed.
+   */
+  sys?: NatsConnection;
+  /** Overrides the kicker built on `sys`. */
+  kicker?: ConnectionKicker;
+  /** Principal of the internal bootstrap identity (see `admin.bootstrap`). */
+  bootstrapPrincipal?: string;
+  /** Delay of a kick that affects the caller itself, after its reply. */
+  selfKickDelayMs?: number;
+}
+
+/** A running membership service. */
+export interface RunningMembershipService extends RunningService {
+  /** The store it works on (tests read the data model through it). */
+  readonly store: MembershipStore;
+}
+
+/** The kicker used when no system connection is configured: it can only report failure, never pretend. */
+class UnconfiguredKicker implements ConnectionKicker {
+  constructor(private readonly logger: Logger) {}
+  async kick(principal: string): Promise<KickOutcome> {
+    this.logger.error({ op: "kick", principal }, "no system connection configured; live connections keep their old permissions");
+    return { connections: 0, kicked: 0, failed: 1 };
+  }
+  kickLater(principal: string): KickOutcome {
+    void this.kick(principal);
+    return { connections: 0, kicked: 0, failed: 1 };
+  }
+  close(): void {}
+}
+
+/**
+ * Opens the membership buckets (users, rooms, members, rooms_by_member, and
+ * the kit's nonces), then starts the service on `nc`.
+ */
+export async function createMembershipService(nc: NatsConnection, opts: MembershipServiceOptions = {}): Promise<RunningMembershipService> {
+  const logger = opts.logger ?? pino({ level: "info" });
+  const replicas = opts.bucketReplicas ?? 1;
+  const budgetMs = opts.bucketBudgetMs ?? 30_000;
+  const js = jetstream(nc);
+  const kv = await openBuckets(
+    js,
+    [
+      { name: MembershipBucket.users, replicas },
+      { name: MembershipBucket.rooms, replicas },
+      { name: MembershipBucket.members, replicas },
+      { name: MembershipBucket.roomsByMember, replicas },
+      { ...NonceBucket, replicas },
+    ],
+    { budgetMs, logger: logger.child({ svc: ServiceName.membership }) },
+  );
+  const store = new MembershipStore({ users: kv.users, rooms: kv.rooms, members: kv.members, roomsByMember: kv.rooms_by_member });
+  const kicker =
+    opts.kicker ??
+    (opts.sys === undefined ? new UnconfiguredKicker(logger.child({ svc: ServiceName.membership })) : new SystemConnectionKicker(opts.sys, { logger: logger.child({ svc: ServiceName.membership }) }));
+  const deps: MembershipDeps = {
+    store,
+    kicker,
+    streams: new JetStreamRoomStreams(await jetstreamManager(nc), { replicas }),
+    ...(opts.bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal: opts.bootstrapPrincipal }),
+    ...(opts.selfKickDelayMs === undefined ? {} : { selfKickDelayMs: opts.selfKickDelayMs }),
+  };
+  const running = await startService(nc, membershipService(deps), {
+    ...opts,
+    logger,
+    nonceBucket: kv.nonces,
+    resolveRole: roleResolver(store),
+  });
+  return {
+    ...running,
+    store,
+    async stop() {
+      await running.stop();
+      kicker.close();
+    },
+  };
+}

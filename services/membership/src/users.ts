@@ -1,0 +1,83 @@
+import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
+import { Access, endpoint } from "@unibus/kit";
+import type { EndpointSpec } from "@unibus/kit";
+import { activeUser, checkPrincipal } from "./access.js";
+import type { MembershipDeps } from "./deps.js";
+import { UserStatus } from "./records.js";
+import type { UserRecord } from "./records.js";
+
+/** `users.*` endpoints: the allowlist. All admin only (the kit denies anyone whose resolved role is not admin). */
+export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
+  const { store, kicker } = deps;
+  return {
+    "users-add": endpoint({
+      subject: Subjects.membership.usersAdd,
+      request: "membership.users.add.request",
+      reply: "membership.users.add.reply",
+      mutates: true,
+      access: Access.Admin,
+      async handler(req, caller, ctx) {
+        const admin = activeUser(caller);
+        const user: UserRecord = {
+          principal: checkPrincipal(req.principal),
+          handle: req.handle,
+          role: req.role,
+          status: UserStatus.active,
+          addedAt: new Date(ctx.now()).toISOString(),
+          addedBy: admin.principal,
+        };
+        // kv.create: an existing principal (active or revoked) is never
+        // overwritten, so a re-add cannot flip a role or un-revoke.
+        const created = await store.createUser(user);
+        if (created === null) throw new UnibusError(ErrorCode.Conflict, "user_exists", "principal is already on the allowlist");
+        ctx.logger.info({ target: user.principal, role: user.role, revision: created.revision }, "user added");
+        return { user, revision: created.revision };
+      },
+    }),
+    "users-list": endpoint({
+      subject: Subjects.membership.usersList,
+      request: "membership.users.list.request",
+      reply: "membership.users.list.reply",
+      mutates: false,
+      access: Access.Admin,
+      async handler() {
+        return { users: await store.listUsers() };
+      },
+    }),
+    "users-get": endpoint({
+      subject: Subjects.membership.usersGet,
+      request: "membership.users.get.request",
+      reply: "membership.users.get.reply",
+      mutates: false,
+      access: Access.Admin,
+      async handler(req) {
+        const user = await store.getUser(checkPrincipal(req.principal));
+        if (user === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "no such user");
+        return { user: user.value };
+      },
+    }),
+    "users-revoke": endpoint({
+      subject: Subjects.membership.usersRevoke,
+      request: "membership.users.revoke.request",
+      reply: "membership.users.revoke.reply",
+      mutates: true,
+      access: Access.Admin,
+      async handler(req, caller, ctx) {
+        const admin = activeUser(caller);
+        const principal = checkPrincipal(req.principal);
+        // An admin revoking itself could leave the bus with no admin at all.
+        if (principal === admin.principal) throw new UnibusError(ErrorCode.Conflict, "cannot_revoke_self", "an admin cannot revoke itself");
+        const revoked = await store.updateUser(principal, (current) => {
+          if (current === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "no such user");
+          if (current.status === UserStatus.revoked) throw new UnibusError(ErrorCode.Conflict, "already_revoked", "user is already revoked");
+          return { ...current, status: UserStatus.revoked, revokedAt: new Date(ctx.now()).toISOString(), revokedBy: admin.principal };
+        });
+        if (revoked === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "no such user");
+        ctx.logger.info({ target: principal, revision: revoked.revision }, "user revoked");
+        // The flip is durable; the kick applies it to live connections now.
+        const kick = await kicker.kick(principal);
+        return { user: revoked.value, revision: revoked.revision, kick };
+      },
+    }),
+  };
+}
