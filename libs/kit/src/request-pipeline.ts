@@ -48,15 +48,21 @@ async function authenticate(p: EndpointPipeline, msg: IncomingRequest, trace: Re
     throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureMissing, "request must carry a signed envelope");
   }
   const envelope = envelopeFromHeaders(get);
-  // Signature over the subject the message actually arrived on, so a request
-  // signed for one endpoint cannot be replayed against another.
-  if (envelope === undefined || !verifyEnvelope(envelope, msg.subject, msg.data)) {
+  if (envelope === undefined) {
     throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureInvalid, "request signature is invalid");
   }
-  trace.principal = envelope.signer;
+  // The window is checked before the signature: a stale request is rejected
+  // either way, and Ed25519 verification (70-180 µs here) is the costliest
+  // step, so replayed old traffic must not buy it.
   if (Math.abs(p.now() - envelope.timestamp) > ENVELOPE_WINDOW_MS) {
     throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.TimestampOutOfWindow, `request timestamp is more than ${ENVELOPE_WINDOW_MS / 1000} s from server time`);
   }
+  // Signature over the subject the message actually arrived on, so a request
+  // signed for one endpoint cannot be replayed against another.
+  if (!verifyEnvelope(envelope, msg.subject, msg.data)) {
+    throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureInvalid, "request signature is invalid");
+  }
+  trace.principal = envelope.signer;
   if (p.spec.mutates) {
     if (p.nonces === undefined) {
       throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable");

@@ -1,0 +1,219 @@
+/**
+ * P1: connects/s through the auth callout ÷ plain nkey connects/s on a server
+ * without callout, same run, same client signing (cached node:crypto key).
+ *
+ *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--direct-get] [--in-process]
+ *
+ * The callout runs in a child process (as in production, it is its own
+ * service), so the bench client's event loop does not do its work. Keys are
+ * ephemeral; the child gets them on stdin, never argv.
+ */
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import { connect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import { startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import {
+  CalloutXkey,
+  KvPrincipalDirectory,
+  WatchedPrincipalDirectory,
+  calloutServerConfig,
+  createAuthCalloutService,
+  servicePermissions,
+} from "@unibus/auth-callout";
+
+interface WorkerInput {
+  url: string;
+  calloutSeed: string;
+  issuerSeed: string;
+  xkeySeed?: string;
+  watched: boolean;
+}
+
+interface Args {
+  seconds: number;
+  concurrency: number;
+  xkey: boolean;
+  /** Directory fed by KV watchers (no KV round trip per login) instead of direct gets. */
+  watched: boolean;
+  /** Run the callout inside the bench process instead of a child (fewer process hops, shared CPU). */
+  inProcess: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, watched: true };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--seconds") args.seconds = Number(argv[++i]);
+    else if (a === "--concurrency") args.concurrency = Number(argv[++i]);
+    else if (a === "--xkey") args.xkey = true;
+    else if (a === "--in-process") args.inProcess = true;
+    else if (a === "--direct-get") args.watched = false;
+  }
+  return args;
+}
+
+/** Child mode: run the callout service until stdin closes. */
+async function runWorker(): Promise<void> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) {
+    chunks.push(c as Buffer);
+    if (Buffer.concat(chunks).includes(10)) break;
+  }
+  const input = JSON.parse(Buffer.concat(chunks).toString("utf8")) as WorkerInput;
+  const calloutKey = SigningKey.fromNkeySeed(input.calloutSeed);
+  const nc = await connect({ servers: input.url, authenticator: nkeyAuthenticator(calloutKey), inboxPrefix: `_INBOX.${calloutKey.principal}` });
+  const kvm = new Kvm(nc);
+  const [users, rooms] = [await kvm.open("users"), await kvm.open("rooms_by_member")];
+  const directory = input.watched ? await WatchedPrincipalDirectory.start(users, rooms) : new KvPrincipalDirectory(users, rooms);
+  const quiet = { info: () => undefined, warn: () => undefined, error: (o: object) => process.stderr.write(`${JSON.stringify(o)}\n`) };
+  await createAuthCalloutService(nc, {
+    issuer: SigningKey.fromNkeySeed(input.issuerSeed),
+    ...(input.xkeySeed !== undefined ? { xkey: CalloutXkey.fromSeed(input.xkeySeed) } : {}),
+    directory,
+    logger: quiet,
+  });
+  await nc.flush();
+  process.stdout.write("ready\n");
+  process.stdin.resume();
+  process.stdin.on("end", () => void nc.close().then(() => process.exit(0)));
+}
+
+async function startCalloutWorker(input: WorkerInput): Promise<ChildProcess> {
+  const self = fileURLToPath(import.meta.url);
+  const child = spawn(process.execPath, ["--import", "tsx", self, "callout-worker"], { stdio: ["pipe", "pipe", "inherit"] });
+  child.stdin?.write(`${JSON.stringify(input)}\n`);
+  const [data] = (await once(child.stdout ?? process.stdin, "data")) as [Buffer];
+  if (!data.toString().includes("ready")) throw new Error(`callout worker failed: ${data.toString()}`);
+  return child;
+}
+
+/** Connect+close cycles for `seconds`, `concurrency` at a time; returns connects and elapsed seconds. */
+async function measure(url: string, key: SigningKey, seconds: number, concurrency: number): Promise<{ count: number; elapsed: number }> {
+  const authenticator = nkeyAuthenticator(key);
+  const opts = { servers: url, authenticator, inboxPrefix: `_INBOX.${key.principal}`, reconnect: false, timeout: 10_000 };
+  const deadline = performance.now() + seconds * 1000;
+  let count = 0;
+  const worker = async (): Promise<void> => {
+    while (performance.now() < deadline) {
+      const nc: NatsConnection = await connect(opts);
+      count++;
+      await nc.close();
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return { count, elapsed: (performance.now() - start) / 1000 };
+}
+
+const SLICE_S = 0.5;
+
+/**
+ * Alternates raw and unibus in short slices so both see the same machine
+ * load (the host is shared; back-to-back runs drifted by 2x).
+ */
+async function compare(rawUrl: string, unibusUrl: string, key: SigningKey, seconds: number, concurrency: number): Promise<{ raw: number; unibus: number }> {
+  const raw = { count: 0, elapsed: 0 };
+  const unibus = { count: 0, elapsed: 0 };
+  for (let i = 0; i < Math.max(1, Math.round(seconds / SLICE_S)); i++) {
+    const r = await measure(rawUrl, key, SLICE_S, concurrency);
+    const u = await measure(unibusUrl, key, SLICE_S, concurrency);
+    raw.count += r.count;
+    raw.elapsed += r.elapsed;
+    unibus.count += u.count;
+    unibus.elapsed += u.elapsed;
+  }
+  return { raw: raw.count / raw.elapsed, unibus: unibus.count / unibus.elapsed };
+}
+
+async function runBench(args: Args): Promise<void> {
+  const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
+  const calloutUser = SigningKey.generate();
+  const membership = SigningKey.generate();
+  const client = SigningKey.generate();
+  const xkey = args.xkey ? CalloutXkey.generate() : undefined;
+
+  const servers: TestServer[] = [];
+  let child: ChildProcess | undefined;
+  try {
+    const raw = await startTestServer({ jetstream: false, config: { authorization: { users: [{ nkey: client.principal }] } } });
+    servers.push(raw);
+    const unibus = await startTestServer({
+      config: calloutServerConfig({
+        issuerAccountPublic: issuer.principal,
+        calloutUserPublic: calloutUser.principal,
+        ...(xkey !== undefined ? { xkeyPublic: xkey.publicKey } : {}),
+        serviceUsers: [{ service: "membership", nkey: membership.principal, permissions: servicePermissions({ service: "membership", kvBuckets: ["users", "rooms_by_member"] }) }],
+      }),
+    });
+    servers.push(unibus);
+    const admin = await unibus.connect({ authenticator: nkeyAuthenticator(membership) });
+    const kvm = new Kvm(admin);
+    const users = await kvm.create("users");
+    const rooms = await kvm.create("rooms_by_member");
+    const now = new Date().toISOString();
+    await users.put(client.principal, JSON.stringify({ principal: client.principal, handle: "bench", role: "member", status: "active", addedAt: now, addedBy: "bench" }));
+    await rooms.put(client.principal, JSON.stringify({ principal: client.principal, rooms: { bench: "owner" } }));
+    if (args.inProcess) {
+      const calloutNc = await unibus.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
+      const ckvm = new Kvm(calloutNc);
+      await createAuthCalloutService(calloutNc, {
+        issuer,
+        ...(xkey !== undefined ? { xkey } : {}),
+        directory: args.watched
+          ? await WatchedPrincipalDirectory.start(await ckvm.open("users"), await ckvm.open("rooms_by_member"))
+          : new KvPrincipalDirectory(await ckvm.open("users"), await ckvm.open("rooms_by_member")),
+        logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+      });
+    } else {
+      child = await startCalloutWorker({
+        url: unibus.url,
+        calloutSeed: calloutUser.nkeySeed(),
+        issuerSeed: issuer.nkeySeed(),
+        ...(xkey !== undefined ? { xkeySeed: xkey.seed() } : {}),
+        watched: args.watched,
+      });
+    }
+
+    // Warm-up: JIT, key caches, the permission cache.
+    await measure(raw.url, client, 0.5, 1);
+    await measure(unibus.url, client, 0.5, 1);
+
+    const cases = [
+      { name: "sequential", concurrency: 1 },
+      { name: `concurrent x${args.concurrency}`, concurrency: args.concurrency },
+    ];
+    process.stdout.write(
+      `P1 callout connects (${args.xkey ? "xkey" : "plain"} callout, ${args.inProcess ? "in-process" : "child process"}, ${args.watched ? "watched" : "direct-get"} directory, ${args.seconds}s each, interleaved in ${SLICE_S}s slices)\n`,
+    );
+    for (const c of cases) {
+      const { raw: rawRate, unibus: unibusRate } = await compare(raw.url, unibus.url, client, args.seconds, c.concurrency);
+      const ratio = unibusRate / rawRate;
+      process.stdout.write(
+        `${c.name.padEnd(16)} unibus ${unibusRate.toFixed(0).padStart(6)}/s   raw ${rawRate.toFixed(0).padStart(6)}/s   ratio ${ratio.toFixed(2)} ${ratio >= 0.7 ? "(goal >= 0.7 met)" : "(goal >= 0.7 NOT met)"}\n`,
+      );
+    }
+  } finally {
+    child?.stdin?.end();
+    if (child !== undefined && child.exitCode === null) await Promise.race([once(child, "exit"), new Promise((r) => setTimeout(r, 2000))]);
+    if (child !== undefined && child.exitCode === null) child.kill();
+    for (const s of servers) await s.stop();
+  }
+}
+
+if (process.argv[2] === "callout-worker") {
+  runWorker().catch((err: unknown) => {
+    process.stderr.write(`callout worker: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+} else {
+  runBench(parseArgs(process.argv.slice(2))).catch((err: unknown) => {
+    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,86 @@
+/**
+ * P0: a kit endpoint (size limit, JSON parse, schema validation both ways,
+ * Ed25519 envelope check, ±30 s window, and for the mutating case the nonce
+ * write to the `nonces` KV bucket) against a raw @nats-io/services echo
+ * endpoint, same server, same run. Each service runs in its own process.
+ *
+ *   npx tsx bench/src/kit-vs-raw.ts [--seconds 3] [--in-flight 64]
+ */
+import { spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
+import { once } from "node:events";
+import { fileURLToPath } from "node:url";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { decodeReply } from "@unibus/contracts";
+import { SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
+import { startTestServer } from "@unibus/testing";
+import { EchoSubject } from "./echo-service.js";
+import { parallelRate, printCase, sequentialRate } from "./report.js";
+import type { BenchCase } from "./report.js";
+
+const serviceScript = fileURLToPath(new URL("./echo-service.ts", import.meta.url));
+
+async function startEchoService(mode: "raw" | "kit", url: string): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [...(process.env.BENCH_PROF ? ["--cpu-prof", "--cpu-prof-dir=/tmp/prof"] : []), "--import", "tsx", serviceScript, mode], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, UNIBUS_URL: url },
+  });
+  const [chunk] = (await once(child.stdout, "data")) as [Buffer];
+  if (!chunk.toString().includes("ready")) throw new Error(`echo service (${mode}) did not start: ${chunk.toString()}`);
+  return child;
+}
+
+function rawEcho(nc: NatsConnection): (i: number) => Promise<unknown> {
+  return async (i) => {
+    const body = new TextEncoder().encode(JSON.stringify({ roomId: "bench-room", text: "hello, bench", seq: i }));
+    const msg = await nc.request(EchoSubject.raw, body, { timeout: 5000 });
+    return msg.json();
+  };
+}
+
+function kitEcho(nc: NatsConnection, key: SigningKey, subject: string): (i: number) => Promise<unknown> {
+  return async (i) => {
+    const body = new TextEncoder().encode(JSON.stringify({ roomId: "bench-room", text: "hello, bench", seq: i }));
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries(envelopeToHeaders(signEnvelope(key, subject, body)))) h.set(k, v);
+    const msg = await nc.request(subject, body, { timeout: 5000, headers: h });
+    return decodeReply(msg);
+  };
+}
+
+export async function runKitVsRaw(opts: { seconds: number; inFlight: number }): Promise<BenchCase[]> {
+  const server = await startTestServer({ jetstream: true });
+  const children: ChildProcess[] = [];
+  try {
+    children.push(await startEchoService("raw", server.url), await startEchoService("kit", server.url));
+    const nc = await server.connect();
+    const key = SigningKey.generate();
+    const raw = rawEcho(nc);
+    const kit = kitEcho(nc, key, EchoSubject.kit);
+    const kitMutating = kitEcho(nc, key, EchoSubject.kitMutating);
+    // Warm both paths (JIT, ajv, KV bucket, key caches) before measuring.
+    for (let i = 0; i < 200; i++) await Promise.all([raw(i), kit(i), kitMutating(i)]);
+
+    const { seconds, inFlight } = opts;
+    const cases: BenchCase[] = [];
+    const rawSeq = await sequentialRate(seconds, raw);
+    cases.push({ name: "P0 kit echo, one at a time", unit: "req/s", unibus: await sequentialRate(seconds, kit), raw: rawSeq });
+    cases.push({ name: "P0 kit echo + nonce write, one at a time", unit: "req/s", unibus: await sequentialRate(seconds, kitMutating), raw: rawSeq });
+    const rawPar = await parallelRate(seconds, inFlight, raw);
+    cases.push({ name: `P0 kit echo, ${inFlight} in flight`, unit: "req/s", unibus: await parallelRate(seconds, inFlight, kit), raw: rawPar, goal: ">= 0.5" });
+    cases.push({ name: `P0 kit echo + nonce write, ${inFlight} in flight`, unit: "req/s", unibus: await parallelRate(seconds, inFlight, kitMutating), raw: rawPar });
+    return cases;
+  } finally {
+    for (const c of children) c.kill("SIGTERM");
+    await server.stop();
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const arg = (name: string, fallback: number): number => {
+    const i = process.argv.indexOf(name);
+    return i > 0 ? Number(process.argv[i + 1]) : fallback;
+  };
+  for (const c of await runKitVsRaw({ seconds: arg("--seconds", 3), inFlight: arg("--in-flight", 64) })) printCase(c);
+}
