@@ -6,7 +6,8 @@
  *
  * The callout runs in a child process (as in production, it is its own
  * service), so the bench client's event loop does not do its work. Keys are
- * ephemeral; the child gets them on stdin, never argv.
+ * ephemeral; the child gets them on stdin, never argv. `npm run bench` runs
+ * this through {@link runCalloutConnects}.
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -26,6 +27,8 @@ import {
   createAuthCalloutService,
   servicePermissions,
 } from "@unibus/auth-callout";
+import { printCase } from "./report.js";
+import type { BenchCase } from "./report.js";
 
 interface WorkerInput {
   url: string;
@@ -35,18 +38,22 @@ interface WorkerInput {
   watched: boolean;
 }
 
-interface Args {
+/** Options of {@link runCalloutConnects}. */
+export interface CalloutConnectsOptions {
+  /** Measured seconds per case and per side (raw and unibus each get this much). */
   seconds: number;
+  /** Connects in flight in the concurrent case. */
   concurrency: number;
+  /** Encrypt callout requests and responses with a server xkey. */
   xkey: boolean;
-  /** Directory fed by KV watchers (no KV round trip per login) instead of direct gets. */
-  watched: boolean;
-  /** Run the callout inside the bench process instead of a child (fewer process hops, shared CPU). */
-  inProcess: boolean;
+  /** Directory fed by KV watchers (no KV round trip per login) instead of direct gets. Default true. */
+  watched?: boolean;
+  /** Run the callout inside the bench process instead of a child (fewer process hops, shared CPU). Default false. */
+  inProcess?: boolean;
 }
 
-function parseArgs(argv: string[]): Args {
-  const args: Args = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, watched: true };
+function parseArgs(argv: string[]): Required<CalloutConnectsOptions> {
+  const args: Required<CalloutConnectsOptions> = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, watched: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--seconds") args.seconds = Number(argv[++i]);
@@ -131,7 +138,12 @@ async function compare(rawUrl: string, unibusUrl: string, key: SigningKey, secon
   return { raw: raw.count / raw.elapsed, unibus: unibus.count / unibus.elapsed };
 }
 
-async function runBench(args: Args): Promise<void> {
+/**
+ * P1, sequential and `concurrency` at a time: callout connects/s against plain
+ * nkey connects/s, with the same client key and authenticator.
+ */
+export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<BenchCase[]> {
+  const args: Required<CalloutConnectsOptions> = { watched: true, inProcess: false, ...opts };
   const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
   const calloutUser = SigningKey.generate();
   const membership = SigningKey.generate();
@@ -184,20 +196,22 @@ async function runBench(args: Args): Promise<void> {
     await measure(raw.url, client, 0.5, 1);
     await measure(unibus.url, client, 0.5, 1);
 
-    const cases = [
-      { name: "sequential", concurrency: 1 },
-      { name: `concurrent x${args.concurrency}`, concurrency: args.concurrency },
-    ];
-    process.stdout.write(
-      `P1 callout connects (${args.xkey ? "xkey" : "plain"} callout, ${args.inProcess ? "in-process" : "child process"}, ${args.watched ? "watched" : "direct-get"} directory, ${args.seconds}s each, interleaved in ${SLICE_S}s slices)\n`,
-    );
-    for (const c of cases) {
-      const { raw: rawRate, unibus: unibusRate } = await compare(raw.url, unibus.url, client, args.seconds, c.concurrency);
-      const ratio = unibusRate / rawRate;
-      process.stdout.write(
-        `${c.name.padEnd(16)} unibus ${unibusRate.toFixed(0).padStart(6)}/s   raw ${rawRate.toFixed(0).padStart(6)}/s   ratio ${ratio.toFixed(2)} ${ratio >= 0.7 ? "(goal >= 0.7 met)" : "(goal >= 0.7 NOT met)"}\n`,
-      );
+    // The name carries what changes the figure; the default setup (child
+    // process, watched directory) is left out to keep the column narrow.
+    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : "", args.watched ? "" : "direct-get"].filter((v) => v !== "").join(", ");
+    const label = `P1 callout connects${variant === "" ? "" : ` (${variant})`}`;
+    const cases: BenchCase[] = [];
+    for (const concurrency of [1, args.concurrency]) {
+      const { raw: rawRate, unibus: unibusRate } = await compare(raw.url, unibus.url, client, args.seconds, concurrency);
+      cases.push({
+        name: `${label}, ${concurrency === 1 ? "one at a time" : `${concurrency} in flight`}`,
+        unit: "conn/s",
+        unibus: unibusRate,
+        raw: rawRate,
+        goal: ">= 0.7",
+      });
     }
+    return cases;
   } finally {
     child?.stdin?.end();
     if (child !== undefined && child.exitCode === null) await Promise.race([once(child, "exit"), new Promise((r) => setTimeout(r, 2000))]);
@@ -206,14 +220,25 @@ async function runBench(args: Args): Promise<void> {
   }
 }
 
-if (process.argv[2] === "callout-worker") {
-  runWorker().catch((err: unknown) => {
-    process.stderr.write(`callout worker: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-} else {
-  runBench(parseArgs(process.argv.slice(2))).catch((err: unknown) => {
-    process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
-    process.exit(1);
-  });
+// Standalone (`npx tsx bench/src/callout-connects.ts`) or as the callout
+// worker child; importing this module from main.ts must run neither.
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  if (process.argv[2] === "callout-worker") {
+    runWorker().catch((err: unknown) => {
+      process.stderr.write(`callout worker: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exit(1);
+    });
+  } else {
+    const args = parseArgs(process.argv.slice(2));
+    runCalloutConnects(args).then(
+      (cases) => {
+        console.log(`P1: ${args.seconds} s per side, interleaved in ${SLICE_S} s slices; raw = plain nkey user on a server without callout`);
+        for (const c of cases) printCase(c);
+      },
+      (err: unknown) => {
+        process.stderr.write(`bench: ${err instanceof Error ? err.stack ?? err.message : String(err)}\n`);
+        process.exit(1);
+      },
+    );
+  }
 }

@@ -2,13 +2,59 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- --seconds 3]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5 ...]]
+ *
+ * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
+import { runCalloutConnects } from "./callout-connects.js";
 import { runKitVsRaw } from "./kit-vs-raw.js";
 import { printCase } from "./report.js";
+import type { BenchCase } from "./report.js";
+import { runRevokeKick } from "./revoke-kick.js";
 
-const i = process.argv.indexOf("--seconds");
-const seconds = i > 0 ? Number(process.argv[i + 1]) : 3;
+const args = process.argv.slice(2);
+const option = (name: string, fallback: number): number => {
+  const i = args.indexOf(name);
+  const v = i >= 0 ? Number(args[i + 1]) : fallback;
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} wants a positive number`);
+  return v;
+};
+const seconds = option("--seconds", 3);
+const samples = option("--samples", 40);
+const filters = args.filter((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--")).map((f) => f.toUpperCase());
+
+interface Bench {
+  id: string;
+  /** What the raw column is, printed once above the cases. */
+  about: string;
+  run: () => Promise<BenchCase[]>;
+}
+
+const benches: Bench[] = [
+  {
+    id: "P0",
+    about: "kit endpoint vs raw @nats-io/services echo, same server",
+    run: () => runKitVsRaw({ seconds, inFlight: 64 }),
+  },
+  {
+    id: "P1",
+    about: "connects through the auth callout (child process) vs plain nkey connects on a server without callout; interleaved slices",
+    // Sequential, so the two callout servers never compete for the CPU.
+    run: async () => [...(await runCalloutConnects({ seconds, concurrency: 32, xkey: false })), ...(await runCalloutConnects({ seconds, concurrency: 32, xkey: true }))],
+  },
+  {
+    id: "P5",
+    about: `users.revoke sent → victim disconnected vs a bare $SYS KICK of a plain connection; ${samples} samples each, interleaved`,
+    run: () => runRevokeKick({ samples }),
+  },
+];
+
+const picked = benches.filter((b) => filters.length === 0 || filters.some((f) => b.id.startsWith(f)));
+if (picked.length === 0) throw new Error(`no benchmark matches ${filters.join(", ")}; known: ${benches.map((b) => b.id).join(", ")}`);
 
 console.log(`unibus bench: ${seconds} s per case; ratios are against raw NATS in this same run\n`);
-for (const c of await runKitVsRaw({ seconds, inFlight: 64 })) printCase(c);
+for (const b of picked) {
+  console.log(`${b.id}: ${b.about}`);
+  for (const c of await b.run()) printCase(c);
+  console.log();
+}

@@ -9,7 +9,7 @@ export interface BenchCase {
   readonly unit: string;
   readonly unibus: number;
   readonly raw: number;
-  /** The ratio the issue asks for, printed beside the measured one. */
+  /** The ratio (or, for latencies, the bound) the issue asks for, printed beside the measured one. */
   readonly goal?: string;
   /** true when a smaller figure is better (latencies): the ratio is raw ÷ unibus. */
   readonly lowerIsBetter?: boolean;
@@ -26,6 +26,13 @@ export function printCase(c: BenchCase): void {
   console.log(
     `${c.name.padEnd(44)} unibus ${fmt(c.unibus).padStart(9)} ${c.unit}  raw ${fmt(c.raw).padStart(9)} ${c.unit}  ratio ${ratio(c).toFixed(2)}${goal}`,
   );
+}
+
+/** Nearest-rank percentile `p` (0–100) of `samples`; NaN when there are none. */
+export function percentile(samples: readonly number[], p: number): number {
+  if (samples.length === 0) return Number.NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1]!;
 }
 
 /** Runs `op` one at a time for `seconds`; returns operations per second. */
