@@ -1,7 +1,11 @@
 import { resolve } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { nkeyAuthenticator } from "@unibus/crypto";
+import type { Identity } from "@unibus/crypto";
+import { connect as connectSdk } from "@unibus/sdk";
+import type { UnibusClient } from "@unibus/sdk";
 import type { ParsedFlags } from "./args.js";
 import { stringFlag } from "./args.js";
 import { CliError } from "./errors.js";
@@ -75,12 +79,69 @@ export async function connectToBus(settings: ConnectionSettings, name = "unibus-
       name,
       reconnect: false,
       timeout: 5_000,
-      ...(identity ? { authenticator: nkeyAuthenticator(identity.signingKey) } : {}),
+      // The callout lets a principal subscribe only to its own inbox (DESIGN §4).
+      ...(identity ? { authenticator: nkeyAuthenticator(identity.signingKey), inboxPrefix: `_INBOX.${identity.principal}` } : {}),
     });
   } catch (err) {
     throw connectError(err, settings);
   }
 }
+
+/**
+ * Connects through the SDK as the settings' identity, for signed
+ * control-plane requests. An identity is required: the bus admits no
+ * anonymous clients.
+ */
+export async function connectClient(settings: ConnectionSettings, name = "unibus-cli"): Promise<UnibusClient> {
+  if (settings.identityPath === undefined) {
+    throw new CliError("no identity to connect as: pass --identity PATH or set UNIBUS_IDENTITY (or start the local bus with `npx unibus up`)");
+  }
+  return connectClientAs(settings, await loadIdentityForCli(settings.identityPath), name);
+}
+
+/** {@link connectClient} with an identity already loaded. */
+export async function connectClientAs(settings: ConnectionSettings, identity: Identity, name = "unibus-cli"): Promise<UnibusClient> {
+  try {
+    return await connectSdk({ url: settings.server, identity, name });
+  } catch (err) {
+    throw connectError(err, settings);
+  }
+}
+
+/**
+ * Turns a failed request into a {@link CliError} the person at the terminal
+ * can act on: a service's {@link UnibusError} keeps its caller-safe message
+ * behind a word for its code; transport failures say which service is missing.
+ */
+export function requestError(err: unknown, what: string): CliError {
+  if (err instanceof UnibusError) {
+    const word = ERROR_WORDS[err.code] ?? "failed";
+    return new CliError(`${word}: ${err.message}`, { cause: err });
+  }
+  const e = err as Error;
+  if (e.name === "NoRespondersError" || /no responders/i.test(e.message)) {
+    return new CliError(`no ${what} service answered: is the bus fully up?`, { cause: err });
+  }
+  if (e.name === "TimeoutError" || /timeout/i.test(e.message)) {
+    return new CliError(`the ${what} service did not answer in time`, { cause: err });
+  }
+  if (e.name === "PermissionViolationError" || /permissions violation/i.test(e.message)) {
+    return new CliError(`forbidden: this identity may not send that request (${e.message})`, { cause: err });
+  }
+  return new CliError(`${what} request failed: ${e.message}`, { cause: err });
+}
+
+const ERROR_WORDS: Partial<Record<number, string>> = {
+  [ErrorCode.BadRequest]: "invalid request",
+  [ErrorCode.Unauthorized]: "not authenticated",
+  [ErrorCode.Forbidden]: "forbidden",
+  [ErrorCode.NotFound]: "not found",
+  [ErrorCode.Conflict]: "conflict",
+  [ErrorCode.PayloadTooLarge]: "too large",
+  [ErrorCode.TooManyRequests]: "rate limited",
+  [ErrorCode.Internal]: "service error",
+  [ErrorCode.Unavailable]: "unavailable",
+};
 
 function connectError(err: unknown, settings: ConnectionSettings): CliError {
   const e = err as Error & { cause?: { code?: unknown } };

@@ -32,8 +32,14 @@ export interface HomeLayout {
   readonly jetstreamKeyFile: string;
   /** Account seed (`SA…`) the auth-callout signs its responses with. */
   readonly calloutIssuerSeedFile: string;
+  /** Curve seed (`SX…`) that encrypts callout requests and responses (`auth_callout.xkey`). */
+  readonly calloutXkeySeedFile: string;
   /** Directory of per-service identity files. */
   readonly identitiesDir: string;
+  /** System-account user: membership kicks live connections with it. */
+  readonly systemIdentityFile: string;
+  /** The privileged internal identity that may only call `admin.bootstrap`. */
+  readonly bootstrapIdentityFile: string;
   /** Admin #0 identity. */
   readonly adminIdentityFile: string;
 }
@@ -51,7 +57,10 @@ export function resolveHome(env: Readonly<Record<string, string | undefined>>, c
     secretsDir: join(root, "secrets"),
     jetstreamKeyFile: join(root, "secrets", "jetstream.key"),
     calloutIssuerSeedFile: join(root, "secrets", "callout-issuer.seed"),
+    calloutXkeySeedFile: join(root, "secrets", "callout-xkey.seed"),
     identitiesDir: join(root, "identities"),
+    systemIdentityFile: join(root, "identities", "system.id"),
+    bootstrapIdentityFile: join(root, "identities", "bootstrap.id"),
     adminIdentityFile: join(root, "admin.id"),
   };
 }

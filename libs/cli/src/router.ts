@@ -1,12 +1,15 @@
 import type { Command } from "./command.js";
+import { adminCommandGroup } from "./commands/admin.js";
 import { identityCommand } from "./commands/identity.js";
 import { microCommandGroup } from "./commands/micro.js";
+import { roomsCommandGroup } from "./commands/rooms.js";
 import { upCommand } from "./commands/up.js";
+import { usersCommandGroup } from "./commands/users.js";
 import { CliError, ExitCode, UsageError } from "./errors.js";
 import type { CliIo } from "./io.js";
 
 /** Top-level commands, in help order. */
-export const COMMANDS: readonly Command[] = [upCommand, identityCommand, microCommandGroup];
+export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, roomsCommandGroup, microCommandGroup];
 
 /** `unibus --help`. */
 export const ROOT_HELP = [

@@ -8,9 +8,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { connect } from "@nats-io/transport-node";
-import { Kvm } from "@nats-io/kv";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
+import { connect } from "@unibus/sdk";
+import type { UnibusClient } from "@unibus/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { serviceAvailability } from "../src/up/services.js";
 
@@ -48,9 +50,8 @@ async function microLs(env: NodeJS.ProcessEnv): Promise<{ name: string; version:
   return JSON.parse(stdout) as { name: string; version: string; id: string }[];
 }
 
-/** Expected micro names of the services present in this checkout (the callout registers as `unibus-auth-callout`). */
+/** Expected micro names of the services present in this checkout. */
 const expected = serviceAvailability().filter((s) => s.available).map((s) => s.name);
-const matches = (service: string, microName: string): boolean => microName === service || microName === `unibus-${service}`;
 
 async function waitForServices(env: NodeJS.ProcessEnv, up: Up, ms: number): Promise<{ name: string; version: string; id: string }[]> {
   const end = Date.now() + ms;
@@ -60,7 +61,7 @@ async function waitForServices(env: NodeJS.ProcessEnv, up: Up, ms: number): Prom
     if (up.output().includes("Next: npx unibus micro ls")) {
       try {
         last = await microLs(env);
-        if (expected.every((s) => last.some((i) => matches(s, i.name)))) return last;
+        if (expected.every((s) => last.some((i) => i.name === s))) return last;
       } catch {
         // Not ready yet.
       }
@@ -75,10 +76,69 @@ async function stopUp(up: Up): Promise<number | null> {
   return up.exited;
 }
 
-describe("unibus up (real processes)", () => {
+/** Runs the CLI; resolves with its exit code and output instead of throwing on a non-zero exit. */
+async function cli(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { env });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+async function cliJson<T>(env: NodeJS.ProcessEnv, ...args: string[]): Promise<T> {
+  const r = await cli(env, ...args, "--json");
+  if (r.code !== 0) throw new Error(`unibus ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as T;
+}
+
+/** True if the server reports a permission violation for `subject` after `action`. */
+async function violates(nc: NatsConnection, subject: string, action: () => void): Promise<boolean> {
+  const status = nc.status();
+  const seen = (async () => {
+    for await (const s of status) {
+      if (s.type === "error" && s.error.name === "PermissionViolationError" && (s.error as { subject?: string }).subject === subject) return true;
+    }
+    return false;
+  })();
+  action();
+  await nc.flush().catch(() => undefined);
+  const result = await Promise.race([seen, new Promise<boolean>((r) => setTimeout(() => r(false), 1_000))]);
+  (status as unknown as { stop(): void }).stop();
+  return result;
+}
+
+/** Resolves once `client` has reconnected (e.g. after a kick for a membership change). */
+function reconnected(client: UnibusClient, ms: number): Promise<void> {
+  const it = client.status();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no reconnect within ${ms} ms`)), ms);
+    void (async () => {
+      for await (const s of it) {
+        if (s.type === "reconnect") {
+          clearTimeout(timer);
+          (it as unknown as { stop(): void }).stop();
+          resolve();
+          return;
+        }
+      }
+    })();
+  });
+}
+
+interface UserJson {
+  principal: string;
+  handle: string;
+  role: string;
+  status: string;
+}
+
+describe("unibus up (real processes, auth callout on)", () => {
   let home: string;
   let env: NodeJS.ProcessEnv;
   const running: Up[] = [];
+  const clients: UnibusClient[] = [];
 
   beforeAll(async () => {
     home = await mkdtemp(join(tmpdir(), "unibus-up-"));
@@ -86,78 +146,112 @@ describe("unibus up (real processes)", () => {
     env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freePort()), UNIBUS_MONITOR_PORT: String(await freePort()) };
   });
   afterAll(async () => {
+    await Promise.allSettled(clients.map((c) => c.close()));
     for (const up of running) if (up.child.exitCode === null) up.child.kill("SIGKILL");
     await rm(home, { recursive: true, force: true });
   });
 
-  it("starts every available service, stops cleanly on SIGTERM, and a second run reuses identities and data", { timeout: 60_000 }, async () => {
+  it("admits only allowlisted principals, each to its own rooms, and a second run reuses all state", { timeout: 60_000 }, async () => {
     const first = startUp(env);
     running.push(first);
     const services = await waitForServices(env, first, 25_000);
     for (const s of expected) {
-      const instance = services.find((i) => matches(s, i.name));
+      const instance = services.find((i) => i.name === s);
       expect(instance?.version, `${s} listed with a version`).toMatch(/^\d+\.\d+\.\d+/);
     }
-    expect(first.output()).toContain("auth callout is NOT enabled yet");
+    expect(first.output()).toMatch(/auth callout: +on \(xkey/);
+    expect(first.output()).not.toContain("NOT enabled");
 
     // info / stats / ping speak the same protocol; an unknown name is a failure.
-    const [info, stats, ping] = await Promise.all([
-      run(process.execPath, [BIN, "micro", "info", "membership"], { env }),
-      run(process.execPath, [BIN, "micro", "stats", "--json"], { env }),
-      run(process.execPath, [BIN, "micro", "ping", "healthz", "--json"], { env }),
+    const [info, ping, unknownService] = await Promise.all([
+      cli(env, "micro", "info", "membership"),
+      cli(env, "micro", "ping", "healthz", "--json"),
+      cli(env, "micro", "info", "no-such-service", "--timeout", "500"),
     ]);
     expect(info.stdout).toMatch(/^membership \d+\.\d+\.\d+ \(/);
-    expect((JSON.parse(stats.stdout) as unknown[]).length).toBeGreaterThanOrEqual(expected.length);
     expect(JSON.parse(ping.stdout)).toEqual([expect.objectContaining({ name: "healthz", rtt_ms: expect.any(Number) })]);
-    const unknown = await run(process.execPath, [BIN, "micro", "info", "no-such-service", "--timeout", "500"], { env }).catch((e: { code: number; stderr: string }) => e);
-    expect((unknown as { code: number }).code).toBe(1);
+    expect(unknownService.code).toBe(1);
 
-    // The env file points at the admin identity; JetStream works for the admin.
     const envFile = await readFile(join(home, "env"), "utf8");
     expect((await stat(join(home, "env"))).mode & 0o777).toBe(0o600);
     expect(envFile).toContain(`UNIBUS_IDENTITY=${join(home, "admin.id")}`);
+    for (const f of ["secrets/callout-issuer.seed", "secrets/callout-xkey.seed", "identities/system.id", "identities/bootstrap.id"]) {
+      expect((await stat(join(home, f))).mode & 0o777, f).toBe(0o600);
+    }
     const admin = await loadIdentityFile(join(home, "admin.id"));
     const url = /UNIBUS_URL=(.*)/.exec(envFile)?.[1] ?? "";
-    const marker = `survives-${Date.now()}`;
-    {
-      const nc = await connect({ servers: url, authenticator: nkeyAuthenticator(admin.signingKey) });
-      const kv = await new Kvm(nc).create("cli_itest");
-      await kv.put("marker", marker);
-      await nc.close();
-    }
-    // A stranger cannot connect.
-    const stranger = await run(process.execPath, [BIN, "micro", "ls", "--server", url], { env: { ...env, UNIBUS_HOME: join(home, "nope") } }).catch((e: { code: number; stderr: string }) => e);
-    expect((stranger as { code: number }).code).toBe(1);
-    expect((stranger as { stderr: string }).stderr).toContain("refused");
+    expect(first.output()).toContain(`bootstrapped admin #0 ${admin.principal}`);
+
+    // Bootstrap is idempotent: a second run reports the admin and changes nothing.
+    const again = await cliJson<{ created: boolean; user: UserJson }>(env, "admin", "bootstrap");
+    expect(again).toMatchObject({ created: false, user: { principal: admin.principal, role: "admin" } });
+    const other = await cli(env, "identity", "create", "--out", join(home, "other-admin.id"));
+    expect(other.code).toBe(0);
+    expect((await cliJson<{ created: boolean }>(env, "admin", "bootstrap", "--identity", join(home, "other-admin.id"))).created).toBe(false);
+    expect(await cliJson<UserJson[]>(env, "users", "list")).toEqual([expect.objectContaining({ principal: admin.principal, role: "admin" })]);
+
+    // A new user, added by the admin, connects with the SDK.
+    const handle = `alice-${Date.now()}`;
+    expect((await cli(env, "identity", "create", "--out", join(home, "alice.id"))).code).toBe(0);
+    const alice = await loadIdentityFile(join(home, "alice.id"));
+    expect(await cliJson<{ user: UserJson }>(env, "users", "add", alice.principal, "--handle", handle)).toMatchObject({ user: { role: "member", status: "active" } });
+    const dup = await cli(env, "users", "add", alice.principal, "--handle", handle);
+    expect([dup.code, dup.stderr]).toEqual([1, expect.stringContaining("conflict:")]);
+    const aliceClient = await connect({ url, identity: alice });
+    clients.push(aliceClient);
+    const forbidden = await cli(env, "users", "list", "--identity", join(home, "alice.id"));
+    expect([forbidden.code, forbidden.stderr]).toEqual([1, expect.stringContaining("forbidden:")]);
+
+    // The admin creates two rooms and invites the user to one; the user is kicked and comes back with it.
+    const { room } = await cliJson<{ room: { id: string } }>(env, "rooms", "create", "ops");
+    const { room: otherRoom } = await cliJson<{ room: { id: string } }>(env, "rooms", "create", "secret");
+    const back = reconnected(aliceClient, 5_000);
+    await cliJson(env, "rooms", "invite", room.id, alice.principal);
+    await back;
+    const nc = aliceClient.nc;
+    const subject = `unibus.room.${room.id}.x`;
+    const sub = nc.subscribe(subject, { max: 1 });
+    await nc.flush();
+    nc.publish(subject, "hello");
+    for await (const m of sub) expect(m.string()).toBe("hello");
+    expect(await violates(nc, `unibus.room.${otherRoom.id}.x`, () => nc.publish(`unibus.room.${otherRoom.id}.x`, "x"))).toBe(true);
+    expect(await violates(nc, `unibus.room.${otherRoom.id}.x`, () => nc.subscribe(`unibus.room.${otherRoom.id}.x`))).toBe(true);
+    expect(await violates(nc, "$KV.>", () => nc.subscribe("$KV.>"))).toBe(true);
+    expect(await violates(nc, "$KV.users.x", () => nc.publish("$KV.users.x", "x"))).toBe(true);
+
+    // An identity nobody added is refused.
+    const stranger = await cli(env, "micro", "ls", "--identity", join(home, "other-admin.id"));
+    expect([stranger.code, stranger.stderr]).toEqual([1, expect.stringContaining("refused")]);
+
+    // Revoked: the live connection is closed and a new one is refused.
+    await aliceClient.close();
+    expect(await cliJson<{ user: UserJson }>(env, "users", "revoke", alice.principal)).toMatchObject({ user: { status: "revoked" } });
+    await expect(natsConnect({ servers: url, authenticator: nkeyAuthenticator(alice.signingKey), reconnect: false })).rejects.toThrow();
 
     // A second `up` on the same home is refused while the first runs.
-    const second = await run(process.execPath, [BIN, "up"], { env }).catch((e: { code: number; stderr: string }) => e);
-    expect((second as { code: number }).code).toBe(1);
-    expect((second as { stderr: string }).stderr).toMatch(/another `unibus up` \(pid \d+\)/);
+    const second = await cli(env, "up");
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/another `unibus up` \(pid \d+\)/);
 
     expect(await stopUp(first)).toBe(0);
     expect(first.output()).toContain("[unibus up] stopped");
     await expect(stat(join(home, "up.lock"))).rejects.toThrow();
 
-    // At rest, the store holds no plaintext copy of the value.
+    // At rest, the store holds no plaintext copy of the user's handle.
     const files = await readdir(join(home, "data"), { recursive: true });
-    expect(files.some((f) => f.includes("KV_cli_itest"))).toBe(true);
+    expect(files.some((f) => f.includes("KV_users"))).toBe(true);
     for (const f of files) {
       const p = join(home, "data", f);
-      if ((await stat(p)).isFile()) expect((await readFile(p)).includes(marker), `${f} has plaintext`).toBe(false);
+      if ((await stat(p)).isFile()) expect((await readFile(p)).includes(handle), `${f} has plaintext`).toBe(false);
     }
 
-    const again = startUp(env);
-    running.push(again);
-    await waitForServices(env, again, 25_000);
-    expect(again.output()).not.toContain("created");
-    expect(again.output()).toContain(admin.principal);
-    {
-      const nc = await connect({ servers: url, authenticator: nkeyAuthenticator(admin.signingKey) });
-      const kv = await new Kvm(nc).open("cli_itest");
-      expect((await kv.get("marker"))?.string()).toBe(marker);
-      await nc.close();
-    }
-    expect(await stopUp(again)).toBe(0);
+    // The second run reuses every key, identity and record: same admin, the revocation still holds.
+    const rerun = startUp(env);
+    running.push(rerun);
+    await waitForServices(env, rerun, 25_000);
+    expect(rerun.output()).not.toContain("created");
+    expect(rerun.output()).toContain(`admin #0 exists: ${admin.principal}`);
+    expect(await cliJson<UserJson>(env, "users", "get", alice.principal)).toMatchObject({ handle, status: "revoked" });
+    expect(await stopUp(rerun)).toBe(0);
   });
 });

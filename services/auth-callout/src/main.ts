@@ -2,12 +2,14 @@ import { open } from "node:fs/promises";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
 import { pino } from "pino";
+import type { Logger } from "pino";
 import { DirectoryBucket } from "./constants.js";
 import { WatchedPrincipalDirectory } from "./directory.js";
 import { CalloutConfigError } from "./errors.js";
-import { createAuthCalloutService } from "./service.js";
+import { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
 import { CalloutXkey } from "./xkey.js";
 
 /** Environment the callout reads, once, here (DESIGN: only main touches the process). */
@@ -68,6 +70,32 @@ export async function readSecretFile(path: string): Promise<string> {
   }
 }
 
+/** How long the callout waits for membership to create the directory buckets on a fresh bus. */
+const DIRECTORY_WAIT_MS = 60_000;
+
+/**
+ * Opens the directory buckets, waiting while they do not exist yet: the
+ * callout may read them but only membership creates them, and both start
+ * together on a fresh bus. Until then no client can log in anyway.
+ */
+async function openDirectoryBuckets(kvm: Kvm, log: Logger): Promise<[KV, KV]> {
+  const deadline = Date.now() + DIRECTORY_WAIT_MS;
+  let logged = false;
+  for (;;) {
+    try {
+      const buckets: [KV, KV] = [await kvm.open(DirectoryBucket.users), await kvm.open(DirectoryBucket.roomsByMember)];
+      // `open` binds without looking; `status` fails while a bucket does not exist.
+      for (const kv of buckets) await kv.status();
+      return buckets;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      if (!logged) log.info({ op: "start" }, "waiting for membership to create the directory buckets");
+      logged = true;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const log = pino({ base: { svc: "auth-callout" } });
   const config = loadCalloutConfig(process.env);
@@ -80,13 +108,14 @@ async function main(): Promise<void> {
   try {
     nc = await connect({
       servers: config.url,
-      name: "unibus-auth-callout",
+      name: AUTH_CALLOUT_SERVICE_NAME,
       authenticator: nkeyAuthenticator(identity.signingKey),
       inboxPrefix: `_INBOX.${identity.principal}`,
       maxReconnectAttempts: -1,
     });
     const kvm = new Kvm(nc);
-    const directory = await WatchedPrincipalDirectory.start(await kvm.open(DirectoryBucket.users), await kvm.open(DirectoryBucket.roomsByMember));
+    const [users, roomsByMember] = await openDirectoryBuckets(kvm, log);
+    const directory = await WatchedPrincipalDirectory.start(users, roomsByMember);
     const service = await createAuthCalloutService(nc, {
       issuer,
       ...(xkey !== undefined ? { xkey } : {}),

@@ -33,7 +33,7 @@ export interface AuthCalloutServiceDeps {
 }
 
 /** Micro service name shown by `nats micro ls`. */
-export const AUTH_CALLOUT_SERVICE_NAME = "unibus-auth-callout";
+export const AUTH_CALLOUT_SERVICE_NAME = "auth-callout";
 
 /**
  * Registers the callout as a micro service on `$SYS.REQ.USER.AUTH` (group

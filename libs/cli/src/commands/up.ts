@@ -1,6 +1,7 @@
 import { connect } from "@nats-io/transport-node";
-import { nkeyAuthenticator, publicIdentity } from "@unibus/crypto";
+import { nkeyAuthenticator } from "@unibus/crypto";
 import { NatsServerNotFoundError, NatsServerStartError, findNatsServer, startNatsServer } from "@unibus/natsd";
+import type { Identity } from "@unibus/crypto";
 import type { NatsServerProcess } from "@unibus/natsd";
 import { parseCommandArgs } from "../args.js";
 import type { Command } from "../command.js";
@@ -13,14 +14,21 @@ import { acquireHomeLock } from "../up/lock.js";
 import { assertPortFree, portFromEnv } from "../up/ports.js";
 import { provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
-import { JETSTREAM_KEY_ENV, buildServerConfig, nkeyUsersAuthorization } from "../up/server-config.js";
+import { JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization } from "../up/server-config.js";
 import { ALL_SERVICES, REPO_ROOT, ServiceName, serviceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
+import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./admin.js";
 
 const DEFAULT_PORT = 4222;
-/** Read by services/auth-callout/src/main.ts (`CalloutEnv.issuerSeedFile`). */
+/** Read by services/auth-callout/src/main.ts (`CalloutEnv`). */
 const CALLOUT_ISSUER_SEED_FILE_ENV = "UNIBUS_CALLOUT_ISSUER_SEED_FILE";
+const CALLOUT_XKEY_SEED_FILE_ENV = "UNIBUS_CALLOUT_XKEY_SEED_FILE";
+/** Read by services/membership/src/main.ts. */
+const SYS_IDENTITY_ENV = "UNIBUS_SYS_IDENTITY";
+const BOOTSTRAP_PRINCIPAL_ENV = "UNIBUS_BOOTSTRAP_PRINCIPAL";
+/** How long `up` waits for membership to answer the admin bootstrap after the services start. */
+const BOOTSTRAP_WAIT_MS = 45_000;
 const DEFAULT_MONITOR_PORT = 8222;
 /** The embedded default listens on loopback only: a laptop bus is not a network service. */
 const HOST = "127.0.0.1";
@@ -32,12 +40,19 @@ nats-server with JetStream encrypted at rest, and every service as a
 supervised child process. Ctrl-C stops everything.
 
 On the first run it creates, in the state dir (mode 0700, files 0600):
-  data/                 JetStream store
-  secrets/jetstream.key at-rest encryption key (back it up: without it the data is unreadable)
-  identities/<svc>.id   one identity per service
-  admin.id              admin #0
-  env                   UNIBUS_URL and UNIBUS_IDENTITY for other unibus commands
-Later runs reuse all of it; no key is ever regenerated.
+  data/                       JetStream store
+  secrets/jetstream.key       at-rest encryption key (back it up: without it the data is unreadable)
+  secrets/callout-issuer.seed key the auth callout signs logins with
+  secrets/callout-xkey.seed   key encrypting the server <-> callout traffic
+  identities/<svc>.id         one identity per service
+  identities/system.id        system-account user (membership's kicks)
+  identities/bootstrap.id     internal identity that may only seed admin #0
+  admin.id                    admin #0
+  env                         UNIBUS_URL and UNIBUS_IDENTITY for other unibus commands
+Later runs reuse all of it; no key is ever regenerated over an existing one.
+
+Every client, admins included, is authorized by the auth callout (DESIGN §4);
+once the services are up, admin.id is seeded as admin #0 (idempotent).
 
 Environment:
   UNIBUS_HOME           state dir (default: ./.unibus)
@@ -48,19 +63,6 @@ Environment:
 
 Options:
   -h, --help            show this help`;
-
-/**
- * The loud banner: until the auth-callout service is wired into the server
- * config, access is a static nkey list and no per-subject ACL applies.
- */
-const CALLOUT_WARNING = [
-  "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
-  "!! WARNING: auth callout is NOT enabled yet.                              !!",
-  "!! Only the admin and service identities below can connect (static nkey  !!",
-  "!! users), and each of them may publish/subscribe to ANY subject.         !!",
-  "!! Per-principal permissions (DESIGN §4) are not enforced.                !!",
-  "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
-].join("\n");
 
 /** `unibus up`. */
 export const upCommand: Command = {
@@ -101,14 +103,14 @@ async function runUp(io: CliIo): Promise<number> {
     const bin = await findServerBinary(io);
     server = await startServer(home, state, { port, monitorPort, bin });
     const url = server.url;
-    await checkBusReady(url, state);
+    await checkBusReady(url, membershipIdentity(state));
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
 
     await writePrivateFile(home.envFile, renderEnvFile({ [EnvVar.url]: url, [EnvVar.identity]: home.adminIdentityFile }));
 
     const availability = serviceAvailability();
     const missing = availability.filter((s) => !s.available);
-    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, io.env));
+    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env));
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
     supervisor = new Supervisor(specs, {
       line: (name, _stream, line) => io.out(formatChildLine(name, line, width)),
@@ -116,17 +118,26 @@ async function runUp(io: CliIo): Promise<number> {
     });
     supervisor.start();
 
+    // Every start: cheap, idempotent, and it repairs a home whose first run stopped before the admin existed.
+    const boot = await bootstrapAdmin({
+      settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root },
+      bootstrapIdentity: state.bootstrap,
+      adminPrincipal: state.admin.principal,
+      handle: DEFAULT_ADMIN_HANDLE,
+      waitMs: BOOTSTRAP_WAIT_MS,
+    });
+    say(io, boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
+
     io.out("");
-    io.out(CALLOUT_WARNING);
-    io.out("");
+    io.out("  auth callout:    on (xkey-encrypted); every client is authorized per principal (DESIGN §4)");
     io.out(`  bus URL:         ${url}`);
     io.out(`  admin identity:  ${home.adminIdentityFile}`);
-    io.out(`  admin principal: ${publicIdentity(state.admin).principal}`);
+    io.out(`  admin principal: ${boot.user.principal}`);
     io.out(`  services:        ${specs.map((s) => s.name).join(", ") || "(none)"}`);
     for (const s of missing) io.out(`  not available yet: ${s.name} (no ${s.entryPoint})`);
     io.out(`  connection file: ${home.envFile}`);
     io.out("");
-    io.out("  Next: npx unibus micro ls");
+    io.out("  Next: npx unibus micro ls    npx unibus users add <principal> --handle NAME");
     io.out("  Stop: Ctrl-C");
     io.out("");
 
@@ -166,13 +177,18 @@ async function startServer(
   state: ProvisionedHome,
   opts: { port: number; monitorPort: number; bin: string },
 ): Promise<NatsServerProcess> {
-  const principals = [state.admin.principal, ...[...state.services.values()].map((id) => id.principal)];
   const config = buildServerConfig({
     host: HOST,
     port: opts.port,
     monitorPort: opts.monitorPort,
     jetstreamDir: home.jetstreamDir,
-    authorization: nkeyUsersAuthorization(principals),
+    authorization: calloutAuthorization({
+      calloutIssuerPublic: state.calloutIssuerPublic,
+      calloutXkeyPublic: state.calloutXkeyPublic,
+      services: new Map([...state.services].map(([name, id]) => [name, id.principal])),
+      systemPublic: state.system.principal,
+      bootstrapPublic: state.bootstrap.principal,
+    }),
   });
   try {
     return await startNatsServer({
@@ -189,17 +205,24 @@ async function startServer(
   }
 }
 
+function membershipIdentity(state: ProvisionedHome): Identity {
+  const id = state.services.get(ServiceName.membership);
+  if (id === undefined) throw new CliError("no membership identity in the state dir");
+  return id;
+}
+
 /**
- * Connects as admin and asks JetStream for account info: proves that the
- * nkey users config admits the admin and that JetStream (with its key) is up
+ * Connects as the membership service (a config-level user: admins need the
+ * callout, which is not running yet) and asks JetStream for account info:
+ * proves the config admits services and JetStream (with its key) is up
  * before any service starts.
  */
-async function checkBusReady(url: string, state: ProvisionedHome): Promise<void> {
+async function checkBusReady(url: string, identity: Identity): Promise<void> {
   const deadline = Date.now() + 15_000;
   let lastError: unknown;
   while (Date.now() < deadline) {
     try {
-      const nc = await connect({ servers: url, reconnect: false, name: "unibus-up", authenticator: nkeyAuthenticator(state.admin.signingKey) });
+      const nc = await connect({ servers: url, reconnect: false, name: "unibus-up", authenticator: nkeyAuthenticator(identity.signingKey) });
       try {
         const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 2_000 });
         const info = reply.json<{ error?: { description?: string } }>();
@@ -221,11 +244,21 @@ function serviceSpec(
   entryPoint: string,
   url: string,
   home: HomeLayout,
+  state: ProvisionedHome,
   parentEnv: Readonly<Record<string, string | undefined>>,
 ): ChildSpec {
   const env: Record<string, string | undefined> = { ...parentEnv, [EnvVar.url]: url, [EnvVar.identity]: serviceIdentityFile(home, name) };
-  // A path, not the seed: secrets never travel in env or argv to services.
-  if (name === ServiceName.authCallout) env[CALLOUT_ISSUER_SEED_FILE_ENV] = home.calloutIssuerSeedFile;
+  // Paths, not seeds: secrets never travel in env or argv to services.
+  // Each service gets only its own: the system identity goes to membership alone.
+  for (const key of [CALLOUT_ISSUER_SEED_FILE_ENV, CALLOUT_XKEY_SEED_FILE_ENV, SYS_IDENTITY_ENV, BOOTSTRAP_PRINCIPAL_ENV]) delete env[key];
+  if (name === ServiceName.authCallout) {
+    env[CALLOUT_ISSUER_SEED_FILE_ENV] = home.calloutIssuerSeedFile;
+    env[CALLOUT_XKEY_SEED_FILE_ENV] = home.calloutXkeySeedFile;
+  }
+  if (name === ServiceName.membership) {
+    env[SYS_IDENTITY_ENV] = home.systemIdentityFile;
+    env[BOOTSTRAP_PRINCIPAL_ENV] = state.bootstrap.principal;
+  }
   // Defence in depth: the JetStream key is for nats-server only, even if the user exported it.
   delete env[JETSTREAM_KEY_ENV];
   return {

@@ -36,7 +36,8 @@ describe("provisionHome", () => {
   it("creates private dirs (0700), a key and one identity per service plus admin (0600)", async () => {
     const state = await provisionHome(home, ALL_SERVICES);
     for (const d of [home.root, home.secretsDir, home.identitiesDir, home.serverDir, home.jetstreamDir]) expect(await mode(d)).toBe(0o700);
-    for (const f of [home.jetstreamKeyFile, home.adminIdentityFile, home.calloutIssuerSeedFile, ...ALL_SERVICES.map((s) => serviceIdentityFile(home, s))]) {
+    const secrets = [home.calloutIssuerSeedFile, home.calloutXkeySeedFile, home.systemIdentityFile, home.bootstrapIdentityFile];
+    for (const f of [home.jetstreamKeyFile, home.adminIdentityFile, ...secrets, ...ALL_SERVICES.map((s) => serviceIdentityFile(home, s))]) {
       expect(await mode(f)).toBe(0o600);
     }
     expect((await readFile(home.jetstreamKeyFile, "utf8")).trim()).toBe(state.jetstreamKey);
@@ -50,7 +51,17 @@ describe("provisionHome", () => {
     expect(second.created).toEqual([]);
     expect(second.jetstreamKey).toBe(first.jetstreamKey);
     expect(second.admin.principal).toBe(first.admin.principal);
+    expect([second.system.principal, second.bootstrap.principal]).toEqual([first.system.principal, first.bootstrap.principal]);
+    expect([second.calloutIssuerPublic, second.calloutXkeyPublic]).toEqual([first.calloutIssuerPublic, first.calloutXkeyPublic]);
+    expect(first.calloutIssuerPublic).toMatch(/^A/);
+    expect(first.calloutXkeyPublic).toMatch(/^X/);
     for (const s of ALL_SERVICES) expect(second.services.get(s)?.principal).toBe(first.services.get(s)?.principal);
+  });
+
+  it("refuses a callout seed that others can read", async () => {
+    await provisionHome(home, ALL_SERVICES);
+    await chmod(home.calloutXkeySeedFile, 0o644);
+    await expect(provisionHome(home, ALL_SERVICES)).rejects.toThrow(/callout-xkey.seed is readable by others/);
   });
 
   it("refuses to regenerate a missing key when encrypted data exists", async () => {

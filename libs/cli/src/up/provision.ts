@@ -1,6 +1,7 @@
 import { randomInt } from "node:crypto";
 import { open, readdir, stat } from "node:fs/promises";
-import { IdentityFileError, NkeyPrefix, createIdentity, encodeNkeySeed, randomBytes, writeIdentityFile } from "@unibus/crypto";
+import { CalloutXkey } from "@unibus/auth-callout";
+import { IdentityFileError, NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, randomBytes, writeIdentityFile } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import { CliError } from "../errors.js";
 import { ensurePrivateDir, serviceIdentityFile } from "../home.js";
@@ -39,6 +40,14 @@ export interface ProvisionedHome {
   readonly admin: Identity;
   /** One identity per service. */
   readonly services: ReadonlyMap<ServiceName, Identity>;
+  /** System-account user (membership's kicks). */
+  readonly system: Identity;
+  /** The internal identity allowed only `admin.bootstrap`. */
+  readonly bootstrap: Identity;
+  /** `A…` key the callout signs user JWTs with. */
+  readonly calloutIssuerPublic: string;
+  /** `X…` curve key encrypting callout traffic. */
+  readonly calloutXkeyPublic: string;
   /** Human lines about what was created on this run (empty on a reuse). */
   readonly created: readonly string[];
 }
@@ -108,22 +117,62 @@ async function loadOrCreateJetStreamKey(home: HomeLayout, created: string[]): Pr
 }
 
 /**
- * Creates the callout's issuer account seed once. The server config names
- * only its public key; the seed file path (not the seed) goes to the
- * auth-callout process.
+ * Reads a seed file, creating it (0600, "wx": never over one another process
+ * just wrote) when missing. Only used for seeds that nothing in the store
+ * depends on (the server config names their public keys afresh on each
+ * start), so recreating a lost one is safe, unlike the JetStream key.
  */
-async function ensureCalloutIssuerSeed(home: HomeLayout, created: string[]): Promise<void> {
-  if (await fileExists(home.calloutIssuerSeedFile)) return;
-  const seed = randomBytes(32);
-  const out = await open(home.calloutIssuerSeedFile, "wx", 0o600);
+async function loadOrCreateSeed(path: string, label: string, generate: () => string, created: string[]): Promise<string> {
+  if (!(await fileExists(path))) {
+    try {
+      const out = await open(path, "wx", 0o600);
+      try {
+        await out.writeFile(`${generate()}\n`);
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+      created.push(`${label} ${path}`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+  }
+  const fh = await open(path, "r");
   try {
-    await out.writeFile(`${encodeNkeySeed(NkeyPrefix.account, seed)}\n`);
-    await out.sync();
+    const st = await fh.stat();
+    // A readable issuer seed lets anyone mint logins for any principal.
+    if ((st.mode & 0o077) !== 0) throw new CliError(`${path} is readable by others (mode ${(st.mode & 0o777).toString(8)}): run \`chmod 600 ${path}\``);
+    return (await fh.readFile("utf8")).trim();
   } finally {
-    await out.close();
+    await fh.close();
+  }
+}
+
+function newAccountSeed(): string {
+  const seed = randomBytes(32);
+  try {
+    return encodeNkeySeed(NkeyPrefix.account, seed);
+  } finally {
     seed.fill(0);
   }
-  created.push(`auth-callout issuer seed ${home.calloutIssuerSeedFile}`);
+}
+
+/** Public keys of the callout's secrets: the server config names these, the callout reads the seed files. */
+function calloutPublicKeys(issuerSeed: string, xkeySeed: string, home: HomeLayout): { issuer: string; xkey: string } {
+  let issuer: string;
+  let xkey: string;
+  try {
+    issuer = SigningKey.fromNkeySeed(issuerSeed).principal;
+  } catch (err) {
+    throw new CliError(`${home.calloutIssuerSeedFile} is damaged (${(err as Error).message}); delete it to have a new one created`, { cause: err });
+  }
+  if (!issuer.startsWith(NkeyPrefix.account)) throw new CliError(`${home.calloutIssuerSeedFile} is not an account (SA…) seed`);
+  try {
+    xkey = CalloutXkey.fromSeed(xkeySeed).publicKey;
+  } catch (err) {
+    throw new CliError(`${home.calloutXkeySeedFile} is damaged (${(err as Error).message}); delete it to have a new one created`, { cause: err });
+  }
+  return { issuer, xkey };
 }
 
 async function loadOrCreateIdentity(path: string, label: string, created: string[], mustExist: boolean): Promise<Identity> {
@@ -157,12 +206,26 @@ export async function provisionHome(home: HomeLayout, services: readonly Service
     await ensurePrivateDir(dir);
   }
   const jetstreamKey = await loadOrCreateJetStreamKey(home, created);
-  await ensureCalloutIssuerSeed(home, created);
+  const issuerSeed = await loadOrCreateSeed(home.calloutIssuerSeedFile, "auth-callout issuer seed", newAccountSeed, created);
+  const xkeySeed = await loadOrCreateSeed(home.calloutXkeySeedFile, "auth-callout xkey seed", () => CalloutXkey.generate().seed(), created);
+  const callout = calloutPublicKeys(issuerSeed, xkeySeed, home);
   const admin = await loadOrCreateIdentity(home.adminIdentityFile, "admin", created, hadData);
+  // Like service identities, these two are config-level users named afresh on each start: a lost one is only a new key.
+  const system = await loadOrCreateIdentity(home.systemIdentityFile, "system", created, false);
+  const bootstrap = await loadOrCreateIdentity(home.bootstrapIdentityFile, "bootstrap", created, false);
   const identities = new Map<ServiceName, Identity>();
   for (const name of services) {
     // A lost service identity is only a new service principal: recreate it.
     identities.set(name, await loadOrCreateIdentity(serviceIdentityFile(home, name), `service:${name}`, created, false));
   }
-  return { jetstreamKey, admin, services: identities, created };
+  return {
+    jetstreamKey,
+    admin,
+    services: identities,
+    system,
+    bootstrap,
+    calloutIssuerPublic: callout.issuer,
+    calloutXkeyPublic: callout.xkey,
+    created,
+  };
 }

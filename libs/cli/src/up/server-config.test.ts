@@ -1,38 +1,75 @@
+import { Subjects } from "@unibus/contracts";
 import { renderNatsConfig } from "@unibus/natsd";
 import { describe, expect, it } from "vitest";
-import { buildServerConfig, nkeyUsersAuthorization } from "./server-config.js";
+import { buildServerConfig, calloutAuthorization } from "./server-config.js";
+import type { BusPrincipals } from "./server-config.js";
+import { ALL_SERVICES } from "./services.js";
 
 const base = { host: "127.0.0.1", port: 4222, monitorPort: 8222, jetstreamDir: "/state/data" };
+const principals: BusPrincipals = {
+  calloutIssuerPublic: "AISSUER",
+  calloutXkeyPublic: "XCURVE",
+  services: new Map(ALL_SERVICES.map((s) => [s, `U_${s}`])),
+  systemPublic: "USYS",
+  bootstrapPublic: "UBOOT",
+};
+const config = buildServerConfig({ ...base, authorization: calloutAuthorization(principals) });
+
+interface ConfigUser {
+  nkey: string;
+  permissions: { publish: { allow: string[] }; subscribe: { allow: string[] } };
+}
+const appUsers = (config.accounts as unknown as { UNIBUS: { users: ConfigUser[] } }).UNIBUS.users;
+const user = (nkey: string): ConfigUser => {
+  const u = appUsers.find((x) => x.nkey === nkey);
+  if (u === undefined) throw new Error(`no config user ${nkey}`);
+  return u;
+};
 
 describe("server config for unibus up", () => {
   it("encrypts JetStream with a key read from $UNIBUS_JS_KEY, never a literal", () => {
-    const text = renderNatsConfig(buildServerConfig({ ...base, authorization: nkeyUsersAuthorization(["UA", "UB"]) }));
+    const text = renderNatsConfig(config);
     expect(text).toMatch(/cipher: "chachapoly"/);
     expect(text).toMatch(/key: \$UNIBUS_JS_KEY\n/);
     expect(text).toContain('store_dir: "/state/data"');
   });
 
   it("listens on loopback with monitoring on loopback", () => {
-    const cfg = buildServerConfig({ ...base, authorization: nkeyUsersAuthorization([]) });
-    expect(cfg.host).toBe("127.0.0.1");
-    expect(cfg.port).toBe(4222);
-    expect(cfg.http).toBe("127.0.0.1:8222");
+    expect(config.host).toBe("127.0.0.1");
+    expect(config.port).toBe(4222);
+    expect(config.http).toBe("127.0.0.1:8222");
   });
 
-  it("admits exactly the listed nkey users (deduplicated)", () => {
-    const cfg = buildServerConfig({ ...base, authorization: nkeyUsersAuthorization(["UA", "UB", "UA"]) });
-    expect(cfg.authorization).toEqual({ users: [{ nkey: "UA" }, { nkey: "UB" }] });
+  it("sends every client through the encrypted callout; only services, system and bootstrap bypass it", () => {
+    expect(config.authorization).toEqual({
+      auth_callout: {
+        issuer: "AISSUER",
+        xkey: "XCURVE",
+        account: "UNIBUS",
+        auth_users: expect.arrayContaining(["USYS", "UBOOT", ...ALL_SERVICES.map((s) => `U_${s}`)]),
+      },
+    });
+    const authUsers = (config.authorization as { auth_callout: { auth_users: string[] } }).auth_callout.auth_users;
+    expect(authUsers).toHaveLength(ALL_SERVICES.length + 2);
+    expect(config.accounts).toMatchObject({ SYS: { users: [{ nkey: "USYS" }] } });
   });
 
-  it("takes an auth-callout fragment (accounts + authorization) in place of the nkey users", () => {
-    const fragment = {
-      accounts: { SYS: {}, UNIBUS: { jetstream: "enabled", users: [{ nkey: "UC" }] } },
-      system_account: "SYS",
-      authorization: { auth_callout: { issuer: "AISSUER", auth_users: ["UC"], account: "UNIBUS" } },
-    };
-    const cfg = buildServerConfig({ ...base, authorization: fragment });
-    expect(cfg.authorization).toEqual(fragment.authorization);
-    expect(cfg.accounts).toEqual(fragment.accounts);
-    expect(cfg.jetstream).toBeDefined();
+  it("the bootstrap identity may publish only admin.bootstrap and read only its own inbox", () => {
+    expect(user("UBOOT").permissions).toEqual({
+      publish: { allow: [Subjects.membership.adminBootstrap] },
+      subscribe: { allow: ["_INBOX.UBOOT.>"] },
+    });
+  });
+
+  it("each service reaches only its own endpoints and buckets", () => {
+    const membership = user("U_membership").permissions;
+    expect(membership.subscribe.allow).toContain("unibus.v1.membership.>");
+    for (const b of ["users", "rooms", "members", "rooms_by_member", "nonces"]) expect(membership.publish.allow).toContain(`$KV.${b}.>`);
+    expect(user("U_replica-gateway").permissions.subscribe.allow).toContain("unibus.v1.replica.>");
+    for (const s of ["keys", "blobs", "healthz", "replica-gateway"]) {
+      const p = user(`U_${s}`).permissions;
+      expect(p.publish.allow.some((x) => x.startsWith("$JS.") || x.startsWith("$KV.")), `${s} has no JetStream access`).toBe(false);
+      expect(p.subscribe.allow).toContain("$SRV.>");
+    }
   });
 });

@@ -1,13 +1,19 @@
+import { calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
+import type { ServerPermissions, ServiceUser } from "@unibus/auth-callout";
+import { Subjects } from "@unibus/contracts";
+import { NonceBucket } from "@unibus/kit";
+import { MembershipBucket } from "@unibus/membership";
 import { envRef, mergeNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
+import { ServiceName } from "./services.js";
 
 /** Name of the nats-server environment variable carrying the JetStream key. */
 export const JETSTREAM_KEY_ENV = "UNIBUS_JS_KEY";
 
 /**
  * The authorization part of the server config: top-level keys
- * (`authorization`, `accounts`, …) merged over the base config. Today
- * {@link nkeyUsersAuthorization}; the auth-callout fragment replaces it.
+ * (`authorization`, `accounts`, …) merged over the base config: see
+ * {@link calloutAuthorization}.
  */
 export type AuthorizationFragment = NatsConfig;
 
@@ -27,13 +33,73 @@ export interface BusServerConfigInput {
   readonly serverName?: string;
 }
 
+/** Who may connect as a config-level user (everyone else goes through the callout). */
+export interface BusPrincipals {
+  /** `A…` key whose signature on a callout response the server trusts. */
+  readonly calloutIssuerPublic: string;
+  /** `X…` curve key: the server encrypts callout requests to it. */
+  readonly calloutXkeyPublic: string;
+  /** Each service's `U…` nkey; auth-callout's is the callout user. */
+  readonly services: ReadonlyMap<ServiceName, string>;
+  /** System-account user that kicks connections (membership only). */
+  readonly systemPublic: string;
+  /** The internal identity allowed only `admin.bootstrap`. */
+  readonly bootstrapPublic: string;
+}
+
 /**
- * Until auth-callout lands: a static list of nkey users (admin + one per
- * service), so nobody without one of these identities can connect. Listing
- * nkey users also makes the server send a connect nonce (FIELD-NOTES).
+ * What each service's connection may do (DESIGN §4 "service:X"): its own
+ * endpoints, micro discovery, replies, and only the KV buckets it owns
+ * (`nonces` where it has mutating endpoints). Services without buckets get no
+ * JetStream API at all.
  */
-export function nkeyUsersAuthorization(principals: readonly string[]): AuthorizationFragment {
-  return { authorization: { users: [...new Set(principals)].map((nkey) => ({ nkey })) } };
+export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout">): ServerPermissions {
+  switch (name) {
+    case ServiceName.membership:
+      return servicePermissions({
+        service: "membership",
+        kvBuckets: [...Object.values(MembershipBucket), NonceBucket.name],
+        // Persisted rooms get their own stream.
+        publish: ["$JS.API.STREAM.CREATE.ROOM_*", "$JS.API.STREAM.INFO.ROOM_*"],
+      });
+    case ServiceName.replicaGateway:
+      // It answers under `unibus.v1.replica.>` (DESIGN §2), not its process name.
+      return servicePermissions({ service: "replica" });
+    case ServiceName.keys:
+    case ServiceName.blobs:
+    case ServiceName.healthz:
+      return servicePermissions({ service: name });
+  }
+}
+
+/**
+ * The bootstrap identity may send one request and read its own replies:
+ * even with its key, nobody can do more than seed admin #0 once.
+ */
+export function bootstrapUserPermissions(bootstrapPublic: string): ServerPermissions {
+  return { publish: { allow: [Subjects.membership.adminBootstrap] }, subscribe: { allow: [`_INBOX.${bootstrapPublic}.>`] } };
+}
+
+/**
+ * The auth-callout fragment: services, the system user and the bootstrap
+ * identity are config-level users; every other connection (admins included)
+ * is decided by the callout, encrypted with the xkey.
+ */
+export function calloutAuthorization(p: BusPrincipals): AuthorizationFragment {
+  const calloutUserPublic = p.services.get(ServiceName.authCallout);
+  if (calloutUserPublic === undefined) throw new Error("no auth-callout identity");
+  const serviceUsers: ServiceUser[] = [];
+  for (const [service, nkey] of p.services) {
+    if (service !== ServiceName.authCallout) serviceUsers.push({ service, nkey, permissions: serviceUserPermissions(service) });
+  }
+  serviceUsers.push({ service: "bootstrap", nkey: p.bootstrapPublic, permissions: bootstrapUserPermissions(p.bootstrapPublic) });
+  return calloutServerConfig({
+    issuerAccountPublic: p.calloutIssuerPublic,
+    calloutUserPublic,
+    xkeyPublic: p.calloutXkeyPublic,
+    serviceUsers,
+    systemUserPublic: p.systemPublic,
+  });
 }
 
 /**

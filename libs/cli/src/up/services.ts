@@ -1,18 +1,11 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { ServiceName } from "@unibus/contracts";
 
-/** The services `unibus up` runs, in start order (auth-callout first: it decides who may connect). */
-export const ServiceName = {
-  authCallout: "auth-callout",
-  membership: "membership",
-  keys: "keys",
-  blobs: "blobs",
-  replicaGateway: "replica-gateway",
-  healthz: "healthz",
-} as const;
-/** One of the {@link ServiceName} values. */
-export type ServiceName = (typeof ServiceName)[keyof typeof ServiceName];
+// One list of service names for ACLs, services and the supervisor (contracts
+// orders it auth-callout first: it decides who may connect).
+export { ServiceName } from "@unibus/contracts";
 
 /** Every service, in start order. */
 export const ALL_SERVICES: readonly ServiceName[] = Object.values(ServiceName);

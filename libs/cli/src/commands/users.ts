@@ -1,0 +1,97 @@
+import type { UserRole } from "@unibus/sdk";
+import { stringFlag } from "../args.js";
+import { clientCommand, principalArg, printJson } from "../client-command.js";
+import { commandGroup } from "../command.js";
+import type { Command } from "../command.js";
+import { ExitCode, UsageError } from "../errors.js";
+import type { CliIo } from "../io.js";
+import { formatTable } from "../table.js";
+
+interface UserRow {
+  principal: string;
+  handle: string;
+  role: string;
+  status: string;
+  addedAt: string;
+}
+
+function printUsers(io: CliIo, users: readonly UserRow[]): number {
+  io.out(formatTable([["PRINCIPAL", "HANDLE", "ROLE", "STATUS", "ADDED"], ...users.map((u) => [u.principal, u.handle, u.role, u.status, u.addedAt])]));
+  return ExitCode.ok;
+}
+
+const ROLES: readonly UserRole[] = ["admin", "member"];
+
+const usersAdd = clientCommand({
+  name: "add",
+  command: "users add",
+  summary: "allow a principal to connect (admin only)",
+  usage: "Usage: unibus users add <principal> --handle H [--role admin|member] [--json]\n\nAdds a principal to the allowlist. Adding one already listed is a conflict\nthat changes nothing.",
+  optionsHelp: ["  --handle H            human-readable name (required)", "  --role ROLE           admin or member (default member)"],
+  options: { handle: { type: "string" }, role: { type: "string" } },
+  positionals: ["principal"],
+  validate(flags, positionals) {
+    principalArg(positionals[0] ?? "", "users add");
+    const handle = stringFlag(flags, "handle");
+    if (handle === undefined || handle === "") throw new UsageError("--handle is required", "users add");
+    const role = stringFlag(flags, "role") ?? "member";
+    if (!ROLES.includes(role as UserRole)) throw new UsageError(`--role must be admin or member, got ${role}`, "users add");
+  },
+  async run({ client, flags, positionals, json, io }) {
+    const principal = principalArg(positionals[0] ?? "", "users add");
+    const reply = await client.users.add(principal, stringFlag(flags, "handle") ?? "", (stringFlag(flags, "role") ?? "member") as UserRole);
+    if (json) return printJson(io, reply);
+    io.out(`added ${reply.user.role} ${reply.user.principal} (${reply.user.handle})`);
+    return ExitCode.ok;
+  },
+});
+
+const usersList = clientCommand({
+  name: "list",
+  command: "users list",
+  summary: "list every user, revoked ones included (admin only)",
+  usage: "Usage: unibus users list [--json]",
+  positionals: [],
+  async run({ client, json, io }) {
+    const reply = await client.users.list();
+    if (json) return printJson(io, reply.users);
+    return printUsers(io, reply.users);
+  },
+});
+
+const usersGet = clientCommand({
+  name: "get",
+  command: "users get",
+  validate: (_flags, positionals) => void principalArg(positionals[0] ?? "", "users get"),
+  summary: "show one user (admin only)",
+  usage: "Usage: unibus users get <principal> [--json]",
+  positionals: ["principal"],
+  async run({ client, positionals, json, io }) {
+    const reply = await client.users.get(principalArg(positionals[0] ?? "", "users get"));
+    if (json) return printJson(io, reply.user);
+    return printUsers(io, [reply.user]);
+  },
+});
+
+const usersRevoke = clientCommand({
+  name: "revoke",
+  command: "users revoke",
+  validate: (_flags, positionals) => void principalArg(positionals[0] ?? "", "users revoke"),
+  summary: "revoke a user and close its live connections (admin only)",
+  usage: "Usage: unibus users revoke <principal> [--json]\n\nFlips the user to revoked (kept for audit) and kicks its live connections.",
+  positionals: ["principal"],
+  async run({ client, positionals, json, io }) {
+    const reply = await client.users.revoke(principalArg(positionals[0] ?? "", "users revoke"));
+    if (json) return printJson(io, reply);
+    io.out(`revoked ${reply.user.principal} (${reply.user.handle}); closed ${reply.kick.kicked} live connection(s)`);
+    return ExitCode.ok;
+  },
+});
+
+/** `unibus users add|list|get|revoke`: the allowlist, over the signed membership API. */
+export const usersCommandGroup: Command = commandGroup({
+  name: "users",
+  summary: "manage who may connect (admin only)",
+  intro: "Usage: unibus users <command> [args] [--json]\n\nThe users allowlist (DESIGN §3), through the membership service as your identity.",
+  subcommands: [usersAdd, usersList, usersGet, usersRevoke],
+});
