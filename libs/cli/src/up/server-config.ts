@@ -37,8 +37,8 @@ export interface BusServerConfigInput {
 export interface BusPrincipals {
   /** `A…` key whose signature on a callout response the server trusts. */
   readonly calloutIssuerPublic: string;
-  /** `X…` curve key: the server encrypts callout requests to it. */
-  readonly calloutXkeyPublic: string;
+  /** `X…` curve key: the server encrypts callout requests to it (`unibus up` always sets one). */
+  readonly calloutXkeyPublic?: string;
   /** Each service's `U…` nkey; auth-callout's is the callout user. */
   readonly services: ReadonlyMap<ServiceName, string>;
   /** System-account user that kicks connections (membership only). */
@@ -96,7 +96,7 @@ export function calloutAuthorization(p: BusPrincipals): AuthorizationFragment {
   return calloutServerConfig({
     issuerAccountPublic: p.calloutIssuerPublic,
     calloutUserPublic,
-    xkeyPublic: p.calloutXkeyPublic,
+    ...(p.calloutXkeyPublic !== undefined ? { xkeyPublic: p.calloutXkeyPublic } : {}),
     serviceUsers,
     systemUserPublic: p.systemPublic,
   });

@@ -1,0 +1,38 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startTestBus } from "./bus.js";
+import type { TestBus } from "./bus.js";
+
+describe("the test bus runs the production callout configuration", () => {
+  let bus: TestBus;
+  beforeAll(async () => {
+    bus = await startTestBus();
+  });
+  afterAll(async () => {
+    await bus?.stop();
+  });
+
+  it("an added member connects through the callout and uses a room it was invited to", async () => {
+    const alice = await bus.addMember("alice");
+    const { room } = await bus.admin.rooms.create("design", { persist: false, encrypt: true });
+    await bus.admin.rooms.invite(room.id, alice.principal);
+    // The invite kicks alice; the SDK reconnects with the new room in its permissions.
+    const deadline = Date.now() + 5_000;
+    let got: string | undefined;
+    while (got === undefined && Date.now() < deadline) {
+      const sub = alice.client.nc.subscribe(`unibus.room.${room.id}.x`, { max: 1, timeout: 300 });
+      await alice.client.nc.flush().catch(() => undefined);
+      alice.client.nc.publish(`unibus.room.${room.id}.x`, "hi");
+      try {
+        for await (const m of sub) got = m.string();
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    expect(got).toBe("hi");
+  });
+
+  it("an identity that is not on the allowlist is refused", async () => {
+    const { createIdentity } = await import("@unibus/crypto");
+    await expect(bus.connectAs(createIdentity())).rejects.toThrow(/authoriz/i);
+  });
+});

@@ -1,0 +1,136 @@
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import type { Logger } from "pino";
+import { CalloutXkey, WatchedPrincipalDirectory, createAuthCalloutService } from "@unibus/auth-callout";
+import { calloutAuthorization } from "@unibus/cli";
+import { ServiceName } from "@unibus/contracts";
+import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import type { Identity } from "@unibus/crypto";
+import { MembershipBucket, createMembershipService } from "@unibus/membership";
+import type { RunningMembershipService } from "@unibus/membership";
+import { connect } from "@unibus/sdk";
+import type { UnibusClient } from "@unibus/sdk";
+import { startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+
+/** Options of {@link startTestBus}. */
+export interface TestBusOptions {
+  /** Encrypt callout traffic with an xkey, as `unibus up` does. Default true. */
+  readonly xkey?: boolean;
+  /** Logger for the in-process services. Default: silent. */
+  readonly logger?: Logger;
+}
+
+/** A user added by {@link TestBus.addMember}, connected through the callout. */
+export interface TestBusMember {
+  readonly identity: Identity;
+  readonly principal: string;
+  readonly client: UnibusClient;
+}
+
+/** A running bus: nats-server with auth callout, the callout and membership services, admin #0. */
+export interface TestBus {
+  readonly server: TestServer;
+  readonly url: string;
+  /** Admin #0, seeded through the bootstrap identity like `unibus up` does. */
+  readonly admin: UnibusClient;
+  readonly adminIdentity: Identity;
+  readonly membership: RunningMembershipService;
+  /** Adds an active user through the admin API and connects it (through the callout). */
+  addMember(handle: string, role?: "admin" | "member"): Promise<TestBusMember>;
+  /** Connects an identity through the callout (it must be on the allowlist to succeed). */
+  connectAs(identity: Identity | SigningKey): Promise<UnibusClient>;
+  /** A connection as the service user of `service`, with its production permissions. */
+  serviceConnection(service: Exclude<ServiceName, "auth-callout">): Promise<NatsConnection>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a test nats-server with the production callout configuration and
+ * runs the auth-callout and membership services in-process. Other services a
+ * test needs connect with {@link TestBus.serviceConnection}.
+ */
+export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> {
+  const logger = opts.logger ?? pino({ level: "silent" });
+  const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
+  const xkey = opts.xkey === false ? undefined : CalloutXkey.generate();
+  const serviceKeys = new Map<ServiceName, SigningKey>(Object.values(ServiceName).map((name) => [name, SigningKey.generate()]));
+  const systemKey = SigningKey.generate();
+  const bootstrapKey = SigningKey.generate();
+  const key = (name: ServiceName): SigningKey => {
+    const k = serviceKeys.get(name);
+    if (k === undefined) throw new Error(`no key for ${name}`);
+    return k;
+  };
+
+  const authorization = calloutAuthorization({
+    calloutIssuerPublic: issuer.principal,
+    ...(xkey !== undefined ? { calloutXkeyPublic: xkey.publicKey } : {}),
+    services: new Map([...serviceKeys].map(([name, k]) => [name, k.principal])),
+    systemPublic: systemKey.principal,
+    bootstrapPublic: bootstrapKey.principal,
+  });
+  const server = await startTestServer({ config: authorization });
+  const clients: UnibusClient[] = [];
+  const connections: NatsConnection[] = [];
+  let membership: RunningMembershipService | undefined;
+  let directory: WatchedPrincipalDirectory | undefined;
+  try {
+    const asService = async (name: ServiceName): Promise<NatsConnection> => {
+      const k = key(name);
+      const nc = await server.connect({ authenticator: nkeyAuthenticator(k), inboxPrefix: `_INBOX.${k.principal}`, name });
+      connections.push(nc);
+      return nc;
+    };
+    const sys = await server.connect({ authenticator: nkeyAuthenticator(systemKey), name: "system" });
+    connections.push(sys);
+    membership = await createMembershipService(await asService(ServiceName.membership), { logger, sys, bootstrapPrincipal: bootstrapKey.principal });
+
+    const calloutNc = await asService(ServiceName.authCallout);
+    const kvm = new Kvm(calloutNc);
+    directory = await WatchedPrincipalDirectory.start(await kvm.open(MembershipBucket.users), await kvm.open(MembershipBucket.roomsByMember));
+    await createAuthCalloutService(calloutNc, { issuer, directory, logger, ...(xkey !== undefined ? { xkey } : {}) });
+
+    const connectAs = async (identity: Identity | SigningKey): Promise<UnibusClient> => {
+      const c = await connect({ url: server.url, identity });
+      clients.push(c);
+      return c;
+    };
+    const boot = await connectAs(bootstrapKey);
+    const adminIdentity = createIdentity({ label: "admin" });
+    await boot.admin.bootstrap(adminIdentity.principal, "admin");
+    const admin = await connectAs(adminIdentity);
+    const running = membership;
+    const watched = directory;
+
+    return {
+      server,
+      url: server.url,
+      admin,
+      adminIdentity,
+      membership: running,
+      async addMember(handle, role = "member") {
+        const identity = createIdentity({ label: handle });
+        await admin.users.add(identity.principal, handle, role);
+        return { identity, principal: identity.principal, client: await connectAs(identity) };
+      },
+      connectAs,
+      serviceConnection: asService,
+      async stop() {
+        await Promise.allSettled(clients.map((c) => c.close()));
+        await running.stop().catch(() => undefined);
+        watched.stop();
+        await Promise.allSettled(connections.map((nc) => nc.close()));
+        await server.stop();
+      },
+    };
+  } catch (err) {
+    await Promise.allSettled(clients.map((c) => c.close()));
+    await membership?.stop().catch(() => undefined);
+    directory?.stop();
+    await Promise.allSettled(connections.map((nc) => nc.close()));
+    await server.stop();
+    throw err;
+  }
+}
