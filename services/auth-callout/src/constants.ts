@@ -19,6 +19,8 @@ export type CalloutSubject = (typeof CalloutSubject)[keyof typeof CalloutSubject
 export const UnibusSubject = {
   /** `unibus.room.<roomId>.>`: room data plane. */
   roomPrefix: "unibus.room.",
+  /** A persisted room's JetStream stream is `ROOM_<roomId>`. */
+  roomStreamPrefix: "ROOM_",
   /** `unibus.v1.<service>.<endpoint…>`: control-plane requests. */
   controlPlane: "unibus.v1.*.>",
   /** The replica gateway's handshake/join subjects (node / bootstrap identities). */

@@ -73,6 +73,26 @@ export function inboxOf(principal: string): string {
 }
 
 /**
+ * What a member publishes to read its room's `ROOM_<id>` stream with an
+ * ordered (ephemeral, ack-none, pull) consumer, as the SDK's `room.history()`
+ * does: stream info, consumer create/next/delete on that stream only. The
+ * messages come back on the member's own inbox. Nothing broader: no
+ * `$JS.API.INFO`, no stream listing, no other stream (threat: reading or
+ * deleting another room's history).
+ */
+export function roomHistorySubjects(roomId: string): string[] {
+  const stream = `${UnibusSubject.roomStreamPrefix}${roomId}`;
+  return [
+    `$JS.API.STREAM.INFO.${stream}`,
+    // nats.js creates an ordered consumer with filter_subjects on the bare subject.
+    `$JS.API.CONSUMER.CREATE.${stream}`,
+    `$JS.API.CONSUMER.CREATE.${stream}.>`,
+    `$JS.API.CONSUMER.MSG.NEXT.${stream}.*`,
+    `$JS.API.CONSUMER.DELETE.${stream}.*`,
+  ];
+}
+
+/**
  * The pub/sub allow lists for a connection (DESIGN §4 ACL table):
  *
  * - member/admin: pub `unibus.v1.*.>` and its rooms; sub its rooms and its own
@@ -102,7 +122,8 @@ export function permissionsFor(grantee: Grantee, rooms: RoomsRecord | null): Per
       if (isSafeRoomId(roomId)) roomSubjects.push(`${UnibusSubject.roomPrefix}${roomId}.>`);
     }
   }
-  const pub: string[] = [UnibusSubject.controlPlane, ...roomSubjects];
+  const history = rooms !== null && rooms.principal === principal ? Object.keys(rooms.rooms).sort().filter(isSafeRoomId).flatMap(roomHistorySubjects) : [];
+  const pub: string[] = [UnibusSubject.controlPlane, ...roomSubjects, ...history];
   if (user.role === Role.admin) pub.push(UnibusSubject.microDiscovery);
   return { pub: { allow: pub }, sub: { allow: [...roomSubjects, inbox] } };
 }

@@ -1,0 +1,82 @@
+/**
+ * Regenerates contracts/vectors/frames.json (contracts/specs/frames.md) from
+ * the portable references only (@noble/*), never from @unibus/sdk, so the
+ * vectors independently check the SDK's node:crypto path.
+ *
+ * Run: npx tsx contracts/vectors/generate-frames.ts
+ */
+import * as ed from "@noble/ed25519";
+import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
+import { sha512 } from "@noble/hashes/sha2.js";
+import { bytesToHex, concatBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+ed.hashes.sha512 = sha512;
+const seq = (n: number, start = 0): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (start + i) & 0xff);
+
+function u32(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n);
+  return b;
+}
+
+function frame(c: { roomId: string; epoch: number; seed: Uint8Array; counter: number; messages: Uint8Array[]; key: Uint8Array; nonce: Uint8Array }) {
+  const room = utf8ToBytes(c.roomId);
+  const pub = ed.getPublicKey(c.seed);
+  const ctr = new Uint8Array(8);
+  new DataView(ctr.buffer).setBigUint64(0, BigInt(c.counter));
+  const count = new Uint8Array(2);
+  new DataView(count.buffer).setUint16(0, c.messages.length);
+  const header = concatBytes(Uint8Array.of(1, room.length), room, u32(c.epoch), pub, ctr, count, c.nonce);
+  const plaintext = concatBytes(...c.messages.flatMap((m) => [u32(m.length), m]));
+  const ciphertext = xchacha20poly1305(c.key, c.nonce, header).encrypt(plaintext);
+  const signature = ed.sign(concatBytes(utf8ToBytes("unibus-room-frame-v1"), header, ciphertext), c.seed);
+  return { header, plaintext, ciphertext, signature, frame: concatBytes(header, ciphertext, signature), publicKey: pub };
+}
+
+const inputs = [
+  { name: "one message", roomId: "ops", epoch: 0, seed: seq(32, 1), counter: 1_764_000_000_000_000, messages: [utf8ToBytes("hello, room")], key: seq(32, 0x40), nonce: seq(24, 0x80) },
+  {
+    name: "coalesced batch of three, one empty",
+    roomId: "team-42_x",
+    epoch: 7,
+    seed: seq(32, 2),
+    counter: 9_007_199_254_740_000,
+    messages: [utf8ToBytes('{"n":1}'), new Uint8Array(0), seq(300)],
+    key: seq(32, 0x60),
+    nonce: seq(24, 0xa0),
+  },
+];
+
+const cases = inputs.map((c) => {
+  const f = frame(c);
+  return {
+    name: c.name,
+    roomId: c.roomId,
+    epoch: c.epoch,
+    senderSeed: bytesToHex(c.seed),
+    senderPublicKey: bytesToHex(f.publicKey),
+    counter: c.counter,
+    messages: c.messages.map(bytesToHex),
+    key: bytesToHex(c.key),
+    nonce: bytesToHex(c.nonce),
+    header: bytesToHex(f.header),
+    plaintext: bytesToHex(f.plaintext),
+    frame: bytesToHex(f.frame),
+  };
+});
+
+writeFileSync(
+  fileURLToPath(new URL("./frames.json", import.meta.url)),
+  `${JSON.stringify(
+    {
+      description:
+        "Room message frames (contracts/specs/frames.md). frame = header || XChaCha20-Poly1305(key, nonce, plaintext, AD=header) || Ed25519(sender, 'unibus-room-frame-v1' || header || ciphertext). Hex.",
+      generatedBy: "contracts/vectors/generate-frames.ts (@noble/ciphers, @noble/ed25519)",
+      cases,
+    },
+    null,
+    2,
+  )}\n`,
+);

@@ -1,0 +1,242 @@
+/**
+ * The room message frame (contracts/specs/frames.md): one AEAD operation and
+ * one Ed25519 signature over a batch of messages from one sender.
+ *
+ * Layout (big-endian integers):
+ *
+ *   header  = u8 version | u8 roomLen | room | u32 epoch | 32 sender key
+ *             | u64 counter | u16 count | 24 nonce
+ *   body    = XChaCha20-Poly1305(roomKey[epoch], nonce, plaintext, AD = header)
+ *   trailer = Ed25519(sender, "unibus-room-frame-v1" | header | body)
+ *   plaintext = count × (u32 length | message bytes)
+ *
+ * Message i of the frame has counter `counter + i`.
+ */
+import { aeadDecrypt, aeadEncrypt, AeadSize, principalFromPublicKey, randomBytes, verifySignature } from "@unibus/crypto";
+import type { SigningKey } from "@unibus/crypto";
+
+/** Frame format constants (contracts/specs/frames.md §Layout). */
+export const FrameFormat = {
+  version: 1,
+  /** Signature domain: a frame signature can never be mistaken for an envelope or share signature. */
+  domain: "unibus-room-frame-v1",
+  senderKeyBytes: 32,
+  signatureBytes: 64,
+  nonceBytes: AeadSize.nonce,
+  tagBytes: AeadSize.tag,
+  maxRoomIdBytes: 128,
+  /** A frame carries 1..maxMessages messages (u16 on the wire; the SDK caps lower). */
+  maxMessages: 0xffff,
+  /** Counters stay within JavaScript's exact integer range. */
+  maxCounter: Number.MAX_SAFE_INTEGER,
+} as const;
+
+const DOMAIN_BYTES = new TextEncoder().encode(FrameFormat.domain);
+const FIXED_HEADER_BYTES = 1 + 1 + 4 + FrameFormat.senderKeyBytes + 8 + 2 + FrameFormat.nonceBytes;
+const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
+
+/** Why a received frame was not delivered. Every reject surfaces as an event, never silently. */
+export const RejectReason = {
+  malformed: "malformed",
+  wrongRoom: "wrong_room",
+  badSignature: "bad_signature",
+  unknownEpoch: "unknown_epoch",
+  replay: "replay",
+  decryptFailed: "decrypt_failed",
+} as const;
+/** One of the {@link RejectReason} values. */
+export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];
+
+/** A frame that failed a check; `reason` is the reject event's reason. */
+export class FrameError extends Error {
+  override readonly name = "FrameError";
+  constructor(
+    readonly reason: RejectReason,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** Inputs of {@link sealFrame}. `nonce` is for test vectors only; leave it out otherwise. */
+export interface SealFrameInput {
+  roomId: string;
+  epoch: number;
+  key: Uint8Array;
+  signer: SigningKey;
+  /** Counter of the first message. */
+  counter: number;
+  messages: readonly Uint8Array[];
+  nonce?: Uint8Array;
+}
+
+/** A parsed, not yet authenticated frame (fields are the sender's claims until verified). */
+export interface ParsedFrame {
+  version: number;
+  roomId: string;
+  epoch: number;
+  senderKey: Uint8Array;
+  counter: number;
+  count: number;
+  nonce: Uint8Array;
+  /** The associated data: every header byte. */
+  header: Uint8Array;
+  ciphertext: Uint8Array;
+  signature: Uint8Array;
+  /** What the signature covers: domain | header | ciphertext. */
+  signed: Uint8Array;
+}
+
+function assertRoomId(roomId: string): void {
+  if (!ROOM_ID_RE.test(roomId)) throw new RangeError("room id must match [A-Za-z0-9_-]{1,128}");
+}
+
+function assertEpoch(epoch: number): void {
+  if (!Number.isInteger(epoch) || epoch < 0 || epoch > 0xffffffff) throw new RangeError("epoch must be a u32");
+}
+
+/**
+ * Encrypts and signs a batch of messages into one frame. The buffer is laid
+ * out as domain | frame so the signature is computed over a subarray, with
+ * no copy of the (possibly large) ciphertext.
+ */
+export function sealFrame(input: SealFrameInput): Uint8Array {
+  const { roomId, epoch, key, signer, counter, messages } = input;
+  assertRoomId(roomId);
+  assertEpoch(epoch);
+  const count = messages.length;
+  if (count < 1 || count > FrameFormat.maxMessages) throw new RangeError("a frame carries 1..65535 messages");
+  if (!Number.isSafeInteger(counter) || counter < 0 || counter + count - 1 > FrameFormat.maxCounter) throw new RangeError("counter out of range");
+  const nonce = input.nonce ?? randomBytes(FrameFormat.nonceBytes);
+  if (nonce.byteLength !== FrameFormat.nonceBytes) throw new RangeError("nonce must be 24 bytes");
+
+  let plainLen = 0;
+  for (const m of messages) plainLen += 4 + m.byteLength;
+  const plaintext = new Uint8Array(plainLen);
+  const pv = new DataView(plaintext.buffer);
+  let p = 0;
+  for (const m of messages) {
+    pv.setUint32(p, m.byteLength);
+    plaintext.set(m, p + 4);
+    p += 4 + m.byteLength;
+  }
+
+  const roomBytes = new TextEncoder().encode(roomId);
+  const headerLen = FIXED_HEADER_BYTES + roomBytes.byteLength;
+  const d = DOMAIN_BYTES.byteLength;
+  const bodyLen = plainLen + FrameFormat.tagBytes;
+  const buf = new Uint8Array(d + headerLen + bodyLen + FrameFormat.signatureBytes);
+  const view = new DataView(buf.buffer);
+  buf.set(DOMAIN_BYTES, 0);
+  let o = d;
+  buf[o++] = FrameFormat.version;
+  buf[o++] = roomBytes.byteLength;
+  buf.set(roomBytes, o);
+  o += roomBytes.byteLength;
+  view.setUint32(o, epoch);
+  o += 4;
+  buf.set(signer.publicKey, o);
+  o += FrameFormat.senderKeyBytes;
+  view.setUint32(o, Math.floor(counter / 0x1_0000_0000));
+  view.setUint32(o + 4, counter % 0x1_0000_0000);
+  o += 8;
+  view.setUint16(o, count);
+  o += 2;
+  buf.set(nonce, o);
+  o += FrameFormat.nonceBytes;
+  const header = buf.subarray(d, o);
+  buf.set(aeadEncrypt(key, nonce, plaintext, header), o);
+  plaintext.fill(0);
+  o += bodyLen;
+  buf.set(signer.sign(buf.subarray(0, o)), o);
+  return buf.subarray(d);
+}
+
+/** Parses a frame's structure; throws {@link FrameError} `malformed` on any inconsistency. */
+export function parseFrame(frame: Uint8Array): ParsedFrame {
+  const bad = (why: string): FrameError => new FrameError(RejectReason.malformed, `malformed frame: ${why}`);
+  if (frame.byteLength < FIXED_HEADER_BYTES + 1 + FrameFormat.tagBytes + FrameFormat.signatureBytes) throw bad("too short");
+  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const version = frame[0]!;
+  if (version !== FrameFormat.version) throw bad(`unsupported version ${version}`);
+  const roomLen = frame[1]!;
+  if (roomLen < 1 || roomLen > FrameFormat.maxRoomIdBytes) throw bad("room id length");
+  const headerLen = FIXED_HEADER_BYTES + roomLen;
+  if (frame.byteLength < headerLen + FrameFormat.tagBytes + 4 + FrameFormat.signatureBytes) throw bad("too short");
+  let o = 2;
+  const roomId = new TextDecoder().decode(frame.subarray(o, o + roomLen));
+  if (!ROOM_ID_RE.test(roomId)) throw bad("room id charset");
+  o += roomLen;
+  const epoch = view.getUint32(o);
+  o += 4;
+  const senderKey = frame.subarray(o, o + FrameFormat.senderKeyBytes);
+  o += FrameFormat.senderKeyBytes;
+  const hi = view.getUint32(o);
+  const lo = view.getUint32(o + 4);
+  o += 8;
+  if (hi > 0x1fffff) throw bad("counter beyond 2^53");
+  const counter = hi * 0x1_0000_0000 + lo;
+  const count = view.getUint16(o);
+  o += 2;
+  if (count < 1) throw bad("empty frame");
+  if (counter + count - 1 > FrameFormat.maxCounter) throw bad("counter beyond 2^53");
+  const nonce = frame.subarray(o, o + FrameFormat.nonceBytes);
+  o += FrameFormat.nonceBytes;
+  const sigStart = frame.byteLength - FrameFormat.signatureBytes;
+  // Each message costs at least its 4-byte length prefix.
+  if (sigStart - o < FrameFormat.tagBytes + 4 * count) throw bad("ciphertext shorter than count");
+  const signed = new Uint8Array(DOMAIN_BYTES.byteLength + sigStart);
+  signed.set(DOMAIN_BYTES, 0);
+  signed.set(frame.subarray(0, sigStart), DOMAIN_BYTES.byteLength);
+  return {
+    version,
+    roomId,
+    epoch,
+    senderKey,
+    counter,
+    count,
+    nonce,
+    header: frame.subarray(0, o),
+    ciphertext: frame.subarray(o, sigStart),
+    signature: frame.subarray(sigStart),
+    signed,
+  };
+}
+
+/** True iff the frame's signature is the claimed sender's over domain | header | ciphertext. */
+export function frameSignatureValid(f: ParsedFrame): boolean {
+  return verifySignature(f.senderKey, f.signed, f.signature);
+}
+
+/**
+ * Decrypts an already signature-checked frame and splits its messages.
+ * Throws {@link FrameError} `decrypt_failed` (wrong key, tampered bytes) or
+ * `malformed` (the plaintext does not hold exactly `count` messages).
+ */
+export function openFrame(f: ParsedFrame, key: Uint8Array): Uint8Array[] {
+  let plaintext: Uint8Array;
+  try {
+    plaintext = aeadDecrypt(key, f.nonce, f.ciphertext, f.header);
+  } catch (cause) {
+    throw new FrameError(RejectReason.decryptFailed, "frame did not decrypt", { cause });
+  }
+  const view = new DataView(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
+  const out: Uint8Array[] = [];
+  let o = 0;
+  for (let i = 0; i < f.count; i++) {
+    if (o + 4 > plaintext.byteLength) throw new FrameError(RejectReason.malformed, "malformed frame: message length");
+    const len = view.getUint32(o);
+    o += 4;
+    if (o + len > plaintext.byteLength) throw new FrameError(RejectReason.malformed, "malformed frame: message length");
+    out.push(plaintext.subarray(o, o + len));
+    o += len;
+  }
+  if (o !== plaintext.byteLength) throw new FrameError(RejectReason.malformed, "malformed frame: trailing bytes");
+  return out;
+}
+
+/** The `U…` principal of a frame's sender key. */
+export function senderPrincipal(f: ParsedFrame): string {
+  return principalFromPublicKey(f.senderKey);
+}

@@ -1,0 +1,216 @@
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { SigningKey, randomBytes } from "@unibus/crypto";
+import { startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import { sealFrame } from "./frame.js";
+import { StaticRoomKeys } from "./keyring.js";
+import { createRoom } from "./room.js";
+import type { Room, RoomMessage, RoomReject } from "./room.js";
+
+/** Collects up to `n` items from `it` or whatever arrived after `ms`. */
+async function take<T>(it: AsyncIterable<T>, n: number, ms = 1_000): Promise<T[]> {
+  const out: T[] = [];
+  const iter = it[Symbol.asyncIterator]();
+  const deadline = Date.now() + ms;
+  while (out.length < n) {
+    const left = deadline - Date.now();
+    if (left <= 0) break;
+    const r = await Promise.race([iter.next(), new Promise<null>((res) => setTimeout(() => res(null), left))]);
+    if (r === null || r.done === true) break;
+    out.push(r.value);
+  }
+  return out;
+}
+
+describe("end-to-end room frames on a real server", () => {
+  let server: TestServer;
+  let nc: NatsConnection;
+  const alice = SigningKey.generate();
+  const bob = SigningKey.generate();
+  const mallory = SigningKey.generate();
+  const k0 = randomBytes(32);
+  const k1 = randomBytes(32);
+  const keys = new StaticRoomKeys().set("r1", 0, k0).set("r1", 1, k1).set("other", 0, k0);
+  const rooms: Room[] = [];
+  const open = (signer: SigningKey, roomId = "r1", source = keys): Room => {
+    const r = createRoom(nc, signer, roomId, source);
+    rooms.push(r);
+    return r;
+  };
+  /** A fresh reader of r1 with its own reject stream; `inject` publishes raw bytes on the room subject. */
+  const reader = async (): Promise<{ msgs: AsyncIterable<RoomMessage>; rejects: AsyncIterable<RoomReject> }> => {
+    const r = open(bob);
+    const msgs = r.subscribe();
+    await nc.flush();
+    return { msgs, rejects: r.rejects() };
+  };
+  const inject = async (frame: Uint8Array, subject = "unibus.room.r1.m"): Promise<void> => {
+    nc.publish(subject, frame);
+    await nc.flush();
+  };
+  const frame = (over: Partial<Parameters<typeof sealFrame>[0]> = {}): Uint8Array =>
+    sealFrame({ roomId: "r1", epoch: 1, key: k1, signer: alice, counter: 1_000, messages: [new TextEncoder().encode("hi")], ...over });
+
+  beforeAll(async () => {
+    server = await startTestServer({ jetstream: true });
+    nc = await server.connect();
+  });
+  afterAll(async () => {
+    await Promise.allSettled(rooms.map((r) => r.close()));
+    await server?.stop();
+  });
+
+  it("delivers what a member publishes, authenticated as its sender and in order", async () => {
+    const { msgs } = await reader();
+    const a = open(alice);
+    await Promise.all([a.publish("one"), a.publish({ n: 2 }), a.publish(new Uint8Array([3]))]);
+    const got = await take(msgs, 3);
+    expect(got.map((m) => m.sender)).toEqual([alice.principal, alice.principal, alice.principal]);
+    expect(got[0]!.string()).toBe("one");
+    expect(got[1]!.json()).toEqual({ n: 2 });
+    expect([...got[2]!.data]).toEqual([3]);
+    expect(got.map((m) => m.epoch)).toEqual([1, 1, 1]);
+    expect(got[1]!.counter).toBe(got[0]!.counter + 1);
+  });
+
+  it("coalesces a burst of one event-loop turn into few frames and delivers every message", async () => {
+    const { msgs } = await reader();
+    let frames = 0;
+    const spy = nc.subscribe("unibus.room.r1.m", { callback: () => {
+        frames++;
+      },
+    });
+    await nc.flush();
+    const a = open(alice);
+    const sent = Array.from({ length: 2_000 }, (_, i) => a.publish(`m${i}`));
+    await Promise.all(sent);
+    const got = await take(msgs, 2_000, 3_000);
+    spy.unsubscribe();
+    expect(got.map((m) => m.string())).toEqual(Array.from({ length: 2_000 }, (_, i) => `m${i}`));
+    expect(frames).toBeLessThanOrEqual(Math.ceil(2_000 / 512) + 1);
+  });
+
+  it("rejects a tampered frame as bad_signature and delivers nothing", async () => {
+    const { msgs, rejects } = await reader();
+    const f = frame();
+    f[f.length - 100]! ^= 1;
+    await inject(f);
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "bad_signature" });
+    expect(await take(msgs, 1, 200)).toEqual([]);
+  });
+
+  it("rejects a frame signed by its sender but sealed under a wrong key as decrypt_failed", async () => {
+    const { msgs, rejects } = await reader();
+    await inject(frame({ key: randomBytes(32) }));
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "decrypt_failed", sender: alice.principal });
+    expect(await take(msgs, 1, 200)).toEqual([]);
+  });
+
+  it("rejects a frame of another room replayed into this one as wrong_room", async () => {
+    const { msgs, rejects } = await reader();
+    await inject(frame({ roomId: "other", epoch: 0, key: k0 }));
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "wrong_room" });
+    expect(await take(msgs, 1, 200)).toEqual([]);
+  });
+
+  it("rejects a replayed counter and delivers the original once", async () => {
+    const { msgs, rejects } = await reader();
+    const f = frame({ counter: 5_000 });
+    await inject(f);
+    await inject(f);
+    await inject(frame({ counter: 5_000, messages: [new TextEncoder().encode("same counter, new text")] }));
+    expect((await take(msgs, 2, 300)).map((m) => m.string())).toEqual(["hi"]);
+    expect((await take(rejects, 2)).map((r) => r.reason)).toEqual(["replay", "replay"]);
+  });
+
+  it("rejects an epoch the reader holds no key of as unknown_epoch", async () => {
+    const { msgs, rejects } = await reader();
+    await inject(frame({ epoch: 7, key: randomBytes(32) }));
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "unknown_epoch", epoch: 7, sender: alice.principal });
+    expect(await take(msgs, 1, 200)).toEqual([]);
+  });
+
+  it("accepts frames reordered within the window and rejects one older than the window", async () => {
+    const { msgs, rejects } = await reader();
+    const m = (s: string): Uint8Array[] => [new TextEncoder().encode(s)];
+    await inject(frame({ counter: 20_010, messages: m("b") }));
+    await inject(frame({ counter: 20_000, messages: m("a") }));
+    await inject(frame({ counter: 20_005, messages: m("c") }));
+    await inject(frame({ counter: 40_000, messages: m("d") }));
+    await inject(frame({ counter: 20_006, messages: m("too old") }));
+    expect((await take(msgs, 5, 300)).map((x) => x.string())).toEqual(["b", "a", "c", "d"]);
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "replay", counter: 20_006 });
+  });
+
+  it("a member holding the room key cannot forge a frame as another member", async () => {
+    const { msgs, rejects } = await reader();
+    // Valid AEAD (Mallory knows the key; Alice's key is in the associated data), Mallory's signature.
+    const impostor = { publicKey: alice.publicKey, sign: (d: Uint8Array) => mallory.sign(d) } as unknown as SigningKey;
+    await inject(frame({ signer: impostor, counter: 90_000 }));
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "bad_signature", sender: alice.principal });
+    expect(await take(msgs, 1, 200)).toEqual([]);
+  });
+
+  it("rejects garbage as malformed", async () => {
+    const { rejects } = await reader();
+    await inject(new TextEncoder().encode("plain text is not a frame"));
+    expect((await take(rejects, 1))[0]).toEqual({ reason: "malformed" });
+  });
+
+  it("a persisted room's stream and store hold no plaintext, and history returns the messages", async () => {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "ROOM_p1", subjects: ["unibus.room.p1.>"] });
+    const pk = new StaticRoomKeys().set("p1", 0, k0);
+    const a = open(alice, "p1", pk);
+    const secret = "TOP-SECRET-PLAINTEXT-4711";
+    await Promise.all([a.publish(secret), a.publish({ secret })]);
+    await new Promise((r) => setTimeout(r, 50));
+    await a.publish(`${secret} later`);
+    await nc.flush();
+
+    const js = jetstream(nc);
+    const stream = await js.streams.get("ROOM_p1");
+    const info = await stream.info();
+    expect(info.state.messages).toBe(2);
+    for (let seq = 1; seq <= info.state.last_seq; seq++) {
+      const m = await jsm.streams.getMessage("ROOM_p1", { seq });
+      expect(Buffer.from(m!.data).includes(secret)).toBe(false);
+    }
+    const files: string[] = [];
+    const walk = async (d: string): Promise<void> => {
+      for (const e of await readdir(d, { withFileTypes: true })) {
+        if (e.isDirectory()) await walk(join(d, e.name));
+        else files.push(join(d, e.name));
+      }
+    };
+    await walk(join(server.dir, "jetstream"));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) expect((await readFile(f)).includes(secret)).toBe(false);
+
+    const b = open(bob, "p1", pk);
+    const all: string[] = [];
+    for await (const m of b.history()) all.push(m.string());
+    expect(all).toEqual([secret, JSON.stringify({ secret }), `${secret} later`]);
+    const tail: string[] = [];
+    for await (const m of b.history({ since: 2 })) tail.push(m.string());
+    expect(tail).toEqual([`${secret} later`]);
+  });
+
+  it("history reports frames of an epoch the reader does not hold as unknown_epoch", async () => {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "ROOM_p2", subjects: ["unibus.room.p2.>"] });
+    const writer = open(alice, "p2", new StaticRoomKeys().set("p2", 0, k0).set("p2", 1, k1));
+    await writer.publish("epoch one");
+    await nc.flush();
+    const late = open(bob, "p2", new StaticRoomKeys().set("p2", 0, k0));
+    const rejects = late.rejects();
+    const got: RoomMessage[] = [];
+    for await (const m of late.history()) got.push(m);
+    expect(got).toEqual([]);
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "unknown_epoch", epoch: 1 });
+  });
+});

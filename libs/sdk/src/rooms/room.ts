@@ -1,0 +1,441 @@
+/**
+ * End-to-end encrypted room messaging (DESIGN §5, contracts/specs/frames.md).
+ *
+ * Publishers coalesce the messages of one event-loop turn into one frame (one
+ * AEAD operation, one Ed25519 signature, one NATS message), flushed on
+ * `setImmediate` or when a size bound is reached: an idle room sends each
+ * message at once, and under load one signature covers a batch. Receivers
+ * deliver only frames whose signature, room, epoch key, counters and AEAD tag
+ * all check out; everything else becomes a reject event.
+ */
+import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { toHex } from "@unibus/crypto";
+import type { SigningKey } from "@unibus/crypto";
+import { FrameError, RejectReason, frameSignatureValid, openFrame, parseFrame, sealFrame, senderPrincipal } from "./frame.js";
+import type { ParsedFrame } from "./frame.js";
+import type { RoomKeySource } from "./keyring.js";
+import { ReplayWindow } from "./replay-window.js";
+
+/** Room subjects and stream names; the auth callout grants `unibus.room.<id>.>` to members. */
+export const RoomSubject = {
+  prefix: "unibus.room.",
+  /** Last token of the message subject. */
+  messages: "m",
+  streamPrefix: "ROOM_",
+} as const;
+
+/** Publisher/receiver bounds (contracts/specs/frames.md §Coalescing). */
+export const RoomLimits = {
+  /** Most messages in one frame. */
+  maxMessagesPerFrame: 512,
+  /** A frame is flushed once its plaintext reaches this many bytes (below NATS's 1 MiB max_payload). */
+  maxFrameBytes: 64 * 1024,
+  /** Reordering tolerated per (sender, epoch), in message counters. */
+  replayWindow: 8192,
+  /** Reject events buffered for `rejects()`; older ones are dropped (and counted). */
+  rejectBuffer: 1024,
+} as const;
+
+/** An authenticated, decrypted room message. */
+export interface RoomMessage {
+  /** The sender's principal (`U…`), proven by its Ed25519 signature. */
+  readonly sender: string;
+  readonly epoch: number;
+  /** The sender's counter for this message; unique per (sender, epoch). */
+  readonly counter: number;
+  readonly data: Uint8Array;
+  /** `data` as UTF-8. */
+  string(): string;
+  /** `data` parsed as JSON. */
+  json<T = unknown>(): T;
+}
+
+/** A frame that was not delivered. Fields other than `reason` are the frame's claims; they are authenticated only for `unknown_epoch`, `replay` and `decrypt_failed`. */
+export interface RoomReject {
+  reason: RejectReason;
+  sender?: string;
+  epoch?: number;
+  counter?: number;
+  /** Messages the frame claimed to carry. */
+  count?: number;
+}
+
+/** A live subscription; iterate it, `stop()` it. */
+export interface RoomSubscription extends AsyncIterable<RoomMessage> {
+  stop(): void;
+}
+
+/** Options of {@link Room.history}. */
+export interface HistoryOptions {
+  /** A stream sequence to start at, or a time. Default: the beginning. */
+  since?: number | Date;
+}
+
+/** An end-to-end encrypted room. */
+export interface Room {
+  readonly roomId: string;
+  /** The subject frames travel on: `unibus.room.<roomId>.m`. */
+  readonly subject: string;
+  /** Queues a message; resolves when its frame is handed to the connection (not when delivered). */
+  publish(data: Uint8Array | string | object): Promise<void>;
+  /** Authenticated messages published from now on. */
+  subscribe(): RoomSubscription;
+  /** Authenticated messages stored in a persisted room's stream, up to the newest at call time. */
+  history(opts?: HistoryOptions): AsyncIterable<RoomMessage>;
+  /** Reject events of every subscription and history read of this room. */
+  rejects(): AsyncIterable<RoomReject>;
+  /** Reject events dropped because nobody drained `rejects()`. */
+  readonly rejectsDropped: number;
+  /** Flushes pending messages and stops subscriptions. */
+  close(): Promise<void>;
+}
+
+class RoomMessageImpl implements RoomMessage {
+  constructor(
+    readonly sender: string,
+    readonly epoch: number,
+    readonly counter: number,
+    readonly data: Uint8Array,
+  ) {}
+  string(): string {
+    return new TextDecoder().decode(this.data);
+  }
+  json<T = unknown>(): T {
+    return JSON.parse(this.string()) as T;
+  }
+}
+
+/** An unbounded (or drop-oldest bounded) push → async-iterator queue. */
+class PushQueue<T> implements AsyncIterable<T> {
+  #items: T[] = [];
+  #head = 0;
+  #waiter: ((r: IteratorResult<T>) => void) | undefined;
+  #done = false;
+  dropped = 0;
+  constructor(readonly bound = Infinity) {}
+
+  push(item: T): void {
+    if (this.#done) return;
+    const w = this.#waiter;
+    if (w !== undefined) {
+      this.#waiter = undefined;
+      w({ value: item, done: false });
+      return;
+    }
+    if (this.#items.length - this.#head >= this.bound) {
+      this.#head++;
+      this.dropped++;
+    }
+    this.#items.push(item);
+  }
+
+  end(): void {
+    this.#done = true;
+    const w = this.#waiter;
+    this.#waiter = undefined;
+    w?.({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    return {
+      next: (): Promise<IteratorResult<T>> => {
+        if (this.#head < this.#items.length) {
+          const value = this.#items[this.#head++] as T;
+          if (this.#head > 1024 && this.#head * 2 > this.#items.length) {
+            this.#items = this.#items.slice(this.#head);
+            this.#head = 0;
+          }
+          return Promise.resolve({ value, done: false });
+        }
+        if (this.#done) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => (this.#waiter = resolve));
+      },
+      return: (): Promise<IteratorResult<T>> => {
+        this.end();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+    };
+  }
+}
+
+/**
+ * Authenticates frames of one delivery stream (a live subscription or one
+ * history read) in arrival order: parse → room → signature → epoch key →
+ * replay window → AEAD → deliver. Replay state is per stream because each
+ * stream legitimately sees each frame once.
+ */
+class FrameReceiver {
+  readonly #windows = new Map<string, ReplayWindow>();
+  #chain: Promise<void> | undefined;
+
+  constructor(
+    readonly roomId: string,
+    readonly keyFor: (epoch: number) => Uint8Array | undefined | Promise<Uint8Array | undefined>,
+    readonly deliver: (m: RoomMessage) => void,
+    readonly reject: (r: RoomReject) => void,
+  ) {}
+
+  /** Processes one frame; returns a promise only when it had to wait for a key (order is kept). */
+  accept(bytes: Uint8Array): void | Promise<void> {
+    if (this.#chain !== undefined) return this.#track(this.#chain.then(() => this.#process(bytes)));
+    const pending = this.#process(bytes);
+    if (pending !== undefined) return this.#track(pending);
+  }
+
+  #track(p: Promise<void>): Promise<void> {
+    const tail: Promise<void> = p.finally(() => {
+      if (this.#chain === tail) this.#chain = undefined;
+    });
+    this.#chain = tail;
+    return tail;
+  }
+
+  #process(bytes: Uint8Array): void | Promise<void> {
+    let f: ParsedFrame;
+    try {
+      f = parseFrame(bytes);
+    } catch {
+      return this.reject({ reason: RejectReason.malformed });
+    }
+    const claims = { sender: senderPrincipal(f), epoch: f.epoch, counter: f.counter, count: f.count };
+    if (f.roomId !== this.roomId) return this.reject({ reason: RejectReason.wrongRoom, ...claims });
+    if (!frameSignatureValid(f)) return this.reject({ reason: RejectReason.badSignature, ...claims });
+    const key = this.keyFor(f.epoch);
+    if (key instanceof Promise) {
+      return key.then(
+        (k) => this.#finish(f, claims, k),
+        () => this.reject({ reason: RejectReason.unknownEpoch, ...claims }),
+      );
+    }
+    this.#finish(f, claims, key);
+  }
+
+  #finish(f: ParsedFrame, claims: { sender: string; epoch: number; counter: number; count: number }, key: Uint8Array | undefined): void {
+    if (key === undefined) return this.reject({ reason: RejectReason.unknownEpoch, ...claims });
+    const id = `${toHex(f.senderKey)}/${f.epoch}`;
+    let w = this.#windows.get(id);
+    if (w === undefined) {
+      w = new ReplayWindow(RoomLimits.replayWindow);
+      this.#windows.set(id, w);
+    }
+    if (!w.fresh(f.counter, f.count)) return this.reject({ reason: RejectReason.replay, ...claims });
+    let messages: Uint8Array[];
+    try {
+      messages = openFrame(f, key);
+    } catch (err) {
+      return this.reject({ reason: err instanceof FrameError ? err.reason : RejectReason.decryptFailed, ...claims });
+    }
+    // Recorded only now: a frame that fails the tag must not burn its counters.
+    w.record(f.counter, f.count);
+    for (let i = 0; i < messages.length; i++) this.deliver(new RoomMessageImpl(claims.sender, f.epoch, f.counter + i, messages[i]!));
+  }
+}
+
+interface Batch {
+  messages: Uint8Array[];
+  bytes: number;
+  done: Promise<void>;
+  resolve: () => void;
+  fail: (err: unknown) => void;
+}
+
+function newBatch(): Batch {
+  let resolve!: () => void;
+  let fail!: (err: unknown) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolve = res;
+    fail = rej;
+  });
+  return { messages: [], bytes: 0, done, resolve, fail };
+}
+
+const encoder = new TextEncoder();
+
+function toBytes(data: Uint8Array | string | object): Uint8Array {
+  if (data instanceof Uint8Array) return data;
+  if (typeof data === "string") return encoder.encode(data);
+  return encoder.encode(JSON.stringify(data));
+}
+
+class RoomImpl implements Room {
+  readonly subject: string;
+  readonly #nc: NatsConnection;
+  readonly #signer: SigningKey;
+  readonly #keys: RoomKeySource;
+  readonly #keyCache = new Map<number, Uint8Array>();
+  readonly #rejects = new PushQueue<RoomReject>(RoomLimits.rejectBuffer);
+  readonly #subs = new Set<{ sub: Subscription; queue: PushQueue<RoomMessage> }>();
+  #batch: Batch | undefined;
+  #sending: Promise<void> = Promise.resolve();
+  #counter = 0;
+  #closed = false;
+
+  constructor(
+    nc: NatsConnection,
+    signer: SigningKey,
+    readonly roomId: string,
+    keys: RoomKeySource,
+  ) {
+    if (!/^[A-Za-z0-9_-]{1,128}$/.test(roomId)) throw new RangeError("room id must match [A-Za-z0-9_-]{1,128}");
+    this.#nc = nc;
+    this.#signer = signer;
+    this.#keys = keys;
+    this.subject = `${RoomSubject.prefix}${roomId}.${RoomSubject.messages}`;
+  }
+
+  get rejectsDropped(): number {
+    return this.#rejects.dropped;
+  }
+
+  publish(data: Uint8Array | string | object): Promise<void> {
+    if (this.#closed) return Promise.reject(new Error("room is closed"));
+    const bytes = toBytes(data);
+    let batch = this.#batch;
+    if (batch !== undefined && batch.bytes + 4 + bytes.byteLength > RoomLimits.maxFrameBytes) {
+      this.#flush();
+      batch = undefined;
+    }
+    if (batch === undefined) {
+      batch = newBatch();
+      this.#batch = batch;
+      const scheduled = batch;
+      // The end of the current event-loop turn: no timer delay on an idle room.
+      setImmediate(() => {
+        if (this.#batch === scheduled) this.#flush();
+      });
+    }
+    batch.messages.push(bytes);
+    batch.bytes += 4 + bytes.byteLength;
+    const done = batch.done;
+    if (batch.messages.length >= RoomLimits.maxMessagesPerFrame || batch.bytes >= RoomLimits.maxFrameBytes) this.#flush();
+    return done;
+  }
+
+  #flush(): void {
+    const batch = this.#batch;
+    this.#batch = undefined;
+    if (batch === undefined || batch.messages.length === 0) return;
+    // Frames leave in publish order: each waits for the previous one's key lookup.
+    this.#sending = this.#sending.then(() => this.#send(batch));
+  }
+
+  async #send(batch: Batch): Promise<void> {
+    try {
+      const { epoch, key } = await this.#keys.current(this.roomId);
+      // Counters start at the clock in µs so a restarted sender never reuses one (frames.md §Counters).
+      const counter = Math.max(this.#counter, Date.now() * 1000);
+      this.#counter = counter + batch.messages.length;
+      const frame = sealFrame({ roomId: this.roomId, epoch, key, signer: this.#signer, counter, messages: batch.messages });
+      this.#nc.publish(this.subject, frame);
+      batch.resolve();
+    } catch (err) {
+      batch.fail(err);
+    }
+  }
+
+  #keyFor = (epoch: number): Uint8Array | undefined | Promise<Uint8Array | undefined> => {
+    const hit = this.#keyCache.get(epoch);
+    if (hit !== undefined) return hit;
+    return this.#keys.get(this.roomId, epoch).then((k) => {
+      // Only held keys are cached: a share may arrive later for an epoch unknown now.
+      if (k !== undefined) this.#keyCache.set(epoch, k);
+      return k;
+    });
+  };
+
+  #receiver(deliver: (m: RoomMessage) => void): FrameReceiver {
+    return new FrameReceiver(this.roomId, this.#keyFor, deliver, (r) => this.#rejects.push(r));
+  }
+
+  subscribe(): RoomSubscription {
+    if (this.#closed) throw new Error("room is closed");
+    const queue = new PushQueue<RoomMessage>();
+    const rx = this.#receiver((m) => queue.push(m));
+    const sub = this.#nc.subscribe(this.subject, {
+      callback: (err, msg) => {
+        if (err !== null) {
+          queue.end();
+          return;
+        }
+        void rx.accept(msg.data);
+      },
+    });
+    const entry = { sub, queue };
+    this.#subs.add(entry);
+    void sub.closed.then(() => queue.end());
+    const stop = (): void => {
+      this.#subs.delete(entry);
+      sub.unsubscribe();
+      queue.end();
+    };
+    return {
+      stop,
+      [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
+    };
+  }
+
+  async *history(opts: HistoryOptions = {}): AsyncIterable<RoomMessage> {
+    const js = jetstream(this.#nc);
+    const stream = await js.streams.get(`${RoomSubject.streamPrefix}${this.roomId}`);
+    const last = (await stream.info()).state.last_seq;
+    const since = opts.since;
+    if (last === 0 || (typeof since === "number" && since > last)) return;
+    const consumer = await js.consumers.get(stream.name, {
+      filter_subjects: [this.subject],
+      ...(since === undefined
+        ? { deliver_policy: DeliverPolicy.All }
+        : typeof since === "number"
+          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: since }
+          : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() }),
+    });
+    const out: RoomMessage[] = [];
+    const rx = this.#receiver((m) => out.push(m));
+    const msgs = await consumer.consume();
+    try {
+      for await (const m of msgs) {
+        const pending = rx.accept(m.data);
+        if (pending !== undefined) await pending;
+        while (out.length > 0) yield out.shift()!;
+        if (m.seq >= last || m.info.pending === 0) break;
+      }
+    } finally {
+      await msgs.close().catch(() => undefined);
+    }
+  }
+
+  rejects(): AsyncIterable<RoomReject> {
+    return this.#rejects;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#flush();
+    this.#closed = true;
+    await this.#sending;
+    for (const { sub, queue } of this.#subs) {
+      sub.unsubscribe();
+      queue.end();
+    }
+    this.#subs.clear();
+    this.#rejects.end();
+  }
+}
+
+/** Internal: a room over a raw connection and signing key (the client's `room()` calls this). */
+export function createRoom(nc: NatsConnection, signer: SigningKey, roomId: string, keys: RoomKeySource): Room {
+  return new RoomImpl(nc, signer, roomId, keys);
+}
+
+/** What {@link openRoom} needs of a client: `UnibusClient` has it. */
+export interface RoomOpener {
+  room(roomId: string, keys: RoomKeySource): Room;
+}
+
+/**
+ * Opens room `roomId` for end-to-end encrypted messaging as `client`'s
+ * identity, with room keys from `keys`. Same as `client.room(roomId, keys)`.
+ */
+export function openRoom(client: RoomOpener, roomId: string, keys: RoomKeySource): Room {
+  return client.room(roomId, keys);
+}
