@@ -1,1 +1,9 @@
-export {};
+/**
+ * @unibus/keys: room-key epochs stored as signed sets of sealed shares, and
+ * members' self-signed agreement keys (DESIGN §5, contracts/specs/room-keys.md).
+ */
+export { createKeysService, keysService } from "./service.js";
+export type { KeysDeps, RunningKeysService } from "./service.js";
+export { KeysBucket, MembershipReadBucket, epochKey } from "./records.js";
+export type { AgreementKeyRecord, EpochRecord, ShareEntry } from "./records.js";
+export { PUBLISH_EPOCH_MAX_BYTES } from "./epochs.js";

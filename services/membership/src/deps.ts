@@ -16,4 +16,18 @@ export interface MembershipDeps {
   newRoomId?: () => string;
   /** Delay of a kick that affects the caller itself, after its reply. Default 250 ms. */
   selfKickDelayMs?: number;
+  /**
+   * Announces a durable membership change of a room (after its KV writes),
+   * so owners' clients rekey (DESIGN §5). Unset: nothing is announced.
+   */
+  announce?: (event: MembershipChangeEvent) => void;
+}
+
+/** Published on `unibus.room.<roomId>.membership` after a member joins, is removed or leaves. */
+export interface MembershipChangeEvent {
+  roomId: string;
+  principal: string;
+  change: "added" | "removed" | "left";
+  /** The membership revision of the change. */
+  revision: number;
 }

@@ -166,6 +166,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         }
         const { member, revision } = await grantMembership(store, req.roomId, principal, role, user.principal, iso(ctx));
         ctx.logger.info({ room: req.roomId, target: principal, role, revision }, "member added");
+        deps.announce?.({ roomId: req.roomId, principal, change: "added", revision });
         return { member, revision, kick: await kickAfterChange(principal, user.principal) };
       },
     }),
@@ -182,6 +183,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         const revision = await revokeMembership(store, req.roomId, principal);
         if (revision === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
         ctx.logger.info({ room: req.roomId, target: principal, revision }, "member removed");
+        deps.announce?.({ roomId: req.roomId, principal, change: "removed", revision });
         return { roomId: req.roomId, principal, revision, kick: await kickAfterChange(principal, user.principal) };
       },
     }),
@@ -196,6 +198,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         const revision = await revokeMembership(store, req.roomId, user.principal);
         if (revision === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
         ctx.logger.info({ room: req.roomId, revision }, "member left");
+        deps.announce?.({ roomId: req.roomId, principal: user.principal, change: "left", revision });
         return { roomId: req.roomId, principal: user.principal, revision, kick: await kickAfterChange(user.principal, user.principal) };
       },
     }),

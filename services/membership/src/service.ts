@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import { ServiceName } from "@unibus/contracts";
+import { ServiceName, roomMembershipSubject } from "@unibus/contracts";
 import { defineService, NonceBucket, openBuckets, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
@@ -96,6 +96,9 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     streams: new JetStreamRoomStreams(await jetstreamManager(nc), { replicas }),
     ...(opts.bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal: opts.bootstrapPrincipal }),
     ...(opts.selfKickDelayMs === undefined ? {} : { selfKickDelayMs: opts.selfKickDelayMs }),
+    // Core NATS publish: a lost event only delays a rekey until the next
+    // change or an owner's own check; it never grants anything.
+    announce: (event) => nc.publish(roomMembershipSubject(event.roomId), JSON.stringify(event)),
   };
   const running = await startService(nc, membershipService(deps), {
     ...opts,

@@ -1,0 +1,127 @@
+/**
+ * P4: rekey of a 1,000-member room. One owner's `rekeyRoom`: read the
+ * epochs and the members' agreement keys, a fresh room key sealed to 1,000
+ * members, one signature, and `publish_epoch` (the service checks the set
+ * against the membership, verifies the signature, stores ONE record) — until
+ * the durable reply. Measured cold (the owner verifies 1,000 agreement-key
+ * bindings first), warm (bindings already verified), and after a removal
+ * with the next epoch prepared in advance (`prepareNextEpoch`, which
+ * `autoRekey` keeps ready: sealing is most of the work, and it can be done
+ * before the change; the prepared key never leaves the owner's process
+ * until it is published).
+ *
+ * raw, same run: 1,000 sequential `kv.put`s of a share-sized value into a
+ * scratch bucket — what storing one record per share would cost. Goal:
+ * rekey ≤ raw, i.e. ratio (raw ÷ unibus) ≥ 1.0.
+ *
+ *   npx tsx bench/src/rekey.ts [--members 1000] [--samples 5]
+ */
+import { fileURLToPath } from "node:url";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { pino } from "pino";
+import { createIdentity, randomBytes, toBase64Url } from "@unibus/crypto";
+import { createKeysService } from "@unibus/keys";
+import { MembershipBucket, createMembershipService, memberKey } from "@unibus/membership";
+import { agreementKeyStatementBytes, connect, prepareNextEpoch, rekeyRoom } from "@unibus/sdk";
+import { startTestServer } from "@unibus/testing";
+import { percentile, printCase } from "./report.js";
+import type { BenchCase } from "./report.js";
+
+const silent = pino({ level: "silent" });
+
+/** Options of {@link runRekey}. */
+export interface RekeyOptions {
+  /** Room size. Default 1,000. */
+  members?: number;
+  /** Warm rekeys to time (median reported). Default 5. */
+  samples?: number;
+}
+
+/** P4: cold and warm rekey of a large room against 1,000 sequential raw KV puts, same server. */
+export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
+  const n = opts.members ?? 1_000;
+  const samples = opts.samples ?? 5;
+  const server = await startTestServer({ jetstream: true });
+  const nc = await server.connect();
+  const membership = await createMembershipService(nc, { logger: silent });
+  const keys = await createKeysService(nc, { logger: silent });
+  const owner = createIdentity();
+  const client = await connect({ url: server.url, identity: owner, requestTimeoutMs: 30_000 });
+  try {
+    // Set-up writes the data model directly: 1,000 signed users.add/invite
+    // round trips would only slow the bench, not change what it measures.
+    const kvm = new Kvm(jetstream(nc));
+    const users = await kvm.open(MembershipBucket.users);
+    const members = await kvm.open(MembershipBucket.members);
+    const roomId = "bench0000000p4";
+    const at = new Date().toISOString();
+    const people = [owner, ...Array.from({ length: n - 1 }, () => createIdentity())];
+    await Promise.all(
+      people.map(async (id, i) => {
+        const role = i === 0 ? "owner" : "member";
+        await users.put(id.principal, JSON.stringify({ principal: id.principal, handle: `m${i}`, role: "member", status: "active", addedAt: at, addedBy: owner.principal }));
+        await members.put(memberKey(roomId, id.principal), JSON.stringify({ roomId, principal: id.principal, role, addedAt: at, addedBy: owner.principal }));
+        const signature = toBase64Url(id.signingKey.sign(agreementKeyStatementBytes(id.principal, id.agreementPublicKey)));
+        await keys.buckets.agreementKeys.put(id.principal, JSON.stringify({ principal: id.principal, agreementKey: toBase64Url(id.agreementPublicKey), signature }));
+      }),
+    );
+
+    const timeRekey = async (): Promise<number> => {
+      const t0 = performance.now();
+      const r = await rekeyRoom(client, owner.signingKey, roomId);
+      const ms = performance.now() - t0;
+      if (!r.published || r.withoutShare.length > 0) throw new Error("bench rekey did not publish a full share set");
+      return ms;
+    };
+    const timeRaw = async (): Promise<number> => {
+      const scratch = await kvm.create(`bench_p4_${randomBytes(4).reduce((s, b) => s + b.toString(16).padStart(2, "0"), "")}`);
+      const value = randomBytes(200);
+      const t0 = performance.now();
+      for (let i = 0; i < n; i++) await scratch.put(`k${i}`, value);
+      const ms = performance.now() - t0;
+      await scratch.destroy();
+      return ms;
+    };
+
+    const cold = await timeRekey();
+    const rawCold = await timeRaw();
+    const warm: number[] = [];
+    const raw: number[] = [];
+    // Interleaved, so drift on the shared machine hits both columns alike.
+    for (let i = 0; i < samples; i++) {
+      warm.push(await timeRekey());
+      raw.push(await timeRaw());
+    }
+    // A removal with the next epoch prepared in advance (what autoRekey
+    // keeps ready): the owner only re-reads, signs and publishes.
+    const prepared: number[] = [];
+    const rawPrepared: number[] = [];
+    for (let i = 0; i < samples; i++) {
+      await prepareNextEpoch(client, roomId);
+      await members.delete(memberKey(roomId, people[people.length - 1 - i]!.principal));
+      prepared.push(await timeRekey());
+      rawPrepared.push(await timeRaw());
+    }
+    const goal = "≥ 1.00 (rekey ≤ 1,000 sequential puts)";
+    return [
+      { name: `P4 rekey ${n} members, cold (1 sample)`, unit: "ms", unibus: cold, raw: rawCold, lowerIsBetter: true, goal },
+      { name: `P4 rekey ${n} members, warm (p50 of ${samples})`, unit: "ms", unibus: percentile(warm, 50), raw: percentile(raw, 50), lowerIsBetter: true, goal },
+      { name: `P4 removal rekey, prepared (p50 of ${samples})`, unit: "ms", unibus: percentile(prepared, 50), raw: percentile(rawPrepared, 50), lowerIsBetter: true, goal },
+    ];
+  } finally {
+    await client.close();
+    await keys.stop();
+    await membership.stop();
+    await nc.close();
+    await server.stop();
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const arg = (name: string, fallback: number): number => {
+    const i = process.argv.indexOf(name);
+    return i >= 0 ? Number(process.argv[i + 1]) : fallback;
+  };
+  for (const c of await runRekey({ members: arg("--members", 1_000), samples: arg("--samples", 5) })) printCase(c);
+}

@@ -1,0 +1,151 @@
+import { ErrorCode, UnibusError } from "@unibus/contracts";
+import { fromBase64Url, openSealed, publicKeyFromPrincipal, verifySignature } from "@unibus/crypto";
+import type { Identity } from "@unibus/crypto";
+import type { KeysGetShareReply, MembershipRoomsGetReply } from "@unibus/contracts";
+import { NoRoomKeyError } from "../rooms/keyring.js";
+import type { RoomEpochKey, RoomKeySource } from "../rooms/keyring.js";
+import type { KeysApi } from "./api.js";
+import { ShareSetFormat, epochStatementBytes, rootFromProof, shareLeaf } from "./share-set.js";
+
+/** Why a share was refused. */
+export const UntrustedShareReason = {
+  /** The reply is for another room or epoch than asked. */
+  wrongEpoch: "wrong_epoch",
+  /** The Merkle proof does not lead from the caller's leaf to a root. */
+  badProof: "bad_proof",
+  /** The distributor's signature over the epoch statement does not verify. */
+  badSignature: "bad_signature",
+  /** The signer is not an owner of the room (e.g. a key the server injected). */
+  distributorNotOwner: "distributor_not_owner",
+  /** The sealed share does not open with this identity's agreement key, or holds no 32-byte key. */
+  unopenable: "unopenable",
+} as const;
+/** One of the {@link UntrustedShareReason} values. */
+export type UntrustedShareReason = (typeof UntrustedShareReason)[keyof typeof UntrustedShareReason];
+
+/**
+ * A room-key share that failed verification. Never fall back to it: the keys
+ * service (or whoever wrote its bucket) could have made it up.
+ */
+export class UntrustedShareError extends Error {
+  override readonly name = "UntrustedShareError";
+  constructor(
+    readonly roomId: string,
+    readonly epoch: number,
+    readonly reason: UntrustedShareReason,
+    options?: { cause?: unknown },
+  ) {
+    super(`room ${roomId} epoch ${epoch}: share rejected (${reason})`, options);
+  }
+}
+
+/** Options of {@link KeysServiceKeyring}. */
+export interface KeysServiceKeyringOptions {
+  /** How long `current()` reuses the newest epoch before asking again. Default 1000 ms. */
+  currentTtlMs?: number;
+  /** Reads a room's members (default: the client's `rooms.get`); the distributor must be an owner there. */
+  roomMembers?: (roomId: string) => Promise<MembershipRoomsGetReply["members"]>;
+}
+
+/** What the keyring needs from a client. */
+export interface KeyringClient {
+  readonly keys: KeysApi;
+  readonly rooms: { get(roomId: string): Promise<MembershipRoomsGetReply> };
+}
+
+/**
+ * A {@link RoomKeySource} backed by the keys service: it fetches the caller's
+ * sealed share, verifies the distributor's signature over the share set (via
+ * the Merkle proof) and that the distributor is an owner of the room per
+ * `rooms.get`, opens the share with the identity's agreement secret, and
+ * caches verified keys per epoch. A share failing any check throws
+ * {@link UntrustedShareError}; no share at all yields `undefined` / {@link NoRoomKeyError}.
+ */
+export class KeysServiceKeyring implements RoomKeySource {
+  readonly #client: KeyringClient;
+  readonly #identity: Identity;
+  readonly #ttlMs: number;
+  readonly #roomMembers: (roomId: string) => Promise<MembershipRoomsGetReply["members"]>;
+  readonly #keys = new Map<string, Map<number, Uint8Array>>();
+  readonly #current = new Map<string, { epoch: number; at: number }>();
+
+  constructor(client: KeyringClient, identity: Identity, opts: KeysServiceKeyringOptions = {}) {
+    this.#client = client;
+    this.#identity = identity;
+    this.#ttlMs = opts.currentTtlMs ?? 1_000;
+    this.#roomMembers = opts.roomMembers ?? (async (roomId) => (await client.rooms.get(roomId)).members);
+  }
+
+  async current(roomId: string): Promise<RoomEpochKey> {
+    const cached = this.#current.get(roomId);
+    if (cached !== undefined && performance.now() - cached.at < this.#ttlMs) {
+      const key = this.#keys.get(roomId)?.get(cached.epoch);
+      if (key !== undefined) return { epoch: cached.epoch, key };
+    }
+    const reply = await this.#fetch(roomId, undefined);
+    if (reply === undefined) throw new NoRoomKeyError(roomId);
+    const key = await this.#verifyAndOpen(roomId, reply.epoch, reply);
+    this.#current.set(roomId, { epoch: reply.epoch, at: performance.now() });
+    return { epoch: reply.epoch, key };
+  }
+
+  async get(roomId: string, epoch: number): Promise<Uint8Array | undefined> {
+    const cached = this.#keys.get(roomId)?.get(epoch);
+    if (cached !== undefined) return cached;
+    const reply = await this.#fetch(roomId, epoch);
+    return reply === undefined ? undefined : this.#verifyAndOpen(roomId, epoch, reply);
+  }
+
+  /** Forgets the cached current epoch of `roomId` (e.g. after a rekey notice), so the next `current()` asks. */
+  invalidate(roomId: string): void {
+    this.#current.delete(roomId);
+  }
+
+  /** The share, or undefined when the service says the caller has none (not a member, no such epoch, no share). */
+  async #fetch(roomId: string, epoch: number | undefined): Promise<KeysGetShareReply | undefined> {
+    try {
+      return await this.#client.keys.getShare(roomId, epoch);
+    } catch (err) {
+      if (err instanceof UnibusError && (err.code === ErrorCode.NotFound || err.code === ErrorCode.Forbidden)) return undefined;
+      throw err;
+    }
+  }
+
+  async #verifyAndOpen(roomId: string, epoch: number, reply: KeysGetShareReply): Promise<Uint8Array> {
+    const reject = (reason: UntrustedShareReason, cause?: unknown): UntrustedShareError => new UntrustedShareError(roomId, epoch, reason, cause === undefined ? undefined : { cause });
+    if (reply.roomId !== roomId || reply.epoch !== epoch) throw reject(UntrustedShareReason.wrongEpoch);
+    let sealed: Uint8Array;
+    let root: Uint8Array | null;
+    let signatureOk: boolean;
+    try {
+      sealed = fromBase64Url(reply.sealedShare);
+      root = rootFromProof(shareLeaf(this.#identity.principal, sealed), reply.index, reply.leafCount, reply.proof.map(fromBase64Url));
+      if (root === null) throw reject(UntrustedShareReason.badProof);
+      const statement = epochStatementBytes({ roomId, epoch, distributor: reply.distributor, leafCount: reply.leafCount, root });
+      signatureOk = verifySignature(publicKeyFromPrincipal(reply.distributor), statement, fromBase64Url(reply.signature));
+    } catch (err) {
+      throw err instanceof UntrustedShareError ? err : reject(UntrustedShareReason.badProof, err);
+    }
+    if (!signatureOk) throw reject(UntrustedShareReason.badSignature);
+    // The signature proves who made the set; only an owner may make one, or
+    // the server (which can sign as nobody) could still pass off a member's
+    // or its own admin's set. Admins are not visible to members, so only
+    // owners are accepted here (contracts/specs/room-keys.md).
+    const members = await this.#roomMembers(roomId);
+    if (!members.some((m) => m.principal === reply.distributor && m.role === "owner")) throw reject(UntrustedShareReason.distributorNotOwner);
+    let key: Uint8Array;
+    try {
+      key = openSealed(this.#identity.agreementSecretKey, sealed);
+    } catch (err) {
+      throw reject(UntrustedShareReason.unopenable, err);
+    }
+    if (key.byteLength !== ShareSetFormat.roomKeyBytes) throw reject(UntrustedShareReason.unopenable);
+    let epochs = this.#keys.get(roomId);
+    if (epochs === undefined) {
+      epochs = new Map();
+      this.#keys.set(roomId, epochs);
+    }
+    epochs.set(epoch, key);
+    return key;
+  }
+}

@@ -1,0 +1,219 @@
+import { ErrorCode, UnibusError, roomMembershipSubject } from "@unibus/contracts";
+import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealTo, toBase64Url, verifySignature } from "@unibus/crypto";
+import type { SigningKey } from "@unibus/crypto";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import type { KeysPublishEpochRequest, MembershipRoomsGetReply } from "@unibus/contracts";
+import type { KeysApi } from "./api.js";
+import { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleRoot, principalsHash, shareLeaf } from "./share-set.js";
+
+/** What a rekey needs from a client: its principal, signing key, keys API. */
+export interface RekeyClient {
+  readonly principal: string;
+  readonly keys: KeysApi;
+}
+
+/** Outcome of {@link rekeyRoom}. */
+export interface RekeyResult {
+  /** The room's newest epoch afterwards. */
+  epoch: number;
+  /** True if this call's share set was stored; false if a concurrent rekey for the same membership won. */
+  published: boolean;
+  /** Members that got no share (no verified agreement key). */
+  withoutShare: string[];
+}
+
+/** Rounds before a rekey gives up: each lost round means the membership or epoch moved meanwhile. */
+const REKEY_ROUNDS = 5;
+
+/** Agreement-key bindings already verified, by `principal|key|signature`; verification is the dominant per-member cost. */
+const verifiedBindings = new Set<string>();
+
+function byteOrder(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The agreement key of a member, or undefined if it registered none or its binding is not its own signature. */
+function verifiedAgreementKey(m: { principal: string; agreementKey?: string; signature?: string }): Uint8Array | undefined {
+  if (m.agreementKey === undefined || m.signature === undefined) return undefined;
+  const id = `${m.principal}|${m.agreementKey}|${m.signature}`;
+  try {
+    const key = fromBase64Url(m.agreementKey);
+    if (verifiedBindings.has(id)) return key;
+    // A key the server substituted would let it open this member's share.
+    if (!verifySignature(publicKeyFromPrincipal(m.principal), agreementKeyStatementBytes(m.principal, key), fromBase64Url(m.signature))) return undefined;
+    verifiedBindings.add(id);
+    return key;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A room key drawn in advance, sealed to the members known then; its shares have never left this process. */
+interface PreparedEpoch {
+  roomKey: Uint8Array;
+  /** principal → the agreement key sealed to (base64url) and the sealed share. */
+  sealed: Map<string, { agreementKey: string; sealed: Uint8Array }>;
+}
+
+/** Prepared keys per client and room. A key is taken out BEFORE any of its shares are sent, so it is never used twice. */
+const preparedEpochs = new WeakMap<RekeyClient, Map<string, PreparedEpoch>>();
+
+/** Seals in slices, yielding between them, so preparing a 1,000-member epoch does not stall the event loop. */
+const PREPARE_SLICE = 64;
+
+/**
+ * Draws the room key of `roomId`'s next epoch now and seals it to the
+ * current members' verified agreement keys, so the next {@link rekeyRoom}
+ * (after a removal, typically) only signs and publishes: sealing is most of
+ * a large room's rekey. The key stays in this process until a rekey takes
+ * it; a rekey never reuses a key whose shares were already sent (a failed
+ * publish may have carried a share for a member removed meanwhile).
+ */
+export async function prepareNextEpoch(client: RekeyClient, roomId: string): Promise<void> {
+  const { members } = await client.keys.agreementKeys(roomId);
+  const roomKey = randomBytes(ShareSetFormat.roomKeyBytes);
+  const sealed: PreparedEpoch["sealed"] = new Map();
+  for (let i = 0; i < members.length; i += PREPARE_SLICE) {
+    for (const m of members.slice(i, i + PREPARE_SLICE)) {
+      const agreementKey = verifiedAgreementKey(m);
+      if (agreementKey !== undefined) sealed.set(m.principal, { agreementKey: m.agreementKey!, sealed: sealTo(agreementKey, roomKey) });
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  let rooms = preparedEpochs.get(client);
+  if (rooms === undefined) {
+    rooms = new Map();
+    preparedEpochs.set(client, rooms);
+  }
+  rooms.get(roomId)?.roomKey.fill(0);
+  rooms.set(roomId, { roomKey, sealed });
+}
+
+/** Takes (and forgets) the prepared epoch of `roomId`, if any. */
+function takePrepared(client: RekeyClient, roomId: string): PreparedEpoch | undefined {
+  const rooms = preparedEpochs.get(client);
+  const prepared = rooms?.get(roomId);
+  rooms?.delete(roomId);
+  return prepared;
+}
+
+/**
+ * Starts a new epoch of `roomId`: a fresh random 32-byte room key, sealed to
+ * every current member's verified agreement key, the whole set signed once,
+ * published with compare-and-set on the epoch number. On a lost race (409)
+ * it reads the winner: if the winner covers the same members it is done,
+ * otherwise it tries again with the new membership. Only owners and admins
+ * may publish (403 otherwise).
+ */
+export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roomId: string): Promise<RekeyResult> {
+  if (signingKey.principal !== client.principal) throw new TypeError("rekeyRoom: signing key is not the client's");
+  let lastError: unknown;
+  for (let round = 0; round < REKEY_ROUNDS; round++) {
+    const [{ epochs }, { members }] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId)]);
+    const epoch = (epochs.at(-1) ?? 0) + 1;
+    const sorted = [...members].sort((a, b) => byteOrder(a.principal, b.principal));
+    // Taken out before anything is sent: whatever happens to this publish, the key is never offered again.
+    const prepared = takePrepared(client, roomId);
+    const roomKey = prepared?.roomKey ?? randomBytes(ShareSetFormat.roomKeyBytes);
+    const withoutShare: string[] = [];
+    const shares = sorted.map((m) => {
+      const agreementKey = verifiedAgreementKey(m);
+      if (agreementKey === undefined) {
+        withoutShare.push(m.principal);
+        return { principal: m.principal, sealed: undefined };
+      }
+      const early = prepared?.sealed.get(m.principal);
+      return { principal: m.principal, sealed: early !== undefined && early.agreementKey === m.agreementKey ? early.sealed : sealTo(agreementKey, roomKey) };
+    });
+    roomKey.fill(0);
+    const root = merkleRoot(shares.map((s) => shareLeaf(s.principal, s.sealed)));
+    const signature = signingKey.sign(epochStatementBytes({ roomId, epoch, distributor: client.principal, leafCount: shares.length, root }));
+    try {
+      await client.keys.publishEpoch({
+        roomId,
+        epoch,
+        shares: shares.map((s) => (s.sealed === undefined ? { principal: s.principal } : { principal: s.principal, sealedShare: toBase64Url(s.sealed) })) as KeysPublishEpochRequest["shares"],
+        signature: toBase64Url(signature),
+      });
+      return { epoch, published: true, withoutShare };
+    } catch (err) {
+      if (!(err instanceof UnibusError) || err.code !== ErrorCode.Conflict) throw err;
+      lastError = err;
+      const after = await client.keys.epochs(roomId);
+      const wanted = toBase64Url(principalsHash(sorted.map((m) => m.principal)));
+      if (after.current !== undefined && after.current.epoch >= epoch && after.current.principalsHash === wanted) {
+        return { epoch: after.current.epoch, published: false, withoutShare };
+      }
+    }
+  }
+  throw new UnibusError(ErrorCode.Unavailable, "rekey_contended", "the room's epoch or membership kept changing; rekey again later", { cause: lastError });
+}
+
+/** Options of {@link autoRekey}. */
+export interface AutoRekeyOptions {
+  /** Upper bound of the random delay before reacting, so several owners do not all rekey at once. Default 500 ms. */
+  jitterMs?: number;
+  /** Called with the outcome of each rekey attempt (errors included); for logs and tests. */
+  onRekey?: (outcome: RekeyResult | Error) => void;
+}
+
+/** A running {@link autoRekey}. */
+export interface AutoRekey {
+  /** Stops listening; a rekey already under way completes. */
+  stop(): void;
+}
+
+/** What auto-rekey needs from a client. */
+export interface AutoRekeyClient extends RekeyClient {
+  readonly nc: NatsConnection;
+  readonly rooms: { get(roomId: string): Promise<MembershipRoomsGetReply> };
+}
+
+/**
+ * Rekeys `roomId` after every membership change the membership service
+ * announces on `unibus.room.<roomId>.membership`, when this client is an
+ * owner. Events are hints (any member can publish there): each one only
+ * makes the owner compare the newest epoch's members with the current ones
+ * and rekey if they differ, so a forged event costs a check, never a wrong
+ * key. Events during a run coalesce into one more check.
+ */
+export function autoRekey(client: AutoRekeyClient, signingKey: SigningKey, roomId: string, opts: AutoRekeyOptions = {}): AutoRekey {
+  const jitterMs = opts.jitterMs ?? 500;
+  let running = false;
+  let again = false;
+  let stopped = false;
+  const check = async (): Promise<void> => {
+    const { members } = await client.rooms.get(roomId);
+    if (!members.some((m) => m.principal === client.principal && m.role === "owner")) return;
+    const [{ current }, ak] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId)]);
+    const now = toBase64Url(principalsHash(ak.members.map((m) => m.principal).sort(byteOrder)));
+    if (current?.principalsHash === now) return;
+    opts.onRekey?.(await rekeyRoom(client, signingKey, roomId));
+    // The next change (a removal, most urgently) then only signs and publishes.
+    await prepareNextEpoch(client, roomId);
+  };
+  const run = async (): Promise<void> => {
+    if (running) {
+      again = true;
+      return;
+    }
+    running = true;
+    try {
+      do {
+        again = false;
+        await new Promise((r) => setTimeout(r, Math.random() * jitterMs));
+        if (stopped) return;
+        await check().catch((err: unknown) => opts.onRekey?.(err instanceof Error ? err : new Error(String(err))));
+      } while (again && !stopped);
+    } finally {
+      running = false;
+    }
+  };
+  const sub: Subscription = client.nc.subscribe(roomMembershipSubject(roomId), { callback: () => void run() });
+  return {
+    stop() {
+      stopped = true;
+      sub.unsubscribe();
+    },
+  };
+}

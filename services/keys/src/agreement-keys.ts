@@ -1,0 +1,73 @@
+import type { KV } from "@nats-io/kv";
+import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
+import { fromBase64Url, verifySignature } from "@unibus/crypto";
+import { Access, endpoint } from "@unibus/kit";
+import type { EndpointSpec } from "@unibus/kit";
+import { agreementKeyStatementBytes } from "@unibus/sdk";
+import { activeUser, currentMembers, requireMember } from "./access.js";
+import type { MembershipView } from "./access.js";
+import { readJson, unavailable } from "./records.js";
+import type { AgreementKeyRecord } from "./records.js";
+import type { AgreementKeyDirectory } from "./agreement-directory.js";
+
+/** What the agreement-key endpoints work on. */
+export interface AgreementKeyDeps {
+  agreementKeys: KV;
+  /** The bucket in memory; without it every listing reads the bucket. */
+  agreementDirectory?: AgreementKeyDirectory;
+  membership: MembershipView;
+}
+
+/** `keys.register_agreement_key` and `keys.agreement_keys`. */
+export function agreementKeyEndpoints(deps: AgreementKeyDeps): Record<string, EndpointSpec> {
+  return {
+    register_agreement_key: endpoint({
+      subject: Subjects.keys.registerAgreementKey,
+      request: "keys.register_agreement_key.request",
+      reply: "keys.register_agreement_key.reply",
+      mutates: true,
+      access: Access.Signed,
+      async handler(req, caller, ctx) {
+        const user = activeUser(caller);
+        const agreementKey = fromBase64Url(req.agreementKey);
+        // Stored only if the principal itself signed the binding: clients
+        // verify it again, so a key the server (or anyone) substituted is
+        // useless; checking here keeps garbage out of the bucket.
+        if (agreementKey.byteLength !== 32 || !verifySignature(user.publicKey, agreementKeyStatementBytes(user.principal, agreementKey), fromBase64Url(req.signature))) {
+          throw new UnibusError(ErrorCode.BadRequest, "invalid_agreement_key_signature", "the agreement key binding is not signed by the caller");
+        }
+        const record: AgreementKeyRecord = { principal: user.principal, agreementKey: req.agreementKey, signature: req.signature };
+        let revision: number;
+        try {
+          revision = await deps.agreementKeys.put(user.principal, JSON.stringify(record));
+        } catch (err) {
+          throw unavailable(err);
+        }
+        deps.agreementDirectory?.remember(record);
+        ctx.logger.info({ revision }, "agreement key registered");
+        return { principal: user.principal, agreementKey: req.agreementKey, revision };
+      },
+    }),
+    agreement_keys: endpoint({
+      subject: Subjects.keys.agreementKeys,
+      request: "keys.agreement_keys.request",
+      reply: "keys.agreement_keys.reply",
+      mutates: false,
+      access: Access.Signed,
+      async handler(req, caller) {
+        const user = activeUser(caller);
+        if (user.role !== "admin") await requireMember(deps.membership, req.roomId, user.principal);
+        const principals = await currentMembers(deps.membership, req.roomId);
+        // From memory when watched; else parallel gets, pipelined on one connection.
+        const records = deps.agreementDirectory === undefined ? await Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(deps.agreementKeys, p))) : await deps.agreementDirectory.lookup(principals);
+        return {
+          roomId: req.roomId,
+          members: principals.map((principal, i) => {
+            const r = records[i];
+            return r == null ? { principal } : { principal, agreementKey: r.agreementKey, signature: r.signature };
+          }),
+        };
+      },
+    }),
+  };
+}

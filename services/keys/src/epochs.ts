@@ -1,0 +1,158 @@
+import type { KV } from "@nats-io/kv";
+import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
+import { SealedBox, fromBase64Url, isPrincipal, toBase64Url, verifySignature } from "@unibus/crypto";
+import { Access, endpoint } from "@unibus/kit";
+import type { EndpointSpec, HandlerContext } from "@unibus/kit";
+import { ShareSetFormat, epochStatementBytes, merkleProof, merkleRoot, principalsHash, shareLeaf } from "@unibus/sdk";
+import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "./access.js";
+import type { MembershipView } from "./access.js";
+import { epochKey, isRevisionConflict, listKeys, readJson, unavailable } from "./records.js";
+import type { EpochRecord, ShareEntry } from "./records.js";
+
+/**
+ * Largest `publish_epoch` body: ~195 B per member as JSON, so about 5,000
+ * members. Below the server's default max_payload (1 MiB) with room for the
+ * envelope headers, which count against the same limit.
+ */
+export const PUBLISH_EPOCH_MAX_BYTES = 1_000_000;
+
+/** Exact length of a sealed 32-byte room key. */
+const SEALED_SHARE_BYTES = SealedBox.overhead + ShareSetFormat.roomKeyBytes;
+
+/** What the epoch endpoints work on. */
+export interface EpochDeps {
+  roomKeys: KV;
+  membership: MembershipView;
+}
+
+function badRequest(reason: string, message: string, path?: string): UnibusError {
+  return new UnibusError(ErrorCode.BadRequest, reason === "schema_violation" ? ErrorReason.SchemaViolation : reason, message, path === undefined ? {} : { details: { path } });
+}
+
+/** The room's epochs, ascending. */
+async function listEpochs(roomKeys: KV, roomId: string): Promise<number[]> {
+  const prefix = `${roomId}.`;
+  return (await listKeys(roomKeys, `${roomId}.*`)).map((k) => Number(k.slice(prefix.length))).filter((n) => Number.isSafeInteger(n) && n > 0).sort((a, b) => a - b);
+}
+
+function leavesOf(shares: readonly ShareEntry[]): Uint8Array[] {
+  return shares.map((s) => shareLeaf(s.principal, s.sealedShare === undefined ? undefined : fromBase64Url(s.sealedShare)));
+}
+
+/** Checks the share list's form: valid principals, strictly ascending (so unique), well-formed sealed boxes. */
+function checkShares(shares: readonly ShareEntry[]): void {
+  let previous = "";
+  shares.forEach((s, i) => {
+    if (!isPrincipal(s.principal)) throw badRequest("schema_violation", "principal is not a valid user nkey", `/shares/${i}/principal`);
+    if (compareAscii(s.principal, previous) <= 0) throw badRequest("shares_not_sorted", "shares must be sorted by principal without duplicates", `/shares/${i}/principal`);
+    previous = s.principal;
+    if (s.sealedShare !== undefined && fromBase64Url(s.sealedShare).byteLength !== SEALED_SHARE_BYTES) {
+      throw badRequest("invalid_sealed_share", `a sealed share must be ${SEALED_SHARE_BYTES} bytes`, `/shares/${i}/sealedShare`);
+    }
+  });
+}
+
+/** `keys.publish_epoch`, `keys.get_share`, `keys.epochs`. */
+export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
+  const { roomKeys, membership } = deps;
+  const iso = (ctx: HandlerContext): string => new Date(ctx.now()).toISOString();
+
+  return {
+    publish_epoch: endpoint({
+      subject: Subjects.keys.publishEpoch,
+      request: "keys.publish_epoch.request",
+      reply: "keys.publish_epoch.reply",
+      mutates: true,
+      access: Access.Signed,
+      maxPayloadBytes: PUBLISH_EPOCH_MAX_BYTES,
+      async handler(req, caller, ctx) {
+        const user = activeUser(caller);
+        // Only owners (and active admins) may start an epoch: a member that
+        // could would hand out a key of its choosing, e.g. to keep reading
+        // after it is removed.
+        const role = await roomRole(membership, req.roomId, user.principal);
+        if (role !== "owner" && user.role !== "admin") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only room owners and admins may publish an epoch");
+        const shares: ShareEntry[] = req.shares;
+        checkShares(shares);
+        const members = await currentMembers(membership, req.roomId);
+        if (members.length === 0) throw new UnibusError(ErrorCode.NotFound, "room_not_found", "no such room");
+        // The set must be the membership exactly: a missing member is a
+        // denial of service, an extra one (a removed member) a leak.
+        if (members.length !== shares.length || members.some((p, i) => shares[i]!.principal !== p)) {
+          throw new UnibusError(ErrorCode.Conflict, "member_set_mismatch", "the share set does not match the room's current members; re-read and retry");
+        }
+        const root = merkleRoot(leavesOf(shares));
+        const statement = epochStatementBytes({ roomId: req.roomId, epoch: req.epoch, distributor: user.principal, leafCount: shares.length, root });
+        if (!verifySignature(user.publicKey, statement, fromBase64Url(req.signature))) {
+          throw badRequest("invalid_epoch_signature", "the share set is not signed by the caller");
+        }
+        const epochs = await listEpochs(roomKeys, req.roomId);
+        const current = epochs.at(-1) ?? 0;
+        const conflict = (): UnibusError =>
+          new UnibusError(ErrorCode.Conflict, "epoch_conflict", `epoch must be the current epoch + 1; another rekey may have won`);
+        if (req.epoch !== current + 1) throw conflict();
+        const record: EpochRecord = { roomId: req.roomId, epoch: req.epoch, distributor: user.principal, signature: req.signature, shares, createdAt: iso(ctx) };
+        let revision: number;
+        try {
+          // create = compare-and-set on "absent": of two concurrent rekeys to
+          // the same epoch exactly one is stored, the other gets 409.
+          revision = await roomKeys.create(epochKey(req.roomId, req.epoch), JSON.stringify(record));
+        } catch (err) {
+          if (isRevisionConflict(err)) throw conflict();
+          throw unavailable(err);
+        }
+        ctx.logger.info({ room: req.roomId, epoch: req.epoch, shares: shares.length, revision }, "epoch published");
+        return { roomId: req.roomId, epoch: req.epoch, shares: shares.length, revision };
+      },
+    }),
+    get_share: endpoint({
+      subject: Subjects.keys.getShare,
+      request: "keys.get_share.request",
+      reply: "keys.get_share.reply",
+      mutates: false,
+      access: Access.Signed,
+      async handler(req, caller) {
+        const user = activeUser(caller);
+        // A former member gets nothing, not even which epochs exist.
+        await requireMember(membership, req.roomId, user.principal);
+        const epoch = req.epoch ?? (await listEpochs(roomKeys, req.roomId)).at(-1);
+        const record = epoch === undefined ? null : await readJson<EpochRecord>(roomKeys, epochKey(req.roomId, epoch));
+        if (record === null) throw new UnibusError(ErrorCode.NotFound, "epoch_not_found", "no such epoch");
+        const index = record.shares.findIndex((s) => s.principal === user.principal);
+        const share = record.shares[index];
+        if (share?.sealedShare === undefined) throw new UnibusError(ErrorCode.NotFound, "no_share", "no share of this epoch for the caller");
+        return {
+          roomId: record.roomId,
+          epoch: record.epoch,
+          distributor: record.distributor,
+          signature: record.signature,
+          leafCount: record.shares.length,
+          index,
+          sealedShare: share.sealedShare,
+          proof: merkleProof(leavesOf(record.shares), index).map(toBase64Url),
+          createdAt: record.createdAt,
+        };
+      },
+    }),
+    epochs: endpoint({
+      subject: Subjects.keys.epochs,
+      request: "keys.epochs.request",
+      reply: "keys.epochs.reply",
+      mutates: false,
+      access: Access.Signed,
+      async handler(req, caller) {
+        const user = activeUser(caller);
+        await requireMember(membership, req.roomId, user.principal);
+        const epochs = await listEpochs(roomKeys, req.roomId);
+        const last = epochs.at(-1);
+        const record = last === undefined ? null : await readJson<EpochRecord>(roomKeys, epochKey(req.roomId, last));
+        if (record === null) return { roomId: req.roomId, epochs };
+        return {
+          roomId: req.roomId,
+          epochs,
+          current: { epoch: record.epoch, distributor: record.distributor, createdAt: record.createdAt, principalsHash: toBase64Url(principalsHash(record.shares.map((s) => s.principal))) },
+        };
+      },
+    }),
+  };
+}

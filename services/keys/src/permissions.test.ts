@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { headers } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { calloutServerConfig } from "@unibus/auth-callout";
+import { serviceUserPermissions } from "@unibus/cli";
+import { Subjects, decodeReply, roomMembershipSubject } from "@unibus/contracts";
+import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, envelopeToHeaders, nkeyAuthenticator, randomBytes, signEnvelope } from "@unibus/crypto";
+import { MembershipBucket, createMembershipService } from "@unibus/membership";
+import type { RunningMembershipService } from "@unibus/membership";
+import { startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import { createKeysService } from "./service.js";
+import type { RunningKeysService } from "./service.js";
+
+// The services run under the exact server permissions `unibus up` writes:
+// keys reads membership's buckets but may not write them; membership may
+// announce changes on the rooms' membership subjects.
+const silent = pino({ level: "silent" });
+const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
+const calloutUser = SigningKey.generate();
+const membershipUser = SigningKey.generate();
+const keysUser = SigningKey.generate();
+const probeUser = SigningKey.generate();
+const bootKey = SigningKey.generate();
+const admin = createIdentity();
+
+let server: TestServer;
+let membership: RunningMembershipService;
+let keys: RunningKeysService;
+let probe: NatsConnection;
+let keysNc: NatsConnection;
+
+async function signedRequest<T>(subject: string, body: unknown, key: SigningKey): Promise<T> {
+  const data = new TextEncoder().encode(JSON.stringify(body));
+  const h = headers();
+  for (const [k, v] of Object.entries(envelopeToHeaders(signEnvelope(key, subject, data)))) h.set(k, v);
+  return decodeReply<T>(await probe.request(subject, data, { headers: h, timeout: 5_000 }));
+}
+
+beforeAll(async () => {
+  server = await startTestServer({
+    config: calloutServerConfig({
+      issuerAccountPublic: issuer.principal,
+      calloutUserPublic: calloutUser.principal,
+      serviceUsers: [
+        { service: "membership", nkey: membershipUser.principal, permissions: serviceUserPermissions("membership") },
+        { service: "keys", nkey: keysUser.principal, permissions: serviceUserPermissions("keys") },
+        // A stand-in for callout-authorized clients: requests and room subjects, nothing else.
+        { service: "probe", nkey: probeUser.principal, permissions: { publish: { allow: ["unibus.v1.>"] }, subscribe: { allow: ["_INBOX.>", "unibus.room.>"] } } },
+      ],
+    }),
+  });
+  const membershipNc = await server.connect({ authenticator: nkeyAuthenticator(membershipUser) });
+  membership = await createMembershipService(membershipNc, { logger: silent, bootstrapPrincipal: bootKey.principal });
+  keysNc = await server.connect({ authenticator: nkeyAuthenticator(keysUser) });
+  keys = await createKeysService(keysNc, { logger: silent });
+  probe = await server.connect({ authenticator: nkeyAuthenticator(probeUser) });
+  await signedRequest(Subjects.membership.adminBootstrap, { principal: admin.principal, handle: "root" }, bootKey);
+});
+
+afterAll(async () => {
+  await keys?.stop();
+  await membership?.stop();
+  await probe?.close();
+  await server?.stop();
+});
+
+it("under its server permissions the keys service reads room membership, and membership announces changes", async () => {
+  const { room } = await signedRequest<{ room: { id: string } }>(Subjects.membership.roomsCreate, { name: "perm", policy: { persist: false, encrypt: true } }, admin.signingKey);
+  const member = createIdentity();
+  await signedRequest(Subjects.membership.usersAdd, { principal: member.principal, handle: "m", role: "member" }, admin.signingKey);
+  const sub = probe.subscribe(roomMembershipSubject(room.id), { max: 1 });
+  await probe.flush();
+  await signedRequest(Subjects.membership.roomsInvite, { roomId: room.id, principal: member.principal }, admin.signingKey);
+  for await (const m of sub) expect(m.json()).toMatchObject({ roomId: room.id, principal: member.principal, change: "added" });
+  const reply = await signedRequest<{ members: { principal: string }[] }>(Subjects.keys.agreementKeys, { roomId: room.id }, admin.signingKey);
+  expect(reply.members.map((m) => m.principal).sort()).toEqual([admin.principal, member.principal].sort());
+});
+
+it("the keys service's connection cannot write the membership buckets", async () => {
+  const errors: string[] = [];
+  void (async () => {
+    for await (const s of keysNc.status()) if (s.type === "error") errors.push(s.error.name);
+  })();
+  keysNc.publish(`$KV.${MembershipBucket.members}.aaaaaaaaaaaa.${keysUser.principal}`, "{}");
+  await keysNc.flush();
+  await new Promise((r) => setTimeout(r, 300));
+  expect(errors).toContain("PermissionViolationError");
+});
