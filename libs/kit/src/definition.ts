@@ -43,6 +43,25 @@ export interface HandlerContext {
   readonly logger: Logger;
   /** The kit's clock, unix ms (tests inject one through {@link KitDeps.now}). */
   now(): number;
+  /** The raw payload of a {@link EndpointSpec.binary} request; empty for JSON endpoints. */
+  readonly payload: Uint8Array;
+}
+
+/**
+ * What a {@link EndpointSpec.binary} handler returns to send raw bytes after
+ * its JSON reply (built with {@link binaryReply}); the JSON part is still
+ * validated against the reply schema.
+ */
+export class BinaryReply<T = unknown> {
+  constructor(
+    readonly reply: T,
+    readonly payload: Uint8Array,
+  ) {}
+}
+
+/** A reply of a binary endpoint: `reply` (schema-checked JSON) followed by raw `payload`. */
+export function binaryReply<T>(reply: T, payload: Uint8Array): BinaryReply<T> {
+  return new BinaryReply(reply, payload);
 }
 
 /**
@@ -63,8 +82,15 @@ export interface EndpointSpec<TReq = unknown, TRep = unknown> {
   readonly access: Access;
   /** Largest accepted request body in bytes; default {@link DEFAULT_MAX_PAYLOAD_BYTES}. */
   readonly maxPayloadBytes?: number;
+  /**
+   * Request and reply bodies are binary frames (`encodeBinaryFrame` in
+   * contracts): JSON for the schema, then raw bytes in `ctx.payload`. The
+   * envelope signature covers the whole frame. Used for blob chunks, where
+   * base64 in JSON would cost a third more bytes and a copy each way.
+   */
+  readonly binary?: boolean;
   /** Business logic. Throw a `UnibusError` to send a coded error; anything else becomes a generic 500. */
-  handler(req: TReq, caller: Caller, ctx: HandlerContext): Promise<TRep>;
+  handler(req: TReq, caller: Caller, ctx: HandlerContext): Promise<TRep | BinaryReply<TRep>>;
 }
 
 /** A micro service: its identity and endpoints, keyed by micro endpoint name. */

@@ -1,10 +1,10 @@
-import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, UnibusError, decodeBinaryFrame, encodeBinaryFrame } from "@unibus/contracts";
 import type { ValidateFn } from "@unibus/contracts";
 import { envelopeFromHeaders, EnvelopeHeader, publicKeyFromPrincipal, verifyEnvelope } from "@unibus/crypto";
 import type { KV } from "@nats-io/kv";
 import { JetStreamApiError, JetStreamApiCodes } from "@nats-io/jetstream";
 import type { Logger } from "pino";
-import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
+import { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Caller, EndpointSpec, Role } from "./definition.js";
 import { ENVELOPE_WINDOW_MS } from "./buckets.js";
 
@@ -111,18 +111,30 @@ export async function runPipeline(p: EndpointPipeline, msg: IncomingRequest, tra
   if (msg.data.byteLength > limit) {
     throw new UnibusError(ErrorCode.PayloadTooLarge, ErrorReason.PayloadTooLarge, `request body exceeds ${limit} bytes`, { details: { limit } });
   }
-  const body = parseBody(msg.data);
+  let json = msg.data;
+  let payload: Uint8Array = new Uint8Array(0);
+  if (p.spec.binary === true) {
+    const frame = decodeBinaryFrame(msg.data);
+    if (frame === null) throw new UnibusError(ErrorCode.BadRequest, ErrorReason.MalformedJson, "request body is not a valid binary frame");
+    json = frame.json;
+    payload = frame.payload;
+  }
+  const body = parseBody(json);
   const checked = p.validateRequest(body);
   if (!checked.ok) {
     throw new UnibusError(ErrorCode.BadRequest, ErrorReason.SchemaViolation, `request field ${checked.path}: ${checked.message}`, { details: { path: checked.path } });
   }
   const caller: Caller = p.spec.access === Access.Public ? { anonymous: true } : await authenticate(p, msg, trace);
   const logger = trace.principal === undefined ? p.logger : p.logger.child({ principal: trace.principal });
-  const reply = await p.spec.handler(body, caller, { subject: msg.subject, logger, now: p.now });
+  const result = await p.spec.handler(body, caller, { subject: msg.subject, logger, now: p.now, payload });
+  const binary = result instanceof BinaryReply;
+  if (binary && p.spec.binary !== true) throw new Error(`endpoint ${p.name} returned a binary reply but is not binary`);
+  const reply: unknown = binary ? result.reply : result;
   const replyChecked = p.validateReply(reply);
   if (!replyChecked.ok) {
     // A reply outside its contract is a bug in the service, not in the request.
     throw new Error(`reply violates ${p.spec.reply} at ${replyChecked.path}: ${replyChecked.message}`);
   }
+  if (p.spec.binary === true) return encodeBinaryFrame(reply, binary ? result.payload : undefined);
   return new TextEncoder().encode(JSON.stringify(reply));
 }

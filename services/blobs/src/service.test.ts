@@ -1,28 +1,326 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { readdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { createHash } from "node:crypto";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { headers as natsHeaders } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
+import type { ObjectStore } from "@nats-io/obj";
 import { pino } from "pino";
+import { ErrorCode, ErrorReason, Subjects, UnibusError, decodeBinaryFrame, decodeReply, encodeBinaryFrame } from "@unibus/contracts";
+import type { BlobsPutBeginReply } from "@unibus/contracts";
+import { SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
+import type { RunningService } from "@unibus/kit";
+import { BlobIntegrityError, connect, getBlob, putBlob } from "@unibus/sdk";
+import type { UnibusClient } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { createBlobsService } from "./service.js";
 import packageJson from "../package.json" with { type: "json" };
+import { BLOB_CHUNK_BYTES, blobObjectName } from "./limits.js";
+import { createBlobsService } from "./service.js";
+
+const LIMIT = 256 * 1024;
+const ROOM = "roomalpha1";
+const OTHER_ROOM = "roombravo22";
+const MARKER = "PLAINTEXT-MARKER-7f3c9e1d-unibus-blob";
 
 let server: TestServer;
+let nc: NatsConnection;
+let running: RunningService;
+let members: KV;
+let store: ObjectStore;
+const alice = SigningKey.generate();
+const mallory = SigningKey.generate();
+let aliceClient: UnibusClient;
+let malloryClient: UnibusClient;
+
+function plaintext(bytes: number): Uint8Array {
+  // Repeating a marker makes a leaked plaintext chunk easy to find on disk.
+  const marker = new TextEncoder().encode(MARKER);
+  const out = new Uint8Array(bytes);
+  for (let i = 0; i < bytes; i++) out[i] = marker[i % marker.length] ?? 0;
+  return out;
+}
+
+async function roomObjects(roomId: string): Promise<string[]> {
+  return (await store.list()).filter((o) => o.name.startsWith(`${roomId}/`) && !o.deleted).map((o) => o.name);
+}
+
+async function chunkMessages(): Promise<number> {
+  const info = await (await jetstreamManager(nc)).streams.info("OBJ_blobs", { subjects_filter: "$O.blobs.C.>" });
+  return Object.values(info.state.subjects ?? {}).reduce((a, b) => a + b, 0);
+}
+
+async function errorOf(p: Promise<unknown>): Promise<UnibusError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (!(err instanceof UnibusError)) throw new Error(`expected a UnibusError, got ${String(err)}`);
+  return err;
+}
+
+/** A signed request with a raw body, for protocol-level tests the SDK never sends. */
+async function raw(subject: string, data: Uint8Array, opts: { key?: SigningKey; signed?: Uint8Array; unsigned?: boolean; envelope?: Record<string, string> } = {}) {
+  const h = natsHeaders();
+  const env = opts.envelope ?? envelopeToHeaders(signEnvelope(opts.key ?? alice, subject, opts.signed ?? data));
+  if (opts.unsigned !== true) for (const [n, v] of Object.entries(env)) h.set(n, v);
+  return { msg: await nc.request(subject, data, { headers: h, timeout: 5_000 }), env };
+}
+const json = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v));
+/** The JSON part of a binary endpoint's reply. */
+function frameReply(msg: { data: Uint8Array }): unknown {
+  const frame = decodeBinaryFrame(msg.data);
+  if (frame === null) throw new Error("reply is not a binary frame");
+  return JSON.parse(new TextDecoder().decode(frame.json));
+}
+function rawError(msg: { data: Uint8Array; headers?: { get(n: string): string } | undefined }): UnibusError {
+  try {
+    decodeReply(msg);
+  } catch (err) {
+    if (err instanceof UnibusError) return err;
+  }
+  throw new Error("expected an error reply");
+}
 
 beforeAll(async () => {
   server = await startTestServer({ jetstream: true });
+  nc = await server.connect();
+  members = await new Kvm(jetstream(nc)).create("members");
+  await members.put(`${ROOM}.${alice.principal}`, JSON.stringify({ roomId: ROOM, principal: alice.principal, role: "owner" }));
+  await members.put(`${OTHER_ROOM}.${mallory.principal}`, JSON.stringify({ roomId: OTHER_ROOM, principal: mallory.principal, role: "owner" }));
+  running = await createBlobsService(nc, { logger: pino({ level: "silent" }), maxBlobBytes: LIMIT, sessionIdleMs: 1_000 });
+  store = await new Objm(jetstream(nc)).open("blobs");
+  aliceClient = await connect({ url: server.url, identity: alice });
+  malloryClient = await connect({ url: server.url, identity: mallory });
 });
 
 afterAll(async () => {
+  await aliceClient?.close();
+  await malloryClient?.close();
+  await running?.stop();
   await server?.stop();
 });
 
 it("registers as the blobs micro service, visible in $SRV.INFO with its package version", async () => {
-  const nc = await server.connect();
-  const running = await createBlobsService(nc, { logger: pino({ level: "silent" }) });
-  try {
-    const info = (await nc.request("$SRV.INFO.blobs", undefined, { timeout: 5_000 })).json<Record<string, unknown>>();
-    expect(info).toMatchObject({ type: "io.nats.micro.v1.info_response", name: "blobs", version: packageJson.version, id: running.id });
-    expect(typeof info["description"]).toBe("string");
-  } finally {
-    await running.stop();
+  const info = (await nc.request("$SRV.INFO.blobs", undefined, { timeout: 5_000 })).json<Record<string, unknown>>();
+  expect(info).toMatchObject({ type: "io.nats.micro.v1.info_response", name: "blobs", version: packageJson.version, id: running.id });
+});
+
+describe("round trip", () => {
+  it("a member uploads a multi-chunk blob and reads it back byte for byte; the id is the SHA-256 of what is stored", async () => {
+    const data = plaintext(200 * 1024);
+    const progress: number[] = [];
+    const put = await putBlob(aliceClient, ROOM, data, { onProgress: (done) => progress.push(done) });
+    expect(put).toMatchObject({ created: true, size: data.byteLength + 4 * 16 });
+    expect(put.blobId).toMatch(/^[0-9a-f]{64}$/);
+    expect(progress.at(-1)).toBe(put.size);
+    expect(progress.length).toBe(4);
+    const stored = await store.getBlob(blobObjectName(ROOM, put.blobId));
+    expect(stored).not.toBeNull();
+    expect(createHash("sha256").update(stored ?? new Uint8Array()).digest("hex")).toBe(put.blobId);
+    const back = await getBlob(aliceClient, ROOM, put.blobId, put.key);
+    expect(Buffer.from(back).equals(Buffer.from(data))).toBe(true);
+  });
+
+  it("an empty blob and a blob of exactly one chunk round-trip too", async () => {
+    for (const size of [0, 64 * 1024]) {
+      const data = plaintext(size);
+      const put = await putBlob(aliceClient, ROOM, data);
+      expect(Buffer.from(await getBlob(aliceClient, ROOM, put.blobId, put.key)).equals(Buffer.from(data))).toBe(true);
+    }
+  });
+
+  it("a one-shot stream uploads like bytes", async () => {
+    const data = plaintext(70 * 1024);
+    async function* pieces() {
+      yield data.subarray(0, 1000);
+      yield data.subarray(1000);
+    }
+    const put = await putBlob(aliceClient, ROOM, pieces());
+    expect(Buffer.from(await getBlob(aliceClient, ROOM, put.blobId, put.key)).equals(Buffer.from(data))).toBe(true);
+  });
+
+  it("the object store never holds the plaintext: the JetStream store dir contains no marker bytes", async () => {
+    await putBlob(aliceClient, ROOM, plaintext(100 * 1024));
+    const needle = Buffer.from(MARKER);
+    const hits: string[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      for (const e of await readdir(dir, { withFileTypes: true })) {
+        const p = join(dir, e.name);
+        if (e.isDirectory()) await walk(p);
+        else if ((await readFile(p)).includes(needle)) hits.push(p);
+      }
+    };
+    await walk(server.dir);
+    expect(hits).toEqual([]);
+  });
+
+  it("a download with the wrong key is rejected as an integrity failure, yielding nothing", async () => {
+    const put = await putBlob(aliceClient, ROOM, plaintext(1000));
+    const wrong = Buffer.alloc(32, 7).toString("base64url");
+    await expect(getBlob(aliceClient, ROOM, put.blobId, wrong)).rejects.toBeInstanceOf(BlobIntegrityError);
+  });
+});
+
+describe("integrity", () => {
+  it("a chunk tampered on upload fails put.end with 400 hash_mismatch and nothing is stored", async () => {
+    const put = await putBlob(aliceClient, ROOM, plaintext(10));
+    const sealed = (await store.getBlob(blobObjectName(ROOM, put.blobId))) ?? new Uint8Array();
+    // Same declared id and size, one flipped bit, and a different room so no copy exists there yet.
+    await members.put(`roomcharlie.${alice.principal}`, "{}");
+    const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: "roomcharlie", blobId: put.blobId, size: sealed.byteLength }))).msg);
+    const tampered = sealed.slice();
+    tampered[3] = (tampered[3] ?? 0) ^ 1;
+    const chunkBefore = await chunkMessages();
+    const sent = await raw(`${Subjects.blobs.putChunk}.${begin.replica}`, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, tampered));
+    expect(frameReply(sent.msg)).toEqual({ received: sealed.byteLength });
+    const end = await raw(`${Subjects.blobs.putEnd}.${begin.replica}`, json({ uploadId: begin.uploadId }));
+    expect(rawError(end.msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: "hash_mismatch" });
+    expect(await roomObjects("roomcharlie")).toEqual([]);
+    expect(await chunkMessages()).toBe(chunkBefore - 0);
+  });
+
+  it("a chunk tampered in the store is detected by the downloading client", async () => {
+    const data = plaintext(150 * 1024);
+    const put = await putBlob(aliceClient, ROOM, data);
+    const name = blobObjectName(ROOM, put.blobId);
+    const sealed = (await store.getBlob(name)) ?? new Uint8Array();
+    const tampered = sealed.slice();
+    const at = BLOB_CHUNK_BYTES + 5;
+    tampered[at] = (tampered[at] ?? 0) ^ 0x80;
+    await store.putBlob({ name }, tampered);
+    const yielded: number[] = [];
+    const err = await (async () => {
+      const { streamBlob } = await import("@unibus/sdk");
+      for await (const part of streamBlob(aliceClient, ROOM, put.blobId, put.key)) yielded.push(part.byteLength);
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BlobIntegrityError);
+    // The first chunk was authentic; the tampered second one never reached the caller.
+    expect(yielded).toEqual([64 * 1024]);
+  });
+});
+
+describe("limits", () => {
+  it("a declared size over the limit is 413 at put.begin and nothing is stored", async () => {
+    const before = await roomObjects(ROOM);
+    const err = await errorOf(putBlob(aliceClient, ROOM, plaintext(LIMIT)));
+    expect(err).toMatchObject({ code: ErrorCode.PayloadTooLarge, reason: ErrorReason.PayloadTooLarge });
+    expect(await roomObjects(ROOM)).toEqual(before);
+  });
+
+  it("bytes beyond the declared size are 413, cancel the upload, and leave no chunks in the store", async () => {
+    const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "ab".repeat(32), size: 1000 }))).msg);
+    const chunkBefore = await chunkMessages();
+    const first = await raw(`${Subjects.blobs.putChunk}.${begin.replica}`, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(600)));
+    expect(frameReply(first.msg)).toEqual({ received: 600 });
+    const over = await raw(`${Subjects.blobs.putChunk}.${begin.replica}`, encodeBinaryFrame({ uploadId: begin.uploadId, index: 1 }, new Uint8Array(600)));
+    expect(rawError(over.msg)).toMatchObject({ code: ErrorCode.PayloadTooLarge });
+    const end = await raw(`${Subjects.blobs.putEnd}.${begin.replica}`, json({ uploadId: begin.uploadId }));
+    expect(rawError(end.msg)).toMatchObject({ code: ErrorCode.NotFound, reason: "upload_unknown" });
+    expect(await store.info(blobObjectName(ROOM, "ab".repeat(32)))).toBeNull();
+    expect(await chunkMessages()).toBeLessThanOrEqual(chunkBefore);
+  });
+
+  it("an upload abandoned mid-way is aborted after the idle time: no object, chunks purged", async () => {
+    const blobId = "cd".repeat(32);
+    const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId, size: BLOB_CHUNK_BYTES + 100 }))).msg);
+    const chunkBefore = await chunkMessages();
+    await raw(`${Subjects.blobs.putChunk}.${begin.replica}`, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(BLOB_CHUNK_BYTES)));
+    await new Promise((r) => setTimeout(r, 1_500));
+    const end = await raw(`${Subjects.blobs.putEnd}.${begin.replica}`, json({ uploadId: begin.uploadId }));
+    expect(rawError(end.msg)).toMatchObject({ code: ErrorCode.NotFound });
+    expect(await store.info(blobObjectName(ROOM, blobId))).toBeNull();
+    expect(await chunkMessages()).toBe(chunkBefore);
+  });
+});
+
+describe("room access", () => {
+  it("a non-member can neither upload to nor read from a room: 403", async () => {
+    const put = await putBlob(aliceClient, ROOM, plaintext(100));
+    expect(await errorOf(putBlob(malloryClient, ROOM, plaintext(100)))).toMatchObject({ code: ErrorCode.Forbidden });
+    expect(await errorOf(getBlob(malloryClient, ROOM, put.blobId, put.key))).toMatchObject({ code: ErrorCode.Forbidden });
+  });
+
+  it("a blob is scoped to its room: a member of another room cannot fetch it by id from there (404)", async () => {
+    const put = await putBlob(aliceClient, ROOM, plaintext(100));
+    expect(await errorOf(getBlob(malloryClient, OTHER_ROOM, put.blobId, put.key))).toMatchObject({ code: ErrorCode.NotFound, reason: "blob_not_found" });
+  });
+
+  it("another principal cannot send chunks into, or finish, someone else's upload", async () => {
+    const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "ef".repeat(32), size: 100 }))).msg);
+    const chunk = await raw(`${Subjects.blobs.putChunk}.${begin.replica}`, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(100)), { key: mallory });
+    expect(rawError(chunk.msg)).toMatchObject({ code: ErrorCode.NotFound, reason: "upload_unknown" });
+    const end = await raw(`${Subjects.blobs.putEnd}.${begin.replica}`, json({ uploadId: begin.uploadId }), { key: mallory });
+    expect(rawError(end.msg)).toMatchObject({ code: ErrorCode.NotFound, reason: "upload_unknown" });
+  });
+});
+
+describe("bad input", () => {
+  const replica = (): string => {
+    const info = running.service.info() as { metadata?: Record<string, string> };
+    return info.metadata?.["replica"] ?? "";
+  };
+  const subjects = (): Record<string, { subject: string; binary: boolean; valid: unknown }> => ({
+    put_begin: { subject: Subjects.blobs.putBegin, binary: false, valid: { roomId: ROOM, blobId: "12".repeat(32), size: 100 } },
+    put_chunk: { subject: `${Subjects.blobs.putChunk}.${replica()}`, binary: true, valid: { uploadId: "0".repeat(32), index: 0 } },
+    put_end: { subject: `${Subjects.blobs.putEnd}.${replica()}`, binary: false, valid: { uploadId: "0".repeat(32) } },
+    get_begin: { subject: Subjects.blobs.getBegin, binary: false, valid: { roomId: ROOM, blobId: "12".repeat(32) } },
+    get_chunk: { subject: `${Subjects.blobs.getChunk}.${replica()}`, binary: true, valid: { downloadId: "0".repeat(32), index: 0 } },
+  });
+  const body = (binary: boolean, v: unknown): Uint8Array => (binary ? encodeBinaryFrame(v, new Uint8Array(1)) : json(v));
+
+  for (const name of ["put_begin", "put_chunk", "put_end", "get_begin", "get_chunk"]) {
+    it(`${name}: malformed body, schema violation, oversize, missing and bad signature are rejected with a clear error`, async () => {
+      const s = subjects()[name];
+      if (s === undefined) throw new Error(name);
+      const objectsBefore = (await store.list()).length;
+      const malformed = s.binary ? new Uint8Array([0, 0, 0, 9, 1]) : new TextEncoder().encode("{nope");
+      expect(rawError((await raw(s.subject, malformed)).msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: ErrorReason.MalformedJson });
+      expect(rawError((await raw(s.subject, body(s.binary, { ...(s.valid as object), extra: 1 }))).msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: ErrorReason.SchemaViolation });
+      expect(rawError((await raw(s.subject, body(s.binary, { ...(s.valid as object), index: -1, size: 1, roomId: "UPPER" }))).msg)).toMatchObject({ code: ErrorCode.BadRequest });
+      const big = s.binary ? encodeBinaryFrame(s.valid, new Uint8Array(BLOB_CHUNK_BYTES + 2048)) : json({ ...(s.valid as object), pad: "x".repeat(70 * 1024) });
+      expect(rawError((await raw(s.subject, big)).msg)).toMatchObject({ code: ErrorCode.PayloadTooLarge });
+      expect(rawError((await raw(s.subject, body(s.binary, s.valid), { unsigned: true })).msg)).toMatchObject({ code: ErrorCode.Unauthorized, reason: ErrorReason.SignatureMissing });
+      expect(rawError((await raw(s.subject, body(s.binary, s.valid), { signed: json({ other: true }) })).msg)).toMatchObject({ code: ErrorCode.Unauthorized, reason: ErrorReason.SignatureInvalid });
+      expect((await store.list()).length).toBe(objectsBefore);
+    });
   }
+
+  it("put_begin: a replayed request is 401 nonce_replayed, and an impossible ciphertext size is 400", async () => {
+    const first = await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "34".repeat(32), size: 100 }));
+    expect(decodeReply<BlobsPutBeginReply>(first.msg).uploadId).toMatch(/^[0-9a-f]{32}$/);
+    const replay = await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "34".repeat(32), size: 100 }), { envelope: first.env });
+    expect(rawError(replay.msg)).toMatchObject({ code: ErrorCode.Unauthorized, reason: ErrorReason.NonceReplayed });
+    const odd = await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "34".repeat(32), size: BLOB_CHUNK_BYTES + 3 }));
+    expect(rawError(odd.msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: "size_mismatch" });
+  });
+
+  it("put_chunk: a replayed or out-of-order chunk is 400 and cancels the upload", async () => {
+    const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "56".repeat(32), size: 200 }))).msg);
+    const subject = `${Subjects.blobs.putChunk}.${begin.replica}`;
+    const first = await raw(subject, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(100)));
+    expect(frameReply(first.msg)).toEqual({ received: 100 });
+    const replay = await raw(subject, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(100)), { envelope: first.env });
+    expect(rawError(replay.msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: "chunk_out_of_order" });
+    const after = await raw(subject, encodeBinaryFrame({ uploadId: begin.uploadId, index: 1 }, new Uint8Array(100)));
+    expect(rawError(after.msg)).toMatchObject({ code: ErrorCode.NotFound, reason: "upload_unknown" });
+  });
+
+  it("put_end: short of the declared size is 400 size_mismatch with nothing stored; get_chunk out of order is 400", async () => {
+    const blobId = "78".repeat(32);
+    const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId, size: 200 }))).msg);
+    await raw(`${Subjects.blobs.putChunk}.${begin.replica}`, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(100)));
+    const end = await raw(`${Subjects.blobs.putEnd}.${begin.replica}`, json({ uploadId: begin.uploadId }));
+    expect(rawError(end.msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: "size_mismatch" });
+    expect(await store.info(blobObjectName(ROOM, blobId))).toBeNull();
+
+    const put = await putBlob(aliceClient, ROOM, plaintext(100));
+    const get = decodeReply<{ downloadId: string; replica: string }>((await raw(Subjects.blobs.getBegin, json({ roomId: ROOM, blobId: put.blobId }))).msg);
+    const skip = await raw(`${Subjects.blobs.getChunk}.${get.replica}`, encodeBinaryFrame({ downloadId: get.downloadId, index: 3 }));
+    expect(rawError(skip.msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: "chunk_out_of_order" });
+  });
 });

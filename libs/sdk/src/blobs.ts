@@ -1,0 +1,148 @@
+import { createHash } from "node:crypto";
+import type { BlobsGetBeginReply, BlobsGetChunkReply, BlobsPutBeginReply, BlobsPutChunkReply, BlobsPutEndReply } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, ServiceErrorCodeHeader, Subjects, UnibusError, decodeBinaryFrame, decodeReply, encodeBinaryFrame } from "@unibus/contracts";
+import type { UnibusClient } from "./client.js";
+import { BlobFormat, BlobIntegrityError, decodeBlobKey, decryptBlobChunks, encodeBlobKey, encryptBlobChunks, generateBlobKey } from "./blobs-format.js";
+
+/** Progress of a blob transfer, in ciphertext bytes. */
+export type BlobProgress = (done: number, total: number) => void;
+
+/**
+ * What {@link putBlob} reads: bytes in memory, a re-openable source (read
+ * twice: once to hash, once to send; a file fits), or a one-shot stream
+ * (its ciphertext is held in memory between the two passes).
+ */
+export type BlobInput = Uint8Array | { open(): AsyncIterable<Uint8Array> } | AsyncIterable<Uint8Array> | ReadableStream<Uint8Array>;
+
+/** Options of {@link putBlob}. */
+export interface PutBlobOptions {
+  /** Called after each chunk the service accepted. */
+  onProgress?: BlobProgress;
+  /** Per-request timeout in ms; defaults to the client's. */
+  timeoutMs?: number;
+}
+
+/** Options of {@link getBlob} and {@link streamBlob}. */
+export interface GetBlobOptions {
+  /** Called after each chunk received. */
+  onProgress?: BlobProgress;
+  /** Per-request timeout in ms; defaults to the client's. */
+  timeoutMs?: number;
+}
+
+/** A stored blob as its uploader shares it: the id and the key travel together inside an E2E room message. */
+export interface PutBlobResult {
+  /** Lowercase hex SHA-256 of the ciphertext. */
+  readonly blobId: string;
+  /** The per-blob key, base64url. Secret: share it only inside an encrypted room message. */
+  readonly key: string;
+  /** Ciphertext size in bytes. */
+  readonly size: number;
+  /** False when the same ciphertext was already stored in the room. */
+  readonly created: boolean;
+}
+
+async function* once(bytes: Uint8Array): AsyncGenerator<Uint8Array> {
+  await Promise.resolve();
+  yield bytes;
+}
+
+function sourceOf(input: BlobInput): { reopenable: boolean; open(): AsyncIterable<Uint8Array> } {
+  if (input instanceof Uint8Array) return { reopenable: true, open: () => once(input) };
+  if ("open" in input && typeof input.open === "function") return { reopenable: true, open: () => input.open() };
+  return { reopenable: false, open: () => input as AsyncIterable<Uint8Array> };
+}
+
+async function binaryRequest<T>(client: UnibusClient, subject: string, body: unknown, payload: Uint8Array | undefined, timeoutMs: number | undefined): Promise<{ reply: T; payload: Uint8Array }> {
+  const msg = await client.requestBytes(subject, encodeBinaryFrame(body, payload), timeoutMs === undefined ? {} : { timeoutMs });
+  const frame = msg.headers?.get(ServiceErrorCodeHeader) ? null : decodeBinaryFrame(msg.data);
+  // An error reply is plain JSON with micro error headers; decodeReply throws it.
+  if (frame === null) return { reply: decodeReply<T>(msg), payload: new Uint8Array(0) };
+  return { reply: decodeReply<T>({ data: frame.json, headers: msg.headers }), payload: frame.payload };
+}
+
+/**
+ * Encrypts `input` on this side with a fresh key and uploads the ciphertext
+ * to `roomId` (blobs service, contracts/specs/blobs.md). The service never
+ * sees the key or plaintext; it checks size and SHA-256 and commits the blob
+ * only when both match.
+ *
+ * @throws UnibusError 403 for a non-member, 413 over the service limit.
+ */
+export async function putBlob(client: UnibusClient, roomId: string, input: BlobInput, opts: PutBlobOptions = {}): Promise<PutBlobResult> {
+  const key = generateBlobKey();
+  try {
+    const source = sourceOf(input);
+    // Pass 1: the id is the hash of the ciphertext, and put.begin names it.
+    const hash = createHash("sha256");
+    let size = 0;
+    const held: Uint8Array[] = [];
+    for await (const chunk of encryptBlobChunks(key, source.open())) {
+      hash.update(chunk);
+      size += chunk.byteLength;
+      if (!source.reopenable) held.push(chunk);
+    }
+    const blobId = hash.digest("hex");
+    const begin = await client.request<BlobsPutBeginReply>(Subjects.blobs.putBegin, { roomId, blobId, size }, opts);
+    if (begin.chunkBytes < BlobFormat.cipherChunkBytes) throw new UnibusError(ErrorCode.Internal, ErrorReason.MalformedReply, "service chunk size is smaller than the blob format's");
+    const chunkSubject = `${Subjects.blobs.putChunk}.${begin.replica}`;
+    // Pass 2: the same key and derived nonces give the same ciphertext; a
+    // source that changed in between fails the service's hash check.
+    const sealed = source.reopenable ? encryptBlobChunks(key, source.open()) : held;
+    let index = 0;
+    let sent = 0;
+    for await (const chunk of sealed) {
+      await binaryRequest<BlobsPutChunkReply>(client, chunkSubject, { uploadId: begin.uploadId, index: index++ }, chunk, opts.timeoutMs);
+      sent += chunk.byteLength;
+      opts.onProgress?.(sent, size);
+    }
+    const end = await client.request<BlobsPutEndReply>(`${Subjects.blobs.putEnd}.${begin.replica}`, { uploadId: begin.uploadId }, opts);
+    return { blobId: end.blobId, key: encodeBlobKey(key), size: end.size, created: end.created };
+  } finally {
+    key.fill(0);
+  }
+}
+
+async function* sealedChunks(client: UnibusClient, roomId: string, blobId: string, begin: BlobsGetBeginReply, opts: GetBlobOptions): AsyncGenerator<Uint8Array> {
+  const subject = `${Subjects.blobs.getChunk}.${begin.replica}`;
+  let received = 0;
+  for (let index = 0; ; index++) {
+    const { reply, payload } = await binaryRequest<BlobsGetChunkReply>(client, subject, { downloadId: begin.downloadId, index }, undefined, opts.timeoutMs);
+    received += payload.byteLength;
+    if (reply.index !== index || received > begin.size) throw new BlobIntegrityError(`blob ${roomId}/${blobId}: chunk ${index} out of order or over size`);
+    opts.onProgress?.(received, begin.size);
+    yield payload;
+    if (reply.final) return;
+  }
+}
+
+/**
+ * Downloads and decrypts a blob chunk by chunk. Each chunk is authenticated
+ * before its plaintext is yielded; the ciphertext's SHA-256 is compared with
+ * `blobId` when the stream ends, so the content is verified only once the
+ * generator has finished without throwing.
+ *
+ * @throws BlobIntegrityError on a tampered, truncated or substituted blob.
+ */
+export async function* streamBlob(client: UnibusClient, roomId: string, blobId: string, key: string | Uint8Array, opts: GetBlobOptions = {}): AsyncGenerator<Uint8Array> {
+  const rawKey = decodeBlobKey(key);
+  const begin = await client.request<BlobsGetBeginReply>(Subjects.blobs.getBegin, { roomId, blobId }, opts);
+  yield* decryptBlobChunks(rawKey, blobId, begin.size, sealedChunks(client, roomId, blobId, begin, opts));
+}
+
+/** Downloads, verifies and decrypts a whole blob into memory; see {@link streamBlob}. */
+export async function getBlob(client: UnibusClient, roomId: string, blobId: string, key: string | Uint8Array, opts: GetBlobOptions = {}): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for await (const part of streamBlob(client, roomId, blobId, key, opts)) {
+    parts.push(part);
+    total += part.byteLength;
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
