@@ -1,0 +1,154 @@
+/**
+ * The compose stack's one-shot `init` (and `bootstrap`) container.
+ *
+ *   init       Provisions the state dir (UNIBUS_HOME, the `state` volume) with
+ *              the same code as `unibus up` (provisionHome), builds the server
+ *              config with the same builder (buildServerConfig +
+ *              calloutAuthorization: ONE config builder), and hands each
+ *              container only what it needs, each in its own volume:
+ *                /out/nats/      nats.conf + jetstream.key (read by nats-launch)
+ *                /out/svc-<name> identity.id (+ callout seeds / system.id) + env
+ *   bootstrap  Seeds admin #0 (idempotent), as `unibus up` does after start.
+ *
+ * Files are 0600 and dirs 0700, owned by the image's non-root user; nothing
+ * secret is printed. Re-running reuses everything (nothing is regenerated over
+ * existing state), so `docker compose up` is idempotent.
+ */
+import { copyFile, chmod, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import {
+  ALL_SERVICES,
+  JETSTREAM_KEY_ENV,
+  ServiceName,
+  buildServerConfig,
+  calloutAuthorization,
+  renderEnvFile,
+  resolveHome,
+} from "@unibus/cli";
+import type { HomeLayout } from "@unibus/cli";
+import { mergeNatsConfig, renderNatsConfig } from "@unibus/natsd";
+import type { NatsConfig } from "@unibus/natsd";
+import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "../../libs/cli/src/commands/admin.js";
+import { loadIdentityForCli } from "../../libs/cli/src/identity-file.js";
+import { ensurePrivateDir, serviceIdentityFile, writePrivateFile } from "../../libs/cli/src/home.js";
+import { provisionHome } from "../../libs/cli/src/up/provision.js";
+import type { ProvisionedHome } from "../../libs/cli/src/up/provision.js";
+
+/** Where init writes each container's share (volumes mounted by compose). */
+const OUT = process.env["UNIBUS_INIT_OUT"] ?? "/out";
+/** Where the nats container mounts its data volume. */
+const NATS_DATA_DIR = "/data";
+const CLIENT_PORT = 4222;
+const MONITOR_PORT = 8222;
+const CLUSTER_PORT = 6222;
+const BOOTSTRAP_WAIT_MS = 90_000;
+
+function say(line: string): void {
+  process.stdout.write(`[unibus init] ${line}\n`);
+}
+
+/** `UNIBUS_CLUSTER_NODES=nats-1,nats-2,nats-3`: one config per node with routes to the others. */
+function clusterNodes(): string[] {
+  return (process.env["UNIBUS_CLUSTER_NODES"] ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function serverConfig(state: ProvisionedHome, serverName: string, routes: readonly string[] | undefined): NatsConfig {
+  const base = buildServerConfig({
+    host: "0.0.0.0",
+    port: CLIENT_PORT,
+    // Loopback inside the nats container: only its healthcheck (nats-launch probe) reads it.
+    monitorPort: MONITOR_PORT,
+    jetstreamDir: NATS_DATA_DIR,
+    serverName,
+    authorization: calloutAuthorization({
+      calloutIssuerPublic: state.calloutIssuerPublic,
+      calloutXkeyPublic: state.calloutXkeyPublic,
+      services: new Map([...state.services].map(([name, id]) => [name, id.principal])),
+      systemPublic: state.system.principal,
+      bootstrapPublic: state.bootstrap.principal,
+    }),
+  });
+  if (routes === undefined) return base;
+  return mergeNatsConfig(base, {
+    cluster: { name: "unibus", listen: `0.0.0.0:${CLUSTER_PORT}`, routes: routes.map((h) => `nats-route://${h}:${CLUSTER_PORT}`) },
+  });
+}
+
+async function copyPrivate(from: string, to: string): Promise<void> {
+  await copyFile(from, to);
+  await chmod(to, 0o600);
+}
+
+/** Replaces a share dir's content: a share holds exactly what its container needs, nothing stale. */
+async function resetShare(dir: string): Promise<void> {
+  await ensurePrivateDir(dir);
+  for (const entry of await readdir(dir)) await rm(join(dir, entry), { recursive: true, force: true });
+}
+
+async function writeNatsShare(home: HomeLayout, state: ProvisionedHome): Promise<void> {
+  const nodes = clusterNodes();
+  const targets = nodes.length === 0 ? [{ dir: join(OUT, "nats"), name: "unibus-nats", routes: undefined }] : nodes.map((n) => ({ dir: join(OUT, n), name: n, routes: nodes.filter((o) => o !== n) }));
+  for (const t of targets) {
+    await resetShare(t.dir);
+    // The key file, not the key: nats-launch reads it into nats-server's environment (DESIGN §1.4).
+    await copyPrivate(home.jetstreamKeyFile, join(t.dir, "jetstream.key"));
+    await writePrivateFile(join(t.dir, "nats.conf"), renderNatsConfig(serverConfig(state, t.name, t.routes)));
+    say(`nats config for ${t.name}${t.routes ? ` (routes to ${t.routes.join(", ")})` : ""} in ${t.dir} (store ${NATS_DATA_DIR}, key via ${JETSTREAM_KEY_ENV})`);
+  }
+}
+
+async function writeServiceShares(home: HomeLayout, state: ProvisionedHome): Promise<void> {
+  for (const name of ALL_SERVICES) {
+    const dir = join(OUT, `svc-${name}`);
+    await resetShare(dir);
+    await copyPrivate(serviceIdentityFile(home, name), join(dir, "identity.id"));
+    // Not secret: what the service entry point puts in the environment besides paths.
+    const env: Record<string, string> = {};
+    if (name === ServiceName.authCallout) {
+      await copyPrivate(home.calloutIssuerSeedFile, join(dir, "callout-issuer.seed"));
+      await copyPrivate(home.calloutXkeySeedFile, join(dir, "callout-xkey.seed"));
+    }
+    if (name === ServiceName.membership) {
+      await copyPrivate(home.systemIdentityFile, join(dir, "system.id"));
+      env["UNIBUS_BOOTSTRAP_PRINCIPAL"] = state.bootstrap.principal;
+    }
+    await writePrivateFile(join(dir, "env"), renderEnvFile(env));
+  }
+  say(`service shares written for ${ALL_SERVICES.join(", ")}`);
+}
+
+async function init(): Promise<void> {
+  const home = resolveHome(process.env, process.cwd());
+  const state = await provisionHome(home, ALL_SERVICES);
+  say(`state dir ${home.root}`);
+  for (const line of state.created) say(`created ${line}`);
+  await writeNatsShare(home, state);
+  await writeServiceShares(home, state);
+  say(`admin #0 identity: ${home.adminIdentityFile} (copy it out with deploy/scripts/compose-admin.sh)`);
+}
+
+async function bootstrap(): Promise<void> {
+  // Reads the two identities only (the state volume is mounted read-only here).
+  const home = resolveHome(process.env, process.cwd());
+  const bootstrapIdentity = await loadIdentityForCli(home.bootstrapIdentityFile);
+  const admin = await loadIdentityForCli(home.adminIdentityFile);
+  const server = process.env["UNIBUS_URL"] ?? `nats://nats:${CLIENT_PORT}`;
+  const boot = await bootstrapAdmin({
+    settings: { server, identityPath: home.bootstrapIdentityFile, source: home.root },
+    bootstrapIdentity,
+    adminPrincipal: admin.principal,
+    handle: DEFAULT_ADMIN_HANDLE,
+    waitMs: BOOTSTRAP_WAIT_MS,
+  });
+  say(boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
+}
+
+const mode = process.argv[2] ?? "init";
+try {
+  if (mode === "init") await init();
+  else if (mode === "bootstrap") await bootstrap();
+  else throw new Error(`unknown mode ${mode} (init | bootstrap)`);
+} catch (err) {
+  process.stderr.write(`[unibus init] ${mode} failed: ${(err as Error).message}\n`);
+  process.exitCode = 1;
+}

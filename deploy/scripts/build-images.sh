@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# Builds the two local images offline (no registry: FROM scratch + files):
+#   unibus/nats-server:<version>    nats-server + nats-launch (static) + passwd
+#   unibus/node-services:<version>  node + its shared libs + the repo + runtime node_modules
+# <version> is the root package.json version (UNIBUS_IMAGE_TAG overrides).
+# The build context is assembled in a temp dir from the files git would track
+# (never .git, .unibus/, .tools/, .ci/reports, env files or any secret).
+# Both run as the non-root user unibus (uid/gid 10001). Prints image sizes.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+say() { printf '[build-images] %s\n' "$*"; }
+
+version=${UNIBUS_IMAGE_TAG:-$(node -p 'require("./package.json").version')}
+uid=10001
+node_bin=$(readlink -f "$(command -v node)")
+nats_bin=${NATS_SERVER_BIN:-$root/.tools/nats-server/bin/nats-server}
+if [ ! -x "$nats_bin" ]; then
+  say "no nats-server at $nats_bin: provisioning it (npm run nats-server)"
+  npm run --silent nats-server >/dev/null
+fi
+nats_version=$("$nats_bin" --version | awk '{print $2}')
+
+if ! command -v gcc >/dev/null 2>&1; then
+  say "gcc missing: installing gcc + libc6-dev (to build the static nats-launch)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev >/dev/null
+fi
+
+ctx=$(mktemp -d /tmp/unibus-image-ctx.XXXXXX)
+trap 'rm -rf "$ctx"' EXIT
+
+# The shared libraries `ldd` lists (with the dynamic loader), at their own paths.
+copy_libs() {
+  local bin=$1 dest=$2
+  ldd "$bin" 2>/dev/null | awk '/=> \// {print $3} /^[ \t]*\/lib/ {print $1}' | sort -u | while read -r lib; do
+    cp -L --parents "$lib" "$dest/"
+  done
+}
+
+# docker 20.10's legacy builder warns it is deprecated on every build: keep only real errors.
+build() {
+  local out
+  if ! out=$(docker build -q -t "$1" "$2" 2>&1); then
+    printf '%s\n' "$out" >&2
+    return 1
+  fi
+}
+
+passwd_files() {
+  local dest=$1
+  mkdir -p "$dest/etc"
+  printf 'root:x:0:0:root:/:/sbin/nologin\nunibus:x:%s:%s:unibus:/tmp:/sbin/nologin\n' "$uid" "$uid" >"$dest/etc/passwd"
+  printf 'root:x:0:\nunibus:x:%s:\n' "$uid" >"$dest/etc/group"
+}
+
+# ---- unibus/nats-server -----------------------------------------------------
+n="$ctx/nats"
+mkdir -p "$n/rootfs"
+passwd_files "$n/rootfs"
+install -m 0755 "$nats_bin" "$n/rootfs/nats-server"
+gcc -static -O2 -s -o "$n/rootfs/nats-launch" deploy/docker/nats-launch.c
+copy_libs "$nats_bin" "$n/rootfs"
+mkdir -p "$n/owned/data" "$n/owned/etc/unibus"
+chmod 0700 "$n/owned/data" "$n/owned/etc/unibus"
+cat >"$n/Dockerfile" <<DOCKERFILE
+FROM scratch
+COPY rootfs/ /
+COPY --chown=$uid:$uid owned/ /
+USER $uid:$uid
+EXPOSE 4222 6222
+LABEL org.opencontainers.image.title="unibus nats-server" org.opencontainers.image.version="$version" io.unibus.nats-server.version="$nats_version"
+ENTRYPOINT ["/nats-launch", "run"]
+CMD ["-c", "/etc/unibus/nats.conf"]
+HEALTHCHECK --interval=2s --timeout=3s --start-period=30s --retries=30 CMD ["/nats-launch", "probe", "8222", "/healthz?js-enabled-only=true"]
+DOCKERFILE
+say "building unibus/nats-server:$version (nats-server $nats_version)"
+build "unibus/nats-server:$version" "$n"
+
+# ---- unibus/node-services ---------------------------------------------------
+s="$ctx/node"
+mkdir -p "$s/rootfs/usr/local/bin" "$s/rootfs/tmp" "$s/app"
+chmod 1777 "$s/rootfs/tmp"
+passwd_files "$s/rootfs"
+install -m 0755 "$node_bin" "$s/rootfs/usr/local/bin/node"
+copy_libs "$node_bin" "$s/rootfs"
+# Source: what git tracks plus new files not ignored (so secrets and state never get in).
+git ls-files -z --cached --others --exclude-standard \
+  | grep -zv -E '^(\.ci/|\.git|bench/|docs/|test/containers/|.*\.test\.ts$)' \
+  | xargs -0 -I{} sh -c '[ -f "{}" ] && printf "%s\0" "{}"' \
+  | tar --null -T - -cf - | tar -xf - -C "$s/app"
+# Runtime node_modules: tsx stays (services run through it); build/lint/test tools go.
+tar -cf - \
+  --exclude='node_modules/typescript' --exclude='node_modules/eslint*' --exclude='node_modules/@eslint*' \
+  --exclude='node_modules/@typescript-eslint' --exclude='node_modules/typescript-eslint' \
+  --exclude='node_modules/vitest' --exclude='node_modules/@vitest' --exclude='node_modules/vite' \
+  --exclude='node_modules/rollup' --exclude='node_modules/@rollup' --exclude='node_modules/prettier' \
+  --exclude='node_modules/testcontainers' --exclude='node_modules/docker-compose' \
+  --exclude='node_modules/dockerode' --exclude='node_modules/docker-modem' --exclude='node_modules/@grpc' \
+  --exclude='node_modules/protobufjs' --exclude='node_modules/ssh2' --exclude='node_modules/cpu-features' \
+  --exclude='node_modules/json-schema-to-typescript' --exclude='node_modules/@types' --exclude='node_modules/lodash' \
+  --exclude='node_modules/.cache' --exclude='node_modules/@unibus/integration-tests' \
+  node_modules $(ls -d contracts/node_modules libs/*/node_modules services/*/node_modules 2>/dev/null) \
+  | tar -xf - -C "$s/app"
+# Mount points of the compose volumes, owned by unibus so a fresh named volume
+# takes this ownership (docker copies it on first mount).
+owned_dirs=(state state/data out run/unibus out/nats out/nats-1 out/nats-2 out/nats-3)
+for svc in auth-callout membership keys blobs healthz replica-gateway; do owned_dirs+=("out/svc-$svc"); done
+for d in "${owned_dirs[@]}"; do mkdir -p "$s/owned/$d" && chmod 0700 "$s/owned/$d"; done
+cat >"$s/Dockerfile" <<DOCKERFILE
+FROM scratch
+COPY rootfs/ /
+COPY app/ /app/
+COPY --chown=$uid:$uid owned/ /
+ENV NODE_ENV=production UNIBUS_HOME=/state
+WORKDIR /app
+USER $uid:$uid
+LABEL org.opencontainers.image.title="unibus services" org.opencontainers.image.version="$version" io.unibus.node.version="$(node --version)"
+ENTRYPOINT ["/usr/local/bin/node", "--import", "tsx", "deploy/docker/service-entry.ts"]
+HEALTHCHECK --interval=2s --timeout=3s --start-period=60s --retries=30 CMD ["/usr/local/bin/node", "deploy/docker/healthcheck.mjs"]
+DOCKERFILE
+say "building unibus/node-services:$version (node $(node --version))"
+build "unibus/node-services:$version" "$s"
+
+for image in "unibus/nats-server:$version" "unibus/node-services:$version"; do
+  size=$(docker image inspect -f '{{.Size}}' "$image")
+  say "$image: $((size / 1024 / 1024)) MiB"
+done

@@ -1,0 +1,119 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect as natsConnect } from "@nats-io/transport-node";
+import { createIdentity, nkeyAuthenticator } from "@unibus/crypto";
+import { connect } from "@unibus/sdk";
+import type { UnibusClient } from "@unibus/sdk";
+import { startComposeStack } from "./stack.js";
+import type { ComposeStack } from "./stack.js";
+
+const run = promisify(execFile);
+const SERVICES = ["auth-callout", "blobs", "healthz", "keys", "membership", "replica-gateway"];
+
+describe("the compose stack (docker-compose.yml) in real Docker", () => {
+  let stack: ComposeStack;
+  let admin: UnibusClient;
+  const clients: UnibusClient[] = [];
+
+  beforeAll(async () => {
+    stack = await startComposeStack({ project: "unibus-ct", replicas: { membership: 3, keys: 2 } });
+    process.stdout.write(`compose stack healthy in ${stack.secondsToHealthy.toFixed(1)} s\n`);
+    admin = await connect({ url: stack.url, identity: stack.admin });
+    clients.push(admin);
+  });
+
+  afterAll(async () => {
+    await Promise.allSettled(clients.map((c) => c.close()));
+    await stack?.stop();
+  });
+
+  it("every container runs as a non-root user", async () => {
+    const ids = (await run("docker", ["ps", "-q", "--filter", "label=com.docker.compose.project=unibus-ct"])).stdout.split("\n").filter(Boolean);
+    expect(ids.length).toBeGreaterThanOrEqual(9);
+    const { stdout } = await run("docker", ["inspect", "-f", "{{.Config.User}}", ...ids]);
+    for (const user of stdout.trim().split("\n")) expect(user).toBe("10001:10001");
+  });
+
+  it("$SRV.INFO from the host lists the six services, with membership x3 and keys x2 in one queue group each", async () => {
+    const nc = admin.nc;
+    const seen = new Map<string, number>();
+    // The admin may only receive replies under its own inbox prefix (DESIGN §4).
+    const inbox = nc.subscribe(`_INBOX.${stack.admin.principal}.srvinfo.${Date.now()}`);
+    // Scatter-gather: every instance answers $SRV.INFO on the same reply subject.
+    nc.publish("$SRV.INFO", undefined, { reply: inbox.getSubject() });
+    setTimeout(() => inbox.unsubscribe(), 2_000);
+    for await (const m of inbox) {
+      const info = m.json<{ name: string }>();
+      seen.set(info.name, (seen.get(info.name) ?? 0) + 1);
+    }
+    expect([...seen.keys()].sort()).toEqual(SERVICES);
+    expect(seen.get("membership")).toBe(3);
+    expect(seen.get("keys")).toBe(2);
+  });
+
+  it("a user added by the admin connects and uses a room over the published port", async () => {
+    const alice = createIdentity({ label: "alice" });
+    await admin.users.add(alice.principal, "alice", "member");
+    const { room } = await admin.rooms.create("ops", { persist: false, encrypt: true });
+    await admin.rooms.invite(room.id, alice.principal);
+    const client = await connect({ url: stack.url, identity: alice });
+    clients.push(client);
+    const subject = `unibus.room.${room.id}.x`;
+    const deadline = Date.now() + 10_000;
+    let got: string | undefined;
+    // The invite kicks alice's earlier sessions; retry until her permissions include the room.
+    while (got === undefined && Date.now() < deadline) {
+      const sub = client.nc.subscribe(subject, { max: 1, timeout: 500 });
+      await client.nc.flush().catch(() => undefined);
+      client.nc.publish(subject, "hello from the host");
+      try {
+        for await (const m of sub) got = m.string();
+      } catch {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+    expect(got).toBe("hello from the host");
+  });
+
+  it("an unknown key is denied at connect", async () => {
+    const stranger = createIdentity({ label: "stranger" });
+    await expect(
+      natsConnect({ servers: stack.url, reconnect: false, authenticator: nkeyAuthenticator(stranger.signingKey) }),
+    ).rejects.toThrow(/authoriz/i);
+  });
+
+  it("killing one membership replica of three while users.add flows loses no acknowledged request", async () => {
+    const [victim] = await stack.replicas("membership");
+    expect(victim).toBeDefined();
+    const acked: string[] = [];
+    let failed = 0;
+    let lastError = "";
+    let stop = false;
+    const worker = async (): Promise<void> => {
+      while (!stop) {
+        const id = createIdentity();
+        try {
+          await admin.users.add(id.principal, `u${acked.length}-${failed}-${id.principal.slice(1, 7)}`.toLowerCase(), "member");
+          acked.push(id.principal);
+        } catch (err) {
+          lastError = (err as Error).message;
+          // Not acknowledged (e.g. the replica died mid-request): the caller may retry; nothing is promised.
+          failed += 1;
+        }
+      }
+    };
+    const workers = Array.from({ length: 4 }, () => worker());
+    await new Promise((r) => setTimeout(r, 1_500));
+    const before = acked.length;
+    await run("docker", ["kill", "--signal", "KILL", victim as string]);
+    await new Promise((r) => setTimeout(r, 3_000));
+    stop = true;
+    await Promise.all(workers);
+    process.stdout.write(`users.add: ${acked.length} acknowledged (${before} before the kill), ${failed} not (last error: ${lastError || "none"})\n`);
+    expect(acked.length).toBeGreaterThan(before);
+    const listed = new Set((await admin.users.list()).users.map((u) => u.principal));
+    const missing = acked.filter((p) => !listed.has(p));
+    expect(missing).toEqual([]);
+  });
+});

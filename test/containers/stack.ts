@@ -1,0 +1,94 @@
+import { execFile } from "node:child_process";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { DockerComposeEnvironment, Wait } from "testcontainers";
+import type { StartedDockerComposeEnvironment } from "testcontainers";
+import { loadIdentityFile } from "@unibus/crypto";
+import type { Identity } from "@unibus/crypto";
+
+const run = promisify(execFile);
+const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+/** The compose stack (docker-compose.yml) started for a suite, with admin #0 copied to the host. */
+export interface ComposeStack {
+  readonly env: StartedDockerComposeEnvironment;
+  /** `nats://127.0.0.1:<published port>`. */
+  readonly url: string;
+  readonly admin: Identity;
+  /** Seconds from `compose up` to every container healthy. */
+  readonly secondsToHealthy: number;
+  /** Container ids of a service's replicas. */
+  replicas(service: string): Promise<string[]>;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once("error", reject);
+    srv.listen(0, "127.0.0.1", () => {
+      const addr = srv.address();
+      srv.close(() => (typeof addr === "object" && addr !== null ? resolve(addr.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+/** Starts the stack under its own project name (volumes included, removed by stop()). */
+export async function startComposeStack(opts: { project: string; replicas?: { membership?: number; keys?: number } }): Promise<ComposeStack> {
+  const port = await freePort();
+  const compose = (...args: string[]) => run("docker", ["compose", "-p", opts.project, "-f", join(REPO_ROOT, "docker-compose.yml"), ...args], { cwd: REPO_ROOT });
+  // A clean slate: volumes left by an interrupted run would hold another run's state.
+  await compose("down", "-v", "--remove-orphans").catch(() => undefined);
+  const t0 = Date.now();
+  const env = await new DockerComposeEnvironment(REPO_ROOT, "docker-compose.yml")
+    .withProjectName(opts.project)
+    .withEnvironment({
+      UNIBUS_DOCKER_PORT: String(port),
+      UNIBUS_MEMBERSHIP_REPLICAS: String(opts.replicas?.membership ?? 1),
+      UNIBUS_KEYS_REPLICAS: String(opts.replicas?.keys ?? 1),
+    })
+    .withDefaultWaitStrategy(Wait.forHealthCheck())
+    .withWaitStrategy("init-1", Wait.forOneShotStartup())
+    .withWaitStrategy("bootstrap-1", Wait.forOneShotStartup())
+    .withStartupTimeout(180_000)
+    .up()
+    .catch(async (err: unknown) => {
+      // Say which container failed and why before the stack goes away.
+      const ps = await compose("ps", "-a", "--format", "{{.Name}} {{.Status}}").catch(() => ({ stdout: "" }));
+      const logs = await compose("logs", "--no-color", "--tail", "15").catch(() => ({ stdout: "" }));
+      process.stderr.write(`compose stack failed to start:\n${ps.stdout}\n${logs.stdout}\n`);
+      await compose("down", "-v", "--remove-orphans").catch(() => undefined);
+      throw err;
+    });
+  const secondsToHealthy = (Date.now() - t0) / 1000;
+  const dir = await mkdtemp(join(tmpdir(), "unibus-ct-"));
+  try {
+    // Admin #0 from the state volume (the init container has it), as deploy/scripts/compose-admin.sh does.
+    const adminFile = join(dir, "admin.id");
+    await run("docker", ["cp", `${opts.project}-init-1:/state/admin.id`, adminFile]);
+    await chmod(adminFile, 0o600);
+    const admin = await loadIdentityFile(adminFile).catch(async (err: unknown) => {
+      await env.down({ removeVolumes: true });
+      throw err;
+    });
+    return {
+      env,
+      url: `nats://127.0.0.1:${port}`,
+      admin,
+      secondsToHealthy,
+      async replicas(service) {
+        const { stdout } = await run("docker", ["ps", "-q", "--filter", `label=com.docker.compose.project=${opts.project}`, "--filter", `label=com.docker.compose.service=${service}`]);
+        return stdout.split("\n").filter((l) => l !== "");
+      },
+      async stop() {
+        await env.down({ removeVolumes: true, timeout: 10_000 });
+      },
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
