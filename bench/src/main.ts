@@ -7,10 +7,13 @@
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
 import { runCalloutConnects } from "./callout-connects.js";
+import { runE2eThroughput } from "./e2e-throughput.js";
 import { runKitVsRaw } from "./kit-vs-raw.js";
+import { runRekey } from "./rekey.js";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 import { runRevokeKick } from "./revoke-kick.js";
+import { runScaling } from "./scaling.js";
 
 const args = process.argv.slice(2);
 const option = (name: string, fallback: number): number => {
@@ -42,11 +45,14 @@ const benches: Bench[] = [
     // Sequential, so the two callout servers never compete for the CPU.
     run: async () => [...(await runCalloutConnects({ seconds, concurrency: 32, xkey: false })), ...(await runCalloutConnects({ seconds, concurrency: 32, xkey: true }))],
   },
+  { id: "P3", about: "e2e room 1 KB messages (coalesced frames) vs raw pub/sub, separate processes; idle-room latency", run: () => runE2eThroughput({ seconds }) },
+  { id: "P4", about: "rekey of a 1,000-member room (seal 1,000 shares, sign once, one durable record) vs 1,000 sequential raw KV puts", run: () => runRekey({ members: 1_000 }) },
   {
     id: "P5",
     about: `users.revoke sent → victim disconnected vs a bare $SYS KICK of a plain connection; ${samples} samples each, interleaved`,
     run: () => runRevokeKick({ samples }),
   },
+  { id: "P7", about: "CPU-bound kit echo: 2 replica processes (one queue group) vs 1, same server, same run; 2 cores shared with nats-server and the client", run: () => runScaling({ seconds, inFlight: 64 }) },
 ];
 
 const picked = benches.filter((b) => filters.length === 0 || filters.some((f) => b.id.startsWith(f)));

@@ -20,7 +20,7 @@ describe("contracts", () => {
       if (service === "authCallout") continue;
       for (const [name, subject] of Object.entries(subjects)) {
         if (name === "all") expect(subject).toMatch(new RegExp(`^${SubjectPrefix.replace(".", "\\.")}\\.[a-z]+\\.>$`));
-        else expect(subject).toMatch(/^unibus\.v1\.[a-z]+(\.[a-z]+)+$/);
+        else expect(subject).toMatch(/^unibus\.v1\.[a-z]+(\.[a-z][a-z_]*)+$/);
       }
     }
     expect(Object.values(ServiceName)).toContain("replica-gateway");

@@ -6,7 +6,9 @@ export { schemas } from "./generated/schemas.js";
 export type * from "./generated/types.js";
 export { SchemaRegistry, createSchemaAjv } from "./validation.js";
 export type { JsonSchema, SchemaValidationResult, ValidateFn } from "./validation.js";
-export { RoomSubjectPrefix, ServiceName, SubjectPrefix, Subjects } from "./subjects.js";
+export { BINARY_FRAME_PREFIX_BYTES, decodeBinaryFrame, encodeBinaryFrame } from "./binary-frame.js";
+export type { BinaryFrame } from "./binary-frame.js";
+export { RoomSubjectPrefix, ServiceName, SubjectPrefix, Subjects, roomMembershipSubject } from "./subjects.js";
 export {
   ErrorCode,
   ErrorReason,

@@ -48,9 +48,27 @@ export const Subjects = {
   },
   keys: {
     all: "unibus.v1.keys.>",
+    /** Self-service: the caller registers its self-signed X25519 agreement key. */
+    registerAgreementKey: "unibus.v1.keys.register_agreement_key",
+    /** A room's current members with their agreement keys (what a distributor seals to). */
+    agreementKeys: "unibus.v1.keys.agreement_keys",
+    /** A new room-key epoch: sealed shares + one distributor signature (owners/admins). */
+    publishEpoch: "unibus.v1.keys.publish_epoch",
+    /** The caller's own sealed share of an epoch, with its Merkle proof. */
+    getShare: "unibus.v1.keys.get_share",
+    /** A room's epochs. */
+    epochs: "unibus.v1.keys.epochs",
   },
   blobs: {
     all: "unibus.v1.blobs.>",
+    putBegin: "unibus.v1.blobs.put.begin",
+    getBegin: "unibus.v1.blobs.get.begin",
+    /** Per-replica: chunks go to `<putChunk>.<replica>`, the replica holding the upload's stream. */
+    putChunk: "unibus.v1.blobs.put.chunk",
+    /** Per-replica: `<putEnd>.<replica>`. */
+    putEnd: "unibus.v1.blobs.put.end",
+    /** Per-replica: `<getChunk>.<replica>`. */
+    getChunk: "unibus.v1.blobs.get.chunk",
   },
   replicaGateway: {
     all: "unibus.v1.replica.>",
@@ -72,3 +90,13 @@ export type Subjects = typeof Subjects;
 export const RoomSubjectPrefix = "unibus.room" as const;
 /** The room prefix as a type. */
 export type RoomSubjectPrefix = typeof RoomSubjectPrefix;
+
+/**
+ * Where the membership service announces a change of `roomId`'s members
+ * (`{roomId, principal, change, revision}`), so owners' clients rekey. Inside
+ * the room's own subject space: only members (who may publish there too, so
+ * an event is a hint, never an authority) receive it.
+ */
+export function roomMembershipSubject(roomId: string): string {
+  return `${RoomSubjectPrefix}.${roomId}.membership`;
+}

@@ -4,6 +4,277 @@ import type { SchemaId } from "./types.js";
 
 /** Every contract schema, embedded as data so nothing reads schema files at runtime. */
 export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>>>> = {
+  "blobs.get.begin.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.get.begin.reply",
+    "title": "BlobsGetBeginReply",
+    "description": "The download session: request chunks 0,1,… from `unibus.v1.blobs.get.chunk.<replica>`.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "downloadId",
+      "replica",
+      "size",
+      "chunkBytes"
+    ],
+    "properties": {
+      "downloadId": {
+        "description": "Download session id, random, issued by get.begin.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$"
+      },
+      "replica": {
+        "description": "Token of the replica holding the session; chunk and end subjects are `<subject>.<replica>`.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{16}$"
+      },
+      "size": {
+        "description": "Ciphertext size in bytes (every chunk with its 16-byte tag).",
+        "type": "integer",
+        "minimum": 16,
+        "maximum": 9007199254740991
+      },
+      "chunkBytes": {
+        "description": "Ciphertext bytes per chunk on the wire (the last may be shorter).",
+        "type": "integer",
+        "minimum": 1
+      }
+    }
+  },
+  "blobs.get.begin.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.get.begin.request",
+    "title": "BlobsGetBeginRequest",
+    "description": "Opens a download of a blob. Signed; the caller must be a member of the room (403 otherwise, also when the blob does not exist in that room, so non-members learn nothing).",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId",
+      "blobId"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room the blob belongs to; caller must be a member.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "blobId": {
+        "description": "Blob id: lowercase hex SHA-256 of the whole ciphertext.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      }
+    }
+  },
+  "blobs.get.chunk.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.get.chunk.reply",
+    "title": "BlobsGetChunkReply",
+    "description": "JSON part of a binary frame whose payload is the chunk's ciphertext; `final` marks the last chunk.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "index",
+      "final"
+    ],
+    "properties": {
+      "index": {
+        "description": "Chunk index, from 0, in order.",
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 4294967295
+      },
+      "final": {
+        "type": "boolean"
+      }
+    }
+  },
+  "blobs.get.chunk.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.get.chunk.request",
+    "title": "BlobsGetChunkRequest",
+    "description": "Next chunk of a download, in index order.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "downloadId",
+      "index"
+    ],
+    "properties": {
+      "downloadId": {
+        "description": "Download session id, random, issued by get.begin.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$"
+      },
+      "index": {
+        "description": "Chunk index, from 0, in order.",
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 4294967295
+      }
+    }
+  },
+  "blobs.put.begin.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.put.begin.reply",
+    "title": "BlobsPutBeginReply",
+    "description": "The upload session: send chunks to `unibus.v1.blobs.put.chunk.<replica>`, then `unibus.v1.blobs.put.end.<replica>`.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "uploadId",
+      "replica",
+      "chunkBytes",
+      "maxBytes"
+    ],
+    "properties": {
+      "uploadId": {
+        "description": "Upload session id, random, issued by put.begin.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$"
+      },
+      "replica": {
+        "description": "Token of the replica holding the session; chunk and end subjects are `<subject>.<replica>`.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{16}$"
+      },
+      "chunkBytes": {
+        "description": "Ciphertext bytes per chunk on the wire (the last may be shorter).",
+        "type": "integer",
+        "minimum": 1
+      },
+      "maxBytes": {
+        "description": "The service's blob size limit in bytes.",
+        "type": "integer",
+        "minimum": 1
+      }
+    }
+  },
+  "blobs.put.begin.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.put.begin.request",
+    "title": "BlobsPutBeginRequest",
+    "description": "Opens an upload of an encrypted blob into a room. Signed, mutating (nonce recorded). The caller must be a room member; a declared size over the limit is 413 before any byte is stored.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId",
+      "blobId",
+      "size"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room the blob belongs to; caller must be a member.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "blobId": {
+        "description": "Blob id: lowercase hex SHA-256 of the whole ciphertext.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      },
+      "size": {
+        "description": "Ciphertext size in bytes (every chunk with its 16-byte tag).",
+        "type": "integer",
+        "minimum": 16,
+        "maximum": 9007199254740991
+      }
+    }
+  },
+  "blobs.put.chunk.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.put.chunk.reply",
+    "title": "BlobsPutChunkReply",
+    "description": "Bytes received so far.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "received"
+    ],
+    "properties": {
+      "received": {
+        "type": "integer",
+        "minimum": 0
+      }
+    }
+  },
+  "blobs.put.chunk.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.put.chunk.request",
+    "title": "BlobsPutChunkRequest",
+    "description": "JSON part of a binary frame whose payload is the chunk's ciphertext. Signed by the principal that opened the upload; chunks must arrive in index order (a replayed or reordered chunk fails the upload).",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "uploadId",
+      "index"
+    ],
+    "properties": {
+      "uploadId": {
+        "description": "Upload session id, random, issued by put.begin.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$"
+      },
+      "index": {
+        "description": "Chunk index, from 0, in order.",
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 4294967295
+      }
+    }
+  },
+  "blobs.put.end.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.put.end.reply",
+    "title": "BlobsPutEndReply",
+    "description": "The committed blob. `created` is false when the same ciphertext was already stored in the room.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId",
+      "blobId",
+      "size",
+      "created"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room the blob belongs to; caller must be a member.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "blobId": {
+        "description": "Blob id: lowercase hex SHA-256 of the whole ciphertext.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      },
+      "size": {
+        "description": "Ciphertext size in bytes (every chunk with its 16-byte tag).",
+        "type": "integer",
+        "minimum": 16,
+        "maximum": 9007199254740991
+      },
+      "created": {
+        "type": "boolean"
+      }
+    }
+  },
+  "blobs.put.end.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "blobs.put.end.request",
+    "title": "BlobsPutEndRequest",
+    "description": "Finishes an upload: the service checks size and SHA-256 against put.begin, then commits the object. On a mismatch nothing is stored (400 hash_mismatch / size_mismatch).",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "uploadId"
+    ],
+    "properties": {
+      "uploadId": {
+        "description": "Upload session id, random, issued by put.begin.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$"
+      }
+    }
+  },
   "common.error": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "common.error",
@@ -147,6 +418,414 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "type": "object",
     "additionalProperties": false,
     "properties": {}
+  },
+  "keys.agreement_keys.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.agreement_keys.reply",
+    "title": "KeysAgreementKeysReply",
+    "description": "Current members sorted by principal, each with its self-signed agreement key if registered.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId",
+      "members"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room id, generated by the service; also the room's subject token.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "members": {
+        "type": "array",
+        "maxItems": 100000,
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "principal"
+          ],
+          "properties": {
+            "principal": {
+              "description": "A current member.",
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            },
+            "agreementKey": {
+              "description": "The member's X25519 agreement public key (32 bytes, base64url); absent if it registered none.",
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]+$",
+              "minLength": 43,
+              "maxLength": 43
+            },
+            "signature": {
+              "description": "The member's own Ed25519 signature binding the agreement key (contracts/specs/room-keys.md); clients verify it before sealing to the key.",
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]+$",
+              "minLength": 86,
+              "maxLength": 86
+            }
+          }
+        }
+      }
+    }
+  },
+  "keys.agreement_keys.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.agreement_keys.request",
+    "title": "KeysAgreementKeysRequest",
+    "description": "The current members of a room with their agreement keys. Members and admins only.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room id, generated by the service; also the room's subject token.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      }
+    }
+  },
+  "keys.epochs.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.epochs.reply",
+    "title": "KeysEpochsReply",
+    "description": "Epoch numbers ascending and a summary of the newest.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId",
+      "epochs"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room id, generated by the service; also the room's subject token.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "epochs": {
+        "type": "array",
+        "maxItems": 1000000,
+        "items": {
+          "description": "An epoch.",
+          "type": "integer",
+          "minimum": 1,
+          "maximum": 9007199254740991
+        }
+      },
+      "current": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "epoch",
+          "distributor",
+          "createdAt",
+          "principalsHash"
+        ],
+        "properties": {
+          "epoch": {
+            "description": "The newest epoch.",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 9007199254740991
+          },
+          "distributor": {
+            "description": "Its distributor.",
+            "type": "string",
+            "pattern": "^U[A-Z2-7]{55}$"
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "principalsHash": {
+            "description": "SHA-256 (base64url) of the sorted member principals of the share set joined by \\n: lets an owner see whether the newest epoch already matches the membership.",
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_-]+$",
+            "minLength": 43,
+            "maxLength": 43
+          }
+        }
+      }
+    }
+  },
+  "keys.epochs.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.epochs.request",
+    "title": "KeysEpochsRequest",
+    "description": "The epochs of a room. Current members and admins only.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room id, generated by the service; also the room's subject token.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      }
+    }
+  },
+  "keys.get_share.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.get_share.reply",
+    "title": "KeysGetShareReply",
+    "description": "The caller's sealed share and what it needs to verify the distributor's signature: its leaf's Merkle inclusion proof.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId",
+      "epoch",
+      "distributor",
+      "signature",
+      "leafCount",
+      "index",
+      "sealedShare",
+      "proof",
+      "createdAt"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room id, generated by the service; also the room's subject token.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "epoch": {
+        "description": "The epoch.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 9007199254740991
+      },
+      "distributor": {
+        "description": "Who made and signed the epoch.",
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$"
+      },
+      "signature": {
+        "description": "Ed25519 signature, 64 bytes base64url.",
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "minLength": 86,
+        "maxLength": 86
+      },
+      "leafCount": {
+        "description": "Members in the share set (signed).",
+        "type": "integer",
+        "minimum": 1
+      },
+      "index": {
+        "description": "The caller's leaf index in the sorted share set.",
+        "type": "integer",
+        "minimum": 0
+      },
+      "sealedShare": {
+        "description": "The caller's sealed share.",
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "minLength": 108,
+        "maxLength": 256
+      },
+      "proof": {
+        "description": "Sibling hashes from the leaf up (contracts/specs/room-keys.md §Merkle tree).",
+        "type": "array",
+        "maxItems": 64,
+        "items": {
+          "description": "SHA-256, base64url.",
+          "type": "string",
+          "pattern": "^[A-Za-z0-9_-]+$",
+          "minLength": 43,
+          "maxLength": 43
+        }
+      },
+      "createdAt": {
+        "description": "When the service stored the epoch (not signed).",
+        "type": "string",
+        "format": "date-time"
+      }
+    }
+  },
+  "keys.get_share.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.get_share.request",
+    "title": "KeysGetShareRequest",
+    "description": "The caller's own share of an epoch (default: the newest). Current members only.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room id, generated by the service; also the room's subject token.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "epoch": {
+        "description": "The epoch; absent = the newest.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 9007199254740991
+      }
+    }
+  },
+  "keys.publish_epoch.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.publish_epoch.reply",
+    "title": "KeysPublishEpochReply",
+    "description": "The stored epoch.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId",
+      "epoch",
+      "shares",
+      "revision"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room id, generated by the service; also the room's subject token.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "epoch": {
+        "description": "The stored epoch.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 9007199254740991
+      },
+      "shares": {
+        "description": "Number of members in the share set.",
+        "type": "integer",
+        "minimum": 1
+      },
+      "revision": {
+        "description": "KV revision of the epoch record.",
+        "type": "integer",
+        "minimum": 0
+      }
+    }
+  },
+  "keys.publish_epoch.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.publish_epoch.request",
+    "title": "KeysPublishEpochRequest",
+    "description": "A new key epoch: one sealed share per current member, sorted by principal, authenticated by ONE signature of the caller (the distributor) over the Merkle root of the share set. Owners and admins only; epoch must be current + 1.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "roomId",
+      "epoch",
+      "shares",
+      "signature"
+    ],
+    "properties": {
+      "roomId": {
+        "description": "Room id, generated by the service; also the room's subject token.",
+        "type": "string",
+        "pattern": "^[a-z0-9]{8,32}$"
+      },
+      "epoch": {
+        "description": "The new epoch: the room's current epoch + 1 (1 for the first).",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 9007199254740991
+      },
+      "shares": {
+        "type": "array",
+        "minItems": 1,
+        "maxItems": 100000,
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "principal"
+          ],
+          "properties": {
+            "principal": {
+              "description": "The member this share is for.",
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            },
+            "sealedShare": {
+              "description": "Sealed box (contracts/specs/sealed-box.md) of the 32-byte room key, to the member's registered X25519 agreement key; base64url. Absent: the member had no registered agreement key when the epoch was made.",
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]+$",
+              "minLength": 108,
+              "maxLength": 256
+            }
+          }
+        }
+      },
+      "signature": {
+        "description": "The distributor's signature over the epoch statement (contracts/specs/room-keys.md).",
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "minLength": 86,
+        "maxLength": 86
+      }
+    }
+  },
+  "keys.register_agreement_key.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.register_agreement_key.reply",
+    "title": "KeysRegisterAgreementKeyReply",
+    "description": "The registered key.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal",
+      "agreementKey",
+      "revision"
+    ],
+    "properties": {
+      "principal": {
+        "description": "The caller.",
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$"
+      },
+      "agreementKey": {
+        "description": "As registered.",
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "minLength": 43,
+        "maxLength": 43
+      },
+      "revision": {
+        "type": "integer",
+        "minimum": 0
+      }
+    }
+  },
+  "keys.register_agreement_key.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "keys.register_agreement_key.request",
+    "title": "KeysRegisterAgreementKeyRequest",
+    "description": "Registers the caller's X25519 agreement public key, self-signed (contracts/specs/room-keys.md §Agreement keys).",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "agreementKey",
+      "signature"
+    ],
+    "properties": {
+      "agreementKey": {
+        "description": "X25519 public key, 32 bytes base64url.",
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "minLength": 43,
+        "maxLength": 43
+      },
+      "signature": {
+        "description": "Ed25519 signature by the caller over the agreement-key binding message.",
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "minLength": 86,
+        "maxLength": 86
+      }
+    }
   },
   "membership.admin.bootstrap.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

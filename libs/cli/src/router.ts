@@ -1,5 +1,6 @@
 import type { Command } from "./command.js";
 import { adminCommandGroup } from "./commands/admin.js";
+import { blobCommandGroup } from "./commands/blobs.js";
 import { identityCommand } from "./commands/identity.js";
 import { microCommandGroup } from "./commands/micro.js";
 import { roomsCommandGroup } from "./commands/rooms.js";
@@ -9,7 +10,7 @@ import { CliError, ExitCode, UsageError } from "./errors.js";
 import type { CliIo } from "./io.js";
 
 /** Top-level commands, in help order. */
-export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, roomsCommandGroup, microCommandGroup];
+export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, roomsCommandGroup, blobCommandGroup, microCommandGroup];
 
 /** `unibus --help`. */
 export const ROOT_HELP = [

@@ -1,9 +1,13 @@
 import { connect as natsConnect, headers } from "@nats-io/transport-node";
-import type { NatsConnection, Status } from "@nats-io/transport-node";
+import type { Msg, NatsConnection, Status } from "@nats-io/transport-node";
 import { envelopeToHeaders, nkeyAuthenticator, signEnvelope, SigningKey } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import { decodeReply } from "@unibus/contracts";
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
+import { KeysApi } from "./keys/api.js";
+import type { RoomKeySource } from "./rooms/keyring.js";
+import { createRoom } from "./rooms/room.js";
+import type { Room } from "./rooms/room.js";
 
 /** Options of {@link connect}. Give `url` or `servers`. */
 export interface ConnectOptions {
@@ -41,6 +45,8 @@ export interface UnibusClient {
   readonly rooms: RoomsApi;
   /** `unibus.v1.membership.admin.*` (bootstrap identity only). */
   readonly admin: AdminApi;
+  /** `unibus.v1.keys.*`: agreement keys and room-key epochs (see `rekeyRoom`, `KeysServiceKeyring`). */
+  readonly keys: KeysApi;
   /**
    * Sends `body` as JSON to `subject` with a signed envelope in the headers
    * and returns the decoded reply.
@@ -48,6 +54,13 @@ export interface UnibusClient {
    * @throws UnibusError when the service answers with an error reply.
    */
   request<T = unknown>(subject: string, body: unknown, opts?: RequestOptions): Promise<T>;
+  /**
+   * Sends raw `data` (e.g. a binary frame) to `subject` with a signed envelope
+   * over exactly those bytes, and returns the reply message undecoded.
+   */
+  requestBytes(subject: string, data: Uint8Array, opts?: RequestOptions): Promise<Msg>;
+  /** Opens an end-to-end encrypted room as this principal, with room keys from `keys`. */
+  room(roomId: string, keys: RoomKeySource): Room;
   /** Connection status events (disconnect, reconnect, …), e.g. to observe a kick. */
   status(): AsyncIterable<Status>;
   /** Resolves when the connection is closed for good (an error if it closed abnormally). */
@@ -67,6 +80,7 @@ class UnibusClientImpl implements UnibusClient {
   readonly users: UsersApi;
   readonly rooms: RoomsApi;
   readonly admin: AdminApi;
+  readonly keys: KeysApi;
   readonly #key: SigningKey;
   readonly #timeoutMs: number;
 
@@ -82,15 +96,23 @@ class UnibusClientImpl implements UnibusClient {
     this.users = new UsersApi(send);
     this.rooms = new RoomsApi(send);
     this.admin = new AdminApi(send);
+    this.keys = new KeysApi(<T>(subject: string, body: unknown, opts?: RequestOptions) => this.request<T>(subject, body, opts));
   }
 
   async request<T = unknown>(subject: string, body: unknown, opts: RequestOptions = {}): Promise<T> {
     const data = new TextEncoder().encode(JSON.stringify(body ?? {}));
+    return decodeReply<T>(await this.requestBytes(subject, data, opts));
+  }
+
+  async requestBytes(subject: string, data: Uint8Array, opts: RequestOptions = {}): Promise<Msg> {
     const envelope = signEnvelope(this.#key, subject, data);
     const h = headers();
     for (const [name, value] of Object.entries(envelopeToHeaders(envelope))) h.set(name, value);
-    const msg = await this.nc.request(subject, data, { headers: h, timeout: opts.timeoutMs ?? this.#timeoutMs });
-    return decodeReply<T>(msg);
+    return this.nc.request(subject, data, { headers: h, timeout: opts.timeoutMs ?? this.#timeoutMs });
+  }
+
+  room(roomId: string, keys: RoomKeySource): Room {
+    return createRoom(this.nc, this.#key, roomId, keys);
   }
 
   status(): AsyncIterable<Status> {

@@ -66,7 +66,18 @@ describe("server config for unibus up", () => {
     expect(membership.subscribe.allow).toContain("unibus.v1.membership.>");
     for (const b of ["users", "rooms", "members", "rooms_by_member", "nonces"]) expect(membership.publish.allow).toContain(`$KV.${b}.>`);
     expect(user("U_replica-gateway").permissions.subscribe.allow).toContain("unibus.v1.replica.>");
-    for (const s of ["keys", "blobs", "healthz", "replica-gateway"]) {
+    const blobs = user("U_blobs").permissions;
+    expect(blobs.subscribe.allow).toContain("unibus.v1.blobs.>");
+    expect(blobs.publish.allow).toEqual(expect.arrayContaining(["$O.blobs.>", "$KV.nonces.>", "$JS.API.DIRECT.GET.KV_members.>"]));
+    // Room checks read `members`; blobs must never be able to write a grant.
+    expect(blobs.publish.allow.filter((x) => x.startsWith("$KV.") && x !== "$KV.nonces.>")).toEqual([]);
+    const keys = user("U_keys").permissions;
+    expect(keys.subscribe.allow).toContain("unibus.v1.keys.>");
+    expect(keys.publish.allow).toEqual(expect.arrayContaining(["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>", "$JS.API.DIRECT.GET.KV_members.>"]));
+    // Epoch checks read `members` and `users`; keys must never be able to write either.
+    expect(keys.publish.allow.filter((x) => x.startsWith("$KV.") && !["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>"].includes(x))).toEqual([]);
+    expect(user("U_membership").permissions.publish.allow).toContain("unibus.room.*.membership");
+    for (const s of ["healthz", "replica-gateway"]) {
       const p = user(`U_${s}`).permissions;
       expect(p.publish.allow.some((x) => x.startsWith("$JS.") || x.startsWith("$KV.")), `${s} has no JetStream access`).toBe(false);
       expect(p.subscribe.allow).toContain("$SRV.>");

@@ -59,14 +59,49 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
       return servicePermissions({
         service: "membership",
         kvBuckets: [...Object.values(MembershipBucket), NonceBucket.name],
-        // Persisted rooms get their own stream.
-        publish: ["$JS.API.STREAM.CREATE.ROOM_*", "$JS.API.STREAM.INFO.ROOM_*"],
+        // Persisted rooms get their own stream; membership changes are
+        // announced to the room's members so owners rekey.
+        publish: ["$JS.API.STREAM.CREATE.ROOM_*", "$JS.API.STREAM.INFO.ROOM_*", "unibus.room.*.membership"],
       });
     case ServiceName.replicaGateway:
       // It answers under `unibus.v1.replica.>` (DESIGN §2), not its process name.
       return servicePermissions({ service: "replica" });
     case ServiceName.keys:
+      return servicePermissions({
+        service: "keys",
+        // KeysBucket of @unibus/keys (room_keys, agreement_keys).
+        kvBuckets: ["room_keys", "agreement_keys", NonceBucket.name],
+        // Membership's `users` and `members`: read only (direct get, stream
+        // info, key listing consumers), no `$KV.<bucket>.>` publish, so a
+        // compromised keys service cannot grant itself into a room.
+        publish: [MembershipBucket.users, MembershipBucket.members].flatMap((b) => [
+          `$JS.API.STREAM.INFO.KV_${b}`,
+          `$JS.API.DIRECT.GET.KV_${b}.>`,
+          `$JS.API.STREAM.MSG.GET.KV_${b}`,
+          `$JS.API.CONSUMER.*.KV_${b}`,
+          `$JS.API.CONSUMER.*.KV_${b}.>`,
+        ]),
+      });
     case ServiceName.blobs:
+      return servicePermissions({
+        service: "blobs",
+        kvBuckets: [NonceBucket.name],
+        publish: [
+          // The `blobs` object store: stream API, chunk and meta subjects,
+          // ordered consumers for reads, purge of aborted uploads, flow control.
+          "$JS.API.STREAM.*.OBJ_blobs",
+          "$JS.API.CONSUMER.*.OBJ_blobs",
+          "$JS.API.CONSUMER.*.OBJ_blobs.>",
+          "$JS.API.DIRECT.GET.OBJ_blobs.>",
+          "$JS.API.STREAM.MSG.GET.OBJ_blobs",
+          "$O.blobs.>",
+          "$JS.FC.>",
+          // Membership's `members`, read only: room checks, never a grant.
+          `$JS.API.STREAM.INFO.KV_${MembershipBucket.members}`,
+          `$JS.API.STREAM.MSG.GET.KV_${MembershipBucket.members}`,
+          `$JS.API.DIRECT.GET.KV_${MembershipBucket.members}.>`,
+        ],
+      });
     case ServiceName.healthz:
       return servicePermissions({ service: name });
   }
