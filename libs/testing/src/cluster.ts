@@ -38,7 +38,7 @@ export interface TestCluster {
 }
 
 interface Jsz {
-  meta_cluster?: { leader?: string; cluster_size?: number };
+  meta_cluster?: { leader?: string; cluster_size?: number; replicas?: { name?: string; current?: boolean; offline?: boolean }[] };
 }
 
 function sleep(ms: number): Promise<void> {
@@ -51,13 +51,25 @@ function node(servers: TestServer[], i: number): TestServer {
   return s;
 }
 
-async function metaLeaderOf(server: TestServer): Promise<string | undefined> {
+async function metaClusterOf(server: TestServer): Promise<Jsz["meta_cluster"]> {
   try {
     const res = await fetch(`http://127.0.0.1:${server.monitorPort}/jsz`, { signal: AbortSignal.timeout(1000) });
-    return ((await res.json()) as Jsz).meta_cluster?.leader || undefined;
+    return ((await res.json()) as Jsz).meta_cluster;
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A leader alone is not enough: until every running peer is current in the
+ * meta group, an R3 create fails with "no suitable peers for placement"
+ * (seen in CI). Only the leader reports the peers.
+ */
+function peersCurrent(metas: Jsz["meta_cluster"][], running: number): boolean {
+  return metas.some((m) => {
+    const peers = m?.replicas;
+    return peers !== undefined && peers.filter((p) => p.current === true && p.offline !== true).length >= running - 1;
+  });
 }
 
 /** `$JS.API.INFO` answers without an error only once the meta group has quorum. */
@@ -142,9 +154,10 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
       const nc = await connect({ servers: running.map((s) => s.url), maxReconnectAttempts: -1 });
       try {
         for (;;) {
-          const leaders = await Promise.all(running.map(metaLeaderOf));
+          const metas = await Promise.all(running.map(metaClusterOf));
+          const leaders = metas.map((m) => m?.leader || undefined);
           const leader = leaders[0];
-          if (leader && leaders.every((l) => l === leader) && (await jsApiAnswers(nc))) return leader;
+          if (leader && leaders.every((l) => l === leader) && peersCurrent(metas, running.length) && (await jsApiAnswers(nc))) return leader;
           if (Date.now() > deadline) {
             throw new Error(`cluster ${name}: no JetStream meta leader within ${timeoutMs} ms (nodes report ${JSON.stringify(leaders)})`);
           }
