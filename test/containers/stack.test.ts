@@ -86,6 +86,14 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
   it("killing one membership replica of three while users.add flows loses no acknowledged request", async () => {
     const [victim] = await stack.replicas("membership");
     expect(victim).toBeDefined();
+    // A second admin that never changes its own access: admin #0 created a
+    // room above, and the kick that applies its new permissions would drop
+    // replies in flight, which would measure the kick rather than the kill.
+    const loader = createIdentity({ label: "loader" });
+    await admin.users.add(loader.principal, "loader", "admin");
+    const client = await connect({ url: stack.url, identity: loader, requestTimeoutMs: 2_000 });
+    clients.push(client);
+    await client.users.list();
     const acked: string[] = [];
     let failed = 0;
     let lastError = "";
@@ -94,7 +102,7 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
       while (!stop) {
         const id = createIdentity();
         try {
-          await admin.users.add(id.principal, `u${acked.length}-${failed}-${id.principal.slice(1, 7)}`.toLowerCase(), "member");
+          await client.users.add(id.principal, `u${acked.length}-${failed}-${id.principal.slice(1, 7)}`.toLowerCase(), "member");
           acked.push(id.principal);
         } catch (err) {
           lastError = (err as Error).message;
@@ -107,12 +115,15 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     await new Promise((r) => setTimeout(r, 1_500));
     const before = acked.length;
     await run("docker", ["kill", "--signal", "KILL", victim as string]);
-    await new Promise((r) => setTimeout(r, 3_000));
+    // Keep the load on until the surviving replicas have acknowledged more
+    // work after the kill (bounded, so a dead stack fails the assertion below).
+    const deadline = Date.now() + 20_000;
+    while (acked.length < before + 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
     stop = true;
     await Promise.all(workers);
     process.stdout.write(`users.add: ${acked.length} acknowledged (${before} before the kill), ${failed} not (last error: ${lastError || "none"})\n`);
     expect(acked.length).toBeGreaterThan(before);
-    const listed = new Set((await admin.users.list()).users.map((u) => u.principal));
+    const listed = new Set((await client.users.list()).users.map((u) => u.principal));
     const missing = acked.filter((p) => !listed.has(p));
     expect(missing).toEqual([]);
   });
