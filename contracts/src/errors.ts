@@ -34,6 +34,8 @@ export const ErrorReason = {
   Unavailable: "unavailable",
   Internal: "internal",
   MalformedReply: "malformed_reply",
+  /** The connection dropped while the request was in flight: it may or may not have been applied. */
+  ConnectionLost: "connection_lost",
 } as const;
 /** One of the {@link ErrorReason} values, or a service-specific reason string. */
 export type ErrorReason = (typeof ErrorReason)[keyof typeof ErrorReason];

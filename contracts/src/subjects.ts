@@ -82,6 +82,23 @@ export const Subjects = {
 export type Subjects = typeof Subjects;
 
 /**
+ * Requests that change nothing, so a client may send them again when the
+ * connection drops while one is in flight (a kick that applies new
+ * permissions does exactly that). Part of the contract: the kit refuses to
+ * start a service that declares one of these as mutating.
+ */
+export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
+  Subjects.membership.usersList,
+  Subjects.membership.usersGet,
+  Subjects.membership.roomsGet,
+  Subjects.membership.roomsList,
+  Subjects.keys.agreementKeys,
+  Subjects.keys.getShare,
+  Subjects.keys.epochs,
+  Subjects.healthz.status,
+]);
+
+/**
  * Prefix reserved for room subjects (ciphertext frames). It lies outside
  * `unibus.v1.` on purpose: members may publish to `unibus.v1.*.>` requests
  * (DESIGN §4), and that grant must never cover a room they do not belong to.

@@ -1,5 +1,5 @@
 import { performance } from "node:perf_hooks";
-import { ErrorCode, ErrorReason, SchemaRegistry, ServiceErrorHeader, UnibusError, encodeErrorReply } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, ReadOnlySubjects, SchemaRegistry, ServiceErrorHeader, UnibusError, encodeErrorReply } from "@unibus/contracts";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
@@ -63,6 +63,11 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
   for (const [name, spec] of endpoints) {
     if (spec.access === Access.Admin && deps.resolveRole === undefined) {
       throw new Error(`service ${definition.name} endpoint ${name}: admin access needs deps.resolveRole`);
+    }
+    // Clients resend read-only requests after a dropped connection; a
+    // mutating endpoint on that list would be applied twice.
+    if (spec.mutates && ReadOnlySubjects.has(spec.subject)) {
+      throw new Error(`service ${definition.name} endpoint ${name}: ${spec.subject} is read-only in the contract but declared mutating`);
     }
   }
   const validators = new Map(endpoints.map(([name, spec]) => [name, { request: registry.validator(spec.request), reply: registry.validator(spec.reply) }]));

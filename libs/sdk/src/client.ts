@@ -2,7 +2,7 @@ import { connect as natsConnect, headers } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Status } from "@nats-io/transport-node";
 import { envelopeToHeaders, nkeyAuthenticator, signEnvelope, SigningKey } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
-import { decodeReply } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, ReadOnlySubjects, UnibusError, decodeReply } from "@unibus/contracts";
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
@@ -69,6 +69,10 @@ export interface UnibusClient {
   close(): Promise<void>;
 }
 
+function isConnectionLost(err: unknown): boolean {
+  return err instanceof UnibusError && err.reason === ErrorReason.ConnectionLost;
+}
+
 // A kicked client (membership or revocation change) must come back quickly
 // with its new permissions; jitter spreads a mass kick's reconnects.
 const RECONNECT_WAIT_MS = 100;
@@ -83,6 +87,11 @@ class UnibusClientImpl implements UnibusClient {
   readonly keys: KeysApi;
   readonly #key: SigningKey;
   readonly #timeoutMs: number;
+  /** Rejecters of the requests in flight, called when the connection drops. */
+  readonly #inFlight = new Set<() => void>();
+  /** Resolvers of callers waiting for the next reconnect. */
+  readonly #waitingForReconnect = new Set<() => void>();
+  #connected = true;
 
   constructor(
     readonly nc: NatsConnection,
@@ -97,6 +106,18 @@ class UnibusClientImpl implements UnibusClient {
     this.rooms = new RoomsApi(send);
     this.admin = new AdminApi(send);
     this.keys = new KeysApi(<T>(subject: string, body: unknown, opts?: RequestOptions) => this.request<T>(subject, body, opts));
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === "disconnect") {
+          this.#connected = false;
+          for (const fail of [...this.#inFlight]) fail();
+        }
+        if (s.type === "reconnect") {
+          this.#connected = true;
+          for (const resume of [...this.#waitingForReconnect]) resume();
+        }
+      }
+    })();
   }
 
   async request<T = unknown>(subject: string, body: unknown, opts: RequestOptions = {}): Promise<T> {
@@ -105,10 +126,54 @@ class UnibusClientImpl implements UnibusClient {
   }
 
   async requestBytes(subject: string, data: Uint8Array, opts: RequestOptions = {}): Promise<Msg> {
+    try {
+      return await this.#attempt(subject, data, opts);
+    } catch (err) {
+      // A read changes nothing, so it is sent again (freshly signed: new
+      // nonce and timestamp) once the client is back with its new permissions.
+      if (!isConnectionLost(err) || !ReadOnlySubjects.has(subject)) throw err;
+      // Resend only once the client is back: bytes written while the old
+      // socket is closing are lost with it.
+      await this.#reconnected(opts.timeoutMs ?? this.#timeoutMs);
+      return this.#attempt(subject, data, opts);
+    }
+  }
+
+  /** Resolves at the next reconnect, or after `ms` (the resend then fails or succeeds on its own). */
+  #reconnected(ms: number): Promise<void> {
+    if (this.#connected) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#waitingForReconnect.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#waitingForReconnect.add(done);
+    });
+  }
+
+  /**
+   * One signed request. A reply addressed to a connection that drops (a kick
+   * applying new permissions, a server restart) is lost for good, so rather
+   * than wait out the timeout the request fails at the disconnect with a
+   * retryable 503 `connection_lost`: it may or may not have been applied.
+   */
+  async #attempt(subject: string, data: Uint8Array, opts: RequestOptions): Promise<Msg> {
     const envelope = signEnvelope(this.#key, subject, data);
     const h = headers();
     for (const [name, value] of Object.entries(envelopeToHeaders(envelope))) h.set(name, value);
-    return this.nc.request(subject, data, { headers: h, timeout: opts.timeoutMs ?? this.#timeoutMs });
+    let onLoss: (() => void) | undefined;
+    const lost = new Promise<never>((_, reject) => {
+      onLoss = () => reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.ConnectionLost, "the connection dropped while the request was in flight; it may or may not have been applied"));
+    });
+    const cb = onLoss as () => void;
+    this.#inFlight.add(cb);
+    try {
+      return await Promise.race([this.nc.request(subject, data, { headers: h, timeout: opts.timeoutMs ?? this.#timeoutMs }), lost]);
+    } finally {
+      this.#inFlight.delete(cb);
+    }
   }
 
   room(roomId: string, keys: RoomKeySource): Room {

@@ -1,0 +1,72 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ErrorReason, UnibusError } from "@unibus/contracts";
+import { startTestBus } from "./bus.js";
+import type { TestBus } from "./bus.js";
+
+/** Resolves at the client's next disconnect. */
+function nextDisconnect(bus: TestBus): Promise<void> {
+  return new Promise((resolve) => {
+    void (async () => {
+      for await (const s of bus.admin.nc.status()) {
+        if (s.type === "disconnect") return resolve();
+      }
+    })();
+  });
+}
+
+describe("requests in flight when a kick drops the connection", () => {
+  let bus: TestBus;
+  beforeAll(async () => {
+    bus = await startTestBus();
+  });
+  afterAll(async () => {
+    await bus?.stop();
+  });
+
+  it("a read in flight is answered after the reconnect, well before the request timeout", async () => {
+    // Creating a room changes the admin's own access: the membership service
+    // kicks it 250 ms after replying. Reads keep flowing across that kick.
+    const kicked = nextDisconnect(bus);
+    await bus.admin.rooms.create("kick-read", { persist: false, encrypt: true });
+    const started = performance.now();
+    let reads = 0;
+    let done = false;
+    void kicked.then(() => (done = true));
+    while (!done && performance.now() - started < 5_000) {
+      await bus.admin.users.list();
+      reads++;
+    }
+    expect(done).toBe(true);
+    // The read that was in flight at the disconnect (if any) was resent, not lost.
+    const t0 = performance.now();
+    const after = await bus.admin.users.list();
+    expect(after.users.length).toBeGreaterThan(0);
+    expect(performance.now() - t0).toBeLessThan(2_000);
+    expect(reads).toBeGreaterThan(0);
+  });
+
+  it("a mutation in flight fails fast with a retryable connection_lost, never a silent 5 s hang", async () => {
+    const kicked = nextDisconnect(bus);
+    await bus.admin.rooms.create("kick-write", { persist: false, encrypt: true });
+    // Fire mutations until one is in flight at the disconnect.
+    const outcomes: Array<{ ms: number; reason?: string }> = [];
+    let done = false;
+    void kicked.then(() => (done = true));
+    const started = performance.now();
+    while (!done && performance.now() - started < 5_000) {
+      const t0 = performance.now();
+      try {
+        await bus.admin.rooms.create(`w${outcomes.length}`, { persist: false, encrypt: true });
+        outcomes.push({ ms: performance.now() - t0 });
+      } catch (err) {
+        outcomes.push({ ms: performance.now() - t0, reason: err instanceof UnibusError ? err.reason : String(err) });
+      }
+    }
+    expect(done).toBe(true);
+    for (const o of outcomes) {
+      // Either applied and answered, or failed with the documented reason; no timeouts.
+      if (o.reason !== undefined) expect(o.reason).toBe(ErrorReason.ConnectionLost);
+      expect(o.ms).toBeLessThan(2_000);
+    }
+  });
+});
