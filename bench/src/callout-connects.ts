@@ -2,7 +2,7 @@
  * P1: connects/s through the auth callout ÷ plain nkey connects/s on a server
  * without callout, same run, same client signing (cached node:crypto key).
  *
- *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--direct-get] [--in-process]
+ *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--in-process]
  *
  * The callout runs in a child process (as in production, it is its own
  * service), so the bench client's event loop does not do its work. Keys are
@@ -22,7 +22,6 @@ import type { TestServer } from "@unibus/testing";
 import {
   CalloutXkey,
   KvPrincipalDirectory,
-  WatchedPrincipalDirectory,
   calloutServerConfig,
   createAuthCalloutService,
   servicePermissions,
@@ -35,7 +34,6 @@ interface WorkerInput {
   calloutSeed: string;
   issuerSeed: string;
   xkeySeed?: string;
-  watched: boolean;
 }
 
 /** Options of {@link runCalloutConnects}. */
@@ -46,21 +44,18 @@ export interface CalloutConnectsOptions {
   concurrency: number;
   /** Encrypt callout requests and responses with a server xkey. */
   xkey: boolean;
-  /** Directory fed by KV watchers (no KV round trip per login) instead of direct gets. Default true. */
-  watched?: boolean;
   /** Run the callout inside the bench process instead of a child (fewer process hops, shared CPU). Default false. */
   inProcess?: boolean;
 }
 
 function parseArgs(argv: string[]): Required<CalloutConnectsOptions> {
-  const args: Required<CalloutConnectsOptions> = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, watched: true };
+  const args: Required<CalloutConnectsOptions> = { seconds: 3, concurrency: 32, xkey: false, inProcess: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--seconds") args.seconds = Number(argv[++i]);
     else if (a === "--concurrency") args.concurrency = Number(argv[++i]);
     else if (a === "--xkey") args.xkey = true;
     else if (a === "--in-process") args.inProcess = true;
-    else if (a === "--direct-get") args.watched = false;
   }
   return args;
 }
@@ -77,7 +72,7 @@ async function runWorker(): Promise<void> {
   const nc = await connect({ servers: input.url, authenticator: nkeyAuthenticator(calloutKey), inboxPrefix: `_INBOX.${calloutKey.principal}` });
   const kvm = new Kvm(nc);
   const [users, rooms] = [await kvm.open("users"), await kvm.open("rooms_by_member")];
-  const directory = input.watched ? await WatchedPrincipalDirectory.start(users, rooms) : new KvPrincipalDirectory(users, rooms);
+  const directory = new KvPrincipalDirectory(users, rooms);
   const quiet = { info: () => undefined, warn: () => undefined, error: (o: object) => process.stderr.write(`${JSON.stringify(o)}\n`) };
   await createAuthCalloutService(nc, {
     issuer: SigningKey.fromNkeySeed(input.issuerSeed),
@@ -143,7 +138,7 @@ async function compare(rawUrl: string, unibusUrl: string, key: SigningKey, secon
  * nkey connects/s, with the same client key and authenticator.
  */
 export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<BenchCase[]> {
-  const args: Required<CalloutConnectsOptions> = { watched: true, inProcess: false, ...opts };
+  const args: Required<CalloutConnectsOptions> = { inProcess: false, ...opts };
   const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
   const calloutUser = SigningKey.generate();
   const membership = SigningKey.generate();
@@ -177,9 +172,7 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
       await createAuthCalloutService(calloutNc, {
         issuer,
         ...(xkey !== undefined ? { xkey } : {}),
-        directory: args.watched
-          ? await WatchedPrincipalDirectory.start(await ckvm.open("users"), await ckvm.open("rooms_by_member"))
-          : new KvPrincipalDirectory(await ckvm.open("users"), await ckvm.open("rooms_by_member")),
+        directory: new KvPrincipalDirectory(await ckvm.open("users"), await ckvm.open("rooms_by_member")),
         logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
       });
     } else {
@@ -188,7 +181,6 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
         calloutSeed: calloutUser.nkeySeed(),
         issuerSeed: issuer.nkeySeed(),
         ...(xkey !== undefined ? { xkeySeed: xkey.seed() } : {}),
-        watched: args.watched,
       });
     }
 
@@ -197,8 +189,8 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
     await measure(unibus.url, client, 0.5, 1);
 
     // The name carries what changes the figure; the default setup (child
-    // process, watched directory) is left out to keep the column narrow.
-    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : "", args.watched ? "" : "direct-get"].filter((v) => v !== "").join(", ");
+    // process, per-login directory reads) is left out to keep the column narrow.
+    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : ""].filter((v) => v !== "").join(", ");
     const label = `P1 callout connects${variant === "" ? "" : ` (${variant})`}`;
     const cases: BenchCase[] = [];
     for (const concurrency of [1, args.concurrency]) {

@@ -2,7 +2,7 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import { CalloutXkey, WatchedPrincipalDirectory, createAuthCalloutService } from "@unibus/auth-callout";
+import { CalloutXkey, KvPrincipalDirectory, createAuthCalloutService } from "@unibus/auth-callout";
 import { calloutAuthorization } from "@unibus/cli";
 import { ServiceName } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
@@ -75,7 +75,6 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
   const clients: UnibusClient[] = [];
   const connections: NatsConnection[] = [];
   let membership: RunningMembershipService | undefined;
-  let directory: WatchedPrincipalDirectory | undefined;
   try {
     const asService = async (name: ServiceName): Promise<NatsConnection> => {
       const k = key(name);
@@ -89,7 +88,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
 
     const calloutNc = await asService(ServiceName.authCallout);
     const kvm = new Kvm(calloutNc);
-    directory = await WatchedPrincipalDirectory.start(await kvm.open(MembershipBucket.users), await kvm.open(MembershipBucket.roomsByMember));
+    const directory = new KvPrincipalDirectory(await kvm.open(MembershipBucket.users), await kvm.open(MembershipBucket.roomsByMember));
     await createAuthCalloutService(calloutNc, { issuer, directory, logger, ...(xkey !== undefined ? { xkey } : {}) });
 
     const connectAs = async (identity: Identity | SigningKey): Promise<UnibusClient> => {
@@ -102,7 +101,6 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     await boot.admin.bootstrap(adminIdentity.principal, "admin");
     const admin = await connectAs(adminIdentity);
     const running = membership;
-    const watched = directory;
 
     return {
       server,
@@ -120,7 +118,6 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       async stop() {
         await Promise.allSettled(clients.map((c) => c.close()));
         await running.stop().catch(() => undefined);
-        watched.stop();
         await Promise.allSettled(connections.map((nc) => nc.close()));
         await server.stop();
       },
@@ -128,7 +125,6 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
   } catch (err) {
     await Promise.allSettled(clients.map((c) => c.close()));
     await membership?.stop().catch(() => undefined);
-    directory?.stop();
     await Promise.allSettled(connections.map((nc) => nc.close()));
     await server.stop();
     throw err;

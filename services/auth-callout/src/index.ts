@@ -4,7 +4,7 @@ export type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
 export { encodeAuthorizationResponse, encodeUserJwt, handleCalloutRequest } from "./callout.js";
 export type { AuthorizationResponseBody, CalloutContext, CalloutOutcome, UserClaimsBody } from "./callout.js";
 export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./constants.js";
-export { KvPrincipalDirectory, WatchedPrincipalDirectory } from "./directory.js";
+export { KvPrincipalDirectory } from "./directory.js";
 export type { DirectoryEntry, PrincipalDirectory } from "./directory.js";
 export { CalloutConfigError, DirectoryError, EncryptionMismatchError, InvalidRequestError } from "./errors.js";
 export { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";

@@ -7,7 +7,7 @@ import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto"
 import { pino } from "pino";
 import type { Logger } from "pino";
 import { DirectoryBucket } from "./constants.js";
-import { WatchedPrincipalDirectory } from "./directory.js";
+import { KvPrincipalDirectory } from "./directory.js";
 import { CalloutConfigError } from "./errors.js";
 import { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
 import { CalloutXkey } from "./xkey.js";
@@ -107,7 +107,8 @@ async function main(): Promise<void> {
   let nc: NatsConnection | undefined;
   try {
     nc = await connect({
-      servers: config.url,
+      // A seed list (`nats://nats-1:4222,nats://nats-2:4222,…`) in a cluster, as for the kit services.
+      servers: config.url.split(",").map((s) => s.trim()).filter((s) => s !== ""),
       name: AUTH_CALLOUT_SERVICE_NAME,
       authenticator: nkeyAuthenticator(identity.signingKey),
       inboxPrefix: `_INBOX.${identity.principal}`,
@@ -115,7 +116,10 @@ async function main(): Promise<void> {
     });
     const kvm = new Kvm(nc);
     const [users, roomsByMember] = await openDirectoryBuckets(kvm, log);
-    const directory = await WatchedPrincipalDirectory.start(users, roomsByMember);
+    // Read the directory per login rather than from a watched cache: the
+    // membership service revokes (write, then kick), and a cache that has not
+    // yet seen the write would let the kicked client straight back in.
+    const directory = new KvPrincipalDirectory(users, roomsByMember);
     const service = await createAuthCalloutService(nc, {
       issuer,
       ...(xkey !== undefined ? { xkey } : {}),
@@ -126,7 +130,6 @@ async function main(): Promise<void> {
     });
     log.info({ op: "start", principal: identity.principal, issuer: issuer.principal, encrypted: xkey !== undefined }, "auth callout ready");
     const stop = (): void => {
-      directory.stop();
       void service.stop().finally(() => nc?.drain());
     };
     process.once("SIGTERM", stop);

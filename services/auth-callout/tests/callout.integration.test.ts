@@ -9,7 +9,6 @@ import type { TestServer } from "@unibus/testing";
 import {
   CalloutXkey,
   KvPrincipalDirectory,
-  WatchedPrincipalDirectory,
   calloutServerConfig,
   createAuthCalloutService,
   servicePermissions,
@@ -20,8 +19,8 @@ const quiet: CalloutLogger = { info: () => undefined, warn: () => undefined, err
 
 /** The same suite runs over each server configuration (callout.go style). */
 const CONFIGS = [
-  { name: "plain, direct-get directory", encrypted: false, watched: false },
-  { name: "xkey, watched directory", encrypted: true, watched: true },
+  { name: "plain", encrypted: false },
+  { name: "xkey", encrypted: true },
 ] as const;
 
 function userRecord(key: SigningKey, over: Partial<UserRecord> = {}): UserRecord {
@@ -51,7 +50,7 @@ async function violationFor(nc: NatsConnection, subject: string, action: () => v
   return result;
 }
 
-describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted, watched }) => {
+describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) => {
   const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
   const calloutUser = SigningKey.generate();
   const membershipUser = SigningKey.generate();
@@ -112,7 +111,7 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted, watc
     const calloutNc = await server.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
     const ckvm = new Kvm(calloutNc);
     const [u, r] = [await ckvm.open("users"), await ckvm.open("rooms_by_member")];
-    const directory = watched ? await WatchedPrincipalDirectory.start(u, r) : new KvPrincipalDirectory(u, r);
+    const directory = new KvPrincipalDirectory(u, r);
     service = await createAuthCalloutService(calloutNc, { issuer, ...(xkey !== undefined ? { xkey } : {}), directory, logger: quiet });
   });
 
