@@ -1,3 +1,4 @@
+import { createInterface } from "node:readline";
 /**
  * What a command may touch of its surroundings. Commands receive this instead
  * of reading `process` so tests run them in-process with captured output and
@@ -12,6 +13,8 @@ export interface CliIo {
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Directory relative paths are resolved against. */
   readonly cwd: string;
+  /** Lines of standard input (without newlines), for interactive commands; absent means no input. */
+  lines?(): AsyncIterable<string>;
 }
 
 /** The real process's streams, environment and working directory. */
@@ -21,5 +24,7 @@ export function processIo(): CliIo {
     err: (line) => process.stderr.write(`${line}\n`),
     env: process.env,
     cwd: process.cwd(),
+    // Terminal or pipe alike, so tests and scripts can drive `unibus chat`.
+    lines: () => createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false }),
   };
 }

@@ -1,6 +1,8 @@
 import type { Command } from "./command.js";
 import { adminCommandGroup } from "./commands/admin.js";
 import { blobCommandGroup } from "./commands/blobs.js";
+import { chatCommand } from "./commands/chat.js";
+import { checkCommand } from "./commands/check.js";
 import { identityCommand } from "./commands/identity.js";
 import { microCommandGroup } from "./commands/micro.js";
 import { roomsCommandGroup } from "./commands/rooms.js";
@@ -10,7 +12,7 @@ import { CliError, ExitCode, UsageError } from "./errors.js";
 import type { CliIo } from "./io.js";
 
 /** Top-level commands, in help order. */
-export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, roomsCommandGroup, blobCommandGroup, microCommandGroup];
+export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, microCommandGroup];
 
 /** `unibus --help`. */
 export const ROOT_HELP = [

@@ -11,7 +11,7 @@ export interface RecordingIo extends CliIo {
 }
 
 /** An in-memory io with the given environment and cwd. */
-export function recordingIo(opts: { env?: Record<string, string | undefined>; cwd: string }): RecordingIo {
+export function recordingIo(opts: { env?: Record<string, string | undefined>; cwd: string; lines?: AsyncIterable<string> }): RecordingIo {
   const stdout: string[] = [];
   const stderr: string[] = [];
   return {
@@ -19,6 +19,7 @@ export function recordingIo(opts: { env?: Record<string, string | undefined>; cw
     err: (line) => void stderr.push(line),
     env: opts.env ?? {},
     cwd: opts.cwd,
+    ...(opts.lines === undefined ? {} : { lines: () => opts.lines! }),
     stdout,
     stderr,
     all: () => [...stdout, ...stderr].join("\n"),

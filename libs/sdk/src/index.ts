@@ -9,6 +9,8 @@ export type { RoomRole, SendRequest, UserRole } from "./membership.js";
 export { UnibusError, ErrorCode, ErrorReason } from "@unibus/contracts";
 export { openRoom, RoomLimits, RoomSubject } from "./rooms/room.js";
 export type { HistoryOptions, Room, RoomMessage, RoomOpener, RoomReject, RoomSubscription } from "./rooms/room.js";
+export { RoomAccessTimeoutError, waitForRoomAccess } from "./rooms/access.js";
+export type { RoomAccessOptions } from "./rooms/access.js";
 export { FrameFormat, RejectReason } from "./rooms/frame.js";
 export { NoRoomKeyError, ROOM_KEY_BYTES, StaticRoomKeys } from "./rooms/keyring.js";
 export type { RoomEpochKey, RoomKeySource } from "./rooms/keyring.js";

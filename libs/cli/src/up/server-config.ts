@@ -60,8 +60,12 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
         service: "membership",
         kvBuckets: [...Object.values(MembershipBucket), NonceBucket.name],
         // Persisted rooms get their own stream; membership changes are
-        // announced to the room's members so owners rekey.
-        publish: ["$JS.API.STREAM.CREATE.ROOM_*", "$JS.API.STREAM.INFO.ROOM_*", "unibus.room.*.membership"],
+        // announced to the room's members so owners rekey. NATS wildcards
+        // match whole tokens only (`ROOM_*` is a literal, and matched no
+        // room), so stream create/info cannot be narrowed to `ROOM_` names:
+        // CREATE cannot change an existing stream (no UPDATE/DELETE/PURGE
+        // here), and this service already holds the allowlist itself.
+        publish: ["$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.INFO.*", "unibus.room.*.membership"],
       });
     case ServiceName.replicaGateway:
       // It answers under `unibus.v1.replica.>` (DESIGN §2), not its process name.

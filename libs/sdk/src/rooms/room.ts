@@ -381,8 +381,11 @@ class RoomImpl implements Room {
     const last = (await stream.info()).state.last_seq;
     const since = opts.since;
     if (last === 0 || (typeof since === "number" && since > last)) return;
+    // Unfiltered on purpose: the stream also holds the membership service's
+    // `unibus.room.<id>.membership` events, and `last` is a sequence of the
+    // whole stream, so only an unfiltered read is sure to reach it (a filtered
+    // one waited forever when the newest stored message was such an event).
     const consumer = await js.consumers.get(stream.name, {
-      filter_subjects: [this.subject],
       ...(since === undefined
         ? { deliver_policy: DeliverPolicy.All }
         : typeof since === "number"
@@ -394,9 +397,13 @@ class RoomImpl implements Room {
     const msgs = await consumer.consume();
     try {
       for await (const m of msgs) {
-        const pending = rx.accept(m.data);
-        if (pending !== undefined) await pending;
-        while (out.length > 0) yield out.shift()!;
+        // Only the message subject carries frames; anything else in the room's
+        // namespace (membership events) is skipped, not reported as malformed.
+        if (m.subject === this.subject) {
+          const pending = rx.accept(m.data);
+          if (pending !== undefined) await pending;
+          while (out.length > 0) yield out.shift()!;
+        }
         if (m.seq >= last || m.info.pending === 0) break;
       }
     } finally {
