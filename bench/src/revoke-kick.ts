@@ -98,7 +98,7 @@ export async function runRevokeKick(opts: RevokeKickOptions): Promise<BenchCase[
             permissions: servicePermissions({
               service: "membership",
               kvBuckets: [...Object.values(MembershipBucket), "nonces"],
-              publish: ["$JS.API.STREAM.CREATE.ROOM_*", "$JS.API.STREAM.INFO.ROOM_*"],
+              publish: ["$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.INFO.*", "unibus.room.*.membership"],
             }),
           },
           {

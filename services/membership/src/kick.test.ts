@@ -102,7 +102,7 @@ describe("kicks on a callout-protected server", () => {
             permissions: servicePermissions({
               service: "membership",
               kvBuckets: buckets,
-              publish: ["$JS.API.STREAM.CREATE.ROOM_*", "$JS.API.STREAM.INFO.ROOM_*"],
+              publish: ["$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.INFO.*", "unibus.room.*.membership"],
             }),
           },
           {
