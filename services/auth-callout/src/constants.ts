@@ -1,3 +1,5 @@
+import { RoomSubjectPrefix, SubjectPrefix, Subjects } from "@unibus/contracts";
+
 /** Protocol names fixed by nats-server's auth callout (ADR-26). */
 export const CalloutSubject = {
   /** Where nats-server publishes authorization requests. */
@@ -15,16 +17,16 @@ export const CalloutSubject = {
 /** One of the {@link CalloutSubject} values. */
 export type CalloutSubject = (typeof CalloutSubject)[keyof typeof CalloutSubject];
 
-/** Subject roots of the unibus data and control planes (DESIGN §4). */
+/** Subject roots of the unibus data and control planes (DESIGN §4), from the one subjects module. */
 export const UnibusSubject = {
   /** `unibus.room.<roomId>.>`: room data plane. */
-  roomPrefix: "unibus.room.",
+  roomPrefix: `${RoomSubjectPrefix}.`,
   /** A persisted room's JetStream stream is `ROOM_<roomId>`. */
   roomStreamPrefix: "ROOM_",
   /** `unibus.v1.<service>.<endpoint…>`: control-plane requests. */
-  controlPlane: "unibus.v1.*.>",
+  controlPlane: `${SubjectPrefix}.*.>`,
   /** The replica gateway's handshake/join subjects (node / bootstrap identities). */
-  replicaHandshake: "unibus.v1.replica.>",
+  replicaHandshake: Subjects.replicaGateway.all,
   /** Inbox root; each principal gets `_INBOX.<principal>.>`. */
   inboxPrefix: "_INBOX.",
   /** Micro discovery (`$SRV.PING|INFO|STATS`), admin only. */
