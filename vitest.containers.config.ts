@@ -1,6 +1,7 @@
 import { defineConfig } from "vitest/config";
 
-// The container suite (npm run test:containers): the compose stack in real
+// The container suite (npm run test:containers): the compose stacks (single
+// node and the 3-node cluster) in real
 // Docker, driven by testcontainers. Needs a Docker engine and the local images
 // (deploy/scripts/docker-engine.sh, deploy/scripts/build-images.sh; .ci/containers
 // runs both). Ryuk cannot be pulled here, so the suite stops its own containers.

@@ -3,13 +3,21 @@
  * unibus service is) so client and service do not share an event loop.
  *
  *   tsx bench/src/echo-service.ts <raw|kit|kit-mutating>   (server URL in UNIBUS_URL)
+ *
+ * For P7 (bench/src/scaling.ts) the kit echo takes two more settings:
+ *   UNIBUS_BENCH_WORK  PBKDF2-SHA256 iterations the handler runs per request (a
+ *                      fixed amount of CPU, like a KDF or a heavy check; default 0)
+ *   UNIBUS_BENCH_CTL   a subject on which "stop" / "start" leave and rejoin the
+ *                      queue group (the process stays up and warm), answered "ok"
  */
+import { pbkdf2Sync } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
 import { pino } from "pino";
 import { Access, defineService, endpointFor, startService } from "@unibus/kit";
+import type { RunningService } from "@unibus/kit";
 
 export const EchoSubject = { raw: "bench.raw.echo", kit: "unibus.v1.bench.echo", kitMutating: "unibus.v1.bench.echo_mutating" } as const;
 
@@ -30,10 +38,12 @@ async function main(): Promise<void> {
     svc.addEndpoint("echo", { subject: EchoSubject.raw, handler: (_err, msg) => msg.respond(msg.data) });
   } else {
     const echo = endpointFor<BenchTypes>();
-    const reply = async (req: BenchTypes["bench.echo.request"], caller: { anonymous: boolean; principal?: string }) => ({
-      ...req,
-      caller: caller.principal ?? "anonymous",
-    });
+    const work = Number(process.env.UNIBUS_BENCH_WORK ?? 0);
+    const reply = async (req: BenchTypes["bench.echo.request"], caller: { anonymous: boolean; principal?: string }) => {
+      // Fixed CPU per request (not wall time: a preempted replica does not get credit for waiting).
+      if (work > 0) pbkdf2Sync(req.text, req.roomId, work, 32, "sha256");
+      return { ...req, caller: caller.principal ?? "anonymous" };
+    };
     const definition = defineService({
       name: "bench-kit",
       version: "0.0.1",
@@ -44,7 +54,26 @@ async function main(): Promise<void> {
         echoMutating: echo({ subject: EchoSubject.kitMutating, request: "bench.echo.request", reply: "bench.echo.reply", mutates: true, access: Access.Signed, handler: reply }),
       },
     });
-    await startService(nc, definition, { logger: pino({ level: "warn" }) });
+    const logger = pino({ level: "warn" });
+    let running: RunningService | undefined = await startService(nc, definition, { logger });
+    const ctl = process.env.UNIBUS_BENCH_CTL;
+    if (ctl) {
+      nc.subscribe(ctl, {
+        callback: (_err, msg) => {
+          const op = msg.string();
+          void (async () => {
+            if (op === "stop" && running) {
+              await running.stop();
+              running = undefined;
+            } else if (op === "start" && !running) {
+              running = await startService(nc, definition, { logger });
+            }
+            await nc.flush();
+            msg.respond("ok");
+          })();
+        },
+      });
+    }
   }
   process.once("SIGTERM", () => {
     void nc.close().finally(() => process.exit(0));

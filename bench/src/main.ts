@@ -52,7 +52,7 @@ const benches: Bench[] = [
     about: `users.revoke sent → victim disconnected vs a bare $SYS KICK of a plain connection; ${samples} samples each, interleaved`,
     run: () => runRevokeKick({ samples }),
   },
-  { id: "P7", about: "CPU-bound kit echo: 2 replica processes (one queue group) vs 1, same server, same run; 2 cores shared with nats-server and the client", run: () => runScaling({ seconds, inFlight: 64 }) },
+  { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
 ];
 
 const picked = benches.filter((b) => filters.length === 0 || filters.some((f) => b.id.startsWith(f)));

@@ -7,6 +7,8 @@
  *              calloutAuthorization: ONE config builder), and hands each
  *              container only what it needs, each in its own volume:
  *                /out/nats/      nats.conf + jetstream.key (read by nats-launch)
+ *                /out/nats-N/    the same per node with UNIBUS_CLUSTER_NODES=nats-1,…
+ *                                (routes: mutual TLS, pool_size, no_advertise)
  *                /out/svc-<name> identity.id (+ callout seeds / system.id) + env
  *   bootstrap  Seeds admin #0 (idempotent), as `unibus up` does after start.
  *
@@ -42,6 +44,9 @@ const CLIENT_PORT = 4222;
 const MONITOR_PORT = 8222;
 const CLUSTER_PORT = 6222;
 const BOOTSTRAP_WAIT_MS = 90_000;
+/** Cluster only: where each nats container mounts its route TLS dir (read-only). */
+const ROUTE_TLS_DIR = "/etc/unibus-routes";
+const ROUTE_POOL_SIZE = 3;
 
 function say(line: string): void {
   process.stdout.write(`[unibus init] ${line}\n`);
@@ -70,7 +75,25 @@ function serverConfig(state: ProvisionedHome, serverName: string, routes: readon
   });
   if (routes === undefined) return base;
   return mergeNatsConfig(base, {
-    cluster: { name: "unibus", listen: `0.0.0.0:${CLUSTER_PORT}`, routes: routes.map((h) => `nats-route://${h}:${CLUSTER_PORT}`) },
+    cluster: {
+      name: "unibus",
+      listen: `0.0.0.0:${CLUSTER_PORT}`,
+      routes: routes.map((h) => `nats-route://${h}:${CLUSTER_PORT}`),
+      // Equal on every node (a mismatch breaks the routes); the default, written out.
+      pool_size: ROUTE_POOL_SIZE,
+      // Do not gossip container addresses to peers or clients: clients use their seed list.
+      no_advertise: true,
+      // Routes are mutual TLS (DESIGN §7): a route CA of their own, separate from any
+      // client CA; each node's cert has serverAuth+clientAuth and SAN DNS:<node>.
+      // Made on the host by deploy/scripts/cluster-certs.sh, mounted read-only.
+      tls: {
+        cert_file: join(ROUTE_TLS_DIR, "node.pem"),
+        key_file: join(ROUTE_TLS_DIR, "node.key"),
+        ca_file: join(ROUTE_TLS_DIR, "route-ca.pem"),
+        verify: true,
+        timeout: 3,
+      },
+    },
   });
 }
 

@@ -3,7 +3,7 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import { createIdentity, nkeyAuthenticator } from "@unibus/crypto";
-import { connect } from "@unibus/sdk";
+import { ErrorReason, UnibusError, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
@@ -90,7 +90,17 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     // room above, and the kick that applies its new permissions would drop
     // replies in flight, which would measure the kick rather than the kill.
     const loader = createIdentity({ label: "loader" });
-    await admin.users.add(loader.principal, "loader", "admin");
+    // Admin #0's late kick may drop this very request (503 connection_lost,
+    // outcome unknown): ask again, and a 409 then means the first one landed.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await admin.users.add(loader.principal, "loader", "admin");
+        break;
+      } catch (err) {
+        if (err instanceof UnibusError && err.code === 409) break;
+        if (!(err instanceof UnibusError && err.reason === ErrorReason.ConnectionLost) || attempt >= 3) throw err;
+      }
+    }
     const client = await connect({ url: stack.url, identity: loader, requestTimeoutMs: 2_000 });
     clients.push(client);
     await client.users.list();

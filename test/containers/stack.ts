@@ -13,11 +13,15 @@ import type { Identity } from "@unibus/crypto";
 const run = promisify(execFile);
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 
-/** The compose stack (docker-compose.yml) started for a suite, with admin #0 copied to the host. */
+/** The compose stack (docker-compose.yml or another compose file) started for a suite, with admin #0 copied to the host. */
 export interface ComposeStack {
   readonly env: StartedDockerComposeEnvironment;
-  /** `nats://127.0.0.1:<published port>`. */
+  /** `nats://127.0.0.1:<published port>` (the first of `urls`). */
   readonly url: string;
+  /** One per published client port, in the order of `ports` (a cluster: one per node). */
+  readonly urls: string[];
+  /** Compose project name (container names are `<project>-<service>-<n>`). */
+  readonly project: string;
   readonly admin: Identity;
   /** Seconds from `compose up` to every container healthy. */
   readonly secondsToHealthy: number;
@@ -37,17 +41,38 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** Options of {@link startComposeStack}. */
+export interface ComposeStackOptions {
+  project: string;
+  /** Compose file in the repo root. Default docker-compose.yml. */
+  file?: string;
+  /** Env variables naming the published client ports; each gets a free loopback port. Default [UNIBUS_DOCKER_PORT]. */
+  ports?: string[];
+  /** More compose variables (never secrets: they reach the compose model). */
+  environment?: Record<string, string>;
+  replicas?: { membership?: number; keys?: number };
+}
+
 /** Starts the stack under its own project name (volumes included, removed by stop()). */
-export async function startComposeStack(opts: { project: string; replicas?: { membership?: number; keys?: number } }): Promise<ComposeStack> {
-  const port = await freePort();
-  const compose = (...args: string[]) => run("docker", ["compose", "-p", opts.project, "-f", join(REPO_ROOT, "docker-compose.yml"), ...args], { cwd: REPO_ROOT });
+export async function startComposeStack(opts: ComposeStackOptions): Promise<ComposeStack> {
+  const file = opts.file ?? "docker-compose.yml";
+  const portVars = opts.ports ?? ["UNIBUS_DOCKER_PORT"];
+  const ports: number[] = [];
+  for (const _ of portVars) {
+    let p = await freePort();
+    while (ports.includes(p)) p = await freePort();
+    ports.push(p);
+  }
+  const compose = (...args: string[]) =>
+    run("docker", ["compose", "-p", opts.project, "-f", join(REPO_ROOT, file), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...opts.environment } });
   // A clean slate: volumes left by an interrupted run would hold another run's state.
   await compose("down", "-v", "--remove-orphans").catch(() => undefined);
   const t0 = Date.now();
-  const env = await new DockerComposeEnvironment(REPO_ROOT, "docker-compose.yml")
+  const env = await new DockerComposeEnvironment(REPO_ROOT, file)
     .withProjectName(opts.project)
     .withEnvironment({
-      UNIBUS_DOCKER_PORT: String(port),
+      ...opts.environment,
+      ...Object.fromEntries(portVars.map((v, i) => [v, String(ports[i])])),
       UNIBUS_MEMBERSHIP_REPLICAS: String(opts.replicas?.membership ?? 1),
       UNIBUS_KEYS_REPLICAS: String(opts.replicas?.keys ?? 1),
     })
@@ -77,7 +102,9 @@ export async function startComposeStack(opts: { project: string; replicas?: { me
     });
     return {
       env,
-      url: `nats://127.0.0.1:${port}`,
+      url: `nats://127.0.0.1:${ports[0]}`,
+      urls: ports.map((p) => `nats://127.0.0.1:${p}`),
+      project: opts.project,
       admin,
       secondsToHealthy,
       async replicas(service) {

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Route TLS material for docker-compose.cluster.yml (DESIGN §7), made on the
+# HOST with the `openssl` binary (the images are FROM scratch and node:crypto
+# cannot issue X.509 certificates):
+#   deploy/scripts/cluster-certs.sh [dir]     (default: .unibus/cluster-tls, git-ignored)
+#
+#   <dir>/ca/route-ca.key          the route CA's key: stays here, never mounted (0600)
+#   <dir>/ca/route-ca.pem          the route CA (only for routes; no client CA is trusted on 6222)
+#   <dir>/nats-N/route-ca.pem      what node N trusts on its route port
+#   <dir>/nats-N/node.pem, node.key  node N's cert (SAN DNS:nats-N, serverAuth+clientAuth:
+#                                  routes are mutual TLS, each node is client and server)
+# Node dirs are 0700 and keys 0600, owned by the containers' uid 10001 so the
+# read-only bind mount is readable by nats-server and nobody else. Idempotent:
+# existing material is kept; `--force` (first argument) makes everything anew.
+# Keys are ECDSA P-256; nothing secret is printed. Must run as root (chown).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+force=0
+if [ "${1:-}" = "--force" ]; then force=1; shift; fi
+dir=${1:-${UNIBUS_CLUSTER_TLS_DIR:-.unibus/cluster-tls}}
+nodes=${UNIBUS_CLUSTER_NODES:-nats-1,nats-2,nats-3}
+uid=10001
+days=${UNIBUS_CERT_DAYS:-365}
+say() { printf '[cluster-certs] %s\n' "$*"; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  say "must run as root: node keys are handed to uid $uid (the containers' user)" >&2
+  exit 1
+fi
+command -v openssl >/dev/null || { say "openssl is missing" >&2; exit 1; }
+
+umask 077
+if [ "$force" = 1 ]; then rm -rf "$dir"; fi
+mkdir -p "$dir/ca"
+chmod 700 "$dir" "$dir/ca"
+ca_key="$dir/ca/route-ca.key"
+ca_pem="$dir/ca/route-ca.pem"
+if [ ! -s "$ca_key" ] || [ ! -s "$ca_pem" ]; then
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$ca_key" 2>/dev/null
+  openssl req -x509 -new -key "$ca_key" -sha256 -days "$days" -subj "/O=unibus/CN=unibus route CA" \
+    -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$ca_pem" 2>/dev/null
+  say "route CA made: $ca_pem"
+fi
+chmod 600 "$ca_key"
+chmod 644 "$ca_pem"
+
+IFS=, read -r -a names <<<"$nodes"
+for n in "${names[@]}"; do
+  d="$dir/$n"
+  mkdir -p "$d"
+  if [ ! -s "$d/node.key" ] || [ ! -s "$d/node.pem" ] || ! openssl verify -CAfile "$ca_pem" "$d/node.pem" >/dev/null 2>&1; then
+    ext=$(mktemp)
+    printf 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:%s\n' "$n" >"$ext"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/node.key" 2>/dev/null
+    openssl req -new -key "$d/node.key" -subj "/O=unibus/CN=$n" 2>/dev/null \
+      | openssl x509 -req -CA "$ca_pem" -CAkey "$ca_key" -CAcreateserial -sha256 -days "$days" -extfile "$ext" -out "$d/node.pem" 2>/dev/null
+    rm -f "$ext"
+    say "$n: route cert made (SAN DNS:$n, serverAuth+clientAuth)"
+  fi
+  cp "$ca_pem" "$d/route-ca.pem"
+  chown -R "$uid:$uid" "$d"
+  chmod 700 "$d"
+  chmod 600 "$d/node.key"
+  chmod 644 "$d/node.pem" "$d/route-ca.pem"
+done
+rm -f "$dir/ca/route-ca.srl"
+say "route TLS material in $dir (mount $dir/<node> read-only at /etc/unibus-routes)"

@@ -1,0 +1,204 @@
+import { execFile } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import type { Socket} from "node:net";
+import { connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
+import type { TLSSocket } from "node:tls";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createIdentity } from "@unibus/crypto";
+import { connect } from "@unibus/sdk";
+import type { UnibusClient } from "@unibus/sdk";
+import { startComposeStack } from "./stack.js";
+import type { ComposeStack } from "./stack.js";
+
+const run = promisify(execFile);
+const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const PROJECT = "unibus-ct-cluster";
+const ROUTE_PORT = 6222;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Retries `fn` until it resolves or `ms` pass (failover: reconnect, new stream leaders). */
+async function eventually<T>(ms: number, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(500);
+    }
+  }
+}
+
+/** Reads the node's first line (INFO) off a route connection. */
+async function readInfo(sock: Socket | TLSSocket): Promise<Record<string, unknown>> {
+  let buf = "";
+  while (!buf.includes("\r\n")) {
+    const [chunk] = (await once(sock, "data")) as [Buffer];
+    buf += chunk.toString("latin1");
+  }
+  const line = buf.slice(0, buf.indexOf("\r\n"));
+  expect(line.startsWith("INFO ")).toBe(true);
+  return JSON.parse(line.slice(5)) as Record<string, unknown>;
+}
+
+/** Resolves with what the peer sent before the connection ended (or after `ms`, if it stays open). */
+async function drain(sock: Socket, ms: number): Promise<{ data: string; closed: boolean }> {
+  let data = "";
+  sock.on("data", (c: Buffer) => (data += c.toString("latin1")));
+  const closed = await Promise.race([
+    new Promise<boolean>((r) => {
+      sock.once("close", () => r(true));
+      sock.once("error", () => r(true));
+    }),
+    sleep(ms).then(() => false),
+  ]);
+  sock.destroy();
+  return { data, closed };
+}
+
+describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () => {
+  let stack: ComposeStack;
+  let certs: string;
+  let admin: UnibusClient;
+  const clients: UnibusClient[] = [];
+  const acked: string[] = [];
+  const container = (svc: string) => `${PROJECT}-${svc}-1`;
+
+  async function routeAddress(node: string): Promise<string> {
+    const { stdout } = await run("docker", ["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container(node)]);
+    return stdout.trim();
+  }
+
+  beforeAll(async () => {
+    // Route TLS material made on the host by the project's script, outside the repo, removed after.
+    certs = await mkdtemp(join(tmpdir(), "unibus-ct-tls-"));
+    await run(join(REPO_ROOT, "deploy/scripts/cluster-certs.sh"), [certs], { cwd: REPO_ROOT });
+    stack = await startComposeStack({
+      project: PROJECT,
+      file: "docker-compose.cluster.yml",
+      ports: ["UNIBUS_DOCKER_PORT_1", "UNIBUS_DOCKER_PORT_2", "UNIBUS_DOCKER_PORT_3"],
+      environment: { UNIBUS_CLUSTER_TLS_DIR: certs },
+    });
+    process.stdout.write(`cluster stack healthy in ${stack.secondsToHealthy.toFixed(1)} s\n`);
+    // All three seeds: the client fails over as nodes go away.
+    admin = await connect({ servers: stack.urls, identity: stack.admin, requestTimeoutMs: 8_000 });
+    clients.push(admin);
+  });
+
+  afterAll(async () => {
+    await Promise.allSettled(clients.map((c) => c.close()));
+    await stack?.stop();
+    if (certs) await rm(certs, { recursive: true, force: true });
+  });
+
+  it("every container runs as uid 10001 and the three nodes are healthy", async () => {
+    const ids = (await run("docker", ["ps", "-q", "--filter", `label=com.docker.compose.project=${PROJECT}`])).stdout.split("\n").filter(Boolean);
+    expect(ids.length).toBe(9);
+    const { stdout } = await run("docker", ["inspect", "-f", "{{.Config.User}} {{.State.Health.Status}}", ...ids]);
+    for (const line of stdout.trim().split("\n")) expect(line).toBe("10001:10001 healthy");
+  });
+
+  it("each node runs JetStream with at-rest encryption, its key only in nats-server's own environment", async () => {
+    for (const node of ["nats-1", "nats-2", "nats-3"]) {
+      const { stdout, stderr } = await run("docker", ["logs", container(node)]);
+      expect(`${stdout}${stderr}`).toMatch(/Encryption:\s+ChaCha20-Poly1305/);
+      const env = (await run("docker", ["inspect", "-f", "{{json .Config.Env}} {{json .Config.Cmd}}", container(node)])).stdout;
+      expect(env).toContain("UNIBUS_JS_KEY_FILE=/etc/unibus/jetstream.key");
+      expect(env).not.toMatch(/UNIBUS_JS_KEY=/);
+    }
+  });
+
+  it("routes are mutual TLS: plain TCP and a TLS client without a route-CA cert are refused, a node cert is accepted", async () => {
+    const ip = await routeAddress("nats-1");
+    expect(ip).toMatch(/^\d+\.\d+\.\d+\.\d+$/);
+
+    // With route TLS the accepting node starts with the TLS handshake: nothing is said in
+    // plaintext, and a plaintext CONNECT/PING is dropped without an INFO or a PONG.
+    const plain = tcpConnect(ROUTE_PORT, ip);
+    await once(plain, "connect");
+    plain.write('CONNECT {"verbose":false,"pedantic":false,"name":"intruder"}\r\nPING\r\n');
+    const plainEnd = await drain(plain, 5_000);
+    expect(plainEnd.data).not.toMatch(/INFO|PONG/);
+    expect(plainEnd.closed).toBe(true);
+
+    const ca = await readFile(join(certs, "ca", "route-ca.pem"));
+    // TLS trusting the route CA but without a client certificate: the node rejects it (mutual TLS).
+    const anon = tlsConnect({ host: ip, port: ROUTE_PORT, ca, servername: "nats-1" });
+    anon.on("error", () => undefined);
+    const anonEnd = await drain(anon, 5_000);
+    expect(anonEnd.data).not.toMatch(/INFO|PONG/);
+    expect(anonEnd.closed).toBe(true);
+
+    // Control: nats-2's route cert (serverAuth+clientAuth, same route CA) completes mutual TLS
+    // and the node then speaks the route protocol (INFO).
+    const peer = tlsConnect({
+      host: ip,
+      port: ROUTE_PORT,
+      ca,
+      servername: "nats-1",
+      cert: await readFile(join(certs, "nats-2", "node.pem")),
+      key: await readFile(join(certs, "nats-2", "node.key")),
+    });
+    await once(peer, "secureConnect");
+    expect(peer.authorized).toBe(true);
+    expect(peer.getPeerCertificate().subjectaltname).toBe("DNS:nats-1");
+    const info = await readInfo(peer);
+    expect(info["tls_required"]).toBe(true);
+    peer.destroy();
+  });
+
+  it("users added before nats-1 stops are all readable with 2 of 3 nodes, and the bus keeps serving", async () => {
+    for (let i = 0; i < 8; i++) {
+      const id = createIdentity();
+      await admin.users.add(id.principal, `c${i}-${id.principal.slice(1, 7).toLowerCase()}`, "member");
+      acked.push(id.principal);
+    }
+    await run("docker", ["stop", "-t", "5", container("nats-1")]);
+    const listed = await eventually(45_000, async () => new Set((await admin.users.list()).users.map((u) => u.principal)));
+    expect(acked.filter((p) => !listed.has(p))).toEqual([]);
+    // Still serving writes: quorum is 2 of 3.
+    const late = createIdentity();
+    await eventually(45_000, () => admin.users.add(late.principal, `late-${late.principal.slice(1, 7).toLowerCase()}`, "member"));
+    acked.push(late.principal);
+    const after = await eventually(30_000, async () => new Set((await admin.users.list()).users.map((u) => u.principal)));
+    expect(acked.filter((p) => !after.has(p))).toEqual([]);
+  });
+
+  it("with 2 of 3 nodes stopped a mutating request fails closed (error or timeout, never an ack)", async () => {
+    await run("docker", ["stop", "-t", "5", container("nats-2")]);
+    // Either the admin's session is on nats-3 and the request meets membership there (503:
+    // no quorum for the R3 bucket), or the session dropped and cannot log in again (the
+    // callout reads the directory, which has no quorum either): both must refuse.
+    await sleep(3_000);
+    const bob = createIdentity();
+    const t0 = Date.now();
+    const outcome = await admin.users
+      .add(bob.principal, `bob-${bob.principal.slice(1, 7).toLowerCase()}`, "member")
+      .then(
+        () => "acknowledged",
+        (err: unknown) => `refused: ${(err as Error).message}`,
+      );
+    process.stdout.write(`users.add with 1 of 3 nodes: ${outcome} (${Date.now() - t0} ms)\n`);
+    expect(outcome).toMatch(/^refused: /);
+  });
+
+  it("after both nodes restart the cluster catches up: every acknowledged user is there and writes work again", async () => {
+    await run("docker", ["start", container("nats-1"), container("nats-2")]);
+    // A new session: the old one may have given up reconnecting while logins were refused.
+    const again = await eventually(60_000, () => connect({ servers: stack.urls, identity: stack.admin, requestTimeoutMs: 8_000 }));
+    clients.push(again);
+    const fresh = createIdentity();
+    await eventually(60_000, () => again.users.add(fresh.principal, `back-${fresh.principal.slice(1, 7).toLowerCase()}`, "member"));
+    acked.push(fresh.principal);
+    // Reads may answer 503 for a moment while stream leaders settle after the restart.
+    const listed = await eventually(30_000, async () => new Set((await again.users.list()).users.map((u) => u.principal)));
+    expect(acked.filter((p) => !listed.has(p))).toEqual([]);
+  });
+});
