@@ -92,7 +92,9 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     await createAuthCalloutService(calloutNc, { issuer, directory, logger, ...(xkey !== undefined ? { xkey } : {}) });
 
     const connectAs = async (identity: Identity | SigningKey): Promise<UnibusClient> => {
-      const c = await connect({ url: server.url, identity });
+      // Generous: a busy 2-core CI machine runs the callout and services in
+      // this same process; a lost reply still fails, only later.
+      const c = await connect({ url: server.url, identity, requestTimeoutMs: 15_000 });
       clients.push(c);
       return c;
     };

@@ -72,6 +72,25 @@ function peersCurrent(metas: Jsz["meta_cluster"][], running: number): boolean {
   });
 }
 
+/**
+ * The real readiness test: placing a stream on every running node. Peers can
+ * look current in /jsz before placement sees them (their stats arrive on
+ * their own schedule), and an R3 create then fails with "no suitable peers
+ * for placement" (seen in CI).
+ */
+async function placementWorks(nc: NatsConnection, replicas: number): Promise<boolean> {
+  const name = `READY_PROBE_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
+  const config = { name, subjects: [`_ready_probe.${name}`], num_replicas: replicas, storage: "memory" };
+  try {
+    const created = await nc.request(`$JS.API.STREAM.CREATE.${name}`, JSON.stringify(config), { timeout: 2000 });
+    if (created.json<{ error?: unknown }>().error) return false;
+    await nc.request(`$JS.API.STREAM.DELETE.${name}`, undefined, { timeout: 2000 }).catch(() => undefined);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** `$JS.API.INFO` answers without an error only once the meta group has quorum. */
 async function jsApiAnswers(nc: NatsConnection): Promise<boolean> {
   try {
@@ -157,7 +176,7 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
           const metas = await Promise.all(running.map(metaClusterOf));
           const leaders = metas.map((m) => m?.leader || undefined);
           const leader = leaders[0];
-          if (leader && leaders.every((l) => l === leader) && peersCurrent(metas, running.length) && (await jsApiAnswers(nc))) return leader;
+          if (leader && leaders.every((l) => l === leader) && peersCurrent(metas, running.length) && (await jsApiAnswers(nc)) && (await placementWorks(nc, running.length))) return leader;
           if (Date.now() > deadline) {
             throw new Error(`cluster ${name}: no JetStream meta leader within ${timeoutMs} ms (nodes report ${JSON.stringify(leaders)})`);
           }
