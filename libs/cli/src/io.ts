@@ -25,6 +25,14 @@ export function processIo(): CliIo {
     env: process.env,
     cwd: process.cwd(),
     // Terminal or pipe alike, so tests and scripts can drive `unibus chat`.
-    lines: () => createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false }),
+    lines: async function* () {
+      const rl = createInterface({ input: process.stdin, crlfDelay: Infinity, terminal: false });
+      try {
+        yield* rl;
+      } finally {
+        // A reader that stops early (`/quit`) must release stdin, or the process waits for its end.
+        rl.close();
+      }
+    },
   };
 }

@@ -2,7 +2,8 @@
 // temp state dir, as `npm start` would, and checks what an operator sees.
 import { spawn, execFile } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { readdir, readFile, mkdtemp, rm, stat } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { readdir, readFile, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +12,7 @@ import { promisify } from "node:util";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
+import type { Identity } from "@unibus/crypto";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -30,19 +32,75 @@ async function freePort(): Promise<number> {
   });
 }
 
-interface Up {
+/** A CLI process with its output captured; `waitFor` resolves as soon as a pattern shows up. */
+interface CliProcess {
   readonly child: ChildProcess;
+  /** stdout and stderr so far, interleaved. */
   output(): string;
+  stdout(): string;
+  stderr(): string;
   readonly exited: Promise<number | null>;
+  /** The exit code, once the process ends within `ms`. */
+  exitCode(ms?: number): Promise<number | null>;
+  /** Resolves once `pattern` matches `stream`; rejects if the process ends first or after `ms`. */
+  waitFor(stream: "stdout" | "stderr", pattern: RegExp, ms?: number): Promise<void>;
+  /** Writes a line to its stdin (spawned with `stdin: "pipe"`). */
+  type(line: string): void;
 }
 
-function startUp(env: NodeJS.ProcessEnv): Up {
-  const child = spawn(process.execPath, [BIN, "up"], { env, stdio: ["ignore", "pipe", "pipe"] });
-  let out = "";
-  child.stdout?.on("data", (d: Buffer) => (out += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (out += d.toString()));
+function spawnCli(env: NodeJS.ProcessEnv, args: string[], stdin: "ignore" | "pipe" = "ignore"): CliProcess {
+  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: [stdin, "pipe", "pipe"] });
+  const text = { stdout: "", stderr: "", all: "" };
+  let closed = false;
+  const waiters = new Set<() => void>();
+  const notify = (): void => waiters.forEach((w) => w());
+  for (const stream of ["stdout", "stderr"] as const) {
+    child[stream]?.on("data", (d: Buffer) => {
+      text[stream] += d.toString();
+      text.all += d.toString();
+      notify();
+    });
+  }
+  child.once("close", () => {
+    closed = true;
+    notify();
+  });
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  return { child, output: () => out, exited };
+  return {
+    child,
+    output: () => text.all,
+    stdout: () => text.stdout,
+    stderr: () => text.stderr,
+    exited,
+    exitCode: (ms = 10_000) => {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`unibus ${args.join(" ")} still running after ${ms} ms:\n${text.all}`)), ms)));
+      return Promise.race([exited, late]).finally(() => clearTimeout(timer));
+    },
+    waitFor: (stream, pattern, ms = 10_000) =>
+      new Promise<void>((resolve, reject) => {
+        const fail = (why: string): void => done(() => reject(new Error(`unibus ${args.join(" ")}: ${why} waiting for ${pattern} on ${stream}:\n${text.all}`)));
+        const timer = setTimeout(() => fail(`timed out after ${ms} ms`), ms);
+        const check = (): void => {
+          if (pattern.test(text[stream])) done(resolve);
+          else if (closed) fail(`exited (${child.exitCode})`);
+        };
+        const done = (then: () => void): void => {
+          clearTimeout(timer);
+          waiters.delete(check);
+          then();
+        };
+        waiters.add(check);
+        check();
+      }),
+    type: (line) => {
+      child.stdin?.write(`${line}\n`);
+    },
+  };
+}
+
+function startUp(env: NodeJS.ProcessEnv): CliProcess {
+  return spawnCli(env, ["up"]);
 }
 
 async function microLs(env: NodeJS.ProcessEnv): Promise<{ name: string; version: string; id: string }[]> {
@@ -53,7 +111,7 @@ async function microLs(env: NodeJS.ProcessEnv): Promise<{ name: string; version:
 /** Expected micro names of the services present in this checkout. */
 const expected = serviceAvailability().filter((s) => s.available).map((s) => s.name);
 
-async function waitForServices(env: NodeJS.ProcessEnv, up: Up, ms: number): Promise<{ name: string; version: string; id: string }[]> {
+async function waitForServices(env: NodeJS.ProcessEnv, up: CliProcess, ms: number): Promise<{ name: string; version: string; id: string }[]> {
   const end = Date.now() + ms;
   let last: { name: string; version: string; id: string }[] = [];
   while (Date.now() < end) {
@@ -71,18 +129,18 @@ async function waitForServices(env: NodeJS.ProcessEnv, up: Up, ms: number): Prom
   throw new Error(`services did not all appear; last ls: ${JSON.stringify(last)}\n${up.output()}`);
 }
 
-async function stopUp(up: Up): Promise<number | null> {
+async function stopUp(up: CliProcess): Promise<number | null> {
   up.child.kill("SIGTERM");
   return up.exited;
 }
 
-/** Runs the CLI; resolves with its exit code and output instead of throwing on a non-zero exit. */
-async function cli(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs the CLI; resolves with its exit code and output instead of throwing on a non-zero exit (code null: killed after 30 s). */
+async function cli(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { env });
+    const { stdout, stderr } = await run(process.execPath, [BIN, ...args], { env, timeout: 30_000 });
     return { code: 0, stdout, stderr };
   } catch (err) {
-    const e = err as { code: number; stdout: string; stderr: string };
+    const e = err as { code: number | null; stdout: string; stderr: string };
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
@@ -137,8 +195,13 @@ interface UserJson {
 describe("unibus up (real processes, auth callout on)", () => {
   let home: string;
   let env: NodeJS.ProcessEnv;
-  const running: Up[] = [];
+  const running: CliProcess[] = [];
   const clients: UnibusClient[] = [];
+  // Shared by the steps below, which run in order against one `unibus up`.
+  let first: CliProcess;
+  let admin: Identity;
+  let alice: Identity;
+  let handle: string;
 
   beforeAll(async () => {
     home = await mkdtemp(join(tmpdir(), "unibus-up-"));
@@ -151,8 +214,8 @@ describe("unibus up (real processes, auth callout on)", () => {
     await rm(home, { recursive: true, force: true });
   });
 
-  it("admits only allowlisted principals, each to its own rooms, and a second run reuses all state", { timeout: 60_000 }, async () => {
-    const first = startUp(env);
+  it("admits only allowlisted principals, each to its own rooms", { timeout: 60_000 }, async () => {
+    first = startUp(env);
     running.push(first);
     const services = await waitForServices(env, first, 25_000);
     for (const s of expected) {
@@ -178,7 +241,7 @@ describe("unibus up (real processes, auth callout on)", () => {
     for (const f of ["secrets/callout-issuer.seed", "secrets/callout-xkey.seed", "identities/system.id", "identities/bootstrap.id"]) {
       expect((await stat(join(home, f))).mode & 0o777, f).toBe(0o600);
     }
-    const admin = await loadIdentityFile(join(home, "admin.id"));
+    admin = await loadIdentityFile(join(home, "admin.id"));
     const url = /UNIBUS_URL=(.*)/.exec(envFile)?.[1] ?? "";
     expect(first.output()).toContain(`bootstrapped admin #0 ${admin.principal}`);
 
@@ -191,9 +254,9 @@ describe("unibus up (real processes, auth callout on)", () => {
     expect(await cliJson<UserJson[]>(env, "users", "list")).toEqual([expect.objectContaining({ principal: admin.principal, role: "admin" })]);
 
     // A new user, added by the admin, connects with the SDK.
-    const handle = `alice-${Date.now()}`;
+    handle = `alice-${Date.now()}`;
     expect((await cli(env, "identity", "create", "--out", join(home, "alice.id"))).code).toBe(0);
-    const alice = await loadIdentityFile(join(home, "alice.id"));
+    alice = await loadIdentityFile(join(home, "alice.id"));
     expect(await cliJson<{ user: UserJson }>(env, "users", "add", alice.principal, "--handle", handle)).toMatchObject({ user: { role: "member", status: "active" } });
     const dup = await cli(env, "users", "add", alice.principal, "--handle", handle);
     expect([dup.code, dup.stderr]).toEqual([1, expect.stringContaining("conflict:")]);
@@ -227,7 +290,64 @@ describe("unibus up (real processes, auth callout on)", () => {
     await aliceClient.close();
     expect(await cliJson<{ user: UserJson }>(env, "users", "revoke", alice.principal)).toMatchObject({ user: { status: "revoked" } });
     await expect(natsConnect({ servers: url, authenticator: nkeyAuthenticator(alice.signingKey), reconnect: false })).rejects.toThrow();
+  });
 
+  it("passes `unibus check`; members made with the CLI chat in a room and share an encrypted file", { timeout: 45_000 }, async () => {
+    // The operator's live check, as the admin `unibus up` bootstrapped.
+    const check = await cli(env, "check", "--json");
+    expect(check.code, check.stdout + check.stderr).toBe(0);
+    expect(JSON.parse(check.stdout)).toMatchObject({ ok: true, rooms: [{ sent: 100, received: 100, lost: 0, rejects: 0 }] });
+
+    // Three new identities, each put on the allowlist by the admin.
+    const member = async (name: string): Promise<{ principal: string; env: NodeJS.ProcessEnv }> => {
+      const path = join(home, `${name}.id`);
+      expect((await cli(env, "identity", "create", "--out", path)).code).toBe(0);
+      const { principal } = await loadIdentityFile(path);
+      await cliJson(env, "users", "add", principal, "--handle", `${name}-${Date.now()}`);
+      return { principal, env: { ...env, UNIBUS_IDENTITY: path } };
+    };
+    const [owner, peer, outsider] = await Promise.all([member("owner"), member("peer"), member("outsider")]);
+    const { room } = await cliJson<{ room: { id: string } }>(owner.env, "rooms", "create", "chat");
+    await cliJson(owner.env, "rooms", "invite", room.id, peer.principal);
+
+    // Two `unibus chat` processes; the peer first, so its key is in the owner's first epoch.
+    const chat = (who: { env: NodeJS.ProcessEnv }): CliProcess => {
+      const p = spawnCli(who.env, ["chat", room.id], "pipe");
+      running.push(p);
+      return p;
+    };
+    const joined = /^joined /m;
+    const peerChat = chat(peer);
+    await peerChat.waitFor("stderr", joined);
+    expect(peerChat.stderr()).toContain("registered your agreement key with the keys service");
+    const ownerChat = chat(owner);
+    await ownerChat.waitFor("stderr", joined);
+    expect(ownerChat.stderr()).toContain("the room had no key yet and you own it: started epoch 1");
+    // A member sees a sender as the first 8 characters of its principal.
+    const line = (from: { principal: string }, text: string): RegExp => new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${from.principal.slice(0, 8)}…: ${text}$`, "m");
+    ownerChat.type("hello from the owner");
+    await peerChat.waitFor("stdout", line(owner, "hello from the owner"));
+    peerChat.type("hi back from the peer");
+    await ownerChat.waitFor("stdout", line(peer, "hi back from the peer"));
+    ownerChat.type("/quit");
+    peerChat.type("/quit");
+    expect(await Promise.all([ownerChat.exitCode(), peerChat.exitCode()])).toEqual([0, 0]);
+    expect(peerChat.stderr() + ownerChat.stderr()).not.toContain("rejected");
+
+    // A ~1 MB file: one member puts it, the other gets it with the key; a user outside the room may not.
+    const data = randomBytes(1024 * 1024 + 17);
+    await writeFile(join(home, "blob.in"), data);
+    const put = await cliJson<{ blobId: string; key: string }>(owner.env, "blob", "put", room.id, join(home, "blob.in"));
+    const get = (who: { env: NodeJS.ProcessEnv }, out: string): ReturnType<typeof cli> =>
+      cli({ ...who.env, UNIBUS_BLOB_KEY: put.key }, "blob", "get", room.id, put.blobId, "--out", join(home, out));
+    const [got, refused] = await Promise.all([get(peer, "blob.out"), get(outsider, "blob.outsider")]);
+    expect(got.code, got.stderr).toBe(0);
+    expect((await readFile(join(home, "blob.out"))).equals(data)).toBe(true);
+    expect([refused.code, refused.stderr]).toEqual([1, expect.stringContaining("forbidden")]);
+    await expect(stat(join(home, "blob.outsider"))).rejects.toThrow();
+  });
+
+  it("refuses a second `up` while one runs, stops cleanly, and a second run reuses all state", { timeout: 60_000 }, async () => {
     // A second `up` on the same home is refused while the first runs.
     const second = await cli(env, "up");
     expect(second.code).toBe(1);
