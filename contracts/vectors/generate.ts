@@ -204,6 +204,18 @@ const sealCase = (name: string, recipientSecretKey: Uint8Array, ephemeralSecretK
     sealed: bytesToHex(cat(header, body)),
   };
 };
+// Many recipients, ONE ephemeral (sealed-box.md "Many recipients"): each box
+// is an ordinary v1 box; only epk is shared. Keys and nonces must all differ.
+const manyEsk = seq(32, 0x30);
+const manyPlaintext = seq(32, 0xc0);
+const manyRecipients = [seq(32, 10), alice, bob, seq(32, 0x50)].map((sk, i) => {
+  const c = sealCase(`recipient ${i}`, sk, manyEsk, manyPlaintext);
+  return { recipientSecretKey: c.recipientSecretKey, recipientPublicKey: c.recipientPublicKey, shared: c.intermediate.shared, key: c.intermediate.key, nonce: c.intermediate.nonce, sealed: c.sealed };
+});
+for (const field of ["recipientPublicKey", "shared", "key", "nonce", "sealed"] as const) {
+  if (new Set(manyRecipients.map((r) => r[field])).size !== manyRecipients.length) throw new Error(`multi-recipient vectors: ${field} repeats`);
+}
+
 write("sealed-box.json", {
   description:
     "Sealed box v1: sealed = 0x01 || epk || XChaCha20-Poly1305(key, nonce, plaintext, ad = 0x01 || epk); key || nonce = BLAKE3-derive_key(context, shared || epk || rpk, 56 bytes). Hex.",
@@ -213,5 +225,12 @@ write("sealed-box.json", {
     sealCase("32-byte room key share", seq(32, 10), seq(32, 90), seq(32, 0xa0)),
     sealCase("empty plaintext", alice, bob, new Uint8Array(0)),
   ],
+  multiRecipient: {
+    description: "One plaintext sealed to several recipients with ONE ephemeral secret (sealToMany): box i = sealed box v1 to recipient i; epk shared, key/nonce distinct per recipient.",
+    ephemeralSecretKey: bytesToHex(manyEsk),
+    ephemeralPublicKey: bytesToHex(x25519.getPublicKey(manyEsk)),
+    plaintext: bytesToHex(manyPlaintext),
+    recipients: manyRecipients,
+  },
 });
 console.log(`vectors written to ${dir}`);

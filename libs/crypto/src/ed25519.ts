@@ -4,9 +4,10 @@ import { fromHex, ownBytes, randomBytes, toHex } from "./encoding.js";
 import { InvalidKeyError } from "./errors.js";
 import { NkeyPrefix, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed } from "./nkey.js";
 
-// DER wrappers that let node:crypto import raw Ed25519 keys (RFC 8410).
+// DER wrapper that lets node:crypto import a raw Ed25519 seed (RFC 8410).
+// Public keys go through JWK (RFC 8037 "OKP"): the same raw key reaches
+// OpenSSL, at ~1–20 µs per import/export instead of ~100–250 µs for DER/SPKI.
 const PKCS8_ED25519_PREFIX = fromHex("302e020100300506032b657004220420");
-const SPKI_ED25519_PREFIX = fromHex("302a300506032b6570032100");
 
 const inspectSymbol = Symbol.for("nodejs.util.inspect.custom");
 
@@ -22,7 +23,10 @@ function privateKeyFromSeed(seed: Uint8Array): KeyObject {
 }
 
 function rawPublicKey(key: KeyObject): Uint8Array {
-  return ownBytes(key.export({ format: "der", type: "spki" }).subarray(12));
+  const x = key.export({ format: "jwk" }).x;
+  const raw = x === undefined ? undefined : Buffer.from(x, "base64url");
+  if (raw?.byteLength !== 32) throw new InvalidKeyError("Ed25519 public key export failed");
+  return ownBytes(raw);
 }
 
 /**
@@ -123,10 +127,7 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject {
     verifyKeyCache.set(id, hit);
     return hit;
   }
-  const der = new Uint8Array(44);
-  der.set(SPKI_ED25519_PREFIX);
-  der.set(publicKey, 12);
-  const key = createPublicKey({ key: Buffer.from(der.buffer), format: "der", type: "spki" });
+  const key = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: Buffer.from(publicKey.buffer, publicKey.byteOffset, 32).toString("base64url") }, format: "jwk" });
   verifyKeyCache.set(id, key);
   if (verifyKeyCache.size > VERIFY_CACHE_MAX) {
     const oldest = verifyKeyCache.keys().next().value;

@@ -26,6 +26,6 @@ export {
 export type { Identity, PublicIdentity } from "./identity.js";
 export { decodeNkeyPublic, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed, NkeyPrefix } from "./nkey.js";
 export { isPrincipal, normalisePrincipal, principalFromPublicKey, publicKeyFromPrincipal } from "./principal.js";
-export { openSealed, SealedBox, sealTo } from "./sealed-box.js";
+export { openSealed, SealedBox, sealTo, sealToMany } from "./sealed-box.js";
 export { agreementPublicKey, generateAgreementKeyPair, x25519SharedSecret } from "./x25519.js";
 export type { AgreementKeyPair } from "./x25519.js";

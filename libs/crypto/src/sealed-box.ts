@@ -1,8 +1,10 @@
 import { aeadDecrypt, aeadEncrypt, AeadSize } from "./aead.js";
 import { concatBytes } from "./encoding.js";
 import { DecryptError } from "./errors.js";
-import { blake3DeriveKey } from "./hash.js";
-import { agreementPublicKey, ephemeralAgreement, x25519SharedSecret } from "./x25519.js";
+import { blake3 } from "@noble/hashes/blake3.js";
+import { utf8 } from "./encoding.js";
+import { InvalidKeyError } from "./errors.js";
+import { agreementPublicKey, ephemeralAgreement, ephemeralAgreementKey, x25519SharedSecret } from "./x25519.js";
 
 /**
  * Sealed box v1 layout and constants (contracts/specs/sealed-box.md):
@@ -16,10 +18,16 @@ export const SealedBox = {
   overhead: 33 + AeadSize.tag,
 } as const;
 
+// BLAKE3-derive_key(kdfContext, ·) with the context already absorbed: each
+// use clones it (byte-identical to blake3DeriveKey, half the cost).
+const kdf = blake3.create({ context: utf8(SealedBox.kdfContext), dkLen: AeadSize.key + AeadSize.nonce });
+
 function deriveKeyAndNonce(shared: Uint8Array, epk: Uint8Array, rpk: Uint8Array): { key: Uint8Array; nonce: Uint8Array } {
   // Binding both public keys stops a box re-targeted at another recipient (or
   // with a substituted epk mapping to the same shared secret) from opening.
-  const okm = blake3DeriveKey(SealedBox.kdfContext, concatBytes(shared, epk, rpk), AeadSize.key + AeadSize.nonce);
+  const material = concatBytes(shared, epk, rpk);
+  const okm = kdf.clone().update(material).digest();
+  material.fill(0);
   shared.fill(0);
   return { key: okm.subarray(0, AeadSize.key), nonce: okm.subarray(AeadSize.key) };
 }
@@ -59,6 +67,46 @@ export function sealWithEphemeralSecret(recipientAgreementPublicKey: Uint8Array,
   const epk = agreementPublicKey(ephemeralSecretKey);
   const shared = x25519SharedSecret(ephemeralSecretKey, recipientAgreementPublicKey);
   return assemble(epk, shared, recipientAgreementPublicKey, plaintext);
+}
+
+/**
+ * Seals ONE plaintext to many recipients with ONE fresh ephemeral key
+ * (multi-recipient sealing, sealed-box.md "Many recipients"): box i is an
+ * ordinary v1 sealed box to `recipients[i]`, opened by {@link openSealed};
+ * all boxes share `epk`. Per-box key and nonce are still distinct, because
+ * the KDF input `X25519(esk, rpk_i) || epk || rpk_i` differs per recipient
+ * key. Reusing the ephemeral is sound only because the plaintext is the same
+ * for every box, which this signature enforces: the ephemeral secret never
+ * leaves this call, so it can never seal a second plaintext. Equal recipient
+ * keys get byte-identical boxes (same key, nonce and plaintext: nothing
+ * leaks but the equality of two public keys).
+ *
+ * Returns one box per recipient, in order, or null where the recipient key
+ * is malformed or low-order (that recipient gets nothing; the others still
+ * get theirs). ~6x cheaper per recipient than {@link sealTo} (no key
+ * generation per box).
+ */
+export function sealToMany(recipientAgreementPublicKeys: readonly Uint8Array[], plaintext: Uint8Array): (Uint8Array | null)[] {
+  if (recipientAgreementPublicKeys.length === 0) return [];
+  const ephemeral = ephemeralAgreementKey();
+  return recipientAgreementPublicKeys.map((rpk) => {
+    let shared: Uint8Array;
+    try {
+      shared = ephemeral.agree(rpk);
+    } catch (err) {
+      if (err instanceof InvalidKeyError) return null;
+      throw err;
+    }
+    return assemble(ephemeral.publicKey, shared, rpk, plaintext);
+  });
+}
+
+/**
+ * {@link sealToMany} with a caller-chosen ephemeral secret. For test vectors
+ * only. Not exported from the package.
+ */
+export function sealToManyWithEphemeralSecret(recipientAgreementPublicKeys: readonly Uint8Array[], plaintext: Uint8Array, ephemeralSecretKey: Uint8Array): Uint8Array[] {
+  return recipientAgreementPublicKeys.map((rpk) => sealWithEphemeralSecret(rpk, plaintext, ephemeralSecretKey));
 }
 
 /**

@@ -1,6 +1,7 @@
 import * as ed from "@noble/ed25519";
 import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { x25519 } from "@noble/curves/ed25519.js";
+import { blake3 } from "@noble/hashes/blake3.js";
 import { sha512 } from "@noble/hashes/sha2.js";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
@@ -10,7 +11,7 @@ import { SigningKey, verifySignature } from "./ed25519.js";
 import { fromHex, toHex } from "./encoding.js";
 import { envelopeSigningBytes, signEnvelope, verifyEnvelope } from "./envelope.js";
 import { normalisePrincipal, publicKeyFromPrincipal } from "./principal.js";
-import { openSealed, sealWithEphemeralSecret } from "./sealed-box.js";
+import { openSealed, SealedBox, sealToManyWithEphemeralSecret, sealWithEphemeralSecret } from "./sealed-box.js";
 import { agreementPublicKey, x25519SharedSecret } from "./x25519.js";
 
 ed.hashes.sha512 = sha512;
@@ -54,6 +55,12 @@ interface EnvelopeVectors {
 }
 interface SealedVectors {
   cases: { name: string; recipientSecretKey: string; recipientPublicKey: string; ephemeralSecretKey: string; plaintext: string; sealed: string }[];
+  multiRecipient: {
+    ephemeralSecretKey: string;
+    ephemeralPublicKey: string;
+    plaintext: string;
+    recipients: { recipientSecretKey: string; recipientPublicKey: string; shared: string; key: string; nonce: string; sealed: string }[];
+  };
 }
 
 describe("contracts/vectors/ed25519.json", () => {
@@ -136,4 +143,42 @@ describe("contracts/vectors/sealed-box.json", () => {
       expect(toHex(openSealed(fromHex(c.recipientSecretKey), fromHex(c.sealed)))).toBe(c.plaintext);
     });
   }
+});
+
+describe("contracts/vectors/sealed-box.json multiRecipient (one ephemeral, many recipients)", () => {
+  const m = vectors<SealedVectors>("sealed-box.json").multiRecipient;
+  const esk = fromHex(m.ephemeralSecretKey);
+  const pt = fromHex(m.plaintext);
+
+  it("node path: sealToMany with the vector's ephemeral reproduces every box, and each recipient opens its own only", () => {
+    const boxes = sealToManyWithEphemeralSecret(m.recipients.map((r) => fromHex(r.recipientPublicKey)), pt, esk);
+    expect(boxes.map(toHex)).toEqual(m.recipients.map((r) => r.sealed));
+    m.recipients.forEach((r, i) => {
+      expect(toHex(boxes[i]!.subarray(1, SealedBox.headerLength))).toBe(m.ephemeralPublicKey);
+      expect(toHex(openSealed(fromHex(r.recipientSecretKey), fromHex(r.sealed)))).toBe(m.plaintext);
+      const other = m.recipients[(i + 1) % m.recipients.length]!;
+      expect(() => openSealed(fromHex(other.recipientSecretKey), fromHex(r.sealed))).toThrow();
+    });
+  });
+
+  it("noble reference: per-recipient shared secret, key and nonce, box; keys and nonces are all distinct", () => {
+    const epk = x25519.getPublicKey(esk);
+    expect(toHex(epk)).toBe(m.ephemeralPublicKey);
+    for (const r of m.recipients) {
+      const rpk = fromHex(r.recipientPublicKey);
+      const shared = x25519.getSharedSecret(esk, rpk);
+      expect(toHex(shared)).toBe(r.shared);
+      expect(toHex(x25519.getSharedSecret(fromHex(r.recipientSecretKey), epk))).toBe(r.shared);
+      const okm = blake3(new Uint8Array([...shared, ...epk, ...rpk]), { context: new TextEncoder().encode(SealedBox.kdfContext), dkLen: 56 });
+      expect(toHex(okm.subarray(0, 32))).toBe(r.key);
+      expect(toHex(okm.subarray(32))).toBe(r.nonce);
+      const header = new Uint8Array([SealedBox.version, ...epk]);
+      const box = new Uint8Array([...header, ...xchacha20poly1305(okm.subarray(0, 32), okm.subarray(32), header).encrypt(pt)]);
+      expect(toHex(box)).toBe(r.sealed);
+      expect(toHex(xchacha20poly1305(fromHex(r.key), fromHex(r.nonce), header).decrypt(fromHex(r.sealed).subarray(SealedBox.headerLength)))).toBe(m.plaintext);
+    }
+    for (const f of ["recipientPublicKey", "shared", "key", "nonce", "sealed"] as const) {
+      expect(new Set(m.recipients.map((r) => r[f])).size).toBe(m.recipients.length);
+    }
+  });
 });

@@ -3,9 +3,12 @@ import type { KeyObject } from "node:crypto";
 import { constantTimeEqual, fromHex, ownBytes, randomBytes, toHex } from "./encoding.js";
 import { InvalidKeyError } from "./errors.js";
 
-// DER wrappers that let node:crypto import raw X25519 keys (RFC 8410).
+// DER wrapper that lets node:crypto import a raw X25519 secret (RFC 8410).
+// Public keys go through JWK (RFC 8037 "OKP"): the same raw key reaches
+// OpenSSL, but importing/exporting a JWK costs ~1–20 µs where the DER
+// (SPKI) path costs ~100–250 µs (OpenSSL 3 decoder lookup), which dominated
+// sealing a room key to 1,000 members (room-keys.md, P4).
 const PKCS8_X25519_PREFIX = fromHex("302e020100300506032b656e04220420");
-const SPKI_X25519_PREFIX = fromHex("302a300506032b656e032100");
 
 /** An X25519 key-agreement key pair (raw 32-byte keys, RFC 7748). */
 export interface AgreementKeyPair {
@@ -40,8 +43,8 @@ function secretKeyObject(secretKey: Uint8Array): KeyObject {
   }
 }
 
-/** Bounded: peers' public keys are attacker-chosen. */
-const PUBLIC_CACHE_MAX = 1024;
+/** Bounded: peers' public keys are attacker-chosen. Holds a 4,000-member room's keys. */
+const PUBLIC_CACHE_MAX = 4096;
 const publicCache = new Map<string, KeyObject>();
 
 function publicKeyObject(publicKey: Uint8Array): KeyObject {
@@ -53,10 +56,7 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject {
     publicCache.set(id, hit);
     return hit;
   }
-  const der = new Uint8Array(44);
-  der.set(SPKI_X25519_PREFIX);
-  der.set(publicKey, 12);
-  const key = createPublicKey({ key: Buffer.from(der.buffer), format: "der", type: "spki" });
+  const key = createPublicKey({ key: { kty: "OKP", crv: "X25519", x: Buffer.from(publicKey.buffer, publicKey.byteOffset, 32).toString("base64url") }, format: "jwk" });
   publicCache.set(id, key);
   if (publicCache.size > PUBLIC_CACHE_MAX) {
     const oldest = publicCache.keys().next().value;
@@ -76,9 +76,17 @@ export function agreementPublicKey(secretKey: Uint8Array): Uint8Array {
   const key = secretKeyObject(secretKey);
   const entry = secretCache.get(secretKey);
   if (entry?.publicKey !== undefined) return ownBytes(entry.publicKey);
-  const publicKey = ownBytes(createPublicKey(key).export({ format: "der", type: "spki" }).subarray(12));
+  const publicKey = rawPublicKey(createPublicKey(key));
   if (entry !== undefined) entry.publicKey = publicKey;
   return ownBytes(publicKey);
+}
+
+/** The raw 32 bytes of an X25519 public KeyObject (via JWK; see the note on DER above). */
+function rawPublicKey(key: KeyObject): Uint8Array {
+  const x = key.export({ format: "jwk" }).x;
+  const raw = x === undefined ? undefined : Buffer.from(x, "base64url");
+  if (raw?.byteLength !== 32) throw new InvalidKeyError("X25519 public key export failed");
+  return ownBytes(raw);
 }
 
 function agree(privateKey: KeyObject, peerPublicKey: Uint8Array): Uint8Array {
@@ -113,5 +121,17 @@ export function ephemeralAgreement(peerPublicKey: Uint8Array): { publicKey: Uint
   checkLength(peerPublicKey, "public key");
   const { privateKey, publicKey } = generateKeyPairSync("x25519");
   const shared = agree(privateKey, peerPublicKey);
-  return { publicKey: ownBytes(publicKey.export({ format: "der", type: "spki" }).subarray(12)), shared };
+  return { publicKey: rawPublicKey(publicKey), shared };
+}
+
+/**
+ * A fresh ephemeral X25519 key pair whose secret half never leaves
+ * node:crypto, and a function computing its agreement with any peer key
+ * (all-zero results refused, as in {@link x25519SharedSecret}). For
+ * multi-recipient sealing (sealed-box.md): the caller drops the function to
+ * forget the secret.
+ */
+export function ephemeralAgreementKey(): { publicKey: Uint8Array; agree(peerPublicKey: Uint8Array): Uint8Array } {
+  const { privateKey, publicKey } = generateKeyPairSync("x25519");
+  return { publicKey: rawPublicKey(publicKey), agree: (peer) => agree(privateKey, peer) };
 }

@@ -1,6 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
 import type { Caller, Role, SignedCaller } from "@unibus/kit";
+import type { MemberDirectory } from "./member-directory.js";
 import { listKeys, readJson } from "./records.js";
 
 /** The slice of a membership `users` record the keys service relies on. */
@@ -18,6 +19,8 @@ interface MemberView {
 export interface MembershipView {
   users: KV;
   members: KV;
+  /** `members` key names in memory, with a freshness barrier; without it every listing reads the bucket. */
+  memberDirectory?: MemberDirectory;
 }
 
 /** The kit's `resolveRole`: the role of an ACTIVE user, else null. A store error throws (503), never a guess. */
@@ -42,10 +45,14 @@ export async function roomRole(view: MembershipView, roomId: string, principal: 
 
 /**
  * The room's current members, sorted. Read from the `members` key names alone
- * (one ordered consumer, no value reads), which is what makes a 1,000-member
- * check cheap; the key is `<roomId>.<principal>` by construction.
+ * (no value reads): from the {@link MemberDirectory} once it has caught up
+ * with the bucket's last write (one stream-info request), else from one
+ * ordered consumer over `<roomId>.*`; the key is `<roomId>.<principal>` by
+ * construction.
  */
 export async function currentMembers(view: MembershipView, roomId: string): Promise<string[]> {
+  const watched = (await view.memberDirectory?.members(roomId)) ?? null;
+  if (watched !== null) return watched.sort(compareAscii);
   const prefix = `${roomId}.`;
   return (await listKeys(view.members, `${roomId}.*`)).map((k) => k.slice(prefix.length)).sort(compareAscii);
 }

@@ -50,8 +50,18 @@ export class AgreementKeyDirectory {
 
   /** The records of `principals` (null where none is registered), in order. */
   async lookup(principals: readonly string[]): Promise<(AgreementKeyRecord | null)[]> {
-    if (await this.#caughtUp()) return principals.map((p) => this.#keys.get(p) ?? null);
-    return Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(this.#kv, p)));
+    return (await this.reader())(principals);
+  }
+
+  /**
+   * Starts the catch-up check now (so its round trip can overlap another
+   * read, e.g. the member listing) and resolves to the lookup function. The
+   * catch-up target is the bucket's last revision when this is called, so a
+   * key registered before the call is always seen.
+   */
+  async reader(): Promise<(principals: readonly string[]) => Promise<(AgreementKeyRecord | null)[]>> {
+    if (await this.#caughtUp()) return async (principals) => principals.map((p) => this.#keys.get(p) ?? null);
+    return (principals) => Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(this.#kv, p)));
   }
 
   /** Records a write this service just made, so its own caller sees it at once. */

@@ -57,9 +57,13 @@ export function agreementKeyEndpoints(deps: AgreementKeyDeps): Record<string, En
       async handler(req, caller) {
         const user = activeUser(caller);
         if (user.role !== "admin") await requireMember(deps.membership, req.roomId, user.principal);
-        const principals = await currentMembers(deps.membership, req.roomId);
+        // The directory's catch-up check runs alongside the member listing.
+        const [principals, read] = await Promise.all([
+          currentMembers(deps.membership, req.roomId),
+          deps.agreementDirectory?.reader() ?? (async (principals: readonly string[]) => Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(deps.agreementKeys, p)))),
+        ]);
         // From memory when watched; else parallel gets, pipelined on one connection.
-        const records = deps.agreementDirectory === undefined ? await Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(deps.agreementKeys, p))) : await deps.agreementDirectory.lookup(principals);
+        const records = await read(principals);
         return {
           roomId: req.roomId,
           members: principals.map((principal, i) => {

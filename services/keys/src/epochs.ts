@@ -35,21 +35,43 @@ async function listEpochs(roomKeys: KV, roomId: string): Promise<number[]> {
   return (await listKeys(roomKeys, `${roomId}.*`)).map((k) => Number(k.slice(prefix.length))).filter((n) => Number.isSafeInteger(n) && n > 0).sort((a, b) => a - b);
 }
 
-function leavesOf(shares: readonly ShareEntry[]): Uint8Array[] {
-  return shares.map((s) => shareLeaf(s.principal, s.sealedShare === undefined ? undefined : fromBase64Url(s.sealedShare)));
+/** Leaves of a share set; `decoded` (from {@link checkShares}) spares decoding every share twice. */
+function leavesOf(shares: readonly ShareEntry[], decoded?: readonly (Uint8Array | undefined)[]): Uint8Array[] {
+  return shares.map((s, i) => shareLeaf(s.principal, decoded?.[i] ?? (s.sealedShare === undefined ? undefined : fromBase64Url(s.sealedShare))));
 }
 
-/** Checks the share list's form: valid principals, strictly ascending (so unique), well-formed sealed boxes. */
-function checkShares(shares: readonly ShareEntry[]): void {
+/**
+ * Checks the share list's form: valid principals, strictly ascending (so
+ * unique), well-formed sealed boxes. Returns the decoded shares.
+ */
+function checkShares(shares: readonly ShareEntry[]): (Uint8Array | undefined)[] {
   let previous = "";
-  shares.forEach((s, i) => {
+  return shares.map((s, i) => {
     if (!isPrincipal(s.principal)) throw badRequest("schema_violation", "principal is not a valid user nkey", `/shares/${i}/principal`);
     if (compareAscii(s.principal, previous) <= 0) throw badRequest("shares_not_sorted", "shares must be sorted by principal without duplicates", `/shares/${i}/principal`);
     previous = s.principal;
-    if (s.sealedShare !== undefined && fromBase64Url(s.sealedShare).byteLength !== SEALED_SHARE_BYTES) {
+    if (s.sealedShare === undefined) return undefined;
+    const sealed = fromBase64Url(s.sealedShare);
+    if (sealed.byteLength !== SEALED_SHARE_BYTES) {
       throw badRequest("invalid_sealed_share", `a sealed share must be ${SEALED_SHARE_BYTES} bytes`, `/shares/${i}/sealedShare`);
     }
+    return sealed;
   });
+}
+
+type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
+
+/** A read started early: its failure is held (never an unhandled rejection) until it is awaited. */
+function settle<T>(p: Promise<T>): Promise<Settled<T>> {
+  return p.then(
+    (value) => ({ ok: true as const, value }),
+    (error: unknown) => ({ ok: false as const, error }),
+  );
+}
+
+function unwrap<T>(s: Settled<T>): T {
+  if (!s.ok) throw s.error;
+  return s.value;
 }
 
 /** `keys.publish_epoch`, `keys.get_share`, `keys.epochs`. */
@@ -72,21 +94,29 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
         // after it is removed.
         const role = await roomRole(membership, req.roomId, user.principal);
         if (role !== "owner" && user.role !== "admin") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only room owners and admins may publish an epoch");
+        // The two listings (the room's members, its epochs) are started now
+        // and awaited after the CPU-bound checks, so their round trips overlap
+        // the Merkle root and signature work (P4). Only authorized callers get
+        // here, and the checks below still decide in the documented order
+        // (room-keys.md "Service checks"); nothing is stored before all pass.
+        // Both reads start after the request arrived, so they are at least as
+        // fresh as reads made one after the other.
+        const membersRead = settle(currentMembers(membership, req.roomId));
+        const epochsRead = settle(listEpochs(roomKeys, req.roomId));
         const shares: ShareEntry[] = req.shares;
-        checkShares(shares);
-        const members = await currentMembers(membership, req.roomId);
+        const sealed = checkShares(shares);
+        const root = merkleRoot(leavesOf(shares, sealed));
+        const statement = epochStatementBytes({ roomId: req.roomId, epoch: req.epoch, distributor: user.principal, leafCount: shares.length, root });
+        const signed = verifySignature(user.publicKey, statement, fromBase64Url(req.signature));
+        const members = unwrap(await membersRead);
         if (members.length === 0) throw new UnibusError(ErrorCode.NotFound, "room_not_found", "no such room");
         // The set must be the membership exactly: a missing member is a
         // denial of service, an extra one (a removed member) a leak.
         if (members.length !== shares.length || members.some((p, i) => shares[i]!.principal !== p)) {
           throw new UnibusError(ErrorCode.Conflict, "member_set_mismatch", "the share set does not match the room's current members; re-read and retry");
         }
-        const root = merkleRoot(leavesOf(shares));
-        const statement = epochStatementBytes({ roomId: req.roomId, epoch: req.epoch, distributor: user.principal, leafCount: shares.length, root });
-        if (!verifySignature(user.publicKey, statement, fromBase64Url(req.signature))) {
-          throw badRequest("invalid_epoch_signature", "the share set is not signed by the caller");
-        }
-        const epochs = await listEpochs(roomKeys, req.roomId);
+        if (!signed) throw badRequest("invalid_epoch_signature", "the share set is not signed by the caller");
+        const epochs = unwrap(await epochsRead);
         const current = epochs.at(-1) ?? 0;
         const conflict = (): UnibusError =>
           new UnibusError(ErrorCode.Conflict, "epoch_conflict", `epoch must be the current epoch + 1; another rekey may have won`);

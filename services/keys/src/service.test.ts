@@ -336,3 +336,16 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     expect(await epochRecord(r.id, 1)).toBeNull();
   });
 });
+
+it("the in-memory member listing is never stale: a write committed just before a listing is always in it", async () => {
+  const dir = keys.buckets.membership.memberDirectory!;
+  const members = keys.buckets.membership.members;
+  const room = "freshness0000001";
+  for (let i = 0; i < 25; i++) {
+    const p = createIdentity().principal;
+    await members.put(`${room}.${p}`, JSON.stringify({ role: "member" }));
+    expect(await dir.members(room)).toContain(p);
+    await members.delete(`${room}.${p}`);
+    expect(await dir.members(room)).not.toContain(p);
+  }
+});

@@ -9,6 +9,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { roleResolver } from "./access.js";
 import type { MembershipView } from "./access.js";
 import { AgreementKeyDirectory } from "./agreement-directory.js";
+import { MemberDirectory } from "./member-directory.js";
 import { agreementKeyEndpoints } from "./agreement-keys.js";
 import { epochEndpoints } from "./epochs.js";
 import { KeysBucket, MembershipReadBucket } from "./records.js";
@@ -78,10 +79,10 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
   );
   const kvm = new Kvm(js);
   const budgetMs = opts.bucketBudgetMs ?? 30_000;
-  const membership: MembershipView = {
-    users: await openExisting(kvm, MembershipReadBucket.users, budgetMs),
-    members: await openExisting(kvm, MembershipReadBucket.members, budgetMs),
-  };
+  const users = await openExisting(kvm, MembershipReadBucket.users, budgetMs);
+  const members = await openExisting(kvm, MembershipReadBucket.members, budgetMs);
+  const memberDirectory = await MemberDirectory.watch(members, logger.child({ svc: ServiceName.keys }));
+  const membership: MembershipView = { users, members, memberDirectory };
   const agreementDirectory = await AgreementKeyDirectory.watch(kv.agreement_keys, logger.child({ svc: ServiceName.keys }));
   const deps: KeysDeps = { roomKeys: kv.room_keys, agreementKeys: kv.agreement_keys, agreementDirectory, membership };
   const running = await startService(nc, keysService(deps), { ...opts, logger, nonceBucket: kv.nonces, resolveRole: roleResolver(membership.users) });
@@ -91,6 +92,7 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
     async stop() {
       await running.stop();
       agreementDirectory.stop();
+      memberDirectory.stop();
     },
   };
 }

@@ -1,5 +1,5 @@
 import { ErrorCode, UnibusError, roomMembershipSubject } from "@unibus/contracts";
-import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealTo, toBase64Url, verifySignature } from "@unibus/crypto";
+import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToMany, toBase64Url, verifySignature } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KeysPublishEpochRequest, MembershipRoomsGetReply } from "@unibus/contracts";
@@ -74,10 +74,19 @@ export async function prepareNextEpoch(client: RekeyClient, roomId: string): Pro
   const roomKey = randomBytes(ShareSetFormat.roomKeyBytes);
   const sealed: PreparedEpoch["sealed"] = new Map();
   for (let i = 0; i < members.length; i += PREPARE_SLICE) {
-    for (const m of members.slice(i, i + PREPARE_SLICE)) {
+    const slice = members.slice(i, i + PREPARE_SLICE).flatMap((m) => {
       const agreementKey = verifiedAgreementKey(m);
-      if (agreementKey !== undefined) sealed.set(m.principal, { agreementKey: m.agreementKey!, sealed: sealTo(agreementKey, roomKey) });
-    }
+      return agreementKey === undefined ? [] : [{ principal: m.principal, encoded: m.agreementKey!, agreementKey }];
+    });
+    // One ephemeral per slice, all for this one room key (sealed-box.md "Many recipients").
+    const boxes = sealToMany(
+      slice.map((m) => m.agreementKey),
+      roomKey,
+    );
+    slice.forEach((m, j) => {
+      const box = boxes[j];
+      if (box != null) sealed.set(m.principal, { agreementKey: m.encoded, sealed: box });
+    });
     await new Promise((r) => setImmediate(r));
   }
   let rooms = preparedEpochs.get(client);
@@ -115,17 +124,27 @@ export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roo
     // Taken out before anything is sent: whatever happens to this publish, the key is never offered again.
     const prepared = takePrepared(client, roomId);
     const roomKey = prepared?.roomKey ?? randomBytes(ShareSetFormat.roomKeyBytes);
-    const withoutShare: string[] = [];
-    const shares = sorted.map((m) => {
-      const agreementKey = verifiedAgreementKey(m);
-      if (agreementKey === undefined) {
-        withoutShare.push(m.principal);
-        return { principal: m.principal, sealed: undefined };
-      }
+    const shares: { principal: string; sealed: Uint8Array | undefined }[] = sorted.map((m) => {
       const early = prepared?.sealed.get(m.principal);
-      return { principal: m.principal, sealed: early !== undefined && early.agreementKey === m.agreementKey ? early.sealed : sealTo(agreementKey, roomKey) };
+      // A prepared share is reused only for the very key it was sealed to (and that key's binding still verifies).
+      return { principal: m.principal, sealed: early !== undefined && early.agreementKey === m.agreementKey && verifiedAgreementKey(m) !== undefined ? early.sealed : undefined };
+    });
+    // Everyone else: ONE ephemeral key for this epoch's room key, one box per
+    // verified agreement key (sealed-box.md "Many recipients").
+    const toSeal: { index: number; agreementKey: Uint8Array }[] = [];
+    sorted.forEach((m, index) => {
+      if (shares[index]!.sealed !== undefined) return;
+      const agreementKey = verifiedAgreementKey(m);
+      if (agreementKey !== undefined) toSeal.push({ index, agreementKey });
+    });
+    sealToMany(
+      toSeal.map((t) => t.agreementKey),
+      roomKey,
+    ).forEach((box, j) => {
+      if (box !== null) shares[toSeal[j]!.index]!.sealed = box;
     });
     roomKey.fill(0);
+    const withoutShare = shares.filter((s) => s.sealed === undefined).map((s) => s.principal);
     const root = merkleRoot(shares.map((s) => shareLeaf(s.principal, s.sealed)));
     const signature = signingKey.sign(epochStatementBytes({ roomId, epoch, distributor: client.principal, leafCount: shares.length, root }));
     try {
