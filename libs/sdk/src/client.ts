@@ -78,6 +78,9 @@ function isConnectionLost(err: unknown): boolean {
 const RECONNECT_WAIT_MS = 100;
 const RECONNECT_JITTER_MS = 250;
 const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
+// nats.js waits this long for a handshake that the server closed half-way
+// (its default, 20 s, stranded kicked clients); a login is milliseconds here.
+const CONNECT_TIMEOUT_MS = 5_000;
 
 class UnibusClientImpl implements UnibusClient {
   readonly principal: string;
@@ -217,6 +220,7 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
     maxReconnectAttempts: -1,
     reconnectTimeWait: RECONNECT_WAIT_MS,
     reconnectJitter: RECONNECT_JITTER_MS,
+    timeout: CONNECT_TIMEOUT_MS,
   });
   return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
 }

@@ -69,4 +69,21 @@ describe("requests in flight when a kick drops the connection", () => {
       expect(o.ms).toBeLessThan(2_000);
     }
   });
+
+  it("rapid changes to one principal's access never strand its client (no kick mid-handshake)", async () => {
+    // Each create and leave changes the admin's own access and kicks it; the
+    // kicks overlap its reconnects. Before the fix a reconnect kicked during
+    // its handshake left nats.js waiting out its 20 s connect timeout.
+    for (let round = 0; round < 4; round++) {
+      const created = await Promise.all([0, 1].map((i) => bus.admin.rooms.create(`storm-${round}-${i}`, { persist: false, encrypt: true }).catch(() => undefined)));
+      await new Promise((r) => setTimeout(r, 100 * round));
+      for (const c of created) if (c !== undefined) await bus.admin.rooms.leave(c.room.id).catch(() => undefined);
+    }
+    for (let i = 0; i < 8; i++) {
+      const t0 = performance.now();
+      await bus.admin.users.list();
+      expect(performance.now() - t0).toBeLessThan(3_000);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  });
 });

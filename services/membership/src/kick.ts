@@ -103,14 +103,17 @@ export class SystemConnectionKicker implements ConnectionKicker {
     this.#now = opts.now ?? Date.now;
   }
 
-  async kick(principal: string): Promise<KickOutcome> {
-    const changedAt = this.#now();
+  async kick(principal: string, changedAt: number = this.#now()): Promise<KickOutcome> {
     const kickedCids = new Set<string>();
-    const outcome = await this.#sweep(principal, () => true, kickedCids);
+    // Only connections accepted before the change can hold stale
+    // permissions: a later one was authorized (per login, from the store)
+    // after the change was durable. Kicking those too made rapid changes for
+    // one principal kick its reconnects mid-handshake, which stalls nats.js
+    // clients for their whole connect timeout. A connection with no start
+    // time is kicked: when in doubt, fail closed.
+    const stale = (c: ConnzConnection): boolean => c.start === undefined || !(Date.parse(c.start) > changedAt);
+    const outcome = await this.#sweep(principal, stale, kickedCids);
     if (this.#resweepMs > 0) {
-      // Only connections accepted before the change can hold stale
-      // permissions; later ones were authorized against the new state.
-      const stale = (c: ConnzConnection): boolean => c.start !== undefined && Date.parse(c.start) <= changedAt;
       this.#schedule(this.#resweepMs, async () => {
         const late = await this.#sweep(principal, stale, kickedCids);
         if (late.kicked > 0 || late.failed > 0) this.#logger.warn({ principal, ...late }, "follow-up sweep kicked late connections");
@@ -120,7 +123,9 @@ export class SystemConnectionKicker implements ConnectionKicker {
   }
 
   kickLater(principal: string, delayMs: number): KickOutcome {
-    this.#schedule(delayMs, () => this.kick(principal));
+    // The change happened now; the delay only lets the caller's reply out first.
+    const changedAt = this.#now();
+    this.#schedule(delayMs, () => this.kick(principal, changedAt));
     return { connections: 0, kicked: 0, failed: 0, deferred: true };
   }
 
