@@ -4,8 +4,8 @@
  * real server with the auth callout, the membership service (which finds the
  * connection by connz and kicks it) and the callout service.
  *
- * raw, same run: a bare `$SYS.REQ.SERVER.<id>.KICK {"cid": N}` of a plain
- * nkey connection, timed the same way, so the ratio shows what unibus adds
+ * raw, same run: a bare `$SYS.REQ.SERVER.<id>.KICK {"cid": N}` of a
+ * config-level nkey connection (no callout on its path), timed the same way, so the ratio shows what unibus adds
  * (the revoke request, its checks and KV writes, the connz lookup).
  *
  *   npx tsx bench/src/revoke-kick.ts [--samples 40]
@@ -15,23 +15,12 @@
  * has no process hop the production setup would not have either.
  */
 import { fileURLToPath } from "node:url";
-import { connect as natsConnect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Kvm } from "@nats-io/kv";
-import { pino } from "pino";
-import { Subjects } from "@unibus/contracts";
-import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
-import { KvPrincipalDirectory, calloutServerConfig, createAuthCalloutService, servicePermissions } from "@unibus/auth-callout";
-import { MembershipBucket, SystemSubject, createMembershipService } from "@unibus/membership";
-import type { RunningMembershipService } from "@unibus/membership";
-import { connect } from "@unibus/sdk";
-import type { UnibusClient } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
-import type { TestServer } from "@unibus/testing";
+import { SystemSubject } from "@unibus/membership";
+import { startTestBus } from "@unibus/testbus";
 import { percentile, printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 
-const silent = pino({ level: "silent" });
 
 /** A sample that takes longer than this is a failure, not a slow sample. */
 const SAMPLE_TIMEOUT_MS = 5_000;
@@ -72,74 +61,18 @@ export interface RevokeKickOptions {
 
 /** P5: p50 and p99 of revoke → disconnect against a raw system-account kick, same run. */
 export async function runRevokeKick(opts: RevokeKickOptions): Promise<BenchCase[]> {
-  const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
-  const calloutUser = SigningKey.generate();
-  const serviceUser = SigningKey.generate();
-  const sysUser = SigningKey.generate();
-  const bootKey = SigningKey.generate();
-  const adminKey = SigningKey.generate();
-  // The raw side's victim: an nkey user in the server config, so it skips the
-  // callout and nothing unibus is on its path.
-  const plainKey = SigningKey.generate();
-
-  let server: TestServer | undefined;
-  let svc: RunningMembershipService | undefined;
-  const clients: UnibusClient[] = [];
+  // The production ACLs and services (as `unibus up` configures them), with
+  // the production kicker, follow-up sweep included: that sweep runs 2.5 s
+  // after each revoke, off the timed path, and is load production has too.
+  const bus = await startTestBus();
   try {
-    server = await startTestServer({
-      config: calloutServerConfig({
-        issuerAccountPublic: issuer.principal,
-        calloutUserPublic: calloutUser.principal,
-        systemUserPublic: sysUser.principal,
-        serviceUsers: [
-          {
-            service: "membership",
-            nkey: serviceUser.principal,
-            permissions: servicePermissions({
-              service: "membership",
-              kvBuckets: [...Object.values(MembershipBucket), "nonces"],
-              publish: ["$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.INFO.*", "unibus.room.*.membership"],
-            }),
-          },
-          {
-            service: "bootstrap",
-            nkey: bootKey.principal,
-            permissions: { publish: { allow: [Subjects.membership.adminBootstrap] }, subscribe: { allow: [`_INBOX.${bootKey.principal}.>`] } },
-          },
-          {
-            service: "bench-plain",
-            nkey: plainKey.principal,
-            permissions: { publish: { allow: [`_INBOX.${plainKey.principal}.>`] }, subscribe: { allow: [`_INBOX.${plainKey.principal}.>`] } },
-          },
-        ],
-      }),
-    });
-    const url = server.url;
-    const nc = await server.connect({ authenticator: nkeyAuthenticator(serviceUser) });
-    const sys = await server.connect({ authenticator: nkeyAuthenticator(sysUser) });
-    // The production kicker, follow-up sweep included: that sweep runs 2.5 s
-    // after each revoke, off the timed path, and is load production has too.
-    svc = await createMembershipService(nc, { logger: silent, sys, bootstrapPrincipal: bootKey.principal });
-
-    const calloutNc = await server.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
-    const kvm = new Kvm(calloutNc);
-    const directory = new KvPrincipalDirectory(await kvm.open(MembershipBucket.users), await kvm.open(MembershipBucket.roomsByMember));
-    await createAuthCalloutService(calloutNc, { issuer, directory, logger: silent });
-
-    const boot = await connect({ url, identity: bootKey });
-    clients.push(boot);
-    await boot.admin.bootstrap(adminKey.principal, "root");
-    const admin = await connect({ url, identity: adminKey });
-    clients.push(admin);
-
+    const sys = bus.system;
     const unibusSample = async (tag: string): Promise<number> => {
-      const k = SigningKey.generate();
-      await admin.users.add(k.principal, `p5-${tag}`, "member");
-      const victim = await connect({ url, identity: k });
+      const { principal, client: victim } = await bus.addMember(`p5-${tag}`);
       try {
         const gone = disconnected(victim.nc);
         const t0 = performance.now();
-        const reply = await admin.users.revoke(k.principal);
+        const reply = await bus.admin.users.revoke(principal);
         if (reply.kick.kicked !== 1) {
           gone.stop();
           throw new Error(`revoke kicked ${JSON.stringify(reply.kick)}`);
@@ -151,7 +84,8 @@ export async function runRevokeKick(opts: RevokeKickOptions): Promise<BenchCase[
       }
     };
     const rawSample = async (): Promise<number> => {
-      const victim = await natsConnect({ servers: url, authenticator: nkeyAuthenticator(plainKey), inboxPrefix: `_INBOX.${plainKey.principal}`, reconnect: false });
+      // A config-level user (a service's) skips the callout: nothing unibus is on its path.
+      const victim = await bus.serviceConnection("healthz");
       try {
         const { server_id: serverId, client_id: cid } = victim.info ?? {};
         if (serverId === undefined || cid === undefined) throw new Error("no server info on the raw victim");
@@ -186,9 +120,7 @@ export async function runRevokeKick(opts: RevokeKickOptions): Promise<BenchCase[
       { name: `${name}, p99`, unit: "ms", unibus: percentile(unibus, 99), raw: percentile(raw, 99), lowerIsBetter: true, goal: "p99 < 1000 ms" },
     ];
   } finally {
-    await Promise.allSettled(clients.map((c) => c.close()));
-    await svc?.stop();
-    await server?.stop();
+    await bus.stop();
   }
 }
 

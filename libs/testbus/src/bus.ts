@@ -37,6 +37,10 @@ export interface TestBus {
   readonly admin: UnibusClient;
   readonly adminIdentity: Identity;
   readonly membership: RunningMembershipService;
+  /** The privileged bootstrap identity's client (config user: `admin.bootstrap` and its inbox only). */
+  readonly bootstrap: UnibusClient;
+  /** The system-account connection membership kicks with (for tests and benches that kick directly). */
+  readonly system: NatsConnection;
   /** Adds an active user through the admin API and connects it (through the callout). */
   addMember(handle: string, role?: "admin" | "member"): Promise<TestBusMember>;
   /** Connects an identity through the callout (it must be on the allowlist to succeed). */
@@ -110,6 +114,8 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       admin,
       adminIdentity,
       membership: running,
+      bootstrap: boot,
+      system: sys,
       async addMember(handle, role = "member") {
         const identity = createIdentity({ label: handle });
         await admin.users.add(identity.principal, handle, role);
