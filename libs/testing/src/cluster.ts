@@ -127,27 +127,41 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
   };
 
   try {
-    const routePorts = await Promise.all(Array.from({ length: size }, () => freeLoopbackPort()));
-    const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
-    const started = await Promise.allSettled(
-      routePorts.map(async (routePort, i) => {
-        const serverName = `${name}-n${i + 1}`;
-        const dir = join(root, serverName);
-        await mkdir(dir, { recursive: true, mode: 0o700 });
-        const config = mergeNatsConfig(
-          testServerDefaults(dir, jetstream),
-          {
-            server_name: serverName,
-            cluster: { name, listen: `127.0.0.1:${routePort}`, routes: routes.filter((_, j) => j !== i) },
-          },
-          opts.config,
-        );
-        return launchTestServer({ name: serverName, dir, ownsDir: false, config, env: opts.env });
-      }),
-    );
-    for (const r of started) if (r.status === "fulfilled") servers.push(r.value);
-    const failed = started.find((r) => r.status === "rejected");
-    if (failed) throw failed.reason;
+    // Route ports are chosen free, then bound by nats-server a moment later;
+    // on a busy machine another process can take one in between (seen in
+    // CI). Such a start is retried on fresh ports in a fresh directory.
+    for (let attempt = 1; ; attempt++) {
+      const routePorts = await Promise.all(Array.from({ length: size }, () => freeLoopbackPort()));
+      const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
+      const started = await Promise.allSettled(
+        routePorts.map(async (routePort, i) => {
+          const serverName = `${name}-n${i + 1}`;
+          const dir = join(root, `start-${attempt}`, serverName);
+          await mkdir(dir, { recursive: true, mode: 0o700 });
+          const config = mergeNatsConfig(
+            testServerDefaults(dir, jetstream),
+            {
+              server_name: serverName,
+              cluster: { name, listen: `127.0.0.1:${routePort}`, routes: routes.filter((_, j) => j !== i) },
+            },
+            opts.config,
+          );
+          return launchTestServer({ name: serverName, dir, ownsDir: false, config, env: opts.env });
+        }),
+      );
+      const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+      const up = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+      if (failed === undefined) {
+        servers.push(...up);
+        break;
+      }
+      const portTaken = /address already in use/.test(String((failed.reason as Error)?.message ?? failed.reason));
+      if (!portTaken || attempt >= 3) {
+        servers.push(...up);
+        throw failed.reason;
+      }
+      await Promise.all(up.map((srv) => srv.stop()));
+    }
   } catch (err) {
     await stop();
     throw err;
