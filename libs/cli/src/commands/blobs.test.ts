@@ -1,4 +1,5 @@
 import { chmod, mkdtemp, readFile, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -53,6 +54,17 @@ describe("unibus blob", () => {
     expect(await runCli(["blob", "get", ROOM, result.blobId, "--out", "out.bin"], get)).toBe(ExitCode.ok);
     expect((await readFile(join(dir, "out.bin"))).equals(data)).toBe(true);
     expect((await stat(join(dir, "out.bin"))).mode & 0o777).toBe(0o600);
+  });
+
+  it("connects with a comma-separated UNIBUS_URL when the first node is down (a cluster with one node stopped)", async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const deadPort = (probe.address() as { port: number }).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+    await writeFile(join(dir, "multi.txt"), "two urls");
+    const put = recordingIo({ env: { ...env, UNIBUS_URL: `nats://127.0.0.1:${deadPort},${server.url}` }, cwd: dir });
+    expect(await runCli(["blob", "put", ROOM, "multi.txt", "--json"], put)).toBe(ExitCode.ok);
+    expect(JSON.parse(put.stdout.join("\n"))).toMatchObject({ blobId: expect.stringMatching(/^[0-9a-f]{64}$/) });
   });
 
   it("put --key-file writes the key to a new 0600 file, not stdout; get --key-file and --key-stdin read it back", async () => {
