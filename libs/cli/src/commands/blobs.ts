@@ -99,8 +99,9 @@ async function readBlobKey(flags: ParsedFlags, io: CliIo): Promise<string> {
  */
 async function writeKeyFile(path: string, key: string): Promise<void> {
   const file = await open(path, "wx", 0o600).catch((err: unknown) => {
-    if (errorCode(err) === "EEXIST") throw new CliError(`${path} already exists: the key file must be new, nothing was uploaded`);
-    throw new CliError(`cannot create the key file ${path}: ${(err as Error).message}`, { cause: err });
+    // Checked before the upload too; here the blob is stored already, and its key is withheld rather than printed where nobody asked for it.
+    if (errorCode(err) === "EEXIST") throw new CliError(`${path} appeared during the upload: the blob was stored but its key is not kept; upload again with a new --key-file`);
+    throw new CliError(`cannot create the key file ${path} (the blob was stored but its key is not kept): ${(err as Error).message}`, { cause: err });
   });
   try {
     await file.writeFile(`${key}\n`);
