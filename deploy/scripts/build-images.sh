@@ -3,8 +3,9 @@
 #   unibus/nats-server:<version>    nats-server + nats-launch (static) + passwd
 #   unibus/node-services:<version>  node + its shared libs + the repo + runtime node_modules
 # <version> is the root package.json version (UNIBUS_IMAGE_TAG overrides).
-# The build context is assembled in a temp dir from the files git would track
-# (never .git, .unibus/, .tools/, .ci/reports, env files or any secret).
+# The build context is assembled in a temp dir from the files git tracks only
+# (never .git, .unibus/, .tools/, .ci/reports, untracked files, env files or
+# any key file: *.id, *.key, *.pem, *.seed, *.creds are refused even if tracked).
 # Both run as the non-root user unibus (uid/gid 10001). Prints image sizes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -83,8 +84,21 @@ chmod 1777 "$s/rootfs/tmp"
 passwd_files "$s/rootfs"
 install -m 0755 "$node_bin" "$s/rootfs/usr/local/bin/node"
 copy_libs "$node_bin" "$s/rootfs"
-# Source: what git tracks plus new files not ignored (so secrets and state never get in).
-git ls-files -z --cached --others --exclude-standard \
+# Source: tracked files only. Untracked files were copied before, and an
+# identity file (admin.id) left in the repo root ended up inside the image:
+# anyone who can pull the image could then act as that admin.
+untracked=$(git ls-files --others --exclude-standard | grep -v -E '^(\.ci/|bench/|docs/|test/)' | head -n 20 || true)
+if [ -n "$untracked" ]; then
+  say "not in the image (untracked; git add them if the services need them):"
+  printf '%s\n' "$untracked" | sed 's/^/  /' >&2
+fi
+secret_re='(^|/)(\.env[^/]*|[^/]+\.(id|key|pem|seed|nk|creds))$'
+tracked_secrets=$(git ls-files | grep -E "$secret_re" || true)
+if [ -n "$tracked_secrets" ]; then
+  say "refusing to build: key-like files are tracked by git: $tracked_secrets" >&2
+  exit 1
+fi
+git ls-files -z --cached \
   | grep -zv -E '^(\.ci/|\.git|bench/|docs/|test/containers/|.*\.test\.ts$)' \
   | xargs -0 -I{} sh -c '[ -f "{}" ] && printf "%s\0" "{}"' \
   | tar --null -T - -cf - | tar -xf - -C "$s/app"

@@ -1,25 +1,64 @@
 #!/usr/bin/env bash
-# Copies admin #0 out of the compose stack's state volume for the host CLI:
-#   deploy/scripts/compose-admin.sh [project]        (default project: unibus)
-# Writes .unibus/docker/admin.id (0600) and .unibus/docker/env (UNIBUS_URL +
-# UNIBUS_IDENTITY; .unibus/ is git-ignored), then:
+# Copies admin #0 out of a compose stack's state volume for the host CLI:
+#   deploy/scripts/compose-admin.sh [project]
+# The project is found by itself when one stack of this checkout exists
+# (docker-compose.yml is `unibus`, docker-compose.cluster.yml `unibus-cluster`);
+# name it when both do. Writes .unibus/docker/admin.id (0600) and
+# .unibus/docker/env (.unibus/ is git-ignored) with UNIBUS_IDENTITY and a
+# UNIBUS_URL listing every nats node's published client port, read from docker
+# itself (so UNIBUS_DOCKER_PORT / UNIBUS_DOCKER_PORT_1..3 are honoured), so the
+# CLI fails over when one cluster node stops. Then:
 #   UNIBUS_HOME=.unibus/docker npx unibus micro stats
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-project=${1:-unibus}
 dir=.unibus/docker
-port=${UNIBUS_DOCKER_PORT:-4222}
+
+# Compose projects with an init container started from this checkout.
+projects() {
+  docker ps -a --filter label=com.docker.compose.service=init \
+    --format '{{.Label "com.docker.compose.project"}}	{{.Label "com.docker.compose.project.working_dir"}}' |
+    awk -F'\t' -v here="$PWD" '$2 == here || $2 == "" {print $1}' | sort -u
+}
+
+if [ $# -ge 1 ]; then
+  project=$1
+else
+  found=$(projects)
+  count=$(printf '%s' "$found" | grep -c . || true)
+  if [ "$count" -eq 0 ]; then
+    echo "no compose stack of this checkout found: run docker compose up first" >&2
+    exit 1
+  elif [ "$count" -gt 1 ]; then
+    echo "several compose stacks found; name one: $0 <project> (one of: $(printf '%s' "$found" | tr '\n' ' '))" >&2
+    exit 1
+  fi
+  project=$found
+fi
+
 init=$(docker ps -aq --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=init | head -n1)
 if [ -z "$init" ]; then
   echo "no init container in compose project $project: run docker compose up first" >&2
   exit 1
 fi
+
+# Every container's published 4222 (from its configuration, so a stopped node
+# is listed too), as "service host port", one per binding, ordered by service.
+bindings=$(docker ps -aq --filter "label=com.docker.compose.project=$project" | while read -r c; do
+  docker inspect -f '{{$svc := index .Config.Labels "com.docker.compose.service"}}{{range $p, $b := .HostConfig.PortBindings}}{{if eq $p "4222/tcp"}}{{range $b}}{{$svc}} {{.HostIp}} {{.HostPort}}{{"\n"}}{{end}}{{end}}{{end}}' "$c"
+done | awk 'NF >= 2' | sort -u)
+urls=$(printf '%s\n' "$bindings" | awk 'NF == 3 {host = $2; port = $3} NF == 2 {host = ""; port = $2}
+  {if (host == "" || host == "0.0.0.0" || host == "::") host = "127.0.0.1"; printf "%snats://%s:%s", sep, host, port; sep = ","}')
+if [ -z "$urls" ]; then
+  echo "compose project $project publishes no nats client port (4222)" >&2
+  exit 1
+fi
+
 umask 077
 mkdir -p "$dir"
 chmod 700 .unibus "$dir"
 docker cp "$init:/state/admin.id" "$dir/admin.id" >/dev/null
 chmod 600 "$dir/admin.id"
-printf '# Written by deploy/scripts/compose-admin.sh: the compose stack, as admin #0.\nUNIBUS_URL=nats://127.0.0.1:%s\nUNIBUS_IDENTITY=%s\n' "$port" "$PWD/$dir/admin.id" >"$dir/env"
+printf '# Written by deploy/scripts/compose-admin.sh: compose project %s, as admin #0.\nUNIBUS_URL=%s\nUNIBUS_IDENTITY=%s\n' "$project" "$urls" "$PWD/$dir/admin.id" >"$dir/env"
 chmod 600 "$dir/env"
-echo "admin #0 identity: $dir/admin.id"
+echo "admin #0 identity: $dir/admin.id (project $project, servers $urls)"
 echo "try: UNIBUS_HOME=$dir npx unibus micro stats"

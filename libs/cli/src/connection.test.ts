@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { resolveConnectionSettings } from "./connection.js";
+import { resolveConnectionSettings, serverUrls } from "./connection.js";
 import { runCli } from "./router.js";
 import { recordingIo } from "./test-io.js";
 
@@ -19,6 +19,17 @@ async function writeHomeEnv(root: string): Promise<void> {
   await mkdir(root, { recursive: true });
   await writeFile(join(root, "env"), "UNIBUS_URL=nats://127.0.0.1:4333\nUNIBUS_IDENTITY=/home/admin.id\n");
 }
+
+describe("serverUrls", () => {
+  it("splits a comma-separated cluster list, trimming blanks", () => {
+    expect(serverUrls("nats://a:4222")).toEqual(["nats://a:4222"]);
+    expect(serverUrls(" nats://a:4222, nats://b:4223 ,,nats://c:4224 ")).toEqual(["nats://a:4222", "nats://b:4223", "nats://c:4224"]);
+  });
+
+  it("refuses a setting that names no server", () => {
+    expect(() => serverUrls(" , ")).toThrow(/no server URL/);
+  });
+});
 
 describe("which bus a command talks to", () => {
   it("flags win over the environment, which wins over the home env file", async () => {

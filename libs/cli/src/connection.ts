@@ -22,7 +22,7 @@ export const connectionOptions = {
 /** Help lines for {@link connectionOptions}. */
 export const connectionHelp = [
   "Connection:",
-  "  -s, --server URL      bus URL (default: $UNIBUS_URL, else <UNIBUS_HOME or ./.unibus>/env)",
+  "  -s, --server URL      bus URL, or several comma-separated (default: $UNIBUS_URL, else <UNIBUS_HOME or ./.unibus>/env)",
   "  -i, --identity PATH   identity file (default: $UNIBUS_IDENTITY, else the same env file)",
 ].join("\n");
 
@@ -63,6 +63,20 @@ export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): 
   return { server, identityPath: identity === undefined ? undefined : resolve(io.cwd, identity), source };
 }
 
+/**
+ * The server URLs in a setting: a cluster is given as a comma-separated list
+ * (as services take `UNIBUS_URL`), so the CLI still reaches the bus while one
+ * node is down.
+ */
+export function serverUrls(server: string): string[] {
+  const urls = server
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  if (urls.length === 0) throw new CliError(`no server URL in ${JSON.stringify(server)}: give one URL or several separated by commas`);
+  return urls;
+}
+
 function nonEmpty(v: string | undefined): string | undefined {
   return v === undefined || v === "" ? undefined : v;
 }
@@ -73,9 +87,10 @@ function nonEmpty(v: string | undefined): string | undefined {
  */
 export async function connectToBus(settings: ConnectionSettings, name = "unibus-cli"): Promise<NatsConnection> {
   const identity = settings.identityPath === undefined ? undefined : await loadIdentityForCli(settings.identityPath);
+  const servers = serverUrls(settings.server);
   try {
     return await connect({
-      servers: settings.server,
+      servers,
       name,
       reconnect: false,
       timeout: 5_000,
@@ -101,8 +116,9 @@ export async function connectClient(settings: ConnectionSettings, name = "unibus
 
 /** {@link connectClient} with an identity already loaded. */
 export async function connectClientAs(settings: ConnectionSettings, identity: Identity, name = "unibus-cli"): Promise<UnibusClient> {
+  const servers = serverUrls(settings.server);
   try {
-    return await connectSdk({ url: settings.server, identity, name });
+    return await connectSdk({ servers, identity, name });
   } catch (err) {
     throw connectError(err, settings);
   }

@@ -6,7 +6,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { BucketSetupError, openBuckets } from "./buckets.js";
+import { BucketSetupError, openBuckets, openExistingBuckets } from "./buckets.js";
 
 let server: TestServer;
 let nc: NatsConnection;
@@ -68,5 +68,30 @@ describe("openBuckets", () => {
     } finally {
       await plain.stop();
     }
+  });
+});
+
+describe("openExistingBuckets", () => {
+  it("waits for a bucket another service creates later, then returns it bound to the real stream", async () => {
+    const { logger, lines } = capture();
+    const opening = openExistingBuckets(jetstream(nc), ["late_owned"], { budgetMs: 20_000, initialDelayMs: 50, logger });
+    // Create it only once the opener has observably failed at least once.
+    const end = Date.now() + 10_000;
+    while (!lines.some((l) => l["bucket"] === "late_owned" && l["msg"] === "bucket set-up failed; retrying")) {
+      if (Date.now() > end) throw new Error("openExistingBuckets never retried");
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const created = await new Kvm(jetstream(nc)).create("late_owned", { history: 2 });
+    await created.put("k", "v");
+    const { late_owned } = await opening;
+    expect((await late_owned.get("k"))?.string()).toBe("v");
+    expect((await late_owned.status()).history).toBe(2);
+  });
+
+  it("gives up with BucketSetupError when the bucket never appears, and never creates it", async () => {
+    await expect(openExistingBuckets(jetstream(nc), ["never_made"], { budgetMs: 600, initialDelayMs: 100 })).rejects.toThrow(/bucket never_made: not ready within 600 ms/);
+    const names: string[] = [];
+    for await (const s of new Kvm(jetstream(nc)).list()) names.push(s.bucket);
+    expect(names).not.toContain("never_made");
   });
 });

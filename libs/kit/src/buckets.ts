@@ -67,6 +67,28 @@ function mismatches(spec: BucketSpec, status: KvStatus): string[] {
 }
 
 /**
+ * Runs `attempt` for one bucket until it succeeds, retrying with exponential
+ * backoff until `deadline`; a permanent JetStream error stops at once.
+ */
+async function retryBucket(name: string, options: OpenBucketsOptions, deadline: number, attempt: () => Promise<KV>): Promise<KV> {
+  let delay = options.initialDelayMs ?? 250;
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (err) {
+      const remaining = deadline - Date.now();
+      if (isPermanent(err)) throw new BucketSetupError(name, `bucket ${name}: ${(err as Error).message}`, { cause: err });
+      if (remaining <= delay) {
+        throw new BucketSetupError(name, `bucket ${name}: not ready within ${options.budgetMs} ms (${n} attempts)`, { cause: err });
+      }
+      options.logger?.warn({ op: "bucket.open", bucket: name, attempt: n, err: (err as Error).message }, "bucket set-up failed; retrying");
+      await sleep(delay);
+      delay = Math.min(delay * 2, 5_000);
+    }
+  }
+}
+
+/**
  * Creates or opens KV buckets, retrying with exponential backoff within a time
  * budget: a cold cluster answers nothing for a while, then 503, until a meta
  * leader exists (FIELD-NOTES "JetStream KV"). `kvm.create` on an existing bucket
@@ -84,32 +106,46 @@ export async function openBuckets<const S extends readonly BucketSpec[]>(
   const kvm = new Kvm(js);
   const out: Record<string, KV> = {};
   for (const spec of specs) {
-    let delay = options.initialDelayMs ?? 250;
-    for (let attempt = 1; ; attempt++) {
-      try {
-        const kv = await kvm.create(spec.name, {
-          ttl: spec.ttl ?? 0,
-          history: spec.history ?? 1,
-          replicas: spec.replicas ?? 1,
-          max_bytes: spec.maxBytes ?? -1,
-        });
-        const differences = mismatches(spec, await kv.status());
-        if (differences.length > 0) {
-          options.logger?.warn({ op: "bucket.open", bucket: spec.name, differences }, "existing bucket differs from its spec; left unchanged");
-        }
-        out[spec.name] = kv;
-        break;
-      } catch (err) {
-        const remaining = deadline - Date.now();
-        if (isPermanent(err)) throw new BucketSetupError(spec.name, `bucket ${spec.name}: ${(err as Error).message}`, { cause: err });
-        if (remaining <= delay) {
-          throw new BucketSetupError(spec.name, `bucket ${spec.name}: not ready within ${options.budgetMs} ms (${attempt} attempts)`, { cause: err });
-        }
-        options.logger?.warn({ op: "bucket.open", bucket: spec.name, attempt, err: (err as Error).message }, "bucket set-up failed; retrying");
-        await sleep(delay);
-        delay = Math.min(delay * 2, 5_000);
+    out[spec.name] = await retryBucket(spec.name, options, deadline, async () => {
+      const kv = await kvm.create(spec.name, {
+        ttl: spec.ttl ?? 0,
+        history: spec.history ?? 1,
+        replicas: spec.replicas ?? 1,
+        max_bytes: spec.maxBytes ?? -1,
+      });
+      const differences = mismatches(spec, await kv.status());
+      if (differences.length > 0) {
+        options.logger?.warn({ op: "bucket.open", bucket: spec.name, differences }, "existing bucket differs from its spec; left unchanged");
       }
-    }
+      return kv;
+    });
   }
   return out as { [K in S[number]["name"]]: KV };
+}
+
+/**
+ * Opens KV buckets that another service creates, never creating them (an
+ * empty stand-in bucket would silently change what the reader decides), and
+ * waits for them with the same backoff and budget as {@link openBuckets}:
+ * services start in any order. `kvm.open` binds without asking the server, so
+ * each bucket's status is read to prove its stream exists before it is used.
+ *
+ * @throws BucketSetupError when a bucket does not appear within the budget.
+ */
+export async function openExistingBuckets<const N extends readonly string[]>(
+  js: JetStreamClient,
+  names: N,
+  options: OpenBucketsOptions,
+): Promise<{ [K in N[number]]: KV }> {
+  const deadline = Date.now() + options.budgetMs;
+  const kvm = new Kvm(js);
+  const out: Record<string, KV> = {};
+  for (const name of names) {
+    out[name] = await retryBucket(name, options, deadline, async () => {
+      const kv = await kvm.open(name);
+      await kv.status();
+      return kv;
+    });
+  }
+  return out as { [K in N[number]]: KV };
 }

@@ -7,7 +7,7 @@ export { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES, binaryReply, ServiceDef
 export type { AnonymousCaller, Caller, EndpointSpec, HandlerContext, Role, ServiceDefinition, SignedCaller, TypedEndpointSpec } from "./definition.js";
 export { startService } from "./start-service.js";
 export type { KitDeps, RunningService } from "./start-service.js";
-export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets } from "./buckets.js";
+export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets, openExistingBuckets } from "./buckets.js";
 export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";
 export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, loadServiceConfig, runServiceMain } from "./service-main.js";
 export type { CreateService, ServiceConfig, ServiceMainSpec } from "./service-main.js";

@@ -1,8 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
-import { Kvm } from "@nats-io/kv";
 import { ServiceName } from "@unibus/contracts";
-import { BucketSetupError, NonceBucket, defineService, openBuckets, startService } from "@unibus/kit";
+import { NonceBucket, defineService, openBuckets, openExistingBuckets, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
@@ -36,22 +35,6 @@ export function keysService(deps: KeysDeps): ServiceDefinition {
   });
 }
 
-/**
- * Opens a bucket another service creates, waiting for it within `budgetMs`
- * (the membership service may start after this one).
- */
-async function openExisting(kvm: Kvm, name: string, budgetMs: number): Promise<KV> {
-  const deadline = Date.now() + budgetMs;
-  for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
-    try {
-      return await kvm.open(name);
-    } catch (err) {
-      if (Date.now() + delay > deadline) throw new BucketSetupError(name, `bucket ${name} (owned by membership) not found within ${budgetMs} ms`, { cause: err });
-      await new Promise((r) => setTimeout(r, delay));
-    }
-  }
-}
-
 /** A running keys service. */
 export interface RunningKeysService extends RunningService {
   /** Its buckets (tests inspect what is stored). */
@@ -77,10 +60,12 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
     ],
     { budgetMs: opts.bucketBudgetMs ?? 30_000, logger: logger.child({ svc: ServiceName.keys }) },
   );
-  const kvm = new Kvm(js);
-  const budgetMs = opts.bucketBudgetMs ?? 30_000;
-  const users = await openExisting(kvm, MembershipReadBucket.users, budgetMs);
-  const members = await openExisting(kvm, MembershipReadBucket.members, budgetMs);
+  // Membership creates these; on a first start it may not have yet, so wait
+  // for them within the same budget instead of crash-looping on "stream not found".
+  const { users, members } = await openExistingBuckets(js, [MembershipReadBucket.users, MembershipReadBucket.members], {
+    budgetMs: opts.bucketBudgetMs ?? 30_000,
+    logger: logger.child({ svc: ServiceName.keys }),
+  });
   const memberDirectory = await MemberDirectory.watch(members, logger.child({ svc: ServiceName.keys }));
   const membership: MembershipView = { users, members, memberDirectory };
   const agreementDirectory = await AgreementKeyDirectory.watch(kv.agreement_keys, logger.child({ svc: ServiceName.keys }));
