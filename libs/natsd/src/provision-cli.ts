@@ -1,5 +1,5 @@
 /**
- * `npm run nats-server`: finds or provisions nats-server >= 2.10 and prints
+ * `npm run nats-server`: finds or provisions nats-server >= 2.15 and prints
  * where it is, so a fresh checkout can be made ready with one command.
  */
 import { NatsServerNotFoundError } from "./errors.js";
