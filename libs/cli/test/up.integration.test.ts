@@ -241,6 +241,12 @@ describe("unibus up (real processes, auth callout on)", () => {
     for (const f of ["secrets/callout-issuer.seed", "secrets/callout-xkey.seed", "identities/system.id", "identities/bootstrap.id"]) {
       expect((await stat(join(home, f))).mode & 0o777, f).toBe(0o600);
     }
+    // The running server's own files: its log names clients and accounts.
+    expect((await stat(join(home, "server"))).mode & 0o777).toBe(0o700);
+    const serverFiles = await readdir(join(home, "server"));
+    expect(serverFiles).toEqual(expect.arrayContaining(["nats-server.conf", "nats-server.log", "nats-server.pid"]));
+    expect(serverFiles.some((f) => f.endsWith(".ports"))).toBe(true);
+    for (const f of serverFiles) expect((await stat(join(home, "server", f))).mode & 0o777, `server/${f}`).toBe(0o600);
     admin = await loadIdentityFile(join(home, "admin.id"));
     const url = /UNIBUS_URL=(.*)/.exec(envFile)?.[1] ?? "";
     expect(first.output()).toContain(`bootstrapped admin #0 ${admin.principal}`);
