@@ -15,12 +15,12 @@ say() { printf '[build-images] %s\n' "$*"; }
 version=${UNIBUS_IMAGE_TAG:-$(node -p 'require("./package.json").version')}
 uid=10001
 node_bin=$(readlink -f "$(command -v node)")
-nats_bin=${NATS_SERVER_BIN:-$root/.tools/nats-server/bin/nats-server}
-if [ ! -x "$nats_bin" ]; then
-  say "no nats-server at $nats_bin: provisioning it (npm run nats-server)"
-  npm run --silent nats-server >/dev/null
-fi
+# The same finder as the tests and `unibus up` (NATS_SERVER_BIN, PATH, .tools/,
+# else Debian forky's checksum-pinned package), so the image runs exactly the
+# nats-server >= 2.15 they were verified on, never an older copy left around.
+nats_bin=$(npm run --silent nats-server -- --path) || { say "no usable nats-server (see above)"; exit 1; }
 nats_version=$("$nats_bin" --version | awk '{print $2}')
+say "nats-server $nats_version from $nats_bin"
 
 if ! command -v gcc >/dev/null 2>&1; then
   say "gcc missing: installing gcc + libc6-dev (to build the static nats-launch)"

@@ -241,6 +241,12 @@ describe("unibus up (real processes, auth callout on)", () => {
     for (const f of ["secrets/callout-issuer.seed", "secrets/callout-xkey.seed", "identities/system.id", "identities/bootstrap.id"]) {
       expect((await stat(join(home, f))).mode & 0o777, f).toBe(0o600);
     }
+    // The running server's own files: its log names clients and accounts.
+    expect((await stat(join(home, "server"))).mode & 0o777).toBe(0o700);
+    const serverFiles = await readdir(join(home, "server"));
+    expect(serverFiles).toEqual(expect.arrayContaining(["nats-server.conf", "nats-server.log", "nats-server.pid"]));
+    expect(serverFiles.some((f) => f.endsWith(".ports"))).toBe(true);
+    for (const f of serverFiles) expect((await stat(join(home, "server", f))).mode & 0o777, `server/${f}`).toBe(0o600);
     admin = await loadIdentityFile(join(home, "admin.id"));
     const url = /UNIBUS_URL=(.*)/.exec(envFile)?.[1] ?? "";
     expect(first.output()).toContain(`bootstrapped admin #0 ${admin.principal}`);
@@ -373,5 +379,28 @@ describe("unibus up (real processes, auth callout on)", () => {
     expect(rerun.output()).toContain(`admin #0 exists: ${admin.principal}`);
     expect(await cliJson<UserJson>(env, "users", "get", alice.principal)).toMatchObject({ handle, status: "revoked" });
     expect(await stopUp(rerun)).toBe(0);
+  });
+});
+
+describe("unibus up with a nats-server older than the minimum", () => {
+  let home: string;
+  beforeAll(async () => {
+    home = await mkdtemp(join(tmpdir(), "unibus-up-old-"));
+  });
+  afterAll(async () => {
+    await rm(home, { recursive: true, force: true });
+  });
+
+  it("refuses NATS_SERVER_BIN 2.10.27 at start, saying what to do, and starts no server", { timeout: 30_000 }, async () => {
+    // A stand-in that only answers --version: the finder must stop before running it as a server.
+    const fake = join(home, "nats-server-2.10");
+    await writeFile(fake, '#!/bin/sh\n[ "$1" = "--version" ] && { echo "nats-server: v2.10.27"; exit 0; }\necho started >> "$0.ran"\n', { mode: 0o755 });
+    const { UNIBUS_URL: _u, UNIBUS_IDENTITY: _i, ...rest } = process.env;
+    const env = { ...rest, UNIBUS_HOME: join(home, "state"), UNIBUS_PORT: String(await freePort()), UNIBUS_MONITOR_PORT: String(await freePort()), NATS_SERVER_BIN: fake };
+    const r = await cli(env, "up");
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/NATS_SERVER_BIN: nats-server 2\.10\.27 at .* is too old \(need >= 2\.15\.0\)/);
+    expect(r.stderr).toMatch(/install nats-server >= 2\.15\.0 on PATH, or set NATS_SERVER_BIN/);
+    await expect(stat(`${fake}.ran`)).rejects.toThrow(/ENOENT/);
   });
 });

@@ -63,6 +63,13 @@ describe("renderNatsConfig", () => {
     expect(() => envRef("NOT-A-NAME")).toThrow(NatsConfigError);
     expect(() => renderNatsConfig({ "": 1 })).toThrow(NatsConfigError);
   });
+
+  it("rejects a server_name with whitespace, naming the field, and accepts one without", () => {
+    for (const name of ["unibus local", "tab\tname", " lead"]) {
+      expect(() => renderNatsConfig({ server_name: name })).toThrow(/server_name .* contains whitespace/);
+    }
+    expect(renderNatsConfig({ server_name: "unibus-local_1" })).toBe('server_name: "unibus-local_1"\n');
+  });
 });
 
 describe("mergeNatsConfig", () => {
@@ -100,7 +107,7 @@ describe("renderNatsConfig with the real nats-server (-t)", () => {
       {
         host: "127.0.0.1",
         port: -1,
-        server_name: 'n1 "quoted"',
+        server_name: 'n1-"quoted"',
         max_payload: 1048576,
         debug: false,
         jetstream: { store_dir: join(dir, "js"), cipher: "chachapoly", key: envRef("UNIBUS_JS_KEY") },
@@ -113,6 +120,12 @@ describe("renderNatsConfig with the real nats-server (-t)", () => {
       { UNIBUS_JS_KEY: "Kabc123" },
     );
     expect(out).toMatch(/is valid/);
+  });
+
+  it("is refused by nats-server when server_name has a space (why the renderer rejects it)", async () => {
+    const path = join(dir, "spaced-name.conf");
+    await writeFile(path, 'server_name: "n 1"\nport: -1\n');
+    await expect(run(bin, ["-t", "-c", path])).rejects.toThrow(/server name cannot contain spaces/);
   });
 
   it("is rejected by the server when a field is unknown (the renderer does not hide mistakes)", async () => {

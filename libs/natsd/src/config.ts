@@ -103,9 +103,16 @@ function renderEntries(map: NatsConfigMap, depth: number, path: string): string 
  * references from {@link envRef}. Strings are always quoted, so a value that
  * happens to start with `$` is never substituted by the server.
  *
- * @throws NatsConfigError for non-finite numbers, empty keys or other values.
+ * @throws NatsConfigError for non-finite numbers, empty keys, a `server_name`
+ * with whitespace, or other values.
  */
 export function renderNatsConfig(config: NatsConfig): string {
+  const serverName = config.server_name;
+  // nats-server 2.15 refuses to start on a name with spaces; saying so here
+  // names the field instead of failing later inside the server's log.
+  if (typeof serverName === "string" && /\s/.test(serverName)) {
+    throw new NatsConfigError(`server_name ${JSON.stringify(serverName)} contains whitespace, which nats-server refuses: use letters, digits, - or _`);
+  }
   const body = renderEntries(config, 0, "");
   return body ? `${body}\n` : "";
 }

@@ -1,5 +1,7 @@
+import { MIN_NATS_SERVER_VERSION } from "./version.js";
+
 /**
- * No usable nats-server (>= 2.10) could be found or provisioned.
+ * No usable nats-server (>= {@link MIN_NATS_SERVER_VERSION}) could be found or provisioned.
  *
  * The message says what to do and what every provisioning step found, so a
  * developer on a fresh machine can fix it without reading the code.
@@ -12,8 +14,8 @@ export class NatsServerNotFoundError extends Error {
   constructor(findings: readonly string[], options?: { cause?: unknown }) {
     super(
       [
-        "no usable nats-server (>= 2.10, needed for auth callout) was found.",
-        "Fix: install nats-server >= 2.10 on PATH, or set NATS_SERVER_BIN=/path/to/nats-server.",
+        `no usable nats-server (>= ${MIN_NATS_SERVER_VERSION}) was found.`,
+        `Fix: install nats-server >= ${MIN_NATS_SERVER_VERSION} on PATH, or set NATS_SERVER_BIN=/path/to/nats-server.`,
         "What each step found:",
         ...findings.map((f) => `  - ${f}`),
       ].join("\n"),

@@ -37,9 +37,13 @@ describe("startNatsServer", () => {
     expect(varz.port).toBe(server.port);
   });
 
-  it("writes the config file with mode 0600", async () => {
+  it("keeps the dir 0700 and the config, log, pid and ports files 0600", async () => {
     const server = await start("mode", { host: "127.0.0.1" });
-    expect((await stat(server.configPath)).mode & 0o777).toBe(0o600);
+    expect((await stat(server.dir)).mode & 0o777).toBe(0o700);
+    const files = [server.configPath, server.logPath, join(server.dir, "nats-server.pid"), join(server.dir, `nats-server_${server.pid}.ports`)];
+    for (const file of files) expect((await stat(file)).mode & 0o777, file).toBe(0o600);
+    // The log is the server's own (it appended to the file created 0600), not an empty placeholder.
+    expect(await readFile(server.logPath, "utf8")).toMatch(/Server is ready/);
   });
 
   it("round-trips quoted strings with quotes and $ literally (no substitution inside quotes)", async () => {

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
-import { mkdir, open, readFile, rm } from "node:fs/promises";
+import { chmod, mkdir, open, readFile, rm } from "node:fs/promises";
 import { connect as tcpConnect } from "node:net";
 import { basename, join, resolve } from "node:path";
 import { renderNatsConfig } from "./config.js";
@@ -12,7 +12,7 @@ import { findNatsServer } from "./provision.js";
 export interface StartNatsServerOptions {
   /** Server config. `port` defaults to -1 (a free port); ports file, pid file and log go to `dir`. */
   config: NatsConfig;
-  /** Working dir for the config, log, pid and ports files (created, mode 0700). */
+  /** Working dir for the config, log, pid and ports files (mode 0700; the files 0600). */
   dir: string;
   /** Extra environment for the server, e.g. secrets referenced by `envRef`. Never written to disk or argv. */
   env?: Record<string, string>;
@@ -139,6 +139,9 @@ export async function startNatsServer(opts: StartNatsServerOptions): Promise<Nat
   const pidPath = join(dir, "nats-server.pid");
 
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  // mkdir's mode applies only to a new dir; the log names every connecting
+  // client and account, so the dir stays owner-only whoever created it.
+  await chmod(dir, 0o700);
   const rendered = renderNatsConfig({
     port: -1,
     ...opts.config,
@@ -154,6 +157,16 @@ export async function startNatsServer(opts: StartNatsServerOptions): Promise<Nat
     await fh.writeFile(rendered);
   } finally {
     await fh.close();
+  }
+
+  // nats-server creates its log 0640 but keeps the mode of a file that
+  // exists: create it 0600 first (and tighten one left by an older run), so
+  // the log's client and account names are readable by the owner only.
+  const log = await open(logPath, "a", 0o600);
+  try {
+    await log.chmod(0o600);
+  } finally {
+    await log.close();
   }
 
   // Own process group: a Ctrl-C at the terminal must reach only the
@@ -213,6 +226,9 @@ export async function startNatsServer(opts: StartNatsServerOptions): Promise<Nat
       try {
         ports = JSON.parse(await readFile(portsPath, "utf8")) as PortsFile;
         url = pickUrl(ports.nats);
+        // The server writes it 0644 (under umask 022); the dir is 0700, so it
+        // was never reachable by others, and it keeps the files-0600 promise.
+        await chmod(portsPath, 0o600);
       } catch {
         // Not written yet, or caught mid-write.
       }

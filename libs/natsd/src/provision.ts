@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
+import { createHash } from "node:crypto";
 import { constants, existsSync, readFileSync } from "node:fs";
-import { access, chmod, mkdir, mkdtemp, readFile, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { access, chmod, mkdir, mkdtemp, readFile, readdir, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
 import { delimiter, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { NatsServerNotFoundError } from "./errors.js";
@@ -14,7 +15,7 @@ export const NatsServerSource = {
   Path: "path",
   /** A binary cached earlier in the project tools dir. */
   Tools: "tools",
-  /** Downloaded from Debian trixie by this call. */
+  /** Downloaded from Debian forky by this call. */
   Download: "download",
 } as const;
 /** Where a nats-server binary came from. */
@@ -24,7 +25,7 @@ export type NatsServerSource = (typeof NatsServerSource)[keyof typeof NatsServer
 export interface NatsServerBinary {
   /** Absolute path of the executable. */
   bin: string;
-  /** `major.minor.patch`, e.g. `2.10.27`. */
+  /** `major.minor.patch`, e.g. `2.15.1`. */
   version: string;
   /** Which provisioning step found it. */
   source: NatsServerSource;
@@ -43,8 +44,26 @@ export interface FindNatsServerOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-/** The Debian suite that ships nats-server >= 2.10 (bookworm has 2.9.10). */
-const DEBIAN_SUITE = "trixie";
+/** The Debian suite that ships nats-server 2.15 (trixie has 2.10.27, bookworm 2.9.10). */
+export const DEBIAN_SUITE = "forky";
+
+/**
+ * The nats-server package the download installs. The checksums pin the exact
+ * bytes: a mirror (or anyone between us and it) serving a different build of
+ * the same version is refused. apt itself already checks every download
+ * against the suite's GPG-signed Release file, so a version other than the
+ * pinned one (the archive drops superseded versions) is still authenticated,
+ * only not pinned, and the download says so loudly.
+ */
+export const PINNED_NATS_SERVER = {
+  /** Debian package version. */
+  debVersion: "2.15.1-1",
+  /** sha256 of `nats-server_<debVersion>_<arch>.deb`, per Debian architecture. */
+  debSha256: { amd64: "31ef4ceaa84e8248d449e508472e3770c17c3695cb5cb0ee96e03912724ea884" },
+  /** sha256 of `usr/sbin/nats-server` inside that .deb, per Debian architecture. */
+  binSha256: { amd64: "25379e8f6ff59d0f9b96f06b3572da8c513dfe97fe54f693bb03aa802b87480c" },
+} as const;
+
 const DEFAULT_MIRROR = "http://deb.debian.org/debian";
 const DEFAULT_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg";
 /** A lock older than this was left by a crashed process (a download takes well under it). */
@@ -207,8 +226,9 @@ async function downloadFromDebian(
   log: (m: string) => void,
 ): Promise<{ version: string } | { problem: string }> {
   const aptGet = (await whichAll("apt-get", pathVar))[0];
+  const aptCache = (await whichAll("apt-cache", pathVar))[0];
   const dpkgDeb = (await whichAll("dpkg-deb", pathVar))[0];
-  if (!aptGet || !dpkgDeb) return { problem: "apt-get/dpkg-deb not found (not a Debian-like system)" };
+  if (!aptGet || !aptCache || !dpkgDeb) return { problem: "apt-get/apt-cache/dpkg-deb not found (not a Debian-like system)" };
 
   const { mirror, keyring } = await readDebianSource();
   await mkdir(toolsDir, { recursive: true });
@@ -231,14 +251,36 @@ async function downloadFromDebian(
     log(`downloading nats-server from Debian ${DEBIAN_SUITE} (${mirror})`);
     const update = await run(aptGet, [...aptOpts, "update"], { cwd: tmp, timeoutMs: APT_TIMEOUT_MS });
     if (!update.ok) return { problem: `apt-get update for ${DEBIAN_SUITE} failed: ${lastLine(update)}` };
-    const dl = await run(aptGet, [...aptOpts, "download", "nats-server"], { cwd: tmp, timeoutMs: APT_TIMEOUT_MS });
-    if (!dl.ok) return { problem: `apt-get download nats-server failed: ${lastLine(dl)}` };
-    const deb = (await run("sh", ["-c", "ls nats-server_*.deb"], { cwd: tmp })).stdout.trim().split("\n")[0];
+    const madison = await run(aptCache, [...aptOpts, "madison", "nats-server"], { cwd: tmp, timeoutMs: 60_000 });
+    const choice = chooseDebianVersion(parseMadison(madison.stdout));
+    if ("problem" in choice) return choice;
+    if (!choice.pinned) {
+      log(
+        `WARNING: the pinned nats-server ${PINNED_NATS_SERVER.debVersion} is gone from Debian ${DEBIAN_SUITE}; ` +
+          `installing its newest, ${choice.debVersion}, checked only by apt's signed Release file, not by a pinned checksum. ` +
+          "Update PINNED_NATS_SERVER in libs/natsd/src/provision.ts, or set NATS_SERVER_BIN to a nats-server you chose.",
+      );
+    }
+    const dl = await run(aptGet, [...aptOpts, "download", `nats-server=${choice.debVersion}`], { cwd: tmp, timeoutMs: APT_TIMEOUT_MS });
+    if (!dl.ok) return { problem: `apt-get download nats-server=${choice.debVersion} failed: ${lastLine(dl)}` };
+    const deb = (await readdir(tmp)).find((f) => f.startsWith("nats-server_") && f.endsWith(".deb"));
     if (!deb) return { problem: "apt-get download produced no nats-server .deb" };
+    const pinnedDeb = choice.pinned ? pinnedSha256(PINNED_NATS_SERVER.debSha256, deb) : undefined;
+    if (pinnedDeb !== undefined) {
+      const actual = await sha256File(join(tmp, deb));
+      if (actual !== pinnedDeb) return { problem: `${deb} has sha256 ${actual}, not the pinned ${pinnedDeb}: refusing it` };
+    } else if (choice.pinned) {
+      log(`no pinned checksum for ${deb} on this architecture: relying on apt's signed Release file`);
+    }
     const root = join(tmp, "root");
     const x = await run(dpkgDeb, ["-x", join(tmp, deb), root], { timeoutMs: 60_000 });
     if (!x.ok) return { problem: `dpkg-deb -x ${deb} failed: ${lastLine(x)}` };
     const extracted = join(root, "usr", "sbin", "nats-server");
+    const pinnedBin = choice.pinned ? pinnedSha256(PINNED_NATS_SERVER.binSha256, deb) : undefined;
+    if (pinnedBin !== undefined) {
+      const actual = await sha256File(extracted).catch(() => "missing");
+      if (actual !== pinnedBin) return { problem: `usr/sbin/nats-server in ${deb} has sha256 ${actual}, not the pinned ${pinnedBin}: refusing it` };
+    }
     const checked = await probe(extracted);
     if ("problem" in checked) return { problem: `downloaded ${deb}: ${checked.problem}` };
     await chmod(extracted, 0o755);
@@ -249,6 +291,50 @@ async function downloadFromDebian(
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** Debian versions of nats-server in `apt-cache madison nats-server` output (`nats-server | 2.15.1-1 | <uri> Packages`). */
+export function parseMadison(text: string): string[] {
+  const versions: string[] = [];
+  for (const line of text.split("\n")) {
+    const cols = line.split("|").map((c) => c.trim());
+    if (cols[0] === "nats-server" && cols[1] && /Packages$/.test(cols[2] ?? "") && !versions.includes(cols[1])) versions.push(cols[1]);
+  }
+  return versions;
+}
+
+/**
+ * Which Debian version to download: the pinned one when the suite still has
+ * it, else the newest one that is >= {@link MIN_NATS_SERVER_VERSION} (the
+ * caller warns that it is not pinned), else a problem saying what to do.
+ */
+export function chooseDebianVersion(
+  available: readonly string[],
+  pinned: string = PINNED_NATS_SERVER.debVersion,
+): { debVersion: string; pinned: boolean } | { problem: string } {
+  if (available.includes(pinned)) return { debVersion: pinned, pinned: true };
+  const usable = available
+    .map((debVersion) => ({ debVersion, upstream: parseNatsServerVersion(debVersion) }))
+    .filter((v): v is { debVersion: string; upstream: string } => v.upstream !== undefined && isAtLeast(v.upstream, MIN_NATS_SERVER_VERSION))
+    .sort((a, b) => (isAtLeast(a.upstream, b.upstream) ? -1 : 1));
+  const newest = usable[0];
+  if (newest) return { debVersion: newest.debVersion, pinned: false };
+  const seen = available.length > 0 ? `only ${available.join(", ")}` : "no nats-server package";
+  return {
+    problem:
+      `Debian ${DEBIAN_SUITE} has ${seen}, not the pinned ${pinned} nor any >= ${MIN_NATS_SERVER_VERSION}: ` +
+      `set NATS_SERVER_BIN to a nats-server >= ${MIN_NATS_SERVER_VERSION}, or put one on PATH`,
+  };
+}
+
+/** The pinned checksum for a `nats-server_<version>_<arch>.deb` file name, if its architecture has one. */
+function pinnedSha256(table: Readonly<Record<string, string>>, deb: string): string | undefined {
+  const arch = /_([a-z0-9]+)\.deb$/.exec(deb)?.[1];
+  return arch === undefined ? undefined : table[arch];
+}
+
+async function sha256File(path: string): Promise<string> {
+  return createHash("sha256").update(await readFile(path)).digest("hex");
 }
 
 function lastLine(r: RunResult): string {
@@ -314,9 +400,10 @@ async function locate(opts: FindNatsServerOptions): Promise<NatsServerBinary> {
 const memo = new Map<string, Promise<NatsServerBinary>>();
 
 /**
- * Finds a nats-server >= 2.10, trying in order: `$NATS_SERVER_BIN`, a
- * `nats-server` on PATH, the binary cached in the tools dir, and finally a
- * download of Debian trixie's package (apt-get with private state, then
+ * Finds a nats-server >= {@link MIN_NATS_SERVER_VERSION}, trying in order:
+ * `$NATS_SERVER_BIN`, a `nats-server` on PATH, the binary cached in the tools
+ * dir, and finally a download of Debian forky's package (apt-get with private
+ * state, the pinned version checked against its pinned sha256, then
  * `dpkg-deb -x`) installed atomically into the tools dir. Safe to call from
  * parallel processes (a lock dir serializes the download); memoized per
  * process, except after a failure.

@@ -1,9 +1,14 @@
-/** The oldest nats-server unibus supports: auth callout arrived in 2.10. */
-export const MIN_NATS_SERVER_VERSION = "2.10.0";
+/**
+ * The oldest nats-server unibus runs on. Auth callout arrived in 2.10, but
+ * releases before 2.15 lose acknowledged JetStream writes and streams in
+ * known ways (after kills, membership changes, corrupt snapshots) and have
+ * encryption-at-rest and auth-callout timeout bugs; docs/design.md lists them.
+ */
+export const MIN_NATS_SERVER_VERSION = "2.15.0";
 
 /**
  * Extracts `major.minor.patch` from `nats-server --version` output
- * (`nats-server: v2.10.27`). Returns undefined when no version is present.
+ * (`nats-server: v2.15.1`). Returns undefined when no version is present.
  */
 export function parseNatsServerVersion(output: string): string | undefined {
   const m = /\bv?(\d+)\.(\d+)\.(\d+)/.exec(output);

@@ -1,6 +1,6 @@
 import { connect } from "@nats-io/transport-node";
 import { nkeyAuthenticator } from "@unibus/crypto";
-import { NatsServerNotFoundError, NatsServerStartError, findNatsServer, startNatsServer } from "@unibus/natsd";
+import { MIN_NATS_SERVER_VERSION, NatsServerNotFoundError, NatsServerStartError, findNatsServer, startNatsServer } from "@unibus/natsd";
 import type { Identity } from "@unibus/crypto";
 import type { NatsServerProcess } from "@unibus/natsd";
 import { parseCommandArgs } from "../args.js";
@@ -59,7 +59,7 @@ Environment:
   UNIBUS_PORT           client port (default ${DEFAULT_PORT})
   UNIBUS_MONITOR_PORT   monitoring port on 127.0.0.1 (default ${DEFAULT_MONITOR_PORT})
   UNIBUS_LOG_LEVEL      services' log level
-  NATS_SERVER_BIN       nats-server to use (>= 2.10; found or fetched otherwise)
+  NATS_SERVER_BIN       nats-server to use (>= ${MIN_NATS_SERVER_VERSION}, checked at start; found or fetched otherwise)
 
 Options:
   -h, --help            show this help`;
