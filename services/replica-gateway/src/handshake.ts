@@ -107,14 +107,8 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
       if (req.replicaId === deps.acceptorId) return reject(ReplicaHandshakeStatus.DirectionalRule);
       const psk = slots.get(req.keyId);
       if (psk === undefined) return reject(ReplicaHandshakeStatus.MacMismatch);
-      try {
-        // Single use across gateway replicas: create fails if any replica saw this nonce.
-        await deps.handshakes.create(`d.${req.nonceD}`, "");
-      } catch (err) {
-        if (isWrongLastSequence(err)) return reject(ReplicaHandshakeStatus.Expired);
-        throw unavailable(err);
-      }
       const nonceA = randomBytes(REPLICA_NONCE_BYTES);
+      const stateKey = `a.${toHex(nonceA)}`;
       const state: HandshakeState = {
         replicaId: req.replicaId,
         nonceD: req.nonceD,
@@ -123,10 +117,16 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
         clusterId: req.clusterId,
         expiresAt: ctx.now() + REPLICA_HANDSHAKE_TTL_MS,
       };
-      try {
-        await deps.handshakes.create(`a.${toHex(nonceA)}`, JSON.stringify(state));
-      } catch (err) {
-        throw unavailable(err);
+      // Both writes at once (one KV round trip of latency, not two). The
+      // nonce marker decides: single use across gateway replicas, since the
+      // create fails if any replica saw this nonce. On a replay the state
+      // written beside it is never revealed (its nonceA is not sent) and is
+      // removed, or expires with the bucket's TTL.
+      const [marker, written] = await Promise.allSettled([deps.handshakes.create(`d.${req.nonceD}`, ""), deps.handshakes.create(stateKey, JSON.stringify(state))]);
+      if (marker.status === "rejected" || written.status === "rejected") {
+        if (written.status === "fulfilled") await deps.handshakes.delete(stateKey).catch(() => undefined);
+        if (marker.status === "rejected" && isWrongLastSequence(marker.reason)) return reject(ReplicaHandshakeStatus.Expired);
+        throw unavailable(marker.status === "rejected" ? marker.reason : (written as PromiseRejectedResult).reason);
       }
       const macA = acceptorMac(psk, { clusterId: fromHex(req.clusterId), dialerId: req.replicaId, acceptorId: deps.acceptorId, nonceD: fromHex(req.nonceD), nonceA });
       ctx.logger.debug({ replicaId: req.replicaId }, "replica hello challenged");
@@ -187,14 +187,6 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
       if (!macMatches(dialerMac(psk, binding, identity), macD)) return reject(ReplicaHandshakeStatus.MacMismatch);
       const transcript = replicaTranscript(binding, acceptorMac(psk, binding), macD, identity);
       if (!verifyReplicaTranscript(identity, transcript, fromHex(req.signature))) return reject(ReplicaHandshakeStatus.AuthRequired);
-      try {
-        // Compare-and-set on the revision read above: of two finishes for one
-        // state (a replay, on this or another gateway replica) only one wins.
-        await deps.handshakes.update(key, JSON.stringify({ ...state, consumed: true }), entry.revision);
-      } catch (err) {
-        if (isWrongLastSequence(err)) return reject(ReplicaHandshakeStatus.Expired);
-        throw unavailable(err);
-      }
       const now = ctx.now();
       const session = {
         sessionId: toHex(replicaSessionId(transcript)),
@@ -205,11 +197,21 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
         createdAt: new Date(now).toISOString(),
         expiresAt: new Date(now + SESSION_TTL_MS).toISOString(),
       };
-      try {
-        await deps.sessions.put(session.sessionId, JSON.stringify(session));
-      } catch (err) {
-        throw unavailable(err);
+      // Consume and record at once (one round trip of latency). The
+      // compare-and-set on the revision read above decides: of two finishes
+      // for one state (a replay, on this or another gateway replica) only one
+      // wins. The session id is derived from the transcript, so a session
+      // that already exists under it came from this very handshake: the
+      // create only refuses to refresh it on a replay.
+      const [consumed, recorded] = await Promise.allSettled([
+        deps.handshakes.update(key, JSON.stringify({ ...state, consumed: true }), entry.revision),
+        deps.sessions.create(session.sessionId, JSON.stringify(session)),
+      ]);
+      if (consumed.status === "rejected") {
+        if (isWrongLastSequence(consumed.reason)) return reject(ReplicaHandshakeStatus.Expired);
+        throw unavailable(consumed.reason);
       }
+      if (recorded.status === "rejected" && !isWrongLastSequence(recorded.reason)) throw unavailable(recorded.reason);
       ctx.logger.info({ replicaId: state.replicaId, identity: req.identity, acceptorId: state.acceptorId, sessionId: session.sessionId }, "replica handshake accepted");
       return { status: ReplicaHandshakeStatus.Ok, session };
     },
