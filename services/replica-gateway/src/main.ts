@@ -3,7 +3,7 @@ import { runServiceMain } from "@unibus/kit";
 import { loadGatewayConfig } from "./config.js";
 import { createReplicaGatewayService } from "./service.js";
 
-// Read before connecting: a PSK that is set but unusable stops the process
-// instead of running a gateway that silently refuses every node.
-const config = loadGatewayConfig(process.env);
-await runServiceMain({ name: ServiceName.replicaGateway, create: (nc, deps) => createReplicaGatewayService(nc, { ...deps, ...config }) });
+// The config is read inside create so an unusable PSK (short, a file others
+// can read) fails the start with the kit's one fatal log line, never a stack
+// trace, and never a gateway that silently refuses every node.
+await runServiceMain({ name: ServiceName.replicaGateway, create: (nc, deps) => createReplicaGatewayService(nc, { ...deps, ...loadGatewayConfig(process.env) }) });
