@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5|P6 ...]]
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
@@ -10,6 +10,7 @@ import { runCalloutConnects } from "./callout-connects.js";
 import { runE2eThroughput } from "./e2e-throughput.js";
 import { runKitVsRaw } from "./kit-vs-raw.js";
 import { runRekey } from "./rekey.js";
+import { runReplicaHandshake } from "./replica-handshake.js";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 import { runRevokeKick } from "./revoke-kick.js";
@@ -51,6 +52,11 @@ const benches: Bench[] = [
     id: "P5",
     about: `users.revoke sent → victim disconnected vs a bare $SYS KICK of a plain connection; ${samples} samples each, interleaved`,
     run: () => runRevokeKick({ samples }),
+  },
+  {
+    id: "P6",
+    about: "full replica PSK handshakes (hello + finish, MACs, Ed25519, shared single-use state in KV; gateway in its own process) vs raw request/reply round trips",
+    run: () => runReplicaHandshake({ seconds, inFlight: 16 }),
   },
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
 ];

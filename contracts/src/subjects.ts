@@ -72,12 +72,23 @@ export const Subjects = {
   },
   replicaGateway: {
     all: "unibus.v1.replica.>",
+    /** `ReplicaHello` → `ReplicaChallenge` (contracts/specs/replica-handshake.md). */
+    handshakeHello: "unibus.v1.replica.handshake.hello",
+    /** `ReplicaFinish` → `ReplicaFinishReply`. */
+    handshakeFinish: "unibus.v1.replica.handshake.finish",
   },
   healthz: {
     all: "unibus.v1.healthz.>",
     status: "unibus.v1.healthz.status",
   },
 } as const;
+/**
+ * The PSK handshake's subjects (hello, finish): the only ones an unknown or
+ * node principal may publish to, so its grant is this wildcard, never
+ * `replicaGateway.all` (the join/unlock endpoints that follow need a session).
+ */
+export const ReplicaHandshakeSubjects = "unibus.v1.replica.handshake.*" as const;
+
 /** The shape of {@link Subjects}. */
 export type Subjects = typeof Subjects;
 

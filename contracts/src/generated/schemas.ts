@@ -2044,4 +2044,199 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       }
     }
   },
+  "replica.handshake.finish.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.finish.reply",
+    "title": "ReplicaFinishReply",
+    "description": "The outcome; status 0 carries the session later steps (node join) require.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "status"
+    ],
+    "properties": {
+      "status": {
+        "description": "0 Ok, 1 UnknownCommand, 2 ClusterMismatch, 3 DirectionalRule, 4 AuthRequired, 5 MacMismatch, 6 Expired (contracts/specs/replica-handshake.md).",
+        "type": "integer",
+        "enum": [
+          0,
+          1,
+          2,
+          3,
+          4,
+          5,
+          6
+        ]
+      },
+      "session": {
+        "description": "A completed handshake (KV `replica_sessions`, key = sessionId).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "sessionId",
+          "clusterId",
+          "replicaId",
+          "acceptorId",
+          "principal",
+          "createdAt",
+          "expiresAt"
+        ],
+        "properties": {
+          "sessionId": {
+            "description": "BLAKE3 derive_key of the transcript; both sides compute it.",
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$"
+          },
+          "clusterId": {
+            "description": "The cluster id.",
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$"
+          },
+          "replicaId": {
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$",
+            "description": "The dialer's replica id."
+          },
+          "acceptorId": {
+            "type": "string",
+            "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$",
+            "description": "The acceptor that accepted."
+          },
+          "principal": {
+            "type": "string",
+            "pattern": "^U[A-Z2-7]{55}$",
+            "description": "The identity that signed the transcript."
+          },
+          "createdAt": {
+            "type": "string",
+            "format": "date-time"
+          },
+          "expiresAt": {
+            "type": "string",
+            "format": "date-time"
+          }
+        }
+      }
+    }
+  },
+  "replica.handshake.finish.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.finish.request",
+    "title": "ReplicaFinish",
+    "description": "The dialer proves the PSK and binds its Ed25519 identity to the transcript.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nonceA",
+      "identity",
+      "macD",
+      "signature"
+    ],
+    "properties": {
+      "nonceA": {
+        "description": "The nonce of the challenge being answered.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      },
+      "identity": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "The node's identity (U… nkey of its Ed25519 key)."
+      },
+      "macD": {
+        "description": "BLAKE3 keyed MAC of the dialer (direction 0x02, covers the identity key).",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      },
+      "signature": {
+        "description": "Ed25519 signature of the identity over the transcript.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{128}$"
+      }
+    }
+  },
+  "replica.handshake.hello.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.hello.reply",
+    "title": "ReplicaChallenge",
+    "description": "The acceptor's challenge; a reject is the same message with a non-zero status and no other field.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "status"
+    ],
+    "properties": {
+      "status": {
+        "description": "0 Ok, 1 UnknownCommand, 2 ClusterMismatch, 3 DirectionalRule, 4 AuthRequired, 5 MacMismatch, 6 Expired (contracts/specs/replica-handshake.md).",
+        "type": "integer",
+        "enum": [
+          0,
+          1,
+          2,
+          3,
+          4,
+          5,
+          6
+        ]
+      },
+      "acceptorId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$",
+        "description": "The acceptor's id (covered by both MACs)."
+      },
+      "nonceA": {
+        "description": "The acceptor's fresh random nonce; names the handshake state.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      },
+      "macA": {
+        "description": "BLAKE3 keyed MAC of the acceptor (direction 0x01).",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      }
+    }
+  },
+  "replica.handshake.hello.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.hello.request",
+    "title": "ReplicaHello",
+    "description": "A node (dialer) opens a PSK handshake. Public: no envelope; the handshake authenticates itself.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "version",
+      "clusterId",
+      "replicaId",
+      "keyId",
+      "nonceD"
+    ],
+    "properties": {
+      "version": {
+        "description": "Handshake protocol version; 1.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 255
+      },
+      "clusterId": {
+        "description": "BLAKE3 derive_key of the cluster name, 16 bytes.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$"
+      },
+      "replicaId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$",
+        "description": "The dialer's replica id."
+      },
+      "keyId": {
+        "description": "Public id of the PSK the dialer holds (current or previous).",
+        "type": "string",
+        "pattern": "^[0-9a-f]{16}$"
+      },
+      "nonceD": {
+        "description": "The dialer's fresh random nonce; single use.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      }
+    }
+  },
 };

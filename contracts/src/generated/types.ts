@@ -1118,6 +1118,113 @@ export interface MembershipUsersRevokeRequest {
   principal: string;
 }
 
+/**
+ * The outcome; status 0 carries the session later steps (node join) require.
+ */
+export interface ReplicaFinishReply {
+  /**
+   * 0 Ok, 1 UnknownCommand, 2 ClusterMismatch, 3 DirectionalRule, 4 AuthRequired, 5 MacMismatch, 6 Expired (contracts/specs/replica-handshake.md).
+   */
+  status: 0 | 1 | 2 | 3 | 4 | 5 | 6;
+  /**
+   * A completed handshake (KV `replica_sessions`, key = sessionId).
+   */
+  session?: {
+    /**
+     * BLAKE3 derive_key of the transcript; both sides compute it.
+     */
+    sessionId: string;
+    /**
+     * The cluster id.
+     */
+    clusterId: string;
+    /**
+     * The dialer's replica id.
+     */
+    replicaId: string;
+    /**
+     * The acceptor that accepted.
+     */
+    acceptorId: string;
+    /**
+     * The identity that signed the transcript.
+     */
+    principal: string;
+    createdAt: string;
+    expiresAt: string;
+  };
+}
+
+/**
+ * The dialer proves the PSK and binds its Ed25519 identity to the transcript.
+ */
+export interface ReplicaFinish {
+  /**
+   * The nonce of the challenge being answered.
+   */
+  nonceA: string;
+  /**
+   * The node's identity (U… nkey of its Ed25519 key).
+   */
+  identity: string;
+  /**
+   * BLAKE3 keyed MAC of the dialer (direction 0x02, covers the identity key).
+   */
+  macD: string;
+  /**
+   * Ed25519 signature of the identity over the transcript.
+   */
+  signature: string;
+}
+
+/**
+ * The acceptor's challenge; a reject is the same message with a non-zero status and no other field.
+ */
+export interface ReplicaChallenge {
+  /**
+   * 0 Ok, 1 UnknownCommand, 2 ClusterMismatch, 3 DirectionalRule, 4 AuthRequired, 5 MacMismatch, 6 Expired (contracts/specs/replica-handshake.md).
+   */
+  status: 0 | 1 | 2 | 3 | 4 | 5 | 6;
+  /**
+   * The acceptor's id (covered by both MACs).
+   */
+  acceptorId?: string;
+  /**
+   * The acceptor's fresh random nonce; names the handshake state.
+   */
+  nonceA?: string;
+  /**
+   * BLAKE3 keyed MAC of the acceptor (direction 0x01).
+   */
+  macA?: string;
+}
+
+/**
+ * A node (dialer) opens a PSK handshake. Public: no envelope; the handshake authenticates itself.
+ */
+export interface ReplicaHello {
+  /**
+   * Handshake protocol version; 1.
+   */
+  version: number;
+  /**
+   * BLAKE3 derive_key of the cluster name, 16 bytes.
+   */
+  clusterId: string;
+  /**
+   * The dialer's replica id.
+   */
+  replicaId: string;
+  /**
+   * Public id of the PSK the dialer holds (current or previous).
+   */
+  keyId: string;
+  /**
+   * The dialer's fresh random nonce; single use.
+   */
+  nonceD: string;
+}
+
 /** Maps every contract schema id to the type of the values it accepts. */
 export interface SchemaTypes {
   "blobs.get.begin.reply": BlobsGetBeginReply;
@@ -1165,6 +1272,10 @@ export interface SchemaTypes {
   "membership.users.list.request": MembershipUsersListRequest;
   "membership.users.revoke.reply": MembershipUsersRevokeReply;
   "membership.users.revoke.request": MembershipUsersRevokeRequest;
+  "replica.handshake.finish.reply": ReplicaFinishReply;
+  "replica.handshake.finish.request": ReplicaFinish;
+  "replica.handshake.hello.reply": ReplicaChallenge;
+  "replica.handshake.hello.request": ReplicaHello;
 }
 
 /** Id of a contract schema, derived from its path under contracts/schemas. */

@@ -26,6 +26,32 @@ export {
 export type { Identity, PublicIdentity } from "./identity.js";
 export { decodeNkeyPublic, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed, NkeyPrefix } from "./nkey.js";
 export { isPrincipal, normalisePrincipal, principalFromPublicKey, publicKeyFromPrincipal } from "./principal.js";
+export {
+  acceptorMac,
+  CLUSTER_ID_BYTES,
+  clusterIdFromName,
+  dialerMac,
+  macMatches,
+  MIN_PSK_BYTES,
+  parseReplicaPsk,
+  REPLICA_HANDSHAKE_TTL_MS,
+  REPLICA_HANDSHAKE_VERSION,
+  REPLICA_ID_PATTERN,
+  REPLICA_NONCE_BYTES,
+  ReplicaDirection,
+  ReplicaHandshakeContext,
+  ReplicaHandshakeError,
+  ReplicaHandshakeLabel,
+  ReplicaHandshakeStatus,
+  replicaKeyId,
+  replicaMacInput,
+  replicaMacKey,
+  replicaSessionId,
+  replicaTranscript,
+  signReplicaTranscript,
+  verifyReplicaTranscript,
+} from "./replica-handshake.js";
+export type { HandshakeBinding } from "./replica-handshake.js";
 export { openSealed, SealedBox, sealTo, sealToMany } from "./sealed-box.js";
 export { agreementPublicKey, generateAgreementKeyPair, x25519SharedSecret } from "./x25519.js";
 export type { AgreementKeyPair } from "./x25519.js";

@@ -9,6 +9,12 @@ export const Access = {
   Signed: "signed",
   /** A signed caller whose role `resolveRole` reports as "admin"; everyone else is denied. */
   Admin: "admin",
+  /**
+   * Anyone connected, no envelope, and it may mutate: only for a protocol that
+   * authenticates itself and carries its own single-use nonces (the replica PSK
+   * handshake, which a node runs before it has any allowlisted identity).
+   */
+  Handshake: "handshake",
 } as const;
 /** One of the {@link Access} values. */
 export type Access = (typeof Access)[keyof typeof Access];
@@ -27,7 +33,7 @@ export interface SignedCaller {
   readonly role?: Role;
 }
 
-/** The caller of a public endpoint: nothing about it is proven. */
+/** The caller of a public or handshake endpoint: nothing about it is proven. */
 export interface AnonymousCaller {
   readonly anonymous: true;
 }

@@ -124,7 +124,9 @@ export async function runPipeline(p: EndpointPipeline, msg: IncomingRequest, tra
   if (!checked.ok) {
     throw new UnibusError(ErrorCode.BadRequest, ErrorReason.SchemaViolation, `request field ${checked.path}: ${checked.message}`, { details: { path: checked.path } });
   }
-  const caller: Caller = p.spec.access === Access.Public ? { anonymous: true } : await authenticate(p, msg, trace);
+  // A handshake endpoint proves its caller itself (MACs, single-use nonces);
+  // the size, JSON and schema checks above still apply to it.
+  const caller: Caller = p.spec.access === Access.Public || p.spec.access === Access.Handshake ? { anonymous: true } : await authenticate(p, msg, trace);
   const logger = trace.principal === undefined ? p.logger : p.logger.child({ principal: trace.principal });
   const result = await p.spec.handler(body, caller, { subject: msg.subject, logger, now: p.now, payload });
   const binary = result instanceof BinaryReply;

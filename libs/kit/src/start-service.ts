@@ -73,7 +73,8 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
   const validators = new Map(endpoints.map(([name, spec]) => [name, { request: registry.validator(spec.request), reply: registry.validator(spec.reply) }]));
 
   let nonces = deps.nonceBucket;
-  if (nonces === undefined && endpoints.some(([, spec]) => spec.mutates)) {
+  // Handshake endpoints keep their own nonces; only envelope-checked mutations need this bucket.
+  if (nonces === undefined && endpoints.some(([, spec]) => spec.mutates && spec.access !== Access.Handshake)) {
     const buckets = await openBuckets(jetstream(nc), [{ ...NonceBucket, replicas: deps.bucketReplicas ?? 1 }], {
       budgetMs: deps.bucketBudgetMs ?? 30_000,
       logger,

@@ -20,6 +20,8 @@ export interface TestBusOptions {
   readonly xkey?: boolean;
   /** Logger for the in-process services. Default: silent. */
   readonly logger?: Logger;
+  /** Let unknown identities (nodes) through the callout with the replica-handshake-only grant. Default false. */
+  readonly bootstrapAccess?: boolean;
 }
 
 /** A user added by {@link TestBus.addMember}, connected through the callout. */
@@ -93,7 +95,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     const calloutNc = await asService(ServiceName.authCallout);
     const kvm = new Kvm(calloutNc);
     const directory = new KvPrincipalDirectory(await kvm.open(MembershipBucket.users), await kvm.open(MembershipBucket.roomsByMember));
-    await createAuthCalloutService(calloutNc, { issuer, directory, logger, ...(xkey !== undefined ? { xkey } : {}) });
+    await createAuthCalloutService(calloutNc, { issuer, directory, logger, ...(xkey !== undefined ? { xkey } : {}), ...(opts.bootstrapAccess === true ? { bootstrapAccess: true } : {}) });
 
     const connectAs = async (identity: Identity | SigningKey): Promise<UnibusClient> => {
       // Generous: a busy 2-core CI machine runs the callout and services in

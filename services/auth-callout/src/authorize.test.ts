@@ -73,7 +73,7 @@ describe("authorize", () => {
     expect(await authorize(request(), dir)).toMatchObject({ ok: false, reason: DenyReason.unknown });
     const r = await authorize(request(), dir, { bootstrapAccess: true });
     expect(r).toMatchObject({ ok: true, role: "bootstrap" });
-    if (r.ok) expect(r.permissions.pub.allow).toEqual(["unibus.v1.replica.>"]);
+    if (r.ok) expect(r.permissions.pub.allow).toEqual(["unibus.v1.replica.handshake.*"]);
   });
 
   it("denies a revoked principal, even with bootstrap access enabled", async () => {

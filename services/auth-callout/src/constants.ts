@@ -1,4 +1,4 @@
-import { RoomSubjectPrefix, SubjectPrefix, Subjects } from "@unibus/contracts";
+import { ReplicaHandshakeSubjects, RoomSubjectPrefix, SubjectPrefix } from "@unibus/contracts";
 
 /** Protocol names fixed by nats-server's auth callout (ADR-26). */
 export const CalloutSubject = {
@@ -25,8 +25,8 @@ export const UnibusSubject = {
   roomStreamPrefix: "ROOM_",
   /** `unibus.v1.<service>.<endpoint…>`: control-plane requests. */
   controlPlane: `${SubjectPrefix}.*.>`,
-  /** The replica gateway's handshake/join subjects (node / bootstrap identities). */
-  replicaHandshake: Subjects.replicaGateway.all,
+  /** The replica gateway's PSK handshake subjects: all a node / bootstrap identity may publish to. */
+  replicaHandshake: ReplicaHandshakeSubjects,
   /** Inbox root; each principal gets `_INBOX.<principal>.>`. */
   inboxPrefix: "_INBOX.",
   /** Micro discovery (`$SRV.PING|INFO|STATS`), admin only. */

@@ -53,7 +53,7 @@ describe("permissionsFor", () => {
 
   it("a node or unknown identity (bootstrap) reaches only the replica handshake and its inbox", () => {
     const p = permissionsFor({ kind: "bootstrap", principal: alice }, rooms({ r1: "member" }));
-    expect(p).toEqual({ pub: { allow: ["unibus.v1.replica.>"] }, sub: { allow: [`_INBOX.${alice}.>`] } });
+    expect(p).toEqual({ pub: { allow: ["unibus.v1.replica.handshake.*"] }, sub: { allow: [`_INBOX.${alice}.>`] } });
   });
 
   it("room ids that are not a single safe token are skipped, never widened", () => {

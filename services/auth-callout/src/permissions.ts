@@ -97,7 +97,7 @@ export function roomHistorySubjects(roomId: string): string[] {
  *
  * - member/admin: pub `unibus.v1.*.>` and its rooms; sub its rooms and its own
  *   inbox; admins also pub `$SRV.>` (micro discovery).
- * - bootstrap (node / unknown, only if enabled): pub `unibus.v1.replica.>`; sub its own inbox.
+ * - bootstrap (node / unknown, only if enabled): pub `unibus.v1.replica.handshake.*`; sub its own inbox.
  *
  * Nothing else: no `$JS.API`, `$KV`, `$SYS`, `$O`, nor other inboxes.
  * Unsafe room ids are skipped, never widened.

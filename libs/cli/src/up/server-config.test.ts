@@ -65,7 +65,10 @@ describe("server config for unibus up", () => {
     const membership = user("U_membership").permissions;
     expect(membership.subscribe.allow).toContain("unibus.v1.membership.>");
     for (const b of ["users", "rooms", "members", "rooms_by_member", "nonces"]) expect(membership.publish.allow).toContain(`$KV.${b}.>`);
-    expect(user("U_replica-gateway").permissions.subscribe.allow).toContain("unibus.v1.replica.>");
+    const gateway = user("U_replica-gateway").permissions;
+    expect(gateway.subscribe.allow).toContain("unibus.v1.replica.>");
+    // Its handshake state and sessions, and no other bucket (no `nonces`: the handshake keeps its own).
+    expect(gateway.publish.allow.filter((x) => x.startsWith("$KV."))).toEqual(["$KV.replica_handshakes.>", "$KV.replica_sessions.>"]);
     const blobs = user("U_blobs").permissions;
     expect(blobs.subscribe.allow).toContain("unibus.v1.blobs.>");
     expect(blobs.publish.allow).toEqual(expect.arrayContaining(["$O.blobs.>", "$KV.nonces.>", "$JS.API.DIRECT.GET.KV_members.>"]));
@@ -77,7 +80,7 @@ describe("server config for unibus up", () => {
     // Epoch checks read `members` and `users`; keys must never be able to write either.
     expect(keys.publish.allow.filter((x) => x.startsWith("$KV.") && !["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>"].includes(x))).toEqual([]);
     expect(user("U_membership").permissions.publish.allow).toContain("unibus.room.*.membership");
-    for (const s of ["healthz", "replica-gateway"]) {
+    for (const s of ["healthz"]) {
       const p = user(`U_${s}`).permissions;
       expect(p.publish.allow.some((x) => x.startsWith("$JS.") || x.startsWith("$KV.")), `${s} has no JetStream access`).toBe(false);
       expect(p.subscribe.allow).toContain("$SRV.>");

@@ -69,7 +69,9 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
       });
     case ServiceName.replicaGateway:
       // It answers under `unibus.v1.replica.>` (DESIGN §2), not its process name.
-      return servicePermissions({ service: "replica" });
+      // ReplicaBucket of @unibus/replica-gateway: handshake state shared by
+      // its replicas, and the sessions completed handshakes leave.
+      return servicePermissions({ service: "replica", kvBuckets: ["replica_handshakes", "replica_sessions"] });
     case ServiceName.keys:
       return servicePermissions({
         service: "keys",

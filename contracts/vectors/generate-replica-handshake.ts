@@ -1,0 +1,109 @@
+/**
+ * Regenerates contracts/vectors/replica-handshake.json
+ * (contracts/specs/replica-handshake.md) from the portable references only
+ * (@noble/hashes, @noble/ed25519) and an encoding written here from the spec,
+ * never from @unibus/crypto, so the vectors independently check it. The
+ * official BLAKE3 known answers for the empty input (hash, keyed_hash,
+ * derive_key with the official test key and context) are asserted first.
+ *
+ * Run: npx tsx contracts/vectors/generate-replica-handshake.ts
+ */
+import * as ed from "@noble/ed25519";
+import { blake3 } from "@noble/hashes/blake3.js";
+import { sha512 } from "@noble/hashes/sha2.js";
+import { bytesToHex, concatBytes, utf8ToBytes } from "@noble/hashes/utils.js";
+import { writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+ed.hashes.sha512 = sha512;
+const seq = (n: number, start = 0): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (start + i) & 0xff);
+const lp = (b: Uint8Array): Uint8Array => concatBytes(Uint8Array.of(b.length), b);
+
+function assertEq(actual: string, expected: string, what: string): void {
+  if (actual !== expected) throw new Error(`${what}: got ${actual}, expected ${expected}`);
+}
+
+// Official BLAKE3 test vectors, input_len 0.
+const officialKey = utf8ToBytes("whats the Elvish word for friend");
+const officialContext = "BLAKE3 2019-12-27 16:29:52 test vectors context";
+const officialEmpty = {
+  key: bytesToHex(officialKey),
+  context: officialContext,
+  hash: "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262",
+  keyedHash: "92b2b75604ed3c761f9d6f62392c8a9227ad0ea3f09573e783f1498a4ed60d26",
+  deriveKey: "2cc39783c223154fea8dfb7c1b1660f2ac2dcbd1c1de8277b0b0dd39b7e50d7d",
+};
+assertEq(bytesToHex(blake3(new Uint8Array(0))), officialEmpty.hash, "BLAKE3 hash(empty)");
+assertEq(bytesToHex(blake3(new Uint8Array(0), { key: officialKey })), officialEmpty.keyedHash, "BLAKE3 keyed_hash(empty)");
+assertEq(bytesToHex(blake3(new Uint8Array(0), { context: utf8ToBytes(officialContext) })), officialEmpty.deriveKey, "BLAKE3 derive_key(empty)");
+
+const ctx = {
+  macKey: "unibus 2026 replica-handshake psk-mac v1",
+  keyId: "unibus 2026 replica-handshake psk-id v1",
+  clusterId: "unibus 2026 replica-handshake cluster-id v1",
+  sessionId: "unibus 2026 replica-handshake session-id v1",
+};
+const derive = (context: string, material: Uint8Array, dkLen = 32): Uint8Array => blake3(material, { context: utf8ToBytes(context), dkLen });
+
+function handshake(c: { name: string; clusterName: string; dialerId: string; acceptorId: string; psk: Uint8Array; nonceD: Uint8Array; nonceA: Uint8Array; seed: Uint8Array }) {
+  const clusterId = derive(ctx.clusterId, utf8ToBytes(c.clusterName), 16);
+  const macKey = derive(ctx.macKey, c.psk);
+  const keyId = derive(ctx.keyId, c.psk, 8);
+  const identity = ed.getPublicKey(c.seed);
+  const common = concatBytes(lp(utf8ToBytes("unibus replica-handshake mac v1")), clusterId, lp(utf8ToBytes(c.dialerId)), lp(utf8ToBytes(c.acceptorId)), c.nonceD, c.nonceA);
+  const macInputA = concatBytes(common, Uint8Array.of(0x01));
+  const macInputD = concatBytes(common, Uint8Array.of(0x02), identity);
+  const macA = blake3(macInputA, { key: macKey });
+  const macD = blake3(macInputD, { key: macKey });
+  const transcript = concatBytes(
+    lp(utf8ToBytes("unibus replica-handshake transcript v1")),
+    clusterId,
+    lp(utf8ToBytes(c.dialerId)),
+    lp(utf8ToBytes(c.acceptorId)),
+    c.nonceD,
+    c.nonceA,
+    macA,
+    macD,
+    identity,
+  );
+  const signature = ed.sign(transcript, c.seed);
+  const sessionId = derive(ctx.sessionId, transcript, 16);
+  const hex = bytesToHex;
+  return {
+    name: c.name,
+    clusterName: c.clusterName,
+    dialerId: c.dialerId,
+    acceptorId: c.acceptorId,
+    psk: hex(c.psk),
+    nonceD: hex(c.nonceD),
+    nonceA: hex(c.nonceA),
+    identitySeed: hex(c.seed),
+    clusterId: hex(clusterId),
+    macKey: hex(macKey),
+    keyId: hex(keyId),
+    identity: hex(identity),
+    macInputA: hex(macInputA),
+    macInputD: hex(macInputD),
+    macA: hex(macA),
+    macD: hex(macD),
+    transcript: hex(transcript),
+    signature: hex(signature),
+    sessionId: hex(sessionId),
+  };
+}
+
+const cases = [
+  { name: "basic", clusterName: "prod", dialerId: "node-2", acceptorId: "gateway-1", psk: seq(32, 0x10), nonceD: seq(32, 0x40), nonceA: seq(32, 0x80), seed: seq(32, 1) },
+  { name: "long psk, long ids", clusterName: "eu-west cluster ü", dialerId: "n".repeat(63), acceptorId: "gw.a_b-c", psk: seq(64, 0xa0), nonceD: new Uint8Array(32), nonceA: new Uint8Array(32).fill(0xff), seed: seq(32, 0x33) },
+  // Swapped ids: the same values in the other slots must give other MACs.
+  { name: "swapped ids", clusterName: "prod", dialerId: "gateway-1", acceptorId: "node-2", psk: seq(32, 0x10), nonceD: seq(32, 0x40), nonceA: seq(32, 0x80), seed: seq(32, 1) },
+].map(handshake);
+
+const out = {
+  description: "Replica PSK handshake vectors (contracts/specs/replica-handshake.md); all byte strings hex.",
+  contexts: ctx,
+  blake3Official: officialEmpty,
+  cases,
+};
+writeFileSync(fileURLToPath(new URL("./replica-handshake.json", import.meta.url)), `${JSON.stringify(out, null, 2)}\n`);
+console.log(`wrote replica-handshake.json (${cases.length} cases)`);

@@ -1,0 +1,104 @@
+import type { NatsConnection } from "@nats-io/transport-node";
+import { decodeReply, Subjects } from "@unibus/contracts";
+import type { ReplicaChallenge, ReplicaFinish, ReplicaFinishReply, ReplicaHello } from "@unibus/contracts";
+import {
+  acceptorMac,
+  clusterIdFromName,
+  constantTimeEqual,
+  dialerMac,
+  fromHex,
+  macMatches,
+  randomBytes,
+  REPLICA_HANDSHAKE_VERSION,
+  REPLICA_ID_PATTERN,
+  REPLICA_NONCE_BYTES,
+  ReplicaHandshakeError,
+  ReplicaHandshakeStatus,
+  replicaKeyId,
+  replicaSessionId,
+  replicaTranscript,
+  signReplicaTranscript,
+  toHex,
+} from "@unibus/crypto";
+import type { SigningKey } from "@unibus/crypto";
+
+/** What {@link replicaHandshake} needs; `psk` is a secret the caller read from its 0600 file or env. */
+export interface ReplicaHandshakeOptions {
+  readonly clusterName: string;
+  /** This node's replica id. */
+  readonly replicaId: string;
+  readonly psk: Uint8Array;
+  /** The node's Ed25519 identity; its signature over the transcript tells the cluster who joined. */
+  readonly identity: SigningKey;
+  /** Per-request timeout; default 5 s (the acceptor's state lives 10 s). */
+  readonly timeoutMs?: number;
+}
+
+/** The session a successful handshake yields; later steps (join) present `sessionId`. */
+export type ReplicaSession = NonNullable<ReplicaFinishReply["session"]>;
+
+/** A completed handshake. */
+export interface ReplicaHandshakeResult {
+  readonly acceptorId: string;
+  readonly session: ReplicaSession;
+}
+
+/** The acceptor refused the handshake with a non-zero status. */
+export class ReplicaHandshakeRejectedError extends Error {
+  constructor(
+    readonly stage: "hello" | "finish",
+    readonly status: number,
+  ) {
+    const name = Object.entries(ReplicaHandshakeStatus).find(([, v]) => v === status)?.[0] ?? `status ${status}`;
+    super(`replica handshake ${stage} rejected: ${name}`);
+    this.name = "ReplicaHandshakeRejectedError";
+  }
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * Runs the dialer side of the PSK handshake (contracts/specs/replica-handshake.md)
+ * on `nc`: hello, verify the acceptor's MAC (an acceptor that does not hold
+ * the PSK is refused before anything is revealed), then finish with the
+ * identity's signature over the transcript.
+ *
+ * @throws ReplicaHandshakeRejectedError when the acceptor rejects,
+ *   ReplicaHandshakeError when the acceptor's answer does not prove the PSK,
+ *   UnibusError for a coded error reply.
+ */
+export async function replicaHandshake(nc: NatsConnection, opts: ReplicaHandshakeOptions): Promise<ReplicaHandshakeResult> {
+  if (!REPLICA_ID_PATTERN.test(opts.replicaId)) throw new ReplicaHandshakeError(`replica id must match ${REPLICA_ID_PATTERN.source}`);
+  const timeout = opts.timeoutMs ?? 5_000;
+  const clusterId = clusterIdFromName(opts.clusterName);
+  const nonceD = randomBytes(REPLICA_NONCE_BYTES);
+  const hello: ReplicaHello = {
+    version: REPLICA_HANDSHAKE_VERSION,
+    clusterId: toHex(clusterId),
+    replicaId: opts.replicaId,
+    keyId: toHex(replicaKeyId(opts.psk)),
+    nonceD: toHex(nonceD),
+  };
+  const challenge = decodeReply<ReplicaChallenge>(await nc.request(Subjects.replicaGateway.handshakeHello, encoder.encode(JSON.stringify(hello)), { timeout }));
+  if (challenge.status !== ReplicaHandshakeStatus.Ok) throw new ReplicaHandshakeRejectedError("hello", challenge.status);
+  const { acceptorId, nonceA, macA } = challenge;
+  if (acceptorId === undefined || nonceA === undefined || macA === undefined || !REPLICA_ID_PATTERN.test(acceptorId) || !/^[0-9a-f]{64}$/.test(nonceA) || !/^[0-9a-f]{64}$/.test(macA)) {
+    throw new ReplicaHandshakeError("challenge is incomplete");
+  }
+  const binding = { clusterId, dialerId: opts.replicaId, acceptorId, nonceD, nonceA: fromHex(nonceA) };
+  const expectedA = acceptorMac(opts.psk, binding);
+  if (!macMatches(expectedA, fromHex(macA))) throw new ReplicaHandshakeError("acceptor did not prove the PSK");
+  const identity = opts.identity.publicKey;
+  const macD = dialerMac(opts.psk, binding, identity);
+  const transcript = replicaTranscript(binding, expectedA, macD, identity);
+  const finish: ReplicaFinish = { nonceA, identity: opts.identity.principal, macD: toHex(macD), signature: toHex(signReplicaTranscript(opts.identity, transcript)) };
+  const reply = decodeReply<ReplicaFinishReply>(await nc.request(Subjects.replicaGateway.handshakeFinish, encoder.encode(JSON.stringify(finish)), { timeout }));
+  if (reply.status !== ReplicaHandshakeStatus.Ok) throw new ReplicaHandshakeRejectedError("finish", reply.status);
+  const session = reply.session;
+  // The session id is derived from the transcript: one the acceptor made up
+  // (or that belongs to another handshake) does not match ours.
+  if (session === undefined || !constantTimeEqual(encoder.encode(session.sessionId), encoder.encode(toHex(replicaSessionId(transcript)))) || session.principal !== opts.identity.principal) {
+    throw new ReplicaHandshakeError("session does not match this handshake");
+  }
+  return { acceptorId, session };
+}

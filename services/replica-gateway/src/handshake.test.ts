@@ -1,0 +1,323 @@
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { decodeReply, ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
+import type { ReplicaChallenge, ReplicaFinish, ReplicaFinishReply, ReplicaHello } from "@unibus/contracts";
+import {
+  acceptorMac,
+  clusterIdFromName,
+  dialerMac,
+  fromHex,
+  randomBytes,
+  ReplicaHandshakeStatus as St,
+  replicaKeyId,
+  replicaSessionId,
+  replicaTranscript,
+  SigningKey,
+  toHex,
+} from "@unibus/crypto";
+import { replicaHandshake, ReplicaHandshakeRejectedError } from "@unibus/sdk";
+import { startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import type { PskSet } from "./config.js";
+import { createReplicaGatewayService } from "./service.js";
+import type { RunningReplicaGateway } from "./service.js";
+
+const CLUSTER = "test-cluster";
+const PSK_OLD = randomBytes(32);
+const PSK_NEW = randomBytes(48);
+const enc = new TextEncoder();
+
+/** Every log line of every gateway in this file, to prove no PSK is ever written. */
+const logText: string[] = [];
+const sink = new Writable({
+  write(chunk: Buffer, _enc, done) {
+    logText.push(chunk.toString());
+    done();
+  },
+});
+const logger = pino({ level: "debug" }, sink);
+
+let server: TestServer;
+let nc: NatsConnection;
+let clock = Date.now();
+const running: RunningReplicaGateway[] = [];
+
+async function gateway(psk: PskSet | undefined, acceptorId = "gw-1"): Promise<RunningReplicaGateway> {
+  const g = await createReplicaGatewayService(nc, {
+    logger,
+    now: () => clock,
+    clusterName: CLUSTER,
+    acceptorId,
+    ...(psk === undefined ? {} : { psk }),
+  });
+  running.push(g);
+  return g;
+}
+
+async function stop(g: RunningReplicaGateway): Promise<void> {
+  await g.stop();
+  running.splice(running.indexOf(g), 1);
+}
+
+async function request<T>(subject: string, body: unknown): Promise<T> {
+  const data = typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body);
+  return decodeReply<T>(await nc.request(subject, typeof data === "string" ? enc.encode(data) : data, { timeout: 5_000 }));
+}
+
+interface Dial {
+  psk?: Uint8Array;
+  keyIdPsk?: Uint8Array;
+  cluster?: string;
+  replicaId?: string;
+  nonceD?: Uint8Array;
+  version?: number;
+}
+
+/** The dialer's hello, built by hand so each field can be made wrong. */
+async function hello(d: Dial = {}): Promise<{ hello: ReplicaHello; challenge: ReplicaChallenge; nonceD: Uint8Array }> {
+  const nonceD = d.nonceD ?? randomBytes(32);
+  const h: ReplicaHello = {
+    version: d.version ?? 1,
+    clusterId: toHex(clusterIdFromName(d.cluster ?? CLUSTER)),
+    replicaId: d.replicaId ?? "node-2",
+    keyId: toHex(replicaKeyId(d.keyIdPsk ?? d.psk ?? PSK_NEW)),
+    nonceD: toHex(nonceD),
+  };
+  return { hello: h, challenge: await request<ReplicaChallenge>(Subjects.replicaGateway.handshakeHello, h), nonceD };
+}
+
+interface FinishOpts {
+  psk?: Uint8Array;
+  identity?: SigningKey;
+  signer?: SigningKey;
+  swapIds?: boolean;
+  macD?: string;
+}
+
+function finishFor(h: { hello: ReplicaHello; challenge: ReplicaChallenge; nonceD: Uint8Array }, o: FinishOpts = {}): ReplicaFinish {
+  const identity = o.identity ?? SigningKey.generate();
+  const psk = o.psk ?? PSK_NEW;
+  const acceptorId = h.challenge.acceptorId ?? "";
+  const b = {
+    clusterId: fromHex(h.hello.clusterId),
+    dialerId: o.swapIds === true ? acceptorId : h.hello.replicaId,
+    acceptorId: o.swapIds === true ? h.hello.replicaId : acceptorId,
+    nonceD: h.nonceD,
+    nonceA: fromHex(h.challenge.nonceA ?? ""),
+  };
+  const macD = dialerMac(psk, b, identity.publicKey);
+  const transcript = replicaTranscript(b, acceptorMac(psk, b), macD, identity.publicKey);
+  return { nonceA: h.challenge.nonceA ?? "", identity: identity.principal, macD: o.macD ?? toHex(macD), signature: toHex((o.signer ?? identity).sign(transcript)) };
+}
+
+const finish = (f: ReplicaFinish): Promise<ReplicaFinishReply> => request<ReplicaFinishReply>(Subjects.replicaGateway.handshakeFinish, f);
+
+beforeAll(async () => {
+  server = await startTestServer({ jetstream: true });
+  nc = await server.connect();
+});
+
+afterAll(async () => {
+  for (const g of [...running]) await g.stop();
+  await nc?.close();
+  await server?.stop();
+});
+
+describe("replica handshake, one gateway with the current PSK", () => {
+  let gw: RunningReplicaGateway;
+  beforeAll(async () => {
+    gw = await gateway({ current: PSK_NEW });
+  });
+  afterAll(async () => {
+    await stop(gw);
+  });
+
+  it("accepts the current PSK: the session names the identity and is stored for later steps", async () => {
+    const identity = SigningKey.generate();
+    const result = await replicaHandshake(nc, { clusterName: CLUSTER, replicaId: "node-2", psk: PSK_NEW, identity });
+    expect(result.acceptorId).toBe("gw-1");
+    expect(result.session).toMatchObject({ replicaId: "node-2", acceptorId: "gw-1", principal: identity.principal, clusterId: toHex(clusterIdFromName(CLUSTER)) });
+    const stored = await gw.buckets.sessions.get(result.session.sessionId);
+    expect(stored?.json()).toEqual(result.session);
+  });
+
+  it("the session id is the transcript's, so both sides agree on it", async () => {
+    const h = await hello();
+    const identity = SigningKey.generate();
+    const f = finishFor(h, { identity });
+    const reply = await finish(f);
+    expect(reply.status).toBe(St.Ok);
+    const b = { clusterId: fromHex(h.hello.clusterId), dialerId: "node-2", acceptorId: "gw-1", nonceD: h.nonceD, nonceA: fromHex(f.nonceA) };
+    const transcript = replicaTranscript(b, fromHex(h.challenge.macA ?? ""), fromHex(f.macD), identity.publicKey);
+    expect(reply.session?.sessionId).toBe(toHex(replicaSessionId(transcript)));
+  });
+
+  it("rejects a wrong PSK: its key id is unknown (MacMismatch), and the client raises", async () => {
+    const { challenge } = await hello({ psk: randomBytes(32) });
+    expect(challenge).toEqual({ status: St.MacMismatch });
+    await expect(replicaHandshake(nc, { clusterName: CLUSTER, replicaId: "node-2", psk: randomBytes(32), identity: SigningKey.generate() })).rejects.toMatchObject({
+      stage: "hello",
+      status: St.MacMismatch,
+    });
+  });
+
+  it("rejects a wrong PSK behind a copied (public) key id at the finish", async () => {
+    const h = await hello();
+    expect(h.challenge.status).toBe(St.Ok);
+    expect(await finish(finishFor(h, { psk: randomBytes(32) }))).toEqual({ status: St.MacMismatch });
+  });
+
+  it("rejects a wrong cluster id", async () => {
+    expect((await hello({ cluster: "other-cluster" })).challenge).toEqual({ status: St.ClusterMismatch });
+    await expect(replicaHandshake(nc, { clusterName: "other-cluster", replicaId: "node-2", psk: PSK_NEW, identity: SigningKey.generate() })).rejects.toBeInstanceOf(ReplicaHandshakeRejectedError);
+  });
+
+  it("rejects the reflected acceptor MAC as the dialer's", async () => {
+    const h = await hello();
+    expect(await finish(finishFor(h, { macD: h.challenge.macA ?? "" }))).toEqual({ status: St.MacMismatch });
+  });
+
+  it("rejects swapped dialer/acceptor ids, and a hello that names the acceptor itself", async () => {
+    const h = await hello();
+    expect(await finish(finishFor(h, { swapIds: true }))).toEqual({ status: St.MacMismatch });
+    expect((await hello({ replicaId: "gw-1" })).challenge).toEqual({ status: St.DirectionalRule });
+  });
+
+  it("rejects a replayed hello (its dialer nonce is single use)", async () => {
+    const nonceD = randomBytes(32);
+    expect((await hello({ nonceD })).challenge.status).toBe(St.Ok);
+    expect((await hello({ nonceD })).challenge).toEqual({ status: St.Expired });
+  });
+
+  it("rejects a replayed finish, and of two concurrent finishes exactly one wins", async () => {
+    const h = await hello();
+    const f = finishFor(h);
+    expect((await finish(f)).status).toBe(St.Ok);
+    expect(await finish(f)).toEqual({ status: St.Expired });
+    const h2 = await hello();
+    const f2 = finishFor(h2);
+    const statuses = (await Promise.all([finish(f2), finish(f2), finish(f2)])).map((r) => r.status).sort();
+    expect(statuses).toEqual([St.Ok, St.Expired, St.Expired]);
+  });
+
+  it("rejects a finish more than 10 s after its challenge", async () => {
+    const h = await hello();
+    clock += 10_001;
+    try {
+      expect(await finish(finishFor(h))).toEqual({ status: St.Expired });
+    } finally {
+      clock -= 10_001;
+    }
+  });
+
+  it("rejects a finish for an unknown challenge nonce", async () => {
+    const h = await hello();
+    expect(await finish({ ...finishFor(h), nonceA: toHex(randomBytes(32)) })).toEqual({ status: St.Expired });
+  });
+
+  it("rejects an identity that did not sign the transcript, and a finish re-bound to another identity", async () => {
+    const h = await hello();
+    expect(await finish(finishFor(h, { signer: SigningKey.generate() }))).toEqual({ status: St.AuthRequired });
+    // Another key signs, but the MAC was made for the first identity: the PSK proof does not transfer.
+    const h2 = await hello();
+    const made = finishFor(h2);
+    const other = SigningKey.generate();
+    expect(await finish({ ...made, identity: other.principal })).toEqual({ status: St.MacMismatch });
+  });
+
+  it("answers an unknown protocol version with UnknownCommand", async () => {
+    expect((await hello({ version: 2 })).challenge).toEqual({ status: St.UnknownCommand });
+  });
+
+  it("rejects malformed JSON, schema violations and oversize bodies with coded errors, without an envelope", async () => {
+    const err = (p: Promise<unknown>) => p.then(() => expect.unreachable(), (e: unknown) => e as UnibusError);
+    const bad = await err(request(Subjects.replicaGateway.handshakeHello, "{not json"));
+    expect(bad).toBeInstanceOf(UnibusError);
+    expect([bad.code, bad.reason]).toEqual([ErrorCode.BadRequest, ErrorReason.MalformedJson]);
+    const schema = await err(request(Subjects.replicaGateway.handshakeHello, { version: 1, clusterId: "zz", replicaId: "n", keyId: "00", nonceD: "00" }));
+    expect([schema.code, schema.reason]).toEqual([ErrorCode.BadRequest, ErrorReason.SchemaViolation]);
+    const extra = await err(request(Subjects.replicaGateway.handshakeFinish, { ...finishFor(await hello()), extra: 1 }));
+    expect([extra.code, extra.reason]).toEqual([ErrorCode.BadRequest, ErrorReason.SchemaViolation]);
+    const big = await err(request(Subjects.replicaGateway.handshakeHello, "x".repeat(5000)));
+    expect([big.code, big.reason]).toEqual([ErrorCode.PayloadTooLarge, ErrorReason.PayloadTooLarge]);
+  });
+});
+
+describe("across gateway replicas (shared state in JetStream KV)", () => {
+  it("a finish may reach another replica, and a replayed hello or finish is rejected there too", async () => {
+    const a = await gateway({ current: PSK_NEW }, "gw-a");
+    const h = await hello();
+    expect(h.challenge).toMatchObject({ status: St.Ok, acceptorId: "gw-a" });
+    const f = finishFor(h);
+    const h2 = await hello();
+    expect(h2.challenge.status).toBe(St.Ok);
+    await stop(a);
+    const b = await gateway({ current: PSK_NEW }, "gw-b");
+    try {
+      // The state of gw-a's challenge finishes on gw-b; the MACs name gw-a.
+      expect(await finish(finishFor(h2))).toMatchObject({ status: St.Ok, session: { acceptorId: "gw-a" } });
+      expect((await finish(f)).status).toBe(St.Ok);
+      expect(await finish(f)).toEqual({ status: St.Expired });
+      expect((await hello({ nonceD: h.nonceD })).challenge).toEqual({ status: St.Expired });
+    } finally {
+      await stop(b);
+    }
+  });
+});
+
+describe("PSK rotation", () => {
+  it("accepts the previous PSK during a rotation, and the current one", async () => {
+    const gw = await gateway({ current: PSK_NEW, previous: PSK_OLD });
+    try {
+      for (const psk of [PSK_OLD, PSK_NEW]) {
+        const r = await replicaHandshake(nc, { clusterName: CLUSTER, replicaId: "node-3", psk, identity: SigningKey.generate() });
+        expect(r.session.replicaId).toBe("node-3");
+      }
+    } finally {
+      await stop(gw);
+    }
+  });
+
+  it("rejects the old PSK once the rotation finished, even for a handshake begun during it", async () => {
+    const during = await gateway({ current: PSK_NEW, previous: PSK_OLD });
+    const h = await hello({ psk: PSK_OLD });
+    expect(h.challenge.status).toBe(St.Ok);
+    await stop(during);
+    const after = await gateway({ current: PSK_NEW });
+    try {
+      expect(await finish(finishFor(h, { psk: PSK_OLD }))).toEqual({ status: St.MacMismatch });
+      expect((await hello({ psk: PSK_OLD })).challenge).toEqual({ status: St.MacMismatch });
+      await expect(replicaHandshake(nc, { clusterName: CLUSTER, replicaId: "node-3", psk: PSK_OLD, identity: SigningKey.generate() })).rejects.toMatchObject({ status: St.MacMismatch });
+    } finally {
+      await stop(after);
+    }
+  });
+});
+
+describe("without a PSK (single-node default)", () => {
+  it("starts, and answers every hello and finish with AuthRequired (fail closed)", async () => {
+    const gw = await gateway(undefined);
+    try {
+      expect((await hello()).challenge).toEqual({ status: St.AuthRequired });
+      const fake = { nonceA: toHex(randomBytes(32)), identity: SigningKey.generate().principal, macD: toHex(randomBytes(32)), signature: toHex(randomBytes(64)) };
+      expect(await finish(fake)).toEqual({ status: St.AuthRequired });
+    } finally {
+      await stop(gw);
+    }
+  });
+});
+
+describe("secrets", () => {
+  it("no PSK, in hex, base64 or base64url, appears in any log line of this file", () => {
+    const all = logText.join("");
+    expect(all).toContain("replica handshake accepted");
+    expect(all).toContain("replica finish rejected");
+    for (const psk of [PSK_OLD, PSK_NEW]) {
+      for (const form of [toHex(psk), Buffer.from(psk).toString("base64"), Buffer.from(psk).toString("base64url")]) {
+        expect(all).not.toContain(form);
+      }
+    }
+  });
+});

@@ -1,0 +1,68 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { nkeyAuthenticator, randomBytes, SigningKey } from "@unibus/crypto";
+import { createReplicaGatewayService } from "@unibus/replica-gateway";
+import type { RunningReplicaGateway } from "@unibus/replica-gateway";
+import { replicaHandshake } from "@unibus/sdk";
+import { startTestBus } from "@unibus/testbus";
+import type { TestBus } from "@unibus/testbus";
+
+/** Resolves with the operation of the permission violation the server reports for `subject`; rejects after `ms`. */
+async function violationFor(nc: NatsConnection, subject: string, action: () => void, ms = 10_000): Promise<string> {
+  const status = nc.status();
+  try {
+    const seen = (async () => {
+      for await (const s of status) {
+        if (s.type === "error" && s.error.name === "PermissionViolationError" && (s.error as { subject?: string }).subject === subject) {
+          return (s.error as { operation?: string }).operation ?? "unknown";
+        }
+      }
+      throw new Error("status stream ended");
+    })();
+    action();
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<never>((_r, reject) => {
+      timer = setTimeout(() => reject(new Error(`no permission violation for ${subject} within ${ms} ms`)), ms);
+    });
+    try {
+      return await Promise.race([seen, bound]);
+    } finally {
+      clearTimeout(timer);
+    }
+  } finally {
+    (status as unknown as { stop(): void }).stop();
+  }
+}
+
+describe("a node through the auth callout (bootstrap grant) and the gateway as its service user", () => {
+  const psk = randomBytes(32);
+  const node = SigningKey.generate();
+  let bus: TestBus;
+  let gateway: RunningReplicaGateway;
+  let nc: NatsConnection;
+
+  beforeAll(async () => {
+    bus = await startTestBus({ bootstrapAccess: true });
+    // The service user's production permissions: its subjects and its two buckets only.
+    gateway = await createReplicaGatewayService(await bus.serviceConnection("replica-gateway"), { psk: { current: psk }, clusterName: "e2e", acceptorId: "gw-e2e", logger: pino({ level: "silent" }) });
+    nc = await bus.server.connect({ authenticator: nkeyAuthenticator(node), inboxPrefix: `_INBOX.${node.principal}`, reconnect: false });
+  });
+
+  afterAll(async () => {
+    await nc?.close();
+    await gateway?.stop();
+    await bus?.stop();
+  });
+
+  it("completes the handshake; the cluster learns the node's principal", async () => {
+    const r = await replicaHandshake(nc, { clusterName: "e2e", replicaId: "node-e2e", psk, identity: node });
+    expect(r.session).toMatchObject({ principal: node.principal, replicaId: "node-e2e", acceptorId: "gw-e2e" });
+    expect((await gateway.buckets.sessions.get(r.session.sessionId))?.json()).toMatchObject({ principal: node.principal });
+  });
+
+  it("may publish nowhere else under unibus.v1.replica, nor to other services", async () => {
+    expect(await violationFor(nc, "unibus.v1.replica.join", () => nc.publish("unibus.v1.replica.join", "{}"))).toBe("publish");
+    expect(await violationFor(nc, "unibus.v1.membership.users.list", () => nc.publish("unibus.v1.membership.users.list", "{}"))).toBe("publish");
+  });
+});
