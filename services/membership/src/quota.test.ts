@@ -5,8 +5,8 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import { pino } from "pino";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import type { MembershipRoomsCreateRequest } from "@unibus/contracts";
-import { SigningKey } from "@unibus/crypto";
-import { connect } from "@unibus/sdk";
+import { SigningKey, randomBytes } from "@unibus/crypto";
+import { RoomPublishReason, StaticRoomKeys, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
@@ -176,5 +176,47 @@ describe("room quotas on a real server", () => {
     const got = await owner.rooms.get(live.room.id);
     expect(got.quota).toBeUndefined();
     expect(got.usage).toBeUndefined();
+  });
+
+  it("a full room answers room_full to the sender through the SDK, keeps its history, and other rooms keep working", async () => {
+    const full = await owner.rooms.create("tiny", persisted, { quota: { maxMsgs: 3 } });
+    const other = await owner.rooms.create("roomy", persisted);
+    const keys = new StaticRoomKeys().set(full.room.id, 0, randomBytes(32)).set(other.room.id, 0, randomBytes(32));
+    const room = owner.room(full.room.id, keys);
+    const next = owner.room(other.room.id, keys);
+    try {
+      for (let i = 0; i < 3; i++) await room.publish(`m${i}`);
+      const err = await rejection(room.publish("one too many"));
+      expect(err).toMatchObject({ code: ErrorCode.PayloadTooLarge, reason: RoomPublishReason.roomFull });
+      // discard=new: the stored history is intact, the refused frame is not in it.
+      const kept: string[] = [];
+      for await (const m of room.history()) kept.push(m.string());
+      expect(kept).toEqual(["m0", "m1", "m2"]);
+      await next.publish("still fine");
+      expect((await owner.rooms.get(other.room.id)).usage?.messages).toBe(1);
+      expect((await owner.rooms.get(full.room.id)).usage?.messages).toBe(3);
+    } finally {
+      await Promise.allSettled([room.close(), next.close()]);
+    }
+  });
+
+  it("the SDK splits a burst into frames within the room's max_msg_size and refuses a message that cannot fit", async () => {
+    const small = await owner.rooms.create("small frames", persisted, { quota: { maxMsgSize: 4096 } });
+    const keys = new StaticRoomKeys().set(small.room.id, 0, randomBytes(32));
+    const room = owner.room(small.room.id, keys);
+    try {
+      // 20 × 1000 bytes coalesce into one 20 KB frame by default; the room takes 4 KiB at most.
+      await Promise.all(Array.from({ length: 20 }, () => room.publish(new Uint8Array(1000))));
+      const got: number[] = [];
+      for await (const m of room.history()) got.push(m.data.byteLength);
+      expect(got).toEqual(Array.from({ length: 20 }, () => 1000));
+      const stored = (await owner.rooms.get(small.room.id)).usage?.messages ?? 0;
+      expect(stored).toBeGreaterThanOrEqual(5);
+      const err = await rejection(room.publish(new Uint8Array(5000)));
+      expect(err).toMatchObject({ code: ErrorCode.PayloadTooLarge, reason: RoomPublishReason.messageTooLarge });
+      expect((await owner.rooms.get(small.room.id)).usage?.messages).toBe(stored);
+    } finally {
+      await room.close();
+    }
   });
 });
