@@ -1040,6 +1040,43 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
             "type": "boolean"
           }
         }
+      },
+      "quota": {
+        "description": "The limits applied to the room's stream (persisted rooms only).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "maxBytes",
+          "maxMsgs",
+          "maxMsgSize",
+          "maxAgeSeconds"
+        ],
+        "properties": {
+          "maxBytes": {
+            "description": "Most bytes the room's stream stores (its JetStream max_bytes).",
+            "type": "integer",
+            "minimum": 1024,
+            "maximum": 1099511627776
+          },
+          "maxMsgs": {
+            "description": "Most frames the room's stream stores (max_msgs).",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1000000000000
+          },
+          "maxMsgSize": {
+            "description": "Largest frame in bytes the room's stream accepts (max_msg_size).",
+            "type": "integer",
+            "minimum": 1024,
+            "maximum": 67108864
+          },
+          "maxAgeSeconds": {
+            "description": "Frames older than this expire (max_age).",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 3153600000
+          }
+        }
       }
     }
   },
@@ -1078,6 +1115,37 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
           "encrypt": {
             "description": "Members encrypt frames end to end.",
             "type": "boolean"
+          }
+        }
+      },
+      "quota": {
+        "description": "Persisted rooms only: limits of the room's stream. Omitted fields take the service defaults; each must be at most the service's ceiling.",
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+          "maxBytes": {
+            "description": "Most bytes the room's stream stores (its JetStream max_bytes).",
+            "type": "integer",
+            "minimum": 1024,
+            "maximum": 1099511627776
+          },
+          "maxMsgs": {
+            "description": "Most frames the room's stream stores (max_msgs).",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1000000000000
+          },
+          "maxMsgSize": {
+            "description": "Largest frame in bytes the room's stream accepts (max_msg_size).",
+            "type": "integer",
+            "minimum": 1024,
+            "maximum": 67108864
+          },
+          "maxAgeSeconds": {
+            "description": "Frames older than this expire (max_age).",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 3153600000
           }
         }
       }
@@ -1198,6 +1266,69 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
               "type": "string",
               "pattern": "^U[A-Z2-7]{55}$"
             }
+          }
+        }
+      },
+      "quota": {
+        "description": "The limits of the room's stream, read from the stream itself (persisted rooms only).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "maxBytes",
+          "maxMsgs",
+          "maxMsgSize",
+          "maxAgeSeconds"
+        ],
+        "properties": {
+          "maxBytes": {
+            "description": "Most bytes the room's stream stores (its JetStream max_bytes).",
+            "type": "integer",
+            "minimum": 1024,
+            "maximum": 1099511627776
+          },
+          "maxMsgs": {
+            "description": "Most frames the room's stream stores (max_msgs).",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 1000000000000
+          },
+          "maxMsgSize": {
+            "description": "Largest frame in bytes the room's stream accepts (max_msg_size).",
+            "type": "integer",
+            "minimum": 1024,
+            "maximum": 67108864
+          },
+          "maxAgeSeconds": {
+            "description": "Frames older than this expire (max_age).",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": 3153600000
+          }
+        }
+      },
+      "usage": {
+        "description": "What the room's stream holds now (persisted rooms only).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "bytes",
+          "messages"
+        ],
+        "properties": {
+          "bytes": {
+            "description": "Bytes stored.",
+            "type": "integer",
+            "minimum": 0
+          },
+          "messages": {
+            "description": "Frames (and membership events) stored.",
+            "type": "integer",
+            "minimum": 0
+          },
+          "oldestAt": {
+            "description": "When the oldest stored message was written; absent when empty.",
+            "type": "string",
+            "format": "date-time"
           }
         }
       }

@@ -567,6 +567,27 @@ export interface MembershipRoomsCreateReply {
      */
     deferred?: boolean;
   };
+  /**
+   * The limits applied to the room's stream (persisted rooms only).
+   */
+  quota?: {
+    /**
+     * Most bytes the room's stream stores (its JetStream max_bytes).
+     */
+    maxBytes: number;
+    /**
+     * Most frames the room's stream stores (max_msgs).
+     */
+    maxMsgs: number;
+    /**
+     * Largest frame in bytes the room's stream accepts (max_msg_size).
+     */
+    maxMsgSize: number;
+    /**
+     * Frames older than this expire (max_age).
+     */
+    maxAgeSeconds: number;
+  };
 }
 
 /**
@@ -589,6 +610,27 @@ export interface MembershipRoomsCreateRequest {
      * Members encrypt frames end to end.
      */
     encrypt: boolean;
+  };
+  /**
+   * Persisted rooms only: limits of the room's stream. Omitted fields take the service defaults; each must be at most the service's ceiling.
+   */
+  quota?: {
+    /**
+     * Most bytes the room's stream stores (its JetStream max_bytes).
+     */
+    maxBytes?: number;
+    /**
+     * Most frames the room's stream stores (max_msgs).
+     */
+    maxMsgs?: number;
+    /**
+     * Largest frame in bytes the room's stream accepts (max_msg_size).
+     */
+    maxMsgSize?: number;
+    /**
+     * Frames older than this expire (max_age).
+     */
+    maxAgeSeconds?: number;
   };
 }
 
@@ -656,6 +698,44 @@ export interface MembershipRoomsGetReply {
      */
     addedBy: string;
   }[];
+  /**
+   * The limits of the room's stream, read from the stream itself (persisted rooms only).
+   */
+  quota?: {
+    /**
+     * Most bytes the room's stream stores (its JetStream max_bytes).
+     */
+    maxBytes: number;
+    /**
+     * Most frames the room's stream stores (max_msgs).
+     */
+    maxMsgs: number;
+    /**
+     * Largest frame in bytes the room's stream accepts (max_msg_size).
+     */
+    maxMsgSize: number;
+    /**
+     * Frames older than this expire (max_age).
+     */
+    maxAgeSeconds: number;
+  };
+  /**
+   * What the room's stream holds now (persisted rooms only).
+   */
+  usage?: {
+    /**
+     * Bytes stored.
+     */
+    bytes: number;
+    /**
+     * Frames (and membership events) stored.
+     */
+    messages: number;
+    /**
+     * When the oldest stored message was written; absent when empty.
+     */
+    oldestAt?: string;
+  };
 }
 
 /**

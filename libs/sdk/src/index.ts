@@ -7,7 +7,7 @@ export type { ConnectOptions, RequestOptions, UnibusClient } from "./client.js";
 export { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 export type { RoomRole, SendRequest, UserRole } from "./membership.js";
 export { UnibusError, ErrorCode, ErrorReason } from "@unibus/contracts";
-export { openRoom, RoomLimits, RoomSubject } from "./rooms/room.js";
+export { openRoom, RoomLimits, RoomPublishReason, RoomSubject } from "./rooms/room.js";
 export type { HistoryOptions, Room, RoomMessage, RoomOpener, RoomReject, RoomSubscription } from "./rooms/room.js";
 export { RoomAccessTimeoutError, waitForRoomAccess } from "./rooms/access.js";
 export type { RoomAccessOptions } from "./rooms/access.js";

@@ -55,9 +55,14 @@ export class UsersApi {
 export class RoomsApi {
   constructor(private readonly send: SendRequest) {}
 
-  /** Creates a room owned by the caller. The caller's connection reconnects to gain the room's subjects. */
-  create(name: string, policy: MembershipRoomsCreateRequest["policy"]): Promise<MembershipRoomsCreateReply> {
-    return this.send(Subjects.membership.roomsCreate, { name, policy });
+  /**
+   * Creates a room owned by the caller. The caller's connection reconnects to
+   * gain the room's subjects. A persisted room may ask for its own `quota`
+   * (stream limits) within the service's ceilings; omitted fields take the
+   * service defaults.
+   */
+  create(name: string, policy: MembershipRoomsCreateRequest["policy"], opts: { quota?: MembershipRoomsCreateRequest["quota"] } = {}): Promise<MembershipRoomsCreateReply> {
+    return this.send(Subjects.membership.roomsCreate, opts.quota === undefined ? { name, policy } : { name, policy, quota: opts.quota });
   }
 
   /** A room and its members (members and admins only). */

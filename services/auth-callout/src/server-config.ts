@@ -18,6 +18,58 @@ export interface ServiceUser {
   permissions: ServerPermissions;
 }
 
+/**
+ * JetStream limits of the app account (nats-server `accounts.X.jetstream`),
+ * in bytes and counts. They bound what all clients and services together can
+ * store, a backstop behind each room's own quota (threat: one member, or a
+ * bug, filling the server's disk). nats-server reserves every stream's
+ * `max_bytes` against `max_file` when the stream is created.
+ */
+export interface AccountJetStreamLimits {
+  max_memory: number;
+  max_file: number;
+  max_streams: number;
+  max_consumers: number;
+}
+
+const GiB = 1024 * 1024 * 1024;
+
+/**
+ * Defaults of {@link AccountJetStreamLimits}: 16 GiB of files hold 256 rooms
+ * at the default 64 MiB room quota (KV buckets and the blob store reserve
+ * nothing); consumers are mostly short-lived history readers.
+ */
+export const DefaultAccountJetStreamLimits: AccountJetStreamLimits = {
+  max_memory: 256 * 1024 * 1024,
+  max_file: 16 * GiB,
+  max_streams: 4096,
+  max_consumers: 65_536,
+};
+
+/** Environment variables that override {@link DefaultAccountJetStreamLimits}, per field. */
+export const AccountJetStreamLimitsEnv = {
+  max_memory: "UNIBUS_JS_MAX_MEMORY",
+  max_file: "UNIBUS_JS_MAX_FILE",
+  max_streams: "UNIBUS_JS_MAX_STREAMS",
+  max_consumers: "UNIBUS_JS_MAX_CONSUMERS",
+} as const satisfies Record<keyof AccountJetStreamLimits, string>;
+
+/**
+ * The account limits from `env`, the defaults for unset variables. Anything
+ * but a positive integer throws: a typo must not start an unlimited account.
+ */
+export function accountJetStreamLimitsFromEnv(env: Readonly<Record<string, string | undefined>>): AccountJetStreamLimits {
+  const limits = { ...DefaultAccountJetStreamLimits };
+  for (const field of Object.keys(AccountJetStreamLimitsEnv) as (keyof AccountJetStreamLimits)[]) {
+    const name = AccountJetStreamLimitsEnv[field];
+    const raw = env[name];
+    if (raw === undefined || raw === "") continue;
+    if (!/^[1-9][0-9]{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new RangeError(`${name} must be a positive integer, got ${JSON.stringify(raw)}`);
+    limits[field] = Number(raw);
+  }
+  return limits;
+}
+
 /** Inputs of {@link calloutServerConfig}. */
 export interface CalloutServerConfigOptions {
   /** `A…` key the callout signs with; the server trusts only responses signed by it. */
@@ -36,6 +88,8 @@ export interface CalloutServerConfigOptions {
   systemAccount?: string;
   /** Seconds the server waits for the callout (default 2, nats-server's default). */
   authTimeoutSeconds?: number;
+  /** JetStream limits of the app account. Default {@link DefaultAccountJetStreamLimits}. */
+  jetstreamLimits?: AccountJetStreamLimits;
 }
 
 /** JS API subjects that let a user read (only read) the given KV buckets with `kv.get`. */
@@ -95,7 +149,7 @@ export function servicePermissions(opts: { service: string; kvBuckets?: readonly
  * (config mode, nats-server ≥ 2.10):
  *
  * - `SYS` (system account) holds only the kick user.
- * - The app account (`UNIBUS`, JetStream enabled) holds the callout user and
+ * - The app account (`UNIBUS`, JetStream with account limits) holds the callout user and
  *   the service users; callout-authorized clients are placed there too (the
  *   user JWT's `aud`). The callout runs in this account so it can read the
  *   `users` / `rooms_by_member` buckets on one connection; clients can never
@@ -123,7 +177,7 @@ export function calloutServerConfig(opts: CalloutServerConfigOptions): NatsConfi
   return {
     accounts: {
       [systemAccount]: sysAccount,
-      [appAccount]: { jetstream: "enabled", users: appUsers },
+      [appAccount]: { jetstream: { ...(opts.jetstreamLimits ?? DefaultAccountJetStreamLimits) }, users: appUsers },
     },
     system_account: systemAccount,
     authorization: {

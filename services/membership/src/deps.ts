@@ -1,4 +1,5 @@
 import type { ConnectionKicker } from "./kick.js";
+import type { RoomQuotaConfig } from "./quota.js";
 import type { RoomStreams } from "./room-streams.js";
 import type { MembershipStore } from "./store.js";
 
@@ -12,6 +13,8 @@ export interface MembershipDeps {
    * `admin.bootstrap` accepts. Unset: bootstrap is refused to everyone.
    */
   bootstrapPrincipal?: string;
+  /** Stream limits of persisted rooms: defaults and ceilings. Default `DefaultRoomQuotaConfig`. */
+  quotas?: RoomQuotaConfig;
   /** New room ids; default 12 random bytes as hex. */
   newRoomId?: () => string;
   /** Delay of a kick that affects the caller itself, after its reply. Default 250 ms. */

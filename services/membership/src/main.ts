@@ -3,14 +3,17 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ServiceName } from "@unibus/contracts";
 import { loadIdentityFile, nkeyAuthenticator, normalisePrincipal } from "@unibus/crypto";
 import { loadServiceConfig, runServiceMain } from "@unibus/kit";
+import { loadRoomQuotaConfig } from "./quota.js";
 import { createMembershipService } from "./service.js";
 
 // Environment, read only here (besides the kit's own UNIBUS_* variables):
 //   UNIBUS_SYS_IDENTITY         identity file of the system-account user that kicks connections
 //   UNIBUS_BOOTSTRAP_PRINCIPAL  principal of the internal bootstrap identity (admin.bootstrap)
+//   UNIBUS_ROOM_MAX_* / UNIBUS_ROOM_CEILING_MAX_*  persisted-room quota defaults and ceilings (quota.ts)
 const env = process.env;
 const sysIdentityPath = env["UNIBUS_SYS_IDENTITY"] || undefined;
 const bootstrapRaw = env["UNIBUS_BOOTSTRAP_PRINCIPAL"] || undefined;
+const quotas = loadRoomQuotaConfig(env);
 
 await runServiceMain({
   name: ServiceName.membership,
@@ -31,6 +34,7 @@ await runServiceMain({
     }
     const running = await createMembershipService(nc, {
       ...kit,
+      quotas,
       ...(sys === undefined ? {} : { sys }),
       ...(bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal }),
     });

@@ -1,19 +1,34 @@
-import { DiscardPolicy, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { nanos } from "@nats-io/transport-node";
 import type { JetStreamManager } from "@nats-io/jetstream";
+import type { MembershipRoomsGetReply } from "@unibus/contracts";
+import type { RoomQuota } from "./quota.js";
 import { roomStreamName, roomSubject } from "./records.js";
+
+/** What a room's stream holds now. */
+export type RoomUsage = NonNullable<MembershipRoomsGetReply["usage"]>;
+
+/** A room stream's limits (absent for a stream created before quotas, which has none) and usage. */
+export interface RoomStreamState {
+  quota?: RoomQuota;
+  usage: RoomUsage;
+}
+
+/** JetStream API error code: the account's storage cannot reserve the stream's max_bytes. */
+export const InsufficientResourcesErrCode = 10047;
 
 /** Creates the JetStream streams of persisted rooms. */
 export interface RoomStreams {
-  /** Creates (or confirms) the stream of a persisted room; idempotent. */
-  ensure(roomId: string): Promise<void>;
+  /** Creates (or confirms) the stream of a persisted room with `quota` as its limits; idempotent. */
+  ensure(roomId: string, quota: RoomQuota): Promise<void>;
+  /** The limits and usage of a room's stream, read from the stream; null if it has none. */
+  describe(roomId: string): Promise<RoomStreamState | null>;
 }
 
 /** Options of {@link JetStreamRoomStreams}. */
 export interface RoomStreamOptions {
   /** 1 standalone, 3 in the cluster. */
   replicas: number;
-  /** Largest frame in bytes. Default 1 MiB. */
-  maxMsgSize?: number;
 }
 
 /**
@@ -28,17 +43,42 @@ export class JetStreamRoomStreams implements RoomStreams {
     private readonly opts: RoomStreamOptions,
   ) {}
 
-  async ensure(roomId: string): Promise<void> {
+  async ensure(roomId: string, quota: RoomQuota): Promise<void> {
     await this.jsm.streams.add({
       name: roomStreamName(roomId),
       subjects: [`${roomSubject(roomId)}.>`],
       storage: StorageType.File,
       retention: RetentionPolicy.Limits,
-      discard: DiscardPolicy.Old,
+      // A full room refuses new frames (the sender's publish gets an error)
+      // instead of silently dropping the oldest: with discard=old, one member
+      // flooding the room would erase everyone's history (threat: history
+      // wiped by spam). max_age still expires old frames.
+      discard: DiscardPolicy.New,
       num_replicas: this.opts.replicas,
-      max_msg_size: this.opts.maxMsgSize ?? 1024 * 1024,
+      max_bytes: quota.maxBytes,
+      max_msgs: quota.maxMsgs,
+      max_msg_size: quota.maxMsgSize,
+      max_age: nanos(quota.maxAgeSeconds * 1000),
       deny_delete: true,
       deny_purge: true,
     });
+  }
+
+  async describe(roomId: string): Promise<RoomStreamState | null> {
+    let info;
+    try {
+      info = await this.jsm.streams.info(roomStreamName(roomId));
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.status === 404) return null;
+      throw err;
+    }
+    const { config, state } = info;
+    const usage: RoomUsage = { bytes: state.bytes, messages: state.messages };
+    if (state.messages > 0 && state.first_ts !== undefined && !state.first_ts.startsWith("0001-")) usage.oldestAt = new Date(state.first_ts).toISOString();
+    const maxMsgSize = config.max_msg_size ?? -1;
+    const maxAgeSeconds = Math.floor(config.max_age / 1e9);
+    // -1 / 0 mean unlimited in JetStream: such a stream predates quotas.
+    if (config.max_bytes <= 0 || config.max_msgs <= 0 || maxMsgSize <= 0 || maxAgeSeconds <= 0) return { usage };
+    return { quota: { maxBytes: config.max_bytes, maxMsgs: config.max_msgs, maxMsgSize, maxAgeSeconds }, usage };
   }
 }

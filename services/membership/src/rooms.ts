@@ -1,10 +1,13 @@
 import { randomBytes } from "node:crypto";
+import { JetStreamApiError } from "@nats-io/jetstream";
 import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
 import { Access, endpoint } from "@unibus/kit";
 import type { EndpointSpec, HandlerContext } from "@unibus/kit";
 import { activeUser, checkPrincipal } from "./access.js";
 import type { MembershipDeps } from "./deps.js";
 import type { KickOutcome } from "./kick.js";
+import { DefaultRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
+import { InsufficientResourcesErrCode } from "./room-streams.js";
 import { RoomRoleName, UserStatus, roomSubject } from "./records.js";
 import type { MemberRecord, RoomRecord, RoomRole } from "./records.js";
 import { Unchanged } from "./store.js";
@@ -15,6 +18,14 @@ const MEMBERSHIP_ROUNDS = 8;
 
 function busy(): UnibusError {
   return new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "membership changed concurrently; retry", { details: { retryAfterMs: 100 } });
+}
+
+/** The account has no storage left to reserve a new room's max_bytes: an operator must raise the account limit. */
+function streamCreateError(err: unknown): UnibusError {
+  if (err instanceof JetStreamApiError && err.code === InsufficientResourcesErrCode) {
+    return new UnibusError(ErrorCode.Unavailable, "storage_exhausted", "the bus has no storage left for another persisted room of this size", { cause: err });
+  }
+  return new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room stream could not be created", { cause: err });
 }
 
 function notFound(): UnibusError {
@@ -75,6 +86,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
   const { store, kicker, streams } = deps;
   const newRoomId = deps.newRoomId ?? (() => randomBytes(12).toString("hex"));
   const selfKickDelayMs = deps.selfKickDelayMs ?? 250;
+  const quotaConfig = deps.quotas ?? DefaultRoomQuotaConfig;
 
   /** Applies a membership change to live connections; the caller's own after its reply. */
   const kickAfterChange = async (principal: string, callerPrincipal: string): Promise<KickOutcome> =>
@@ -97,15 +109,17 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
       access: Access.Signed,
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
+        // Before any write: a refused quota leaves no stream and no record.
+        const quota = resolveRoomQuota(quotaConfig, req.quota, req.policy.persist);
         const id = newRoomId();
         const room: RoomRecord = { id, name: req.name, subject: roomSubject(id), policy: req.policy, createdBy: user.principal, createdAt: iso(ctx) };
         // Stream, room, owner record, then the owner's grant: a crash leaves
         // at most an orphan nobody is granted.
-        if (room.policy.persist) await streams.ensure(id).catch((err: unknown) => Promise.reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room stream could not be created", { cause: err })));
+        if (quota !== undefined) await streams.ensure(id, quota).catch((err: unknown) => Promise.reject(streamCreateError(err)));
         await store.createRoom(room);
         const { revision } = await grantMembership(store, id, user.principal, RoomRoleName.owner, user.principal, room.createdAt);
-        ctx.logger.info({ room: id, persist: room.policy.persist, revision }, "room created");
-        return { room, revision, kick: await kickAfterChange(user.principal, user.principal) };
+        ctx.logger.info({ room: id, persist: room.policy.persist, quota, revision }, "room created");
+        return { room, revision, kick: await kickAfterChange(user.principal, user.principal), ...(quota === undefined ? {} : { quota }) };
       },
     }),
     "rooms-get": endpoint({
@@ -121,7 +135,10 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
         }
         const room = await roomOrThrow(store, req.roomId);
-        return { room, members: await store.listMembers(req.roomId) };
+        const members = await store.listMembers(req.roomId);
+        if (!room.policy.persist) return { room, members };
+        const state = await streams.describe(req.roomId).catch((err: unknown) => Promise.reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room stream could not be read", { cause: err })));
+        return { room, members, ...(state ?? {}) };
       },
     }),
     "rooms-list": endpoint({

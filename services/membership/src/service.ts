@@ -12,6 +12,7 @@ import type { MembershipDeps } from "./deps.js";
 import { SystemConnectionKicker } from "./kick.js";
 import type { ConnectionKicker, KickOutcome } from "./kick.js";
 import { MembershipBucket } from "./records.js";
+import type { RoomQuotaConfig } from "./quota.js";
 import { JetStreamRoomStreams } from "./room-streams.js";
 import { roomEndpoints } from "./rooms.js";
 import { MembershipStore } from "./store.js";
@@ -44,6 +45,8 @@ export interface MembershipServiceOptions extends KitDeps {
   bootstrapPrincipal?: string;
   /** Delay of a kick that affects the caller itself, after its reply. */
   selfKickDelayMs?: number;
+  /** Stream limits of persisted rooms (see `loadRoomQuotaConfig`). */
+  quotas?: RoomQuotaConfig;
 }
 
 /** A running membership service. */
@@ -96,6 +99,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     streams: new JetStreamRoomStreams(await jetstreamManager(nc), { replicas }),
     ...(opts.bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal: opts.bootstrapPrincipal }),
     ...(opts.selfKickDelayMs === undefined ? {} : { selfKickDelayMs: opts.selfKickDelayMs }),
+    ...(opts.quotas === undefined ? {} : { quotas: opts.quotas }),
     // Core NATS publish: a lost event only delays a rekey until the next
     // change or an owner's own check; it never grants anything.
     announce: (event) => nc.publish(roomMembershipSubject(event.roomId), JSON.stringify(event)),

@@ -1,5 +1,7 @@
+import type { MembershipRoomsCreateRequest, MembershipRoomsGetReply } from "@unibus/contracts";
 import type { RoomRole } from "@unibus/sdk";
 import { stringFlag } from "../args.js";
+import type { ParsedFlags } from "../args.js";
 import { clientCommand, principalArg, printJson } from "../client-command.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
@@ -20,19 +22,97 @@ function policyText(p: RoomRow["policy"]): string {
 
 const roomId = (positionals: readonly string[]): string => positionals[0] ?? "";
 
+type QuotaRequest = NonNullable<MembershipRoomsCreateRequest["quota"]>;
+
+/** `rooms create` flags → quota fields; the service checks ranges and ceilings. */
+const QUOTA_FLAGS = { "max-bytes": "maxBytes", "max-msgs": "maxMsgs", "max-msg-size": "maxMsgSize", "max-age": "maxAgeSeconds" } as const satisfies Record<string, keyof QuotaRequest>;
+
+function quotaFlags(flags: ParsedFlags): QuotaRequest | undefined {
+  const quota: QuotaRequest = {};
+  for (const [flag, field] of Object.entries(QUOTA_FLAGS) as [keyof typeof QUOTA_FLAGS, keyof QuotaRequest][]) {
+    const raw = stringFlag(flags, flag);
+    if (raw === undefined) continue;
+    if (!/^[0-9]{1,16}$/.test(raw)) throw new UsageError(`--${flag} must be a whole number, got ${raw}`, "rooms create");
+    quota[field] = Number(raw);
+  }
+  return Object.keys(quota).length === 0 ? undefined : quota;
+}
+
+const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"] as const;
+
+function bytesText(n: number): string {
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v.toFixed(1)} ${UNITS[u]}`;
+}
+
+/** An exact duration, in the largest unit that divides it. */
+function ageText(seconds: number): string {
+  if (seconds >= 86_400 && seconds % 86_400 === 0) return `${seconds / 86_400}d`;
+  if (seconds >= 3600 && seconds % 3600 === 0) return `${seconds / 3600}h`;
+  if (seconds >= 60 && seconds % 60 === 0) return `${seconds / 60}m`;
+  return `${seconds}s`;
+}
+
+/** An elapsed time, rounded down to its largest unit. */
+function elapsedText(seconds: number): string {
+  if (seconds < 60) return `${seconds}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m`;
+  if (seconds < 86_400) return `${Math.floor(seconds / 3600)}h`;
+  return `${Math.floor(seconds / 86_400)}d`;
+}
+
+function percent(used: number, limit: number): string {
+  return `${((100 * used) / limit).toFixed(1)}%`;
+}
+
+/** The quota-vs-usage lines of `rooms info`. */
+function quotaLines(reply: MembershipRoomsGetReply, now: number): string[] {
+  const { room, quota, usage } = reply;
+  const head = `room ${room.id} (${room.name}, ${policyText(room.policy)})`;
+  if (!room.policy.persist) return [head, "live-only room: no stream, nothing stored, no quota"];
+  if (usage === undefined) return [head, "no stream found for this persisted room"];
+  const oldest = usage.oldestAt === undefined ? "-" : elapsedText(Math.max(0, Math.floor((now - Date.parse(usage.oldestAt)) / 1000)));
+  if (quota === undefined) return [head, `stored ${bytesText(usage.bytes)} in ${usage.messages} messages; oldest ${oldest}; no quota (stream predates quotas)`];
+  const rows = [
+    ["", "USED", "LIMIT", "USE"],
+    ["bytes", bytesText(usage.bytes), bytesText(quota.maxBytes), percent(usage.bytes, quota.maxBytes)],
+    ["messages", String(usage.messages), String(quota.maxMsgs), percent(usage.messages, quota.maxMsgs)],
+    ["max frame", "-", bytesText(quota.maxMsgSize), "-"],
+    ["max age", `oldest ${oldest}`, ageText(quota.maxAgeSeconds), "-"],
+  ];
+  const full = usage.bytes >= quota.maxBytes || usage.messages >= quota.maxMsgs;
+  return [head, formatTable(rows), ...(full ? ["FULL: new messages are refused (room_full) until old ones expire"] : [])];
+}
+
 const roomsCreate = clientCommand({
   name: "create",
   command: "rooms create",
   summary: "create a room you own",
-  usage: "Usage: unibus rooms create <name> [--persist] [--no-encrypt] [--json]\n\nCreates a room owned by you. Its policy is fixed at creation.",
-  optionsHelp: ["  --persist             keep the room's (encrypted) frames in a JetStream stream", "  --no-encrypt          members send plaintext frames (default: end-to-end encrypted)"],
-  options: { persist: { type: "boolean" }, "no-encrypt": { type: "boolean" } },
+  usage:
+    "Usage: unibus rooms create <name> [--persist [--max-bytes N] [--max-msgs N] [--max-msg-size N] [--max-age SECONDS]] [--no-encrypt] [--json]\n\nCreates a room owned by you. Its policy and quota are fixed at creation; quota fields you omit take the service defaults, and none may exceed the service's ceilings.",
+  optionsHelp: [
+    "  --persist             keep the room's (encrypted) frames in a JetStream stream",
+    "  --no-encrypt          members send plaintext frames (default: end-to-end encrypted)",
+    "  --max-bytes N         persisted rooms: most bytes stored",
+    "  --max-msgs N          persisted rooms: most messages stored",
+    "  --max-msg-size N      persisted rooms: largest frame in bytes",
+    "  --max-age SECONDS     persisted rooms: messages older than this expire",
+  ],
+  options: { persist: { type: "boolean" }, "no-encrypt": { type: "boolean" }, "max-bytes": { type: "string" }, "max-msgs": { type: "string" }, "max-msg-size": { type: "string" }, "max-age": { type: "string" } },
   positionals: ["name"],
+  validate: (flags) => void quotaFlags(flags),
   async run({ client, flags, positionals, json, io }) {
     const policy = { persist: flags.persist === true, encrypt: flags["no-encrypt"] !== true };
-    const reply = await client.rooms.create(positionals[0] ?? "", policy);
+    const quota = quotaFlags(flags);
+    const reply = await client.rooms.create(positionals[0] ?? "", policy, quota === undefined ? {} : { quota });
     if (json) return printJson(io, reply);
     io.out(`created room ${reply.room.id} (${reply.room.name}, ${policyText(reply.room.policy)}); subject ${reply.room.subject}.>`);
+    if (reply.quota !== undefined) io.out(`quota: ${bytesText(reply.quota.maxBytes)}, ${reply.quota.maxMsgs} messages, frames up to ${bytesText(reply.quota.maxMsgSize)}, kept ${ageText(reply.quota.maxAgeSeconds)}`);
     return ExitCode.ok;
   },
 });
@@ -66,6 +146,20 @@ const roomsGet = clientCommand({
     const r: RoomRow = reply.room;
     io.out(`room ${r.id} (${r.name}, ${policyText(r.policy)}); subject ${r.subject}.>; created by ${r.createdBy}`);
     io.out(formatTable([["PRINCIPAL", "ROLE", "ADDED BY"], ...reply.members.map((m) => [m.principal, m.role, m.addedBy])]));
+    return ExitCode.ok;
+  },
+});
+
+const roomsInfo = clientCommand({
+  name: "info",
+  command: "rooms info",
+  summary: "show a room's storage use against its quota",
+  usage: "Usage: unibus rooms info <id> [--json]\n\nA persisted room's stored bytes and messages against its quota, and the age of its oldest message.",
+  positionals: ["id"],
+  async run({ client, positionals, json, io }) {
+    const reply = await client.rooms.get(roomId(positionals));
+    if (json) return printJson(io, { room: reply.room, ...(reply.quota === undefined ? {} : { quota: reply.quota }), ...(reply.usage === undefined ? {} : { usage: reply.usage }) });
+    for (const line of quotaLines(reply, Date.now())) io.out(line);
     return ExitCode.ok;
   },
 });
@@ -123,10 +217,10 @@ const roomsLeave = clientCommand({
   },
 });
 
-/** `unibus rooms create|list|get|invite|remove|leave`, over the signed membership API. */
+/** `unibus rooms create|list|get|info|invite|remove|leave`, over the signed membership API. */
 export const roomsCommandGroup: Command = commandGroup({
   name: "rooms",
   summary: "create rooms and manage their members",
   intro: "Usage: unibus rooms <command> [args] [--json]\n\nRooms and their members (DESIGN §5), through the membership service as your identity.",
-  subcommands: [roomsCreate, roomsList, roomsGet, roomsInvite, roomsRemove, roomsLeave],
+  subcommands: [roomsCreate, roomsList, roomsGet, roomsInfo, roomsInvite, roomsRemove, roomsLeave],
 });

@@ -1,4 +1,6 @@
 import { connect } from "@nats-io/transport-node";
+import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
+import type { AccountJetStreamLimits } from "@unibus/auth-callout";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import { MIN_NATS_SERVER_VERSION, NatsServerNotFoundError, NatsServerStartError, findNatsServer, startNatsServer } from "@unibus/natsd";
 import type { Identity } from "@unibus/crypto";
@@ -59,6 +61,11 @@ Environment:
   UNIBUS_PORT           client port (default ${DEFAULT_PORT})
   UNIBUS_MONITOR_PORT   monitoring port on 127.0.0.1 (default ${DEFAULT_MONITOR_PORT})
   UNIBUS_LOG_LEVEL      services' log level
+  UNIBUS_JS_MAX_FILE, UNIBUS_JS_MAX_MEMORY, UNIBUS_JS_MAX_STREAMS, UNIBUS_JS_MAX_CONSUMERS
+                        JetStream limits of the UNIBUS account (default 16 GiB file,
+                        256 MiB memory, 4096 streams, 65536 consumers)
+  UNIBUS_ROOM_MAX_*, UNIBUS_ROOM_CEILING_MAX_*
+                        persisted-room quota defaults and ceilings (membership; see README)
   NATS_SERVER_BIN       nats-server to use (>= ${MIN_NATS_SERVER_VERSION}, checked at start; found or fetched otherwise)
 
 Options:
@@ -87,6 +94,12 @@ async function runUp(io: CliIo): Promise<number> {
   const home = resolveHome(io.env, io.cwd);
   const port = portFromEnv(io.env, EnvVar.port, DEFAULT_PORT);
   const monitorPort = portFromEnv(io.env, EnvVar.monitorPort, DEFAULT_MONITOR_PORT);
+  let jetstreamLimits: AccountJetStreamLimits;
+  try {
+    jetstreamLimits = accountJetStreamLimitsFromEnv(io.env);
+  } catch (err) {
+    throw new CliError((err as Error).message, { cause: err });
+  }
 
   await ensurePrivateDir(home.root);
   const lock = await acquireHomeLock(home.lockFile);
@@ -101,7 +114,7 @@ async function runUp(io: CliIo): Promise<number> {
     await assertPortFree(HOST, monitorPort, "monitoring", EnvVar.monitorPort);
 
     const bin = await findServerBinary(io);
-    server = await startServer(home, state, { port, monitorPort, bin });
+    server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits });
     const url = server.url;
     await checkBusReady(url, membershipIdentity(state));
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
@@ -175,7 +188,7 @@ async function findServerBinary(io: CliIo): Promise<string> {
 async function startServer(
   home: HomeLayout,
   state: ProvisionedHome,
-  opts: { port: number; monitorPort: number; bin: string },
+  opts: { port: number; monitorPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits },
 ): Promise<NatsServerProcess> {
   const config = buildServerConfig({
     host: HOST,
@@ -188,7 +201,7 @@ async function startServer(
       services: new Map([...state.services].map(([name, id]) => [name, id.principal])),
       systemPublic: state.system.principal,
       bootstrapPublic: state.bootstrap.principal,
-    }),
+    }, opts.jetstreamLimits),
   });
   try {
     return await startNatsServer({

@@ -1,3 +1,4 @@
+import { DefaultAccountJetStreamLimits, accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
 import { Subjects } from "@unibus/contracts";
 import { renderNatsConfig } from "@unibus/natsd";
 import { describe, expect, it } from "vitest";
@@ -32,6 +33,19 @@ describe("server config for unibus up", () => {
     expect(text).toMatch(/cipher: "chachapoly"/);
     expect(text).toMatch(/key: \$UNIBUS_JS_KEY\n/);
     expect(text).toContain('store_dir: "/state/data"');
+  });
+
+  it("limits the UNIBUS account's JetStream to the defaults, or to what UNIBUS_JS_MAX_* say", () => {
+    expect(config.accounts).toMatchObject({ UNIBUS: { jetstream: DefaultAccountJetStreamLimits } });
+    expect(renderNatsConfig(config)).toMatch(/jetstream: \{\s*max_memory: 268435456\s*max_file: 17179869184\s*max_streams: 4096\s*max_consumers: 65536\s*\}/);
+    const limits = accountJetStreamLimitsFromEnv({ UNIBUS_JS_MAX_FILE: "1073741824", UNIBUS_JS_MAX_STREAMS: "10" });
+    expect(limits).toEqual({ ...DefaultAccountJetStreamLimits, max_file: 1073741824, max_streams: 10 });
+    const custom = buildServerConfig({ ...base, authorization: calloutAuthorization(principals, limits) });
+    expect(custom.accounts).toMatchObject({ UNIBUS: { jetstream: limits } });
+    for (const bad of ["0", "-1", "10GB", "1.5", ""]) {
+      if (bad === "") expect(accountJetStreamLimitsFromEnv({ UNIBUS_JS_MAX_FILE: bad })).toEqual(DefaultAccountJetStreamLimits);
+      else expect(() => accountJetStreamLimitsFromEnv({ UNIBUS_JS_MAX_FILE: bad })).toThrow(RangeError);
+    }
   });
 
   it("listens on loopback with monitoring on loopback", () => {

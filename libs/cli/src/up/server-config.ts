@@ -1,5 +1,5 @@
 import { calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
-import type { ServerPermissions, ServiceUser } from "@unibus/auth-callout";
+import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/auth-callout";
 import { Subjects } from "@unibus/contracts";
 import { NonceBucket } from "@unibus/kit";
 import { MembershipBucket } from "@unibus/membership";
@@ -124,9 +124,10 @@ export function bootstrapUserPermissions(bootstrapPublic: string): ServerPermiss
 /**
  * The auth-callout fragment: services, the system user and the bootstrap
  * identity are config-level users; every other connection (admins included)
- * is decided by the callout, encrypted with the xkey.
+ * is decided by the callout, encrypted with the xkey. The app account gets
+ * `jetstreamLimits` (default: the callout package's defaults).
  */
-export function calloutAuthorization(p: BusPrincipals): AuthorizationFragment {
+export function calloutAuthorization(p: BusPrincipals, jetstreamLimits?: AccountJetStreamLimits): AuthorizationFragment {
   const calloutUserPublic = p.services.get(ServiceName.authCallout);
   if (calloutUserPublic === undefined) throw new Error("no auth-callout identity");
   const serviceUsers: ServiceUser[] = [];
@@ -140,6 +141,7 @@ export function calloutAuthorization(p: BusPrincipals): AuthorizationFragment {
     ...(p.calloutXkeyPublic !== undefined ? { xkeyPublic: p.calloutXkeyPublic } : {}),
     serviceUsers,
     systemUserPublic: p.systemPublic,
+    ...(jetstreamLimits === undefined ? {} : { jetstreamLimits }),
   });
 }
 

@@ -35,6 +35,15 @@ const DOMAIN_BYTES = new TextEncoder().encode(FrameFormat.domain);
 const FIXED_HEADER_BYTES = 1 + 1 + 4 + FrameFormat.senderKeyBytes + 8 + 2 + FrameFormat.nonceBytes;
 const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
+/**
+ * Bytes a frame of room `roomId` adds around its messages (header, AEAD tag,
+ * signature); each message adds 4 more for its length prefix.
+ */
+export function frameOverheadBytes(roomId: string): number {
+  assertRoomId(roomId);
+  return FIXED_HEADER_BYTES + new TextEncoder().encode(roomId).byteLength + FrameFormat.tagBytes + FrameFormat.signatureBytes;
+}
+
 /** Why a received frame was not delivered. Every reject surfaces as an event, never silently. */
 export const RejectReason = {
   malformed: "malformed",

@@ -8,11 +8,12 @@
  * deliver only frames whose signature, room, epoch key, counters and AEAD tag
  * all check out; everything else becomes a reject event.
  */
-import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
+import { DeliverPolicy, JetStreamApiError, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
+import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { toHex } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
-import { FrameError, RejectReason, frameSignatureValid, openFrame, parseFrame, sealFrame, senderPrincipal } from "./frame.js";
+import { FrameError, RejectReason, frameOverheadBytes, frameSignatureValid, openFrame, parseFrame, sealFrame, senderPrincipal } from "./frame.js";
 import type { ParsedFrame } from "./frame.js";
 import type { RoomKeySource } from "./keyring.js";
 import { ReplayWindow } from "./replay-window.js";
@@ -36,6 +37,27 @@ export const RoomLimits = {
   /** Reject events buffered for `rejects()`; older ones are dropped (and counted). */
   rejectBuffer: 1024,
 } as const;
+
+/** Stable reasons of a refused room publish (UnibusError code 413). */
+export const RoomPublishReason = {
+  /** The persisted room's stream is at its quota (bytes or messages): nothing more is stored until old frames expire. */
+  roomFull: "room_full",
+  /** One message is larger than the room's largest frame. */
+  messageTooLarge: "message_too_large",
+} as const;
+
+/** JetStream API error codes a room publish maps to a {@link RoomPublishReason}. */
+const JsErrCode = {
+  /** "maximum bytes exceeded" / "maximum messages exceeded" on a discard=new stream. */
+  streamStoreFailed: 10077,
+  /** "message size exceeds maximum allowed". */
+  messageTooLarge: 10054,
+  /** "stream not found". */
+  streamNotFound: 10059,
+} as const;
+
+/** Where a room's frames go: a persisted room's stream acknowledges each one. */
+type PublishTarget = { persisted: false } | { persisted: true; maxFrameBytes: number };
 
 /** An authenticated, decrypted room message. */
 export interface RoomMessage {
@@ -77,7 +99,14 @@ export interface Room {
   readonly roomId: string;
   /** The subject frames travel on: `unibus.room.<roomId>.m`. */
   readonly subject: string;
-  /** Queues a message; resolves when its frame is handed to the connection (not when delivered). */
+  /**
+   * Queues a message. In a persisted room it resolves when the room's stream
+   * stored its frame, and rejects with UnibusError 413 `room_full` when the
+   * room is at its quota (live subscribers may still see the frame) or
+   * `message_too_large` for a message above the room's largest frame; in a
+   * live-only room it resolves when the frame is handed to the connection.
+   * Messages queued in the same event-loop turn share one outcome.
+   */
   publish(data: Uint8Array | string | object): Promise<void>;
   /** Authenticated messages published from now on. */
   subscribe(): RoomSubscription;
@@ -268,6 +297,7 @@ class RoomImpl implements Room {
   readonly #subs = new Set<{ sub: Subscription; queue: PushQueue<RoomMessage> }>();
   #batch: Batch | undefined;
   #sending: Promise<void> = Promise.resolve();
+  #target: Promise<PublishTarget> | undefined;
   #counter = 0;
   #closed = false;
 
@@ -322,16 +352,79 @@ class RoomImpl implements Room {
 
   async #send(batch: Batch): Promise<void> {
     try {
+      const target = await this.#publishTarget();
       const { epoch, key } = await this.#keys.current(this.roomId);
-      // Counters start at the clock in µs so a restarted sender never reuses one (frames.md §Counters).
-      const counter = Math.max(this.#counter, Date.now() * 1000);
-      this.#counter = counter + batch.messages.length;
-      const frame = sealFrame({ roomId: this.roomId, epoch, key, signer: this.#signer, counter, messages: batch.messages });
-      this.#nc.publish(this.subject, frame);
-      batch.resolve();
+      const chunks = target.persisted ? this.#split(batch.messages, target.maxFrameBytes) : [batch.messages];
+      const acks: Promise<unknown>[] = [];
+      const js = target.persisted ? jetstream(this.#nc) : undefined;
+      for (const messages of chunks) {
+        // Counters start at the clock in µs so a restarted sender never reuses one (frames.md §Counters).
+        const counter = Math.max(this.#counter, Date.now() * 1000);
+        this.#counter = counter + messages.length;
+        const frame = sealFrame({ roomId: this.roomId, epoch, key, signer: this.#signer, counter, messages });
+        // A persisted room's frame is a JetStream publish so the sender learns
+        // when the stream refuses it (quota); the ack comes back on the
+        // sender's own inbox, which no other member may publish to, so it
+        // cannot be forged. The request leaves now, keeping frame order.
+        if (js === undefined) this.#nc.publish(this.subject, frame);
+        else acks.push(js.publish(this.subject, frame));
+      }
+      if (acks.length === 0) batch.resolve();
+      else Promise.all(acks).then(() => batch.resolve(), (err: unknown) => batch.fail(publishError(err)));
     } catch (err) {
       batch.fail(err);
     }
+  }
+
+  /**
+   * Splits a batch into frames no larger than the room stream's max_msg_size,
+   * which may be below the coalescing bound. A message that cannot fit alone
+   * fails the whole batch before anything is sent.
+   */
+  #split(messages: Uint8Array[], maxFrameBytes: number): Uint8Array[][] {
+    const room = maxFrameBytes - frameOverheadBytes(this.roomId);
+    const chunks: Uint8Array[][] = [];
+    let chunk: Uint8Array[] = [];
+    let bytes = 0;
+    for (const m of messages) {
+      const size = 4 + m.byteLength;
+      if (size > room) throw new UnibusError(ErrorCode.PayloadTooLarge, RoomPublishReason.messageTooLarge, `message of ${m.byteLength} bytes exceeds the room's largest frame`, { details: { limit: Math.max(0, room - 4) } });
+      if (chunk.length > 0 && bytes + size > room) {
+        chunks.push(chunk);
+        chunk = [];
+        bytes = 0;
+      }
+      chunk.push(m);
+      bytes += size;
+    }
+    if (chunk.length > 0) chunks.push(chunk);
+    return chunks;
+  }
+
+  /**
+   * Whether the room has a stream, and its largest frame, read once from the
+   * stream's config. A failed lookup is not cached, so the next publish asks again.
+   */
+  #publishTarget(): Promise<PublishTarget> {
+    this.#target ??= jetstream(this.#nc)
+      .streams.get(`${RoomSubject.streamPrefix}${this.roomId}`)
+      .then((stream) => stream.info(true))
+      .then(
+        (info): PublishTarget => {
+          const max = info.config.max_msg_size ?? -1;
+          return { persisted: true, maxFrameBytes: max > 0 ? max : Infinity };
+        },
+        (err: unknown): PublishTarget => {
+          // No stream, or no JetStream at all: a live-only room.
+          if ((err instanceof JetStreamApiError && err.code === JsErrCode.streamNotFound) || (err instanceof Error && err.name === "JetStreamNotEnabled")) return { persisted: false };
+          throw err;
+        },
+      );
+    const target = this.#target;
+    target.catch(() => {
+      if (this.#target === target) this.#target = undefined;
+    });
+    return target;
   }
 
   #keyFor = (epoch: number): Uint8Array | undefined | Promise<Uint8Array | undefined> => {
@@ -427,6 +520,14 @@ class RoomImpl implements Room {
     this.#subs.clear();
     this.#rejects.end();
   }
+}
+
+/** Maps a refused JetStream publish of a room frame to a coded error the sender can branch on. */
+function publishError(err: unknown): unknown {
+  if (!(err instanceof JetStreamApiError)) return err;
+  if (err.code === JsErrCode.streamStoreFailed) return new UnibusError(ErrorCode.PayloadTooLarge, RoomPublishReason.roomFull, "the room is full: its stream refused the message", { cause: err });
+  if (err.code === JsErrCode.messageTooLarge) return new UnibusError(ErrorCode.PayloadTooLarge, RoomPublishReason.messageTooLarge, "the message exceeds the room's largest frame", { cause: err });
+  return new UnibusError(ErrorCode.Unavailable, "publish_refused", "the room's stream refused the message", { cause: err });
 }
 
 /** Internal: a room over a raw connection and signing key (the client's `room()` calls this). */

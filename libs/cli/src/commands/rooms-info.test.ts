@@ -1,0 +1,103 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pino } from "pino";
+import { createIdentity, randomBytes, writeIdentityFile } from "@unibus/crypto";
+import { createMembershipService } from "@unibus/membership";
+import type { RunningMembershipService } from "@unibus/membership";
+import { StaticRoomKeys, connect } from "@unibus/sdk";
+import type { UnibusClient } from "@unibus/sdk";
+import { startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import { ExitCode } from "../errors.js";
+import { runCli } from "../router.js";
+import { recordingIo } from "../test-io.js";
+
+const KiB = 1024;
+let server: TestServer;
+let svc: RunningMembershipService;
+let owner: UnibusClient;
+let dir: string;
+let env: Record<string, string>;
+const identity = createIdentity();
+
+beforeAll(async () => {
+  server = await startTestServer({ jetstream: true });
+  const nc = await server.connect();
+  const boot = createIdentity();
+  svc = await createMembershipService(nc, {
+    logger: pino({ level: "silent" }),
+    bootstrapPrincipal: boot.principal,
+    quotas: { defaults: { maxBytes: 64 * KiB, maxMsgs: 100, maxMsgSize: 8 * KiB, maxAgeSeconds: 86_400 }, ceilings: { maxBytes: 1024 * KiB, maxMsgs: 1000, maxMsgSize: 64 * KiB, maxAgeSeconds: 7 * 86_400 } },
+  });
+  const bootClient = await connect({ url: server.url, identity: boot.signingKey });
+  await bootClient.admin.bootstrap(identity.principal, "root");
+  await bootClient.close();
+  owner = await connect({ url: server.url, identity: identity.signingKey });
+  dir = await mkdtemp(join(tmpdir(), "unibus-rooms-cli-"));
+  await writeIdentityFile(join(dir, "id.json"), identity);
+  env = { UNIBUS_URL: server.url, UNIBUS_IDENTITY: join(dir, "id.json") };
+});
+
+afterAll(async () => {
+  await owner?.close();
+  await svc?.stop();
+  await server?.stop();
+  if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+});
+
+async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const io = recordingIo({ env, cwd: dir });
+  const code = await runCli(argv, io);
+  return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
+}
+
+describe("unibus rooms create --max-* / rooms info", () => {
+  it("creates a persisted room with the owner's quota and prints usage against it, down to FULL", async () => {
+    const created = await cli(["rooms", "create", "ops", "--persist", "--max-msgs", "3", "--max-age", "3600", "--json"]);
+    expect(created.code).toBe(ExitCode.ok);
+    const { room, quota } = JSON.parse(created.out) as { room: { id: string }; quota: unknown };
+    expect(quota).toEqual({ maxBytes: 64 * KiB, maxMsgs: 3, maxMsgSize: 8 * KiB, maxAgeSeconds: 3600 });
+
+    const empty = await cli(["rooms", "info", room.id]);
+    expect(empty.code).toBe(ExitCode.ok);
+    expect(empty.out).toMatch(/^bytes\s+0 B\s+64\.0 KiB\s+0\.0%$/m);
+    expect(empty.out).toMatch(/^messages\s+0\s+3\s+0\.0%$/m);
+    expect(empty.out).toMatch(/^max frame\s+-\s+8\.0 KiB/m);
+    expect(empty.out).toMatch(/^max age\s+oldest -\s+1h/m);
+    expect(empty.out).not.toContain("FULL");
+
+    const r = owner.room(room.id, new StaticRoomKeys().set(room.id, 0, randomBytes(32)));
+    try {
+      for (const text of ["a", "b", "c"]) await r.publish(text);
+    } finally {
+      await r.close();
+    }
+    const full = await cli(["rooms", "info", room.id]);
+    expect(full.out).toMatch(/^messages\s+3\s+3\s+100\.0%$/m);
+    expect(full.out).toMatch(/^max age\s+oldest \d+s\s+1h/m);
+    expect(full.out).toMatch(/^FULL: new messages are refused \(room_full\)/m);
+    const asJson = JSON.parse((await cli(["rooms", "info", room.id, "--json"])).out) as { usage: { messages: number; bytes: number } };
+    expect(asJson.usage.messages).toBe(3);
+    expect(asJson.usage.bytes).toBeGreaterThan(0);
+  });
+
+  it("says a live-only room has no quota", async () => {
+    const { room } = await owner.rooms.create("live", { persist: false, encrypt: true });
+    const info = await cli(["rooms", "info", room.id]);
+    expect(info.code).toBe(ExitCode.ok);
+    expect(info.out).toContain("live-only room: no stream, nothing stored, no quota");
+  });
+
+  it("reports a quota above the ceiling as the service's refusal, and a non-number as a usage error", async () => {
+    const before = await svc.store.listRoomIds();
+    const over = await cli(["rooms", "create", "greedy", "--persist", "--max-bytes", String(2048 * KiB)]);
+    expect(over.code).toBe(ExitCode.failure);
+    expect(over.err).toMatch(/quota_above_ceiling|above the ceiling/);
+    const typo = await cli(["rooms", "create", "typo", "--persist", "--max-bytes", "10MB"]);
+    expect(typo.code).toBe(ExitCode.usage);
+    expect(typo.err).toMatch(/--max-bytes must be a whole number/);
+    expect(await svc.store.listRoomIds()).toEqual(before);
+  });
+});
