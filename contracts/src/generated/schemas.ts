@@ -546,6 +546,16 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
             "pattern": "^[A-Za-z0-9_-]+$",
             "minLength": 43,
             "maxLength": 43
+          },
+          "pendingShares": {
+            "description": "Shown to owners only: current members that the newest epoch lists without a sealed share but that have registered an agreement key since. An owner's client rekeys when this is non-empty (room-keys.md \"Late agreement keys\").",
+            "type": "array",
+            "maxItems": 100000,
+            "items": {
+              "description": "A member waiting for a share.",
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            }
           }
         }
       }

@@ -282,6 +282,12 @@ export interface KeysEpochsReply {
      * SHA-256 (base64url) of the sorted member principals of the share set joined by \n: lets an owner see whether the newest epoch already matches the membership.
      */
     principalsHash: string;
+    /**
+     * Shown to owners only: current members that the newest epoch lists without a sealed share but that have registered an agreement key since. An owner's client rekeys when this is non-empty (room-keys.md "Late agreement keys").
+     *
+     * @maxItems 100000
+     */
+    pendingShares?: string[];
   };
 }
 
