@@ -17,7 +17,7 @@ export type { RoomEpochKey, RoomKeySource } from "./rooms/keyring.js";
 export { KeysApi } from "./keys/api.js";
 export { KeysServiceKeyring, UntrustedShareError, UntrustedShareReason } from "./keys/keyring.js";
 export type { KeyringClient, KeysServiceKeyringOptions } from "./keys/keyring.js";
-export { RoomKeyNotice, autoRekey, prepareNextEpoch, rekeyRoom, waitForRoomKey } from "./keys/rekey.js";
+export { RoomKeyNotice, announceEpoch, autoRekey, prepareNextEpoch, rekeyRoom, waitForRoomKey } from "./keys/rekey.js";
 export type { AutoRekey, AutoRekeyClient, AutoRekeyOptions, RekeyClient, RekeyResult, RoomKeyWaitClient, WaitForRoomKeyOptions } from "./keys/rekey.js";
 export { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleProof, merkleRoot, principalsHash, rootFromProof, shareLeaf } from "./keys/share-set.js";
 export type { EpochStatement } from "./keys/share-set.js";

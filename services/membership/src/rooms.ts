@@ -121,7 +121,12 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
         }
         const room = await roomOrThrow(store, req.roomId);
-        return { room, members: await store.listMembers(req.roomId) };
+        const members = await store.listMembers(req.roomId);
+        if (req.withHandles !== true) return { room, members };
+        // Handles of this room's members only: the caller shares the room
+        // with them, and the full users list stays admin-only.
+        const users = await Promise.all(members.map((m) => store.getUser(m.principal)));
+        return { room, members: members.map((m, i) => (users[i] == null ? m : { ...m, handle: users[i].value.handle })) };
       },
     }),
     "rooms-list": endpoint({

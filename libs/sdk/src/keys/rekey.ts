@@ -229,6 +229,11 @@ function publishNotice(nc: NatsConnection, roomId: string, body: Record<string, 
   }
 }
 
+/** Tells members waiting for a key (see {@link waitForRoomKey}) that `epoch` was published; a hint, they still fetch and verify their share. */
+export function announceEpoch(nc: NatsConnection, roomId: string, epoch: number): void {
+  publishNotice(nc, roomId, { kind: RoomKeyNotice.epoch, epoch });
+}
+
 /**
  * Rekeys `roomId` when this client is an owner and either the members
  * changed (the membership service announces it on
@@ -262,7 +267,7 @@ export function autoRekey(client: AutoRekeyClient, signingKey: SigningKey, roomI
     const waiting = ak.members.some((m) => pending.has(m.principal) && verifiedAgreementKey(m) !== undefined);
     if (current?.principalsHash === now && !waiting) return;
     const outcome = await rekeyRoom(client, signingKey, roomId);
-    publishNotice(client.nc, roomId, { kind: RoomKeyNotice.epoch, epoch: outcome.epoch });
+    announceEpoch(client.nc, roomId, outcome.epoch);
     opts.onRekey?.(outcome);
     // The next change (a removal, most urgently) then only signs and publishes.
     await prepareNextEpoch(client, roomId);
