@@ -2,7 +2,8 @@
 // against the production callout ACLs: alice creates a room, invites bob,
 // both run `unibus chat`. Bob registers his agreement key only when his
 // chat starts, after alice's chat sealed the room's first epoch, so he must
-// get a key from her online client rather than see rejections.
+// get a key from her online client rather than see rejections. CLI start-up
+// (tsx) dominates the run time, hence the longer test timeout.
 import { spawn, execFile } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -11,7 +12,8 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeIdentityFile } from "@unibus/crypto";
+import { ErrorCode } from "@unibus/contracts";
+import { loadIdentityFile, writeIdentityFile } from "@unibus/crypto";
 import { startE2eBus } from "./bus-with-services.js";
 import type { E2eBus } from "./bus-with-services.js";
 
@@ -154,5 +156,20 @@ describe("README order for two users, every step a separate unibus process", () 
       expect(p.stderr()).not.toMatch(/rejected frame|no room key held|not sent/);
       expect(p.stdout()).not.toMatch(/U[A-Z2-7]{7}…/);
     }
-  });
+    // Handles: a member reads those of its own room's members; anyone else gets nothing.
+    const bobClient = await e2e.bus.connectAs(await loadIdentityFile(join(dir, "bob.id")));
+    const outsider = await e2e.bus.addMember("outsider");
+    try {
+      const { members } = await bobClient.rooms.get(room.id, { withHandles: true });
+      expect(members.map((m) => [m.principal, m.handle])).toEqual([[alice, "alice"], [bob, "bob"]].sort((x, y) => (x[0]! < y[0]! ? -1 : 1)));
+      expect((await bobClient.rooms.get(room.id)).members.every((m) => m.handle === undefined)).toBe(true);
+      const denied = await outsider.client.rooms.get(room.id, { withHandles: true }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(denied).toMatchObject({ code: ErrorCode.Forbidden });
+    } finally {
+      await bobClient.close();
+    }
+  }, 120_000);
 });
