@@ -110,6 +110,7 @@ describe("a member whose agreement key is registered after the newest epoch", ()
     const t0 = performance.now();
     const got = await waitForRoomKey(c["waiter"]!, ring, roomId, { onWaiting: () => (waited = true) });
     const ms = performance.now() - t0;
+    console.info(`late member: key held ${ms.toFixed(0)} ms after it started waiting (owner online)`);
     expect(waited).toBe(true);
     expect(ms).toBeLessThan(1_000);
     expect(got.epoch).toBe(2);
@@ -139,7 +140,9 @@ describe("a member whose agreement key is registered after the newest epoch", ()
     const t0 = performance.now();
     stops.push(autoRekey(c["owner"]!, owner!.signingKey, roomId, { checkOnStart: true }));
     const key = await got;
-    expect(performance.now() - t0).toBeLessThan(1_000);
+    const ms = performance.now() - t0;
+    console.info(`late member: key held ${ms.toFixed(0)} ms after the first owner came online`);
+    expect(ms).toBeLessThan(1_000);
     expect(key.epoch).toBe(2);
     expect(Date.parse((await epochRecord(roomId, 2)).createdAt)).toBeGreaterThanOrEqual(Date.parse(invitedAt));
   });
