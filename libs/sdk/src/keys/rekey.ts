@@ -229,6 +229,23 @@ function publishNotice(nc: NatsConnection, roomId: string, body: Record<string, 
   }
 }
 
+/**
+ * True when the newest epoch is out of date: its members differ from the
+ * room's, or it lists without a share a member whose agreement key now
+ * verifies. A pending member counts only if its binding verifies here: a
+ * server naming members with made-up keys must not make owners rekey
+ * forever (and a rekey would not seal to such a key anyway).
+ */
+export function rekeyNeeded(
+  current: { principalsHash: string; pendingShares?: readonly string[] } | undefined,
+  members: readonly { principal: string; agreementKey?: string; signature?: string }[],
+): boolean {
+  const now = toBase64Url(principalsHash(members.map((m) => m.principal).sort(byteOrder)));
+  if (current?.principalsHash !== now) return true;
+  const pending = new Set(current.pendingShares ?? []);
+  return members.some((m) => pending.has(m.principal) && verifiedAgreementKey(m) !== undefined);
+}
+
 /** Tells members waiting for a key (see {@link waitForRoomKey}) that `epoch` was published; a hint, they still fetch and verify their share. */
 export function announceEpoch(nc: NatsConnection, roomId: string, epoch: number): void {
   publishNotice(nc, roomId, { kind: RoomKeyNotice.epoch, epoch });
@@ -260,12 +277,7 @@ export function autoRekey(client: AutoRekeyClient, signingKey: SigningKey, roomI
     const { members } = await client.rooms.get(roomId);
     if (!members.some((m) => m.principal === client.principal && m.role === "owner")) return;
     const [{ current }, ak] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId)]);
-    const now = toBase64Url(principalsHash(ak.members.map((m) => m.principal).sort(byteOrder)));
-    // A pending member counts only if its binding verifies here: the server
-    // naming a member with a made-up key must not make owners rekey forever.
-    const pending = new Set(current?.pendingShares ?? []);
-    const waiting = ak.members.some((m) => pending.has(m.principal) && verifiedAgreementKey(m) !== undefined);
-    if (current?.principalsHash === now && !waiting) return;
+    if (!rekeyNeeded(current, ak.members)) return;
     const outcome = await rekeyRoom(client, signingKey, roomId);
     announceEpoch(client.nc, roomId, outcome.epoch);
     opts.onRekey?.(outcome);
