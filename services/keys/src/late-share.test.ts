@@ -161,4 +161,23 @@ describe("a member whose agreement key is registered after the newest epoch", ()
     expect((await rejection(c["outsider"]!.keys.getShare(roomId))).code).toBe(ErrorCode.Forbidden);
     expect(await keyring("outsider", outsider!).get(roomId, 1)).toBeUndefined();
   });
+
+  it("an owner's client checks again after a reconnect, so a key registered meanwhile gets an epoch", async () => {
+    const reconnecting = createIdentity();
+    await c["admin"]!.users.add(reconnecting.principal, "reconnecting", "member");
+    const rc = await connect({ url: server.url, identity: reconnecting });
+    c["reconnecting"] = rc;
+    const { roomId } = await roomWithLateMember(reconnecting);
+    let upToDate!: () => void;
+    const firstCheck = new Promise<void>((r) => (upToDate = r));
+    let rekeyed!: (o: RekeyResult | Error) => void;
+    const rekey = new Promise<RekeyResult | Error>((r) => (rekeyed = r));
+    stops.push(autoRekey(c["owner"]!, owner!.signingKey, roomId, { checkOnStart: true, onUpToDate: upToDate, onRekey: rekeyed }));
+    await firstCheck;
+    // Registered without asking (no notice): only the reconnect makes the owner look again.
+    await rc.keys.registerAgreementKey(reconnecting);
+    await c["owner"]!.nc.reconnect();
+    expect(await rekey).toEqual({ epoch: 2, published: true, withoutShare: [] });
+    expect((await keyring("reconnecting", reconnecting).current(roomId)).epoch).toBe(2);
+  });
 });

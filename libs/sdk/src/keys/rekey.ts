@@ -184,6 +184,8 @@ export interface AutoRekeyOptions {
   checkOnStart?: boolean;
   /** Called with the outcome of each rekey attempt (errors included); for logs and tests. */
   onRekey?: (outcome: RekeyResult | Error) => void;
+  /** Called after each check that found the newest epoch up to date (nothing to do); for tests. */
+  onUpToDate?: () => void;
 }
 
 /** A running {@link autoRekey}. */
@@ -277,7 +279,10 @@ export function autoRekey(client: AutoRekeyClient, signingKey: SigningKey, roomI
     const { members } = await client.rooms.get(roomId);
     if (!members.some((m) => m.principal === client.principal && m.role === "owner")) return;
     const [{ current }, ak] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId)]);
-    if (!rekeyNeeded(current, ak.members)) return;
+    if (!rekeyNeeded(current, ak.members)) {
+      opts.onUpToDate?.();
+      return;
+    }
     const outcome = await rekeyRoom(client, signingKey, roomId);
     announceEpoch(client.nc, roomId, outcome.epoch);
     opts.onRekey?.(outcome);
@@ -312,10 +317,13 @@ export function autoRekey(client: AutoRekeyClient, signingKey: SigningKey, roomI
       },
     }),
   ];
+  let statusStop: (() => void) | undefined;
   if (opts.checkOnStart === true) {
     void run(0);
+    const status = client.nc.status();
+    statusStop = () => (status as unknown as { stop?: () => void }).stop?.();
     void (async () => {
-      for await (const s of client.nc.status()) {
+      for await (const s of status) {
         if (stopped) break;
         if (s.type === "reconnect") void run(noticeJitterMs);
       }
@@ -325,6 +333,7 @@ export function autoRekey(client: AutoRekeyClient, signingKey: SigningKey, roomI
     stop() {
       stopped = true;
       for (const sub of subs) sub.unsubscribe();
+      statusStop?.();
     },
   };
 }
