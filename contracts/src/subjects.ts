@@ -128,3 +128,14 @@ export type RoomSubjectPrefix = typeof RoomSubjectPrefix;
 export function roomMembershipSubject(roomId: string): string {
   return `${RoomSubjectPrefix}.${roomId}.membership`;
 }
+
+/**
+ * Room-key notices (`{kind: "share_wanted", principal}` from a member that
+ * holds no key of the newest epoch, `{kind: "epoch", epoch}` from an owner
+ * after a rekey), contracts/specs/room-keys.md "Late agreement keys". Inside
+ * the room's subject space, so only members receive them; any member may
+ * publish there, so a notice only makes the receiver ask the keys service.
+ */
+export function roomKeysNoticeSubject(roomId: string): string {
+  return `${RoomSubjectPrefix}.${roomId}.ctl.keys`;
+}

@@ -130,11 +130,12 @@ describe("agents and the CLI on a live bus", () => {
     await until("the owner to join", ownerIo, () => ownerIo.stderr.some((l) => l.startsWith("joined")));
     expect(ownerIo.stderr).toContain("the room had no key yet and you own it: started epoch 1");
 
-    const line = (who: string, text: string): RegExp => new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${who.slice(0, 8)}…: ${text}$`);
+    // Senders show by handle: members may read their room's members' handles.
+    const line = (who: string, text: string): RegExp => new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${who}: ${text}$`);
     ownerLines.type("hello from the owner");
-    await until("the owner's line at the peer", peerIo, () => peerIo.stdout.some((l) => line(owner.principal, "hello from the owner").test(l)));
+    await until("the owner's line at the peer", peerIo, () => peerIo.stdout.some((l) => line("chat-owner", "hello from the owner").test(l)));
     peerLines.type("hi back from the peer");
-    await until("the peer's line at the owner", ownerIo, () => ownerIo.stdout.some((l) => line(peer.principal, "hi back from the peer").test(l)));
+    await until("the peer's line at the owner", ownerIo, () => ownerIo.stdout.some((l) => line("chat-peer", "hi back from the peer").test(l)));
 
     ownerLines.type("/quit");
     peerLines.type("/quit");

@@ -305,12 +305,13 @@ describe("unibus up (real processes, auth callout on)", () => {
     expect(JSON.parse(check.stdout)).toMatchObject({ ok: true, rooms: [{ sent: 100, received: 100, lost: 0, rejects: 0 }] });
 
     // Three new identities, each put on the allowlist by the admin.
-    const member = async (name: string): Promise<{ principal: string; env: NodeJS.ProcessEnv }> => {
+    const member = async (name: string): Promise<{ principal: string; handle: string; env: NodeJS.ProcessEnv }> => {
       const path = join(home, `${name}.id`);
       expect((await cli(env, "identity", "create", "--out", path)).code).toBe(0);
       const { principal } = await loadIdentityFile(path);
-      await cliJson(env, "users", "add", principal, "--handle", `${name}-${Date.now()}`);
-      return { principal, env: { ...env, UNIBUS_IDENTITY: path } };
+      const handle = `${name}-${Date.now()}`;
+      await cliJson(env, "users", "add", principal, "--handle", handle);
+      return { principal, handle, env: { ...env, UNIBUS_IDENTITY: path } };
     };
     const [owner, peer, outsider] = await Promise.all([member("owner"), member("peer"), member("outsider")]);
     const { room } = await cliJson<{ room: { id: string } }>(owner.env, "rooms", "create", "chat");
@@ -329,8 +330,8 @@ describe("unibus up (real processes, auth callout on)", () => {
     const ownerChat = chat(owner);
     await ownerChat.waitFor("stderr", joined);
     expect(ownerChat.stderr()).toContain("the room had no key yet and you own it: started epoch 1");
-    // A member sees a sender as the first 8 characters of its principal.
-    const line = (from: { principal: string }, text: string): RegExp => new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${from.principal.slice(0, 8)}…: ${text}$`, "m");
+    // A member sees a sender by handle (members may read their room's handles).
+    const line = (from: { handle: string }, text: string): RegExp => new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${from.handle}: ${text}$`, "m");
     ownerChat.type("hello from the owner");
     await peerChat.waitFor("stdout", line(owner, "hello from the owner"));
     peerChat.type("hi back from the peer");

@@ -65,9 +65,9 @@ export class RoomsApi {
     return this.send(Subjects.membership.roomsCreate, opts.quota === undefined ? { name, policy } : { name, policy, quota: opts.quota });
   }
 
-  /** A room and its members (members and admins only). */
-  get(roomId: string): Promise<MembershipRoomsGetReply> {
-    return this.send(Subjects.membership.roomsGet, { roomId });
+  /** A room and its members (members and admins only); `withHandles` adds each member's handle. */
+  get(roomId: string, opts: { withHandles?: boolean } = {}): Promise<MembershipRoomsGetReply> {
+    return this.send(Subjects.membership.roomsGet, opts.withHandles === true ? { roomId, withHandles: true } : { roomId });
   }
 
   /** Rooms the caller belongs to; `all: true` lists every room (admins only). */

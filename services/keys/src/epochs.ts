@@ -7,7 +7,8 @@ import { ShareSetFormat, epochStatementBytes, merkleProof, merkleRoot, principal
 import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "./access.js";
 import type { MembershipView } from "./access.js";
 import { epochKey, isRevisionConflict, listKeys, readJson, unavailable } from "./records.js";
-import type { EpochRecord, ShareEntry } from "./records.js";
+import type { AgreementKeyRecord, EpochRecord, ShareEntry } from "./records.js";
+import type { AgreementKeyDirectory } from "./agreement-directory.js";
 
 /**
  * Largest `publish_epoch` body: ~195 B per member as JSON, so about 5,000
@@ -23,6 +24,27 @@ const SEALED_SHARE_BYTES = SealedBox.overhead + ShareSetFormat.roomKeyBytes;
 export interface EpochDeps {
   roomKeys: KV;
   membership: MembershipView;
+  /** Read for `pendingShares`: which members without a share have registered a key since. */
+  agreementKeys: KV;
+  agreementDirectory?: AgreementKeyDirectory;
+}
+
+/**
+ * Members the epoch lists without a share who are still members and have an
+ * agreement key registered now: an owner's client rekeys for them
+ * (room-keys.md "Late agreement keys"). The binding is not verified here;
+ * the owner verifies it before sealing, so a record the server made up only
+ * costs a rekey, never a share.
+ */
+async function pendingShares(deps: EpochDeps, record: EpochRecord): Promise<string[]> {
+  const without = record.shares.filter((s) => s.sealedShare === undefined).map((s) => s.principal);
+  if (without.length === 0) return [];
+  const members = new Set(await currentMembers(deps.membership, record.roomId));
+  const candidates = without.filter((p) => members.has(p));
+  if (candidates.length === 0) return [];
+  const read = deps.agreementDirectory === undefined ? (ps: readonly string[]) => Promise.all(ps.map((p) => readJson<AgreementKeyRecord>(deps.agreementKeys, p))) : await deps.agreementDirectory.reader();
+  const records = await read(candidates);
+  return candidates.filter((_, i) => records[i] != null);
 }
 
 function badRequest(reason: string, message: string, path?: string): UnibusError {
@@ -172,16 +194,16 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
       access: Access.Signed,
       async handler(req, caller) {
         const user = activeUser(caller);
-        await requireMember(membership, req.roomId, user.principal);
+        const role = await requireMember(membership, req.roomId, user.principal);
         const epochs = await listEpochs(roomKeys, req.roomId);
         const last = epochs.at(-1);
         const record = last === undefined ? null : await readJson<EpochRecord>(roomKeys, epochKey(req.roomId, last));
         if (record === null) return { roomId: req.roomId, epochs };
-        return {
-          roomId: req.roomId,
-          epochs,
-          current: { epoch: record.epoch, distributor: record.distributor, createdAt: record.createdAt, principalsHash: toBase64Url(principalsHash(record.shares.map((s) => s.principal))) },
-        };
+        const current = { epoch: record.epoch, distributor: record.distributor, createdAt: record.createdAt, principalsHash: toBase64Url(principalsHash(record.shares.map((s) => s.principal))) };
+        // Only owners act on it (they alone may start an epoch); other members
+        // have no use for who is still waiting.
+        if (role !== "owner") return { roomId: req.roomId, epochs, current };
+        return { roomId: req.roomId, epochs, current: { ...current, pendingShares: await pendingShares(deps, record) } };
       },
     }),
   };

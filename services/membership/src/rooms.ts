@@ -136,9 +136,16 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         }
         const room = await roomOrThrow(store, req.roomId);
         const members = await store.listMembers(req.roomId);
-        if (!room.policy.persist) return { room, members };
+        let withHandles = members;
+        if (req.withHandles === true) {
+          // Handles of this room's members only: the caller shares the room
+          // with them, and the full users list stays admin-only.
+          const users = await Promise.all(members.map((m) => store.getUser(m.principal)));
+          withHandles = members.map((m, i) => (users[i] == null ? m : { ...m, handle: users[i].value.handle }));
+        }
+        if (!room.policy.persist) return { room, members: withHandles };
         const state = await streams.describe(req.roomId).catch((err: unknown) => Promise.reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room stream could not be read", { cause: err })));
-        return { room, members, ...(state ?? {}) };
+        return { room, members: withHandles, ...(state ?? {}) };
       },
     }),
     "rooms-list": endpoint({

@@ -1,9 +1,12 @@
-import { ErrorCode, UnibusError, roomMembershipSubject } from "@unibus/contracts";
+import { ErrorCode, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } from "@unibus/contracts";
 import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToMany, toBase64Url, verifySignature } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KeysPublishEpochRequest, MembershipRoomsGetReply } from "@unibus/contracts";
 import type { KeysApi } from "./api.js";
+import type { KeysServiceKeyring } from "./keyring.js";
+import { NoRoomKeyError } from "../rooms/keyring.js";
+import type { RoomEpochKey } from "../rooms/keyring.js";
 import { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleRoot, principalsHash, shareLeaf } from "./share-set.js";
 
 /** What a rekey needs from a client: its principal, signing key, keys API. */
@@ -170,10 +173,19 @@ export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roo
 
 /** Options of {@link autoRekey}. */
 export interface AutoRekeyOptions {
-  /** Upper bound of the random delay before reacting, so several owners do not all rekey at once. Default 500 ms. */
+  /** Upper bound of the random delay before reacting to a membership change, so several owners do not all rekey at once. Default 500 ms. */
   jitterMs?: number;
+  /** The same bound for a member's "share wanted" notice: shorter, the member is waiting (target: key within 1 s). Default 100 ms. */
+  noticeJitterMs?: number;
+  /**
+   * Check at once and after every reconnect, not only on events: catches
+   * invites and late agreement keys from while this owner was offline. Default false.
+   */
+  checkOnStart?: boolean;
   /** Called with the outcome of each rekey attempt (errors included); for logs and tests. */
   onRekey?: (outcome: RekeyResult | Error) => void;
+  /** Called after each check that found the newest epoch up to date (nothing to do); for tests. */
+  onUpToDate?: () => void;
 }
 
 /** A running {@link autoRekey}. */
@@ -188,51 +200,210 @@ export interface AutoRekeyClient extends RekeyClient {
   readonly rooms: { get(roomId: string): Promise<MembershipRoomsGetReply> };
 }
 
+/** Room-key notices on `unibus.room.<roomId>.ctl.keys` (hints only, never trusted). */
+export const RoomKeyNotice = {
+  /** A member holds no key of the newest epoch and waits for one. */
+  shareWanted: "share_wanted",
+  /** An owner published a new epoch. */
+  epoch: "epoch",
+} as const;
+/** One of the {@link RoomKeyNotice} kinds. */
+export type RoomKeyNotice = (typeof RoomKeyNotice)[keyof typeof RoomKeyNotice];
+
+const noticeCodec = new TextEncoder();
+const noticeDecoder = new TextDecoder();
+
+/** The kind of a notice, or undefined for anything else (a notice is a hint: garbage is ignored). */
+function noticeKind(data: Uint8Array): RoomKeyNotice | undefined {
+  try {
+    const kind = (JSON.parse(noticeDecoder.decode(data)) as { kind?: unknown }).kind;
+    return kind === RoomKeyNotice.shareWanted || kind === RoomKeyNotice.epoch ? kind : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function publishNotice(nc: NatsConnection, roomId: string, body: Record<string, unknown>): void {
+  try {
+    nc.publish(roomKeysNoticeSubject(roomId), noticeCodec.encode(JSON.stringify(body)));
+  } catch {
+    // A closed connection: the notice is a hint, the periodic retry covers it.
+  }
+}
+
 /**
- * Rekeys `roomId` after every membership change the membership service
- * announces on `unibus.room.<roomId>.membership`, when this client is an
- * owner. Events are hints (any member can publish there): each one only
- * makes the owner compare the newest epoch's members with the current ones
- * and rekey if they differ, so a forged event costs a check, never a wrong
- * key. Events during a run coalesce into one more check.
+ * True when the newest epoch is out of date: its members differ from the
+ * room's, or it lists without a share a member whose agreement key now
+ * verifies. A pending member counts only if its binding verifies here: a
+ * server naming members with made-up keys must not make owners rekey
+ * forever (and a rekey would not seal to such a key anyway).
+ */
+export function rekeyNeeded(
+  current: { principalsHash: string; pendingShares?: readonly string[] } | undefined,
+  members: readonly { principal: string; agreementKey?: string; signature?: string }[],
+): boolean {
+  const now = toBase64Url(principalsHash(members.map((m) => m.principal).sort(byteOrder)));
+  if (current?.principalsHash !== now) return true;
+  const pending = new Set(current.pendingShares ?? []);
+  return members.some((m) => pending.has(m.principal) && verifiedAgreementKey(m) !== undefined);
+}
+
+/** Tells members waiting for a key (see {@link waitForRoomKey}) that `epoch` was published; a hint, they still fetch and verify their share. */
+export function announceEpoch(nc: NatsConnection, roomId: string, epoch: number): void {
+  publishNotice(nc, roomId, { kind: RoomKeyNotice.epoch, epoch });
+}
+
+/**
+ * Rekeys `roomId` when this client is an owner and either the members
+ * changed (the membership service announces it on
+ * `unibus.room.<roomId>.membership`) or a member listed without a share in
+ * the newest epoch has registered an agreement key since (its client asks on
+ * `unibus.room.<roomId>.ctl.keys`; the keys service names such members to
+ * owners in `epochs().current.pendingShares`). Events are hints (any member
+ * can publish there): each one only makes the owner re-read the keys
+ * service and rekey if the newest epoch is out of date, so a forged event
+ * costs a check, never a wrong key. Late members get a NEW epoch, never the
+ * current one re-sealed: the newest epoch may predate their invite only if
+ * no owner was online at the invite, and a fresh epoch cannot leak earlier
+ * history. After a rekey it announces the epoch so waiting members fetch
+ * their share at once. Events during a run coalesce into one more check.
  */
 export function autoRekey(client: AutoRekeyClient, signingKey: SigningKey, roomId: string, opts: AutoRekeyOptions = {}): AutoRekey {
   const jitterMs = opts.jitterMs ?? 500;
+  const noticeJitterMs = opts.noticeJitterMs ?? 100;
   let running = false;
   let again = false;
+  let againJitter = jitterMs;
   let stopped = false;
   const check = async (): Promise<void> => {
     const { members } = await client.rooms.get(roomId);
     if (!members.some((m) => m.principal === client.principal && m.role === "owner")) return;
     const [{ current }, ak] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId)]);
-    const now = toBase64Url(principalsHash(ak.members.map((m) => m.principal).sort(byteOrder)));
-    if (current?.principalsHash === now) return;
-    opts.onRekey?.(await rekeyRoom(client, signingKey, roomId));
+    if (!rekeyNeeded(current, ak.members)) {
+      opts.onUpToDate?.();
+      return;
+    }
+    const outcome = await rekeyRoom(client, signingKey, roomId);
+    announceEpoch(client.nc, roomId, outcome.epoch);
+    opts.onRekey?.(outcome);
     // The next change (a removal, most urgently) then only signs and publishes.
     await prepareNextEpoch(client, roomId);
   };
-  const run = async (): Promise<void> => {
+  const run = async (delayMs: number): Promise<void> => {
     if (running) {
+      againJitter = again ? Math.min(againJitter, delayMs) : delayMs;
       again = true;
       return;
     }
     running = true;
+    let wait = delayMs;
     try {
       do {
         again = false;
-        await new Promise((r) => setTimeout(r, Math.random() * jitterMs));
+        await new Promise((r) => setTimeout(r, Math.random() * wait));
         if (stopped) return;
         await check().catch((err: unknown) => opts.onRekey?.(err instanceof Error ? err : new Error(String(err))));
+        wait = againJitter;
       } while (again && !stopped);
     } finally {
       running = false;
     }
   };
-  const sub: Subscription = client.nc.subscribe(roomMembershipSubject(roomId), { callback: () => void run() });
+  const subs: Subscription[] = [
+    client.nc.subscribe(roomMembershipSubject(roomId), { callback: () => void run(jitterMs) }),
+    client.nc.subscribe(roomKeysNoticeSubject(roomId), {
+      callback: (_err, msg) => {
+        if (noticeKind(msg.data) === RoomKeyNotice.shareWanted) void run(noticeJitterMs);
+      },
+    }),
+  ];
+  let statusStop: (() => void) | undefined;
+  if (opts.checkOnStart === true) {
+    void run(0);
+    const status = client.nc.status();
+    statusStop = () => (status as unknown as { stop?: () => void }).stop?.();
+    void (async () => {
+      for await (const s of status) {
+        if (stopped) break;
+        if (s.type === "reconnect") void run(noticeJitterMs);
+      }
+    })().catch(() => undefined);
+  }
   return {
     stop() {
       stopped = true;
-      sub.unsubscribe();
+      for (const sub of subs) sub.unsubscribe();
+      statusStop?.();
     },
   };
+}
+
+/** Options of {@link waitForRoomKey}. */
+export interface WaitForRoomKeyOptions {
+  /** Called once when the first attempt finds no key, before waiting (e.g. to tell the user). */
+  onWaiting?: () => void;
+  /** First interval between asks when no notice arrives; doubles up to {@link maxRetryMs}. Default 1000 ms. */
+  retryMs?: number;
+  /** Largest interval between asks. Default 5000 ms. */
+  maxRetryMs?: number;
+  /** Stops waiting (rejects with the signal's reason). */
+  signal?: AbortSignal;
+}
+
+/** What {@link waitForRoomKey} needs from a client. */
+export interface RoomKeyWaitClient {
+  readonly principal: string;
+  readonly nc: NatsConnection;
+}
+
+/**
+ * Resolves with the newest epoch's key once `keyring` holds it. While it
+ * holds none (a member whose agreement key was registered after the newest
+ * epoch), it asks the room's owners for a share on
+ * `unibus.room.<roomId>.ctl.keys`, then waits for an owner's epoch notice or
+ * the retry interval and asks the keys service again. The notice carries no
+ * key: the share still comes from the keys service and passes every check of
+ * the keyring.
+ */
+export async function waitForRoomKey(client: RoomKeyWaitClient, keyring: KeysServiceKeyring, roomId: string, opts: WaitForRoomKeyOptions = {}): Promise<RoomEpochKey> {
+  let wake: (() => void) | undefined;
+  const sub = client.nc.subscribe(roomKeysNoticeSubject(roomId), {
+    callback: (_err, msg) => {
+      if (noticeKind(msg.data) === RoomKeyNotice.epoch) wake?.();
+    },
+  });
+  const maxRetryMs = opts.maxRetryMs ?? 5_000;
+  let retryMs = opts.retryMs ?? 1_000;
+  let told = false;
+  try {
+    for (;;) {
+      opts.signal?.throwIfAborted();
+      keyring.invalidate(roomId);
+      try {
+        return await keyring.current(roomId);
+      } catch (err) {
+        if (!(err instanceof NoRoomKeyError)) throw err;
+      }
+      if (!told) {
+        told = true;
+        opts.onWaiting?.();
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, retryMs);
+        function done(): void {
+          clearTimeout(timer);
+          opts.signal?.removeEventListener("abort", done);
+          wake = undefined;
+          resolve();
+        }
+        wake = done;
+        opts.signal?.addEventListener("abort", done);
+        // Asked only once listening, so an owner's immediate answer is not missed.
+        publishNotice(client.nc, roomId, { kind: RoomKeyNotice.shareWanted, principal: client.principal });
+      });
+      retryMs = Math.min(retryMs * 2, maxRetryMs);
+    }
+  } finally {
+    sub.unsubscribe();
+  }
 }
