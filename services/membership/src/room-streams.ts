@@ -1,10 +1,13 @@
-import { DiscardPolicy, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { roomStreamName, roomSubject } from "./records.js";
 
+/** JetStream's "stream name already in use with a different configuration". */
+const STREAM_NAME_IN_USE = 10058;
+
 /** Creates the JetStream streams of persisted rooms. */
 export interface RoomStreams {
-  /** Creates (or confirms) the stream of a persisted room; idempotent. */
+  /** Creates (or confirms) the stream of a persisted room, turning on direct get on an older one; idempotent. */
   ensure(roomId: string): Promise<void>;
 }
 
@@ -29,6 +32,21 @@ export class JetStreamRoomStreams implements RoomStreams {
   ) {}
 
   async ensure(roomId: string): Promise<void> {
+    const name = roomStreamName(roomId);
+    try {
+      await this.add(roomId);
+    } catch (err) {
+      // A stream made before room history moved to direct get lacks
+      // `allow_direct`; turn that on and change nothing else. Any other
+      // difference still fails, as before.
+      if (!(err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE)) throw err;
+      const info = await this.jsm.streams.info(name);
+      if (info.config.allow_direct) throw err;
+      await this.jsm.streams.update(name, { ...info.config, allow_direct: true });
+    }
+  }
+
+  private async add(roomId: string): Promise<void> {
     await this.jsm.streams.add({
       name: roomStreamName(roomId),
       subjects: [`${roomSubject(roomId)}.>`],
@@ -39,6 +57,8 @@ export class JetStreamRoomStreams implements RoomStreams {
       max_msg_size: this.opts.maxMsgSize ?? 1024 * 1024,
       deny_delete: true,
       deny_purge: true,
+      // Members read history with batch direct get, never a consumer.
+      allow_direct: true,
     });
   }
 }
