@@ -28,6 +28,26 @@ function leftoverConsumer(nc: NatsConnection, stream: string, name: string, deli
   });
 }
 
+/**
+ * Returns once room `roomId`'s stream has stored everything published to it
+ * before this call: room streams send no acks, so a marker is published
+ * after those messages and the stream (which ingests in order) is polled
+ * until the marker is its newest message on the marker subject.
+ */
+async function storedUpTo(nc: NatsConnection, roomId: string): Promise<void> {
+  const marker = Buffer.from(randomBytes(8)).toString("hex");
+  const subject = `unibus.room.${roomId}.sync`;
+  nc.publish(subject, marker);
+  await nc.flush();
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline) {
+    const m = await nc.request(`$JS.API.DIRECT.GET.ROOM_${roomId}.${subject}`, "", { timeout: 3_000 });
+    if ((m.headers?.code ?? 0) === 0 && m.string() === marker) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`room ${roomId}: marker not stored within 5 s`);
+}
+
 /** Consumer names on `stream`, as a connection allowed to list them sees them. */
 async function consumerNames(nc: NatsConnection, stream: string): Promise<string[]> {
   const r = (await jsApi(nc, `$JS.API.CONSUMER.NAMES.${stream}`, {})) as { consumers: string[] | null };
@@ -50,8 +70,7 @@ describe("a member's JetStream access on the production ACLs", () => {
     await Promise.all(messages.map((m) => room.publish(m)));
     await room.close();
     await alice.client.nc.flush();
-    // The stream ingests in order: its ack of a later message means alice's frames are stored.
-    await operator.request(`unibus.room.${roomId}.sync`, "");
+    await storedUpTo(operator, roomId);
   };
 
   beforeAll(async () => {
@@ -192,22 +211,23 @@ describe("a member's JetStream access on the production ACLs", () => {
     expect(await consumerNames(operator, stream)).toEqual([]);
   });
 
-  it("on start, membership turns on direct get on an older room stream and deletes its leftover consumers", async () => {
+  it("on start, membership turns on direct get and no-ack on an older room stream and deletes its leftover consumers", async () => {
     const {
       room: { id },
     } = await alice.client.rooms.create("older", { persist: true, encrypt: true });
     const older = `ROOM_${id}`;
     // As a stream made before room history moved to direct get.
     const { config } = (await jsApi(operator, `$JS.API.STREAM.INFO.${older}`)) as { config: Record<string, unknown> };
-    await jsApi(operator, `$JS.API.STREAM.UPDATE.${older}`, { ...config, allow_direct: false });
+    await jsApi(operator, `$JS.API.STREAM.UPDATE.${older}`, { ...config, allow_direct: false, no_ack: false });
     await leftoverConsumer(operator, older, "older_leftover", `_INBOX.${alice.principal}.leftover`);
-    expect((await jsApi(operator, `$JS.API.STREAM.INFO.${older}`)) as object).toMatchObject({ config: { allow_direct: false } });
+    const made = (await jsApi(operator, `$JS.API.STREAM.INFO.${older}`)) as { config: { allow_direct?: boolean; no_ack?: boolean } };
+    expect([made.config.allow_direct ?? false, made.config.no_ack ?? false]).toEqual([false, false]);
 
     // A second instance on the production membership permissions, as after a deploy.
     const restarted = await createMembershipService(await bus.serviceConnection("membership"), { logger: pino({ level: "silent" }) });
     await restarted.stop();
 
-    expect((await jsApi(operator, `$JS.API.STREAM.INFO.${older}`)) as object).toMatchObject({ config: { allow_direct: true, deny_delete: true, deny_purge: true } });
+    expect((await jsApi(operator, `$JS.API.STREAM.INFO.${older}`)) as object).toMatchObject({ config: { allow_direct: true, no_ack: true, deny_delete: true, deny_purge: true } });
     expect(await consumerNames(operator, older)).toEqual([]);
     await waitForRoomAccess(alice.client, id);
     const olderKeys = new StaticRoomKeys().set(id, 0, randomBytes(32));
@@ -215,7 +235,7 @@ describe("a member's JetStream access on the production ACLs", () => {
     await room.publish("readable again");
     await room.close();
     await alice.client.nc.flush();
-    await operator.request(`unibus.room.${id}.sync`, "");
+    await storedUpTo(operator, id);
     const got: string[] = [];
     for await (const m of alice.client.room(id, olderKeys).history()) got.push(text(m));
     expect(got).toEqual(["readable again"]);

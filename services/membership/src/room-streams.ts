@@ -7,7 +7,7 @@ const STREAM_NAME_IN_USE = 10058;
 
 /** Creates the JetStream streams of persisted rooms. */
 export interface RoomStreams {
-  /** Creates (or confirms) the stream of a persisted room, turning on direct get on an older one; idempotent. */
+  /** Creates (or confirms) the stream of a persisted room, turning on direct get and no-ack on an older one; idempotent. */
   ensure(roomId: string): Promise<void>;
 }
 
@@ -36,13 +36,12 @@ export class JetStreamRoomStreams implements RoomStreams {
     try {
       await this.add(roomId);
     } catch (err) {
-      // A stream made before room history moved to direct get lacks
-      // `allow_direct`; turn that on and change nothing else. Any other
-      // difference still fails, as before.
+      // A stream made before these two settings lacks them; turn them on
+      // and change nothing else. Any other difference still fails, as before.
       if (!(err instanceof JetStreamApiError && err.code === STREAM_NAME_IN_USE)) throw err;
       const info = await this.jsm.streams.info(name);
-      if (info.config.allow_direct) throw err;
-      await this.jsm.streams.update(name, { ...info.config, allow_direct: true });
+      if (info.config.allow_direct && info.config.no_ack) throw err;
+      await this.jsm.streams.update(name, { ...info.config, allow_direct: true, no_ack: true });
     }
   }
 
@@ -59,6 +58,10 @@ export class JetStreamRoomStreams implements RoomStreams {
       deny_purge: true,
       // Members read history with batch direct get, never a consumer.
       allow_direct: true,
+      // Frames are core publishes; an ack would go to whatever reply subject
+      // the publisher named, even one it may not publish to (threat: a
+      // member overwriting a KV record with a PubAck).
+      no_ack: true,
     });
   }
 }
