@@ -80,7 +80,9 @@ export function inboxOf(principal: string): string {
  * escapes this allow list, and a durable consumer outlives the membership
  * (threats: frames sent to another user's inbox or a service endpoint; a
  * removed member still reading the room). No stream info, no last-by-subject
- * form (`.>`), no other stream.
+ * form (`.>`), no other stream. Known gap: the server sends the reply to the
+ * reply subject the member names, unchecked (docs/design.md, "What a grant
+ * lets the server do"), so history must move behind a service endpoint.
  */
 export function roomHistorySubjects(roomId: string): string[] {
   return [`$JS.API.DIRECT.GET.${UnibusSubject.roomStreamPrefix}${roomId}`];
