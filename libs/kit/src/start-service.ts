@@ -108,6 +108,14 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
       logger: logger.child({ op: name }),
     };
     const handle = async (msg: ServiceMsg): Promise<void> => {
+      // The requester picks the reply subject and the service publishes the
+      // reply with its own permissions (its KV buckets included), so only an
+      // inbox is answered (threat: a member overwriting an allowlist record
+      // with an error reply by naming `$KV.users.<key>` as its reply).
+      if (!isInboxReply(msg.reply)) {
+        pipeline.logger.warn({ reply: msg.reply ?? null }, "request without an inbox reply subject dropped");
+        return;
+      }
       const started = performance.now();
       const trace: RequestTrace = {};
       let failure: UnibusError | undefined;
@@ -165,3 +173,10 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     },
   };
 }
+
+/** Replies go to inboxes only: `_INBOX.<…>`, the root every client's and service's inbox prefix is under. */
+function isInboxReply(reply: string | undefined): reply is string {
+  return reply !== undefined && reply.startsWith(INBOX_ROOT) && reply.length > INBOX_ROOT.length;
+}
+
+const INBOX_ROOT = "_INBOX.";

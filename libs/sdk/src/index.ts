@@ -9,6 +9,7 @@ export type { RoomRole, SendRequest, UserRole } from "./membership.js";
 export { UnibusError, ErrorCode, ErrorReason } from "@unibus/contracts";
 export { openRoom, RoomLimits, RoomPublishReason, RoomSubject } from "./rooms/room.js";
 export type { HistoryOptions, Room, RoomMessage, RoomOpener, RoomReject, RoomSubscription } from "./rooms/room.js";
+export { DirectHistoryError, DirectHistoryLimits } from "./rooms/direct-history.js";
 export { RoomAccessTimeoutError, waitForRoomAccess } from "./rooms/access.js";
 export type { RoomAccessOptions } from "./rooms/access.js";
 export { FrameFormat, RejectReason } from "./rooms/frame.js";

@@ -22,6 +22,12 @@ export interface TestBusOptions {
   readonly logger?: Logger;
   /** Let unknown identities (nodes) through the callout with the replica-handshake-only grant. Default false. */
   readonly bootstrapAccess?: boolean;
+  /**
+   * Adds an unrestricted config user to the app account, for tests that must
+   * build state no client or service may (a consumer left from before
+   * members lost the consumer grant). Default false: production users only.
+   */
+  readonly operator?: boolean;
 }
 
 /** A user added by {@link TestBus.addMember}, connected through the callout. */
@@ -47,6 +53,8 @@ export interface TestBus {
   addMember(handle: string, role?: "admin" | "member"): Promise<TestBusMember>;
   /** Connects an identity through the callout (it must be on the allowlist to succeed). */
   connectAs(identity: Identity | SigningKey): Promise<UnibusClient>;
+  /** A connection as the unrestricted test user; throws unless started with `operator: true`. */
+  operatorConnection(): Promise<NatsConnection>;
   /** A connection as the service user of `service`, with its production permissions. */
   serviceConnection(service: Exclude<ServiceName, "auth-callout">): Promise<NatsConnection>;
   stop(): Promise<void>;
@@ -77,6 +85,8 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     systemPublic: systemKey.principal,
     bootstrapPublic: bootstrapKey.principal,
   });
+  const operatorKey = opts.operator === true ? SigningKey.generate() : undefined;
+  if (operatorKey !== undefined) addOperatorUser(authorization, operatorKey.principal);
   const server = await startTestServer({ config: authorization });
   const clients: UnibusClient[] = [];
   const connections: NatsConnection[] = [];
@@ -125,6 +135,12 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       },
       connectAs,
       serviceConnection: asService,
+      async operatorConnection() {
+        if (operatorKey === undefined) throw new Error("test bus started without operator: true");
+        const nc = await server.connect({ authenticator: nkeyAuthenticator(operatorKey), name: "test-operator" });
+        connections.push(nc);
+        return nc;
+      },
       async stop() {
         await Promise.allSettled(clients.map((c) => c.close()));
         await running.stop().catch(() => undefined);
@@ -139,4 +155,14 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     await server.stop();
     throw err;
   }
+}
+
+/** Adds `nkey` to the app account with no permission limits, and past the callout. */
+function addOperatorUser(config: ReturnType<typeof calloutAuthorization>, nkey: string): void {
+  // `UNIBUS` is the app account `calloutAuthorization` lays out.
+  const app = (config.accounts as Record<string, { users?: { nkey: string }[] } | undefined>).UNIBUS;
+  const callout = (config.authorization as { auth_callout?: { auth_users?: string[] } }).auth_callout;
+  if (app?.users === undefined || callout?.auth_users === undefined) throw new Error("unexpected callout config shape");
+  app.users.push({ nkey });
+  callout.auth_users.push(nkey);
 }

@@ -17,8 +17,8 @@ const rooms = (r: RoomsRecord["rooms"], principal = alice): RoomsRecord => ({ pr
 
 const FORBIDDEN = ["$JS.API.>", "$KV.>", "$SYS.>", "$O.>", ">", "_INBOX.>", "unibus.room.>"];
 
-// The only JetStream grants: reading one named room stream (room history).
-const ROOM_HISTORY_RE = /^\$JS\.API\.(STREAM\.INFO|CONSUMER\.(CREATE|MSG\.NEXT|DELETE))\.ROOM_[A-Za-z0-9_-]+(\.\*|\.>)?$/;
+// The only JetStream grant: batch direct get on one named room stream (room history).
+const ROOM_HISTORY_RE = /^\$JS\.API\.DIRECT\.GET\.ROOM_[A-Za-z0-9_-]+$/;
 
 function expectNoBroadGrant(p: Permissions): void {
   for (const s of [...p.pub.allow.filter((x) => !ROOM_HISTORY_RE.test(x)), ...p.sub.allow]) {
@@ -65,6 +65,14 @@ describe("permissionsFor", () => {
   it("a rooms record keyed to another principal grants nothing", () => {
     const p = permissionsFor({ kind: "user", user: user() }, rooms({ r1: "member" }, SigningKey.generate().principal));
     expect(p.sub.allow).toEqual([`_INBOX.${alice}.>`]);
+  });
+
+  it("room history is direct get on the room's own stream only: no consumer, stream info or last-by-subject grant", () => {
+    expect(roomHistorySubjects("r1")).toEqual(["$JS.API.DIRECT.GET.ROOM_r1"]);
+    for (const role of ["member", "admin"] as const) {
+      const p = permissionsFor({ kind: "user", user: user({ role }) }, rooms({ r1: "owner", r2: "member" }));
+      expect(p.pub.allow.filter((x) => x.startsWith("$JS"))).toEqual(["$JS.API.DIRECT.GET.ROOM_r1", "$JS.API.DIRECT.GET.ROOM_r2"]);
+    }
   });
 
   it("refuses a revoked user, an unknown role and a principal that is not a user nkey", () => {

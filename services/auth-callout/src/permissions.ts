@@ -73,33 +73,31 @@ export function inboxOf(principal: string): string {
 }
 
 /**
- * What a member publishes to read its room's `ROOM_<id>` stream with an
- * ordered (ephemeral, ack-none, pull) consumer, as the SDK's `room.history()`
- * does: stream info, consumer create/next/delete on that stream only. The
- * messages come back on the member's own inbox. Nothing broader: no
- * `$JS.API.INFO`, no stream listing, no other stream (threat: reading or
- * deleting another room's history).
+ * What a member publishes to read its room's `ROOM_<id>` stream: batch
+ * direct get on that one stream (the SDK's `room.history()`), exactly the
+ * subject nats.js and the SDK publish to. No `$JS.API.CONSUMER.*` at all: the
+ * server delivers a push consumer as its own client, so a deliver subject
+ * escapes this allow list, and a durable consumer outlives the membership
+ * (threats: frames sent to another user's inbox or a service endpoint; a
+ * removed member still reading the room). No stream info, no last-by-subject
+ * form (`.>`), no other stream. Known gap: the server sends the reply to the
+ * reply subject the member names, unchecked (docs/design.md, "What a grant
+ * lets the server do"), so history must move behind a service endpoint.
  */
 export function roomHistorySubjects(roomId: string): string[] {
-  const stream = `${UnibusSubject.roomStreamPrefix}${roomId}`;
-  return [
-    `$JS.API.STREAM.INFO.${stream}`,
-    // nats.js creates an ordered consumer with filter_subjects on the bare subject.
-    `$JS.API.CONSUMER.CREATE.${stream}`,
-    `$JS.API.CONSUMER.CREATE.${stream}.>`,
-    `$JS.API.CONSUMER.MSG.NEXT.${stream}.*`,
-    `$JS.API.CONSUMER.DELETE.${stream}.*`,
-  ];
+  return [`$JS.API.DIRECT.GET.${UnibusSubject.roomStreamPrefix}${roomId}`];
 }
 
 /**
  * The pub/sub allow lists for a connection (DESIGN §4 ACL table):
  *
- * - member/admin: pub `unibus.v1.*.>` and its rooms; sub its rooms and its own
- *   inbox; admins also pub `$SRV.>` (micro discovery).
+ * - member/admin: pub `unibus.v1.*.>`, its rooms and direct get on their
+ *   streams; sub its rooms and its own inbox; admins also pub `$SRV.>`
+ *   (micro discovery).
  * - bootstrap (node / unknown, only if enabled): pub `unibus.v1.replica.handshake.*`; sub its own inbox.
  *
- * Nothing else: no `$JS.API`, `$KV`, `$SYS`, `$O`, nor other inboxes.
+ * Nothing else: no other `$JS.API` (never a consumer), `$KV`, `$SYS`, `$O`,
+ * nor other inboxes.
  * Unsafe room ids are skipped, never widened.
  *
  * @throws RangeError for a revoked user or a principal that is not a `U…` nkey;

@@ -1,5 +1,6 @@
 import type { ConnectionKicker } from "./kick.js";
 import type { RoomQuotaConfig } from "./quota.js";
+import type { RoomConsumers } from "./room-consumers.js";
 import type { RoomStreams } from "./room-streams.js";
 import type { MembershipStore } from "./store.js";
 
@@ -8,6 +9,8 @@ export interface MembershipDeps {
   store: MembershipStore;
   kicker: ConnectionKicker;
   streams: RoomStreams;
+  /** Deletes leftover consumers of a room stream when someone loses access to the room. */
+  consumers: RoomConsumers;
   /**
    * Principal of the privileged internal bootstrap identity, the only signer
    * `admin.bootstrap` accepts. Unset: bootstrap is refused to everyone.

@@ -23,6 +23,11 @@ export interface RoomStreams {
   ensure(roomId: string, quota: RoomQuota): Promise<void>;
   /** The limits and usage of a room's stream, read from the stream; null if it has none. */
   describe(roomId: string): Promise<RoomStreamState | null>;
+  /**
+   * Turns on direct get and no-ack on a stream made before they were set,
+   * changing nothing else; a no-op for a current stream or a room without one.
+   */
+  upgrade(roomId: string): Promise<void>;
 }
 
 /** Options of {@link JetStreamRoomStreams}. */
@@ -61,7 +66,25 @@ export class JetStreamRoomStreams implements RoomStreams {
       max_age: nanos(quota.maxAgeSeconds * 1000),
       deny_delete: true,
       deny_purge: true,
+      // Members read history with batch direct get, never a consumer.
+      allow_direct: true,
+      // Frames are core publishes; an ack would go to whatever reply subject
+      // the publisher named, even one it may not publish to (threat: a
+      // member overwriting a KV record with a PubAck).
+      no_ack: true,
     });
+  }
+
+  async upgrade(roomId: string): Promise<void> {
+    let info;
+    try {
+      info = await this.jsm.streams.info(roomStreamName(roomId));
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.status === 404) return;
+      throw err;
+    }
+    if (info.config.allow_direct && info.config.no_ack) return;
+    await this.jsm.streams.update(info.config.name, { ...info.config, allow_direct: true, no_ack: true });
   }
 
   async describe(roomId: string): Promise<RoomStreamState | null> {

@@ -8,6 +8,7 @@ import type { MembershipDeps } from "./deps.js";
 import type { KickOutcome } from "./kick.js";
 import { DefaultRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
 import { InsufficientResourcesErrCode } from "./room-streams.js";
+import { deleteLeftoverConsumers } from "./room-consumers.js";
 import { RoomRoleName, UserStatus, roomSubject } from "./records.js";
 import type { MemberRecord, RoomRecord, RoomRole } from "./records.js";
 import { Unchanged } from "./store.js";
@@ -83,7 +84,7 @@ async function roomOrThrow(store: MembershipStore, roomId: string): Promise<Room
 
 /** `rooms.*` endpoints. Callers must be active users; room management needs ownership or the admin role. */
 export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
-  const { store, kicker, streams } = deps;
+  const { store, kicker, streams, consumers } = deps;
   const newRoomId = deps.newRoomId ?? (() => randomBytes(12).toString("hex"));
   const selfKickDelayMs = deps.selfKickDelayMs ?? 250;
   const quotaConfig = deps.quotas ?? DefaultRoomQuotaConfig;
@@ -208,7 +209,9 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         if (revision === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
         ctx.logger.info({ room: req.roomId, target: principal, revision }, "member removed");
         deps.announce?.({ roomId: req.roomId, principal, change: "removed", revision });
-        return { roomId: req.roomId, principal, revision, kick: await kickAfterChange(principal, user.principal) };
+        const kick = await kickAfterChange(principal, user.principal);
+        await deleteLeftoverConsumers(consumers, [req.roomId], ctx.logger);
+        return { roomId: req.roomId, principal, revision, kick };
       },
     }),
     "rooms-leave": endpoint({
@@ -223,7 +226,9 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         if (revision === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
         ctx.logger.info({ room: req.roomId, revision }, "member left");
         deps.announce?.({ roomId: req.roomId, principal: user.principal, change: "left", revision });
-        return { roomId: req.roomId, principal: user.principal, revision, kick: await kickAfterChange(user.principal, user.principal) };
+        const kick = await kickAfterChange(user.principal, user.principal);
+        await deleteLeftoverConsumers(consumers, [req.roomId], ctx.logger);
+        return { roomId: req.roomId, principal: user.principal, revision, kick };
       },
     }),
   };

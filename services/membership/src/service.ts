@@ -13,6 +13,7 @@ import { SystemConnectionKicker } from "./kick.js";
 import type { ConnectionKicker, KickOutcome } from "./kick.js";
 import { MembershipBucket } from "./records.js";
 import type { RoomQuotaConfig } from "./quota.js";
+import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./room-consumers.js";
 import { JetStreamRoomStreams } from "./room-streams.js";
 import { roomEndpoints } from "./rooms.js";
 import { MembershipStore } from "./store.js";
@@ -93,10 +94,12 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
   const kicker =
     opts.kicker ??
     (opts.sys === undefined ? new UnconfiguredKicker(logger.child({ svc: ServiceName.membership })) : new SystemConnectionKicker(opts.sys, { logger: logger.child({ svc: ServiceName.membership }) }));
+  const jsm = await jetstreamManager(nc);
   const deps: MembershipDeps = {
     store,
     kicker,
-    streams: new JetStreamRoomStreams(await jetstreamManager(nc), { replicas }),
+    streams: new JetStreamRoomStreams(jsm, { replicas }),
+    consumers: new JetStreamRoomConsumers(jsm),
     ...(opts.bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal: opts.bootstrapPrincipal }),
     ...(opts.selfKickDelayMs === undefined ? {} : { selfKickDelayMs: opts.selfKickDelayMs }),
     ...(opts.quotas === undefined ? {} : { quotas: opts.quotas }),
@@ -104,6 +107,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     // change or an owner's own check; it never grants anything.
     announce: (event) => nc.publish(roomMembershipSubject(event.roomId), JSON.stringify(event)),
   };
+  await upgradeRoomStreams(deps, logger.child({ svc: ServiceName.membership, op: "room-streams" }));
   const running = await startService(nc, membershipService(deps), {
     ...opts,
     logger,
@@ -118,4 +122,22 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
       kicker.close();
     },
   };
+}
+
+/**
+ * Before answering anything: every persisted room's stream gets direct get
+ * (history reads need it; older streams were made without it), and every
+ * consumer on a room stream is deleted, which also retries a deletion that
+ * failed after a removal. A failure is logged per room and does not stop the
+ * service (the grants that matter are already gone from the callout).
+ */
+async function upgradeRoomStreams(deps: MembershipDeps, logger: Logger): Promise<void> {
+  const persisted: string[] = [];
+  for (const id of await deps.store.listRoomIds()) {
+    const room = await deps.store.getRoom(id);
+    if (room?.value.policy.persist !== true) continue;
+    persisted.push(id);
+    await deps.streams.upgrade(id).catch((err: unknown) => logger.error({ room: id, err: err instanceof Error ? err.message : String(err) }, "room stream not upgraded to direct get"));
+  }
+  await deleteLeftoverConsumers(deps.consumers, persisted, logger);
 }

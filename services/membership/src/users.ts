@@ -3,12 +3,13 @@ import { Access, endpoint } from "@unibus/kit";
 import type { EndpointSpec } from "@unibus/kit";
 import { activeUser, checkPrincipal } from "./access.js";
 import type { MembershipDeps } from "./deps.js";
+import { deleteLeftoverConsumers } from "./room-consumers.js";
 import { UserStatus } from "./records.js";
 import type { UserRecord } from "./records.js";
 
 /** `users.*` endpoints: the allowlist. All admin only (the kit denies anyone whose resolved role is not admin). */
 export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
-  const { store, kicker } = deps;
+  const { store, kicker, consumers } = deps;
   return {
     "users-add": endpoint({
       subject: Subjects.membership.usersAdd,
@@ -76,6 +77,8 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         ctx.logger.info({ target: principal, revision: revoked.revision }, "user revoked");
         // The flip is durable; the kick applies it to live connections now.
         const kick = await kicker.kick(principal);
+        const rooms = (await store.getRoomsByMember(principal))?.value.rooms ?? {};
+        await deleteLeftoverConsumers(consumers, Object.keys(rooms), ctx.logger);
         return { user: revoked.value, revision: revoked.revision, kick };
       },
     }),

@@ -63,9 +63,19 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
         // announced to the room's members so owners rekey. NATS wildcards
         // match whole tokens only (`ROOM_*` is a literal, and matched no
         // room), so stream create/info cannot be narrowed to `ROOM_` names:
-        // CREATE cannot change an existing stream (no UPDATE/DELETE/PURGE
-        // here), and this service already holds the allowlist itself.
-        publish: ["$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.INFO.*", "unibus.room.*.membership"],
+        // CREATE cannot change an existing stream (no DELETE/PURGE here),
+        // and this service already holds the allowlist itself. UPDATE turns
+        // on direct get on room streams made before it; consumer list and
+        // delete remove leftover consumers from room streams when someone
+        // loses access (neither reads a message).
+        publish: [
+          "$JS.API.STREAM.CREATE.*",
+          "$JS.API.STREAM.INFO.*",
+          "$JS.API.STREAM.UPDATE.*",
+          "$JS.API.CONSUMER.LIST.*",
+          "$JS.API.CONSUMER.DELETE.*.*",
+          "unibus.room.*.membership",
+        ],
       });
     case ServiceName.replicaGateway:
       // It answers under `unibus.v1.replica.>` (DESIGN §2), not its process name.

@@ -163,7 +163,7 @@ describe("end-to-end room frames on a real server", () => {
 
   it("a persisted room's stream and store hold no plaintext, and history returns the messages", async () => {
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: "ROOM_p1", subjects: ["unibus.room.p1.>"] });
+    await jsm.streams.add({ name: "ROOM_p1", subjects: ["unibus.room.p1.>"], allow_direct: true });
     const pk = new StaticRoomKeys().set("p1", 0, k0);
     const a = open(alice, "p1", pk);
     const secret = "TOP-SECRET-PLAINTEXT-4711";
@@ -202,7 +202,7 @@ describe("end-to-end room frames on a real server", () => {
 
   it("history reports frames of an epoch the reader does not hold as unknown_epoch", async () => {
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: "ROOM_p2", subjects: ["unibus.room.p2.>"] });
+    await jsm.streams.add({ name: "ROOM_p2", subjects: ["unibus.room.p2.>"], allow_direct: true });
     const writer = open(alice, "p2", new StaticRoomKeys().set("p2", 0, k0).set("p2", 1, k1));
     await writer.publish("epoch one");
     await nc.flush();

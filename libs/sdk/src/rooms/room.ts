@@ -13,6 +13,8 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { toHex } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
+import { readDirectHistory } from "./direct-history.js";
+import type { DirectHistoryStart } from "./direct-history.js";
 import { FrameError, RejectReason, frameOverheadBytes, frameSignatureValid, openFrame, parseFrame, sealFrame, senderPrincipal } from "./frame.js";
 import type { ParsedFrame } from "./frame.js";
 import type { RoomKeySource } from "./keyring.js";
@@ -92,6 +94,8 @@ export interface RoomSubscription extends AsyncIterable<RoomMessage> {
 export interface HistoryOptions {
   /** A stream sequence to start at, or a time. Default: the beginning. */
   since?: number | Date;
+  /** A page of history with no reply for this long fails the read. Default 5 s. */
+  timeoutMs?: number;
 }
 
 /** An end-to-end encrypted room. */
@@ -469,38 +473,17 @@ class RoomImpl implements Room {
   }
 
   async *history(opts: HistoryOptions = {}): AsyncIterable<RoomMessage> {
-    const js = jetstream(this.#nc);
-    const stream = await js.streams.get(`${RoomSubject.streamPrefix}${this.roomId}`);
-    const last = (await stream.info()).state.last_seq;
     const since = opts.since;
-    if (last === 0 || (typeof since === "number" && since > last)) return;
-    // Unfiltered on purpose: the stream also holds the membership service's
-    // `unibus.room.<id>.membership` events, and `last` is a sequence of the
-    // whole stream, so only an unfiltered read is sure to reach it (a filtered
-    // one waited forever when the newest stored message was such an event).
-    const consumer = await js.consumers.get(stream.name, {
-      ...(since === undefined
-        ? { deliver_policy: DeliverPolicy.All }
-        : typeof since === "number"
-          ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: since }
-          : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: since.toISOString() }),
-    });
+    const start: DirectHistoryStart = since === undefined ? { seq: 1 } : typeof since === "number" ? { seq: Math.max(1, since) } : { start_time: since.toISOString() };
     const out: RoomMessage[] = [];
     const rx = this.#receiver((m) => out.push(m));
-    const msgs = await consumer.consume();
-    try {
-      for await (const m of msgs) {
-        // Only the message subject carries frames; anything else in the room's
-        // namespace (membership events) is skipped, not reported as malformed.
-        if (m.subject === this.subject) {
-          const pending = rx.accept(m.data);
-          if (pending !== undefined) await pending;
-          while (out.length > 0) yield out.shift()!;
-        }
-        if (m.seq >= last || m.info.pending === 0) break;
-      }
-    } finally {
-      await msgs.close().catch(() => undefined);
+    // Direct get, filtered to the message subject: the stream also holds the
+    // membership service's `unibus.room.<id>.membership` events.
+    for await (const f of readDirectHistory(this.#nc, `${RoomSubject.streamPrefix}${this.roomId}`, this.subject, start, opts.timeoutMs)) {
+      if (f.subject !== this.subject) continue;
+      const pending = rx.accept(f.data);
+      if (pending !== undefined) await pending;
+      while (out.length > 0) yield out.shift()!;
     }
   }
 
