@@ -9,5 +9,7 @@ export { startService } from "./start-service.js";
 export type { KitDeps, RunningService } from "./start-service.js";
 export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets } from "./buckets.js";
 export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";
-export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, loadServiceConfig, runServiceMain } from "./service-main.js";
+export { PARENT_LIFELINE_FD_ENV, ParentLifelineError, watchParentLifeline } from "./parent-lifeline.js";
+export type { ParentLifeline } from "./parent-lifeline.js";
+export { LogLevel, PARENT_GONE_GRACE_MS, SHUTDOWN_GRACE_MS, ServiceConfigError, loadServiceConfig, runServiceMain } from "./service-main.js";
 export type { CreateService, ServiceConfig, ServiceMainSpec } from "./service-main.js";

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
+import { PARENT_LIFELINE_FD_ENV } from "@unibus/kit";
 
 /** How one supervised process is started. */
 export interface ChildSpec {
@@ -58,6 +59,9 @@ interface Slot {
   restartTimer: NodeJS.Timeout | undefined;
   restarts: number;
 }
+
+/** Descriptor of the lifeline pipe in every child. */
+const LIFELINE_FD = 3;
 
 /** Children alive in this process, killed if it exits abruptly (they run in their own process groups). */
 const liveChildren = new Set<ChildProcess>();
@@ -118,12 +122,16 @@ export class Supervisor {
 
   #launch(slot: Slot): void {
     const { spec } = slot;
+    // fd 3 is the lifeline: we never write to it, and the kernel closes our
+    // end however we die (SIGKILL included), so the child sees EOF and exits
+    // instead of running on as an orphan in its own process group.
     const child = spawn(spec.command, [...spec.args], {
       cwd: spec.cwd,
-      env: spec.env,
-      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...spec.env, [PARENT_LIFELINE_FD_ENV]: String(LIFELINE_FD) },
+      stdio: ["ignore", "pipe", "pipe", "pipe"],
       detached: true,
     });
+    child.stdio[LIFELINE_FD]?.on("error", () => undefined);
     slot.child = child;
     slot.startedAt = Date.now();
     liveChildren.add(child);
