@@ -1,8 +1,16 @@
 import { connect } from "@nats-io/transport-node";
 import { nkeyAuthenticator } from "@unibus/crypto";
-import { NatsServerNotFoundError, NatsServerStartError, findNatsServer, startNatsServer } from "@unibus/natsd";
+import {
+  NatsServerNotFoundError,
+  NatsServerOrphanError,
+  NatsServerStartError,
+  findNatsServer,
+  startNatsServer,
+  startNatsServerWatchdog,
+  stopOrphanNatsServer,
+} from "@unibus/natsd";
 import type { Identity } from "@unibus/crypto";
-import type { NatsServerProcess } from "@unibus/natsd";
+import type { NatsServerProcess, NatsServerWatchdog } from "@unibus/natsd";
 import { parseCommandArgs } from "../args.js";
 import type { Command } from "../command.js";
 import { CliError, ExitCode } from "../errors.js";
@@ -91,8 +99,12 @@ async function runUp(io: CliIo): Promise<number> {
   await ensurePrivateDir(home.root);
   const lock = await acquireHomeLock(home.lockFile);
   let server: NatsServerProcess | undefined;
+  let watchdog: NatsServerWatchdog | undefined;
   let supervisor: Supervisor | undefined;
   try {
+    // The lock may have been taken over from a killed `up` whose nats-server
+    // survived it: two servers on one JetStream store corrupt it.
+    await stopOrphanServer(io, home);
     const state = await provisionHome(home, ALL_SERVICES);
     say(io, `state dir ${home.root}`);
     for (const line of state.created) say(io, `created ${line}`);
@@ -102,6 +114,7 @@ async function runUp(io: CliIo): Promise<number> {
 
     const bin = await findServerBinary(io);
     server = await startServer(home, state, { port, monitorPort, bin });
+    watchdog = await armWatchdog(server);
     const url = server.url;
     await checkBusReady(url, membershipIdentity(state));
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
@@ -150,12 +163,14 @@ async function runUp(io: CliIo): Promise<number> {
     say(io, `${reason}: stopping services`);
     await supervisor.stop();
     say(io, "stopping nats-server");
+    await watchdog.stop();
     await server.stop();
     say(io, "stopped");
     return ExitCode.ok;
   } finally {
     // Reached on failures too: never leave children or a server behind a failed start.
     await supervisor?.stop();
+    await watchdog?.stop();
     await server?.stop();
     await lock.release();
   }
@@ -168,6 +183,26 @@ async function findServerBinary(io: CliIo): Promise<string> {
     return found.bin;
   } catch (err) {
     if (err instanceof NatsServerNotFoundError) throw new CliError(err.message, { cause: err });
+    throw err;
+  }
+}
+
+async function stopOrphanServer(io: CliIo, home: HomeLayout): Promise<void> {
+  try {
+    const outcome = await stopOrphanNatsServer(home.serverDir, { log: (msg) => say(io, msg) });
+    if (outcome.action === "stopped") say(io, `stopped the earlier nats-server (pid ${outcome.pid}, ${outcome.by})`);
+  } catch (err) {
+    if (err instanceof NatsServerOrphanError) throw new CliError(err.message, { cause: err });
+    throw err;
+  }
+}
+
+/** Without an armed watchdog a SIGKILL of `up` would leave the server running: refuse to go on. */
+async function armWatchdog(server: NatsServerProcess): Promise<NatsServerWatchdog> {
+  try {
+    return await startNatsServerWatchdog(server);
+  } catch (err) {
+    if (err instanceof NatsServerOrphanError) throw new CliError(err.message, { cause: err });
     throw err;
   }
 }
