@@ -3,7 +3,6 @@ import type { ConnectionOptions, NatsConnection } from "@nats-io/transport-node"
 import { loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import { watchParentLifeline } from "./parent-lifeline.js";
 import type { KitDeps, RunningService } from "./start-service.js";
 
 /** Log levels pino accepts. */
@@ -75,12 +74,6 @@ export function loadServiceConfig(env: NodeJS.ProcessEnv): ServiceConfig {
 /** How long a SIGTERM/SIGINT drain may take before the connection is closed outright. */
 export const SHUTDOWN_GRACE_MS = 10_000;
 
-/**
- * The drain bound once the supervisor is gone: its nats-server is being
- * stopped too, and the next `unibus up` on the same home waits for us.
- */
-export const PARENT_GONE_GRACE_MS = 1_000;
-
 /** How a service main creates its service; `createXService` fits. */
 export type CreateService = (nc: NatsConnection, deps: KitDeps) => Promise<RunningService>;
 
@@ -122,13 +115,7 @@ async function watchStatus(nc: NatsConnection, logger: Logger): Promise<void> {
 export async function runServiceMain(spec: ServiceMainSpec, env: NodeJS.ProcessEnv = process.env): Promise<void> {
   let logger: Logger = pino({ level: "info" }).child({ svc: spec.name });
   let nc: NatsConnection | undefined;
-  // Until the service runs there is nothing to drain: a dead parent ends us at once.
-  let onParentGone = (): void => {
-    logger.warn({ op: "shutdown", signal: "parent-exited" }, "supervisor gone before start; exiting");
-    process.exit(1);
-  };
   try {
-    watchParentLifeline(env, () => onParentGone());
     const config = loadServiceConfig(env);
     logger = pino({ level: config.logLevel }).child({ svc: spec.name });
     nc = await connect(await connectOptions(config, spec.name));
@@ -136,16 +123,16 @@ export async function runServiceMain(spec: ServiceMainSpec, env: NodeJS.ProcessE
     const running = await spec.create(nc, { logger, bucketReplicas: config.bucketReplicas, bucketBudgetMs: config.bucketBudgetMs });
     const connection = nc;
     let stopping = false;
-    const shutdown = (signal: string, graceMs: number = SHUTDOWN_GRACE_MS): void => {
+    const shutdown = (signal: string): void => {
       if (stopping) return;
       stopping = true;
       logger.info({ op: "shutdown", signal }, "draining");
       // Draining needs the server; while disconnected it would wait forever, so
       // a grace period bounds it and then the connection is closed outright.
       const grace = setTimeout(() => {
-        logger.warn({ op: "shutdown", graceMs }, "drain did not finish; closing");
+        logger.warn({ op: "shutdown", graceMs: SHUTDOWN_GRACE_MS }, "drain did not finish; closing");
         void connection.close().finally(() => process.exit(1));
-      }, graceMs);
+      }, SHUTDOWN_GRACE_MS);
       grace.unref();
       running
         .stop()
@@ -160,7 +147,6 @@ export async function runServiceMain(spec: ServiceMainSpec, env: NodeJS.ProcessE
     };
     process.once("SIGTERM", () => shutdown("SIGTERM"));
     process.once("SIGINT", () => shutdown("SIGINT"));
-    onParentGone = () => shutdown("parent-exited", PARENT_GONE_GRACE_MS);
     const closed = await connection.closed();
     if (!stopping) {
       logger.fatal({ op: "connection", err: closed?.message }, "connection closed unexpectedly");

@@ -4,7 +4,6 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
-import { PARENT_GONE_GRACE_MS, watchParentLifeline } from "@unibus/kit";
 import { pino } from "pino";
 import type { Logger } from "pino";
 import { DirectoryBucket } from "./constants.js";
@@ -99,9 +98,6 @@ async function openDirectoryBuckets(kvm: Kvm, log: Logger): Promise<[KV, KV]> {
 
 async function main(): Promise<void> {
   const log = pino({ base: { svc: "auth-callout" } });
-  // An orphan must not keep answering logins: a dead supervisor ends us within the grace.
-  let onParentGone = (): void => process.exit(1);
-  watchParentLifeline(process.env, () => onParentGone());
   const config = loadCalloutConfig(process.env);
   const identity = await loadIdentityFile(config.identityPath);
   const issuer = SigningKey.fromNkeySeed(await readSecretFile(config.issuerSeedFile));
@@ -138,11 +134,6 @@ async function main(): Promise<void> {
     };
     process.once("SIGTERM", stop);
     process.once("SIGINT", stop);
-    onParentGone = () => {
-      log.warn({ op: "shutdown", signal: "parent-exited" }, "supervisor gone; stopping");
-      setTimeout(() => process.exit(1), PARENT_GONE_GRACE_MS).unref();
-      stop();
-    };
     await nc.closed();
   } finally {
     if (nc !== undefined && !nc.isClosed()) await nc.close();

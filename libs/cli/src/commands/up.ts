@@ -1,5 +1,6 @@
 import { connect } from "@nats-io/transport-node";
 import { nkeyAuthenticator } from "@unibus/crypto";
+import { PARENT_LIFELINE_PRELOAD } from "@unibus/kit";
 import {
   NatsServerNotFoundError,
   NatsServerOrphanError,
@@ -299,8 +300,9 @@ function serviceSpec(
   return {
     name,
     command: process.execPath,
-    // `--import tsx` resolves from cwd, hence cwd = repo root.
-    args: ["--import", "tsx", entryPoint],
+    // `--import tsx` resolves from cwd, hence cwd = repo root. The lifeline
+    // preload comes first so the child watches its supervisor while tsx loads.
+    args: ["--import", PARENT_LIFELINE_PRELOAD, "--import", "tsx", entryPoint],
     env,
     cwd: REPO_ROOT,
   };
