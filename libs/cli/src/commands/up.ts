@@ -126,10 +126,15 @@ async function runUp(io: CliIo): Promise<number> {
     const missing = availability.filter((s) => !s.available);
     const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env));
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
-    supervisor = new Supervisor(specs, {
-      line: (name, _stream, line) => io.out(formatChildLine(name, line, width)),
-      notice: (message) => say(io, message),
-    });
+    supervisor = new Supervisor(
+      specs,
+      {
+        line: (name, _stream, line) => io.out(formatChildLine(name, line, width)),
+        notice: (message) => say(io, message),
+      },
+      // A start taking over after a crash waits for these before it starts its own bus.
+      { onChildrenChanged: (pids) => void lock.recordChildren(pids).catch((err: unknown) => say(io, `cannot record children in ${lock.path}: ${String(err)}`)) },
+    );
     supervisor.start();
 
     // Every start: cheap, idempotent, and it repairs a home whose first run stopped before the admin existed.

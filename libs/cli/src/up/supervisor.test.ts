@@ -73,4 +73,19 @@ describe("supervisor", () => {
     await sup.stop();
     expect(c.lines).toContain("svc:fd 3 true");
   });
+
+  it("reports the running children's pids as they start and exit", async () => {
+    const c = collector();
+    const seen: (readonly number[])[] = [];
+    const sup = new Supervisor([nodeChild("svc", "console.log('up'); setInterval(() => {}, 1000);")], c.events, {
+      stopGraceMs: 1_000,
+      onChildrenChanged: (pids) => seen.push(pids),
+    });
+    sup.start();
+    await until(() => c.lines.includes("svc:up"));
+    const pid = sup.pids().get("svc");
+    expect(seen).toEqual([[pid]]);
+    await sup.stop();
+    expect(seen).toEqual([[pid], []]);
+  });
 });

@@ -43,6 +43,8 @@ export interface SupervisorOptions {
   readonly backoff?: BackoffPolicy;
   /** How long a child may take to drain after SIGTERM before SIGKILL. */
   readonly stopGraceMs?: number;
+  /** Called with the running children's pids whenever one starts or exits (e.g. to record them in the home lock). */
+  readonly onChildrenChanged?: (pids: readonly number[]) => void;
 }
 
 /** The delay before restart number `attempt` (0-based): initial · 2^attempt, capped. */
@@ -93,6 +95,7 @@ export class Supervisor {
   readonly #events: SupervisorEvents;
   readonly #backoff: BackoffPolicy;
   readonly #stopGraceMs: number;
+  readonly #onChildrenChanged: ((pids: readonly number[]) => void) | undefined;
   #stopping = false;
 
   constructor(specs: readonly ChildSpec[], events: SupervisorEvents, opts: SupervisorOptions = {}) {
@@ -100,6 +103,7 @@ export class Supervisor {
     this.#events = events;
     this.#backoff = opts.backoff ?? DEFAULT_BACKOFF;
     this.#stopGraceMs = opts.stopGraceMs ?? 10_000;
+    this.#onChildrenChanged = opts.onChildrenChanged;
   }
 
   /** Starts every child. */
@@ -135,6 +139,7 @@ export class Supervisor {
     slot.child = child;
     slot.startedAt = Date.now();
     liveChildren.add(child);
+    this.#childrenChanged();
     for (const stream of ["stdout", "stderr"] as const) {
       const source = child[stream];
       if (!source) continue;
@@ -147,12 +152,17 @@ export class Supervisor {
         finished = true;
         liveChildren.delete(child);
         slot.child = undefined;
+        this.#childrenChanged();
         done();
         this.#onExit(slot, code, signal, error);
       };
       child.once("error", (err) => onEnd(null, null, err));
       child.once("exit", (code, signal) => onEnd(code, signal));
     });
+  }
+
+  #childrenChanged(): void {
+    this.#onChildrenChanged?.([...this.pids().values()]);
   }
 
   #onExit(slot: Slot, code: number | null, signal: NodeJS.Signals | null, error?: Error): void {
