@@ -115,6 +115,8 @@ describe("unibus up killed with SIGKILL (real processes)", () => {
     await waitReady(first);
     const admin = /bootstrapped admin #0 (U[A-Z0-9]+)/.exec(first.output())?.[1];
     expect(admin, first.output()).toBeDefined();
+    // The lock names every service, so a start taking over would wait for them.
+    expect((await readFile(join(home, "up.lock"), "utf8")).match(/^child \d+ \d+$/gm)?.length).toBeGreaterThanOrEqual(5);
     const before = processesOf(home);
     // The server, its watchdog and every service.
     expect(before.some((p) => p.argv.includes("nats-server -c"))).toBe(true);
