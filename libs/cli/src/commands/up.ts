@@ -2,9 +2,19 @@ import { connect } from "@nats-io/transport-node";
 import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
 import type { AccountJetStreamLimits } from "@unibus/auth-callout";
 import { nkeyAuthenticator } from "@unibus/crypto";
-import { MIN_NATS_SERVER_VERSION, NatsServerNotFoundError, NatsServerStartError, findNatsServer, startNatsServer } from "@unibus/natsd";
+import { PARENT_LIFELINE_PRELOAD } from "@unibus/kit";
+import {
+  MIN_NATS_SERVER_VERSION,
+  NatsServerNotFoundError,
+  NatsServerOrphanError,
+  NatsServerStartError,
+  findNatsServer,
+  startNatsServer,
+  startNatsServerWatchdog,
+  stopOrphanNatsServer,
+} from "@unibus/natsd";
 import type { Identity } from "@unibus/crypto";
-import type { NatsServerProcess } from "@unibus/natsd";
+import type { NatsServerProcess, NatsServerWatchdog } from "@unibus/natsd";
 import { parseCommandArgs } from "../args.js";
 import type { Command } from "../command.js";
 import { CliError, ExitCode } from "../errors.js";
@@ -104,8 +114,12 @@ async function runUp(io: CliIo): Promise<number> {
   await ensurePrivateDir(home.root);
   const lock = await acquireHomeLock(home.lockFile);
   let server: NatsServerProcess | undefined;
+  let watchdog: NatsServerWatchdog | undefined;
   let supervisor: Supervisor | undefined;
   try {
+    // The lock may have been taken over from a killed `up` whose nats-server
+    // survived it: two servers on one JetStream store corrupt it.
+    await stopOrphanServer(io, home);
     const state = await provisionHome(home, ALL_SERVICES);
     say(io, `state dir ${home.root}`);
     for (const line of state.created) say(io, `created ${line}`);
@@ -115,6 +129,7 @@ async function runUp(io: CliIo): Promise<number> {
 
     const bin = await findServerBinary(io);
     server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits });
+    watchdog = await armWatchdog(server);
     const url = server.url;
     await checkBusReady(url, membershipIdentity(state));
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
@@ -125,10 +140,15 @@ async function runUp(io: CliIo): Promise<number> {
     const missing = availability.filter((s) => !s.available);
     const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env));
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
-    supervisor = new Supervisor(specs, {
-      line: (name, _stream, line) => io.out(formatChildLine(name, line, width)),
-      notice: (message) => say(io, message),
-    });
+    supervisor = new Supervisor(
+      specs,
+      {
+        line: (name, _stream, line) => io.out(formatChildLine(name, line, width)),
+        notice: (message) => say(io, message),
+      },
+      // A start taking over after a crash waits for these before it starts its own bus.
+      { onChildrenChanged: (pids) => void lock.recordChildren(pids).catch((err: unknown) => say(io, `cannot record children in ${lock.path}: ${String(err)}`)) },
+    );
     supervisor.start();
 
     // Every start: cheap, idempotent, and it repairs a home whose first run stopped before the admin existed.
@@ -163,12 +183,14 @@ async function runUp(io: CliIo): Promise<number> {
     say(io, `${reason}: stopping services`);
     await supervisor.stop();
     say(io, "stopping nats-server");
+    await watchdog.stop();
     await server.stop();
     say(io, "stopped");
     return ExitCode.ok;
   } finally {
     // Reached on failures too: never leave children or a server behind a failed start.
     await supervisor?.stop();
+    await watchdog?.stop();
     await server?.stop();
     await lock.release();
   }
@@ -181,6 +203,26 @@ async function findServerBinary(io: CliIo): Promise<string> {
     return found.bin;
   } catch (err) {
     if (err instanceof NatsServerNotFoundError) throw new CliError(err.message, { cause: err });
+    throw err;
+  }
+}
+
+async function stopOrphanServer(io: CliIo, home: HomeLayout): Promise<void> {
+  try {
+    const outcome = await stopOrphanNatsServer(home.serverDir, { log: (msg) => say(io, msg) });
+    if (outcome.action === "stopped") say(io, `stopped the earlier nats-server (pid ${outcome.pid}, ${outcome.by})`);
+  } catch (err) {
+    if (err instanceof NatsServerOrphanError) throw new CliError(err.message, { cause: err });
+    throw err;
+  }
+}
+
+/** Without an armed watchdog a SIGKILL of `up` would leave the server running: refuse to go on. */
+async function armWatchdog(server: NatsServerProcess): Promise<NatsServerWatchdog> {
+  try {
+    return await startNatsServerWatchdog(server);
+  } catch (err) {
+    if (err instanceof NatsServerOrphanError) throw new CliError(err.message, { cause: err });
     throw err;
   }
 }
@@ -277,8 +319,9 @@ function serviceSpec(
   return {
     name,
     command: process.execPath,
-    // `--import tsx` resolves from cwd, hence cwd = repo root.
-    args: ["--import", "tsx", entryPoint],
+    // `--import tsx` resolves from cwd, hence cwd = repo root. The lifeline
+    // preload comes first so the child watches its supervisor while tsx loads.
+    args: ["--import", PARENT_LIFELINE_PRELOAD, "--import", "tsx", entryPoint],
     env,
     cwd: REPO_ROOT,
   };

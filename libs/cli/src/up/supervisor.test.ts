@@ -63,4 +63,29 @@ describe("supervisor", () => {
     expect(c.notices.some((n) => /stubborn did not stop .* killing it/.test(n))).toBe(true);
     expect(sup.pids().size).toBe(0);
   });
+
+  it("gives every child the lifeline: a pipe on fd 3, named in its environment", async () => {
+    const c = collector();
+    const code = "const s = require('fs').fstatSync(3); console.log('fd', process.env.UNIBUS_PARENT_FD, s.isSocket() || s.isFIFO()); setInterval(() => {}, 1000);";
+    const sup = new Supervisor([nodeChild("svc", code)], c.events, { stopGraceMs: 1_000 });
+    sup.start();
+    await until(() => c.lines.some((l) => l.startsWith("svc:fd")));
+    await sup.stop();
+    expect(c.lines).toContain("svc:fd 3 true");
+  });
+
+  it("reports the running children's pids as they start and exit", async () => {
+    const c = collector();
+    const seen: (readonly number[])[] = [];
+    const sup = new Supervisor([nodeChild("svc", "console.log('up'); setInterval(() => {}, 1000);")], c.events, {
+      stopGraceMs: 1_000,
+      onChildrenChanged: (pids) => seen.push(pids),
+    });
+    sup.start();
+    await until(() => c.lines.includes("svc:up"));
+    const pid = sup.pids().get("svc");
+    expect(seen).toEqual([[pid]]);
+    await sup.stop();
+    expect(seen).toEqual([[pid], []]);
+  });
 });

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { createInterface } from "node:readline";
+import { PARENT_LIFELINE_FD_ENV } from "@unibus/kit";
 
 /** How one supervised process is started. */
 export interface ChildSpec {
@@ -42,6 +43,8 @@ export interface SupervisorOptions {
   readonly backoff?: BackoffPolicy;
   /** How long a child may take to drain after SIGTERM before SIGKILL. */
   readonly stopGraceMs?: number;
+  /** Called with the running children's pids whenever one starts or exits (e.g. to record them in the home lock). */
+  readonly onChildrenChanged?: (pids: readonly number[]) => void;
 }
 
 /** The delay before restart number `attempt` (0-based): initial · 2^attempt, capped. */
@@ -58,6 +61,9 @@ interface Slot {
   restartTimer: NodeJS.Timeout | undefined;
   restarts: number;
 }
+
+/** Descriptor of the lifeline pipe in every child. */
+const LIFELINE_FD = 3;
 
 /** Children alive in this process, killed if it exits abruptly (they run in their own process groups). */
 const liveChildren = new Set<ChildProcess>();
@@ -89,6 +95,7 @@ export class Supervisor {
   readonly #events: SupervisorEvents;
   readonly #backoff: BackoffPolicy;
   readonly #stopGraceMs: number;
+  readonly #onChildrenChanged: ((pids: readonly number[]) => void) | undefined;
   #stopping = false;
 
   constructor(specs: readonly ChildSpec[], events: SupervisorEvents, opts: SupervisorOptions = {}) {
@@ -96,6 +103,7 @@ export class Supervisor {
     this.#events = events;
     this.#backoff = opts.backoff ?? DEFAULT_BACKOFF;
     this.#stopGraceMs = opts.stopGraceMs ?? 10_000;
+    this.#onChildrenChanged = opts.onChildrenChanged;
   }
 
   /** Starts every child. */
@@ -118,15 +126,20 @@ export class Supervisor {
 
   #launch(slot: Slot): void {
     const { spec } = slot;
+    // fd 3 is the lifeline: we never write to it, and the kernel closes our
+    // end however we die (SIGKILL included), so the child sees EOF and exits
+    // instead of running on as an orphan in its own process group.
     const child = spawn(spec.command, [...spec.args], {
       cwd: spec.cwd,
-      env: spec.env,
-      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...spec.env, [PARENT_LIFELINE_FD_ENV]: String(LIFELINE_FD) },
+      stdio: ["ignore", "pipe", "pipe", "pipe"],
       detached: true,
     });
+    child.stdio[LIFELINE_FD]?.on("error", () => undefined);
     slot.child = child;
     slot.startedAt = Date.now();
     liveChildren.add(child);
+    this.#childrenChanged();
     for (const stream of ["stdout", "stderr"] as const) {
       const source = child[stream];
       if (!source) continue;
@@ -139,12 +152,17 @@ export class Supervisor {
         finished = true;
         liveChildren.delete(child);
         slot.child = undefined;
+        this.#childrenChanged();
         done();
         this.#onExit(slot, code, signal, error);
       };
       child.once("error", (err) => onEnd(null, null, err));
       child.once("exit", (code, signal) => onEnd(code, signal));
     });
+  }
+
+  #childrenChanged(): void {
+    this.#onChildrenChanged?.([...this.pids().values()]);
   }
 
   #onExit(slot: Slot, code: number | null, signal: NodeJS.Signals | null, error?: Error): void {
