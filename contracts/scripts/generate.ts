@@ -1,6 +1,6 @@
 /**
  * Generates `contracts/src/generated/{types,schemas}.ts` from the JSON Schemas in
- * `contracts/schemas`, which are the source of truth (DESIGN §1.5).
+ * `contracts/schemas`, which are the source of truth (architecture §1.5).
  *
  *   tsx contracts/scripts/generate.ts           write the generated files
  *   tsx contracts/scripts/generate.ts --check   exit 1 if they are stale

@@ -3,7 +3,7 @@
 // ESTABLISHED TCP connection to the bus client port, read from the
 // container's own /proc/net/tcp{,6}. It is per container, so one healthy
 // replica cannot vouch for a broken one; a micro PING would need an identity
-// allowed to publish `$SRV.PING.*`, which service users are not (DESIGN §4).
+// allowed to publish `$SRV.PING.*`, which service users are not (architecture §4).
 import { readFileSync } from "node:fs";
 
 const port = Number(process.env.UNIBUS_HEALTH_PORT ?? 4222);

@@ -83,7 +83,7 @@ function serverConfig(state: ProvisionedHome, serverName: string, routes: readon
       pool_size: ROUTE_POOL_SIZE,
       // Do not gossip container addresses to peers or clients: clients use their seed list.
       no_advertise: true,
-      // Routes are mutual TLS (DESIGN §7): a route CA of their own, separate from any
+      // Routes are mutual TLS (architecture §7): a route CA of their own, separate from any
       // client CA; each node's cert has serverAuth+clientAuth and SAN DNS:<node>.
       // Made on the host by deploy/scripts/cluster-certs.sh, mounted read-only.
       tls: {
@@ -113,7 +113,7 @@ async function writeNatsShare(home: HomeLayout, state: ProvisionedHome): Promise
   const targets = nodes.length === 0 ? [{ dir: join(OUT, "nats"), name: "unibus-nats", routes: undefined }] : nodes.map((n) => ({ dir: join(OUT, n), name: n, routes: nodes.filter((o) => o !== n) }));
   for (const t of targets) {
     await resetShare(t.dir);
-    // The key file, not the key: nats-launch reads it into nats-server's environment (DESIGN §1.4).
+    // The key file, not the key: nats-launch reads it into nats-server's environment (architecture §1.4).
     await copyPrivate(home.jetstreamKeyFile, join(t.dir, "jetstream.key"));
     await writePrivateFile(join(t.dir, "nats.conf"), renderNatsConfig(serverConfig(state, t.name, t.routes)));
     say(`nats config for ${t.name}${t.routes ? ` (routes to ${t.routes.join(", ")})` : ""} in ${t.dir} (store ${NATS_DATA_DIR}, key via ${JETSTREAM_KEY_ENV})`);

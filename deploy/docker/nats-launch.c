@@ -6,7 +6,7 @@
  *     Reads the JetStream at-rest key from $UNIBUS_JS_KEY_FILE (a 0600 file in
  *     the state volume written by the init container), puts it in the
  *     environment as UNIBUS_JS_KEY and execs /nats-server. The key thus reaches
- *     nats-server only through its own environment (DESIGN §1.4): never in the
+ *     nats-server only through its own environment (architecture §1.4): never in the
  *     image, the compose file, the config file, argv or `docker inspect`.
  *
  *   nats-launch probe <port> [path]

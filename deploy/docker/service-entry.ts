@@ -26,7 +26,7 @@ if (name === ServiceName.authCallout) {
 if (name === ServiceName.membership) env["UNIBUS_SYS_IDENTITY"] = join(share, "system.id");
 const extra = join(share, "env");
 if (existsSync(extra)) Object.assign(env, parseEnvFile(readFileSync(extra, "utf8")));
-// The JetStream key is for nats-server only (DESIGN §1.4).
+// The JetStream key is for nats-server only (architecture §1.4).
 delete env["UNIBUS_JS_KEY"];
 
 const main = join(process.cwd(), "services", name, "src", "main.ts");

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Route TLS material for docker-compose.cluster.yml (DESIGN §7), made on the
+# Route TLS material for docker-compose.cluster.yml (architecture §7), made on the
 # HOST with the `openssl` binary (the images are FROM scratch and node:crypto
 # cannot issue X.509 certificates):
 #   deploy/scripts/cluster-certs.sh [dir]     (default: .unibus/cluster-tls, git-ignored)

@@ -6,7 +6,7 @@
 #   - no `docker compose`: extracts the plugin from Debian trixie's
 #     docker-compose package (private apt state: the system's is never touched)
 #     into ~/.docker/cli-plugins/.
-# No image registry is needed or contacted (FIELD-NOTES "Docker, compose, testcontainers").
+# No image registry is needed or contacted (nats-notes "Docker, compose, testcontainers").
 set -euo pipefail
 
 DOCKERD_LOG=${DOCKERD_LOG:-/var/log/unibus-dockerd.log}

@@ -38,7 +38,7 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
   it("$SRV.INFO from the host lists the six services, with membership x3 and keys x2 in one queue group each", async () => {
     const nc = admin.nc;
     const seen = new Map<string, number>();
-    // The admin may only receive replies under its own inbox prefix (DESIGN §4).
+    // The admin may only receive replies under its own inbox prefix (architecture §4).
     const inbox = nc.subscribe(`_INBOX.${stack.admin.principal}.srvinfo.${Date.now()}`);
     // Scatter-gather: every instance answers $SRV.INFO on the same reply subject.
     nc.publish("$SRV.INFO", undefined, { reply: inbox.getSubject() });

@@ -94,7 +94,7 @@ export async function connectToBus(settings: ConnectionSettings, name = "unibus-
       name,
       reconnect: false,
       timeout: 5_000,
-      // The callout lets a principal subscribe only to its own inbox (DESIGN §4).
+      // The callout lets a principal subscribe only to its own inbox (architecture §4).
       ...(identity ? { authenticator: nkeyAuthenticator(identity.signingKey), inboxPrefix: `_INBOX.${identity.principal}` } : {}),
     });
   } catch (err) {

@@ -4,7 +4,7 @@ import { CliError } from "./errors.js";
 
 /**
  * Loads an identity file, turning each {@link IdentityFileError} code into a
- * message that says how to fix it. Never creates a file (DESIGN §3).
+ * message that says how to fix it. Never creates a file (architecture §3).
  */
 export async function loadIdentityForCli(path: string): Promise<Identity> {
   try {

@@ -15,7 +15,7 @@ if (endianness() !== "LE") throw new Error("@unibus/crypto: big-endian hosts are
  * XChaCha20 = HChaCha20(key, nonce[0..16]) as subkey + ChaCha20-Poly1305 (IETF,
  * 12-byte nonce 0x00000000 || nonce[16..24]); draft-irtf-cfrg-xchacha §2.3.
  * node:crypto has no XChaCha, so the subkey comes from @noble/ciphers' hchacha
- * and the bulk AEAD from node (FIELD-NOTES "Crypto"): ~2x noble's speed with
+ * and the bulk AEAD from node (nats-notes "Crypto"): ~2x noble's speed with
  * byte-identical output.
  */
 function subkeyAndNonce(key: Uint8Array, nonce: Uint8Array): { subkey: Uint8Array; nonce12: Uint8Array } {

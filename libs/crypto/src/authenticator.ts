@@ -6,7 +6,7 @@ import { utf8 } from "./encoding.js";
  * the key's cached node:crypto key.
  *
  * nats.js's own `nkeyAuthenticator(seed)` rebuilds the key with tweetnacl on
- * every connect (FIELD-NOTES "Auth callout"). Measured 2026-11-23 (2 cores
+ * every connect (nats-notes "Auth callout"). Measured 2026-11-23 (2 cores
  * under load, sequential connect + close to a local nats-server, same run):
  * this authenticator 450-630 connects/s, nats.js's 48-55.
  *

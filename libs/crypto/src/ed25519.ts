@@ -33,7 +33,7 @@ function rawPublicKey(key: KeyObject): Uint8Array {
  * An Ed25519 signing key backed by a cached node:crypto `KeyObject`.
  *
  * Rebuilding the key per signature (as nats.js and @nats-io/jwt do with
- * tweetnacl) costs milliseconds and capped logins at ~50/s (FIELD-NOTES
+ * tweetnacl) costs milliseconds and capped logins at ~50/s (docs/nats-notes.md
  * "Auth callout"); the cached key signs at ~40k/s. Signatures are
  * byte-identical to @noble/ed25519 (Ed25519 is deterministic, RFC 8032).
  *

@@ -4,7 +4,7 @@ import { fromBase64Url, randomBytes, toBase64Url, toHex, utf8 } from "./encoding
 import { sha256 } from "./hash.js";
 import { isPrincipal, publicKeyFromPrincipal } from "./principal.js";
 
-/** NATS header names that carry a signed request envelope (DESIGN §4). */
+/** NATS header names that carry a signed request envelope (architecture §4). */
 export const EnvelopeHeader = {
   signer: "Unibus-Signer",
   timestamp: "Unibus-Ts",

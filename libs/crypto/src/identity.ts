@@ -11,7 +11,7 @@ export const IDENTITY_FILE_VERSION = 1;
 const IDENTITY_FILE_KIND = "unibus-identity";
 
 /**
- * A principal's key material (DESIGN §3): an Ed25519 signing key (its nkey is
+ * A principal's key material (architecture §3): an Ed25519 signing key (its nkey is
  * the principal id) and an independent X25519 key-agreement key (sealed boxes).
  *
  * Objects from this module carry the X25519 secret as a non-enumerable
@@ -187,7 +187,7 @@ function corrupt(path: string, why: string, cause?: unknown): IdentityFileError 
 }
 
 /**
- * Loads an identity file. Never creates, repairs or rewrites it (DESIGN §3:
+ * Loads an identity file. Never creates, repairs or rewrites it (architecture §3:
  * a silently regenerated key would be a new principal). Errors
  * ({@link IdentityFileError}): "missing"; "insecure-mode" when group or
  * other permission bits are set (a readable key is a leaked key);

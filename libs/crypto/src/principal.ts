@@ -4,7 +4,7 @@ import { NkeyPrefix, decodeNkeyPublic, encodeNkeyPublic } from "./nkey.js";
 
 const HEX64_RE = /^[0-9a-fA-F]{64}$/;
 
-/** The principal id (`U…` user nkey, DESIGN §3) of a 32-byte Ed25519 public key. */
+/** The principal id (`U…` user nkey, architecture §3) of a 32-byte Ed25519 public key. */
 export function principalFromPublicKey(publicKey: Uint8Array): string {
   if (!(publicKey instanceof Uint8Array) || publicKey.byteLength !== 32) {
     throw new InvalidPrincipalError("an Ed25519 public key is 32 bytes");

@@ -50,7 +50,7 @@ function assemble(epk: Uint8Array, shared: Uint8Array, rpk: Uint8Array, plaintex
  *
  * A sealed box does NOT authenticate its sender: anyone who knows the
  * recipient's public key can seal to it. Callers sign what they seal (e.g. a
- * room-key share set is signed by the distributing member, DESIGN §5).
+ * room-key share set is signed by the distributing member, architecture §5).
  * Throws InvalidKeyError for a malformed or low-order recipient key.
  */
 export function sealTo(recipientAgreementPublicKey: Uint8Array, plaintext: Uint8Array): Uint8Array {

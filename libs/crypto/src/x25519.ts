@@ -65,7 +65,7 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject {
   return key;
 }
 
-/** A fresh random X25519 key pair. Independent of any Ed25519 key (DESIGN §3). */
+/** A fresh random X25519 key pair. Independent of any Ed25519 key (architecture §3). */
 export function generateAgreementKeyPair(): AgreementKeyPair {
   const secretKey = randomBytes(32);
   return { secretKey, publicKey: agreementPublicKey(secretKey) };

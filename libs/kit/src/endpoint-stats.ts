@@ -13,7 +13,7 @@ interface MicroEndpointStats {
  * Keeps an endpoint's micro stats true for async handlers.
  *
  * @nats-io/services 3.0.0-25 does not await handlers, so it times only their
- * synchronous start, counts no error reply (FIELD-NOTES "Micro services"), and
+ * synchronous start, counts no error reply (nats-notes "Micro services"), and
  * omits `last_error`, which the io.nats.micro.v1.stats_response schema
  * requires. The kit owns the full request, so it writes the real numbers into
  * the library's stats object. If a later library version moves that object,

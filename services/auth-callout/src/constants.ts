@@ -17,7 +17,7 @@ export const CalloutSubject = {
 /** One of the {@link CalloutSubject} values. */
 export type CalloutSubject = (typeof CalloutSubject)[keyof typeof CalloutSubject];
 
-/** Subject roots of the unibus data and control planes (DESIGN §4), from the one subjects module. */
+/** Subject roots of the unibus data and control planes (architecture §4), from the one subjects module. */
 export const UnibusSubject = {
   /** `unibus.room.<roomId>.>`: room data plane. */
   roomPrefix: `${RoomSubjectPrefix}.`,

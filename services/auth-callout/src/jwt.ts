@@ -52,7 +52,7 @@ export interface DecodedJwt<N> extends JwtClaims<N> {
  * Encodes and signs a NATS v2 JWT with a cached node:crypto key.
  *
  * `@nats-io/jwt` rebuilds a tweetnacl key per call (~35 ms per login,
- * FIELD-NOTES "Auth callout"); this path costs one SHA-256 and one Ed25519
+ * nats-notes "Auth callout"); this path costs one SHA-256 and one Ed25519
  * signature. Wire format as nats-server 2.10.27 accepts it: base64url parts,
  * `jti` = base32(sha256(claims with `jti: ""`)), signature over `header.payload`.
  *

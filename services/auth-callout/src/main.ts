@@ -21,7 +21,7 @@ export const CalloutEnv = {
   issuerSeedFile: "UNIBUS_CALLOUT_ISSUER_SEED_FILE",
   /** Optional file holding the curve seed (`SX…`), mode 0600; set iff the server has `auth_callout.xkey`. */
   xkeySeedFile: "UNIBUS_CALLOUT_XKEY_SEED_FILE",
-  /** `true` lets unknown identities reach the replica handshake (DESIGN §4); default off. */
+  /** `true` lets unknown identities reach the replica handshake (architecture §4); default off. */
   bootstrapAccess: "UNIBUS_CALLOUT_BOOTSTRAP_ACCESS",
   appAccount: "UNIBUS_APP_ACCOUNT",
 } as const;

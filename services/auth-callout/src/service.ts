@@ -26,7 +26,7 @@ export interface AuthCalloutServiceDeps {
   logger: CalloutLogger;
   /** Account clients are placed in. Default `UNIBUS`. */
   appAccount?: string;
-  /** Let unknown identities reach the replica handshake only (DESIGN §4). Default false: unknown is denied. */
+  /** Let unknown identities reach the replica handshake only (architecture §4). Default false: unknown is denied. */
   bootstrapAccess?: boolean;
   /** Seconds until the server disconnects a session (user JWT `exp`); unset = until kicked. */
   sessionTtlSeconds?: number;

@@ -37,7 +37,7 @@ const SHARED_CACHE_MAX = 64;
  *
  * The box key is precomputed once per server xkey (`crypto_box_beforenm`):
  * tweetnacl redoes the scalar multiplication on every message, which was a
- * large share of the per-login cost (FIELD-NOTES "Auth callout").
+ * large share of the per-login cost (nats-notes "Auth callout").
  */
 export class CalloutXkey {
   readonly #secret: Uint8Array;

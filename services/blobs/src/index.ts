@@ -1,6 +1,6 @@
 /**
  * @unibus/blobs: content-addressed, client-encrypted blobs in the JetStream
- * object store, scoped to rooms (DESIGN §5, contracts/specs/blobs.md).
+ * object store, scoped to rooms (architecture §5, contracts/specs/blobs.md).
  */
 export { BlobsErrorReason, blobsDefinition, createBlobsService } from "./service.js";
 export type { BlobsDeps } from "./service.js";

@@ -1,6 +1,6 @@
 /**
  * @unibus/keys: room-key epochs stored as signed sets of sealed shares, and
- * members' self-signed agreement keys (DESIGN §5, contracts/specs/room-keys.md).
+ * members' self-signed agreement keys (architecture §5, contracts/specs/room-keys.md).
  */
 export { createKeysService, keysService } from "./service.js";
 export type { KeysDeps, RunningKeysService } from "./service.js";

@@ -7,7 +7,7 @@ import { UserRoleName, UserStatus } from "./records.js";
 import type { UserRecord } from "./records.js";
 
 /**
- * `admin.bootstrap`: seeds admin #0 (DESIGN §3). Only the privileged internal
+ * `admin.bootstrap`: seeds admin #0 (architecture §3). Only the privileged internal
  * bootstrap identity may call it — its principal comes from config and it
  * connects as a config-level user allowed only this subject and its inbox.
  * Idempotent: once an active admin exists, it is returned and nothing changes,

@@ -1,5 +1,5 @@
 /**
- * @unibus/membership: the users allowlist, rooms and room members (DESIGN §3–5),
+ * @unibus/membership: the users allowlist, rooms and room members (architecture §3–5),
  * and the kicks that apply membership changes to live connections.
  */
 export { createMembershipService, membershipService } from "./service.js";

@@ -28,7 +28,7 @@ export const UserStatus = { active: "active", revoked: "revoked" } as const sati
 /** Room roles. */
 export const RoomRoleName = { owner: "owner", member: "member" } as const satisfies Record<string, RoomRole>;
 
-/** The KV buckets of the membership data model (DESIGN §2). */
+/** The KV buckets of the membership data model (architecture §2). */
 export const MembershipBucket = {
   users: "users",
   rooms: "rooms",

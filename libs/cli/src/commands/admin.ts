@@ -61,7 +61,7 @@ function notReadyYet(err: unknown): boolean {
 
 const bootstrapHelp = `Usage: unibus admin bootstrap [--identity PATH] [--bootstrap-identity PATH] [--handle H] [--json]
 
-Seeds admin #0 through the privileged internal bootstrap identity (DESIGN §3).
+Seeds admin #0 through the privileged internal bootstrap identity (architecture §3).
 Idempotent: once an active admin exists it is reported and nothing changes.
 \`unibus up\` runs this on every start.
 

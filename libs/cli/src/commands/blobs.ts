@@ -253,6 +253,6 @@ const blobGet = clientCommand({
 export const blobCommandGroup: Command = commandGroup({
   name: "blob",
   summary: "store and fetch end-to-end encrypted files in a room",
-  intro: "Usage: unibus blob <command> [args] [--json]\n\nEncrypted blobs (DESIGN §5): the client encrypts, the service stores ciphertext only.",
+  intro: "Usage: unibus blob <command> [args] [--json]\n\nEncrypted blobs (docs/architecture.md §5): the client encrypts, the service stores ciphertext only.",
   subcommands: [blobPut, blobGet],
 });
