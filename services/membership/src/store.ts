@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV, KvEntry } from "@nats-io/kv";
 import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
@@ -21,8 +22,15 @@ export interface Versioned<T> {
 /** Returned by a {@link casUpdate} mutator to leave the entry as it is. */
 export const Unchanged = Symbol("unchanged");
 
-/** Attempts of one compare-and-set loop before giving up with 503 (contention this high is a fault). */
-const CAS_ATTEMPTS = 16;
+/**
+ * Bound of one compare-and-set loop before giving up with 503. One owner
+ * creating 32 rooms at once puts 32 writers on its `rooms_by_member` key;
+ * retrying at once made them collide again and again (16 immediate attempts
+ * gave up under that load), so each retry waits a jittered, growing delay.
+ */
+const CAS_ATTEMPTS = 64;
+const CAS_BUDGET_MS = 5_000;
+const CAS_BACKOFF_MS = { first: 2, max: 100 } as const;
 
 /** True for the JetStream error a failed compare-and-set (or create on an existing key) raises. */
 export function isRevisionConflict(err: unknown): boolean {
@@ -62,7 +70,12 @@ async function read<T>(kv: KV, key: string): Promise<Versioned<T> | null> {
  * @returns the stored value and revision after the call (null if absent).
  */
 export async function casUpdate<T>(kv: KV, key: string, mutate: (current: T | null) => T | null | typeof Unchanged): Promise<Versioned<T> | null> {
-  for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+  const deadline = Date.now() + CAS_BUDGET_MS;
+  for (let attempt = 0; attempt < CAS_ATTEMPTS && Date.now() < deadline; attempt++) {
+    if (attempt > 0) {
+      // Full jitter: the colliding writers spread out instead of retrying in lockstep.
+      await sleep(Math.random() * Math.min(CAS_BACKOFF_MS.max, CAS_BACKOFF_MS.first * 2 ** attempt));
+    }
     let entry: KvEntry | null;
     try {
       entry = await kv.get(key);
