@@ -1429,7 +1429,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.rooms.list.reply",
     "title": "MembershipRoomsListReply",
-    "description": "Rooms, sorted by id, with the caller's role when the caller is a member.",
+    "description": "One page of rooms, with the caller's role when the caller is a member.",
     "type": "object",
     "additionalProperties": false,
     "required": [
@@ -1438,7 +1438,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "properties": {
       "rooms": {
         "type": "array",
-        "maxItems": 100000,
+        "maxItems": 500,
         "items": {
           "type": "object",
           "additionalProperties": false,
@@ -1516,6 +1516,13 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
             }
           }
         }
+      },
+      "next_cursor": {
+        "description": "Present when more entries follow: pass it as cursor to get the next page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
       }
     }
   },
@@ -1523,7 +1530,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.rooms.list.request",
     "title": "MembershipRoomsListRequest",
-    "description": "List the rooms the caller belongs to; an admin may pass all: true for every room.",
+    "description": "List the rooms the caller belongs to (by room id), or with all: true every room (admins only; in the order of their creation), one page at a time.",
     "type": "object",
     "additionalProperties": false,
     "required": [],
@@ -1531,6 +1538,19 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       "all": {
         "description": "Every room (admins only).",
         "type": "boolean"
+      },
+      "cursor": {
+        "description": "Where to continue: the next_cursor of the previous page. Opaque; absent for the first page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
+      },
+      "limit": {
+        "description": "Most rooms in this page (default 250). At most 500: a room entry is at most ~900 bytes of JSON (a 128-character name of 4-byte characters), so a full page stays under half the 1 MiB payload limit.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 500
       }
     }
   },
@@ -1830,7 +1850,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.users.list.reply",
     "title": "MembershipUsersListReply",
-    "description": "Every allowlist entry, sorted by principal.",
+    "description": "One page of allowlist entries, in the order of their last change (an entry changed during a listing may appear again in a later page; one that exists throughout is never skipped).",
     "type": "object",
     "additionalProperties": false,
     "required": [
@@ -1839,7 +1859,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "properties": {
       "users": {
         "type": "array",
-        "maxItems": 100000,
+        "maxItems": 1000,
         "items": {
           "description": "An allowlist entry (KV `users`, key = principal). Never deleted: revoking flips `status`.",
           "type": "object",
@@ -1901,6 +1921,13 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
             }
           }
         }
+      },
+      "next_cursor": {
+        "description": "Present when more entries follow: pass it as cursor to get the next page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
       }
     }
   },
@@ -1908,11 +1935,25 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.users.list.request",
     "title": "MembershipUsersListRequest",
-    "description": "List the allowlist, revoked users included. Admin only.",
+    "description": "List the allowlist, revoked users included, one page at a time. Admin only.",
     "type": "object",
     "additionalProperties": false,
     "required": [],
-    "properties": {}
+    "properties": {
+      "cursor": {
+        "description": "Where to continue: the next_cursor of the previous page. Opaque; absent for the first page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
+      },
+      "limit": {
+        "description": "Most users in this page (default 500). At most 1000: a user record is at most ~450 bytes of JSON, so a full page stays under half the 1 MiB payload limit.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000
+      }
+    }
   },
   "membership.users.revoke.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -3,6 +3,7 @@ import { Access, endpoint } from "@unibus/kit";
 import type { EndpointSpec } from "@unibus/kit";
 import { activeUser, checkPrincipal } from "./access.js";
 import type { MembershipDeps } from "./deps.js";
+import { PageSize, parseSeqCursor, seqCursor } from "./paging.js";
 import { UserStatus } from "./records.js";
 import type { UserRecord } from "./records.js";
 
@@ -40,8 +41,9 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
       reply: "membership.users.list.reply",
       mutates: false,
       access: Access.Admin,
-      async handler() {
-        return { users: await store.listUsers() };
+      async handler(req) {
+        const page = await store.pageEntries<UserRecord>("users", parseSeqCursor(req.cursor), req.limit ?? PageSize.usersDefault);
+        return page.next === undefined ? { users: page.items } : { users: page.items, next_cursor: seqCursor(page.next) };
       },
     }),
     "users-get": endpoint({

@@ -4,6 +4,7 @@ import { clientCommand, principalArg, printJson } from "../client-command.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { ExitCode, UsageError } from "../errors.js";
+import { printPaged } from "../paged-output.js";
 import { formatTable } from "../table.js";
 
 interface RoomRow {
@@ -41,16 +42,19 @@ const roomsList = clientCommand({
   name: "list",
   command: "rooms list",
   summary: "list your rooms (--all: every room, admins only)",
-  usage: "Usage: unibus rooms list [--all] [--json]",
+  usage: "Usage: unibus rooms list [--all] [--json]\n\nPrints the rooms page by page as they arrive.",
   optionsHelp: ["  --all                 every room (admins only)"],
   options: { all: { type: "boolean" } },
   positionals: [],
   async run({ client, flags, json, io }) {
-    const reply = await client.rooms.list(flags.all === true ? { all: true } : {});
-    if (json) return printJson(io, reply.rooms);
-    const rows = reply.rooms.map(({ room, role }) => [room.id, room.name, role ?? "-", policyText(room.policy), room.createdBy]);
-    io.out(formatTable([["ID", "NAME", "ROLE", "POLICY", "CREATED BY"], ...rows]));
-    return ExitCode.ok;
+    const all = flags.all === true ? { all: true } : {};
+    return printPaged(io, json, {
+      fetch: (cursor) => client.rooms.list(cursor === undefined ? all : { ...all, cursor }),
+      items: (page) => page.rooms,
+      key: (r) => r.room.id,
+      header: ["ID", "NAME", "ROLE", "POLICY", "CREATED BY"],
+      row: ({ room, role }) => [room.id, room.name, role ?? "-", policyText(room.policy), room.createdBy],
+    });
   },
 });
 
