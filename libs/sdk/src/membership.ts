@@ -97,9 +97,14 @@ export class RoomsApi {
     return this.send(Subjects.membership.roomsCreate, { name, policy });
   }
 
-  /** A room and its members (members and admins only). */
-  get(roomId: string): Promise<MembershipRoomsGetReply> {
-    return this.send(Subjects.membership.roomsGet, { roomId });
+  /** A room and one page of its members (members and admins only); follow `next_cursor` (or use {@link members}). */
+  get(roomId: string, opts: PageOptions = {}): Promise<MembershipRoomsGetReply> {
+    return this.send(Subjects.membership.roomsGet, { roomId, ...pageBody(opts) });
+  }
+
+  /** Every member of a room, page by page (members and admins only). */
+  members(roomId: string, opts: Omit<PageOptions, "cursor"> = {}): AsyncGenerator<MembershipRoomsGetReply["members"][number]> {
+    return pages((cursor) => this.get(roomId, { ...opts, ...(cursor === undefined ? {} : { cursor }) }), (p) => p.members, (m) => m.principal);
   }
 
   /** One page of the rooms the caller belongs to; `all: true` lists every room (admins only). Follow `next_cursor` for the rest (or use {@link listAll}). */

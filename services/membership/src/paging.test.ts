@@ -201,3 +201,58 @@ describe("rooms.list pages", () => {
     expect((await rejection(member.rooms.list({ limit: 501 }))).code).toBe(ErrorCode.BadRequest);
   });
 });
+
+describe("rooms.get pages its members", () => {
+  let roomId: string;
+  const seededMembers = new Set<string>();
+  beforeAll(async () => {
+    roomId = (await member.rooms.create("crowd", { persist: false, encrypt: true })).room.id;
+    const other = (await member.rooms.create("elsewhere", { persist: false, encrypt: true })).room.id;
+    const members = svc.store.buckets.members;
+    const addedAt = new Date().toISOString();
+    // Records only (no grants): paging reads the members bucket.
+    for (let i = 0; i < 12; i++) {
+      const principal = fakePrincipal();
+      seededMembers.add(principal);
+      await members.put(`${roomId}.${principal}`, JSON.stringify({ roomId, principal, role: "member", addedAt, addedBy: memberKey.principal }));
+      const stranger = fakePrincipal();
+      await members.put(`${other}.${stranger}`, JSON.stringify({ roomId: other, principal: stranger, role: "member", addedAt, addedBy: memberKey.principal }));
+    }
+  });
+
+  it("follows the cursor through this room's members only, each once", async () => {
+    const seen: string[] = [];
+    let cursor: string | undefined;
+    let pages = 0;
+    do {
+      const page = await member.rooms.get(roomId, { limit: 5, ...(cursor === undefined ? {} : { cursor }) });
+      pages++;
+      expect(page.room.id).toBe(roomId);
+      expect(page.members.length).toBeLessThanOrEqual(5);
+      for (const m of page.members) {
+        expect(m.roomId).toBe(roomId);
+        seen.push(m.principal);
+      }
+      cursor = page.next_cursor;
+    } while (cursor !== undefined);
+    expect(pages).toBe(3);
+    expect(seen.sort()).toEqual([memberKey.principal, ...seededMembers].sort());
+    const all: string[] = [];
+    for await (const m of member.rooms.members(roomId)) all.push(m.principal);
+    expect(all.sort()).toEqual(seen);
+  });
+
+  it("a bad cursor is 400 invalid_cursor, and a page past the end is empty", async () => {
+    const err = await rejection(member.rooms.get(roomId, { cursor: "rnotaseq1" }));
+    expect([err.code, err.reason]).toEqual([ErrorCode.BadRequest, "invalid_cursor"]);
+    const past = await member.rooms.get(roomId, { cursor: "s999999999" });
+    expect(past.members).toEqual([]);
+    expect(past.next_cursor).toBeUndefined();
+    // Inside the stream but past this room's last member (the last write is
+    // another room's): nothing matches, and the page ends at once, empty.
+    const last = (await svc.store.buckets.members.status()).streamInfo.state.last_seq;
+    const tail = await member.rooms.get(roomId, { cursor: `s${last}` });
+    expect(tail.members).toEqual([]);
+    expect(tail.next_cursor).toBeUndefined();
+  });
+});

@@ -4,6 +4,7 @@ import { ErrorCode, UnibusError } from "@unibus/contracts";
 export const PageSize = {
   usersDefault: 500,
   roomsDefault: 250,
+  membersDefault: 500,
 } as const;
 
 /** The stable reason of a cursor the service did not issue or cannot read. */

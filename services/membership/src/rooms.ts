@@ -122,7 +122,9 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
         }
         const room = await roomOrThrow(store, req.roomId);
-        return { room, members: await store.listMembers(req.roomId) };
+        // One page of members: a stream page filtered to this room's keys.
+        const page = await store.pageEntries<MemberRecord>("members", parseSeqCursor(req.cursor), req.limit ?? PageSize.membersDefault, `${req.roomId}.*`);
+        return page.next === undefined ? { room, members: page.items } : { room, members: page.items, next_cursor: seqCursor(page.next) };
       },
     }),
     "rooms-list": endpoint({

@@ -156,14 +156,13 @@ export class MembershipStore {
    * pull fetch would need `$JS.API.CONSUMER.MSG.NEXT`, which this service's
    * bucket grant does not include.
    */
-  async pageEntries<T>(bucket: keyof MembershipBuckets, start: number, limit: number): Promise<Page<T>> {
+  async pageEntries<T>(bucket: keyof MembershipBuckets, start: number, limit: number, keyFilter?: string): Promise<Page<T>> {
     const kv = this.buckets[bucket];
     if (this.nc === undefined) throw unavailable(new Error("store has no connection for paging"));
     const nc = this.nc;
     try {
       const status = await kv.status();
       const stream = status.streamInfo.config.name;
-      // An empty tail would leave the page waiting for messages that never come.
       if (start > status.streamInfo.state.last_seq) return { items: [] };
       this.#jsm ??= await jetstreamManager(nc);
       const jsm = this.#jsm;
@@ -171,27 +170,30 @@ export class MembershipStore {
       const items: T[] = [];
       let next: number | undefined;
       let consumer: string | undefined;
+      let settle: (failure?: Error) => void = () => undefined;
       const done = new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`page of ${bucket} not complete within ${PAGE_FETCH_MS} ms`)), PAGE_FETCH_MS);
+        const timer = setTimeout(() => settle(new Error(`page of ${bucket} not complete within ${PAGE_FETCH_MS} ms`)), PAGE_FETCH_MS);
         const sub = nc.subscribe(inbox, {
           callback: (err, m) => {
-            const finish = (failure?: Error): void => {
-              clearTimeout(timer);
-              sub.unsubscribe();
-              if (failure === undefined) resolve();
-              else reject(failure);
-            };
-            if (err !== null) return finish(err);
+            if (err !== null) return settle(err);
             const ack = parseAckSubject(m.reply);
             // Heartbeats and flow control carry no ack subject; nothing to list.
             if (ack === null) return;
             const op = m.headers?.get("KV-Operation") ?? "";
             if (op === "" || op === "PUT") items.push(m.json<T>());
             next = ack.pending > 0 ? ack.seq + 1 : undefined;
-            if (ack.pending === 0 || items.length >= limit) finish();
+            if (ack.pending === 0 || items.length >= limit) settle();
           },
         });
+        settle = (failure) => {
+          clearTimeout(timer);
+          sub.unsubscribe();
+          if (failure === undefined) resolve();
+          else reject(failure);
+        };
       });
+      // Awaited below; marked handled now so a failure during set-up is not "unhandled".
+      done.catch(() => undefined);
       try {
         const info = await jsm.consumers.add(stream, {
           deliver_subject: inbox,
@@ -202,10 +204,15 @@ export class MembershipStore {
           mem_storage: true,
           num_replicas: 1,
           inactive_threshold: nanos(PAGE_FETCH_MS * 2),
+          ...(keyFilter === undefined ? {} : { filter_subject: `$KV.${status.bucket}.${keyFilter}` }),
         });
         consumer = info.name;
+        // Nothing matches from here: no message will come to end the page.
+        if (info.num_pending === 0) return { items: [] };
         await done;
       } finally {
+        // Idempotent once settled; otherwise stops the subscription and timer.
+        settle();
         if (consumer !== undefined) await jsm.consumers.delete(stream, consumer).catch(() => undefined);
       }
       return next === undefined ? { items } : { items, next };

@@ -5,7 +5,6 @@ import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { printPaged } from "../paged-output.js";
-import { formatTable } from "../table.js";
 
 interface RoomRow {
   id: string;
@@ -65,12 +64,23 @@ const roomsGet = clientCommand({
   usage: "Usage: unibus rooms get <id> [--json]",
   positionals: ["id"],
   async run({ client, positionals, json, io }) {
-    const reply = await client.rooms.get(roomId(positionals));
-    if (json) return printJson(io, reply);
-    const r: RoomRow = reply.room;
+    const id = roomId(positionals);
+    const first = await client.rooms.get(id);
+    if (json) {
+      // One JSON object as before, with every page's members.
+      const members: typeof first.members = [];
+      for await (const m of client.rooms.members(id)) members.push(m);
+      return printJson(io, { room: first.room, members });
+    }
+    const r: RoomRow = first.room;
     io.out(`room ${r.id} (${r.name}, ${policyText(r.policy)}); subject ${r.subject}.>; created by ${r.createdBy}`);
-    io.out(formatTable([["PRINCIPAL", "ROLE", "ADDED BY"], ...reply.members.map((m) => [m.principal, m.role, m.addedBy])]));
-    return ExitCode.ok;
+    return printPaged(io, false, {
+      fetch: async (cursor) => (cursor === undefined ? first : client.rooms.get(id, { cursor })),
+      items: (page) => page.members,
+      key: (m) => m.principal,
+      header: ["PRINCIPAL", "ROLE", "ADDED BY"],
+      row: (m) => [m.principal, m.role, m.addedBy],
+    });
   },
 });
 
