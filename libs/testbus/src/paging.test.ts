@@ -1,4 +1,11 @@
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ExitCode, runCli } from "@unibus/cli";
+import { writeIdentityFile } from "@unibus/crypto";
+import { recordingIo } from "../../cli/src/test-io.js";
 import { startTestBus } from "./bus.js";
 import type { TestBus } from "./bus.js";
 
@@ -26,5 +33,37 @@ describe("list paging under the production service permissions", () => {
       rooms++;
     }
     expect(rooms).toBe(3);
+  });
+
+  it("unibus users list prints every user across pages, each once", async () => {
+    const B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    const users = bus.membership.store.buckets.users;
+    const addedAt = new Date().toISOString();
+    const seeded: string[] = [];
+    // More than two default pages (500), seeded straight into the bucket.
+    await Promise.all(
+      Array.from({ length: 1_100 }, (_, i) => {
+        const principal = `U${[...randomBytes(55)].map((b) => B32[b % 32]).join("")}`;
+        seeded.push(principal);
+        return users.put(principal, JSON.stringify({ principal, handle: `cli${i}`, role: "member", status: "active", addedAt, addedBy: bus.admin.principal }));
+      }),
+    );
+    const dir = await mkdtemp(join(tmpdir(), "unibus-paging-"));
+    try {
+      const idPath = join(dir, "admin.id");
+      await writeIdentityFile(idPath, bus.adminIdentity);
+      const io = recordingIo({ env: { UNIBUS_URL: bus.url, UNIBUS_IDENTITY: idPath }, cwd: dir });
+      expect(await runCli(["users", "list", "--json"], io), io.all()).toBe(ExitCode.ok);
+      const listed = (JSON.parse(io.stdout.join("\n")) as Array<{ principal: string }>).map((u) => u.principal);
+      expect(new Set(listed).size).toBe(listed.length);
+      for (const p of seeded) expect(listed).toContain(p);
+      const table = recordingIo({ env: { UNIBUS_URL: bus.url, UNIBUS_IDENTITY: idPath }, cwd: dir });
+      expect(await runCli(["users", "list"], table), table.all()).toBe(ExitCode.ok);
+      const lines = table.stdout.join("\n").split("\n");
+      expect(lines.filter((l) => l.startsWith("PRINCIPAL"))).toHaveLength(1);
+      expect(lines.length - 1).toBe(listed.length);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
