@@ -36,6 +36,8 @@ export const ErrorReason = {
   MalformedReply: "malformed_reply",
   /** The connection dropped while the request was in flight: it may or may not have been applied. */
   ConnectionLost: "connection_lost",
+  /** A request with this nonce and body is still being handled; resend the same request shortly. */
+  InProgress: "in_progress",
 } as const;
 /** One of the {@link ErrorReason} values, or a service-specific reason string. */
 export type ErrorReason = (typeof ErrorReason)[keyof typeof ErrorReason];

@@ -1236,7 +1236,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       },
       "members": {
         "type": "array",
-        "maxItems": 100000,
+        "maxItems": 1000,
         "items": {
           "description": "A room membership (KV `members`, key = `<roomId>.<principal>`).",
           "type": "object",
@@ -1348,6 +1348,13 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
             "format": "date-time"
           }
         }
+      },
+      "next_cursor": {
+        "description": "Present when more members follow: pass it as cursor to get the next page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
       }
     }
   },
@@ -1355,7 +1362,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.rooms.get.request",
     "title": "MembershipRoomsGetRequest",
-    "description": "Read a room and its members. Members and admins only; `withHandles` adds each member's handle (so members can show names, not principals).",
+    "description": "Read a room and one page of its members. Members and admins only; `withHandles` adds each member's handle (so members can show names, not principals).",
     "type": "object",
     "additionalProperties": false,
     "required": [
@@ -1370,6 +1377,19 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       "withHandles": {
         "description": "Also return each member's handle from the users allowlist.",
         "type": "boolean"
+      },
+      "cursor": {
+        "description": "Where to continue: the next_cursor of the previous page. Opaque; absent for the first page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
+      },
+      "limit": {
+        "description": "Most members in this page (default 500). At most 1000: a membership record is at most ~300 bytes of JSON, so a full page stays well under half the 1 MiB payload limit.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000
       }
     }
   },
@@ -1581,7 +1601,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.rooms.list.reply",
     "title": "MembershipRoomsListReply",
-    "description": "Rooms, sorted by id, with the caller's role when the caller is a member.",
+    "description": "One page of rooms, with the caller's role when the caller is a member.",
     "type": "object",
     "additionalProperties": false,
     "required": [
@@ -1590,7 +1610,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "properties": {
       "rooms": {
         "type": "array",
-        "maxItems": 100000,
+        "maxItems": 500,
         "items": {
           "type": "object",
           "additionalProperties": false,
@@ -1668,6 +1688,13 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
             }
           }
         }
+      },
+      "next_cursor": {
+        "description": "Present when more entries follow: pass it as cursor to get the next page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
       }
     }
   },
@@ -1675,7 +1702,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.rooms.list.request",
     "title": "MembershipRoomsListRequest",
-    "description": "List the rooms the caller belongs to; an admin may pass all: true for every room.",
+    "description": "List the rooms the caller belongs to (by room id), or with all: true every room (admins only; in the order of their creation), one page at a time.",
     "type": "object",
     "additionalProperties": false,
     "required": [],
@@ -1683,6 +1710,19 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       "all": {
         "description": "Every room (admins only).",
         "type": "boolean"
+      },
+      "cursor": {
+        "description": "Where to continue: the next_cursor of the previous page. Opaque; absent for the first page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
+      },
+      "limit": {
+        "description": "Most rooms in this page (default 250). At most 500: a room entry is at most ~900 bytes of JSON (a 128-character name of 4-byte characters), so a full page stays under half the 1 MiB payload limit.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 500
       }
     }
   },
@@ -1982,7 +2022,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.users.list.reply",
     "title": "MembershipUsersListReply",
-    "description": "Every allowlist entry, sorted by principal.",
+    "description": "One page of allowlist entries, in the order of their last change (an entry changed during a listing may appear again in a later page; one that exists throughout is never skipped).",
     "type": "object",
     "additionalProperties": false,
     "required": [
@@ -1991,7 +2031,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "properties": {
       "users": {
         "type": "array",
-        "maxItems": 100000,
+        "maxItems": 1000,
         "items": {
           "description": "An allowlist entry (KV `users`, key = principal). Never deleted: revoking flips `status`.",
           "type": "object",
@@ -2053,6 +2093,13 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
             }
           }
         }
+      },
+      "next_cursor": {
+        "description": "Present when more entries follow: pass it as cursor to get the next page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
       }
     }
   },
@@ -2060,11 +2107,25 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.users.list.request",
     "title": "MembershipUsersListRequest",
-    "description": "List the allowlist, revoked users included. Admin only.",
+    "description": "List the allowlist, revoked users included, one page at a time. Admin only.",
     "type": "object",
     "additionalProperties": false,
     "required": [],
-    "properties": {}
+    "properties": {
+      "cursor": {
+        "description": "Where to continue: the next_cursor of the previous page. Opaque; absent for the first page.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64,
+        "pattern": "^[A-Za-z0-9_-]+$"
+      },
+      "limit": {
+        "description": "Most users in this page (default 500). At most 1000: a user record is at most ~450 bytes of JSON, so a full page stays under half the 1 MiB payload limit.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000
+      }
+    }
   },
   "membership.users.revoke.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -683,7 +683,7 @@ export interface MembershipRoomsGetReply {
     createdAt: string;
   };
   /**
-   * @maxItems 100000
+   * @maxItems 1000
    */
   members: {
     /**
@@ -746,10 +746,14 @@ export interface MembershipRoomsGetReply {
      */
     oldestAt?: string;
   };
+  /**
+   * Present when more members follow: pass it as cursor to get the next page.
+   */
+  next_cursor?: string;
 }
 
 /**
- * Read a room and its members. Members and admins only; `withHandles` adds each member's handle (so members can show names, not principals).
+ * Read a room and one page of its members. Members and admins only; `withHandles` adds each member's handle (so members can show names, not principals).
  */
 export interface MembershipRoomsGetRequest {
   /**
@@ -760,6 +764,14 @@ export interface MembershipRoomsGetRequest {
    * Also return each member's handle from the users allowlist.
    */
   withHandles?: boolean;
+  /**
+   * Where to continue: the next_cursor of the previous page. Opaque; absent for the first page.
+   */
+  cursor?: string;
+  /**
+   * Most members in this page (default 500). At most 1000: a membership record is at most ~300 bytes of JSON, so a full page stays well under half the 1 MiB payload limit.
+   */
+  limit?: number;
 }
 
 /**
@@ -883,11 +895,11 @@ export interface MembershipRoomsLeaveRequest {
 }
 
 /**
- * Rooms, sorted by id, with the caller's role when the caller is a member.
+ * One page of rooms, with the caller's role when the caller is a member.
  */
 export interface MembershipRoomsListReply {
   /**
-   * @maxItems 100000
+   * @maxItems 500
    */
   rooms: {
     /**
@@ -930,16 +942,28 @@ export interface MembershipRoomsListReply {
     };
     role?: "owner" | "member";
   }[];
+  /**
+   * Present when more entries follow: pass it as cursor to get the next page.
+   */
+  next_cursor?: string;
 }
 
 /**
- * List the rooms the caller belongs to; an admin may pass all: true for every room.
+ * List the rooms the caller belongs to (by room id), or with all: true every room (admins only; in the order of their creation), one page at a time.
  */
 export interface MembershipRoomsListRequest {
   /**
    * Every room (admins only).
    */
   all?: boolean;
+  /**
+   * Where to continue: the next_cursor of the previous page. Opaque; absent for the first page.
+   */
+  cursor?: string;
+  /**
+   * Most rooms in this page (default 250). At most 500: a room entry is at most ~900 bytes of JSON (a 128-character name of 4-byte characters), so a full page stays under half the 1 MiB payload limit.
+   */
+  limit?: number;
 }
 
 /**
@@ -1099,11 +1123,11 @@ export interface MembershipUsersGetRequest {
 }
 
 /**
- * Every allowlist entry, sorted by principal.
+ * One page of allowlist entries, in the order of their last change (an entry changed during a listing may appear again in a later page; one that exists throughout is never skipped).
  */
 export interface MembershipUsersListReply {
   /**
-   * @maxItems 100000
+   * @maxItems 1000
    */
   users: {
     /**
@@ -1133,12 +1157,25 @@ export interface MembershipUsersListReply {
      */
     revokedBy?: string;
   }[];
+  /**
+   * Present when more entries follow: pass it as cursor to get the next page.
+   */
+  next_cursor?: string;
 }
 
 /**
- * List the allowlist, revoked users included. Admin only.
+ * List the allowlist, revoked users included, one page at a time. Admin only.
  */
-export interface MembershipUsersListRequest {}
+export interface MembershipUsersListRequest {
+  /**
+   * Where to continue: the next_cursor of the previous page. Opaque; absent for the first page.
+   */
+  cursor?: string;
+  /**
+   * Most users in this page (default 500). At most 1000: a user record is at most ~450 bytes of JSON, so a full page stays under half the 1 MiB payload limit.
+   */
+  limit?: number;
+}
 
 /**
  * The revoked entry and the kick outcome.

@@ -8,7 +8,7 @@ import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { pino } from "pino";
 import { ErrorCode, ServiceErrorCodeHeader, ServiceErrorHeader, UnibusError, decodeReply } from "@unibus/contracts";
-import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
+import { EnvelopeHeader, SigningKey, envelopeSigningBytes, envelopeToHeaders, signEnvelope, toBase64Url } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { Access, defineService, endpointFor } from "./definition.js";
@@ -61,6 +61,7 @@ const definition = defineService({
       access: Access.Signed,
       async handler(req, caller) {
         calls.push("echo");
+        if (req.text === "taken") throw new UnibusError(ErrorCode.Conflict, "text_taken", "text already stored");
         stored.push(req.text);
         return { text: req.text, caller: callerName(caller) };
       },
@@ -202,6 +203,15 @@ function expectError(msg: Msg, code: number, reason: string): { message: string;
   return body.error;
 }
 
+/** Headers of an envelope over `body` that reuses `nonce` (only the key's holder can make one). */
+function signEnvelopeWithNonce(body: Uint8Array, nonce: string) {
+  const timestamp = Date.now();
+  const signature = toBase64Url(key.sign(envelopeSigningBytes(S.signed, timestamp, nonce, body)));
+  const h = natsHeaders();
+  for (const [k, v] of Object.entries(envelopeToHeaders({ signer: key.principal, timestamp, nonce, signature }))) h.set(k, v);
+  return h;
+}
+
 async function nonceCount(): Promise<number> {
   let n = 0;
   for await (const _k of await nonces.keys()) n++;
@@ -266,7 +276,7 @@ describe("a signed mutating endpoint", () => {
     expect(error.message).not.toMatch(/[\n<>]/);
   });
 
-  it("rejects a replayed request with 401 nonce_replayed and runs the handler once", async () => {
+  it("rejects a replay sent to another inbox with 401 nonce_replayed and runs the handler once", async () => {
     const data = enc.encode(JSON.stringify({ text: "once" }));
     const h = signedHeaders(S.signed, data);
     const first = await nc.request(S.signed, data, { headers: h, timeout: 5_000 });
@@ -276,6 +286,73 @@ describe("a signed mutating endpoint", () => {
     expect(calls).toEqual(["echo"]);
     expect(stored).toEqual(["once"]);
     await expectStillServing();
+  });
+
+  describe("sent again by its signer (same nonce, same signed bytes, the signer's inbox)", () => {
+    let own: NatsConnection;
+    beforeAll(async () => {
+      own = await server.connect({ inboxPrefix: `_INBOX.${key.principal}` });
+    });
+    afterAll(async () => {
+      await own?.close();
+    });
+
+    it("returns the first reply and runs the handler once", async () => {
+      const data = enc.encode(JSON.stringify({ text: "idem" }));
+      const h = signedHeaders(S.signed, data);
+      const first = await own.request(S.signed, data, { headers: h, timeout: 5_000 });
+      const again = await own.request(S.signed, data, { headers: h, timeout: 5_000 });
+      expect(decodeReply(first)).toEqual({ text: "idem", caller: key.principal });
+      expect(decodeReply(again)).toEqual(decodeReply(first));
+      expect(calls).toEqual(["echo"]);
+      expect(stored).toEqual(["idem"]);
+    });
+
+    it("returns the first error reply again, without running the handler twice", async () => {
+      const data = enc.encode(JSON.stringify({ text: "taken" }));
+      const h = signedHeaders(S.signed, data);
+      expectError(await own.request(S.signed, data, { headers: h, timeout: 5_000 }), 409, "text_taken");
+      expectError(await own.request(S.signed, data, { headers: h, timeout: 5_000 }), 409, "text_taken");
+      expect(calls).toEqual(["echo"]);
+      expect(stored).toEqual([]);
+    });
+
+    it("the same nonce with another body is still 401 nonce_replayed", async () => {
+      const data = enc.encode(JSON.stringify({ text: "one" }));
+      const h = signedHeaders(S.signed, data);
+      decodeReply(await own.request(S.signed, data, { headers: h, timeout: 5_000 }));
+      const otherData = enc.encode(JSON.stringify({ text: "two" }));
+      // Re-sign over the new body with the reused nonce: a valid envelope, a different request.
+      const env = signEnvelopeWithNonce(otherData, h.get(EnvelopeHeader.nonce));
+      const reply = await own.request(S.signed, otherData, { headers: env, timeout: 5_000 });
+      expectError(reply, 401, "nonce_replayed");
+      expect(stored).toEqual(["one"]);
+    });
+
+    it("a request whose first copy is still running is answered once it completes", async () => {
+      const data = enc.encode(JSON.stringify({ text: "slow" }));
+      const h = signedHeaders(S.signed, data);
+      const [a, b] = await Promise.all([own.request(S.signed, data, { headers: h, timeout: 5_000 }), own.request(S.signed, data, { headers: h, timeout: 5_000 })]);
+      expect(decodeReply(a)).toEqual({ text: "slow", caller: key.principal });
+      expect(decodeReply(b)).toEqual(decodeReply(a));
+      expect(stored).toEqual(["slow"]);
+    });
+
+    it("a record still in progress past the wait is 409 in_progress, never a second run", async () => {
+      const data = enc.encode(JSON.stringify({ text: "stuck" }));
+      const h = signedHeaders(S.signed, data);
+      // A record with no outcome: the first copy's replica died mid-request.
+      const first = await own.request(S.signed, data, { headers: h, timeout: 5_000 });
+      const recordKey = `${key.principal}.${h.get(EnvelopeHeader.nonce)}`;
+      const entry = await nonces.get(recordKey);
+      const record = entry?.json<{ h: string }>();
+      expect(record?.h).toMatch(/^[0-9a-f]{64}$/);
+      await nonces.put(recordKey, JSON.stringify({ h: record?.h }));
+      const again = await own.request(S.signed, data, { headers: h, timeout: 5_000 });
+      expectError(again, 409, "in_progress");
+      expect(decodeReply(first)).toEqual({ text: "stuck", caller: key.principal });
+      expect(stored).toEqual(["stuck"]);
+    });
   });
 
   it("records the nonce under signer.nonce in the nonces bucket, whose entries expire", async () => {

@@ -1,8 +1,9 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { connect as natsConnect, headers } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Status } from "@nats-io/transport-node";
 import { envelopeToHeaders, nkeyAuthenticator, signEnvelope, SigningKey } from "@unibus/crypto";
-import type { Identity } from "@unibus/crypto";
-import { ErrorCode, ErrorReason, ReadOnlySubjects, UnibusError, decodeReply } from "@unibus/contracts";
+import type { Envelope, Identity } from "@unibus/crypto";
+import { ErrorCode, ErrorReason, ReadOnlySubjects, ServiceErrorCodeHeader, ServiceErrorHeader, UnibusError, decodeReply } from "@unibus/contracts";
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
@@ -73,6 +74,16 @@ function isConnectionLost(err: unknown): boolean {
   return err instanceof UnibusError && err.reason === ErrorReason.ConnectionLost;
 }
 
+/** True for the service's 409 `in_progress`: the first copy of this request is still running. */
+function isInProgressReply(msg: Msg): boolean {
+  return msg.headers?.get(ServiceErrorCodeHeader) === String(ErrorCode.Conflict) && (msg.headers?.get(ServiceErrorHeader) ?? "").startsWith(`${ErrorReason.InProgress}:`);
+}
+
+// The service accepts a timestamp up to 30 s old; resending the same signed
+// mutation stops at 20 s so clock skew cannot turn the last resend stale.
+const MUTATION_RESEND_WINDOW_MS = 20_000;
+const IN_PROGRESS_BACKOFF_MS = 100;
+
 // A kicked client (membership or revocation change) must come back quickly
 // with its new permissions; jitter spreads a mass kick's reconnects.
 const RECONNECT_WAIT_MS = 100;
@@ -129,16 +140,38 @@ class UnibusClientImpl implements UnibusClient {
   }
 
   async requestBytes(subject: string, data: Uint8Array, opts: RequestOptions = {}): Promise<Msg> {
-    try {
-      return await this.#attempt(subject, data, opts);
-    } catch (err) {
-      // A read changes nothing, so it is sent again (freshly signed: new
-      // nonce and timestamp) once the client is back with its new permissions.
-      if (!isConnectionLost(err) || !ReadOnlySubjects.has(subject)) throw err;
-      // Resend only once the client is back: bytes written while the old
-      // socket is closing are lost with it.
-      await this.#reconnected(opts.timeoutMs ?? this.#timeoutMs);
-      return this.#attempt(subject, data, opts);
+    const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
+    if (ReadOnlySubjects.has(subject)) {
+      try {
+        return await this.#attempt(subject, data, signEnvelope(this.#key, subject, data), timeoutMs);
+      } catch (err) {
+        // A read changes nothing, so it is sent again (freshly signed: new
+        // nonce and timestamp) once the client is back with its new permissions.
+        if (!isConnectionLost(err)) throw err;
+        // Resend only once the client is back: bytes written while the old
+        // socket is closing are lost with it.
+        await this.#reconnected(timeoutMs);
+        return this.#attempt(subject, data, signEnvelope(this.#key, subject, data), timeoutMs);
+      }
+    }
+    // A mutation is resent as the very same signed request (same nonce and
+    // timestamp): the service answers a repeat with the first outcome, so a
+    // kick in the middle neither loses the reply nor applies it twice. Resends
+    // stop well inside the service's freshness window.
+    const envelope = signEnvelope(this.#key, subject, data);
+    const resendUntil = envelope.timestamp + MUTATION_RESEND_WINDOW_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const msg = await this.#attempt(subject, data, envelope, timeoutMs);
+        if (isInProgressReply(msg) && Date.now() < resendUntil) {
+          await sleep(Math.min(IN_PROGRESS_BACKOFF_MS * (attempt + 1), 1_000));
+          continue;
+        }
+        return msg;
+      } catch (err) {
+        if (!isConnectionLost(err) || Date.now() >= resendUntil) throw err;
+        await this.#reconnected(Math.max(0, resendUntil - Date.now()));
+      }
     }
   }
 
@@ -162,8 +195,7 @@ class UnibusClientImpl implements UnibusClient {
    * than wait out the timeout the request fails at the disconnect with a
    * retryable 503 `connection_lost`: it may or may not have been applied.
    */
-  async #attempt(subject: string, data: Uint8Array, opts: RequestOptions): Promise<Msg> {
-    const envelope = signEnvelope(this.#key, subject, data);
+  async #attempt(subject: string, data: Uint8Array, envelope: Envelope, timeoutMs: number): Promise<Msg> {
     const h = headers();
     for (const [name, value] of Object.entries(envelopeToHeaders(envelope))) h.set(name, value);
     let onLoss: (() => void) | undefined;
@@ -173,7 +205,7 @@ class UnibusClientImpl implements UnibusClient {
     const cb = onLoss as () => void;
     this.#inFlight.add(cb);
     try {
-      return await Promise.race([this.nc.request(subject, data, { headers: h, timeout: opts.timeoutMs ?? this.#timeoutMs }), lost]);
+      return await Promise.race([this.nc.request(subject, data, { headers: h, timeout: timeoutMs }), lost]);
     } finally {
       this.#inFlight.delete(cb);
     }

@@ -5,7 +5,7 @@
 export { connect } from "./client.js";
 export type { ConnectOptions, RequestOptions, UnibusClient } from "./client.js";
 export { AdminApi, RoomsApi, UsersApi } from "./membership.js";
-export type { RoomRole, SendRequest, UserRole } from "./membership.js";
+export type { PageOptions, RoomRole, SendRequest, UserRole } from "./membership.js";
 export { UnibusError, ErrorCode, ErrorReason } from "@unibus/contracts";
 export { openRoom, RoomLimits, RoomPublishReason, RoomSubject } from "./rooms/room.js";
 export type { HistoryOptions, Room, RoomMessage, RoomOpener, RoomReject, RoomSubscription } from "./rooms/room.js";

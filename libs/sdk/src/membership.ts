@@ -15,6 +15,38 @@ import type {
   MembershipUsersRevokeReply,
 } from "@unibus/contracts";
 
+/** One page of a list call: where it starts and how many entries at most (the service caps it). */
+export interface PageOptions {
+  /** The `next_cursor` of the previous page; absent for the first. */
+  cursor?: string;
+  /** Most entries in the page; the service's default when absent. */
+  limit?: number;
+}
+
+function pageBody(opts: PageOptions): Record<string, unknown> {
+  return { ...(opts.cursor === undefined ? {} : { cursor: opts.cursor }), ...(opts.limit === undefined ? {} : { limit: opts.limit }) };
+}
+
+/**
+ * Follows `next_cursor` from page to page, yielding each entry once: an
+ * entry changed during the listing can come again in a later page, and is
+ * skipped then. Memory grows only by one key per entry, never by a page.
+ */
+async function* pages<P extends { next_cursor?: string }, T>(fetch: (cursor: string | undefined) => Promise<P>, items: (page: P) => T[], key: (item: T) => string): AsyncGenerator<T> {
+  const seen = new Set<string>();
+  let cursor: string | undefined;
+  do {
+    const page = await fetch(cursor);
+    for (const item of items(page)) {
+      const k = key(item);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      yield item;
+    }
+    cursor = page.next_cursor;
+  } while (cursor !== undefined);
+}
+
 /** Sends one signed request and decodes the reply (see `UnibusClient.request`). */
 export type SendRequest = <T>(subject: string, body: unknown) => Promise<T>;
 
@@ -35,9 +67,14 @@ export class UsersApi {
     return this.send(Subjects.membership.usersAdd, { principal: normalisePrincipal(principal), handle, role });
   }
 
-  /** Every user, revoked ones included. */
-  list(): Promise<MembershipUsersListReply> {
-    return this.send(Subjects.membership.usersList, {});
+  /** One page of users, revoked ones included; follow `next_cursor` for the rest (or use {@link listAll}). */
+  list(opts: PageOptions = {}): Promise<MembershipUsersListReply> {
+    return this.send(Subjects.membership.usersList, pageBody(opts));
+  }
+
+  /** Every user, page by page, revoked ones included. */
+  listAll(opts: Omit<PageOptions, "cursor"> = {}): AsyncGenerator<MembershipUsersListReply["users"][number]> {
+    return pages((cursor) => this.list({ ...opts, ...(cursor === undefined ? {} : { cursor }) }), (p) => p.users, (u) => u.principal);
   }
 
   /** One user; 404 if unknown. */
@@ -65,14 +102,24 @@ export class RoomsApi {
     return this.send(Subjects.membership.roomsCreate, opts.quota === undefined ? { name, policy } : { name, policy, quota: opts.quota });
   }
 
-  /** A room and its members (members and admins only); `withHandles` adds each member's handle. */
-  get(roomId: string, opts: { withHandles?: boolean } = {}): Promise<MembershipRoomsGetReply> {
-    return this.send(Subjects.membership.roomsGet, opts.withHandles === true ? { roomId, withHandles: true } : { roomId });
+  /** A room and one page of its members (members and admins only); follow `next_cursor` (or use {@link members}); `withHandles` adds each member's handle. */
+  get(roomId: string, opts: PageOptions & { withHandles?: boolean } = {}): Promise<MembershipRoomsGetReply> {
+    return this.send(Subjects.membership.roomsGet, { roomId, ...pageBody(opts), ...(opts.withHandles === true ? { withHandles: true } : {}) });
   }
 
-  /** Rooms the caller belongs to; `all: true` lists every room (admins only). */
-  list(opts: { all?: boolean } = {}): Promise<MembershipRoomsListReply> {
-    return this.send(Subjects.membership.roomsList, opts.all === undefined ? {} : { all: opts.all });
+  /** Every member of a room, page by page (members and admins only). */
+  members(roomId: string, opts: Omit<PageOptions, "cursor"> = {}): AsyncGenerator<MembershipRoomsGetReply["members"][number]> {
+    return pages((cursor) => this.get(roomId, { ...opts, ...(cursor === undefined ? {} : { cursor }) }), (p) => p.members, (m) => m.principal);
+  }
+
+  /** One page of the rooms the caller belongs to; `all: true` lists every room (admins only). Follow `next_cursor` for the rest (or use {@link listAll}). */
+  list(opts: { all?: boolean } & PageOptions = {}): Promise<MembershipRoomsListReply> {
+    return this.send(Subjects.membership.roomsList, { ...(opts.all === undefined ? {} : { all: opts.all }), ...pageBody(opts) });
+  }
+
+  /** Every room the caller belongs to (or every room, `all: true`), page by page. */
+  listAll(opts: { all?: boolean; limit?: number } = {}): AsyncGenerator<MembershipRoomsListReply["rooms"][number]> {
+    return pages((cursor) => this.list({ ...opts, ...(cursor === undefined ? {} : { cursor }) }), (p) => p.rooms, (r) => r.room.id);
   }
 
   /** Adds an active user to a room (owners and admins). */

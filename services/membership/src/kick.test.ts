@@ -4,7 +4,9 @@ import type { NatsConnection, Status } from "@nats-io/transport-node";
 import { Subjects } from "@unibus/contracts";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import type { UnibusClient } from "@unibus/sdk";
+import { pino } from "pino";
 import { startTestBus } from "@unibus/testbus";
+import { SystemConnectionKicker } from "./kick.js";
 import type { TestBus, TestBusMember } from "@unibus/testbus";
 
 /** Resolves with the time (ms since `since`) of the next status of `type`, or rejects after `timeoutMs`. */
@@ -121,5 +123,61 @@ describe("kicks on a callout-protected server (production ACLs)", () => {
     const reply = await admin.users.revoke(identity.principal);
     expect(reply.kick).toEqual({ connections: 2, kicked: 2, failed: 0 });
     await both;
+  });
+});
+
+describe("the kick's connection lookup waits for the servers known to exist", () => {
+  let bus: TestBus;
+  const silent = pino({ level: "silent" });
+
+  beforeAll(async () => {
+    bus = await startTestBus();
+  });
+
+  afterAll(async () => {
+    await bus?.stop();
+  });
+
+  async function timedKick(kicker: SystemConnectionKicker, principal: string): Promise<{ ms: number; outcome: Awaited<ReturnType<SystemConnectionKicker["kick"]>> }> {
+    const t0 = performance.now();
+    const outcome = await kicker.kick(principal);
+    return { ms: performance.now() - t0, outcome };
+  }
+
+  it("with every expected server answered, it kicks without waiting out the stall", async () => {
+    const { principal, client } = await bus.addMember("fast-lookup");
+    // One node, one expected server; a 20 s stall would dominate if it were waited for.
+    const kicker = new SystemConnectionKicker(bus.system, { logger: silent, expectedServers: 1, stallMs: 20_000, gatherMs: 20_000, resweepMs: 0 });
+    const gone = nextStatus(client, "disconnect", 5_000);
+    const { ms, outcome } = await timedKick(kicker, principal);
+    expect(outcome).toEqual({ connections: 1, kicked: 1, failed: 0 });
+    expect(ms).toBeLessThan(5_000);
+    await gone;
+    kicker.close();
+  });
+
+  it("with a server still missing, the stall stays the upper bound and the kick still completes", async () => {
+    const { principal } = await bus.addMember("missing-server");
+    // Two expected, one exists: the lookup ends at the stall, not before.
+    const kicker = new SystemConnectionKicker(bus.system, { logger: silent, expectedServers: 2, stallMs: 400, gatherMs: 5_000, resweepMs: 0 });
+    const { ms, outcome } = await timedKick(kicker, principal);
+    expect(outcome).toEqual({ connections: 1, kicked: 1, failed: 0 });
+    expect(ms).toBeGreaterThanOrEqual(400);
+    kicker.close();
+  });
+
+  it("learns the servers from its first full lookup, then stops once they answered", async () => {
+    const first = await bus.addMember("learn-1");
+    const second = await bus.addMember("learn-2");
+    const kicker = new SystemConnectionKicker(bus.system, { logger: silent, stallMs: 1_500, gatherMs: 20_000, resweepMs: 0 });
+    // Nothing known yet: the first lookup waits out the stall.
+    const learning = await timedKick(kicker, first.principal);
+    expect(learning.outcome).toEqual({ connections: 1, kicked: 1, failed: 0 });
+    expect(learning.ms).toBeGreaterThanOrEqual(1_500);
+    // Now the one server is known: the next lookup ends when it answered.
+    const known = await timedKick(kicker, second.principal);
+    expect(known.outcome).toEqual({ connections: 1, kicked: 1, failed: 0 });
+    expect(known.ms).toBeLessThan(1_500);
+    kicker.close();
   });
 });

@@ -1,4 +1,5 @@
-import type { NatsConnection } from "@nats-io/transport-node";
+import { createInbox } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
 
 /** Outcome of one kick: how many live connections were found, closed, and how many steps failed. */
@@ -44,8 +45,16 @@ export interface SystemConnectionKickerOptions {
   logger: Logger;
   /** Longest wait for all servers' connz replies. Default 1000 ms. */
   gatherMs?: number;
-  /** Stop gathering once no server answered for this long. Default 150 ms. */
+  /**
+   * Stop gathering once no server answered for this long: the bound of a
+   * lookup that has not heard from every server known to exist. Default 150 ms.
+   */
   stallMs?: number;
+  /**
+   * How many servers exist, fixed (tests). Default: learned, the servers that
+   * answered the last full lookup; unknown before the first one.
+   */
+  expectedServers?: number;
   /**
    * Delay of a second sweep, or 0 for none. Default 2500 ms: a connection
    * whose callout read the store just before the change may register only
@@ -93,6 +102,9 @@ export class SystemConnectionKicker implements ConnectionKicker {
   readonly #resweepMs: number;
   readonly #now: () => number;
   readonly #timers = new Set<NodeJS.Timeout>();
+  readonly #fixedServers: number | undefined;
+  /** Server ids that answered the last full lookup: the servers known to exist. */
+  #knownServers = new Set<string>();
 
   constructor(sys: NatsConnection, opts: SystemConnectionKickerOptions) {
     this.#sys = sys;
@@ -101,6 +113,7 @@ export class SystemConnectionKicker implements ConnectionKicker {
     this.#stallMs = opts.stallMs ?? 150;
     this.#resweepMs = opts.resweepMs ?? 2_500;
     this.#now = opts.now ?? Date.now;
+    this.#fixedServers = opts.expectedServers;
   }
 
   async kick(principal: string, changedAt: number = this.#now()): Promise<KickOutcome> {
@@ -112,10 +125,12 @@ export class SystemConnectionKicker implements ConnectionKicker {
     // clients for their whole connect timeout. A connection with no start
     // time is kicked: when in doubt, fail closed.
     const stale = (c: ConnzConnection): boolean => c.start === undefined || !(Date.parse(c.start) > changedAt);
-    const outcome = await this.#sweep(principal, stale, kickedCids);
+    const outcome = await this.#sweep(principal, stale, kickedCids, true);
     if (this.#resweepMs > 0) {
+      // The follow-up waits out the stall: a server that joined since the
+      // last full lookup is found here, and becomes known.
       this.#schedule(this.#resweepMs, async () => {
-        const late = await this.#sweep(principal, stale, kickedCids);
+        const late = await this.#sweep(principal, stale, kickedCids, false);
         if (late.kicked > 0 || late.failed > 0) this.#logger.warn({ principal, ...late }, "follow-up sweep kicked late connections");
       });
     }
@@ -143,7 +158,65 @@ export class SystemConnectionKicker implements ConnectionKicker {
     this.#timers.clear();
   }
 
-  async #sweep(principal: string, eligible: (c: ConnzConnection) => boolean, kickedCids: Set<string>): Promise<KickOutcome> {
+  /**
+   * Sends `data` to `subject` and yields the replies as they arrive. Ends
+   * once `complete()` says so after a reply, when no reply came for the
+   * stall time, or at the gather time.
+   */
+  async *#gather(subject: string, data: string, complete: () => boolean): AsyncGenerator<Msg> {
+    const queue: Msg[] = [];
+    let wake: (() => void) | undefined;
+    const sub = this.#sys.subscribe(createInbox(), {
+      callback: (err, msg) => {
+        if (err === null) queue.push(msg);
+        wake?.();
+      },
+    });
+    try {
+      this.#sys.publish(subject, data, { reply: sub.getSubject() });
+      const deadline = performance.now() + this.#gatherMs;
+      for (;;) {
+        const msg = queue.shift();
+        if (msg !== undefined) {
+          yield msg;
+          if (complete()) return;
+          continue;
+        }
+        const wait = Math.min(this.#stallMs, deadline - performance.now());
+        if (wait <= 0) return;
+        const arrived = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(() => resolve(false), wait);
+          wake = () => {
+            clearTimeout(timer);
+            resolve(true);
+          };
+        });
+        wake = undefined;
+        if (!arrived && queue.length === 0) return;
+      }
+    } finally {
+      sub.unsubscribe();
+    }
+  }
+
+  /**
+   * True once every server known to exist is among `answered`: by id, so a
+   * newly joined server answering first cannot stand in for a known one.
+   * Nothing known yet: never (the stall decides).
+   */
+  #heardFromAll(answered: ReadonlySet<string>): boolean {
+    if (this.#fixedServers !== undefined) return answered.size >= this.#fixedServers;
+    if (this.#knownServers.size === 0) return false;
+    for (const id of this.#knownServers) if (!answered.has(id)) return false;
+    return true;
+  }
+
+  /**
+   * One lookup-and-kick round. `fast`: stop as soon as every server known to
+   * exist answered, instead of waiting out the stall after the last reply
+   * (150 ms on every kick, most of a single invite's latency).
+   */
+  async #sweep(principal: string, eligible: (c: ConnzConnection) => boolean, kickedCids: Set<string>, fast: boolean): Promise<KickOutcome> {
     const outcome: KickOutcome = { connections: 0, kicked: 0, failed: 0 };
     const kicks: Promise<void>[] = [];
     const onServer = (serverId: string, connections: ConnzConnection[]): void => {
@@ -165,16 +238,14 @@ export class SystemConnectionKicker implements ConnectionKicker {
       }
     };
     let servers = 0;
+    const answered = new Set<string>();
     try {
-      const replies = await this.#sys.requestMany(SystemSubject.connzAll, JSON.stringify({ user: principal, auth: true, limit: CONNZ_PAGE }), {
-        strategy: "stall",
-        stall: this.#stallMs,
-        maxWait: this.#gatherMs,
-      });
+      const replies = this.#gather(SystemSubject.connzAll, JSON.stringify({ user: principal, auth: true, limit: CONNZ_PAGE }), () => fast && this.#heardFromAll(answered));
       for await (const msg of replies) {
         servers++;
         const reply = msg.json<ConnzReply>();
         const serverId = reply.server?.id;
+        if (serverId !== undefined) answered.add(serverId);
         if (serverId === undefined || reply.error !== undefined || reply.data === undefined) {
           outcome.failed++;
           this.#logger.error({ principal, server: serverId, err: reply.error?.description ?? "malformed connz reply" }, "connz failed");
@@ -191,6 +262,10 @@ export class SystemConnectionKicker implements ConnectionKicker {
       outcome.failed++;
       this.#logger.error({ principal, err: errMessage(err) }, "connz lookup failed");
     }
+    // A full lookup defines the servers that exist (one that left drops
+    // out); a fast one can only add to them.
+    if (!fast || this.#knownServers.size === 0) this.#knownServers = answered;
+    else for (const id of answered) this.#knownServers.add(id);
     if (servers === 0) {
       // No server answered: nothing proves the principal has no live
       // connection, so this counts as a failure, never as "nothing to do".

@@ -11,6 +11,7 @@ import { InsufficientResourcesErrCode } from "./room-streams.js";
 import { deleteLeftoverConsumers } from "./room-consumers.js";
 import { RoomRoleName, UserStatus, roomSubject } from "./records.js";
 import type { MemberRecord, RoomRecord, RoomRole } from "./records.js";
+import { PageSize, parseRoomIdCursor, parseSeqCursor, roomIdCursor, seqCursor } from "./paging.js";
 import { Unchanged } from "./store.js";
 import type { MembershipStore } from "./store.js";
 
@@ -136,17 +137,19 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
         }
         const room = await roomOrThrow(store, req.roomId);
-        const members = await store.listMembers(req.roomId);
-        let withHandles = members;
+        // One page of members: a stream page filtered to this room's keys.
+        const page = await store.pageEntries<MemberRecord>("members", parseSeqCursor(req.cursor), req.limit ?? PageSize.membersDefault, `${req.roomId}.*`);
+        let members = page.items;
         if (req.withHandles === true) {
           // Handles of this room's members only: the caller shares the room
           // with them, and the full users list stays admin-only.
           const users = await Promise.all(members.map((m) => store.getUser(m.principal)));
-          withHandles = members.map((m, i) => (users[i] == null ? m : { ...m, handle: users[i].value.handle }));
+          members = members.map((m, i) => (users[i] == null ? m : { ...m, handle: users[i].value.handle }));
         }
-        if (!room.policy.persist) return { room, members: withHandles };
+        const next = page.next === undefined ? {} : { next_cursor: seqCursor(page.next) };
+        if (!room.policy.persist) return { room, members, ...next };
         const state = await streams.describe(req.roomId).catch((err: unknown) => Promise.reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room stream could not be read", { cause: err })));
-        return { room, members: withHandles, ...(state ?? {}) };
+        return { room, members, ...next, ...(state ?? {}) };
       },
     }),
     "rooms-list": endpoint({
@@ -159,15 +162,29 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         const user = activeUser(caller);
         const own = (await store.getRoomsByMember(user.principal))?.value.rooms ?? {};
         if (req.all === true && user.role !== "admin") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only admins may list all rooms");
-        const ids = req.all === true ? await store.listRoomIds() : Object.keys(own).sort();
-        const rooms: { room: RoomRecord; role?: RoomRole }[] = [];
-        for (const id of ids) {
-          const room = await store.getRoom(id);
-          if (room === null) continue;
-          const role = own[id];
-          rooms.push(role === undefined ? { room: room.value } : { room: room.value, role });
+        const limit = req.limit ?? PageSize.roomsDefault;
+        const withRole = (room: RoomRecord): { room: RoomRecord; role?: RoomRole } => {
+          const role = own[room.id];
+          return role === undefined ? { room } : { room, role };
+        };
+        if (req.all === true) {
+          // Every room: a page of the bucket's stream, never a scan of all keys.
+          const page = await store.pageEntries<RoomRecord>("rooms", parseSeqCursor(req.cursor), limit);
+          const rooms = page.items.map(withRole);
+          return page.next === undefined ? { rooms } : { rooms, next_cursor: seqCursor(page.next) };
         }
-        return { rooms };
+        // The caller's own rooms come from one grant record, so they page by id.
+        const after = parseRoomIdCursor(req.cursor);
+        const ids = Object.keys(own).filter((id) => id > after).sort();
+        const rooms: { room: RoomRecord; role?: RoomRole }[] = [];
+        let last = "";
+        for (const id of ids) {
+          if (rooms.length >= limit) break;
+          last = id;
+          const room = await store.getRoom(id);
+          if (room !== null) rooms.push(withRole(room.value));
+        }
+        return last !== "" && last !== ids[ids.length - 1] ? { rooms, next_cursor: roomIdCursor(last) } : { rooms };
       },
     }),
     "rooms-invite": endpoint({

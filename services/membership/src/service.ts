@@ -90,7 +90,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     ],
     { budgetMs, logger: logger.child({ svc: ServiceName.membership }) },
   );
-  const store = new MembershipStore({ users: kv.users, rooms: kv.rooms, members: kv.members, roomsByMember: kv.rooms_by_member });
+  const store = new MembershipStore({ users: kv.users, rooms: kv.rooms, members: kv.members, roomsByMember: kv.rooms_by_member }, nc);
   const kicker =
     opts.kicker ??
     (opts.sys === undefined ? new UnconfiguredKicker(logger.child({ svc: ServiceName.membership })) : new SystemConnectionKicker(opts.sys, { logger: logger.child({ svc: ServiceName.membership }) }));

@@ -1,4 +1,8 @@
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
+import { setTimeout as sleep } from "node:timers/promises";
+import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
+import type { JetStreamManager } from "@nats-io/jetstream";
+import { createInbox, nanos } from "@nats-io/transport-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV, KvEntry } from "@nats-io/kv";
 import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
 import type { MemberRecord, RoomRecord, RoomsByMemberRecord, UserRecord } from "./records.js";
@@ -18,11 +22,40 @@ export interface Versioned<T> {
   revision: number;
 }
 
+/** One page of a bucket's entries; `next` is where the following page starts (absent: this was the last). */
+export interface Page<T> {
+  items: T[];
+  next?: number;
+}
+
+/** Longest wait for one page's messages; a page normally arrives in milliseconds. */
+const PAGE_FETCH_MS = 5_000;
+
+/**
+ * The stream sequence and pending count a JetStream ack subject carries:
+ * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, or
+ * the longer form with domain and account hash in front.
+ */
+function parseAckSubject(reply: string | undefined): { seq: number; pending: number } | null {
+  const t = reply?.split(".") ?? [];
+  if (t[0] !== "$JS" || t[1] !== "ACK") return null;
+  const [seq, pending] = t.length === 9 ? [t[5], t[8]] : t.length >= 11 ? [t[7], t[10]] : [undefined, undefined];
+  const out = { seq: Number(seq), pending: Number(pending) };
+  return Number.isSafeInteger(out.seq) && Number.isSafeInteger(out.pending) ? out : null;
+}
+
 /** Returned by a {@link casUpdate} mutator to leave the entry as it is. */
 export const Unchanged = Symbol("unchanged");
 
-/** Attempts of one compare-and-set loop before giving up with 503 (contention this high is a fault). */
-const CAS_ATTEMPTS = 16;
+/**
+ * Bound of one compare-and-set loop before giving up with 503. One owner
+ * creating 32 rooms at once puts 32 writers on its `rooms_by_member` key;
+ * retrying at once made them collide again and again (16 immediate attempts
+ * gave up under that load), so each retry waits a jittered, growing delay.
+ */
+const CAS_ATTEMPTS = 64;
+const CAS_BUDGET_MS = 5_000;
+const CAS_BACKOFF_MS = { first: 2, max: 100 } as const;
 
 /** True for the JetStream error a failed compare-and-set (or create on an existing key) raises. */
 export function isRevisionConflict(err: unknown): boolean {
@@ -62,7 +95,12 @@ async function read<T>(kv: KV, key: string): Promise<Versioned<T> | null> {
  * @returns the stored value and revision after the call (null if absent).
  */
 export async function casUpdate<T>(kv: KV, key: string, mutate: (current: T | null) => T | null | typeof Unchanged): Promise<Versioned<T> | null> {
-  for (let attempt = 0; attempt < CAS_ATTEMPTS; attempt++) {
+  const deadline = Date.now() + CAS_BUDGET_MS;
+  for (let attempt = 0; attempt < CAS_ATTEMPTS && Date.now() < deadline; attempt++) {
+    if (attempt > 0) {
+      // Full jitter: the colliding writers spread out instead of retrying in lockstep.
+      await sleep(Math.random() * Math.min(CAS_BACKOFF_MS.max, CAS_BACKOFF_MS.first * 2 ** attempt));
+    }
     let entry: KvEntry | null;
     try {
       entry = await kv.get(key);
@@ -96,7 +134,92 @@ export async function casUpdate<T>(kv: KV, key: string, mutate: (current: T | nu
  * so a handler that awaits it acknowledges only durable state (DESIGN §1.3).
  */
 export class MembershipStore {
-  constructor(readonly buckets: MembershipBuckets) {}
+  #jsm: JetStreamManager | undefined;
+
+  constructor(
+    readonly buckets: MembershipBuckets,
+    readonly nc?: NatsConnection,
+  ) {}
+
+  /**
+   * Up to `limit` live entries of `bucket` from stream sequence `start` on:
+   * one short-lived consumer per page, memory bounded by the page, and no
+   * listing of every key (kv.keys() sends all keys each call, so paging
+   * 100,000 users by sorted key cost a full scan per page). Buckets keep one
+   * revision per key, so the stream holds each live key once, in the order of
+   * its last change: an entry changed during a listing moves behind the
+   * cursor and may be listed twice, but one that exists throughout is never
+   * skipped.
+   *
+   * The consumer pushes to an inbox with explicit acks that are never sent,
+   * and `max_ack_pending` = `limit` makes the server stop after one page. A
+   * pull fetch would need `$JS.API.CONSUMER.MSG.NEXT`, which this service's
+   * bucket grant does not include.
+   */
+  async pageEntries<T>(bucket: keyof MembershipBuckets, start: number, limit: number, keyFilter?: string): Promise<Page<T>> {
+    const kv = this.buckets[bucket];
+    if (this.nc === undefined) throw unavailable(new Error("store has no connection for paging"));
+    const nc = this.nc;
+    try {
+      const status = await kv.status();
+      const stream = status.streamInfo.config.name;
+      if (start > status.streamInfo.state.last_seq) return { items: [] };
+      this.#jsm ??= await jetstreamManager(nc);
+      const jsm = this.#jsm;
+      const inbox = createInbox();
+      const items: T[] = [];
+      let next: number | undefined;
+      let consumer: string | undefined;
+      let settle: (failure?: Error) => void = () => undefined;
+      const done = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => settle(new Error(`page of ${bucket} not complete within ${PAGE_FETCH_MS} ms`)), PAGE_FETCH_MS);
+        const sub = nc.subscribe(inbox, {
+          callback: (err, m) => {
+            if (err !== null) return settle(err);
+            const ack = parseAckSubject(m.reply);
+            // Heartbeats and flow control carry no ack subject; nothing to list.
+            if (ack === null) return;
+            const op = m.headers?.get("KV-Operation") ?? "";
+            if (op === "" || op === "PUT") items.push(m.json<T>());
+            next = ack.pending > 0 ? ack.seq + 1 : undefined;
+            if (ack.pending === 0 || items.length >= limit) settle();
+          },
+        });
+        settle = (failure) => {
+          clearTimeout(timer);
+          sub.unsubscribe();
+          if (failure === undefined) resolve();
+          else reject(failure);
+        };
+      });
+      // Awaited below; marked handled now so a failure during set-up is not "unhandled".
+      done.catch(() => undefined);
+      try {
+        const info = await jsm.consumers.add(stream, {
+          deliver_subject: inbox,
+          deliver_policy: DeliverPolicy.StartSequence,
+          opt_start_seq: start,
+          ack_policy: AckPolicy.Explicit,
+          max_ack_pending: limit,
+          mem_storage: true,
+          num_replicas: 1,
+          inactive_threshold: nanos(PAGE_FETCH_MS * 2),
+          ...(keyFilter === undefined ? {} : { filter_subject: `$KV.${status.bucket}.${keyFilter}` }),
+        });
+        consumer = info.name;
+        // Nothing matches from here: no message will come to end the page.
+        if (info.num_pending === 0) return { items: [] };
+        await done;
+      } finally {
+        // Idempotent once settled; otherwise stops the subscription and timer.
+        settle();
+        if (consumer !== undefined) await jsm.consumers.delete(stream, consumer).catch(() => undefined);
+      }
+      return next === undefined ? { items } : { items, next };
+    } catch (err) {
+      throw unavailable(err);
+    }
+  }
 
   getUser(principal: string): Promise<Versioned<UserRecord> | null> {
     return read<UserRecord>(this.buckets.users, principal);
@@ -114,6 +237,11 @@ export class MembershipStore {
 
   updateUser(principal: string, mutate: (current: UserRecord | null) => UserRecord | typeof Unchanged): Promise<Versioned<UserRecord> | null> {
     return casUpdate<UserRecord>(this.buckets.users, principal, mutate);
+  }
+
+  /** Every room id, sorted; a full key scan, for start-up sweeps and tests, not for answering requests. */
+  async listRoomIds(): Promise<string[]> {
+    return (await this.#keys(this.buckets.rooms)).sort();
   }
 
   async listUsers(): Promise<UserRecord[]> {
@@ -135,10 +263,6 @@ export class MembershipStore {
     } catch (err) {
       throw unavailable(err);
     }
-  }
-
-  async listRoomIds(): Promise<string[]> {
-    return (await this.#keys(this.buckets.rooms)).sort();
   }
 
   getMember(roomId: string, principal: string): Promise<Versioned<MemberRecord> | null> {

@@ -4,6 +4,7 @@ import type { EndpointSpec } from "@unibus/kit";
 import { activeUser, checkPrincipal } from "./access.js";
 import type { MembershipDeps } from "./deps.js";
 import { deleteLeftoverConsumers } from "./room-consumers.js";
+import { PageSize, parseSeqCursor, seqCursor } from "./paging.js";
 import { UserStatus } from "./records.js";
 import type { UserRecord } from "./records.js";
 
@@ -41,8 +42,9 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
       reply: "membership.users.list.reply",
       mutates: false,
       access: Access.Admin,
-      async handler() {
-        return { users: await store.listUsers() };
+      async handler(req) {
+        const page = await store.pageEntries<UserRecord>("users", parseSeqCursor(req.cursor), req.limit ?? PageSize.usersDefault);
+        return page.next === undefined ? { users: page.items } : { users: page.items, next_cursor: seqCursor(page.next) };
       },
     }),
     "users-get": endpoint({

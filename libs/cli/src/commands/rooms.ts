@@ -6,6 +6,7 @@ import { clientCommand, principalArg, printJson } from "../client-command.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { ExitCode, UsageError } from "../errors.js";
+import { printPaged } from "../paged-output.js";
 import { formatTable } from "../table.js";
 
 interface RoomRow {
@@ -121,16 +122,19 @@ const roomsList = clientCommand({
   name: "list",
   command: "rooms list",
   summary: "list your rooms (--all: every room, admins only)",
-  usage: "Usage: unibus rooms list [--all] [--json]",
+  usage: "Usage: unibus rooms list [--all] [--json]\n\nPrints the rooms page by page as they arrive.",
   optionsHelp: ["  --all                 every room (admins only)"],
   options: { all: { type: "boolean" } },
   positionals: [],
   async run({ client, flags, json, io }) {
-    const reply = await client.rooms.list(flags.all === true ? { all: true } : {});
-    if (json) return printJson(io, reply.rooms);
-    const rows = reply.rooms.map(({ room, role }) => [room.id, room.name, role ?? "-", policyText(room.policy), room.createdBy]);
-    io.out(formatTable([["ID", "NAME", "ROLE", "POLICY", "CREATED BY"], ...rows]));
-    return ExitCode.ok;
+    const all = flags.all === true ? { all: true } : {};
+    return printPaged(io, json, {
+      fetch: (cursor) => client.rooms.list(cursor === undefined ? all : { ...all, cursor }),
+      items: (page) => page.rooms,
+      key: (r) => r.room.id,
+      header: ["ID", "NAME", "ROLE", "POLICY", "CREATED BY"],
+      row: ({ room, role }) => [room.id, room.name, role ?? "-", policyText(room.policy), room.createdBy],
+    });
   },
 });
 
@@ -141,12 +145,23 @@ const roomsGet = clientCommand({
   usage: "Usage: unibus rooms get <id> [--json]",
   positionals: ["id"],
   async run({ client, positionals, json, io }) {
-    const reply = await client.rooms.get(roomId(positionals));
-    if (json) return printJson(io, reply);
-    const r: RoomRow = reply.room;
+    const id = roomId(positionals);
+    const first = await client.rooms.get(id);
+    if (json) {
+      // One JSON object as before, with every page's members.
+      const members: typeof first.members = [];
+      for await (const m of client.rooms.members(id)) members.push(m);
+      return printJson(io, { room: first.room, members });
+    }
+    const r: RoomRow = first.room;
     io.out(`room ${r.id} (${r.name}, ${policyText(r.policy)}); subject ${r.subject}.>; created by ${r.createdBy}`);
-    io.out(formatTable([["PRINCIPAL", "ROLE", "ADDED BY"], ...reply.members.map((m) => [m.principal, m.role, m.addedBy])]));
-    return ExitCode.ok;
+    return printPaged(io, false, {
+      fetch: async (cursor) => (cursor === undefined ? first : client.rooms.get(id, { cursor })),
+      items: (page) => page.members,
+      key: (m) => m.principal,
+      header: ["PRINCIPAL", "ROLE", "ADDED BY"],
+      row: (m) => [m.principal, m.role, m.addedBy],
+    });
   },
 });
 

@@ -5,6 +5,7 @@ import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { ExitCode, UsageError } from "../errors.js";
 import type { CliIo } from "../io.js";
+import { printPaged } from "../paged-output.js";
 import { formatTable } from "../table.js";
 
 interface UserRow {
@@ -50,12 +51,16 @@ const usersList = clientCommand({
   name: "list",
   command: "users list",
   summary: "list every user, revoked ones included (admin only)",
-  usage: "Usage: unibus users list [--json]",
+  usage: "Usage: unibus users list [--json]\n\nPrints the allowlist page by page as it arrives.",
   positionals: [],
   async run({ client, json, io }) {
-    const reply = await client.users.list();
-    if (json) return printJson(io, reply.users);
-    return printUsers(io, reply.users);
+    return printPaged(io, json, {
+      fetch: (cursor) => client.users.list(cursor === undefined ? {} : { cursor }),
+      items: (page) => page.users,
+      key: (u) => u.principal,
+      header: ["PRINCIPAL", "HANDLE", "ROLE", "STATUS", "ADDED"],
+      row: (u) => [u.principal, u.handle, u.role, u.status, u.addedAt],
+    });
   },
 });
 

@@ -8,7 +8,7 @@
  * deliver only frames whose signature, room, epoch key, counters and AEAD tag
  * all check out; everything else becomes a reject event.
  */
-import { DeliverPolicy, JetStreamApiError, jetstream } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { toHex } from "@unibus/crypto";
