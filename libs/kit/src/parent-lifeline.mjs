@@ -10,8 +10,8 @@
 import { Socket } from "node:net";
 
 const ENV = "UNIBUS_PARENT_FD";
-/** Drain bound once the supervisor is gone (the next start waits for us). */
-const PARENT_GONE_GRACE_MS = 800;
+/** Drain bound once the supervisor is gone: services hold no state (every mutation is durable before it is acknowledged), so a fast exit loses at most a reply. */
+const PARENT_GONE_GRACE_MS = 500;
 
 const raw = process.env[ENV];
 // Not inherited further: a grandchild's fd 3 is some other file.

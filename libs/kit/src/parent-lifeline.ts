@@ -8,7 +8,7 @@ export const PARENT_LIFELINE_FD_ENV = "UNIBUS_PARENT_FD";
 /**
  * `--import` specifier of the preload that ends a node child once its
  * supervisor's end of the lifeline closes (SIGTERM to itself, hard exit
- * 800 ms later). Put it before `--import tsx` so it watches from the first
+ * 500 ms later). Put it before `--import tsx` so it watches from the first
  * millisecond, loading and crash-restart windows included.
  */
 export const PARENT_LIFELINE_PRELOAD = new URL("./parent-lifeline.mjs", import.meta.url).href;

@@ -6,6 +6,18 @@ import { promisify } from "node:util";
 /** File names {@link startNatsServer} gives the config and pid file inside its dir. */
 export const NatsServerFile = { config: "nats-server.conf", pid: "nats-server.pid" } as const;
 
+/**
+ * Lame duck settings for a single-node server (nats-server 2.15.1 semantics).
+ * On SIGUSR2 the server stops accepting, shuts JetStream down (flushed) at
+ * once, tells clients (`ldm` in INFO) and, with no client connected, exits at
+ * once. With clients it first waits the grace period (default 10 s, for
+ * clients to move to another server: a single node has none, so 1 s only
+ * lets them see the notice), then closes them at most one a second, spread
+ * over the duration (2.15.1 rejects less than 30 s). A half-open connection
+ * counts as a client, so without these a lame duck stop could take over 10 s.
+ */
+export const SINGLE_NODE_LAME_DUCK = { lame_duck_grace_period: "1s", lame_duck_duration: "30s" } as const;
+
 /** What a pid from a pid file turned out to be. */
 export const PidIdentity = {
   /** A nats-server running on this dir's config. */

@@ -9,12 +9,12 @@ import {
   NatsServerOrphanError,
   NatsServerStartError,
   findNatsServer,
+  startBusWatchdog,
   startNatsServer,
-  startNatsServerWatchdog,
   stopOrphanNatsServer,
 } from "@unibus/natsd";
 import type { Identity } from "@unibus/crypto";
-import type { NatsServerProcess, NatsServerWatchdog } from "@unibus/natsd";
+import type { BusWatchdog, NatsServerProcess } from "@unibus/natsd";
 import { parseCommandArgs } from "../args.js";
 import type { Command } from "../command.js";
 import { CliError, ExitCode } from "../errors.js";
@@ -114,7 +114,7 @@ async function runUp(io: CliIo): Promise<number> {
   await ensurePrivateDir(home.root);
   const lock = await acquireHomeLock(home.lockFile);
   let server: NatsServerProcess | undefined;
-  let watchdog: NatsServerWatchdog | undefined;
+  let watchdog: BusWatchdog | undefined;
   let supervisor: Supervisor | undefined;
   try {
     // The lock may have been taken over from a killed `up` whose nats-server
@@ -130,6 +130,7 @@ async function runUp(io: CliIo): Promise<number> {
     const bin = await findServerBinary(io);
     server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits });
     watchdog = await armWatchdog(server);
+    const guard = watchdog;
     const url = server.url;
     await checkBusReady(url, membershipIdentity(state));
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
@@ -146,8 +147,14 @@ async function runUp(io: CliIo): Promise<number> {
         line: (name, _stream, line) => io.out(formatChildLine(name, line, width)),
         notice: (message) => say(io, message),
       },
-      // A start taking over after a crash waits for these before it starts its own bus.
-      { onChildrenChanged: (pids) => void lock.recordChildren(pids).catch((err: unknown) => say(io, `cannot record children in ${lock.path}: ${String(err)}`)) },
+      {
+        onChildrenChanged: (pids) => {
+          // The watchdog ends them within 2 s if we are killed, even one too busy to notice its lifeline.
+          guard.guard(pids);
+          // A start taking over after a crash waits for these before it starts its own bus.
+          void lock.recordChildren(pids).catch((err: unknown) => say(io, `cannot record children in ${lock.path}: ${String(err)}`));
+        },
+      },
     );
     supervisor.start();
 
@@ -217,10 +224,10 @@ async function stopOrphanServer(io: CliIo, home: HomeLayout): Promise<void> {
   }
 }
 
-/** Without an armed watchdog a SIGKILL of `up` would leave the server running: refuse to go on. */
-async function armWatchdog(server: NatsServerProcess): Promise<NatsServerWatchdog> {
+/** Without an armed watchdog a SIGKILL of `up` would leave the server (and busy services) running: refuse to go on. */
+async function armWatchdog(server: NatsServerProcess): Promise<BusWatchdog> {
   try {
-    return await startNatsServerWatchdog(server);
+    return await startBusWatchdog(server);
   } catch (err) {
     if (err instanceof NatsServerOrphanError) throw new CliError(err.message, { cause: err });
     throw err;

@@ -35,6 +35,13 @@ describe("server config for unibus up", () => {
     expect(text).toContain('store_dir: "/state/data"');
   });
 
+  it("keeps lame duck short: a single node has no peer for clients to move to", () => {
+    const text = renderNatsConfig(config);
+    expect(text).toContain('lame_duck_grace_period: "1s"');
+    // nats-server 2.15.1 rejects a duration under 30 s.
+    expect(text).toContain('lame_duck_duration: "30s"');
+  });
+
   it("limits the UNIBUS account's JetStream to the defaults, or to what UNIBUS_JS_MAX_* say", () => {
     expect(config.accounts).toMatchObject({ UNIBUS: { jetstream: DefaultAccountJetStreamLimits } });
     expect(renderNatsConfig(config)).toMatch(/jetstream: \{\s*max_memory: 268435456\s*max_file: 17179869184\s*max_streams: 4096\s*max_consumers: 65536\s*\}/);

@@ -3,7 +3,7 @@ import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@un
 import { Subjects } from "@unibus/contracts";
 import { NonceBucket } from "@unibus/kit";
 import { MembershipBucket } from "@unibus/membership";
-import { envRef, mergeNatsConfig } from "@unibus/natsd";
+import { SINGLE_NODE_LAME_DUCK, envRef, mergeNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
 import { ServiceName } from "./services.js";
 
@@ -167,6 +167,8 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     host: input.host,
     port: input.port,
     ...(input.monitorPort === undefined ? {} : { http: `127.0.0.1:${input.monitorPort}` }),
+    // A takeover stops an orphaned server in lame duck mode: with no other node to move to, it should not linger.
+    ...SINGLE_NODE_LAME_DUCK,
     jetstream: {
       store_dir: input.jetstreamDir,
       cipher: "chachapoly",
