@@ -19,7 +19,7 @@ export const Access = {
 /** One of the {@link Access} values. */
 export type Access = (typeof Access)[keyof typeof Access];
 
-/** Principal kinds of DESIGN §3, as resolved by {@link KitDeps.resolveRole}. */
+/** Principal kinds of architecture §3, as resolved by {@link KitDeps.resolveRole}. */
 export type Role = "admin" | "member" | "node" | `service:${string}`;
 
 /** A caller proven by a signed envelope. */
@@ -131,7 +131,7 @@ const SEMVER = /^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-[0-9A-Za-z.-]+)?(?:
 /**
  * Checks and freezes a service definition. A public endpoint may not mutate:
  * an unauthenticated mutation has no signer to hold to account and no nonce to
- * stop a replay (DESIGN §1.2, fail closed).
+ * stop a replay (architecture §1.2, fail closed).
  *
  * @throws ServiceDefinitionError
  */

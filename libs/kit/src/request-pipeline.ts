@@ -213,7 +213,7 @@ async function runOnce(p: EndpointPipeline, envelope: Envelope, msg: IncomingReq
 }
 
 /**
- * Runs every check of DESIGN §4 in order (size → JSON → request schema →
+ * Runs every check of architecture §4 in order (size → JSON → request schema →
  * envelope → freshness → nonce → role), then the handler, then validates its
  * reply. A mutating request's outcome is recorded under its nonce, so the
  * same signed request sent again gets the first outcome back. Returns the reply body; throws a `UnibusError` for an error reply, or

@@ -232,7 +232,7 @@ class UnibusClientImpl implements UnibusClient {
 /**
  * Connects to the bus as `identity`: nkey authentication with a cached
  * node:crypto key (nats.js's own authenticator manages ~50 connects/s,
- * FIELD-NOTES "Auth callout"), an inbox under `_INBOX.<principal>` (the only
+ * nats-notes "Auth callout"), an inbox under `_INBOX.<principal>` (the only
  * inbox the auth callout lets a principal subscribe to), and reconnection
  * forever, authorization errors included: a kicked client must come back
  * with fresh permissions on its own, and a callout hiccup must not strand it

@@ -131,7 +131,7 @@ export function calloutUserPermissions(calloutUserPublic: string): ServerPermiss
 }
 
 /**
- * Permissions of a typical service replica (DESIGN §4 "service:X"): its
+ * Permissions of a typical service replica (architecture §4 "service:X"): its
  * endpoints, micro discovery, full use of its own KV buckets, and replies.
  */
 export function servicePermissions(opts: { service: string; kvBuckets?: readonly string[]; publish?: string[]; subscribe?: string[] }): ServerPermissions {
@@ -157,7 +157,7 @@ export function servicePermissions(opts: { service: string; kvBuckets?: readonly
  * - `auth_callout.auth_users` lists every config-level user (callout,
  *   services, system), so only clients go through the callout.
  * - Every config-level user is an nkey user, which also makes the server send
- *   a nonce (FIELD-NOTES). No `no_auth_user` (a PING-before-CONNECT bypass
+ *   a nonce (docs/nats-notes.md). No `no_auth_user` (a PING-before-CONNECT bypass
  *   existed in 2.10.27).
  */
 export function calloutServerConfig(opts: CalloutServerConfigOptions): NatsConfig {

@@ -236,6 +236,6 @@ const roomsLeave = clientCommand({
 export const roomsCommandGroup: Command = commandGroup({
   name: "rooms",
   summary: "create rooms and manage their members",
-  intro: "Usage: unibus rooms <command> [args] [--json]\n\nRooms and their members (DESIGN §5), through the membership service as your identity.",
+  intro: "Usage: unibus rooms <command> [args] [--json]\n\nRooms and their members (docs/architecture.md §5), through the membership service as your identity.",
   subcommands: [roomsCreate, roomsList, roomsGet, roomsInfo, roomsInvite, roomsRemove, roomsLeave],
 });

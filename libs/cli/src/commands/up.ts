@@ -63,7 +63,7 @@ On the first run it creates, in the state dir (mode 0700, files 0600):
   env                         UNIBUS_URL and UNIBUS_IDENTITY for other unibus commands
 Later runs reuse all of it; no key is ever regenerated over an existing one.
 
-Every client, admins included, is authorized by the auth callout (DESIGN §4);
+Every client, admins included, is authorized by the auth callout (docs/architecture.md §4);
 once the services are up, admin.id is seeded as admin #0 (idempotent).
 
 Environment:
@@ -169,7 +169,7 @@ async function runUp(io: CliIo): Promise<number> {
     say(io, boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
 
     io.out("");
-    io.out("  auth callout:    on (xkey-encrypted); every client is authorized per principal (DESIGN §4)");
+    io.out("  auth callout:    on (xkey-encrypted); every client is authorized per principal (docs/architecture.md §4)");
     io.out(`  bus URL:         ${url}`);
     io.out(`  admin identity:  ${home.adminIdentityFile}`);
     io.out(`  admin principal: ${boot.user.principal}`);
@@ -258,7 +258,7 @@ async function startServer(
       dir: home.serverDir,
       bin: opts.bin,
       name: "nats-server",
-      // The key reaches the server only through its environment (DESIGN §1.4).
+      // The key reaches the server only through its environment (architecture §1.4).
       env: { [JETSTREAM_KEY_ENV]: state.jetstreamKey },
     });
   } catch (err) {

@@ -97,6 +97,6 @@ const usersRevoke = clientCommand({
 export const usersCommandGroup: Command = commandGroup({
   name: "users",
   summary: "manage who may connect (admin only)",
-  intro: "Usage: unibus users <command> [args] [--json]\n\nThe users allowlist (DESIGN §3), through the membership service as your identity.",
+  intro: "Usage: unibus users <command> [args] [--json]\n\nThe users allowlist (docs/architecture.md §3), through the membership service as your identity.",
   subcommands: [usersAdd, usersList, usersGet, usersRevoke],
 });

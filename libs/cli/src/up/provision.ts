@@ -18,7 +18,7 @@ const JETSTREAM_KEY_RE = /^[A-Za-z][A-Za-z0-9]{31,}$/;
 /**
  * A fresh JetStream at-rest key: alphanumeric and starting with a letter,
  * because nats-server re-parses the substituted `$UNIBUS_JS_KEY` value and
- * would read a leading digit as a number (FIELD-NOTES "At-rest encryption").
+ * would read a leading digit as a number (nats-notes "At-rest encryption").
  * `randomInt` is uniform (no modulo bias).
  */
 export function generateJetStreamKey(): string {
