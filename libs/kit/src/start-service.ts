@@ -11,6 +11,7 @@ import { NonceBucket, openBuckets } from "./buckets.js";
 import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Role, ServiceDefinition } from "./definition.js";
 import { EndpointStats } from "./endpoint-stats.js";
+import { replyPermitted } from "./reply-rule.js";
 import { runPipeline } from "./request-pipeline.js";
 import type { EndpointPipeline, RequestTrace } from "./request-pipeline.js";
 
@@ -40,6 +41,8 @@ export interface RunningService {
   readonly name: string;
   /** Micro instance id. */
   readonly id: string;
+  /** Requests dropped unanswered because their reply subject was not the requester's own inbox. */
+  droppedRequests(): number;
   /** Stops taking requests, drains the subscriptions and waits for in-flight requests. */
   stop(): Promise<void>;
 }
@@ -93,6 +96,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     statsHandler: async (endpoint) => stats.get((endpoint as { name?: string }).name ?? "")?.data() ?? {},
   });
   const inflight = new Set<Promise<void>>();
+  let droppedReplies = 0;
 
   for (const [name, spec] of endpoints) {
     const v = validators.get(name);
@@ -108,12 +112,11 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
       logger: logger.child({ op: name }),
     };
     const handle = async (msg: ServiceMsg): Promise<void> => {
-      // The requester picks the reply subject and the service publishes the
-      // reply with its own permissions (its KV buckets included), so only an
-      // inbox is answered (threat: a member overwriting an allowlist record
-      // with an error reply by naming `$KV.users.<key>` as its reply).
-      if (!isInboxReply(msg.reply)) {
-        pipeline.logger.warn({ reply: msg.reply ?? null }, "request without an inbox reply subject dropped");
+      // Only the requester's own inbox is answered (see replyPermitted):
+      // anything else is dropped before any work, and counted.
+      if (!replyPermitted(spec.access, msg.reply, msg.headers)) {
+        droppedReplies++;
+        pipeline.logger.debug({ reply: msg.reply ?? null }, "request whose reply subject is not the requester's inbox dropped");
         return;
       }
       const started = performance.now();
@@ -166,6 +169,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     service,
     name: definition.name,
     id: service.info().id,
+    droppedRequests: () => droppedReplies,
     async stop() {
       await service.stop();
       await Promise.allSettled([...inflight]);
@@ -173,10 +177,3 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     },
   };
 }
-
-/** Replies go to inboxes only: `_INBOX.<…>`, the root every client's and service's inbox prefix is under. */
-function isInboxReply(reply: string | undefined): reply is string {
-  return reply !== undefined && reply.startsWith(INBOX_ROOT) && reply.length > INBOX_ROOT.length;
-}
-
-const INBOX_ROOT = "_INBOX.";

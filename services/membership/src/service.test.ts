@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { headers } from "@nats-io/transport-node";
+import { createInbox, headers } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { pino } from "pino";
 import { ErrorCode, Subjects, UnibusError, decodeReply } from "@unibus/contracts";
-import { SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
+import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
@@ -255,7 +255,8 @@ describe("bad input on every endpoint: a clear error reply, no crash, no state c
   async function raw(subject: string, data: Uint8Array, sign: (subject: string, data: Uint8Array) => Record<string, string> | undefined): Promise<UnibusError> {
     const h = headers();
     for (const [k, v] of Object.entries(sign(subject, data) ?? {})) h.set(k, v);
-    const msg = await nc.request(subject, data, { headers: h, timeout: 5_000 });
+    // The kit answers only the claimed signer's own inbox.
+    const msg = await nc.request(subject, data, { headers: h, timeout: 5_000, noMux: true, reply: createInbox(`_INBOX.${h.get(EnvelopeHeader.signer)}`) });
     try {
       decodeReply(msg);
     } catch (err) {
@@ -271,7 +272,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, no state c
     expect((await raw(subject, new TextEncoder().encode("{not json"), signed)).code).toBe(ErrorCode.BadRequest);
     expect((await raw(subject, enc({ ...(valid[name] as object), extra: 1 }), signed)).code).toBe(ErrorCode.BadRequest);
     expect((await raw(subject, enc({ pad: "x".repeat(70_000) }), signed)).code).toBe(ErrorCode.PayloadTooLarge);
-    expect((await raw(subject, enc(valid[name]), () => undefined)).code).toBe(ErrorCode.Unauthorized);
+    expect((await raw(subject, enc(valid[name]), () => ({ [EnvelopeHeader.signer]: adminKey.principal }))).code).toBe(ErrorCode.Unauthorized);
     const forged = (s: string, _d: Uint8Array): Record<string, string> => envelopeToHeaders(signEnvelope(adminKey, s, enc({ other: true })));
     expect((await raw(subject, enc(valid[name]), forged)).code).toBe(ErrorCode.Unauthorized);
     const stale = (s: string, d: Uint8Array): Record<string, string> => envelopeToHeaders(signEnvelope(adminKey, s, d, Date.now() - 60_000));
@@ -285,7 +286,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, no state c
     const envelope = envelopeToHeaders(signEnvelope(adminKey, Subjects.membership.usersAdd, data));
     const h = headers();
     for (const [n, v] of Object.entries(envelope)) h.set(n, v);
-    decodeReply(await nc.request(Subjects.membership.usersAdd, data, { headers: h, timeout: 5_000 }));
+    decodeReply(await nc.request(Subjects.membership.usersAdd, data, { headers: h, timeout: 5_000, noMux: true, reply: createInbox(`_INBOX.${adminKey.principal}`) }));
     await svc.store.updateUser(k.principal, (u) => ({ ...u!, handle: "changed" }));
     const err = await raw(Subjects.membership.usersAdd, data, () => envelope);
     expect(err).toMatchObject({ code: ErrorCode.Unauthorized, reason: "nonce_replayed" });
