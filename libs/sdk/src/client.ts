@@ -2,7 +2,7 @@ import { connect as natsConnect, headers } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Status } from "@nats-io/transport-node";
 import { envelopeToHeaders, nkeyAuthenticator, signEnvelope, SigningKey } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
-import { ErrorCode, ErrorReason, ReadOnlySubjects, UnibusError, decodeReply } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, ReadOnlySubjects, Subjects, UnibusError, decodeReply } from "@unibus/contracts";
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
@@ -180,7 +180,10 @@ class UnibusClientImpl implements UnibusClient {
   }
 
   room(roomId: string, keys: RoomKeySource): Room {
-    return createRoom(this.nc, this.#key, roomId, keys);
+    return createRoom(this.nc, this.#key, roomId, keys, {
+      get: (id) => this.rooms.get(id),
+      history: (req, opts) => this.request(Subjects.membership.roomsHistory, req, opts ?? {}),
+    });
   }
 
   status(): AsyncIterable<Status> {

@@ -5,6 +5,8 @@ import type {
   MembershipRoomsCreateReply,
   MembershipRoomsCreateRequest,
   MembershipRoomsGetReply,
+  MembershipRoomsHistoryReply,
+  MembershipRoomsHistoryRequest,
   MembershipRoomsInviteReply,
   MembershipRoomsLeaveReply,
   MembershipRoomsListReply,
@@ -68,6 +70,15 @@ export class RoomsApi {
   /** A room and its members (members and admins only); `withHandles` adds each member's handle. */
   get(roomId: string, opts: { withHandles?: boolean } = {}): Promise<MembershipRoomsGetReply> {
     return this.send(Subjects.membership.roomsGet, opts.withHandles === true ? { roomId, withHandles: true } : { roomId });
+  }
+
+  /**
+   * One page of a persisted room's stored frames (ciphertext, base64), read
+   * by the service for current members. `Room.history()` pages through it
+   * and decrypts; this is the raw form.
+   */
+  history(req: MembershipRoomsHistoryRequest): Promise<MembershipRoomsHistoryReply> {
+    return this.send(Subjects.membership.roomsHistory, req);
   }
 
   /** Rooms the caller belongs to; `all: true` lists every room (admins only). */
