@@ -28,3 +28,44 @@ export function replyPermitted(access: Access, reply: string | undefined, header
   const own = `${INBOX_ROOT}${claimed}.`;
   return reply.startsWith(own) && reply.length > own.length;
 }
+
+/** Prefix of the micro discovery subjects (`$SRV.PING|INFO|STATS[.name[.id]]`). */
+const DISCOVERY_PREFIX = "$SRV.";
+
+interface Subscribable {
+  subscribe(subject: string, opts?: { callback?: (err: Error | null, msg: { reply?: string }) => void; queue?: string }): unknown;
+}
+
+/**
+ * `nc` as `@nats-io/services` should see it: its `$SRV.*` discovery
+ * responders (which the library answers itself, on whatever reply subject
+ * the request names) only get requests whose reply is under `_INBOX.`; the
+ * rest are dropped and reported to `onDrop` (threat: an admin writing a
+ * PING/INFO/STATS body into a KV record or a JetStream API subject with the
+ * service's rights). Discovery requests carry no envelope, so the inbox
+ * cannot be narrowed to the requester's own; everything else passes through.
+ */
+export function discoveryGuarded<T extends object>(nc: T, onDrop: (reply: string | undefined) => void): T {
+  const target = nc as T & Subscribable;
+  const subscribe: Subscribable["subscribe"] = (subject, opts) => {
+    const callback = opts?.callback;
+    if (!subject.startsWith(DISCOVERY_PREFIX) || callback === undefined) return target.subscribe(subject, opts);
+    return target.subscribe(subject, {
+      ...opts,
+      callback: (err, msg) => {
+        if (err === null && !(msg.reply !== undefined && msg.reply.startsWith(INBOX_ROOT) && msg.reply.length > INBOX_ROOT.length)) {
+          onDrop(msg.reply);
+          return;
+        }
+        callback(err, msg);
+      },
+    });
+  };
+  return new Proxy(target, {
+    get(obj, prop) {
+      if (prop === "subscribe") return subscribe;
+      const value: unknown = Reflect.get(obj, prop, obj);
+      return typeof value === "function" ? (value as (...a: unknown[]) => unknown).bind(obj) : value;
+    },
+  });
+}

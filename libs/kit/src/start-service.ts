@@ -11,7 +11,7 @@ import { NonceBucket, openBuckets } from "./buckets.js";
 import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Role, ServiceDefinition } from "./definition.js";
 import { EndpointStats } from "./endpoint-stats.js";
-import { replyPermitted } from "./reply-rule.js";
+import { discoveryGuarded, replyPermitted } from "./reply-rule.js";
 import { runPipeline } from "./request-pipeline.js";
 import type { EndpointPipeline, RequestTrace } from "./request-pipeline.js";
 
@@ -88,7 +88,13 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
   const stats = new Map<string, EndpointStats>();
   // @nats-io/services pins its own nats-core build; the connection is the same
   // object at runtime, only the declared types come from two copies.
-  const service = await new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]).add({
+  let droppedReplies = 0;
+  // Discovery replies are sent by @nats-io/services itself: only inboxes get them.
+  const discoveryNc = discoveryGuarded(nc, (reply) => {
+    droppedReplies++;
+    logger.debug({ reply: reply ?? null }, "discovery request whose reply subject is not an inbox dropped");
+  });
+  const service = await new Svcm(discoveryNc as unknown as ConstructorParameters<typeof Svcm>[0]).add({
     name: definition.name,
     version: definition.version,
     description: definition.description,
@@ -96,7 +102,6 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     statsHandler: async (endpoint) => stats.get((endpoint as { name?: string }).name ?? "")?.data() ?? {},
   });
   const inflight = new Set<Promise<void>>();
-  let droppedReplies = 0;
 
   for (const [name, spec] of endpoints) {
     const v = validators.get(name);

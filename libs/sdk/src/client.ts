@@ -59,8 +59,14 @@ export interface UnibusClient {
    * over exactly those bytes, and returns the reply message undecoded.
    */
   requestBytes(subject: string, data: Uint8Array, opts?: RequestOptions): Promise<Msg>;
-  /** Opens an end-to-end encrypted room as this principal, with room keys from `keys`. */
-  room(roomId: string, keys: RoomKeySource): Room;
+  /**
+   * Opens an end-to-end encrypted room as this principal, with room keys
+   * from `keys`. Its persistence, frame size and quota come from `rooms.get`
+   * on first publish (a failed lookup fails the publish); `liveOnly` skips
+   * that for a room known to have no stream (a bare server, benchmarks),
+   * and such a room has no history.
+   */
+  room(roomId: string, keys: RoomKeySource, opts?: { liveOnly?: boolean }): Room;
   /** Connection status events (disconnect, reconnect, …), e.g. to observe a kick. */
   status(): AsyncIterable<Status>;
   /** Resolves when the connection is closed for good (an error if it closed abnormally). */
@@ -179,7 +185,8 @@ class UnibusClientImpl implements UnibusClient {
     }
   }
 
-  room(roomId: string, keys: RoomKeySource): Room {
+  room(roomId: string, keys: RoomKeySource, opts: { liveOnly?: boolean } = {}): Room {
+    if (opts.liveOnly === true) return createRoom(this.nc, this.#key, roomId, keys);
     return createRoom(this.nc, this.#key, roomId, keys, {
       get: (id) => this.rooms.get(id),
       history: (req, opts) => this.request(Subjects.membership.roomsHistory, req, opts ?? {}),
