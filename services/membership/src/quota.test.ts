@@ -212,6 +212,23 @@ describe("room quotas on a real server", () => {
     }
   });
 
+  it("rooms.history bounds a page by bytes: frames of 300 KB come one per page, chained by nextSeq", async () => {
+    const { room } = await owner.rooms.create("big frames", persisted, { quota: { maxMsgSize: 512 * 1024 } });
+    for (let i = 0; i < 3; i++) nc.publish(`${room.subject}.m`, new Uint8Array(300_000).fill(i));
+    await eventually(() => owner.rooms.get(room.id), (r) => r.usage?.messages === 3);
+    const sizes: number[] = [];
+    let startSeq: number | undefined = 1;
+    let pages = 0;
+    while (startSeq !== undefined) {
+      const page = await owner.rooms.history({ roomId: room.id, startSeq });
+      pages++;
+      sizes.push(...page.messages.map((m) => Buffer.from(m.data, "base64").byteLength));
+      startSeq = page.nextSeq;
+    }
+    expect(sizes).toEqual([300_000, 300_000, 300_000]);
+    expect(pages).toBe(3);
+  });
+
   it("the SDK splits a burst into frames within the room's max_msg_size and refuses a message that cannot fit", async () => {
     const small = await owner.rooms.create("small frames", persisted, { quota: { maxMsgSize: 4096 } });
     const keys = new StaticRoomKeys().set(small.room.id, 0, randomBytes(32));
