@@ -249,6 +249,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, no state c
     roomsInvite: { roomId: "aaaaaaaaaaaa", principal: memberKey.principal },
     roomsRemove: { roomId: "aaaaaaaaaaaa", principal: memberKey.principal },
     roomsLeave: { roomId: "aaaaaaaaaaaa" },
+    roomsHistory: { roomId: "aaaaaaaaaaaa" },
     adminBootstrap: { principal: SigningKey.generate().principal, handle: "h" },
   };
 
