@@ -32,7 +32,8 @@ async function worker(role: "pub" | "sub", mode: Mode): Promise<void> {
   const keyHex = process.env.BENCH_KEY!;
   const client = await connect({ url, identity: SigningKey.generate() });
   const nc = client.nc;
-  const room = client.room(ROOM, new StaticRoomKeys().set(ROOM, 0, fromHex(keyHex)));
+  // A bare server: no membership service, so the room is live-only.
+  const room = client.room(ROOM, new StaticRoomKeys().set(ROOM, 0, fromHex(keyHex)), { liveOnly: true });
   if (role === "sub") {
     let n = 0;
     let first = 0;
@@ -104,8 +105,8 @@ async function latency(url: string, samples: number): Promise<number[]> {
   const keys = new StaticRoomKeys().set(ROOM, 0, randomBytes(32));
   const a = await connect({ url, identity: SigningKey.generate() });
   const b = await connect({ url, identity: SigningKey.generate() });
-  const pub = a.room(ROOM, keys);
-  const sub = b.room(ROOM, keys).subscribe();
+  const pub = a.room(ROOM, keys, { liveOnly: true });
+  const sub = b.room(ROOM, keys, { liveOnly: true }).subscribe();
   await b.nc.flush();
   const it = sub[Symbol.asyncIterator]();
   const payload = randomBytes(PAYLOAD_BYTES);

@@ -43,6 +43,8 @@ export const Subjects = {
     roomsInvite: "unibus.v1.membership.rooms.invite",
     roomsRemove: "unibus.v1.membership.rooms.remove",
     roomsLeave: "unibus.v1.membership.rooms.leave",
+    /** One page of a persisted room's stored frames, read by the service (members hold no JetStream grant). */
+    roomsHistory: "unibus.v1.membership.rooms.history",
     /** Seeds admin #0; only the privileged internal bootstrap identity may publish here. */
     adminBootstrap: "unibus.v1.membership.admin.bootstrap",
   },
@@ -103,6 +105,7 @@ export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
   Subjects.membership.usersGet,
   Subjects.membership.roomsGet,
   Subjects.membership.roomsList,
+  Subjects.membership.roomsHistory,
   Subjects.keys.agreementKeys,
   Subjects.keys.getShare,
   Subjects.keys.epochs,

@@ -7,11 +7,34 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { randomBytes } from "@unibus/crypto";
+import { pino } from "pino";
+import { createBlobsService } from "@unibus/blobs";
+import { Subjects, UnibusError } from "@unibus/contracts";
+import { envelopeToHeaders, randomBytes, signEnvelope } from "@unibus/crypto";
+import { createKeysService } from "@unibus/keys";
+import type { RunningService } from "@unibus/kit";
 import { waitForRoomAccess } from "@unibus/sdk";
 import { startTestBus } from "@unibus/testbus";
 import type { TestBus, TestBusMember } from "@unibus/testbus";
+
+/** Messages on `subject`, as the unrestricted operator sees them. */
+function watch(nc: NatsConnection, subject: string): { seen: string[]; stop(): void } {
+  const seen: string[] = [];
+  const sub = nc.subscribe(subject, { callback: (_e, m) => void seen.push(m.subject) });
+  return { seen, stop: () => sub.unsubscribe() };
+}
+
+/** Polls (bounded, 5 s) until `done` holds on what `read` returns. */
+async function eventually<T>(read: () => Promise<T>, done: (v: T) => boolean): Promise<T> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const v = await read();
+    if (done(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
 
 describe("a grant never makes the server or a service publish where the client may not", () => {
   let bus: TestBus;
@@ -19,6 +42,7 @@ describe("a grant never makes the server or a service publish where the client m
   let users: KV;
   let mallory: TestBusMember;
   let roomId: string;
+  const services: RunningService[] = [];
   /** The admin's allowlist record: where a forged or reflected write would do the most harm. */
   let target: string;
 
@@ -31,8 +55,21 @@ describe("a grant never makes the server or a service publish where the client m
     expect((await again.users.get(bus.adminIdentity.principal)).user).toMatchObject({ role: "admin", status: "active" });
   };
 
+  /** Messages stored in the allowlist bucket's stream; a reflected purge or write would change it. */
+  const usersStored = async (): Promise<{ messages: number; lastSeq: number }> => {
+    const info = (await operator.request("$JS.API.STREAM.INFO.KV_users", "", { timeout: 3_000 })).json<{ state: { messages: number; last_seq: number } }>();
+    return { messages: info.state.messages, lastSeq: info.state.last_seq };
+  };
+
+  /** Messages stored in mallory's room's stream. */
+  const roomStored = async (): Promise<number> =>
+    (await operator.request(`$JS.API.STREAM.INFO.ROOM_${roomId}`, "", { timeout: 3_000 })).json<{ state: { messages: number } }>().state.messages;
+
   beforeAll(async () => {
     bus = await startTestBus({ operator: true });
+    const logger = pino({ level: "silent" });
+    services.push(await createKeysService(await bus.serviceConnection("keys"), { logger }));
+    services.push(await createBlobsService(await bus.serviceConnection("blobs"), { logger, maxBlobBytes: 1024 * 1024 }));
     operator = await bus.operatorConnection();
     users = await new Kvm(operator).open("users");
     target = `$KV.users.${bus.adminIdentity.principal}`;
@@ -44,25 +81,100 @@ describe("a grant never makes the server or a service publish where the client m
   });
 
   afterAll(async () => {
+    await Promise.allSettled(services.map((r) => r.stop()));
     await bus?.stop();
   });
 
-  it("control-plane requests: a service answers only an inbox, so a reply subject naming an allowlist record writes nothing", async () => {
+  // Each service, one endpoint each: a reply subject naming the admin's
+  // record or the admin's inbox gets nothing, signed or not.
+  const endpoints = (): [string, string, unknown][] => [
+    ["membership", Subjects.membership.roomsList, {}],
+    ["membership", Subjects.membership.roomsHistory, { roomId }],
+    ["keys", Subjects.keys.epochs, { roomId }],
+    ["blobs", Subjects.blobs.getBegin, { roomId, blobId: "ab".repeat(32) }],
+  ];
+
+  it("control-plane requests: a service answers only the requester's own inbox; an allowlist record or another principal's inbox gets nothing, signed or not", async () => {
     const before = await targetRevision();
     const nc = mallory.client.nc;
-    // Unsigned on purpose: even the cheapest path (an error reply) must not be reflected.
-    nc.publish("unibus.v1.membership.rooms.list", "{}", { reply: target });
-    // The same request to mallory's own inbox is answered; the service handles
-    // requests in arrival order, so the first one has been dropped by now.
-    const answered = await nc.request("unibus.v1.membership.rooms.list", "{}", { timeout: 5_000 });
-    expect(answered.headers?.get("Nats-Service-Error-Code")).toBe("401");
+    const adminInbox = `_INBOX.${bus.adminIdentity.principal}`;
+    const toKv = watch(operator, target);
+    const toAdmin = watch(operator, `${adminInbox}.>`);
+    await operator.flush();
+    for (const [svc, subject, body] of endpoints()) {
+      const data = new TextEncoder().encode(JSON.stringify(body));
+      for (const reply of [target, `${adminInbox}.x`]) {
+        // Unsigned: even the cheapest path (an error reply) must not be reflected.
+        nc.publish(subject, data, { reply });
+        const h = natsHeaders();
+        for (const [k, v] of Object.entries(envelopeToHeaders(signEnvelope(mallory.identity.signingKey, subject, data)))) h.set(k, v);
+        nc.publish(subject, data, { reply, headers: h });
+      }
+      // Positive control: the same request to mallory's own inbox is answered
+      // (a result or a coded error, never a timeout). A service handles
+      // requests in arrival order and drops before any work, so the hostile
+      // ones above are done with by now.
+      const answered = await mallory.client.request(subject, body).then(
+        () => "ok",
+        (err: unknown) => (err instanceof UnibusError ? "coded error" : String(err)),
+      );
+      expect(["ok", "coded error"], `${svc} ${subject} answered mallory`).toContain(answered);
+    }
+    // Anything the services sent before those answers has reached the operator after this round trip.
+    await operator.flush();
+    toKv.stop();
+    toAdmin.stop();
+    expect(toKv.seen).toEqual([]);
+    expect(toAdmin.seen).toEqual([]);
     expect(await targetRevision()).toBe(before);
     await adminIntact();
+  });
+
+  it("direct get: a member may not direct-get its own room's stream, so a reply naming $JS.API.STREAM.PURGE.KV_users purges nothing", async () => {
+    const nc = mallory.client.nc;
+    nc.publish(`unibus.room.${roomId}.m`, "history");
+    const stored = await eventually(roomStored, (n) => n > 0);
+    expect(stored).toBeGreaterThan(0);
+    const before = await usersStored();
+    expect(before.messages).toBeGreaterThan(0);
+    // The stream serves direct gets (the operator's own is answered): the refusal below is the grant, not the stream.
+    const own = await operator.request(`$JS.API.DIRECT.GET.ROOM_${roomId}`, JSON.stringify({ seq: 1 }), { timeout: 3_000 });
+    expect(own.headers?.get("Nats-Sequence")).toBe("1");
+    await expect(nc.request(`$JS.API.DIRECT.GET.ROOM_${roomId}`, JSON.stringify({ seq: 1, batch: 1 }), { timeout: 3_000 })).rejects.toThrow(/Permissions Violation/);
+    nc.publish(`$JS.API.DIRECT.GET.ROOM_${roomId}`, JSON.stringify({ seq: 1, batch: 1 }), { reply: "$JS.API.STREAM.PURGE.KV_users" });
+    await nc.flush();
+    // A control-plane round trip after the publish: had it been served, the purge would be done by now.
+    await mallory.client.rooms.list();
+    expect(await usersStored()).toEqual(before);
+    await adminIntact();
+  });
+
+  it("direct get: a forged admin record stored in mallory's own room cannot be sent to $KV.users.<mallory>; she stays a member", async () => {
+    const nc = mallory.client.nc;
+    const own = `$KV.users.${mallory.principal}`;
+    const mine = await users.get(mallory.principal);
+    expect(mine?.json<{ role: string }>().role).toBe("member");
+    const forged = JSON.stringify({ principal: mallory.principal, handle: "mallory", role: "admin", status: "active", addedAt: new Date().toISOString(), addedBy: mallory.principal });
+    const storedBefore = await roomStored();
+    nc.publish(`unibus.room.${roomId}.m`, forged);
+    const seq = await eventually(roomStored, (n) => n > storedBefore);
+    expect(seq).toBe(storedBefore + 1);
+    nc.publish(`$JS.API.DIRECT.GET.ROOM_${roomId}`, JSON.stringify({ seq, batch: 1 }), { reply: own });
+    nc.publish(`$JS.API.DIRECT.GET.ROOM_${roomId}.unibus.room.${roomId}.m`, "", { reply: own });
+    await nc.flush();
+    await mallory.client.rooms.list();
+    const after = await users.get(mallory.principal);
+    expect(after?.revision).toBe(mine?.revision);
+    expect(after?.json<{ role: string }>().role).toBe("member");
+    // A fresh login is still a member: admin-only requests are refused.
+    const again = await bus.connectAs(mallory.identity);
+    await expect(again.users.list()).rejects.toMatchObject({ code: 403 });
   });
 
   it("room subjects: a room stream sends no ack, so a publish naming an allowlist record as reply writes nothing there", async () => {
     const before = await targetRevision();
     const nc = mallory.client.nc;
+    const storedBefore = await roomStored();
     const marker = Buffer.from(randomBytes(8)).toString("hex");
     nc.publish(`unibus.room.${roomId}.m`, marker, { reply: target });
     // And none to its own inbox either: no ack is sent at all.
@@ -73,12 +185,12 @@ describe("a grant never makes the server or a service publish where the client m
     await nc.flush();
     // The stream ingests in order: once the marker is stored twice, both publishes were handled.
     const deadline = Date.now() + 5_000;
-    let stored = 0;
-    while (stored < 2 && Date.now() < deadline) {
+    let stored = storedBefore;
+    while (stored < storedBefore + 2 && Date.now() < deadline) {
       const info = (await operator.request(`$JS.API.STREAM.INFO.ROOM_${roomId}`, "", { timeout: 3_000 })).json<{ state: { messages: number } }>();
       stored = info.state.messages;
     }
-    expect(stored).toBe(2);
+    expect(stored).toBe(storedBefore + 2);
     await nc.flush();
     sub.unsubscribe();
     expect(acks).toEqual([]);
@@ -90,12 +202,24 @@ describe("a grant never makes the server or a service publish where the client m
     await expect(mallory.client.nc.request(`_INBOX.${bus.adminIdentity.principal}.x`, "hi", { timeout: 3_000 })).rejects.toThrow(/Permissions Violation/);
   });
 
-  it("bootstrap: the bootstrap identity's one request is answered only on an inbox", async () => {
+  it("bootstrap: the bootstrap identity's one request is answered only on its own inbox", async () => {
     const before = await targetRevision();
     const nc = bus.bootstrap.nc;
-    nc.publish("unibus.v1.membership.admin.bootstrap", "{}", { reply: target });
-    const answered = await nc.request("unibus.v1.membership.admin.bootstrap", "{}", { timeout: 5_000 });
-    expect(answered.headers?.get("Nats-Service-Error-Code")).toMatch(/^4\d\d$/);
+    const subject = Subjects.membership.adminBootstrap;
+    const body = { principal: bus.adminIdentity.principal, handle: "admin" };
+    const data = new TextEncoder().encode(JSON.stringify(body));
+    const toKv = watch(operator, target);
+    await operator.flush();
+    nc.publish(subject, data, { reply: target });
+    // Its key's signature is only in its client; a claimed signer with the target as reply is dropped the same way.
+    const h = natsHeaders();
+    h.set("Unibus-Signer", bus.bootstrap.principal);
+    nc.publish(subject, data, { reply: target, headers: h });
+    // Positive control on its own inbox: an admin exists, so nothing changes.
+    expect(await bus.bootstrap.admin.bootstrap(body.principal, body.handle)).toMatchObject({ created: false });
+    await operator.flush();
+    toKv.stop();
+    expect(toKv.seen).toEqual([]);
     expect(await targetRevision()).toBe(before);
     await adminIntact();
   });

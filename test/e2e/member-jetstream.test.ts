@@ -1,12 +1,13 @@
-// A member creates no state on the server: on the production callout ACLs a
-// member's only JetStream access is batch direct get on its own rooms'
-// streams, and removal leaves it no route to the room's data.
+// A member creates no state on the server and reaches no JetStream API: on
+// the production callout ACLs room history goes through the membership
+// service (`rooms.history`), and removal leaves it no route to the room's data.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { randomBytes } from "@unibus/crypto";
 import { createMembershipService } from "@unibus/membership";
-import { DirectHistoryError, RoomAccessTimeoutError, StaticRoomKeys, waitForRoomAccess } from "@unibus/sdk";
+import { ErrorCode, UnibusError } from "@unibus/contracts";
+import { RoomAccessTimeoutError, StaticRoomKeys, waitForRoomAccess } from "@unibus/sdk";
 import type { RoomMessage } from "@unibus/sdk";
 import { startTestBus } from "@unibus/testbus";
 import type { TestBus, TestBusMember } from "@unibus/testbus";
@@ -95,11 +96,49 @@ describe("a member's JetStream access on the production ACLs", () => {
     await bus?.stop();
   });
 
-  it("a member reads its room's history through the SDK (batch direct get, no consumer)", async () => {
+  it("a member reads its room's history through the SDK (rooms.history, no consumer, no JetStream grant)", async () => {
     const got: string[] = [];
     for await (const m of bob.client.room(roomId, keys).history()) got.push(text(m));
     expect(got).toEqual(["one", "two", "three"]);
     expect(await consumerNames(operator, stream)).toEqual([]);
+  });
+
+  it("rooms.history pages: bounded pages that chain by nextSeq, frames the SDK decrypts", async () => {
+    // Three more frames, one per publish (awaited one by one, so not coalesced).
+    const room = alice.client.room(roomId, keys);
+    for (const m of ["p1", "p2", "p3"]) await room.publish(m);
+    await room.close();
+    await alice.client.nc.flush();
+    await storedUpTo(operator, roomId);
+    const seqs: number[] = [];
+    let pages = 0;
+    let startSeq = 1;
+    for (;;) {
+      const page = await bob.client.rooms.history({ roomId, startSeq, limit: 2 });
+      pages++;
+      expect(page.messages.length).toBeLessThanOrEqual(2);
+      for (const m of page.messages) expect(m.subject).toBe(`unibus.room.${roomId}.m`);
+      seqs.push(...page.messages.map((m) => m.seq));
+      if (page.nextSeq === undefined) break;
+      expect(page.nextSeq).toBeLessThanOrEqual(page.lastSeq);
+      startSeq = page.nextSeq;
+    }
+    // The first three messages share one frame; each later publish is its own.
+    expect(seqs).toHaveLength(4);
+    expect(pages).toBe(2);
+    expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
+    const got: string[] = [];
+    for await (const m of bob.client.room(roomId, keys).history()) got.push(text(m));
+    expect(got).toEqual(["one", "two", "three", "p1", "p2", "p3"]);
+  });
+
+  it("rooms.history by a user who is not a member of the room is 403 and returns no data", async () => {
+    const err = await bob.client.rooms.history({ roomId: otherRoomId }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(UnibusError);
+    expect(err).toMatchObject({ code: ErrorCode.Forbidden });
   });
 
   it("a member's push consumer create is refused, whatever its deliver subject", async () => {
@@ -127,8 +166,9 @@ describe("a member's JetStream access on the production ACLs", () => {
     expect(await consumerNames(operator, stream)).toEqual([]);
   });
 
-  it("every JetStream API call outside direct get on its own rooms' streams is refused", async () => {
+  it("every JetStream API call is refused, direct get on its own room's stream included", async () => {
     const calls: [string, unknown][] = [
+      [`$JS.API.DIRECT.GET.${stream}`, { seq: 1, batch: 10 }],
       ["$JS.API.INFO", ""],
       [`$JS.API.STREAM.INFO.${stream}`, ""],
       ["$JS.API.STREAM.NAMES", {}],
@@ -156,7 +196,7 @@ describe("a member's JetStream access on the production ACLs", () => {
       for await (const m of bob.client.room(otherRoomId, keys).history({ timeoutMs: 1_000 })) got.push(text(m));
       return got;
     };
-    await expect(read()).rejects.toBeInstanceOf(DirectHistoryError);
+    await expect(read()).rejects.toMatchObject({ code: ErrorCode.Forbidden });
   });
 
   it("after removal the principal, still a user, receives nothing from the room: no subscription, no direct get, no leftover consumer", async () => {
@@ -198,7 +238,7 @@ describe("a member's JetStream access on the production ACLs", () => {
       for await (const m of bob.client.room(roomId, keys).history({ timeoutMs: 1_000 })) got.push(text(m));
       return got;
     };
-    await expect(read()).rejects.toBeInstanceOf(DirectHistoryError);
+    await expect(read()).rejects.toMatchObject({ code: ErrorCode.Forbidden });
     leftoverSub.unsubscribe();
   });
 
@@ -211,7 +251,7 @@ describe("a member's JetStream access on the production ACLs", () => {
     expect(await consumerNames(operator, stream)).toEqual([]);
   });
 
-  it("on start, membership turns on direct get and no-ack on an older room stream and deletes its leftover consumers", async () => {
+  it("on start, membership turns on direct get (for rooms.history) and no-ack on an older room stream and deletes its leftover consumers", async () => {
     const {
       room: { id },
     } = await alice.client.rooms.create("older", { persist: true, encrypt: true });

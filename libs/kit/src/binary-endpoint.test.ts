@@ -65,7 +65,7 @@ const key = SigningKey.generate();
 
 beforeAll(async () => {
   server = await startTestServer({ jetstream: false });
-  nc = await server.connect();
+  nc = await server.connect({ inboxPrefix: `_INBOX.${key.principal}` });
   running = await startService(nc, definition, { logger: pino({ level: "silent" }) });
 });
 

@@ -71,6 +71,20 @@ async function control(verb: string): Promise<Json> {
 }
 
 describe("micro protocol", () => {
+  it("$SRV.PING/INFO/STATS answer only an inbox: a reply subject outside _INBOX. gets nothing", async () => {
+    const seen: string[] = [];
+    const sub = nc.subscribe("$KV.users.>", { callback: (_e, m) => void seen.push(m.subject) });
+    await nc.flush();
+    const before = running.droppedRequests();
+    for (const verb of ["PING", "INFO", "STATS"]) nc.publish(`$SRV.${verb}.micro-check`, undefined, { reply: `$KV.users.${verb}` });
+    // Positive control after them: answered on an inbox, so the three were handled (in order) before it.
+    expectIdentity(await control("PING"), "io.nats.micro.v1.ping_response");
+    await nc.flush();
+    sub.unsubscribe();
+    expect(seen).toEqual([]);
+    expect(running.droppedRequests()).toBe(before + 3);
+  });
+
   it("$SRV.PING answers an io.nats.micro.v1.ping_response", async () => {
     expectIdentity(await control("PING"), "io.nats.micro.v1.ping_response");
   });

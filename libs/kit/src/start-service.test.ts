@@ -146,7 +146,8 @@ const enc = new TextEncoder();
 
 beforeAll(async () => {
   server = await startTestServer({ jetstream: true });
-  nc = await server.connect();
+  // Replies go only to the signer's own inbox: this connection's inbox is `key`'s.
+  nc = await server.connect({ inboxPrefix: `_INBOX.${key.principal}` });
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {
       for (const line of chunk.toString().split("\n")) if (line.trim() !== "") logLines.push(JSON.parse(line));
@@ -239,7 +240,12 @@ describe("a signed mutating endpoint", () => {
     ["an unknown field is 400 schema_violation", () => send(S.signed, JSON.stringify({ text: "a", admin: true })), 400, "schema_violation"],
     ["a missing required field is 400 schema_violation", () => send(S.signed, JSON.stringify({})), 400, "schema_violation"],
     ["a body over the default 64 KiB is 413", () => send(S.signed, JSON.stringify({ text: "x".repeat(64 * 1024) })), 413, "payload_too_large"],
-    ["no envelope is 401 signature_missing", () => send(S.signed, JSON.stringify({ text: "a" }), { unsigned: true }), 401, "signature_missing"],
+    ["a claimed signer without a signature is 401 signature_missing", async () => {
+      const data = enc.encode(JSON.stringify({ text: "a" }));
+      const h = natsHeaders();
+      h.set(EnvelopeHeader.signer, key.principal);
+      return nc.request(S.signed, data, { headers: h, timeout: 5_000 });
+    }, 401, "signature_missing"],
     ["a signature by another key is 401 signature_invalid", async () => {
       const data = enc.encode(JSON.stringify({ text: "a" }));
       const h = signedHeaders(S.signed, data, { signer: other });
@@ -276,16 +282,15 @@ describe("a signed mutating endpoint", () => {
     expect(error.message).not.toMatch(/[\n<>]/);
   });
 
-  it("rejects a replay sent to another inbox with 401 nonce_replayed and runs the handler once", async () => {
+  it("drops a replay sent to another inbox, unanswered, and runs the handler once", async () => {
     const data = enc.encode(JSON.stringify({ text: "once" }));
     const h = signedHeaders(S.signed, data);
     const first = await nc.request(S.signed, data, { headers: h, timeout: 5_000 });
     expect(decodeReply(first)).toEqual({ text: "once", caller: key.principal });
-    const replay = await nc.request(S.signed, data, { headers: h, timeout: 5_000 });
-    expectError(replay, 401, "nonce_replayed");
-    expect(calls).toEqual(["echo"]);
-    expect(stored).toEqual(["once"]);
-    await expectStillServing();
+    // Whoever captured the signed request cannot collect a reply elsewhere.
+    await expectDropped(S.signed, data, `_INBOX.${other.principal}.x`, h);
+    // The handler ran for the first request and for expectDropped's positive control only.
+    expect(stored).toEqual(["once", "alive"]);
   });
 
   describe("sent again by its signer (same nonce, same signed bytes, the signer's inbox)", () => {
@@ -363,6 +368,54 @@ describe("a signed mutating endpoint", () => {
     expect(entry?.operation).toBe("PUT");
     const status = await nonces.status();
     expect(status.ttl).toBeGreaterThanOrEqual(60_000);
+  });
+});
+
+/**
+ * Publishes `data` to `subject` with `reply`, then a valid request; once
+ * that is answered the first was handled (the kit drops before any await),
+ * so a reply that did not arrive by then never will.
+ */
+async function expectDropped(subject: string, data: Uint8Array, reply: string, h?: ReturnType<typeof natsHeaders>): Promise<void> {
+  const seen: string[] = [];
+  const sub = nc.subscribe(reply, { callback: (_e, m) => void seen.push(m.string()) });
+  await nc.flush();
+  const before = running.droppedRequests();
+  nc.publish(subject, data, { reply, ...(h === undefined ? {} : { headers: h }) });
+  await expectStillServing();
+  await nc.flush();
+  sub.unsubscribe();
+  expect(seen).toEqual([]);
+  expect(running.droppedRequests()).toBe(before + 1);
+}
+
+describe("reply subjects", () => {
+  it("answers a signed request only on the signer's own inbox; another principal's inbox gets nothing and the handler never runs", async () => {
+    const data = enc.encode(JSON.stringify({ text: "to other" }));
+    await expectDropped(S.signed, data, `_INBOX.${other.principal}.x`, signedHeaders(S.signed, data));
+    await expectDropped(S.signed, data, `$KV.users.${other.principal}`, signedHeaders(S.signed, data));
+    await expectDropped(S.signed, data, `_INBOX.${key.principal}`, signedHeaders(S.signed, data));
+    // Only the three positive controls ran.
+    expect(stored).toEqual(["alive", "alive", "alive"]);
+  });
+
+  it("sends an error found before the envelope verifies only to the claimed signer's inbox", async () => {
+    const bad = enc.encode("{not json");
+    const h = signedHeaders(S.signed, bad, { signer: other });
+    await expectDropped(S.signed, bad, `_INBOX.${key.principal}.y`, h);
+    expectError(await nc.request(S.signed, bad, { headers: h, timeout: 5_000, noMux: true, reply: `_INBOX.${other.principal}.y` }), 400, "malformed_json");
+  });
+
+  it("never answers a request without a claimed signer on an endpoint that needs one", async () => {
+    await expectDropped(S.signed, enc.encode(JSON.stringify({ text: "a" })), `_INBOX.${key.principal}.z`);
+    const h = natsHeaders();
+    h.set(EnvelopeHeader.signer, "*");
+    await expectDropped(S.signed, enc.encode(JSON.stringify({ text: "a" })), "_INBOX.*.z", h);
+  });
+
+  it("answers a public endpoint on any inbox, and nothing outside inboxes", async () => {
+    expect(decodeReply(await nc.request(S.public, enc.encode(JSON.stringify({ text: "hi" })), { timeout: 5_000, noMux: true, reply: "_INBOX.anyone.1" }))).toEqual({ text: "hi", caller: "anonymous" });
+    await expectDropped(S.public, enc.encode(JSON.stringify({ text: "hi" })), "$KV.users.x");
   });
 });
 

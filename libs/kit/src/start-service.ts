@@ -11,6 +11,7 @@ import { NonceBucket, openBuckets } from "./buckets.js";
 import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Role, ServiceDefinition } from "./definition.js";
 import { EndpointStats } from "./endpoint-stats.js";
+import { discoveryGuarded, replyPermitted } from "./reply-rule.js";
 import { runPipeline } from "./request-pipeline.js";
 import type { EndpointPipeline, RequestTrace } from "./request-pipeline.js";
 
@@ -40,6 +41,8 @@ export interface RunningService {
   readonly name: string;
   /** Micro instance id. */
   readonly id: string;
+  /** Requests dropped unanswered because their reply subject was not the requester's own inbox. */
+  droppedRequests(): number;
   /** Stops taking requests, drains the subscriptions and waits for in-flight requests. */
   stop(): Promise<void>;
 }
@@ -85,7 +88,13 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
   const stats = new Map<string, EndpointStats>();
   // @nats-io/services pins its own nats-core build; the connection is the same
   // object at runtime, only the declared types come from two copies.
-  const service = await new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]).add({
+  let droppedReplies = 0;
+  // Discovery replies are sent by @nats-io/services itself: only inboxes get them.
+  const discoveryNc = discoveryGuarded(nc, (reply) => {
+    droppedReplies++;
+    logger.debug({ reply: reply ?? null }, "discovery request whose reply subject is not an inbox dropped");
+  });
+  const service = await new Svcm(discoveryNc as unknown as ConstructorParameters<typeof Svcm>[0]).add({
     name: definition.name,
     version: definition.version,
     description: definition.description,
@@ -108,12 +117,11 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
       logger: logger.child({ op: name }),
     };
     const handle = async (msg: ServiceMsg): Promise<void> => {
-      // The requester picks the reply subject and the service publishes the
-      // reply with its own permissions (its KV buckets included), so only an
-      // inbox is answered (threat: a member overwriting an allowlist record
-      // with an error reply by naming `$KV.users.<key>` as its reply).
-      if (!isInboxReply(msg.reply)) {
-        pipeline.logger.warn({ reply: msg.reply ?? null }, "request without an inbox reply subject dropped");
+      // Only the requester's own inbox is answered (see replyPermitted):
+      // anything else is dropped before any work, and counted.
+      if (!replyPermitted(spec.access, msg.reply, msg.headers)) {
+        droppedReplies++;
+        pipeline.logger.debug({ reply: msg.reply ?? null }, "request whose reply subject is not the requester's inbox dropped");
         return;
       }
       const started = performance.now();
@@ -166,6 +174,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     service,
     name: definition.name,
     id: service.info().id,
+    droppedRequests: () => droppedReplies,
     async stop() {
       await service.stop();
       await Promise.allSettled([...inflight]);
@@ -173,10 +182,3 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     },
   };
 }
-
-/** Replies go to inboxes only: `_INBOX.<…>`, the root every client's and service's inbox prefix is under. */
-function isInboxReply(reply: string | undefined): reply is string {
-  return reply !== undefined && reply.startsWith(INBOX_ROOT) && reply.length > INBOX_ROOT.length;
-}
-
-const INBOX_ROOT = "_INBOX.";

@@ -3,7 +3,7 @@ import { connect as natsConnect, headers } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Status } from "@nats-io/transport-node";
 import { envelopeToHeaders, nkeyAuthenticator, signEnvelope, SigningKey } from "@unibus/crypto";
 import type { Envelope, Identity } from "@unibus/crypto";
-import { ErrorCode, ErrorReason, ReadOnlySubjects, ServiceErrorCodeHeader, ServiceErrorHeader, UnibusError, decodeReply } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, ReadOnlySubjects, ServiceErrorCodeHeader, ServiceErrorHeader, Subjects, UnibusError, decodeReply } from "@unibus/contracts";
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
@@ -60,8 +60,14 @@ export interface UnibusClient {
    * over exactly those bytes, and returns the reply message undecoded.
    */
   requestBytes(subject: string, data: Uint8Array, opts?: RequestOptions): Promise<Msg>;
-  /** Opens an end-to-end encrypted room as this principal, with room keys from `keys`. */
-  room(roomId: string, keys: RoomKeySource): Room;
+  /**
+   * Opens an end-to-end encrypted room as this principal, with room keys
+   * from `keys`. Its persistence, frame size and quota come from `rooms.get`
+   * on first publish (a failed lookup fails the publish); `liveOnly` skips
+   * that for a room known to have no stream (a bare server, benchmarks),
+   * and such a room has no history.
+   */
+  room(roomId: string, keys: RoomKeySource, opts?: { liveOnly?: boolean }): Room;
   /** Connection status events (disconnect, reconnect, …), e.g. to observe a kick. */
   status(): AsyncIterable<Status>;
   /** Resolves when the connection is closed for good (an error if it closed abnormally). */
@@ -211,8 +217,12 @@ class UnibusClientImpl implements UnibusClient {
     }
   }
 
-  room(roomId: string, keys: RoomKeySource): Room {
-    return createRoom(this.nc, this.#key, roomId, keys);
+  room(roomId: string, keys: RoomKeySource, opts: { liveOnly?: boolean } = {}): Room {
+    if (opts.liveOnly === true) return createRoom(this.nc, this.#key, roomId, keys);
+    return createRoom(this.nc, this.#key, roomId, keys, {
+      get: (id) => this.rooms.get(id),
+      history: (req, opts) => this.request(Subjects.membership.roomsHistory, req, opts ?? {}),
+    });
   }
 
   status(): AsyncIterable<Status> {

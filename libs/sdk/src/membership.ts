@@ -5,6 +5,8 @@ import type {
   MembershipRoomsCreateReply,
   MembershipRoomsCreateRequest,
   MembershipRoomsGetReply,
+  MembershipRoomsHistoryReply,
+  MembershipRoomsHistoryRequest,
   MembershipRoomsInviteReply,
   MembershipRoomsLeaveReply,
   MembershipRoomsListReply,
@@ -105,6 +107,15 @@ export class RoomsApi {
   /** A room and one page of its members (members and admins only); follow `next_cursor` (or use {@link members}); `withHandles` adds each member's handle. */
   get(roomId: string, opts: PageOptions & { withHandles?: boolean } = {}): Promise<MembershipRoomsGetReply> {
     return this.send(Subjects.membership.roomsGet, { roomId, ...pageBody(opts), ...(opts.withHandles === true ? { withHandles: true } : {}) });
+  }
+
+  /**
+   * One page of a persisted room's stored frames (ciphertext, base64), read
+   * by the service for current members. `Room.history()` pages through it
+   * and decrypts; this is the raw form.
+   */
+  history(req: MembershipRoomsHistoryRequest): Promise<MembershipRoomsHistoryReply> {
+    return this.send(Subjects.membership.roomsHistory, req);
   }
 
   /** Every member of a room, page by page (members and admins only). */

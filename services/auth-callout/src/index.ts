@@ -9,7 +9,7 @@ export type { DirectoryEntry, PrincipalDirectory } from "./directory.js";
 export { CalloutConfigError, DirectoryError, EncryptionMismatchError, InvalidRequestError } from "./errors.js";
 export { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";
 export type { AuthorizationRequest, DecodedJwt, JwtClaims } from "./jwt.js";
-export { inboxOf, isSafeRoomId, permissionsFor, Role, roomHistorySubjects, UserStatus } from "./permissions.js";
+export { inboxOf, isSafeRoomId, permissionsFor, Role, UserStatus } from "./permissions.js";
 export type { Grantee, Permissions, RoomRole, RoomsRecord, UserRecord } from "./permissions.js";
 export {
   AccountJetStreamLimitsEnv,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SigningKey } from "@unibus/crypto";
-import { permissionsFor, roomHistorySubjects } from "./permissions.js";
+import { permissionsFor } from "./permissions.js";
 import type { Permissions, RoomsRecord, UserRecord } from "./permissions.js";
 
 const alice = SigningKey.generate().principal;
@@ -17,11 +17,8 @@ const rooms = (r: RoomsRecord["rooms"], principal = alice): RoomsRecord => ({ pr
 
 const FORBIDDEN = ["$JS.API.>", "$KV.>", "$SYS.>", "$O.>", ">", "_INBOX.>", "unibus.room.>"];
 
-// The only JetStream grant: batch direct get on one named room stream (room history).
-const ROOM_HISTORY_RE = /^\$JS\.API\.DIRECT\.GET\.ROOM_[A-Za-z0-9_-]+$/;
-
 function expectNoBroadGrant(p: Permissions): void {
-  for (const s of [...p.pub.allow.filter((x) => !ROOM_HISTORY_RE.test(x)), ...p.sub.allow]) {
+  for (const s of [...p.pub.allow, ...p.sub.allow]) {
     expect(FORBIDDEN).not.toContain(s);
     expect(s.startsWith("$JS") || s.startsWith("$KV") || s.startsWith("$SYS") || s.startsWith("$O")).toBe(false);
   }
@@ -33,7 +30,7 @@ describe("permissionsFor", () => {
   it("a member may request any service and use its rooms and its own inbox, nothing else", () => {
     const p = permissionsFor({ kind: "user", user: user() }, rooms({ r1: "owner", r2: "member" }));
     expect(p).toEqual({
-      pub: { allow: ["unibus.v1.*.>", "unibus.room.r1.>", "unibus.room.r2.>", ...roomHistorySubjects("r1"), ...roomHistorySubjects("r2")] },
+      pub: { allow: ["unibus.v1.*.>", "unibus.room.r1.>", "unibus.room.r2.>"] },
       sub: { allow: ["unibus.room.r1.>", "unibus.room.r2.>", `_INBOX.${alice}.>`] },
     });
     expectNoBroadGrant(p);
@@ -46,7 +43,7 @@ describe("permissionsFor", () => {
 
   it("an admin additionally publishes to $SRV.> for micro discovery", () => {
     const p = permissionsFor({ kind: "user", user: user({ role: "admin" }) }, rooms({ r1: "member" }));
-    expect(p.pub.allow).toEqual(["unibus.v1.*.>", "unibus.room.r1.>", ...roomHistorySubjects("r1"), "$SRV.>"]);
+    expect(p.pub.allow).toEqual(["unibus.v1.*.>", "unibus.room.r1.>", "$SRV.>"]);
     expect(p.sub.allow).toEqual(["unibus.room.r1.>", `_INBOX.${alice}.>`]);
     expectNoBroadGrant(p);
   });
@@ -59,7 +56,7 @@ describe("permissionsFor", () => {
   it("room ids that are not a single safe token are skipped, never widened", () => {
     const p = permissionsFor({ kind: "user", user: user() }, rooms({ "*": "member", ">": "member", "a.b": "member", "": "member", ok: "member" }));
     expect(p.sub.allow).toEqual(["unibus.room.ok.>", `_INBOX.${alice}.>`]);
-    expect(p.pub.allow).toEqual(["unibus.v1.*.>", "unibus.room.ok.>", ...roomHistorySubjects("ok")]);
+    expect(p.pub.allow).toEqual(["unibus.v1.*.>", "unibus.room.ok.>"]);
   });
 
   it("a rooms record keyed to another principal grants nothing", () => {
@@ -67,11 +64,10 @@ describe("permissionsFor", () => {
     expect(p.sub.allow).toEqual([`_INBOX.${alice}.>`]);
   });
 
-  it("room history is direct get on the room's own stream only: no consumer, stream info or last-by-subject grant", () => {
-    expect(roomHistorySubjects("r1")).toEqual(["$JS.API.DIRECT.GET.ROOM_r1"]);
+  it("no JetStream API at all, not even direct get on the member's own rooms (history goes through rooms.history)", () => {
     for (const role of ["member", "admin"] as const) {
       const p = permissionsFor({ kind: "user", user: user({ role }) }, rooms({ r1: "owner", r2: "member" }));
-      expect(p.pub.allow.filter((x) => x.startsWith("$JS"))).toEqual(["$JS.API.DIRECT.GET.ROOM_r1", "$JS.API.DIRECT.GET.ROOM_r2"]);
+      expect(p.pub.allow.filter((x) => x.startsWith("$JS"))).toEqual([]);
     }
   });
 

@@ -73,31 +73,18 @@ export function inboxOf(principal: string): string {
 }
 
 /**
- * What a member publishes to read its room's `ROOM_<id>` stream: batch
- * direct get on that one stream (the SDK's `room.history()`), exactly the
- * subject nats.js and the SDK publish to. No `$JS.API.CONSUMER.*` at all: the
- * server delivers a push consumer as its own client, so a deliver subject
- * escapes this allow list, and a durable consumer outlives the membership
- * (threats: frames sent to another user's inbox or a service endpoint; a
- * removed member still reading the room). No stream info, no last-by-subject
- * form (`.>`), no other stream. Known gap: the server sends the reply to the
- * reply subject the member names, unchecked (docs/design.md, "What a grant
- * lets the server do"), so history must move behind a service endpoint.
- */
-export function roomHistorySubjects(roomId: string): string[] {
-  return [`$JS.API.DIRECT.GET.${UnibusSubject.roomStreamPrefix}${roomId}`];
-}
-
-/**
  * The pub/sub allow lists for a connection (DESIGN §4 ACL table):
  *
- * - member/admin: pub `unibus.v1.*.>`, its rooms and direct get on their
- *   streams; sub its rooms and its own inbox; admins also pub `$SRV.>`
- *   (micro discovery).
+ * - member/admin: pub `unibus.v1.*.>` and its rooms; sub its rooms and its
+ *   own inbox; admins also pub `$SRV.>` (micro discovery).
  * - bootstrap (node / unknown, only if enabled): pub `unibus.v1.replica.handshake.*`; sub its own inbox.
  *
- * Nothing else: no other `$JS.API` (never a consumer), `$KV`, `$SYS`, `$O`,
- * nor other inboxes.
+ * Nothing else: no `$JS.API` at all, `$KV`, `$SYS`, `$O`, nor other inboxes.
+ * JetStream answers an API request (a direct get, an ack) on whatever reply
+ * subject the requester names, with the server's rights, so any `$JS.API`
+ * grant would let a member write into the account's buckets (threat: a
+ * forged allowlist record through a direct get of a frame it stored); room
+ * history is read through the membership service (`rooms.history`).
  * Unsafe room ids are skipped, never widened.
  *
  * @throws RangeError for a revoked user or a principal that is not a `U…` nkey;
@@ -120,8 +107,7 @@ export function permissionsFor(grantee: Grantee, rooms: RoomsRecord | null): Per
       if (isSafeRoomId(roomId)) roomSubjects.push(`${UnibusSubject.roomPrefix}${roomId}.>`);
     }
   }
-  const history = rooms !== null && rooms.principal === principal ? Object.keys(rooms.rooms).sort().filter(isSafeRoomId).flatMap(roomHistorySubjects) : [];
-  const pub: string[] = [UnibusSubject.controlPlane, ...roomSubjects, ...history];
+  const pub: string[] = [UnibusSubject.controlPlane, ...roomSubjects];
   if (user.role === Role.admin) pub.push(UnibusSubject.microDiscovery);
   return { pub: { allow: pub }, sub: { allow: [...roomSubjects, inbox] } };
 }

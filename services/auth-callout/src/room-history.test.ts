@@ -8,7 +8,10 @@ import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { permissionsFor } from "./permissions.js";
 
-describe("a member's JetStream grants for room history", () => {
+// Room history goes through the membership service: the callout's member
+// permissions reach no room stream, not even the member's own (the server
+// would answer a direct get on any reply subject the member named).
+describe("a member's permissions grant no JetStream read of room streams", () => {
   const admin = SigningKey.generate();
   const alice = SigningKey.generate();
   const keys = new StaticRoomKeys().set("mine", 0, randomBytes(32)).set("theirs", 0, randomBytes(32));
@@ -35,7 +38,8 @@ describe("a member's JetStream grants for room history", () => {
     const jsm = await jetstreamManager(adminNc);
     for (const r of ["mine", "theirs"]) await jsm.streams.add({ name: `ROOM_${r}`, subjects: [`unibus.room.${r}.>`], allow_direct: true });
     const writer = await connect({ url: server.url, identity: admin });
-    await Promise.all([writer.room("mine", keys).publish("for members of mine"), writer.room("theirs", keys).publish("not for alice")]);
+    // No membership service on this server: live-only rooms, whose frames the streams still capture.
+    await Promise.all([writer.room("mine", keys, { liveOnly: true }).publish("for members of mine"), writer.room("theirs", keys, { liveOnly: true }).publish("not for alice")]);
     await writer.nc.flush();
     await writer.close();
     member = await connect({ url: server.url, identity: alice });
@@ -46,16 +50,18 @@ describe("a member's JetStream grants for room history", () => {
     await server?.stop();
   });
 
-  it("a member reads its own room's stream with direct get", async () => {
-    const got: string[] = [];
-    for await (const m of member.room("mine", keys).history()) got.push(m.string());
-    expect(got).toEqual(["for members of mine"]);
+  it("a member's direct get on its own room's stream is refused; the stream itself serves direct gets", async () => {
+    const own = await adminNc.request("$JS.API.DIRECT.GET.ROOM_mine", JSON.stringify({ seq: 1 }), { timeout: 3_000 });
+    expect(own.headers?.get("Nats-Sequence")).toBe("1");
+    for (const stream of ["ROOM_mine", "ROOM_theirs"]) {
+      await expect(member.nc.request(`$JS.API.DIRECT.GET.${stream}`, JSON.stringify({ seq: 1, batch: 1 }), { timeout: 3_000 }), stream).rejects.toThrow(/Permissions Violation/);
+    }
   });
 
-  it("a member cannot read another room's stream", async () => {
+  it("the SDK's history never falls back to JetStream: without the membership service it fails", async () => {
     const read = async (): Promise<string[]> => {
       const got: string[] = [];
-      for await (const m of member.room("theirs", keys).history({ timeoutMs: 1_000 })) got.push(m.string());
+      for await (const m of member.room("mine", keys).history({ timeoutMs: 1_000 })) got.push(m.string());
       return got;
     };
     await expect(read()).rejects.toThrow();

@@ -2,7 +2,7 @@ import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { headers as natsHeaders } from "@nats-io/transport-node";
+import { createInbox, headers as natsHeaders } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -12,7 +12,7 @@ import type { ObjectStore } from "@nats-io/obj";
 import { pino } from "pino";
 import { ErrorCode, ErrorReason, Subjects, UnibusError, decodeBinaryFrame, decodeReply, encodeBinaryFrame } from "@unibus/contracts";
 import type { BlobsPutBeginReply } from "@unibus/contracts";
-import { SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
+import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
 import type { RunningService } from "@unibus/kit";
 import { BlobIntegrityError, connect, getBlob, putBlob } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
@@ -67,8 +67,12 @@ async function errorOf(p: Promise<unknown>): Promise<UnibusError> {
 async function raw(subject: string, data: Uint8Array, opts: { key?: SigningKey; signed?: Uint8Array; unsigned?: boolean; envelope?: Record<string, string> } = {}) {
   const h = natsHeaders();
   const env = opts.envelope ?? envelopeToHeaders(signEnvelope(opts.key ?? alice, subject, opts.signed ?? data));
+  // Unsigned: only the claimed signer, so the kit answers 401 to that signer's inbox.
   if (opts.unsigned !== true) for (const [n, v] of Object.entries(env)) h.set(n, v);
-  return { msg: await nc.request(subject, data, { headers: h, timeout: 5_000 }), env };
+  else h.set(EnvelopeHeader.signer, (opts.key ?? alice).principal);
+  // The kit answers only the claimed signer's own inbox.
+  const reply = createInbox(`_INBOX.${h.get(EnvelopeHeader.signer)}`);
+  return { msg: await nc.request(subject, data, { headers: h, timeout: 5_000, noMux: true, reply }), env };
 }
 const json = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v));
 /** The JSON part of a binary endpoint's reply. */
@@ -290,11 +294,12 @@ describe("bad input", () => {
     });
   }
 
-  it("put_begin: a replayed request is 401 nonce_replayed, and an impossible ciphertext size is 400", async () => {
+  it("put_begin: the same signed request sent again gets the first reply (no second upload), and an impossible ciphertext size is 400", async () => {
     const first = await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "34".repeat(32), size: 100 }));
-    expect(decodeReply<BlobsPutBeginReply>(first.msg).uploadId).toMatch(/^[0-9a-f]{32}$/);
-    const replay = await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "34".repeat(32), size: 100 }), { envelope: first.env });
-    expect(rawError(replay.msg)).toMatchObject({ code: ErrorCode.Unauthorized, reason: ErrorReason.NonceReplayed });
+    const uploadId = decodeReply<BlobsPutBeginReply>(first.msg).uploadId;
+    expect(uploadId).toMatch(/^[0-9a-f]{32}$/);
+    const again = await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "34".repeat(32), size: 100 }), { envelope: first.env });
+    expect(decodeReply<BlobsPutBeginReply>(again.msg).uploadId).toBe(uploadId);
     const odd = await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId: "34".repeat(32), size: BLOB_CHUNK_BYTES + 3 }));
     expect(rawError(odd.msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: "size_mismatch" });
   });

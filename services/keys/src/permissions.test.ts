@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { headers } from "@nats-io/transport-node";
+import { createInbox, headers } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { calloutServerConfig } from "@unibus/auth-callout";
@@ -35,7 +35,8 @@ async function signedRequest<T>(subject: string, body: unknown, key: SigningKey)
   const data = new TextEncoder().encode(JSON.stringify(body));
   const h = headers();
   for (const [k, v] of Object.entries(envelopeToHeaders(signEnvelope(key, subject, data)))) h.set(k, v);
-  return decodeReply<T>(await probe.request(subject, data, { headers: h, timeout: 5_000 }));
+  // The kit answers only the signer's own inbox.
+  return decodeReply<T>(await probe.request(subject, data, { headers: h, timeout: 5_000, noMux: true, reply: createInbox(`_INBOX.${key.principal}`) }));
 }
 
 beforeAll(async () => {

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { headers } from "@nats-io/transport-node";
+import { createInbox, headers } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { ErrorCode, Subjects, UnibusError, decodeReply } from "@unibus/contracts";
-import { createIdentity, envelopeToHeaders, randomBytes, sealTo, signEnvelope, toBase64Url, toHex } from "@unibus/crypto";
+import { EnvelopeHeader, createIdentity, envelopeToHeaders, randomBytes, sealTo, signEnvelope, toBase64Url, toHex } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import { createMembershipService } from "@unibus/membership";
 import type { ConnectionKicker, KickOutcome, RunningMembershipService } from "@unibus/membership";
@@ -278,7 +278,8 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
   async function raw(subject: string, data: Uint8Array, sign: (subject: string, data: Uint8Array) => Record<string, string> | undefined): Promise<UnibusError> {
     const h = headers();
     for (const [k, v] of Object.entries(sign(subject, data) ?? {})) h.set(k, v);
-    const msg = await nc.request(subject, data, { headers: h, timeout: 5_000 });
+    // The kit answers only the claimed signer's own inbox.
+    const msg = await nc.request(subject, data, { headers: h, timeout: 5_000, noMux: true, reply: createInbox(`_INBOX.${h.get(EnvelopeHeader.signer)}`) });
     try {
       decodeReply(msg);
     } catch (err) {
@@ -295,7 +296,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     expect((await raw(subject, enc({ ...(body as object), extra: 1 }), signed)).code).toBe(ErrorCode.BadRequest);
     const limit = name === "publishEpoch" ? 1_000_000 : 64 * 1024;
     expect((await raw(subject, enc({ pad: "x".repeat(limit + 1_000) }), signed)).code).toBe(ErrorCode.PayloadTooLarge);
-    expect((await raw(subject, enc(body), () => undefined)).code).toBe(ErrorCode.Unauthorized);
+    expect((await raw(subject, enc(body), () => ({ [EnvelopeHeader.signer]: alice!.principal }))).code).toBe(ErrorCode.Unauthorized);
     const forged = (s: string): Record<string, string> => envelopeToHeaders(signEnvelope(alice!.signingKey, s, enc({ other: true })));
     expect((await raw(subject, enc(body), forged)).code).toBe(ErrorCode.Unauthorized);
     const stale = (s: string, d: Uint8Array): Record<string, string> => envelopeToHeaders(signEnvelope(alice!.signingKey, s, d, Date.now() - 60_000));
@@ -316,7 +317,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     const envelope = envelopeToHeaders(signEnvelope(owner!.signingKey, Subjects.keys.publishEpoch, data));
     const h = headers();
     for (const [n, v] of Object.entries(envelope)) h.set(n, v);
-    decodeReply(await nc.request(Subjects.keys.publishEpoch, data, { headers: h, timeout: 5_000 }));
+    decodeReply(await nc.request(Subjects.keys.publishEpoch, data, { headers: h, timeout: 5_000, noMux: true, reply: createInbox(`_INBOX.${owner!.principal}`) }));
     await keys.buckets.roomKeys.delete(epochKey(r.id, 1));
     expect(await raw(Subjects.keys.publishEpoch, data, () => envelope)).toMatchObject({ code: ErrorCode.Unauthorized, reason: "nonce_replayed" });
     expect(await epochRecord(r.id, 1)).toBeNull();

@@ -1,6 +1,7 @@
 import type { ConnectionKicker } from "./kick.js";
 import type { RoomQuotaConfig } from "./quota.js";
 import type { RoomConsumers } from "./room-consumers.js";
+import type { RoomHistory } from "./room-history.js";
 import type { RoomStreams } from "./room-streams.js";
 import type { MembershipStore } from "./store.js";
 
@@ -11,6 +12,8 @@ export interface MembershipDeps {
   streams: RoomStreams;
   /** Deletes leftover consumers of a room stream when someone loses access to the room. */
   consumers: RoomConsumers;
+  /** Reads room history for `rooms.history`; unset, that endpoint answers 503. */
+  history?: RoomHistory;
   /**
    * Principal of the privileged internal bootstrap identity, the only signer
    * `admin.bootstrap` accepts. Unset: bootstrap is refused to everyone.

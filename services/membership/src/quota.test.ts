@@ -19,6 +19,16 @@ import type { RunningMembershipService } from "./service.js";
 
 const silent = pino({ level: "silent" });
 
+/** Polls `read` (bounded, 5 s) until `done` holds; room streams send no acks, so storage is observed, not awaited. */
+async function eventually<T>(read: () => Promise<T>, done: (v: T) => boolean): Promise<T> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const v = await read();
+    if (done(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 class NoKicker implements ConnectionKicker {
   async kick(): Promise<KickOutcome> {
     return { connections: 0, kicked: 0, failed: 0 };
@@ -166,8 +176,8 @@ describe("room quotas on a real server", () => {
     const empty = await owner.rooms.get(room.id);
     expect(empty.quota).toEqual({ ...quotas.defaults, maxMsgs: 10 });
     expect(empty.usage).toEqual({ bytes: 0, messages: 0 });
-    await nc.request(`${room.subject}.m`, new Uint8Array(100), { timeout: 5_000 });
-    const used = await owner.rooms.get(room.id);
+    nc.publish(`${room.subject}.m`, new Uint8Array(100));
+    const used = await eventually(() => owner.rooms.get(room.id), (r) => r.usage?.messages === 1);
     expect(used.usage?.messages).toBe(1);
     expect(used.usage?.bytes).toBeGreaterThan(100);
     expect(Date.parse(used.usage?.oldestAt ?? "")).toBeGreaterThan(Date.now() - 60_000);
@@ -186,6 +196,8 @@ describe("room quotas on a real server", () => {
     const next = owner.room(other.room.id, keys);
     try {
       for (let i = 0; i < 3; i++) await room.publish(`m${i}`);
+      // Stored (observed through rooms.get, as the SDK sees it) before the next publish.
+      expect((await eventually(() => owner.rooms.get(full.room.id), (r) => r.usage?.messages === 3)).usage?.messages).toBe(3);
       const err = await rejection(room.publish("one too many"));
       expect(err).toMatchObject({ code: ErrorCode.PayloadTooLarge, reason: RoomPublishReason.roomFull });
       // discard=new: the stored history is intact, the refused frame is not in it.
@@ -193,11 +205,28 @@ describe("room quotas on a real server", () => {
       for await (const m of room.history()) kept.push(m.string());
       expect(kept).toEqual(["m0", "m1", "m2"]);
       await next.publish("still fine");
-      expect((await owner.rooms.get(other.room.id)).usage?.messages).toBe(1);
+      expect((await eventually(() => owner.rooms.get(other.room.id), (r) => r.usage?.messages === 1)).usage?.messages).toBe(1);
       expect((await owner.rooms.get(full.room.id)).usage?.messages).toBe(3);
     } finally {
       await Promise.allSettled([room.close(), next.close()]);
     }
+  });
+
+  it("rooms.history bounds a page by bytes: frames of 300 KB come one per page, chained by nextSeq", async () => {
+    const { room } = await owner.rooms.create("big frames", persisted, { quota: { maxMsgSize: 512 * 1024 } });
+    for (let i = 0; i < 3; i++) nc.publish(`${room.subject}.m`, new Uint8Array(300_000).fill(i));
+    await eventually(() => owner.rooms.get(room.id), (r) => r.usage?.messages === 3);
+    const sizes: number[] = [];
+    let startSeq: number | undefined = 1;
+    let pages = 0;
+    while (startSeq !== undefined) {
+      const page = await owner.rooms.history({ roomId: room.id, startSeq });
+      pages++;
+      sizes.push(...page.messages.map((m) => Buffer.from(m.data, "base64").byteLength));
+      startSeq = page.nextSeq;
+    }
+    expect(sizes).toEqual([300_000, 300_000, 300_000]);
+    expect(pages).toBe(3);
   });
 
   it("the SDK splits a burst into frames within the room's max_msg_size and refuses a message that cannot fit", async () => {
@@ -207,8 +236,12 @@ describe("room quotas on a real server", () => {
     try {
       // 20 × 1000 bytes coalesce into one 20 KB frame by default; the room takes 4 KiB at most.
       await Promise.all(Array.from({ length: 20 }, () => room.publish(new Uint8Array(1000))));
-      const got: number[] = [];
-      for await (const m of room.history()) got.push(m.data.byteLength);
+      const read = async (): Promise<number[]> => {
+        const got: number[] = [];
+        for await (const m of room.history()) got.push(m.data.byteLength);
+        return got;
+      };
+      const got = await eventually(read, (g) => g.length === 20);
       expect(got).toEqual(Array.from({ length: 20 }, () => 1000));
       const stored = (await owner.rooms.get(small.room.id)).usage?.messages ?? 0;
       expect(stored).toBeGreaterThanOrEqual(5);

@@ -28,6 +28,8 @@ export interface RoomStreams {
    * changing nothing else; a no-op for a current stream or a room without one.
    */
   upgrade(roomId: string): Promise<void>;
+  /** The stream's last sequence (0 when empty); null if the room has no stream. */
+  lastSeq(roomId: string): Promise<number | null>;
 }
 
 /** Options of {@link JetStreamRoomStreams}. */
@@ -85,6 +87,15 @@ export class JetStreamRoomStreams implements RoomStreams {
     }
     if (info.config.allow_direct && info.config.no_ack) return;
     await this.jsm.streams.update(info.config.name, { ...info.config, allow_direct: true, no_ack: true });
+  }
+
+  async lastSeq(roomId: string): Promise<number | null> {
+    try {
+      return (await this.jsm.streams.info(roomStreamName(roomId))).state.last_seq;
+    } catch (err) {
+      if (err instanceof JetStreamApiError && err.status === 404) return null;
+      throw err;
+    }
   }
 
   async describe(roomId: string): Promise<RoomStreamState | null> {

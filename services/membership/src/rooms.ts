@@ -7,6 +7,7 @@ import { activeUser, checkPrincipal } from "./access.js";
 import type { MembershipDeps } from "./deps.js";
 import type { KickOutcome } from "./kick.js";
 import { DefaultRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
+import { RoomHistoryLimits } from "./room-history.js";
 import { InsufficientResourcesErrCode } from "./room-streams.js";
 import { deleteLeftoverConsumers } from "./room-consumers.js";
 import { RoomRoleName, UserStatus, roomSubject } from "./records.js";
@@ -150,6 +151,32 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         if (!room.policy.persist) return { room, members, ...next };
         const state = await streams.describe(req.roomId).catch((err: unknown) => Promise.reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room stream could not be read", { cause: err })));
         return { room, members, ...next, ...(state ?? {}) };
+      },
+    }),
+    "rooms-history": endpoint({
+      subject: Subjects.membership.roomsHistory,
+      request: "membership.rooms.history.request",
+      reply: "membership.rooms.history.reply",
+      mutates: false,
+      access: Access.Signed,
+      async handler(req, caller, ctx) {
+        const user = activeUser(caller);
+        // Current members only (admins too only if members): history is the
+        // room's content, and a removed member must lose it with the grant.
+        // A store error throws (503), never reads.
+        if ((await store.getMember(req.roomId, user.principal)) === null) {
+          throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
+        }
+        const room = await roomOrThrow(store, req.roomId);
+        if (!room.policy.persist) throw new UnibusError(ErrorCode.NotFound, "room_not_persisted", "the room keeps no history");
+        if (deps.history === undefined) throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room history is not available");
+        const start = req.startSeq !== undefined ? { seq: req.startSeq } : req.startTime !== undefined ? { start_time: new Date(req.startTime).toISOString() } : { seq: 1 };
+        const page = await deps.history
+          .page(req.roomId, start, req.limit ?? RoomHistoryLimits.defaultFrames)
+          .catch((err: unknown) => Promise.reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "room history could not be read", { cause: err })));
+        if (page === null) throw new UnibusError(ErrorCode.NotFound, "room_not_persisted", "the room keeps no history");
+        ctx.logger.debug({ room: req.roomId, frames: page.messages.length, nextSeq: page.nextSeq }, "history page read");
+        return page;
       },
     }),
     "rooms-list": endpoint({

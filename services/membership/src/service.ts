@@ -14,6 +14,7 @@ import type { ConnectionKicker, KickOutcome } from "./kick.js";
 import { MembershipBucket } from "./records.js";
 import type { RoomQuotaConfig } from "./quota.js";
 import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./room-consumers.js";
+import { DirectRoomHistory } from "./room-history.js";
 import { JetStreamRoomStreams } from "./room-streams.js";
 import { roomEndpoints } from "./rooms.js";
 import { MembershipStore } from "./store.js";
@@ -95,11 +96,13 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     opts.kicker ??
     (opts.sys === undefined ? new UnconfiguredKicker(logger.child({ svc: ServiceName.membership })) : new SystemConnectionKicker(opts.sys, { logger: logger.child({ svc: ServiceName.membership }) }));
   const jsm = await jetstreamManager(nc);
+  const roomStreams = new JetStreamRoomStreams(jsm, { replicas });
   const deps: MembershipDeps = {
     store,
     kicker,
-    streams: new JetStreamRoomStreams(jsm, { replicas }),
+    streams: roomStreams,
     consumers: new JetStreamRoomConsumers(jsm),
+    history: new DirectRoomHistory(nc, roomStreams),
     ...(opts.bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal: opts.bootstrapPrincipal }),
     ...(opts.selfKickDelayMs === undefined ? {} : { selfKickDelayMs: opts.selfKickDelayMs }),
     ...(opts.quotas === undefined ? {} : { quotas: opts.quotas }),

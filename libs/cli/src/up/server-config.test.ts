@@ -101,6 +101,8 @@ describe("server config for unibus up", () => {
     // Epoch checks read `members` and `users`; keys must never be able to write either.
     expect(keys.publish.allow.filter((x) => x.startsWith("$KV.") && !["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>"].includes(x))).toEqual([]);
     expect(user("U_membership").permissions.publish.allow).toContain("unibus.room.*.membership");
+    // rooms.history: only membership reads room streams, by batch direct get.
+    expect(user("U_membership").permissions.publish.allow).toContain("$JS.API.DIRECT.GET.*");
     for (const s of ["healthz"]) {
       const p = user(`U_${s}`).permissions;
       expect(p.publish.allow.some((x) => x.startsWith("$JS.") || x.startsWith("$KV.")), `${s} has no JetStream access`).toBe(false);

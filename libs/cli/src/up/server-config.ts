@@ -67,8 +67,12 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
         // and this service already holds the allowlist itself. UPDATE turns
         // on direct get on room streams made before it; consumer list and
         // delete remove leftover consumers from room streams when someone
-        // loses access (neither reads a message).
+        // loses access (neither reads a message). Batch direct get
+        // (`DIRECT.GET.<stream>`, no subject suffix) serves `rooms.history`:
+        // only this service reads room streams, and the server answers it on
+        // the service's own inbox, never a subject a member chose.
         publish: [
+          "$JS.API.DIRECT.GET.*",
           "$JS.API.STREAM.CREATE.*",
           "$JS.API.STREAM.INFO.*",
           "$JS.API.STREAM.UPDATE.*",

@@ -9,7 +9,41 @@ import type { TestServer } from "@unibus/testing";
 import { sealFrame } from "./frame.js";
 import { StaticRoomKeys } from "./keyring.js";
 import { createRoom } from "./room.js";
-import type { Room, RoomMessage, RoomReject } from "./room.js";
+import type { Room, RoomControl, RoomMessage, RoomReject } from "./room.js";
+
+/**
+ * The membership service's part, on the test server's own stream: `get`
+ * reads the stream's policy and usage, `history` pages with batch direct get
+ * (the service's real implementation has its own tests). Small pages, so
+ * paging is exercised.
+ */
+function streamControl(nc: NatsConnection): RoomControl {
+  return {
+    async get(roomId) {
+      const jsm = await jetstreamManager(nc);
+      const room = { id: roomId, name: roomId, subject: `unibus.room.${roomId}`, createdBy: "", createdAt: "" };
+      try {
+        const info = await jsm.streams.info(`ROOM_${roomId}`);
+        return { room: { ...room, policy: { persist: true, encrypt: true } }, members: [], usage: { bytes: info.state.bytes, messages: info.state.messages } };
+      } catch {
+        return { room: { ...room, policy: { persist: false, encrypt: true } }, members: [] };
+      }
+    },
+    async history(req) {
+      const jsm = await jetstreamManager(nc);
+      const info = await jsm.streams.info(`ROOM_${req.roomId}`);
+      const start = req.startSeq !== undefined ? { seq: req.startSeq } : req.startTime !== undefined ? { start_time: req.startTime } : { seq: 1 };
+      const messages = [];
+      if (info.state.messages > 0) {
+        for await (const m of await jsm.direct.getBatch(`ROOM_${req.roomId}`, { ...start, batch: 2 })) {
+          messages.push({ seq: m.seq, subject: m.subject, time: m.time.toISOString(), data: Buffer.from(m.data).toString("base64") });
+        }
+      }
+      const last = messages.at(-1)?.seq;
+      return { messages, lastSeq: info.state.last_seq, ...(last !== undefined && last < info.state.last_seq ? { nextSeq: last + 1 } : {}) };
+    },
+  };
+}
 
 /** Collects up to `n` items from `it` or whatever arrived after `ms`. */
 async function take<T>(it: AsyncIterable<T>, n: number, ms = 1_000): Promise<T[]> {
@@ -37,7 +71,7 @@ describe("end-to-end room frames on a real server", () => {
   const keys = new StaticRoomKeys().set("r1", 0, k0).set("r1", 1, k1).set("other", 0, k0);
   const rooms: Room[] = [];
   const open = (signer: SigningKey, roomId = "r1", source = keys): Room => {
-    const r = createRoom(nc, signer, roomId, source);
+    const r = createRoom(nc, signer, roomId, source, streamControl(nc));
     rooms.push(r);
     return r;
   };
@@ -168,13 +202,14 @@ describe("end-to-end room frames on a real server", () => {
     const a = open(alice, "p1", pk);
     const secret = "TOP-SECRET-PLAINTEXT-4711";
     await Promise.all([a.publish(secret), a.publish({ secret })]);
-    await new Promise((r) => setTimeout(r, 50));
     await a.publish(`${secret} later`);
     await nc.flush();
 
     const js = jetstream(nc);
     const stream = await js.streams.get("ROOM_p1");
-    const info = await stream.info();
+    let info = await stream.info();
+    // Core publishes: poll (bounded) until the stream has ingested both frames.
+    for (let i = 0; i < 100 && info.state.messages < 2; i++) info = await stream.info();
     expect(info.state.messages).toBe(2);
     for (let seq = 1; seq <= info.state.last_seq; seq++) {
       const m = await jsm.streams.getMessage("ROOM_p1", { seq });
@@ -206,6 +241,7 @@ describe("end-to-end room frames on a real server", () => {
     const writer = open(alice, "p2", new StaticRoomKeys().set("p2", 0, k0).set("p2", 1, k1));
     await writer.publish("epoch one");
     await nc.flush();
+    for (let i = 0; i < 100 && (await jsm.streams.info("ROOM_p2")).state.messages < 1; i++) await nc.flush();
     const late = open(bob, "p2", new StaticRoomKeys().set("p2", 0, k0));
     const rejects = late.rejects();
     const got: RoomMessage[] = [];

@@ -8,13 +8,11 @@
  * deliver only frames whose signature, room, epoch key, counters and AEAD tag
  * all check out; everything else becomes a reject event.
  */
-import { JetStreamApiError, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
+import type { MembershipRoomsGetReply, MembershipRoomsHistoryReply, MembershipRoomsHistoryRequest } from "@unibus/contracts";
 import { toHex } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
-import { readDirectHistory } from "./direct-history.js";
-import type { DirectHistoryStart } from "./direct-history.js";
 import { FrameError, RejectReason, frameOverheadBytes, frameSignatureValid, openFrame, parseFrame, sealFrame, senderPrincipal } from "./frame.js";
 import type { ParsedFrame } from "./frame.js";
 import type { RoomKeySource } from "./keyring.js";
@@ -38,6 +36,20 @@ export const RoomLimits = {
   replayWindow: 8192,
   /** Reject events buffered for `rejects()`; older ones are dropped (and counted). */
   rejectBuffer: 1024,
+  /**
+   * Largest frame sent to a persisted room, whatever its max_msg_size: history
+   * comes back base64 in a JSON reply, which must stay under NATS's 1 MiB
+   * max_payload (640 KiB is about 853 KiB once encoded).
+   */
+  maxStoredFrameBytes: 640 * 1024,
+  /** Stored bytes a frame costs besides its own bytes and subject (the stream's per-message record), for the quota estimate. */
+  storedOverheadBytes: 64,
+  /** While publishing, the room's usage is re-read from the service at least this often. */
+  usageRefreshMs: 5_000,
+  /** A full room's usage is re-read at most this often (a sender retrying does not flood the service). */
+  fullRefreshMs: 1_000,
+  /** Frames asked for per history page (the service also bounds a page in bytes). */
+  historyPageFrames: 256,
 } as const;
 
 /** Stable reasons of a refused room publish (UnibusError code 413). */
@@ -48,18 +60,24 @@ export const RoomPublishReason = {
   messageTooLarge: "message_too_large",
 } as const;
 
-/** JetStream API error codes a room publish maps to a {@link RoomPublishReason}. */
-const JsErrCode = {
-  /** "maximum bytes exceeded" / "maximum messages exceeded" on a discard=new stream. */
-  streamStoreFailed: 10077,
-  /** "message size exceeds maximum allowed". */
-  messageTooLarge: 10054,
-  /** "stream not found". */
-  streamNotFound: 10059,
-} as const;
+/**
+ * What a room needs of the membership service: `rooms.get` (persistence,
+ * quota and usage) and `rooms.history`. `UnibusClient.rooms` has both.
+ * Members hold no JetStream grant, so a room never calls the JetStream API.
+ */
+export interface RoomControl {
+  get(roomId: string): Promise<MembershipRoomsGetReply>;
+  history(req: MembershipRoomsHistoryRequest, opts?: { timeoutMs?: number }): Promise<MembershipRoomsHistoryReply>;
+}
 
-/** Where a room's frames go: a persisted room's stream acknowledges each one. */
-type PublishTarget = { persisted: false } | { persisted: true; maxFrameBytes: number };
+/** A persisted room's limits and what the sender believes its stream holds. */
+interface Quota {
+  maxBytes: number;
+  maxMsgs: number;
+}
+
+/** Where a room's frames go, from `rooms.get`. */
+type PublishTarget = { persisted: false } | { persisted: true; maxFrameBytes: number; quota: Quota | undefined };
 
 /** An authenticated, decrypted room message. */
 export interface RoomMessage {
@@ -94,7 +112,7 @@ export interface RoomSubscription extends AsyncIterable<RoomMessage> {
 export interface HistoryOptions {
   /** A stream sequence to start at, or a time. Default: the beginning. */
   since?: number | Date;
-  /** A page of history with no reply for this long fails the read. Default 5 s. */
+  /** A page of history (one `rooms.history` request) with no reply for this long fails the read. Default: the client's request timeout. */
   timeoutMs?: number;
 }
 
@@ -104,11 +122,14 @@ export interface Room {
   /** The subject frames travel on: `unibus.room.<roomId>.m`. */
   readonly subject: string;
   /**
-   * Queues a message. In a persisted room it resolves when the room's stream
-   * stored its frame, and rejects with UnibusError 413 `room_full` when the
-   * room is at its quota (live subscribers may still see the frame) or
-   * `message_too_large` for a message above the room's largest frame; in a
-   * live-only room it resolves when the frame is handed to the connection.
+   * Queues a message; resolves when its frame is handed to the connection
+   * (a core publish: room streams send no acks). In a persisted room it
+   * rejects with UnibusError 413 `room_full` when the room's usage, as last
+   * read from the service plus what this sender sent since, says the frame
+   * cannot fit its quota, and `message_too_large` for a message above the
+   * room's largest frame. The stream's own limit stays the hard one: frames
+   * of several concurrent senders may be dropped by the stream (still
+   * delivered live) before a sender's estimate catches up.
    * Messages queued in the same event-loop turn share one outcome.
    */
   publish(data: Uint8Array | string | object): Promise<void>;
@@ -302,6 +323,12 @@ class RoomImpl implements Room {
   #batch: Batch | undefined;
   #sending: Promise<void> = Promise.resolve();
   #target: Promise<PublishTarget> | undefined;
+  readonly #control: RoomControl | undefined;
+  /** What the room's stream holds, as last read plus what this sender published since. */
+  #usage: { bytes: number; messages: number } | undefined;
+  #usageAt = 0;
+  /** Frames counted into the estimate since the usage was last read. */
+  #sentSince = 0;
   #counter = 0;
   #closed = false;
 
@@ -310,9 +337,11 @@ class RoomImpl implements Room {
     signer: SigningKey,
     readonly roomId: string,
     keys: RoomKeySource,
+    control: RoomControl | undefined,
   ) {
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(roomId)) throw new RangeError("room id must match [A-Za-z0-9_-]{1,128}");
     this.#nc = nc;
+    this.#control = control;
     this.#signer = signer;
     this.#keys = keys;
     this.subject = `${RoomSubject.prefix}${roomId}.${RoomSubject.messages}`;
@@ -359,25 +388,56 @@ class RoomImpl implements Room {
       const target = await this.#publishTarget();
       const { epoch, key } = await this.#keys.current(this.roomId);
       const chunks = target.persisted ? this.#split(batch.messages, target.maxFrameBytes) : [batch.messages];
-      const acks: Promise<unknown>[] = [];
-      const js = target.persisted ? jetstream(this.#nc) : undefined;
-      for (const messages of chunks) {
+      const frames = chunks.map((messages) => {
         // Counters start at the clock in µs so a restarted sender never reuses one (frames.md §Counters).
         const counter = Math.max(this.#counter, Date.now() * 1000);
         this.#counter = counter + messages.length;
-        const frame = sealFrame({ roomId: this.roomId, epoch, key, signer: this.#signer, counter, messages });
-        // A persisted room's frame is a JetStream publish so the sender learns
-        // when the stream refuses it (quota); the ack comes back on the
-        // sender's own inbox, which no other member may publish to, so it
-        // cannot be forged. The request leaves now, keeping frame order.
-        if (js === undefined) this.#nc.publish(this.subject, frame);
-        else acks.push(js.publish(this.subject, frame));
-      }
-      if (acks.length === 0) batch.resolve();
-      else Promise.all(acks).then(() => batch.resolve(), (err: unknown) => batch.fail(publishError(err)));
+        return sealFrame({ roomId: this.roomId, epoch, key, signer: this.#signer, counter, messages });
+      });
+      if (target.persisted && target.quota !== undefined) await this.#checkQuota(target.quota, frames);
+      // Core publishes: a JetStream publish would wait for an ack the room
+      // stream never sends (no_ack), and members hold no JetStream grant.
+      for (const frame of frames) this.#nc.publish(this.subject, frame);
+      batch.resolve();
     } catch (err) {
       batch.fail(err);
     }
+  }
+
+  /** Stored bytes of one frame, as the stream counts them (approximately). */
+  #storedBytes(frame: Uint8Array): number {
+    return frame.byteLength + this.subject.length + RoomLimits.storedOverheadBytes;
+  }
+
+  /**
+   * Refuses frames the room's quota cannot take. The estimate is the usage
+   * last read from `rooms.get` plus what this sender published since; when it
+   * says the frames do not fit, the usage is re-read (unless it was read
+   * fresh, with nothing sent since, within `fullRefreshMs`: a sender retrying
+   * on a full room does not flood the service), and only the re-read usage
+   * refuses. It is also re-read every `usageRefreshMs` while publishing, so
+   * frames of other senders and expired ones are counted. Frames that pass
+   * are counted into the estimate.
+   *
+   * @throws UnibusError 413 `room_full` when the re-read usage has no room for them.
+   */
+  async #checkQuota(quota: Quota, frames: Uint8Array[]): Promise<void> {
+    const bytes = frames.reduce((n, f) => n + this.#storedBytes(f), 0);
+    const fits = (): boolean => this.#usage !== undefined && this.#usage.bytes + bytes <= quota.maxBytes && this.#usage.messages + frames.length <= quota.maxMsgs;
+    const age = Date.now() - this.#usageAt;
+    if (this.#usage === undefined || age >= RoomLimits.usageRefreshMs) await this.#refreshUsage();
+    else if (!fits() && (this.#sentSince > 0 || age >= RoomLimits.fullRefreshMs)) await this.#refreshUsage();
+    if (!fits()) throw new UnibusError(ErrorCode.PayloadTooLarge, RoomPublishReason.roomFull, "the room is full: its stored frames are at the room's quota");
+    const usage = this.#usage!;
+    this.#usage = { bytes: usage.bytes + bytes, messages: usage.messages + frames.length };
+    this.#sentSince += frames.length;
+  }
+
+  async #refreshUsage(): Promise<void> {
+    const reply = await this.#control!.get(this.roomId);
+    this.#usage = reply.usage === undefined ? { bytes: 0, messages: 0 } : { bytes: reply.usage.bytes, messages: reply.usage.messages };
+    this.#usageAt = Date.now();
+    this.#sentSince = 0;
   }
 
   /**
@@ -406,24 +466,26 @@ class RoomImpl implements Room {
   }
 
   /**
-   * Whether the room has a stream, and its largest frame, read once from the
-   * stream's config. A failed lookup is not cached, so the next publish asks again.
+   * Whether the room is persisted, its largest frame and its quota, read once
+   * from `rooms.get` (which also seeds the usage estimate). Without a control
+   * the room is live-only. A failed lookup is not cached, so the next publish
+   * asks again.
    */
   #publishTarget(): Promise<PublishTarget> {
-    this.#target ??= jetstream(this.#nc)
-      .streams.get(`${RoomSubject.streamPrefix}${this.roomId}`)
-      .then((stream) => stream.info(true))
-      .then(
-        (info): PublishTarget => {
-          const max = info.config.max_msg_size ?? -1;
-          return { persisted: true, maxFrameBytes: max > 0 ? max : Infinity };
-        },
-        (err: unknown): PublishTarget => {
-          // No stream, or no JetStream at all: a live-only room.
-          if ((err instanceof JetStreamApiError && err.code === JsErrCode.streamNotFound) || (err instanceof Error && err.name === "JetStreamNotEnabled")) return { persisted: false };
-          throw err;
-        },
-      );
+    const control = this.#control;
+    if (control === undefined) return Promise.resolve({ persisted: false });
+    this.#target ??= control.get(this.roomId).then((reply): PublishTarget => {
+      if (!reply.room.policy.persist) return { persisted: false };
+      if (reply.usage !== undefined) {
+        this.#usage = { bytes: reply.usage.bytes, messages: reply.usage.messages };
+        this.#usageAt = Date.now();
+        this.#sentSince = 0;
+      }
+      const q = reply.quota;
+      // A stream made before quotas has no limits: only the coalescing bound and the history reply bound apply.
+      const maxFrameBytes = Math.min(q?.maxMsgSize ?? Infinity, RoomLimits.maxStoredFrameBytes);
+      return { persisted: true, maxFrameBytes, quota: q === undefined ? undefined : { maxBytes: q.maxBytes, maxMsgs: q.maxMsgs } };
+    });
     const target = this.#target;
     target.catch(() => {
       if (this.#target === target) this.#target = undefined;
@@ -473,17 +535,30 @@ class RoomImpl implements Room {
   }
 
   async *history(opts: HistoryOptions = {}): AsyncIterable<RoomMessage> {
+    const control = this.#control;
+    if (control === undefined) throw new UnibusError(ErrorCode.Unavailable, "history_unavailable", "this room was opened without the membership service; it has no history");
     const since = opts.since;
-    const start: DirectHistoryStart = since === undefined ? { seq: 1 } : typeof since === "number" ? { seq: Math.max(1, since) } : { start_time: since.toISOString() };
     const out: RoomMessage[] = [];
     const rx = this.#receiver((m) => out.push(m));
-    // Direct get, filtered to the message subject: the stream also holds the
-    // membership service's `unibus.room.<id>.membership` events.
-    for await (const f of readDirectHistory(this.#nc, `${RoomSubject.streamPrefix}${this.roomId}`, this.subject, start, opts.timeoutMs)) {
-      if (f.subject !== this.subject) continue;
-      const pending = rx.accept(f.data);
-      if (pending !== undefined) await pending;
-      while (out.length > 0) yield out.shift()!;
+    const reqOpts = opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs };
+    // Pages from `rooms.history`: the service reads the stream and answers
+    // only this client's inbox. The first page's lastSeq bounds the read, so
+    // a busy room cannot keep it going forever.
+    let req: MembershipRoomsHistoryRequest =
+      since === undefined ? { roomId: this.roomId } : typeof since === "number" ? { roomId: this.roomId, startSeq: Math.max(1, Math.floor(since)) } : { roomId: this.roomId, startTime: since.toISOString() };
+    let bound: number | undefined;
+    for (;;) {
+      const page = await control.history({ ...req, limit: RoomLimits.historyPageFrames }, reqOpts);
+      bound ??= page.lastSeq;
+      for (const f of page.messages) {
+        if (f.seq > bound) return;
+        if (f.subject !== this.subject) continue;
+        const pending = f.omitted === true ? this.#rejects.push({ reason: RejectReason.malformed }) : rx.accept(Buffer.from(f.data, "base64"));
+        if (pending !== undefined) await pending;
+        while (out.length > 0) yield out.shift()!;
+      }
+      if (page.nextSeq === undefined || page.nextSeq > bound || page.messages.length === 0) return;
+      req = { roomId: this.roomId, startSeq: page.nextSeq };
     }
   }
 
@@ -505,17 +580,13 @@ class RoomImpl implements Room {
   }
 }
 
-/** Maps a refused JetStream publish of a room frame to a coded error the sender can branch on. */
-function publishError(err: unknown): unknown {
-  if (!(err instanceof JetStreamApiError)) return err;
-  if (err.code === JsErrCode.streamStoreFailed) return new UnibusError(ErrorCode.PayloadTooLarge, RoomPublishReason.roomFull, "the room is full: its stream refused the message", { cause: err });
-  if (err.code === JsErrCode.messageTooLarge) return new UnibusError(ErrorCode.PayloadTooLarge, RoomPublishReason.messageTooLarge, "the message exceeds the room's largest frame", { cause: err });
-  return new UnibusError(ErrorCode.Unavailable, "publish_refused", "the room's stream refused the message", { cause: err });
-}
-
-/** Internal: a room over a raw connection and signing key (the client's `room()` calls this). */
-export function createRoom(nc: NatsConnection, signer: SigningKey, roomId: string, keys: RoomKeySource): Room {
-  return new RoomImpl(nc, signer, roomId, keys);
+/**
+ * Internal: a room over a raw connection and signing key (the client's
+ * `room()` calls this with its `rooms` API). Without `control` the room is
+ * live-only: frames are not split for a stream and there is no history.
+ */
+export function createRoom(nc: NatsConnection, signer: SigningKey, roomId: string, keys: RoomKeySource, control?: RoomControl): Room {
+  return new RoomImpl(nc, signer, roomId, keys, control);
 }
 
 /** What {@link openRoom} needs of a client: `UnibusClient` has it. */
