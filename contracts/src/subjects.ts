@@ -24,7 +24,7 @@ export type ServiceName = (typeof ServiceName)[keyof typeof ServiceName];
 /**
  * Request subjects, grouped by the service that answers them. `all` is the
  * service's wildcard, for permissions. The replica gateway answers under
- * `replica`, the name DESIGN §2 gives its subjects.
+ * `replica`, the name architecture §2 gives its subjects.
  */
 export const Subjects = {
   authCallout: {
@@ -115,7 +115,7 @@ export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
 /**
  * Prefix reserved for room subjects (ciphertext frames). It lies outside
  * `unibus.v1.` on purpose: members may publish to `unibus.v1.*.>` requests
- * (DESIGN §4), and that grant must never cover a room they do not belong to.
+ * (architecture §4), and that grant must never cover a room they do not belong to.
  * The room subject helper arrives with the rooms issue.
  */
 export const RoomSubjectPrefix = "unibus.room" as const;

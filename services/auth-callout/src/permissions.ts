@@ -1,7 +1,7 @@
 import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
 import { UnibusSubject } from "./constants.js";
 
-/** A user's role in the `users` bucket (DESIGN §3). */
+/** A user's role in the `users` bucket (architecture §3). */
 export const Role = {
   admin: "admin",
   member: "member",
@@ -44,7 +44,7 @@ export interface RoomsRecord {
 /**
  * Connection permissions as they go into a user JWT. Both sections are always
  * present and carry only allow lists: a user JWT without a pub/sub section
- * grants everything (FIELD-NOTES "Auth callout").
+ * grants everything (nats-notes "Auth callout").
  */
 export interface Permissions {
   pub: { allow: string[] };
@@ -73,7 +73,7 @@ export function inboxOf(principal: string): string {
 }
 
 /**
- * The pub/sub allow lists for a connection (DESIGN §4 ACL table):
+ * The pub/sub allow lists for a connection (architecture §4 ACL table):
  *
  * - member/admin: pub `unibus.v1.*.>` and its rooms; sub its rooms and its
  *   own inbox; admins also pub `$SRV.>` (micro discovery).

@@ -27,7 +27,7 @@ export interface MembershipDeps {
   selfKickDelayMs?: number;
   /**
    * Announces a durable membership change of a room (after its KV writes),
-   * so owners' clients rekey (DESIGN §5). Unset: nothing is announced.
+   * so owners' clients rekey (architecture §5). Unset: nothing is announced.
    */
   announce?: (event: MembershipChangeEvent) => void;
 }

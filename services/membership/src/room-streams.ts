@@ -40,7 +40,7 @@ export interface RoomStreamOptions {
 
 /**
  * Room streams on JetStream: `ROOM_<id>` over `unibus.room.<id>.>`, file
- * storage. Clients publish only ciphertext frames (DESIGN §5), so the stream
+ * storage. Clients publish only ciphertext frames (architecture §5), so the stream
  * holds nothing readable; deletes and purges are denied so a member cannot
  * quietly erase history.
  */

@@ -131,7 +131,7 @@ export async function casUpdate<T>(kv: KV, key: string, mutate: (current: T | nu
 /**
  * Typed access to the membership data model. Every write is a JetStream KV
  * write that has been acknowledged by the stream when the promise resolves,
- * so a handler that awaits it acknowledges only durable state (DESIGN §1.3).
+ * so a handler that awaits it acknowledges only durable state (architecture §1.3).
  */
 export class MembershipStore {
   #jsm: JetStreamManager | undefined;

@@ -1,5 +1,5 @@
 /**
- * End-to-end encrypted room messaging (DESIGN §5, contracts/specs/frames.md).
+ * End-to-end encrypted room messaging (architecture §5, contracts/specs/frames.md).
  *
  * Publishers coalesce the messages of one event-loop turn into one frame (one
  * AEAD operation, one Ed25519 signature, one NATS message), flushed on
