@@ -85,12 +85,16 @@ describe("server config for unibus up", () => {
     expect(gateway.publish.allow.filter((x) => x.startsWith("$KV."))).toEqual(["$KV.replica_handshakes.>", "$KV.replica_sessions.>"]);
     const blobs = user("U_blobs").permissions;
     expect(blobs.subscribe.allow).toContain("unibus.v1.blobs.>");
-    expect(blobs.publish.allow).toEqual(expect.arrayContaining(["$O.blobs.>", "$KV.nonces.>", "$JS.API.DIRECT.GET.KV_members.>"]));
+    expect(blobs.publish.allow).toEqual(expect.arrayContaining(["$O.blobs.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_members"]));
     // Room checks read `members`; blobs must never be able to write a grant.
     expect(blobs.publish.allow.filter((x) => x.startsWith("$KV.") && x !== "$KV.nonces.>")).toEqual([]);
     const keys = user("U_keys").permissions;
     expect(keys.subscribe.allow).toContain("unibus.v1.keys.>");
-    expect(keys.publish.allow).toEqual(expect.arrayContaining(["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>", "$JS.API.DIRECT.GET.KV_members.>"]));
+    expect(keys.publish.allow).toEqual(expect.arrayContaining(["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_members"]));
+    // Security reads go to the stream leader: no service may direct-get a KV bucket (a lagging replica would answer).
+    for (const u of ["U_membership", "U_keys", "U_blobs", "U_replica-gateway"]) {
+      expect(user(u).permissions.publish.allow.filter((x) => x.startsWith("$JS.API.DIRECT.GET.KV_"))).toEqual([]);
+    }
     // Epoch checks read `members` and `users`; keys must never be able to write either.
     expect(keys.publish.allow.filter((x) => x.startsWith("$KV.") && !["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>"].includes(x))).toEqual([]);
     expect(user("U_membership").permissions.publish.allow).toContain("unibus.room.*.membership");

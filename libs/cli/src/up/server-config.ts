@@ -87,12 +87,12 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
         service: "keys",
         // KeysBucket of @unibus/keys (room_keys, agreement_keys).
         kvBuckets: ["room_keys", "agreement_keys", NonceBucket.name],
-        // Membership's `users` and `members`: read only (direct get, stream
+        // Membership's `users` and `members`: read only (leader get, stream
         // info, key listing consumers), no `$KV.<bucket>.>` publish, so a
-        // compromised keys service cannot grant itself into a room.
+        // compromised keys service cannot grant itself into a room. No direct
+        // get: a lagging replica would answer it.
         publish: [MembershipBucket.users, MembershipBucket.members].flatMap((b) => [
           `$JS.API.STREAM.INFO.KV_${b}`,
-          `$JS.API.DIRECT.GET.KV_${b}.>`,
           `$JS.API.STREAM.MSG.GET.KV_${b}`,
           `$JS.API.CONSUMER.*.KV_${b}`,
           `$JS.API.CONSUMER.*.KV_${b}.>`,
@@ -112,10 +112,9 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
           "$JS.API.STREAM.MSG.GET.OBJ_blobs",
           "$O.blobs.>",
           "$JS.FC.>",
-          // Membership's `members`, read only: room checks, never a grant.
+          // Membership's `members`, read only (leader get): room checks, never a grant.
           `$JS.API.STREAM.INFO.KV_${MembershipBucket.members}`,
           `$JS.API.STREAM.MSG.GET.KV_${MembershipBucket.members}`,
-          `$JS.API.DIRECT.GET.KV_${MembershipBucket.members}.>`,
         ],
       });
     case ServiceName.healthz:
