@@ -145,6 +145,8 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
             {
               server_name: serverName,
               cluster: { name, listen: `127.0.0.1:${routePort}`, routes: routes.filter((_, j) => j !== i) },
+              // As the production cluster: an acknowledged write is fsynced first.
+              ...(jetstream ? { jetstream: { sync_interval: "always" } } : {}),
             },
             opts.config,
           );

@@ -2,7 +2,7 @@ import { DefaultAccountJetStreamLimits, accountJetStreamLimitsFromEnv } from "@u
 import { Subjects } from "@unibus/contracts";
 import { renderNatsConfig } from "@unibus/natsd";
 import { describe, expect, it } from "vitest";
-import { buildServerConfig, calloutAuthorization } from "./server-config.js";
+import { buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "./server-config.js";
 import type { BusPrincipals } from "./server-config.js";
 import { ALL_SERVICES } from "./services.js";
 
@@ -33,6 +33,20 @@ describe("server config for unibus up", () => {
     expect(text).toMatch(/cipher: "chachapoly"/);
     expect(text).toMatch(/key: \$UNIBUS_JS_KEY\n/);
     expect(text).toContain('store_dir: "/state/data"');
+  });
+
+  it("fsyncs before every ack in a cluster; a single node keeps the server default unless UNIBUS_JS_SYNC_INTERVAL says otherwise", () => {
+    expect(jetStreamSyncInterval({}, true)).toBe("always");
+    expect(jetStreamSyncInterval({}, false)).toBeUndefined();
+    expect(renderNatsConfig(config)).not.toContain("sync_interval");
+    expect(jetStreamSyncInterval({ UNIBUS_JS_SYNC_INTERVAL: "always" }, false)).toBe("always");
+    expect(jetStreamSyncInterval({ UNIBUS_JS_SYNC_INTERVAL: "10s" }, true)).toBe("10s");
+    expect(jetStreamSyncInterval({ UNIBUS_JS_SYNC_INTERVAL: "1m30s" }, false)).toBe("1m30s");
+    const synced = buildServerConfig({ ...base, syncInterval: "always", authorization: calloutAuthorization(principals) });
+    expect(renderNatsConfig(synced)).toMatch(/jetstream: \{[^}]*sync_interval: "always"/);
+    for (const bad of ["sometimes", "10", "-1s", "1 m", "always;"]) {
+      expect(() => jetStreamSyncInterval({ UNIBUS_JS_SYNC_INTERVAL: bad }, true)).toThrow(/UNIBUS_JS_SYNC_INTERVAL/);
+    }
   });
 
   it("limits the UNIBUS account's JetStream to the defaults, or to what UNIBUS_JS_MAX_* say", () => {
