@@ -62,7 +62,7 @@ const benches: Bench[] = [
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
   {
     id: "P10",
-    about: "acknowledged means on disk: R3 KV puts with sync_interval always vs the server default (two 3-node clusters, interleaved slices); room 1 KB publishes stored by an R3 vs an R1 stream on the always cluster",
+    about: "acknowledged means on disk: R3 KV puts with sync_interval always vs the server default (two 3-node clusters, interleaved slices); room 1 KB publishes stored by an R3 vs an R1 stream (R1 both always and default)",
     run: () => runDurability({ seconds }),
   },
 ];
