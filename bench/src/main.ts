@@ -7,6 +7,7 @@
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
 import { runCalloutConnects } from "./callout-connects.js";
+import { runDurability } from "./durability.js";
 import { runE2eThroughput } from "./e2e-throughput.js";
 import { runKitVsRaw } from "./kit-vs-raw.js";
 import { runRekey } from "./rekey.js";
@@ -59,6 +60,11 @@ const benches: Bench[] = [
     run: () => runReplicaHandshake({ seconds, inFlight: 16 }),
   },
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
+  {
+    id: "P10",
+    about: "acknowledged means on disk: R3 KV puts with sync_interval always vs the server default (two 3-node clusters, interleaved slices); room 1 KB publishes stored by an R3 vs an R1 stream (R1 both always and default)",
+    run: () => runDurability({ seconds }),
+  },
 ];
 
 const picked = benches.filter((b) => filters.length === 0 || filters.some((f) => b.id.startsWith(f)));

@@ -24,6 +24,7 @@ import {
   ServiceName,
   buildServerConfig,
   calloutAuthorization,
+  jetStreamSyncInterval,
   renderEnvFile,
   resolveHome,
 } from "@unibus/cli";
@@ -65,6 +66,8 @@ function serverConfig(state: ProvisionedHome, serverName: string, routes: readon
     monitorPort: MONITOR_PORT,
     jetstreamDir: NATS_DATA_DIR,
     serverName,
+    // `always` in a cluster: an acknowledged write is on disk on a quorum of nodes.
+    syncInterval: jetStreamSyncInterval(process.env, routes !== undefined),
     authorization: calloutAuthorization({
       calloutIssuerPublic: state.calloutIssuerPublic,
       calloutXkeyPublic: state.calloutXkeyPublic,

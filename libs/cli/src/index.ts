@@ -7,6 +7,15 @@ export { EnvVar, parseEnvFile, renderEnvFile, resolveHome } from "./home.js";
 export type { HomeLayout } from "./home.js";
 export { connectClient, connectToBus, requestError, resolveConnectionSettings } from "./connection.js";
 export type { ConnectionSettings } from "./connection.js";
-export { JETSTREAM_KEY_ENV, bootstrapUserPermissions, buildServerConfig, calloutAuthorization, serviceUserPermissions } from "./up/server-config.js";
+export {
+  JETSTREAM_KEY_ENV,
+  JS_SYNC_INTERVAL_ENV,
+  SYNC_ALWAYS,
+  bootstrapUserPermissions,
+  buildServerConfig,
+  calloutAuthorization,
+  jetStreamSyncInterval,
+  serviceUserPermissions,
+} from "./up/server-config.js";
 export type { AuthorizationFragment, BusPrincipals, BusServerConfigInput } from "./up/server-config.js";
 export { ALL_SERVICES, ServiceName } from "./up/services.js";

@@ -44,8 +44,34 @@ describe("openBuckets", () => {
     const { logger, lines } = capture();
     const { drifted } = await openBuckets(jetstream(nc), [{ name: "drifted", history: 3 }], { budgetMs: 5_000, logger });
     expect((await drifted.status()).history).toBe(1);
-    const warning = lines.find((l) => l["bucket"] === "drifted" && l["level"] === 40);
+    const warning = lines.find((l) => l["bucket"] === "drifted" && l["level"] === 40 && "differences" in l);
     expect(warning?.["differences"]).toEqual(["history: want 3, have 1"]);
+  });
+
+  it("creates buckets with direct get off, so every read goes to the stream leader", async () => {
+    const { leader_only } = await openBuckets(jetstream(nc), [{ name: "leader_only" }], { budgetMs: 5_000 });
+    const jsm = await jetstream(nc).jetstreamManager();
+    expect((await jsm.streams.info("KV_leader_only")).config.allow_direct).toBe(false);
+    await leader_only.put("k", "v");
+    const seen = await countReadRequests("KV_leader_only", async () => {
+      expect((await leader_only.get("k"))?.string()).toBe("v");
+    });
+    expect(seen).toEqual({ direct: 0, leader: 1 });
+  });
+
+  it("switches an existing bucket that allows direct gets to leader reads, and says so", async () => {
+    await new Kvm(jetstream(nc)).create("was_direct", { allow_direct: true });
+    const jsm = await jetstream(nc).jetstreamManager();
+    expect((await jsm.streams.info("KV_was_direct")).config.allow_direct).toBe(true);
+    const { logger, lines } = capture();
+    const { was_direct } = await openBuckets(jetstream(nc), [{ name: "was_direct" }], { budgetMs: 5_000, logger });
+    expect((await jsm.streams.info("KV_was_direct")).config.allow_direct).toBe(false);
+    expect(lines.some((l) => l["bucket"] === "was_direct" && l["msg"] === "bucket allowed direct gets from any replica; switched to leader reads")).toBe(true);
+    await was_direct.put("k", "v");
+    const seen = await countReadRequests("KV_was_direct", async () => {
+      expect((await was_direct.get("k"))?.string()).toBe("v");
+    });
+    expect(seen).toEqual({ direct: 0, leader: 1 });
   });
 
   it("fails at once, without retrying, when a standalone server cannot give the replicas asked for", async () => {
@@ -71,6 +97,22 @@ describe("openBuckets", () => {
   });
 });
 
+/** Counts the direct-get and leader-get requests `stream` receives while `fn` runs. */
+async function countReadRequests(stream: string, fn: () => Promise<void>): Promise<{ direct: number; leader: number }> {
+  const seen = { direct: 0, leader: 0 };
+  const direct = nc.subscribe(`$JS.API.DIRECT.GET.${stream}.>`, { callback: () => void seen.direct++ });
+  const directBare = nc.subscribe(`$JS.API.DIRECT.GET.${stream}`, { callback: () => void seen.direct++ });
+  const leader = nc.subscribe(`$JS.API.STREAM.MSG.GET.${stream}`, { callback: () => void seen.leader++ });
+  try {
+    await nc.flush();
+    await fn();
+    await nc.flush();
+  } finally {
+    for (const sub of [direct, directBare, leader]) sub.unsubscribe();
+  }
+  return seen;
+}
+
 describe("openExistingBuckets", () => {
   it("waits for a bucket another service creates later, then returns it bound to the real stream", async () => {
     const { logger, lines } = capture();
@@ -86,6 +128,16 @@ describe("openExistingBuckets", () => {
     const { late_owned } = await opening;
     expect((await late_owned.get("k"))?.string()).toBe("v");
     expect((await late_owned.status()).history).toBe(2);
+  });
+
+  it("reads through the stream leader even while the owner's bucket still allows direct gets", async () => {
+    const owned = await new Kvm(jetstream(nc)).create("owned_direct", { allow_direct: true });
+    await owned.put("k", "v");
+    const { owned_direct } = await openExistingBuckets(jetstream(nc), ["owned_direct"], { budgetMs: 5_000 });
+    const seen = await countReadRequests("KV_owned_direct", async () => {
+      expect((await owned_direct.get("k"))?.string()).toBe("v");
+    });
+    expect(seen).toEqual({ direct: 0, leader: 1 });
   });
 
   it("gives up with BucketSetupError when the bucket never appears, and never creates it", async () => {

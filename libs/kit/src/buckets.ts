@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import { JetStreamApiError } from "@nats-io/jetstream";
-import type { JetStreamClient } from "@nats-io/jetstream";
+import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV, KvStatus } from "@nats-io/kv";
 import type { Logger } from "pino";
@@ -67,6 +67,28 @@ function mismatches(spec: BucketSpec, status: KvStatus): string[] {
 }
 
 /**
+ * Every bucket is read through the stream leader, never by direct get: with
+ * `allow_direct` any replica answers `kv.get`, and a lagging follower would
+ * answer with a revoked user still active or a removed member still in the
+ * room. A leader read (`$JS.API.STREAM.MSG.GET`) reflects every write
+ * acknowledged before it, at the cost of one hop to the leader.
+ */
+const LEADER_READS = { allow_direct: false } as const;
+
+/**
+ * Turns off direct get on a bucket made before leader reads (or by another
+ * client's defaults): `kvm.create` on an existing bucket ignores its options,
+ * so the stream config itself is updated.
+ */
+async function requireLeaderReads(jsm: JetStreamManager, name: string, logger: Logger | undefined): Promise<void> {
+  const stream = `KV_${name}`;
+  const info = await jsm.streams.info(stream);
+  if (info.config.allow_direct !== true) return;
+  await jsm.streams.update(stream, { ...info.config, allow_direct: false });
+  logger?.warn({ op: "bucket.open", bucket: name }, "bucket allowed direct gets from any replica; switched to leader reads");
+}
+
+/**
  * Runs `attempt` for one bucket until it succeeds, retrying with exponential
  * backoff until `deadline`; a permanent JetStream error stops at once.
  */
@@ -93,7 +115,9 @@ async function retryBucket(name: string, options: OpenBucketsOptions, deadline: 
  * budget: a cold cluster answers nothing for a while, then 503, until a meta
  * leader exists (FIELD-NOTES "JetStream KV"). `kvm.create` on an existing bucket
  * ignores the options, so each bucket's status is compared with its spec and a
- * difference is logged as a warning rather than silently trusted.
+ * difference is logged as a warning rather than silently trusted. Every bucket
+ * is read from its stream leader (an existing bucket with direct get is
+ * switched over), so a read reflects every write acknowledged before it.
  *
  * @throws BucketSetupError when a bucket cannot be set up within the budget.
  */
@@ -112,7 +136,9 @@ export async function openBuckets<const S extends readonly BucketSpec[]>(
         history: spec.history ?? 1,
         replicas: spec.replicas ?? 1,
         max_bytes: spec.maxBytes ?? -1,
+        ...LEADER_READS,
       });
+      await requireLeaderReads(await js.jetstreamManager(), spec.name, options.logger);
       const differences = mismatches(spec, await kv.status());
       if (differences.length > 0) {
         options.logger?.warn({ op: "bucket.open", bucket: spec.name, differences }, "existing bucket differs from its spec; left unchanged");
@@ -142,7 +168,8 @@ export async function openExistingBuckets<const N extends readonly string[]>(
   const out: Record<string, KV> = {};
   for (const name of names) {
     out[name] = await retryBucket(name, options, deadline, async () => {
-      const kv = await kvm.open(name);
+      // Leader reads whatever the owner's stream config says (see LEADER_READS).
+      const kv = await kvm.open(name, LEADER_READS);
       await kv.status();
       return kv;
     });

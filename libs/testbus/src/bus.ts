@@ -1,5 +1,5 @@
 import { Kvm } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 import { pino } from "pino";
 import type { Logger } from "pino";
 import { CalloutXkey, KvPrincipalDirectory, createAuthCalloutService } from "@unibus/auth-callout";
@@ -11,8 +11,8 @@ import { MembershipBucket, createMembershipService } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
-import type { TestServer } from "@unibus/testing";
+import { startTestCluster, startTestServer } from "@unibus/testing";
+import type { TestCluster, TestServer } from "@unibus/testing";
 
 /** Options of {@link startTestBus}. */
 export interface TestBusOptions {
@@ -28,6 +28,13 @@ export interface TestBusOptions {
    * members lost the consumer grant). Default false: production users only.
    */
   readonly operator?: boolean;
+  /**
+   * Nodes: 1 (default) is one server; 3 is a real cluster as in production:
+   * R3 buckets, services with every node as a seed, and one callout per node
+   * connected to that node only (each server's auth requests reach its local
+   * callout first, so every node's view of the directory is exercised).
+   */
+  readonly nodes?: 1 | 3;
 }
 
 /** A user added by {@link TestBus.addMember}, connected through the callout. */
@@ -39,7 +46,10 @@ export interface TestBusMember {
 
 /** A running bus: nats-server with auth callout, the callout and membership services, admin #0. */
 export interface TestBus {
+  /** The only server, or the first node of {@link TestBus.cluster}. */
   readonly server: TestServer;
+  /** The cluster when started with `nodes: 3`. */
+  readonly cluster?: TestCluster;
   readonly url: string;
   /** Admin #0, seeded through the bootstrap identity like `unibus up` does. */
   readonly admin: UnibusClient;
@@ -51,8 +61,8 @@ export interface TestBus {
   readonly system: NatsConnection;
   /** Adds an active user through the admin API and connects it (through the callout). */
   addMember(handle: string, role?: "admin" | "member"): Promise<TestBusMember>;
-  /** Connects an identity through the callout (it must be on the allowlist to succeed). */
-  connectAs(identity: Identity | SigningKey): Promise<UnibusClient>;
+  /** Connects an identity through the callout (it must be on the allowlist to succeed); `url` picks a node. */
+  connectAs(identity: Identity | SigningKey, url?: string): Promise<UnibusClient>;
   /** A connection as the unrestricted test user; throws unless started with `operator: true`. */
   operatorConnection(): Promise<NatsConnection>;
   /** A connection as the service user of `service`, with its production permissions. */
@@ -87,30 +97,56 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
   });
   const operatorKey = opts.operator === true ? SigningKey.generate() : undefined;
   if (operatorKey !== undefined) addOperatorUser(authorization, operatorKey.principal);
-  const server = await startTestServer({ config: authorization });
+  // A cluster's readiness probe places a stream in the app account, past the
+  // callout (which is not running yet): a key of its own, used for nothing else.
+  const probeKey = opts.nodes === 3 ? SigningKey.generate() : undefined;
+  if (probeKey !== undefined) addOperatorUser(authorization, probeKey.principal);
+  // `no_advertise` as in production: a client tries only the node it was
+  // given, so a refused login fails instead of wandering to other nodes.
+  const cluster =
+    probeKey !== undefined
+      ? await startTestCluster(3, { config: { ...authorization, cluster: { no_advertise: true } }, probeConnect: { authenticator: nkeyAuthenticator(probeKey) } })
+      : undefined;
+  const server = cluster?.servers[0] ?? (await startTestServer({ config: authorization }));
+  const stopServers = (): Promise<void> => cluster?.stop() ?? server.stop();
   const clients: UnibusClient[] = [];
   const connections: NatsConnection[] = [];
   let membership: RunningMembershipService | undefined;
   try {
-    const asService = async (name: ServiceName): Promise<NatsConnection> => {
+    // In a cluster every service gets all nodes as seeds, as in production,
+    // tried in order: services sit on node 0, so a test knows which other
+    // node it may pause without stalling them.
+    const connectNode = (o: NodeConnectionOptions, node?: TestServer): Promise<NatsConnection> =>
+      node === undefined && cluster !== undefined ? cluster.connect({ noRandomize: true, ...o }) : (node ?? server).connect(o);
+    const asService = async (name: ServiceName, node?: TestServer): Promise<NatsConnection> => {
       const k = key(name);
-      const nc = await server.connect({ authenticator: nkeyAuthenticator(k), inboxPrefix: `_INBOX.${k.principal}`, name });
+      const nc = await connectNode({ authenticator: nkeyAuthenticator(k), inboxPrefix: `_INBOX.${k.principal}`, name }, node);
       connections.push(nc);
       return nc;
     };
-    const sys = await server.connect({ authenticator: nkeyAuthenticator(systemKey), name: "system" });
+    const sys = await connectNode({ authenticator: nkeyAuthenticator(systemKey), name: "system" });
     connections.push(sys);
-    membership = await createMembershipService(await asService(ServiceName.membership), { logger, sys, bootstrapPrincipal: bootstrapKey.principal });
+    membership = await createMembershipService(await asService(ServiceName.membership), {
+      logger,
+      sys,
+      bootstrapPrincipal: bootstrapKey.principal,
+      bucketReplicas: cluster === undefined ? 1 : 3,
+    });
 
-    const calloutNc = await asService(ServiceName.authCallout);
-    const kvm = new Kvm(calloutNc);
-    const directory = new KvPrincipalDirectory(await kvm.open(MembershipBucket.users), await kvm.open(MembershipBucket.roomsByMember));
-    await createAuthCalloutService(calloutNc, { issuer, directory, logger, ...(xkey !== undefined ? { xkey } : {}), ...(opts.bootstrapAccess === true ? { bootstrapAccess: true } : {}) });
+    for (const node of cluster?.servers ?? [server]) {
+      const calloutNc = await asService(ServiceName.authCallout, node);
+      const kvm = new Kvm(calloutNc);
+      const directory = new KvPrincipalDirectory(
+        await kvm.open(MembershipBucket.users, { allow_direct: false }),
+        await kvm.open(MembershipBucket.roomsByMember, { allow_direct: false }),
+      );
+      await createAuthCalloutService(calloutNc, { issuer, directory, logger, ...(xkey !== undefined ? { xkey } : {}), ...(opts.bootstrapAccess === true ? { bootstrapAccess: true } : {}) });
+    }
 
-    const connectAs = async (identity: Identity | SigningKey): Promise<UnibusClient> => {
+    const connectAs = async (identity: Identity | SigningKey, url = server.url): Promise<UnibusClient> => {
       // Generous: a busy 2-core CI machine runs the callout and services in
       // this same process; a lost reply still fails, only later.
-      const c = await connect({ url: server.url, identity, requestTimeoutMs: 15_000 });
+      const c = await connect({ url, identity, requestTimeoutMs: 15_000 });
       clients.push(c);
       return c;
     };
@@ -122,6 +158,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
 
     return {
       server,
+      ...(cluster !== undefined ? { cluster } : {}),
       url: server.url,
       admin,
       adminIdentity,
@@ -145,14 +182,14 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
         await Promise.allSettled(clients.map((c) => c.close()));
         await running.stop().catch(() => undefined);
         await Promise.allSettled(connections.map((nc) => nc.close()));
-        await server.stop();
+        await stopServers();
       },
     };
   } catch (err) {
     await Promise.allSettled(clients.map((c) => c.close()));
     await membership?.stop().catch(() => undefined);
     await Promise.allSettled(connections.map((nc) => nc.close()));
-    await server.stop();
+    await stopServers();
     throw err;
   }
 }

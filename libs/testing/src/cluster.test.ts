@@ -23,6 +23,13 @@ describe("startTestCluster", () => {
     expect(cluster.servers.map((_, i) => `${cluster.name}-n${i + 1}`)).toContain(leader);
   });
 
+  it("fsyncs before acknowledging on every node (sync_interval: always), as the production cluster does", async () => {
+    for (const server of cluster.servers) {
+      const jsz = (await (await fetch(`http://127.0.0.1:${server.monitorPort}/jsz`)).json()) as { config: { sync_always?: boolean } };
+      expect(jsz.config.sync_always).toBe(true);
+    }
+  });
+
   it("an R3 KV bucket keeps accepting writes and serving reads with the meta leader's node stopped, and the node catches up", async () => {
     const nc = await cluster.connect({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     const kv = await new Kvm(nc).create("chaos", { replicas: 3 });

@@ -15,6 +15,8 @@ export interface TestClusterOptions extends TestServerOptions {
   name?: string;
   /** How long to wait for a JetStream meta leader. Default 45 s (a cold cluster needs ~10 s). */
   readyTimeoutMs?: number;
+  /** Connection options of the readiness probe (credentials when `config` requires auth). */
+  probeConnect?: NodeConnectionOptions;
 }
 
 /** A real nats-server cluster on loopback, one JetStream peer per node. */
@@ -143,6 +145,8 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
             {
               server_name: serverName,
               cluster: { name, listen: `127.0.0.1:${routePort}`, routes: routes.filter((_, j) => j !== i) },
+              // As the production cluster: an acknowledged write is fsynced first.
+              ...(jetstream ? { jetstream: { sync_interval: "always" } } : {}),
             },
             opts.config,
           );
@@ -184,7 +188,7 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
     async waitForMetaLeader(timeoutMs = opts.readyTimeoutMs ?? 45_000) {
       const deadline = Date.now() + timeoutMs;
       const running = servers.filter((s) => s.running);
-      const nc = await connect({ servers: running.map((s) => s.url), maxReconnectAttempts: -1 });
+      const nc = await connect({ servers: running.map((s) => s.url), maxReconnectAttempts: -1, ...opts.probeConnect });
       try {
         for (;;) {
           const metas = await Promise.all(running.map(metaClusterOf));

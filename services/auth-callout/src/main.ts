@@ -83,7 +83,10 @@ async function openDirectoryBuckets(kvm: Kvm, log: Logger): Promise<[KV, KV]> {
   let logged = false;
   for (;;) {
     try {
-      const buckets: [KV, KV] = [await kvm.open(DirectoryBucket.users), await kvm.open(DirectoryBucket.roomsByMember)];
+      // Leader reads, never a direct get that any (lagging) replica may answer:
+      // a login right after a revoke must see the revoke.
+      const leaderReads = { allow_direct: false } as const;
+      const buckets: [KV, KV] = [await kvm.open(DirectoryBucket.users, leaderReads), await kvm.open(DirectoryBucket.roomsByMember, leaderReads)];
       // `open` binds without looking; `status` fails while a bucket does not exist.
       for (const kv of buckets) await kv.status();
       return buckets;

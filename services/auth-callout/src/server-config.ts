@@ -92,13 +92,14 @@ export interface CalloutServerConfigOptions {
   jetstreamLimits?: AccountJetStreamLimits;
 }
 
-/** JS API subjects that let a user read (only read) the given KV buckets with `kv.get`. */
+/**
+ * JS API subjects that let a user read (only read) the given KV buckets with
+ * `kv.get`: from the stream leader only. No direct get, which any replica,
+ * lagging or not, may answer: a read that decides access must reflect every
+ * acknowledged write, so the server refuses the stale path outright.
+ */
 export function kvReadSubjects(buckets: readonly string[]): string[] {
-  return buckets.flatMap((b) => [
-    `$JS.API.STREAM.INFO.KV_${b}`,
-    `$JS.API.DIRECT.GET.KV_${b}.>`,
-    `$JS.API.STREAM.MSG.GET.KV_${b}`,
-  ]);
+  return buckets.flatMap((b) => [`$JS.API.STREAM.INFO.KV_${b}`, `$JS.API.STREAM.MSG.GET.KV_${b}`]);
 }
 
 /**
@@ -136,7 +137,8 @@ export function calloutUserPermissions(calloutUserPublic: string): ServerPermiss
  */
 export function servicePermissions(opts: { service: string; kvBuckets?: readonly string[]; publish?: string[]; subscribe?: string[] }): ServerPermissions {
   const buckets = opts.kvBuckets ?? [];
-  const js = buckets.flatMap((b) => [`$JS.API.STREAM.*.KV_${b}`, `$JS.API.CONSUMER.*.KV_${b}.>`, `$JS.API.CONSUMER.*.KV_${b}`, `$JS.API.DIRECT.GET.KV_${b}.>`, `$KV.${b}.>`]);
+  // Leader reads (`STREAM.MSG.GET`), never direct gets: see kvReadSubjects.
+  const js = buckets.flatMap((b) => [`$JS.API.STREAM.*.KV_${b}`, `$JS.API.STREAM.MSG.GET.KV_${b}`, `$JS.API.CONSUMER.*.KV_${b}.>`, `$JS.API.CONSUMER.*.KV_${b}`, `$KV.${b}.>`]);
   return {
     publish: { allow: [...js, ...(buckets.length > 0 ? ["$JS.API.INFO"] : []), `${UnibusSubject.inboxPrefix}>`, ...(opts.publish ?? [])] },
     subscribe: { allow: [`unibus.v1.${opts.service}.>`, UnibusSubject.microDiscovery, `${UnibusSubject.inboxPrefix}>`, ...(opts.subscribe ?? [])] },

@@ -93,8 +93,9 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     });
     admin = await server.connect({ authenticator: nkeyAuthenticator(membershipUser) });
     const kvm = new Kvm(admin);
-    users = await kvm.create("users");
-    rooms = await kvm.create("rooms_by_member");
+    // As membership makes them: leader reads only (no service may direct-get a KV bucket).
+    users = await kvm.create("users", { allow_direct: false });
+    rooms = await kvm.create("rooms_by_member", { allow_direct: false });
     await users.put(alice.principal, JSON.stringify(userRecord(alice)));
     await users.put(bob.principal, JSON.stringify(userRecord(bob)));
     await users.put(dave.principal, JSON.stringify(userRecord(dave)));

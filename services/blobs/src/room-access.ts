@@ -30,7 +30,8 @@ export class KvRoomAccess implements RoomAccess {
   async requireMember(roomId: string, principal: string): Promise<void> {
     let found: boolean;
     try {
-      this.#kv ??= await new Kvm(this.js).open(MEMBERS_BUCKET);
+      // A leader read: a follower that has not seen a removal would still grant the room.
+      this.#kv ??= await new Kvm(this.js).open(MEMBERS_BUCKET, { allow_direct: false });
       const entry = await this.#kv.get(`${roomId}.${principal}`);
       // A DEL/PURGE marker is a removed member (FIELD-NOTES "JetStream KV").
       found = entry !== null && entry.operation === "PUT" && entry.length > 0;

@@ -44,17 +44,25 @@ export async function roomRole(view: MembershipView, roomId: string, principal: 
 }
 
 /**
- * The room's current members, sorted. Read from the `members` key names alone
- * (no value reads): from the {@link MemberDirectory} once it has caught up
- * with the bucket's last write (one stream-info request), else from one
- * ordered consumer over `<roomId>.*`; the key is `<roomId>.<principal>` by
- * construction.
+ * The room's current members, sorted. Read from the `members` key names: from
+ * the {@link MemberDirectory} once it has caught up with the bucket's last
+ * write (one stream-info request), else from one ordered consumer over
+ * `<roomId>.*`; the key is `<roomId>.<principal>` by construction.
+ *
+ * An ordered consumer may run on any replica, and one that lags would still
+ * list a member removed a moment ago (a share to a removed member is a
+ * leak). So each member that listing names is confirmed by a leader read: a
+ * stale listing can then only miss a new member, which the exact-set check
+ * refuses (retry), never keep a removed one. Only this fallback pays the
+ * per-member reads.
  */
 export async function currentMembers(view: MembershipView, roomId: string): Promise<string[]> {
   const watched = (await view.memberDirectory?.members(roomId)) ?? null;
   if (watched !== null) return watched.sort(compareAscii);
   const prefix = `${roomId}.`;
-  return (await listKeys(view.members, `${roomId}.*`)).map((k) => k.slice(prefix.length)).sort(compareAscii);
+  const listed = (await listKeys(view.members, `${roomId}.*`)).map((k) => k.slice(prefix.length));
+  const roles = await Promise.all(listed.map((p) => roomRole(view, roomId, p)));
+  return listed.filter((_, i) => roles[i] !== null).sort(compareAscii);
 }
 
 /** Byte-order comparison: the share-set order both sides compute, independent of locale. */

@@ -26,7 +26,7 @@ import { acquireHomeLock } from "../up/lock.js";
 import { assertPortFree, portFromEnv } from "../up/ports.js";
 import { provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
-import { JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization } from "../up/server-config.js";
+import { JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
 import { ALL_SERVICES, REPO_ROOT, ServiceName, serviceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
@@ -74,6 +74,10 @@ Environment:
   UNIBUS_JS_MAX_FILE, UNIBUS_JS_MAX_MEMORY, UNIBUS_JS_MAX_STREAMS, UNIBUS_JS_MAX_CONSUMERS
                         JetStream limits of the UNIBUS account (default 16 GiB file,
                         256 MiB memory, 4096 streams, 65536 consumers)
+  UNIBUS_JS_SYNC_INTERVAL
+                        JetStream fsync interval: "always" (every acknowledged write is on
+                        disk first; slower) or a duration (default: the server's 2m; a
+                        power loss can lose writes acknowledged in the last interval)
   UNIBUS_ROOM_MAX_*, UNIBUS_ROOM_CEILING_MAX_*
                         persisted-room quota defaults and ceilings (membership; see README)
   NATS_SERVER_BIN       nats-server to use (>= ${MIN_NATS_SERVER_VERSION}, checked at start; found or fetched otherwise)
@@ -105,8 +109,10 @@ async function runUp(io: CliIo): Promise<number> {
   const port = portFromEnv(io.env, EnvVar.port, DEFAULT_PORT);
   const monitorPort = portFromEnv(io.env, EnvVar.monitorPort, DEFAULT_MONITOR_PORT);
   let jetstreamLimits: AccountJetStreamLimits;
+  let syncInterval: string | undefined;
   try {
     jetstreamLimits = accountJetStreamLimitsFromEnv(io.env);
+    syncInterval = jetStreamSyncInterval(io.env, false);
   } catch (err) {
     throw new CliError((err as Error).message, { cause: err });
   }
@@ -128,7 +134,7 @@ async function runUp(io: CliIo): Promise<number> {
     await assertPortFree(HOST, monitorPort, "monitoring", EnvVar.monitorPort);
 
     const bin = await findServerBinary(io);
-    server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits });
+    server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits, syncInterval });
     watchdog = await armWatchdog(server);
     const guard = watchdog;
     const url = server.url;
@@ -237,13 +243,14 @@ async function armWatchdog(server: NatsServerProcess): Promise<BusWatchdog> {
 async function startServer(
   home: HomeLayout,
   state: ProvisionedHome,
-  opts: { port: number; monitorPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits },
+  opts: { port: number; monitorPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits; syncInterval: string | undefined },
 ): Promise<NatsServerProcess> {
   const config = buildServerConfig({
     host: HOST,
     port: opts.port,
     monitorPort: opts.monitorPort,
     jetstreamDir: home.jetstreamDir,
+    syncInterval: opts.syncInterval,
     authorization: calloutAuthorization({
       calloutIssuerPublic: state.calloutIssuerPublic,
       calloutXkeyPublic: state.calloutXkeyPublic,

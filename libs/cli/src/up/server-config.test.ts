@@ -2,7 +2,7 @@ import { DefaultAccountJetStreamLimits, accountJetStreamLimitsFromEnv } from "@u
 import { Subjects } from "@unibus/contracts";
 import { renderNatsConfig } from "@unibus/natsd";
 import { describe, expect, it } from "vitest";
-import { buildServerConfig, calloutAuthorization } from "./server-config.js";
+import { buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "./server-config.js";
 import type { BusPrincipals } from "./server-config.js";
 import { ALL_SERVICES } from "./services.js";
 
@@ -40,6 +40,20 @@ describe("server config for unibus up", () => {
     expect(text).toContain('lame_duck_grace_period: "1s"');
     // nats-server 2.15.1 rejects a duration under 30 s.
     expect(text).toContain('lame_duck_duration: "30s"');
+  });
+
+  it("fsyncs before every ack in a cluster; a single node keeps the server default unless UNIBUS_JS_SYNC_INTERVAL says otherwise", () => {
+    expect(jetStreamSyncInterval({}, true)).toBe("always");
+    expect(jetStreamSyncInterval({}, false)).toBeUndefined();
+    expect(renderNatsConfig(config)).not.toContain("sync_interval");
+    expect(jetStreamSyncInterval({ UNIBUS_JS_SYNC_INTERVAL: "always" }, false)).toBe("always");
+    expect(jetStreamSyncInterval({ UNIBUS_JS_SYNC_INTERVAL: "10s" }, true)).toBe("10s");
+    expect(jetStreamSyncInterval({ UNIBUS_JS_SYNC_INTERVAL: "1m30s" }, false)).toBe("1m30s");
+    const synced = buildServerConfig({ ...base, syncInterval: "always", authorization: calloutAuthorization(principals) });
+    expect(renderNatsConfig(synced)).toMatch(/jetstream: \{[^}]*sync_interval: "always"/);
+    for (const bad of ["sometimes", "10", "-1s", "1 m", "always;"]) {
+      expect(() => jetStreamSyncInterval({ UNIBUS_JS_SYNC_INTERVAL: bad }, true)).toThrow(/UNIBUS_JS_SYNC_INTERVAL/);
+    }
   });
 
   it("limits the UNIBUS account's JetStream to the defaults, or to what UNIBUS_JS_MAX_* say", () => {
@@ -92,12 +106,16 @@ describe("server config for unibus up", () => {
     expect(gateway.publish.allow.filter((x) => x.startsWith("$KV."))).toEqual(["$KV.replica_handshakes.>", "$KV.replica_sessions.>"]);
     const blobs = user("U_blobs").permissions;
     expect(blobs.subscribe.allow).toContain("unibus.v1.blobs.>");
-    expect(blobs.publish.allow).toEqual(expect.arrayContaining(["$O.blobs.>", "$KV.nonces.>", "$JS.API.DIRECT.GET.KV_members.>"]));
+    expect(blobs.publish.allow).toEqual(expect.arrayContaining(["$O.blobs.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_members"]));
     // Room checks read `members`; blobs must never be able to write a grant.
     expect(blobs.publish.allow.filter((x) => x.startsWith("$KV.") && x !== "$KV.nonces.>")).toEqual([]);
     const keys = user("U_keys").permissions;
     expect(keys.subscribe.allow).toContain("unibus.v1.keys.>");
-    expect(keys.publish.allow).toEqual(expect.arrayContaining(["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>", "$JS.API.DIRECT.GET.KV_members.>"]));
+    expect(keys.publish.allow).toEqual(expect.arrayContaining(["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_members"]));
+    // Security reads go to the stream leader: no service may direct-get a KV bucket (a lagging replica would answer).
+    for (const u of ["U_membership", "U_keys", "U_blobs", "U_replica-gateway"]) {
+      expect(user(u).permissions.publish.allow.filter((x) => x.startsWith("$JS.API.DIRECT.GET.KV_"))).toEqual([]);
+    }
     // Epoch checks read `members` and `users`; keys must never be able to write either.
     expect(keys.publish.allow.filter((x) => x.startsWith("$KV.") && !["$KV.room_keys.>", "$KV.agreement_keys.>", "$KV.nonces.>"].includes(x))).toEqual([]);
     expect(user("U_membership").permissions.publish.allow).toContain("unibus.room.*.membership");

@@ -31,6 +31,34 @@ export interface BusServerConfigInput {
   readonly authorization: AuthorizationFragment;
   /** Server name shown in monitoring and `$SYS` events. */
   readonly serverName?: string;
+  /** JetStream `sync_interval` (see {@link jetStreamSyncInterval}); undefined keeps the server default. */
+  readonly syncInterval?: string;
+}
+
+/** Environment variable overriding JetStream's `sync_interval`. */
+export const JS_SYNC_INTERVAL_ENV = "UNIBUS_JS_SYNC_INTERVAL";
+
+/** `sync_interval: always`: fsync before every acknowledgement. */
+export const SYNC_ALWAYS = "always";
+
+// `always`, or a Go duration as nats-server parses it (`2m`, `10s`, `500ms`, `1m30s`).
+const SYNC_INTERVAL_FORMAT = /^(always|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+)$/;
+
+/**
+ * The JetStream `sync_interval` to configure. A cluster defaults to
+ * `always`: with the server default (fsync every 2 minutes) an
+ * acknowledged write lives only in the page cache of each replica, and a
+ * power loss of the whole cluster loses it although every client was told it
+ * was stored. A single node keeps the server default (fast, and a power loss
+ * can lose the last writes) unless `UNIBUS_JS_SYNC_INTERVAL` says otherwise.
+ *
+ * @throws Error when the variable is neither `always` nor a duration.
+ */
+export function jetStreamSyncInterval(env: Readonly<Record<string, string | undefined>>, clustered: boolean): string | undefined {
+  const raw = env[JS_SYNC_INTERVAL_ENV]?.trim();
+  if (raw === undefined || raw === "") return clustered ? SYNC_ALWAYS : undefined;
+  if (!SYNC_INTERVAL_FORMAT.test(raw)) throw new Error(`${JS_SYNC_INTERVAL_ENV}=${JSON.stringify(raw)}: use "always" or a duration such as 2m, 10s, 500ms`);
+  return raw;
 }
 
 /** Who may connect as a config-level user (everyone else goes through the callout). */
@@ -91,12 +119,12 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
         service: "keys",
         // KeysBucket of @unibus/keys (room_keys, agreement_keys).
         kvBuckets: ["room_keys", "agreement_keys", NonceBucket.name],
-        // Membership's `users` and `members`: read only (direct get, stream
+        // Membership's `users` and `members`: read only (leader get, stream
         // info, key listing consumers), no `$KV.<bucket>.>` publish, so a
-        // compromised keys service cannot grant itself into a room.
+        // compromised keys service cannot grant itself into a room. No direct
+        // get: a lagging replica would answer it.
         publish: [MembershipBucket.users, MembershipBucket.members].flatMap((b) => [
           `$JS.API.STREAM.INFO.KV_${b}`,
-          `$JS.API.DIRECT.GET.KV_${b}.>`,
           `$JS.API.STREAM.MSG.GET.KV_${b}`,
           `$JS.API.CONSUMER.*.KV_${b}`,
           `$JS.API.CONSUMER.*.KV_${b}.>`,
@@ -116,10 +144,9 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
           "$JS.API.STREAM.MSG.GET.OBJ_blobs",
           "$O.blobs.>",
           "$JS.FC.>",
-          // Membership's `members`, read only: room checks, never a grant.
+          // Membership's `members`, read only (leader get): room checks, never a grant.
           `$JS.API.STREAM.INFO.KV_${MembershipBucket.members}`,
           `$JS.API.STREAM.MSG.GET.KV_${MembershipBucket.members}`,
-          `$JS.API.DIRECT.GET.KV_${MembershipBucket.members}.>`,
         ],
       });
     case ServiceName.healthz:
@@ -177,6 +204,7 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
       store_dir: input.jetstreamDir,
       cipher: "chachapoly",
       key: envRef(JETSTREAM_KEY_ENV),
+      sync_interval: input.syncInterval,
     },
   };
   return mergeNatsConfig(base, input.authorization);
