@@ -37,7 +37,7 @@ export class BucketSetupError extends Error {
   }
 }
 
-/** Window a signed envelope's timestamp may deviate from the service clock (DESIGN §4). */
+/** Window a signed envelope's timestamp may deviate from the service clock (architecture §4). */
 export const ENVELOPE_WINDOW_MS = 30_000;
 
 /**
@@ -49,7 +49,7 @@ export const NonceBucket = { name: "nonces", ttl: 120_000, history: 1 } as const
 
 // Errors that retrying cannot fix: replicas > 1 on a standalone server, and
 // JetStream disabled for the account. A cold cluster's 503s and timeouts are
-// retried (FIELD-NOTES "JetStream KV").
+// retried (nats-notes "JetStream KV").
 const PERMANENT_API_CODES = new Set([10074, 10039]);
 
 function isPermanent(err: unknown): boolean {
@@ -113,7 +113,7 @@ async function retryBucket(name: string, options: OpenBucketsOptions, deadline: 
 /**
  * Creates or opens KV buckets, retrying with exponential backoff within a time
  * budget: a cold cluster answers nothing for a while, then 503, until a meta
- * leader exists (FIELD-NOTES "JetStream KV"). `kvm.create` on an existing bucket
+ * leader exists (nats-notes "JetStream KV"). `kvm.create` on an existing bucket
  * ignores the options, so each bucket's status is compared with its spec and a
  * difference is logged as a warning rather than silently trusted. Every bucket
  * is read from its stream leader (an existing bucket with direct get is

@@ -3,7 +3,7 @@ import { NatsConfigError } from "./errors.js";
 /**
  * A reference to an environment variable of the nats-server process, rendered
  * as `$NAME`. Secrets (JetStream keys, passwords) travel this way so they
- * never reach the config file or argv (DESIGN §1.4).
+ * never reach the config file or argv (architecture §1.4).
  */
 export class EnvRef {
   /** Variable name, e.g. `UNIBUS_JS_KEY`. */

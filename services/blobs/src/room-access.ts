@@ -33,7 +33,7 @@ export class KvRoomAccess implements RoomAccess {
       // A leader read: a follower that has not seen a removal would still grant the room.
       this.#kv ??= await new Kvm(this.js).open(MEMBERS_BUCKET, { allow_direct: false });
       const entry = await this.#kv.get(`${roomId}.${principal}`);
-      // A DEL/PURGE marker is a removed member (FIELD-NOTES "JetStream KV").
+      // A DEL/PURGE marker is a removed member (nats-notes "JetStream KV").
       found = entry !== null && entry.operation === "PUT" && entry.length > 0;
     } catch (err) {
       throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });

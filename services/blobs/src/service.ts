@@ -57,7 +57,7 @@ function possibleCiphertextSize(size: number): boolean {
 
 async function openObjectStore(nc: NatsConnection, replicas: number): Promise<ObjectStore> {
   const store = await new Objm(jetstream(nc)).create(BLOBS_BUCKET, { storage: "file", replicas });
-  // objm.create can swallow errors (FIELD-NOTES): a store that cannot report
+  // objm.create can swallow errors (docs/nats-notes.md): a store that cannot report
   // its status is not there, and the service must not start on it.
   await store.status();
   return store;

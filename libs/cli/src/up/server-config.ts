@@ -76,7 +76,7 @@ export interface BusPrincipals {
 }
 
 /**
- * What each service's connection may do (DESIGN §4 "service:X"): its own
+ * What each service's connection may do (architecture §4 "service:X"): its own
  * endpoints, micro discovery, replies, and only the KV buckets it owns
  * (`nonces` where it has mutating endpoints). Services without buckets get no
  * JetStream API at all.
@@ -110,7 +110,7 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
         ],
       });
     case ServiceName.replicaGateway:
-      // It answers under `unibus.v1.replica.>` (DESIGN §2), not its process name.
+      // It answers under `unibus.v1.replica.>` (architecture §2), not its process name.
       // ReplicaBucket of @unibus/replica-gateway: handshake state shared by
       // its replicas, and the sessions completed handshakes leave.
       return servicePermissions({ service: "replica", kvBuckets: ["replica_handshakes", "replica_sessions"] });
@@ -190,7 +190,7 @@ export function calloutAuthorization(p: BusPrincipals, jetstreamLimits?: Account
  * The single place the `unibus up` server config is built. JetStream is
  * always encrypted at rest with a key the server reads from its environment
  * (`$UNIBUS_JS_KEY`), so the key is never in the config file or argv
- * (DESIGN §1.4).
+ * (architecture §1.4).
  */
 export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
   const base: NatsConfig = {
