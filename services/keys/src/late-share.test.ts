@@ -4,11 +4,11 @@ import { pino } from "pino";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { createIdentity, toHex } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
-import { createMembershipService } from "@unibus/membership";
-import type { ConnectionKicker, KickOutcome, RunningMembershipService } from "@unibus/membership";
+import { createMembershipService, noKicks } from "@unibus/membership";
+import type { RunningMembershipService } from "@unibus/membership";
 import { KeysServiceKeyring, autoRekey, connect, rekeyRoom, waitForRoomKey } from "@unibus/sdk";
 import type { AutoRekey, RekeyResult, UnibusClient } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
+import { startTestServer, rejectionOf } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { epochKey } from "./records.js";
 import type { EpochRecord } from "./records.js";
@@ -21,24 +21,7 @@ import type { RunningKeysService } from "./service.js";
 
 const silent = pino({ level: "silent" });
 
-class NoKicker implements ConnectionKicker {
-  async kick(): Promise<KickOutcome> {
-    return { connections: 0, kicked: 0, failed: 0 };
-  }
-  kickLater(): KickOutcome {
-    return { connections: 0, kicked: 0, failed: 0, deferred: true };
-  }
-  close(): void {}
-}
-
-async function rejection(p: Promise<unknown>): Promise<UnibusError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(UnibusError);
-  return err as UnibusError;
-}
+const rejection = (p: Promise<unknown>): Promise<UnibusError> => rejectionOf(p, UnibusError);
 
 let server: TestServer;
 let nc: NatsConnection;
@@ -67,7 +50,7 @@ async function roomWithLateMember(member: Identity): Promise<{ roomId: string; i
 beforeAll(async () => {
   server = await startTestServer({ jetstream: true });
   nc = await server.connect();
-  membership = await createMembershipService(nc, { logger: silent, kicker: new NoKicker(), bootstrapPrincipal: boot!.principal });
+  membership = await createMembershipService(nc, { logger: silent, kicker: noKicks, bootstrapPrincipal: boot!.principal });
   keys = await createKeysService(nc, { logger: silent });
   const names = ["boot", "admin", "owner", "late", "offline", "waiter", "outsider"] as const;
   const ids = [boot!, admin!, owner!, late!, offline!, waiter!, outsider!];

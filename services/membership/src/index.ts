@@ -5,7 +5,7 @@
 export { createMembershipService, membershipService } from "./service.js";
 export type { MembershipServiceOptions, RunningMembershipService } from "./service.js";
 export type { MembershipChangeEvent, MembershipDeps } from "./deps.js";
-export { SystemConnectionKicker, SystemSubject } from "./kick.js";
+export { SystemConnectionKicker, SystemSubject, noKicks } from "./kick.js";
 export type { ConnectionKicker, KickOutcome, SystemConnectionKickerOptions } from "./kick.js";
 export { MembershipBucket, RoomRoleName, UserRoleName, UserStatus, memberKey, roomStreamName, roomSubject } from "./records.js";
 export type { MemberRecord, RoomRecord, RoomRole, RoomsByMemberRecord, UserRecord, UserRole } from "./records.js";

@@ -32,6 +32,18 @@ export interface ConnectionKicker {
   close(): void;
 }
 
+/**
+ * A kicker that closes nothing: for a membership service run where live
+ * connections do not matter (tests that read state, not sessions). In
+ * production every change must kick, so `main.ts` always uses
+ * {@link SystemConnectionKicker}.
+ */
+export const noKicks: ConnectionKicker = {
+  kick: async () => ({ connections: 0, kicked: 0, failed: 0 }),
+  kickLater: () => ({ connections: 0, kicked: 0, failed: 0, deferred: true }),
+  close: () => undefined,
+};
+
 /** System-account subjects for connection introspection and kicks (nats-server ≥ 2.10). */
 export const SystemSubject = {
   /** Every server answers with its connz. */

@@ -6,33 +6,16 @@ import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
+import { startTestServer, rejectionOf } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import type { ConnectionKicker, KickOutcome } from "./kick.js";
+import { noKicks } from "./kick.js";
 import type { UserRecord } from "./records.js";
 import { createMembershipService } from "./service.js";
 import type { RunningMembershipService } from "./service.js";
 
 const silent = pino({ level: "silent" });
 
-class NoKicker implements ConnectionKicker {
-  async kick(): Promise<KickOutcome> {
-    return { connections: 0, kicked: 0, failed: 0 };
-  }
-  kickLater(): KickOutcome {
-    return { connections: 0, kicked: 0, failed: 0, deferred: true };
-  }
-  close(): void {}
-}
-
-async function rejection(p: Promise<unknown>): Promise<UnibusError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(UnibusError);
-  return err as UnibusError;
-}
+const rejection = (p: Promise<unknown>): Promise<UnibusError> => rejectionOf(p, UnibusError);
 
 const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 /** A principal-shaped key for seeding (never used to sign). */
@@ -54,7 +37,7 @@ const seeded = new Set<string>();
 beforeAll(async () => {
   server = await startTestServer({ jetstream: true });
   nc = await server.connect();
-  svc = await createMembershipService(nc, { logger: silent, kicker: new NoKicker(), bootstrapPrincipal: bootKey.principal });
+  svc = await createMembershipService(nc, { logger: silent, kicker: noKicks, bootstrapPrincipal: bootKey.principal });
   const boot = await connect({ url: server.url, identity: bootKey });
   await boot.admin.bootstrap(adminKey.principal, "root");
   await boot.close();

@@ -8,9 +8,9 @@ import type { MembershipRoomsCreateRequest } from "@unibus/contracts";
 import { SigningKey, randomBytes } from "@unibus/crypto";
 import { RoomPublishReason, StaticRoomKeys, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
+import { startTestServer, rejectionOf } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import type { ConnectionKicker, KickOutcome } from "./kick.js";
+import { noKicks } from "./kick.js";
 import { DefaultRoomQuotaConfig, QuotaReason, loadRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
 import type { RoomQuotaConfig } from "./quota.js";
 import { roomStreamName } from "./records.js";
@@ -29,24 +29,7 @@ async function eventually<T>(read: () => Promise<T>, done: (v: T) => boolean): P
   }
 }
 
-class NoKicker implements ConnectionKicker {
-  async kick(): Promise<KickOutcome> {
-    return { connections: 0, kicked: 0, failed: 0 };
-  }
-  kickLater(): KickOutcome {
-    return { connections: 0, kicked: 0, failed: 0, deferred: true };
-  }
-  close(): void {}
-}
-
-async function rejection(p: Promise<unknown>): Promise<UnibusError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(UnibusError);
-  return err as UnibusError;
-}
+const rejection = (p: Promise<unknown>): Promise<UnibusError> => rejectionOf(p, UnibusError);
 
 const quotas: RoomQuotaConfig = {
   defaults: { maxBytes: 1024 * 1024, maxMsgs: 1000, maxMsgSize: 128 * 1024, maxAgeSeconds: 3600 },
@@ -97,7 +80,7 @@ describe("room quotas on a real server", () => {
     server = await startTestServer({ jetstream: true });
     nc = await server.connect();
     jsm = await jetstreamManager(nc);
-    svc = await createMembershipService(nc, { logger: silent, kicker: new NoKicker(), bootstrapPrincipal: bootKey.principal, quotas });
+    svc = await createMembershipService(nc, { logger: silent, kicker: noKicks, bootstrapPrincipal: bootKey.principal, quotas });
     const [boot, admin] = await Promise.all([connect({ url: server.url, identity: bootKey }), connect({ url: server.url, identity: adminKey })]);
     owner = await connect({ url: server.url, identity: ownerKey });
     clients.push(boot, admin, owner);

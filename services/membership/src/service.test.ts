@@ -7,7 +7,7 @@ import { ErrorCode, Subjects, UnibusError, decodeReply } from "@unibus/contracts
 import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
+import { startTestServer, rejectionOf } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import packageJson from "../package.json" with { type: "json" };
 import type { ConnectionKicker, KickOutcome } from "./kick.js";
@@ -30,14 +30,7 @@ class RecordingKicker implements ConnectionKicker {
   close(): void {}
 }
 
-async function rejection(p: Promise<unknown>): Promise<UnibusError> {
-  const err = await p.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(UnibusError);
-  return err as UnibusError;
-}
+const rejection = (p: Promise<unknown>): Promise<UnibusError> => rejectionOf(p, UnibusError);
 
 let server: TestServer;
 let nc: NatsConnection;
