@@ -1,10 +1,10 @@
 import { execFile } from "node:child_process";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { freeLoopbackPort } from "@unibus/testing";
 import { DockerComposeEnvironment, Wait } from "testcontainers";
 import type { StartedDockerComposeEnvironment } from "testcontainers";
 import { loadIdentityFile } from "@unibus/crypto";
@@ -30,17 +30,6 @@ export interface ComposeStack {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once("error", reject);
-    srv.listen(0, "127.0.0.1", () => {
-      const addr = srv.address();
-      srv.close(() => (typeof addr === "object" && addr !== null ? resolve(addr.port) : reject(new Error("no port"))));
-    });
-  });
-}
-
 /** Options of {@link startComposeStack}. */
 export interface ComposeStackOptions {
   project: string;
@@ -59,8 +48,8 @@ export async function startComposeStack(opts: ComposeStackOptions): Promise<Comp
   const portVars = opts.ports ?? ["UNIBUS_DOCKER_PORT"];
   const ports: number[] = [];
   for (const _ of portVars) {
-    let p = await freePort();
-    while (ports.includes(p)) p = await freePort();
+    let p = await freeLoopbackPort();
+    while (ports.includes(p)) p = await freeLoopbackPort();
     ports.push(p);
   }
   const compose = (...args: string[]) =>

@@ -4,8 +4,7 @@
 // chat starts, after alice's chat sealed the room's first epoch, so he must
 // get a key from her online client rather than see rejections. CLI start-up
 // (tsx) dominates the run time, hence the longer test timeout.
-import { spawn, execFile } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +13,8 @@ import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode } from "@unibus/contracts";
 import { loadIdentityFile, writeIdentityFile } from "@unibus/crypto";
+import { spawnWatched } from "@unibus/testing";
+import type { WatchedProcess } from "@unibus/testing";
 import { startE2eBus } from "./bus-with-services.js";
 import type { E2eBus } from "./bus-with-services.js";
 
@@ -21,62 +22,8 @@ const BIN = fileURLToPath(new URL("../../libs/cli/bin/unibus.mjs", import.meta.u
 const run = promisify(execFile);
 
 /** A long-running CLI process whose output lines are awaited, never slept on. */
-interface CliProcess {
-  readonly child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  readonly exited: Promise<number | null>;
-  /** Resolves with the time the pattern first matched `stream`; rejects if the process ends first or after `ms`. */
-  waitFor(stream: "stdout" | "stderr", pattern: RegExp, ms?: number): Promise<number>;
-  type(line: string): void;
-}
-
-function spawnCli(env: NodeJS.ProcessEnv, args: string[]): CliProcess {
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: ["pipe", "pipe", "pipe"] });
-  const text = { stdout: "", stderr: "" };
-  const seen = new Map<RegExp, number>();
-  let closed = false;
-  const waiters = new Set<() => void>();
-  const notify = (): void => waiters.forEach((w) => w());
-  for (const stream of ["stdout", "stderr"] as const) {
-    child[stream]?.on("data", (d: Buffer) => {
-      text[stream] += d.toString();
-      notify();
-    });
-  }
-  child.once("close", () => {
-    closed = true;
-    notify();
-  });
-  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  return {
-    child,
-    stdout: () => text.stdout,
-    stderr: () => text.stderr,
-    exited,
-    waitFor: (stream, pattern, ms = 20_000) =>
-      new Promise<number>((resolve, reject) => {
-        const fail = (why: string): void => done(() => reject(new Error(`unibus ${args.join(" ")}: ${why} waiting for ${pattern} on ${stream}:\n${text.stdout}\n${text.stderr}`)));
-        const timer = setTimeout(() => fail(`timed out after ${ms} ms`), ms);
-        const check = (): void => {
-          if (pattern.test(text[stream])) {
-            if (!seen.has(pattern)) seen.set(pattern, performance.now());
-            done(() => resolve(seen.get(pattern)!));
-          } else if (closed) fail(`exited (${child.exitCode})`);
-        };
-        const done = (then: () => void): void => {
-          clearTimeout(timer);
-          waiters.delete(check);
-          then();
-        };
-        // Registered before the check, so a line arriving meanwhile records its time.
-        waiters.add(check);
-        check();
-      }),
-    type: (line) => {
-      child.stdin?.write(`${line}\n`);
-    },
-  };
+function spawnCli(env: NodeJS.ProcessEnv, args: string[]): WatchedProcess {
+  return spawnWatched(process.execPath, [BIN, ...args], { env, stdin: "pipe", label: `unibus ${args.join(" ")}` });
 }
 
 /** Runs one CLI command to completion; throws with its output on a non-zero exit. */
@@ -92,7 +39,7 @@ async function cli(env: NodeJS.ProcessEnv, ...args: string[]): Promise<string> {
 describe("README order for two users, every step a separate unibus process", () => {
   let e2e: E2eBus;
   let dir: string;
-  const running: CliProcess[] = [];
+  const running: WatchedProcess[] = [];
 
   beforeAll(async () => {
     e2e = await startE2eBus();

@@ -1,42 +1,21 @@
 // `unibus up` killed outright (SIGKILL, as the OOM killer does): nothing it
 // started may outlive it, and the next start on the same home must neither
 // share the JetStream store with an old server nor lose state.
-import { spawn } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { freeLoopbackPort, spawnWatched } from "@unibus/testing";
+import type { WatchedProcess } from "@unibus/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
 const BIN = fileURLToPath(new URL("../bin/unibus.mjs", import.meta.url));
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const addr = s.address();
-      s.close(() => resolve(typeof addr === "object" && addr ? addr.port : 0));
-    });
-  });
-}
-
-interface Up {
-  readonly child: ChildProcess;
-  output(): string;
-  readonly exited: Promise<number | null>;
-}
+type Up = WatchedProcess;
 
 function startUp(env: NodeJS.ProcessEnv): Up {
-  const child = spawn(process.execPath, [BIN, "up"], { env, stdio: ["ignore", "pipe", "pipe"] });
-  let text = "";
-  child.stdout?.on("data", (d: Buffer) => (text += d.toString()));
-  child.stderr?.on("data", (d: Buffer) => (text += d.toString()));
-  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  return { child, output: () => text, exited };
+  return spawnWatched(process.execPath, [BIN, "up"], { env, label: "unibus up" });
 }
 
 /** Polls `probe` every 50 ms until it returns a value other than undefined; throws `why()` after `ms`. */
@@ -94,7 +73,7 @@ describe("unibus up killed with SIGKILL (real processes)", () => {
   beforeEach(async () => {
     home = await mkdtemp(join(tmpdir(), "unibus-crash-"));
     const { UNIBUS_URL: _u, UNIBUS_IDENTITY: _i, ...rest } = process.env;
-    env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freePort()), UNIBUS_MONITOR_PORT: String(await freePort()) };
+    env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()) };
   });
   afterEach(async () => {
     // Whatever a failed assertion left behind: no stray server may hold the port or the store.

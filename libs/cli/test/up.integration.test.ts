@@ -1,14 +1,14 @@
 // Runs the real `unibus up` (nats-server + every service as processes) in a
 // temp state dir, as `npm start` would, and checks what an operator sees.
-import { spawn, execFile } from "node:child_process";
-import type { ChildProcess } from "node:child_process";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { readdir, readFile, mkdtemp, rm, stat, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { freeLoopbackPort, spawnWatched } from "@unibus/testing";
+import type { WatchedProcess } from "@unibus/testing";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
@@ -21,82 +21,11 @@ import { serviceAvailability } from "../src/up/services.js";
 const BIN = fileURLToPath(new URL("../bin/unibus.mjs", import.meta.url));
 const run = promisify(execFile);
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const addr = s.address();
-      s.close(() => resolve(typeof addr === "object" && addr ? addr.port : 0));
-    });
-  });
-}
-
 /** A CLI process with its output captured; `waitFor` resolves as soon as a pattern shows up. */
-interface CliProcess {
-  readonly child: ChildProcess;
-  /** stdout and stderr so far, interleaved. */
-  output(): string;
-  stdout(): string;
-  stderr(): string;
-  readonly exited: Promise<number | null>;
-  /** The exit code, once the process ends within `ms`. */
-  exitCode(ms?: number): Promise<number | null>;
-  /** Resolves once `pattern` matches `stream`; rejects if the process ends first or after `ms`. */
-  waitFor(stream: "stdout" | "stderr", pattern: RegExp, ms?: number): Promise<void>;
-  /** Writes a line to its stdin (spawned with `stdin: "pipe"`). */
-  type(line: string): void;
-}
+type CliProcess = WatchedProcess;
 
 function spawnCli(env: NodeJS.ProcessEnv, args: string[], stdin: "ignore" | "pipe" = "ignore"): CliProcess {
-  const child = spawn(process.execPath, [BIN, ...args], { env, stdio: [stdin, "pipe", "pipe"] });
-  const text = { stdout: "", stderr: "", all: "" };
-  let closed = false;
-  const waiters = new Set<() => void>();
-  const notify = (): void => waiters.forEach((w) => w());
-  for (const stream of ["stdout", "stderr"] as const) {
-    child[stream]?.on("data", (d: Buffer) => {
-      text[stream] += d.toString();
-      text.all += d.toString();
-      notify();
-    });
-  }
-  child.once("close", () => {
-    closed = true;
-    notify();
-  });
-  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
-  return {
-    child,
-    output: () => text.all,
-    stdout: () => text.stdout,
-    stderr: () => text.stderr,
-    exited,
-    exitCode: (ms = 10_000) => {
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`unibus ${args.join(" ")} still running after ${ms} ms:\n${text.all}`)), ms)));
-      return Promise.race([exited, late]).finally(() => clearTimeout(timer));
-    },
-    waitFor: (stream, pattern, ms = 10_000) =>
-      new Promise<void>((resolve, reject) => {
-        const fail = (why: string): void => done(() => reject(new Error(`unibus ${args.join(" ")}: ${why} waiting for ${pattern} on ${stream}:\n${text.all}`)));
-        const timer = setTimeout(() => fail(`timed out after ${ms} ms`), ms);
-        const check = (): void => {
-          if (pattern.test(text[stream])) done(resolve);
-          else if (closed) fail(`exited (${child.exitCode})`);
-        };
-        const done = (then: () => void): void => {
-          clearTimeout(timer);
-          waiters.delete(check);
-          then();
-        };
-        waiters.add(check);
-        check();
-      }),
-    type: (line) => {
-      child.stdin?.write(`${line}\n`);
-    },
-  };
+  return spawnWatched(process.execPath, [BIN, ...args], { env, stdin, label: `unibus ${args.join(" ")}` });
 }
 
 function startUp(env: NodeJS.ProcessEnv): CliProcess {
@@ -206,7 +135,7 @@ describe("unibus up (real processes, auth callout on)", () => {
   beforeAll(async () => {
     home = await mkdtemp(join(tmpdir(), "unibus-up-"));
     const { UNIBUS_URL: _u, UNIBUS_IDENTITY: _i, ...rest } = process.env;
-    env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freePort()), UNIBUS_MONITOR_PORT: String(await freePort()) };
+    env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()) };
   });
   afterAll(async () => {
     await Promise.allSettled(clients.map((c) => c.close()));
@@ -397,7 +326,7 @@ describe("unibus up with a nats-server older than the minimum", () => {
     const fake = join(home, "nats-server-2.10");
     await writeFile(fake, '#!/bin/sh\n[ "$1" = "--version" ] && { echo "nats-server: v2.10.27"; exit 0; }\necho started >> "$0.ran"\n', { mode: 0o755 });
     const { UNIBUS_URL: _u, UNIBUS_IDENTITY: _i, ...rest } = process.env;
-    const env = { ...rest, UNIBUS_HOME: join(home, "state"), UNIBUS_PORT: String(await freePort()), UNIBUS_MONITOR_PORT: String(await freePort()), NATS_SERVER_BIN: fake };
+    const env = { ...rest, UNIBUS_HOME: join(home, "state"), UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()), NATS_SERVER_BIN: fake };
     const r = await cli(env, "up");
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/NATS_SERVER_BIN: nats-server 2\.10\.27 at .* is too old \(need >= 2\.15\.0\)/);
