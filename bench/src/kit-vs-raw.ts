@@ -54,8 +54,9 @@ export async function runKitVsRaw(opts: { seconds: number; inFlight: number }): 
   const children: ChildProcess[] = [];
   try {
     children.push(await startEchoService("raw", server.url), await startEchoService("kit", server.url));
-    const nc = await server.connect();
     const key = SigningKey.generate();
+    // Signed requests are answered only on the signer's own inbox.
+    const nc = await server.connect({ inboxPrefix: `_INBOX.${key.principal}` });
     const raw = rawEcho(nc);
     const kit = kitEcho(nc, key, EchoSubject.kit);
     const kitMutating = kitEcho(nc, key, EchoSubject.kitMutating);

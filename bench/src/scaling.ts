@@ -111,8 +111,10 @@ export async function runScaling(opts: ScalingOptions): Promise<BenchCase[]> {
     const ctl = `bench.p7.ctl.${Date.now()}`;
     children.push(await startReplica(server.url, work, `${ctl}.a`));
     children.push(await startReplica(server.url, work, `${ctl}.b`));
-    const nc = await server.connect();
-    const pool = presigned(SigningKey.generate());
+    const signer = SigningKey.generate();
+    // Signed requests are answered only on the signer's own inbox.
+    const nc = await server.connect({ inboxPrefix: `_INBOX.${signer.principal}` });
+    const pool = presigned(signer);
     const echo = async (i: number): Promise<unknown> => {
       const r = pool[i % POOL]!;
       const msg = await nc.request(EchoSubject.kit, r.body, { timeout: 10_000, headers: r.headers });
