@@ -4,6 +4,7 @@
 // One test per grant family whose rule holds, on the production ACLs; the
 // reply subject is where every family could break it, so each test names a
 // record of the allowlist bucket as its reply and checks nothing was written.
+import { eventually } from "@unibus/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
@@ -24,16 +25,6 @@ function watch(nc: NatsConnection, subject: string): { seen: string[]; stop(): v
   const seen: string[] = [];
   const sub = nc.subscribe(subject, { callback: (_e, m) => void seen.push(m.subject) });
   return { seen, stop: () => sub.unsubscribe() };
-}
-
-/** Polls (bounded, 5 s) until `done` holds on what `read` returns. */
-async function eventually<T>(read: () => Promise<T>, done: (v: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    const v = await read();
-    if (done(v) || Date.now() > deadline) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
 }
 
 describe("a grant never makes the server or a service publish where the client may not", () => {

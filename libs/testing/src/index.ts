@@ -1,5 +1,7 @@
 export { startTestCluster } from "./cluster.js";
 export type { TestCluster, TestClusterOptions } from "./cluster.js";
+export { eventually } from "./eventually.js";
+export type { EventuallyOptions } from "./eventually.js";
 export { freeLoopbackPort } from "./ports.js";
 export { rejectionOf } from "./rejection.js";
 export { startTestServer } from "./server.js";

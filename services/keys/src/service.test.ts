@@ -9,7 +9,7 @@ import { createMembershipService, noKicks } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
 import { KeysServiceKeyring, UntrustedShareError, UntrustedShareReason, autoRekey, connect, epochStatementBytes, merkleRoot, prepareNextEpoch, rekeyRoom, shareLeaf } from "@unibus/sdk";
 import type { AutoRekey, UnibusClient } from "@unibus/sdk";
-import { startTestServer, rejectionOf } from "@unibus/testing";
+import { startTestServer, rejectionOf, eventually as eventuallyHolds } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import packageJson from "../package.json" with { type: "json" };
 import { KeysBucket, epochKey } from "./records.js";
@@ -23,15 +23,8 @@ const silent = pino({ level: "silent" });
 const rejection = (p: Promise<unknown>): Promise<UnibusError> => rejectionOf(p, UnibusError);
 
 /** Generous: the machine is shared, and a rekey is several round trips plus sealing. */
-async function eventually<T>(read: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await read();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`condition not met within ${ms} ms: ${JSON.stringify(v)}; rekeys: ${String(rekeyOutcomes)}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+const eventually = <T>(read: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000): Promise<T> =>
+  eventuallyHolds(read, ok, { timeoutMs: ms, intervalMs: 50, what: `rekeys ${String(rekeyOutcomes)}` });
 
 let server: TestServer;
 let nc: NatsConnection;

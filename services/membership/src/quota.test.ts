@@ -8,7 +8,7 @@ import type { MembershipRoomsCreateRequest } from "@unibus/contracts";
 import { SigningKey, randomBytes } from "@unibus/crypto";
 import { RoomPublishReason, StaticRoomKeys, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { startTestServer, rejectionOf } from "@unibus/testing";
+import { eventually, rejectionOf, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { noKicks } from "./kick.js";
 import { DefaultRoomQuotaConfig, QuotaReason, loadRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
@@ -18,16 +18,6 @@ import { createMembershipService } from "./service.js";
 import type { RunningMembershipService } from "./service.js";
 
 const silent = pino({ level: "silent" });
-
-/** Polls `read` (bounded, 5 s) until `done` holds; room streams send no acks, so storage is observed, not awaited. */
-async function eventually<T>(read: () => Promise<T>, done: (v: T) => boolean): Promise<T> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    const v = await read();
-    if (done(v) || Date.now() > deadline) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const rejection = (p: Promise<unknown>): Promise<UnibusError> => rejectionOf(p, UnibusError);
 
