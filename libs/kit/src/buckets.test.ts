@@ -114,6 +114,16 @@ async function countReadRequests(stream: string, fn: () => Promise<void>): Promi
 }
 
 describe("openExistingBuckets", () => {
+  it("leaves a later openBuckets in the same process able to create buckets (one process may host several services)", async () => {
+    await new Kvm(jetstream(nc)).create("owned_first");
+    await openExistingBuckets(jetstream(nc), ["owned_first"], { budgetMs: 5_000 });
+    // Before the fix the opener's options object came back marked bind-only
+    // and every later create in the process only tried to bind.
+    const created = await openBuckets(jetstream(nc), [{ name: "created_after_open" }], { budgetMs: 3_000 });
+    await created.created_after_open.put("k", "v");
+    expect((await created.created_after_open.get("k"))?.string()).toBe("v");
+  });
+
   it("waits for a bucket another service creates later, then returns it bound to the real stream", async () => {
     const { logger, lines } = capture();
     const opening = openExistingBuckets(jetstream(nc), ["late_owned"], { budgetMs: 20_000, initialDelayMs: 50, logger });

@@ -72,8 +72,14 @@ function mismatches(spec: BucketSpec, status: KvStatus): string[] {
  * answer with a revoked user still active or a removed member still in the
  * room. A leader read (`$JS.API.STREAM.MSG.GET`) reflects every write
  * acknowledged before it, at the cost of one hop to the leader.
+ *
+ * A fresh object per call: `Kvm.open` writes `bindOnly: true` into the
+ * options it is given, so one shared object would turn every later
+ * `kvm.create` in the process into a bind that never creates the bucket.
  */
-const LEADER_READS = { allow_direct: false } as const;
+function leaderReads(): { allow_direct: false } {
+  return { allow_direct: false };
+}
 
 /**
  * Turns off direct get on a bucket made before leader reads (or by another
@@ -136,7 +142,7 @@ export async function openBuckets<const S extends readonly BucketSpec[]>(
         history: spec.history ?? 1,
         replicas: spec.replicas ?? 1,
         max_bytes: spec.maxBytes ?? -1,
-        ...LEADER_READS,
+        ...leaderReads(),
       });
       await requireLeaderReads(await js.jetstreamManager(), spec.name, options.logger);
       const differences = mismatches(spec, await kv.status());
@@ -168,8 +174,8 @@ export async function openExistingBuckets<const N extends readonly string[]>(
   const out: Record<string, KV> = {};
   for (const name of names) {
     out[name] = await retryBucket(name, options, deadline, async () => {
-      // Leader reads whatever the owner's stream config says (see LEADER_READS).
-      const kv = await kvm.open(name, LEADER_READS);
+      // Leader reads whatever the owner's stream config says (see leaderReads).
+      const kv = await kvm.open(name, leaderReads());
       await kv.status();
       return kv;
     });

@@ -85,8 +85,8 @@ async function openDirectoryBuckets(kvm: Kvm, log: Logger): Promise<[KV, KV]> {
     try {
       // Leader reads, never a direct get that any (lagging) replica may answer:
       // a login right after a revoke must see the revoke.
-      const leaderReads = { allow_direct: false } as const;
-      const buckets: [KV, KV] = [await kvm.open(DirectoryBucket.users, leaderReads), await kvm.open(DirectoryBucket.roomsByMember, leaderReads)];
+      // A fresh options object per open: Kvm.open writes bindOnly into it.
+      const buckets: [KV, KV] = [await kvm.open(DirectoryBucket.users, { allow_direct: false }), await kvm.open(DirectoryBucket.roomsByMember, { allow_direct: false })];
       // `open` binds without looking; `status` fails while a bucket does not exist.
       for (const kv of buckets) await kv.status();
       return buckets;
