@@ -133,6 +133,16 @@ export async function casUpdate<T>(kv: KV, key: string, mutate: (current: T | nu
  * write that has been acknowledged by the stream when the promise resolves,
  * so a handler that awaits it acknowledges only durable state (architecture §1.3).
  */
+/** The stream sequence of the newest message on `subject` (wildcards allowed), read from the stream leader; 0 when none. */
+async function lastSeqOf(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
+  try {
+    return (await jsm.streams.getMessage(stream, { last_by_subj: subject }))?.seq ?? 0;
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.status === 404) return 0;
+    throw err;
+  }
+}
+
 export class MembershipStore {
   #jsm: JetStreamManager | undefined;
 
@@ -166,6 +176,13 @@ export class MembershipStore {
       if (start > status.streamInfo.state.last_seq) return { items: [] };
       this.#jsm ??= await jetstreamManager(nc);
       const jsm = this.#jsm;
+      const filterSubject = keyFilter === undefined ? undefined : `$KV.${status.bucket}.${keyFilter}`;
+      // The fence: the last sequence this page must see, read from the stream
+      // leader. The page's consumer may sit on a follower that lags an
+      // acknowledged write; "nothing pending" there is not the end until it
+      // has delivered up to the fence (threat: a just-added user missing from
+      // a listing right after nodes come back).
+      const fence = filterSubject === undefined ? status.streamInfo.state.last_seq : await lastSeqOf(jsm, stream, filterSubject);
       const inbox = createInbox();
       const items: T[] = [];
       let next: number | undefined;
@@ -181,8 +198,9 @@ export class MembershipStore {
             if (ack === null) return;
             const op = m.headers?.get("KV-Operation") ?? "";
             if (op === "" || op === "PUT") items.push(m.json<T>());
-            next = ack.pending > 0 ? ack.seq + 1 : undefined;
-            if (ack.pending === 0 || items.length >= limit) settle();
+            const more = ack.pending > 0 || ack.seq < fence;
+            next = more ? ack.seq + 1 : undefined;
+            if (!more || items.length >= limit) settle();
           },
         });
         settle = (failure) => {
@@ -204,11 +222,11 @@ export class MembershipStore {
           mem_storage: true,
           num_replicas: 1,
           inactive_threshold: nanos(PAGE_FETCH_MS * 2),
-          ...(keyFilter === undefined ? {} : { filter_subject: `$KV.${status.bucket}.${keyFilter}` }),
+          ...(filterSubject === undefined ? {} : { filter_subject: filterSubject }),
         });
         consumer = info.name;
-        // Nothing matches from here: no message will come to end the page.
-        if (info.num_pending === 0) return { items: [] };
+        // Nothing matches from here, even at the leader: no message will come to end the page.
+        if (info.num_pending === 0 && fence < start) return { items: [] };
         await done;
       } finally {
         // Idempotent once settled; otherwise stops the subscription and timer.
