@@ -16,7 +16,7 @@ import { decodeReply } from "@unibus/contracts";
 import { SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import { EchoSubject } from "./echo-service.js";
-import { parallelRate, printCase, sequentialRate } from "./report.js";
+import { numberArg, parallelRate, printCase, sequentialRate } from "./report.js";
 import type { BenchCase } from "./report.js";
 
 const serviceScript = fileURLToPath(new URL("./echo-service.ts", import.meta.url));
@@ -79,9 +79,5 @@ export async function runKitVsRaw(opts: { seconds: number; inFlight: number }): 
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const arg = (name: string, fallback: number): number => {
-    const i = process.argv.indexOf(name);
-    return i > 0 ? Number(process.argv[i + 1]) : fallback;
-  };
-  for (const c of await runKitVsRaw({ seconds: arg("--seconds", 3), inFlight: arg("--in-flight", 64) })) printCase(c);
+  for (const c of await runKitVsRaw({ seconds: numberArg("--seconds", 3), inFlight: numberArg("--in-flight", 64) })) printCase(c);
 }

@@ -25,7 +25,7 @@ import { createKeysService } from "@unibus/keys";
 import { MembershipBucket, createMembershipService, memberKey } from "@unibus/membership";
 import { agreementKeyStatementBytes, connect, prepareNextEpoch, rekeyRoom } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
-import { percentile, printCase } from "./report.js";
+import { numberArg, percentile, printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 
 const silent = pino({ level: "silent" });
@@ -119,9 +119,5 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const arg = (name: string, fallback: number): number => {
-    const i = process.argv.indexOf(name);
-    return i >= 0 ? Number(process.argv[i + 1]) : fallback;
-  };
-  for (const c of await runRekey({ members: arg("--members", 1_000), samples: arg("--samples", 5) })) printCase(c);
+  for (const c of await runRekey({ members: numberArg("--members", 1_000), samples: numberArg("--samples", 5) })) printCase(c);
 }

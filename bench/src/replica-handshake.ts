@@ -15,7 +15,7 @@ import { randomBytes, SigningKey, toHex } from "@unibus/crypto";
 import { replicaHandshake } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import { EchoSubject } from "./echo-service.js";
-import { parallelRate, printCase, sequentialRate } from "./report.js";
+import { numberArg, parallelRate, printCase, sequentialRate } from "./report.js";
 import type { BenchCase } from "./report.js";
 
 const here = (f: string): string => fileURLToPath(new URL(f, import.meta.url));
@@ -56,9 +56,5 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const arg = (name: string, fallback: number): number => {
-    const i = process.argv.indexOf(name);
-    return i > 0 ? Number(process.argv[i + 1]) : fallback;
-  };
-  for (const c of await runReplicaHandshake({ seconds: arg("--seconds", 3), inFlight: arg("--in-flight", 16) })) printCase(c);
+  for (const c of await runReplicaHandshake({ seconds: numberArg("--seconds", 3), inFlight: numberArg("--in-flight", 16) })) printCase(c);
 }

@@ -55,3 +55,9 @@ export async function parallelRate(seconds: number, inFlight: number, op: (i: nu
   await Promise.all(Array.from({ length: inFlight }, lane));
   return n / ((performance.now() - start) / 1000);
 }
+
+/** The number after `--name` on this process's command line, or `fallback` (for running one bench file on its own). */
+export function numberArg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}

@@ -30,7 +30,7 @@ import { decodeReply } from "@unibus/contracts";
 import { SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import { EchoSubject } from "./echo-service.js";
-import { parallelRate, percentile, printCase } from "./report.js";
+import { numberArg, parallelRate, percentile, printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 
 const serviceScript = fileURLToPath(new URL("./echo-service.ts", import.meta.url));
@@ -174,10 +174,6 @@ export async function runScaling(opts: ScalingOptions): Promise<BenchCase[]> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const arg = (name: string, fallback: number): number => {
-    const i = process.argv.indexOf(name);
-    return i > 0 ? Number(process.argv[i + 1]) : fallback;
-  };
-  const opts = { seconds: arg("--seconds", 4), inFlight: arg("--in-flight", 64), work: arg("--work", 2_000), pairs: arg("--pairs", 8) };
+  const opts = { seconds: numberArg("--seconds", 4), inFlight: numberArg("--in-flight", 64), work: numberArg("--work", 2_000), pairs: numberArg("--pairs", 8) };
   for (const c of await runScaling(opts)) printCase(c);
 }
