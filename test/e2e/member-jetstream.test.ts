@@ -9,6 +9,7 @@ import { createMembershipService } from "@unibus/membership";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { RoomAccessTimeoutError, StaticRoomKeys, waitForRoomAccess } from "@unibus/sdk";
 import type { RoomMessage } from "@unibus/sdk";
+import { eventually } from "@unibus/testing";
 import { startTestBus } from "@unibus/testbus";
 import type { TestBus, TestBusMember } from "@unibus/testbus";
 import { recordMessages } from "./bus-with-services.js";
@@ -40,13 +41,14 @@ async function storedUpTo(nc: NatsConnection, roomId: string): Promise<void> {
   const subject = `unibus.room.${roomId}.sync`;
   nc.publish(subject, marker);
   await nc.flush();
-  const deadline = Date.now() + 5_000;
-  while (Date.now() < deadline) {
-    const m = await nc.request(`$JS.API.DIRECT.GET.ROOM_${roomId}.${subject}`, "", { timeout: 3_000 });
-    if ((m.headers?.code ?? 0) === 0 && m.string() === marker) return;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  throw new Error(`room ${roomId}: marker not stored within 5 s`);
+  await eventually(
+    async () => {
+      const m = await nc.request(`$JS.API.DIRECT.GET.ROOM_${roomId}.${subject}`, "", { timeout: 3_000 });
+      return (m.headers?.code ?? 0) === 0 && m.string() === marker;
+    },
+    Boolean,
+    { what: `room ${roomId}: marker stored` },
+  );
 }
 
 /** Consumer names on `stream`, as a connection allowed to list them sees them. */

@@ -4,7 +4,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { startTestServer } from "@unibus/testing";
+import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { MembershipReadBucket } from "./records.js";
 import { createKeysService } from "./service.js";
@@ -38,12 +38,12 @@ it("started before membership made its buckets, keys waits for them and then ser
     (err: unknown) => (failed = err),
   );
   // Wait for the observable retry on the missing `users` bucket, then play membership.
-  const end = Date.now() + 15_000;
-  while (!lines.some((l) => l["bucket"] === MembershipReadBucket.users && l["msg"] === "bucket set-up failed; retrying")) {
-    expect(failed).toBeUndefined();
-    if (Date.now() > end) throw new Error("keys never waited for the users bucket");
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await eventually(
+    () => lines.some((l) => l["bucket"] === MembershipReadBucket.users && l["msg"] === "bucket set-up failed; retrying") || failed !== undefined,
+    Boolean,
+    { timeoutMs: 15_000, what: "keys waiting for the users bucket" },
+  );
+  expect(failed).toBeUndefined();
   const kvm = new Kvm(jetstream(nc));
   await kvm.create(MembershipReadBucket.users);
   await kvm.create(MembershipReadBucket.members);
