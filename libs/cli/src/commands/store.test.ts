@@ -1,4 +1,6 @@
 import { mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -150,6 +152,29 @@ describe("unibus store rotate-key", () => {
     expect(out).toMatch(/2 of 2 streams .* cannot be opened with the current key/);
     await expect(stat(`${home.jetstreamKeyFile}.next`)).rejects.toThrow();
     expect(await contents({ key: realKey })).toMatchObject({ first: `${MARKER}-0` });
+  });
+});
+
+async function freePort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise((done) => srv.close(done));
+  return port;
+}
+
+describe("unibus up with the wrong key", () => {
+  it("refuses to start a bus that would look empty, and leaves the store as it was", async () => {
+    await withKeyFile();
+    const realKey = generateJetStreamKey();
+    await seed({ key: realKey });
+    const before = await contents({ key: realKey });
+    env = { ...env, UNIBUS_PORT: String(await freePort()), UNIBUS_MONITOR_PORT: String(await freePort()) };
+    const { code, out } = await cli("up");
+    expect(code, out).toBe(1);
+    expect(out).toMatch(/opened 0 of the 2 streams .* is not the key this store was written with/);
+    expect(await streamDirs(home.jetstreamDir)).toEqual(["KV_settings", "ORDERS"]);
+    expect(await contents({ key: realKey })).toEqual(before);
   });
 });
 

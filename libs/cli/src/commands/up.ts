@@ -27,6 +27,7 @@ import { assertPortFree, portFromEnv } from "../up/ports.js";
 import { provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
 import { JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
+import { streamDirs } from "../store/maintenance.js";
 import { ALL_SERVICES, REPO_ROOT, ServiceName, serviceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
@@ -138,7 +139,8 @@ async function runUp(io: CliIo): Promise<number> {
     watchdog = await armWatchdog(server);
     const guard = watchdog;
     const url = server.url;
-    await checkBusReady(url, membershipIdentity(state));
+    const loadedStreams = await checkBusReady(url, membershipIdentity(state));
+    await assertStoreOpened(home, loadedStreams);
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
 
     await writePrivateFile(home.envFile, renderEnvFile({ [EnvVar.url]: url, [EnvVar.identity]: home.adminIdentityFile }));
@@ -286,7 +288,7 @@ function membershipIdentity(state: ProvisionedHome): Identity {
  * proves the config admits services and JetStream (with its key) is up
  * before any service starts.
  */
-async function checkBusReady(url: string, identity: Identity): Promise<void> {
+async function checkBusReady(url: string, identity: Identity): Promise<number> {
   const deadline = Date.now() + 15_000;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -294,9 +296,9 @@ async function checkBusReady(url: string, identity: Identity): Promise<void> {
       const nc = await connect({ servers: url, reconnect: false, name: "unibus-up", authenticator: nkeyAuthenticator(identity.signingKey) });
       try {
         const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 2_000 });
-        const info = reply.json<{ error?: { description?: string } }>();
+        const info = reply.json<{ streams?: number; error?: { description?: string } }>();
         if (info.error) throw new Error(`JetStream: ${info.error.description ?? "error"}`);
-        return;
+        return info.streams ?? 0;
       } finally {
         await nc.close();
       }
@@ -306,6 +308,22 @@ async function checkBusReady(url: string, identity: Identity): Promise<void> {
     }
   }
   throw new CliError(`the bus did not become ready: ${(lastError as Error | undefined)?.message ?? "timeout"}`, { cause: lastError });
+}
+
+/**
+ * Refuses a bus whose server skipped streams on disk. With a wrong key
+ * nats-server cannot decrypt a stream, logs it and starts without it: the
+ * services would then recreate empty buckets beside the unreadable data.
+ */
+async function assertStoreOpened(home: HomeLayout, loaded: number): Promise<void> {
+  const onDisk = await streamDirs(home.jetstreamDir);
+  if (loaded < onDisk.length) {
+    throw new CliError(
+      `nats-server opened ${loaded} of the ${onDisk.length} streams in ${home.jetstreamDir}: ` +
+        `${home.jetstreamKeyFile} is not the key this store was written with (or the store is damaged). ` +
+        "The bus was not started; put back the right key file.",
+    );
+  }
 }
 
 function serviceSpec(
