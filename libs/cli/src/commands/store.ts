@@ -75,25 +75,28 @@ function simple(name: string, summary: string, help: string, run: (io: CliIo) =>
 const rotateHelp = `Usage: unibus store rotate-key
 
 Replaces the JetStream at-rest key. A new key is written to
-secrets/jetstream.key.next, then nats-server starts with the new key and the
-old one as prev_key and re-encrypts every stream while it loads it. The
-command checks that every stream reads back the same (message counts and a
-hash of every message) under the new key alone, then replaces
-secrets/jetstream.key with the new key; the old key is gone.
+secrets/jetstream.key.next; every stream and consumer is copied (snapshot
+and restore) into a new store under it and checked against the original
+(message counts, a hash of every message, consumer positions); the copy is
+swapped in, the old store files are deleted and the new key replaces
+secrets/jetstream.key. (nats-server's prev_key is not used: it drops durable
+consumers while it re-encrypts.)
 
-If it is interrupted, run it again: it finishes with the .next key.
-Backups made with a separate backup key (the default) stay restorable.
+If it is interrupted, run it again: it finishes with the .next key, and
+\`unibus up\` refuses to start until then. Backups made with the separate
+backup key (the default) stay restorable.
 
 ${STOPPED_BUS}`;
 
 const encryptHelp = `Usage: unibus store encrypt
 
 Migrates a plaintext store (an older state dir, or one written by a server
-without a cipher) to an encrypted one. nats-server does not re-encrypt
-plaintext blocks when a key is added, so every stream is copied (snapshot and
+without a cipher) to an encrypted one. Every stream is copied (snapshot and
 restore) into a new store under the key, checked against the original
-(message counts and a hash of every message), swapped in, and the plaintext
-store is deleted. Uses secrets/jetstream.key, or creates it.
+(message counts, a hash of every message, consumer positions), swapped in,
+and the old store files are deleted: adding a key to a server does not
+reliably re-encrypt blocks already on disk. Uses secrets/jetstream.key, or
+creates it for a store that is wholly plaintext.
 
 ${STOPPED_BUS}`;
 

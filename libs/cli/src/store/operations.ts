@@ -224,42 +224,47 @@ export async function rotateKey(ctx: StoreContext): Promise<{ streams: number; m
 }
 
 /**
- * Migrates a plaintext (or partly plaintext) store to an encrypted one.
- * nats-server never re-encrypts existing plaintext blocks when a key is added
- * (verified on 2.15.1: the old blocks keep their plaintext), so the store is
- * copied under the key ({@link copyStore}) and swapped in; the plaintext
- * store is then deleted.
+ * Migrates a plaintext (or partly plaintext) store to an encrypted one: the
+ * store is copied under the key ({@link copyStore}), checked, and swapped in;
+ * the old store files are then deleted.
  */
-export async function encryptStore(ctx: StoreContext): Promise<{ streams: number; messages: number; migrated: boolean }> {
+export async function encryptStore(ctx: StoreContext): Promise<{ streams: number; messages: number }> {
   const { home, say } = ctx;
   await recoverSwap(home);
-  const plain = await plaintextStreams(home.jetstreamDir);
-  if (plain.length === 0) {
-    say((await streamDirs(home.jetstreamDir)).length === 0 ? "the store is empty: nothing to encrypt" : "every stream is already encrypted: nothing to do");
-    return { streams: 0, messages: 0, migrated: false };
+  const all = await streamDirs(home.jetstreamDir);
+  if (all.length === 0) {
+    say("the store is empty: nothing to encrypt");
+    return { streams: 0, messages: 0 };
   }
-  say(`${plain.length} plaintext streams: ${plain.slice(0, 5).join(", ")}${plain.length > 5 ? ", …" : ""}`);
+  // No meta.key means the stream was written without a cipher. Its presence
+  // does not prove the blocks are encrypted: nats-server 2.15.1 started with
+  // a key usually converts a plaintext stream ("Encrypting stream" in its
+  // log), but one of our runs kept a plaintext block beside the new key
+  // files, and its docs say old blocks stay as they are. So every stream is
+  // copied under the key and the copy is what is kept.
+  const plain = await plaintextStreams(home.jetstreamDir);
+  const whollyPlain = plain.length === all.length;
+  say(`${all.length} streams, ${plain.length} without at-rest encryption; copying all of them under the key`);
   let key: string;
   if (await exists(home.jetstreamKeyFile)) {
     key = await readJetStreamKey(home);
   } else {
     // Only a wholly plaintext store may get a fresh key: an encrypted stream needs the key it was written with.
-    if (plain.length !== (await streamDirs(home.jetstreamDir)).length) {
-      throw new CliError(`${home.jetstreamKeyFile} is missing but some streams are encrypted: restore the key file first`);
-    }
+    if (!whollyPlain) throw new CliError(`${home.jetstreamKeyFile} is missing but some streams are encrypted: restore the key file first`);
     await ensurePrivateDir(home.secretsDir);
     key = generateJetStreamKey();
     await writeNewKeyFile(home.jetstreamKeyFile, key);
     say(`created the JetStream key ${home.jetstreamKeyFile} (back it up: without it the data is unreadable)`);
   }
-  const result = await copyStore(ctx, { key }, key, "encrypt");
+  // A wholly plaintext store is read without a cipher, so a failed copy leaves it exactly as it was.
+  const result = await copyStore(ctx, whollyPlain ? {} : { key }, key, "encrypt");
   const stillPlain = await plaintextStreams(scratch(home).next);
   if (stillPlain.length > 0) throw new CliError(`the copy still has plaintext streams (${stillPlain.join(", ")}); the original store is unchanged`);
   await swapIn(home);
   let messages = 0;
   for (const d of result.values()) messages += d.messages;
-  say(`encrypted ${summarize(result)}; the plaintext store is deleted`);
-  return { streams: result.size, messages, migrated: true };
+  say(`encrypted ${summarize(result)}; the old store files are deleted`);
+  return { streams: result.size, messages };
 }
 
 interface StreamHeader {
