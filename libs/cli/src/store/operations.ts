@@ -297,6 +297,7 @@ export async function backupStore(ctx: StoreContext, file: string, backupKey: st
       return out;
     });
     await writer.finish({ streams: digests.size, created: new Date().toISOString() });
+    await rm(scratch(home).work, { recursive: true, force: true });
     say(`backed up ${summarize(digests)} to ${file}`);
     let messages = 0;
     for (const d of digests.values()) messages += d.messages;
