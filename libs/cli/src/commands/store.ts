@@ -16,9 +16,10 @@ const STOPPED_BUS = `The bus must be stopped: the command takes the state dir's 
 \`unibus up\` does) and runs its own private nats-server on a random loopback
 port, reachable only with a key that lives in this process.`;
 
-const KEY_FILE_HELP = `  --key-file PATH       backup key file (default: <state dir>/secrets/backup.key;
-                        backup creates it 0600 when missing). Keep a copy apart
-                        from the backups: without it they cannot be restored.`;
+const KEY_FILE_HELP = `  --key-file PATH       backup key file: one line of 32+ characters, mode 0600
+                        (default: <state dir>/secrets/backup.key; backup creates
+                        it when missing). Keep a copy apart from the backups:
+                        without it they cannot be restored.`;
 
 /** The backup key file: separate from the JetStream key, so a key rotation leaves old backups readable. */
 function backupKeyPath(home: HomeLayout, flag: string | undefined, io: CliIo): string {
