@@ -4,7 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
-import { connect as connectSdk } from "@unibus/sdk";
+import { connect as connectSdk, tlsOption } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import type { ParsedFlags } from "./args.js";
 import { stringFlag } from "./args.js";
@@ -34,6 +34,8 @@ export interface ConnectionSettings {
   readonly identityPath: string | undefined;
   /** Human description of where the settings came from. */
   readonly source: string;
+  /** PEM CA file to trust for TLS (`UNIBUS_TLS_CA`, or the env file `unibus up --tls` writes). */
+  readonly tlsCa?: string;
 }
 
 /**
@@ -44,6 +46,7 @@ export interface ConnectionSettings {
 export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): Promise<ConnectionSettings> {
   let server = stringFlag(flags, "server") ?? nonEmpty(io.env[EnvVar.url]);
   let identity = stringFlag(flags, "identity") ?? nonEmpty(io.env[EnvVar.identity]);
+  let tlsCa = nonEmpty(io.env[EnvVar.tlsCa]);
   let source = "flags/environment";
   if (server === undefined || identity === undefined) {
     const home = resolveHome(io.env, io.cwd);
@@ -52,6 +55,8 @@ export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): 
       source = server === undefined && identity === undefined ? home.envFile : `flags/environment and ${home.envFile}`;
       server ??= nonEmpty(file[EnvVar.url]);
       identity ??= nonEmpty(file[EnvVar.identity]);
+      // The CA belongs to the bus the file describes: only taken with its URL.
+      if (stringFlag(flags, "server") === undefined && nonEmpty(io.env[EnvVar.url]) === undefined) tlsCa ??= nonEmpty(file[EnvVar.tlsCa]);
     }
     if (server === undefined) {
       throw new CliError(
@@ -60,7 +65,12 @@ export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): 
       );
     }
   }
-  return { server, identityPath: identity === undefined ? undefined : resolve(io.cwd, identity), source };
+  return {
+    server,
+    identityPath: identity === undefined ? undefined : resolve(io.cwd, identity),
+    source,
+    ...(tlsCa === undefined ? {} : { tlsCa: resolve(io.cwd, tlsCa) }),
+  };
 }
 
 /**
@@ -94,6 +104,7 @@ export async function connectToBus(settings: ConnectionSettings, name = "unibus-
       name,
       reconnect: false,
       timeout: 5_000,
+      ...tlsOption(servers, settings.tlsCa === undefined ? undefined : { caFile: settings.tlsCa }),
       // The callout lets a principal subscribe only to its own inbox (architecture §4).
       ...(identity ? { authenticator: nkeyAuthenticator(identity.signingKey), inboxPrefix: `_INBOX.${identity.principal}` } : {}),
     });
@@ -118,7 +129,7 @@ export async function connectClient(settings: ConnectionSettings, name = "unibus
 export async function connectClientAs(settings: ConnectionSettings, identity: Identity, name = "unibus-cli"): Promise<UnibusClient> {
   const servers = serverUrls(settings.server);
   try {
-    return await connectSdk({ servers, identity, name });
+    return await connectSdk({ servers, identity, name, ...(settings.tlsCa === undefined ? {} : { tls: { caFile: settings.tlsCa } }) });
   } catch (err) {
     throw connectError(err, settings);
   }

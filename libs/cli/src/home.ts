@@ -10,6 +10,7 @@ export const EnvVar = {
   port: "UNIBUS_PORT",
   monitorPort: "UNIBUS_MONITOR_PORT",
   logLevel: "UNIBUS_LOG_LEVEL",
+  tlsCa: "UNIBUS_TLS_CA",
 } as const;
 /** One of the {@link EnvVar} names. */
 export type EnvVar = (typeof EnvVar)[keyof typeof EnvVar];

@@ -24,9 +24,12 @@ import type { CliIo } from "../io.js";
 import { formatChildLine } from "../up/child-log.js";
 import { acquireHomeLock } from "../up/lock.js";
 import { assertPortFree, portFromEnv } from "../up/ports.js";
+import { ensureLoopbackTls } from "../up/tls.js";
+import type { LoopbackTls } from "../up/tls.js";
 import { provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
 import { JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
+import { streamDirs } from "../store/maintenance.js";
 import { ALL_SERVICES, REPO_ROOT, ServiceName, serviceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
@@ -61,6 +64,7 @@ On the first run it creates, in the state dir (mode 0700, files 0600):
   identities/bootstrap.id     internal identity that may only seed admin #0
   admin.id                    admin #0
   env                         UNIBUS_URL and UNIBUS_IDENTITY for other unibus commands
+  tls/                        with --tls: loopback CA (ca.pem) and server certificate
 Later runs reuse all of it; no key is ever regenerated over an existing one.
 
 Every client, admins included, is authorized by the auth callout (docs/architecture.md §4);
@@ -83,6 +87,10 @@ Environment:
   NATS_SERVER_BIN       nats-server to use (>= ${MIN_NATS_SERVER_VERSION}, checked at start; found or fetched otherwise)
 
 Options:
+  --tls                 require TLS on the client port: a loopback CA and server certificate
+                        are made in tls/ (openssl), the URL becomes tls://127.0.0.1:PORT and
+                        env gets UNIBUS_TLS_CA so CLI commands trust that CA. The callout and
+                        nkey signatures are unchanged; TLS hides subjects and sizes on the wire.
   -h, --help            show this help`;
 
 /** `unibus up`. */
@@ -91,12 +99,12 @@ export const upCommand: Command = {
   summary: "run the bus locally: nats-server + every service (what `npm start` runs)",
   help: upHelp,
   async run(args, io) {
-    const { flags } = parseCommandArgs(args, {}, { command: "up", maxPositionals: 0 });
+    const { flags } = parseCommandArgs(args, { tls: { type: "boolean" } }, { command: "up", maxPositionals: 0 });
     if (flags.help) {
       io.out(upHelp);
       return ExitCode.ok;
     }
-    return runUp(io);
+    return runUp(io, flags.tls === true);
   },
 };
 
@@ -104,7 +112,7 @@ function say(io: CliIo, line: string): void {
   io.out(`[unibus up] ${line}`);
 }
 
-async function runUp(io: CliIo): Promise<number> {
+async function runUp(io: CliIo, withTls: boolean): Promise<number> {
   const home = resolveHome(io.env, io.cwd);
   const port = portFromEnv(io.env, EnvVar.port, DEFAULT_PORT);
   const monitorPort = portFromEnv(io.env, EnvVar.monitorPort, DEFAULT_MONITOR_PORT);
@@ -133,19 +141,30 @@ async function runUp(io: CliIo): Promise<number> {
     await assertPortFree(HOST, port, "client", EnvVar.port);
     await assertPortFree(HOST, monitorPort, "monitoring", EnvVar.monitorPort);
 
+    let tls: LoopbackTls | undefined;
+    if (withTls) {
+      const made = await ensureLoopbackTls(home);
+      tls = made.tls;
+      if (made.created) say(io, `created loopback TLS CA ${tls.caFile} and server certificate`);
+    }
+
     const bin = await findServerBinary(io);
-    server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits, syncInterval });
+    server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits, syncInterval, tls });
     watchdog = await armWatchdog(server);
     const guard = watchdog;
-    const url = server.url;
-    await checkBusReady(url, membershipIdentity(state));
+    const url = tls === undefined ? server.url : `tls://${HOST}:${server.port}`;
+    const loadedStreams = await checkBusReady(url, membershipIdentity(state), tls?.caFile);
+    await assertStoreOpened(home, loadedStreams);
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
 
-    await writePrivateFile(home.envFile, renderEnvFile({ [EnvVar.url]: url, [EnvVar.identity]: home.adminIdentityFile }));
+    await writePrivateFile(
+      home.envFile,
+      renderEnvFile({ [EnvVar.url]: url, [EnvVar.identity]: home.adminIdentityFile, ...(tls === undefined ? {} : { [EnvVar.tlsCa]: tls.caFile }) }),
+    );
 
     const availability = serviceAvailability();
     const missing = availability.filter((s) => !s.available);
-    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env));
+    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env, tls));
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
     supervisor = new Supervisor(
       specs,
@@ -166,7 +185,7 @@ async function runUp(io: CliIo): Promise<number> {
 
     // Every start: cheap, idempotent, and it repairs a home whose first run stopped before the admin existed.
     const boot = await bootstrapAdmin({
-      settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root },
+      settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) },
       bootstrapIdentity: state.bootstrap,
       adminPrincipal: state.admin.principal,
       handle: DEFAULT_ADMIN_HANDLE,
@@ -243,7 +262,7 @@ async function armWatchdog(server: NatsServerProcess): Promise<BusWatchdog> {
 async function startServer(
   home: HomeLayout,
   state: ProvisionedHome,
-  opts: { port: number; monitorPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits; syncInterval: string | undefined },
+  opts: { port: number; monitorPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits; syncInterval: string | undefined; tls: LoopbackTls | undefined },
 ): Promise<NatsServerProcess> {
   const config = buildServerConfig({
     host: HOST,
@@ -251,6 +270,7 @@ async function startServer(
     monitorPort: opts.monitorPort,
     jetstreamDir: home.jetstreamDir,
     syncInterval: opts.syncInterval,
+    ...(opts.tls === undefined ? {} : { tls: { certFile: opts.tls.certFile, keyFile: opts.tls.keyFile } }),
     authorization: calloutAuthorization({
       calloutIssuerPublic: state.calloutIssuerPublic,
       calloutXkeyPublic: state.calloutXkeyPublic,
@@ -286,17 +306,23 @@ function membershipIdentity(state: ProvisionedHome): Identity {
  * proves the config admits services and JetStream (with its key) is up
  * before any service starts.
  */
-async function checkBusReady(url: string, identity: Identity): Promise<void> {
+async function checkBusReady(url: string, identity: Identity, caFile: string | undefined): Promise<number> {
   const deadline = Date.now() + 15_000;
   let lastError: unknown;
   while (Date.now() < deadline) {
     try {
-      const nc = await connect({ servers: url, reconnect: false, name: "unibus-up", authenticator: nkeyAuthenticator(identity.signingKey) });
+      const nc = await connect({
+        servers: url,
+        reconnect: false,
+        name: "unibus-up",
+        authenticator: nkeyAuthenticator(identity.signingKey),
+        ...(caFile === undefined ? {} : { tls: { caFile } }),
+      });
       try {
         const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 2_000 });
-        const info = reply.json<{ error?: { description?: string } }>();
+        const info = reply.json<{ streams?: number; error?: { description?: string } }>();
         if (info.error) throw new Error(`JetStream: ${info.error.description ?? "error"}`);
-        return;
+        return info.streams ?? 0;
       } finally {
         await nc.close();
       }
@@ -308,6 +334,22 @@ async function checkBusReady(url: string, identity: Identity): Promise<void> {
   throw new CliError(`the bus did not become ready: ${(lastError as Error | undefined)?.message ?? "timeout"}`, { cause: lastError });
 }
 
+/**
+ * Refuses a bus whose server skipped streams on disk. With a wrong key
+ * nats-server cannot decrypt a stream, logs it and starts without it: the
+ * services would then recreate empty buckets beside the unreadable data.
+ */
+async function assertStoreOpened(home: HomeLayout, loaded: number): Promise<void> {
+  const onDisk = await streamDirs(home.jetstreamDir);
+  if (loaded < onDisk.length) {
+    throw new CliError(
+      `nats-server opened ${loaded} of the ${onDisk.length} streams in ${home.jetstreamDir}: ` +
+        `${home.jetstreamKeyFile} is not the key this store was written with (or the store is damaged). ` +
+        "The bus was not started; put back the right key file.",
+    );
+  }
+}
+
 function serviceSpec(
   name: string,
   entryPoint: string,
@@ -315,6 +357,7 @@ function serviceSpec(
   home: HomeLayout,
   state: ProvisionedHome,
   parentEnv: Readonly<Record<string, string | undefined>>,
+  tls: LoopbackTls | undefined,
 ): ChildSpec {
   const env: Record<string, string | undefined> = { ...parentEnv, [EnvVar.url]: url, [EnvVar.identity]: serviceIdentityFile(home, name) };
   // Paths, not seeds: secrets never travel in env or argv to services.
@@ -330,6 +373,12 @@ function serviceSpec(
   }
   // Defence in depth: the JetStream key is for nats-server only, even if the user exported it.
   delete env[JETSTREAM_KEY_ENV];
+  if (tls !== undefined) {
+    // Node adds this CA to its trust store at start: every service's nats.js
+    // connection verifies the loopback certificate with no TLS code of its own.
+    env["NODE_EXTRA_CA_CERTS"] = tls.caFile;
+    env[EnvVar.tlsCa] = tls.caFile;
+  }
   return {
     name,
     command: process.execPath,

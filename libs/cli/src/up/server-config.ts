@@ -33,6 +33,8 @@ export interface BusServerConfigInput {
   readonly serverName?: string;
   /** JetStream `sync_interval` (see {@link jetStreamSyncInterval}); undefined keeps the server default. */
   readonly syncInterval?: string;
+  /** Client TLS (`unibus up --tls`): every client connection must use it. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
 }
 
 /** Environment variable overriding JetStream's `sync_interval`. */
@@ -200,6 +202,8 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     ...(input.monitorPort === undefined ? {} : { http: `127.0.0.1:${input.monitorPort}` }),
     // A takeover stops an orphaned server in lame duck mode: with no other node to move to, it should not linger.
     ...SINGLE_NODE_LAME_DUCK,
+    // TLS hides subjects, inboxes and payload sizes on the wire; the callout and nkey signatures stay as they are.
+    ...(input.tls === undefined ? {} : { tls: { cert_file: input.tls.certFile, key_file: input.tls.keyFile } }),
     jetstream: {
       store_dir: input.jetstreamDir,
       cipher: "chachapoly",
