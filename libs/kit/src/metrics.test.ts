@@ -60,7 +60,7 @@ describe("kit metrics", () => {
     expect(counterValue(reply, "malformed_json")).toBe(1);
     expect(counterValue(reply, "schema_violation")).toBe(1);
     const histogram = reply.metrics.find((m) => m.name === "unibus_request_duration_seconds");
-    const count = histogram?.values.find((v) => v.metricName === "unibus_request_duration_seconds_count" && v.labels["outcome"] === "ok");
+    const count = histogram?.values.find((v) => (v as { metricName?: string }).metricName === "unibus_request_duration_seconds_count" && v.labels["outcome"] === "ok");
     expect(count?.value).toBe(1);
   });
 
