@@ -109,6 +109,38 @@ async function bucketCheck(nc: NatsConnection, s: RequiredStream, timeout: numbe
   return ok ? posture : { ...posture, detail: leader === null ? "no stream leader" : `${current} of ${replicas} replicas current` };
 }
 
+interface MetaView {
+  clustered: boolean;
+  leader: string | null;
+}
+
+async function metaViewOf(base: string, timeout: number): Promise<MetaView | null> {
+  try {
+    const [varz, jsz] = await Promise.all([getJson<Varz>(`${base}/varz`, timeout), getJson<Jsz>(`${base}/jsz`, timeout)]);
+    return { clustered: varz.cluster?.name !== undefined && varz.cluster.name !== "", leader: jsz.meta_cluster?.leader || null };
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The JetStream meta leader from the nodes' monitoring ports. A node cut off
+ * from the others can still answer `$JS.API.INFO` from its own state, so in
+ * a cluster a majority of the configured nodes must be reachable and all
+ * reachable ones must name the same leader (quorum, seen from outside).
+ */
+async function metaLeaderCheck(monitorUrls: readonly string[], timeout: number): Promise<CheckResult> {
+  const views = await Promise.all(monitorUrls.map((u) => metaViewOf(u, timeout)));
+  const reachable = views.filter((v): v is MetaView => v !== null);
+  if (reachable.length === 0) return { name: "meta_leader", ok: false, detail: "no monitoring endpoint answered" };
+  if (reachable.every((v) => !v.clustered)) return { name: "meta_leader", ok: true };
+  if (reachable.length * 2 <= monitorUrls.length) return { name: "meta_leader", ok: false, detail: `${reachable.length} of ${monitorUrls.length} nodes reachable` };
+  const leaders = new Set(reachable.map((v) => v.leader));
+  const [leader] = leaders;
+  if (leaders.size !== 1 || leader === null || leader === undefined) return { name: "meta_leader", ok: false, detail: "nodes do not agree on a meta leader" };
+  return { name: "meta_leader", ok: true };
+}
+
 /** Micro PING to every instance of `name`: replies gather until they stall, within the timeout. */
 async function pingService(nc: NatsConnection, name: string, timeout: number): Promise<ServicePosture> {
   const replies: PingReply[] = [];
@@ -130,8 +162,8 @@ async function pingService(nc: NatsConnection, name: string, timeout: number): P
 }
 
 /**
- * Runs every readiness check at once (connection, JetStream meta leader,
- * each bucket's leader and replicas, each required service's PING) and
+ * Runs every readiness check at once (connection, JetStream API, the meta
+ * leader when monitoring URLs are given, each bucket's leader and replicas, each required service's PING) and
  * reports them all, so one failing check does not hide the others.
  */
 export async function checkReadiness(nc: NatsConnection, opts: ProbeOptions): Promise<Readiness> {
@@ -139,14 +171,16 @@ export async function checkReadiness(nc: NatsConnection, opts: ProbeOptions): Pr
   if (nc.isClosed()) {
     return { ready: false, checks: [{ name: "nats", ok: false, detail: "connection closed" }], buckets: [], services: [] };
   }
-  const [js, buckets, services] = await Promise.all([
+  const [js, meta, buckets, services] = await Promise.all([
     jetStreamCheck(nc, timeout),
+    opts.monitorUrls.length > 0 ? metaLeaderCheck(opts.monitorUrls, timeout) : undefined,
     Promise.all(opts.streams.map((s) => bucketCheck(nc, s, timeout))),
     Promise.all(opts.services.map((n) => pingService(nc, n, timeout))),
   ]);
   const checks: CheckResult[] = [
     { name: "nats", ok: true },
     js,
+    ...(meta === undefined ? [] : [meta]),
     ...buckets.map((b): CheckResult => (b.ok ? { name: `bucket:${b.name}`, ok: true } : { name: `bucket:${b.name}`, ok: false, detail: b.detail ?? "not ready" })),
     ...services.map((s): CheckResult => (s.instances > 0 ? { name: `service:${s.name}`, ok: true } : { name: `service:${s.name}`, ok: false, detail: "no instance answered PING" })),
   ];

@@ -120,7 +120,7 @@ describe("HTTP health", () => {
     const body = (await res.json()) as { ready: boolean; checks: Array<{ name: string; ok: boolean }> };
     expect(res.status).toBe(200);
     expect(body.ready).toBe(true);
-    expect(body.checks.map((c) => c.name)).toEqual(["nats", "jetstream", "bucket:hz_state", "service:hz-dep"]);
+    expect(body.checks.map((c) => c.name)).toEqual(["nats", "jetstream", "meta_leader", "bucket:hz_state", "service:hz-dep"]);
   });
 
   it("/healthz is the posture document: version, mode, at-rest, TLS, sync policy, buckets with leaders, services with counts", async () => {

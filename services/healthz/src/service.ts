@@ -149,7 +149,7 @@ export async function createHealthzService(nc: NatsConnection, deps: KitDeps = {
       checkReadiness(nc, {
         streams: opts.streams ?? BUS_STREAMS,
         services: opts.services ?? BUS_SERVICES,
-        monitorUrls: [],
+        monitorUrls: opts.monitorUrls ?? [],
         ...(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
       });
     const readiness = coalesced(probe);
