@@ -62,6 +62,8 @@ describe("kit metrics", () => {
     const histogram = reply.metrics.find((m) => m.name === "unibus_request_duration_seconds");
     const count = histogram?.values.find((v) => (v as { metricName?: string }).metricName === "unibus_request_duration_seconds_count" && v.labels["outcome"] === "ok");
     expect(count?.value).toBe(1);
+    const info = reply.metrics.find((m) => m.name === "unibus_service_info");
+    expect(info?.values).toContainEqual({ value: 1, labels: { service: "metrics-test", version: "1.0.0" } });
   });
 
   it("does not answer a metrics request whose reply subject is not an inbox", async () => {

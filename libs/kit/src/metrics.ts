@@ -1,5 +1,5 @@
 import client from "prom-client";
-import type { Counter, Histogram, MetricObjectWithValues, MetricValue } from "prom-client";
+import type { Counter, Gauge, Histogram, MetricObjectWithValues, MetricValue } from "prom-client";
 import type { Logger } from "pino";
 import { INBOX_ROOT } from "./reply-rule.js";
 
@@ -62,6 +62,12 @@ export const kvErrorCounter: Counter<"service" | "op"> = singleton(
   () => new client.Counter({ name: "unibus_kv_errors_total", help: "JetStream KV operations that failed, by service and operation", labelNames: ["service", "op"] as const }),
 );
 
+/** Always 1 per running service, so every scraped instance shows up even before its first request. */
+export const serviceInfo: Gauge<"service" | "version"> = singleton(
+  "unibus_service_info",
+  () => new client.Gauge({ name: "unibus_service_info", help: "A running unibus service (always 1), by service and version", labelNames: ["service", "version"] as const }),
+);
+
 /** Records one answered request. */
 export function recordRequest(service: string, endpoint: string, seconds: number, failureReason?: string): void {
   const labels = { service, endpoint, outcome: failureReason ?? RequestOutcome.ok };
@@ -86,7 +92,8 @@ export interface MetricsResponder {
  * as for micro discovery (threat: a requester naming a KV or JetStream API
  * subject as the reply, to have the service write there with its rights).
  */
-export function serveMetrics(nc: MetricsConnection, opts: { name: string; id: string; logger?: Logger }): MetricsResponder {
+export function serveMetrics(nc: MetricsConnection, opts: { name: string; id: string; version?: string; logger?: Logger }): MetricsResponder {
+  serviceInfo.set({ service: opts.name, version: opts.version ?? "unknown" }, 1);
   const encoder = new TextEncoder();
   const answer = (err: Error | null, msg: { reply?: string; respond(data: Uint8Array): boolean }): void => {
     if (err !== null) {

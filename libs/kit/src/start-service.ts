@@ -172,7 +172,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     stats.set(name, new EndpointStats(service, name));
   }
 
-  const metrics = serveMetrics(discoveryNc, { name: definition.name, id: service.info().id, logger });
+  const metrics = serveMetrics(discoveryNc, { name: definition.name, id: service.info().id, version: definition.version, logger });
   logger.info({ op: "start", id: service.info().id, version: definition.version, endpoints: endpoints.length }, "service started");
   return {
     service,

@@ -62,7 +62,7 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
   });
   // Its counters live on the process's default registry like every service's;
   // healthz's /metrics collects them over $SRV.METRICS.
-  const metrics = serveMetrics(nc, { name: AUTH_CALLOUT_SERVICE_NAME, id: service.info().id });
+  const metrics = serveMetrics(nc, { name: AUTH_CALLOUT_SERVICE_NAME, id: service.info().id, version: service.info().version });
   void service.stopped.then(() => metrics.stop(), () => metrics.stop());
 
   const onRequest = async (msg: ServiceMsg): Promise<void> => {

@@ -21,7 +21,7 @@ function onOff(value: boolean | null): string {
 export function printPosture(io: CliIo, p: HealthzPostureReply): void {
   io.out(`bus:       ${p.ready ? "READY" : "NOT READY"} (checked ${p.checked_at}, healthz ${p.version})`);
   const size = p.mode === "cluster" ? `cluster of ${known(p.cluster_size)}` : known(p.mode);
-  io.out(`server:    nats-server ${known(p.server_version)}, ${size}, meta leader ${known(p.meta_leader)}`);
+  io.out(`server:    nats-server ${known(p.server_version)}, ${size}, meta leader ${p.mode === "single" && p.meta_leader === null ? "n/a" : known(p.meta_leader)}`);
   const atRest = p.at_rest.encrypted === null ? "unknown" : p.at_rest.encrypted ? `encrypted (${p.at_rest.cipher ?? "cipher unknown"})` : "NOT encrypted";
   io.out(`at rest:   ${atRest}`);
   io.out(`TLS:       client ${onOff(p.tls.client)}, routes ${p.tls.route === null && p.mode === "single" ? "n/a" : onOff(p.tls.route)}`);
