@@ -59,6 +59,10 @@ describe("healthz on a live bus", () => {
     // auth-callout, membership, keys, blobs and healthz each answered $SRV.METRICS.
     expect(instances.size).toBeGreaterThanOrEqual(5);
     expect(requests?.metrics.some((m) => m.labels?.["service"] === "membership")).toBe(true);
+    // The service-specific counters are registered where their events happen.
+    for (const name of ["unibus_kicks_total", "unibus_rekeys_total", "unibus_blob_bytes_total", "unibus_kv_errors_total", "unibus_service_info"]) {
+      expect(families.map((f) => f.name), name).toContain(name);
+    }
   });
 
   it("`unibus status` shows an admin the posture and exits 0 when ready", async () => {

@@ -68,6 +68,15 @@ export const serviceInfo: Gauge<"service" | "version"> = singleton(
   () => new client.Gauge({ name: "unibus_service_info", help: "A running unibus service (always 1), by service and version", labelNames: ["service", "version"] as const }),
 );
 
+/**
+ * A counter on the default registry for a service's own events (kicks,
+ * rekeys, blob bytes), so services need no prom-client import of their own.
+ * Defining the same name twice returns the first counter.
+ */
+export function defineCounter<L extends string>(name: string, help: string, labelNames: readonly L[] = []): Counter<L> {
+  return singleton(name, () => new client.Counter({ name, help, labelNames }));
+}
+
 /** Records one answered request. */
 export function recordRequest(service: string, endpoint: string, seconds: number, failureReason?: string): void {
   const labels = { service, endpoint, outcome: failureReason ?? RequestOutcome.ok };
