@@ -11,6 +11,7 @@ import { Access, defineService, endpoint, startService } from "@unibus/kit";
 import type { RunningService } from "@unibus/kit";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
+import { checkReadiness } from "./probe.js";
 import { createHealthzService } from "./service.js";
 import type { RunningHealthz } from "./service.js";
 import packageJson from "../package.json" with { type: "json" };
@@ -173,6 +174,21 @@ describe("HTTP health", () => {
 
     dep = await startService(nc, dependency, { logger: silent });
     await eventually(async () => (await fetch(url("/readyz"))).status, (s) => s === 200, { what: "readyz 200 after the service restarts" });
+  });
+});
+
+describe("readiness fails closed", () => {
+  it("a bucket whose stream does not exist is not ready, and says why", async () => {
+    const r = await checkReadiness(nc, { streams: [{ bucket: "absent", stream: "KV_absent" }], services: [], monitorUrls: [], timeoutMs: 1_000 });
+    expect(r.ready).toBe(false);
+    expect(r.checks).toContainEqual({ name: "bucket:absent", ok: false, detail: expect.stringMatching(/not found/) });
+    expect(r.buckets).toEqual([{ name: "absent", stream: "KV_absent", replicas: null, leader: null, current: 0, ok: false }]);
+  });
+
+  it("an unreachable monitoring endpoint fails the meta leader check rather than passing it", async () => {
+    const r = await checkReadiness(nc, { streams: [], services: [], monitorUrls: ["http://127.0.0.1:1"], timeoutMs: 1_000 });
+    expect(r.checks).toContainEqual({ name: "meta_leader", ok: false, detail: "no monitoring endpoint answered" });
+    expect(r.ready).toBe(false);
   });
 });
 
