@@ -180,10 +180,9 @@ export async function createHealthzService(nc: NatsConnection, deps: KitDeps = {
   }
   const server = http;
   return {
-    ...running,
-    id: running.id,
-    name: running.name,
     service: running.service,
+    name: running.name,
+    id: running.id,
     droppedRequests: () => running.droppedRequests(),
     httpUrl: server?.url,
     async stop() {
