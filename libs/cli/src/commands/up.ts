@@ -2,6 +2,7 @@ import { connect } from "@nats-io/transport-node";
 import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
 import type { AccountJetStreamLimits } from "@unibus/auth-callout";
 import { nkeyAuthenticator } from "@unibus/crypto";
+import { HealthzEnv } from "@unibus/healthz";
 import { PARENT_LIFELINE_PRELOAD } from "@unibus/kit";
 import {
   MIN_NATS_SERVER_VERSION,
@@ -23,12 +24,12 @@ import type { HomeLayout } from "../home.js";
 import type { CliIo } from "../io.js";
 import { formatChildLine } from "../up/child-log.js";
 import { acquireHomeLock } from "../up/lock.js";
-import { assertPortFree, portFromEnv } from "../up/ports.js";
+import { assertPortFree, freePort, portFromEnv } from "../up/ports.js";
 import { ensureLoopbackTls } from "../up/tls.js";
 import type { LoopbackTls } from "../up/tls.js";
 import { provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
-import { JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
+import { JETSTREAM_CIPHER, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
 import { streamDirs } from "../store/maintenance.js";
 import { ALL_SERVICES, REPO_ROOT, ServiceName, serviceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
@@ -63,7 +64,7 @@ On the first run it creates, in the state dir (mode 0700, files 0600):
   identities/system.id        system-account user (membership's kicks)
   identities/bootstrap.id     internal identity that may only seed admin #0
   admin.id                    admin #0
-  env                         UNIBUS_URL and UNIBUS_IDENTITY for other unibus commands
+  env                         UNIBUS_URL, UNIBUS_IDENTITY and UNIBUS_HEALTHZ_URL for other commands
   tls/                        with --tls: loopback CA (ca.pem) and server certificate
 Later runs reuse all of it; no key is ever regenerated over an existing one.
 
@@ -74,6 +75,8 @@ Environment:
   UNIBUS_HOME           state dir (default: ./.unibus)
   UNIBUS_PORT           client port (default ${DEFAULT_PORT})
   UNIBUS_MONITOR_PORT   monitoring port on 127.0.0.1 (default ${DEFAULT_MONITOR_PORT})
+  UNIBUS_HEALTHZ_PORT   healthz HTTP port on 127.0.0.1: /livez /readyz /healthz /metrics
+                        (default: a free port; its URL goes to the env file as UNIBUS_HEALTHZ_URL)
   UNIBUS_LOG_LEVEL      services' log level
   UNIBUS_JS_MAX_FILE, UNIBUS_JS_MAX_MEMORY, UNIBUS_JS_MAX_STREAMS, UNIBUS_JS_MAX_CONSUMERS
                         JetStream limits of the UNIBUS account (default 16 GiB file,
@@ -116,6 +119,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
   const home = resolveHome(io.env, io.cwd);
   const port = portFromEnv(io.env, EnvVar.port, DEFAULT_PORT);
   const monitorPort = portFromEnv(io.env, EnvVar.monitorPort, DEFAULT_MONITOR_PORT);
+  const healthzPortSetting = portFromEnv(io.env, EnvVar.healthzPort, 0);
   let jetstreamLimits: AccountJetStreamLimits;
   let syncInterval: string | undefined;
   try {
@@ -140,6 +144,9 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
 
     await assertPortFree(HOST, port, "client", EnvVar.port);
     await assertPortFree(HOST, monitorPort, "monitoring", EnvVar.monitorPort);
+    const healthzPort = healthzPortSetting === 0 ? await freePort(HOST) : healthzPortSetting;
+    if (healthzPortSetting !== 0) await assertPortFree(HOST, healthzPort, "healthz", EnvVar.healthzPort);
+    const health: HealthzChild = { listen: `${HOST}:${healthzPort}`, url: `http://${HOST}:${healthzPort}`, monitorUrl: `http://${HOST}:${monitorPort}` };
 
     let tls: LoopbackTls | undefined;
     if (withTls) {
@@ -159,12 +166,17 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
 
     await writePrivateFile(
       home.envFile,
-      renderEnvFile({ [EnvVar.url]: url, [EnvVar.identity]: home.adminIdentityFile, ...(tls === undefined ? {} : { [EnvVar.tlsCa]: tls.caFile }) }),
+      renderEnvFile({
+        [EnvVar.url]: url,
+        [EnvVar.identity]: home.adminIdentityFile,
+        [EnvVar.healthzUrl]: health.url,
+        ...(tls === undefined ? {} : { [EnvVar.tlsCa]: tls.caFile }),
+      }),
     );
 
     const availability = serviceAvailability();
     const missing = availability.filter((s) => !s.available);
-    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env, tls));
+    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env, health, tls));
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
     supervisor = new Supervisor(
       specs,
@@ -198,6 +210,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     io.out(`  bus URL:         ${url}`);
     io.out(`  admin identity:  ${home.adminIdentityFile}`);
     io.out(`  admin principal: ${boot.user.principal}`);
+    io.out(`  health:          ${health.url}/readyz  (/livez /healthz /metrics; \`unibus status\`)`);
     io.out(`  services:        ${specs.map((s) => s.name).join(", ") || "(none)"}`);
     for (const s of missing) io.out(`  not available yet: ${s.name} (no ${s.entryPoint})`);
     io.out(`  connection file: ${home.envFile}`);
@@ -350,6 +363,14 @@ async function assertStoreOpened(home: HomeLayout, loaded: number): Promise<void
   }
 }
 
+/** Where the healthz child serves HTTP and reads the server's monitoring. */
+interface HealthzChild {
+  /** `127.0.0.1:<port>`: loopback only, like the rest of the embedded bus. */
+  readonly listen: string;
+  readonly url: string;
+  readonly monitorUrl: string;
+}
+
 function serviceSpec(
   name: string,
   entryPoint: string,
@@ -357,15 +378,21 @@ function serviceSpec(
   home: HomeLayout,
   state: ProvisionedHome,
   parentEnv: Readonly<Record<string, string | undefined>>,
+  health: HealthzChild,
   tls: LoopbackTls | undefined,
 ): ChildSpec {
   const env: Record<string, string | undefined> = { ...parentEnv, [EnvVar.url]: url, [EnvVar.identity]: serviceIdentityFile(home, name) };
   // Paths, not seeds: secrets never travel in env or argv to services.
   // Each service gets only its own: the system identity goes to membership alone.
-  for (const key of [CALLOUT_ISSUER_SEED_FILE_ENV, CALLOUT_XKEY_SEED_FILE_ENV, SYS_IDENTITY_ENV, BOOTSTRAP_PRINCIPAL_ENV]) delete env[key];
+  for (const key of [CALLOUT_ISSUER_SEED_FILE_ENV, CALLOUT_XKEY_SEED_FILE_ENV, SYS_IDENTITY_ENV, BOOTSTRAP_PRINCIPAL_ENV, ...Object.values(HealthzEnv)]) delete env[key];
   if (name === ServiceName.authCallout) {
     env[CALLOUT_ISSUER_SEED_FILE_ENV] = home.calloutIssuerSeedFile;
     env[CALLOUT_XKEY_SEED_FILE_ENV] = home.calloutXkeySeedFile;
+  }
+  if (name === ServiceName.healthz) {
+    env[HealthzEnv.listen] = health.listen;
+    env[HealthzEnv.monitorUrls] = health.monitorUrl;
+    env[HealthzEnv.cipher] = JETSTREAM_CIPHER;
   }
   if (name === ServiceName.membership) {
     env[SYS_IDENTITY_ENV] = home.systemIdentityFile;

@@ -1,11 +1,15 @@
-import { calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
+import { UnibusSubject, calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
 import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/auth-callout";
 import { Subjects } from "@unibus/contracts";
+import { healthzJetStreamSubjects } from "@unibus/healthz";
 import { NonceBucket } from "@unibus/kit";
 import { MembershipBucket } from "@unibus/membership";
 import { SINGLE_NODE_LAME_DUCK, envRef, mergeNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
 import { ServiceName } from "./services.js";
+
+/** The JetStream at-rest cipher `unibus up` configures (healthz reports it). */
+export const JETSTREAM_CIPHER = "chachapoly";
 
 /** Name of the nats-server environment variable carrying the JetStream key. */
 export const JETSTREAM_KEY_ENV = "UNIBUS_JS_KEY";
@@ -152,7 +156,14 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
         ],
       });
     case ServiceName.healthz:
-      return servicePermissions({ service: name });
+      return servicePermissions({
+        service: name,
+        // Readiness and posture: account info, stream info of the bus
+        // buckets, leader gets of `users` (admin check), and micro PING /
+        // $SRV.METRICS to every service. Read only: no create, update, purge
+        // or delete, and no `$KV.` publish.
+        publish: [...healthzJetStreamSubjects(), UnibusSubject.microDiscovery],
+      });
   }
 }
 
@@ -206,7 +217,7 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     ...(input.tls === undefined ? {} : { tls: { cert_file: input.tls.certFile, key_file: input.tls.keyFile } }),
     jetstream: {
       store_dir: input.jetstreamDir,
-      cipher: "chachapoly",
+      cipher: JETSTREAM_CIPHER,
       key: envRef(JETSTREAM_KEY_ENV),
       sync_interval: input.syncInterval,
     },
