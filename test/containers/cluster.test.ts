@@ -244,6 +244,13 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       );
     process.stdout.write(`users.add with 1 of 3 nodes: ${outcome} (${Date.now() - t0} ms)\n`);
     expect(outcome).toMatch(/^refused: /);
+    // The operator's view agrees: readiness fails closed without quorum.
+    const status = await eventually(30_000, async () => {
+      const res = await fetch(`${stack.healthzUrl}/readyz`);
+      if (res.status !== 503) throw new Error(`readyz ${res.status} with 1 of 3 nodes`);
+      return res.status;
+    });
+    expect(status).toBe(503);
   });
 
   it("after both nodes restart the cluster catches up: every acknowledged user is there and writes work again", async () => {
@@ -257,5 +264,11 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     // Reads may answer 503 for a moment while stream leaders settle after the restart.
     const listed = await eventually(30_000, async () => new Set((await again.users.list()).users.map((u) => u.principal)));
     expect(acked.filter((p) => !listed.has(p))).toEqual([]);
+    const ready = await eventually(60_000, async () => {
+      const res = await fetch(`${stack.healthzUrl}/readyz`);
+      if (res.status !== 200) throw new Error(`readyz ${res.status} after recovery`);
+      return res.status;
+    });
+    expect(ready).toBe(200);
   });
 });
