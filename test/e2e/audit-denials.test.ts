@@ -84,6 +84,26 @@ describe("unibus audit denials", () => {
     expect(r.err).toMatch(/forbidden/);
   });
 
+  it("a revoked client's SDK backs off exponentially instead of retrying in a tight loop", async () => {
+    const member = await bus.addMember("retrier");
+    const refusedAt: number[] = [];
+    const watching = (async () => {
+      for await (const s of member.client.nc.status()) {
+        if (s.type === "error" && s.error.name === "AuthorizationError") refusedAt.push(Date.now());
+        if (refusedAt.length >= 4) return;
+      }
+    })();
+    await bus.admin.users.revoke(member.principal);
+    await eventually(() => refusedAt.length, (n) => n >= 4, { timeoutMs: 15_000, what: "four refused reconnects" });
+    await member.client.close();
+    await watching;
+    const gaps = refusedAt.slice(1).map((t, i) => t - (refusedAt[i] ?? t));
+    // Waits after refusals 1, 2, 3 are at least 125, 250 and 500 ms (half of
+    // a doubling ceiling); the pre-backoff client retried every 100-350 ms.
+    expect(gaps[1]).toBeGreaterThanOrEqual(240);
+    expect(gaps[2]).toBeGreaterThanOrEqual(490);
+  });
+
   it("a bad --since or --principal is a usage error before connecting", async () => {
     expect((await cli(["audit", "denials", "--since", "yesterday"], adminEnv)).code).toBe(ExitCode.usage);
     expect((await cli(["audit", "denials", "--principal", "nope"], adminEnv)).code).toBe(ExitCode.usage);
