@@ -46,7 +46,9 @@ export type AuthorizeResult =
        * Set when the denial cache answered. `report` undefined: count it but
        * write no audit record (see {@link DenialCache.lookup}).
        */
-      cached?: { report: number | undefined };
+      cached?: { report: number | undefined; delayMs: number };
+      /** Hold the answer this long (server-side back-off of a repeat offender). */
+      delayMs?: number;
     };
 
 /**
@@ -130,8 +132,8 @@ export async function authorize(
   const denials = options.denials;
   const address = request.client_info.host;
   const cached = denials?.lookup(nkey);
-  if (cached !== undefined) return { ok: false, reason: cached.reason, principal: nkey, cached: { report: cached.report } };
-  if (denials?.addressLimited(address, nkey) === true) return { ok: false, reason: DenyReason.rateLimited, principal: nkey };
+  if (cached !== undefined) return { ok: false, reason: cached.reason, principal: nkey, cached: { report: cached.report, delayMs: cached.delayMs }, delayMs: cached.delayMs };
+  if (denials?.addressLimited(address, nkey) === true) return { ok: false, reason: DenyReason.rateLimited, principal: nkey, delayMs: denials.rateLimitDelayMs };
   const generation = denials?.generation ?? 0;
   const result = await decide(request, nkey, publicKey, directory, options);
   if (denials !== undefined) {

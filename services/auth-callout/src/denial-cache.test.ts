@@ -39,6 +39,12 @@ describe("DenialCache", () => {
     expect(c.addressLimited("1.2.3.4", "UX", 1_000)).toBe(false);
   });
 
+  it("holds each repeat's answer longer: 50 ms doubling to the ceiling", () => {
+    const c = new DenialCache({ delayInitialMs: 50, delayMaxMs: 1_000 });
+    c.remember("U1", DenyReason.revoked, c.generation);
+    expect(Array.from({ length: 7 }, () => c.lookup("U1")?.delayMs)).toEqual([50, 100, 200, 400, 800, 1_000, 1_000]);
+  });
+
   it("stays bounded in principals", () => {
     const c = new DenialCache({ maxEntries: 2 });
     for (const p of ["U1", "U2", "U3"]) c.remember(p, DenyReason.unknown, c.generation);

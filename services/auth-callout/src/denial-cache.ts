@@ -22,6 +22,13 @@ export interface DenialCacheOptions {
   readonly maxAdmitted?: number;
   /** Cache answers of one principal are reported to the audit trail at most once per this interval. */
   readonly reportEveryMs?: number;
+  /** Delay of the first cached refusal's answer; doubles with each further one (server-side back-off). */
+  readonly delayInitialMs?: number;
+  /**
+   * Ceiling of that delay, and the delay of a rate-limited address's
+   * refusals. Kept under nats-server's 2 s auth-callout timeout.
+   */
+  readonly delayMaxMs?: number;
 }
 
 /** Defaults of {@link DenialCacheOptions}. */
@@ -34,6 +41,8 @@ export const DenialCacheDefaults = {
   admittedTtlMs: 10 * 60_000,
   maxAdmitted: 50_000,
   reportEveryMs: 1_000,
+  delayInitialMs: 50,
+  delayMaxMs: 1_000,
 } as const satisfies Required<DenialCacheOptions>;
 
 interface DeniedPrincipal {
@@ -43,6 +52,8 @@ interface DeniedPrincipal {
   repeats: number;
   /** When this principal's refusal was last reported. */
   reportedAt: number;
+  /** Cache answers since the entry was made. */
+  hits: number;
 }
 
 interface AddressWindow {
@@ -59,6 +70,8 @@ export interface CachedDenial {
    * earlier ones as well.
    */
   report: number | undefined;
+  /** How long to hold the answer: a client retrying in a tight loop is slowed to one attempt per this. */
+  delayMs: number;
 }
 
 /** Map with insertion-order eviction once `max` is exceeded. */
@@ -75,10 +88,13 @@ function boundedSet<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
  * Makes retry storms cheap (a leaked or revoked client reconnecting in a
  * tight loop): a principal refused as unknown or revoked, after its nonce
  * signature verified, is refused again for {@link DenialCacheOptions.ttlMs}
- * without a signature check or a directory read; an address producing many
- * fully checked refusals is refused outright for the rest of its window,
- * except for principals that recently logged in (so an attacker behind a
- * shared address cannot lock out its legitimate users).
+ * without a signature check or a directory read, and each repeat's answer is
+ * held a little longer (50 ms doubling to 1 s), so the loop itself slows to
+ * about one attempt a second per client instead of saturating the server;
+ * an address producing many fully checked refusals is refused outright (and
+ * slowly) for the rest of its window, except for principals that recently
+ * logged in (so an attacker behind a shared address cannot lock out its
+ * legitimate users).
  *
  * It only ever denies. Entries are made only from verified-signature answers
  * (a forged signature must not let anyone lock a real member out) and are
@@ -104,14 +120,16 @@ export class DenialCache {
       this.#principals.delete(principal);
       return undefined;
     }
+    hit.hits++;
+    const delayMs = Math.min(this.#o.delayMaxMs, this.#o.delayInitialMs * 2 ** Math.min(hit.hits - 1, 20));
     if (now - hit.reportedAt < this.#o.reportEveryMs) {
       hit.repeats++;
-      return { reason: hit.reason, report: undefined };
+      return { reason: hit.reason, report: undefined, delayMs };
     }
     const report = hit.repeats;
     hit.repeats = 0;
     hit.reportedAt = now;
-    return { reason: hit.reason, report };
+    return { reason: hit.reason, report, delayMs };
   }
 
   /** Changes on every invalidation; {@link remember} takes the value read before the directory was. */
@@ -126,7 +144,7 @@ export class DenialCache {
    */
   remember(principal: string, reason: DenyReason, seenGeneration: number, now = Date.now()): void {
     if (seenGeneration !== this.#generation) return;
-    boundedSet(this.#principals, principal, { reason, expires: now + this.#o.ttlMs, repeats: 0, reportedAt: now }, this.#o.maxEntries);
+    boundedSet(this.#principals, principal, { reason, expires: now + this.#o.ttlMs, repeats: 0, reportedAt: now, hits: 0 }, this.#o.maxEntries);
   }
 
   /** Forgets `principal` (its users record changed: an ADD must be seen at once). */
@@ -148,6 +166,11 @@ export class DenialCache {
     if (w === undefined || now - w.start >= this.#o.addressWindowMs || w.count < this.#o.addressThreshold) return false;
     const admitted = this.#admitted.get(principal);
     return admitted === undefined || admitted <= now;
+  }
+
+  /** How long to hold a rate-limited address's refusal. */
+  get rateLimitDelayMs(): number {
+    return this.#o.delayMaxMs;
   }
 
   /** Counts one fully checked refusal from `address`. */

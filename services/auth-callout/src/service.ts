@@ -47,10 +47,18 @@ export interface AuthCalloutServiceDeps {
   audit?: DenialAudit;
 }
 
+/** Refusals held back at once at most (each is one timer and one reply buffer). */
+const MAX_HELD_REFUSALS = 10_000;
+
 // Field bounds of the audit record schema: a client-chosen value never
 // makes a record the stream or the endpoint would refuse.
 const ADDRESS_MAX = 64;
 const SERVER_MAX = 128;
+
+// A cache-answered refusal's request was not signature-checked: read its fields defensively.
+function text(v: unknown, fallback: string): string {
+  return typeof v === "string" && v !== "" ? v : fallback;
+}
 
 /** The audit record of a refusal; `repeats` counts earlier cache answers it stands for. */
 export function denialRecord(request: AuthorizationRequest, result: Extract<AuthorizeResult, { ok: false }>, now = new Date()): AuditDenialRecord {
@@ -59,8 +67,8 @@ export function denialRecord(request: AuthorizationRequest, result: Extract<Auth
     reason: DenyCode[result.reason],
     // Set only once the key decoded as a user nkey (authorize's contract).
     ...(result.principal !== undefined ? { principal: result.principal } : {}),
-    address: (request.client_info.host ?? "unknown").slice(0, ADDRESS_MAX),
-    server: (request.server_id.name || request.server_id.id).slice(0, SERVER_MAX),
+    address: text(request.client_info.host, "unknown").slice(0, ADDRESS_MAX),
+    server: text(request.server_id.name, text(request.server_id.id, "unknown")).slice(0, SERVER_MAX),
     time: now.toISOString(),
     ...(result.cached !== undefined ? { cached: true } : {}),
     ...(repeats !== undefined && repeats > 0 ? { repeats } : {}),
@@ -86,6 +94,7 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
     ...(deps.sessionTtlSeconds !== undefined ? { sessionTtlSeconds: deps.sessionTtlSeconds } : {}),
   };
   const { logger } = deps;
+  let held = 0;
   const audit = deps.audit ?? new StreamDenialAudit(nc, { warn: (obj, msg) => logger.warn({ svc: "auth-callout", ...obj }, msg) });
   // @nats-io/services carries its own nats-core copy; the connection is the same object at runtime.
   const svcm = new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]);
@@ -111,8 +120,20 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
       msg.respond(outcome.reply);
       return;
     }
-    // The answer goes out first: recording never delays or changes a refusal.
-    msg.respondError(401, "unauthorized", outcome.reply);
+    // Server-side back-off: a repeat offender's refusal is held (a timer, no
+    // work), which slows its retry loop; past a bound of held answers they go
+    // out at once rather than pile up memory.
+    const delayMs = result.delayMs ?? 0;
+    if (delayMs > 0 && held < MAX_HELD_REFUSALS) {
+      held++;
+      setTimeout(() => {
+        held--;
+        msg.respondError(401, "unauthorized", outcome.reply);
+      }, delayMs);
+    } else {
+      msg.respondError(401, "unauthorized", outcome.reply);
+    }
+    // Recording never delays or changes a refusal.
     calloutMetrics.logins.inc({ result: "denied", reason: DenyCode[result.reason] });
     if (result.cached !== undefined) calloutMetrics.denialCacheHits.inc();
     // A retry loop answered from the cache is reported about once a second, not per attempt.

@@ -116,7 +116,7 @@ describe("refused logins are recorded and answered cheaply", () => {
 
   beforeAll(async () => {
     // A long TTL: only the users-bucket watch can make an ADD visible here.
-    bus = await startBus({ ttlMs: 60_000, addressThreshold: 10_000 }, true);
+    bus = await startBus({ ttlMs: 60_000, addressThreshold: 10_000, delayInitialMs: 50, delayMaxMs: 200 }, true);
     await bus.users.put(alice.principal, JSON.stringify(userRecord(alice)));
     await bus.users.put(carol.principal, JSON.stringify(userRecord(carol, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: "test" })));
   });
@@ -189,6 +189,22 @@ describe("refused logins are recorded and answered cheaply", () => {
     expect(bus.directory.reads).toBe(reads);
     expect(await counterValue(calloutMetrics.denialCacheHits)).toBe(hitsBefore + 5);
     expect(await counterValue(calloutMetrics.logins, { result: "denied", reason: "unknown_principal" })).toBe(deniedBefore + 6);
+  });
+
+  it("a repeat offender's refusals are held longer and longer (server-side back-off), up to the ceiling", async () => {
+    const ivan = SigningKey.generate();
+    await expect(bus.connectAs(ivan)).rejects.toThrow(/authorization/i);
+    const took: number[] = [];
+    for (let i = 0; i < 4; i++) {
+      const t = performance.now();
+      await expect(bus.connectAs(ivan)).rejects.toThrow(/authorization/i);
+      took.push(performance.now() - t);
+    }
+    expect(took[0]).toBeGreaterThanOrEqual(45);
+    expect(took[1]).toBeGreaterThanOrEqual(95);
+    expect(took[2]).toBeGreaterThanOrEqual(195);
+    expect(took[3]).toBeGreaterThanOrEqual(195);
+    expect(took[3]).toBeLessThan(1_500);
   });
 
   it("a principal refused as unknown logs in as soon as an admin adds it (the cache never hides an ADD)", async () => {
