@@ -84,6 +84,8 @@ export const Subjects = {
   healthz: {
     all: "unibus.v1.healthz.>",
     status: "unibus.v1.healthz.status",
+    /** The posture document (admin-signed): what `unibus status` and the web panel show. */
+    posture: "unibus.v1.healthz.posture",
   },
 } as const;
 /**
@@ -113,6 +115,7 @@ export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
   Subjects.keys.getShare,
   Subjects.keys.epochs,
   Subjects.healthz.status,
+  Subjects.healthz.posture,
 ]);
 
 /**

@@ -402,6 +402,251 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       }
     }
   },
+  "healthz.posture.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "healthz.posture.reply",
+    "title": "HealthzPostureReply",
+    "description": "The bus posture as one healthz replica sees it: readiness with every check, the server's security settings, buckets and services. null means unknown (e.g. no monitoring port configured), never a guess.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "ready",
+      "version",
+      "checked_at",
+      "server_version",
+      "mode",
+      "cluster_size",
+      "meta_leader",
+      "at_rest",
+      "tls",
+      "sync_policy",
+      "buckets",
+      "services",
+      "checks"
+    ],
+    "properties": {
+      "ready": {
+        "description": "Every check passed (what /readyz answers).",
+        "type": "boolean"
+      },
+      "version": {
+        "description": "Version of the answering healthz service.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64
+      },
+      "checked_at": {
+        "description": "When the checks ran (RFC 3339).",
+        "type": "string",
+        "maxLength": 64
+      },
+      "server_version": {
+        "description": "nats-server version.",
+        "type": [
+          "string",
+          "null"
+        ],
+        "maxLength": 64
+      },
+      "mode": {
+        "description": "single: one nats-server; cluster: JetStream clustered.",
+        "type": [
+          "string",
+          "null"
+        ],
+        "enum": [
+          "single",
+          "cluster",
+          null
+        ]
+      },
+      "cluster_size": {
+        "description": "JetStream meta group size.",
+        "type": [
+          "integer",
+          "null"
+        ],
+        "minimum": 0
+      },
+      "meta_leader": {
+        "description": "Server name of the JetStream meta leader.",
+        "type": [
+          "string",
+          "null"
+        ],
+        "maxLength": 256
+      },
+      "at_rest": {
+        "description": "JetStream encryption at rest, as declared by the deployment that configured the server (the server does not report it).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "encrypted",
+          "cipher"
+        ],
+        "properties": {
+          "encrypted": {
+            "type": [
+              "boolean",
+              "null"
+            ]
+          },
+          "cipher": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "maxLength": 32
+          }
+        }
+      },
+      "tls": {
+        "description": "TLS required on the client port and on cluster routes (null for routes on a single node).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "client",
+          "route"
+        ],
+        "properties": {
+          "client": {
+            "type": [
+              "boolean",
+              "null"
+            ]
+          },
+          "route": {
+            "type": [
+              "boolean",
+              "null"
+            ]
+          }
+        }
+      },
+      "sync_policy": {
+        "description": "JetStream fsync policy: always, or the interval (e.g. 120s).",
+        "type": [
+          "string",
+          "null"
+        ],
+        "maxLength": 32
+      },
+      "buckets": {
+        "type": "array",
+        "maxItems": 256,
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "name",
+            "stream",
+            "replicas",
+            "leader",
+            "current",
+            "ok"
+          ],
+          "properties": {
+            "name": {
+              "type": "string",
+              "maxLength": 256
+            },
+            "stream": {
+              "type": "string",
+              "maxLength": 256
+            },
+            "replicas": {
+              "type": [
+                "integer",
+                "null"
+              ],
+              "minimum": 0
+            },
+            "leader": {
+              "type": [
+                "string",
+                "null"
+              ],
+              "maxLength": 256
+            },
+            "current": {
+              "description": "Replicas, leader included, caught up with the leader.",
+              "type": "integer",
+              "minimum": 0
+            },
+            "ok": {
+              "type": "boolean"
+            }
+          }
+        }
+      },
+      "services": {
+        "type": "array",
+        "maxItems": 256,
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "name",
+            "instances",
+            "versions"
+          ],
+          "properties": {
+            "name": {
+              "type": "string",
+              "maxLength": 64
+            },
+            "instances": {
+              "description": "Instances that answered a micro PING.",
+              "type": "integer",
+              "minimum": 0
+            },
+            "versions": {
+              "type": "array",
+              "maxItems": 64,
+              "items": {
+                "type": "string",
+                "maxLength": 64
+              }
+            }
+          }
+        }
+      },
+      "checks": {
+        "type": "array",
+        "maxItems": 1024,
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "name",
+            "ok"
+          ],
+          "properties": {
+            "name": {
+              "type": "string",
+              "maxLength": 256
+            },
+            "ok": {
+              "type": "boolean"
+            },
+            "detail": {
+              "type": "string",
+              "maxLength": 1024
+            }
+          }
+        }
+      }
+    }
+  },
+  "healthz.posture.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "healthz.posture.request",
+    "title": "HealthzPostureRequest",
+    "description": "Ask a healthz replica for the bus posture. Admin-signed; carries no fields.",
+    "type": "object",
+    "additionalProperties": false,
+    "properties": {}
+  },
   "healthz.status.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "healthz.status.reply",

@@ -221,6 +221,99 @@ export interface ErrorReply {
 }
 
 /**
+ * The bus posture as one healthz replica sees it: readiness with every check, the server's security settings, buckets and services. null means unknown (e.g. no monitoring port configured), never a guess.
+ */
+export interface HealthzPostureReply {
+  /**
+   * Every check passed (what /readyz answers).
+   */
+  ready: boolean;
+  /**
+   * Version of the answering healthz service.
+   */
+  version: string;
+  /**
+   * When the checks ran (RFC 3339).
+   */
+  checked_at: string;
+  /**
+   * nats-server version.
+   */
+  server_version: string | null;
+  /**
+   * single: one nats-server; cluster: JetStream clustered.
+   */
+  mode: "single" | "cluster" | null;
+  /**
+   * JetStream meta group size.
+   */
+  cluster_size: number | null;
+  /**
+   * Server name of the JetStream meta leader.
+   */
+  meta_leader: string | null;
+  /**
+   * JetStream encryption at rest, as declared by the deployment that configured the server (the server does not report it).
+   */
+  at_rest: {
+    encrypted: boolean | null;
+    cipher: string | null;
+  };
+  /**
+   * TLS required on the client port and on cluster routes (null for routes on a single node).
+   */
+  tls: {
+    client: boolean | null;
+    route: boolean | null;
+  };
+  /**
+   * JetStream fsync policy: always, or the interval (e.g. 120s).
+   */
+  sync_policy: string | null;
+  /**
+   * @maxItems 256
+   */
+  buckets: {
+    name: string;
+    stream: string;
+    replicas: number | null;
+    leader: string | null;
+    /**
+     * Replicas, leader included, caught up with the leader.
+     */
+    current: number;
+    ok: boolean;
+  }[];
+  /**
+   * @maxItems 256
+   */
+  services: {
+    name: string;
+    /**
+     * Instances that answered a micro PING.
+     */
+    instances: number;
+    /**
+     * @maxItems 64
+     */
+    versions: string[];
+  }[];
+  /**
+   * @maxItems 1024
+   */
+  checks: {
+    name: string;
+    ok: boolean;
+    detail?: string;
+  }[];
+}
+
+/**
+ * Ask a healthz replica for the bus posture. Admin-signed; carries no fields.
+ */
+export interface HealthzPostureRequest {}
+
+/**
  * Status of the bus as seen by one healthz replica.
  */
 export interface HealthzStatusReply {
@@ -1536,6 +1629,8 @@ export interface SchemaTypes {
   "blobs.put.end.reply": BlobsPutEndReply;
   "blobs.put.end.request": BlobsPutEndRequest;
   "common.error": ErrorReply;
+  "healthz.posture.reply": HealthzPostureReply;
+  "healthz.posture.request": HealthzPostureRequest;
   "healthz.status.reply": HealthzStatusReply;
   "healthz.status.request": HealthzStatusRequest;
   "keys.agreement_keys.reply": KeysAgreementKeysReply;

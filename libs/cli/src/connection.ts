@@ -4,7 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
-import { connect as connectSdk } from "@unibus/sdk";
+import { connect as connectSdk, tlsOption } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import type { ParsedFlags } from "./args.js";
 import { stringFlag } from "./args.js";
@@ -26,14 +26,6 @@ export const connectionHelp = [
   "  -i, --identity PATH   identity file (default: $UNIBUS_IDENTITY, else the same env file)",
 ].join("\n");
 
-/**
- * Environment / env-file key of the bus's public readiness URL (the healthz
- * service's HTTP server; `/readyz` is appended unless the URL names a path).
- * It is what lets a refused login be told apart from a bus that cannot
- * decide logins at all: the server says only "Authorization Violation".
- */
-export const HEALTHZ_URL_ENV = "UNIBUS_HEALTHZ_URL";
-
 /** Where to connect and as whom; each field remembers where it came from for error messages. */
 export interface ConnectionSettings {
   /** Bus URL. */
@@ -42,7 +34,9 @@ export interface ConnectionSettings {
   readonly identityPath: string | undefined;
   /** Human description of where the settings came from. */
   readonly source: string;
-  /** Public readiness URL ({@link HEALTHZ_URL_ENV}), used only to explain a refused login. */
+  /** PEM CA file to trust for TLS (`UNIBUS_TLS_CA`, or the env file `unibus up --tls` writes). */
+  readonly tlsCa?: string;
+  /** Public readiness base URL (`UNIBUS_HEALTHZ_URL`), used only to explain a refused login. */
   readonly healthzUrl?: string;
 }
 
@@ -54,7 +48,8 @@ export interface ConnectionSettings {
 export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): Promise<ConnectionSettings> {
   let server = stringFlag(flags, "server") ?? nonEmpty(io.env[EnvVar.url]);
   let identity = stringFlag(flags, "identity") ?? nonEmpty(io.env[EnvVar.identity]);
-  let healthzUrl = nonEmpty(io.env[HEALTHZ_URL_ENV]);
+  let tlsCa = nonEmpty(io.env[EnvVar.tlsCa]);
+  let healthzUrl = nonEmpty(io.env[EnvVar.healthzUrl]);
   let source = "flags/environment";
   if (server === undefined || identity === undefined) {
     const home = resolveHome(io.env, io.cwd);
@@ -63,7 +58,9 @@ export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): 
       source = server === undefined && identity === undefined ? home.envFile : `flags/environment and ${home.envFile}`;
       server ??= nonEmpty(file[EnvVar.url]);
       identity ??= nonEmpty(file[EnvVar.identity]);
-      healthzUrl ??= nonEmpty(file[HEALTHZ_URL_ENV]);
+      // The CA belongs to the bus the file describes: only taken with its URL.
+      if (stringFlag(flags, "server") === undefined && nonEmpty(io.env[EnvVar.url]) === undefined) tlsCa ??= nonEmpty(file[EnvVar.tlsCa]);
+      healthzUrl ??= nonEmpty(file[EnvVar.healthzUrl]);
     }
     if (server === undefined) {
       throw new CliError(
@@ -72,7 +69,13 @@ export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): 
       );
     }
   }
-  return { server, identityPath: identity === undefined ? undefined : resolve(io.cwd, identity), source, ...(healthzUrl !== undefined ? { healthzUrl } : {}) };
+  return {
+    server,
+    identityPath: identity === undefined ? undefined : resolve(io.cwd, identity),
+    source,
+    ...(tlsCa === undefined ? {} : { tlsCa: resolve(io.cwd, tlsCa) }),
+    ...(healthzUrl === undefined ? {} : { healthzUrl }),
+  };
 }
 
 /**
@@ -106,6 +109,7 @@ export async function connectToBus(settings: ConnectionSettings, name = "unibus-
       name,
       reconnect: false,
       timeout: 5_000,
+      ...tlsOption(servers, settings.tlsCa === undefined ? undefined : { caFile: settings.tlsCa }),
       // The callout lets a principal subscribe only to its own inbox (architecture §4).
       ...(identity ? { authenticator: nkeyAuthenticator(identity.signingKey), inboxPrefix: `_INBOX.${identity.principal}` } : {}),
     });
@@ -130,7 +134,7 @@ export async function connectClient(settings: ConnectionSettings, name = "unibus
 export async function connectClientAs(settings: ConnectionSettings, identity: Identity, name = "unibus-cli"): Promise<UnibusClient> {
   const servers = serverUrls(settings.server);
   try {
-    return await connectSdk({ servers, identity, name });
+    return await connectSdk({ servers, identity, name, ...(settings.tlsCa === undefined ? {} : { tls: { caFile: settings.tlsCa } }) });
   } catch (err) {
     throw await connectError(err, settings, identity.principal);
   }
@@ -223,7 +227,7 @@ async function connectError(err: unknown, settings: ConnectionSettings, principa
     }
     return new CliError(
       `the bus at ${settings.server} refused ${who} (authorization violation): either this identity is not allowed in, ` +
-        `or the bus's directory is unavailable (set ${HEALTHZ_URL_ENV} to tell which).` +
+        `or the bus's directory is unavailable (set ${EnvVar.healthzUrl} to tell which).` +
         (principal === undefined ? "\nUse an identity the bus knows, e.g. the admin identity `unibus up` printed." : ask),
       { cause: err },
     );

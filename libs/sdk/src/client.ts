@@ -23,6 +23,19 @@ export interface ConnectOptions {
   name?: string;
   /** Default request timeout in ms. Default 5000. */
   requestTimeoutMs?: number;
+  /**
+   * TLS to the server: `caFile` is a PEM CA to trust (e.g. the one
+   * `unibus up --tls` writes). Given, or with a `tls://` URL, the client
+   * refuses a server that does not offer TLS instead of falling back to
+   * plaintext.
+   */
+  tls?: { caFile?: string };
+}
+
+/** The nats.js `tls` option for `servers`: required for `tls://` URLs or when a CA is given. */
+export function tlsOption(servers: readonly string[], tls: { caFile?: string } | undefined): { tls?: { caFile?: string } } {
+  if (tls !== undefined) return { tls: tls.caFile === undefined ? {} : { caFile: tls.caFile } };
+  return servers.some((u) => u.trim().toLowerCase().startsWith("tls://")) ? { tls: {} } : {};
 }
 
 /** Per-call options of {@link UnibusClient.request}. */
@@ -265,6 +278,7 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
     maxReconnectAttempts: -1,
     reconnectDelayHandler: () => backoff.delayMs(),
     timeout: CONNECT_TIMEOUT_MS,
+    ...tlsOption(servers, opts.tls),
   });
   return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, backoff);
 }

@@ -2,7 +2,7 @@
  * @unibus/sdk: connect to the bus as an identity, send signed control-plane
  * requests, and manage users and rooms through typed helpers.
  */
-export { connect } from "./client.js";
+export { connect, tlsOption } from "./client.js";
 export type { ConnectOptions, RequestOptions, UnibusClient } from "./client.js";
 export { ReconnectBackoff, ReconnectBackoffDefaults } from "./reconnect-backoff.js";
 export type { ReconnectBackoffOptions } from "./reconnect-backoff.js";

@@ -2,6 +2,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Service, ServiceMsg } from "@nats-io/services";
 import { Svcm } from "@nats-io/services";
 import type { AuditDenialRecord } from "@unibus/contracts";
+import { serveMetrics } from "@unibus/kit";
 import type { SigningKey } from "@unibus/crypto";
 import { DenyCode, PermissionCache } from "./authorize.js";
 import type { AuthorizeResult } from "./authorize.js";
@@ -104,6 +105,10 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
     description: "unibus auth callout: nonce check, allowlist, per-principal permissions",
     metadata: { encrypted: String(deps.xkey !== undefined) },
   });
+  // Its counters live on the process's default registry like every service's;
+  // healthz's /metrics collects them over $SRV.METRICS.
+  const metrics = serveMetrics(nc, { name: AUTH_CALLOUT_SERVICE_NAME, id: service.info().id, version: service.info().version });
+  void service.stopped.then(() => metrics.stop(), () => metrics.stop());
 
   const onRequest = async (msg: ServiceMsg): Promise<void> => {
     const outcome = await handleCalloutRequest(ctx, msg.data, msg.headers?.get(CalloutSubject.xkeyHeader) || undefined);

@@ -1,7 +1,7 @@
 import type { KV } from "@nats-io/kv";
 import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
 import { SealedBox, fromBase64Url, isPrincipal, toBase64Url, verifySignature } from "@unibus/crypto";
-import { Access, endpoint } from "@unibus/kit";
+import { Access, defineCounter, endpoint } from "@unibus/kit";
 import type { EndpointSpec, HandlerContext } from "@unibus/kit";
 import { ShareSetFormat, epochStatementBytes, merkleProof, merkleRoot, principalsHash, shareLeaf } from "@unibus/sdk";
 import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "./access.js";
@@ -97,6 +97,9 @@ function unwrap<T>(s: Settled<T>): T {
 }
 
 /** `keys.publish_epoch`, `keys.get_share`, `keys.epochs`. */
+/** Room-key epochs stored: each one is a rekey of its room. */
+const rekeys = defineCounter("unibus_rekeys_total", "Room-key epochs published (rekeys)");
+
 export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
   const { roomKeys, membership } = deps;
   const iso = (ctx: HandlerContext): string => new Date(ctx.now()).toISOString();
@@ -154,6 +157,7 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
           throw unavailable(err);
         }
         ctx.logger.info({ room: req.roomId, epoch: req.epoch, shares: shares.length, revision }, "epoch published");
+        rekeys.inc();
         return { roomId: req.roomId, epoch: req.epoch, shares: shares.length, revision };
       },
     }),
