@@ -14,6 +14,7 @@ import { runRekey } from "./rekey.js";
 import { runReplicaHandshake } from "./replica-handshake.js";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
+import { runRetryStorm } from "./retry-storm.js";
 import { runRevokeKick } from "./revoke-kick.js";
 import { runScaling } from "./scaling.js";
 
@@ -60,6 +61,13 @@ const benches: Bench[] = [
     run: () => runReplicaHandshake({ seconds, inFlight: 16 }),
   },
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
+  {
+    id: "P11",
+    about:
+      "retry storm: legitimate connects/s (4 in flight, through the callout) with 200 revoked clients reconnecting in a tight loop (own process) vs without, interleaved slices; " +
+      "then callout CPU per refusal answered from the denial cache vs one fully checked (raw column), in-process",
+    run: () => runRetryStorm({ seconds }),
+  },
   {
     id: "P10",
     about: "acknowledged means on disk: R3 KV puts with sync_interval always vs the server default (two 3-node clusters, interleaved slices); room 1 KB publishes stored by an R3 vs an R1 stream (R1 both always and default)",

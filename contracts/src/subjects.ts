@@ -47,6 +47,8 @@ export const Subjects = {
     roomsHistory: "unibus.v1.membership.rooms.history",
     /** Seeds admin #0; only the privileged internal bootstrap identity may publish here. */
     adminBootstrap: "unibus.v1.membership.admin.bootstrap",
+    /** Recorded login denials, read from the audit stream by the service (admins hold no JetStream grant). */
+    auditDenials: "unibus.v1.membership.audit.denials",
   },
   keys: {
     all: "unibus.v1.keys.>",
@@ -108,6 +110,7 @@ export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
   Subjects.membership.roomsGet,
   Subjects.membership.roomsList,
   Subjects.membership.roomsHistory,
+  Subjects.membership.auditDenials,
   Subjects.keys.agreementKeys,
   Subjects.keys.getShare,
   Subjects.keys.epochs,
@@ -144,4 +147,33 @@ export function roomMembershipSubject(roomId: string): string {
  */
 export function roomKeysNoticeSubject(roomId: string): string {
   return `${RoomSubjectPrefix}.${roomId}.ctl.keys`;
+}
+
+/**
+ * The capped stream of refused logins (schema `audit.denial.record`): the
+ * auth callout publishes one record per denial to
+ * `<subjectPrefix>.<principal>` (`_` when the client presented no valid
+ * nkey), the membership service creates the stream and serves
+ * `audit.denials` from it. Outside `unibus.v1.` and `unibus.room.`, so no
+ * client grant reaches it. Old records are discarded first: an attacker
+ * filling the stream can only push out history, never block the callout.
+ */
+export const AuditDenialStream = {
+  name: "AUDIT_DENIALS",
+  subjectPrefix: "unibus.audit.denials",
+  /** Records kept at most. */
+  maxMsgs: 100_000,
+  /** Bytes kept at most (a record is ~250 bytes). */
+  maxBytes: 64 * 1024 * 1024,
+  /** Oldest record kept, in ms. */
+  maxAgeMs: 7 * 24 * 3600 * 1000,
+  /** Subject token used when no valid principal was presented. */
+  noPrincipal: "_",
+} as const;
+/** The shape of {@link AuditDenialStream}. */
+export type AuditDenialStream = typeof AuditDenialStream;
+
+/** Subject an audit record of `principal` (or of none) is published to. */
+export function auditDenialSubject(principal: string | undefined): string {
+  return `${AuditDenialStream.subjectPrefix}.${principal ?? AuditDenialStream.noPrincipal}`;
 }

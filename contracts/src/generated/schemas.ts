@@ -4,6 +4,63 @@ import type { SchemaId } from "./types.js";
 
 /** Every contract schema, embedded as data so nothing reads schema files at runtime. */
 export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>>>> = {
+  "audit.denial.record": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "audit.denial.record",
+    "title": "AuditDenialRecord",
+    "description": "One refused login, as the auth callout records it in the AUDIT_DENIALS stream.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "reason",
+      "address",
+      "server",
+      "time"
+    ],
+    "properties": {
+      "reason": {
+        "description": "Why the login was refused. The client itself only ever hears \"Authorization Violation\".",
+        "type": "string",
+        "enum": [
+          "unknown_principal",
+          "revoked",
+          "bad_signature",
+          "malformed",
+          "directory_unavailable",
+          "rate_limited"
+        ]
+      },
+      "principal": {
+        "description": "The U… nkey the client presented; absent when it presented none that decodes.",
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$"
+      },
+      "address": {
+        "description": "The client's address as the server saw it.",
+        "type": "string",
+        "maxLength": 64
+      },
+      "server": {
+        "description": "Name (or id) of the server the client connected to.",
+        "type": "string",
+        "maxLength": 128
+      },
+      "time": {
+        "description": "When the callout refused the login.",
+        "type": "string",
+        "format": "date-time"
+      },
+      "repeats": {
+        "description": "Further identical refusals answered from the denial cache since the previous record of this principal, folded into this one.",
+        "type": "integer",
+        "minimum": 0
+      },
+      "cached": {
+        "description": "True when this refusal was answered from the denial cache (no signature check, no directory read).",
+        "type": "boolean"
+      }
+    }
+  },
   "blobs.get.begin.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "blobs.get.begin.reply",
@@ -1183,6 +1240,111 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
         "minLength": 1,
         "maxLength": 64,
         "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+      }
+    }
+  },
+  "membership.audit.denials.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "membership.audit.denials.reply",
+    "title": "MembershipAuditDenialsReply",
+    "description": "Recorded login denials, oldest first.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "denials",
+      "truncated"
+    ],
+    "properties": {
+      "denials": {
+        "type": "array",
+        "maxItems": 1000,
+        "items": {
+          "description": "One refused login, as the auth callout records it in the AUDIT_DENIALS stream.",
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "reason",
+            "address",
+            "server",
+            "time"
+          ],
+          "properties": {
+            "reason": {
+              "description": "Why the login was refused. The client itself only ever hears \"Authorization Violation\".",
+              "type": "string",
+              "enum": [
+                "unknown_principal",
+                "revoked",
+                "bad_signature",
+                "malformed",
+                "directory_unavailable",
+                "rate_limited"
+              ]
+            },
+            "principal": {
+              "description": "The U… nkey the client presented; absent when it presented none that decodes.",
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            },
+            "address": {
+              "description": "The client's address as the server saw it.",
+              "type": "string",
+              "maxLength": 64
+            },
+            "server": {
+              "description": "Name (or id) of the server the client connected to.",
+              "type": "string",
+              "maxLength": 128
+            },
+            "time": {
+              "description": "When the callout refused the login.",
+              "type": "string",
+              "format": "date-time"
+            },
+            "repeats": {
+              "description": "Further identical refusals answered from the denial cache since the previous record of this principal, folded into this one.",
+              "type": "integer",
+              "minimum": 0
+            },
+            "cached": {
+              "description": "True when this refusal was answered from the denial cache (no signature check, no directory read).",
+              "type": "boolean"
+            }
+          }
+        }
+      },
+      "truncated": {
+        "description": "True when more records match than `limit`: ask again with a later `since`.",
+        "type": "boolean"
+      }
+    }
+  },
+  "membership.audit.denials.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "membership.audit.denials.request",
+    "title": "MembershipAuditDenialsRequest",
+    "description": "Recorded login denials since a time, oldest first, optionally of one principal. Admin only.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "since"
+    ],
+    "properties": {
+      "since": {
+        "description": "Earliest refusal to return.",
+        "type": "string",
+        "format": "date-time"
+      },
+      "principal": {
+        "description": "Only refusals of this principal.",
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$"
+      },
+      "limit": {
+        "description": "Most records to return (default 200). At most 1000: a record is under 400 bytes of JSON, so a full reply stays well under the 1 MiB payload limit.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000
       }
     }
   },

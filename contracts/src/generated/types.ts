@@ -2,6 +2,40 @@
 // run `npm run contracts:gen` after changing a schema.
 
 /**
+ * One refused login, as the auth callout records it in the AUDIT_DENIALS stream.
+ */
+export interface AuditDenialRecord {
+  /**
+   * Why the login was refused. The client itself only ever hears "Authorization Violation".
+   */
+  reason: "unknown_principal" | "revoked" | "bad_signature" | "malformed" | "directory_unavailable" | "rate_limited";
+  /**
+   * The U… nkey the client presented; absent when it presented none that decodes.
+   */
+  principal?: string;
+  /**
+   * The client's address as the server saw it.
+   */
+  address: string;
+  /**
+   * Name (or id) of the server the client connected to.
+   */
+  server: string;
+  /**
+   * When the callout refused the login.
+   */
+  time: string;
+  /**
+   * Further identical refusals answered from the denial cache since the previous record of this principal, folded into this one.
+   */
+  repeats?: number;
+  /**
+   * True when this refusal was answered from the denial cache (no signature check, no directory read).
+   */
+  cached?: boolean;
+}
+
+/**
  * The download session: request chunks 0,1,… from `unibus.v1.blobs.get.chunk.<replica>`.
  */
 export interface BlobsGetBeginReply {
@@ -597,6 +631,67 @@ export interface MembershipAdminBootstrapRequest {
    * Human-readable name; not unique, not an identifier.
    */
   handle: string;
+}
+
+/**
+ * Recorded login denials, oldest first.
+ */
+export interface MembershipAuditDenialsReply {
+  /**
+   * @maxItems 1000
+   */
+  denials: {
+    /**
+     * Why the login was refused. The client itself only ever hears "Authorization Violation".
+     */
+    reason: "unknown_principal" | "revoked" | "bad_signature" | "malformed" | "directory_unavailable" | "rate_limited";
+    /**
+     * The U… nkey the client presented; absent when it presented none that decodes.
+     */
+    principal?: string;
+    /**
+     * The client's address as the server saw it.
+     */
+    address: string;
+    /**
+     * Name (or id) of the server the client connected to.
+     */
+    server: string;
+    /**
+     * When the callout refused the login.
+     */
+    time: string;
+    /**
+     * Further identical refusals answered from the denial cache since the previous record of this principal, folded into this one.
+     */
+    repeats?: number;
+    /**
+     * True when this refusal was answered from the denial cache (no signature check, no directory read).
+     */
+    cached?: boolean;
+  }[];
+  /**
+   * True when more records match than `limit`: ask again with a later `since`.
+   */
+  truncated: boolean;
+}
+
+/**
+ * Recorded login denials since a time, oldest first, optionally of one principal. Admin only.
+ */
+export interface MembershipAuditDenialsRequest {
+  /**
+   * Earliest refusal to return.
+   */
+  since: string;
+  /**
+   * Only refusals of this principal.
+   */
+  principal?: string;
+  /**
+   * Most records to return (default 200). At most 1000: a record is under 400 bytes of JSON, so a full reply stays well under the 1 MiB payload limit.
+   */
+  limit?: number;
 }
 
 /**
@@ -1522,6 +1617,7 @@ export interface ReplicaHello {
 
 /** Maps every contract schema id to the type of the values it accepts. */
 export interface SchemaTypes {
+  "audit.denial.record": AuditDenialRecord;
   "blobs.get.begin.reply": BlobsGetBeginReply;
   "blobs.get.begin.request": BlobsGetBeginRequest;
   "blobs.get.chunk.reply": BlobsGetChunkReply;
@@ -1549,6 +1645,8 @@ export interface SchemaTypes {
   "keys.register_agreement_key.request": KeysRegisterAgreementKeyRequest;
   "membership.admin.bootstrap.reply": MembershipAdminBootstrapReply;
   "membership.admin.bootstrap.request": MembershipAdminBootstrapRequest;
+  "membership.audit.denials.reply": MembershipAuditDenialsReply;
+  "membership.audit.denials.request": MembershipAuditDenialsRequest;
   "membership.rooms.create.reply": MembershipRoomsCreateReply;
   "membership.rooms.create.request": MembershipRoomsCreateRequest;
   "membership.rooms.get.reply": MembershipRoomsGetReply;

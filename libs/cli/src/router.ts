@@ -1,5 +1,6 @@
 import type { Command } from "./command.js";
 import { adminCommandGroup } from "./commands/admin.js";
+import { auditCommandGroup } from "./commands/audit.js";
 import { blobCommandGroup } from "./commands/blobs.js";
 import { chatCommand } from "./commands/chat.js";
 import { checkCommand } from "./commands/check.js";
@@ -14,7 +15,7 @@ import { CliError, ExitCode, UsageError } from "./errors.js";
 import type { CliIo } from "./io.js";
 
 /** Top-level commands, in help order. */
-export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, statusCommand, microCommandGroup, storeCommandGroup];
+export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, auditCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, statusCommand, microCommandGroup, storeCommandGroup];
 
 /** `unibus --help`. */
 export const ROOT_HELP = [

@@ -9,6 +9,7 @@ import { KeysApi } from "./keys/api.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
 import { createRoom } from "./rooms/room.js";
 import type { Room } from "./rooms/room.js";
+import { ReconnectBackoff } from "./reconnect-backoff.js";
 
 /** Options of {@link connect}. Give `url` or `servers`. */
 export interface ConnectOptions {
@@ -103,10 +104,6 @@ function isInProgressReply(msg: Msg): boolean {
 const MUTATION_RESEND_WINDOW_MS = 20_000;
 const IN_PROGRESS_BACKOFF_MS = 100;
 
-// A kicked client (membership or revocation change) must come back quickly
-// with its new permissions; jitter spreads a mass kick's reconnects.
-const RECONNECT_WAIT_MS = 100;
-const RECONNECT_JITTER_MS = 250;
 const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 // nats.js waits this long for a handshake that the server closed half-way
 // (its default, 20 s, stranded kicked clients); a login is milliseconds here.
@@ -130,6 +127,7 @@ class UnibusClientImpl implements UnibusClient {
     readonly nc: NatsConnection,
     key: SigningKey,
     timeoutMs: number,
+    backoff: ReconnectBackoff,
   ) {
     this.principal = key.principal;
     this.#key = key;
@@ -141,11 +139,13 @@ class UnibusClientImpl implements UnibusClient {
     this.keys = new KeysApi(<T>(subject: string, body: unknown, opts?: RequestOptions) => this.request<T>(subject, body, opts));
     void (async () => {
       for await (const s of nc.status()) {
+        if (s.type === "error" && s.error.name === "AuthorizationError") backoff.refused();
         if (s.type === "disconnect") {
           this.#connected = false;
           for (const fail of [...this.#inFlight]) fail();
         }
         if (s.type === "reconnect") {
+          backoff.connected();
           this.#connected = true;
           for (const resume of [...this.#waitingForReconnect]) resume();
         }
@@ -259,12 +259,15 @@ class UnibusClientImpl implements UnibusClient {
  * inbox the auth callout lets a principal subscribe to), and reconnection
  * forever, authorization errors included: a kicked client must come back
  * with fresh permissions on its own, and a callout hiccup must not strand it
- * (nats.js otherwise gives up after two auth errors in a row).
+ * (nats.js otherwise gives up after two auth errors in a row). After a
+ * refusal it backs off exponentially with jitter ({@link ReconnectBackoff}),
+ * so a revoked or leaked client does not hammer the auth callout.
  */
 export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
   const key = opts.identity instanceof SigningKey ? opts.identity : opts.identity.signingKey;
   const servers = opts.servers ?? (opts.url === undefined ? undefined : [opts.url]);
   if (servers === undefined || servers.length === 0) throw new TypeError("connect: give url or servers");
+  const backoff = new ReconnectBackoff();
   const nc = await natsConnect({
     servers,
     ...(opts.name === undefined ? {} : { name: opts.name }),
@@ -273,10 +276,9 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
     ignoreAuthErrorAbort: true,
     reconnect: true,
     maxReconnectAttempts: -1,
-    reconnectTimeWait: RECONNECT_WAIT_MS,
-    reconnectJitter: RECONNECT_JITTER_MS,
+    reconnectDelayHandler: () => backoff.delayMs(),
     timeout: CONNECT_TIMEOUT_MS,
     ...tlsOption(servers, opts.tls),
   });
-  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, backoff);
 }

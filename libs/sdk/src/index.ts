@@ -4,6 +4,8 @@
  */
 export { connect, tlsOption } from "./client.js";
 export type { ConnectOptions, RequestOptions, UnibusClient } from "./client.js";
+export { ReconnectBackoff, ReconnectBackoffDefaults } from "./reconnect-backoff.js";
+export type { ReconnectBackoffOptions } from "./reconnect-backoff.js";
 export { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 export type { PageOptions, RoomRole, SendRequest, UserRole } from "./membership.js";
 export { UnibusError, ErrorCode, ErrorReason } from "@unibus/contracts";

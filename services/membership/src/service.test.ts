@@ -244,6 +244,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, no state c
     roomsLeave: { roomId: "aaaaaaaaaaaa" },
     roomsHistory: { roomId: "aaaaaaaaaaaa" },
     adminBootstrap: { principal: SigningKey.generate().principal, handle: "h" },
+    auditDenials: { since: new Date().toISOString() },
   };
 
   async function raw(subject: string, data: Uint8Array, sign: (subject: string, data: Uint8Array) => Record<string, string> | undefined): Promise<UnibusError> {
