@@ -62,7 +62,7 @@ const benches: Bench[] = [
   },
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
   {
-    id: "P11",
+    id: "P13",
     about:
       "retry storm: legitimate connects/s (4 in flight, through the callout) with 200 revoked clients reconnecting in a tight loop (own process) vs without, interleaved slices; " +
       "then callout CPU per refusal answered from the denial cache vs one fully checked (raw column), in-process",

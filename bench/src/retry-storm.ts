@@ -1,5 +1,5 @@
 /**
- * P11: retry storms cost nothing. 200 revoked clients reconnect in a tight
+ * P13: retry storms cost nothing. 200 revoked clients reconnect in a tight
  * loop (no SDK backoff: the worst a leaked client can do) from their own
  * process while a legitimate client connects and closes, `concurrency` at a
  * time; the legitimate connects/s with the storm running is compared with
@@ -202,7 +202,7 @@ async function stormCase(args: Required<RetryStormOptions>): Promise<BenchCase> 
     const stormSeconds = stormy.elapsed + (STORM_RAMP_MS / 1000) * Math.max(1, Math.round(args.seconds / SLICE_S));
     return {
       // A legitimate login refused (the callout answered too late for the server) counts as no connect.
-      name: `P11 legit connects, ${args.stormClients} revoked retrying (${Math.round(attempts / stormSeconds)} tries/s, ${stormy.refused + quiet.refused} legit refused)`,
+      name: `P13 legit connects, ${args.stormClients} revoked retrying (${Math.round(attempts / stormSeconds)} tries/s, ${stormy.refused + quiet.refused} legit refused)`,
       unit: "conn/s",
       unibus: stormy.count / stormy.elapsed,
       raw: quiet.count / quiet.elapsed,
@@ -287,7 +287,7 @@ async function cpuCase(iterations: number): Promise<BenchCase> {
   const used = process.cpuUsage(before);
   const signUs = (used.user + used.system) / iterations;
   return {
-    name: `P11 callout CPU per refusal, cached vs full (1 sign = ${Math.round(signUs)} µs)`,
+    name: `P13 callout CPU per refusal, cached vs full (1 sign = ${Math.round(signUs)} µs)`,
     unit: "µs",
     unibus: cached,
     raw: full,
@@ -296,7 +296,7 @@ async function cpuCase(iterations: number): Promise<BenchCase> {
   };
 }
 
-/** P11: the retry-storm case and the per-refusal CPU from the denial cache. */
+/** P13: the retry-storm case and the per-refusal CPU from the denial cache. */
 export async function runRetryStorm(opts: RetryStormOptions): Promise<BenchCase[]> {
   const args: Required<RetryStormOptions> = { stormClients: 200, concurrency: 4, ...opts };
   return [await stormCase(args), await cpuCase(2_000)];
