@@ -17,6 +17,8 @@ export type { RoomEpochKey, RoomKeySource } from "./rooms/keyring.js";
 export { KeysApi } from "./keys/api.js";
 export { KeysServiceKeyring, UntrustedShareError, UntrustedShareReason } from "./keys/keyring.js";
 export type { KeyringClient, KeysServiceKeyringOptions } from "./keys/keyring.js";
+export { EPOCH_ROLLBACK, FileEpochStore } from "./keys/epoch-floor.js";
+export type { EpochStore } from "./keys/epoch-floor.js";
 export { RoomKeyNotice, announceEpoch, autoRekey, prepareNextEpoch, rekeyRoom, waitForRoomKey } from "./keys/rekey.js";
 export type { AutoRekey, AutoRekeyClient, AutoRekeyOptions, RekeyClient, RekeyResult, RoomKeyWaitClient, WaitForRoomKeyOptions } from "./keys/rekey.js";
 export { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleProof, merkleRoot, principalsHash, rootFromProof, shareLeaf } from "./keys/share-set.js";
