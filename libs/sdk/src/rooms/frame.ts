@@ -52,6 +52,8 @@ export const RejectReason = {
   badSignature: "bad_signature",
   unknownEpoch: "unknown_epoch",
   replay: "replay",
+  /** A live frame whose counter (the sender's clock) is outside the receiver's freshness bound. */
+  stale: "stale",
   decryptFailed: "decrypt_failed",
 } as const;
 /** One of the {@link RejectReason} values. */
