@@ -1,9 +1,15 @@
 // An application author's path, on the public SDK only: one awaited call
 // gets a member from "invited" to "holds the key", saying what it waits for.
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ErrorCode, RoomReadyStage, UnibusError, readyRoom } from "@unibus/sdk";
+import { ExitCode, runCli } from "@unibus/cli";
+import { loadIdentityFile, toBase64Url, writeIdentityFile } from "@unibus/crypto";
+import { ErrorCode, KeysServiceKeyring, RoomReadyStage, UnibusError, UntrustedShareError, readyRoom, rekeyRoom } from "@unibus/sdk";
 import type { ReadyRoom, RoomMessage } from "@unibus/sdk";
 import type { TestBusMember } from "@unibus/testbus";
+import { recordingIo } from "../../libs/cli/src/test-io.js";
 import { startE2eBus } from "./bus-with-services.js";
 import type { E2eBus } from "./bus-with-services.js";
 
@@ -73,5 +79,39 @@ describe("readyRoom: key preparation in the SDK", () => {
       room: { id: roomId },
     } = await owner.client.rooms.create("closed", { persist: false, encrypt: true });
     await expect(readyRoom(carol.client, carol.identity, roomId, { timeoutMs: 3_000 })).rejects.toMatchObject({ code: ErrorCode.Forbidden });
+  });
+
+  it("unibus identity rotate-agreement-key: a new key in the 0600 file and at the keys service; the next epoch is sealed to it, the old share no longer opens", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "unibus-rotate-"));
+    try {
+      const {
+        room: { id: roomId },
+      } = await owner.client.rooms.create("rotate", { persist: false, encrypt: true });
+      await owner.client.rooms.invite(roomId, bob.principal);
+      const o = await readyRoom(owner.client, owner.identity, roomId);
+      ready.push(o);
+      const before = await readyRoom(bob.client, bob.identity, roomId);
+      ready.push(before);
+      const path = join(dir, "bob.id");
+      await writeIdentityFile(path, bob.identity);
+      const io = recordingIo({ env: { UNIBUS_URL: e2e.bus.url, UNIBUS_IDENTITY: path }, cwd: dir });
+      expect(await runCli(["identity", "rotate-agreement-key"], io), io.all()).toBe(ExitCode.ok);
+      const rotated = await loadIdentityFile(path);
+      expect(rotated.principal).toBe(bob.principal);
+      expect(toBase64Url(rotated.agreementPublicKey)).not.toBe(toBase64Url(bob.identity.agreementPublicKey));
+      expect((await stat(path)).mode & 0o777).toBe(0o600);
+      expect(io.all()).not.toContain(JSON.parse(await readFile(path, "utf8")).agreementSecretKey as string);
+      const listed = (await owner.client.keys.agreementKeys(roomId)).members.find((m) => m.principal === bob.principal);
+      expect(listed?.agreementKey).toBe(toBase64Url(rotated.agreementPublicKey));
+
+      const ring = new KeysServiceKeyring(bob.client, rotated);
+      // The current epoch was sealed to the old key, which the file no longer holds.
+      await expect(ring.get(roomId, before.key.epoch)).rejects.toBeInstanceOf(UntrustedShareError);
+      const next = await rekeyRoom(owner.client, owner.identity.signingKey, roomId);
+      expect(next.withoutShare).toEqual([]);
+      expect(await ring.get(roomId, next.epoch)).toBeDefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -19,6 +19,8 @@ export { KeysApi } from "./keys/api.js";
 export { KeysServiceKeyring, UntrustedShareError, UntrustedShareReason } from "./keys/keyring.js";
 export type { KeyringClient, KeysServiceKeyringOptions } from "./keys/keyring.js";
 export { EPOCH_ROLLBACK, FileEpochStore } from "./keys/epoch-floor.js";
+export { rotateAgreementKey, withNewAgreementKey } from "./keys/rotate.js";
+export type { RotateAgreementKeyOptions } from "./keys/rotate.js";
 export { prepareRoomKeys, readyRoom, RoomReadyStage, RoomReadyStageText } from "./keys/ready.js";
 export type { PrepareRoomKeysOptions, ReadyRoom, ReadyRoomOptions, RoomKeysPrepared } from "./keys/ready.js";
 export type { EpochStore } from "./keys/epoch-floor.js";
