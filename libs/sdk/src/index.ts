@@ -26,7 +26,7 @@ export type { PrepareRoomKeysOptions, ReadyRoom, ReadyRoomOptions, RoomKeysPrepa
 export type { EpochStore } from "./keys/epoch-floor.js";
 export { RoomKeyNotice, announceEpoch, autoRekey, prepareNextEpoch, rekeyRoom, waitForRoomKey } from "./keys/rekey.js";
 export type { AutoRekey, AutoRekeyClient, AutoRekeyOptions, RekeyClient, RekeyResult, RoomKeyWaitClient, WaitForRoomKeyOptions } from "./keys/rekey.js";
-export { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleProof, merkleRoot, principalsHash, rootFromProof, shareLeaf } from "./keys/share-set.js";
+export { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleProof, merkleRoot, principalsHash, rootFromProof, shareLeaf, shareLeafOfDigest } from "./keys/share-set.js";
 export type { EpochStatement } from "./keys/share-set.js";
 export { getBlob, putBlob, streamBlob } from "./blobs.js";
 export type { BlobInput, BlobProgress, GetBlobOptions, PutBlobOptions, PutBlobResult } from "./blobs.js";

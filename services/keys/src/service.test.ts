@@ -363,6 +363,25 @@ describe("epochs only move forward, and unknown epochs are remembered as misses"
     expect(await restarted.get(roomId, 1)).toBeDefined();
   });
 
+  it("a member who leaves has its sealed shares deleted from every stored epoch; the others' shares still verify", async () => {
+    const { room: r } = await c["owner"]!.rooms.create("leave", { persist: false, encrypt: true });
+    await c["owner"]!.rooms.invite(r.id, bob!.principal);
+    await c["owner"]!.rooms.invite(r.id, carol!.principal);
+    await rekeyRoom(c["owner"]!, owner!.signingKey, r.id);
+    await rekeyRoom(c["owner"]!, owner!.signingKey, r.id);
+    const bobsShare = (epoch: number) => epochRecord(r.id, epoch).then((rec) => rec?.shares.find((s) => s.principal === bob!.principal));
+    expect((await bobsShare(1))?.sealedShare).toBeDefined();
+    await c["owner"]!.rooms.remove(r.id, bob!.principal);
+    for (const epoch of [1, 2]) {
+      const gone = await eventually(() => bobsShare(epoch), (s) => s?.sealedShare === undefined);
+      expect(gone?.shareDigest).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    }
+    // Carol's proofs run through bob's leaf: they still verify against the owner's signature.
+    const carolRing = new KeysServiceKeyring(c["carol"]!, carol!);
+    expect(await carolRing.get(r.id, 1)).toBeDefined();
+    expect(await carolRing.get(r.id, 2)).toBeDefined();
+  });
+
   it("a frame naming an epoch the caller holds no share of costs one get_share per TTL, not one per frame", async () => {
     let fetches = 0;
     const counting = {

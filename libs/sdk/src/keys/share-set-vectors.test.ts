@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { fromHex, SigningKey, toBase64Url, toHex, verifySignature } from "@unibus/crypto";
-import { agreementKeyStatementBytes, epochStatementBytes, merkleProof, merkleRoot, rootFromProof, shareLeaf } from "./share-set.js";
+import { fromHex, sha256, SigningKey, toBase64Url, toHex, verifySignature } from "@unibus/crypto";
+import { agreementKeyStatementBytes, epochStatementBytes, merkleProof, merkleRoot, rootFromProof, shareLeaf, shareLeafOfDigest } from "./share-set.js";
 
 interface ShareSetVectors {
   agreement: { seed: string; principal: string; agreementKey: string; statement: string; signature: string }[];
@@ -23,6 +23,10 @@ describe("contracts/vectors/share-set.json", () => {
   it.each(v.shareSets)("share set $roomId epoch $epoch: leaves, root, every proof and the signed statement", (c) => {
     const leaves = c.members.map((m) => shareLeaf(m.principal, m.sealedShare === undefined ? undefined : fromHex(m.sealedShare)));
     expect(leaves.map(toHex)).toEqual(c.leaves);
+    // A deleted share's digest gives the same leaf, so the tree outlives the share.
+    c.members.forEach((m, i) => {
+      if (m.sealedShare !== undefined) expect(toHex(shareLeafOfDigest(m.principal, sha256(fromHex(m.sealedShare))))).toBe(c.leaves[i]);
+    });
     const root = merkleRoot(leaves);
     expect(toHex(root)).toBe(c.root);
     leaves.forEach((leaf, i) => {

@@ -153,3 +153,14 @@ export function agreementKeyStatementBytes(principal: string, agreementKey: Uint
 export function principalsHash(sortedPrincipals: readonly string[]): Uint8Array {
   return sha256(encoder.encode(sortedPrincipals.join("\n")));
 }
+
+/**
+ * The leaf of a member whose sealed share was deleted (it left the room):
+ * `sha256(0x00 ‖ principal ‖ 0x01 ‖ digest)` with `digest = sha256(sealedShare)`,
+ * equal to {@link shareLeaf} of the share. The keys service keeps only the
+ * digest, so the other members' proofs still verify and the share is gone.
+ */
+export function shareLeafOfDigest(principal: string, digest: Uint8Array): Uint8Array {
+  if (digest.byteLength !== 32) throw new RangeError("share digest must be 32 bytes");
+  return sha256(concat([Uint8Array.of(ShareSetFormat.leafTag), field(principal), Uint8Array.of(1), digest]));
+}
