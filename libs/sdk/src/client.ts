@@ -7,6 +7,7 @@ import { ErrorCode, ErrorReason, ReadOnlySubjects, ServiceErrorCodeHeader, Servi
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
+import { ReplayGuard } from "./rooms/replay-guard.js";
 import { createRoom } from "./rooms/room.js";
 import type { Room } from "./rooms/room.js";
 import { ReconnectBackoff } from "./reconnect-backoff.js";
@@ -117,6 +118,8 @@ class UnibusClientImpl implements UnibusClient {
   readonly keys: KeysApi;
   readonly #key: SigningKey;
   readonly #timeoutMs: number;
+  /** Live-frame replay windows of every room, for the life of the client (frames.md §Freshness). */
+  readonly #replayGuard = new ReplayGuard();
   /** Rejecters of the requests in flight, called when the connection drops. */
   readonly #inFlight = new Set<() => void>();
   /** Resolvers of callers waiting for the next reconnect. */
@@ -231,11 +234,18 @@ class UnibusClientImpl implements UnibusClient {
   }
 
   room(roomId: string, keys: RoomKeySource, opts: { liveOnly?: boolean } = {}): Room {
-    if (opts.liveOnly === true) return createRoom(this.nc, this.#key, roomId, keys);
-    return createRoom(this.nc, this.#key, roomId, keys, {
-      get: (id) => this.rooms.get(id),
-      history: (req, opts) => this.request(Subjects.membership.roomsHistory, req, opts ?? {}),
-    });
+    if (opts.liveOnly === true) return createRoom(this.nc, this.#key, roomId, keys, undefined, this.#replayGuard);
+    return createRoom(
+      this.nc,
+      this.#key,
+      roomId,
+      keys,
+      {
+        get: (id) => this.rooms.get(id),
+        history: (req, opts) => this.request(Subjects.membership.roomsHistory, req, opts ?? {}),
+      },
+      this.#replayGuard,
+    );
   }
 
   status(): AsyncIterable<Status> {

@@ -1,4 +1,5 @@
 import { performance } from "node:perf_hooks";
+import { prepareRoomKeys } from "@unibus/sdk";
 import type { RoomMessage, UnibusClient } from "@unibus/sdk";
 import type { Identity } from "@unibus/crypto";
 import { helpOption, parseCommandArgs, stringFlag } from "../args.js";
@@ -6,7 +7,6 @@ import type { Command } from "../command.js";
 import { connectClientAs, connectionHelp, connectionOptions, requestError, resolveConnectionSettings } from "../connection.js";
 import { CliError, ExitCode, UsageError } from "../errors.js";
 import { loadIdentityForCli } from "../identity-file.js";
-import { prepareRoomKeys } from "../room-session.js";
 
 const HELP = [
   "Usage: unibus check [--room-count N] [--messages N] [--timeout MS] [--json]",
@@ -59,7 +59,7 @@ async function checkOneRoom(client: UnibusClient, identity: Identity, messages: 
   created.push(room.id);
   const ready = await prepareRoomKeys(client, identity, room.id);
   const result: RoomCheck = { roomId: room.id, epoch: ready.rekeyedTo ?? 0, sent: 0, received: 0, lost: messages, rejects: 0, p50Ms: undefined, p99Ms: undefined };
-  // Two handles on one connection: the receiver has its own subscription and replay state.
+  // Two handles on one connection: only the receiver subscribes (the client's replay state sees each frame once).
   const sender = client.room(room.id, ready.keyring);
   const receiver = client.room(room.id, ready.keyring);
   const latencies: number[] = [];

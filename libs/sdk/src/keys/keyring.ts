@@ -5,6 +5,8 @@ import type { KeysGetShareReply, MembershipRoomsGetReply } from "@unibus/contrac
 import { NoRoomKeyError } from "../rooms/keyring.js";
 import type { RoomEpochKey, RoomKeySource } from "../rooms/keyring.js";
 import type { KeysApi } from "./api.js";
+import { EpochFloor } from "./epoch-floor.js";
+import type { EpochStore } from "./epoch-floor.js";
 import { ShareSetFormat, epochStatementBytes, rootFromProof, shareLeaf } from "./share-set.js";
 
 /** Why a share was refused. */
@@ -45,6 +47,10 @@ export interface KeysServiceKeyringOptions {
   currentTtlMs?: number;
   /** Reads a room's members (default: the client's `rooms.get`); the distributor must be an owner there. */
   roomMembers?: (roomId: string) => Promise<MembershipRoomsGetReply["members"]>;
+  /** Keeps the highest verified epoch per room across restarts (default: in memory, for the life of the keyring). */
+  epochStore?: EpochStore;
+  /** How long an epoch the caller holds no (valid) share of is answered from memory, without asking the service. Default 30 000 ms. */
+  missTtlMs?: number;
 }
 
 /** What the keyring needs from a client. */
@@ -68,11 +74,18 @@ export class KeysServiceKeyring implements RoomKeySource {
   readonly #roomMembers: (roomId: string) => Promise<MembershipRoomsGetReply["members"]>;
   readonly #keys = new Map<string, Map<number, Uint8Array>>();
   readonly #current = new Map<string, { epoch: number; at: number }>();
+  readonly #floor: EpochFloor;
+  readonly #missTtlMs: number;
+  /** `room/epoch` → when a miss stops being remembered: a frame naming a bogus epoch costs one fetch per TTL, not one per frame. */
+  readonly #misses = new Map<string, number>();
+  readonly #inflight = new Map<string, Promise<Uint8Array | undefined>>();
 
   constructor(client: KeyringClient, identity: Identity, opts: KeysServiceKeyringOptions = {}) {
     this.#client = client;
     this.#identity = identity;
     this.#ttlMs = opts.currentTtlMs ?? 1_000;
+    this.#floor = new EpochFloor(opts.epochStore);
+    this.#missTtlMs = opts.missTtlMs ?? 30_000;
     this.#roomMembers = opts.roomMembers ?? (async (roomId) => (await client.rooms.get(roomId)).members);
   }
 
@@ -84,7 +97,10 @@ export class KeysServiceKeyring implements RoomKeySource {
     }
     const reply = await this.#fetch(roomId, undefined);
     if (reply === undefined) throw new NoRoomKeyError(roomId);
+    // Refused before any verification: an older epoch offered as current is an error whatever its signature.
+    await this.#floor.checkCurrent(roomId, reply.epoch);
     const key = await this.#verifyAndOpen(roomId, reply.epoch, reply);
+    await this.#floor.record(roomId, reply.epoch);
     this.#current.set(roomId, { epoch: reply.epoch, at: performance.now() });
     return { epoch: reply.epoch, key };
   }
@@ -92,13 +108,53 @@ export class KeysServiceKeyring implements RoomKeySource {
   async get(roomId: string, epoch: number): Promise<Uint8Array | undefined> {
     const cached = this.#keys.get(roomId)?.get(epoch);
     if (cached !== undefined) return cached;
+    const id = `${roomId}/${epoch}`;
+    const missUntil = this.#misses.get(id);
+    if (missUntil !== undefined) {
+      if (performance.now() < missUntil) return undefined;
+      this.#misses.delete(id);
+    }
+    let pending = this.#inflight.get(id);
+    if (pending === undefined) {
+      pending = this.#getFresh(roomId, epoch).then(
+        (key) => {
+          if (key === undefined) this.#miss(id);
+          return key;
+        },
+        (err: unknown) => {
+          this.#miss(id);
+          throw err;
+        },
+      );
+      this.#inflight.set(id, pending);
+      void pending.finally(() => this.#inflight.delete(id)).catch(() => undefined);
+    }
+    return pending;
+  }
+
+  async #getFresh(roomId: string, epoch: number): Promise<Uint8Array | undefined> {
     const reply = await this.#fetch(roomId, epoch);
-    return reply === undefined ? undefined : this.#verifyAndOpen(roomId, epoch, reply);
+    if (reply === undefined) return undefined;
+    const key = await this.#verifyAndOpen(roomId, epoch, reply);
+    await this.#floor.record(roomId, epoch);
+    return key;
+  }
+
+  #miss(id: string): void {
+    if (this.#misses.size >= 4096) this.#misses.delete(this.#misses.keys().next().value!);
+    this.#misses.set(id, performance.now() + this.#missTtlMs);
+  }
+
+  /** The highest epoch of `roomId` this keyring (or its store) has verified: it never sends under a lower one. */
+  highestEpoch(roomId: string): Promise<number | undefined> {
+    return this.#floor.highest(roomId);
   }
 
   /** Forgets the cached current epoch of `roomId` (e.g. after a rekey notice), so the next `current()` asks. */
   invalidate(roomId: string): void {
     this.#current.delete(roomId);
+    // A rekey notice may announce an epoch remembered as a miss.
+    for (const id of this.#misses.keys()) if (id.startsWith(`${roomId}/`)) this.#misses.delete(id);
   }
 
   /** The share, or undefined when the service says the caller has none (not a member, no such epoch, no share). */

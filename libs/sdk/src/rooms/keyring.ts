@@ -29,6 +29,8 @@ export interface RoomKeySource {
   current(roomId: string): Promise<RoomEpochKey>;
   /** The key of `epoch`, or `undefined` when the caller holds no share of it. */
   get(roomId: string, epoch: number): Promise<Uint8Array | undefined>;
+  /** Optional: forget any cached notion of the current epoch (a room calls it when a hint says the epoch may have moved). */
+  invalidate?(roomId: string): void;
 }
 
 /** Raised when a key source holds no key at all for a room. */
