@@ -67,8 +67,8 @@ export interface TestBus {
   connectAs(identity: Identity | SigningKey, url?: string): Promise<UnibusClient>;
   /** A connection as the unrestricted test user; throws unless started with `operator: true`. */
   operatorConnection(): Promise<NatsConnection>;
-  /** A connection as the service user of `service`, with its production permissions. */
-  serviceConnection(service: Exclude<ServiceName, "auth-callout">): Promise<NatsConnection>;
+  /** A connection as the service user of `service`, with its production permissions; `node` pins it to one node of a cluster. */
+  serviceConnection(service: Exclude<ServiceName, "auth-callout">, node?: TestServer): Promise<NatsConnection>;
   stop(): Promise<void>;
 }
 

@@ -333,7 +333,9 @@ export const checkCommand: Command = {
       try {
         client = await connectClientAs({ ...settings, server: pass.server }, identity, "unibus-cli check");
       } catch (err) {
-        failure = `${pass.seed ?? settings.server}: ${(err as Error).message}`;
+        // Without --cluster a refused connect is the command's error, as it always was.
+        if (pass.seed === undefined) throw err;
+        failure = `seed ${pass.seed}: ${(err as Error).message}`;
         break;
       }
       const created: string[] = [];
