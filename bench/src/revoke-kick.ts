@@ -131,13 +131,18 @@ export async function runRevokeKick(opts: RevokeKickOptions): Promise<BenchCase[
 const READMIT_WATCH_MS = 5_000;
 
 /** Counts `reconnect` events of `client` (each one is a login the bus admitted) until `stop()`. */
-function admissions(client: UnibusClient): { count: () => number; stop: () => void } {
+function admissions(client: UnibusClient): { count: () => number; refused: () => number; stop: () => void } {
   const status = client.nc.status();
   let n = 0;
+  let refused = 0;
   void (async () => {
-    for await (const s of status) if (s.type === "reconnect") n++;
+    for await (const s of status) {
+      if (s.type === "reconnect") n++;
+      // The server's refusal of a login: proof the watch saw real attempts.
+      else if (s.type === "error" && /authorization/i.test(String(s.error))) refused++;
+    }
   })();
-  return { count: () => n, stop: () => (status as unknown as { stop(): void }).stop() };
+  return { count: () => n, refused: () => refused, stop: () => (status as unknown as { stop(): void }).stop() };
 }
 
 /** Result of {@link runRevokeKickCluster}: the timed cases and the re-admission count. */
@@ -145,6 +150,8 @@ export interface RevokeKickClusterResult {
   cases: BenchCase[];
   /** Logins of a revoked principal the bus admitted within 5 s after its revoke (must be 0). */
   readmissions: number;
+  /** Logins of a revoked principal the bus refused in those windows (the attempts that were watched). */
+  refusedLogins: number;
 }
 
 /**
@@ -160,6 +167,7 @@ export async function runRevokeKickCluster(opts: RevokeKickOptions): Promise<Rev
   const bus = await startTestBus({ nodes: 3, cluster: { routeTls: true } });
   const nodes = bus.cluster!.servers;
   let readmissions = 0;
+  let refusedLogins = 0;
   try {
     const unibusSample = async (tag: string): Promise<number> => {
       const member = await bus.addMember(`p5c-${tag}`);
@@ -179,6 +187,7 @@ export async function runRevokeKickCluster(opts: RevokeKickOptions): Promise<Rev
       const watch = victims.map(admissions);
       await sleep(READMIT_WATCH_MS);
       readmissions += watch.reduce((sum, w) => sum + w.count(), 0);
+      refusedLogins += watch.reduce((sum, w) => sum + w.refused(), 0);
       watch.forEach((w) => w.stop());
       await Promise.allSettled(victims.map((v) => v.close()));
       return closedAt - t0;
@@ -216,6 +225,7 @@ export async function runRevokeKickCluster(opts: RevokeKickOptions): Promise<Rev
     const name = `P5C revoke → 3 nodes disconnected (${opts.samples})`;
     return {
       readmissions,
+      refusedLogins,
       cases: [
         { name: `${name}, p50`, unit: "ms", unibus: percentile(unibus, 50), raw: percentile(raw, 50), lowerIsBetter: true },
         { name: `${name}, p99`, unit: "ms", unibus: percentile(unibus, 99), raw: percentile(raw, 99), lowerIsBetter: true, goal: "p99 < 100 ms" },
@@ -230,9 +240,9 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const i = process.argv.indexOf("--samples");
   const samples = i > 0 ? Number(process.argv[i + 1]) : undefined;
   if (process.argv.includes("--cluster")) {
-    const { cases, readmissions } = await runRevokeKickCluster({ samples: samples ?? 20 });
+    const { cases, readmissions, refusedLogins } = await runRevokeKickCluster({ samples: samples ?? 20 });
     for (const c of cases) printCase(c);
-    console.log(`P5C re-admissions within 5 s of a revoke: ${readmissions} (goal 0)`);
+    console.log(`P5C re-admissions within 5 s of a revoke: ${readmissions} (goal 0; ${refusedLogins} reconnects refused)`);
     if (readmissions > 0) process.exitCode = 1;
   } else {
     for (const c of await runRevokeKick({ samples: samples ?? 40 })) printCase(c);
