@@ -67,15 +67,17 @@ describe("unibus check --cluster on a 3-node cluster", () => {
   it("--cluster --chaos: the receiver's node is killed mid-stream, the receiver fails over, zero loss", async () => {
     // The stop command maps the node's URL to its process: kill -9, as a crash.
     const cases = bus.cluster!.servers.map((s) => `${s.url}) kill -9 ${s.pid} ;;`).join(" ");
-    const io = recordingIo({ env: { ...env, UNIBUS_CHAOS_STOP: `case "$UNIBUS_CHAOS_URL" in ${cases} *) exit 3 ;; esac` }, cwd: dir });
-    const code = await runCli(["check", "--cluster", "--chaos", "--messages", "400", "--timeout", "30000", "--json"], io);
+    // Node 0 is spared: the in-process services connect there first, and
+    // this test is about the client's failover, not theirs.
+    const io = recordingIo({ env: { ...env, UNIBUS_CHAOS_STOP: `case "$UNIBUS_CHAOS_URL" in ${cases} *) exit 3 ;; esac`, UNIBUS_CHAOS_SPARE: bus.cluster!.urls[0]! }, cwd: dir });
+    const code = await runCli(["check", "--cluster", "--chaos", "--messages", "400", "--timeout", "45000", "--json"], io);
     expect(code, io.all()).toBe(ExitCode.ok);
     const { failover } = JSON.parse(io.stdout.join("\n")) as { failover: FailoverReport };
     const stopped = bus.cluster!.servers.findIndex((s) => s.url === failover.stoppedUrl);
-    expect(stopped).toBeGreaterThanOrEqual(0);
+    expect(stopped).toBeGreaterThan(0);
     expect(await bus.cluster!.servers[stopped]!.exited).toBeNull();
     expect(failover).toMatchObject({ sent: 400, received: 400, lost: 0 });
     expect(failover.failoverMs).toBeGreaterThan(0);
     console.info(`unibus check --cluster --chaos: ${JSON.stringify(failover)}`);
-  }, 120_000);
+  }, 180_000);
 });

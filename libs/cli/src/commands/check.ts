@@ -28,7 +28,8 @@ const HELP = [
   "read from the room's history and frames the stream never stored are sent",
   "again; it prints sent/received/duplicates/failover time and fails on any",
   "loss. The node is stopped by the shell command in UNIBUS_CHAOS_STOP, run",
-  "with UNIBUS_CHAOS_URL set to the node's URL (e.g. `docker stop` or `kill`).",
+  "with UNIBUS_CHAOS_URL set to the node's URL (e.g. `docker stop` or `kill`);",
+  "UNIBUS_CHAOS_SPARE lists seeds never to stop (comma-separated).",
   "",
   "Options:",
   "  --room-count N        temporary rooms, checked one after another (default 1)",
@@ -141,7 +142,7 @@ interface FailoverCheck {
 }
 
 /** Environment of `--chaos`: the command that stops a node, and the URL it is given. */
-export const ChaosEnv = { stop: "UNIBUS_CHAOS_STOP", url: "UNIBUS_CHAOS_URL" } as const;
+export const ChaosEnv = { stop: "UNIBUS_CHAOS_STOP", url: "UNIBUS_CHAOS_URL", spare: "UNIBUS_CHAOS_SPARE" } as const;
 
 function runStopCommand(command: string, url: string, env: Readonly<Record<string, string | undefined>>): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -151,12 +152,15 @@ function runStopCommand(command: string, url: string, env: Readonly<Record<strin
   });
 }
 
+/** `host:port` of a server URL (nats.js names the current server so). */
+function hostPortOf(u: string): string {
+  const url = new URL(u.includes("://") ? u : `nats://${u}`);
+  return `${url.hostname}:${url.port || "4222"}`;
+}
+
 /** The seed URL a connection's `host:port` belongs to. */
 function seedOf(urls: readonly string[], hostPort: string): string | undefined {
-  return urls.find((u) => {
-    const url = new URL(u.includes("://") ? u : `nats://${u}`);
-    return `${url.hostname}:${url.port || "4222"}` === hostPort;
-  });
+  return urls.find((u) => hostPortOf(u) === hostPort);
 }
 
 /**
@@ -169,13 +173,30 @@ function seedOf(urls: readonly string[], hostPort: string): string | undefined {
  * the second copy harmless: it counts as a duplicate, never as a second message.
  */
 async function checkFailover(settings: ConnectionSettings, identity: Identity, urls: readonly string[], messages: number, timeoutMs: number, stopCommand: string, env: Readonly<Record<string, string | undefined>>): Promise<FailoverCheck> {
-  const receiver = await connectClientAs({ ...settings, server: urls.join(",") }, identity, "unibus-cli check receiver");
+  // The receiver must sit on a node that may be stopped: UNIBUS_CHAOS_SPARE
+  // names nodes to leave alone (e.g. the one the services under test use).
+  const spare = new Set(serverUrls(env[ChaosEnv.spare] ?? ",").flatMap((u) => seedOf(urls, hostPortOf(u)) ?? []));
+  const stoppable = urls.filter((u) => !spare.has(u));
+  if (stoppable.length === 0) throw new CliError(`${ChaosEnv.spare} spares every seed: nothing to stop`);
+  let receiver: UnibusClient | undefined;
+  let stoppedUrl: string | undefined;
+  for (let attempt = 0; attempt < 10 && stoppedUrl === undefined; attempt++) {
+    // Seeds in a rotated order, so a client that takes the first seed still lands on each candidate in turn.
+    const first = stoppable[attempt % stoppable.length]!;
+    const c = await connectClientAs({ ...settings, server: [first, ...urls.filter((u) => u !== first)].join(",") }, identity, "unibus-cli check receiver");
+    const on = seedOf(urls, c.nc.getServer());
+    if (on !== undefined && !spare.has(on)) {
+      receiver = c;
+      stoppedUrl = on;
+    } else await c.close();
+  }
+  if (receiver === undefined || stoppedUrl === undefined) throw new CliError(`the receiver never landed on a node it may stop (${stoppable.join(", ")})`);
   const clients: UnibusClient[] = [receiver];
   const rooms: { close(): Promise<void> }[] = [];
   let roomId: string | undefined;
+  // Named in a failure, so the operator knows which step the bus did not serve.
+  let phase = "room set-up";
   try {
-    const stoppedUrl = seedOf(urls, receiver.nc.getServer());
-    if (stoppedUrl === undefined) throw new CliError(`the receiver is on ${receiver.nc.getServer()}, which is none of the seeds ${urls.join(", ")}`);
     const { room } = await receiver.rooms.create(`check-chaos-${Date.now().toString(36)}`, { persist: true, encrypt: true });
     roomId = room.id;
     const ready = await prepareRoomKeys(receiver, identity, room.id);
@@ -220,30 +241,36 @@ async function checkFailover(settings: ConnectionSettings, identity: Identity, u
       }
     })();
 
+    phase = "streaming";
     let stopping: Promise<void> | undefined;
+    const handedOver: Promise<unknown>[] = [];
     for (let seq = 0; seq < messages; seq++) {
       if (seq === Math.floor(messages / 2)) {
         stopStarted = performance.now();
         stopping = runStopCommand(stopCommand, stoppedUrl, env);
       }
-      // A frame refused mid-failover (its room lookup had no answer) is not
-      // sent; the stream does not hold it, so the resend below covers it.
-      await tx.publish({ tag, seq }).catch(() => undefined);
+      // Not awaited one by one: a frame whose room lookup times out while the
+      // services fail over would hold up every later one for the whole
+      // timeout. A refused frame is not in the stream; the resend covers it.
+      handedOver.push(tx.publish({ tag, seq }).catch(() => undefined));
       result.sent++;
       // A steady stream that spans the stop, not one burst before it.
       if (seq % 16 === 15) await new Promise((r) => setTimeout(r, 5));
     }
     await stopping;
-    const deadline = performance.now() + timeoutMs;
+    await Promise.all(handedOver);
+    let deadline = performance.now() + timeoutMs;
     const until = async (p: Promise<void>): Promise<void> => {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([p, new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - performance.now()))))]).finally(() => clearTimeout(timer));
     };
+    phase = "failover";
     await until(failedOver);
     if (result.failoverMs === undefined) throw new CliError(`the receiver did not fail over from ${stoppedUrl} within ${timeoutMs} ms`);
 
     // What the receiver missed while failing over is in the room's stream.
     // A history read during a leader election is refused: read again.
+    phase = "history read";
     const stored = new Set<number>();
     for (;;) {
       const history = receiver.room(room.id, ready.keyring);
@@ -262,7 +289,10 @@ async function checkFailover(settings: ConnectionSettings, identity: Identity, u
         await history.close();
       }
     }
-    // At least once: what the stream never stored is sent again.
+    // At least once: what the stream never stored is sent again, within a
+    // timeout of its own (the services may still be failing over).
+    deadline = performance.now() + timeoutMs;
+    phase = "resend";
     for (let seq = 0; seq < messages; seq++) {
       if (stored.has(seq) || seen.has(seq)) continue;
       for (;;) {
@@ -281,6 +311,8 @@ async function checkFailover(settings: ConnectionSettings, identity: Identity, u
     result.lost = messages - seen.size;
     sub.stop();
     return result;
+  } catch (err) {
+    throw new CliError(`${phase}: ${err instanceof CliError ? err.message : requestError(err, "bus").message}`, { cause: err });
   } finally {
     await Promise.allSettled(rooms.map((r) => r.close()));
     if (roomId !== undefined) await receiver.rooms.leave(roomId).catch(() => undefined);
