@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5|P6 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5|P5C|P6 ...]]
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
@@ -15,7 +15,7 @@ import { runReplicaHandshake } from "./replica-handshake.js";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 import { runRetryStorm } from "./retry-storm.js";
-import { runRevokeKick } from "./revoke-kick.js";
+import { runRevokeKick, runRevokeKickCluster } from "./revoke-kick.js";
 import { runScaling } from "./scaling.js";
 
 const args = process.argv.slice(2);
@@ -54,6 +54,16 @@ const benches: Bench[] = [
     id: "P5",
     about: `users.revoke sent → victim disconnected vs a bare $SYS KICK of a plain connection; ${samples} samples each, interleaved`,
     run: () => runRevokeKick({ samples }),
+  },
+  {
+    id: "P5C",
+    about: "P5 on a local 3-node cluster (TLS routes): users.revoke sent → the victim's connections on all 3 nodes closed vs bare $SYS KICKs on each node; then 5 s of the victim reconnecting, each admitted login a re-admission (goal 0)",
+    run: async () => {
+      const { cases, readmissions, refusedLogins } = await runRevokeKickCluster({ samples: Math.min(samples, 20) });
+      console.log(`P5C re-admissions within 5 s of a revoke: ${readmissions} (goal 0; ${refusedLogins} reconnects refused)`);
+      if (readmissions > 0) process.exitCode = 1;
+      return cases;
+    },
   },
   {
     id: "P6",
