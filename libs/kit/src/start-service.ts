@@ -11,6 +11,7 @@ import { NonceBucket, openBuckets } from "./buckets.js";
 import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Role, ServiceDefinition } from "./definition.js";
 import { EndpointStats } from "./endpoint-stats.js";
+import { describeEndpoints } from "./schema-endpoint.js";
 import { discoveryGuarded, replyPermitted } from "./reply-rule.js";
 import { runPipeline } from "./request-pipeline.js";
 import type { EndpointPipeline, RequestTrace } from "./request-pipeline.js";
@@ -47,8 +48,8 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-function serviceMetadata(definition: ServiceDefinition): Record<string, string> {
-  return { "unibus.api": "v1", ...definition.metadata };
+function serviceMetadata(definition: ServiceDefinition, schemaSubject: string | undefined): Record<string, string> {
+  return { "unibus.api": "v1", ...(schemaSubject === undefined ? {} : { "unibus.schema": schemaSubject }), ...definition.metadata };
 }
 
 /**
@@ -61,7 +62,8 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
   const logger = base.bindings()["svc"] === undefined ? base.child({ svc: definition.name }) : base;
   const now = deps.now ?? Date.now;
   const registry = new SchemaRegistry(definition.schemas);
-  const endpoints = Object.entries(definition.endpoints);
+  const described = describeEndpoints(definition);
+  const endpoints = Object.entries(described.endpoints);
 
   for (const [name, spec] of endpoints) {
     if (spec.access === Access.Admin && deps.resolveRole === undefined) {
@@ -98,7 +100,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     name: definition.name,
     version: definition.version,
     description: definition.description,
-    metadata: serviceMetadata(definition),
+    metadata: serviceMetadata(definition, described.schemaSubject),
     statsHandler: async (endpoint) => stats.get((endpoint as { name?: string }).name ?? "")?.data() ?? {},
   });
   const inflight = new Set<Promise<void>>();
@@ -156,6 +158,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
         request: spec.request,
         reply: spec.reply,
         max_payload: String(spec.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES),
+        schema_version: described.schemaVersions.get(name) ?? "",
       },
       handler: (err, msg) => {
         if (err !== null) {

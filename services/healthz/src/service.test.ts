@@ -35,8 +35,11 @@ describe("healthz.status", () => {
     expect(() => decodeReply(msg)).toThrow(expect.objectContaining({ code: 400, reason: "schema_violation" }));
   });
 
-  it("is listed in $SRV.INFO with its status endpoint", async () => {
+  it("is listed in $SRV.INFO with its status endpoint and the kit's schema endpoint", async () => {
     const info = (await nc.request("$SRV.INFO.healthz", undefined, { timeout: 5_000 })).json<{ endpoints: Array<{ name: string; subject: string }> }>();
-    expect(info.endpoints).toEqual([expect.objectContaining({ name: "status", subject: Subjects.healthz.status })]);
+    expect(info.endpoints).toEqual([
+      expect.objectContaining({ name: "status", subject: Subjects.healthz.status }),
+      expect.objectContaining({ name: "schema", subject: "unibus.v1.healthz.schema" }),
+    ]);
   });
 });
