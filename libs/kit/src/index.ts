@@ -10,5 +10,5 @@ export type { KitDeps, RunningService } from "./start-service.js";
 export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets, openExistingBuckets } from "./buckets.js";
 export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";
 export { PARENT_LIFELINE_FD_ENV, PARENT_LIFELINE_PRELOAD } from "./parent-lifeline.js";
-export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, loadServiceConfig, runServiceMain } from "./service-main.js";
-export type { CreateService, ServiceConfig, ServiceMainSpec } from "./service-main.js";
+export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, kitServiceEntry, loadServiceConfig, runServiceMain, runServiceProcess } from "./service-main.js";
+export type { CreateService, ServiceConfig, ServiceEntry, ServiceMainSpec, ServiceProcessMember, StartedService } from "./service-main.js";

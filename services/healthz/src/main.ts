@@ -1,5 +1,4 @@
-import { ServiceName } from "@unibus/contracts";
-import { runServiceMain } from "@unibus/kit";
-import { createHealthzService } from "./service.js";
+import { runServiceProcess } from "@unibus/kit";
+import { healthzEntry } from "./entry.js";
 
-await runServiceMain({ name: ServiceName.healthz, create: createHealthzService });
+await runServiceProcess([{ entry: healthzEntry, env: process.env }]);
