@@ -16,7 +16,7 @@ import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@un
 import type { RunningService } from "@unibus/kit";
 import { BlobIntegrityError, connect, getBlob, putBlob } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
+import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import packageJson from "../package.json" with { type: "json" };
 import { BLOB_CHUNK_BYTES, blobObjectName } from "./limits.js";
@@ -234,7 +234,9 @@ describe("limits", () => {
     const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId, size: BLOB_CHUNK_BYTES + 100 }))).msg);
     const chunkBefore = await chunkMessages();
     await raw(`${Subjects.blobs.putChunk}.${begin.replica}`, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(BLOB_CHUNK_BYTES)));
-    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await chunkMessages()).toBeGreaterThan(chunkBefore);
+    // The abort is observable: its purge removes the stored chunk. Wait for that, not for a guessed time.
+    await eventually(() => chunkMessages(), (n) => n === chunkBefore, { timeoutMs: 10_000, what: "the abandoned upload's chunks purged" });
     const end = await raw(`${Subjects.blobs.putEnd}.${begin.replica}`, json({ uploadId: begin.uploadId }));
     expect(rawError(end.msg)).toMatchObject({ code: ErrorCode.NotFound });
     expect(await store.info(blobObjectName(ROOM, blobId))).toBeNull();
