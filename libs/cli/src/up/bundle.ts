@@ -1,6 +1,5 @@
-import { readFile, rename, stat, writeFile } from "node:fs/promises";
-import { join, resolve } from "node:path";
-import { build, stop } from "esbuild";
+import { join } from "node:path";
+import { bundleScript } from "../../bin/bundle.mjs";
 
 /** What {@link embeddedBundle} produced. */
 export interface EmbeddedBundle {
@@ -23,46 +22,5 @@ export interface EmbeddedBundle {
  * the identities the services load.
  */
 export async function embeddedBundle(entry: string, outDir: string, root: string): Promise<EmbeddedBundle> {
-  const started = Date.now();
-  const path = join(outDir, "embedded-services.mjs");
-  const metaPath = join(outDir, "embedded-services.meta.json");
-  if (await upToDate(path, metaPath, root)) return { path, built: false, ms: Date.now() - started };
-  const result = await build({
-    entryPoints: [entry],
-    outfile: path,
-    bundle: true,
-    platform: "node",
-    format: "esm",
-    target: "node20",
-    absWorkingDir: root,
-    metafile: true,
-    logLevel: "silent",
-    // CommonJS dependencies (pino, ajv) call require() for Node built-ins;
-    // an ES module has no require of its own.
-    banner: { js: 'import { createRequire as __unibusCreateRequire } from "node:module"; const require = __unibusCreateRequire(import.meta.url);' },
-  }).finally(() => {
-    // esbuild keeps a helper process (~70 MB) alive for the next build; `up`
-    // builds once, and the next esbuild call (the TypeScript loader's) starts a new one.
-    void stop();
-  });
-  const tmp = `${metaPath}.${process.pid}.tmp`;
-  await writeFile(tmp, JSON.stringify(Object.keys(result.metafile.inputs)), { mode: 0o600 });
-  await rename(tmp, metaPath);
-  return { path, built: true, ms: Date.now() - started };
-}
-
-/** True if the bundle exists and is newer than every input it was built from. */
-async function upToDate(path: string, metaPath: string, root: string): Promise<boolean> {
-  try {
-    const built = (await stat(path)).mtimeMs;
-    const inputs = JSON.parse(await readFile(metaPath, "utf8")) as unknown;
-    if (!Array.isArray(inputs) || inputs.length === 0) return false;
-    for (const input of inputs) {
-      if (typeof input !== "string") return false;
-      if ((await stat(resolve(root, input))).mtimeMs >= built) return false;
-    }
-    return true;
-  } catch {
-    return false;
-  }
+  return bundleScript({ entry, outFile: join(outDir, "embedded-services.mjs"), root });
 }
