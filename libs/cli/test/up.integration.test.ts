@@ -155,17 +155,17 @@ describe("unibus up (real processes, auth callout on)", () => {
     expect(first.output()).not.toContain("NOT enabled");
 
     // info / stats / ping speak the same protocol; an unknown name is a failure.
-    const [info, ping, unknownService] = await Promise.all([
+    const [info, ping, unknownService, schema] = await Promise.all([
       cli(env, "micro", "info", "membership"),
       cli(env, "micro", "ping", "healthz", "--json"),
       cli(env, "micro", "info", "no-such-service", "--timeout", "500"),
+      cli(env, "micro", "schema", "membership", "users.add"),
     ]);
     expect(info.stdout).toMatch(/^membership \d+\.\d+\.\d+ \(/);
     expect(JSON.parse(ping.stdout)).toEqual([expect.objectContaining({ name: "healthz", rtt_ms: expect.any(Number) })]);
     expect(unknownService.code).toBe(1);
 
     // The schemas come from the running service itself, named by the subject's tail.
-    const schema = await cli(env, "micro", "schema", "membership", "users.add");
     expect(schema.code, schema.stderr).toBe(0);
     expect(JSON.parse(schema.stdout)).toMatchObject({
       service: "membership",
