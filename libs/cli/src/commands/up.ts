@@ -36,10 +36,10 @@ import type { ChildSpec } from "../up/supervisor.js";
 import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./admin.js";
 
 const DEFAULT_PORT = 4222;
-/** Read by services/auth-callout/src/main.ts (`CalloutEnv`). */
+/** Read by services/auth-callout/src/entry.ts (`CalloutEnv`). */
 const CALLOUT_ISSUER_SEED_FILE_ENV = "UNIBUS_CALLOUT_ISSUER_SEED_FILE";
 const CALLOUT_XKEY_SEED_FILE_ENV = "UNIBUS_CALLOUT_XKEY_SEED_FILE";
-/** Read by services/membership/src/main.ts. */
+/** Read by services/membership/src/entry.ts. */
 const SYS_IDENTITY_ENV = "UNIBUS_SYS_IDENTITY";
 const BOOTSTRAP_PRINCIPAL_ENV = "UNIBUS_BOOTSTRAP_PRINCIPAL";
 /** `one` (default) or `each`: see {@link ServiceProcesses}. */
