@@ -4,6 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
+import { retry } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
 import type { Logger } from "pino";
 import { DirectoryBucket } from "./constants.js";
@@ -79,10 +80,9 @@ const DIRECTORY_WAIT_MS = 60_000;
  * together on a fresh bus. Until then no client can log in anyway.
  */
 async function openDirectoryBuckets(kvm: Kvm, log: Logger): Promise<[KV, KV]> {
-  const deadline = Date.now() + DIRECTORY_WAIT_MS;
   let logged = false;
-  for (;;) {
-    try {
+  return retry(
+    async () => {
       // Leader reads, never a direct get that any (lagging) replica may answer:
       // a login right after a revoke must see the revoke.
       // A fresh options object per open: Kvm.open writes bindOnly into it.
@@ -90,13 +90,16 @@ async function openDirectoryBuckets(kvm: Kvm, log: Logger): Promise<[KV, KV]> {
       // `open` binds without looking; `status` fails while a bucket does not exist.
       for (const kv of buckets) await kv.status();
       return buckets;
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      if (!logged) log.info({ op: "start" }, "waiting for membership to create the directory buckets");
-      logged = true;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
+    },
+    {
+      budgetMs: DIRECTORY_WAIT_MS,
+      delayMs: 250,
+      onRetry: () => {
+        if (!logged) log.info({ op: "start" }, "waiting for membership to create the directory buckets");
+        logged = true;
+      },
+    },
+  );
 }
 
 /**

@@ -3,7 +3,7 @@ import { connect } from "@nats-io/transport-node";
 import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
 import type { AccountJetStreamLimits } from "@unibus/auth-callout";
 import { nkeyAuthenticator } from "@unibus/crypto";
-import { PARENT_LIFELINE_PRELOAD } from "@unibus/kit";
+import { PARENT_LIFELINE_PRELOAD, retry } from "@unibus/kit";
 import {
   MIN_NATS_SERVER_VERSION,
   NatsServerNotFoundError,
@@ -301,25 +301,23 @@ function membershipIdentity(state: ProvisionedHome): Identity {
  * before any service starts.
  */
 async function checkBusReady(url: string, identity: Identity): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const nc = await connect({ servers: url, reconnect: false, name: "unibus-up", authenticator: nkeyAuthenticator(identity.signingKey) });
-      try {
-        const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 2_000 });
-        const info = reply.json<{ error?: { description?: string } }>();
-        if (info.error) throw new Error(`JetStream: ${info.error.description ?? "error"}`);
-        return;
-      } finally {
-        await nc.close();
-      }
-    } catch (err) {
-      lastError = err;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+  try {
+    await retry(
+      async () => {
+        const nc = await connect({ servers: url, reconnect: false, name: "unibus-up", authenticator: nkeyAuthenticator(identity.signingKey) });
+        try {
+          const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 2_000 });
+          const info = reply.json<{ error?: { description?: string } }>();
+          if (info.error) throw new Error(`JetStream: ${info.error.description ?? "error"}`);
+        } finally {
+          await nc.close();
+        }
+      },
+      { budgetMs: 15_000, delayMs: 250 },
+    );
+  } catch (err) {
+    throw new CliError(`the bus did not become ready: ${(err as Error | undefined)?.message ?? "timeout"}`, { cause: err });
   }
-  throw new CliError(`the bus did not become ready: ${(lastError as Error | undefined)?.message ?? "timeout"}`, { cause: lastError });
 }
 
 /**
