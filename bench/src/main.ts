@@ -9,6 +9,7 @@
 import { runCalloutConnects } from "./callout-connects.js";
 import { runDurability } from "./durability.js";
 import { runE2eThroughput } from "./e2e-throughput.js";
+import { runEmbeddedStack } from "./embedded-stack.js";
 import { runKitVsRaw } from "./kit-vs-raw.js";
 import { runRekey } from "./rekey.js";
 import { runReplicaHandshake } from "./replica-handshake.js";
@@ -82,6 +83,11 @@ const benches: Bench[] = [
     id: "P10",
     about: "acknowledged means on disk: R3 KV puts with sync_interval always vs the server default (two 3-node clusters, interleaved slices); room 1 KB publishes stored by an R3 vs an R1 stream (R1 both always and default)",
     run: () => runDurability({ seconds }),
+  },
+  {
+    id: "P11",
+    about: "the embedded default (`unibus up`: nats-server, watchdog, services) after every service answers: RSS of the whole process tree vs nats-server alone; restart on the same state dir to every service answering vs to nats-server ready",
+    run: () => runEmbeddedStack({ settleMs: 3_000 }),
   },
 ];
 

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorCode, RejectReason, RoomAccessTimeoutError, UnibusError, autoRekey, getBlob, putBlob, rekeyRoom, waitForRoomAccess } from "@unibus/sdk";
 import type { AutoRekey, RekeyResult, Room, RoomMessage, RoomReject } from "@unibus/sdk";
+import { eventually } from "@unibus/testing";
 import { keyedMember, nextMatching, recordMessages, recordRejects, startE2eBus } from "./bus-with-services.js";
 import type { E2eBus, KeyedMember } from "./bus-with-services.js";
 
@@ -102,7 +103,10 @@ describe("end-to-end encrypted rooms on the production ACLs", () => {
     plaintexts.push("secret after bob left");
     await ownerRoom.publish("secret after bob left");
     expect(await nextMatching(ownerSub, (m) => text(m) === "secret after bob left", 5_000)).toMatchObject({ epoch: 2 });
-    await new Promise((r) => setTimeout(r, 300));
+    // Positive control: the owner got the frame, so the server has already fanned it out; a
+    // round trip on bob's connection after that would carry any copy of it to bob first.
+    await bob.client.nc.flush();
+    await new Promise((r) => setImmediate(r));
     expect(bobSeen.map(text)).not.toContain("secret after bob left");
     expect(bobSeen.every((m) => m.epoch < 2)).toBe(true);
     expect(bobRejects.filter((r) => r.reason !== RejectReason.unknownEpoch)).toEqual([]);
@@ -162,15 +166,19 @@ describe("end-to-end encrypted rooms on the production ACLs", () => {
   });
 
   it("(e) no known plaintext appears anywhere in the JetStream store (streams, KV, object chunks)", async () => {
-    // Let the file store write out its buffered blocks.
-    await new Promise((r) => setTimeout(r, 500));
     const dir = join(e2e.bus.server.dir, "jetstream");
-    const files = (await readdir(dir, { recursive: true })).map((f) => join(dir, f));
+    const store = async (): Promise<{ path: string; bytes: Buffer }[]> => {
+      const out: { path: string; bytes: Buffer }[] = [];
+      for (const f of (await readdir(dir, { recursive: true })).map((f) => join(dir, f))) if ((await stat(f)).isFile()) out.push({ path: f, bytes: await readFile(f) });
+      return out;
+    };
+    // Positive control before the negative check: the file store writes its blocks out
+    // asynchronously, so wait until the stored frames are on disk (their header names
+    // the room in clear), which proves the grep below reads them.
+    const stored = await eventually(store, (all) => all.some((f) => f.bytes.includes(roomId)), { timeoutMs: 10_000, what: "room frames on disk" });
+    const files = stored.map((f) => f.path);
     let roomIdSeen = false;
-    for (const f of files) {
-      if (!(await stat(f)).isFile()) continue;
-      const bytes = await readFile(f);
-      // The frame header names the room in clear: proof the grep reads real stored frames.
+    for (const { path: f, bytes } of stored) {
       if (bytes.includes(roomId)) roomIdSeen = true;
       for (const p of plaintexts) expect(bytes.includes(p), `${f} holds "${p}"`).toBe(false);
     }

@@ -402,6 +402,107 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       }
     }
   },
+  "common.schema.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "common.schema.reply",
+    "title": "ServiceSchemaReply",
+    "description": "What a service says about its own endpoints: who may call each, whether it mutates, and the JSON Schemas of its request and reply bodies, so any micro-aware tool can introspect a running bus. Schemas travel as JSON text: every contract object is closed, and a JSON Schema document is not.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "service",
+      "version",
+      "endpoints"
+    ],
+    "properties": {
+      "service": {
+        "description": "Micro service name.",
+        "type": "string",
+        "minLength": 1
+      },
+      "version": {
+        "description": "The service's semantic version.",
+        "type": "string",
+        "minLength": 1
+      },
+      "endpoints": {
+        "description": "Every endpoint of the service, this one included.",
+        "type": "array",
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "name",
+            "subject",
+            "access",
+            "mutates",
+            "request",
+            "reply",
+            "schemaVersion",
+            "requestSchema",
+            "replySchema"
+          ],
+          "properties": {
+            "name": {
+              "description": "Micro endpoint name.",
+              "type": "string",
+              "minLength": 1
+            },
+            "subject": {
+              "type": "string",
+              "minLength": 1
+            },
+            "access": {
+              "type": "string",
+              "enum": [
+                "public",
+                "signed",
+                "admin",
+                "handshake"
+              ]
+            },
+            "mutates": {
+              "type": "boolean"
+            },
+            "request": {
+              "description": "Schema id of the request body.",
+              "type": "string",
+              "minLength": 1
+            },
+            "reply": {
+              "description": "Schema id of the reply body.",
+              "type": "string",
+              "minLength": 1
+            },
+            "schemaVersion": {
+              "description": "Digest of the request and reply schemas: it changes exactly when either schema changes.",
+              "type": "string",
+              "pattern": "^[0-9a-f]{16}$"
+            },
+            "requestSchema": {
+              "description": "The request body's JSON Schema, as JSON text.",
+              "type": "string",
+              "minLength": 2
+            },
+            "replySchema": {
+              "description": "The reply body's JSON Schema, as JSON text.",
+              "type": "string",
+              "minLength": 2
+            }
+          }
+        }
+      }
+    }
+  },
+  "common.schema.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "common.schema.request",
+    "title": "ServiceSchemaRequest",
+    "description": "Ask a service for the JSON Schemas of its endpoints (`unibus.v1.<service>.schema`, added to every kit service). Public and read-only: carries no fields.",
+    "type": "object",
+    "additionalProperties": false,
+    "properties": {}
+  },
   "healthz.posture.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "healthz.posture.reply",

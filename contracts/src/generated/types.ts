@@ -221,6 +221,57 @@ export interface ErrorReply {
 }
 
 /**
+ * What a service says about its own endpoints: who may call each, whether it mutates, and the JSON Schemas of its request and reply bodies, so any micro-aware tool can introspect a running bus. Schemas travel as JSON text: every contract object is closed, and a JSON Schema document is not.
+ */
+export interface ServiceSchemaReply {
+  /**
+   * Micro service name.
+   */
+  service: string;
+  /**
+   * The service's semantic version.
+   */
+  version: string;
+  /**
+   * Every endpoint of the service, this one included.
+   */
+  endpoints: {
+    /**
+     * Micro endpoint name.
+     */
+    name: string;
+    subject: string;
+    access: "public" | "signed" | "admin" | "handshake";
+    mutates: boolean;
+    /**
+     * Schema id of the request body.
+     */
+    request: string;
+    /**
+     * Schema id of the reply body.
+     */
+    reply: string;
+    /**
+     * Digest of the request and reply schemas: it changes exactly when either schema changes.
+     */
+    schemaVersion: string;
+    /**
+     * The request body's JSON Schema, as JSON text.
+     */
+    requestSchema: string;
+    /**
+     * The reply body's JSON Schema, as JSON text.
+     */
+    replySchema: string;
+  }[];
+}
+
+/**
+ * Ask a service for the JSON Schemas of its endpoints (`unibus.v1.<service>.schema`, added to every kit service). Public and read-only: carries no fields.
+ */
+export interface ServiceSchemaRequest {}
+
+/**
  * The bus posture as one healthz replica sees it: readiness with every check, the server's security settings, buckets and services. null means unknown (e.g. no monitoring port configured), never a guess.
  */
 export interface HealthzPostureReply {
@@ -1629,6 +1680,8 @@ export interface SchemaTypes {
   "blobs.put.end.reply": BlobsPutEndReply;
   "blobs.put.end.request": BlobsPutEndRequest;
   "common.error": ErrorReply;
+  "common.schema.reply": ServiceSchemaReply;
+  "common.schema.request": ServiceSchemaRequest;
   "healthz.posture.reply": HealthzPostureReply;
   "healthz.posture.request": HealthzPostureRequest;
   "healthz.status.reply": HealthzStatusReply;

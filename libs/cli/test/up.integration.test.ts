@@ -155,14 +155,27 @@ describe("unibus up (real processes, auth callout on)", () => {
     expect(first.output()).not.toContain("NOT enabled");
 
     // info / stats / ping speak the same protocol; an unknown name is a failure.
-    const [info, ping, unknownService] = await Promise.all([
+    const [info, ping, unknownService, schema] = await Promise.all([
       cli(env, "micro", "info", "membership"),
       cli(env, "micro", "ping", "healthz", "--json"),
       cli(env, "micro", "info", "no-such-service", "--timeout", "500"),
+      cli(env, "micro", "schema", "membership", "users.add"),
     ]);
     expect(info.stdout).toMatch(/^membership \d+\.\d+\.\d+ \(/);
     expect(JSON.parse(ping.stdout)).toEqual([expect.objectContaining({ name: "healthz", rtt_ms: expect.any(Number) })]);
     expect(unknownService.code).toBe(1);
+
+    // The schemas come from the running service itself, named by the subject's tail.
+    expect(schema.code, schema.stderr).toBe(0);
+    expect(JSON.parse(schema.stdout)).toMatchObject({
+      service: "membership",
+      subject: "unibus.v1.membership.users.add",
+      access: "admin",
+      mutates: true,
+      schemaVersion: expect.stringMatching(/^[0-9a-f]{16}$/),
+      request: { id: "membership.users.add.request", schema: { $id: "membership.users.add.request", required: ["principal", "handle", "role"] } },
+      reply: { id: "membership.users.add.reply" },
+    });
 
     const envFile = await readFile(join(home, "env"), "utf8");
     expect((await stat(join(home, "env"))).mode & 0o777).toBe(0o600);

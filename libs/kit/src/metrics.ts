@@ -84,6 +84,9 @@ export function recordRequest(service: string, endpoint: string, seconds: number
   requestDuration.observe(labels, seconds);
 }
 
+/** The responder that reports this process's series without a service label (see {@link serveMetrics}). */
+let processSeriesOwner: object | undefined;
+
 interface MetricsConnection {
   subscribe(subject: string, opts: { callback: (err: Error | null, msg: { reply?: string; respond(data: Uint8Array): boolean }) => void }): { unsubscribe(): void };
 }
@@ -104,6 +107,24 @@ export interface MetricsResponder {
 export function serveMetrics(nc: MetricsConnection, opts: { name: string; id: string; version?: string; logger?: Logger }): MetricsResponder {
   serviceInfo.set({ service: opts.name, version: opts.version ?? "unknown" }, 1);
   const encoder = new TextEncoder();
+  const token = {};
+  // Several services may share one process (the embedded default) and so one
+  // registry: each answers with the series labelled with its own service, and
+  // one of them also with the process's unlabelled series, so healthz's sum
+  // over instances counts every series once.
+  const own = (metrics: MetricObjectWithValues<MetricValue<string>>[]): MetricObjectWithValues<MetricValue<string>>[] => {
+    processSeriesOwner ??= token;
+    const withUnlabelled = processSeriesOwner === token;
+    return metrics
+      .map((family) => ({
+        ...family,
+        values: family.values.filter((v) => {
+          const service = (v.labels as Record<string, unknown>)["service"];
+          return service === undefined ? withUnlabelled : service === opts.name;
+        }),
+      }))
+      .filter((family) => family.values.length > 0);
+  };
   const answer = (err: Error | null, msg: { reply?: string; respond(data: Uint8Array): boolean }): void => {
     if (err !== null) {
       opts.logger?.warn({ op: "metrics", err: err.message }, "metrics subscription failed");
@@ -112,7 +133,7 @@ export function serveMetrics(nc: MetricsConnection, opts: { name: string; id: st
     if (msg.reply === undefined || !msg.reply.startsWith(INBOX_ROOT) || msg.reply.length === INBOX_ROOT.length) return;
     void metricsRegistry.getMetricsAsJSON().then(
       (metrics) => {
-        const reply: MetricsReply = { name: opts.name, id: opts.id, metrics };
+        const reply: MetricsReply = { name: opts.name, id: opts.id, metrics: own(metrics) };
         msg.respond(encoder.encode(JSON.stringify(reply)));
       },
       (e: unknown) => opts.logger?.warn({ op: "metrics", err: e instanceof Error ? e.message : String(e) }, "metrics collection failed"),
@@ -122,6 +143,7 @@ export function serveMetrics(nc: MetricsConnection, opts: { name: string; id: st
   return {
     stop() {
       for (const s of subs) s.unsubscribe();
+      if (processSeriesOwner === token) processSeriesOwner = undefined;
     },
   };
 }

@@ -94,13 +94,16 @@ describe("micro protocol", () => {
     expectIdentity(info, "io.nats.micro.v1.info_response");
     expect(info["description"]).toBe("micro protocol check");
     const endpoints = info["endpoints"] as Json[];
-    expect(endpoints).toHaveLength(1);
-    const [ep] = endpoints;
+    // The service's own endpoint, and the schema endpoint the kit adds to every service.
+    expect(endpoints.map((e) => e["name"]).sort()).toEqual(["schema", "status"]);
+    const ep = endpoints.find((e) => e["name"] === "status");
     expect(ep?.["name"]).toMatch(NAME);
     expect(ep?.["subject"]).toBe("unibus.v1.microcheck.status");
     expect(ep?.["queue_group"]).toBe("q");
     expectStringMap(ep?.["metadata"]);
     expect(ep?.["metadata"]).toMatchObject({ access: "public", mutates: "false", request: "healthz.status.request", reply: "healthz.status.reply" });
+    expect((ep?.["metadata"] as Json)["schema_version"]).toMatch(/^[0-9a-f]{16}$/);
+    expect(info["metadata"]).toMatchObject({ "unibus.schema": "unibus.v1.microcheck.schema" });
   });
 
   it("$SRV.STATS answers an io.nats.micro.v1.stats_response that counts requests and error replies", async () => {
@@ -109,7 +112,7 @@ describe("micro protocol", () => {
     const stats = await control("STATS");
     expectIdentity(stats, "io.nats.micro.v1.stats_response");
     expect(Number.isNaN(Date.parse(stats["started"] as string))).toBe(false);
-    const [ep] = stats["endpoints"] as Json[];
+    const ep = (stats["endpoints"] as Json[]).find((e) => e["name"] === "status");
     expect(ep?.["name"]).toMatch(NAME);
     expect(ep?.["subject"]).toBe("unibus.v1.microcheck.status");
     for (const field of ["num_requests", "num_errors", "processing_time", "average_processing_time"]) expectInteger(ep?.[field]);

@@ -1,6 +1,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { describe, expect, it } from "vitest";
+import { eventually } from "@unibus/testing";
 import { PARENT_LIFELINE_FD_ENV, PARENT_LIFELINE_PRELOAD } from "./parent-lifeline.js";
 
 interface Ran {
@@ -26,13 +27,8 @@ function run(code: string, fdEnv: string | undefined, lifeline: "pipe" | "none" 
   return { child, out: () => out, err: () => err, exited };
 }
 
-async function until(cond: () => boolean, ms = 5_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
+/** The shared bounded poll, on a condition. */
+const until = (cond: () => boolean): Promise<boolean> => eventually(cond, (ok) => ok);
 
 /** What the kernel does to the child's lifeline when the supervisor dies, however it dies. */
 function closeLifeline(r: Ran): void {

@@ -84,6 +84,27 @@ export interface ServiceMainSpec {
   readonly create: CreateService;
 }
 
+/** A service that {@link ServiceEntry.start} connected and started. */
+export interface StartedService {
+  /** Settles when the service's connection has closed; before a stop, that is a failure. */
+  readonly closed: Promise<unknown>;
+  /** Stops taking requests, waits for in-flight ones and drains the connection. */
+  stop(): Promise<void>;
+}
+
+/**
+ * How to run one service in a process: everything its `main.ts` used to do
+ * between reading the environment and serving. A process runs one entry (a
+ * service's own `main.ts`) or several ({@link runServiceProcess}), each on its
+ * own connection with its own identity, so they stay separate services on
+ * the bus that talk to each other only over NATS.
+ */
+export interface ServiceEntry {
+  readonly name: string;
+  /** Reads `env` (this service's environment, not the process's), connects and starts serving. */
+  start(env: NodeJS.ProcessEnv, logger: Logger): Promise<StartedService>;
+}
+
 /** The nats.js options a service main connects with (exported for its tests). */
 export async function connectOptions(config: ServiceConfig, name: string): Promise<ConnectionOptions> {
   const options: ConnectionOptions = {
@@ -112,53 +133,113 @@ async function watchStatus(nc: NatsConnection, logger: Logger): Promise<void> {
 }
 
 /**
+ * The entry of a kit service: connect with the kit's configuration
+ * ({@link loadServiceConfig}), then `create(env)` on that connection. `create`
+ * gets the service's environment to read its own variables.
+ */
+export function kitServiceEntry(name: string, create: (env: NodeJS.ProcessEnv) => CreateService): ServiceEntry {
+  return {
+    name,
+    async start(env, logger) {
+      const config = loadServiceConfig(env);
+      const nc = await connect(await connectOptions(config, name));
+      try {
+        void watchStatus(nc, logger).catch(() => undefined);
+        const running = await create(env)(nc, { logger, bucketReplicas: config.bucketReplicas, bucketBudgetMs: config.bucketBudgetMs });
+        return {
+          closed: nc.closed(),
+          async stop() {
+            await running.stop();
+            await nc.drain();
+          },
+        };
+      } catch (err) {
+        await nc.close().catch(() => undefined);
+        throw err;
+      }
+    },
+  };
+}
+
+/** The logger of one service in a process: pino at `UNIBUS_LOG_LEVEL` (info if unset or invalid), `svc` bound. */
+function serviceLogger(env: NodeJS.ProcessEnv, name: string): Logger {
+  const level = env["UNIBUS_LOG_LEVEL"] || LogLevel.Info;
+  const valid = (Object.values(LogLevel) as string[]).includes(level);
+  return pino({ level: valid ? level : LogLevel.Info }).child({ svc: name });
+}
+
+/** One service of a {@link runServiceProcess} process, with its own environment. */
+export interface ServiceProcessMember {
+  readonly entry: ServiceEntry;
+  readonly env: NodeJS.ProcessEnv;
+}
+
+/**
+ * A whole service process: start every member (concurrently: one may wait
+ * for buckets another creates), drain all on SIGTERM/SIGINT. It fails as a
+ * unit, with one clear log line: if any member fails to start or its
+ * connection closes unexpectedly, the process exits non-zero and whoever
+ * supervises it restarts all of them, so no member is ever silently missing.
+ * The only kit function that touches `process`.
+ */
+export async function runServiceProcess(members: readonly ServiceProcessMember[]): Promise<void> {
+  const loggers = members.map((m) => serviceLogger(m.env, m.entry.name));
+  const started: (StartedService | undefined)[] = members.map(() => undefined);
+  let stopping = false;
+  let failed = false;
+  const fail = (i: number, op: string, message: string, err: unknown): void => {
+    if (stopping || failed) return;
+    failed = true;
+    loggers[i]?.fatal({ op, err: err instanceof Error ? err.message : err === undefined ? undefined : JSON.stringify(err) }, message);
+    // Leaving closes every member's connection; the supervisor restarts them together.
+    process.exit(1);
+  };
+  const starts = members.map(async (m, i) => {
+    const logger = loggers[i] as Logger;
+    try {
+      const s = await m.entry.start(m.env, logger);
+      started[i] = s;
+      void s.closed.then((err) => {
+        if (!stopping) fail(i, "connection", "connection closed unexpectedly", err);
+      });
+    } catch (err) {
+      fail(i, "start", `${m.entry.name} failed to start`, err);
+    }
+  });
+  await Promise.all(starts);
+  if (failed) return;
+
+  const shutdown = (signal: string): void => {
+    if (stopping) return;
+    stopping = true;
+    for (const logger of loggers) logger.info({ op: "shutdown", signal }, "draining");
+    // Draining needs the server; while disconnected it would wait forever, so
+    // a grace period bounds it and then the process ends outright.
+    const grace = setTimeout(() => {
+      for (const logger of loggers) logger.warn({ op: "shutdown", graceMs: SHUTDOWN_GRACE_MS }, "drain did not finish; closing");
+      process.exit(1);
+    }, SHUTDOWN_GRACE_MS);
+    grace.unref();
+    void Promise.allSettled(
+      started.map(async (s, i) => {
+        try {
+          await s?.stop();
+        } catch (err) {
+          loggers[i]?.error({ op: "shutdown", err: err instanceof Error ? err.message : String(err) }, "drain failed");
+          throw err;
+        }
+      }),
+    ).then((results) => process.exit(results.some((r) => r.status === "rejected") ? 1 : 0));
+  };
+  process.once("SIGTERM", () => shutdown("SIGTERM"));
+  process.once("SIGINT", () => shutdown("SIGINT"));
+}
+
+/**
  * The whole of a service's `main.ts`: load config, connect (reconnecting
  * forever), start, drain on SIGTERM/SIGINT. Exits non-zero with one clear log
- * line when the start fails. The only kit function that touches `process`.
+ * line when the start fails.
  */
 export async function runServiceMain(spec: ServiceMainSpec, env: NodeJS.ProcessEnv = process.env): Promise<void> {
-  let logger: Logger = pino({ level: "info" }).child({ svc: spec.name });
-  let nc: NatsConnection | undefined;
-  try {
-    const config = loadServiceConfig(env);
-    logger = pino({ level: config.logLevel }).child({ svc: spec.name });
-    nc = await connect(await connectOptions(config, spec.name));
-    void watchStatus(nc, logger).catch(() => undefined);
-    const running = await spec.create(nc, { logger, bucketReplicas: config.bucketReplicas, bucketBudgetMs: config.bucketBudgetMs });
-    const connection = nc;
-    let stopping = false;
-    const shutdown = (signal: string): void => {
-      if (stopping) return;
-      stopping = true;
-      logger.info({ op: "shutdown", signal }, "draining");
-      // Draining needs the server; while disconnected it would wait forever, so
-      // a grace period bounds it and then the connection is closed outright.
-      const grace = setTimeout(() => {
-        logger.warn({ op: "shutdown", graceMs: SHUTDOWN_GRACE_MS }, "drain did not finish; closing");
-        void connection.close().finally(() => process.exit(1));
-      }, SHUTDOWN_GRACE_MS);
-      grace.unref();
-      running
-        .stop()
-        .then(() => connection.drain())
-        .then(
-          () => process.exit(0),
-          (err: unknown) => {
-            logger.error({ op: "shutdown", err: err instanceof Error ? err.message : String(err) }, "drain failed");
-            process.exit(1);
-          },
-        );
-    };
-    process.once("SIGTERM", () => shutdown("SIGTERM"));
-    process.once("SIGINT", () => shutdown("SIGINT"));
-    const closed = await connection.closed();
-    if (!stopping) {
-      logger.fatal({ op: "connection", err: closed?.message }, "connection closed unexpectedly");
-      process.exit(1);
-    }
-  } catch (err) {
-    logger.fatal({ op: "start", err: err instanceof Error ? err.message : String(err) }, `${spec.name} failed to start`);
-    await nc?.close().catch(() => undefined);
-    process.exit(1);
-  }
+  await runServiceProcess([{ entry: kitServiceEntry(spec.name, () => spec.create), env }]);
 }

@@ -12,6 +12,7 @@ import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Role, ServiceDefinition } from "./definition.js";
 import { EndpointStats } from "./endpoint-stats.js";
 import { recordRequest, serveMetrics } from "./metrics.js";
+import { describeEndpoints } from "./schema-endpoint.js";
 import { discoveryGuarded, replyPermitted } from "./reply-rule.js";
 import { runPipeline } from "./request-pipeline.js";
 import type { EndpointPipeline, RequestTrace } from "./request-pipeline.js";
@@ -48,8 +49,8 @@ export interface RunningService {
   stop(): Promise<void>;
 }
 
-function serviceMetadata(definition: ServiceDefinition): Record<string, string> {
-  return { "unibus.api": "v1", ...definition.metadata };
+function serviceMetadata(definition: ServiceDefinition, schemaSubject: string | undefined): Record<string, string> {
+  return { "unibus.api": "v1", ...(schemaSubject === undefined ? {} : { "unibus.schema": schemaSubject }), ...definition.metadata };
 }
 
 /**
@@ -62,7 +63,8 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
   const logger = base.bindings()["svc"] === undefined ? base.child({ svc: definition.name }) : base;
   const now = deps.now ?? Date.now;
   const registry = new SchemaRegistry(definition.schemas);
-  const endpoints = Object.entries(definition.endpoints);
+  const described = describeEndpoints(definition);
+  const endpoints = Object.entries(described.endpoints);
 
   for (const [name, spec] of endpoints) {
     if (spec.access === Access.Admin && deps.resolveRole === undefined) {
@@ -99,7 +101,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     name: definition.name,
     version: definition.version,
     description: definition.description,
-    metadata: serviceMetadata(definition),
+    metadata: serviceMetadata(definition, described.schemaSubject),
     statsHandler: async (endpoint) => stats.get((endpoint as { name?: string }).name ?? "")?.data() ?? {},
   });
   const inflight = new Set<Promise<void>>();
@@ -159,6 +161,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
         request: spec.request,
         reply: spec.reply,
         max_payload: String(spec.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD_BYTES),
+        schema_version: described.schemaVersions.get(name) ?? "",
       },
       handler: (err, msg) => {
         if (err !== null) {

@@ -16,7 +16,7 @@ import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@un
 import type { RunningService } from "@unibus/kit";
 import { BlobIntegrityError, connect, getBlob, putBlob } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
+import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import packageJson from "../package.json" with { type: "json" };
 import { BLOB_CHUNK_BYTES, blobObjectName } from "./limits.js";
@@ -90,13 +90,16 @@ function rawError(msg: { data: Uint8Array; headers?: { get(n: string): string } 
   throw new Error("expected an error reply");
 }
 
+const logLines: string[] = [];
+
 beforeAll(async () => {
   server = await startTestServer({ jetstream: true });
   nc = await server.connect();
   members = await new Kvm(jetstream(nc)).create("members");
   await members.put(`${ROOM}.${alice.principal}`, JSON.stringify({ roomId: ROOM, principal: alice.principal, role: "owner" }));
   await members.put(`${OTHER_ROOM}.${mallory.principal}`, JSON.stringify({ roomId: OTHER_ROOM, principal: mallory.principal, role: "owner" }));
-  running = await createBlobsService(nc, { logger: pino({ level: "silent" }), maxBlobBytes: LIMIT, sessionIdleMs: 1_000 });
+  // Info lines are kept: the idle abort is observed through its log line.
+  running = await createBlobsService(nc, { logger: pino({ level: "info" }, { write: (line: string) => void logLines.push(line) }), maxBlobBytes: LIMIT, sessionIdleMs: 1_000 });
   store = await new Objm(jetstream(nc)).open("blobs");
   aliceClient = await connect({ url: server.url, identity: alice });
   malloryClient = await connect({ url: server.url, identity: mallory });
@@ -234,7 +237,11 @@ describe("limits", () => {
     const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId, size: BLOB_CHUNK_BYTES + 100 }))).msg);
     const chunkBefore = await chunkMessages();
     await raw(`${Subjects.blobs.putChunk}.${begin.replica}`, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(BLOB_CHUNK_BYTES)));
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Wait for the abort itself (the service logs it once the purge is done), not for a guessed time.
+    await eventually(() => logLines.filter((l) => l.includes(begin.uploadId) && l.includes("abandoned upload aborted")), (hits) => hits.length === 1, {
+      timeoutMs: 10_000,
+      what: "the idle abort of the upload",
+    });
     const end = await raw(`${Subjects.blobs.putEnd}.${begin.replica}`, json({ uploadId: begin.uploadId }));
     expect(rawError(end.msg)).toMatchObject({ code: ErrorCode.NotFound });
     expect(await store.info(blobObjectName(ROOM, blobId))).toBeNull();

@@ -8,6 +8,7 @@ import { ErrorCode, ErrorReason, ServiceName, Subjects, UnibusError } from "@uni
 import { Access, binaryReply, defineCounter, defineService, endpoint, startService } from "@unibus/kit";
 import type { Caller, KitDeps, RunningService, ServiceDefinition, SignedCaller } from "@unibus/kit";
 import { pino } from "pino";
+import type { Logger } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import { DownloadSession } from "./download-session.js";
 import { BLOBS_BUCKET, BLOB_CHUNK_BYTES, DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_MS, blobObjectName } from "./limits.js";
@@ -72,7 +73,13 @@ async function openObjectStore(nc: NatsConnection, replicas: number): Promise<Ob
  * replica's memory, so its chunks must reach that replica, not any member of
  * the queue group.
  */
-export function blobsDefinition(replica: string, store: ObjectStore, access: RoomAccess, opts: Required<Pick<BlobsDeps, "maxBlobBytes" | "sessionIdleMs" | "maxSessions">>): { definition: ServiceDefinition; shutdown(): Promise<void> } {
+export function blobsDefinition(
+  replica: string,
+  store: ObjectStore,
+  access: RoomAccess,
+  opts: Required<Pick<BlobsDeps, "maxBlobBytes" | "sessionIdleMs" | "maxSessions">>,
+  logger?: Logger,
+): { definition: ServiceDefinition; shutdown(): Promise<void> } {
   const uploads = new Map<string, UploadSession>();
   const downloads = new Map<string, DownloadSession>();
 
@@ -116,7 +123,10 @@ export function blobsDefinition(replica: string, store: ObjectStore, access: Roo
           await access.requireMember(req.roomId, principal);
           capacity();
           const uploadId = sessionId();
-          const u = new UploadSession(uploadId, principal, req.roomId, req.blobId, req.size, blobObjectName(req.roomId, req.blobId), store, opts.sessionIdleMs, (s) => void dropUpload(s, "idle"));
+          const u = new UploadSession(uploadId, principal, req.roomId, req.blobId, req.size, blobObjectName(req.roomId, req.blobId), store, opts.sessionIdleMs, (s) =>
+            // Logged once the purge is done: an operator (and a test) sees an abandoned upload end.
+            void dropUpload(s, "idle").then(() => logger?.info({ op: "put_begin", uploadId: s.uploadId }, "abandoned upload aborted after the idle time")),
+          );
           uploads.set(uploadId, u);
           return { uploadId, replica, chunkBytes: BLOB_CHUNK_BYTES, maxBytes: opts.maxBlobBytes };
         },
@@ -283,7 +293,7 @@ export async function createBlobsService(nc: NatsConnection, deps: BlobsDeps = {
     maxBlobBytes: deps.maxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES,
     sessionIdleMs: deps.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS,
     maxSessions: deps.maxSessions ?? DEFAULT_MAX_SESSIONS,
-  });
+  }, logger.bindings()["svc"] === undefined ? logger.child({ svc: ServiceName.blobs }) : logger);
   const running = await startService(nc, built.definition, { ...deps, logger });
   return {
     ...running,

@@ -1,6 +1,4 @@
-import { ServiceName } from "@unibus/contracts";
-import { runServiceMain } from "@unibus/kit";
-import { loadHealthzOptions } from "./config.js";
-import { createHealthzService } from "./service.js";
+import { runServiceProcess } from "@unibus/kit";
+import { healthzEntry } from "./entry.js";
 
-await runServiceMain({ name: ServiceName.healthz, create: (nc, deps) => createHealthzService(nc, deps, loadHealthzOptions(process.env)) });
+await runServiceProcess([{ entry: healthzEntry, env: process.env }]);

@@ -100,11 +100,12 @@ describe("healthz.status", () => {
     expect(() => decodeReply(msg)).toThrow(expect.objectContaining({ code: 400, reason: "schema_violation" }));
   });
 
-  it("is listed in $SRV.INFO with its status and posture endpoints", async () => {
+  it("is listed in $SRV.INFO with its status and posture endpoints and the kit's schema endpoint", async () => {
     const info = (await nc.request("$SRV.INFO.healthz", undefined, { timeout: 5_000 })).json<{ endpoints: Array<{ name: string; subject: string }> }>();
     expect(info.endpoints.map((e) => [e.name, e.subject])).toEqual([
       ["status", Subjects.healthz.status],
       ["posture", Subjects.healthz.posture],
+      ["schema", "unibus.v1.healthz.schema"],
     ]);
   });
 });

@@ -1,5 +1,4 @@
-import { ServiceName } from "@unibus/contracts";
-import { runServiceMain } from "@unibus/kit";
-import { createKeysService } from "./service.js";
+import { runServiceProcess } from "@unibus/kit";
+import { keysEntry } from "./entry.js";
 
-await runServiceMain({ name: ServiceName.keys, create: createKeysService });
+await runServiceProcess([{ entry: keysEntry, env: process.env }]);

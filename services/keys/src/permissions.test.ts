@@ -8,7 +8,7 @@ import { Subjects, decodeReply, roomMembershipSubject } from "@unibus/contracts"
 import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, envelopeToHeaders, nkeyAuthenticator, randomBytes, signEnvelope } from "@unibus/crypto";
 import { MembershipBucket, createMembershipService } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
-import { startTestServer } from "@unibus/testing";
+import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { createKeysService } from "./service.js";
 import type { RunningKeysService } from "./service.js";
@@ -86,6 +86,6 @@ it("the keys service's connection cannot write the membership buckets", async ()
   })();
   keysNc.publish(`$KV.${MembershipBucket.members}.aaaaaaaaaaaa.${keysUser.principal}`, "{}");
   await keysNc.flush();
-  await new Promise((r) => setTimeout(r, 300));
-  expect(errors).toContain("PermissionViolationError");
+  // The server reports the violation asynchronously: wait for that event (bounded).
+  await eventually(() => errors, (e) => e.includes("PermissionViolationError"), { what: "a permission violation for the members bucket" });
 });

@@ -2,6 +2,7 @@ import { resolve } from "node:path";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import type { MembershipAdminBootstrapReply } from "@unibus/contracts";
 import type { Identity } from "@unibus/crypto";
+import { retry } from "@unibus/kit";
 import { parseCommandArgs, stringFlag } from "../args.js";
 import { printJson } from "../client-command.js";
 import { commandGroup } from "../command.js";
@@ -37,17 +38,11 @@ export interface BootstrapAdminOptions {
  * `created: false` and changes nothing.
  */
 export async function bootstrapAdmin(opts: BootstrapAdminOptions): Promise<MembershipAdminBootstrapReply> {
-  const deadline = Date.now() + (opts.waitMs ?? 0);
   const client = await connectClientAs(opts.settings, opts.bootstrapIdentity, "unibus-cli admin bootstrap");
   try {
-    for (;;) {
-      try {
-        return await client.admin.bootstrap(opts.adminPrincipal, opts.handle);
-      } catch (err) {
-        if (!notReadyYet(err) || Date.now() >= deadline) throw requestError(err, "membership");
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
+    return await retry(() => client.admin.bootstrap(opts.adminPrincipal, opts.handle), { budgetMs: opts.waitMs ?? 0, delayMs: 250, retryable: notReadyYet }).catch((err: unknown) => {
+      throw requestError(err, "membership");
+    });
   } finally {
     await client.close().catch(() => undefined);
   }

@@ -1,6 +1,7 @@
 import { mkdtemp, readFile, rm, stat, writeFile, chmod } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fromSeed } from "@nats-io/nkeys";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { runCli } from "../router.js";
 import { recordingIo } from "../test-io.js";
@@ -102,5 +103,45 @@ describe("unibus identity show", () => {
     const io = recordingIo({ cwd: dir });
     expect(await runCli(["identity", "show", "bad.id"], io)).toBe(1);
     expect(io.stderr.join("\n")).toContain("corrupt");
+  });
+});
+
+describe("unibus identity export-nkey", () => {
+  it("writes the signing seed as a 0600 nkey user seed file that @nats-io/nkeys reads as this principal, and never prints it", async () => {
+    await runCli(["identity", "create", "--out", "me.id"], recordingIo({ cwd: dir }));
+    const io = recordingIo({ cwd: dir });
+    expect(await runCli(["identity", "export-nkey", "--out", "me.nk", "me.id"], io)).toBe(0);
+    const path = join(dir, "me.nk");
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    const seed = (await readFile(path, "utf8")).trim();
+    expect(seed).toMatch(/^SU[A-Z2-7]{56}$/);
+    const file = JSON.parse(await readFile(join(dir, "me.id"), "utf8")) as { principal: string };
+    const kp = fromSeed(new TextEncoder().encode(seed));
+    expect(kp.getPublicKey()).toBe(file.principal);
+    expect(io.all()).not.toContain(seed);
+    for (const secret of await secretsOf(join(dir, "me.id"))) expect(io.all()).not.toContain(secret);
+    expect(io.stdout.join("\n")).toContain(`--inbox-prefix _INBOX.${file.principal}`);
+  });
+
+  it("refuses to overwrite an existing file and leaves it unchanged", async () => {
+    await runCli(["identity", "create", "--out", "me.id"], recordingIo({ cwd: dir }));
+    await writeFile(join(dir, "taken"), "keep me", { mode: 0o600 });
+    const io = recordingIo({ cwd: dir });
+    expect(await runCli(["identity", "export-nkey", "--out", "taken", "me.id"], io)).toBe(1);
+    expect(io.stderr.join("\n")).toContain("refusing to overwrite");
+    expect(await readFile(join(dir, "taken"), "utf8")).toBe("keep me");
+  });
+
+  it("needs --out (exit 2) and writes nothing", async () => {
+    await runCli(["identity", "create", "--out", "me.id"], recordingIo({ cwd: dir }));
+    const io = recordingIo({ cwd: dir, env: { UNIBUS_IDENTITY: "me.id" } });
+    expect(await runCli(["identity", "export-nkey"], io)).toBe(2);
+    expect(io.stderr.join("\n")).toContain("--out");
+  });
+
+  it("a missing identity file fails with exit 1 and creates no seed file", async () => {
+    const io = recordingIo({ cwd: dir });
+    expect(await runCli(["identity", "export-nkey", "--out", "x.nk", "nope.id"], io)).toBe(1);
+    await expect(stat(join(dir, "x.nk"))).rejects.toThrow(/ENOENT/);
   });
 });

@@ -1,3 +1,4 @@
+import { open } from "node:fs/promises";
 import { resolve } from "node:path";
 import { IdentityFileError, createIdentity, publicIdentity, toHex, writeIdentityFile } from "@unibus/crypto";
 import { rotateAgreementKey } from "@unibus/sdk";
@@ -5,7 +6,7 @@ import { helpOption, parseCommandArgs, stringFlag } from "../args.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { connectClientAs, connectionHelp, connectionOptions, requestError, resolveConnectionSettings } from "../connection.js";
-import { CliError, ExitCode } from "../errors.js";
+import { CliError, ExitCode, UsageError } from "../errors.js";
 import { EnvVar } from "../home.js";
 import { loadIdentityForCli } from "../identity-file.js";
 import type { CliIo } from "../io.js";
@@ -157,10 +158,76 @@ const identityRotateAgreementKey: Command = {
   },
 };
 
-/** `unibus identity create|show|rotate-agreement-key`. */
+const exportNkeyHelp = `Usage: unibus identity export-nkey --out PATH [IDENTITY]
+
+Writes the identity's Ed25519 signing seed as an nkey user seed file (\`SU…\`,
+one line, mode 0600), the form the \`nats\` CLI (\`--nkey PATH\`) and every
+NATS client library read. The seed is never printed. An existing file is
+never overwritten.
+
+The bus answers a request only on the caller's own inbox, so a NATS tool must
+also use the inbox prefix \`_INBOX.<principal>\` (for the \`nats\` CLI:
+\`--inbox-prefix _INBOX.<principal>\`); the command prints the exact flags.
+
+Arguments:
+  IDENTITY      identity file (default: $UNIBUS_IDENTITY, else ./unibus.id)
+
+Options:
+  -o, --out PATH  where to write the seed file (required)
+  -h, --help      show this help`;
+
+const identityExportNkey: Command = {
+  name: "export-nkey",
+  summary: "write the identity's signing seed as an nkey seed file for NATS tools",
+  help: exportNkeyHelp,
+  async run(args, io) {
+    const { flags, positionals } = parseCommandArgs(args, { out: { type: "string", short: "o" } }, { command: "identity export-nkey", maxPositionals: 1 });
+    if (flags.help) {
+      io.out(exportNkeyHelp);
+      return ExitCode.ok;
+    }
+    const out = stringFlag(flags, "out");
+    // No default path: a seed file appearing somewhere unasked is a key left lying around.
+    if (out === undefined) throw new UsageError("identity export-nkey needs --out PATH (where to write the seed file)", "identity export-nkey");
+    const [arg] = positionals;
+    const source = arg === undefined ? defaultIdentityPath(io) : resolve(io.cwd, arg);
+    const identity = await loadIdentityForCli(source);
+    const path = resolve(io.cwd, out);
+    await writeSeedFile(path, identity.signingKey.nkeySeed());
+    io.out(`wrote the nkey seed of ${identity.principal}`);
+    io.out(`  file: ${path} (mode 0600: it is the same secret as ${source})`);
+    io.out(`  nats CLI: nats --nkey ${path} --inbox-prefix _INBOX.${identity.principal} ...`);
+    return ExitCode.ok;
+  },
+};
+
+/**
+ * Creates the seed file exclusively with mode 0600: "wx" refuses an existing
+ * path (a symlink included), so the export can neither clobber another key
+ * nor be redirected into a file someone else can read.
+ */
+async function writeSeedFile(path: string, seed: string): Promise<void> {
+  let fh;
+  try {
+    fh = await open(path, "wx", 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") {
+      throw new CliError(`refusing to overwrite the existing file ${path}; pick another path with --out`, { cause: err });
+    }
+    throw new CliError(`cannot write ${path}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    await fh.writeFile(`${seed}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** `unibus identity create|show|rotate-agreement-key|export-nkey`. */
 export const identityCommand: Command = commandGroup({
   name: "identity",
   summary: "create and inspect identity files",
   intro: "Usage: unibus identity <command>\n\nAn identity is an Ed25519 signing key (its nkey `U…` is your principal id)\nplus an X25519 key-agreement key, kept in a 0600 file.",
-  subcommands: [identityCreate, identityShow, identityRotateAgreementKey],
+  subcommands: [identityCreate, identityShow, identityRotateAgreementKey, identityExportNkey],
 });

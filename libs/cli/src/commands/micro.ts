@@ -1,5 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
+import { decodeReply } from "@unibus/contracts";
+import type { ServiceSchemaReply } from "@unibus/contracts";
 import type { ServiceClient, ServiceIdentity, ServiceInfo, ServiceStats } from "@nats-io/services";
 import { parseCommandArgs, stringFlag } from "../args.js";
 import type { ParsedFlags } from "../args.js";
@@ -219,6 +221,91 @@ const microPing = microCommand("ping", "check which service instances answer, wi
   return ExitCode.ok;
 });
 
+const schemaHelp = `Usage: unibus micro schema SERVICE [ENDPOINT] [options]
+
+Prints, as JSON, what a running service says about its endpoints: subject,
+access (public, signed, admin, handshake), whether it mutates, the schema
+version, and the JSON Schemas of the request and reply bodies. The service
+serves them itself (its \`schema\` endpoint, listed in $SRV.INFO), so they are
+the ones the running code validates against.
+
+Arguments:
+  SERVICE               service name, e.g. membership
+  ENDPOINT              one endpoint: its micro name, its subject, or the
+                        subject's tail after the service's namespace (users.add)
+
+Options:
+  -t, --timeout MS      longest time to wait for replies (default ${DEFAULT_TIMEOUT_MS})
+  -h, --help            show this help
+
+${connectionHelp}`;
+
+type SchemaEndpoint = ServiceSchemaReply["endpoints"][number];
+
+/** What `micro schema` prints for one endpoint: the schemas as JSON, not JSON text. */
+function endpointJson(e: SchemaEndpoint): object {
+  return {
+    name: e.name,
+    subject: e.subject,
+    access: e.access,
+    mutates: e.mutates,
+    schemaVersion: e.schemaVersion,
+    request: { id: e.request, schema: JSON.parse(e.requestSchema) as unknown },
+    reply: { id: e.reply, schema: JSON.parse(e.replySchema) as unknown },
+  };
+}
+
+/** Finds an endpoint by micro name, full subject, or subject tail after the namespace of the schema subject. */
+export function findSchemaEndpoint(reply: ServiceSchemaReply, schemaSubject: string, wanted: string): SchemaEndpoint | undefined {
+  const namespace = schemaSubject.slice(0, schemaSubject.lastIndexOf(".") + 1);
+  return reply.endpoints.find((e) => e.name === wanted || e.subject === wanted || e.subject === `${namespace}${wanted}`);
+}
+
+const microSchema: Command = {
+  name: "schema",
+  summary: "print the JSON Schemas a running service validates its endpoints against",
+  help: schemaHelp,
+  async run(args, io) {
+    const command = "micro schema";
+    const { flags, positionals } = parseCommandArgs(args, microOptions, { command, maxPositionals: 2 });
+    if (flags.help) {
+      io.out(schemaHelp);
+      return ExitCode.ok;
+    }
+    const [name, wanted] = positionals;
+    if (name === undefined) throw new UsageError("missing <service>", command);
+    const timeout = timeoutOf(flags, command);
+    const settings = await resolveConnectionSettings(flags, io);
+    const nc = await connectToBus(settings, "unibus-cli micro schema");
+    try {
+      const client = new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]).client({ strategy: "stall", stall: STALL_MS, maxWait: timeout });
+      const infos = await gather(client.info(name));
+      if (infos.length === 0) throw new CliError(`no service named ${name} answered`);
+      // Every instance of one version serves the same schemas; ask the one that announced the endpoint.
+      const subject = infos.map((i) => i.endpoints?.find((e) => e.name === "schema")?.subject).find((s) => s !== undefined);
+      if (subject === undefined) throw new CliError(`service ${name} has no schema endpoint (it predates it, or is not a kit service)`);
+      let reply: ServiceSchemaReply;
+      try {
+        reply = decodeReply<ServiceSchemaReply>(await nc.request(subject, "{}", { timeout }));
+      } catch (err) {
+        throw new CliError(`${subject}: ${(err as Error).message}`, { cause: err });
+      }
+      if (wanted === undefined) {
+        io.out(JSON.stringify({ service: reply.service, version: reply.version, endpoints: reply.endpoints.map(endpointJson) }, null, 2));
+        return ExitCode.ok;
+      }
+      const found = findSchemaEndpoint(reply, subject, wanted);
+      if (found === undefined) {
+        throw new CliError(`service ${name} has no endpoint ${wanted}; it has: ${reply.endpoints.map((e) => e.name).join(", ")}`);
+      }
+      io.out(JSON.stringify({ service: reply.service, version: reply.version, ...endpointJson(found) }, null, 2));
+      return ExitCode.ok;
+    } finally {
+      await closeQuietly(nc);
+    }
+  },
+};
+
 function round(ms: number): number {
   return Math.round(ms * 100) / 100;
 }
@@ -229,10 +316,10 @@ function formatNanos(ns: number | undefined): string {
   return `${round(ns / 1_000_000)} ms`;
 }
 
-/** `unibus micro ls|info|stats|ping`: the NATS micro protocol ($SRV.PING/INFO/STATS). */
+/** `unibus micro ls|info|stats|ping|schema`: the NATS micro protocol ($SRV.PING/INFO/STATS) and the kit's schema endpoint. */
 export const microCommandGroup: Command = commandGroup({
   name: "micro",
   summary: "list and inspect running services (NATS micro protocol)",
   intro: "Usage: unibus micro <command> [NAME] [--json]\n\nAsks every running service instance over $SRV.PING / $SRV.INFO / $SRV.STATS\n(the same protocol as `nats micro`).",
-  subcommands: [microLs, microInfo, microStats, microPing],
+  subcommands: [microLs, microInfo, microStats, microPing, microSchema],
 });

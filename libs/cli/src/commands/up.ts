@@ -1,9 +1,10 @@
+import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
 import type { AccountJetStreamLimits } from "@unibus/auth-callout";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import { HealthzEnv } from "@unibus/healthz";
-import { PARENT_LIFELINE_PRELOAD } from "@unibus/kit";
+import { PARENT_LIFELINE_PRELOAD, retry } from "@unibus/kit";
 import {
   MIN_NATS_SERVER_VERSION,
   NatsServerNotFoundError,
@@ -22,7 +23,8 @@ import { CliError, ExitCode } from "../errors.js";
 import { EnvVar, ensurePrivateDir, renderEnvFile, resolveHome, serviceIdentityFile, writePrivateFile } from "../home.js";
 import type { HomeLayout } from "../home.js";
 import type { CliIo } from "../io.js";
-import { formatChildLine } from "../up/child-log.js";
+import { embeddedBundle } from "../up/bundle.js";
+import { formatChildLine, serviceOfLine } from "../up/child-log.js";
 import { acquireHomeLock } from "../up/lock.js";
 import { assertPortFree, freePort, portFromEnv } from "../up/ports.js";
 import { ensureLoopbackTls } from "../up/tls.js";
@@ -31,18 +33,23 @@ import { provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
 import { JETSTREAM_CIPHER, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
 import { streamDirs } from "../store/maintenance.js";
-import { ALL_SERVICES, REPO_ROOT, ServiceName, serviceAvailability } from "../up/services.js";
+import { ALL_SERVICES, EMBEDDED_SERVICES_ENV, REPO_ROOT, ServiceName, ServiceProcesses, embeddedEntryPoint, serviceAvailability } from "../up/services.js";
+import type { ServiceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
 import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./admin.js";
 
 const DEFAULT_PORT = 4222;
-/** Read by services/auth-callout/src/main.ts (`CalloutEnv`). */
+/** Read by services/auth-callout/src/entry.ts (`CalloutEnv`). */
 const CALLOUT_ISSUER_SEED_FILE_ENV = "UNIBUS_CALLOUT_ISSUER_SEED_FILE";
 const CALLOUT_XKEY_SEED_FILE_ENV = "UNIBUS_CALLOUT_XKEY_SEED_FILE";
-/** Read by services/membership/src/main.ts. */
+/** Read by services/membership/src/entry.ts. */
 const SYS_IDENTITY_ENV = "UNIBUS_SYS_IDENTITY";
 const BOOTSTRAP_PRINCIPAL_ENV = "UNIBUS_BOOTSTRAP_PRINCIPAL";
+/** `one` (default) or `each`: see {@link ServiceProcesses}. */
+const SERVICE_PROCESSES_ENV = "UNIBUS_SERVICE_PROCESSES";
+/** Name of the one supervised process that runs every service. */
+const EMBEDDED_CHILD = "services";
 /** How long `up` waits for membership to answer the admin bootstrap after the services start. */
 const BOOTSTRAP_WAIT_MS = 45_000;
 const DEFAULT_MONITOR_PORT = 8222;
@@ -52,8 +59,9 @@ const HOST = "127.0.0.1";
 const upHelp = `Usage: unibus up
 
 Runs the whole bus on this machine (what \`npm start\` runs): a local
-nats-server with JetStream encrypted at rest, and every service as a
-supervised child process. Ctrl-C stops everything.
+nats-server with JetStream encrypted at rest, and every service, by default
+all in one supervised Node process (each on its own connection, with its own
+identity). Ctrl-C stops everything.
 
 On the first run it creates, in the state dir (mode 0700, files 0600):
   data/                       JetStream store
@@ -78,6 +86,10 @@ Environment:
   UNIBUS_HEALTHZ_PORT   healthz HTTP port on 127.0.0.1: /livez /readyz /healthz /metrics
                         (default: a free port; its URL goes to the env file as UNIBUS_HEALTHZ_URL)
   UNIBUS_LOG_LEVEL      services' log level
+  UNIBUS_SERVICE_PROCESSES
+                        "one" (default): every service in one Node process, bundled to
+                        JavaScript on demand (under run/ in the state dir); "each": one
+                        process per service through the TypeScript loader, restarted alone
   UNIBUS_JS_MAX_FILE, UNIBUS_JS_MAX_MEMORY, UNIBUS_JS_MAX_STREAMS, UNIBUS_JS_MAX_CONSUMERS
                         JetStream limits of the UNIBUS account (default 16 GiB file,
                         256 MiB memory, 4096 streams, 65536 consumers)
@@ -176,12 +188,14 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
 
     const availability = serviceAvailability();
     const missing = availability.filter((s) => !s.available);
-    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env, health, tls));
+    const available = availability.filter((s) => s.available);
+    const specs = await serviceChildren(io, available, url, home, state, health, tls);
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
     supervisor = new Supervisor(
       specs,
       {
-        line: (name, _stream, line) => io.out(formatChildLine(name, line, width)),
+        // The one process's lines name their service (`svc`), so the prefix still says which.
+        line: (name, _stream, line) => io.out(formatChildLine(name === EMBEDDED_CHILD ? serviceOfLine(line, name) : name, line, width)),
         notice: (message) => say(io, message),
       },
       {
@@ -211,7 +225,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     io.out(`  admin identity:  ${home.adminIdentityFile}`);
     io.out(`  admin principal: ${boot.user.principal}`);
     io.out(`  health:          ${health.url}/readyz  (/livez /healthz /metrics; \`unibus status\`)`);
-    io.out(`  services:        ${specs.map((s) => s.name).join(", ") || "(none)"}`);
+    io.out(`  services:        ${available.map((s) => s.name).join(", ") || "(none)"}${specs.length === 1 && specs[0]?.name === EMBEDDED_CHILD ? " (one process)" : ""}`);
     for (const s of missing) io.out(`  not available yet: ${s.name} (no ${s.entryPoint})`);
     io.out(`  connection file: ${home.envFile}`);
     io.out("");
@@ -320,31 +334,30 @@ function membershipIdentity(state: ProvisionedHome): Identity {
  * before any service starts.
  */
 async function checkBusReady(url: string, identity: Identity, caFile: string | undefined): Promise<number> {
-  const deadline = Date.now() + 15_000;
-  let lastError: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const nc = await connect({
-        servers: url,
-        reconnect: false,
-        name: "unibus-up",
-        authenticator: nkeyAuthenticator(identity.signingKey),
-        ...(caFile === undefined ? {} : { tls: { caFile } }),
-      });
-      try {
-        const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 2_000 });
-        const info = reply.json<{ streams?: number; error?: { description?: string } }>();
-        if (info.error) throw new Error(`JetStream: ${info.error.description ?? "error"}`);
-        return info.streams ?? 0;
-      } finally {
-        await nc.close();
-      }
-    } catch (err) {
-      lastError = err;
-      await new Promise((r) => setTimeout(r, 250));
-    }
+  try {
+    return await retry(
+      async () => {
+        const nc = await connect({
+          servers: url,
+          reconnect: false,
+          name: "unibus-up",
+          authenticator: nkeyAuthenticator(identity.signingKey),
+          ...(caFile === undefined ? {} : { tls: { caFile } }),
+        });
+        try {
+          const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 2_000 });
+          const info = reply.json<{ streams?: number; error?: { description?: string } }>();
+          if (info.error) throw new Error(`JetStream: ${info.error.description ?? "error"}`);
+          return info.streams ?? 0;
+        } finally {
+          await nc.close();
+        }
+      },
+      { budgetMs: 15_000, delayMs: 250 },
+    );
+  } catch (err) {
+    throw new CliError(`the bus did not become ready: ${(err as Error | undefined)?.message ?? "timeout"}`, { cause: err });
   }
-  throw new CliError(`the bus did not become ready: ${(lastError as Error | undefined)?.message ?? "timeout"}`, { cause: lastError });
 }
 
 /**
@@ -371,20 +384,29 @@ interface HealthzChild {
   readonly monitorUrl: string;
 }
 
-function serviceSpec(
-  name: string,
-  entryPoint: string,
-  url: string,
-  home: HomeLayout,
-  state: ProvisionedHome,
-  parentEnv: Readonly<Record<string, string | undefined>>,
-  health: HealthzChild,
-  tls: LoopbackTls | undefined,
-): ChildSpec {
-  const env: Record<string, string | undefined> = { ...parentEnv, [EnvVar.url]: url, [EnvVar.identity]: serviceIdentityFile(home, name) };
+/**
+ * The environment every service process starts from: the user's, minus
+ * anything meant for one service only or for nats-server only.
+ */
+function baseServiceEnv(parentEnv: Readonly<Record<string, string | undefined>>, tls: LoopbackTls | undefined): Record<string, string | undefined> {
+  const env: Record<string, string | undefined> = { ...parentEnv };
   // Paths, not seeds: secrets never travel in env or argv to services.
   // Each service gets only its own: the system identity goes to membership alone.
-  for (const key of [CALLOUT_ISSUER_SEED_FILE_ENV, CALLOUT_XKEY_SEED_FILE_ENV, SYS_IDENTITY_ENV, BOOTSTRAP_PRINCIPAL_ENV, ...Object.values(HealthzEnv)]) delete env[key];
+  for (const key of [CALLOUT_ISSUER_SEED_FILE_ENV, CALLOUT_XKEY_SEED_FILE_ENV, SYS_IDENTITY_ENV, BOOTSTRAP_PRINCIPAL_ENV, EMBEDDED_SERVICES_ENV, SERVICE_PROCESSES_ENV, ...Object.values(HealthzEnv)]) delete env[key];
+  // Defence in depth: the JetStream key is for nats-server only, even if the user exported it.
+  delete env[JETSTREAM_KEY_ENV];
+  if (tls !== undefined) {
+    // Node adds this CA to its trust store at start: every service's nats.js
+    // connection verifies the loopback certificate with no TLS code of its own.
+    env["NODE_EXTRA_CA_CERTS"] = tls.caFile;
+    env[EnvVar.tlsCa] = tls.caFile;
+  }
+  return env;
+}
+
+/** The variables one service gets on top of {@link baseServiceEnv}: where the bus is, and paths to its own keys. */
+function serviceEnv(name: string, url: string, home: HomeLayout, state: ProvisionedHome, health: HealthzChild): Record<string, string> {
+  const env: Record<string, string> = { [EnvVar.url]: url, [EnvVar.identity]: serviceIdentityFile(home, name) };
   if (name === ServiceName.authCallout) {
     env[CALLOUT_ISSUER_SEED_FILE_ENV] = home.calloutIssuerSeedFile;
     env[CALLOUT_XKEY_SEED_FILE_ENV] = home.calloutXkeySeedFile;
@@ -398,23 +420,68 @@ function serviceSpec(
     env[SYS_IDENTITY_ENV] = home.systemIdentityFile;
     env[BOOTSTRAP_PRINCIPAL_ENV] = state.bootstrap.principal;
   }
-  // Defence in depth: the JetStream key is for nats-server only, even if the user exported it.
-  delete env[JETSTREAM_KEY_ENV];
-  if (tls !== undefined) {
-    // Node adds this CA to its trust store at start: every service's nats.js
-    // connection verifies the loopback certificate with no TLS code of its own.
-    env["NODE_EXTRA_CA_CERTS"] = tls.caFile;
-    env[EnvVar.tlsCa] = tls.caFile;
-  }
+  return env;
+}
+
+function serviceSpec(
+  name: string,
+  entryPoint: string,
+  url: string,
+  home: HomeLayout,
+  state: ProvisionedHome,
+  parentEnv: Readonly<Record<string, string | undefined>>,
+  health: HealthzChild,
+  tls: LoopbackTls | undefined,
+): ChildSpec {
   return {
     name,
     command: process.execPath,
     // `--import tsx` resolves from cwd, hence cwd = repo root. The lifeline
     // preload comes first so the child watches its supervisor while tsx loads.
     args: ["--import", PARENT_LIFELINE_PRELOAD, "--import", "tsx", entryPoint],
-    env,
+    env: { ...baseServiceEnv(parentEnv, tls), ...serviceEnv(name, url, home, state, health) },
     cwd: REPO_ROOT,
   };
+}
+
+/**
+ * The supervised processes that run the services. By default one Node
+ * process runs them all (each still on its own connection, with its own
+ * identity and environment): one runtime instead of six, and plain
+ * JavaScript bundled on demand instead of a TypeScript loader, which is what
+ * keeps the laptop default lean. If one service fails, that process exits and
+ * the supervisor restarts it with every service in it. `UNIBUS_SERVICE_PROCESSES=each`
+ * keeps one process per service.
+ */
+async function serviceChildren(
+  io: CliIo,
+  available: readonly ServiceAvailability[],
+  url: string,
+  home: HomeLayout,
+  state: ProvisionedHome,
+  health: HealthzChild,
+  tls: LoopbackTls | undefined,
+): Promise<ChildSpec[]> {
+  const mode = io.env[SERVICE_PROCESSES_ENV] || ServiceProcesses.One;
+  if (mode !== ServiceProcesses.One && mode !== ServiceProcesses.Each) {
+    throw new CliError(`${SERVICE_PROCESSES_ENV} must be ${ServiceProcesses.One} or ${ServiceProcesses.Each}, got ${JSON.stringify(mode)}`);
+  }
+  if (mode === ServiceProcesses.Each || available.length === 0) return available.map((s) => serviceSpec(s.name, s.entryPoint, url, home, state, io.env, health, tls));
+  const members = Object.fromEntries(available.map((s) => [s.name, serviceEnv(s.name, url, home, state, health)]));
+  const env = { ...baseServiceEnv(io.env, tls), [EMBEDDED_SERVICES_ENV]: JSON.stringify(members) };
+  const runDir = join(home.root, "run");
+  await ensurePrivateDir(runDir);
+  let args: string[];
+  try {
+    const bundle = await embeddedBundle(embeddedEntryPoint(), runDir, REPO_ROOT);
+    if (bundle.built) say(io, `bundled the services to ${bundle.path} in ${bundle.ms} ms`);
+    args = ["--import", PARENT_LIFELINE_PRELOAD, bundle.path];
+  } catch (err) {
+    // Still one process, only heavier: a failed bundle must not stop the bus from starting.
+    say(io, `cannot bundle the services (${err instanceof Error ? err.message.split("\n")[0] : String(err)}); running them through the TypeScript loader`);
+    args = ["--import", PARENT_LIFELINE_PRELOAD, "--import", "tsx", embeddedEntryPoint()];
+  }
+  return [{ name: EMBEDDED_CHILD, command: process.execPath, args, env, cwd: REPO_ROOT }];
 }
 
 type StopReason = "SIGINT" | "SIGTERM" | "server-exited";

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatChildLine } from "./child-log.js";
+import { formatChildLine, serviceOfLine } from "./child-log.js";
 
 describe("service log lines in unibus up", () => {
   it("a pino JSON line becomes `name | time LEVEL msg fields`", () => {
@@ -15,5 +15,14 @@ describe("service log lines in unibus up", () => {
   it("keeps non-JSON lines verbatim after the prefix", () => {
     expect(formatChildLine("healthz", "plain text {", 8)).toBe("healthz  | plain text {");
     expect(formatChildLine("healthz", "{broken json", 7)).toBe("healthz | {broken json");
+  });
+
+  it("a line of the one services process is named after its svc field, else the process", () => {
+    expect(serviceOfLine(JSON.stringify({ level: 30, svc: "membership", msg: "x" }), "services")).toBe("membership");
+    expect(serviceOfLine("plain text", "services")).toBe("services");
+    expect(serviceOfLine("{broken", "services")).toBe("services");
+    expect(serviceOfLine(JSON.stringify({ msg: "no svc" }), "services")).toBe("services");
+    // A field that could forge another prefix (spaces, a bar) is not a name.
+    expect(serviceOfLine(JSON.stringify({ svc: "keys | fake" }), "services")).toBe("services");
   });
 });

@@ -45,3 +45,17 @@ export function formatChildLine(service: string, line: string, nameWidth: number
     .join(" ");
   return `${prefix} ${clock(r.time)} ${level.padEnd(5)} ${msg}${extra ? `${msg ? " " : ""}${extra}` : ""}`;
 }
+
+/**
+ * The service a line of a multi-service process comes from: its pino `svc`
+ * field, else `fallback` (lines that are not JSON, or carry no `svc`).
+ */
+export function serviceOfLine(line: string, fallback: string): string {
+  if (!line.startsWith("{")) return fallback;
+  try {
+    const svc: unknown = (JSON.parse(line) as Record<string, unknown>)["svc"];
+    return typeof svc === "string" && /^[-\w]{1,64}$/.test(svc) ? svc : fallback;
+  } catch {
+    return fallback;
+  }
+}

@@ -18,6 +18,27 @@ export function serviceEntryPoint(name: ServiceName, root: string = REPO_ROOT): 
   return join(root, "services", name, "src", "main.ts");
 }
 
+/**
+ * The script that runs several services in one process (`unibus up`'s
+ * default). Named by path, never imported: a lib does not import services.
+ */
+export function embeddedEntryPoint(root: string = REPO_ROOT): string {
+  return join(root, "services", "embedded-main.ts");
+}
+
+/** Read by services/embedded-main.ts: service name → that service's extra environment, as JSON. */
+export const EMBEDDED_SERVICES_ENV = "UNIBUS_EMBEDDED_SERVICES";
+
+/** How `unibus up` runs the services (`UNIBUS_SERVICE_PROCESSES`). */
+export const ServiceProcesses = {
+  /** All in one Node process, bundled to plain JavaScript (the default: lean on a laptop). */
+  One: "one",
+  /** One Node process per service, through the TypeScript loader (as before; each restarts alone). */
+  Each: "each",
+} as const;
+/** One of the {@link ServiceProcesses} values. */
+export type ServiceProcesses = (typeof ServiceProcesses)[keyof typeof ServiceProcesses];
+
 /** A service entry point found on disk, or the reason it cannot run yet. */
 export type ServiceAvailability =
   | { readonly name: ServiceName; readonly available: true; readonly entryPoint: string }

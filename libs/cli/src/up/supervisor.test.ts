@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { eventually } from "@unibus/testing";
 import { Supervisor, backoffDelay } from "./supervisor.js";
 import type { ChildSpec } from "./supervisor.js";
 
@@ -12,13 +13,8 @@ function collector() {
   return { lines, notices, events: { line: (n: string, _s: string, l: string) => void lines.push(`${n}:${l}`), notice: (m: string) => void notices.push(m) } };
 }
 
-const until = async (cond: () => boolean, ms = 5_000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
+/** The shared bounded poll, on a condition. */
+const until = (cond: () => boolean): Promise<boolean> => eventually(cond, (ok) => ok);
 
 describe("supervisor", () => {
   it("restart delays grow exponentially up to the cap", () => {
