@@ -39,6 +39,19 @@ export interface BusServerConfigInput {
   readonly syncInterval?: string;
   /** Client TLS (`unibus up --tls`): every client connection must use it. */
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
+  /** NATS WebSocket port on loopback (the admin panel's transport), or undefined for none. */
+  readonly websocketPort?: number;
+}
+
+/**
+ * The `websocket {}` block: loopback only and without TLS, because the only
+ * browser meant to reach it is the admin panel on the same machine; a
+ * non-loopback listener would expose the bus to any page a user visits on
+ * the network. Browser clients still go through the auth callout like the
+ * CLI, so the socket grants nothing a TCP client would not get.
+ */
+export function websocketConfig(port: number): NatsConfig {
+  return { listen: `127.0.0.1:${port}`, no_tls: true };
 }
 
 /** Environment variable overriding JetStream's `sync_interval`. */
@@ -211,6 +224,7 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     host: input.host,
     port: input.port,
     ...(input.monitorPort === undefined ? {} : { http: `127.0.0.1:${input.monitorPort}` }),
+    ...(input.websocketPort === undefined ? {} : { websocket: websocketConfig(input.websocketPort) }),
     // A takeover stops an orphaned server in lame duck mode: with no other node to move to, it should not linger.
     ...SINGLE_NODE_LAME_DUCK,
     // TLS hides subjects, inboxes and payload sizes on the wire; the callout and nkey signatures stay as they are.
