@@ -39,8 +39,10 @@ export interface BusServerConfigInput {
   readonly syncInterval?: string;
   /** Client TLS (`unibus up --tls`): every client connection must use it. */
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
-  /** NATS WebSocket port on loopback (the admin panel's transport), or undefined for none. */
+  /** NATS WebSocket port (the admin panel's transport), or undefined for none. */
   readonly websocketPort?: number;
+  /** WebSocket listen address: loopback unless a container publishes it to the host's loopback. */
+  readonly websocketHost?: string;
 }
 
 /**
@@ -50,8 +52,8 @@ export interface BusServerConfigInput {
  * the network. Browser clients still go through the auth callout like the
  * CLI, so the socket grants nothing a TCP client would not get.
  */
-export function websocketConfig(port: number): NatsConfig {
-  return { listen: `127.0.0.1:${port}`, no_tls: true };
+export function websocketConfig(port: number, host = "127.0.0.1"): NatsConfig {
+  return { listen: `${host}:${port}`, no_tls: true };
 }
 
 /** Environment variable overriding JetStream's `sync_interval`. */
@@ -224,7 +226,7 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     host: input.host,
     port: input.port,
     ...(input.monitorPort === undefined ? {} : { http: `127.0.0.1:${input.monitorPort}` }),
-    ...(input.websocketPort === undefined ? {} : { websocket: websocketConfig(input.websocketPort) }),
+    ...(input.websocketPort === undefined ? {} : { websocket: websocketConfig(input.websocketPort, input.websocketHost) }),
     // A takeover stops an orphaned server in lame duck mode: with no other node to move to, it should not linger.
     ...SINGLE_NODE_LAME_DUCK,
     // TLS hides subjects, inboxes and payload sizes on the wire; the callout and nkey signatures stay as they are.
