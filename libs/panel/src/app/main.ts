@@ -121,6 +121,9 @@ const TABS = ["users", "rooms", "nodes", "health"] as const;
 type Tab = (typeof TABS)[number];
 
 function selectTab(tab: Tab, focus = false): void {
+  // A message belongs to the action that caused it, not to the next tab.
+  $("message").textContent = "";
+  $("error").textContent = "";
   for (const t of TABS) {
     const button = $(`tab-${t}`);
     const selected = t === tab;
