@@ -178,6 +178,25 @@ describe("admin panel in headless Chromium against unibus up", () => {
     await page.fill("#user-search", "");
   });
 
+  it("refuses a revoked or unknown identity at connect, as the CLI is refused", async () => {
+    const bobFile = join(home, "bob.id");
+    await writeIdentityFile(bobFile, bob);
+    const strangerFile = join(home, "stranger.id");
+    await writeIdentityFile(strangerFile, createIdentity());
+    const other = await context.newPage();
+    try {
+      for (const file of [bobFile, strangerFile]) {
+        await signIn(other, file);
+        await other.locator("#error").filter({ hasText: /authorization/i }).waitFor({ timeout: UI_MS });
+        expect(await other.isVisible("#app")).toBe(false);
+        expect(await other.isVisible("#refused")).toBe(false);
+        expect(await other.textContent("#who")).toBe("Not signed in");
+      }
+    } finally {
+      await other.close();
+    }
+  });
+
   it("shows a service error with its reason (adding a principal twice)", async () => {
     await page.fill("#user-principal", member.signingKey.principal);
     await page.fill("#user-handle", "carol2");

@@ -43,6 +43,8 @@ export interface BusServerConfigInput {
   readonly websocketPort?: number;
   /** WebSocket listen address: loopback unless a container publishes it to the host's loopback. */
   readonly websocketHost?: string;
+  /** The bus's TLS block (`cert_file`, `key_file`, …) when clients use TLS: the WebSocket then serves wss with it. */
+  readonly websocketTls?: NatsConfig;
 }
 
 /**
@@ -52,7 +54,9 @@ export interface BusServerConfigInput {
  * the network. Browser clients still go through the auth callout like the
  * CLI, so the socket grants nothing a TCP client would not get.
  */
-export function websocketConfig(port: number, host = "127.0.0.1"): NatsConfig {
+export function websocketConfig(port: number, host = "127.0.0.1", tls?: NatsConfig): NatsConfig {
+  // With TLS on the bus the browser gets wss too: a plain socket beside a TLS bus would be the weak door.
+  if (tls !== undefined) return { listen: `${host}:${port}`, tls };
   return { listen: `${host}:${port}`, no_tls: true };
 }
 
@@ -226,7 +230,7 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     host: input.host,
     port: input.port,
     ...(input.monitorPort === undefined ? {} : { http: `127.0.0.1:${input.monitorPort}` }),
-    ...(input.websocketPort === undefined ? {} : { websocket: websocketConfig(input.websocketPort, input.websocketHost) }),
+    ...(input.websocketPort === undefined ? {} : { websocket: websocketConfig(input.websocketPort, input.websocketHost, input.websocketTls) }),
     // A takeover stops an orphaned server in lame duck mode: with no other node to move to, it should not linger.
     ...SINGLE_NODE_LAME_DUCK,
     // TLS hides subjects, inboxes and payload sizes on the wire; the callout and nkey signatures stay as they are.
