@@ -287,6 +287,58 @@ describe("admin panel in headless Chromium against unibus up", () => {
     expect(found).toEqual([]);
   });
 
+  it("remembers the identity only when asked, encrypted under the passphrase, and forgets it", async () => {
+    await page.goto(panelUrl);
+    await page.setInputFiles("#identity-file", join(home, "admin.id"));
+    await page.check("#remember");
+    await page.fill("#passphrase", "short");
+    await page.click("#connect");
+    await page.locator("#error").filter({ hasText: "at least 8" }).waitFor({ timeout: UI_MS });
+    expect(await page.isVisible("#app")).toBe(false);
+
+    const passphrase = "correct horse battery staple";
+    await page.fill("#passphrase", passphrase);
+    await page.click("#connect");
+    await page.locator("#app").waitFor({ state: "visible", timeout: UI_MS });
+    // What IndexedDB holds is ciphertext: neither the seed nor the principal appears in it.
+    const stored = await page.evaluate(
+      () =>
+        new Promise<string>((resolve, reject) => {
+          const open = indexedDB.open("unibus-panel");
+          open.onerror = () => reject(new Error("no db"));
+          open.onsuccess = () => {
+            const get = open.result.transaction("identity").objectStore("identity").get("saved");
+            get.onsuccess = () => {
+              const v = get.result as { salt: Uint8Array; iv: Uint8Array; ciphertext: ArrayBuffer };
+              const hex = (b: Uint8Array): string => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
+              resolve(JSON.stringify({ salt: hex(v.salt), iv: hex(v.iv), ct: hex(new Uint8Array(v.ciphertext)), text: new TextDecoder().decode(v.ciphertext) }));
+            };
+          };
+        }),
+    );
+    const seedHex = Buffer.from(admin.signingKey.seedBytes()).toString("hex");
+    expect(stored).not.toContain(seedHex);
+    expect(stored).not.toContain(Buffer.from(seedHex).toString("hex"));
+    expect(stored).not.toContain(admin.signingKey.principal);
+    expect((JSON.parse(stored) as { ct: string }).ct.length).toBeGreaterThan(128);
+
+    await page.click("#signout");
+    await page.reload();
+    await page.fill("#passphrase", "not the passphrase");
+    await page.click("#load-saved");
+    await page.locator("#error").filter({ hasText: "wrong passphrase" }).waitFor({ timeout: UI_MS });
+    await page.fill("#passphrase", passphrase);
+    await page.click("#load-saved");
+    await page.locator("#app").waitFor({ state: "visible", timeout: UI_MS });
+    expect(await page.textContent("#who")).toContain(admin.signingKey.principal);
+
+    await page.click("#signout");
+    await page.click("#forget");
+    await page.locator("#message").filter({ hasText: "deleted" }).waitFor({ timeout: UI_MS });
+    await page.click("#load-saved");
+    await page.locator("#error").filter({ hasText: "no identity is remembered" }).waitFor({ timeout: UI_MS });
+  });
+
   it("ran without script errors or CSP violations", () => {
     expect(pageErrors).toEqual([]);
     expect(cspViolations).toEqual([]);
