@@ -167,7 +167,8 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     watchdog = await armWatchdog(server);
     const guard = watchdog;
     const url = tls === undefined ? server.url : `tls://${HOST}:${server.port}`;
-    const wsUrl = `ws://${HOST}:${wsPort}`;
+    // A TLS bus serves the panel's WebSocket with the same certificate (wss).
+    const wsUrl = `${tls === undefined ? "ws" : "wss"}://${HOST}:${wsPort}`;
     const loadedStreams = await checkBusReady(url, membershipIdentity(state), tls?.caFile);
     await assertStoreOpened(home, loadedStreams);
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);

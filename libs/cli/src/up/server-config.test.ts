@@ -83,9 +83,8 @@ describe("server config for unibus up", () => {
     expect(renderNatsConfig(withWs)).toMatch(/websocket: \{\n\s+listen: "127\.0\.0\.1:4280"\n\s+no_tls: true\n\s*\}/);
     const container = buildServerConfig({ ...base, websocketPort: 8080, websocketHost: "0.0.0.0", authorization: calloutAuthorization(principals) });
     expect(container.websocket).toEqual({ listen: "0.0.0.0:8080", no_tls: true });
-    const tls = { cert_file: "/s/server.pem", key_file: "/s/server.key" };
-    const withTls = buildServerConfig({ ...base, websocketPort: 4280, websocketTls: tls, authorization: calloutAuthorization(principals) });
-    expect(withTls.websocket).toEqual({ listen: "127.0.0.1:4280", tls });
+    const withTls = buildServerConfig({ ...base, websocketPort: 4280, tls: { certFile: "/s/server.pem", keyFile: "/s/server.key" }, authorization: calloutAuthorization(principals) });
+    expect(withTls.websocket).toEqual({ listen: "127.0.0.1:4280", tls: { cert_file: "/s/server.pem", key_file: "/s/server.key" } });
   });
 
   it("sends every client through the encrypted callout; only services, system and bootstrap bypass it", () => {
