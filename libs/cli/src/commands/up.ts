@@ -48,6 +48,8 @@ const BOOTSTRAP_PRINCIPAL_ENV = "UNIBUS_BOOTSTRAP_PRINCIPAL";
 /** How long `up` waits for membership to answer the admin bootstrap after the services start. */
 const BOOTSTRAP_WAIT_MS = 45_000;
 const DEFAULT_MONITOR_PORT = 8222;
+/** Where healthz serves the admin panel (a static bundle, no backend). */
+const PANEL_PATH = "/panel/";
 /** NATS WebSocket port (loopback only): the admin panel's way onto the bus. */
 const DEFAULT_WS_PORT = 4280;
 /** The embedded default listens on loopback only: a laptop bus is not a network service. */
@@ -152,7 +154,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     await assertPortFree(HOST, monitorPort, "monitoring", EnvVar.monitorPort);
     const healthzPort = healthzPortSetting === 0 ? await freePort(HOST) : healthzPortSetting;
     if (healthzPortSetting !== 0) await assertPortFree(HOST, healthzPort, "healthz", EnvVar.healthzPort);
-    const health: HealthzChild = { listen: `${HOST}:${healthzPort}`, url: `http://${HOST}:${healthzPort}`, monitorUrl: `http://${HOST}:${monitorPort}` };
+    const health: Omit<HealthzChild, "wsUrl"> = { listen: `${HOST}:${healthzPort}`, url: `http://${HOST}:${healthzPort}`, monitorUrl: `http://${HOST}:${monitorPort}` };
     await assertPortFree(HOST, wsPort, "WebSocket", EnvVar.wsPort);
 
     let tls: LoopbackTls | undefined;
@@ -186,7 +188,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
 
     const availability = serviceAvailability();
     const missing = availability.filter((s) => !s.available);
-    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env, health, tls));
+    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env, { ...health, wsUrl }, tls));
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
     supervisor = new Supervisor(
       specs,
@@ -225,7 +227,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     for (const s of missing) io.out(`  not available yet: ${s.name} (no ${s.entryPoint})`);
     io.out(`  connection file: ${home.envFile}`);
     io.out(`  panel bus URL:   ${wsUrl} (NATS WebSocket, loopback only)`);
-    io.out(`  admin panel:     ${panelStatus()}`);
+    io.out(`  admin panel:     ${panelStatus(`${health.url}${PANEL_PATH}`)}`);
     io.out("");
     io.out("  Next: npx unibus micro ls    npx unibus users add <principal> --handle NAME");
     io.out("  Stop: Ctrl-C");
@@ -324,10 +326,10 @@ async function startServer(
  * Whether the admin panel's static bundle is built: it is served from
  * `libs/panel/dist`, which is a build output, not part of the checkout.
  */
-function panelStatus(): string {
+function panelStatus(panelUrl: string): string {
   const dist = join(REPO_ROOT, "libs", "panel", "dist");
-  if (!existsSync(join(dist, "index.html"))) return "not built: run `npm run panel:build`";
-  return `built (${dist}); load admin.id in it to sign as the admin`;
+  if (!existsSync(join(dist, "index.html"))) return `not built: run \`npm run panel:build\`, then open ${panelUrl}`;
+  return `${panelUrl}  (load admin.id in it; the key stays in the browser)`;
 }
 
 function membershipIdentity(state: ProvisionedHome): Identity {
@@ -392,6 +394,8 @@ interface HealthzChild {
   readonly listen: string;
   readonly url: string;
   readonly monitorUrl: string;
+  /** The NATS WebSocket URL the admin panel (served by healthz at `/panel/`) offers as the bus. */
+  readonly wsUrl: string;
 }
 
 function serviceSpec(
@@ -415,6 +419,7 @@ function serviceSpec(
   if (name === ServiceName.healthz) {
     env[HealthzEnv.listen] = health.listen;
     env[HealthzEnv.monitorUrls] = health.monitorUrl;
+    env[HealthzEnv.wsUrl] = health.wsUrl;
     env[HealthzEnv.cipher] = JETSTREAM_CIPHER;
   }
   if (name === ServiceName.membership) {

@@ -5,7 +5,7 @@ import { wsconnect } from "@nats-io/nats-core";
 import type { NatsConnection } from "@nats-io/nats-core";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
-import { SubjectPrefix } from "@unibus/contracts";
+import { Subjects } from "@unibus/contracts";
 import { RoomsApi, signedRequest, UsersApi } from "@unibus/sdk";
 
 const REQUEST_TIMEOUT_MS = 5_000;
@@ -14,7 +14,7 @@ const CONNECT_TIMEOUT_MS = 5_000;
 const DISCOVERY_WAIT_MS = 600;
 
 /** Admin-signed posture document of healthz; older buses answer only `healthz.status`. */
-export const POSTURE_SUBJECT = `${SubjectPrefix}.healthz.posture`;
+export const POSTURE_SUBJECT = Subjects.healthz.posture;
 
 /** One micro service replica's `$SRV.STATS` reply (the fields the panel reads). */
 export interface MicroStats {
