@@ -32,6 +32,7 @@ interface AxeResult {
 
 describe("admin panel in headless Chromium against unibus up", () => {
   let home: string;
+  let profile: string;
   let up: WatchedProcess;
   let panelUrl: string;
   let context: BrowserContext;
@@ -101,7 +102,8 @@ describe("admin panel in headless Chromium against unibus up", () => {
     expect(config).toEqual({ wsUrl });
     console.log(`panel (${PANEL_DIST_DIR}) at ${panelUrl}`);
 
-    context = await chromium.launchPersistentContext(await mkdtemp(join(tmpdir(), "unibus-chromium-")), { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    profile = await mkdtemp(join(tmpdir(), "unibus-chromium-"));
+    context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
     page = await context.newPage();
     page.on("pageerror", (e) => pageErrors.push(e.message));
     page.on("console", (m) => {
@@ -117,6 +119,8 @@ describe("admin panel in headless Chromium against unibus up", () => {
       await up.exitCode(30_000);
     }
     await rm(home, { recursive: true, force: true });
+    // The profile holds the IndexedDB record the tests made: never leave it behind.
+    if (profile !== undefined) await rm(profile, { recursive: true, force: true });
   });
 
   it("shows a member identity only the 'admin role required' state", async () => {
