@@ -44,6 +44,8 @@ const OUT = process.env["UNIBUS_INIT_OUT"] ?? "/out";
 const NATS_DATA_DIR = "/data";
 const CLIENT_PORT = 4222;
 const MONITOR_PORT = 8222;
+/** NATS WebSocket (admin panel) inside the container; compose publishes it on the host's loopback only. */
+const WEBSOCKET_PORT = 8080;
 const CLUSTER_PORT = 6222;
 const BOOTSTRAP_WAIT_MS = 90_000;
 /** Cluster only: where each nats container mounts its route TLS dir (read-only). */
@@ -82,6 +84,9 @@ function serverConfig(state: ProvisionedHome, serverName: string, routes: readon
     port: CLIENT_PORT,
     // Loopback inside the nats container: only its healthcheck (nats-launch probe) reads it.
     monitorPort: MONITOR_PORT,
+    // All interfaces inside the container so the port can be published; compose binds it to 127.0.0.1.
+    websocketPort: WEBSOCKET_PORT,
+    websocketHost: "0.0.0.0",
     jetstreamDir: NATS_DATA_DIR,
     serverName,
     // `always` in a cluster: an acknowledged write is on disk on a quorum of nodes.

@@ -13,6 +13,10 @@ export const EnvVar = {
   healthzPort: "UNIBUS_HEALTHZ_PORT",
   /** Base URL of that server, written to the env file (`/livez`, `/readyz`, `/healthz`, `/metrics`). */
   healthzUrl: "UNIBUS_HEALTHZ_URL",
+  /** NATS WebSocket port of `up` on loopback (the admin panel's transport). */
+  wsPort: "UNIBUS_WS_PORT",
+  /** Its URL, written to the env file. */
+  wsUrl: "UNIBUS_WS_URL",
   logLevel: "UNIBUS_LOG_LEVEL",
   tlsCa: "UNIBUS_TLS_CA",
 } as const;

@@ -73,7 +73,7 @@ describe("unibus up killed with SIGKILL (real processes)", () => {
   beforeEach(async () => {
     home = await mkdtemp(join(tmpdir(), "unibus-crash-"));
     const { UNIBUS_URL: _u, UNIBUS_IDENTITY: _i, ...rest } = process.env;
-    env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()) };
+    env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()), UNIBUS_WS_PORT: String(await freeLoopbackPort()) };
   });
   afterEach(async () => {
     // Whatever a failed assertion left behind: no stray server may hold the port or the store.

@@ -135,7 +135,7 @@ describe("unibus up (real processes, auth callout on)", () => {
   beforeAll(async () => {
     home = await mkdtemp(join(tmpdir(), "unibus-up-"));
     const { UNIBUS_URL: _u, UNIBUS_IDENTITY: _i, ...rest } = process.env;
-    env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()) };
+    env = { ...rest, UNIBUS_HOME: home, UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()), UNIBUS_WS_PORT: String(await freeLoopbackPort()) };
   });
   afterAll(async () => {
     await Promise.allSettled(clients.map((c) => c.close()));
@@ -352,7 +352,7 @@ describe("unibus up with a nats-server older than the minimum", () => {
     const fake = join(home, "nats-server-2.10");
     await writeFile(fake, '#!/bin/sh\n[ "$1" = "--version" ] && { echo "nats-server: v2.10.27"; exit 0; }\necho started >> "$0.ran"\n', { mode: 0o755 });
     const { UNIBUS_URL: _u, UNIBUS_IDENTITY: _i, ...rest } = process.env;
-    const env = { ...rest, UNIBUS_HOME: join(home, "state"), UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()), NATS_SERVER_BIN: fake };
+    const env = { ...rest, UNIBUS_HOME: join(home, "state"), UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()), UNIBUS_WS_PORT: String(await freeLoopbackPort()), NATS_SERVER_BIN: fake };
     const r = await cli(env, "up");
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/NATS_SERVER_BIN: nats-server 2\.10\.27 at .* is too old \(need >= 2\.15\.0\)/);

@@ -26,6 +26,7 @@ export function nkeyAuthenticator(key: SigningKey): (nonce?: string) => { nkey: 
   return (nonce?: string) => {
     if (!nonce) return { nkey, sig: "" };
     if (!CONNECT_NONCE_PATTERN.test(nonce)) throw new ConnectNonceError();
-    return { nkey, sig: Buffer.from(key.sign(utf8(nonce))).toString("base64") };
+    // btoa rather than Buffer: the admin panel signs its login with this same code in a browser.
+    return { nkey, sig: btoa(String.fromCharCode(...key.sign(utf8(nonce)))) };
   };
 }

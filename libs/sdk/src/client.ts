@@ -1,7 +1,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { connect as natsConnect, headers } from "@nats-io/transport-node";
+import { connect as natsConnect } from "@nats-io/transport-node";
 import type { Msg, NatsConnection, Status } from "@nats-io/transport-node";
-import { envelopeToHeaders, nkeyAuthenticator, signEnvelope, SigningKey } from "@unibus/crypto";
+import { nkeyAuthenticator, signEnvelope, SigningKey } from "@unibus/crypto";
 import type { Envelope, Identity } from "@unibus/crypto";
 import { ErrorCode, ErrorReason, ReadOnlySubjects, ServiceErrorCodeHeader, ServiceErrorHeader, Subjects, UnibusError, decodeReply } from "@unibus/contracts";
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
@@ -9,6 +9,7 @@ import { KeysApi } from "./keys/api.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
 import { ReplayGuard } from "./rooms/replay-guard.js";
 import { createRoom } from "./rooms/room.js";
+import { envelopeHeaders } from "./signed-request.js";
 import type { Room } from "./rooms/room.js";
 import { ReconnectBackoff } from "./reconnect-backoff.js";
 
@@ -218,8 +219,7 @@ class UnibusClientImpl implements UnibusClient {
    * retryable 503 `connection_lost`: it may or may not have been applied.
    */
   async #attempt(subject: string, data: Uint8Array, envelope: Envelope, timeoutMs: number): Promise<Msg> {
-    const h = headers();
-    for (const [name, value] of Object.entries(envelopeToHeaders(envelope))) h.set(name, value);
+    const h = envelopeHeaders(envelope);
     let onLoss: (() => void) | undefined;
     const lost = new Promise<never>((_, reject) => {
       onLoss = () => reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.ConnectionLost, "the connection dropped while the request was in flight; it may or may not have been applied"));

@@ -3,6 +3,7 @@
  * requests, and manage users and rooms through typed helpers.
  */
 export { connect, tlsOption } from "./client.js";
+export { envelopeHeaders, signedRequest } from "./signed-request.js";
 export type { ConnectOptions, RequestOptions, UnibusClient } from "./client.js";
 export { ReconnectBackoff, ReconnectBackoffDefaults } from "./reconnect-backoff.js";
 export type { ReconnectBackoffOptions } from "./reconnect-backoff.js";

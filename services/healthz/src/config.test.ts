@@ -12,6 +12,8 @@ describe("healthz configuration", () => {
     expect(opts).toEqual({ http: { host: "0.0.0.0", port: 8080 }, monitorUrls: ["http://nats-1:8222", "http://nats-2:8222"], atRest: { encrypted: true, cipher: "chachapoly" } });
     expect(loadHealthzOptions({ UNIBUS_JS_CIPHER: "none" }).atRest).toEqual({ encrypted: false, cipher: null });
     expect(parseListenAddress("[::1]:9000")).toEqual({ host: "::1", port: 9000 });
+    expect(loadHealthzOptions({ UNIBUS_WS_URL: "ws://127.0.0.1:4280" }).panel).toEqual({ wsUrl: "ws://127.0.0.1:4280" });
+    expect(loadHealthzOptions({ UNIBUS_WS_URL: "wss://127.0.0.1:4280" }).panel).toEqual({ wsUrl: "wss://127.0.0.1:4280" });
   });
 
   it.each([
@@ -20,6 +22,8 @@ describe("healthz configuration", () => {
     [{ UNIBUS_NATS_MONITOR_URLS: "nats-1:8222" }, /UNIBUS_NATS_MONITOR_URLS/],
     [{ UNIBUS_NATS_MONITOR_URLS: "http://nats-1:8222/varz" }, /UNIBUS_NATS_MONITOR_URLS/],
     [{ UNIBUS_JS_CIPHER: "rot13" }, /UNIBUS_JS_CIPHER/],
+    [{ UNIBUS_WS_URL: "http://127.0.0.1:4280" }, /UNIBUS_WS_URL/],
+    [{ UNIBUS_WS_URL: "ws://127.0.0.1:4280/x y" }, /UNIBUS_WS_URL/],
   ])("refuses %j, naming the variable", (env, message) => {
     expect(() => loadHealthzOptions(env)).toThrow(message);
   });

@@ -9,6 +9,8 @@ export const HealthzEnv = {
   monitorUrls: "UNIBUS_NATS_MONITOR_URLS",
   /** The JetStream cipher the deployment configured (`chachapoly`, `aes`), or `none`. */
   cipher: "UNIBUS_JS_CIPHER",
+  /** The bus's NATS WebSocket URL: when set, the admin panel is served at `/panel/`, offering it as the bus. */
+  wsUrl: "UNIBUS_WS_URL",
 } as const;
 
 /** Default bind: loopback only, so the posture is not a network service unless asked for. */
@@ -37,5 +39,7 @@ export function loadHealthzOptions(env: NodeJS.ProcessEnv): HealthzOptions {
   if (cipher !== undefined && cipher !== "none" && !CIPHERS.has(cipher)) throw new RangeError(`${HealthzEnv.cipher} must be chachapoly, aes or none, got ${JSON.stringify(cipher)}`);
   // Unset: unknown, not "unencrypted"; the posture never guesses.
   const atRest: AtRestDeclaration = cipher === undefined ? { encrypted: null, cipher: null } : cipher === "none" ? { encrypted: false, cipher: null } : { encrypted: true, cipher };
-  return { http, monitorUrls, atRest };
+  const wsUrl = env[HealthzEnv.wsUrl]?.trim() || undefined;
+  if (wsUrl !== undefined && !/^wss?:\/\/[^\s/]+\/?$/.test(wsUrl)) throw new RangeError(`${HealthzEnv.wsUrl}: not a ws:// or wss:// URL: ${JSON.stringify(wsUrl)}`);
+  return { http, monitorUrls, atRest, ...(wsUrl === undefined ? {} : { panel: { wsUrl } }) };
 }

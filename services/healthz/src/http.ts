@@ -20,6 +20,11 @@ export interface HealthHandlers {
   readiness(): Promise<{ ready: boolean; body: unknown }>;
   posture(): Promise<{ ready: boolean; body: unknown }>;
   metrics(): Promise<{ contentType: string; text: string }>;
+  /**
+   * Static files served beside the health paths (the admin panel): true
+   * when it answered. Tried first, and it owns only its own path prefix.
+   */
+  static?(req: IncomingMessage, res: ServerResponse): Promise<boolean>;
 }
 
 /** A running health HTTP server. */
@@ -63,6 +68,7 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
  */
 export async function startHealthHttp(listen: ListenAddress, handlers: HealthHandlers, logger: Logger): Promise<HealthHttpServer> {
   const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    if (handlers.static !== undefined && (await handlers.static(req, res))) return;
     const path = new URL(req.url ?? "/", "http://localhost").pathname;
     if (req.method !== "GET" && req.method !== "HEAD") return send(res, 405, "text/plain", "method not allowed\n");
     switch (path) {

@@ -62,6 +62,7 @@ beforeAll(async () => {
       streams: [{ bucket: "hz_state", stream: "KV_hz_state" }],
       services: ["hz-dep"],
       atRest: { encrypted: true, cipher: "chachapoly" },
+      panel: { wsUrl: "ws://127.0.0.1:4280" },
     },
   );
 }, 60_000);
@@ -141,6 +142,19 @@ describe("HTTP health", () => {
     });
     expect(p.server_version).toMatch(/^2\.\d+\.\d+/);
     expect(p.buckets).toEqual([{ name: "hz_state", stream: "KV_hz_state", replicas: 1, leader: expect.any(String), current: 1, ok: true }]);
+  });
+
+  it("serves the admin panel under /panel/ with its CSP, offering the bus WebSocket URL", async () => {
+    const config = await fetch(url("/panel/panel-config.json"));
+    expect(config.status).toBe(200);
+    expect(await config.json()).toEqual({ wsUrl: "ws://127.0.0.1:4280" });
+    const page = await fetch(url("/panel/"));
+    // 200 once `npm run panel:build` ran, else a 404 saying to run it; strict headers either way.
+    expect([200, 404]).toContain(page.status);
+    expect(page.headers.get("content-security-policy")).toContain("script-src 'self'");
+    expect(page.headers.get("x-content-type-options")).toBe("nosniff");
+    // The health paths are unchanged beside it.
+    expect((await fetch(url("/livez"))).status).toBe(200);
   });
 
   it("answers 404 for an unknown path and 405 for a POST", async () => {

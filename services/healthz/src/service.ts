@@ -5,6 +5,7 @@ import { ServiceName, Subjects } from "@unibus/contracts";
 import type { HealthzPostureReply } from "@unibus/contracts";
 import { Access, defineService, endpoint, startService } from "@unibus/kit";
 import type { KitDeps, Role, RunningService } from "@unibus/kit";
+import { createPanelHandler } from "@unibus/panel";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import { BUS_SERVICES, BUS_STREAMS, USERS_BUCKET } from "./bus.js";
@@ -34,6 +35,12 @@ export interface HealthzOptions {
   readonly atRest?: AtRestDeclaration;
   /** Per check; default 2 s. */
   readonly timeoutMs?: number;
+  /**
+   * Serve the static admin panel at `/panel/` on the same HTTP server,
+   * offering `wsUrl` as the bus. The panel has no API: the browser signs its
+   * own requests over NATS WebSocket, so this adds files, not power.
+   */
+  readonly panel?: { readonly wsUrl: string };
 }
 
 /** A started healthz service. */
@@ -169,6 +176,7 @@ export async function createHealthzService(nc: NatsConnection, deps: KitDeps = {
             const m = await metrics();
             return { contentType: PROMETHEUS_CONTENT_TYPE, text: m.text };
           },
+          ...(opts.panel === undefined ? {} : { static: createPanelHandler({ wsUrl: opts.panel.wsUrl }) }),
         },
         logger,
       );

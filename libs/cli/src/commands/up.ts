@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
@@ -53,6 +54,10 @@ const EMBEDDED_CHILD = "services";
 /** How long `up` waits for membership to answer the admin bootstrap after the services start. */
 const BOOTSTRAP_WAIT_MS = 45_000;
 const DEFAULT_MONITOR_PORT = 8222;
+/** Where healthz serves the admin panel (a static bundle, no backend). */
+const PANEL_PATH = "/panel/";
+/** NATS WebSocket port (loopback only): the admin panel's way onto the bus. */
+const DEFAULT_WS_PORT = 4280;
 /** The embedded default listens on loopback only: a laptop bus is not a network service. */
 const HOST = "127.0.0.1";
 
@@ -72,7 +77,7 @@ On the first run it creates, in the state dir (mode 0700, files 0600):
   identities/system.id        system-account user (membership's kicks)
   identities/bootstrap.id     internal identity that may only seed admin #0
   admin.id                    admin #0
-  env                         UNIBUS_URL, UNIBUS_IDENTITY and UNIBUS_HEALTHZ_URL for other commands
+  env                         UNIBUS_URL, UNIBUS_WS_URL, UNIBUS_IDENTITY and UNIBUS_HEALTHZ_URL for other commands
   tls/                        with --tls: loopback CA (ca.pem) and server certificate
 Later runs reuse all of it; no key is ever regenerated over an existing one.
 
@@ -85,6 +90,7 @@ Environment:
   UNIBUS_MONITOR_PORT   monitoring port on 127.0.0.1 (default ${DEFAULT_MONITOR_PORT})
   UNIBUS_HEALTHZ_PORT   healthz HTTP port on 127.0.0.1: /livez /readyz /healthz /metrics
                         (default: a free port; its URL goes to the env file as UNIBUS_HEALTHZ_URL)
+  UNIBUS_WS_PORT        NATS WebSocket port on 127.0.0.1, for the admin panel (default ${DEFAULT_WS_PORT})
   UNIBUS_LOG_LEVEL      services' log level
   UNIBUS_SERVICE_PROCESSES
                         "one" (default): every service in one Node process, bundled to
@@ -132,6 +138,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
   const port = portFromEnv(io.env, EnvVar.port, DEFAULT_PORT);
   const monitorPort = portFromEnv(io.env, EnvVar.monitorPort, DEFAULT_MONITOR_PORT);
   const healthzPortSetting = portFromEnv(io.env, EnvVar.healthzPort, 0);
+  const wsPort = portFromEnv(io.env, EnvVar.wsPort, DEFAULT_WS_PORT);
   let jetstreamLimits: AccountJetStreamLimits;
   let syncInterval: string | undefined;
   try {
@@ -158,7 +165,8 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     await assertPortFree(HOST, monitorPort, "monitoring", EnvVar.monitorPort);
     const healthzPort = healthzPortSetting === 0 ? await freePort(HOST) : healthzPortSetting;
     if (healthzPortSetting !== 0) await assertPortFree(HOST, healthzPort, "healthz", EnvVar.healthzPort);
-    const health: HealthzChild = { listen: `${HOST}:${healthzPort}`, url: `http://${HOST}:${healthzPort}`, monitorUrl: `http://${HOST}:${monitorPort}` };
+    const health: Omit<HealthzChild, "wsUrl"> = { listen: `${HOST}:${healthzPort}`, url: `http://${HOST}:${healthzPort}`, monitorUrl: `http://${HOST}:${monitorPort}` };
+    await assertPortFree(HOST, wsPort, "WebSocket", EnvVar.wsPort);
 
     let tls: LoopbackTls | undefined;
     if (withTls) {
@@ -168,10 +176,12 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     }
 
     const bin = await findServerBinary(io);
-    server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits, syncInterval, tls });
+    server = await startServer(home, state, { port, monitorPort, wsPort, bin, jetstreamLimits, syncInterval, tls });
     watchdog = await armWatchdog(server);
     const guard = watchdog;
     const url = tls === undefined ? server.url : `tls://${HOST}:${server.port}`;
+    // A TLS bus serves the panel's WebSocket with the same certificate (wss).
+    const wsUrl = `${tls === undefined ? "ws" : "wss"}://${HOST}:${wsPort}`;
     const loadedStreams = await checkBusReady(url, membershipIdentity(state), tls?.caFile);
     await assertStoreOpened(home, loadedStreams);
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
@@ -180,6 +190,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
       home.envFile,
       renderEnvFile({
         [EnvVar.url]: url,
+        [EnvVar.wsUrl]: wsUrl,
         [EnvVar.identity]: home.adminIdentityFile,
         [EnvVar.healthzUrl]: health.url,
         ...(tls === undefined ? {} : { [EnvVar.tlsCa]: tls.caFile }),
@@ -189,7 +200,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     const availability = serviceAvailability();
     const missing = availability.filter((s) => !s.available);
     const available = availability.filter((s) => s.available);
-    const specs = await serviceChildren(io, available, url, home, state, health, tls);
+    const specs = await serviceChildren(io, available, url, home, state, { ...health, wsUrl }, tls);
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
     supervisor = new Supervisor(
       specs,
@@ -228,6 +239,8 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     io.out(`  services:        ${available.map((s) => s.name).join(", ") || "(none)"}${specs.length === 1 && specs[0]?.name === EMBEDDED_CHILD ? " (one process)" : ""}`);
     for (const s of missing) io.out(`  not available yet: ${s.name} (no ${s.entryPoint})`);
     io.out(`  connection file: ${home.envFile}`);
+    io.out(`  panel bus URL:   ${wsUrl} (NATS WebSocket, loopback only)`);
+    io.out(`  admin panel:     ${panelStatus(`${health.url}${PANEL_PATH}`)}`);
     io.out("");
     io.out("  Next: npx unibus micro ls    npx unibus users add <principal> --handle NAME");
     io.out("  Stop: Ctrl-C");
@@ -289,12 +302,13 @@ async function armWatchdog(server: NatsServerProcess): Promise<BusWatchdog> {
 async function startServer(
   home: HomeLayout,
   state: ProvisionedHome,
-  opts: { port: number; monitorPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits; syncInterval: string | undefined; tls: LoopbackTls | undefined },
+  opts: { port: number; monitorPort: number; wsPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits; syncInterval: string | undefined; tls: LoopbackTls | undefined },
 ): Promise<NatsServerProcess> {
   const config = buildServerConfig({
     host: HOST,
     port: opts.port,
     monitorPort: opts.monitorPort,
+    websocketPort: opts.wsPort,
     jetstreamDir: home.jetstreamDir,
     syncInterval: opts.syncInterval,
     ...(opts.tls === undefined ? {} : { tls: { certFile: opts.tls.certFile, keyFile: opts.tls.keyFile } }),
@@ -319,6 +333,16 @@ async function startServer(
     if (err instanceof NatsServerStartError) throw new CliError(`nats-server did not start: ${err.message}`, { cause: err });
     throw err;
   }
+}
+
+/**
+ * Whether the admin panel's static bundle is built: it is served from
+ * `libs/panel/dist`, which is a build output, not part of the checkout.
+ */
+function panelStatus(panelUrl: string): string {
+  const dist = join(REPO_ROOT, "libs", "panel", "dist");
+  if (!existsSync(join(dist, "index.html"))) return `not built: run \`npm run panel:build\`, then open ${panelUrl}`;
+  return `${panelUrl}  (load admin.id in it; the key stays in the browser)`;
 }
 
 function membershipIdentity(state: ProvisionedHome): Identity {
@@ -382,6 +406,8 @@ interface HealthzChild {
   readonly listen: string;
   readonly url: string;
   readonly monitorUrl: string;
+  /** The NATS WebSocket URL the admin panel (served by healthz at `/panel/`) offers as the bus. */
+  readonly wsUrl: string;
 }
 
 /**
@@ -414,6 +440,7 @@ function serviceEnv(name: string, url: string, home: HomeLayout, state: Provisio
   if (name === ServiceName.healthz) {
     env[HealthzEnv.listen] = health.listen;
     env[HealthzEnv.monitorUrls] = health.monitorUrl;
+    env[HealthzEnv.wsUrl] = health.wsUrl;
     env[HealthzEnv.cipher] = JETSTREAM_CIPHER;
   }
   if (name === ServiceName.membership) {

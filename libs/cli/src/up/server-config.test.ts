@@ -75,6 +75,18 @@ describe("server config for unibus up", () => {
     expect(config.http).toBe("127.0.0.1:8222");
   });
 
+  it("adds a loopback-only WebSocket listener for the admin panel only when asked, with TLS when the bus has it", () => {
+    expect(config.websocket).toBeUndefined();
+    const withWs = buildServerConfig({ ...base, websocketPort: 4280, authorization: calloutAuthorization(principals) });
+    expect(withWs.websocket).toEqual({ listen: "127.0.0.1:4280", no_tls: true });
+    // No websocket-level users or auth: browser clients go through the same callout as TCP clients.
+    expect(renderNatsConfig(withWs)).toMatch(/websocket: \{\n\s+listen: "127\.0\.0\.1:4280"\n\s+no_tls: true\n\s*\}/);
+    const container = buildServerConfig({ ...base, websocketPort: 8080, websocketHost: "0.0.0.0", authorization: calloutAuthorization(principals) });
+    expect(container.websocket).toEqual({ listen: "0.0.0.0:8080", no_tls: true });
+    const withTls = buildServerConfig({ ...base, websocketPort: 4280, tls: { certFile: "/s/server.pem", keyFile: "/s/server.key" }, authorization: calloutAuthorization(principals) });
+    expect(withTls.websocket).toEqual({ listen: "127.0.0.1:4280", tls: { cert_file: "/s/server.pem", key_file: "/s/server.key" } });
+  });
+
   it("sends every client through the encrypted callout; only services, system and bootstrap bypass it", () => {
     expect(config.authorization).toEqual({
       auth_callout: {

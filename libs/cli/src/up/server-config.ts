@@ -39,6 +39,24 @@ export interface BusServerConfigInput {
   readonly syncInterval?: string;
   /** Client TLS (`unibus up --tls`): every client connection must use it. */
   readonly tls?: { readonly certFile: string; readonly keyFile: string };
+  /** NATS WebSocket port (the admin panel's transport), or undefined for none. */
+  readonly websocketPort?: number;
+  /** WebSocket listen address: loopback unless a container publishes it to the host's loopback. */
+  readonly websocketHost?: string;
+}
+
+/**
+ * The `websocket {}` block: loopback only, because the only browser meant
+ * to reach it is the admin panel on the same machine; a non-loopback
+ * listener would expose the bus to any page a user visits on the network.
+ * Plain on a plain bus, and with the bus's own certificate (wss) on a TLS
+ * bus. Browser clients still go through the auth callout like the CLI, so
+ * the socket grants nothing a TCP client would not get.
+ */
+export function websocketConfig(port: number, host = "127.0.0.1", tls?: BusServerConfigInput["tls"]): NatsConfig {
+  // With TLS on the bus the browser gets wss too: a plain socket beside a TLS bus would be the weak door.
+  if (tls !== undefined) return { listen: `${host}:${port}`, tls: { cert_file: tls.certFile, key_file: tls.keyFile } };
+  return { listen: `${host}:${port}`, no_tls: true };
 }
 
 /** Environment variable overriding JetStream's `sync_interval`. */
@@ -211,6 +229,7 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     host: input.host,
     port: input.port,
     ...(input.monitorPort === undefined ? {} : { http: `127.0.0.1:${input.monitorPort}` }),
+    ...(input.websocketPort === undefined ? {} : { websocket: websocketConfig(input.websocketPort, input.websocketHost, input.tls) }),
     // A takeover stops an orphaned server in lame duck mode: with no other node to move to, it should not linger.
     ...SINGLE_NODE_LAME_DUCK,
     // TLS hides subjects, inboxes and payload sizes on the wire; the callout and nkey signatures stay as they are.
