@@ -79,4 +79,24 @@ describe("kit metrics", () => {
     sub.unsubscribe();
     expect(sub.getProcessed()).toBe(0);
   });
+
+  it("two services in one process share the registry but each reports only its own series, so a sum over instances counts each once", async () => {
+    const second = await startService(nc, defineService({ ...definition, name: "metrics-second", endpoints: {} }), { logger: pino({ level: "silent" }) });
+    try {
+      const replies: MetricsReply[] = [];
+      const inbox = createInbox();
+      const sub = nc.subscribe(inbox, { max: 2 });
+      nc.publish(MetricsSubject.all, undefined, { reply: inbox });
+      for await (const m of sub) replies.push(m.json<MetricsReply>());
+      const ofName = (name: string) => replies.find((r) => r.name === name);
+      const services = (r: MetricsReply | undefined) =>
+        new Set(r?.metrics.flatMap((f) => f.values.map((v) => v.labels["service"])).filter((s) => s !== undefined));
+      expect([...services(ofName("metrics-test"))]).toEqual(["metrics-test"]);
+      expect([...services(ofName("metrics-second"))]).toEqual(["metrics-second"]);
+      // Families stay listed (with no series) so every name is known to the scrape.
+      expect(ofName("metrics-second")?.metrics.map((f) => f.name)).toContain("unibus_requests_total");
+    } finally {
+      await second.stop();
+    }
+  });
 });

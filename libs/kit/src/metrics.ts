@@ -115,15 +115,13 @@ export function serveMetrics(nc: MetricsConnection, opts: { name: string; id: st
   const own = (metrics: MetricObjectWithValues<MetricValue<string>>[]): MetricObjectWithValues<MetricValue<string>>[] => {
     processSeriesOwner ??= token;
     const withUnlabelled = processSeriesOwner === token;
-    return metrics
-      .map((family) => ({
-        ...family,
-        values: family.values.filter((v) => {
-          const service = (v.labels as Record<string, unknown>)["service"];
-          return service === undefined ? withUnlabelled : service === opts.name;
-        }),
-      }))
-      .filter((family) => family.values.length > 0);
+    return metrics.map((family) => ({
+      ...family,
+      values: family.values.filter((v) => {
+        const service = (v.labels as Record<string, unknown>)["service"];
+        return service === undefined ? withUnlabelled : service === opts.name;
+      }),
+    }));
   };
   const answer = (err: Error | null, msg: { reply?: string; respond(data: Uint8Array): boolean }): void => {
     if (err !== null) {
