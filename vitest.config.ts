@@ -17,7 +17,7 @@ const EXCLUDED = /(^|\/)node_modules\/|^test\/(containers|chaos|browser)\/|\.dow
  * bus) or another process. Everything else is a unit test, fast and
  * self-contained: `npm run test:unit` runs only those.
  */
-const NEEDS_PROCESSES = /@unibus\/(testing|testbus)|node:child_process|bus-with-services|startTestServer|startTestBus|startTestCluster|startNatsServer|findNatsServer|spawn|new Supervisor\(/;
+const NEEDS_PROCESSES = /@unibus\/(testing|testbus|natsd)|startMaintenanceServer|node:child_process|bus-with-services|startTestServer|startTestBus|startTestCluster|startNatsServer|findNatsServer|spawn|new Supervisor\(/;
 
 function testFiles(): string[] {
   return ROOTS.flatMap((root) =>

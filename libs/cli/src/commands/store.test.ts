@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { findNatsServer } from "@unibus/natsd";
 import { resolveHome } from "../home.js";
 import type { HomeLayout } from "../home.js";
 import { runCli } from "../router.js";
@@ -15,8 +16,9 @@ import { writeNewKeyFile } from "../store/operations.js";
 import { recordingIo } from "../test-io.js";
 import { generateJetStreamKey, provisionHome } from "../up/provision.js";
 
-const BIN = process.env.NATS_SERVER_BIN;
-if (BIN === undefined) throw new Error("these tests need NATS_SERVER_BIN");
+// The same binary every integration test uses: NATS_SERVER_BIN, else the
+// project's provisioned copy (CI sets no variable).
+const BIN = (await findNatsServer({ log: () => undefined })).bin;
 const MARKER = "UNIBUS-PLAINTEXT-MARKER";
 const MESSAGES = 40;
 
@@ -41,7 +43,7 @@ async function cli(...argv: string[]): Promise<{ code: number; out: string }> {
 
 /** A stream with marker payloads, a KV bucket and a durable consumer, written with `keys`. */
 async function seed(keys: StoreKeys): Promise<void> {
-  const m = await startMaintenanceServer({ bin: BIN!, storeDir: home.jetstreamDir, workDir: join(tmp, "seed"), keys });
+  const m = await startMaintenanceServer({ bin: BIN, storeDir: home.jetstreamDir, workDir: join(tmp, "seed"), keys });
   try {
     const jsm = await jetstreamManager(m.nc);
     await jsm.streams.add({ name: "ORDERS", subjects: ["orders.>"] });
@@ -61,7 +63,7 @@ async function seed(keys: StoreKeys): Promise<void> {
 
 /** Everything the store holds, readable with `keys`: digests, message bodies, consumers. */
 async function contents(keys: StoreKeys): Promise<unknown> {
-  const m = await startMaintenanceServer({ bin: BIN!, storeDir: home.jetstreamDir, workDir: join(tmp, `read-${Date.now()}`), keys });
+  const m = await startMaintenanceServer({ bin: BIN, storeDir: home.jetstreamDir, workDir: join(tmp, `read-${Date.now()}`), keys });
   try {
     const streams = await assertAllStreamsLoaded(m, home.jetstreamDir, "the test key");
     const digests = await digestAll(m.nc, streams);
