@@ -6,6 +6,8 @@ import type { Envelope, Identity } from "@unibus/crypto";
 import { ErrorCode, ErrorReason, ReadOnlySubjects, ServiceErrorCodeHeader, ServiceErrorHeader, Subjects, UnibusError, decodeReply } from "@unibus/contracts";
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
+import { RoomLogs } from "./rooms/membership-log.js";
+import type { RoomLogHeadStore, RoomLogsOptions } from "./rooms/membership-log.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
 import { createRoom } from "./rooms/room.js";
 import type { Room } from "./rooms/room.js";
@@ -22,6 +24,13 @@ export interface ConnectOptions {
   name?: string;
   /** Default request timeout in ms. Default 5000. */
   requestTimeoutMs?: number;
+  /**
+   * Admins whose room-management entries the membership logs accept, pinned
+   * here because the service's users list is not trusted for it. Default: none.
+   */
+  trustedAdmins?: readonly string[];
+  /** Keeps each room's verified log head across processes, so a later rollback or fork is refused. */
+  roomLogHeads?: RoomLogHeadStore;
 }
 
 /** Per-call options of {@link UnibusClient.request}. */
@@ -48,6 +57,8 @@ export interface UnibusClient {
   readonly admin: AdminApi;
   /** `unibus.v1.keys.*`: agreement keys and room-key epochs (see `rekeyRoom`, `KeysServiceKeyring`). */
   readonly keys: KeysApi;
+  /** The rooms' membership logs this client has verified (contracts/specs/membership-log.md). */
+  readonly roomLogs: RoomLogs;
   /**
    * Sends `body` as JSON to `subject` with a signed envelope in the headers
    * and returns the decoded reply.
@@ -105,6 +116,7 @@ class UnibusClientImpl implements UnibusClient {
   readonly rooms: RoomsApi;
   readonly admin: AdminApi;
   readonly keys: KeysApi;
+  readonly roomLogs: RoomLogs;
   readonly #key: SigningKey;
   readonly #timeoutMs: number;
   /** Rejecters of the requests in flight, called when the connection drops. */
@@ -117,6 +129,7 @@ class UnibusClientImpl implements UnibusClient {
     readonly nc: NatsConnection,
     key: SigningKey,
     timeoutMs: number,
+    logOpts: RoomLogsOptions = {},
   ) {
     this.principal = key.principal;
     this.#key = key;
@@ -126,6 +139,7 @@ class UnibusClientImpl implements UnibusClient {
     this.rooms = new RoomsApi(send);
     this.admin = new AdminApi(send);
     this.keys = new KeysApi(<T>(subject: string, body: unknown, opts?: RequestOptions) => this.request<T>(subject, body, opts));
+    this.roomLogs = new RoomLogs((roomId, fromSeq, limit) => this.rooms.log(roomId, fromSeq, limit), logOpts);
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === "disconnect") {
@@ -264,5 +278,8 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
     reconnectJitter: RECONNECT_JITTER_MS,
     timeout: CONNECT_TIMEOUT_MS,
   });
-  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS);
+  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, {
+    ...(opts.trustedAdmins === undefined ? {} : { trustedAdmins: opts.trustedAdmins }),
+    ...(opts.roomLogHeads === undefined ? {} : { heads: opts.roomLogHeads }),
+  });
 }

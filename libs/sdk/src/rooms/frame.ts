@@ -52,6 +52,8 @@ export const RejectReason = {
   unknownEpoch: "unknown_epoch",
   replay: "replay",
   decryptFailed: "decrypt_failed",
+  /** The signer is not in the epoch's verified membership (e.g. a removed member). */
+  senderNotMember: "sender_not_member",
 } as const;
 /** One of the {@link RejectReason} values. */
 export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];

@@ -29,6 +29,13 @@ export interface RoomKeySource {
   current(roomId: string): Promise<RoomEpochKey>;
   /** The key of `epoch`, or `undefined` when the caller holds no share of it. */
   get(roomId: string, epoch: number): Promise<Uint8Array | undefined>;
+  /**
+   * The verified members of `epoch`, known once its key was obtained. A
+   * source that has this method makes readers drop frames from anyone else
+   * (and every frame of an epoch it returns undefined for); one without it
+   * (a test fixture) leaves senders unchecked.
+   */
+  members?(roomId: string, epoch: number): ReadonlySet<string> | undefined;
 }
 
 /** Raised when a key source holds no key at all for a room. */

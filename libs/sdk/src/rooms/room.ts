@@ -228,6 +228,8 @@ class FrameReceiver {
     readonly keyFor: (epoch: number) => Uint8Array | undefined | Promise<Uint8Array | undefined>,
     readonly deliver: (m: RoomMessage) => void,
     readonly reject: (r: RoomReject) => void,
+    /** The epoch's verified members; absent when the key source cannot tell (no sender check). */
+    readonly membersOf?: (epoch: number) => ReadonlySet<string> | undefined,
   ) {}
 
   /** Processes one frame; returns a promise only when it had to wait for a key (order is kept). */
@@ -267,6 +269,9 @@ class FrameReceiver {
 
   #finish(f: ParsedFrame, claims: { sender: string; epoch: number; counter: number; count: number }, key: Uint8Array | undefined): void {
     if (key === undefined) return this.reject({ reason: RejectReason.unknownEpoch, ...claims });
+    // Only the epoch's verified members may speak in it: a removed member's
+    // key, or one the service slipped in, signs nothing readers accept.
+    if (this.membersOf !== undefined && this.membersOf(f.epoch)?.has(claims.sender) !== true) return this.reject({ reason: RejectReason.senderNotMember, ...claims });
     const id = `${toHex(f.senderKey)}/${f.epoch}`;
     let w = this.#windows.get(id);
     if (w === undefined) {
@@ -504,7 +509,9 @@ class RoomImpl implements Room {
   };
 
   #receiver(deliver: (m: RoomMessage) => void): FrameReceiver {
-    return new FrameReceiver(this.roomId, this.#keyFor, deliver, (r) => this.#rejects.push(r));
+    const keys = this.#keys;
+    const membersOf = keys.members === undefined ? undefined : (epoch: number): ReadonlySet<string> | undefined => keys.members!(this.roomId, epoch);
+    return new FrameReceiver(this.roomId, this.#keyFor, deliver, (r) => this.#rejects.push(r), membersOf);
   }
 
   subscribe(): RoomSubscription {
