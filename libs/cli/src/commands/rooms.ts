@@ -1,5 +1,7 @@
 import type { MembershipRoomsCreateRequest, MembershipRoomsGetReply } from "@unibus/contracts";
-import type { RoomRole } from "@unibus/sdk";
+import { toBase64Url } from "@unibus/crypto";
+import { verifyRoomLog } from "@unibus/sdk";
+import type { RoomLogEntry, RoomRole } from "@unibus/sdk";
 import { stringFlag } from "../args.js";
 import type { ParsedFlags } from "../args.js";
 import { clientCommand, principalArg, printJson } from "../client-command.js";
@@ -179,6 +181,39 @@ const roomsInfo = clientCommand({
   },
 });
 
+/** Every entry of a room's log, page by page, as the service sends them (unverified). */
+async function allLogEntries(client: { rooms: { log(roomId: string, fromSeq?: number): Promise<{ headSeq: number; entries: RoomLogEntry[] }> } }, id: string): Promise<RoomLogEntry[]> {
+  const out: RoomLogEntry[] = [];
+  for (;;) {
+    const page = await client.rooms.log(id, out.length);
+    out.push(...page.entries);
+    if (page.entries.length === 0 || out.length > page.headSeq) return out;
+  }
+}
+
+const roomsLog = clientCommand({
+  name: "log",
+  command: "rooms log",
+  summary: "show a room's membership log; --verify checks every signature and the chain",
+  usage:
+    "Usage: unibus rooms log <id> [--verify] [--json]\n\nEvery create, invite, removal and leave of the room, each its actor's own signed request,\nhash-chained (contracts/specs/membership-log.md). With --verify the chain, every signature\nand every actor's right to act are checked here; any failure exits non-zero.",
+  optionsHelp: ["  --verify              verify the chain, the signatures and the rules"],
+  options: { verify: { type: "boolean" } },
+  positionals: ["id"],
+  async run({ client, flags, positionals, json, io }) {
+    const id = roomId(positionals);
+    const entries = await allLogEntries(client, id);
+    // Throws a coded RoomLogError naming the first bad entry: nothing is printed as verified.
+    const verified = flags["verify"] === true ? verifyRoomLog(id, entries) : undefined;
+    const summary = verified === undefined ? undefined : { verified: true, headSeq: verified.headSeq, head: toBase64Url(verified.headHash), members: Object.fromEntries([...verified.members].sort()) };
+    if (json) return printJson(io, { roomId: id, entries, ...(summary === undefined ? {} : summary) });
+    io.out(formatTable([["SEQ", "OP", "ACTOR", "TARGET", "ROLE", "AT"], ...entries.map((e) => [String(e.seq), e.op + (e.actorRole === "admin" ? " (admin)" : ""), e.signer, e.target, e.role ?? "-", e.at])]));
+    if (summary === undefined) io.out("not verified (use --verify)");
+    else io.out(`verified: ${entries.length} entries, head ${summary.headSeq} ${summary.head}, ${verified!.members.size} members`);
+    return ExitCode.ok;
+  },
+});
+
 const ROOM_ROLES: readonly RoomRole[] = ["owner", "member"];
 
 const roomsInvite = clientCommand({
@@ -232,10 +267,10 @@ const roomsLeave = clientCommand({
   },
 });
 
-/** `unibus rooms create|list|get|info|invite|remove|leave`, over the signed membership API. */
+/** `unibus rooms create|list|get|info|log|invite|remove|leave`, over the signed membership API. */
 export const roomsCommandGroup: Command = commandGroup({
   name: "rooms",
   summary: "create rooms and manage their members",
   intro: "Usage: unibus rooms <command> [args] [--json]\n\nRooms and their members (docs/architecture.md §5), through the membership service as your identity.",
-  subcommands: [roomsCreate, roomsList, roomsGet, roomsInfo, roomsInvite, roomsRemove, roomsLeave],
+  subcommands: [roomsCreate, roomsList, roomsGet, roomsInfo, roomsLog, roomsInvite, roomsRemove, roomsLeave],
 });

@@ -75,7 +75,7 @@ export class RoomLogError extends UnibusError {
     message: string,
     readonly seq?: number,
   ) {
-    super(ErrorCode.Conflict, reason, `room ${roomId} membership log${seq === undefined ? "" : ` entry ${seq}`}: ${message}`);
+    super(ErrorCode.Conflict, reason, `room ${roomId} membership log${seq === undefined ? "" : ` entry ${seq}`}: ${message} (${reason})`);
     this.name = "RoomLogError";
   }
 }
