@@ -3,9 +3,8 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
-import { toBase64Url } from "@unibus/crypto";
 import type { HandlerContext } from "@unibus/kit";
-import { RoomLogOpSubject, VerifiedRoomLog } from "@unibus/sdk";
+import { VerifiedRoomLog, roomLogEntry } from "@unibus/sdk";
 import type { RoomLogEntry, RoomLogOp, RoomLogRole } from "@unibus/sdk";
 import type { Logger } from "pino";
 import type { ConnectionKicker } from "./kick.js";
@@ -125,22 +124,17 @@ export class RoomLogStore {
       const log = await this.load(roomId);
       const change = decide(log);
       if (change === null) return null;
-      const entry: RoomLogEntry = {
-        seq: log.length,
-        prev: toBase64Url(log.headHash),
+      const entry = roomLogEntry({
+        after: log,
         roomId,
         op: change.op,
-        subject: RoomLogOpSubject[change.op],
-        body: toBase64Url(ctx.body),
-        signer: envelope.signer,
-        timestamp: envelope.timestamp,
-        nonce: envelope.nonce,
-        signature: envelope.signature,
+        body: ctx.body,
+        envelope,
         target: change.target,
         ...(change.role === undefined ? {} : { role: change.role }),
-        ...(change.asAdmin === true ? { actorRole: "admin" as const } : {}),
+        ...(change.asAdmin === true ? { asAdmin: true } : {}),
         at: new Date(ctx.now()).toISOString(),
-      };
+      });
       // The clients' rules, before anything is stored (a RoomLogError is a coded 409).
       log.check(entry);
       try {

@@ -188,3 +188,14 @@ describe("RoomLogs (fetch, cache, refuse rollback and fork)", () => {
     expect(await asyncReason(new RoomLogs(s.fetch, { heads }).sync(b.roomId))).toBe(RoomLogErrorReason.rollback);
   });
 });
+
+describe("membership log vectors (contracts/vectors/membership-log.json)", () => {
+  it("entry hashes, the derived room id and the membership after each entry match the independent generator", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const v = JSON.parse(await readFile(new URL("../../../../contracts/vectors/membership-log.json", import.meta.url), "utf8")) as { roomId: string; entries: RoomLogEntry[]; hashes: string[]; membersAfter: string[][] };
+    expect(deriveRoomId(v.entries[0]!.signature)).toBe(v.roomId);
+    expect(v.entries.map((e) => Buffer.from(roomLogEntryHash(e)).toString("hex"))).toEqual(v.hashes);
+    const log = verifyRoomLog(v.roomId, v.entries);
+    expect(v.membersAfter.map((_, i) => [...log.membersAt(i).keys()].sort())).toEqual(v.membersAfter);
+  });
+});

@@ -141,6 +141,43 @@ export function roomLogEntryHash(e: RoomLogEntry): Uint8Array {
   );
 }
 
+/** What {@link roomLogEntry} builds an entry from. */
+export interface RoomLogEntryInput {
+  /** The verified log the entry extends (its next seq and head hash). */
+  after: { length: number; headHash: Uint8Array };
+  roomId: string;
+  op: RoomLogOp;
+  /** The request body bytes exactly as signed. */
+  body: Uint8Array;
+  envelope: { signer: string; timestamp: number; nonce: string; signature: string };
+  target: string;
+  role?: RoomLogRole;
+  /** The actor acted as a bus admin, not as an owner. */
+  asAdmin?: boolean;
+  /** Server time of the append (ISO 8601; not hashed). */
+  at: string;
+}
+
+/** The next entry of a log: the signed request as received, chained to the head. */
+export function roomLogEntry(i: RoomLogEntryInput): RoomLogEntry {
+  return {
+    seq: i.after.length,
+    prev: toBase64Url(i.after.headHash),
+    roomId: i.roomId,
+    op: i.op,
+    subject: RoomLogOpSubject[i.op],
+    body: toBase64Url(i.body),
+    signer: i.envelope.signer,
+    timestamp: i.envelope.timestamp,
+    nonce: i.envelope.nonce,
+    signature: i.envelope.signature,
+    target: i.target,
+    ...(i.role === undefined ? {} : { role: i.role }),
+    ...(i.asAdmin === true ? { actorRole: "admin" as const } : {}),
+    at: i.at,
+  };
+}
+
 /**
  * The id of the room a `rooms.create` request makes: the first 12 bytes of
  * `sha256(field("unibus-room-id-v1") ‖ signature)` as hex. The creator's
