@@ -78,7 +78,7 @@ async function next<T>(it: AsyncIterator<T>, ok: (v: T) => boolean, ms = 5_000):
     const left = deadline - Date.now();
     if (left <= 0) return undefined;
     let timer: NodeJS.Timeout | undefined;
-    const r = await Promise.race([it.next(), new Promise<undefined>((res) => (timer = setTimeout(res, left)))]);
+    const r = await Promise.race([it.next(), new Promise<undefined>((res) => (timer = setTimeout(() => res(undefined), left)))]);
     clearTimeout(timer);
     if (r === undefined || r.done === true) return undefined;
     if (ok(r.value)) return r.value;
