@@ -9,8 +9,11 @@ import type { RoomLogEntry, RoomLogOp, RoomLogRole } from "@unibus/sdk";
 import type { Logger } from "pino";
 import type { ConnectionKicker } from "./kick.js";
 import { grantMembership, revokeMembership } from "./rooms.js";
-import { isRevisionConflict, unavailable } from "./store.js";
+import { isRevisionConflict, pageKvEntries, unavailable } from "./store.js";
 import type { MembershipStore } from "./store.js";
+
+/** Ranges up to this long are read with parallel gets; longer ones with one consumer page. */
+const RANGE_BY_GETS = 16;
 
 /** Rounds of an append before giving up: each lost round means another replica appended first. */
 const APPEND_ROUNDS = 16;
@@ -83,8 +86,39 @@ export class RoomLogStore {
     return entry === null || entry.operation !== "PUT" ? null : entry.json<RoomLogEntry>();
   }
 
-  /** Entries `from..to` (inclusive) in order; a missing one ends the list early. */
+  /**
+   * Entries `from..to` (inclusive) in order; a missing one ends the list
+   * early. A long range is one consumer page from the first entry's stream
+   * sequence: entries are never rewritten, and entry n+1 is only created
+   * once entry n exists, so the stream holds a room's entries in seq order.
+   */
   async range(roomId: string, from: number, to: number): Promise<RoomLogEntry[]> {
+    const count = to - from + 1;
+    if (this.#nc !== undefined && count > RANGE_BY_GETS) {
+      let first: KvEntry | null;
+      try {
+        first = await this.#kv.get(roomLogKey(roomId, from));
+      } catch (err) {
+        throw unavailable(err);
+      }
+      if (first === null || first.operation !== "PUT") return [];
+      let jsm = this.#jsm;
+      if (jsm === undefined) {
+        try {
+          jsm = await jetstreamManager(this.#nc);
+        } catch (err) {
+          throw unavailable(err);
+        }
+      }
+      this.#jsm = jsm;
+      const page = await pageKvEntries<RoomLogEntry>(this.#nc, jsm, this.#kv, first.revision, count, `${roomId}.*`);
+      const out: RoomLogEntry[] = [];
+      for (const e of page.items) {
+        if (e.seq !== from + out.length) break;
+        out.push(e);
+      }
+      return out;
+    }
     const seqs = Array.from({ length: Math.max(0, to - from + 1) }, (_, i) => from + i);
     const got = await Promise.all(seqs.map((s) => this.#get(roomId, s)));
     const end = got.indexOf(null);
