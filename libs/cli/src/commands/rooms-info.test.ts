@@ -105,7 +105,7 @@ describe("unibus rooms create --max-* / rooms info", () => {
 });
 
 describe("unibus rooms log [--verify]", () => {
-  it("prints a live room's log and verifies it; a tampered entry makes --verify fail with its reason", async () => {
+  it("prints a live room's log and verifies it; a rolled-back log or a tampered entry makes --verify fail with its reason", async () => {
     const created = await cli(["rooms", "create", "audited", "--json"]);
     const { room } = JSON.parse(created.out) as { room: { id: string } };
     const guest = createIdentity();
@@ -118,9 +118,16 @@ describe("unibus rooms log [--verify]", () => {
     expect(ok.out).toMatch(/verified: 3 entries, head 2 /);
     const json = JSON.parse((await cli(["rooms", "log", room.id, "--verify", "--json"])).out) as { verified: boolean; members: Record<string, string> };
     expect(json).toMatchObject({ verified: true, members: { [identity.principal]: "owner" } });
-    // What a compromised store could do: rewrite who was invited.
     const nc = await server.connect();
     const bucket = await new Kvm(jetstream(nc)).open(MembershipBucket.roomLog);
+    // What a compromised store could do: drop the newest entry (the removal)...
+    const last = (await bucket.get(`${room.id}.2`))!.string();
+    await bucket.purge(`${room.id}.2`);
+    const rolledBack = await cli(["rooms", "log", room.id, "--verify"]);
+    expect(rolledBack.code).not.toBe(ExitCode.ok);
+    expect(rolledBack.err).toMatch(/log_rollback/);
+    await bucket.put(`${room.id}.2`, last);
+    // ...or rewrite who was invited.
     const key = `${room.id}.1`;
     const entry = (await bucket.get(key))!.json<Record<string, unknown>>();
     await bucket.put(key, JSON.stringify({ ...entry, target: identity.principal }));
