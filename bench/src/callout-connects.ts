@@ -29,7 +29,8 @@ import {
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 
-interface WorkerInput {
+/** What the callout worker child needs (sent on stdin, never argv). */
+export interface WorkerInput {
   url: string;
   calloutSeed: string;
   issuerSeed: string;
@@ -86,7 +87,8 @@ async function runWorker(): Promise<void> {
   process.stdin.on("end", () => void nc.close().then(() => process.exit(0)));
 }
 
-async function startCalloutWorker(input: WorkerInput): Promise<ChildProcess> {
+/** Starts the callout service in a child process, as in production; resolves once it answers. */
+export async function startCalloutWorker(input: WorkerInput): Promise<ChildProcess> {
   const self = fileURLToPath(import.meta.url);
   const child = spawn(process.execPath, ["--import", "tsx", self, "callout-worker"], { stdio: ["pipe", "pipe", "inherit"] });
   child.stdin?.write(`${JSON.stringify(input)}\n`);

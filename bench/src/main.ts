@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5|P6 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5|P5C|P6 ...]]
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
@@ -14,7 +14,8 @@ import { runRekey } from "./rekey.js";
 import { runReplicaHandshake } from "./replica-handshake.js";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
-import { runRevokeKick } from "./revoke-kick.js";
+import { runRetryStorm } from "./retry-storm.js";
+import { runRevokeKick, runRevokeKickCluster } from "./revoke-kick.js";
 import { runScaling } from "./scaling.js";
 
 const args = process.argv.slice(2);
@@ -55,11 +56,28 @@ const benches: Bench[] = [
     run: () => runRevokeKick({ samples }),
   },
   {
+    id: "P5C",
+    about: "P5 on a local 3-node cluster (TLS routes): users.revoke sent → the victim's connections on all 3 nodes closed vs bare $SYS KICKs on each node; then 5 s of the victim reconnecting, each admitted login a re-admission (goal 0)",
+    run: async () => {
+      const { cases, readmissions, refusedLogins } = await runRevokeKickCluster({ samples: Math.min(samples, 20) });
+      console.log(`P5C re-admissions within 5 s of a revoke: ${readmissions} (goal 0; ${refusedLogins} reconnects refused)`);
+      if (readmissions > 0) process.exitCode = 1;
+      return cases;
+    },
+  },
+  {
     id: "P6",
     about: "full replica PSK handshakes (hello + finish, MACs, Ed25519, shared single-use state in KV; gateway in its own process) vs raw request/reply round trips",
     run: () => runReplicaHandshake({ seconds, inFlight: 16 }),
   },
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
+  {
+    id: "P13",
+    about:
+      "retry storm: legitimate connects/s (4 in flight, through the callout) with 200 revoked clients reconnecting in a tight loop (own process) vs without, interleaved slices; " +
+      "then callout CPU per refusal answered from the denial cache vs one fully checked (raw column), in-process",
+    run: () => runRetryStorm({ seconds }),
+  },
   {
     id: "P10",
     about: "acknowledged means on disk: R3 KV puts with sync_interval always vs the server default (two 3-node clusters, interleaved slices); room 1 KB publishes stored by an R3 vs an R1 stream (R1 both always and default)",

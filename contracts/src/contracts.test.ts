@@ -10,6 +10,12 @@ describe("contracts", () => {
     expect(() => execFileSync("npx", ["tsx", "contracts/scripts/generate.ts", "--check"], { cwd: root, stdio: "pipe" })).not.toThrow();
   });
 
+  it("an audit.denials reply carries records exactly as the callout stores them", () => {
+    const { $schema: _s, $id: _i, title: _t, ...record } = schemas["audit.denial.record"] as Record<string, unknown>;
+    const reply = schemas["membership.audit.denials.reply"] as { properties: { denials: { items: unknown } } };
+    expect(reply.properties.denials.items).toEqual(record);
+  });
+
   it("every embedded schema compiles", () => {
     const registry = new SchemaRegistry();
     for (const id of Object.keys(schemas)) expect(() => registry.validator(id)).not.toThrow();

@@ -8,7 +8,18 @@ export { SchemaRegistry, createSchemaAjv } from "./validation.js";
 export type { JsonSchema, SchemaValidationResult, ValidateFn } from "./validation.js";
 export { BINARY_FRAME_PREFIX_BYTES, decodeBinaryFrame, encodeBinaryFrame } from "./binary-frame.js";
 export type { BinaryFrame } from "./binary-frame.js";
-export { ReadOnlySubjects, ReplicaHandshakeSubjects, RoomSubjectPrefix, ServiceName, SubjectPrefix, Subjects, roomKeysNoticeSubject, roomMembershipSubject } from "./subjects.js";
+export {
+  AuditDenialStream,
+  ReadOnlySubjects,
+  ReplicaHandshakeSubjects,
+  RoomSubjectPrefix,
+  ServiceName,
+  SubjectPrefix,
+  Subjects,
+  auditDenialSubject,
+  roomKeysNoticeSubject,
+  roomMembershipSubject,
+} from "./subjects.js";
 export {
   ErrorCode,
   ErrorReason,

@@ -49,6 +49,8 @@ export const Subjects = {
     roomsLog: "unibus.v1.membership.rooms.log",
     /** Seeds admin #0; only the privileged internal bootstrap identity may publish here. */
     adminBootstrap: "unibus.v1.membership.admin.bootstrap",
+    /** Recorded login denials, read from the audit stream by the service (admins hold no JetStream grant). */
+    auditDenials: "unibus.v1.membership.audit.denials",
   },
   keys: {
     all: "unibus.v1.keys.>",
@@ -84,6 +86,8 @@ export const Subjects = {
   healthz: {
     all: "unibus.v1.healthz.>",
     status: "unibus.v1.healthz.status",
+    /** The posture document (admin-signed): what `unibus status` and the web panel show. */
+    posture: "unibus.v1.healthz.posture",
   },
 } as const;
 /**
@@ -109,10 +113,12 @@ export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
   Subjects.membership.roomsList,
   Subjects.membership.roomsHistory,
   Subjects.membership.roomsLog,
+  Subjects.membership.auditDenials,
   Subjects.keys.agreementKeys,
   Subjects.keys.getShare,
   Subjects.keys.epochs,
   Subjects.healthz.status,
+  Subjects.healthz.posture,
 ]);
 
 /**
@@ -144,4 +150,33 @@ export function roomMembershipSubject(roomId: string): string {
  */
 export function roomKeysNoticeSubject(roomId: string): string {
   return `${RoomSubjectPrefix}.${roomId}.ctl.keys`;
+}
+
+/**
+ * The capped stream of refused logins (schema `audit.denial.record`): the
+ * auth callout publishes one record per denial to
+ * `<subjectPrefix>.<principal>` (`_` when the client presented no valid
+ * nkey), the membership service creates the stream and serves
+ * `audit.denials` from it. Outside `unibus.v1.` and `unibus.room.`, so no
+ * client grant reaches it. Old records are discarded first: an attacker
+ * filling the stream can only push out history, never block the callout.
+ */
+export const AuditDenialStream = {
+  name: "AUDIT_DENIALS",
+  subjectPrefix: "unibus.audit.denials",
+  /** Records kept at most. */
+  maxMsgs: 100_000,
+  /** Bytes kept at most (a record is ~250 bytes). */
+  maxBytes: 64 * 1024 * 1024,
+  /** Oldest record kept, in ms. */
+  maxAgeMs: 7 * 24 * 3600 * 1000,
+  /** Subject token used when no valid principal was presented. */
+  noPrincipal: "_",
+} as const;
+/** The shape of {@link AuditDenialStream}. */
+export type AuditDenialStream = typeof AuditDenialStream;
+
+/** Subject an audit record of `principal` (or of none) is published to. */
+export function auditDenialSubject(principal: string | undefined): string {
+  return `${AuditDenialStream.subjectPrefix}.${principal ?? AuditDenialStream.noPrincipal}`;
 }

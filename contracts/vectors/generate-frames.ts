@@ -31,7 +31,7 @@ function frame(c: { roomId: string; epoch: number; seed: Uint8Array; counter: nu
   const header = concatBytes(Uint8Array.of(1, room.length), room, u32(c.epoch), pub, ctr, count, c.nonce);
   const plaintext = concatBytes(...c.messages.flatMap((m) => [u32(m.length), m]));
   const ciphertext = xchacha20poly1305(c.key, c.nonce, header).encrypt(plaintext);
-  const signature = ed.sign(concatBytes(utf8ToBytes("unibus-room-frame-v1"), header, ciphertext), c.seed);
+  const signature = ed.sign(concatBytes(Uint8Array.of(0xff), utf8ToBytes("unibus-room-frame-v1"), header, ciphertext), c.seed);
   return { header, plaintext, ciphertext, signature, frame: concatBytes(header, ciphertext, signature), publicKey: pub };
 }
 
@@ -72,7 +72,7 @@ writeFileSync(
   `${JSON.stringify(
     {
       description:
-        "Room message frames (contracts/specs/frames.md). frame = header || XChaCha20-Poly1305(key, nonce, plaintext, AD=header) || Ed25519(sender, 'unibus-room-frame-v1' || header || ciphertext). Hex.",
+        "Room message frames (contracts/specs/frames.md). frame = header || XChaCha20-Poly1305(key, nonce, plaintext, AD=header) || Ed25519(sender, 0xFF || 'unibus-room-frame-v1' || header || ciphertext). Hex.",
       generatedBy: "contracts/vectors/generate-frames.ts (@noble/ciphers, @noble/ed25519)",
       cases,
     },

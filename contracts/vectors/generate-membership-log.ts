@@ -40,12 +40,12 @@ function user(seedByte: number): { seed: Uint8Array; principal: string } {
   return { seed, principal: fromSeed(Codec.encodeSeed(Prefix.User, seed)).getPublicKey() };
 }
 
-/** The envelope signature (contracts/specs/identity-and-envelope.md). */
+/** The envelope signature (contracts/specs/identity-and-envelope.md): over 0xFF ‖ the signing bytes, the statement marker. */
 function signEnvelope(seed: Uint8Array, subject: string, timestamp: number, nonce: string, body: Uint8Array): string {
   const domain = enc.encode("unibus-envelope-v1");
   const s = enc.encode(subject);
   const n = enc.encode(nonce);
-  const bytes = concat([Uint8Array.of(domain.byteLength), domain, u32(s.byteLength), s, u64(timestamp), Uint8Array.of(n.byteLength), n, sha256(body)]);
+  const bytes = concat([Uint8Array.of(0xff), Uint8Array.of(domain.byteLength), domain, u32(s.byteLength), s, u64(timestamp), Uint8Array.of(n.byteLength), n, sha256(body)]);
   return b64u(ed.sign(bytes, seed));
 }
 
@@ -117,7 +117,7 @@ writeFileSync(
   `${JSON.stringify(
     {
       description:
-        "Room membership log v1 (contracts/specs/membership-log.md). entryHash = sha256(field('unibus-room-log-v1') || u64be(seq) || prev(32) || field(roomId) || field(op) || field(subject) || field(body) || field(signer) || u64be(timestamp) || field(nonce) || field(signature) || field(target) || field(role or '') || field(actorRole or '')), field = u32be(len) || bytes; roomId = hex(sha256(field('unibus-room-id-v1') || signature bytes of entry 0))[0..24]. Entries are as served by rooms.log; hashes hex.",
+        "Room membership log v1 (contracts/specs/membership-log.md). entryHash = sha256(field('unibus-room-log-v1') || u64be(seq) || prev(32) || field(roomId) || field(op) || field(subject) || field(body) || field(signer) || u64be(timestamp) || field(nonce) || field(signature) || field(target) || field(role or '') || field(actorRole or '')), field = u32be(len) || bytes; roomId = hex(sha256(field('unibus-room-id-v1') || signature bytes of entry 0))[0..24]. Each signature is the actor's envelope signature (Ed25519 over 0xFF || the envelope signing bytes of subject, timestamp, nonce, body). Entries are as served by rooms.log; hashes hex.",
       generatedBy: "contracts/vectors/generate-membership-log.ts (@noble/ed25519, @noble/hashes, @nats-io/nkeys)",
       roomId,
       entries,

@@ -66,7 +66,8 @@ function handshake(c: { name: string; clusterName: string; dialerId: string; acc
     macD,
     identity,
   );
-  const signature = ed.sign(transcript, c.seed);
+  // Signed as 0xFF ‖ transcript: the statement marker no connect nonce can start with.
+  const signature = ed.sign(concatBytes(Uint8Array.of(0xff), transcript), c.seed);
   const sessionId = derive(ctx.sessionId, transcript, 16);
   const hex = bytesToHex;
   return {

@@ -156,7 +156,7 @@ function envelopeBytes(subject: string, timestamp: number, nonce: string, body: 
   const domain = utf8ToBytes("unibus-envelope-v1");
   const s = utf8ToBytes(subject);
   const n = utf8ToBytes(nonce);
-  return cat(Uint8Array.of(domain.length), domain, u32be(s.length), s, u64be(timestamp), Uint8Array.of(n.length), n, sha256(body));
+  return cat(Uint8Array.of(0xff, domain.length), domain, u32be(s.length), s, u64be(timestamp), Uint8Array.of(n.length), n, sha256(body));
 }
 const envSeed = seq(32, 42);
 const envCase = (name: string, subject: string, timestamp: number, nonce: string, body: Uint8Array) => {
@@ -176,7 +176,7 @@ const envCase = (name: string, subject: string, timestamp: number, nonce: string
 };
 write("envelope.json", {
   description:
-    "Signed request envelope v1. signingBytes = u8(18) 'unibus-envelope-v1' || u32be(len) utf8(subject) || u64be(timestamp ms) || u8(32) ascii(nonce) || sha256(body); signature = base64url (no padding) Ed25519(seed, signingBytes). Hex unless noted.",
+    "Signed request envelope v1. signingBytes = u8(0xFF) (statement marker) || u8(18) 'unibus-envelope-v1' || u32be(len) utf8(subject) || u64be(timestamp ms) || u8(32) ascii(nonce) || sha256(body); signature = base64url (no padding) Ed25519(seed, signingBytes). Hex unless noted.",
   generatedBy: "contracts/vectors/generate.ts (@noble/ed25519, @noble/hashes, @nats-io/nkeys)",
   seed: bytesToHex(envSeed),
   cases: [

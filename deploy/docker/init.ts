@@ -8,7 +8,8 @@
  *              container only what it needs, each in its own volume:
  *                /out/nats/      nats.conf + jetstream.key (read by nats-launch)
  *                /out/nats-N/    the same per node with UNIBUS_CLUSTER_NODES=nats-1,…
- *                                (routes: mutual TLS, pool_size, no_advertise)
+ *                                (routes: mutual TLS, pool_size, no_advertise;
+ *                                UNIBUS_CLIENT_TLS=1: TLS required on the client port)
  *                /out/svc-<name> identity.id (+ callout seeds / system.id) + env
  *   bootstrap  Seeds admin #0 (idempotent), as `unibus up` does after start.
  *
@@ -48,6 +49,8 @@ const BOOTSTRAP_WAIT_MS = 90_000;
 /** Cluster only: where each nats container mounts its route TLS dir (read-only). */
 const ROUTE_TLS_DIR = "/etc/unibus-routes";
 const ROUTE_POOL_SIZE = 3;
+/** `1`: every node requires TLS on its client port (cluster only). */
+const CLIENT_TLS_ENV = "UNIBUS_CLIENT_TLS";
 
 function say(line: string): void {
   process.stdout.write(`[unibus init] ${line}\n`);
@@ -58,7 +61,22 @@ function clusterNodes(): string[] {
   return (process.env["UNIBUS_CLUSTER_NODES"] ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
 }
 
+/**
+ * The client-port certificate each node presents with `UNIBUS_CLIENT_TLS=1`:
+ * signed by the client CA (not the route CA) and mounted with the route
+ * material by deploy/scripts/cluster-certs.sh. Anything but `1`/`0`/unset
+ * stops init rather than leave the port in plaintext by mistake.
+ */
+function clientTls(clustered: boolean): { certFile: string; keyFile: string } | undefined {
+  const raw = (process.env[CLIENT_TLS_ENV] ?? "").trim();
+  if (raw === "" || raw === "0") return undefined;
+  if (raw !== "1") throw new Error(`${CLIENT_TLS_ENV} must be 1 or 0, got ${JSON.stringify(raw)}`);
+  if (!clustered) throw new Error(`${CLIENT_TLS_ENV}=1 needs UNIBUS_CLUSTER_NODES: only the cluster nodes have a client-port certificate`);
+  return { certFile: join(ROUTE_TLS_DIR, "client.pem"), keyFile: join(ROUTE_TLS_DIR, "client.key") };
+}
+
 function serverConfig(state: ProvisionedHome, serverName: string, routes: readonly string[] | undefined): NatsConfig {
+  const tls = clientTls(routes !== undefined);
   const base = buildServerConfig({
     host: "0.0.0.0",
     port: CLIENT_PORT,
@@ -68,6 +86,8 @@ function serverConfig(state: ProvisionedHome, serverName: string, routes: readon
     serverName,
     // `always` in a cluster: an acknowledged write is on disk on a quorum of nodes.
     syncInterval: jetStreamSyncInterval(process.env, routes !== undefined),
+    // TLS hides subjects, inboxes and sizes from the network between clients and nodes.
+    ...(tls === undefined ? {} : { tls }),
     authorization: calloutAuthorization({
       calloutIssuerPublic: state.calloutIssuerPublic,
       calloutXkeyPublic: state.calloutXkeyPublic,
@@ -119,7 +139,7 @@ async function writeNatsShare(home: HomeLayout, state: ProvisionedHome): Promise
     // The key file, not the key: nats-launch reads it into nats-server's environment (architecture §1.4).
     await copyPrivate(home.jetstreamKeyFile, join(t.dir, "jetstream.key"));
     await writePrivateFile(join(t.dir, "nats.conf"), renderNatsConfig(serverConfig(state, t.name, t.routes)));
-    say(`nats config for ${t.name}${t.routes ? ` (routes to ${t.routes.join(", ")})` : ""} in ${t.dir} (store ${NATS_DATA_DIR}, key via ${JETSTREAM_KEY_ENV})`);
+    say(`nats config for ${t.name}${t.routes ? ` (routes to ${t.routes.join(", ")})` : ""}${clientTls(t.routes !== undefined) ? " (client TLS)" : ""} in ${t.dir} (store ${NATS_DATA_DIR}, key via ${JETSTREAM_KEY_ENV})`);
   }
 }
 

@@ -7,7 +7,10 @@
 # .unibus/docker/env (.unibus/ is git-ignored) with UNIBUS_IDENTITY and a
 # UNIBUS_URL listing every nats node's published client port, read from docker
 # itself (so UNIBUS_DOCKER_PORT / UNIBUS_DOCKER_PORT_1..3 are honoured), so the
-# CLI fails over when one cluster node stops. Then:
+# CLI fails over when one cluster node stops. When the stack's services trust
+# a client CA (the cluster requires client TLS), that CA (public; its key
+# stays with cluster-certs.sh) is copied to .unibus/docker/client-ca.pem, the
+# URLs become tls:// and UNIBUS_TLS_CA names it. Then:
 #   UNIBUS_HOME=.unibus/docker npx unibus micro stats
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -46,8 +49,16 @@ fi
 bindings=$(docker ps -aq --filter "label=com.docker.compose.project=$project" | while read -r c; do
   docker inspect -f '{{$svc := index .Config.Labels "com.docker.compose.service"}}{{range $p, $b := .HostConfig.PortBindings}}{{if eq $p "4222/tcp"}}{{range $b}}{{$svc}} {{.HostIp}} {{.HostPort}}{{"\n"}}{{end}}{{end}}{{end}}' "$c"
 done | awk 'NF >= 2' | sort -u)
-urls=$(printf '%s\n' "$bindings" | awk 'NF == 3 {host = $2; port = $3} NF == 2 {host = ""; port = $2}
-  {if (host == "" || host == "0.0.0.0" || host == "::") host = "127.0.0.1"; printf "%snats://%s:%s", sep, host, port; sep = ","}')
+# The CA the services are told to trust (NODE_EXTRA_CA_CERTS) means the nodes require TLS.
+svc=$(docker ps -aq --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=auth-callout | head -n1)
+ca_path=""
+if [ -n "$svc" ]; then
+  ca_path=$(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$svc" | sed -n 's/^NODE_EXTRA_CA_CERTS=//p' | head -n1)
+fi
+scheme=nats
+if [ -n "$ca_path" ]; then scheme=tls; fi
+urls=$(printf '%s\n' "$bindings" | awk -v scheme="$scheme" 'NF == 3 {host = $2; port = $3} NF == 2 {host = ""; port = $2}
+  {if (host == "" || host == "0.0.0.0" || host == "::") host = "127.0.0.1"; printf "%s%s://%s:%s", sep, scheme, host, port; sep = ","}')
 if [ -z "$urls" ]; then
   echo "compose project $project publishes no nats client port (4222)" >&2
   exit 1
@@ -59,6 +70,12 @@ chmod 700 .unibus "$dir"
 docker cp "$init:/state/admin.id" "$dir/admin.id" >/dev/null
 chmod 600 "$dir/admin.id"
 printf '# Written by deploy/scripts/compose-admin.sh: compose project %s, as admin #0.\nUNIBUS_URL=%s\nUNIBUS_IDENTITY=%s\n' "$project" "$urls" "$PWD/$dir/admin.id" >"$dir/env"
+rm -f "$dir/client-ca.pem"
+if [ -n "$ca_path" ]; then
+  docker cp "$svc:$ca_path" "$dir/client-ca.pem" >/dev/null
+  chmod 644 "$dir/client-ca.pem"
+  printf 'UNIBUS_TLS_CA=%s\n' "$PWD/$dir/client-ca.pem" >>"$dir/env"
+fi
 chmod 600 "$dir/env"
 echo "admin #0 identity: $dir/admin.id (project $project, servers $urls)"
 echo "try: UNIBUS_HOME=$dir npx unibus micro stats"

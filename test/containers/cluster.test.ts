@@ -18,7 +18,8 @@ import type { ComposeStack } from "./stack.js";
 
 const run = promisify(execFile);
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const PROJECT = "unibus-ct-cluster";
+// Overridable so two checkouts on one engine do not stop each other's stack.
+const PROJECT = process.env["UNIBUS_CT_CLUSTER_PROJECT"] ?? "unibus-ct-cluster";
 const ROUTE_PORT = 6222;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -63,10 +64,24 @@ async function drain(sock: Socket, ms: number): Promise<{ data: string; closed: 
   return { data, closed };
 }
 
+/** The message of a connect that must fail (a resolved connect fails the test). */
+async function connectError(fn: () => Promise<UnibusClient>): Promise<string> {
+  return fn().then(
+    async (c) => {
+      await c.close();
+      throw new Error("connected although it must not");
+    },
+    (err: unknown) => String((err as Error).message ?? err),
+  );
+}
+
 describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () => {
   let stack: ComposeStack;
   let certs: string;
   let admin: UnibusClient;
+  /** The client port requires TLS: `tls://` seeds, and the client CA cluster-certs.sh made. */
+  let urls: string[];
+  let tls: { caFile: string };
   const clients: UnibusClient[] = [];
   const acked: string[] = [];
   const container = (svc: string) => `${PROJECT}-${svc}-1`;
@@ -87,8 +102,10 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       environment: { UNIBUS_CLUSTER_TLS_DIR: certs },
     });
     process.stdout.write(`cluster stack healthy in ${stack.secondsToHealthy.toFixed(1)} s\n`);
+    urls = stack.urls.map((u) => u.replace(/^nats:/, "tls:"));
+    tls = { caFile: join(certs, "client-ca", "ca.pem") };
     // All three seeds: the client fails over as nodes go away.
-    admin = await connect({ servers: stack.urls, identity: stack.admin, requestTimeoutMs: 8_000 });
+    admin = await connect({ servers: urls, identity: stack.admin, requestTimeoutMs: 8_000, tls });
     clients.push(admin);
   });
 
@@ -154,6 +171,46 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     peer.destroy();
   });
 
+  it("the client port requires TLS: a plaintext CONNECT is refused, and only the client CA vouches for the node", async () => {
+    // A plaintext client gets the INFO (tls_required); the node then expects a TLS handshake,
+    // so the plaintext CONNECT/PING ends the connection with no PONG. Every node.
+    for (const url of stack.urls) {
+      const plain = tcpConnect(Number(new URL(url).port), "127.0.0.1");
+      const info = await readInfo(plain);
+      expect(info["tls_required"]).toBe(true);
+      plain.write('CONNECT {"verbose":false,"pedantic":false,"name":"plaintext"}\r\nPING\r\n');
+      const plainEnd = await drain(plain, 5_000);
+      expect(plainEnd.data).not.toMatch(/PONG|\+OK/);
+      expect(plainEnd.closed).toBe(true);
+    }
+
+    // The route CA does not vouch for the client port (the two CAs are separate), and
+    // without a CA the node's certificate is not trusted: both connects fail, never plaintext.
+    const wrongCa = connectError(() => connect({ servers: [urls[0]!], identity: createIdentity(), tls: { caFile: join(certs, "ca", "route-ca.pem") } }));
+    const noCa = connectError(() => connect({ servers: [urls[0]!], identity: createIdentity() }));
+    expect(await wrongCa).toMatch(/certificate|self.signed|issuer/i);
+    expect(await noCa).toMatch(/certificate|self.signed|issuer/i);
+    // The control (the client CA is accepted) is the next test and every other one here.
+  });
+
+  it("a new user logs in over TLS and a signed request is answered through the cluster", async () => {
+    const member = createIdentity();
+    await admin.users.add(member.principal, `tls-${member.principal.slice(1, 7).toLowerCase()}`, "member");
+    acked.push(member.principal);
+    // Each seed on its own: every node's client port takes the login over TLS.
+    for (const url of urls) {
+      const c = await eventually(15_000, () => connect({ servers: [url], identity: member, requestTimeoutMs: 8_000, tls }));
+      try {
+        expect(c.principal).toBe(member.principal);
+        // Signed with the member's key and checked by membership (itself on tls://): a new user has no rooms.
+        const listed = await c.rooms.list();
+        expect(listed.rooms).toEqual([]);
+      } finally {
+        await c.close();
+      }
+    }
+  });
+
   it("users added before nats-1 stops are all readable with 2 of 3 nodes, and the bus keeps serving", async () => {
     for (let i = 0; i < 8; i++) {
       const id = createIdentity();
@@ -187,12 +244,19 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       );
     process.stdout.write(`users.add with 1 of 3 nodes: ${outcome} (${Date.now() - t0} ms)\n`);
     expect(outcome).toMatch(/^refused: /);
+    // The operator's view agrees: readiness fails closed without quorum.
+    const status = await eventually(30_000, async () => {
+      const res = await fetch(`${stack.healthzUrl}/readyz`);
+      if (res.status !== 503) throw new Error(`readyz ${res.status} with 1 of 3 nodes`);
+      return res.status;
+    });
+    expect(status).toBe(503);
   });
 
   it("after both nodes restart the cluster catches up: every acknowledged user is there and writes work again", async () => {
     await run("docker", ["start", container("nats-1"), container("nats-2")]);
     // A new session: the old one may have given up reconnecting while logins were refused.
-    const again = await eventually(60_000, () => connect({ servers: stack.urls, identity: stack.admin, requestTimeoutMs: 8_000 }));
+    const again = await eventually(60_000, () => connect({ servers: urls, identity: stack.admin, requestTimeoutMs: 8_000, tls }));
     clients.push(again);
     const fresh = createIdentity();
     await eventually(60_000, () => again.users.add(fresh.principal, `back-${fresh.principal.slice(1, 7).toLowerCase()}`, "member"));
@@ -200,5 +264,11 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     // Reads may answer 503 for a moment while stream leaders settle after the restart.
     const listed = await eventually(30_000, async () => new Set((await again.users.list()).users.map((u) => u.principal)));
     expect(acked.filter((p) => !listed.has(p))).toEqual([]);
+    const ready = await eventually(60_000, async () => {
+      const res = await fetch(`${stack.healthzUrl}/readyz`);
+      if (res.status !== 200) throw new Error(`readyz ${res.status} after recovery`);
+      return res.status;
+    });
+    expect(ready).toBe(200);
   });
 });

@@ -18,6 +18,8 @@ export interface ComposeStack {
   readonly env: StartedDockerComposeEnvironment;
   /** `nats://127.0.0.1:<published port>` (the first of `urls`). */
   readonly url: string;
+  /** The healthz HTTP base URL published on the host's loopback. */
+  readonly healthzUrl: string;
   /** One per published client port, in the order of `ports` (a cluster: one per node). */
   readonly urls: string[];
   /** Compose project name (container names are `<project>-<service>-<n>`). */
@@ -45,7 +47,10 @@ export interface ComposeStackOptions {
 /** Starts the stack under its own project name (volumes included, removed by stop()). */
 export async function startComposeStack(opts: ComposeStackOptions): Promise<ComposeStack> {
   const file = opts.file ?? "docker-compose.yml";
-  const portVars = opts.ports ?? ["UNIBUS_DOCKER_PORT"];
+  // The healthz HTTP port is published too: a free one per stack, so two stacks
+  // (or anything on the host's 8080) never collide. Appended, so client port
+  // indexes stay as the caller named them.
+  const portVars = [...(opts.ports ?? ["UNIBUS_DOCKER_PORT"]), "UNIBUS_HEALTHZ_DOCKER_PORT"];
   const ports: number[] = [];
   for (const _ of portVars) {
     let p = await freeLoopbackPort();
@@ -92,7 +97,8 @@ export async function startComposeStack(opts: ComposeStackOptions): Promise<Comp
     return {
       env,
       url: `nats://127.0.0.1:${ports[0]}`,
-      urls: ports.map((p) => `nats://127.0.0.1:${p}`),
+      urls: ports.slice(0, -1).map((p) => `nats://127.0.0.1:${p}`),
+      healthzUrl: `http://127.0.0.1:${ports[ports.length - 1]}`,
       project: opts.project,
       admin,
       secondsToHealthy,

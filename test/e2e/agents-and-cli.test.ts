@@ -66,8 +66,12 @@ describe("agents and the CLI on a live bus", () => {
     const { room } = await owner.client.rooms.create("agents", { persist: false, encrypt: true });
     await waitForRoomAccess(owner.client, room.id);
     await owner.client.rooms.invite(room.id, agent.principal);
-    const worker = await startAgentWorker({ client: agent.client, identity: agent.identity, roomId: room.id, name: "echo", handler: upperCaseHandler() });
+    // The worker's readyRoom waits for a key epoch; the owner seals one once the agent's key is registered and it waits.
+    const stages: string[] = [];
+    const starting = startAgentWorker({ client: agent.client, identity: agent.identity, roomId: room.id, name: "echo", handler: upperCaseHandler(), onStage: (s) => stages.push(s) });
+    await expect.poll(() => stages.includes("waiting_for_owner_to_seal_epoch"), { timeout: 15_000 }).toBe(true);
     await rekeyRoom(owner.client, owner.identity.signingKey, room.id);
+    const worker = await starting;
     const ownerRoom = owner.client.room(room.id, owner.keyring);
     const answers = ownerRoom.subscribe()[Symbol.asyncIterator]();
     await owner.client.nc.flush();

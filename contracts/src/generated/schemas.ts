@@ -4,6 +4,63 @@ import type { SchemaId } from "./types.js";
 
 /** Every contract schema, embedded as data so nothing reads schema files at runtime. */
 export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>>>> = {
+  "audit.denial.record": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "audit.denial.record",
+    "title": "AuditDenialRecord",
+    "description": "One refused login, as the auth callout records it in the AUDIT_DENIALS stream.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "reason",
+      "address",
+      "server",
+      "time"
+    ],
+    "properties": {
+      "reason": {
+        "description": "Why the login was refused. The client itself only ever hears \"Authorization Violation\".",
+        "type": "string",
+        "enum": [
+          "unknown_principal",
+          "revoked",
+          "bad_signature",
+          "malformed",
+          "directory_unavailable",
+          "rate_limited"
+        ]
+      },
+      "principal": {
+        "description": "The U… nkey the client presented; absent when it presented none that decodes.",
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$"
+      },
+      "address": {
+        "description": "The client's address as the server saw it.",
+        "type": "string",
+        "maxLength": 64
+      },
+      "server": {
+        "description": "Name (or id) of the server the client connected to.",
+        "type": "string",
+        "maxLength": 128
+      },
+      "time": {
+        "description": "When the callout refused the login.",
+        "type": "string",
+        "format": "date-time"
+      },
+      "repeats": {
+        "description": "Further identical refusals answered from the denial cache since the previous record of this principal, folded into this one.",
+        "type": "integer",
+        "minimum": 0
+      },
+      "cached": {
+        "description": "True when this refusal was answered from the denial cache (no signature check, no directory read).",
+        "type": "boolean"
+      }
+    }
+  },
   "blobs.get.begin.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "blobs.get.begin.reply",
@@ -344,6 +401,251 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
         }
       }
     }
+  },
+  "healthz.posture.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "healthz.posture.reply",
+    "title": "HealthzPostureReply",
+    "description": "The bus posture as one healthz replica sees it: readiness with every check, the server's security settings, buckets and services. null means unknown (e.g. no monitoring port configured), never a guess.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "ready",
+      "version",
+      "checked_at",
+      "server_version",
+      "mode",
+      "cluster_size",
+      "meta_leader",
+      "at_rest",
+      "tls",
+      "sync_policy",
+      "buckets",
+      "services",
+      "checks"
+    ],
+    "properties": {
+      "ready": {
+        "description": "Every check passed (what /readyz answers).",
+        "type": "boolean"
+      },
+      "version": {
+        "description": "Version of the answering healthz service.",
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64
+      },
+      "checked_at": {
+        "description": "When the checks ran (RFC 3339).",
+        "type": "string",
+        "maxLength": 64
+      },
+      "server_version": {
+        "description": "nats-server version.",
+        "type": [
+          "string",
+          "null"
+        ],
+        "maxLength": 64
+      },
+      "mode": {
+        "description": "single: one nats-server; cluster: JetStream clustered.",
+        "type": [
+          "string",
+          "null"
+        ],
+        "enum": [
+          "single",
+          "cluster",
+          null
+        ]
+      },
+      "cluster_size": {
+        "description": "JetStream meta group size.",
+        "type": [
+          "integer",
+          "null"
+        ],
+        "minimum": 0
+      },
+      "meta_leader": {
+        "description": "Server name of the JetStream meta leader.",
+        "type": [
+          "string",
+          "null"
+        ],
+        "maxLength": 256
+      },
+      "at_rest": {
+        "description": "JetStream encryption at rest, as declared by the deployment that configured the server (the server does not report it).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "encrypted",
+          "cipher"
+        ],
+        "properties": {
+          "encrypted": {
+            "type": [
+              "boolean",
+              "null"
+            ]
+          },
+          "cipher": {
+            "type": [
+              "string",
+              "null"
+            ],
+            "maxLength": 32
+          }
+        }
+      },
+      "tls": {
+        "description": "TLS required on the client port and on cluster routes (null for routes on a single node).",
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "client",
+          "route"
+        ],
+        "properties": {
+          "client": {
+            "type": [
+              "boolean",
+              "null"
+            ]
+          },
+          "route": {
+            "type": [
+              "boolean",
+              "null"
+            ]
+          }
+        }
+      },
+      "sync_policy": {
+        "description": "JetStream fsync policy: always, or the interval (e.g. 120s).",
+        "type": [
+          "string",
+          "null"
+        ],
+        "maxLength": 32
+      },
+      "buckets": {
+        "type": "array",
+        "maxItems": 256,
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "name",
+            "stream",
+            "replicas",
+            "leader",
+            "current",
+            "ok"
+          ],
+          "properties": {
+            "name": {
+              "type": "string",
+              "maxLength": 256
+            },
+            "stream": {
+              "type": "string",
+              "maxLength": 256
+            },
+            "replicas": {
+              "type": [
+                "integer",
+                "null"
+              ],
+              "minimum": 0
+            },
+            "leader": {
+              "type": [
+                "string",
+                "null"
+              ],
+              "maxLength": 256
+            },
+            "current": {
+              "description": "Replicas, leader included, caught up with the leader.",
+              "type": "integer",
+              "minimum": 0
+            },
+            "ok": {
+              "type": "boolean"
+            }
+          }
+        }
+      },
+      "services": {
+        "type": "array",
+        "maxItems": 256,
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "name",
+            "instances",
+            "versions"
+          ],
+          "properties": {
+            "name": {
+              "type": "string",
+              "maxLength": 64
+            },
+            "instances": {
+              "description": "Instances that answered a micro PING.",
+              "type": "integer",
+              "minimum": 0
+            },
+            "versions": {
+              "type": "array",
+              "maxItems": 64,
+              "items": {
+                "type": "string",
+                "maxLength": 64
+              }
+            }
+          }
+        }
+      },
+      "checks": {
+        "type": "array",
+        "maxItems": 1024,
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "name",
+            "ok"
+          ],
+          "properties": {
+            "name": {
+              "type": "string",
+              "maxLength": 256
+            },
+            "ok": {
+              "type": "boolean"
+            },
+            "detail": {
+              "type": "string",
+              "maxLength": 1024
+            }
+          }
+        }
+      }
+    }
+  },
+  "healthz.posture.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "healthz.posture.request",
+    "title": "HealthzPostureRequest",
+    "description": "Ask a healthz replica for the bus posture. Admin-signed; carries no fields.",
+    "type": "object",
+    "additionalProperties": false,
+    "properties": {}
   },
   "healthz.status.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -970,6 +1272,111 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
         "minLength": 1,
         "maxLength": 64,
         "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$"
+      }
+    }
+  },
+  "membership.audit.denials.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "membership.audit.denials.reply",
+    "title": "MembershipAuditDenialsReply",
+    "description": "Recorded login denials, oldest first.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "denials",
+      "truncated"
+    ],
+    "properties": {
+      "denials": {
+        "type": "array",
+        "maxItems": 1000,
+        "items": {
+          "description": "One refused login, as the auth callout records it in the AUDIT_DENIALS stream.",
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "reason",
+            "address",
+            "server",
+            "time"
+          ],
+          "properties": {
+            "reason": {
+              "description": "Why the login was refused. The client itself only ever hears \"Authorization Violation\".",
+              "type": "string",
+              "enum": [
+                "unknown_principal",
+                "revoked",
+                "bad_signature",
+                "malformed",
+                "directory_unavailable",
+                "rate_limited"
+              ]
+            },
+            "principal": {
+              "description": "The U… nkey the client presented; absent when it presented none that decodes.",
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            },
+            "address": {
+              "description": "The client's address as the server saw it.",
+              "type": "string",
+              "maxLength": 64
+            },
+            "server": {
+              "description": "Name (or id) of the server the client connected to.",
+              "type": "string",
+              "maxLength": 128
+            },
+            "time": {
+              "description": "When the callout refused the login.",
+              "type": "string",
+              "format": "date-time"
+            },
+            "repeats": {
+              "description": "Further identical refusals answered from the denial cache since the previous record of this principal, folded into this one.",
+              "type": "integer",
+              "minimum": 0
+            },
+            "cached": {
+              "description": "True when this refusal was answered from the denial cache (no signature check, no directory read).",
+              "type": "boolean"
+            }
+          }
+        }
+      },
+      "truncated": {
+        "description": "True when more records match than `limit`: ask again with a later `since`.",
+        "type": "boolean"
+      }
+    }
+  },
+  "membership.audit.denials.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "membership.audit.denials.request",
+    "title": "MembershipAuditDenialsRequest",
+    "description": "Recorded login denials since a time, oldest first, optionally of one principal. Admin only.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "since"
+    ],
+    "properties": {
+      "since": {
+        "description": "Earliest refusal to return.",
+        "type": "string",
+        "format": "date-time"
+      },
+      "principal": {
+        "description": "Only refusals of this principal.",
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$"
+      },
+      "limit": {
+        "description": "Most records to return (default 200). At most 1000: a record is under 400 bytes of JSON, so a full reply stays well under the 1 MiB payload limit.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 1000
       }
     }
   },

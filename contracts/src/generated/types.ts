@@ -2,6 +2,40 @@
 // run `npm run contracts:gen` after changing a schema.
 
 /**
+ * One refused login, as the auth callout records it in the AUDIT_DENIALS stream.
+ */
+export interface AuditDenialRecord {
+  /**
+   * Why the login was refused. The client itself only ever hears "Authorization Violation".
+   */
+  reason: "unknown_principal" | "revoked" | "bad_signature" | "malformed" | "directory_unavailable" | "rate_limited";
+  /**
+   * The U… nkey the client presented; absent when it presented none that decodes.
+   */
+  principal?: string;
+  /**
+   * The client's address as the server saw it.
+   */
+  address: string;
+  /**
+   * Name (or id) of the server the client connected to.
+   */
+  server: string;
+  /**
+   * When the callout refused the login.
+   */
+  time: string;
+  /**
+   * Further identical refusals answered from the denial cache since the previous record of this principal, folded into this one.
+   */
+  repeats?: number;
+  /**
+   * True when this refusal was answered from the denial cache (no signature check, no directory read).
+   */
+  cached?: boolean;
+}
+
+/**
  * The download session: request chunks 0,1,… from `unibus.v1.blobs.get.chunk.<replica>`.
  */
 export interface BlobsGetBeginReply {
@@ -185,6 +219,99 @@ export interface ErrorReply {
     };
   };
 }
+
+/**
+ * The bus posture as one healthz replica sees it: readiness with every check, the server's security settings, buckets and services. null means unknown (e.g. no monitoring port configured), never a guess.
+ */
+export interface HealthzPostureReply {
+  /**
+   * Every check passed (what /readyz answers).
+   */
+  ready: boolean;
+  /**
+   * Version of the answering healthz service.
+   */
+  version: string;
+  /**
+   * When the checks ran (RFC 3339).
+   */
+  checked_at: string;
+  /**
+   * nats-server version.
+   */
+  server_version: string | null;
+  /**
+   * single: one nats-server; cluster: JetStream clustered.
+   */
+  mode: "single" | "cluster" | null;
+  /**
+   * JetStream meta group size.
+   */
+  cluster_size: number | null;
+  /**
+   * Server name of the JetStream meta leader.
+   */
+  meta_leader: string | null;
+  /**
+   * JetStream encryption at rest, as declared by the deployment that configured the server (the server does not report it).
+   */
+  at_rest: {
+    encrypted: boolean | null;
+    cipher: string | null;
+  };
+  /**
+   * TLS required on the client port and on cluster routes (null for routes on a single node).
+   */
+  tls: {
+    client: boolean | null;
+    route: boolean | null;
+  };
+  /**
+   * JetStream fsync policy: always, or the interval (e.g. 120s).
+   */
+  sync_policy: string | null;
+  /**
+   * @maxItems 256
+   */
+  buckets: {
+    name: string;
+    stream: string;
+    replicas: number | null;
+    leader: string | null;
+    /**
+     * Replicas, leader included, caught up with the leader.
+     */
+    current: number;
+    ok: boolean;
+  }[];
+  /**
+   * @maxItems 256
+   */
+  services: {
+    name: string;
+    /**
+     * Instances that answered a micro PING.
+     */
+    instances: number;
+    /**
+     * @maxItems 64
+     */
+    versions: string[];
+  }[];
+  /**
+   * @maxItems 1024
+   */
+  checks: {
+    name: string;
+    ok: boolean;
+    detail?: string;
+  }[];
+}
+
+/**
+ * Ask a healthz replica for the bus posture. Admin-signed; carries no fields.
+ */
+export interface HealthzPostureRequest {}
 
 /**
  * Status of the bus as seen by one healthz replica.
@@ -524,6 +651,67 @@ export interface MembershipAdminBootstrapRequest {
    * Human-readable name; not unique, not an identifier.
    */
   handle: string;
+}
+
+/**
+ * Recorded login denials, oldest first.
+ */
+export interface MembershipAuditDenialsReply {
+  /**
+   * @maxItems 1000
+   */
+  denials: {
+    /**
+     * Why the login was refused. The client itself only ever hears "Authorization Violation".
+     */
+    reason: "unknown_principal" | "revoked" | "bad_signature" | "malformed" | "directory_unavailable" | "rate_limited";
+    /**
+     * The U… nkey the client presented; absent when it presented none that decodes.
+     */
+    principal?: string;
+    /**
+     * The client's address as the server saw it.
+     */
+    address: string;
+    /**
+     * Name (or id) of the server the client connected to.
+     */
+    server: string;
+    /**
+     * When the callout refused the login.
+     */
+    time: string;
+    /**
+     * Further identical refusals answered from the denial cache since the previous record of this principal, folded into this one.
+     */
+    repeats?: number;
+    /**
+     * True when this refusal was answered from the denial cache (no signature check, no directory read).
+     */
+    cached?: boolean;
+  }[];
+  /**
+   * True when more records match than `limit`: ask again with a later `since`.
+   */
+  truncated: boolean;
+}
+
+/**
+ * Recorded login denials since a time, oldest first, optionally of one principal. Admin only.
+ */
+export interface MembershipAuditDenialsRequest {
+  /**
+   * Earliest refusal to return.
+   */
+  since: string;
+  /**
+   * Only refusals of this principal.
+   */
+  principal?: string;
+  /**
+   * Most records to return (default 200). At most 1000: a record is under 400 bytes of JSON, so a full reply stays well under the 1 MiB payload limit.
+   */
+  limit?: number;
 }
 
 /**
@@ -1542,6 +1730,7 @@ export interface ReplicaHello {
 
 /** Maps every contract schema id to the type of the values it accepts. */
 export interface SchemaTypes {
+  "audit.denial.record": AuditDenialRecord;
   "blobs.get.begin.reply": BlobsGetBeginReply;
   "blobs.get.begin.request": BlobsGetBeginRequest;
   "blobs.get.chunk.reply": BlobsGetChunkReply;
@@ -1553,6 +1742,8 @@ export interface SchemaTypes {
   "blobs.put.end.reply": BlobsPutEndReply;
   "blobs.put.end.request": BlobsPutEndRequest;
   "common.error": ErrorReply;
+  "healthz.posture.reply": HealthzPostureReply;
+  "healthz.posture.request": HealthzPostureRequest;
   "healthz.status.reply": HealthzStatusReply;
   "healthz.status.request": HealthzStatusRequest;
   "keys.agreement_keys.reply": KeysAgreementKeysReply;
@@ -1567,6 +1758,8 @@ export interface SchemaTypes {
   "keys.register_agreement_key.request": KeysRegisterAgreementKeyRequest;
   "membership.admin.bootstrap.reply": MembershipAdminBootstrapReply;
   "membership.admin.bootstrap.request": MembershipAdminBootstrapRequest;
+  "membership.audit.denials.reply": MembershipAuditDenialsReply;
+  "membership.audit.denials.request": MembershipAuditDenialsRequest;
   "membership.rooms.create.reply": MembershipRoomsCreateReply;
   "membership.rooms.create.request": MembershipRoomsCreateRequest;
   "membership.rooms.get.reply": MembershipRoomsGetReply;

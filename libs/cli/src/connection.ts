@@ -4,7 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
-import { connect as connectSdk } from "@unibus/sdk";
+import { connect as connectSdk, tlsOption } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import type { ParsedFlags } from "./args.js";
 import { stringFlag } from "./args.js";
@@ -34,6 +34,10 @@ export interface ConnectionSettings {
   readonly identityPath: string | undefined;
   /** Human description of where the settings came from. */
   readonly source: string;
+  /** PEM CA file to trust for TLS (`UNIBUS_TLS_CA`, or the env file `unibus up --tls` writes). */
+  readonly tlsCa?: string;
+  /** Public readiness base URL (`UNIBUS_HEALTHZ_URL`), used only to explain a refused login. */
+  readonly healthzUrl?: string;
 }
 
 /**
@@ -44,6 +48,8 @@ export interface ConnectionSettings {
 export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): Promise<ConnectionSettings> {
   let server = stringFlag(flags, "server") ?? nonEmpty(io.env[EnvVar.url]);
   let identity = stringFlag(flags, "identity") ?? nonEmpty(io.env[EnvVar.identity]);
+  let tlsCa = nonEmpty(io.env[EnvVar.tlsCa]);
+  let healthzUrl = nonEmpty(io.env[EnvVar.healthzUrl]);
   let source = "flags/environment";
   if (server === undefined || identity === undefined) {
     const home = resolveHome(io.env, io.cwd);
@@ -52,6 +58,9 @@ export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): 
       source = server === undefined && identity === undefined ? home.envFile : `flags/environment and ${home.envFile}`;
       server ??= nonEmpty(file[EnvVar.url]);
       identity ??= nonEmpty(file[EnvVar.identity]);
+      // The CA belongs to the bus the file describes: only taken with its URL.
+      if (stringFlag(flags, "server") === undefined && nonEmpty(io.env[EnvVar.url]) === undefined) tlsCa ??= nonEmpty(file[EnvVar.tlsCa]);
+      healthzUrl ??= nonEmpty(file[EnvVar.healthzUrl]);
     }
     if (server === undefined) {
       throw new CliError(
@@ -60,7 +69,13 @@ export async function resolveConnectionSettings(flags: ParsedFlags, io: CliIo): 
       );
     }
   }
-  return { server, identityPath: identity === undefined ? undefined : resolve(io.cwd, identity), source };
+  return {
+    server,
+    identityPath: identity === undefined ? undefined : resolve(io.cwd, identity),
+    source,
+    ...(tlsCa === undefined ? {} : { tlsCa: resolve(io.cwd, tlsCa) }),
+    ...(healthzUrl === undefined ? {} : { healthzUrl }),
+  };
 }
 
 /**
@@ -94,11 +109,12 @@ export async function connectToBus(settings: ConnectionSettings, name = "unibus-
       name,
       reconnect: false,
       timeout: 5_000,
+      ...tlsOption(servers, settings.tlsCa === undefined ? undefined : { caFile: settings.tlsCa }),
       // The callout lets a principal subscribe only to its own inbox (architecture §4).
       ...(identity ? { authenticator: nkeyAuthenticator(identity.signingKey), inboxPrefix: `_INBOX.${identity.principal}` } : {}),
     });
   } catch (err) {
-    throw connectError(err, settings);
+    throw await connectError(err, settings, identity?.principal);
   }
 }
 
@@ -118,9 +134,9 @@ export async function connectClient(settings: ConnectionSettings, name = "unibus
 export async function connectClientAs(settings: ConnectionSettings, identity: Identity, name = "unibus-cli"): Promise<UnibusClient> {
   const servers = serverUrls(settings.server);
   try {
-    return await connectSdk({ servers, identity, name });
+    return await connectSdk({ servers, identity, name, ...(settings.tlsCa === undefined ? {} : { tls: { caFile: settings.tlsCa } }) });
   } catch (err) {
-    throw connectError(err, settings);
+    throw await connectError(err, settings, identity.principal);
   }
 }
 
@@ -159,13 +175,60 @@ const ERROR_WORDS: Partial<Record<number, string>> = {
   [ErrorCode.Unavailable]: "unavailable",
 };
 
-function connectError(err: unknown, settings: ConnectionSettings): CliError {
+/** What the public readiness endpoint says: the bus can decide logins, cannot, or there is no answer. */
+export type BusReadiness = "ready" | "not_ready" | "unknown";
+
+const READINESS_TIMEOUT_MS = 2_000;
+
+/** Asks the readiness URL (no credentials, nothing about any account) whether the bus can decide logins. */
+export async function busReadiness(healthzUrl: string | undefined): Promise<BusReadiness> {
+  if (healthzUrl === undefined) return "unknown";
+  let url: URL;
+  try {
+    url = new URL(healthzUrl);
+  } catch {
+    return "unknown";
+  }
+  if (url.pathname === "" || url.pathname === "/") url.pathname = "/readyz";
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(READINESS_TIMEOUT_MS) });
+    await res.body?.cancel();
+    return res.ok ? "ready" : "not_ready";
+  } catch {
+    return "unknown";
+  }
+}
+
+/**
+ * Three failures, three messages: the bus cannot be reached; it is reached
+ * but cannot decide logins (no quorum, directory unavailable: the readiness
+ * endpoint says so); or it decided to refuse this identity, where only an
+ * admin can see why (the server tells the client nothing more, by design).
+ */
+async function connectError(err: unknown, settings: ConnectionSettings, principal: string | undefined): Promise<CliError> {
   const e = err as Error & { cause?: { code?: unknown } };
   const who = settings.identityPath ? `identity ${settings.identityPath}` : "no identity";
   if (e.name === "AuthorizationError" || /authorization violation|authentication/i.test(e.message)) {
+    const ask = principal === undefined ? "" : `\nAsk an admin to run \`unibus audit denials --principal ${principal}\` to see why.`;
+    const readiness = await busReadiness(settings.healthzUrl);
+    if (readiness === "not_ready") {
+      return new CliError(
+        `the bus at ${settings.server} is reachable but cannot admit anyone right now: it has no quorum or its directory is unavailable ` +
+          `(readiness check ${settings.healthzUrl ?? ""} failed).\nRetry once the bus has recovered; your identity was not judged.`,
+        { cause: err },
+      );
+    }
+    if (readiness === "ready") {
+      return new CliError(
+        `this identity was refused by the bus at ${settings.server} (${who}${principal === undefined ? "" : `, principal ${principal}`}).` +
+          (principal === undefined ? "\nUse an identity the bus knows, e.g. the admin identity `unibus up` printed." : ask),
+        { cause: err },
+      );
+    }
     return new CliError(
-      `the bus at ${settings.server} refused ${who} (authorization violation).\n` +
-        "Use an identity the bus knows, e.g. the admin identity `unibus up` printed.",
+      `the bus at ${settings.server} refused ${who} (authorization violation): either this identity is not allowed in, ` +
+        `or the bus's directory is unavailable (set ${EnvVar.healthzUrl} to tell which).` +
+        (principal === undefined ? "\nUse an identity the bus knows, e.g. the admin identity `unibus up` printed." : ask),
       { cause: err },
     );
   }

@@ -9,7 +9,12 @@ export const EnvVar = {
   identity: "UNIBUS_IDENTITY",
   port: "UNIBUS_PORT",
   monitorPort: "UNIBUS_MONITOR_PORT",
+  /** Port of the healthz HTTP server `up` runs on loopback (default: a free one). */
+  healthzPort: "UNIBUS_HEALTHZ_PORT",
+  /** Base URL of that server, written to the env file (`/livez`, `/readyz`, `/healthz`, `/metrics`). */
+  healthzUrl: "UNIBUS_HEALTHZ_URL",
   logLevel: "UNIBUS_LOG_LEVEL",
+  tlsCa: "UNIBUS_TLS_CA",
 } as const;
 /** One of the {@link EnvVar} names. */
 export type EnvVar = (typeof EnvVar)[keyof typeof EnvVar];

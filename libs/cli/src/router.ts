@@ -1,18 +1,21 @@
 import type { Command } from "./command.js";
 import { adminCommandGroup } from "./commands/admin.js";
+import { auditCommandGroup } from "./commands/audit.js";
 import { blobCommandGroup } from "./commands/blobs.js";
 import { chatCommand } from "./commands/chat.js";
 import { checkCommand } from "./commands/check.js";
 import { identityCommand } from "./commands/identity.js";
 import { microCommandGroup } from "./commands/micro.js";
 import { roomsCommandGroup } from "./commands/rooms.js";
+import { statusCommand } from "./commands/status.js";
+import { storeCommandGroup } from "./commands/store.js";
 import { upCommand } from "./commands/up.js";
 import { usersCommandGroup } from "./commands/users.js";
 import { CliError, ExitCode, UsageError } from "./errors.js";
 import type { CliIo } from "./io.js";
 
 /** Top-level commands, in help order. */
-export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, microCommandGroup];
+export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, auditCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, statusCommand, microCommandGroup, storeCommandGroup];
 
 /** `unibus --help`. */
 export const ROOT_HELP = [

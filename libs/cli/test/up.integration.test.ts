@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { freeLoopbackPort, spawnWatched } from "@unibus/testing";
+import { eventually, freeLoopbackPort, spawnWatched } from "@unibus/testing";
 import type { WatchedProcess } from "@unibus/testing";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -225,6 +225,19 @@ describe("unibus up (real processes, auth callout on)", () => {
     await aliceClient.close();
     expect(await cliJson<{ user: UserJson }>(env, "users", "revoke", alice.principal)).toMatchObject({ user: { status: "revoked" } });
     await expect(natsConnect({ servers: url, authenticator: nkeyAuthenticator(alice.signingKey), reconnect: false })).rejects.toThrow();
+  });
+
+  it("serves healthz HTTP on loopback at the UNIBUS_HEALTHZ_URL it writes to the env file; `unibus status` reads the posture", { timeout: 45_000 }, async () => {
+    const healthzUrl = /^UNIBUS_HEALTHZ_URL=(.*)$/m.exec(await readFile(join(home, "env"), "utf8"))?.[1] ?? "";
+    expect(healthzUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    expect((await fetch(`${healthzUrl}/livez`)).status).toBe(200);
+    // Every bus bucket and service, under the healthz user's production grants.
+    const ready = await eventually(async () => (await fetch(`${healthzUrl}/readyz`)).status, (s) => s === 200, { timeoutMs: 30_000, intervalMs: 250, what: "readyz 200" });
+    expect(ready).toBe(200);
+    const status = await cliJson<{ ready: boolean; at_rest: { encrypted: boolean }; buckets: { name: string; ok: boolean }[]; services: { name: string; instances: number }[] }>(env, "status");
+    expect(status).toMatchObject({ ready: true, at_rest: { encrypted: true } });
+    expect(status.buckets.map((b) => b.name)).toEqual(expect.arrayContaining(["users", "nonces", "room_keys", "replica_sessions", "blobs"]));
+    expect(status.services.filter((s) => s.instances < 1)).toEqual([]);
   });
 
   it("passes `unibus check`; members made with the CLI chat in a room and share an encrypted file", { timeout: 45_000 }, async () => {

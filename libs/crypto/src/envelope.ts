@@ -3,6 +3,7 @@ import { verifySignature } from "./ed25519.js";
 import { fromBase64Url, randomBytes, toBase64Url, toHex, utf8 } from "./encoding.js";
 import { sha256 } from "./hash.js";
 import { isPrincipal, publicKeyFromPrincipal } from "./principal.js";
+import { STATEMENT_MARKER } from "./statement-marker.js";
 
 /** NATS header names that carry a signed request envelope (architecture §4). */
 export const EnvelopeHeader = {
@@ -35,6 +36,7 @@ const SIGNATURE_RE = /^[A-Za-z0-9_-]{86}$/;
  * The canonical byte string an envelope signature covers (contracts/specs/identity-and-envelope.md):
  *
  * ```
+ * u8(0xFF)                      (statement marker: never valid UTF-8, so never a connect nonce)
  * u8(18) "unibus-envelope-v1"
  * u32be(len) utf8(subject)
  * u64be(timestamp)
@@ -52,9 +54,10 @@ export function envelopeSigningBytes(subject: string, timestamp: number, nonce: 
   if (!NONCE_RE.test(nonce)) throw new RangeError("envelope nonce must be 32 lowercase hex characters");
   const subjectBytes = utf8(subject);
   const nonceBytes = utf8(nonce);
-  const out = new Uint8Array(1 + DOMAIN.byteLength + 4 + subjectBytes.byteLength + 8 + 1 + nonceBytes.byteLength + 32);
+  const out = new Uint8Array(2 + DOMAIN.byteLength + 4 + subjectBytes.byteLength + 8 + 1 + nonceBytes.byteLength + 32);
   const view = new DataView(out.buffer);
   let off = 0;
+  out[off++] = STATEMENT_MARKER;
   out[off++] = DOMAIN.byteLength;
   out.set(DOMAIN, off);
   off += DOMAIN.byteLength;

@@ -52,6 +52,7 @@ export {
   verifyReplicaTranscript,
 } from "./replica-handshake.js";
 export type { HandshakeBinding } from "./replica-handshake.js";
+export { CONNECT_NONCE_PATTERN, ConnectNonceError, isMarkedStatement, markStatement, STATEMENT_MARKER } from "./statement-marker.js";
 export { openSealed, SealedBox, sealTo, sealToMany } from "./sealed-box.js";
 export { agreementPublicKey, generateAgreementKeyPair, x25519SharedSecret } from "./x25519.js";
 export type { AgreementKeyPair } from "./x25519.js";

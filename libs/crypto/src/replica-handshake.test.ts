@@ -129,7 +129,14 @@ describe("replica handshake MACs", () => {
   it("a signature by another identity does not verify over the transcript", () => {
     const transcript = replicaTranscript(b, acceptorMac(psk, b), dialerMac(psk, b, identity), identity);
     const stranger = SigningKey.generate();
-    expect(verifyReplicaTranscript(identity, transcript, stranger.sign(transcript))).toBe(false);
+    expect(verifyReplicaTranscript(identity, transcript, signReplicaTranscript(stranger, transcript))).toBe(false);
+  });
+
+  it("a signature over the bare transcript, without the 0xFF statement marker, does not verify", () => {
+    const key = SigningKey.generate();
+    const transcript = replicaTranscript(b, acceptorMac(psk, b), dialerMac(psk, b, key.publicKey), key.publicKey);
+    expect(verifyReplicaTranscript(key.publicKey, transcript, key.sign(transcript))).toBe(false);
+    expect(verifyReplicaTranscript(key.publicKey, transcript, signReplicaTranscript(key, transcript))).toBe(true);
   });
 
   it("refuses short PSKs, bad ids, wrong lengths and a misplaced identity", () => {

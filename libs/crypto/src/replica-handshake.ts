@@ -8,6 +8,7 @@ import { verifySignature } from "./ed25519.js";
 import type { SigningKey } from "./ed25519.js";
 import { concatBytes, constantTimeEqual, utf8 } from "./encoding.js";
 import { blake3DeriveKey, blake3Mac } from "./hash.js";
+import { markStatement } from "./statement-marker.js";
 
 /** Handshake protocol version carried in `ReplicaHello.version`. */
 export const REPLICA_HANDSHAKE_VERSION = 1;
@@ -185,14 +186,14 @@ export function replicaTranscript(b: HandshakeBinding, macA: Uint8Array, macD: U
   );
 }
 
-/** The node's Ed25519 signature over the transcript. */
+/** The node's Ed25519 signature over `0xFF ‖ transcript` (the statement marker: never a connect nonce). */
 export function signReplicaTranscript(key: SigningKey, transcript: Uint8Array): Uint8Array {
-  return key.sign(transcript);
+  return key.sign(markStatement(transcript));
 }
 
-/** True when `signature` is `identity`'s valid Ed25519 signature over the transcript. */
+/** True when `signature` is `identity`'s valid Ed25519 signature over `0xFF ‖ transcript`. */
 export function verifyReplicaTranscript(identity: Uint8Array, transcript: Uint8Array, signature: Uint8Array): boolean {
-  return verifySignature(identity, transcript, signature);
+  return verifySignature(identity, markStatement(transcript), signature);
 }
 
 /** The 16-byte session id both sides compute from the transcript. */

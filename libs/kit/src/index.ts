@@ -12,3 +12,5 @@ export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";
 export { PARENT_LIFELINE_FD_ENV, PARENT_LIFELINE_PRELOAD } from "./parent-lifeline.js";
 export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, loadServiceConfig, runServiceMain } from "./service-main.js";
 export type { CreateService, ServiceConfig, ServiceMainSpec } from "./service-main.js";
+export { MetricsSubject, RequestOutcome, defineCounter, kvErrorCounter, metricsRegistry, recordRequest, requestCounter, requestDuration, serveMetrics, serviceInfo } from "./metrics.js";
+export type { MetricsReply, MetricsResponder } from "./metrics.js";

@@ -10,6 +10,7 @@ import type { Logger } from "pino";
 import { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Caller, EndpointSpec, Role } from "./definition.js";
 import { ENVELOPE_WINDOW_MS } from "./buckets.js";
+import { kvErrorCounter } from "./metrics.js";
 
 /** The parts of an incoming message the pipeline reads. */
 export interface IncomingRequest {
@@ -27,6 +28,8 @@ export interface EndpointPipeline {
   readonly validateRequest: ValidateFn;
   readonly validateReply: ValidateFn;
   readonly nonces: KV | undefined;
+  /** Service name, for the KV error counter. */
+  readonly service?: string;
   readonly resolveRole: ((principal: string) => Promise<Role | null>) | undefined;
   readonly now: () => number;
   readonly logger: Logger;
@@ -156,6 +159,7 @@ async function answerRepeat(p: EndpointPipeline, key: string, hash: string, enve
       const entry = await (p.nonces as KV).get(key);
       record = entry === null || entry.operation !== "PUT" ? null : parseRecord(entry.string());
     } catch (err) {
+      kvErrorCounter.inc({ service: p.service ?? "", op: "nonce_get" });
       throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });
     }
     // No record (expired meanwhile) or one we cannot read: fail closed.
@@ -190,6 +194,7 @@ async function runOnce(p: EndpointPipeline, envelope: Envelope, msg: IncomingReq
     if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence) {
       return answerRepeat(p, key, hash, envelope, msg, err);
     }
+    kvErrorCounter.inc({ service: p.service ?? "", op: "nonce_create" });
     throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });
   }
   const record: NonceRecord = { h: hash };
@@ -207,6 +212,7 @@ async function runOnce(p: EndpointPipeline, envelope: Envelope, msg: IncomingReq
     } catch (err) {
       // The record stays "in progress": a repeat gets 409 until it expires,
       // never a second run of the mutation.
+      kvErrorCounter.inc({ service: p.service ?? "", op: "nonce_update" });
       p.logger.warn({ err: err instanceof Error ? err.message : String(err) }, "request outcome not recorded");
     }
   }

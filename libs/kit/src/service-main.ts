@@ -84,7 +84,8 @@ export interface ServiceMainSpec {
   readonly create: CreateService;
 }
 
-async function connectOptions(config: ServiceConfig, name: string): Promise<ConnectionOptions> {
+/** The nats.js options a service main connects with (exported for its tests). */
+export async function connectOptions(config: ServiceConfig, name: string): Promise<ConnectionOptions> {
   const options: ConnectionOptions = {
     servers: [...config.servers],
     name,
@@ -92,6 +93,9 @@ async function connectOptions(config: ServiceConfig, name: string): Promise<Conn
     maxReconnectAttempts: -1,
     waitOnFirstConnect: true,
   };
+  // A tls:// seed means TLS or nothing: without this nats.js would talk plaintext to a
+  // "node" that offers no TLS (a relay in the middle). The CA comes from NODE_EXTRA_CA_CERTS.
+  if (config.servers.some((u) => /^tls:\/\//i.test(u))) options.tls = {};
   if (config.identityPath !== undefined) {
     const identity = await loadIdentityFile(config.identityPath);
     options.authenticator = nkeyAuthenticator(identity.signingKey);

@@ -11,6 +11,7 @@ import { NonceBucket, openBuckets } from "./buckets.js";
 import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Role, ServiceDefinition } from "./definition.js";
 import { EndpointStats } from "./endpoint-stats.js";
+import { recordRequest, serveMetrics } from "./metrics.js";
 import { discoveryGuarded, replyPermitted } from "./reply-rule.js";
 import { runPipeline } from "./request-pipeline.js";
 import type { EndpointPipeline, RequestTrace } from "./request-pipeline.js";
@@ -112,6 +113,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
       validateRequest: v.request,
       validateReply: v.reply,
       nonces,
+      service: definition.name,
       resolveRole: deps.resolveRole,
       now,
       logger: logger.child({ op: name }),
@@ -137,6 +139,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
       }
       const elapsed = performance.now() - started;
       stats.get(name)?.record(elapsed * 1e6, failure);
+      recordRequest(definition.name, name, elapsed / 1000, failure?.reason);
       const fields = { principal: trace.principal, ms: Math.round(elapsed * 1000) / 1000 };
       if (failure === undefined) {
         pipeline.logger.debug({ ...fields, code: 200 }, "request served");
@@ -169,6 +172,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     stats.set(name, new EndpointStats(service, name));
   }
 
+  const metrics = serveMetrics(discoveryNc, { name: definition.name, id: service.info().id, version: definition.version, logger });
   logger.info({ op: "start", id: service.info().id, version: definition.version, endpoints: endpoints.length }, "service started");
   return {
     service,
@@ -176,6 +180,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     id: service.info().id,
     droppedRequests: () => droppedReplies,
     async stop() {
+      metrics.stop();
       await service.stop();
       await Promise.allSettled([...inflight]);
       logger.info({ op: "stop" }, "service stopped");

@@ -11,8 +11,8 @@
  *   UNIBUS_URL=nats://… UNIBUS_IDENTITY=agent.id npx tsx libs/sdk/examples/agent-worker.ts <roomId> <name>
  */
 import { pathToFileURL } from "node:url";
-import { KeysServiceKeyring, connect, waitForRoomAccess } from "@unibus/sdk";
-import type { Room, UnibusClient } from "@unibus/sdk";
+import { FileEpochStore, connect, readyRoom } from "@unibus/sdk";
+import type { EpochStore, UnibusClient } from "@unibus/sdk";
 import { loadIdentityFile } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 
@@ -48,18 +48,29 @@ export function upperCaseHandler(): AgentHandler {
 
 /**
  * Serves `agent.<name>.in` requests of room `roomId` with `handler`. The
- * identity must be a member of the room with its agreement key registered
- * (this registers it), and the room must have an epoch.
+ * identity must be a member of the room; `readyRoom` does the rest (room
+ * grant, agreement key, waiting for a key epoch) and reports each stage to
+ * `onStage`. `epochStore` keeps the highest verified epoch across restarts,
+ * so a keys service cannot roll this agent back to an older key.
  */
-export async function startAgentWorker(opts: { client: UnibusClient; identity: Identity; roomId: string; name: string; handler: AgentHandler }): Promise<AgentWorker> {
+export async function startAgentWorker(opts: {
+  client: UnibusClient;
+  identity: Identity;
+  roomId: string;
+  name: string;
+  handler: AgentHandler;
+  epochStore?: EpochStore;
+  onStage?: (stage: string, text: string) => void;
+}): Promise<AgentWorker> {
   const { client, identity, roomId, name, handler } = opts;
   const inbox = `agent.${name}.in`;
   const outbox = `agent.${name}.out`;
-  await waitForRoomAccess(client, roomId);
-  await client.keys.registerAgreementKey(identity);
-  const room: Room = client.room(roomId, new KeysServiceKeyring(client, identity));
+  const { room } = await readyRoom(client, identity, roomId, {
+    ...(opts.epochStore === undefined ? {} : { epochStore: opts.epochStore }),
+    ...(opts.onStage === undefined ? {} : { onStage: opts.onStage }),
+  });
   const sub = room.subscribe();
-  await client.nc.flush();
+  await room.flush();
   let handled = 0;
   const loop = (async () => {
     for await (const m of sub) {
@@ -98,7 +109,15 @@ async function main(): Promise<void> {
   }
   const identity = await loadIdentityFile(idPath);
   const client = await connect({ url, identity, name: `agent ${name}` });
-  const worker = await startAgentWorker({ client, identity, roomId, name, handler: upperCaseHandler() });
+  const worker = await startAgentWorker({
+    client,
+    identity,
+    roomId,
+    name,
+    handler: upperCaseHandler(),
+    epochStore: new FileEpochStore(`${idPath}.epochs.json`),
+    onStage: (_stage, text) => process.stderr.write(`agent ${name}: ${text}\n`),
+  });
   process.stderr.write(`agent ${name} serving agent.${name}.in in room ${roomId}\n`);
   const stop = (): void => void worker.stop().finally(() => void client.close());
   process.once("SIGINT", stop);

@@ -9,8 +9,10 @@ import { KeysApi } from "./keys/api.js";
 import { RoomLogs } from "./rooms/membership-log.js";
 import type { RoomLogHeadStore, RoomLogsOptions } from "./rooms/membership-log.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
+import { ReplayGuard } from "./rooms/replay-guard.js";
 import { createRoom } from "./rooms/room.js";
 import type { Room } from "./rooms/room.js";
+import { ReconnectBackoff } from "./reconnect-backoff.js";
 
 /** Options of {@link connect}. Give `url` or `servers`. */
 export interface ConnectOptions {
@@ -31,6 +33,19 @@ export interface ConnectOptions {
   trustedAdmins?: readonly string[];
   /** Keeps each room's verified log head across processes, so a later rollback or fork is refused. */
   roomLogHeads?: RoomLogHeadStore;
+  /**
+   * TLS to the server: `caFile` is a PEM CA to trust (e.g. the one
+   * `unibus up --tls` writes). Given, or with a `tls://` URL, the client
+   * refuses a server that does not offer TLS instead of falling back to
+   * plaintext.
+   */
+  tls?: { caFile?: string };
+}
+
+/** The nats.js `tls` option for `servers`: required for `tls://` URLs or when a CA is given. */
+export function tlsOption(servers: readonly string[], tls: { caFile?: string } | undefined): { tls?: { caFile?: string } } {
+  if (tls !== undefined) return { tls: tls.caFile === undefined ? {} : { caFile: tls.caFile } };
+  return servers.some((u) => u.trim().toLowerCase().startsWith("tls://")) ? { tls: {} } : {};
 }
 
 /** Per-call options of {@link UnibusClient.request}. */
@@ -101,10 +116,6 @@ function isInProgressReply(msg: Msg): boolean {
 const MUTATION_RESEND_WINDOW_MS = 20_000;
 const IN_PROGRESS_BACKOFF_MS = 100;
 
-// A kicked client (membership or revocation change) must come back quickly
-// with its new permissions; jitter spreads a mass kick's reconnects.
-const RECONNECT_WAIT_MS = 100;
-const RECONNECT_JITTER_MS = 250;
 const DEFAULT_REQUEST_TIMEOUT_MS = 5_000;
 // nats.js waits this long for a handshake that the server closed half-way
 // (its default, 20 s, stranded kicked clients); a login is milliseconds here.
@@ -119,6 +130,8 @@ class UnibusClientImpl implements UnibusClient {
   readonly roomLogs: RoomLogs;
   readonly #key: SigningKey;
   readonly #timeoutMs: number;
+  /** Live-frame replay windows of every room, for the life of the client (frames.md §Freshness). */
+  readonly #replayGuard = new ReplayGuard();
   /** Rejecters of the requests in flight, called when the connection drops. */
   readonly #inFlight = new Set<() => void>();
   /** Resolvers of callers waiting for the next reconnect. */
@@ -129,6 +142,7 @@ class UnibusClientImpl implements UnibusClient {
     readonly nc: NatsConnection,
     key: SigningKey,
     timeoutMs: number,
+    backoff: ReconnectBackoff,
     logOpts: RoomLogsOptions = {},
   ) {
     this.principal = key.principal;
@@ -142,11 +156,13 @@ class UnibusClientImpl implements UnibusClient {
     this.roomLogs = new RoomLogs((roomId, fromSeq, limit) => this.rooms.log(roomId, fromSeq, limit), logOpts);
     void (async () => {
       for await (const s of nc.status()) {
+        if (s.type === "error" && s.error.name === "AuthorizationError") backoff.refused();
         if (s.type === "disconnect") {
           this.#connected = false;
           for (const fail of [...this.#inFlight]) fail();
         }
         if (s.type === "reconnect") {
+          backoff.connected();
           this.#connected = true;
           for (const resume of [...this.#waitingForReconnect]) resume();
         }
@@ -232,11 +248,18 @@ class UnibusClientImpl implements UnibusClient {
   }
 
   room(roomId: string, keys: RoomKeySource, opts: { liveOnly?: boolean } = {}): Room {
-    if (opts.liveOnly === true) return createRoom(this.nc, this.#key, roomId, keys);
-    return createRoom(this.nc, this.#key, roomId, keys, {
-      get: (id) => this.rooms.get(id),
-      history: (req, opts) => this.request(Subjects.membership.roomsHistory, req, opts ?? {}),
-    });
+    if (opts.liveOnly === true) return createRoom(this.nc, this.#key, roomId, keys, undefined, this.#replayGuard);
+    return createRoom(
+      this.nc,
+      this.#key,
+      roomId,
+      keys,
+      {
+        get: (id) => this.rooms.get(id),
+        history: (req, opts) => this.request(Subjects.membership.roomsHistory, req, opts ?? {}),
+      },
+      this.#replayGuard,
+    );
   }
 
   status(): AsyncIterable<Status> {
@@ -260,12 +283,15 @@ class UnibusClientImpl implements UnibusClient {
  * inbox the auth callout lets a principal subscribe to), and reconnection
  * forever, authorization errors included: a kicked client must come back
  * with fresh permissions on its own, and a callout hiccup must not strand it
- * (nats.js otherwise gives up after two auth errors in a row).
+ * (nats.js otherwise gives up after two auth errors in a row). After a
+ * refusal it backs off exponentially with jitter ({@link ReconnectBackoff}),
+ * so a revoked or leaked client does not hammer the auth callout.
  */
 export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
   const key = opts.identity instanceof SigningKey ? opts.identity : opts.identity.signingKey;
   const servers = opts.servers ?? (opts.url === undefined ? undefined : [opts.url]);
   if (servers === undefined || servers.length === 0) throw new TypeError("connect: give url or servers");
+  const backoff = new ReconnectBackoff();
   const nc = await natsConnect({
     servers,
     ...(opts.name === undefined ? {} : { name: opts.name }),
@@ -274,11 +300,11 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
     ignoreAuthErrorAbort: true,
     reconnect: true,
     maxReconnectAttempts: -1,
-    reconnectTimeWait: RECONNECT_WAIT_MS,
-    reconnectJitter: RECONNECT_JITTER_MS,
+    reconnectDelayHandler: () => backoff.delayMs(),
     timeout: CONNECT_TIMEOUT_MS,
+    ...tlsOption(servers, opts.tls),
   });
-  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, {
+  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, backoff, {
     ...(opts.trustedAdmins === undefined ? {} : { trustedAdmins: opts.trustedAdmins }),
     ...(opts.roomLogHeads === undefined ? {} : { heads: opts.roomLogHeads }),
   });

@@ -2,13 +2,16 @@
  * @unibus/sdk: connect to the bus as an identity, send signed control-plane
  * requests, and manage users and rooms through typed helpers.
  */
-export { connect } from "./client.js";
+export { connect, tlsOption } from "./client.js";
 export type { ConnectOptions, RequestOptions, UnibusClient } from "./client.js";
+export { ReconnectBackoff, ReconnectBackoffDefaults } from "./reconnect-backoff.js";
+export type { ReconnectBackoffOptions } from "./reconnect-backoff.js";
 export { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 export type { PageOptions, RoomRole, SendRequest, UserRole } from "./membership.js";
 export { UnibusError, ErrorCode, ErrorReason } from "@unibus/contracts";
 export { openRoom, RoomLimits, RoomPublishReason, RoomSubject } from "./rooms/room.js";
-export type { HistoryOptions, Room, RoomControl, RoomMessage, RoomOpener, RoomReject, RoomSubscription } from "./rooms/room.js";
+export type { HistoryOptions, Room, RoomControl, RoomMessage, RoomMessageCallback, RoomOpener, RoomReject, RoomSubscription } from "./rooms/room.js";
+export { FreshnessLimits } from "./rooms/replay-guard.js";
 export { RoomAccessTimeoutError, waitForRoomAccess } from "./rooms/access.js";
 export type { RoomAccessOptions } from "./rooms/access.js";
 export { FrameFormat, RejectReason } from "./rooms/frame.js";
@@ -19,9 +22,15 @@ export { RoomLogError, RoomLogErrorReason, RoomLogFormat, RoomLogOp, RoomLogOpSu
 export type { PinnedRoomLogHead, RoomLogEntry, RoomLogEntryInput, RoomLogFetch, RoomLogHeadStore, RoomLogRole, RoomLogsOptions, RoomLogVerifyOptions } from "./rooms/membership-log.js";
 export { KeysServiceKeyring, UntrustedShareError, UntrustedShareReason } from "./keys/keyring.js";
 export type { KeyringClient, KeysServiceKeyringOptions } from "./keys/keyring.js";
+export { EPOCH_ROLLBACK, FileEpochStore } from "./keys/epoch-floor.js";
+export { rotateAgreementKey, withNewAgreementKey } from "./keys/rotate.js";
+export type { RotateAgreementKeyOptions } from "./keys/rotate.js";
+export { prepareRoomKeys, readyRoom, RoomReadyStage, RoomReadyStageText } from "./keys/ready.js";
+export type { PrepareRoomKeysOptions, ReadyRoom, ReadyRoomOptions, RoomKeysPrepared } from "./keys/ready.js";
+export type { EpochStore } from "./keys/epoch-floor.js";
 export { RoomKeyNotice, announceEpoch, autoRekey, prepareNextEpoch, rekeyRoom, waitForRoomKey } from "./keys/rekey.js";
 export type { AutoRekey, AutoRekeyClient, AutoRekeyOptions, RekeyClient, RekeyResult, RoomKeyWaitClient, WaitForRoomKeyOptions } from "./keys/rekey.js";
-export { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleProof, merkleRoot, principalsHash, rootFromProof, shareLeaf } from "./keys/share-set.js";
+export { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleProof, merkleRoot, principalsHash, rootFromProof, shareLeaf, shareLeafOfDigest } from "./keys/share-set.js";
 export type { EpochStatement } from "./keys/share-set.js";
 export { getBlob, putBlob, streamBlob } from "./blobs.js";
 export type { BlobInput, BlobProgress, GetBlobOptions, PutBlobOptions, PutBlobResult } from "./blobs.js";

@@ -12,7 +12,7 @@ import type { RunningMembershipService } from "@unibus/membership";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { startTestCluster, startTestServer } from "@unibus/testing";
-import type { TestCluster, TestServer } from "@unibus/testing";
+import type { TestCluster, TestClusterOptions, TestServer } from "@unibus/testing";
 
 /** Options of {@link startTestBus}. */
 export interface TestBusOptions {
@@ -35,6 +35,8 @@ export interface TestBusOptions {
    * callout first, so every node's view of the directory is exercised).
    */
   readonly nodes?: 1 | 3;
+  /** With `nodes: 3`: mutual-TLS routes and cuttable route links, for chaos tests (see `startTestCluster`). */
+  readonly cluster?: Pick<TestClusterOptions, "routeTls" | "routeProxies">;
 }
 
 /** A user added by {@link TestBus.addMember}, connected through the callout. */
@@ -65,8 +67,8 @@ export interface TestBus {
   connectAs(identity: Identity | SigningKey, url?: string): Promise<UnibusClient>;
   /** A connection as the unrestricted test user; throws unless started with `operator: true`. */
   operatorConnection(): Promise<NatsConnection>;
-  /** A connection as the service user of `service`, with its production permissions. */
-  serviceConnection(service: Exclude<ServiceName, "auth-callout">): Promise<NatsConnection>;
+  /** A connection as the service user of `service`, with its production permissions; `node` pins it to one node of a cluster. */
+  serviceConnection(service: Exclude<ServiceName, "auth-callout">, node?: TestServer): Promise<NatsConnection>;
   stop(): Promise<void>;
 }
 
@@ -105,7 +107,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
   // given, so a refused login fails instead of wandering to other nodes.
   const cluster =
     probeKey !== undefined
-      ? await startTestCluster(3, { config: { ...authorization, cluster: { no_advertise: true } }, probeConnect: { authenticator: nkeyAuthenticator(probeKey) } })
+      ? await startTestCluster(3, { ...opts.cluster, config: { ...authorization, cluster: { no_advertise: true } }, probeConnect: { authenticator: nkeyAuthenticator(probeKey) } })
       : undefined;
   const server = cluster?.servers[0] ?? (await startTestServer({ config: authorization }));
   const stopServers = (): Promise<void> => cluster?.stop() ?? server.stop();

@@ -5,7 +5,10 @@ import { mergeNatsConfig } from "@unibus/natsd";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 import { trackLeftover } from "./cleanup.js";
+import { startLinkProxy } from "./link-proxy.js";
+import type { LinkProxy } from "./link-proxy.js";
 import { freeLoopbackPort } from "./ports.js";
+import { makeRouteTls } from "./route-tls.js";
 import { launchTestServer, testServerDefaults } from "./server.js";
 import type { TestServer, TestServerOptions } from "./server.js";
 
@@ -17,6 +20,23 @@ export interface TestClusterOptions extends TestServerOptions {
   readyTimeoutMs?: number;
   /** Connection options of the readiness probe (credentials when `config` requires auth). */
   probeConnect?: NodeConnectionOptions;
+  /**
+   * Mutual-TLS routes as in production: a throwaway route CA and node certs
+   * made with the `openssl` CLI in the cluster's temp dir (keys 0600). Default false.
+   */
+  routeTls?: boolean;
+  /**
+   * Every route link (node i dialing node j) through its own {@link LinkProxy},
+   * so a test can partition a node ({@link TestCluster.partition}). Default false.
+   */
+  routeProxies?: boolean;
+}
+
+/** One directed route link: node `from` dials node `to` through `proxy`. */
+export interface RouteLink {
+  readonly from: number;
+  readonly to: number;
+  readonly proxy: LinkProxy;
 }
 
 /** A real nats-server cluster on loopback, one JetStream peer per node. */
@@ -33,6 +53,14 @@ export interface TestCluster {
   stopNode(i: number): Promise<void>;
   /** Starts a stopped node i again with its data on the same ports. */
   startNode(i: number): Promise<void>;
+  /** kill -9 of node i (no shutdown at all), keeping its data dir and ports; `startNode(i)` brings it back. */
+  crashNode(i: number): Promise<void>;
+  /** Route links through proxies (empty unless started with `routeProxies`). */
+  readonly links: readonly RouteLink[];
+  /** Cuts every route link to and from node i: it is alone, the others keep each other. Needs `routeProxies`. */
+  partition(i: number): void;
+  /** Heals every cut route link. */
+  heal(): void;
   /** Waits until the running nodes agree on a JetStream meta leader and the JS API answers; returns the leader's server name. */
   waitForMetaLeader(timeoutMs?: number): Promise<string>;
   /** Closes connections, stops every node, removes all data. Idempotent. */
@@ -117,6 +145,13 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
   const untrackRoot = trackLeftover({ kill: () => undefined, dir: root });
   const servers: TestServer[] = [];
   const connections = new Set<NatsConnection>();
+  const links: RouteLink[] = [];
+  // Where each node says it can be reached for routes: a port that refuses
+  // every connection. Peers then reach each other only through the
+  // configured links; a route learnt by gossip would dial the node directly
+  // and survive a partition.
+  const nowhere = opts.routeProxies === true ? await startLinkProxy(0) : undefined;
+  nowhere?.cut();
   let stopped = false;
 
   const stop = async (): Promise<void> => {
@@ -124,27 +159,45 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
     stopped = true;
     await Promise.all([...connections].map((nc) => nc.close().catch(() => undefined)));
     await Promise.all(servers.map((s) => s.stop()));
+    await Promise.all([...links.map((l) => l.proxy.close()), nowhere?.close()]);
     await rm(root, { recursive: true, force: true });
     untrackRoot();
   };
 
   try {
+    const names = Array.from({ length: size }, (_, i) => `${name}-n${i + 1}`);
+    const tls = opts.routeTls === true ? await makeRouteTls(join(root, "route-tls"), names) : undefined;
     // Route ports are chosen free, then bound by nats-server a moment later;
     // on a busy machine another process can take one in between (seen in
     // CI). Such a start is retried on fresh ports in a fresh directory.
     for (let attempt = 1; ; attempt++) {
       const routePorts = await Promise.all(Array.from({ length: size }, () => freeLoopbackPort()));
-      const routes = routePorts.map((p) => `nats-route://127.0.0.1:${p}`);
+      if (opts.routeProxies === true) {
+        for (const [from] of routePorts.entries()) {
+          for (const [to, port] of routePorts.entries()) if (from !== to) links.push({ from, to, proxy: await startLinkProxy(port) });
+        }
+      }
+      const routesOf = (i: number): string[] =>
+        opts.routeProxies === true
+          ? links.filter((l) => l.from === i).map((l) => `nats-route://127.0.0.1:${l.proxy.port}`)
+          : routePorts.filter((_, j) => j !== i).map((p) => `nats-route://127.0.0.1:${p}`);
       const started = await Promise.allSettled(
         routePorts.map(async (routePort, i) => {
-          const serverName = `${name}-n${i + 1}`;
+          const serverName = names[i]!;
+          const nodeTls = tls?.[i];
           const dir = join(root, `start-${attempt}`, serverName);
           await mkdir(dir, { recursive: true, mode: 0o700 });
           const config = mergeNatsConfig(
             testServerDefaults(dir, jetstream),
             {
               server_name: serverName,
-              cluster: { name, listen: `127.0.0.1:${routePort}`, routes: routes.filter((_, j) => j !== i) },
+              cluster: {
+                name,
+                listen: `127.0.0.1:${routePort}`,
+                routes: routesOf(i),
+                ...(nowhere !== undefined ? { advertise: `127.0.0.1:${nowhere.port}` } : {}),
+                ...(nodeTls !== undefined ? { tls: { cert_file: nodeTls.cert, key_file: nodeTls.key, ca_file: nodeTls.ca, verify: true, timeout: 5 } } : {}),
+              },
               // As the production cluster: an acknowledged write is fsynced first.
               ...(jetstream ? { jetstream: { sync_interval: "always" } } : {}),
             },
@@ -165,6 +218,7 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
         throw failed.reason;
       }
       await Promise.all(up.map((srv) => srv.stop()));
+      await Promise.all(links.splice(0).map((l) => l.proxy.close()));
     }
   } catch (err) {
     await stop();
@@ -185,6 +239,21 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
     },
     stopNode: (i) => node(servers, i).halt(),
     startNode: (i) => node(servers, i).resume(),
+    async crashNode(i) {
+      const s = node(servers, i);
+      s.kill("SIGKILL");
+      // After SIGKILL, halt() only waits for the exit and marks the node down.
+      await s.halt();
+    },
+    links,
+    partition(i) {
+      node(servers, i);
+      if (links.length === 0) throw new Error(`cluster ${name} was started without routeProxies: nothing to cut`);
+      for (const l of links) if (l.from === i || l.to === i) l.proxy.cut();
+    },
+    heal() {
+      for (const l of links) l.proxy.heal();
+    },
     async waitForMetaLeader(timeoutMs = opts.readyTimeoutMs ?? 45_000) {
       const deadline = Date.now() + timeoutMs;
       const running = servers.filter((s) => s.running);

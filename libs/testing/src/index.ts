@@ -1,8 +1,12 @@
 export { startTestCluster } from "./cluster.js";
-export type { TestCluster, TestClusterOptions } from "./cluster.js";
+export type { RouteLink, TestCluster, TestClusterOptions } from "./cluster.js";
 export { eventually } from "./eventually.js";
 export type { EventuallyOptions } from "./eventually.js";
+export { startLinkProxy } from "./link-proxy.js";
+export type { LinkProxy } from "./link-proxy.js";
 export { freeLoopbackPort } from "./ports.js";
+export { makeRouteTls } from "./route-tls.js";
+export type { RouteTlsFiles } from "./route-tls.js";
 export { rejectionOf } from "./rejection.js";
 export { startTestServer } from "./server.js";
 export { spawnWatched } from "./watched-process.js";

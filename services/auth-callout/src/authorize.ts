@@ -1,4 +1,6 @@
+import type { AuditDenialRecord } from "@unibus/contracts";
 import { NkeyPrefix, decodeNkeyPublic, verifySignature } from "@unibus/crypto";
+import type { DenialCache } from "./denial-cache.js";
 import type { PrincipalDirectory } from "./directory.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import type { Permissions, Role } from "./permissions.js";
@@ -16,14 +18,38 @@ export const DenyReason = {
   unknown: "principal not in allowlist",
   revoked: "principal revoked",
   directoryUnavailable: "directory unavailable",
+  rateLimited: "too many refused logins from this address",
 } as const;
 /** One of the {@link DenyReason} values. */
 export type DenyReason = (typeof DenyReason)[keyof typeof DenyReason];
 
+/** The stable code of each {@link DenyReason} in audit records and the `reason` label of metrics. */
+export const DenyCode = {
+  [DenyReason.noNkey]: "malformed",
+  [DenyReason.malformedNkey]: "malformed",
+  [DenyReason.badSignature]: "bad_signature",
+  [DenyReason.unknown]: "unknown_principal",
+  [DenyReason.revoked]: "revoked",
+  [DenyReason.directoryUnavailable]: "directory_unavailable",
+  [DenyReason.rateLimited]: "rate_limited",
+} as const satisfies Record<DenyReason, AuditDenialRecord["reason"]>;
+
 /** The outcome of {@link authorize}. */
 export type AuthorizeResult =
   | { ok: true; principal: string; role: Role | "bootstrap"; permissions: Permissions }
-  | { ok: false; reason: DenyReason; principal?: string; cause?: unknown };
+  | {
+      ok: false;
+      reason: DenyReason;
+      principal?: string;
+      cause?: unknown;
+      /**
+       * Set when the denial cache answered. `report` undefined: count it but
+       * write no audit record (see {@link DenialCache.lookup}).
+       */
+      cached?: { report: number | undefined; delayMs: number };
+      /** Hold the answer this long (server-side back-off of a repeat offender). */
+      delayMs?: number;
+    };
 
 /**
  * Permission sets by (principal, directory revision). A repeat login by an
@@ -72,6 +98,8 @@ export interface AuthorizeOptions {
   bootstrapAccess?: boolean;
   /** Shared permission cache; without one every login recomputes. */
   cache?: PermissionCache;
+  /** Denial cache and per-address limit; without one every refusal is fully checked. */
+  denials?: DenialCache;
 }
 
 // Ed25519 signatures are 64 bytes; nats.js sends base64 (padded), Go base64url.
@@ -86,6 +114,11 @@ const SIG_BASE64_RE = /^[A-Za-z0-9+/_-]{86}(?:==)?$/;
  * `connect_opts.nkey` (threat: anyone claiming a member's public key).
  * Then the principal must be in the allowlist and active. A directory error
  * denies (fail closed).
+ *
+ * With a {@link DenialCache}, a principal refused as unknown or revoked a
+ * moment ago is refused again before any signature check or directory read,
+ * and an address over its refusal budget is refused outright (principals that
+ * recently logged in excepted): both only ever deny.
  */
 export async function authorize(
   request: AuthorizationRequest,
@@ -96,6 +129,27 @@ export async function authorize(
   if (typeof nkey !== "string" || nkey === "") return { ok: false, reason: DenyReason.noNkey };
   const publicKey = decodeNkeyPublic(NkeyPrefix.user, nkey);
   if (publicKey === undefined) return { ok: false, reason: DenyReason.malformedNkey };
+  const denials = options.denials;
+  const address = request.client_info.host;
+  const cached = denials?.lookup(nkey);
+  if (cached !== undefined) return { ok: false, reason: cached.reason, principal: nkey, cached: { report: cached.report, delayMs: cached.delayMs }, delayMs: cached.delayMs };
+  if (denials?.addressLimited(address, nkey) === true) return { ok: false, reason: DenyReason.rateLimited, principal: nkey, delayMs: denials.rateLimitDelayMs };
+  const generation = denials?.generation ?? 0;
+  const result = await decide(request, nkey, publicKey, directory, options);
+  if (denials !== undefined) {
+    if (result.ok) {
+      denials.noteAdmitted(nkey);
+    } else {
+      denials.noteRefusal(address);
+      // Only answers decided by the directory after the signature verified:
+      // a forged signature must not get a real member's key locked out.
+      if (result.reason === DenyReason.unknown || result.reason === DenyReason.revoked) denials.remember(nkey, result.reason, generation);
+    }
+  }
+  return result;
+}
+
+async function decide(request: AuthorizationRequest, nkey: string, publicKey: Uint8Array, directory: PrincipalDirectory, options: AuthorizeOptions): Promise<AuthorizeResult> {
   const nonce = request.client_info.nonce;
   const sig = request.connect_opts.sig;
   if (typeof nonce !== "string" || nonce === "" || typeof sig !== "string" || !SIG_BASE64_RE.test(sig)) {

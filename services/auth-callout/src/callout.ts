@@ -1,5 +1,5 @@
 import type { SigningKey } from "@unibus/crypto";
-import { NkeyPrefix } from "@unibus/crypto";
+import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
 import { CalloutSubject } from "./constants.js";
 import type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
 import { authorize } from "./authorize.js";
@@ -77,6 +77,43 @@ export function encodeAuthorizationResponse(ctx: CalloutContext, request: Author
   return encodeJwt({ sub: request.user_nkey, aud: request.server_id.id, nats }, ctx.issuer, NkeyPrefix.account);
 }
 
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+/**
+ * The request's claims read WITHOUT checking the server's signature, and
+ * only when its presented nkey has a cached refusal: the answer is then a
+ * denial whatever the request says, so verifying it would buy nothing
+ * (threat model: a forged request can at most obtain a signed refusal for
+ * itself; it never reaches a grant, which always takes the full path). With
+ * an xkey the sealed box has already proved the request came from the server.
+ * Anything unusual falls through to the full path.
+ */
+function cachedRefusal(ctx: CalloutContext, token: string): { request: AuthorizationRequest; result: AuthorizeResult } | undefined {
+  const denials = ctx.authorize?.denials;
+  if (denials === undefined) return undefined;
+  const dot = token.indexOf(".");
+  const end = token.indexOf(".", dot + 1);
+  if (dot < 0 || end < 0) return undefined;
+  let claims: unknown;
+  try {
+    claims = JSON.parse(Buffer.from(token.slice(dot + 1, end), "base64url").toString("utf8"));
+  } catch {
+    return undefined;
+  }
+  const nats = isObject(claims) ? claims["nats"] : undefined;
+  if (!isObject(nats) || !isObject(nats["server_id"]) || !isObject(nats["client_info"]) || !isObject(nats["connect_opts"])) return undefined;
+  const nkey = nats["connect_opts"]["nkey"];
+  const userNkey = nats["user_nkey"];
+  if (typeof nkey !== "string" || typeof userNkey !== "string" || typeof nats["server_id"]["id"] !== "string") return undefined;
+  if (decodeNkeyPublic(NkeyPrefix.user, userNkey) === undefined) return undefined;
+  const hit = denials.lookup(nkey);
+  if (hit === undefined) return undefined;
+  const request = nats as unknown as AuthorizationRequest;
+  return { request, result: { ok: false, reason: hit.reason, principal: nkey, cached: { report: hit.report, delayMs: hit.delayMs }, delayMs: hit.delayMs } };
+}
+
 /**
  * Handles one message from `$SYS.REQ.USER.AUTH`: decrypt (if an xkey is
  * configured), decode and verify the server's request, {@link authorize},
@@ -100,6 +137,9 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
       if (encrypted) throw new EncryptionMismatchError("server encrypts but the service has no xkey");
       token = Buffer.from(data).toString("utf8");
     }
+    // A retry storm's repeats stop here: one signature (the refusal), no verification, no directory read.
+    const cached = cachedRefusal(ctx, token);
+    if (cached !== undefined) return answer(ctx, cached.request, cached.result, serverXkeyHeader);
     request = decodeAuthorizationRequest(token).nats;
     if (ctx.xkey !== undefined && request.server_id.xkey !== serverXkeyHeader) {
       throw new InvalidRequestError("server xkey in request differs from header");
@@ -108,7 +148,10 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
     return { kind: "rejected", error: error instanceof Error ? error : new InvalidRequestError(String(error)) };
   }
 
-  const result = await authorize(request, ctx.directory, ctx.authorize);
+  return answer(ctx, request, await authorize(request, ctx.directory, ctx.authorize), serverXkeyHeader);
+}
+
+function answer(ctx: CalloutContext, request: AuthorizationRequest, result: AuthorizeResult, serverXkeyHeader: string | undefined): CalloutOutcome {
   const response = result.ok
     ? encodeAuthorizationResponse(ctx, request, { jwt: encodeUserJwt(ctx, request, result.principal, result.permissions) })
     : encodeAuthorizationResponse(ctx, request, { error: result.reason });

@@ -1,4 +1,6 @@
+import { KvWatchInclude } from "@nats-io/kv";
 import type { KV, KvEntry } from "@nats-io/kv";
+import type { DenialCache } from "./denial-cache.js";
 import { DirectoryError } from "./errors.js";
 import type { RoomsRecord, UserRecord } from "./permissions.js";
 
@@ -80,4 +82,43 @@ export class KvPrincipalDirectory implements PrincipalDirectory {
       revision: `${user.revision}:${rooms?.revision ?? 0}`,
     };
   }
+}
+
+/** A running {@link invalidateOnUserChanges} watch. */
+export interface UserChangeWatch {
+  stop(): void;
+}
+
+/**
+ * Drops a principal's cached refusal as soon as its `users` record changes,
+ * so an admin's ADD is honoured at the next login rather than after the
+ * cache TTL. Whenever the watch is (re)started the whole cache is cleared:
+ * changes made while it was down would otherwise go unseen. The TTL remains
+ * the bound if notices are late; the cache only ever denies, so a late
+ * notice can delay an admission but never admit anyone.
+ */
+export function invalidateOnUserChanges(users: KV, cache: DenialCache, onError?: (err: unknown) => void): UserChangeWatch {
+  let stopped = false;
+  let current: { stop(): void } | undefined;
+  const run = async (): Promise<void> => {
+    while (!stopped) {
+      try {
+        const it = await users.watch({ include: KvWatchInclude.UpdatesOnly });
+        current = it;
+        cache.clear();
+        for await (const e of it) cache.invalidate(e.key);
+      } catch (err) {
+        onError?.(err);
+      }
+      cache.clear();
+      if (!stopped) await new Promise((r) => setTimeout(r, 1_000));
+    }
+  };
+  void run();
+  return {
+    stop() {
+      stopped = true;
+      current?.stop();
+    },
+  };
 }

@@ -1,11 +1,16 @@
 // Public surface of @unibus/auth-callout: every export is named here.
-export { authorize, DenyReason, PermissionCache } from "./authorize.js";
+export { authorize, DenyCode, DenyReason, PermissionCache } from "./authorize.js";
 export type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
 export { encodeAuthorizationResponse, encodeUserJwt, handleCalloutRequest } from "./callout.js";
 export type { AuthorizationResponseBody, CalloutContext, CalloutOutcome, UserClaimsBody } from "./callout.js";
 export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./constants.js";
-export { KvPrincipalDirectory } from "./directory.js";
-export type { DirectoryEntry, PrincipalDirectory } from "./directory.js";
+export { StreamDenialAudit } from "./denial-audit.js";
+export type { DenialAudit, StreamDenialAuditOptions } from "./denial-audit.js";
+export { DenialCache, DenialCacheDefaults } from "./denial-cache.js";
+export type { CachedDenial, DenialCacheOptions } from "./denial-cache.js";
+export { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
+export type { DirectoryEntry, PrincipalDirectory, UserChangeWatch } from "./directory.js";
+export { CalloutMetric, calloutMetrics } from "./metrics.js";
 export { CalloutConfigError, DirectoryError, EncryptionMismatchError, InvalidRequestError } from "./errors.js";
 export { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";
 export type { AuthorizationRequest, DecodedJwt, JwtClaims } from "./jwt.js";
@@ -22,6 +27,6 @@ export {
   servicePermissions,
 } from "./server-config.js";
 export type { AccountJetStreamLimits, CalloutServerConfigOptions, ServerPermissions, ServiceUser } from "./server-config.js";
-export { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
+export { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService, denialRecord } from "./service.js";
 export type { AuthCalloutServiceDeps, CalloutLogger } from "./service.js";
 export { CalloutXkey } from "./xkey.js";

@@ -7,7 +7,8 @@ import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto"
 import { pino } from "pino";
 import type { Logger } from "pino";
 import { DirectoryBucket } from "./constants.js";
-import { KvPrincipalDirectory } from "./directory.js";
+import { DenialCache } from "./denial-cache.js";
+import { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
 import { CalloutConfigError } from "./errors.js";
 import { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
 import { CalloutXkey } from "./xkey.js";
@@ -123,16 +124,22 @@ async function main(): Promise<void> {
     // membership service revokes (write, then kick), and a cache that has not
     // yet seen the write would let the kicked client straight back in.
     const directory = new KvPrincipalDirectory(users, roomsByMember);
+    const denialCache = new DenialCache();
+    const watch = invalidateOnUserChanges(users, denialCache, (err) =>
+      log.warn({ op: "denial-cache", err: err instanceof Error ? err.message : String(err) }, "users watch interrupted; denial cache cleared"),
+    );
     const service = await createAuthCalloutService(nc, {
       issuer,
       ...(xkey !== undefined ? { xkey } : {}),
       directory,
+      denialCache,
       logger: log,
       appAccount: config.appAccount,
       bootstrapAccess: config.bootstrapAccess,
     });
     log.info({ op: "start", principal: identity.principal, issuer: issuer.principal, encrypted: xkey !== undefined }, "auth callout ready");
     const stop = (): void => {
+      watch.stop();
       void service.stop().finally(() => nc?.drain());
     };
     process.once("SIGTERM", stop);

@@ -1,3 +1,4 @@
+import { AuditDenialStream } from "@unibus/contracts";
 import type { NatsConfig, NatsConfigMap } from "@unibus/natsd";
 import { CalloutSubject, DirectoryBucket, UnibusSubject } from "./constants.js";
 
@@ -119,12 +120,14 @@ export function kvWatchSubjects(buckets: readonly string[]): string[] {
 /**
  * Permissions of the callout's own connection: receive authorization
  * requests, answer the server's `$SYS._INBOX` replies, read and watch the
- * two directory buckets, and answer micro discovery. Nothing that writes.
+ * two directory buckets, answer micro discovery, and append refused logins
+ * to the audit stream (its subjects only, no stream API: it can neither
+ * read, purge nor reconfigure the trail). Nothing else that writes.
  */
 export function calloutUserPermissions(calloutUserPublic: string): ServerPermissions {
   return {
     publish: {
-      allow: [`${CalloutSubject.replyPrefix}>`, ...kvReadSubjects(Object.values(DirectoryBucket)), ...kvWatchSubjects(Object.values(DirectoryBucket))],
+      allow: [`${CalloutSubject.replyPrefix}>`, `${AuditDenialStream.subjectPrefix}.>`, ...kvReadSubjects(Object.values(DirectoryBucket)), ...kvWatchSubjects(Object.values(DirectoryBucket))],
     },
     subscribe: { allow: [CalloutSubject.auth, UnibusSubject.microDiscovery, `${UnibusSubject.inboxPrefix}${calloutUserPublic}.>`] },
     allow_responses: true,

@@ -5,7 +5,7 @@ import type { KV } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import type { ObjectStore } from "@nats-io/obj";
 import { ErrorCode, ErrorReason, ServiceName, Subjects, UnibusError } from "@unibus/contracts";
-import { Access, binaryReply, defineService, endpoint, startService } from "@unibus/kit";
+import { Access, binaryReply, defineCounter, defineService, endpoint, startService } from "@unibus/kit";
 import type { Caller, KitDeps, RunningService, ServiceDefinition, SignedCaller } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
@@ -14,6 +14,9 @@ import { BLOBS_BUCKET, BLOB_CHUNK_BYTES, DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_SES
 import { KvRoomAccess } from "./room-access.js";
 import type { RoomAccess } from "./room-access.js";
 import { UploadSession } from "./upload-session.js";
+
+/** Encrypted blob bytes stored (in) and served (out); the bytes are ciphertext, their count is not secret. */
+const blobBytes = defineCounter("unibus_blob_bytes_total", "Blob chunk bytes stored (in) and served (out)", ["direction"] as const);
 
 /** What the blobs service needs beyond the kit's deps; every field has a default. */
 export interface BlobsDeps extends KitDeps {
@@ -150,6 +153,7 @@ export function blobsDefinition(replica: string, store: ObjectStore, access: Roo
             await dropUpload(u, "store failed");
             throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });
           }
+          blobBytes.inc({ direction: "in" }, chunk.byteLength);
           return { received: u.received };
         },
       }),
@@ -250,6 +254,7 @@ export function blobsDefinition(replica: string, store: ObjectStore, access: Roo
             throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });
           }
           if (next.final) await dropDownload(d);
+          blobBytes.inc({ direction: "out" }, next.chunk.byteLength);
           return binaryReply({ index: req.index, final: next.final }, next.chunk);
         },
       }),

@@ -1,5 +1,6 @@
 import { ServiceName } from "@unibus/contracts";
 import { runServiceMain } from "@unibus/kit";
+import { loadHealthzOptions } from "./config.js";
 import { createHealthzService } from "./service.js";
 
-await runServiceMain({ name: ServiceName.healthz, create: createHealthzService });
+await runServiceMain({ name: ServiceName.healthz, create: (nc, deps) => createHealthzService(nc, deps, loadHealthzOptions(process.env)) });

@@ -1,9 +1,9 @@
 import type { KV } from "@nats-io/kv";
 import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
 import { SealedBox, fromBase64Url, isPrincipal, toBase64Url, verifySignature } from "@unibus/crypto";
-import { Access, endpoint } from "@unibus/kit";
+import { Access, defineCounter, endpoint } from "@unibus/kit";
 import type { EndpointSpec, HandlerContext } from "@unibus/kit";
-import { ShareSetFormat, epochStatementBytes, merkleProof, merkleRoot, principalsHash, shareLeaf } from "@unibus/sdk";
+import { ShareSetFormat, epochStatementBytes, merkleProof, merkleRoot, principalsHash, shareLeaf, shareLeafOfDigest } from "@unibus/sdk";
 import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "./access.js";
 import type { MembershipView } from "./access.js";
 import { epochKey, isRevisionConflict, listKeys, readJson, unavailable } from "./records.js";
@@ -59,7 +59,12 @@ async function listEpochs(roomKeys: KV, roomId: string): Promise<number[]> {
 
 /** Leaves of a share set; `decoded` (from {@link checkShares}) spares decoding every share twice. */
 function leavesOf(shares: readonly ShareEntry[], decoded?: readonly (Uint8Array | undefined)[]): Uint8Array[] {
-  return shares.map((s, i) => shareLeaf(s.principal, decoded?.[i] ?? (s.sealedShare === undefined ? undefined : fromBase64Url(s.sealedShare))));
+  return shares.map((s, i) =>
+    // A share deleted when its member left keeps only its digest (share-redaction.ts), so the tree, and others' proofs, stay the same.
+    s.sealedShare === undefined && s.shareDigest !== undefined
+      ? shareLeafOfDigest(s.principal, fromBase64Url(s.shareDigest))
+      : shareLeaf(s.principal, decoded?.[i] ?? (s.sealedShare === undefined ? undefined : fromBase64Url(s.sealedShare))),
+  );
 }
 
 /**
@@ -97,6 +102,9 @@ function unwrap<T>(s: Settled<T>): T {
 }
 
 /** `keys.publish_epoch`, `keys.get_share`, `keys.epochs`. */
+/** Room-key epochs stored: each one is a rekey of its room. */
+const rekeys = defineCounter("unibus_rekeys_total", "Room-key epochs published (rekeys)");
+
 export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
   const { roomKeys, membership } = deps;
   const iso = (ctx: HandlerContext): string => new Date(ctx.now()).toISOString();
@@ -155,6 +163,7 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
           throw unavailable(err);
         }
         ctx.logger.info({ room: req.roomId, epoch: req.epoch, shares: shares.length, revision }, "epoch published");
+        rekeys.inc();
         return { roomId: req.roomId, epoch: req.epoch, shares: shares.length, revision };
       },
     }),

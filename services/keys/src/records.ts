@@ -18,8 +18,10 @@ export const MembershipReadBucket = { users: "users", members: "members" } as co
 /** One member's entry in an epoch's share set. */
 export interface ShareEntry {
   principal: string;
-  /** base64url sealed box of the room key; absent when the member had no agreement key. */
+  /** base64url sealed box of the room key; absent when the member had no agreement key, or left (then see `shareDigest`). */
   sealedShare?: string;
+  /** base64url SHA-256 of a sealed share deleted when its member left the room: keeps the Merkle tree, not the share. */
+  shareDigest?: string;
 }
 
 /** A value of `room_keys`: the whole signed share set of one epoch. No plaintext key ever. */

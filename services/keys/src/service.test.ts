@@ -1,3 +1,6 @@
+import { mkdtemp, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createInbox, headers } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -7,8 +10,8 @@ import { EnvelopeHeader, createIdentity, envelopeToHeaders, randomBytes, sealTo,
 import type { Identity } from "@unibus/crypto";
 import { createMembershipService, noKicks } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
-import { KeysServiceKeyring, UntrustedShareError, UntrustedShareReason, autoRekey, connect, epochStatementBytes, merkleRoot, prepareNextEpoch, principalsHash, rekeyRoom, shareLeaf } from "@unibus/sdk";
-import type { AutoRekey, UnibusClient } from "@unibus/sdk";
+import { EPOCH_ROLLBACK, FileEpochStore, KeysServiceKeyring, UntrustedShareError, UntrustedShareReason, autoRekey, connect, epochStatementBytes, merkleRoot, prepareNextEpoch, principalsHash, rekeyRoom, shareLeaf } from "@unibus/sdk";
+import type { AutoRekey, KeyringClient, UnibusClient } from "@unibus/sdk";
 import { startTestServer, rejectionOf, eventually as eventuallyHolds } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import packageJson from "../package.json" with { type: "json" };
@@ -334,4 +337,77 @@ it("the in-memory member listing is never stale: a write committed just before a
     await members.delete(`${room}.${p}`);
     expect(await dir.members(room)).not.toContain(p);
   }
+});
+
+describe("epochs only move forward, and unknown epochs are remembered as misses", () => {
+  let roomId = "";
+  let dir = "";
+  beforeAll(async () => {
+    ({ room: { id: roomId } } = await c["owner"]!.rooms.create("forward", { persist: false, encrypt: true }));
+    await c["owner"]!.rooms.invite(roomId, bob!.principal);
+    await rekeyRoom(c["owner"]!, owner!.signingKey, roomId);
+    await rekeyRoom(c["owner"]!, owner!.signingKey, roomId);
+    dir = await mkdtemp(join(tmpdir(), "unibus-epochs-"));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it("an older epoch offered as current (the server hid the newest) is refused with epoch_rollback, also after a restart", async () => {
+    const store = new FileEpochStore(join(dir, "epochs.json"));
+    const ring = new KeysServiceKeyring(c["bob"]!, bob!, { currentTtlMs: 0, epochStore: store });
+    expect((await ring.current(roomId)).epoch).toBe(2);
+    expect((await stat(join(dir, "epochs.json"))).mode & 0o777).toBe(0o600);
+    // A compromised server hides epoch 2, so epoch 1 (before some removal) looks current.
+    await keys.buckets.roomKeys.purge(epochKey(roomId, 2));
+    await eventually(() => c["bob"]!.keys.epochs(roomId), (r) => r.epochs.at(-1) === 1);
+    expect(await rejection(ring.current(roomId))).toMatchObject({ code: ErrorCode.Conflict, reason: EPOCH_ROLLBACK });
+    // A new client process (a new keyring over the same file) remembers epoch 2.
+    const restarted = new KeysServiceKeyring(c["bob"]!, bob!, { currentTtlMs: 0, epochStore: new FileEpochStore(join(dir, "epochs.json")) });
+    expect(await restarted.highestEpoch(roomId)).toBe(2);
+    expect(await rejection(restarted.current(roomId))).toMatchObject({ code: ErrorCode.Conflict, reason: EPOCH_ROLLBACK });
+    // Reading frames of the old epoch stays possible: only sending under it is refused.
+    expect(await restarted.get(roomId, 1)).toBeDefined();
+  });
+
+  it("a member who leaves has its sealed shares deleted from every stored epoch; the others' shares still verify", async () => {
+    const { room: r } = await c["owner"]!.rooms.create("leave", { persist: false, encrypt: true });
+    await c["owner"]!.rooms.invite(r.id, bob!.principal);
+    await c["owner"]!.rooms.invite(r.id, carol!.principal);
+    await rekeyRoom(c["owner"]!, owner!.signingKey, r.id);
+    await rekeyRoom(c["owner"]!, owner!.signingKey, r.id);
+    const bobsShare = (epoch: number) => epochRecord(r.id, epoch).then((rec) => rec?.shares.find((s) => s.principal === bob!.principal));
+    expect((await bobsShare(1))?.sealedShare).toBeDefined();
+    await c["owner"]!.rooms.remove(r.id, bob!.principal);
+    for (const epoch of [1, 2]) {
+      const gone = await eventually(() => bobsShare(epoch), (s) => s?.sealedShare === undefined);
+      expect(gone?.shareDigest).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    }
+    // Carol's proofs run through bob's leaf: they still verify against the owner's signature.
+    const carolRing = new KeysServiceKeyring(c["carol"]!, carol!);
+    expect(await carolRing.get(r.id, 1)).toBeDefined();
+    expect(await carolRing.get(r.id, 2)).toBeDefined();
+  });
+
+  it("a frame naming an epoch the caller holds no share of costs one get_share per TTL, not one per frame", async () => {
+    let fetches = 0;
+    const counting = {
+      roomLogs: c["bob"]!.roomLogs,
+      keys: {
+        getShare: (room: string, epoch?: number) => {
+          fetches++;
+          return c["bob"]!.keys.getShare(room, epoch);
+        },
+      },
+    } as unknown as KeyringClient;
+    const ring = new KeysServiceKeyring(counting, bob!, { missTtlMs: 60_000 });
+    const bogus = await Promise.all(Array.from({ length: 20 }, () => ring.get(roomId, 4_000_000)));
+    expect(bogus.every((k) => k === undefined)).toBe(true);
+    for (let i = 0; i < 20; i++) expect(await ring.get(roomId, 4_000_000)).toBeUndefined();
+    expect(fetches).toBe(1);
+    // A rekey notice (invalidate) forgets the misses of that room, so a real new epoch is fetched at once.
+    ring.invalidate(roomId);
+    expect(await ring.get(roomId, 4_000_000)).toBeUndefined();
+    expect(fetches).toBe(2);
+  });
 });

@@ -8,6 +8,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { roleResolver } from "./access.js";
 import type { MembershipView } from "./access.js";
 import { AgreementKeyDirectory } from "./agreement-directory.js";
+import { watchMemberRemovals } from "./share-redaction.js";
 import { MemberDirectory } from "./member-directory.js";
 import { agreementKeyEndpoints } from "./agreement-keys.js";
 import { epochEndpoints } from "./epochs.js";
@@ -70,11 +71,13 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
   const membership: MembershipView = { users, members, memberDirectory };
   const agreementDirectory = await AgreementKeyDirectory.watch(kv.agreement_keys, logger.child({ svc: ServiceName.keys }));
   const deps: KeysDeps = { roomKeys: kv.room_keys, agreementKeys: kv.agreement_keys, agreementDirectory, membership };
+  const removals = await watchMemberRemovals(members, kv.room_keys, membership, logger.child({ svc: ServiceName.keys }));
   const running = await startService(nc, keysService(deps), { ...opts, logger, nonceBucket: kv.nonces, resolveRole: roleResolver(membership.users) });
   return {
     ...running,
     buckets: deps,
     async stop() {
+      removals.stop();
       await running.stop();
       agreementDirectory.stop();
       memberDirectory.stop();

@@ -1,3 +1,4 @@
+import type { DenialTrail } from "./audit.js";
 import type { ConnectionKicker } from "./kick.js";
 import type { RoomQuotaConfig } from "./quota.js";
 import type { RoomConsumers } from "./room-consumers.js";
@@ -17,6 +18,8 @@ export interface MembershipDeps {
   consumers: RoomConsumers;
   /** Reads room history for `rooms.history`; unset, that endpoint answers 503. */
   history?: RoomHistory;
+  /** Reads recorded login refusals for `audit.denials`; unset, that endpoint answers 503. */
+  denials?: DenialTrail;
   /**
    * Principal of the privileged internal bootstrap identity, the only signer
    * `admin.bootstrap` accepts. Unset: bootstrap is refused to everyone.

@@ -1,6 +1,15 @@
 import { createInbox } from "@nats-io/transport-node";
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "pino";
+import { defineCounter } from "@unibus/kit";
+
+/** Connections closed (or failed to close) so they reconnect with new permissions. */
+const kicks = defineCounter("unibus_kicks_total", "Connections kicked to apply changed permissions, by result", ["result"] as const);
+
+function countKicks(outcome: KickOutcome): void {
+  if (outcome.kicked > 0) kicks.inc({ result: "kicked" }, outcome.kicked);
+  if (outcome.failed > 0) kicks.inc({ result: "failed" }, outcome.failed);
+}
 
 /** Outcome of one kick: how many live connections were found, closed, and how many steps failed. */
 export interface KickOutcome {
@@ -138,11 +147,13 @@ export class SystemConnectionKicker implements ConnectionKicker {
     // time is kicked: when in doubt, fail closed.
     const stale = (c: ConnzConnection): boolean => c.start === undefined || !(Date.parse(c.start) > changedAt);
     const outcome = await this.#sweep(principal, stale, kickedCids, true);
+    countKicks(outcome);
     if (this.#resweepMs > 0) {
       // The follow-up waits out the stall: a server that joined since the
       // last full lookup is found here, and becomes known.
       this.#schedule(this.#resweepMs, async () => {
         const late = await this.#sweep(principal, stale, kickedCids, false);
+        countKicks(late);
         if (late.kicked > 0 || late.failed > 0) this.#logger.warn({ principal, ...late }, "follow-up sweep kicked late connections");
       });
     }

@@ -67,7 +67,8 @@ export interface RoomHistory {
   page(roomId: string, start: RoomHistoryStart, limit: number): Promise<RoomHistoryPage | null>;
 }
 
-interface Raw {
+/** A stored message as a direct get returns it. */
+export interface DirectGetMessage {
   seq: number;
   subject: string;
   time: string;
@@ -130,48 +131,57 @@ export class DirectRoomHistory implements RoomHistory {
     return { messages, lastSeq: Math.max(lastSeq, lastTaken?.seq ?? 0), ...(more && lastTaken !== undefined ? { nextSeq: lastTaken.seq + 1 } : {}) };
   }
 
-  #fetch(stream: string, subject: string, start: RoomHistoryStart, limit: number): Promise<Raw[] | null> {
-    return new Promise((resolve, reject) => {
-      const frames: Raw[] = [];
-      let timer: NodeJS.Timeout | undefined;
-      // The service's own inbox (its inboxPrefix), never a subject a requester chose.
-      const inbox = createInbox((this.nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
-      const finish = (err?: Error, none = false): void => {
-        clearTimeout(timer);
-        sub.unsubscribe();
-        if (err !== undefined) reject(err);
-        else resolve(none ? null : frames);
-      };
-      const arm = (): void => {
-        clearTimeout(timer);
-        timer = setTimeout(() => finish(new RoomHistoryError(`no direct get reply from ${stream} within ${this.timeoutMs} ms`)), this.timeoutMs);
-      };
-      const sub = this.nc.subscribe(inbox, {
-        callback: (err, msg) => {
-          if (err !== null) return finish(new RoomHistoryError(`direct get on ${stream} failed`, { cause: err }));
-          const code = msg.headers?.code ?? 0;
-          if (code === DirectStatus.endOfBatch || code === DirectStatus.noResults) return finish();
-          if (code === DirectStatus.noResponders) return finish(undefined, true);
-          if (code !== 0) return finish(new RoomHistoryError(`direct get on ${stream} failed: ${code} ${msg.headers?.description ?? ""}`));
-          const seq = headerNumber(msg, DirectHeader.sequence);
-          const stored = msg.headers?.get(DirectHeader.subject);
-          const ts = msg.headers?.get(DirectHeader.timeStamp);
-          const time = ts === undefined || ts === "" ? Number.NaN : Date.parse(ts);
-          // Fail closed on a reply that is not a stored message: it cannot be placed in the stream order.
-          if (seq === undefined || stored === undefined || stored === "" || Number.isNaN(time)) return finish(new RoomHistoryError(`malformed direct get reply from ${stream}`));
-          frames.push({
-            seq,
-            subject: stored,
-            time: new Date(time).toISOString(),
-            data: msg.data,
-            headers: ownHeaders(msg),
-            pending: headerNumber(msg, DirectHeader.numPending),
-          });
-          arm();
-        },
-      });
-      arm();
-      this.nc.publish(`$JS.API.DIRECT.GET.${stream}`, JSON.stringify({ ...start, batch: limit, max_bytes: RoomHistoryLimits.pageBytes, next_by_subj: subject }), { reply: inbox });
-    });
+  #fetch(stream: string, subject: string, start: RoomHistoryStart, limit: number): Promise<DirectGetMessage[] | null> {
+    return directGetBatch(this.nc, stream, subject, start, limit, this.timeoutMs);
   }
+}
+
+/**
+ * One batch direct get of `stream` (messages on `subject` from `start`, at
+ * most `limit`), answered on the connection's own inbox; null when the
+ * stream does not exist. Also reads the audit stream.
+ */
+export function directGetBatch(nc: NatsConnection, stream: string, subject: string, start: RoomHistoryStart, limit: number, timeoutMs: number = RoomHistoryLimits.timeoutMs): Promise<DirectGetMessage[] | null> {
+  return new Promise((resolve, reject) => {
+    const frames: DirectGetMessage[] = [];
+    let timer: NodeJS.Timeout | undefined;
+    // The service's own inbox (its inboxPrefix), never a subject a requester chose.
+    const inbox = createInbox((nc as { options?: { inboxPrefix?: string } }).options?.inboxPrefix);
+    const finish = (err?: Error, none = false): void => {
+      clearTimeout(timer);
+      sub.unsubscribe();
+      if (err !== undefined) reject(err);
+      else resolve(none ? null : frames);
+    };
+    const arm = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => finish(new RoomHistoryError(`no direct get reply from ${stream} within ${timeoutMs} ms`)), timeoutMs);
+    };
+    const sub = nc.subscribe(inbox, {
+      callback: (err, msg) => {
+        if (err !== null) return finish(new RoomHistoryError(`direct get on ${stream} failed`, { cause: err }));
+        const code = msg.headers?.code ?? 0;
+        if (code === DirectStatus.endOfBatch || code === DirectStatus.noResults) return finish();
+        if (code === DirectStatus.noResponders) return finish(undefined, true);
+        if (code !== 0) return finish(new RoomHistoryError(`direct get on ${stream} failed: ${code} ${msg.headers?.description ?? ""}`));
+        const seq = headerNumber(msg, DirectHeader.sequence);
+        const stored = msg.headers?.get(DirectHeader.subject);
+        const ts = msg.headers?.get(DirectHeader.timeStamp);
+        const time = ts === undefined || ts === "" ? Number.NaN : Date.parse(ts);
+        // Fail closed on a reply that is not a stored message: it cannot be placed in the stream order.
+        if (seq === undefined || stored === undefined || stored === "" || Number.isNaN(time)) return finish(new RoomHistoryError(`malformed direct get reply from ${stream}`));
+        frames.push({
+          seq,
+          subject: stored,
+          time: new Date(time).toISOString(),
+          data: msg.data,
+          headers: ownHeaders(msg),
+          pending: headerNumber(msg, DirectHeader.numPending),
+        });
+        arm();
+      },
+    });
+    arm();
+    nc.publish(`$JS.API.DIRECT.GET.${stream}`, JSON.stringify({ ...start, batch: limit, max_bytes: RoomHistoryLimits.pageBytes, next_by_subj: subject }), { reply: inbox });
+  });
 }

@@ -245,6 +245,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, no state c
     roomsHistory: { roomId: "aaaaaaaaaaaa" },
     roomsLog: { roomId: "aaaaaaaaaaaa" },
     adminBootstrap: { principal: SigningKey.generate().principal, handle: "h" },
+    auditDenials: { since: new Date().toISOString() },
   };
 
   async function raw(subject: string, data: Uint8Array, sign: (subject: string, data: Uint8Array) => Record<string, string> | undefined): Promise<UnibusError> {

@@ -7,6 +7,7 @@ import { pino } from "pino";
 import type { Logger } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import { roleResolver } from "./access.js";
+import { StreamDenialTrail, auditEndpoints, ensureAuditStream } from "./audit.js";
 import { bootstrapEndpoints } from "./bootstrap.js";
 import type { MembershipDeps } from "./deps.js";
 import { SystemConnectionKicker } from "./kick.js";
@@ -24,14 +25,14 @@ import { userEndpoints } from "./users.js";
 /**
  * The membership service definition: every endpoint in one place.
  * users.* (admin only), rooms.* (active users; owners/admins manage),
- * admin.bootstrap (the internal bootstrap identity only).
+ * admin.bootstrap (the internal bootstrap identity only), audit.denials (admin only).
  */
 export function membershipService(deps: MembershipDeps): ServiceDefinition {
   return defineService({
     name: ServiceName.membership,
     version: packageJson.version,
     description: "Users allowlist, rooms and room members",
-    endpoints: { ...userEndpoints(deps), ...roomEndpoints(deps), ...bootstrapEndpoints(deps) },
+    endpoints: { ...userEndpoints(deps), ...roomEndpoints(deps), ...bootstrapEndpoints(deps), ...auditEndpoints(deps.denials) },
   });
 }
 
@@ -98,6 +99,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     opts.kicker ??
     (opts.sys === undefined ? new UnconfiguredKicker(logger.child({ svc: ServiceName.membership })) : new SystemConnectionKicker(opts.sys, { logger: logger.child({ svc: ServiceName.membership }) }));
   const jsm = await jetstreamManager(nc);
+  await ensureAuditStream(jsm, replicas, logger.child({ svc: ServiceName.membership }));
   const roomStreams = new JetStreamRoomStreams(jsm, { replicas });
   const roomLog = new RoomLogStore(kv.room_log, nc);
   const deps: MembershipDeps = {
@@ -107,6 +109,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     streams: roomStreams,
     consumers: new JetStreamRoomConsumers(jsm),
     history: new DirectRoomHistory(nc, roomStreams),
+    denials: new StreamDenialTrail(nc),
     ...(opts.bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal: opts.bootstrapPrincipal }),
     ...(opts.selfKickDelayMs === undefined ? {} : { selfKickDelayMs: opts.selfKickDelayMs }),
     ...(opts.quotas === undefined ? {} : { quotas: opts.quotas }),

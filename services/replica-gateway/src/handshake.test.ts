@@ -14,6 +14,7 @@ import {
   replicaKeyId,
   replicaSessionId,
   replicaTranscript,
+  signReplicaTranscript,
   SigningKey,
   toHex,
 } from "@unibus/crypto";
@@ -109,7 +110,7 @@ function finishFor(h: { hello: ReplicaHello; challenge: ReplicaChallenge; nonceD
   };
   const macD = dialerMac(psk, b, identity.publicKey);
   const transcript = replicaTranscript(b, acceptorMac(psk, b), macD, identity.publicKey);
-  return { nonceA: h.challenge.nonceA ?? "", identity: identity.principal, macD: o.macD ?? toHex(macD), signature: toHex((o.signer ?? identity).sign(transcript)) };
+  return { nonceA: h.challenge.nonceA ?? "", identity: identity.principal, macD: o.macD ?? toHex(macD), signature: toHex(signReplicaTranscript(o.signer ?? identity, transcript)) };
 }
 
 const finish = (f: ReplicaFinish): Promise<ReplicaFinishReply> => request<ReplicaFinishReply>(Subjects.replicaGateway.handshakeFinish, f);

@@ -1,4 +1,4 @@
-import { RejectReason, announceEpoch, autoRekey, waitForRoomKey } from "@unibus/sdk";
+import { RejectReason, autoRekey, waitForRoomKey } from "@unibus/sdk";
 import type { AutoRekey, Room, RoomEpochKey, RoomMessage, UnibusClient } from "@unibus/sdk";
 import { helpOption, parseCommandArgs } from "../args.js";
 import type { Command } from "../command.js";
@@ -119,15 +119,11 @@ export const chatCommand: Command = {
     let room: Room | undefined;
     let stopWaiting: (() => void) | undefined;
     try {
-      const ready = await prepareRoomKeys(client, identity, roomId).catch((err: unknown) => {
+      const ready = await prepareRoomKeys(client, identity, roomId, io).catch((err: unknown) => {
         throw err instanceof Error && err.message.startsWith("not a member") ? new CliError(err.message) : requestError(err, "keys");
       });
       if (ready.registered) io.err("registered your agreement key with the keys service");
-      if (ready.rekeyedTo !== undefined) {
-        io.err(`the room had no key yet and you own it: started epoch ${ready.rekeyedTo}`);
-        // Members already waiting (they registered first) fetch their share now.
-        announceEpoch(client.nc, roomId, ready.rekeyedTo);
-      }
+      if (ready.rekeyedTo !== undefined) io.err(`the room had no key yet and you own it: started epoch ${ready.rekeyedTo}`);
       if (ready.role === "owner") {
         auto = autoRekey(client, identity.signingKey, roomId, {
           checkOnStart: true,

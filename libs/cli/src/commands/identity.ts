@@ -1,8 +1,10 @@
 import { resolve } from "node:path";
-import { IdentityFileError, createIdentity, publicIdentity, writeIdentityFile } from "@unibus/crypto";
-import { parseCommandArgs, stringFlag } from "../args.js";
+import { IdentityFileError, createIdentity, publicIdentity, toHex, writeIdentityFile } from "@unibus/crypto";
+import { rotateAgreementKey } from "@unibus/sdk";
+import { helpOption, parseCommandArgs, stringFlag } from "../args.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
+import { connectClientAs, connectionHelp, connectionOptions, requestError, resolveConnectionSettings } from "../connection.js";
 import { CliError, ExitCode } from "../errors.js";
 import { EnvVar } from "../home.js";
 import { loadIdentityForCli } from "../identity-file.js";
@@ -101,10 +103,64 @@ const identityShow: Command = {
   },
 };
 
-/** `unibus identity create|show`. */
+const rotateHelp = [
+  "Usage: unibus identity rotate-agreement-key [connection options]",
+  "",
+  "Replaces the identity's X25519 agreement key with a new one, rewrites the",
+  "identity file (0600) and registers the new key with the keys service, bound",
+  "by a signature of your identity key. The next room-key epoch an owner seals",
+  "(the next membership change, or an owner's rekey) is sealed to the new key.",
+  "",
+  "Why: room-key shares are sealed to this key and kept by the keys service, so",
+  "a key stolen later opens every share ever sealed to it. After a rotation it",
+  "opens only what was sealed before; the old secret is dropped, so this",
+  "identity can no longer open epochs sealed to it either (until the next",
+  "epoch, it cannot read the room's current one).",
+  "",
+  connectionHelp,
+].join("\n");
+
+const identityRotateAgreementKey: Command = {
+  name: "rotate-agreement-key",
+  summary: "replace the agreement key (room-key shares are sealed to it) and register the new one",
+  help: rotateHelp,
+  async run(args, io) {
+    const { flags } = parseCommandArgs(args, { ...connectionOptions, ...helpOption }, { command: "identity rotate-agreement-key", maxPositionals: 0 });
+    if (flags.help === true) {
+      io.out(rotateHelp);
+      return ExitCode.ok;
+    }
+    const settings = await resolveConnectionSettings(flags, io);
+    if (settings.identityPath === undefined) throw new CliError("no identity to rotate: pass --identity PATH or set UNIBUS_IDENTITY");
+    const path = settings.identityPath;
+    const identity = await loadIdentityForCli(path);
+    const client = await connectClientAs(settings, identity, "unibus-cli identity");
+    try {
+      const rotated = await rotateAgreementKey(client, identity, {
+        persist: async (next) => {
+          try {
+            await writeIdentityFile(path, next, { overwrite: true });
+          } catch (err) {
+            throw new CliError(`cannot write identity file ${path}: ${(err as Error).message}`, { cause: err });
+          }
+        },
+      }).catch((err: unknown) => {
+        throw err instanceof CliError ? err : requestError(err, "keys");
+      });
+      io.out(`rotated the agreement key of ${rotated.principal}`);
+      io.out(`  new agreement public key: ${toHex(rotated.agreementPublicKey)}`);
+      io.out(`  file: ${path} (rewritten, mode 0600); the next epoch an owner seals uses the new key`);
+    } finally {
+      await client.close();
+    }
+    return ExitCode.ok;
+  },
+};
+
+/** `unibus identity create|show|rotate-agreement-key`. */
 export const identityCommand: Command = commandGroup({
   name: "identity",
   summary: "create and inspect identity files",
   intro: "Usage: unibus identity <command>\n\nAn identity is an Ed25519 signing key (its nkey `U…` is your principal id)\nplus an X25519 key-agreement key, kept in a 0600 file.",
-  subcommands: [identityCreate, identityShow],
+  subcommands: [identityCreate, identityShow, identityRotateAgreementKey],
 });

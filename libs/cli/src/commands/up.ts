@@ -2,6 +2,7 @@ import { connect } from "@nats-io/transport-node";
 import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
 import type { AccountJetStreamLimits } from "@unibus/auth-callout";
 import { nkeyAuthenticator } from "@unibus/crypto";
+import { HealthzEnv } from "@unibus/healthz";
 import { PARENT_LIFELINE_PRELOAD } from "@unibus/kit";
 import {
   MIN_NATS_SERVER_VERSION,
@@ -23,10 +24,13 @@ import type { HomeLayout } from "../home.js";
 import type { CliIo } from "../io.js";
 import { formatChildLine } from "../up/child-log.js";
 import { acquireHomeLock } from "../up/lock.js";
-import { assertPortFree, portFromEnv } from "../up/ports.js";
+import { assertPortFree, freePort, portFromEnv } from "../up/ports.js";
+import { ensureLoopbackTls } from "../up/tls.js";
+import type { LoopbackTls } from "../up/tls.js";
 import { provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
-import { JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
+import { JETSTREAM_CIPHER, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
+import { streamDirs } from "../store/maintenance.js";
 import { ALL_SERVICES, REPO_ROOT, ServiceName, serviceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
@@ -60,7 +64,8 @@ On the first run it creates, in the state dir (mode 0700, files 0600):
   identities/system.id        system-account user (membership's kicks)
   identities/bootstrap.id     internal identity that may only seed admin #0
   admin.id                    admin #0
-  env                         UNIBUS_URL and UNIBUS_IDENTITY for other unibus commands
+  env                         UNIBUS_URL, UNIBUS_IDENTITY and UNIBUS_HEALTHZ_URL for other commands
+  tls/                        with --tls: loopback CA (ca.pem) and server certificate
 Later runs reuse all of it; no key is ever regenerated over an existing one.
 
 Every client, admins included, is authorized by the auth callout (docs/architecture.md §4);
@@ -70,6 +75,8 @@ Environment:
   UNIBUS_HOME           state dir (default: ./.unibus)
   UNIBUS_PORT           client port (default ${DEFAULT_PORT})
   UNIBUS_MONITOR_PORT   monitoring port on 127.0.0.1 (default ${DEFAULT_MONITOR_PORT})
+  UNIBUS_HEALTHZ_PORT   healthz HTTP port on 127.0.0.1: /livez /readyz /healthz /metrics
+                        (default: a free port; its URL goes to the env file as UNIBUS_HEALTHZ_URL)
   UNIBUS_LOG_LEVEL      services' log level
   UNIBUS_JS_MAX_FILE, UNIBUS_JS_MAX_MEMORY, UNIBUS_JS_MAX_STREAMS, UNIBUS_JS_MAX_CONSUMERS
                         JetStream limits of the UNIBUS account (default 16 GiB file,
@@ -83,6 +90,10 @@ Environment:
   NATS_SERVER_BIN       nats-server to use (>= ${MIN_NATS_SERVER_VERSION}, checked at start; found or fetched otherwise)
 
 Options:
+  --tls                 require TLS on the client port: a loopback CA and server certificate
+                        are made in tls/ (openssl), the URL becomes tls://127.0.0.1:PORT and
+                        env gets UNIBUS_TLS_CA so CLI commands trust that CA. The callout and
+                        nkey signatures are unchanged; TLS hides subjects and sizes on the wire.
   -h, --help            show this help`;
 
 /** `unibus up`. */
@@ -91,12 +102,12 @@ export const upCommand: Command = {
   summary: "run the bus locally: nats-server + every service (what `npm start` runs)",
   help: upHelp,
   async run(args, io) {
-    const { flags } = parseCommandArgs(args, {}, { command: "up", maxPositionals: 0 });
+    const { flags } = parseCommandArgs(args, { tls: { type: "boolean" } }, { command: "up", maxPositionals: 0 });
     if (flags.help) {
       io.out(upHelp);
       return ExitCode.ok;
     }
-    return runUp(io);
+    return runUp(io, flags.tls === true);
   },
 };
 
@@ -104,10 +115,11 @@ function say(io: CliIo, line: string): void {
   io.out(`[unibus up] ${line}`);
 }
 
-async function runUp(io: CliIo): Promise<number> {
+async function runUp(io: CliIo, withTls: boolean): Promise<number> {
   const home = resolveHome(io.env, io.cwd);
   const port = portFromEnv(io.env, EnvVar.port, DEFAULT_PORT);
   const monitorPort = portFromEnv(io.env, EnvVar.monitorPort, DEFAULT_MONITOR_PORT);
+  const healthzPortSetting = portFromEnv(io.env, EnvVar.healthzPort, 0);
   let jetstreamLimits: AccountJetStreamLimits;
   let syncInterval: string | undefined;
   try {
@@ -132,20 +144,39 @@ async function runUp(io: CliIo): Promise<number> {
 
     await assertPortFree(HOST, port, "client", EnvVar.port);
     await assertPortFree(HOST, monitorPort, "monitoring", EnvVar.monitorPort);
+    const healthzPort = healthzPortSetting === 0 ? await freePort(HOST) : healthzPortSetting;
+    if (healthzPortSetting !== 0) await assertPortFree(HOST, healthzPort, "healthz", EnvVar.healthzPort);
+    const health: HealthzChild = { listen: `${HOST}:${healthzPort}`, url: `http://${HOST}:${healthzPort}`, monitorUrl: `http://${HOST}:${monitorPort}` };
+
+    let tls: LoopbackTls | undefined;
+    if (withTls) {
+      const made = await ensureLoopbackTls(home);
+      tls = made.tls;
+      if (made.created) say(io, `created loopback TLS CA ${tls.caFile} and server certificate`);
+    }
 
     const bin = await findServerBinary(io);
-    server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits, syncInterval });
+    server = await startServer(home, state, { port, monitorPort, bin, jetstreamLimits, syncInterval, tls });
     watchdog = await armWatchdog(server);
     const guard = watchdog;
-    const url = server.url;
-    await checkBusReady(url, membershipIdentity(state));
+    const url = tls === undefined ? server.url : `tls://${HOST}:${server.port}`;
+    const loadedStreams = await checkBusReady(url, membershipIdentity(state), tls?.caFile);
+    await assertStoreOpened(home, loadedStreams);
     say(io, `nats-server pid ${server.pid} ready at ${url} (JetStream encrypted at rest, monitoring http://127.0.0.1:${monitorPort})`);
 
-    await writePrivateFile(home.envFile, renderEnvFile({ [EnvVar.url]: url, [EnvVar.identity]: home.adminIdentityFile }));
+    await writePrivateFile(
+      home.envFile,
+      renderEnvFile({
+        [EnvVar.url]: url,
+        [EnvVar.identity]: home.adminIdentityFile,
+        [EnvVar.healthzUrl]: health.url,
+        ...(tls === undefined ? {} : { [EnvVar.tlsCa]: tls.caFile }),
+      }),
+    );
 
     const availability = serviceAvailability();
     const missing = availability.filter((s) => !s.available);
-    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env));
+    const specs = availability.filter((s) => s.available).map((s): ChildSpec => serviceSpec(s.name, s.entryPoint, url, home, state, io.env, health, tls));
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
     supervisor = new Supervisor(
       specs,
@@ -166,7 +197,7 @@ async function runUp(io: CliIo): Promise<number> {
 
     // Every start: cheap, idempotent, and it repairs a home whose first run stopped before the admin existed.
     const boot = await bootstrapAdmin({
-      settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root },
+      settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) },
       bootstrapIdentity: state.bootstrap,
       adminPrincipal: state.admin.principal,
       handle: DEFAULT_ADMIN_HANDLE,
@@ -179,6 +210,7 @@ async function runUp(io: CliIo): Promise<number> {
     io.out(`  bus URL:         ${url}`);
     io.out(`  admin identity:  ${home.adminIdentityFile}`);
     io.out(`  admin principal: ${boot.user.principal}`);
+    io.out(`  health:          ${health.url}/readyz  (/livez /healthz /metrics; \`unibus status\`)`);
     io.out(`  services:        ${specs.map((s) => s.name).join(", ") || "(none)"}`);
     for (const s of missing) io.out(`  not available yet: ${s.name} (no ${s.entryPoint})`);
     io.out(`  connection file: ${home.envFile}`);
@@ -243,7 +275,7 @@ async function armWatchdog(server: NatsServerProcess): Promise<BusWatchdog> {
 async function startServer(
   home: HomeLayout,
   state: ProvisionedHome,
-  opts: { port: number; monitorPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits; syncInterval: string | undefined },
+  opts: { port: number; monitorPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits; syncInterval: string | undefined; tls: LoopbackTls | undefined },
 ): Promise<NatsServerProcess> {
   const config = buildServerConfig({
     host: HOST,
@@ -251,6 +283,7 @@ async function startServer(
     monitorPort: opts.monitorPort,
     jetstreamDir: home.jetstreamDir,
     syncInterval: opts.syncInterval,
+    ...(opts.tls === undefined ? {} : { tls: { certFile: opts.tls.certFile, keyFile: opts.tls.keyFile } }),
     authorization: calloutAuthorization({
       calloutIssuerPublic: state.calloutIssuerPublic,
       calloutXkeyPublic: state.calloutXkeyPublic,
@@ -286,17 +319,23 @@ function membershipIdentity(state: ProvisionedHome): Identity {
  * proves the config admits services and JetStream (with its key) is up
  * before any service starts.
  */
-async function checkBusReady(url: string, identity: Identity): Promise<void> {
+async function checkBusReady(url: string, identity: Identity, caFile: string | undefined): Promise<number> {
   const deadline = Date.now() + 15_000;
   let lastError: unknown;
   while (Date.now() < deadline) {
     try {
-      const nc = await connect({ servers: url, reconnect: false, name: "unibus-up", authenticator: nkeyAuthenticator(identity.signingKey) });
+      const nc = await connect({
+        servers: url,
+        reconnect: false,
+        name: "unibus-up",
+        authenticator: nkeyAuthenticator(identity.signingKey),
+        ...(caFile === undefined ? {} : { tls: { caFile } }),
+      });
       try {
         const reply = await nc.request("$JS.API.INFO", undefined, { timeout: 2_000 });
-        const info = reply.json<{ error?: { description?: string } }>();
+        const info = reply.json<{ streams?: number; error?: { description?: string } }>();
         if (info.error) throw new Error(`JetStream: ${info.error.description ?? "error"}`);
-        return;
+        return info.streams ?? 0;
       } finally {
         await nc.close();
       }
@@ -308,6 +347,30 @@ async function checkBusReady(url: string, identity: Identity): Promise<void> {
   throw new CliError(`the bus did not become ready: ${(lastError as Error | undefined)?.message ?? "timeout"}`, { cause: lastError });
 }
 
+/**
+ * Refuses a bus whose server skipped streams on disk. With a wrong key
+ * nats-server cannot decrypt a stream, logs it and starts without it: the
+ * services would then recreate empty buckets beside the unreadable data.
+ */
+async function assertStoreOpened(home: HomeLayout, loaded: number): Promise<void> {
+  const onDisk = await streamDirs(home.jetstreamDir);
+  if (loaded < onDisk.length) {
+    throw new CliError(
+      `nats-server opened ${loaded} of the ${onDisk.length} streams in ${home.jetstreamDir}: ` +
+        `${home.jetstreamKeyFile} is not the key this store was written with (or the store is damaged). ` +
+        "The bus was not started; put back the right key file.",
+    );
+  }
+}
+
+/** Where the healthz child serves HTTP and reads the server's monitoring. */
+interface HealthzChild {
+  /** `127.0.0.1:<port>`: loopback only, like the rest of the embedded bus. */
+  readonly listen: string;
+  readonly url: string;
+  readonly monitorUrl: string;
+}
+
 function serviceSpec(
   name: string,
   entryPoint: string,
@@ -315,14 +378,21 @@ function serviceSpec(
   home: HomeLayout,
   state: ProvisionedHome,
   parentEnv: Readonly<Record<string, string | undefined>>,
+  health: HealthzChild,
+  tls: LoopbackTls | undefined,
 ): ChildSpec {
   const env: Record<string, string | undefined> = { ...parentEnv, [EnvVar.url]: url, [EnvVar.identity]: serviceIdentityFile(home, name) };
   // Paths, not seeds: secrets never travel in env or argv to services.
   // Each service gets only its own: the system identity goes to membership alone.
-  for (const key of [CALLOUT_ISSUER_SEED_FILE_ENV, CALLOUT_XKEY_SEED_FILE_ENV, SYS_IDENTITY_ENV, BOOTSTRAP_PRINCIPAL_ENV]) delete env[key];
+  for (const key of [CALLOUT_ISSUER_SEED_FILE_ENV, CALLOUT_XKEY_SEED_FILE_ENV, SYS_IDENTITY_ENV, BOOTSTRAP_PRINCIPAL_ENV, ...Object.values(HealthzEnv)]) delete env[key];
   if (name === ServiceName.authCallout) {
     env[CALLOUT_ISSUER_SEED_FILE_ENV] = home.calloutIssuerSeedFile;
     env[CALLOUT_XKEY_SEED_FILE_ENV] = home.calloutXkeySeedFile;
+  }
+  if (name === ServiceName.healthz) {
+    env[HealthzEnv.listen] = health.listen;
+    env[HealthzEnv.monitorUrls] = health.monitorUrl;
+    env[HealthzEnv.cipher] = JETSTREAM_CIPHER;
   }
   if (name === ServiceName.membership) {
     env[SYS_IDENTITY_ENV] = home.systemIdentityFile;
@@ -330,6 +400,12 @@ function serviceSpec(
   }
   // Defence in depth: the JetStream key is for nats-server only, even if the user exported it.
   delete env[JETSTREAM_KEY_ENV];
+  if (tls !== undefined) {
+    // Node adds this CA to its trust store at start: every service's nats.js
+    // connection verifies the loopback certificate with no TLS code of its own.
+    env["NODE_EXTRA_CA_CERTS"] = tls.caFile;
+    env[EnvVar.tlsCa] = tls.caFile;
+  }
   return {
     name,
     command: process.execPath,

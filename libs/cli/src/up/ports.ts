@@ -34,3 +34,20 @@ export function portFromEnv(env: Readonly<Record<string, string | undefined>>, n
   }
   return port;
 }
+
+/**
+ * A port free on `host` right now, chosen by the kernel. `up` picks the
+ * healthz port once and passes it down, so a restarted healthz child binds
+ * the same port and the URL written to the env file stays valid.
+ */
+export async function freePort(host: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen({ host, port: 0, exclusive: true }, () => {
+      const address = server.address();
+      const port = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no port assigned"))));
+    });
+  });
+}

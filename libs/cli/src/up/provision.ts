@@ -78,6 +78,11 @@ async function fileExists(path: string): Promise<boolean> {
  */
 async function loadOrCreateJetStreamKey(home: HomeLayout, created: string[]): Promise<string> {
   const path = home.jetstreamKeyFile;
+  // An interrupted `unibus store rotate-key` may already have swapped in the
+  // store re-encrypted under the .next key: the old key would open none of it.
+  if (await fileExists(`${path}.next`)) {
+    throw new CliError(`an interrupted key rotation left ${path}.next: run \`unibus store rotate-key\` to finish it, then start again`);
+  }
   let fh;
   try {
     fh = await open(path, "r");

@@ -1,11 +1,15 @@
-import { calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
+import { UnibusSubject, calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
 import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/auth-callout";
 import { Subjects } from "@unibus/contracts";
+import { healthzJetStreamSubjects } from "@unibus/healthz";
 import { NonceBucket } from "@unibus/kit";
 import { MembershipBucket } from "@unibus/membership";
 import { SINGLE_NODE_LAME_DUCK, envRef, mergeNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
 import { ServiceName } from "./services.js";
+
+/** The JetStream at-rest cipher `unibus up` configures (healthz reports it). */
+export const JETSTREAM_CIPHER = "chachapoly";
 
 /** Name of the nats-server environment variable carrying the JetStream key. */
 export const JETSTREAM_KEY_ENV = "UNIBUS_JS_KEY";
@@ -33,6 +37,8 @@ export interface BusServerConfigInput {
   readonly serverName?: string;
   /** JetStream `sync_interval` (see {@link jetStreamSyncInterval}); undefined keeps the server default. */
   readonly syncInterval?: string;
+  /** Client TLS (`unibus up --tls`): every client connection must use it. */
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
 }
 
 /** Environment variable overriding JetStream's `sync_interval`. */
@@ -150,7 +156,14 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
         ],
       });
     case ServiceName.healthz:
-      return servicePermissions({ service: name });
+      return servicePermissions({
+        service: name,
+        // Readiness and posture: account info, stream info of the bus
+        // buckets, leader gets of `users` (admin check), and micro PING /
+        // $SRV.METRICS to every service. Read only: no create, update, purge
+        // or delete, and no `$KV.` publish.
+        publish: [...healthzJetStreamSubjects(), UnibusSubject.microDiscovery],
+      });
   }
 }
 
@@ -200,9 +213,11 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     ...(input.monitorPort === undefined ? {} : { http: `127.0.0.1:${input.monitorPort}` }),
     // A takeover stops an orphaned server in lame duck mode: with no other node to move to, it should not linger.
     ...SINGLE_NODE_LAME_DUCK,
+    // TLS hides subjects, inboxes and payload sizes on the wire; the callout and nkey signatures stay as they are.
+    ...(input.tls === undefined ? {} : { tls: { cert_file: input.tls.certFile, key_file: input.tls.keyFile } }),
     jetstream: {
       store_dir: input.jetstreamDir,
-      cipher: "chachapoly",
+      cipher: JETSTREAM_CIPHER,
       key: envRef(JETSTREAM_KEY_ENV),
       sync_interval: input.syncInterval,
     },

@@ -6,6 +6,8 @@ import type { RoomLogs } from "../rooms/membership-log.js";
 import { NoRoomKeyError } from "../rooms/keyring.js";
 import type { RoomEpochKey, RoomKeySource } from "../rooms/keyring.js";
 import type { KeysApi } from "./api.js";
+import { EpochFloor } from "./epoch-floor.js";
+import type { EpochStore } from "./epoch-floor.js";
 import { ShareSetFormat, epochStatementBytes, principalsHash, rootFromProof, shareLeaf } from "./share-set.js";
 
 function byteOrder(a: string, b: string): number {
@@ -52,6 +54,10 @@ export class UntrustedShareError extends Error {
 export interface KeysServiceKeyringOptions {
   /** How long `current()` reuses the newest epoch before asking again. Default 1000 ms. */
   currentTtlMs?: number;
+  /** Keeps the highest verified epoch per room across restarts (default: in memory, for the life of the keyring). */
+  epochStore?: EpochStore;
+  /** How long an epoch the caller holds no (valid) share of is answered from memory, without asking the service. Default 30 000 ms. */
+  missTtlMs?: number;
 }
 
 /** What the keyring needs from a client. */
@@ -78,11 +84,18 @@ export class KeysServiceKeyring implements RoomKeySource {
   readonly #keys = new Map<string, Map<number, Uint8Array>>();
   readonly #members = new Map<string, Map<number, ReadonlySet<string>>>();
   readonly #current = new Map<string, { epoch: number; at: number }>();
+  readonly #floor: EpochFloor;
+  readonly #missTtlMs: number;
+  /** `room/epoch` → when a miss stops being remembered: a frame naming a bogus epoch costs one fetch per TTL, not one per frame. */
+  readonly #misses = new Map<string, number>();
+  readonly #inflight = new Map<string, Promise<Uint8Array | undefined>>();
 
   constructor(client: KeyringClient, identity: Identity, opts: KeysServiceKeyringOptions = {}) {
     this.#client = client;
     this.#identity = identity;
     this.#ttlMs = opts.currentTtlMs ?? 1_000;
+    this.#floor = new EpochFloor(opts.epochStore);
+    this.#missTtlMs = opts.missTtlMs ?? 30_000;
   }
 
   async current(roomId: string): Promise<RoomEpochKey> {
@@ -93,7 +106,10 @@ export class KeysServiceKeyring implements RoomKeySource {
     }
     const reply = await this.#fetch(roomId, undefined);
     if (reply === undefined) throw new NoRoomKeyError(roomId);
+    // Refused before any verification: an older epoch offered as current is an error whatever its signature.
+    await this.#floor.checkCurrent(roomId, reply.epoch);
     const key = await this.#verifyAndOpen(roomId, reply.epoch, reply);
+    await this.#floor.record(roomId, reply.epoch);
     this.#current.set(roomId, { epoch: reply.epoch, at: performance.now() });
     return { epoch: reply.epoch, key };
   }
@@ -101,8 +117,46 @@ export class KeysServiceKeyring implements RoomKeySource {
   async get(roomId: string, epoch: number): Promise<Uint8Array | undefined> {
     const cached = this.#keys.get(roomId)?.get(epoch);
     if (cached !== undefined) return cached;
+    const id = `${roomId}/${epoch}`;
+    const missUntil = this.#misses.get(id);
+    if (missUntil !== undefined) {
+      if (performance.now() < missUntil) return undefined;
+      this.#misses.delete(id);
+    }
+    let pending = this.#inflight.get(id);
+    if (pending === undefined) {
+      pending = this.#getFresh(roomId, epoch).then(
+        (key) => {
+          if (key === undefined) this.#miss(id);
+          return key;
+        },
+        (err: unknown) => {
+          this.#miss(id);
+          throw err;
+        },
+      );
+      this.#inflight.set(id, pending);
+      void pending.finally(() => this.#inflight.delete(id)).catch(() => undefined);
+    }
+    return pending;
+  }
+
+  async #getFresh(roomId: string, epoch: number): Promise<Uint8Array | undefined> {
     const reply = await this.#fetch(roomId, epoch);
-    return reply === undefined ? undefined : this.#verifyAndOpen(roomId, epoch, reply);
+    if (reply === undefined) return undefined;
+    const key = await this.#verifyAndOpen(roomId, epoch, reply);
+    await this.#floor.record(roomId, epoch);
+    return key;
+  }
+
+  #miss(id: string): void {
+    if (this.#misses.size >= 4096) this.#misses.delete(this.#misses.keys().next().value!);
+    this.#misses.set(id, performance.now() + this.#missTtlMs);
+  }
+
+  /** The highest epoch of `roomId` this keyring (or its store) has verified: it never sends under a lower one. */
+  highestEpoch(roomId: string): Promise<number | undefined> {
+    return this.#floor.highest(roomId);
   }
 
   /** The verified members of `epoch` (whose frames a reader accepts); undefined for an epoch not verified here. */
@@ -113,6 +167,8 @@ export class KeysServiceKeyring implements RoomKeySource {
   /** Forgets the cached current epoch of `roomId` (e.g. after a rekey notice), so the next `current()` asks. */
   invalidate(roomId: string): void {
     this.#current.delete(roomId);
+    // A rekey notice may announce an epoch remembered as a miss.
+    for (const id of this.#misses.keys()) if (id.startsWith(`${roomId}/`)) this.#misses.delete(id);
   }
 
   /** The share, or undefined when the service says the caller has none (not a member, no such epoch, no share). */

@@ -4,7 +4,7 @@
  * a distributor signs over the Merkle root of a whole share set. The keys
  * service and the SDK both build these bytes here, so the two cannot drift.
  */
-import { sha256 } from "@unibus/crypto";
+import { markStatement, sha256 } from "@unibus/crypto";
 
 /** Domain-separation strings and tags; never reused for another purpose. */
 export const ShareSetFormat = {
@@ -135,31 +135,43 @@ export interface EpochStatement {
 }
 
 /**
- * `"unibus-room-epoch-v1" ‖ roomId ‖ epoch ‖ distributor ‖ leafCount ‖ root
- * ‖ logSeq ‖ logHead ‖ recipients`: room and epoch stop a signed set from
- * being replayed elsewhere; the leaf count fixes the tree shape, so a proof
- * cannot move a leaf; the log position, its hash and the recipients hash let
- * every member check that the set went to exactly the verified membership
- * at that position (threat: a keys service naming an extra recipient).
+ * `0xFF ‖ "unibus-room-epoch-v1" ‖ roomId ‖ epoch ‖ distributor ‖ leafCount
+ * ‖ root ‖ logSeq ‖ logHead ‖ recipients` (0xFF: the statement marker, so no
+ * connect nonce can equal it): room and epoch stop a signed set from being
+ * replayed elsewhere; the leaf count fixes the tree shape, so a proof cannot
+ * move a leaf; the log position, its hash and the recipients hash let every
+ * member check that the set went to exactly the verified membership at that
+ * position (threat: a keys service naming an extra recipient).
  */
 export function epochStatementBytes(s: EpochStatement): Uint8Array {
   if (s.root.byteLength !== 32) throw new RangeError("root must be 32 bytes");
   if (s.logHead.byteLength !== 32) throw new RangeError("logHead must be 32 bytes");
   if (s.recipients.byteLength !== 32) throw new RangeError("recipients must be 32 bytes");
-  return concat([field(ShareSetFormat.epochContext), field(s.roomId), u64(s.epoch), field(s.distributor), u64(s.leafCount), s.root, u64(s.logSeq), s.logHead, s.recipients]);
+  return markStatement(concat([field(ShareSetFormat.epochContext), field(s.roomId), u64(s.epoch), field(s.distributor), u64(s.leafCount), s.root, u64(s.logSeq), s.logHead, s.recipients]));
 }
 
 /**
- * `"unibus-agreement-key-v1" ‖ principal ‖ agreementKey`, signed by the
+ * `0xFF ‖ "unibus-agreement-key-v1" ‖ principal ‖ agreementKey`, signed by the
  * principal itself: the server stores the binding but cannot substitute a key
  * of its own, because clients verify it before sealing a room key to it.
  */
 export function agreementKeyStatementBytes(principal: string, agreementKey: Uint8Array): Uint8Array {
   if (agreementKey.byteLength !== 32) throw new RangeError("agreement key must be 32 bytes");
-  return concat([field(ShareSetFormat.agreementContext), field(principal), agreementKey]);
+  return markStatement(concat([field(ShareSetFormat.agreementContext), field(principal), agreementKey]));
 }
 
 /** SHA-256 of the sorted principals joined by `\n`: compares a share set with a membership without the shares. */
 export function principalsHash(sortedPrincipals: readonly string[]): Uint8Array {
   return sha256(encoder.encode(sortedPrincipals.join("\n")));
+}
+
+/**
+ * The leaf of a member whose sealed share was deleted (it left the room):
+ * `sha256(0x00 ‖ principal ‖ 0x01 ‖ digest)` with `digest = sha256(sealedShare)`,
+ * equal to {@link shareLeaf} of the share. The keys service keeps only the
+ * digest, so the other members' proofs still verify and the share is gone.
+ */
+export function shareLeafOfDigest(principal: string, digest: Uint8Array): Uint8Array {
+  if (digest.byteLength !== 32) throw new RangeError("share digest must be 32 bytes");
+  return sha256(concat([Uint8Array.of(ShareSetFormat.leafTag), field(principal), Uint8Array.of(1), digest]));
 }

@@ -7,12 +7,12 @@
  *   header  = u8 version | u8 roomLen | room | u32 epoch | 32 sender key
  *             | u64 counter | u16 count | 24 nonce
  *   body    = XChaCha20-Poly1305(roomKey[epoch], nonce, plaintext, AD = header)
- *   trailer = Ed25519(sender, "unibus-room-frame-v1" | header | body)
+ *   trailer = Ed25519(sender, 0xFF | "unibus-room-frame-v1" | header | body)
  *   plaintext = count × (u32 length | message bytes)
  *
  * Message i of the frame has counter `counter + i`.
  */
-import { aeadDecrypt, aeadEncrypt, AeadSize, principalFromPublicKey, randomBytes, verifySignature } from "@unibus/crypto";
+import { aeadDecrypt, aeadEncrypt, AeadSize, markStatement, principalFromPublicKey, randomBytes, verifySignature } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 
 /** Frame format constants (contracts/specs/frames.md §Layout). */
@@ -31,7 +31,8 @@ export const FrameFormat = {
   maxCounter: Number.MAX_SAFE_INTEGER,
 } as const;
 
-const DOMAIN_BYTES = new TextEncoder().encode(FrameFormat.domain);
+/** 0xFF marker then the label: no connect nonce (always a string) can equal signed frame bytes. */
+const DOMAIN_BYTES = markStatement(new TextEncoder().encode(FrameFormat.domain));
 const FIXED_HEADER_BYTES = 1 + 1 + 4 + FrameFormat.senderKeyBytes + 8 + 2 + FrameFormat.nonceBytes;
 const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -51,6 +52,8 @@ export const RejectReason = {
   badSignature: "bad_signature",
   unknownEpoch: "unknown_epoch",
   replay: "replay",
+  /** A live frame whose counter (the sender's clock) is outside the receiver's freshness bound. */
+  stale: "stale",
   decryptFailed: "decrypt_failed",
   /** The signer is not in the epoch's verified membership (e.g. a removed member). */
   senderNotMember: "sender_not_member",

@@ -36,6 +36,8 @@ export interface RoomKeySource {
    * (a test fixture) leaves senders unchecked.
    */
   members?(roomId: string, epoch: number): ReadonlySet<string> | undefined;
+  /** Optional: forget any cached notion of the current epoch (a room calls it when a hint says the epoch may have moved). */
+  invalidate?(roomId: string): void;
 }
 
 /** Raised when a key source holds no key at all for a room. */

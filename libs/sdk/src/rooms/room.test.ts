@@ -8,6 +8,7 @@ import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { sealFrame } from "./frame.js";
 import { StaticRoomKeys } from "./keyring.js";
+import { FreshnessLimits, ReplayGuard } from "./replay-guard.js";
 import { createRoom } from "./room.js";
 import type { Room, RoomControl, RoomMessage, RoomReject } from "./room.js";
 
@@ -63,6 +64,8 @@ async function take<T>(it: AsyncIterable<T>, n: number, ms = 1_000): Promise<T[]
 describe("end-to-end room frames on a real server", () => {
   let server: TestServer;
   let nc: NatsConnection;
+  /** Counters are the sender's clock in µs: live frames must be near the reader's clock. */
+  const T = Date.now() * 1000;
   const alice = SigningKey.generate();
   const bob = SigningKey.generate();
   const mallory = SigningKey.generate();
@@ -87,7 +90,7 @@ describe("end-to-end room frames on a real server", () => {
     await nc.flush();
   };
   const frame = (over: Partial<Parameters<typeof sealFrame>[0]> = {}): Uint8Array =>
-    sealFrame({ roomId: "r1", epoch: 1, key: k1, signer: alice, counter: 1_000, messages: [new TextEncoder().encode("hi")], ...over });
+    sealFrame({ roomId: "r1", epoch: 1, key: k1, signer: alice, counter: T + 1_000, messages: [new TextEncoder().encode("hi")], ...over });
 
   beforeAll(async () => {
     server = await startTestServer({ jetstream: true });
@@ -153,10 +156,10 @@ describe("end-to-end room frames on a real server", () => {
 
   it("rejects a replayed counter and delivers the original once", async () => {
     const { msgs, rejects } = await reader();
-    const f = frame({ counter: 5_000 });
+    const f = frame({ counter: T + 5_000 });
     await inject(f);
     await inject(f);
-    await inject(frame({ counter: 5_000, messages: [new TextEncoder().encode("same counter, new text")] }));
+    await inject(frame({ counter: T + 5_000, messages: [new TextEncoder().encode("same counter, new text")] }));
     expect((await take(msgs, 2, 300)).map((m) => m.string())).toEqual(["hi"]);
     expect((await take(rejects, 2)).map((r) => r.reason)).toEqual(["replay", "replay"]);
   });
@@ -171,20 +174,68 @@ describe("end-to-end room frames on a real server", () => {
   it("accepts frames reordered within the window and rejects one older than the window", async () => {
     const { msgs, rejects } = await reader();
     const m = (s: string): Uint8Array[] => [new TextEncoder().encode(s)];
-    await inject(frame({ counter: 20_010, messages: m("b") }));
-    await inject(frame({ counter: 20_000, messages: m("a") }));
-    await inject(frame({ counter: 20_005, messages: m("c") }));
-    await inject(frame({ counter: 40_000, messages: m("d") }));
-    await inject(frame({ counter: 20_006, messages: m("too old") }));
+    await inject(frame({ counter: T + 20_010, messages: m("b") }));
+    await inject(frame({ counter: T + 20_000, messages: m("a") }));
+    await inject(frame({ counter: T + 20_005, messages: m("c") }));
+    await inject(frame({ counter: T + 40_000, messages: m("d") }));
+    await inject(frame({ counter: T + 20_006, messages: m("too old") }));
     expect((await take(msgs, 5, 300)).map((x) => x.string())).toEqual(["b", "a", "c", "d"]);
-    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "replay", counter: 20_006 });
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "replay", counter: T + 20_006 });
+  });
+
+  it("a replayed frame from an earlier session is dropped: the replay windows are the client's, across resubscribes and room objects", async () => {
+    const guard = new ReplayGuard();
+    const first = createRoom(nc, bob, "r1", keys, undefined, guard);
+    rooms.push(first);
+    const session1 = first.subscribe();
+    await nc.flush();
+    const f = frame({ counter: T + 70_000, messages: [new TextEncoder().encode("once")] });
+    await inject(f);
+    expect((await take(session1, 1)).map((m) => m.string())).toEqual(["once"]);
+    session1.stop();
+    // A later subscription, on the same room object and on a new one of the same client.
+    const again = first.subscribe();
+    const second = createRoom(nc, bob, "r1", keys, undefined, guard);
+    rooms.push(second);
+    const other = second.subscribe();
+    await nc.flush();
+    await inject(f);
+    expect(await take(again, 1, 300)).toEqual([]);
+    expect(await take(other, 1, 300)).toEqual([]);
+    expect((await take(first.rejects(), 1))[0]).toMatchObject({ reason: "replay", counter: T + 70_000 });
+    expect((await take(second.rejects(), 1))[0]).toMatchObject({ reason: "replay", counter: T + 70_000 });
+  });
+
+  it("a live frame whose counter is outside the 5 min freshness bound is rejected as stale, whatever the windows say", async () => {
+    const { msgs, rejects } = await reader();
+    const skew = FreshnessLimits.liveSkewMs * 1000;
+    await inject(frame({ counter: Date.now() * 1000 - skew - 60_000_000 }));
+    await inject(frame({ counter: Date.now() * 1000 + skew + 60_000_000 }));
+    expect((await take(rejects, 2)).map((r) => r.reason)).toEqual(["stale", "stale"]);
+    expect(await take(msgs, 1, 200)).toEqual([]);
+  });
+
+  it("subscribe(callback) delivers like the iterator, and flush() resolves once the server has every frame", async () => {
+    const b = open(bob);
+    const got: string[] = [];
+    const sub = b.subscribe((m) => got.push(m.string()));
+    const iterated = b.subscribe();
+    await nc.flush();
+    const a = open(alice);
+    for (let i = 0; i < 50; i++) void a.publish(`f${i}`);
+    await a.flush();
+    const viaIterator = await take(iterated, 50, 3_000);
+    expect(viaIterator.map((m) => m.string())).toEqual(Array.from({ length: 50 }, (_, i) => `f${i}`));
+    expect(got).toEqual(viaIterator.map((m) => m.string()));
+    sub.stop();
+    iterated.stop();
   });
 
   it("a member holding the room key cannot forge a frame as another member", async () => {
     const { msgs, rejects } = await reader();
     // Valid AEAD (Mallory knows the key; Alice's key is in the associated data), Mallory's signature.
     const impostor = { publicKey: alice.publicKey, sign: (d: Uint8Array) => mallory.sign(d) } as unknown as SigningKey;
-    await inject(frame({ signer: impostor, counter: 90_000 }));
+    await inject(frame({ signer: impostor, counter: T + 90_000 }));
     expect((await take(rejects, 1))[0]).toMatchObject({ reason: "bad_signature", sender: alice.principal });
     expect(await take(msgs, 1, 200)).toEqual([]);
   });

@@ -9,13 +9,14 @@
  * all check out; everything else becomes a reject event.
  */
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { ErrorCode, UnibusError } from "@unibus/contracts";
+import { ErrorCode, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } from "@unibus/contracts";
 import type { MembershipRoomsGetReply, MembershipRoomsHistoryReply, MembershipRoomsHistoryRequest } from "@unibus/contracts";
 import { toHex } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 import { FrameError, RejectReason, frameOverheadBytes, frameSignatureValid, openFrame, parseFrame, sealFrame, senderPrincipal } from "./frame.js";
 import type { ParsedFrame } from "./frame.js";
-import type { RoomKeySource } from "./keyring.js";
+import type { RoomEpochKey, RoomKeySource } from "./keyring.js";
+import { ReplayGuard } from "./replay-guard.js";
 import { ReplayWindow } from "./replay-window.js";
 
 /** Room subjects and stream names; the auth callout grants `unibus.room.<id>.>` to members. */
@@ -50,6 +51,14 @@ export const RoomLimits = {
   fullRefreshMs: 1_000,
   /** Frames asked for per history page (the service also bounds a page in bytes). */
   historyPageFrames: 256,
+  /**
+   * The publisher's current key is re-read on a keys notice, a membership
+   * event or a live frame of a newer epoch; this is the backstop when such a
+   * hint is lost (they are core NATS messages).
+   */
+  currentKeyRefreshMs: 10_000,
+  /** Hints re-read the current key at most this often (any member may publish a notice). */
+  currentKeyHintMinMs: 250,
 } as const;
 
 /** Stable reasons of a refused room publish (UnibusError code 413). */
@@ -93,7 +102,7 @@ export interface RoomMessage {
   json<T = unknown>(): T;
 }
 
-/** A frame that was not delivered. Fields other than `reason` are the frame's claims; they are authenticated only for `unknown_epoch`, `replay` and `decrypt_failed`. */
+/** A frame that was not delivered. Fields other than `reason` are the frame's claims; they are authenticated only for `unknown_epoch`, `replay`, `stale` and `decrypt_failed`. */
 export interface RoomReject {
   reason: RejectReason;
   sender?: string;
@@ -103,10 +112,13 @@ export interface RoomReject {
   count?: number;
 }
 
-/** A live subscription; iterate it, `stop()` it. */
+/** A live subscription; iterate it (or give `subscribe` a callback), `stop()` it. */
 export interface RoomSubscription extends AsyncIterable<RoomMessage> {
   stop(): void;
 }
+
+/** Called with each authenticated live message by `subscribe(callback)`. */
+export type RoomMessageCallback = (m: RoomMessage) => void;
 
 /** Options of {@link Room.history}. */
 export interface HistoryOptions {
@@ -133,8 +145,21 @@ export interface Room {
    * Messages queued in the same event-loop turn share one outcome.
    */
   publish(data: Uint8Array | string | object): Promise<void>;
-  /** Authenticated messages published from now on. */
-  subscribe(): RoomSubscription;
+  /**
+   * Sends what is queued and resolves once the server has received every
+   * frame published before the call (a round trip to the server): the
+   * backpressure point of a publisher, without reaching for the connection.
+   * Rejects like `publish` when a queued frame was refused.
+   */
+  flush(): Promise<void>;
+  /**
+   * Authenticated messages published from now on: iterate the result, or pass
+   * `callback` to be called with each (the iterator then yields nothing).
+   * Live frames must be fresh (contracts/specs/frames.md §Freshness): a
+   * frame's counter within 5 min of this clock, and never one this client
+   * already accepted, across resubscribes.
+   */
+  subscribe(callback?: RoomMessageCallback): RoomSubscription;
   /** Authenticated messages stored in a persisted room's stream, up to the newest at call time. */
   history(opts?: HistoryOptions): AsyncIterable<RoomMessage>;
   /** Reject events of every subscription and history read of this room. */
@@ -214,13 +239,15 @@ class PushQueue<T> implements AsyncIterable<T> {
 }
 
 /**
- * Authenticates frames of one delivery stream (a live subscription or one
- * history read) in arrival order: parse → room → signature → epoch key →
- * replay window → AEAD → deliver. Replay state is per stream because each
- * stream legitimately sees each frame once.
+ * Authenticates frames of one delivery stream (the room's live feed or one
+ * history read) in arrival order: parse → room → signature → freshness (live
+ * only) → replay window → epoch key → sender membership → AEAD → deliver:
+ * the cheap local checks run before anything that may ask the keys service. Live frames use the
+ * client's replay windows (kept across resubscribes); a history read has its
+ * own, because it legitimately sees each stored frame once however old.
  */
 class FrameReceiver {
-  readonly #windows = new Map<string, ReplayWindow>();
+  readonly #own = new Map<string, ReplayWindow>();
   #chain: Promise<void> | undefined;
 
   constructor(
@@ -228,9 +255,21 @@ class FrameReceiver {
     readonly keyFor: (epoch: number) => Uint8Array | undefined | Promise<Uint8Array | undefined>,
     readonly deliver: (m: RoomMessage) => void,
     readonly reject: (r: RoomReject) => void,
+    /** Present for live frames: the client's replay windows and clock. */
+    readonly live: ReplayGuard | undefined,
     /** The epoch's verified members; absent when the key source cannot tell (no sender check). */
     readonly membersOf?: (epoch: number) => ReadonlySet<string> | undefined,
   ) {}
+
+  #window(id: string): ReplayWindow {
+    if (this.live !== undefined) return this.live.window(id);
+    let w = this.#own.get(id);
+    if (w === undefined) {
+      w = new ReplayWindow(RoomLimits.replayWindow);
+      this.#own.set(id, w);
+    }
+    return w;
+  }
 
   /** Processes one frame; returns a promise only when it had to wait for a key (order is kept). */
   accept(bytes: Uint8Array): void | Promise<void> {
@@ -257,28 +296,28 @@ class FrameReceiver {
     const claims = { sender: senderPrincipal(f), epoch: f.epoch, counter: f.counter, count: f.count };
     if (f.roomId !== this.roomId) return this.reject({ reason: RejectReason.wrongRoom, ...claims });
     if (!frameSignatureValid(f)) return this.reject({ reason: RejectReason.badSignature, ...claims });
+    // Before the key lookup: an old frame replayed live must not cost a get_share.
+    if (this.live !== undefined && !this.live.timely(f.counter)) return this.reject({ reason: RejectReason.stale, ...claims });
+    // Also before the key lookup: a replayed frame is refused from memory.
+    // Frames are processed one at a time (#chain), so nothing records into
+    // this window between this check and the record below.
+    const w = this.#window(`${this.roomId}/${toHex(f.senderKey)}/${f.epoch}`);
+    if (!w.fresh(f.counter, f.count)) return this.reject({ reason: RejectReason.replay, ...claims });
     const key = this.keyFor(f.epoch);
     if (key instanceof Promise) {
       return key.then(
-        (k) => this.#finish(f, claims, k),
+        (k) => this.#finish(f, claims, k, w),
         () => this.reject({ reason: RejectReason.unknownEpoch, ...claims }),
       );
     }
-    this.#finish(f, claims, key);
+    this.#finish(f, claims, key, w);
   }
 
-  #finish(f: ParsedFrame, claims: { sender: string; epoch: number; counter: number; count: number }, key: Uint8Array | undefined): void {
+  #finish(f: ParsedFrame, claims: { sender: string; epoch: number; counter: number; count: number }, key: Uint8Array | undefined, w: ReplayWindow): void {
     if (key === undefined) return this.reject({ reason: RejectReason.unknownEpoch, ...claims });
     // Only the epoch's verified members may speak in it: a removed member's
     // key, or one the service slipped in, signs nothing readers accept.
     if (this.membersOf !== undefined && this.membersOf(f.epoch)?.has(claims.sender) !== true) return this.reject({ reason: RejectReason.senderNotMember, ...claims });
-    const id = `${toHex(f.senderKey)}/${f.epoch}`;
-    let w = this.#windows.get(id);
-    if (w === undefined) {
-      w = new ReplayWindow(RoomLimits.replayWindow);
-      this.#windows.set(id, w);
-    }
-    if (!w.fresh(f.counter, f.count)) return this.reject({ reason: RejectReason.replay, ...claims });
     let messages: Uint8Array[];
     try {
       messages = openFrame(f, key);
@@ -317,6 +356,18 @@ function toBytes(data: Uint8Array | string | object): Uint8Array {
   return encoder.encode(JSON.stringify(data));
 }
 
+/** One subscriber of a room's live feed. */
+interface LiveListener {
+  deliver(m: RoomMessage): void;
+  end(): void;
+}
+
+/** A room's one NATS subscription, fanned out to its subscriptions: the client's replay windows see each frame once. */
+interface LiveFeed {
+  sub: Subscription;
+  listeners: Set<LiveListener>;
+}
+
 class RoomImpl implements Room {
   readonly subject: string;
   readonly #nc: NatsConnection;
@@ -324,7 +375,14 @@ class RoomImpl implements Room {
   readonly #keys: RoomKeySource;
   readonly #keyCache = new Map<number, Uint8Array>();
   readonly #rejects = new PushQueue<RoomReject>(RoomLimits.rejectBuffer);
-  readonly #subs = new Set<{ sub: Subscription; queue: PushQueue<RoomMessage> }>();
+  readonly #guard: ReplayGuard;
+  #live: LiveFeed | undefined;
+  /** Outcomes of batches not yet settled, for `flush()`. */
+  readonly #pending = new Set<Promise<void>>();
+  /** The publisher's current key, re-read on hints (keys notice, membership event, newer epoch seen) or after `currentKeyRefreshMs`. */
+  #current: { value: RoomEpochKey; at: number } | undefined;
+  #currentStale = false;
+  #hints: Subscription[] | undefined;
   #batch: Batch | undefined;
   #sending: Promise<void> = Promise.resolve();
   #target: Promise<PublishTarget> | undefined;
@@ -343,9 +401,11 @@ class RoomImpl implements Room {
     readonly roomId: string,
     keys: RoomKeySource,
     control: RoomControl | undefined,
+    guard: ReplayGuard,
   ) {
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(roomId)) throw new RangeError("room id must match [A-Za-z0-9_-]{1,128}");
     this.#nc = nc;
+    this.#guard = guard;
     this.#control = control;
     this.#signer = signer;
     this.#keys = keys;
@@ -367,6 +427,10 @@ class RoomImpl implements Room {
     if (batch === undefined) {
       batch = newBatch();
       this.#batch = batch;
+      const done = batch.done;
+      this.#pending.add(done);
+      const settled = (): void => void this.#pending.delete(done);
+      done.then(settled, settled);
       const scheduled = batch;
       // The end of the current event-loop turn: no timer delay on an idle room.
       setImmediate(() => {
@@ -388,10 +452,50 @@ class RoomImpl implements Room {
     this.#sending = this.#sending.then(() => this.#send(batch));
   }
 
+  async flush(): Promise<void> {
+    this.#flush();
+    await Promise.all([...this.#pending]);
+    await this.#nc.flush();
+  }
+
+  /**
+   * The key to send under. Cached between hints rather than asked for on
+   * every frame; a hint (any member may send one) re-reads it at most every
+   * `currentKeyHintMinMs`, so notices cannot turn publishing into key lookups.
+   */
+  async #currentKey(): Promise<RoomEpochKey> {
+    this.#watchHints();
+    const c = this.#current;
+    const age = c === undefined ? Infinity : performance.now() - c.at;
+    if (c !== undefined && age < RoomLimits.currentKeyRefreshMs && (!this.#currentStale || age < RoomLimits.currentKeyHintMinMs)) return c.value;
+    this.#currentStale = false;
+    this.#keys.invalidate?.(this.roomId);
+    try {
+      const value = await this.#keys.current(this.roomId);
+      this.#current = { value, at: performance.now() };
+      return value;
+    } catch (err) {
+      this.#current = undefined;
+      throw err;
+    }
+  }
+
+  /** Listens for what means the current key may have changed: a keys notice or a membership event of this room. */
+  #watchHints(): void {
+    if (this.#hints !== undefined || this.#closed) return;
+    const hint = (): void => void (this.#currentStale = true);
+    this.#hints = [roomKeysNoticeSubject(this.roomId), roomMembershipSubject(this.roomId)].map((subject) => this.#nc.subscribe(subject, { callback: hint }));
+  }
+
+  /** A live frame of a newer epoch than the one sent under: someone rekeyed. */
+  #sawEpoch(epoch: number): void {
+    if (this.#current !== undefined && epoch > this.#current.value.epoch) this.#currentStale = true;
+  }
+
   async #send(batch: Batch): Promise<void> {
     try {
       const target = await this.#publishTarget();
-      const { epoch, key } = await this.#keys.current(this.roomId);
+      const { epoch, key } = await this.#currentKey();
       const chunks = target.persisted ? this.#split(batch.messages, target.maxFrameBytes) : [batch.messages];
       const frames = chunks.map((messages) => {
         // Counters start at the clock in µs so a restarted sender never reuses one (frames.md §Counters).
@@ -508,32 +612,70 @@ class RoomImpl implements Room {
     });
   };
 
-  #receiver(deliver: (m: RoomMessage) => void): FrameReceiver {
+  #membersOf(): ((epoch: number) => ReadonlySet<string> | undefined) | undefined {
     const keys = this.#keys;
-    const membersOf = keys.members === undefined ? undefined : (epoch: number): ReadonlySet<string> | undefined => keys.members!(this.roomId, epoch);
-    return new FrameReceiver(this.roomId, this.#keyFor, deliver, (r) => this.#rejects.push(r), membersOf);
+    return keys.members === undefined ? undefined : (epoch: number): ReadonlySet<string> | undefined => keys.members!(this.roomId, epoch);
   }
 
-  subscribe(): RoomSubscription {
-    if (this.#closed) throw new Error("room is closed");
-    const queue = new PushQueue<RoomMessage>();
-    const rx = this.#receiver((m) => queue.push(m));
+  #receiver(deliver: (m: RoomMessage) => void): FrameReceiver {
+    return new FrameReceiver(this.roomId, this.#keyFor, deliver, (r) => this.#rejects.push(r), undefined, this.#membersOf());
+  }
+
+  #liveFeed(): LiveFeed {
+    if (this.#live !== undefined) return this.#live;
+    const listeners = new Set<LiveListener>();
+    const endAll = (): void => {
+      for (const l of listeners) l.end();
+      listeners.clear();
+      if (this.#live === feed) this.#live = undefined;
+    };
+    const rx = new FrameReceiver(
+      this.roomId,
+      this.#keyFor,
+      (m) => {
+        this.#sawEpoch(m.epoch);
+        for (const l of listeners) l.deliver(m);
+      },
+      (r) => this.#rejects.push(r),
+      this.#guard,
+      this.#membersOf(),
+    );
     const sub = this.#nc.subscribe(this.subject, {
       callback: (err, msg) => {
-        if (err !== null) {
-          queue.end();
-          return;
-        }
+        if (err !== null) return endAll();
         void rx.accept(msg.data);
       },
     });
-    const entry = { sub, queue };
-    this.#subs.add(entry);
-    void sub.closed.then(() => queue.end());
+    const feed: LiveFeed = { sub, listeners };
+    void sub.closed.then(endAll);
+    this.#live = feed;
+    return feed;
+  }
+
+  subscribe(callback?: RoomMessageCallback): RoomSubscription {
+    if (this.#closed) throw new Error("room is closed");
+    const queue = new PushQueue<RoomMessage>();
+    const deliver =
+      callback === undefined
+        ? (m: RoomMessage): void => queue.push(m)
+        : (m: RoomMessage): void => {
+            // A throwing callback must not stop the feed for the room's other subscriptions.
+            try {
+              callback(m);
+            } catch {
+              /* the application's error; the subscription goes on */
+            }
+          };
+    const listener: LiveListener = { deliver, end: () => queue.end() };
+    const feed = this.#liveFeed();
+    feed.listeners.add(listener);
     const stop = (): void => {
-      this.#subs.delete(entry);
-      sub.unsubscribe();
       queue.end();
+      if (!feed.listeners.delete(listener)) return;
+      if (feed.listeners.size === 0 && this.#live === feed) {
+        this.#live = undefined;
+        feed.sub.unsubscribe();
+      }
     };
     return {
       stop,
@@ -578,22 +720,27 @@ class RoomImpl implements Room {
     this.#flush();
     this.#closed = true;
     await this.#sending;
-    for (const { sub, queue } of this.#subs) {
-      sub.unsubscribe();
-      queue.end();
+    const feed = this.#live;
+    this.#live = undefined;
+    if (feed !== undefined) {
+      feed.sub.unsubscribe();
+      for (const l of feed.listeners) l.end();
+      feed.listeners.clear();
     }
-    this.#subs.clear();
+    for (const h of this.#hints ?? []) h.unsubscribe();
     this.#rejects.end();
   }
 }
 
 /**
  * Internal: a room over a raw connection and signing key (the client's
- * `room()` calls this with its `rooms` API). Without `control` the room is
- * live-only: frames are not split for a stream and there is no history.
+ * `room()` calls this with its `rooms` API and its replay guard). Without
+ * `control` the room is live-only: frames are not split for a stream and
+ * there is no history. Without `guard` the room's live replay state lives as
+ * long as the room object.
  */
-export function createRoom(nc: NatsConnection, signer: SigningKey, roomId: string, keys: RoomKeySource, control?: RoomControl): Room {
-  return new RoomImpl(nc, signer, roomId, keys, control);
+export function createRoom(nc: NatsConnection, signer: SigningKey, roomId: string, keys: RoomKeySource, control?: RoomControl, guard: ReplayGuard = new ReplayGuard()): Room {
+  return new RoomImpl(nc, signer, roomId, keys, control, guard);
 }
 
 /** What {@link openRoom} needs of a client: `UnibusClient` has it. */

@@ -1,0 +1,19 @@
+import { defineConfig } from "vitest/config";
+
+// The chaos suite (npm run test:chaos): a real 3-node cluster (TLS routes
+// through proxies the test cuts) killed, paused and partitioned under load.
+// Kept out of `npm test` because it runs for minutes; .ci/run runs it as its
+// own step. One file at a time: the scenarios time recovery on 2 shared cores.
+const report = process.env.UNIBUS_TEST_REPORT;
+
+export default defineConfig({
+  test: {
+    include: ["test/chaos/**/*.test.ts"],
+    exclude: ["**/node_modules/**"],
+    pool: "forks",
+    fileParallelism: false,
+    testTimeout: 120_000,
+    hookTimeout: 120_000,
+    reporters: report ? ["default", ["json", { outputFile: report }]] : ["default"],
+  },
+});
