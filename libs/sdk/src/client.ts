@@ -137,6 +137,8 @@ class UnibusClientImpl implements UnibusClient {
   /** Resolvers of callers waiting for the next reconnect. */
   readonly #waitingForReconnect = new Set<() => void>();
   #connected = true;
+  /** Reconnects so far: a request that spans one may have lost its reply with the old connection. */
+  #reconnects = 0;
 
   constructor(
     readonly nc: NatsConnection,
@@ -163,6 +165,7 @@ class UnibusClientImpl implements UnibusClient {
         }
         if (s.type === "reconnect") {
           backoff.connected();
+          this.#reconnects++;
           this.#connected = true;
           for (const resume of [...this.#waitingForReconnect]) resume();
         }
@@ -232,6 +235,10 @@ class UnibusClientImpl implements UnibusClient {
    * retryable 503 `connection_lost`: it may or may not have been applied.
    */
   async #attempt(subject: string, data: Uint8Array, envelope: Envelope, timeoutMs: number): Promise<Msg> {
+    // Bytes written between the disconnect and the reconnect can go out on
+    // the closing socket and be lost with it, so a send waits for the new one.
+    if (!this.#connected) await this.#reconnected(timeoutMs);
+    const reconnects = this.#reconnects;
     const h = headers();
     for (const [name, value] of Object.entries(envelopeToHeaders(envelope))) h.set(name, value);
     let onLoss: (() => void) | undefined;
@@ -242,6 +249,13 @@ class UnibusClientImpl implements UnibusClient {
     this.#inFlight.add(cb);
     try {
       return await Promise.race([this.nc.request(subject, data, { headers: h, timeout: timeoutMs }), lost]);
+    } catch (err) {
+      // No reply, and the connection was replaced meanwhile (a kick seen only
+      // after the request went out on the old socket): retryable as above.
+      if (err instanceof Error && err.name === "TimeoutError" && this.#reconnects !== reconnects) {
+        throw new UnibusError(ErrorCode.Unavailable, ErrorReason.ConnectionLost, "the connection was replaced while the request was in flight; it may or may not have been applied", { cause: err });
+      }
+      throw err;
     } finally {
       this.#inFlight.delete(cb);
     }
