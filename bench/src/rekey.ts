@@ -1,6 +1,7 @@
 /**
- * P4: rekey of a 1,000-member room. One owner's `rekeyRoom`: read the
- * epochs and the members' agreement keys, a fresh room key sealed to 1,000
+ * P4: rekey of a 1,000-member room. One owner's `rekeyRoom`: fetch and
+ * verify the room's membership log (all 1,000+ entries cold, only what is
+ * new when warm), read the epochs and the members' agreement keys, a fresh room key sealed to 1,000
  * members, one signature, and `publish_epoch` (the service checks the set
  * against the membership, verifies the signature, stores ONE record) — until
  * the durable reply. Measured cold (the owner verifies 1,000 agreement-key
@@ -20,10 +21,12 @@ import { fileURLToPath } from "node:url";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { pino } from "pino";
-import { createIdentity, randomBytes, toBase64Url } from "@unibus/crypto";
+import { createIdentity, randomBytes, signEnvelope, toBase64Url } from "@unibus/crypto";
+import type { SigningKey } from "@unibus/crypto";
 import { createKeysService } from "@unibus/keys";
 import { MembershipBucket, createMembershipService, memberKey } from "@unibus/membership";
-import { agreementKeyStatementBytes, connect, prepareNextEpoch, rekeyRoom } from "@unibus/sdk";
+import { RoomLogOp, RoomLogOpSubject, VerifiedRoomLog, agreementKeyStatementBytes, connect, deriveRoomId, prepareNextEpoch, rekeyRoom, roomLogEntry } from "@unibus/sdk";
+import type { RoomLogRole } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import { numberArg, percentile, printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
@@ -54,9 +57,25 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
     const kvm = new Kvm(jetstream(nc));
     const users = await kvm.open(MembershipBucket.users);
     const members = await kvm.open(MembershipBucket.members);
-    const roomId = "bench0000000p4";
+    const roomLog = await kvm.open(MembershipBucket.roomLog);
     const at = new Date().toISOString();
     const people = [owner, ...Array.from({ length: n - 1 }, () => createIdentity())];
+    // The room's membership log, signed by the owner as the service would
+    // store it: the owner's first rekey fetches and verifies all of it (cold).
+    const enc = new TextEncoder();
+    let roomId = "";
+    let log: VerifiedRoomLog | undefined;
+    const appendLog = async (actor: SigningKey, op: RoomLogOp, body: object, target: string, role?: RoomLogRole): Promise<void> => {
+      const bytes = enc.encode(JSON.stringify(body));
+      const envelope = signEnvelope(actor, RoomLogOpSubject[op], bytes);
+      if (op === RoomLogOp.create) roomId = deriveRoomId(envelope.signature);
+      log ??= new VerifiedRoomLog(roomId);
+      const entry = roomLogEntry({ after: log, roomId, op, body: bytes, envelope, target, ...(role === undefined ? {} : { role }), at });
+      log.append([entry]);
+      await roomLog.create(`${roomId}.${entry.seq}`, JSON.stringify(entry));
+    };
+    await appendLog(owner.signingKey, RoomLogOp.create, { name: "p4", policy: { persist: false, encrypt: true } }, owner.principal, "owner");
+    for (const id of people.slice(1)) await appendLog(owner.signingKey, RoomLogOp.invite, { roomId, principal: id.principal }, id.principal, "member");
     await Promise.all(
       people.map(async (id, i) => {
         const role = i === 0 ? "owner" : "member";
@@ -99,7 +118,9 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
     const rawPrepared: number[] = [];
     for (let i = 0; i < samples; i++) {
       await prepareNextEpoch(client, roomId);
-      await members.delete(memberKey(roomId, people[people.length - 1 - i]!.principal));
+      const removed = people[people.length - 1 - i]!.principal;
+      await appendLog(owner.signingKey, RoomLogOp.remove, { roomId, principal: removed }, removed);
+      await members.delete(memberKey(roomId, removed));
       prepared.push(await timeRekey());
       rawPrepared.push(await timeRaw());
     }

@@ -45,6 +45,8 @@ export const Subjects = {
     roomsLeave: "unibus.v1.membership.rooms.leave",
     /** One page of a persisted room's stored frames, read by the service (members hold no JetStream grant). */
     roomsHistory: "unibus.v1.membership.rooms.history",
+    /** One page of a room's hash-chained membership log (contracts/specs/membership-log.md); clients verify it. */
+    roomsLog: "unibus.v1.membership.rooms.log",
     /** Seeds admin #0; only the privileged internal bootstrap identity may publish here. */
     adminBootstrap: "unibus.v1.membership.admin.bootstrap",
     /** Recorded login denials, read from the audit stream by the service (admins hold no JetStream grant). */
@@ -110,6 +112,7 @@ export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
   Subjects.membership.roomsGet,
   Subjects.membership.roomsList,
   Subjects.membership.roomsHistory,
+  Subjects.membership.roomsLog,
   Subjects.membership.auditDenials,
   Subjects.keys.agreementKeys,
   Subjects.keys.getShare,

@@ -4,8 +4,9 @@ from the TypeScript one: Debian's python3-nacl (libsodium: Ed25519,
 XChaCha20-Poly1305) and python3-cryptography (OpenSSL: X25519, SHA-256), plus
 a pure-Python BLAKE3 below (Debian ships no BLAKE3 module), itself checked
 against the official BLAKE3 test vectors first. Every byte layout (envelope,
-frame, sealed box, share set, Merkle tree, statements, replica handshake) is
-rebuilt here from the specs in contracts/specs, not read from the vectors.
+frame, sealed box, share set, Merkle tree, statements, membership log,
+replica handshake) is rebuilt here from the specs in contracts/specs, not
+read from the vectors.
 
 Prints a line per group and "N passed, N failed"; exits 1 on any failure.
 With --report FILE it also writes the counts in the shape of a vitest JSON
@@ -372,9 +373,54 @@ def check_share_set():
             check(f"{name}: proof {i}", [p.hex() for p in proof] == c["proofs"][i] and root_from_proof(leaf, i, len(leaves), proof) == root)
             if len(leaves) > 1:
                 check(f"{name}: proof {i} does not move", root_from_proof(leaf, (i + 1) % len(leaves), len(leaves), proof) != root)
-        statement = MARKER + F("unibus-room-epoch-v1") + F(c["roomId"]) + struct.pack(">Q", c["epoch"]) + F(v["distributor"]) + struct.pack(">Q", len(members)) + root
-        check(f"{name}: statement", statement.hex() == c["statement"])
+        # The recipients hash binds the set to the membership at its log position.
+        recipients = sha256("\n".join(m["principal"] for m in members).encode())
+        check(f"{name}: recipients hash", recipients.hex() == c["recipients"])
+        tail = struct.pack(">Q", c["logSeq"]) + h(c["logHead"]) + recipients
+        statement = MARKER + F("unibus-room-epoch-v1") + F(c["roomId"]) + struct.pack(">Q", c["epoch"]) + F(v["distributor"]) + struct.pack(">Q", len(members)) + root + tail
+        check(f"{name}: statement (0xFF marker, log position, head, recipients)", statement.hex() == c["statement"])
         check(f"{name}: signature", ed_verify(dpub, statement, h(c["signature"])))
+        check(f"{name}: no signature without the log fields", not ed_verify(dpub, statement[: -len(tail)], h(c["signature"])))
+
+
+def b64u(s):
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def lf(b):
+    b = b.encode() if isinstance(b, str) else b
+    return struct.pack(">I", len(b)) + b
+
+
+def log_entry_hash(e):
+    return sha256(
+        lf("unibus-room-log-v1") + struct.pack(">Q", e["seq"]) + b64u(e["prev"]) + lf(e["roomId"]) + lf(e["op"]) + lf(e["subject"]) + lf(b64u(e["body"]))
+        + lf(e["signer"]) + struct.pack(">Q", e["timestamp"]) + lf(e["nonce"]) + lf(e["signature"]) + lf(e["target"]) + lf(e.get("role", "")) + lf(e.get("actorRole", ""))
+    )
+
+
+def check_membership_log():
+    v = load("membership-log.json")
+    entries = v["entries"]
+    check("membership log: room id derived from the create signature", sha256(lf("unibus-room-id-v1") + b64u(entries[0]["signature"])).hex()[:24] == v["roomId"])
+    prev = bytes(32)
+    members = {}
+    for i, e in enumerate(entries):
+        name = f"membership log entry {i} ({e['op']})"
+        check(f"{name}: seq, room and chain to the entry before", e["seq"] == i and e["roomId"] == v["roomId"] and b64u(e["prev"]) == prev)
+        prev = log_entry_hash(e)
+        check(f"{name}: entry hash", prev.hex() == v["hashes"][i])
+        # The actor's own request: its envelope signature over 0xFF || the envelope signing bytes.
+        subject, nonce = e["subject"].encode(), e["nonce"].encode()
+        signing = lp(b"unibus-envelope-v1") + struct.pack(">I", len(subject)) + subject + struct.pack(">Q", e["timestamp"]) + lp(nonce) + sha256(b64u(e["body"]))
+        pub = principal_key(e["signer"])
+        check(f"{name}: actor signature over the marked envelope", ed_verify(pub, MARKER + signing, b64u(e["signature"])))
+        check(f"{name}: no actor signature without the marker", not ed_verify(pub, signing, b64u(e["signature"])))
+        if e["op"] in ("create", "invite"):
+            members[e["target"]] = e["role"]
+        else:
+            members.pop(e["target"], None)
+        check(f"{name}: members after", sorted(members) == v["membersAfter"][i])
 
 
 def check_replica_handshake():
@@ -398,7 +444,7 @@ def check_replica_handshake():
         check(f"{name}: session id", blake3_derive(ctx["sessionId"], transcript, 16).hex() == c["sessionId"])
 
 
-for step in (check_blake3_official, check_ed25519, check_x25519, check_aead, check_envelope, check_sealed_box, check_frames, check_share_set, check_replica_handshake):
+for step in (check_blake3_official, check_ed25519, check_x25519, check_aead, check_envelope, check_sealed_box, check_frames, check_share_set, check_membership_log, check_replica_handshake):
     before = (passed, failed)
     try:
         step()

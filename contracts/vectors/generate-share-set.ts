@@ -74,10 +74,17 @@ const setCases = [1, 2, 3, 5, 7].map((n, k) => {
   const leaves = members.map((m) => leaf(m.principal, m.sealedShare === undefined ? undefined : Uint8Array.from(Buffer.from(m.sealedShare, "hex"))));
   const tree = levels(leaves);
   const root = tree.at(-1)![0]!;
-  const statement = concatBytes(MARKER, F("unibus-room-epoch-v1"), F(roomId), u64(epoch), F(distributor), u64(n), root);
+  // The membership-log position the set covers: its hash and the recipients' hash (sorted principals joined by "\n").
+  const logSeq = 3 * k + n;
+  const logHead = sha256(concatBytes(utf8ToBytes("log-head"), u64(logSeq)));
+  const recipients = sha256(utf8ToBytes(members.map((m) => m.principal).join("\n")));
+  const statement = concatBytes(MARKER, F("unibus-room-epoch-v1"), F(roomId), u64(epoch), F(distributor), u64(n), root, u64(logSeq), logHead, recipients);
   return {
     roomId,
     epoch,
+    logSeq,
+    logHead: bytesToHex(logHead),
+    recipients: bytesToHex(recipients),
     members,
     leaves: leaves.map(bytesToHex),
     root: bytesToHex(root),
@@ -92,7 +99,7 @@ writeFileSync(
   `${JSON.stringify(
     {
       description:
-        "Room-key share sets (contracts/specs/room-keys.md). F(s) = u16be(len) || utf8(s). agreement statement = 0xFF || F('unibus-agreement-key-v1') || F(principal) || key(32). leaf = sha256(0x00 || F(principal) || 0x00) without a share, sha256(0x00 || F(principal) || 0x01 || sha256(sealedShare)) with one; node = sha256(0x01 || left || right); an odd last node is promoted. epoch statement = 0xFF || F('unibus-room-epoch-v1') || F(roomId) || u64be(epoch) || F(distributor) || u64be(n) || root. proofs[i] = sibling hashes leaf to root. Signatures Ed25519 over the statement. Hex.",
+        "Room-key share sets (contracts/specs/room-keys.md). F(s) = u16be(len) || utf8(s). agreement statement = 0xFF || F('unibus-agreement-key-v1') || F(principal) || key(32). leaf = sha256(0x00 || F(principal) || 0x00) without a share, sha256(0x00 || F(principal) || 0x01 || sha256(sealedShare)) with one; node = sha256(0x01 || left || right); an odd last node is promoted. epoch statement = 0xFF || F('unibus-room-epoch-v1') || F(roomId) || u64be(epoch) || F(distributor) || u64be(n) || root || u64be(logSeq) || logHead(32) || recipients(32), recipients = sha256(sorted principals joined by '\\n'). proofs[i] = sibling hashes leaf to root. Signatures Ed25519 over the statement. Hex.",
       generatedBy: "contracts/vectors/generate-share-set.ts (@noble/ed25519, @noble/hashes, @nats-io/nkeys)",
       agreement: agreementCases,
       distributorSeed: bytesToHex(distributorSeed),

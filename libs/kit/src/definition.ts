@@ -1,3 +1,4 @@
+import type { Envelope } from "@unibus/crypto";
 import type { Logger } from "pino";
 import type { JsonSchema, SchemaTypes } from "@unibus/contracts";
 
@@ -51,6 +52,10 @@ export interface HandlerContext {
   now(): number;
   /** The raw payload of a {@link EndpointSpec.binary} request; empty for JSON endpoints. */
   readonly payload: Uint8Array;
+  /** The verified signed envelope of the request (absent for public and handshake endpoints). */
+  readonly envelope?: Envelope;
+  /** The request body bytes exactly as signed: a service that records who asked for what keeps these. */
+  readonly body: Uint8Array;
 }
 
 /**

@@ -248,13 +248,14 @@ export async function runPipeline(p: EndpointPipeline, msg: IncomingRequest, tra
   // the size, JSON and schema checks above still apply to it.
   if (p.spec.access === Access.Public || p.spec.access === Access.Handshake) return handle(p, msg, body, payload, { anonymous: true }, trace);
   const envelope = await verifyRequest(p, msg, trace);
-  if (!p.spec.mutates) return handle(p, msg, body, payload, await resolveCaller(p, envelope), trace);
-  return runOnce(p, envelope, msg, async () => handle(p, msg, body, payload, await resolveCaller(p, envelope), trace));
+  if (!p.spec.mutates) return handle(p, msg, body, payload, await resolveCaller(p, envelope), trace, envelope);
+  return runOnce(p, envelope, msg, async () => handle(p, msg, body, payload, await resolveCaller(p, envelope), trace, envelope));
 }
 
-async function handle(p: EndpointPipeline, msg: IncomingRequest, body: unknown, payload: Uint8Array, caller: Caller, trace: RequestTrace): Promise<Uint8Array> {
+async function handle(p: EndpointPipeline, msg: IncomingRequest, body: unknown, payload: Uint8Array, caller: Caller, trace: RequestTrace, envelope?: Envelope): Promise<Uint8Array> {
   const logger = trace.principal === undefined ? p.logger : p.logger.child({ principal: trace.principal });
-  const result = await p.spec.handler(body, caller, { subject: msg.subject, logger, now: p.now, payload });
+  const ctx = { subject: msg.subject, logger, now: p.now, payload, body: msg.data, ...(envelope === undefined ? {} : { envelope }) };
+  const result = await p.spec.handler(body, caller, ctx);
   const binary = result instanceof BinaryReply;
   if (binary && p.spec.binary !== true) throw new Error(`endpoint ${p.name} returned a binary reply but is not binary`);
   const reply: unknown = binary ? result.reply : result;

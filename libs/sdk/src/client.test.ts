@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ErrorCode, ErrorReason, UnibusError, encodeErrorReply } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, Subjects, UnibusError, encodeErrorReply } from "@unibus/contracts";
 import { EnvelopeHeader, SigningKey, envelopeFromHeaders, verifyEnvelope } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
@@ -68,4 +68,26 @@ it("typed helpers normalise a 64-hex principal to its U… nkey before sending",
   await expect(client.users.get(Buffer.from(other.publicKey).toString("hex"))).rejects.toMatchObject({ code: 404 });
   expect(await seen).toEqual({ principal: other.principal });
   expect(EnvelopeHeader.signer).toBe("Unibus-Signer");
+});
+
+it("a read whose reply is lost with a replaced connection is sent again on the new one, freshly signed", async () => {
+  // The service drops the first copy, as a reply addressed to a kicked connection would be.
+  const nonces: string[] = [];
+  let firstSeen: () => void = () => undefined;
+  const seenFirst = new Promise<void>((resolve) => (firstSeen = resolve));
+  const sub = responder.subscribe(Subjects.membership.roomsLog, {
+    callback: (_err, m) => {
+      nonces.push(m.headers?.get(EnvelopeHeader.nonce) ?? "");
+      if (nonces.length === 1) return firstSeen();
+      m.respond(JSON.stringify({ roomId: "r", headSeq: 0, entries: [] }));
+    },
+  });
+  await responder.flush();
+  const reply = client.request<{ headSeq: number }>(Subjects.membership.roomsLog, { roomId: "r" }, { timeoutMs: 3_000 });
+  await seenFirst;
+  await client.nc.reconnect();
+  await expect(reply).resolves.toMatchObject({ headSeq: 0 });
+  expect(nonces).toHaveLength(2);
+  expect(nonces[0]).not.toBe(nonces[1]);
+  sub.unsubscribe();
 });

@@ -6,6 +6,8 @@ import type { Envelope, Identity } from "@unibus/crypto";
 import { ErrorCode, ErrorReason, ReadOnlySubjects, ServiceErrorCodeHeader, ServiceErrorHeader, Subjects, UnibusError, decodeReply } from "@unibus/contracts";
 import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
+import { RoomLogs } from "./rooms/membership-log.js";
+import type { RoomLogHeadStore, RoomLogsOptions } from "./rooms/membership-log.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
 import { ReplayGuard } from "./rooms/replay-guard.js";
 import { createRoom } from "./rooms/room.js";
@@ -25,6 +27,13 @@ export interface ConnectOptions {
   name?: string;
   /** Default request timeout in ms. Default 5000. */
   requestTimeoutMs?: number;
+  /**
+   * Admins whose room-management entries the membership logs accept, pinned
+   * here because the service's users list is not trusted for it. Default: none.
+   */
+  trustedAdmins?: readonly string[];
+  /** Keeps each room's verified log head across processes, so a later rollback or fork is refused. */
+  roomLogHeads?: RoomLogHeadStore;
   /**
    * TLS to the server: `caFile` is a PEM CA to trust (e.g. the one
    * `unibus up --tls` writes). Given, or with a `tls://` URL, the client
@@ -64,6 +73,8 @@ export interface UnibusClient {
   readonly admin: AdminApi;
   /** `unibus.v1.keys.*`: agreement keys and room-key epochs (see `rekeyRoom`, `KeysServiceKeyring`). */
   readonly keys: KeysApi;
+  /** The rooms' membership logs this client has verified (contracts/specs/membership-log.md). */
+  readonly roomLogs: RoomLogs;
   /**
    * Sends `body` as JSON to `subject` with a signed envelope in the headers
    * and returns the decoded reply.
@@ -117,6 +128,7 @@ class UnibusClientImpl implements UnibusClient {
   readonly rooms: RoomsApi;
   readonly admin: AdminApi;
   readonly keys: KeysApi;
+  readonly roomLogs: RoomLogs;
   readonly #key: SigningKey;
   readonly #timeoutMs: number;
   /** Live-frame replay windows of every room, for the life of the client (frames.md §Freshness). */
@@ -126,12 +138,15 @@ class UnibusClientImpl implements UnibusClient {
   /** Resolvers of callers waiting for the next reconnect. */
   readonly #waitingForReconnect = new Set<() => void>();
   #connected = true;
+  /** Reconnects so far: a request that spans one may have lost its reply with the old connection. */
+  #reconnects = 0;
 
   constructor(
     readonly nc: NatsConnection,
     key: SigningKey,
     timeoutMs: number,
     backoff: ReconnectBackoff,
+    logOpts: RoomLogsOptions = {},
   ) {
     this.principal = key.principal;
     this.#key = key;
@@ -141,6 +156,7 @@ class UnibusClientImpl implements UnibusClient {
     this.rooms = new RoomsApi(send);
     this.admin = new AdminApi(send);
     this.keys = new KeysApi(<T>(subject: string, body: unknown, opts?: RequestOptions) => this.request<T>(subject, body, opts));
+    this.roomLogs = new RoomLogs((roomId, fromSeq, limit) => this.rooms.log(roomId, fromSeq, limit), logOpts);
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === "error" && s.error.name === "AuthorizationError") backoff.refused();
@@ -150,6 +166,7 @@ class UnibusClientImpl implements UnibusClient {
         }
         if (s.type === "reconnect") {
           backoff.connected();
+          this.#reconnects++;
           this.#connected = true;
           for (const resume of [...this.#waitingForReconnect]) resume();
         }
@@ -219,6 +236,10 @@ class UnibusClientImpl implements UnibusClient {
    * retryable 503 `connection_lost`: it may or may not have been applied.
    */
   async #attempt(subject: string, data: Uint8Array, envelope: Envelope, timeoutMs: number): Promise<Msg> {
+    // Bytes written between the disconnect and the reconnect can go out on
+    // the closing socket and be lost with it, so a send waits for the new one.
+    if (!this.#connected) await this.#reconnected(timeoutMs);
+    const reconnects = this.#reconnects;
     const h = envelopeHeaders(envelope);
     let onLoss: (() => void) | undefined;
     const lost = new Promise<never>((_, reject) => {
@@ -228,6 +249,13 @@ class UnibusClientImpl implements UnibusClient {
     this.#inFlight.add(cb);
     try {
       return await Promise.race([this.nc.request(subject, data, { headers: h, timeout: timeoutMs }), lost]);
+    } catch (err) {
+      // No reply, and the connection was replaced meanwhile (a kick seen only
+      // after the request went out on the old socket): retryable as above.
+      if (err instanceof Error && err.name === "TimeoutError" && this.#reconnects !== reconnects) {
+        throw new UnibusError(ErrorCode.Unavailable, ErrorReason.ConnectionLost, "the connection was replaced while the request was in flight; it may or may not have been applied", { cause: err });
+      }
+      throw err;
     } finally {
       this.#inFlight.delete(cb);
     }
@@ -290,5 +318,8 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
     timeout: CONNECT_TIMEOUT_MS,
     ...tlsOption(servers, opts.tls),
   });
-  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, backoff);
+  return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, backoff, {
+    ...(opts.trustedAdmins === undefined ? {} : { trustedAdmins: opts.trustedAdmins }),
+    ...(opts.roomLogHeads === undefined ? {} : { heads: opts.roomLogHeads }),
+  });
 }

@@ -19,6 +19,8 @@ export { FrameFormat, RejectReason } from "./rooms/frame.js";
 export { NoRoomKeyError, ROOM_KEY_BYTES, StaticRoomKeys } from "./rooms/keyring.js";
 export type { RoomEpochKey, RoomKeySource } from "./rooms/keyring.js";
 export { KeysApi } from "./keys/api.js";
+export { RoomLogError, RoomLogErrorReason, RoomLogFormat, RoomLogOp, RoomLogOpSubject, RoomLogs, VerifiedRoomLog, ZERO_HASH, deriveRoomId, roomLogEntry, roomLogEntryHash, verifyRoomLog } from "./rooms/membership-log.js";
+export type { PinnedRoomLogHead, RoomLogEntry, RoomLogEntryInput, RoomLogFetch, RoomLogHeadStore, RoomLogRole, RoomLogsOptions, RoomLogVerifyOptions } from "./rooms/membership-log.js";
 export { KeysServiceKeyring, UntrustedShareError, UntrustedShareReason } from "./keys/keyring.js";
 export type { KeyringClient, KeysServiceKeyringOptions } from "./keys/keyring.js";
 export { EPOCH_ROLLBACK, FileEpochStore } from "./keys/epoch-floor.js";

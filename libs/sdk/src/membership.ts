@@ -10,6 +10,7 @@ import type {
   MembershipRoomsInviteReply,
   MembershipRoomsLeaveReply,
   MembershipRoomsListReply,
+  MembershipRoomsLogReply,
   MembershipRoomsRemoveReply,
   MembershipUsersAddReply,
   MembershipUsersGetReply,
@@ -116,6 +117,14 @@ export class RoomsApi {
    */
   history(req: MembershipRoomsHistoryRequest): Promise<MembershipRoomsHistoryReply> {
     return this.send(Subjects.membership.roomsHistory, req);
+  }
+
+  /**
+   * One page of the room's membership log from `fromSeq` (members and
+   * admins only). Unverified: `UnibusClient.roomLogs` verifies the chain.
+   */
+  log(roomId: string, fromSeq = 0, limit?: number): Promise<MembershipRoomsLogReply> {
+    return this.send(Subjects.membership.roomsLog, { roomId, fromSeq, ...(limit === undefined ? {} : { limit }) });
   }
 
   /** Every member of a room, page by page (members and admins only). */

@@ -136,7 +136,8 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
         const shares: ShareEntry[] = req.shares;
         const sealed = checkShares(shares);
         const root = merkleRoot(leavesOf(shares, sealed));
-        const statement = epochStatementBytes({ roomId: req.roomId, epoch: req.epoch, distributor: user.principal, leafCount: shares.length, root });
+        const recipients = principalsHash(shares.map((s) => s.principal));
+        const statement = epochStatementBytes({ roomId: req.roomId, epoch: req.epoch, distributor: user.principal, leafCount: shares.length, root, logSeq: req.logSeq, logHead: fromBase64Url(req.logHead), recipients });
         const signed = verifySignature(user.publicKey, statement, fromBase64Url(req.signature));
         const members = unwrap(await membersRead);
         if (members.length === 0) throw new UnibusError(ErrorCode.NotFound, "room_not_found", "no such room");
@@ -151,7 +152,7 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
         const conflict = (): UnibusError =>
           new UnibusError(ErrorCode.Conflict, "epoch_conflict", `epoch must be the current epoch + 1; another rekey may have won`);
         if (req.epoch !== current + 1) throw conflict();
-        const record: EpochRecord = { roomId: req.roomId, epoch: req.epoch, distributor: user.principal, signature: req.signature, shares, createdAt: iso(ctx) };
+        const record: EpochRecord = { roomId: req.roomId, epoch: req.epoch, distributor: user.principal, signature: req.signature, shares, createdAt: iso(ctx), logSeq: req.logSeq, logHead: req.logHead };
         let revision: number;
         try {
           // create = compare-and-set on "absent": of two concurrent rekeys to
@@ -179,6 +180,8 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
         const epoch = req.epoch ?? (await listEpochs(roomKeys, req.roomId)).at(-1);
         const record = epoch === undefined ? null : await readJson<EpochRecord>(roomKeys, epochKey(req.roomId, epoch));
         if (record === null) throw new UnibusError(ErrorCode.NotFound, "epoch_not_found", "no such epoch");
+        // An epoch stored before statements named a log position cannot be verified by any member.
+        if (record.logSeq === undefined || record.logHead === undefined) throw new UnibusError(ErrorCode.NotFound, "epoch_unverifiable", "the epoch names no membership-log position; rekey");
         const index = record.shares.findIndex((s) => s.principal === user.principal);
         const share = record.shares[index];
         if (share?.sealedShare === undefined) throw new UnibusError(ErrorCode.NotFound, "no_share", "no share of this epoch for the caller");
@@ -192,6 +195,9 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
           sealedShare: share.sealedShare,
           proof: merkleProof(leavesOf(record.shares), index).map(toBase64Url),
           createdAt: record.createdAt,
+          logSeq: record.logSeq,
+          logHead: record.logHead,
+          recipientsHash: toBase64Url(principalsHash(record.shares.map((s) => s.principal))),
         };
       },
     }),

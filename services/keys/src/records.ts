@@ -34,6 +34,10 @@ export interface EpochRecord {
   /** Sorted by principal, strictly ascending. */
   shares: ShareEntry[];
   createdAt: string;
+  /** The membership-log position the set covers (signed; contracts/specs/membership-log.md). */
+  logSeq: number;
+  /** base64url hash of the log entry at logSeq (signed). */
+  logHead: string;
 }
 
 /** A value of `agreement_keys`: a member's self-signed X25519 public key. */

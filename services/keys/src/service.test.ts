@@ -10,7 +10,7 @@ import { EnvelopeHeader, createIdentity, envelopeToHeaders, randomBytes, sealTo,
 import type { Identity } from "@unibus/crypto";
 import { createMembershipService, noKicks } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
-import { EPOCH_ROLLBACK, FileEpochStore, KeysServiceKeyring, UntrustedShareError, UntrustedShareReason, autoRekey, connect, epochStatementBytes, merkleRoot, prepareNextEpoch, rekeyRoom, shareLeaf } from "@unibus/sdk";
+import { EPOCH_ROLLBACK, FileEpochStore, KeysServiceKeyring, UntrustedShareError, UntrustedShareReason, autoRekey, connect, epochStatementBytes, merkleRoot, prepareNextEpoch, principalsHash, rekeyRoom, shareLeaf } from "@unibus/sdk";
 import type { AutoRekey, KeyringClient, UnibusClient } from "@unibus/sdk";
 import { startTestServer, rejectionOf, eventually as eventuallyHolds } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
@@ -132,12 +132,14 @@ describe("room-key epochs in one room, as owners' SDKs rekey on membership chang
 
   it("a share set that is not the current membership exactly is refused with 409", async () => {
     const epoch = (await c["owner"]!.keys.epochs(roomId)).epochs.length + 1;
+    const log = await c["owner"]!.roomLogs.sync(roomId);
     const publish = (principals: string[]): Promise<unknown> => {
       const sorted = [...principals].sort();
       const shares = sorted.map((principal) => ({ principal, sealedShare: toBase64Url(sealTo(owner!.agreementPublicKey, randomBytes(32))) }));
       const root = merkleRoot(shares.map((s) => shareLeaf(s.principal, Buffer.from(s.sealedShare, "base64url"))));
-      const signature = toBase64Url(owner!.signingKey.sign(epochStatementBytes({ roomId, epoch, distributor: owner!.principal, leafCount: shares.length, root })));
-      return c["owner"]!.keys.publishEpoch({ roomId, epoch, shares: shares as [(typeof shares)[number]], signature });
+      const at = { logSeq: log.headSeq, logHead: log.headHash, recipients: principalsHash(sorted) };
+      const signature = toBase64Url(owner!.signingKey.sign(epochStatementBytes({ roomId, epoch, distributor: owner!.principal, leafCount: shares.length, root, ...at })));
+      return c["owner"]!.keys.publishEpoch({ roomId, epoch, shares: shares as [(typeof shares)[number]], signature, logSeq: at.logSeq, logHead: toBase64Url(at.logHead) });
     };
     expect(await rejection(publish([owner!.principal]))).toMatchObject({ code: ErrorCode.Conflict, reason: "member_set_mismatch" });
     expect(await rejection(publish([owner!.principal, bob!.principal, alice!.principal]))).toMatchObject({ code: ErrorCode.Conflict, reason: "member_set_mismatch" });
@@ -196,8 +198,10 @@ describe("shares the server could forge", () => {
     const principals = [owner!, bob!].sort((a, b) => (a.principal < b.principal ? -1 : 1));
     const shares = principals.map((id) => ({ principal: id.principal, sealedShare: toBase64Url(sealTo(id.agreementPublicKey, roomKey)) }));
     const root = merkleRoot(shares.map((s) => shareLeaf(s.principal, Buffer.from(s.sealedShare, "base64url"))));
-    const signature = toBase64Url(signer.signingKey.sign(epochStatementBytes({ roomId, epoch, distributor: signer.principal, leafCount: shares.length, root })));
-    const record: EpochRecord = { roomId, epoch, distributor: signer.principal, signature, shares, createdAt: new Date().toISOString() };
+    const log = await c["owner"]!.roomLogs.sync(roomId);
+    const at = { logSeq: log.headSeq, logHead: log.headHash, recipients: principalsHash(shares.map((s) => s.principal)) };
+    const signature = toBase64Url(signer.signingKey.sign(epochStatementBytes({ roomId, epoch, distributor: signer.principal, leafCount: shares.length, root, ...at })));
+    const record: EpochRecord = { roomId, epoch, distributor: signer.principal, signature, shares, createdAt: new Date().toISOString(), logSeq: at.logSeq, logHead: toBase64Url(at.logHead) };
     tamper?.(record);
     await keys.buckets.roomKeys.put(epochKey(roomId, epoch), JSON.stringify(record));
   }
@@ -248,7 +252,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
   const valid = (): Record<string, unknown> => ({
     registerAgreementKey: { agreementKey: toBase64Url(alice!.agreementPublicKey), signature: toBase64Url(new Uint8Array(64)) },
     agreementKeys: { roomId: room },
-    publishEpoch: { roomId: room, epoch: 1, shares: [{ principal: alice!.principal }], signature: toBase64Url(new Uint8Array(64)) },
+    publishEpoch: { roomId: room, epoch: 1, shares: [{ principal: alice!.principal }], signature: toBase64Url(new Uint8Array(64)), logSeq: 0, logHead: toBase64Url(new Uint8Array(32)) },
     getShare: { roomId: room },
     epochs: { roomId: room },
   });
@@ -291,8 +295,10 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     const { room: r } = await c["owner"]!.rooms.create("replay", { persist: false, encrypt: true });
     const shares = [{ principal: owner!.principal, sealedShare: toBase64Url(sealTo(owner!.agreementPublicKey, randomBytes(32))) }];
     const root = merkleRoot(shares.map((s) => shareLeaf(s.principal, Buffer.from(s.sealedShare, "base64url"))));
-    const signature = toBase64Url(owner!.signingKey.sign(epochStatementBytes({ roomId: r.id, epoch: 1, distributor: owner!.principal, leafCount: 1, root })));
-    const data = enc({ roomId: r.id, epoch: 1, shares, signature });
+    const log = await c["owner"]!.roomLogs.sync(r.id);
+    const at = { logSeq: log.headSeq, logHead: log.headHash, recipients: principalsHash([owner!.principal]) };
+    const signature = toBase64Url(owner!.signingKey.sign(epochStatementBytes({ roomId: r.id, epoch: 1, distributor: owner!.principal, leafCount: 1, root, ...at })));
+    const data = enc({ roomId: r.id, epoch: 1, shares, signature, logSeq: at.logSeq, logHead: toBase64Url(at.logHead) });
     const envelope = envelopeToHeaders(signEnvelope(owner!.signingKey, Subjects.keys.publishEpoch, data));
     const h = headers();
     for (const [n, v] of Object.entries(envelope)) h.set(n, v);
@@ -310,7 +316,8 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     const principals = [owner!.principal, bob!.principal].sort();
     const shares = principals.map((principal) => ({ principal, sealedShare: toBase64Url(sealTo(owner!.agreementPublicKey, randomBytes(32))) }));
     const sig = toBase64Url(owner!.signingKey.sign(new Uint8Array(8)));
-    const send = (body: unknown): Promise<unknown> => c["owner"]!.request(Subjects.keys.publishEpoch, body);
+    const at = { logSeq: 1, logHead: toBase64Url(new Uint8Array(32)) };
+    const send = (body: object): Promise<unknown> => c["owner"]!.request(Subjects.keys.publishEpoch, { ...body, ...at });
     expect(await rejection(send({ roomId: r.id, epoch: 1, shares: [...shares].reverse(), signature: sig }))).toMatchObject({ code: ErrorCode.BadRequest, reason: "shares_not_sorted" });
     expect(await rejection(send({ roomId: r.id, epoch: 1, shares: [shares[0], { ...shares[1], sealedShare: "A".repeat(120) }], signature: sig }))).toMatchObject({ code: ErrorCode.BadRequest, reason: "invalid_sealed_share" });
     expect(await rejection(send({ roomId: r.id, epoch: 1, shares, signature: sig }))).toMatchObject({ code: ErrorCode.BadRequest, reason: "invalid_epoch_signature" });
@@ -385,7 +392,7 @@ describe("epochs only move forward, and unknown epochs are remembered as misses"
   it("a frame naming an epoch the caller holds no share of costs one get_share per TTL, not one per frame", async () => {
     let fetches = 0;
     const counting = {
-      rooms: c["bob"]!.rooms,
+      roomLogs: c["bob"]!.roomLogs,
       keys: {
         getShare: (room: string, epoch?: number) => {
           fetches++;

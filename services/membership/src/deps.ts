@@ -4,11 +4,14 @@ import type { RoomQuotaConfig } from "./quota.js";
 import type { RoomConsumers } from "./room-consumers.js";
 import type { RoomHistory } from "./room-history.js";
 import type { RoomStreams } from "./room-streams.js";
+import type { RoomLogStore } from "./room-log.js";
 import type { MembershipStore } from "./store.js";
 
 /** What the membership handlers work on; `createMembershipService` builds it. */
 export interface MembershipDeps {
   store: MembershipStore;
+  /** The rooms' membership logs: every create, invite, removal and leave is appended there first. */
+  roomLog: RoomLogStore;
   kicker: ConnectionKicker;
   streams: RoomStreams;
   /** Deletes leftover consumers of a room stream when someone loses access to the room. */
@@ -24,8 +27,6 @@ export interface MembershipDeps {
   bootstrapPrincipal?: string;
   /** Stream limits of persisted rooms: defaults and ceilings. Default `DefaultRoomQuotaConfig`. */
   quotas?: RoomQuotaConfig;
-  /** New room ids; default 12 random bytes as hex. */
-  newRoomId?: () => string;
   /** Delay of a kick that affects the caller itself, after its reply. Default 250 ms. */
   selfKickDelayMs?: number;
   /**

@@ -14,7 +14,7 @@ import { unavailable } from "./store.js";
 
 const principal = SigningKey.generate().principal;
 const caller: SignedCaller = { anonymous: false, principal, publicKey: new Uint8Array(32), role: "member" };
-const ctx: HandlerContext = { subject: "unibus.v1.membership.rooms.history", logger: pino({ level: "silent" }), now: Date.now, payload: new Uint8Array(0) };
+const ctx: HandlerContext = { subject: "unibus.v1.membership.rooms.history", logger: pino({ level: "silent" }), now: Date.now, payload: new Uint8Array(0), body: new Uint8Array(0) };
 const roomId = "aaaaaaaaaaaa";
 const room = (persist: boolean) => ({ value: { id: roomId, name: "r", subject: `unibus.room.${roomId}`, policy: { persist, encrypt: true }, createdBy: principal, createdAt: new Date().toISOString() }, revision: 1 });
 

@@ -5,6 +5,7 @@ export const PageSize = {
   usersDefault: 500,
   roomsDefault: 250,
   membersDefault: 500,
+  logDefault: 256,
 } as const;
 
 /** The stable reason of a cursor the service did not issue or cannot read. */

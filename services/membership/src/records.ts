@@ -34,6 +34,8 @@ export const MembershipBucket = {
   rooms: "rooms",
   members: "members",
   roomsByMember: "rooms_by_member",
+  /** Each room's hash-chained membership log, key `<roomId>.<seq>` (contracts/specs/membership-log.md). */
+  roomLog: "room_log",
 } as const;
 /** One of the {@link MembershipBucket} names. */
 export type MembershipBucket = (typeof MembershipBucket)[keyof typeof MembershipBucket];

@@ -1,7 +1,7 @@
-import { randomBytes } from "node:crypto";
 import { JetStreamApiError } from "@nats-io/jetstream";
 import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
 import { Access, endpoint } from "@unibus/kit";
+import { RoomLogOp, deriveRoomId } from "@unibus/sdk";
 import type { EndpointSpec, HandlerContext } from "@unibus/kit";
 import { activeUser, checkPrincipal } from "./access.js";
 import type { MembershipDeps } from "./deps.js";
@@ -86,8 +86,7 @@ async function roomOrThrow(store: MembershipStore, roomId: string): Promise<Room
 
 /** `rooms.*` endpoints. Callers must be active users; room management needs ownership or the admin role. */
 export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
-  const { store, kicker, streams, consumers } = deps;
-  const newRoomId = deps.newRoomId ?? (() => randomBytes(12).toString("hex"));
+  const { store, kicker, streams, consumers, roomLog } = deps;
   const selfKickDelayMs = deps.selfKickDelayMs ?? 250;
   const quotaConfig = deps.quotas ?? DefaultRoomQuotaConfig;
 
@@ -114,11 +113,15 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         const user = activeUser(caller);
         // Before any write: a refused quota leaves no stream and no record.
         const quota = resolveRoomQuota(quotaConfig, req.quota, req.policy.persist);
-        const id = newRoomId();
+        // The id follows from the creator's signature, so the creation entry
+        // cannot be replayed as the founding entry of another room.
+        if (ctx.envelope === undefined) throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureMissing, "request must carry a signed envelope");
+        const id = deriveRoomId(ctx.envelope.signature);
         const room: RoomRecord = { id, name: req.name, subject: roomSubject(id), policy: req.policy, createdBy: user.principal, createdAt: iso(ctx) };
-        // Stream, room, owner record, then the owner's grant: a crash leaves
-        // at most an orphan nobody is granted.
+        // Stream, log entry 0, room, owner record, then the owner's grant: a
+        // crash leaves at most an orphan nobody is granted.
         if (quota !== undefined) await streams.ensure(id, quota).catch((err: unknown) => Promise.reject(streamCreateError(err)));
+        await roomLog.append(id, ctx, (log) => (log.length === 0 ? { op: RoomLogOp.create, target: user.principal, role: RoomRoleName.owner } : null));
         await store.createRoom(room);
         const { revision } = await grantMembership(store, id, user.principal, RoomRoleName.owner, user.principal, room.createdAt);
         ctx.logger.info({ room: id, persist: room.policy.persist, quota, revision }, "room created");
@@ -179,6 +182,25 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return page;
       },
     }),
+    "rooms-log": endpoint({
+      subject: Subjects.membership.roomsLog,
+      request: "membership.rooms.log.request",
+      reply: "membership.rooms.log.reply",
+      mutates: false,
+      access: Access.Signed,
+      async handler(req, caller) {
+        const user = activeUser(caller);
+        // Members and admins only, like rooms.get: the log names every member.
+        if (user.role !== "admin" && (await store.getMember(req.roomId, user.principal)) === null) {
+          throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
+        }
+        const headSeq = await roomLog.headSeq(req.roomId);
+        if (headSeq < 0) throw new UnibusError(ErrorCode.NotFound, "log_missing", "the room has no membership log");
+        const from = req.fromSeq ?? 0;
+        const last = Math.min(headSeq, from + (req.limit ?? PageSize.logDefault) - 1);
+        return { roomId: req.roomId, headSeq, entries: from > headSeq ? [] : await roomLog.range(req.roomId, from, last) };
+      },
+    }),
     "rooms-list": endpoint({
       subject: Subjects.membership.roomsList,
       request: "membership.rooms.list.request",
@@ -230,7 +252,12 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         if (invitee === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "invitee is not a user");
         if (invitee.value.status !== UserStatus.active) throw new UnibusError(ErrorCode.Conflict, "user_not_active", "invitee is revoked");
         const [existing, grants] = await Promise.all([store.getMember(req.roomId, principal), store.getRoomsByMember(principal)]);
-        if (existing?.value.role === role && grants?.value.rooms[req.roomId] === role) {
+        // The log first: it is what clients seal room keys to. A log that
+        // already says so (a crash after the append) only gets its records.
+        const appended = await roomLog.append(req.roomId, ctx, (log) =>
+          log.members.get(principal) === role ? null : { op: RoomLogOp.invite, target: principal, role, asAdmin: user.role === "admin" && log.members.get(user.principal) !== RoomRoleName.owner },
+        );
+        if (appended === null && existing?.value.role === role && grants?.value.rooms[req.roomId] === role) {
           throw new UnibusError(ErrorCode.Conflict, "already_member", "already a member with this role");
         }
         const { member, revision } = await grantMembership(store, req.roomId, principal, role, user.principal, iso(ctx));
@@ -249,8 +276,14 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         const user = activeUser(caller);
         const principal = checkPrincipal(req.principal);
         await requireManager(req.roomId, user);
-        const revision = await revokeMembership(store, req.roomId, principal);
-        if (revision === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
+        // The log first, so no client seals another key to the removed
+        // member even if the records below fail (they are repaired on start).
+        const appended = await roomLog.append(req.roomId, ctx, (log) =>
+          log.members.has(principal) ? { op: RoomLogOp.remove, target: principal, asAdmin: user.role === "admin" && log.members.get(user.principal) !== RoomRoleName.owner } : null,
+        );
+        const revoked = await revokeMembership(store, req.roomId, principal);
+        if (revoked === null && appended === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
+        const revision = revoked ?? 0;
         ctx.logger.info({ room: req.roomId, target: principal, revision }, "member removed");
         deps.announce?.({ roomId: req.roomId, principal, change: "removed", revision });
         const kick = await kickAfterChange(principal, user.principal);
@@ -266,8 +299,10 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
       access: Access.Signed,
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
-        const revision = await revokeMembership(store, req.roomId, user.principal);
-        if (revision === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
+        const appended = await roomLog.append(req.roomId, ctx, (log) => (log.members.has(user.principal) ? { op: RoomLogOp.leave, target: user.principal } : null));
+        const revoked = await revokeMembership(store, req.roomId, user.principal);
+        if (revoked === null && appended === null) throw new UnibusError(ErrorCode.NotFound, "not_member", "not a member of this room");
+        const revision = revoked ?? 0;
         ctx.logger.info({ room: req.roomId, revision }, "member left");
         deps.announce?.({ roomId: req.roomId, principal: user.principal, change: "left", revision });
         const kick = await kickAfterChange(user.principal, user.principal);

@@ -243,6 +243,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, no state c
     roomsRemove: { roomId: "aaaaaaaaaaaa", principal: memberKey.principal },
     roomsLeave: { roomId: "aaaaaaaaaaaa" },
     roomsHistory: { roomId: "aaaaaaaaaaaa" },
+    roomsLog: { roomId: "aaaaaaaaaaaa" },
     adminBootstrap: { principal: SigningKey.generate().principal, handle: "h" },
     auditDenials: { since: new Date().toISOString() },
   };

@@ -17,6 +17,7 @@ import type { RoomQuotaConfig } from "./quota.js";
 import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./room-consumers.js";
 import { DirectRoomHistory } from "./room-history.js";
 import { JetStreamRoomStreams } from "./room-streams.js";
+import { RoomLogStore, repairFromLogs } from "./room-log.js";
 import { roomEndpoints } from "./rooms.js";
 import { MembershipStore } from "./store.js";
 import { userEndpoints } from "./users.js";
@@ -73,8 +74,8 @@ class UnconfiguredKicker implements ConnectionKicker {
 }
 
 /**
- * Opens the membership buckets (users, rooms, members, rooms_by_member, and
- * the kit's nonces), then starts the service on `nc`.
+ * Opens the membership buckets (users, rooms, members, rooms_by_member,
+ * room_log, and the kit's nonces), then starts the service on `nc`.
  */
 export async function createMembershipService(nc: NatsConnection, opts: MembershipServiceOptions = {}): Promise<RunningMembershipService> {
   const logger = opts.logger ?? pino({ level: "info" });
@@ -88,6 +89,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
       { name: MembershipBucket.rooms, replicas },
       { name: MembershipBucket.members, replicas },
       { name: MembershipBucket.roomsByMember, replicas },
+      { name: MembershipBucket.roomLog, replicas },
       { ...NonceBucket, replicas },
     ],
     { budgetMs, logger: logger.child({ svc: ServiceName.membership }) },
@@ -99,8 +101,10 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
   const jsm = await jetstreamManager(nc);
   await ensureAuditStream(jsm, replicas, logger.child({ svc: ServiceName.membership }));
   const roomStreams = new JetStreamRoomStreams(jsm, { replicas });
+  const roomLog = new RoomLogStore(kv.room_log, nc);
   const deps: MembershipDeps = {
     store,
+    roomLog,
     kicker,
     streams: roomStreams,
     consumers: new JetStreamRoomConsumers(jsm),
@@ -114,6 +118,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     announce: (event) => nc.publish(roomMembershipSubject(event.roomId), JSON.stringify(event)),
   };
   await upgradeRoomStreams(deps, logger.child({ svc: ServiceName.membership, op: "room-streams" }));
+  await repairFromLogs(store, roomLog, logger.child({ svc: ServiceName.membership, op: "room-log-repair" }), kicker);
   const running = await startService(nc, membershipService(deps), {
     ...opts,
     logger,

@@ -143,6 +143,78 @@ async function lastSeqOf(jsm: JetStreamManager, stream: string, subject: string)
   }
 }
 
+/**
+ * Up to `limit` live entries of `kv` from stream sequence `start` on (see
+ * {@link MembershipStore.pageEntries}); shared with the room logs.
+ */
+export async function pageKvEntries<T>(nc: NatsConnection, jsm: JetStreamManager, kv: KV, start: number, limit: number, keyFilter?: string): Promise<Page<T>> {
+  try {
+    const status = await kv.status();
+    const stream = status.streamInfo.config.name;
+    if (start > status.streamInfo.state.last_seq) return { items: [] };
+    const filterSubject = keyFilter === undefined ? undefined : `$KV.${status.bucket}.${keyFilter}`;
+    // The fence: the last sequence this page must see, read from the stream
+    // leader. The page's consumer may sit on a follower that lags an
+    // acknowledged write; "nothing pending" there is not the end until it
+    // has delivered up to the fence (threat: a just-added user missing from
+    // a listing right after nodes come back).
+    const fence = filterSubject === undefined ? status.streamInfo.state.last_seq : await lastSeqOf(jsm, stream, filterSubject);
+    const inbox = createInbox();
+    const items: T[] = [];
+    let next: number | undefined;
+    let consumer: string | undefined;
+    let settle: (failure?: Error) => void = () => undefined;
+    const done = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => settle(new Error(`page of ${status.bucket} not complete within ${PAGE_FETCH_MS} ms`)), PAGE_FETCH_MS);
+      const sub = nc.subscribe(inbox, {
+        callback: (err, m) => {
+          if (err !== null) return settle(err);
+          const ack = parseAckSubject(m.reply);
+          // Heartbeats and flow control carry no ack subject; nothing to list.
+          if (ack === null) return;
+          const op = m.headers?.get("KV-Operation") ?? "";
+          if (op === "" || op === "PUT") items.push(m.json<T>());
+          const more = ack.pending > 0 || ack.seq < fence;
+          next = more ? ack.seq + 1 : undefined;
+          if (!more || items.length >= limit) settle();
+        },
+      });
+      settle = (failure) => {
+        clearTimeout(timer);
+        sub.unsubscribe();
+        if (failure === undefined) resolve();
+        else reject(failure);
+      };
+    });
+    // Awaited below; marked handled now so a failure during set-up is not "unhandled".
+    done.catch(() => undefined);
+    try {
+      const info = await jsm.consumers.add(stream, {
+        deliver_subject: inbox,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: start,
+        ack_policy: AckPolicy.Explicit,
+        max_ack_pending: limit,
+        mem_storage: true,
+        num_replicas: 1,
+        inactive_threshold: nanos(PAGE_FETCH_MS * 2),
+        ...(filterSubject === undefined ? {} : { filter_subject: filterSubject }),
+      });
+      consumer = info.name;
+      // Nothing matches from here, even at the leader: no message will come to end the page.
+      if (info.num_pending === 0 && fence < start) return { items: [] };
+      await done;
+    } finally {
+      // Idempotent once settled; otherwise stops the subscription and timer.
+      settle();
+      if (consumer !== undefined) await jsm.consumers.delete(stream, consumer).catch(() => undefined);
+    }
+    return next === undefined ? { items } : { items, next };
+  } catch (err) {
+    throw unavailable(err);
+  }
+}
+
 export class MembershipStore {
   #jsm: JetStreamManager | undefined;
 
@@ -167,76 +239,17 @@ export class MembershipStore {
    * bucket grant does not include.
    */
   async pageEntries<T>(bucket: keyof MembershipBuckets, start: number, limit: number, keyFilter?: string): Promise<Page<T>> {
-    const kv = this.buckets[bucket];
     if (this.nc === undefined) throw unavailable(new Error("store has no connection for paging"));
-    const nc = this.nc;
-    try {
-      const status = await kv.status();
-      const stream = status.streamInfo.config.name;
-      if (start > status.streamInfo.state.last_seq) return { items: [] };
-      this.#jsm ??= await jetstreamManager(nc);
-      const jsm = this.#jsm;
-      const filterSubject = keyFilter === undefined ? undefined : `$KV.${status.bucket}.${keyFilter}`;
-      // The fence: the last sequence this page must see, read from the stream
-      // leader. The page's consumer may sit on a follower that lags an
-      // acknowledged write; "nothing pending" there is not the end until it
-      // has delivered up to the fence (threat: a just-added user missing from
-      // a listing right after nodes come back).
-      const fence = filterSubject === undefined ? status.streamInfo.state.last_seq : await lastSeqOf(jsm, stream, filterSubject);
-      const inbox = createInbox();
-      const items: T[] = [];
-      let next: number | undefined;
-      let consumer: string | undefined;
-      let settle: (failure?: Error) => void = () => undefined;
-      const done = new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => settle(new Error(`page of ${bucket} not complete within ${PAGE_FETCH_MS} ms`)), PAGE_FETCH_MS);
-        const sub = nc.subscribe(inbox, {
-          callback: (err, m) => {
-            if (err !== null) return settle(err);
-            const ack = parseAckSubject(m.reply);
-            // Heartbeats and flow control carry no ack subject; nothing to list.
-            if (ack === null) return;
-            const op = m.headers?.get("KV-Operation") ?? "";
-            if (op === "" || op === "PUT") items.push(m.json<T>());
-            const more = ack.pending > 0 || ack.seq < fence;
-            next = more ? ack.seq + 1 : undefined;
-            if (!more || items.length >= limit) settle();
-          },
-        });
-        settle = (failure) => {
-          clearTimeout(timer);
-          sub.unsubscribe();
-          if (failure === undefined) resolve();
-          else reject(failure);
-        };
-      });
-      // Awaited below; marked handled now so a failure during set-up is not "unhandled".
-      done.catch(() => undefined);
+    let jsm = this.#jsm;
+    if (jsm === undefined) {
       try {
-        const info = await jsm.consumers.add(stream, {
-          deliver_subject: inbox,
-          deliver_policy: DeliverPolicy.StartSequence,
-          opt_start_seq: start,
-          ack_policy: AckPolicy.Explicit,
-          max_ack_pending: limit,
-          mem_storage: true,
-          num_replicas: 1,
-          inactive_threshold: nanos(PAGE_FETCH_MS * 2),
-          ...(filterSubject === undefined ? {} : { filter_subject: filterSubject }),
-        });
-        consumer = info.name;
-        // Nothing matches from here, even at the leader: no message will come to end the page.
-        if (info.num_pending === 0 && fence < start) return { items: [] };
-        await done;
-      } finally {
-        // Idempotent once settled; otherwise stops the subscription and timer.
-        settle();
-        if (consumer !== undefined) await jsm.consumers.delete(stream, consumer).catch(() => undefined);
+        jsm = await jetstreamManager(this.nc);
+      } catch (err) {
+        throw unavailable(err);
       }
-      return next === undefined ? { items } : { items, next };
-    } catch (err) {
-      throw unavailable(err);
     }
+    this.#jsm = jsm;
+    return pageKvEntries<T>(this.nc, jsm, this.buckets[bucket], start, limit, keyFilter);
   }
 
   getUser(principal: string): Promise<Versioned<UserRecord> | null> {

@@ -4,7 +4,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pino } from "pino";
 import { createIdentity, randomBytes, writeIdentityFile } from "@unibus/crypto";
-import { createMembershipService } from "@unibus/membership";
+import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
+import { MembershipBucket, createMembershipService } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
 import { StaticRoomKeys, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
@@ -99,5 +101,40 @@ describe("unibus rooms create --max-* / rooms info", () => {
     expect(typo.code).toBe(ExitCode.usage);
     expect(typo.err).toMatch(/--max-bytes must be a whole number/);
     expect(await svc.store.listRoomIds()).toEqual(before);
+  });
+});
+
+describe("unibus rooms log [--verify]", () => {
+  it("prints a live room's log and verifies it; a rolled-back log or a tampered entry makes --verify fail with its reason", async () => {
+    const created = await cli(["rooms", "create", "audited", "--json"]);
+    const { room } = JSON.parse(created.out) as { room: { id: string } };
+    const guest = createIdentity();
+    await owner.users.add(guest.principal, "guest", "member");
+    await owner.rooms.invite(room.id, guest.principal);
+    await owner.rooms.remove(room.id, guest.principal);
+    const ok = await cli(["rooms", "log", room.id, "--verify"]);
+    expect(ok.code).toBe(ExitCode.ok);
+    expect(ok.out).toMatch(/\binvite\b/);
+    expect(ok.out).toMatch(/verified: 3 entries, head 2 /);
+    const json = JSON.parse((await cli(["rooms", "log", room.id, "--verify", "--json"])).out) as { verified: boolean; members: Record<string, string> };
+    expect(json).toMatchObject({ verified: true, members: { [identity.principal]: "owner" } });
+    const nc = await server.connect();
+    const bucket = await new Kvm(jetstream(nc)).open(MembershipBucket.roomLog);
+    // What a compromised store could do: drop the newest entry (the removal)...
+    const last = (await bucket.get(`${room.id}.2`))!.string();
+    await bucket.purge(`${room.id}.2`);
+    const rolledBack = await cli(["rooms", "log", room.id, "--verify"]);
+    expect(rolledBack.code).not.toBe(ExitCode.ok);
+    expect(rolledBack.err).toMatch(/log_rollback/);
+    await bucket.put(`${room.id}.2`, last);
+    // ...or rewrite who was invited.
+    const key = `${room.id}.1`;
+    const entry = (await bucket.get(key))!.json<Record<string, unknown>>();
+    await bucket.put(key, JSON.stringify({ ...entry, target: identity.principal }));
+    await nc.close();
+    const bad = await cli(["rooms", "log", room.id, "--verify"]);
+    expect(bad.code).not.toBe(ExitCode.ok);
+    expect(bad.err).toMatch(/log_bad_entry/);
+    expect((await cli(["rooms", "log", room.id])).code).toBe(ExitCode.ok);
   });
 });

@@ -1,5 +1,9 @@
 import type { MembershipRoomsCreateRequest, MembershipRoomsGetReply } from "@unibus/contracts";
-import type { RoomRole } from "@unibus/sdk";
+import { toBase64Url } from "@unibus/crypto";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { RoomLogError, RoomLogErrorReason, verifyRoomLog } from "@unibus/sdk";
+import type { PinnedRoomLogHead, RoomLogEntry, RoomRole, VerifiedRoomLog } from "@unibus/sdk";
 import { stringFlag } from "../args.js";
 import type { ParsedFlags } from "../args.js";
 import { clientCommand, principalArg, printJson } from "../client-command.js";
@@ -7,6 +11,9 @@ import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { printPaged } from "../paged-output.js";
+import { ensurePrivateDir, resolveHome, writePrivateFile } from "../home.js";
+import type { HomeLayout } from "../home.js";
+import type { CliIo } from "../io.js";
 import { formatTable } from "../table.js";
 
 interface RoomRow {
@@ -179,6 +186,68 @@ const roomsInfo = clientCommand({
   },
 });
 
+/** Every entry of a room's log, page by page, as the service sends them (unverified). */
+async function allLogEntries(client: { rooms: { log(roomId: string, fromSeq?: number): Promise<{ headSeq: number; entries: RoomLogEntry[] }> } }, id: string): Promise<RoomLogEntry[]> {
+  const out: RoomLogEntry[] = [];
+  for (;;) {
+    const page = await client.rooms.log(id, out.length);
+    out.push(...page.entries);
+    if (page.entries.length === 0 || out.length > page.headSeq) return out;
+  }
+}
+
+/** Where `rooms log --verify` keeps each room's verified head, so a later rollback or fork is refused. */
+function headsFile(home: HomeLayout): string {
+  return join(home.root, "room-log-heads.json");
+}
+
+/**
+ * Checks `log` against the head this home verified before and pins the new
+ * one (threat: a service that later shows a shorter or rewritten log).
+ */
+async function checkAndPin(io: CliIo, log: VerifiedRoomLog): Promise<void> {
+  const home = resolveHome(io.env, io.cwd);
+  let heads: Record<string, PinnedRoomLogHead> = {};
+  try {
+    heads = JSON.parse(await readFile(headsFile(home), "utf8")) as Record<string, PinnedRoomLogHead>;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+  }
+  const pinned = heads[log.roomId];
+  if (pinned !== undefined) {
+    if (pinned.seq > log.headSeq) throw new RoomLogError(log.roomId, RoomLogErrorReason.rollback, `head ${pinned.seq} was verified before, the service shows ${log.headSeq}`);
+    if (toBase64Url(log.hashAt(pinned.seq)!) !== pinned.hash) throw new RoomLogError(log.roomId, RoomLogErrorReason.fork, "the entry verified before has changed", pinned.seq);
+    if (pinned.seq === log.headSeq) return;
+  }
+  heads[log.roomId] = { seq: log.headSeq, hash: toBase64Url(log.headHash) };
+  await ensurePrivateDir(home.root);
+  await writePrivateFile(headsFile(home), `${JSON.stringify(heads, null, 2)}\n`);
+}
+
+const roomsLog = clientCommand({
+  name: "log",
+  command: "rooms log",
+  summary: "show a room's membership log; --verify checks every signature and the chain",
+  usage:
+    "Usage: unibus rooms log <id> [--verify] [--json]\n\nEvery create, invite, removal and leave of the room, each its actor's own signed request,\nhash-chained (contracts/specs/membership-log.md). With --verify the chain, every signature\nand every actor's right to act are checked here, and the head is pinned in the home\ndirectory so a later shorter or rewritten log is refused; any failure exits non-zero.",
+  optionsHelp: ["  --verify              verify the chain, the signatures and the rules"],
+  options: { verify: { type: "boolean" } },
+  positionals: ["id"],
+  async run({ client, flags, positionals, json, io }) {
+    const id = roomId(positionals);
+    const entries = await allLogEntries(client, id);
+    // Throws a coded RoomLogError naming the first bad entry: nothing is printed as verified.
+    const verified = flags["verify"] === true ? verifyRoomLog(id, entries) : undefined;
+    if (verified !== undefined) await checkAndPin(io, verified);
+    const summary = verified === undefined ? undefined : { verified: true, headSeq: verified.headSeq, head: toBase64Url(verified.headHash), members: Object.fromEntries([...verified.members].sort()) };
+    if (json) return printJson(io, { roomId: id, entries, ...(summary === undefined ? {} : summary) });
+    io.out(formatTable([["SEQ", "OP", "ACTOR", "TARGET", "ROLE", "AT"], ...entries.map((e) => [String(e.seq), e.op + (e.actorRole === "admin" ? " (admin)" : ""), e.signer, e.target, e.role ?? "-", e.at])]));
+    if (summary === undefined) io.out("not verified (use --verify)");
+    else io.out(`verified: ${entries.length} entries, head ${summary.headSeq} ${summary.head}, ${verified!.members.size} members`);
+    return ExitCode.ok;
+  },
+});
+
 const ROOM_ROLES: readonly RoomRole[] = ["owner", "member"];
 
 const roomsInvite = clientCommand({
@@ -232,10 +301,10 @@ const roomsLeave = clientCommand({
   },
 });
 
-/** `unibus rooms create|list|get|info|invite|remove|leave`, over the signed membership API. */
+/** `unibus rooms create|list|get|info|log|invite|remove|leave`, over the signed membership API. */
 export const roomsCommandGroup: Command = commandGroup({
   name: "rooms",
   summary: "create rooms and manage their members",
   intro: "Usage: unibus rooms <command> [args] [--json]\n\nRooms and their members (docs/architecture.md §5), through the membership service as your identity.",
-  subcommands: [roomsCreate, roomsList, roomsGet, roomsInfo, roomsInvite, roomsRemove, roomsLeave],
+  subcommands: [roomsCreate, roomsList, roomsGet, roomsInfo, roomsLog, roomsInvite, roomsRemove, roomsLeave],
 });

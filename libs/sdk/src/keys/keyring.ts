@@ -1,13 +1,18 @@
 import { ErrorCode, UnibusError } from "@unibus/contracts";
-import { fromBase64Url, openSealed, publicKeyFromPrincipal, verifySignature } from "@unibus/crypto";
+import { fromBase64Url, openSealed, publicKeyFromPrincipal, toBase64Url, verifySignature } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
-import type { KeysGetShareReply, MembershipRoomsGetReply } from "@unibus/contracts";
+import type { KeysGetShareReply } from "@unibus/contracts";
+import type { RoomLogs } from "../rooms/membership-log.js";
 import { NoRoomKeyError } from "../rooms/keyring.js";
 import type { RoomEpochKey, RoomKeySource } from "../rooms/keyring.js";
 import type { KeysApi } from "./api.js";
 import { EpochFloor } from "./epoch-floor.js";
 import type { EpochStore } from "./epoch-floor.js";
-import { ShareSetFormat, epochStatementBytes, rootFromProof, shareLeaf } from "./share-set.js";
+import { ShareSetFormat, epochStatementBytes, principalsHash, rootFromProof, shareLeaf } from "./share-set.js";
+
+function byteOrder(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
 
 /** Why a share was refused. */
 export const UntrustedShareReason = {
@@ -17,8 +22,12 @@ export const UntrustedShareReason = {
   badProof: "bad_proof",
   /** The distributor's signature over the epoch statement does not verify. */
   badSignature: "bad_signature",
-  /** The signer is not an owner of the room (e.g. a key the server injected). */
+  /** The signer was not an owner at the epoch's log position per the verified log (e.g. a key the server injected). */
   distributorNotOwner: "distributor_not_owner",
+  /** The epoch's log position or head hash disagrees with the verified membership log. */
+  logMismatch: "log_mismatch",
+  /** The share set's recipients are not exactly the verified membership at the epoch's log position. */
+  recipientsMismatch: "recipients_mismatch",
   /** The sealed share does not open with this identity's agreement key, or holds no 32-byte key. */
   unopenable: "unopenable",
 } as const;
@@ -45,8 +54,6 @@ export class UntrustedShareError extends Error {
 export interface KeysServiceKeyringOptions {
   /** How long `current()` reuses the newest epoch before asking again. Default 1000 ms. */
   currentTtlMs?: number;
-  /** Reads a room's members (default: the client's `rooms.get`); the distributor must be an owner there. */
-  roomMembers?: (roomId: string) => Promise<MembershipRoomsGetReply["members"]>;
   /** Keeps the highest verified epoch per room across restarts (default: in memory, for the life of the keyring). */
   epochStore?: EpochStore;
   /** How long an epoch the caller holds no (valid) share of is answered from memory, without asking the service. Default 30 000 ms. */
@@ -56,23 +63,26 @@ export interface KeysServiceKeyringOptions {
 /** What the keyring needs from a client. */
 export interface KeyringClient {
   readonly keys: KeysApi;
-  readonly rooms: { get(roomId: string): Promise<MembershipRoomsGetReply> };
+  /** The verified membership logs: who the distributor and the recipients must be. */
+  readonly roomLogs: RoomLogs;
 }
 
 /**
  * A {@link RoomKeySource} backed by the keys service: it fetches the caller's
- * sealed share, verifies the distributor's signature over the share set (via
- * the Merkle proof) and that the distributor is an owner of the room per
- * `rooms.get`, opens the share with the identity's agreement secret, and
- * caches verified keys per epoch. A share failing any check throws
+ * sealed share, verifies the room's membership log up to the epoch's signed
+ * position, that the distributor was an owner there and that the share set
+ * went to exactly the members there, then the distributor's signature over
+ * the share set (via the Merkle proof), opens the share with the identity's
+ * agreement secret, and caches verified keys (and each epoch's members, for
+ * {@link members}) per epoch. A share failing any check throws
  * {@link UntrustedShareError}; no share at all yields `undefined` / {@link NoRoomKeyError}.
  */
 export class KeysServiceKeyring implements RoomKeySource {
   readonly #client: KeyringClient;
   readonly #identity: Identity;
   readonly #ttlMs: number;
-  readonly #roomMembers: (roomId: string) => Promise<MembershipRoomsGetReply["members"]>;
   readonly #keys = new Map<string, Map<number, Uint8Array>>();
+  readonly #members = new Map<string, Map<number, ReadonlySet<string>>>();
   readonly #current = new Map<string, { epoch: number; at: number }>();
   readonly #floor: EpochFloor;
   readonly #missTtlMs: number;
@@ -86,7 +96,6 @@ export class KeysServiceKeyring implements RoomKeySource {
     this.#ttlMs = opts.currentTtlMs ?? 1_000;
     this.#floor = new EpochFloor(opts.epochStore);
     this.#missTtlMs = opts.missTtlMs ?? 30_000;
-    this.#roomMembers = opts.roomMembers ?? (async (roomId) => (await client.rooms.get(roomId)).members);
   }
 
   async current(roomId: string): Promise<RoomEpochKey> {
@@ -150,6 +159,11 @@ export class KeysServiceKeyring implements RoomKeySource {
     return this.#floor.highest(roomId);
   }
 
+  /** The verified members of `epoch` (whose frames a reader accepts); undefined for an epoch not verified here. */
+  members(roomId: string, epoch: number): ReadonlySet<string> | undefined {
+    return this.#members.get(roomId)?.get(epoch);
+  }
+
   /** Forgets the cached current epoch of `roomId` (e.g. after a rekey notice), so the next `current()` asks. */
   invalidate(roomId: string): void {
     this.#current.delete(roomId);
@@ -172,23 +186,32 @@ export class KeysServiceKeyring implements RoomKeySource {
     if (reply.roomId !== roomId || reply.epoch !== epoch) throw reject(UntrustedShareReason.wrongEpoch);
     let sealed: Uint8Array;
     let root: Uint8Array | null;
-    let signatureOk: boolean;
     try {
       sealed = fromBase64Url(reply.sealedShare);
       root = rootFromProof(shareLeaf(this.#identity.principal, sealed), reply.index, reply.leafCount, reply.proof.map(fromBase64Url));
-      if (root === null) throw reject(UntrustedShareReason.badProof);
-      const statement = epochStatementBytes({ roomId, epoch, distributor: reply.distributor, leafCount: reply.leafCount, root });
+    } catch (err) {
+      throw reject(UntrustedShareReason.badProof, err);
+    }
+    if (root === null) throw reject(UntrustedShareReason.badProof);
+    // Who may distribute and who must receive come from the verified log at
+    // the signed position, never from the service (threat: a fake owner in
+    // rooms.get, an extra principal in agreement_keys). A log that fails
+    // verification throws its own RoomLogError.
+    const log = await this.#client.roomLogs.sync(roomId, reply.logSeq);
+    const head = log.hashAt(reply.logSeq);
+    if (head === undefined || toBase64Url(head) !== reply.logHead) throw reject(UntrustedShareReason.logMismatch);
+    const members = log.membersAt(reply.logSeq);
+    if (members.get(reply.distributor) !== "owner") throw reject(UntrustedShareReason.distributorNotOwner);
+    const recipients = principalsHash([...members.keys()].sort(byteOrder));
+    if (toBase64Url(recipients) !== reply.recipientsHash || reply.leafCount !== members.size) throw reject(UntrustedShareReason.recipientsMismatch);
+    let signatureOk: boolean;
+    try {
+      const statement = epochStatementBytes({ roomId, epoch, distributor: reply.distributor, leafCount: reply.leafCount, root, logSeq: reply.logSeq, logHead: head, recipients });
       signatureOk = verifySignature(publicKeyFromPrincipal(reply.distributor), statement, fromBase64Url(reply.signature));
     } catch (err) {
-      throw err instanceof UntrustedShareError ? err : reject(UntrustedShareReason.badProof, err);
+      throw reject(UntrustedShareReason.badSignature, err);
     }
     if (!signatureOk) throw reject(UntrustedShareReason.badSignature);
-    // The signature proves who made the set; only an owner may make one, or
-    // the server (which can sign as nobody) could still pass off a member's
-    // or its own admin's set. Admins are not visible to members, so only
-    // owners are accepted here (contracts/specs/room-keys.md).
-    const members = await this.#roomMembers(roomId);
-    if (!members.some((m) => m.principal === reply.distributor && m.role === "owner")) throw reject(UntrustedShareReason.distributorNotOwner);
     let key: Uint8Array;
     try {
       key = openSealed(this.#identity.agreementSecretKey, sealed);
@@ -202,6 +225,12 @@ export class KeysServiceKeyring implements RoomKeySource {
       this.#keys.set(roomId, epochs);
     }
     epochs.set(epoch, key);
+    let sets = this.#members.get(roomId);
+    if (sets === undefined) {
+      sets = new Map();
+      this.#members.set(roomId, sets);
+    }
+    sets.set(epoch, new Set(members.keys()));
     return key;
   }
 }

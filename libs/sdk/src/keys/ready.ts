@@ -89,21 +89,25 @@ export interface RoomKeysPrepared {
 
 /**
  * The part of {@link readyRoom} that does not wait for a key: checks
- * membership, waits for the connection's room grant, registers the agreement
- * key unless the keys service already lists this exact key, and starts (and
- * announces) epoch 1 as an owner of a room with none. For a tool that lets
- * its user act while the key is still on its way (`waitForRoomKey` next).
+ * membership in the room's verified membership log, waits for the
+ * connection's room grant, registers the agreement key unless the keys
+ * service already lists this exact key, and starts (and announces) epoch 1
+ * as an owner of a room with none. For a tool that lets its user act while
+ * the key is still on its way (`waitForRoomKey` next).
  *
- * @throws UnibusError 403 `not_a_member`; RoomAccessTimeoutError.
+ * @throws UnibusError 403 `not_a_member`; RoomLogError; RoomAccessTimeoutError.
  */
 export async function prepareRoomKeys(client: UnibusClient, identity: Identity, roomId: string, opts: PrepareRoomKeysOptions = {}): Promise<RoomKeysPrepared> {
   if (identity.principal !== client.principal) throw new UnibusError(ErrorCode.BadRequest, "identity_mismatch", "the identity is not the one the client connected as");
   const enter = (s: RoomReadyStage): void => opts.onStage?.(s, RoomReadyStageText[s]);
   enter(RoomReadyStage.checkingMembership);
-  const { members } = await client.rooms.get(roomId);
-  const me = members.find((m) => m.principal === client.principal);
+  // From the verified membership log, not `rooms.get`: the keyring and any
+  // rekey below judge by the log, so a log that does not verify (RoomLogError)
+  // or does not list this identity stops here rather than after a rekey.
+  const log = await client.roomLogs.sync(roomId);
+  const me = log.membersAt(log.headSeq).get(client.principal);
   if (me === undefined) throw new UnibusError(ErrorCode.Forbidden, "not_a_member", `not a member of room ${roomId}`);
-  const role = me.role === "owner" ? "owner" : "member";
+  const role = me === "owner" ? "owner" : "member";
   enter(RoomReadyStage.waitingForAccess);
   await waitForRoomAccess(client, roomId, { timeoutMs: opts.accessTimeoutMs ?? 10_000 });
   const listed = (await client.keys.agreementKeys(roomId)).members.find((m) => m.principal === client.principal);

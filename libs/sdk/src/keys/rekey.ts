@@ -2,17 +2,36 @@ import { ErrorCode, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } 
 import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToMany, toBase64Url, verifySignature } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import type { KeysPublishEpochRequest, MembershipRoomsGetReply } from "@unibus/contracts";
+import type { KeysAgreementKeysReply, KeysPublishEpochRequest } from "@unibus/contracts";
 import type { KeysApi } from "./api.js";
 import type { KeysServiceKeyring } from "./keyring.js";
 import { NoRoomKeyError } from "../rooms/keyring.js";
+import type { RoomLogs, VerifiedRoomLog } from "../rooms/membership-log.js";
 import type { RoomEpochKey } from "../rooms/keyring.js";
 import { ShareSetFormat, agreementKeyStatementBytes, epochStatementBytes, merkleRoot, principalsHash, shareLeaf } from "./share-set.js";
 
-/** What a rekey needs from a client: its principal, signing key, keys API. */
+/** What a rekey needs from a client: its principal, keys API and verified membership logs. */
 export interface RekeyClient {
   readonly principal: string;
   readonly keys: KeysApi;
+  /** Recipients come from here, never from the keys service's member list. */
+  readonly roomLogs: RoomLogs;
+}
+
+type AgreementKeyBinding = KeysAgreementKeysReply["members"][number];
+
+/**
+ * The recipients of a new epoch: exactly the verified log's members, sorted,
+ * each with the agreement-key binding the keys service gave for it (if any).
+ * A principal the keys service adds gets nothing (threat: a compromised keys
+ * service or a rogue replica naming its own identity as a member).
+ */
+function recipientsOf(log: VerifiedRoomLog, bindings: readonly AgreementKeyBinding[]): AgreementKeyBinding[] {
+  const byPrincipal = new Map(bindings.map((b) => [b.principal, b]));
+  return [...log.members.keys()].sort(byteOrder).map((principal) => {
+    const b = byPrincipal.get(principal);
+    return b === undefined ? { principal } : b;
+  });
 }
 
 /** Outcome of {@link rekeyRoom}. */
@@ -73,7 +92,8 @@ const PREPARE_SLICE = 64;
  * publish may have carried a share for a member removed meanwhile).
  */
 export async function prepareNextEpoch(client: RekeyClient, roomId: string): Promise<void> {
-  const { members } = await client.keys.agreementKeys(roomId);
+  const [ak, log] = await Promise.all([client.keys.agreementKeys(roomId), client.roomLogs.sync(roomId)]);
+  const members = recipientsOf(log, ak.members);
   const roomKey = randomBytes(ShareSetFormat.roomKeyBytes);
   const sealed: PreparedEpoch["sealed"] = new Map();
   for (let i = 0; i < members.length; i += PREPARE_SLICE) {
@@ -121,9 +141,13 @@ export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roo
   if (signingKey.principal !== client.principal) throw new TypeError("rekeyRoom: signing key is not the client's");
   let lastError: unknown;
   for (let round = 0; round < REKEY_ROUNDS; round++) {
-    const [{ epochs }, { members }] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId)]);
+    const [{ epochs }, { members }, log] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId), client.roomLogs.sync(roomId)]);
+    // Members verify the distributor was an owner at the signed position; a set they would reject is not worth sealing.
+    if (log.members.get(client.principal) !== "owner") throw new UnibusError(ErrorCode.Forbidden, "not_owner_in_log", "only an owner per the room's verified membership log may rekey");
     const epoch = (epochs.at(-1) ?? 0) + 1;
-    const sorted = [...members].sort((a, b) => byteOrder(a.principal, b.principal));
+    const sorted = recipientsOf(log, members);
+    const logSeq = log.headSeq;
+    const logHead = log.headHash;
     // Taken out before anything is sent: whatever happens to this publish, the key is never offered again.
     const prepared = takePrepared(client, roomId);
     const roomKey = prepared?.roomKey ?? randomBytes(ShareSetFormat.roomKeyBytes);
@@ -149,20 +173,23 @@ export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roo
     roomKey.fill(0);
     const withoutShare = shares.filter((s) => s.sealed === undefined).map((s) => s.principal);
     const root = merkleRoot(shares.map((s) => shareLeaf(s.principal, s.sealed)));
-    const signature = signingKey.sign(epochStatementBytes({ roomId, epoch, distributor: client.principal, leafCount: shares.length, root }));
+    const recipients = principalsHash(sorted.map((m) => m.principal));
+    const signature = signingKey.sign(epochStatementBytes({ roomId, epoch, distributor: client.principal, leafCount: shares.length, root, logSeq, logHead, recipients }));
     try {
       await client.keys.publishEpoch({
         roomId,
         epoch,
         shares: shares.map((s) => (s.sealed === undefined ? { principal: s.principal } : { principal: s.principal, sealedShare: toBase64Url(s.sealed) })) as KeysPublishEpochRequest["shares"],
         signature: toBase64Url(signature),
+        logSeq,
+        logHead: toBase64Url(logHead),
       });
       return { epoch, published: true, withoutShare };
     } catch (err) {
       if (!(err instanceof UnibusError) || err.code !== ErrorCode.Conflict) throw err;
       lastError = err;
       const after = await client.keys.epochs(roomId);
-      const wanted = toBase64Url(principalsHash(sorted.map((m) => m.principal)));
+      const wanted = toBase64Url(recipients);
       if (after.current !== undefined && after.current.epoch >= epoch && after.current.principalsHash === wanted) {
         return { epoch: after.current.epoch, published: false, withoutShare };
       }
@@ -197,7 +224,6 @@ export interface AutoRekey {
 /** What auto-rekey needs from a client. */
 export interface AutoRekeyClient extends RekeyClient {
   readonly nc: NatsConnection;
-  readonly rooms: { get(roomId: string): Promise<MembershipRoomsGetReply> };
 }
 
 /** Room-key notices on `unibus.room.<roomId>.ctl.keys` (hints only, never trusted). */
@@ -276,10 +302,11 @@ export function autoRekey(client: AutoRekeyClient, signingKey: SigningKey, roomI
   let againJitter = jitterMs;
   let stopped = false;
   const check = async (): Promise<void> => {
-    const { members } = await client.rooms.get(roomId);
-    if (!members.some((m) => m.principal === client.principal && m.role === "owner")) return;
+    // Ownership and members per the verified log, not per rooms.get (an unsigned reply).
+    const log = await client.roomLogs.sync(roomId);
+    if (log.members.get(client.principal) !== "owner") return;
     const [{ current }, ak] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId)]);
-    if (!rekeyNeeded(current, ak.members)) {
+    if (!rekeyNeeded(current, recipientsOf(log, ak.members))) {
       opts.onUpToDate?.();
       return;
     }

@@ -29,10 +29,19 @@ describe("the share-set Merkle tree", () => {
     expect(toHex(shareLeaf(p, undefined))).not.toBe(toHex(shareLeaf(p, new Uint8Array(0))));
   });
 
-  it("the statements bind room, epoch, distributor and leaf count, and the agreement binding its principal", () => {
+  it("the statements bind room, epoch, distributor, leaf count, log position, log head and recipients, and the agreement binding its principal", () => {
     const root = randomBytes(32);
-    const base = { roomId: "aaaaaaaaaaaa", epoch: 2, distributor: SigningKey.generate().principal, leafCount: 3, root };
-    const variants = [base, { ...base, roomId: "aaaaaaaaaaab" }, { ...base, epoch: 3 }, { ...base, leafCount: 4 }, { ...base, distributor: SigningKey.generate().principal }];
+    const base = { roomId: "aaaaaaaaaaaa", epoch: 2, distributor: SigningKey.generate().principal, leafCount: 3, root, logSeq: 5, logHead: randomBytes(32), recipients: randomBytes(32) };
+    const variants = [
+      base,
+      { ...base, roomId: "aaaaaaaaaaab" },
+      { ...base, epoch: 3 },
+      { ...base, leafCount: 4 },
+      { ...base, distributor: SigningKey.generate().principal },
+      { ...base, logSeq: 6 },
+      { ...base, logHead: randomBytes(32) },
+      { ...base, recipients: randomBytes(32) },
+    ];
     expect(new Set(variants.map((v) => toHex(epochStatementBytes(v)))).size).toBe(variants.length);
     const key = randomBytes(32);
     expect(toHex(agreementKeyStatementBytes(base.distributor, key))).not.toBe(toHex(agreementKeyStatementBytes(SigningKey.generate().principal, key)));

@@ -126,17 +126,28 @@ export interface EpochStatement {
   readonly leafCount: number;
   /** {@link merkleRoot} of the share set. */
   readonly root: Uint8Array;
+  /** Position in the room's membership log whose membership the set covers. */
+  readonly logSeq: number;
+  /** Hash of the log entry at {@link logSeq} (contracts/specs/membership-log.md). */
+  readonly logHead: Uint8Array;
+  /** {@link principalsHash} of the set's sorted principals: members compare it with the verified membership at {@link logSeq}. */
+  readonly recipients: Uint8Array;
 }
 
 /**
- * `0xFF ‖ "unibus-room-epoch-v1" ‖ roomId ‖ epoch ‖ distributor ‖ leafCount ‖ root`
- * (0xFF: the statement marker, so no connect nonce can equal it):
- * room and epoch stop a signed set from being replayed elsewhere; the leaf
- * count fixes the tree shape, so a proof cannot move a leaf.
+ * `0xFF ‖ "unibus-room-epoch-v1" ‖ roomId ‖ epoch ‖ distributor ‖ leafCount
+ * ‖ root ‖ logSeq ‖ logHead ‖ recipients` (0xFF: the statement marker, so no
+ * connect nonce can equal it): room and epoch stop a signed set from being
+ * replayed elsewhere; the leaf count fixes the tree shape, so a proof cannot
+ * move a leaf; the log position, its hash and the recipients hash let every
+ * member check that the set went to exactly the verified membership at that
+ * position (threat: a keys service naming an extra recipient).
  */
 export function epochStatementBytes(s: EpochStatement): Uint8Array {
   if (s.root.byteLength !== 32) throw new RangeError("root must be 32 bytes");
-  return markStatement(concat([field(ShareSetFormat.epochContext), field(s.roomId), u64(s.epoch), field(s.distributor), u64(s.leafCount), s.root]));
+  if (s.logHead.byteLength !== 32) throw new RangeError("logHead must be 32 bytes");
+  if (s.recipients.byteLength !== 32) throw new RangeError("recipients must be 32 bytes");
+  return markStatement(concat([field(ShareSetFormat.epochContext), field(s.roomId), u64(s.epoch), field(s.distributor), u64(s.leafCount), s.root, u64(s.logSeq), s.logHead, s.recipients]));
 }
 
 /**

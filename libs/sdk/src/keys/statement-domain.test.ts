@@ -24,7 +24,7 @@ describe("domain separation of identity-key signatures", () => {
 
   it("every statement starts with 0xFF, which the UTF-8 bytes of no nonce string can, so a nonce signature verifies as no statement", () => {
     const agreement = agreementKeyStatementBytes(victim.principal, serverKey);
-    const epoch = epochStatementBytes({ roomId: "ops", epoch: 1, distributor: victim.principal, leafCount: 1, root: new Uint8Array(32) });
+    const epoch = epochStatementBytes({ roomId: "ops", epoch: 1, distributor: victim.principal, leafCount: 1, root: new Uint8Array(32), logSeq: 0, logHead: new Uint8Array(32), recipients: new Uint8Array(32) });
     for (const s of [agreement, epoch]) {
       expect(s[0]).toBe(0xff);
       // Even a lossy decode of the statement re-encodes without the marker.

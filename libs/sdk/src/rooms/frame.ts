@@ -55,6 +55,8 @@ export const RejectReason = {
   /** A live frame whose counter (the sender's clock) is outside the receiver's freshness bound. */
   stale: "stale",
   decryptFailed: "decrypt_failed",
+  /** The signer is not in the epoch's verified membership (e.g. a removed member). */
+  senderNotMember: "sender_not_member",
 } as const;
 /** One of the {@link RejectReason} values. */
 export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];

@@ -29,6 +29,13 @@ export interface RoomKeySource {
   current(roomId: string): Promise<RoomEpochKey>;
   /** The key of `epoch`, or `undefined` when the caller holds no share of it. */
   get(roomId: string, epoch: number): Promise<Uint8Array | undefined>;
+  /**
+   * The verified members of `epoch`, known once its key was obtained. A
+   * source that has this method makes readers drop frames from anyone else
+   * (and every frame of an epoch it returns undefined for); one without it
+   * (a test fixture) leaves senders unchecked.
+   */
+  members?(roomId: string, epoch: number): ReadonlySet<string> | undefined;
   /** Optional: forget any cached notion of the current epoch (a room calls it when a hint says the epoch may have moved). */
   invalidate?(roomId: string): void;
 }

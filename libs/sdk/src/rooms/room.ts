@@ -241,7 +241,8 @@ class PushQueue<T> implements AsyncIterable<T> {
 /**
  * Authenticates frames of one delivery stream (the room's live feed or one
  * history read) in arrival order: parse → room → signature → freshness (live
- * only) → epoch key → replay window → AEAD → deliver. Live frames use the
+ * only) → replay window → epoch key → sender membership → AEAD → deliver:
+ * the cheap local checks run before anything that may ask the keys service. Live frames use the
  * client's replay windows (kept across resubscribes); a history read has its
  * own, because it legitimately sees each stored frame once however old.
  */
@@ -255,7 +256,9 @@ class FrameReceiver {
     readonly deliver: (m: RoomMessage) => void,
     readonly reject: (r: RoomReject) => void,
     /** Present for live frames: the client's replay windows and clock. */
-    readonly live?: ReplayGuard,
+    readonly live: ReplayGuard | undefined,
+    /** The epoch's verified members; absent when the key source cannot tell (no sender check). */
+    readonly membersOf?: (epoch: number) => ReadonlySet<string> | undefined,
   ) {}
 
   #window(id: string): ReplayWindow {
@@ -295,20 +298,26 @@ class FrameReceiver {
     if (!frameSignatureValid(f)) return this.reject({ reason: RejectReason.badSignature, ...claims });
     // Before the key lookup: an old frame replayed live must not cost a get_share.
     if (this.live !== undefined && !this.live.timely(f.counter)) return this.reject({ reason: RejectReason.stale, ...claims });
+    // Also before the key lookup: a replayed frame is refused from memory.
+    // Frames are processed one at a time (#chain), so nothing records into
+    // this window between this check and the record below.
+    const w = this.#window(`${this.roomId}/${toHex(f.senderKey)}/${f.epoch}`);
+    if (!w.fresh(f.counter, f.count)) return this.reject({ reason: RejectReason.replay, ...claims });
     const key = this.keyFor(f.epoch);
     if (key instanceof Promise) {
       return key.then(
-        (k) => this.#finish(f, claims, k),
+        (k) => this.#finish(f, claims, k, w),
         () => this.reject({ reason: RejectReason.unknownEpoch, ...claims }),
       );
     }
-    this.#finish(f, claims, key);
+    this.#finish(f, claims, key, w);
   }
 
-  #finish(f: ParsedFrame, claims: { sender: string; epoch: number; counter: number; count: number }, key: Uint8Array | undefined): void {
+  #finish(f: ParsedFrame, claims: { sender: string; epoch: number; counter: number; count: number }, key: Uint8Array | undefined, w: ReplayWindow): void {
     if (key === undefined) return this.reject({ reason: RejectReason.unknownEpoch, ...claims });
-    const w = this.#window(`${this.roomId}/${toHex(f.senderKey)}/${f.epoch}`);
-    if (!w.fresh(f.counter, f.count)) return this.reject({ reason: RejectReason.replay, ...claims });
+    // Only the epoch's verified members may speak in it: a removed member's
+    // key, or one the service slipped in, signs nothing readers accept.
+    if (this.membersOf !== undefined && this.membersOf(f.epoch)?.has(claims.sender) !== true) return this.reject({ reason: RejectReason.senderNotMember, ...claims });
     let messages: Uint8Array[];
     try {
       messages = openFrame(f, key);
@@ -603,8 +612,13 @@ class RoomImpl implements Room {
     });
   };
 
+  #membersOf(): ((epoch: number) => ReadonlySet<string> | undefined) | undefined {
+    const keys = this.#keys;
+    return keys.members === undefined ? undefined : (epoch: number): ReadonlySet<string> | undefined => keys.members!(this.roomId, epoch);
+  }
+
   #receiver(deliver: (m: RoomMessage) => void): FrameReceiver {
-    return new FrameReceiver(this.roomId, this.#keyFor, deliver, (r) => this.#rejects.push(r));
+    return new FrameReceiver(this.roomId, this.#keyFor, deliver, (r) => this.#rejects.push(r), undefined, this.#membersOf());
   }
 
   #liveFeed(): LiveFeed {
@@ -624,6 +638,7 @@ class RoomImpl implements Room {
       },
       (r) => this.#rejects.push(r),
       this.#guard,
+      this.#membersOf(),
     );
     const sub = this.#nc.subscribe(this.subject, {
       callback: (err, msg) => {

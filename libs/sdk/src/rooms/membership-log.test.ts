@@ -1,0 +1,202 @@
+import { describe, expect, it } from "vitest";
+import type { MembershipRoomsLogReply } from "@unibus/contracts";
+import { SigningKey, signEnvelope, toBase64Url } from "@unibus/crypto";
+import { RoomLogErrorReason, RoomLogOpSubject, RoomLogs, deriveRoomId, roomLogEntryHash, verifyRoomLog } from "./membership-log.js";
+import type { RoomLogEntry, RoomLogOp, RoomLogRole } from "./membership-log.js";
+
+const enc = new TextEncoder();
+
+/** Builds signed entries the way the membership service does, chaining each to the previous. */
+class LogBuilder {
+  readonly entries: RoomLogEntry[] = [];
+  roomId = "";
+
+  push(actor: SigningKey, op: RoomLogOp, body: Record<string, unknown>, effect: { target: string; role?: RoomLogRole; asAdmin?: boolean }): RoomLogEntry {
+    const subject = RoomLogOpSubject[op];
+    const bytes = enc.encode(JSON.stringify(op === "create" ? body : { roomId: this.roomId, ...body }));
+    const env = signEnvelope(actor, subject, bytes);
+    if (op === "create") this.roomId = deriveRoomId(env.signature);
+    const prev = this.entries.at(-1);
+    const entry: RoomLogEntry = {
+      seq: this.entries.length,
+      prev: toBase64Url(prev === undefined ? new Uint8Array(32) : roomLogEntryHash(prev)),
+      roomId: this.roomId,
+      op,
+      subject,
+      body: toBase64Url(bytes),
+      signer: env.signer,
+      timestamp: env.timestamp,
+      nonce: env.nonce,
+      signature: env.signature,
+      target: effect.target,
+      ...(effect.role === undefined ? {} : { role: effect.role }),
+      ...(effect.asAdmin === true ? { actorRole: "admin" as const } : {}),
+      at: new Date().toISOString(),
+    };
+    this.entries.push(entry);
+    return entry;
+  }
+
+  create(owner: SigningKey): this {
+    this.push(owner, "create", { name: "r", policy: { persist: false, encrypt: true } }, { target: owner.principal, role: "owner" });
+    return this;
+  }
+
+  invite(actor: SigningKey, who: string, role: RoomLogRole = "member", asAdmin = false): this {
+    this.push(actor, "invite", role === "member" ? { principal: who } : { principal: who, role }, { target: who, role, asAdmin });
+    return this;
+  }
+
+  remove(actor: SigningKey, who: string): this {
+    this.push(actor, "remove", { principal: who }, { target: who });
+    return this;
+  }
+
+  leave(actor: SigningKey): this {
+    this.push(actor, "leave", {}, { target: actor.principal });
+    return this;
+  }
+}
+
+/** The reason of the RoomLogError `fn` throws. */
+function reasonOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return (err as { reason?: string }).reason;
+  }
+  return undefined;
+}
+
+async function asyncReason(p: Promise<unknown>): Promise<string | undefined> {
+  return p.then(
+    () => undefined,
+    (err: unknown) => (err as { reason?: string }).reason,
+  );
+}
+
+const owner = SigningKey.generate();
+const bob = SigningKey.generate();
+const carol = SigningKey.generate();
+const admin = SigningKey.generate();
+
+describe("membership log verification", () => {
+  it("replays create, invite, role change, removal and leave into the membership at every position", () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal).invite(owner, carol.principal, "owner").remove(carol, bob.principal).leave(carol);
+    const log = verifyRoomLog(b.roomId, b.entries);
+    expect(log.headSeq).toBe(4);
+    expect([...log.members]).toEqual([[owner.principal, "owner"]]);
+    expect([...log.membersAt(2)].sort()).toEqual([[bob.principal, "member"], [carol.principal, "owner"], [owner.principal, "owner"]].sort());
+    expect(log.membersAt(3).has(bob.principal)).toBe(false);
+    expect(toBase64Url(log.hashAt(4)!)).toBe(toBase64Url(roomLogEntryHash(b.entries[4]!)));
+  });
+
+  it("refuses an entry whose actor signature does not verify", () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal);
+    const forged = { ...b.entries[1]!, signature: b.entries[0]!.signature };
+    expect(reasonOf(() => verifyRoomLog(b.roomId, [b.entries[0]!, forged]))).toBe(RoomLogErrorReason.badSignature);
+  });
+
+  it("refuses an invite by a member who is not an owner, and by an admin nobody pinned", () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal).invite(bob, carol.principal);
+    expect(reasonOf(() => verifyRoomLog(b.roomId, b.entries))).toBe(RoomLogErrorReason.unauthorized);
+    const a = new LogBuilder().create(owner).invite(admin, carol.principal, "member", true);
+    expect(reasonOf(() => verifyRoomLog(a.roomId, a.entries))).toBe(RoomLogErrorReason.unauthorized);
+    expect(verifyRoomLog(a.roomId, a.entries, { trustedAdmins: [admin.principal] }).members.has(carol.principal)).toBe(true);
+  });
+
+  it("refuses a leave by a non-member and a removal of a non-member", () => {
+    const b = new LogBuilder().create(owner).leave(bob);
+    expect(reasonOf(() => verifyRoomLog(b.roomId, b.entries))).toBe(RoomLogErrorReason.unauthorized);
+    const r = new LogBuilder().create(owner).remove(owner, bob.principal);
+    expect(reasonOf(() => verifyRoomLog(r.roomId, r.entries))).toBe(RoomLogErrorReason.badEntry);
+  });
+
+  it("refuses a gap, a broken chain, and entry 0 that is not the creation", () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal).invite(owner, carol.principal);
+    expect(reasonOf(() => verifyRoomLog(b.roomId, [b.entries[0]!, b.entries[2]!]))).toBe(RoomLogErrorReason.gap);
+    const rechained = { ...b.entries[2]!, seq: 1 };
+    expect(reasonOf(() => verifyRoomLog(b.roomId, [b.entries[0]!, rechained]))).toBe(RoomLogErrorReason.fork);
+    const noCreate = { ...b.entries[1]!, seq: 0, prev: toBase64Url(new Uint8Array(32)) };
+    expect(reasonOf(() => verifyRoomLog(b.roomId, [noCreate]))).toBe(RoomLogErrorReason.missing);
+  });
+
+  it("refuses server-assigned fields that disagree with the signed request (tampered target, role, room)", () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal);
+    expect(reasonOf(() => verifyRoomLog(b.roomId, [b.entries[0]!, { ...b.entries[1]!, target: carol.principal }]))).toBe(RoomLogErrorReason.badEntry);
+    expect(reasonOf(() => verifyRoomLog(b.roomId, [b.entries[0]!, { ...b.entries[1]!, role: "owner" }]))).toBe(RoomLogErrorReason.badEntry);
+    // Creation replayed as another room's: the id follows from the creator's signature.
+    expect(reasonOf(() => verifyRoomLog("ffffffffffffffffffffffff", [{ ...b.entries[0]!, roomId: "ffffffffffffffffffffffff" }]))).toBe(RoomLogErrorReason.badEntry);
+  });
+
+  it("refuses a signed invite replayed after the removal it preceded", () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal).remove(owner, bob.principal);
+    const log = verifyRoomLog(b.roomId, b.entries);
+    const replay = { ...b.entries[1]!, seq: 3, prev: toBase64Url(log.headHash) };
+    expect(reasonOf(() => log.append([replay]))).toBe(RoomLogErrorReason.replayed);
+    expect(log.headSeq).toBe(2);
+  });
+});
+
+describe("RoomLogs (fetch, cache, refuse rollback and fork)", () => {
+  /** A fake service answering pages of `entries` (which a test may swap). */
+  function server(b: LogBuilder): { fetch: (roomId: string, from: number, limit: number) => Promise<MembershipRoomsLogReply>; entries: RoomLogEntry[] } {
+    const s = {
+      entries: [...b.entries],
+      fetch: (roomId: string, from: number, limit: number): Promise<MembershipRoomsLogReply> =>
+        Promise.resolve({ roomId, headSeq: s.entries.length - 1, entries: s.entries.slice(from, from + limit) }),
+    };
+    return s;
+  }
+
+  it("syncs page by page, then only what is new", async () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal).invite(owner, carol.principal);
+    const s = server(b);
+    const asked: number[] = [];
+    const logs = new RoomLogs((r, from, limit) => (asked.push(from), s.fetch(r, from, limit)), { pageSize: 2 });
+    expect((await logs.sync(b.roomId)).headSeq).toBe(2);
+    b.remove(owner, carol.principal);
+    s.entries = [...b.entries];
+    expect((await logs.sync(b.roomId)).members.has(carol.principal)).toBe(false);
+    // Page 2 is asked from the first unseen entry; the next sync from the verified head again.
+    expect(asked).toEqual([0, 2, 2]);
+  });
+
+  it("refuses a rollback (a shorter log) and a fork (a verified entry replaced)", async () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal).invite(owner, carol.principal);
+    const s = server(b);
+    const logs = new RoomLogs(s.fetch);
+    await logs.sync(b.roomId);
+    s.entries = s.entries.slice(0, 2);
+    expect(await asyncReason(logs.sync(b.roomId))).toBe(RoomLogErrorReason.rollback);
+    const other = new LogBuilder();
+    other.roomId = b.roomId;
+    other.entries.push(b.entries[0]!, b.entries[1]!);
+    other.invite(owner, SigningKey.generate().principal);
+    s.entries = other.entries;
+    expect(await asyncReason(logs.sync(b.roomId))).toBe(RoomLogErrorReason.fork);
+  });
+
+  it("refuses a log that ends before a signed position, and a head pinned by an earlier process that is gone", async () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal);
+    const s = server(b);
+    expect(await asyncReason(new RoomLogs(s.fetch).sync(b.roomId, 5))).toBe(RoomLogErrorReason.gap);
+    const pinned = new Map<string, { seq: number; hash: string }>();
+    const heads = { get: (r: string) => pinned.get(r), set: (r: string, h: { seq: number; hash: string }) => void pinned.set(r, h) };
+    await new RoomLogs(s.fetch, { heads }).sync(b.roomId);
+    expect(pinned.get(b.roomId)?.seq).toBe(1);
+    s.entries = s.entries.slice(0, 1);
+    expect(await asyncReason(new RoomLogs(s.fetch, { heads }).sync(b.roomId))).toBe(RoomLogErrorReason.rollback);
+  });
+});
+
+describe("membership log vectors (contracts/vectors/membership-log.json)", () => {
+  it("entry hashes, the derived room id and the membership after each entry match the independent generator", async () => {
+    const { readFile } = await import("node:fs/promises");
+    const v = JSON.parse(await readFile(new URL("../../../../contracts/vectors/membership-log.json", import.meta.url), "utf8")) as { roomId: string; entries: RoomLogEntry[]; hashes: string[]; membersAfter: string[][] };
+    expect(deriveRoomId(v.entries[0]!.signature)).toBe(v.roomId);
+    expect(v.entries.map((e) => Buffer.from(roomLogEntryHash(e)).toString("hex"))).toEqual(v.hashes);
+    const log = verifyRoomLog(v.roomId, v.entries);
+    expect(v.membersAfter.map((_, i) => [...log.membersAt(i).keys()].sort())).toEqual(v.membersAfter);
+  });
+});

@@ -1,0 +1,505 @@
+/**
+ * A room's membership as a hash-chained log of its members' own signed
+ * requests (contracts/specs/membership-log.md). The membership service only
+ * validates and stores entries; every client replays the chain, checks each
+ * actor's envelope signature and that the rules allowed it at that point,
+ * and so learns who is a member without trusting the service (threat: a
+ * compromised service or server naming an extra member or a fake owner, so
+ * that room keys get sealed to it). The service runs the same checks before
+ * it appends, so a well-behaved service never stores an entry clients reject.
+ */
+import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
+import type { MembershipRoomsLogReply } from "@unibus/contracts";
+import { fromBase64Url, isPrincipal, sha256, toBase64Url, toHex, verifyEnvelope } from "@unibus/crypto";
+
+/** One entry of a room's membership log, as stored and served. */
+export type RoomLogEntry = MembershipRoomsLogReply["entries"][number];
+/** A member's role in a room. */
+export type RoomLogRole = "owner" | "member";
+
+/** Domain-separation strings and sizes of the log format; never reused for another purpose. */
+export const RoomLogFormat = {
+  /** Prefix of an entry's hash input. */
+  entryContext: "unibus-room-log-v1",
+  /** Prefix of the hash a room id is derived from. */
+  roomIdContext: "unibus-room-id-v1",
+  /** Bytes of an entry hash (SHA-256). */
+  hashBytes: 32,
+  /** Hex characters of a derived room id (12 bytes). */
+  roomIdChars: 24,
+} as const;
+
+/** The membership operations a log records. */
+export const RoomLogOp = { create: "create", invite: "invite", remove: "remove", leave: "leave" } as const;
+/** One of the {@link RoomLogOp} values. */
+export type RoomLogOp = (typeof RoomLogOp)[keyof typeof RoomLogOp];
+
+/** The request subject each operation must have been signed for. */
+export const RoomLogOpSubject = {
+  create: Subjects.membership.roomsCreate,
+  invite: Subjects.membership.roomsInvite,
+  remove: Subjects.membership.roomsRemove,
+  leave: Subjects.membership.roomsLeave,
+} as const satisfies Record<RoomLogOp, string>;
+
+/** Stable reasons of a {@link RoomLogError}. */
+export const RoomLogErrorReason = {
+  /** An entry is malformed or its server-assigned fields disagree with the signed request. */
+  badEntry: "log_bad_entry",
+  /** An actor's envelope signature does not verify. */
+  badSignature: "log_bad_signature",
+  /** The actor was not allowed to do this at that point of the log. */
+  unauthorized: "log_unauthorized",
+  /** A signed request appears twice (a replayed invite, say). */
+  replayed: "log_replayed",
+  /** An entry's sequence is not the next one, or the log ends before a position that must exist. */
+  gap: "log_gap",
+  /** An entry does not chain to the verified entry before it, or a verified entry changed. */
+  fork: "log_fork",
+  /** The service now shows a shorter log than one already verified. */
+  rollback: "log_rollback",
+  /** The room has no log (no creation entry). */
+  missing: "log_missing",
+} as const;
+/** One of the {@link RoomLogErrorReason} values. */
+export type RoomLogErrorReason = (typeof RoomLogErrorReason)[keyof typeof RoomLogErrorReason];
+
+/**
+ * A membership log that failed verification. Never fall back to the
+ * service's word when it is thrown: whoever answered may be lying.
+ */
+export class RoomLogError extends UnibusError {
+  constructor(
+    readonly roomId: string,
+    reason: RoomLogErrorReason,
+    message: string,
+    readonly seq?: number,
+  ) {
+    super(ErrorCode.Conflict, reason, `room ${roomId} membership log${seq === undefined ? "" : ` entry ${seq}`}: ${message} (${reason})`);
+    this.name = "RoomLogError";
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** A u32 BE length-prefixed byte field, so no two field lists encode alike. */
+function field(b: Uint8Array | string): Uint8Array {
+  const bytes = typeof b === "string" ? encoder.encode(b) : b;
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, bytes.byteLength);
+  return concat([len, bytes]);
+}
+
+function u64(n: number): Uint8Array {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("expected a non-negative safe integer");
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  return out;
+}
+
+/** The hash of seq 0's `prev`: 32 zero bytes. */
+export const ZERO_HASH: Uint8Array = new Uint8Array(RoomLogFormat.hashBytes);
+
+/**
+ * `sha256(field("unibus-room-log-v1") ‖ u64(seq) ‖ prev ‖ field(roomId) ‖
+ * field(op) ‖ field(subject) ‖ field(body) ‖ field(signer) ‖ u64(timestamp) ‖
+ * field(nonce) ‖ field(signature) ‖ field(target) ‖ field(role) ‖
+ * field(actorRole))`, fields u32 BE length-prefixed, absent ones empty; `at`
+ * is not hashed (server time, nobody signs it).
+ */
+export function roomLogEntryHash(e: RoomLogEntry): Uint8Array {
+  const prev = fromBase64Url(e.prev);
+  if (prev.byteLength !== RoomLogFormat.hashBytes) throw new RangeError("prev must be 32 bytes");
+  return sha256(
+    concat([
+      field(RoomLogFormat.entryContext),
+      u64(e.seq),
+      prev,
+      field(e.roomId),
+      field(e.op),
+      field(e.subject),
+      field(fromBase64Url(e.body)),
+      field(e.signer),
+      u64(e.timestamp),
+      field(e.nonce),
+      field(e.signature),
+      field(e.target),
+      field(e.role ?? ""),
+      field(e.actorRole ?? ""),
+    ]),
+  );
+}
+
+/** What {@link roomLogEntry} builds an entry from. */
+export interface RoomLogEntryInput {
+  /** The verified log the entry extends (its next seq and head hash). */
+  after: { length: number; headHash: Uint8Array };
+  roomId: string;
+  op: RoomLogOp;
+  /** The request body bytes exactly as signed. */
+  body: Uint8Array;
+  envelope: { signer: string; timestamp: number; nonce: string; signature: string };
+  target: string;
+  role?: RoomLogRole;
+  /** The actor acted as a bus admin, not as an owner. */
+  asAdmin?: boolean;
+  /** Server time of the append (ISO 8601; not hashed). */
+  at: string;
+}
+
+/** The next entry of a log: the signed request as received, chained to the head. */
+export function roomLogEntry(i: RoomLogEntryInput): RoomLogEntry {
+  return {
+    seq: i.after.length,
+    prev: toBase64Url(i.after.headHash),
+    roomId: i.roomId,
+    op: i.op,
+    subject: RoomLogOpSubject[i.op],
+    body: toBase64Url(i.body),
+    signer: i.envelope.signer,
+    timestamp: i.envelope.timestamp,
+    nonce: i.envelope.nonce,
+    signature: i.envelope.signature,
+    target: i.target,
+    ...(i.role === undefined ? {} : { role: i.role }),
+    ...(i.asAdmin === true ? { actorRole: "admin" as const } : {}),
+    at: i.at,
+  };
+}
+
+/**
+ * The id of the room a `rooms.create` request makes: the first 12 bytes of
+ * `sha256(field("unibus-room-id-v1") ‖ signature)` as hex. The creator's
+ * signature (over a fresh nonce) fixes the id, so the service cannot replay
+ * one creation as the founding entry of another room.
+ */
+export function deriveRoomId(createSignature: string): string {
+  return toHex(sha256(concat([field(RoomLogFormat.roomIdContext), fromBase64Url(createSignature)]))).slice(0, RoomLogFormat.roomIdChars);
+}
+
+/** What an entry's signed request says: its op's room, target and resulting role. */
+interface SignedEffect {
+  roomId: string;
+  target: string;
+  role?: RoomLogRole;
+}
+
+function principalOf(value: unknown): string {
+  // Exactly as the service takes it: a valid `U…` nkey, never another spelling.
+  if (typeof value !== "string" || !isPrincipal(value)) throw new TypeError("principal missing or invalid");
+  return value;
+}
+
+/** Reads the effect of an entry from the signed body alone; throws on anything malformed. */
+function signedEffect(e: RoomLogEntry, body: Uint8Array): SignedEffect {
+  const req = JSON.parse(decoder.decode(body)) as Record<string, unknown>;
+  if (typeof req !== "object" || req === null) throw new TypeError("body is not an object");
+  switch (e.op) {
+    case RoomLogOp.create:
+      return { roomId: deriveRoomId(e.signature), target: e.signer, role: "owner" };
+    case RoomLogOp.invite: {
+      const role = req["role"] ?? "member";
+      if (role !== "owner" && role !== "member") throw new TypeError("bad role");
+      return { roomId: String(req["roomId"]), target: principalOf(req["principal"]), role };
+    }
+    case RoomLogOp.remove:
+      return { roomId: String(req["roomId"]), target: principalOf(req["principal"]) };
+    case RoomLogOp.leave:
+      return { roomId: String(req["roomId"]), target: e.signer };
+    default:
+      throw new TypeError("unknown op");
+  }
+}
+
+/** Options of {@link VerifiedRoomLog}. */
+export interface RoomLogVerifyOptions {
+  /**
+   * Admins whose `actorRole: "admin"` entries are accepted (pinned in the
+   * client's configuration; the service's users list is not trusted for
+   * this). Default: none, so only owners manage a room.
+   */
+  trustedAdmins?: ReadonlySet<string> | readonly string[];
+  /**
+   * Accept every `actorRole: "admin"` claim. Only for the membership service
+   * itself, which checked the actor's role against its own users list when
+   * it appended; a client must never set it.
+   */
+  acceptAdminClaims?: boolean;
+}
+
+/** One applied change, for replaying the membership at an earlier position. */
+interface Change {
+  target: string;
+  role: RoomLogRole | null;
+}
+
+/**
+ * A room's membership log as far as it has been verified: the hash of every
+ * entry and the membership after each. Entries are only ever appended after
+ * every check passed; a failed {@link append} leaves it unchanged.
+ */
+export class VerifiedRoomLog {
+  readonly roomId: string;
+  readonly #hashes: Uint8Array[] = [];
+  readonly #changes: Change[] = [];
+  readonly #members = new Map<string, RoomLogRole>();
+  readonly #seen = new Set<string>();
+  readonly #admins: ReadonlySet<string>;
+  readonly #acceptAdminClaims: boolean;
+  #snapshot: { seq: number; members: ReadonlyMap<string, RoomLogRole> } | undefined;
+
+  constructor(roomId: string, opts: RoomLogVerifyOptions = {}) {
+    this.roomId = roomId;
+    this.#admins = new Set(opts.trustedAdmins ?? []);
+    this.#acceptAdminClaims = opts.acceptAdminClaims === true;
+  }
+
+  /** Number of verified entries (the next entry's seq). */
+  get length(): number {
+    return this.#hashes.length;
+  }
+
+  /** Seq of the newest verified entry; -1 when none. */
+  get headSeq(): number {
+    return this.#hashes.length - 1;
+  }
+
+  /** Hash of the newest verified entry (32 zero bytes when none). */
+  get headHash(): Uint8Array {
+    return this.#hashes.at(-1) ?? ZERO_HASH;
+  }
+
+  /** Hash of verified entry `seq`; undefined beyond the verified head. */
+  hashAt(seq: number): Uint8Array | undefined {
+    return this.#hashes[seq];
+  }
+
+  /** The membership after the newest verified entry: principal → role. */
+  get members(): ReadonlyMap<string, RoomLogRole> {
+    return this.#members;
+  }
+
+  /** The membership right after entry `seq` (verified), replayed from the start. */
+  membersAt(seq: number): ReadonlyMap<string, RoomLogRole> {
+    if (!Number.isSafeInteger(seq) || seq < 0 || seq >= this.length) throw new RoomLogError(this.roomId, RoomLogErrorReason.gap, `position ${seq} is not verified (head ${this.headSeq})`, seq);
+    if (seq === this.headSeq) return new Map(this.#members);
+    if (this.#snapshot?.seq === seq) return this.#snapshot.members;
+    const members = new Map<string, RoomLogRole>();
+    for (let i = 0; i <= seq; i++) {
+      const c = this.#changes[i]!;
+      if (c.role === null) members.delete(c.target);
+      else members.set(c.target, c.role);
+    }
+    this.#snapshot = { seq, members };
+    return members;
+  }
+
+  /**
+   * Checks `e` as the next entry without applying it; throws a
+   * {@link RoomLogError} naming the first failed check.
+   */
+  check(e: RoomLogEntry): Change {
+    const seq = this.length;
+    const fail = (reason: RoomLogErrorReason, message: string): RoomLogError => new RoomLogError(this.roomId, reason, message, e.seq);
+    if (e.seq !== seq) throw fail(RoomLogErrorReason.gap, `expected entry ${seq}, got ${e.seq}`);
+    if (e.roomId !== this.roomId) throw fail(RoomLogErrorReason.badEntry, "entry is for another room");
+    let prev: Uint8Array;
+    let body: Uint8Array;
+    try {
+      prev = fromBase64Url(e.prev);
+      body = fromBase64Url(e.body);
+    } catch {
+      throw fail(RoomLogErrorReason.badEntry, "prev or body is not base64url");
+    }
+    if (toBase64Url(prev) !== toBase64Url(this.headHash)) throw fail(RoomLogErrorReason.fork, "does not chain to the verified entry before it");
+    const op: RoomLogOp = e.op;
+    if (RoomLogOpSubject[op] === undefined || e.subject !== RoomLogOpSubject[op]) throw fail(RoomLogErrorReason.badEntry, `op ${e.op} was not signed for its subject`);
+    if (!verifyEnvelope({ signer: e.signer, timestamp: e.timestamp, nonce: e.nonce, signature: e.signature }, e.subject, body)) {
+      throw fail(RoomLogErrorReason.badSignature, "the actor's signature does not verify");
+    }
+    // The same signed request twice would let the service re-apply an old
+    // invite after a removal; every request's nonce is fresh.
+    if (this.#seen.has(`${e.signer}.${e.nonce}`)) throw fail(RoomLogErrorReason.replayed, "a signed request appears twice");
+    let effect: SignedEffect;
+    try {
+      effect = signedEffect(e, body);
+    } catch {
+      throw fail(RoomLogErrorReason.badEntry, "the signed request is malformed");
+    }
+    if (effect.roomId !== this.roomId) throw fail(RoomLogErrorReason.badEntry, "the signed request is for another room");
+    if (effect.target !== e.target || (effect.role ?? null) !== (e.role ?? null)) throw fail(RoomLogErrorReason.badEntry, "target or role disagrees with the signed request");
+    const actor = this.#members.get(e.signer);
+    const asAdmin = e.actorRole === "admin";
+    const manager = asAdmin ? this.#acceptAdminClaims || this.#admins.has(e.signer) : actor === "owner";
+    switch (op) {
+      case RoomLogOp.create:
+        if (seq !== 0) throw fail(RoomLogErrorReason.unauthorized, "a room is created only once, at entry 0");
+        if (asAdmin) throw fail(RoomLogErrorReason.badEntry, "creation claims no admin role");
+        break;
+      case RoomLogOp.invite:
+        if (seq === 0) throw fail(RoomLogErrorReason.missing, "the log does not start with the room's creation");
+        if (!manager) throw fail(RoomLogErrorReason.unauthorized, "only owners and trusted admins invite");
+        if (this.#members.get(e.target) === e.role) throw fail(RoomLogErrorReason.badEntry, "invite changes nothing");
+        break;
+      case RoomLogOp.remove:
+        if (seq === 0) throw fail(RoomLogErrorReason.missing, "the log does not start with the room's creation");
+        if (!manager) throw fail(RoomLogErrorReason.unauthorized, "only owners and trusted admins remove");
+        if (!this.#members.has(e.target)) throw fail(RoomLogErrorReason.badEntry, "removes a non-member");
+        break;
+      case RoomLogOp.leave:
+        if (seq === 0) throw fail(RoomLogErrorReason.missing, "the log does not start with the room's creation");
+        if (asAdmin) throw fail(RoomLogErrorReason.badEntry, "leaving claims no admin role");
+        if (actor === undefined) throw fail(RoomLogErrorReason.unauthorized, "a non-member cannot leave");
+        break;
+    }
+    return { target: e.target, role: op === RoomLogOp.remove || op === RoomLogOp.leave ? null : (e.role as RoomLogRole) };
+  }
+
+  /** Verifies and applies `entries` in order; on the first failure throws and keeps what was verified before it. */
+  append(entries: readonly RoomLogEntry[]): void {
+    for (const e of entries) {
+      const change = this.check(e);
+      this.#hashes.push(roomLogEntryHash(e));
+      this.#changes.push(change);
+      this.#seen.add(`${e.signer}.${e.nonce}`);
+      if (change.role === null) this.#members.delete(change.target);
+      else this.#members.set(change.target, change.role);
+    }
+  }
+}
+
+/** Verifies a whole log from entry 0; throws {@link RoomLogError} on the first bad entry. */
+export function verifyRoomLog(roomId: string, entries: readonly RoomLogEntry[], opts: RoomLogVerifyOptions = {}): VerifiedRoomLog {
+  const log = new VerifiedRoomLog(roomId, opts);
+  log.append(entries);
+  if (log.length === 0) throw new RoomLogError(roomId, RoomLogErrorReason.missing, "the log is empty");
+  return log;
+}
+
+/** A verified head a client keeps across processes, to refuse a later rollback or fork. */
+export interface PinnedRoomLogHead {
+  seq: number;
+  /** Entry hash, base64url. */
+  hash: string;
+}
+
+/** Where pinned heads live (the CLI keeps them in its home directory). */
+export interface RoomLogHeadStore {
+  get(roomId: string): PinnedRoomLogHead | undefined | Promise<PinnedRoomLogHead | undefined>;
+  set(roomId: string, head: PinnedRoomLogHead): void | Promise<void>;
+}
+
+/** Options of {@link RoomLogs}. */
+export interface RoomLogsOptions extends RoomLogVerifyOptions {
+  /** Entries asked per page. Default 512 (the service's maximum). */
+  pageSize?: number;
+  /** Persists each room's verified head; a log that no longer contains it is a fork or rollback. */
+  heads?: RoomLogHeadStore;
+}
+
+/** Reads one page of `roomId`'s log from `fromSeq` (the client's `rooms.log`). */
+export type RoomLogFetch = (roomId: string, fromSeq: number, limit: number) => Promise<MembershipRoomsLogReply>;
+
+/**
+ * The verified membership logs of one client, fetched incrementally: each
+ * sync asks from the last verified entry on (that entry again, so a changed
+ * one is caught as a fork), verifies what is new and never forgets what it
+ * verified, so a service that later shows a shorter or different log is
+ * refused.
+ */
+export class RoomLogs {
+  readonly #fetch: RoomLogFetch;
+  readonly #opts: RoomLogsOptions;
+  readonly #logs = new Map<string, VerifiedRoomLog>();
+  readonly #syncing = new Map<string, Promise<VerifiedRoomLog>>();
+
+  constructor(fetch: RoomLogFetch, opts: RoomLogsOptions = {}) {
+    this.#fetch = fetch;
+    this.#opts = opts;
+  }
+
+  /** The verified log of `roomId` so far, without asking the service (undefined: never synced). */
+  cached(roomId: string): VerifiedRoomLog | undefined {
+    return this.#logs.get(roomId);
+  }
+
+  /**
+   * Brings `roomId`'s log up to the service's head (and at least to
+   * `atLeast`, a position someone signed), verifying every new entry.
+   * Concurrent calls for one room share one sync.
+   */
+  sync(roomId: string, atLeast?: number): Promise<VerifiedRoomLog> {
+    const known = this.#logs.get(roomId);
+    if (known !== undefined && atLeast !== undefined && known.headSeq >= atLeast && this.#syncing.get(roomId) === undefined) return Promise.resolve(known);
+    const running = this.#syncing.get(roomId);
+    if (running !== undefined) return running.then((log) => (atLeast === undefined || log.headSeq >= atLeast ? log : this.sync(roomId, atLeast)));
+    const run = this.#sync(roomId, atLeast).finally(() => this.#syncing.delete(roomId));
+    this.#syncing.set(roomId, run);
+    return run;
+  }
+
+  async #sync(roomId: string, atLeast: number | undefined): Promise<VerifiedRoomLog> {
+    const log = this.#logs.get(roomId) ?? new VerifiedRoomLog(roomId, this.#opts);
+    const limit = this.#opts.pageSize ?? 512;
+    const fail = (reason: RoomLogErrorReason, message: string, seq?: number): RoomLogError => new RoomLogError(roomId, reason, message, seq);
+    const ask = (from: number): Promise<MembershipRoomsLogReply> => {
+      const p = this.#fetch(roomId, from, limit);
+      // Awaited below; marked handled now in case verification fails first.
+      p.catch(() => undefined);
+      return p;
+    };
+    // From the verified head itself, so a changed head entry shows as a fork.
+    let pending = ask(Math.max(0, log.headSeq));
+    let first = true;
+    for (;;) {
+      const page = await pending;
+      if (page.roomId !== roomId) throw fail(RoomLogErrorReason.badEntry, "the service answered for another room");
+      if (page.headSeq < log.headSeq) throw fail(RoomLogErrorReason.rollback, `the service shows head ${page.headSeq}, ${log.headSeq} was verified`);
+      let entries = page.entries;
+      if (first && log.length > 0) {
+        const again = entries[0];
+        if (again?.seq !== log.headSeq) throw fail(RoomLogErrorReason.gap, "the page does not start at the verified head", log.headSeq);
+        if (toBase64Url(roomLogEntryHash(again)) !== toBase64Url(log.headHash)) throw fail(RoomLogErrorReason.fork, "a verified entry changed", again.seq);
+        entries = entries.slice(1);
+      }
+      first = false;
+      const last = entries.at(-1)?.seq;
+      const more = last !== undefined && last < page.headSeq;
+      // The next page travels while this one is verified (a cold 1,000-entry log is CPU-bound here).
+      if (more) pending = ask(last + 1);
+      log.append(entries);
+      this.#logs.set(roomId, log);
+      if (!more) {
+        if (log.headSeq < page.headSeq) throw fail(RoomLogErrorReason.gap, `the service claims head ${page.headSeq} but served entries only to ${log.headSeq}`);
+        break;
+      }
+    }
+    if (log.length === 0) throw fail(RoomLogErrorReason.missing, "the room has no membership log");
+    if (atLeast !== undefined && log.headSeq < atLeast) throw fail(RoomLogErrorReason.gap, `the log ends at ${log.headSeq}, before signed position ${atLeast}`, atLeast);
+    await this.#checkPinned(log);
+    return log;
+  }
+
+  /** A head verified in an earlier process must still be in the log, unchanged. */
+  async #checkPinned(log: VerifiedRoomLog): Promise<void> {
+    const store = this.#opts.heads;
+    if (store === undefined) return;
+    const pinned = await store.get(log.roomId);
+    if (pinned !== undefined) {
+      if (pinned.seq > log.headSeq) throw new RoomLogError(log.roomId, RoomLogErrorReason.rollback, `head ${pinned.seq} was verified before, the service shows ${log.headSeq}`);
+      if (toBase64Url(log.hashAt(pinned.seq)!) !== pinned.hash) throw new RoomLogError(log.roomId, RoomLogErrorReason.fork, "the entry verified before has changed", pinned.seq);
+    }
+    if (pinned === undefined || pinned.seq < log.headSeq) await store.set(log.roomId, { seq: log.headSeq, hash: toBase64Url(log.headHash) });
+  }
+}
