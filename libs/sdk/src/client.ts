@@ -8,6 +8,8 @@ import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
 import { RoomLogs } from "./rooms/membership-log.js";
 import type { RoomLogHeadStore, RoomLogsOptions } from "./rooms/membership-log.js";
+import { UsersLogSync } from "./rooms/users-log.js";
+import type { UsersLogPinStore, UsersLogSyncOptions } from "./rooms/users-log.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
 import { createRoom } from "./rooms/room.js";
 import type { Room } from "./rooms/room.js";
@@ -31,6 +33,15 @@ export interface ConnectOptions {
   trustedAdmins?: readonly string[];
   /** Keeps each room's verified log head across processes, so a later rollback or fork is refused. */
   roomLogHeads?: RoomLogHeadStore;
+  /**
+   * The users log's root: the bootstrap identity's principal or entry 0's
+   * hash. Unset: the first verified entry 0 is trusted (and kept in
+   * `usersLogPin`, if given). Admin actions in room logs are accepted when
+   * this log (or `trustedAdmins`) says the actor was an admin.
+   */
+  trustedRoot?: string;
+  /** Keeps the users log's root and verified head across processes. */
+  usersLogPin?: UsersLogPinStore;
 }
 
 /** Per-call options of {@link UnibusClient.request}. */
@@ -59,6 +70,8 @@ export interface UnibusClient {
   readonly keys: KeysApi;
   /** The rooms' membership logs this client has verified (contracts/specs/membership-log.md). */
   readonly roomLogs: RoomLogs;
+  /** The users log this client has verified from its root (who is an admin). */
+  readonly usersLog: UsersLogSync;
   /**
    * Sends `body` as JSON to `subject` with a signed envelope in the headers
    * and returns the decoded reply.
@@ -117,6 +130,7 @@ class UnibusClientImpl implements UnibusClient {
   readonly admin: AdminApi;
   readonly keys: KeysApi;
   readonly roomLogs: RoomLogs;
+  readonly usersLog: UsersLogSync;
   readonly #key: SigningKey;
   readonly #timeoutMs: number;
   /** Rejecters of the requests in flight, called when the connection drops. */
@@ -130,6 +144,7 @@ class UnibusClientImpl implements UnibusClient {
     key: SigningKey,
     timeoutMs: number,
     logOpts: RoomLogsOptions = {},
+    usersLogOpts: UsersLogSyncOptions = {},
   ) {
     this.principal = key.principal;
     this.#key = key;
@@ -139,7 +154,12 @@ class UnibusClientImpl implements UnibusClient {
     this.rooms = new RoomsApi(send);
     this.admin = new AdminApi(send);
     this.keys = new KeysApi(<T>(subject: string, body: unknown, opts?: RequestOptions) => this.request<T>(subject, body, opts));
-    this.roomLogs = new RoomLogs((roomId, fromSeq, limit) => this.rooms.log(roomId, fromSeq, limit), logOpts);
+    this.usersLog = new UsersLogSync((fromSeq, limit) => this.users.log(fromSeq, limit), usersLogOpts);
+    this.roomLogs = new RoomLogs((roomId, fromSeq, limit) => this.rooms.log(roomId, fromSeq, limit), {
+      ...logOpts,
+      adminAuthority: this.usersLog.cached,
+      refreshAdminAuthority: () => this.usersLog.sync(),
+    });
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === "disconnect") {
@@ -281,5 +301,8 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
   return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, {
     ...(opts.trustedAdmins === undefined ? {} : { trustedAdmins: opts.trustedAdmins }),
     ...(opts.roomLogHeads === undefined ? {} : { heads: opts.roomLogHeads }),
+  }, {
+    ...(opts.trustedRoot === undefined ? {} : { trustedRoot: opts.trustedRoot }),
+    ...(opts.usersLogPin === undefined ? {} : { pin: opts.usersLogPin }),
   });
 }
