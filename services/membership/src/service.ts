@@ -17,6 +17,7 @@ import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./room-consumer
 import { DirectRoomHistory } from "./room-history.js";
 import { JetStreamRoomStreams } from "./room-streams.js";
 import { RoomLogStore, repairFromLogs } from "./room-log.js";
+import { UsersLogStore, repairUsersFromLog } from "./users-log.js";
 import { roomEndpoints } from "./rooms.js";
 import { MembershipStore } from "./store.js";
 import { userEndpoints } from "./users.js";
@@ -74,7 +75,7 @@ class UnconfiguredKicker implements ConnectionKicker {
 
 /**
  * Opens the membership buckets (users, rooms, members, rooms_by_member,
- * room_log, and the kit's nonces), then starts the service on `nc`.
+ * room_log, users_log, and the kit's nonces), then starts the service on `nc`.
  */
 export async function createMembershipService(nc: NatsConnection, opts: MembershipServiceOptions = {}): Promise<RunningMembershipService> {
   const logger = opts.logger ?? pino({ level: "info" });
@@ -89,6 +90,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
       { name: MembershipBucket.members, replicas },
       { name: MembershipBucket.roomsByMember, replicas },
       { name: MembershipBucket.roomLog, replicas },
+      { name: MembershipBucket.usersLog, replicas },
       { ...NonceBucket, replicas },
     ],
     { budgetMs, logger: logger.child({ svc: ServiceName.membership }) },
@@ -100,9 +102,11 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
   const jsm = await jetstreamManager(nc);
   const roomStreams = new JetStreamRoomStreams(jsm, { replicas });
   const roomLog = new RoomLogStore(kv.room_log, nc);
+  const usersLog = new UsersLogStore(kv.users_log);
   const deps: MembershipDeps = {
     store,
     roomLog,
+    usersLog,
     kicker,
     streams: roomStreams,
     consumers: new JetStreamRoomConsumers(jsm),
@@ -115,6 +119,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     announce: (event) => nc.publish(roomMembershipSubject(event.roomId), JSON.stringify(event)),
   };
   await upgradeRoomStreams(deps, logger.child({ svc: ServiceName.membership, op: "room-streams" }));
+  await repairUsersFromLog(store, usersLog, logger.child({ svc: ServiceName.membership, op: "users-log-repair" }));
   await repairFromLogs(store, roomLog, logger.child({ svc: ServiceName.membership, op: "room-log-repair" }), kicker);
   const running = await startService(nc, membershipService(deps), {
     ...opts,
