@@ -121,6 +121,11 @@ describe("users log", () => {
     const pin = memoryPin();
     expect((await new UsersLogSync(serve(entries), { pin }).sync()).headSeq).toBe(3);
     expect(pin.value?.seq).toBe(3);
+    // Page by page, and again incrementally after more entries.
+    const paged = new UsersLogSync(serve(entries.slice(0, 2)), { pageSize: 1 });
+    expect((await paged.sync()).headSeq).toBe(1);
+    const small = new UsersLogSync((f, l) => serve(entries)(f, Math.min(l, 2)), { pageSize: 2 });
+    expect((await small.sync()).headSeq).toBe(3);
     // Rollback: a later process is shown a shorter log.
     expect((await rejectionOf(new UsersLogSync(serve(entries.slice(0, 3)), { pin }).sync(), UnibusError)).reason).toBe("log_rollback");
     // Fork: entry 3 replaced by another validly signed one.

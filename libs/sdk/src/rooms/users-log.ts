@@ -320,8 +320,10 @@ export class UsersLogSync {
     const log = this.#log;
     const limit = this.#opts.pageSize ?? 512;
     let first = true;
+    // From the verified head itself first, so a changed head entry shows as a fork; then from the next unseen one.
+    let from = Math.max(0, log.headSeq);
     for (;;) {
-      const page = await this.#fetch(Math.max(0, log.headSeq), limit);
+      const page = await this.#fetch(from, limit);
       if (page.headSeq < log.headSeq) throw new UsersLogError(UsersLogErrorReason.rollback, `the service shows head ${page.headSeq}, ${log.headSeq} was verified`);
       let entries = page.entries;
       if (first && log.length > 0) {
@@ -333,6 +335,7 @@ export class UsersLogSync {
       first = false;
       log.append(entries);
       const last = entries.at(-1)?.seq;
+      from = log.length;
       if (last === undefined || last >= page.headSeq) {
         if (log.headSeq < page.headSeq) throw new UsersLogError(UsersLogErrorReason.gap, `the service claims head ${page.headSeq} but served entries only to ${log.headSeq}`);
         break;
