@@ -160,6 +160,19 @@ describe("users log", () => {
       await rogue.close();
       await svc.store.updateUser(rogueKey.principal, (u) => ({ ...u!, status: UserStatus.revoked }));
     }
+    // With no active admin on record, the bootstrap identity still cannot root a second admin #0: the log has its root.
+    const admins = [rootAdminKey.principal, adminKey.principal];
+    for (const p of admins) await svc.store.updateUser(p, (u) => ({ ...u!, status: UserStatus.revoked }));
+    const boot = await connect({ url: server.url, identity: bootKey });
+    try {
+      const second = SigningKey.generate().principal;
+      const err = await rejectionOf(boot.admin.bootstrap(second, "second-root"), UnibusError);
+      expect([err.code, err.reason]).toEqual([ErrorCode.Conflict, "already_bootstrapped"]);
+      expect(await svc.store.getUser(second)).toBeNull();
+    } finally {
+      await boot.close();
+      for (const p of admins) await svc.store.updateUser(p, (u) => ({ ...u!, status: UserStatus.active }));
+    }
   });
 });
 
