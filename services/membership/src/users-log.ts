@@ -12,8 +12,8 @@ import type { MembershipStore } from "./store.js";
 /** Rounds of an append before giving up: each lost round means another replica appended first. */
 const APPEND_ROUNDS = 16;
 
-/** Entries read in parallel while walking the log forward. */
-const READ_BATCH = 32;
+/** Entries read in parallel while walking the log forward: few on the first round (usually nothing is new), more while catching up. */
+const READ_BATCH = { first: 2, more: 32 } as const;
 
 /** What a handler appends; the signed request comes from the handler context. */
 export interface UsersLogAppend {
@@ -57,8 +57,8 @@ export class UsersLogStore {
    */
   async load(): Promise<VerifiedUsersLog> {
     const log = this.#log;
-    for (;;) {
-      const seqs = Array.from({ length: READ_BATCH }, (_, i) => log.length + i);
+    for (let batch: number = READ_BATCH.first; ; batch = READ_BATCH.more) {
+      const seqs = Array.from({ length: batch }, (_, i) => log.length + i);
       const got = await Promise.all(seqs.map((s) => this.#get(s)));
       const end = got.indexOf(null);
       log.append((end === -1 ? got : got.slice(0, end)) as UsersLogEntry[]);
