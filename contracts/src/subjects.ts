@@ -47,6 +47,8 @@ export const Subjects = {
     roomsHistory: "unibus.v1.membership.rooms.history",
     /** One page of a room's hash-chained membership log (contracts/specs/membership-log.md); clients verify it. */
     roomsLog: "unibus.v1.membership.rooms.log",
+    /** One page of the users log, rooted at the bootstrap (contracts/specs/membership-log.md); clients verify it. */
+    usersLog: "unibus.v1.membership.users.log",
     /** Seeds admin #0; only the privileged internal bootstrap identity may publish here. */
     adminBootstrap: "unibus.v1.membership.admin.bootstrap",
     /** Recorded login denials, read from the audit stream by the service (admins hold no JetStream grant). */
@@ -114,6 +116,7 @@ export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
   Subjects.membership.roomsHistory,
   Subjects.membership.roomsLog,
   Subjects.membership.auditDenials,
+  Subjects.membership.usersLog,
   Subjects.keys.agreementKeys,
   Subjects.keys.getShare,
   Subjects.keys.epochs,

@@ -2945,6 +2945,144 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       }
     }
   },
+  "membership.users.log.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "membership.users.log.reply",
+    "title": "MembershipUsersLogReply",
+    "description": "One page of the users log and the sequence of its newest entry. Nothing here is trusted by a client until it verifies the chain from the root.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "headSeq",
+      "entries"
+    ],
+    "properties": {
+      "headSeq": {
+        "description": "Sequence of the log's newest entry when the page was read (-1: empty log).",
+        "type": "integer",
+        "minimum": -1,
+        "maximum": 9007199254740991
+      },
+      "entries": {
+        "type": "array",
+        "maxItems": 512,
+        "items": {
+          "description": "One allowlist change: the acting admin's (entry 0: the bootstrap identity's) signed request exactly as the service received it, chained to the previous entry.",
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "seq",
+            "prev",
+            "op",
+            "subject",
+            "body",
+            "signer",
+            "timestamp",
+            "nonce",
+            "signature",
+            "target",
+            "at"
+          ],
+          "properties": {
+            "seq": {
+              "description": "Position in the users log; 0 is the bootstrap of admin #0 (the root).",
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 9007199254740991
+            },
+            "prev": {
+              "description": "Hash of entry seq-1 (32 zero bytes for seq 0), base64url.",
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]{43}$"
+            },
+            "op": {
+              "description": "The allowlist operation.",
+              "type": "string",
+              "enum": [
+                "bootstrap",
+                "add",
+                "revoke"
+              ]
+            },
+            "subject": {
+              "description": "The request subject the actor signed.",
+              "type": "string",
+              "minLength": 1,
+              "maxLength": 128
+            },
+            "body": {
+              "description": "The request body bytes exactly as signed, base64url.",
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]*$",
+              "maxLength": 2048
+            },
+            "signer": {
+              "description": "The actor's principal (envelope Unibus-Signer).",
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            },
+            "timestamp": {
+              "description": "Envelope timestamp, unix ms.",
+              "type": "integer",
+              "minimum": 0,
+              "maximum": 9007199254740991
+            },
+            "nonce": {
+              "description": "Envelope nonce.",
+              "type": "string",
+              "pattern": "^[0-9a-f]{32}$"
+            },
+            "signature": {
+              "description": "Envelope signature (Ed25519, base64url).",
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]{86}$"
+            },
+            "target": {
+              "description": "The principal whose allowlist entry changes (derived from the body; checked by clients).",
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            },
+            "role": {
+              "description": "The target's role after the operation (bootstrap, add).",
+              "type": "string",
+              "enum": [
+                "admin",
+                "member"
+              ]
+            },
+            "at": {
+              "description": "When the service appended the entry (not hashed, not signed).",
+              "type": "string",
+              "format": "date-time"
+            }
+          }
+        }
+      }
+    }
+  },
+  "membership.users.log.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "membership.users.log.request",
+    "title": "MembershipUsersLogRequest",
+    "description": "Read one page of the bus's users log (contracts/specs/membership-log.md), oldest first: every allowlist change as the acting admin's signed request, rooted at the bootstrap. Any active user may read it; clients verify the chain and every signature themselves.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [],
+    "properties": {
+      "fromSeq": {
+        "description": "First log sequence to return (default 0).",
+        "type": "integer",
+        "minimum": 0,
+        "maximum": 9007199254740991
+      },
+      "limit": {
+        "description": "Most entries in the page (default 256). An entry is at most ~1.5 KB of JSON, so a full page stays well under the 1 MiB payload limit.",
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 512
+      }
+    }
+  },
   "membership.users.revoke.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "membership.users.revoke.reply",

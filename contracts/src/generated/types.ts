@@ -1601,6 +1601,83 @@ export interface MembershipUsersListRequest {
 }
 
 /**
+ * One page of the users log and the sequence of its newest entry. Nothing here is trusted by a client until it verifies the chain from the root.
+ */
+export interface MembershipUsersLogReply {
+  /**
+   * Sequence of the log's newest entry when the page was read (-1: empty log).
+   */
+  headSeq: number;
+  /**
+   * @maxItems 512
+   */
+  entries: {
+    /**
+     * Position in the users log; 0 is the bootstrap of admin #0 (the root).
+     */
+    seq: number;
+    /**
+     * Hash of entry seq-1 (32 zero bytes for seq 0), base64url.
+     */
+    prev: string;
+    /**
+     * The allowlist operation.
+     */
+    op: "bootstrap" | "add" | "revoke";
+    /**
+     * The request subject the actor signed.
+     */
+    subject: string;
+    /**
+     * The request body bytes exactly as signed, base64url.
+     */
+    body: string;
+    /**
+     * The actor's principal (envelope Unibus-Signer).
+     */
+    signer: string;
+    /**
+     * Envelope timestamp, unix ms.
+     */
+    timestamp: number;
+    /**
+     * Envelope nonce.
+     */
+    nonce: string;
+    /**
+     * Envelope signature (Ed25519, base64url).
+     */
+    signature: string;
+    /**
+     * The principal whose allowlist entry changes (derived from the body; checked by clients).
+     */
+    target: string;
+    /**
+     * The target's role after the operation (bootstrap, add).
+     */
+    role?: "admin" | "member";
+    /**
+     * When the service appended the entry (not hashed, not signed).
+     */
+    at: string;
+  }[];
+}
+
+/**
+ * Read one page of the bus's users log (contracts/specs/membership-log.md), oldest first: every allowlist change as the acting admin's signed request, rooted at the bootstrap. Any active user may read it; clients verify the chain and every signature themselves.
+ */
+export interface MembershipUsersLogRequest {
+  /**
+   * First log sequence to return (default 0).
+   */
+  fromSeq?: number;
+  /**
+   * Most entries in the page (default 256). An entry is at most ~1.5 KB of JSON, so a full page stays well under the 1 MiB payload limit.
+   */
+  limit?: number;
+}
+
+/**
  * The revoked entry and the kick outcome.
  */
 export interface MembershipUsersRevokeReply {
@@ -1835,6 +1912,8 @@ export interface SchemaTypes {
   "membership.users.get.request": MembershipUsersGetRequest;
   "membership.users.list.reply": MembershipUsersListReply;
   "membership.users.list.request": MembershipUsersListRequest;
+  "membership.users.log.reply": MembershipUsersLogReply;
+  "membership.users.log.request": MembershipUsersLogRequest;
   "membership.users.revoke.reply": MembershipUsersRevokeReply;
   "membership.users.revoke.request": MembershipUsersRevokeRequest;
   "replica.handshake.finish.reply": ReplicaFinishReply;

@@ -8,6 +8,8 @@ import { AdminApi, RoomsApi, UsersApi } from "./membership.js";
 import { KeysApi } from "./keys/api.js";
 import { RoomLogs } from "./rooms/membership-log.js";
 import type { RoomLogHeadStore, RoomLogsOptions } from "./rooms/membership-log.js";
+import { UsersLogSync } from "./rooms/users-log.js";
+import type { UsersLogPinStore, UsersLogSyncOptions } from "./rooms/users-log.js";
 import type { RoomKeySource } from "./rooms/keyring.js";
 import { ReplayGuard } from "./rooms/replay-guard.js";
 import { createRoom } from "./rooms/room.js";
@@ -41,6 +43,15 @@ export interface ConnectOptions {
    * plaintext.
    */
   tls?: { caFile?: string };
+  /**
+   * The users log's root: the bootstrap identity's principal or entry 0's
+   * hash. Unset: the first verified entry 0 is trusted (and kept in
+   * `usersLogPin`, if given). Admin actions in room logs are accepted when
+   * this log (or `trustedAdmins`) says the actor was an admin.
+   */
+  trustedRoot?: string;
+  /** Keeps the users log's root and verified head across processes. */
+  usersLogPin?: UsersLogPinStore;
 }
 
 /** The nats.js `tls` option for `servers`: required for `tls://` URLs or when a CA is given. */
@@ -75,6 +86,8 @@ export interface UnibusClient {
   readonly keys: KeysApi;
   /** The rooms' membership logs this client has verified (contracts/specs/membership-log.md). */
   readonly roomLogs: RoomLogs;
+  /** The users log this client has verified from its root (who is an admin). */
+  readonly usersLog: UsersLogSync;
   /**
    * Sends `body` as JSON to `subject` with a signed envelope in the headers
    * and returns the decoded reply.
@@ -129,6 +142,7 @@ class UnibusClientImpl implements UnibusClient {
   readonly admin: AdminApi;
   readonly keys: KeysApi;
   readonly roomLogs: RoomLogs;
+  readonly usersLog: UsersLogSync;
   readonly #key: SigningKey;
   readonly #timeoutMs: number;
   /** Live-frame replay windows of every room, for the life of the client (frames.md §Freshness). */
@@ -147,6 +161,7 @@ class UnibusClientImpl implements UnibusClient {
     timeoutMs: number,
     backoff: ReconnectBackoff,
     logOpts: RoomLogsOptions = {},
+    usersLogOpts: UsersLogSyncOptions = {},
   ) {
     this.principal = key.principal;
     this.#key = key;
@@ -156,7 +171,12 @@ class UnibusClientImpl implements UnibusClient {
     this.rooms = new RoomsApi(send);
     this.admin = new AdminApi(send);
     this.keys = new KeysApi(<T>(subject: string, body: unknown, opts?: RequestOptions) => this.request<T>(subject, body, opts));
-    this.roomLogs = new RoomLogs((roomId, fromSeq, limit) => this.rooms.log(roomId, fromSeq, limit), logOpts);
+    this.usersLog = new UsersLogSync((fromSeq, limit) => this.users.log(fromSeq, limit), usersLogOpts);
+    this.roomLogs = new RoomLogs((roomId, fromSeq, limit) => this.rooms.log(roomId, fromSeq, limit), {
+      ...logOpts,
+      adminAuthority: this.usersLog.cached,
+      refreshAdminAuthority: () => this.usersLog.sync(),
+    });
     void (async () => {
       for await (const s of nc.status()) {
         if (s.type === "error" && s.error.name === "AuthorizationError") backoff.refused();
@@ -321,5 +341,8 @@ export async function connect(opts: ConnectOptions): Promise<UnibusClient> {
   return new UnibusClientImpl(nc, key, opts.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, backoff, {
     ...(opts.trustedAdmins === undefined ? {} : { trustedAdmins: opts.trustedAdmins }),
     ...(opts.roomLogHeads === undefined ? {} : { heads: opts.roomLogHeads }),
+  }, {
+    ...(opts.trustedRoot === undefined ? {} : { trustedRoot: opts.trustedRoot }),
+    ...(opts.usersLogPin === undefined ? {} : { pin: opts.usersLogPin }),
   });
 }

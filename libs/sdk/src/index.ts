@@ -20,6 +20,8 @@ export { NoRoomKeyError, ROOM_KEY_BYTES, StaticRoomKeys } from "./rooms/keyring.
 export type { RoomEpochKey, RoomKeySource } from "./rooms/keyring.js";
 export { KeysApi } from "./keys/api.js";
 export { RoomLogError, RoomLogErrorReason, RoomLogFormat, RoomLogOp, RoomLogOpSubject, RoomLogs, VerifiedRoomLog, ZERO_HASH, deriveRoomId, roomLogEntry, roomLogEntryHash, verifyRoomLog } from "./rooms/membership-log.js";
+export { UsersLogError, UsersLogErrorReason, UsersLogFormat, UsersLogOp, UsersLogOpSubject, UsersLogSync, VerifiedUsersLog, usersLogEntry, usersLogEntryHash, verifyUsersLog } from "./rooms/users-log.js";
+export type { PinnedUsersLog, UsersLogEntry, UsersLogEntryInput, UsersLogFetch, UsersLogPinStore, UsersLogRole, UsersLogSyncOptions, UsersLogVerifyOptions } from "./rooms/users-log.js";
 export type { PinnedRoomLogHead, RoomLogEntry, RoomLogEntryInput, RoomLogFetch, RoomLogHeadStore, RoomLogRole, RoomLogsOptions, RoomLogVerifyOptions } from "./rooms/membership-log.js";
 export { KeysServiceKeyring, UntrustedShareError, UntrustedShareReason } from "./keys/keyring.js";
 export type { KeyringClient, KeysServiceKeyringOptions } from "./keys/keyring.js";

@@ -13,6 +13,7 @@ import type {
   MembershipRoomsLogReply,
   MembershipRoomsRemoveReply,
   MembershipUsersAddReply,
+  MembershipUsersLogReply,
   MembershipUsersGetReply,
   MembershipUsersListReply,
   MembershipUsersRevokeReply,
@@ -88,6 +89,14 @@ export class UsersApi {
   /** Revokes a user and closes its live connections; 409 if already revoked. */
   revoke(principal: string): Promise<MembershipUsersRevokeReply> {
     return this.send(Subjects.membership.usersRevoke, { principal: normalisePrincipal(principal) });
+  }
+
+  /**
+   * One page of the users log from `fromSeq` (any active user). Unverified:
+   * `UnibusClient.usersLog` verifies the chain from its root.
+   */
+  log(fromSeq = 0, limit?: number): Promise<MembershipUsersLogReply> {
+    return this.send(Subjects.membership.usersLog, { fromSeq, ...(limit === undefined ? {} : { limit }) });
   }
 }
 

@@ -28,8 +28,17 @@ export function bootstrapEndpoints(deps: MembershipDeps): Record<string, Endpoin
         }
         const existing = (await store.listUsers()).find((u) => u.role === UserRoleName.admin && u.status === UserStatus.active);
         if (existing !== undefined) return { user: existing, created: false };
+        const principal = checkPrincipal(req.principal);
+        // Entry 0 of the users log first, the root every client pins: this
+        // very signed request. A retry after a crash before the record finds
+        // it logged already; a second bootstrap of someone else is refused.
+        await deps.usersLog?.append(ctx, (log) => {
+          if (log.length === 0) return { op: "bootstrap", target: principal, role: UserRoleName.admin };
+          if (log.isAdmin(principal)) return null;
+          throw new UnibusError(ErrorCode.Conflict, "already_bootstrapped", "the users log already has its root");
+        });
         const user: UserRecord = {
-          principal: checkPrincipal(req.principal),
+          principal,
           handle: req.handle,
           role: UserRoleName.admin,
           status: UserStatus.active,

@@ -6,12 +6,19 @@ import type { RoomHistory } from "./room-history.js";
 import type { RoomStreams } from "./room-streams.js";
 import type { RoomLogStore } from "./room-log.js";
 import type { MembershipStore } from "./store.js";
+import type { UsersLogStore } from "./users-log.js";
 
 /** What the membership handlers work on; `createMembershipService` builds it. */
 export interface MembershipDeps {
   store: MembershipStore;
   /** The rooms' membership logs: every create, invite, removal and leave is appended there first. */
   roomLog: RoomLogStore;
+  /**
+   * The users log, rooted at the bootstrap: every allowlist change is
+   * appended there first. Unset (unit fixtures) or empty (a bus bootstrapped
+   * before the log existed): changes are not logged.
+   */
+  usersLog?: UsersLogStore;
   kicker: ConnectionKicker;
   streams: RoomStreams;
   /** Deletes leftover consumers of a room stream when someone loses access to the room. */

@@ -36,6 +36,8 @@ export const MembershipBucket = {
   roomsByMember: "rooms_by_member",
   /** Each room's hash-chained membership log, key `<roomId>.<seq>` (contracts/specs/membership-log.md). */
   roomLog: "room_log",
+  /** The hash-chained users log rooted at the bootstrap, key `<seq>` (contracts/specs/membership-log.md). */
+  usersLog: "users_log",
 } as const;
 /** One of the {@link MembershipBucket} names. */
 export type MembershipBucket = (typeof MembershipBucket)[keyof typeof MembershipBucket];

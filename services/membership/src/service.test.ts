@@ -244,6 +244,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, no state c
     roomsLeave: { roomId: "aaaaaaaaaaaa" },
     roomsHistory: { roomId: "aaaaaaaaaaaa" },
     roomsLog: { roomId: "aaaaaaaaaaaa" },
+    usersLog: {},
     adminBootstrap: { principal: SigningKey.generate().principal, handle: "h" },
     auditDenials: { since: new Date().toISOString() },
   };

@@ -18,6 +18,7 @@ import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./room-consumer
 import { DirectRoomHistory } from "./room-history.js";
 import { JetStreamRoomStreams } from "./room-streams.js";
 import { RoomLogStore, repairFromLogs } from "./room-log.js";
+import { UsersLogStore, repairUsersFromLog } from "./users-log.js";
 import { roomEndpoints } from "./rooms.js";
 import { MembershipStore } from "./store.js";
 import { userEndpoints } from "./users.js";
@@ -75,7 +76,7 @@ class UnconfiguredKicker implements ConnectionKicker {
 
 /**
  * Opens the membership buckets (users, rooms, members, rooms_by_member,
- * room_log, and the kit's nonces), then starts the service on `nc`.
+ * room_log, users_log, and the kit's nonces), then starts the service on `nc`.
  */
 export async function createMembershipService(nc: NatsConnection, opts: MembershipServiceOptions = {}): Promise<RunningMembershipService> {
   const logger = opts.logger ?? pino({ level: "info" });
@@ -90,6 +91,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
       { name: MembershipBucket.members, replicas },
       { name: MembershipBucket.roomsByMember, replicas },
       { name: MembershipBucket.roomLog, replicas },
+      { name: MembershipBucket.usersLog, replicas },
       { ...NonceBucket, replicas },
     ],
     { budgetMs, logger: logger.child({ svc: ServiceName.membership }) },
@@ -102,9 +104,11 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
   await ensureAuditStream(jsm, replicas, logger.child({ svc: ServiceName.membership }));
   const roomStreams = new JetStreamRoomStreams(jsm, { replicas });
   const roomLog = new RoomLogStore(kv.room_log, nc);
+  const usersLog = new UsersLogStore(kv.users_log);
   const deps: MembershipDeps = {
     store,
     roomLog,
+    usersLog,
     kicker,
     streams: roomStreams,
     consumers: new JetStreamRoomConsumers(jsm),
@@ -118,6 +122,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     announce: (event) => nc.publish(roomMembershipSubject(event.roomId), JSON.stringify(event)),
   };
   await upgradeRoomStreams(deps, logger.child({ svc: ServiceName.membership, op: "room-streams" }));
+  await repairUsersFromLog(store, usersLog, logger.child({ svc: ServiceName.membership, op: "users-log-repair" }));
   await repairFromLogs(store, roomLog, logger.child({ svc: ServiceName.membership, op: "room-log-repair" }), kicker);
   const running = await startService(nc, membershipService(deps), {
     ...opts,

@@ -1,16 +1,25 @@
 import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
 import { Access, endpoint } from "@unibus/kit";
-import type { EndpointSpec } from "@unibus/kit";
+import type { EndpointSpec, HandlerContext } from "@unibus/kit";
+import { UsersLogOp } from "@unibus/sdk";
+import type { VerifiedUsersLog } from "@unibus/sdk";
 import { activeUser, checkPrincipal } from "./access.js";
 import type { MembershipDeps } from "./deps.js";
 import { deleteLeftoverConsumers } from "./room-consumers.js";
 import { PageSize, parseSeqCursor, seqCursor } from "./paging.js";
 import { UserStatus } from "./records.js";
 import type { UserRecord } from "./records.js";
+import type { UsersLogAppend } from "./users-log.js";
 
-/** `users.*` endpoints: the allowlist. All admin only (the kit denies anyone whose resolved role is not admin). */
+/** `users.*` endpoints: the allowlist. Admin only (the kit denies anyone whose resolved role is not admin), except `users.log`. */
 export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
   const { store, kicker, consumers } = deps;
+  const log = deps.usersLog;
+  /** Appends to the users log once it has its root; a bus bootstrapped before the log existed keeps no log (clients then rely on their admin pin). */
+  const logged = async (ctx: HandlerContext, decide: (l: VerifiedUsersLog) => UsersLogAppend | null): Promise<void> => {
+    if (log === undefined || (await log.load()).length === 0) return;
+    await log.append(ctx, decide);
+  };
   return {
     "users-add": endpoint({
       subject: Subjects.membership.usersAdd,
@@ -20,8 +29,16 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
       access: Access.Admin,
       async handler(req, caller, ctx) {
         const admin = activeUser(caller);
+        const principal = checkPrincipal(req.principal);
+        // The log first (the source of truth); its rules refuse an actor that is no admin per the log.
+        await logged(ctx, (log) => {
+          const known = log.user(principal);
+          if (known === undefined) return { op: UsersLogOp.add, target: principal, role: req.role };
+          if (!known.revoked && known.role === req.role) return null;
+          throw new UnibusError(ErrorCode.Conflict, "user_exists", "principal is already on the allowlist");
+        });
         const user: UserRecord = {
-          principal: checkPrincipal(req.principal),
+          principal,
           handle: req.handle,
           role: req.role,
           status: UserStatus.active,
@@ -59,6 +76,28 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return { user: user.value };
       },
     }),
+    "users-log": endpoint({
+      subject: Subjects.membership.usersLog,
+      request: "membership.users.log.request",
+      reply: "membership.users.log.reply",
+      mutates: false,
+      // Any active user, not only admins: a member must replay it to
+      // accept an admin's change in its rooms. It discloses the allowlist
+      // (principals, handles, roles, who added whom) to members, which
+      // users.list does not; a hash chain cannot skip entries, and that is
+      // the price of not trusting this service about who is an admin.
+      access: Access.Signed,
+      async handler(req, caller) {
+        activeUser(caller);
+        if (log === undefined) throw new UnibusError(ErrorCode.NotFound, "log_missing", "the bus keeps no users log");
+        const verified = await log.load();
+        if (verified.length === 0) throw new UnibusError(ErrorCode.NotFound, "log_missing", "the bus keeps no users log");
+        const headSeq = verified.headSeq;
+        const from = req.fromSeq ?? 0;
+        const last = Math.min(headSeq, from + (req.limit ?? PageSize.logDefault) - 1);
+        return { headSeq, entries: from > headSeq ? [] : await log.range(from, last) };
+      },
+    }),
     "users-revoke": endpoint({
       subject: Subjects.membership.usersRevoke,
       request: "membership.users.revoke.request",
@@ -70,6 +109,10 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         const principal = checkPrincipal(req.principal);
         // An admin revoking itself could leave the bus with no admin at all.
         if (principal === admin.principal) throw new UnibusError(ErrorCode.Conflict, "cannot_revoke_self", "an admin cannot revoke itself");
+        const record = await store.getUser(principal);
+        if (record === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "no such user");
+        if (record.value.status === UserStatus.revoked && log === undefined) throw new UnibusError(ErrorCode.Conflict, "already_revoked", "user is already revoked");
+        await logged(ctx, (l) => (l.user(principal)?.revoked === true ? null : { op: UsersLogOp.revoke, target: principal }));
         const revoked = await store.updateUser(principal, (current) => {
           if (current === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "no such user");
           if (current.status === UserStatus.revoked) throw new UnibusError(ErrorCode.Conflict, "already_revoked", "user is already revoked");

@@ -138,3 +138,30 @@ describe("unibus rooms log [--verify]", () => {
     expect((await cli(["rooms", "log", room.id])).code).toBe(ExitCode.ok);
   });
 });
+
+describe("unibus users log [--verify]", () => {
+  it("any user verifies the users log from its root and pins it; another root or a rewritten entry fails with its reason", async () => {
+    const member = createIdentity();
+    await owner.users.add(member.principal, "reader", "member");
+    const ok = await cli(["users", "log", "--verify"]);
+    expect(ok.code).toBe(ExitCode.ok);
+    expect(ok.out).toMatch(/\bbootstrap\b/);
+    const json = JSON.parse((await cli(["users", "log", "--verify", "--json"])).out) as { verified: boolean; headSeq: number; admins: string[]; root: string };
+    expect(json).toMatchObject({ verified: true, admins: [identity.principal] });
+    expect((await cli(["users", "log", "--verify", "--root", json.root])).code).toBe(ExitCode.ok);
+    const wrongRoot = await cli(["users", "log", "--verify", "--root", createIdentity().principal]);
+    expect(wrongRoot.code).not.toBe(ExitCode.ok);
+    expect(wrongRoot.err).toMatch(/log_root_mismatch/);
+    const nc = await server.connect();
+    const bucket = await new Kvm(jetstream(nc)).open(MembershipBucket.usersLog);
+    // A compromised store rewriting whom the newest add named: refused against the pinned head.
+    const key = String(json.headSeq);
+    const entry = (await bucket.get(key))!.json<Record<string, unknown>>();
+    await bucket.put(key, JSON.stringify({ ...entry, role: "admin" }));
+    await nc.close();
+    const bad = await cli(["users", "log", "--verify"]);
+    expect(bad.code).not.toBe(ExitCode.ok);
+    expect(bad.err).toMatch(/log_bad_entry|log_fork/);
+    expect((await cli(["users", "log"])).code).toBe(ExitCode.ok);
+  });
+});

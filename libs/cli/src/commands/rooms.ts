@@ -2,8 +2,9 @@ import type { MembershipRoomsCreateRequest, MembershipRoomsGetReply } from "@uni
 import { toBase64Url } from "@unibus/crypto";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { RoomLogError, RoomLogErrorReason, verifyRoomLog } from "@unibus/sdk";
-import type { PinnedRoomLogHead, RoomLogEntry, RoomRole, VerifiedRoomLog } from "@unibus/sdk";
+import { UnibusError } from "@unibus/contracts";
+import { RoomLogError, RoomLogErrorReason, UsersLogSync, verifyRoomLog } from "@unibus/sdk";
+import type { PinnedRoomLogHead, RoomLogEntry, RoomRole, UnibusClient, VerifiedRoomLog, VerifiedUsersLog } from "@unibus/sdk";
 import { stringFlag } from "../args.js";
 import type { ParsedFlags } from "../args.js";
 import { clientCommand, principalArg, printJson } from "../client-command.js";
@@ -15,6 +16,7 @@ import { ensurePrivateDir, resolveHome, writePrivateFile } from "../home.js";
 import type { HomeLayout } from "../home.js";
 import type { CliIo } from "../io.js";
 import { formatTable } from "../table.js";
+import { usersLogPinFile } from "./users.js";
 
 interface RoomRow {
   id: string;
@@ -224,6 +226,16 @@ async function checkAndPin(io: CliIo, log: VerifiedRoomLog): Promise<void> {
   await writePrivateFile(headsFile(home), `${JSON.stringify(heads, null, 2)}\n`);
 }
 
+/** The users log verified from this home's pinned root; none on a bus without one (admin entries then fail). */
+async function verifiedAdmins(client: UnibusClient, io: CliIo): Promise<VerifiedUsersLog | undefined> {
+  try {
+    return await new UsersLogSync((from, limit) => client.users.log(from, limit), { pin: usersLogPinFile(io) }).sync();
+  } catch (err) {
+    if (err instanceof UnibusError && err.reason === RoomLogErrorReason.missing) return undefined;
+    throw err;
+  }
+}
+
 const roomsLog = clientCommand({
   name: "log",
   command: "rooms log",
@@ -237,7 +249,8 @@ const roomsLog = clientCommand({
     const id = roomId(positionals);
     const entries = await allLogEntries(client, id);
     // Throws a coded RoomLogError naming the first bad entry: nothing is printed as verified.
-    const verified = flags["verify"] === true ? verifyRoomLog(id, entries) : undefined;
+    // Admin entries verify against the users log, itself verified from its pinned root.
+    const verified = flags["verify"] === true ? verifyRoomLog(id, entries, { adminAuthority: await verifiedAdmins(client, io) }) : undefined;
     if (verified !== undefined) await checkAndPin(io, verified);
     const summary = verified === undefined ? undefined : { verified: true, headSeq: verified.headSeq, head: toBase64Url(verified.headHash), members: Object.fromEntries([...verified.members].sort()) };
     if (json) return printJson(io, { roomId: id, entries, ...(summary === undefined ? {} : summary) });

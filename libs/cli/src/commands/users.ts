@@ -1,9 +1,14 @@
-import type { UserRole } from "@unibus/sdk";
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { toBase64Url } from "@unibus/crypto";
+import { UsersLogSync } from "@unibus/sdk";
+import type { PinnedUsersLog, UnibusClient, UserRole, UsersLogEntry, UsersLogPinStore } from "@unibus/sdk";
 import { stringFlag } from "../args.js";
 import { clientCommand, principalArg, printJson } from "../client-command.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { ExitCode, UsageError } from "../errors.js";
+import { ensurePrivateDir, resolveHome, writePrivateFile } from "../home.js";
 import type { CliIo } from "../io.js";
 import { printPaged } from "../paged-output.js";
 import { formatTable } from "../table.js";
@@ -93,10 +98,74 @@ const usersRevoke = clientCommand({
   },
 });
 
-/** `unibus users add|list|get|revoke`: the allowlist, over the signed membership API. */
+/**
+ * The users log's root and verified head, pinned in the home directory
+ * (threat: a service that later shows another root, a shorter or a
+ * rewritten log, to name an extra admin).
+ */
+export function usersLogPinFile(io: CliIo): UsersLogPinStore {
+  const home = resolveHome(io.env, io.cwd);
+  const file = join(home.root, "users-log-pin.json");
+  return {
+    async get() {
+      try {
+        return JSON.parse(await readFile(file, "utf8")) as PinnedUsersLog;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw err;
+      }
+    },
+    async set(pin) {
+      await ensurePrivateDir(home.root);
+      await writePrivateFile(file, `${JSON.stringify(pin, null, 2)}\n`);
+    },
+  };
+}
+
+/** Every entry of the users log, page by page, unverified. */
+async function allUsersLogEntries(client: UnibusClient): Promise<UsersLogEntry[]> {
+  const out: UsersLogEntry[] = [];
+  for (;;) {
+    const page = await client.users.log(out.length);
+    out.push(...page.entries);
+    if (page.entries.length === 0 || out.length > page.headSeq) return out;
+  }
+}
+
+const usersLog = clientCommand({
+  name: "log",
+  command: "users log",
+  summary: "show the users log; --verify checks it from its root (any user)",
+  usage:
+    "Usage: unibus users log [--verify] [--root R] [--json]\n\nEvery allowlist change, each the acting admin's own signed request, hash-chained from\nentry 0: the bootstrap identity's request seeding admin #0 (contracts/specs/membership-log.md).\nWith --verify the chain, every signature and every actor's admin right are checked here;\nthe root and head are pinned in the home directory (or the root given by --root: the\nbootstrap principal or entry 0's hash), and another root, a shorter or a rewritten log\nis refused; any failure exits non-zero.",
+  optionsHelp: ["  --verify              verify the chain, the signatures and the rules", "  --root R              require this root (bootstrap principal or entry 0 hash)"],
+  options: { verify: { type: "boolean" }, root: { type: "string" } },
+  positionals: [],
+  async run({ client, flags, json, io }) {
+    const root = stringFlag(flags, "root");
+    const entries = await allUsersLogEntries(client);
+    let summary: { verified: true; headSeq: number; head: string; root: string; admins: string[] } | undefined;
+    if (flags["verify"] === true) {
+      // Throws a coded UsersLogError naming the first bad entry: nothing is printed as verified.
+      const sync = new UsersLogSync((from, limit) => Promise.resolve({ headSeq: entries.length - 1, entries: entries.slice(from, from + limit) }), {
+        pin: usersLogPinFile(io),
+        ...(root === undefined ? {} : { trustedRoot: root }),
+      });
+      const log = await sync.sync();
+      summary = { verified: true, headSeq: log.headSeq, head: toBase64Url(log.headHash), root: log.rootHash!, admins: [...log.activeUsers].filter(([, r]) => r === "admin").map(([p]) => p).sort() };
+    }
+    if (json) return printJson(io, { entries, ...(summary ?? {}) });
+    io.out(formatTable([["SEQ", "OP", "ACTOR", "TARGET", "ROLE", "AT"], ...entries.map((e) => [String(e.seq), e.op, e.signer, e.target, e.role ?? "-", e.at])]));
+    if (summary === undefined) io.out("not verified (use --verify)");
+    else io.out(`verified: ${entries.length} entries from root ${summary.root}, head ${summary.headSeq} ${summary.head}, ${summary.admins.length} active admin(s)`);
+    return ExitCode.ok;
+  },
+});
+
+/** `unibus users add|list|get|revoke|log`: the allowlist, over the signed membership API. */
 export const usersCommandGroup: Command = commandGroup({
   name: "users",
-  summary: "manage who may connect (admin only)",
+  summary: "manage who may connect (admin only; log: any user)",
   intro: "Usage: unibus users <command> [args] [--json]\n\nThe users allowlist (docs/architecture.md §3), through the membership service as your identity.",
-  subcommands: [usersAdd, usersList, usersGet, usersRevoke],
+  subcommands: [usersAdd, usersList, usersGet, usersRevoke, usersLog],
 });

@@ -83,7 +83,8 @@ export class RoomLogError extends UnibusError {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-function concat(parts: readonly Uint8Array[]): Uint8Array {
+/** Concatenates byte arrays (shared with the users log's hash). */
+export function concat(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
   let at = 0;
   for (const p of parts) {
@@ -94,14 +95,15 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
 }
 
 /** A u32 BE length-prefixed byte field, so no two field lists encode alike. */
-function field(b: Uint8Array | string): Uint8Array {
+export function field(b: Uint8Array | string): Uint8Array {
   const bytes = typeof b === "string" ? encoder.encode(b) : b;
   const len = new Uint8Array(4);
   new DataView(len.buffer).setUint32(0, bytes.byteLength);
   return concat([len, bytes]);
 }
 
-function u64(n: number): Uint8Array {
+/** A u64 BE integer field. */
+export function u64(n: number): Uint8Array {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("expected a non-negative safe integer");
   const out = new Uint8Array(8);
   new DataView(out.buffer).setBigUint64(0, BigInt(n));
@@ -236,6 +238,13 @@ export interface RoomLogVerifyOptions {
    * it appended; a client must never set it.
    */
   acceptAdminClaims?: boolean;
+  /**
+   * The verified users log (or anything answering like it): an
+   * `actorRole: "admin"` entry is accepted when its signer was an admin
+   * there, not revoked by an entry signed at or before the room entry's
+   * signed timestamp. Checked in addition to `trustedAdmins`.
+   */
+  adminAuthority?: { wasAdminAt(principal: string, timestamp: number): boolean };
 }
 
 /** One applied change, for replaying the membership at an earlier position. */
@@ -257,12 +266,14 @@ export class VerifiedRoomLog {
   readonly #seen = new Set<string>();
   readonly #admins: ReadonlySet<string>;
   readonly #acceptAdminClaims: boolean;
+  readonly #authority: RoomLogVerifyOptions["adminAuthority"];
   #snapshot: { seq: number; members: ReadonlyMap<string, RoomLogRole> } | undefined;
 
   constructor(roomId: string, opts: RoomLogVerifyOptions = {}) {
     this.roomId = roomId;
     this.#admins = new Set(opts.trustedAdmins ?? []);
     this.#acceptAdminClaims = opts.acceptAdminClaims === true;
+    this.#authority = opts.adminAuthority;
   }
 
   /** Number of verified entries (the next entry's seq). */
@@ -341,7 +352,7 @@ export class VerifiedRoomLog {
     if (effect.target !== e.target || (effect.role ?? null) !== (e.role ?? null)) throw fail(RoomLogErrorReason.badEntry, "target or role disagrees with the signed request");
     const actor = this.#members.get(e.signer);
     const asAdmin = e.actorRole === "admin";
-    const manager = asAdmin ? this.#acceptAdminClaims || this.#admins.has(e.signer) : actor === "owner";
+    const manager = asAdmin ? this.#acceptAdminClaims || this.#admins.has(e.signer) || this.#authority?.wasAdminAt(e.signer, e.timestamp) === true : actor === "owner";
     switch (op) {
       case RoomLogOp.create:
         if (seq !== 0) throw fail(RoomLogErrorReason.unauthorized, "a room is created only once, at entry 0");
@@ -406,6 +417,12 @@ export interface RoomLogsOptions extends RoomLogVerifyOptions {
   pageSize?: number;
   /** Persists each room's verified head; a log that no longer contains it is a fork or rollback. */
   heads?: RoomLogHeadStore;
+  /**
+   * Brings `adminAuthority` up to date; called before a page with an admin
+   * entry is verified, so a revocation the service has logged is known. A
+   * bus without a users log (`log_missing`) leaves only `trustedAdmins`.
+   */
+  refreshAdminAuthority?: () => Promise<unknown>;
 }
 
 /** Reads one page of `roomId`'s log from `fromSeq` (the client's `rooms.log`). */
@@ -478,6 +495,7 @@ export class RoomLogs {
       const more = last !== undefined && last < page.headSeq;
       // The next page travels while this one is verified (a cold 1,000-entry log is CPU-bound here).
       if (more) pending = ask(last + 1);
+      if (this.#opts.refreshAdminAuthority !== undefined && entries.some((e) => e.actorRole === "admin")) await this.#refreshAdmins();
       log.append(entries);
       this.#logs.set(roomId, log);
       if (!more) {
@@ -489,6 +507,15 @@ export class RoomLogs {
     if (atLeast !== undefined && log.headSeq < atLeast) throw fail(RoomLogErrorReason.gap, `the log ends at ${log.headSeq}, before signed position ${atLeast}`, atLeast);
     await this.#checkPinned(log);
     return log;
+  }
+
+  async #refreshAdmins(): Promise<void> {
+    try {
+      await this.#opts.refreshAdminAuthority?.();
+    } catch (err) {
+      // No users log at all (a bus bootstrapped before it existed): the pin alone decides. Anything else (a fork, a forged admin) fails the sync.
+      if (!(err instanceof UnibusError && err.reason === RoomLogErrorReason.missing)) throw err;
+    }
   }
 
   /** A head verified in an earlier process must still be in the log, unchanged. */
