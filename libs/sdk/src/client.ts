@@ -23,7 +23,12 @@ export interface ConnectOptions {
   identity: Identity | SigningKey;
   /** Connection name shown in the server's connz (debugging only; not trusted). */
   name?: string;
-  /** Default request timeout in ms. Default 5000. */
+  /**
+   * Default request timeout in ms. Default 5000. It bounds the whole call,
+   * resends and the wait for a reconnect included; a request that times out
+   * while the client is reconnecting rejects with a retryable 503
+   * `connection_lost` (it may or may not have been applied).
+   */
   requestTimeoutMs?: number;
   /**
    * TLS to the server: `caFile` is a PEM CA to trust (e.g. the one
