@@ -27,7 +27,12 @@ export interface ConnectOptions {
   identity: Identity | SigningKey;
   /** Connection name shown in the server's connz (debugging only; not trusted). */
   name?: string;
-  /** Default request timeout in ms. Default 5000. */
+  /**
+   * Default request timeout in ms. Default 5000. It bounds the whole call,
+   * resends and the wait for a reconnect included; a request that times out
+   * while the client is reconnecting rejects with a retryable 503
+   * `connection_lost` (it may or may not have been applied).
+   */
   requestTimeoutMs?: number;
   /**
    * Admins whose room-management entries the membership logs accept, pinned
@@ -120,6 +125,10 @@ function isConnectionLost(err: unknown): boolean {
   return err instanceof UnibusError && err.reason === ErrorReason.ConnectionLost;
 }
 
+function connectionLost(message: string, cause?: unknown): UnibusError {
+  return new UnibusError(ErrorCode.Unavailable, ErrorReason.ConnectionLost, message, cause === undefined ? {} : { cause });
+}
+
 /** True for the service's 409 `in_progress`: the first copy of this request is still running. */
 function isInProgressReply(msg: Msg): boolean {
   return msg.headers?.get(ServiceErrorCodeHeader) === String(ErrorCode.Conflict) && (msg.headers?.get(ServiceErrorHeader) ?? "").startsWith(`${ErrorReason.InProgress}:`);
@@ -201,51 +210,57 @@ class UnibusClientImpl implements UnibusClient {
 
   async requestBytes(subject: string, data: Uint8Array, opts: RequestOptions = {}): Promise<Msg> {
     const timeoutMs = opts.timeoutMs ?? this.#timeoutMs;
+    // One deadline for the whole call, resends and the wait for a reconnect
+    // included: a caller that set a timeout gets an answer by then, even while
+    // the client is reconnecting to a node that is down.
+    const deadline = Date.now() + timeoutMs;
+    const left = (): number => Math.max(0, deadline - Date.now());
     if (ReadOnlySubjects.has(subject)) {
       try {
-        return await this.#attempt(subject, data, signEnvelope(this.#key, subject, data), timeoutMs);
+        return await this.#attempt(subject, data, signEnvelope(this.#key, subject, data), left());
       } catch (err) {
         // A read changes nothing, so it is sent again (freshly signed: new
         // nonce and timestamp) once the client is back with its new permissions.
         if (!isConnectionLost(err)) throw err;
         // Resend only once the client is back: bytes written while the old
         // socket is closing are lost with it.
-        await this.#reconnected(timeoutMs);
-        return this.#attempt(subject, data, signEnvelope(this.#key, subject, data), timeoutMs);
+        if (!(await this.#reconnected(left()))) throw err;
+        return this.#attempt(subject, data, signEnvelope(this.#key, subject, data), left());
       }
     }
     // A mutation is resent as the very same signed request (same nonce and
     // timestamp): the service answers a repeat with the first outcome, so a
     // kick in the middle neither loses the reply nor applies it twice. Resends
-    // stop well inside the service's freshness window.
+    // stop at the caller's deadline and well inside the service's freshness window.
     const envelope = signEnvelope(this.#key, subject, data);
-    const resendUntil = envelope.timestamp + MUTATION_RESEND_WINDOW_MS;
+    const resendUntil = Math.min(envelope.timestamp + MUTATION_RESEND_WINDOW_MS, deadline);
     for (let attempt = 0; ; attempt++) {
       try {
-        const msg = await this.#attempt(subject, data, envelope, timeoutMs);
-        if (isInProgressReply(msg) && Date.now() < resendUntil) {
-          await sleep(Math.min(IN_PROGRESS_BACKOFF_MS * (attempt + 1), 1_000));
+        const msg = await this.#attempt(subject, data, envelope, left());
+        if (isInProgressReply(msg) && Date.now() + IN_PROGRESS_BACKOFF_MS < resendUntil) {
+          await sleep(Math.min(IN_PROGRESS_BACKOFF_MS * (attempt + 1), 1_000, Math.max(0, resendUntil - Date.now())));
           continue;
         }
         return msg;
       } catch (err) {
         if (!isConnectionLost(err) || Date.now() >= resendUntil) throw err;
-        await this.#reconnected(Math.max(0, resendUntil - Date.now()));
+        if (!(await this.#reconnected(Math.max(0, resendUntil - Date.now())))) throw err;
       }
     }
   }
 
-  /** Resolves at the next reconnect, or after `ms` (the resend then fails or succeeds on its own). */
-  #reconnected(ms: number): Promise<void> {
-    if (this.#connected) return Promise.resolve();
+  /** Resolves true at the next reconnect (at once if connected), false after `ms` without one. */
+  #reconnected(ms: number): Promise<boolean> {
+    if (this.#connected) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const done = (): void => {
+      const done = (back: boolean): void => {
         clearTimeout(timer);
-        this.#waitingForReconnect.delete(done);
-        resolve();
+        this.#waitingForReconnect.delete(onReconnect);
+        resolve(back);
       };
-      const timer = setTimeout(done, ms);
-      this.#waitingForReconnect.add(done);
+      const onReconnect = (): void => done(true);
+      const timer = setTimeout(() => done(false), ms);
+      this.#waitingForReconnect.add(onReconnect);
     });
   }
 
@@ -253,17 +268,25 @@ class UnibusClientImpl implements UnibusClient {
    * One signed request. A reply addressed to a connection that drops (a kick
    * applying new permissions, a server restart) is lost for good, so rather
    * than wait out the timeout the request fails at the disconnect with a
-   * retryable 503 `connection_lost`: it may or may not have been applied.
+   * retryable 503 `connection_lost`: it may or may not have been applied. A
+   * request that times out while the client is not connected fails the same
+   * way: nats.js keeps it buffered and may still send it after a reconnect.
    */
   async #attempt(subject: string, data: Uint8Array, envelope: Envelope, timeoutMs: number): Promise<Msg> {
+    if (timeoutMs <= 0) throw connectionLost("the request timed out waiting for the connection to come back; it was not sent");
     // Bytes written between the disconnect and the reconnect can go out on
     // the closing socket and be lost with it, so a send waits for the new one.
-    if (!this.#connected) await this.#reconnected(timeoutMs);
+    if (!this.#connected) {
+      const started = Date.now();
+      const back = await this.#reconnected(timeoutMs);
+      timeoutMs -= Date.now() - started;
+      if (!back || timeoutMs <= 0) throw connectionLost("the request timed out waiting for the connection to come back; it was not sent");
+    }
     const reconnects = this.#reconnects;
     const h = envelopeHeaders(envelope);
     let onLoss: (() => void) | undefined;
     const lost = new Promise<never>((_, reject) => {
-      onLoss = () => reject(new UnibusError(ErrorCode.Unavailable, ErrorReason.ConnectionLost, "the connection dropped while the request was in flight; it may or may not have been applied"));
+      onLoss = () => reject(connectionLost("the connection dropped while the request was in flight; it may or may not have been applied"));
     });
     const cb = onLoss as () => void;
     this.#inFlight.add(cb);
@@ -273,7 +296,10 @@ class UnibusClientImpl implements UnibusClient {
       // No reply, and the connection was replaced meanwhile (a kick seen only
       // after the request went out on the old socket): retryable as above.
       if (err instanceof Error && err.name === "TimeoutError" && this.#reconnects !== reconnects) {
-        throw new UnibusError(ErrorCode.Unavailable, ErrorReason.ConnectionLost, "the connection was replaced while the request was in flight; it may or may not have been applied", { cause: err });
+        throw connectionLost("the connection was replaced while the request was in flight; it may or may not have been applied", err);
+      }
+      if (!this.#connected && !(err instanceof UnibusError)) {
+        throw connectionLost("the request timed out while the client was reconnecting; it may or may not have been applied", err);
       }
       throw err;
     } finally {

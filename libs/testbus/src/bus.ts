@@ -118,8 +118,11 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     // In a cluster every service gets all nodes as seeds, as in production,
     // tried in order: services sit on node 0, so a test knows which other
     // node it may pause without stalling them.
+    // Services reconnect forever, as production services do (kit's
+    // service-main): nats.js gives up after 10 tries 2 s apart, so an outage
+    // longer than ~20 s would leave a service disconnected for good.
     const connectNode = (o: NodeConnectionOptions, node?: TestServer): Promise<NatsConnection> =>
-      node === undefined && cluster !== undefined ? cluster.connect({ noRandomize: true, ...o }) : (node ?? server).connect(o);
+      node === undefined && cluster !== undefined ? cluster.connect({ noRandomize: true, maxReconnectAttempts: -1, ...o }) : (node ?? server).connect({ maxReconnectAttempts: -1, ...o });
     const asService = async (name: ServiceName, node?: TestServer): Promise<NatsConnection> => {
       const k = key(name);
       const nc = await connectNode({ authenticator: nkeyAuthenticator(k), inboxPrefix: `_INBOX.${k.principal}`, name }, node);

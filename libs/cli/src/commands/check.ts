@@ -268,6 +268,21 @@ async function checkFailover(settings: ConnectionSettings, identity: Identity, u
     await until(failedOver);
     if (result.failoverMs === undefined) throw new CliError(`the receiver did not fail over from ${stoppedUrl} within ${timeoutMs} ms`);
 
+    // The receiver's key of the epoch may have been looked up while the keys
+    // service was failing over too: a failed lookup is remembered briefly and
+    // every frame of the epoch is rejected meanwhile (fail closed). Ask until
+    // the key is held, so the history read and the resends are not rejected.
+    phase = "room key";
+    for (;;) {
+      try {
+        await ready.keyring.current(room.id);
+        break;
+      } catch (err) {
+        if (performance.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+
     // What the receiver missed while failing over is in the room's stream.
     // A history read during a leader election is refused: read again.
     phase = "history read";

@@ -58,6 +58,13 @@ export interface KeysServiceKeyringOptions {
   epochStore?: EpochStore;
   /** How long an epoch the caller holds no (valid) share of is answered from memory, without asking the service. Default 30 000 ms. */
   missTtlMs?: number;
+  /**
+   * How long a lookup that failed without an answer (the keys service
+   * unavailable or timing out, the connection lost) is answered from memory.
+   * Short, so a node failover costs a second of rejected frames, not
+   * `missTtlMs` of them. Default 1000 ms.
+   */
+  errorTtlMs?: number;
 }
 
 /** What the keyring needs from a client. */
@@ -86,6 +93,7 @@ export class KeysServiceKeyring implements RoomKeySource {
   readonly #current = new Map<string, { epoch: number; at: number }>();
   readonly #floor: EpochFloor;
   readonly #missTtlMs: number;
+  readonly #errorTtlMs: number;
   /** `room/epoch` → when a miss stops being remembered: a frame naming a bogus epoch costs one fetch per TTL, not one per frame. */
   readonly #misses = new Map<string, number>();
   readonly #inflight = new Map<string, Promise<Uint8Array | undefined>>();
@@ -96,6 +104,7 @@ export class KeysServiceKeyring implements RoomKeySource {
     this.#ttlMs = opts.currentTtlMs ?? 1_000;
     this.#floor = new EpochFloor(opts.epochStore);
     this.#missTtlMs = opts.missTtlMs ?? 30_000;
+    this.#errorTtlMs = Math.min(opts.errorTtlMs ?? 1_000, this.#missTtlMs);
   }
 
   async current(roomId: string): Promise<RoomEpochKey> {
@@ -127,11 +136,15 @@ export class KeysServiceKeyring implements RoomKeySource {
     if (pending === undefined) {
       pending = this.#getFresh(roomId, epoch).then(
         (key) => {
-          if (key === undefined) this.#miss(id);
+          if (key === undefined) this.#miss(id, this.#missTtlMs);
           return key;
         },
         (err: unknown) => {
-          this.#miss(id);
+          // A refused share is an answer; anything else (503, timeout, lost
+          // connection) is an outage that must not reject the epoch's frames
+          // for the whole miss TTL. Still remembered briefly, so a flood of
+          // frames does not turn into a flood of lookups on a struggling service.
+          this.#miss(id, err instanceof UntrustedShareError ? this.#missTtlMs : this.#errorTtlMs);
           throw err;
         },
       );
@@ -149,9 +162,9 @@ export class KeysServiceKeyring implements RoomKeySource {
     return key;
   }
 
-  #miss(id: string): void {
+  #miss(id: string, ttlMs: number): void {
     if (this.#misses.size >= 4096) this.#misses.delete(this.#misses.keys().next().value!);
-    this.#misses.set(id, performance.now() + this.#missTtlMs);
+    this.#misses.set(id, performance.now() + ttlMs);
   }
 
   /** The highest epoch of `roomId` this keyring (or its store) has verified: it never sends under a lower one. */
