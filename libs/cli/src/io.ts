@@ -17,8 +17,21 @@ export interface CliIo {
   lines?(): AsyncIterable<string>;
 }
 
+/**
+ * A reader that stops early (`unibus users list | head`) closes the pipe: the
+ * output is no longer wanted, so the command ends quietly instead of dying on
+ * an unhandled EPIPE with a stack trace.
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(0);
+    throw err;
+  });
+}
+
 /** The real process's streams, environment and working directory. */
 export function processIo(): CliIo {
+  quietOnClosedPipe(process.stdout);
   return {
     out: (line) => process.stdout.write(`${line}\n`),
     err: (line) => process.stderr.write(`${line}\n`),
