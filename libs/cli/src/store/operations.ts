@@ -1,9 +1,9 @@
-import { open, readdir, rename, rm, stat } from "node:fs/promises";
+import { open, readdir, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { CliError } from "../errors.js";
 import { ensurePrivateDir } from "../home.js";
 import type { HomeLayout } from "../home.js";
-import { generateJetStreamKey, isValidJetStreamKey } from "../up/provision.js";
+import { fileExists, generateJetStreamKey, isValidJetStreamKey } from "../up/provision.js";
 import { BackupWriter, FrameType, MAX_FRAME_PAYLOAD, readBackupFile, verifyBackupFile } from "./backup-file.js";
 import {
   assertAllStreamsLoaded,
@@ -31,16 +31,6 @@ export const NEXT_KEY_SUFFIX = ".next";
 /** Paths used while a store is copied: the new store is built beside the live one and swapped in. */
 function scratch(home: HomeLayout): { next: string; old: string; work: string } {
   return { next: `${home.jetstreamDir}.new`, old: `${home.jetstreamDir}.old`, work: join(home.root, "store-maintenance") };
-}
-
-async function exists(path: string): Promise<boolean> {
-  try {
-    await stat(path);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return false;
-    throw err;
-  }
 }
 
 /** Reads a secret key file: owner-only, one line. */
@@ -98,7 +88,7 @@ function summarize(digests: ReadonlyMap<string, StreamDigest>): string {
 /** Puts back a store that an interrupted copy left beside the live one, and removes leftovers. */
 async function recoverSwap(home: HomeLayout): Promise<void> {
   const s = scratch(home);
-  if (!(await exists(home.jetstreamDir)) && (await exists(s.old))) await rename(s.old, home.jetstreamDir);
+  if (!(await fileExists(home.jetstreamDir)) && (await fileExists(s.old))) await rename(s.old, home.jetstreamDir);
   await rm(s.next, { recursive: true, force: true });
   await rm(s.old, { recursive: true, force: true });
 }
@@ -106,7 +96,7 @@ async function recoverSwap(home: HomeLayout): Promise<void> {
 /** Replaces the live store with the verified copy in `next`, then deletes the old store. */
 async function swapIn(home: HomeLayout, afterSwap?: () => Promise<void>): Promise<void> {
   const s = scratch(home);
-  if (await exists(home.jetstreamDir)) await rename(home.jetstreamDir, s.old);
+  if (await fileExists(home.jetstreamDir)) await rename(home.jetstreamDir, s.old);
   await rename(s.next, home.jetstreamDir);
   await afterSwap?.();
   await rm(s.old, { recursive: true, force: true });
@@ -185,7 +175,7 @@ export async function rotateKey(ctx: StoreContext): Promise<{ streams: number; m
   const { home, say } = ctx;
   const oldKey = await readJetStreamKey(home);
   const nextPath = home.jetstreamKeyFile + NEXT_KEY_SUFFIX;
-  const resumed = await exists(nextPath);
+  const resumed = await fileExists(nextPath);
   let newKey: string;
   if (resumed) {
     newKey = await readJetStreamKey(home, nextPath);
@@ -246,7 +236,7 @@ export async function encryptStore(ctx: StoreContext): Promise<{ streams: number
   const whollyPlain = plain.length === all.length;
   say(`${all.length} streams, ${plain.length} without at-rest encryption; copying all of them under the key`);
   let key: string;
-  if (await exists(home.jetstreamKeyFile)) {
+  if (await fileExists(home.jetstreamKeyFile)) {
     key = await readJetStreamKey(home);
   } else {
     // Only a wholly plaintext store may get a fresh key: an encrypted stream needs the key it was written with.
@@ -325,7 +315,7 @@ export async function restoreStore(ctx: StoreContext, file: string, backupKey: s
     throw new CliError(`${home.jetstreamDir} holds ${existing.length} streams; pass --replace to replace them with the backup (nothing was changed)`);
   }
   let key: string;
-  if (await exists(home.jetstreamKeyFile)) {
+  if (await fileExists(home.jetstreamKeyFile)) {
     key = await readJetStreamKey(home);
   } else {
     if (existing.length > 0) throw new CliError(`${home.jetstreamKeyFile} is missing next to existing data; restore the key file first`);

@@ -61,7 +61,8 @@ async function hasStoredData(dir: string): Promise<boolean> {
   }
 }
 
-async function fileExists(path: string): Promise<boolean> {
+/** True if `path` exists; false only for ENOENT (any other error is thrown, not read as absence). */
+export async function fileExists(path: string): Promise<boolean> {
   try {
     await stat(path);
     return true;
