@@ -303,7 +303,14 @@ describe("chaos: a 3-node cluster under load loses nothing acknowledged and fail
         const from = performance.now();
         // Observable: at least three mutations were sent and answered (refused) in the outage.
         await eventually(() => muts.within(from, performance.now()).length >= 3, Boolean, { timeoutMs: 30_000, intervalMs: 100, what: "mutations attempted without quorum" });
-        expect(await loginRefused(fresh, 0), "fresh login through the surviving node refused").toBe(true);
+        // Until the surviving node notices it lost quorum (a Raft election
+        // timeout), its stream leaders still answer reads, so a login with the
+        // current rights may pass for a few seconds: no write can commit in
+        // that window, so nothing stale is granted. What must hold is that it
+        // then refuses, which is what is asserted (and how long it took, printed).
+        const refusedBy = await eventually(() => loginRefused(fresh, 0), Boolean, { timeoutMs: 20_000, intervalMs: 250, what: "fresh login through the surviving node refused" });
+        expect(refusedBy, "fresh login through the surviving node refused").toBe(true);
+        console.info(`kill-two: fresh logins refused ${Math.round(performance.now() - from)} ms after the second kill`);
         const to = performance.now();
         await cluster().startNode(1);
         const quorumAt = performance.now();
