@@ -78,7 +78,22 @@ describe("chaos: a 3-node cluster under load loses nothing acknowledged and fail
   /** A user added (acknowledged) now, not yet logged in anywhere. */
   async function freshUser(label: string): Promise<Identity> {
     const identity = createIdentity({ label });
-    await admins[0]!.users.add(identity.principal, label, "member");
+    // The cluster may still be settling after the previous scenario's heal (a
+    // stream leader being elected answers 503, refusing the write): retry
+    // that until the add is acknowledged; a 409 means an earlier try landed.
+    await eventually(
+      () =>
+        admins[0]!.users.add(identity.principal, label, "member").then(
+          () => true,
+          (err: unknown) => {
+            if (err instanceof UnibusError && err.code === ErrorCode.Conflict) return true;
+            if (err instanceof UnibusError && err.code === ErrorCode.Unavailable) return false;
+            throw err;
+          },
+        ),
+      Boolean,
+      { timeoutMs: 30_000, intervalMs: 250, what: `users.add of ${label} acknowledged` },
+    );
     return identity;
   }
 
