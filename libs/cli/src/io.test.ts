@@ -6,7 +6,7 @@ const IO_MODULE = fileURLToPath(new URL("./io.ts", import.meta.url));
 
 it("ends quietly (exit 0, no stack trace) when the reader of its output goes away, as `| head` does", async () => {
   // Far more output than a pipe buffers, so the write after the reader closes fails with EPIPE.
-  const script = `const { processIo } = await import(${JSON.stringify(IO_MODULE)}); const io = processIo(); for (let i = 0; i < 100000; i++) io.out("line " + i + " ".repeat(80)); await new Promise((r) => setTimeout(r, 5000)); process.exit(7);`;
+  const script = `const { processIo } = await import(${JSON.stringify(IO_MODULE)}); const io = processIo(); for (let i = 0; i < 100000; i++) io.out("line " + i + " ".repeat(80)); setTimeout(() => process.exit(7), 5000);`;
   const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
   let stderr = "";
   child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
