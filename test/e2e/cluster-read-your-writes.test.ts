@@ -14,7 +14,9 @@ import type { TestBus } from "@unibus/testbus";
 import type { TestServer } from "@unibus/testing";
 
 /** Every bucket whose reads decide access or replay: none may allow direct gets. */
-const SECURITY_BUCKETS = ["users", "rooms", "members", "rooms_by_member", "nonces"] as const;
+// The logs are written first by every users and rooms mutation (they are the
+// source of truth), so a paused node must lead none of them either.
+const SECURITY_BUCKETS = ["users", "users_log", "rooms", "room_log", "members", "rooms_by_member", "nonces"] as const;
 
 describe("security reads on a 3-node cluster reflect every acknowledged write", () => {
   let bus: TestBus;
