@@ -10,7 +10,9 @@
  */
 import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
 import type { MembershipRoomsLogReply } from "@unibus/contracts";
-import { fromBase64Url, isPrincipal, sha256, toBase64Url, toHex, verifyEnvelope } from "@unibus/crypto";
+import { fromBase64Url, isPrincipal, sha256, toBase64Url, toHex } from "@unibus/crypto";
+import { ChainErrorReason, SignedChain, ZERO_HASH, checkPinnedHead, concat, field, signedLink, readSignedBody, signedLinkHashFields, syncChain, u64 } from "./signed-chain.js";
+import type { PinnedHead, SignedLinkEnvelope } from "./signed-chain.js";
 
 /** One entry of a room's membership log, as stored and served. */
 export type RoomLogEntry = MembershipRoomsLogReply["entries"][number];
@@ -42,25 +44,8 @@ export const RoomLogOpSubject = {
   leave: Subjects.membership.roomsLeave,
 } as const satisfies Record<RoomLogOp, string>;
 
-/** Stable reasons of a {@link RoomLogError}. */
-export const RoomLogErrorReason = {
-  /** An entry is malformed or its server-assigned fields disagree with the signed request. */
-  badEntry: "log_bad_entry",
-  /** An actor's envelope signature does not verify. */
-  badSignature: "log_bad_signature",
-  /** The actor was not allowed to do this at that point of the log. */
-  unauthorized: "log_unauthorized",
-  /** A signed request appears twice (a replayed invite, say). */
-  replayed: "log_replayed",
-  /** An entry's sequence is not the next one, or the log ends before a position that must exist. */
-  gap: "log_gap",
-  /** An entry does not chain to the verified entry before it, or a verified entry changed. */
-  fork: "log_fork",
-  /** The service now shows a shorter log than one already verified. */
-  rollback: "log_rollback",
-  /** The room has no log (no creation entry). */
-  missing: "log_missing",
-} as const;
+/** Stable reasons of a {@link RoomLogError}: the checks every signed chain gets, plus the room rules'. */
+export const RoomLogErrorReason = ChainErrorReason;
 /** One of the {@link RoomLogErrorReason} values. */
 export type RoomLogErrorReason = (typeof RoomLogErrorReason)[keyof typeof RoomLogErrorReason];
 
@@ -80,38 +65,7 @@ export class RoomLogError extends UnibusError {
   }
 }
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
-/** Concatenates byte arrays (shared with the users log's hash). */
-export function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}
-
-/** A u32 BE length-prefixed byte field, so no two field lists encode alike. */
-export function field(b: Uint8Array | string): Uint8Array {
-  const bytes = typeof b === "string" ? encoder.encode(b) : b;
-  const len = new Uint8Array(4);
-  new DataView(len.buffer).setUint32(0, bytes.byteLength);
-  return concat([len, bytes]);
-}
-
-/** A u64 BE integer field. */
-export function u64(n: number): Uint8Array {
-  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("expected a non-negative safe integer");
-  const out = new Uint8Array(8);
-  new DataView(out.buffer).setBigUint64(0, BigInt(n));
-  return out;
-}
-
-/** The hash of seq 0's `prev`: 32 zero bytes. */
-export const ZERO_HASH: Uint8Array = new Uint8Array(RoomLogFormat.hashBytes);
+export { ZERO_HASH, concat, field, u64 };
 
 /**
  * `sha256(field("unibus-room-log-v1") ‖ u64(seq) ‖ prev ‖ field(roomId) ‖
@@ -129,13 +83,7 @@ export function roomLogEntryHash(e: RoomLogEntry): Uint8Array {
       u64(e.seq),
       prev,
       field(e.roomId),
-      field(e.op),
-      field(e.subject),
-      field(fromBase64Url(e.body)),
-      field(e.signer),
-      u64(e.timestamp),
-      field(e.nonce),
-      field(e.signature),
+      ...signedLinkHashFields(e),
       field(e.target),
       field(e.role ?? ""),
       field(e.actorRole ?? ""),
@@ -151,7 +99,7 @@ export interface RoomLogEntryInput {
   op: RoomLogOp;
   /** The request body bytes exactly as signed. */
   body: Uint8Array;
-  envelope: { signer: string; timestamp: number; nonce: string; signature: string };
+  envelope: SignedLinkEnvelope;
   target: string;
   role?: RoomLogRole;
   /** The actor acted as a bus admin, not as an owner. */
@@ -166,13 +114,7 @@ export function roomLogEntry(i: RoomLogEntryInput): RoomLogEntry {
     seq: i.after.length,
     prev: toBase64Url(i.after.headHash),
     roomId: i.roomId,
-    op: i.op,
-    subject: RoomLogOpSubject[i.op],
-    body: toBase64Url(i.body),
-    signer: i.envelope.signer,
-    timestamp: i.envelope.timestamp,
-    nonce: i.envelope.nonce,
-    signature: i.envelope.signature,
+    ...signedLink(i.op, RoomLogOpSubject[i.op], i.body, i.envelope),
     target: i.target,
     ...(i.role === undefined ? {} : { role: i.role }),
     ...(i.asAdmin === true ? { actorRole: "admin" as const } : {}),
@@ -205,8 +147,7 @@ function principalOf(value: unknown): string {
 
 /** Reads the effect of an entry from the signed body alone; throws on anything malformed. */
 function signedEffect(e: RoomLogEntry, body: Uint8Array): SignedEffect {
-  const req = JSON.parse(decoder.decode(body)) as Record<string, unknown>;
-  if (typeof req !== "object" || req === null) throw new TypeError("body is not an object");
+  const req = readSignedBody(body);
   switch (e.op) {
     case RoomLogOp.create:
       return { roomId: deriveRoomId(e.signature), target: e.signer, role: "owner" };
@@ -258,42 +199,21 @@ interface Change {
  * entry and the membership after each. Entries are only ever appended after
  * every check passed; a failed {@link append} leaves it unchanged.
  */
-export class VerifiedRoomLog {
+export class VerifiedRoomLog extends SignedChain<RoomLogEntry> {
   readonly roomId: string;
-  readonly #hashes: Uint8Array[] = [];
   readonly #changes: Change[] = [];
   readonly #members = new Map<string, RoomLogRole>();
-  readonly #seen = new Set<string>();
   readonly #admins: ReadonlySet<string>;
   readonly #acceptAdminClaims: boolean;
   readonly #authority: RoomLogVerifyOptions["adminAuthority"];
   #snapshot: { seq: number; members: ReadonlyMap<string, RoomLogRole> } | undefined;
 
   constructor(roomId: string, opts: RoomLogVerifyOptions = {}) {
+    super();
     this.roomId = roomId;
     this.#admins = new Set(opts.trustedAdmins ?? []);
     this.#acceptAdminClaims = opts.acceptAdminClaims === true;
     this.#authority = opts.adminAuthority;
-  }
-
-  /** Number of verified entries (the next entry's seq). */
-  get length(): number {
-    return this.#hashes.length;
-  }
-
-  /** Seq of the newest verified entry; -1 when none. */
-  get headSeq(): number {
-    return this.#hashes.length - 1;
-  }
-
-  /** Hash of the newest verified entry (32 zero bytes when none). */
-  get headHash(): Uint8Array {
-    return this.#hashes.at(-1) ?? ZERO_HASH;
-  }
-
-  /** Hash of verified entry `seq`; undefined beyond the verified head. */
-  hashAt(seq: number): Uint8Array | undefined {
-    return this.#hashes[seq];
   }
 
   /** The membership after the newest verified entry: principal → role. */
@@ -323,25 +243,9 @@ export class VerifiedRoomLog {
   check(e: RoomLogEntry): Change {
     const seq = this.length;
     const fail = (reason: RoomLogErrorReason, message: string): RoomLogError => new RoomLogError(this.roomId, reason, message, e.seq);
-    if (e.seq !== seq) throw fail(RoomLogErrorReason.gap, `expected entry ${seq}, got ${e.seq}`);
-    if (e.roomId !== this.roomId) throw fail(RoomLogErrorReason.badEntry, "entry is for another room");
-    let prev: Uint8Array;
-    let body: Uint8Array;
-    try {
-      prev = fromBase64Url(e.prev);
-      body = fromBase64Url(e.body);
-    } catch {
-      throw fail(RoomLogErrorReason.badEntry, "prev or body is not base64url");
-    }
-    if (toBase64Url(prev) !== toBase64Url(this.headHash)) throw fail(RoomLogErrorReason.fork, "does not chain to the verified entry before it");
-    const op: RoomLogOp = e.op;
-    if (RoomLogOpSubject[op] === undefined || e.subject !== RoomLogOpSubject[op]) throw fail(RoomLogErrorReason.badEntry, `op ${e.op} was not signed for its subject`);
-    if (!verifyEnvelope({ signer: e.signer, timestamp: e.timestamp, nonce: e.nonce, signature: e.signature }, e.subject, body)) {
-      throw fail(RoomLogErrorReason.badSignature, "the actor's signature does not verify");
-    }
-    // The same signed request twice would let the service re-apply an old
-    // invite after a removal; every request's nonce is fresh.
-    if (this.#seen.has(`${e.signer}.${e.nonce}`)) throw fail(RoomLogErrorReason.replayed, "a signed request appears twice");
+    if (e.roomId !== this.roomId && e.seq === seq) throw fail(RoomLogErrorReason.badEntry, "entry is for another room");
+    const body = this.checkLink(e, (op) => RoomLogOpSubject[op as RoomLogOp], fail);
+    const op = e.op;
     let effect: SignedEffect;
     try {
       effect = signedEffect(e, body);
@@ -378,12 +282,11 @@ export class VerifiedRoomLog {
   }
 
   /** Verifies and applies `entries` in order; on the first failure throws and keeps what was verified before it. */
-  append(entries: readonly RoomLogEntry[]): void {
+  override append(entries: readonly RoomLogEntry[]): void {
     for (const e of entries) {
       const change = this.check(e);
-      this.#hashes.push(roomLogEntryHash(e));
+      this.recordLink(e, roomLogEntryHash(e));
       this.#changes.push(change);
-      this.#seen.add(`${e.signer}.${e.nonce}`);
       if (change.role === null) this.#members.delete(change.target);
       else this.#members.set(change.target, change.role);
     }
@@ -399,11 +302,7 @@ export function verifyRoomLog(roomId: string, entries: readonly RoomLogEntry[], 
 }
 
 /** A verified head a client keeps across processes, to refuse a later rollback or fork. */
-export interface PinnedRoomLogHead {
-  seq: number;
-  /** Entry hash, base64url. */
-  hash: string;
-}
+export type PinnedRoomLogHead = PinnedHead;
 
 /** Where pinned heads live (the CLI keeps them in its home directory). */
 export interface RoomLogHeadStore {
@@ -468,40 +367,24 @@ export class RoomLogs {
 
   async #sync(roomId: string, atLeast: number | undefined): Promise<VerifiedRoomLog> {
     const log = this.#logs.get(roomId) ?? new VerifiedRoomLog(roomId, this.#opts);
-    const limit = this.#opts.pageSize ?? 512;
     const fail = (reason: RoomLogErrorReason, message: string, seq?: number): RoomLogError => new RoomLogError(roomId, reason, message, seq);
-    const ask = (from: number): Promise<MembershipRoomsLogReply> => {
-      const p = this.#fetch(roomId, from, limit);
-      // Awaited below; marked handled now in case verification fails first.
-      p.catch(() => undefined);
-      return p;
-    };
-    // From the verified head itself, so a changed head entry shows as a fork.
-    let pending = ask(Math.max(0, log.headSeq));
-    let first = true;
-    for (;;) {
-      const page = await pending;
-      if (page.roomId !== roomId) throw fail(RoomLogErrorReason.badEntry, "the service answered for another room");
-      if (page.headSeq < log.headSeq) throw fail(RoomLogErrorReason.rollback, `the service shows head ${page.headSeq}, ${log.headSeq} was verified`);
-      let entries = page.entries;
-      if (first && log.length > 0) {
-        const again = entries[0];
-        if (again?.seq !== log.headSeq) throw fail(RoomLogErrorReason.gap, "the page does not start at the verified head", log.headSeq);
-        if (toBase64Url(roomLogEntryHash(again)) !== toBase64Url(log.headHash)) throw fail(RoomLogErrorReason.fork, "a verified entry changed", again.seq);
-        entries = entries.slice(1);
-      }
-      first = false;
-      const last = entries.at(-1)?.seq;
-      const more = last !== undefined && last < page.headSeq;
-      // The next page travels while this one is verified (a cold 1,000-entry log is CPU-bound here).
-      if (more) pending = ask(last + 1);
-      if (this.#opts.refreshAdminAuthority !== undefined && entries.some((e) => e.actorRole === "admin")) await this.#refreshAdmins();
-      log.append(entries);
-      this.#logs.set(roomId, log);
-      if (!more) {
-        if (log.headSeq < page.headSeq) throw fail(RoomLogErrorReason.gap, `the service claims head ${page.headSeq} but served entries only to ${log.headSeq}`);
-        break;
-      }
+    try {
+      await syncChain<RoomLogEntry>({
+        log,
+        fetch: (from, limit) => this.#fetch(roomId, from, limit),
+        limit: this.#opts.pageSize ?? 512,
+        entryHash: roomLogEntryHash,
+        fail,
+        checkPage: (page) => {
+          if ((page as MembershipRoomsLogReply).roomId !== roomId) throw fail(RoomLogErrorReason.badEntry, "the service answered for another room");
+        },
+        beforeAppend: async (entries) => {
+          if (this.#opts.refreshAdminAuthority !== undefined && entries.some((e) => e.actorRole === "admin")) await this.#refreshAdmins();
+        },
+      });
+    } finally {
+      // What verified before a failure stays verified.
+      if (log.length > 0) this.#logs.set(roomId, log);
     }
     if (log.length === 0) throw fail(RoomLogErrorReason.missing, "the room has no membership log");
     if (atLeast !== undefined && log.headSeq < atLeast) throw fail(RoomLogErrorReason.gap, `the log ends at ${log.headSeq}, before signed position ${atLeast}`, atLeast);
@@ -522,11 +405,7 @@ export class RoomLogs {
   async #checkPinned(log: VerifiedRoomLog): Promise<void> {
     const store = this.#opts.heads;
     if (store === undefined) return;
-    const pinned = await store.get(log.roomId);
-    if (pinned !== undefined) {
-      if (pinned.seq > log.headSeq) throw new RoomLogError(log.roomId, RoomLogErrorReason.rollback, `head ${pinned.seq} was verified before, the service shows ${log.headSeq}`);
-      if (toBase64Url(log.hashAt(pinned.seq)!) !== pinned.hash) throw new RoomLogError(log.roomId, RoomLogErrorReason.fork, "the entry verified before has changed", pinned.seq);
-    }
-    if (pinned === undefined || pinned.seq < log.headSeq) await store.set(log.roomId, { seq: log.headSeq, hash: toBase64Url(log.headHash) });
+    const next = checkPinnedHead(log, await store.get(log.roomId), (reason, message, seq) => new RoomLogError(log.roomId, reason, message, seq));
+    if (next !== undefined) await store.set(log.roomId, next);
   }
 }

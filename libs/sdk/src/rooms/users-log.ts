@@ -8,8 +8,9 @@
  */
 import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
 import type { MembershipUsersLogReply } from "@unibus/contracts";
-import { fromBase64Url, isPrincipal, sha256, toBase64Url, verifyEnvelope } from "@unibus/crypto";
-import { RoomLogErrorReason, ZERO_HASH, concat, field, u64 } from "./membership-log.js";
+import { fromBase64Url, isPrincipal, sha256, toBase64Url } from "@unibus/crypto";
+import { ChainErrorReason, SignedChain, ZERO_HASH, checkPinnedHead, concat, field, signedLink, readSignedBody, signedLinkHashFields, syncChain, u64 } from "./signed-chain.js";
+import type { SignedLinkEnvelope } from "./signed-chain.js";
 
 /** One entry of the users log, as stored and served. */
 export type UsersLogEntry = MembershipUsersLogReply["entries"][number];
@@ -32,7 +33,7 @@ export const UsersLogOpSubject = {
 } as const satisfies Record<UsersLogOp, string>;
 
 /** Reasons of a {@link UsersLogError}: the room log's, plus a root other than the pinned one. */
-export const UsersLogErrorReason = { ...RoomLogErrorReason, rootMismatch: "log_root_mismatch" } as const;
+export const UsersLogErrorReason = { ...ChainErrorReason, rootMismatch: "log_root_mismatch" } as const;
 /** One of the {@link UsersLogErrorReason} values. */
 export type UsersLogErrorReason = (typeof UsersLogErrorReason)[keyof typeof UsersLogErrorReason];
 
@@ -62,13 +63,7 @@ export function usersLogEntryHash(e: UsersLogEntry): Uint8Array {
       field(UsersLogFormat.entryContext),
       u64(e.seq),
       prev,
-      field(e.op),
-      field(e.subject),
-      field(fromBase64Url(e.body)),
-      field(e.signer),
-      u64(e.timestamp),
-      field(e.nonce),
-      field(e.signature),
+      ...signedLinkHashFields(e),
       field(e.target),
       field(e.role ?? ""),
     ]),
@@ -81,7 +76,7 @@ export interface UsersLogEntryInput {
   op: UsersLogOp;
   /** The request body bytes exactly as signed. */
   body: Uint8Array;
-  envelope: { signer: string; timestamp: number; nonce: string; signature: string };
+  envelope: SignedLinkEnvelope;
   target: string;
   role?: UsersLogRole;
   /** Server time (ISO 8601; not hashed). */
@@ -93,25 +88,16 @@ export function usersLogEntry(i: UsersLogEntryInput): UsersLogEntry {
   return {
     seq: i.after.length,
     prev: toBase64Url(i.after.headHash),
-    op: i.op,
-    subject: UsersLogOpSubject[i.op],
-    body: toBase64Url(i.body),
-    signer: i.envelope.signer,
-    timestamp: i.envelope.timestamp,
-    nonce: i.envelope.nonce,
-    signature: i.envelope.signature,
+    ...signedLink(i.op, UsersLogOpSubject[i.op], i.body, i.envelope),
     target: i.target,
     ...(i.role === undefined ? {} : { role: i.role }),
     at: i.at,
   };
 }
 
-const decoder = new TextDecoder("utf-8", { fatal: true });
-
 /** The target and role the signed body states; throws on anything malformed. */
 function signedEffect(op: UsersLogOp, body: Uint8Array): { target: string; role?: UsersLogRole } {
-  const req = JSON.parse(decoder.decode(body)) as Record<string, unknown>;
-  if (typeof req !== "object" || req === null) throw new TypeError("body is not an object");
+  const req = readSignedBody(body);
   const target = req["principal"];
   if (typeof target !== "string" || !isPrincipal(target)) throw new TypeError("principal missing or invalid");
   if (op === UsersLogOp.revoke) return { target };
@@ -142,35 +128,18 @@ export interface UsersLogVerifyOptions {
  * bootstrap (admin #0, signed by the root); every later entry is an add or
  * revoke signed by a principal that is an active admin at that point.
  */
-export class VerifiedUsersLog {
-  readonly #hashes: Uint8Array[] = [];
+export class VerifiedUsersLog extends SignedChain<UsersLogEntry> {
   readonly #users = new Map<string, UserState>();
-  readonly #seen = new Set<string>();
   readonly #trustedRoot: string | undefined;
 
   constructor(opts: UsersLogVerifyOptions = {}) {
+    super();
     this.#trustedRoot = opts.trustedRoot;
-  }
-
-  get length(): number {
-    return this.#hashes.length;
-  }
-
-  get headSeq(): number {
-    return this.#hashes.length - 1;
-  }
-
-  get headHash(): Uint8Array {
-    return this.#hashes.at(-1) ?? ZERO_HASH;
-  }
-
-  hashAt(seq: number): Uint8Array | undefined {
-    return this.#hashes[seq];
   }
 
   /** Entry 0's hash, base64url (what a client pins); undefined before it is verified. */
   get rootHash(): string | undefined {
-    const h = this.#hashes[0];
+    const h = this.hashAt(0);
     return h === undefined ? undefined : toBase64Url(h);
   }
 
@@ -206,22 +175,8 @@ export class VerifiedUsersLog {
   check(e: UsersLogEntry): void {
     const seq = this.length;
     const fail = (reason: UsersLogErrorReason, message: string): UsersLogError => new UsersLogError(reason, message, e.seq);
-    if (e.seq !== seq) throw fail(UsersLogErrorReason.gap, `expected entry ${seq}, got ${e.seq}`);
-    let prev: Uint8Array;
-    let body: Uint8Array;
-    try {
-      prev = fromBase64Url(e.prev);
-      body = fromBase64Url(e.body);
-    } catch {
-      throw fail(UsersLogErrorReason.badEntry, "prev or body is not base64url");
-    }
-    if (toBase64Url(prev) !== toBase64Url(this.headHash)) throw fail(UsersLogErrorReason.fork, "does not chain to the verified entry before it");
-    const op: UsersLogOp = e.op;
-    if (UsersLogOpSubject[op] === undefined || e.subject !== UsersLogOpSubject[op]) throw fail(UsersLogErrorReason.badEntry, `op ${e.op} was not signed for its subject`);
-    if (!verifyEnvelope({ signer: e.signer, timestamp: e.timestamp, nonce: e.nonce, signature: e.signature }, e.subject, body)) {
-      throw fail(UsersLogErrorReason.badSignature, "the actor's signature does not verify");
-    }
-    if (this.#seen.has(`${e.signer}.${e.nonce}`)) throw fail(UsersLogErrorReason.replayed, "a signed request appears twice");
+    const body = this.checkLink(e, (op) => UsersLogOpSubject[op as UsersLogOp], fail);
+    const op = e.op;
     let effect: { target: string; role?: UsersLogRole };
     try {
       effect = signedEffect(op, body);
@@ -247,11 +202,10 @@ export class VerifiedUsersLog {
   }
 
   /** Verifies and applies `entries` in order; on the first failure throws and keeps what was verified before it. */
-  append(entries: readonly UsersLogEntry[]): void {
+  override append(entries: readonly UsersLogEntry[]): void {
     for (const e of entries) {
       this.check(e);
-      this.#hashes.push(usersLogEntryHash(e));
-      this.#seen.add(`${e.signer}.${e.nonce}`);
+      this.recordLink(e, usersLogEntryHash(e));
       if (e.op === UsersLogOp.revoke) this.#users.set(e.target, { ...this.#users.get(e.target)!, revokedAt: e.timestamp });
       else this.#users.set(e.target, { role: e.role as UsersLogRole });
     }
@@ -318,43 +272,25 @@ export class UsersLogSync {
 
   async #sync(): Promise<VerifiedUsersLog> {
     const log = this.#log;
-    const limit = this.#opts.pageSize ?? 512;
-    let first = true;
-    // From the verified head itself first, so a changed head entry shows as a fork; then from the next unseen one.
-    let from = Math.max(0, log.headSeq);
-    for (;;) {
-      const page = await this.#fetch(from, limit);
-      if (page.headSeq < log.headSeq) throw new UsersLogError(UsersLogErrorReason.rollback, `the service shows head ${page.headSeq}, ${log.headSeq} was verified`);
-      let entries = page.entries;
-      if (first && log.length > 0) {
-        const again = entries[0];
-        if (again?.seq !== log.headSeq) throw new UsersLogError(UsersLogErrorReason.gap, "the page does not start at the verified head", log.headSeq);
-        if (toBase64Url(usersLogEntryHash(again)) !== toBase64Url(log.headHash)) throw new UsersLogError(UsersLogErrorReason.fork, "a verified entry changed", again.seq);
-        entries = entries.slice(1);
-      }
-      first = false;
-      log.append(entries);
-      const last = entries.at(-1)?.seq;
-      from = log.length;
-      if (last === undefined || last >= page.headSeq) {
-        if (log.headSeq < page.headSeq) throw new UsersLogError(UsersLogErrorReason.gap, `the service claims head ${page.headSeq} but served entries only to ${log.headSeq}`);
-        break;
-      }
-    }
+    await syncChain<UsersLogEntry>({
+      log,
+      fetch: this.#fetch,
+      limit: this.#opts.pageSize ?? 512,
+      entryHash: usersLogEntryHash,
+      fail: (reason, message, seq) => new UsersLogError(reason, message, seq),
+    });
     if (log.length === 0) throw new UsersLogError(UsersLogErrorReason.missing, "the bus has no users log");
     await this.#checkPinned(log);
     return log;
   }
 
+  /** The root and a head verified in an earlier process must still be there, unchanged. */
   async #checkPinned(log: VerifiedUsersLog): Promise<void> {
     const store = this.#opts.pin;
     if (store === undefined) return;
     const pinned = await store.get();
-    if (pinned !== undefined) {
-      if (pinned.root !== log.rootHash) throw new UsersLogError(UsersLogErrorReason.rootMismatch, "entry 0 differs from the root pinned before", 0);
-      if (pinned.seq > log.headSeq) throw new UsersLogError(UsersLogErrorReason.rollback, `head ${pinned.seq} was verified before, the service shows ${log.headSeq}`);
-      if (toBase64Url(log.hashAt(pinned.seq)!) !== pinned.hash) throw new UsersLogError(UsersLogErrorReason.fork, "the entry verified before has changed", pinned.seq);
-    }
-    if (pinned === undefined || pinned.seq < log.headSeq) await store.set({ root: log.rootHash!, seq: log.headSeq, hash: toBase64Url(log.headHash) });
+    if (pinned !== undefined && pinned.root !== log.rootHash) throw new UsersLogError(UsersLogErrorReason.rootMismatch, "entry 0 differs from the root pinned before", 0);
+    const next = checkPinnedHead(log, pinned, (reason, message, seq) => new UsersLogError(reason, message, seq));
+    if (next !== undefined) await store.set({ root: log.rootHash!, ...next });
   }
 }

@@ -1,0 +1,280 @@
+/**
+ * What the room logs and the users log share: a hash chain of actors' own
+ * signed requests, verified link by link and synced page by page from a
+ * service that is not trusted (threat: a compromised service that forks,
+ * rewinds, truncates or rewrites a log to change who may do what). Each log
+ * keeps its own rules (who may do what at which position); the link checks,
+ * the incremental sync and the pinned-head check are the same for both and
+ * live here once.
+ */
+import type { UnibusError } from "@unibus/contracts";
+import { fromBase64Url, toBase64Url, verifyEnvelope } from "@unibus/crypto";
+
+/** The reasons the shared checks raise (each log's error reasons include these). */
+export const ChainErrorReason = {
+  /** An entry is malformed or its server-assigned fields disagree with the signed request. */
+  badEntry: "log_bad_entry",
+  /** An actor's envelope signature does not verify. */
+  badSignature: "log_bad_signature",
+  /** The actor was not allowed to do this at that point of the log. */
+  unauthorized: "log_unauthorized",
+  /** A signed request appears twice (a replayed invite, say). */
+  replayed: "log_replayed",
+  /** An entry's sequence is not the next one, or the log ends before a position that must exist. */
+  gap: "log_gap",
+  /** An entry does not chain to the verified entry before it, or a verified entry changed. */
+  fork: "log_fork",
+  /** The service now shows a shorter log than one already verified. */
+  rollback: "log_rollback",
+  /** The log does not exist (no first entry). */
+  missing: "log_missing",
+} as const;
+/** One of the {@link ChainErrorReason} values. */
+export type ChainErrorReason = (typeof ChainErrorReason)[keyof typeof ChainErrorReason];
+
+/** Builds the log's own error type for a failed check. */
+export type ChainFail = (reason: ChainErrorReason, message: string, seq?: number) => UnibusError;
+
+/** The fields every entry of a signed chain has. */
+export interface SignedChainEntry {
+  readonly seq: number;
+  /** Hash of the entry before it, base64url (32 zero bytes for entry 0). */
+  readonly prev: string;
+  readonly op: string;
+  /** The subject the actor signed the request for. */
+  readonly subject: string;
+  /** The request body exactly as signed, base64url. */
+  readonly body: string;
+  readonly signer: string;
+  readonly timestamp: number;
+  readonly nonce: string;
+  readonly signature: string;
+}
+
+/** A log as far as verified: what the shared checks and the sync need of it. */
+export interface VerifiedChain<E> {
+  readonly length: number;
+  readonly headSeq: number;
+  readonly headHash: Uint8Array;
+  hashAt(seq: number): Uint8Array | undefined;
+  /** Verifies and applies entries in order; throws on the first bad one. */
+  append(entries: readonly E[]): void;
+}
+
+const seenKey = (e: SignedChainEntry): string => `${e.signer}.${e.nonce}`;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** The signed request's JSON object; throws on anything else (the caller maps it to a bad entry). */
+export function readSignedBody(body: Uint8Array): Record<string, unknown> {
+  const req = JSON.parse(decoder.decode(body)) as unknown;
+  if (typeof req !== "object" || req === null || Array.isArray(req)) throw new TypeError("body is not an object");
+  return req as Record<string, unknown>;
+}
+
+/** Concatenates byte arrays . */
+export function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** A u32 BE length-prefixed byte field, so no two field lists encode alike. */
+export function field(b: Uint8Array | string): Uint8Array {
+  const bytes = typeof b === "string" ? encoder.encode(b) : b;
+  const len = new Uint8Array(4);
+  new DataView(len.buffer).setUint32(0, bytes.byteLength);
+  return concat([len, bytes]);
+}
+
+/** A u64 BE integer field. */
+export function u64(n: number): Uint8Array {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("expected a non-negative safe integer");
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  return out;
+}
+
+/** The envelope fields of a signed request, as a link keeps them. */
+export interface SignedLinkEnvelope {
+  readonly signer: string;
+  readonly timestamp: number;
+  readonly nonce: string;
+  readonly signature: string;
+}
+
+/** The signed-request fields of a new link, in their stored order. */
+export function signedLink<Op extends string, S extends string>(op: Op, subject: S, body: Uint8Array, envelope: SignedLinkEnvelope) {
+  return { op, subject, body: toBase64Url(body), signer: envelope.signer, timestamp: envelope.timestamp, nonce: envelope.nonce, signature: envelope.signature };
+}
+
+/** The signed-request part of a link's hash input: `field(op) ‖ field(subject) ‖ field(body) ‖ field(signer) ‖ u64(timestamp) ‖ field(nonce) ‖ field(signature)`. */
+export function signedLinkHashFields(e: SignedChainEntry): Uint8Array[] {
+  return [field(e.op), field(e.subject), field(fromBase64Url(e.body)), field(e.signer), u64(e.timestamp), field(e.nonce), field(e.signature)];
+}
+
+/** The `prev` of entry 0: 32 zero bytes. */
+export const ZERO_HASH: Uint8Array = new Uint8Array(32);
+
+/**
+ * The verified part of a signed chain: entry hashes and the signed requests
+ * already used. A log class extends it with its own rules and state.
+ */
+export abstract class SignedChain<E extends SignedChainEntry> implements VerifiedChain<E> {
+  readonly #hashes: Uint8Array[] = [];
+  readonly #seen = new Set<string>();
+
+  /** Number of verified entries (the next entry's seq). */
+  get length(): number {
+    return this.#hashes.length;
+  }
+
+  /** Seq of the newest verified entry; -1 when none. */
+  get headSeq(): number {
+    return this.#hashes.length - 1;
+  }
+
+  /** Hash of the newest verified entry (32 zero bytes when none). */
+  get headHash(): Uint8Array {
+    return this.#hashes.at(-1) ?? ZERO_HASH;
+  }
+
+  /** Hash of verified entry `seq`; undefined beyond the verified head. */
+  hashAt(seq: number): Uint8Array | undefined {
+    return this.#hashes[seq];
+  }
+
+  abstract append(entries: readonly E[]): void;
+
+  /** {@link checkSignedLink} against this chain's head; returns the signed body. */
+  protected checkLink(e: E, subjectOf: (op: string) => string | undefined, fail: ChainFail): Uint8Array {
+    return checkSignedLink(e, { length: this.length, headHash: this.headHash, seen: this.#seen }, subjectOf, fail);
+  }
+
+  /** Records a verified entry as the new head. */
+  protected recordLink(e: E, hash: Uint8Array): void {
+    this.#hashes.push(hash);
+    this.#seen.add(seenKey(e));
+  }
+}
+
+/**
+ * The checks every link gets before the log's own rules: it is the next
+ * entry, it chains to the verified head, its op was signed for its subject,
+ * the actor's envelope verifies and the signed request was not used before.
+ * Returns the signed body's bytes for the log's rules to read.
+ */
+export function checkSignedLink(
+  e: SignedChainEntry,
+  chain: { readonly length: number; readonly headHash: Uint8Array; readonly seen: ReadonlySet<string> },
+  subjectOf: (op: string) => string | undefined,
+  fail: ChainFail,
+): Uint8Array {
+  if (e.seq !== chain.length) throw fail(ChainErrorReason.gap, `expected entry ${chain.length}, got ${e.seq}`, e.seq);
+  let prev: Uint8Array;
+  let body: Uint8Array;
+  try {
+    prev = fromBase64Url(e.prev);
+    body = fromBase64Url(e.body);
+  } catch {
+    throw fail(ChainErrorReason.badEntry, "prev or body is not base64url", e.seq);
+  }
+  if (toBase64Url(prev) !== toBase64Url(chain.headHash)) throw fail(ChainErrorReason.fork, "does not chain to the verified entry before it", e.seq);
+  const subject = subjectOf(e.op);
+  if (subject === undefined || e.subject !== subject) throw fail(ChainErrorReason.badEntry, `op ${e.op} was not signed for its subject`, e.seq);
+  if (!verifyEnvelope({ signer: e.signer, timestamp: e.timestamp, nonce: e.nonce, signature: e.signature }, e.subject, body)) {
+    throw fail(ChainErrorReason.badSignature, "the actor's signature does not verify", e.seq);
+  }
+  // The same signed request twice would let the service re-apply an old
+  // change (an invite after a removal, an add after a revoke); every request's nonce is fresh.
+  if (chain.seen.has(seenKey(e))) throw fail(ChainErrorReason.replayed, "a signed request appears twice", e.seq);
+  return body;
+}
+
+/** One page of a log as a service serves it. */
+export interface ChainPage<E> {
+  readonly headSeq: number;
+  readonly entries: readonly E[];
+}
+
+/** What {@link syncChain} needs. */
+export interface SyncChainOptions<E> {
+  readonly log: VerifiedChain<E>;
+  /** Asks the service for up to `limit` entries from `fromSeq`. */
+  readonly fetch: (fromSeq: number, limit: number) => Promise<ChainPage<E>>;
+  readonly limit: number;
+  readonly entryHash: (e: E) => Uint8Array;
+  readonly fail: ChainFail;
+  /** Checks a page before any of it is used (it answers for the right log, say). */
+  readonly checkPage?: (page: ChainPage<E>) => void;
+  /** Runs before a page's new entries are verified (to refresh what the rules depend on). */
+  readonly beforeAppend?: (entries: readonly E[]) => Promise<void>;
+}
+
+/**
+ * Brings `log` up to the service's head. It asks from the verified head
+ * itself, so a changed head entry shows as a fork; a head below the verified
+ * one is a rollback; a page that stops short of the claimed head is a gap.
+ * The next page travels while the current one is verified (a cold log of a
+ * thousand entries is CPU-bound here). On a failure the log keeps what was
+ * verified before it.
+ */
+export async function syncChain<E extends SignedChainEntry>(o: SyncChainOptions<E>): Promise<void> {
+  const { log, fail } = o;
+  const ask = (from: number): Promise<ChainPage<E>> => {
+    const p = o.fetch(from, o.limit);
+    // Awaited below; marked handled now in case verification fails first.
+    p.catch(() => undefined);
+    return p;
+  };
+  let pending = ask(Math.max(0, log.headSeq));
+  let first = true;
+  for (;;) {
+    const page = await pending;
+    o.checkPage?.(page);
+    if (page.headSeq < log.headSeq) throw fail(ChainErrorReason.rollback, `the service shows head ${page.headSeq}, ${log.headSeq} was verified`);
+    let entries = page.entries;
+    if (first && log.length > 0) {
+      const again = entries[0];
+      if (again?.seq !== log.headSeq) throw fail(ChainErrorReason.gap, "the page does not start at the verified head", log.headSeq);
+      if (toBase64Url(o.entryHash(again)) !== toBase64Url(log.headHash)) throw fail(ChainErrorReason.fork, "a verified entry changed", again.seq);
+      entries = entries.slice(1);
+    }
+    first = false;
+    const last = entries.at(-1)?.seq;
+    const more = last !== undefined && last < page.headSeq;
+    if (more) pending = ask(last + 1);
+    await o.beforeAppend?.(entries);
+    log.append(entries);
+    if (!more) {
+      if (log.headSeq < page.headSeq) throw fail(ChainErrorReason.gap, `the service claims head ${page.headSeq} but served entries only to ${log.headSeq}`);
+      return;
+    }
+  }
+}
+
+/** A verified head a client keeps across processes. */
+export interface PinnedHead {
+  readonly seq: number;
+  /** Entry hash, base64url. */
+  readonly hash: string;
+}
+
+/**
+ * A head verified in an earlier process must still be in the log, unchanged
+ * (threat: a service that rewinds or rewrites history between two runs).
+ * Returns the head to pin now, or undefined when the pin is already current.
+ */
+export function checkPinnedHead(log: Pick<VerifiedChain<unknown>, "headSeq" | "headHash" | "hashAt">, pinned: PinnedHead | undefined, fail: ChainFail): PinnedHead | undefined {
+  if (pinned !== undefined) {
+    if (pinned.seq > log.headSeq) throw fail(ChainErrorReason.rollback, `head ${pinned.seq} was verified before, the service shows ${log.headSeq}`);
+    if (toBase64Url(log.hashAt(pinned.seq)!) !== pinned.hash) throw fail(ChainErrorReason.fork, "the entry verified before has changed", pinned.seq);
+    if (pinned.seq >= log.headSeq) return undefined;
+  }
+  return { seq: log.headSeq, hash: toBase64Url(log.headHash) };
+}
