@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createIdentity } from "@unibus/crypto";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
+import { retryUntil } from "@unibus/testing";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
 
@@ -25,17 +26,7 @@ const ROUTE_PORT = 6222;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Retries `fn` until it resolves or `ms` pass (failover: reconnect, new stream leaders). */
-async function eventually<T>(ms: number, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(500);
-    }
-  }
-}
+const eventually = <T>(ms: number, fn: () => Promise<T>): Promise<T> => retryUntil(fn, { timeoutMs: ms });
 
 /** Reads the node's first line (INFO) off a route connection. */
 async function readInfo(sock: Socket | TLSSocket): Promise<Record<string, unknown>> {
@@ -233,7 +224,14 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     // Either the admin's session is on nats-3 and the request meets membership there (503:
     // no quorum for the R3 bucket), or the session dropped and cannot log in again (the
     // callout reads the directory, which has no quorum either): both must refuse.
-    await sleep(3_000);
+    // The write is tried once the survivor itself reports the lost quorum (readiness
+    // fails closed), not after a guessed pause: the operator's view and the refusal agree.
+    const status = await eventually(30_000, async () => {
+      const res = await fetch(`${stack.healthzUrl}/readyz`);
+      if (res.status !== 503) throw new Error(`readyz ${res.status} with 1 of 3 nodes`);
+      return res.status;
+    });
+    expect(status).toBe(503);
     const bob = createIdentity();
     const t0 = Date.now();
     const outcome = await admin.users
@@ -244,13 +242,6 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       );
     process.stdout.write(`users.add with 1 of 3 nodes: ${outcome} (${Date.now() - t0} ms)\n`);
     expect(outcome).toMatch(/^refused: /);
-    // The operator's view agrees: readiness fails closed without quorum.
-    const status = await eventually(30_000, async () => {
-      const res = await fetch(`${stack.healthzUrl}/readyz`);
-      if (res.status !== 503) throw new Error(`readyz ${res.status} with 1 of 3 nodes`);
-      return res.status;
-    });
-    expect(status).toBe(503);
   });
 
   it("after both nodes restart the cluster catches up: every acknowledged user is there and writes work again", async () => {

@@ -5,6 +5,7 @@ import { connect as natsConnect } from "@nats-io/transport-node";
 import { createIdentity, nkeyAuthenticator } from "@unibus/crypto";
 import { ErrorReason, UnibusError, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
+import { eventually } from "@unibus/testing";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
 
@@ -42,11 +43,17 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     const inbox = nc.subscribe(`_INBOX.${stack.admin.principal}.srvinfo.${Date.now()}`);
     // Scatter-gather: every instance answers $SRV.INFO on the same reply subject.
     nc.publish("$SRV.INFO", undefined, { reply: inbox.getSubject() });
-    setTimeout(() => inbox.unsubscribe(), 2_000);
+    // Done as soon as every instance the compose file starts has answered; the
+    // timer only bounds a stack that is missing one (the assertions then say which).
+    const expected = SERVICES.length + 2 + 1;
+    const bound = setTimeout(() => inbox.unsubscribe(), 15_000);
+    let answers = 0;
     for await (const m of inbox) {
       const info = m.json<{ name: string }>();
       seen.set(info.name, (seen.get(info.name) ?? 0) + 1);
+      if (++answers === expected) inbox.unsubscribe();
     }
+    clearTimeout(bound);
     expect([...seen.keys()].sort()).toEqual(SERVICES);
     expect(seen.get("membership")).toBe(3);
     expect(seen.get("keys")).toBe(2);
@@ -122,7 +129,8 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
       }
     };
     const workers = Array.from({ length: 4 }, () => worker());
-    await new Promise((r) => setTimeout(r, 1_500));
+    // Kill only once the load is flowing: acknowledgements observed, not a guessed pause.
+    await eventually(() => acked.length, (n) => n >= 20, { timeoutMs: 30_000, intervalMs: 50, what: "users.add acknowledged before the kill" });
     const before = acked.length;
     await run("docker", ["kill", "--signal", "KILL", victim as string]);
     // Keep the load on until the surviving replicas have acknowledged more

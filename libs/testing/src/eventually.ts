@@ -26,3 +26,29 @@ export async function eventually<T>(read: () => T | Promise<T>, done: (value: T)
     await sleep(opts.intervalMs ?? 20);
   }
 }
+
+/** Options of {@link retryUntil}. */
+export interface RetryUntilOptions {
+  /** Give up after this long and throw the last error. */
+  timeoutMs: number;
+  /** Pause between attempts. Default 500 ms: each attempt is a network round trip. */
+  intervalMs?: number;
+}
+
+/**
+ * Calls `attempt` until it resolves and returns its value; on timeout throws
+ * the last error. For an action that fails until the system has recovered
+ * (a failover: reconnects, new stream leaders), where the action itself is
+ * the observable event.
+ */
+export async function retryUntil<T>(attempt: () => Promise<T>, opts: RetryUntilOptions): Promise<T> {
+  const deadline = Date.now() + opts.timeoutMs;
+  for (;;) {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(opts.intervalMs ?? 500);
+    }
+  }
+}

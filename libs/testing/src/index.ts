@@ -1,7 +1,7 @@
 export { startTestCluster } from "./cluster.js";
 export type { RouteLink, TestCluster, TestClusterOptions } from "./cluster.js";
-export { eventually } from "./eventually.js";
-export type { EventuallyOptions } from "./eventually.js";
+export { eventually, retryUntil } from "./eventually.js";
+export type { EventuallyOptions, RetryUntilOptions } from "./eventually.js";
 export { startLinkProxy } from "./link-proxy.js";
 export type { LinkProxy } from "./link-proxy.js";
 export { freeLoopbackPort } from "./ports.js";
