@@ -3370,7 +3370,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "properties": {
       "sessionId": {
         "type": "string",
-        "pattern": "^[0-9a-f]{64}$",
+        "pattern": "^[0-9a-f]{32}$",
         "description": "The sessionId of a finished handshake whose principal signed this request."
       },
       "nodeId": {
@@ -3619,7 +3619,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "properties": {
       "sessionId": {
         "type": "string",
-        "pattern": "^[0-9a-f]{64}$",
+        "pattern": "^[0-9a-f]{32}$",
         "description": "The sessionId of a finished handshake whose principal signed this request."
       },
       "nodeId": {
@@ -3707,7 +3707,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "properties": {
       "sessionId": {
         "type": "string",
-        "pattern": "^[0-9a-f]{64}$",
+        "pattern": "^[0-9a-f]{32}$",
         "description": "The sessionId of a finished handshake whose principal signed this request."
       },
       "nodeId": {
