@@ -10,6 +10,7 @@ import { SigningKey, verifySignature } from "./ed25519.js";
 import { concatBytes, constantTimeEqual, randomBytes, utf8 } from "./encoding.js";
 import { blake3, blake3DeriveKey } from "./hash.js";
 import { base32Decode, base32Encode } from "./nkey.js";
+import { markStatement } from "./statement-marker.js";
 import { agreementPublicKey } from "./x25519.js";
 
 /** Sizes and BLAKE3 derive_key contexts of the cluster keys; a context is never reused for another purpose. */
@@ -114,24 +115,29 @@ function u64(n: number): Uint8Array {
   return out;
 }
 
-/** What the history key signs for the latest pointer: label, cluster id, seq, head hash. */
+/**
+ * What the history key signs for the latest pointer: label, cluster id, seq,
+ * head hash. Every statement here starts with the 0xFF statement marker, so
+ * no signature over it can pass as a NATS connect-nonce signature (the node
+ * and gateway keys are also their NATS login keys).
+ */
 export function latestPointerBytes(clusterId: Uint8Array, seq: number, hash: Uint8Array): Uint8Array {
-  return concatBytes(field(ClusterSeedFormat.latestLabel), field(clusterId), u64(seq), field(hash));
+  return markStatement(concatBytes(field(ClusterSeedFormat.latestLabel), field(clusterId), u64(seq), field(hash)));
 }
 
 /** What a node's join key signs to vouch for its agreement key (so a gateway cannot swap it and read the CUK). */
 export function nodeAgreementBytes(clusterId: Uint8Array, nodeId: string, agreementKey: Uint8Array): Uint8Array {
-  return concatBytes(field(ClusterSeedFormat.nodeAgreementLabel), field(clusterId), field(nodeId), field(agreementKey));
+  return markStatement(concatBytes(field(ClusterSeedFormat.nodeAgreementLabel), field(clusterId), field(nodeId), field(agreementKey)));
 }
 
 /** What a gateway's service identity signs to publish its per-process agreement key. */
 export function gatewayAgreementBytes(principal: string, agreementKey: Uint8Array): Uint8Array {
-  return concatBytes(field(ClusterSeedFormat.gatewayAgreementLabel), field(principal), field(agreementKey));
+  return markStatement(concatBytes(field(ClusterSeedFormat.gatewayAgreementLabel), field(principal), field(agreementKey)));
 }
 
 /** What a peer signs when it hands the seed over: the request it answers and the sealed seed. */
 export function seedAnswerBytes(requestHash: Uint8Array, responder: string, sealed: Uint8Array): Uint8Array {
-  return concatBytes(field(ClusterSeedFormat.seedAnswerLabel), field(requestHash), field(responder), field(sealed));
+  return markStatement(concatBytes(field(ClusterSeedFormat.seedAnswerLabel), field(requestHash), field(responder), field(sealed)));
 }
 
 /** Verifies an Ed25519 signature by `publicKey`; false on any malformed input. */
