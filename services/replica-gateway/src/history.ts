@@ -83,8 +83,11 @@ export class HistoryStore {
     const latest = await this.latest();
     const log = this.#log;
     for (;;) {
-      const e = await get(this.#kv, entryKey(log.length));
+      const seq = log.length;
+      const e = await get(this.#kv, entryKey(seq));
       if (e === null) break;
+      // A concurrent load (another request on this replica) appended it meanwhile.
+      if (log.length !== seq) continue;
       let entry: ClusterHistoryEntry;
       try {
         entry = e.json<ClusterHistoryEntry>();

@@ -216,7 +216,8 @@ describe("node lifecycle", () => {
 
   it("a join key registers once (409 join_key_exists); a used ticket is 403; approve of a node not NEW is 409", async () => {
     const n = await registered("node-3");
-    const again = await errorOf(registerNode(n.nc, { ...step(n), nodeId: "node-3b", clusterName: CLUSTER, ticket: await ticket("node-3b") }));
+    const same = await node("node-3b", n.identity);
+    const again = await errorOf(registerNode(same.nc, { ...step(same), clusterName: CLUSTER, ticket: await ticket("node-3b") }));
     expect(again).toMatchObject({ code: ErrorCode.Conflict, reason: "join_key_exists" });
     const t = await ticket("node-4");
     const other = await node("node-4");
@@ -233,6 +234,9 @@ describe("node lifecycle", () => {
     const stranger = await node("node-6");
     expect(await errorOf(joinNode(stranger.nc, { ...step(stranger), sessionId: n.sessionId }))).toMatchObject({ code: ErrorCode.Forbidden, reason: "session_invalid" });
     expect(await errorOf(joinNode(n.nc, { ...step(n), sessionId: "ab".repeat(16) }))).toMatchObject({ code: ErrorCode.Forbidden, reason: "session_invalid" });
+    // A session of this very key, but for another replica id.
+    const elsewhere = await node("node-5x", n.identity);
+    expect(await errorOf(joinNode(n.nc, { ...step(n), sessionId: elsewhere.sessionId }))).toMatchObject({ code: ErrorCode.Forbidden, reason: "session_invalid" });
   });
 
   it("a decommissioned node is refused forever: no join, no new registration of its join key, its wrapped CUK purged", async () => {

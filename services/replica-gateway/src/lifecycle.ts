@@ -89,6 +89,7 @@ interface TicketRecord {
 
 interface SessionRecord {
   principal: string;
+  replicaId: string;
   clusterId: string;
   expiresAt: string;
 }
@@ -233,7 +234,7 @@ function signer(caller: Caller): string {
 }
 
 /** The finished handshake session `sessionId`, whose principal must be the request's signer. */
-async function requireSession(core: ClusterCore, sessionId: string, principal: string, clusterId: string): Promise<void> {
+async function requireSession(core: ClusterCore, sessionId: string, principal: string, clusterId: string, nodeId: string): Promise<void> {
   let entry;
   try {
     entry = await core.deps.sessions.get(sessionId);
@@ -244,7 +245,8 @@ async function requireSession(core: ClusterCore, sessionId: string, principal: s
   if (entry === null || entry.operation !== "PUT") throw denied;
   const s = entry.json<SessionRecord>();
   // A session proves the PSK for one identity in this cluster; another signer cannot borrow it.
-  if (s.principal !== principal || s.clusterId !== clusterId || Date.parse(s.expiresAt) < core.deps.now()) throw denied;
+  // The session is bound to the replica id the handshake's MACs covered: one node's session cannot act for another id.
+  if (s.principal !== principal || s.clusterId !== clusterId || s.replicaId !== nodeId || Date.parse(s.expiresAt) < core.deps.now()) throw denied;
 }
 
 function openSeed(core: ClusterCore, sealed: readonly { gateway: string; box: string }[]): Uint8Array {
@@ -346,7 +348,10 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
         // As stored, not as this replica verified it: the reader verifies for itself.
         const latest = await core.store.latest();
         if (latest === null) throw lifecycleError(ErrorCode.NotFound, LifecycleReason.noCluster, "no cluster history: run cluster init");
-        return { entries: await core.store.raw(req.from ?? 0, HISTORY_PAGE), latest: latest.latest };
+        // Up to the pointer only: an entry past it is an append in flight, not yet signed for.
+        const from = req.from ?? 0;
+        const limit = Math.max(0, Math.min(HISTORY_PAGE, latest.latest.seq - from + 1));
+        return { entries: limit === 0 ? [] : await core.store.raw(from, limit), latest: latest.latest };
       },
     }),
 
@@ -426,7 +431,7 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
         const keys = core.requireKeys();
         const log = await core.store.load(keys);
         const clusterId = clusterIdOf(log);
-        await requireSession(core, req.sessionId, joinKey, clusterId);
+        await requireSession(core, req.sessionId, joinKey, clusterId, req.nodeId);
         let ticketBytes: Uint8Array;
         try {
           ticketBytes = fromBase64Url(req.ticket);
@@ -481,7 +486,7 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
         const joinKey = signer(caller);
         const keys = core.requireKeys();
         const log = await core.store.load(keys);
-        await requireSession(core, req.sessionId, joinKey, clusterIdOf(log));
+        await requireSession(core, req.sessionId, joinKey, clusterIdOf(log), req.nodeId);
         const node = log.nodes.get(req.nodeId);
         // The history's rules before anything is stored: not approved, decommissioned, someone else's node.
         const decide = () => ({ type: HistoryEntryType.commit, effect: { nodeId: req.nodeId } });
@@ -520,7 +525,7 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
         const joinKey = signer(caller);
         const keys = core.requireKeys();
         const log = await core.store.load(keys);
-        await requireSession(core, req.sessionId, joinKey, clusterIdOf(log));
+        await requireSession(core, req.sessionId, joinKey, clusterIdOf(log), req.nodeId);
         const node = log.nodes.get(req.nodeId);
         if (node === undefined) throw new ClusterHistoryError(ClusterHistoryErrorReason.unknownNode, `no node ${req.nodeId}`, undefined, ErrorCode.NotFound);
         if (node.joinKey !== joinKey) throw new UnibusError(ErrorCode.Forbidden, "forbidden", "not this node's join key");
