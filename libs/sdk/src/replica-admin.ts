@@ -53,7 +53,8 @@ export async function discoverGateways(nc: NatsConnection, waitMs = 750): Promis
       if (!isPrincipal(principal) || !/^[0-9a-f]{64}$/.test(key) || !/^[0-9a-f]{128}$/.test(sig)) continue;
       const agreementKey = fromHex(key);
       if (!verifyDetached(publicKeyFromPrincipal(principal), gatewayAgreementBytes(principal, agreementKey), fromHex(sig))) continue;
-      out.set(principal, { principal, agreementKey });
+      // Keyed by agreement key: replicas of one service may share a principal, and each process needs its own box.
+      out.set(key, { principal, agreementKey });
     } catch {
       continue;
     }
@@ -99,7 +100,7 @@ export async function initCluster(nc: NatsConnection, admin: SigningKey, opts: {
     clusterName: opts.clusterName,
     historyKey: toHex(keys.historyKey.publicKey),
     agreementKey: toHex(keys.agreementPublicKey),
-    gateways: gateways.map((g) => g.principal),
+    gateways: [...new Set(gateways.map((g) => g.principal))],
     sealed: sealSeed(seed, gateways),
   };
   const reply = await resendOnWrongGateway(() => signedRequest<ReplicaInitReply>(nc, admin, Subjects.replicaGateway.init, body, opts.timeoutMs ?? TIMEOUT_MS));

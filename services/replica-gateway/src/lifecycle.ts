@@ -250,16 +250,19 @@ async function requireSession(core: ClusterCore, sessionId: string, principal: s
 }
 
 function openSeed(core: ClusterCore, sealed: readonly { gateway: string; box: string }[]): Uint8Array {
-  const mine = sealed.find((s) => s.gateway === core.deps.identity.principal);
-  if (mine === undefined) throw lifecycleError(ErrorCode.Conflict, LifecycleReason.wrongGateway, "no sealed seed for this gateway replica; resend", { retryAfterMs: 50 });
-  let seed: Uint8Array;
-  try {
-    seed = openSealed(core.deps.agreement.secretKey, fromBase64Url(mine.box));
-  } catch {
-    throw lifecycleError(ErrorCode.BadRequest, LifecycleReason.badSealed, "the sealed seed does not open");
+  // Replicas of one service may share an identity: each entry for this principal is tried, and only the one sealed to this process opens.
+  for (const s of sealed) {
+    if (s.gateway !== core.deps.identity.principal) continue;
+    let seed: Uint8Array;
+    try {
+      seed = openSealed(core.deps.agreement.secretKey, fromBase64Url(s.box));
+    } catch {
+      continue;
+    }
+    if (seed.byteLength !== 32) throw lifecycleError(ErrorCode.BadRequest, LifecycleReason.badSealed, "the sealed seed is not 32 bytes");
+    return seed;
   }
-  if (seed.byteLength !== 32) throw lifecycleError(ErrorCode.BadRequest, LifecycleReason.badSealed, "the sealed seed is not 32 bytes");
-  return seed;
+  throw lifecycleError(ErrorCode.Conflict, LifecycleReason.wrongGateway, "no seed sealed to this gateway replica; resend", { retryAfterMs: 50 });
 }
 
 function clusterIdOf(log: VerifiedClusterHistory): string {

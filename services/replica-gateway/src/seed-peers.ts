@@ -75,7 +75,7 @@ async function answer(core: ClusterCore, msg: Msg): Promise<void> {
     return;
   }
   if (req.principal !== envelope.signer || typeof req.ephemeralKey !== "string" || !/^[0-9a-f]{64}$/.test(req.ephemeralKey)) return;
-  if (envelope.signer === deps.identity.principal) return;
+  // No check against this replica's own principal: replicas may share one identity, and a replica asking holds no seed to answer itself with.
   const log = await core.store.load(core.keys);
   if (log.genesis === undefined || !log.genesis.gateways.includes(envelope.signer)) {
     logger.warn({ requester: envelope.signer }, "seed request from a principal the manifest does not list as a gateway refused");
@@ -113,7 +113,7 @@ export async function requestSeedFromPeers(deps: LifecycleDeps, genesis: Genesis
       } catch {
         continue;
       }
-      if (a.responder === deps.identity.principal || !genesis.gateways.includes(a.responder)) {
+      if (!genesis.gateways.includes(a.responder)) {
         deps.logger.warn({ op: "seed.request", responder: a.responder }, "seed answer from a principal the manifest does not list ignored");
         continue;
       }
