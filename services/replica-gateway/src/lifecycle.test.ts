@@ -5,7 +5,24 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { decodeReply, ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
 import type { ReplicaTicketReply } from "@unibus/contracts";
-import { createIdentity, encodeRecoverySecret, EnvelopeHeader, envelopeToHeaders, fromHex, generateClusterSeed, latestPointerBytes, randomBytes, signEnvelope, SigningKey, toBase64Url, toHex } from "@unibus/crypto";
+import {
+  clusterIdFromName,
+  createIdentity,
+  decodeRecoverySecret,
+  encodeRecoverySecret,
+  EnvelopeHeader,
+  envelopeToHeaders,
+  fromHex,
+  generateClusterSeed,
+  latestPointerBytes,
+  nodeAgreementBytes,
+  randomBytes,
+  sealTo,
+  signEnvelope,
+  SigningKey,
+  toBase64Url,
+  toHex,
+} from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import {
   ClusterHistoryError,
@@ -140,7 +157,8 @@ describe("cluster init and peer recovery", () => {
   it("init writes the genesis listing every discovered replica; a second init is 409 cluster_exists", async () => {
     const result = await initCluster(adminNc, admin, { clusterName: CLUSTER });
     recoverySecret = result.recoverySecret;
-    secrets.push(recoverySecret);
+    const seed = decodeRecoverySecret(recoverySecret);
+    secrets.push(recoverySecret, toHex(seed), toBase64Url(seed), Buffer.from(seed).toString("base64"));
     expect(recoverySecret).toMatch(/^UBRS-/);
     expect([...result.gateways].sort()).toEqual(gwKeys.map((k) => k.principal).sort());
     const history = await fetchClusterHistory(adminNc, admin);
@@ -312,6 +330,43 @@ describe("bad input", () => {
     });
   }
 
+  it("info (public): malformed JSON and schema violations are 400; a valid request names the replica", async () => {
+    const pub = async (data: Uint8Array) => adminNc.request(Subjects.replicaGateway.info, data, { timeout: 5_000 });
+    expect(rawError(await pub(new TextEncoder().encode("{nope")))).toMatchObject({ code: ErrorCode.BadRequest, reason: ErrorReason.MalformedJson });
+    expect(rawError(await pub(json({ extra: 1 })))).toMatchObject({ code: ErrorCode.BadRequest, reason: ErrorReason.SchemaViolation });
+    const info = decodeReply<{ principal: string; locked: boolean; initialized: boolean }>(await pub(json({})));
+    expect(gwKeys.map((k) => k.principal)).toContain(info.principal);
+    expect(info).toMatchObject({ locked: false, initialized: true });
+  });
+
+  it("a replayed node request (register, commit, join) gets its first outcome and makes no second transition", async () => {
+    const n = await node("node-13");
+    const t = await ticket("node-13");
+    const nodeRaw = async (subject: string, body: unknown, envelope?: Record<string, string>) => {
+      const data = json(body);
+      const h = natsHeaders();
+      const env = envelope ?? envelopeToHeaders(signEnvelope(n.identity.signingKey, subject, data));
+      for (const [k, val] of Object.entries(env)) h.set(k, val);
+      return { msg: await n.nc.request(subject, data, { headers: h, timeout: 5_000, noMux: true, reply: createInbox(`_INBOX.${n.identity.principal}`) }), env };
+    };
+    const reg = { sessionId: n.sessionId, nodeId: "node-13", ticket: t, agreementKey: toHex(n.identity.agreementPublicKey), agreementSig: toHex(n.identity.signingKey.sign(nodeAgreementBytes(clusterIdFromName(CLUSTER), "node-13", n.identity.agreementPublicKey))) };
+    const first = await nodeRaw(Subjects.replicaGateway.handshakeRegister, reg);
+    expect(decodeReply<{ state: string }>(first.msg).state).toBe("NEW");
+    const count = (await historyEntries()).length;
+    const again = await nodeRaw(Subjects.replicaGateway.handshakeRegister, reg, first.env);
+    expect(new TextDecoder().decode(again.msg.data)).toBe(new TextDecoder().decode(first.msg.data));
+    await adminCall(Subjects.replicaGateway.approve, { nodeId: "node-13" });
+    const commit = { sessionId: n.sessionId, nodeId: "node-13", sealedCuk: toBase64Url(sealTo(fromHex(clusterAgreementKey), randomBytes(32))) };
+    const c1 = await nodeRaw(Subjects.replicaGateway.handshakeCommit, commit);
+    const c2 = await nodeRaw(Subjects.replicaGateway.handshakeCommit, commit, c1.env);
+    expect(new TextDecoder().decode(c2.msg.data)).toBe(new TextDecoder().decode(c1.msg.data));
+    const j1 = await nodeRaw(Subjects.replicaGateway.handshakeJoin, { sessionId: n.sessionId, nodeId: "node-13" });
+    const j2 = await nodeRaw(Subjects.replicaGateway.handshakeJoin, { sessionId: n.sessionId, nodeId: "node-13" }, j1.env);
+    expect(new TextDecoder().decode(j2.msg.data)).toBe(new TextDecoder().decode(j1.msg.data));
+    // register, approve, commit: one entry each, whatever was resent.
+    expect((await historyEntries()).length).toBe(count + 2);
+  });
+
   it("a replayed approve or ticket request gets the first outcome back and changes nothing a second time", async () => {
     await registered("node-11");
     const first = await raw(Subjects.replicaGateway.approve, json({ nodeId: "node-11" }));
@@ -381,7 +436,7 @@ describe("tampered history", () => {
     expect((await fetchClusterHistory(adminNc, admin, { pin })).headSeq).toBe(pin.seq);
   });
 
-  it("no secret (recovery secret, CUK, ticket) ever reached a log line", () => {
+  it("no secret (seed, recovery secret, CUK, ticket, PSK) ever reached a log line", () => {
     const all = logText.join("");
     expect(all.length).toBeGreaterThan(1000);
     for (const s of secrets) expect(all).not.toContain(s);

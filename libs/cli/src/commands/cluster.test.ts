@@ -24,6 +24,8 @@ let admin: Identity;
 let adminPath: string;
 const gateways: RunningReplicaGateway[] = [];
 const conns: NatsConnection[] = [];
+/** Every command's output, to prove no unlock key or ticket is printed beyond where it must be. */
+const outputs: string[] = [];
 
 async function startGateway(): Promise<RunningReplicaGateway> {
   const nc = await server.connect();
@@ -51,7 +53,9 @@ async function cli(argv: string[], opts: { stdin?: string; identity?: string } =
     env: { UNIBUS_URL: server.url, UNIBUS_IDENTITY: opts.identity ?? adminPath, UNIBUS_REPLICA_PSK: PSK, UNIBUS_NODE_HOME: join(dir, "node-home") },
     ...(opts.stdin === undefined ? {} : { lines: linesOf(opts.stdin) }),
   });
-  return { code: await runCli(argv, io), io };
+  const code = await runCli(argv, io);
+  outputs.push(io.all());
+  return { code, io };
 }
 
 beforeAll(async () => {
@@ -148,6 +152,11 @@ describe("unibus cluster / node", () => {
     const history = await cli(["cluster", "history"]);
     expect(history.io.stdout.join("\n")).toContain("node.decommission");
     expect(history.io.all()).not.toContain(recoverySecret);
+    // The node unlock key and the CUK never reach any output; the recovery secret only init's.
+    const nuk = await readNodeUnlockKey(home());
+    const all = outputs.join("\n");
+    for (const form of [toHex(nuk), Buffer.from(nuk).toString("base64url"), Buffer.from(nuk).toString("base64")]) expect(all).not.toContain(form);
+    expect(outputs.filter((o) => o.includes(recoverySecret))).toHaveLength(1);
   });
 
   it("usage: a bad node id is a usage error; a secret is never taken from argv", async () => {
