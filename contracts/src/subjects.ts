@@ -98,6 +98,8 @@ export const Subjects = {
     approve: "unibus.v1.replica.approve",
     decommission: "unibus.v1.replica.decommission",
     nodes: "unibus.v1.replica.nodes",
+    gatewayAdd: "unibus.v1.replica.gateway.add",
+    gatewayRemove: "unibus.v1.replica.gateway.remove",
     /** Gateway to gateway (plain subscription, every replica hears it): a fresh replica asks peers for the seed. */
     seedRequest: "unibus.v1.replica.seed.request",
   },

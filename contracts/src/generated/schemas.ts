@@ -3315,6 +3315,106 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       }
     }
   },
+  "replica.gateway.add.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.gateway.add.reply",
+    "title": "ReplicaGatewayAddReply",
+    "description": "The change written, and the gateways now listed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal",
+      "seq",
+      "gateways"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "A gateway replica's service principal."
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      },
+      "gateways": {
+        "type": "array",
+        "items": {
+          "type": "string",
+          "pattern": "^U[A-Z2-7]{55}$",
+          "description": "A gateway replica's service principal."
+        }
+      }
+    }
+  },
+  "replica.gateway.add.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.gateway.add.request",
+    "title": "ReplicaGatewayAddRequest",
+    "description": "Lists one more gateway principal as allowed to hold the seed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "A gateway replica's service principal."
+      }
+    }
+  },
+  "replica.gateway.remove.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.gateway.remove.reply",
+    "title": "ReplicaGatewayRemoveReply",
+    "description": "The change written, and the gateways now listed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal",
+      "seq",
+      "gateways"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "A gateway replica's service principal."
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      },
+      "gateways": {
+        "type": "array",
+        "items": {
+          "type": "string",
+          "pattern": "^U[A-Z2-7]{55}$",
+          "description": "A gateway replica's service principal."
+        }
+      }
+    }
+  },
+  "replica.gateway.remove.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.gateway.remove.request",
+    "title": "ReplicaGatewayRemoveRequest",
+    "description": "Stops listing a gateway principal: peers no longer hand it the seed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "A gateway replica's service principal."
+      }
+    }
+  },
   "replica.handshake.commit.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "replica.handshake.commit.reply",
@@ -3780,7 +3880,9 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
                 "node.register",
                 "node.approve",
                 "node.commit",
-                "node.decommission"
+                "node.decommission",
+                "gateway.add",
+                "gateway.remove"
               ]
             },
             "subject": {

@@ -1794,6 +1794,50 @@ export interface ReplicaDecommissionRequest {
 }
 
 /**
+ * The change written, and the gateways now listed.
+ */
+export interface ReplicaGatewayAddReply {
+  /**
+   * A gateway replica's service principal.
+   */
+  principal: string;
+  seq: number;
+  gateways: string[];
+}
+
+/**
+ * Lists one more gateway principal as allowed to hold the seed.
+ */
+export interface ReplicaGatewayAddRequest {
+  /**
+   * A gateway replica's service principal.
+   */
+  principal: string;
+}
+
+/**
+ * The change written, and the gateways now listed.
+ */
+export interface ReplicaGatewayRemoveReply {
+  /**
+   * A gateway replica's service principal.
+   */
+  principal: string;
+  seq: number;
+  gateways: string[];
+}
+
+/**
+ * Stops listing a gateway principal: peers no longer hand it the seed.
+ */
+export interface ReplicaGatewayRemoveRequest {
+  /**
+   * A gateway replica's service principal.
+   */
+  principal: string;
+}
+
+/**
  * UP; the wrapped CUK for the node's home.
  */
 export interface ReplicaCommitReply {
@@ -2010,7 +2054,14 @@ export interface ReplicaHistoryReply {
   entries: {
     seq: number;
     prev: string;
-    type: "genesis" | "node.register" | "node.approve" | "node.commit" | "node.decommission";
+    type:
+      | "genesis"
+      | "node.register"
+      | "node.approve"
+      | "node.commit"
+      | "node.decommission"
+      | "gateway.add"
+      | "gateway.remove";
     subject: string;
     /**
      * SHA-256 of the signed request body (bodies hold sealed secrets and are not kept).
@@ -2248,6 +2299,10 @@ export interface SchemaTypes {
   "replica.approve.request": ReplicaApproveRequest;
   "replica.decommission.reply": ReplicaDecommissionReply;
   "replica.decommission.request": ReplicaDecommissionRequest;
+  "replica.gateway.add.reply": ReplicaGatewayAddReply;
+  "replica.gateway.add.request": ReplicaGatewayAddRequest;
+  "replica.gateway.remove.reply": ReplicaGatewayRemoveReply;
+  "replica.gateway.remove.request": ReplicaGatewayRemoveRequest;
   "replica.handshake.commit.reply": ReplicaCommitReply;
   "replica.handshake.commit.request": ReplicaCommitRequest;
   "replica.handshake.finish.reply": ReplicaFinishReply;

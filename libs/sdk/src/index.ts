@@ -53,7 +53,7 @@ export {
   VerifiedClusterHistory,
   verifyClusterHistory,
 } from "./replica-history.js";
-export type { ClusterHistoryEntry, ClusterLatest, GenesisEffect, HistoryEntryInput, HistoryPin, NodeEffect, NodeRecord } from "./replica-history.js";
+export type { ClusterHistoryEntry, ClusterLatest, GatewayEffect, GenesisEffect, HistoryEntryInput, HistoryPin, NodeEffect, NodeRecord } from "./replica-history.js";
 export { commitNode, joinNode, registerNode } from "./replica-node.js";
 export type { CommitResult, NodeStepOptions } from "./replica-node.js";
 export {

@@ -1,9 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { Subjects } from "@unibus/contracts";
 import { clusterIdFromName, createIdentity, deriveClusterKeys, generateClusterSeed, latestPointerBytes, nodeAgreementBytes, signEnvelope, SigningKey, toBase64Url, toHex } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
-import { ClusterHistoryError, historyEntry, HistoryEntryType, NodeState, VerifiedClusterHistory, verifyClusterHistory } from "./replica-history.js";
-import type { ClusterHistoryEntry, ClusterLatest, GenesisEffect, NodeEffect } from "./replica-history.js";
+import { ClusterHistoryError, historyEntry, HistoryEntrySubject, HistoryEntryType, NodeState, VerifiedClusterHistory, verifyClusterHistory } from "./replica-history.js";
+import type { ClusterHistoryEntry, ClusterLatest, GatewayEffect, GenesisEffect, NodeEffect } from "./replica-history.js";
 
 const enc = new TextEncoder();
 const CLUSTER = "prod";
@@ -30,20 +29,14 @@ function newChain(): Chain {
   return chain;
 }
 
-const SUBJECT = {
-  genesis: Subjects.replicaGateway.init,
-  "node.register": Subjects.replicaGateway.handshakeRegister,
-  "node.approve": Subjects.replicaGateway.approve,
-  "node.commit": Subjects.replicaGateway.handshakeCommit,
-  "node.decommission": Subjects.replicaGateway.decommission,
-} as const;
+const SUBJECT = HistoryEntrySubject;
 
-function make(chain: Chain, actor: SigningKey, type: HistoryEntryType, effect: GenesisEffect | NodeEffect): ClusterHistoryEntry {
+function make(chain: Chain, actor: SigningKey, type: HistoryEntryType, effect: GenesisEffect | NodeEffect | GatewayEffect): ClusterHistoryEntry {
   const body = enc.encode(JSON.stringify({ type, n: chain.entries.length }));
   return historyEntry({ after: chain.log, type, body, envelope: signEnvelope(actor, SUBJECT[type], body), effect, at: new Date().toISOString() });
 }
 
-function add(chain: Chain, actor: SigningKey, type: HistoryEntryType, effect: GenesisEffect | NodeEffect): ClusterHistoryEntry {
+function add(chain: Chain, actor: SigningKey, type: HistoryEntryType, effect: GenesisEffect | NodeEffect | GatewayEffect): ClusterHistoryEntry {
   const e = make(chain, actor, type, effect);
   chain.log.append([e]);
   chain.entries.push(e);
@@ -158,5 +151,20 @@ describe("cluster history verifier", () => {
     expect(reason(() => chain.log.check({ ...e, effect: JSON.stringify({ nodeId: "node-4", extra: 1 }) }))).toBe("history_bad_entry");
     const g = chain.log.genesis as GenesisEffect;
     expect(reason(() => chain.log.check(make(chain, admin, HistoryEntryType.genesis, g)))).toBe("history_bad_entry");
+  });
+
+  it("gateway changes move the manifest: add once, remove a listed one, never the last", () => {
+    const chain = newChain();
+    const extra = SigningKey.generate().principal;
+    expect(reason(() => chain.log.check(make(chain, admin, HistoryEntryType.gatewayRemove, { principal: extra })))).toBe("unknown_gateway");
+    expect(reason(() => chain.log.check(make(chain, admin, HistoryEntryType.gatewayRemove, { principal: gateway.principal })))).toBe("state_conflict");
+    add(chain, admin, HistoryEntryType.gatewayAdd, { principal: extra });
+    expect(chain.log.gateways).toEqual([gateway.principal, extra]);
+    expect(reason(() => chain.log.check(make(chain, admin, HistoryEntryType.gatewayAdd, { principal: extra })))).toBe("state_conflict");
+    add(chain, admin, HistoryEntryType.gatewayRemove, { principal: gateway.principal });
+    expect(chain.log.gateways).toEqual([extra]);
+    // The genesis still names the first list; the manifest is the chain's.
+    expect(chain.log.genesis?.gateways).toEqual([gateway.principal]);
+    expect(verifyClusterHistory(chain.entries, latestOf(chain)).gateways).toEqual([extra]);
   });
 });

@@ -38,6 +38,8 @@ export const HistoryEntryType = {
   approve: "node.approve",
   commit: "node.commit",
   decommission: "node.decommission",
+  gatewayAdd: "gateway.add",
+  gatewayRemove: "gateway.remove",
 } as const;
 /** One of the {@link HistoryEntryType} values. */
 export type HistoryEntryType = (typeof HistoryEntryType)[keyof typeof HistoryEntryType];
@@ -49,6 +51,8 @@ export const HistoryEntrySubject = {
   "node.approve": Subjects.replicaGateway.approve,
   "node.commit": Subjects.replicaGateway.handshakeCommit,
   "node.decommission": Subjects.replicaGateway.decommission,
+  "gateway.add": Subjects.replicaGateway.gatewayAdd,
+  "gateway.remove": Subjects.replicaGateway.gatewayRemove,
 } as const satisfies Record<HistoryEntryType, string>;
 
 /** Node states (a node only ever moves forward through them). */
@@ -76,6 +80,7 @@ export const ClusterHistoryErrorReason = {
   notApproved: "not_approved",
   decommissioned: "decommissioned",
   unknownNode: "unknown_node",
+  unknownGateway: "unknown_gateway",
 } as const;
 /** One of the {@link ClusterHistoryErrorReason} values. */
 export type ClusterHistoryErrorReason = (typeof ClusterHistoryErrorReason)[keyof typeof ClusterHistoryErrorReason];
@@ -109,6 +114,11 @@ export interface NodeEffect {
   agreementSig?: string;
 }
 
+/** A gateway change's effect. */
+export interface GatewayEffect {
+  principal: string;
+}
+
 /** One node in the state derived from the chain. */
 export interface NodeRecord {
   nodeId: string;
@@ -120,7 +130,8 @@ export interface NodeRecord {
 }
 
 /** The canonical effect text of an entry: keys in a fixed order, so the gateway and every verifier hash the same bytes. */
-export function effectText(type: HistoryEntryType, effect: GenesisEffect | NodeEffect): string {
+export function effectText(type: HistoryEntryType, effect: GenesisEffect | NodeEffect | GatewayEffect): string {
+  if (type === HistoryEntryType.gatewayAdd || type === HistoryEntryType.gatewayRemove) return JSON.stringify({ principal: (effect as GatewayEffect).principal });
   if (type === HistoryEntryType.genesis) {
     const g = effect as GenesisEffect;
     return JSON.stringify({ clusterName: g.clusterName, clusterId: g.clusterId, historyKey: g.historyKey, agreementKey: g.agreementKey, gateways: [...g.gateways] });
@@ -167,7 +178,7 @@ export interface HistoryEntryInput {
   /** The request body exactly as signed (only its hash is kept). */
   body: Uint8Array;
   envelope: { signer: string; timestamp: number; nonce: string; signature: string };
-  effect: GenesisEffect | NodeEffect;
+  effect: GenesisEffect | NodeEffect | GatewayEffect;
   at: string;
 }
 
@@ -228,6 +239,7 @@ export class VerifiedClusterHistory {
   #genesis: GenesisEffect | undefined;
   readonly #nodes = new Map<string, NodeRecord>();
   readonly #joinKeys = new Map<string, string>();
+  #gateways: string[] = [];
   readonly #nonces = new Set<string>();
 
   /** Entries verified so far. */
@@ -250,6 +262,10 @@ export class VerifiedClusterHistory {
   }
   get nodes(): ReadonlyMap<string, NodeRecord> {
     return this.#nodes;
+  }
+  /** The gateway principals the manifest lists now (genesis, then gateway.add/remove): the only ones a peer hands the seed to. */
+  get gateways(): readonly string[] {
+    return this.#gateways;
   }
   /** Join key → node id, decommissioned included: a join key is never reused. */
   get joinKeys(): ReadonlyMap<string, string> {
@@ -318,8 +334,13 @@ export class VerifiedClusterHistory {
     const nonceKey = `${e.signer}.${e.nonce}`;
     if (this.#nonces.has(nonceKey)) throw new ClusterHistoryError(ClusterHistoryErrorReason.badEntry, "a signed request appears twice", seq);
     const fx = parseEffect(e);
-    if (e.effect !== effectText(type, fx as unknown as GenesisEffect & NodeEffect)) throw bad("effect is not canonical", seq);
-    const change = type === HistoryEntryType.genesis ? this.#genesisChange(fx, seq) : this.#nodeChange(type, fx, e.signer, seq);
+    if (e.effect !== effectText(type, fx as unknown as GenesisEffect & NodeEffect & GatewayEffect)) throw bad("effect is not canonical", seq);
+    const change =
+      type === HistoryEntryType.genesis
+        ? this.#genesisChange(fx, seq)
+        : type === HistoryEntryType.gatewayAdd || type === HistoryEntryType.gatewayRemove
+          ? this.#gatewayChange(type, fx, seq)
+          : this.#nodeChange(type, fx, e.signer, seq);
     if (!commit) return;
     this.#entries.push(e);
     this.#hashes.push(hash);
@@ -337,6 +358,26 @@ export class VerifiedClusterHistory {
     const g: GenesisEffect = { clusterName, clusterId, historyKey, agreementKey, gateways: gateways as string[] };
     return () => {
       this.#genesis = g;
+      this.#gateways = [...g.gateways];
+    };
+  }
+
+  #gatewayChange(type: HistoryEntryType, fx: Record<string, unknown>, seq: number): () => void {
+    if (this.#genesis === undefined) throw new ClusterHistoryError(ClusterHistoryErrorReason.missing, "gateway entry before genesis", seq);
+    const principal = fx["principal"];
+    if (typeof principal !== "string" || !isPrincipal(principal)) throw bad("gateway principal malformed", seq);
+    const listed = this.#gateways.includes(principal);
+    if (type === HistoryEntryType.gatewayAdd) {
+      if (listed) throw new ClusterHistoryError(ClusterHistoryErrorReason.stateConflict, "gateway already listed", seq);
+      return () => {
+        this.#gateways = [...this.#gateways, principal];
+      };
+    }
+    if (!listed) throw new ClusterHistoryError(ClusterHistoryErrorReason.unknownGateway, "gateway not listed", seq, ErrorCode.NotFound);
+    // The last listed gateway stays: with none, no replica could ever get the seed from a peer again.
+    if (this.#gateways.length === 1) throw new ClusterHistoryError(ClusterHistoryErrorReason.stateConflict, "the last listed gateway cannot be removed", seq);
+    return () => {
+      this.#gateways = this.#gateways.filter((g) => g !== principal);
     };
   }
 

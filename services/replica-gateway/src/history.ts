@@ -4,7 +4,7 @@ import { fromBase64Url, fromHex, latestPointerBytes, toBase64Url, verifyDetached
 import type { ClusterKeys } from "@unibus/crypto";
 import type { HandlerContext } from "@unibus/kit";
 import { ClusterHistoryError, ClusterHistoryErrorReason, historyEntry, VerifiedClusterHistory } from "@unibus/sdk";
-import type { ClusterHistoryEntry, ClusterLatest, GenesisEffect, HistoryEntryType, NodeEffect } from "@unibus/sdk";
+import type { ClusterHistoryEntry, ClusterLatest, GatewayEffect, GenesisEffect, HistoryEntryType, NodeEffect } from "@unibus/sdk";
 import { isWrongLastSequence, unavailable } from "./errors.js";
 
 /** Rounds of an append before giving up: each lost round means another replica appended first. */
@@ -18,7 +18,7 @@ export const LATEST_KEY = "latest";
 /** What {@link HistoryStore.append} asks `decide` for: the entry's type and effect, or null for "nothing to do". */
 export interface HistoryAppend {
   type: HistoryEntryType;
-  effect: GenesisEffect | NodeEffect;
+  effect: GenesisEffect | NodeEffect | GatewayEffect;
 }
 
 async function get(kv: KV, key: string): Promise<KvEntry | null> {

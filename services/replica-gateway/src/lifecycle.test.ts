@@ -191,6 +191,29 @@ describe("cluster init and peer recovery", () => {
     }
   });
 
+  it("a gateway the admin lists later gets the seed from a peer; once removed, a fresh replica of it never does", async () => {
+    const late = SigningKey.generate();
+    const start = () => createReplicaGatewayService(conns[0] as NatsConnection, { logger, clusterName: CLUSTER, identity: late, resolveRole: async () => null, seedWaitMs: 300, peerRetryMs: 100 });
+    const added = await adminCall<{ gateways: string[] }>(Subjects.replicaGateway.gatewayAdd, { principal: late.principal });
+    expect(added.gateways).toContain(late.principal);
+    const first = await start();
+    try {
+      await eventually(() => first.core.keys !== undefined, (ok) => ok, { timeoutMs: 10_000 });
+    } finally {
+      await first.stop();
+    }
+    const removed = await adminCall<{ gateways: string[] }>(Subjects.replicaGateway.gatewayRemove, { principal: late.principal });
+    expect(removed.gateways).not.toContain(late.principal);
+    const second = await start();
+    try {
+      expect(await second.core.askPeers()).toBe(false);
+      expect(second.core.keys).toBeUndefined();
+    } finally {
+      await second.stop();
+    }
+    expect(await errorOf(adminCall(Subjects.replicaGateway.gatewayRemove, { principal: late.principal }))).toMatchObject({ code: ErrorCode.NotFound, reason: "unknown_gateway" });
+  });
+
   it("non-admins cannot init, ticket, approve, list or read the history", async () => {
     const member = SigningKey.generate();
     const nc = await connect(member.principal);

@@ -5,6 +5,8 @@ import type {
   ReplicaApproveReply,
   ReplicaCommitReply,
   ReplicaDecommissionReply,
+  ReplicaGatewayAddReply,
+  ReplicaGatewayRemoveReply,
   ReplicaHistoryReply,
   ReplicaInfo,
   ReplicaInitReply,
@@ -162,7 +164,7 @@ export class ClusterCore {
       try {
         const log = await this.store.load();
         if (log.genesis === undefined) return false;
-        const seed = await requestSeedFromPeers(this.deps, log.genesis);
+        const seed = await requestSeedFromPeers(this.deps, log);
         if (seed === null) return false;
         await this.unlock(seed, "peer");
         return true;
@@ -406,6 +408,36 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
         const { seq } = await transition(ctx, HistoryEntryType.decommission, req.nodeId);
         ctx.logger.info({ nodeId: req.nodeId, seq }, "node decommissioned");
         return { nodeId: req.nodeId, state: NodeState.decommissioned, seq };
+      },
+    }),
+
+    "gateway-add": endpoint({
+      ...base,
+      subject: Subjects.replicaGateway.gatewayAdd,
+      request: "replica.gateway.add.request",
+      reply: "replica.gateway.add.reply",
+      mutates: true,
+      access: Access.Admin,
+      async handler(req, _caller, ctx): Promise<ReplicaGatewayAddReply> {
+        const done = await core.store.append(core.requireKeys(), ctx, () => ({ type: HistoryEntryType.gatewayAdd, effect: { principal: req.principal } }));
+        if (done === null) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
+        ctx.logger.info({ gateway: req.principal, seq: done.entry.seq }, "gateway listed");
+        return { principal: req.principal, seq: done.entry.seq, gateways: [...done.log.gateways] };
+      },
+    }),
+
+    "gateway-remove": endpoint({
+      ...base,
+      subject: Subjects.replicaGateway.gatewayRemove,
+      request: "replica.gateway.remove.request",
+      reply: "replica.gateway.remove.reply",
+      mutates: true,
+      access: Access.Admin,
+      async handler(req, _caller, ctx): Promise<ReplicaGatewayRemoveReply> {
+        const done = await core.store.append(core.requireKeys(), ctx, () => ({ type: HistoryEntryType.gatewayRemove, effect: { principal: req.principal } }));
+        if (done === null) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
+        ctx.logger.info({ gateway: req.principal, seq: done.entry.seq }, "gateway no longer listed");
+        return { principal: req.principal, seq: done.entry.seq, gateways: [...done.log.gateways] };
       },
     }),
 

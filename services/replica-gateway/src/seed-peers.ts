@@ -20,7 +20,7 @@ import {
 } from "@unibus/crypto";
 import { ENVELOPE_WINDOW_MS } from "@unibus/kit";
 import { envelopeHeaders } from "@unibus/sdk";
-import type { GenesisEffect } from "@unibus/sdk";
+import type { VerifiedClusterHistory } from "@unibus/sdk";
 import type { ClusterCore, LifecycleDeps } from "./lifecycle.js";
 
 /** What a fresh replica asks with: its principal and a one-time X25519 key the seed is sealed to. */
@@ -43,7 +43,7 @@ const dec = new TextDecoder();
  * Answers peers' seed requests on a plain subscription (every replica hears
  * each request; only one that holds the seed answers). A request is answered
  * only when its envelope is fresh and signed by a gateway the current
- * genesis lists, so a stolen node identity or a rogue service cannot collect
+ * manifest (genesis, then gateway changes) lists, so a stolen node identity or a rogue service cannot collect
  * the seed; the answer is sealed to the requester's ephemeral key and signed,
  * so a replayed request gains nothing.
  */
@@ -77,7 +77,7 @@ async function answer(core: ClusterCore, msg: Msg): Promise<void> {
   if (req.principal !== envelope.signer || typeof req.ephemeralKey !== "string" || !/^[0-9a-f]{64}$/.test(req.ephemeralKey)) return;
   // No check against this replica's own principal: replicas may share one identity, and a replica asking holds no seed to answer itself with.
   const log = await core.store.load(core.keys);
-  if (log.genesis === undefined || !log.genesis.gateways.includes(envelope.signer)) {
+  if (log.genesis === undefined || !log.gateways.includes(envelope.signer)) {
     logger.warn({ requester: envelope.signer }, "seed request from a principal the manifest does not list as a gateway refused");
     return;
   }
@@ -88,11 +88,13 @@ async function answer(core: ClusterCore, msg: Msg): Promise<void> {
 }
 
 /**
- * Asks the live peers for the seed. Accepts an answer only from another
- * gateway the genesis lists, signed over this very request, and only a seed
+ * Asks the live peers for the seed. Accepts an answer only from a gateway
+ * the current manifest lists, signed over this very request, and only a seed
  * whose derived history key is the genesis key. Null when nobody valid answered in time.
  */
-export async function requestSeedFromPeers(deps: LifecycleDeps, genesis: GenesisEffect): Promise<Uint8Array | null> {
+export async function requestSeedFromPeers(deps: LifecycleDeps, log: VerifiedClusterHistory): Promise<Uint8Array | null> {
+  const genesis = log.genesis;
+  if (genesis === undefined) return null;
   const ephemeral = generateAgreementKeyPair();
   const data = enc.encode(JSON.stringify({ principal: deps.identity.principal, ephemeralKey: toHex(ephemeral.publicKey) } satisfies SeedRequest));
   const subject = Subjects.replicaGateway.seedRequest;
@@ -113,7 +115,7 @@ export async function requestSeedFromPeers(deps: LifecycleDeps, genesis: Genesis
       } catch {
         continue;
       }
-      if (!genesis.gateways.includes(a.responder)) {
+      if (!log.gateways.includes(a.responder)) {
         deps.logger.warn({ op: "seed.request", responder: a.responder }, "seed answer from a principal the manifest does not list ignored");
         continue;
       }

@@ -159,6 +159,19 @@ describe("unibus cluster / node", () => {
     expect(outputs.filter((o) => o.includes(recoverySecret))).toHaveLength(1);
   });
 
+  it("cluster gateway-add / gateway-remove change the manifest the history verifies", async () => {
+    const extra = createIdentity().principal;
+    const add = await cli(["cluster", "gateway-add", extra, "--json"]);
+    expect(add.code, add.io.all()).toBe(ExitCode.ok);
+    expect((JSON.parse(add.io.stdout.join("\n")) as { gateways: string[] }).gateways).toContain(extra);
+    const rm = await cli(["cluster", "gateway-remove", extra]);
+    expect(rm.code, rm.io.all()).toBe(ExitCode.ok);
+    expect(rm.io.stdout.join("\n")).not.toContain(extra);
+    const history = await cli(["cluster", "history", "--verify"]);
+    expect(history.io.stdout.join("\n")).toMatch(/gateway\.add[\s\S]*gateway\.remove/);
+    expect((await cli(["cluster", "gateway-add", "nope"])).code).toBe(ExitCode.usage);
+  });
+
   it("usage: a bad node id is a usage error; a secret is never taken from argv", async () => {
     expect((await cli(["node", "ticket", "Bad_Id"])).code).toBe(ExitCode.usage);
     expect((await cli(["cluster", "recover", recoverySecret])).code).toBe(ExitCode.usage);

@@ -9,7 +9,7 @@ import { fetchClusterHistory, initCluster, recoverCluster, signedRequest } from 
 import type { ClusterHistoryEntry } from "@unibus/sdk";
 import { parseCommandArgs, stringFlag } from "../args.js";
 import type { OptionSpec, ParsedFlags } from "../args.js";
-import { printJson } from "../client-command.js";
+import { principalArg, printJson } from "../client-command.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { connectionHelp, connectionOptions, connectToBus, requestError, resolveConnectionSettings } from "../connection.js";
@@ -143,7 +143,7 @@ const clusterRecover = busCommand({
 function describeEntry(e: ClusterHistoryEntry): string {
   try {
     const fx = JSON.parse(e.effect) as Record<string, unknown>;
-    const target = fx["nodeId"] ?? fx["clusterName"];
+    const target = fx["nodeId"] ?? fx["principal"] ?? fx["clusterName"];
     return typeof target === "string" ? target : "";
   } catch {
     return "?";
@@ -197,10 +197,41 @@ const clusterHistory = busCommand({
   },
 });
 
+function gatewayChange(verb: "add" | "remove", summary: string, usage: string): Command {
+  const command = `cluster gateway-${verb}`;
+  return busCommand({
+    name: `gateway-${verb}`,
+    command,
+    summary,
+    usage,
+    positionals: ["principal"],
+    async run({ nc, identity, positionals, json, io }) {
+      const principal = principalArg(positionals[0] ?? "", command);
+      const subject = verb === "add" ? Subjects.replicaGateway.gatewayAdd : Subjects.replicaGateway.gatewayRemove;
+      const reply = await signedRequest<{ principal: string; seq: number; gateways: string[] }>(nc, identity.signingKey, subject, { principal }, 10_000);
+      if (json) return printJson(io, reply);
+      io.out(`gateways allowed to hold the seed (history seq ${reply.seq}):`);
+      for (const g of reply.gateways) io.out(`  ${g}`);
+      return ExitCode.ok;
+    },
+  });
+}
+
+const clusterGatewayAdd = gatewayChange(
+  "add",
+  "list one more gateway replica principal as allowed to hold the seed (admin only)",
+  "Usage: unibus cluster gateway-add <principal> [--json]\n\nA replica with this service identity then gets the seed from a live peer.",
+);
+const clusterGatewayRemove = gatewayChange(
+  "remove",
+  "stop listing a gateway principal: peers no longer hand it the seed (admin only)",
+  "Usage: unibus cluster gateway-remove <principal> [--json]\n\nThe last listed gateway cannot be removed.",
+);
+
 /** `unibus cluster …`. */
 export const clusterCommandGroup = commandGroup({
   name: "cluster",
   summary: "cluster secret, history and recovery (replica gateway)",
   intro: "Usage: unibus cluster <command> [options]\n\nThe cluster's secret seed, its signed history, and recovery after every\ngateway replica restarted.",
-  subcommands: [clusterInit, clusterRecover, clusterHistory],
+  subcommands: [clusterInit, clusterRecover, clusterHistory, clusterGatewayAdd, clusterGatewayRemove],
 });
