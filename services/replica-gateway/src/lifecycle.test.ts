@@ -27,6 +27,7 @@ import type { Identity } from "@unibus/crypto";
 import {
   ClusterHistoryError,
   commitNode,
+  HistoryEntryType,
   fetchClusterHistory,
   initCluster,
   joinNode,
@@ -125,6 +126,8 @@ async function registered(id: string): Promise<Node> {
   clusterAgreementKey = reply.cluster.agreementKey;
   return n;
 }
+
+const json = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v));
 
 /** The wrapped CUK stored for `nodeId`, null when absent or purged. */
 async function storedCuk(nodeId: string): Promise<string | null> {
@@ -295,6 +298,23 @@ describe("node lifecycle", () => {
     expect(await errorOf(adminCall(Subjects.replicaGateway.ticket, { nodeId: "node-7" }))).toMatchObject({ code: ErrorCode.Conflict, reason: "node_exists" });
   });
 
+  it("two replicas' stores appending one approve at once (certainly different replicas): one entry, the other a 409", async () => {
+    await registered("node-14");
+    const [a, b] = running as [RunningReplicaGateway, RunningReplicaGateway];
+    const keys = a.core.keys;
+    if (keys === undefined) throw new Error("locked");
+    const ctxFor = () => {
+      const body = json({ nodeId: "node-14" });
+      return { subject: Subjects.replicaGateway.approve, logger, now: Date.now, payload: new Uint8Array(0), body, envelope: signEnvelope(admin, Subjects.replicaGateway.approve, body) };
+    };
+    const decide = () => ({ type: HistoryEntryType.approve, effect: { nodeId: "node-14" } });
+    const results = await Promise.allSettled([a.core.store.append(keys, ctxFor(), decide), b.core.store.append(keys, ctxFor(), decide)]);
+    expect(results.filter((r) => r.status === "fulfilled")).toHaveLength(1);
+    const lost = results.find((r) => r.status === "rejected");
+    expect(lost?.status === "rejected" ? lost.reason : undefined).toMatchObject({ code: ErrorCode.Conflict, reason: "state_conflict" });
+    expect((await historyEntries()).filter((e) => e.type === "node.approve" && e.effect === JSON.stringify({ nodeId: "node-14" }))).toHaveLength(1);
+  });
+
   it("concurrent approves of one node on two gateway replicas make exactly one transition", async () => {
     for (const id of ["node-8", "node-9", "node-10"]) {
       await registered(id);
@@ -308,7 +328,6 @@ describe("node lifecycle", () => {
 });
 
 describe("bad input", () => {
-  const json = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v));
   async function raw(subject: string, data: Uint8Array, opts: { key?: SigningKey; signed?: Uint8Array; envelope?: Record<string, string> } = {}) {
     const key = opts.key ?? admin;
     const h = natsHeaders();
