@@ -84,6 +84,24 @@ export const Subjects = {
     handshakeHello: "unibus.v1.replica.handshake.hello",
     /** `ReplicaFinish` → `ReplicaFinishReply`. */
     handshakeFinish: "unibus.v1.replica.handshake.finish",
+    /** Node-side lifecycle (contracts/specs/replica-lifecycle.md): signed by the node, with a handshake session. */
+    handshakeRegister: "unibus.v1.replica.handshake.register",
+    handshakeCommit: "unibus.v1.replica.handshake.commit",
+    handshakeJoin: "unibus.v1.replica.handshake.join",
+    /** A replica's principal and per-process agreement key (public). */
+    info: "unibus.v1.replica.info",
+    /** Admin-signed lifecycle and cluster endpoints. */
+    init: "unibus.v1.replica.init",
+    recover: "unibus.v1.replica.recover",
+    history: "unibus.v1.replica.history",
+    ticket: "unibus.v1.replica.ticket",
+    approve: "unibus.v1.replica.approve",
+    decommission: "unibus.v1.replica.decommission",
+    nodes: "unibus.v1.replica.nodes",
+    gatewayAdd: "unibus.v1.replica.gateway.add",
+    gatewayRemove: "unibus.v1.replica.gateway.remove",
+    /** Gateway to gateway (plain subscription, every replica hears it): a fresh replica asks peers for the seed. */
+    seedRequest: "unibus.v1.replica.seed.request",
   },
   healthz: {
     all: "unibus.v1.healthz.>",

@@ -444,7 +444,45 @@ def check_replica_handshake():
         check(f"{name}: session id", blake3_derive(ctx["sessionId"], transcript, 16).hex() == c["sessionId"])
 
 
-for step in (check_blake3_official, check_ed25519, check_x25519, check_aead, check_envelope, check_sealed_box, check_frames, check_share_set, check_membership_log, check_replica_handshake):
+
+def check_replica_lifecycle():
+    v = load("replica-lifecycle.json")
+    ctx, lab = v["contexts"], v["labels"]
+    seed = h(v["seed"])
+    hist_seed = blake3_derive(ctx["history"], seed)
+    check("replica lifecycle: history key", ed_public(hist_seed).hex() == v["historyKey"])
+    agree = blake3_derive(ctx["agreement"], seed)
+    check("replica lifecycle: agreement key", agree.hex() == v["agreementSecretKey"] and x25519_public(agree).hex() == v["agreementKey"])
+    wrap_key = blake3_derive(ctx["wrap"], seed)
+    check("replica lifecycle: wrap key", wrap_key.hex() == v["wrapKey"])
+    text = base64.b32encode(seed + blake3_derive(ctx["check"], seed, 4)).decode().rstrip("=")
+    check("replica lifecycle: recovery secret", "UBRS-" + "-".join(text[i:i + 6] for i in range(0, len(text), 6)) == v["recoverySecret"])
+
+    def fld(b):
+        b = b.encode() if isinstance(b, str) else b
+        return struct.pack(">I", len(b)) + b
+
+    g = v["genesis"]
+    e = g["entry"]
+    b64 = lambda s: base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+    body_hash = sha256(h(g["body"]))
+    check("replica lifecycle: body hash", body_hash == b64(e["bodyHash"]))
+    subject, nonce = e["subject"].encode(), e["nonce"].encode()
+    signing = MARKER + lp(b"unibus-envelope-v1") + struct.pack(">I", len(subject)) + subject + struct.pack(">Q", e["timestamp"]) + lp(nonce) + body_hash
+    check("replica lifecycle: actor envelope over the body hash", ed_verify(principal_key(e["signer"]), signing, b64(e["signature"])))
+    hash_input = fld(lab["entry"]) + struct.pack(">Q", e["seq"]) + b64(e["prev"]) + fld(e["type"]) + fld(e["subject"]) + body_hash + fld(e["signer"]) + struct.pack(">Q", e["timestamp"]) + fld(e["nonce"]) + fld(e["signature"]) + fld(e["effect"])
+    check("replica lifecycle: entry hash", hash_input.hex() == g["entryHashInput"] and sha256(hash_input).hex() == g["entryHash"])
+    cluster_id = h(json.loads(e["effect"])["clusterId"])
+    statement = MARKER + fld(lab["latest"]) + fld(cluster_id) + struct.pack(">Q", 0) + fld(h(g["entryHash"]))
+    check("replica lifecycle: latest statement", statement.hex() == g["latestStatement"])
+    check("replica lifecycle: latest signature", ed_verify(ed_public(hist_seed), statement, b64(g["latest"]["signature"])))
+    w = v["wrap"]
+    aad = fld(lab["wrap"]) + fld(w["nodeId"]) + fld(w["joinKey"])
+    wrapped = h(w["wrapped"])
+    check("replica lifecycle: wrapped cuk", xchacha_decrypt(wrap_key, wrapped[:24], wrapped[24:], aad).hex() == w["cuk"])
+
+
+for step in (check_blake3_official, check_ed25519, check_x25519, check_aead, check_envelope, check_sealed_box, check_frames, check_share_set, check_membership_log, check_replica_handshake, check_replica_lifecycle):
     before = (passed, failed)
     try:
         step()

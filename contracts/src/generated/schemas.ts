@@ -3213,6 +3213,279 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
       }
     }
   },
+  "replica.approve.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.approve.reply",
+    "title": "ReplicaApproveReply",
+    "description": "The transition written.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId",
+      "state",
+      "seq"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      },
+      "state": {
+        "type": "string",
+        "enum": [
+          "NEW",
+          "STANDBY",
+          "UP",
+          "DECOMMISSIONED"
+        ]
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      }
+    }
+  },
+  "replica.approve.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.approve.request",
+    "title": "ReplicaApproveRequest",
+    "description": "NEW → STANDBY.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      }
+    }
+  },
+  "replica.decommission.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.decommission.reply",
+    "title": "ReplicaDecommissionReply",
+    "description": "The transition written.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId",
+      "state",
+      "seq"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      },
+      "state": {
+        "type": "string",
+        "enum": [
+          "NEW",
+          "STANDBY",
+          "UP",
+          "DECOMMISSIONED"
+        ]
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      }
+    }
+  },
+  "replica.decommission.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.decommission.request",
+    "title": "ReplicaDecommissionRequest",
+    "description": "Any state → DECOMMISSIONED, forever; the wrapped CUK is purged.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      }
+    }
+  },
+  "replica.gateway.add.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.gateway.add.reply",
+    "title": "ReplicaGatewayAddReply",
+    "description": "The change written, and the gateways now listed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal",
+      "seq",
+      "gateways"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "A gateway replica's service principal."
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      },
+      "gateways": {
+        "type": "array",
+        "items": {
+          "type": "string",
+          "pattern": "^U[A-Z2-7]{55}$",
+          "description": "A gateway replica's service principal."
+        }
+      }
+    }
+  },
+  "replica.gateway.add.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.gateway.add.request",
+    "title": "ReplicaGatewayAddRequest",
+    "description": "Lists one more gateway principal as allowed to hold the seed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "A gateway replica's service principal."
+      }
+    }
+  },
+  "replica.gateway.remove.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.gateway.remove.reply",
+    "title": "ReplicaGatewayRemoveReply",
+    "description": "The change written, and the gateways now listed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal",
+      "seq",
+      "gateways"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "A gateway replica's service principal."
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      },
+      "gateways": {
+        "type": "array",
+        "items": {
+          "type": "string",
+          "pattern": "^U[A-Z2-7]{55}$",
+          "description": "A gateway replica's service principal."
+        }
+      }
+    }
+  },
+  "replica.gateway.remove.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.gateway.remove.request",
+    "title": "ReplicaGatewayRemoveRequest",
+    "description": "Stops listing a gateway principal: peers no longer hand it the seed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$",
+        "description": "A gateway replica's service principal."
+      }
+    }
+  },
+  "replica.handshake.commit.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.commit.reply",
+    "title": "ReplicaCommitReply",
+    "description": "UP; the wrapped CUK for the node's home.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId",
+      "state",
+      "seq",
+      "wrappedCuk"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      },
+      "state": {
+        "type": "string",
+        "enum": [
+          "NEW",
+          "STANDBY",
+          "UP",
+          "DECOMMISSIONED"
+        ]
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      },
+      "wrappedCuk": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "maxLength": 4096,
+        "description": "The CUK wrapped under the seed's wrap key."
+      }
+    }
+  },
+  "replica.handshake.commit.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.commit.request",
+    "title": "ReplicaCommitRequest",
+    "description": "Node: its CUK sealed to the cluster agreement key → UP.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "sessionId",
+      "nodeId",
+      "sealedCuk"
+    ],
+    "properties": {
+      "sessionId": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$",
+        "description": "The sessionId of a finished handshake whose principal signed this request."
+      },
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      },
+      "sealedCuk": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "maxLength": 4096,
+        "description": "Sealed box of the 32-byte CUK."
+      }
+    }
+  },
   "replica.handshake.finish.reply": {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "replica.handshake.finish.reply",
@@ -3405,6 +3678,599 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
         "description": "The dialer's fresh random nonce; single use.",
         "type": "string",
         "pattern": "^[0-9a-f]{64}$"
+      }
+    }
+  },
+  "replica.handshake.join.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.join.reply",
+    "title": "ReplicaJoinReply",
+    "description": "The CUK sealed to the node's registered agreement key.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId",
+      "sealedCuk"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      },
+      "sealedCuk": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "maxLength": 4096
+      }
+    }
+  },
+  "replica.handshake.join.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.join.request",
+    "title": "ReplicaJoinRequest",
+    "description": "Node, every boot: its CUK back.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "sessionId",
+      "nodeId"
+    ],
+    "properties": {
+      "sessionId": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$",
+        "description": "The sessionId of a finished handshake whose principal signed this request."
+      },
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      }
+    }
+  },
+  "replica.handshake.register.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.register.reply",
+    "title": "ReplicaRegisterReply",
+    "description": "Registered NEW; the cluster's public keys for the node's home.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId",
+      "state",
+      "seq",
+      "cluster"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      },
+      "state": {
+        "type": "string",
+        "enum": [
+          "NEW",
+          "STANDBY",
+          "UP",
+          "DECOMMISSIONED"
+        ]
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      },
+      "cluster": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "clusterName",
+          "clusterId",
+          "historyKey",
+          "agreementKey"
+        ],
+        "properties": {
+          "clusterName": {
+            "type": "string"
+          },
+          "clusterId": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$"
+          },
+          "historyKey": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$"
+          },
+          "agreementKey": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$"
+          }
+        }
+      }
+    }
+  },
+  "replica.handshake.register.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.handshake.register.request",
+    "title": "ReplicaRegisterRequest",
+    "description": "Node: ticket + join key (the signer) → NEW.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "sessionId",
+      "nodeId",
+      "ticket",
+      "agreementKey",
+      "agreementSig"
+    ],
+    "properties": {
+      "sessionId": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$",
+        "description": "The sessionId of a finished handshake whose principal signed this request."
+      },
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      },
+      "ticket": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "maxLength": 4096,
+        "description": "The one-time ticket."
+      },
+      "agreementKey": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$",
+        "description": "The node's X25519 public key."
+      },
+      "agreementSig": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{128}$",
+        "description": "The join key's signature over the agreement key (nodeAgreementBytes)."
+      }
+    }
+  },
+  "replica.history.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.history.reply",
+    "title": "ReplicaHistoryReply",
+    "description": "Entries from `from` (up to 256) and the signed latest pointer.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "entries",
+      "latest"
+    ],
+    "properties": {
+      "entries": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "seq",
+            "prev",
+            "type",
+            "subject",
+            "bodyHash",
+            "signer",
+            "timestamp",
+            "nonce",
+            "signature",
+            "effect",
+            "at"
+          ],
+          "properties": {
+            "seq": {
+              "type": "integer",
+              "minimum": 0
+            },
+            "prev": {
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]+$",
+              "maxLength": 4096
+            },
+            "type": {
+              "type": "string",
+              "enum": [
+                "genesis",
+                "node.register",
+                "node.approve",
+                "node.commit",
+                "node.decommission",
+                "gateway.add",
+                "gateway.remove"
+              ]
+            },
+            "subject": {
+              "type": "string"
+            },
+            "bodyHash": {
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]+$",
+              "maxLength": 4096,
+              "description": "SHA-256 of the signed request body (bodies hold sealed secrets and are not kept)."
+            },
+            "signer": {
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            },
+            "timestamp": {
+              "type": "integer",
+              "minimum": 0
+            },
+            "nonce": {
+              "type": "string",
+              "pattern": "^[0-9a-f]{32}$"
+            },
+            "signature": {
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]{86}$"
+            },
+            "effect": {
+              "type": "string",
+              "maxLength": 4096,
+              "description": "The transition as canonical JSON text (hashed as bytes)."
+            },
+            "at": {
+              "type": "string",
+              "description": "Server time of the append (not hashed)."
+            }
+          }
+        }
+      },
+      "latest": {
+        "type": "object",
+        "additionalProperties": false,
+        "required": [
+          "seq",
+          "hash",
+          "signature"
+        ],
+        "description": "The latest pointer, signed with the seed-derived history key.",
+        "properties": {
+          "seq": {
+            "type": "integer",
+            "minimum": 0
+          },
+          "hash": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_-]+$",
+            "maxLength": 4096,
+            "description": "Head entry hash, base64url."
+          },
+          "signature": {
+            "type": "string",
+            "pattern": "^[A-Za-z0-9_-]+$",
+            "maxLength": 4096,
+            "description": "Ed25519 signature of the history key over the pointer, base64url."
+          }
+        }
+      }
+    }
+  },
+  "replica.history.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.history.request",
+    "title": "ReplicaHistoryRequest",
+    "description": "A page of the cluster history.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [],
+    "properties": {
+      "from": {
+        "type": "integer",
+        "minimum": 0
+      }
+    }
+  },
+  "replica.info.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.info.reply",
+    "title": "ReplicaInfo",
+    "description": "A gateway replica's principal and per-process agreement key (signed by its service identity), and whether it holds the seed.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "principal",
+      "agreementKey",
+      "agreementSig",
+      "initialized",
+      "locked"
+    ],
+    "properties": {
+      "principal": {
+        "type": "string",
+        "pattern": "^U[A-Z2-7]{55}$"
+      },
+      "agreementKey": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      },
+      "agreementSig": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{128}$"
+      },
+      "initialized": {
+        "type": "boolean"
+      },
+      "locked": {
+        "type": "boolean"
+      }
+    }
+  },
+  "replica.info.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.info.request",
+    "title": "ReplicaInfoRequest",
+    "description": "Asks a gateway replica for its public facts.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [],
+    "properties": {}
+  },
+  "replica.init.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.init.reply",
+    "title": "ReplicaInitReply",
+    "description": "The genesis entry written.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "clusterId",
+      "seq",
+      "hash"
+    ],
+    "properties": {
+      "clusterId": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$"
+      },
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      },
+      "hash": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "maxLength": 4096
+      }
+    }
+  },
+  "replica.init.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.init.request",
+    "title": "ReplicaInitRequest",
+    "description": "Creates the cluster: the genesis history entry. The admin's CLI made the seed and derived the public keys.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "clusterName",
+      "historyKey",
+      "agreementKey",
+      "gateways",
+      "sealed"
+    ],
+    "properties": {
+      "clusterName": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 64
+      },
+      "historyKey": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$",
+        "description": "Ed25519 public key derived from the seed."
+      },
+      "agreementKey": {
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$",
+        "description": "X25519 cluster agreement public key derived from the seed."
+      },
+      "gateways": {
+        "type": "array",
+        "uniqueItems": true,
+        "items": {
+          "type": "string",
+          "pattern": "^U[A-Z2-7]{55}$"
+        },
+        "description": "Gateway principals allowed to hold the seed."
+      },
+      "sealed": {
+        "type": "array",
+        "description": "The seed sealed to each gateway replica's published agreement key.",
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "gateway",
+            "box"
+          ],
+          "properties": {
+            "gateway": {
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$",
+              "description": "The gateway's service principal."
+            },
+            "box": {
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]+$",
+              "maxLength": 4096,
+              "description": "Sealed box (contracts/specs/sealed-box.md) of the 32-byte seed, base64url."
+            }
+          }
+        }
+      }
+    }
+  },
+  "replica.nodes.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.nodes.reply",
+    "title": "ReplicaNodesReply",
+    "description": "Every node as the history says.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodes"
+    ],
+    "properties": {
+      "nodes": {
+        "type": "array",
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "nodeId",
+            "state",
+            "joinKey",
+            "agreementKey",
+            "seq"
+          ],
+          "properties": {
+            "nodeId": {
+              "type": "string",
+              "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+              "description": "The node's id (the replica id it handshakes with)."
+            },
+            "state": {
+              "type": "string",
+              "enum": [
+                "NEW",
+                "STANDBY",
+                "UP",
+                "DECOMMISSIONED"
+              ]
+            },
+            "joinKey": {
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$"
+            },
+            "agreementKey": {
+              "type": "string",
+              "pattern": "^[0-9a-f]{64}$"
+            },
+            "seq": {
+              "type": "integer",
+              "minimum": 0,
+              "description": "History seq of the node's last transition."
+            }
+          }
+        }
+      }
+    }
+  },
+  "replica.nodes.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.nodes.request",
+    "title": "ReplicaNodesRequest",
+    "description": "Lists the nodes.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [],
+    "properties": {}
+  },
+  "replica.recover.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.recover.reply",
+    "title": "ReplicaRecoverReply",
+    "description": "The seed was accepted: it matches the genesis and the latest pointer.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "seq"
+    ],
+    "properties": {
+      "seq": {
+        "type": "integer",
+        "minimum": 0
+      }
+    }
+  },
+  "replica.recover.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.recover.request",
+    "title": "ReplicaRecoverRequest",
+    "description": "Cold start: the seed from the recovery secret, sealed to the gateway replicas.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "sealed"
+    ],
+    "properties": {
+      "sealed": {
+        "type": "array",
+        "description": "The seed sealed to each gateway replica's published agreement key.",
+        "items": {
+          "type": "object",
+          "additionalProperties": false,
+          "required": [
+            "gateway",
+            "box"
+          ],
+          "properties": {
+            "gateway": {
+              "type": "string",
+              "pattern": "^U[A-Z2-7]{55}$",
+              "description": "The gateway's service principal."
+            },
+            "box": {
+              "type": "string",
+              "pattern": "^[A-Za-z0-9_-]+$",
+              "maxLength": 4096,
+              "description": "Sealed box (contracts/specs/sealed-box.md) of the 32-byte seed, base64url."
+            }
+          }
+        }
+      }
+    }
+  },
+  "replica.ticket.reply": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.ticket.reply",
+    "title": "ReplicaTicketReply",
+    "description": "The ticket, shown once; only its hash is stored.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId",
+      "ticket",
+      "expiresAt"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
+      },
+      "ticket": {
+        "type": "string",
+        "pattern": "^[A-Za-z0-9_-]+$",
+        "maxLength": 4096,
+        "description": "32 random bytes, base64url."
+      },
+      "expiresAt": {
+        "type": "string"
+      }
+    }
+  },
+  "replica.ticket.request": {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "replica.ticket.request",
+    "title": "ReplicaTicketRequest",
+    "description": "A one-time registration ticket for a node id.",
+    "type": "object",
+    "additionalProperties": false,
+    "required": [
+      "nodeId"
+    ],
+    "properties": {
+      "nodeId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9-]{0,62}$",
+        "description": "The node's id (the replica id it handshakes with)."
       }
     }
   },

@@ -1750,6 +1750,128 @@ export interface MembershipUsersRevokeRequest {
 }
 
 /**
+ * The transition written.
+ */
+export interface ReplicaApproveReply {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+  state: "NEW" | "STANDBY" | "UP" | "DECOMMISSIONED";
+  seq: number;
+}
+
+/**
+ * NEW → STANDBY.
+ */
+export interface ReplicaApproveRequest {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+}
+
+/**
+ * The transition written.
+ */
+export interface ReplicaDecommissionReply {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+  state: "NEW" | "STANDBY" | "UP" | "DECOMMISSIONED";
+  seq: number;
+}
+
+/**
+ * Any state → DECOMMISSIONED, forever; the wrapped CUK is purged.
+ */
+export interface ReplicaDecommissionRequest {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+}
+
+/**
+ * The change written, and the gateways now listed.
+ */
+export interface ReplicaGatewayAddReply {
+  /**
+   * A gateway replica's service principal.
+   */
+  principal: string;
+  seq: number;
+  gateways: string[];
+}
+
+/**
+ * Lists one more gateway principal as allowed to hold the seed.
+ */
+export interface ReplicaGatewayAddRequest {
+  /**
+   * A gateway replica's service principal.
+   */
+  principal: string;
+}
+
+/**
+ * The change written, and the gateways now listed.
+ */
+export interface ReplicaGatewayRemoveReply {
+  /**
+   * A gateway replica's service principal.
+   */
+  principal: string;
+  seq: number;
+  gateways: string[];
+}
+
+/**
+ * Stops listing a gateway principal: peers no longer hand it the seed.
+ */
+export interface ReplicaGatewayRemoveRequest {
+  /**
+   * A gateway replica's service principal.
+   */
+  principal: string;
+}
+
+/**
+ * UP; the wrapped CUK for the node's home.
+ */
+export interface ReplicaCommitReply {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+  state: "NEW" | "STANDBY" | "UP" | "DECOMMISSIONED";
+  seq: number;
+  /**
+   * The CUK wrapped under the seed's wrap key.
+   */
+  wrappedCuk: string;
+}
+
+/**
+ * Node: its CUK sealed to the cluster agreement key → UP.
+ */
+export interface ReplicaCommitRequest {
+  /**
+   * The sessionId of a finished handshake whose principal signed this request.
+   */
+  sessionId: string;
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+  /**
+   * Sealed box of the 32-byte CUK.
+   */
+  sealedCuk: string;
+}
+
+/**
  * The outcome; status 0 carries the session later steps (node join) require.
  */
 export interface ReplicaFinishReply {
@@ -1856,6 +1978,263 @@ export interface ReplicaHello {
   nonceD: string;
 }
 
+/**
+ * The CUK sealed to the node's registered agreement key.
+ */
+export interface ReplicaJoinReply {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+  sealedCuk: string;
+}
+
+/**
+ * Node, every boot: its CUK back.
+ */
+export interface ReplicaJoinRequest {
+  /**
+   * The sessionId of a finished handshake whose principal signed this request.
+   */
+  sessionId: string;
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+}
+
+/**
+ * Registered NEW; the cluster's public keys for the node's home.
+ */
+export interface ReplicaRegisterReply {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+  state: "NEW" | "STANDBY" | "UP" | "DECOMMISSIONED";
+  seq: number;
+  cluster: {
+    clusterName: string;
+    clusterId: string;
+    historyKey: string;
+    agreementKey: string;
+  };
+}
+
+/**
+ * Node: ticket + join key (the signer) → NEW.
+ */
+export interface ReplicaRegisterRequest {
+  /**
+   * The sessionId of a finished handshake whose principal signed this request.
+   */
+  sessionId: string;
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+  /**
+   * The one-time ticket.
+   */
+  ticket: string;
+  /**
+   * The node's X25519 public key.
+   */
+  agreementKey: string;
+  /**
+   * The join key's signature over the agreement key (nodeAgreementBytes).
+   */
+  agreementSig: string;
+}
+
+/**
+ * Entries from `from` (up to 256) and the signed latest pointer.
+ */
+export interface ReplicaHistoryReply {
+  entries: {
+    seq: number;
+    prev: string;
+    type:
+      | "genesis"
+      | "node.register"
+      | "node.approve"
+      | "node.commit"
+      | "node.decommission"
+      | "gateway.add"
+      | "gateway.remove";
+    subject: string;
+    /**
+     * SHA-256 of the signed request body (bodies hold sealed secrets and are not kept).
+     */
+    bodyHash: string;
+    signer: string;
+    timestamp: number;
+    nonce: string;
+    signature: string;
+    /**
+     * The transition as canonical JSON text (hashed as bytes).
+     */
+    effect: string;
+    /**
+     * Server time of the append (not hashed).
+     */
+    at: string;
+  }[];
+  /**
+   * The latest pointer, signed with the seed-derived history key.
+   */
+  latest: {
+    seq: number;
+    /**
+     * Head entry hash, base64url.
+     */
+    hash: string;
+    /**
+     * Ed25519 signature of the history key over the pointer, base64url.
+     */
+    signature: string;
+  };
+}
+
+/**
+ * A page of the cluster history.
+ */
+export interface ReplicaHistoryRequest {
+  from?: number;
+}
+
+/**
+ * A gateway replica's principal and per-process agreement key (signed by its service identity), and whether it holds the seed.
+ */
+export interface ReplicaInfo {
+  principal: string;
+  agreementKey: string;
+  agreementSig: string;
+  initialized: boolean;
+  locked: boolean;
+}
+
+/**
+ * Asks a gateway replica for its public facts.
+ */
+export interface ReplicaInfoRequest {}
+
+/**
+ * The genesis entry written.
+ */
+export interface ReplicaInitReply {
+  clusterId: string;
+  seq: number;
+  hash: string;
+}
+
+/**
+ * Creates the cluster: the genesis history entry. The admin's CLI made the seed and derived the public keys.
+ */
+export interface ReplicaInitRequest {
+  clusterName: string;
+  /**
+   * Ed25519 public key derived from the seed.
+   */
+  historyKey: string;
+  /**
+   * X25519 cluster agreement public key derived from the seed.
+   */
+  agreementKey: string;
+  /**
+   * Gateway principals allowed to hold the seed.
+   */
+  gateways: string[];
+  /**
+   * The seed sealed to each gateway replica's published agreement key.
+   */
+  sealed: {
+    /**
+     * The gateway's service principal.
+     */
+    gateway: string;
+    /**
+     * Sealed box (contracts/specs/sealed-box.md) of the 32-byte seed, base64url.
+     */
+    box: string;
+  }[];
+}
+
+/**
+ * Every node as the history says.
+ */
+export interface ReplicaNodesReply {
+  nodes: {
+    /**
+     * The node's id (the replica id it handshakes with).
+     */
+    nodeId: string;
+    state: "NEW" | "STANDBY" | "UP" | "DECOMMISSIONED";
+    joinKey: string;
+    agreementKey: string;
+    /**
+     * History seq of the node's last transition.
+     */
+    seq: number;
+  }[];
+}
+
+/**
+ * Lists the nodes.
+ */
+export interface ReplicaNodesRequest {}
+
+/**
+ * The seed was accepted: it matches the genesis and the latest pointer.
+ */
+export interface ReplicaRecoverReply {
+  seq: number;
+}
+
+/**
+ * Cold start: the seed from the recovery secret, sealed to the gateway replicas.
+ */
+export interface ReplicaRecoverRequest {
+  /**
+   * The seed sealed to each gateway replica's published agreement key.
+   */
+  sealed: {
+    /**
+     * The gateway's service principal.
+     */
+    gateway: string;
+    /**
+     * Sealed box (contracts/specs/sealed-box.md) of the 32-byte seed, base64url.
+     */
+    box: string;
+  }[];
+}
+
+/**
+ * The ticket, shown once; only its hash is stored.
+ */
+export interface ReplicaTicketReply {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+  /**
+   * 32 random bytes, base64url.
+   */
+  ticket: string;
+  expiresAt: string;
+}
+
+/**
+ * A one-time registration ticket for a node id.
+ */
+export interface ReplicaTicketRequest {
+  /**
+   * The node's id (the replica id it handshakes with).
+   */
+  nodeId: string;
+}
+
 /** Maps every contract schema id to the type of the values it accepts. */
 export interface SchemaTypes {
   "audit.denial.record": AuditDenialRecord;
@@ -1916,10 +2295,36 @@ export interface SchemaTypes {
   "membership.users.log.request": MembershipUsersLogRequest;
   "membership.users.revoke.reply": MembershipUsersRevokeReply;
   "membership.users.revoke.request": MembershipUsersRevokeRequest;
+  "replica.approve.reply": ReplicaApproveReply;
+  "replica.approve.request": ReplicaApproveRequest;
+  "replica.decommission.reply": ReplicaDecommissionReply;
+  "replica.decommission.request": ReplicaDecommissionRequest;
+  "replica.gateway.add.reply": ReplicaGatewayAddReply;
+  "replica.gateway.add.request": ReplicaGatewayAddRequest;
+  "replica.gateway.remove.reply": ReplicaGatewayRemoveReply;
+  "replica.gateway.remove.request": ReplicaGatewayRemoveRequest;
+  "replica.handshake.commit.reply": ReplicaCommitReply;
+  "replica.handshake.commit.request": ReplicaCommitRequest;
   "replica.handshake.finish.reply": ReplicaFinishReply;
   "replica.handshake.finish.request": ReplicaFinish;
   "replica.handshake.hello.reply": ReplicaChallenge;
   "replica.handshake.hello.request": ReplicaHello;
+  "replica.handshake.join.reply": ReplicaJoinReply;
+  "replica.handshake.join.request": ReplicaJoinRequest;
+  "replica.handshake.register.reply": ReplicaRegisterReply;
+  "replica.handshake.register.request": ReplicaRegisterRequest;
+  "replica.history.reply": ReplicaHistoryReply;
+  "replica.history.request": ReplicaHistoryRequest;
+  "replica.info.reply": ReplicaInfo;
+  "replica.info.request": ReplicaInfoRequest;
+  "replica.init.reply": ReplicaInitReply;
+  "replica.init.request": ReplicaInitRequest;
+  "replica.nodes.reply": ReplicaNodesReply;
+  "replica.nodes.request": ReplicaNodesRequest;
+  "replica.recover.reply": ReplicaRecoverReply;
+  "replica.recover.request": ReplicaRecoverRequest;
+  "replica.ticket.reply": ReplicaTicketReply;
+  "replica.ticket.request": ReplicaTicketRequest;
 }
 
 /** Id of a contract schema, derived from its path under contracts/schemas. */

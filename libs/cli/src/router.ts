@@ -4,8 +4,10 @@ import { auditCommandGroup } from "./commands/audit.js";
 import { blobCommandGroup } from "./commands/blobs.js";
 import { chatCommand } from "./commands/chat.js";
 import { checkCommand } from "./commands/check.js";
+import { clusterCommandGroup } from "./commands/cluster.js";
 import { identityCommand } from "./commands/identity.js";
 import { microCommandGroup } from "./commands/micro.js";
+import { nodeCommandGroup } from "./commands/node.js";
 import { roomsCommandGroup } from "./commands/rooms.js";
 import { statusCommand } from "./commands/status.js";
 import { storeCommandGroup } from "./commands/store.js";
@@ -15,7 +17,7 @@ import { CliError, ExitCode, UsageError } from "./errors.js";
 import type { CliIo } from "./io.js";
 
 /** Top-level commands, in help order. */
-export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, auditCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, statusCommand, microCommandGroup, storeCommandGroup];
+export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, auditCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, statusCommand, microCommandGroup, storeCommandGroup, clusterCommandGroup, nodeCommandGroup];
 
 /** `unibus --help`. */
 export const ROOT_HELP = [

@@ -50,6 +50,16 @@ const SIGNATURE_RE = /^[A-Za-z0-9_-]{86}$/;
  * is not a non-negative safe integer or a nonce that is not 32 lowercase hex.
  */
 export function envelopeSigningBytes(subject: string, timestamp: number, nonce: string, body: Uint8Array): Uint8Array {
+  return envelopeSigningBytesForBodyHash(subject, timestamp, nonce, sha256(body));
+}
+
+/**
+ * {@link envelopeSigningBytes} from the body's SHA-256 instead of the body:
+ * a record that must not keep a body (it holds a sealed secret) keeps its
+ * hash and can still prove who signed it.
+ */
+export function envelopeSigningBytesForBodyHash(subject: string, timestamp: number, nonce: string, bodyHash: Uint8Array): Uint8Array {
+  if (bodyHash.byteLength !== 32) throw new RangeError("envelope body hash must be 32 bytes");
   if (!Number.isSafeInteger(timestamp) || timestamp < 0) throw new RangeError("envelope timestamp must be a non-negative safe integer");
   if (!NONCE_RE.test(nonce)) throw new RangeError("envelope nonce must be 32 lowercase hex characters");
   const subjectBytes = utf8(subject);
@@ -70,7 +80,7 @@ export function envelopeSigningBytes(subject: string, timestamp: number, nonce: 
   out[off++] = nonceBytes.byteLength;
   out.set(nonceBytes, off);
   off += nonceBytes.byteLength;
-  out.set(sha256(body), off);
+  out.set(bodyHash, off);
   return out;
 }
 
@@ -88,17 +98,22 @@ export function signEnvelope(key: SigningKey, subject: string, body: Uint8Array,
  * signature, so one signature has exactly one accepted spelling.
  */
 export function verifyEnvelope(envelope: Envelope, subject: string, body: Uint8Array): boolean {
+  return body instanceof Uint8Array && verifyEnvelopeForBodyHash(envelope, subject, sha256(body));
+}
+
+/** {@link verifyEnvelope} against the body's SHA-256 (see {@link envelopeSigningBytesForBodyHash}). */
+export function verifyEnvelopeForBodyHash(envelope: Envelope, subject: string, bodyHash: Uint8Array): boolean {
   try {
     if (typeof envelope !== "object" || envelope === null) return false;
     const { signer, timestamp, nonce, signature } = envelope;
     if (typeof signer !== "string" || !isPrincipal(signer)) return false;
-    if (typeof subject !== "string" || !(body instanceof Uint8Array)) return false;
+    if (typeof subject !== "string" || !(bodyHash instanceof Uint8Array) || bodyHash.byteLength !== 32) return false;
     if (typeof nonce !== "string" || !NONCE_RE.test(nonce)) return false;
     if (typeof timestamp !== "number" || !Number.isSafeInteger(timestamp) || timestamp < 0) return false;
     if (typeof signature !== "string" || !SIGNATURE_RE.test(signature)) return false;
     const sig = fromBase64Url(signature);
     if (toBase64Url(sig) !== signature) return false;
-    return verifySignature(publicKeyFromPrincipal(signer), envelopeSigningBytes(subject, timestamp, nonce, body), sig);
+    return verifySignature(publicKeyFromPrincipal(signer), envelopeSigningBytesForBodyHash(subject, timestamp, nonce, bodyHash), sig);
   } catch {
     return false;
   }

@@ -10,7 +10,7 @@ export {
   toBase64Url,
   toHex,
 } from "./encoding.js";
-export { envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeToHeaders, signEnvelope, verifyEnvelope } from "./envelope.js";
+export { envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeSigningBytesForBodyHash, envelopeToHeaders, signEnvelope, verifyEnvelope, verifyEnvelopeForBodyHash } from "./envelope.js";
 export type { Envelope } from "./envelope.js";
 export { DecryptError, EncodingError, InvalidKeyError, InvalidPrincipalError } from "./errors.js";
 export { blake3, blake3DeriveKey, blake3Mac, sha256 } from "./hash.js";
@@ -56,3 +56,21 @@ export { CONNECT_NONCE_PATTERN, ConnectNonceError, isMarkedStatement, markStatem
 export { openSealed, SealedBox, sealTo, sealToMany } from "./sealed-box.js";
 export { agreementPublicKey, generateAgreementKeyPair, x25519SharedSecret } from "./x25519.js";
 export type { AgreementKeyPair } from "./x25519.js";
+export {
+  ClusterSecretError,
+  ClusterSeedFormat,
+  decodeRecoverySecret,
+  deriveClusterKeys,
+  encodeRecoverySecret,
+  gatewayAgreementBytes,
+  generateClusterSeed,
+  latestPointerBytes,
+  nodeAgreementBytes,
+  seedAnswerBytes,
+  seedRequestHash,
+  unlockWrappedCuk,
+  unwrapCuk,
+  verifyDetached,
+  wrapCuk,
+} from "./replica-cluster.js";
+export type { ClusterKeys } from "./replica-cluster.js";

@@ -38,7 +38,7 @@ function crc16(data: Uint8Array): number {
   return crc;
 }
 
-function base32Encode(src: Uint8Array): string {
+export function base32Encode(src: Uint8Array): string {
   let bits = 0;
   let value = 0;
   let out = "";
@@ -54,7 +54,7 @@ function base32Encode(src: Uint8Array): string {
   return out;
 }
 
-function base32Decode(src: string): Uint8Array | undefined {
+export function base32Decode(src: string): Uint8Array | undefined {
   const out = new Uint8Array(((src.length * 5) / 8) | 0);
   let bits = 0;
   let value = 0;

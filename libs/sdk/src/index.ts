@@ -40,3 +40,34 @@ export type { BlobInput, BlobProgress, GetBlobOptions, PutBlobOptions, PutBlobRe
 export { BlobFormat, BlobIntegrityError, ciphertextSize, decodeBlobKey, encodeBlobKey } from "./blobs-format.js";
 export { replicaHandshake, ReplicaHandshakeRejectedError } from "./replica-handshake.js";
 export type { ReplicaHandshakeOptions, ReplicaHandshakeResult, ReplicaSession } from "./replica-handshake.js";
+export {
+  ClusterHistoryError,
+  ClusterHistoryErrorReason,
+  effectText,
+  HISTORY_ENTRY_CONTEXT,
+  HistoryEntrySubject,
+  historyEntry,
+  historyEntryHash,
+  HistoryEntryType,
+  NodeState,
+  VerifiedClusterHistory,
+  verifyClusterHistory,
+} from "./replica-history.js";
+export type { ClusterHistoryEntry, ClusterLatest, GatewayEffect, GenesisEffect, HistoryEntryInput, HistoryPin, NodeEffect, NodeRecord } from "./replica-history.js";
+export { commitNode, joinNode, registerNode } from "./replica-node.js";
+export type { CommitResult, NodeStepOptions } from "./replica-node.js";
+export {
+  initNodeHome,
+  loadNodeIdentity,
+  NODE_HOME_ENV,
+  NodeHomeError,
+  NodeHomeFile,
+  readNodeClusterInfo,
+  readNodeUnlockKey,
+  readWrappedCuk,
+  writeNodeClusterInfo,
+  writeWrappedCuk,
+} from "./replica-node-home.js";
+export type { NodeClusterInfo } from "./replica-node-home.js";
+export { discoverGateways, fetchClusterHistory, initCluster, recoverCluster } from "./replica-admin.js";
+export type { GatewayReplica, InitClusterResult } from "./replica-admin.js";

@@ -3,7 +3,7 @@ import { NonceBucket } from "@unibus/kit";
 import { BLOBS_BUCKET } from "@unibus/blobs";
 import { KeysBucket } from "@unibus/keys";
 import { MembershipBucket } from "@unibus/membership";
-import { ReplicaBucket } from "@unibus/replica-gateway";
+import { LifecycleBucket, ReplicaBucket } from "@unibus/replica-gateway";
 
 /** A JetStream stream the bus cannot serve without, named by the bucket it backs. */
 export interface RequiredStream {
@@ -25,6 +25,7 @@ export const BUS_STREAMS: readonly RequiredStream[] = [
   kv(NonceBucket.name),
   ...Object.values(KeysBucket).map(kv),
   ...Object.values(ReplicaBucket).map((b) => kv(b.name)),
+  ...Object.values(LifecycleBucket).map((b) => kv(b.name)),
   { bucket: BLOBS_BUCKET, stream: `OBJ_${BLOBS_BUCKET}` },
 ];
 

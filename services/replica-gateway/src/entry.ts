@@ -1,5 +1,6 @@
 import { ServiceName } from "@unibus/contracts";
-import { kitServiceEntry } from "@unibus/kit";
+import { loadIdentityFile } from "@unibus/crypto";
+import { kitServiceEntry, loadServiceConfig } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
 import { loadGatewayConfig } from "./config.js";
 import { createReplicaGatewayService } from "./service.js";
@@ -12,5 +13,11 @@ import { createReplicaGatewayService } from "./service.js";
  */
 export const replicaGatewayEntry: ServiceEntry = kitServiceEntry(
   ServiceName.replicaGateway,
-  (env) => (nc, deps) => createReplicaGatewayService(nc, { ...deps, ...loadGatewayConfig(env) }),
+  (env) => async (nc, deps) => {
+    const config = loadGatewayConfig(env);
+    // The service identity names this replica in the cluster manifest: the same one it connects with.
+    const path = loadServiceConfig(env).identityPath;
+    const identity = path === undefined ? undefined : (await loadIdentityFile(path)).signingKey;
+    return createReplicaGatewayService(nc, { ...deps, ...config, ...(identity === undefined ? {} : { identity }) });
+  },
 );

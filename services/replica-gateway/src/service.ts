@@ -1,36 +1,85 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { ServiceName } from "@unibus/contracts";
-import { clusterIdFromName } from "@unibus/crypto";
+import { clusterIdFromName, gatewayAgreementBytes, generateAgreementKeyPair, SigningKey, toHex } from "@unibus/crypto";
+import type { AgreementKeyPair } from "@unibus/crypto";
 import { defineService, openBuckets, startService } from "@unibus/kit";
-import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
+import type { KitDeps, Role, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import type { GatewayConfig } from "./config.js";
 import { handshakeEndpoints, ReplicaBucket } from "./handshake.js";
 import type { HandshakeDeps } from "./handshake.js";
+import { ClusterCore, LifecycleBucket, lifecycleEndpoints } from "./lifecycle.js";
 
 /** The acceptor id used when none is configured. */
 export const DEFAULT_ACCEPTOR_ID = "replica-gateway";
 
-/** The replica-gateway service definition: the PSK handshake for now; join, unlock and recovery follow. */
-export function replicaGatewayService(deps: HandshakeDeps): ServiceDefinition {
+/** The membership bucket of users; the gateway only reads it, to resolve admin roles. */
+const USERS_BUCKET = "users";
+
+/**
+ * The replica-gateway service definition: the PSK handshake and, with a
+ * cluster core, the node lifecycle, history and recovery endpoints. The
+ * micro metadata publishes the replica's principal and per-process
+ * agreement key (signed), so the admin CLI can seal the seed to every replica.
+ */
+export function replicaGatewayService(deps: HandshakeDeps, core?: ClusterCore): ServiceDefinition {
+  const metadata =
+    core === undefined
+      ? undefined
+      : {
+          principal: core.deps.identity.principal,
+          agreementKey: toHex(core.deps.agreement.publicKey),
+          agreementSig: toHex(core.deps.identity.sign(gatewayAgreementBytes(core.deps.identity.principal, core.deps.agreement.publicKey))),
+        };
   return defineService({
     name: ServiceName.replicaGateway,
     version: packageJson.version,
     description: "Cluster membership: PSK handshake, node join, unlock keys, recovery",
-    endpoints: { ...handshakeEndpoints(deps) },
+    ...(metadata === undefined ? {} : { metadata }),
+    endpoints: { ...handshakeEndpoints(deps), ...(core === undefined ? {} : lifecycleEndpoints(core)) },
   });
 }
 
 /** Options of {@link createReplicaGatewayService}: the kit's deps plus the gateway config. */
-export interface ReplicaGatewayOptions extends KitDeps, GatewayConfig {}
+export interface ReplicaGatewayOptions extends KitDeps, GatewayConfig {
+  /** The gateway's service identity (named in the genesis, signs seed requests); default a fresh one per process, which no manifest lists. */
+  identity?: SigningKey;
+  /** How long a seed request waits for peers. */
+  seedWaitMs?: number;
+  /** How often a locked replica asks its peers again. */
+  peerRetryMs?: number;
+}
 
 /** A running gateway, with its buckets for tests and later steps. */
 export interface RunningReplicaGateway extends RunningService {
-  readonly buckets: { readonly handshakes: KV; readonly sessions: KV };
+  readonly buckets: { readonly handshakes: KV; readonly sessions: KV; readonly history: KV; readonly nodes: KV; readonly tickets: KV; readonly cuks: KV };
   readonly acceptorId: string;
+  readonly principal: string;
+  /** The seed holder (tests read whether it is locked). */
+  readonly core: ClusterCore;
+}
+
+/**
+ * Resolves a caller's role from membership's `users` bucket, read through
+ * the stream leader; opened on first use (membership may start later). A
+ * read error throws, which the kit answers 503 (fail closed).
+ */
+function usersRoleResolver(nc: NatsConnection): (principal: string) => Promise<Role | null> {
+  let users: Promise<KV> | undefined;
+  return async (principal) => {
+    users ??= new Kvm(nc).open(USERS_BUCKET, { allow_direct: false }).catch((err: unknown) => {
+      users = undefined;
+      throw err;
+    });
+    const entry = await (await users).get(principal);
+    if (entry === null || entry.operation !== "PUT") return null;
+    const user = entry.json<{ role?: string; status?: string }>();
+    return user.status === "active" && (user.role === "admin" || user.role === "member") ? user.role : null;
+  };
 }
 
 /**
@@ -46,6 +95,7 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
     [
       { ...ReplicaBucket.handshakes, replicas },
       { ...ReplicaBucket.sessions, replicas },
+      ...Object.values(LifecycleBucket).map((b) => ({ ...b, replicas })),
     ],
     { budgetMs: opts.bucketBudgetMs ?? 30_000, logger: logger.child({ svc: ServiceName.replicaGateway }) },
   );
@@ -59,6 +109,38 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
   };
   // Only the fact, never the key: whether the handshake can succeed at all.
   logger.info({ svc: ServiceName.replicaGateway, op: "config", acceptorId, psk: opts.psk === undefined ? "none" : opts.psk.previous === undefined ? "current" : "current+previous", cluster: opts.clusterName !== undefined }, "replica gateway configured");
-  const running = await startService(nc, replicaGatewayService(deps), { ...opts, logger });
-  return { ...running, buckets: { handshakes: kv.replica_handshakes, sessions: kv.replica_sessions }, acceptorId };
+  const identity = opts.identity ?? SigningKey.generate();
+  if (opts.identity === undefined) logger.warn({ svc: ServiceName.replicaGateway, op: "config", principal: identity.principal }, "no service identity: a per-process one is used, which no cluster manifest lists");
+  const agreement: AgreementKeyPair = generateAgreementKeyPair();
+  const svcLogger = logger.child({ svc: ServiceName.replicaGateway });
+  const core = new ClusterCore({
+    nc,
+    identity,
+    agreement,
+    clusterName: opts.clusterName,
+    history: kv.replica_history,
+    nodes: kv.replica_nodes,
+    tickets: kv.replica_tickets,
+    cuks: kv.replica_cuks,
+    sessions: kv.replica_sessions,
+    logger: svcLogger,
+    now: opts.now ?? Date.now,
+    ...(opts.seedWaitMs === undefined ? {} : { seedWaitMs: opts.seedWaitMs }),
+    ...(opts.peerRetryMs === undefined ? {} : { peerRetryMs: opts.peerRetryMs }),
+  });
+  core.listen();
+  const running = await startService(nc, replicaGatewayService(deps, core), { ...opts, logger, resolveRole: opts.resolveRole ?? usersRoleResolver(nc) });
+  // A fresh replica of an initialised cluster asks its peers for the seed; until then it answers 503 cluster_locked.
+  void core.askPeers();
+  return {
+    ...running,
+    async stop() {
+      core.stop();
+      await running.stop();
+    },
+    buckets: { handshakes: kv.replica_handshakes, sessions: kv.replica_sessions, history: kv.replica_history, nodes: kv.replica_nodes, tickets: kv.replica_tickets, cuks: kv.replica_cuks },
+    acceptorId,
+    principal: identity.principal,
+    core,
+  };
 }

@@ -114,8 +114,18 @@ describe("server config for unibus up", () => {
     for (const b of ["users", "rooms", "members", "rooms_by_member", "nonces"]) expect(membership.publish.allow).toContain(`$KV.${b}.>`);
     const gateway = user("U_replica-gateway").permissions;
     expect(gateway.subscribe.allow).toContain("unibus.v1.replica.>");
-    // Its handshake state and sessions, and no other bucket (no `nonces`: the handshake keeps its own).
-    expect(gateway.publish.allow.filter((x) => x.startsWith("$KV."))).toEqual(["$KV.replica_handshakes.>", "$KV.replica_sessions.>"]);
+    // Its handshake, history and lifecycle buckets and `nonces`; `users` only read, never written.
+    expect(gateway.publish.allow.filter((x) => x.startsWith("$KV."))).toEqual([
+      "$KV.replica_handshakes.>",
+      "$KV.replica_sessions.>",
+      "$KV.replica_history.>",
+      "$KV.replica_nodes.>",
+      "$KV.replica_tickets.>",
+      "$KV.replica_cuks.>",
+      "$KV.nonces.>",
+    ]);
+    expect(gateway.publish.allow).toContain("$JS.API.STREAM.MSG.GET.KV_users");
+    expect(gateway.publish.allow).toContain(Subjects.replicaGateway.seedRequest);
     const blobs = user("U_blobs").permissions;
     expect(blobs.subscribe.allow).toContain("unibus.v1.blobs.>");
     expect(blobs.publish.allow).toEqual(expect.arrayContaining(["$O.blobs.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_members"]));

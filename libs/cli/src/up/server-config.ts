@@ -135,9 +135,16 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
       });
     case ServiceName.replicaGateway:
       // It answers under `unibus.v1.replica.>` (architecture §2), not its process name.
-      // ReplicaBucket of @unibus/replica-gateway: handshake state shared by
-      // its replicas, and the sessions completed handshakes leave.
-      return servicePermissions({ service: "replica", kvBuckets: ["replica_handshakes", "replica_sessions"] });
+      // ReplicaBucket and LifecycleBucket of @unibus/replica-gateway:
+      // handshake state and sessions, the cluster history, node views,
+      // tickets and wrapped CUKs; `nonces` for its signed lifecycle
+      // endpoints. Membership's `users` read only (admin roles), and it
+      // publishes the seed request its peers answer (sealed, signed).
+      return servicePermissions({
+        service: "replica",
+        kvBuckets: ["replica_handshakes", "replica_sessions", "replica_history", "replica_nodes", "replica_tickets", "replica_cuks", NonceBucket.name],
+        publish: [`$JS.API.STREAM.INFO.KV_${MembershipBucket.users}`, `$JS.API.STREAM.MSG.GET.KV_${MembershipBucket.users}`, Subjects.replicaGateway.seedRequest],
+      });
     case ServiceName.keys:
       return servicePermissions({
         service: "keys",
