@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5|P5C|P6 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P2|P5|P5C|P6 ...]]
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
@@ -10,7 +10,7 @@ import { runCalloutConnects } from "./callout-connects.js";
 import { runDurability } from "./durability.js";
 import { runE2eThroughput } from "./e2e-throughput.js";
 import { runEmbeddedStack } from "./embedded-stack.js";
-import { runKitVsRaw } from "./kit-vs-raw.js";
+import { runKitVsRaw, runSignedBound } from "./kit-vs-raw.js";
 import { runRekey } from "./rekey.js";
 import { runReplicaHandshake } from "./replica-handshake.js";
 import { printCase } from "./report.js";
@@ -42,6 +42,11 @@ const benches: Bench[] = [
     id: "P0",
     about: "kit endpoint vs raw @nats-io/services echo, same server",
     run: () => runKitVsRaw({ seconds, inFlight: 64 }),
+  },
+  {
+    id: "P2",
+    about: "signed requests at the crypto limit: kit endpoint vs a raw echo that verifies the one Ed25519 envelope signature (and vs the bare echo); each service its own process, interleaved slices",
+    run: () => runSignedBound({ seconds, inFlight: 64 }),
   },
   {
     id: "P1",
