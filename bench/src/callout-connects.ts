@@ -27,6 +27,7 @@ import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { Svcm } from "@nats-io/services";
 import {
+  CalloutReconnect,
   CalloutSubject,
   CalloutXkey,
   KvPrincipalDirectory,
@@ -95,7 +96,14 @@ async function runWorker(): Promise<void> {
   const input = JSON.parse(Buffer.concat(chunks).toString("utf8")) as WorkerInput;
   const calloutKey = SigningKey.fromNkeySeed(input.calloutSeed);
   // The callout service's own reconnect settings (entry.ts), which the reconnect storm (P1s) depends on.
-  const nc = await connect({ servers: input.url, authenticator: nkeyAuthenticator(calloutKey), inboxPrefix: `_INBOX.${calloutKey.principal}`, maxReconnectAttempts: -1 });
+  const nc = await connect({
+    servers: input.url,
+    authenticator: nkeyAuthenticator(calloutKey),
+    inboxPrefix: `_INBOX.${calloutKey.principal}`,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: CalloutReconnect.timeWaitMs,
+    reconnectJitter: CalloutReconnect.jitterMs,
+  });
   if (input.floorPrincipal !== undefined) {
     await createFloorCallout(nc, {
       issuer: SigningKey.fromNkeySeed(input.issuerSeed),

@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P2|P5|P5C|P6 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [--storm-clients 1000] [P0|P1|P1S|P2|P5|P5C|P6 ...]]
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
@@ -11,6 +11,7 @@ import { runDurability } from "./durability.js";
 import { runE2eThroughput } from "./e2e-throughput.js";
 import { runEmbeddedStack } from "./embedded-stack.js";
 import { runKitVsRaw, runSignedBound } from "./kit-vs-raw.js";
+import { runReconnectStorm } from "./reconnect-storm.js";
 import { runRekey } from "./rekey.js";
 import { runReplicaHandshake } from "./replica-handshake.js";
 import { printCase } from "./report.js";
@@ -28,6 +29,8 @@ const option = (name: string, fallback: number): number => {
 };
 const seconds = option("--seconds", 3);
 const samples = option("--samples", 40);
+// The issue's storm is 1,000 clients; fewer (`--storm-clients 200`) if a run cannot hold them.
+const stormClients = option("--storm-clients", 1_000);
 const filters = args.filter((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--")).map((f) => f.toUpperCase());
 
 interface Bench {
@@ -53,6 +56,11 @@ const benches: Bench[] = [
     about: "connects through the auth callout (child process) vs plain nkey connects on a server without callout; interleaved slices",
     // Sequential, so the two callout servers never compete for the CPU.
     run: async () => [...(await runCalloutConnects({ seconds, concurrency: 32, xkey: false })), ...(await runCalloutConnects({ seconds, concurrency: 32, xkey: true }))],
+  },
+  {
+    id: "P1S",
+    about: `reconnect storm: ${stormClients} clients (own principals, SDK reconnect settings) connected through the callout; server restarted; time from the old server gone to the last client back vs the same with plain nkey users and no callout (both servers with JetStream); ratio = plain ÷ callout, median of 3`,
+    run: () => runReconnectStorm({ clients: stormClients, runs: 3 }),
   },
   { id: "P3", about: "e2e room 1 KB messages (coalesced frames) vs raw pub/sub, separate processes; idle-room latency", run: () => runE2eThroughput({ seconds }) },
   { id: "P4", about: "rekey of a 1,000-member room (seal 1,000 shares, sign once, one durable record) vs 1,000 sequential raw KV puts", run: () => runRekey({ members: 1_000 }) },
