@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [--storm-clients 1000] [P0|P1|P1S|P2|P5|P5C|P6 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [--storm-clients 1000] [P0|P1|P1S|P2|P5|P5C|P6|P12 ...]]
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
@@ -13,6 +13,7 @@ import { runEmbeddedStack } from "./embedded-stack.js";
 import { runKitVsRaw, runSignedBound } from "./kit-vs-raw.js";
 import { runReconnectStorm } from "./reconnect-storm.js";
 import { runRekey } from "./rekey.js";
+import { runRoomLogins } from "./room-logins.js";
 import { runReplicaHandshake } from "./replica-handshake.js";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
@@ -85,6 +86,15 @@ const benches: Bench[] = [
     run: () => runReplicaHandshake({ seconds, inFlight: 16 }),
   },
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
+  {
+    id: "P12",
+    about: "a principal in many rooms: login p50 through the callout (sequential, interleaved) at 1,000 rooms vs at 1 room, and at 5,000 (must log in); the login JWT and callout reply sizes",
+    run: async () => {
+      const { cases, notes } = await runRoomLogins({ samples: 60 });
+      for (const n of notes) console.log(n);
+      return cases;
+    },
+  },
   {
     id: "P13",
     about:
