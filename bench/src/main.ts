@@ -54,7 +54,7 @@ const benches: Bench[] = [
   },
   {
     id: "P1",
-    about: "connects through the auth callout (child process) vs plain nkey connects on a server without callout; interleaved slices",
+    about: "connects through the auth callout (child process) vs plain nkey connects on a server without callout, and vs the floor (a do-nothing callout in the same layout that only signs the user JWT and the response); interleaved slices",
     // Sequential, so the two callout servers never compete for the CPU.
     run: async () => [...(await runCalloutConnects({ seconds, concurrency: 32, xkey: false })), ...(await runCalloutConnects({ seconds, concurrency: 32, xkey: true }))],
   },
