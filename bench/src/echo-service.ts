@@ -2,7 +2,11 @@
  * The service side of the kit-vs-raw bench, run as its own process (as every
  * unibus service is) so client and service do not share an event loop.
  *
- *   tsx bench/src/echo-service.ts <raw|kit|kit-mutating>   (server URL in UNIBUS_URL)
+ *   tsx bench/src/echo-service.ts <raw|verify|kit>   (server URL in UNIBUS_URL)
+ *
+ * `verify` is the honest limit of a signed endpoint (P2): the raw echo plus
+ * the one Ed25519 verification of the request envelope that every
+ * control-plane request keeps, and nothing else.
  *
  * For P7 (bench/src/scaling.ts) the kit echo takes two more settings:
  *   UNIBUS_BENCH_WORK  PBKDF2-SHA256 iterations the handler runs per request (a
@@ -16,10 +20,11 @@ import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
 import { pino } from "pino";
+import { envelopeFromHeaders, verifyEnvelope } from "@unibus/crypto";
 import { Access, defineService, endpointFor, startService } from "@unibus/kit";
 import type { RunningService } from "@unibus/kit";
 
-export const EchoSubject = { raw: "bench.raw.echo", kit: "unibus.v1.bench.echo", kitMutating: "unibus.v1.bench.echo_mutating" } as const;
+export const EchoSubject = { raw: "bench.raw.echo", verify: "bench.verify.echo", kit: "unibus.v1.bench.echo", kitMutating: "unibus.v1.bench.echo_mutating" } as const;
 
 interface BenchTypes {
   "bench.echo.request": { roomId: string; text: string; seq?: number };
@@ -36,6 +41,16 @@ async function main(): Promise<void> {
     // @nats-io/services pins its own nats-core build: same object, two type copies.
     const svc = await new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]).add({ name: "bench-raw", version: "0.0.1" });
     svc.addEndpoint("echo", { subject: EchoSubject.raw, handler: (_err, msg) => msg.respond(msg.data) });
+  } else if (mode === "verify") {
+    const svc = await new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]).add({ name: "bench-verify", version: "0.0.1" });
+    svc.addEndpoint("echo", {
+      subject: EchoSubject.verify,
+      handler: (_err, msg) => {
+        const envelope = envelopeFromHeaders((name) => msg.headers?.get(name));
+        if (envelope === undefined || !verifyEnvelope(envelope, msg.subject, msg.data)) msg.respondError(401, "unauthorized");
+        else msg.respond(msg.data);
+      },
+    });
   } else {
     const echo = endpointFor<BenchTypes>();
     const work = Number(process.env.UNIBUS_BENCH_WORK ?? 0);

@@ -2,7 +2,7 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [P0|P1|P5|P5C|P6 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [--storm-clients 1000] [P0|P1|P1S|P2|P5|P5C|P6|P12 ...]]
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
@@ -10,8 +10,10 @@ import { runCalloutConnects } from "./callout-connects.js";
 import { runDurability } from "./durability.js";
 import { runE2eThroughput } from "./e2e-throughput.js";
 import { runEmbeddedStack } from "./embedded-stack.js";
-import { runKitVsRaw } from "./kit-vs-raw.js";
+import { runKitVsRaw, runSignedBound } from "./kit-vs-raw.js";
+import { runReconnectStorm } from "./reconnect-storm.js";
 import { runRekey } from "./rekey.js";
+import { runRoomLogins } from "./room-logins.js";
 import { runReplicaHandshake } from "./replica-handshake.js";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
@@ -28,6 +30,8 @@ const option = (name: string, fallback: number): number => {
 };
 const seconds = option("--seconds", 3);
 const samples = option("--samples", 40);
+// The issue's storm is 1,000 clients; fewer (`--storm-clients 200`) if a run cannot hold them.
+const stormClients = option("--storm-clients", 1_000);
 const filters = args.filter((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--")).map((f) => f.toUpperCase());
 
 interface Bench {
@@ -44,10 +48,20 @@ const benches: Bench[] = [
     run: () => runKitVsRaw({ seconds, inFlight: 64 }),
   },
   {
+    id: "P2",
+    about: "signed requests at the crypto limit: kit endpoint vs a raw echo that verifies the one Ed25519 envelope signature (and vs the bare echo); each service its own process, interleaved slices",
+    run: () => runSignedBound({ seconds, inFlight: 64 }),
+  },
+  {
     id: "P1",
-    about: "connects through the auth callout (child process) vs plain nkey connects on a server without callout; interleaved slices",
+    about: "connects through the auth callout (child process) vs plain nkey connects on a server without callout, and vs the floor (a do-nothing callout in the same layout that only signs the user JWT and the response); interleaved slices",
     // Sequential, so the two callout servers never compete for the CPU.
     run: async () => [...(await runCalloutConnects({ seconds, concurrency: 32, xkey: false })), ...(await runCalloutConnects({ seconds, concurrency: 32, xkey: true }))],
+  },
+  {
+    id: "P1S",
+    about: `reconnect storm: ${stormClients} clients (own principals, SDK reconnect settings) connected through the callout; server restarted; time from the old server gone to the last client back vs the same with plain nkey users and no callout (both servers with JetStream); ratio = plain ÷ callout, median of 3`,
+    run: () => runReconnectStorm({ clients: stormClients, runs: 3 }),
   },
   { id: "P3", about: "e2e room 1 KB messages (coalesced frames) vs raw pub/sub, separate processes; idle-room latency", run: () => runE2eThroughput({ seconds }) },
   { id: "P4", about: "rekey of a 1,000-member room (seal 1,000 shares, sign once, one durable record) vs 1,000 sequential raw KV puts", run: () => runRekey({ members: 1_000 }) },
@@ -72,6 +86,15 @@ const benches: Bench[] = [
     run: () => runReplicaHandshake({ seconds, inFlight: 16 }),
   },
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
+  {
+    id: "P12",
+    about: "a principal in many rooms: login p50 through the callout (sequential, interleaved) at 1,000 rooms vs at 1 room, and at 5,000 (must log in); the login JWT and callout reply sizes",
+    run: async () => {
+      const { cases, notes } = await runRoomLogins({ samples: 60 });
+      for (const n of notes) console.log(n);
+      return cases;
+    },
+  },
   {
     id: "P13",
     about:

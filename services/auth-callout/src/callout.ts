@@ -155,7 +155,8 @@ function answer(ctx: CalloutContext, request: AuthorizationRequest, result: Auth
   const response = result.ok
     ? encodeAuthorizationResponse(ctx, request, { jwt: encodeUserJwt(ctx, request, result.principal, result.permissions) })
     : encodeAuthorizationResponse(ctx, request, { error: result.reason });
-  let reply: Uint8Array = Buffer.from(response, "utf8");
+  // A JWT is ASCII (base64url and dots): latin1 gives the same bytes, far cheaper at ~150 KB.
+  let reply: Uint8Array = Buffer.from(response, "latin1");
   if (ctx.xkey !== undefined && serverXkeyHeader !== undefined) reply = ctx.xkey.seal(reply, serverXkeyHeader);
   return { kind: "answered", request, result, reply };
 }

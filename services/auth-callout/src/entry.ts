@@ -7,7 +7,7 @@ import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto"
 import { retry } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
 import type { Logger } from "pino";
-import { DirectoryBucket } from "./constants.js";
+import { CalloutReconnect, DirectoryBucket } from "./constants.js";
 import { DenialCache } from "./denial-cache.js";
 import { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
 import { CalloutConfigError } from "./errors.js";
@@ -124,6 +124,8 @@ export const authCalloutEntry: ServiceEntry = {
       authenticator: nkeyAuthenticator(identity.signingKey),
       inboxPrefix: `_INBOX.${identity.principal}`,
       maxReconnectAttempts: -1,
+      reconnectTimeWait: CalloutReconnect.timeWaitMs,
+      reconnectJitter: CalloutReconnect.jitterMs,
       // A tls:// seed means TLS or nothing, as for the kit services.
       ...(/(^|,)\s*tls:\/\//i.test(config.url) ? { tls: {} } : {}),
     });

@@ -36,6 +36,23 @@ describe("encodeJwt", () => {
     expect(Buffer.from(base32Decode(body.jti)).equals(digest)).toBe(true);
   });
 
+  it("serialises a large, non-ASCII body once, exactly as JSON.stringify of the final claims", () => {
+    const rooms = Array.from({ length: 1_000 }, (_, i) => `unibus.room.${i.toString(16).padStart(24, "0")}.>`);
+    const token = encodeJwt({ sub: SigningKey.generate().principal, aud: "UNIBUS", name: "Zoë 🚀 \"quoted\"", nats: { pub: { allow: rooms }, sub: { allow: rooms }, type: "user", version: 2 } }, account);
+    const [, p] = token.split(".") as [string, string];
+    const raw = Buffer.from(p, "base64url");
+    const body = JSON.parse(raw.toString("utf8"));
+    expect(raw.equals(Buffer.from(JSON.stringify(body)))).toBe(true);
+    expect(Buffer.from(base32Decode(body.jti)).equals(createHash("sha256").update(JSON.stringify({ ...body, jti: "" })).digest())).toBe(true);
+    expect(natsDecode<{ pub: { allow: string[] } }>(token).nats.pub?.allow).toHaveLength(1_000); // the reference decoder verifies the signature
+    expect(body.name).toBe("Zoë 🚀 \"quoted\"");
+  });
+
+  it("refuses claims that bring their own jti (the hash would not cover what is signed)", () => {
+    const claims = { jti: "FORGED", sub: "x", nats: { type: "user", version: 2 } };
+    expect(() => encodeJwt(claims, account)).toThrow(RangeError);
+  });
+
   it("reads tokens signed by @nats-io/jwt (the reference encoder)", async () => {
     const token = await encodeAuthorizationResponse(SigningKey.generate().principal, serverKey.principal, createAccount(), { error: "nope" }, {});
     expect(decodeJwt<{ error: string }>(token, NkeyPrefix.account).nats.error).toBe("nope");

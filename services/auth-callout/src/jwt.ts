@@ -10,6 +10,10 @@ const HEADER_B64 = Buffer.from(JSON.stringify(HEADER)).toString("base64url");
 
 const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
+/** How every body {@link encodeJwt} serialises starts: `jti` first, still empty. */
+const EMPTY_JTI = '{"jti":""';
+const JTI_OPEN = '{"jti":"';
+
 /** RFC 4648 base32 without padding: the encoding nats-io/jwt (Go) uses for `jti`. */
 function base32NoPad(src: Uint8Array): string {
   let out = "";
@@ -65,9 +69,17 @@ export function encodeJwt<N>(claims: JwtClaims<N>, signer: SigningKey, issuerPre
     iss: signer.nkeyPublic(issuerPrefix),
     ...claims,
   };
-  body.jti = base32NoPad(createHash("sha256").update(JSON.stringify(body)).digest());
-  const signingInput = `${HEADER_B64}.${Buffer.from(JSON.stringify(body)).toString("base64url")}`;
-  const sig = Buffer.from(signer.sign(Buffer.from(signingInput))).toString("base64url");
+  // Serialised once: `jti` is the first key and its value is base32 (nothing
+  // to escape), so splicing it into the hashed text gives exactly what a
+  // second JSON.stringify would. A login JWT grows with the principal's
+  // rooms (~110 KB at 1,000), and each pass over it is on the login path.
+  const unsigned = JSON.stringify(body);
+  const jti = base32NoPad(createHash("sha256").update(unsigned).digest());
+  if (!unsigned.startsWith(EMPTY_JTI)) throw new RangeError("JWT claims must not name their own jti");
+  const json = `${JTI_OPEN}${jti}${unsigned.slice(JTI_OPEN.length)}`;
+  const signingInput = `${HEADER_B64}.${Buffer.from(json).toString("base64url")}`;
+  // base64url is ASCII, so latin1 gives the same bytes as UTF-8, ~8x faster.
+  const sig = Buffer.from(signer.sign(Buffer.from(signingInput, "latin1"))).toString("base64url");
   return `${signingInput}.${sig}`;
 }
 

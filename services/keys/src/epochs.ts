@@ -51,6 +51,27 @@ function badRequest(reason: string, message: string, path?: string): UnibusError
   return new UnibusError(ErrorCode.BadRequest, reason === "schema_violation" ? ErrorReason.SchemaViolation : reason, message, path === undefined ? {} : { details: { path } });
 }
 
+/** Paging of `keys.epochs` (the schema bounds `limit` at 20,000: ≤ 17 B of JSON per epoch, under half the payload limit). */
+export const EpochPage = {
+  defaultLimit: 10_000,
+} as const;
+
+const EPOCH_CURSOR = /^e([1-9][0-9]{0,15})$/;
+
+/** `e<epoch>`: continue after that epoch. */
+function epochCursor(epoch: number): string {
+  return `e${epoch}`;
+}
+
+/** The epoch a cursor continues after (0 for the first page); 400 `invalid_cursor` for anything this endpoint did not issue. */
+function parseEpochCursor(cursor: string | undefined): number {
+  if (cursor === undefined) return 0;
+  const m = EPOCH_CURSOR.exec(cursor);
+  const epoch = m?.[1] === undefined ? NaN : Number(m[1]);
+  if (!Number.isSafeInteger(epoch)) throw new UnibusError(ErrorCode.BadRequest, "invalid_cursor", "cursor is not one this endpoint issued");
+  return epoch;
+}
+
 /** The room's epochs, ascending. */
 async function listEpochs(roomKeys: KV, roomId: string): Promise<number[]> {
   const prefix = `${roomId}.`;
@@ -210,15 +231,21 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
       async handler(req, caller) {
         const user = activeUser(caller);
         const role = await requireMember(membership, req.roomId, user.principal);
-        const epochs = await listEpochs(roomKeys, req.roomId);
-        const last = epochs.at(-1);
+        const after = parseEpochCursor(req.cursor);
+        const all = await listEpochs(roomKeys, req.roomId);
+        // Epochs are only ever added, each above the last, so paging by
+        // number lists each once and a new one shows up on a later page.
+        const rest = all.filter((e) => e > after);
+        const epochs = rest.slice(0, req.limit ?? EpochPage.defaultLimit);
+        const next = epochs.length < rest.length ? { next_cursor: epochCursor(epochs.at(-1)!) } : {};
+        const last = all.at(-1);
         const record = last === undefined ? null : await readJson<EpochRecord>(roomKeys, epochKey(req.roomId, last));
-        if (record === null) return { roomId: req.roomId, epochs };
+        if (record === null) return { roomId: req.roomId, epochs, ...next };
         const current = { epoch: record.epoch, distributor: record.distributor, createdAt: record.createdAt, principalsHash: toBase64Url(principalsHash(record.shares.map((s) => s.principal))) };
         // Only owners act on it (they alone may start an epoch); other members
         // have no use for who is still waiting.
-        if (role !== "owner") return { roomId: req.roomId, epochs, current };
-        return { roomId: req.roomId, epochs, current: { ...current, pendingShares: await pendingShares(deps, record) } };
+        if (role !== "owner") return { roomId: req.roomId, epochs, current, ...next };
+        return { roomId: req.roomId, epochs, current: { ...current, pendingShares: await pendingShares(deps, record) }, ...next };
       },
     }),
   };

@@ -6,4 +6,4 @@ export { createKeysService, keysService } from "./service.js";
 export type { KeysDeps, RunningKeysService } from "./service.js";
 export { KeysBucket, MembershipReadBucket, epochKey } from "./records.js";
 export type { AgreementKeyRecord, EpochRecord, ShareEntry } from "./records.js";
-export { PUBLISH_EPOCH_MAX_BYTES } from "./epochs.js";
+export { EpochPage, PUBLISH_EPOCH_MAX_BYTES } from "./epochs.js";

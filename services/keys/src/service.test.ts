@@ -184,6 +184,58 @@ describe("room-key epochs in one room, as owners' SDKs rekey on membership chang
   });
 });
 
+describe("keys.epochs pages", () => {
+  const EPOCHS = 25;
+  let roomId = "";
+  beforeAll(async () => {
+    ({ room: { id: roomId } } = await c["owner"]!.rooms.create("many-epochs", { persist: false, encrypt: true }));
+    // Written straight into the bucket: the listing reads only keys and the
+    // newest record, and 25 real rekeys would test rekeying, not paging.
+    for (let epoch = 1; epoch <= EPOCHS; epoch++) {
+      const record = { roomId, epoch, distributor: owner!.principal, signature: "", shares: [{ principal: owner!.principal, sealedShare: "" }], createdAt: new Date().toISOString(), logSeq: 0, logHead: "" };
+      await keys.buckets.roomKeys.put(epochKey(roomId, epoch), JSON.stringify(record));
+    }
+  });
+
+  it("pages by epoch with a cursor, each page ascending, the newest summarised on every page", async () => {
+    const seen: number[] = [];
+    let cursor: string | undefined;
+    let pageCount = 0;
+    do {
+      const page = await c["owner"]!.keys.epochsPage(roomId, { limit: 10, ...(cursor === undefined ? {} : { cursor }) });
+      pageCount++;
+      expect(page.epochs.length).toBeLessThanOrEqual(10);
+      expect(page.current?.epoch).toBe(EPOCHS);
+      seen.push(...page.epochs);
+      cursor = page.next_cursor;
+    } while (cursor !== undefined);
+    expect(pageCount).toBe(3);
+    expect(seen).toEqual(Array.from({ length: EPOCHS }, (_, i) => i + 1));
+  });
+
+  it("the SDK pages transparently: epochs() holds every epoch, newest last, with no cursor left", async () => {
+    const all = await c["owner"]!.keys.epochs(roomId, { pageLimit: 7 });
+    expect(all.epochs).toEqual(Array.from({ length: EPOCHS }, (_, i) => i + 1));
+    expect(all.epochs.at(-1)).toBe(EPOCHS);
+    expect(all.current?.epoch).toBe(EPOCHS);
+    expect(all.next_cursor).toBeUndefined();
+    // The default page holds them all at once.
+    expect((await c["owner"]!.keys.epochsPage(roomId)).next_cursor).toBeUndefined();
+  });
+
+  it("a cursor the endpoint did not issue is 400 invalid_cursor; a page above the bound is a schema violation", async () => {
+    for (const cursor of ["s10", "e0", "e-1", "e99999999999999999"]) {
+      const err = await rejection(c["owner"]!.keys.epochsPage(roomId, { cursor }));
+      expect([err.code, err.reason]).toEqual([ErrorCode.BadRequest, "invalid_cursor"]);
+    }
+    expect((await rejection(c["owner"]!.keys.epochsPage(roomId, { limit: 20_001 }))).reason).toBe("schema_violation");
+  });
+
+  it("a non-member learns nothing from any page", async () => {
+    expect((await rejection(c["carol"]!.keys.epochsPage(roomId, { cursor: "e10" }))).code).toBe(ErrorCode.Forbidden);
+  });
+});
+
 describe("shares the server could forge", () => {
   let roomId = "";
   beforeAll(async () => {

@@ -36,6 +36,8 @@ export interface MembershipDeps {
   quotas?: RoomQuotaConfig;
   /** Delay of a kick that affects the caller itself, after its reply. Default 250 ms. */
   selfKickDelayMs?: number;
+  /** Rooms one principal may belong to (create and invite refuse past it). Default `RoomLimit.perPrincipal`. */
+  roomLimit?: number;
   /**
    * Announces a durable membership change of a room (after its KV writes),
    * so owners' clients rekey (architecture §5). Unset: nothing is announced.

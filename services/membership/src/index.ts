@@ -12,6 +12,7 @@ export type { MemberRecord, RoomRecord, RoomRole, RoomsByMemberRecord, UserRecor
 export { DefaultRoomQuotaConfig, QuotaReason, RoomQuotaEnv, loadRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
 export type { RoomQuota, RoomQuotaConfig, RoomQuotaRequest } from "./quota.js";
 export { JetStreamRoomStreams } from "./room-streams.js";
+export { RoomLimit } from "./rooms.js";
 export type { RoomStreamOptions, RoomStreamState, RoomStreams, RoomUsage } from "./room-streams.js";
 export { MembershipStore, Unchanged, casUpdate, isRevisionConflict } from "./store.js";
 export type { MembershipBuckets, Versioned } from "./store.js";

@@ -16,6 +16,31 @@ import { PageSize, parseRoomIdCursor, parseSeqCursor, roomIdCursor, seqCursor } 
 import { Unchanged } from "./store.js";
 import type { MembershipStore } from "./store.js";
 
+/**
+ * Rooms one principal may belong to. Its login JWT grants each room twice
+ * (pub and sub, ~82 B of claims per room with the SDK's 24-character ids),
+ * and the callout's signed reply wraps that JWT in a second base64 layer:
+ * ~146 B per room, so past about 7,100 rooms the reply exceeds nats-server's
+ * 1 MiB payload limit and the principal can no longer log in at all (bench
+ * P12 prints the sizes). 5,000 stays well under it, with room for grants
+ * that race past the check below (a handful, one per concurrent request).
+ */
+export const RoomLimit = {
+  perPrincipal: 5_000,
+  /** The stable reason of the refusal. */
+  reason: "room_limit",
+} as const;
+
+/** Refuses a grant that would put `principal` in more rooms than `limit`; a room it is already in costs nothing. */
+function checkRoomLimit(rooms: Record<string, unknown> | undefined, roomId: string, limit: number, who: "you" | "the invitee"): void {
+  if (rooms === undefined || roomId in rooms) return;
+  if (Object.keys(rooms).length >= limit) {
+    throw new UnibusError(ErrorCode.Forbidden, RoomLimit.reason, `${who === "you" ? "you are" : "the invitee is"} already in ${limit} rooms, the most one identity can hold and still log in`, {
+      details: { limit },
+    });
+  }
+}
+
 /** Rounds of a grant/removal before giving up: only a tight race with the opposite change repeats one. */
 const MEMBERSHIP_ROUNDS = 8;
 
@@ -89,6 +114,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
   const { store, kicker, streams, consumers, roomLog } = deps;
   const selfKickDelayMs = deps.selfKickDelayMs ?? 250;
   const quotaConfig = deps.quotas ?? DefaultRoomQuotaConfig;
+  const roomLimit = deps.roomLimit ?? RoomLimit.perPrincipal;
 
   /** Applies a membership change to live connections; the caller's own after its reply. */
   const kickAfterChange = async (principal: string, callerPrincipal: string): Promise<KickOutcome> =>
@@ -117,6 +143,8 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         // cannot be replayed as the founding entry of another room.
         if (ctx.envelope === undefined) throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureMissing, "request must carry a signed envelope");
         const id = deriveRoomId(ctx.envelope.signature);
+        // Also before any write: the creator becomes the owner, so its grant grows.
+        checkRoomLimit((await store.getRoomsByMember(user.principal))?.value.rooms, id, roomLimit, "you");
         const room: RoomRecord = { id, name: req.name, subject: roomSubject(id), policy: req.policy, createdBy: user.principal, createdAt: iso(ctx) };
         // Stream, log entry 0, room, owner record, then the owner's grant: a
         // crash leaves at most an orphan nobody is granted.
@@ -252,6 +280,8 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         if (invitee === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "invitee is not a user");
         if (invitee.value.status !== UserStatus.active) throw new UnibusError(ErrorCode.Conflict, "user_not_active", "invitee is revoked");
         const [existing, grants] = await Promise.all([store.getMember(req.roomId, principal), store.getRoomsByMember(principal)]);
+        // Before the log entry: a refused invite leaves no trace.
+        checkRoomLimit(grants?.value.rooms, req.roomId, roomLimit, "the invitee");
         // The log first: it is what clients seal room keys to. A log that
         // already says so (a crash after the append) only gets its records.
         const appended = await roomLog.append(req.roomId, ctx, (log) =>

@@ -52,6 +52,8 @@ export interface MembershipServiceOptions extends KitDeps {
   selfKickDelayMs?: number;
   /** Stream limits of persisted rooms (see `loadRoomQuotaConfig`). */
   quotas?: RoomQuotaConfig;
+  /** Rooms one principal may belong to. Default `RoomLimit.perPrincipal` (tests lower it). */
+  roomLimit?: number;
 }
 
 /** A running membership service. */
@@ -117,6 +119,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     ...(opts.bootstrapPrincipal === undefined ? {} : { bootstrapPrincipal: opts.bootstrapPrincipal }),
     ...(opts.selfKickDelayMs === undefined ? {} : { selfKickDelayMs: opts.selfKickDelayMs }),
     ...(opts.quotas === undefined ? {} : { quotas: opts.quotas }),
+    ...(opts.roomLimit === undefined ? {} : { roomLimit: opts.roomLimit }),
     // Core NATS publish: a lost event only delays a rekey until the next
     // change or an owner's own check; it never grants anything.
     announce: (event) => nc.publish(roomMembershipSubject(event.roomId), JSON.stringify(event)),

@@ -1,4 +1,4 @@
-import { Subjects } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
 import type {
   KeysAgreementKeysReply,
   KeysEpochsReply,
@@ -39,8 +39,33 @@ export class KeysApi {
     return this.send(Subjects.keys.getShare, epoch === undefined ? { roomId } : { roomId, epoch });
   }
 
-  /** A room's epochs and a summary of the newest. */
-  epochs(roomId: string): Promise<KeysEpochsReply> {
-    return this.send(Subjects.keys.epochs, { roomId });
+  /**
+   * A room's epochs and a summary of the newest, every page of them: the
+   * reply looks like one page holding all epochs (no `next_cursor`), so
+   * `epochs.at(-1)` is the newest however many there are. `current` is
+   * taken from the last page read, so an epoch published mid-listing is
+   * both in `epochs` and summarised. `pageLimit`: epochs per request
+   * (default: the service's, 10,000).
+   */
+  async epochs(roomId: string, opts: { pageLimit?: number } = {}): Promise<KeysEpochsReply> {
+    const limit = opts.pageLimit === undefined ? {} : { limit: opts.pageLimit };
+    let page = await this.epochsPage(roomId, limit);
+    const epochs = [...page.epochs];
+    while (page.next_cursor !== undefined) {
+      page = await this.epochsPage(roomId, { cursor: page.next_cursor, ...limit });
+      // Each page continues above the last: one that goes back, or an empty
+      // one that promises more, would let a misbehaving service loop us forever.
+      const first = page.epochs[0];
+      if (first === undefined ? page.next_cursor !== undefined : first <= (epochs.at(-1) ?? 0)) {
+        throw new UnibusError(ErrorCode.Internal, ErrorReason.MalformedReply, "keys.epochs pages do not ascend");
+      }
+      epochs.push(...page.epochs);
+    }
+    return { roomId: page.roomId, epochs, ...(page.current === undefined ? {} : { current: page.current }) };
+  }
+
+  /** One page of a room's epochs (ascending); follow `next_cursor` for the rest, or use {@link epochs}. */
+  epochsPage(roomId: string, opts: { cursor?: string; limit?: number } = {}): Promise<KeysEpochsReply> {
+    return this.send(Subjects.keys.epochs, { roomId, ...(opts.cursor === undefined ? {} : { cursor: opts.cursor }), ...(opts.limit === undefined ? {} : { limit: opts.limit }) });
   }
 }
