@@ -8,6 +8,7 @@ import { pino } from "pino";
 import { afterAll, beforeAll } from "vitest";
 import { writeIdentityFile } from "@unibus/crypto";
 import { createKeysService } from "@unibus/keys";
+import type { RunningKeysService } from "@unibus/keys";
 import { startTestBus } from "@unibus/testbus";
 import type { TestBus } from "@unibus/testbus";
 
@@ -18,15 +19,22 @@ export interface CheckBus {
   dir: string;
   /** UNIBUS_URL (every seed) and UNIBUS_IDENTITY for the CLI. */
   env: Record<string, string>;
+  /** The keys service (its buckets R3, as every service's in a cluster). */
+  keys: RunningKeysService;
 }
 
 /** Registers the suite's beforeAll/afterAll and returns the (then filled) bus. */
 export function useCheckBus(): CheckBus {
   const ctx = {} as CheckBus;
-  let keys: { stop(): Promise<void> } | undefined;
+  let keys: RunningKeysService | undefined;
   beforeAll(async () => {
-    ctx.bus = await startTestBus({ nodes: 3, cluster: { routeTls: true } });
-    keys = await createKeysService(await ctx.bus.serviceConnection("keys"), { logger: pino({ level: "silent" }) });
+    // The operator user moves stream leaders (the failover test makes the node it kills lead every control-plane bucket).
+    ctx.bus = await startTestBus({ nodes: 3, cluster: { routeTls: true }, operator: true });
+    // R3 as in production (UNIBUS_JS_REPLICAS=3): with the default of one
+    // replica, `room_keys` lived on a single node, and when --chaos killed
+    // that node the keys service could never read a share again.
+    keys = await createKeysService(await ctx.bus.serviceConnection("keys"), { logger: pino({ level: "silent" }), bucketReplicas: 3 });
+    ctx.keys = keys;
     ctx.dir = await mkdtemp(join(tmpdir(), "unibus-check-cluster-"));
     const identity = join(ctx.dir, "admin.id");
     await writeIdentityFile(identity, ctx.bus.adminIdentity);

@@ -1,7 +1,7 @@
 // `unibus check --cluster [--chaos]` against a real 3-node cluster (TLS
 // routes) with the production callout, membership and keys services: the
 // check passes through every seed. Its --chaos failover run is in
-// check-failover.failover.test.ts (npm run test:chaos:failover).
+// check-failover.failover.test.ts (also run alone by npm run test:chaos:failover).
 import { describe, expect, it } from "vitest";
 import { ExitCode, runCli } from "@unibus/cli";
 import { recordingIo } from "../../libs/cli/src/test-io.js";

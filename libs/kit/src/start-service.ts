@@ -1,7 +1,6 @@
 import { performance } from "node:perf_hooks";
 import { ErrorCode, ErrorReason, ReadOnlySubjects, SchemaRegistry, ServiceErrorHeader, UnibusError, encodeErrorReply } from "@unibus/contracts";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
 import type { Service, ServiceMsg } from "@nats-io/services";
@@ -11,6 +10,7 @@ import { NonceBucket, openBuckets } from "./buckets.js";
 import { Access, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
 import type { Role, ServiceDefinition } from "./definition.js";
 import { EndpointStats } from "./endpoint-stats.js";
+import { serviceJetStream } from "./jetstream.js";
 import { recordRequest, serveMetrics } from "./metrics.js";
 import { describeEndpoints } from "./schema-endpoint.js";
 import { discoveryGuarded, replyPermitted } from "./reply-rule.js";
@@ -81,7 +81,7 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
   let nonces = deps.nonceBucket;
   // Handshake endpoints keep their own nonces; only envelope-checked mutations need this bucket.
   if (nonces === undefined && endpoints.some(([, spec]) => spec.mutates && spec.access !== Access.Handshake)) {
-    const buckets = await openBuckets(jetstream(nc), [{ ...NonceBucket, replicas: deps.bucketReplicas ?? 1 }], {
+    const buckets = await openBuckets(serviceJetStream(nc), [{ ...NonceBucket, replicas: deps.bucketReplicas ?? 1 }], {
       budgetMs: deps.bucketBudgetMs ?? 30_000,
       logger,
     });

@@ -1,10 +1,8 @@
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
+import { BucketWatch } from "./bucket-watch.js";
 import { readJson } from "./records.js";
 import type { AgreementKeyRecord } from "./records.js";
-
-/** How long a lookup waits for the watcher to catch up with the bucket before reading the bucket directly. */
-const CATCH_UP_MS = 500;
 
 /**
  * The `agreement_keys` bucket kept in memory by a KV watcher, so listing a
@@ -13,38 +11,33 @@ const CATCH_UP_MS = 500;
  * self-signature, and a member whose key is missing just gets no share.
  * Still, a lookup first waits until the watcher has seen the bucket's last
  * revision (one stream-info request), and reads the bucket directly if the
- * watcher is behind or stopped.
+ * watcher is behind or stopped; one stalled for longer is replaced
+ * ({@link BucketWatch}).
  */
 export class AgreementKeyDirectory {
   readonly #kv: KV;
   readonly #keys = new Map<string, AgreementKeyRecord>();
-  #seen = 0;
-  #healthy = false;
-  #stop: (() => void) | undefined;
+  readonly #watch: BucketWatch;
 
-  private constructor(kv: KV) {
+  private constructor(kv: KV, logger: Logger) {
     this.#kv = kv;
+    this.#watch = new BucketWatch(kv, {
+      headersOnly: false,
+      op: "agreement_keys.watch",
+      fallback: "reading the bucket directly",
+      logger,
+      reset: () => this.#keys.clear(),
+      apply: (e) => {
+        if (e.operation === "PUT") this.#keys.set(e.key, e.json<AgreementKeyRecord>());
+        else this.#keys.delete(e.key);
+      },
+    });
   }
 
-  /** Starts watching `kv`; resolves once the initial values are loaded. */
+  /** Starts watching `kv`; resolves once the watch is created. */
   static async watch(kv: KV, logger: Logger): Promise<AgreementKeyDirectory> {
-    const dir = new AgreementKeyDirectory(kv);
-    const iter = await kv.watch();
-    dir.#stop = () => iter.stop();
-    dir.#healthy = true;
-    void (async () => {
-      try {
-        for await (const e of iter) {
-          if (e.operation === "PUT") dir.#keys.set(e.key, e.json<AgreementKeyRecord>());
-          else dir.#keys.delete(e.key);
-          dir.#seen = Math.max(dir.#seen, e.revision);
-        }
-      } catch (err) {
-        logger.error({ op: "agreement_keys.watch", err: (err as Error).message }, "agreement-key watcher failed; reading the bucket directly");
-      } finally {
-        dir.#healthy = false;
-      }
-    })();
+    const dir = new AgreementKeyDirectory(kv, logger);
+    await dir.#watch.start();
     return dir;
   }
 
@@ -60,7 +53,7 @@ export class AgreementKeyDirectory {
    * key registered before the call is always seen.
    */
   async reader(): Promise<(principals: readonly string[]) => Promise<(AgreementKeyRecord | null)[]>> {
-    if (await this.#caughtUp()) return async (principals) => principals.map((p) => this.#keys.get(p) ?? null);
+    if (await this.#watch.caughtUp()) return async (principals) => principals.map((p) => this.#keys.get(p) ?? null);
     return (principals) => Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(this.#kv, p)));
   }
 
@@ -70,18 +63,6 @@ export class AgreementKeyDirectory {
   }
 
   stop(): void {
-    this.#stop?.();
-    this.#healthy = false;
-  }
-
-  async #caughtUp(): Promise<boolean> {
-    if (!this.#healthy) return false;
-    const last = (await this.#kv.status()).streamInfo.state.last_seq;
-    const deadline = Date.now() + CATCH_UP_MS;
-    while (this.#healthy && this.#seen < last) {
-      if (Date.now() > deadline) return false;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return this.#healthy;
+    this.#watch.stop();
   }
 }

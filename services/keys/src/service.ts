@@ -1,7 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstream } from "@nats-io/jetstream";
 import { ServiceName } from "@unibus/contracts";
-import { NonceBucket, defineService, openBuckets, openExistingBuckets, startService } from "@unibus/kit";
+import { NonceBucket, defineService, openBuckets, openExistingBuckets, serviceJetStream, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
@@ -51,7 +50,8 @@ export interface RunningKeysService extends RunningService {
 export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}): Promise<RunningKeysService> {
   const logger = opts.logger ?? pino({ level: "info" });
   const replicas = opts.bucketReplicas ?? 1;
-  const js = jetstream(nc);
+  // Bounded below the client's timeout: a leaderless bucket gets a coded 503, not silence.
+  const js = serviceJetStream(nc);
   const kv = await openBuckets(
     js,
     [

@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { ServiceName, roomMembershipSubject } from "@unibus/contracts";
-import { defineService, NonceBucket, openBuckets, startService } from "@unibus/kit";
+import { defineService, NonceBucket, openBuckets, serviceJetStream, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import type { Logger } from "pino";
@@ -84,7 +84,8 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
   const logger = opts.logger ?? pino({ level: "info" });
   const replicas = opts.bucketReplicas ?? 1;
   const budgetMs = opts.bucketBudgetMs ?? 30_000;
-  const js = jetstream(nc);
+  // Bounded below the client's timeout: a leaderless bucket gets a coded 503, not silence.
+  const js = serviceJetStream(nc);
   const kv = await openBuckets(
     js,
     [
