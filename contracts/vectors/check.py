@@ -444,7 +444,14 @@ def check_replica_handshake():
         check(f"{name}: session id", blake3_derive(ctx["sessionId"], transcript, 16).hex() == c["sessionId"])
 
 
-for step in (check_blake3_official, check_ed25519, check_x25519, check_aead, check_envelope, check_sealed_box, check_frames, check_share_set, check_membership_log, check_replica_handshake):
+def check_node_store_key():
+    v = load("node-store-key.json")
+    for c in v["cases"]:
+        mixed = bytes(a ^ b for a, b in zip(h(c["nuk"]), h(c["cuk"])))
+        check(f"node store key {c['name']}", "K" + blake3_derive(v["context"], mixed).hex() == c["storeKey"])
+
+
+for step in (check_blake3_official, check_ed25519, check_x25519, check_aead, check_envelope, check_sealed_box, check_frames, check_share_set, check_membership_log, check_replica_handshake, check_node_store_key):
     before = (passed, failed)
     try:
         step()
