@@ -9,13 +9,14 @@ import { microCommandGroup } from "./commands/micro.js";
 import { roomsCommandGroup } from "./commands/rooms.js";
 import { statusCommand } from "./commands/status.js";
 import { storeCommandGroup } from "./commands/store.js";
+import { clusterCommandGroup } from "./commands/cluster.js";
 import { upCommand } from "./commands/up.js";
 import { usersCommandGroup } from "./commands/users.js";
 import { CliError, ExitCode, UsageError } from "./errors.js";
 import type { CliIo } from "./io.js";
 
 /** Top-level commands, in help order. */
-export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, auditCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, statusCommand, microCommandGroup, storeCommandGroup];
+export const COMMANDS: readonly Command[] = [upCommand, identityCommand, adminCommandGroup, usersCommandGroup, auditCommandGroup, roomsCommandGroup, chatCommand, blobCommandGroup, checkCommand, statusCommand, microCommandGroup, storeCommandGroup, clusterCommandGroup];
 
 /** `unibus --help`. */
 export const ROOT_HELP = [

@@ -3,8 +3,8 @@ import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { createIdentity, nkeyAuthenticator } from "@unibus/crypto";
-import { NatsServerStartError, mergeNatsConfig, startNatsServer } from "@unibus/natsd";
-import type { NatsConfig, NatsServerProcess } from "@unibus/natsd";
+import { EnvRef, NatsServerStartError, mergeNatsConfig, startNatsServer } from "@unibus/natsd";
+import type { NatsConfig, NatsConfigValue, NatsServerProcess } from "@unibus/natsd";
 import { CliError } from "../errors.js";
 import { ensurePrivateDir, writePrivateFile } from "../home.js";
 import type { HomeLayout } from "../home.js";
@@ -31,6 +31,8 @@ export interface ClusterRecord {
   readonly routes: readonly string[];
   /** Replicas of every bucket and stream: services create new ones with it. */
   readonly replicas: number;
+  /** Route mutual-TLS files (paths, not secrets), when the routes use TLS. */
+  readonly route_tls?: { readonly cert_file: string; readonly key_file: string; readonly ca_file: string };
   readonly promoted_at: string;
 }
 
@@ -92,12 +94,21 @@ export interface PromoteHomeResult {
   readonly node?: { readonly server: NatsServerProcess; readonly nc: NatsConnection };
 }
 
+/** Deep copy that keeps `envRef` values as they are (structuredClone would turn them into plain maps). */
+function cloneConfig(value: NatsConfigValue): NatsConfigValue {
+  if (value instanceof EnvRef || typeof value !== "object") return value;
+  if (Array.isArray(value)) return value.map(cloneConfig);
+  const out: NatsConfig = {};
+  for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = cloneConfig(v);
+  return out;
+}
+
 /**
  * The config user that copies and promotes streams: an nkey that exists only
  * in this process's memory, added to the app account for this run only.
  */
 function withMaintenanceUser(authorization: NatsConfig, nkey: string): NatsConfig {
-  const copy = structuredClone<NatsConfig>(authorization);
+  const copy = cloneConfig(authorization) as NatsConfig;
   const app = (copy.accounts as Record<string, { users?: { nkey: string }[] } | undefined> | undefined)?.UNIBUS;
   if (app === undefined) throw new CliError("the bus config has no UNIBUS account");
   app.users = [...(app.users ?? []), { nkey }];
@@ -304,6 +315,7 @@ export async function promoteHome(opts: PromoteHomeOptions): Promise<PromoteHome
       listen: opts.listen,
       routes: [...opts.routes],
       replicas,
+      ...(opts.routeTls === undefined ? {} : { route_tls: { cert_file: opts.routeTls.certFile, key_file: opts.routeTls.keyFile, ca_file: opts.routeTls.caFile } }),
       promoted_at: new Date().toISOString(),
     };
     await writePrivateFile(join(home.root, CLUSTER_FILE), `${JSON.stringify(next, null, 2)}\n`);
@@ -325,7 +337,8 @@ export async function promoteHome(opts: PromoteHomeOptions): Promise<PromoteHome
 }
 
 /** The config `unibus up` starts a converted home's server with: the bus config plus the recorded cluster block. */
-export function clusteredBusConfig(base: NatsConfig, record: ClusterRecord, routeTls?: RouteTls): NatsConfig {
+export function clusteredBusConfig(base: NatsConfig, record: ClusterRecord): NatsConfig {
+  const tls = record.route_tls;
   return mergeNatsConfig(base, {
     server_name: record.server_name,
     jetstream: { sync_interval: SYNC_ALWAYS },
@@ -333,7 +346,7 @@ export function clusteredBusConfig(base: NatsConfig, record: ClusterRecord, rout
       name: record.cluster_name,
       listen: record.listen,
       routes: [...record.routes],
-      ...(routeTls === undefined ? {} : { tls: { cert_file: routeTls.certFile, key_file: routeTls.keyFile, ca_file: routeTls.caFile, verify: true, timeout: 5 } }),
+      ...(tls === undefined ? {} : { tls: { ...tls, verify: true, timeout: 5 } }),
     },
   });
 }
