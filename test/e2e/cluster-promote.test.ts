@@ -4,7 +4,7 @@
 // the first node, joined by two nodes started with per-node keys, and raised
 // from R1 to R3. Every stream keeps every message, every follower is
 // current, and with the original node killed the others still serve reads.
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -15,7 +15,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { CalloutXkey, KvPrincipalDirectory, createAuthCalloutService } from "@unibus/auth-callout";
 import { createBlobsService } from "@unibus/blobs";
-import { ALL_SERVICES, CLUSTER_FILE, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, promoteHome, provisionHome, readClusterRecord, resolveHome, startClusterNode } from "@unibus/cli";
+import { ALL_SERVICES, CLUSTER_FILE, STANDALONE_SUFFIX, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, promoteHome, provisionHome, readClusterRecord, resolveHome, startClusterNode } from "@unibus/cli";
 import type { ClusterNode } from "@unibus/cli";
 import { ServiceName } from "@unibus/contracts";
 import { SigningKey, createIdentity, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
@@ -173,29 +173,9 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     await Promise.allSettled(conns.map((c) => c.close()));
     await single.stop();
 
-    // 2. Two new nodes start with their own keys (NUK ⊕ CUK through the unlock seam) and routes to the first.
+    // 2. A conversion whose peers are not up yet fails, and leaves the original store aside, whole.
     const routePorts = await Promise.all([0, 1, 2].map(() => freeLoopbackPort()));
     const route = (i: number): string => `nats-route://127.0.0.1:${routePorts[i]}`;
-    const cuk = randomBytes(32);
-    const joined: ClusterNode[] = [];
-    for (const i of [1, 2]) {
-      const nuk = randomBytes(32);
-      const node = await startClusterNode({
-        dir: join(tmp, `node${i + 1}`),
-        serverName: `promote-n${i + 1}`,
-        clusterName: "promote",
-        listen: `127.0.0.1:${routePorts[i]}`,
-        routes: [0, 1, 2].filter((j) => j !== i).map(route),
-        port: await freeLoopbackPort(),
-        config: authorization,
-        bin: BIN,
-        unlock: () => Promise.resolve({ nuk, cuk }),
-      });
-      joined.push(node);
-      cleanups.push(() => node.server.stop());
-    }
-
-    // 3. The dry run changes nothing and lists every stream.
     const lines: string[] = [];
     const common = {
       home,
@@ -209,13 +189,39 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
       routes: [route(1), route(2)],
       port: await freeLoopbackPort(),
     };
+    await expect(promoteHome({ ...common, timeoutMs: 3_000 })).rejects.toThrow(/did not form with 3 JetStream peers/);
+    expect(await readClusterRecord(home)).toBeUndefined();
+    expect(await readdir(`${home.jetstreamDir}${STANDALONE_SUFFIX}`)).toContain("jetstream");
+
+    // 3. Two new nodes start with their own keys (NUK ⊕ CUK through the unlock seam) and routes to the first.
+    const cuk = randomBytes(32);
+    const joined: ClusterNode[] = [];
+    for (const i of [1, 2]) {
+      const nuk = randomBytes(32);
+      const node = await startClusterNode({
+        dir: join(tmp, `node${i + 1}`),
+        serverName: `promote-n${i + 1}`,
+        clusterName: "promote",
+        listen: `127.0.0.1:${routePorts[i]}`,
+        routes: [0, 1, 2].filter((j) => j !== i).map(route),
+        port: await freeLoopbackPort(),
+        monitorPort: await freeLoopbackPort(),
+        config: authorization,
+        bin: BIN,
+        unlock: () => Promise.resolve({ nuk, cuk }),
+      });
+      joined.push(node);
+      cleanups.push(() => node.server.stop());
+    }
+
+    // 4. The dry run changes nothing and lists every stream (read from the cluster: the conversion resumes first).
     const dry = await promoteHome({ ...common, dryRun: true });
     expect(dry.plan.map((s) => s.stream).sort()).toEqual(Object.keys(before.streams as object).sort());
     expect(dry.plan.every((s) => s.from === 1 && s.to === 3)).toBe(true);
     expect(lines.filter((l) => l.startsWith("would raise"))).toHaveLength(dry.plan.length);
     expect(await readClusterRecord(home)).toBeUndefined();
 
-    // 4. Convert and promote.
+    // 5. Convert and promote.
     const result = await promoteHome({ ...common, keepRunning: true });
     const first = result.node!;
     cleanups.push(() => first.server.stop());
@@ -236,7 +242,7 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     }
     expect(await inventory(opAll, roomStream)).toEqual(before);
 
-    // 5. R3 really holds: with the original node killed, the other two still serve every read.
+    // 6. R3 really holds: with the original node killed, the other two still serve every read.
     first.server.kill("SIGKILL");
     await first.server.exited;
     const op2 = await natsConnect({ servers: joined.map((n) => n.server.url), authenticator: nkeyAuthenticator(operator), maxReconnectAttempts: -1 });
@@ -249,43 +255,82 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     );
     expect(survived).toEqual(before);
 
-    // Creating consumers (services list keys at start) needs a meta leader: the killed node may have been it.
+    // Creating consumers (services list keys at start) needs a meta leader, and a leader on
+    // each stream the killed node led: wait for both, as an operator would before restarting services.
     await eventually(
       async () => {
-        const created = (await op2.request("$JS.API.STREAM.CREATE.META_PROBE", JSON.stringify({ name: "META_PROBE", subjects: ["_meta_probe"], storage: "memory" }), { timeout: 2_000 }).catch(() => undefined))?.json<{ error?: unknown }>();
-        return created !== undefined && created.error === undefined;
+        const created = await op2
+          .request("$JS.API.STREAM.CREATE.META_PROBE", JSON.stringify({ name: "META_PROBE", subjects: ["_meta_probe"], storage: "memory" }), { timeout: 2_000 })
+          .then((m) => m.json<{ error?: { description?: string } }>().error?.description ?? "ok", (err: unknown) => String(err));
+        if (created !== "ok") return `meta: ${created}`;
+        await op2.request("$JS.API.STREAM.DELETE.META_PROBE", undefined, { timeout: 5_000 });
+        const jsm2 = await jetstreamManager(op2, { checkAPI: false });
+        for (const name of Object.keys(before.streams as object)) {
+          const c = (await jsm2.streams.info(name)).cluster;
+          if (c?.leader === undefined || c.leader === "promote-n1" || !c.replicas?.some((r) => r.current && !r.offline)) return `${name}: ${JSON.stringify(c)}`;
+        }
+        return "ok";
       },
-      (ok) => ok,
-      { timeoutMs: 60_000, what: "a meta leader among the surviving nodes" },
+      (v) => v === "ok",
+      { timeoutMs: 90_000, what: "a meta leader and a leader with a current follower on every stream" },
     );
-    await op2.request("$JS.API.STREAM.DELETE.META_PROBE", undefined, { timeout: 5_000 });
 
+    // Wait until the meta leader no longer counts the killed node as current (2.15.1 never sets "offline" for it in /jsz).
+    await eventually(
+      async () => {
+        const metas = await Promise.all(
+          joined.map((n) =>
+            fetch(`http://127.0.0.1:${n.server.monitorPort}/jsz`, { signal: AbortSignal.timeout(2_000) })
+              .then((r) => r.json() as Promise<{ meta_cluster?: { leader?: string; replicas?: { name: string; offline?: boolean }[] } }>)
+              .then((j) => j.meta_cluster, () => undefined),
+          ),
+        );
+        return metas;
+      },
+      (metas) => metas.some((m) => m?.replicas?.some((r) => r.name === "promote-n1" && (r.offline === true || r.current === false)) === true),
+      { timeoutMs: 90_000, what: "the killed node no longer current in the meta group" },
+    );
     // …and through the services: they start on a surviving node and give back the epoch and the blob.
-    const svcOnNode2 = async (name: ServiceName): Promise<NatsConnection> => {
-      const id = state.services.get(name)!;
-      const nc = await natsConnect({ servers: joined[0]!.server.url, authenticator: nkeyAuthenticator(id.signingKey), inboxPrefix: `_INBOX.${id.principal}`, name });
-      cleanups.push(() => nc.close());
-      return nc;
+    // nats-server 2.15.1 may place a new ephemeral consumer (services list keys and read
+    // blobs through them) on the killed peer until the meta layer has noticed it is gone;
+    // that create times out. An attempt starts everything afresh and tears it down.
+    const throughServices = async (): Promise<{ epochs: number[]; blob: string }> => {
+      const closers: (() => Promise<unknown>)[] = [];
+      const svc = async (name: ServiceName): Promise<NatsConnection> => {
+        const id = state.services.get(name)!;
+        const nc = await natsConnect({ servers: joined[0]!.server.url, authenticator: nkeyAuthenticator(id.signingKey), inboxPrefix: `_INBOX.${id.principal}`, name });
+        closers.push(() => nc.close());
+        return nc;
+      };
+      try {
+        const sys2 = await natsConnect({ servers: joined[0]!.server.url, authenticator: nkeyAuthenticator(state.system.signingKey) });
+        closers.push(() => sys2.close());
+        const m2 = await createMembershipService(await svc(ServiceName.membership), { logger, sys: sys2, bootstrapPrincipal: state.bootstrap.principal, bucketReplicas: 3 });
+        closers.unshift(() => m2.stop());
+        const callout2 = await svc(ServiceName.authCallout);
+        const kvm2 = new Kvm(callout2);
+        await createAuthCalloutService(callout2, {
+          issuer: SigningKey.fromNkeySeed((await readFile(home.calloutIssuerSeedFile, "utf8")).trim()),
+          xkey: CalloutXkey.fromSeed((await readFile(home.calloutXkeySeedFile, "utf8")).trim()),
+          directory: new KvPrincipalDirectory(await kvm2.open(MembershipBucket.users, { allow_direct: false }), await kvm2.open(MembershipBucket.roomsByMember, { allow_direct: false })),
+          logger,
+        });
+        const k2 = await createKeysService(await svc(ServiceName.keys), { logger, bucketReplicas: 3 });
+        closers.unshift(() => k2.stop());
+        const b2 = await createBlobsService(await svc(ServiceName.blobs), { logger, maxBlobBytes: 1024 * 1024, bucketReplicas: 3 });
+        closers.unshift(() => b2.stop());
+        const bobAgain = await connect({ url: joined[0]!.server.url, identity: bobKey, requestTimeoutMs: 15_000 });
+        closers.unshift(() => bobAgain.close());
+        return { epochs: (await bobAgain.keys.epochs(roomId)).epochs, blob: new TextDecoder().decode(await getBlob(bobAgain, roomId, blob.blobId, blob.key)) };
+      } finally {
+        for (const close of closers) await close().catch(() => undefined);
+      }
     };
-    const sys2 = await natsConnect({ servers: joined[0]!.server.url, authenticator: nkeyAuthenticator(state.system.signingKey) });
-    cleanups.push(() => sys2.close());
-    const m2 = await createMembershipService(await svcOnNode2(ServiceName.membership), { logger, sys: sys2, bootstrapPrincipal: state.bootstrap.principal, bucketReplicas: 3 });
-    cleanups.push(() => m2.stop());
-    const callout2 = await svcOnNode2(ServiceName.authCallout);
-    const kvm2 = new Kvm(callout2);
-    await createAuthCalloutService(callout2, {
-      issuer: SigningKey.fromNkeySeed((await readFile(home.calloutIssuerSeedFile, "utf8")).trim()),
-      xkey: CalloutXkey.fromSeed((await readFile(home.calloutXkeySeedFile, "utf8")).trim()),
-      directory: new KvPrincipalDirectory(await kvm2.open(MembershipBucket.users, { allow_direct: false }), await kvm2.open(MembershipBucket.roomsByMember, { allow_direct: false })),
-      logger,
-    });
-    const k2 = await createKeysService(await svcOnNode2(ServiceName.keys), { logger, bucketReplicas: 3 });
-    cleanups.push(() => k2.stop());
-    const b2 = await createBlobsService(await svcOnNode2(ServiceName.blobs), { logger, maxBlobBytes: 1024 * 1024, bucketReplicas: 3 });
-    cleanups.push(() => b2.stop());
-    const bobAgain = await connect({ url: joined[0]!.server.url, identity: bobKey, requestTimeoutMs: 15_000 });
-    cleanups.push(() => bobAgain.close());
-    expect((await bobAgain.keys.epochs(roomId)).epochs).toEqual(epochsBefore);
-    expect(new TextDecoder().decode(await getBlob(bobAgain, roomId, blob.blobId, blob.key))).toBe("the blob that must survive");
-  }, 300_000);
+    const viaServices = await eventually(
+      () => throughServices().catch((err: unknown) => String(err)),
+      (v) => typeof v !== "string",
+      { timeoutMs: 180_000, what: "the epoch and the blob read through services on a surviving node" },
+    );
+    expect(viaServices).toEqual({ epochs: epochsBefore, blob: "the blob that must survive" });
+  }, 400_000);
 });

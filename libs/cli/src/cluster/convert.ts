@@ -248,12 +248,13 @@ export async function promoteHome(opts: PromoteHomeOptions): Promise<PromoteHome
   await ensurePrivateDir(work);
 
   if (opts.dryRun === true && record === undefined) {
-    // The standalone store, read by a private server: what a conversion would copy and raise.
-    const m = await startMaintenanceServer({ bin: opts.bin, storeDir: home.jetstreamDir, workDir: join(work, "dry-run"), keys: { key: opts.jetstreamKey } });
+    // The standalone store (aside already if an earlier run was interrupted), read by a private server.
+    const storeDir = (await fileExists(standalone)) ? standalone : home.jetstreamDir;
+    const m = await startMaintenanceServer({ bin: opts.bin, storeDir, workDir: join(work, "dry-run"), keys: { key: opts.jetstreamKey } });
     try {
-      await assertAllStreamsLoaded(m, home.jetstreamDir, "the JetStream key");
+      await assertAllStreamsLoaded(m, storeDir, "the JetStream key");
       const plan = await planPromotion(m.nc, replicas);
-      say(`single-node home: would move ${home.jetstreamDir} to ${standalone}, start ${opts.serverName} in cluster ${opts.clusterName}, copy ${plan.length} streams in`);
+      say(`single-node home: would ${storeDir === standalone ? "resume from" : `move ${home.jetstreamDir} to`} ${standalone}, start ${opts.serverName} in cluster ${opts.clusterName}, copy ${plan.length} streams in`);
       for (const step of plan) say(`would raise ${describeStep(step)}`);
       return { converted: false, plan, digests: await digestAll(m.nc, plan.map((s) => s.stream)) };
     } finally {
