@@ -32,8 +32,8 @@ cluster.json, and \`unibus up\` starts it as a cluster node whose services
 create new buckets with R3. On a home that is already a cluster node, only
 the promotion runs.
 
-The other nodes must be up first (\`unibus node start\`), with routes to
---listen. The bus must be stopped: the command takes the state dir's lock.
+The other nodes must be up first (started with their per-node keys), with
+routes to --listen. The bus must be stopped: the command takes the state dir's lock.
 
 Options:
   --cluster NAME         cluster name (the same on every node)
