@@ -46,7 +46,12 @@ export async function readClusterRecord(home: HomeLayout): Promise<ClusterRecord
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
   }
-  const parsed = JSON.parse(text) as Partial<ClusterRecord>;
+  let parsed: Partial<ClusterRecord>;
+  try {
+    parsed = JSON.parse(text) as Partial<ClusterRecord>;
+  } catch (err) {
+    throw new CliError(`${path} is damaged: not JSON`, { cause: err });
+  }
   if (parsed.version !== 1 || typeof parsed.cluster_name !== "string" || typeof parsed.replicas !== "number" || !Array.isArray(parsed.routes)) {
     throw new CliError(`${path} is damaged: expected a version 1 cluster record`);
   }
@@ -181,6 +186,18 @@ async function sendChunk(nc: NatsConnection, subject: string, data: Uint8Array |
  * Copies `stream` from the standalone store into the cluster through the
  * snapshot/restore API, the path `unibus store backup|restore` takes.
  */
+function sameDigest(a: StreamDigest, b: StreamDigest): boolean {
+  return JSON.stringify(comparable(new Map([["s", a]])).get("s")) === JSON.stringify(comparable(new Map([["s", b]])).get("s"));
+}
+
+/** The digest of `stream` in the cluster, or undefined when the cluster has no such stream. */
+async function clusterDigest(nc: NatsConnection, stream: string): Promise<StreamDigest | undefined> {
+  const info = (await nc.request(`$JS.API.STREAM.INFO.${stream}`, undefined, { timeout: 10_000 })).json<{ error?: { code?: number; err_code?: number; description?: string } }>();
+  if (info.error?.code === 404) return undefined;
+  if (info.error) throw new CliError(`stream info ${stream} in the cluster: ${info.error.description ?? "error"}`);
+  return (await digestAll(nc, [stream])).get(stream);
+}
+
 async function copyStream(src: NatsConnection, dst: NatsConnection, stream: string): Promise<void> {
   let deliver: string | undefined;
   await snapshotStream(
@@ -245,7 +262,6 @@ export async function promoteHome(opts: PromoteHomeOptions): Promise<PromoteHome
   const record = await readClusterRecord(home);
   const work = join(home.root, "cluster-promote");
   const user = createIdentity({ label: "cluster-promote" });
-  await ensurePrivateDir(work);
 
   if (opts.dryRun === true && record === undefined) {
     // The standalone store (aside already if an earlier run was interrupted), read by a private server.
@@ -263,23 +279,38 @@ export async function promoteHome(opts: PromoteHomeOptions): Promise<PromoteHome
     }
   }
 
+  if (record !== undefined && (record.cluster_name !== opts.clusterName || record.server_name !== opts.serverName)) {
+    throw new CliError(
+      `${join(home.root, CLUSTER_FILE)} says this home is ${record.server_name} in cluster ${record.cluster_name}, ` +
+        `not ${opts.serverName} in ${opts.clusterName}: nothing was changed`,
+    );
+  }
+  await ensurePrivateDir(work);
+  // Every early failure leaves no scratch dir behind (the try below removes it from then on).
   let source: Awaited<ReturnType<typeof startMaintenanceServer>> | undefined;
   let before: Map<string, StreamDigest> | undefined;
-  if (record === undefined) {
-    if (await fileExists(standalone)) {
-      // An interrupted conversion: the original is aside, data/ holds at most a partial copy.
-      say(`resuming: ${standalone} holds the original store; discarding the partial copy in ${home.jetstreamDir}`);
-      await rm(home.jetstreamDir, { recursive: true, force: true });
-    } else {
-      await rename(home.jetstreamDir, standalone);
-      say(`moved the standalone store to ${standalone} (kept until you delete it)`);
-    }
-    source = await startMaintenanceServer({ bin: opts.bin, storeDir: standalone, workDir: join(work, "source"), keys: { key: opts.jetstreamKey } });
-  }
-
   let server: NatsServerProcess | undefined;
   let nc: NatsConnection | undefined;
   try {
+    if (record === undefined) {
+      if (await fileExists(standalone)) {
+        // An interrupted conversion: the original is aside. data/ is this node's cluster
+        // state (its peers may know it already), so it is kept; streams copied in full are
+        // recognised by their digests below, a half-done restore is dropped by the server.
+        say(`resuming: ${standalone} holds the original store`);
+      } else {
+        // Fail before anything moves: a key that does not open every stream stops here.
+        const check = await startMaintenanceServer({ bin: opts.bin, storeDir: home.jetstreamDir, workDir: join(work, "check"), keys: { key: opts.jetstreamKey } });
+        try {
+          await assertAllStreamsLoaded(check, home.jetstreamDir, "the JetStream key");
+        } finally {
+          await check.stop();
+        }
+        await rename(home.jetstreamDir, standalone);
+        say(`moved the standalone store to ${standalone} (kept until you delete it)`);
+      }
+      source = await startMaintenanceServer({ bin: opts.bin, storeDir: standalone, workDir: join(work, "source"), keys: { key: opts.jetstreamKey } });
+    }
     if (source !== undefined) {
       const streams = await assertAllStreamsLoaded(source, standalone, "the JetStream key");
       before = await digestAll(source.nc, streams);
@@ -291,7 +322,19 @@ export async function promoteHome(opts: PromoteHomeOptions): Promise<PromoteHome
     await waitForPeers(nc, replicas, timeoutMs);
 
     if (source !== undefined && before !== undefined) {
-      for (const stream of before.keys()) await copyStream(source.nc, nc, stream);
+      for (const [stream, digest] of before) {
+        const existing = await clusterDigest(nc, stream);
+        if (existing === undefined) {
+          await copyStream(source.nc, nc, stream);
+        } else if (sameDigest(existing, digest)) {
+          say(`${stream}: already copied by an earlier run, identical`);
+        } else {
+          throw new CliError(
+            `stream ${stream} already exists in the cluster and differs from ${standalone}: an earlier run left it half copied, or the cluster holds other data. ` +
+              "Nothing was changed; remove that stream from the cluster (nats stream rm) and run the promotion again.",
+          );
+        }
+      }
       assertSameDigests(comparable(before), comparable(await digestAll(nc, [...before.keys()])), "copy into the cluster");
       say(`copied ${before.size} streams into the cluster, every message checked`);
       await source.stop();

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, rm } from "node:fs/promises";
+import { mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -14,7 +14,8 @@ import type { HomeLayout } from "../home.js";
 import { runCli } from "../router.js";
 import { startMaintenanceServer } from "../store/maintenance.js";
 import { recordingIo } from "../test-io.js";
-import { provisionHome } from "../up/provision.js";
+import { generateJetStreamKey, provisionHome } from "../up/provision.js";
+import { writeNewKeyFile } from "../store/operations.js";
 
 const BIN = (await findNatsServer({ log: () => undefined })).bin;
 const ROUTES = "nats-route://127.0.0.1:1,nats-route://127.0.0.1:2";
@@ -77,6 +78,53 @@ describe("unibus cluster promote", () => {
     expect(after).not.toContain(CLUSTER_FILE);
     expect(after).not.toContain(`data${STANDALONE_SUFFIX}`);
     expect(after.sort()).toEqual(before.sort());
+  });
+});
+
+describe("a promotion that cannot finish never leaves an empty bus behind", () => {
+  it("a key that does not open the store stops the promotion before the store moves", async () => {
+    const state = await provisionHome(home, []);
+    const m = await startMaintenanceServer({ bin: BIN, storeDir: home.jetstreamDir, workDir: join(tmp, "seed"), keys: { key: state.jetstreamKey } });
+    try {
+      await (await jetstreamManager(m.nc)).streams.add({ name: "ORDERS", subjects: ["orders.>"] });
+    } finally {
+      await m.stop();
+    }
+    await rm(home.jetstreamKeyFile);
+    await writeNewKeyFile(home.jetstreamKeyFile, generateJetStreamKey());
+    const { code, out } = await cli("cluster", "promote", "--cluster", "c", "--server-name", "n1", "--listen", "127.0.0.1:6222", "--routes", ROUTES);
+    expect(code, out).toBe(1);
+    expect(out).toMatch(/1 of 1 streams .* cannot be opened with the JetStream key/);
+    const after = await readdir(home.root);
+    expect(after).toContain("data");
+    expect(after).not.toContain(`data${STANDALONE_SUFFIX}`);
+    expect(after).not.toContain("cluster-promote");
+  });
+
+  it("up refuses to start while the store is aside from an unfinished promotion", async () => {
+    await provisionHome(home, []);
+    await rename(home.jetstreamDir, `${home.jetstreamDir}${STANDALONE_SUFFIX}`);
+    const { code, out } = await cli("up");
+    expect(code, out).toBe(1);
+    expect(out).toContain("`unibus cluster promote` did not finish");
+    expect(await readdir(home.root)).not.toContain("data");
+  });
+});
+
+describe("unibus cluster promote on a converted home", () => {
+  it("refuses options that name another cluster or node than cluster.json records, and changes nothing", async () => {
+    await provisionHome(home, []);
+    const record = { version: 1, cluster_name: "prod", server_name: "n1", listen: "127.0.0.1:6222", routes: ROUTES.split(","), replicas: 3, promoted_at: "2026-12-04T00:00:00.000Z" };
+    await writeFile(join(home.root, CLUSTER_FILE), JSON.stringify(record));
+    const before = await readdir(home.root);
+    const { code, out } = await cli("cluster", "promote", "--cluster", "other", "--server-name", "n1", "--listen", "127.0.0.1:6222", "--routes", ROUTES);
+    expect(code, out).toBe(1);
+    expect(out).toContain("says this home is n1 in cluster prod, not n1 in other: nothing was changed");
+    expect((await readdir(home.root)).sort()).toEqual(before.sort());
+    await writeFile(join(home.root, CLUSTER_FILE), "{ not json");
+    const damaged = await cli("cluster", "promote", "--cluster", "prod", "--server-name", "n1", "--listen", "127.0.0.1:6222", "--routes", ROUTES);
+    expect(damaged.code, damaged.out).toBe(1);
+    expect(damaged.out).toContain("is damaged: not JSON");
   });
 });
 

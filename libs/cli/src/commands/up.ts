@@ -30,7 +30,7 @@ import { acquireHomeLock } from "../up/lock.js";
 import { assertPortFree, freePort, portFromEnv } from "../up/ports.js";
 import { ensureLoopbackTls } from "../up/tls.js";
 import type { LoopbackTls } from "../up/tls.js";
-import { provisionHome } from "../up/provision.js";
+import { fileExists, provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
 import { JETSTREAM_CIPHER, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
 import { streamDirs } from "../store/maintenance.js";
@@ -39,7 +39,7 @@ import type { ServiceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
 import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./admin.js";
-import { clusteredBusConfig, readClusterRecord } from "../cluster/convert.js";
+import { STANDALONE_SUFFIX, clusteredBusConfig, readClusterRecord } from "../cluster/convert.js";
 import type { ClusterRecord } from "../cluster/convert.js";
 
 const DEFAULT_PORT = 4222;
@@ -161,10 +161,17 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     // The lock may have been taken over from a killed `up` whose nats-server
     // survived it: two servers on one JetStream store corrupt it.
     await stopOrphanServer(io, home);
-    const state = await provisionHome(home, ALL_SERVICES);
-    say(io, `state dir ${home.root}`);
     // A home promoted by `unibus cluster promote` runs as a cluster node, and its services create buckets with its replicas.
     const clusterRecord = await readClusterRecord(home);
+    // A promotion that stopped after moving the store aside: starting here would open an empty store.
+    if (clusterRecord === undefined && (await fileExists(`${home.jetstreamDir}${STANDALONE_SUFFIX}`))) {
+      throw new CliError(
+        `${home.jetstreamDir}${STANDALONE_SUFFIX} holds this bus's store: a \`unibus cluster promote\` did not finish. ` +
+          `Run it again, or to stay a single node move ${home.jetstreamDir}${STANDALONE_SUFFIX} back to ${home.jetstreamDir}.`,
+      );
+    }
+    const state = await provisionHome(home, ALL_SERVICES);
+    say(io, `state dir ${home.root}`);
     if (clusterRecord !== undefined) say(io, `cluster node ${clusterRecord.server_name} of ${clusterRecord.cluster_name} (R${clusterRecord.replicas})`);
     for (const line of state.created) say(io, `created ${line}`);
 
