@@ -281,7 +281,7 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
         const metas = await Promise.all(
           joined.map((n) =>
             fetch(`http://127.0.0.1:${n.server.monitorPort}/jsz`, { signal: AbortSignal.timeout(2_000) })
-              .then((r) => r.json() as Promise<{ meta_cluster?: { leader?: string; replicas?: { name: string; offline?: boolean }[] } }>)
+              .then((r) => r.json() as Promise<{ meta_cluster?: { leader?: string; replicas?: { name: string; offline?: boolean; current?: boolean }[] } }>)
               .then((j) => j.meta_cluster, () => undefined),
           ),
         );
