@@ -5,9 +5,10 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { connect } from "@nats-io/transport-node";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { nodeStoreKey, randomBytes } from "@unibus/crypto";
-import { findNatsServer } from "@unibus/natsd";
+import { NatsServerStartError, findNatsServer, startNatsServer } from "@unibus/natsd";
 import { eventually, freeLoopbackPort } from "@unibus/testing";
-import { NodeStartError, NodeStartErrorReason, STORE_CHECK_FILE, startClusterNode } from "./node.js";
+import { JETSTREAM_KEY_ENV } from "../up/server-config.js";
+import { NodeStartError, NodeStartErrorReason, STORE_CHECK_FILE, clusterNodeConfig, startClusterNode } from "./node.js";
 import type { ClusterNode, ClusterNodeOptions, UnlockKeys } from "./node.js";
 
 const BIN = (await findNatsServer({ log: () => undefined })).bin;
@@ -145,6 +146,22 @@ describe("startClusterNode", () => {
       // Nothing touched the store: no server ran on it.
       expect(await listing(third.storeDir)).toEqual(before);
     }
+
+    // Past the check, nats-server itself refuses too: a cluster node's meta log is encrypted, and 2.15.1 exits on it.
+    const direct = await startNatsServer({
+      config: clusterNodeConfig(nodeOpts[2]!, third.storeDir),
+      dir: join(tmp, "n3-direct"),
+      bin: BIN,
+      env: { [JETSTREAM_KEY_ENV]: nodeStoreKey(nuk, randomBytes(32)) },
+    }).then(
+      async (s) => {
+        await s.stop();
+        return undefined;
+      },
+      (e: unknown) => e,
+    );
+    expect(direct).toBeInstanceOf(NatsServerStartError);
+    expect(String((direct as Error).message)).toMatch(/message authentication failed/);
 
     const again = await start(nodeOpts[2]!);
     await currentEverywhere(nodes[0]!.server.url);

@@ -122,11 +122,12 @@ function sameHex(a: string, b: string): boolean {
 }
 
 /**
- * Checks `key` against the node's store before any server sees it. A
- * nats-server given the wrong key skips every stream it cannot decrypt and
- * starts anyway; in a cluster the node would then take fresh replicas from
- * its peers over its unreadable store: an empty node where data should be.
- * So a store with data opens only under the key it was written with.
+ * Checks `key` against the node's store before any server sees it. nats-server
+ * 2.15.1 refuses a wrong key on a cluster node's store itself (it cannot
+ * decrypt its meta log and exits), but a single server skips the streams it
+ * cannot decrypt and starts empty; the check does not depend on which of the
+ * two the server does, fails with a stable reason, and never hands a wrong
+ * key to a server at all.
  */
 async function assertKeyOpensStore(dir: string, storeDir: string, key: string): Promise<void> {
   const checkFile = join(dir, STORE_CHECK_FILE);
