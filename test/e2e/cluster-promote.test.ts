@@ -221,6 +221,23 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     expect(lines.filter((l) => l.startsWith("would raise"))).toHaveLength(dry.plan.length);
     expect(await readClusterRecord(home)).toBeUndefined();
 
+    // A stream the cluster already holds that differs from the original (another run's
+    // leftover, or other data) stops the conversion with nothing changed.
+    const opJoined = await natsConnect({ servers: joined.map((n) => n.server.url), authenticator: nkeyAuthenticator(operator), maxReconnectAttempts: -1 });
+    cleanups.push(() => opJoined.close());
+    await eventually(
+      () =>
+        opJoined
+          .request("$JS.API.STREAM.CREATE.AUDIT_DENIALS", JSON.stringify({ name: "AUDIT_DENIALS", subjects: ["_leftover.audit"], storage: "memory" }), { timeout: 2_000 })
+          .then((m) => m.json<{ error?: { description?: string } }>().error?.description ?? "ok", (err: unknown) => String(err)),
+      (v) => v === "ok",
+      { timeoutMs: 60_000, what: "a leftover stream created on the two joined nodes" },
+    );
+    await opJoined.request("_leftover.audit", "not from the original");
+    await expect(promoteHome({ ...common })).rejects.toThrow(/stream AUDIT_DENIALS already exists in the cluster and differs/);
+    expect(await readClusterRecord(home)).toBeUndefined();
+    await opJoined.request("$JS.API.STREAM.DELETE.AUDIT_DENIALS", undefined, { timeout: 5_000 });
+
     // 5. Convert and promote.
     const result = await promoteHome({ ...common, keepRunning: true });
     const first = result.node!;
