@@ -236,7 +236,17 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     await opJoined.request("_leftover.audit", "not from the original");
     await expect(promoteHome({ ...common })).rejects.toThrow(/stream AUDIT_DENIALS already exists in the cluster and differs/);
     expect(await readClusterRecord(home)).toBeUndefined();
-    await opJoined.request("$JS.API.STREAM.DELETE.AUDIT_DENIALS", undefined, { timeout: 5_000 });
+    // The first node just left again (a meta leader change): the delete is retried until the stream is gone.
+    await eventually(
+      async () => {
+        await opJoined.request("$JS.API.STREAM.DELETE.AUDIT_DENIALS", undefined, { timeout: 5_000 }).catch(() => undefined);
+        return opJoined
+          .request("$JS.API.STREAM.INFO.AUDIT_DENIALS", undefined, { timeout: 2_000 })
+          .then((m) => m.json<{ error?: { code?: number } }>().error?.code ?? 200, () => 0);
+      },
+      (code) => code === 404,
+      { timeoutMs: 60_000, what: "the leftover stream deleted" },
+    );
 
     // 5. Convert and promote.
     const result = await promoteHome({ ...common, keepRunning: true });
