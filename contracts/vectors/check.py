@@ -482,7 +482,14 @@ def check_replica_lifecycle():
     check("replica lifecycle: wrapped cuk", xchacha_decrypt(wrap_key, wrapped[:24], wrapped[24:], aad).hex() == w["cuk"])
 
 
-for step in (check_blake3_official, check_ed25519, check_x25519, check_aead, check_envelope, check_sealed_box, check_frames, check_share_set, check_membership_log, check_replica_handshake, check_replica_lifecycle):
+def check_node_store_key():
+    v = load("node-store-key.json")
+    for c in v["cases"]:
+        mixed = bytes(a ^ b for a, b in zip(h(c["nuk"]), h(c["cuk"])))
+        check(f"node store key {c['name']}", "K" + blake3_derive(v["context"], mixed).hex() == c["storeKey"])
+
+
+for step in (check_blake3_official, check_ed25519, check_x25519, check_aead, check_envelope, check_sealed_box, check_frames, check_share_set, check_membership_log, check_replica_handshake, check_replica_lifecycle, check_node_store_key):
     before = (passed, failed)
     try:
         step()

@@ -19,3 +19,10 @@ export {
 } from "./up/server-config.js";
 export type { AuthorizationFragment, BusPrincipals, BusServerConfigInput } from "./up/server-config.js";
 export { ALL_SERVICES, ServiceName } from "./up/services.js";
+export { NodeStartError, NodeStartErrorReason, STORE_CHECK_FILE, clusterNodeConfig, startClusterNode } from "./cluster/node.js";
+export type { ClusterNode, ClusterNodeOptions, RouteTls, UnlockKeys } from "./cluster/node.js";
+export { PromoteError, PromoteErrorReason, StoreKind, applyPromotion, describeStep, planPromotion, promoteStreams, waitForCurrentReplicas } from "./cluster/promote.js";
+export type { PromotionResult, PromotionStep, ReplicaStatus } from "./cluster/promote.js";
+export { CLUSTER_FILE, STANDALONE_SUFFIX, promoteHome, readClusterRecord } from "./cluster/convert.js";
+export type { ClusterRecord, PromoteHomeOptions, PromoteHomeResult } from "./cluster/convert.js";
+export { provisionHome } from "./up/provision.js";

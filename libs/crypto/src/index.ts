@@ -24,6 +24,7 @@ export {
   writeIdentityFile,
 } from "./identity.js";
 export type { Identity, PublicIdentity } from "./identity.js";
+export { NODE_STORE_KEY_CONTEXT, nodeStoreKey, UNLOCK_KEY_BYTES } from "./node-store-key.js";
 export { decodeNkeyPublic, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed, NkeyPrefix } from "./nkey.js";
 export { isPrincipal, normalisePrincipal, principalFromPublicKey, publicKeyFromPrincipal } from "./principal.js";
 export {

@@ -30,7 +30,7 @@ import { acquireHomeLock } from "../up/lock.js";
 import { assertPortFree, freePort, portFromEnv } from "../up/ports.js";
 import { ensureLoopbackTls } from "../up/tls.js";
 import type { LoopbackTls } from "../up/tls.js";
-import { provisionHome } from "../up/provision.js";
+import { fileExists, provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
 import { JETSTREAM_CIPHER, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
 import { streamDirs } from "../store/maintenance.js";
@@ -39,6 +39,8 @@ import type { ServiceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
 import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./admin.js";
+import { STANDALONE_SUFFIX, clusteredBusConfig, readClusterRecord } from "../cluster/convert.js";
+import type { ClusterRecord } from "../cluster/convert.js";
 
 const DEFAULT_PORT = 4222;
 /** Read by services/auth-callout/src/entry.ts (`CalloutEnv`). */
@@ -49,6 +51,8 @@ const SYS_IDENTITY_ENV = "UNIBUS_SYS_IDENTITY";
 const BOOTSTRAP_PRINCIPAL_ENV = "UNIBUS_BOOTSTRAP_PRINCIPAL";
 /** `one` (default) or `each`: see {@link ServiceProcesses}. */
 const SERVICE_PROCESSES_ENV = "UNIBUS_SERVICE_PROCESSES";
+/** Read by every service (kit's service-main): replicas of the buckets it creates. */
+const JS_REPLICAS_ENV = "UNIBUS_JS_REPLICAS";
 /** Name of the one supervised process that runs every service. */
 const EMBEDDED_CHILD = "services";
 /** How long `up` waits for membership to answer the admin bootstrap after the services start. */
@@ -157,8 +161,18 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     // The lock may have been taken over from a killed `up` whose nats-server
     // survived it: two servers on one JetStream store corrupt it.
     await stopOrphanServer(io, home);
+    // A home promoted by `unibus cluster promote` runs as a cluster node, and its services create buckets with its replicas.
+    const clusterRecord = await readClusterRecord(home);
+    // A promotion that stopped after moving the store aside: starting here would open an empty store.
+    if (clusterRecord === undefined && (await fileExists(`${home.jetstreamDir}${STANDALONE_SUFFIX}`))) {
+      throw new CliError(
+        `${home.jetstreamDir}${STANDALONE_SUFFIX} holds this bus's store: a \`unibus cluster promote\` did not finish. ` +
+          `Run it again, or to stay a single node move ${home.jetstreamDir}${STANDALONE_SUFFIX} back to ${home.jetstreamDir}.`,
+      );
+    }
     const state = await provisionHome(home, ALL_SERVICES);
     say(io, `state dir ${home.root}`);
+    if (clusterRecord !== undefined) say(io, `cluster node ${clusterRecord.server_name} of ${clusterRecord.cluster_name} (R${clusterRecord.replicas})`);
     for (const line of state.created) say(io, `created ${line}`);
 
     await assertPortFree(HOST, port, "client", EnvVar.port);
@@ -176,7 +190,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     }
 
     const bin = await findServerBinary(io);
-    server = await startServer(home, state, { port, monitorPort, wsPort, bin, jetstreamLimits, syncInterval, tls });
+    server = await startServer(home, state, { port, monitorPort, wsPort, bin, jetstreamLimits, syncInterval, tls, clusterRecord });
     watchdog = await armWatchdog(server);
     const guard = watchdog;
     const url = tls === undefined ? server.url : `tls://${HOST}:${server.port}`;
@@ -200,7 +214,8 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     const availability = serviceAvailability();
     const missing = availability.filter((s) => !s.available);
     const available = availability.filter((s) => s.available);
-    const specs = await serviceChildren(io, available, url, home, state, { ...health, wsUrl }, tls);
+    const serviceIo: CliIo = clusterRecord === undefined ? io : { ...io, env: { ...io.env, [JS_REPLICAS_ENV]: String(clusterRecord.replicas) } };
+    const specs = await serviceChildren(serviceIo, available, url, home, state, { ...health, wsUrl }, tls);
     const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
     supervisor = new Supervisor(
       specs,
@@ -302,9 +317,18 @@ async function armWatchdog(server: NatsServerProcess): Promise<BusWatchdog> {
 async function startServer(
   home: HomeLayout,
   state: ProvisionedHome,
-  opts: { port: number; monitorPort: number; wsPort: number; bin: string; jetstreamLimits: AccountJetStreamLimits; syncInterval: string | undefined; tls: LoopbackTls | undefined },
+  opts: {
+    port: number;
+    monitorPort: number;
+    wsPort: number;
+    bin: string;
+    jetstreamLimits: AccountJetStreamLimits;
+    syncInterval: string | undefined;
+    tls: LoopbackTls | undefined;
+    clusterRecord: ClusterRecord | undefined;
+  },
 ): Promise<NatsServerProcess> {
-  const config = buildServerConfig({
+  const single = buildServerConfig({
     host: HOST,
     port: opts.port,
     monitorPort: opts.monitorPort,
@@ -320,6 +344,7 @@ async function startServer(
       bootstrapPublic: state.bootstrap.principal,
     }, opts.jetstreamLimits),
   });
+  const config = opts.clusterRecord === undefined ? single : clusteredBusConfig(single, opts.clusterRecord);
   try {
     return await startNatsServer({
       config,
