@@ -52,6 +52,8 @@ export interface TestBus {
   readonly server: TestServer;
   /** The cluster when started with `nodes: 3`. */
   readonly cluster?: TestCluster;
+  /** The accounts and authorization every node runs with (public keys only), for a node that joins later. */
+  readonly authorization: ReturnType<typeof calloutAuthorization>;
   readonly url: string;
   /** Admin #0, seeded through the bootstrap identity like `unibus up` does. */
   readonly admin: UnibusClient;
@@ -164,6 +166,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     return {
       server,
       ...(cluster !== undefined ? { cluster } : {}),
+      authorization,
       url: server.url,
       admin,
       adminIdentity,

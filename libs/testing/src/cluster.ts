@@ -47,6 +47,8 @@ export interface TestCluster {
   readonly servers: TestServer[];
   /** Client URLs of all nodes. */
   readonly urls: string[];
+  /** Route URLs of all nodes' own route ports (`nats-route://127.0.0.1:port`), for a node that joins later. */
+  readonly routeUrls: readonly string[];
   /** Connects with every node as a seed (tracked, closed by `stop()`). */
   connect(opts?: NodeConnectionOptions): Promise<NatsConnection>;
   /** Stops node i's process, keeping its data dir and ports (for chaos tests). */
@@ -146,6 +148,7 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
   const servers: TestServer[] = [];
   const connections = new Set<NatsConnection>();
   const links: RouteLink[] = [];
+  const routeUrls: string[] = [];
   // Where each node says it can be reached for routes: a port that refuses
   // every connection. Peers then reach each other only through the
   // configured links; a route learnt by gossip would dial the node directly
@@ -210,6 +213,7 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
       const up = started.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
       if (failed === undefined) {
         servers.push(...up);
+        routeUrls.push(...routePorts.map((p) => `nats-route://127.0.0.1:${p}`));
         break;
       }
       const portTaken = /address already in use/.test(String((failed.reason as Error)?.message ?? failed.reason));
@@ -228,6 +232,7 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
   const cluster: TestCluster = {
     name,
     servers,
+    routeUrls,
     get urls() {
       return servers.map((s) => s.url);
     },

@@ -1,10 +1,11 @@
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
 import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
 import { NatsServerNotFoundError, NatsServerOrphanError, findNatsServer, stopOrphanNatsServer } from "@unibus/natsd";
 import { parseCommandArgs, stringFlag } from "../args.js";
-import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { CliError, ExitCode, UsageError } from "../errors.js";
-import { ensurePrivateDir, resolveHome } from "../home.js";
+import { ensurePrivateDir, resolveHome, writePrivateFile } from "../home.js";
 import type { CliIo } from "../io.js";
 import { promoteHome } from "../cluster/convert.js";
 import type { RouteTls } from "../cluster/node.js";
@@ -164,3 +165,56 @@ async function runPromote(
     await lock.release();
   }
 }
+
+const busConfigHelp = `Usage: unibus cluster bus-config [--out PATH]
+
+Prints (or writes to PATH, 0600) the bus's accounts and authorization as
+JSON: the callout issuer and xkey public keys, the service users' public
+nkeys and their permissions. Every node of the cluster runs with the same
+authorization; a new node gets it with \`unibus node start --bus-config PATH\`.
+It holds public keys only, and nothing a node could use to log in.
+
+Options:
+  --out PATH             write the JSON there instead of standard output
+  -h, --help             show this help`;
+
+/** `unibus cluster bus-config`: the authorization every node of this bus runs with, for `node start`. */
+export const clusterBusConfigCommand: Command = {
+  name: "bus-config",
+  summary: "print the bus's accounts and authorization for new nodes (public keys only)",
+  help: busConfigHelp,
+  async run(args, io) {
+    const { flags } = parseCommandArgs(args, { out: { type: "string" } }, { command: "cluster bus-config", maxPositionals: 0 });
+    if (flags.help) {
+      io.out(busConfigHelp);
+      return ExitCode.ok;
+    }
+    const home = resolveHome(io.env, io.cwd);
+    if (!existsSync(home.jetstreamKeyFile)) throw new CliError(`${home.root} is not a provisioned bus home (no ${home.jetstreamKeyFile}); run it on the first node, or set UNIBUS_HOME`);
+    const state = await provisionHome(home, ALL_SERVICES);
+    let limits;
+    try {
+      limits = accountJetStreamLimitsFromEnv(io.env);
+    } catch (err) {
+      throw new CliError((err as Error).message, { cause: err });
+    }
+    const authorization = calloutAuthorization(
+      {
+        calloutIssuerPublic: state.calloutIssuerPublic,
+        calloutXkeyPublic: state.calloutXkeyPublic,
+        services: new Map([...state.services].map(([name, id]) => [name, id.principal])),
+        systemPublic: state.system.principal,
+        bootstrapPublic: state.bootstrap.principal,
+      },
+      limits,
+    );
+    const text = `${JSON.stringify(authorization, null, 2)}\n`;
+    const out = stringFlag(flags, "out");
+    if (out === undefined) io.out(text.trimEnd());
+    else {
+      await writePrivateFile(resolve(io.cwd, out), text);
+      io.out(`bus config written to ${resolve(io.cwd, out)}`);
+    }
+    return ExitCode.ok;
+  },
+};

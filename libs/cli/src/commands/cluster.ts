@@ -17,7 +17,7 @@ import { CliError, ExitCode, UsageError } from "../errors.js";
 import { loadIdentityForCli } from "../identity-file.js";
 import type { CliIo } from "../io.js";
 import { formatTable } from "../table.js";
-import { clusterPromoteCommand } from "./cluster-promote.js";
+import { clusterBusConfigCommand, clusterPromoteCommand } from "./cluster-promote.js";
 
 /** What a {@link busCommand} body receives. */
 export interface BusCommandCall {
@@ -234,5 +234,5 @@ export const clusterCommandGroup = commandGroup({
   name: "cluster",
   summary: "cluster secret, history, recovery, and promotion of a single-node home",
   intro: "Usage: unibus cluster <command> [options]\n\nThe cluster's secret seed, its signed history, recovery after every\ngateway replica restarted, and promotion of a stopped single-node home\nto the first node of a three-node cluster.",
-  subcommands: [clusterInit, clusterRecover, clusterHistory, clusterGatewayAdd, clusterGatewayRemove, clusterPromoteCommand],
+  subcommands: [clusterInit, clusterRecover, clusterHistory, clusterGatewayAdd, clusterGatewayRemove, clusterPromoteCommand, clusterBusConfigCommand],
 });

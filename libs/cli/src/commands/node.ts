@@ -9,6 +9,7 @@ import {
   commitNode,
   initNodeHome,
   joinNode,
+  loadNodeIdentity,
   NODE_HOME_ENV,
   NodeHomeError,
   NodeHomeFile,
@@ -28,6 +29,8 @@ import { CliError, ExitCode, UsageError } from "../errors.js";
 import type { CliIo } from "../io.js";
 import { formatTable } from "../table.js";
 import { busCommand, readSecretInput } from "./cluster.js";
+import { connectToBus } from "../connection.js";
+import { nodeStartCommand } from "./node-start.js";
 
 const TIMEOUT_MS = 10_000;
 const NODE_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -216,10 +219,35 @@ const nodeJoin = nodeStep(
   },
 );
 
+/**
+ * `unibus node start`: the join of every boot (handshake, then the CUK
+ * sealed to the node) through a running node's client port, as the node's
+ * own identity, whose only grant is the handshake subjects.
+ */
+const nodeStart = nodeStartCommand({
+  homeOf,
+  wrapHome,
+  async joinForKey({ io, home, flags, server, tlsCa }) {
+    const info = await wrapHome(readNodeClusterInfo(home));
+    const identityPath = join(home, NodeHomeFile.key);
+    const identity = await wrapHome(loadNodeIdentity(home));
+    const nc = await connectToBus({ server, identityPath, source: "node home", ...(tlsCa === undefined ? {} : { tlsCa }) }, "unibus node start");
+    try {
+      const clusterName = stringFlag(flags, "cluster") ?? info.clusterName;
+      const sessionId = await handshakeSession(nc, io, identity, clusterName, info.nodeId);
+      const cuk = await joinNode(nc, { identity, nodeId: info.nodeId, sessionId });
+      if (cuk.byteLength !== 32) throw new CliError("the gateway returned a malformed unlock key");
+      return cuk;
+    } finally {
+      await nc.close().catch(() => undefined);
+    }
+  },
+});
+
 /** `unibus node …`. */
 export const nodeCommandGroup = commandGroup({
   name: "node",
   summary: "cluster nodes: ticket, register, approve, commit, join, decommission",
   intro: "Usage: unibus node <command> [options]\n\nA node joins the cluster through ticket → register → approve → commit → join;\njoin runs on every boot; decommission is forever.",
-  subcommands: [nodeTicket, nodeRegister, nodeApprove, nodeCommit, nodeJoin, nodeDecommission, nodeList],
+  subcommands: [nodeTicket, nodeRegister, nodeApprove, nodeCommit, nodeJoin, nodeStart, nodeDecommission, nodeList],
 });
