@@ -82,8 +82,13 @@ function serverConfig(state: ProvisionedHome, serverName: string, routes: readon
   const base = buildServerConfig({
     host: "0.0.0.0",
     port: CLIENT_PORT,
-    // Loopback inside the nats container: only its healthcheck (nats-launch probe) reads it.
+    // On the compose network, never published to the host: the healthcheck
+    // (nats-launch probe) and the healthz service read it, so /healthz reports
+    // the server's own posture (version, mode, meta leader, TLS, fsync policy)
+    // instead of nulls. It has no authentication, which is why no port mapping
+    // exposes it; only containers on this project's network reach it.
     monitorPort: MONITOR_PORT,
+    monitorHost: "0.0.0.0",
     // All interfaces inside the container so the port can be published; compose binds it to 127.0.0.1.
     websocketPort: WEBSOCKET_PORT,
     websocketHost: "0.0.0.0",

@@ -184,6 +184,18 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     // The control (the client CA is accepted) is the next test and every other one here.
   });
 
+  it("/healthz reports the cluster's own posture from the nodes' monitoring ports, not nulls", async () => {
+    const posture = await eventually(30_000, async () => {
+      const res = await fetch(`${stack.healthzUrl}/healthz`);
+      const body = (await res.json()) as { server_version: string | null; mode: string | null; cluster_size: number | null; meta_leader: string | null; tls: { client: boolean | null; route: boolean | null }; sync_policy: string | null; at_rest: { encrypted: boolean | null } };
+      if (body.meta_leader === null) throw new Error(`no meta leader yet: ${JSON.stringify(body)}`);
+      return body;
+    });
+    expect(posture).toMatchObject({ mode: "cluster", cluster_size: 3, tls: { client: true, route: true }, sync_policy: "always", at_rest: { encrypted: true } });
+    expect(posture.server_version).toMatch(/^2\.\d+\.\d+/);
+    expect(["nats-1", "nats-2", "nats-3"]).toContain(posture.meta_leader);
+  });
+
   it("a new user logs in over TLS and a signed request is answered through the cluster", async () => {
     const member = createIdentity();
     await admin.users.add(member.principal, `tls-${member.principal.slice(1, 7).toLowerCase()}`, "member");

@@ -36,6 +36,14 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     for (const user of stdout.trim().split("\n")) expect(user).toBe("10001:10001");
   });
 
+  it("/healthz reports the server's own posture from its monitoring port on the compose network, not nulls", async () => {
+    const res = await fetch(`${stack.healthzUrl}/healthz`);
+    const posture = (await res.json()) as { server_version: string | null; mode: string | null; cluster_size: number | null; tls: { client: boolean | null }; sync_policy: string | null; at_rest: { encrypted: boolean | null } };
+    expect(posture).toMatchObject({ mode: "single", cluster_size: 1, tls: { client: false }, at_rest: { encrypted: true } });
+    expect(posture.server_version).toMatch(/^2\.\d+\.\d+/);
+    expect(posture.sync_policy).not.toBeNull();
+  });
+
   it("$SRV.INFO from the host lists the six services, with membership x3 and keys x2 in one queue group each", async () => {
     const nc = admin.nc;
     const seen = new Map<string, number>();

@@ -27,8 +27,13 @@ export interface BusServerConfigInput {
   readonly host: string;
   /** Client port. */
   readonly port: number;
-  /** Monitoring port on loopback, or undefined to disable monitoring. */
+  /** Monitoring port, or undefined to disable monitoring. */
   readonly monitorPort: number | undefined;
+  /**
+   * Monitoring listen address: loopback unless a container network must
+   * reach it (the monitoring port has no authentication of its own).
+   */
+  readonly monitorHost?: string;
   /** JetStream store directory. */
   readonly jetstreamDir: string;
   /** Who may connect, and as what. */
@@ -235,7 +240,7 @@ export function buildServerConfig(input: BusServerConfigInput): NatsConfig {
     server_name: input.serverName ?? "unibus-local",
     host: input.host,
     port: input.port,
-    ...(input.monitorPort === undefined ? {} : { http: `127.0.0.1:${input.monitorPort}` }),
+    ...(input.monitorPort === undefined ? {} : { http: `${input.monitorHost ?? "127.0.0.1"}:${input.monitorPort}` }),
     ...(input.websocketPort === undefined ? {} : { websocket: websocketConfig(input.websocketPort, input.websocketHost, input.tls) }),
     // A takeover stops an orphaned server in lame duck mode: with no other node to move to, it should not linger.
     ...SINGLE_NODE_LAME_DUCK,
