@@ -20,6 +20,7 @@ export {
   roomKeysNoticeSubject,
   roomMembershipSubject,
 } from "./subjects.js";
+export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./bus-subjects.js";
 export {
   ErrorCode,
   ErrorReason,

@@ -7,7 +7,7 @@ import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto"
 import { retry } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
 import type { Logger } from "pino";
-import { DirectoryBucket } from "./constants.js";
+import { DirectoryBucket } from "@unibus/contracts";
 import { DenialCache } from "./denial-cache.js";
 import { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
 import { CalloutConfigError } from "./errors.js";

@@ -3,7 +3,7 @@ export { authorize, DenyCode, DenyReason, PermissionCache } from "./authorize.js
 export type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
 export { encodeAuthorizationResponse, encodeUserJwt, handleCalloutRequest } from "./callout.js";
 export type { AuthorizationResponseBody, CalloutContext, CalloutOutcome, UserClaimsBody } from "./callout.js";
-export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./constants.js";
+export { CalloutSubject, DirectoryBucket, UnibusSubject } from "@unibus/contracts";
 export { StreamDenialAudit } from "./denial-audit.js";
 export type { DenialAudit, StreamDenialAuditOptions } from "./denial-audit.js";
 export { DenialCache, DenialCacheDefaults } from "./denial-cache.js";

@@ -1,5 +1,5 @@
 import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
-import { UnibusSubject } from "./constants.js";
+import { UnibusSubject } from "@unibus/contracts";
 
 /** A user's role in the `users` bucket (architecture §3). */
 export const Role = {

@@ -1,6 +1,6 @@
 import { AuditDenialStream } from "@unibus/contracts";
 import type { NatsConfig, NatsConfigMap } from "@unibus/natsd";
-import { CalloutSubject, DirectoryBucket, UnibusSubject } from "./constants.js";
+import { CalloutSubject, DirectoryBucket, UnibusSubject } from "@unibus/contracts";
 
 /** nats-server permission block for a config-level user (`permissions { publish, subscribe, allow_responses }`). */
 export interface ServerPermissions {

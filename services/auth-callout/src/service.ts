@@ -8,7 +8,7 @@ import { DenyCode, PermissionCache } from "./authorize.js";
 import type { AuthorizeResult } from "./authorize.js";
 import type { CalloutContext } from "./callout.js";
 import { handleCalloutRequest } from "./callout.js";
-import { CalloutSubject } from "./constants.js";
+import { CalloutSubject } from "@unibus/contracts";
 import { StreamDenialAudit } from "./denial-audit.js";
 import type { DenialAudit } from "./denial-audit.js";
 import { DenialCache } from "./denial-cache.js";

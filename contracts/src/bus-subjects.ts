@@ -1,4 +1,4 @@
-import { ReplicaHandshakeSubjects, RoomSubjectPrefix, SubjectPrefix } from "@unibus/contracts";
+import { ReplicaHandshakeSubjects, RoomSubjectPrefix, SubjectPrefix } from "./subjects.js";
 
 /** Protocol names fixed by nats-server's auth callout (ADR-26). */
 export const CalloutSubject = {
