@@ -22,10 +22,9 @@ import type { TestServer } from "@unibus/testing";
 import {
   CalloutXkey,
   KvPrincipalDirectory,
-  calloutServerConfig,
   createAuthCalloutService,
-  servicePermissions,
 } from "@unibus/auth-callout";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 

@@ -16,3 +16,14 @@ export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, kitServiceEntry, loadS
 export type { CreateService, ServiceConfig, ServiceEntry, ServiceMainSpec, ServiceProcessMember, StartedService } from "./service-main.js";
 export { MetricsSubject, RequestOutcome, defineCounter, kvErrorCounter, metricsRegistry, recordRequest, requestCounter, requestDuration, serveMetrics, serviceInfo } from "./metrics.js";
 export type { MetricsReply, MetricsResponder } from "./metrics.js";
+export {
+  AccountJetStreamLimitsEnv,
+  DefaultAccountJetStreamLimits,
+  accountJetStreamLimitsFromEnv,
+  calloutServerConfig,
+  calloutUserPermissions,
+  kvReadSubjects,
+  kvWatchSubjects,
+  servicePermissions,
+} from "./server-config.js";
+export type { AccountJetStreamLimits, CalloutServerConfigOptions, ServerPermissions, ServiceUser } from "./server-config.js";

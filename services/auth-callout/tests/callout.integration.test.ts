@@ -4,14 +4,13 @@ import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import type { Service } from "@nats-io/services";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import {
   CalloutXkey,
   KvPrincipalDirectory,
-  calloutServerConfig,
   createAuthCalloutService,
-  servicePermissions,
 } from "../src/index.js";
 import type { CalloutLogger, RoomsRecord, UserRecord } from "../src/index.js";
 

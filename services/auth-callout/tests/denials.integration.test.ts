@@ -5,6 +5,7 @@ import { Kvm } from "@nats-io/kv";
 import type { AuditDenialRecord } from "@unibus/contracts";
 import { AuditDenialStream, auditDenialSubject } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import {
@@ -12,10 +13,8 @@ import {
   DenialCache,
   KvPrincipalDirectory,
   calloutMetrics,
-  calloutServerConfig,
   createAuthCalloutService,
   invalidateOnUserChanges,
-  servicePermissions,
 } from "../src/index.js";
 import type { CalloutLogger, DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch, UserRecord } from "../src/index.js";
 

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { createInbox, headers } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { calloutServerConfig } from "@unibus/auth-callout";
+import { calloutServerConfig } from "@unibus/kit";
 import { serviceUserPermissions } from "@unibus/cli";
 import { Subjects, decodeReply, roomMembershipSubject } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, envelopeToHeaders, nkeyAuthenticator, randomBytes, signEnvelope } from "@unibus/crypto";

@@ -1,11 +1,10 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
-import type { AccountJetStreamLimits } from "@unibus/auth-callout";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import { HealthzEnv } from "@unibus/healthz";
-import { PARENT_LIFELINE_PRELOAD, retry } from "@unibus/kit";
+import { PARENT_LIFELINE_PRELOAD, accountJetStreamLimitsFromEnv, retry } from "@unibus/kit";
+import type { AccountJetStreamLimits } from "@unibus/kit";
 import {
   MIN_NATS_SERVER_VERSION,
   NatsServerNotFoundError,

@@ -1,8 +1,7 @@
-import { UnibusSubject, calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
-import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/auth-callout";
-import { Subjects } from "@unibus/contracts";
+import { Subjects, UnibusSubject } from "@unibus/contracts";
 import { healthzJetStreamSubjects } from "@unibus/healthz";
-import { NonceBucket } from "@unibus/kit";
+import { NonceBucket, calloutServerConfig, servicePermissions } from "@unibus/kit";
+import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/kit";
 import { MembershipBucket } from "@unibus/membership";
 import { SINGLE_NODE_LAME_DUCK, envRef, mergeNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
