@@ -1,3 +1,4 @@
+import { RoomStreamPrefix, StoredBucket } from "./stored.js";
 import { ReplicaHandshakeSubjects, RoomSubjectPrefix, SubjectPrefix } from "./subjects.js";
 
 /** Protocol names fixed by nats-server's auth callout (ADR-26). */
@@ -22,7 +23,7 @@ export const UnibusSubject = {
   /** `unibus.room.<roomId>.>`: room data plane. */
   roomPrefix: `${RoomSubjectPrefix}.`,
   /** A persisted room's JetStream stream is `ROOM_<roomId>`. */
-  roomStreamPrefix: "ROOM_",
+  roomStreamPrefix: RoomStreamPrefix,
   /** `unibus.v1.<service>.<endpoint…>`: control-plane requests. */
   controlPlane: `${SubjectPrefix}.*.>`,
   /** The replica gateway's PSK handshake subjects: all a node / bootstrap identity may publish to. */
@@ -37,8 +38,8 @@ export type UnibusSubject = (typeof UnibusSubject)[keyof typeof UnibusSubject];
 
 /** The KV buckets the callout reads (written by the membership service). */
 export const DirectoryBucket = {
-  users: "users",
-  roomsByMember: "rooms_by_member",
+  users: StoredBucket.membership.users,
+  roomsByMember: StoredBucket.membership.roomsByMember,
 } as const;
 /** One of the {@link DirectoryBucket} names. */
 export type DirectoryBucket = (typeof DirectoryBucket)[keyof typeof DirectoryBucket];

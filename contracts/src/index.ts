@@ -22,6 +22,18 @@ export {
 } from "./subjects.js";
 export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./bus-subjects.js";
 export {
+  BusStreams,
+  RoomStreamPrefix,
+  StoredBucket,
+  StoredObjectStore,
+  kvStreamName,
+  memberKey,
+  objectStoreStreamName,
+  roomStreamName,
+} from "./stored.js";
+export type { RequiredStream } from "./stored.js";
+export { HealthzEnv } from "./service-env.js";
+export {
   ErrorCode,
   ErrorReason,
   ServiceErrorCodeHeader,

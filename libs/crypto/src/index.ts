@@ -24,6 +24,7 @@ export {
   writeIdentityFile,
 } from "./identity.js";
 export type { Identity, PublicIdentity } from "./identity.js";
+export { curvePublicKey, newCurveSeed } from "./curve-nkey.js";
 export { decodeNkeyPublic, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed, NkeyPrefix } from "./nkey.js";
 export { isPrincipal, normalisePrincipal, principalFromPublicKey, publicKeyFromPrincipal } from "./principal.js";
 export {

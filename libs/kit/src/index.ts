@@ -22,6 +22,7 @@ export {
   accountJetStreamLimitsFromEnv,
   calloutServerConfig,
   calloutUserPermissions,
+  healthzJetStreamSubjects,
   kvReadSubjects,
   kvWatchSubjects,
   servicePermissions,

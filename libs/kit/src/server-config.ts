@@ -1,6 +1,6 @@
 import { AuditDenialStream } from "@unibus/contracts";
 import type { NatsConfig, NatsConfigMap } from "@unibus/natsd";
-import { CalloutSubject, DirectoryBucket, UnibusSubject } from "@unibus/contracts";
+import { BusStreams, CalloutSubject, DirectoryBucket, StoredBucket, UnibusSubject, kvStreamName } from "@unibus/contracts";
 
 /** nats-server permission block for a config-level user (`permissions { publish, subscribe, allow_responses }`). */
 export interface ServerPermissions {
@@ -115,6 +115,16 @@ export function kvWatchSubjects(buckets: readonly string[]): string[] {
     `$JS.API.CONSUMER.INFO.KV_${b}.>`,
     `$JS.FC.KV_${b}.>`,
   ]);
+}
+
+/**
+ * JetStream API subjects the healthz service user may publish: account info
+ * (proves a meta leader) and stream info of every bus stream, plus leader
+ * gets of `users` for the admin check. Read only: no create, update, purge
+ * or delete (threat: a compromised probe destroying the state it watches).
+ */
+export function healthzJetStreamSubjects(): string[] {
+  return ["$JS.API.INFO", ...BusStreams.map((s) => `$JS.API.STREAM.INFO.${s.stream}`), `$JS.API.STREAM.MSG.GET.${kvStreamName(StoredBucket.membership.users)}`];
 }
 
 /**

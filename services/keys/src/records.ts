@@ -1,19 +1,14 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
-import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, StoredBucket, UnibusError } from "@unibus/contracts";
 
 /** KV buckets the keys service owns. */
-export const KeysBucket = {
-  /** Key `<roomId>.<epoch>` → {@link EpochRecord}; one record per epoch, created once (compare-and-set). */
-  roomKeys: "room_keys",
-  /** Key principal → {@link AgreementKeyRecord}. */
-  agreementKeys: "agreement_keys",
-} as const;
+export const KeysBucket = StoredBucket.keys;
 /** One of the {@link KeysBucket} names. */
 export type KeysBucket = (typeof KeysBucket)[keyof typeof KeysBucket];
 
 /** Membership buckets the keys service reads (never writes; its server permissions allow reads only). */
-export const MembershipReadBucket = { users: "users", members: "members" } as const;
+export const MembershipReadBucket = { users: StoredBucket.membership.users, members: StoredBucket.membership.members } as const;
 
 /** One member's entry in an epoch's share set. */
 export interface ShareEntry {

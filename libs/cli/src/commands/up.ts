@@ -1,8 +1,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
+import { HealthzEnv } from "@unibus/contracts";
 import { nkeyAuthenticator } from "@unibus/crypto";
-import { HealthzEnv } from "@unibus/healthz";
 import { PARENT_LIFELINE_PRELOAD, accountJetStreamLimitsFromEnv, retry } from "@unibus/kit";
 import type { AccountJetStreamLimits } from "@unibus/kit";
 import {

@@ -1,8 +1,6 @@
-import { Subjects, UnibusSubject } from "@unibus/contracts";
-import { healthzJetStreamSubjects } from "@unibus/healthz";
-import { NonceBucket, calloutServerConfig, servicePermissions } from "@unibus/kit";
+import { StoredBucket, Subjects, UnibusSubject } from "@unibus/contracts";
+import { NonceBucket, calloutServerConfig, healthzJetStreamSubjects, servicePermissions } from "@unibus/kit";
 import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/kit";
-import { MembershipBucket } from "@unibus/membership";
 import { SINGLE_NODE_LAME_DUCK, envRef, mergeNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
 import { ServiceName } from "./services.js";
@@ -109,7 +107,7 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
     case ServiceName.membership:
       return servicePermissions({
         service: "membership",
-        kvBuckets: [...Object.values(MembershipBucket), NonceBucket.name],
+        kvBuckets: [...Object.values(StoredBucket.membership), NonceBucket.name],
         // Persisted rooms get their own stream; membership changes are
         // announced to the room's members so owners rekey. NATS wildcards
         // match whole tokens only (`ROOM_*` is a literal, and matched no
@@ -134,19 +132,16 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
       });
     case ServiceName.replicaGateway:
       // It answers under `unibus.v1.replica.>` (architecture §2), not its process name.
-      // ReplicaBucket of @unibus/replica-gateway: handshake state shared by
-      // its replicas, and the sessions completed handshakes leave.
-      return servicePermissions({ service: "replica", kvBuckets: ["replica_handshakes", "replica_sessions"] });
+      return servicePermissions({ service: "replica", kvBuckets: Object.values(StoredBucket.replica) });
     case ServiceName.keys:
       return servicePermissions({
         service: "keys",
-        // KeysBucket of @unibus/keys (room_keys, agreement_keys).
-        kvBuckets: ["room_keys", "agreement_keys", NonceBucket.name],
+        kvBuckets: [...Object.values(StoredBucket.keys), NonceBucket.name],
         // Membership's `users` and `members`: read only (leader get, stream
         // info, key listing consumers), no `$KV.<bucket>.>` publish, so a
         // compromised keys service cannot grant itself into a room. No direct
         // get: a lagging replica would answer it.
-        publish: [MembershipBucket.users, MembershipBucket.members].flatMap((b) => [
+        publish: [StoredBucket.membership.users, StoredBucket.membership.members].flatMap((b) => [
           `$JS.API.STREAM.INFO.KV_${b}`,
           `$JS.API.STREAM.MSG.GET.KV_${b}`,
           `$JS.API.CONSUMER.*.KV_${b}`,
@@ -168,8 +163,8 @@ export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout"
           "$O.blobs.>",
           "$JS.FC.>",
           // Membership's `members`, read only (leader get): room checks, never a grant.
-          `$JS.API.STREAM.INFO.KV_${MembershipBucket.members}`,
-          `$JS.API.STREAM.MSG.GET.KV_${MembershipBucket.members}`,
+          `$JS.API.STREAM.INFO.KV_${StoredBucket.membership.members}`,
+          `$JS.API.STREAM.MSG.GET.KV_${StoredBucket.membership.members}`,
         ],
       });
     case ServiceName.healthz:

@@ -1,0 +1,83 @@
+/**
+ * What the bus stores, named once: every KV bucket, object store and stream
+ * prefix, and the key formats readers and writers share. The owning service
+ * writes; other services, the CLI's server config and healthz only name them
+ * from here, so a renamed bucket cannot leave a reader (or a permission)
+ * pointing at the old name.
+ */
+
+/** KV buckets, grouped by the service that writes them. */
+export const StoredBucket = {
+  membership: {
+    users: "users",
+    rooms: "rooms",
+    members: "members",
+    roomsByMember: "rooms_by_member",
+    /** Each room's hash-chained membership log, key `<roomId>.<seq>` (contracts/specs/membership-log.md). */
+    roomLog: "room_log",
+    /** The hash-chained users log rooted at the bootstrap, key `<seq>` (contracts/specs/membership-log.md). */
+    usersLog: "users_log",
+  },
+  keys: {
+    /** Key `<roomId>.<epoch>`: one share set per epoch, created once (compare-and-set). */
+    roomKeys: "room_keys",
+    /** Key principal: the member's published agreement key. */
+    agreementKeys: "agreement_keys",
+  },
+  replica: {
+    /** Handshake state shared by the gateway's replicas. */
+    handshakes: "replica_handshakes",
+    /** Sessions completed handshakes leave for the join step. */
+    sessions: "replica_sessions",
+  },
+  /** Replay protection of signed requests, shared by every service with mutating endpoints. */
+  shared: { nonces: "nonces" },
+} as const;
+
+/** Object stores, by owner. */
+export const StoredObjectStore = {
+  /** Committed blobs, object name `<roomId>/<blobId>`. */
+  blobs: "blobs",
+} as const;
+
+/** A persisted room's JetStream stream is `ROOM_<roomId>`. */
+export const RoomStreamPrefix = "ROOM_" as const;
+
+/** The JetStream stream backing a persisted room. */
+export function roomStreamName(roomId: string): string {
+  return `${RoomStreamPrefix}${roomId}`;
+}
+
+/** The `members` key of one membership. */
+export function memberKey(roomId: string, principal: string): string {
+  return `${roomId}.${principal}`;
+}
+
+/** The stream behind a KV bucket. */
+export function kvStreamName(bucket: string): string {
+  return `KV_${bucket}`;
+}
+
+/** The stream behind an object store. */
+export function objectStoreStreamName(store: string): string {
+  return `OBJ_${store}`;
+}
+
+/** A JetStream stream the bus cannot serve without, named by the bucket it backs. */
+export interface RequiredStream {
+  /** Bucket (or object store) name. */
+  readonly bucket: string;
+  /** `KV_<bucket>` or `OBJ_<bucket>`. */
+  readonly stream: string;
+}
+
+const kv = (bucket: string): RequiredStream => ({ bucket, stream: kvStreamName(bucket) });
+
+/** Every bucket and store the services keep state in: what readiness checks and what healthz may inspect. */
+export const BusStreams: readonly RequiredStream[] = [
+  ...Object.values(StoredBucket.membership).map(kv),
+  kv(StoredBucket.shared.nonces),
+  ...Object.values(StoredBucket.keys).map(kv),
+  ...Object.values(StoredBucket.replica).map(kv),
+  { bucket: StoredObjectStore.blobs, stream: objectStoreStreamName(StoredObjectStore.blobs) },
+];
