@@ -8,7 +8,7 @@
 // re-elect within seconds). Run it with `npm run test:chaos:failover`.
 import { describe, expect, it } from "vitest";
 import { ExitCode, runCli } from "@unibus/cli";
-import { recordingIo } from "../../libs/cli/src/test-io.js";
+import { recordingIo } from "@unibus/cli/test-io";
 import { useCheckBus } from "./check-bus.js";
 
 interface FailoverReport {
