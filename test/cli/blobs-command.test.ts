@@ -11,9 +11,8 @@ import type { RunningService } from "@unibus/kit";
 import { createIdentity, writeIdentityFile } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { ExitCode } from "../errors.js";
-import { runCli } from "../router.js";
-import { recordingIo } from "../test-io.js";
+import { ExitCode, runCli } from "@unibus/cli";
+import { recordingIo } from "@unibus/cli/test-io";
 
 const ROOM = "clirooms01";
 let server: TestServer;

@@ -10,8 +10,8 @@ import { MembershipBucket, createMembershipService } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { createKeysService } from "./service.js";
-import type { RunningKeysService } from "./service.js";
+import { createKeysService } from "@unibus/keys";
+import type { RunningKeysService } from "@unibus/keys";
 
 // The services run under the exact server permissions `unibus up` writes:
 // keys reads membership's buckets but may not write them; membership may
