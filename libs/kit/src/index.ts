@@ -28,3 +28,7 @@ export {
   servicePermissions,
 } from "./server-config.js";
 export type { AccountJetStreamLimits, CalloutServerConfigOptions, ServerPermissions, ServiceUser } from "./server-config.js";
+export { Unchanged, casUpdate, corruptRecord, isRevisionConflict, listKeys, readRecord, readVersioned, recordCheck, storeUnavailable } from "./kv.js";
+export type { RecordReader, StoredRecordId, Versioned } from "./kv.js";
+export { activeUser, requireMember, roleResolver, roomRole } from "./membership-view.js";
+export type { RoomRole, UserRole } from "./membership-view.js";
