@@ -32,3 +32,5 @@ export { Unchanged, casUpdate, corruptRecord, isRevisionConflict, listKeys, read
 export type { RecordReader, StoredRecordId, Versioned } from "./kv.js";
 export { activeUser, requireMember, roleResolver, roomRole } from "./membership-view.js";
 export type { RoomRole, UserRole } from "./membership-view.js";
+export { WATCH_CATCH_UP_MS, WatchedKv } from "./watched-kv.js";
+export type { WatchedKvOptions } from "./watched-kv.js";

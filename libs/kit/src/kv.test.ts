@@ -143,9 +143,13 @@ describe("kit membership view", () => {
 
   it("activeUser admits signed admins and members only", () => {
     const base = { anonymous: false as const, principal: alice, publicKey: new Uint8Array(32) };
-    expect(activeUser({ ...base, role: "member" } as Caller).principal).toBe(alice);
-    expect(() => activeUser({ anonymous: true } as Caller)).toThrow(expect.objectContaining({ code: ErrorCode.Unauthorized }));
-    expect(() => activeUser({ ...base, role: "node" } as Caller)).toThrow(expect.objectContaining({ code: ErrorCode.Forbidden }));
-    expect(() => activeUser({ ...base } as Caller)).toThrow(expect.objectContaining({ code: ErrorCode.Forbidden }));
+    const member: Caller = { ...base, role: "member" };
+    const anonymous: Caller = { anonymous: true };
+    const node: Caller = { ...base, role: "node" };
+    const roleless: Caller = { ...base };
+    expect(activeUser(member).principal).toBe(alice);
+    expect(() => activeUser(anonymous)).toThrow(expect.objectContaining({ code: ErrorCode.Unauthorized }));
+    expect(() => activeUser(node)).toThrow(expect.objectContaining({ code: ErrorCode.Forbidden }));
+    expect(() => activeUser(roleless)).toThrow(expect.objectContaining({ code: ErrorCode.Forbidden }));
   });
 });

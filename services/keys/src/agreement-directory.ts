@@ -1,10 +1,8 @@
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
+import { WatchedKv } from "@unibus/kit";
 import { readJson } from "./records.js";
 import type { AgreementKeyRecord } from "./records.js";
-
-/** How long a lookup waits for the watcher to catch up with the bucket before reading the bucket directly. */
-const CATCH_UP_MS = 500;
 
 /**
  * The `agreement_keys` bucket kept in memory by a KV watcher, so listing a
@@ -12,39 +10,29 @@ const CATCH_UP_MS = 500;
  * can only cost availability, never secrecy: clients verify every binding's
  * self-signature, and a member whose key is missing just gets no share.
  * Still, a lookup first waits until the watcher has seen the bucket's last
- * revision (one stream-info request), and reads the bucket directly if the
- * watcher is behind or stopped.
+ * revision, and reads the bucket directly otherwise (the kit's WatchedKv
+ * policy, shared with the member directory).
  */
 export class AgreementKeyDirectory {
-  readonly #kv: KV;
   readonly #keys = new Map<string, AgreementKeyRecord>();
-  #seen = 0;
-  #healthy = false;
-  #stop: (() => void) | undefined;
+  readonly #kv: KV;
+  #watched: WatchedKv | undefined;
 
   private constructor(kv: KV) {
     this.#kv = kv;
   }
 
-  /** Starts watching `kv`; resolves once the initial values are loaded. */
+  /** Starts watching `kv`; values arrive as the watcher replays the bucket. */
   static async watch(kv: KV, logger: Logger): Promise<AgreementKeyDirectory> {
     const dir = new AgreementKeyDirectory(kv);
-    const iter = await kv.watch();
-    dir.#stop = () => iter.stop();
-    dir.#healthy = true;
-    void (async () => {
-      try {
-        for await (const e of iter) {
-          if (e.operation === "PUT") dir.#keys.set(e.key, e.json<AgreementKeyRecord>());
-          else dir.#keys.delete(e.key);
-          dir.#seen = Math.max(dir.#seen, e.revision);
-        }
-      } catch (err) {
-        logger.error({ op: "agreement_keys.watch", err: (err as Error).message }, "agreement-key watcher failed; reading the bucket directly");
-      } finally {
-        dir.#healthy = false;
-      }
-    })();
+    dir.#watched = await WatchedKv.watch(kv, {
+      logger,
+      op: "agreement_keys.watch",
+      apply: (e) => {
+        if (e.operation === "PUT") dir.#keys.set(e.key, e.json<AgreementKeyRecord>());
+        else dir.#keys.delete(e.key);
+      },
+    });
     return dir;
   }
 
@@ -60,7 +48,7 @@ export class AgreementKeyDirectory {
    * key registered before the call is always seen.
    */
   async reader(): Promise<(principals: readonly string[]) => Promise<(AgreementKeyRecord | null)[]>> {
-    if (await this.#caughtUp()) return async (principals) => principals.map((p) => this.#keys.get(p) ?? null);
+    if (await this.#watched?.caughtUp()) return async (principals) => principals.map((p) => this.#keys.get(p) ?? null);
     return (principals) => Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(this.#kv, p)));
   }
 
@@ -70,18 +58,6 @@ export class AgreementKeyDirectory {
   }
 
   stop(): void {
-    this.#stop?.();
-    this.#healthy = false;
-  }
-
-  async #caughtUp(): Promise<boolean> {
-    if (!this.#healthy) return false;
-    const last = (await this.#kv.status()).streamInfo.state.last_seq;
-    const deadline = Date.now() + CATCH_UP_MS;
-    while (this.#healthy && this.#seen < last) {
-      if (Date.now() > deadline) return false;
-      await new Promise((r) => setTimeout(r, 5));
-    }
-    return this.#healthy;
+    this.#watched?.stop();
   }
 }

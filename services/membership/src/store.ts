@@ -3,7 +3,7 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import { createInbox, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import type { UnibusError } from "@unibus/contracts";
 import { Unchanged, casUpdate as kitCasUpdate, isRevisionConflict, listKeys, readVersioned, recordCheck, storeUnavailable } from "@unibus/kit";
 import type { RecordReader, Versioned } from "@unibus/kit";
 import type { MemberRecord, RoomRecord, RoomsByMemberRecord, UserRecord } from "./records.js";
