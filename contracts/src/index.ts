@@ -24,6 +24,7 @@ export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./bus-subjects.j
 export {
   BusStreams,
   RoomStreamPrefix,
+  ServiceStorage,
   StoredBucket,
   StoredObjectStore,
   kvStreamName,
@@ -31,7 +32,7 @@ export {
   objectStoreStreamName,
   roomStreamName,
 } from "./stored.js";
-export type { RequiredStream } from "./stored.js";
+export type { RequiredStream, ServiceStorageDeclaration } from "./stored.js";
 export { HealthzEnv } from "./service-env.js";
 export {
   ErrorCode,

@@ -6,6 +6,9 @@
  * pointing at the old name.
  */
 
+import { RoomSubjectPrefix } from "./subjects.js";
+import type { ServiceName } from "./subjects.js";
+
 /** KV buckets, grouped by the service that writes them. */
 export const StoredBucket = {
   membership: {
@@ -81,3 +84,54 @@ export const BusStreams: readonly RequiredStream[] = [
   ...Object.values(StoredBucket.replica).map(kv),
   { bucket: StoredObjectStore.blobs, stream: objectStoreStreamName(StoredObjectStore.blobs) },
 ];
+
+/**
+ * What one service keeps and reads in JetStream, and what it publishes
+ * besides replies: its declaration, from which its server permissions are
+ * generated (the kit's `serviceStoragePermissions`), so a bucket a service
+ * starts using cannot be forgotten in a hand-kept permission list, nor a
+ * grant outlive the bucket.
+ */
+export interface ServiceStorageDeclaration {
+  /** The token its endpoints answer under: `unibus.v1.<token>.>`. */
+  readonly endpoints: string;
+  /** KV buckets it owns: full use. */
+  readonly ownsKv: readonly string[];
+  /** Object stores it owns: full use. */
+  readonly ownsObjectStores?: readonly string[];
+  /** Another service's KV buckets it reads and lists (leader reads, key-listing consumers), never writes. */
+  readonly readsKv?: readonly string[];
+  /** Another service's KV buckets it reads by leader get only (no listing). */
+  readonly getsKv?: readonly string[];
+  /** Creates and maintains the persisted rooms' streams and reads their history. */
+  readonly roomStreams?: boolean;
+  /** Reads the stream info of every bus stream and pings every service (readiness and posture). */
+  readonly inspectsBus?: boolean;
+  /** Subjects it publishes besides replies and its stores. */
+  readonly publishes?: readonly string[];
+}
+
+/** Every service user's declaration (auth-callout connects as the callout user instead). */
+export const ServiceStorage = {
+  membership: {
+    endpoints: "membership",
+    ownsKv: [...Object.values(StoredBucket.membership), StoredBucket.shared.nonces],
+    roomStreams: true,
+    // Membership changes are announced to the room's members so owners rekey.
+    publishes: [`${RoomSubjectPrefix}.*.membership`],
+  },
+  keys: {
+    endpoints: "keys",
+    ownsKv: [...Object.values(StoredBucket.keys), StoredBucket.shared.nonces],
+    readsKv: [StoredBucket.membership.users, StoredBucket.membership.members],
+  },
+  blobs: {
+    endpoints: "blobs",
+    ownsKv: [StoredBucket.shared.nonces],
+    ownsObjectStores: [StoredObjectStore.blobs],
+    getsKv: [StoredBucket.membership.members],
+  },
+  // It answers under `unibus.v1.replica.>`, not its process name.
+  "replica-gateway": { endpoints: "replica", ownsKv: Object.values(StoredBucket.replica) },
+  healthz: { endpoints: "healthz", ownsKv: [], inspectsBus: true },
+} as const satisfies Record<Exclude<ServiceName, "auth-callout">, ServiceStorageDeclaration>;

@@ -26,6 +26,7 @@ export {
   kvReadSubjects,
   kvWatchSubjects,
   servicePermissions,
+  serviceStoragePermissions,
 } from "./server-config.js";
 export type { AccountJetStreamLimits, CalloutServerConfigOptions, ServerPermissions, ServiceUser } from "./server-config.js";
 export { Unchanged, casUpdate, corruptRecord, isRevisionConflict, listKeys, readRecord, readVersioned, recordCheck, storeUnavailable } from "./kv.js";
