@@ -1,5 +1,5 @@
 import { RoomSubjectPrefix, StoredBucket } from "@unibus/contracts";
-import type { MembershipRoomsGetReply, MembershipUsersGetReply } from "@unibus/contracts";
+import type { MembershipRoomsGetReply, MembershipUsersGetReply, StoredRoomsByMemberRecord } from "@unibus/contracts";
 
 /** A value of the `users` bucket, key = principal (read by the auth callout). */
 export type UserRecord = MembershipUsersGetReply["user"];
@@ -14,13 +14,9 @@ export type RoomRole = MemberRecord["role"];
 
 /**
  * A value of the `rooms_by_member` bucket, key = principal: the grant-side
- * index the auth callout turns into room subject permissions.
+ * index the auth callout turns into room subject permissions (stored-data contract).
  */
-export interface RoomsByMemberRecord {
-  principal: string;
-  /** roomId → the principal's role in it. */
-  rooms: Record<string, RoomRole>;
-}
+export type RoomsByMemberRecord = StoredRoomsByMemberRecord;
 
 /** Allowlist roles. */
 export const UserRoleName = { admin: "admin", member: "member" } as const satisfies Record<string, UserRole>;
