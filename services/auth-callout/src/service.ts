@@ -16,6 +16,7 @@ import type { PrincipalDirectory } from "./directory.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import { calloutMetrics } from "./metrics.js";
 import type { CalloutXkey } from "./xkey.js";
+import packageJson from "../package.json" with { type: "json" };
 
 /** The subset of a pino logger the service uses (one JSON event per line, stable keys). */
 export interface CalloutLogger {
@@ -101,7 +102,8 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
   const svcm = new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]);
   const service = await svcm.add({
     name: AUTH_CALLOUT_SERVICE_NAME,
-    version: "0.1.0",
+    // The package's version, like every other service: a hand-kept copy went stale.
+    version: packageJson.version,
     description: "unibus auth callout: nonce check, allowlist, per-principal permissions",
     metadata: { encrypted: String(deps.xkey !== undefined) },
   });

@@ -14,6 +14,8 @@ import {
 } from "../src/index.js";
 import type { CalloutLogger, RoomsRecord, UserRecord } from "../src/index.js";
 
+import packageJson from "../package.json" with { type: "json" };
+
 const quiet: CalloutLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
 /** The same suite runs over each server configuration (callout.go style). */
@@ -128,6 +130,10 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     const reply = await nc.request("unibus.v1.membership.ping", "", { timeout: 2000 });
     expect(reply.string()).toBe("pong");
     await nc.close();
+  });
+
+  it("registers as a micro service with its package's version", () => {
+    expect(service.info()).toMatchObject({ name: "auth-callout", version: packageJson.version });
   });
 
   it("a granted connection is named after the principal and lands in the app account", async () => {
