@@ -22,7 +22,7 @@ import type { RunningKeysService } from "@unibus/keys";
 
 const silent = pino({ level: "silent" });
 
-/** Kicks are covered by membership's kick.test.ts; here they only have to succeed. */
+/** Kicks are covered by test/services/membership/kick.test.ts; here they only have to succeed. */
 const rejection = (p: Promise<unknown>): Promise<UnibusError> => rejectionOf(p, UnibusError);
 
 /** Generous: the machine is shared, and a rekey is several round trips plus sealing. */
