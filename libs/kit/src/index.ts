@@ -6,6 +6,7 @@
 export { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES, binaryReply, ServiceDefinitionError, defineService, endpoint, endpointFor } from "./definition.js";
 export type { AnonymousCaller, Caller, EndpointSpec, HandlerContext, Role, ServiceDefinition, SignedCaller, TypedEndpointSpec } from "./definition.js";
 export { startService } from "./start-service.js";
+export { EndpointStats } from "./endpoint-stats.js";
 export type { KitDeps, RunningService } from "./start-service.js";
 export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets, openExistingBuckets } from "./buckets.js";
 export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";

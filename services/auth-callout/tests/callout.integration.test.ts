@@ -136,6 +136,15 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     expect(service.info()).toMatchObject({ name: "auth-callout", version: packageJson.version });
   });
 
+  it("its $SRV.STATS entry carries last_error and the real processing time, as micro clients expect", async () => {
+    const nc = await connectAs(alice);
+    await nc.close();
+    const [ep] = (await service.stats()).endpoints as unknown as Array<Record<string, unknown>>;
+    expect(ep).toMatchObject({ name: "AUTH", last_error: "", num_errors: 0 });
+    expect(ep?.["num_requests"]).toBeGreaterThan(0);
+    expect(ep?.["processing_time"]).toBeGreaterThan(0);
+  });
+
   it("a granted connection is named after the principal and lands in the app account", async () => {
     const nc = await connectAs(alice, { name: "alice-conn" });
     const res = await fetch(`http://127.0.0.1:${server.monitorPort}/connz?auth=true&subs=true`);
