@@ -11,8 +11,8 @@ import {
   CalloutXkey,
   KvPrincipalDirectory,
   createAuthCalloutService,
-} from "../src/index.js";
-import type { CalloutLogger, RoomsRecord, UserRecord } from "../src/index.js";
+} from "./index.js";
+import type { CalloutLogger, RoomsRecord, UserRecord } from "./index.js";
 
 import packageJson from "../package.json" with { type: "json" };
 

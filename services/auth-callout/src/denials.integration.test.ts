@@ -15,8 +15,8 @@ import {
   calloutMetrics,
   createAuthCalloutService,
   invalidateOnUserChanges,
-} from "../src/index.js";
-import type { CalloutLogger, DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch, UserRecord } from "../src/index.js";
+} from "./index.js";
+import type { CalloutLogger, DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch, UserRecord } from "./index.js";
 
 const quiet: CalloutLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
