@@ -33,7 +33,7 @@ export {
   roomStreamName,
 } from "./stored.js";
 export type { RequiredStream, ServiceStorageDeclaration } from "./stored.js";
-export { HealthzEnv } from "./service-env.js";
+export { CalloutEnv, HealthzEnv, MembershipEnv } from "./service-env.js";
 export {
   ErrorCode,
   ErrorReason,

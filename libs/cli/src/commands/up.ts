@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { HealthzEnv } from "@unibus/contracts";
+import { CalloutEnv, HealthzEnv, MembershipEnv } from "@unibus/contracts";
 import { nkeyAuthenticator } from "@unibus/crypto";
 import { PARENT_LIFELINE_PRELOAD, accountJetStreamLimitsFromEnv, retry } from "@unibus/kit";
 import type { AccountJetStreamLimits } from "@unibus/kit";
@@ -40,12 +40,12 @@ import type { ChildSpec } from "../up/supervisor.js";
 import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./admin.js";
 
 const DEFAULT_PORT = 4222;
-/** Read by services/auth-callout/src/entry.ts (`CalloutEnv`). */
-const CALLOUT_ISSUER_SEED_FILE_ENV = "UNIBUS_CALLOUT_ISSUER_SEED_FILE";
-const CALLOUT_XKEY_SEED_FILE_ENV = "UNIBUS_CALLOUT_XKEY_SEED_FILE";
-/** Read by services/membership/src/entry.ts. */
-const SYS_IDENTITY_ENV = "UNIBUS_SYS_IDENTITY";
-const BOOTSTRAP_PRINCIPAL_ENV = "UNIBUS_BOOTSTRAP_PRINCIPAL";
+/** Read by auth-callout (the launcher contract in @unibus/contracts). */
+const CALLOUT_ISSUER_SEED_FILE_ENV = CalloutEnv.issuerSeedFile;
+const CALLOUT_XKEY_SEED_FILE_ENV = CalloutEnv.xkeySeedFile;
+/** Read by membership. */
+const SYS_IDENTITY_ENV = MembershipEnv.sysIdentity;
+const BOOTSTRAP_PRINCIPAL_ENV = MembershipEnv.bootstrapPrincipal;
 /** `one` (default) or `each`: see {@link ServiceProcesses}. */
 const SERVICE_PROCESSES_ENV = "UNIBUS_SERVICE_PROCESSES";
 /** Name of the one supervised process that runs every service. */
