@@ -165,7 +165,7 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
     const users = await kvm.create("users");
     const rooms = await kvm.create("rooms_by_member");
     const now = new Date().toISOString();
-    await users.put(client.principal, JSON.stringify({ principal: client.principal, handle: "bench", role: "member", status: "active", addedAt: now, addedBy: "bench" }));
+    await users.put(client.principal, JSON.stringify({ principal: client.principal, handle: "bench", role: "member", status: "active", addedAt: now, addedBy: client.principal }));
     await rooms.put(client.principal, JSON.stringify({ principal: client.principal, rooms: { bench: "owner" } }));
     if (args.inProcess) {
       const calloutNc = await unibus.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });

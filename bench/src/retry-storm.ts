@@ -137,7 +137,8 @@ const SLICE_S = 0.5;
 const STORM_RAMP_MS = 300;
 
 const userRecord = (principal: string, status: "active" | "revoked"): string =>
-  JSON.stringify({ principal, handle: "bench", role: "member", status, addedAt: new Date().toISOString(), addedBy: "bench" });
+  // As membership stores it: the callout refuses any other shape as damaged.
+  JSON.stringify({ principal, handle: "bench", role: "member", status, addedAt: new Date().toISOString(), addedBy: principal });
 
 /** Legitimate connects/s with and without `stormClients` revoked clients hammering the same server. */
 async function stormCase(args: Required<RetryStormOptions>): Promise<BenchCase> {
