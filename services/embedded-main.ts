@@ -19,12 +19,12 @@
 import { ServiceName } from "@unibus/contracts";
 import { runServiceProcess } from "@unibus/kit";
 import type { ServiceEntry, ServiceProcessMember } from "@unibus/kit";
-import { authCalloutEntry } from "./auth-callout/src/entry.js";
-import { blobsEntry } from "./blobs/src/entry.js";
-import { healthzEntry } from "./healthz/src/entry.js";
-import { keysEntry } from "./keys/src/entry.js";
-import { membershipEntry } from "./membership/src/entry.js";
-import { replicaGatewayEntry } from "./replica-gateway/src/entry.js";
+import { authCalloutEntry } from "@unibus/auth-callout/entry";
+import { blobsEntry } from "@unibus/blobs/entry";
+import { healthzEntry } from "@unibus/healthz/entry";
+import { keysEntry } from "@unibus/keys/entry";
+import { membershipEntry } from "@unibus/membership/entry";
+import { replicaGatewayEntry } from "@unibus/replica-gateway/entry";
 
 /** Read by this script only; `unibus up` sets it. */
 export const EMBEDDED_SERVICES_ENV = "UNIBUS_EMBEDDED_SERVICES";

@@ -31,14 +31,13 @@ import {
   CalloutSubject,
   CalloutXkey,
   KvPrincipalDirectory,
-  calloutServerConfig,
   createAuthCalloutService,
   encodeAuthorizationResponse,
   encodeUserJwt,
   permissionsFor,
-  servicePermissions,
 } from "@unibus/auth-callout";
 import type { AuthorizationRequest, CalloutContext, DirectoryEntry, PrincipalDirectory, RoomsRecord, UserRecord } from "@unibus/auth-callout";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 
@@ -148,7 +147,7 @@ async function runWorker(): Promise<void> {
 /** The directory record of the bench principal (the floor grants this set to everyone). */
 export function benchRecords(principal: string): { user: UserRecord; rooms: RoomsRecord } {
   return {
-    user: { principal, handle: "bench", role: "member", status: "active", addedAt: new Date(0).toISOString(), addedBy: "bench" },
+    user: { principal, handle: "bench", role: "member", status: "active", addedAt: new Date(0).toISOString(), addedBy: principal },
     rooms: { principal, rooms: { bench: "owner" } },
   };
 }

@@ -24,7 +24,7 @@ import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes 
 import { ReconnectBackoff } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import { benchRecords, startCalloutWorker } from "./callout-connects.js";
 import { numberArg, printCase } from "./report.js";
 import type { BenchCase } from "./report.js";

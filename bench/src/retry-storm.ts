@@ -25,7 +25,8 @@ import { AuditDenialStream } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { CalloutXkey, DenialCache, PermissionCache, calloutServerConfig, encodeJwt, handleCalloutRequest, servicePermissions } from "@unibus/auth-callout";
+import { CalloutXkey, DenialCache, PermissionCache, encodeJwt, handleCalloutRequest } from "@unibus/auth-callout";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import type { CalloutContext, DirectoryEntry, PrincipalDirectory } from "@unibus/auth-callout";
 import { startCalloutWorker } from "./callout-connects.js";
 import { numberArg, printCase } from "./report.js";
@@ -136,7 +137,8 @@ const SLICE_S = 0.5;
 const STORM_RAMP_MS = 300;
 
 const userRecord = (principal: string, status: "active" | "revoked"): string =>
-  JSON.stringify({ principal, handle: "bench", role: "member", status, addedAt: new Date().toISOString(), addedBy: "bench" });
+  // As membership stores it: the callout refuses any other shape as damaged.
+  JSON.stringify({ principal, handle: "bench", role: "member", status, addedAt: new Date().toISOString(), addedBy: principal });
 
 /** Legitimate connects/s with and without `stormClients` revoked clients hammering the same server. */
 async function stormCase(args: Required<RetryStormOptions>): Promise<BenchCase> {

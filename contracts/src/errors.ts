@@ -38,6 +38,8 @@ export const ErrorReason = {
   ConnectionLost: "connection_lost",
   /** A request with this nonce and body is still being handled; resend the same request shortly. */
   InProgress: "in_progress",
+  /** A stored record is not what its schema says: the service refuses to act on it (500, fail closed). */
+  CorruptRecord: "corrupt_record",
 } as const;
 /** One of the {@link ErrorReason} values, or a service-specific reason string. */
 export type ErrorReason = (typeof ErrorReason)[keyof typeof ErrorReason];

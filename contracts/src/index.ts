@@ -20,6 +20,20 @@ export {
   roomKeysNoticeSubject,
   roomMembershipSubject,
 } from "./subjects.js";
+export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./bus-subjects.js";
+export {
+  BusStreams,
+  RoomStreamPrefix,
+  ServiceStorage,
+  StoredBucket,
+  StoredObjectStore,
+  kvStreamName,
+  memberKey,
+  objectStoreStreamName,
+  roomStreamName,
+} from "./stored.js";
+export type { RequiredStream, ServiceStorageDeclaration } from "./stored.js";
+export { CalloutEnv, HealthzEnv, MembershipEnv } from "./service-env.js";
 export {
   ErrorCode,
   ErrorReason,

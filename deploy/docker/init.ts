@@ -21,22 +21,24 @@ import { copyFile, chmod, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
   ALL_SERVICES,
+  DEFAULT_ADMIN_HANDLE,
   JETSTREAM_KEY_ENV,
   ServiceName,
+  bootstrapAdmin,
   buildServerConfig,
   calloutAuthorization,
+  ensurePrivateDir,
   jetStreamSyncInterval,
+  loadIdentityForCli,
+  provisionHome,
   renderEnvFile,
   resolveHome,
+  serviceIdentityFile,
+  writePrivateFile,
 } from "@unibus/cli";
-import type { HomeLayout } from "@unibus/cli";
+import type { HomeLayout, ProvisionedHome } from "@unibus/cli";
 import { mergeNatsConfig, renderNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
-import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "../../libs/cli/src/commands/admin.js";
-import { loadIdentityForCli } from "../../libs/cli/src/identity-file.js";
-import { ensurePrivateDir, serviceIdentityFile, writePrivateFile } from "../../libs/cli/src/home.js";
-import { provisionHome } from "../../libs/cli/src/up/provision.js";
-import type { ProvisionedHome } from "../../libs/cli/src/up/provision.js";
 
 /** Where init writes each container's share (volumes mounted by compose). */
 const OUT = process.env["UNIBUS_INIT_OUT"] ?? "/out";

@@ -10,6 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ALL_SERVICES, ServiceName, parseEnvFile } from "@unibus/cli";
+import { CalloutEnv, MembershipEnv } from "@unibus/contracts";
 
 const name = process.argv[2] ?? process.env["UNIBUS_SERVICE"] ?? "";
 if (!(ALL_SERVICES as readonly string[]).includes(name)) {
@@ -20,10 +21,10 @@ const share = process.env["UNIBUS_SHARE_DIR"] ?? "/run/unibus";
 const env = process.env;
 env["UNIBUS_IDENTITY"] = join(share, "identity.id");
 if (name === ServiceName.authCallout) {
-  env["UNIBUS_CALLOUT_ISSUER_SEED_FILE"] = join(share, "callout-issuer.seed");
-  env["UNIBUS_CALLOUT_XKEY_SEED_FILE"] = join(share, "callout-xkey.seed");
+  env[CalloutEnv.issuerSeedFile] = join(share, "callout-issuer.seed");
+  env[CalloutEnv.xkeySeedFile] = join(share, "callout-xkey.seed");
 }
-if (name === ServiceName.membership) env["UNIBUS_SYS_IDENTITY"] = join(share, "system.id");
+if (name === ServiceName.membership) env[MembershipEnv.sysIdentity] = join(share, "system.id");
 const extra = join(share, "env");
 if (existsSync(extra)) Object.assign(env, parseEnvFile(readFileSync(extra, "utf8")));
 // The JetStream key is for nats-server only (architecture §1.4).

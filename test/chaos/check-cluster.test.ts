@@ -4,7 +4,7 @@
 // check-failover.failover.test.ts (also run alone by npm run test:chaos:failover).
 import { describe, expect, it } from "vitest";
 import { ExitCode, runCli } from "@unibus/cli";
-import { recordingIo } from "../../libs/cli/src/test-io.js";
+import { recordingIo } from "@unibus/cli/test-io";
 import { useCheckBus } from "./check-bus.js";
 
 describe("unibus check --cluster on a 3-node cluster", () => {

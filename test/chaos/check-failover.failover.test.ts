@@ -12,7 +12,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
 import { ExitCode, runCli } from "@unibus/cli";
 import { eventually } from "@unibus/testing";
-import { recordingIo } from "../../libs/cli/src/test-io.js";
+import { recordingIo } from "@unibus/cli/test-io";
 import { useCheckBus } from "./check-bus.js";
 
 interface FailoverReport {

@@ -8,9 +8,9 @@ import { ExitCode, runCli } from "@unibus/cli";
 import { createIdentity, writeIdentityFile } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import { rekeyRoom, waitForRoomAccess } from "@unibus/sdk";
-import { startAgentWorker, upperCaseHandler } from "../../libs/sdk/examples/agent-worker.js";
-import { recordingIo } from "../../libs/cli/src/test-io.js";
-import type { RecordingIo } from "../../libs/cli/src/test-io.js";
+import { startAgentWorker, upperCaseHandler } from "@unibus/sdk/examples/agent-worker";
+import { recordingIo } from "@unibus/cli/test-io";
+import type { RecordingIo } from "@unibus/cli/test-io";
 import { keyedMember, nextMatching, startE2eBus } from "./bus-with-services.js";
 import type { E2eBus } from "./bus-with-services.js";
 

@@ -13,7 +13,7 @@ import type { Identity } from "@unibus/crypto";
 import { startTestBus } from "@unibus/testbus";
 import type { TestBus } from "@unibus/testbus";
 import { eventually } from "@unibus/testing";
-import { recordingIo } from "../../libs/cli/src/test-io.js";
+import { recordingIo } from "@unibus/cli/test-io";
 
 describe("unibus audit denials", () => {
   let bus: TestBus;

@@ -13,7 +13,7 @@ import { writeIdentityFile } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import { BUS_STREAMS, createHealthzService } from "@unibus/healthz";
 import type { RunningHealthz } from "@unibus/healthz";
-import { recordingIo } from "../../libs/cli/src/test-io.js";
+import { recordingIo } from "@unibus/cli/test-io";
 import { startE2eBus } from "./bus-with-services.js";
 import type { E2eBus } from "./bus-with-services.js";
 

@@ -9,7 +9,7 @@ import { loadIdentityFile, toBase64Url, writeIdentityFile } from "@unibus/crypto
 import { ErrorCode, KeysServiceKeyring, RoomReadyStage, UnibusError, UntrustedShareError, readyRoom, rekeyRoom } from "@unibus/sdk";
 import type { ReadyRoom, RoomMessage } from "@unibus/sdk";
 import type { TestBusMember } from "@unibus/testbus";
-import { recordingIo } from "../../libs/cli/src/test-io.js";
+import { recordingIo } from "@unibus/cli/test-io";
 import { startE2eBus } from "./bus-with-services.js";
 import type { E2eBus } from "./bus-with-services.js";
 

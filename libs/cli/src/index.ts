@@ -3,7 +3,11 @@ export type { Command } from "./command.js";
 export { CliError, ExitCode, UsageError } from "./errors.js";
 export type { CliIo } from "./io.js";
 export { processIo } from "./io.js";
-export { EnvVar, parseEnvFile, renderEnvFile, resolveHome } from "./home.js";
+export { EnvVar, ensurePrivateDir, parseEnvFile, renderEnvFile, resolveHome, serviceIdentityFile, writePrivateFile } from "./home.js";
+export { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./commands/admin.js";
+export { loadIdentityForCli } from "./identity-file.js";
+export { provisionHome } from "./up/provision.js";
+export type { ProvisionedHome } from "./up/provision.js";
 export type { HomeLayout } from "./home.js";
 export { connectClient, connectToBus, requestError, resolveConnectionSettings } from "./connection.js";
 export type { ConnectionSettings } from "./connection.js";
@@ -25,4 +29,3 @@ export { PromoteError, PromoteErrorReason, StoreKind, applyPromotion, describeSt
 export type { PromotionResult, PromotionStep, ReplicaStatus } from "./cluster/promote.js";
 export { CLUSTER_FILE, STANDALONE_SUFFIX, promoteHome, readClusterRecord } from "./cluster/convert.js";
 export type { ClusterRecord, PromoteHomeOptions, PromoteHomeResult } from "./cluster/convert.js";
-export { provisionHome } from "./up/provision.js";

@@ -25,6 +25,7 @@ export {
 } from "./identity.js";
 export type { Identity, PublicIdentity } from "./identity.js";
 export { NODE_STORE_KEY_CONTEXT, nodeStoreKey, UNLOCK_KEY_BYTES } from "./node-store-key.js";
+export { curvePublicKey, newCurveSeed } from "./curve-nkey.js";
 export { decodeNkeyPublic, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed, NkeyPrefix } from "./nkey.js";
 export { isPrincipal, normalisePrincipal, principalFromPublicKey, publicKeyFromPrincipal } from "./principal.js";
 export {

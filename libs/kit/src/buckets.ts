@@ -3,6 +3,7 @@ import { JetStreamApiError } from "@nats-io/jetstream";
 import type { JetStreamClient, JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV, KvStatus } from "@nats-io/kv";
+import { StoredBucket } from "@unibus/contracts";
 import type { Logger } from "pino";
 
 /** The KV bucket a service wants: created if missing, checked if present. */
@@ -45,7 +46,7 @@ export const ENVELOPE_WINDOW_MS = 30_000;
  * is acceptable: a request stamped +30 s stays fresh until 60 s from now, so
  * two minutes leaves margin for clock skew between replicas.
  */
-export const NonceBucket = { name: "nonces", ttl: 120_000, history: 1 } as const satisfies BucketSpec;
+export const NonceBucket = { name: StoredBucket.shared.nonces, ttl: 120_000, history: 1 } as const satisfies BucketSpec;
 
 // Errors that retrying cannot fix: replicas > 1 on a standalone server, and
 // JetStream disabled for the account. A cold cluster's 503s and timeouts are

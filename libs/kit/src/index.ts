@@ -6,6 +6,7 @@
 export { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES, binaryReply, ServiceDefinitionError, defineService, endpoint, endpointFor } from "./definition.js";
 export type { AnonymousCaller, Caller, EndpointSpec, HandlerContext, Role, ServiceDefinition, SignedCaller, TypedEndpointSpec } from "./definition.js";
 export { startService } from "./start-service.js";
+export { EndpointStats } from "./endpoint-stats.js";
 export type { KitDeps, RunningService } from "./start-service.js";
 export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets, openExistingBuckets } from "./buckets.js";
 export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";
@@ -17,3 +18,22 @@ export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, kitServiceEntry, loadS
 export type { CreateService, ServiceConfig, ServiceEntry, ServiceMainSpec, ServiceProcessMember, StartedService } from "./service-main.js";
 export { MetricsSubject, RequestOutcome, defineCounter, kvErrorCounter, metricsRegistry, recordRequest, requestCounter, requestDuration, serveMetrics, serviceInfo } from "./metrics.js";
 export type { MetricsReply, MetricsResponder } from "./metrics.js";
+export {
+  AccountJetStreamLimitsEnv,
+  DefaultAccountJetStreamLimits,
+  accountJetStreamLimitsFromEnv,
+  calloutServerConfig,
+  calloutUserPermissions,
+  healthzJetStreamSubjects,
+  kvReadSubjects,
+  kvWatchSubjects,
+  servicePermissions,
+  serviceStoragePermissions,
+} from "./server-config.js";
+export type { AccountJetStreamLimits, CalloutServerConfigOptions, ServerPermissions, ServiceUser } from "./server-config.js";
+export { Unchanged, casUpdate, corruptRecord, isRevisionConflict, listKeys, readRecord, readVersioned, recordCheck, storeUnavailable } from "./kv.js";
+export type { RecordReader, StoredRecordId, Versioned } from "./kv.js";
+export { activeUser, requireMember, roleResolver, roomRole } from "./membership-view.js";
+export type { RoomRole, UserRole } from "./membership-view.js";
+export { WATCH_CATCH_UP_MS, WatchedKv } from "./watched-kv.js";
+export type { WatchedKvOptions } from "./watched-kv.js";

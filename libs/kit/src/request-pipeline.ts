@@ -83,6 +83,8 @@ async function resolveCaller(p: EndpointPipeline, envelope: Envelope): Promise<C
   try {
     role = p.resolveRole === undefined ? null : await p.resolveRole(envelope.signer);
   } catch (err) {
+    // A damaged users record is answered as such (500, still a denial); anything else means the store is unreachable.
+    if (err instanceof UnibusError && err.reason === ErrorReason.CorruptRecord) throw err;
     throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });
   }
   // Admin endpoints deny by default: no role, an unknown role, or no resolver.

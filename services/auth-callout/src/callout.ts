@@ -1,6 +1,6 @@
 import type { SigningKey } from "@unibus/crypto";
 import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
-import { CalloutSubject } from "./constants.js";
+import { CalloutSubject } from "@unibus/contracts";
 import type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
 import { authorize } from "./authorize.js";
 import type { PrincipalDirectory } from "./directory.js";

@@ -1,5 +1,6 @@
 import { KvWatchInclude } from "@nats-io/kv";
 import type { KV, KvEntry } from "@nats-io/kv";
+import { recordCheck } from "@unibus/kit";
 import type { DenialCache } from "./denial-cache.js";
 import { DirectoryError } from "./errors.js";
 import type { RoomsRecord, UserRecord } from "./permissions.js";
@@ -34,16 +35,26 @@ function parse(entry: KvEntry | null, what: string): { value: unknown; revision:
   }
 }
 
+// Both records are checked against their stored-data schemas (the same
+// check every reader of them makes): a record of the wrong shape, or filed
+// under another principal, is damaged and the login is denied.
+const checkUser = recordCheck("membership", "stored.users.record");
+const checkRooms = recordCheck("membership", "stored.rooms_by_member.record");
+
 function isUserRecord(v: unknown, principal: string): v is UserRecord {
-  if (typeof v !== "object" || v === null) return false;
-  const r = v as Record<string, unknown>;
-  return r.principal === principal && typeof r.role === "string" && typeof r.status === "string";
+  return conforms(() => checkUser(v, principal).principal === principal);
 }
 
 function isRoomsRecord(v: unknown, principal: string): v is RoomsRecord {
-  if (typeof v !== "object" || v === null) return false;
-  const r = v as Record<string, unknown>;
-  return r.principal === principal && typeof r.rooms === "object" && r.rooms !== null && !Array.isArray(r.rooms);
+  return conforms(() => checkRooms(v, principal).principal === principal);
+}
+
+function conforms(check: () => boolean): boolean {
+  try {
+    return check();
+  } catch {
+    return false;
+  }
 }
 
 /**

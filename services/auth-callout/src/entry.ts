@@ -7,26 +7,17 @@ import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto"
 import { retry } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
 import type { Logger } from "pino";
-import { CalloutReconnect, DirectoryBucket } from "./constants.js";
+import { CalloutEnv, DirectoryBucket } from "@unibus/contracts";
+import { CalloutReconnect } from "./reconnect.js";
 import { DenialCache } from "./denial-cache.js";
 import { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
 import { CalloutConfigError } from "./errors.js";
 import { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
 import { CalloutXkey } from "./xkey.js";
 
-/** Environment the callout reads, once, here (the process hands it in: only a main touches `process`). */
-export const CalloutEnv = {
-  url: "UNIBUS_URL",
-  /** Identity file of the callout's own connection (an `auth_users` nkey user). */
-  identity: "UNIBUS_IDENTITY",
-  /** File holding the issuer account seed (`SA…`), mode 0600. */
-  issuerSeedFile: "UNIBUS_CALLOUT_ISSUER_SEED_FILE",
-  /** Optional file holding the curve seed (`SX…`), mode 0600; set iff the server has `auth_callout.xkey`. */
-  xkeySeedFile: "UNIBUS_CALLOUT_XKEY_SEED_FILE",
-  /** `true` lets unknown identities reach the replica handshake (architecture §4); default off. */
-  bootstrapAccess: "UNIBUS_CALLOUT_BOOTSTRAP_ACCESS",
-  appAccount: "UNIBUS_APP_ACCOUNT",
-} as const;
+// The environment the callout reads, once, here (the process hands it in:
+// only a main touches `process`); its names are a contract with the launchers.
+export { CalloutEnv } from "@unibus/contracts";
 
 /** Typed configuration of the callout process. */
 export interface CalloutConfig {

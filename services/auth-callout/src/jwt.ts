@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { SigningKey } from "@unibus/crypto";
 import { NkeyPrefix, decodeNkeyPublic, verifySignature } from "@unibus/crypto";
-import { CalloutSubject } from "./constants.js";
+import { CalloutSubject } from "@unibus/contracts";
 import { InvalidRequestError } from "./errors.js";
 
 /** The JWT header nats-server 2.10 expects on every v2 token. */

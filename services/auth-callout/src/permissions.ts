@@ -1,5 +1,6 @@
 import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
-import { UnibusSubject } from "./constants.js";
+import { UnibusSubject } from "@unibus/contracts";
+import type { StoredRoomsByMemberRecord, StoredUserRecord } from "@unibus/contracts";
 
 /** A user's role in the `users` bucket (architecture §3). */
 export const Role = {
@@ -17,29 +18,14 @@ export const UserStatus = {
 /** One of the {@link UserStatus} values. */
 export type UserStatus = (typeof UserStatus)[keyof typeof UserStatus];
 
-/** A value of the `users` bucket, keyed by principal (written by the membership service). */
-export interface UserRecord {
-  /** The `U…` nkey; also the KV key. */
-  principal: string;
-  /** Human-readable handle. */
-  handle: string;
-  role: Role;
-  status: UserStatus;
-  addedAt: string;
-  addedBy: string;
-  revokedAt?: string;
-  revokedBy?: string;
-}
+/** A value of the `users` bucket, keyed by principal (written by the membership service): the stored-data contract's type. */
+export type UserRecord = StoredUserRecord;
 
 /** A room role in the `rooms_by_member` bucket. */
-export type RoomRole = "owner" | "member";
+export type RoomRole = StoredRoomsByMemberRecord["rooms"][string];
 
-/** A value of the `rooms_by_member` bucket, keyed by principal. */
-export interface RoomsRecord {
-  principal: string;
-  /** roomId → the principal's role in it. */
-  rooms: Record<string, RoomRole>;
-}
+/** A value of the `rooms_by_member` bucket, keyed by principal: the stored-data contract's type. */
+export type RoomsRecord = StoredRoomsByMemberRecord;
 
 /**
  * Connection permissions as they go into a user JWT. Both sections are always

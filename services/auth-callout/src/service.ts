@@ -2,13 +2,13 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Service, ServiceMsg } from "@nats-io/services";
 import { Svcm } from "@nats-io/services";
 import type { AuditDenialRecord } from "@unibus/contracts";
-import { serveMetrics } from "@unibus/kit";
+import { EndpointStats, serveMetrics } from "@unibus/kit";
 import type { SigningKey } from "@unibus/crypto";
 import { DenyCode, PermissionCache } from "./authorize.js";
 import type { AuthorizeResult } from "./authorize.js";
 import type { CalloutContext } from "./callout.js";
 import { handleCalloutRequest } from "./callout.js";
-import { CalloutSubject } from "./constants.js";
+import { CalloutSubject } from "@unibus/contracts";
 import { StreamDenialAudit } from "./denial-audit.js";
 import type { DenialAudit } from "./denial-audit.js";
 import { DenialCache } from "./denial-cache.js";
@@ -16,6 +16,7 @@ import type { PrincipalDirectory } from "./directory.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import { calloutMetrics } from "./metrics.js";
 import type { CalloutXkey } from "./xkey.js";
+import packageJson from "../package.json" with { type: "json" };
 
 /** The subset of a pino logger the service uses (one JSON event per line, stable keys). */
 export interface CalloutLogger {
@@ -101,7 +102,8 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
   const svcm = new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]);
   const service = await svcm.add({
     name: AUTH_CALLOUT_SERVICE_NAME,
-    version: "0.1.0",
+    // The package's version, like every other service: a hand-kept copy went stale.
+    version: packageJson.version,
     description: "unibus auth callout: nonce check, allowlist, per-principal permissions",
     metadata: { encrypted: String(deps.xkey !== undefined) },
   });
@@ -110,20 +112,20 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
   const metrics = serveMetrics(nc, { name: AUTH_CALLOUT_SERVICE_NAME, id: service.info().id, version: service.info().version });
   void service.stopped.then(() => metrics.stop(), () => metrics.stop());
 
-  const onRequest = async (msg: ServiceMsg): Promise<void> => {
+  const onRequest = async (msg: ServiceMsg): Promise<{ code: number; reason: string } | undefined> => {
     const outcome = await handleCalloutRequest(ctx, msg.data, msg.headers?.get(CalloutSubject.xkeyHeader) || undefined);
     if (outcome.kind === "rejected") {
       logger.warn({ svc: "auth-callout", op: "authorize", err: outcome.error.message }, "request rejected");
       // No signed answer for an untrusted request; the server times out and denies.
       msg.respondError(400, "bad request");
-      return;
+      return { code: 400, reason: "invalid_request" };
     }
     const { result, request } = outcome;
     if (result.ok) {
       calloutMetrics.logins.inc({ result: "allowed", reason: "none" });
       logger.info({ svc: "auth-callout", op: "authorize", principal: result.principal, role: result.role }, "granted");
       msg.respond(outcome.reply);
-      return;
+      return undefined;
     }
     // Server-side back-off: a repeat offender's refusal is held (a timer, no
     // work), which slows its retry loop; past a bound of held answers they go
@@ -142,10 +144,11 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
     calloutMetrics.logins.inc({ result: "denied", reason: DenyCode[result.reason] });
     if (result.cached !== undefined) calloutMetrics.denialCacheHits.inc();
     // A retry loop answered from the cache is reported about once a second, not per attempt.
-    if (result.cached !== undefined && result.cached.report === undefined) return;
+    if (result.cached !== undefined && result.cached.report === undefined) return undefined;
     const record = denialRecord(request, result);
     logger.info({ svc: "auth-callout", op: "authorize", principal: result.principal, reason: record.reason, address: record.address }, "denied");
     audit.record(record);
+    return undefined;
   };
 
   service.addGroup(CalloutSubject.group).addEndpoint(CalloutSubject.endpoint, {
@@ -154,13 +157,22 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
         logger.error({ svc: "auth-callout", op: "endpoint", err: err.message }, "endpoint failed");
         return;
       }
-      onRequest(msg).catch((e: unknown) => {
-        // Fail closed: an internal error answers nothing signed; the server denies on timeout.
-        logger.error({ svc: "auth-callout", op: "authorize", err: e instanceof Error ? e.message : String(e) }, "handler failed");
-        msg.respondError(500, "internal error");
-      });
+      const started = process.hrtime.bigint();
+      onRequest(msg).then(
+        (failure) => stats.record(Number(process.hrtime.bigint() - started), failure),
+        (e: unknown) => {
+          // Fail closed: an internal error answers nothing signed; the server denies on timeout.
+          logger.error({ svc: "auth-callout", op: "authorize", err: e instanceof Error ? e.message : String(e) }, "handler failed");
+          msg.respondError(500, "internal error");
+          stats.record(Number(process.hrtime.bigint() - started), { code: 500, reason: "internal" });
+        },
+      );
     },
     metadata: { subject: CalloutSubject.auth },
   });
+  // The kit's micro stats: real async processing time, and `last_error`,
+  // which micro clients expect in every $SRV.STATS endpoint entry. A denial
+  // is an answer, not an error; a request the callout cannot trust is one.
+  const stats = new EndpointStats(service, CalloutSubject.endpoint);
   return service;
 }

@@ -1,5 +1,7 @@
 /** Protocol constants and defaults of the blobs service (contracts/specs/blobs.md). */
 
+import { StoredObjectStore } from "@unibus/contracts";
+
 /**
  * Ciphertext bytes per chunk: 64 KiB of plaintext plus the 16-byte
  * XChaCha20-Poly1305 tag. Uploads may send any chunk up to this size;
@@ -17,7 +19,7 @@ export const DEFAULT_SESSION_IDLE_MS = 30_000;
 export const DEFAULT_MAX_SESSIONS = 128;
 
 /** Object store bucket holding committed blobs. */
-export const BLOBS_BUCKET = "blobs";
+export const BLOBS_BUCKET = StoredObjectStore.blobs;
 
 /** Object name of a blob: scoped to its room, so a member of one room cannot read another room's blob by id. */
 export function blobObjectName(roomId: string, blobId: string): string {

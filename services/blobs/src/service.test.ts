@@ -92,12 +92,17 @@ function rawError(msg: { data: Uint8Array; headers?: { get(n: string): string } 
 
 const logLines: string[] = [];
 
+/** A `members` record as membership writes it: readers refuse anything else as damaged. */
+function memberRecord(roomId: string, principal: string): string {
+  return JSON.stringify({ roomId, principal, role: "owner", addedAt: new Date().toISOString(), addedBy: principal });
+}
+
 beforeAll(async () => {
   server = await startTestServer({ jetstream: true });
   nc = await server.connect();
   members = await new Kvm(jetstream(nc)).create("members");
-  await members.put(`${ROOM}.${alice.principal}`, JSON.stringify({ roomId: ROOM, principal: alice.principal, role: "owner" }));
-  await members.put(`${OTHER_ROOM}.${mallory.principal}`, JSON.stringify({ roomId: OTHER_ROOM, principal: mallory.principal, role: "owner" }));
+  await members.put(`${ROOM}.${alice.principal}`, memberRecord(ROOM, alice.principal));
+  await members.put(`${OTHER_ROOM}.${mallory.principal}`, memberRecord(OTHER_ROOM, mallory.principal));
   // Info lines are kept: the idle abort is observed through its log line.
   running = await createBlobsService(nc, { logger: pino({ level: "info" }, { write: (line: string) => void logLines.push(line) }), maxBlobBytes: LIMIT, sessionIdleMs: 1_000 });
   store = await new Objm(jetstream(nc)).open("blobs");
@@ -178,7 +183,7 @@ describe("integrity", () => {
     const put = await putBlob(aliceClient, ROOM, plaintext(10));
     const sealed = (await store.getBlob(blobObjectName(ROOM, put.blobId))) ?? new Uint8Array();
     // Same declared id and size, one flipped bit, and a different room so no copy exists there yet.
-    await members.put(`roomcharlie.${alice.principal}`, "{}");
+    await members.put(`roomcharlie.${alice.principal}`, memberRecord("roomcharlie", alice.principal));
     const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: "roomcharlie", blobId: put.blobId, size: sealed.byteLength }))).msg);
     const tampered = sealed.slice();
     tampered[3] = (tampered[3] ?? 0) ^ 1;

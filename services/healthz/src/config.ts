@@ -1,17 +1,9 @@
+import { HealthzEnv } from "@unibus/contracts";
 import { parseListenAddress } from "./http.js";
 import type { AtRestDeclaration, HealthzOptions } from "./service.js";
 
-/** Environment variables healthz reads (in main.ts only). */
-export const HealthzEnv = {
-  /** `host:port` of the HTTP health server; default loopback with a free port. */
-  listen: "UNIBUS_HEALTHZ_LISTEN",
-  /** Comma-separated nats-server monitoring URLs (`http://127.0.0.1:8222`). */
-  monitorUrls: "UNIBUS_NATS_MONITOR_URLS",
-  /** The JetStream cipher the deployment configured (`chachapoly`, `aes`), or `none`. */
-  cipher: "UNIBUS_JS_CIPHER",
-  /** The bus's NATS WebSocket URL: when set, the admin panel is served at `/panel/`, offering it as the bus. */
-  wsUrl: "UNIBUS_WS_URL",
-} as const;
+// The launcher sets them, so their names are a contract both sides import.
+export { HealthzEnv } from "@unibus/contracts";
 
 /** Default bind: loopback only, so the posture is not a network service unless asked for. */
 export const DEFAULT_HEALTHZ_LISTEN = "127.0.0.1:0";

@@ -1,4 +1,4 @@
-export { BUS_SERVICES, BUS_STREAMS, USERS_BUCKET, healthzJetStreamSubjects } from "./bus.js";
+export { BUS_SERVICES, BUS_STREAMS, USERS_BUCKET } from "./bus.js";
 export type { RequiredStream } from "./bus.js";
 export { DEFAULT_HEALTHZ_LISTEN, HealthzEnv, loadHealthzOptions } from "./config.js";
 export { HealthPath, parseListenAddress } from "./http.js";

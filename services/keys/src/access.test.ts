@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { SigningKey } from "@unibus/crypto";
 import { openBuckets } from "@unibus/kit";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
@@ -18,14 +19,20 @@ afterAll(async () => {
   await server?.stop();
 });
 
+// Records as membership stores them: readers check each against its stored-data schema.
+const [alice, bob, carol, dave] = [0, 1, 2, 3].map(() => SigningKey.generate().principal) as [string, string, string, string];
+function member(roomId: string, principal: string, role: "owner" | "member"): string {
+  return JSON.stringify({ roomId, principal, role, addedAt: new Date().toISOString(), addedBy: alice });
+}
+
 describe("currentMembers without a watched directory", () => {
   it("confirms every listed member with a leader read, so a lagging listing cannot keep a removed member", async () => {
     const { users, members } = await openBuckets(jetstream(nc), [{ name: "users" }, { name: "members" }], { budgetMs: 5_000 });
-    await members.put("r1.bob", JSON.stringify({ role: "member" }));
-    await members.put("r1.alice", JSON.stringify({ role: "owner" }));
-    await members.put("r1.carol", JSON.stringify({ role: "member" }));
-    await members.delete("r1.carol");
-    await members.put("r2.dave", JSON.stringify({ role: "owner" }));
+    await members.put(`roomone01.${bob}`, member("roomone01", bob, "member"));
+    await members.put(`roomone01.${alice}`, member("roomone01", alice, "owner"));
+    await members.put(`roomone01.${carol}`, member("roomone01", carol, "member"));
+    await members.delete(`roomone01.${carol}`);
+    await members.put(`roomtwo02.${dave}`, member("roomtwo02", dave, "owner"));
 
     const seen = { direct: 0, leader: 0 };
     const subs = [
@@ -35,7 +42,7 @@ describe("currentMembers without a watched directory", () => {
     ];
     try {
       await nc.flush();
-      expect(await currentMembers({ users, members }, "r1")).toEqual(["alice", "bob"]);
+      expect(await currentMembers({ users, members }, "roomone01")).toEqual([alice, bob].sort());
       await nc.flush();
     } finally {
       for (const s of subs) s.unsubscribe();

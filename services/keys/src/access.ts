@@ -1,19 +1,12 @@
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
-import type { Caller, Role, SignedCaller } from "@unibus/kit";
+import { requireMember as requireRoomMember, roomRole as memberRole } from "@unibus/kit";
+import type { RoomRole } from "@unibus/kit";
 import type { MemberDirectory } from "./member-directory.js";
-import { listKeys, readJson } from "./records.js";
+import { listKeys } from "./records.js";
 
-/** The slice of a membership `users` record the keys service relies on. */
-interface UserView {
-  role: "admin" | "member";
-  status: "active" | "revoked";
-}
-
-/** The slice of a membership `members` record the keys service relies on. */
-interface MemberView {
-  role: "owner" | "member";
-}
+// Who is an active user, and in what role: the kit's membership view, shared
+// with every service that reads membership's buckets.
+export { activeUser, roleResolver } from "@unibus/kit";
 
 /** The buckets the keys service reads from the membership service. */
 export interface MembershipView {
@@ -23,24 +16,9 @@ export interface MembershipView {
   memberDirectory?: MemberDirectory;
 }
 
-/** The kit's `resolveRole`: the role of an ACTIVE user, else null. A store error throws (503), never a guess. */
-export function roleResolver(users: KV): (principal: string) => Promise<Role | null> {
-  return async (principal) => {
-    const user = await readJson<UserView>(users, principal);
-    return user !== null && user.status === "active" ? user.role : null;
-  };
-}
-
-/** The caller as an active user; anyone else is 403. */
-export function activeUser(caller: Caller): SignedCaller & { role: "admin" | "member" } {
-  if (caller.anonymous) throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureMissing, "request must carry a signed envelope");
-  if (caller.role !== "admin" && caller.role !== "member") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "caller is not an active user");
-  return caller as SignedCaller & { role: "admin" | "member" };
-}
-
 /** `principal`'s role in `roomId`, or null if it is not a member now. */
-export async function roomRole(view: MembershipView, roomId: string, principal: string): Promise<MemberView["role"] | null> {
-  return (await readJson<MemberView>(view.members, `${roomId}.${principal}`))?.role ?? null;
+export function roomRole(view: MembershipView, roomId: string, principal: string): Promise<RoomRole | null> {
+  return memberRole(view.members, roomId, principal);
 }
 
 /**
@@ -71,8 +49,6 @@ export function compareAscii(a: string, b: string): number {
 }
 
 /** 403 unless the caller is a current member of the room. */
-export async function requireMember(view: MembershipView, roomId: string, principal: string): Promise<MemberView["role"]> {
-  const role = await roomRole(view, roomId, principal);
-  if (role === null) throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
-  return role;
+export function requireMember(view: MembershipView, roomId: string, principal: string): Promise<RoomRole> {
+  return requireRoomMember(view.members, roomId, principal);
 }

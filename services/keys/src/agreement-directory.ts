@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
-import { BucketWatch } from "./bucket-watch.js";
+import { WatchedKv } from "@unibus/kit";
 import { readJson } from "./records.js";
 import type { AgreementKeyRecord } from "./records.js";
 
@@ -12,16 +12,16 @@ import type { AgreementKeyRecord } from "./records.js";
  * Still, a lookup first waits until the watcher has seen the bucket's last
  * revision (one stream-info request), and reads the bucket directly if the
  * watcher is behind or stopped; one stalled for longer is replaced
- * ({@link BucketWatch}).
+ * (the kit's {@link WatchedKv}).
  */
 export class AgreementKeyDirectory {
   readonly #kv: KV;
   readonly #keys = new Map<string, AgreementKeyRecord>();
-  readonly #watch: BucketWatch;
+  readonly #watch: WatchedKv;
 
   private constructor(kv: KV, logger: Logger) {
     this.#kv = kv;
-    this.#watch = new BucketWatch(kv, {
+    this.#watch = new WatchedKv(kv, {
       headersOnly: false,
       op: "agreement_keys.watch",
       fallback: "reading the bucket directly",

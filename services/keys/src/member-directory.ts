@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
-import { BucketWatch } from "./bucket-watch.js";
+import { WatchedKv } from "@unibus/kit";
 
 /**
  * The key names of the membership `members` bucket (`<roomId>.<principal>`)
@@ -14,14 +14,14 @@ import { BucketWatch } from "./bucket-watch.js";
  * the check began is reflected, exactly as with a listing made at that
  * moment. When the watcher is behind for a moment, or stopped, the caller
  * lists the bucket instead (returns null); one stalled for longer is
- * replaced ({@link BucketWatch}). room-keys.md "Service checks".
+ * replaced (the kit's {@link WatchedKv}). room-keys.md "Service checks".
  */
 export class MemberDirectory {
   #rooms = new Map<string, Set<string>>();
-  readonly #watch: BucketWatch;
+  readonly #watch: WatchedKv;
 
   private constructor(kv: KV, logger: Logger) {
-    this.#watch = new BucketWatch(kv, {
+    this.#watch = new WatchedKv(kv, {
       headersOnly: true,
       op: "members.watch",
       fallback: "listing the bucket directly",

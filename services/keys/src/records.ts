@@ -1,19 +1,15 @@
-import type { KV, KvEntry } from "@nats-io/kv";
-import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
-import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import type { KV } from "@nats-io/kv";
+import { StoredBucket } from "@unibus/contracts";
+import type { UnibusError } from "@unibus/contracts";
+import { listKeys as listStoreKeys, readRecord, storeUnavailable } from "@unibus/kit";
 
 /** KV buckets the keys service owns. */
-export const KeysBucket = {
-  /** Key `<roomId>.<epoch>` → {@link EpochRecord}; one record per epoch, created once (compare-and-set). */
-  roomKeys: "room_keys",
-  /** Key principal → {@link AgreementKeyRecord}. */
-  agreementKeys: "agreement_keys",
-} as const;
+export const KeysBucket = StoredBucket.keys;
 /** One of the {@link KeysBucket} names. */
 export type KeysBucket = (typeof KeysBucket)[keyof typeof KeysBucket];
 
 /** Membership buckets the keys service reads (never writes; its server permissions allow reads only). */
-export const MembershipReadBucket = { users: "users", members: "members" } as const;
+export const MembershipReadBucket = { users: StoredBucket.membership.users, members: StoredBucket.membership.members } as const;
 
 /** One member's entry in an epoch's share set. */
 export interface ShareEntry {
@@ -54,34 +50,23 @@ export function epochKey(roomId: string, epoch: number): string {
   return `${roomId}.${epoch}`;
 }
 
+// The kit's KV access, named for this store: 503 "keys store unavailable",
+// 500 corrupt_record for a value that is not JSON.
+const KEYS_STORE = { store: "keys" } as const;
+
 /** A store failure the caller may retry. */
 export function unavailable(cause: unknown): UnibusError {
-  return new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "keys store unavailable", { cause });
+  return storeUnavailable(KEYS_STORE.store, cause);
 }
 
-/** True for a failed compare-and-set / create on an existing key. */
-export function isRevisionConflict(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence;
-}
+export { isRevisionConflict } from "@unibus/kit";
 
 /** Reads one JSON value; null for a missing or deleted key. A store error is 503 (never "absent"). */
-export async function readJson<T>(kv: KV, key: string): Promise<T | null> {
-  let entry: KvEntry | null;
-  try {
-    entry = await kv.get(key);
-  } catch (err) {
-    throw unavailable(err);
-  }
-  return entry !== null && entry.operation === "PUT" ? entry.json<T>() : null;
+export function readJson<T>(kv: KV, key: string): Promise<T | null> {
+  return readRecord<T>(kv, key, KEYS_STORE);
 }
 
 /** Keys matching `filter`. */
-export async function listKeys(kv: KV, filter: string): Promise<string[]> {
-  try {
-    const out: string[] = [];
-    for await (const key of await kv.keys(filter)) out.push(key);
-    return out;
-  } catch (err) {
-    throw unavailable(err);
-  }
+export function listKeys(kv: KV, filter: string): Promise<string[]> {
+  return listStoreKeys(kv, KEYS_STORE.store, filter);
 }

@@ -1,5 +1,5 @@
 import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
-import type { Caller, Role, SignedCaller } from "@unibus/kit";
+import type { Role } from "@unibus/kit";
 import { isPrincipal } from "@unibus/crypto";
 import type { MembershipStore } from "./store.js";
 import { unavailable } from "./store.js";
@@ -17,12 +17,8 @@ export function roleResolver(store: MembershipStore): (principal: string) => Pro
   };
 }
 
-/** The caller as an active user (admin or member); anyone else is 403. */
-export function activeUser(caller: Caller): SignedCaller & { role: "admin" | "member" } {
-  if (caller.anonymous) throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureMissing, "request must carry a signed envelope");
-  if (caller.role !== "admin" && caller.role !== "member") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "caller is not an active user");
-  return caller as SignedCaller & { role: "admin" | "member" };
-}
+// The caller as an active user (admin or member): the kit's membership view.
+export { activeUser } from "@unibus/kit";
 
 /** A principal field must also pass the nkey checksum, which a schema pattern cannot check. */
 export function checkPrincipal(principal: string): string {

@@ -1,6 +1,6 @@
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { ServiceName } from "@unibus/contracts";
+import { MembershipEnv, ServiceName } from "@unibus/contracts";
 import { loadIdentityFile, nkeyAuthenticator, normalisePrincipal } from "@unibus/crypto";
 import { kitServiceEntry, loadServiceConfig } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
@@ -16,8 +16,8 @@ import { createMembershipService } from "./service.js";
  *   UNIBUS_ROOM_MAX_* / UNIBUS_ROOM_CEILING_MAX_*  persisted-room quota defaults and ceilings (quota.ts)
  */
 export const membershipEntry: ServiceEntry = kitServiceEntry(ServiceName.membership, (env) => {
-  const sysIdentityPath = env["UNIBUS_SYS_IDENTITY"] || undefined;
-  const bootstrapRaw = env["UNIBUS_BOOTSTRAP_PRINCIPAL"] || undefined;
+  const sysIdentityPath = env[MembershipEnv.sysIdentity] || undefined;
+  const bootstrapRaw = env[MembershipEnv.bootstrapPrincipal] || undefined;
   const quotas = loadRoomQuotaConfig(env);
   return async (nc, kit) => {
     const bootstrapPrincipal = bootstrapRaw === undefined ? undefined : normalisePrincipal(bootstrapRaw);

@@ -1,4 +1,5 @@
-import type { MembershipRoomsGetReply, MembershipUsersGetReply } from "@unibus/contracts";
+import { RoomSubjectPrefix, StoredBucket } from "@unibus/contracts";
+import type { MembershipRoomsGetReply, MembershipUsersGetReply, StoredRoomsByMemberRecord } from "@unibus/contracts";
 
 /** A value of the `users` bucket, key = principal (read by the auth callout). */
 export type UserRecord = MembershipUsersGetReply["user"];
@@ -13,13 +14,9 @@ export type RoomRole = MemberRecord["role"];
 
 /**
  * A value of the `rooms_by_member` bucket, key = principal: the grant-side
- * index the auth callout turns into room subject permissions.
+ * index the auth callout turns into room subject permissions (stored-data contract).
  */
-export interface RoomsByMemberRecord {
-  principal: string;
-  /** roomId → the principal's role in it. */
-  rooms: Record<string, RoomRole>;
-}
+export type RoomsByMemberRecord = StoredRoomsByMemberRecord;
 
 /** Allowlist roles. */
 export const UserRoleName = { admin: "admin", member: "member" } as const satisfies Record<string, UserRole>;
@@ -29,30 +26,14 @@ export const UserStatus = { active: "active", revoked: "revoked" } as const sati
 export const RoomRoleName = { owner: "owner", member: "member" } as const satisfies Record<string, RoomRole>;
 
 /** The KV buckets of the membership data model (architecture §2). */
-export const MembershipBucket = {
-  users: "users",
-  rooms: "rooms",
-  members: "members",
-  roomsByMember: "rooms_by_member",
-  /** Each room's hash-chained membership log, key `<roomId>.<seq>` (contracts/specs/membership-log.md). */
-  roomLog: "room_log",
-  /** The hash-chained users log rooted at the bootstrap, key `<seq>` (contracts/specs/membership-log.md). */
-  usersLog: "users_log",
-} as const;
+export const MembershipBucket = StoredBucket.membership;
 /** One of the {@link MembershipBucket} names. */
 export type MembershipBucket = (typeof MembershipBucket)[keyof typeof MembershipBucket];
 
 /** The data-plane subject root of a room; frames go to `<root>.>`. */
 export function roomSubject(roomId: string): string {
-  return `unibus.room.${roomId}`;
+  return `${RoomSubjectPrefix}.${roomId}`;
 }
 
-/** The JetStream stream backing a persisted room. */
-export function roomStreamName(roomId: string): string {
-  return `ROOM_${roomId}`;
-}
-
-/** The `members` key of one membership. */
-export function memberKey(roomId: string, principal: string): string {
-  return `${roomId}.${principal}`;
-}
+// Stream and key formats are part of the stored-data contract.
+export { memberKey, roomStreamName } from "@unibus/contracts";

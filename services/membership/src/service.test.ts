@@ -16,7 +16,7 @@ import type { RunningMembershipService } from "./service.js";
 
 const silent = pino({ level: "silent" });
 
-/** Records who would have been kicked; kicks against a live server are in kick.test.ts. */
+/** Records who would have been kicked; kicks against a live server are in test/services/membership/kick.test.ts. */
 class RecordingKicker implements ConnectionKicker {
   readonly kicked: string[] = [];
   async kick(principal: string): Promise<KickOutcome> {

@@ -1,10 +1,11 @@
-import { setTimeout as sleep } from "node:timers/promises";
-import { AckPolicy, DeliverPolicy, JetStreamApiCodes, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { createInbox, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { KV, KvEntry } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import type { KV } from "@nats-io/kv";
+import type { UnibusError } from "@unibus/contracts";
+import { Unchanged, casUpdate as kitCasUpdate, isRevisionConflict, listKeys, readVersioned, recordCheck, storeUnavailable } from "@unibus/kit";
+import type { RecordReader, Versioned } from "@unibus/kit";
 import type { MemberRecord, RoomRecord, RoomsByMemberRecord, UserRecord } from "./records.js";
 import { memberKey } from "./records.js";
 
@@ -16,11 +17,7 @@ export interface MembershipBuckets {
   roomsByMember: KV;
 }
 
-/** A record with the KV revision it was read or written at. */
-export interface Versioned<T> {
-  value: T;
-  revision: number;
-}
+export type { Versioned } from "@unibus/kit";
 
 /** One page of a bucket's entries; `next` is where the following page starts (absent: this was the last). */
 export interface Page<T> {
@@ -44,88 +41,38 @@ function parseAckSubject(reply: string | undefined): { seq: number; pending: num
   return Number.isSafeInteger(out.seq) && Number.isSafeInteger(out.pending) ? out : null;
 }
 
-/** Returned by a {@link casUpdate} mutator to leave the entry as it is. */
-export const Unchanged = Symbol("unchanged");
+// KV access is the kit's (one compare-and-set loop, one error mapping); the
+// records other services also read are checked against their stored-data
+// schema, so a damaged one is 500 corrupt_record here too, never trusted.
+const STORE = "membership";
+const anyRecord = { store: STORE } as const;
+const UserReader: RecordReader<UserRecord> = { store: STORE, check: recordCheck(STORE, "stored.users.record") };
+const MemberReader: RecordReader<MemberRecord> = { store: STORE, check: recordCheck(STORE, "stored.members.record") };
+const RoomsByMemberReader: RecordReader<RoomsByMemberRecord> = { store: STORE, check: recordCheck(STORE, "stored.rooms_by_member.record") };
 
-/**
- * Bound of one compare-and-set loop before giving up with 503. One owner
- * creating 32 rooms at once puts 32 writers on its `rooms_by_member` key;
- * retrying at once made them collide again and again (16 immediate attempts
- * gave up under that load), so each retry waits a jittered, growing delay.
- */
-const CAS_ATTEMPTS = 64;
-const CAS_BUDGET_MS = 5_000;
-const CAS_BACKOFF_MS = { first: 2, max: 100 } as const;
-
-/** True for the JetStream error a failed compare-and-set (or create on an existing key) raises. */
-export function isRevisionConflict(err: unknown): boolean {
-  return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence;
-}
+export { Unchanged, isRevisionConflict } from "@unibus/kit";
 
 /** A store failure the caller may retry; never a sign that the request was wrong. */
 export function unavailable(cause: unknown): UnibusError {
-  return new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "membership store unavailable", { cause });
-}
-
-function present(entry: KvEntry | null): entry is KvEntry {
-  return entry !== null && entry.operation === "PUT";
+  return storeUnavailable(STORE, cause);
 }
 
 function encode(value: unknown): string {
   return JSON.stringify(value);
 }
 
-async function read<T>(kv: KV, key: string): Promise<Versioned<T> | null> {
-  let entry: KvEntry | null;
-  try {
-    entry = await kv.get(key);
-  } catch (err) {
-    throw unavailable(err);
-  }
-  return present(entry) ? { value: entry.json<T>(), revision: entry.revision } : null;
+function read<T>(kv: KV, key: string, reader: RecordReader<T> = anyRecord): Promise<Versioned<T> | null> {
+  return readVersioned(kv, key, reader);
 }
 
 /**
- * Read-modify-write of one key by compare-and-set: the write names the
- * revision it read, so a concurrent writer (another replica) makes it fail
- * and the loop re-reads instead of overwriting — no lost update. `mutate`
- * sees null for a missing key; returning {@link Unchanged} writes nothing,
- * returning null deletes the key (also by revision).
- *
- * @returns the stored value and revision after the call (null if absent).
+ * Read-modify-write of one key by compare-and-set (the kit's loop): a
+ * concurrent writer makes the write fail and the loop re-reads instead of
+ * overwriting. `mutate` sees null for a missing key; returning `Unchanged`
+ * writes nothing, returning null deletes the key.
  */
-export async function casUpdate<T>(kv: KV, key: string, mutate: (current: T | null) => T | null | typeof Unchanged): Promise<Versioned<T> | null> {
-  const deadline = Date.now() + CAS_BUDGET_MS;
-  for (let attempt = 0; attempt < CAS_ATTEMPTS && Date.now() < deadline; attempt++) {
-    if (attempt > 0) {
-      // Full jitter: the colliding writers spread out instead of retrying in lockstep.
-      await sleep(Math.random() * Math.min(CAS_BACKOFF_MS.max, CAS_BACKOFF_MS.first * 2 ** attempt));
-    }
-    let entry: KvEntry | null;
-    try {
-      entry = await kv.get(key);
-    } catch (err) {
-      throw unavailable(err);
-    }
-    const current = present(entry) ? entry.json<T>() : null;
-    const next = mutate(current);
-    if (next === Unchanged) return current === null || entry === null ? null : { value: current, revision: entry.revision };
-    try {
-      if (next === null) {
-        if (current === null || entry === null) return null;
-        await kv.delete(key, { previousSeq: entry.revision });
-        return null;
-      }
-      // A key never written needs create (revision 0); a deleted one is
-      // updated over its delete marker so a concurrent re-create still conflicts.
-      const revision = entry === null ? await kv.create(key, encode(next)) : await kv.update(key, encode(next), entry.revision);
-      return { value: next, revision };
-    } catch (err) {
-      if (isRevisionConflict(err)) continue;
-      throw unavailable(err);
-    }
-  }
-  throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "membership store busy; retry", { details: { retryAfterMs: 100 } });
+export function casUpdate<T>(kv: KV, key: string, mutate: (current: T | null) => T | null | typeof Unchanged, reader: RecordReader<T> = anyRecord): Promise<Versioned<T> | null> {
+  return kitCasUpdate(kv, key, reader, mutate);
 }
 
 /**
@@ -253,7 +200,7 @@ export class MembershipStore {
   }
 
   getUser(principal: string): Promise<Versioned<UserRecord> | null> {
-    return read<UserRecord>(this.buckets.users, principal);
+    return read(this.buckets.users, principal, UserReader);
   }
 
   /** Creates a user; null when the principal already exists (nothing written). */
@@ -267,7 +214,7 @@ export class MembershipStore {
   }
 
   updateUser(principal: string, mutate: (current: UserRecord | null) => UserRecord | typeof Unchanged): Promise<Versioned<UserRecord> | null> {
-    return casUpdate<UserRecord>(this.buckets.users, principal, mutate);
+    return casUpdate(this.buckets.users, principal, mutate, UserReader);
   }
 
   /** Every room id, sorted; a full key scan, for start-up sweeps and tests, not for answering requests. */
@@ -297,11 +244,11 @@ export class MembershipStore {
   }
 
   getMember(roomId: string, principal: string): Promise<Versioned<MemberRecord> | null> {
-    return read<MemberRecord>(this.buckets.members, memberKey(roomId, principal));
+    return read(this.buckets.members, memberKey(roomId, principal), MemberReader);
   }
 
   updateMember(roomId: string, principal: string, mutate: (current: MemberRecord | null) => MemberRecord | null | typeof Unchanged): Promise<Versioned<MemberRecord> | null> {
-    return casUpdate<MemberRecord>(this.buckets.members, memberKey(roomId, principal), mutate);
+    return casUpdate(this.buckets.members, memberKey(roomId, principal), mutate, MemberReader);
   }
 
   /** Deletes a membership only if it is still at `revision`; false when someone changed it meanwhile. */
@@ -318,14 +265,14 @@ export class MembershipStore {
   async listMembers(roomId: string): Promise<MemberRecord[]> {
     const out: MemberRecord[] = [];
     for (const key of await this.#keys(this.buckets.members, `${roomId}.*`)) {
-      const entry = await read<MemberRecord>(this.buckets.members, key);
+      const entry = await read(this.buckets.members, key, MemberReader);
       if (entry !== null) out.push(entry.value);
     }
     return out.sort((a, b) => a.principal.localeCompare(b.principal));
   }
 
   getRoomsByMember(principal: string): Promise<Versioned<RoomsByMemberRecord> | null> {
-    return read<RoomsByMemberRecord>(this.buckets.roomsByMember, principal);
+    return read(this.buckets.roomsByMember, principal, RoomsByMemberReader);
   }
 
   /**
@@ -344,17 +291,11 @@ export class MembershipStore {
         rooms[roomId] = role;
       }
       return { principal, rooms };
-    });
+    }, RoomsByMemberReader);
     return result?.revision ?? 0;
   }
 
-  async #keys(kv: KV, filter?: string): Promise<string[]> {
-    try {
-      const out: string[] = [];
-      for await (const key of await kv.keys(filter)) out.push(key);
-      return out;
-    } catch (err) {
-      throw unavailable(err);
-    }
+  #keys(kv: KV, filter?: string): Promise<string[]> {
+    return listKeys(kv, STORE, filter);
   }
 }

@@ -1,6 +1,6 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, StoredBucket, Subjects, UnibusError } from "@unibus/contracts";
 import type { ReplicaChallenge, ReplicaFinishReply } from "@unibus/contracts";
 import {
   acceptorMac,
@@ -32,9 +32,9 @@ import type { PskSet } from "./config.js";
  * size cap bounds what unauthenticated hellos can store (full = 503, never accept).
  */
 export const ReplicaBucket = {
-  handshakes: { name: "replica_handshakes", ttl: 120_000, history: 1, maxBytes: 16 * 1024 * 1024 },
+  handshakes: { name: StoredBucket.replica.handshakes, ttl: 120_000, history: 1, maxBytes: 16 * 1024 * 1024 },
   /** Completed handshakes, for the join step that follows. */
-  sessions: { name: "replica_sessions", ttl: 600_000, history: 1 },
+  sessions: { name: StoredBucket.replica.sessions, ttl: 600_000, history: 1 },
 } as const satisfies Record<string, BucketSpec>;
 
 /** How long a session record lives (the `replica_sessions` TTL). */

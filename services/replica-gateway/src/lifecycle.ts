@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
+import { ErrorCode, StoredBucket, Subjects, UnibusError } from "@unibus/contracts";
 import type {
   ReplicaApproveReply,
   ReplicaCommitReply,
@@ -45,13 +45,13 @@ import { answerSeedRequests, requestSeedFromPeers } from "./seed-peers.js";
 /** The lifecycle's buckets, shared by every gateway replica. */
 export const LifecycleBucket = {
   /** `e.<seq>` entries (create-only) and the signed `latest` pointer. */
-  history: { name: "replica_history", history: 1 },
+  history: { name: StoredBucket.replica.history, history: 1 },
   /** Views materialised from the history: `n.<nodeId>` records and `j.<joinKey>` index. */
-  nodes: { name: "replica_nodes", history: 1 },
+  nodes: { name: StoredBucket.replica.nodes, history: 1 },
   /** `t.<sha256(ticket)>`: one-time registration tickets, expired by the TTL. */
-  tickets: { name: "replica_tickets", ttl: 24 * 3600_000, history: 1 },
+  tickets: { name: StoredBucket.replica.tickets, ttl: 24 * 3600_000, history: 1 },
   /** `w.<nodeId>`: wrapped CUKs, purged on decommission. */
-  cuks: { name: "replica_cuks", history: 1 },
+  cuks: { name: StoredBucket.replica.cuks, history: 1 },
 } as const satisfies Record<string, BucketSpec>;
 
 /** How long a ticket is valid. */

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
-import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
+import { accountJetStreamLimitsFromEnv } from "@unibus/kit";
 import { NatsServerNotFoundError, NatsServerOrphanError, findNatsServer, stopOrphanNatsServer } from "@unibus/natsd";
 import { parseCommandArgs, stringFlag } from "../args.js";
 import type { Command } from "../command.js";

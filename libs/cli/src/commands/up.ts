@@ -1,11 +1,10 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
-import { accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
-import type { AccountJetStreamLimits } from "@unibus/auth-callout";
+import { CalloutEnv, HealthzEnv, MembershipEnv } from "@unibus/contracts";
 import { nkeyAuthenticator } from "@unibus/crypto";
-import { HealthzEnv } from "@unibus/healthz";
-import { PARENT_LIFELINE_PRELOAD, retry } from "@unibus/kit";
+import { PARENT_LIFELINE_PRELOAD, accountJetStreamLimitsFromEnv, retry } from "@unibus/kit";
+import type { AccountJetStreamLimits } from "@unibus/kit";
 import {
   MIN_NATS_SERVER_VERSION,
   NatsServerNotFoundError,
@@ -43,12 +42,12 @@ import { STANDALONE_SUFFIX, clusteredBusConfig, readClusterRecord } from "../clu
 import type { ClusterRecord } from "../cluster/convert.js";
 
 const DEFAULT_PORT = 4222;
-/** Read by services/auth-callout/src/entry.ts (`CalloutEnv`). */
-const CALLOUT_ISSUER_SEED_FILE_ENV = "UNIBUS_CALLOUT_ISSUER_SEED_FILE";
-const CALLOUT_XKEY_SEED_FILE_ENV = "UNIBUS_CALLOUT_XKEY_SEED_FILE";
-/** Read by services/membership/src/entry.ts. */
-const SYS_IDENTITY_ENV = "UNIBUS_SYS_IDENTITY";
-const BOOTSTRAP_PRINCIPAL_ENV = "UNIBUS_BOOTSTRAP_PRINCIPAL";
+/** Read by auth-callout (the launcher contract in @unibus/contracts). */
+const CALLOUT_ISSUER_SEED_FILE_ENV = CalloutEnv.issuerSeedFile;
+const CALLOUT_XKEY_SEED_FILE_ENV = CalloutEnv.xkeySeedFile;
+/** Read by membership. */
+const SYS_IDENTITY_ENV = MembershipEnv.sysIdentity;
+const BOOTSTRAP_PRINCIPAL_ENV = MembershipEnv.bootstrapPrincipal;
 /** `one` (default) or `each`: see {@link ServiceProcesses}. */
 const SERVICE_PROCESSES_ENV = "UNIBUS_SERVICE_PROCESSES";
 /** Read by every service (kit's service-main): replicas of the buckets it creates. */

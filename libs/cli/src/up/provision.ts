@@ -1,7 +1,6 @@
 import { randomInt } from "node:crypto";
 import { open, readdir, stat } from "node:fs/promises";
-import { CalloutXkey } from "@unibus/auth-callout";
-import { IdentityFileError, NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, randomBytes, writeIdentityFile } from "@unibus/crypto";
+import { IdentityFileError, NkeyPrefix, SigningKey, createIdentity, curvePublicKey, encodeNkeySeed, newCurveSeed, randomBytes, writeIdentityFile } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import { CliError } from "../errors.js";
 import { ensurePrivateDir, serviceIdentityFile } from "../home.js";
@@ -174,7 +173,7 @@ function calloutPublicKeys(issuerSeed: string, xkeySeed: string, home: HomeLayou
   }
   if (!issuer.startsWith(NkeyPrefix.account)) throw new CliError(`${home.calloutIssuerSeedFile} is not an account (SA…) seed`);
   try {
-    xkey = CalloutXkey.fromSeed(xkeySeed).publicKey;
+    xkey = curvePublicKey(xkeySeed);
   } catch (err) {
     throw new CliError(`${home.calloutXkeySeedFile} is damaged (${(err as Error).message}); delete it to have a new one created`, { cause: err });
   }
@@ -213,7 +212,7 @@ export async function provisionHome(home: HomeLayout, services: readonly Service
   }
   const jetstreamKey = await loadOrCreateJetStreamKey(home, created);
   const issuerSeed = await loadOrCreateSeed(home.calloutIssuerSeedFile, "auth-callout issuer seed", newAccountSeed, created);
-  const xkeySeed = await loadOrCreateSeed(home.calloutXkeySeedFile, "auth-callout xkey seed", () => CalloutXkey.generate().seed(), created);
+  const xkeySeed = await loadOrCreateSeed(home.calloutXkeySeedFile, "auth-callout xkey seed", newCurveSeed, created);
   const callout = calloutPublicKeys(issuerSeed, xkeySeed, home);
   const admin = await loadOrCreateIdentity(home.adminIdentityFile, "admin", created, hadData);
   // Like service identities, these two are config-level users named afresh on each start: a lost one is only a new key.

@@ -1,4 +1,4 @@
-import { DefaultAccountJetStreamLimits, accountJetStreamLimitsFromEnv } from "@unibus/auth-callout";
+import { DefaultAccountJetStreamLimits, accountJetStreamLimitsFromEnv } from "@unibus/kit";
 import { Subjects } from "@unibus/contracts";
 import { renderNatsConfig } from "@unibus/natsd";
 import { describe, expect, it } from "vitest";

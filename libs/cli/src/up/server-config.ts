@@ -1,9 +1,6 @@
-import { UnibusSubject, calloutServerConfig, servicePermissions } from "@unibus/auth-callout";
-import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/auth-callout";
-import { Subjects } from "@unibus/contracts";
-import { healthzJetStreamSubjects } from "@unibus/healthz";
-import { NonceBucket } from "@unibus/kit";
-import { MembershipBucket } from "@unibus/membership";
+import { ServiceStorage, Subjects } from "@unibus/contracts";
+import { calloutServerConfig, serviceStoragePermissions } from "@unibus/kit";
+import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/kit";
 import { SINGLE_NODE_LAME_DUCK, envRef, mergeNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
 import { ServiceName } from "./services.js";
@@ -105,96 +102,13 @@ export interface BusPrincipals {
 }
 
 /**
- * What each service's connection may do (architecture §4 "service:X"): its own
- * endpoints, micro discovery, replies, and only the KV buckets it owns
- * (`nonces` where it has mutating endpoints). Services without buckets get no
- * JetStream API at all.
+ * What each service's connection may do (architecture §4 "service:X"),
+ * generated from the service's storage declaration in contracts: its own
+ * endpoints, micro discovery, replies, the buckets it owns and read-only
+ * access to the ones it reads.
  */
 export function serviceUserPermissions(name: Exclude<ServiceName, "auth-callout">): ServerPermissions {
-  switch (name) {
-    case ServiceName.membership:
-      return servicePermissions({
-        service: "membership",
-        kvBuckets: [...Object.values(MembershipBucket), NonceBucket.name],
-        // Persisted rooms get their own stream; membership changes are
-        // announced to the room's members so owners rekey. NATS wildcards
-        // match whole tokens only (`ROOM_*` is a literal, and matched no
-        // room), so stream create/info cannot be narrowed to `ROOM_` names:
-        // CREATE cannot change an existing stream (no DELETE/PURGE here),
-        // and this service already holds the allowlist itself. UPDATE turns
-        // on direct get on room streams made before it; consumer list and
-        // delete remove leftover consumers from room streams when someone
-        // loses access (neither reads a message). Batch direct get
-        // (`DIRECT.GET.<stream>`, no subject suffix) serves `rooms.history`:
-        // only this service reads room streams, and the server answers it on
-        // the service's own inbox, never a subject a member chose.
-        publish: [
-          "$JS.API.DIRECT.GET.*",
-          "$JS.API.STREAM.CREATE.*",
-          "$JS.API.STREAM.INFO.*",
-          "$JS.API.STREAM.UPDATE.*",
-          "$JS.API.CONSUMER.LIST.*",
-          "$JS.API.CONSUMER.DELETE.*.*",
-          "unibus.room.*.membership",
-        ],
-      });
-    case ServiceName.replicaGateway:
-      // It answers under `unibus.v1.replica.>` (architecture §2), not its process name.
-      // ReplicaBucket and LifecycleBucket of @unibus/replica-gateway:
-      // handshake state and sessions, the cluster history, node views,
-      // tickets and wrapped CUKs; `nonces` for its signed lifecycle
-      // endpoints. Membership's `users` read only (admin roles), and it
-      // publishes the seed request its peers answer (sealed, signed).
-      return servicePermissions({
-        service: "replica",
-        kvBuckets: ["replica_handshakes", "replica_sessions", "replica_history", "replica_nodes", "replica_tickets", "replica_cuks", NonceBucket.name],
-        publish: [`$JS.API.STREAM.INFO.KV_${MembershipBucket.users}`, `$JS.API.STREAM.MSG.GET.KV_${MembershipBucket.users}`, Subjects.replicaGateway.seedRequest],
-      });
-    case ServiceName.keys:
-      return servicePermissions({
-        service: "keys",
-        // KeysBucket of @unibus/keys (room_keys, agreement_keys).
-        kvBuckets: ["room_keys", "agreement_keys", NonceBucket.name],
-        // Membership's `users` and `members`: read only (leader get, stream
-        // info, key listing consumers), no `$KV.<bucket>.>` publish, so a
-        // compromised keys service cannot grant itself into a room. No direct
-        // get: a lagging replica would answer it.
-        publish: [MembershipBucket.users, MembershipBucket.members].flatMap((b) => [
-          `$JS.API.STREAM.INFO.KV_${b}`,
-          `$JS.API.STREAM.MSG.GET.KV_${b}`,
-          `$JS.API.CONSUMER.*.KV_${b}`,
-          `$JS.API.CONSUMER.*.KV_${b}.>`,
-        ]),
-      });
-    case ServiceName.blobs:
-      return servicePermissions({
-        service: "blobs",
-        kvBuckets: [NonceBucket.name],
-        publish: [
-          // The `blobs` object store: stream API, chunk and meta subjects,
-          // ordered consumers for reads, purge of aborted uploads, flow control.
-          "$JS.API.STREAM.*.OBJ_blobs",
-          "$JS.API.CONSUMER.*.OBJ_blobs",
-          "$JS.API.CONSUMER.*.OBJ_blobs.>",
-          "$JS.API.DIRECT.GET.OBJ_blobs.>",
-          "$JS.API.STREAM.MSG.GET.OBJ_blobs",
-          "$O.blobs.>",
-          "$JS.FC.>",
-          // Membership's `members`, read only (leader get): room checks, never a grant.
-          `$JS.API.STREAM.INFO.KV_${MembershipBucket.members}`,
-          `$JS.API.STREAM.MSG.GET.KV_${MembershipBucket.members}`,
-        ],
-      });
-    case ServiceName.healthz:
-      return servicePermissions({
-        service: name,
-        // Readiness and posture: account info, stream info of the bus
-        // buckets, leader gets of `users` (admin check), and micro PING /
-        // $SRV.METRICS to every service. Read only: no create, update, purge
-        // or delete, and no `$KV.` publish.
-        publish: [...healthzJetStreamSubjects(), UnibusSubject.microDiscovery],
-      });
-  }
+  return serviceStoragePermissions(ServiceStorage[name]);
 }
 
 /**

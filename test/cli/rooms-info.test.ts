@@ -12,9 +12,8 @@ import { StaticRoomKeys, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { ExitCode } from "../errors.js";
-import { runCli } from "../router.js";
-import { recordingIo } from "../test-io.js";
+import { ExitCode, runCli } from "@unibus/cli";
+import { recordingIo } from "@unibus/cli/test-io";
 
 const KiB = 1024;
 let server: TestServer;

@@ -11,9 +11,8 @@ import type { RunningService } from "@unibus/kit";
 import { createIdentity, writeIdentityFile } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { ExitCode } from "../errors.js";
-import { runCli } from "../router.js";
-import { recordingIo } from "../test-io.js";
+import { ExitCode, runCli } from "@unibus/cli";
+import { recordingIo } from "@unibus/cli/test-io";
 
 const ROOM = "clirooms01";
 let server: TestServer;
@@ -28,7 +27,9 @@ beforeAll(async () => {
   const identity = createIdentity();
   await writeIdentityFile(join(dir, "id.json"), identity);
   const members = await new Kvm(jetstream(nc)).create("members");
-  await members.put(`${ROOM}.${identity.signingKey.principal}`, "{}");
+  // A record as membership writes it: blobs refuses anything else as damaged.
+  const principal = identity.signingKey.principal;
+  await members.put(`${ROOM}.${principal}`, JSON.stringify({ roomId: ROOM, principal, role: "owner", addedAt: new Date().toISOString(), addedBy: principal }));
   running = await createBlobsService(nc, { logger: pino({ level: "silent" }), maxBlobBytes: 256 * 1024 });
   env = { UNIBUS_URL: server.url, UNIBUS_IDENTITY: join(dir, "id.json") };
 });

@@ -1,8 +1,8 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { Logger } from "pino";
 
-/** How long a caller waits for the watcher to catch up with the bucket before reading the bucket itself. */
-const CATCH_UP_MS = 500;
+/** How long a lookup waits for the watcher to catch up with the bucket before the caller reads the bucket directly. */
+export const WATCH_CATCH_UP_MS = 500;
 
 /**
  * How long a watcher may stay behind the bucket without progress (or stay
@@ -13,33 +13,42 @@ const CATCH_UP_MS = 500;
  */
 const STALL_MS = 5_000;
 
-/** What a {@link BucketWatch} feeds its owner's in-memory copy. */
-export interface BucketWatchOptions {
-  /** Watch key names and operations only. */
-  readonly headersOnly: boolean;
+/** What a {@link WatchedKv} feeds its owner's in-memory copy, and how it watches. */
+export interface WatchedKvOptions {
+  /** Watch key names and operations only (no values). */
+  readonly headersOnly?: boolean;
   /** `op` of its log lines, e.g. `members.watch`. */
   readonly op: string;
-  /** Said when the watcher fails: what callers do meanwhile. */
-  readonly fallback: string;
+  /** Said when the watcher fails: what callers do meanwhile. Default: reading the bucket directly. */
+  readonly fallback?: string;
   readonly logger: Logger;
   /** How long a stall lasts before the watch is replaced. Default {@link STALL_MS}. */
   readonly stallMs?: number;
-  /** Empties the copy: a new watch delivers every key's current state again. */
-  reset(): void;
+  /**
+   * Empties the copy before a replacement watch replays the bucket. Without
+   * it the replay lands on the old copy, which KV's replay (the latest entry
+   * of every key, delete markers included) also leaves correct.
+   */
+  reset?(): void;
+  /** Applies one entry to the copy; a throw ends that watcher (callers then read the bucket until it is replaced). */
   apply(entry: KvEntry): void;
 }
 
 /**
- * A KV watch that keeps an in-memory copy of a bucket, for the keys
- * service's directories. {@link caughtUp} fences every use: it reads the
- * bucket's last sequence from the stream leader and waits until the copy
- * has applied it, else the caller reads the bucket. A watcher that stays
- * behind or stops is replaced (fresh copy, fresh watch) instead of leaving
- * every later caller on the slow path.
+ * A KV bucket followed by a watcher into an in-memory copy, with one error
+ * policy for every cache built on it. {@link caughtUp} fences every use: it
+ * reads the bucket's last sequence from the stream leader and waits until
+ * the copy has applied it; when that check cannot be made (the stream-info
+ * request fails), the watcher is behind for {@link WATCH_CATCH_UP_MS}, or it
+ * has stopped, the answer is false and the caller reads the bucket directly,
+ * whose errors are 503: a stale copy never answers, and a broken one costs
+ * speed, not correctness. A watcher that stays behind or stopped is replaced
+ * (fresh copy, fresh watch) instead of leaving every later caller on the
+ * slow path.
  */
-export class BucketWatch {
+export class WatchedKv {
   readonly #kv: KV;
-  readonly #opts: BucketWatchOptions;
+  readonly #opts: WatchedKvOptions;
   #seen = 0;
   #healthy = false;
   #stopped = false;
@@ -50,9 +59,25 @@ export class BucketWatch {
   #stalledSince: number | undefined;
   #restarting = false;
 
-  constructor(kv: KV, opts: BucketWatchOptions) {
+  constructor(kv: KV, opts: WatchedKvOptions) {
     this.#kv = kv;
     this.#opts = opts;
+  }
+
+  /** A started watch: {@link start} already awaited. */
+  static async watch(kv: KV, opts: WatchedKvOptions): Promise<WatchedKv> {
+    const watched = new WatchedKv(kv, opts);
+    await watched.start();
+    return watched;
+  }
+
+  /** The bucket it follows. */
+  get kv(): KV {
+    return this.#kv;
+  }
+
+  get #fallback(): string {
+    return this.#opts.fallback ?? "reading the bucket directly";
   }
 
   /** Starts (or replaces) the watch; resolves once it is created. */
@@ -60,12 +85,12 @@ export class BucketWatch {
     const generation = ++this.#generation;
     this.#stopIter?.();
     this.#healthy = false;
-    const iter = await this.#kv.watch({ headers_only: this.#opts.headersOnly });
+    const iter = await this.#kv.watch(this.#opts.headersOnly === true ? { headers_only: true } : {});
     if (this.#stopped || generation !== this.#generation) {
       iter.stop();
       return;
     }
-    this.#opts.reset();
+    this.#opts.reset?.();
     this.#seen = 0;
     this.#stalledSince = undefined;
     this.#stopIter = () => iter.stop();
@@ -78,7 +103,7 @@ export class BucketWatch {
           this.#seen = Math.max(this.#seen, e.revision);
         }
       } catch (err) {
-        this.#opts.logger.error({ op: this.#opts.op, err: (err as Error).message }, `watcher failed; ${this.#opts.fallback}`);
+        this.#opts.logger.error({ op: this.#opts.op, err: (err as Error).message }, `watcher failed; ${this.#fallback}`);
       } finally {
         if (generation === this.#generation) this.#healthy = false;
       }
@@ -104,7 +129,7 @@ export class BucketWatch {
       return false;
     }
     const seenBefore = this.#seen;
-    const deadline = Date.now() + CATCH_UP_MS;
+    const deadline = Date.now() + WATCH_CATCH_UP_MS;
     while (this.#healthy && this.#seen < last) {
       if (Date.now() > deadline) {
         // Progress during the wait: catching up under load, not stalled.
@@ -141,7 +166,7 @@ export class BucketWatch {
       .catch((err: unknown) => {
         // Still stalled: a later caller tries again after another stall period.
         this.#stalledSince = Date.now();
-        this.#opts.logger.error({ op: this.#opts.op, err: (err as Error).message }, `watcher restart failed; ${this.#opts.fallback}`);
+        this.#opts.logger.error({ op: this.#opts.op, err: (err as Error).message }, `watcher restart failed; ${this.#fallback}`);
       })
       .finally(() => {
         clearTimeout(timer);

@@ -1,4 +1,5 @@
-import { ReplicaHandshakeSubjects, RoomSubjectPrefix, SubjectPrefix } from "@unibus/contracts";
+import { RoomStreamPrefix, StoredBucket } from "./stored.js";
+import { ReplicaHandshakeSubjects, RoomSubjectPrefix, SubjectPrefix } from "./subjects.js";
 
 /** Protocol names fixed by nats-server's auth callout (ADR-26). */
 export const CalloutSubject = {
@@ -22,7 +23,7 @@ export const UnibusSubject = {
   /** `unibus.room.<roomId>.>`: room data plane. */
   roomPrefix: `${RoomSubjectPrefix}.`,
   /** A persisted room's JetStream stream is `ROOM_<roomId>`. */
-  roomStreamPrefix: "ROOM_",
+  roomStreamPrefix: RoomStreamPrefix,
   /** `unibus.v1.<service>.<endpoint…>`: control-plane requests. */
   controlPlane: `${SubjectPrefix}.*.>`,
   /** The replica gateway's PSK handshake subjects: all a node / bootstrap identity may publish to. */
@@ -37,21 +38,8 @@ export type UnibusSubject = (typeof UnibusSubject)[keyof typeof UnibusSubject];
 
 /** The KV buckets the callout reads (written by the membership service). */
 export const DirectoryBucket = {
-  users: "users",
-  roomsByMember: "rooms_by_member",
+  users: StoredBucket.membership.users,
+  roomsByMember: StoredBucket.membership.roomsByMember,
 } as const;
 /** One of the {@link DirectoryBucket} names. */
 export type DirectoryBucket = (typeof DirectoryBucket)[keyof typeof DirectoryBucket];
-
-/**
- * How the callout's own connection comes back after a server restart. Every
- * login waits on the callout, so its way back is on the critical path of a
- * whole reconnect storm: with the nats.js default (2 s between attempts)
- * clients arriving before it are refused and back off for seconds (bench
- * P1s: 1,000–1,500 refusals per 1,000-client storm, against 0–90 at 100 ms).
- * It is one connection per replica, so fast retries cost the server nothing.
- */
-export const CalloutReconnect = {
-  timeWaitMs: 100,
-  jitterMs: 100,
-} as const;

@@ -4,16 +4,17 @@ import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import type { Service } from "@nats-io/services";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import {
   CalloutXkey,
   KvPrincipalDirectory,
-  calloutServerConfig,
   createAuthCalloutService,
-  servicePermissions,
-} from "../src/index.js";
-import type { CalloutLogger, RoomsRecord, UserRecord } from "../src/index.js";
+} from "./index.js";
+import type { CalloutLogger, RoomsRecord, UserRecord } from "./index.js";
+
+import packageJson from "../package.json" with { type: "json" };
 
 const quiet: CalloutLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
@@ -23,8 +24,11 @@ const CONFIGS = [
   { name: "xkey", encrypted: true },
 ] as const;
 
+// Records as membership stores them: the callout refuses any other shape as damaged.
+const ADDED_BY = SigningKey.generate().principal;
+
 function userRecord(key: SigningKey, over: Partial<UserRecord> = {}): UserRecord {
-  return { principal: key.principal, handle: "h", role: "member", status: "active", addedAt: new Date().toISOString(), addedBy: "test", ...over };
+  return { principal: key.principal, handle: "h", role: "member", status: "active", addedAt: new Date().toISOString(), addedBy: ADDED_BY, ...over };
 }
 
 function roomsRecord(key: SigningKey, rooms: RoomsRecord["rooms"]): RoomsRecord {
@@ -99,7 +103,7 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     await users.put(alice.principal, JSON.stringify(userRecord(alice)));
     await users.put(bob.principal, JSON.stringify(userRecord(bob)));
     await users.put(dave.principal, JSON.stringify(userRecord(dave)));
-    await users.put(carol.principal, JSON.stringify(userRecord(carol, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: "test" })));
+    await users.put(carol.principal, JSON.stringify(userRecord(carol, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
     await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r1: "owner" })));
     await rooms.put(bob.principal, JSON.stringify(roomsRecord(bob, { r2: "owner" })));
     // The membership service's own endpoint, so members' requests have someone to answer.
@@ -129,6 +133,19 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     const reply = await nc.request("unibus.v1.membership.ping", "", { timeout: 2000 });
     expect(reply.string()).toBe("pong");
     await nc.close();
+  });
+
+  it("registers as a micro service with its package's version", () => {
+    expect(service.info()).toMatchObject({ name: "auth-callout", version: packageJson.version });
+  });
+
+  it("its $SRV.STATS entry carries last_error and the real processing time, as micro clients expect", async () => {
+    const nc = await connectAs(alice);
+    await nc.close();
+    const [ep] = (await service.stats()).endpoints as unknown as Array<Record<string, unknown>>;
+    expect(ep).toMatchObject({ name: "AUTH", last_error: "", num_errors: 0 });
+    expect(ep?.["num_requests"]).toBeGreaterThan(0);
+    expect(ep?.["processing_time"]).toBeGreaterThan(0);
   });
 
   it("a granted connection is named after the principal and lands in the app account", async () => {
@@ -167,7 +184,7 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
 
   it("a member revoked a moment ago is denied on its very next connect", async () => {
     (await connectAs(dave)).close().catch(() => undefined);
-    await users.put(dave.principal, JSON.stringify(userRecord(dave, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: "test" })));
+    await users.put(dave.principal, JSON.stringify(userRecord(dave, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
     await expect(connectAs(dave)).rejects.toThrow(/authorization/i);
   });
 
@@ -185,6 +202,29 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     const erin = SigningKey.generate();
     await users.put(erin.principal, JSON.stringify(userRecord(erin)));
     await (await connectAs(erin)).close();
+  });
+
+  it("a users record that fails its stored-data schema denies the login; the sound record then admits it", async () => {
+    // Each shape on a fresh principal, so no cached denial stands in for the check.
+    for (const damage of [{ addedBy: "someone" }, { handle: "" }, { extra: true }]) {
+      const frank = SigningKey.generate();
+      await users.put(frank.principal, JSON.stringify({ ...userRecord(frank), ...damage }));
+      await expect(connectAs(frank)).rejects.toThrow(/authorization/i);
+    }
+    const sound = SigningKey.generate();
+    await users.put(sound.principal, JSON.stringify(userRecord(sound)));
+    await (await connectAs(sound)).close();
+  });
+
+  it("a rooms_by_member record that fails its schema denies the login", async () => {
+    const gail = SigningKey.generate();
+    await users.put(gail.principal, JSON.stringify(userRecord(gail)));
+    await rooms.put(gail.principal, JSON.stringify({ principal: gail.principal, rooms: { "r1.>": "owner" } }));
+    await expect(connectAs(gail)).rejects.toThrow(/authorization/i);
+    const hank = SigningKey.generate();
+    await users.put(hank.principal, JSON.stringify(userRecord(hank)));
+    await rooms.put(hank.principal, JSON.stringify(roomsRecord(hank, { r1: "member" })));
+    await (await connectAs(hank)).close();
   });
 
   it("a connect without an nkey is denied", async () => {

@@ -11,10 +11,9 @@ import type { RunningReplicaGateway } from "@unibus/replica-gateway";
 import { joinNode, loadNodeIdentity, NodeHomeError, readNodeClusterInfo, readNodeUnlockKey, readWrappedCuk, replicaHandshake } from "@unibus/sdk";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { ExitCode } from "../errors.js";
-import { runCli } from "../router.js";
-import { recordingIo } from "../test-io.js";
-import type { RecordingIo } from "../test-io.js";
+import { ExitCode, runCli } from "@unibus/cli";
+import { recordingIo } from "@unibus/cli/test-io";
+import type { RecordingIo } from "@unibus/cli/test-io";
 
 const CLUSTER = "cli-cluster";
 const PSK = toHex(randomBytes(32));

@@ -5,6 +5,7 @@ import { Kvm } from "@nats-io/kv";
 import type { AuditDenialRecord } from "@unibus/contracts";
 import { AuditDenialStream, auditDenialSubject } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import {
@@ -12,17 +13,18 @@ import {
   DenialCache,
   KvPrincipalDirectory,
   calloutMetrics,
-  calloutServerConfig,
   createAuthCalloutService,
   invalidateOnUserChanges,
-  servicePermissions,
-} from "../src/index.js";
-import type { CalloutLogger, DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch, UserRecord } from "../src/index.js";
+} from "./index.js";
+import type { CalloutLogger, DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch, UserRecord } from "./index.js";
 
 const quiet: CalloutLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
 
+// Records as membership stores them: the callout refuses any other shape as damaged.
+const ADDED_BY = SigningKey.generate().principal;
+
 function userRecord(key: SigningKey, over: Partial<UserRecord> = {}): UserRecord {
-  return { principal: key.principal, handle: "h", role: "member", status: "active", addedAt: new Date().toISOString(), addedBy: "test", ...over };
+  return { principal: key.principal, handle: "h", role: "member", status: "active", addedAt: new Date().toISOString(), addedBy: ADDED_BY, ...over };
 }
 
 /** The real KV directory, with a read counter and a switch that makes it fail like a lost quorum. */
@@ -118,7 +120,7 @@ describe("refused logins are recorded and answered cheaply", () => {
     // A long TTL: only the users-bucket watch can make an ADD visible here.
     bus = await startBus({ ttlMs: 60_000, addressThreshold: 10_000, delayInitialMs: 50, delayMaxMs: 200 }, true);
     await bus.users.put(alice.principal, JSON.stringify(userRecord(alice)));
-    await bus.users.put(carol.principal, JSON.stringify(userRecord(carol, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: "test" })));
+    await bus.users.put(carol.principal, JSON.stringify(userRecord(carol, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
   });
   afterAll(async () => {
     await bus?.stop();
@@ -226,7 +228,7 @@ describe("refused logins are recorded and answered cheaply", () => {
     const gina = SigningKey.generate();
     await bus.users.put(gina.principal, JSON.stringify(userRecord(gina)));
     await (await bus.connectAs(gina)).close();
-    await bus.users.put(gina.principal, JSON.stringify(userRecord(gina, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: "test" })));
+    await bus.users.put(gina.principal, JSON.stringify(userRecord(gina, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
     for (let i = 0; i < 10; i++) await expect(bus.connectAs(gina)).rejects.toThrow(/authorization/i);
     expect((await bus.lastRecord(gina.principal)).reason).toBe("revoked");
   });

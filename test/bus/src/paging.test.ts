@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode, runCli } from "@unibus/cli";
 import { writeIdentityFile } from "@unibus/crypto";
-import { recordingIo } from "../../cli/src/test-io.js";
+import { recordingIo } from "@unibus/cli/test-io";
 import { startTestBus } from "./bus.js";
 import type { TestBus } from "./bus.js";
 

@@ -1,6 +1,7 @@
 import { AuditDenialStream } from "@unibus/contracts";
 import type { NatsConfig, NatsConfigMap } from "@unibus/natsd";
-import { CalloutSubject, DirectoryBucket, UnibusSubject } from "./constants.js";
+import { BusStreams, CalloutSubject, DirectoryBucket, StoredBucket, UnibusSubject, kvStreamName, objectStoreStreamName } from "@unibus/contracts";
+import type { ServiceStorageDeclaration } from "@unibus/contracts";
 
 /** nats-server permission block for a config-level user (`permissions { publish, subscribe, allow_responses }`). */
 export interface ServerPermissions {
@@ -118,6 +119,16 @@ export function kvWatchSubjects(buckets: readonly string[]): string[] {
 }
 
 /**
+ * JetStream API subjects the healthz service user may publish: account info
+ * (proves a meta leader) and stream info of every bus stream, plus leader
+ * gets of `users` for the admin check. Read only: no create, update, purge
+ * or delete (threat: a compromised probe destroying the state it watches).
+ */
+export function healthzJetStreamSubjects(): string[] {
+  return ["$JS.API.INFO", ...BusStreams.map((s) => `$JS.API.STREAM.INFO.${s.stream}`), `$JS.API.STREAM.MSG.GET.${kvStreamName(StoredBucket.membership.users)}`];
+}
+
+/**
  * Permissions of the callout's own connection: receive authorization
  * requests, answer the server's `$SYS._INBOX` replies, read and watch the
  * two directory buckets, answer micro discovery, and append refused logins
@@ -147,6 +158,57 @@ export function servicePermissions(opts: { service: string; kvBuckets?: readonly
     subscribe: { allow: [`unibus.v1.${opts.service}.>`, UnibusSubject.microDiscovery, `${UnibusSubject.inboxPrefix}>`, ...(opts.subscribe ?? [])] },
     allow_responses: true,
   };
+}
+
+/**
+ * A service user's permissions, generated from its storage declaration
+ * (contracts' `ServiceStorage`): its endpoints, micro discovery, replies,
+ * full use of what it owns, and read-only access to what it only reads.
+ * Services without buckets get no JetStream API at all.
+ */
+export function serviceStoragePermissions(decl: ServiceStorageDeclaration): ServerPermissions {
+  const publish: string[] = [];
+  if (decl.roomStreams === true) {
+    // NATS wildcards match whole tokens only (`ROOM_*` is a literal, and
+    // matched no room), so stream create/info cannot be narrowed to `ROOM_`
+    // names: CREATE cannot change an existing stream (no DELETE/PURGE here),
+    // and this service already holds the allowlist itself. UPDATE turns on
+    // direct get on room streams made before it; consumer list and delete
+    // remove leftover consumers from room streams when someone loses access
+    // (neither reads a message). Batch direct get (`DIRECT.GET.<stream>`, no
+    // subject suffix) serves room history: only this service reads room
+    // streams, and the server answers it on the service's own inbox, never a
+    // subject a member chose.
+    publish.push("$JS.API.DIRECT.GET.*", "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.UPDATE.*", "$JS.API.CONSUMER.LIST.*", "$JS.API.CONSUMER.DELETE.*.*");
+  }
+  for (const store of decl.ownsObjectStores ?? []) {
+    const stream = objectStoreStreamName(store);
+    // Stream API, chunk and meta subjects, ordered consumers for reads, purge
+    // of aborted uploads, flow control.
+    publish.push(
+      `$JS.API.STREAM.*.${stream}`,
+      `$JS.API.CONSUMER.*.${stream}`,
+      `$JS.API.CONSUMER.*.${stream}.>`,
+      `$JS.API.DIRECT.GET.${stream}.>`,
+      `$JS.API.STREAM.MSG.GET.${stream}`,
+      `$O.${store}.>`,
+      "$JS.FC.>",
+    );
+  }
+  // Another service's buckets: leader get, stream info and key-listing
+  // consumers, no `$KV.<bucket>.>` publish, so a compromised reader cannot
+  // write itself a grant. No direct get: a lagging replica would answer it.
+  for (const b of decl.readsKv ?? []) {
+    const stream = kvStreamName(b);
+    publish.push(`$JS.API.STREAM.INFO.${stream}`, `$JS.API.STREAM.MSG.GET.${stream}`, `$JS.API.CONSUMER.*.${stream}`, `$JS.API.CONSUMER.*.${stream}.>`);
+  }
+  for (const b of decl.getsKv ?? []) publish.push(`$JS.API.STREAM.INFO.${kvStreamName(b)}`, `$JS.API.STREAM.MSG.GET.${kvStreamName(b)}`);
+  publish.push(...(decl.publishes ?? []));
+  // Readiness and posture: account info, stream info of the bus streams,
+  // leader gets of `users` (admin check), and micro PING / $SRV.METRICS to
+  // every service. Read only: no create, update, purge or delete.
+  if (decl.inspectsBus === true) publish.push(...healthzJetStreamSubjects(), UnibusSubject.microDiscovery);
+  return servicePermissions({ service: decl.endpoints, kvBuckets: decl.ownsKv, publish });
 }
 
 /**

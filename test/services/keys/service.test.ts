@@ -14,15 +14,15 @@ import { EPOCH_ROLLBACK, FileEpochStore, KeysServiceKeyring, UntrustedShareError
 import type { AutoRekey, KeyringClient, UnibusClient } from "@unibus/sdk";
 import { startTestServer, rejectionOf, eventually as eventuallyHolds } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import packageJson from "../package.json" with { type: "json" };
-import { KeysBucket, epochKey } from "./records.js";
-import type { EpochRecord } from "./records.js";
-import { createKeysService } from "./service.js";
-import type { RunningKeysService } from "./service.js";
+import packageJson from "@unibus/keys/package.json" with { type: "json" };
+import { KeysBucket, epochKey } from "@unibus/keys";
+import type { EpochRecord } from "@unibus/keys";
+import { createKeysService } from "@unibus/keys";
+import type { RunningKeysService } from "@unibus/keys";
 
 const silent = pino({ level: "silent" });
 
-/** Kicks are covered by membership's kick.test.ts; here they only have to succeed. */
+/** Kicks are covered by test/services/membership/kick.test.ts; here they only have to succeed. */
 const rejection = (p: Promise<unknown>): Promise<UnibusError> => rejectionOf(p, UnibusError);
 
 /** Generous: the machine is shared, and a rekey is several round trips plus sealing. */

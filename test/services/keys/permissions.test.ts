@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { createInbox, headers } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { calloutServerConfig } from "@unibus/auth-callout";
+import { calloutServerConfig } from "@unibus/kit";
 import { serviceUserPermissions } from "@unibus/cli";
 import { Subjects, decodeReply, roomMembershipSubject } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, envelopeToHeaders, nkeyAuthenticator, randomBytes, signEnvelope } from "@unibus/crypto";
@@ -10,8 +10,8 @@ import { MembershipBucket, createMembershipService } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { createKeysService } from "./service.js";
-import type { RunningKeysService } from "./service.js";
+import { createKeysService } from "@unibus/keys";
+import type { RunningKeysService } from "@unibus/keys";
 
 // The services run under the exact server permissions `unibus up` writes:
 // keys reads membership's buckets but may not write them; membership may

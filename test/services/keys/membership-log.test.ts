@@ -29,10 +29,10 @@ import {
 import type { RoomReject, UnibusClient } from "@unibus/sdk";
 import { rejectionOf, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { epochKey } from "./records.js";
-import type { EpochRecord } from "./records.js";
-import { createKeysService } from "./service.js";
-import type { RunningKeysService } from "./service.js";
+import { epochKey } from "@unibus/keys";
+import type { EpochRecord } from "@unibus/keys";
+import { createKeysService } from "@unibus/keys";
+import type { RunningKeysService } from "@unibus/keys";
 
 const silent = pino({ level: "silent" });
 const enc = new TextEncoder();

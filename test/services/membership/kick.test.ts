@@ -6,7 +6,7 @@ import { nkeyAuthenticator } from "@unibus/crypto";
 import type { UnibusClient } from "@unibus/sdk";
 import { pino } from "pino";
 import { startTestBus } from "@unibus/testbus";
-import { SystemConnectionKicker } from "./kick.js";
+import { SystemConnectionKicker } from "@unibus/membership";
 import type { TestBus, TestBusMember } from "@unibus/testbus";
 
 /** Resolves with the time (ms since `since`) of the next status of `type`, or rejects after `timeoutMs`. */

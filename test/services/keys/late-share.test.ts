@@ -10,10 +10,10 @@ import { KeysServiceKeyring, autoRekey, connect, rekeyRoom, waitForRoomKey } fro
 import type { AutoRekey, RekeyResult, UnibusClient } from "@unibus/sdk";
 import { startTestServer, rejectionOf } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { epochKey } from "./records.js";
-import type { EpochRecord } from "./records.js";
-import { createKeysService } from "./service.js";
-import type { RunningKeysService } from "./service.js";
+import { epochKey } from "@unibus/keys";
+import type { EpochRecord } from "@unibus/keys";
+import { createKeysService } from "@unibus/keys";
+import type { RunningKeysService } from "@unibus/keys";
 
 // A member whose agreement key is registered after the newest epoch (the
 // README order: invite, then both run `unibus chat`) must get a key from an

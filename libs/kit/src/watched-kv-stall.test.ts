@@ -7,7 +7,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { BucketWatch } from "./bucket-watch.js";
+import { WatchedKv } from "./watched-kv.js";
 
 let server: TestServer;
 let nc: NatsConnection;
@@ -36,7 +36,7 @@ it("a watcher whose consumer is gone is replaced: the copy catches up with a wri
   });
   // 1 s to call a stall, well before nats.js's own ordered-consumer reset
   // (two missed 5 s heartbeats), so the recovery seen here is the replacement.
-  const watch = new BucketWatch(kv, {
+  const watch = new WatchedKv(kv, {
     headersOnly: false,
     op: "watched.watch",
     fallback: "reading the bucket directly",

@@ -1,0 +1,152 @@
+/**
+ * What the bus stores, named once: every KV bucket, object store and stream
+ * prefix, and the key formats readers and writers share. The owning service
+ * writes; other services, the CLI's server config and healthz only name them
+ * from here, so a renamed bucket cannot leave a reader (or a permission)
+ * pointing at the old name.
+ */
+
+import { RoomSubjectPrefix, Subjects } from "./subjects.js";
+import type { ServiceName } from "./subjects.js";
+
+/** KV buckets, grouped by the service that writes them. */
+export const StoredBucket = {
+  membership: {
+    users: "users",
+    rooms: "rooms",
+    members: "members",
+    roomsByMember: "rooms_by_member",
+    /** Each room's hash-chained membership log, key `<roomId>.<seq>` (contracts/specs/membership-log.md). */
+    roomLog: "room_log",
+    /** The hash-chained users log rooted at the bootstrap, key `<seq>` (contracts/specs/membership-log.md). */
+    usersLog: "users_log",
+  },
+  keys: {
+    /** Key `<roomId>.<epoch>`: one share set per epoch, created once (compare-and-set). */
+    roomKeys: "room_keys",
+    /** Key principal: the member's published agreement key. */
+    agreementKeys: "agreement_keys",
+  },
+  replica: {
+    /** Handshake state shared by the gateway's replicas. */
+    handshakes: "replica_handshakes",
+    /** Sessions completed handshakes leave for the join step. */
+    sessions: "replica_sessions",
+    /** The cluster's signed, hash-chained history (contracts/specs/replica-lifecycle.md). */
+    history: "replica_history",
+    /** Node records and the join-key index, both rebuilt from the history. */
+    nodes: "replica_nodes",
+    /** One-time node tickets, by the hash of their secret. */
+    tickets: "replica_tickets",
+    /** Each UP node's cluster unlock key share, wrapped under the seed-derived key. */
+    cuks: "replica_cuks",
+  },
+  /** Replay protection of signed requests, shared by every service with mutating endpoints. */
+  shared: { nonces: "nonces" },
+} as const;
+
+/** Object stores, by owner. */
+export const StoredObjectStore = {
+  /** Committed blobs, object name `<roomId>/<blobId>`. */
+  blobs: "blobs",
+} as const;
+
+/** A persisted room's JetStream stream is `ROOM_<roomId>`. */
+export const RoomStreamPrefix = "ROOM_" as const;
+
+/** The JetStream stream backing a persisted room. */
+export function roomStreamName(roomId: string): string {
+  return `${RoomStreamPrefix}${roomId}`;
+}
+
+/** The `members` key of one membership. */
+export function memberKey(roomId: string, principal: string): string {
+  return `${roomId}.${principal}`;
+}
+
+/** The stream behind a KV bucket. */
+export function kvStreamName(bucket: string): string {
+  return `KV_${bucket}`;
+}
+
+/** The stream behind an object store. */
+export function objectStoreStreamName(store: string): string {
+  return `OBJ_${store}`;
+}
+
+/** A JetStream stream the bus cannot serve without, named by the bucket it backs. */
+export interface RequiredStream {
+  /** Bucket (or object store) name. */
+  readonly bucket: string;
+  /** `KV_<bucket>` or `OBJ_<bucket>`. */
+  readonly stream: string;
+}
+
+const kv = (bucket: string): RequiredStream => ({ bucket, stream: kvStreamName(bucket) });
+
+/** Every bucket and store the services keep state in: what readiness checks and what healthz may inspect. */
+export const BusStreams: readonly RequiredStream[] = [
+  ...Object.values(StoredBucket.membership).map(kv),
+  kv(StoredBucket.shared.nonces),
+  ...Object.values(StoredBucket.keys).map(kv),
+  ...Object.values(StoredBucket.replica).map(kv),
+  { bucket: StoredObjectStore.blobs, stream: objectStoreStreamName(StoredObjectStore.blobs) },
+];
+
+/**
+ * What one service keeps and reads in JetStream, and what it publishes
+ * besides replies: its declaration, from which its server permissions are
+ * generated (the kit's `serviceStoragePermissions`), so a bucket a service
+ * starts using cannot be forgotten in a hand-kept permission list, nor a
+ * grant outlive the bucket.
+ */
+export interface ServiceStorageDeclaration {
+  /** The token its endpoints answer under: `unibus.v1.<token>.>`. */
+  readonly endpoints: string;
+  /** KV buckets it owns: full use. */
+  readonly ownsKv: readonly string[];
+  /** Object stores it owns: full use. */
+  readonly ownsObjectStores?: readonly string[];
+  /** Another service's KV buckets it reads and lists (leader reads, key-listing consumers), never writes. */
+  readonly readsKv?: readonly string[];
+  /** Another service's KV buckets it reads by leader get only (no listing). */
+  readonly getsKv?: readonly string[];
+  /** Creates and maintains the persisted rooms' streams and reads their history. */
+  readonly roomStreams?: boolean;
+  /** Reads the stream info of every bus stream and pings every service (readiness and posture). */
+  readonly inspectsBus?: boolean;
+  /** Subjects it publishes besides replies and its stores. */
+  readonly publishes?: readonly string[];
+}
+
+/** Every service user's declaration (auth-callout connects as the callout user instead). */
+export const ServiceStorage = {
+  membership: {
+    endpoints: "membership",
+    ownsKv: [...Object.values(StoredBucket.membership), StoredBucket.shared.nonces],
+    roomStreams: true,
+    // Membership changes are announced to the room's members so owners rekey.
+    publishes: [`${RoomSubjectPrefix}.*.membership`],
+  },
+  keys: {
+    endpoints: "keys",
+    ownsKv: [...Object.values(StoredBucket.keys), StoredBucket.shared.nonces],
+    readsKv: [StoredBucket.membership.users, StoredBucket.membership.members],
+  },
+  blobs: {
+    endpoints: "blobs",
+    ownsKv: [StoredBucket.shared.nonces],
+    ownsObjectStores: [StoredObjectStore.blobs],
+    getsKv: [StoredBucket.membership.members],
+  },
+  // It answers under `unibus.v1.replica.>`, not its process name. Its signed
+  // lifecycle endpoints need `nonces`; admin roles come from membership's
+  // `users` (leader get only); it asks its peers for the seed (sealed, signed).
+  "replica-gateway": {
+    endpoints: "replica",
+    ownsKv: [...Object.values(StoredBucket.replica), StoredBucket.shared.nonces],
+    getsKv: [StoredBucket.membership.users],
+    publishes: [Subjects.replicaGateway.seedRequest],
+  },
+  healthz: { endpoints: "healthz", ownsKv: [], inspectsBus: true },
+} as const satisfies Record<Exclude<ServiceName, "auth-callout">, ServiceStorageDeclaration>;

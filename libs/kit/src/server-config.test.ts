@@ -1,0 +1,36 @@
+import { describe, expect, it } from "vitest";
+import { ServiceStorage, StoredBucket, StoredObjectStore } from "@unibus/contracts";
+import { serviceStoragePermissions } from "./server-config.js";
+
+describe("service permissions generated from storage declarations", () => {
+  it("every bucket and object store is owned by exactly one service (nonces: each with mutating endpoints)", () => {
+    const owners = new Map<string, string[]>();
+    for (const [service, decl] of Object.entries(ServiceStorage)) {
+      for (const b of [...decl.ownsKv, ...("ownsObjectStores" in decl ? decl.ownsObjectStores : [])]) owners.set(b, [...(owners.get(b) ?? []), service]);
+    }
+    const { shared, ...owned } = StoredBucket;
+    for (const bucket of [...Object.values(owned).flatMap((g) => Object.values(g)), ...Object.values(StoredObjectStore)]) {
+      expect(owners.get(bucket), bucket).toHaveLength(1);
+    }
+    expect(owners.get(shared.nonces)).toEqual(["membership", "keys", "blobs"]);
+  });
+
+  it("an owner may write its buckets; a reader gets leader reads and listings only, never a write or a direct get", () => {
+    const keys = serviceStoragePermissions(ServiceStorage.keys).publish.allow;
+    expect(keys).toContain("$KV.room_keys.>");
+    expect(keys).toContain("$JS.API.STREAM.MSG.GET.KV_members");
+    expect(keys.filter((s) => s.startsWith("$KV.members") || s.startsWith("$KV.users"))).toEqual([]);
+    expect(keys.filter((s) => s.includes("DIRECT.GET"))).toEqual([]);
+    const blobs = serviceStoragePermissions(ServiceStorage.blobs).publish.allow;
+    expect(blobs).toContain("$O.blobs.>");
+    expect(blobs.filter((s) => s.includes("KV_members"))).toEqual(["$JS.API.STREAM.INFO.KV_members", "$JS.API.STREAM.MSG.GET.KV_members"]);
+  });
+
+  it("a service that stores nothing gets no JetStream API beyond what it declares", () => {
+    const healthz = serviceStoragePermissions(ServiceStorage.healthz);
+    expect(healthz.publish.allow.filter((s) => s.startsWith("$KV.") || s.startsWith("$O.") || /\$JS\.API\.(STREAM\.(CREATE|UPDATE|DELETE|PURGE)|CONSUMER)/.test(s))).toEqual([]);
+    expect(healthz.subscribe.allow).toContain("unibus.v1.healthz.>");
+    const bare = serviceStoragePermissions({ endpoints: "x", ownsKv: [] });
+    expect(bare.publish.allow.filter((s) => s.startsWith("$JS"))).toEqual([]);
+  });
+});

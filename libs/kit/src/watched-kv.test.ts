@@ -1,0 +1,81 @@
+import { Writable } from "node:stream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { eventually, startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import { WatchedKv } from "./watched-kv.js";
+
+let server: TestServer;
+let nc: NatsConnection;
+
+beforeAll(async () => {
+  server = await startTestServer({ jetstream: true });
+  nc = await server.connect();
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await server?.stop();
+});
+
+function capture(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
+  const lines: Array<Record<string, unknown>> = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const line of chunk.toString().split("\n")) if (line.trim() !== "") lines.push(JSON.parse(line));
+      done();
+    },
+  });
+  return { logger: pino({ level: "info" }, sink), lines };
+}
+
+describe("a watched KV cache", () => {
+  it("vouches for a write committed before the lookup began", async () => {
+    const kv = await new Kvm(nc).create("watched_fresh");
+    const seen = new Map<string, string>();
+    const watched = await WatchedKv.watch(kv, { logger: capture().logger, op: "t.watch", apply: (e) => void seen.set(e.key, e.string()) });
+    try {
+      for (let i = 0; i < 10; i++) {
+        await kv.put(`k${i}`, `v${i}`);
+        expect(await watched.caughtUp()).toBe(true);
+        expect(seen.get(`k${i}`)).toBe(`v${i}`);
+      }
+    } finally {
+      watched.stop();
+    }
+    expect(await watched.caughtUp()).toBe(false);
+  });
+
+  it("cannot vouch when the bucket cannot be asked for its last sequence: the caller reads the bucket", async () => {
+    const other = await server.connect();
+    const kv = await new Kvm(other).create("watched_status");
+    const watched = await WatchedKv.watch(kv, { logger: capture().logger, op: "t.watch", apply: () => undefined });
+    expect(await watched.caughtUp()).toBe(true);
+    await other.close();
+    expect(await watched.caughtUp()).toBe(false);
+  });
+
+  it("an entry it cannot apply ends the watcher, logged once; it never vouches again", async () => {
+    const kv = await new Kvm(nc).create("watched_apply");
+    const { logger, lines } = capture();
+    const watched = await WatchedKv.watch(kv, {
+      logger,
+      op: "t.watch",
+      apply: (e) => {
+        if (e.key === "bad") throw new Error("damaged value");
+      },
+    });
+    await kv.put("good", "1");
+    expect(await watched.caughtUp()).toBe(true);
+    await kv.put("bad", "x");
+    await eventually(
+      () => lines.filter((l) => l["op"] === "t.watch").length,
+      (n) => n > 0,
+    );
+    expect(lines.filter((l) => l["op"] === "t.watch")).toHaveLength(1);
+    expect(await watched.caughtUp()).toBe(false);
+    watched.stop();
+  });
+});
