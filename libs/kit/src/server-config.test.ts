@@ -12,7 +12,7 @@ describe("service permissions generated from storage declarations", () => {
     for (const bucket of [...Object.values(owned).flatMap((g) => Object.values(g)), ...Object.values(StoredObjectStore)]) {
       expect(owners.get(bucket), bucket).toHaveLength(1);
     }
-    expect(owners.get(shared.nonces)).toEqual(["membership", "keys", "blobs"]);
+    expect(owners.get(shared.nonces)).toEqual(["membership", "keys", "blobs", "replica-gateway"]);
   });
 
   it("an owner may write its buckets; a reader gets leader reads and listings only, never a write or a direct get", () => {
@@ -24,6 +24,10 @@ describe("service permissions generated from storage declarations", () => {
     const blobs = serviceStoragePermissions(ServiceStorage.blobs).publish.allow;
     expect(blobs).toContain("$O.blobs.>");
     expect(blobs.filter((s) => s.includes("KV_members"))).toEqual(["$JS.API.STREAM.INFO.KV_members", "$JS.API.STREAM.MSG.GET.KV_members"]);
+    // The gateway: its lifecycle buckets, a leader get of users (admin roles), never a write there.
+    const gateway = serviceStoragePermissions(ServiceStorage["replica-gateway"]).publish.allow;
+    expect(gateway).toEqual(expect.arrayContaining(["$KV.replica_history.>", "$KV.replica_cuks.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_users", "unibus.v1.replica.seed.request"]));
+    expect(gateway.filter((s) => s.startsWith("$KV.users") || s.includes("DIRECT.GET"))).toEqual([]);
   });
 
   it("a service that stores nothing gets no JetStream API beyond what it declares", () => {
