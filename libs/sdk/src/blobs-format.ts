@@ -136,15 +136,19 @@ export async function* decryptBlobChunks(key: Uint8Array, blobId: string, size: 
   let index = 0;
   for await (const piece of sealed) {
     hash.update(piece);
-    const joined = new Uint8Array(buf.byteLength + piece.byteLength);
-    joined.set(buf, 0);
-    joined.set(piece, buf.byteLength);
-    buf = joined;
+    // Pieces usually are whole chunks: join only when a chunk spans two.
+    if (buf.byteLength === 0) buf = piece;
+    else {
+      const joined = new Uint8Array(buf.byteLength + piece.byteLength);
+      joined.set(buf, 0);
+      joined.set(piece, buf.byteLength);
+      buf = joined;
+    }
     while (buf.byteLength >= BlobFormat.cipherChunkBytes && consumed + BlobFormat.cipherChunkBytes <= size) {
       const chunk = buf.subarray(0, BlobFormat.cipherChunkBytes);
       consumed += chunk.byteLength;
       yield openChunk(key, index++, consumed === size, chunk);
-      buf = buf.slice(BlobFormat.cipherChunkBytes);
+      buf = buf.subarray(BlobFormat.cipherChunkBytes);
     }
   }
   if (buf.byteLength > 0) {

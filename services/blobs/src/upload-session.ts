@@ -30,6 +30,8 @@ export class UploadSession {
   #pull: (() => void) | undefined;
   #pulled: Promise<void>;
   #closed = false;
+  /** The last write handed on, so overlapping writes keep their order. */
+  #tail: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -76,15 +78,25 @@ export class UploadSession {
     this.#timer.unref();
   }
 
-  /** Hands one chunk to the object store put once it is ready for it. */
-  async write(chunk: Uint8Array): Promise<void> {
+  /**
+   * Hands one chunk to the object store put once it is ready for it. Calls
+   * may overlap (a client keeps several chunks in flight); each waits behind
+   * the one before, so chunks reach the store in the order they were hashed
+   * and each still waits for its own pull.
+   */
+  write(chunk: Uint8Array): Promise<void> {
     this.received += chunk.byteLength;
     this.#hash.update(chunk);
-    await this.#pulled;
-    if (this.#closed) throw new UploadAborted("closed");
-    this.#pulled = new Promise((resolve) => (this.#pull = resolve));
     // A copy: the request buffer belongs to the transport.
-    this.#controller.enqueue(chunk.slice());
+    const copy = chunk.slice();
+    const done = this.#tail.then(async () => {
+      await this.#pulled;
+      if (this.#closed) throw new UploadAborted("closed");
+      this.#pulled = new Promise((resolve) => (this.#pull = resolve));
+      this.#controller.enqueue(copy);
+    });
+    this.#tail = done.catch(() => undefined);
+    return done;
   }
 
   /** Lowercase hex SHA-256 of everything written (call once, at the end). */
