@@ -131,7 +131,7 @@ export async function* encryptBlobChunks(key: Uint8Array, plain: AsyncIterable<U
  */
 export async function* decryptBlobChunks(key: Uint8Array, blobId: string, size: number, sealed: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   const hash = createHash("sha256");
-  let buf = new Uint8Array(0);
+  let buf: Uint8Array = new Uint8Array(0);
   let consumed = 0;
   let index = 0;
   for await (const piece of sealed) {
