@@ -13,7 +13,7 @@ export class UploadAborted extends Error {
 /**
  * One upload in flight on this replica. Chunks are handed to a running
  * `ObjectStore.put` through a pull-driven stream as they arrive, so the service
- * holds at most one chunk per upload in memory (no whole-file buffering), while
+ * holds only the chunks a client has in flight (no whole-file buffering), while
  * the SHA-256 of every byte is computed on the side. The object only becomes
  * visible when `commit()` ends the stream and the put writes its metadata
  * record; `abort()` errors the stream and the object store purges the chunks,
