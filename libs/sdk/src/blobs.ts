@@ -120,13 +120,13 @@ export async function putBlob(client: UnibusClient, roomId: string, input: BlobI
           sent += chunk.byteLength;
           opts.onProgress?.(sent, size);
         });
+        // Awaited in order below; after a failure the rest are moot (the
+        // service cancelled the upload) and must not surface as unhandled.
+        p.catch(() => undefined);
         inFlight.push(p);
       }
       while (inFlight.length > 0) await inFlight.shift();
     } finally {
-      // After a failure the rest are moot (the service cancelled the upload);
-      // their rejections are settled here, not left unhandled.
-      for (const p of inFlight) p.catch(() => undefined);
       held.length = 0;
     }
     const end = await client.request<BlobsPutEndReply>(`${Subjects.blobs.putEnd}.${begin.replica}`, { uploadId: begin.uploadId }, opts);
