@@ -2,14 +2,16 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [--storm-clients 1000] [P0|P1|P1S|P2|P5|P5C|P6|P12 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [--storm-clients 1000] [P0|P1|P1S|P2|P4|P5|P5C|P6|P8|P9|P12 ...]]
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
+import { runBlobs } from "./blobs.js";
 import { runCalloutConnects } from "./callout-connects.js";
 import { runDurability } from "./durability.js";
 import { runE2eThroughput } from "./e2e-throughput.js";
 import { runEmbeddedStack } from "./embedded-stack.js";
+import { runIdleLatency } from "./idle-latency.js";
 import { runKitVsRaw, runSignedBound } from "./kit-vs-raw.js";
 import { runReconnectStorm } from "./reconnect-storm.js";
 import { runRekey } from "./rekey.js";
@@ -65,6 +67,16 @@ const benches: Bench[] = [
   },
   { id: "P3", about: "e2e room 1 KB messages (coalesced frames) vs raw pub/sub, separate processes; idle-room latency", run: () => runE2eThroughput({ seconds }) },
   { id: "P4", about: "rekey of a 1,000-member room (seal 1,000 shares, sign once, one durable record) vs 1,000 sequential raw KV puts", run: () => runRekey({ members: 1_000 }) },
+  {
+    id: "P8",
+    about: "idle-room latency: one 1 KB message at a time, SDK encrypt + sign → server → SDK verify + decrypt vs a raw publish → subscriber on the same connections; interleaved",
+    run: () => runIdleLatency({ samples: 2_000 }),
+  },
+  {
+    id: "P9",
+    about: "blobs, 64 MiB: SDK upload/download (client-side encryption, signed chunk requests, the service in its own process) vs raw Object Store put/get of the same bytes; interleaved rounds",
+    run: () => runBlobs({ mib: 64, rounds: 2 }),
+  },
   {
     id: "P5",
     about: `users.revoke sent → victim disconnected vs a bare $SYS KICK of a plain connection; ${samples} samples each, interleaved`,

@@ -131,20 +131,24 @@ export async function* encryptBlobChunks(key: Uint8Array, plain: AsyncIterable<U
  */
 export async function* decryptBlobChunks(key: Uint8Array, blobId: string, size: number, sealed: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   const hash = createHash("sha256");
-  let buf = new Uint8Array(0);
+  let buf: Uint8Array = new Uint8Array(0);
   let consumed = 0;
   let index = 0;
   for await (const piece of sealed) {
     hash.update(piece);
-    const joined = new Uint8Array(buf.byteLength + piece.byteLength);
-    joined.set(buf, 0);
-    joined.set(piece, buf.byteLength);
-    buf = joined;
+    // Pieces usually are whole chunks: join only when a chunk spans two.
+    if (buf.byteLength === 0) buf = piece;
+    else {
+      const joined = new Uint8Array(buf.byteLength + piece.byteLength);
+      joined.set(buf, 0);
+      joined.set(piece, buf.byteLength);
+      buf = joined;
+    }
     while (buf.byteLength >= BlobFormat.cipherChunkBytes && consumed + BlobFormat.cipherChunkBytes <= size) {
       const chunk = buf.subarray(0, BlobFormat.cipherChunkBytes);
       consumed += chunk.byteLength;
       yield openChunk(key, index++, consumed === size, chunk);
-      buf = buf.slice(BlobFormat.cipherChunkBytes);
+      buf = buf.subarray(BlobFormat.cipherChunkBytes);
     }
   }
   if (buf.byteLength > 0) {

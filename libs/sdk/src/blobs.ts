@@ -4,6 +4,15 @@ import { ErrorCode, ErrorReason, ServiceErrorCodeHeader, Subjects, UnibusError, 
 import type { UnibusClient } from "./client.js";
 import { BlobFormat, BlobIntegrityError, decodeBlobKey, decryptBlobChunks, encodeBlobKey, encryptBlobChunks, generateBlobKey } from "./blobs-format.js";
 
+/** Chunk requests a transfer keeps in flight by default (8 × 64 KiB per transfer on each side at most). */
+const BLOB_WINDOW = 8;
+
+function windowOf(inFlight: number | undefined): number {
+  if (inFlight === undefined) return BLOB_WINDOW;
+  if (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64) throw new UnibusError(ErrorCode.BadRequest, ErrorReason.SchemaViolation, "inFlight must be an integer from 1 to 64");
+  return inFlight;
+}
+
 /** Progress of a blob transfer, in ciphertext bytes. */
 export type BlobProgress = (done: number, total: number) => void;
 
@@ -20,12 +29,16 @@ export interface PutBlobOptions {
   onProgress?: BlobProgress;
   /** Per-request timeout in ms; defaults to the client's. */
   timeoutMs?: number;
+  /** Chunks sent before waiting for the oldest reply, 1–64; default 8. */
+  inFlight?: number;
 }
 
 /** Options of {@link getBlob} and {@link streamBlob}. */
 export interface GetBlobOptions {
   /** Called after each chunk received. */
   onProgress?: BlobProgress;
+  /** Chunks requested ahead of the one being read, 1–64; default 8. */
+  inFlight?: number;
   /** Per-request timeout in ms; defaults to the client's. */
   timeoutMs?: number;
 }
@@ -70,9 +83,14 @@ async function binaryRequest<T>(client: UnibusClient, subject: string, body: unk
  * @throws UnibusError 403 for a non-member, 413 over the service limit.
  */
 export async function putBlob(client: UnibusClient, roomId: string, input: BlobInput, opts: PutBlobOptions = {}): Promise<PutBlobResult> {
+  const depth = windowOf(opts.inFlight);
   const key = generateBlobKey();
   try {
     const source = sourceOf(input);
+    // Bytes in memory keep their ciphertext from pass 1 (one AEAD call per
+    // chunk, at the cost of a second copy the caller's size already implies);
+    // a file is sealed again in pass 2 so memory stays bounded.
+    const hold = !source.reopenable || input instanceof Uint8Array;
     // Pass 1: the id is the hash of the ciphertext, and put.begin names it.
     const hash = createHash("sha256");
     let size = 0;
@@ -80,7 +98,7 @@ export async function putBlob(client: UnibusClient, roomId: string, input: BlobI
     for await (const chunk of encryptBlobChunks(key, source.open())) {
       hash.update(chunk);
       size += chunk.byteLength;
-      if (!source.reopenable) held.push(chunk);
+      if (hold) held.push(chunk);
     }
     const blobId = hash.digest("hex");
     const begin = await client.request<BlobsPutBeginReply>(Subjects.blobs.putBegin, { roomId, blobId, size }, opts);
@@ -88,13 +106,28 @@ export async function putBlob(client: UnibusClient, roomId: string, input: BlobI
     const chunkSubject = `${Subjects.blobs.putChunk}.${begin.replica}`;
     // Pass 2: the same key and derived nonces give the same ciphertext; a
     // source that changed in between fails the service's hash check.
-    const sealed = source.reopenable ? encryptBlobChunks(key, source.open()) : held;
+    const sealed = hold ? held : encryptBlobChunks(key, source.open());
     let index = 0;
     let sent = 0;
-    for await (const chunk of sealed) {
-      await binaryRequest<BlobsPutChunkReply>(client, chunkSubject, { uploadId: begin.uploadId, index: index++ }, chunk, opts.timeoutMs);
-      sent += chunk.byteLength;
-      opts.onProgress?.(sent, size);
+    // Up to `depth` chunks in flight: the service takes them in arrival
+    // order (an out-of-order index cancels the upload), and the depth hides
+    // the round trip per chunk while bounding what either side buffers.
+    const inFlight: Promise<void>[] = [];
+    try {
+      for await (const chunk of sealed) {
+        if (inFlight.length >= depth) await inFlight.shift();
+        const p = binaryRequest<BlobsPutChunkReply>(client, chunkSubject, { uploadId: begin.uploadId, index: index++ }, chunk, opts.timeoutMs).then(() => {
+          sent += chunk.byteLength;
+          opts.onProgress?.(sent, size);
+        });
+        // Awaited in order below; after a failure the rest are moot (the
+        // service cancelled the upload) and must not surface as unhandled.
+        p.catch(() => undefined);
+        inFlight.push(p);
+      }
+      while (inFlight.length > 0) await inFlight.shift();
+    } finally {
+      held.length = 0;
     }
     const end = await client.request<BlobsPutEndReply>(`${Subjects.blobs.putEnd}.${begin.replica}`, { uploadId: begin.uploadId }, opts);
     return { blobId: end.blobId, key: encodeBlobKey(key), size: end.size, created: end.created };
@@ -105,9 +138,25 @@ export async function putBlob(client: UnibusClient, roomId: string, input: BlobI
 
 async function* sealedChunks(client: UnibusClient, roomId: string, blobId: string, begin: BlobsGetBeginReply, opts: GetBlobOptions): AsyncGenerator<Uint8Array> {
   const subject = `${Subjects.blobs.getChunk}.${begin.replica}`;
+  const depth = windowOf(opts.inFlight);
+  // Never ask past the last chunk the declared size allows: the service
+  // closes the download after the final one.
+  const chunks = Math.max(1, Math.ceil(begin.size / begin.chunkBytes));
+  const ask = (index: number): Promise<{ reply: BlobsGetChunkReply; payload: Uint8Array }> => {
+    const p = binaryRequest<BlobsGetChunkReply>(client, subject, { downloadId: begin.downloadId, index }, undefined, opts.timeoutMs);
+    // Observed in order below; this only keeps an abandoned one from being unhandled.
+    p.catch(() => undefined);
+    return p;
+  };
+  // Up to `depth` requests ahead, answered in order by the service.
+  const ahead: Promise<{ reply: BlobsGetChunkReply; payload: Uint8Array }>[] = [];
+  let asked = 0;
   let received = 0;
   for (let index = 0; ; index++) {
-    const { reply, payload } = await binaryRequest<BlobsGetChunkReply>(client, subject, { downloadId: begin.downloadId, index }, undefined, opts.timeoutMs);
+    while (asked < chunks && ahead.length < depth) ahead.push(ask(asked++));
+    const next = ahead.shift();
+    if (next === undefined) throw new BlobIntegrityError(`blob ${roomId}/${blobId}: no final chunk within the declared size`);
+    const { reply, payload } = await next;
     received += payload.byteLength;
     if (reply.index !== index || received > begin.size) throw new BlobIntegrityError(`blob ${roomId}/${blobId}: chunk ${index} out of order or over size`);
     opts.onProgress?.(received, begin.size);
@@ -126,6 +175,7 @@ async function* sealedChunks(client: UnibusClient, roomId: string, blobId: strin
  */
 export async function* streamBlob(client: UnibusClient, roomId: string, blobId: string, key: string | Uint8Array, opts: GetBlobOptions = {}): AsyncGenerator<Uint8Array> {
   const rawKey = decodeBlobKey(key);
+  windowOf(opts.inFlight);
   const begin = await client.request<BlobsGetBeginReply>(Subjects.blobs.getBegin, { roomId, blobId }, opts);
   yield* decryptBlobChunks(rawKey, blobId, begin.size, sealedChunks(client, roomId, blobId, begin, opts));
 }

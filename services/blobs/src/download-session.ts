@@ -13,6 +13,8 @@ export class DownloadSession {
   readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
   #pending: Uint8Array = new Uint8Array(0);
   #timer: NodeJS.Timeout | undefined;
+  /** The last read handed out, so overlapping reads keep their order. */
+  #tail: Promise<unknown> = Promise.resolve();
 
   constructor(
     readonly downloadId: string,
@@ -37,8 +39,21 @@ export class DownloadSession {
     this.#timer.unref();
   }
 
-  /** Reads the next chunk; `final` when it completes the object. */
-  async next(): Promise<{ chunk: Uint8Array; final: boolean }> {
+  /**
+   * Reads the next chunk; `final` when it completes the object. Calls may
+   * overlap (a client keeps several requests in flight); each reads after the
+   * one before, so chunks go out in index order.
+   */
+  next(): Promise<{ chunk: Uint8Array; final: boolean }> {
+    const read = this.#tail.then(() => this.#read());
+    this.#tail = read.then(
+      () => undefined,
+      () => undefined,
+    );
+    return read;
+  }
+
+  async #read(): Promise<{ chunk: Uint8Array; final: boolean }> {
     const want = Math.min(this.chunkBytes, this.size - this.sent);
     const parts: Uint8Array[] = [];
     let have = 0;
@@ -54,13 +69,16 @@ export class DownloadSession {
       if (done) throw new Error("object ended before its recorded size");
       take(value);
     }
+    this.sent += have;
+    // Store chunks are larger than protocol chunks, so most replies are one
+    // slice of one store chunk and need no copy.
+    if (parts.length === 1) return { chunk: parts[0]!, final: this.sent === this.size };
     const chunk = new Uint8Array(have);
     let at = 0;
     for (const p of parts) {
       chunk.set(p, at);
       at += p.byteLength;
     }
-    this.sent += have;
     return { chunk, final: this.sent === this.size };
   }
 

@@ -13,7 +13,7 @@ export class UploadAborted extends Error {
 /**
  * One upload in flight on this replica. Chunks are handed to a running
  * `ObjectStore.put` through a pull-driven stream as they arrive, so the service
- * holds at most one chunk per upload in memory (no whole-file buffering), while
+ * holds only the chunks a client has in flight (no whole-file buffering), while
  * the SHA-256 of every byte is computed on the side. The object only becomes
  * visible when `commit()` ends the stream and the put writes its metadata
  * record; `abort()` errors the stream and the object store purges the chunks,
@@ -30,6 +30,8 @@ export class UploadSession {
   #pull: (() => void) | undefined;
   #pulled: Promise<void>;
   #closed = false;
+  /** The last write handed on, so overlapping writes keep their order. */
+  #tail: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -76,15 +78,25 @@ export class UploadSession {
     this.#timer.unref();
   }
 
-  /** Hands one chunk to the object store put once it is ready for it. */
-  async write(chunk: Uint8Array): Promise<void> {
+  /**
+   * Hands one chunk to the object store put once it is ready for it. Calls
+   * may overlap (a client keeps several chunks in flight); each waits behind
+   * the one before, so chunks reach the store in the order they were hashed
+   * and each still waits for its own pull.
+   */
+  write(chunk: Uint8Array): Promise<void> {
     this.received += chunk.byteLength;
     this.#hash.update(chunk);
-    await this.#pulled;
-    if (this.#closed) throw new UploadAborted("closed");
-    this.#pulled = new Promise((resolve) => (this.#pull = resolve));
     // A copy: the request buffer belongs to the transport.
-    this.#controller.enqueue(chunk.slice());
+    const copy = chunk.slice();
+    const done = this.#tail.then(async () => {
+      await this.#pulled;
+      if (this.#closed) throw new UploadAborted("closed");
+      this.#pulled = new Promise((resolve) => (this.#pull = resolve));
+      this.#controller.enqueue(copy);
+    });
+    this.#tail = done.catch(() => undefined);
+    return done;
   }
 
   /** Lowercase hex SHA-256 of everything written (call once, at the end). */

@@ -1,0 +1,74 @@
+/**
+ * P8: idle-room latency. One 1 KB message at a time through an E2E room
+ * (SDK encrypt + sign → server → SDK verify + decrypt, publisher and
+ * subscriber on their own connections), from `publish` to the authenticated
+ * message in the subscriber's hands; against a raw NATS publish of the same
+ * payload to a plain subscriber on the same two connections. Samples are
+ * interleaved (one raw, one room) with a short pause between, so the room is
+ * idle for each. Goal: room p99 < 1 ms on a quiet machine.
+ *
+ *   npx tsx bench/src/idle-latency.ts [--samples 2000]
+ */
+import { fileURLToPath } from "node:url";
+import { SigningKey, randomBytes } from "@unibus/crypto";
+import { StaticRoomKeys, connect } from "@unibus/sdk";
+import { startTestServer } from "@unibus/testing";
+import { numberArg, percentile, printCase } from "./report.js";
+import type { BenchCase } from "./report.js";
+
+const ROOM = "bench8";
+const RAW_SUBJECT = "bench.raw.p8";
+const PAYLOAD_BYTES = 1024;
+const WARMUP = 50;
+
+/** P8: room and raw p50/p99 one-way delivery latency of single messages on an idle connection. */
+export async function runIdleLatency(opts: { samples: number }): Promise<BenchCase[]> {
+  const server = await startTestServer({ jetstream: false });
+  const keys = new StaticRoomKeys().set(ROOM, 0, randomBytes(32));
+  const a = await connect({ url: server.url, identity: SigningKey.generate() });
+  const b = await connect({ url: server.url, identity: SigningKey.generate() });
+  const room = a.room(ROOM, keys, { liveOnly: true });
+  const sub = b.room(ROOM, keys, { liveOnly: true }).subscribe();
+  const it = sub[Symbol.asyncIterator]();
+  let rawArrived: (() => void) | undefined;
+  b.nc.subscribe(RAW_SUBJECT, { callback: () => rawArrived?.() });
+  await b.nc.flush();
+  const payload = randomBytes(PAYLOAD_BYTES);
+  const rawLat: number[] = [];
+  const roomLat: number[] = [];
+  try {
+    for (let i = 0; i < opts.samples + WARMUP; i++) {
+      const arrived = new Promise<void>((resolve) => (rawArrived = resolve));
+      let t0 = performance.now();
+      a.nc.publish(RAW_SUBJECT, payload);
+      await arrived;
+      const raw = performance.now() - t0;
+      await new Promise((r) => setTimeout(r, 1));
+      t0 = performance.now();
+      void room.publish(payload);
+      const m = await it.next();
+      const e2e = performance.now() - t0;
+      if (m.done === true || m.value.data.byteLength !== PAYLOAD_BYTES) throw new Error("bench room message did not arrive intact");
+      if (i >= WARMUP) {
+        rawLat.push(raw);
+        roomLat.push(e2e);
+      }
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  } finally {
+    sub.stop();
+    await a.close();
+    await b.close();
+    await server.stop();
+  }
+  const p = (xs: number[], q: number): string => percentile(xs, q).toFixed(3);
+  console.log(`P8 idle-room latency, 1 KB, ${opts.samples} samples: room p50 ${p(roomLat, 50)} ms, p99 ${p(roomLat, 99)} ms; raw p50 ${p(rawLat, 50)} ms, p99 ${p(rawLat, 99)} ms`);
+  return [
+    { name: "P8 idle-room latency p50", unit: "ms", unibus: percentile(roomLat, 50), raw: percentile(rawLat, 50), lowerIsBetter: true, goal: "printed" },
+    { name: "P8 idle-room latency p99", unit: "ms", unibus: percentile(roomLat, 99), raw: percentile(rawLat, 99), lowerIsBetter: true, goal: "room p99 < 1 ms (quiet machine)" },
+  ];
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  for (const c of await runIdleLatency({ samples: numberArg("--samples", 2_000) })) printCase(c);
+}
