@@ -69,7 +69,7 @@ describe("the services' membership view", () => {
     const principal = "UA" + "A".repeat(54);
     const members = {
       async get() {
-        return { operation: "PUT", revision: 3, json: () => ({ roomId: "room0000000001", principal, role: "member" }) };
+        return { operation: "PUT", revision: 3, json: () => ({ roomId: "room0000000001", principal, role: "member", addedAt: new Date(0).toISOString(), addedBy: principal }) };
       },
       async status() {
         return { streamInfo: { config: { name: "KV_members" }, cluster: { replicas: [peer(6_000), peer(6_000)] } } };
