@@ -25,7 +25,7 @@ import { findNatsServer, startNatsServer } from "@unibus/natsd";
 import type { NatsConfig, NatsServerProcess } from "@unibus/natsd";
 import { KeysServiceKeyring, connect, getBlob, putBlob, rekeyRoom, waitForRoomAccess } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { eventually, freeLoopbackPort } from "@unibus/testing";
+import { eventually, freeLoopbackPort, retryUntil } from "@unibus/testing";
 
 const BIN = (await findNatsServer({ log: () => undefined })).bin;
 const logger = pino({ level: "silent" });
@@ -233,7 +233,8 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
       (v) => v === "ok",
       { timeoutMs: 60_000, what: "a leftover stream created on the two joined nodes" },
     );
-    await opJoined.request("_leftover.audit", "not from the original");
+    // The stream's subject interest reaches the node this connection uses a moment after the create: until then a publish meets "no responders".
+    await retryUntil(() => opJoined.request("_leftover.audit", "not from the original", { timeout: 2_000 }), { timeoutMs: 30_000, intervalMs: 200 });
     await expect(promoteHome({ ...common })).rejects.toThrow(/stream AUDIT_DENIALS already exists in the cluster and differs/);
     expect(await readClusterRecord(home)).toBeUndefined();
     // The first node just left again (a meta leader change): the delete is retried until the stream is gone.

@@ -11,6 +11,8 @@ export type { KitDeps, RunningService } from "./start-service.js";
 export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets, openExistingBuckets } from "./buckets.js";
 export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";
 export { ServiceJetStream, serviceJetStream } from "./jetstream.js";
+export { LeaderContact, LeaderContactFence, LeaderOutOfContactError, leaderInContact } from "./leader-contact.js";
+export type { StreamClusterView } from "./leader-contact.js";
 export { retry } from "./retry.js";
 export type { RetryOptions } from "./retry.js";
 export { PARENT_LIFELINE_FD_ENV, PARENT_LIFELINE_PRELOAD } from "./parent-lifeline.js";

@@ -9,7 +9,8 @@
 import type { KV } from "@nats-io/kv";
 import { ErrorCode, ErrorReason, UnibusError, memberKey } from "@unibus/contracts";
 import type { Caller, Role, SignedCaller } from "./definition.js";
-import { readRecord, recordCheck } from "./kv.js";
+import { readRecord, recordCheck, storeUnavailable } from "./kv.js";
+import { LeaderContactFence } from "./leader-contact.js";
 import type { RecordReader } from "./kv.js";
 
 /** A user's allowlist role. */
@@ -25,9 +26,29 @@ const membersReader = { store: "membership", check: recordCheck("membership", "s
  * user, else null (so admin-only endpoints deny). A store error or a damaged
  * record throws, which the kit answers with its code: never guess a role.
  */
+/** One fence per bucket handle, shared by every check that reads it. */
+const fences = new WeakMap<KV, LeaderContactFence>();
+
+/**
+ * A read that decides access, fenced like the callout's: a leader cut off
+ * from its quorum may still answer with a record the other side already
+ * changed (a revoke, a removal), so its answer is refused (503) instead.
+ */
+async function fencedRead<T>(kv: KV, read: () => Promise<T>): Promise<T> {
+  let fence = fences.get(kv);
+  if (fence === undefined) fences.set(kv, (fence = new LeaderContactFence(kv)));
+  const [value] = await Promise.all([
+    read(),
+    fence.check().catch((err: unknown) => {
+      throw storeUnavailable("membership", err);
+    }),
+  ]);
+  return value;
+}
+
 export function roleResolver(users: KV): (principal: string) => Promise<Role | null> {
   return async (principal) => {
-    const user = await readRecord(users, principal, usersReader);
+    const user = await fencedRead(users, () => readRecord(users, principal, usersReader));
     // A record stored under another principal's key is damaged too.
     if (user !== null && user.principal !== principal) throw usersReaderMismatch(principal);
     return user !== null && user.status === "active" ? user.role : null;
@@ -48,7 +69,7 @@ export function activeUser(caller: Caller): SignedCaller & { role: UserRole } {
 /** `principal`'s role in `roomId`, or null if it is not a member now. */
 export async function roomRole(members: KV, roomId: string, principal: string): Promise<RoomRole | null> {
   const key = memberKey(roomId, principal);
-  const member = await readRecord(members, key, membersReader);
+  const member = await fencedRead(members, () => readRecord(members, key, membersReader));
   if (member !== null && (member.roomId !== roomId || member.principal !== principal)) {
     throw new UnibusError(ErrorCode.Internal, ErrorReason.CorruptRecord, "membership store holds a damaged record", { cause: new Error(`members record at ${key} names another membership`) });
   }

@@ -1,6 +1,6 @@
 import { KvWatchInclude } from "@nats-io/kv";
 import type { KV, KvEntry } from "@nats-io/kv";
-import { recordCheck } from "@unibus/kit";
+import { LeaderContactFence, recordCheck } from "@unibus/kit";
 import type { DenialCache } from "./denial-cache.js";
 import { DirectoryError } from "./errors.js";
 import type { RoomsRecord, UserRecord } from "./permissions.js";
@@ -68,17 +68,23 @@ function conforms(check: () => boolean): boolean {
 export class KvPrincipalDirectory implements PrincipalDirectory {
   readonly #users: KV;
   readonly #rooms: KV;
+  readonly #fences: readonly LeaderContactFence[];
 
   constructor(users: KV, roomsByMember: KV) {
     this.#users = users;
     this.#rooms = roomsByMember;
+    this.#fences = [new LeaderContactFence(users), new LeaderContactFence(roomsByMember)];
   }
 
   async lookup(principal: string): Promise<DirectoryEntry | null> {
     let userEntry: KvEntry | null;
     let roomsEntry: KvEntry | null;
     try {
-      [userEntry, roomsEntry] = await Promise.all([this.#users.get(principal), this.#rooms.get(principal)]);
+      // Leader reads, each fenced: a leader cut off from its quorum keeps
+      // answering for about 10 s while the other side may already have
+      // committed a revoke or a removal; a login it would decide is refused
+      // (directory unavailable) instead of granted from the old record.
+      [userEntry, roomsEntry] = await Promise.all([this.#users.get(principal), this.#rooms.get(principal), ...this.#fences.map((f) => f.check())]);
     } catch (cause) {
       throw new DirectoryError("directory read failed", { cause });
     }

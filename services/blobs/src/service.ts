@@ -5,7 +5,7 @@ import type { KV } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import type { ObjectStore } from "@nats-io/obj";
 import { ErrorCode, ErrorReason, ServiceName, Subjects, UnibusError } from "@unibus/contracts";
-import { Access, binaryReply, defineCounter, defineService, endpoint, startService } from "@unibus/kit";
+import { Access, binaryReply, defineCounter, defineService, endpoint, serviceJetStream, startService } from "@unibus/kit";
 import type { Caller, KitDeps, RunningService, ServiceDefinition, SignedCaller } from "@unibus/kit";
 import { pino } from "pino";
 import type { Logger } from "pino";
@@ -287,7 +287,8 @@ export function blobsDefinition(
 export async function createBlobsService(nc: NatsConnection, deps: BlobsDeps = {}): Promise<RunningService> {
   const logger = deps.logger ?? pino({ level: "info" });
   const store = deps.objectStore ?? (await openObjectStore(nc, deps.bucketReplicas ?? 1));
-  const access = new KvRoomAccess(jetstream(nc), deps.membersBucket);
+  // Room checks are leader reads: bounded, so a leaderless `members` is a coded 503, not a client timeout.
+  const access = new KvRoomAccess(serviceJetStream(nc), deps.membersBucket);
   const replica = randomBytes(8).toString("hex");
   const built = blobsDefinition(replica, store, access, {
     maxBlobBytes: deps.maxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES,

@@ -1,11 +1,10 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { ServiceName } from "@unibus/contracts";
 import { clusterIdFromName, gatewayAgreementBytes, generateAgreementKeyPair, SigningKey, toHex } from "@unibus/crypto";
 import type { AgreementKeyPair } from "@unibus/crypto";
-import { defineService, openBuckets, startService } from "@unibus/kit";
+import { defineService, openBuckets, serviceJetStream, startService } from "@unibus/kit";
 import type { KitDeps, Role, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
@@ -91,7 +90,8 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
   const logger = opts.logger ?? pino({ level: "info" });
   const replicas = opts.bucketReplicas ?? 1;
   const kv = await openBuckets(
-    jetstream(nc),
+    // Bounded like every service's JetStream calls: a leaderless bucket is a coded 503 before the node's request times out.
+    serviceJetStream(nc),
     [
       { ...ReplicaBucket.handshakes, replicas },
       { ...ReplicaBucket.sessions, replicas },
