@@ -1,18 +1,18 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { accountJetStreamLimitsFromEnv } from "@unibus/kit";
-import { NatsServerNotFoundError, NatsServerOrphanError, findNatsServer, stopOrphanNatsServer } from "@unibus/natsd";
+import type { AccountJetStreamLimits } from "@unibus/kit";
 import { parseCommandArgs, stringFlag } from "../args.js";
 import type { Command } from "../command.js";
 import { CliError, ExitCode, UsageError } from "../errors.js";
-import { ensurePrivateDir, resolveHome, writePrivateFile } from "../home.js";
+import { resolveHome, writePrivateFile } from "../home.js";
 import type { CliIo } from "../io.js";
 import { promoteHome } from "../cluster/convert.js";
 import type { RouteTls } from "../cluster/node.js";
-import { acquireHomeLock } from "../up/lock.js";
 import { freePort } from "../up/ports.js";
 import { provisionHome } from "../up/provision.js";
-import { calloutAuthorization } from "../up/server-config.js";
+import { homeAuthorization } from "../up/server-config.js";
+import { onStoppedBus } from "../store/stopped-bus.js";
 import { ALL_SERVICES } from "../up/services.js";
 
 const promoteHelp = `Usage: unibus cluster promote --cluster NAME --server-name NAME --listen HOST:PORT
@@ -113,56 +113,29 @@ async function runPromote(
   io: CliIo,
   opts: { clusterName: string; serverName: string; listen: string; routes: string[]; replicas: number; dryRun: boolean; routeTls?: RouteTls },
 ): Promise<void> {
-  const home = resolveHome(io.env, io.cwd);
-  const say = (line: string): void => io.out(`[unibus cluster promote] ${line}`);
-  await ensurePrivateDir(home.root);
-  const lock = await acquireHomeLock(home.lockFile);
-  try {
-    try {
-      const outcome = await stopOrphanNatsServer(home.serverDir, { log: say });
-      if (outcome.action === "stopped") say(`stopped a leftover nats-server (pid ${outcome.pid})`);
-    } catch (err) {
-      if (err instanceof NatsServerOrphanError) throw new CliError(err.message, { cause: err });
-      throw err;
-    }
-    let bin: string;
-    try {
-      bin = (await findNatsServer({ log: say })).bin;
-    } catch (err) {
-      if (err instanceof NatsServerNotFoundError) throw new CliError(err.message, { cause: err });
-      throw err;
-    }
+  await onStoppedBus(io, "cluster promote", async ({ home, bin, say }) => {
     // Reuses every key of the home; provisioning never replaces an existing one.
     const state = await provisionHome(home, ALL_SERVICES);
-    let limits;
-    try {
-      limits = accountJetStreamLimitsFromEnv(io.env);
-    } catch (err) {
-      throw new CliError((err as Error).message, { cause: err });
-    }
-    const authorization = calloutAuthorization(
-      {
-        calloutIssuerPublic: state.calloutIssuerPublic,
-        calloutXkeyPublic: state.calloutXkeyPublic,
-        services: new Map([...state.services].map(([name, id]) => [name, id.principal])),
-        systemPublic: state.system.principal,
-        bootstrapPublic: state.bootstrap.principal,
-      },
-      limits,
-    );
     const result = await promoteHome({
       home,
       bin,
       say,
       jetstreamKey: state.jetstreamKey,
-      authorization,
+      authorization: homeAuthorization(state, jetStreamLimits(io)),
       // While promoting, clients stay away: the client port is a private loopback one.
       port: await freePort("127.0.0.1"),
       ...opts,
     });
     say(opts.dryRun ? `dry run: ${result.plan.filter((s) => s.to > s.from).length} of ${result.plan.length} streams would be raised; nothing changed` : "done");
-  } finally {
-    await lock.release();
+  });
+}
+
+/** The app account's JetStream limits from the environment, as `unibus up` sets them. */
+function jetStreamLimits(io: CliIo): AccountJetStreamLimits {
+  try {
+    return accountJetStreamLimitsFromEnv(io.env);
+  } catch (err) {
+    throw new CliError((err as Error).message, { cause: err });
   }
 }
 
@@ -192,22 +165,7 @@ export const clusterBusConfigCommand: Command = {
     const home = resolveHome(io.env, io.cwd);
     if (!existsSync(home.jetstreamKeyFile)) throw new CliError(`${home.root} is not a provisioned bus home (no ${home.jetstreamKeyFile}); run it on the first node, or set UNIBUS_HOME`);
     const state = await provisionHome(home, ALL_SERVICES);
-    let limits;
-    try {
-      limits = accountJetStreamLimitsFromEnv(io.env);
-    } catch (err) {
-      throw new CliError((err as Error).message, { cause: err });
-    }
-    const authorization = calloutAuthorization(
-      {
-        calloutIssuerPublic: state.calloutIssuerPublic,
-        calloutXkeyPublic: state.calloutXkeyPublic,
-        services: new Map([...state.services].map(([name, id]) => [name, id.principal])),
-        systemPublic: state.system.principal,
-        bootstrapPublic: state.bootstrap.principal,
-      },
-      limits,
-    );
+    const authorization = homeAuthorization(state, jetStreamLimits(io));
     const text = `${JSON.stringify(authorization, null, 2)}\n`;
     const out = stringFlag(flags, "out");
     if (out === undefined) io.out(text.trimEnd());

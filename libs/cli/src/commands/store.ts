@@ -1,16 +1,14 @@
 import { join, resolve } from "node:path";
-import { NatsServerNotFoundError, NatsServerOrphanError, findNatsServer, stopOrphanNatsServer } from "@unibus/natsd";
 import { parseCommandArgs, stringFlag } from "../args.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { CliError, ExitCode, UsageError } from "../errors.js";
-import { ensurePrivateDir, resolveHome } from "../home.js";
+import { ensurePrivateDir } from "../home.js";
 import type { HomeLayout } from "../home.js";
 import type { CliIo } from "../io.js";
-import { acquireHomeLock } from "../up/lock.js";
 import { generateJetStreamKey } from "../up/provision.js";
 import { backupStore, encryptStore, readKeyFile, restoreStore, rotateKey, writeNewKeyFile } from "../store/operations.js";
-import type { StoreContext } from "../store/operations.js";
+import { onStoppedBus } from "../store/stopped-bus.js";
 
 const STOPPED_BUS = `The bus must be stopped: the command takes the state dir's lock (as
 \`unibus up\` does) and runs its own private nats-server on a random loopback
@@ -26,35 +24,6 @@ function backupKeyPath(home: HomeLayout, flag: string | undefined, io: CliIo): s
   return flag === undefined ? join(home.secretsDir, "backup.key") : resolve(io.cwd, flag);
 }
 
-/**
- * Runs `op` on a stopped bus: the home lock keeps `unibus up` (and a second
- * store command) off the store while it is rewritten.
- */
-async function onStoppedBus<T>(io: CliIo, verb: string, op: (ctx: StoreContext) => Promise<T>): Promise<T> {
-  const home = resolveHome(io.env, io.cwd);
-  const say = (line: string): void => io.out(`[unibus store ${verb}] ${line}`);
-  await ensurePrivateDir(home.root);
-  const lock = await acquireHomeLock(home.lockFile);
-  try {
-    try {
-      const outcome = await stopOrphanNatsServer(home.serverDir, { log: say });
-      if (outcome.action === "stopped") say(`stopped a leftover nats-server (pid ${outcome.pid})`);
-    } catch (err) {
-      if (err instanceof NatsServerOrphanError) throw new CliError(err.message, { cause: err });
-      throw err;
-    }
-    let bin: string;
-    try {
-      bin = (await findNatsServer({ log: say })).bin;
-    } catch (err) {
-      if (err instanceof NatsServerNotFoundError) throw new CliError(err.message, { cause: err });
-      throw err;
-    }
-    return await op({ home, bin, say });
-  } finally {
-    await lock.release();
-  }
-}
 
 function simple(name: string, summary: string, help: string, run: (io: CliIo) => Promise<void>): Command {
   return {
@@ -143,7 +112,7 @@ const backupCommand: Command = {
     }
     const file = positionals[0];
     if (file === undefined) throw new UsageError("FILE is required", "store backup");
-    await onStoppedBus(io, "backup", async (ctx) => {
+    await onStoppedBus(io, "store backup", async (ctx) => {
       const keyPath = backupKeyPath(ctx.home, stringFlag(flags, "key-file"), io);
       let key: string;
       try {
@@ -173,7 +142,7 @@ const restoreCommand: Command = {
     }
     const file = positionals[0];
     if (file === undefined) throw new UsageError("FILE is required", "store restore");
-    await onStoppedBus(io, "restore", async (ctx) => {
+    await onStoppedBus(io, "store restore", async (ctx) => {
       const key = await readKeyFile(backupKeyPath(ctx.home, stringFlag(flags, "key-file"), io), "backup key file");
       await restoreStore(ctx, resolve(io.cwd, file), key, flags.replace === true);
     });
@@ -188,10 +157,10 @@ export const storeCommandGroup: Command = commandGroup({
   intro: "Usage: unibus store <command>\n\nMaintenance of the local bus's JetStream store (the bus must be stopped).",
   subcommands: [
     simple("rotate-key", "re-encrypt the store under a new at-rest key", rotateHelp, async (io) => {
-      await onStoppedBus(io, "rotate-key", rotateKey);
+      await onStoppedBus(io, "store rotate-key", rotateKey);
     }),
     simple("encrypt", "migrate a plaintext store to an encrypted one", encryptHelp, async (io) => {
-      await onStoppedBus(io, "encrypt", encryptStore);
+      await onStoppedBus(io, "store encrypt", encryptStore);
     }),
     backupCommand,
     restoreCommand,

@@ -31,7 +31,7 @@ import { ensureLoopbackTls } from "../up/tls.js";
 import type { LoopbackTls } from "../up/tls.js";
 import { fileExists, provisionHome } from "../up/provision.js";
 import type { ProvisionedHome } from "../up/provision.js";
-import { JETSTREAM_CIPHER, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
+import { JETSTREAM_CIPHER, JETSTREAM_KEY_ENV, buildServerConfig, homeAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
 import { streamDirs } from "../store/maintenance.js";
 import { ALL_SERVICES, EMBEDDED_SERVICES_ENV, REPO_ROOT, ServiceName, ServiceProcesses, embeddedEntryPoint, serviceAvailability } from "../up/services.js";
 import type { ServiceAvailability } from "../up/services.js";
@@ -335,13 +335,7 @@ async function startServer(
     jetstreamDir: home.jetstreamDir,
     syncInterval: opts.syncInterval,
     ...(opts.tls === undefined ? {} : { tls: { certFile: opts.tls.certFile, keyFile: opts.tls.keyFile } }),
-    authorization: calloutAuthorization({
-      calloutIssuerPublic: state.calloutIssuerPublic,
-      calloutXkeyPublic: state.calloutXkeyPublic,
-      services: new Map([...state.services].map(([name, id]) => [name, id.principal])),
-      systemPublic: state.system.principal,
-      bootstrapPublic: state.bootstrap.principal,
-    }, opts.jetstreamLimits),
+    authorization: homeAuthorization(state, opts.jetstreamLimits),
   });
   const config = opts.clusterRecord === undefined ? single : clusteredBusConfig(single, opts.clusterRecord);
   try {

@@ -3,6 +3,7 @@ import { calloutServerConfig, serviceStoragePermissions } from "@unibus/kit";
 import type { AccountJetStreamLimits, ServerPermissions, ServiceUser } from "@unibus/kit";
 import { SINGLE_NODE_LAME_DUCK, envRef, mergeNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
+import type { ProvisionedHome } from "./provision.js";
 import { ServiceName } from "./services.js";
 
 /** The JetStream at-rest cipher `unibus up` configures (healthz reports it). */
@@ -141,6 +142,24 @@ export function calloutAuthorization(p: BusPrincipals, jetstreamLimits?: Account
     systemUserPublic: p.systemPublic,
     ...(jetstreamLimits === undefined ? {} : { jetstreamLimits }),
   });
+}
+
+/**
+ * The accounts and authorization of a provisioned home: what `unibus up`,
+ * `cluster promote` and `cluster bus-config` give nats-server, so every node
+ * of a cluster runs the same. Public keys only.
+ */
+export function homeAuthorization(state: ProvisionedHome, jetstreamLimits?: AccountJetStreamLimits): AuthorizationFragment {
+  return calloutAuthorization(
+    {
+      calloutIssuerPublic: state.calloutIssuerPublic,
+      calloutXkeyPublic: state.calloutXkeyPublic,
+      services: new Map([...state.services].map(([name, id]) => [name, id.principal])),
+      systemPublic: state.system.principal,
+      bootstrapPublic: state.bootstrap.principal,
+    },
+    jetstreamLimits,
+  );
 }
 
 /**
