@@ -267,6 +267,20 @@ function openSeed(core: ClusterCore, sealed: readonly { gateway: string; box: st
   throw lifecycleError(ErrorCode.Conflict, LifecycleReason.wrongGateway, "no seed sealed to this gateway replica; resend", { retryAfterMs: 50 });
 }
 
+/**
+ * What every node-side step starts with: the signer is the join key, the
+ * cluster is unlocked, and the request carries a finished handshake session
+ * of that signer for that node id in this cluster.
+ */
+async function nodeStep(core: ClusterCore, req: { sessionId: string; nodeId: string }, caller: Caller) {
+  const joinKey = signer(caller);
+  const keys = core.requireKeys();
+  const log = await core.store.load(keys);
+  const clusterId = clusterIdOf(log);
+  await requireSession(core, req.sessionId, joinKey, clusterId, req.nodeId);
+  return { joinKey, keys, log, clusterId, node: log.nodes.get(req.nodeId) };
+}
+
 function clusterIdOf(log: VerifiedClusterHistory): string {
   const g = log.genesis;
   if (g === undefined) throw lifecycleError(ErrorCode.Conflict, LifecycleReason.noCluster, "no cluster history: run cluster init");
@@ -462,11 +476,7 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       mutates: true,
       access: Access.Signed,
       async handler(req, caller, ctx): Promise<ReplicaRegisterReply> {
-        const joinKey = signer(caller);
-        const keys = core.requireKeys();
-        const log = await core.store.load(keys);
-        const clusterId = clusterIdOf(log);
-        await requireSession(core, req.sessionId, joinKey, clusterId, req.nodeId);
+        const { joinKey, keys } = await nodeStep(core, req, caller);
         let ticketBytes: Uint8Array;
         try {
           ticketBytes = fromBase64Url(req.ticket);
@@ -518,11 +528,7 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       mutates: true,
       access: Access.Signed,
       async handler(req, caller, ctx): Promise<ReplicaCommitReply> {
-        const joinKey = signer(caller);
-        const keys = core.requireKeys();
-        const log = await core.store.load(keys);
-        await requireSession(core, req.sessionId, joinKey, clusterIdOf(log), req.nodeId);
-        const node = log.nodes.get(req.nodeId);
+        const { joinKey, keys, node } = await nodeStep(core, req, caller);
         // The history's rules before anything is stored: not approved, decommissioned, someone else's node.
         const decide = () => ({ type: HistoryEntryType.commit, effect: { nodeId: req.nodeId } });
         await core.store.precheck(keys, ctx, decide);
@@ -557,11 +563,7 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       mutates: true,
       access: Access.Signed,
       async handler(req, caller, ctx): Promise<ReplicaJoinReply> {
-        const joinKey = signer(caller);
-        const keys = core.requireKeys();
-        const log = await core.store.load(keys);
-        await requireSession(core, req.sessionId, joinKey, clusterIdOf(log), req.nodeId);
-        const node = log.nodes.get(req.nodeId);
+        const { joinKey, keys, node } = await nodeStep(core, req, caller);
         if (node === undefined) throw new ClusterHistoryError(ClusterHistoryErrorReason.unknownNode, `no node ${req.nodeId}`, undefined, ErrorCode.NotFound);
         if (node.joinKey !== joinKey) throw new UnibusError(ErrorCode.Forbidden, "forbidden", "not this node's join key");
         if (node.state === NodeState.decommissioned) throw new ClusterHistoryError(ClusterHistoryErrorReason.decommissioned, `node ${req.nodeId} is decommissioned`, undefined, ErrorCode.Forbidden);
