@@ -10,7 +10,8 @@ import { pino } from "pino";
 import { createReplicaGatewayService, loadGatewayConfig } from "@unibus/replica-gateway";
 
 const nc = await connect({ servers: process.env.UNIBUS_URL ?? "", name: "bench-gateway" });
-const running = await createReplicaGatewayService(nc, { ...loadGatewayConfig(process.env), logger: pino({ level: "warn" }) });
+const running = await createReplicaGatewayService(nc, { ...loadGatewayConfig(process.env), logger: pino({ level: "warn" }, pino.destination(2)) });
+// Its warnings go to stderr: stdout carries only the "ready" line the bench waits for.
 process.stdout.write("ready\n");
 process.on("SIGTERM", () => {
   void running
