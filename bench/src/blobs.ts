@@ -41,7 +41,8 @@ export async function runBlobs(opts: BlobsBenchOptions = {}): Promise<BenchCase[
   const nc = await server.connect();
   const owner = SigningKey.generate();
   const members = await new Kvm(jetstream(nc)).create(MEMBERS_BUCKET);
-  await members.put(`${ROOM}.${owner.principal}`, JSON.stringify({ roomId: ROOM, principal: owner.principal, role: "owner" }));
+  // A complete record, as membership writes it: readers check it against its stored-data schema.
+  await members.put(`${ROOM}.${owner.principal}`, JSON.stringify({ roomId: ROOM, principal: owner.principal, role: "owner", addedAt: new Date(0).toISOString(), addedBy: owner.principal }));
   // Room for the 16-byte tag per 64 KiB chunk on top of the plaintext.
   const service = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./blobs-service.ts", import.meta.url))], {
     stdio: ["ignore", "pipe", "inherit"],
