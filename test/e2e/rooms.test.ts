@@ -98,8 +98,7 @@ describe("end-to-end encrypted rooms on the production ACLs", () => {
     const ownerSub = ownerRoom.subscribe()[Symbol.asyncIterator]();
     await owner.client.nc.flush();
     // The owner's keyring reuses the newest epoch for ≤ 1 s; wait until it has moved on.
-    const until = Date.now() + 5_000;
-    while ((await owner.keyring.current(roomId)).epoch < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    await eventually(async () => (await owner.keyring.current(roomId)).epoch, (e) => e >= 2, { timeoutMs: 5_000, intervalMs: 100, what: "the owner's keyring on epoch 2" });
     plaintexts.push("secret after bob left");
     await ownerRoom.publish("secret after bob left");
     expect(await nextMatching(ownerSub, (m) => text(m) === "secret after bob left", 5_000)).toMatchObject({ epoch: 2 });
@@ -121,7 +120,7 @@ describe("end-to-end encrypted rooms on the production ACLs", () => {
     rooms.push(carolRoom);
     const carolSub = carolRoom.subscribe()[Symbol.asyncIterator]();
     await carol.client.nc.flush();
-    while ((await owner.keyring.current(roomId)).epoch < 3 && Date.now() < until + 5_000) await new Promise((r) => setTimeout(r, 100));
+    await eventually(async () => (await owner.keyring.current(roomId)).epoch, (e) => e >= 3, { timeoutMs: 10_000, intervalMs: 100, what: "the owner's keyring on epoch 3" });
     plaintexts.push("welcome carol");
     await ownerRoom.publish("welcome carol");
     expect(await nextMatching(carolSub, (m) => text(m) === "welcome carol", 5_000)).toMatchObject({ epoch: 3, sender: owner.principal });
