@@ -150,34 +150,32 @@ export class HistoryStore {
 
   /**
    * Appends the caller's signed request as the next entry, once `decide`
-   * (seeing the verified history at its head) says what; null from `decide`
-   * appends nothing. The transition is checked with the clients' verifier
+   * (seeing the verified history at its head) says what, or throws to refuse
+   * it. The transition is checked with the clients' verifier
    * before it is stored. Resolves once the entry and the pointer are stored.
    */
-  append(keys: ClusterKeys, ctx: HandlerContext, decide: (log: VerifiedClusterHistory) => HistoryAppend | null, opts: { genesis?: boolean } = {}): Promise<{ entry: ClusterHistoryEntry; log: VerifiedClusterHistory } | null> {
+  append(keys: ClusterKeys, ctx: HandlerContext, decide: (log: VerifiedClusterHistory) => HistoryAppend, opts: { genesis?: boolean } = {}): Promise<{ entry: ClusterHistoryEntry; log: VerifiedClusterHistory }> {
     const run = this.#tail.then(() => this.#append(keys, ctx, decide, opts.genesis === true));
     this.#tail = run.catch(() => undefined);
     return run;
   }
 
   /** Runs `decide` and the verifier's checks at the current head, storing nothing: a step with side effects goes first only when the history would accept it. */
-  async precheck(keys: ClusterKeys, ctx: HandlerContext, decide: (log: VerifiedClusterHistory) => HistoryAppend | null): Promise<void> {
+  async precheck(keys: ClusterKeys, ctx: HandlerContext, decide: (log: VerifiedClusterHistory) => HistoryAppend): Promise<void> {
     const envelope = ctx.envelope;
     if (envelope === undefined) throw new UnibusError(ErrorCode.Internal, ErrorReason.Internal, "history change without a signed request");
     const log = await this.load(keys);
     const change = decide(log);
-    if (change === null) return;
     log.check(historyEntry({ after: log, type: change.type, body: ctx.body, envelope, effect: change.effect, at: new Date(ctx.now()).toISOString() }));
   }
 
-  async #append(keys: ClusterKeys, ctx: HandlerContext, decide: (log: VerifiedClusterHistory) => HistoryAppend | null, genesis: boolean): Promise<{ entry: ClusterHistoryEntry; log: VerifiedClusterHistory } | null> {
+  async #append(keys: ClusterKeys, ctx: HandlerContext, decide: (log: VerifiedClusterHistory) => HistoryAppend, genesis: boolean): Promise<{ entry: ClusterHistoryEntry; log: VerifiedClusterHistory }> {
     const envelope = ctx.envelope;
     if (envelope === undefined) throw new UnibusError(ErrorCode.Internal, ErrorReason.Internal, "history change without a signed request");
     for (let round = 0; round < APPEND_ROUNDS; round++) {
       // An init's keys are not the cluster's until its genesis is stored: an existing pointer is not checked against them.
       const log = await this.load(genesis ? undefined : keys);
       const change = decide(log);
-      if (change === null) return null;
       const entry = historyEntry({ after: log, type: change.type, body: ctx.body, envelope, effect: change.effect, at: new Date(ctx.now()).toISOString() });
       log.check(entry);
       try {

@@ -296,7 +296,6 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
   const transition = async (ctx: HandlerContext, type: HistoryEntryType, nodeId: string): Promise<{ seq: number; log: VerifiedClusterHistory }> => {
     const keys = core.requireKeys();
     const done = await core.store.append(keys, ctx, () => ({ type, effect: { nodeId } }));
-    if (done === null) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
     await repairViews(core, done.log, nodeId);
     return { seq: done.entry.seq, log: done.log };
   };
@@ -335,7 +334,6 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
           if (log.genesis !== undefined) throw lifecycleError(ErrorCode.Conflict, LifecycleReason.clusterExists, "the cluster is already initialised");
           return { type: HistoryEntryType.genesis, effect: { clusterName: req.clusterName, clusterId, historyKey: req.historyKey, agreementKey: req.agreementKey, gateways: req.gateways } };
         }, { genesis: true });
-        if (done === null) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
         core.adopt(seed, keys);
         ctx.logger.info({ cluster: req.clusterName, gateways: req.gateways.length }, "cluster initialised");
         return { clusterId, seq: done.entry.seq, hash: toBase64Url(done.log.headHash) };
@@ -434,7 +432,6 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       access: Access.Admin,
       async handler(req, _caller, ctx): Promise<ReplicaGatewayAddReply> {
         const done = await core.store.append(core.requireKeys(), ctx, () => ({ type: HistoryEntryType.gatewayAdd, effect: { principal: req.principal } }));
-        if (done === null) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
         ctx.logger.info({ gateway: req.principal, seq: done.entry.seq }, "gateway listed");
         return { principal: req.principal, seq: done.entry.seq, gateways: [...done.log.gateways] };
       },
@@ -449,7 +446,6 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       access: Access.Admin,
       async handler(req, _caller, ctx): Promise<ReplicaGatewayRemoveReply> {
         const done = await core.store.append(core.requireKeys(), ctx, () => ({ type: HistoryEntryType.gatewayRemove, effect: { principal: req.principal } }));
-        if (done === null) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
         ctx.logger.info({ gateway: req.principal, seq: done.entry.seq }, "gateway no longer listed");
         return { principal: req.principal, seq: done.entry.seq, gateways: [...done.log.gateways] };
       },
@@ -506,7 +502,6 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
           throw unavailable(err);
         }
         const done = await core.store.append(keys, ctx, decide);
-        if (done === null) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
         await repairViews(core, done.log, req.nodeId);
         const g = done.log.genesis;
         if (g === undefined) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
@@ -547,7 +542,6 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
           throw unavailable(err);
         }
         const done = await core.store.append(keys, ctx, decide);
-        if (done === null) throw new UnibusError(ErrorCode.Internal, "internal", "internal error");
         await repairViews(core, done.log, req.nodeId);
         ctx.logger.info({ nodeId: req.nodeId, seq: done.entry.seq }, "node committed");
         return { nodeId: req.nodeId, state: NodeState.up, seq: done.entry.seq, wrappedCuk: toBase64Url(wrapped) };
