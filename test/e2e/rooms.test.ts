@@ -26,13 +26,11 @@ describe("end-to-end encrypted rooms on the production ACLs", () => {
   const rooms: Room[] = [];
 
   const nextRekey = async (epoch: number): Promise<void> => {
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      const hit = rekeys.find((r) => !(r instanceof Error) && r.epoch >= epoch);
-      if (hit !== undefined) return;
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    throw new Error(`no rekey to epoch ${epoch}: ${rekeys.map((r) => (r instanceof Error ? r.message : r.epoch)).join(", ")}`);
+    await eventually(
+      () => rekeys.map((r) => (r instanceof Error ? r.message : r.epoch)),
+      (seen) => seen.some((e) => typeof e === "number" && e >= epoch),
+      { timeoutMs: 10_000, intervalMs: 50, what: `a rekey to epoch ${epoch} (rekeys seen)` },
+    );
   };
 
   beforeAll(async () => {

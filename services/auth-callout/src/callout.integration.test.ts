@@ -258,9 +258,14 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
       expect(op).toBe("subscription");
       if (s === "unibus.room.r2.>") {
         const bobNc = await connectAs(bob);
-        bobNc.publish("unibus.room.r2.chat", "secret");
+        // Positive control: bob, the room's owner, receives his own message,
+        // so the server has fanned it out; a round trip on alice's connection
+        // after that would bring any copy meant for her first.
+        const own = bobNc.subscribe("unibus.room.r2.chat", { max: 1 });
         await bobNc.flush();
-        await new Promise((r) => setTimeout(r, 100));
+        bobNc.publish("unibus.room.r2.chat", "secret");
+        for await (const m of own) expect(m.string()).toBe("secret");
+        await nc.flush();
         await bobNc.close();
         expect(received).toEqual([]);
       }

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { randomBytes, SigningKey, toHex } from "@unibus/crypto";
 import { replicaHandshake, ReplicaHandshakeRejectedError } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
+import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 
 const mainScript = fileURLToPath(new URL("./main.ts", import.meta.url));
@@ -44,11 +44,7 @@ function startMain(pskFile: string): { child: ChildProcess; output: () => string
 }
 
 async function until(what: string, check: () => boolean, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await eventually(check, Boolean, { timeoutMs, intervalMs: 50, what });
 }
 
 it("the service main reads the PSK from a 0600 file: handshakes work, and the PSK is in neither its argv nor its logs", async () => {
