@@ -14,6 +14,7 @@ import { createIdentity } from "@unibus/crypto";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { retryUntil } from "@unibus/testing";
+import { inspectContainers, readStackSecrets, secretsIn } from "./secrets.js";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
 
@@ -121,6 +122,20 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       expect(env).toContain("UNIBUS_JS_KEY_FILE=/etc/unibus/jetstream.key");
       expect(env).not.toMatch(/UNIBUS_JS_KEY=/);
     }
+  });
+
+  it("no secret (state volume, CA and node TLS keys) is in any container's docker inspect, in any encoding", async () => {
+    const tlsKeys = ["ca/route-ca.key", "ca/client-ca.key", ...["nats-1", "nats-2", "nats-3"].flatMap((n) => [`${n}/node.key`, `${n}/client.key`])].map((f) => join(certs, f));
+    const secrets = await readStackSecrets(PROJECT, tlsKeys);
+    expect(secrets.map((s) => s.source)).toEqual(expect.arrayContaining(["secrets/jetstream.key", "secrets/callout-issuer.seed", "admin.id", ...tlsKeys]));
+    expect(secrets.filter((s) => s.forms.length === 0)).toEqual([]);
+    const docs = await inspectContainers(PROJECT);
+    expect(docs.size).toBe(11);
+    expect(secretsIn(docs, secrets)).toEqual([]);
+    // Control: a node key's PEM line in a label is found.
+    const [name, doc] = [...docs][0]!;
+    const nodeKey = secrets.find((s) => s.source.endsWith("nats-1/node.key"))!;
+    expect(secretsIn(new Map([[name, doc.replace('"Labels":{', `"Labels":{"leak":"${nodeKey.forms[0]!}",`)]]), secrets)).toEqual([`${name}: ${nodeKey.source}`]);
   });
 
   it("routes are mutual TLS: plain TCP and a TLS client without a route-CA cert are refused, a node cert is accepted", async () => {
