@@ -14,7 +14,7 @@ import { createIdentity } from "@unibus/crypto";
 import { connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { retryUntil } from "@unibus/testing";
-import { inspectContainers, readStackSecrets, secretsIn } from "./secrets.js";
+import { containerOutputs, inspectContainers, readStackSecrets, secretsIn } from "./secrets.js";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
 
@@ -124,7 +124,7 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     }
   });
 
-  it("no secret (state volume, CA and node TLS keys) is in any container's docker inspect, in any encoding", async () => {
+  it("no secret (state volume, CA and node TLS keys) is in any container's docker inspect, log or process argv, in any encoding", async () => {
     const tlsKeys = ["ca/route-ca.key", "ca/client-ca.key", ...["nats-1", "nats-2", "nats-3"].flatMap((n) => [`${n}/node.key`, `${n}/client.key`])].map((f) => join(certs, f));
     const secrets = await readStackSecrets(PROJECT, tlsKeys);
     expect(secrets.map((s) => s.source)).toEqual(expect.arrayContaining(["secrets/jetstream.key", "secrets/callout-issuer.seed", "admin.id", ...tlsKeys]));
@@ -132,6 +132,12 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     const docs = await inspectContainers(PROJECT);
     expect(docs.size).toBe(11);
     expect(secretsIn(docs, secrets)).toEqual([]);
+    // Nor in any container's log, nor in the argv of any process running in one.
+    const { logs, argv } = await containerOutputs(PROJECT);
+    expect(logs.size).toBe(docs.size);
+    expect([...argv.values()].join("\n")).toMatch(/nats-server/);
+    expect(secretsIn(logs, secrets)).toEqual([]);
+    expect(secretsIn(argv, secrets)).toEqual([]);
     // Control: a node key's PEM line in a label is found.
     const [name, doc] = [...docs][0]!;
     const nodeKey = secrets.find((s) => s.source.endsWith("nats-1/node.key"))!;

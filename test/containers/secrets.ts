@@ -115,6 +115,24 @@ export async function inspectContainers(project: string): Promise<Map<string, st
   return new Map(docs.map((d) => [d.Name.replace(/^\//, ""), JSON.stringify(d)]));
 }
 
+/**
+ * What else a reader of the engine sees, by container: its output
+ * (`docker logs`, one-shots included) and the argv of every process still
+ * running in it (`docker top … -o pid,args`).
+ */
+export async function containerOutputs(project: string): Promise<{ logs: Map<string, string>; argv: Map<string, string> }> {
+  const rows = (await run("docker", ["ps", "-a", "--format", "{{.Names}} {{.State}}", "--filter", `label=com.docker.compose.project=${project}`])).stdout.split("\n").filter(Boolean);
+  const logs = new Map<string, string>();
+  const argv = new Map<string, string>();
+  for (const row of rows) {
+    const [name, state] = row.split(" ") as [string, string];
+    const out = await run("docker", ["logs", name], { maxBuffer: 64 * 1024 * 1024 });
+    logs.set(name, `${out.stdout}${out.stderr}`);
+    if (state === "running") argv.set(name, (await run("docker", ["top", name, "-o", "pid,args"])).stdout);
+  }
+  return { logs, argv };
+}
+
 /** `container: source` for every secret form found in an inspect document. */
 export function secretsIn(docs: ReadonlyMap<string, string>, secrets: readonly StackSecret[]): string[] {
   const found: string[] = [];

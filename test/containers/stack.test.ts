@@ -6,7 +6,7 @@ import { createIdentity, nkeyAuthenticator } from "@unibus/crypto";
 import { ErrorReason, UnibusError, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { eventually } from "@unibus/testing";
-import { inspectContainers, readStackSecrets, secretsIn } from "./secrets.js";
+import { containerOutputs, inspectContainers, readStackSecrets, secretsIn } from "./secrets.js";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
 
@@ -37,7 +37,7 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     for (const user of stdout.trim().split("\n")) expect(user).toBe("10001:10001");
   });
 
-  it("no secret of the stack is in any container's docker inspect (Env, Cmd, Args, Labels, Mounts), in any encoding", async () => {
+  it("no secret of the stack is in any container's docker inspect (Env, Cmd, Args, Labels, Mounts), log or process argv, in any encoding", async () => {
     const secrets = await readStackSecrets("unibus-ct");
     // What init generated: the JetStream key, both callout seeds, admin #0 and every identity's seeds.
     expect(secrets.map((s) => s.source)).toEqual(
@@ -48,6 +48,12 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     // The running containers and the two exited one-shots (init, bootstrap).
     expect(docs.size).toBeGreaterThanOrEqual(11);
     expect(secretsIn(docs, secrets)).toEqual([]);
+    // Nor in any container's log, nor in the argv of any process running in one.
+    const { logs, argv } = await containerOutputs("unibus-ct");
+    expect(logs.size).toBe(docs.size);
+    expect([...argv.values()].join("\n")).toMatch(/nats-server/);
+    expect(secretsIn(logs, secrets)).toEqual([]);
+    expect(secretsIn(argv, secrets)).toEqual([]);
     // Control: the same scan finds the key once it is in a container's environment.
     const [name, doc] = [...docs][0]!;
     const key = secrets.find((s) => s.source === "secrets/jetstream.key")!;
