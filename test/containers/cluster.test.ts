@@ -135,7 +135,7 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       await chmod(join(dir, "replica.psk"), 0o600);
       await writeIdentityFile(join(dir, "admin.id"), stack.admin);
       recoverySecret = (await eventually(60_000, () => initCluster(admin.nc, stack.admin.signingKey, { clusterName: "unibus" }))).recoverySecret;
-      const env = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id"), UNIBUS_NODE_HOME: join(dir, "node"), UNIBUS_REPLICA_PSK_FILE: join(dir, "replica.psk") };
+      const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id"), UNIBUS_NODE_HOME: join(dir, "node"), UNIBUS_REPLICA_PSK_FILE: join(dir, "replica.psk") };
       delete env["UNIBUS_REPLICA_PSK"];
       const cli = async (args: string[], extra: NodeJS.ProcessEnv = {}): Promise<string> => (await run(process.execPath, [CLI, ...args], { env: { ...env, ...extra }, timeout: 60_000 })).stdout;
       const ticket = (JSON.parse(await cli(["node", "ticket", "node-4", "--json"])) as { ticket: string }).ticket;
