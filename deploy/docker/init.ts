@@ -11,13 +11,17 @@
  *                                (routes: mutual TLS, pool_size, no_advertise;
  *                                UNIBUS_CLIENT_TLS=1: TLS required on the client port)
  *                /out/svc-<name> identity.id (+ callout seeds / system.id) + env
+ *                                (cluster: the gateway's replica.psk, made once
+ *                                in the state dir, and the cluster name; the
+ *                                callout lets unknown keys do the handshake only)
  *   bootstrap  Seeds admin #0 (idempotent), as `unibus up` does after start.
  *
  * Files are 0600 and dirs 0700, owned by the image's non-root user; nothing
  * secret is printed. Re-running reuses everything (nothing is regenerated over
  * existing state), so `docker compose up` is idempotent.
  */
-import { copyFile, chmod, readdir, rm } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { copyFile, chmod, open, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
   ALL_SERVICES,
@@ -37,6 +41,7 @@ import {
   writePrivateFile,
 } from "@unibus/cli";
 import type { HomeLayout, ProvisionedHome } from "@unibus/cli";
+import { CalloutEnv } from "@unibus/contracts";
 import { mergeNatsConfig, renderNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
 
@@ -53,6 +58,10 @@ const BOOTSTRAP_WAIT_MS = 90_000;
 /** Cluster only: where each nats container mounts its route TLS dir (read-only). */
 const ROUTE_TLS_DIR = "/etc/unibus-routes";
 const ROUTE_POOL_SIZE = 3;
+/** The nats cluster name; the replica gateway derives the handshake's cluster id from the same name. */
+const CLUSTER_NAME = "unibus";
+/** The replica PSK in the state dir and in the gateway's share. */
+const REPLICA_PSK_FILE = "replica.psk";
 /** `1`: every node requires TLS on its client port (cluster only). */
 const CLIENT_TLS_ENV = "UNIBUS_CLIENT_TLS";
 
@@ -111,7 +120,7 @@ function serverConfig(state: ProvisionedHome, serverName: string, routes: readon
   if (routes === undefined) return base;
   return mergeNatsConfig(base, {
     cluster: {
-      name: "unibus",
+      name: CLUSTER_NAME,
       listen: `0.0.0.0:${CLUSTER_PORT}`,
       routes: routes.map((h) => `nats-route://${h}:${CLUSTER_PORT}`),
       // Equal on every node (a mismatch breaks the routes); the default, written out.
@@ -155,6 +164,30 @@ async function writeNatsShare(home: HomeLayout, state: ProvisionedHome): Promise
   }
 }
 
+/**
+ * The replica gateway's PSK (32 random bytes, hex), made once in the state
+ * dir and never regenerated: nodes that registered with it keep working
+ * across `down`/`up`. Only the gateway's share gets a copy; a node operator
+ * copies it out of the state volume over a private channel.
+ */
+async function ensureReplicaPsk(home: HomeLayout): Promise<string> {
+  const path = join(home.secretsDir, REPLICA_PSK_FILE);
+  try {
+    // "wx": never replace a PSK an earlier init made.
+    const fh = await open(path, "wx", 0o600);
+    try {
+      await fh.writeFile(`${randomBytes(32).toString("hex")}\n`);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    say(`created replica PSK ${path}`);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+  return path;
+}
+
 async function writeServiceShares(home: HomeLayout, state: ProvisionedHome): Promise<void> {
   for (const name of ALL_SERVICES) {
     const dir = join(OUT, `svc-${name}`);
@@ -165,10 +198,17 @@ async function writeServiceShares(home: HomeLayout, state: ProvisionedHome): Pro
     if (name === ServiceName.authCallout) {
       await copyPrivate(home.calloutIssuerSeedFile, join(dir, "callout-issuer.seed"));
       await copyPrivate(home.calloutXkeySeedFile, join(dir, "callout-xkey.seed"));
+      // A joining node is not in the directory yet: it may log in to publish the replica handshake and nothing else.
+      if (clusterNodes().length > 0) env[CalloutEnv.bootstrapAccess] = "true";
     }
     if (name === ServiceName.membership) {
       await copyPrivate(home.systemIdentityFile, join(dir, "system.id"));
       env["UNIBUS_BOOTSTRAP_PRINCIPAL"] = state.bootstrap.principal;
+    }
+    // Without a PSK the gateway answers every handshake AuthRequired: the cluster gets one, so nodes can join through it.
+    if (name === ServiceName.replicaGateway && clusterNodes().length > 0) {
+      await copyPrivate(await ensureReplicaPsk(home), join(dir, REPLICA_PSK_FILE));
+      env["UNIBUS_CLUSTER_NAME"] = CLUSTER_NAME;
     }
     await writePrivateFile(join(dir, "env"), renderEnvFile(env));
   }

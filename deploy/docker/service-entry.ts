@@ -25,6 +25,8 @@ if (name === ServiceName.authCallout) {
   env[CalloutEnv.xkeySeedFile] = join(share, "callout-xkey.seed");
 }
 if (name === ServiceName.membership) env[MembershipEnv.sysIdentity] = join(share, "system.id");
+// The cluster's gateway share holds the replica PSK (the single-node stack has none): a path, never the key.
+if (name === ServiceName.replicaGateway && existsSync(join(share, "replica.psk"))) env["UNIBUS_REPLICA_PSK_FILE"] = join(share, "replica.psk");
 const extra = join(share, "env");
 if (existsSync(extra)) Object.assign(env, parseEnvFile(readFileSync(extra, "utf8")));
 // The JetStream key is for nats-server only (architecture §1.4).

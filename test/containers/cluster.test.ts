@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import type { Socket} from "node:net";
 import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
@@ -10,10 +10,11 @@ import type { TLSSocket } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createIdentity } from "@unibus/crypto";
-import { connect } from "@unibus/sdk";
+import { createIdentity, randomBytes, toHex, writeIdentityFile } from "@unibus/crypto";
+import { connect, initCluster } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { retryUntil } from "@unibus/testing";
+import { containerOutputs, inspectContainers, readStackSecrets, secretOfFile, secretsIn } from "./secrets.js";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
 
@@ -22,6 +23,7 @@ const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
 // Overridable so two checkouts on one engine do not stop each other's stack.
 const PROJECT = process.env["UNIBUS_CT_CLUSTER_PROJECT"] ?? "unibus-ct-cluster";
 const ROUTE_PORT = 6222;
+const CLI = join(REPO_ROOT, "libs/cli/bin/unibus.mjs");
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -75,6 +77,8 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
   let tls: { caFile: string };
   const clients: UnibusClient[] = [];
   const acked: string[] = [];
+  /** Printed once by `cluster init` in the gateway test; the secrets scan looks for it too. */
+  let recoverySecret: string | undefined;
   const container = (svc: string) => `${PROJECT}-${svc}-1`;
 
   async function routeAddress(node: string): Promise<string> {
@@ -121,6 +125,59 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       expect(env).toContain("UNIBUS_JS_KEY_FILE=/etc/unibus/jetstream.key");
       expect(env).not.toMatch(/UNIBUS_JS_KEY=/);
     }
+  });
+
+  it("the gateway holds the stack's PSK: cluster init, then a node goes ticket → register → approve → commit → join, and the history shows it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "unibus-ct-node-"));
+    try {
+      // What a node operator copies out of the state volume over a private channel.
+      await run("docker", ["cp", `${PROJECT}-init-1:/state/secrets/replica.psk`, join(dir, "replica.psk")]);
+      await chmod(join(dir, "replica.psk"), 0o600);
+      await writeIdentityFile(join(dir, "admin.id"), stack.admin);
+      recoverySecret = (await eventually(60_000, () => initCluster(admin.nc, stack.admin.signingKey, { clusterName: "unibus" }))).recoverySecret;
+      const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id"), UNIBUS_NODE_HOME: join(dir, "node"), UNIBUS_REPLICA_PSK_FILE: join(dir, "replica.psk") };
+      delete env["UNIBUS_REPLICA_PSK"];
+      const cli = async (args: string[], extra: NodeJS.ProcessEnv = {}): Promise<string> => (await run(process.execPath, [CLI, ...args], { env: { ...env, ...extra }, timeout: 60_000 })).stdout;
+      const ticket = (JSON.parse(await cli(["node", "ticket", "node-4", "--json"])) as { ticket: string }).ticket;
+      await writeFile(join(dir, "ticket"), ticket, { mode: 0o600 });
+      // A PSK other than the stack's is refused before the ticket is even looked at.
+      await writeFile(join(dir, "wrong.psk"), toHex(randomBytes(32)), { mode: 0o600 });
+      const wrong = await cli(["node", "register", "node-4", "--cluster", "unibus", "--ticket-file", join(dir, "ticket"), "--home", join(dir, "other")], { UNIBUS_REPLICA_PSK_FILE: join(dir, "wrong.psk") }).then(
+        () => "registered",
+        (err: unknown) => String((err as { stderr?: string }).stderr ?? err),
+      );
+      expect(wrong).toMatch(/refused the handshake/);
+      expect(await cli(["node", "register", "node-4", "--cluster", "unibus", "--ticket-file", join(dir, "ticket")])).toMatch(/registered as NEW/);
+      expect(await cli(["node", "approve", "node-4"])).toMatch(/STANDBY/);
+      expect(await cli(["node", "commit"])).toMatch(/is UP/);
+      expect(await cli(["node", "join"])).not.toBe("");
+      const history = JSON.parse(await cli(["cluster", "history", "--verify", "--json"])) as { verified: boolean; entries: { type: string; effect: string }[] };
+      expect(history.verified).toBe(true);
+      expect(history.entries.filter((e) => e.effect.includes("node-4")).map((e) => e.type)).toEqual(["node.register", "node.approve", "node.commit"]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("no secret (state volume, CA and node TLS keys) is in any container's docker inspect, log or process argv, in any encoding", async () => {
+    const tlsKeys = ["ca/route-ca.key", "ca/client-ca.key", ...["nats-1", "nats-2", "nats-3"].flatMap((n) => [`${n}/node.key`, `${n}/client.key`])].map((f) => join(certs, f));
+    expect(recoverySecret).toBeDefined();
+    const secrets = [...(await readStackSecrets(PROJECT, tlsKeys)), secretOfFile("recovery secret", recoverySecret!)];
+    expect(secrets.map((s) => s.source)).toEqual(expect.arrayContaining(["secrets/jetstream.key", "secrets/callout-issuer.seed", "secrets/replica.psk", "admin.id", ...tlsKeys]));
+    expect(secrets.filter((s) => s.forms.length === 0)).toEqual([]);
+    const docs = await inspectContainers(PROJECT);
+    expect(docs.size).toBe(11);
+    expect(secretsIn(docs, secrets)).toEqual([]);
+    // Nor in any container's log, nor in the argv of any process running in one.
+    const { logs, argv } = await containerOutputs(PROJECT);
+    expect(logs.size).toBe(docs.size);
+    expect([...argv.values()].join("\n")).toMatch(/nats-server/);
+    expect(secretsIn(logs, secrets)).toEqual([]);
+    expect(secretsIn(argv, secrets)).toEqual([]);
+    // Control: a node key's PEM line in a label is found.
+    const [name, doc] = [...docs][0]!;
+    const nodeKey = secrets.find((s) => s.source.endsWith("nats-1/node.key"))!;
+    expect(secretsIn(new Map([[name, doc.replace('"Labels":{', `"Labels":{"leak":"${nodeKey.forms[0]!}",`)]]), secrets)).toEqual([`${name}: ${nodeKey.source}`]);
   });
 
   it("routes are mutual TLS: plain TCP and a TLS client without a route-CA cert are refused, a node cert is accepted", async () => {

@@ -6,6 +6,7 @@ import { createIdentity, nkeyAuthenticator } from "@unibus/crypto";
 import { ErrorReason, UnibusError, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { eventually } from "@unibus/testing";
+import { containerOutputs, inspectContainers, readStackSecrets, secretsIn } from "./secrets.js";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
 
@@ -34,6 +35,29 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     expect(ids.length).toBeGreaterThanOrEqual(9);
     const { stdout } = await run("docker", ["inspect", "-f", "{{.Config.User}}", ...ids]);
     for (const user of stdout.trim().split("\n")) expect(user).toBe("10001:10001");
+  });
+
+  it("no secret of the stack is in any container's docker inspect (Env, Cmd, Args, Labels, Mounts), log or process argv, in any encoding", async () => {
+    const secrets = await readStackSecrets("unibus-ct");
+    // What init generated: the JetStream key, both callout seeds, admin #0 and every identity's seeds.
+    expect(secrets.map((s) => s.source)).toEqual(
+      expect.arrayContaining(["secrets/jetstream.key", "secrets/callout-issuer.seed", "secrets/callout-xkey.seed", "admin.id", "identities/membership.id", "identities/bootstrap.id"]),
+    );
+    expect(secrets.filter((s) => s.forms.length === 0)).toEqual([]);
+    const docs = await inspectContainers("unibus-ct");
+    // The running containers and the two exited one-shots (init, bootstrap).
+    expect(docs.size).toBeGreaterThanOrEqual(11);
+    expect(secretsIn(docs, secrets)).toEqual([]);
+    // Nor in any container's log, nor in the argv of any process running in one.
+    const { logs, argv } = await containerOutputs("unibus-ct");
+    expect(logs.size).toBe(docs.size);
+    expect([...argv.values()].join("\n")).toMatch(/nats-server/);
+    expect(secretsIn(logs, secrets)).toEqual([]);
+    expect(secretsIn(argv, secrets)).toEqual([]);
+    // Control: the same scan finds the key once it is in a container's environment.
+    const [name, doc] = [...docs][0]!;
+    const key = secrets.find((s) => s.source === "secrets/jetstream.key")!;
+    expect(secretsIn(new Map([[name, doc.replace('"Env":[', `"Env":["UNIBUS_JS_KEY=${key.forms[0]!}",`)]]), secrets)).toEqual([`${name}: secrets/jetstream.key`]);
   });
 
   it("/healthz reports the server's own posture from its monitoring port on the compose network, not nulls", async () => {
