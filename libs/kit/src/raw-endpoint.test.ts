@@ -34,40 +34,39 @@ const echo: RawEndpointSpec = rawEndpoint({
   },
 });
 
-let server: TestServer;
-let nc: NatsConnection;
-let running: RunningService;
+const definition = defineService({ name: "raw-check", version: "1.0.0", description: "raw endpoint check", endpoints: {}, raw: { REQ: echo } });
+// One server, one client connection and the started service, shared by the tests below.
+let bus: { server: TestServer; nc: NatsConnection; running: RunningService } | undefined;
+const nc = (): NatsConnection => bus!.nc;
 
 beforeAll(async () => {
-  server = await startTestServer({ jetstream: false });
-  nc = await server.connect();
-  running = await startService(nc, defineService({ name: "raw-check", version: "1.0.0", description: "raw endpoint check", endpoints: {}, raw: { REQ: echo } }), {
-    logger: pino({ level: "silent" }),
-  });
+  const server = await startTestServer({ jetstream: false });
+  const conn = await server.connect();
+  bus = { server, nc: conn, running: await startService(conn, definition, { logger: pino({ level: "silent" }) }) };
 });
 
 afterAll(async () => {
-  await running?.stop();
-  await server?.stop();
+  await bus?.running.stop();
+  await bus?.server.stop();
 });
 
 async function stats(): Promise<Json | undefined> {
-  const reply = (await nc.request("$SRV.STATS.raw-check", undefined, { timeout: 5_000 })).json<Json>();
+  const reply = (await nc().request("$SRV.STATS.raw-check", undefined, { timeout: 5_000 })).json<Json>();
   return (reply["endpoints"] as Json[]).find((e) => e["name"] === "REQ");
 }
 
 describe("raw endpoints", () => {
   it("are listed in $SRV.INFO with their subject and protocol, and no schema endpoint is added", async () => {
-    const info = (await nc.request("$SRV.INFO.raw-check", undefined, { timeout: 5_000 })).json<Json>();
+    const info = (await nc().request("$SRV.INFO.raw-check", undefined, { timeout: 5_000 })).json<Json>();
     const endpoints = info["endpoints"] as Json[];
     expect(endpoints.map((e) => [e["name"], e["subject"]])).toEqual([["REQ", SUBJECT]]);
     expect(endpoints[0]?.["metadata"]).toEqual({ protocol: "toy", note: "raw" });
   });
 
   it("the handler answers in its own protocol; $SRV.STATS counts it with last_error, and a refusal it reports as an error", async () => {
-    expect((await nc.request(SUBJECT, "ok", { timeout: 5_000 })).string()).toBe("echo ok");
+    expect((await nc().request(SUBJECT, "ok", { timeout: 5_000 })).string()).toBe("echo ok");
     expect(await stats()).toMatchObject({ num_requests: 1, num_errors: 0, last_error: "" });
-    const refused = await nc.request(SUBJECT, "bad", { timeout: 5_000 });
+    const refused = await nc().request(SUBJECT, "bad", { timeout: 5_000 });
     expect(refused.headers?.get("Nats-Service-Error-Code")).toBe("400");
     const after = await stats();
     expect(after).toMatchObject({ num_requests: 2, num_errors: 1, last_error: "400 invalid_request", data: { errors_by_reason: { invalid_request: 1 } } });
@@ -75,7 +74,7 @@ describe("raw endpoints", () => {
   });
 
   it("a handler that throws is answered with a generic 500 and counted, never left hanging", async () => {
-    const reply = await nc.request(SUBJECT, "boom", { timeout: 5_000 });
+    const reply = await nc().request(SUBJECT, "boom", { timeout: 5_000 });
     expect(reply.headers?.get("Nats-Service-Error-Code")).toBe("500");
     expect(reply.headers?.get("Nats-Service-Error")).toBe("internal error");
     expect(await stats()).toMatchObject({ last_error: "500 internal" });
@@ -83,18 +82,18 @@ describe("raw endpoints", () => {
 
   it("a request whose reply subject is outside the protocol's prefix is dropped unhandled", async () => {
     const seen: string[] = [];
-    const sub = nc.subscribe("elsewhere.>", { callback: (_e, m) => void seen.push(m.subject) });
-    await nc.flush();
-    const before = running.droppedRequests();
+    const sub = nc().subscribe("elsewhere.>", { callback: (_e, m) => void seen.push(m.subject) });
+    await nc().flush();
+    const before = bus!.running.droppedRequests();
     handled.length = 0;
-    nc.publish(SUBJECT, "ok", { reply: "elsewhere.victim" });
+    nc().publish(SUBJECT, "ok", { reply: "elsewhere.victim" });
     // Positive control: answered after it on the same subscription, so the dropped one was seen first.
-    expect((await nc.request(SUBJECT, "control", { timeout: 5_000 })).string()).toBe("echo control");
-    await nc.flush();
+    expect((await nc().request(SUBJECT, "control", { timeout: 5_000 })).string()).toBe("echo control");
+    await nc().flush();
     sub.unsubscribe();
     expect(seen).toEqual([]);
     expect(handled).toEqual(["control"]);
-    expect(running.droppedRequests()).toBe(before + 1);
+    expect(bus!.running.droppedRequests()).toBe(before + 1);
   });
 });
 

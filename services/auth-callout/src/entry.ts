@@ -74,8 +74,10 @@ export const authCalloutEntry: ServiceEntry = kitServiceEntry(
       // them, and both start together on a fresh bus: wait for them (no client
       // can log in before anyway). Leader reads, never a direct get that a
       // lagging replica may answer: a login right after a revoke must see it.
+      // Retried every half second at most: every login waits for the callout.
       const buckets = await openExistingBuckets(jetstream(nc), [DirectoryBucket.users, DirectoryBucket.roomsByMember], {
         budgetMs: deps.bucketBudgetMs ?? 60_000,
+        maxDelayMs: 500,
         ...(log === undefined ? {} : { logger: log }),
       });
       const users = buckets[DirectoryBucket.users];
