@@ -15,6 +15,7 @@
  * ephemeral; the child gets them on stdin, never argv. `npm run bench` runs
  * this through {@link runCalloutConnects}.
  */
+import { pino } from "pino";
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
@@ -131,7 +132,8 @@ async function runWorker(): Promise<void> {
       },
     };
   }
-  const quiet = { info: () => undefined, warn: () => undefined, error: (o: object) => process.stderr.write(`${JSON.stringify(o)}\n`) };
+  // Errors only, to stderr: stdout carries the worker's "ready" line.
+  const quiet = pino({ level: "error" }, pino.destination(2));
   await createAuthCalloutService(nc, {
     issuer: SigningKey.fromNkeySeed(input.issuerSeed),
     ...(input.xkeySeed !== undefined ? { xkey: CalloutXkey.fromSeed(input.xkeySeed) } : {}),
@@ -290,7 +292,7 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
         issuer,
         ...(xkey !== undefined ? { xkey } : {}),
         directory: new KvPrincipalDirectory(await ckvm.open("users"), await ckvm.open("rooms_by_member")),
-        logger: { info: () => undefined, warn: () => undefined, error: () => undefined },
+        logger: pino({ level: "silent" }),
       });
       const floorNc = await floor.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
       await createFloorCallout(floorNc, { issuer, ...(xkey !== undefined ? { xkey } : {}), principal: client.principal });

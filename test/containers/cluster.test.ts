@@ -25,8 +25,6 @@ const PROJECT = process.env["UNIBUS_CT_CLUSTER_PROJECT"] ?? "unibus-ct-cluster";
 const ROUTE_PORT = 6222;
 const CLI = join(REPO_ROOT, "libs/cli/bin/unibus.mjs");
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Retries `fn` until it resolves or `ms` pass (failover: reconnect, new stream leaders). */
 const eventually = <T>(ms: number, fn: () => Promise<T>): Promise<T> => retryUntil(fn, { timeoutMs: ms });
 
@@ -46,13 +44,11 @@ async function readInfo(sock: Socket | TLSSocket): Promise<Record<string, unknow
 async function drain(sock: Socket, ms: number): Promise<{ data: string; closed: boolean }> {
   let data = "";
   sock.on("data", (c: Buffer) => (data += c.toString("latin1")));
-  const closed = await Promise.race([
-    new Promise<boolean>((r) => {
-      sock.once("close", () => r(true));
-      sock.once("error", () => r(true));
-    }),
-    sleep(ms).then(() => false),
-  ]);
+  let ended = false;
+  sock.once("close", () => (ended = true));
+  sock.once("error", () => (ended = true));
+  // Bounded: a peer that keeps the connection open shows as closed: false.
+  const closed = await retryUntil(async () => (ended ? true : Promise.reject(new Error("open"))), { timeoutMs: ms, intervalMs: 20 }).catch(() => false);
   sock.destroy();
   return { data, closed };
 }

@@ -5,7 +5,7 @@ import { connect as natsConnect } from "@nats-io/transport-node";
 import { createIdentity, nkeyAuthenticator } from "@unibus/crypto";
 import { ErrorReason, UnibusError, connect } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
-import { eventually } from "@unibus/testing";
+import { eventually, retryUntil } from "@unibus/testing";
 import { containerOutputs, inspectContainers, readStackSecrets, secretsIn } from "./secrets.js";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
@@ -99,19 +99,17 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     const client = await connect({ url: stack.url, identity: alice });
     clients.push(client);
     const subject = `unibus.room.${room.id}.x`;
-    const deadline = Date.now() + 10_000;
-    let got: string | undefined;
     // The invite kicks alice's earlier sessions; retry until her permissions include the room.
-    while (got === undefined && Date.now() < deadline) {
-      const sub = client.nc.subscribe(subject, { max: 1, timeout: 500 });
-      await client.nc.flush().catch(() => undefined);
-      client.nc.publish(subject, "hello from the host");
-      try {
-        for await (const m of sub) got = m.string();
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    const got = await retryUntil(
+      async () => {
+        const sub = client.nc.subscribe(subject, { max: 1, timeout: 500 });
+        await client.nc.flush().catch(() => undefined);
+        client.nc.publish(subject, "hello from the host");
+        for await (const m of sub) return m.string();
+        throw new Error("no frame");
+      },
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
     expect(got).toBe("hello from the host");
   });
 
@@ -167,8 +165,7 @@ describe("the compose stack (docker-compose.yml) in real Docker", () => {
     await run("docker", ["kill", "--signal", "KILL", victim as string]);
     // Keep the load on until the surviving replicas have acknowledged more
     // work after the kill (bounded, so a dead stack fails the assertion below).
-    const deadline = Date.now() + 20_000;
-    while (acked.length < before + 20 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+    await eventually(() => acked.length, (n) => n >= before + 20, { timeoutMs: 20_000, intervalMs: 200 }).catch(() => undefined);
     stop = true;
     await Promise.all(workers);
     process.stdout.write(`users.add: ${acked.length} acknowledged (${before} before the kill), ${failed} not (last error: ${lastError || "none"})\n`);

@@ -11,6 +11,7 @@ import { rekeyRoom, waitForRoomAccess } from "@unibus/sdk";
 import { startAgentWorker, upperCaseHandler } from "@unibus/sdk/examples/agent-worker";
 import { recordingIo } from "@unibus/cli/test-io";
 import type { RecordingIo } from "@unibus/cli/test-io";
+import { eventually } from "@unibus/testing";
 import { keyedMember, nextMatching, startE2eBus } from "./bus-with-services.js";
 import type { E2eBus } from "./bus-with-services.js";
 
@@ -35,11 +36,9 @@ class TypedLines implements AsyncIterable<string> {
 }
 
 async function until(what: string, io: RecordingIo, test: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!test()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${io.all()}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  await eventually(test, (ok) => ok, { timeoutMs: ms, intervalMs: 50 }).catch(() => {
+    throw new Error(`timed out waiting for ${what}:\n${io.all()}`);
+  });
 }
 
 describe("agents and the CLI on a live bus", () => {

@@ -11,6 +11,7 @@ import type { UnibusClient } from "@unibus/sdk";
 import { waitForRoomAccess } from "@unibus/sdk";
 import { startTestBus } from "@unibus/testbus";
 import type { TestBus } from "@unibus/testbus";
+import { eventually } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 
 /** Every bucket whose reads decide access or replay: none may allow direct gets. */
@@ -51,13 +52,16 @@ describe("security reads on a 3-node cluster reflect every acknowledged write", 
     const jsm = await jetstreamManager(operator);
     const deadline = Date.now() + 30_000;
     for (const bucket of SECURITY_BUCKETS) {
-      for (;;) {
-        const leader = await jsm.streams.info(`KV_${bucket}`).then((i) => i.cluster?.leader, () => undefined);
-        if (leader !== undefined && leader !== nodeName(f)) break;
-        if (Date.now() > deadline) throw new Error(`KV_${bucket} still led by ${String(leader)}`);
-        if (leader === nodeName(f)) await operator.request(`$JS.API.STREAM.LEADER.STEPDOWN.KV_${bucket}`, "", { timeout: 5_000 }).catch(() => undefined);
-        else await new Promise((r) => setTimeout(r, 100));
-      }
+      // Each read asks a leader on `f` to step down; the next reads show where the lead went.
+      await eventually(
+        async () => {
+          const leader = await jsm.streams.info(`KV_${bucket}`).then((i) => i.cluster?.leader, () => undefined);
+          if (leader === nodeName(f)) await operator.request(`$JS.API.STREAM.LEADER.STEPDOWN.KV_${bucket}`, "", { timeout: 5_000 }).catch(() => undefined);
+          return leader;
+        },
+        (leader) => leader !== undefined && leader !== nodeName(f),
+        { timeoutMs: Math.max(0, deadline - Date.now()), intervalMs: 100, what: `KV_${bucket} led by another node than ${nodeName(f)}` },
+      );
     }
     return f;
   }
@@ -71,12 +75,11 @@ describe("security reads on a 3-node cluster reflect every acknowledged write", 
     const jsm = await jetstreamManager(operator);
     const deadline = Date.now() + 30_000;
     for (const bucket of SECURITY_BUCKETS) {
-      for (;;) {
-        const cluster = await jsm.streams.info(`KV_${bucket}`).then((i) => i.cluster, () => undefined);
-        if (cluster?.leader !== undefined && cluster.replicas?.length === 2 && cluster.replicas.every((r) => r.current && r.offline !== true)) break;
-        if (Date.now() > deadline) throw new Error(`KV_${bucket} did not settle: ${JSON.stringify(cluster)}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      await eventually(
+        () => jsm.streams.info(`KV_${bucket}`).then((i) => i.cluster, () => undefined),
+        (cluster) => cluster?.leader !== undefined && cluster.replicas?.length === 2 && cluster.replicas.every((r) => r.current && r.offline !== true),
+        { timeoutMs: Math.max(0, deadline - Date.now()), intervalMs: 100, what: `KV_${bucket} settled` },
+      );
     }
   }
 

@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freeLoopbackPort, spawnWatched } from "@unibus/testing";
+import { eventually, freeLoopbackPort, spawnWatched } from "@unibus/testing";
 import type { WatchedProcess } from "@unibus/testing";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 
@@ -18,15 +18,12 @@ function startUp(env: NodeJS.ProcessEnv): Up {
   return spawnWatched(process.execPath, [BIN, "up"], { env, label: "unibus up" });
 }
 
-/** Polls `probe` every 50 ms until it returns a value other than undefined; throws `why()` after `ms`. */
+/** Polls `probe` until it returns a value other than undefined; throws `why()` (the output then) after `ms`. */
 async function until<T>(probe: () => T | undefined, ms: number, why: () => string): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined) return v;
-    if (Date.now() > end) throw new Error(why());
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const v = await eventually(probe, (x) => x !== undefined, { timeoutMs: ms, intervalMs: 50 }).catch(() => {
+    throw new Error(why());
+  });
+  return v as T;
 }
 
 async function waitReady(up: Up, ms = 40_000): Promise<void> {

@@ -41,21 +41,20 @@ async function microLs(env: NodeJS.ProcessEnv): Promise<{ name: string; version:
 const expected = serviceAvailability().filter((s) => s.available).map((s) => s.name);
 
 async function waitForServices(env: NodeJS.ProcessEnv, up: CliProcess, ms: number): Promise<{ name: string; version: string; id: string }[]> {
-  const end = Date.now() + ms;
   let last: { name: string; version: string; id: string }[] = [];
-  while (Date.now() < end) {
-    if (up.child.exitCode !== null) throw new Error(`unibus up exited early:\n${up.output()}`);
-    if (up.output().includes("Next: npx unibus micro ls")) {
-      try {
-        last = await microLs(env);
-        if (expected.every((s) => last.some((i) => i.name === s))) return last;
-      } catch {
-        // Not ready yet.
-      }
-    }
-    await new Promise((r) => setTimeout(r, 300));
-  }
-  throw new Error(`services did not all appear; last ls: ${JSON.stringify(last)}\n${up.output()}`);
+  const exited = new Error("unibus up exited early");
+  return eventually(
+    async () => {
+      if (up.child.exitCode !== null) throw exited;
+      // `micro ls` is asked only once up says the services are started; until they all register it lists fewer.
+      if (up.output().includes("Next: npx unibus micro ls")) last = await microLs(env).catch(() => last);
+      return last;
+    },
+    (ls) => expected.every((s) => ls.some((i) => i.name === s)),
+    { timeoutMs: ms, intervalMs: 300 },
+  ).catch((err: unknown) => {
+    throw new Error(err === exited ? `unibus up exited early:\n${up.output()}` : `services did not all appear; last ls: ${JSON.stringify(last)}\n${up.output()}`);
+  });
 }
 
 async function stopUp(up: CliProcess): Promise<number | null> {

@@ -4,7 +4,7 @@ import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { startTestServer } from "@unibus/testing";
+import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { BucketSetupError, openBuckets, openExistingBuckets } from "./buckets.js";
 
@@ -128,11 +128,11 @@ describe("openExistingBuckets", () => {
     const { logger, lines } = capture();
     const opening = openExistingBuckets(jetstream(nc), ["late_owned"], { budgetMs: 20_000, initialDelayMs: 50, logger });
     // Create it only once the opener has observably failed at least once.
-    const end = Date.now() + 10_000;
-    while (!lines.some((l) => l["bucket"] === "late_owned" && l["msg"] === "bucket set-up failed; retrying")) {
-      if (Date.now() > end) throw new Error("openExistingBuckets never retried");
-      await new Promise((r) => setTimeout(r, 20));
-    }
+    await eventually(
+      () => lines.some((l) => l["bucket"] === "late_owned" && l["msg"] === "bucket set-up failed; retrying"),
+      (retried) => retried,
+      { timeoutMs: 10_000, what: "openExistingBuckets retrying" },
+    );
     const created = await new Kvm(jetstream(nc)).create("late_owned", { history: 2 });
     await created.put("k", "v");
     const { late_owned } = await opening;

@@ -24,8 +24,10 @@ export interface OpenBucketsOptions {
   /** Total time allowed for set-up, retries included. */
   readonly budgetMs: number;
   readonly logger?: Logger;
-  /** First retry delay; doubles up to 5 s. Default 250 ms. */
+  /** First retry delay; doubles up to {@link OpenBucketsOptions.maxDelayMs}. Default 250 ms. */
   readonly initialDelayMs?: number;
+  /** Longest retry delay. Default 5 s. */
+  readonly maxDelayMs?: number;
 }
 
 /** Set-up of a bucket failed for good or ran out of budget. */
@@ -112,7 +114,7 @@ async function retryBucket(name: string, options: OpenBucketsOptions, deadline: 
       }
       options.logger?.warn({ op: "bucket.open", bucket: name, attempt: n, err: (err as Error).message }, "bucket set-up failed; retrying");
       await sleep(delay);
-      delay = Math.min(delay * 2, 5_000);
+      delay = Math.min(delay * 2, options.maxDelayMs ?? 5_000);
     }
   }
 }

@@ -1,6 +1,7 @@
 import type { Envelope } from "@unibus/crypto";
 import type { Logger } from "pino";
 import type { JsonSchema, SchemaTypes } from "@unibus/contracts";
+import type { RawEndpointSpec } from "./raw-endpoint.js";
 
 /** Who may call an endpoint. */
 export const Access = {
@@ -115,6 +116,8 @@ export interface ServiceDefinition {
   readonly metadata?: Readonly<Record<string, string>>;
   /** Endpoints by micro endpoint name (letters, digits, `-`, `_`). */
   readonly endpoints: Readonly<Record<string, EndpointSpec>>;
+  /** Endpoints that speak another protocol than the kit's envelope (the auth callout), by micro endpoint name. */
+  readonly raw?: Readonly<Record<string, RawEndpointSpec>>;
   /** Schemas beyond the contract set (tests); ids must not collide with contract ids. */
   readonly schemas?: Readonly<Record<string, JsonSchema>>;
 }
@@ -155,7 +158,17 @@ export function defineService<D extends ServiceDefinition>(definition: D): D {
     const limit = spec.maxPayloadBytes;
     if (limit !== undefined && (!Number.isSafeInteger(limit) || limit <= 0)) throw new ServiceDefinitionError(`${where}: maxPayloadBytes must be a positive integer`);
   }
-  return Object.freeze({ ...definition, endpoints: Object.freeze({ ...definition.endpoints }) });
+  for (const [name, spec] of Object.entries(definition.raw ?? {})) {
+    const where = `service ${definition.name} raw endpoint ${name}`;
+    if (!MICRO_NAME.test(name) || name in definition.endpoints) throw new ServiceDefinitionError(`${where}: invalid or repeated endpoint name`);
+    if (spec.subject === "" || /[\s*>]/.test(spec.subject)) throw new ServiceDefinitionError(`${where}: subject must be literal`);
+    if (subjects.has(spec.subject)) throw new ServiceDefinitionError(`${where}: subject ${spec.subject} used twice`);
+    subjects.add(spec.subject);
+    // An empty prefix would answer any reply subject with the service's rights.
+    if (spec.replyPrefix === "") throw new ServiceDefinitionError(`${where}: replyPrefix must name the protocol's reply subjects`);
+  }
+  const raw = definition.raw === undefined ? {} : { raw: Object.freeze({ ...definition.raw }) };
+  return Object.freeze({ ...definition, endpoints: Object.freeze({ ...definition.endpoints }), ...raw });
 }
 
 /** The typed endpoint spec `endpointFor` accepts: request/reply types follow from the schema ids. */

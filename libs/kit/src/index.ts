@@ -7,6 +7,8 @@ export { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES, binaryReply, ServiceDef
 export type { AnonymousCaller, Caller, EndpointSpec, HandlerContext, Role, ServiceDefinition, SignedCaller, TypedEndpointSpec } from "./definition.js";
 export { startService } from "./start-service.js";
 export { EndpointStats } from "./endpoint-stats.js";
+export { rawEndpoint } from "./raw-endpoint.js";
+export type { RawEndpointSpec, RawHandlerContext, RawOutcome } from "./raw-endpoint.js";
 export type { KitDeps, RunningService } from "./start-service.js";
 export { BucketSetupError, ENVELOPE_WINDOW_MS, NonceBucket, openBuckets, openExistingBuckets } from "./buckets.js";
 export type { BucketSpec, OpenBucketsOptions } from "./buckets.js";
@@ -17,7 +19,7 @@ export { retry } from "./retry.js";
 export type { RetryOptions } from "./retry.js";
 export { PARENT_LIFELINE_FD_ENV, PARENT_LIFELINE_PRELOAD } from "./parent-lifeline.js";
 export { LogLevel, SHUTDOWN_GRACE_MS, ServiceConfigError, kitServiceEntry, loadServiceConfig, runServiceMain, runServiceProcess } from "./service-main.js";
-export type { CreateService, ServiceConfig, ServiceEntry, ServiceMainSpec, ServiceProcessMember, StartedService } from "./service-main.js";
+export type { CreateService, KitConnectionOptions, ServiceConfig, ServiceEntry, ServiceMainSpec, ServiceProcessMember, StartedService } from "./service-main.js";
 export { MetricsSubject, RequestOutcome, defineCounter, kvErrorCounter, metricsRegistry, recordRequest, requestCounter, requestDuration, serveMetrics, serviceInfo } from "./metrics.js";
 export type { MetricsReply, MetricsResponder } from "./metrics.js";
 export {

@@ -105,14 +105,29 @@ export interface ServiceEntry {
   start(env: NodeJS.ProcessEnv, logger: Logger): Promise<StartedService>;
 }
 
+/** How a service's connection differs from the kit's default (see {@link kitServiceEntry}). */
+export interface KitConnectionOptions {
+  /**
+   * Take replies under `_INBOX.<principal>` instead of `_INBOX.`: for a
+   * service user whose server permissions let it subscribe to its own inbox
+   * only (the auth callout). Needs an identity.
+   */
+  readonly ownInbox?: boolean;
+  /** Milliseconds between reconnect attempts and their jitter; default nats.js's. */
+  readonly reconnectTimeWaitMs?: number;
+  readonly reconnectJitterMs?: number;
+}
+
 /** The nats.js options a service main connects with (exported for its tests). */
-export async function connectOptions(config: ServiceConfig, name: string): Promise<ConnectionOptions> {
+export async function connectOptions(config: ServiceConfig, name: string, extra: KitConnectionOptions = {}): Promise<ConnectionOptions> {
   const options: ConnectionOptions = {
     servers: [...config.servers],
     name,
     // A service outlives NATS restarts and starts before NATS in compose.
     maxReconnectAttempts: -1,
     waitOnFirstConnect: true,
+    ...(extra.reconnectTimeWaitMs === undefined ? {} : { reconnectTimeWait: extra.reconnectTimeWaitMs }),
+    ...(extra.reconnectJitterMs === undefined ? {} : { reconnectJitter: extra.reconnectJitterMs }),
   };
   // A tls:// seed means TLS or nothing: without this nats.js would talk plaintext to a
   // "node" that offers no TLS (a relay in the middle). The CA comes from NODE_EXTRA_CA_CERTS.
@@ -120,6 +135,9 @@ export async function connectOptions(config: ServiceConfig, name: string): Promi
   if (config.identityPath !== undefined) {
     const identity = await loadIdentityFile(config.identityPath);
     options.authenticator = nkeyAuthenticator(identity.signingKey);
+    if (extra.ownInbox === true) options.inboxPrefix = `_INBOX.${identity.principal}`;
+  } else if (extra.ownInbox === true) {
+    throw new ServiceConfigError(`${name} needs UNIBUS_IDENTITY: its replies come only to its own inbox`);
   }
   return options;
 }
@@ -137,12 +155,12 @@ async function watchStatus(nc: NatsConnection, logger: Logger): Promise<void> {
  * ({@link loadServiceConfig}), then `create(env)` on that connection. `create`
  * gets the service's environment to read its own variables.
  */
-export function kitServiceEntry(name: string, create: (env: NodeJS.ProcessEnv) => CreateService): ServiceEntry {
+export function kitServiceEntry(name: string, create: (env: NodeJS.ProcessEnv) => CreateService, connection: KitConnectionOptions = {}): ServiceEntry {
   return {
     name,
     async start(env, logger) {
       const config = loadServiceConfig(env);
-      const nc = await connect(await connectOptions(config, name));
+      const nc = await connect(await connectOptions(config, name, connection));
       try {
         void watchStatus(nc, logger).catch(() => undefined);
         const running = await create(env)(nc, { logger, bucketReplicas: config.bucketReplicas, bucketBudgetMs: config.bucketBudgetMs });

@@ -12,6 +12,7 @@ import type { Role, ServiceDefinition } from "./definition.js";
 import { EndpointStats } from "./endpoint-stats.js";
 import { serviceJetStream } from "./jetstream.js";
 import { recordRequest, serveMetrics } from "./metrics.js";
+import { addRawEndpoints } from "./raw-endpoint.js";
 import { describeEndpoints } from "./schema-endpoint.js";
 import { discoveryGuarded, replyPermitted } from "./reply-rule.js";
 import { runPipeline } from "./request-pipeline.js";
@@ -175,8 +176,20 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
     stats.set(name, new EndpointStats(service, name));
   }
 
+  addRawEndpoints(
+    {
+      service,
+      name: definition.name,
+      logger,
+      stats,
+      inflight,
+      onDrop: () => droppedReplies++,
+    },
+    definition.raw ?? {},
+  );
+
   const metrics = serveMetrics(discoveryNc, { name: definition.name, id: service.info().id, version: definition.version, logger });
-  logger.info({ op: "start", id: service.info().id, version: definition.version, endpoints: endpoints.length }, "service started");
+  logger.info({ op: "start", id: service.info().id, version: definition.version, endpoints: endpoints.length + Object.keys(definition.raw ?? {}).length }, "service started");
   return {
     service,
     name: definition.name,

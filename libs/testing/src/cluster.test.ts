@@ -1,6 +1,7 @@
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startTestCluster } from "./cluster.js";
+import { retryUntil } from "./eventually.js";
 import type { TestCluster } from "./cluster.js";
 
 describe("startTestCluster", () => {
@@ -56,14 +57,6 @@ describe("startTestCluster", () => {
 });
 
 /** Stream leader elections after a node loss take a few seconds: retry within a budget. */
-async function retry<T>(fn: () => Promise<T>, budgetMs: number): Promise<T> {
-  const deadline = Date.now() + budgetMs;
-  for (;;) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
+function retry<T>(fn: () => Promise<T>, budgetMs: number): Promise<T> {
+  return retryUntil(fn, { timeoutMs: budgetMs, intervalMs: 250 });
 }

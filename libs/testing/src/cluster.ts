@@ -5,6 +5,7 @@ import { mergeNatsConfig } from "@unibus/natsd";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 import { trackLeftover } from "./cleanup.js";
+import { eventually } from "./eventually.js";
 import { startLinkProxy } from "./link-proxy.js";
 import type { LinkProxy } from "./link-proxy.js";
 import { freeLoopbackPort } from "./ports.js";
@@ -71,10 +72,6 @@ export interface TestCluster {
 
 interface Jsz {
   meta_cluster?: { leader?: string; cluster_size?: number; replicas?: { name?: string; current?: boolean; offline?: boolean }[] };
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 function node(servers: TestServer[], i: number): TestServer {
@@ -260,20 +257,24 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
       for (const l of links) l.proxy.heal();
     },
     async waitForMetaLeader(timeoutMs = opts.readyTimeoutMs ?? 45_000) {
-      const deadline = Date.now() + timeoutMs;
       const running = servers.filter((s) => s.running);
       const nc = await connect({ servers: running.map((s) => s.url), maxReconnectAttempts: -1, ...opts.probeConnect });
+      let leaders: (string | undefined)[] = [];
       try {
-        for (;;) {
-          const metas = await Promise.all(running.map(metaClusterOf));
-          const leaders = metas.map((m) => m?.leader || undefined);
-          const leader = leaders[0];
-          if (leader && leaders.every((l) => l === leader) && peersCurrent(metas, running.length) && (await jsApiAnswers(nc)) && (await placementWorks(nc, running.length))) return leader;
-          if (Date.now() > deadline) {
-            throw new Error(`cluster ${name}: no JetStream meta leader within ${timeoutMs} ms (nodes report ${JSON.stringify(leaders)})`);
-          }
-          await sleep(200);
-        }
+        const found = await eventually(
+          async () => {
+            const metas = await Promise.all(running.map(metaClusterOf));
+            leaders = metas.map((m) => m?.leader || undefined);
+            const leader = leaders[0];
+            const ready = leader !== undefined && leaders.every((l) => l === leader) && peersCurrent(metas, running.length) && (await jsApiAnswers(nc)) && (await placementWorks(nc, running.length));
+            return ready ? leader : undefined;
+          },
+          (leader) => leader !== undefined,
+          { timeoutMs, intervalMs: 200 },
+        ).catch(() => {
+          throw new Error(`cluster ${name}: no JetStream meta leader within ${timeoutMs} ms (nodes report ${JSON.stringify(leaders)})`);
+        });
+        return found as string;
       } finally {
         await nc.close().catch(() => undefined);
       }

@@ -2,9 +2,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
-import type { Service } from "@nats-io/services";
+import { pino } from "pino";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
+import type { RunningService } from "@unibus/kit";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import {
@@ -12,11 +13,11 @@ import {
   KvPrincipalDirectory,
   createAuthCalloutService,
 } from "./index.js";
-import type { CalloutLogger, RoomsRecord, UserRecord } from "./index.js";
+import type { RoomsRecord, UserRecord } from "./index.js";
 
 import packageJson from "../package.json" with { type: "json" };
 
-const quiet: CalloutLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const quiet = pino({ level: "silent" });
 
 /** The same suite runs over each server configuration (callout.go style). */
 const CONFIGS = [
@@ -69,7 +70,7 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
   let admin: NatsConnection; // the membership service's connection (config-level user)
   let users: KV;
   let rooms: KV;
-  let service: Service;
+  let service: RunningService;
 
   const connectAs = (key: SigningKey, opts: Record<string, unknown> = {}): Promise<NatsConnection> =>
     server.connect({
@@ -136,13 +137,13 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
   });
 
   it("registers as a micro service with its package's version", () => {
-    expect(service.info()).toMatchObject({ name: "auth-callout", version: packageJson.version });
+    expect(service.service.info()).toMatchObject({ name: "auth-callout", version: packageJson.version });
   });
 
   it("its $SRV.STATS entry carries last_error and the real processing time, as micro clients expect", async () => {
     const nc = await connectAs(alice);
     await nc.close();
-    const [ep] = (await service.stats()).endpoints as unknown as Array<Record<string, unknown>>;
+    const [ep] = (await service.service.stats()).endpoints as unknown as Array<Record<string, unknown>>;
     expect(ep).toMatchObject({ name: "AUTH", last_error: "", num_errors: 0 });
     expect(ep?.["num_requests"]).toBeGreaterThan(0);
     expect(ep?.["processing_time"]).toBeGreaterThan(0);

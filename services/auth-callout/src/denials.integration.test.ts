@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pino } from "pino";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -16,9 +17,9 @@ import {
   createAuthCalloutService,
   invalidateOnUserChanges,
 } from "./index.js";
-import type { CalloutLogger, DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch, UserRecord } from "./index.js";
+import type { DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch, UserRecord } from "./index.js";
 
-const quiet: CalloutLogger = { info: () => undefined, warn: () => undefined, error: () => undefined };
+const quiet = pino({ level: "silent" });
 
 // Records as membership stores them: the callout refuses any other shape as damaged.
 const ADDED_BY = SigningKey.generate().principal;

@@ -1,12 +1,8 @@
 import { open } from "node:fs/promises";
-import { connect } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { Kvm } from "@nats-io/kv";
-import type { KV } from "@nats-io/kv";
-import { SigningKey, loadIdentityFile, nkeyAuthenticator } from "@unibus/crypto";
-import { retry } from "@unibus/kit";
+import { jetstream } from "@nats-io/jetstream";
+import { SigningKey } from "@unibus/crypto";
+import { kitServiceEntry, openExistingBuckets } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
-import type { Logger } from "pino";
 import { CalloutEnv, DirectoryBucket } from "@unibus/contracts";
 import { CalloutReconnect } from "./reconnect.js";
 import { DenialCache } from "./denial-cache.js";
@@ -19,10 +15,8 @@ import { CalloutXkey } from "./xkey.js";
 // only a main touches `process`); its names are a contract with the launchers.
 export { CalloutEnv } from "@unibus/contracts";
 
-/** Typed configuration of the callout process. */
+/** The callout's own configuration; the URL, identity and log level are the kit's (`loadServiceConfig`). */
 export interface CalloutConfig {
-  url: string;
-  identityPath: string;
   issuerSeedFile: string;
   xkeySeedFile?: string;
   bootstrapAccess: boolean;
@@ -38,8 +32,6 @@ export function loadCalloutConfig(env: NodeJS.ProcessEnv): CalloutConfig {
   };
   const xkeySeedFile = env[CalloutEnv.xkeySeedFile];
   return {
-    url: need(CalloutEnv.url),
-    identityPath: need(CalloutEnv.identity),
     issuerSeedFile: need(CalloutEnv.issuerSeedFile),
     ...(xkeySeedFile ? { xkeySeedFile } : {}),
     bootstrapAccess: env[CalloutEnv.bootstrapAccess] === "true",
@@ -63,95 +55,63 @@ export async function readSecretFile(path: string): Promise<string> {
   }
 }
 
-/** How long the callout waits for membership to create the directory buckets on a fresh bus. */
-const DIRECTORY_WAIT_MS = 60_000;
-
-/**
- * Opens the directory buckets, waiting while they do not exist yet: the
- * callout may read them but only membership creates them, and both start
- * together on a fresh bus. Until then no client can log in anyway.
- */
-async function openDirectoryBuckets(kvm: Kvm, log: Logger): Promise<[KV, KV]> {
-  let logged = false;
-  return retry(
-    async () => {
-      // Leader reads, never a direct get that any (lagging) replica may answer:
-      // a login right after a revoke must see the revoke.
-      // A fresh options object per open: Kvm.open writes bindOnly into it.
-      const buckets: [KV, KV] = [await kvm.open(DirectoryBucket.users, { allow_direct: false }), await kvm.open(DirectoryBucket.roomsByMember, { allow_direct: false })];
-      // `open` binds without looking; `status` fails while a bucket does not exist.
-      for (const kv of buckets) await kv.status();
-      return buckets;
-    },
-    {
-      budgetMs: DIRECTORY_WAIT_MS,
-      delayMs: 250,
-      onRetry: () => {
-        if (!logged) log.info({ op: "start" }, "waiting for membership to create the directory buckets");
-        logged = true;
-      },
-    },
-  );
-}
-
 /**
  * How a process runs the auth callout (its own `main.ts`, or `unibus up`'s one
- * process for every service): its own connection, as its own config-level
- * user, with the inbox prefix its permissions allow.
+ * process for every service), with the kit's connection, config and logger:
+ * its own config-level user, replies only under its own inbox (all its
+ * permissions allow), and a fast way back after a server restart.
  */
-export const authCalloutEntry: ServiceEntry = {
-  name: AUTH_CALLOUT_SERVICE_NAME,
-  async start(env, log) {
+export const authCalloutEntry: ServiceEntry = kitServiceEntry(
+  AUTH_CALLOUT_SERVICE_NAME,
+  (env) => {
     const config = loadCalloutConfig(env);
-    const identity = await loadIdentityFile(config.identityPath);
-    const issuer = SigningKey.fromNkeySeed(await readSecretFile(config.issuerSeedFile));
-    if (!issuer.principal.startsWith("A")) throw new CalloutConfigError("issuer seed is not an account (SA…) seed");
-    const xkey = config.xkeySeedFile !== undefined ? CalloutXkey.fromSeed(await readSecretFile(config.xkeySeedFile)) : undefined;
-
-    const nc: NatsConnection = await connect({
-      // A seed list (`nats://nats-1:4222,nats://nats-2:4222,…`) in a cluster, as for the kit services.
-      servers: config.url.split(",").map((s) => s.trim()).filter((s) => s !== ""),
-      name: AUTH_CALLOUT_SERVICE_NAME,
-      authenticator: nkeyAuthenticator(identity.signingKey),
-      inboxPrefix: `_INBOX.${identity.principal}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: CalloutReconnect.timeWaitMs,
-      reconnectJitter: CalloutReconnect.jitterMs,
-      // A tls:// seed means TLS or nothing, as for the kit services.
-      ...(/(^|,)\s*tls:\/\//i.test(config.url) ? { tls: {} } : {}),
-    });
-    try {
-      const kvm = new Kvm(nc);
-      const [users, roomsByMember] = await openDirectoryBuckets(kvm, log);
+    return async (nc, deps) => {
+      const issuer = SigningKey.fromNkeySeed(await readSecretFile(config.issuerSeedFile));
+      if (!issuer.principal.startsWith("A")) throw new CalloutConfigError("issuer seed is not an account (SA…) seed");
+      const xkey = config.xkeySeedFile !== undefined ? CalloutXkey.fromSeed(await readSecretFile(config.xkeySeedFile)) : undefined;
+      const log = deps.logger;
+      // The callout may read the directory buckets but only membership creates
+      // them, and both start together on a fresh bus: wait for them (no client
+      // can log in before anyway). Leader reads, never a direct get that a
+      // lagging replica may answer: a login right after a revoke must see it.
+      // Retried every half second at most: every login waits for the callout.
+      const buckets = await openExistingBuckets(jetstream(nc), [DirectoryBucket.users, DirectoryBucket.roomsByMember], {
+        budgetMs: deps.bucketBudgetMs ?? 60_000,
+        maxDelayMs: 500,
+        ...(log === undefined ? {} : { logger: log }),
+      });
+      const users = buckets[DirectoryBucket.users];
       // Read the directory per login rather than from a watched cache: the
       // membership service revokes (write, then kick), and a cache that has not
       // yet seen the write would let the kicked client straight back in.
-      const directory = new KvPrincipalDirectory(users, roomsByMember);
+      const directory = new KvPrincipalDirectory(users, buckets[DirectoryBucket.roomsByMember]);
       const denialCache = new DenialCache();
       const watch = invalidateOnUserChanges(users, denialCache, (err) =>
-        log.warn({ op: "denial-cache", err: err instanceof Error ? err.message : String(err) }, "users watch interrupted; denial cache cleared"),
+        log?.warn({ op: "denial-cache", err: err instanceof Error ? err.message : String(err) }, "users watch interrupted; denial cache cleared"),
       );
-      const service = await createAuthCalloutService(nc, {
-        issuer,
-        ...(xkey !== undefined ? { xkey } : {}),
-        directory,
-        denialCache,
-        logger: log,
-        appAccount: config.appAccount,
-        bootstrapAccess: config.bootstrapAccess,
-      });
-      log.info({ op: "start", principal: identity.principal, issuer: issuer.principal, encrypted: xkey !== undefined }, "auth callout ready");
-      return {
-        closed: nc.closed(),
-        async stop() {
-          watch.stop();
-          await service.stop();
-          await nc.drain();
-        },
-      };
-    } catch (err) {
-      await nc.close().catch(() => undefined);
-      throw err;
-    }
+      try {
+        const running = await createAuthCalloutService(nc, {
+          ...deps,
+          issuer,
+          ...(xkey !== undefined ? { xkey } : {}),
+          directory,
+          denialCache,
+          appAccount: config.appAccount,
+          bootstrapAccess: config.bootstrapAccess,
+        });
+        log?.info({ op: "start", issuer: issuer.principal, encrypted: xkey !== undefined }, "auth callout ready");
+        return {
+          ...running,
+          async stop() {
+            watch.stop();
+            await running.stop();
+          },
+        };
+      } catch (err) {
+        watch.stop();
+        throw err;
+      }
+    };
   },
-};
+  { ownInbox: true, reconnectTimeWaitMs: CalloutReconnect.timeWaitMs, reconnectJitterMs: CalloutReconnect.jitterMs },
+);

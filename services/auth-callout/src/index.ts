@@ -17,6 +17,6 @@ export { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";
 export type { AuthorizationRequest, DecodedJwt, JwtClaims } from "./jwt.js";
 export { inboxOf, isSafeRoomId, permissionsFor, Role, UserStatus } from "./permissions.js";
 export type { Grantee, Permissions, RoomRole, RoomsRecord, UserRecord } from "./permissions.js";
-export { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService, denialRecord } from "./service.js";
-export type { AuthCalloutServiceDeps, CalloutLogger } from "./service.js";
+export { AUTH_CALLOUT_SERVICE_NAME, CALLOUT_PROTOCOL, authCalloutDefinition, createAuthCalloutService, denialRecord } from "./service.js";
+export type { AuthCalloutServiceDeps } from "./service.js";
 export { CalloutXkey } from "./xkey.js";

@@ -1,14 +1,15 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Service, ServiceMsg } from "@nats-io/services";
-import { Svcm } from "@nats-io/services";
+import type { ServiceMsg } from "@nats-io/services";
 import type { AuditDenialRecord } from "@unibus/contracts";
-import { EndpointStats, serveMetrics } from "@unibus/kit";
+import { CalloutSubject, ServiceName } from "@unibus/contracts";
+import { defineService, rawEndpoint, startService } from "@unibus/kit";
+import type { KitDeps, RawHandlerContext, RawOutcome, RunningService, ServiceDefinition } from "@unibus/kit";
 import type { SigningKey } from "@unibus/crypto";
+import { pino } from "pino";
 import { DenyCode, PermissionCache } from "./authorize.js";
 import type { AuthorizeResult } from "./authorize.js";
 import type { CalloutContext } from "./callout.js";
 import { handleCalloutRequest } from "./callout.js";
-import { CalloutSubject } from "@unibus/contracts";
 import { StreamDenialAudit } from "./denial-audit.js";
 import type { DenialAudit } from "./denial-audit.js";
 import { DenialCache } from "./denial-cache.js";
@@ -18,21 +19,13 @@ import { calloutMetrics } from "./metrics.js";
 import type { CalloutXkey } from "./xkey.js";
 import packageJson from "../package.json" with { type: "json" };
 
-/** The subset of a pino logger the service uses (one JSON event per line, stable keys). */
-export interface CalloutLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-}
-
-/** Dependencies of {@link createAuthCalloutService}. */
-export interface AuthCalloutServiceDeps {
+/** Dependencies of {@link createAuthCalloutService}, beyond the kit's (logger, clock). */
+export interface AuthCalloutServiceDeps extends KitDeps {
   /** Account key named as `issuer` in the server's `auth_callout`. */
   issuer: SigningKey;
   /** Curve key named as `xkey` in `auth_callout`, if the server encrypts. */
   xkey?: CalloutXkey;
   directory: PrincipalDirectory;
-  logger: CalloutLogger;
   /** Account clients are placed in. Default `UNIBUS`. */
   appAccount?: string;
   /** Let unknown identities reach the replica handshake only (architecture §4). Default false: unknown is denied. */
@@ -78,44 +71,45 @@ export function denialRecord(request: AuthorizationRequest, result: Extract<Auth
 }
 
 /** Micro service name shown by `nats micro ls`. */
-export const AUTH_CALLOUT_SERVICE_NAME = "auth-callout";
+export const AUTH_CALLOUT_SERVICE_NAME = ServiceName.authCallout;
+
+/** Micro metadata `protocol` of the callout endpoint. */
+export const CALLOUT_PROTOCOL = "nats-auth-callout";
+
+type CalloutHandler = (msg: ServiceMsg, ctx: RawHandlerContext) => Promise<RawOutcome>;
 
 /**
- * Registers the callout as a micro service on `$SYS.REQ.USER.AUTH` (group
- * `$SYS.REQ.USER`, endpoint `AUTH`), the shape of synadia-io/orbit.js's callout.
- * Replicas share the subject in the micro queue group, so any one answers.
- * `nc` must be the callout user's connection (an `auth_users` nkey user).
+ * The callout's endpoint table: one raw endpoint on `$SYS.REQ.USER.AUTH`
+ * (micro endpoint `AUTH`), which speaks nats-server's callout protocol, not
+ * the kit's envelope. Replicas share the subject in the micro queue group, so
+ * any one answers; only the server's `$SYS._INBOX.` replies are answered.
  */
-export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCalloutServiceDeps): Promise<Service> {
-  const ctx: CalloutContext = {
-    issuer: deps.issuer,
-    appAccount: deps.appAccount ?? "UNIBUS",
-    directory: deps.directory,
-    authorize: { bootstrapAccess: deps.bootstrapAccess ?? false, cache: new PermissionCache(), denials: deps.denialCache ?? new DenialCache() },
-    ...(deps.xkey !== undefined ? { xkey: deps.xkey } : {}),
-    ...(deps.sessionTtlSeconds !== undefined ? { sessionTtlSeconds: deps.sessionTtlSeconds } : {}),
-  };
-  const { logger } = deps;
-  let held = 0;
-  const audit = deps.audit ?? new StreamDenialAudit(nc, { warn: (obj, msg) => logger.warn({ svc: "auth-callout", ...obj }, msg) });
-  // @nats-io/services carries its own nats-core copy; the connection is the same object at runtime.
-  const svcm = new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]);
-  const service = await svcm.add({
+export function authCalloutDefinition(handler: CalloutHandler, encrypted: boolean): ServiceDefinition {
+  return defineService({
     name: AUTH_CALLOUT_SERVICE_NAME,
     // The package's version, like every other service: a hand-kept copy went stale.
     version: packageJson.version,
     description: "unibus auth callout: nonce check, allowlist, per-principal permissions",
-    metadata: { encrypted: String(deps.xkey !== undefined) },
+    metadata: { encrypted: String(encrypted) },
+    endpoints: {},
+    raw: {
+      AUTH: rawEndpoint({ subject: CalloutSubject.auth, protocol: CALLOUT_PROTOCOL, replyPrefix: CalloutSubject.replyPrefix, handler }),
+    },
   });
-  // Its counters live on the process's default registry like every service's;
-  // healthz's /metrics collects them over $SRV.METRICS.
-  const metrics = serveMetrics(nc, { name: AUTH_CALLOUT_SERVICE_NAME, id: service.info().id, version: service.info().version });
-  void service.stopped.then(() => metrics.stop(), () => metrics.stop());
+}
 
-  const onRequest = async (msg: ServiceMsg): Promise<{ code: number; reason: string } | undefined> => {
+/**
+ * The callout's request handler: answers a granted login with the signed
+ * user JWT, a refusal with a signed refusal (held back for repeat offenders),
+ * and a request it cannot trust with nothing signed. A denial is an answer,
+ * not an error, in the stats; an untrusted request is one.
+ */
+function calloutHandler(ctx: CalloutContext, audit: DenialAudit): CalloutHandler {
+  let held = 0;
+  return async (msg, { logger }) => {
     const outcome = await handleCalloutRequest(ctx, msg.data, msg.headers?.get(CalloutSubject.xkeyHeader) || undefined);
     if (outcome.kind === "rejected") {
-      logger.warn({ svc: "auth-callout", op: "authorize", err: outcome.error.message }, "request rejected");
+      logger.warn({ err: outcome.error.message }, "request rejected");
       // No signed answer for an untrusted request; the server times out and denies.
       msg.respondError(400, "bad request");
       return { code: 400, reason: "invalid_request" };
@@ -123,7 +117,7 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
     const { result, request } = outcome;
     if (result.ok) {
       calloutMetrics.logins.inc({ result: "allowed", reason: "none" });
-      logger.info({ svc: "auth-callout", op: "authorize", principal: result.principal, role: result.role }, "granted");
+      logger.info({ principal: result.principal, role: result.role }, "granted");
       msg.respond(outcome.reply);
       return undefined;
     }
@@ -146,33 +140,27 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
     // A retry loop answered from the cache is reported about once a second, not per attempt.
     if (result.cached !== undefined && result.cached.report === undefined) return undefined;
     const record = denialRecord(request, result);
-    logger.info({ svc: "auth-callout", op: "authorize", principal: result.principal, reason: record.reason, address: record.address }, "denied");
+    logger.info({ principal: result.principal, reason: record.reason, address: record.address }, "denied");
     audit.record(record);
     return undefined;
   };
+}
 
-  service.addGroup(CalloutSubject.group).addEndpoint(CalloutSubject.endpoint, {
-    handler: (err, msg) => {
-      if (err !== null) {
-        logger.error({ svc: "auth-callout", op: "endpoint", err: err.message }, "endpoint failed");
-        return;
-      }
-      const started = process.hrtime.bigint();
-      onRequest(msg).then(
-        (failure) => stats.record(Number(process.hrtime.bigint() - started), failure),
-        (e: unknown) => {
-          // Fail closed: an internal error answers nothing signed; the server denies on timeout.
-          logger.error({ svc: "auth-callout", op: "authorize", err: e instanceof Error ? e.message : String(e) }, "handler failed");
-          msg.respondError(500, "internal error");
-          stats.record(Number(process.hrtime.bigint() - started), { code: 500, reason: "internal" });
-        },
-      );
-    },
-    metadata: { subject: CalloutSubject.auth },
-  });
-  // The kit's micro stats: real async processing time, and `last_error`,
-  // which micro clients expect in every $SRV.STATS endpoint entry. A denial
-  // is an answer, not an error; a request the callout cannot trust is one.
-  const stats = new EndpointStats(service, CalloutSubject.endpoint);
-  return service;
+/**
+ * Starts the callout with the kit, like every service: micro registration,
+ * `$SRV.STATS` with real times and `last_error`, metrics, drain on stop.
+ * `nc` must be the callout user's connection (an `auth_users` nkey user).
+ */
+export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCalloutServiceDeps): Promise<RunningService> {
+  const ctx: CalloutContext = {
+    issuer: deps.issuer,
+    appAccount: deps.appAccount ?? "UNIBUS",
+    directory: deps.directory,
+    authorize: { bootstrapAccess: deps.bootstrapAccess ?? false, cache: new PermissionCache(), denials: deps.denialCache ?? new DenialCache() },
+    ...(deps.xkey !== undefined ? { xkey: deps.xkey } : {}),
+    ...(deps.sessionTtlSeconds !== undefined ? { sessionTtlSeconds: deps.sessionTtlSeconds } : {}),
+  };
+  const logger = deps.logger ?? pino({ level: "info" });
+  const audit = deps.audit ?? new StreamDenialAudit(nc, { warn: (obj, msg) => logger.warn(obj, msg) });
+  return startService(nc, authCalloutDefinition(calloutHandler(ctx, audit), deps.xkey !== undefined), { ...deps, logger });
 }

@@ -1,8 +1,25 @@
-import type { KV } from "@nats-io/kv";
+import type { KV, KvEntry } from "@nats-io/kv";
+import { UnibusError } from "@unibus/contracts";
 import type { Logger } from "pino";
-import { WatchedKv } from "@unibus/kit";
-import { readJson } from "./records.js";
+import { WatchedKv, corruptRecord } from "@unibus/kit";
+import { checkAgreementKeyRecord, readAgreementKeyRecord } from "./records.js";
 import type { AgreementKeyRecord } from "./records.js";
+
+/** The watched value, checked against its stored-data schema; a failure is logged and kept as the error. */
+function checked(e: KvEntry, logger: Logger): AgreementKeyRecord | UnibusError {
+  try {
+    return checkAgreementKeyRecord(e.json<unknown>(), e.key);
+  } catch (err) {
+    const failure = err instanceof UnibusError ? err : corruptRecord("keys", e.key, err);
+    logger.error({ op: "agreement_keys.watch", key: e.key, err: failure.cause instanceof Error ? failure.cause.message : failure.message }, "stored agreement key fails its schema");
+    return failure;
+  }
+}
+
+function known(v: AgreementKeyRecord | UnibusError | undefined): AgreementKeyRecord | null {
+  if (v instanceof UnibusError) throw v;
+  return v ?? null;
+}
 
 /**
  * The `agreement_keys` bucket kept in memory by a KV watcher, so listing a
@@ -16,7 +33,9 @@ import type { AgreementKeyRecord } from "./records.js";
  */
 export class AgreementKeyDirectory {
   readonly #kv: KV;
-  readonly #keys = new Map<string, AgreementKeyRecord>();
+  // A record that failed its schema is kept as its error: a lookup of it fails
+  // as a direct read would (500 corrupt_record), never passes it on.
+  readonly #keys = new Map<string, AgreementKeyRecord | UnibusError>();
   readonly #watch: WatchedKv;
 
   private constructor(kv: KV, logger: Logger) {
@@ -28,7 +47,7 @@ export class AgreementKeyDirectory {
       logger,
       reset: () => this.#keys.clear(),
       apply: (e) => {
-        if (e.operation === "PUT") this.#keys.set(e.key, e.json<AgreementKeyRecord>());
+        if (e.operation === "PUT") this.#keys.set(e.key, checked(e, logger));
         else this.#keys.delete(e.key);
       },
     });
@@ -53,8 +72,8 @@ export class AgreementKeyDirectory {
    * key registered before the call is always seen.
    */
   async reader(): Promise<(principals: readonly string[]) => Promise<(AgreementKeyRecord | null)[]>> {
-    if (await this.#watch.caughtUp()) return async (principals) => principals.map((p) => this.#keys.get(p) ?? null);
-    return (principals) => Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(this.#kv, p)));
+    if (await this.#watch.caughtUp()) return async (principals) => principals.map((p) => known(this.#keys.get(p)));
+    return (principals) => Promise.all(principals.map((p) => readAgreementKeyRecord(this.#kv, p)));
   }
 
   /** Records a write this service just made, so its own caller sees it at once. */

@@ -6,7 +6,7 @@ import type { EndpointSpec } from "@unibus/kit";
 import { agreementKeyStatementBytes } from "@unibus/sdk";
 import { activeUser, currentMembers, requireMember } from "./access.js";
 import type { MembershipView } from "./access.js";
-import { readJson, unavailable } from "./records.js";
+import { readAgreementKeyRecord, unavailable } from "./records.js";
 import type { AgreementKeyRecord } from "./records.js";
 import type { AgreementKeyDirectory } from "./agreement-directory.js";
 
@@ -60,7 +60,7 @@ export function agreementKeyEndpoints(deps: AgreementKeyDeps): Record<string, En
         // The directory's catch-up check runs alongside the member listing.
         const [principals, read] = await Promise.all([
           currentMembers(deps.membership, req.roomId),
-          deps.agreementDirectory?.reader() ?? (async (principals: readonly string[]) => Promise.all(principals.map((p) => readJson<AgreementKeyRecord>(deps.agreementKeys, p)))),
+          deps.agreementDirectory?.reader() ?? (async (principals: readonly string[]) => Promise.all(principals.map((p) => readAgreementKeyRecord(deps.agreementKeys, p)))),
         ]);
         // From memory when watched; else parallel gets, pipelined on one connection.
         const records = await read(principals);

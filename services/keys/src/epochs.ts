@@ -6,8 +6,8 @@ import type { EndpointSpec, HandlerContext } from "@unibus/kit";
 import { ShareSetFormat, epochStatementBytes, merkleProof, merkleRoot, principalsHash, shareLeaf, shareLeafOfDigest } from "@unibus/sdk";
 import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "./access.js";
 import type { MembershipView } from "./access.js";
-import { epochKey, isRevisionConflict, listKeys, readJson, unavailable } from "./records.js";
-import type { AgreementKeyRecord, EpochRecord, ShareEntry } from "./records.js";
+import { epochKey, isRevisionConflict, listKeys, readAgreementKeyRecord, readEpochRecord, unavailable } from "./records.js";
+import type { EpochRecord, ShareEntry } from "./records.js";
 import type { AgreementKeyDirectory } from "./agreement-directory.js";
 
 /**
@@ -42,7 +42,7 @@ async function pendingShares(deps: EpochDeps, record: EpochRecord): Promise<stri
   const members = new Set(await currentMembers(deps.membership, record.roomId));
   const candidates = without.filter((p) => members.has(p));
   if (candidates.length === 0) return [];
-  const read = deps.agreementDirectory === undefined ? (ps: readonly string[]) => Promise.all(ps.map((p) => readJson<AgreementKeyRecord>(deps.agreementKeys, p))) : await deps.agreementDirectory.reader();
+  const read = deps.agreementDirectory === undefined ? (ps: readonly string[]) => Promise.all(ps.map((p) => readAgreementKeyRecord(deps.agreementKeys, p))) : await deps.agreementDirectory.reader();
   const records = await read(candidates);
   return candidates.filter((_, i) => records[i] != null);
 }
@@ -199,7 +199,7 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
         // A former member gets nothing, not even which epochs exist.
         await requireMember(membership, req.roomId, user.principal);
         const epoch = req.epoch ?? (await listEpochs(roomKeys, req.roomId)).at(-1);
-        const record = epoch === undefined ? null : await readJson<EpochRecord>(roomKeys, epochKey(req.roomId, epoch));
+        const record = epoch === undefined ? null : await readEpochRecord(roomKeys, epochKey(req.roomId, epoch));
         if (record === null) throw new UnibusError(ErrorCode.NotFound, "epoch_not_found", "no such epoch");
         // An epoch stored before statements named a log position cannot be verified by any member.
         if (record.logSeq === undefined || record.logHead === undefined) throw new UnibusError(ErrorCode.NotFound, "epoch_unverifiable", "the epoch names no membership-log position; rekey");
@@ -239,7 +239,7 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
         const epochs = rest.slice(0, req.limit ?? EpochPage.defaultLimit);
         const next = epochs.length < rest.length ? { next_cursor: epochCursor(epochs.at(-1)!) } : {};
         const last = all.at(-1);
-        const record = last === undefined ? null : await readJson<EpochRecord>(roomKeys, epochKey(req.roomId, last));
+        const record = last === undefined ? null : await readEpochRecord(roomKeys, epochKey(req.roomId, last));
         if (record === null) return { roomId: req.roomId, epochs, ...next };
         const current = { epoch: record.epoch, distributor: record.distributor, createdAt: record.createdAt, principalsHash: toBase64Url(principalsHash(record.shares.map((s) => s.principal))) };
         // Only owners act on it (they alone may start an epoch); other members

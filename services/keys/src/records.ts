@@ -1,7 +1,8 @@
 import type { KV } from "@nats-io/kv";
 import { StoredBucket } from "@unibus/contracts";
-import type { UnibusError } from "@unibus/contracts";
-import { listKeys as listStoreKeys, readRecord, storeUnavailable } from "@unibus/kit";
+import type { StoredAgreementKeyRecord, StoredRoomKeysRecord, UnibusError } from "@unibus/contracts";
+import { listKeys as listStoreKeys, readRecord, recordCheck, storeUnavailable } from "@unibus/kit";
+import type { RecordReader } from "@unibus/kit";
 
 /** KV buckets the keys service owns. */
 export const KeysBucket = StoredBucket.keys;
@@ -11,39 +12,13 @@ export type KeysBucket = (typeof KeysBucket)[keyof typeof KeysBucket];
 /** Membership buckets the keys service reads (never writes; its server permissions allow reads only). */
 export const MembershipReadBucket = { users: StoredBucket.membership.users, members: StoredBucket.membership.members } as const;
 
+/** A value of `room_keys`: the whole signed share set of one epoch (stored-data contract). No plaintext key ever. */
+export type EpochRecord = StoredRoomKeysRecord;
 /** One member's entry in an epoch's share set. */
-export interface ShareEntry {
-  principal: string;
-  /** base64url sealed box of the room key; absent when the member had no agreement key, or left (then see `shareDigest`). */
-  sealedShare?: string;
-  /** base64url SHA-256 of a sealed share deleted when its member left the room: keeps the Merkle tree, not the share. */
-  shareDigest?: string;
-}
+export type ShareEntry = EpochRecord["shares"][number];
 
-/** A value of `room_keys`: the whole signed share set of one epoch. No plaintext key ever. */
-export interface EpochRecord {
-  roomId: string;
-  epoch: number;
-  distributor: string;
-  /** base64url Ed25519 signature over the epoch statement. */
-  signature: string;
-  /** Sorted by principal, strictly ascending. */
-  shares: ShareEntry[];
-  createdAt: string;
-  /** The membership-log position the set covers (signed; contracts/specs/membership-log.md). */
-  logSeq: number;
-  /** base64url hash of the log entry at logSeq (signed). */
-  logHead: string;
-}
-
-/** A value of `agreement_keys`: a member's self-signed X25519 public key. */
-export interface AgreementKeyRecord {
-  principal: string;
-  /** base64url X25519 public key. */
-  agreementKey: string;
-  /** base64url signature by `principal` over the agreement-key statement. */
-  signature: string;
-}
+/** A value of `agreement_keys`: a member's self-signed X25519 public key (stored-data contract). */
+export type AgreementKeyRecord = StoredAgreementKeyRecord;
 
 /** The `room_keys` key of an epoch. */
 export function epochKey(roomId: string, epoch: number): string {
@@ -51,8 +26,17 @@ export function epochKey(roomId: string, epoch: number): string {
 }
 
 // The kit's KV access, named for this store: 503 "keys store unavailable",
-// 500 corrupt_record for a value that is not JSON.
+// 500 corrupt_record for a value that is not JSON or fails its stored-data
+// schema (threat: a damaged or forged epoch or agreement key sent to members
+// as if the service had checked it).
 const KEYS_STORE = { store: "keys" } as const;
+
+/** Checks a `room_keys` value; throws 500 corrupt_record. */
+export const checkEpochRecord = recordCheck(KEYS_STORE.store, "stored.room_keys.record");
+/** Checks an `agreement_keys` value; throws 500 corrupt_record. */
+export const checkAgreementKeyRecord = recordCheck(KEYS_STORE.store, "stored.agreement_keys.record");
+const EpochReader: RecordReader<EpochRecord> = { ...KEYS_STORE, check: checkEpochRecord };
+const AgreementKeyReader: RecordReader<AgreementKeyRecord> = { ...KEYS_STORE, check: checkAgreementKeyRecord };
 
 /** A store failure the caller may retry. */
 export function unavailable(cause: unknown): UnibusError {
@@ -61,9 +45,14 @@ export function unavailable(cause: unknown): UnibusError {
 
 export { isRevisionConflict } from "@unibus/kit";
 
-/** Reads one JSON value; null for a missing or deleted key. A store error is 503 (never "absent"). */
-export function readJson<T>(kv: KV, key: string): Promise<T | null> {
-  return readRecord<T>(kv, key, KEYS_STORE);
+/** One epoch's share set, checked; null for a missing or deleted key. A store error is 503 (never "absent"). */
+export function readEpochRecord(kv: KV, key: string): Promise<EpochRecord | null> {
+  return readRecord(kv, key, EpochReader);
+}
+
+/** One member's agreement key record, checked; null when none is registered. A store error is 503. */
+export function readAgreementKeyRecord(kv: KV, principal: string): Promise<AgreementKeyRecord | null> {
+  return readRecord(kv, principal, AgreementKeyReader);
 }
 
 /** Keys matching `filter`. */

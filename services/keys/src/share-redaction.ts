@@ -16,7 +16,7 @@ import type { Logger } from "pino";
 import { fromBase64Url, sha256, toBase64Url } from "@unibus/crypto";
 import { currentMembers } from "./access.js";
 import type { MembershipView } from "./access.js";
-import { isRevisionConflict, listKeys } from "./records.js";
+import { checkEpochRecord, isRevisionConflict, listKeys } from "./records.js";
 import type { EpochRecord } from "./records.js";
 
 /** Attempts per epoch record when a concurrent write (a rekey, another deletion) wins the compare-and-set. */
@@ -37,7 +37,8 @@ export async function deleteMemberShares(roomKeys: KV, membership: MembershipVie
     for (let attempt = 0; attempt < UPDATE_ATTEMPTS; attempt++) {
       const entry = await roomKeys.get(key);
       if (entry === null || entry.operation !== "PUT") break;
-      const record = entry.json<EpochRecord>();
+      // A record that fails its schema is not rewritten: the corrupt_record error goes to the watcher's log.
+      const record: EpochRecord = checkEpochRecord(entry.json<unknown>(), key);
       const i = record.shares.findIndex((s) => s.principal === principal && s.sealedShare !== undefined);
       if (i < 0) break;
       const share = record.shares[i]!;

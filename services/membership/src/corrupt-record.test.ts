@@ -62,3 +62,15 @@ it("a signer whose users record is not JSON is denied, not resolved to a role", 
     await client.close();
   }
 });
+
+it("a rooms record that fails its schema answers 500 corrupt_record; a sound room is still served", async () => {
+  const { room: damaged } = await admin.rooms.create("damaged", { persist: false, encrypt: true });
+  const { room: sound } = await admin.rooms.create("sound", { persist: false, encrypt: true });
+  const rooms = await new Kvm(nc).open(StoredBucket.membership.rooms);
+  // A forged policy field the schema does not know, and required fields missing.
+  await rooms.put(damaged.id, JSON.stringify({ id: damaged.id, name: "damaged", policy: { persist: false, encrypt: false, open: true } }));
+  const err = await rejectionOf(admin.rooms.get(damaged.id), UnibusError);
+  expect([err.code, err.reason]).toEqual([ErrorCode.Internal, ErrorReason.CorruptRecord]);
+  // Positive control: the same endpoint serves a sound record.
+  expect((await admin.rooms.get(sound.id)).room.name).toBe("sound");
+});

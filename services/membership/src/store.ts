@@ -49,6 +49,7 @@ const anyRecord = { store: STORE } as const;
 const UserReader: RecordReader<UserRecord> = { store: STORE, check: recordCheck(STORE, "stored.users.record") };
 const MemberReader: RecordReader<MemberRecord> = { store: STORE, check: recordCheck(STORE, "stored.members.record") };
 const RoomsByMemberReader: RecordReader<RoomsByMemberRecord> = { store: STORE, check: recordCheck(STORE, "stored.rooms_by_member.record") };
+const RoomReader: RecordReader<RoomRecord> = { store: STORE, check: recordCheck(STORE, "stored.rooms.record") };
 
 export { Unchanged, isRevisionConflict } from "@unibus/kit";
 
@@ -232,7 +233,7 @@ export class MembershipStore {
   }
 
   getRoom(roomId: string): Promise<Versioned<RoomRecord> | null> {
-    return read<RoomRecord>(this.buckets.rooms, roomId);
+    return read(this.buckets.rooms, roomId, RoomReader);
   }
 
   async createRoom(room: RoomRecord): Promise<number> {

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { retryUntil } from "@unibus/testing";
 import { startTestBus } from "./bus.js";
 import type { TestBus } from "./bus.js";
 
@@ -16,18 +17,17 @@ describe("the test bus runs the production callout configuration", () => {
     const { room } = await bus.admin.rooms.create("design", { persist: false, encrypt: true });
     await bus.admin.rooms.invite(room.id, alice.principal);
     // The invite kicks alice; the SDK reconnects with the new room in its permissions.
-    const deadline = Date.now() + 5_000;
-    let got: string | undefined;
-    while (got === undefined && Date.now() < deadline) {
-      const sub = alice.client.nc.subscribe(`unibus.room.${room.id}.x`, { max: 1, timeout: 300 });
-      await alice.client.nc.flush().catch(() => undefined);
-      alice.client.nc.publish(`unibus.room.${room.id}.x`, "hi");
-      try {
-        for await (const m of sub) got = m.string();
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
+    // Until then the subscription is refused or times out: retry the round trip.
+    const got = await retryUntil(
+      async () => {
+        const sub = alice.client.nc.subscribe(`unibus.room.${room.id}.x`, { max: 1, timeout: 300 });
+        await alice.client.nc.flush().catch(() => undefined);
+        alice.client.nc.publish(`unibus.room.${room.id}.x`, "hi");
+        for await (const m of sub) return m.string();
+        throw new Error("no frame");
+      },
+      { timeoutMs: 5_000, intervalMs: 100 },
+    );
     expect(got).toBe("hi");
   });
 

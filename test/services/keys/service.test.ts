@@ -190,9 +190,20 @@ describe("keys.epochs pages", () => {
   beforeAll(async () => {
     ({ room: { id: roomId } } = await c["owner"]!.rooms.create("many-epochs", { persist: false, encrypt: true }));
     // Written straight into the bucket: the listing reads only keys and the
-    // newest record, and 25 real rekeys would test rekeying, not paging.
+    // newest record, and 25 real rekeys would test rekeying, not paging. The
+    // records have the stored shape (the reader checks it); their signatures
+    // are random, which only a member verifying a share would notice.
     for (let epoch = 1; epoch <= EPOCHS; epoch++) {
-      const record = { roomId, epoch, distributor: owner!.principal, signature: "", shares: [{ principal: owner!.principal, sealedShare: "" }], createdAt: new Date().toISOString(), logSeq: 0, logHead: "" };
+      const record: EpochRecord = {
+        roomId,
+        epoch,
+        distributor: owner!.principal,
+        signature: toBase64Url(randomBytes(64)),
+        shares: [{ principal: owner!.principal, sealedShare: toBase64Url(randomBytes(120)) }],
+        createdAt: new Date().toISOString(),
+        logSeq: 0,
+        logHead: toBase64Url(randomBytes(32)),
+      };
       await keys.buckets.roomKeys.put(epochKey(roomId, epoch), JSON.stringify(record));
     }
   });
