@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the two local images offline (no registry: FROM scratch + files):
+# Builds the three local images offline (no registry: FROM scratch + files):
 #   unibus/nats-server:<version>    nats-server + nats-launch (static) + passwd
 #   unibus/node-services:<version>  node + its shared libs + the repo + runtime node_modules
+#   unibus/cluster-node:<version>   node-services + nats-server: runs `unibus node start`
 # <version> is the root package.json version (UNIBUS_IMAGE_TAG overrides).
 # The build context is assembled in a temp dir from the files git tracks only
 # (never .git, .unibus/, .tools/, .ci/reports, untracked files, env files or
@@ -135,7 +136,32 @@ DOCKERFILE
 say "building unibus/node-services:$version (node $(node --version))"
 build "unibus/node-services:$version" "$s"
 
-for image in "unibus/nats-server:$version" "unibus/node-services:$version"; do
+# ---- unibus/cluster-node ----------------------------------------------------
+# A node that joins through the replica gateway derives its store key in the
+# CLI (node unlock key + the cluster's) and starts nats-server as a child with
+# that key in its environment only, so node and nats-server share one image.
+# A layer over node-services: the repo and node are the same bytes, not a copy.
+c="$ctx/cluster-node"
+mkdir -p "$c/rootfs/usr/local/bin" "$c/owned/node"
+install -m 0755 "$nats_bin" "$c/rootfs/usr/local/bin/nats-server"
+copy_libs "$nats_bin" "$c/rootfs"
+# The node home's mount point (nuk, wrapped CUK, store): 0700, owned by unibus.
+chmod 0700 "$c/owned/node"
+cat >"$c/Dockerfile" <<DOCKERFILE
+FROM unibus/node-services:$version
+COPY rootfs/ /
+COPY --chown=$uid:$uid owned/ /
+# NATS_SERVER_BIN: the CLI runs exactly this binary and never looks for or downloads another.
+ENV NATS_SERVER_BIN=/usr/local/bin/nats-server UNIBUS_NODE_HOME=/node UNIBUS_HOME=/node UNIBUS_HEALTH_URL=http://127.0.0.1:8222/healthz?js-enabled-only=true
+EXPOSE 4222 6222
+LABEL org.opencontainers.image.title="unibus cluster node" org.opencontainers.image.version="$version" io.unibus.nats-server.version="$nats_version"
+ENTRYPOINT ["/usr/local/bin/node", "libs/cli/bin/unibus.mjs"]
+CMD ["node", "start", "--help"]
+DOCKERFILE
+say "building unibus/cluster-node:$version (node-services + nats-server $nats_version)"
+build "unibus/cluster-node:$version" "$c"
+
+for image in "unibus/nats-server:$version" "unibus/node-services:$version" "unibus/cluster-node:$version"; do
   size=$(docker image inspect -f '{{.Size}}' "$image")
   say "$image: $((size / 1024 / 1024)) MiB"
 done
