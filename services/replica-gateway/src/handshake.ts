@@ -114,7 +114,7 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
       // Nothing is stored: a replayed hello only earns another challenge,
       // which nobody without the PSK can finish, and a hello flood cannot
       // fill a bucket.
-      const nonceA = acceptorNonce(ctx.now() + REPLICA_HANDSHAKE_TTL_MS);
+      const nonceA = acceptorNonce(Math.floor(ctx.now()) + REPLICA_HANDSHAKE_TTL_MS);
       const macA = replicaMac(macKey, { clusterId: deps.clusterId, dialerId: req.replicaId, acceptorId: deps.acceptorId, nonceD: fromHex(req.nonceD), nonceA }, ReplicaDirection.acceptorToDialer);
       return Promise.resolve({ status: ReplicaHandshakeStatus.Ok, acceptorId: deps.acceptorId, nonceA: toHex(nonceA), macA: toHex(macA) });
     },
