@@ -16,6 +16,7 @@ import { randomBytes, SigningKey, toHex } from "@unibus/crypto";
 import { replicaHandshake } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import { EchoSubject } from "./echo-service.js";
+import { GATEWAY_CPU_SUBJECT } from "./gateway-service.js";
 import { numberArg, parallelRate, printCase, sequentialRate } from "./report.js";
 import type { BenchCase } from "./report.js";
 
@@ -24,14 +25,20 @@ const here = (f: string): string => fileURLToPath(new URL(f, import.meta.url));
 /** Slice length: short enough that load swings on a shared box land on both sides. */
 const SLICE_S = 0.5;
 
-/** Mean rates of `a` and `b`, measured in alternating slices of {@link SLICE_S} for `seconds` each. */
-async function interleaved(seconds: number, measure: (s: number, op: (i: number) => Promise<unknown>) => Promise<number>, a: (i: number) => Promise<unknown>, b: (i: number) => Promise<unknown>): Promise<[number, number]> {
+/** Mean rates of `a` and `b`, measured in alternating slices of {@link SLICE_S} for `seconds` each; `around` wraps each slice of `b`. */
+async function interleaved(
+  seconds: number,
+  measure: (s: number, op: (i: number) => Promise<unknown>) => Promise<number>,
+  a: (i: number) => Promise<unknown>,
+  b: (i: number) => Promise<unknown>,
+  around: (slice: () => Promise<number>) => Promise<number> = (slice) => slice(),
+): Promise<[number, number]> {
   const slices = Math.max(1, Math.round(seconds / SLICE_S));
   let ra = 0;
   let rb = 0;
   for (let k = 0; k < slices; k++) {
     ra += await measure(SLICE_S, a);
-    rb += await measure(SLICE_S, b);
+    rb += await around(() => measure(SLICE_S, b));
   }
   return [ra / slices, rb / slices];
 }
@@ -59,12 +66,37 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     const handshake = (i: number) => replicaHandshake(nc, { clusterName: "bench", replicaId: `node-${i % 1000}`, psk, identity });
     for (let i = 0; i < 100; i++) await Promise.all([raw(), handshake(i)]);
 
+    // The gateway's CPU time per handshake, read from the gateway around each
+    // handshake slice: steadier than rates on a shared box, where waiting for
+    // a core dominates the wall clock.
+    let done = 0;
+    let cpuMicros = 0;
+    const counted = async (i: number) => {
+      await handshake(i);
+      done++;
+    };
+    const gatewayCpu = async () => Number(new TextDecoder().decode((await nc.request(GATEWAY_CPU_SUBJECT, undefined, { timeout: 5000 })).data));
+    const withCpu = async (slice: () => Promise<number>) => {
+      const before = await gatewayCpu();
+      const rate = await slice();
+      cpuMicros += (await gatewayCpu()) - before;
+      return rate;
+    };
+    const perHandshake = () => {
+      const r = Math.round(cpuMicros / Math.max(1, done));
+      done = 0;
+      cpuMicros = 0;
+      return r;
+    };
+
     const cases: BenchCase[] = [];
-    const [rawSeq, hsSeq] = await interleaved(opts.seconds, sequentialRate, raw, handshake);
+    const [rawSeq, hsSeq] = await interleaved(opts.seconds, sequentialRate, raw, counted, withCpu);
+    const cpuSeq = perHandshake();
     cases.push({ name: "P6 full handshakes, one at a time", unit: "op/s", unibus: hsSeq, raw: rawSeq, goal: ">= 0.3" });
     const par = (s: number, op: (i: number) => Promise<unknown>) => parallelRate(s, opts.inFlight, op);
-    const [rawPar, hsPar] = await interleaved(opts.seconds, par, raw, handshake);
+    const [rawPar, hsPar] = await interleaved(opts.seconds, par, raw, counted, withCpu);
     cases.push({ name: `P6 full handshakes, ${opts.inFlight} in flight`, unit: "op/s", unibus: hsPar, raw: rawPar, goal: ">= 0.3" });
+    console.log(`P6 gateway CPU per handshake: ${cpuSeq} µs one at a time, ${perHandshake()} µs with ${opts.inFlight} in flight`);
     await nc.close();
     return cases;
   } finally {
