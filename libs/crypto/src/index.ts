@@ -38,7 +38,6 @@ export {
   dialerMac,
   macMatches,
   MIN_PSK_BYTES,
-  NONCE_A_EXPIRY_BYTES,
   parseReplicaPsk,
   REPLICA_CLOCK_SKEW_MS,
   REPLICA_HANDSHAKE_TTL_MS,

@@ -72,8 +72,6 @@ export const REPLICA_HANDSHAKE_TTL_MS = 10_000;
  * once its single-use record is gone.
  */
 export const REPLICA_CLOCK_SKEW_MS = 5_000;
-/** Leading bytes of `nonce_a` that carry its expiry (u64 big-endian Unix ms); the rest is random. */
-export const NONCE_A_EXPIRY_BYTES = 8;
 
 /** Replica and acceptor ids: 1-63 bytes of `[a-z0-9._-]`, starting alphanumeric. */
 export const REPLICA_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -171,9 +169,9 @@ export function dialerMac(psk: Uint8Array, b: HandshakeBinding, identity: Uint8A
 }
 
 /**
- * A MAC under an already derived key ({@link replicaMacKey}): both sides
- * derive the key once per PSK instead of once per MAC, which keeps the
- * handshake's hot path to two BLAKE3 compressions per MAC.
+ * A MAC under an already derived key ({@link replicaMacKey}): the gateway
+ * derives it once per PSK at start and the dialer once per handshake, instead
+ * of a derivation (one more BLAKE3 pass) for every MAC.
  */
 export function replicaMac(macKey: Uint8Array, b: HandshakeBinding, direction: ReplicaDirection, identity?: Uint8Array): Uint8Array {
   return blake3Mac(macKey, replicaMacInput(b, direction, identity));
