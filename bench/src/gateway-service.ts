@@ -5,17 +5,31 @@
  *
  *   tsx bench/src/gateway-service.ts
  */
+import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { createReplicaGatewayService, loadGatewayConfig } from "@unibus/replica-gateway";
 
-const nc = await connect({ servers: process.env.UNIBUS_URL ?? "", name: "bench-gateway" });
-const running = await createReplicaGatewayService(nc, { ...loadGatewayConfig(process.env), logger: pino({ level: "warn" }, pino.destination(2)) });
-// Its warnings go to stderr: stdout carries only the "ready" line the bench waits for.
-process.stdout.write("ready\n");
-process.on("SIGTERM", () => {
-  void running
-    .stop()
-    .then(() => nc.close())
-    .finally(() => process.exit(0));
-});
+/** The bench asks here for this process's CPU time (µs, user + system) around its handshake slices. */
+export const GATEWAY_CPU_SUBJECT = "bench.p6.gateway.cpu";
+
+async function main(): Promise<void> {
+  const nc = await connect({ servers: process.env.UNIBUS_URL ?? "", name: "bench-gateway" });
+  nc.subscribe(GATEWAY_CPU_SUBJECT, {
+    callback: (_err, msg) => {
+      const u = process.cpuUsage();
+      msg.respond(String(u.user + u.system));
+    },
+  });
+  const running = await createReplicaGatewayService(nc, { ...loadGatewayConfig(process.env), logger: pino({ level: "warn" }, pino.destination(2)) });
+  // Its warnings go to stderr: stdout carries only the "ready" line the bench waits for.
+  process.stdout.write("ready\n");
+  process.on("SIGTERM", () => {
+    void running
+      .stop()
+      .then(() => nc.close())
+      .finally(() => process.exit(0));
+  });
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) await main();

@@ -442,6 +442,8 @@ def check_replica_handshake():
         check(f"{name}: transcript", transcript.hex() == c["transcript"])
         check(f"{name}: signature over 0xFF || transcript", ed_verify(identity, MARKER + transcript, h(c["signature"])))
         check(f"{name}: session id", blake3_derive(ctx["sessionId"], transcript, 16).hex() == c["sessionId"])
+        expiry = int.from_bytes(h(c["nonceA"])[:8], "big")
+        check(f"{name}: nonce_a expiry (u64 big-endian ms)", c["nonceAExpiresAt"] == (expiry if expiry <= 2**53 - 1 else None))
 
 
 

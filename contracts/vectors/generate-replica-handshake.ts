@@ -70,6 +70,8 @@ function handshake(c: { name: string; clusterName: string; dialerId: string; acc
   const signature = ed.sign(concatBytes(Uint8Array.of(0xff), transcript), c.seed);
   const sessionId = derive(ctx.sessionId, transcript, 16);
   const hex = bytesToHex;
+  // The acceptor's nonce starts with its expiry, u64 big-endian Unix ms (an acceptor only checks it; the dialer treats the nonce as opaque).
+  const expiry = new DataView(c.nonceA.buffer, c.nonceA.byteOffset, 8).getBigUint64(0);
   return {
     name: c.name,
     clusterName: c.clusterName,
@@ -78,6 +80,7 @@ function handshake(c: { name: string; clusterName: string; dialerId: string; acc
     psk: hex(c.psk),
     nonceD: hex(c.nonceD),
     nonceA: hex(c.nonceA),
+    nonceAExpiresAt: expiry <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(expiry) : null,
     identitySeed: hex(c.seed),
     clusterId: hex(clusterId),
     macKey: hex(macKey),
@@ -96,6 +99,8 @@ function handshake(c: { name: string; clusterName: string; dialerId: string; acc
 const cases = [
   { name: "basic", clusterName: "prod", dialerId: "node-2", acceptorId: "gateway-1", psk: seq(32, 0x10), nonceD: seq(32, 0x40), nonceA: seq(32, 0x80), seed: seq(32, 1) },
   { name: "long psk, long ids", clusterName: "eu-west cluster ü", dialerId: "n".repeat(63), acceptorId: "gw.a_b-c", psk: seq(64, 0xa0), nonceD: new Uint8Array(32), nonceA: new Uint8Array(32).fill(0xff), seed: seq(32, 0x33) },
+  // An acceptor nonce as the gateway issues it: expiry 2026-12-05T00:00:10Z, then 24 random bytes.
+  { name: "nonce with expiry", clusterName: "prod", dialerId: "node-2", acceptorId: "gateway-1", psk: seq(32, 0x10), nonceD: seq(32, 0x40), nonceA: concatBytes(Uint8Array.of(0x00, 0x00, 0x01, 0xa2, 0x43, 0x80, 0x47, 0x10), seq(24, 0xc0)), seed: seq(32, 1) },
   // Swapped ids: the same values in the other slots must give other MACs.
   { name: "swapped ids", clusterName: "prod", dialerId: "gateway-1", acceptorId: "node-2", psk: seq(32, 0x10), nonceD: seq(32, 0x40), nonceA: seq(32, 0x80), seed: seq(32, 1) },
 ].map(handshake);

@@ -3585,18 +3585,48 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "$id": "replica.handshake.finish.request",
     "title": "ReplicaFinish",
-    "description": "The dialer proves the PSK and binds its Ed25519 identity to the transcript.",
+    "description": "The dialer proves the PSK and binds its Ed25519 identity to the transcript. It repeats the hello's fields and the challenge's, so any gateway replica can finish it without shared handshake state.",
     "type": "object",
     "additionalProperties": false,
     "required": [
+      "clusterId",
+      "replicaId",
+      "acceptorId",
+      "keyId",
+      "nonceD",
       "nonceA",
       "identity",
       "macD",
       "signature"
     ],
     "properties": {
+      "clusterId": {
+        "description": "The hello's cluster id (BLAKE3 derive_key of the cluster name, 16 bytes).",
+        "type": "string",
+        "pattern": "^[0-9a-f]{32}$"
+      },
+      "replicaId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$",
+        "description": "The dialer's replica id, as in the hello."
+      },
+      "acceptorId": {
+        "type": "string",
+        "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$",
+        "description": "The acceptor id the challenge named."
+      },
+      "keyId": {
+        "description": "The hello's PSK key id.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{16}$"
+      },
+      "nonceD": {
+        "description": "The hello's dialer nonce.",
+        "type": "string",
+        "pattern": "^[0-9a-f]{64}$"
+      },
       "nonceA": {
-        "description": "The nonce of the challenge being answered.",
+        "description": "The nonce of the challenge being answered (its first 8 bytes are the challenge's expiry).",
         "type": "string",
         "pattern": "^[0-9a-f]{64}$"
       },
@@ -3647,7 +3677,7 @@ export const schemas: Readonly<Record<SchemaId, Readonly<Record<string, unknown>
         "description": "The acceptor's id (covered by both MACs)."
       },
       "nonceA": {
-        "description": "The acceptor's fresh random nonce; names the handshake state.",
+        "description": "The acceptor's nonce: its expiry (u64 big-endian Unix ms) then 24 random bytes; the handshake state travels in it and the MACs.",
         "type": "string",
         "pattern": "^[0-9a-f]{64}$"
       },

@@ -1921,11 +1921,31 @@ export interface ReplicaFinishReply {
 }
 
 /**
- * The dialer proves the PSK and binds its Ed25519 identity to the transcript.
+ * The dialer proves the PSK and binds its Ed25519 identity to the transcript. It repeats the hello's fields and the challenge's, so any gateway replica can finish it without shared handshake state.
  */
 export interface ReplicaFinish {
   /**
-   * The nonce of the challenge being answered.
+   * The hello's cluster id (BLAKE3 derive_key of the cluster name, 16 bytes).
+   */
+  clusterId: string;
+  /**
+   * The dialer's replica id, as in the hello.
+   */
+  replicaId: string;
+  /**
+   * The acceptor id the challenge named.
+   */
+  acceptorId: string;
+  /**
+   * The hello's PSK key id.
+   */
+  keyId: string;
+  /**
+   * The hello's dialer nonce.
+   */
+  nonceD: string;
+  /**
+   * The nonce of the challenge being answered (its first 8 bytes are the challenge's expiry).
    */
   nonceA: string;
   /**
@@ -1955,7 +1975,7 @@ export interface ReplicaChallenge {
    */
   acceptorId?: string;
   /**
-   * The acceptor's fresh random nonce; names the handshake state.
+   * The acceptor's nonce: its expiry (u64 big-endian Unix ms) then 24 random bytes; the handshake state travels in it and the MACs.
    */
   nonceA?: string;
   /**

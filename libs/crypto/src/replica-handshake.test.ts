@@ -5,14 +5,20 @@ import { fromHex, toHex } from "./encoding.js";
 import { blake3, blake3DeriveKey, blake3Mac } from "./hash.js";
 import {
   acceptorMac,
+  acceptorNonce,
+  acceptorNonceExpiry,
+  acceptorNonceLive,
   clusterIdFromName,
   dialerMac,
   macMatches,
   parseReplicaPsk,
+  REPLICA_CLOCK_SKEW_MS,
+  REPLICA_HANDSHAKE_TTL_MS,
   ReplicaDirection,
   ReplicaHandshakeContext,
   ReplicaHandshakeError,
   replicaKeyId,
+  replicaMac,
   replicaMacInput,
   replicaMacKey,
   replicaSessionId,
@@ -30,6 +36,7 @@ interface Case {
   psk: string;
   nonceD: string;
   nonceA: string;
+  nonceAExpiresAt: number | null;
   identitySeed: string;
   clusterId: string;
   macKey: string;
@@ -90,8 +97,44 @@ describe("contracts/vectors/replica-handshake.json", () => {
       expect(toHex(signReplicaTranscript(key, transcript))).toBe(c.signature);
       expect(verifyReplicaTranscript(key.publicKey, transcript, fromHex(c.signature))).toBe(true);
       expect(toHex(replicaSessionId(transcript))).toBe(c.sessionId);
+      // Beyond 2^53 ms the expiry reads as never valid.
+      expect(acceptorNonceExpiry(fromHex(c.nonceA))).toBe(c.nonceAExpiresAt ?? Number.POSITIVE_INFINITY);
+      expect(toHex(replicaMac(replicaMacKey(psk), b, ReplicaDirection.dialerToAcceptor, key.publicKey))).toBe(c.macD);
     });
   }
+});
+
+describe("acceptor nonces carry their expiry", () => {
+  const now = Date.parse("2026-12-05T00:00:00Z");
+
+  it("round-trips the expiry in the first 8 bytes; the other 24 are fresh random bytes", () => {
+    const a = acceptorNonce(now + REPLICA_HANDSHAKE_TTL_MS);
+    const b = acceptorNonce(now + REPLICA_HANDSHAKE_TTL_MS);
+    expect(a.byteLength).toBe(32);
+    expect(acceptorNonceExpiry(a)).toBe(now + REPLICA_HANDSHAKE_TTL_MS);
+    expect(toHex(a.subarray(0, 8))).toBe(toHex(b.subarray(0, 8)));
+    expect(toHex(a.subarray(8))).not.toBe(toHex(b.subarray(8)));
+    expect(acceptorNonceExpiry(acceptorNonce(Number.MAX_SAFE_INTEGER))).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it("is live from issue to expiry, and never when past it or claiming more than TTL + skew", () => {
+    const exp = now + REPLICA_HANDSHAKE_TTL_MS;
+    expect(acceptorNonceLive(exp, now)).toBe(true);
+    expect(acceptorNonceLive(exp, exp)).toBe(true);
+    expect(acceptorNonceLive(exp, exp + 1)).toBe(false);
+    // A finishing replica whose clock lags the issuer's by up to the skew allowance still accepts.
+    expect(acceptorNonceLive(exp, now - REPLICA_CLOCK_SKEW_MS)).toBe(true);
+    expect(acceptorNonceLive(exp, now - REPLICA_CLOCK_SKEW_MS - 1)).toBe(false);
+    expect(acceptorNonceLive(Number.POSITIVE_INFINITY, now)).toBe(false);
+    expect(acceptorNonceLive(Number.NaN, now)).toBe(false);
+  });
+
+  it("refuses an expiry that is not a non-negative safe integer, and a nonce of the wrong length", () => {
+    expect(() => acceptorNonce(-1)).toThrow(ReplicaHandshakeError);
+    expect(() => acceptorNonce(1.5)).toThrow(ReplicaHandshakeError);
+    expect(() => acceptorNonce(2 ** 53)).toThrow(ReplicaHandshakeError);
+    expect(() => acceptorNonceExpiry(new Uint8Array(31))).toThrow(ReplicaHandshakeError);
+  });
 });
 
 describe("replica handshake MACs", () => {

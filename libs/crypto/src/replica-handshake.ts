@@ -6,7 +6,7 @@
  */
 import { verifySignature } from "./ed25519.js";
 import type { SigningKey } from "./ed25519.js";
-import { concatBytes, constantTimeEqual, utf8 } from "./encoding.js";
+import { concatBytes, constantTimeEqual, randomBytes, utf8 } from "./encoding.js";
 import { blake3DeriveKey, blake3Mac } from "./hash.js";
 import { markStatement } from "./statement-marker.js";
 
@@ -65,6 +65,13 @@ export const REPLICA_NONCE_BYTES = 32;
 export const CLUSTER_ID_BYTES = 16;
 /** Handshake state lifetime: a finish later than this after its challenge is Expired. */
 export const REPLICA_HANDSHAKE_TTL_MS = 10_000;
+/**
+ * How far a finishing replica's clock may lag the replica that issued the
+ * challenge: a challenge claiming to live longer than TTL + this is refused,
+ * so no PSK holder can mint a long-lived one whose finish could be replayed
+ * once its single-use record is gone.
+ */
+export const REPLICA_CLOCK_SKEW_MS = 5_000;
 
 /** Replica and acceptor ids: 1-63 bytes of `[a-z0-9._-]`, starting alphanumeric. */
 export const REPLICA_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -153,12 +160,53 @@ export function replicaMacInput(b: HandshakeBinding, direction: ReplicaDirection
 
 /** `mac_a`: the acceptor's proof of the PSK over the binding. */
 export function acceptorMac(psk: Uint8Array, b: HandshakeBinding): Uint8Array {
-  return blake3Mac(replicaMacKey(psk), replicaMacInput(b, ReplicaDirection.acceptorToDialer));
+  return replicaMac(replicaMacKey(psk), b, ReplicaDirection.acceptorToDialer);
 }
 
 /** `mac_d`: the dialer's proof of the PSK over the binding and its identity key. */
 export function dialerMac(psk: Uint8Array, b: HandshakeBinding, identity: Uint8Array): Uint8Array {
-  return blake3Mac(replicaMacKey(psk), replicaMacInput(b, ReplicaDirection.dialerToAcceptor, identity));
+  return replicaMac(replicaMacKey(psk), b, ReplicaDirection.dialerToAcceptor, identity);
+}
+
+/**
+ * A MAC under an already derived key ({@link replicaMacKey}): the gateway
+ * derives it once per PSK at start and the dialer once per handshake, instead
+ * of a derivation (one more BLAKE3 pass) for every MAC.
+ */
+export function replicaMac(macKey: Uint8Array, b: HandshakeBinding, direction: ReplicaDirection, identity?: Uint8Array): Uint8Array {
+  return blake3Mac(macKey, replicaMacInput(b, direction, identity));
+}
+
+/**
+ * A fresh acceptor nonce that carries its own expiry: `expires_at` (u64
+ * big-endian Unix ms) ‖ 24 random bytes. Both MACs and the transcript cover
+ * the whole nonce, so the expiry cannot be changed without the PSK, and any
+ * gateway replica can check it without shared state.
+ */
+export function acceptorNonce(expiresAtMs: number): Uint8Array {
+  if (!Number.isSafeInteger(expiresAtMs) || expiresAtMs < 0) throw new ReplicaHandshakeError("expiry must be a non-negative integer of ms");
+  const nonce = randomBytes(REPLICA_NONCE_BYTES);
+  const view = new DataView(nonce.buffer, nonce.byteOffset, nonce.byteLength);
+  view.setUint32(0, Math.floor(expiresAtMs / 2 ** 32));
+  view.setUint32(4, expiresAtMs >>> 0);
+  return nonce;
+}
+
+/** The expiry (Unix ms) an acceptor nonce carries; beyond 2^53 it is `Infinity`, which every check treats as never valid. */
+export function acceptorNonceExpiry(nonceA: Uint8Array): number {
+  checkLength("nonce_a", nonceA, REPLICA_NONCE_BYTES);
+  const view = new DataView(nonceA.buffer, nonceA.byteOffset, nonceA.byteLength);
+  const ms = view.getUint32(0) * 2 ** 32 + view.getUint32(4);
+  return Number.isSafeInteger(ms) ? ms : Number.POSITIVE_INFINITY;
+}
+
+/**
+ * Whether a challenge with this expiry may still be finished at `now`: not
+ * past its expiry, and not claiming a life longer than any acceptor gives
+ * ({@link REPLICA_HANDSHAKE_TTL_MS} + {@link REPLICA_CLOCK_SKEW_MS}).
+ */
+export function acceptorNonceLive(expiresAtMs: number, now: number): boolean {
+  return now <= expiresAtMs && expiresAtMs - now <= REPLICA_HANDSHAKE_TTL_MS + REPLICA_CLOCK_SKEW_MS;
 }
 
 /** Constant-time check of a received MAC against the expected one. */

@@ -2,19 +2,20 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { decodeReply, Subjects } from "@unibus/contracts";
 import type { ReplicaChallenge, ReplicaFinish, ReplicaFinishReply, ReplicaHello } from "@unibus/contracts";
 import {
-  acceptorMac,
   clusterIdFromName,
   constantTimeEqual,
-  dialerMac,
   fromHex,
   macMatches,
   randomBytes,
   REPLICA_HANDSHAKE_VERSION,
   REPLICA_ID_PATTERN,
   REPLICA_NONCE_BYTES,
+  ReplicaDirection,
   ReplicaHandshakeError,
   ReplicaHandshakeStatus,
   replicaKeyId,
+  replicaMac,
+  replicaMacKey,
   replicaSessionId,
   replicaTranscript,
   signReplicaTranscript,
@@ -71,6 +72,8 @@ export async function replicaHandshake(nc: NatsConnection, opts: ReplicaHandshak
   if (!REPLICA_ID_PATTERN.test(opts.replicaId)) throw new ReplicaHandshakeError(`replica id must match ${REPLICA_ID_PATTERN.source}`);
   const timeout = opts.timeoutMs ?? 5_000;
   const clusterId = clusterIdFromName(opts.clusterName);
+  // One key derivation per handshake, shared by both MACs.
+  const macKey = replicaMacKey(opts.psk);
   const nonceD = randomBytes(REPLICA_NONCE_BYTES);
   const hello: ReplicaHello = {
     version: REPLICA_HANDSHAKE_VERSION,
@@ -86,12 +89,23 @@ export async function replicaHandshake(nc: NatsConnection, opts: ReplicaHandshak
     throw new ReplicaHandshakeError("challenge is incomplete");
   }
   const binding = { clusterId, dialerId: opts.replicaId, acceptorId, nonceD, nonceA: fromHex(nonceA) };
-  const expectedA = acceptorMac(opts.psk, binding);
+  const expectedA = replicaMac(macKey, binding, ReplicaDirection.acceptorToDialer);
   if (!macMatches(expectedA, fromHex(macA))) throw new ReplicaHandshakeError("acceptor did not prove the PSK");
   const identity = opts.identity.publicKey;
-  const macD = dialerMac(opts.psk, binding, identity);
+  const macD = replicaMac(macKey, binding, ReplicaDirection.dialerToAcceptor, identity);
   const transcript = replicaTranscript(binding, expectedA, macD, identity);
-  const finish: ReplicaFinish = { nonceA, identity: opts.identity.principal, macD: toHex(macD), signature: toHex(signReplicaTranscript(opts.identity, transcript)) };
+  // The finish repeats the hello's fields: the acceptor keeps no state, so whichever replica answers rebuilds the binding from them and the MACs.
+  const finish: ReplicaFinish = {
+    clusterId: hello.clusterId,
+    replicaId: hello.replicaId,
+    acceptorId,
+    keyId: hello.keyId,
+    nonceD: hello.nonceD,
+    nonceA,
+    identity: opts.identity.principal,
+    macD: toHex(macD),
+    signature: toHex(signReplicaTranscript(opts.identity, transcript)),
+  };
   const reply = decodeReply<ReplicaFinishReply>(await nc.request(Subjects.replicaGateway.handshakeFinish, encoder.encode(JSON.stringify(finish)), { timeout }));
   if (reply.status !== ReplicaHandshakeStatus.Ok) throw new ReplicaHandshakeRejectedError("finish", reply.status);
   const session = reply.session;

@@ -10,6 +10,8 @@ import {
   dialerMac,
   fromHex,
   randomBytes,
+  REPLICA_CLOCK_SKEW_MS,
+  REPLICA_HANDSHAKE_TTL_MS,
   ReplicaHandshakeStatus as St,
   replicaKeyId,
   replicaSessionId,
@@ -22,6 +24,7 @@ import { replicaHandshake, ReplicaHandshakeRejectedError } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import type { PskSet } from "./config.js";
+import { SESSION_TTL_MS } from "./handshake.js";
 import { createReplicaGatewayService } from "./service.js";
 import type { RunningReplicaGateway } from "./service.js";
 
@@ -93,24 +96,48 @@ interface FinishOpts {
   psk?: Uint8Array;
   identity?: SigningKey;
   signer?: SigningKey;
+  /** MAC and sign over swapped ids, send the real ones. */
   swapIds?: boolean;
+  /** MAC and sign over this nonce instead of the challenge's (a PSK holder minting one). */
+  nonceA?: Uint8Array;
   macD?: string;
+  /** Fields replaced after the MAC and signature are made (tampering in transit). */
+  fields?: Partial<ReplicaFinish>;
 }
 
 function finishFor(h: { hello: ReplicaHello; challenge: ReplicaChallenge; nonceD: Uint8Array }, o: FinishOpts = {}): ReplicaFinish {
   const identity = o.identity ?? SigningKey.generate();
   const psk = o.psk ?? PSK_NEW;
   const acceptorId = h.challenge.acceptorId ?? "";
+  const nonceA = o.nonceA ?? fromHex(h.challenge.nonceA ?? "");
   const b = {
     clusterId: fromHex(h.hello.clusterId),
     dialerId: o.swapIds === true ? acceptorId : h.hello.replicaId,
     acceptorId: o.swapIds === true ? h.hello.replicaId : acceptorId,
     nonceD: h.nonceD,
-    nonceA: fromHex(h.challenge.nonceA ?? ""),
+    nonceA,
   };
   const macD = dialerMac(psk, b, identity.publicKey);
   const transcript = replicaTranscript(b, acceptorMac(psk, b), macD, identity.publicKey);
-  return { nonceA: h.challenge.nonceA ?? "", identity: identity.principal, macD: o.macD ?? toHex(macD), signature: toHex(signReplicaTranscript(o.signer ?? identity, transcript)) };
+  return {
+    clusterId: h.hello.clusterId,
+    replicaId: h.hello.replicaId,
+    acceptorId,
+    keyId: h.hello.keyId,
+    nonceD: h.hello.nonceD,
+    nonceA: toHex(nonceA),
+    identity: identity.principal,
+    macD: o.macD ?? toHex(macD),
+    signature: toHex(signReplicaTranscript(o.signer ?? identity, transcript)),
+    ...o.fields,
+  };
+}
+
+/** A nonce of the acceptor's shape (expiry, then random bytes) that no acceptor issued. */
+function mintedNonce(expiresAt: number): Uint8Array {
+  const n = randomBytes(32);
+  new DataView(n.buffer, n.byteOffset).setBigUint64(0, BigInt(expiresAt));
+  return n;
 }
 
 const finish = (f: ReplicaFinish): Promise<ReplicaFinishReply> => request<ReplicaFinishReply>(Subjects.replicaGateway.handshakeFinish, f);
@@ -180,16 +207,27 @@ describe("replica handshake, one gateway with the current PSK", () => {
     expect(await finish(finishFor(h, { macD: h.challenge.macA ?? "" }))).toEqual({ status: St.MacMismatch });
   });
 
-  it("rejects swapped dialer/acceptor ids, and a hello that names the acceptor itself", async () => {
+  it("rejects swapped dialer/acceptor ids (in the MACs or in the finish's fields), and a hello or finish that names the acceptor as dialer", async () => {
     const h = await hello();
     expect(await finish(finishFor(h, { swapIds: true }))).toEqual({ status: St.MacMismatch });
+    expect(await finish(finishFor(h, { fields: { replicaId: "gw-1", acceptorId: "node-2" } }))).toEqual({ status: St.MacMismatch });
     expect((await hello({ replicaId: "gw-1" })).challenge).toEqual({ status: St.DirectionalRule });
+    expect(await finish(finishFor(h, { fields: { replicaId: "gw-1" } }))).toEqual({ status: St.DirectionalRule });
   });
 
-  it("rejects a replayed hello (its dialer nonce is single use)", async () => {
+  it("a replayed hello earns only a fresh challenge: without the PSK it cannot finish, and no second session appears", async () => {
     const nonceD = randomBytes(32);
-    expect((await hello({ nonceD })).challenge.status).toBe(St.Ok);
-    expect((await hello({ nonceD })).challenge).toEqual({ status: St.Expired });
+    const first = await hello({ nonceD });
+    const f = finishFor(first);
+    expect((await finish(f)).status).toBe(St.Ok);
+    const replayed = await hello({ nonceD });
+    expect(replayed.challenge.status).toBe(St.Ok);
+    expect(replayed.challenge.nonceA).not.toBe(first.challenge.nonceA);
+    // The replayer holds no PSK: its finish fails the MAC, however it binds the fresh challenge.
+    expect(await finish(finishFor(replayed, { psk: randomBytes(32) }))).toEqual({ status: St.MacMismatch });
+    expect(await finish({ ...f, nonceA: replayed.challenge.nonceA ?? "" })).toEqual({ status: St.MacMismatch });
+    // The original finish replayed: its session exists, the create loses.
+    expect(await finish(f)).toEqual({ status: St.Expired });
   });
 
   it("rejects a replayed finish, and of two concurrent finishes exactly one wins", async () => {
@@ -213,9 +251,40 @@ describe("replica handshake, one gateway with the current PSK", () => {
     }
   });
 
-  it("rejects a finish for an unknown challenge nonce", async () => {
+  it("rejects a finish for a challenge nonce no acceptor issued", async () => {
     const h = await hello();
+    // Random bytes: an expiry centuries away, beyond any acceptor's 10 s.
     expect(await finish({ ...finishFor(h), nonceA: toHex(randomBytes(32)) })).toEqual({ status: St.Expired });
+    // A live-looking expiry without the PSK: the MAC does not cover it.
+    expect(await finish({ ...finishFor(h), nonceA: toHex(mintedNonce(clock + 5_000)) })).toEqual({ status: St.MacMismatch });
+  });
+
+  it("rejects a forged expiry: moving the challenge's expiry breaks the MAC", async () => {
+    const h = await hello();
+    const nonceA = fromHex(h.challenge.nonceA ?? "");
+    const view = new DataView(nonceA.buffer, nonceA.byteOffset);
+    expect(Number(view.getBigUint64(0))).toBe(clock + 10_000);
+    view.setBigUint64(0, BigInt(clock + 12_000));
+    expect(await finish(finishFor(h, { fields: { nonceA: toHex(nonceA) } }))).toEqual({ status: St.MacMismatch });
+  });
+
+  it("rejects a challenge nonce minted by a PSK holder with a life longer than any acceptor gives", async () => {
+    const h = await hello();
+    // Correct MACs and signature over the minted nonce: only the lifetime bound refuses it.
+    expect(await finish(finishFor(h, { nonceA: mintedNonce(clock + 10_000 + 5_001) }))).toEqual({ status: St.Expired });
+    expect(await finish(finishFor(h, { nonceA: mintedNonce(clock - 1) }))).toEqual({ status: St.Expired });
+    // Within the bound the same kind of finish is accepted: the bound, not something else, refused the two above.
+    expect((await finish(finishFor(h, { nonceA: mintedNonce(clock + 10_000 + 5_000) }))).status).toBe(St.Ok);
+  });
+
+  it("rejects a finish for another cluster id, and one whose key id names no PSK", async () => {
+    const h = await hello();
+    expect(await finish(finishFor(h, { fields: { clusterId: toHex(clusterIdFromName("other-cluster")) } }))).toEqual({ status: St.ClusterMismatch });
+    expect(await finish(finishFor(h, { fields: { keyId: toHex(replicaKeyId(randomBytes(32))) } }))).toEqual({ status: St.MacMismatch });
+  });
+
+  it("the session record outlives the longest challenge, so a replay meets either the record or an expired nonce", () => {
+    expect(SESSION_TTL_MS).toBeGreaterThan(REPLICA_HANDSHAKE_TTL_MS + REPLICA_CLOCK_SKEW_MS);
   });
 
   it("rejects an identity that did not sign the transcript, and a finish re-bound to another identity", async () => {
@@ -246,7 +315,23 @@ describe("replica handshake, one gateway with the current PSK", () => {
   });
 });
 
-describe("across gateway replicas (shared state in JetStream KV)", () => {
+describe("across gateway replicas (no handshake state; the session create is shared in JetStream KV)", () => {
+  it("a finish sent at once to two running replicas on one bus: exactly one session", async () => {
+    const a = await gateway({ current: PSK_NEW }, "gw-a");
+    const b = await gateway({ current: PSK_NEW }, "gw-b");
+    try {
+      const h = await hello();
+      const f = finishFor(h);
+      const replies = await Promise.all(Array.from({ length: 8 }, () => finish(f)));
+      expect(replies.map((r) => r.status).sort()).toEqual([St.Ok, ...Array<number>(7).fill(St.Expired)]);
+      // Later copies are refused too, whichever replica the queue group picks.
+      expect(await finish(f)).toEqual({ status: St.Expired });
+    } finally {
+      await stop(a);
+      await stop(b);
+    }
+  });
+
   it("a finish may reach another replica, and a replayed hello or finish is rejected there too", async () => {
     const a = await gateway({ current: PSK_NEW }, "gw-a");
     const h = await hello();
@@ -261,7 +346,10 @@ describe("across gateway replicas (shared state in JetStream KV)", () => {
       expect(await finish(finishFor(h2))).toMatchObject({ status: St.Ok, session: { acceptorId: "gw-a" } });
       expect((await finish(f)).status).toBe(St.Ok);
       expect(await finish(f)).toEqual({ status: St.Expired });
-      expect((await hello({ nonceD: h.nonceD })).challenge).toEqual({ status: St.Expired });
+      // gw-a's hello replayed at gw-b: a fresh challenge from gw-b, which the replayer cannot finish.
+      const again = await hello({ nonceD: h.nonceD });
+      expect(again.challenge).toMatchObject({ status: St.Ok, acceptorId: "gw-b" });
+      expect(await finish(finishFor(again, { psk: randomBytes(32) }))).toEqual({ status: St.MacMismatch });
     } finally {
       await stop(b);
     }
@@ -302,7 +390,17 @@ describe("without a PSK (single-node default)", () => {
     const gw = await gateway(undefined);
     try {
       expect((await hello()).challenge).toEqual({ status: St.AuthRequired });
-      const fake = { nonceA: toHex(randomBytes(32)), identity: SigningKey.generate().principal, macD: toHex(randomBytes(32)), signature: toHex(randomBytes(64)) };
+      const fake: ReplicaFinish = {
+        clusterId: toHex(clusterIdFromName(CLUSTER)),
+        replicaId: "node-2",
+        acceptorId: "gw-1",
+        keyId: toHex(replicaKeyId(PSK_NEW)),
+        nonceD: toHex(randomBytes(32)),
+        nonceA: toHex(mintedNonce(clock + 5_000)),
+        identity: SigningKey.generate().principal,
+        macD: toHex(randomBytes(32)),
+        signature: toHex(randomBytes(64)),
+      };
       expect(await finish(fake)).toEqual({ status: St.AuthRequired });
     } finally {
       await stop(gw);
