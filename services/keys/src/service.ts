@@ -6,12 +6,12 @@ import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import { roleResolver } from "./access.js";
 import type { MembershipView } from "./access.js";
-import { AgreementKeyDirectory } from "./agreement-directory.js";
-import { watchMemberRemovals } from "./share-redaction.js";
-import { MemberDirectory } from "./member-directory.js";
-import { agreementKeyEndpoints } from "./agreement-keys.js";
-import { epochEndpoints } from "./epochs.js";
-import { KeysBucket, MembershipReadBucket } from "./records.js";
+import { AgreementKeyDirectory } from "./store/agreement-directory.js";
+import { watchMemberRemovals } from "./store/share-redaction.js";
+import { MemberDirectory } from "./store/member-directory.js";
+import { agreementKeyEndpoints } from "./handlers/agreement-keys.js";
+import { epochEndpoints } from "./handlers/epochs.js";
+import { KeysBucket, MembershipReadBucket } from "./store/records.js";
 import type { KV } from "@nats-io/kv";
 
 /** What the keys handlers work on. */

@@ -4,11 +4,11 @@ import { fromBase64Url, verifySignature } from "@unibus/crypto";
 import { Access, endpoint } from "@unibus/kit";
 import type { EndpointSpec } from "@unibus/kit";
 import { agreementKeyStatementBytes } from "@unibus/sdk";
-import { activeUser, currentMembers, requireMember } from "./access.js";
-import type { MembershipView } from "./access.js";
-import { readJson, unavailable } from "./records.js";
-import type { AgreementKeyRecord } from "./records.js";
-import type { AgreementKeyDirectory } from "./agreement-directory.js";
+import { activeUser, currentMembers, requireMember } from "../access.js";
+import type { MembershipView } from "../access.js";
+import { readJson, unavailable } from "../store/records.js";
+import type { AgreementKeyRecord } from "../store/records.js";
+import type { AgreementKeyDirectory } from "../store/agreement-directory.js";
 
 /** What the agreement-key endpoints work on. */
 export interface AgreementKeyDeps {

@@ -4,11 +4,11 @@ import { SealedBox, fromBase64Url, isPrincipal, toBase64Url, verifySignature } f
 import { Access, defineCounter, endpoint } from "@unibus/kit";
 import type { EndpointSpec, HandlerContext } from "@unibus/kit";
 import { ShareSetFormat, epochStatementBytes, merkleProof, merkleRoot, principalsHash, shareLeaf, shareLeafOfDigest } from "@unibus/sdk";
-import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "./access.js";
-import type { MembershipView } from "./access.js";
-import { epochKey, isRevisionConflict, listKeys, readJson, unavailable } from "./records.js";
-import type { AgreementKeyRecord, EpochRecord, ShareEntry } from "./records.js";
-import type { AgreementKeyDirectory } from "./agreement-directory.js";
+import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "../access.js";
+import type { MembershipView } from "../access.js";
+import { epochKey, isRevisionConflict, listKeys, readJson, unavailable } from "../store/records.js";
+import type { AgreementKeyRecord, EpochRecord, ShareEntry } from "../store/records.js";
+import type { AgreementKeyDirectory } from "../store/agreement-directory.js";
 
 /**
  * Largest `publish_epoch` body: ~195 B per member as JSON, so about 5,000
