@@ -7,10 +7,10 @@ import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import type { HandlerContext, SignedCaller } from "@unibus/kit";
 import type { MembershipDeps } from "./deps.js";
-import type { RoomHistoryPage, RoomHistoryStart } from "./room-history.js";
-import { roomEndpoints } from "./rooms.js";
-import type { MembershipStore } from "./store.js";
-import { unavailable } from "./store.js";
+import type { RoomHistoryPage, RoomHistoryStart } from "./store/room-history.js";
+import { roomEndpoints } from "./handlers/rooms.js";
+import type { MembershipStore } from "./store/membership-store.js";
+import { unavailable } from "./store/membership-store.js";
 
 const principal = SigningKey.generate().principal;
 const caller: SignedCaller = { anonymous: false, principal, publicKey: new Uint8Array(32), role: "member" };

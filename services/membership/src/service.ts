@@ -7,21 +7,21 @@ import { pino } from "pino";
 import type { Logger } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import { roleResolver } from "./access.js";
-import { StreamDenialTrail, auditEndpoints, ensureAuditStream } from "./audit.js";
-import { bootstrapEndpoints } from "./bootstrap.js";
+import { StreamDenialTrail, auditEndpoints, ensureAuditStream } from "./store/audit.js";
+import { bootstrapEndpoints } from "./handlers/admin.js";
 import type { MembershipDeps } from "./deps.js";
 import { SystemConnectionKicker } from "./kick.js";
 import type { ConnectionKicker, KickOutcome } from "./kick.js";
-import { MembershipBucket } from "./records.js";
+import { MembershipBucket } from "./store/records.js";
 import type { RoomQuotaConfig } from "./quota.js";
-import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./room-consumers.js";
-import { DirectRoomHistory } from "./room-history.js";
-import { JetStreamRoomStreams } from "./room-streams.js";
-import { RoomLogStore, repairFromLogs } from "./room-log.js";
-import { UsersLogStore, repairUsersFromLog } from "./users-log.js";
-import { roomEndpoints } from "./rooms.js";
-import { MembershipStore } from "./store.js";
-import { userEndpoints } from "./users.js";
+import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./store/room-consumers.js";
+import { DirectRoomHistory } from "./store/room-history.js";
+import { JetStreamRoomStreams } from "./store/room-streams.js";
+import { RoomLogStore, repairFromLogs } from "./store/room-log.js";
+import { UsersLogStore, repairUsersFromLog } from "./store/users-log.js";
+import { roomEndpoints } from "./handlers/rooms.js";
+import { MembershipStore } from "./store/membership-store.js";
+import { userEndpoints } from "./handlers/users.js";
 
 /**
  * The membership service definition: every endpoint in one place.

@@ -3,18 +3,18 @@ import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts
 import { Access, endpoint } from "@unibus/kit";
 import { RoomLogOp, deriveRoomId } from "@unibus/sdk";
 import type { EndpointSpec, HandlerContext } from "@unibus/kit";
-import { activeUser, checkPrincipal } from "./access.js";
-import type { MembershipDeps } from "./deps.js";
-import type { KickOutcome } from "./kick.js";
-import { DefaultRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
-import { RoomHistoryLimits } from "./room-history.js";
-import { InsufficientResourcesErrCode } from "./room-streams.js";
-import { deleteLeftoverConsumers } from "./room-consumers.js";
-import { RoomRoleName, UserStatus, roomSubject } from "./records.js";
-import type { MemberRecord, RoomRecord, RoomRole } from "./records.js";
-import { PageSize, parseRoomIdCursor, parseSeqCursor, roomIdCursor, seqCursor } from "./paging.js";
-import { Unchanged } from "./store.js";
-import type { MembershipStore } from "./store.js";
+import { activeUser, checkPrincipal } from "../access.js";
+import type { MembershipDeps } from "../deps.js";
+import type { KickOutcome } from "../kick.js";
+import { DefaultRoomQuotaConfig, resolveRoomQuota } from "../quota.js";
+import { RoomHistoryLimits } from "../store/room-history.js";
+import { InsufficientResourcesErrCode } from "../store/room-streams.js";
+import { deleteLeftoverConsumers } from "../store/room-consumers.js";
+import { RoomRoleName, UserStatus, roomSubject } from "../store/records.js";
+import type { MemberRecord, RoomRecord, RoomRole } from "../store/records.js";
+import { PageSize, parseRoomIdCursor, parseSeqCursor, roomIdCursor, seqCursor } from "../paging.js";
+import { Unchanged } from "../store/membership-store.js";
+import type { MembershipStore } from "../store/membership-store.js";
 
 /**
  * Rooms one principal may belong to. Its login JWT grants each room twice

@@ -13,7 +13,7 @@ import { AuditDenialStream, ErrorCode, ErrorReason, SchemaRegistry, Subjects, Un
 import { Access, endpoint } from "@unibus/kit";
 import type { EndpointSpec } from "@unibus/kit";
 import type { Logger } from "pino";
-import { checkPrincipal } from "./access.js";
+import { checkPrincipal } from "../access.js";
 import { directGetBatch } from "./room-history.js";
 
 /** Records per reply when the request names no limit. */

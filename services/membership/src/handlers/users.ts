@@ -3,13 +3,13 @@ import { Access, endpoint } from "@unibus/kit";
 import type { EndpointSpec, HandlerContext } from "@unibus/kit";
 import { UsersLogOp } from "@unibus/sdk";
 import type { VerifiedUsersLog } from "@unibus/sdk";
-import { activeUser, checkPrincipal } from "./access.js";
-import type { MembershipDeps } from "./deps.js";
-import { deleteLeftoverConsumers } from "./room-consumers.js";
-import { PageSize, parseSeqCursor, seqCursor } from "./paging.js";
-import { UserStatus } from "./records.js";
-import type { UserRecord } from "./records.js";
-import type { UsersLogAppend } from "./users-log.js";
+import { activeUser, checkPrincipal } from "../access.js";
+import type { MembershipDeps } from "../deps.js";
+import { deleteLeftoverConsumers } from "../store/room-consumers.js";
+import { PageSize, parseSeqCursor, seqCursor } from "../paging.js";
+import { UserStatus } from "../store/records.js";
+import type { UserRecord } from "../store/records.js";
+import type { UsersLogAppend } from "../store/users-log.js";
 
 /** `users.*` endpoints: the allowlist. Admin only (the kit denies anyone whose resolved role is not admin), except `users.log`. */
 export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {

@@ -1,10 +1,10 @@
 import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
 import { Access, endpoint } from "@unibus/kit";
 import type { EndpointSpec } from "@unibus/kit";
-import { checkPrincipal } from "./access.js";
-import type { MembershipDeps } from "./deps.js";
-import { UserRoleName, UserStatus } from "./records.js";
-import type { UserRecord } from "./records.js";
+import { checkPrincipal } from "../access.js";
+import type { MembershipDeps } from "../deps.js";
+import { UserRoleName, UserStatus } from "../store/records.js";
+import type { UserRecord } from "../store/records.js";
 
 /**
  * `admin.bootstrap`: seeds admin #0 (architecture §3). Only the privileged internal
