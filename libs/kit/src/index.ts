@@ -3,8 +3,23 @@
  * and reply validation, signed-envelope checks, replay protection, role checks,
  * error mapping, logging, stats, bucket set-up and the process main.
  */
-export { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES, binaryReply, ServiceDefinitionError, defineService, endpoint, endpointFor } from "./definition.js";
-export type { AnonymousCaller, Caller, EndpointSpec, HandlerContext, Role, ServiceDefinition, SignedCaller, TypedEndpointSpec } from "./definition.js";
+export { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES, binaryReply, ServiceDefinitionError, defineService, endpoint, endpointFor, endpointTable, handles } from "./definition.js";
+export type {
+  AnonymousCaller,
+  Caller,
+  EndpointImpl,
+  EndpointRow,
+  EndpointSpec,
+  EndpointTable,
+  EndpointTableOptions,
+  HandlerContext,
+  ReplyOf,
+  RequestOf,
+  Role,
+  ServiceDefinition,
+  SignedCaller,
+  TypedEndpointSpec,
+} from "./definition.js";
 export { startService } from "./start-service.js";
 export { EndpointStats } from "./endpoint-stats.js";
 export type { KitDeps, RunningService } from "./start-service.js";
