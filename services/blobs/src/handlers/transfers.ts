@@ -9,12 +9,12 @@ import { Access, binaryReply, defineCounter, defineService, endpoint, serviceJet
 import type { Caller, KitDeps, RunningService, ServiceDefinition, SignedCaller } from "@unibus/kit";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import packageJson from "../package.json" with { type: "json" };
-import { DownloadSession } from "./download-session.js";
-import { BLOBS_BUCKET, BLOB_CHUNK_BYTES, DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_MS, blobObjectName } from "./limits.js";
-import { KvRoomAccess } from "./room-access.js";
-import type { RoomAccess } from "./room-access.js";
-import { UploadSession } from "./upload-session.js";
+import packageJson from "../../package.json" with { type: "json" };
+import { DownloadSession } from "../store/download-session.js";
+import { BLOBS_BUCKET, BLOB_CHUNK_BYTES, DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_MS, blobObjectName } from "../limits.js";
+import { KvRoomAccess } from "../store/room-access.js";
+import type { RoomAccess } from "../store/room-access.js";
+import { UploadSession } from "../store/upload-session.js";
 
 /** Encrypted blob bytes stored (in) and served (out); the bytes are ciphertext, their count is not secret. */
 const blobBytes = defineCounter("unibus_blob_bytes_total", "Blob chunk bytes stored (in) and served (out)", ["direction"] as const);
