@@ -2,7 +2,7 @@ import { ServiceName } from "@unibus/contracts";
 import { ServiceConfigError, kitServiceEntry } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
 import { DEFAULT_MAX_BLOB_BYTES } from "./limits.js";
-import { createBlobsService } from "./handlers/transfers.js";
+import { createBlobsService } from "./service.js";
 
 /**
  * How a process runs blobs (its own `main.ts`, or `unibus up`'s one process

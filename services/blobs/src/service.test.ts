@@ -20,7 +20,7 @@ import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import packageJson from "../package.json" with { type: "json" };
 import { BLOB_CHUNK_BYTES, blobObjectName } from "./limits.js";
-import { createBlobsService } from "./handlers/transfers.js";
+import { createBlobsService } from "./service.js";
 
 const LIMIT = 256 * 1024;
 const ROOM = "roomalpha1";
