@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ServiceName } from "@unibus/contracts";
 import type { HealthzPostureReply } from "@unibus/contracts";
-import { Access, defineService, endpointTable, startService } from "@unibus/kit";
+import { Access, defineService, endpointTable, lazyUsersRoleResolver, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { createPanelHandler } from "@unibus/panel";
 import { pino } from "pino";
@@ -15,7 +15,6 @@ import type { HealthHttpServer, ListenAddress } from "./http.js";
 import { checkReadiness } from "./probe.js";
 import type { Readiness } from "./probe.js";
 import { PROMETHEUS_CONTENT_TYPE, scrapeBusMetrics } from "./scrape.js";
-import { usersRoleResolver } from "./store/users-role.js";
 
 export { buildPosture } from "./handlers/posture.js";
 
@@ -94,7 +93,7 @@ export async function createHealthzService(nc: NatsConnection, deps: KitDeps = {
   const logger = (deps.logger ?? pino({ level: "info" })).child({ svc: ServiceName.healthz });
   const posture = coalesced(() => buildPosture(nc, opts));
   const metrics = coalesced(() => scrapeBusMetrics(nc, opts.timeoutMs));
-  const running = await startService(nc, healthzService(posture), { ...deps, logger, resolveRole: deps.resolveRole ?? usersRoleResolver(nc) });
+  const running = await startService(nc, healthzService(posture), { ...deps, logger, resolveRole: deps.resolveRole ?? lazyUsersRoleResolver(nc) });
   let http: HealthHttpServer | undefined;
   if (opts.http !== undefined) {
     const probe = (): Promise<Readiness> =>

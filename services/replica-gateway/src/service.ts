@@ -1,11 +1,10 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { ServiceName } from "@unibus/contracts";
 import { clusterIdFromName, gatewayAgreementBytes, generateAgreementKeyPair, SigningKey, toHex } from "@unibus/crypto";
 import type { AgreementKeyPair } from "@unibus/crypto";
-import { defineService, openBuckets, serviceJetStream, startService } from "@unibus/kit";
-import type { KitDeps, Role, RunningService, ServiceDefinition } from "@unibus/kit";
+import { defineService, lazyUsersRoleResolver, openBuckets, serviceJetStream, startService } from "@unibus/kit";
+import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import type { GatewayConfig } from "./config.js";
@@ -15,9 +14,6 @@ import { ClusterCore, LifecycleBucket, lifecycleEndpoints } from "./lifecycle.js
 
 /** The acceptor id used when none is configured. */
 export const DEFAULT_ACCEPTOR_ID = "replica-gateway";
-
-/** The membership bucket of users; the gateway only reads it, to resolve admin roles. */
-const USERS_BUCKET = "users";
 
 /**
  * The replica-gateway service definition: the PSK handshake and, with a
@@ -60,25 +56,6 @@ export interface RunningReplicaGateway extends RunningService {
   readonly principal: string;
   /** The seed holder (tests read whether it is locked). */
   readonly core: ClusterCore;
-}
-
-/**
- * Resolves a caller's role from membership's `users` bucket, read through
- * the stream leader; opened on first use (membership may start later). A
- * read error throws, which the kit answers 503 (fail closed).
- */
-function usersRoleResolver(nc: NatsConnection): (principal: string) => Promise<Role | null> {
-  let users: Promise<KV> | undefined;
-  return async (principal) => {
-    users ??= new Kvm(nc).open(USERS_BUCKET, { allow_direct: false }).catch((err: unknown) => {
-      users = undefined;
-      throw err;
-    });
-    const entry = await (await users).get(principal);
-    if (entry === null || entry.operation !== "PUT") return null;
-    const user = entry.json<{ role?: string; status?: string }>();
-    return user.status === "active" && (user.role === "admin" || user.role === "member") ? user.role : null;
-  };
 }
 
 /**
@@ -129,7 +106,7 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
     ...(opts.peerRetryMs === undefined ? {} : { peerRetryMs: opts.peerRetryMs }),
   });
   core.listen();
-  const running = await startService(nc, replicaGatewayService(deps, core), { ...opts, logger, resolveRole: opts.resolveRole ?? usersRoleResolver(nc) });
+  const running = await startService(nc, replicaGatewayService(deps, core), { ...opts, logger, resolveRole: opts.resolveRole ?? lazyUsersRoleResolver(nc) });
   // A fresh replica of an initialised cluster asks its peers for the seed; until then it answers 503 cluster_locked.
   void core.askPeers();
   return {
