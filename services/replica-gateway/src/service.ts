@@ -8,9 +8,9 @@ import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import type { GatewayConfig } from "./config.js";
-import { handshakeEndpoints, ReplicaBucket } from "./handshake.js";
-import type { HandshakeDeps } from "./handshake.js";
-import { ClusterCore, LifecycleBucket, lifecycleEndpoints } from "./lifecycle.js";
+import { handshakeEndpoints, ReplicaBucket } from "./handlers/handshake.js";
+import type { HandshakeDeps } from "./handlers/handshake.js";
+import { ClusterCore, LifecycleBucket, lifecycleEndpoints } from "./handlers/lifecycle.js";
 
 /** The acceptor id used when none is configured. */
 export const DEFAULT_ACCEPTOR_ID = "replica-gateway";

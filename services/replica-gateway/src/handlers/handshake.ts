@@ -22,7 +22,7 @@ import {
 import type { HandshakeBinding } from "@unibus/crypto";
 import { Access, endpoint } from "@unibus/kit";
 import type { BucketSpec, EndpointSpec } from "@unibus/kit";
-import type { PskSet } from "./config.js";
+import type { PskSet } from "../config.js";
 
 /**
  * The gateway's KV buckets, shared by every gateway replica so a hello and its

@@ -38,9 +38,9 @@ import type { BucketSpec, Caller, EndpointSpec, HandlerContext } from "@unibus/k
 import { ClusterHistoryError, ClusterHistoryErrorReason, HistoryEntryType, NodeState } from "@unibus/sdk";
 import type { NodeRecord, VerifiedClusterHistory } from "@unibus/sdk";
 import type { Logger } from "pino";
-import { isWrongLastSequence, LifecycleReason, lifecycleError, unavailable } from "./errors.js";
-import { HistoryStore } from "./history.js";
-import { answerSeedRequests, requestSeedFromPeers } from "./seed-peers.js";
+import { isWrongLastSequence, LifecycleReason, lifecycleError, unavailable } from "../errors.js";
+import { HistoryStore } from "../store/history.js";
+import { answerSeedRequests, requestSeedFromPeers } from "../seed-peers.js";
 
 /** The lifecycle's buckets, shared by every gateway replica. */
 export const LifecycleBucket = {
