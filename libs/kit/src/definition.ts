@@ -212,19 +212,27 @@ export type EndpointTable<S extends CatalogueService> = { readonly [N in Endpoin
 export interface EndpointTableOptions {
   /** This instance's replica token: per-replica endpoints listen on `<subject>.<replica>`. */
   readonly replica?: string;
+  /**
+   * The table may leave catalogued endpoints out: for a service that serves
+   * some of its endpoints only when configured for them (the replica gateway
+   * without a cluster serves the handshake alone). Rows still must match.
+   */
+  readonly subset?: boolean;
 }
 
 /**
  * Turns a service's endpoint table into the definition's endpoints, keyed by
  * micro name: every subject and schema id is derived from the catalogue
- * name, never written by hand. A table that leaves out a catalogued endpoint,
- * adds one the catalogue does not know, or declares other access or mutation
+ * name, never written by hand. A table that leaves out a catalogued endpoint
+ * (unless `subset`), adds one the catalogue does not know, or declares other access or mutation
  * than the contract is a programming error caught at start (fail closed: a
  * drifted table must not serve a looser endpoint than the contract says).
  *
  * @throws ServiceDefinitionError
  */
-export function endpointTable<S extends CatalogueService>(service: S, table: EndpointTable<S>, opts: EndpointTableOptions = {}): Record<string, EndpointSpec> {
+export function endpointTable<S extends CatalogueService>(service: S, table: EndpointTable<S>, opts?: EndpointTableOptions & { readonly subset?: false }): Record<string, EndpointSpec>;
+export function endpointTable<S extends CatalogueService>(service: S, table: Partial<EndpointTable<S>>, opts: EndpointTableOptions & { readonly subset: true }): Record<string, EndpointSpec>;
+export function endpointTable<S extends CatalogueService>(service: S, table: Partial<EndpointTable<S>>, opts: EndpointTableOptions = {}): Record<string, EndpointSpec> {
   const catalogue = EndpointCatalogue[service] as Readonly<Record<string, CatalogueEntry>>;
   const rows = table as Readonly<Record<string, EndpointRow<S, EndpointName<S>>>>;
   const out: Record<string, EndpointSpec> = {};
@@ -234,7 +242,10 @@ export function endpointTable<S extends CatalogueService>(service: S, table: End
   for (const [name, entry] of Object.entries(catalogue)) {
     const row = rows[name];
     const where = `service ${service} endpoint ${name}`;
-    if (row === undefined) throw new ServiceDefinitionError(`${where}: catalogued but missing from the table`);
+    if (row === undefined) {
+      if (opts.subset === true) continue;
+      throw new ServiceDefinitionError(`${where}: catalogued but missing from the table`);
+    }
     if (row.access !== entry.access || row.mutates !== entry.mutates) {
       throw new ServiceDefinitionError(`${where}: table says ${String(row.access)}/${row.mutates ? "mutates" : "read-only"}, the catalogue ${entry.access}/${entry.mutates ? "mutates" : "read-only"}`);
     }

@@ -62,6 +62,12 @@ describe("endpointTable", () => {
     expect(() => endpointTable("healthz", loose({ ...table, extra: table.status }))).toThrow(/extra is not in the catalogue/);
   });
 
+  it("a subset table may leave endpoints out, but its rows must still match the catalogue", () => {
+    expect(Object.keys(endpointTable("healthz", { status: table.status }, { subset: true }))).toEqual(["status"]);
+    expect(() => endpointTable("healthz", { status: { access: Access.Public, mutates: true, impl: status } } as never, { subset: true })).toThrow(ServiceDefinitionError);
+    expect(() => endpointTable("healthz", loose({ extra: table.status }), { subset: true })).toThrow(/extra is not in the catalogue/);
+  });
+
   it("a per-replica endpoint listens on <subject>.<replica> and needs a safe replica token", () => {
     const impl = { handler: async () => ({}) as never };
     const rows = loose({

@@ -1,6 +1,6 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, StoredBucket, Subjects, UnibusError } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, StoredBucket, UnibusError } from "@unibus/contracts";
 import type { ReplicaChallenge, ReplicaFinishReply } from "@unibus/contracts";
 import {
   acceptorMac,
@@ -20,8 +20,8 @@ import {
   verifyReplicaTranscript,
 } from "@unibus/crypto";
 import type { HandshakeBinding } from "@unibus/crypto";
-import { Access, endpoint } from "@unibus/kit";
-import type { BucketSpec, EndpointSpec } from "@unibus/kit";
+import { handles } from "@unibus/kit";
+import type { BucketSpec } from "@unibus/kit";
 import type { PskSet } from "../config.js";
 
 /**
@@ -77,8 +77,8 @@ function unavailable(err: unknown): UnibusError {
   return new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });
 }
 
-/** The hello and finish endpoints of the replica gateway. */
-export function handshakeEndpoints(deps: HandshakeDeps): Record<string, EndpointSpec> {
+/** The hello and finish handlers of the replica gateway. */
+export function handshakeHandlers(deps: HandshakeDeps) {
   // Key ids are public and fixed for the process: computed once, never logged with the PSK.
   const slots = new Map<string, Uint8Array>();
   if (deps.psk !== undefined) {
@@ -88,12 +88,7 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
   const clusterIdHex = deps.clusterId === undefined ? undefined : toHex(deps.clusterId);
   const ready = slots.size > 0 && clusterIdHex !== undefined;
 
-  const hello = endpoint({
-    subject: Subjects.replicaGateway.handshakeHello,
-    request: "replica.handshake.hello.request",
-    reply: "replica.handshake.hello.reply",
-    mutates: true,
-    access: Access.Handshake,
+  const hello = handles("replica", "handshake.hello", {
     maxPayloadBytes: HANDSHAKE_MAX_PAYLOAD_BYTES,
     async handler(req, _caller, ctx): Promise<ReplicaChallenge> {
       const reject = (status: Status): ReplicaChallenge => {
@@ -134,12 +129,7 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
     },
   });
 
-  const finish = endpoint({
-    subject: Subjects.replicaGateway.handshakeFinish,
-    request: "replica.handshake.finish.request",
-    reply: "replica.handshake.finish.reply",
-    mutates: true,
-    access: Access.Handshake,
+  const finish = handles("replica", "handshake.finish", {
     maxPayloadBytes: HANDSHAKE_MAX_PAYLOAD_BYTES,
     async handler(req, _caller, ctx): Promise<ReplicaFinishReply> {
       // Filled once the state is read, so a reject names the replica when it can.
@@ -217,5 +207,5 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
     },
   });
 
-  return { "handshake-hello": hello, "handshake-finish": finish };
+  return { hello, finish };
 }
