@@ -46,6 +46,12 @@ export interface CatalogueEntry {
    * the session it holds (blob chunks go to the replica holding the upload).
    */
   readonly perReplica?: true;
+  /**
+   * A client may send the request again when its connection drops while the
+   * request is in flight (a kick that applies new permissions does exactly
+   * that): only for a read that changes nothing, not even a session.
+   */
+  readonly resend?: true;
 }
 
 const { Public, Signed, Admin, Handshake } = EndpointAccess;
@@ -54,37 +60,37 @@ const { Public, Signed, Admin, Handshake } = EndpointAccess;
 export const EndpointCatalogue = {
   membership: {
     "users.add": { access: Admin, mutates: true },
-    "users.list": { access: Admin, mutates: false },
-    "users.get": { access: Admin, mutates: false },
+    "users.list": { access: Admin, mutates: false, resend: true },
+    "users.get": { access: Admin, mutates: false, resend: true },
     "users.revoke": { access: Admin, mutates: true },
     /** One page of the users log, rooted at the bootstrap (contracts/specs/membership-log.md); clients verify it. */
-    "users.log": { access: Signed, mutates: false },
+    "users.log": { access: Signed, mutates: false, resend: true },
     "rooms.create": { access: Signed, mutates: true },
-    "rooms.get": { access: Signed, mutates: false },
-    "rooms.list": { access: Signed, mutates: false },
+    "rooms.get": { access: Signed, mutates: false, resend: true },
+    "rooms.list": { access: Signed, mutates: false, resend: true },
     "rooms.invite": { access: Signed, mutates: true },
     "rooms.remove": { access: Signed, mutates: true },
     "rooms.leave": { access: Signed, mutates: true },
     /** One page of a persisted room's stored frames, read by the service (members hold no JetStream grant). */
-    "rooms.history": { access: Signed, mutates: false },
+    "rooms.history": { access: Signed, mutates: false, resend: true },
     /** One page of a room's hash-chained membership log (contracts/specs/membership-log.md); clients verify it. */
-    "rooms.log": { access: Signed, mutates: false },
+    "rooms.log": { access: Signed, mutates: false, resend: true },
     /** Seeds admin #0; only the privileged internal bootstrap identity may publish here. */
     "admin.bootstrap": { access: Signed, mutates: true },
     /** Recorded login denials, read from the audit stream by the service (admins hold no JetStream grant). */
-    "audit.denials": { access: Admin, mutates: false },
+    "audit.denials": { access: Admin, mutates: false, resend: true },
   },
   keys: {
     /** Self-service: the caller registers its self-signed X25519 agreement key. */
     "agreement_keys.register": { access: Signed, mutates: true },
     /** A room's current members with their agreement keys (what a distributor seals to). */
-    "agreement_keys.list": { access: Signed, mutates: false },
+    "agreement_keys.list": { access: Signed, mutates: false, resend: true },
     /** A new room-key epoch: sealed shares + one distributor signature (owners/admins). */
     "epochs.publish": { access: Signed, mutates: true },
     /** A room's epochs, one page. */
-    "epochs.list": { access: Signed, mutates: false },
+    "epochs.list": { access: Signed, mutates: false, resend: true },
     /** The caller's own sealed share of an epoch, with its Merkle proof. */
-    "shares.get": { access: Signed, mutates: false },
+    "shares.get": { access: Signed, mutates: false, resend: true },
   },
   blobs: {
     "put.begin": { access: Signed, mutates: true },
@@ -116,9 +122,9 @@ export const EndpointCatalogue = {
     "gateway.remove": { access: Admin, mutates: true },
   },
   healthz: {
-    status: { access: Public, mutates: false },
+    status: { access: Public, mutates: false, resend: true },
     /** The posture document (admin-signed): what `unibus status` and the web panel show. */
-    posture: { access: Admin, mutates: false },
+    posture: { access: Admin, mutates: false, resend: true },
   },
 } as const satisfies Record<string, Record<string, CatalogueEntry>>;
 
@@ -169,4 +175,15 @@ export function serviceSubjects<S extends CatalogueService>(service: S): Service
   const out: Record<string, string> = { all: `${SubjectPrefix}.${service}.>` };
   for (const name of Object.keys(EndpointCatalogue[service])) out[camelEndpointName(name)] = `${SubjectPrefix}.${service}.${name}`;
   return Object.freeze(out) as ServiceSubjects<S>;
+}
+
+/** The subjects of every catalogued endpoint marked `resend`: what a client may send again after a dropped connection. */
+export function resendableSubjects(): string[] {
+  const out: string[] = [];
+  for (const [service, endpoints] of Object.entries(EndpointCatalogue)) {
+    for (const [name, entry] of Object.entries(endpoints as Readonly<Record<string, CatalogueEntry>>)) {
+      if (entry.resend === true) out.push(`${SubjectPrefix}.${service}.${name}`);
+    }
+  }
+  return out;
 }

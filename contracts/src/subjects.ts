@@ -3,7 +3,7 @@
  * and clients cannot drift apart. Control-plane requests follow
  * `unibus.v1.<service>.<endpoint>`.
  */
-import { serviceSubjects } from "./endpoints.js";
+import { resendableSubjects, serviceSubjects } from "./endpoints.js";
 export { SubjectPrefix } from "./endpoints.js";
 
 /** Names of the unibus micro services, as they appear in `$SRV.INFO`. */
@@ -54,24 +54,11 @@ export type Subjects = typeof Subjects;
 /**
  * Requests that change nothing, so a client may send them again when the
  * connection drops while one is in flight (a kick that applies new
- * permissions does exactly that). Part of the contract: the kit refuses to
- * start a service that declares one of these as mutating.
+ * permissions does exactly that): the catalogue's `resend` endpoints. Part
+ * of the contract: the kit refuses to start a service that declares one of
+ * these as mutating.
  */
-export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>([
-  Subjects.membership.usersList,
-  Subjects.membership.usersGet,
-  Subjects.membership.roomsGet,
-  Subjects.membership.roomsList,
-  Subjects.membership.roomsHistory,
-  Subjects.membership.roomsLog,
-  Subjects.membership.auditDenials,
-  Subjects.membership.usersLog,
-  Subjects.keys.agreementKeysList,
-  Subjects.keys.sharesGet,
-  Subjects.keys.epochsList,
-  Subjects.healthz.status,
-  Subjects.healthz.posture,
-]);
+export const ReadOnlySubjects: ReadonlySet<string> = new Set<string>(resendableSubjects());
 
 /**
  * Prefix reserved for room subjects (ciphertext frames). It lies outside

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { EndpointCatalogue, Subjects, schemas } from "@unibus/contracts";
+import { EndpointCatalogue, ReadOnlySubjects, Subjects, schemas } from "@unibus/contracts";
+import type { CatalogueEntry } from "@unibus/contracts";
 import { Access, ServiceDefinitionError, endpointTable, handles } from "./definition.js";
 import type { EndpointTable } from "./definition.js";
 
@@ -44,6 +45,21 @@ describe("endpointTable", () => {
       }
     }
     expect(Object.values(Subjects.keys).sort()).toEqual(["unibus.v1.keys.>", ...Object.keys(EndpointCatalogue.keys).map((n) => `unibus.v1.keys.${n}`)].sort());
+  });
+
+  it("the subjects a client may resend are exactly the catalogue's resend endpoints, none of them mutating", () => {
+    const resend: string[] = [];
+    for (const [service, endpoints] of Object.entries(EndpointCatalogue)) {
+      for (const [name, entry] of Object.entries(endpoints as Record<string, CatalogueEntry>)) {
+        if (entry.resend !== true) continue;
+        expect(entry.mutates, `${service}.${name}`).toBe(false);
+        resend.push(`unibus.v1.${service}.${name}`);
+      }
+    }
+    expect([...ReadOnlySubjects].sort()).toEqual(resend.sort());
+    expect(ReadOnlySubjects.has(Subjects.keys.sharesGet)).toBe(true);
+    // A read that opens a session is not resendable: a second one would open another.
+    expect(ReadOnlySubjects.has(Subjects.blobs.getBegin)).toBe(false);
   });
 
   it("a table that matches the catalogue gives one spec per endpoint", () => {
