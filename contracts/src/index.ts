@@ -20,6 +20,8 @@ export {
   roomKeysNoticeSubject,
   roomMembershipSubject,
 } from "./subjects.js";
+export { EndpointAccess, EndpointCatalogue, camelEndpointName, endpointSchemaIds, endpointSubject, microEndpointName, serviceSubjects } from "./endpoints.js";
+export type { CamelEndpointName, CatalogueEntry, CatalogueService, EndpointName, ServiceSubjects } from "./endpoints.js";
 export { CalloutSubject, DirectoryBucket, UnibusSubject } from "./bus-subjects.js";
 export {
   BusStreams,

@@ -81,7 +81,7 @@ describe("a grant never makes the server or a service publish where the client m
   const endpoints = (): [string, string, unknown][] => [
     ["membership", Subjects.membership.roomsList, {}],
     ["membership", Subjects.membership.roomsHistory, { roomId }],
-    ["keys", Subjects.keys.epochs, { roomId }],
+    ["keys", Subjects.keys.epochsList, { roomId }],
     ["blobs", Subjects.blobs.getBegin, { roomId, blobId: "ab".repeat(32) }],
   ];
 

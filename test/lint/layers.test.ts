@@ -31,7 +31,7 @@ async function layerErrors(path: string, code: string): Promise<string[]> {
 describe("lint enforces the layers", () => {
   it("a lib importing a service fails, by package name or by path", async () => {
     expect(await layerErrors("libs/cli/src/fixture.ts", `import { MembershipBucket } from "@unibus/membership";\nexport const b = MembershipBucket;\n`)).toEqual(["import-x/no-restricted-paths"]);
-    expect(await layerErrors("libs/kit/src/fixture.ts", `import { KeysBucket } from "../../../services/keys/src/records.js";\nexport const b = KeysBucket;\n`)).toEqual(
+    expect(await layerErrors("libs/kit/src/fixture.ts", `import { KeysBucket } from "../../../services/keys/src/store/records.js";\nexport const b = KeysBucket;\n`)).toEqual(
       expect.arrayContaining(["import-x/no-restricted-paths", "import-x/no-relative-packages"]),
     );
   });

@@ -1,25 +1,16 @@
 import type { Envelope } from "@unibus/crypto";
 import type { Logger } from "pino";
-import type { JsonSchema, SchemaTypes } from "@unibus/contracts";
+import { EndpointAccess, EndpointCatalogue, endpointSchemaIds, endpointSubject, microEndpointName } from "@unibus/contracts";
+import type { CatalogueEntry, CatalogueService, EndpointName, JsonSchema, SchemaTypes } from "@unibus/contracts";
 import type { RawEndpointSpec } from "./raw-endpoint.js";
 
-/** Who may call an endpoint. */
-export const Access = {
-  /** Anyone connected; no envelope is checked. Such an endpoint may not mutate. */
-  Public: "public",
-  /** Any caller with a valid signed envelope; the handler authorizes further. */
-  Signed: "signed",
-  /** A signed caller whose role `resolveRole` reports as "admin"; everyone else is denied. */
-  Admin: "admin",
-  /**
-   * Anyone connected, no envelope, and it may mutate: only for a protocol that
-   * authenticates itself and carries its own single-use nonces (the replica PSK
-   * handshake, which a node runs before it has any allowlisted identity).
-   */
-  Handshake: "handshake",
-} as const;
+/**
+ * Who may call an endpoint: the contract's {@link EndpointAccess}, under the
+ * name services use.
+ */
+export const Access = EndpointAccess;
 /** One of the {@link Access} values. */
-export type Access = (typeof Access)[keyof typeof Access];
+export type Access = EndpointAccess;
 
 /** Principal kinds of architecture §3, as resolved by {@link KitDeps.resolveRole}. */
 export type Role = "admin" | "member" | "node" | `service:${string}`;
@@ -189,3 +180,103 @@ export function endpointFor<T>(): <Q extends keyof T & string, P extends keyof T
 
 /** Builds an endpoint typed by the contract schemas (`SchemaTypes`). */
 export const endpoint = endpointFor<SchemaTypes>();
+
+/** The request body type of catalogued endpoint `N` of service `S`. */
+export type RequestOf<S extends CatalogueService, N extends EndpointName<S>> = `${S}.${N}.request` extends keyof SchemaTypes ? SchemaTypes[`${S}.${N}.request`] : never;
+/** The reply body type of catalogued endpoint `N` of service `S`. */
+export type ReplyOf<S extends CatalogueService, N extends EndpointName<S>> = `${S}.${N}.reply` extends keyof SchemaTypes ? SchemaTypes[`${S}.${N}.reply`] : never;
+
+/** What a service implements of a catalogued endpoint: the handler and its request limit. */
+export interface EndpointImpl<TReq = unknown, TRep = unknown> {
+  /** Largest accepted request body in bytes; default {@link DEFAULT_MAX_PAYLOAD_BYTES}. */
+  readonly maxPayloadBytes?: number;
+  /** Request and reply bodies are binary frames; see {@link EndpointSpec.binary}. */
+  readonly binary?: boolean;
+  /** Business logic; see {@link EndpointSpec.handler}. */
+  handler(req: TReq, caller: Caller, ctx: HandlerContext): Promise<TRep | BinaryReply<TRep>>;
+}
+
+/**
+ * Types a handler by its catalogue name: the request and reply types follow
+ * from the schemas `<service>.<name>.request|reply`. Nothing else is said
+ * here: subject, schema ids, access and mutation come from the catalogue.
+ */
+export function handles<S extends CatalogueService, N extends EndpointName<S>>(_service: S, _name: N, impl: EndpointImpl<RequestOf<S, N>, ReplyOf<S, N>>): EndpointImpl<RequestOf<S, N>, ReplyOf<S, N>> {
+  return impl;
+}
+
+type Entry<S extends CatalogueService, N extends EndpointName<S>> = EndpointCatalogue[S][N] extends CatalogueEntry ? EndpointCatalogue[S][N] : never;
+
+/**
+ * One row of a service's endpoint table: the access and mutation the
+ * catalogue declares (restated so the table reads on its own; the type and
+ * {@link endpointTable} refuse any other value) and the implementation.
+ */
+export interface EndpointRow<S extends CatalogueService, N extends EndpointName<S>> {
+  readonly access: Entry<S, N>["access"];
+  readonly mutates: Entry<S, N>["mutates"];
+  readonly impl: EndpointImpl<RequestOf<S, N>, ReplyOf<S, N>>;
+}
+
+/** A service's endpoint table: one row per catalogued endpoint of service `S`, every one present. */
+export type EndpointTable<S extends CatalogueService> = { readonly [N in EndpointName<S>]: EndpointRow<S, N> };
+
+/** Options of {@link endpointTable}. */
+export interface EndpointTableOptions {
+  /** This instance's replica token: per-replica endpoints listen on `<subject>.<replica>`. */
+  readonly replica?: string;
+  /**
+   * The table may leave catalogued endpoints out: for a service that serves
+   * some of its endpoints only when configured for them (the replica gateway
+   * without a cluster serves the handshake alone). Rows still must match.
+   */
+  readonly subset?: boolean;
+}
+
+/**
+ * Turns a service's endpoint table into the definition's endpoints, keyed by
+ * micro name: every subject and schema id is derived from the catalogue
+ * name, never written by hand. A table that leaves out a catalogued endpoint
+ * (unless `subset`), adds one the catalogue does not know, or declares other access or mutation
+ * than the contract is a programming error caught at start (fail closed: a
+ * drifted table must not serve a looser endpoint than the contract says).
+ *
+ * @throws ServiceDefinitionError
+ */
+export function endpointTable<S extends CatalogueService>(service: S, table: EndpointTable<S>, opts?: EndpointTableOptions & { readonly subset?: false }): Record<string, EndpointSpec>;
+export function endpointTable<S extends CatalogueService>(service: S, table: Partial<EndpointTable<S>>, opts: EndpointTableOptions & { readonly subset: true }): Record<string, EndpointSpec>;
+export function endpointTable<S extends CatalogueService>(service: S, table: Partial<EndpointTable<S>>, opts: EndpointTableOptions = {}): Record<string, EndpointSpec> {
+  const catalogue = EndpointCatalogue[service] as Readonly<Record<string, CatalogueEntry>>;
+  const rows = table as Readonly<Record<string, EndpointRow<S, EndpointName<S>>>>;
+  const out: Record<string, EndpointSpec> = {};
+  for (const name of Object.keys(rows)) {
+    if (!Object.hasOwn(catalogue, name)) throw new ServiceDefinitionError(`service ${service}: endpoint ${name} is not in the catalogue`);
+  }
+  for (const [name, entry] of Object.entries(catalogue)) {
+    const row = rows[name];
+    const where = `service ${service} endpoint ${name}`;
+    if (row === undefined) {
+      if (opts.subset === true) continue;
+      throw new ServiceDefinitionError(`${where}: catalogued but missing from the table`);
+    }
+    if (row.access !== entry.access || row.mutates !== entry.mutates) {
+      throw new ServiceDefinitionError(`${where}: table says ${String(row.access)}/${row.mutates ? "mutates" : "read-only"}, the catalogue ${entry.access}/${entry.mutates ? "mutates" : "read-only"}`);
+    }
+    let subject: string = endpointSubject(service, name as EndpointName<S>);
+    if (entry.perReplica === true) {
+      if (opts.replica === undefined || !/^[-\w]+$/.test(opts.replica)) throw new ServiceDefinitionError(`${where}: a per-replica endpoint needs a replica token`);
+      subject = `${subject}.${opts.replica}`;
+    }
+    const impl = row.impl as EndpointImpl;
+    out[microEndpointName(name)] = {
+      ...(impl.maxPayloadBytes === undefined ? {} : { maxPayloadBytes: impl.maxPayloadBytes }),
+      ...(impl.binary === undefined ? {} : { binary: impl.binary }),
+      subject,
+      ...endpointSchemaIds(service, name as EndpointName<S>),
+      access: entry.access,
+      mutates: entry.mutates,
+      handler: (req, caller, ctx) => impl.handler(req, caller, ctx),
+    };
+  }
+  return out;
+}

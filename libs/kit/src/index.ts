@@ -3,8 +3,23 @@
  * and reply validation, signed-envelope checks, replay protection, role checks,
  * error mapping, logging, stats, bucket set-up and the process main.
  */
-export { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES, binaryReply, ServiceDefinitionError, defineService, endpoint, endpointFor } from "./definition.js";
-export type { AnonymousCaller, Caller, EndpointSpec, HandlerContext, Role, ServiceDefinition, SignedCaller, TypedEndpointSpec } from "./definition.js";
+export { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES, binaryReply, ServiceDefinitionError, defineService, endpoint, endpointFor, endpointTable, handles } from "./definition.js";
+export type {
+  AnonymousCaller,
+  Caller,
+  EndpointImpl,
+  EndpointRow,
+  EndpointSpec,
+  EndpointTable,
+  EndpointTableOptions,
+  HandlerContext,
+  ReplyOf,
+  RequestOf,
+  Role,
+  ServiceDefinition,
+  SignedCaller,
+  TypedEndpointSpec,
+} from "./definition.js";
 export { startService } from "./start-service.js";
 export { EndpointStats } from "./endpoint-stats.js";
 export { rawEndpoint } from "./raw-endpoint.js";
@@ -37,7 +52,7 @@ export {
 export type { AccountJetStreamLimits, CalloutServerConfigOptions, ServerPermissions, ServiceUser } from "./server-config.js";
 export { Unchanged, casUpdate, corruptRecord, isRevisionConflict, listKeys, readRecord, readVersioned, recordCheck, storeUnavailable } from "./kv.js";
 export type { RecordReader, StoredRecordId, Versioned } from "./kv.js";
-export { activeUser, requireMember, roleResolver, roomRole } from "./membership-view.js";
+export { activeUser, lazyUsersRoleResolver, requireMember, roleResolver, roomRole } from "./membership-view.js";
 export type { RoomRole, UserRole } from "./membership-view.js";
 export { WATCH_CATCH_UP_MS, WatchedKv } from "./watched-kv.js";
 export type { WatchedKvOptions } from "./watched-kv.js";

@@ -6,8 +6,10 @@
  * error is 503 and a damaged record 500 `corrupt_record`: both deny (fail
  * closed), neither is mistaken for "not a member".
  */
+import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, UnibusError, memberKey } from "@unibus/contracts";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { ErrorCode, ErrorReason, StoredBucket, UnibusError, memberKey } from "@unibus/contracts";
 import type { Caller, Role, SignedCaller } from "./definition.js";
 import { readRecord, recordCheck, storeUnavailable } from "./kv.js";
 import { LeaderContactFence } from "./leader-contact.js";
@@ -81,4 +83,25 @@ export async function requireMember(members: KV, roomId: string, principal: stri
   const role = await roomRole(members, roomId, principal);
   if (role === null) throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
   return role;
+}
+
+/**
+ * The kit's `resolveRole` for a service that must start before membership
+ * has created `users` (healthz, the replica gateway): the bucket is opened on
+ * first use, leader reads only, and opened again after a failed open. The
+ * role of an ACTIVE admin or member, else null; a read error throws, which
+ * the kit answers 503 (fail closed).
+ */
+export function lazyUsersRoleResolver(nc: NatsConnection): (principal: string) => Promise<Role | null> {
+  let users: Promise<KV> | undefined;
+  return async (principal) => {
+    users ??= new Kvm(nc).open(StoredBucket.membership.users, { allow_direct: false }).catch((err: unknown) => {
+      users = undefined;
+      throw err;
+    });
+    const entry = await (await users).get(principal);
+    if (entry === null || entry.operation !== "PUT") return null;
+    const user = entry.json<{ role?: string; status?: string }>();
+    return user.status === "active" && (user.role === "admin" || user.role === "member") ? user.role : null;
+  };
 }

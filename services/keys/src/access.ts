@@ -1,8 +1,8 @@
 import type { KV } from "@nats-io/kv";
 import { requireMember as requireRoomMember, roomRole as memberRole } from "@unibus/kit";
 import type { RoomRole } from "@unibus/kit";
-import type { MemberDirectory } from "./member-directory.js";
-import { listKeys } from "./records.js";
+import type { MemberDirectory } from "./store/member-directory.js";
+import { listKeys } from "./store/records.js";
 
 // Who is an active user, and in what role: the kit's membership view, shared
 // with every service that reads membership's buckets.

@@ -4,6 +4,6 @@
  */
 export { createKeysService, keysService } from "./service.js";
 export type { KeysDeps, RunningKeysService } from "./service.js";
-export { KeysBucket, MembershipReadBucket, epochKey } from "./records.js";
-export type { AgreementKeyRecord, EpochRecord, ShareEntry } from "./records.js";
-export { EpochPage, PUBLISH_EPOCH_MAX_BYTES } from "./epochs.js";
+export { KeysBucket, MembershipReadBucket, epochKey } from "./store/records.js";
+export type { AgreementKeyRecord, EpochRecord, ShareEntry } from "./store/records.js";
+export { EpochPage, PUBLISH_EPOCH_MAX_BYTES } from "./handlers/epochs.js";

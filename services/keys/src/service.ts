@@ -1,17 +1,18 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ServiceName } from "@unibus/contracts";
-import { NonceBucket, defineService, openBuckets, openExistingBuckets, serviceJetStream, startService } from "@unibus/kit";
+import { Access, NonceBucket, defineService, endpointTable, openBuckets, openExistingBuckets, serviceJetStream, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import { roleResolver } from "./access.js";
 import type { MembershipView } from "./access.js";
-import { AgreementKeyDirectory } from "./agreement-directory.js";
-import { watchMemberRemovals } from "./share-redaction.js";
-import { MemberDirectory } from "./member-directory.js";
-import { agreementKeyEndpoints } from "./agreement-keys.js";
-import { epochEndpoints } from "./epochs.js";
-import { KeysBucket, MembershipReadBucket } from "./records.js";
+import { AgreementKeyDirectory } from "./store/agreement-directory.js";
+import { watchMemberRemovals } from "./store/share-redaction.js";
+import { MemberDirectory } from "./store/member-directory.js";
+import { agreementKeyHandlers } from "./handlers/agreement-keys.js";
+import { epochHandlers } from "./handlers/epochs.js";
+import { shareHandlers } from "./handlers/shares.js";
+import { KeysBucket, MembershipReadBucket } from "./store/records.js";
 import type { KV } from "@nats-io/kv";
 
 /** What the keys handlers work on. */
@@ -24,14 +25,25 @@ export interface KeysDeps {
 
 /**
  * The keys service definition (contracts/specs/room-keys.md): agreement keys,
- * and room-key epochs stored only as signed sets of sealed shares.
+ * and room-key epochs stored only as signed sets of sealed shares. The table
+ * is every endpoint the service exposes; subjects and schema ids follow from
+ * the names (`unibus.v1.keys.<name>`, `keys.<name>.request|reply`).
  */
 export function keysService(deps: KeysDeps): ServiceDefinition {
+  const agreementKeys = agreementKeyHandlers(deps);
+  const epochs = epochHandlers(deps);
+  const shares = shareHandlers(deps);
   return defineService({
     name: ServiceName.keys,
     version: packageJson.version,
     description: "Sealed room-key shares and key epochs",
-    endpoints: { ...agreementKeyEndpoints(deps), ...epochEndpoints(deps) },
+    endpoints: endpointTable("keys", {
+      "agreement_keys.register": { access: Access.Signed, mutates: true, impl: agreementKeys.register },
+      "agreement_keys.list": { access: Access.Signed, mutates: false, impl: agreementKeys.list },
+      "epochs.publish": { access: Access.Signed, mutates: true, impl: epochs.publish },
+      "epochs.list": { access: Access.Signed, mutates: false, impl: epochs.list },
+      "shares.get": { access: Access.Signed, mutates: false, impl: shares.get },
+    }),
   });
 }
 

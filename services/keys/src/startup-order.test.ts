@@ -6,7 +6,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { MembershipReadBucket } from "./records.js";
+import { MembershipReadBucket } from "./store/records.js";
 import { createKeysService } from "./service.js";
 import type { RunningKeysService } from "./service.js";
 

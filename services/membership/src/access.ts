@@ -1,9 +1,9 @@
 import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
 import type { Role } from "@unibus/kit";
 import { isPrincipal } from "@unibus/crypto";
-import type { MembershipStore } from "./store.js";
-import { unavailable } from "./store.js";
-import { UserStatus } from "./records.js";
+import type { MembershipStore } from "./store/membership-store.js";
+import { unavailable } from "./store/membership-store.js";
+import { UserStatus } from "./store/records.js";
 
 /**
  * The kit's `resolveRole` for this service: the signer's role if it is an

@@ -1,12 +1,12 @@
-import type { DenialTrail } from "./audit.js";
+import type { DenialTrail } from "./store/audit.js";
 import type { ConnectionKicker } from "./kick.js";
 import type { RoomQuotaConfig } from "./quota.js";
-import type { RoomConsumers } from "./room-consumers.js";
-import type { RoomHistory } from "./room-history.js";
-import type { RoomStreams } from "./room-streams.js";
-import type { RoomLogStore } from "./room-log.js";
-import type { MembershipStore } from "./store.js";
-import type { UsersLogStore } from "./users-log.js";
+import type { RoomConsumers } from "./store/room-consumers.js";
+import type { RoomHistory } from "./store/room-history.js";
+import type { RoomStreams } from "./store/room-streams.js";
+import type { RoomLogStore } from "./store/room-log.js";
+import type { MembershipStore } from "./store/membership-store.js";
+import type { UsersLogStore } from "./store/users-log.js";
 
 /** What the membership handlers work on; `createMembershipService` builds it. */
 export interface MembershipDeps {

@@ -7,10 +7,10 @@ import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import type { HandlerContext, SignedCaller } from "@unibus/kit";
 import type { MembershipDeps } from "./deps.js";
-import type { RoomHistoryPage, RoomHistoryStart } from "./room-history.js";
-import { roomEndpoints } from "./rooms.js";
-import type { MembershipStore } from "./store.js";
-import { unavailable } from "./store.js";
+import type { RoomHistoryPage, RoomHistoryStart } from "./store/room-history.js";
+import { roomHandlers } from "./handlers/rooms.js";
+import type { MembershipStore } from "./store/membership-store.js";
+import { unavailable } from "./store/membership-store.js";
 
 const principal = SigningKey.generate().principal;
 const caller: SignedCaller = { anonymous: false, principal, publicKey: new Uint8Array(32), role: "member" };
@@ -30,8 +30,8 @@ function setup(store: Partial<MembershipStore>): { run: (req: object) => Promise
       },
     },
   } as unknown as MembershipDeps;
-  const spec = roomEndpoints(deps)["rooms-history"]!;
-  return { run: (req) => spec.handler(req, caller, ctx), reads };
+  const spec = roomHandlers(deps).history;
+  return { run: (req) => spec.handler(req as Parameters<typeof spec.handler>[0], caller, ctx), reads };
 }
 
 async function code(p: Promise<unknown>): Promise<number | undefined> {

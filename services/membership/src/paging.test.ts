@@ -9,7 +9,7 @@ import type { UnibusClient } from "@unibus/sdk";
 import { startTestServer, rejectionOf } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { noKicks } from "./kick.js";
-import type { UserRecord } from "./records.js";
+import type { UserRecord } from "./store/records.js";
 import { createMembershipService } from "./service.js";
 import type { RunningMembershipService } from "./service.js";
 

@@ -13,7 +13,7 @@ import type { TestServer } from "@unibus/testing";
 import { noKicks } from "./kick.js";
 import { DefaultRoomQuotaConfig, QuotaReason, loadRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
 import type { RoomQuotaConfig } from "./quota.js";
-import { roomStreamName } from "./records.js";
+import { roomStreamName } from "./store/records.js";
 import { createMembershipService } from "./service.js";
 import type { RunningMembershipService } from "./service.js";
 

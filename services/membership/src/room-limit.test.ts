@@ -8,7 +8,7 @@ import type { UnibusClient } from "@unibus/sdk";
 import { rejectionOf, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { noKicks } from "./kick.js";
-import { RoomLimit } from "./rooms.js";
+import { RoomLimit } from "./handlers/rooms.js";
 import { createMembershipService } from "./service.js";
 import type { RunningMembershipService } from "./service.js";
 

@@ -1,39 +1,62 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ServiceName, roomMembershipSubject } from "@unibus/contracts";
-import { defineService, NonceBucket, openBuckets, serviceJetStream, startService } from "@unibus/kit";
+import { Access, defineService, endpointTable, NonceBucket, openBuckets, serviceJetStream, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import type { Logger } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import { roleResolver } from "./access.js";
-import { StreamDenialTrail, auditEndpoints, ensureAuditStream } from "./audit.js";
-import { bootstrapEndpoints } from "./bootstrap.js";
+import { StreamDenialTrail, ensureAuditStream } from "./store/audit.js";
+import { adminHandlers } from "./handlers/admin.js";
+import { auditHandlers } from "./handlers/audit.js";
+import { roomHandlers } from "./handlers/rooms.js";
+import { userHandlers } from "./handlers/users.js";
 import type { MembershipDeps } from "./deps.js";
 import { SystemConnectionKicker } from "./kick.js";
 import type { ConnectionKicker, KickOutcome } from "./kick.js";
-import { MembershipBucket } from "./records.js";
+import { MembershipBucket } from "./store/records.js";
 import type { RoomQuotaConfig } from "./quota.js";
-import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./room-consumers.js";
-import { DirectRoomHistory } from "./room-history.js";
-import { JetStreamRoomStreams } from "./room-streams.js";
-import { RoomLogStore, repairFromLogs } from "./room-log.js";
-import { UsersLogStore, repairUsersFromLog } from "./users-log.js";
-import { roomEndpoints } from "./rooms.js";
-import { MembershipStore } from "./store.js";
-import { userEndpoints } from "./users.js";
+import { JetStreamRoomConsumers, deleteLeftoverConsumers } from "./store/room-consumers.js";
+import { DirectRoomHistory } from "./store/room-history.js";
+import { JetStreamRoomStreams } from "./store/room-streams.js";
+import { RoomLogStore, repairFromLogs } from "./store/room-log.js";
+import { UsersLogStore, repairUsersFromLog } from "./store/users-log.js";
+import { MembershipStore } from "./store/membership-store.js";
 
 /**
- * The membership service definition: every endpoint in one place.
- * users.* (admin only), rooms.* (active users; owners/admins manage),
- * admin.bootstrap (the internal bootstrap identity only), audit.denials (admin only).
+ * The membership service definition: every endpoint it exposes, in one
+ * table. users.* (admin only, but `users.log`), rooms.* (active users;
+ * owners/admins manage), admin.bootstrap (the internal bootstrap identity
+ * only), audit.denials (admin only). Subjects and schema ids follow from the
+ * names (`unibus.v1.membership.<name>`, `membership.<name>.request|reply`).
  */
 export function membershipService(deps: MembershipDeps): ServiceDefinition {
+  const users = userHandlers(deps);
+  const rooms = roomHandlers(deps);
+  const admin = adminHandlers(deps);
+  const audit = auditHandlers(deps.denials);
   return defineService({
     name: ServiceName.membership,
     version: packageJson.version,
     description: "Users allowlist, rooms and room members",
-    endpoints: { ...userEndpoints(deps), ...roomEndpoints(deps), ...bootstrapEndpoints(deps), ...auditEndpoints(deps.denials) },
+    endpoints: endpointTable("membership", {
+      "users.add": { access: Access.Admin, mutates: true, impl: users.add },
+      "users.list": { access: Access.Admin, mutates: false, impl: users.list },
+      "users.get": { access: Access.Admin, mutates: false, impl: users.get },
+      "users.revoke": { access: Access.Admin, mutates: true, impl: users.revoke },
+      "users.log": { access: Access.Signed, mutates: false, impl: users.log },
+      "rooms.create": { access: Access.Signed, mutates: true, impl: rooms.create },
+      "rooms.get": { access: Access.Signed, mutates: false, impl: rooms.get },
+      "rooms.list": { access: Access.Signed, mutates: false, impl: rooms.list },
+      "rooms.invite": { access: Access.Signed, mutates: true, impl: rooms.invite },
+      "rooms.remove": { access: Access.Signed, mutates: true, impl: rooms.remove },
+      "rooms.leave": { access: Access.Signed, mutates: true, impl: rooms.leave },
+      "rooms.history": { access: Access.Signed, mutates: false, impl: rooms.history },
+      "rooms.log": { access: Access.Signed, mutates: false, impl: rooms.log },
+      "admin.bootstrap": { access: Access.Signed, mutates: true, impl: admin.bootstrap },
+      "audit.denials": { access: Access.Admin, mutates: false, impl: audit.denials },
+    }),
   });
 }
 

@@ -8,7 +8,7 @@ import type { PinnedUsersLog, UnibusClient, UsersLogEntry } from "@unibus/sdk";
 import { rejectionOf, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { noKicks } from "./kick.js";
-import { UserStatus } from "./records.js";
+import { UserStatus } from "./store/records.js";
 import { createMembershipService } from "./service.js";
 import type { RunningMembershipService } from "./service.js";
 

@@ -24,7 +24,7 @@ import { replicaHandshake, ReplicaHandshakeRejectedError } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import type { PskSet } from "./config.js";
-import { SESSION_TTL_MS } from "./handshake.js";
+import { SESSION_TTL_MS } from "./handlers/handshake.js";
 import { createReplicaGatewayService } from "./service.js";
 import type { RunningReplicaGateway } from "./service.js";
 

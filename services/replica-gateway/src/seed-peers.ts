@@ -21,7 +21,7 @@ import {
 import { ENVELOPE_WINDOW_MS } from "@unibus/kit";
 import { envelopeHeaders } from "@unibus/sdk";
 import type { VerifiedClusterHistory } from "@unibus/sdk";
-import type { ClusterCore, LifecycleDeps } from "./lifecycle.js";
+import type { ClusterCore, LifecycleDeps } from "./handlers/lifecycle.js";
 
 /** What a fresh replica asks with: its principal and a one-time X25519 key the seed is sealed to. */
 interface SeedRequest {

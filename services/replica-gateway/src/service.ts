@@ -1,31 +1,31 @@
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { ServiceName } from "@unibus/contracts";
 import { clusterIdFromName, gatewayAgreementBytes, generateAgreementKeyPair, SigningKey, toHex } from "@unibus/crypto";
 import type { AgreementKeyPair } from "@unibus/crypto";
-import { defineService, openBuckets, serviceJetStream, startService } from "@unibus/kit";
-import type { KitDeps, Role, RunningService, ServiceDefinition } from "@unibus/kit";
+import { Access, defineService, endpointTable, lazyUsersRoleResolver, openBuckets, serviceJetStream, startService } from "@unibus/kit";
+import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import type { GatewayConfig } from "./config.js";
-import { handshakeEndpoints, ReplicaBucket } from "./handshake.js";
-import type { HandshakeDeps } from "./handshake.js";
-import { ClusterCore, LifecycleBucket, lifecycleEndpoints } from "./lifecycle.js";
+import { handshakeHandlers, ReplicaBucket } from "./handlers/handshake.js";
+import type { HandshakeDeps } from "./handlers/handshake.js";
+import { ClusterCore, LifecycleBucket, lifecycleHandlers } from "./handlers/lifecycle.js";
 
 /** The acceptor id used when none is configured. */
 export const DEFAULT_ACCEPTOR_ID = "replica-gateway";
 
-/** The membership bucket of users; the gateway only reads it, to resolve admin roles. */
-const USERS_BUCKET = "users";
-
 /**
- * The replica-gateway service definition: the PSK handshake and, with a
- * cluster core, the node lifecycle, history and recovery endpoints. The
+ * The replica-gateway service definition: every endpoint it exposes, in one
+ * table: the PSK handshake and, with a cluster core, the node lifecycle,
+ * history and recovery endpoints. Subjects and schema ids follow from the
+ * names (`unibus.v1.replica.<name>`, `replica.<name>.request|reply`). The
  * micro metadata publishes the replica's principal and per-process
  * agreement key (signed), so the admin CLI can seal the seed to every replica.
  */
 export function replicaGatewayService(deps: HandshakeDeps, core?: ClusterCore): ServiceDefinition {
+  const handshake = handshakeHandlers(deps);
+  const lifecycle = core === undefined ? undefined : lifecycleHandlers(core);
   const metadata =
     core === undefined
       ? undefined
@@ -39,7 +39,34 @@ export function replicaGatewayService(deps: HandshakeDeps, core?: ClusterCore): 
     version: packageJson.version,
     description: "Cluster membership: PSK handshake, node join, unlock keys, recovery",
     ...(metadata === undefined ? {} : { metadata }),
-    endpoints: { ...handshakeEndpoints(deps), ...(core === undefined ? {} : lifecycleEndpoints(core)) },
+    endpoints: endpointTable(
+      "replica",
+      {
+        // Before any identity: the PSK handshake authenticates itself; the finish keeps its single-use session.
+        "handshake.hello": { access: Access.Handshake, mutates: false, impl: handshake.hello },
+        "handshake.finish": { access: Access.Handshake, mutates: true, impl: handshake.finish },
+        ...(lifecycle === undefined
+          ? {}
+          : {
+              // Signed by the node, with a handshake session.
+              "handshake.register": { access: Access.Signed, mutates: true, impl: lifecycle.register },
+              "handshake.commit": { access: Access.Signed, mutates: true, impl: lifecycle.commit },
+              "handshake.join": { access: Access.Signed, mutates: true, impl: lifecycle.join },
+              info: { access: Access.Public, mutates: false, impl: lifecycle.info },
+              init: { access: Access.Admin, mutates: true, impl: lifecycle.init },
+              recover: { access: Access.Admin, mutates: true, impl: lifecycle.recover },
+              history: { access: Access.Admin, mutates: false, impl: lifecycle.history },
+              ticket: { access: Access.Admin, mutates: true, impl: lifecycle.ticket },
+              approve: { access: Access.Admin, mutates: true, impl: lifecycle.approve },
+              decommission: { access: Access.Admin, mutates: true, impl: lifecycle.decommission },
+              nodes: { access: Access.Admin, mutates: false, impl: lifecycle.nodes },
+              "gateway.add": { access: Access.Admin, mutates: true, impl: lifecycle.gatewayAdd },
+              "gateway.remove": { access: Access.Admin, mutates: true, impl: lifecycle.gatewayRemove },
+            }),
+      },
+      // Without a cluster core the gateway serves the handshake alone (and answers it AuthRequired).
+      { subset: true },
+    ),
   });
 }
 
@@ -60,25 +87,6 @@ export interface RunningReplicaGateway extends RunningService {
   readonly principal: string;
   /** The seed holder (tests read whether it is locked). */
   readonly core: ClusterCore;
-}
-
-/**
- * Resolves a caller's role from membership's `users` bucket, read through
- * the stream leader; opened on first use (membership may start later). A
- * read error throws, which the kit answers 503 (fail closed).
- */
-function usersRoleResolver(nc: NatsConnection): (principal: string) => Promise<Role | null> {
-  let users: Promise<KV> | undefined;
-  return async (principal) => {
-    users ??= new Kvm(nc).open(USERS_BUCKET, { allow_direct: false }).catch((err: unknown) => {
-      users = undefined;
-      throw err;
-    });
-    const entry = await (await users).get(principal);
-    if (entry === null || entry.operation !== "PUT") return null;
-    const user = entry.json<{ role?: string; status?: string }>();
-    return user.status === "active" && (user.role === "admin" || user.role === "member") ? user.role : null;
-  };
 }
 
 /**
@@ -129,7 +137,7 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
     ...(opts.peerRetryMs === undefined ? {} : { peerRetryMs: opts.peerRetryMs }),
   });
   core.listen();
-  const running = await startService(nc, replicaGatewayService(deps, core), { ...opts, logger, resolveRole: opts.resolveRole ?? usersRoleResolver(nc) });
+  const running = await startService(nc, replicaGatewayService(deps, core), { ...opts, logger, resolveRole: opts.resolveRole ?? lazyUsersRoleResolver(nc) });
   // A fresh replica of an initialised cluster asks its peers for the seed; until then it answers 503 cluster_locked.
   void core.askPeers();
   return {

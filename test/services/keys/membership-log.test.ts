@@ -117,7 +117,7 @@ describe("rekey seals only to the verified membership", () => {
     // Answers from memory at once, beside the real service (which must read
     // its buckets first), so the client takes this reply.
     rogues.push(
-      nc.subscribe(Subjects.keys.agreementKeys, {
+      nc.subscribe(Subjects.keys.agreementKeysList, {
         callback: (_err, msg) => {
           answered++;
           const reply: KeysAgreementKeysReply = { roomId, members: [...genuine.members, extra].sort((a, b) => (a.principal < b.principal ? -1 : 1)) };

@@ -75,7 +75,7 @@ it("under its server permissions the keys service reads room membership, and mem
   await probe.flush();
   await signedRequest(Subjects.membership.roomsInvite, { roomId: room.id, principal: member.principal }, admin.signingKey);
   for await (const m of sub) expect(m.json()).toMatchObject({ roomId: room.id, principal: member.principal, change: "added" });
-  const reply = await signedRequest<{ members: { principal: string }[] }>(Subjects.keys.agreementKeys, { roomId: room.id }, admin.signingKey);
+  const reply = await signedRequest<{ members: { principal: string }[] }>(Subjects.keys.agreementKeysList, { roomId: room.id }, admin.signingKey);
   expect(reply.members.map((m) => m.principal).sort()).toEqual([admin.principal, member.principal].sort());
 });
 

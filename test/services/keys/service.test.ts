@@ -313,11 +313,11 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
   const endpoints = Object.entries(Subjects.keys).filter(([name]) => name !== "all");
   const room = "aaaaaaaaaaaa";
   const valid = (): Record<string, unknown> => ({
-    registerAgreementKey: { agreementKey: toBase64Url(alice!.agreementPublicKey), signature: toBase64Url(new Uint8Array(64)) },
-    agreementKeys: { roomId: room },
-    publishEpoch: { roomId: room, epoch: 1, shares: [{ principal: alice!.principal }], signature: toBase64Url(new Uint8Array(64)), logSeq: 0, logHead: toBase64Url(new Uint8Array(32)) },
-    getShare: { roomId: room },
-    epochs: { roomId: room },
+    agreementKeysRegister: { agreementKey: toBase64Url(alice!.agreementPublicKey), signature: toBase64Url(new Uint8Array(64)) },
+    agreementKeysList: { roomId: room },
+    epochsPublish: { roomId: room, epoch: 1, shares: [{ principal: alice!.principal }], signature: toBase64Url(new Uint8Array(64)), logSeq: 0, logHead: toBase64Url(new Uint8Array(32)) },
+    sharesGet: { roomId: room },
+    epochsList: { roomId: room },
   });
   const enc = (v: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(v));
 
@@ -340,7 +340,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     const stored = (await keys.buckets.roomKeys.status()).values;
     expect((await raw(subject, new TextEncoder().encode("{not json"), signed)).code).toBe(ErrorCode.BadRequest);
     expect((await raw(subject, enc({ ...(body as object), extra: 1 }), signed)).code).toBe(ErrorCode.BadRequest);
-    const limit = name === "publishEpoch" ? 1_000_000 : 64 * 1024;
+    const limit = name === "epochsPublish" ? 1_000_000 : 64 * 1024;
     expect((await raw(subject, enc({ pad: "x".repeat(limit + 1_000) }), signed)).code).toBe(ErrorCode.PayloadTooLarge);
     expect((await raw(subject, enc(body), () => ({ [EnvelopeHeader.signer]: alice!.principal }))).code).toBe(ErrorCode.Unauthorized);
     const forged = (s: string): Record<string, string> => envelopeToHeaders(signEnvelope(alice!.signingKey, s, enc({ other: true })));
@@ -351,7 +351,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
   });
 
   it("an agreement key binding not signed by the caller is refused", async () => {
-    expect(await rejection(c["alice"]!.request(Subjects.keys.registerAgreementKey, valid()["registerAgreementKey"]))).toMatchObject({ code: ErrorCode.BadRequest, reason: "invalid_agreement_key_signature" });
+    expect(await rejection(c["alice"]!.request(Subjects.keys.agreementKeysRegister, valid()["agreementKeysRegister"]))).toMatchObject({ code: ErrorCode.BadRequest, reason: "invalid_agreement_key_signature" });
   });
 
   it("a publish_epoch sent again stores nothing more: the signer's retry gets the first reply, a replay elsewhere nothing", async () => {
@@ -362,10 +362,10 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     const at = { logSeq: log.headSeq, logHead: log.headHash, recipients: principalsHash([owner!.principal]) };
     const signature = toBase64Url(owner!.signingKey.sign(epochStatementBytes({ roomId: r.id, epoch: 1, distributor: owner!.principal, leafCount: 1, root, ...at })));
     const data = enc({ roomId: r.id, epoch: 1, shares, signature, logSeq: at.logSeq, logHead: toBase64Url(at.logHead) });
-    const envelope = envelopeToHeaders(signEnvelope(owner!.signingKey, Subjects.keys.publishEpoch, data));
+    const envelope = envelopeToHeaders(signEnvelope(owner!.signingKey, Subjects.keys.epochsPublish, data));
     const h = headers();
     for (const [n, v] of Object.entries(envelope)) h.set(n, v);
-    const send = async (): Promise<unknown> => decodeReply(await nc.request(Subjects.keys.publishEpoch, data, { headers: h, timeout: 5_000, noMux: true, reply: createInbox(`_INBOX.${owner!.principal}`) }));
+    const send = async (): Promise<unknown> => decodeReply(await nc.request(Subjects.keys.epochsPublish, data, { headers: h, timeout: 5_000, noMux: true, reply: createInbox(`_INBOX.${owner!.principal}`) }));
     const first = await send();
     await keys.buckets.roomKeys.delete(epochKey(r.id, 1));
     // Answered from the nonce record: the handler does not run again, so the deleted epoch stays deleted.
@@ -380,7 +380,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     const shares = principals.map((principal) => ({ principal, sealedShare: toBase64Url(sealTo(owner!.agreementPublicKey, randomBytes(32))) }));
     const sig = toBase64Url(owner!.signingKey.sign(new Uint8Array(8)));
     const at = { logSeq: 1, logHead: toBase64Url(new Uint8Array(32)) };
-    const send = (body: object): Promise<unknown> => c["owner"]!.request(Subjects.keys.publishEpoch, { ...body, ...at });
+    const send = (body: object): Promise<unknown> => c["owner"]!.request(Subjects.keys.epochsPublish, { ...body, ...at });
     expect(await rejection(send({ roomId: r.id, epoch: 1, shares: [...shares].reverse(), signature: sig }))).toMatchObject({ code: ErrorCode.BadRequest, reason: "shares_not_sorted" });
     expect(await rejection(send({ roomId: r.id, epoch: 1, shares: [shares[0], { ...shares[1], sealedShare: "A".repeat(120) }], signature: sig }))).toMatchObject({ code: ErrorCode.BadRequest, reason: "invalid_sealed_share" });
     expect(await rejection(send({ roomId: r.id, epoch: 1, shares, signature: sig }))).toMatchObject({ code: ErrorCode.BadRequest, reason: "invalid_epoch_signature" });

@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Svcm } from "@nats-io/services";
-import { decodeReply } from "@unibus/contracts";
+import { decodeReply, microEndpointName } from "@unibus/contracts";
 import type { ServiceSchemaReply } from "@unibus/contracts";
 import type { ServiceClient, ServiceIdentity, ServiceInfo, ServiceStats } from "@nats-io/services";
 import { parseCommandArgs, stringFlag } from "../args.js";
@@ -231,8 +231,8 @@ the ones the running code validates against.
 
 Arguments:
   SERVICE               service name, e.g. membership
-  ENDPOINT              one endpoint: its micro name, its subject, or the
-                        subject's tail after the service's namespace (users.add)
+  ENDPOINT              one endpoint: its name (users.add), its micro name
+                        (users-add) or its subject
 
 Options:
   -t, --timeout MS      longest time to wait for replies (default ${DEFAULT_TIMEOUT_MS})
@@ -255,10 +255,15 @@ function endpointJson(e: SchemaEndpoint): object {
   };
 }
 
-/** Finds an endpoint by micro name, full subject, or subject tail after the namespace of the schema subject. */
+/**
+ * Finds an endpoint by catalogue name (its micro name is the name with dots
+ * as dashes, so a per-replica endpoint is found too), micro name, full
+ * subject, or subject tail after the namespace of the schema subject.
+ */
 export function findSchemaEndpoint(reply: ServiceSchemaReply, schemaSubject: string, wanted: string): SchemaEndpoint | undefined {
   const namespace = schemaSubject.slice(0, schemaSubject.lastIndexOf(".") + 1);
-  return reply.endpoints.find((e) => e.name === wanted || e.subject === wanted || e.subject === `${namespace}${wanted}`);
+  const micro = microEndpointName(wanted);
+  return reply.endpoints.find((e) => e.name === wanted || e.name === micro || e.subject === wanted || e.subject === `${namespace}${wanted}`);
 }
 
 const microSchema: Command = {

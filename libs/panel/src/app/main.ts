@@ -238,7 +238,7 @@ async function showRoom(roomId: string): Promise<void> {
   } while (cursor !== undefined);
   let epochs: KeysEpochsReply | string;
   try {
-    epochs = await b.request<KeysEpochsReply>(Subjects.keys.epochs, { roomId });
+    epochs = await b.request<KeysEpochsReply>(Subjects.keys.epochsList, { roomId });
   } catch (err) {
     epochs = `epochs unavailable: ${describeError(err)}`;
   }

@@ -21,22 +21,22 @@ export class KeysApi {
   /** Registers `identity`'s X25519 agreement key, self-signed so the server cannot substitute it. */
   registerAgreementKey(identity: Identity): Promise<KeysRegisterAgreementKeyReply> {
     const signature = identity.signingKey.sign(agreementKeyStatementBytes(identity.principal, identity.agreementPublicKey));
-    return this.send(Subjects.keys.registerAgreementKey, { agreementKey: toBase64Url(identity.agreementPublicKey), signature: toBase64Url(signature) });
+    return this.send(Subjects.keys.agreementKeysRegister, { agreementKey: toBase64Url(identity.agreementPublicKey), signature: toBase64Url(signature) });
   }
 
   /** A room's current members with their (unverified) agreement-key bindings. */
   agreementKeys(roomId: string): Promise<KeysAgreementKeysReply> {
-    return this.send(Subjects.keys.agreementKeys, { roomId });
+    return this.send(Subjects.keys.agreementKeysList, { roomId });
   }
 
   /** Stores a signed share set as epoch `req.epoch`; 409 if another rekey won or the membership changed. */
   publishEpoch(req: KeysPublishEpochRequest): Promise<KeysPublishEpochReply> {
-    return this.send(Subjects.keys.publishEpoch, req, { timeoutMs: PUBLISH_TIMEOUT_MS });
+    return this.send(Subjects.keys.epochsPublish, req, { timeoutMs: PUBLISH_TIMEOUT_MS });
   }
 
   /** The caller's own sealed share of `epoch` (default: newest), with its Merkle proof. Unverified. */
   getShare(roomId: string, epoch?: number): Promise<KeysGetShareReply> {
-    return this.send(Subjects.keys.getShare, epoch === undefined ? { roomId } : { roomId, epoch });
+    return this.send(Subjects.keys.sharesGet, epoch === undefined ? { roomId } : { roomId, epoch });
   }
 
   /**
@@ -66,6 +66,6 @@ export class KeysApi {
 
   /** One page of a room's epochs (ascending); follow `next_cursor` for the rest, or use {@link epochs}. */
   epochsPage(roomId: string, opts: { cursor?: string; limit?: number } = {}): Promise<KeysEpochsReply> {
-    return this.send(Subjects.keys.epochs, { roomId, ...(opts.cursor === undefined ? {} : { cursor: opts.cursor }), ...(opts.limit === undefined ? {} : { limit: opts.limit }) });
+    return this.send(Subjects.keys.epochsList, { roomId, ...(opts.cursor === undefined ? {} : { cursor: opts.cursor }), ...(opts.limit === undefined ? {} : { limit: opts.limit }) });
   }
 }

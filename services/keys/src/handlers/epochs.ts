@@ -1,17 +1,17 @@
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
 import { SealedBox, fromBase64Url, isPrincipal, toBase64Url, verifySignature } from "@unibus/crypto";
-import { Access, defineCounter, endpoint } from "@unibus/kit";
-import type { EndpointSpec, HandlerContext } from "@unibus/kit";
-import { ShareSetFormat, epochStatementBytes, merkleProof, merkleRoot, principalsHash, shareLeaf, shareLeafOfDigest } from "@unibus/sdk";
-import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "./access.js";
-import type { MembershipView } from "./access.js";
-import { epochKey, isRevisionConflict, listKeys, readAgreementKeyRecord, readEpochRecord, unavailable } from "./records.js";
-import type { EpochRecord, ShareEntry } from "./records.js";
-import type { AgreementKeyDirectory } from "./agreement-directory.js";
+import { defineCounter, handles } from "@unibus/kit";
+import type { HandlerContext } from "@unibus/kit";
+import { ShareSetFormat, epochStatementBytes, merkleRoot, principalsHash, shareLeaf, shareLeafOfDigest } from "@unibus/sdk";
+import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "../access.js";
+import type { MembershipView } from "../access.js";
+import { epochKey, isRevisionConflict, listKeys, readAgreementKeyRecord, readEpochRecord, unavailable } from "../store/records.js";
+import type { AgreementKeyRecord, EpochRecord, ShareEntry } from "../store/records.js";
+import type { AgreementKeyDirectory } from "../store/agreement-directory.js";
 
 /**
- * Largest `publish_epoch` body: ~195 B per member as JSON, so about 5,000
+ * Largest `epochs.publish` body: ~195 B per member as JSON, so about 5,000
  * members. Below the server's default max_payload (1 MiB) with room for the
  * envelope headers, which count against the same limit.
  */
@@ -51,7 +51,7 @@ function badRequest(reason: string, message: string, path?: string): UnibusError
   return new UnibusError(ErrorCode.BadRequest, reason === "schema_violation" ? ErrorReason.SchemaViolation : reason, message, path === undefined ? {} : { details: { path } });
 }
 
-/** Paging of `keys.epochs` (the schema bounds `limit` at 20,000: ≤ 17 B of JSON per epoch, under half the payload limit). */
+/** Paging of `epochs.list` (the schema bounds `limit` at 20,000: ≤ 17 B of JSON per epoch, under half the payload limit). */
 export const EpochPage = {
   defaultLimit: 10_000,
 } as const;
@@ -73,13 +73,13 @@ function parseEpochCursor(cursor: string | undefined): number {
 }
 
 /** The room's epochs, ascending. */
-async function listEpochs(roomKeys: KV, roomId: string): Promise<number[]> {
+export async function listEpochs(roomKeys: KV, roomId: string): Promise<number[]> {
   const prefix = `${roomId}.`;
   return (await listKeys(roomKeys, `${roomId}.*`)).map((k) => Number(k.slice(prefix.length))).filter((n) => Number.isSafeInteger(n) && n > 0).sort((a, b) => a - b);
 }
 
 /** Leaves of a share set; `decoded` (from {@link checkShares}) spares decoding every share twice. */
-function leavesOf(shares: readonly ShareEntry[], decoded?: readonly (Uint8Array | undefined)[]): Uint8Array[] {
+export function leavesOf(shares: readonly ShareEntry[], decoded?: readonly (Uint8Array | undefined)[]): Uint8Array[] {
   return shares.map((s, i) =>
     // A share deleted when its member left keeps only its digest (share-redaction.ts), so the tree, and others' proofs, stay the same.
     s.sealedShare === undefined && s.shareDigest !== undefined
@@ -122,21 +122,16 @@ function unwrap<T>(s: Settled<T>): T {
   return s.value;
 }
 
-/** `keys.publish_epoch`, `keys.get_share`, `keys.epochs`. */
 /** Room-key epochs stored: each one is a rekey of its room. */
 const rekeys = defineCounter("unibus_rekeys_total", "Room-key epochs published (rekeys)");
 
-export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
+/** `epochs.publish` and `epochs.list`. */
+export function epochHandlers(deps: EpochDeps) {
   const { roomKeys, membership } = deps;
   const iso = (ctx: HandlerContext): string => new Date(ctx.now()).toISOString();
 
   return {
-    publish_epoch: endpoint({
-      subject: Subjects.keys.publishEpoch,
-      request: "keys.publish_epoch.request",
-      reply: "keys.publish_epoch.reply",
-      mutates: true,
-      access: Access.Signed,
+    publish: handles("keys", "epochs.publish", {
       maxPayloadBytes: PUBLISH_EPOCH_MAX_BYTES,
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
@@ -188,46 +183,7 @@ export function epochEndpoints(deps: EpochDeps): Record<string, EndpointSpec> {
         return { roomId: req.roomId, epoch: req.epoch, shares: shares.length, revision };
       },
     }),
-    get_share: endpoint({
-      subject: Subjects.keys.getShare,
-      request: "keys.get_share.request",
-      reply: "keys.get_share.reply",
-      mutates: false,
-      access: Access.Signed,
-      async handler(req, caller) {
-        const user = activeUser(caller);
-        // A former member gets nothing, not even which epochs exist.
-        await requireMember(membership, req.roomId, user.principal);
-        const epoch = req.epoch ?? (await listEpochs(roomKeys, req.roomId)).at(-1);
-        const record = epoch === undefined ? null : await readEpochRecord(roomKeys, epochKey(req.roomId, epoch));
-        if (record === null) throw new UnibusError(ErrorCode.NotFound, "epoch_not_found", "no such epoch");
-        // An epoch stored before statements named a log position cannot be verified by any member.
-        if (record.logSeq === undefined || record.logHead === undefined) throw new UnibusError(ErrorCode.NotFound, "epoch_unverifiable", "the epoch names no membership-log position; rekey");
-        const index = record.shares.findIndex((s) => s.principal === user.principal);
-        const share = record.shares[index];
-        if (share?.sealedShare === undefined) throw new UnibusError(ErrorCode.NotFound, "no_share", "no share of this epoch for the caller");
-        return {
-          roomId: record.roomId,
-          epoch: record.epoch,
-          distributor: record.distributor,
-          signature: record.signature,
-          leafCount: record.shares.length,
-          index,
-          sealedShare: share.sealedShare,
-          proof: merkleProof(leavesOf(record.shares), index).map(toBase64Url),
-          createdAt: record.createdAt,
-          logSeq: record.logSeq,
-          logHead: record.logHead,
-          recipientsHash: toBase64Url(principalsHash(record.shares.map((s) => s.principal))),
-        };
-      },
-    }),
-    epochs: endpoint({
-      subject: Subjects.keys.epochs,
-      request: "keys.epochs.request",
-      reply: "keys.epochs.reply",
-      mutates: false,
-      access: Access.Signed,
+    list: handles("keys", "epochs.list", {
       async handler(req, caller) {
         const user = activeUser(caller);
         const role = await requireMember(membership, req.roomId, user.principal);

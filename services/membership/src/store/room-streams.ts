@@ -2,7 +2,7 @@ import { DiscardPolicy, JetStreamApiError, RetentionPolicy, StorageType } from "
 import { nanos } from "@nats-io/transport-node";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { MembershipRoomsGetReply } from "@unibus/contracts";
-import type { RoomQuota } from "./quota.js";
+import type { RoomQuota } from "../quota.js";
 import { roomStreamName, roomSubject } from "./records.js";
 
 /** What a room's stream holds now. */

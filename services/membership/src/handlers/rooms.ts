@@ -1,20 +1,20 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
-import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
-import { Access, endpoint } from "@unibus/kit";
+import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import { handles } from "@unibus/kit";
 import { RoomLogOp, deriveRoomId } from "@unibus/sdk";
-import type { EndpointSpec, HandlerContext } from "@unibus/kit";
-import { activeUser, checkPrincipal } from "./access.js";
-import type { MembershipDeps } from "./deps.js";
-import type { KickOutcome } from "./kick.js";
-import { DefaultRoomQuotaConfig, resolveRoomQuota } from "./quota.js";
-import { RoomHistoryLimits } from "./room-history.js";
-import { InsufficientResourcesErrCode } from "./room-streams.js";
-import { deleteLeftoverConsumers } from "./room-consumers.js";
-import { RoomRoleName, UserStatus, roomSubject } from "./records.js";
-import type { MemberRecord, RoomRecord, RoomRole } from "./records.js";
-import { PageSize, parseRoomIdCursor, parseSeqCursor, roomIdCursor, seqCursor } from "./paging.js";
-import { Unchanged } from "./store.js";
-import type { MembershipStore } from "./store.js";
+import type { HandlerContext } from "@unibus/kit";
+import { activeUser, checkPrincipal } from "../access.js";
+import type { MembershipDeps } from "../deps.js";
+import type { KickOutcome } from "../kick.js";
+import { DefaultRoomQuotaConfig, resolveRoomQuota } from "../quota.js";
+import { RoomHistoryLimits } from "../store/room-history.js";
+import { InsufficientResourcesErrCode } from "../store/room-streams.js";
+import { deleteLeftoverConsumers } from "../store/room-consumers.js";
+import { RoomRoleName, UserStatus, roomSubject } from "../store/records.js";
+import type { MemberRecord, RoomRecord, RoomRole } from "../store/records.js";
+import { PageSize, parseRoomIdCursor, parseSeqCursor, roomIdCursor, seqCursor } from "../paging.js";
+import { Unchanged } from "../store/membership-store.js";
+import type { MembershipStore } from "../store/membership-store.js";
 
 /**
  * Rooms one principal may belong to. Its login JWT grants each room twice
@@ -110,7 +110,7 @@ async function roomOrThrow(store: MembershipStore, roomId: string): Promise<Room
 }
 
 /** `rooms.*` endpoints. Callers must be active users; room management needs ownership or the admin role. */
-export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
+export function roomHandlers(deps: MembershipDeps) {
   const { store, kicker, streams, consumers, roomLog } = deps;
   const selfKickDelayMs = deps.selfKickDelayMs ?? 250;
   const quotaConfig = deps.quotas ?? DefaultRoomQuotaConfig;
@@ -129,12 +129,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
   const iso = (ctx: HandlerContext): string => new Date(ctx.now()).toISOString();
 
   return {
-    "rooms-create": endpoint({
-      subject: Subjects.membership.roomsCreate,
-      request: "membership.rooms.create.request",
-      reply: "membership.rooms.create.reply",
-      mutates: true,
-      access: Access.Signed,
+    create: handles("membership", "rooms.create", {
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
         // Before any write: a refused quota leaves no stream and no record.
@@ -156,12 +151,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return { room, revision, kick: await kickAfterChange(user.principal, user.principal), ...(quota === undefined ? {} : { quota }) };
       },
     }),
-    "rooms-get": endpoint({
-      subject: Subjects.membership.roomsGet,
-      request: "membership.rooms.get.request",
-      reply: "membership.rooms.get.reply",
-      mutates: false,
-      access: Access.Signed,
+    get: handles("membership", "rooms.get", {
       async handler(req, caller) {
         const user = activeUser(caller);
         // Non-members learn nothing, not even whether the room exists.
@@ -184,12 +174,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return { room, members, ...next, ...(state ?? {}) };
       },
     }),
-    "rooms-history": endpoint({
-      subject: Subjects.membership.roomsHistory,
-      request: "membership.rooms.history.request",
-      reply: "membership.rooms.history.reply",
-      mutates: false,
-      access: Access.Signed,
+    history: handles("membership", "rooms.history", {
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
         // Current members only (admins too only if members): history is the
@@ -210,12 +195,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return page;
       },
     }),
-    "rooms-log": endpoint({
-      subject: Subjects.membership.roomsLog,
-      request: "membership.rooms.log.request",
-      reply: "membership.rooms.log.reply",
-      mutates: false,
-      access: Access.Signed,
+    log: handles("membership", "rooms.log", {
       async handler(req, caller) {
         const user = activeUser(caller);
         // Members and admins only, like rooms.get: the log names every member.
@@ -229,12 +209,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return { roomId: req.roomId, headSeq, entries: from > headSeq ? [] : await roomLog.range(req.roomId, from, last) };
       },
     }),
-    "rooms-list": endpoint({
-      subject: Subjects.membership.roomsList,
-      request: "membership.rooms.list.request",
-      reply: "membership.rooms.list.reply",
-      mutates: false,
-      access: Access.Signed,
+    list: handles("membership", "rooms.list", {
       async handler(req, caller) {
         const user = activeUser(caller);
         const own = (await store.getRoomsByMember(user.principal))?.value.rooms ?? {};
@@ -264,12 +239,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return last !== "" && last !== ids[ids.length - 1] ? { rooms, next_cursor: roomIdCursor(last) } : { rooms };
       },
     }),
-    "rooms-invite": endpoint({
-      subject: Subjects.membership.roomsInvite,
-      request: "membership.rooms.invite.request",
-      reply: "membership.rooms.invite.reply",
-      mutates: true,
-      access: Access.Signed,
+    invite: handles("membership", "rooms.invite", {
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
         const principal = checkPrincipal(req.principal);
@@ -296,12 +266,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return { member, revision, kick: await kickAfterChange(principal, user.principal) };
       },
     }),
-    "rooms-remove": endpoint({
-      subject: Subjects.membership.roomsRemove,
-      request: "membership.rooms.remove.request",
-      reply: "membership.rooms.remove.reply",
-      mutates: true,
-      access: Access.Signed,
+    remove: handles("membership", "rooms.remove", {
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
         const principal = checkPrincipal(req.principal);
@@ -321,12 +286,7 @@ export function roomEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return { roomId: req.roomId, principal, revision, kick };
       },
     }),
-    "rooms-leave": endpoint({
-      subject: Subjects.membership.roomsLeave,
-      request: "membership.rooms.leave.request",
-      reply: "membership.rooms.leave.reply",
-      mutates: true,
-      access: Access.Signed,
+    leave: handles("membership", "rooms.leave", {
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
         const appended = await roomLog.append(req.roomId, ctx, (log) => (log.members.has(user.principal) ? { op: RoomLogOp.leave, target: user.principal } : null));

@@ -1,6 +1,6 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { ErrorCode, StoredBucket, Subjects, UnibusError } from "@unibus/contracts";
+import { ErrorCode, StoredBucket, UnibusError } from "@unibus/contracts";
 import type {
   ReplicaApproveReply,
   ReplicaCommitReply,
@@ -33,14 +33,14 @@ import {
   wrapCuk,
 } from "@unibus/crypto";
 import type { AgreementKeyPair, ClusterKeys, SigningKey } from "@unibus/crypto";
-import { Access, endpoint } from "@unibus/kit";
-import type { BucketSpec, Caller, EndpointSpec, HandlerContext } from "@unibus/kit";
+import { handles } from "@unibus/kit";
+import type { BucketSpec, Caller, HandlerContext } from "@unibus/kit";
 import { ClusterHistoryError, ClusterHistoryErrorReason, HistoryEntryType, NodeState } from "@unibus/sdk";
 import type { NodeRecord, VerifiedClusterHistory } from "@unibus/sdk";
 import type { Logger } from "pino";
-import { isWrongLastSequence, LifecycleReason, lifecycleError, unavailable } from "./errors.js";
-import { HistoryStore } from "./history.js";
-import { answerSeedRequests, requestSeedFromPeers } from "./seed-peers.js";
+import { isWrongLastSequence, LifecycleReason, lifecycleError, unavailable } from "../errors.js";
+import { HistoryStore } from "../store/history.js";
+import { answerSeedRequests, requestSeedFromPeers } from "../seed-peers.js";
 
 /** The lifecycle's buckets, shared by every gateway replica. */
 export const LifecycleBucket = {
@@ -287,8 +287,8 @@ function clusterIdOf(log: VerifiedClusterHistory): string {
   return g.clusterId;
 }
 
-/** The lifecycle endpoints: admin ones under `replica.<verb>`, node ones under `replica.handshake.<verb>`. */
-export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSpec> {
+/** The lifecycle handlers: admin ones under `replica.<verb>`, node ones under `replica.handshake.<verb>`. */
+export function lifecycleHandlers(core: ClusterCore) {
   const { deps } = core;
   const base = { maxPayloadBytes: LIFECYCLE_MAX_PAYLOAD_BYTES } as const;
   const agreementSig = toHex(deps.identity.sign(gatewayAgreementBytes(deps.identity.principal, deps.agreement.publicKey)));
@@ -301,26 +301,16 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
   };
 
   return {
-    info: endpoint({
+    info: handles("replica", "info", {
       ...base,
-      subject: Subjects.replicaGateway.info,
-      request: "replica.info.request",
-      reply: "replica.info.reply",
-      mutates: false,
-      access: Access.Public,
       async handler(): Promise<ReplicaInfo> {
         const latest = await core.store.latest();
         return { principal: deps.identity.principal, agreementKey: toHex(deps.agreement.publicKey), agreementSig, initialized: latest !== null, locked: core.keys === undefined };
       },
     }),
 
-    init: endpoint({
+    init: handles("replica", "init", {
       ...base,
-      subject: Subjects.replicaGateway.init,
-      request: "replica.init.request",
-      reply: "replica.init.reply",
-      mutates: true,
-      access: Access.Admin,
       async handler(req, _caller, ctx): Promise<ReplicaInitReply> {
         if (deps.clusterName !== undefined && req.clusterName !== deps.clusterName) throw lifecycleError(ErrorCode.Conflict, LifecycleReason.clusterMismatch, "the gateway is configured for another cluster name");
         if (!req.gateways.includes(deps.identity.principal)) throw lifecycleError(ErrorCode.BadRequest, LifecycleReason.wrongGateway, "the gateways list must name this replica");
@@ -340,13 +330,8 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    recover: endpoint({
+    recover: handles("replica", "recover", {
       ...base,
-      subject: Subjects.replicaGateway.recover,
-      request: "replica.recover.request",
-      reply: "replica.recover.reply",
-      mutates: true,
-      access: Access.Admin,
       async handler(req): Promise<ReplicaRecoverReply> {
         const seed = openSeed(core, req.sealed);
         const log = await core.unlock(seed, "recovery secret");
@@ -354,13 +339,8 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    history: endpoint({
+    history: handles("replica", "history", {
       ...base,
-      subject: Subjects.replicaGateway.history,
-      request: "replica.history.request",
-      reply: "replica.history.reply",
-      mutates: false,
-      access: Access.Admin,
       async handler(req): Promise<ReplicaHistoryReply> {
         // As stored, not as this replica verified it: the reader verifies for itself.
         const latest = await core.store.latest();
@@ -372,13 +352,8 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    ticket: endpoint({
+    ticket: handles("replica", "ticket", {
       ...base,
-      subject: Subjects.replicaGateway.ticket,
-      request: "replica.ticket.request",
-      reply: "replica.ticket.reply",
-      mutates: true,
-      access: Access.Admin,
       async handler(req, _caller, ctx): Promise<ReplicaTicketReply> {
         const keys = core.requireKeys();
         const log = await core.store.load(keys);
@@ -395,13 +370,8 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    approve: endpoint({
+    approve: handles("replica", "approve", {
       ...base,
-      subject: Subjects.replicaGateway.approve,
-      request: "replica.approve.request",
-      reply: "replica.approve.reply",
-      mutates: true,
-      access: Access.Admin,
       async handler(req, _caller, ctx): Promise<ReplicaApproveReply> {
         const { seq } = await transition(ctx, HistoryEntryType.approve, req.nodeId);
         ctx.logger.info({ nodeId: req.nodeId, seq }, "node approved");
@@ -409,13 +379,8 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    decommission: endpoint({
+    decommission: handles("replica", "decommission", {
       ...base,
-      subject: Subjects.replicaGateway.decommission,
-      request: "replica.decommission.request",
-      reply: "replica.decommission.reply",
-      mutates: true,
-      access: Access.Admin,
       async handler(req, _caller, ctx): Promise<ReplicaDecommissionReply> {
         const { seq } = await transition(ctx, HistoryEntryType.decommission, req.nodeId);
         ctx.logger.info({ nodeId: req.nodeId, seq }, "node decommissioned");
@@ -423,13 +388,8 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    "gateway-add": endpoint({
+    gatewayAdd: handles("replica", "gateway.add", {
       ...base,
-      subject: Subjects.replicaGateway.gatewayAdd,
-      request: "replica.gateway.add.request",
-      reply: "replica.gateway.add.reply",
-      mutates: true,
-      access: Access.Admin,
       async handler(req, _caller, ctx): Promise<ReplicaGatewayAddReply> {
         const done = await core.store.append(core.requireKeys(), ctx, () => ({ type: HistoryEntryType.gatewayAdd, effect: { principal: req.principal } }));
         ctx.logger.info({ gateway: req.principal, seq: done.entry.seq }, "gateway listed");
@@ -437,13 +397,8 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    "gateway-remove": endpoint({
+    gatewayRemove: handles("replica", "gateway.remove", {
       ...base,
-      subject: Subjects.replicaGateway.gatewayRemove,
-      request: "replica.gateway.remove.request",
-      reply: "replica.gateway.remove.reply",
-      mutates: true,
-      access: Access.Admin,
       async handler(req, _caller, ctx): Promise<ReplicaGatewayRemoveReply> {
         const done = await core.store.append(core.requireKeys(), ctx, () => ({ type: HistoryEntryType.gatewayRemove, effect: { principal: req.principal } }));
         ctx.logger.info({ gateway: req.principal, seq: done.entry.seq }, "gateway no longer listed");
@@ -451,26 +406,16 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    nodes: endpoint({
+    nodes: handles("replica", "nodes", {
       ...base,
-      subject: Subjects.replicaGateway.nodes,
-      request: "replica.nodes.request",
-      reply: "replica.nodes.reply",
-      mutates: false,
-      access: Access.Admin,
       async handler(): Promise<ReplicaNodesReply> {
         const log = await core.store.load(core.requireKeys());
         return { nodes: [...log.nodes.values()].map((n) => ({ ...n })) };
       },
     }),
 
-    "node-register": endpoint({
+    register: handles("replica", "handshake.register", {
       ...base,
-      subject: Subjects.replicaGateway.handshakeRegister,
-      request: "replica.handshake.register.request",
-      reply: "replica.handshake.register.reply",
-      mutates: true,
-      access: Access.Signed,
       async handler(req, caller, ctx): Promise<ReplicaRegisterReply> {
         const { joinKey, keys } = await nodeStep(core, req, caller);
         let ticketBytes: Uint8Array;
@@ -515,13 +460,8 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    "node-commit": endpoint({
+    commit: handles("replica", "handshake.commit", {
       ...base,
-      subject: Subjects.replicaGateway.handshakeCommit,
-      request: "replica.handshake.commit.request",
-      reply: "replica.handshake.commit.reply",
-      mutates: true,
-      access: Access.Signed,
       async handler(req, caller, ctx): Promise<ReplicaCommitReply> {
         const { joinKey, keys, node } = await nodeStep(core, req, caller);
         // The history's rules before anything is stored: not approved, decommissioned, someone else's node.
@@ -548,14 +488,9 @@ export function lifecycleEndpoints(core: ClusterCore): Record<string, EndpointSp
       },
     }),
 
-    "node-join": endpoint({
+    join: handles("replica", "handshake.join", {
       ...base,
-      subject: Subjects.replicaGateway.handshakeJoin,
-      request: "replica.handshake.join.request",
-      reply: "replica.handshake.join.reply",
       // Recorded like a mutation: a replayed join is refused, not answered again.
-      mutates: true,
-      access: Access.Signed,
       async handler(req, caller, ctx): Promise<ReplicaJoinReply> {
         const { joinKey, keys, node } = await nodeStep(core, req, caller);
         if (node === undefined) throw new ClusterHistoryError(ClusterHistoryErrorReason.unknownNode, `no node ${req.nodeId}`, undefined, ErrorCode.NotFound);

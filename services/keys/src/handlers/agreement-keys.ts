@@ -1,14 +1,13 @@
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
+import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { fromBase64Url, verifySignature } from "@unibus/crypto";
-import { Access, endpoint } from "@unibus/kit";
-import type { EndpointSpec } from "@unibus/kit";
+import { handles } from "@unibus/kit";
 import { agreementKeyStatementBytes } from "@unibus/sdk";
-import { activeUser, currentMembers, requireMember } from "./access.js";
-import type { MembershipView } from "./access.js";
-import { readAgreementKeyRecord, unavailable } from "./records.js";
-import type { AgreementKeyRecord } from "./records.js";
-import type { AgreementKeyDirectory } from "./agreement-directory.js";
+import { activeUser, currentMembers, requireMember } from "../access.js";
+import type { MembershipView } from "../access.js";
+import { readAgreementKeyRecord, unavailable } from "../store/records.js";
+import type { AgreementKeyRecord } from "../store/records.js";
+import type { AgreementKeyDirectory } from "../store/agreement-directory.js";
 
 /** What the agreement-key endpoints work on. */
 export interface AgreementKeyDeps {
@@ -18,15 +17,10 @@ export interface AgreementKeyDeps {
   membership: MembershipView;
 }
 
-/** `keys.register_agreement_key` and `keys.agreement_keys`. */
-export function agreementKeyEndpoints(deps: AgreementKeyDeps): Record<string, EndpointSpec> {
+/** `agreement_keys.register` and `agreement_keys.list`. */
+export function agreementKeyHandlers(deps: AgreementKeyDeps) {
   return {
-    register_agreement_key: endpoint({
-      subject: Subjects.keys.registerAgreementKey,
-      request: "keys.register_agreement_key.request",
-      reply: "keys.register_agreement_key.reply",
-      mutates: true,
-      access: Access.Signed,
+    register: handles("keys", "agreement_keys.register", {
       async handler(req, caller, ctx) {
         const user = activeUser(caller);
         const agreementKey = fromBase64Url(req.agreementKey);
@@ -48,12 +42,7 @@ export function agreementKeyEndpoints(deps: AgreementKeyDeps): Record<string, En
         return { principal: user.principal, agreementKey: req.agreementKey, revision };
       },
     }),
-    agreement_keys: endpoint({
-      subject: Subjects.keys.agreementKeys,
-      request: "keys.agreement_keys.request",
-      reply: "keys.agreement_keys.reply",
-      mutates: false,
-      access: Access.Signed,
+    list: handles("keys", "agreement_keys.list", {
       async handler(req, caller) {
         const user = activeUser(caller);
         if (user.role !== "admin") await requireMember(deps.membership, req.roomId, user.principal);

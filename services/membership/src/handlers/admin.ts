@@ -1,10 +1,9 @@
-import { ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
-import { Access, endpoint } from "@unibus/kit";
-import type { EndpointSpec } from "@unibus/kit";
-import { checkPrincipal } from "./access.js";
-import type { MembershipDeps } from "./deps.js";
-import { UserRoleName, UserStatus } from "./records.js";
-import type { UserRecord } from "./records.js";
+import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import { handles } from "@unibus/kit";
+import { checkPrincipal } from "../access.js";
+import type { MembershipDeps } from "../deps.js";
+import { UserRoleName, UserStatus } from "../store/records.js";
+import type { UserRecord } from "../store/records.js";
 
 /**
  * `admin.bootstrap`: seeds admin #0 (architecture §3). Only the privileged internal
@@ -13,15 +12,10 @@ import type { UserRecord } from "./records.js";
  * Idempotent: once an active admin exists, it is returned and nothing changes,
  * so the bootstrap identity can never mint a second admin.
  */
-export function bootstrapEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
+export function adminHandlers(deps: MembershipDeps) {
   const { store } = deps;
   return {
-    "admin-bootstrap": endpoint({
-      subject: Subjects.membership.adminBootstrap,
-      request: "membership.admin.bootstrap.request",
-      reply: "membership.admin.bootstrap.reply",
-      mutates: true,
-      access: Access.Signed,
+    bootstrap: handles("membership", "admin.bootstrap", {
       async handler(req, caller, ctx) {
         if (caller.anonymous || deps.bootstrapPrincipal === undefined || caller.principal !== deps.bootstrapPrincipal) {
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only the bootstrap identity may bootstrap");

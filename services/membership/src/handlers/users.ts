@@ -1,18 +1,18 @@
-import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
-import { Access, endpoint } from "@unibus/kit";
-import type { EndpointSpec, HandlerContext } from "@unibus/kit";
+import { ErrorCode, UnibusError } from "@unibus/contracts";
+import { handles } from "@unibus/kit";
+import type { HandlerContext } from "@unibus/kit";
 import { UsersLogOp } from "@unibus/sdk";
 import type { VerifiedUsersLog } from "@unibus/sdk";
-import { activeUser, checkPrincipal } from "./access.js";
-import type { MembershipDeps } from "./deps.js";
-import { deleteLeftoverConsumers } from "./room-consumers.js";
-import { PageSize, parseSeqCursor, seqCursor } from "./paging.js";
-import { UserStatus } from "./records.js";
-import type { UserRecord } from "./records.js";
-import type { UsersLogAppend } from "./users-log.js";
+import { activeUser, checkPrincipal } from "../access.js";
+import type { MembershipDeps } from "../deps.js";
+import { deleteLeftoverConsumers } from "../store/room-consumers.js";
+import { PageSize, parseSeqCursor, seqCursor } from "../paging.js";
+import { UserStatus } from "../store/records.js";
+import type { UserRecord } from "../store/records.js";
+import type { UsersLogAppend } from "../store/users-log.js";
 
 /** `users.*` endpoints: the allowlist. Admin only (the kit denies anyone whose resolved role is not admin), except `users.log`. */
-export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec> {
+export function userHandlers(deps: MembershipDeps) {
   const { store, kicker, consumers } = deps;
   const log = deps.usersLog;
   /** Appends to the users log once it has its root; a bus bootstrapped before the log existed keeps no log (clients then rely on their admin pin). */
@@ -21,12 +21,7 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
     await log.append(ctx, decide);
   };
   return {
-    "users-add": endpoint({
-      subject: Subjects.membership.usersAdd,
-      request: "membership.users.add.request",
-      reply: "membership.users.add.reply",
-      mutates: true,
-      access: Access.Admin,
+    add: handles("membership", "users.add", {
       async handler(req, caller, ctx) {
         const admin = activeUser(caller);
         const principal = checkPrincipal(req.principal);
@@ -53,40 +48,25 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return { user, revision: created.revision };
       },
     }),
-    "users-list": endpoint({
-      subject: Subjects.membership.usersList,
-      request: "membership.users.list.request",
-      reply: "membership.users.list.reply",
-      mutates: false,
-      access: Access.Admin,
+    list: handles("membership", "users.list", {
       async handler(req) {
         const page = await store.pageEntries<UserRecord>("users", parseSeqCursor(req.cursor), req.limit ?? PageSize.usersDefault);
         return page.next === undefined ? { users: page.items } : { users: page.items, next_cursor: seqCursor(page.next) };
       },
     }),
-    "users-get": endpoint({
-      subject: Subjects.membership.usersGet,
-      request: "membership.users.get.request",
-      reply: "membership.users.get.reply",
-      mutates: false,
-      access: Access.Admin,
+    get: handles("membership", "users.get", {
       async handler(req) {
         const user = await store.getUser(checkPrincipal(req.principal));
         if (user === null) throw new UnibusError(ErrorCode.NotFound, "user_not_found", "no such user");
         return { user: user.value };
       },
     }),
-    "users-log": endpoint({
-      subject: Subjects.membership.usersLog,
-      request: "membership.users.log.request",
-      reply: "membership.users.log.reply",
-      mutates: false,
+    log: handles("membership", "users.log", {
       // Any active user, not only admins: a member must replay it to
       // accept an admin's change in its rooms. It discloses the allowlist
       // (principals, handles, roles, who added whom) to members, which
       // users.list does not; a hash chain cannot skip entries, and that is
       // the price of not trusting this service about who is an admin.
-      access: Access.Signed,
       async handler(req, caller) {
         activeUser(caller);
         if (log === undefined) throw new UnibusError(ErrorCode.NotFound, "log_missing", "the bus keeps no users log");
@@ -98,12 +78,7 @@ export function userEndpoints(deps: MembershipDeps): Record<string, EndpointSpec
         return { headSeq, entries: from > headSeq ? [] : await log.range(from, last) };
       },
     }),
-    "users-revoke": endpoint({
-      subject: Subjects.membership.usersRevoke,
-      request: "membership.users.revoke.request",
-      reply: "membership.users.revoke.reply",
-      mutates: true,
-      access: Access.Admin,
+    revoke: handles("membership", "users.revoke", {
       async handler(req, caller, ctx) {
         const admin = activeUser(caller);
         const principal = checkPrincipal(req.principal);

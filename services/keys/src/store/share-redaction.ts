@@ -14,8 +14,8 @@ import { KvWatchInclude } from "@nats-io/kv";
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { Logger } from "pino";
 import { fromBase64Url, sha256, toBase64Url } from "@unibus/crypto";
-import { currentMembers } from "./access.js";
-import type { MembershipView } from "./access.js";
+import { currentMembers } from "../access.js";
+import type { MembershipView } from "../access.js";
 import { checkEpochRecord, isRevisionConflict, listKeys } from "./records.js";
 import type { EpochRecord } from "./records.js";
 

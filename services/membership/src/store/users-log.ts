@@ -6,8 +6,8 @@ import type { UsersLogEntry, UsersLogOp, UsersLogRole } from "@unibus/sdk";
 import type { Logger } from "pino";
 import { UserStatus } from "./records.js";
 import type { UserRecord } from "./records.js";
-import { Unchanged, isRevisionConflict, unavailable } from "./store.js";
-import type { MembershipStore } from "./store.js";
+import { Unchanged, isRevisionConflict, unavailable } from "./membership-store.js";
+import type { MembershipStore } from "./membership-store.js";
 
 /** Rounds of an append before giving up: each lost round means another replica appended first. */
 const APPEND_ROUNDS = 16;

@@ -7,10 +7,10 @@ import type { HandlerContext } from "@unibus/kit";
 import { VerifiedRoomLog, roomLogEntry } from "@unibus/sdk";
 import type { RoomLogEntry, RoomLogOp, RoomLogRole } from "@unibus/sdk";
 import type { Logger } from "pino";
-import type { ConnectionKicker } from "./kick.js";
-import { grantMembership, revokeMembership } from "./rooms.js";
-import { isRevisionConflict, pageKvEntries, unavailable } from "./store.js";
-import type { MembershipStore } from "./store.js";
+import type { ConnectionKicker } from "../kick.js";
+import { grantMembership, revokeMembership } from "../handlers/rooms.js";
+import { isRevisionConflict, pageKvEntries, unavailable } from "./membership-store.js";
+import type { MembershipStore } from "./membership-store.js";
 
 /** Ranges up to this long are read with parallel gets; longer ones with one consumer page. */
 const RANGE_BY_GETS = 16;

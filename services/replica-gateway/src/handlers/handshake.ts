@@ -1,6 +1,6 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, StoredBucket, Subjects, UnibusError } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, StoredBucket, UnibusError } from "@unibus/contracts";
 import type { ReplicaChallenge, ReplicaFinishReply } from "@unibus/contracts";
 import {
   acceptorNonce,
@@ -22,9 +22,9 @@ import {
   verifyReplicaTranscript,
 } from "@unibus/crypto";
 import type { HandshakeBinding } from "@unibus/crypto";
-import { Access, endpoint } from "@unibus/kit";
-import type { BucketSpec, EndpointSpec } from "@unibus/kit";
-import type { PskSet } from "./config.js";
+import { handles } from "@unibus/kit";
+import type { BucketSpec } from "@unibus/kit";
+import type { PskSet } from "../config.js";
 
 /**
  * The gateway's KV buckets, shared by every gateway replica.
@@ -74,13 +74,13 @@ function unavailable(err: unknown): UnibusError {
 }
 
 /**
- * The hello and finish endpoints of the replica gateway. The hello keeps no
+ * The hello and finish handlers of the replica gateway. The hello keeps no
  * state: the challenge nonce carries its expiry and both MACs cover it, so
  * any replica can check a finish; the finish's one create-only write of the
  * session (keyed by the transcript, which holds both nonces) is the
  * single-use check across replicas (contracts/specs/replica-handshake.md).
  */
-export function handshakeEndpoints(deps: HandshakeDeps): Record<string, EndpointSpec> {
+export function handshakeHandlers(deps: HandshakeDeps) {
   // MAC keys are derived once per PSK for the process, never per handshake;
   // key ids are public. Neither is ever logged.
   const slots = new Map<string, Uint8Array>();
@@ -91,13 +91,7 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
   const clusterIdHex = deps.clusterId === undefined ? undefined : toHex(deps.clusterId);
   const ready = slots.size > 0 && clusterIdHex !== undefined;
 
-  const hello = endpoint({
-    subject: Subjects.replicaGateway.handshakeHello,
-    request: "replica.handshake.hello.request",
-    reply: "replica.handshake.hello.reply",
-    // It writes nothing: the challenge is a pure function of the hello, a fresh nonce and the PSK.
-    mutates: false,
-    access: Access.Handshake,
+  const hello = handles("replica", "handshake.hello", {
     maxPayloadBytes: HANDSHAKE_MAX_PAYLOAD_BYTES,
     handler(req, _caller, ctx): Promise<ReplicaChallenge> {
       const reject = (status: Status): Promise<ReplicaChallenge> => {
@@ -120,12 +114,7 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
     },
   });
 
-  const finish = endpoint({
-    subject: Subjects.replicaGateway.handshakeFinish,
-    request: "replica.handshake.finish.request",
-    reply: "replica.handshake.finish.reply",
-    mutates: true,
-    access: Access.Handshake,
+  const finish = handles("replica", "handshake.finish", {
     maxPayloadBytes: HANDSHAKE_MAX_PAYLOAD_BYTES,
     async handler(req, _caller, ctx): Promise<ReplicaFinishReply> {
       const reject = (status: Status): ReplicaFinishReply => {
@@ -180,5 +169,5 @@ export function handshakeEndpoints(deps: HandshakeDeps): Record<string, Endpoint
     },
   });
 
-  return { "handshake-hello": hello, "handshake-finish": finish };
+  return { hello, finish };
 }

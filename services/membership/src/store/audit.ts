@@ -9,11 +9,8 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import { DiscardPolicy, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { AuditDenialRecord, MembershipAuditDenialsReply } from "@unibus/contracts";
-import { AuditDenialStream, ErrorCode, ErrorReason, SchemaRegistry, Subjects, UnibusError, auditDenialSubject } from "@unibus/contracts";
-import { Access, endpoint } from "@unibus/kit";
-import type { EndpointSpec } from "@unibus/kit";
+import { AuditDenialStream, ErrorCode, ErrorReason, SchemaRegistry, UnibusError, auditDenialSubject } from "@unibus/contracts";
 import type { Logger } from "pino";
-import { checkPrincipal } from "./access.js";
 import { directGetBatch } from "./room-history.js";
 
 /** Records per reply when the request names no limit. */
@@ -74,27 +71,4 @@ export class StreamDenialTrail implements DenialTrail {
     }
     return { denials: denials.slice(0, limit), truncated: raw.length > limit };
   }
-}
-
-/** `audit.denials`: admins read recorded login refusals. */
-export function auditEndpoints(trail: DenialTrail | undefined): Record<string, EndpointSpec> {
-  return {
-    "audit-denials": endpoint({
-      subject: Subjects.membership.auditDenials,
-      request: "membership.audit.denials.request",
-      reply: "membership.audit.denials.reply",
-      mutates: false,
-      access: Access.Admin,
-      async handler(req) {
-        if (trail === undefined) throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "no audit trail configured");
-        const principal = req.principal === undefined ? undefined : checkPrincipal(req.principal);
-        try {
-          return await trail.read(new Date(req.since), principal, req.limit ?? AUDIT_DEFAULT_LIMIT);
-        } catch (err) {
-          if (err instanceof UnibusError) throw err;
-          throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "the audit stream could not be read", { cause: err });
-        }
-      },
-    }),
-  };
 }

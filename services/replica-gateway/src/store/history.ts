@@ -5,7 +5,7 @@ import type { ClusterKeys } from "@unibus/crypto";
 import type { HandlerContext } from "@unibus/kit";
 import { ClusterHistoryError, ClusterHistoryErrorReason, historyEntry, VerifiedClusterHistory } from "@unibus/sdk";
 import type { ClusterHistoryEntry, ClusterLatest, GatewayEffect, GenesisEffect, HistoryEntryType, NodeEffect } from "@unibus/sdk";
-import { isWrongLastSequence, unavailable } from "./errors.js";
+import { isWrongLastSequence, unavailable } from "../errors.js";
 
 /** Rounds of an append before giving up: each lost round means another replica appended first. */
 const APPEND_ROUNDS = 16;
