@@ -7,7 +7,7 @@ import { ShareSetFormat, epochStatementBytes, merkleRoot, principalsHash, shareL
 import { activeUser, compareAscii, currentMembers, requireMember, roomRole } from "../access.js";
 import type { MembershipView } from "../access.js";
 import { epochKey, isRevisionConflict, listKeys, readAgreementKeyRecord, readEpochRecord, unavailable } from "../store/records.js";
-import type { AgreementKeyRecord, EpochRecord, ShareEntry } from "../store/records.js";
+import type { EpochRecord, ShareEntry } from "../store/records.js";
 import type { AgreementKeyDirectory } from "../store/agreement-directory.js";
 
 /**

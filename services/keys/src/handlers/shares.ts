@@ -4,7 +4,6 @@ import { handles } from "@unibus/kit";
 import { merkleProof, principalsHash } from "@unibus/sdk";
 import { activeUser, requireMember } from "../access.js";
 import { epochKey, readEpochRecord } from "../store/records.js";
-import type { EpochRecord } from "../store/records.js";
 import { leavesOf, listEpochs } from "./epochs.js";
 import type { EpochDeps } from "./epochs.js";
 
