@@ -28,8 +28,6 @@ export const StoredBucket = {
     agreementKeys: "agreement_keys",
   },
   replica: {
-    /** Handshake state shared by the gateway's replicas. */
-    handshakes: "replica_handshakes",
     /** Sessions completed handshakes leave for the join step. */
     sessions: "replica_sessions",
     /** The cluster's signed, hash-chained history (contracts/specs/replica-lifecycle.md). */

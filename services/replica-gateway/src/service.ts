@@ -82,7 +82,7 @@ export interface ReplicaGatewayOptions extends KitDeps, GatewayConfig {
 
 /** A running gateway, with its buckets for tests and later steps. */
 export interface RunningReplicaGateway extends RunningService {
-  readonly buckets: { readonly handshakes: KV; readonly sessions: KV; readonly history: KV; readonly nodes: KV; readonly tickets: KV; readonly cuks: KV };
+  readonly buckets: { readonly sessions: KV; readonly history: KV; readonly nodes: KV; readonly tickets: KV; readonly cuks: KV };
   readonly acceptorId: string;
   readonly principal: string;
   /** The seed holder (tests read whether it is locked). */
@@ -101,7 +101,6 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
     // Bounded like every service's JetStream calls: a leaderless bucket is a coded 503 before the node's request times out.
     serviceJetStream(nc),
     [
-      { ...ReplicaBucket.handshakes, replicas },
       { ...ReplicaBucket.sessions, replicas },
       ...Object.values(LifecycleBucket).map((b) => ({ ...b, replicas })),
     ],
@@ -112,7 +111,6 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
     psk: opts.psk,
     clusterId: opts.clusterName === undefined ? undefined : clusterIdFromName(opts.clusterName),
     acceptorId,
-    handshakes: kv.replica_handshakes,
     sessions: kv.replica_sessions,
   };
   // Only the fact, never the key: whether the handshake can succeed at all.
@@ -146,7 +144,7 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
       core.stop();
       await running.stop();
     },
-    buckets: { handshakes: kv.replica_handshakes, sessions: kv.replica_sessions, history: kv.replica_history, nodes: kv.replica_nodes, tickets: kv.replica_tickets, cuks: kv.replica_cuks },
+    buckets: { sessions: kv.replica_sessions, history: kv.replica_history, nodes: kv.replica_nodes, tickets: kv.replica_tickets, cuks: kv.replica_cuks },
     acceptorId,
     principal: identity.principal,
     core,

@@ -114,9 +114,8 @@ describe("server config for unibus up", () => {
     for (const b of ["users", "rooms", "members", "rooms_by_member", "nonces"]) expect(membership.publish.allow).toContain(`$KV.${b}.>`);
     const gateway = user("U_replica-gateway").permissions;
     expect(gateway.subscribe.allow).toContain("unibus.v1.replica.>");
-    // Its handshake, history and lifecycle buckets and `nonces`; `users` only read, never written.
+    // Its session, history and lifecycle buckets and `nonces`; `users` only read, never written.
     expect(gateway.publish.allow.filter((x) => x.startsWith("$KV."))).toEqual([
-      "$KV.replica_handshakes.>",
       "$KV.replica_sessions.>",
       "$KV.replica_history.>",
       "$KV.replica_nodes.>",

@@ -27,13 +27,11 @@ import type { BucketSpec } from "@unibus/kit";
 import type { PskSet } from "../config.js";
 
 /**
- * The gateway's KV buckets, shared by every gateway replica.
- * Handshakes: no longer written by the handshake (its state travels in the
- * challenge nonce and the MACs); still declared, opened and capped so
- * existing deployments and permissions keep their shape.
+ * The handshake's one KV bucket, shared by every gateway replica. A hello
+ * stores nothing (its state travels in the challenge nonce, under both MACs),
+ * so unauthenticated hellos cannot fill a bucket.
  */
 export const ReplicaBucket = {
-  handshakes: { name: StoredBucket.replica.handshakes, ttl: 120_000, history: 1, maxBytes: 16 * 1024 * 1024 },
   /**
    * Completed handshakes, for the join step that follows. The create of a
    * session is also the handshake's single-use check, so this TTL must
@@ -57,8 +55,6 @@ export interface HandshakeDeps {
   readonly clusterId?: Uint8Array | undefined;
   /** This acceptor's id, covered by both MACs. */
   readonly acceptorId: string;
-  /** Not written by the handshake any more (see {@link ReplicaBucket}); kept so the service's wiring is unchanged. */
-  readonly handshakes?: KV;
   readonly sessions: KV;
 }
 
