@@ -32,7 +32,7 @@ export const RoomLimits = {
   /** Most messages in one frame. */
   maxMessagesPerFrame: 512,
   /** A frame is flushed once its plaintext reaches this many bytes (below NATS's 1 MiB max_payload). */
-  maxFrameBytes: 64 * 1024,
+  maxFrameBytes: 256 * 1024,
   /** Reordering tolerated per (sender, epoch), in message counters. */
   replayWindow: 8192,
   /** Reject events buffered for `rejects()`; older ones are dropped (and counted). */
