@@ -40,7 +40,7 @@ function frame(c: { version: 1 | 2; roomId: string; epoch: number; seed: Uint8Ar
   return { header, plaintext, ciphertext, signature, frame: concatBytes(header, ciphertext, signature), publicKey: pub };
 }
 
-const inputs: Parameters<typeof frame>[0][] = [
+const inputs: (Parameters<typeof frame>[0] & { name: string })[] = [
   { version: 1, name: "one message", roomId: "ops", epoch: 0, seed: seq(32, 1), counter: 1_764_000_000_000_000, messages: [utf8ToBytes("hello, room")], key: seq(32, 0x40), nonce: seq(24, 0x80) },
   {
     version: 1,
