@@ -308,14 +308,21 @@ def check_frames():
         seed, key, nonce = h(c["senderSeed"]), h(c["key"]), h(c["nonce"])
         msgs = [h(m) for m in c["messages"]]
         room = c["roomId"].encode()
-        header = bytes([1, len(room)]) + room + struct.pack(">I", c["epoch"]) + ed_public(seed) + struct.pack(">QH", c["counter"], len(msgs)) + nonce
+        version = c["version"]
+        header = bytes([version, len(room)]) + room + struct.pack(">I", c["epoch"]) + ed_public(seed) + struct.pack(">QH", c["counter"], len(msgs)) + nonce
         plaintext = b"".join(struct.pack(">I", len(m)) + m for m in msgs)
         check(f"frame {c['name']}: header", header.hex() == c["header"] and plaintext.hex() == c["plaintext"])
         frame = h(c["frame"])
         body = frame[len(header):-64]
         check(f"frame {c['name']}: body decrypts with header as AD", xchacha_decrypt(key, nonce, body, header) == plaintext)
-        check(f"frame {c['name']}: signature over 0xFF || label || header || body", ed_verify(ed_public(seed), MARKER + b"unibus-room-frame-v1" + header + body, frame[-64:]))
-        check(f"frame {c['name']}: no signature without the marker", not ed_verify(ed_public(seed), b"unibus-room-frame-v1" + header + body, frame[-64:]))
+        # v2 signs SHA-256 of the body, v1 the body itself; neither verifies as the other.
+        signed = {1: b"unibus-room-frame-v1" + header + body, 2: b"unibus-room-frame-v2" + header + hashlib.sha256(body).digest()}
+        other = {1: b"unibus-room-frame-v2" + header + hashlib.sha256(body).digest(), 2: b"unibus-room-frame-v1" + header + body}
+        check(f"frame {c['name']}: v{version} signature over 0xFF || label || header || body statement", ed_verify(ed_public(seed), MARKER + signed[version], frame[-64:]))
+        check(f"frame {c['name']}: no signature without the marker", not ed_verify(ed_public(seed), signed[version], frame[-64:]))
+        check(f"frame {c['name']}: not a signature of the other version", not ed_verify(ed_public(seed), MARKER + other[version], frame[-64:]))
+        if version == 2:
+            check(f"frame {c['name']}: body digest", hashlib.sha256(body).hexdigest() == c["bodyDigest"])
 
 
 def merkle_levels(leaves):

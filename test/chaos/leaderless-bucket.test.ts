@@ -36,7 +36,7 @@ describe("a leaderless bucket on a 3-node cluster", () => {
     await bus?.stop();
   });
 
-  it("keys answers get_share with 503 within the client's timeout while room_keys has no replica left", async () => {
+  it("keys answers shares.get with 503 within the client's timeout while room_keys has no replica left", async () => {
     const cluster = bus.cluster!;
     const logger = pino({ level: "silent" });
     // A first keys service places the one-replica buckets; the node holding
@@ -81,6 +81,6 @@ describe("a leaderless bucket on a 3-node cluster", () => {
       expect(ms).toBeLessThan(CLIENT_TIMEOUT_MS);
       answeredMs.push(Math.round(ms));
     }
-    console.info(`get_share refused with 503 after ${answeredMs.join(", ")} ms (client timeout ${CLIENT_TIMEOUT_MS} ms)`);
+    console.info(`shares.get refused with 503 after ${answeredMs.join(", ")} ms (client timeout ${CLIENT_TIMEOUT_MS} ms)`);
   }, 120_000);
 });

@@ -92,3 +92,15 @@ export function verifySignature(publicKey: Uint8Array, data: Uint8Array, signatu
     return false;
   }
 }
+
+/** One signature to check: `signature` by `publicKey` over `data`. */
+export interface SignatureCheck {
+  readonly publicKey: Uint8Array;
+  readonly data: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
+/** {@link verifySignature} on each check (the browser has no worker pool here). */
+export function verifyMany(checks: readonly SignatureCheck[]): Promise<boolean[]> {
+  return Promise.resolve(checks.map((c) => verifySignature(c.publicKey, c.data, c.signature)));
+}

@@ -1,5 +1,7 @@
-import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify } from "node:crypto";
+import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify } from "node:crypto";
 import type { KeyObject } from "node:crypto";
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
 import { fromHex, ownBytes, randomBytes, toHex } from "./encoding.js";
 import { InvalidKeyError } from "./errors.js";
 import { NkeyPrefix, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed } from "./nkey.js";
@@ -136,22 +138,232 @@ function publicKeyObject(publicKey: Uint8Array): KeyObject {
   return key;
 }
 
+/** One signature to check: `signature` by `publicKey` over `data`. */
+export interface SignatureCheck {
+  readonly publicKey: Uint8Array;
+  readonly data: Uint8Array;
+  readonly signature: Uint8Array;
+}
+
 /**
- * Verifies an Ed25519 signature with node:crypto (OpenSSL: RFC 8032 strict
- * decoding, rejects non-canonical S). KeyObjects are cached per public key
- * (bounded LRU) because importing a key costs about as much as a verify.
- * Never throws: any malformed input (wrong lengths, non-bytes, a public key
- * that is not a curve point) is simply `false`, so a hostile header cannot
- * crash a handler.
+ * Signatures this process already verified, by SHA-256(publicKey |
+ * signature | data): a cold rekey or log sync checks the same statements a
+ * second time (a retried round, the users log and a room log sharing
+ * entries' signers, a pool pre-check), and a hit costs one small hash
+ * instead of a verify. Only successes are kept and the key commits to all
+ * three inputs (collision resistance), so a hit is exactly "this triple
+ * verified"; bounded, so distinct statements cannot grow memory. Statements
+ * longer than CACHE_DATA_MAX (frames, bulk data) are never cached: they do
+ * not repeat, and hashing them would only add work.
  */
-export function verifySignature(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
+const VERIFIED_MAX = 16_384;
+const CACHE_DATA_MAX = 4_096;
+const verified = new Set<string>();
+
+function checkId(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): string {
+  return createHash("sha256").update(publicKey).update(signature).update(data).digest("base64");
+}
+
+function remember(id: string): void {
+  verified.add(id);
+  if (verified.size > VERIFIED_MAX) {
+    const oldest = verified.values().next().value;
+    if (oldest !== undefined) verified.delete(oldest);
+  }
+}
+
+function wellFormed(publicKey: unknown, data: unknown, signature: unknown): boolean {
+  return publicKey instanceof Uint8Array && publicKey.byteLength === 32 && signature instanceof Uint8Array && signature.byteLength === 64 && data instanceof Uint8Array;
+}
+
+function verifyUncached(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
   try {
-    if (!(publicKey instanceof Uint8Array) || publicKey.byteLength !== 32) return false;
-    if (!(signature instanceof Uint8Array) || signature.byteLength !== 64) return false;
-    if (!(data instanceof Uint8Array)) return false;
     return nodeVerify(null, data, publicKeyObject(publicKey), signature);
   } catch {
     return false;
   }
 }
 
+/**
+ * Verifies an Ed25519 signature with node:crypto (OpenSSL: RFC 8032 strict
+ * decoding, rejects non-canonical S). KeyObjects are cached per public key
+ * (bounded LRU) because importing a key costs about as much as a verify;
+ * short statements that already verified in this process are answered from
+ * the verified set above.
+ * Never throws: any malformed input (wrong lengths, non-bytes, a public key
+ * that is not a curve point) is simply `false`, so a hostile header cannot
+ * crash a handler.
+ */
+export function verifySignature(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
+  try {
+    if (!wellFormed(publicKey, data, signature)) return false;
+    if (data.byteLength > CACHE_DATA_MAX) return verifyUncached(publicKey, data, signature);
+    const id = checkId(publicKey, data, signature);
+    if (verified.has(id)) return true;
+    const ok = verifyUncached(publicKey, data, signature);
+    if (ok) remember(id);
+    return ok;
+  } catch {
+    return false;
+  }
+}
+
+/** Below this many uncached checks a batch is verified inline: a worker round trip costs more. */
+const POOL_MIN_BATCH = 64;
+/** Most verification workers (the main thread waits meanwhile, so all cores may work). */
+const POOL_MAX_WORKERS = 4;
+
+/**
+ * The worker: plain CommonJS over node:crypto only, so it starts without the
+ * application's loaders. It answers each batch with one byte per check.
+ */
+const WORKER_SOURCE = `
+const { parentPort } = require("node:worker_threads");
+const crypto = require("node:crypto");
+const keys = new Map();
+parentPort.on("message", ({ id, blob, ends }) => {
+  const out = new Uint8Array(ends.length);
+  let o = 0;
+  for (let i = 0; i < ends.length; i++) {
+    const pk = blob.subarray(o, o + 32);
+    const sig = blob.subarray(o + 32, o + 96);
+    const data = blob.subarray(o + 96, ends[i]);
+    o = ends[i];
+    try {
+      const x = Buffer.from(pk.buffer, pk.byteOffset, 32).toString("base64url");
+      let key = keys.get(x);
+      if (key === undefined) {
+        key = crypto.createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
+        if (keys.size > 4096) keys.clear();
+        keys.set(x, key);
+      }
+      out[i] = crypto.verify(null, data, key, sig) ? 1 : 0;
+    } catch {
+      out[i] = 0;
+    }
+  }
+  parentPort.postMessage({ id, out });
+});
+`;
+
+interface PoolWorker {
+  worker: Worker;
+  pending: Map<number, { resolve: (out: Uint8Array) => void; reject: (err: unknown) => void }>;
+}
+
+let pool: PoolWorker[] | undefined;
+let poolBroken = false;
+let nextBatchId = 0;
+
+function startWorker(): PoolWorker {
+  const w: PoolWorker = { worker: new Worker(WORKER_SOURCE, { eval: true }), pending: new Map() };
+  w.worker.unref();
+  const failAll = (err: unknown): void => {
+    // A dead worker answers nothing: its batches fail (and are verified
+    // inline by the caller), and the pool is not used again.
+    poolBroken = true;
+    pool = undefined;
+    for (const p of w.pending.values()) p.reject(err);
+    w.pending.clear();
+  };
+  w.worker.on("message", ({ id, out }: { id: number; out: Uint8Array }) => {
+    const p = w.pending.get(id);
+    w.pending.delete(id);
+    if (w.pending.size === 0) w.worker.unref();
+    p?.resolve(out);
+  });
+  w.worker.on("error", failAll);
+  w.worker.on("exit", (code) => failAll(new Error(`verification worker exited with code ${code}`)));
+  return w;
+}
+
+function workers(): PoolWorker[] | undefined {
+  if (poolBroken) return undefined;
+  if (pool === undefined) {
+    try {
+      const n = Math.max(1, Math.min(POOL_MAX_WORKERS, availableParallelism()));
+      pool = Array.from({ length: n }, startWorker);
+    } catch {
+      poolBroken = true;
+      return undefined;
+    }
+  }
+  return pool;
+}
+
+function runOn(w: PoolWorker, checks: readonly SignatureCheck[]): Promise<Uint8Array> {
+  const id = nextBatchId++;
+  return new Promise<Uint8Array>((resolve, reject) => {
+    w.pending.set(id, { resolve, reject });
+    // Referenced while a batch is out, so a process waiting only on it does not exit.
+    w.worker.ref();
+    // One packed buffer (key | signature | data per check), transferred: no
+    // per-check clone of whatever larger buffer a view happens to sit in.
+    let size = 0;
+    for (const c of checks) size += 96 + c.data.byteLength;
+    const blob = new Uint8Array(size);
+    const ends = new Uint32Array(checks.length);
+    let o = 0;
+    checks.forEach((c, i) => {
+      blob.set(c.publicKey, o);
+      blob.set(c.signature, o + 32);
+      blob.set(c.data, o + 96);
+      o += 96 + c.data.byteLength;
+      ends[i] = o;
+    });
+    w.worker.postMessage({ id, blob, ends }, [blob.buffer, ends.buffer]);
+  });
+}
+
+/**
+ * Verifies many signatures at once, the same as {@link verifySignature} on
+ * each (and, like it, never throws). Checks this process already verified
+ * are answered from memory; a large remainder is split across a pool of
+ * worker threads, so a cold rekey's or log sync's thousands of checks use
+ * every core while the event loop stays free. If a worker fails, its checks
+ * are verified inline: a check is true only when a verification said so.
+ */
+export async function verifyMany(checks: readonly SignatureCheck[]): Promise<boolean[]> {
+  const out = new Array<boolean>(checks.length).fill(false);
+  const todo: number[] = [];
+  const ids: (string | undefined)[] = [];
+  checks.forEach((c, i) => {
+    if (!wellFormed(c.publicKey, c.data, c.signature)) return;
+    const id = c.data.byteLength > CACHE_DATA_MAX ? undefined : checkId(c.publicKey, c.data, c.signature);
+    if (id !== undefined && verified.has(id)) out[i] = true;
+    else {
+      todo.push(i);
+      ids[i] = id;
+    }
+  });
+  const pw = todo.length >= POOL_MIN_BATCH ? workers() : undefined;
+  if (pw === undefined) {
+    for (const i of todo) out[i] = verifySignature(checks[i]!.publicKey, checks[i]!.data, checks[i]!.signature);
+    return out;
+  }
+  const per = Math.ceil(todo.length / pw.length);
+  await Promise.all(
+    pw.map(async (w, k) => {
+      const slice = todo.slice(k * per, (k + 1) * per);
+      if (slice.length === 0) return;
+      let res: Uint8Array | undefined;
+      try {
+        res = await runOn(
+          w,
+          slice.map((i) => checks[i]!),
+        );
+      } catch {
+        res = undefined;
+      }
+      slice.forEach((i, j) => {
+        if (res === undefined) out[i] = verifySignature(checks[i]!.publicKey, checks[i]!.data, checks[i]!.signature);
+        else if (res[j] === 1) {
+          out[i] = true;
+          const id = ids[i];
+          if (id !== undefined) remember(id);
+        }
+      });
+    }),
+  );
+  return out;
+}

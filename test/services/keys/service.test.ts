@@ -108,7 +108,7 @@ describe("room-key epochs in one room, as owners' SDKs rekey on membership chang
     expect((await rejection(c["bob"]!.keys.getShare(roomId, 1))).code).toBe(ErrorCode.NotFound);
   });
 
-  it("a removed member gets no share of the rekeyed epoch: get_share is 403 and the stored set holds nothing for it", async () => {
+  it("a removed member gets no share of the rekeyed epoch: shares.get is 403 and the stored set holds nothing for it", async () => {
     const aliceRing = keyring("alice", alice!);
     expect(await aliceRing.get(roomId, 2)).toBeDefined();
     await c["owner"]!.rooms.remove(roomId, alice!.principal);
@@ -354,7 +354,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     expect(await rejection(c["alice"]!.request(Subjects.keys.agreementKeysRegister, valid()["agreementKeysRegister"]))).toMatchObject({ code: ErrorCode.BadRequest, reason: "invalid_agreement_key_signature" });
   });
 
-  it("a publish_epoch sent again stores nothing more: the signer's retry gets the first reply, a replay elsewhere nothing", async () => {
+  it("a epochs.publish sent again stores nothing more: the signer's retry gets the first reply, a replay elsewhere nothing", async () => {
     const { room: r } = await c["owner"]!.rooms.create("replay", { persist: false, encrypt: true });
     const shares = [{ principal: owner!.principal, sealedShare: toBase64Url(sealTo(owner!.agreementPublicKey, randomBytes(32))) }];
     const root = merkleRoot(shares.map((s) => shareLeaf(s.principal, Buffer.from(s.sealedShare, "base64url"))));
@@ -373,7 +373,7 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
     expect(await epochRecord(r.id, 1)).toBeNull();
   });
 
-  it("a publish_epoch with an unsorted or malformed share list, or a signature over other shares, is 400", async () => {
+  it("a epochs.publish with an unsorted or malformed share list, or a signature over other shares, is 400", async () => {
     const { room: r } = await c["owner"]!.rooms.create("shape", { persist: false, encrypt: true });
     await c["owner"]!.rooms.invite(r.id, bob!.principal);
     const principals = [owner!.principal, bob!.principal].sort();
@@ -452,7 +452,7 @@ describe("epochs only move forward, and unknown epochs are remembered as misses"
     expect(await carolRing.get(r.id, 2)).toBeDefined();
   });
 
-  it("a frame naming an epoch the caller holds no share of costs one get_share per TTL, not one per frame", async () => {
+  it("a frame naming an epoch the caller holds no share of costs one shares.get per TTL, not one per frame", async () => {
     let fetches = 0;
     const counting = {
       roomLogs: c["bob"]!.roomLogs,

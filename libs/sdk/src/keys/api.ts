@@ -11,7 +11,7 @@ import { toBase64Url } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import { agreementKeyStatementBytes } from "./share-set.js";
 
-/** Timeout of `publish_epoch`: a 1,000-member set is ~200 KB and is verified and stored before the reply. */
+/** Timeout of `epochs.publish`: a 1,000-member set is ~200 KB and is verified and stored before the reply. */
 const PUBLISH_TIMEOUT_MS = 15_000;
 
 /** `unibus.v1.keys.*`: the raw keys-service calls. {@link rekeyRoom} and `KeysServiceKeyring` build on them. */

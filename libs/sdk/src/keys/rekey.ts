@@ -1,5 +1,6 @@
 import { ErrorCode, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } from "@unibus/contracts";
-import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToMany, toBase64Url, verifySignature } from "@unibus/crypto";
+import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToMany, toBase64Url, verifyMany, verifySignature } from "@unibus/crypto";
+import type { SignatureCheck } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KeysAgreementKeysReply, KeysPublishEpochRequest } from "@unibus/contracts";
@@ -70,6 +71,39 @@ function verifiedAgreementKey(m: { principal: string; agreementKey?: string; sig
   }
 }
 
+/**
+ * Verifies the bindings not verified yet in one batch (the worker pool), so
+ * a cold rekey's 1,000 binding checks run on every core and alongside the
+ * membership log's sync. Successes are recorded as {@link verifiedAgreementKey}
+ * records its own; a binding that fails here gets no share there either.
+ */
+async function verifyBindings(members: readonly AgreementKeyBinding[]): Promise<void> {
+  const checks: SignatureCheck[] = [];
+  const ids: string[] = [];
+  for (const m of members) {
+    if (m.agreementKey === undefined || m.signature === undefined) continue;
+    const id = `${m.principal}|${m.agreementKey}|${m.signature}`;
+    if (verifiedBindings.has(id)) continue;
+    try {
+      checks.push({ publicKey: publicKeyFromPrincipal(m.principal), data: agreementKeyStatementBytes(m.principal, fromBase64Url(m.agreementKey)), signature: fromBase64Url(m.signature) });
+      ids.push(id);
+    } catch {
+      // Malformed: verifiedAgreementKey refuses it.
+    }
+  }
+  const ok = await verifyMany(checks);
+  ok.forEach((good, i) => {
+    if (good) verifiedBindings.add(ids[i]!);
+  });
+}
+
+/** The room's agreement-key bindings, verified (in a batch) on arrival. */
+async function verifiedBindingsOf(client: RekeyClient, roomId: string): Promise<KeysAgreementKeysReply> {
+  const reply = await client.keys.agreementKeys(roomId);
+  await verifyBindings(reply.members);
+  return reply;
+}
+
 /** A room key drawn in advance, sealed to the members known then; its shares have never left this process. */
 interface PreparedEpoch {
   roomKey: Uint8Array;
@@ -92,7 +126,7 @@ const PREPARE_SLICE = 64;
  * publish may have carried a share for a member removed meanwhile).
  */
 export async function prepareNextEpoch(client: RekeyClient, roomId: string): Promise<void> {
-  const [ak, log] = await Promise.all([client.keys.agreementKeys(roomId), client.roomLogs.sync(roomId)]);
+  const [ak, log] = await Promise.all([verifiedBindingsOf(client, roomId), client.roomLogs.sync(roomId)]);
   const members = recipientsOf(log, ak.members);
   const roomKey = randomBytes(ShareSetFormat.roomKeyBytes);
   const sealed: PreparedEpoch["sealed"] = new Map();
@@ -141,7 +175,8 @@ export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roo
   if (signingKey.principal !== client.principal) throw new TypeError("rekeyRoom: signing key is not the client's");
   let lastError: unknown;
   for (let round = 0; round < REKEY_ROUNDS; round++) {
-    const [{ epochs }, { members }, log] = await Promise.all([client.keys.epochs(roomId), client.keys.agreementKeys(roomId), client.roomLogs.sync(roomId)]);
+    // The bindings are verified while the log syncs: both are thousands of signature checks in a cold rekey of a large room.
+    const [{ epochs }, { members }, log] = await Promise.all([client.keys.epochs(roomId), verifiedBindingsOf(client, roomId), client.roomLogs.sync(roomId)]);
     // Members verify the distributor was an owner at the signed position; a set they would reject is not worth sealing.
     if (log.members.get(client.principal) !== "owner") throw new UnibusError(ErrorCode.Forbidden, "not_owner_in_log", "only an owner per the room's verified membership log may rekey");
     const epoch = (epochs.at(-1) ?? 0) + 1;

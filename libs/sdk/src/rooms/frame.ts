@@ -7,19 +7,27 @@
  *   header  = u8 version | u8 roomLen | room | u32 epoch | 32 sender key
  *             | u64 counter | u16 count | 24 nonce
  *   body    = XChaCha20-Poly1305(roomKey[epoch], nonce, plaintext, AD = header)
- *   trailer = Ed25519(sender, 0xFF | "unibus-room-frame-v1" | header | body)
+ *   trailer = v2: Ed25519(sender, 0xFF | "unibus-room-frame-v2" | header | SHA-256(body))
+ *             v1: Ed25519(sender, 0xFF | "unibus-room-frame-v1" | header | body)
  *   plaintext = count × (u32 length | message bytes)
  *
- * Message i of the frame has counter `counter + i`.
+ * Message i of the frame has counter `counter + i`. Senders write v2 (the
+ * signature hashes the body once with SHA-256 instead of twice with SHA-512
+ * inside Ed25519); receivers read both, so stored v1 frames stay readable.
  */
-import { aeadDecrypt, aeadEncrypt, AeadSize, markStatement, principalFromPublicKey, randomBytes, verifySignature } from "@unibus/crypto";
+import { aeadDecrypt, aeadEncrypt, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignature } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 
 /** Frame format constants (contracts/specs/frames.md §Layout). */
 export const FrameFormat = {
-  version: 1,
-  /** Signature domain: a frame signature can never be mistaken for an envelope or share signature. */
-  domain: "unibus-room-frame-v1",
+  /** The version senders write: the signature covers SHA-256 of the body. */
+  version: 2,
+  /** The first version: the signature covers the body itself. Read (stored history), written only when asked. */
+  legacyVersion: 1,
+  /** Signature domain of v2: a frame signature can never be mistaken for an envelope or share signature, nor for a v1 frame's. */
+  domain: "unibus-room-frame-v2",
+  legacyDomain: "unibus-room-frame-v1",
+  bodyDigestBytes: 32,
   senderKeyBytes: 32,
   signatureBytes: 64,
   nonceBytes: AeadSize.nonce,
@@ -33,6 +41,7 @@ export const FrameFormat = {
 
 /** 0xFF marker then the label: no connect nonce (always a string) can equal signed frame bytes. */
 const DOMAIN_BYTES = markStatement(new TextEncoder().encode(FrameFormat.domain));
+const LEGACY_DOMAIN_BYTES = markStatement(new TextEncoder().encode(FrameFormat.legacyDomain));
 const FIXED_HEADER_BYTES = 1 + 1 + 4 + FrameFormat.senderKeyBytes + 8 + 2 + FrameFormat.nonceBytes;
 const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -83,6 +92,8 @@ export interface SealFrameInput {
   counter: number;
   messages: readonly Uint8Array[];
   nonce?: Uint8Array;
+  /** Format to write; default {@link FrameFormat.version}. `1` is for vectors and compatibility tests. */
+  version?: 1 | 2;
 }
 
 /** A parsed, not yet authenticated frame (fields are the sender's claims until verified). */
@@ -98,7 +109,7 @@ export interface ParsedFrame {
   header: Uint8Array;
   ciphertext: Uint8Array;
   signature: Uint8Array;
-  /** What the signature covers: domain | header | ciphertext. */
+  /** What the signature covers: v2 domain | header | SHA-256(ciphertext); v1 domain | header | ciphertext. */
   signed: Uint8Array;
 }
 
@@ -110,13 +121,25 @@ function assertEpoch(epoch: number): void {
   if (!Number.isInteger(epoch) || epoch < 0 || epoch > 0xffffffff) throw new RangeError("epoch must be a u32");
 }
 
+/** v2's signed statement: 0xFF | label | header | SHA-256(body), about 150 bytes whatever the body's size. */
+function signedV2(header: Uint8Array, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(DOMAIN_BYTES.byteLength + header.byteLength + FrameFormat.bodyDigestBytes);
+  out.set(DOMAIN_BYTES, 0);
+  out.set(header, DOMAIN_BYTES.byteLength);
+  out.set(sha256(body), DOMAIN_BYTES.byteLength + header.byteLength);
+  return out;
+}
+
 /**
- * Encrypts and signs a batch of messages into one frame. The buffer is laid
- * out as domain | frame so the signature is computed over a subarray, with
- * no copy of the (possibly large) ciphertext.
+ * Encrypts and signs a batch of messages into one frame. v2 signs the
+ * header and a SHA-256 digest of the body; v1 signs the body itself (the
+ * buffer is then laid out as domain | frame so the signature is computed
+ * over a subarray, with no copy of the ciphertext).
  */
 export function sealFrame(input: SealFrameInput): Uint8Array {
   const { roomId, epoch, key, signer, counter, messages } = input;
+  const version = input.version ?? FrameFormat.version;
+  if (version !== FrameFormat.version && version !== FrameFormat.legacyVersion) throw new RangeError("frame version must be 1 or 2");
   assertRoomId(roomId);
   assertEpoch(epoch);
   const count = messages.length;
@@ -138,13 +161,13 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
 
   const roomBytes = new TextEncoder().encode(roomId);
   const headerLen = FIXED_HEADER_BYTES + roomBytes.byteLength;
-  const d = DOMAIN_BYTES.byteLength;
+  const d = version === FrameFormat.legacyVersion ? LEGACY_DOMAIN_BYTES.byteLength : 0;
   const bodyLen = plainLen + FrameFormat.tagBytes;
   const buf = new Uint8Array(d + headerLen + bodyLen + FrameFormat.signatureBytes);
   const view = new DataView(buf.buffer);
-  buf.set(DOMAIN_BYTES, 0);
+  if (d > 0) buf.set(LEGACY_DOMAIN_BYTES, 0);
   let o = d;
-  buf[o++] = FrameFormat.version;
+  buf[o++] = version;
   buf[o++] = roomBytes.byteLength;
   buf.set(roomBytes, o);
   o += roomBytes.byteLength;
@@ -162,8 +185,9 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   const header = buf.subarray(d, o);
   buf.set(aeadEncrypt(key, nonce, plaintext, header), o);
   plaintext.fill(0);
+  const body = buf.subarray(o, o + bodyLen);
   o += bodyLen;
-  buf.set(signer.sign(buf.subarray(0, o)), o);
+  buf.set(signer.sign(d > 0 ? buf.subarray(0, o) : signedV2(header, body)), o);
   return buf.subarray(d);
 }
 
@@ -173,7 +197,7 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   if (frame.byteLength < FIXED_HEADER_BYTES + 1 + FrameFormat.tagBytes + FrameFormat.signatureBytes) throw bad("too short");
   const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   const version = frame[0]!;
-  if (version !== FrameFormat.version) throw bad(`unsupported version ${version}`);
+  if (version !== FrameFormat.version && version !== FrameFormat.legacyVersion) throw bad(`unsupported version ${version}`);
   const roomLen = frame[1]!;
   if (roomLen < 1 || roomLen > FrameFormat.maxRoomIdBytes) throw bad("room id length");
   const headerLen = FIXED_HEADER_BYTES + roomLen;
@@ -200,9 +224,13 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   const sigStart = frame.byteLength - FrameFormat.signatureBytes;
   // Each message costs at least its 4-byte length prefix.
   if (sigStart - o < FrameFormat.tagBytes + 4 * count) throw bad("ciphertext shorter than count");
-  const signed = new Uint8Array(DOMAIN_BYTES.byteLength + sigStart);
-  signed.set(DOMAIN_BYTES, 0);
-  signed.set(frame.subarray(0, sigStart), DOMAIN_BYTES.byteLength);
+  let signed: Uint8Array;
+  if (version === FrameFormat.version) signed = signedV2(frame.subarray(0, o), frame.subarray(o, sigStart));
+  else {
+    signed = new Uint8Array(LEGACY_DOMAIN_BYTES.byteLength + sigStart);
+    signed.set(LEGACY_DOMAIN_BYTES, 0);
+    signed.set(frame.subarray(0, sigStart), LEGACY_DOMAIN_BYTES.byteLength);
+  }
   return {
     version,
     roomId,
@@ -218,7 +246,7 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   };
 }
 
-/** True iff the frame's signature is the claimed sender's over domain | header | ciphertext. */
+/** True iff the frame's signature is the claimed sender's over its version's statement ({@link ParsedFrame.signed}). */
 export function frameSignatureValid(f: ParsedFrame): boolean {
   return verifySignature(f.senderKey, f.signed, f.signature);
 }

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SigningKey, randomBytes } from "@unibus/crypto";
-import { startTestServer } from "@unibus/testing";
+import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { sealFrame } from "./frame.js";
 import { StaticRoomKeys } from "./keyring.js";
@@ -130,6 +130,28 @@ describe("end-to-end room frames on a real server", () => {
     spy.unsubscribe();
     expect(got.map((m) => m.string())).toEqual(Array.from({ length: 2_000 }, (_, i) => `m${i}`));
     expect(frames).toBeLessThanOrEqual(Math.ceil(2_000 / 512) + 1);
+  });
+
+  it("a live stream mixing v1 and v2 frames, single and batched, delivers every message once and in order", async () => {
+    const { msgs } = await reader();
+    const enc = (t: string): Uint8Array => new TextEncoder().encode(t);
+    const c = T + 50_000;
+    await inject(frame({ version: 1, counter: c, messages: [enc("v1 single")] }));
+    await inject(frame({ counter: c + 1, messages: [enc("v2 a"), enc("v2 b"), enc("v2 c")] }));
+    await inject(frame({ version: 1, counter: c + 4, messages: [enc("v1 a"), enc("v1 b")] }));
+    await inject(frame({ counter: c + 6, messages: [enc("v2 single")] }));
+    const got = await take(msgs, 7);
+    expect(got.map((m) => m.string())).toEqual(["v1 single", "v2 a", "v2 b", "v2 c", "v1 a", "v1 b", "v2 single"]);
+    expect(got.map((m) => m.counter)).toEqual([0, 1, 2, 3, 4, 5, 6].map((i) => c + i));
+  });
+
+  it("a tampered batch delivers none of its messages", async () => {
+    const { msgs, rejects } = await reader();
+    const f = frame({ counter: T + 60_000, messages: Array.from({ length: 50 }, (_, i) => new TextEncoder().encode(`m${i}`)) });
+    f[f.length - 200]! ^= 1;
+    await inject(f);
+    expect((await take(rejects, 1))[0]).toMatchObject({ reason: "bad_signature", count: 50 });
+    expect(await take(msgs, 1, 200)).toEqual([]);
   });
 
   it("rejects a tampered frame as bad_signature and delivers nothing", async () => {
@@ -323,6 +345,27 @@ describe("end-to-end room frames on a real server", () => {
     const tail: string[] = [];
     for await (const m of b.history({ since: 2 })) tail.push(m.string());
     expect(tail).toEqual([`${secret} later`]);
+  });
+
+  it("history unpacks stored batches, v1 and v2, in order", async () => {
+    const jsm = await jetstreamManager(nc);
+    await jsm.streams.add({ name: "ROOM_p3", subjects: ["unibus.room.p3.>"], allow_direct: true });
+    const pk = new StaticRoomKeys().set("p3", 0, k0);
+    const enc = (t: string): Uint8Array => new TextEncoder().encode(t);
+    const c = T + 70_000;
+    const stored = (over: Partial<Parameters<typeof sealFrame>[0]>): Uint8Array => frame({ roomId: "p3", epoch: 0, key: k0, ...over });
+    await inject(stored({ version: 1, counter: c, messages: [enc("old 1"), enc("old 2")] }), "unibus.room.p3.m");
+    const w = open(alice, "p3", pk);
+    await Promise.all(Array.from({ length: 100 }, (_, i) => w.publish(`new ${i}`)));
+    await w.flush();
+    await eventually(async () => (await jsm.streams.info("ROOM_p3")).state.messages, (n) => n >= 2, { what: "both frames stored" });
+    const got: string[] = [];
+    for await (const m of open(bob, "p3", pk).history()) got.push(m.string());
+    expect(got).toEqual(["old 1", "old 2", ...Array.from({ length: 100 }, (_, i) => `new ${i}`)]);
+    // Two stored frames: the 100 messages of one turn went as one v2 batch.
+    const second = await jsm.streams.getMessage("ROOM_p3", { seq: 2 });
+    expect(second!.data[0]).toBe(2);
+    expect((await jsm.streams.info("ROOM_p3")).state.messages).toBe(2);
   });
 
   it("history reports frames of an epoch the reader does not hold as unknown_epoch", async () => {

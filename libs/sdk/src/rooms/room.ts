@@ -32,7 +32,7 @@ export const RoomLimits = {
   /** Most messages in one frame. */
   maxMessagesPerFrame: 512,
   /** A frame is flushed once its plaintext reaches this many bytes (below NATS's 1 MiB max_payload). */
-  maxFrameBytes: 64 * 1024,
+  maxFrameBytes: 256 * 1024,
   /** Reordering tolerated per (sender, epoch), in message counters. */
   replayWindow: 8192,
   /** Reject events buffered for `rejects()`; older ones are dropped (and counted). */
@@ -296,7 +296,7 @@ class FrameReceiver {
     const claims = { sender: senderPrincipal(f), epoch: f.epoch, counter: f.counter, count: f.count };
     if (f.roomId !== this.roomId) return this.reject({ reason: RejectReason.wrongRoom, ...claims });
     if (!frameSignatureValid(f)) return this.reject({ reason: RejectReason.badSignature, ...claims });
-    // Before the key lookup: an old frame replayed live must not cost a get_share.
+    // Before the key lookup: an old frame replayed live must not cost a shares.get.
     if (this.live !== undefined && !this.live.timely(f.counter)) return this.reject({ reason: RejectReason.stale, ...claims });
     // Also before the key lookup: a replayed frame is refused from memory.
     // Frames are processed one at a time (#chain), so nothing records into

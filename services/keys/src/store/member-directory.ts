@@ -5,7 +5,7 @@ import { WatchedKv } from "@unibus/kit";
 /**
  * The key names of the membership `members` bucket (`<roomId>.<principal>`)
  * kept in memory by a headers-only KV watcher, so the exact-membership check
- * of `publish_epoch` and the listing of `agreement_keys` cost one stream-info
+ * of `epochs.publish` and the listing of `agreement_keys.list` cost one stream-info
  * request instead of an ordered consumer over the room's keys (P4).
  *
  * Never stale: every listing first reads the bucket's last sequence number
