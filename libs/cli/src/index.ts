@@ -24,7 +24,7 @@ export {
 export type { AuthorizationFragment, BusPrincipals, BusServerConfigInput } from "./up/server-config.js";
 export { ALL_SERVICES, ServiceName } from "./up/services.js";
 export { NodeStartError, NodeStartErrorReason, STORE_CHECK_FILE, assertKeyOpensStore, clusterNodeConfig, startClusterNode } from "./cluster/node.js";
-export { AdoptError, AdoptErrorReason, RETIRED_SUFFIX, adoptFirstNode } from "./cluster/adopt.js";
+export { AdoptError, AdoptErrorReason, RETIRED_SUFFIX, adoptFirstNode, adoptableRecord } from "./cluster/adopt.js";
 export type { AdoptFirstNodeOptions, AdoptFirstNodeResult } from "./cluster/adopt.js";
 export type { ClusterNode, ClusterNodeOptions, RouteTls, UnlockKeys } from "./cluster/node.js";
 export { PromoteError, PromoteErrorReason, StoreKind, applyPromotion, describeStep, planPromotion, promoteStreams, waitForCurrentReplicas } from "./cluster/promote.js";

@@ -8,7 +8,8 @@ import type { NatsConfig, NatsServerProcess } from "@unibus/natsd";
 import { CliError } from "../errors.js";
 import { writePrivateFile } from "../home.js";
 import type { HomeLayout } from "../home.js";
-import { assertSameDigests, digestAll } from "../store/maintenance.js";
+import { APP_ACCOUNT, assertSameDigests, digestAll } from "../store/maintenance.js";
+import { freePort } from "../up/ports.js";
 import type { StreamDigest } from "../store/maintenance.js";
 import { fileExists } from "../up/provision.js";
 import { JETSTREAM_KEY_ENV } from "../up/server-config.js";
@@ -272,6 +273,40 @@ async function waitForNodeCurrent(nc: NatsConnection, streams: readonly string[]
   }
 }
 
+interface JszStreams {
+  account_details?: { name: string; stream_detail?: { name: string; state?: { messages?: number; last_seq?: number } }[] }[];
+}
+
+/**
+ * Waits until this node's own copy of every stream (its monitoring port,
+ * not the leader's view of it) holds as many messages, up to the same last
+ * sequence, as the leader reports: the leader can count a follower current
+ * a moment before that follower has applied what it received.
+ */
+async function waitForLocalCopies(nc: NatsConnection, monitorPort: number, streams: readonly string[], timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let behind: string[] = [...streams];
+  for (;;) {
+    const leaderState = new Map<string, { messages: number; last_seq: number }>();
+    for (const stream of streams) {
+      const info = (await nc.request(`$JS.API.STREAM.INFO.${stream}`, undefined, { timeout: 10_000 }).catch(() => undefined))?.json<{ state?: { messages: number; last_seq: number } }>();
+      if (info?.state !== undefined) leaderState.set(stream, info.state);
+    }
+    const local = await fetch(`http://127.0.0.1:${monitorPort}/jsz?accounts=true&streams=true`, { signal: AbortSignal.timeout(5_000) })
+      .then((r) => r.json() as Promise<JszStreams>)
+      .catch((): JszStreams => ({}));
+    const copies = new Map((local.account_details ?? []).flatMap((a) => (a.name === APP_ACCOUNT ? (a.stream_detail ?? []) : [])).map((d) => [d.name, d.state]));
+    behind = streams.filter((s) => {
+      const want = leaderState.get(s);
+      const have = copies.get(s);
+      return want === undefined || have === undefined || have.messages !== want.messages || have.last_seq !== want.last_seq;
+    });
+    if (behind.length === 0) return;
+    if (Date.now() > deadline) throw new PromoteError(PromoteErrorReason.notCurrent, `this node's own copy of ${behind.length} streams differs from the leader's: ${behind.slice(0, 5).join(", ")}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 /**
  * Moves the first node of a promoted home onto its own derived store key
  * (NUK ⊕ CUK, as every joined node), so no node's store opens with a key on
@@ -289,22 +324,7 @@ async function waitForNodeCurrent(nc: NatsConnection, streams: readonly string[]
 export async function adoptFirstNode(opts: AdoptFirstNodeOptions): Promise<AdoptFirstNodeResult> {
   const { home, say } = opts;
   const timeoutMs = opts.timeoutMs ?? 120_000;
-  const record = await readClusterRecord(home);
-  if (record === undefined) throw new AdoptError(AdoptErrorReason.notPromoted, `${home.root} is not a cluster node (no ${CLUSTER_FILE}): run unibus cluster promote first`);
-  if (record.adopted_at !== undefined) throw new AdoptError(AdoptErrorReason.alreadyAdopted, `this node already runs from ${record.node_home ?? "its node home"} on its own key (adopted ${record.adopted_at})`);
-  if (record.replicas < REQUIRED_REPLICAS) {
-    throw new AdoptError(AdoptErrorReason.notReplicated, `${CLUSTER_FILE} records R${record.replicas}: this node's copy can only be rebuilt from peers at R${REQUIRED_REPLICAS}; nothing was changed`);
-  }
-  if (opts.nodeId !== record.server_name || opts.clusterName !== record.cluster_name) {
-    // `node start` names the server after the node id: another name would be a new peer, and this node's replicas would stay missing.
-    throw new AdoptError(
-      AdoptErrorReason.nodeMismatch,
-      `the node home registered ${opts.nodeId} in cluster ${opts.clusterName}, but this home is ${record.server_name} in ${record.cluster_name}: register the node with the id ${record.server_name}; nothing was changed`,
-    );
-  }
-  if (record.node_home !== undefined && record.node_home !== opts.nodeDir) {
-    throw new AdoptError(AdoptErrorReason.nodeMismatch, `an earlier adoption of this home used the node home ${record.node_home}, not ${opts.nodeDir}; nothing was changed`);
-  }
+  const record = await adoptableRecord(opts);
   const retired = `${home.jetstreamDir}${RETIRED_SUFFIX}`;
   const user = createIdentity({ label: "node-adopt" });
   const resuming = await fileExists(retired);
@@ -314,7 +334,6 @@ export async function adoptFirstNode(opts: AdoptFirstNodeOptions): Promise<Adopt
   } else {
     before = await checkPeersHoldEverything(opts, record, user, timeoutMs);
   }
-
   // The keys come before anything moves: a refused join changes nothing.
   let keys: UnlockKeys;
   try {
@@ -331,6 +350,7 @@ export async function adoptFirstNode(opts: AdoptFirstNodeOptions): Promise<Adopt
 
   let node: ClusterNode | undefined;
   let nc: NatsConnection | undefined;
+  const monitorPort = await freePort("127.0.0.1");
   try {
     node = await startClusterNode({
       dir: opts.nodeDir,
@@ -339,6 +359,7 @@ export async function adoptFirstNode(opts: AdoptFirstNodeOptions): Promise<Adopt
       listen: record.listen,
       routes: record.routes,
       port: opts.port,
+      monitorPort,
       ...(routeTlsOf(record) === undefined ? {} : { routeTls: routeTlsOf(record) }),
       config: withMaintenanceUser(opts.authorization, user.principal),
       bin: opts.bin,
@@ -352,6 +373,7 @@ export async function adoptFirstNode(opts: AdoptFirstNodeOptions): Promise<Adopt
     let statuses: ReplicaStatus[];
     try {
       statuses = await waitForNodeCurrent(nc, streams, record.server_name, Math.max(1_000, deadline - Date.now()));
+      await waitForLocalCopies(nc, monitorPort, streams, Math.max(1_000, deadline - Date.now()));
     } catch (err) {
       if (err instanceof PromoteError) throw new AdoptError(AdoptErrorReason.nodeNotCurrent, `the rebuilt copy did not become current: ${err.message}`, { cause: err });
       throw err;
@@ -388,4 +410,31 @@ export async function adoptFirstNode(opts: AdoptFirstNodeOptions): Promise<Adopt
     await nc?.close().catch(() => undefined);
     await node?.server.stop();
   }
+}
+
+/**
+ * The home's cluster record, if this home may be adopted into `opts.nodeDir`
+ * as `opts.nodeId`; checked before anything is provisioned or started.
+ *
+ * @throws AdoptError `not_promoted`, `already_adopted`, `not_replicated` or `node_mismatch`.
+ */
+export async function adoptableRecord(opts: Pick<AdoptFirstNodeOptions, "home" | "nodeDir" | "nodeId" | "clusterName">): Promise<ClusterRecord> {
+  const { home } = opts;
+  const record = await readClusterRecord(home);
+  if (record === undefined) throw new AdoptError(AdoptErrorReason.notPromoted, `${home.root} is not a cluster node (no ${CLUSTER_FILE}): run unibus cluster promote first`);
+  if (record.adopted_at !== undefined) throw new AdoptError(AdoptErrorReason.alreadyAdopted, `this node already runs from ${record.node_home ?? "its node home"} on its own key (adopted ${record.adopted_at})`);
+  if (record.replicas < REQUIRED_REPLICAS) {
+    throw new AdoptError(AdoptErrorReason.notReplicated, `${CLUSTER_FILE} records R${record.replicas}: this node's copy can only be rebuilt from peers at R${REQUIRED_REPLICAS}; nothing was changed`);
+  }
+  if (opts.nodeId !== record.server_name || opts.clusterName !== record.cluster_name) {
+    // `node start` names the server after the node id: another name would be a new peer, and this node's replicas would stay missing.
+    throw new AdoptError(
+      AdoptErrorReason.nodeMismatch,
+      `the node home registered ${opts.nodeId} in cluster ${opts.clusterName}, but this home is ${record.server_name} in ${record.cluster_name}: register the node with the id ${record.server_name}; nothing was changed`,
+    );
+  }
+  if (record.node_home !== undefined && record.node_home !== opts.nodeDir) {
+    throw new AdoptError(AdoptErrorReason.nodeMismatch, `an earlier adoption of this home used the node home ${record.node_home}, not ${opts.nodeDir}; nothing was changed`);
+  }
+  return record;
 }

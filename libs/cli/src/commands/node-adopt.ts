@@ -2,8 +2,7 @@ import { join } from "node:path";
 import { accountJetStreamLimitsFromEnv } from "@unibus/kit";
 import { readNodeClusterInfo } from "@unibus/sdk";
 import { parseCommandArgs, stringFlag } from "../args.js";
-import { AdoptError, AdoptErrorReason, adoptFirstNode } from "../cluster/adopt.js";
-import { readClusterRecord } from "../cluster/convert.js";
+import { adoptFirstNode, adoptableRecord } from "../cluster/adopt.js";
 import type { Command } from "../command.js";
 import { connectionHelp, connectionOptions } from "../connection.js";
 import { CliError, ExitCode } from "../errors.js";
@@ -69,10 +68,8 @@ export function nodeAdoptCommand(deps: NodeStartDeps): Command {
       const info = await deps.wrapHome(readNodeClusterInfo(nodeDir));
       const recoveryFile = stringFlag(flags, "recovery-secret-file");
       await onStoppedBus(io, COMMAND, async ({ home, bin, say }) => {
-        const record = await readClusterRecord(home);
-        // Checked before provisioning: on an adopted home it would make a new disk key.
-        if (record?.adopted_at !== undefined) throw new AdoptError(AdoptErrorReason.alreadyAdopted, `this node already runs from ${record.node_home ?? nodeDir} on its own key`);
-        if (record === undefined) throw new AdoptError(AdoptErrorReason.notPromoted, `${home.root} is not a cluster node (no cluster.json): run unibus cluster promote first`);
+        // Checked before provisioning: on an adopted home it would make a new disk key, on a refused one files it does not need.
+        const record = await adoptableRecord({ home, nodeDir, nodeId: info.nodeId, clusterName: info.clusterName });
         const state = await provisionHome(home, ALL_SERVICES);
         let authorization;
         try {
