@@ -390,13 +390,17 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
 
     // Creating consumers (services list keys at start) needs a meta leader, and a leader on
     // each stream the killed node led: wait for both, as an operator would before restarting services.
+    let probes = 0;
     await eventually(
       async () => {
+        // A fresh name each attempt: a probe placed on the killed peer never answers, and
+        // retrying the same name would wait on that same stuck assignment every time.
+        const probe = `META_PROBE_${++probes}`;
         const created = await op2
-          .request("$JS.API.STREAM.CREATE.META_PROBE", JSON.stringify({ name: "META_PROBE", subjects: ["_meta_probe"], storage: "memory" }), { timeout: 2_000 })
+          .request(`$JS.API.STREAM.CREATE.${probe}`, JSON.stringify({ name: probe, subjects: [`_meta_probe.${probe}`], storage: "memory" }), { timeout: 2_000 })
           .then((m) => m.json<{ error?: { description?: string } }>().error?.description ?? "ok", (err: unknown) => String(err));
         if (created !== "ok") return `meta: ${created}`;
-        await op2.request("$JS.API.STREAM.DELETE.META_PROBE", undefined, { timeout: 5_000 });
+        await op2.request(`$JS.API.STREAM.DELETE.${probe}`, undefined, { timeout: 5_000 });
         const jsm2 = await jetstreamManager(op2, { checkAPI: false });
         for (const name of Object.keys(before.streams as object)) {
           const c = (await jsm2.streams.info(name)).cluster;
