@@ -3,8 +3,10 @@
 // encrypted room with messages, an epoch, a blob) is stopped, converted into
 // the first node, joined by two nodes started with per-node keys, and raised
 // from R1 to R3. Every stream keeps every message, every follower is
-// current, and with the original node killed the others still serve reads.
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+// current; the first node then moves onto its own derived key (its copy
+// rebuilt from the peers, its key file deleted), and with it killed the
+// others still serve reads.
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -15,15 +17,15 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { CalloutXkey, KvPrincipalDirectory, createAuthCalloutService } from "@unibus/auth-callout";
 import { createBlobsService } from "@unibus/blobs";
-import { ALL_SERVICES, CLUSTER_FILE, STANDALONE_SUFFIX, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, promoteHome, provisionHome, readClusterRecord, resolveHome, startClusterNode } from "@unibus/cli";
-import type { ClusterNode } from "@unibus/cli";
+import { ALL_SERVICES, AdoptErrorReason, CLUSTER_FILE, NodeStartErrorReason, RETIRED_SUFFIX, STORE_CHECK_FILE, adoptFirstNode, assertKeyOpensStore, STANDALONE_SUFFIX, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, promoteHome, provisionHome, readClusterRecord, resolveHome, startClusterNode } from "@unibus/cli";
+import type { ClusterNode, ClusterNodeOptions } from "@unibus/cli";
 import { ServiceName } from "@unibus/contracts";
 import { SigningKey, createIdentity, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { createKeysService } from "@unibus/keys";
 import { MembershipBucket, createMembershipService } from "@unibus/membership";
 import { findNatsServer, startNatsServer } from "@unibus/natsd";
 import type { NatsConfig, NatsServerProcess } from "@unibus/natsd";
-import { KeysServiceKeyring, connect, getBlob, putBlob, rekeyRoom, waitForRoomAccess } from "@unibus/sdk";
+import { KeysServiceKeyring, connect, getBlob, initNodeHome, putBlob, readNodeUnlockKey, rekeyRoom, waitForRoomAccess } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { eventually, freeLoopbackPort, retryUntil } from "@unibus/testing";
 
@@ -196,9 +198,10 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     // 3. Two new nodes start with their own keys (NUK ⊕ CUK through the unlock seam) and routes to the first.
     const cuk = randomBytes(32);
     const joined: ClusterNode[] = [];
+    const joinedOpts: ClusterNodeOptions[] = [];
     for (const i of [1, 2]) {
       const nuk = randomBytes(32);
-      const node = await startClusterNode({
+      const opts: ClusterNodeOptions = {
         dir: join(tmp, `node${i + 1}`),
         serverName: `promote-n${i + 1}`,
         clusterName: "promote",
@@ -209,7 +212,9 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
         config: authorization,
         bin: BIN,
         unlock: () => Promise.resolve({ nuk, cuk }),
-      });
+      };
+      joinedOpts.push(opts);
+      const node = await startClusterNode(opts);
       joined.push(node);
       cleanups.push(() => node.server.stop());
     }
@@ -270,9 +275,109 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     }
     expect(await inventory(opAll, roomStream)).toEqual(before);
 
-    // 6. R3 really holds: with the original node killed, the other two still serve every read.
-    first.server.kill("SIGKILL");
-    await first.server.exited;
+    // The services (callout, membership, keys, blobs) started on the node at `url`, and bob logging in there.
+    const throughServices = async (url: string): Promise<{ epochs: number[]; blob: string }> => {
+      const closers: (() => Promise<unknown>)[] = [];
+      const svc = async (name: ServiceName): Promise<NatsConnection> => {
+        const id = state.services.get(name)!;
+        const nc = await natsConnect({ servers: url, authenticator: nkeyAuthenticator(id.signingKey), inboxPrefix: `_INBOX.${id.principal}`, name });
+        closers.push(() => nc.close());
+        return nc;
+      };
+      try {
+        const sys2 = await natsConnect({ servers: url, authenticator: nkeyAuthenticator(state.system.signingKey) });
+        closers.push(() => sys2.close());
+        const m2 = await createMembershipService(await svc(ServiceName.membership), { logger, sys: sys2, bootstrapPrincipal: state.bootstrap.principal, bucketReplicas: 3 });
+        closers.unshift(() => m2.stop());
+        const callout2 = await svc(ServiceName.authCallout);
+        const kvm2 = new Kvm(callout2);
+        await createAuthCalloutService(callout2, {
+          issuer: SigningKey.fromNkeySeed((await readFile(home.calloutIssuerSeedFile, "utf8")).trim()),
+          xkey: CalloutXkey.fromSeed((await readFile(home.calloutXkeySeedFile, "utf8")).trim()),
+          directory: new KvPrincipalDirectory(await kvm2.open(MembershipBucket.users, { allow_direct: false }), await kvm2.open(MembershipBucket.roomsByMember, { allow_direct: false })),
+          logger,
+        });
+        const k2 = await createKeysService(await svc(ServiceName.keys), { logger, bucketReplicas: 3 });
+        closers.unshift(() => k2.stop());
+        const b2 = await createBlobsService(await svc(ServiceName.blobs), { logger, maxBlobBytes: 1024 * 1024, bucketReplicas: 3 });
+        closers.unshift(() => b2.stop());
+        const bobAgain = await connect({ url: url, identity: bobKey, requestTimeoutMs: 15_000 });
+        closers.unshift(() => bobAgain.close());
+        return { epochs: (await bobAgain.keys.epochs(roomId)).epochs, blob: new TextDecoder().decode(await getBlob(bobAgain, roomId, blob.blobId, blob.key)) };
+      } finally {
+        for (const close of closers) await close().catch(() => undefined);
+      }
+    };
+    // 6. The first node moves onto its own derived key: its copy is rebuilt from the peers.
+    await first.nc.close();
+    await first.server.stop();
+    const nodeDir = join(tmp, "node1");
+    await initNodeHome(nodeDir);
+    const cuk1 = randomBytes(32);
+    const adoptCommon = {
+      home,
+      nodeDir,
+      nodeId: "promote-n1",
+      clusterName: "promote",
+      bin: BIN,
+      say: (l: string) => lines.push(l),
+      jetstreamKey: state.jetstreamKey,
+      authorization,
+      port: await freeLoopbackPort(),
+      unlock: async () => ({ nuk: await readNodeUnlockKey(nodeDir), cuk: cuk1 }),
+    };
+    // A node home registered under another name would come back as a new peer: refused before anything starts.
+    await expect(adoptFirstNode({ ...adoptCommon, nodeId: "promote-n9" })).rejects.toMatchObject({ reason: AdoptErrorReason.nodeMismatch });
+    // With a peer down, the two other copies are not proven to hold everything: refused, nothing moved.
+    await joined[1]!.server.stop();
+    await expect(adoptFirstNode({ ...adoptCommon, timeoutMs: 3_000 })).rejects.toMatchObject({ reason: AdoptErrorReason.peersNotCurrent });
+    expect(await readdir(home.jetstreamDir)).toContain("jetstream");
+    expect(await readFile(home.jetstreamKeyFile, "utf8")).toContain(state.jetstreamKey);
+    expect((await readClusterRecord(home))?.node_home).toBeUndefined();
+    joined[1] = await startClusterNode({ ...joinedOpts[1]!, port: await freeLoopbackPort() });
+    cleanups.push(() => joined[1]!.server.stop());
+
+    // A failure once the store is moved aside (here: a node store the derived key does not open) puts it back.
+    await mkdir(join(nodeDir, "data"), { recursive: true });
+    await writeFile(join(nodeDir, "data", "leftover"), "x");
+    await writeFile(join(nodeDir, STORE_CHECK_FILE), `${"0".repeat(64)}\n`);
+    await expect(adoptFirstNode(adoptCommon)).rejects.toMatchObject({ reason: NodeStartErrorReason.wrongKey });
+    expect(await readdir(home.jetstreamDir)).toContain("jetstream");
+    await expect(readdir(`${home.jetstreamDir}${RETIRED_SUFFIX}`)).rejects.toMatchObject({ code: "ENOENT" });
+    expect(await readFile(home.jetstreamKeyFile, "utf8")).toContain(state.jetstreamKey);
+    expect((await readClusterRecord(home))?.node_home).toBeUndefined();
+    await rm(join(nodeDir, "data"), { recursive: true });
+    await rm(join(nodeDir, STORE_CHECK_FILE));
+
+    const adopted = await adoptFirstNode({ ...adoptCommon, keepRunning: true });
+    const n1 = adopted.node!.node;
+    cleanups.push(() => n1.server.stop());
+    await adopted.node!.nc.close();
+    expect(adopted.statuses.every((s) => s.replicas === 3 && s.currentNodes.includes("promote-n1"))).toBe(true);
+    // No store of this node opens with a key on its disk any more: the key file and the old store are gone…
+    await expect(readFile(home.jetstreamKeyFile)).rejects.toMatchObject({ code: "ENOENT" });
+    await expect(readdir(home.jetstreamDir)).rejects.toMatchObject({ code: "ENOENT" });
+    await expect(readdir(`${home.jetstreamDir}${RETIRED_SUFFIX}`)).rejects.toMatchObject({ code: "ENOENT" });
+    // …and the old key does not open the rebuilt store; the derived one does.
+    await expect(assertKeyOpensStore(nodeDir, n1.storeDir, state.jetstreamKey)).rejects.toMatchObject({ reason: NodeStartErrorReason.wrongKey });
+    expect(await readdir(n1.storeDir)).toContain("jetstream");
+    expect(await readClusterRecord(home)).toMatchObject({ node_home: nodeDir, adopted_at: expect.any(String) });
+    await expect(adoptFirstNode(adoptCommon)).rejects.toMatchObject({ reason: AdoptErrorReason.alreadyAdopted });
+    // Everything counted before the promotion, read through the rebuilt node alone.
+    const opN1 = await natsConnect({ servers: n1.server.url, authenticator: nkeyAuthenticator(operator), maxReconnectAttempts: -1 });
+    cleanups.push(() => opN1.close());
+    expect(await inventory(opN1, roomStream)).toEqual(before);
+    // A login through the callout and a signed request, through the rebuilt node.
+    const viaN1 = await eventually(
+      () => throughServices(n1.server.url).catch((err: unknown) => String(err)),
+      (v) => typeof v !== "string",
+      { timeoutMs: 60_000, what: "the epoch and the blob read through services on the rebuilt node" },
+    );
+    expect(viaN1).toEqual({ epochs: epochsBefore, blob: "the blob that must survive" });
+
+    // 7. R3 really holds: with the first node killed, the other two still serve every read.
+    n1.server.kill("SIGKILL");
+    await n1.server.exited;
     const op2 = await natsConnect({ servers: joined.map((n) => n.server.url), authenticator: nkeyAuthenticator(operator), maxReconnectAttempts: -1 });
     cleanups.push(() => op2.close());
     // Streams the killed node led elect a new leader first; until then a read is refused.
@@ -285,13 +390,17 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
 
     // Creating consumers (services list keys at start) needs a meta leader, and a leader on
     // each stream the killed node led: wait for both, as an operator would before restarting services.
+    let probes = 0;
     await eventually(
       async () => {
+        // A fresh name each attempt: a probe placed on the killed peer never answers, and
+        // retrying the same name would wait on that same stuck assignment every time.
+        const probe = `META_PROBE_${++probes}`;
         const created = await op2
-          .request("$JS.API.STREAM.CREATE.META_PROBE", JSON.stringify({ name: "META_PROBE", subjects: ["_meta_probe"], storage: "memory" }), { timeout: 2_000 })
+          .request(`$JS.API.STREAM.CREATE.${probe}`, JSON.stringify({ name: probe, subjects: [`_meta_probe.${probe}`], storage: "memory" }), { timeout: 2_000 })
           .then((m) => m.json<{ error?: { description?: string } }>().error?.description ?? "ok", (err: unknown) => String(err));
         if (created !== "ok") return `meta: ${created}`;
-        await op2.request("$JS.API.STREAM.DELETE.META_PROBE", undefined, { timeout: 5_000 });
+        await op2.request(`$JS.API.STREAM.DELETE.${probe}`, undefined, { timeout: 5_000 });
         const jsm2 = await jetstreamManager(op2, { checkAPI: false });
         for (const name of Object.keys(before.streams as object)) {
           const c = (await jsm2.streams.info(name)).cluster;
@@ -322,40 +431,8 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     // nats-server 2.15.1 may place a new ephemeral consumer (services list keys and read
     // blobs through them) on the killed peer until the meta layer has noticed it is gone;
     // that create times out. An attempt starts everything afresh and tears it down.
-    const throughServices = async (): Promise<{ epochs: number[]; blob: string }> => {
-      const closers: (() => Promise<unknown>)[] = [];
-      const svc = async (name: ServiceName): Promise<NatsConnection> => {
-        const id = state.services.get(name)!;
-        const nc = await natsConnect({ servers: joined[0]!.server.url, authenticator: nkeyAuthenticator(id.signingKey), inboxPrefix: `_INBOX.${id.principal}`, name });
-        closers.push(() => nc.close());
-        return nc;
-      };
-      try {
-        const sys2 = await natsConnect({ servers: joined[0]!.server.url, authenticator: nkeyAuthenticator(state.system.signingKey) });
-        closers.push(() => sys2.close());
-        const m2 = await createMembershipService(await svc(ServiceName.membership), { logger, sys: sys2, bootstrapPrincipal: state.bootstrap.principal, bucketReplicas: 3 });
-        closers.unshift(() => m2.stop());
-        const callout2 = await svc(ServiceName.authCallout);
-        const kvm2 = new Kvm(callout2);
-        await createAuthCalloutService(callout2, {
-          issuer: SigningKey.fromNkeySeed((await readFile(home.calloutIssuerSeedFile, "utf8")).trim()),
-          xkey: CalloutXkey.fromSeed((await readFile(home.calloutXkeySeedFile, "utf8")).trim()),
-          directory: new KvPrincipalDirectory(await kvm2.open(MembershipBucket.users, { allow_direct: false }), await kvm2.open(MembershipBucket.roomsByMember, { allow_direct: false })),
-          logger,
-        });
-        const k2 = await createKeysService(await svc(ServiceName.keys), { logger, bucketReplicas: 3 });
-        closers.unshift(() => k2.stop());
-        const b2 = await createBlobsService(await svc(ServiceName.blobs), { logger, maxBlobBytes: 1024 * 1024, bucketReplicas: 3 });
-        closers.unshift(() => b2.stop());
-        const bobAgain = await connect({ url: joined[0]!.server.url, identity: bobKey, requestTimeoutMs: 15_000 });
-        closers.unshift(() => bobAgain.close());
-        return { epochs: (await bobAgain.keys.epochs(roomId)).epochs, blob: new TextDecoder().decode(await getBlob(bobAgain, roomId, blob.blobId, blob.key)) };
-      } finally {
-        for (const close of closers) await close().catch(() => undefined);
-      }
-    };
     const viaServices = await eventually(
-      () => throughServices().catch((err: unknown) => String(err)),
+      () => throughServices(joined[0]!.server.url).catch((err: unknown) => String(err)),
       (v) => typeof v !== "string",
       { timeoutMs: 180_000, what: "the epoch and the blob read through services on a surviving node" },
     );

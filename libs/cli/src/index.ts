@@ -23,7 +23,9 @@ export {
 } from "./up/server-config.js";
 export type { AuthorizationFragment, BusPrincipals, BusServerConfigInput } from "./up/server-config.js";
 export { ALL_SERVICES, ServiceName } from "./up/services.js";
-export { NodeStartError, NodeStartErrorReason, STORE_CHECK_FILE, clusterNodeConfig, startClusterNode } from "./cluster/node.js";
+export { NodeStartError, NodeStartErrorReason, STORE_CHECK_FILE, assertKeyOpensStore, clusterNodeConfig, startClusterNode } from "./cluster/node.js";
+export { AdoptError, AdoptErrorReason, RETIRED_SUFFIX, adoptFirstNode, adoptableRecord } from "./cluster/adopt.js";
+export type { AdoptFirstNodeOptions, AdoptFirstNodeResult } from "./cluster/adopt.js";
 export type { ClusterNode, ClusterNodeOptions, RouteTls, UnlockKeys } from "./cluster/node.js";
 export { PromoteError, PromoteErrorReason, StoreKind, applyPromotion, describeStep, planPromotion, promoteStreams, waitForCurrentReplicas } from "./cluster/promote.js";
 export type { PromotionResult, PromotionStep, ReplicaStatus } from "./cluster/promote.js";

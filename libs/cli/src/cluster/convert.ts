@@ -34,6 +34,14 @@ export interface ClusterRecord {
   /** Route mutual-TLS files (paths, not secrets), when the routes use TLS. */
   readonly route_tls?: { readonly cert_file: string; readonly key_file: string; readonly ca_file: string };
   readonly promoted_at: string;
+  /**
+   * Set by `unibus node adopt`: this node's server runs from that node home
+   * (`unibus node start`) on its derived key, and the home's own store and
+   * key are retired. `unibus up` and `cluster promote` refuse such a home.
+   */
+  readonly node_home?: string;
+  /** When the adoption finished (the old store and key file deleted). */
+  readonly adopted_at?: string;
 }
 
 /** Reads the home's cluster record, or undefined for a single-node home. */
@@ -112,7 +120,7 @@ function cloneConfig(value: NatsConfigValue): NatsConfigValue {
  * The config user that copies and promotes streams: an nkey that exists only
  * in this process's memory, added to the app account for this run only.
  */
-function withMaintenanceUser(authorization: NatsConfig, nkey: string): NatsConfig {
+export function withMaintenanceUser(authorization: NatsConfig, nkey: string): NatsConfig {
   const copy = cloneConfig(authorization) as NatsConfig;
   const app = (copy.accounts as Record<string, { users?: { nkey: string }[] } | undefined> | undefined)?.UNIBUS;
   if (app === undefined) throw new CliError("the bus config has no UNIBUS account");
@@ -124,7 +132,7 @@ function withMaintenanceUser(authorization: NatsConfig, nkey: string): NatsConfi
 }
 
 /** The JetStream API answers and an R`replicas` stream can be placed: the other nodes are there. */
-async function waitForPeers(nc: NatsConnection, replicas: number, timeoutMs: number): Promise<void> {
+export async function waitForPeers(nc: NatsConnection, replicas: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const name = `PROMOTE_PROBE_${Date.now()}`;
@@ -279,6 +287,9 @@ export async function promoteHome(opts: PromoteHomeOptions): Promise<PromoteHome
     }
   }
 
+  if (record?.node_home !== undefined) {
+    throw new CliError(`this home's node runs from the node home ${record.node_home} on its own derived key (unibus node adopt): it has no store of its own to promote`);
+  }
   if (record !== undefined && (record.cluster_name !== opts.clusterName || record.server_name !== opts.serverName)) {
     throw new CliError(
       `${join(home.root, CLUSTER_FILE)} says this home is ${record.server_name} in cluster ${record.cluster_name}, ` +

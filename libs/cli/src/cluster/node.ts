@@ -128,8 +128,10 @@ function sameHex(a: string, b: string): boolean {
  * cannot decrypt and starts empty; the check does not depend on which of the
  * two the server does, fails with a stable reason, and never hands a wrong
  * key to a server at all.
+ *
+ * @throws NodeStartError `wrong_key` or `unchecked_store`.
  */
-async function assertKeyOpensStore(dir: string, storeDir: string, key: string): Promise<void> {
+export async function assertKeyOpensStore(dir: string, storeDir: string, key: string): Promise<void> {
   const checkFile = join(dir, STORE_CHECK_FILE);
   const expected = await readCheck(checkFile);
   const stored = await hasData(storeDir);

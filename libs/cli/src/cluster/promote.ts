@@ -49,6 +49,8 @@ export interface ReplicaStatus {
   readonly leader: string | undefined;
   /** Followers that are current, online and report lag 0. */
   readonly current: number;
+  /** Server names holding a current copy: the leader and every such follower. */
+  readonly currentNodes: readonly string[];
 }
 
 interface StreamInfoReply {
@@ -113,11 +115,14 @@ export async function applyPromotion(nc: NatsConnection, steps: readonly Promoti
 
 function statusOf(stream: string, info: StreamInfoReply): ReplicaStatus {
   const followers = info.cluster?.replicas ?? [];
+  const current = followers.filter((r) => r.current === true && r.offline !== true && (r.lag ?? 0) === 0);
+  const leader = info.cluster?.leader || undefined;
   return {
     stream,
     replicas: info.config.num_replicas ?? 1,
-    leader: info.cluster?.leader || undefined,
-    current: followers.filter((r) => r.current === true && r.offline !== true && (r.lag ?? 0) === 0).length,
+    leader,
+    current: current.length,
+    currentNodes: [...(leader === undefined ? [] : [leader]), ...current.map((r) => r.name)],
   };
 }
 

@@ -85,6 +85,32 @@ async function readBusConfig(path: string): Promise<NatsConfig> {
   return parsed as NatsConfig;
 }
 
+/**
+ * The node's two unlock keys: the NUK from its home, and the CUK from the
+ * join through a running node (every boot) or, with `recoveryFile`, from the
+ * home's wrapped copy under the operator's recovery secret (no gateway alive).
+ */
+export async function nodeUnlockKeys(
+  deps: NodeStartDeps,
+  call: { io: CliIo; flags: ParsedFlags; home: string; nodeId: string; recoveryFile: string | undefined; command: string },
+): Promise<UnlockKeys> {
+  const { io, flags, home, recoveryFile } = call;
+  const nuk = await deps.wrapHome(readNodeUnlockKey(home));
+  if (recoveryFile !== undefined) {
+    // No gateway to ask: the operator's recovery secret opens the copy the gateway wrapped at commit.
+    const secret = await readSecretInput(io, recoveryFile === "-" ? undefined : recoveryFile, "recovery secret", call.command);
+    const identity = await deps.wrapHome(loadNodeIdentity(home));
+    const wrapped = await deps.wrapHome(readWrappedCuk(home));
+    try {
+      return { nuk, cuk: unlockWrappedCuk(secret, wrapped, call.nodeId, identity.principal) };
+    } catch (err) {
+      throw new CliError(`the recovery secret does not open this node's wrapped unlock key: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  const settings = await resolveConnectionSettings(flags, io);
+  return { nuk, cuk: await deps.joinForKey({ io, home, flags, server: settings.server, tlsCa: settings.tlsCa }) };
+}
+
 /** Resolves on SIGINT/SIGTERM or when the server exits by itself. */
 function untilStopped(node: ClusterNode): Promise<"signal" | "server-exited"> {
   return new Promise((done) => {
@@ -157,22 +183,7 @@ export function nodeStartCommand(deps: NodeStartDeps): Command {
         throw err;
       }
 
-      const unlock = async (): Promise<UnlockKeys> => {
-        const nuk = await deps.wrapHome(readNodeUnlockKey(home));
-        if (recoveryFile !== undefined) {
-          // No gateway to ask: the operator's recovery secret opens the copy the gateway wrapped at commit.
-          const secret = await readSecretInput(io, recoveryFile === "-" ? undefined : recoveryFile, "recovery secret", COMMAND);
-          const identity = await deps.wrapHome(loadNodeIdentity(home));
-          const wrapped = await deps.wrapHome(readWrappedCuk(home));
-          try {
-            return { nuk, cuk: unlockWrappedCuk(secret, wrapped, info.nodeId, identity.principal) };
-          } catch (err) {
-            throw new CliError(`the recovery secret does not open this node's wrapped unlock key: ${(err as Error).message}`, { cause: err });
-          }
-        }
-        const settings = await resolveConnectionSettings(flags, io);
-        return { nuk, cuk: await deps.joinForKey({ io, home, flags, server: settings.server, tlsCa: settings.tlsCa }) };
-      };
+      const unlock = (): Promise<UnlockKeys> => nodeUnlockKeys(deps, { io, flags, home, nodeId: info.nodeId, recoveryFile, command: COMMAND });
 
       let node: ClusterNode;
       try {

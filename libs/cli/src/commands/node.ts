@@ -30,7 +30,9 @@ import type { CliIo } from "../io.js";
 import { formatTable } from "../table.js";
 import { busCommand, readSecretInput } from "./cluster.js";
 import { connectToBus } from "../connection.js";
+import { nodeAdoptCommand } from "./node-adopt.js";
 import { nodeStartCommand } from "./node-start.js";
+import type { NodeStartDeps } from "./node-start.js";
 
 const TIMEOUT_MS = 10_000;
 const NODE_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -224,7 +226,7 @@ const nodeJoin = nodeStep(
  * sealed to the node) through a running node's client port, as the node's
  * own identity, whose only grant is the handshake subjects.
  */
-const nodeStart = nodeStartCommand({
+const nodeDeps: NodeStartDeps = {
   homeOf,
   wrapHome,
   async joinForKey({ io, home, flags, server, tlsCa }) {
@@ -242,12 +244,15 @@ const nodeStart = nodeStartCommand({
       await nc.close().catch(() => undefined);
     }
   },
-});
+};
+const nodeStart = nodeStartCommand(nodeDeps);
+/** `unibus node adopt`: the promoted first node's store rebuilt under its derived key, with the same join. */
+const nodeAdopt = nodeAdoptCommand(nodeDeps);
 
 /** `unibus node …`. */
 export const nodeCommandGroup = commandGroup({
   name: "node",
-  summary: "cluster nodes: ticket, register, approve, commit, join, decommission",
+  summary: "cluster nodes: ticket, register, approve, commit, join, start, adopt, decommission",
   intro: "Usage: unibus node <command> [options]\n\nA node joins the cluster through ticket → register → approve → commit → join;\njoin runs on every boot; decommission is forever.",
-  subcommands: [nodeTicket, nodeRegister, nodeApprove, nodeCommit, nodeJoin, nodeStart, nodeDecommission, nodeList],
+  subcommands: [nodeTicket, nodeRegister, nodeApprove, nodeCommit, nodeJoin, nodeStart, nodeAdopt, nodeDecommission, nodeList],
 });

@@ -169,6 +169,13 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
           `Run it again, or to stay a single node move ${home.jetstreamDir}${STANDALONE_SUFFIX} back to ${home.jetstreamDir}.`,
       );
     }
+    // An adopted first node runs from its node home on its derived key: provisioning here would make a new disk key beside no store.
+    if (clusterRecord?.node_home !== undefined) {
+      throw new CliError(
+        `${home.root} is cluster node ${clusterRecord.server_name}, which runs from the node home ${clusterRecord.node_home} on its own derived key ` +
+          `(unibus node adopt${clusterRecord.adopted_at === undefined ? ", not finished: run it again" : ""}): start its server with unibus node start --home ${clusterRecord.node_home}`,
+      );
+    }
     const state = await provisionHome(home, ALL_SERVICES);
     say(io, `state dir ${home.root}`);
     if (clusterRecord !== undefined) say(io, `cluster node ${clusterRecord.server_name} of ${clusterRecord.cluster_name} (R${clusterRecord.replicas})`);

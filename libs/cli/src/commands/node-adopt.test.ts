@@ -1,0 +1,86 @@
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { writeNodeClusterInfo } from "@unibus/sdk";
+import { CLUSTER_FILE } from "../cluster/convert.js";
+import { resolveHome } from "../home.js";
+import type { HomeLayout } from "../home.js";
+import { runCli } from "../router.js";
+import { recordingIo } from "../test-io.js";
+
+// The command-line side of the first node's adoption, where no server is
+// needed: what `up` and `node adopt` refuse, and that a refusal provisions
+// nothing (a new key file beside an adopted node's empty home would be a
+// disk key that opens nothing and misleads the next operator).
+let tmp: string;
+let home: HomeLayout;
+let nodeDir: string;
+let env: Record<string, string>;
+beforeEach(async () => {
+  tmp = await mkdtemp(join(tmpdir(), "unibus-adopt-cli-"));
+  nodeDir = join(tmp, "node");
+  env = { UNIBUS_HOME: join(tmp, "home"), UNIBUS_NODE_HOME: nodeDir, NATS_SERVER_BIN: "/work/none" };
+  home = resolveHome(env, tmp);
+  await mkdir(home.root, { recursive: true, mode: 0o700 });
+});
+afterEach(async () => {
+  await rm(tmp, { recursive: true, force: true });
+});
+
+async function cli(...argv: string[]): Promise<{ code: number; out: string }> {
+  const io = recordingIo({ env, cwd: tmp });
+  const code = await runCli(argv, io);
+  return { code, out: io.all() };
+}
+
+async function writeRecord(fields: Record<string, unknown>): Promise<string> {
+  const text = `${JSON.stringify({ version: 1, cluster_name: "prod", server_name: "n1", listen: "127.0.0.1:6222", routes: ["nats-route://127.0.0.1:6223", "nats-route://127.0.0.1:6224"], replicas: 3, promoted_at: "2026-12-05T00:00:00Z", ...fields })}\n`;
+  await writeFile(join(home.root, CLUSTER_FILE), text, { mode: 0o600 });
+  return text;
+}
+
+async function registered(nodeId: string): Promise<void> {
+  await mkdir(nodeDir, { recursive: true, mode: 0o700 });
+  await rm(join(nodeDir, "cluster.json"), { force: true });
+  await writeNodeClusterInfo(nodeDir, { nodeId, clusterName: "prod", clusterId: "c", historyKey: "h", agreementKey: "a" });
+}
+
+describe("unibus up and node adopt on an adopted home", () => {
+  it("up refuses a home whose node runs from a node home, naming it, and makes no key", async () => {
+    await writeRecord({ node_home: nodeDir, adopted_at: "2026-12-05T01:00:00Z" });
+    const { code, out } = await cli("up");
+    expect(code, out).toBe(1);
+    expect(out).toContain(`unibus node start --home ${nodeDir}`);
+    expect(await readdir(home.root)).not.toContain("secrets");
+  });
+
+  it("up refuses a half-adopted home and says to run the adoption again", async () => {
+    await writeRecord({ node_home: nodeDir });
+    const { code, out } = await cli("up");
+    expect(code, out).toBe(1);
+    expect(out).toMatch(/not finished: run it again/);
+    expect(await readdir(home.root)).not.toContain("secrets");
+  });
+
+  it("node adopt refuses an adopted home before provisioning anything", async () => {
+    await registered("n1");
+    const record = await writeRecord({ node_home: nodeDir, adopted_at: "2026-12-05T01:00:00Z" });
+    const { code, out } = await cli("node", "adopt");
+    expect(code, out).toBe(1);
+    expect(out).toMatch(/already runs from/);
+    expect(await readdir(home.root)).not.toContain("secrets");
+    expect(await readFile(join(home.root, CLUSTER_FILE), "utf8")).toBe(record);
+  });
+
+  it("node adopt refuses a node home registered under another name, and one never registered", async () => {
+    await writeRecord({});
+    expect((await cli("node", "adopt")).out).toMatch(/run unibus node register first/);
+    await registered("n9");
+    const { code, out } = await cli("node", "adopt");
+    expect(code, out).toBe(1);
+    expect(out).toMatch(/register the node with the id n1/);
+    expect(await readdir(home.root)).not.toContain("secrets");
+    await expect(readdir(join(nodeDir, "data"))).rejects.toMatchObject({ code: "ENOENT" });
+  });
+});
