@@ -10,9 +10,10 @@ import type { Logger } from "pino";
 import { CalloutEnv, DirectoryBucket } from "@unibus/contracts";
 import { CalloutReconnect } from "./reconnect.js";
 import { DenialCache } from "./denial-cache.js";
-import { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
+import { invalidateOnUserChanges } from "./directory.js";
 import { CalloutConfigError } from "./errors.js";
 import { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
+import { WatchedDirectory } from "./watched-directory.js";
 import { CalloutXkey } from "./xkey.js";
 
 // The environment the callout reads, once, here (the process hands it in:
@@ -123,10 +124,11 @@ export const authCalloutEntry: ServiceEntry = {
     try {
       const kvm = new Kvm(nc);
       const [users, roomsByMember] = await openDirectoryBuckets(kvm, log);
-      // Read the directory per login rather than from a watched cache: the
-      // membership service revokes (write, then kick), and a cache that has not
-      // yet seen the write would let the kicked client straight back in.
-      const directory = new KvPrincipalDirectory(users, roomsByMember);
+      // Kept in memory from watches, but every login waits for a fence read
+      // from the stream leaders: membership revokes with "write, then kick",
+      // and a copy that has not yet applied the write would let the kicked
+      // client straight back in.
+      const directory = await WatchedDirectory.start(users, roomsByMember, { logger: log });
       const denialCache = new DenialCache();
       const watch = invalidateOnUserChanges(users, denialCache, (err) =>
         log.warn({ op: "denial-cache", err: err instanceof Error ? err.message : String(err) }, "users watch interrupted; denial cache cleared"),
@@ -145,6 +147,7 @@ export const authCalloutEntry: ServiceEntry = {
         closed: nc.closed(),
         async stop() {
           watch.stop();
+          directory.stop();
           await service.stop();
           await nc.drain();
         },
