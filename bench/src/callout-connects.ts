@@ -4,8 +4,12 @@
  * and ÷ the floor, a do-nothing callout in the same layout that only signs
  * (what no callout can beat: the server's own side of the protocol).
  *
- *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--in-process] [--memory-directory]
+ *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--in-process] [--memory-directory] [--leader-reads]
  *
+ * The callout reads its directory as in production: the watched copy,
+ * fenced in batches by the stream leaders ({@link WatchedDirectory}).
+ * `--leader-reads` reads the two records from the leaders per login instead
+ * (the previous design), for comparison.
  * `--memory-directory` (child mode only) keeps each principal's first read:
  * it measures the directory's share of a login and is unsafe by design.
  * `BENCH_CALLOUT_PROF=<dir>` runs the callout child under `--cpu-prof`.
@@ -32,6 +36,7 @@ import {
   CalloutSubject,
   CalloutXkey,
   KvPrincipalDirectory,
+  WatchedDirectory,
   createAuthCalloutService,
   encodeAuthorizationResponse,
   encodeUserJwt,
@@ -55,6 +60,8 @@ export interface WorkerInput {
   floorPrincipal?: string;
   /** Answer every login after the first from memory: the directory's share of P1, not a production shape. */
   memoryDirectory?: boolean;
+  /** Two leader reads per login instead of the fenced watched copy. */
+  leaderReads?: boolean;
 }
 
 /** Options of {@link runCalloutConnects}. */
@@ -69,10 +76,12 @@ export interface CalloutConnectsOptions {
   inProcess?: boolean;
   /** Measure what the directory reads cost: the callout reads each principal once and keeps it (unsafe; bench only). Default false. */
   memoryDirectory?: boolean;
+  /** Two leader reads per login (the previous design) instead of the fenced watched copy. Default false. */
+  leaderReads?: boolean;
 }
 
 function parseArgs(argv: string[]): Required<CalloutConnectsOptions> {
-  const args: Required<CalloutConnectsOptions> = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, memoryDirectory: false };
+  const args: Required<CalloutConnectsOptions> = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, memoryDirectory: false, leaderReads: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--seconds") args.seconds = Number(argv[++i]);
@@ -80,6 +89,7 @@ function parseArgs(argv: string[]): Required<CalloutConnectsOptions> {
     else if (a === "--xkey") args.xkey = true;
     else if (a === "--in-process") args.inProcess = true;
     else if (a === "--memory-directory") args.memoryDirectory = true;
+    else if (a === "--leader-reads") args.leaderReads = true;
   }
   return args;
 }
@@ -118,7 +128,15 @@ async function runWorker(): Promise<void> {
   }
   const kvm = new Kvm(nc);
   const [users, rooms] = [await kvm.open("users", { allow_direct: false }), await kvm.open("rooms_by_member", { allow_direct: false })];
-  let directory: PrincipalDirectory = new KvPrincipalDirectory(users, rooms);
+  let directory: PrincipalDirectory;
+  if (input.leaderReads === true || input.memoryDirectory === true) {
+    directory = new KvPrincipalDirectory(users, rooms);
+  } else {
+    const watched = await WatchedDirectory.start(users, rooms, { logger: pino({ level: "warn" }, pino.destination(2)) });
+    directory = watched;
+    // Logins per fence, on stderr when the worker ends: how well the batching works.
+    process.on("exit", () => process.stderr.write(`callout directory: ${JSON.stringify(watched.stats)}\n`));
+  }
   if (input.memoryDirectory === true) {
     // Measurement only (the directory's share of a login): a first read is
     // kept forever, so a revoke would never be seen. Never a production shape.
@@ -265,7 +283,7 @@ async function startCalloutServer(issuer: SigningKey, calloutUser: SigningKey, c
  * the floor (a do-nothing callout in the same layout, {@link createFloorCallout}).
  */
 export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<BenchCase[]> {
-  const args: Required<CalloutConnectsOptions> = { inProcess: false, memoryDirectory: false, ...opts };
+  const args: Required<CalloutConnectsOptions> = { inProcess: false, memoryDirectory: false, leaderReads: false, ...opts };
   const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
   const calloutUser = SigningKey.generate();
   const client = SigningKey.generate();
@@ -297,7 +315,7 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
       const floorNc = await floor.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
       await createFloorCallout(floorNc, { issuer, ...(xkey !== undefined ? { xkey } : {}), principal: client.principal });
     } else {
-      children.push(await startCalloutWorker({ url: unibus.url, ...workerKeys, ...(args.memoryDirectory ? { memoryDirectory: true } : {}) }));
+      children.push(await startCalloutWorker({ url: unibus.url, ...workerKeys, ...(args.memoryDirectory ? { memoryDirectory: true } : {}), ...(args.leaderReads ? { leaderReads: true } : {}) }));
       children.push(await startCalloutWorker({ url: floor.url, ...workerKeys, floorPrincipal: client.principal }));
     }
 
@@ -306,7 +324,7 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
 
     // The name carries what changes the figure; the default setup (child
     // process, per-login directory reads) is left out to keep the column narrow.
-    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : "", args.memoryDirectory ? "memory directory, unsafe" : ""].filter((v) => v !== "").join(", ");
+    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : "", args.memoryDirectory ? "memory directory, unsafe" : "", args.leaderReads ? "leader reads" : ""].filter((v) => v !== "").join(", ");
     const label = `P1 callout connects${variant === "" ? "" : ` (${variant})`}`;
     const cases: BenchCase[] = [];
     for (const concurrency of [1, args.concurrency]) {

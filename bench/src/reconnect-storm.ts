@@ -10,7 +10,10 @@
  * callout runs in its own process with the callout service's reconnect
  * settings, so its own way back is part of the figure.
  *
- *   npx tsx bench/src/reconnect-storm.ts [--clients 1000] [--runs 1]
+ *   npx tsx bench/src/reconnect-storm.ts [--clients 1000] [--runs 1] [--leader-reads]
+ *
+ * `--leader-reads`: the callout reads the directory from the stream leaders
+ * per login (the previous design) instead of its fenced watched copy.
  *
  * `BENCH_DEBUG=1` prints each storm's time and the logins refused during it.
  */
@@ -35,6 +38,8 @@ export interface ReconnectStormOptions {
   clients: number;
   /** Storms per side (each side restarts its server this many times). */
   runs: number;
+  /** Two leader reads per login instead of the fenced watched copy. Default false. */
+  leaderReads?: boolean;
 }
 
 /** Connecting the storm's clients, this many at a time (the initial fill is not measured). */
@@ -164,7 +169,7 @@ export async function runReconnectStorm(opts: ReconnectStormOptions): Promise<Be
       await Promise.all([users.put(k.principal, JSON.stringify(r.user)), rooms.put(k.principal, JSON.stringify(r.rooms))]);
     }
     await admin.close();
-    child = await startCalloutWorker({ url: unibus.url, calloutSeed: calloutUser.nkeySeed(), issuerSeed: issuer.nkeySeed() });
+    child = await startCalloutWorker({ url: unibus.url, calloutSeed: calloutUser.nkeySeed(), issuerSeed: issuer.nkeySeed(), ...(opts.leaderReads === true ? { leaderReads: true } : {}) });
 
     const rawFleet = await connectFleet(raw.url, keys);
     fleets.push(rawFleet);
@@ -201,5 +206,5 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const clients = numberArg("--clients", 1_000);
   const runs = numberArg("--runs", 1);
   console.log(`P1s: ${clients} clients, server restarted ${runs}× per side; raw = plain nkey users, no callout; ratio = plain time ÷ callout time`);
-  for (const c of await runReconnectStorm({ clients, runs })) printCase(c);
+  for (const c of await runReconnectStorm({ clients, runs, leaderReads: process.argv.includes("--leader-reads") })) printCase(c);
 }

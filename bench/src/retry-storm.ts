@@ -12,6 +12,9 @@
  * from memory), in this process.
  *
  *   npx tsx bench/src/retry-storm.ts [--seconds 3] [--storm 200]
+ *
+ * `BENCH_LEADER_READS=1`: the callout reads the directory from the stream
+ * leaders per login (the previous design) instead of its fenced watched copy.
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -179,7 +182,7 @@ async function stormCase(args: Required<RetryStormOptions>): Promise<BenchCase> 
     });
     await users.put(legit.principal, userRecord(legit.principal, "active"));
     for (const k of revoked) await users.put(k.principal, userRecord(k.principal, "revoked"));
-    callout = await startCalloutWorker({ url: server.url, calloutSeed: calloutUser.nkeySeed(), issuerSeed: issuer.nkeySeed(), xkeySeed: xkey.seed() });
+    callout = await startCalloutWorker({ url: server.url, calloutSeed: calloutUser.nkeySeed(), issuerSeed: issuer.nkeySeed(), xkeySeed: xkey.seed(), ...(process.env["BENCH_LEADER_READS"] !== undefined ? { leaderReads: true } : {}) });
     storm = await startStorm({ url: server.url, seeds: revoked.map((k) => k.nkeySeed()) });
 
     await legitRate(server.url, legit, 0.5, 1); // warm-up

@@ -5,7 +5,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { WatchedKv } from "./watched-kv.js";
+import { WATCH_CATCH_UP_MS, WatchedKv } from "./watched-kv.js";
 
 let server: TestServer;
 let nc: NatsConnection;
@@ -46,6 +46,31 @@ describe("a watched KV cache", () => {
       watched.stop();
     }
     expect(await watched.caughtUp()).toBe(false);
+  });
+
+  it("caughtUpTo: vouches for a sequence the caller read from the leader only once it is applied, and times out to false", async () => {
+    const kv = await new Kvm(nc).create("watched_upto");
+    const applied: number[] = [];
+    const watched = await WatchedKv.watch(kv, {
+      logger: capture().logger,
+      op: "t.watch",
+      apply: (e) => void applied.push(e.revision),
+    });
+    try {
+      const rev = await kv.put("a", "1");
+      expect(await watched.caughtUpTo(rev)).toBe(true);
+      expect(watched.applied).toBeGreaterThanOrEqual(rev);
+      expect(applied).toContain(rev);
+      // A sequence the copy can never reach within the bound (nothing is written): false after the bound.
+      const started = Date.now();
+      expect(await watched.caughtUpTo(rev + 1)).toBe(false);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(WATCH_CATCH_UP_MS - 10);
+      expect(watched.healthy).toBe(true);
+    } finally {
+      watched.stop();
+    }
+    expect(watched.healthy).toBe(false);
+    expect(await watched.caughtUpTo(0)).toBe(false);
   });
 
   it("cannot vouch when the bucket cannot be asked for its last sequence: the caller reads the bucket", async () => {

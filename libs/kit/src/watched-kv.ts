@@ -116,6 +116,16 @@ export class WatchedKv {
     this.#healthy = false;
   }
 
+  /** The highest revision the copy has applied (0 right after a (re)start). */
+  get applied(): number {
+    return this.#seen;
+  }
+
+  /** False while no watcher feeds the copy (stopped, failed, or being replaced). */
+  get healthy(): boolean {
+    return this.#healthy;
+  }
+
   /** True once the copy reflects every write to the bucket made before this call; false: read the bucket. */
   async caughtUp(): Promise<boolean> {
     if (!this.#healthy) {
@@ -127,6 +137,24 @@ export class WatchedKv {
       last = (await this.#kv.status()).streamInfo.state.last_seq;
     } catch {
       return false;
+    }
+    return this.caughtUpTo(last);
+  }
+
+  /**
+   * True once the copy has applied revision `last`, read by the caller from
+   * the stream leader; false (read the bucket) when the watcher is stopped or
+   * stays behind for {@link WATCH_CATCH_UP_MS}. A watcher that stays behind
+   * without progress is replaced, as for {@link caughtUp}.
+   */
+  async caughtUpTo(last: number): Promise<boolean> {
+    if (!this.#healthy) {
+      this.#restartIfStalled();
+      return false;
+    }
+    if (this.#seen >= last) {
+      this.#stalledSince = undefined;
+      return true;
     }
     const seenBefore = this.#seen;
     const deadline = Date.now() + WATCH_CATCH_UP_MS;

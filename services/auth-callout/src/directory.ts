@@ -26,7 +26,7 @@ export interface PrincipalDirectory {
   lookup(principal: string): Promise<DirectoryEntry | null>;
 }
 
-function parse(entry: KvEntry | null, what: string): { value: unknown; revision: number } | null {
+export function parse(entry: KvEntry | null, what: string): { value: unknown; revision: number } | null {
   if (entry === null || entry.operation !== "PUT") return null;
   try {
     return { value: entry.json(), revision: entry.revision };
@@ -41,11 +41,11 @@ function parse(entry: KvEntry | null, what: string): { value: unknown; revision:
 const checkUser = recordCheck("membership", "stored.users.record");
 const checkRooms = recordCheck("membership", "stored.rooms_by_member.record");
 
-function isUserRecord(v: unknown, principal: string): v is UserRecord {
+export function isUserRecord(v: unknown, principal: string): v is UserRecord {
   return conforms(() => checkUser(v, principal).principal === principal);
 }
 
-function isRoomsRecord(v: unknown, principal: string): v is RoomsRecord {
+export function isRoomsRecord(v: unknown, principal: string): v is RoomsRecord {
   return conforms(() => checkRooms(v, principal).principal === principal);
 }
 

@@ -1,14 +1,16 @@
 import { open } from "node:fs/promises";
 import { jetstream } from "@nats-io/jetstream";
+import { pino } from "pino";
 import { SigningKey } from "@unibus/crypto";
 import { kitServiceEntry, openExistingBuckets } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
 import { CalloutEnv, DirectoryBucket } from "@unibus/contracts";
 import { CalloutReconnect } from "./reconnect.js";
 import { DenialCache } from "./denial-cache.js";
-import { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
+import { invalidateOnUserChanges } from "./directory.js";
 import { CalloutConfigError } from "./errors.js";
 import { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
+import { WatchedDirectory } from "./watched-directory.js";
 import { CalloutXkey } from "./xkey.js";
 
 // The environment the callout reads, once, here (the process hands it in:
@@ -81,10 +83,11 @@ export const authCalloutEntry: ServiceEntry = kitServiceEntry(
         ...(log === undefined ? {} : { logger: log }),
       });
       const users = buckets[DirectoryBucket.users];
-      // Read the directory per login rather than from a watched cache: the
-      // membership service revokes (write, then kick), and a cache that has not
-      // yet seen the write would let the kicked client straight back in.
-      const directory = new KvPrincipalDirectory(users, buckets[DirectoryBucket.roomsByMember]);
+      // Kept in memory from watches, but every login waits for a fence read
+      // from the stream leaders: membership revokes with "write, then kick",
+      // and a copy that has not yet applied the write would let the kicked
+      // client straight back in.
+      const directory = await WatchedDirectory.start(users, buckets[DirectoryBucket.roomsByMember], { logger: log ?? pino({ level: "silent" }) });
       const denialCache = new DenialCache();
       const watch = invalidateOnUserChanges(users, denialCache, (err) =>
         log?.warn({ op: "denial-cache", err: err instanceof Error ? err.message : String(err) }, "users watch interrupted; denial cache cleared"),
@@ -104,11 +107,13 @@ export const authCalloutEntry: ServiceEntry = kitServiceEntry(
           ...running,
           async stop() {
             watch.stop();
+            directory.stop();
             await running.stop();
           },
         };
       } catch (err) {
         watch.stop();
+        directory.stop();
         throw err;
       }
     };

@@ -11,6 +11,8 @@ export { DenialCache, DenialCacheDefaults } from "./denial-cache.js";
 export type { CachedDenial, DenialCacheOptions } from "./denial-cache.js";
 export { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
 export type { DirectoryEntry, PrincipalDirectory, UserChangeWatch } from "./directory.js";
+export { FENCE_TIMEOUT_MS, WatchedDirectory } from "./watched-directory.js";
+export type { WatchedDirectoryOptions, WatchedDirectoryStats } from "./watched-directory.js";
 export { CalloutMetric, calloutMetrics } from "./metrics.js";
 export { CalloutConfigError, DirectoryError, EncryptionMismatchError, InvalidRequestError } from "./errors.js";
 export { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";

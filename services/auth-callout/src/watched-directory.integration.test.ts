@@ -1,0 +1,235 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import type { KV, KvEntry, KvWatchOptions } from "@nats-io/kv";
+import { pino } from "pino";
+import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import { calloutServerConfig, servicePermissions } from "@unibus/kit";
+import { eventually, startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import { DenialCache } from "./denial-cache.js";
+import { invalidateOnUserChanges } from "./directory.js";
+import type { DirectoryEntry } from "./directory.js";
+import { DirectoryError } from "./errors.js";
+import type { RoomsRecord, UserRecord } from "./permissions.js";
+import { createAuthCalloutService } from "./service.js";
+import { WatchedDirectory } from "./watched-directory.js";
+
+const logger = pino({ level: "silent" });
+const ADDED_BY = SigningKey.generate().principal;
+
+function userRecord(key: SigningKey, status: "active" | "revoked"): UserRecord {
+  return {
+    principal: key.principal,
+    handle: "h",
+    role: "member",
+    status,
+    addedAt: new Date(0).toISOString(),
+    addedBy: ADDED_BY,
+    ...(status === "revoked" ? { revokedAt: new Date().toISOString(), revokedBy: ADDED_BY } : {}),
+  };
+}
+
+function roomsRecord(key: SigningKey, rooms: RoomsRecord["rooms"]): RoomsRecord {
+  return { principal: key.principal, rooms };
+}
+
+/**
+ * A bucket whose watch can be held back (a stalled watcher) or delivers
+ * each entry `lagMs` late (an ordered consumer on a replica that lags the
+ * leader, as seen in clusters), and whose leader reads can be made to fail,
+ * over the real bucket.
+ */
+function controllable(kv: KV, lagMs = 0): { kv: KV; stall(): void; release(): void; failReads(on: boolean): void } {
+  let held: Promise<void> | undefined;
+  let release: () => void = () => undefined;
+  let failing = false;
+  const proxy = {
+    get: (key: string) => (failing ? Promise.reject(new Error("leader read failed")) : kv.get(key)),
+    status: () => kv.status(),
+    async watch(opts?: KvWatchOptions) {
+      const iter = await kv.watch(opts);
+      return {
+        stop: () => iter.stop(),
+        async *[Symbol.asyncIterator](): AsyncGenerator<KvEntry> {
+          for await (const e of iter) {
+            if (lagMs > 0) await sleep(lagMs);
+            while (held !== undefined) await held;
+            yield e;
+          }
+        },
+      };
+    },
+  } as unknown as KV;
+  return {
+    kv: proxy,
+    stall() {
+      held ??= new Promise((r) => (release = r));
+    },
+    release() {
+      held = undefined;
+      release();
+    },
+    failReads(on) {
+      failing = on;
+    },
+  };
+}
+
+describe("the watched directory on nats-server: an acknowledged write is never followed by an admission with the old rights", () => {
+  const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
+  const calloutUser = SigningKey.generate();
+  const membershipUser = SigningKey.generate();
+  const alice = SigningKey.generate();
+  let server: TestServer;
+  let admin: NatsConnection;
+  let calloutNc: NatsConnection;
+  let users: KV;
+  let rooms: KV;
+  let calloutUsers: KV;
+  let calloutRooms: KV;
+
+  beforeAll(async () => {
+    server = await startTestServer({
+      config: calloutServerConfig({
+        issuerAccountPublic: issuer.principal,
+        calloutUserPublic: calloutUser.principal,
+        serviceUsers: [{ service: "membership", nkey: membershipUser.principal, permissions: servicePermissions({ service: "membership", kvBuckets: ["users", "rooms_by_member"] }) }],
+      }),
+    });
+    admin = await server.connect({ authenticator: nkeyAuthenticator(membershipUser) });
+    const kvm = new Kvm(admin);
+    users = await kvm.create("users", { allow_direct: false });
+    rooms = await kvm.create("rooms_by_member", { allow_direct: false });
+    await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
+    await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r1: "owner", r2: "member" })));
+    calloutNc = await server.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
+    const ckvm = new Kvm(calloutNc);
+    calloutUsers = await ckvm.open("users", { allow_direct: false });
+    calloutRooms = await ckvm.open("rooms_by_member", { allow_direct: false });
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  // The watches deliver each entry late, as a lagging replica would: on one
+  // server the watch is otherwise applied before the writer sees its ack,
+  // and an unfenced copy would pass these tests by luck.
+  // Logins take longer than lookups to reach the directory (connect, callout
+  // request), so the login storm's watches lag more; both stay under the
+  // kit's catch-up bound, so the fenced copy keeps answering.
+  const LAG_MS = 100;
+  const LOGIN_LAG_MS = 300;
+
+  it("a revoke under a concurrent login storm: no login started after the revoke's ack is admitted", async () => {
+    const directory = await WatchedDirectory.start(controllable(calloutUsers, LOGIN_LAG_MS).kv, controllable(calloutRooms, LOGIN_LAG_MS).kv, { logger });
+    const denialCache = new DenialCache();
+    const watch = invalidateOnUserChanges(calloutUsers, denialCache);
+    const service = await createAuthCalloutService(calloutNc, { issuer, directory, denialCache, logger });
+    const attempts: Array<{ started: number; admitted: boolean }> = [];
+    let storming = true;
+    const worker = async (): Promise<void> => {
+      while (storming) {
+        const started = performance.now();
+        const attempt = { started, admitted: false };
+        attempts.push(attempt);
+        try {
+          const nc = await server.connect({ authenticator: nkeyAuthenticator(alice), inboxPrefix: `_INBOX.${alice.principal}`, reconnect: false, timeout: 5_000 });
+          attempt.admitted = true;
+          await nc.close();
+        } catch {
+          // Refused: what a revoked principal gets.
+        }
+      }
+    };
+    const storm = Promise.all(Array.from({ length: 16 }, worker));
+    try {
+      for (let round = 0; round < 3; round++) {
+        await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
+        const activeAt = performance.now();
+        await eventually(() => attempts.filter((a) => a.started > activeAt && a.admitted).length, (n) => n >= 20, { timeoutMs: 15_000, what: "logins admitted while active" });
+        await users.put(alice.principal, JSON.stringify(userRecord(alice, "revoked")));
+        const ackAt = performance.now();
+        // The storm goes on past the ack: wait until 40 logins started after it have been decided.
+        await eventually(() => attempts.filter((a) => a.started > ackAt).length, (n) => n >= 40, { timeoutMs: 15_000, what: "logins after the revoke" });
+        const readmitted = attempts.filter((a) => a.started > ackAt && a.admitted);
+        expect(readmitted).toEqual([]);
+      }
+    } finally {
+      storming = false;
+      await storm;
+      await service.stop();
+      watch.stop();
+      directory.stop();
+    }
+    // The storm went through the fenced copy, many logins per fence.
+    expect(directory.stats.fromMemory).toBeGreaterThan(0);
+    expect(directory.stats.fences).toBeLessThan(directory.stats.fromMemory + directory.stats.fallbacks);
+  }, 90_000);
+
+  it("a room removal under a concurrent lookup storm: no lookup started after the removal's ack grants the room", async () => {
+    const directory = await WatchedDirectory.start(controllable(calloutUsers, LAG_MS).kv, controllable(calloutRooms, LAG_MS).kv, { logger });
+    await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
+    const lookups: Array<{ started: number; entry?: DirectoryEntry | null }> = [];
+    let storming = true;
+    const worker = async (): Promise<void> => {
+      while (storming) {
+        const l: { started: number; entry?: DirectoryEntry | null } = { started: performance.now() };
+        lookups.push(l);
+        l.entry = await directory.lookup(alice.principal);
+      }
+    };
+    const storm = Promise.all(Array.from({ length: 32 }, worker));
+    try {
+      for (let round = 0; round < 5; round++) {
+        await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r1: "owner", r2: "member" })));
+        const grantedAt = performance.now();
+        await eventually(() => lookups.filter((l) => l.started > grantedAt && l.entry?.rooms?.rooms["r1"] !== undefined).length, (n) => n >= 32, { what: "lookups granting r1" });
+        await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r2: "member" })));
+        const ackAt = performance.now();
+        await eventually(() => lookups.filter((l) => l.started > ackAt && l.entry !== undefined).length, (n) => n >= 200, { what: "lookups after the removal" });
+        const stale = lookups.filter((l) => l.started > ackAt && l.entry !== undefined && l.entry?.rooms?.rooms["r1"] !== undefined);
+        expect(stale).toEqual([]);
+      }
+    } finally {
+      storming = false;
+      await storm;
+      directory.stop();
+    }
+    expect(directory.stats.fromMemory).toBeGreaterThan(0);
+  }, 60_000);
+
+  it("a stalled watch: the revoke its copy has not applied is read from the leader, never answered from the copy", async () => {
+    const u = controllable(calloutUsers);
+    const directory = await WatchedDirectory.start(u.kv, calloutRooms, { logger, stallMs: 60_000 });
+    try {
+      await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
+      await eventually(() => directory.lookup(alice.principal), (e) => e?.user.status === "active", { what: "alice active in the copy" });
+      const before = { ...directory.stats };
+      u.stall();
+      await users.put(alice.principal, JSON.stringify(userRecord(alice, "revoked")));
+      const entry = await directory.lookup(alice.principal);
+      expect(entry?.user.status).toBe("revoked");
+      expect(directory.stats.fallbacks).toBe(before.fallbacks + 1);
+      expect(directory.stats.fromMemory).toBe(before.fromMemory);
+
+      // Stalled and the leader read failing too: refused, not answered from the copy.
+      u.failReads(true);
+      expect(await directory.lookup(alice.principal).then(() => undefined, (e: unknown) => e)).toBeInstanceOf(DirectoryError);
+      u.failReads(false);
+
+      // Released, the copy catches up and answers again.
+      u.release();
+      await eventually(
+        async () => ({ entry: await directory.lookup(alice.principal), fromMemory: directory.stats.fromMemory }),
+        (r) => r.entry?.user.status === "revoked" && r.fromMemory > before.fromMemory,
+        { what: "the copy answering the revoke" },
+      );
+    } finally {
+      u.release();
+      directory.stop();
+    }
+  }, 30_000);
+});

@@ -1,0 +1,101 @@
+import { describe, expect, it } from "vitest";
+import type { KV } from "@nats-io/kv";
+import { pino } from "pino";
+import { createIdentity } from "@unibus/crypto";
+import { LeaderOutOfContactError } from "@unibus/kit";
+import { DirectoryError } from "./errors.js";
+import { FENCE_TIMEOUT_MS, WatchedDirectory } from "./watched-directory.js";
+
+const logger = pino({ level: "silent" });
+const alice = createIdentity().principal;
+const user = { principal: alice, handle: "alice", role: "member", status: "active", addedAt: new Date(0).toISOString(), addedBy: alice };
+
+/**
+ * A bucket holding one record for alice at revision 1, replayed by its watch,
+ * whose stream info comes from `status` (the leader's view of its peers).
+ */
+function bucket(record: unknown, status: () => Promise<unknown>): KV {
+  const entry = { key: alice, operation: "PUT", revision: 1, json: () => record };
+  return {
+    async get() {
+      return entry;
+    },
+    status,
+    async watch() {
+      let stop: () => void = () => undefined;
+      const ended = new Promise<void>((r) => (stop = r));
+      return {
+        stop,
+        async *[Symbol.asyncIterator]() {
+          yield entry;
+          await ended;
+        },
+      };
+    },
+  } as unknown as KV;
+}
+
+const leaderHeardPeersAgo = (silentMs: number) => async () => ({
+  streamInfo: { config: { name: "KV_x" }, state: { last_seq: 1 }, cluster: { leader: "n1", replicas: [1, 2].map(() => ({ current: true, active: silentMs * 1e6 })) } },
+});
+
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+}
+
+describe("WatchedDirectory fences", () => {
+  it("answers from memory once leaders in contact with their quorum vouch for the copy", async () => {
+    const dir = await WatchedDirectory.start(bucket(user, leaderHeardPeersAgo(800)), bucket({ principal: alice, rooms: { r1: "owner" } }, leaderHeardPeersAgo(800)), { logger });
+    try {
+      const entries = await Promise.all([dir.lookup(alice), dir.lookup(alice), dir.lookup(alice)]);
+      for (const e of entries) expect(e).toMatchObject({ user: { principal: alice }, rooms: { rooms: { r1: "owner" } }, revision: "1:1" });
+      // Three logins arriving together share one fence.
+      expect(dir.stats).toMatchObject({ fences: 1, fromMemory: 3, fallbacks: 0, refused: 0 });
+    } finally {
+      dir.stop();
+    }
+  });
+
+  it("refuses (directory unavailable) a batch whose users or rooms leader has lost contact with its peers, though its copy is current", async () => {
+    for (const [u, r] of [
+      [5_000, 800],
+      [800, 5_000],
+    ] as const) {
+      const dir = await WatchedDirectory.start(bucket(user, leaderHeardPeersAgo(u)), bucket(null, leaderHeardPeersAgo(r)), { logger });
+      try {
+        const err = await rejection(dir.lookup(alice));
+        expect(err).toBeInstanceOf(DirectoryError);
+        expect((err as DirectoryError).cause).toBeInstanceOf(LeaderOutOfContactError);
+        expect(dir.stats.fromMemory).toBe(0);
+      } finally {
+        dir.stop();
+      }
+    }
+  });
+
+  it("refuses a batch whose fence is not answered in time, rather than answering from the copy", async () => {
+    const never = () => new Promise<never>(() => undefined);
+    const dir = await WatchedDirectory.start(bucket(user, never), bucket(null, leaderHeardPeersAgo(800)), { logger });
+    try {
+      const started = Date.now();
+      const err = await rejection(dir.lookup(alice));
+      expect(err).toBeInstanceOf(DirectoryError);
+      expect(Date.now() - started).toBeGreaterThanOrEqual(FENCE_TIMEOUT_MS - 50);
+      expect(dir.stats).toMatchObject({ fromMemory: 0, refused: 1 });
+    } finally {
+      dir.stop();
+    }
+  });
+
+  it("refuses a principal whose stored record is damaged", async () => {
+    const dir = await WatchedDirectory.start(bucket({ ...user, principal: createIdentity().principal }, leaderHeardPeersAgo(800)), bucket(null, leaderHeardPeersAgo(800)), { logger });
+    try {
+      expect(await rejection(dir.lookup(alice))).toBeInstanceOf(DirectoryError);
+    } finally {
+      dir.stop();
+    }
+  });
+});
