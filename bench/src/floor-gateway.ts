@@ -35,7 +35,11 @@ async function main(): Promise<void> {
   const challenge = randomBytes(FloorSize.challenge);
   const session = randomBytes(FloorSize.session);
   const reply = { ok: new Uint8Array([0]), bad: new Uint8Array([1]) } as const;
-  nc.subscribe(FloorSubject.hello, { callback: (_err, msg) => msg.respond(challenge) });
+  nc.subscribe(FloorSubject.hello, {
+    callback: (_err, msg) => {
+      msg.respond(challenge);
+    },
+  });
   nc.subscribe(FloorSubject.finish, {
     callback: (_err, msg) => {
       // finish = identity (32) ‖ signature (64) ‖ transcript
