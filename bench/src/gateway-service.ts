@@ -14,7 +14,8 @@ import { createReplicaGatewayService, loadGatewayConfig } from "@unibus/replica-
 export const GATEWAY_CPU_SUBJECT = "bench.p6.gateway.cpu";
 
 async function main(): Promise<void> {
-  const nc = await connect({ servers: process.env.UNIBUS_URL ?? "", name: "bench-gateway" });
+  // UNIBUS_BENCH_NO_ASYNC_TRACES=1: the bench compares nats.js's noAsyncTraces on and off.
+  const nc = await connect({ servers: process.env.UNIBUS_URL ?? "", name: "bench-gateway", noAsyncTraces: process.env.UNIBUS_BENCH_NO_ASYNC_TRACES === "1" });
   nc.subscribe(GATEWAY_CPU_SUBJECT, {
     callback: (_err, msg) => {
       const u = process.cpuUsage();

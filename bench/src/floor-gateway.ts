@@ -1,0 +1,64 @@
+/**
+ * The floor of P6 (bench/src/replica-handshake.ts): a gateway that does only
+ * what the replica handshake cannot avoid, in the same process layout and on
+ * the same connection setup as bench/src/gateway-service.ts. A hello gets a
+ * fixed challenge of the real one's size; a finish gets one Ed25519 verify of
+ * the dialer's signature over a transcript of the real size and one
+ * acknowledged create-only put on a fresh key in an R1 file bucket (the
+ * single-use check must be durable before the Ok), then the reply. No MACs,
+ * no JSON, no schema checks: the real gateway cannot beat this.
+ *
+ *   tsx bench/src/floor-gateway.ts   (server URL in UNIBUS_URL)
+ */
+import { fileURLToPath } from "node:url";
+import { connect } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import { randomBytes, toHex, verifyReplicaTranscript } from "@unibus/crypto";
+
+export const FloorSubject = { hello: "bench.p6.floor.hello", finish: "bench.p6.floor.finish" } as const;
+
+/** Sizes of the real messages, so the floor moves the same bytes. */
+export const FloorSize = {
+  /** A JSON ReplicaHello: version, cluster id, replica id, key id and nonce_d in hex. */
+  hello: 250,
+  /** A JSON ReplicaChallenge: status, acceptor id, nonce_a and mac_a in hex. */
+  challenge: 180,
+  /** A JSON session record as the real gateway stores it. */
+  session: 200,
+} as const;
+
+const FLOOR_BUCKET = "bench_p6_floor_sessions";
+
+async function main(): Promise<void> {
+  const nc = await connect({ servers: process.env.UNIBUS_URL ?? "", name: "bench-floor-gateway", noAsyncTraces: process.env.UNIBUS_BENCH_NO_ASYNC_TRACES === "1" });
+  const kv = await new Kvm(nc).create(FLOOR_BUCKET, { replicas: 1, storage: "file", history: 1, ttl: 600_000 });
+  const challenge = randomBytes(FloorSize.challenge);
+  const session = randomBytes(FloorSize.session);
+  const reply = { ok: new Uint8Array([0]), bad: new Uint8Array([1]) } as const;
+  nc.subscribe(FloorSubject.hello, {
+    callback: (_err, msg) => {
+      msg.respond(challenge);
+    },
+  });
+  nc.subscribe(FloorSubject.finish, {
+    callback: (_err, msg) => {
+      // finish = identity (32) ‖ signature (64) ‖ transcript
+      const d = msg.data;
+      if (d.length < 96 || !verifyReplicaTranscript(d.subarray(0, 32), d.subarray(96), d.subarray(32, 96))) {
+        msg.respond(reply.bad);
+        return;
+      }
+      kv.create(toHex(randomBytes(16)), session).then(
+        () => msg.respond(reply.ok),
+        () => msg.respond(reply.bad),
+      );
+    },
+  });
+  await nc.flush();
+  process.stdout.write("ready\n");
+  process.once("SIGTERM", () => {
+    void nc.close().finally(() => process.exit(0));
+  });
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) await main();
