@@ -10,7 +10,7 @@
  * the SDK run in this one.
  * MB/s counts plaintext bytes on both sides. Goal: ≥ 0.5 each way.
  *
- *   npx tsx bench/src/blobs.ts [--mib 64] [--rounds 2]
+ *   npx tsx bench/src/blobs.ts [--mib 64] [--rounds 2] [--in-flight N]
  */
 import { spawn } from "node:child_process";
 import { once } from "node:events";
@@ -33,6 +33,8 @@ export interface BlobsBenchOptions {
   mib?: number;
   /** Interleaved rounds (each: one SDK put+get, one raw put+get); the median-free mean is reported. Default 2. */
   rounds?: number;
+  /** The SDK's chunk requests in flight; default the SDK's own (about 4 MiB). */
+  inFlight?: number;
 }
 
 /** P9: SDK blob put/get MB/s ÷ raw Object Store put/get MB/s. */
@@ -62,10 +64,10 @@ export async function runBlobs(opts: BlobsBenchOptions = {}): Promise<BenchCase[
       // Fresh bytes each round: a repeated upload would be answered as already stored.
       const data = randomBytes(bytes);
       let t0 = performance.now();
-      const stored = await putBlob(client, ROOM, data);
+      const stored = await putBlob(client, ROOM, data, opts.inFlight === undefined ? {} : { inFlight: opts.inFlight });
       put.unibus += mb / ((performance.now() - t0) / 1000);
       t0 = performance.now();
-      const back = await getBlob(client, ROOM, stored.blobId, stored.key);
+      const back = await getBlob(client, ROOM, stored.blobId, stored.key, opts.inFlight === undefined ? {} : { inFlight: opts.inFlight });
       get.unibus += mb / ((performance.now() - t0) / 1000);
       if (back.byteLength !== bytes) throw new Error("bench blob came back with the wrong size");
 
@@ -111,5 +113,5 @@ export async function runBlobs(opts: BlobsBenchOptions = {}): Promise<BenchCase[
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  for (const c of await runBlobs({ mib: numberArg("--mib", 64), rounds: numberArg("--rounds", 2) })) printCase(c);
+  for (const c of await runBlobs({ mib: numberArg("--mib", 64), rounds: numberArg("--rounds", 2), ...(process.argv.includes("--in-flight") ? { inFlight: numberArg("--in-flight", 4) } : {}) })) printCase(c);
 }

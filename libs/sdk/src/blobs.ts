@@ -4,13 +4,44 @@ import { ErrorCode, ErrorReason, ServiceErrorCodeHeader, Subjects, UnibusError, 
 import type { UnibusClient } from "./client.js";
 import { BlobFormat, BlobIntegrityError, decodeBlobKey, decryptBlobChunks, encodeBlobKey, encryptBlobChunks, generateBlobKey } from "./blobs-format.js";
 
-/** Chunk requests a transfer keeps in flight by default (8 × 64 KiB per transfer on each side at most). */
-const BLOB_WINDOW = 8;
+/** Ciphertext bytes a transfer keeps in flight by default: about 4 MiB, so either side buffers that much per transfer at most. */
+const BLOB_WINDOW_BYTES = 4 * 1024 * 1024;
 
-function windowOf(inFlight: number | undefined): number {
-  if (inFlight === undefined) return BLOB_WINDOW;
+/** Chunk requests in flight: the caller's choice, else as many as fit the byte window (2–8; 4 with the service's ~1 MB chunks). */
+function windowOf(inFlight: number | undefined, chunkBytes = BlobFormat.cipherChunkBytes): number {
+  if (inFlight === undefined) return Math.max(2, Math.min(8, Math.floor(BLOB_WINDOW_BYTES / chunkBytes)));
   if (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 64) throw new UnibusError(ErrorCode.BadRequest, ErrorReason.SchemaViolation, "inFlight must be an integer from 1 to 64");
   return inFlight;
+}
+
+/**
+ * Joins sealed chunks into wire chunks of at most `chunkBytes` (whole sealed
+ * chunks only, so the service's and a downloader's chunk boundaries stay
+ * aligned). One request per ~1 MB instead of per 64 KiB: a fifteenth of the
+ * signatures, verifications and round trips.
+ */
+async function* wireChunks(sealed: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, chunkBytes: number): AsyncGenerator<Uint8Array> {
+  let parts: Uint8Array[] = [];
+  let have = 0;
+  const flush = (): Uint8Array => {
+    const out = parts.length === 1 ? parts[0]! : new Uint8Array(have);
+    if (parts.length > 1) {
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.byteLength;
+      }
+    }
+    parts = [];
+    have = 0;
+    return out;
+  };
+  for await (const chunk of sealed) {
+    if (have > 0 && have + chunk.byteLength > chunkBytes) yield flush();
+    parts.push(chunk);
+    have += chunk.byteLength;
+  }
+  if (have > 0) yield flush();
 }
 
 /** Progress of a blob transfer, in ciphertext bytes. */
@@ -29,7 +60,7 @@ export interface PutBlobOptions {
   onProgress?: BlobProgress;
   /** Per-request timeout in ms; defaults to the client's. */
   timeoutMs?: number;
-  /** Chunks sent before waiting for the oldest reply, 1–64; default 8. */
+  /** Chunk requests sent before waiting for the oldest reply, 1–64; default: about 4 MiB of chunks (4 of the service's ~1 MB chunks). */
   inFlight?: number;
 }
 
@@ -37,7 +68,7 @@ export interface PutBlobOptions {
 export interface GetBlobOptions {
   /** Called after each chunk received. */
   onProgress?: BlobProgress;
-  /** Chunks requested ahead of the one being read, 1–64; default 8. */
+  /** Chunks requested ahead of the one being read, 1–64; default: about 4 MiB of chunks (4 of the service's ~1 MB chunks). */
   inFlight?: number;
   /** Per-request timeout in ms; defaults to the client's. */
   timeoutMs?: number;
@@ -83,7 +114,7 @@ async function binaryRequest<T>(client: UnibusClient, subject: string, body: unk
  * @throws UnibusError 403 for a non-member, 413 over the service limit.
  */
 export async function putBlob(client: UnibusClient, roomId: string, input: BlobInput, opts: PutBlobOptions = {}): Promise<PutBlobResult> {
-  const depth = windowOf(opts.inFlight);
+  windowOf(opts.inFlight);
   const key = generateBlobKey();
   try {
     const source = sourceOf(input);
@@ -104,9 +135,11 @@ export async function putBlob(client: UnibusClient, roomId: string, input: BlobI
     const begin = await client.request<BlobsPutBeginReply>(Subjects.blobs.putBegin, { roomId, blobId, size }, opts);
     if (begin.chunkBytes < BlobFormat.cipherChunkBytes) throw new UnibusError(ErrorCode.Internal, ErrorReason.MalformedReply, "service chunk size is smaller than the blob format's");
     const chunkSubject = `${Subjects.blobs.putChunk}.${begin.replica}`;
+    const wireBytes = Math.floor(begin.chunkBytes / BlobFormat.cipherChunkBytes) * BlobFormat.cipherChunkBytes;
+    const depth = windowOf(opts.inFlight, wireBytes);
     // Pass 2: the same key and derived nonces give the same ciphertext; a
     // source that changed in between fails the service's hash check.
-    const sealed = hold ? held : encryptBlobChunks(key, source.open());
+    const sealed = wireChunks(hold ? held : encryptBlobChunks(key, source.open()), wireBytes);
     let index = 0;
     let sent = 0;
     // Up to `depth` chunks in flight: the service takes them in arrival
@@ -138,7 +171,7 @@ export async function putBlob(client: UnibusClient, roomId: string, input: BlobI
 
 async function* sealedChunks(client: UnibusClient, roomId: string, blobId: string, begin: BlobsGetBeginReply, opts: GetBlobOptions): AsyncGenerator<Uint8Array> {
   const subject = `${Subjects.blobs.getChunk}.${begin.replica}`;
-  const depth = windowOf(opts.inFlight);
+  const depth = windowOf(opts.inFlight, begin.chunkBytes);
   // Never ask past the last chunk the declared size allows: the service
   // closes the download after the final one.
   const chunks = Math.max(1, Math.ceil(begin.size / begin.chunkBytes));

@@ -11,7 +11,7 @@ import { Objm } from "@nats-io/obj";
 import type { ObjectStore } from "@nats-io/obj";
 import { pino } from "pino";
 import { ErrorCode, ErrorReason, Subjects, UnibusError, decodeBinaryFrame, decodeReply, encodeBinaryFrame } from "@unibus/contracts";
-import type { BlobsPutBeginReply } from "@unibus/contracts";
+import type { BlobsGetBeginReply, BlobsPutBeginReply } from "@unibus/contracts";
 import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
 import type { RunningService } from "@unibus/kit";
 import { BlobIntegrityError, connect, getBlob, putBlob } from "@unibus/sdk";
@@ -19,10 +19,12 @@ import type { UnibusClient } from "@unibus/sdk";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import packageJson from "../package.json" with { type: "json" };
-import { BLOB_CHUNK_BYTES, blobObjectName } from "./limits.js";
+import { BLOB_CHUNK_BYTES, blobObjectName, wireChunkBytes } from "./limits.js";
 import { createBlobsService } from "./service.js";
 
-const LIMIT = 256 * 1024;
+const LIMIT = 4 * 1024 * 1024;
+/** Plaintext bytes of one wire chunk on this test server (1 MiB max_payload): 15 sealed chunks. */
+const WIRE_PLAIN = 15 * 64 * 1024;
 const ROOM = "roomalpha1";
 const OTHER_ROOM = "roombravo22";
 const MARKER = "PLAINTEXT-MARKER-7f3c9e1d-unibus-blob";
@@ -124,13 +126,14 @@ it("registers as the blobs micro service, visible in $SRV.INFO with its package 
 
 describe("round trip", () => {
   it("a member uploads a multi-chunk blob and reads it back byte for byte; the id is the SHA-256 of what is stored", async () => {
-    const data = plaintext(200 * 1024);
+    // One full wire chunk (15 sealed chunks) and a second of 4.
+    const data = plaintext(WIRE_PLAIN + 200 * 1024);
     const progress: number[] = [];
     const put = await putBlob(aliceClient, ROOM, data, { onProgress: (done) => progress.push(done) });
-    expect(put).toMatchObject({ created: true, size: data.byteLength + 4 * 16 });
+    expect(put).toMatchObject({ created: true, size: data.byteLength + 19 * 16 });
     expect(put.blobId).toMatch(/^[0-9a-f]{64}$/);
     expect(progress.at(-1)).toBe(put.size);
-    expect(progress.length).toBe(4);
+    expect(progress).toEqual([15 * BLOB_CHUNK_BYTES, put.size]);
     const stored = await store.getBlob(blobObjectName(ROOM, put.blobId));
     expect(stored).not.toBeNull();
     expect(createHash("sha256").update(stored ?? new Uint8Array()).digest("hex")).toBe(put.blobId);
@@ -147,7 +150,7 @@ describe("round trip", () => {
   });
 
   it("pipelined transfers stay in order: a blob of more chunks than the window round-trips at every depth", async () => {
-    const data = randomBytes(3 * 64 * 1024 + 777);
+    const data = randomBytes(3 * WIRE_PLAIN + 777);
     for (const inFlight of [1, 2, 3, 64]) {
       const progress: number[] = [];
       const put = await putBlob(aliceClient, ROOM, data.slice(), { inFlight, onProgress: (done) => progress.push(done) });
@@ -260,6 +263,30 @@ describe("limits", () => {
     expect(await chunkMessages()).toBeLessThanOrEqual(chunkBefore);
   });
 
+  it("a wire chunk is 15 sealed chunks under a 1 MiB max_payload; one byte more is 413 and cancels the upload", async () => {
+    const wire = 15 * BLOB_CHUNK_BYTES;
+    expect(wireChunkBytes(1024 * 1024)).toBe(wire);
+    // A smaller server limit shrinks the chunk to what fits, never below one sealed chunk.
+    expect(wireChunkBytes(512 * 1024)).toBe(7 * BLOB_CHUNK_BYTES);
+    expect(wireChunkBytes(64 * 1024)).toBe(BLOB_CHUNK_BYTES);
+    const got = decodeReply<BlobsGetBeginReply>((await raw(Subjects.blobs.getBegin, json({ roomId: ROOM, blobId: (await putBlob(aliceClient, ROOM, plaintext(10))).blobId }))).msg);
+    expect(got.chunkBytes).toBe(wire);
+    const blobId = "9a".repeat(32);
+    const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId, size: 3 * wire }))).msg);
+    expect(begin.chunkBytes).toBe(wire);
+    const subject = `${Subjects.blobs.putChunk}.${begin.replica}`;
+    const chunkBefore = await chunkMessages();
+    const full = await raw(subject, encodeBinaryFrame({ uploadId: begin.uploadId, index: 0 }, new Uint8Array(wire)));
+    expect(frameReply(full.msg)).toEqual({ received: wire });
+    // Within the frame limit (which leaves room for the JSON part) but over chunkBytes.
+    const over = await raw(subject, encodeBinaryFrame({ uploadId: begin.uploadId, index: 1 }, new Uint8Array(wire + 1)));
+    expect(rawError(over.msg)).toMatchObject({ code: ErrorCode.PayloadTooLarge, reason: ErrorReason.PayloadTooLarge, details: { limit: wire } });
+    const end = await raw(`${Subjects.blobs.putEnd}.${begin.replica}`, json({ uploadId: begin.uploadId }));
+    expect(rawError(end.msg)).toMatchObject({ code: ErrorCode.NotFound, reason: "upload_unknown" });
+    expect(await store.info(blobObjectName(ROOM, blobId))).toBeNull();
+    expect(await chunkMessages()).toBeLessThanOrEqual(chunkBefore);
+  });
+
   it("an upload abandoned mid-way is aborted after the idle time: no object, chunks purged", async () => {
     const blobId = "cd".repeat(32);
     const begin = decodeReply<BlobsPutBeginReply>((await raw(Subjects.blobs.putBegin, json({ roomId: ROOM, blobId, size: BLOB_CHUNK_BYTES + 100 }))).msg);
@@ -321,7 +348,7 @@ describe("bad input", () => {
       expect(rawError((await raw(s.subject, malformed)).msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: ErrorReason.MalformedJson });
       expect(rawError((await raw(s.subject, body(s.binary, { ...(s.valid as object), extra: 1 }))).msg)).toMatchObject({ code: ErrorCode.BadRequest, reason: ErrorReason.SchemaViolation });
       expect(rawError((await raw(s.subject, body(s.binary, { ...(s.valid as object), index: -1, size: 1, roomId: "UPPER" }))).msg)).toMatchObject({ code: ErrorCode.BadRequest });
-      const big = s.binary ? encodeBinaryFrame(s.valid, new Uint8Array(BLOB_CHUNK_BYTES + 2048)) : json({ ...(s.valid as object), pad: "x".repeat(70 * 1024) });
+      const big = s.binary ? encodeBinaryFrame(s.valid, new Uint8Array(wireChunkBytes(undefined) + 2048)) : json({ ...(s.valid as object), pad: "x".repeat(70 * 1024) });
       expect(rawError((await raw(s.subject, big)).msg)).toMatchObject({ code: ErrorCode.PayloadTooLarge });
       expect(rawError((await raw(s.subject, body(s.binary, s.valid), { unsigned: true })).msg)).toMatchObject({ code: ErrorCode.Unauthorized, reason: ErrorReason.SignatureMissing });
       expect(rawError((await raw(s.subject, body(s.binary, s.valid), { signed: json({ other: true }) })).msg)).toMatchObject({ code: ErrorCode.Unauthorized, reason: ErrorReason.SignatureInvalid });

@@ -10,7 +10,7 @@ import type { Logger } from "pino";
 import packageJson from "../package.json" with { type: "json" };
 import { transferHandlers } from "./handlers/transfers.js";
 import type { TransferLimits } from "./handlers/transfers.js";
-import { DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_MS } from "./limits.js";
+import { DEFAULT_MAX_BLOB_BYTES, DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE_MS, wireChunkBytes } from "./limits.js";
 import { openObjectStore } from "./store/object-store.js";
 import { KvRoomAccess } from "./store/room-access.js";
 import type { RoomAccess } from "./store/room-access.js";
@@ -52,7 +52,7 @@ export function blobsDefinition(replica: string, store: ObjectStore, access: Roo
       {
         "put.begin": { access: Access.Signed, mutates: true, impl: h.putBegin },
         // Not `mutates`: a chunk's replay protection is the upload itself, which
-        // accepts each index once and in order, so a nonce write per 64 KiB
+        // accepts each index once and in order, so a nonce write per
         // chunk would buy nothing.
         "put.chunk": { access: Access.Signed, mutates: false, impl: h.putChunk },
         "put.end": { access: Access.Signed, mutates: true, impl: h.putEnd },
@@ -79,6 +79,8 @@ export async function createBlobsService(nc: NatsConnection, deps: BlobsDeps = {
     maxBlobBytes: deps.maxBlobBytes ?? DEFAULT_MAX_BLOB_BYTES,
     sessionIdleMs: deps.sessionIdleMs ?? DEFAULT_SESSION_IDLE_MS,
     maxSessions: deps.maxSessions ?? DEFAULT_MAX_SESSIONS,
+    // Sized from this server's max_payload, so a chunk request always fits.
+    wireChunkBytes: wireChunkBytes(nc.info?.max_payload),
   }, logger.bindings()["svc"] === undefined ? logger.child({ svc: ServiceName.blobs }) : logger);
   const running = await startService(nc, built.definition, { ...deps, logger });
   return {

@@ -17,6 +17,8 @@ export interface TransferLimits {
   readonly sessionIdleMs: number;
   /** Sessions held at once by this replica. */
   readonly maxSessions: number;
+  /** Ciphertext bytes per chunk request or reply (`wireChunkBytes` in limits.ts); default one sealed chunk. */
+  readonly wireChunkBytes?: number;
 }
 
 /** Encrypted blob bytes stored (in) and served (out); the bytes are ciphertext, their count is not secret. */
@@ -61,6 +63,7 @@ export function transferHandlers(
   opts: TransferLimits,
   logger?: Logger,
 ) {
+  const chunkBytes = opts.wireChunkBytes ?? BLOB_CHUNK_BYTES;
   const uploads = new Map<string, UploadSession>();
   const downloads = new Map<string, DownloadSession>();
 
@@ -94,21 +97,26 @@ export function transferHandlers(
         await access.requireMember(req.roomId, principal);
         capacity();
         const uploadId = sessionId();
-        const u = new UploadSession(uploadId, principal, req.roomId, req.blobId, req.size, blobObjectName(req.roomId, req.blobId), store, opts.sessionIdleMs, (s) =>
+        const u = new UploadSession(uploadId, principal, req.roomId, req.blobId, req.size, blobObjectName(req.roomId, req.blobId), store, chunkBytes, opts.sessionIdleMs, (s) =>
           // Logged once the purge is done: an operator (and a test) sees an abandoned upload end.
           void dropUpload(s, "idle").then(() => logger?.info({ op: "put_begin", uploadId: s.uploadId }, "abandoned upload aborted after the idle time")),
         );
         uploads.set(uploadId, u);
-        return { uploadId, replica, chunkBytes: BLOB_CHUNK_BYTES, maxBytes: opts.maxBlobBytes };
+        return { uploadId, replica, chunkBytes, maxBytes: opts.maxBlobBytes };
       },
     }),
     putChunk: handles("blobs", "put.chunk", {
       binary: true,
-      maxPayloadBytes: BLOB_CHUNK_BYTES + 1024,
+      maxPayloadBytes: chunkBytes + 1024,
       async handler(req, caller, ctx) {
         const u = ownUpload(req.uploadId, signed(caller).principal);
         const chunk = ctx.payload;
-        if (req.index !== u.nextIndex || chunk.byteLength === 0 || chunk.byteLength > BLOB_CHUNK_BYTES) {
+        if (chunk.byteLength > chunkBytes) {
+          // The frame limit leaves room for the JSON part; the ciphertext itself may not exceed chunkBytes.
+          await dropUpload(u, "chunk too large");
+          throw new UnibusError(ErrorCode.PayloadTooLarge, ErrorReason.PayloadTooLarge, `a chunk carries at most ${chunkBytes} bytes; the upload is cancelled`, { details: { limit: chunkBytes } });
+        }
+        if (req.index !== u.nextIndex || chunk.byteLength === 0) {
           await dropUpload(u, "out of order");
           throw new UnibusError(ErrorCode.BadRequest, BlobsErrorReason.ChunkOutOfOrder, `expected a non-empty chunk ${u.nextIndex}; the upload is cancelled`);
         }
@@ -187,9 +195,9 @@ export function transferHandlers(
         }
         if (result === null) throw new UnibusError(ErrorCode.NotFound, BlobsErrorReason.BlobNotFound, "no such blob in this room");
         const downloadId = sessionId();
-        const d = new DownloadSession(downloadId, principal, result.info.size, BLOB_CHUNK_BYTES, result, opts.sessionIdleMs, (s) => void dropDownload(s));
+        const d = new DownloadSession(downloadId, principal, result.info.size, chunkBytes, result, opts.sessionIdleMs, (s) => void dropDownload(s));
         downloads.set(downloadId, d);
-        return { downloadId, replica, size: result.info.size, chunkBytes: BLOB_CHUNK_BYTES };
+        return { downloadId, replica, size: result.info.size, chunkBytes };
       },
     }),
     getChunk: handles("blobs", "get.chunk", {

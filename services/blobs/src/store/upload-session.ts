@@ -42,6 +42,7 @@ export class UploadSession {
     readonly size: number,
     readonly objectName: string,
     store: ObjectStore,
+    storeChunkBytes: number,
     private readonly idleMs: number,
     private readonly onIdle: (session: UploadSession) => void,
   ) {
@@ -60,7 +61,10 @@ export class UploadSession {
       },
       { highWaterMark: 0 },
     );
-    this.#put = store.put({ name: objectName, options: { max_chunk_size: 128 * 1024 } }, stream);
+    // One store message per wire chunk: a download then serves each stored
+    // chunk as one reply without re-cutting it, and a put publishes (and
+    // waits for the ack of) one message per client request, not several.
+    this.#put = store.put({ name: objectName, options: { max_chunk_size: storeChunkBytes } }, stream);
     // A put that fails on its own (store error) stops reading: release a
     // waiting write so the chunk fails instead of hanging. The outcome itself
     // is read by commit().
