@@ -1,12 +1,12 @@
 import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { jetstream } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { BucketSetupError, openBuckets, openExistingBuckets } from "./buckets.js";
+import { BucketSetupError, isPermanentSetupError, openBuckets, openExistingBuckets } from "./buckets.js";
 
 let server: TestServer;
 let nc: NatsConnection;
@@ -78,6 +78,14 @@ describe("openBuckets", () => {
     const started = Date.now();
     await expect(openBuckets(jetstream(nc), [{ name: "replicated", replicas: 3 }], { budgetMs: 20_000 })).rejects.toBeInstanceOf(BucketSetupError);
     expect(Date.now() - started).toBeLessThan(5_000);
+  });
+
+  it("retries a cluster's 'no suitable peers' (a peer not up yet) but not a standalone server's replica refusal", () => {
+    const apiError = (err_code: number, description: string) => new JetStreamApiError({ code: 400, err_code, description });
+    expect(isPermanentSetupError(apiError(10005, "no suitable peers for placement, peer offline"))).toBe(false);
+    expect(isPermanentSetupError(apiError(10074, "replicas > 1 not supported in non-clustered mode"))).toBe(true);
+    expect(isPermanentSetupError(apiError(10052, "stream name is invalid"))).toBe(true);
+    expect(isPermanentSetupError(new Error("timeout"))).toBe(false);
   });
 
   it("retries within the budget while JetStream does not answer, then gives up with BucketSetupError", async () => {

@@ -54,9 +54,16 @@ export const NonceBucket = { name: StoredBucket.shared.nonces, ttl: 120_000, his
 // JetStream disabled for the account. A cold cluster's 503s and timeouts are
 // retried (nats-notes "JetStream KV").
 const PERMANENT_API_CODES = new Set([10074, 10039]);
+// A 400 that a cluster still coming up gives: "no suitable peers for
+// placement" while a peer is offline or not yet known to the meta leader.
+// Retried within the budget; a cluster that really lacks the peers still
+// fails once the budget is spent.
+const TRANSIENT_API_CODES = new Set([10005]);
 
-function isPermanent(err: unknown): boolean {
-  return err instanceof JetStreamApiError && (PERMANENT_API_CODES.has(err.code) || err.status === 400);
+/** Whether a bucket set-up error is one that retrying cannot fix (exported for its test). */
+export function isPermanentSetupError(err: unknown): boolean {
+  if (!(err instanceof JetStreamApiError) || TRANSIENT_API_CODES.has(err.code)) return false;
+  return PERMANENT_API_CODES.has(err.code) || err.status === 400;
 }
 
 function mismatches(spec: BucketSpec, status: KvStatus): string[] {
@@ -108,7 +115,7 @@ async function retryBucket(name: string, options: OpenBucketsOptions, deadline: 
       return await attempt();
     } catch (err) {
       const remaining = deadline - Date.now();
-      if (isPermanent(err)) throw new BucketSetupError(name, `bucket ${name}: ${(err as Error).message}`, { cause: err });
+      if (isPermanentSetupError(err)) throw new BucketSetupError(name, `bucket ${name}: ${(err as Error).message}`, { cause: err });
       if (remaining <= delay) {
         throw new BucketSetupError(name, `bucket ${name}: not ready within ${options.budgetMs} ms (${n} attempts)`, { cause: err });
       }
