@@ -104,7 +104,10 @@ describe("chaos: a 3-node cluster under load loses nothing acknowledged and fail
       await c.close();
       return false;
     } catch (err) {
-      return /authoriz|timeout/i.test((err as Error).message);
+      if (/authoriz|timeout/i.test((err as Error).message)) return true;
+      // Neither admitted nor refused (the node is unreachable, say): not a
+      // verdict either way, so it must not be counted as an admission.
+      throw new Error(`login through node ${i} failed without a verdict: ${(err as Error).message}`, { cause: err });
     }
   }
 
@@ -189,10 +192,12 @@ describe("chaos: a 3-node cluster under load loses nothing acknowledged and fail
     // under way) is sent again, and "already revoked" (409) confirms the first.
     const revokeVictim = async (): Promise<void> => {
       await eventually(
-        () => admins[0]!.users.revoke(victim.principal).then(() => true, (err: unknown) => err instanceof UnibusError && err.code === ErrorCode.Conflict),
+        () => admins[0]!.users.revoke(victim.principal).then(() => true, (err: unknown) => err instanceof UnibusError && err.code === ErrorCode.Conflict && err.reason === "already_revoked"),
         Boolean,
         { timeoutMs: 30_000, intervalMs: 100, what: `${name}: revoke of the victim acknowledged` },
       );
+      // Read-your-writes: the acknowledged revoke is what the directory now says.
+      expect((await admins[0]!.users.get(victim.principal)).user.status, `${name}: the victim's record after the acknowledged revoke`).toBe("revoked");
       revoked = true;
     };
     const msgs = messageLoad(js, name);
