@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { SigningKey } from "@unibus/crypto";
-import { DenyReason, PermissionCache, authorize } from "./authorize.js";
-import type { DirectoryEntry, PrincipalDirectory } from "./directory.js";
+import { DenyReason, PermissionCache, authorize } from "./handlers/authorize.js";
+import type { DirectoryEntry, PrincipalDirectory } from "./store/directory.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import type { UserRecord } from "./permissions.js";
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { DenyReason } from "./authorize.js";
+import { DenyReason } from "./handlers/authorize.js";
 import { DenialCache } from "./denial-cache.js";
 
 describe("DenialCache", () => {

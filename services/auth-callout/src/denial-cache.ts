@@ -1,4 +1,4 @@
-import type { DenyReason } from "./authorize.js";
+import type { DenyReason } from "./handlers/authorize.js";
 
 /** Tuning of {@link DenialCache}; every field has a default in {@link DenialCacheDefaults}. */
 export interface DenialCacheOptions {

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { KV } from "@nats-io/kv";
 import { createIdentity } from "@unibus/crypto";
 import { LeaderOutOfContactError } from "@unibus/kit";
-import { KvPrincipalDirectory } from "./directory.js";
+import { KvPrincipalDirectory } from "./store/directory.js";
 import { DirectoryError } from "./errors.js";
 
 const alice = createIdentity().principal;

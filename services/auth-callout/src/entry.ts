@@ -7,10 +7,10 @@ import type { ServiceEntry } from "@unibus/kit";
 import { CalloutEnv, DirectoryBucket } from "@unibus/contracts";
 import { CalloutReconnect } from "./reconnect.js";
 import { DenialCache } from "./denial-cache.js";
-import { invalidateOnUserChanges } from "./directory.js";
+import { invalidateOnUserChanges } from "./store/directory.js";
 import { CalloutConfigError } from "./errors.js";
 import { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
-import { WatchedDirectory } from "./watched-directory.js";
+import { WatchedDirectory } from "./store/watched-directory.js";
 import { CalloutXkey } from "./xkey.js";
 
 // The environment the callout reads, once, here (the process hands it in:

@@ -1,18 +1,18 @@
 // Public surface of @unibus/auth-callout: every export is named here.
-export { authorize, DenyCode, DenyReason, PermissionCache } from "./authorize.js";
-export type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
-export { encodeAuthorizationResponse, encodeUserJwt, handleCalloutRequest } from "./callout.js";
-export type { AuthorizationResponseBody, CalloutContext, CalloutOutcome, UserClaimsBody } from "./callout.js";
+export { authorize, DenyCode, DenyReason, PermissionCache } from "./handlers/authorize.js";
+export type { AuthorizeOptions, AuthorizeResult } from "./handlers/authorize.js";
+export { encodeAuthorizationResponse, encodeUserJwt, handleCalloutRequest } from "./handlers/callout.js";
+export type { AuthorizationResponseBody, CalloutContext, CalloutOutcome, UserClaimsBody } from "./handlers/callout.js";
 export { CalloutSubject, DirectoryBucket, UnibusSubject } from "@unibus/contracts";
 export { CalloutReconnect } from "./reconnect.js";
-export { StreamDenialAudit } from "./denial-audit.js";
-export type { DenialAudit, StreamDenialAuditOptions } from "./denial-audit.js";
+export { StreamDenialAudit } from "./store/denial-audit.js";
+export type { DenialAudit, StreamDenialAuditOptions } from "./store/denial-audit.js";
 export { DenialCache, DenialCacheDefaults } from "./denial-cache.js";
 export type { CachedDenial, DenialCacheOptions } from "./denial-cache.js";
-export { KvPrincipalDirectory, invalidateOnUserChanges } from "./directory.js";
-export type { DirectoryEntry, PrincipalDirectory, UserChangeWatch } from "./directory.js";
-export { FENCE_TIMEOUT_MS, WatchedDirectory } from "./watched-directory.js";
-export type { WatchedDirectoryOptions, WatchedDirectoryStats } from "./watched-directory.js";
+export { KvPrincipalDirectory, invalidateOnUserChanges } from "./store/directory.js";
+export type { DirectoryEntry, PrincipalDirectory, UserChangeWatch } from "./store/directory.js";
+export { FENCE_TIMEOUT_MS, WatchedDirectory } from "./store/watched-directory.js";
+export type { WatchedDirectoryOptions, WatchedDirectoryStats } from "./store/watched-directory.js";
 export { CalloutMetric, calloutMetrics } from "./metrics.js";
 export { CalloutConfigError, DirectoryError, EncryptionMismatchError, InvalidRequestError } from "./errors.js";
 export { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";

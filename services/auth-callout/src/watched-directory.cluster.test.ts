@@ -7,7 +7,7 @@ import { LeaderContact, LeaderOutOfContactError } from "@unibus/kit";
 import { eventually, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { DirectoryError } from "./errors.js";
-import { WatchedDirectory } from "./watched-directory.js";
+import { WatchedDirectory } from "./store/watched-directory.js";
 
 const logger = pino({ level: "silent" });
 

@@ -9,12 +9,12 @@ import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { DenialCache } from "./denial-cache.js";
-import { invalidateOnUserChanges } from "./directory.js";
-import type { DirectoryEntry } from "./directory.js";
+import { invalidateOnUserChanges } from "./store/directory.js";
+import type { DirectoryEntry } from "./store/directory.js";
 import { DirectoryError } from "./errors.js";
 import type { RoomsRecord, UserRecord } from "./permissions.js";
 import { createAuthCalloutService } from "./service.js";
-import { WatchedDirectory } from "./watched-directory.js";
+import { WatchedDirectory } from "./store/watched-directory.js";
 
 const logger = pino({ level: "silent" });
 const ADDED_BY = SigningKey.generate().principal;

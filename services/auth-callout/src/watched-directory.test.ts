@@ -4,7 +4,7 @@ import { pino } from "pino";
 import { createIdentity } from "@unibus/crypto";
 import { LeaderOutOfContactError } from "@unibus/kit";
 import { DirectoryError } from "./errors.js";
-import { FENCE_TIMEOUT_MS, WatchedDirectory } from "./watched-directory.js";
+import { FENCE_TIMEOUT_MS, WatchedDirectory } from "./store/watched-directory.js";
 
 const logger = pino({ level: "silent" });
 const alice = createIdentity().principal;

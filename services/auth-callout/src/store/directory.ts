@@ -1,9 +1,9 @@
 import { KvWatchInclude } from "@nats-io/kv";
 import type { KV, KvEntry } from "@nats-io/kv";
 import { LeaderContactFence, recordCheck } from "@unibus/kit";
-import type { DenialCache } from "./denial-cache.js";
-import { DirectoryError } from "./errors.js";
-import type { RoomsRecord, UserRecord } from "./permissions.js";
+import type { DenialCache } from "../denial-cache.js";
+import { DirectoryError } from "../errors.js";
+import type { RoomsRecord, UserRecord } from "../permissions.js";
 
 /** What the callout knows about one principal. */
 export interface DirectoryEntry {

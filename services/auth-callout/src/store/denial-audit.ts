@@ -3,7 +3,7 @@ import type { JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { AuditDenialRecord } from "@unibus/contracts";
 import { auditDenialSubject } from "@unibus/contracts";
-import { calloutMetrics } from "./metrics.js";
+import { calloutMetrics } from "../metrics.js";
 
 /** Where refused logins are recorded. `record` never blocks and never throws: the login is refused either way. */
 export interface DenialAudit {

@@ -1,10 +1,10 @@
 import type { AuditDenialRecord } from "@unibus/contracts";
 import { NkeyPrefix, decodeNkeyPublic, verifySignature } from "@unibus/crypto";
-import type { DenialCache } from "./denial-cache.js";
-import type { PrincipalDirectory } from "./directory.js";
-import type { AuthorizationRequest } from "./jwt.js";
-import type { Permissions, Role } from "./permissions.js";
-import { UserStatus, permissionsFor } from "./permissions.js";
+import type { DenialCache } from "../denial-cache.js";
+import type { PrincipalDirectory } from "../store/directory.js";
+import type { AuthorizationRequest } from "../jwt.js";
+import type { Permissions, Role } from "../permissions.js";
+import { UserStatus, permissionsFor } from "../permissions.js";
 
 /**
  * Why a connect was denied. Goes to the callout's log and the server's log

@@ -3,12 +3,12 @@ import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
 import { CalloutSubject } from "@unibus/contracts";
 import type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
 import { authorize } from "./authorize.js";
-import type { PrincipalDirectory } from "./directory.js";
-import { EncryptionMismatchError, InvalidRequestError } from "./errors.js";
-import type { AuthorizationRequest } from "./jwt.js";
-import { decodeAuthorizationRequest, encodeJwt } from "./jwt.js";
-import type { Permissions } from "./permissions.js";
-import type { CalloutXkey } from "./xkey.js";
+import type { PrincipalDirectory } from "../store/directory.js";
+import { EncryptionMismatchError, InvalidRequestError } from "../errors.js";
+import type { AuthorizationRequest } from "../jwt.js";
+import { decodeAuthorizationRequest, encodeJwt } from "../jwt.js";
+import type { Permissions } from "../permissions.js";
+import type { CalloutXkey } from "../xkey.js";
 
 /** The `nats` body of the user JWT the callout issues. */
 export interface UserClaimsBody {

@@ -3,8 +3,8 @@ import { LeaderOutOfContactError, WatchedKv, leaderInContact } from "@unibus/kit
 import type { Logger } from "pino";
 import type { DirectoryEntry, PrincipalDirectory } from "./directory.js";
 import { KvPrincipalDirectory, isRoomsRecord, isUserRecord, parse } from "./directory.js";
-import { DirectoryError } from "./errors.js";
-import type { RoomsRecord, UserRecord } from "./permissions.js";
+import { DirectoryError } from "../errors.js";
+import type { RoomsRecord, UserRecord } from "../permissions.js";
 
 /**
  * How long a fence waits for the two stream leaders' answers. A login is
