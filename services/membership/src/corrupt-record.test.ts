@@ -74,3 +74,16 @@ it("a rooms record that fails its schema answers 500 corrupt_record; a sound roo
   // Positive control: the same endpoint serves a sound record.
   expect((await admin.rooms.get(sound.id)).room.name).toBe("sound");
 });
+
+it("a listing that meets a damaged record answers 500 corrupt_record instead of passing it on; a page before it is served", async () => {
+  const users = await new Kvm(nc).open(StoredBucket.membership.users);
+  const forged = SigningKey.generate();
+  // Appended last in the stream: role widened to a value the schema does not allow, fields missing.
+  await users.put(forged.principal, JSON.stringify({ principal: forged.principal, role: "root", status: "active" }));
+  const err = await rejectionOf(admin.users.list(), UnibusError);
+  expect([err.code, err.reason]).toEqual([ErrorCode.Internal, ErrorReason.CorruptRecord]);
+  expect(err.message).not.toContain(forged.principal);
+  // Positive control: a page that ends before the damaged records lists sound ones (the admin is first).
+  const first = await admin.users.list({ limit: 1 });
+  expect(first.users.map((u) => u.principal)).toEqual([adminKey.principal]);
+});

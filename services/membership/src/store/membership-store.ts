@@ -3,8 +3,8 @@ import type { JetStreamManager } from "@nats-io/jetstream";
 import { createInbox, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
-import type { UnibusError } from "@unibus/contracts";
-import { Unchanged, casUpdate as kitCasUpdate, isRevisionConflict, listKeys, readVersioned, recordCheck, storeUnavailable } from "@unibus/kit";
+import { UnibusError } from "@unibus/contracts";
+import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, isRevisionConflict, listKeys, readVersioned, recordCheck, storeUnavailable } from "@unibus/kit";
 import type { RecordReader, Versioned } from "@unibus/kit";
 import type { MemberRecord, RoomRecord, RoomsByMemberRecord, UserRecord } from "./records.js";
 import { memberKey } from "./records.js";
@@ -46,10 +46,21 @@ function parseAckSubject(reply: string | undefined): { seq: number; pending: num
 // schema, so a damaged one is 500 corrupt_record here too, never trusted.
 const STORE = "membership";
 const anyRecord = { store: STORE } as const;
-const UserReader: RecordReader<UserRecord> = { store: STORE, check: recordCheck(STORE, "stored.users.record") };
-const MemberReader: RecordReader<MemberRecord> = { store: STORE, check: recordCheck(STORE, "stored.members.record") };
-const RoomsByMemberReader: RecordReader<RoomsByMemberRecord> = { store: STORE, check: recordCheck(STORE, "stored.rooms_by_member.record") };
-const RoomReader: RecordReader<RoomRecord> = { store: STORE, check: recordCheck(STORE, "stored.rooms.record") };
+const checkUser = recordCheck(STORE, "stored.users.record");
+const checkMember = recordCheck(STORE, "stored.members.record");
+const checkRoomsByMember = recordCheck(STORE, "stored.rooms_by_member.record");
+const checkRoom = recordCheck(STORE, "stored.rooms.record");
+const UserReader: RecordReader<UserRecord> = { store: STORE, check: checkUser };
+const MemberReader: RecordReader<MemberRecord> = { store: STORE, check: checkMember };
+const RoomsByMemberReader: RecordReader<RoomsByMemberRecord> = { store: STORE, check: checkRoomsByMember };
+const RoomReader: RecordReader<RoomRecord> = { store: STORE, check: checkRoom };
+/** What a listed record of each bucket is checked against (the same schemas as a single read). */
+const PAGE_CHECKS: { readonly [B in keyof MembershipBuckets]: (value: unknown, key: string) => unknown } = {
+  users: checkUser,
+  rooms: checkRoom,
+  members: checkMember,
+  roomsByMember: checkRoomsByMember,
+};
 
 export { Unchanged, isRevisionConflict } from "@unibus/kit";
 
@@ -95,12 +106,21 @@ async function lastSeqOf(jsm: JetStreamManager, stream: string, subject: string)
  * Up to `limit` live entries of `kv` from stream sequence `start` on (see
  * {@link MembershipStore.pageEntries}); shared with the room logs.
  */
-export async function pageKvEntries<T>(nc: NatsConnection, jsm: JetStreamManager, kv: KV, start: number, limit: number, keyFilter?: string): Promise<Page<T>> {
+export async function pageKvEntries<T>(
+  nc: NatsConnection,
+  jsm: JetStreamManager,
+  kv: KV,
+  start: number,
+  limit: number,
+  keyFilter?: string,
+  check?: (value: unknown, key: string) => T,
+): Promise<Page<T>> {
   try {
     const status = await kv.status();
     const stream = status.streamInfo.config.name;
     if (start > status.streamInfo.state.last_seq) return { items: [] };
-    const filterSubject = keyFilter === undefined ? undefined : `$KV.${status.bucket}.${keyFilter}`;
+    const prefix = `$KV.${status.bucket}.`;
+    const filterSubject = keyFilter === undefined ? undefined : `${prefix}${keyFilter}`;
     // The fence: the last sequence this page must see, read from the stream
     // leader. The page's consumer may sit on a follower that lags an
     // acknowledged write; "nothing pending" there is not the end until it
@@ -121,7 +141,14 @@ export async function pageKvEntries<T>(nc: NatsConnection, jsm: JetStreamManager
           // Heartbeats and flow control carry no ack subject; nothing to list.
           if (ack === null) return;
           const op = m.headers?.get("KV-Operation") ?? "";
-          if (op === "" || op === "PUT") items.push(m.json<T>());
+          if (op === "" || op === "PUT") {
+            // A listed record is checked like a read one: a damaged record fails the page (500), never reaches a client as if sound.
+            try {
+              items.push(check === undefined ? m.json<T>() : check(m.json<unknown>(), m.subject.slice(prefix.length)));
+            } catch (err) {
+              return settle(err instanceof UnibusError ? err : corruptRecord(STORE, m.subject.slice(prefix.length), err));
+            }
+          }
           const more = ack.pending > 0 || ack.seq < fence;
           next = more ? ack.seq + 1 : undefined;
           if (!more || items.length >= limit) settle();
@@ -159,6 +186,7 @@ export async function pageKvEntries<T>(nc: NatsConnection, jsm: JetStreamManager
     }
     return next === undefined ? { items } : { items, next };
   } catch (err) {
+    if (err instanceof UnibusError) throw err;
     throw unavailable(err);
   }
 }
@@ -197,7 +225,7 @@ export class MembershipStore {
       }
     }
     this.#jsm = jsm;
-    return pageKvEntries<T>(this.nc, jsm, this.buckets[bucket], start, limit, keyFilter);
+    return pageKvEntries<T>(this.nc, jsm, this.buckets[bucket], start, limit, keyFilter, PAGE_CHECKS[bucket] as ((value: unknown, key: string) => T) | undefined);
   }
 
   getUser(principal: string): Promise<Versioned<UserRecord> | null> {
