@@ -1,4 +1,4 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -8,6 +8,8 @@ import { resolveHome } from "../home.js";
 import type { HomeLayout } from "../home.js";
 import { runCli } from "../router.js";
 import { recordingIo } from "../test-io.js";
+import { provisionHome } from "../up/provision.js";
+import { ALL_SERVICES } from "../up/services.js";
 
 // The command-line side of the first node's adoption, where no server is
 // needed: what `up` and `node adopt` refuse, and that a refusal provisions
@@ -47,12 +49,26 @@ async function registered(nodeId: string): Promise<void> {
 }
 
 describe("unibus up and node adopt on an adopted home", () => {
-  it("up refuses a home whose node runs from a node home, naming it, and makes no key", async () => {
+  it("up on an adopted home with no identities refuses (services only), creating nothing", async () => {
     await writeRecord({ node_home: nodeDir, adopted_at: "2026-12-05T01:00:00Z" });
     const { code, out } = await cli("up");
     expect(code, out).toBe(1);
-    expect(out).toContain(`unibus node start --home ${nodeDir}`);
+    expect(out).toContain("runs only the services of a cluster node");
     expect(await readdir(home.root)).not.toContain("secrets");
+  });
+
+  it("up on an adopted home whose node server is not running names the node start, and makes no key", async () => {
+    await provisionHome(home, ALL_SERVICES);
+    await unlink(home.jetstreamKeyFile);
+    await rm(home.jetstreamDir, { recursive: true });
+    await writeRecord({ node_home: nodeDir, adopted_at: "2026-12-05T01:00:00Z" });
+    // NATS_SERVER_BIN points nowhere: reaching this refusal shows no server is looked for.
+    const { code, out } = await cli("up");
+    expect(code, out).toBe(1);
+    expect(out).toContain("is not running from");
+    expect(out).toContain(`unibus node start --home ${nodeDir}`);
+    expect(await readdir(home.secretsDir)).not.toContain("jetstream.key");
+    expect(await readdir(home.root)).not.toContain("data");
   });
 
   it("up refuses a half-adopted home and says to run the adoption again", async () => {

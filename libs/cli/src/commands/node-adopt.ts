@@ -37,7 +37,7 @@ const usage = [
   "     time, data.retired/ goes back to data/ and nothing is lost; a killed run",
   "     resumes when run again.",
   "From then on the node boots with `unibus node start --home PATH` (printed at",
-  "the end); `unibus up` refuses the home.",
+  "the end), and `unibus up` on the home runs its services only, beside it.",
 ].join("\n");
 
 const options = { ...connectionOptions, home: { type: "string" }, "recovery-secret-file": { type: "string" } } as const;
@@ -93,9 +93,10 @@ export function nodeAdoptCommand(deps: NodeStartDeps): Command {
         });
         say(`done: ${record.server_name} runs on its own derived key; ${home.jetstreamKeyFile} is deleted`);
         say(
-          `start it on every boot with: unibus node start --home ${nodeDir} --listen ${record.listen} --routes ${record.routes.join(",")} --port PORT --bus-config ${busConfig}` +
+          `start it on every boot with: unibus node start --home ${nodeDir} --listen ${record.listen} --routes ${record.routes.join(",")} --port PORT --monitor-port MPORT --bus-config ${busConfig}` +
             (record.route_tls === undefined ? "" : " --route-tls-dir DIR (route.crt, route.key, ca.crt)"),
         );
+        say(`then run its services with: UNIBUS_HOME=${home.root} unibus up (services only: it finds that server through ${nodeDir}/server)`);
       });
       return ExitCode.ok;
     },

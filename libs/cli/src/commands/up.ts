@@ -1,4 +1,5 @@
 import { existsSync } from "node:fs";
+import { readFile, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { connect } from "@nats-io/transport-node";
 import { CalloutEnv, HealthzEnv, MembershipEnv } from "@unibus/contracts";
@@ -7,6 +8,7 @@ import { PARENT_LIFELINE_PRELOAD, accountJetStreamLimitsFromEnv, retry } from "@
 import type { AccountJetStreamLimits } from "@unibus/kit";
 import {
   MIN_NATS_SERVER_VERSION,
+  NatsServerFile,
   NatsServerNotFoundError,
   NatsServerOrphanError,
   NatsServerStartError,
@@ -25,12 +27,13 @@ import type { HomeLayout } from "../home.js";
 import type { CliIo } from "../io.js";
 import { embeddedBundle } from "../up/bundle.js";
 import { formatChildLine, serviceOfLine } from "../up/child-log.js";
-import { acquireHomeLock } from "../up/lock.js";
+import { acquireHomeLock, isProcessAlive } from "../up/lock.js";
+import type { HomeLock } from "../up/lock.js";
 import { assertPortFree, freePort, portFromEnv } from "../up/ports.js";
 import { ensureLoopbackTls } from "../up/tls.js";
 import type { LoopbackTls } from "../up/tls.js";
 import { fileExists, provisionHome } from "../up/provision.js";
-import type { ProvisionedHome } from "../up/provision.js";
+import type { ProvisionedHome, ProvisionedServices } from "../up/provision.js";
 import { JETSTREAM_CIPHER, JETSTREAM_KEY_ENV, buildServerConfig, homeAuthorization, jetStreamSyncInterval } from "../up/server-config.js";
 import { streamDirs } from "../store/maintenance.js";
 import { ALL_SERVICES, EMBEDDED_SERVICES_ENV, REPO_ROOT, ServiceName, ServiceProcesses, embeddedEntryPoint, serviceAvailability } from "../up/services.js";
@@ -86,6 +89,13 @@ Later runs reuse all of it; no key is ever regenerated over an existing one.
 
 Every client, admins included, is authorized by the auth callout (docs/architecture.md §4);
 once the services are up, admin.id is seeded as admin #0 (idempotent).
+
+On a home adopted as a cluster node (\`unibus node adopt\` finished: cluster.json
+has node_home and adopted_at) it runs the services only: the node's nats-server
+runs from its node home (\`unibus node start\`), found through the ports file
+it writes there (or UNIBUS_URL, and UNIBUS_MONITOR_PORT for healthz). No server,
+no store key: every identity and seed must already exist (the cluster's
+authorization names their public keys), and none is created.
 
 Environment:
   UNIBUS_HOME           state dir (default: ./.unibus)
@@ -171,10 +181,13 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     }
     // An adopted first node runs from its node home on its derived key: provisioning here would make a new disk key beside no store.
     if (clusterRecord?.node_home !== undefined) {
-      throw new CliError(
-        `${home.root} is cluster node ${clusterRecord.server_name}, which runs from the node home ${clusterRecord.node_home} on its own derived key ` +
-          `(unibus node adopt${clusterRecord.adopted_at === undefined ? ", not finished: run it again" : ""}): start its server with unibus node start --home ${clusterRecord.node_home}`,
-      );
+      if (clusterRecord.adopted_at === undefined) {
+        throw new CliError(
+          `${home.root} is cluster node ${clusterRecord.server_name}, which runs from the node home ${clusterRecord.node_home} on its own derived key ` +
+            `(unibus node adopt, not finished: run it again): start its server with unibus node start --home ${clusterRecord.node_home}`,
+        );
+      }
+      return await runServicesOnly(io, home, clusterRecord as AdoptedRecord, { withTls, healthzPortSetting, lock });
     }
     const state = await provisionHome(home, ALL_SERVICES);
     say(io, `state dir ${home.root}`);
@@ -289,6 +302,133 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
   }
 }
 
+/** A cluster record after a finished `unibus node adopt`. */
+type AdoptedRecord = ClusterRecord & { readonly node_home: string; readonly adopted_at: string };
+
+/** What nats-server writes to `<exe>_<pid>.ports` in its server dir. */
+interface PortsFile {
+  readonly nats?: readonly string[];
+  readonly monitoring?: readonly string[];
+}
+
+function loopbackFirst(urls: readonly string[] | undefined): string | undefined {
+  return urls?.find((u) => u.includes("://127.0.0.1:")) ?? urls?.[0];
+}
+
+/**
+ * The client and monitoring URLs of the adopted node's running server, read
+ * from the ports file its `unibus node start` server writes in the node
+ * home (the client port is the operator's choice, so the record cannot hold
+ * it). `UNIBUS_URL` overrides the client URL, and `UNIBUS_MONITOR_PORT` the
+ * monitoring port. Fails when either is unknown: services pointed at a guess
+ * could serve another bus.
+ */
+async function adoptedNodeUrls(io: CliIo, record: AdoptedRecord): Promise<{ url: string; monitorUrl: string }> {
+  const serverDir = join(record.node_home, "server");
+  let ports: PortsFile | undefined;
+  let pid: number | undefined;
+  try {
+    pid = Number((await readFile(join(serverDir, NatsServerFile.pid), "utf8")).trim());
+    const name = (await readdir(serverDir)).find((f) => f.endsWith(`_${pid}.ports`));
+    // A ports file outlives a killed server: only a live pid's file says where the node listens.
+    if (Number.isInteger(pid) && pid > 0 && name !== undefined && isProcessAlive(pid)) ports = JSON.parse(await readFile(join(serverDir, name), "utf8")) as PortsFile;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT" && !(err instanceof SyntaxError)) throw err;
+  }
+  const url = io.env[EnvVar.url] || loopbackFirst(ports?.nats);
+  const monitorPort = io.env[EnvVar.monitorPort];
+  const monitorUrl = monitorPort ? `http://${HOST}:${portFromEnv(io.env, EnvVar.monitorPort, DEFAULT_MONITOR_PORT)}` : loopbackFirst(ports?.monitoring);
+  const start = `start the node first with unibus node start --home ${record.node_home} (with --monitor-port)`;
+  if (url === undefined) throw new CliError(`node ${record.server_name}'s server is not running from ${record.node_home} (no live ports file in ${serverDir}): ${start}, or set ${EnvVar.url}`);
+  if (monitorUrl === undefined) throw new CliError(`node ${record.server_name}'s server has no monitoring port known here (healthz reads it): ${start}, or set ${EnvVar.monitorPort}`);
+  return { url, monitorUrl };
+}
+
+/**
+ * `unibus up` on an adopted home: the node's nats-server runs from its node
+ * home (`unibus node start`, on its derived key), so this runs only the
+ * services beside it, with the home's existing identities, which the
+ * cluster's authorization names. No server, no store key: the home's key
+ * file was destroyed by the adoption and is never made again, since a key on
+ * this disk is exactly what the adoption removed.
+ */
+async function runServicesOnly(
+  io: CliIo,
+  home: HomeLayout,
+  record: AdoptedRecord,
+  opts: { withTls: boolean; healthzPortSetting: number; lock: HomeLock },
+): Promise<number> {
+  // The node's server names its own client certificate, if any: a loopback CA made here would not be it.
+  if (opts.withTls) throw new CliError(`--tls makes a certificate for a server this command starts; on adopted node ${record.server_name} it starts none: set ${EnvVar.url}=tls://… and ${EnvVar.tlsCa} instead`);
+  const state = await provisionHome(home, ALL_SERVICES, { storeKey: false });
+  const { url, monitorUrl } = await adoptedNodeUrls(io, record);
+  const caFile = io.env[EnvVar.tlsCa] || undefined;
+  if (url.startsWith("tls://") && caFile === undefined) throw new CliError(`${EnvVar.url} is ${url}: set ${EnvVar.tlsCa} to the CA its certificate is signed with`);
+  const tls: ClientTls | undefined = url.startsWith("tls://") && caFile !== undefined ? { caFile } : undefined;
+  say(io, `state dir ${home.root}`);
+  say(io, `services only: cluster node ${record.server_name} of ${record.cluster_name} (R${record.replicas}) runs its own nats-server from ${record.node_home} (unibus node start)`);
+
+  const healthzPort = opts.healthzPortSetting === 0 ? await freePort(HOST) : opts.healthzPortSetting;
+  if (opts.healthzPortSetting !== 0) await assertPortFree(HOST, healthzPort, "healthz", EnvVar.healthzPort);
+  const health: HealthzChild = { listen: `${HOST}:${healthzPort}`, url: `http://${HOST}:${healthzPort}`, monitorUrl };
+  // Proves the node admits this home's service identities and its JetStream answers before any service starts.
+  await checkBusReady(url, membershipIdentity(state), tls?.caFile);
+  say(io, `using nats-server of ${record.server_name} at ${url} (monitoring ${monitorUrl}); no server or store key in ${home.root}`);
+
+  await writePrivateFile(
+    home.envFile,
+    renderEnvFile({ [EnvVar.url]: url, [EnvVar.identity]: home.adminIdentityFile, [EnvVar.healthzUrl]: health.url, ...(tls === undefined ? {} : { [EnvVar.tlsCa]: tls.caFile }) }),
+  );
+
+  const availability = serviceAvailability();
+  const available = availability.filter((s) => s.available);
+  const serviceIo: CliIo = { ...io, env: { ...io.env, [JS_REPLICAS_ENV]: String(record.replicas) } };
+  const specs = await serviceChildren(serviceIo, available, url, home, state, health, tls);
+  const width = Math.max(10, ...ALL_SERVICES.map((n) => n.length));
+  const supervisor = new Supervisor(
+    specs,
+    {
+      line: (name, _stream, line) => io.out(formatChildLine(name === EMBEDDED_CHILD ? serviceOfLine(line, name) : name, line, width)),
+      notice: (message) => say(io, message),
+    },
+    {
+      // No watchdog: it stops the server it guards, and this server is the node's, not ours. The children watch their lifeline.
+      onChildrenChanged: (pids) => void opts.lock.recordChildren(pids).catch((err: unknown) => say(io, `cannot record children in ${opts.lock.path}: ${String(err)}`)),
+    },
+  );
+  try {
+    supervisor.start();
+    const boot = await bootstrapAdmin({
+      settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) },
+      bootstrapIdentity: state.bootstrap,
+      adminPrincipal: state.admin.principal,
+      handle: DEFAULT_ADMIN_HANDLE,
+      waitMs: BOOTSTRAP_WAIT_MS,
+    });
+    say(io, boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
+    io.out("");
+    io.out(`  mode:            services only (the server is node ${record.server_name}'s own: unibus node start --home ${record.node_home})`);
+    io.out(`  bus URL:         ${url}`);
+    io.out(`  admin identity:  ${home.adminIdentityFile}`);
+    io.out(`  admin principal: ${boot.user.principal}`);
+    io.out(`  health:          ${health.url}/readyz  (/livez /healthz /metrics; \`unibus status\`)`);
+    io.out(`  services:        ${available.map((s) => s.name).join(", ") || "(none)"}${specs.length === 1 && specs[0]?.name === EMBEDDED_CHILD ? " (one process)" : ""}`);
+    for (const s of availability.filter((a) => !a.available)) io.out(`  not available yet: ${s.name} (no ${s.entryPoint})`);
+    io.out(`  connection file: ${home.envFile}`);
+    io.out("");
+    io.out("  Next: npx unibus micro ls");
+    io.out("  Stop: Ctrl-C (stops the services; the node's server keeps running)");
+    io.out("");
+    const reason = await waitForStop(undefined);
+    say(io, `${reason}: stopping services`);
+    await supervisor.stop();
+    say(io, "stopped");
+    return ExitCode.ok;
+  } finally {
+    await supervisor.stop();
+  }
+}
+
 async function findServerBinary(io: CliIo): Promise<string> {
   try {
     const found = await findNatsServer({ log: (msg) => say(io, msg) });
@@ -370,7 +510,7 @@ function panelStatus(panelUrl: string): string {
   return `${panelUrl}  (load admin.id in it; the key stays in the browser)`;
 }
 
-function membershipIdentity(state: ProvisionedHome): Identity {
+function membershipIdentity(state: ProvisionedServices): Identity {
   const id = state.services.get(ServiceName.membership);
   if (id === undefined) throw new CliError("no membership identity in the state dir");
   return id;
@@ -431,15 +571,18 @@ interface HealthzChild {
   readonly listen: string;
   readonly url: string;
   readonly monitorUrl: string;
-  /** The NATS WebSocket URL the admin panel (served by healthz at `/panel/`) offers as the bus. */
-  readonly wsUrl: string;
+  /** The NATS WebSocket URL the admin panel (served by healthz at `/panel/`) offers as the bus; none when the server has no WebSocket port. */
+  readonly wsUrl?: string;
 }
+
+/** The CA the services trust for a tls:// bus URL. */
+type ClientTls = Pick<LoopbackTls, "caFile">;
 
 /**
  * The environment every service process starts from: the user's, minus
  * anything meant for one service only or for nats-server only.
  */
-function baseServiceEnv(parentEnv: Readonly<Record<string, string | undefined>>, tls: LoopbackTls | undefined): Record<string, string | undefined> {
+function baseServiceEnv(parentEnv: Readonly<Record<string, string | undefined>>, tls: ClientTls | undefined): Record<string, string | undefined> {
   const env: Record<string, string | undefined> = { ...parentEnv };
   // Paths, not seeds: secrets never travel in env or argv to services.
   // Each service gets only its own: the system identity goes to membership alone.
@@ -456,7 +599,7 @@ function baseServiceEnv(parentEnv: Readonly<Record<string, string | undefined>>,
 }
 
 /** The variables one service gets on top of {@link baseServiceEnv}: where the bus is, and paths to its own keys. */
-function serviceEnv(name: string, url: string, home: HomeLayout, state: ProvisionedHome, health: HealthzChild): Record<string, string> {
+function serviceEnv(name: string, url: string, home: HomeLayout, state: ProvisionedServices, health: HealthzChild): Record<string, string> {
   const env: Record<string, string> = { [EnvVar.url]: url, [EnvVar.identity]: serviceIdentityFile(home, name) };
   if (name === ServiceName.authCallout) {
     env[CALLOUT_ISSUER_SEED_FILE_ENV] = home.calloutIssuerSeedFile;
@@ -465,7 +608,7 @@ function serviceEnv(name: string, url: string, home: HomeLayout, state: Provisio
   if (name === ServiceName.healthz) {
     env[HealthzEnv.listen] = health.listen;
     env[HealthzEnv.monitorUrls] = health.monitorUrl;
-    env[HealthzEnv.wsUrl] = health.wsUrl;
+    if (health.wsUrl !== undefined) env[HealthzEnv.wsUrl] = health.wsUrl;
     env[HealthzEnv.cipher] = JETSTREAM_CIPHER;
   }
   if (name === ServiceName.membership) {
@@ -480,10 +623,10 @@ function serviceSpec(
   entryPoint: string,
   url: string,
   home: HomeLayout,
-  state: ProvisionedHome,
+  state: ProvisionedServices,
   parentEnv: Readonly<Record<string, string | undefined>>,
   health: HealthzChild,
-  tls: LoopbackTls | undefined,
+  tls: ClientTls | undefined,
 ): ChildSpec {
   return {
     name,
@@ -510,9 +653,9 @@ async function serviceChildren(
   available: readonly ServiceAvailability[],
   url: string,
   home: HomeLayout,
-  state: ProvisionedHome,
+  state: ProvisionedServices,
   health: HealthzChild,
-  tls: LoopbackTls | undefined,
+  tls: ClientTls | undefined,
 ): Promise<ChildSpec[]> {
   const mode = io.env[SERVICE_PROCESSES_ENV] || ServiceProcesses.One;
   if (mode !== ServiceProcesses.One && mode !== ServiceProcesses.Each) {
@@ -538,7 +681,8 @@ async function serviceChildren(
 
 type StopReason = "SIGINT" | "SIGTERM" | "server-exited";
 
-function waitForStop(server: NatsServerProcess): Promise<StopReason> {
+/** Waits for Ctrl-C, SIGTERM, or the exit of `server` when this process started one. */
+function waitForStop(server: NatsServerProcess | undefined): Promise<StopReason> {
   return new Promise((resolve) => {
     const onSignal = (signal: "SIGINT" | "SIGTERM") => () => {
       cleanup();
@@ -555,7 +699,7 @@ function waitForStop(server: NatsServerProcess): Promise<StopReason> {
     };
     process.on("SIGINT", onInt);
     process.on("SIGTERM", onTerm);
-    void server.exited.then(() => {
+    void server?.exited.then(() => {
       cleanup();
       resolve("server-exited");
     });

@@ -86,3 +86,45 @@ describe("provisionHome", () => {
     await expect(provisionHome(home, ALL_SERVICES)).rejects.toThrow(/admin\.id is missing/);
   });
 });
+
+describe("provisionHome without a store key (an adopted node's services)", () => {
+  async function adoptedHome(): Promise<void> {
+    await provisionHome(home, ALL_SERVICES);
+    await unlink(home.jetstreamKeyFile);
+    await rm(home.jetstreamDir, { recursive: true });
+  }
+  const exists = (p: string): Promise<boolean> => stat(p).then(() => true, () => false);
+
+  it("reuses every identity and seed, and makes no key, store or server dir", async () => {
+    await provisionHome(home, ALL_SERVICES);
+    const before = await provisionHome(home, ALL_SERVICES);
+    await unlink(home.jetstreamKeyFile);
+    await rm(home.jetstreamDir, { recursive: true });
+    await rm(home.serverDir, { recursive: true });
+    const state = await provisionHome(home, ALL_SERVICES, { storeKey: false });
+    expect(state.created).toEqual([]);
+    expect("jetstreamKey" in state).toBe(false);
+    expect(state.admin.principal).toBe(before.admin.principal);
+    expect(state.calloutIssuerPublic).toBe(before.calloutIssuerPublic);
+    expect([...state.services.values()].map((i) => i.principal)).toEqual([...before.services.values()].map((i) => i.principal));
+    for (const p of [home.jetstreamKeyFile, home.jetstreamDir, home.serverDir]) expect(await exists(p)).toBe(false);
+  });
+
+  it.each([
+    ["a service identity", (h: HomeLayout) => serviceIdentityFile(h, ALL_SERVICES[0] ?? "membership")],
+    ["the bootstrap identity", (h: HomeLayout) => h.bootstrapIdentityFile],
+    ["the admin identity", (h: HomeLayout) => h.adminIdentityFile],
+    ["the callout issuer seed", (h: HomeLayout) => h.calloutIssuerSeedFile],
+  ])("refuses a home missing %s, creating nothing", async (_what, pathOf) => {
+    await adoptedHome();
+    await unlink(pathOf(home));
+    await expect(provisionHome(home, ALL_SERVICES, { storeKey: false })).rejects.toThrow(CliError);
+    expect(await exists(pathOf(home))).toBe(false);
+    expect(await exists(home.jetstreamKeyFile)).toBe(false);
+  });
+
+  it("refuses a home that was never provisioned (a wrong UNIBUS_HOME)", async () => {
+    await expect(provisionHome(home, ALL_SERVICES, { storeKey: false })).rejects.toThrow(/directory .* is missing/);
+    expect(await exists(home.root)).toBe(false);
+  });
+});

@@ -31,10 +31,8 @@ export function isValidJetStreamKey(key: string): boolean {
   return JETSTREAM_KEY_RE.test(key);
 }
 
-/** Everything `unibus up` needs from its state dir. */
-export interface ProvisionedHome {
-  /** JetStream at-rest key (secret: only ever passed to nats-server through its environment). */
-  readonly jetstreamKey: string;
+/** What the services need from the state dir (everything but the store key). */
+export interface ProvisionedServices {
   /** Admin #0. */
   readonly admin: Identity;
   /** One identity per service. */
@@ -49,6 +47,23 @@ export interface ProvisionedHome {
   readonly calloutXkeyPublic: string;
   /** Human lines about what was created on this run (empty on a reuse). */
   readonly created: readonly string[];
+}
+
+/** Everything `unibus up` needs from its state dir. */
+export interface ProvisionedHome extends ProvisionedServices {
+  /** JetStream at-rest key (secret: only ever passed to nats-server through its environment). */
+  readonly jetstreamKey: string;
+}
+
+/** Options of {@link provisionHome}. */
+export interface ProvisionOptions {
+  /**
+   * False for a home whose server runs elsewhere (an adopted cluster node):
+   * no store key is read or made, no store or server dir is made, and every
+   * key and identity must already exist, because the running cluster's
+   * authorization names their public keys and a new one would be refused.
+   */
+  readonly storeKey?: boolean;
 }
 
 async function hasStoredData(dir: string): Promise<boolean> {
@@ -127,7 +142,8 @@ async function loadOrCreateJetStreamKey(home: HomeLayout, created: string[]): Pr
  * depends on (the server config names their public keys afresh on each
  * start), so recreating a lost one is safe, unlike the JetStream key.
  */
-async function loadOrCreateSeed(path: string, label: string, generate: () => string, created: string[]): Promise<string> {
+async function loadOrCreateSeed(path: string, label: string, generate: () => string, created: string[], mustExist = false): Promise<string> {
+  if (mustExist && !(await fileExists(path))) throw new CliError(missingForServices(path, label));
   if (!(await fileExists(path))) {
     try {
       const out = await open(path, "wx", 0o600);
@@ -180,8 +196,17 @@ function calloutPublicKeys(issuerSeed: string, xkeySeed: string, home: HomeLayou
   return { issuer, xkey };
 }
 
-async function loadOrCreateIdentity(path: string, label: string, created: string[], mustExist: boolean): Promise<Identity> {
+/** Why a services-only start refuses a missing key or identity. */
+function missingForServices(path: string, label: string): string {
+  return (
+    `the ${label} ${path} is missing, and this home runs only the services of a cluster node: ` +
+    "the cluster's authorization names the public keys of the existing files, so a new one would be refused. Restore it from backup; nothing was created"
+  );
+}
+
+async function loadOrCreateIdentity(path: string, label: string, created: string[], mustExist: boolean, servicesOnly = false): Promise<Identity> {
   if (await fileExists(path)) return loadIdentityForCli(path);
+  if (servicesOnly) throw new CliError(missingForServices(path, `identity ${label}`));
   if (mustExist) {
     throw new CliError(
       `the identity file ${path} is missing, but this state dir already holds data.\n` +
@@ -202,29 +227,39 @@ async function loadOrCreateIdentity(path: string, label: string, created: string
 /**
  * Prepares the state dir: private dirs (0700), the JetStream key and every
  * identity (0600 files). Existing state is reused as is; nothing is ever
- * regenerated over something that exists.
+ * regenerated over something that exists. With `storeKey: false` nothing is
+ * created at all (see {@link ProvisionOptions}).
  */
-export async function provisionHome(home: HomeLayout, services: readonly ServiceName[]): Promise<ProvisionedHome> {
+export async function provisionHome(home: HomeLayout, services: readonly ServiceName[], opts?: { readonly storeKey?: true }): Promise<ProvisionedHome>;
+export async function provisionHome(home: HomeLayout, services: readonly ServiceName[], opts: { readonly storeKey: false }): Promise<ProvisionedServices>;
+export async function provisionHome(home: HomeLayout, services: readonly ServiceName[], opts: ProvisionOptions = {}): Promise<ProvisionedServices | ProvisionedHome> {
   const created: string[] = [];
-  const hadData = await hasStoredData(home.jetstreamDir);
-  for (const dir of [home.root, home.secretsDir, home.identitiesDir, home.serverDir, home.jetstreamDir]) {
-    await ensurePrivateDir(dir);
+  const servicesOnly = opts.storeKey === false;
+  if (servicesOnly) {
+    // The home was provisioned when it ran its own server: a missing dir means a wrong UNIBUS_HOME, not a first run.
+    for (const dir of [home.root, home.secretsDir, home.identitiesDir]) {
+      if (!(await fileExists(dir))) throw new CliError(missingForServices(dir, "directory"));
+    }
+  } else {
+    for (const dir of [home.root, home.secretsDir, home.identitiesDir, home.serverDir, home.jetstreamDir]) {
+      await ensurePrivateDir(dir);
+    }
   }
-  const jetstreamKey = await loadOrCreateJetStreamKey(home, created);
-  const issuerSeed = await loadOrCreateSeed(home.calloutIssuerSeedFile, "auth-callout issuer seed", newAccountSeed, created);
-  const xkeySeed = await loadOrCreateSeed(home.calloutXkeySeedFile, "auth-callout xkey seed", newCurveSeed, created);
+  const hadData = servicesOnly || (await hasStoredData(home.jetstreamDir));
+  const jetstreamKey = servicesOnly ? undefined : await loadOrCreateJetStreamKey(home, created);
+  const issuerSeed = await loadOrCreateSeed(home.calloutIssuerSeedFile, "auth-callout issuer seed", newAccountSeed, created, servicesOnly);
+  const xkeySeed = await loadOrCreateSeed(home.calloutXkeySeedFile, "auth-callout xkey seed", newCurveSeed, created, servicesOnly);
   const callout = calloutPublicKeys(issuerSeed, xkeySeed, home);
-  const admin = await loadOrCreateIdentity(home.adminIdentityFile, "admin", created, hadData);
+  const admin = await loadOrCreateIdentity(home.adminIdentityFile, "admin", created, hadData, servicesOnly);
   // Like service identities, these two are config-level users named afresh on each start: a lost one is only a new key.
-  const system = await loadOrCreateIdentity(home.systemIdentityFile, "system", created, false);
-  const bootstrap = await loadOrCreateIdentity(home.bootstrapIdentityFile, "bootstrap", created, false);
+  const system = await loadOrCreateIdentity(home.systemIdentityFile, "system", created, false, servicesOnly);
+  const bootstrap = await loadOrCreateIdentity(home.bootstrapIdentityFile, "bootstrap", created, false, servicesOnly);
   const identities = new Map<ServiceName, Identity>();
   for (const name of services) {
     // A lost service identity is only a new service principal: recreate it.
-    identities.set(name, await loadOrCreateIdentity(serviceIdentityFile(home, name), `service:${name}`, created, false));
+    identities.set(name, await loadOrCreateIdentity(serviceIdentityFile(home, name), `service:${name}`, created, false, servicesOnly));
   }
-  return {
-    jetstreamKey,
+  const provisioned: ProvisionedServices = {
     admin,
     services: identities,
     system,
@@ -233,4 +268,5 @@ export async function provisionHome(home: HomeLayout, services: readonly Service
     calloutXkeyPublic: callout.xkey,
     created,
   };
+  return jetstreamKey === undefined ? provisioned : { ...provisioned, jetstreamKey };
 }
