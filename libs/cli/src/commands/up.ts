@@ -255,14 +255,7 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
     supervisor.start();
 
     // Every start: cheap, idempotent, and it repairs a home whose first run stopped before the admin existed.
-    const boot = await bootstrapAdmin({
-      settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) },
-      bootstrapIdentity: state.bootstrap,
-      adminPrincipal: state.admin.principal,
-      handle: DEFAULT_ADMIN_HANDLE,
-      waitMs: BOOTSTRAP_WAIT_MS,
-    });
-    say(io, boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
+    const boot = await ensureAdmin(io, home, state, url, tls);
 
     io.out("");
     io.out("  auth callout:    on (xkey-encrypted); every client is authorized per principal (docs/architecture.md §4)");
@@ -398,14 +391,7 @@ async function runServicesOnly(
   );
   try {
     supervisor.start();
-    const boot = await bootstrapAdmin({
-      settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) },
-      bootstrapIdentity: state.bootstrap,
-      adminPrincipal: state.admin.principal,
-      handle: DEFAULT_ADMIN_HANDLE,
-      waitMs: BOOTSTRAP_WAIT_MS,
-    });
-    say(io, boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
+    const boot = await ensureAdmin(io, home, state, url, tls);
     io.out("");
     io.out(`  mode:            services only (the server is node ${record.server_name}'s own: unibus node start --home ${record.node_home})`);
     io.out(`  bus URL:         ${url}`);
@@ -427,6 +413,19 @@ async function runServicesOnly(
   } finally {
     await supervisor.stop();
   }
+}
+
+/** Admin #0 through the bootstrap identity (idempotent), said on the console either way. */
+async function ensureAdmin(io: CliIo, home: HomeLayout, state: ProvisionedServices, url: string, tls: { caFile: string } | undefined): Promise<Awaited<ReturnType<typeof bootstrapAdmin>>> {
+  const boot = await bootstrapAdmin({
+    settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) },
+    bootstrapIdentity: state.bootstrap,
+    adminPrincipal: state.admin.principal,
+    handle: DEFAULT_ADMIN_HANDLE,
+    waitMs: BOOTSTRAP_WAIT_MS,
+  });
+  say(io, boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
+  return boot;
 }
 
 async function findServerBinary(io: CliIo): Promise<string> {
