@@ -192,3 +192,14 @@ export function decodeReply<T = unknown>(msg: ReplyMessage): T {
   if (fromBody !== null) throw fromBody;
   return body as T;
 }
+
+/** The coded error a reply carries, or null for a success: what {@link decodeReply} would throw, as a value. */
+export function replyError(msg: ReplyMessage): UnibusError | null {
+  try {
+    decodeReply(msg);
+    return null;
+  } catch (err) {
+    if (err instanceof UnibusError) return err;
+    throw err;
+  }
+}

@@ -5,5 +5,5 @@
 export type * from "./generated/types.js";
 export { EndpointAccess, EndpointCatalogue, endpointSubject, microEndpointName } from "./endpoints.js";
 export { ReadOnlySubjects, ServiceName, SubjectPrefix, Subjects } from "./subjects.js";
-export { ErrorCode, ErrorReason, ServiceErrorCodeHeader, ServiceErrorHeader, UnibusError, decodeReply, isErrorCode } from "./errors.js";
+export { ErrorCode, ErrorReason, ServiceErrorCodeHeader, ServiceErrorHeader, UnibusError, decodeReply, isErrorCode, replyError } from "./errors.js";
 export type { ErrorDetails, ReplyMessage, UnibusErrorOptions } from "./errors.js";

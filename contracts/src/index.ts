@@ -45,5 +45,6 @@ export {
   decodeReply,
   encodeErrorReply,
   isErrorCode,
+  replyError,
 } from "./errors.js";
 export type { EncodedErrorReply, ErrorDetails, ReplyMessage, UnibusErrorOptions } from "./errors.js";

@@ -10,7 +10,7 @@ import type { KV } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
 import type { ObjectStore } from "@nats-io/obj";
 import { pino } from "pino";
-import { ErrorCode, ErrorReason, Subjects, UnibusError, decodeBinaryFrame, decodeReply, encodeBinaryFrame } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, Subjects, UnibusError, decodeBinaryFrame, decodeReply, encodeBinaryFrame, replyError } from "@unibus/contracts";
 import type { BlobsGetBeginReply, BlobsPutBeginReply } from "@unibus/contracts";
 import { EnvelopeHeader, SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
 import type { RunningService } from "@unibus/kit";
@@ -84,12 +84,9 @@ function frameReply(msg: { data: Uint8Array }): unknown {
   return JSON.parse(new TextDecoder().decode(frame.json));
 }
 function rawError(msg: { data: Uint8Array; headers?: { get(n: string): string } | undefined }): UnibusError {
-  try {
-    decodeReply(msg);
-  } catch (err) {
-    if (err instanceof UnibusError) return err;
-  }
-  throw new Error("expected an error reply");
+  const err = replyError(msg);
+  if (err === null) throw new Error("expected an error reply");
+  return err;
 }
 
 const logLines: string[] = [];

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createInbox, headers as natsHeaders } from "@nats-io/nats-core";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { decodeReply, ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
+import { decodeReply, ErrorCode, ErrorReason, Subjects, UnibusError, replyError } from "@unibus/contracts";
 import type { ReplicaTicketReply } from "@unibus/contracts";
 import {
   clusterIdFromName,
@@ -337,12 +337,9 @@ describe("bad input", () => {
     return { msg: await adminNc.request(subject, data, { headers: h, timeout: 5_000, noMux: true, reply }), env };
   }
   function rawError(msg: { data: Uint8Array; headers?: { get(n: string): string } | undefined }): UnibusError {
-    try {
-      decodeReply(msg);
-    } catch (err) {
-      if (err instanceof UnibusError) return err;
-    }
-    throw new Error("expected an error reply");
+    const err = replyError(msg);
+    if (err === null) throw new Error("expected an error reply");
+    return err;
   }
   const session = "ab".repeat(16);
   const cases: Record<string, { subject: string; valid: unknown }> = {
