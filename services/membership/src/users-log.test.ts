@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
+import { ErrorCode, StoredBucket, Subjects, UnibusError } from "@unibus/contracts";
 import { SigningKey, signEnvelope } from "@unibus/crypto";
 import { RoomLogOp, UsersLogOp, UsersLogSync, VerifiedRoomLog, connect, roomLogEntry, usersLogEntry, verifyRoomLog, verifyUsersLog } from "@unibus/sdk";
 import type { PinnedUsersLog, UnibusClient, UsersLogEntry } from "@unibus/sdk";
@@ -9,6 +10,7 @@ import { rejectionOf, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { noKicks } from "./kick.js";
 import { UserStatus } from "./store/records.js";
+import { UsersLogStore } from "./store/users-log.js";
 import { createMembershipService } from "./service.js";
 import type { RunningMembershipService } from "./service.js";
 
@@ -173,6 +175,15 @@ describe("users log", () => {
       await boot.close();
       for (const p of admins) await svc.store.updateUser(p, (u) => ({ ...u!, status: UserStatus.active }));
     }
+  });
+  it("concurrent loads on one replica that read the same new entries verify them once, not as a gap", async () => {
+    // A fresh store starts from an empty verified log: every load walks the whole stored log at once.
+    const kv = await new Kvm(nc).open(StoredBucket.membership.usersLog);
+    const fresh = new UsersLogStore(kv);
+    const logs = await Promise.all([fresh.load(), fresh.load(), fresh.load()]);
+    const stored = (await new UsersLogStore(kv).load()).length;
+    expect(stored).toBeGreaterThan(3);
+    expect(logs.map((l) => l.length)).toEqual([stored, stored, stored]);
   });
 });
 

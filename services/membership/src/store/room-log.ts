@@ -129,7 +129,11 @@ export class RoomLogStore {
   async load(roomId: string): Promise<VerifiedRoomLog> {
     const log = this.#logs.get(roomId) ?? new VerifiedRoomLog(roomId, { acceptAdminClaims: true });
     const head = await this.headSeq(roomId);
-    if (head > log.headSeq) log.append(await this.range(roomId, log.length, head));
+    if (head > log.headSeq) {
+      const entries = await this.range(roomId, log.length, head);
+      // A concurrent load of the same room may have appended some meanwhile: entries are create-only, so those are the same.
+      log.append(entries.filter((e) => e.seq >= log.length));
+    }
     this.#logs.set(roomId, log);
     return log;
   }

@@ -61,7 +61,9 @@ export class UsersLogStore {
       const seqs = Array.from({ length: batch }, (_, i) => log.length + i);
       const got = await Promise.all(seqs.map((s) => this.#get(s)));
       const end = got.indexOf(null);
-      log.append((end === -1 ? got : got.slice(0, end)) as UsersLogEntry[]);
+      // A concurrent load (another request on this replica) may have appended
+      // some of them meanwhile: entries are create-only, so those are the same.
+      log.append((end === -1 ? got : got.slice(0, end)).filter((e) => e !== null && e.seq >= log.length) as UsersLogEntry[]);
       if (end !== -1) return log;
     }
   }
