@@ -4,7 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { SigningKey } from "@unibus/crypto";
 import { LeaderContact, LeaderOutOfContactError } from "@unibus/kit";
-import { eventually, startTestCluster } from "@unibus/testing";
+import { eventually, retryUntil, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { DirectoryError } from "./errors.js";
 import { WatchedDirectory } from "./store/watched-directory.js";
@@ -31,7 +31,8 @@ describe("the watched directory on a real 3-node cluster whose users leader is c
     const kvm = new Kvm(conns[0]!);
     const users = await kvm.create("users", { replicas: 3, allow_direct: false });
     const rooms = await kvm.create("rooms_by_member", { replicas: 3, allow_direct: false });
-    await users.put(alice, JSON.stringify({ principal: alice, handle: "a", role: "member", status: "active", addedAt: new Date(0).toISOString(), addedBy: alice }));
+    // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
+    await retryUntil(() => users.put(alice, JSON.stringify({ principal: alice, handle: "a", role: "member", status: "active", addedAt: new Date(0).toISOString(), addedBy: alice })), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await users.status()).streamInfo.cluster?.leader;
     const leader = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === leaderName);
     expect(leader).toBeGreaterThanOrEqual(0);
