@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
-import type { SigningKey } from "@unibus/crypto";
 import { NkeyPrefix, decodeNkeyPublic, verifySignature } from "@unibus/crypto";
 import { CalloutSubject } from "@unibus/contracts";
 import { InvalidRequestError } from "./errors.js";
+import type { JwtSigner } from "./signer.js";
 
 /** The JWT header nats-server 2.10 expects on every v2 token. */
 const HEADER = { typ: "JWT", alg: "ed25519-nkey" } as const;
@@ -62,7 +62,7 @@ export interface DecodedJwt<N> extends JwtClaims<N> {
  *
  * @param issuerPrefix - how the signer names itself in `iss` (`A` for an account issuer).
  */
-export function encodeJwt<N>(claims: JwtClaims<N>, signer: SigningKey, issuerPrefix: NkeyPrefix = NkeyPrefix.account): string {
+export function encodeJwt<N>(claims: JwtClaims<N>, signer: JwtSigner, issuerPrefix: NkeyPrefix = NkeyPrefix.account): string {
   const body: DecodedJwt<N> = {
     jti: "",
     iat: Math.floor(Date.now() / 1000),

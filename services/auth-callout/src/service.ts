@@ -17,6 +17,7 @@ import type { PrincipalDirectory } from "./store/directory.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import { calloutMetrics } from "./metrics.js";
 import type { CalloutXkey } from "./xkey.js";
+import { nativeSigner } from "./signer.js";
 import packageJson from "../package.json" with { type: "json" };
 
 /** Dependencies of {@link createAuthCalloutService}, beyond the kit's (logger, clock). */
@@ -153,7 +154,7 @@ function calloutHandler(ctx: CalloutContext, audit: DenialAudit): CalloutHandler
  */
 export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCalloutServiceDeps): Promise<RunningService> {
   const ctx: CalloutContext = {
-    issuer: deps.issuer,
+    issuer: nativeSigner(deps.issuer),
     appAccount: deps.appAccount ?? "UNIBUS",
     directory: deps.directory,
     authorize: { bootstrapAccess: deps.bootstrapAccess ?? false, cache: new PermissionCache(), denials: deps.denialCache ?? new DenialCache() },

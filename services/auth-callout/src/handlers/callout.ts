@@ -1,4 +1,3 @@
-import type { SigningKey } from "@unibus/crypto";
 import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
 import { CalloutSubject } from "@unibus/contracts";
 import type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
@@ -9,6 +8,7 @@ import type { AuthorizationRequest } from "../jwt.js";
 import { decodeAuthorizationRequest, encodeJwt } from "../jwt.js";
 import type { Permissions } from "../permissions.js";
 import type { CalloutXkey } from "../xkey.js";
+import type { JwtSigner } from "../signer.js";
 
 /** The `nats` body of the user JWT the callout issues. */
 export interface UserClaimsBody {
@@ -32,7 +32,7 @@ export interface AuthorizationResponseBody {
 /** Everything the callout needs to answer requests. */
 export interface CalloutContext {
   /** The account key named as `issuer` in `auth_callout`; signs responses and user JWTs. */
-  issuer: SigningKey;
+  issuer: JwtSigner;
   /** The account clients are placed in (config mode: the user JWT's `aud`). */
   appAccount: string;
   /** When set, requests must be encrypted and responses are sealed to the server's xkey. */
@@ -132,7 +132,10 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
       // Threat: a downgrade to plaintext would expose client connect options.
       if (!encrypted) throw new EncryptionMismatchError("service requires encryption but the server sent plaintext");
       if (serverXkeyHeader === undefined || serverXkeyHeader === "") throw new InvalidRequestError(`missing ${CalloutSubject.xkeyHeader} header`);
-      token = Buffer.from(ctx.xkey.open(data, serverXkeyHeader)).toString("utf8");
+      const opened = ctx.xkey.open(data, serverXkeyHeader);
+      // A JWT is ASCII: latin1 reads it without a copy or UTF-8 decoding; a
+      // non-ASCII byte would change the signed bytes and fail verification.
+      token = Buffer.from(opened.buffer, opened.byteOffset, opened.byteLength).toString("latin1");
     } else {
       if (encrypted) throw new EncryptionMismatchError("server encrypts but the service has no xkey");
       token = Buffer.from(data).toString("utf8");
