@@ -22,6 +22,7 @@ export type { Grantee, Permissions, RoomRole, RoomsRecord, UserRecord } from "./
 export { AUTH_CALLOUT_SERVICE_NAME, CALLOUT_PROTOCOL, authCalloutDefinition, createAuthCalloutService, denialRecord } from "./service.js";
 export type { AuthCalloutServiceDeps } from "./service.js";
 export { nativeSigner } from "./signer.js";
+export { Tarpit, TARPIT_MAX_HELD } from "./tarpit.js";
 export type { JwtSigner } from "./signer.js";
 export { CalloutXkey, jsSecretBox, nativeSecretBox } from "./xkey.js";
 export type { SecretBox } from "./xkey.js";
