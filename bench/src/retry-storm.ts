@@ -28,7 +28,7 @@ import { AuditDenialStream } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { CalloutXkey, DenialCache, PermissionCache, encodeJwt, handleCalloutRequest } from "@unibus/auth-callout";
+import { CalloutXkey, DenialCache, PermissionCache, encodeJwt, handleCalloutRequest, nativeSigner } from "@unibus/auth-callout";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import type { CalloutContext, DirectoryEntry, PrincipalDirectory } from "@unibus/auth-callout";
 import { startCalloutWorker } from "./callout-connects.js";
@@ -266,7 +266,8 @@ async function cpuCase(iterations: number): Promise<BenchCase> {
   const directory = new MemoryDirectory(entries);
   const requests = Array.from({ length: iterations }, () => authRequest(serverKey, serverXkey, calloutXkey, victim));
   const ctxFor = (denials: DenialCache | undefined): CalloutContext => ({
-    issuer,
+    // As the service signs (libsodium when it loads).
+    issuer: nativeSigner(issuer),
     appAccount: "UNIBUS",
     xkey: calloutXkey,
     directory,
@@ -287,12 +288,13 @@ async function cpuCase(iterations: number): Promise<BenchCase> {
   const full = await perCall(ctxFor(undefined));
   // The floor of a cached refusal is its one signature: printed so a loaded machine can be read.
   const payload = Buffer.from("x".repeat(300));
+  const signer = nativeSigner(issuer);
   const before = process.cpuUsage();
-  for (let i = 0; i < iterations; i++) issuer.sign(payload);
+  for (let i = 0; i < iterations; i++) signer.sign(payload);
   const used = process.cpuUsage(before);
   const signUs = (used.user + used.system) / iterations;
   return {
-    name: `P13 callout CPU per refusal, cached vs full (1 sign = ${Math.round(signUs)} µs)`,
+    name: `P13 callout CPU per refusal, cached vs full (1 sign = ${Math.round(signUs)} µs, ${signer === issuer ? "node:crypto" : "libsodium"} signer, ${calloutXkey.boxImplementation} box)`,
     unit: "µs",
     unibus: cached,
     raw: full,
