@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { decode as natsDecode } from "@nats-io/jwt";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, randomBytes } from "@unibus/crypto";
 import { encodeJwt } from "./jwt.js";
-import { nativeSigner } from "./signer.js";
+import { nativeSigner, verifyEd25519 } from "./signer.js";
 import { sodium } from "./sodium.js";
 
 describe("nativeSigner", () => {
@@ -27,5 +27,18 @@ describe("nativeSigner", () => {
     const token = encodeJwt({ sub: SigningKey.generate().principal, aud: "UNIBUS", nats: { type: "user", version: 2 } }, nativeSigner(issuer), NkeyPrefix.account);
     const claims = natsDecode(token); // throws on a bad signature
     expect(claims.iss).toBe(issuer.principal);
+  });
+
+  it("verifies what node:crypto signs, and refuses a changed message, a foreign key and malformed lengths", () => {
+    const key = SigningKey.generate();
+    const data = randomBytes(200);
+    const sig = key.sign(data);
+    expect(verifyEd25519(key.publicKey, data, sig)).toBe(true);
+    const changed = Uint8Array.from(data);
+    changed[0] = (changed[0] ?? 0) ^ 1;
+    expect(verifyEd25519(key.publicKey, changed, sig)).toBe(false);
+    expect(verifyEd25519(SigningKey.generate().publicKey, data, sig)).toBe(false);
+    expect(verifyEd25519(key.publicKey, data, sig.subarray(0, 63))).toBe(false);
+    expect(verifyEd25519(key.publicKey.subarray(0, 31), data, sig)).toBe(false);
   });
 });

@@ -1,6 +1,7 @@
 import type { AuditDenialRecord } from "@unibus/contracts";
-import { NkeyPrefix, decodeNkeyPublic, verifySignature } from "@unibus/crypto";
+import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
 import type { DenialCache } from "../denial-cache.js";
+import { verifyEd25519 } from "../signer.js";
 import type { PrincipalDirectory } from "../store/directory.js";
 import type { AuthorizationRequest } from "../jwt.js";
 import type { Permissions, Role } from "../permissions.js";
@@ -158,7 +159,7 @@ async function decide(request: AuthorizationRequest, nkey: string, publicKey: Ui
   if (typeof nonce !== "string" || nonce === "" || typeof sig !== "string" || !SIG_BASE64_RE.test(sig)) {
     return { ok: false, reason: DenyReason.badSignature, principal: nkey };
   }
-  if (!verifySignature(publicKey, Buffer.from(nonce, "utf8"), Buffer.from(sig, "base64"))) {
+  if (!verifyEd25519(publicKey, Buffer.from(nonce, "utf8"), Buffer.from(sig, "base64"))) {
     return { ok: false, reason: DenyReason.badSignature, principal: nkey };
   }
 
