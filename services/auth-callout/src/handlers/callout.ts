@@ -87,7 +87,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
  * denial whatever the request says, so verifying it would buy nothing
  * (threat model: a forged request can at most obtain a signed refusal for
  * itself; it never reaches a grant, which always takes the full path). With
- * an xkey the sealed box has already proved the request came from the server.
+ * an xkey the box that opened has proved the bytes intact (not their sender).
  * Anything unusual falls through to the full path.
  */
 function cachedRefusal(ctx: CalloutContext, token: string): { request: AuthorizationRequest; result: AuthorizeResult } | undefined {
@@ -116,10 +116,11 @@ function cachedRefusal(ctx: CalloutContext, token: string): { request: Authoriza
 
 /**
  * Handles one message from `$SYS.REQ.USER.AUTH`: decrypt (if an xkey is
- * configured), decode and verify the server's request, {@link authorize},
- * sign the response, encrypt it back. Denials are signed responses carrying
- * `error` (never a user JWT). A request that is not genuine gets no signed
- * answer at all, so the callout is not a signing oracle.
+ * configured), decode and check the server's request (its signature only
+ * without an xkey: see decodeAuthorizationRequest), {@link authorize}, sign
+ * the response, encrypt it back. Denials are signed responses carrying
+ * `error` (never a user JWT). A request that fails its checks (a box that
+ * does not open, a malformed or expired request) gets no signed answer.
  *
  * @param serverXkeyHeader - value of the `Nats-Server-Xkey` header, if any.
  */
