@@ -148,6 +148,9 @@ export async function authorize(
   // Only answers decided by the directory after the signature verified:
   // a forged signature must not get a real member's key locked out.
   if (result.reason === DenyReason.unknown || result.reason === DenyReason.revoked) denials.remember(nkey, result.reason, generation);
+  // Our own outage is not the client's doing: answered at once, so a
+  // member retries as soon as the directory is back (a reconnect storm).
+  if (result.reason === DenyReason.directoryUnavailable) return result;
   // Held even though fully checked: the back-off outlives the cache entry.
   const delayMs = denials.strike(nkey);
   return delayMs > 0 ? { ...result, delayMs } : result;
