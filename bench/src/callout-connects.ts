@@ -40,6 +40,7 @@ import {
   createAuthCalloutService,
   encodeAuthorizationResponse,
   encodeUserJwt,
+  nativeSigner,
   permissionsFor,
 } from "@unibus/auth-callout";
 import type { AuthorizationRequest, CalloutContext, DirectoryEntry, PrincipalDirectory, RoomsRecord, UserRecord } from "@unibus/auth-callout";
@@ -185,7 +186,8 @@ export async function createFloorCallout(nc: NatsConnection, opts: { issuer: Sig
   const { user, rooms } = benchRecords(opts.principal);
   const permissions = permissionsFor({ kind: "user", user }, rooms);
   const ctx: CalloutContext = {
-    issuer: opts.issuer,
+    // The same signer as the service: the floor is the cheapest a callout can be.
+    issuer: nativeSigner(opts.issuer),
     appAccount: "UNIBUS",
     directory: { lookup: () => Promise.reject(new Error("the floor reads no directory")) },
     ...(opts.xkey !== undefined ? { xkey: opts.xkey } : {}),

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { SigningKey } from "@unibus/crypto";
 import { DenyReason, PermissionCache, authorize } from "./handlers/authorize.js";
+import { DenialCache } from "./denial-cache.js";
 import type { DirectoryEntry, PrincipalDirectory } from "./store/directory.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import type { UserRecord } from "./permissions.js";
@@ -84,6 +85,31 @@ describe("authorize", () => {
   it("fails closed when the directory cannot answer", async () => {
     const broken: PrincipalDirectory = { lookup: async () => Promise.reject(new Error("kv down")) };
     expect(await authorize(request(), broken, { bootstrapAccess: true })).toMatchObject({ ok: false, reason: DenyReason.directoryUnavailable });
+  });
+
+  it("holds a principal's repeated refusals, but never a directory outage's nor a login", async () => {
+    const denials = new DenialCache({ delayInitialMs: 50, addressThreshold: 1_000 });
+    const stranger = SigningKey.generate();
+    const empty = directoryWith();
+    const held = async (): Promise<number | undefined> => {
+      const r = await authorize(request({ key: stranger }), empty, { denials });
+      return r.ok ? -1 : r.delayMs;
+    };
+    expect(await held()).toBeUndefined(); // the first refusal is prompt
+    expect(await held()).toBe(50);
+    expect(await held()).toBe(100);
+    // Not the client's doing: each refusal of an outage is answered at once.
+    const broken: PrincipalDirectory = { lookup: async () => Promise.reject(new Error("no quorum")) };
+    for (let i = 0; i < 3; i++) {
+      const r = await authorize(request(), broken, { denials });
+      expect(r).toMatchObject({ ok: false, reason: DenyReason.directoryUnavailable });
+      expect(r.ok ? -1 : r.delayMs).toBeUndefined();
+    }
+    // A grant carries no delay, and clears the back-off of whoever logged in.
+    denials.strike(alice.principal);
+    denials.strike(alice.principal);
+    expect(await authorize(request(), directoryWith(userRecord(alice.principal)), { denials })).toMatchObject({ ok: true });
+    expect(denials.strike(alice.principal)).toBe(0);
   });
 
   it("reuses the cached permission set for an unchanged revision and recomputes after a change", async () => {

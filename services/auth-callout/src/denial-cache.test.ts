@@ -39,10 +39,38 @@ describe("DenialCache", () => {
     expect(c.addressLimited("1.2.3.4", "UX", 1_000)).toBe(false);
   });
 
-  it("holds each repeat's answer longer: 50 ms doubling to the ceiling", () => {
+  it("answers a first refusal at once, then holds each repeat longer: 50 ms doubling to the ceiling", () => {
     const c = new DenialCache({ delayInitialMs: 50, delayMaxMs: 1_000 });
+    // As authorize does: the fully checked refusal strikes, then is remembered.
+    expect(c.strike("U1")).toBe(0);
     c.remember("U1", DenyReason.revoked, c.generation);
     expect(Array.from({ length: 7 }, () => c.lookup("U1")?.delayMs)).toEqual([50, 100, 200, 400, 800, 1_000, 1_000]);
+  });
+
+  it("keeps the back-off past the cache entry's expiry, so a retry loop never restarts at full speed", () => {
+    const c = new DenialCache({ ttlMs: 1_000, delayInitialMs: 50, delayMaxMs: 400, strikeMemoryMs: 60_000 });
+    c.strike("U1", 0);
+    c.remember("U1", DenyReason.revoked, c.generation, 0);
+    for (let t = 1; t <= 4; t++) c.lookup("U1", t);
+    expect(c.lookup("U1", 1_000)).toBeUndefined(); // entry expired: the next answer is fully checked...
+    expect(c.strike("U1", 1_000)).toBe(400); // ...and still held at the ceiling
+  });
+
+  it("forgets a principal's back-off after a quiet spell and when it logs in", () => {
+    const c = new DenialCache({ delayInitialMs: 50, strikeMemoryMs: 10_000 });
+    c.strike("U1", 0);
+    expect(c.strike("U1", 1)).toBe(50);
+    expect(c.strike("U1", 10_001)).toBe(0);
+    expect(c.strike("U1", 10_002)).toBe(50);
+    c.noteAdmitted("U1", 10_003);
+    expect(c.strike("U1", 10_004)).toBe(0);
+  });
+
+  it("stays bounded in principals whose back-off it remembers", () => {
+    const c = new DenialCache({ maxEntries: 2 });
+    for (const p of ["U1", "U2", "U3"]) c.strike(p);
+    expect(c.strikesSize).toBe(2);
+    expect(c.strike("U1")).toBe(0); // evicted: starts over
   });
 
   it("stays bounded in principals", () => {

@@ -22,13 +22,21 @@ export interface DenialCacheOptions {
   readonly maxAdmitted?: number;
   /** Cache answers of one principal are reported to the audit trail at most once per this interval. */
   readonly reportEveryMs?: number;
-  /** Delay of the first cached refusal's answer; doubles with each further one (server-side back-off). */
+  /** Delay of a principal's second refusal's answer; doubles with each further one (server-side back-off). */
   readonly delayInitialMs?: number;
   /**
    * Ceiling of that delay, and the delay of a rate-limited address's
-   * refusals. Kept under nats-server's 2 s auth-callout timeout.
+   * refusals. Kept well under nats-server's auth timeout (2 s by default,
+   * `authorization { timeout }`): the server waits that long for the answer
+   * and a later one is dropped.
    */
   readonly delayMaxMs?: number;
+  /**
+   * How long a principal's refusals are remembered for its back-off after the
+   * last one. Longer than {@link ttlMs} on purpose: the back-off must survive
+   * the cache entry's expiry, or every expiry restarts a retry loop at full speed.
+   */
+  readonly strikeMemoryMs?: number;
 }
 
 /** Defaults of {@link DenialCacheOptions}. */
@@ -43,6 +51,7 @@ export const DenialCacheDefaults = {
   reportEveryMs: 1_000,
   delayInitialMs: 50,
   delayMaxMs: 1_000,
+  strikeMemoryMs: 60_000,
 } as const satisfies Required<DenialCacheOptions>;
 
 interface DeniedPrincipal {
@@ -52,8 +61,12 @@ interface DeniedPrincipal {
   repeats: number;
   /** When this principal's refusal was last reported. */
   reportedAt: number;
-  /** Cache answers since the entry was made. */
-  hits: number;
+}
+
+/** A principal's recent refusals, for its back-off. */
+interface Strikes {
+  count: number;
+  last: number;
 }
 
 interface AddressWindow {
@@ -70,7 +83,7 @@ export interface CachedDenial {
    * earlier ones as well.
    */
   report: number | undefined;
-  /** How long to hold the answer: a client retrying in a tight loop is slowed to one attempt per this. */
+  /** How long to hold the answer ({@link DenialCache.strike}): a client retrying in a tight loop is slowed to one attempt per this. */
   delayMs: number;
 }
 
@@ -88,9 +101,11 @@ function boundedSet<K, V>(map: Map<K, V>, key: K, value: V, max: number): void {
  * Makes retry storms cheap (a leaked or revoked client reconnecting in a
  * tight loop): a principal refused as unknown or revoked, after its nonce
  * signature verified, is refused again for {@link DenialCacheOptions.ttlMs}
- * without a signature check or a directory read, and each repeat's answer is
- * held a little longer (50 ms doubling to 1 s), so the loop itself slows to
- * about one attempt a second per client instead of saturating the server;
+ * without a signature check or a directory read; every refusal of a
+ * principal after its first is held a little longer (50 ms doubling to 1 s,
+ * remembered for a minute, well past the cache entry), so a retry loop slows
+ * to about one attempt a second per client instead of saturating the server,
+ * while a first refusal (a human who picked the wrong identity) comes at once;
  * an address producing many fully checked refusals is refused outright (and
  * slowly) for the rest of its window, except for principals that recently
  * logged in (so an attacker behind a shared address cannot lock out its
@@ -106,13 +121,17 @@ export class DenialCache {
   readonly #principals = new Map<string, DeniedPrincipal>();
   readonly #addresses = new Map<string, AddressWindow>();
   readonly #admitted = new Map<string, number>();
+  readonly #strikes = new Map<string, Strikes>();
   #generation = 0;
 
   constructor(options: DenialCacheOptions = {}) {
     this.#o = { ...DenialCacheDefaults, ...options };
   }
 
-  /** The cached refusal of `principal`, or undefined (expired entries are dropped). */
+  /**
+   * The cached refusal of `principal`, or undefined (expired entries are
+   * dropped). A hit is a refusal, so it counts as a {@link strike}.
+   */
   lookup(principal: string, now = Date.now()): CachedDenial | undefined {
     const hit = this.#principals.get(principal);
     if (hit === undefined) return undefined;
@@ -120,8 +139,7 @@ export class DenialCache {
       this.#principals.delete(principal);
       return undefined;
     }
-    hit.hits++;
-    const delayMs = Math.min(this.#o.delayMaxMs, this.#o.delayInitialMs * 2 ** Math.min(hit.hits - 1, 20));
+    const delayMs = this.strike(principal, now);
     if (now - hit.reportedAt < this.#o.reportEveryMs) {
       hit.repeats++;
       return { reason: hit.reason, report: undefined, delayMs };
@@ -144,7 +162,21 @@ export class DenialCache {
    */
   remember(principal: string, reason: DenyReason, seenGeneration: number, now = Date.now()): void {
     if (seenGeneration !== this.#generation) return;
-    boundedSet(this.#principals, principal, { reason, expires: now + this.#o.ttlMs, repeats: 0, reportedAt: now, hits: 0 }, this.#o.maxEntries);
+    boundedSet(this.#principals, principal, { reason, expires: now + this.#o.ttlMs, repeats: 0, reportedAt: now }, this.#o.maxEntries);
+  }
+
+  /**
+   * Counts one refusal of `principal` and says how long to hold its answer:
+   * 0 for the first within {@link DenialCacheOptions.strikeMemoryMs}, then
+   * `delayInitialMs` doubling to `delayMaxMs`. Only refusals are ever held,
+   * so a key claimed by someone else (a forged signature) slows that
+   * someone's refusals, never the owner's logins.
+   */
+  strike(principal: string, now = Date.now()): number {
+    const s = this.#strikes.get(principal);
+    const count = s === undefined || now - s.last >= this.#o.strikeMemoryMs ? 1 : s.count + 1;
+    boundedSet(this.#strikes, principal, { count, last: now }, this.#o.maxEntries);
+    return count < 2 ? 0 : Math.min(this.#o.delayMaxMs, this.#o.delayInitialMs * 2 ** Math.min(count - 2, 20));
   }
 
   /** Forgets `principal` (its users record changed: an ADD must be seen at once). */
@@ -186,11 +218,17 @@ export class DenialCache {
 
   /** Remembers that `principal` passed every check, exempting it from address limits for a while. */
   noteAdmitted(principal: string, now = Date.now()): void {
+    this.#strikes.delete(principal);
     boundedSet(this.#admitted, principal, now + this.#o.admittedTtlMs, this.#o.maxAdmitted);
   }
 
   /** Number of principals with a cached refusal (for tests and stats). */
   get size(): number {
     return this.#principals.size;
+  }
+
+  /** Number of principals whose back-off is remembered (for tests and stats). */
+  get strikesSize(): number {
+    return this.#strikes.size;
   }
 }

@@ -291,3 +291,58 @@ describe("the cache TTL bounds a hidden ADD when no change notice arrives", () =
     await nc?.close();
   });
 });
+
+describe("the back-off outlives the cache entry, and never delays a login", () => {
+  let bus: Bus;
+  beforeAll(async () => {
+    // A cache entry outlived by the back-off several times over; a ceiling
+    // far above a login's own time, so "not delayed" is measurable.
+    bus = await startBus({ ttlMs: 150, addressThreshold: 10_000, delayInitialMs: 50, delayMaxMs: 800 }, true);
+  });
+  afterAll(async () => {
+    await bus?.stop();
+  });
+
+  const timed = async (p: () => Promise<unknown>): Promise<number> => {
+    const t = performance.now();
+    await p().catch(() => undefined);
+    return performance.now() - t;
+  };
+
+  it("a retry loop stays held at the ceiling across cache expiries, fully checked refusals included, and each is still audited", async () => {
+    const mallory = SigningKey.generate();
+    await bus.users.put(mallory.principal, JSON.stringify(userRecord(mallory, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
+    const first = await timed(() => bus.connectAs(mallory));
+    // The first refusal is prompt: below the first hold, let alone the ceiling.
+    expect(first).toBeLessThan(800);
+    const took: number[] = [];
+    const fullChecks: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const reads = bus.directory.reads;
+      took.push(await timed(() => bus.connectAs(mallory)));
+      if (bus.directory.reads > reads) fullChecks.push(i);
+    }
+    // 50, 100, 200, 400, then the ceiling; each hold outlasts the 150 ms
+    // entry, so later attempts were fully checked and were held all the same.
+    expect(took.slice(0, 4).map((t, i) => t >= 50 * 2 ** i - 5)).toEqual([true, true, true, true]);
+    for (const t of took.slice(4)) expect(t).toBeGreaterThanOrEqual(795);
+    expect(fullChecks.filter((i) => i >= 4).length).toBeGreaterThan(0);
+    const rec = await bus.lastRecord(mallory.principal, (r) => r.cached === undefined && Date.parse(r.time) > Date.now() - 3_000);
+    expect(rec.reason).toBe("revoked");
+  });
+
+  it("a member refused many times logs in at once when added: a login is never held", async () => {
+    const nina = SigningKey.generate();
+    for (let i = 0; i < 6; i++) await expect(bus.connectAs(nina)).rejects.toThrow(/authorization/i);
+    expect((await bus.lastRecord(nina.principal)).reason).toBe("unknown_principal");
+    await bus.users.put(nina.principal, JSON.stringify(userRecord(nina)));
+    // The users watch drops the cache entry; the back-off stays remembered, but applies to refusals only.
+    const nc = await eventually(
+      () => bus.connectAs(nina).catch(() => null),
+      (c) => c !== null,
+      { timeoutMs: 5_000, intervalMs: 20, what: "login after the add" },
+    );
+    await nc?.close();
+    expect(await timed(() => bus.connectAs(nina).then((c) => c.close()))).toBeLessThan(400);
+  });
+});

@@ -104,6 +104,20 @@ describe("decodeAuthorizationRequest", () => {
     expect(() => decodeAuthorizationRequest(`${h}.${forged}.${s}`)).toThrow(/signature/);
   });
 
+  it("out of an opened xkey box: the signature is not checked again, every other check still is", () => {
+    const [h, , sig] = sign(request()).split(".");
+    const resigned = Buffer.from(JSON.stringify({ iss: serverKey.principal, sub: "x", aud: "nats-authorization-request", nats: request() })).toString("base64url");
+    const now = Date.now() / 1000;
+    // The box's tag proved the bytes intact; the signature, by a key the request names, adds nothing.
+    expect(decodeAuthorizationRequest(`${h}.${resigned}.${sig}`, now, true).nats.user_nkey).toBe(userNkey);
+    expect(() => decodeAuthorizationRequest(`${h}.${resigned}.${sig}`, now, false)).toThrow(/signature/);
+    expect(() => decodeAuthorizationRequest(sign(request(), "something-else"), now, true)).toThrow(InvalidRequestError);
+    expect(() => decodeAuthorizationRequest(sign(request(), undefined, keyOf(NkeyPrefix.server)), now, true)).toThrow(/signed by the server/);
+    const expired = encodeJwt({ sub: "x", aud: "nats-authorization-request", nats: request(), exp: 1000 }, serverKey, NkeyPrefix.server);
+    expect(() => decodeAuthorizationRequest(expired, now, true)).toThrow(/expired/);
+    expect(() => decodeAuthorizationRequest("a.b.c", now, true)).toThrow(InvalidRequestError);
+  });
+
   it("rejects an expired request", () => {
     const token = encodeJwt({ sub: "x", aud: "nats-authorization-request", nats: request(), exp: 1000 }, serverKey, NkeyPrefix.server);
     expect(() => decodeAuthorizationRequest(token)).toThrow(/expired/);

@@ -17,6 +17,8 @@ import type { PrincipalDirectory } from "./store/directory.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import { calloutMetrics } from "./metrics.js";
 import type { CalloutXkey } from "./xkey.js";
+import { nativeSigner } from "./signer.js";
+import { Tarpit } from "./tarpit.js";
 import packageJson from "../package.json" with { type: "json" };
 
 /** Dependencies of {@link createAuthCalloutService}, beyond the kit's (logger, clock). */
@@ -40,10 +42,9 @@ export interface AuthCalloutServiceDeps extends KitDeps {
   denialCache?: DenialCache;
   /** Where refused logins are recorded. Default: the AUDIT_DENIALS stream on `nc`. */
   audit?: DenialAudit;
+  /** Holds repeat offenders' refusals. Default: a fresh {@link Tarpit} (10,000 held at most). */
+  tarpit?: Tarpit;
 }
-
-/** Refusals held back at once at most (each is one timer and one reply buffer). */
-const MAX_HELD_REFUSALS = 10_000;
 
 // Field bounds of the audit record schema: a client-chosen value never
 // makes a record the stream or the endpoint would refuse.
@@ -104,8 +105,7 @@ export function authCalloutDefinition(handler: CalloutHandler, encrypted: boolea
  * and a request it cannot trust with nothing signed. A denial is an answer,
  * not an error, in the stats; an untrusted request is one.
  */
-function calloutHandler(ctx: CalloutContext, audit: DenialAudit): CalloutHandler {
-  let held = 0;
+function calloutHandler(ctx: CalloutContext, audit: DenialAudit, tarpit: Tarpit): CalloutHandler {
   return async (msg, { logger }) => {
     const outcome = await handleCalloutRequest(ctx, msg.data, msg.headers?.get(CalloutSubject.xkeyHeader) || undefined);
     if (outcome.kind === "rejected") {
@@ -122,18 +122,15 @@ function calloutHandler(ctx: CalloutContext, audit: DenialAudit): CalloutHandler
       return undefined;
     }
     // Server-side back-off: a repeat offender's refusal is held (a timer, no
-    // work), which slows its retry loop; past a bound of held answers they go
-    // out at once rather than pile up memory.
-    const delayMs = result.delayMs ?? 0;
-    if (delayMs > 0 && held < MAX_HELD_REFUSALS) {
-      held++;
-      setTimeout(() => {
-        held--;
+    // work), which slows its retry loop. A send that fails (connection
+    // closing) is the server's timeout: still a refusal.
+    tarpit.hold(result.delayMs ?? 0, () => {
+      try {
         msg.respondError(401, "unauthorized", outcome.reply);
-      }, delayMs);
-    } else {
-      msg.respondError(401, "unauthorized", outcome.reply);
-    }
+      } catch (err) {
+        logger.debug({ err: err instanceof Error ? err.message : String(err) }, "held refusal not sent");
+      }
+    });
     // Recording never delays or changes a refusal.
     calloutMetrics.logins.inc({ result: "denied", reason: DenyCode[result.reason] });
     if (result.cached !== undefined) calloutMetrics.denialCacheHits.inc();
@@ -153,7 +150,7 @@ function calloutHandler(ctx: CalloutContext, audit: DenialAudit): CalloutHandler
  */
 export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCalloutServiceDeps): Promise<RunningService> {
   const ctx: CalloutContext = {
-    issuer: deps.issuer,
+    issuer: nativeSigner(deps.issuer),
     appAccount: deps.appAccount ?? "UNIBUS",
     directory: deps.directory,
     authorize: { bootstrapAccess: deps.bootstrapAccess ?? false, cache: new PermissionCache(), denials: deps.denialCache ?? new DenialCache() },
@@ -162,5 +159,13 @@ export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCal
   };
   const logger = deps.logger ?? pino({ level: "info" });
   const audit = deps.audit ?? new StreamDenialAudit(nc, { warn: (obj, msg) => logger.warn(obj, msg) });
-  return startService(nc, authCalloutDefinition(calloutHandler(ctx, audit), deps.xkey !== undefined), { ...deps, logger });
+  const tarpit = deps.tarpit ?? new Tarpit();
+  const running = await startService(nc, authCalloutDefinition(calloutHandler(ctx, audit, tarpit), deps.xkey !== undefined), { ...deps, logger });
+  return {
+    ...running,
+    async stop() {
+      tarpit.flush();
+      await running.stop();
+    },
+  };
 }

@@ -1,6 +1,7 @@
 import type { AuditDenialRecord } from "@unibus/contracts";
-import { NkeyPrefix, decodeNkeyPublic, verifySignature } from "@unibus/crypto";
+import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
 import type { DenialCache } from "../denial-cache.js";
+import { verifyEd25519 } from "../signer.js";
 import type { PrincipalDirectory } from "../store/directory.js";
 import type { AuthorizationRequest } from "../jwt.js";
 import type { Permissions, Role } from "../permissions.js";
@@ -133,20 +134,26 @@ export async function authorize(
   const address = request.client_info.host;
   const cached = denials?.lookup(nkey);
   if (cached !== undefined) return { ok: false, reason: cached.reason, principal: nkey, cached: { report: cached.report, delayMs: cached.delayMs }, delayMs: cached.delayMs };
-  if (denials?.addressLimited(address, nkey) === true) return { ok: false, reason: DenyReason.rateLimited, principal: nkey, delayMs: denials.rateLimitDelayMs };
+  if (denials?.addressLimited(address, nkey) === true) {
+    return { ok: false, reason: DenyReason.rateLimited, principal: nkey, delayMs: Math.max(denials.rateLimitDelayMs, denials.strike(nkey)) };
+  }
   const generation = denials?.generation ?? 0;
   const result = await decide(request, nkey, publicKey, directory, options);
-  if (denials !== undefined) {
-    if (result.ok) {
-      denials.noteAdmitted(nkey);
-    } else {
-      denials.noteRefusal(address);
-      // Only answers decided by the directory after the signature verified:
-      // a forged signature must not get a real member's key locked out.
-      if (result.reason === DenyReason.unknown || result.reason === DenyReason.revoked) denials.remember(nkey, result.reason, generation);
-    }
+  if (denials === undefined) return result;
+  if (result.ok) {
+    denials.noteAdmitted(nkey);
+    return result;
   }
-  return result;
+  denials.noteRefusal(address);
+  // Only answers decided by the directory after the signature verified:
+  // a forged signature must not get a real member's key locked out.
+  if (result.reason === DenyReason.unknown || result.reason === DenyReason.revoked) denials.remember(nkey, result.reason, generation);
+  // Our own outage is not the client's doing: answered at once, so a
+  // member retries as soon as the directory is back (a reconnect storm).
+  if (result.reason === DenyReason.directoryUnavailable) return result;
+  // Held even though fully checked: the back-off outlives the cache entry.
+  const delayMs = denials.strike(nkey);
+  return delayMs > 0 ? { ...result, delayMs } : result;
 }
 
 async function decide(request: AuthorizationRequest, nkey: string, publicKey: Uint8Array, directory: PrincipalDirectory, options: AuthorizeOptions): Promise<AuthorizeResult> {
@@ -155,7 +162,7 @@ async function decide(request: AuthorizationRequest, nkey: string, publicKey: Ui
   if (typeof nonce !== "string" || nonce === "" || typeof sig !== "string" || !SIG_BASE64_RE.test(sig)) {
     return { ok: false, reason: DenyReason.badSignature, principal: nkey };
   }
-  if (!verifySignature(publicKey, Buffer.from(nonce, "utf8"), Buffer.from(sig, "base64"))) {
+  if (!verifyEd25519(publicKey, Buffer.from(nonce, "utf8"), Buffer.from(sig, "base64"))) {
     return { ok: false, reason: DenyReason.badSignature, principal: nkey };
   }
 

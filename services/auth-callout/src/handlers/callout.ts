@@ -1,4 +1,3 @@
-import type { SigningKey } from "@unibus/crypto";
 import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
 import { CalloutSubject } from "@unibus/contracts";
 import type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
@@ -9,6 +8,7 @@ import type { AuthorizationRequest } from "../jwt.js";
 import { decodeAuthorizationRequest, encodeJwt } from "../jwt.js";
 import type { Permissions } from "../permissions.js";
 import type { CalloutXkey } from "../xkey.js";
+import type { JwtSigner } from "../signer.js";
 
 /** The `nats` body of the user JWT the callout issues. */
 export interface UserClaimsBody {
@@ -32,7 +32,7 @@ export interface AuthorizationResponseBody {
 /** Everything the callout needs to answer requests. */
 export interface CalloutContext {
   /** The account key named as `issuer` in `auth_callout`; signs responses and user JWTs. */
-  issuer: SigningKey;
+  issuer: JwtSigner;
   /** The account clients are placed in (config mode: the user JWT's `aud`). */
   appAccount: string;
   /** When set, requests must be encrypted and responses are sealed to the server's xkey. */
@@ -87,7 +87,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
  * denial whatever the request says, so verifying it would buy nothing
  * (threat model: a forged request can at most obtain a signed refusal for
  * itself; it never reaches a grant, which always takes the full path). With
- * an xkey the sealed box has already proved the request came from the server.
+ * an xkey the box that opened has proved the bytes intact (not their sender).
  * Anything unusual falls through to the full path.
  */
 function cachedRefusal(ctx: CalloutContext, token: string): { request: AuthorizationRequest; result: AuthorizeResult } | undefined {
@@ -116,10 +116,11 @@ function cachedRefusal(ctx: CalloutContext, token: string): { request: Authoriza
 
 /**
  * Handles one message from `$SYS.REQ.USER.AUTH`: decrypt (if an xkey is
- * configured), decode and verify the server's request, {@link authorize},
- * sign the response, encrypt it back. Denials are signed responses carrying
- * `error` (never a user JWT). A request that is not genuine gets no signed
- * answer at all, so the callout is not a signing oracle.
+ * configured), decode and check the server's request (its signature only
+ * without an xkey: see decodeAuthorizationRequest), {@link authorize}, sign
+ * the response, encrypt it back. Denials are signed responses carrying
+ * `error` (never a user JWT). A request that fails its checks (a box that
+ * does not open, a malformed or expired request) gets no signed answer.
  *
  * @param serverXkeyHeader - value of the `Nats-Server-Xkey` header, if any.
  */
@@ -132,7 +133,10 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
       // Threat: a downgrade to plaintext would expose client connect options.
       if (!encrypted) throw new EncryptionMismatchError("service requires encryption but the server sent plaintext");
       if (serverXkeyHeader === undefined || serverXkeyHeader === "") throw new InvalidRequestError(`missing ${CalloutSubject.xkeyHeader} header`);
-      token = Buffer.from(ctx.xkey.open(data, serverXkeyHeader)).toString("utf8");
+      const opened = ctx.xkey.open(data, serverXkeyHeader);
+      // A JWT is ASCII: latin1 reads it without a copy or UTF-8 decoding; a
+      // non-ASCII byte would change the signed bytes and fail verification.
+      token = Buffer.from(opened.buffer, opened.byteOffset, opened.byteLength).toString("latin1");
     } else {
       if (encrypted) throw new EncryptionMismatchError("server encrypts but the service has no xkey");
       token = Buffer.from(data).toString("utf8");
@@ -140,7 +144,8 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
     // A retry storm's repeats stop here: one signature (the refusal), no verification, no directory read.
     const cached = cachedRefusal(ctx, token);
     if (cached !== undefined) return answer(ctx, cached.request, cached.result, serverXkeyHeader);
-    request = decodeAuthorizationRequest(token).nats;
+    // With an xkey the box that opened already proved the request intact (see decodeAuthorizationRequest).
+    request = decodeAuthorizationRequest(token, Date.now() / 1000, ctx.xkey !== undefined).nats;
     if (ctx.xkey !== undefined && request.server_id.xkey !== serverXkeyHeader) {
       throw new InvalidRequestError("server xkey in request differs from header");
     }
