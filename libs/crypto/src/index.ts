@@ -1,6 +1,7 @@
 // Public surface of @unibus/crypto: every export is named here.
 export { aeadDecrypt, aeadEncrypt, AeadSize } from "./aead.js";
 export { nkeyAuthenticator } from "./authenticator.js";
+export { Blake3Key, BLAKE3_CHUNK_BYTES } from "./blake3-chunk.js";
 export { SigningKey, verifyMany, verifySignature } from "./ed25519.js";
 export type { SignatureCheck } from "./ed25519.js";
 export {
@@ -40,6 +41,7 @@ export {
   macMatches,
   MIN_PSK_BYTES,
   parseReplicaPsk,
+  prepareReplicaMacKey,
   REPLICA_CLOCK_SKEW_MS,
   REPLICA_HANDSHAKE_TTL_MS,
   REPLICA_HANDSHAKE_VERSION,
@@ -54,12 +56,13 @@ export {
   replicaMac,
   replicaMacInput,
   replicaMacKey,
+  replicaProofs,
   replicaSessionId,
   replicaTranscript,
   signReplicaTranscript,
   verifyReplicaTranscript,
 } from "./replica-handshake.js";
-export type { HandshakeBinding } from "./replica-handshake.js";
+export type { HandshakeBinding, ReplicaProofs } from "./replica-handshake.js";
 export { CONNECT_NONCE_PATTERN, ConnectNonceError, isMarkedStatement, markStatement, STATEMENT_MARKER } from "./statement-marker.js";
 export { openSealed, SealedBox, sealTo, sealToMany } from "./sealed-box.js";
 export { agreementPublicKey, generateAgreementKeyPair, x25519SharedSecret } from "./x25519.js";

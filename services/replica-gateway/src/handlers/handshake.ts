@@ -8,6 +8,7 @@ import {
   acceptorNonceLive,
   fromHex,
   macMatches,
+  prepareReplicaMacKey,
   publicKeyFromPrincipal,
   REPLICA_HANDSHAKE_TTL_MS,
   REPLICA_HANDSHAKE_VERSION,
@@ -16,12 +17,12 @@ import {
   replicaKeyId,
   replicaMac,
   replicaMacKey,
+  replicaProofs,
   replicaSessionId,
-  replicaTranscript,
   toHex,
   verifyReplicaTranscript,
 } from "@unibus/crypto";
-import type { HandshakeBinding } from "@unibus/crypto";
+import type { Blake3Key, HandshakeBinding } from "@unibus/crypto";
 import { handles } from "@unibus/kit";
 import type { BucketSpec } from "@unibus/kit";
 import type { PskSet } from "../config.js";
@@ -77,12 +78,12 @@ function unavailable(err: unknown): UnibusError {
  * single-use check across replicas (contracts/specs/replica-handshake.md).
  */
 export function handshakeHandlers(deps: HandshakeDeps) {
-  // MAC keys are derived once per PSK for the process, never per handshake;
-  // key ids are public. Neither is ever logged.
-  const slots = new Map<string, Uint8Array>();
+  // MAC keys are derived and prepared once per PSK for the process, never
+  // per handshake; key ids are public. Neither is ever logged.
+  const slots = new Map<string, Blake3Key>();
   if (deps.psk !== undefined) {
-    slots.set(toHex(replicaKeyId(deps.psk.current)), replicaMacKey(deps.psk.current));
-    if (deps.psk.previous !== undefined) slots.set(toHex(replicaKeyId(deps.psk.previous)), replicaMacKey(deps.psk.previous));
+    slots.set(toHex(replicaKeyId(deps.psk.current)), prepareReplicaMacKey(replicaMacKey(deps.psk.current)));
+    if (deps.psk.previous !== undefined) slots.set(toHex(replicaKeyId(deps.psk.previous)), prepareReplicaMacKey(replicaMacKey(deps.psk.previous)));
   }
   const clusterIdHex = deps.clusterId === undefined ? undefined : toHex(deps.clusterId);
   const ready = slots.size > 0 && clusterIdHex !== undefined;
@@ -134,9 +135,9 @@ export function handshakeHandlers(deps: HandshakeDeps) {
         return reject(ReplicaHandshakeStatus.AuthRequired);
       }
       const binding: HandshakeBinding = { clusterId: deps.clusterId, dialerId: req.replicaId, acceptorId: req.acceptorId, nonceD: fromHex(req.nonceD), nonceA };
-      const macD = fromHex(req.macD);
-      if (!macMatches(replicaMac(macKey, binding, ReplicaDirection.dialerToAcceptor, identity), macD)) return reject(ReplicaHandshakeStatus.MacMismatch);
-      const transcript = replicaTranscript(binding, replicaMac(macKey, binding, ReplicaDirection.acceptorToDialer), macD, identity);
+      // Both MACs and the transcript from one encoding of the binding.
+      const { macD, transcript } = replicaProofs(macKey, binding, identity);
+      if (!macMatches(macD, fromHex(req.macD))) return reject(ReplicaHandshakeStatus.MacMismatch);
       if (!verifyReplicaTranscript(identity, transcript, fromHex(req.signature))) return reject(ReplicaHandshakeStatus.AuthRequired);
       const now = ctx.now();
       const session = {
