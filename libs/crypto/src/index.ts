@@ -1,7 +1,6 @@
 // Public surface of @unibus/crypto: every export is named here.
 export { aeadDecrypt, aeadEncrypt, AeadSize } from "./aead.js";
 export { nkeyAuthenticator } from "./authenticator.js";
-export { Blake3Key, BLAKE3_CHUNK_BYTES } from "./blake3-chunk.js";
 export { SigningKey, verifyMany, verifySignature } from "./ed25519.js";
 export type { SignatureCheck } from "./ed25519.js";
 export {
@@ -16,6 +15,7 @@ export { envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeSign
 export type { Envelope } from "./envelope.js";
 export { DecryptError, EncodingError, InvalidKeyError, InvalidPrincipalError } from "./errors.js";
 export { blake3, blake3DeriveKey, blake3Mac, sha256 } from "./hash.js";
+export { Blake3Key, BLAKE3_CHUNK_BYTES } from "./blake3-chunk.js";
 export {
   createIdentity,
   IDENTITY_FILE_VERSION,
