@@ -1,13 +1,14 @@
 /**
  * BLAKE3 for short inputs with the key prepared once. A message of at most
- * one chunk (1,024 bytes) is one chain of compressions and its first output
- * block (64 bytes) is one more, so no tree, no hasher object and no per-call
- * key setup are needed: the handshake's MACs and derivations (a few hundred
- * bytes each) cost a fraction of a general-purpose hasher's call, whose
- * setup (and, in derive_key mode, a hash of the context string on every
- * call) outweighs the few compressions these inputs need. Longer inputs
- * and outputs go to @noble/hashes. Byte-identical to it (checked against it
- * and the official vectors in blake3-chunk.test.ts).
+ * one chunk (1,024 bytes) is one chain of compressions whose last, flagged
+ * as the root, gives the first 64 output bytes, so no tree, no hasher
+ * object and no per-call key setup are needed: the handshake's MACs and
+ * derivations (a few hundred bytes each) cost a fraction of a
+ * general-purpose hasher's call, whose setup (and, in derive_key mode, a
+ * hash of the context string on every call) outweighs the few compressions
+ * these inputs need. Longer inputs and outputs go to @noble/hashes.
+ * Byte-identical to it (checked against it and the official vectors in
+ * blake3-chunk.test.ts).
  */
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
 import { utf8 } from "./encoding.js";
@@ -178,7 +179,13 @@ export class Blake3Key {
   hash(data: Uint8Array, outLen = 32): Uint8Array {
     if (!Number.isSafeInteger(outLen) || outLen < 1) throw new RangeError("Blake3Key.hash: outLen must be a positive integer");
     if (data.byteLength <= BLAKE3_CHUNK_BYTES && outLen <= BLOCK_BYTES) return hashChunk(this.#words, this.#flags, data, outLen);
-    return this.#context === undefined ? nobleBlake3(data, { key: wordBytes(this.#words), dkLen: outLen }) : nobleBlake3(data, { context: this.#context, dkLen: outLen });
+    if (this.#context !== undefined) return nobleBlake3(data, { context: this.#context, dkLen: outLen });
+    const key = wordBytes(this.#words);
+    try {
+      return nobleBlake3(data, { key, dkLen: outLen });
+    } finally {
+      key.fill(0);
+    }
   }
 
   toJSON(): { blake3: "keyed" | "derive" } {
