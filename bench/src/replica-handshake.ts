@@ -14,6 +14,7 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { clusterIdFromName, randomBytes, replicaTranscript, SigningKey, signReplicaTranscript, toHex } from "@unibus/crypto";
@@ -103,13 +104,22 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
 
     // CPU time per operation of each side, read around each slice: steadier
     // than rates on a shared box, where waiting for a core dominates the wall
-    // clock. Acceptor: the gateway or floor process; dialer: this process.
+    // clock. Acceptor: the gateway or floor process; dialer: this process;
+    // server: nats-server (Linux /proc, 10 ms ticks; 0 where unavailable).
+    const serverCpu = () => {
+      try {
+        const fields = readFileSync(`/proc/${server.pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+        return (Number(fields[11]) + Number(fields[12])) * 10_000 || 0;
+      } catch {
+        return 0;
+      }
+    };
     const cpuOf = async (subject: string) => Number(new TextDecoder().decode((await nc.request(subject, undefined, { timeout: 5000 })).data));
     const ownCpu = () => {
       const u = process.cpuUsage();
       return u.user + u.system;
     };
-    const cpu = { handshake: { ops: 0, acceptor: 0, dialer: 0 }, floor: { ops: 0, acceptor: 0, dialer: 0 } };
+    const cpu = { handshake: { ops: 0, acceptor: 0, dialer: 0, server: 0 }, floor: { ops: 0, acceptor: 0, dialer: 0, server: 0 } };
     const countedOp = (which: keyof typeof cpu, op: (i: number) => Promise<unknown>) => async (i: number) => {
       await op(i);
       cpu[which].ops++;
@@ -117,17 +127,19 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     const withCpu = (which: keyof typeof cpu, subject: string) => async (slice: () => Promise<number>) => {
       const before = await cpuOf(subject);
       const ownBefore = ownCpu();
+      const serverBefore = serverCpu();
       const rate = await slice();
       cpu[which].dialer += ownCpu() - ownBefore;
+      cpu[which].server += serverCpu() - serverBefore;
       cpu[which].acceptor += (await cpuOf(subject)) - before;
       return rate;
     };
     const perOp = () => {
       const r = Object.fromEntries(
-        Object.entries(cpu).map(([k, c]) => [k, { acceptor: Math.round(c.acceptor / Math.max(1, c.ops)), dialer: Math.round(c.dialer / Math.max(1, c.ops)) }]),
-      ) as Record<keyof typeof cpu, { acceptor: number; dialer: number }>;
-      for (const c of Object.values(cpu)) Object.assign(c, { ops: 0, acceptor: 0, dialer: 0 });
-      return `gateway ${r.handshake.acceptor} µs, floor ${r.floor.acceptor} µs; dialer ${r.handshake.dialer} µs, floor's dialer ${r.floor.dialer} µs`;
+        Object.entries(cpu).map(([k, c]) => [k, { acceptor: Math.round(c.acceptor / Math.max(1, c.ops)), dialer: Math.round(c.dialer / Math.max(1, c.ops)), server: Math.round(c.server / Math.max(1, c.ops)) }]),
+      ) as Record<keyof typeof cpu, { acceptor: number; dialer: number; server: number }>;
+      for (const c of Object.values(cpu)) Object.assign(c, { ops: 0, acceptor: 0, dialer: 0, server: 0 });
+      return `gateway ${r.handshake.acceptor} µs, floor ${r.floor.acceptor} µs; dialer ${r.handshake.dialer} µs, floor's dialer ${r.floor.dialer} µs; nats-server ${r.handshake.server} µs, for the floor ${r.floor.server} µs`;
     };
 
     const cases: BenchCase[] = [];
