@@ -15,7 +15,7 @@ export { envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeSign
 export type { Envelope } from "./envelope.js";
 export { DecryptError, EncodingError, InvalidKeyError, InvalidPrincipalError } from "./errors.js";
 export { blake3, blake3DeriveKey, blake3Mac, sha256 } from "./hash.js";
-export { Blake3Key, BLAKE3_CHUNK_BYTES } from "./blake3-chunk.js";
+export { Blake3Key } from "./blake3-key.js";
 export {
   createIdentity,
   IDENTITY_FILE_VERSION,

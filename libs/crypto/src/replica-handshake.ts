@@ -4,7 +4,7 @@
  * session id. Shared by the replica gateway (acceptor) and the node-side
  * client (dialer) so the two can never encode a field differently. No I/O.
  */
-import { Blake3Key } from "./blake3-chunk.js";
+import { Blake3Key } from "./blake3-key.js";
 import { verifySignature } from "./ed25519.js";
 import type { SigningKey } from "./ed25519.js";
 import { constantTimeEqual, randomBytes, utf8 } from "./encoding.js";
