@@ -15,7 +15,8 @@ import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { randomBytes, toHex, verifyReplicaTranscript } from "@unibus/crypto";
 
-export const FloorSubject = { hello: "bench.p6.floor.hello", finish: "bench.p6.floor.finish" } as const;
+/** `cpu` answers this process's CPU time (µs, user + system), as the real gateway's bench process does. */
+export const FloorSubject = { hello: "bench.p6.floor.hello", finish: "bench.p6.floor.finish", cpu: "bench.p6.floor.cpu" } as const;
 
 /** Sizes of the real messages, so the floor moves the same bytes. */
 export const FloorSize = {
@@ -35,6 +36,12 @@ async function main(): Promise<void> {
   const challenge = randomBytes(FloorSize.challenge);
   const session = randomBytes(FloorSize.session);
   const reply = { ok: new Uint8Array([0]), bad: new Uint8Array([1]) } as const;
+  nc.subscribe(FloorSubject.cpu, {
+    callback: (_err, msg) => {
+      const u = process.cpuUsage();
+      msg.respond(String(u.user + u.system));
+    },
+  });
   nc.subscribe(FloorSubject.hello, {
     callback: (_err, msg) => {
       msg.respond(challenge);

@@ -14,6 +14,8 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { clusterIdFromName, randomBytes, replicaTranscript, SigningKey, signReplicaTranscript, toHex } from "@unibus/crypto";
 import { replicaHandshake } from "@unibus/sdk";
@@ -32,20 +34,20 @@ const SLICE_S = 0.5;
 /** The issue's goal, with the rule issue #15 uses for P1 where the protocol's own floor is below it. */
 const P6_GOAL = ">= 0.3 of raw, or >= 0.9 of the floor where the floor is < 0.3";
 
-/** Mean rate of each of `ops`, measured in alternating slices of {@link SLICE_S} for `seconds` each; `around` wraps each slice of the op at `aroundIndex`. */
-async function interleaved(
-  seconds: number,
-  measure: (s: number, op: (i: number) => Promise<unknown>) => Promise<number>,
-  ops: readonly ((i: number) => Promise<unknown>)[],
-  around: (slice: () => Promise<number>) => Promise<number> = (slice) => slice(),
-  aroundIndex = 1,
-): Promise<number[]> {
+/** One measured operation; `around` wraps each of its slices (to read CPU time around it). */
+interface Interleaved {
+  readonly op: (i: number) => Promise<unknown>;
+  readonly around?: (slice: () => Promise<number>) => Promise<number>;
+}
+
+/** Mean rate of each of `ops`, measured in alternating slices of {@link SLICE_S} for `seconds` each. */
+async function interleaved(seconds: number, measure: (s: number, op: (i: number) => Promise<unknown>) => Promise<number>, ops: readonly Interleaved[]): Promise<number[]> {
   const slices = Math.max(1, Math.round(seconds / SLICE_S));
   const sums = ops.map(() => 0);
   for (let k = 0; k < slices; k++) {
-    for (const [j, op] of ops.entries()) {
+    for (const [j, { op, around }] of ops.entries()) {
       const slice = () => measure(SLICE_S, op);
-      sums[j] = (sums[j] ?? 0) + (j === aroundIndex ? await around(slice) : await slice());
+      sums[j] = (sums[j] ?? 0) + (around === undefined ? await slice() : await around(slice));
     }
   }
   return sums.map((s) => s / slices);
@@ -62,7 +64,7 @@ async function startChild(script: string, args: string[], env: NodeJS.ProcessEnv
 const NO_ASYNC_TRACES_ENV = "UNIBUS_BENCH_NO_ASYNC_TRACES";
 
 /**
- * `cpuProfileDir`: the gateway runs under `node --cpu-prof` and writes its profile there when it stops.
+ * `cpuProfileDir`: the gateway and the floor run under `node --cpu-prof` and write their profiles to its gateway/ and floor/ folders when they stop (the largest file of each is the main thread's).
  * `noAsyncTraces`: both gateways connect with nats.js's `noAsyncTraces` (for comparing the setting).
  */
 export async function runReplicaHandshake(opts: { seconds: number; inFlight: number; cpuProfileDir?: string; noAsyncTraces?: boolean }): Promise<BenchCase[]> {
@@ -73,8 +75,9 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
   try {
     // The PSK reaches the gateway through its environment only, as in production.
     children.push(await startChild("./echo-service.ts", ["raw"], { UNIBUS_URL: server.url }));
-    children.push(await startChild("./gateway-service.ts", [], { UNIBUS_URL: server.url, UNIBUS_REPLICA_PSK: toHex(psk), UNIBUS_CLUSTER_NAME: "bench", UNIBUS_REPLICA_ID: "gw-bench", ...traces }, opts.cpuProfileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", opts.cpuProfileDir]));
-    children.push(await startChild("./floor-gateway.ts", [], { UNIBUS_URL: server.url, ...traces }));
+    const profile = (name: string) => (opts.cpuProfileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", join(opts.cpuProfileDir, name)]);
+    children.push(await startChild("./gateway-service.ts", [], { UNIBUS_URL: server.url, UNIBUS_REPLICA_PSK: toHex(psk), UNIBUS_CLUSTER_NAME: "bench", UNIBUS_REPLICA_ID: "gw-bench", ...traces }, profile("gateway")));
+    children.push(await startChild("./floor-gateway.ts", [], { UNIBUS_URL: server.url, ...traces }, profile("floor")));
     const nc = await server.connect();
     const identity = SigningKey.generate();
     const body = new TextEncoder().encode(JSON.stringify({ roomId: "bench-room", text: "hello, bench" }));
@@ -99,41 +102,63 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     };
     for (let i = 0; i < 100; i++) await Promise.all([raw(), handshake(i), floor(i)]);
 
-    // The gateway's CPU time per handshake, read from the gateway around each
-    // handshake slice: steadier than rates on a shared box, where waiting for
-    // a core dominates the wall clock.
-    let done = 0;
-    let cpuMicros = 0;
-    const counted = async (i: number) => {
-      await handshake(i);
-      done++;
+    // CPU time per operation of each side, read around each slice: steadier
+    // than rates on a shared box, where waiting for a core dominates the wall
+    // clock. Acceptor: the gateway or floor process; dialer: this process;
+    // server: nats-server (Linux /proc, 10 ms ticks; 0 where unavailable).
+    const serverCpu = () => {
+      try {
+        const fields = readFileSync(`/proc/${server.pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+        return (Number(fields[11]) + Number(fields[12])) * 10_000 || 0;
+      } catch {
+        return 0;
+      }
     };
-    const gatewayCpu = async () => Number(new TextDecoder().decode((await nc.request(GATEWAY_CPU_SUBJECT, undefined, { timeout: 5000 })).data));
-    const withCpu = async (slice: () => Promise<number>) => {
-      const before = await gatewayCpu();
+    const cpuOf = async (subject: string) => Number(new TextDecoder().decode((await nc.request(subject, undefined, { timeout: 5000 })).data));
+    const ownCpu = () => {
+      const u = process.cpuUsage();
+      return u.user + u.system;
+    };
+    const cpu = { handshake: { ops: 0, acceptor: 0, dialer: 0, server: 0 }, floor: { ops: 0, acceptor: 0, dialer: 0, server: 0 } };
+    const countedOp = (which: keyof typeof cpu, op: (i: number) => Promise<unknown>) => async (i: number) => {
+      await op(i);
+      cpu[which].ops++;
+    };
+    const withCpu = (which: keyof typeof cpu, subject: string) => async (slice: () => Promise<number>) => {
+      const before = await cpuOf(subject);
+      const ownBefore = ownCpu();
+      const serverBefore = serverCpu();
       const rate = await slice();
-      cpuMicros += (await gatewayCpu()) - before;
+      cpu[which].dialer += ownCpu() - ownBefore;
+      cpu[which].server += serverCpu() - serverBefore;
+      cpu[which].acceptor += (await cpuOf(subject)) - before;
       return rate;
     };
-    const perHandshake = () => {
-      const r = Math.round(cpuMicros / Math.max(1, done));
-      done = 0;
-      cpuMicros = 0;
-      return r;
+    const perOp = () => {
+      const r = Object.fromEntries(
+        Object.entries(cpu).map(([k, c]) => [k, { acceptor: Math.round(c.acceptor / Math.max(1, c.ops)), dialer: Math.round(c.dialer / Math.max(1, c.ops)), server: Math.round(c.server / Math.max(1, c.ops)) }]),
+      ) as Record<keyof typeof cpu, { acceptor: number; dialer: number; server: number }>;
+      for (const c of Object.values(cpu)) Object.assign(c, { ops: 0, acceptor: 0, dialer: 0, server: 0 });
+      return `gateway ${r.handshake.acceptor} µs, floor ${r.floor.acceptor} µs; dialer ${r.handshake.dialer} µs, floor's dialer ${r.floor.dialer} µs; nats-server ${r.handshake.server} µs, for the floor ${r.floor.server} µs`;
     };
 
     const cases: BenchCase[] = [];
     const measureAll = async (label: string, measure: (s: number, op: (i: number) => Promise<unknown>) => Promise<number>) => {
-      const [rawRate = 0, hsRate = 0, floorRate = 0] = await interleaved(opts.seconds, measure, [raw, counted, floor], withCpu);
+      const [rawRate = 0, hsRate = 0, floorRate = 0] = await interleaved(opts.seconds, measure, [
+        { op: raw },
+        { op: countedOp("handshake", handshake), around: withCpu("handshake", GATEWAY_CPU_SUBJECT) },
+        { op: countedOp("floor", floor), around: withCpu("floor", FloorSubject.cpu) },
+      ]);
       cases.push({ name: `P6 full handshakes, ${label}`, unit: "op/s", unibus: hsRate, raw: rawRate, goal: P6_GOAL });
       cases.push({ name: `P6 floor, ${label}`, unit: "op/s", unibus: floorRate, raw: rawRate, goal: "none: no implementation beats it" });
       // The issue's rule where the floor itself is below 0.3: within 0.9 of the floor.
       cases.push({ name: `P6 handshakes ÷ floor, ${label}`, unit: "op/s", unibus: hsRate, raw: floorRate, goal: ">= 0.9 where the floor is < 0.3 of raw" });
     };
     await measureAll("one at a time", sequentialRate);
-    const cpuSeq = perHandshake();
+    const cpuSeq = perOp();
     await measureAll(`${opts.inFlight} in flight`, (s, op) => parallelRate(s, opts.inFlight, op));
-    console.log(`P6 gateway CPU per handshake: ${cpuSeq} µs one at a time, ${perHandshake()} µs with ${opts.inFlight} in flight${opts.noAsyncTraces === true ? " (noAsyncTraces)" : ""}`);
+    console.log(`P6 CPU per handshake, one at a time: ${cpuSeq}${opts.noAsyncTraces === true ? " (noAsyncTraces)" : ""}`);
+    console.log(`P6 CPU per handshake, ${opts.inFlight} in flight: ${perOp()}`);
     await nc.close();
     return cases;
   } finally {

@@ -15,6 +15,7 @@ export { envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeSign
 export type { Envelope } from "./envelope.js";
 export { DecryptError, EncodingError, InvalidKeyError, InvalidPrincipalError } from "./errors.js";
 export { blake3, blake3DeriveKey, blake3Mac, sha256 } from "./hash.js";
+export { Blake3Key } from "./blake3-key.js";
 export {
   createIdentity,
   IDENTITY_FILE_VERSION,
@@ -40,6 +41,7 @@ export {
   macMatches,
   MIN_PSK_BYTES,
   parseReplicaPsk,
+  prepareReplicaMacKey,
   REPLICA_CLOCK_SKEW_MS,
   REPLICA_HANDSHAKE_TTL_MS,
   REPLICA_HANDSHAKE_VERSION,
@@ -54,12 +56,13 @@ export {
   replicaMac,
   replicaMacInput,
   replicaMacKey,
+  replicaProofs,
   replicaSessionId,
   replicaTranscript,
   signReplicaTranscript,
   verifyReplicaTranscript,
 } from "./replica-handshake.js";
-export type { HandshakeBinding } from "./replica-handshake.js";
+export type { HandshakeBinding, ReplicaProofs } from "./replica-handshake.js";
 export { CONNECT_NONCE_PATTERN, ConnectNonceError, isMarkedStatement, markStatement, STATEMENT_MARKER } from "./statement-marker.js";
 export { openSealed, SealedBox, sealTo, sealToMany } from "./sealed-box.js";
 export { agreementPublicKey, generateAgreementKeyPair, x25519SharedSecret } from "./x25519.js";

@@ -12,6 +12,7 @@ import {
   dialerMac,
   macMatches,
   parseReplicaPsk,
+  prepareReplicaMacKey,
   REPLICA_CLOCK_SKEW_MS,
   REPLICA_HANDSHAKE_TTL_MS,
   ReplicaDirection,
@@ -21,6 +22,7 @@ import {
   replicaMac,
   replicaMacInput,
   replicaMacKey,
+  replicaProofs,
   replicaSessionId,
   replicaTranscript,
   signReplicaTranscript,
@@ -100,6 +102,11 @@ describe("contracts/vectors/replica-handshake.json", () => {
       // Beyond 2^53 ms the expiry reads as never valid.
       expect(acceptorNonceExpiry(fromHex(c.nonceA))).toBe(c.nonceAExpiresAt ?? Number.POSITIVE_INFINITY);
       expect(toHex(replicaMac(replicaMacKey(psk), b, ReplicaDirection.dialerToAcceptor, key.publicKey))).toBe(c.macD);
+      // The one-pass form both sides use on the hot path gives the same bytes.
+      const prepared = prepareReplicaMacKey(replicaMacKey(psk));
+      expect(toHex(replicaMac(prepared, b, ReplicaDirection.acceptorToDialer))).toBe(c.macA);
+      const proofs = replicaProofs(prepared, b, key.publicKey);
+      expect({ macA: toHex(proofs.macA), macD: toHex(proofs.macD), transcript: toHex(proofs.transcript) }).toEqual({ macA: c.macA, macD: c.macD, transcript: c.transcript });
     });
   }
 });
@@ -190,6 +197,10 @@ describe("replica handshake MACs", () => {
     expect(() => replicaMacInput(b, ReplicaDirection.acceptorToDialer, identity)).toThrow(ReplicaHandshakeError);
     expect(() => replicaMacInput(b, ReplicaDirection.dialerToAcceptor)).toThrow(ReplicaHandshakeError);
     expect(() => clusterIdFromName("")).toThrow(ReplicaHandshakeError);
+    const prepared = prepareReplicaMacKey(replicaMacKey(psk));
+    expect(() => replicaProofs(prepared, { ...b, dialerId: "Node 2" }, identity)).toThrow(ReplicaHandshakeError);
+    expect(() => replicaProofs(prepared, { ...b, nonceD: new Uint8Array(33) }, identity)).toThrow(ReplicaHandshakeError);
+    expect(() => replicaProofs(prepared, b, new Uint8Array(31))).toThrow(ReplicaHandshakeError);
   });
 });
 

@@ -4,10 +4,10 @@
  * session id. Shared by the replica gateway (acceptor) and the node-side
  * client (dialer) so the two can never encode a field differently. No I/O.
  */
+import { Blake3Key } from "./blake3-key.js";
 import { verifySignature } from "./ed25519.js";
 import type { SigningKey } from "./ed25519.js";
-import { concatBytes, constantTimeEqual, randomBytes, utf8 } from "./encoding.js";
-import { blake3DeriveKey, blake3Mac } from "./hash.js";
+import { constantTimeEqual, randomBytes, utf8 } from "./encoding.js";
 import { markStatement } from "./statement-marker.js";
 
 /** Handshake protocol version carried in `ReplicaHello.version`. */
@@ -29,6 +29,23 @@ export const ReplicaHandshakeContext = {
 export const ReplicaHandshakeLabel = {
   mac: "unibus replica-handshake mac v1",
   transcript: "unibus replica-handshake transcript v1",
+} as const;
+
+/**
+ * The derive_key contexts prepared once per process: each derivation is then
+ * one or two compressions of its input, with no per-call hash of the context.
+ */
+const kdf = {
+  macKey: Blake3Key.deriveKey(ReplicaHandshakeContext.macKey),
+  keyId: Blake3Key.deriveKey(ReplicaHandshakeContext.keyId),
+  clusterId: Blake3Key.deriveKey(ReplicaHandshakeContext.clusterId),
+  sessionId: Blake3Key.deriveKey(ReplicaHandshakeContext.sessionId),
+} as const;
+
+/** lp(label) of the MAC input and of the transcript, encoded once. */
+const labelBytes = {
+  mac: lp(utf8(ReplicaHandshakeLabel.mac)),
+  transcript: lp(utf8(ReplicaHandshakeLabel.transcript)),
 } as const;
 
 /**
@@ -96,7 +113,10 @@ function checkLength(what: string, b: Uint8Array, n: number): Uint8Array {
 
 /** A one-byte length prefix, then the bytes (every variable field is at most 63 bytes). */
 function lp(b: Uint8Array): Uint8Array {
-  return concatBytes(Uint8Array.of(b.byteLength), b);
+  const out = new Uint8Array(1 + b.byteLength);
+  out[0] = b.byteLength;
+  out.set(b, 1);
+  return out;
 }
 
 /** The 16-byte cluster id of a cluster name (BLAKE3 derive_key of its UTF-8 bytes). */
@@ -104,13 +124,13 @@ export function clusterIdFromName(clusterName: string): Uint8Array {
   if (typeof clusterName !== "string" || clusterName.length === 0 || clusterName.length > 128) {
     throw new ReplicaHandshakeError("cluster name must be 1-128 characters");
   }
-  return blake3DeriveKey(ReplicaHandshakeContext.clusterId, utf8(clusterName), CLUSTER_ID_BYTES);
+  return kdf.clusterId.hash(utf8(clusterName), CLUSTER_ID_BYTES);
 }
 
 /** The MAC key derived from a PSK; the PSK itself never keys anything directly. */
 export function replicaMacKey(psk: Uint8Array): Uint8Array {
   if (!(psk instanceof Uint8Array) || psk.byteLength < MIN_PSK_BYTES) throw new ReplicaHandshakeError(`PSK must be at least ${MIN_PSK_BYTES} bytes`);
-  return blake3DeriveKey(ReplicaHandshakeContext.macKey, psk);
+  return kdf.macKey.hash(psk);
 }
 
 /**
@@ -120,7 +140,7 @@ export function replicaMacKey(psk: Uint8Array): Uint8Array {
  */
 export function replicaKeyId(psk: Uint8Array): Uint8Array {
   if (!(psk instanceof Uint8Array) || psk.byteLength < MIN_PSK_BYTES) throw new ReplicaHandshakeError(`PSK must be at least ${MIN_PSK_BYTES} bytes`);
-  return blake3DeriveKey(ReplicaHandshakeContext.keyId, psk, 8);
+  return kdf.keyId.hash(psk, 8);
 }
 
 /** The values both MACs and the transcript cover. */
@@ -138,24 +158,61 @@ export interface HandshakeBinding {
 }
 
 /**
+ * The binding's bytes as both MAC inputs and the transcript carry them:
+ * cluster_id(16) ‖ lp(dialer) ‖ lp(acceptor) ‖ nonce_d(32) ‖ nonce_a(32).
+ */
+function bindingBytes(b: HandshakeBinding): Uint8Array {
+  const clusterId = checkLength("cluster id", b.clusterId, CLUSTER_ID_BYTES);
+  const dialer = checkId("dialer id", b.dialerId);
+  const acceptor = checkId("acceptor id", b.acceptorId);
+  const nonceD = checkLength("nonce_d", b.nonceD, REPLICA_NONCE_BYTES);
+  const nonceA = checkLength("nonce_a", b.nonceA, REPLICA_NONCE_BYTES);
+  const out = new Uint8Array(CLUSTER_ID_BYTES + 2 + dialer.byteLength + acceptor.byteLength + 2 * REPLICA_NONCE_BYTES);
+  let o = 0;
+  out.set(clusterId, o);
+  o += CLUSTER_ID_BYTES;
+  out[o++] = dialer.byteLength;
+  out.set(dialer, o);
+  o += dialer.byteLength;
+  out[o++] = acceptor.byteLength;
+  out.set(acceptor, o);
+  o += acceptor.byteLength;
+  out.set(nonceD, o);
+  out.set(nonceA, o + REPLICA_NONCE_BYTES);
+  return out;
+}
+
+/** lp(label) ‖ binding ‖ the tail parts, in one allocation. */
+function framed(label: Uint8Array, binding: Uint8Array, ...tail: Uint8Array[]): Uint8Array {
+  let len = label.byteLength + binding.byteLength;
+  for (const t of tail) len += t.byteLength;
+  const out = new Uint8Array(len);
+  out.set(label, 0);
+  out.set(binding, label.byteLength);
+  let o = label.byteLength + binding.byteLength;
+  for (const t of tail) {
+    out.set(t, o);
+    o += t.byteLength;
+  }
+  return out;
+}
+
+function checkDirection(direction: ReplicaDirection, identity: Uint8Array | undefined): Uint8Array | undefined {
+  if (direction !== ReplicaDirection.acceptorToDialer && direction !== ReplicaDirection.dialerToAcceptor) throw new ReplicaHandshakeError("unknown direction");
+  const withIdentity = direction === ReplicaDirection.dialerToAcceptor;
+  if (withIdentity !== (identity !== undefined)) throw new ReplicaHandshakeError("the identity key is part of the dialer's MAC and only of it");
+  return identity === undefined ? undefined : checkLength("identity key", identity, 32);
+}
+
+/**
  * The byte-exact MAC input: lp(label) ‖ cluster_id(16) ‖ lp(dialer) ‖
  * lp(acceptor) ‖ nonce_d(32) ‖ nonce_a(32) ‖ direction(1) [‖ identity(32) for
  * the dialer's MAC, so the finish cannot be re-bound to another identity].
  */
 export function replicaMacInput(b: HandshakeBinding, direction: ReplicaDirection, identity?: Uint8Array): Uint8Array {
-  if (direction !== ReplicaDirection.acceptorToDialer && direction !== ReplicaDirection.dialerToAcceptor) throw new ReplicaHandshakeError("unknown direction");
-  const withIdentity = direction === ReplicaDirection.dialerToAcceptor;
-  if (withIdentity !== (identity !== undefined)) throw new ReplicaHandshakeError("the identity key is part of the dialer's MAC and only of it");
-  return concatBytes(
-    lp(utf8(ReplicaHandshakeLabel.mac)),
-    checkLength("cluster id", b.clusterId, CLUSTER_ID_BYTES),
-    lp(checkId("dialer id", b.dialerId)),
-    lp(checkId("acceptor id", b.acceptorId)),
-    checkLength("nonce_d", b.nonceD, REPLICA_NONCE_BYTES),
-    checkLength("nonce_a", b.nonceA, REPLICA_NONCE_BYTES),
-    Uint8Array.of(direction),
-    ...(identity === undefined ? [] : [checkLength("identity key", identity, 32)]),
-  );
+  const id = checkDirection(direction, identity);
+  const binding = bindingBytes(b);
+  return id === undefined ? framed(labelBytes.mac, binding, Uint8Array.of(direction)) : framed(labelBytes.mac, binding, Uint8Array.of(direction), id);
 }
 
 /** `mac_a`: the acceptor's proof of the PSK over the binding. */
@@ -169,12 +226,42 @@ export function dialerMac(psk: Uint8Array, b: HandshakeBinding, identity: Uint8A
 }
 
 /**
- * A MAC under an already derived key ({@link replicaMacKey}): the gateway
- * derives it once per PSK at start and the dialer once per handshake, instead
- * of a derivation (one more BLAKE3 pass) for every MAC.
+ * A MAC key ready for hashing: the gateway prepares each PSK's once at start,
+ * the dialer once per handshake, so no MAC pays for a key derivation or a
+ * key setup.
  */
-export function replicaMac(macKey: Uint8Array, b: HandshakeBinding, direction: ReplicaDirection, identity?: Uint8Array): Uint8Array {
-  return blake3Mac(macKey, replicaMacInput(b, direction, identity));
+export function prepareReplicaMacKey(macKey: Uint8Array): Blake3Key {
+  return Blake3Key.keyed(macKey);
+}
+
+/** A MAC under an already derived key ({@link replicaMacKey}), raw or prepared ({@link prepareReplicaMacKey}). */
+export function replicaMac(macKey: Uint8Array | Blake3Key, b: HandshakeBinding, direction: ReplicaDirection, identity?: Uint8Array): Uint8Array {
+  const key = macKey instanceof Blake3Key ? macKey : Blake3Key.keyed(macKey);
+  return key.hash(replicaMacInput(b, direction, identity));
+}
+
+/** Both MACs and the transcript of one handshake. */
+export interface ReplicaProofs {
+  /** `mac_a`, the acceptor's MAC. */
+  readonly macA: Uint8Array;
+  /** `mac_d`, the dialer's MAC (over the identity key too). */
+  readonly macD: Uint8Array;
+  /** The transcript the identity signs, holding both MACs. */
+  readonly transcript: Uint8Array;
+}
+
+/**
+ * `mac_a`, `mac_d` and the transcript from one encoding of the binding: what
+ * the acceptor recomputes to check a finish and the dialer computes to
+ * check a challenge and build its finish. Byte-identical to
+ * {@link replicaMac} for each direction and {@link replicaTranscript}.
+ */
+export function replicaProofs(macKey: Blake3Key, b: HandshakeBinding, identity: Uint8Array): ReplicaProofs {
+  const id = checkLength("identity key", identity, 32);
+  const binding = bindingBytes(b);
+  const macA = macKey.hash(framed(labelBytes.mac, binding, Uint8Array.of(ReplicaDirection.acceptorToDialer)));
+  const macD = macKey.hash(framed(labelBytes.mac, binding, Uint8Array.of(ReplicaDirection.dialerToAcceptor), id));
+  return { macA, macD, transcript: framed(labelBytes.transcript, binding, macA, macD, id) };
 }
 
 /**
@@ -221,17 +308,8 @@ export function macMatches(expected: Uint8Array, received: Uint8Array): boolean 
  * handshake is worthless in any other.
  */
 export function replicaTranscript(b: HandshakeBinding, macA: Uint8Array, macD: Uint8Array, identity: Uint8Array): Uint8Array {
-  return concatBytes(
-    lp(utf8(ReplicaHandshakeLabel.transcript)),
-    checkLength("cluster id", b.clusterId, CLUSTER_ID_BYTES),
-    lp(checkId("dialer id", b.dialerId)),
-    lp(checkId("acceptor id", b.acceptorId)),
-    checkLength("nonce_d", b.nonceD, REPLICA_NONCE_BYTES),
-    checkLength("nonce_a", b.nonceA, REPLICA_NONCE_BYTES),
-    checkLength("mac_a", macA, 32),
-    checkLength("mac_d", macD, 32),
-    checkLength("identity key", identity, 32),
-  );
+  const binding = bindingBytes(b);
+  return framed(labelBytes.transcript, binding, checkLength("mac_a", macA, 32), checkLength("mac_d", macD, 32), checkLength("identity key", identity, 32));
 }
 
 /** The node's Ed25519 signature over `0xFF ‖ transcript` (the statement marker: never a connect nonce). */
@@ -246,7 +324,7 @@ export function verifyReplicaTranscript(identity: Uint8Array, transcript: Uint8A
 
 /** The 16-byte session id both sides compute from the transcript. */
 export function replicaSessionId(transcript: Uint8Array): Uint8Array {
-  return blake3DeriveKey(ReplicaHandshakeContext.sessionId, transcript, 16);
+  return kdf.sessionId.hash(transcript, 16);
 }
 
 const HEX_PSK = /^(?:[0-9a-fA-F]{2})+$/;

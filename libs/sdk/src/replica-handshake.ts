@@ -6,18 +6,17 @@ import {
   constantTimeEqual,
   fromHex,
   macMatches,
+  prepareReplicaMacKey,
   randomBytes,
   REPLICA_HANDSHAKE_VERSION,
   REPLICA_ID_PATTERN,
   REPLICA_NONCE_BYTES,
-  ReplicaDirection,
   ReplicaHandshakeError,
   ReplicaHandshakeStatus,
   replicaKeyId,
-  replicaMac,
   replicaMacKey,
+  replicaProofs,
   replicaSessionId,
-  replicaTranscript,
   signReplicaTranscript,
   toHex,
 } from "@unibus/crypto";
@@ -72,8 +71,8 @@ export async function replicaHandshake(nc: NatsConnection, opts: ReplicaHandshak
   if (!REPLICA_ID_PATTERN.test(opts.replicaId)) throw new ReplicaHandshakeError(`replica id must match ${REPLICA_ID_PATTERN.source}`);
   const timeout = opts.timeoutMs ?? 5_000;
   const clusterId = clusterIdFromName(opts.clusterName);
-  // One key derivation per handshake, shared by both MACs.
-  const macKey = replicaMacKey(opts.psk);
+  // One key derivation and setup per handshake, shared by both MACs.
+  const macKey = prepareReplicaMacKey(replicaMacKey(opts.psk));
   const nonceD = randomBytes(REPLICA_NONCE_BYTES);
   const hello: ReplicaHello = {
     version: REPLICA_HANDSHAKE_VERSION,
@@ -89,11 +88,9 @@ export async function replicaHandshake(nc: NatsConnection, opts: ReplicaHandshak
     throw new ReplicaHandshakeError("challenge is incomplete");
   }
   const binding = { clusterId, dialerId: opts.replicaId, acceptorId, nonceD, nonceA: fromHex(nonceA) };
-  const expectedA = replicaMac(macKey, binding, ReplicaDirection.acceptorToDialer);
+  // Both MACs and the transcript in one pass; nothing of ours leaves unless the acceptor's MAC checks out.
+  const { macA: expectedA, macD, transcript } = replicaProofs(macKey, binding, opts.identity.publicKey);
   if (!macMatches(expectedA, fromHex(macA))) throw new ReplicaHandshakeError("acceptor did not prove the PSK");
-  const identity = opts.identity.publicKey;
-  const macD = replicaMac(macKey, binding, ReplicaDirection.dialerToAcceptor, identity);
-  const transcript = replicaTranscript(binding, expectedA, macD, identity);
   // The finish repeats the hello's fields: the acceptor keeps no state, so whichever replica answers rebuilds the binding from them and the MACs.
   const finish: ReplicaFinish = {
     clusterId: hello.clusterId,

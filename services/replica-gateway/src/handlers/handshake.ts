@@ -1,13 +1,14 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { ErrorCode, ErrorReason, StoredBucket, UnibusError } from "@unibus/contracts";
-import type { ReplicaChallenge, ReplicaFinishReply } from "@unibus/contracts";
+import type { ReplicaChallenge, ReplicaFinish, ReplicaFinishReply, ReplicaHello } from "@unibus/contracts";
 import {
   acceptorNonce,
   acceptorNonceExpiry,
   acceptorNonceLive,
   fromHex,
   macMatches,
+  prepareReplicaMacKey,
   publicKeyFromPrincipal,
   REPLICA_HANDSHAKE_TTL_MS,
   REPLICA_HANDSHAKE_VERSION,
@@ -16,14 +17,14 @@ import {
   replicaKeyId,
   replicaMac,
   replicaMacKey,
+  replicaProofs,
   replicaSessionId,
-  replicaTranscript,
   toHex,
   verifyReplicaTranscript,
 } from "@unibus/crypto";
-import type { HandshakeBinding } from "@unibus/crypto";
+import type { Blake3Key, HandshakeBinding } from "@unibus/crypto";
 import { handles } from "@unibus/kit";
-import type { BucketSpec } from "@unibus/kit";
+import type { BucketSpec, HandlerContext } from "@unibus/kit";
 import type { PskSet } from "../config.js";
 
 /**
@@ -69,6 +70,19 @@ function unavailable(err: unknown): UnibusError {
   return new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });
 }
 
+// Rejects are logged (who was refused, and why) and answered with the bare
+// status. Module-level, not a closure per request: the accepted path is the
+// hot one and should allocate nothing it does not use.
+function rejectHello(ctx: HandlerContext, req: ReplicaHello, status: Status): Promise<ReplicaChallenge> {
+  ctx.logger.info({ replicaId: req.replicaId, status: statusName(status) }, "replica hello rejected");
+  return Promise.resolve({ status });
+}
+
+function rejectFinish(ctx: HandlerContext, req: ReplicaFinish, status: Status): ReplicaFinishReply {
+  ctx.logger.info({ replicaId: req.replicaId, identity: req.identity, status: statusName(status) }, "replica finish rejected");
+  return { status };
+}
+
 /**
  * The hello and finish handlers of the replica gateway. The hello keeps no
  * state: the challenge nonce carries its expiry and both MACs cover it, so
@@ -77,12 +91,12 @@ function unavailable(err: unknown): UnibusError {
  * single-use check across replicas (contracts/specs/replica-handshake.md).
  */
 export function handshakeHandlers(deps: HandshakeDeps) {
-  // MAC keys are derived once per PSK for the process, never per handshake;
-  // key ids are public. Neither is ever logged.
-  const slots = new Map<string, Uint8Array>();
+  // MAC keys are derived and prepared once per PSK for the process, never
+  // per handshake; key ids are public. Neither is ever logged.
+  const slots = new Map<string, Blake3Key>();
   if (deps.psk !== undefined) {
-    slots.set(toHex(replicaKeyId(deps.psk.current)), replicaMacKey(deps.psk.current));
-    if (deps.psk.previous !== undefined) slots.set(toHex(replicaKeyId(deps.psk.previous)), replicaMacKey(deps.psk.previous));
+    slots.set(toHex(replicaKeyId(deps.psk.current)), prepareReplicaMacKey(replicaMacKey(deps.psk.current)));
+    if (deps.psk.previous !== undefined) slots.set(toHex(replicaKeyId(deps.psk.previous)), prepareReplicaMacKey(replicaMacKey(deps.psk.previous)));
   }
   const clusterIdHex = deps.clusterId === undefined ? undefined : toHex(deps.clusterId);
   const ready = slots.size > 0 && clusterIdHex !== undefined;
@@ -90,17 +104,13 @@ export function handshakeHandlers(deps: HandshakeDeps) {
   const hello = handles("replica", "handshake.hello", {
     maxPayloadBytes: HANDSHAKE_MAX_PAYLOAD_BYTES,
     handler(req, _caller, ctx): Promise<ReplicaChallenge> {
-      const reject = (status: Status): Promise<ReplicaChallenge> => {
-        ctx.logger.info({ replicaId: req.replicaId, status: statusName(status) }, "replica hello rejected");
-        return Promise.resolve({ status });
-      };
-      if (!ready || deps.clusterId === undefined) return reject(ReplicaHandshakeStatus.AuthRequired);
-      if (req.version !== REPLICA_HANDSHAKE_VERSION) return reject(ReplicaHandshakeStatus.UnknownCommand);
-      if (req.clusterId !== clusterIdHex) return reject(ReplicaHandshakeStatus.ClusterMismatch);
+      if (!ready || deps.clusterId === undefined) return rejectHello(ctx, req, ReplicaHandshakeStatus.AuthRequired);
+      if (req.version !== REPLICA_HANDSHAKE_VERSION) return rejectHello(ctx, req, ReplicaHandshakeStatus.UnknownCommand);
+      if (req.clusterId !== clusterIdHex) return rejectHello(ctx, req, ReplicaHandshakeStatus.ClusterMismatch);
       // An acceptor never accepts itself: stops a hello reflected back from a peer gateway.
-      if (req.replicaId === deps.acceptorId) return reject(ReplicaHandshakeStatus.DirectionalRule);
+      if (req.replicaId === deps.acceptorId) return rejectHello(ctx, req, ReplicaHandshakeStatus.DirectionalRule);
       const macKey = slots.get(req.keyId);
-      if (macKey === undefined) return reject(ReplicaHandshakeStatus.MacMismatch);
+      if (macKey === undefined) return rejectHello(ctx, req, ReplicaHandshakeStatus.MacMismatch);
       // Nothing is stored: a replayed hello only earns another challenge,
       // which nobody without the PSK can finish, and a hello flood cannot
       // fill a bucket.
@@ -113,31 +123,27 @@ export function handshakeHandlers(deps: HandshakeDeps) {
   const finish = handles("replica", "handshake.finish", {
     maxPayloadBytes: HANDSHAKE_MAX_PAYLOAD_BYTES,
     async handler(req, _caller, ctx): Promise<ReplicaFinishReply> {
-      const reject = (status: Status): ReplicaFinishReply => {
-        ctx.logger.info({ replicaId: req.replicaId, identity: req.identity, status: statusName(status) }, "replica finish rejected");
-        return { status };
-      };
-      if (!ready || deps.clusterId === undefined) return reject(ReplicaHandshakeStatus.AuthRequired);
-      if (req.clusterId !== clusterIdHex) return reject(ReplicaHandshakeStatus.ClusterMismatch);
+      if (!ready || deps.clusterId === undefined) return rejectFinish(ctx, req, ReplicaHandshakeStatus.AuthRequired);
+      if (req.clusterId !== clusterIdHex) return rejectFinish(ctx, req, ReplicaHandshakeStatus.ClusterMismatch);
       // The hello at that acceptor refused a dialer bearing its own id; so does its finish, at any replica.
-      if (req.replicaId === req.acceptorId) return reject(ReplicaHandshakeStatus.DirectionalRule);
+      if (req.replicaId === req.acceptorId) return rejectFinish(ctx, req, ReplicaHandshakeStatus.DirectionalRule);
       const nonceA = fromHex(req.nonceA);
       // The expiry is the challenge's own (covered by both MACs); a forged one fails the MAC below if it is not already dead here.
-      if (!acceptorNonceLive(acceptorNonceExpiry(nonceA), ctx.now())) return reject(ReplicaHandshakeStatus.Expired);
+      if (!acceptorNonceLive(acceptorNonceExpiry(nonceA), ctx.now())) return rejectFinish(ctx, req, ReplicaHandshakeStatus.Expired);
       // The previous PSK may have been removed since the hello: rotation finished.
       const macKey = slots.get(req.keyId);
-      if (macKey === undefined) return reject(ReplicaHandshakeStatus.MacMismatch);
+      if (macKey === undefined) return rejectFinish(ctx, req, ReplicaHandshakeStatus.MacMismatch);
       let identity: Uint8Array;
       try {
         identity = publicKeyFromPrincipal(req.identity);
       } catch {
-        return reject(ReplicaHandshakeStatus.AuthRequired);
+        return rejectFinish(ctx, req, ReplicaHandshakeStatus.AuthRequired);
       }
       const binding: HandshakeBinding = { clusterId: deps.clusterId, dialerId: req.replicaId, acceptorId: req.acceptorId, nonceD: fromHex(req.nonceD), nonceA };
-      const macD = fromHex(req.macD);
-      if (!macMatches(replicaMac(macKey, binding, ReplicaDirection.dialerToAcceptor, identity), macD)) return reject(ReplicaHandshakeStatus.MacMismatch);
-      const transcript = replicaTranscript(binding, replicaMac(macKey, binding, ReplicaDirection.acceptorToDialer), macD, identity);
-      if (!verifyReplicaTranscript(identity, transcript, fromHex(req.signature))) return reject(ReplicaHandshakeStatus.AuthRequired);
+      // Both MACs and the transcript from one encoding of the binding.
+      const { macD, transcript } = replicaProofs(macKey, binding, identity);
+      if (!macMatches(macD, fromHex(req.macD))) return rejectFinish(ctx, req, ReplicaHandshakeStatus.MacMismatch);
+      if (!verifyReplicaTranscript(identity, transcript, fromHex(req.signature))) return rejectFinish(ctx, req, ReplicaHandshakeStatus.AuthRequired);
       const now = ctx.now();
       const session = {
         sessionId: toHex(replicaSessionId(transcript)),
@@ -157,7 +163,7 @@ export function handshakeHandlers(deps: HandshakeDeps) {
       try {
         await deps.sessions.create(session.sessionId, JSON.stringify(session));
       } catch (err) {
-        if (isWrongLastSequence(err)) return reject(ReplicaHandshakeStatus.Expired);
+        if (isWrongLastSequence(err)) return rejectFinish(ctx, req, ReplicaHandshakeStatus.Expired);
         throw unavailable(err);
       }
       ctx.logger.info({ replicaId: req.replicaId, identity: req.identity, acceptorId: req.acceptorId, sessionId: session.sessionId }, "replica handshake accepted");
