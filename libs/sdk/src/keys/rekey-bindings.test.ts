@@ -60,7 +60,7 @@ describe("cold rekey of a large room: batched verification", () => {
   const attacker = createIdentity();
   const { roomId, entries } = signedLog(owner, members);
 
-  it("seals only to agreement keys whose self-signature verified; a substituted or forged binding gets no share", async () => {
+  it("seals only to agreement keys whose self-signature verified; a substituted or forged binding, or one for a non-member, gets no share", async () => {
     const swapped = members[10]!; // the service's key, with the member's signature over its real key
     const forged = members[70]!; // the service's key, signed by the service's identity
     const bare = members[120]!; // no binding at all
@@ -70,12 +70,15 @@ describe("cold rekey of a large room: batched verification", () => {
       if (m === forged) return [binding(m, attacker.agreementPublicKey, attacker)];
       return [binding(m)];
     });
+    // A principal the service lists but the log does not hold, with a binding that verifies: sealed to (the pool seals before the log is known), never sent.
+    bindings.push(binding(attacker));
     const published: KeysPublishEpochRequest[] = [];
     const r = await rekeyRoom(client(owner, roomId, entries, bindings, published), owner.signingKey, roomId);
     expect(r.published).toBe(true);
     expect(new Set(r.withoutShare)).toEqual(new Set([swapped.principal, forged.principal, bare.principal]));
     const shares = new Map(published[0]!.shares.map((s) => [s.principal, "sealedShare" in s ? s.sealedShare : undefined]));
     expect(shares.size).toBe(N);
+    expect(shares.has(attacker.principal)).toBe(false);
     for (const m of [swapped, forged, bare]) expect(shares.get(m.principal)).toBeUndefined();
     // Every other member opens the same room key with its own agreement secret.
     const opened = new Set([owner, ...members].filter((m) => shares.get(m.principal) !== undefined).map((m) => toBase64Url(openSealed(m.agreementSecretKey, fromBase64Url(shares.get(m.principal)!)))));
