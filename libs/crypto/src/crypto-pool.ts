@@ -52,6 +52,19 @@ function edKey(pk) {
   }
   return key;
 }
+// Members' agreement keys, kept like the main thread's (x25519.ts): a
+// rekey seals to the same keys again, and an import costs a third of an agreement.
+const xKeys = new Map();
+function xKey(rpk) {
+  const x = Buffer.from(rpk.buffer, rpk.byteOffset, 32).toString("base64url");
+  let key = xKeys.get(x);
+  if (key === undefined) {
+    key = crypto.createPublicKey({ key: { kty: "OKP", crv: "X25519", x }, format: "jwk" });
+    if (xKeys.size > 4096) xKeys.clear();
+    xKeys.set(x, key);
+  }
+  return key;
+}
 function verifyOne(pk, sig, data) {
   try {
     return crypto.verify(null, data, edKey(pk), sig);
@@ -116,8 +129,7 @@ function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
     status[i] = 2;
     let shared;
     try {
-      const peer = crypto.createPublicKey({ key: { kty: "OKP", crv: "X25519", x: Buffer.from(rpk.buffer, rpk.byteOffset, 32).toString("base64url") }, format: "jwk" });
-      shared = crypto.diffieHellman({ privateKey, publicKey: peer });
+      shared = crypto.diffieHellman({ privateKey, publicKey: xKey(rpk) });
     } catch {
       continue;
     }

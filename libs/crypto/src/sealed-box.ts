@@ -196,11 +196,11 @@ function sealOrNull(rpk: Uint8Array, plaintext: Uint8Array, esk: Uint8Array): Ui
  * {@link sealToMany} does, and to no other: each binding is checked first,
  * in the same step that seals to its key (threat: a key the server
  * substituted for a member's would let it open that member's share). A
- * binding this process already verified is not checked again. Large sets
- * run on the crypto pool (one ephemeral key per slice, sealed-box.md "Many
- * recipients"), so a cold rekey's checks and X25519 agreements use every
- * core while the caller's event loop verifies the membership log; if the
- * pool fails, the same work runs inline. Never sends the plaintext anywhere
+ * binding this process already verified is not checked again. Sets with
+ * many bindings still to check run on the crypto pool (one ephemeral key per
+ * slice, sealed-box.md "Many recipients"), so a cold rekey's checks and
+ * X25519 agreements use every core while the caller's event loop verifies
+ * the membership log; if the pool fails, the same work runs inline. Never sends the plaintext anywhere
  * but the pool's threads of this process, which zero their copy.
  */
 export function sealToVerified(recipients: readonly BoundRecipient[], plaintext: Uint8Array): Promise<VerifiedSeal[]> {
@@ -215,7 +215,11 @@ export function sealToVerified(recipients: readonly BoundRecipient[], plaintext:
 export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], plaintext: Uint8Array, opts: { ephemeralSecretKey?: Uint8Array; inline?: boolean }): Promise<VerifiedSeal[]> {
   const out: VerifiedSeal[] = recipients.map(() => ({ box: null, verified: false }));
   const todo = recipients.flatMap((r, index) => (wellFormedRecipient(r) ? [{ r, index, verify: !alreadyVerified(r.binding) }] : []));
-  if (opts.inline === true || todo.length < POOL_MIN_RECIPIENTS || poolSize() === 0) {
+  // The pool pays when there are checks to run beside the agreements (a cold
+  // rekey); sealing alone to bindings already verified costs about as much
+  // inline as the hand-off, and inline it never waits behind a busy pool.
+  const checks = todo.reduce((n, t) => n + (t.verify ? 1 : 0), 0);
+  if (opts.inline === true || todo.length < POOL_MIN_RECIPIENTS || checks < POOL_MIN_RECIPIENTS || poolSize() === 0) {
     sealInline(
       todo.map((t) => t.r),
       plaintext,
