@@ -41,7 +41,7 @@ function binding(id: Identity, key = id.agreementPublicKey, signer = id): { prin
   return { principal: id.principal, agreementKey: toBase64Url(key), signature: toBase64Url(signer.signingKey.sign(agreementKeyStatementBytes(id.principal, key))) };
 }
 
-function client(owner: Identity, roomId: string, entries: RoomLogEntry[], bindings: object[], published: KeysPublishEpochRequest[]): RekeyClient {
+function client(owner: Identity, roomId: string, entries: RoomLogEntry[], bindings: object[], published: KeysPublishEpochRequest[], pageSize = 100): RekeyClient {
   const keys = {
     epochs: async () => ({ roomId, epochs: [] }),
     agreementKeys: async () => ({ roomId, members: bindings }),
@@ -50,7 +50,7 @@ function client(owner: Identity, roomId: string, entries: RoomLogEntry[], bindin
       return { roomId, epoch: req.epoch };
     },
   } as unknown as KeysApi;
-  const roomLogs = new RoomLogs(async (_room, from, limit) => ({ roomId, headSeq: entries.length - 1, entries: entries.slice(from, from + limit) }), { pageSize: 100 });
+  const roomLogs = new RoomLogs(async (_room, from, limit) => ({ roomId, headSeq: entries.length - 1, entries: entries.slice(from, from + limit) }), { pageSize });
   return { principal: owner.principal, keys, roomLogs };
 }
 
@@ -90,5 +90,13 @@ describe("cold rekey of a large room: batched verification", () => {
     const published: KeysPublishEpochRequest[] = [];
     await expect(rekeyRoom(client(owner, roomId, bad, [binding(owner)], published), owner.signingKey, roomId)).rejects.toMatchObject({ reason: "log_bad_signature", seq: 90 });
     expect(published).toEqual([]);
+  });
+
+  it("a bad signature in a later slice of one page: the slices before it stay verified, nothing from it on", async () => {
+    const { roomId: big, entries: all } = signedLog(owner, Array.from({ length: 299 }, () => createIdentity()));
+    const bad = all.map((e, i) => (i === 200 ? { ...e, signature: all[201]!.signature } : e));
+    const c = client(owner, big, bad, [binding(owner)], [], 512);
+    await expect(c.roomLogs.sync(big)).rejects.toMatchObject({ reason: "log_bad_signature", seq: 200 });
+    expect(c.roomLogs.cached(big)?.headSeq).toBe(199);
   });
 });
