@@ -55,7 +55,7 @@ describe("crypto pool: sealing to verified bindings", () => {
     expect(await warmCryptoPool()).toBe(true);
   });
 
-  it("seals on the workers exactly as inline (same ephemeral: byte-identical to sealWithEphemeralSecret), and every box opens", async () => {
+  it("seals on the workers exactly as inline and as a helping caller (same ephemeral: byte-identical to sealWithEphemeralSecret), and every box opens", async () => {
     const ps = people(200);
     const pt = randomBytes(32);
     const esk = randomBytes(32);
@@ -63,6 +63,12 @@ describe("crypto pool: sealing to verified bindings", () => {
       ps.map((p) => p.recipient),
       pt,
       { ephemeralSecretKey: esk },
+    );
+    // The caller takes slices too once it is free (here at once): the same boxes.
+    const helped = await sealToVerifiedWith(
+      ps.map((p) => p.recipient),
+      pt,
+      { ephemeralSecretKey: esk, helpAfter: Promise.resolve() },
     );
     const inline = await sealToVerifiedWith(
       ps.map((p) => p.recipient),
@@ -73,6 +79,7 @@ describe("crypto pool: sealing to verified bindings", () => {
       const want = toHex(sealWithEphemeralSecret(p.agreement.publicKey, pt, esk));
       expect(toHex(pooled[i]!.box!)).toBe(want);
       expect(toHex(inline[i]!.box!)).toBe(want);
+      expect(toHex(helped[i]!.box!)).toBe(want);
       expect(toHex(openSealed(p.agreement.secretKey, pooled[i]!.box!))).toBe(toHex(pt));
     });
   });

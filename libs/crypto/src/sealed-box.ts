@@ -134,7 +134,7 @@ export interface VerifiedSeal {
 /** Below this many recipients the sealing is done inline: a worker round trip costs more. */
 const POOL_MIN_RECIPIENTS = 64;
 /** Recipients per pool job (one ephemeral key each, sealed-box.md "Many recipients"). */
-const POOL_SEAL_CHUNK = 128;
+const POOL_SEAL_CHUNK = 64;
 /** Per recipient in a seal job: verify flag, agreement key, then the binding's key, signature and data. */
 const SEAL_RECORD_HEAD = 1 + 32 + 32 + 64;
 
@@ -203,8 +203,18 @@ function sealOrNull(rpk: Uint8Array, plaintext: Uint8Array, esk: Uint8Array): Ui
  * the membership log; if the pool fails, the same work runs inline. Never sends the plaintext anywhere
  * but the pool's threads of this process, which zero their copy.
  */
-export function sealToVerified(recipients: readonly BoundRecipient[], plaintext: Uint8Array): Promise<VerifiedSeal[]> {
-  return sealToVerifiedWith(recipients, plaintext, {});
+export function sealToVerified(recipients: readonly BoundRecipient[], plaintext: Uint8Array, opts: SealToVerifiedOptions = {}): Promise<VerifiedSeal[]> {
+  return sealToVerifiedWith(recipients, plaintext, opts);
+}
+
+/** Options of {@link sealToVerified}. */
+export interface SealToVerifiedOptions {
+  /**
+   * Once this settles, the calling thread seals the slices no worker has
+   * taken yet (inline, yielding between slices): a caller whose own work
+   * (a log sync) is done should not wait idle on a busy pool.
+   */
+  helpAfter?: Promise<unknown>;
 }
 
 /**
@@ -212,7 +222,7 @@ export function sealToVerified(recipients: readonly BoundRecipient[], plaintext:
  * package): a caller-chosen ephemeral secret (test vectors only: see
  * {@link sealWithEphemeralSecret}) and `inline` to skip the pool.
  */
-export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], plaintext: Uint8Array, opts: { ephemeralSecretKey?: Uint8Array; inline?: boolean }): Promise<VerifiedSeal[]> {
+export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], plaintext: Uint8Array, opts: SealToVerifiedOptions & { ephemeralSecretKey?: Uint8Array; inline?: boolean }): Promise<VerifiedSeal[]> {
   const out: VerifiedSeal[] = recipients.map(() => ({ box: null, verified: false }));
   const todo = recipients.flatMap((r, index) => (wellFormedRecipient(r) ? [{ r, index, verify: !alreadyVerified(r.binding) }] : []));
   // The pool pays when there are checks to run beside the agreements (a cold
@@ -229,8 +239,18 @@ export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], 
   }
   const slices: (typeof todo)[] = [];
   for (let k = 0; k < todo.length; k += POOL_SEAL_CHUNK) slices.push(todo.slice(k, k + POOL_SEAL_CHUNK));
-  await Promise.all(
-    slices.map(async (slice) => {
+  let next = 0;
+  const inline = (slice: typeof todo): void => {
+    sealInline(
+      slice.map((t) => t.r),
+      plaintext,
+      opts.ephemeralSecretKey,
+    ).forEach((s, j) => (out[slice[j]!.index] = s));
+  };
+  // Each worker holds two slices at most, so it never idles between them,
+  // and the rest wait here: a caller whose own work is done takes them too.
+  const onPool = async (): Promise<void> => {
+    for (let slice = slices[next++]; slice !== undefined; slice = slices[next++]) {
       let reply: Record<string, unknown> | undefined;
       try {
         reply = await runOnPool(sealJob(slice, plaintext, opts.ephemeralSecretKey));
@@ -239,12 +259,8 @@ export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], 
       }
       if (reply === undefined) {
         // The pool failed: the same checks and sealing, here.
-        sealInline(
-          slice.map((t) => t.r),
-          plaintext,
-          opts.ephemeralSecretKey,
-        ).forEach((s, j) => (out[slice[j]!.index] = s));
-        return;
+        inline(slice);
+        continue;
       }
       const status = reply.status as Uint8Array;
       const boxes = reply.boxes as Uint8Array;
@@ -254,8 +270,24 @@ export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], 
         if (t.verify) rememberVerified(t.r.binding);
         out[t.index] = { box: status[j] === 1 ? boxes.slice(j * boxLength, (j + 1) * boxLength) : null, verified: true };
       });
-    }),
-  );
+    }
+  };
+  const here = async (): Promise<void> => {
+    // A caller whose own work failed does not help: the result is dropped anyway.
+    if (!(await Promise.resolve(opts.helpAfter).then(
+      () => true,
+      () => false,
+    )))
+      return;
+    for (let slice = slices[next++]; slice !== undefined; slice = slices[next++]) {
+      inline(slice);
+      // Between slices, so the pool's replies are taken in meanwhile.
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  const runners = Array.from({ length: 2 * poolSize() }, onPool);
+  if (opts.helpAfter !== undefined) runners.push(here());
+  await Promise.all(runners);
   return out;
 }
 

@@ -83,7 +83,7 @@ type SealedShares = Map<string, { agreementKey: string; sealed: Uint8Array }>;
  * lets the pool's checks and agreements overlap the log's sync without
  * letting the keys service add a recipient.
  */
-async function sealBindings(members: readonly AgreementKeyBinding[], roomKey: Uint8Array, prepared?: PreparedEpoch): Promise<SealedShares> {
+async function sealBindings(members: readonly AgreementKeyBinding[], roomKey: Uint8Array, prepared: PreparedEpoch | undefined, helpAfter: Promise<unknown>): Promise<SealedShares> {
   const out: SealedShares = new Map();
   const todo: { principal: string; encoded: string; id: string; recipient: BoundRecipient }[] = [];
   for (const m of members) {
@@ -102,9 +102,11 @@ async function sealBindings(members: readonly AgreementKeyBinding[], roomKey: Ui
       // Malformed: that member gets no share.
     }
   }
+  // Once the log is verified, this thread seals whatever the pool has not taken yet.
   const sealed = await sealToVerified(
     todo.map((t) => t.recipient),
     roomKey,
+    { helpAfter },
   );
   sealed.forEach(({ box, verified }, i) => {
     const t = todo[i]!;
@@ -137,7 +139,8 @@ export async function prepareNextEpoch(client: RekeyClient, roomId: string): Pro
   let sealed: SealedShares;
   try {
     // Sealed on the crypto pool while the log syncs; only the log's members keep their box.
-    const [shares, log] = await Promise.all([client.keys.agreementKeys(roomId).then((ak) => sealBindings(ak.members, roomKey)), client.roomLogs.sync(roomId)]);
+    const synced = client.roomLogs.sync(roomId);
+    const [shares, log] = await Promise.all([client.keys.agreementKeys(roomId).then((ak) => sealBindings(ak.members, roomKey, undefined, synced)), synced]);
     sealed = new Map([...shares].filter(([principal]) => log.members.has(principal)));
   } catch (err) {
     roomKey.fill(0);
@@ -180,13 +183,14 @@ export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roo
     // The bindings are checked and sealed to on the crypto pool while the
     // log syncs here: both are thousands of signature checks in a cold
     // rekey of a large room. Only the log's members get a box (below).
-    const sealing = client.keys.agreementKeys(roomId).then((ak) => sealBindings(ak.members, roomKey, prepared).then((boxes) => ({ members: ak.members, boxes })));
+    const synced = client.roomLogs.sync(roomId);
+    const sealing = client.keys.agreementKeys(roomId).then((ak) => sealBindings(ak.members, roomKey, prepared, synced).then((boxes) => ({ members: ak.members, boxes })));
     let epochs: number[];
     let members: KeysAgreementKeysReply["members"];
     let boxes: SealedShares;
     let log: VerifiedRoomLog;
     try {
-      [{ epochs }, { members, boxes }, log] = await Promise.all([client.keys.epochs(roomId), sealing, client.roomLogs.sync(roomId)]);
+      [{ epochs }, { members, boxes }, log] = await Promise.all([client.keys.epochs(roomId), sealing, synced]);
     } finally {
       // Once every box is made (or the round failed), the key exists only inside them.
       void sealing.then(
