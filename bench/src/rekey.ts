@@ -4,8 +4,9 @@
  * new when warm), read the epochs and the members' agreement keys, a fresh room key sealed to 1,000
  * members, one signature, and `epochs.publish` (the service checks the set
  * against the membership, verifies the signature, stores ONE record) — until
- * the durable reply. Measured cold (the owner verifies 1,000 agreement-key
- * bindings first), warm (bindings already verified), and after a removal
+ * the durable reply. Measured cold (the owner verifies the 1,000 log
+ * entries and 1,000 agreement-key bindings first, as a fresh client does),
+ * warm (bindings already verified, log up to date), and after a removal
  * with the next epoch prepared in advance (`prepareNextEpoch`, which
  * `autoRekey` keeps ready: sealing is most of the work, and it can be done
  * before the change; the prepared key never leaves the owner's process
