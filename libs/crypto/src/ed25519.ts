@@ -1,7 +1,7 @@
 import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify } from "node:crypto";
 import type { KeyObject } from "node:crypto";
-import { availableParallelism } from "node:os";
-import { Worker } from "node:worker_threads";
+import { poolSize, runOnPool } from "./crypto-pool.js";
+import type { PoolJob } from "./crypto-pool.js";
 import { fromHex, ownBytes, randomBytes, toHex } from "./encoding.js";
 import { InvalidKeyError } from "./errors.js";
 import { NkeyPrefix, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed } from "./nkey.js";
@@ -210,118 +210,44 @@ export function verifySignature(publicKey: Uint8Array, data: Uint8Array, signatu
 
 /** Below this many uncached checks a batch is verified inline: a worker round trip costs more. */
 const POOL_MIN_BATCH = 64;
-/** Most verification workers (the main thread waits meanwhile, so all cores may work). */
-const POOL_MAX_WORKERS = 4;
+/** Checks per pool job: small enough that an urgent job soon finds a worker free. */
+const POOL_CHUNK = 128;
 
-/**
- * The worker: plain CommonJS over node:crypto only, so it starts without the
- * application's loaders. It answers each batch with one byte per check.
- */
-const WORKER_SOURCE = `
-const { parentPort } = require("node:worker_threads");
-const crypto = require("node:crypto");
-const keys = new Map();
-parentPort.on("message", ({ id, blob, ends }) => {
-  const out = new Uint8Array(ends.length);
+/** One packed buffer (key | signature | data per check), transferred: no per-check clone of whatever larger buffer a view happens to sit in. */
+function verifyJob(checks: readonly SignatureCheck[]): PoolJob {
+  let size = 0;
+  for (const c of checks) size += 96 + c.data.byteLength;
+  const blob = new Uint8Array(size);
+  const ends = new Uint32Array(checks.length);
   let o = 0;
-  for (let i = 0; i < ends.length; i++) {
-    const pk = blob.subarray(o, o + 32);
-    const sig = blob.subarray(o + 32, o + 96);
-    const data = blob.subarray(o + 96, ends[i]);
-    o = ends[i];
-    try {
-      const x = Buffer.from(pk.buffer, pk.byteOffset, 32).toString("base64url");
-      let key = keys.get(x);
-      if (key === undefined) {
-        key = crypto.createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
-        if (keys.size > 4096) keys.clear();
-        keys.set(x, key);
-      }
-      out[i] = crypto.verify(null, data, key, sig) ? 1 : 0;
-    } catch {
-      out[i] = 0;
-    }
-  }
-  parentPort.postMessage({ id, out });
-});
-`;
-
-interface PoolWorker {
-  worker: Worker;
-  pending: Map<number, { resolve: (out: Uint8Array) => void; reject: (err: unknown) => void }>;
-}
-
-let pool: PoolWorker[] | undefined;
-let poolBroken = false;
-let nextBatchId = 0;
-
-function startWorker(): PoolWorker {
-  const w: PoolWorker = { worker: new Worker(WORKER_SOURCE, { eval: true }), pending: new Map() };
-  w.worker.unref();
-  const failAll = (err: unknown): void => {
-    // A dead worker answers nothing: its batches fail (and are verified
-    // inline by the caller), and the pool is not used again.
-    poolBroken = true;
-    pool = undefined;
-    for (const p of w.pending.values()) p.reject(err);
-    w.pending.clear();
-  };
-  w.worker.on("message", ({ id, out }: { id: number; out: Uint8Array }) => {
-    const p = w.pending.get(id);
-    w.pending.delete(id);
-    if (w.pending.size === 0) w.worker.unref();
-    p?.resolve(out);
+  checks.forEach((c, i) => {
+    blob.set(c.publicKey, o);
+    blob.set(c.signature, o + 32);
+    blob.set(c.data, o + 96);
+    o += 96 + c.data.byteLength;
+    ends[i] = o;
   });
-  w.worker.on("error", failAll);
-  w.worker.on("exit", (code) => failAll(new Error(`verification worker exited with code ${code}`)));
-  return w;
+  return { message: { kind: "verify", blob, ends }, transfer: [blob.buffer, ends.buffer] };
 }
 
-function workers(): PoolWorker[] | undefined {
-  if (poolBroken) return undefined;
-  if (pool === undefined) {
-    try {
-      const n = Math.max(1, Math.min(POOL_MAX_WORKERS, availableParallelism()));
-      pool = Array.from({ length: n }, startWorker);
-    } catch {
-      poolBroken = true;
-      return undefined;
-    }
-  }
-  return pool;
+/** Remembers a check a worker verified (see the verified set above). */
+export function rememberVerified(c: SignatureCheck): void {
+  if (c.data.byteLength <= CACHE_DATA_MAX) remember(checkId(c.publicKey, c.data, c.signature));
 }
 
-function runOn(w: PoolWorker, checks: readonly SignatureCheck[]): Promise<Uint8Array> {
-  const id = nextBatchId++;
-  return new Promise<Uint8Array>((resolve, reject) => {
-    w.pending.set(id, { resolve, reject });
-    // Referenced while a batch is out, so a process waiting only on it does not exit.
-    w.worker.ref();
-    // One packed buffer (key | signature | data per check), transferred: no
-    // per-check clone of whatever larger buffer a view happens to sit in.
-    let size = 0;
-    for (const c of checks) size += 96 + c.data.byteLength;
-    const blob = new Uint8Array(size);
-    const ends = new Uint32Array(checks.length);
-    let o = 0;
-    checks.forEach((c, i) => {
-      blob.set(c.publicKey, o);
-      blob.set(c.signature, o + 32);
-      blob.set(c.data, o + 96);
-      o += 96 + c.data.byteLength;
-      ends[i] = o;
-    });
-    w.worker.postMessage({ id, blob, ends }, [blob.buffer, ends.buffer]);
-  });
+/** True when this process already verified exactly this check (short statements only). */
+export function alreadyVerified(c: SignatureCheck): boolean {
+  return wellFormed(c.publicKey, c.data, c.signature) && c.data.byteLength <= CACHE_DATA_MAX && verified.has(checkId(c.publicKey, c.data, c.signature));
 }
 
 /**
  * Verifies many signatures at once, the same as {@link verifySignature} on
  * each (and, like it, never throws). Checks this process already verified
  * are answered from memory; a large remainder is split across a pool of
- * worker threads, so a cold rekey's or log sync's thousands of checks use
- * every core while the event loop stays free. If a worker fails, its checks
- * are verified inline: a check is true only when a verification said so.
+ * worker threads (crypto-pool.ts), so a cold rekey's or log sync's
+ * thousands of checks use every core while the event loop stays free. If a
+ * worker fails, its checks are verified inline: a check is true only when a
+ * verification said so.
  */
 export async function verifyMany(checks: readonly SignatureCheck[]): Promise<boolean[]> {
   const out = new Array<boolean>(checks.length).fill(false);
@@ -336,22 +262,18 @@ export async function verifyMany(checks: readonly SignatureCheck[]): Promise<boo
       ids[i] = id;
     }
   });
-  const pw = todo.length >= POOL_MIN_BATCH ? workers() : undefined;
-  if (pw === undefined) {
+  if (todo.length < POOL_MIN_BATCH || poolSize() === 0) {
     for (const i of todo) out[i] = verifySignature(checks[i]!.publicKey, checks[i]!.data, checks[i]!.signature);
     return out;
   }
-  const per = Math.ceil(todo.length / pw.length);
+  const slices: number[][] = [];
+  for (let k = 0; k < todo.length; k += POOL_CHUNK) slices.push(todo.slice(k, k + POOL_CHUNK));
   await Promise.all(
-    pw.map(async (w, k) => {
-      const slice = todo.slice(k * per, (k + 1) * per);
-      if (slice.length === 0) return;
+    slices.map(async (slice) => {
       let res: Uint8Array | undefined;
       try {
-        res = await runOn(
-          w,
-          slice.map((i) => checks[i]!),
-        );
+        // Urgent: a caller waits on these (a log page), while sealing is bulk work that can wait.
+        res = (await runOnPool(verifyJob(slice.map((i) => checks[i]!)), true)).out as Uint8Array;
       } catch {
         res = undefined;
       }

@@ -107,15 +107,33 @@ export function encodeNkeyPublic(prefix: NkeyPrefix, publicKey: Uint8Array): str
 }
 
 /**
+ * Public nkeys already decoded, by their string (whose first character is
+ * the prefix {@link decodeNkeyPublic} checks): a log sync decodes the same
+ * few signers a thousand times, each a base32 decode and a CRC. Only valid keys are kept,
+ * callers get a copy, and the size is bounded, so hostile input can neither
+ * grow it without limit nor alter a cached key.
+ */
+const DECODED_PUBLIC_MAX = 4096;
+const decodedPublic = new Map<string, Uint8Array>();
+
+/**
  * Decodes an nkey public string, checking length, checksum and that its prefix
  * is `expected`. Returns undefined on any mismatch (callers map that to their
  * own error), so a malformed key never throws from a verification path.
  */
 export function decodeNkeyPublic(expected: NkeyPrefix, encoded: string): Uint8Array | undefined {
   if (typeof encoded !== "string" || encoded.length !== 56 || encoded[0] !== expected) return undefined;
+  const hit = decodedPublic.get(encoded);
+  if (hit !== undefined) return hit.slice();
   const body = checkedPayload(encoded);
   if (body === undefined || body.byteLength !== 33 || body[0] !== PREFIX_BYTE[expected]) return undefined;
-  return body.slice(1);
+  const key = body.slice(1);
+  decodedPublic.set(encoded, key.slice());
+  if (decodedPublic.size > DECODED_PUBLIC_MAX) {
+    const oldest = decodedPublic.keys().next().value;
+    if (oldest !== undefined) decodedPublic.delete(oldest);
+  }
+  return key;
 }
 
 /** Encodes a 32-byte Ed25519 seed as an nkey seed string (`SU…`, `SA…`, …; 58 characters). */

@@ -13,6 +13,18 @@ describe("principals", () => {
     expect(isPrincipal(key.principal)).toBe(true);
   });
 
+  it("a decoded key is the caller's own copy: changing it does not change the next decode; a bad checksum is never remembered as good", () => {
+    const first = publicKeyFromPrincipal(key.principal);
+    first.fill(0);
+    expect(toHex(publicKeyFromPrincipal(key.principal))).toBe(hex);
+    const last = key.principal.at(-1) === "A" ? "B" : "A";
+    const bad = key.principal.slice(0, -1) + last;
+    for (let i = 0; i < 2; i++) {
+      expect(isPrincipal(bad)).toBe(false);
+      expect(() => publicKeyFromPrincipal(bad)).toThrow(InvalidPrincipalError);
+    }
+  });
+
   it("normalises 64-hex (either case, surrounding whitespace) and U… to the same U… principal", () => {
     expect(normalisePrincipal(hex)).toBe(key.principal);
     expect(normalisePrincipal(hex.toUpperCase())).toBe(key.principal);

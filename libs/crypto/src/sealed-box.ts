@@ -1,10 +1,13 @@
 import { aeadDecrypt, aeadEncrypt, AeadSize } from "./aead.js";
-import { concatBytes } from "./encoding.js";
+import { concatBytes, constantTimeEqual, ownBytes, utf8 } from "./encoding.js";
 import { DecryptError } from "./errors.js";
 import { blake3 } from "@noble/hashes/blake3.js";
-import { utf8 } from "./encoding.js";
 import { InvalidKeyError } from "./errors.js";
 import { agreementPublicKey, ephemeralAgreement, ephemeralAgreementKey, x25519SharedSecret } from "./x25519.js";
+import { alreadyVerified, rememberVerified, verifySignature } from "./ed25519.js";
+import type { SignatureCheck } from "./ed25519.js";
+import { poolSize, runOnPool } from "./crypto-pool.js";
+import type { PoolJob } from "./crypto-pool.js";
 
 /**
  * Sealed box v1 layout and constants (contracts/specs/sealed-box.md):
@@ -107,6 +110,185 @@ export function sealToMany(recipientAgreementPublicKeys: readonly Uint8Array[], 
  */
 export function sealToManyWithEphemeralSecret(recipientAgreementPublicKeys: readonly Uint8Array[], plaintext: Uint8Array, ephemeralSecretKey: Uint8Array): Uint8Array[] {
   return recipientAgreementPublicKeys.map((rpk) => sealWithEphemeralSecret(rpk, plaintext, ephemeralSecretKey));
+}
+
+/** One recipient of {@link sealToVerified}: an agreement key and the signed binding that makes it its owner's. */
+export interface BoundRecipient {
+  readonly agreementKey: Uint8Array;
+  /**
+   * The owner's signature over a statement that ends with {@link agreementKey}
+   * (as the agreement-key statement does): checked before anything is sealed
+   * to that key; a statement about any other key gets nothing.
+   */
+  readonly binding: SignatureCheck;
+}
+
+/** What {@link sealToVerified} gives each recipient. */
+export interface VerifiedSeal {
+  /** The box, or null when the binding did not verify or the key is malformed or low-order. */
+  readonly box: Uint8Array | null;
+  /** The binding verified (a caller may remember that; false also for a malformed key). */
+  readonly verified: boolean;
+}
+
+/** Below this many recipients the sealing is done inline: a worker round trip costs more. */
+const POOL_MIN_RECIPIENTS = 64;
+/** Recipients per pool job (one ephemeral key each, sealed-box.md "Many recipients"). */
+const POOL_SEAL_CHUNK = 64;
+/** Per recipient in a seal job: verify flag, agreement key, then the binding's key, signature and data. */
+const SEAL_RECORD_HEAD = 1 + 32 + 32 + 64;
+
+function sealJob(recipients: readonly { r: BoundRecipient; verify: boolean }[], plaintext: Uint8Array, ephemeralSecretKey: Uint8Array | undefined): PoolJob {
+  let size = 0;
+  for (const { r } of recipients) size += SEAL_RECORD_HEAD + r.binding.data.byteLength;
+  const blob = new Uint8Array(size);
+  const ends = new Uint32Array(recipients.length);
+  let o = 0;
+  recipients.forEach(({ r, verify }, i) => {
+    blob[o] = verify ? 1 : 0;
+    blob.set(r.agreementKey, o + 1);
+    blob.set(r.binding.publicKey, o + 33);
+    blob.set(r.binding.signature, o + 65);
+    blob.set(r.binding.data, o + SEAL_RECORD_HEAD);
+    o += SEAL_RECORD_HEAD + r.binding.data.byteLength;
+    ends[i] = o;
+  });
+  // A copy per job, transferred and zeroed by the worker when done.
+  const pt = ownBytes(plaintext);
+  const transfer = [blob.buffer, ends.buffer, pt.buffer as ArrayBuffer];
+  const message: Record<string, unknown> = { kind: "seal", plaintext: pt, blob, ends, kdfContext: SealedBox.kdfContext };
+  if (ephemeralSecretKey !== undefined) {
+    const esk = ownBytes(ephemeralSecretKey);
+    message.ephemeralSecret = esk;
+    transfer.push(esk.buffer as ArrayBuffer);
+  }
+  return { message, transfer };
+}
+
+/** Well-formed, and the binding's statement ends with the very key to seal to (it binds that key, not another). */
+function wellFormedRecipient(r: BoundRecipient): boolean {
+  const b = r.binding as Partial<SignatureCheck> | undefined;
+  if (!(r.agreementKey instanceof Uint8Array) || r.agreementKey.byteLength !== 32) return false;
+  if (!(b?.publicKey instanceof Uint8Array) || b.publicKey.byteLength !== 32 || !(b.signature instanceof Uint8Array) || b.signature.byteLength !== 64) return false;
+  return b.data instanceof Uint8Array && b.data.byteLength >= 32 && constantTimeEqual(b.data.subarray(b.data.byteLength - 32), r.agreementKey);
+}
+
+/** Inline: verify each binding, then one {@link sealToMany} call for those that verified. */
+function sealInline(recipients: readonly BoundRecipient[], plaintext: Uint8Array, ephemeralSecretKey: Uint8Array | undefined): VerifiedSeal[] {
+  const ok = recipients.map((r) => verifySignature(r.binding.publicKey, r.binding.data, r.binding.signature));
+  const keys = recipients.filter((_, i) => ok[i]).map((r) => r.agreementKey);
+  const boxes = ephemeralSecretKey === undefined ? sealToMany(keys, plaintext) : keys.map((k) => sealOrNull(k, plaintext, ephemeralSecretKey));
+  let j = 0;
+  return recipients.map((_, i) => (ok[i] ? { box: boxes[j++] ?? null, verified: true } : { box: null, verified: false }));
+}
+
+function sealOrNull(rpk: Uint8Array, plaintext: Uint8Array, esk: Uint8Array): Uint8Array | null {
+  try {
+    return sealWithEphemeralSecret(rpk, plaintext, esk);
+  } catch (err) {
+    if (err instanceof InvalidKeyError) return null;
+    throw err;
+  }
+}
+
+/**
+ * Seals ONE plaintext to every recipient whose binding verifies, as
+ * {@link sealToMany} does, and to no other: each binding is checked first,
+ * in the same step that seals to its key (threat: a key the server
+ * substituted for a member's would let it open that member's share). A
+ * binding this process already verified is not checked again. Sets with
+ * many bindings still to check run on the crypto pool (one ephemeral key per
+ * slice, sealed-box.md "Many recipients"), so a cold rekey's checks and
+ * X25519 agreements use every core while the caller's event loop verifies
+ * the membership log; if the pool fails, the same work runs inline. Never sends the plaintext anywhere
+ * but the pool's threads of this process, which zero their copy.
+ */
+export function sealToVerified(recipients: readonly BoundRecipient[], plaintext: Uint8Array, opts: SealToVerifiedOptions = {}): Promise<VerifiedSeal[]> {
+  return sealToVerifiedWith(recipients, plaintext, opts);
+}
+
+/** Options of {@link sealToVerified}. */
+export interface SealToVerifiedOptions {
+  /**
+   * Once this settles, the calling thread seals the slices no worker has
+   * taken yet (inline, yielding between slices): a caller whose own work
+   * (a log sync) is done should not wait idle on a busy pool.
+   */
+  helpAfter?: Promise<unknown>;
+}
+
+/**
+ * {@link sealToVerified} with knobs for tests (not exported from the
+ * package): a caller-chosen ephemeral secret (test vectors only: see
+ * {@link sealWithEphemeralSecret}) and `inline` to skip the pool.
+ */
+export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], plaintext: Uint8Array, opts: SealToVerifiedOptions & { ephemeralSecretKey?: Uint8Array; inline?: boolean }): Promise<VerifiedSeal[]> {
+  const out: VerifiedSeal[] = recipients.map(() => ({ box: null, verified: false }));
+  const todo = recipients.flatMap((r, index) => (wellFormedRecipient(r) ? [{ r, index, verify: !alreadyVerified(r.binding) }] : []));
+  // The pool pays when there are checks to run beside the agreements (a cold
+  // rekey); sealing alone to bindings already verified costs about as much
+  // inline as the hand-off, and inline it never waits behind a busy pool.
+  const checks = todo.reduce((n, t) => n + (t.verify ? 1 : 0), 0);
+  if (opts.inline === true || todo.length < POOL_MIN_RECIPIENTS || checks < POOL_MIN_RECIPIENTS || poolSize() === 0) {
+    sealInline(
+      todo.map((t) => t.r),
+      plaintext,
+      opts.ephemeralSecretKey,
+    ).forEach((s, j) => (out[todo[j]!.index] = s));
+    return out;
+  }
+  const slices: (typeof todo)[] = [];
+  for (let k = 0; k < todo.length; k += POOL_SEAL_CHUNK) slices.push(todo.slice(k, k + POOL_SEAL_CHUNK));
+  let next = 0;
+  const inline = (slice: typeof todo): void => {
+    sealInline(
+      slice.map((t) => t.r),
+      plaintext,
+      opts.ephemeralSecretKey,
+    ).forEach((s, j) => (out[slice[j]!.index] = s));
+  };
+  // Each worker holds two slices at most, so it never idles between them,
+  // and the rest wait here: a caller whose own work is done takes them too.
+  const onPool = async (): Promise<void> => {
+    for (let slice = slices[next++]; slice !== undefined; slice = slices[next++]) {
+      let reply: Record<string, unknown> | undefined;
+      try {
+        reply = await runOnPool(sealJob(slice, plaintext, opts.ephemeralSecretKey));
+      } catch {
+        reply = undefined;
+      }
+      if (reply === undefined) {
+        // The pool failed: the same checks and sealing, here.
+        inline(slice);
+        continue;
+      }
+      const status = reply.status as Uint8Array;
+      const boxes = reply.boxes as Uint8Array;
+      const boxLength = reply.boxLength as number;
+      slice.forEach((t, j) => {
+        if (status[j] === 0) return;
+        if (t.verify) rememberVerified(t.r.binding);
+        out[t.index] = { box: status[j] === 1 ? boxes.slice(j * boxLength, (j + 1) * boxLength) : null, verified: true };
+      });
+    }
+  };
+  const here = async (): Promise<void> => {
+    // A caller whose own work failed does not help: the result is dropped anyway.
+    if (!(await Promise.resolve(opts.helpAfter).then(
+      () => true,
+      () => false,
+    )))
+      return;
+    for (let slice = slices[next++]; slice !== undefined; slice = slices[next++]) {
+      inline(slice);
+      // Between slices, so the pool's replies are taken in meanwhile.
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  const runners = Array.from({ length: 2 * poolSize() }, onPool);
+  if (opts.helpAfter !== undefined) runners.push(here());
+  await Promise.all(runners);
+  return out;
 }
 
 /**

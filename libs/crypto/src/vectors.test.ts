@@ -11,7 +11,7 @@ import { SigningKey, verifySignature } from "./ed25519.js";
 import { fromHex, toHex } from "./encoding.js";
 import { envelopeSigningBytes, signEnvelope, verifyEnvelope } from "./envelope.js";
 import { normalisePrincipal, publicKeyFromPrincipal } from "./principal.js";
-import { openSealed, SealedBox, sealToManyWithEphemeralSecret, sealWithEphemeralSecret } from "./sealed-box.js";
+import { openSealed, SealedBox, sealToManyWithEphemeralSecret, sealToVerifiedWith, sealWithEphemeralSecret } from "./sealed-box.js";
 import { agreementPublicKey, x25519SharedSecret } from "./x25519.js";
 
 ed.hashes.sha512 = sha512;
@@ -159,6 +159,21 @@ describe("contracts/vectors/sealed-box.json multiRecipient (one ephemeral, many 
       const other = m.recipients[(i + 1) % m.recipients.length]!;
       expect(() => openSealed(fromHex(other.recipientSecretKey), fromHex(r.sealed))).toThrow();
     });
+  });
+
+  it("pool path: sealToVerified with the vector's ephemeral reproduces every box on the worker threads and inline", async () => {
+    // Enough recipients (the vector's, repeated) that the sealing runs on the crypto pool.
+    const owner = SigningKey.generate();
+    const recipients = Array.from({ length: 80 }, (_, i) => {
+      const agreementKey = fromHex(m.recipients[i % m.recipients.length]!.recipientPublicKey);
+      return { agreementKey, binding: { publicKey: owner.publicKey, data: agreementKey, signature: owner.sign(agreementKey) } };
+    });
+    const want = recipients.map((_, i) => m.recipients[i % m.recipients.length]!.sealed);
+    for (const inline of [false, true]) {
+      const sealed = await sealToVerifiedWith(recipients, pt, { ephemeralSecretKey: esk, inline });
+      expect(sealed.map((s) => (s.box === null ? null : toHex(s.box)))).toEqual(want);
+      expect(sealed.every((s) => s.verified)).toBe(true);
+    }
   });
 
   it("noble reference: per-recipient shared secret, key and nonce, box; keys and nonces are all distinct", () => {

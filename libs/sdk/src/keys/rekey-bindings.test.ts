@@ -41,7 +41,7 @@ function binding(id: Identity, key = id.agreementPublicKey, signer = id): { prin
   return { principal: id.principal, agreementKey: toBase64Url(key), signature: toBase64Url(signer.signingKey.sign(agreementKeyStatementBytes(id.principal, key))) };
 }
 
-function client(owner: Identity, roomId: string, entries: RoomLogEntry[], bindings: object[], published: KeysPublishEpochRequest[]): RekeyClient {
+function client(owner: Identity, roomId: string, entries: RoomLogEntry[], bindings: object[], published: KeysPublishEpochRequest[], pageSize = 100): RekeyClient {
   const keys = {
     epochs: async () => ({ roomId, epochs: [] }),
     agreementKeys: async () => ({ roomId, members: bindings }),
@@ -50,7 +50,7 @@ function client(owner: Identity, roomId: string, entries: RoomLogEntry[], bindin
       return { roomId, epoch: req.epoch };
     },
   } as unknown as KeysApi;
-  const roomLogs = new RoomLogs(async (_room, from, limit) => ({ roomId, headSeq: entries.length - 1, entries: entries.slice(from, from + limit) }), { pageSize: 100 });
+  const roomLogs = new RoomLogs(async (_room, from, limit) => ({ roomId, headSeq: entries.length - 1, entries: entries.slice(from, from + limit) }), { pageSize });
   return { principal: owner.principal, keys, roomLogs };
 }
 
@@ -60,7 +60,7 @@ describe("cold rekey of a large room: batched verification", () => {
   const attacker = createIdentity();
   const { roomId, entries } = signedLog(owner, members);
 
-  it("seals only to agreement keys whose self-signature verified; a substituted or forged binding gets no share", async () => {
+  it("seals only to agreement keys whose self-signature verified; a substituted or forged binding, or one for a non-member, gets no share", async () => {
     const swapped = members[10]!; // the service's key, with the member's signature over its real key
     const forged = members[70]!; // the service's key, signed by the service's identity
     const bare = members[120]!; // no binding at all
@@ -70,12 +70,15 @@ describe("cold rekey of a large room: batched verification", () => {
       if (m === forged) return [binding(m, attacker.agreementPublicKey, attacker)];
       return [binding(m)];
     });
+    // A principal the service lists but the log does not hold, with a binding that verifies: sealed to (the pool seals before the log is known), never sent.
+    bindings.push(binding(attacker));
     const published: KeysPublishEpochRequest[] = [];
     const r = await rekeyRoom(client(owner, roomId, entries, bindings, published), owner.signingKey, roomId);
     expect(r.published).toBe(true);
     expect(new Set(r.withoutShare)).toEqual(new Set([swapped.principal, forged.principal, bare.principal]));
     const shares = new Map(published[0]!.shares.map((s) => [s.principal, "sealedShare" in s ? s.sealedShare : undefined]));
     expect(shares.size).toBe(N);
+    expect(shares.has(attacker.principal)).toBe(false);
     for (const m of [swapped, forged, bare]) expect(shares.get(m.principal)).toBeUndefined();
     // Every other member opens the same room key with its own agreement secret.
     const opened = new Set([owner, ...members].filter((m) => shares.get(m.principal) !== undefined).map((m) => toBase64Url(openSealed(m.agreementSecretKey, fromBase64Url(shares.get(m.principal)!)))));
@@ -87,5 +90,13 @@ describe("cold rekey of a large room: batched verification", () => {
     const published: KeysPublishEpochRequest[] = [];
     await expect(rekeyRoom(client(owner, roomId, bad, [binding(owner)], published), owner.signingKey, roomId)).rejects.toMatchObject({ reason: "log_bad_signature", seq: 90 });
     expect(published).toEqual([]);
+  });
+
+  it("a bad signature in a later slice of one page: the slices before it stay verified, nothing from it on", async () => {
+    const { roomId: big, entries: all } = signedLog(owner, Array.from({ length: 299 }, () => createIdentity()));
+    const bad = all.map((e, i) => (i === 200 ? { ...e, signature: all[201]!.signature } : e));
+    const c = client(owner, big, bad, [binding(owner)], [], 512);
+    await expect(c.roomLogs.sync(big)).rejects.toMatchObject({ reason: "log_bad_signature", seq: 200 });
+    expect(c.roomLogs.cached(big)?.headSeq).toBe(199);
   });
 });

@@ -1,7 +1,6 @@
 import { ErrorCode, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } from "@unibus/contracts";
-import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToMany, toBase64Url, verifyMany, verifySignature } from "@unibus/crypto";
-import type { SignatureCheck } from "@unibus/crypto";
-import type { SigningKey } from "@unibus/crypto";
+import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToVerified, toBase64Url, verifySignature } from "@unibus/crypto";
+import type { BoundRecipient, SigningKey } from "@unibus/crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KeysAgreementKeysReply, KeysPublishEpochRequest } from "@unibus/contracts";
 import type { KeysApi } from "./api.js";
@@ -71,37 +70,50 @@ function verifiedAgreementKey(m: { principal: string; agreementKey?: string; sig
   }
 }
 
+/** The room's agreement keys as sealed boxes of `roomKey`, by principal: the box and the binding's key (base64url). */
+type SealedShares = Map<string, { agreementKey: string; sealed: Uint8Array }>;
+
 /**
- * Verifies the bindings not verified yet in one batch (the worker pool), so
- * a cold rekey's 1,000 binding checks run on every core and alongside the
- * membership log's sync. Successes are recorded as {@link verifiedAgreementKey}
- * records its own; a binding that fails here gets no share there either.
+ * Seals `roomKey` to every binding in `members` that verifies
+ * (sealToVerified checks each binding in the same step that seals to its
+ * key, on the crypto pool), reusing `prepared` boxes sealed to the very same
+ * key under a binding this process already verified. The caller picks the
+ * recipients afterwards from the verified log: a box for a principal the
+ * log does not hold is dropped unsent, so sealing before the log is known
+ * lets the pool's checks and agreements overlap the log's sync without
+ * letting the keys service add a recipient.
  */
-async function verifyBindings(members: readonly AgreementKeyBinding[]): Promise<void> {
-  const checks: SignatureCheck[] = [];
-  const ids: string[] = [];
+async function sealBindings(members: readonly AgreementKeyBinding[], roomKey: Uint8Array, prepared: PreparedEpoch | undefined, helpAfter: Promise<unknown>): Promise<SealedShares> {
+  const out: SealedShares = new Map();
+  const todo: { principal: string; encoded: string; id: string; recipient: BoundRecipient }[] = [];
   for (const m of members) {
     if (m.agreementKey === undefined || m.signature === undefined) continue;
     const id = `${m.principal}|${m.agreementKey}|${m.signature}`;
-    if (verifiedBindings.has(id)) continue;
+    const early = prepared?.sealed.get(m.principal);
+    if (early !== undefined && early.agreementKey === m.agreementKey && verifiedBindings.has(id)) {
+      out.set(m.principal, early);
+      continue;
+    }
     try {
-      checks.push({ publicKey: publicKeyFromPrincipal(m.principal), data: agreementKeyStatementBytes(m.principal, fromBase64Url(m.agreementKey)), signature: fromBase64Url(m.signature) });
-      ids.push(id);
+      const agreementKey = fromBase64Url(m.agreementKey);
+      const binding = { publicKey: publicKeyFromPrincipal(m.principal), data: agreementKeyStatementBytes(m.principal, agreementKey), signature: fromBase64Url(m.signature) };
+      todo.push({ principal: m.principal, encoded: m.agreementKey, id, recipient: { agreementKey, binding } });
     } catch {
-      // Malformed: verifiedAgreementKey refuses it.
+      // Malformed: that member gets no share.
     }
   }
-  const ok = await verifyMany(checks);
-  ok.forEach((good, i) => {
-    if (good) verifiedBindings.add(ids[i]!);
+  // Once the log is verified, this thread seals whatever the pool has not taken yet.
+  const sealed = await sealToVerified(
+    todo.map((t) => t.recipient),
+    roomKey,
+    { helpAfter },
+  );
+  sealed.forEach(({ box, verified }, i) => {
+    const t = todo[i]!;
+    if (verified) verifiedBindings.add(t.id);
+    if (box !== null) out.set(t.principal, { agreementKey: t.encoded, sealed: box });
   });
-}
-
-/** The room's agreement-key bindings, verified (in a batch) on arrival. */
-async function verifiedBindingsOf(client: RekeyClient, roomId: string): Promise<KeysAgreementKeysReply> {
-  const reply = await client.keys.agreementKeys(roomId);
-  await verifyBindings(reply.members);
-  return reply;
+  return out;
 }
 
 /** A room key drawn in advance, sealed to the members known then; its shares have never left this process. */
@@ -114,9 +126,6 @@ interface PreparedEpoch {
 /** Prepared keys per client and room. A key is taken out BEFORE any of its shares are sent, so it is never used twice. */
 const preparedEpochs = new WeakMap<RekeyClient, Map<string, PreparedEpoch>>();
 
-/** Seals in slices, yielding between them, so preparing a 1,000-member epoch does not stall the event loop. */
-const PREPARE_SLICE = 64;
-
 /**
  * Draws the room key of `roomId`'s next epoch now and seals it to the
  * current members' verified agreement keys, so the next {@link rekeyRoom}
@@ -126,25 +135,16 @@ const PREPARE_SLICE = 64;
  * publish may have carried a share for a member removed meanwhile).
  */
 export async function prepareNextEpoch(client: RekeyClient, roomId: string): Promise<void> {
-  const [ak, log] = await Promise.all([verifiedBindingsOf(client, roomId), client.roomLogs.sync(roomId)]);
-  const members = recipientsOf(log, ak.members);
   const roomKey = randomBytes(ShareSetFormat.roomKeyBytes);
-  const sealed: PreparedEpoch["sealed"] = new Map();
-  for (let i = 0; i < members.length; i += PREPARE_SLICE) {
-    const slice = members.slice(i, i + PREPARE_SLICE).flatMap((m) => {
-      const agreementKey = verifiedAgreementKey(m);
-      return agreementKey === undefined ? [] : [{ principal: m.principal, encoded: m.agreementKey!, agreementKey }];
-    });
-    // One ephemeral per slice, all for this one room key (sealed-box.md "Many recipients").
-    const boxes = sealToMany(
-      slice.map((m) => m.agreementKey),
-      roomKey,
-    );
-    slice.forEach((m, j) => {
-      const box = boxes[j];
-      if (box != null) sealed.set(m.principal, { agreementKey: m.encoded, sealed: box });
-    });
-    await new Promise((r) => setImmediate(r));
+  let sealed: SealedShares;
+  try {
+    // Sealed on the crypto pool while the log syncs; only the log's members keep their box.
+    const synced = client.roomLogs.sync(roomId);
+    const [shares, log] = await Promise.all([client.keys.agreementKeys(roomId).then((ak) => sealBindings(ak.members, roomKey, undefined, synced)), synced]);
+    sealed = new Map([...shares].filter(([principal]) => log.members.has(principal)));
+  } catch (err) {
+    roomKey.fill(0);
+    throw err;
   }
   let rooms = preparedEpochs.get(client);
   if (rooms === undefined) {
@@ -175,37 +175,34 @@ export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roo
   if (signingKey.principal !== client.principal) throw new TypeError("rekeyRoom: signing key is not the client's");
   let lastError: unknown;
   for (let round = 0; round < REKEY_ROUNDS; round++) {
-    // The bindings are verified while the log syncs: both are thousands of signature checks in a cold rekey of a large room.
-    const [{ epochs }, { members }, log] = await Promise.all([client.keys.epochs(roomId), verifiedBindingsOf(client, roomId), client.roomLogs.sync(roomId)]);
-    // Members verify the distributor was an owner at the signed position; a set they would reject is not worth sealing.
+    // Taken out before anything is sent: whatever happens to this publish, the key is never offered again.
+    const prepared = takePrepared(client, roomId);
+    const roomKey = prepared?.roomKey ?? randomBytes(ShareSetFormat.roomKeyBytes);
+    // The bindings are checked and sealed to on the crypto pool while the
+    // log syncs here: both are thousands of signature checks in a cold
+    // rekey of a large room. Only the log's members get a box (below).
+    const synced = client.roomLogs.sync(roomId);
+    const sealing = client.keys.agreementKeys(roomId).then((ak) => sealBindings(ak.members, roomKey, prepared, synced).then((boxes) => ({ members: ak.members, boxes })));
+    let epochs: number[];
+    let members: KeysAgreementKeysReply["members"];
+    let boxes: SealedShares;
+    let log: VerifiedRoomLog;
+    try {
+      [{ epochs }, { members, boxes }, log] = await Promise.all([client.keys.epochs(roomId), sealing, synced]);
+    } finally {
+      // Once every box is made (or the round failed), the key exists only inside them.
+      void sealing.then(
+        () => roomKey.fill(0),
+        () => roomKey.fill(0),
+      );
+    }
+    // Members verify the distributor was an owner at the signed position; a set they would reject is not worth publishing.
     if (log.members.get(client.principal) !== "owner") throw new UnibusError(ErrorCode.Forbidden, "not_owner_in_log", "only an owner per the room's verified membership log may rekey");
     const epoch = (epochs.at(-1) ?? 0) + 1;
     const sorted = recipientsOf(log, members);
     const logSeq = log.headSeq;
     const logHead = log.headHash;
-    // Taken out before anything is sent: whatever happens to this publish, the key is never offered again.
-    const prepared = takePrepared(client, roomId);
-    const roomKey = prepared?.roomKey ?? randomBytes(ShareSetFormat.roomKeyBytes);
-    const shares: { principal: string; sealed: Uint8Array | undefined }[] = sorted.map((m) => {
-      const early = prepared?.sealed.get(m.principal);
-      // A prepared share is reused only for the very key it was sealed to (and that key's binding still verifies).
-      return { principal: m.principal, sealed: early !== undefined && early.agreementKey === m.agreementKey && verifiedAgreementKey(m) !== undefined ? early.sealed : undefined };
-    });
-    // Everyone else: ONE ephemeral key for this epoch's room key, one box per
-    // verified agreement key (sealed-box.md "Many recipients").
-    const toSeal: { index: number; agreementKey: Uint8Array }[] = [];
-    sorted.forEach((m, index) => {
-      if (shares[index]!.sealed !== undefined) return;
-      const agreementKey = verifiedAgreementKey(m);
-      if (agreementKey !== undefined) toSeal.push({ index, agreementKey });
-    });
-    sealToMany(
-      toSeal.map((t) => t.agreementKey),
-      roomKey,
-    ).forEach((box, j) => {
-      if (box !== null) shares[toSeal[j]!.index]!.sealed = box;
-    });
-    roomKey.fill(0);
+    const shares = sorted.map((m) => ({ principal: m.principal, sealed: boxes.get(m.principal)?.sealed }));
     const withoutShare = shares.filter((s) => s.sealed === undefined).map((s) => s.principal);
     const root = merkleRoot(shares.map((s) => shareLeaf(s.principal, s.sealed)));
     const recipients = principalsHash(sorted.map((m) => m.principal));

@@ -216,6 +216,9 @@ async function preverifySignatures(entries: readonly SignedChainEntry[]): Promis
   await verifyMany(checks);
 }
 
+/** Entries per signature batch of a page (a pool job's worth). */
+const PAGE_SLICE = 128;
+
 /** One page of a log as a service serves it. */
 export interface ChainPage<E> {
   readonly headSeq: number;
@@ -269,9 +272,17 @@ export async function syncChain<E extends SignedChainEntry>(o: SyncChainOptions<
     const last = entries.at(-1)?.seq;
     const more = last !== undefined && last < page.headSeq;
     if (more) pending = ask(last + 1);
-    await preverifySignatures(entries);
-    await o.beforeAppend?.(entries);
-    log.append(entries);
+    // Every slice's signatures go to the pool at once, and each slice is
+    // appended as soon as its own batch is checked: the link checks here
+    // overlap the pool's work on the slices after it.
+    const slices: E[][] = [];
+    for (let i = 0; i < entries.length; i += PAGE_SLICE) slices.push(entries.slice(i, i + PAGE_SLICE));
+    const checked = slices.map((slice) => preverifySignatures(slice));
+    for (const [k, slice] of slices.entries()) {
+      await checked[k];
+      await o.beforeAppend?.(slice);
+      log.append(slice);
+    }
     if (!more) {
       if (log.headSeq < page.headSeq) throw fail(ChainErrorReason.gap, `the service claims head ${page.headSeq} but served entries only to ${log.headSeq}`);
       return;

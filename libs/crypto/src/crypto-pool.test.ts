@@ -1,0 +1,160 @@
+import { afterEach, describe, expect, it } from "vitest";
+import { poolSize, resetCryptoPoolForTests, runOnPool, warmCryptoPool } from "./crypto-pool.js";
+import { SigningKey, verifyMany, verifySignature } from "./ed25519.js";
+import { randomBytes, toHex } from "./encoding.js";
+import { openSealed, sealToVerified, sealToVerifiedWith, sealWithEphemeralSecret } from "./sealed-box.js";
+import type { BoundRecipient } from "./sealed-box.js";
+import { generateAgreementKeyPair } from "./x25519.js";
+
+/** Members with an agreement key each and its binding (the statement is any bytes here: the key itself). */
+function people(n: number) {
+  return Array.from({ length: n }, () => {
+    const signer = SigningKey.generate();
+    const agreement = generateAgreementKeyPair();
+    const recipient: BoundRecipient = { agreementKey: agreement.publicKey, binding: { publicKey: signer.publicKey, data: agreement.publicKey, signature: signer.sign(agreement.publicKey) } };
+    return { signer, agreement, recipient };
+  });
+}
+
+/** A set where some bindings must get nothing: a substituted key, a forged signature, a low-order key, a short key. */
+function hostileSet(n: number) {
+  const ps = people(n);
+  const attacker = generateAgreementKeyPair();
+  const recipients = ps.map((p) => p.recipient);
+  // The member's signature over its own key, but the attacker's key to seal to (refused unchecked: the statement names another key).
+  recipients[3] = { ...recipients[3]!, agreementKey: attacker.publicKey };
+  // The attacker's key and a statement about it, signed by someone else.
+  recipients[11] = { agreementKey: attacker.publicKey, binding: { ...recipients[11]!.binding, data: attacker.publicKey } };
+  // A low-order key the member did sign: verified, but no box.
+  const lowOrder = new Uint8Array(32);
+  recipients[13] = { agreementKey: lowOrder, binding: { publicKey: ps[13]!.signer.publicKey, data: lowOrder, signature: ps[13]!.signer.sign(lowOrder) } };
+  recipients[17] = { ...recipients[17]!, agreementKey: new Uint8Array(31) };
+  return { ps, recipients, refused: new Set([3, 11, 13, 17]) };
+}
+
+async function expectSealedOnlyToVerified(n: number): Promise<void> {
+  const { ps, recipients, refused } = hostileSet(n);
+  const pt = randomBytes(32);
+  const sealed = await sealToVerified(recipients, pt);
+  sealed.forEach((s, i) => {
+    if (refused.has(i)) expect(s.box, `recipient ${i}`).toBeNull();
+    else expect(toHex(openSealed(ps[i]!.agreement.secretKey, s.box!))).toBe(toHex(pt));
+  });
+  expect(sealed.map((s) => s.verified).filter((v) => !v).length).toBe(3);
+  expect(sealed[13]!.verified).toBe(true);
+}
+
+afterEach(async () => {
+  await resetCryptoPoolForTests();
+});
+
+describe("crypto pool: sealing to verified bindings", () => {
+  it("warms up once: every worker ready before the first batch", async () => {
+    expect(await warmCryptoPool()).toBe(true);
+    expect(poolSize()).toBeGreaterThan(0);
+    expect(await warmCryptoPool()).toBe(true);
+  });
+
+  it("seals on the workers exactly as inline and as a helping caller (same ephemeral: byte-identical to sealWithEphemeralSecret), and every box opens", async () => {
+    const ps = people(200);
+    const pt = randomBytes(32);
+    const esk = randomBytes(32);
+    const pooled = await sealToVerifiedWith(
+      ps.map((p) => p.recipient),
+      pt,
+      { ephemeralSecretKey: esk },
+    );
+    // The caller takes slices too once it is free (here at once): the same boxes.
+    const helped = await sealToVerifiedWith(
+      ps.map((p) => p.recipient),
+      pt,
+      { ephemeralSecretKey: esk, helpAfter: Promise.resolve() },
+    );
+    const inline = await sealToVerifiedWith(
+      ps.map((p) => p.recipient),
+      pt,
+      { ephemeralSecretKey: esk, inline: true },
+    );
+    ps.forEach((p, i) => {
+      const want = toHex(sealWithEphemeralSecret(p.agreement.publicKey, pt, esk));
+      expect(toHex(pooled[i]!.box!)).toBe(want);
+      expect(toHex(inline[i]!.box!)).toBe(want);
+      expect(toHex(helped[i]!.box!)).toBe(want);
+      expect(toHex(openSealed(p.agreement.secretKey, pooled[i]!.box!))).toBe(toHex(pt));
+    });
+  });
+
+  it("a substituted key, a forged binding, a low-order and a short key get no box; the others still do (pool and inline)", async () => {
+    await expectSealedOnlyToVerified(150);
+    await expectSealedOnlyToVerified(20);
+  });
+
+  it("a binding that verified once is remembered as verified; a failed one is not", async () => {
+    const { recipients } = hostileSet(100);
+    await sealToVerified(recipients, randomBytes(32));
+    const again = await verifyMany(recipients.map((r) => r.binding));
+    expect(again.filter((v) => !v).length).toBe(1);
+    expect(again[3]).toBe(true); // the member's own statement: only the key to seal to was swapped
+    expect(again[11]).toBe(false);
+  });
+});
+
+describe("crypto pool: a failing worker fails closed", () => {
+  const crashAtStart = `throw new Error("worker start failed");`;
+  const crashOnJob = `
+const { parentPort } = require("node:worker_threads");
+parentPort.on("message", () => process.exit(3));
+parentPort.postMessage({ id: -1 });`;
+  const failsEachJob = `
+const { parentPort } = require("node:worker_threads");
+parentPort.on("message", (job) => parentPort.postMessage({ id: job.id, failed: "cannot" }));
+parentPort.postMessage({ id: -1 });`;
+
+  for (const [name, source, stays] of [
+    ["a worker that cannot start", crashAtStart, false],
+    ["a worker that dies on its first job", crashOnJob, false],
+    ["a worker that reports each job failed", failsEachJob, true],
+  ] as const) {
+    it(`${name}: checks are verified and boxes sealed inline, only to verified bindings`, async () => {
+      await resetCryptoPoolForTests({ source });
+      const keys = Array.from({ length: 4 }, () => SigningKey.generate());
+      const checks = Array.from({ length: 200 }, (_, i) => {
+        const data = randomBytes(64);
+        return { publicKey: keys[i % 4]!.publicKey, data, signature: keys[i % 4]!.sign(data) };
+      });
+      checks[7] = { ...checks[7]!, signature: checks[8]!.signature };
+      const got = await verifyMany(checks);
+      expect(got).toEqual(checks.map((c) => verifySignature(c.publicKey, c.data, c.signature)));
+      expect(got[7]).toBe(false);
+      expect(got.filter(Boolean).length).toBe(199);
+      await expectSealedOnlyToVerified(150);
+      // A dead worker breaks the pool for good: later batches do not wait on it.
+      expect(poolSize() > 0).toBe(stays);
+      expect(await warmCryptoPool()).toBe(stays);
+    });
+  }
+
+  it("warm-up reports a pool that cannot start", async () => {
+    await resetCryptoPoolForTests({ source: crashAtStart });
+    expect(await warmCryptoPool()).toBe(false);
+  });
+});
+
+describe("crypto pool: urgent jobs first", () => {
+  it("a job a caller waits on goes ahead of bulk jobs queued before it", async () => {
+    const echo = `
+const { parentPort } = require("node:worker_threads");
+let n = 0;
+parentPort.on("message", (job) => parentPort.postMessage({ id: job.id, order: n++, name: job.name }));
+parentPort.postMessage({ id: -1 });`;
+    // One worker, and all three jobs queued before it is ready (the same tick).
+    await resetCryptoPoolForTests({ source: echo, size: 1 });
+    const job = (name: string) => ({ message: { name }, transfer: [] });
+    const replies = await Promise.all([runOnPool(job("bulk-a")), runOnPool(job("bulk-b")), runOnPool(job("urgent"), true)]);
+    expect(replies.map((r) => [r.name, r.order])).toEqual([
+      ["bulk-a", 1],
+      ["bulk-b", 2],
+      ["urgent", 0],
+    ]);
+  });
+});

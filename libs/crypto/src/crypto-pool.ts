@@ -1,0 +1,353 @@
+import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { pathToFileURL } from "node:url";
+import { Worker } from "node:worker_threads";
+
+/**
+ * A pool of worker threads for bulk public-key work (signature batches,
+ * sealing one room key to many members), so a cold rekey's thousands of
+ * Ed25519 checks and X25519 agreements use every core while the event loop
+ * stays free for the membership log. Each job goes to the worker holding
+ * the fewest, and every worker keeps its own queue, urgent jobs first: a log
+ * page the caller waits on goes ahead of sealing already queued, and no
+ * worker idles while the main thread is busy and cannot hand out more.
+ *
+ * Fail closed: a worker that errors or exits rejects its jobs and every job
+ * still queued, and the pool is never used again; callers then do the work
+ * inline, so a check is true only when a verification said so and a box is
+ * sealed only after its check verified.
+ */
+
+/** Most workers (the main thread waits meanwhile, so all cores may work). */
+const POOL_MAX_WORKERS = 4;
+
+/** What the worker needs from the main thread: where the pure-JS primitives of the sealed box live. */
+function moduleUrls(): { blake3: string; chacha: string } {
+  const require = createRequire(import.meta.url);
+  return {
+    blake3: pathToFileURL(require.resolve("@noble/hashes/blake3.js")).href,
+    chacha: pathToFileURL(require.resolve("@noble/ciphers/chacha.js")).href,
+  };
+}
+
+/**
+ * The worker: plain CommonJS over node:crypto, plus the two @noble modules
+ * the sealed box needs (imported by absolute URL), so it starts without the
+ * application's loaders. `verify` answers one byte per check; `seal` checks
+ * each recipient's binding first and seals only where it verified (status 1),
+ * 2 where it verified but the key is unusable, 0 where it did not verify.
+ * The sealing repeats sealed-box.ts byte for byte (its tests compare them).
+ */
+const WORKER_SOURCE = `
+const { parentPort, workerData } = require("node:worker_threads");
+const crypto = require("node:crypto");
+const keys = new Map();
+function edKey(pk) {
+  const x = Buffer.from(pk.buffer, pk.byteOffset, 32).toString("base64url");
+  let key = keys.get(x);
+  if (key === undefined) {
+    key = crypto.createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x }, format: "jwk" });
+    if (keys.size > 4096) keys.clear();
+    keys.set(x, key);
+  }
+  return key;
+}
+// Members' agreement keys, kept like the main thread's (x25519.ts): a
+// rekey seals to the same keys again, and an import costs a third of an agreement.
+const xKeys = new Map();
+function xKey(rpk) {
+  const x = Buffer.from(rpk.buffer, rpk.byteOffset, 32).toString("base64url");
+  let key = xKeys.get(x);
+  if (key === undefined) {
+    key = crypto.createPublicKey({ key: { kty: "OKP", crv: "X25519", x }, format: "jwk" });
+    if (xKeys.size > 4096) xKeys.clear();
+    xKeys.set(x, key);
+  }
+  return key;
+}
+function verifyOne(pk, sig, data) {
+  try {
+    return crypto.verify(null, data, edKey(pk), sig);
+  } catch {
+    return false;
+  }
+}
+function verifyBatch({ blob, ends }) {
+  const out = new Uint8Array(ends.length);
+  let o = 0;
+  for (let i = 0; i < ends.length; i++) {
+    out[i] = verifyOne(blob.subarray(o, o + 32), blob.subarray(o + 32, o + 96), blob.subarray(o + 96, ends[i])) ? 1 : 0;
+    o = ends[i];
+  }
+  return { out };
+}
+const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
+const PKCS8_X25519_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
+let blake3;
+let hchacha;
+const kdfs = new Map();
+function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
+  let kdf = kdfs.get(kdfContext);
+  if (kdf === undefined) {
+    kdf = blake3.create({ context: Buffer.from(kdfContext, "utf8"), dkLen: 56 });
+    kdfs.set(kdfContext, kdf);
+  }
+  let privateKey;
+  let publicKey;
+  if (ephemeralSecret === undefined) {
+    ({ privateKey, publicKey } = crypto.generateKeyPairSync("x25519"));
+  } else {
+    const der = Buffer.concat([PKCS8_X25519_PREFIX, ephemeralSecret]);
+    privateKey = crypto.createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+    publicKey = crypto.createPublicKey(privateKey);
+    der.fill(0);
+    ephemeralSecret.fill(0);
+  }
+  const epk = Buffer.from(publicKey.export({ format: "jwk" }).x, "base64url");
+  const header = new Uint8Array(33);
+  header[0] = 1;
+  header.set(epk, 1);
+  const boxLength = 33 + plaintext.byteLength + 16;
+  const status = new Uint8Array(ends.length);
+  const boxes = new Uint8Array(boxLength * ends.length);
+  const material = new Uint8Array(96);
+  const k32 = new Uint32Array(8);
+  const n32 = new Uint32Array(4);
+  const sub32 = new Uint32Array(8);
+  const subkey = new Uint8Array(sub32.buffer);
+  const nonce12 = new Uint8Array(12);
+  let o = 0;
+  for (let i = 0; i < ends.length; i++) {
+    const verify = blob[o] === 1;
+    const rpk = blob.subarray(o + 1, o + 33);
+    const pk = blob.subarray(o + 33, o + 65);
+    const sig = blob.subarray(o + 65, o + 129);
+    const data = blob.subarray(o + 129, ends[i]);
+    o = ends[i];
+    // The binding first: a key nobody verified never gets a box.
+    if (verify && !verifyOne(pk, sig, data)) continue;
+    status[i] = 2;
+    let shared;
+    try {
+      shared = crypto.diffieHellman({ privateKey, publicKey: xKey(rpk) });
+    } catch {
+      continue;
+    }
+    let acc = 0;
+    for (const b of shared) acc |= b;
+    if (acc === 0) continue;
+    material.set(shared, 0);
+    material.set(epk, 32);
+    material.set(rpk, 64);
+    shared.fill(0);
+    const okm = kdf.clone().update(material).digest();
+    new Uint8Array(k32.buffer).set(okm.subarray(0, 32));
+    new Uint8Array(n32.buffer).set(okm.subarray(32, 48));
+    nonce12.set(okm.subarray(48, 56), 4);
+    okm.fill(0);
+    hchacha(SIGMA, k32, n32, sub32);
+    const cipher = crypto.createCipheriv("chacha20-poly1305", subkey, nonce12, { authTagLength: 16 });
+    cipher.setAAD(header, { plaintextLength: plaintext.byteLength });
+    const body = cipher.update(plaintext);
+    cipher.final();
+    const at = i * boxLength;
+    boxes.set(header, at);
+    boxes.set(body, at + 33);
+    boxes.set(cipher.getAuthTag(), at + 33 + plaintext.byteLength);
+    status[i] = 1;
+  }
+  material.fill(0);
+  k32.fill(0);
+  n32.fill(0);
+  sub32.fill(0);
+  plaintext.fill(0);
+  return { status, boxes, boxLength };
+}
+Promise.all([import(workerData.blake3), import(workerData.chacha)]).then(
+  ([h, c]) => {
+    blake3 = h.blake3;
+    hchacha = c.hchacha;
+    // Jobs queue here too, urgent first; one runs per turn, so messages
+    // that arrived meanwhile (an urgent job) are seen before the next.
+    const urgent = [];
+    const bulk = [];
+    let scheduled = false;
+    const pump = () => {
+      scheduled = false;
+      const job = urgent.shift() ?? bulk.shift();
+      if (job === undefined) return;
+      let reply;
+      try {
+        reply = job.kind === "seal" ? sealBatch(job) : verifyBatch(job);
+      } catch (err) {
+        reply = { failed: String(err) };
+      }
+      parentPort.postMessage({ id: job.id, ...reply });
+      if (urgent.length + bulk.length > 0) {
+        scheduled = true;
+        setImmediate(pump);
+      }
+    };
+    parentPort.on("message", (job) => {
+      (job.urgent ? urgent : bulk).push(job);
+      if (!scheduled) {
+        scheduled = true;
+        setImmediate(pump);
+      }
+    });
+    parentPort.postMessage({ id: -1 });
+  },
+  (err) => process.nextTick(() => { throw err; }),
+);
+`;
+
+/** A job for the pool: the message to post (with `id` added), and what to transfer. */
+export interface PoolJob {
+  readonly message: Record<string, unknown>;
+  readonly transfer: ArrayBuffer[];
+}
+
+interface Queued {
+  job: PoolJob;
+  urgent: boolean;
+  resolve: (reply: Record<string, unknown>) => void;
+  reject: (err: unknown) => void;
+}
+
+interface PoolWorker {
+  worker: Worker;
+  ready: boolean;
+  /** Jobs posted and not answered yet: each worker holds several, so it never idles while the main thread is busy. */
+  pending: Map<number, Queued>;
+}
+
+let pool: PoolWorker[] | undefined;
+let broken = false;
+let source = WORKER_SOURCE;
+let size: number | undefined;
+let nextId = 0;
+/** Jobs made before any worker was ready, urgent ones first (each list in arrival order). */
+const urgentQueue: Queued[] = [];
+const bulkQueue: Queued[] = [];
+let readyWaiters: { resolve: (ok: boolean) => void }[] = [];
+
+function breakPool(err: unknown): void {
+  // A dead worker answers nothing: its jobs and all queued ones fail (their
+  // callers do the work inline), and the pool is not used again.
+  broken = true;
+  const workers = pool ?? [];
+  pool = undefined;
+  const failed = [...workers.flatMap((w) => [...w.pending.values()]), ...urgentQueue.splice(0), ...bulkQueue.splice(0)];
+  for (const w of workers) {
+    w.pending.clear();
+    void w.worker.terminate().catch(() => undefined);
+  }
+  for (const q of failed) q.reject(err);
+  for (const r of readyWaiters.splice(0)) r.resolve(false);
+}
+
+/** Posts `q` to the ready worker holding the fewest jobs; false when none is ready. */
+function post(q: Queued): boolean {
+  let best: PoolWorker | undefined;
+  for (const w of pool ?? []) if (w.ready && (best === undefined || w.pending.size < best.pending.size)) best = w;
+  if (best === undefined) return false;
+  const id = nextId++;
+  best.pending.set(id, q);
+  // Referenced while a job is out, so a process waiting only on it does not exit.
+  best.worker.ref();
+  best.worker.postMessage({ ...q.job.message, id, urgent: q.urgent }, q.job.transfer);
+  return true;
+}
+
+function startWorker(urls: { blake3: string; chacha: string }): PoolWorker {
+  const w: PoolWorker = { worker: new Worker(source, { eval: true, workerData: urls, execArgv: [] }), ready: false, pending: new Map() };
+  w.worker.unref();
+  w.worker.on("message", (reply: Record<string, unknown> & { id: number }) => {
+    if (reply.id === -1) {
+      w.ready = true;
+      for (const q of [...urgentQueue.splice(0), ...bulkQueue.splice(0)]) post(q);
+      if (pool?.every((x) => x.ready) === true) for (const r of readyWaiters.splice(0)) r.resolve(true);
+      return;
+    }
+    const done = w.pending.get(reply.id);
+    w.pending.delete(reply.id);
+    if (w.pending.size === 0) w.worker.unref();
+    if (typeof reply.failed === "string") done?.reject(new Error(reply.failed));
+    else done?.resolve(reply);
+  });
+  // Only a worker of the current pool can break it (one stopped with an old pool exits later).
+  const fail = (err: unknown): void => {
+    if (pool?.includes(w) === true) breakPool(err);
+  };
+  w.worker.on("error", fail);
+  w.worker.on("exit", (code) => fail(new Error(`crypto pool worker exited with code ${code}`)));
+  return w;
+}
+
+function workers(): PoolWorker[] | undefined {
+  if (broken) return undefined;
+  if (pool === undefined) {
+    try {
+      const urls = moduleUrls();
+      const n = size ?? Math.max(1, Math.min(POOL_MAX_WORKERS, availableParallelism()));
+      pool = [];
+      for (let i = 0; i < n; i++) pool.push(startWorker(urls));
+    } catch (err) {
+      breakPool(err);
+      return undefined;
+    }
+  }
+  return pool;
+}
+
+/** Number of workers (0 when the pool failed); starts them if needed. */
+export function poolSize(): number {
+  return workers()?.length ?? 0;
+}
+
+/**
+ * Runs `job` on the next free worker; `urgent` jobs go ahead of queued ones.
+ * Rejects when the pool is broken or breaks before answering.
+ */
+export function runOnPool(job: PoolJob, urgent = false): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    if (workers() === undefined) return reject(new Error("crypto pool unavailable"));
+    const q = { job, urgent, resolve, reject };
+    if (!post(q)) (urgent ? urgentQueue : bulkQueue).push(q);
+  });
+}
+
+/**
+ * Starts the pool now and resolves once every worker is ready: true, or
+ * false when the pool could not start (the work then runs inline). For a
+ * process about to do bulk work (a rekey, a long log sync), so the workers'
+ * start-up overlaps its network round trips instead of delaying its first
+ * batch. Never rejects.
+ */
+export function warmCryptoPool(): Promise<boolean> {
+  const ws = workers();
+  if (ws === undefined) return Promise.resolve(false);
+  if (ws.every((w) => w.ready)) return Promise.resolve(true);
+  return new Promise((resolve) => readyWaiters.push({ resolve }));
+}
+
+/**
+ * For tests only (not exported from the package): stops the pool and makes
+ * the next one from `source` (default: the real worker) with `size` workers
+ * (default: one per core, up to 4), so a test can make a worker crash and
+ * check that everything still fails closed.
+ */
+export async function resetCryptoPoolForTests(opts: { source?: string; size?: number } = {}): Promise<void> {
+  const old = pool ?? [];
+  pool = undefined;
+  broken = false;
+  urgentQueue.splice(0);
+  bulkQueue.splice(0);
+  readyWaiters = [];
+  for (const w of old) {
+    w.worker.removeAllListeners();
+    await w.worker.terminate();
+  }
+  source = opts.source ?? WORKER_SOURCE;
+  size = opts.size;
+}
