@@ -70,10 +70,11 @@ interface Jsz {
   account_details?: { name: string; stream_detail?: JszStream[] }[];
 }
 
-async function jsz(host: string): Promise<Jsz | undefined> {
+/** A node's /jsz; `server_name` is set to the node asked (compose hostnames are the server names; /jsz names only the id). */
+async function jsz(node: string, host = node): Promise<Jsz | undefined> {
   try {
     const res = await fetch(`http://${host}:${MONITOR}/jsz?accounts=true&streams=true&consumers=true&config=true`, { signal: AbortSignal.timeout(5_000) });
-    return res.ok ? ((await res.json()) as Jsz) : undefined;
+    return res.ok ? { ...((await res.json()) as Jsz), server_name: node } : undefined;
   } catch {
     return undefined;
   }
@@ -126,7 +127,7 @@ async function notSafeToRebuild(): Promise<string | undefined> {
 
 /** Why the rebuilt node does not hold a current copy of every stream yet (its own monitoring port, not only the leader's word). */
 async function notCaughtUp(): Promise<string | undefined> {
-  const self = await jsz("127.0.0.1");
+  const self = await jsz(NODE, "127.0.0.1");
   if (self?.meta_cluster?.leader === undefined) return "no meta leader seen by this node";
   const views = await Promise.all(NODES.map((n) => jsz(n)));
   const leaders = leaderViews(views.filter((v): v is Jsz => v !== undefined));

@@ -7,7 +7,7 @@ export { EnvVar, ensurePrivateDir, parseEnvFile, renderEnvFile, resolveHome, ser
 export { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./commands/admin.js";
 export { loadIdentityForCli } from "./identity-file.js";
 export { provisionHome } from "./up/provision.js";
-export type { ProvisionedHome } from "./up/provision.js";
+export type { ProvisionedHome, ProvisionedServices } from "./up/provision.js";
 export type { HomeLayout } from "./home.js";
 export { connectClient, connectToBus, requestError, resolveConnectionSettings } from "./connection.js";
 export type { ConnectionSettings } from "./connection.js";
