@@ -27,6 +27,8 @@ import { existsSync } from "node:fs";
 import { readFile, rename, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
+import { JSZ_COPIES_QUERY, catchUpBlocker, rebuildBlocker } from "@unibus/cli";
+import type { Jsz } from "@unibus/cli";
 
 const NODE = process.env["UNIBUS_BOOT_NODE"] ?? "";
 const NODES = (process.env["UNIBUS_CLUSTER_NODES"] ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "");
@@ -51,99 +53,29 @@ function say(line: string): void {
   process.stdout.write(`[unibus node-boot ${NODE}] ${line}\n`);
 }
 
-interface JszReplica {
-  name: string;
-  current?: boolean;
-  offline?: boolean;
-  lag?: number;
-}
-interface JszStream {
-  name: string;
-  config?: { num_replicas?: number };
-  cluster?: { leader?: string; replicas?: JszReplica[] };
-  state?: { messages?: number; last_seq?: number };
-  consumer_detail?: { name: string; config?: { durable_name?: string }; cluster?: { leader?: string; replicas?: JszReplica[] } }[];
-}
-interface Jsz {
-  server_name?: string;
-  meta_cluster?: { leader?: string; cluster_size?: number; replicas?: JszReplica[] };
-  account_details?: { name: string; stream_detail?: JszStream[] }[];
-}
-
-/** A node's /jsz; `server_name` is set to the node asked (compose hostnames are the server names; /jsz names only the id). */
-async function jsz(node: string, host = node): Promise<Jsz | undefined> {
+/** A node's /jsz, or undefined when it does not answer (compose hostnames are the server names). */
+async function jsz(host: string): Promise<Jsz | undefined> {
   try {
-    const res = await fetch(`http://${host}:${MONITOR}/jsz?accounts=true&streams=true&consumers=true&config=true`, { signal: AbortSignal.timeout(5_000) });
-    return res.ok ? { ...((await res.json()) as Jsz), server_name: node } : undefined;
+    const res = await fetch(`http://${host}:${MONITOR}${JSZ_COPIES_QUERY}`, { signal: AbortSignal.timeout(5_000) });
+    return res.ok ? ((await res.json()) as Jsz) : undefined;
   } catch {
     return undefined;
   }
 }
 
-/** Every stream of every account, as its leader reports it (the only view whose replica list is authoritative). */
-function leaderViews(views: readonly Jsz[]): Map<string, JszStream> | string {
-  const names = new Set<string>();
-  const leaders = new Map<string, JszStream>();
-  for (const v of views) {
-    for (const acc of v.account_details ?? []) {
-      for (const s of acc.stream_detail ?? []) {
-        const id = `${acc.name} > ${s.name}`;
-        names.add(id);
-        if (s.cluster?.leader !== undefined && s.cluster.leader === v.server_name) leaders.set(id, s);
-      }
-    }
-  }
-  for (const n of names) if (!leaders.has(n)) return `${n} has no leader`;
-  return leaders;
+async function views(): Promise<Map<string, Jsz | undefined>> {
+  return new Map(await Promise.all(NODES.map(async (n) => [n, await jsz(n)] as const)));
 }
 
-const allCurrent = (rs: readonly JszReplica[] | undefined): boolean => (rs ?? []).every((r) => r.current === true && r.offline !== true && (r.lag ?? 0) === 0);
-
-/**
- * Why the node may not wipe its copy yet, or undefined when the two other
- * nodes hold everything: all three answer, the meta group has a leader and
- * every peer current, and every stream (and durable consumer) is R3 with a
- * leader and every replica current at lag 0.
- */
+/** Why the node may not drop its copy yet: the two others must hold everything, current (rebuildBlocker). */
 async function notSafeToRebuild(): Promise<string | undefined> {
-  const views = await Promise.all(NODES.map((n) => jsz(n)));
-  if (views.some((v) => v === undefined)) return "a node's monitoring port does not answer";
-  const all = views as Jsz[];
-  const meta = all.find((v) => v.meta_cluster?.leader !== undefined && v.meta_cluster.leader === v.server_name)?.meta_cluster;
-  if (meta === undefined) return "no meta leader";
-  if ((meta.cluster_size ?? 0) !== NODES.length || !allCurrent(meta.replicas) || (meta.replicas ?? []).length !== NODES.length - 1) return "the meta group is not current on every node";
-  const leaders = leaderViews(all);
-  if (typeof leaders === "string") return leaders;
-  for (const [id, s] of leaders) {
-    if ((s.config?.num_replicas ?? 0) < NODES.length) return `${id} is not R${NODES.length}`;
-    if ((s.cluster?.replicas ?? []).length !== NODES.length - 1 || !allCurrent(s.cluster?.replicas)) return `${id} has a replica that is not current`;
-    for (const c of s.consumer_detail ?? []) {
-      if (c.config?.durable_name === undefined) continue;
-      if ((c.cluster?.replicas ?? []).length !== NODES.length - 1 || !allCurrent(c.cluster?.replicas)) return `durable ${c.name} of ${id} is not current on every node`;
-    }
-  }
-  return undefined;
+  return rebuildBlocker(await views(), NODES);
 }
 
 /** Why the rebuilt node does not hold a current copy of every stream yet (its own monitoring port, not only the leader's word). */
 async function notCaughtUp(): Promise<string | undefined> {
-  const self = await jsz(NODE, "127.0.0.1");
-  if (self?.meta_cluster?.leader === undefined) return "no meta leader seen by this node";
-  const views = await Promise.all(NODES.map((n) => jsz(n)));
-  const leaders = leaderViews(views.filter((v): v is Jsz => v !== undefined));
-  if (typeof leaders === "string") return leaders;
-  const mine = new Map<string, JszStream>();
-  for (const acc of self.account_details ?? []) for (const s of acc.stream_detail ?? []) mine.set(`${acc.name} > ${s.name}`, s);
-  for (const [id, s] of leaders) {
-    const copy = mine.get(id);
-    if (copy === undefined) return `${id} not on this node yet`;
-    if (s.cluster?.leader !== NODE) {
-      const me = (s.cluster?.replicas ?? []).find((r) => r.name === NODE);
-      if (me === undefined || !allCurrent([me])) return `${id}: the leader does not count this node current`;
-    }
-    if ((copy.state?.last_seq ?? -1) !== (s.state?.last_seq ?? -2) || (copy.state?.messages ?? -1) !== (s.state?.messages ?? -2)) return `${id}: this copy is behind the leader`;
-  }
-  return undefined;
+  const answered = new Map([...(await views())].filter((e): e is [string, Jsz] => e[1] !== undefined));
+  return catchUpBlocker(NODE, await jsz("127.0.0.1"), answered);
 }
 
 async function until(what: string, check: () => Promise<string | undefined>, timeoutMs: number): Promise<void> {
@@ -219,7 +151,17 @@ async function supervise(child: ChildProcess): Promise<never> {
 /** The rebuild: bootstrap store aside, the node on its own key, peers copy everything in, then the old store goes. */
 async function rebuild(bootstrap: { child: ChildProcess; ended: Promise<number> } | undefined): Promise<never> {
   if (bootstrap !== undefined) {
-    await until("two other current copies of every stream", notSafeToRebuild, 24 * 3600_000);
+    // Waits as long as it takes (a peer down keeps this node on the bootstrap key), but not past a stop or the server's own exit.
+    const outcome = await Promise.race([
+      until("two other current copies of every stream", notSafeToRebuild, 24 * 3600_000).then(() => "safe" as const),
+      bootstrap.ended.then(() => "exited" as const),
+      stopRequested.then(() => "stop" as const),
+    ]);
+    if (outcome === "exited") process.exit((await bootstrap.ended) || 1);
+    if (outcome === "stop") {
+      await stop(bootstrap.child, bootstrap.ended);
+      process.exit(0);
+    }
     say("rebuilding: the peers hold everything; stopping the bootstrap server");
     await stop(bootstrap.child, bootstrap.ended);
     if (existsSync(join(DATA, "jetstream"))) await rename(join(DATA, "jetstream"), RETIRED);
@@ -227,10 +169,16 @@ async function rebuild(bootstrap: { child: ChildProcess; ended: Promise<number> 
   const child = await nodeStart();
   const ended = exited(child);
   try {
-    await Promise.race([
-      until("this node's own current copy of every stream", notCaughtUp, CATCH_UP_MS),
+    const outcome = await Promise.race([
+      until("this node's own current copy of every stream", notCaughtUp, CATCH_UP_MS).then(() => "caught-up" as const),
       ended.then((code) => Promise.reject(new Error(`node start exited with ${code}`))),
+      stopRequested.then(() => "stop" as const),
     ]);
+    if (outcome === "stop") {
+      // The bootstrap store stays aside: the next start resumes the rebuild.
+      await stop(child, ended);
+      process.exit(0);
+    }
   } catch (err) {
     // The bootstrap store is still there: put it back so the next start runs as before, nothing lost.
     say(`rebuild failed (${(err as Error).message}); restoring the bootstrap store`);

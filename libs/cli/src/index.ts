@@ -31,3 +31,5 @@ export { PromoteError, PromoteErrorReason, StoreKind, applyPromotion, describeSt
 export type { PromotionResult, PromotionStep, ReplicaStatus } from "./cluster/promote.js";
 export { CLUSTER_FILE, STANDALONE_SUFFIX, promoteHome, readClusterRecord } from "./cluster/convert.js";
 export type { ClusterRecord, PromoteHomeOptions, PromoteHomeResult } from "./cluster/convert.js";
+export { JSZ_COPIES_QUERY, catchUpBlocker, leaderStreams, rebuildBlocker } from "./cluster/copies.js";
+export type { Jsz, JszReplica, JszStream } from "./cluster/copies.js";
