@@ -368,7 +368,7 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
   it("after both nodes restart the cluster catches up: every acknowledged user is there and writes work again", async () => {
     // With 2 of 3 nodes down the gateway's buckets have no quorum, so no join can be answered:
     // the two come back as in a cold start, with the operator's recovery secret mounted for this start only.
-    await stack.compose(["up", "-d", "--no-deps", "nats-1", "nats-2"], { UNIBUS_RECOVERY_SECRET_FILE: recoveryFile });
+    await stack.compose(["up", "-d", "--no-deps", "--force-recreate", "nats-1", "nats-2"], { UNIBUS_RECOVERY_SECRET_FILE: recoveryFile });
     // A new session: the old one may have given up reconnecting while logins were refused.
     const again = await eventually(60_000, () => connect({ servers: urls, identity: stack.admin, requestTimeoutMs: 8_000, tls }));
     clients.push(again);
@@ -384,5 +384,43 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       return res.status;
     });
     expect(ready).toBe(200);
+  });
+
+  it("a restarted gateway holds no seed until cluster recover; then a node recreated without the secret joins through it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "unibus-ct-recover-"));
+    try {
+      await writeIdentityFile(join(dir, "admin.id"), stack.admin);
+      const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id") };
+      const cli = (args: string[]): Promise<string> =>
+        run(process.execPath, [CLI, ...args], { env, timeout: 60_000 }).then(
+          (r) => r.stdout,
+          (err: unknown) => Promise.reject(new Error(String((err as { stderr?: string }).stderr ?? err))),
+        );
+      // The only gateway replica restarts: no peer holds the seed, as after a full down/up.
+      await run("docker", ["restart", "-t", "5", container("replica-gateway")]);
+      const locked = await eventually(90_000, async () => {
+        const outcome = await cli(["node", "list"]).then(
+          () => "answered",
+          (err: unknown) => (err as Error).message,
+        );
+        if (!/does not hold the cluster seed/.test(outcome)) throw new Error(`not locked yet: ${outcome}`);
+        return outcome;
+      });
+      expect(locked).toMatch(/does not hold the cluster seed/);
+      // The operator's step of the cold start: the recovery secret hands the gateway the seed.
+      expect(await cli(["cluster", "recover", "--secret-file", recoveryFile])).toMatch(/cluster seed accepted/);
+      const listed = JSON.parse(await eventually(30_000, () => cli(["node", "list", "--json"]))) as { nodes: { nodeId: string; state: string }[] };
+      expect(NODES.map((n) => listed.nodes.find((x) => x.nodeId === n)?.state)).toEqual(["UP", "UP", "UP"]);
+      // Back onto the join: nats-1, recreated without the secret (the compose default), joins through the gateway.
+      // --force-recreate: compose does not count a changed secret source as a change of the service.
+      await stack.compose(["up", "-d", "--no-deps", "--force-recreate", "--wait", "nats-1"]);
+      const { stdout } = await run("docker", ["logs", container("nats-1")]);
+      expect(stdout).toMatch(/node start: joining through a peer/);
+      expect(stdout).toMatch(/node nats-1 started/);
+      const mounts = (await run("docker", ["inspect", "-f", "{{json .HostConfig.Mounts}} {{json .HostConfig.Binds}}", container("nats-1")])).stdout;
+      expect(mounts).not.toContain(recoveryFile);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
