@@ -230,6 +230,9 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     const [name, doc] = [...docs][0]!;
     const nodeKey = secrets.find((s) => s.source.endsWith("nats-1/node.key"))!;
     expect(secretsIn(new Map([[name, doc.replace('"Labels":{', `"Labels":{"leak":"${nodeKey.forms[0]!}",`)]]), secrets)).toEqual([`${name}: ${nodeKey.source}`]);
+    // Control for the binary secrets: a node unlock key's hex in a log line is found.
+    const nuk = nodeSecrets.find((s) => s.source === "nats-2 nuk")!;
+    expect(secretsIn(new Map([["planted", `${[...logs.values()][0]!}\nnuk=${nuk.forms[0]!}\n`]]), secrets)).toEqual(["planted: nats-2 nuk"]);
   });
 
   it("routes are mutual TLS: plain TCP and a TLS client without a route-CA cert are refused, a node cert is accepted", async () => {
