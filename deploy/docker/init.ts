@@ -21,6 +21,7 @@
  * existing state), so `docker compose up` is idempotent.
  */
 import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
 import { copyFile, chmod, open, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import {
@@ -40,7 +41,7 @@ import {
   serviceIdentityFile,
   writePrivateFile,
 } from "@unibus/cli";
-import type { HomeLayout, ProvisionedHome } from "@unibus/cli";
+import type { HomeLayout, ProvisionedServices } from "@unibus/cli";
 import { CalloutEnv } from "@unibus/contracts";
 import { mergeNatsConfig, renderNatsConfig } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
@@ -88,7 +89,7 @@ function clientTls(clustered: boolean): { certFile: string; keyFile: string } | 
   return { certFile: join(ROUTE_TLS_DIR, "client.pem"), keyFile: join(ROUTE_TLS_DIR, "client.key") };
 }
 
-function serverConfig(state: ProvisionedHome, serverName: string, routes: readonly string[] | undefined): NatsConfig {
+function serverConfig(state: ProvisionedServices, serverName: string, routes: readonly string[] | undefined): NatsConfig {
   const tls = clientTls(routes !== undefined);
   const base = buildServerConfig({
     host: "0.0.0.0",
@@ -152,14 +153,34 @@ async function resetShare(dir: string): Promise<void> {
   for (const entry of await readdir(dir)) await rm(join(dir, entry), { recursive: true, force: true });
 }
 
-async function writeNatsShare(home: HomeLayout, state: ProvisionedHome): Promise<void> {
+/**
+ * What `unibus node start` merges over a compose node's base config (the file
+ * wins): the bus's authorization, client TLS, monitoring, WebSocket and the
+ * route TLS and options. The name, store, key, listen address and routes are
+ * the node's own flags, so they are left out.
+ */
+function nodeBusConfig(config: NatsConfig): NatsConfig {
+  const { server_name: _name, host: _host, port: _port, jetstream: _js, cluster, ...rest } = config as NatsConfig & { cluster?: Record<string, unknown> };
+  if (cluster === undefined) return rest;
+  const { name: _cluster, listen: _listen, routes: _routes, ...routeOptions } = cluster;
+  return { ...rest, cluster: routeOptions } as NatsConfig;
+}
+
+/** Written by `enroll` once every node runs on its own key: from then on no bootstrap key exists or is made. */
+const ADOPTED_MARKER = "cluster.adopted";
+/** Written by `enroll` once `cluster init` ran and its recovery secret was saved. */
+const INITIALISED_MARKER = "cluster.initialised";
+
+async function writeNatsShare(home: HomeLayout, state: ProvisionedServices, bootstrapKey: boolean): Promise<void> {
   const nodes = clusterNodes();
   const targets = nodes.length === 0 ? [{ dir: join(OUT, "nats"), name: "unibus-nats", routes: undefined }] : nodes.map((n) => ({ dir: join(OUT, n), name: n, routes: nodes.filter((o) => o !== n) }));
   for (const t of targets) {
     await resetShare(t.dir);
-    // The key file, not the key: nats-launch reads it into nats-server's environment (architecture §1.4).
-    await copyPrivate(home.jetstreamKeyFile, join(t.dir, "jetstream.key"));
-    await writePrivateFile(join(t.dir, "nats.conf"), renderNatsConfig(serverConfig(state, t.name, t.routes)));
+    // The key file, not the key: nats-launch (or a cluster node's boot step) reads it into nats-server's environment only.
+    if (bootstrapKey) await copyPrivate(home.jetstreamKeyFile, join(t.dir, "jetstream.key"));
+    const config = serverConfig(state, t.name, t.routes);
+    await writePrivateFile(join(t.dir, "nats.conf"), renderNatsConfig(config));
+    if (t.routes !== undefined) await writePrivateFile(join(t.dir, "bus.json"), `${JSON.stringify(nodeBusConfig(config), null, 2)}\n`);
     say(`nats config for ${t.name}${t.routes ? ` (routes to ${t.routes.join(", ")})` : ""}${clientTls(t.routes !== undefined) ? " (client TLS)" : ""} in ${t.dir} (store ${NATS_DATA_DIR}, key via ${JETSTREAM_KEY_ENV})`);
   }
 }
@@ -188,7 +209,7 @@ async function ensureReplicaPsk(home: HomeLayout): Promise<string> {
   return path;
 }
 
-async function writeServiceShares(home: HomeLayout, state: ProvisionedHome): Promise<void> {
+async function writeServiceShares(home: HomeLayout, state: ProvisionedServices): Promise<void> {
   for (const name of ALL_SERVICES) {
     const dir = join(OUT, `svc-${name}`);
     await resetShare(dir);
@@ -217,10 +238,12 @@ async function writeServiceShares(home: HomeLayout, state: ProvisionedHome): Pro
 
 async function init(): Promise<void> {
   const home = resolveHome(process.env, process.cwd());
-  const state = await provisionHome(home, ALL_SERVICES);
-  say(`state dir ${home.root}`);
+  // Once every node is adopted the bootstrap key is gone for good: making a new one would put a store key back on this disk.
+  const adopted = existsSync(join(home.root, ADOPTED_MARKER));
+  const state = adopted ? await provisionHome(home, ALL_SERVICES, { storeKey: false }) : await provisionHome(home, ALL_SERVICES);
+  say(`state dir ${home.root}${adopted ? " (every node on its own key: no bootstrap key)" : ""}`);
   for (const line of state.created) say(`created ${line}`);
-  await writeNatsShare(home, state);
+  await writeNatsShare(home, state, !adopted);
   await writeServiceShares(home, state);
   say(`admin #0 identity: ${home.adminIdentityFile} (copy it out with deploy/scripts/compose-admin.sh)`);
 }
@@ -241,11 +264,133 @@ async function bootstrap(): Promise<void> {
   say(boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
 }
 
+/** Where `enroll` mounts each node's home volume (the node mounts it at /node). */
+const NODE_HOMES = "/nodes";
+/** Markers the nodes write once they run on their own key (no secret in this volume). */
+const BOOT_DIR = "/boot";
+/** A host directory (0700, uid 10001) the operator empties: the recovery secret is written there once. */
+const RECOVERY_DIR = "/recovery";
+const RECOVERY_FILE = "recovery.secret";
+const CLI = "libs/cli/bin/unibus.mjs";
+/** The rolling rebuild of three nodes (each: checks, restart on an empty store, catch-up). */
+const ADOPT_WAIT_MS = 900_000;
+
+/**
+ * Runs the unibus CLI as admin #0 (or a node, with its home in `env`) and
+ * returns its standard output, which holds the recovery secret for `cluster
+ * init --json`: it is never echoed. Secrets pass as 0600 files, never argv.
+ */
+async function cli(args: string[], env: Record<string, string> = {}): Promise<string> {
+  const { execFile } = await import("node:child_process");
+  return new Promise((done, fail) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, UNIBUS_IDENTITY: "/state/admin.id", ...env }, timeout: 60_000 }, (err, stdout, stderr) => {
+      if (err !== null) fail(new Error(`unibus ${args.slice(0, 2).join(" ")} failed: ${stderr.trim().split("\n").slice(-1)[0] ?? err.message}`));
+      else done(stdout);
+    });
+  });
+}
+
+async function retry<T>(what: string, ms: number, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      say(`waiting: ${what} (${(err as Error).message})`);
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
+  }
+}
+
+/** Overwrites a key file with zeros before unlinking it, as `node adopt` does with a retired key. */
+async function destroyKeyFile(path: string): Promise<void> {
+  if (!existsSync(path)) return;
+  const fh = await open(path, "r+");
+  try {
+    const { size } = await fh.stat();
+    await fh.write(Buffer.alloc(size), 0, size, 0);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rm(path, { force: true });
+}
+
+/**
+ * The compose cluster's own nodes through the join flow, on the first `up`:
+ * `cluster init` (the recovery secret goes to the host's recovery directory,
+ * 0600, never to a log), then for each node ticket → register (its home in its
+ * own volume: join key, node unlock key) → approve → commit (wrapped CUK). The
+ * nodes then rebuild one at a time onto their own keys (deploy/docker/node-boot.ts);
+ * once all three are adopted the bootstrap key is destroyed. Idempotent: each
+ * node's state in the gateway decides its next step, and a stack whose nodes
+ * are all adopted is left alone.
+ */
+async function enroll(): Promise<void> {
+  const home = resolveHome(process.env, process.cwd());
+  if (existsSync(join(home.root, ADOPTED_MARKER))) {
+    say("every node already runs on its own key");
+    return;
+  }
+  const nodes = clusterNodes();
+  if (!existsSync(join(home.root, INITIALISED_MARKER))) {
+    const secretPath = join(RECOVERY_DIR, RECOVERY_FILE);
+    if (existsSync(secretPath)) throw new Error(`${secretPath} exists: refusing to initialise another cluster over an unknown recovery secret`);
+    const out = await retry("the replica gateway", 180_000, () => cli(["cluster", "init", "--name", CLUSTER_NAME, "--json"]));
+    const secret = (JSON.parse(out) as { recoverySecret: string }).recoverySecret;
+    const fh = await open(secretPath, "wx", 0o600);
+    try {
+      await fh.writeFile(`${secret}\n`);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await writePrivateFile(join(home.root, INITIALISED_MARKER), `${new Date().toISOString()}\n`);
+    say(`cluster initialised; the RECOVERY SECRET is in ${RECOVERY_FILE} of the recovery directory: move it offline`);
+  }
+  const psk = join(home.secretsDir, REPLICA_PSK_FILE);
+  for (const node of nodes) {
+    const nodeHome = join(NODE_HOMES, node);
+    const nodeEnv = { UNIBUS_NODE_HOME: nodeHome, UNIBUS_REPLICA_PSK_FILE: join(nodeHome, REPLICA_PSK_FILE) };
+    const stateOf = async (): Promise<string | undefined> => (JSON.parse(await cli(["node", "list", "--json"])) as { nodes: { nodeId: string; state: string }[] }).nodes.find((n) => n.nodeId === node)?.state;
+    let state = await retry("the node list", 120_000, stateOf);
+    if (state === "UP" && existsSync(join(nodeHome, "cuk.wrapped"))) continue;
+    await copyPrivate(psk, join(nodeHome, REPLICA_PSK_FILE));
+    if (state === undefined) {
+      const ticket = (JSON.parse(await cli(["node", "ticket", node, "--json"])) as { ticket: string }).ticket;
+      const ticketFile = join("/tmp", `${node}.ticket`);
+      await writePrivateFile(ticketFile, `${ticket}\n`);
+      try {
+        await retry(`${node} register`, 60_000, () => cli(["node", "register", node, "--cluster", CLUSTER_NAME, "--ticket-file", ticketFile], nodeEnv));
+      } finally {
+        await rm(ticketFile, { force: true });
+      }
+      state = "NEW";
+    }
+    if (state === "NEW") await cli(["node", "approve", node]);
+    if (state !== "UP") await retry(`${node} commit`, 60_000, () => cli(["node", "commit"], nodeEnv));
+    if (!existsSync(join(nodeHome, "cuk.wrapped"))) throw new Error(`${node} is UP but its home has no wrapped unlock key: rebuild its volume`);
+    say(`${node} enrolled (UP); it moves onto its own key when its turn comes`);
+  }
+  const deadline = Date.now() + ADOPT_WAIT_MS;
+  while (!nodes.every((n) => existsSync(join(BOOT_DIR, `${n}.adopted`)))) {
+    if (Date.now() > deadline) throw new Error(`not every node adopted its own key in ${ADOPT_WAIT_MS / 1000} s (see the nats-N logs)`);
+    await new Promise((r) => setTimeout(r, 2_000));
+  }
+  // No node's store opens with a key on this disk any more: the bootstrap key goes.
+  await writePrivateFile(join(home.root, ADOPTED_MARKER), `${new Date().toISOString()}\n`);
+  await destroyKeyFile(home.jetstreamKeyFile);
+  for (const n of nodes) await destroyKeyFile(join(OUT, n, "jetstream.key"));
+  say(`every node runs on its own derived key; the bootstrap key is destroyed`);
+}
+
 const mode = process.argv[2] ?? "init";
 try {
   if (mode === "init") await init();
   else if (mode === "bootstrap") await bootstrap();
-  else throw new Error(`unknown mode ${mode} (init | bootstrap)`);
+  else if (mode === "enroll") await enroll();
+  else throw new Error(`unknown mode ${mode} (init | bootstrap | enroll)`);
 } catch (err) {
   process.stderr.write(`[unibus init] ${mode} failed: ${(err as Error).message}\n`);
   process.exitCode = 1;

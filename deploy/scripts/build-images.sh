@@ -118,7 +118,7 @@ tar -cf - \
   | tar -xf - -C "$s/app"
 # Mount points of the compose volumes, owned by unibus so a fresh named volume
 # takes this ownership (docker copies it on first mount).
-owned_dirs=(state state/data out run/unibus out/nats out/nats-1 out/nats-2 out/nats-3)
+owned_dirs=(state state/data out run/unibus out/nats out/nats-1 out/nats-2 out/nats-3 nodes/nats-1 nodes/nats-2 nodes/nats-3 boot)
 for svc in auth-callout membership keys blobs healthz replica-gateway; do owned_dirs+=("out/svc-$svc"); done
 for d in "${owned_dirs[@]}"; do mkdir -p "$s/owned/$d" && chmod 0700 "$s/owned/$d"; done
 cat >"$s/Dockerfile" <<DOCKERFILE
@@ -142,11 +142,12 @@ build "unibus/node-services:$version" "$s"
 # that key in its environment only, so node and nats-server share one image.
 # A layer over node-services: the repo and node are the same bytes, not a copy.
 c="$ctx/cluster-node"
-mkdir -p "$c/rootfs/usr/local/bin" "$c/owned/node"
+mkdir -p "$c/rootfs/usr/local/bin" "$c/owned/node" "$c/owned/data"
 install -m 0755 "$nats_bin" "$c/rootfs/usr/local/bin/nats-server"
 copy_libs "$nats_bin" "$c/rootfs"
 # The node home's mount point (nuk, wrapped CUK, store): 0700, owned by unibus.
-chmod 0700 "$c/owned/node"
+# /data: a compose node's bootstrap store until it moves onto its own key (deploy/docker/node-boot.ts).
+chmod 0700 "$c/owned/node" "$c/owned/data"
 cat >"$c/Dockerfile" <<DOCKERFILE
 FROM unibus/node-services:$version
 COPY rootfs/ /

@@ -14,6 +14,8 @@
 #                                  routes are mutual TLS, each node is client and server)
 #   <dir>/nats-N/client.pem, client.key  node N's client-port cert, signed by the client CA
 #                                  (SAN DNS:nats-N, DNS:localhost, IP:127.0.0.1; serverAuth)
+#   <dir>/recovery/                where the compose cluster's recovery secret is written
+#                                  once (uid 10001, 0700): move it offline
 # Two CAs: a client-port certificate can never pass as a route peer, and the
 # client CA can be handed to every client without opening the route port.
 # Node dirs are 0700 and keys 0600, owned by the containers' uid 10001 so the
@@ -99,4 +101,10 @@ for n in "${names[@]}"; do
   chmod 644 "$d/node.pem" "$d/route-ca.pem" "$d/client.pem"
 done
 rm -f "$dir/ca/route-ca.srl" "$dir/ca/client-ca.srl"
+# Where the compose `enroll` one-shot writes the cluster's recovery secret once
+# (0600): the operator moves it offline. Owned by uid 10001 so the container can
+# write it; 0700 so nobody else on the host reads it meanwhile.
+mkdir -p "$dir/recovery"
+chown "$uid:$uid" "$dir/recovery"
+chmod 700 "$dir/recovery"
 say "route and client TLS material in $dir (mount $dir/<node> read-only at /etc/unibus-routes, $dir/client-ca at /etc/unibus-client-ca)"

@@ -10,11 +10,13 @@ import type { TLSSocket } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createIdentity, randomBytes, toHex, writeIdentityFile } from "@unibus/crypto";
-import { connect, initCluster } from "@unibus/sdk";
+import { createHash } from "node:crypto";
+import { createIdentity, nodeStoreKey, randomBytes, toHex, unlockWrappedCuk, writeIdentityFile } from "@unibus/crypto";
+import { connect, loadNodeIdentity, readNodeClusterInfo, readNodeUnlockKey, readWrappedCuk } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { retryUntil } from "@unibus/testing";
-import { containerOutputs, inspectContainers, readStackSecrets, secretOfFile, secretsIn } from "./secrets.js";
+import { containerOutputs, inspectContainers, readStackSecrets, secretOfBytes, secretOfFile, secretsIn, withCopyOf } from "./secrets.js";
+import type { StackSecret } from "./secrets.js";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
 
@@ -53,6 +55,27 @@ async function drain(sock: Socket, ms: number): Promise<{ data: string; closed: 
   return { data, closed };
 }
 
+const NODES = ["nats-1", "nats-2", "nats-3"] as const;
+
+/**
+ * Every process in a container: its argv, and the SHA-256 of its
+ * UNIBUS_JS_KEY if it has one (hashed inside the container: the key never
+ * leaves it, not even into this test's output).
+ */
+const PROCESS_SCAN = `
+const fs = require("fs");
+const out = [];
+for (const pid of fs.readdirSync("/proc").filter((p) => /^\\d+$/.test(p))) {
+  if (pid === String(process.pid)) continue;
+  try {
+    const argv = fs.readFileSync("/proc/" + pid + "/cmdline", "utf8").split("\\0").join(" ").trim();
+    const v = fs.readFileSync("/proc/" + pid + "/environ", "utf8").split("\\0").find((e) => e.startsWith("UNIBUS_JS_KEY="));
+    out.push({ pid, argv, key: v === undefined ? null : require("crypto").createHash("sha256").update(v.slice(14)).digest("hex") });
+  } catch {}
+}
+console.log(JSON.stringify(out));
+`;
+
 /** The message of a connect that must fail (a resolved connect fails the test). */
 async function connectError(fn: () => Promise<UnibusClient>): Promise<string> {
   return fn().then(
@@ -73,8 +96,11 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
   let tls: { caFile: string };
   const clients: UnibusClient[] = [];
   const acked: string[] = [];
-  /** Printed once by `cluster init` in the gateway test; the secrets scan looks for it too. */
-  let recoverySecret: string | undefined;
+  /** Written once by the stack's `enroll` one-shot into the host's recovery directory (0600). */
+  let recoverySecret: string;
+  let recoveryFile: string;
+  /** Per node: its unlock key, join key and PSK copy, and the store key recomputed from them (secrets the scan looks for). */
+  const nodeSecrets: StackSecret[] = [];
   const container = (svc: string) => `${PROJECT}-${svc}-1`;
 
   async function routeAddress(node: string): Promise<string> {
@@ -90,15 +116,21 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       project: PROJECT,
       file: "docker-compose.cluster.yml",
       ports: ["UNIBUS_DOCKER_PORT_1", "UNIBUS_DOCKER_PORT_2", "UNIBUS_DOCKER_PORT_3"],
-      environment: { UNIBUS_CLUSTER_TLS_DIR: certs },
+      environment: { UNIBUS_CLUSTER_TLS_DIR: certs, UNIBUS_IMAGE_TAG: process.env["UNIBUS_IMAGE_TAG"] ?? "0.1.0" },
+      // enroll ends once all three nodes run on their own keys (a rolling rebuild).
+      oneShots: ["enroll"],
+      startupTimeoutMs: 480_000,
     });
     process.stdout.write(`cluster stack healthy in ${stack.secondsToHealthy.toFixed(1)} s\n`);
+    recoveryFile = join(certs, "recovery", "recovery.secret");
+    recoverySecret = (await readFile(recoveryFile, "utf8")).trim();
     urls = stack.urls.map((u) => u.replace(/^nats:/, "tls:"));
     tls = { caFile: join(certs, "client-ca", "ca.pem") };
     // All three seeds: the client fails over as nodes go away.
     admin = await connect({ servers: urls, identity: stack.admin, requestTimeoutMs: 8_000, tls });
     clients.push(admin);
-  });
+    // The first up includes the enrollment and three rolling rebuilds (about 2.5 min by hand on 2 busy cores).
+  }, 540_000);
 
   afterAll(async () => {
     await Promise.allSettled(clients.map((c) => c.close()));
@@ -113,14 +145,36 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     for (const line of stdout.trim().split("\n")) expect(line).toBe("10001:10001 healthy");
   });
 
-  it("each node runs JetStream with at-rest encryption, its key only in nats-server's own environment", async () => {
-    for (const node of ["nats-1", "nats-2", "nats-3"]) {
-      const { stdout, stderr } = await run("docker", ["logs", container(node)]);
-      expect(`${stdout}${stderr}`).toMatch(/Encryption:\s+ChaCha20-Poly1305/);
+  it("each node runs on its own derived store key, held only by its nats-server, and the bootstrap key is gone", async () => {
+    const hashes = new Map<string, string>();
+    for (const node of NODES) {
+      // nats-server runs as `node start`'s child and logs to the node home, not to docker logs.
+      const log = (await run("docker", ["exec", container(node), "/usr/local/bin/node", "-e", "process.stdout.write(require('fs').readFileSync('/node/server/nats-server.log','utf8'))"], { maxBuffer: 64 * 1024 * 1024 })).stdout;
+      expect(log).toMatch(/Encryption:\s+ChaCha20-Poly1305/);
       const env = (await run("docker", ["inspect", "-f", "{{json .Config.Env}} {{json .Config.Cmd}}", container(node)])).stdout;
-      expect(env).toContain("UNIBUS_JS_KEY_FILE=/etc/unibus/jetstream.key");
-      expect(env).not.toMatch(/UNIBUS_JS_KEY=/);
+      expect(env).not.toMatch(/UNIBUS_JS_KEY/);
+      const procs = JSON.parse((await run("docker", ["exec", container(node), "/usr/local/bin/node", "-e", PROCESS_SCAN])).stdout) as { pid: string; argv: string; key: string | null }[];
+      const withKey = procs.filter((p) => p.key !== null);
+      // Exactly one process holds a key: the node's nats-server (the boot step and the CLI do not).
+      expect(withKey.map((p) => p.argv.split(" ")[0])).toEqual(["/usr/local/bin/nats-server"]);
+      // The key is the one derived from this node's home (NUK) and its CUK (opened here with the recovery secret).
+      const expected = await withCopyOf(container(node), "/node", async (home) => {
+        const info = await readNodeClusterInfo(home);
+        expect(info.nodeId).toBe(node);
+        const identity = await loadNodeIdentity(home);
+        const nuk = await readNodeUnlockKey(home);
+        const key = nodeStoreKey(nuk, unlockWrappedCuk(recoverySecret, await readWrappedCuk(home), node, identity.principal));
+        nodeSecrets.push(secretOfBytes(`${node} nuk`, nuk), secretOfFile(`${node} node.key`, await readFile(join(home, "node.key"), "utf8")), secretOfFile(`${node} store key`, key));
+        return createHash("sha256").update(key).digest("hex");
+      });
+      expect(withKey[0]!.key).toBe(expected);
+      hashes.set(node, expected);
     }
+    // Three nodes, three keys: no node's disk opens another's store.
+    expect(new Set(hashes.values()).size).toBe(3);
+    // The bootstrap key is destroyed once every node is adopted, in the state volume and in every node's share.
+    const left = await withCopyOf(`${PROJECT}-init-1`, "/state", async (dir) => readFile(join(dir, "secrets", "jetstream.key")).then(() => "present", () => "gone"));
+    expect(left).toBe("gone");
   });
 
   it("the gateway holds the stack's PSK: cluster init, then a node goes ticket → register → approve → commit → join, and the history shows it", async () => {
@@ -130,7 +184,6 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       await run("docker", ["cp", `${PROJECT}-init-1:/state/secrets/replica.psk`, join(dir, "replica.psk")]);
       await chmod(join(dir, "replica.psk"), 0o600);
       await writeIdentityFile(join(dir, "admin.id"), stack.admin);
-      recoverySecret = (await eventually(60_000, () => initCluster(admin.nc, stack.admin.signingKey, { clusterName: "unibus" }))).recoverySecret;
       const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id"), UNIBUS_NODE_HOME: join(dir, "node"), UNIBUS_REPLICA_PSK_FILE: join(dir, "replica.psk") };
       delete env["UNIBUS_REPLICA_PSK"];
       const cli = async (args: string[], extra: NodeJS.ProcessEnv = {}): Promise<string> => (await run(process.execPath, [CLI, ...args], { env: { ...env, ...extra }, timeout: 60_000 })).stdout;
@@ -149,6 +202,8 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       expect(await cli(["node", "join"])).not.toBe("");
       const history = JSON.parse(await cli(["cluster", "history", "--verify", "--json"])) as { verified: boolean; entries: { type: string; effect: string }[] };
       expect(history.verified).toBe(true);
+      // The stack's own three nodes came up through the same flow (the enroll one-shot), in order.
+      for (const node of NODES) expect(history.entries.filter((e) => e.effect.includes(`"${node}"`)).map((e) => e.type)).toEqual(["node.register", "node.approve", "node.commit"]);
       expect(history.entries.filter((e) => e.effect.includes("node-4")).map((e) => e.type)).toEqual(["node.register", "node.approve", "node.commit"]);
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -157,12 +212,13 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
 
   it("no secret (state volume, CA and node TLS keys) is in any container's docker inspect, log or process argv, in any encoding", async () => {
     const tlsKeys = ["ca/route-ca.key", "ca/client-ca.key", ...["nats-1", "nats-2", "nats-3"].flatMap((n) => [`${n}/node.key`, `${n}/client.key`])].map((f) => join(certs, f));
-    expect(recoverySecret).toBeDefined();
-    const secrets = [...(await readStackSecrets(PROJECT, tlsKeys)), secretOfFile("recovery secret", recoverySecret!)];
-    expect(secrets.map((s) => s.source)).toEqual(expect.arrayContaining(["secrets/jetstream.key", "secrets/callout-issuer.seed", "secrets/replica.psk", "admin.id", ...tlsKeys]));
+    // The node secrets are read by the key test above (it runs first).
+    expect(nodeSecrets.map((s) => s.source)).toEqual(NODES.flatMap((n) => [`${n} nuk`, `${n} node.key`, `${n} store key`]));
+    const secrets = [...(await readStackSecrets(PROJECT, tlsKeys)), secretOfFile("recovery secret", recoverySecret), ...nodeSecrets];
+    expect(secrets.map((s) => s.source)).toEqual(expect.arrayContaining(["secrets/callout-issuer.seed", "secrets/replica.psk", "admin.id", "recovery secret", ...tlsKeys]));
     expect(secrets.filter((s) => s.forms.length === 0)).toEqual([]);
     const docs = await inspectContainers(PROJECT);
-    expect(docs.size).toBe(11);
+    expect(docs.size).toBe(12);
     expect(secretsIn(docs, secrets)).toEqual([]);
     // Nor in any container's log, nor in the argv of any process running in one.
     const { logs, argv } = await containerOutputs(PROJECT);
@@ -174,6 +230,9 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
     const [name, doc] = [...docs][0]!;
     const nodeKey = secrets.find((s) => s.source.endsWith("nats-1/node.key"))!;
     expect(secretsIn(new Map([[name, doc.replace('"Labels":{', `"Labels":{"leak":"${nodeKey.forms[0]!}",`)]]), secrets)).toEqual([`${name}: ${nodeKey.source}`]);
+    // Control for the binary secrets: a node unlock key's hex in a log line is found.
+    const nuk = nodeSecrets.find((s) => s.source === "nats-2 nuk")!;
+    expect(secretsIn(new Map([["planted", `${[...logs.values()][0]!}\nnuk=${nuk.forms[0]!}\n`]]), secrets)).toEqual(["planted: nats-2 nuk"]);
   });
 
   it("routes are mutual TLS: plain TCP and a TLS client without a route-CA cert are refused, a node cert is accepted", async () => {
@@ -310,7 +369,9 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
   });
 
   it("after both nodes restart the cluster catches up: every acknowledged user is there and writes work again", async () => {
-    await run("docker", ["start", container("nats-1"), container("nats-2")]);
+    // With 2 of 3 nodes down the gateway's buckets have no quorum, so no join can be answered:
+    // the two come back as in a cold start, with the operator's recovery secret mounted for this start only.
+    await stack.compose(["up", "-d", "--no-deps", "--force-recreate", "nats-1", "nats-2"], { UNIBUS_RECOVERY_SECRET_FILE: recoveryFile });
     // A new session: the old one may have given up reconnecting while logins were refused.
     const again = await eventually(60_000, () => connect({ servers: urls, identity: stack.admin, requestTimeoutMs: 8_000, tls }));
     clients.push(again);
@@ -326,5 +387,43 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       return res.status;
     });
     expect(ready).toBe(200);
+  });
+
+  it("a restarted gateway holds no seed until cluster recover; then a node recreated without the secret joins through it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "unibus-ct-recover-"));
+    try {
+      await writeIdentityFile(join(dir, "admin.id"), stack.admin);
+      const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id") };
+      const cli = (args: string[]): Promise<string> =>
+        run(process.execPath, [CLI, ...args], { env, timeout: 60_000 }).then(
+          (r) => r.stdout,
+          (err: unknown) => Promise.reject(new Error(String((err as { stderr?: string }).stderr ?? err))),
+        );
+      // The only gateway replica restarts: no peer holds the seed, as after a full down/up.
+      await run("docker", ["restart", "-t", "5", container("replica-gateway")]);
+      const locked = await eventually(90_000, async () => {
+        const outcome = await cli(["node", "list"]).then(
+          () => "answered",
+          (err: unknown) => (err as Error).message,
+        );
+        if (!/does not hold the cluster seed/.test(outcome)) throw new Error(`not locked yet: ${outcome}`);
+        return outcome;
+      });
+      expect(locked).toMatch(/does not hold the cluster seed/);
+      // The operator's step of the cold start: the recovery secret hands the gateway the seed.
+      expect(await cli(["cluster", "recover", "--secret-file", recoveryFile])).toMatch(/cluster seed accepted/);
+      const listed = JSON.parse(await eventually(30_000, () => cli(["node", "list", "--json"]))) as { nodes: { nodeId: string; state: string }[] };
+      expect(NODES.map((n) => listed.nodes.find((x) => x.nodeId === n)?.state)).toEqual(["UP", "UP", "UP"]);
+      // Back onto the join: nats-1, recreated without the secret (the compose default), joins through the gateway.
+      // --force-recreate: compose does not count a changed secret source as a change of the service.
+      await stack.compose(["up", "-d", "--no-deps", "--force-recreate", "--wait", "nats-1"]);
+      const { stdout } = await run("docker", ["logs", container("nats-1")]);
+      expect(stdout).toMatch(/node start: joining through a peer/);
+      expect(stdout).toMatch(/node nats-1 started/);
+      const mounts = (await run("docker", ["inspect", "-f", "{{json .HostConfig.Mounts}} {{json .HostConfig.Binds}}", container("nats-1")])).stdout;
+      expect(mounts).not.toContain(recoveryFile);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

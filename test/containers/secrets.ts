@@ -72,6 +72,25 @@ async function filesUnder(dir: string): Promise<string[]> {
   return out;
 }
 
+/** A binary secret (a node unlock key, a derived store key's bytes) in every encoding. */
+export function secretOfBytes(source: string, bytes: Uint8Array): StackSecret {
+  return { source, forms: [...new Set(bytesForms(bytes).filter((f) => f.length >= MIN_FORM_LENGTH))] };
+}
+
+/**
+ * Runs `fn` on a private host copy of `path` in `container` (`docker cp`),
+ * removed afterwards: how a test reads a node home's secrets to look for them.
+ */
+export async function withCopyOf<T>(container: string, path: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), "unibus-ct-copy-"));
+  try {
+    await run("docker", ["cp", `${container}:${path}/.`, dir]);
+    return await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** The secrets of one file, by what it holds. */
 export function secretOfFile(source: string, content: string): StackSecret {
   const text = content.trim();

@@ -27,6 +27,8 @@ export interface ComposeStack {
   readonly admin: Identity;
   /** Seconds from `compose up` to every container healthy. */
   readonly secondsToHealthy: number;
+  /** Runs `docker compose <args>` on this stack (its project, file and variables), plus `environment`. */
+  compose(args: readonly string[], environment?: Record<string, string>): Promise<{ stdout: string; stderr: string }>;
   /** Container ids of a service's replicas. */
   replicas(service: string): Promise<string[]>;
   stop(): Promise<void>;
@@ -42,6 +44,10 @@ export interface ComposeStackOptions {
   /** More compose variables (never secrets: they reach the compose model). */
   environment?: Record<string, string>;
   replicas?: { membership?: number; keys?: number };
+  /** One-shot services waited on to exit 0, besides init and bootstrap. */
+  oneShots?: readonly string[];
+  /** Budget for every container healthy and every one-shot done. Default 180 s. */
+  startupTimeoutMs?: number;
 }
 
 /** Starts the stack under its own project name (volumes included, removed by stop()). */
@@ -62,18 +68,21 @@ export async function startComposeStack(opts: ComposeStackOptions): Promise<Comp
   // A clean slate: volumes left by an interrupted run would hold another run's state.
   await compose("down", "-v", "--remove-orphans").catch(() => undefined);
   const t0 = Date.now();
-  const env = await new DockerComposeEnvironment(REPO_ROOT, file)
+  const variables = {
+    ...opts.environment,
+    ...Object.fromEntries(portVars.map((v, i) => [v, String(ports[i])])),
+    UNIBUS_MEMBERSHIP_REPLICAS: String(opts.replicas?.membership ?? 1),
+    UNIBUS_KEYS_REPLICAS: String(opts.replicas?.keys ?? 1),
+  };
+  let composeEnv = new DockerComposeEnvironment(REPO_ROOT, file)
     .withProjectName(opts.project)
-    .withEnvironment({
-      ...opts.environment,
-      ...Object.fromEntries(portVars.map((v, i) => [v, String(ports[i])])),
-      UNIBUS_MEMBERSHIP_REPLICAS: String(opts.replicas?.membership ?? 1),
-      UNIBUS_KEYS_REPLICAS: String(opts.replicas?.keys ?? 1),
-    })
+    .withEnvironment(variables)
     .withDefaultWaitStrategy(Wait.forHealthCheck())
     .withWaitStrategy("init-1", Wait.forOneShotStartup())
-    .withWaitStrategy("bootstrap-1", Wait.forOneShotStartup())
-    .withStartupTimeout(180_000)
+    .withWaitStrategy("bootstrap-1", Wait.forOneShotStartup());
+  for (const name of opts.oneShots ?? []) composeEnv = composeEnv.withWaitStrategy(`${name}-1`, Wait.forOneShotStartup());
+  const env = await composeEnv
+    .withStartupTimeout(opts.startupTimeoutMs ?? 180_000)
     .up()
     .catch(async (err: unknown) => {
       // Say which container failed and why before the stack goes away.
@@ -102,6 +111,9 @@ export async function startComposeStack(opts: ComposeStackOptions): Promise<Comp
       project: opts.project,
       admin,
       secondsToHealthy,
+      compose(args, environment = {}) {
+        return run("docker", ["compose", "-p", opts.project, "-f", join(REPO_ROOT, file), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...variables, ...environment }, timeout: 300_000 });
+      },
       async replicas(service) {
         const { stdout } = await run("docker", ["ps", "-q", "--filter", `label=com.docker.compose.project=${opts.project}`, "--filter", `label=com.docker.compose.service=${service}`]);
         return stdout.split("\n").filter((l) => l !== "");

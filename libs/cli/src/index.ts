@@ -7,7 +7,7 @@ export { EnvVar, ensurePrivateDir, parseEnvFile, renderEnvFile, resolveHome, ser
 export { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./commands/admin.js";
 export { loadIdentityForCli } from "./identity-file.js";
 export { provisionHome } from "./up/provision.js";
-export type { ProvisionedHome } from "./up/provision.js";
+export type { ProvisionedHome, ProvisionedServices } from "./up/provision.js";
 export type { HomeLayout } from "./home.js";
 export { connectClient, connectToBus, requestError, resolveConnectionSettings } from "./connection.js";
 export type { ConnectionSettings } from "./connection.js";
@@ -31,3 +31,5 @@ export { PromoteError, PromoteErrorReason, StoreKind, applyPromotion, describeSt
 export type { PromotionResult, PromotionStep, ReplicaStatus } from "./cluster/promote.js";
 export { CLUSTER_FILE, STANDALONE_SUFFIX, promoteHome, readClusterRecord } from "./cluster/convert.js";
 export type { ClusterRecord, PromoteHomeOptions, PromoteHomeResult } from "./cluster/convert.js";
+export { JSZ_COPIES_QUERY, catchUpBlocker, leaderStreams, rebuildBlocker } from "./cluster/copies.js";
+export type { Jsz, JszReplica, JszStream } from "./cluster/copies.js";
