@@ -53,7 +53,7 @@ describe("WatchedDirectory fences", () => {
       const entries = await Promise.all([dir.lookup(alice), dir.lookup(alice), dir.lookup(alice)]);
       for (const e of entries) expect(e).toMatchObject({ user: { principal: alice }, rooms: { rooms: { r1: "owner" } }, revision: "1:1" });
       // Three logins arriving together share one fence.
-      expect(dir.stats).toMatchObject({ fences: 1, fromMemory: 3, fallbacks: 0, refused: 0 });
+      expect(dir.stats).toMatchObject({ fences: 1, fromMemory: 3, behind: 0, refused: 0 });
     } finally {
       dir.stop();
     }
