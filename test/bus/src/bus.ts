@@ -70,6 +70,8 @@ export interface TestBus {
   readonly bootstrap: UnibusClient;
   /** The system-account connection membership kicks with (for tests and benches that kick directly). */
   readonly system: NatsConnection;
+  /** Each node's callout directory, in node order (their stats show which path decided). */
+  readonly directories: readonly (WatchedDirectory | KvPrincipalDirectory)[];
   /** Adds an active user through the admin API and connects it (through the callout). */
   addMember(handle: string, role?: "admin" | "member"): Promise<TestBusMember>;
   /** Connects an identity through the callout (it must be on the allowlist to succeed); `url` picks a node. */
@@ -124,6 +126,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
   const connections: NatsConnection[] = [];
   /** The callouts' directory watches, stopped before their connections close. */
   const stoppers: (() => void)[] = [];
+  const directories: (WatchedDirectory | KvPrincipalDirectory)[] = [];
   let membership: RunningMembershipService | undefined;
   try {
     // In a cluster every service gets all nodes as seeds, as in production,
@@ -160,10 +163,12 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       let denialCache: DenialCache | undefined;
       if (opts.directory === "leader-reads") {
         directory = new KvPrincipalDirectory(users, rooms);
+        directories.push(directory);
       } else {
         const watched = await WatchedDirectory.start(users, rooms, { logger });
         stoppers.push(() => watched.stop());
         directory = watched;
+        directories.push(watched);
         denialCache = new DenialCache();
         const watch = invalidateOnUserChanges(users, denialCache);
         stoppers.push(() => watch.stop());
@@ -201,6 +206,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       membership: running,
       bootstrap: boot,
       system: sys,
+      directories,
       async addMember(handle, role = "member") {
         const identity = createIdentity({ label: handle });
         await admin.users.add(identity.principal, handle, role);
