@@ -35,6 +35,9 @@ describe("leaderInContact", () => {
     // A replica answering while it sees no leader lists itself too, and counts towards the quorum.
     expect(leaderInContact({ cluster: { replicas: [peer(0, { name: "n2" }), peer(10, { name: "n3" }), peer(60_000, { name: "n1", current: false })] } })).toBe(false);
     expect(leaderInContact({ cluster: { leader: "", replicas: [peer(10, { name: "n2" }), peer(10, { name: "n3" })] } })).toBe(false);
+    // Nor a peer list at all (a replica whose stream is being reset answered with last sequence 1).
+    expect(leaderInContact({ cluster: { replicas: [] } })).toBe(false);
+    expect(leaderInContact({ cluster: {} })).toBe(false);
     // A replica answering for a leader it knows of lists that leader among the peers.
     expect(leaderInContact({ cluster: { leader: "n1", replicas: [peer(10, { name: "n1" }), peer(10, { name: "n3" })] } })).toBe(false);
     expect(leaderInContact({ cluster: { leader: "n1", replicas: [peer(10, { name: "n2" }), peer(10, { name: "n3" })] } })).toBe(true);

@@ -43,10 +43,14 @@ export interface StreamClusterView {
  * answering replica counts itself).
  */
 export function leaderInContact(info: StreamClusterView, maxSilenceMs: number = LeaderContact.maxSilenceMs): boolean {
-  const replicas = info.cluster?.replicas ?? [];
+  if (info.cluster === undefined) return true;
+  // nats-server names the leader in every answer from one (a single server or
+  // an R1 stream names itself), so an answer naming none is not the leader's.
+  const leader = info.cluster.leader;
+  if (leader === undefined || leader === "") return false;
+  const replicas = info.cluster.replicas ?? [];
   if (replicas.length === 0) return true;
-  const leader = info.cluster?.leader;
-  if (leader === undefined || leader === "" || replicas.some((r) => r.name === leader)) return false;
+  if (replicas.some((r) => r.name === leader)) return false;
   // `active` is nanoseconds since the leader last heard from that peer.
   const reached = replicas.filter((r) => r.current && r.offline !== true && r.active / 1e6 <= maxSilenceMs).length;
   return (reached + 1) * 2 > replicas.length + 1;
