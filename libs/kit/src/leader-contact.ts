@@ -39,8 +39,7 @@ export interface StreamClusterView {
  * leader also answers stream info while it sees no leader, or while it is
  * the preferred peer of a group created less than 10 s ago. Such answers
  * were seen from a node just resumed after a pause, with a last sequence
- * far behind the leader's and a view that passed the quorum count (the
- * answering replica counts itself).
+ * far behind the leader's, and the quorum count alone let them through.
  */
 export function leaderInContact(info: StreamClusterView, maxSilenceMs: number = LeaderContact.maxSilenceMs): boolean {
   if (info.cluster === undefined) return true;
