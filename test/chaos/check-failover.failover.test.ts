@@ -71,6 +71,8 @@ describe("unibus check --cluster on a 3-node cluster", () => {
     expect(failover).toMatchObject({ sent: 400, received: 400, lost: 0 });
     expect(failover.failoverMs).toBeGreaterThan(0);
     console.info(`unibus check --cluster --chaos: ${JSON.stringify(failover)}`);
+    // Which path decided the reconnect's logins: refusals behind the fence show up here as `behind`.
+    console.info(`callout directories (per node): ${JSON.stringify(ctx.bus.directories.map((d) => ("stats" in d ? d.stats : "leader reads")))}`);
 
     // The keys service's watched member cache outlives the kill of the node
     // that led its bucket: a watcher stuck behind is replaced, so it vouches

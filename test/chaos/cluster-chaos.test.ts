@@ -71,6 +71,8 @@ describe("chaos: a 3-node cluster under load loses nothing acknowledged and fail
 
   afterAll(async () => {
     printTable(results);
+    // Which path decided the logins: every node's callout runs production's fenced watched directory.
+    if (bus !== undefined) console.log(`callout directories (per node): ${JSON.stringify(bus.directories.map((d) => ("stats" in d ? d.stats : "leader reads")))}`);
     await Promise.allSettled(admins.map((a) => a.close()));
     await bus?.stop();
   });

@@ -15,7 +15,7 @@ import { Kvm } from "@nats-io/kv";
 import { connect as natsConnect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { CalloutXkey, KvPrincipalDirectory, createAuthCalloutService } from "@unibus/auth-callout";
+import { CalloutXkey, WatchedDirectory, createAuthCalloutService } from "@unibus/auth-callout";
 import { createBlobsService } from "@unibus/blobs";
 import { ALL_SERVICES, AdoptErrorReason, CLUSTER_FILE, NodeStartErrorReason, RETIRED_SUFFIX, STORE_CHECK_FILE, adoptFirstNode, assertKeyOpensStore, STANDALONE_SUFFIX, JETSTREAM_KEY_ENV, buildServerConfig, calloutAuthorization, promoteHome, provisionHome, readClusterRecord, resolveHome, startClusterNode } from "@unibus/cli";
 import type { ClusterNode, ClusterNodeOptions } from "@unibus/cli";
@@ -114,10 +114,13 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
     stoppers.push(await createMembershipService(await asService(ServiceName.membership), { logger, sys, bootstrapPrincipal: state.bootstrap.principal }));
     const calloutNc = await asService(ServiceName.authCallout);
     const kvm = new Kvm(calloutNc);
+    // The callout's production directory: the fenced watched copy.
+    const directory = await WatchedDirectory.start(await kvm.open(MembershipBucket.users, { allow_direct: false }), await kvm.open(MembershipBucket.roomsByMember, { allow_direct: false }), { logger });
+    stoppers.push({ stop: async () => directory.stop() });
     await createAuthCalloutService(calloutNc, {
       issuer: SigningKey.fromNkeySeed((await readFile(home.calloutIssuerSeedFile, "utf8")).trim()),
       xkey: CalloutXkey.fromSeed((await readFile(home.calloutXkeySeedFile, "utf8")).trim()),
-      directory: new KvPrincipalDirectory(await kvm.open(MembershipBucket.users, { allow_direct: false }), await kvm.open(MembershipBucket.roomsByMember, { allow_direct: false })),
+      directory,
       logger,
     });
     stoppers.push(await createKeysService(await asService(ServiceName.keys), { logger }));
@@ -291,10 +294,12 @@ describe("cluster promote: a single-node home becomes a 3-node R3 cluster with n
         closers.unshift(() => m2.stop());
         const callout2 = await svc(ServiceName.authCallout);
         const kvm2 = new Kvm(callout2);
+        const directory2 = await WatchedDirectory.start(await kvm2.open(MembershipBucket.users, { allow_direct: false }), await kvm2.open(MembershipBucket.roomsByMember, { allow_direct: false }), { logger });
+        closers.unshift(async () => directory2.stop());
         await createAuthCalloutService(callout2, {
           issuer: SigningKey.fromNkeySeed((await readFile(home.calloutIssuerSeedFile, "utf8")).trim()),
           xkey: CalloutXkey.fromSeed((await readFile(home.calloutXkeySeedFile, "utf8")).trim()),
-          directory: new KvPrincipalDirectory(await kvm2.open(MembershipBucket.users, { allow_direct: false }), await kvm2.open(MembershipBucket.roomsByMember, { allow_direct: false })),
+          directory: directory2,
           logger,
         });
         const k2 = await createKeysService(await svc(ServiceName.keys), { logger, bucketReplicas: 3 });

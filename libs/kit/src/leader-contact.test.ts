@@ -8,7 +8,12 @@ import { LeaderContact, LeaderContactFence, LeaderOutOfContactError, leaderInCon
 import { roomRole } from "./membership-view.js";
 
 const ms = (n: number): number => n * 1e6;
-const peer = (activeMs: number, extra: { current?: boolean; offline?: boolean } = {}) => ({ current: extra.current ?? true, ...(extra.offline === undefined ? {} : { offline: extra.offline }), active: ms(activeMs) });
+const peer = (activeMs: number, extra: { current?: boolean; offline?: boolean; name?: string } = {}) => ({
+  current: extra.current ?? true,
+  ...(extra.offline === undefined ? {} : { offline: extra.offline }),
+  ...(extra.name === undefined ? {} : { name: extra.name }),
+  active: ms(activeMs),
+});
 
 describe("leaderInContact", () => {
   it("a stream without peers (one replica, or one server) has nothing to lose contact with", () => {
@@ -17,12 +22,25 @@ describe("leaderInContact", () => {
   });
 
   it("counts the leader and every current peer heard from within the bound; a quorum of them is contact", () => {
-    expect(leaderInContact({ cluster: { replicas: [peer(900), peer(1_000)] } })).toBe(true);
-    expect(leaderInContact({ cluster: { replicas: [peer(900), peer(60_000)] } })).toBe(true);
-    expect(leaderInContact({ cluster: { replicas: [peer(LeaderContact.maxSilenceMs + 1), peer(60_000)] } })).toBe(false);
-    expect(leaderInContact({ cluster: { replicas: [peer(10, { current: false }), peer(10, { offline: true })] } })).toBe(false);
-    expect(leaderInContact({ cluster: { replicas: [peer(10), peer(10), peer(9_000), peer(9_000)] } })).toBe(true);
-    expect(leaderInContact({ cluster: { replicas: [peer(10), peer(9_000), peer(9_000), peer(9_000)] } })).toBe(false);
+    const led = (replicas: ReturnType<typeof peer>[]) => ({ cluster: { leader: "n1", replicas } });
+    expect(leaderInContact(led([peer(900), peer(1_000)]))).toBe(true);
+    expect(leaderInContact(led([peer(900), peer(60_000)]))).toBe(true);
+    expect(leaderInContact(led([peer(LeaderContact.maxSilenceMs + 1), peer(60_000)]))).toBe(false);
+    expect(leaderInContact(led([peer(10, { current: false }), peer(10, { offline: true })]))).toBe(false);
+    expect(leaderInContact(led([peer(10), peer(10), peer(9_000), peer(9_000)]))).toBe(true);
+    expect(leaderInContact(led([peer(10), peer(9_000), peer(9_000), peer(9_000)]))).toBe(false);
+  });
+
+  it("refuses an answer that does not come from the leader it names: no leader, or the leader among the replicas", () => {
+    // A replica answering while it sees no leader lists itself too, and counts towards the quorum.
+    expect(leaderInContact({ cluster: { replicas: [peer(0, { name: "n2" }), peer(10, { name: "n3" }), peer(60_000, { name: "n1", current: false })] } })).toBe(false);
+    expect(leaderInContact({ cluster: { leader: "", replicas: [peer(10, { name: "n2" }), peer(10, { name: "n3" })] } })).toBe(false);
+    // Nor a peer list at all (a replica whose stream is being reset answered with last sequence 1).
+    expect(leaderInContact({ cluster: { replicas: [] } })).toBe(false);
+    expect(leaderInContact({ cluster: {} })).toBe(false);
+    // A replica answering for a leader it knows of lists that leader among the peers.
+    expect(leaderInContact({ cluster: { leader: "n1", replicas: [peer(10, { name: "n1" }), peer(10, { name: "n3" })] } })).toBe(false);
+    expect(leaderInContact({ cluster: { leader: "n1", replicas: [peer(10, { name: "n2" }), peer(10, { name: "n3" })] } })).toBe(true);
   });
 });
 
@@ -41,8 +59,8 @@ function fakeKv(answers: Array<() => unknown>): { kv: KV; calls: () => number } 
 describe("LeaderContactFence", () => {
   it("reuses a good verdict for reuseMs, then asks again; a bad one is never reused", async () => {
     let now = 1_000;
-    const good = () => ({ cluster: { replicas: [peer(100), peer(100)] } });
-    const bad = () => ({ cluster: { replicas: [peer(9_000), peer(9_000)] } });
+    const good = () => ({ cluster: { leader: "n1", replicas: [peer(100), peer(100)] } });
+    const bad = () => ({ cluster: { leader: "n1", replicas: [peer(9_000), peer(9_000)] } });
     const { kv, calls } = fakeKv([good, bad, bad, good]);
     const fence = new LeaderContactFence(kv, () => now);
     await fence.check();
@@ -72,7 +90,7 @@ describe("the services' membership view", () => {
         return { operation: "PUT", revision: 3, json: () => ({ roomId: "room0000000001", principal, role: "member", addedAt: new Date(0).toISOString(), addedBy: principal }) };
       },
       async status() {
-        return { streamInfo: { config: { name: "KV_members" }, cluster: { replicas: [peer(6_000), peer(6_000)] } } };
+        return { streamInfo: { config: { name: "KV_members" }, cluster: { leader: "n1", replicas: [peer(6_000), peer(6_000)] } } };
       },
     } as unknown as KV;
     const err = await roomRole(members, "room0000000001", principal).then(() => undefined, (e: unknown) => e);

@@ -25,18 +25,31 @@ export const LeaderContact = {
 export interface StreamClusterView {
   readonly cluster?: {
     readonly leader?: string;
-    readonly replicas?: ReadonlyArray<{ readonly current: boolean; readonly offline?: boolean; readonly active: number }>;
+    readonly replicas?: ReadonlyArray<{ readonly name?: string; readonly current: boolean; readonly offline?: boolean; readonly active: number }>;
   };
 }
 
 /**
- * Whether the leader that answered heard from a quorum (itself included)
- * within `maxSilenceMs`. A stream without peers (one replica, or a single
- * server) has nothing to lose contact with.
+ * Whether the answer came from the stream's leader and that leader heard
+ * from a quorum (itself included) within `maxSilenceMs`. A stream without
+ * peers (one replica, or a single server) has nothing to lose contact with.
+ *
+ * The answer must name a leader that is not among its replicas: nats-server
+ * lists every peer but the one answering, and a replica that is not the
+ * leader also answers stream info while it sees no leader, or while it is
+ * the preferred peer of a group created less than 10 s ago. Such answers
+ * were seen from a node just resumed after a pause, with a last sequence
+ * far behind the leader's, and the quorum count alone let them through.
  */
 export function leaderInContact(info: StreamClusterView, maxSilenceMs: number = LeaderContact.maxSilenceMs): boolean {
-  const replicas = info.cluster?.replicas ?? [];
+  if (info.cluster === undefined) return true;
+  // nats-server names the leader in every answer from one (a single server or
+  // an R1 stream names itself), so an answer naming none is not the leader's.
+  const leader = info.cluster.leader;
+  if (leader === undefined || leader === "") return false;
+  const replicas = info.cluster.replicas ?? [];
   if (replicas.length === 0) return true;
+  if (replicas.some((r) => r.name === leader)) return false;
   // `active` is nanoseconds since the leader last heard from that peer.
   const reached = replicas.filter((r) => r.current && r.offline !== true && r.active / 1e6 <= maxSilenceMs).length;
   return (reached + 1) * 2 > replicas.length + 1;

@@ -53,7 +53,7 @@ describe("WatchedDirectory fences", () => {
       const entries = await Promise.all([dir.lookup(alice), dir.lookup(alice), dir.lookup(alice)]);
       for (const e of entries) expect(e).toMatchObject({ user: { principal: alice }, rooms: { rooms: { r1: "owner" } }, revision: "1:1" });
       // Three logins arriving together share one fence.
-      expect(dir.stats).toMatchObject({ fences: 1, fromMemory: 3, fallbacks: 0, refused: 0 });
+      expect(dir.stats).toMatchObject({ fences: 1, fromMemory: 3, behind: 0, refused: 0 });
     } finally {
       dir.stop();
     }
@@ -70,6 +70,27 @@ describe("WatchedDirectory fences", () => {
         expect(err).toBeInstanceOf(DirectoryError);
         expect((err as DirectoryError).cause).toBeInstanceOf(LeaderOutOfContactError);
         expect(dir.stats.fromMemory).toBe(0);
+      } finally {
+        dir.stop();
+      }
+    }
+  });
+
+  it("refuses a batch whose fence was answered by a replica that is not the leader (as a node resumed from a pause answered)", async () => {
+    // Seen on a real cluster: the resumed node, its stream reset to sequence 1, answering for the new leader n1.
+    const notLeader = async () => ({
+      streamInfo: { config: { name: "KV_x" }, state: { last_seq: 1 }, cluster: { leader: "n1", replicas: ["n1", "n3"].map((name) => ({ name, current: true, active: 0 })) } },
+    });
+    const leaderless = async () => ({
+      streamInfo: { config: { name: "KV_x" }, state: { last_seq: 1 }, cluster: { replicas: ["n1", "n2", "n3"].map((name) => ({ name, current: name === "n2", active: 0 })) } },
+    });
+    for (const answer of [notLeader, leaderless]) {
+      const dir = await WatchedDirectory.start(bucket(user, answer), bucket(null, leaderHeardPeersAgo(800)), { logger });
+      try {
+        const err = await rejection(dir.lookup(alice));
+        expect(err).toBeInstanceOf(DirectoryError);
+        expect((err as DirectoryError).cause).toBeInstanceOf(LeaderOutOfContactError);
+        expect(dir.stats).toMatchObject({ fromMemory: 0, refused: 1 });
       } finally {
         dir.stop();
       }

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WatchedDirectory } from "@unibus/auth-callout";
 import { retryUntil } from "@unibus/testing";
 import { startTestBus } from "./bus.js";
 import type { TestBus } from "./bus.js";
@@ -34,5 +35,24 @@ describe("the test bus runs the production callout configuration", () => {
   it("an identity that is not on the allowlist is refused", async () => {
     const { createIdentity } = await import("@unibus/crypto");
     await expect(bus.connectAs(createIdentity())).rejects.toThrow(/authoriz/i);
+  });
+
+  it("logins are decided by production's fenced watched directory, from its copy", async () => {
+    const [dir] = bus.directories;
+    expect(dir).toBeInstanceOf(WatchedDirectory);
+    const before = (dir as WatchedDirectory).stats.fromMemory;
+    const bob = await bus.addMember("bob");
+    await bob.client.close();
+    expect((dir as WatchedDirectory).stats.fromMemory).toBeGreaterThan(before);
+  });
+
+  it("directory: \"leader-reads\" keeps the per-login leader reads for a test that wants them", async () => {
+    const other = await startTestBus({ directory: "leader-reads" });
+    try {
+      expect(other.directories[0]).not.toBeInstanceOf(WatchedDirectory);
+      await expect(other.addMember("carol")).resolves.toMatchObject({ principal: expect.stringMatching(/^U/) });
+    } finally {
+      await other.stop();
+    }
   });
 });

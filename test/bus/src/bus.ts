@@ -2,7 +2,7 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import { CalloutXkey, KvPrincipalDirectory, createAuthCalloutService } from "@unibus/auth-callout";
+import { CalloutXkey, DenialCache, KvPrincipalDirectory, WatchedDirectory, createAuthCalloutService, invalidateOnUserChanges } from "@unibus/auth-callout";
 import { calloutAuthorization } from "@unibus/cli";
 import { ServiceName } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
@@ -37,6 +37,13 @@ export interface TestBusOptions {
   readonly nodes?: 1 | 3;
   /** With `nodes: 3`: mutual-TLS routes and cuttable route links, for chaos tests (see `startTestCluster`). */
   readonly cluster?: Pick<TestClusterOptions, "routeTls" | "routeProxies">;
+  /**
+   * The callout's directory. "watched" (default) is production's: the
+   * fenced in-memory copy, with a denial cache cleared by a users watch.
+   * "leader-reads" reads both records from the stream leaders per login
+   * (the watched directory's own fallback), for a test of that path alone.
+   */
+  readonly directory?: "watched" | "leader-reads";
 }
 
 /** A user added by {@link TestBus.addMember}, connected through the callout. */
@@ -63,6 +70,8 @@ export interface TestBus {
   readonly bootstrap: UnibusClient;
   /** The system-account connection membership kicks with (for tests and benches that kick directly). */
   readonly system: NatsConnection;
+  /** Each node's callout directory, in node order (their stats show which path decided). */
+  readonly directories: readonly (WatchedDirectory | KvPrincipalDirectory)[];
   /** Adds an active user through the admin API and connects it (through the callout). */
   addMember(handle: string, role?: "admin" | "member"): Promise<TestBusMember>;
   /** Connects an identity through the callout (it must be on the allowlist to succeed); `url` picks a node. */
@@ -115,6 +124,9 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
   const stopServers = (): Promise<void> => cluster?.stop() ?? server.stop();
   const clients: UnibusClient[] = [];
   const connections: NatsConnection[] = [];
+  /** The callouts' directory watches, stopped before their connections close. */
+  const stoppers: (() => void)[] = [];
+  const directories: (WatchedDirectory | KvPrincipalDirectory)[] = [];
   let membership: RunningMembershipService | undefined;
   try {
     // In a cluster every service gets all nodes as seeds, as in production,
@@ -143,11 +155,32 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     for (const node of cluster?.servers ?? [server]) {
       const calloutNc = await asService(ServiceName.authCallout, node);
       const kvm = new Kvm(calloutNc);
-      const directory = new KvPrincipalDirectory(
-        await kvm.open(MembershipBucket.users, { allow_direct: false }),
-        await kvm.open(MembershipBucket.roomsByMember, { allow_direct: false }),
-      );
-      await createAuthCalloutService(calloutNc, { issuer, directory, logger, ...(xkey !== undefined ? { xkey } : {}), ...(opts.bootstrapAccess === true ? { bootstrapAccess: true } : {}) });
+      const users = await kvm.open(MembershipBucket.users, { allow_direct: false });
+      const rooms = await kvm.open(MembershipBucket.roomsByMember, { allow_direct: false });
+      // As the callout's entry builds it, so every cross-service test logs in
+      // through the directory production decides with.
+      let directory: KvPrincipalDirectory | WatchedDirectory;
+      let denialCache: DenialCache | undefined;
+      if (opts.directory === "leader-reads") {
+        directory = new KvPrincipalDirectory(users, rooms);
+        directories.push(directory);
+      } else {
+        const watched = await WatchedDirectory.start(users, rooms, { logger });
+        stoppers.push(() => watched.stop());
+        directory = watched;
+        directories.push(watched);
+        denialCache = new DenialCache();
+        const watch = invalidateOnUserChanges(users, denialCache);
+        stoppers.push(() => watch.stop());
+      }
+      await createAuthCalloutService(calloutNc, {
+        issuer,
+        directory,
+        logger,
+        ...(denialCache !== undefined ? { denialCache } : {}),
+        ...(xkey !== undefined ? { xkey } : {}),
+        ...(opts.bootstrapAccess === true ? { bootstrapAccess: true } : {}),
+      });
     }
 
     const connectAs = async (identity: Identity | SigningKey, url = server.url): Promise<UnibusClient> => {
@@ -173,6 +206,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       membership: running,
       bootstrap: boot,
       system: sys,
+      directories,
       async addMember(handle, role = "member") {
         const identity = createIdentity({ label: handle });
         await admin.users.add(identity.principal, handle, role);
@@ -189,6 +223,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       async stop() {
         await Promise.allSettled(clients.map((c) => c.close()));
         await running.stop().catch(() => undefined);
+        for (const stop of stoppers) stop();
         await Promise.allSettled(connections.map((nc) => nc.close()));
         await stopServers();
       },
@@ -196,6 +231,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
   } catch (err) {
     await Promise.allSettled(clients.map((c) => c.close()));
     await membership?.stop().catch(() => undefined);
+    for (const stop of stoppers) stop();
     await Promise.allSettled(connections.map((nc) => nc.close()));
     await stopServers();
     throw err;

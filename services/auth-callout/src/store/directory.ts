@@ -64,6 +64,13 @@ function conforms(check: () => boolean): boolean {
  *
  * A record whose `principal` does not match its key is treated as corrupt and
  * throws (threat: a mis-keyed record granting one principal another's rooms).
+ *
+ * Not what the callout runs (`WatchedDirectory` is): its fence and its
+ * gets are separate requests, and a node resumed from a pause past an
+ * election answers gets as leader with its old records before it learns of
+ * the new one, so a revoked principal can be read active while the fence
+ * comes from the new leader (seen on a real cluster). Kept for benches and
+ * tests that compare against per-login reads.
  */
 export class KvPrincipalDirectory implements PrincipalDirectory {
   readonly #users: KV;

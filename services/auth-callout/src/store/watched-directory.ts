@@ -2,7 +2,7 @@ import type { KV, KvEntry } from "@nats-io/kv";
 import { LeaderOutOfContactError, WatchedKv, leaderInContact } from "@unibus/kit";
 import type { Logger } from "pino";
 import type { DirectoryEntry, PrincipalDirectory } from "./directory.js";
-import { KvPrincipalDirectory, isRoomsRecord, isUserRecord, parse } from "./directory.js";
+import { isRoomsRecord, isUserRecord, parse } from "./directory.js";
 import { DirectoryError } from "../errors.js";
 import type { RoomsRecord, UserRecord } from "../permissions.js";
 
@@ -28,8 +28,8 @@ export interface WatchedDirectoryStats {
   fences: number;
   /** Lookups answered from memory after their fence. */
   fromMemory: number;
-  /** Lookups whose fence found a watcher behind and that read the leaders directly instead. */
-  fallbacks: number;
+  /** Lookups refused because a watcher stayed behind their fence (or was replaced meanwhile). */
+  behind: number;
   /** Lookups refused because their fence failed (no answer, or a leader out of contact). */
   refused: number;
 }
@@ -71,9 +71,14 @@ function hold<T>(entry: KvEntry, what: string, check: (v: unknown, principal: st
  *
  * Fail closed: a fence that is not answered, or answered by a leader out of
  * contact with its quorum (which may already be superseded by a leader
- * that committed a revoke), refuses its whole batch; a watcher still behind
- * after the kit's catch-up bound sends the batch to the leader reads of
- * {@link KvPrincipalDirectory} (themselves fenced), never to the copy.
+ * that committed a revoke) or by a replica that is not the leader, refuses
+ * its whole batch; so does a watcher still behind after the kit's catch-up
+ * bound (it is replaced once stalled). There is no fallback to per-login
+ * leader reads: nats-server answers a read from any node that believes it
+ * leads, and a node just resumed from a pause answers reads with its old
+ * records before it learns of the new leader, so a read cannot be tied to
+ * the leader that answered the fence; the copy, checked against the
+ * fence's own sequence, can.
  * A fence is two requests however many logins wait on it: at 32 logins in
  * flight that replaces 64 JetStream reads.
  */
@@ -82,14 +87,13 @@ export class WatchedDirectory implements PrincipalDirectory {
   readonly #rooms = new Map<string, Held<RoomsRecord>>();
   readonly #usersWatch: WatchedKv;
   readonly #roomsWatch: WatchedKv;
-  readonly #fallback: PrincipalDirectory;
   #open: Waiter[] | undefined;
   #running = false;
-  readonly stats: WatchedDirectoryStats = { fences: 0, fromMemory: 0, fallbacks: 0, refused: 0 };
+  readonly stats: WatchedDirectoryStats = { fences: 0, fromMemory: 0, behind: 0, refused: 0 };
 
   private constructor(users: KV, roomsByMember: KV, opts: WatchedDirectoryOptions) {
     const stall = opts.stallMs !== undefined ? { stallMs: opts.stallMs } : {};
-    const fallback = "answering logins from leader reads";
+    const fallback = "refusing logins until the copy catches up";
     this.#usersWatch = new WatchedKv(users, {
       op: "directory.users.watch",
       logger: opts.logger,
@@ -106,7 +110,6 @@ export class WatchedDirectory implements PrincipalDirectory {
       reset: () => this.#rooms.clear(),
       apply: (e) => this.#apply(this.#rooms, e, hold(e, "rooms_by_member", isRoomsRecord)),
     });
-    this.#fallback = new KvPrincipalDirectory(users, roomsByMember);
   }
 
   /** A directory whose two watches are created (their replay may still be under way: fences wait for it). */
@@ -169,8 +172,9 @@ export class WatchedDirectory implements PrincipalDirectory {
     // Checked synchronously with the answers below: a watcher replaced since
     // its catch-up starts its copy from empty and must not answer.
     if (fence === undefined || !this.#current(this.#usersWatch, fence.users) || !this.#current(this.#roomsWatch, fence.rooms)) {
-      this.stats.fallbacks += batch.length;
-      for (const w of batch) this.#fallback.lookup(w.principal).then((e) => w.resolve(e), (err: unknown) => w.reject(err));
+      this.stats.behind += batch.length;
+      const err = new DirectoryError("directory copy behind its fence");
+      for (const w of batch) w.reject(err);
       return;
     }
     this.stats.fromMemory += batch.length;
@@ -185,8 +189,8 @@ export class WatchedDirectory implements PrincipalDirectory {
 
   /**
    * The leaders' last sequences, once both copies have applied them;
-   * undefined when a watcher is behind past the bound (read the leaders
-   * instead); throws when the leaders cannot vouch (refuse).
+   * undefined when a watcher is behind past the bound; throws when the
+   * leaders cannot vouch. Either way the batch is refused.
    */
   async #fence(): Promise<{ users: number; rooms: number } | undefined> {
     let timer: NodeJS.Timeout | undefined;

@@ -1,0 +1,156 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Kvm } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { createInbox } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { SigningKey } from "@unibus/crypto";
+import { eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import type { TestCluster } from "@unibus/testing";
+import { KvPrincipalDirectory } from "./store/directory.js";
+import type { PrincipalDirectory } from "./store/directory.js";
+import { WatchedDirectory } from "./store/watched-directory.js";
+
+const logger = pino({ level: "silent" });
+
+function record(principal: string, status: "active" | "revoked"): string {
+  return JSON.stringify({ principal, handle: "a", role: "member", status, addedAt: new Date(0).toISOString(), addedBy: principal });
+}
+
+/** What lookups started after the revoke's ack returned. */
+interface Verdicts {
+  active: number;
+  revoked: number;
+  refused: number;
+}
+
+/**
+ * Lookups of `principal` in `loops` concurrent loops until `stop()`: each
+ * lookup is counted only if it started after the revoke's acknowledgement.
+ */
+function lookupLoops(dir: PrincipalDirectory, principal: string, loops: number, ackedAt: () => number): { verdicts: Verdicts; stop(): Promise<void> } {
+  const verdicts: Verdicts = { active: 0, revoked: 0, refused: 0 };
+  let running = true;
+  const all = Promise.all(
+    Array.from({ length: loops }, async () => {
+      while (running) {
+        const started = performance.now();
+        const status = await dir.lookup(principal).then(
+          (e) => e?.user.status ?? "unknown",
+          () => "refused",
+        );
+        if (started <= ackedAt()) continue;
+        if (status === "active") verdicts.active++;
+        else if (status === "revoked") verdicts.revoked++;
+        else verdicts.refused++;
+      }
+    }),
+  );
+  return {
+    verdicts,
+    async stop() {
+      running = false;
+      await all;
+    },
+  };
+}
+
+describe("the watched directory behind a stream leader paused past an election, then resumed", () => {
+  let cluster: TestCluster;
+  let conns: NatsConnection[] = [];
+
+  beforeAll(async () => {
+    cluster = await startTestCluster(3);
+    await cluster.waitForMetaLeader();
+    conns = await Promise.all(cluster.servers.map((s) => s.connect({ maxReconnectAttempts: -1 })));
+  }, 90_000);
+
+  afterAll(async () => {
+    for (const s of cluster?.servers ?? []) if (s.running) s.kill("SIGCONT");
+    await Promise.all(conns.map((nc) => nc.close().catch(() => undefined)));
+    await cluster?.stop();
+  });
+
+  it("admits no lookup started after a revoke the new leader acknowledged, through the resumed node that still answers reads as leader", async () => {
+    const alice = SigningKey.generate().principal;
+    const kvm = new Kvm(conns[0]!);
+    const users = await kvm.create("users", { replicas: 3, allow_direct: false });
+    const rooms = await kvm.create("rooms_by_member", { replicas: 3, allow_direct: false });
+    // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
+    await retryUntil(() => users.put(alice, record(alice, "active")), { timeoutMs: 15_000, intervalMs: 100 });
+    await retryUntil(() => rooms.put("nobody", JSON.stringify({})), { timeoutMs: 15_000, intervalMs: 100 });
+    const leaderName = (await users.status()).streamInfo.cluster?.leader;
+    const leader = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === leaderName);
+    expect(leader).toBeGreaterThanOrEqual(0);
+    const other = (leader + 1) % 3;
+    const otherUsers: KV = await new Kvm(conns[other]!).open("users", { allow_direct: false });
+
+    // The callout of the paused node, connected to that node only (as in
+    // production), deciding with the watched directory; beside it the
+    // per-login leader reads the watched directory no longer falls back to.
+    const pkvm = new Kvm(conns[leader]!);
+    const pUsers = await pkvm.open("users", { allow_direct: false });
+    const pRooms = await pkvm.open("rooms_by_member", { allow_direct: false });
+    const watched = await WatchedDirectory.start(pUsers, pRooms, { logger });
+    const leaderReads = new KvPrincipalDirectory(pUsers, pRooms);
+    // Refused while the copy's first replay is behind its fence (a loaded machine): ask again.
+    await eventually(() => watched.lookup(alice).catch(() => null), (e) => e?.user.status === "active", { timeoutMs: 10_000, what: "alice active in the fenced copy" });
+
+    // Writes through another node keep append-entry responses in flight at the freeze.
+    let loading = true;
+    const load = Promise.all(
+      [0, 1, 2, 3].map(async (w) => {
+        let n = 0;
+        while (loading) await otherUsers.put(`load${w}_${n++ % 20}`, record(alice, "active")).catch(() => undefined);
+      }),
+    );
+
+    // Raw gets queued at the frozen node, answered by whichever node believes
+    // it leads: evidence for the report, not asserted (how many land before
+    // the resumed node steps down varies from run to run, often none).
+    const rawGets = { active: 0, revoked: 0 };
+    const getInbox = createInbox();
+    conns[leader]!.subscribe(`${getInbox}.>`, {
+      callback: (_e, m) => {
+        const r = m.json<{ message?: { data: string } }>();
+        if (r.message === undefined) return;
+        const status = (JSON.parse(Buffer.from(r.message.data, "base64").toString()) as { status: string }).status;
+        if (status === "active") rawGets.active++;
+        else rawGets.revoked++;
+      },
+    });
+    await conns[leader]!.flush();
+
+    let ackedAt = Number.POSITIVE_INFINITY;
+    let watchedLoops: ReturnType<typeof lookupLoops> | undefined;
+    let readLoops: ReturnType<typeof lookupLoops> | undefined;
+    cluster.servers[leader]!.kill("SIGSTOP");
+    try {
+      // Acknowledged once the other two have elected a leader (4–9 s of silence).
+      await retryUntil(() => otherUsers.put(alice, record(alice, "revoked")), { timeoutMs: 30_000, intervalMs: 200 });
+      ackedAt = performance.now();
+      // Lookups in flight across the resume: each started after the ack.
+      watchedLoops = lookupLoops(watched, alice, 8, () => ackedAt);
+      readLoops = lookupLoops(leaderReads, alice, 8, () => ackedAt);
+      for (let i = 0; i < 2_000; i++) {
+        conns[leader]!.publish("$JS.API.STREAM.MSG.GET.KV_users", JSON.stringify({ last_by_subj: `$KV.users.${alice}` }), { reply: `${getInbox}.${i}` });
+      }
+    } finally {
+      cluster.servers[leader]!.kill("SIGCONT");
+    }
+    try {
+      // Until the resumed node's callout answers the revoke from its copy, many times over.
+      await eventually(() => watchedLoops.verdicts.revoked, (n) => n >= 50, { timeoutMs: 30_000, intervalMs: 50, what: "the resumed node's directory answering the revoke" });
+    } finally {
+      loading = false;
+      await Promise.all([watchedLoops?.stop(), readLoops?.stop(), load]);
+      watched.stop();
+    }
+    console.info(
+      `paused leader ${leaderName}: watched directory after the ack ${JSON.stringify(watchedLoops.verdicts)}; ` +
+        `per-login leader reads ${JSON.stringify(readLoops.verdicts)}; raw gets queued at the paused node ${JSON.stringify(rawGets)}`,
+    );
+    expect(watchedLoops.verdicts.active, "lookups started after the revoke's ack that the watched directory answered active").toBe(0);
+    expect(watchedLoops.verdicts.revoked).toBeGreaterThanOrEqual(50);
+  }, 120_000);
+});
