@@ -15,7 +15,7 @@
  * signature hashes the body once with SHA-256 instead of twice with SHA-512
  * inside Ed25519); receivers read both, so stored v1 frames stay readable.
  */
-import { aeadDecrypt, aeadEncrypt, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignature } from "@unibus/crypto";
+import { aeadDecrypt, aeadEncryptInto, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignature } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 
 /** Frame format constants (contracts/specs/frames.md §Layout). */
@@ -130,6 +130,31 @@ function signedV2(header: Uint8Array, body: Uint8Array): Uint8Array {
   return out;
 }
 
+/** Above this size a frame's buffer is taken uninitialised and unpooled (every byte is written before it leaves). */
+const UNINITIALISED_FRAME_MIN = 16 * 1024;
+/** The reused plaintext scratch grows up to NATS's largest payload; a larger batch gets a buffer of its own. */
+const SCRATCH_MAX = 1024 * 1024;
+let scratch = new Uint8Array(0);
+
+/** The sealer's plaintext scratch, grown to the largest batch seen (one per process: sealing is synchronous). */
+function plaintextScratch(bytes: number): Uint8Array {
+  if (bytes > SCRATCH_MAX) return new Uint8Array(bytes);
+  if (scratch.byteLength < bytes) scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(bytes, 2 * scratch.byteLength)));
+  return scratch;
+}
+
+/**
+ * A buffer for a whole frame. Large ones skip the zero fill (a fresh zeroed
+ * 256 KiB buffer costs about as much as its AEAD here); sealFrame writes
+ * every byte of it, header, ciphertext and signature, so nothing of the old
+ * memory can leave. Small ones come zeroed and never from Node's shared pool.
+ */
+function frameBuffer(bytes: number): Uint8Array {
+  if (bytes < UNINITIALISED_FRAME_MIN) return new Uint8Array(bytes);
+  const b = Buffer.allocUnsafeSlow(bytes);
+  return new Uint8Array(b.buffer, b.byteOffset, bytes);
+}
+
 /**
  * Encrypts and signs a batch of messages into one frame. v2 signs the
  * header and a SHA-256 digest of the body; v1 signs the body itself (the
@@ -150,8 +175,10 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
 
   let plainLen = 0;
   for (const m of messages) plainLen += 4 + m.byteLength;
-  const plaintext = new Uint8Array(plainLen);
-  const pv = new DataView(plaintext.buffer);
+  // The plaintext is laid out in one reused scratch buffer and wiped after
+  // use: a fresh zeroed buffer of a 256 KiB batch costs as much as its AEAD.
+  const plaintext = plaintextScratch(plainLen);
+  const pv = new DataView(plaintext.buffer, plaintext.byteOffset, plainLen);
   let p = 0;
   for (const m of messages) {
     pv.setUint32(p, m.byteLength);
@@ -163,8 +190,8 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   const headerLen = FIXED_HEADER_BYTES + roomBytes.byteLength;
   const d = version === FrameFormat.legacyVersion ? LEGACY_DOMAIN_BYTES.byteLength : 0;
   const bodyLen = plainLen + FrameFormat.tagBytes;
-  const buf = new Uint8Array(d + headerLen + bodyLen + FrameFormat.signatureBytes);
-  const view = new DataView(buf.buffer);
+  const buf = frameBuffer(d + headerLen + bodyLen + FrameFormat.signatureBytes);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   if (d > 0) buf.set(LEGACY_DOMAIN_BYTES, 0);
   let o = d;
   buf[o++] = version;
@@ -183,8 +210,11 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   buf.set(nonce, o);
   o += FrameFormat.nonceBytes;
   const header = buf.subarray(d, o);
-  buf.set(aeadEncrypt(key, nonce, plaintext, header), o);
-  plaintext.fill(0);
+  try {
+    aeadEncryptInto(key, nonce, plaintext.subarray(0, plainLen), header, buf, o);
+  } finally {
+    plaintext.fill(0, 0, plainLen);
+  }
   const body = buf.subarray(o, o + bodyLen);
   o += bodyLen;
   buf.set(signer.sign(d > 0 ? buf.subarray(0, o) : signedV2(header, body)), o);
