@@ -40,8 +40,10 @@ export const FrameFormat = {
 } as const;
 
 /** 0xFF marker then the label: no connect nonce (always a string) can equal signed frame bytes. */
-const DOMAIN_BYTES = markStatement(new TextEncoder().encode(FrameFormat.domain));
-const LEGACY_DOMAIN_BYTES = markStatement(new TextEncoder().encode(FrameFormat.legacyDomain));
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+const DOMAIN_BYTES = markStatement(utf8Encoder.encode(FrameFormat.domain));
+const LEGACY_DOMAIN_BYTES = markStatement(utf8Encoder.encode(FrameFormat.legacyDomain));
 const FIXED_HEADER_BYTES = 1 + 1 + 4 + FrameFormat.senderKeyBytes + 8 + 2 + FrameFormat.nonceBytes;
 const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -51,7 +53,7 @@ const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
  */
 export function frameOverheadBytes(roomId: string): number {
   assertRoomId(roomId);
-  return FIXED_HEADER_BYTES + new TextEncoder().encode(roomId).byteLength + FrameFormat.tagBytes + FrameFormat.signatureBytes;
+  return FIXED_HEADER_BYTES + utf8Encoder.encode(roomId).byteLength + FrameFormat.tagBytes + FrameFormat.signatureBytes;
 }
 
 /** Why a received frame was not delivered. Every reject surfaces as an event, never silently. */
@@ -186,7 +188,7 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
     p += 4 + m.byteLength;
   }
 
-  const roomBytes = new TextEncoder().encode(roomId);
+  const roomBytes = utf8Encoder.encode(roomId);
   const headerLen = FIXED_HEADER_BYTES + roomBytes.byteLength;
   const d = version === FrameFormat.legacyVersion ? LEGACY_DOMAIN_BYTES.byteLength : 0;
   const bodyLen = plainLen + FrameFormat.tagBytes;
@@ -233,7 +235,7 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   const headerLen = FIXED_HEADER_BYTES + roomLen;
   if (frame.byteLength < headerLen + FrameFormat.tagBytes + 4 + FrameFormat.signatureBytes) throw bad("too short");
   let o = 2;
-  const roomId = new TextDecoder().decode(frame.subarray(o, o + roomLen));
+  const roomId = utf8Decoder.decode(frame.subarray(o, o + roomLen));
   if (!ROOM_ID_RE.test(roomId)) throw bad("room id charset");
   o += roomLen;
   const epoch = view.getUint32(o);

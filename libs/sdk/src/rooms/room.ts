@@ -273,6 +273,7 @@ class PushQueue<T> implements AsyncIterable<T> {
  */
 class FrameReceiver {
   readonly #own = new Map<string, ReplayWindow>();
+  readonly #principals = new Map<string, string>();
   #chain: Promise<void> | undefined;
 
   constructor(
@@ -294,6 +295,18 @@ class FrameReceiver {
       this.#own.set(id, w);
     }
     return w;
+  }
+
+  /** The `U…` principal of a sender key, cached: a room's frames come from few senders, and encoding one costs more than the lookup. */
+  #principal(senderHex: string, f: ParsedFrame): string {
+    let p = this.#principals.get(senderHex);
+    if (p === undefined) {
+      // Bounded: frames claiming ever new keys cannot grow it.
+      if (this.#principals.size >= 1024) this.#principals.clear();
+      p = senderPrincipal(f);
+      this.#principals.set(senderHex, p);
+    }
+    return p;
   }
 
   /** Processes one frame; returns a promise only when it had to wait for a key (order is kept). */
@@ -318,7 +331,8 @@ class FrameReceiver {
     } catch {
       return this.reject({ reason: RejectReason.malformed });
     }
-    const claims = { sender: senderPrincipal(f), epoch: f.epoch, counter: f.counter, count: f.count };
+    const senderHex = toHex(f.senderKey);
+    const claims = { sender: this.#principal(senderHex, f), epoch: f.epoch, counter: f.counter, count: f.count };
     if (f.roomId !== this.roomId) return this.reject({ reason: RejectReason.wrongRoom, ...claims });
     if (!frameSignatureValid(f)) return this.reject({ reason: RejectReason.badSignature, ...claims });
     // Before the key lookup: an old frame replayed live must not cost a shares.get.
@@ -326,7 +340,7 @@ class FrameReceiver {
     // Also before the key lookup: a replayed frame is refused from memory.
     // Frames are processed one at a time (#chain), so nothing records into
     // this window between this check and the record below.
-    const w = this.#window(`${this.roomId}/${toHex(f.senderKey)}/${f.epoch}`);
+    const w = this.#window(`${this.roomId}/${senderHex}/${f.epoch}`);
     if (!w.fresh(f.counter, f.count)) return this.reject({ reason: RejectReason.replay, ...claims });
     const key = this.keyFor(f.epoch);
     if (key instanceof Promise) {
