@@ -656,16 +656,20 @@ class RoomImpl implements Room {
     const upTo = { frames: this.#handed.frames, bytes: this.#handed.bytes };
     this.#pinged.frames = upTo.frames;
     this.#pinged.bytes = upTo.bytes;
+    const settle = (): void => {
+      const i = this.#pings.indexOf(ping);
+      if (i >= 0) this.#pings.splice(i, 1);
+    };
     const ping: Ping = {
       done: this.#nc.flush().then(
         () => {
-          this.#pings.splice(this.#pings.indexOf(ping), 1);
+          settle();
           this.#confirmed.frames = Math.max(this.#confirmed.frames, upTo.frames);
           this.#confirmed.bytes = Math.max(this.#confirmed.bytes, upTo.bytes);
         },
         (err: unknown) => {
           // Nothing is confirmed: the next batch asks again, and fails if the connection is gone.
-          this.#pings.splice(this.#pings.indexOf(ping), 1);
+          settle();
           throw err;
         },
       ),
