@@ -134,7 +134,7 @@ function signedV2(header: Uint8Array, body: Uint8Array): Uint8Array {
 
 /** Nonces drawn per CSPRNG call (about 4 KiB). */
 const NONCES_PER_DRAW = 170;
-let noncePool = new Uint8Array(0);
+let noncePool: Uint8Array = new Uint8Array(0);
 let nonceAt = 0;
 
 /**
