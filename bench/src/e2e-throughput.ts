@@ -13,7 +13,8 @@ import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { SigningKey, fromHex, randomBytes, toHex } from "@unibus/crypto";
-import { StaticRoomKeys, connect } from "@unibus/sdk";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { RoomLimits, StaticRoomKeys, connect } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import { percentile, printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
@@ -22,8 +23,44 @@ const self = fileURLToPath(import.meta.url);
 const ROOM = "bench";
 const RAW_SUBJECT = "bench.raw.m";
 const PAYLOAD_BYTES = 1024;
-/** Messages published per event-loop turn before waiting for the server (same for both modes). */
+/** Messages published per event-loop turn (same for both modes). */
 const CHUNK = 1_000;
+
+/**
+ * The raw publisher's copy of the room's pipeline (RoomLimits
+ * maxUnconfirmedBytes): a PING round trip is asked for every quarter of the
+ * bound, and the publisher waits only while a whole bound of bytes is
+ * unconfirmed. Both sides thus keep publishing while earlier bytes travel,
+ * under the same bound, so neither is held to one round trip per chunk.
+ */
+class RawPipeline {
+  #handed = 0;
+  #pinged = 0;
+  #confirmed = 0;
+  readonly #pings: Promise<void>[] = [];
+  constructor(
+    readonly nc: NatsConnection,
+    readonly bound: number,
+  ) {}
+
+  handed(bytes: number): void {
+    this.#handed += bytes;
+    if (this.#handed - this.#pinged >= this.bound / 4) this.#ping();
+  }
+
+  #ping(): void {
+    const upTo = this.#handed;
+    this.#pinged = upTo;
+    this.#pings.push(this.nc.flush().then(() => void (this.#confirmed = Math.max(this.#confirmed, upTo))));
+  }
+
+  async room(): Promise<void> {
+    while (this.#handed - this.#confirmed >= this.bound) {
+      if (this.#pings.length === 0) this.#ping();
+      await this.#pings.shift();
+    }
+  }
+}
 
 type Mode = "raw" | "e2e";
 
@@ -38,10 +75,18 @@ async function worker(role: "pub" | "sub", mode: Mode): Promise<void> {
     let n = 0;
     let first = 0;
     let last = 0;
+    let cpu0: NodeJS.CpuUsage | undefined;
+    let cpu: NodeJS.CpuUsage | undefined;
     const tick = (): void => {
       last = performance.now();
-      if (n++ === 0) first = last;
+      if (n++ === 0) {
+        first = last;
+        cpu0 = process.cpuUsage();
+      }
     };
+    // CPU time per message is what the shared machine's load does not change
+    // much; it is read at the first message and once the sender is done.
+    process.stdin.once("data", () => (cpu = process.cpuUsage(cpu0)));
     if (mode === "raw") nc.subscribe(RAW_SUBJECT, { callback: tick });
     // Both sides with a callback: the raw side has no per-message promise either.
     else
@@ -51,31 +96,44 @@ async function worker(role: "pub" | "sub", mode: Mode): Promise<void> {
     await nc.flush();
     process.stdout.write("ready\n");
     process.stdin.once("data", () => {
-      process.stdout.write(`${JSON.stringify({ n, seconds: (last - first) / 1000 })}\n`);
+      process.stdout.write(`${JSON.stringify({ n, seconds: (last - first) / 1000, cpuUs: cpu === undefined ? 0 : cpu.user + cpu.system })}\n`);
       void nc.close().then(() => process.exit(0));
     });
     return;
   }
   const seconds = Number(process.env.BENCH_SECONDS ?? "3");
   const payload = randomBytes(PAYLOAD_BYTES);
+  const cpu0 = process.cpuUsage();
   const end = performance.now() + seconds * 1000;
+  const raw = new RawPipeline(nc, RoomLimits.maxUnconfirmedBytes);
   let n = 0;
   while (performance.now() < end) {
-    let lastSent: Promise<void> | undefined;
-    for (let i = 0; i < CHUNK; i++) {
-      if (mode === "raw") nc.publish(RAW_SUBJECT, payload);
-      else lastSent = room.publish(payload);
+    if (mode === "raw") {
+      for (let i = 0; i < CHUNK; i++) nc.publish(RAW_SUBJECT, payload);
+      raw.handed(CHUNK * PAYLOAD_BYTES);
+      await raw.room();
+      // The room's publisher yields a turn per chunk (its batch closes at the end of the turn); so does this one.
+      await new Promise((r) => setImmediate(r));
+    } else {
+      let lastSent: Promise<void> | undefined;
+      for (let i = 0; i < CHUNK; i++) lastSent = room.publish(payload);
+      // Resolves once the chunk's last frame is handed over; the room holds it back only while its pipeline is full.
+      await lastSent;
     }
     n += CHUNK;
-    await lastSent;
-    await nc.flush();
   }
-  process.stdout.write(`${JSON.stringify({ n })}\n`);
+  if (mode === "raw") await nc.flush();
+  else await room.flush();
+  const cpu = process.cpuUsage(cpu0);
+  process.stdout.write(`${JSON.stringify({ n, cpuUs: cpu.user + cpu.system })}\n`);
   await nc.close();
 }
 
+/** With BENCH_CPU_PROF=<dir>, each child writes V8 CPU profiles (one per thread) under <dir>/<role>-<mode>; node refuses --cpu-prof in NODE_OPTIONS. */
 function child(args: string[], env: Record<string, string>): ChildProcess {
-  return spawn(process.execPath, ["--import", "tsx", self, ...args], { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...env } });
+  const prof = process.env.BENCH_CPU_PROF;
+  const flags = prof === undefined || prof === "" ? [] : ["--cpu-prof", `--cpu-prof-dir=${prof}/${args.join("-")}`];
+  return spawn(process.execPath, [...flags, "--import", "tsx", self, ...args], { stdio: ["pipe", "pipe", "inherit"], env: { ...process.env, ...env } });
 }
 
 async function line(c: ChildProcess): Promise<string> {
@@ -89,11 +147,15 @@ async function throughput(mode: Mode, url: string, seconds: number): Promise<num
   try {
     if ((await line(sub)) !== "ready") throw new Error("subscriber did not start");
     const pub = child(["pub", mode], env);
-    await line(pub);
+    const { n: sent, cpuUs: pubCpu } = JSON.parse(await line(pub)) as { n: number; cpuUs: number };
     await once(pub, "exit");
     await new Promise((r) => setTimeout(r, 300));
     sub.stdin!.write("report\n");
-    const { n, seconds: s } = JSON.parse(await line(sub)) as { n: number; seconds: number };
+    const { n, seconds: s, cpuUs: subCpu } = JSON.parse(await line(sub)) as { n: number; seconds: number; cpuUs: number };
+    // A subscriber that got fewer than were sent was dropped by the server as a slow consumer: its side was the limit.
+    console.log(`P3 ${mode}: sent ${sent}, received ${n} in ${s.toFixed(2)} s; CPU per message: publisher ${(pubCpu / sent).toFixed(2)} µs, subscriber ${(subCpu / Math.max(1, n)).toFixed(2)} µs`);
+    // It exits by itself once reported (and writes its CPU profile if asked); the kill below is for failures.
+    await Promise.race([once(sub, "exit"), new Promise((r) => setTimeout(r, 2_000).unref())]);
     return s > 0 ? n / s : 0;
   } finally {
     sub.kill("SIGTERM");

@@ -1,6 +1,6 @@
 import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { describe, expect, it } from "vitest";
-import { aeadDecrypt, aeadEncrypt } from "./aead.js";
+import { aeadDecrypt, aeadEncrypt, aeadEncryptInto } from "./aead.js";
 import { randomBytes } from "./encoding.js";
 import { DecryptError } from "./errors.js";
 
@@ -15,6 +15,19 @@ describe("XChaCha20-Poly1305", () => {
       expect(ct).toEqual(xchacha20poly1305(key, nonce, ad).encrypt(pt));
       expect(aeadDecrypt(key, nonce, ct, ad)).toEqual(pt);
     }
+  });
+
+  it("encrypts into a caller's buffer at an offset exactly as aeadEncrypt, and refuses an output that does not fit", () => {
+    const key = randomBytes(32);
+    const nonce = randomBytes(24);
+    const pt = randomBytes(1000);
+    const ad = randomBytes(20);
+    const out = new Uint8Array(7 + 1016 + 5).fill(0xaa);
+    aeadEncryptInto(key, nonce, pt, ad, out, 7);
+    expect(out.subarray(7, 7 + 1016)).toEqual(aeadEncrypt(key, nonce, pt, ad));
+    expect([...out.subarray(0, 7), ...out.subarray(1023)].every((b) => b === 0xaa)).toBe(true);
+    expect(() => aeadEncryptInto(key, nonce, pt, ad, out, 13)).toThrow(RangeError);
+    expect(() => aeadEncryptInto(key, nonce, pt, ad, out, -1)).toThrow(RangeError);
   });
 
   it("any flipped bit in ciphertext, tag, nonce, key or associated data is a DecryptError", () => {

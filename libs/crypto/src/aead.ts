@@ -39,17 +39,29 @@ function subkeyAndNonce(key: Uint8Array, nonce: Uint8Array): { subkey: Uint8Arra
  * (key, nonce) pair: that reveals the XOR of plaintexts and the MAC key).
  */
 export function aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, associatedData?: Uint8Array): Uint8Array {
+  const out = new Uint8Array(plaintext.byteLength + AeadSize.tag);
+  aeadEncryptInto(key, nonce, plaintext, associatedData, out, 0);
+  return out;
+}
+
+/**
+ * {@link aeadEncrypt} writing ciphertext || tag into `out` at `offset`
+ * (`plaintext.byteLength + 16` bytes), so a caller laying out a larger
+ * message (a room frame) copies the ciphertext once instead of allocating
+ * a second buffer of its size: at a few hundred KiB, a fresh zeroed buffer
+ * costs as much as the cipher itself on a busy host.
+ */
+export function aeadEncryptInto(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, associatedData: Uint8Array | undefined, out: Uint8Array, offset: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + plaintext.byteLength + AeadSize.tag > out.byteLength) throw new RangeError("AEAD output does not fit");
   const { subkey, nonce12 } = subkeyAndNonce(key, nonce);
   try {
     const cipher = createCipheriv("chacha20-poly1305", subkey, nonce12, { authTagLength: AeadSize.tag });
     if (associatedData !== undefined) cipher.setAAD(associatedData, { plaintextLength: plaintext.byteLength });
-    const out = new Uint8Array(plaintext.byteLength + AeadSize.tag);
     const body = cipher.update(plaintext);
-    out.set(body, 0);
+    out.set(body, offset);
     const tail = cipher.final();
-    out.set(tail, body.byteLength);
-    out.set(cipher.getAuthTag(), plaintext.byteLength);
-    return out;
+    out.set(tail, offset + body.byteLength);
+    out.set(cipher.getAuthTag(), offset + plaintext.byteLength);
   } finally {
     subkey.fill(0);
   }
@@ -74,10 +86,15 @@ export function aeadDecrypt(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint
     const decipher = createDecipheriv("chacha20-poly1305", subkey, nonce12, { authTagLength: AeadSize.tag });
     decipher.setAuthTag(ciphertext.subarray(bodyLen));
     if (associatedData !== undefined) decipher.setAAD(associatedData, { plaintextLength: bodyLen });
-    const out = new Uint8Array(bodyLen);
     const body = decipher.update(ciphertext.subarray(0, bodyLen));
+    const tail = decipher.final();
+    // A stream cipher: final() adds nothing, and the update's own buffer is
+    // returned rather than copied into a second one of the same size (only
+    // when it owns its whole ArrayBuffer, so `.buffer` exposes nothing else).
+    if (tail.byteLength === 0 && body.byteLength === bodyLen && body.byteOffset === 0 && body.buffer.byteLength === bodyLen) return new Uint8Array(body.buffer, 0, bodyLen);
+    const out = new Uint8Array(bodyLen);
     out.set(body, 0);
-    out.set(decipher.final(), body.byteLength);
+    out.set(tail, body.byteLength);
     return out;
   } catch (cause) {
     throw new DecryptError("decryption failed", { cause });

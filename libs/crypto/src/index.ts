@@ -1,5 +1,5 @@
 // Public surface of @unibus/crypto: every export is named here.
-export { aeadDecrypt, aeadEncrypt, AeadSize } from "./aead.js";
+export { aeadDecrypt, aeadEncrypt, aeadEncryptInto, AeadSize } from "./aead.js";
 export { nkeyAuthenticator } from "./authenticator.js";
 export { SigningKey, verifyMany, verifySignature } from "./ed25519.js";
 export type { SignatureCheck } from "./ed25519.js";

@@ -117,6 +117,14 @@ describe("frame limits and defaults", () => {
     expect(openFrame(f, key).map((m) => new TextDecoder().decode(m))).toEqual(messages.map((m) => new TextDecoder().decode(m)));
   });
 
+  it("every sealed frame carries a nonce of its own, across several refills of the nonce pool", () => {
+    const seen = new Set<string>();
+    const one = [new Uint8Array([1])];
+    for (let i = 0; i < 1_000; i++) seen.add(toHex(parseFrame(sealFrame({ ...base, counter: 1_000 + i, messages: one })).nonce));
+    expect(seen.size).toBe(1_000);
+    expect(seen.has("00".repeat(FrameFormat.nonceBytes))).toBe(false);
+  });
+
   it("a batch above the u16 message count is refused before anything is sealed", () => {
     const messages = Array.from({ length: FrameFormat.maxMessages + 1 }, () => new Uint8Array(0));
     expect(() => sealFrame({ ...base, messages })).toThrow(RangeError);

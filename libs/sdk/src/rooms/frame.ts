@@ -15,7 +15,7 @@
  * signature hashes the body once with SHA-256 instead of twice with SHA-512
  * inside Ed25519); receivers read both, so stored v1 frames stay readable.
  */
-import { aeadDecrypt, aeadEncrypt, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignature } from "@unibus/crypto";
+import { aeadDecrypt, aeadEncryptInto, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignature } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 
 /** Frame format constants (contracts/specs/frames.md §Layout). */
@@ -40,8 +40,10 @@ export const FrameFormat = {
 } as const;
 
 /** 0xFF marker then the label: no connect nonce (always a string) can equal signed frame bytes. */
-const DOMAIN_BYTES = markStatement(new TextEncoder().encode(FrameFormat.domain));
-const LEGACY_DOMAIN_BYTES = markStatement(new TextEncoder().encode(FrameFormat.legacyDomain));
+const utf8Encoder = new TextEncoder();
+const utf8Decoder = new TextDecoder();
+const DOMAIN_BYTES = markStatement(utf8Encoder.encode(FrameFormat.domain));
+const LEGACY_DOMAIN_BYTES = markStatement(utf8Encoder.encode(FrameFormat.legacyDomain));
 const FIXED_HEADER_BYTES = 1 + 1 + 4 + FrameFormat.senderKeyBytes + 8 + 2 + FrameFormat.nonceBytes;
 const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
 
@@ -51,7 +53,7 @@ const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
  */
 export function frameOverheadBytes(roomId: string): number {
   assertRoomId(roomId);
-  return FIXED_HEADER_BYTES + new TextEncoder().encode(roomId).byteLength + FrameFormat.tagBytes + FrameFormat.signatureBytes;
+  return FIXED_HEADER_BYTES + utf8Encoder.encode(roomId).byteLength + FrameFormat.tagBytes + FrameFormat.signatureBytes;
 }
 
 /** Why a received frame was not delivered. Every reject surfaces as an event, never silently. */
@@ -130,6 +132,54 @@ function signedV2(header: Uint8Array, body: Uint8Array): Uint8Array {
   return out;
 }
 
+/** Nonces drawn per CSPRNG call (about 4 KiB). */
+const NONCES_PER_DRAW = 170;
+let noncePool: Uint8Array = new Uint8Array(0);
+let nonceAt = 0;
+
+/**
+ * A fresh random 24-byte nonce. One CSPRNG call per frame cost 16–25 µs
+ * here (against ~1 µs for the rest of a small frame's bookkeeping), so
+ * nonces are cut from a pool of CSPRNG bytes drawn 170 at a time; each
+ * slot is handed out once and wiped from the pool, so no two frames share
+ * a nonce (a reused (key, nonce) pair would reveal plaintext XORs).
+ */
+function freshNonce(): Uint8Array {
+  if (nonceAt + FrameFormat.nonceBytes > noncePool.byteLength) {
+    noncePool = randomBytes(FrameFormat.nonceBytes * NONCES_PER_DRAW);
+    nonceAt = 0;
+  }
+  const nonce = noncePool.slice(nonceAt, nonceAt + FrameFormat.nonceBytes);
+  noncePool.fill(0, nonceAt, nonceAt + FrameFormat.nonceBytes);
+  nonceAt += FrameFormat.nonceBytes;
+  return nonce;
+}
+
+/** Above this size a frame's buffer is taken uninitialised and unpooled (every byte is written before it leaves). */
+const UNINITIALISED_FRAME_MIN = 16 * 1024;
+/** The reused plaintext scratch grows up to NATS's largest payload; a larger batch gets a buffer of its own. */
+const SCRATCH_MAX = 1024 * 1024;
+let scratch = new Uint8Array(0);
+
+/** The sealer's plaintext scratch, grown to the largest batch seen (one per process: sealing is synchronous). */
+function plaintextScratch(bytes: number): Uint8Array {
+  if (bytes > SCRATCH_MAX) return new Uint8Array(bytes);
+  if (scratch.byteLength < bytes) scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(bytes, 2 * scratch.byteLength)));
+  return scratch;
+}
+
+/**
+ * A buffer for a whole frame. Large ones skip the zero fill (a fresh zeroed
+ * 256 KiB buffer costs about as much as its AEAD here); sealFrame writes
+ * every byte of it, header, ciphertext and signature, so nothing of the old
+ * memory can leave. Small ones come zeroed and never from Node's shared pool.
+ */
+function frameBuffer(bytes: number): Uint8Array {
+  if (bytes < UNINITIALISED_FRAME_MIN) return new Uint8Array(bytes);
+  const b = Buffer.allocUnsafeSlow(bytes);
+  return new Uint8Array(b.buffer, b.byteOffset, bytes);
+}
+
 /**
  * Encrypts and signs a batch of messages into one frame. v2 signs the
  * header and a SHA-256 digest of the body; v1 signs the body itself (the
@@ -145,13 +195,15 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   const count = messages.length;
   if (count < 1 || count > FrameFormat.maxMessages) throw new RangeError("a frame carries 1..65535 messages");
   if (!Number.isSafeInteger(counter) || counter < 0 || counter + count - 1 > FrameFormat.maxCounter) throw new RangeError("counter out of range");
-  const nonce = input.nonce ?? randomBytes(FrameFormat.nonceBytes);
+  const nonce = input.nonce ?? freshNonce();
   if (nonce.byteLength !== FrameFormat.nonceBytes) throw new RangeError("nonce must be 24 bytes");
 
   let plainLen = 0;
   for (const m of messages) plainLen += 4 + m.byteLength;
-  const plaintext = new Uint8Array(plainLen);
-  const pv = new DataView(plaintext.buffer);
+  // The plaintext is laid out in one reused scratch buffer and wiped after
+  // use: a fresh zeroed buffer of a 256 KiB batch costs as much as its AEAD.
+  const plaintext = plaintextScratch(plainLen);
+  const pv = new DataView(plaintext.buffer, plaintext.byteOffset, plainLen);
   let p = 0;
   for (const m of messages) {
     pv.setUint32(p, m.byteLength);
@@ -159,12 +211,12 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
     p += 4 + m.byteLength;
   }
 
-  const roomBytes = new TextEncoder().encode(roomId);
+  const roomBytes = utf8Encoder.encode(roomId);
   const headerLen = FIXED_HEADER_BYTES + roomBytes.byteLength;
   const d = version === FrameFormat.legacyVersion ? LEGACY_DOMAIN_BYTES.byteLength : 0;
   const bodyLen = plainLen + FrameFormat.tagBytes;
-  const buf = new Uint8Array(d + headerLen + bodyLen + FrameFormat.signatureBytes);
-  const view = new DataView(buf.buffer);
+  const buf = frameBuffer(d + headerLen + bodyLen + FrameFormat.signatureBytes);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   if (d > 0) buf.set(LEGACY_DOMAIN_BYTES, 0);
   let o = d;
   buf[o++] = version;
@@ -183,8 +235,11 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   buf.set(nonce, o);
   o += FrameFormat.nonceBytes;
   const header = buf.subarray(d, o);
-  buf.set(aeadEncrypt(key, nonce, plaintext, header), o);
-  plaintext.fill(0);
+  try {
+    aeadEncryptInto(key, nonce, plaintext.subarray(0, plainLen), header, buf, o);
+  } finally {
+    plaintext.fill(0, 0, plainLen);
+  }
   const body = buf.subarray(o, o + bodyLen);
   o += bodyLen;
   buf.set(signer.sign(d > 0 ? buf.subarray(0, o) : signedV2(header, body)), o);
@@ -203,7 +258,7 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   const headerLen = FIXED_HEADER_BYTES + roomLen;
   if (frame.byteLength < headerLen + FrameFormat.tagBytes + 4 + FrameFormat.signatureBytes) throw bad("too short");
   let o = 2;
-  const roomId = new TextDecoder().decode(frame.subarray(o, o + roomLen));
+  const roomId = utf8Decoder.decode(frame.subarray(o, o + roomLen));
   if (!ROOM_ID_RE.test(roomId)) throw bad("room id charset");
   o += roomLen;
   const epoch = view.getUint32(o);

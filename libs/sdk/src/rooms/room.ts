@@ -3,13 +3,16 @@
  *
  * Publishers coalesce the messages of one event-loop turn into one frame (one
  * AEAD operation, one Ed25519 signature, one NATS message), flushed on
- * `setImmediate` or when a size bound is reached: an idle room sends each
- * message at once, and under load one signature covers a batch. Receivers
+ * `setImmediate` or when a size bound is reached; a message into an idle room
+ * is sealed and sent inside `publish()`, and under load one signature covers
+ * a batch. Sending is pipelined: a batch is sealed while earlier frames are
+ * still unconfirmed by the server, up to a bound (RoomLimits
+ * maxUnconfirmedBytes/Frames), past which it waits for a round trip. Receivers
  * deliver only frames whose signature, room, epoch key, counters and AEAD tag
  * all check out; everything else becomes a reject event.
  */
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
-import { ErrorCode, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } from "@unibus/contracts";
+import { ErrorCode, ErrorReason, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } from "@unibus/contracts";
 import type { MembershipRoomsGetReply, MembershipRoomsHistoryReply, MembershipRoomsHistoryRequest } from "@unibus/contracts";
 import { toHex } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
@@ -59,7 +62,23 @@ export const RoomLimits = {
   currentKeyRefreshMs: 10_000,
   /** Hints re-read the current key at most this often (any member may publish a notice). */
   currentKeyHintMinMs: 250,
+  /**
+   * Frame bytes handed to the connection that no server round trip has
+   * confirmed yet. A batch waits before sealing while this many are out, so
+   * a publisher that awaits `publish()` keeps sealing while earlier frames
+   * travel, but cannot grow the connection's buffers without bound (or push
+   * the server into dropping a slow subscriber) by outrunning the server.
+   */
+  maxUnconfirmedBytes: 2 * 1024 * 1024,
+  /** Frames handed to the connection and not yet confirmed; the same bound for many small frames. */
+  maxUnconfirmedFrames: 64,
 } as const;
+
+/** Publisher pipeline bounds; tests shrink them. */
+export interface PipelineLimits {
+  maxUnconfirmedBytes: number;
+  maxUnconfirmedFrames: number;
+}
 
 /** Stable reasons of a refused room publish (UnibusError code 413). */
 export const RoomPublishReason = {
@@ -142,7 +161,13 @@ export interface Room {
    * room's largest frame. The stream's own limit stays the hard one: frames
    * of several concurrent senders may be dropped by the stream (still
    * delivered live) before a sender's estimate catches up.
-   * Messages queued in the same event-loop turn share one outcome.
+   * Messages queued in the same event-loop turn share one outcome; a message
+   * into an idle room is sent before `publish()` returns. Back-pressure:
+   * while `RoomLimits.maxUnconfirmedBytes` (or `maxUnconfirmedFrames`) of
+   * this room's frames are unconfirmed by a server round trip, a new batch
+   * waits before it is sealed, so a publisher that awaits `publish()` keeps
+   * at most that much in flight. It rejects with 503 `connection_lost`
+   * when the connection went away while it waited: that batch was not sent.
    */
   publish(data: Uint8Array | string | object): Promise<void>;
   /**
@@ -248,6 +273,7 @@ class PushQueue<T> implements AsyncIterable<T> {
  */
 class FrameReceiver {
   readonly #own = new Map<string, ReplayWindow>();
+  readonly #principals = new Map<string, string>();
   #chain: Promise<void> | undefined;
 
   constructor(
@@ -269,6 +295,18 @@ class FrameReceiver {
       this.#own.set(id, w);
     }
     return w;
+  }
+
+  /** The `U…` principal of a sender key, cached: a room's frames come from few senders, and encoding one costs more than the lookup. */
+  #principal(senderHex: string, f: ParsedFrame): string {
+    let p = this.#principals.get(senderHex);
+    if (p === undefined) {
+      // Bounded: frames claiming ever new keys cannot grow it.
+      if (this.#principals.size >= 1024) this.#principals.clear();
+      p = senderPrincipal(f);
+      this.#principals.set(senderHex, p);
+    }
+    return p;
   }
 
   /** Processes one frame; returns a promise only when it had to wait for a key (order is kept). */
@@ -293,7 +331,8 @@ class FrameReceiver {
     } catch {
       return this.reject({ reason: RejectReason.malformed });
     }
-    const claims = { sender: senderPrincipal(f), epoch: f.epoch, counter: f.counter, count: f.count };
+    const senderHex = toHex(f.senderKey);
+    const claims = { sender: this.#principal(senderHex, f), epoch: f.epoch, counter: f.counter, count: f.count };
     if (f.roomId !== this.roomId) return this.reject({ reason: RejectReason.wrongRoom, ...claims });
     if (!frameSignatureValid(f)) return this.reject({ reason: RejectReason.badSignature, ...claims });
     // Before the key lookup: an old frame replayed live must not cost a shares.get.
@@ -301,7 +340,7 @@ class FrameReceiver {
     // Also before the key lookup: a replayed frame is refused from memory.
     // Frames are processed one at a time (#chain), so nothing records into
     // this window between this check and the record below.
-    const w = this.#window(`${this.roomId}/${toHex(f.senderKey)}/${f.epoch}`);
+    const w = this.#window(`${this.roomId}/${senderHex}/${f.epoch}`);
     if (!w.fresh(f.counter, f.count)) return this.reject({ reason: RejectReason.replay, ...claims });
     const key = this.keyFor(f.epoch);
     if (key instanceof Promise) {
@@ -328,6 +367,11 @@ class FrameReceiver {
     w.record(f.counter, f.count);
     for (let i = 0; i < messages.length; i++) this.deliver(new RoomMessageImpl(claims.sender, f.epoch, f.counter + i, messages[i]!));
   }
+}
+
+/** A server round trip (PING/PONG) asked for by the publisher pipeline. */
+interface Ping {
+  done: Promise<void>;
 }
 
 interface Batch {
@@ -385,7 +429,26 @@ class RoomImpl implements Room {
   #hints: Subscription[] | undefined;
   #batch: Batch | undefined;
   #sending: Promise<void> = Promise.resolve();
+  /** Batches chained on #sending and not yet finished: while any is, a lone message may not overtake it. */
+  #queued = 0;
+  /**
+   * A frame was handed over in this event-loop turn: the room is busy, so a
+   * new message joins a batch (the sending loop's next message must not go
+   * out alone, costing a signature and a verification of its own).
+   */
+  #handedThisTurn = false;
+  /** Frames and frame bytes handed to the connection so far, and how many of them a server round trip confirmed. */
+  readonly #handed = { frames: 0, bytes: 0 };
+  readonly #confirmed = { frames: 0, bytes: 0 };
+  /** Handed counts when the last round trip was asked for. */
+  readonly #pinged = { frames: 0, bytes: 0 };
+  /** Round trips under way, oldest first; each confirms what was handed before it was sent. */
+  readonly #pings: Ping[] = [];
+  readonly #limits: PipelineLimits;
+  #closedConn: Promise<never> | undefined;
   #target: Promise<PublishTarget> | undefined;
+  /** The settled value of #target, so a lone message can be sent without waiting for it. */
+  #targetValue: PublishTarget | undefined;
   readonly #control: RoomControl | undefined;
   /** What the room's stream holds, as last read plus what this sender published since. */
   #usage: { bytes: number; messages: number } | undefined;
@@ -402,8 +465,11 @@ class RoomImpl implements Room {
     keys: RoomKeySource,
     control: RoomControl | undefined,
     guard: ReplayGuard,
+    limits: PipelineLimits,
   ) {
     if (!/^[A-Za-z0-9_-]{1,128}$/.test(roomId)) throw new RangeError("room id must match [A-Za-z0-9_-]{1,128}");
+    if (!(limits.maxUnconfirmedBytes > 0 && limits.maxUnconfirmedFrames >= 1)) throw new RangeError("pipeline limits must be positive");
+    this.#limits = limits;
     this.#nc = nc;
     this.#guard = guard;
     this.#control = control;
@@ -416,9 +482,18 @@ class RoomImpl implements Room {
     return this.#rejects.dropped;
   }
 
+  /** Frames handed to the connection that no server round trip has confirmed yet (the pipeline's depth). */
+  get unconfirmedFrames(): number {
+    return this.#handed.frames - this.#confirmed.frames;
+  }
+
   publish(data: Uint8Array | string | object): Promise<void> {
     if (this.#closed) return Promise.reject(new Error("room is closed"));
     const bytes = toBytes(data);
+    if (this.#batch === undefined) {
+      const sent = this.#sendAlone(bytes);
+      if (sent !== undefined) return sent;
+    }
     let batch = this.#batch;
     if (batch !== undefined && batch.bytes + 4 + bytes.byteLength > RoomLimits.maxFrameBytes) {
       this.#flush();
@@ -444,10 +519,40 @@ class RoomImpl implements Room {
     return done;
   }
 
+  /**
+   * A message published into an idle room is sealed and handed to the
+   * connection at once, with no hop to the end of the turn: nothing is
+   * queued or being sealed (so it cannot overtake an earlier message), the
+   * pipeline has room, and the key, the room's target and (in a persisted
+   * room) a fresh usage estimate are already known. Returns undefined when
+   * any of that does not hold: the message then takes the batched path,
+   * where messages published behind it in this turn join it.
+   */
+  #sendAlone(bytes: Uint8Array): Promise<void> | undefined {
+    if (this.#handedThisTurn || this.#queued > 0 || this.#windowFull()) return undefined;
+    const current = this.#cachedKey();
+    const target = this.#targetValue;
+    if (current === undefined || target === undefined) return undefined;
+    let stored = 0;
+    if (target.persisted) {
+      const frameBytes = frameOverheadBytes(this.roomId) + 4 + bytes.byteLength;
+      stored = frameBytes + this.subject.length + RoomLimits.storedOverheadBytes;
+      if (frameBytes > target.maxFrameBytes || (target.quota !== undefined && !this.#fitsNow(target.quota, stored, 1))) return undefined;
+    }
+    try {
+      this.#handOver([this.#seal([bytes], current)]);
+    } catch (err) {
+      return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+    }
+    if (target.persisted && target.quota !== undefined) this.#count(stored, 1);
+    return Promise.resolve();
+  }
+
   #flush(): void {
     const batch = this.#batch;
     this.#batch = undefined;
     if (batch === undefined || batch.messages.length === 0) return;
+    this.#queued++;
     // Frames leave in publish order: each waits for the previous one's key lookup.
     this.#sending = this.#sending.then(() => this.#send(batch));
   }
@@ -465,9 +570,8 @@ class RoomImpl implements Room {
    */
   async #currentKey(): Promise<RoomEpochKey> {
     this.#watchHints();
-    const c = this.#current;
-    const age = c === undefined ? Infinity : performance.now() - c.at;
-    if (c !== undefined && age < RoomLimits.currentKeyRefreshMs && (!this.#currentStale || age < RoomLimits.currentKeyHintMinMs)) return c.value;
+    const cached = this.#cachedKey();
+    if (cached !== undefined) return cached;
     this.#currentStale = false;
     this.#keys.invalidate?.(this.roomId);
     try {
@@ -478,6 +582,14 @@ class RoomImpl implements Room {
       this.#current = undefined;
       throw err;
     }
+  }
+
+  /** The cached current key while it is still to be trusted without a re-read, else undefined. */
+  #cachedKey(): RoomEpochKey | undefined {
+    const c = this.#current;
+    if (c === undefined) return undefined;
+    const age = performance.now() - c.at;
+    return age < RoomLimits.currentKeyRefreshMs && (!this.#currentStale || age < RoomLimits.currentKeyHintMinMs) ? c.value : undefined;
   }
 
   /** Listens for what means the current key may have changed: a keys notice or a membership event of this room. */
@@ -495,22 +607,106 @@ class RoomImpl implements Room {
   async #send(batch: Batch): Promise<void> {
     try {
       const target = await this.#publishTarget();
-      const { epoch, key } = await this.#currentKey();
+      // Sealing waits here, not the caller's earlier frames: they travel meanwhile.
+      await this.#windowRoom();
+      const current = await this.#currentKey();
       const chunks = target.persisted ? this.#split(batch.messages, target.maxFrameBytes) : [batch.messages];
-      const frames = chunks.map((messages) => {
-        // Counters start at the clock in µs so a restarted sender never reuses one (frames.md §Counters).
-        const counter = Math.max(this.#counter, Date.now() * 1000);
-        this.#counter = counter + messages.length;
-        return sealFrame({ roomId: this.roomId, epoch, key, signer: this.#signer, counter, messages });
-      });
+      const frames = chunks.map((messages) => this.#seal(messages, current));
       if (target.persisted && target.quota !== undefined) await this.#checkQuota(target.quota, frames);
-      // Core publishes: a JetStream publish would wait for an ack the room
-      // stream never sends (no_ack), and members hold no JetStream grant.
-      for (const frame of frames) this.#nc.publish(this.subject, frame);
-      batch.resolve();
+      this.#handOver(frames);
     } catch (err) {
+      this.#queued--;
       batch.fail(err);
+      return;
     }
+    // Before the caller resumes: its next message may then go out alone.
+    this.#queued--;
+    batch.resolve();
+  }
+
+  #seal(messages: Uint8Array[], { epoch, key }: RoomEpochKey): Uint8Array {
+    // Counters start at the clock in µs so a restarted sender never reuses one (frames.md §Counters).
+    const counter = Math.max(this.#counter, Date.now() * 1000);
+    this.#counter = counter + messages.length;
+    return sealFrame({ roomId: this.roomId, epoch, key, signer: this.#signer, counter, messages });
+  }
+
+  /**
+   * Core publishes: a JetStream publish would wait for an ack the room
+   * stream never sends (no_ack), and members hold no JetStream grant. A
+   * round trip is asked for once a quarter of either pipeline bound was
+   * handed over since the last one, so a lone message costs no PING.
+   */
+  #handOver(frames: Uint8Array[]): void {
+    if (!this.#handedThisTurn) {
+      this.#handedThisTurn = true;
+      setImmediate(() => void (this.#handedThisTurn = false));
+    }
+    for (const frame of frames) {
+      this.#nc.publish(this.subject, frame);
+      this.#handed.frames++;
+      this.#handed.bytes += frame.byteLength;
+    }
+    const { maxUnconfirmedBytes, maxUnconfirmedFrames } = this.#limits;
+    if (this.#handed.frames - this.#pinged.frames >= Math.ceil(maxUnconfirmedFrames / 4) || this.#handed.bytes - this.#pinged.bytes >= maxUnconfirmedBytes / 4) this.#ping();
+  }
+
+  /** Asks the server for a round trip that, when it returns, confirms every frame handed so far. */
+  #ping(): Ping {
+    const upTo = { frames: this.#handed.frames, bytes: this.#handed.bytes };
+    this.#pinged.frames = upTo.frames;
+    this.#pinged.bytes = upTo.bytes;
+    const settle = (): void => {
+      const i = this.#pings.indexOf(ping);
+      if (i >= 0) this.#pings.splice(i, 1);
+    };
+    const ping: Ping = {
+      done: this.#nc.flush().then(
+        () => {
+          settle();
+          this.#confirmed.frames = Math.max(this.#confirmed.frames, upTo.frames);
+          this.#confirmed.bytes = Math.max(this.#confirmed.bytes, upTo.bytes);
+        },
+        (err: unknown) => {
+          // Nothing is confirmed: the next batch asks again, and fails if the connection is gone.
+          settle();
+          throw err;
+        },
+      ),
+    };
+    // Whoever waits on it sees the failure; an unobserved one is not an unhandled rejection.
+    ping.done.catch(() => undefined);
+    this.#pings.push(ping);
+    return ping;
+  }
+
+  #windowFull(): boolean {
+    return this.#handed.frames - this.#confirmed.frames >= this.#limits.maxUnconfirmedFrames || this.#handed.bytes - this.#confirmed.bytes >= this.#limits.maxUnconfirmedBytes;
+  }
+
+  /**
+   * Waits until the pipeline has room. When the round trip cannot come back
+   * (the connection dropped, which fails it, or was closed, which leaves it
+   * pending forever), rejects with 503 `connection_lost`: the waiting batch
+   * was not sent, so its caller may send it again.
+   */
+  async #windowRoom(): Promise<void> {
+    while (this.#windowFull()) {
+      try {
+        await Promise.race([(this.#pings[0] ?? this.#ping()).done, this.#connectionClosed()]);
+      } catch (cause) {
+        throw new UnibusError(ErrorCode.Unavailable, ErrorReason.ConnectionLost, "the connection went away before the server confirmed the room's earlier frames; this message was not sent", { cause });
+      }
+    }
+  }
+
+  /** Rejects once the connection is closed (cached: one listener per room). */
+  #connectionClosed(): Promise<never> {
+    if (this.#closedConn === undefined) {
+      this.#closedConn = this.#nc.closed().then(() => Promise.reject(new Error("connection closed")));
+      this.#closedConn.catch(() => undefined);
+    }
+    return this.#closedConn;
   }
 
   /** Stored bytes of one frame, as the stream counts them (approximately). */
@@ -537,9 +733,24 @@ class RoomImpl implements Room {
     if (this.#usage === undefined || age >= RoomLimits.usageRefreshMs) await this.#refreshUsage();
     else if (!fits() && (this.#sentSince > 0 || age >= RoomLimits.fullRefreshMs)) await this.#refreshUsage();
     if (!fits()) throw new UnibusError(ErrorCode.PayloadTooLarge, RoomPublishReason.roomFull, "the room is full: its stored frames are at the room's quota");
+    this.#count(bytes, frames.length);
+  }
+
+  /**
+   * {@link #checkQuota} without a re-read: true only when the usage estimate
+   * is fresh and `frames` frames of `bytes` stored bytes fit; false means
+   * "ask the service first" (the batched path), never "refused".
+   */
+  #fitsNow(quota: Quota, bytes: number, frames: number): boolean {
+    const usage = this.#usage;
+    if (usage === undefined || Date.now() - this.#usageAt >= RoomLimits.usageRefreshMs) return false;
+    return usage.bytes + bytes <= quota.maxBytes && usage.messages + frames <= quota.maxMsgs;
+  }
+
+  #count(bytes: number, frames: number): void {
     const usage = this.#usage!;
-    this.#usage = { bytes: usage.bytes + bytes, messages: usage.messages + frames.length };
-    this.#sentSince += frames.length;
+    this.#usage = { bytes: usage.bytes + bytes, messages: usage.messages + frames };
+    this.#sentSince += frames;
   }
 
   async #refreshUsage(): Promise<void> {
@@ -582,7 +793,10 @@ class RoomImpl implements Room {
    */
   #publishTarget(): Promise<PublishTarget> {
     const control = this.#control;
-    if (control === undefined) return Promise.resolve({ persisted: false });
+    if (control === undefined) {
+      this.#targetValue = { persisted: false };
+      return Promise.resolve(this.#targetValue);
+    }
     this.#target ??= control.get(this.roomId).then((reply): PublishTarget => {
       if (!reply.room.policy.persist) return { persisted: false };
       if (reply.usage !== undefined) {
@@ -596,6 +810,9 @@ class RoomImpl implements Room {
       return { persisted: true, maxFrameBytes, quota: q === undefined ? undefined : { maxBytes: q.maxBytes, maxMsgs: q.maxMsgs } };
     });
     const target = this.#target;
+    void target.then((t) => {
+      if (this.#target === target) this.#targetValue = t;
+    }, () => undefined);
     target.catch(() => {
       if (this.#target === target) this.#target = undefined;
     });
@@ -739,8 +956,16 @@ class RoomImpl implements Room {
  * there is no history. Without `guard` the room's live replay state lives as
  * long as the room object.
  */
-export function createRoom(nc: NatsConnection, signer: SigningKey, roomId: string, keys: RoomKeySource, control?: RoomControl, guard: ReplayGuard = new ReplayGuard()): Room {
-  return new RoomImpl(nc, signer, roomId, keys, control, guard);
+export function createRoom(
+  nc: NatsConnection,
+  signer: SigningKey,
+  roomId: string,
+  keys: RoomKeySource,
+  control?: RoomControl,
+  guard: ReplayGuard = new ReplayGuard(),
+  limits: PipelineLimits = RoomLimits,
+): Room & { readonly unconfirmedFrames: number } {
+  return new RoomImpl(nc, signer, roomId, keys, control, guard, limits);
 }
 
 /** What {@link openRoom} needs of a client: `UnibusClient` has it. */
