@@ -15,7 +15,7 @@ import { createIdentity, nodeStoreKey, randomBytes, toHex, unlockWrappedCuk, wri
 import { connect, loadNodeIdentity, readNodeClusterInfo, readNodeUnlockKey, readWrappedCuk } from "@unibus/sdk";
 import type { UnibusClient } from "@unibus/sdk";
 import { retryUntil } from "@unibus/testing";
-import { containerOutputs, inspectContainers, readStackSecrets, secretOfBytes, secretOfFile, secretsIn, withCopyOf } from "./secrets.js";
+import { containerOutputs, containerProcesses, inspectContainers, readStackSecrets, secretOfBytes, secretOfFile, secretsIn, withCopyOf } from "./secrets.js";
 import type { StackSecret } from "./secrets.js";
 import { startComposeStack } from "./stack.js";
 import type { ComposeStack } from "./stack.js";
@@ -56,25 +56,6 @@ async function drain(sock: Socket, ms: number): Promise<{ data: string; closed: 
 }
 
 const NODES = ["nats-1", "nats-2", "nats-3"] as const;
-
-/**
- * Every process in a container: its argv, and the SHA-256 of its
- * UNIBUS_JS_KEY if it has one (hashed inside the container: the key never
- * leaves it, not even into this test's output).
- */
-const PROCESS_SCAN = `
-const fs = require("fs");
-const out = [];
-for (const pid of fs.readdirSync("/proc").filter((p) => /^\\d+$/.test(p))) {
-  if (pid === String(process.pid)) continue;
-  try {
-    const argv = fs.readFileSync("/proc/" + pid + "/cmdline", "utf8").split("\\0").join(" ").trim();
-    const v = fs.readFileSync("/proc/" + pid + "/environ", "utf8").split("\\0").find((e) => e.startsWith("UNIBUS_JS_KEY="));
-    out.push({ pid, argv, key: v === undefined ? null : require("crypto").createHash("sha256").update(v.slice(14)).digest("hex") });
-  } catch {}
-}
-console.log(JSON.stringify(out));
-`;
 
 /** The message of a connect that must fail (a resolved connect fails the test). */
 async function connectError(fn: () => Promise<UnibusClient>): Promise<string> {
@@ -153,8 +134,8 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       expect(log).toMatch(/Encryption:\s+ChaCha20-Poly1305/);
       const env = (await run("docker", ["inspect", "-f", "{{json .Config.Env}} {{json .Config.Cmd}}", container(node)])).stdout;
       expect(env).not.toMatch(/UNIBUS_JS_KEY/);
-      const procs = JSON.parse((await run("docker", ["exec", container(node), "/usr/local/bin/node", "-e", PROCESS_SCAN])).stdout) as { pid: string; argv: string; key: string | null }[];
-      const withKey = procs.filter((p) => p.key !== null);
+      const procs = await containerProcesses(container(node));
+      const withKey = procs.filter((p) => p.keyDigest !== null);
       // Exactly one process holds a key: the node's nats-server (the boot step and the CLI do not).
       expect(withKey.map((p) => p.argv.split(" ")[0])).toEqual(["/usr/local/bin/nats-server"]);
       // The key is the one derived from this node's home (NUK) and its CUK (opened here with the recovery secret).
@@ -167,7 +148,7 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
         nodeSecrets.push(secretOfBytes(`${node} nuk`, nuk), secretOfFile(`${node} node.key`, await readFile(join(home, "node.key"), "utf8")), secretOfFile(`${node} store key`, key));
         return createHash("sha256").update(key).digest("hex");
       });
-      expect(withKey[0]!.key).toBe(expected);
+      expect(withKey[0]!.keyDigest).toBe(expected);
       hashes.set(node, expected);
     }
     // Three nodes, three keys: no node's disk opens another's store.

@@ -23,7 +23,7 @@ import { initCluster, loadNodeIdentity, readNodeUnlockKey, readWrappedCuk, signe
 import { startTestBus } from "@unibus/testbus";
 import type { TestBus } from "@unibus/testbus";
 import { eventually, freeLoopbackPort } from "@unibus/testing";
-import { secretOfFile, secretsIn } from "./secrets.js";
+import { containerProcesses, secretOfFile, secretsIn } from "./secrets.js";
 
 const run = promisify(execFile);
 const REPO_ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -39,22 +39,6 @@ async function imageTag(): Promise<string> {
   if (env !== undefined && env !== "") return env;
   return (JSON.parse(await readFile(join(REPO_ROOT, "package.json"), "utf8")) as { version: string }).version;
 }
-
-/** Every process in the container: pid, argv, and whether UNIBUS_JS_KEY is set and equals the expected key (compared inside, never printed). */
-const PROCESS_SCAN = `
-const fs = require("fs");
-const want = process.argv[1];
-const out = [];
-for (const pid of fs.readdirSync("/proc").filter((p) => /^\\d+$/.test(p))) {
-  if (pid === String(process.pid)) continue;
-  try {
-    const argv = fs.readFileSync("/proc/" + pid + "/cmdline", "utf8").split("\\0").join(" ").trim();
-    const v = fs.readFileSync("/proc/" + pid + "/environ", "utf8").split("\\0").find((e) => e.startsWith("UNIBUS_JS_KEY="));
-    out.push({ pid, argv, key: v === undefined ? "none" : require("crypto").createHash("sha256").update(v.slice(14)).digest("hex") === want ? "expected" : "other" });
-  } catch {}
-}
-console.log(JSON.stringify(out));
-`;
 
 describe("the cluster-node image runs `unibus node start` and the node's nats-server on its own key", () => {
   let bus: TestBus;
@@ -151,9 +135,9 @@ describe("the cluster-node image runs `unibus node start` and the node's nats-se
     const identity = await loadNodeIdentity(home);
     const key = nodeStoreKey(await readNodeUnlockKey(home), unlockWrappedCuk(recoverySecret, await readWrappedCuk(home), NODE, identity.principal));
     const digest = createHash("sha256").update(key).digest("hex");
-    const procs = JSON.parse((await run("docker", ["exec", CONTAINER, "/usr/local/bin/node", "-e", PROCESS_SCAN, digest])).stdout) as { pid: string; argv: string; key: string }[];
-    const withKey = procs.filter((p) => p.key !== "none");
-    expect(withKey.map((p) => [p.argv.split(" ")[0], p.key])).toEqual([["/usr/local/bin/nats-server", "expected"]]);
+    const procs = await containerProcesses(CONTAINER);
+    const withKey = procs.filter((p) => p.keyDigest !== null);
+    expect(withKey.map((p) => [p.argv.split(" ")[0], p.keyDigest === digest ? "expected" : "other"])).toEqual([["/usr/local/bin/nats-server", "expected"]]);
     // The CLI is PID 1 and does not keep the key in its own environment.
     expect(procs.find((p) => p.pid === "1")?.argv).toMatch(/unibus\.mjs node start/);
 

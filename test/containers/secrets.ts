@@ -160,3 +160,31 @@ export function secretsIn(docs: ReadonlyMap<string, string>, secrets: readonly S
   }
   return found;
 }
+
+/** One process inside a container: its argv, and the SHA-256 (hex) of its `UNIBUS_JS_KEY`, or null when it has none. */
+export interface ContainerProcess {
+  pid: string;
+  argv: string;
+  keyDigest: string | null;
+}
+
+// Runs inside the container with its own node: the key is hashed there and
+// never leaves it, not even into the test's output.
+const PROCESS_SCAN = `
+const fs = require("fs");
+const out = [];
+for (const pid of fs.readdirSync("/proc").filter((p) => /^\\d+$/.test(p))) {
+  if (pid === String(process.pid)) continue;
+  try {
+    const argv = fs.readFileSync("/proc/" + pid + "/cmdline", "utf8").split("\\0").join(" ").trim();
+    const v = fs.readFileSync("/proc/" + pid + "/environ", "utf8").split("\\0").find((e) => e.startsWith("UNIBUS_JS_KEY="));
+    out.push({ pid, argv, keyDigest: v === undefined ? null : require("crypto").createHash("sha256").update(v.slice(14)).digest("hex") });
+  } catch {}
+}
+console.log(JSON.stringify(out));
+`;
+
+/** Every process in a container (but the scan itself), read from its /proc. */
+export async function containerProcesses(container: string): Promise<ContainerProcess[]> {
+  return JSON.parse((await run("docker", ["exec", container, "/usr/local/bin/node", "-e", PROCESS_SCAN])).stdout) as ContainerProcess[];
+}
