@@ -15,11 +15,15 @@ const BIN = (await findNatsServer({ log: () => undefined })).bin;
 
 let tmp: string;
 let started: ClusterNode[];
+/** Starts still under way: when one node of a trio fails, the others may finish after the test did. */
+let starting: Promise<unknown>[];
 beforeEach(async () => {
   tmp = await mkdtemp(join(tmpdir(), "unibus-node-"));
   started = [];
+  starting = [];
 });
 afterEach(async () => {
+  await Promise.allSettled(starting);
   await Promise.allSettled(started.map((n) => n.server.stop()));
   await rm(tmp, { recursive: true, force: true });
 });
@@ -40,7 +44,9 @@ async function options(unlock: () => Promise<UnlockKeys>): Promise<ClusterNodeOp
 }
 
 async function start(opts: ClusterNodeOptions): Promise<ClusterNode> {
-  const node = await startClusterNode(opts);
+  const pending = startClusterNode(opts);
+  starting.push(pending);
+  const node = await pending;
   started.push(node);
   return node;
 }
