@@ -407,4 +407,68 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  // The runbook's "Cold start" as an operator runs it: every container goes
+  // (volumes kept), the stack comes back with the recovery secret mounted for
+  // that start only, the gateway takes the seed from `cluster recover`, and
+  // each node is then recreated without the secret and joins through its peers.
+  it("a full down and up (volumes kept) comes back with the recovery secret: nothing acknowledged is lost, and each node then rejoins without the secret", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "unibus-ct-cold-"));
+    try {
+      await writeIdentityFile(join(dir, "admin.id"), stack.admin);
+      const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id") };
+      const cli = (args: string[]): Promise<string> =>
+        run(process.execPath, [CLI, ...args], { env, timeout: 60_000 }).then(
+          (r) => r.stdout,
+          (err: unknown) => Promise.reject(new Error(String((err as { stderr?: string }).stderr ?? err))),
+        );
+      // The verified head before the cold start: the history after it must extend it, never roll it back.
+      const head = /history verified: \d+ entries, head (\d+:[A-Za-z0-9_-]+)/.exec(await cli(["cluster", "history", "--verify"]))?.[1];
+      expect(head).toBeDefined();
+      const t0 = Date.now();
+      await stack.compose(["down", "-t", "20"]);
+      const left = (await run("docker", ["ps", "-aq", "--filter", `label=com.docker.compose.project=${PROJECT}`])).stdout.trim();
+      expect(left).toBe("");
+      // Not --wait: it would also wait on the one-shots, which have no healthcheck.
+      await stack.compose(["up", "-d", "--force-recreate"], { UNIBUS_RECOVERY_SECRET_FILE: recoveryFile });
+      // Until `cluster recover` the gateway holds no seed: the nodes opened their stores with the secret, not a join.
+      const locked = await eventually(240_000, async () => {
+        const outcome = await cli(["node", "list"]).then(
+          () => "answered",
+          (err: unknown) => (err as Error).message,
+        );
+        if (!/does not hold the cluster seed/.test(outcome)) throw new Error(`not locked yet: ${outcome}`);
+        return outcome;
+      });
+      expect(locked).toMatch(/does not hold the cluster seed/);
+      expect(await cli(["cluster", "recover", "--secret-file", recoveryFile])).toMatch(/cluster seed accepted/);
+      process.stdout.write(`cold start: down, up with the secret and cluster recover in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
+      // The chain survived the cold start, still verifies and extends the head seen before it.
+      expect(await cli(["cluster", "history", "--verify", "--pin", head ?? ""])).toMatch(/history verified: \d+ entries/);
+      const listed = JSON.parse(await eventually(30_000, () => cli(["node", "list", "--json"]))) as { nodes: { nodeId: string; state: string }[] };
+      expect(NODES.map((n) => listed.nodes.find((x) => x.nodeId === n)?.state)).toEqual(["UP", "UP", "UP"]);
+      // Nothing acknowledged before the cold start is lost.
+      const back = await eventually(90_000, () => connect({ servers: urls, identity: stack.admin, requestTimeoutMs: 8_000, tls }));
+      clients.push(back);
+      const users = await eventually(60_000, async () => new Set((await back.users.list()).users.map((u) => u.principal)));
+      expect(acked.length).toBeGreaterThan(0);
+      expect(acked.filter((p) => !users.has(p))).toEqual([]);
+      // Back onto the join, one node at a time (each waits for a quorum of the other two).
+      for (const node of NODES) {
+        await stack.compose(["up", "-d", "--no-deps", "--force-recreate", "--wait", node]);
+        const { stdout } = await run("docker", ["logs", container(node)]);
+        expect(stdout).toMatch(/node start: joining through a peer/);
+        const mounts = (await run("docker", ["inspect", "-f", "{{json .HostConfig.Mounts}} {{json .HostConfig.Binds}}", container(node)])).stdout;
+        expect(mounts).not.toContain(recoveryFile);
+      }
+      // And the bus takes writes again.
+      const late = createIdentity();
+      await eventually(60_000, () => back.users.add(late.principal, `cold-${late.principal.slice(1, 7).toLowerCase()}`, "member"));
+      acked.push(late.principal);
+      const after = await eventually(30_000, async () => new Set((await back.users.list()).users.map((u) => u.principal)));
+      expect(acked.filter((p) => !after.has(p))).toEqual([]);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 900_000);
 });
