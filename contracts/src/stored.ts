@@ -105,7 +105,7 @@ export interface ServiceStorageDeclaration {
   readonly ownsKv: readonly string[];
   /** Object stores it owns: full use. */
   readonly ownsObjectStores?: readonly string[];
-  /** Another service's KV buckets it reads and lists (leader reads, key-listing consumers), never writes. */
+  /** Another service's KV buckets it reads, lists and watches (stream info, leader reads, listing and watch consumers), never writes. */
   readonly readsKv?: readonly string[];
   /** Another service's KV buckets it reads by leader get only (no listing). */
   readonly getsKv?: readonly string[];
@@ -135,15 +135,16 @@ export const ServiceStorage = {
     endpoints: "blobs",
     ownsKv: [StoredBucket.shared.nonces],
     ownsObjectStores: [StoredObjectStore.blobs],
-    getsKv: [StoredBucket.membership.members],
+    // Watched: room access is decided from the kit's fenced copy of `members`.
+    readsKv: [StoredBucket.membership.members],
   },
   // It answers under `unibus.v1.replica.>`, not its process name. Its signed
   // lifecycle endpoints need `nonces`; admin roles come from membership's
-  // `users` (leader get only); it asks its peers for the seed (sealed, signed).
+  // `users` (its fenced copy: watched); it asks its peers for the seed (sealed, signed).
   "replica-gateway": {
     endpoints: "replica",
     ownsKv: [...Object.values(StoredBucket.replica), StoredBucket.shared.nonces],
-    getsKv: [StoredBucket.membership.users],
+    readsKv: [StoredBucket.membership.users],
     publishes: [Subjects.replicaGateway.seedRequest],
   },
   healthz: { endpoints: "healthz", ownsKv: [], inspectsBus: true },

@@ -5,7 +5,6 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { eventually, retryUntil, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { LeaderContact, LeaderContactFence, LeaderOutOfContactError, leaderInContact } from "./leader-contact.js";
-import { roomRole } from "./membership-view.js";
 
 const ms = (n: number): number => n * 1e6;
 const peer = (activeMs: number, extra: { current?: boolean; offline?: boolean; name?: string } = {}) => ({
@@ -79,22 +78,6 @@ describe("LeaderContactFence", () => {
       throw new Error("timeout");
     }]);
     await expect(new LeaderContactFence(kv).check()).rejects.toThrow(/timeout/);
-  });
-});
-
-describe("the services' membership view", () => {
-  it("refuses (503) a room role read from a members leader out of contact with its quorum, though it answered", async () => {
-    const principal = "UA" + "A".repeat(54);
-    const members = {
-      async get() {
-        return { operation: "PUT", revision: 3, json: () => ({ roomId: "room0000000001", principal, role: "member", addedAt: new Date(0).toISOString(), addedBy: principal }) };
-      },
-      async status() {
-        return { streamInfo: { config: { name: "KV_members" }, cluster: { leader: "n1", replicas: [peer(6_000), peer(6_000)] } } };
-      },
-    } as unknown as KV;
-    const err = await roomRole(members, "room0000000001", principal).then(() => undefined, (e: unknown) => e);
-    expect(err).toMatchObject({ code: 503 });
   });
 });
 

@@ -1,56 +1,85 @@
 /**
  * The membership view every service decides access with: who is an active
  * user (and in what role), and who is a member of a room. Membership writes
- * `users` and `members`; every other service reads them here, by leader
- * reads, with each record checked against its stored-data schema. A store
- * error is 503 and a damaged record 500 `corrupt_record`: both deny (fail
- * closed), neither is mistaken for "not a member".
+ * `users` and `members`; every service (membership's own access checks
+ * included) reads them here, from a fenced watched copy ({@link FencedCopy}),
+ * with each record checked against its stored-data schema. A store error, a
+ * fence that fails or a copy behind its fence is 503 and a damaged record
+ * 500 `corrupt_record`: all deny (fail closed), none is mistaken for "not a
+ * member".
+ *
+ * Threat: a revoked user or a removed member served once more (a share, a
+ * blob, room history) after the revoke or removal was acknowledged. A leader
+ * get run beside a leader-contact fence does not close it: a stream leader
+ * paused past an election answers gets with its old records once resumed,
+ * while the fence is answered by the new leader.
  */
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import type { Logger } from "pino";
 import { ErrorCode, ErrorReason, StoredBucket, UnibusError, memberKey } from "@unibus/contracts";
 import type { Caller, Role, SignedCaller } from "./definition.js";
-import { readRecord, recordCheck, storeUnavailable } from "./kv.js";
-import { LeaderContactFence } from "./leader-contact.js";
-import type { RecordReader } from "./kv.js";
+import { FencedCopy } from "./fenced-copy.js";
+import { corruptRecord, recordCheck, storeUnavailable } from "./kv.js";
 
 /** A user's allowlist role. */
 export type UserRole = "admin" | "member";
 /** A member's role in a room. */
 export type RoomRole = "owner" | "member";
 
-const usersReader = { store: "membership", check: recordCheck("membership", "stored.users.record") } satisfies RecordReader<unknown>;
-const membersReader = { store: "membership", check: recordCheck("membership", "stored.members.record") } satisfies RecordReader<unknown>;
+const STORE = "membership";
+const checkUser = recordCheck(STORE, "stored.users.record");
+const checkMember = recordCheck(STORE, "stored.members.record");
+
+/** One fenced copy per bucket handle, shared by every check that reads it; started on first use. */
+const copies = new WeakMap<KV, FencedCopy>();
+let defaultLogger: Logger | undefined;
+
+/**
+ * The fenced copy of `kv`, created (and its watch started) on first use.
+ * Call it at service start with the service's logger to have the copy's
+ * first replay under way before the first request, and its log lines
+ * tagged; a later call returns the same copy.
+ */
+export function membershipCopy(kv: KV, logger?: Logger): FencedCopy {
+  let copy = copies.get(kv);
+  if (copy === undefined) {
+    const log = logger ?? (defaultLogger ??= pino({ level: "info" }).child({ op: "membership-view" }));
+    copies.set(kv, (copy = new FencedCopy(kv, { op: "membership-view.watch", logger: log })));
+    // A failed start is retried by the next read, which refuses meanwhile.
+    copy.start().catch(() => undefined);
+  }
+  return copy;
+}
+
+/** `key`'s record from the fenced copy of `kv`, checked; null when absent or deleted. */
+async function fencedRecord<T>(kv: KV, key: string, check: (value: unknown, key: string) => T): Promise<T | null> {
+  let record;
+  try {
+    record = await membershipCopy(kv).get(key);
+  } catch (err) {
+    throw storeUnavailable(STORE, err);
+  }
+  if (record === null) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(record.value));
+  } catch (err) {
+    throw corruptRecord(STORE, key, err);
+  }
+  return check(value, key);
+}
 
 /**
  * The kit's `resolveRole` over the `users` bucket: the role of an ACTIVE
  * user, else null (so admin-only endpoints deny). A store error or a damaged
  * record throws, which the kit answers with its code: never guess a role.
  */
-/** One fence per bucket handle, shared by every check that reads it. */
-const fences = new WeakMap<KV, LeaderContactFence>();
-
-/**
- * A read that decides access, fenced like the callout's: a leader cut off
- * from its quorum may still answer with a record the other side already
- * changed (a revoke, a removal), so its answer is refused (503) instead.
- */
-async function fencedRead<T>(kv: KV, read: () => Promise<T>): Promise<T> {
-  let fence = fences.get(kv);
-  if (fence === undefined) fences.set(kv, (fence = new LeaderContactFence(kv)));
-  const [value] = await Promise.all([
-    read(),
-    fence.check().catch((err: unknown) => {
-      throw storeUnavailable("membership", err);
-    }),
-  ]);
-  return value;
-}
-
 export function roleResolver(users: KV): (principal: string) => Promise<Role | null> {
   return async (principal) => {
-    const user = await fencedRead(users, () => readRecord(users, principal, usersReader));
+    const user = await fencedRecord(users, principal, checkUser);
     // A record stored under another principal's key is damaged too.
     if (user !== null && user.principal !== principal) throw usersReaderMismatch(principal);
     return user !== null && user.status === "active" ? user.role : null;
@@ -71,7 +100,7 @@ export function activeUser(caller: Caller): SignedCaller & { role: UserRole } {
 /** `principal`'s role in `roomId`, or null if it is not a member now. */
 export async function roomRole(members: KV, roomId: string, principal: string): Promise<RoomRole | null> {
   const key = memberKey(roomId, principal);
-  const member = await fencedRead(members, () => readRecord(members, key, membersReader));
+  const member = await fencedRecord(members, key, checkMember);
   if (member !== null && (member.roomId !== roomId || member.principal !== principal)) {
     throw new UnibusError(ErrorCode.Internal, ErrorReason.CorruptRecord, "membership store holds a damaged record", { cause: new Error(`members record at ${key} names another membership`) });
   }
@@ -88,20 +117,29 @@ export async function requireMember(members: KV, roomId: string, principal: stri
 /**
  * The kit's `resolveRole` for a service that must start before membership
  * has created `users` (healthz, the replica gateway): the bucket is opened on
- * first use, leader reads only, and opened again after a failed open. The
- * role of an ACTIVE admin or member, else null; a read error throws, which
- * the kit answers 503 (fail closed).
+ * first use (leader reads only), and opened again after a failed open, then
+ * read like {@link roleResolver}, from its fenced copy. The role of an
+ * ACTIVE admin or member, else null; a read error throws, which the kit
+ * answers 503 (fail closed).
  */
-export function lazyUsersRoleResolver(nc: NatsConnection): (principal: string) => Promise<Role | null> {
+export function lazyUsersRoleResolver(nc: NatsConnection, logger?: Logger): (principal: string) => Promise<Role | null> {
   let users: Promise<KV> | undefined;
+  let resolve: ((principal: string) => Promise<Role | null>) | undefined;
   return async (principal) => {
-    users ??= new Kvm(nc).open(StoredBucket.membership.users, { allow_direct: false }).catch((err: unknown) => {
-      users = undefined;
-      throw err;
-    });
-    const entry = await (await users).get(principal);
-    if (entry === null || entry.operation !== "PUT") return null;
-    const user = entry.json<{ role?: string; status?: string }>();
-    return user.status === "active" && (user.role === "admin" || user.role === "member") ? user.role : null;
+    if (resolve === undefined) {
+      users ??= new Kvm(nc).open(StoredBucket.membership.users, { allow_direct: false }).catch((err: unknown) => {
+        users = undefined;
+        throw err;
+      });
+      let kv: KV;
+      try {
+        kv = await users;
+      } catch (err) {
+        throw storeUnavailable(STORE, err);
+      }
+      membershipCopy(kv, logger);
+      resolve ??= roleResolver(kv);
+    }
+    return resolve(principal);
   };
 }

@@ -23,16 +23,26 @@ describe("service permissions generated from storage declarations", () => {
     expect(keys.filter((s) => s.includes("DIRECT.GET"))).toEqual([]);
     const blobs = serviceStoragePermissions(ServiceStorage.blobs).publish.allow;
     expect(blobs).toContain("$O.blobs.>");
-    expect(blobs.filter((s) => s.includes("KV_members"))).toEqual(["$JS.API.STREAM.INFO.KV_members", "$JS.API.STREAM.MSG.GET.KV_members"]);
-    // The gateway: its lifecycle buckets, a leader get of users (admin roles), never a write there.
+    // Blobs: stream info, leader gets and the watch of members' fenced copy, never a write there.
+    expect(blobs.filter((s) => s.includes("KV_members"))).toEqual([
+      "$JS.API.STREAM.INFO.KV_members",
+      "$JS.API.STREAM.MSG.GET.KV_members",
+      "$JS.API.CONSUMER.*.KV_members",
+      "$JS.API.CONSUMER.*.KV_members.>",
+      "$JS.FC.KV_members.>",
+    ]);
+    expect(blobs.filter((s) => s.startsWith("$KV.members") || s.includes("DIRECT.GET.KV_"))).toEqual([]);
+    // The gateway: its lifecycle buckets, reads and a watch of users (admin roles), never a write there.
     const gateway = serviceStoragePermissions(ServiceStorage["replica-gateway"]).publish.allow;
-    expect(gateway).toEqual(expect.arrayContaining(["$KV.replica_history.>", "$KV.replica_cuks.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_users", "unibus.v1.replica.seed.request"]));
+    expect(gateway).toEqual(expect.arrayContaining(["$KV.replica_history.>", "$KV.replica_cuks.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_users", "$JS.API.CONSUMER.*.KV_users", "unibus.v1.replica.seed.request"]));
     expect(gateway.filter((s) => s.startsWith("$KV.users") || s.includes("DIRECT.GET"))).toEqual([]);
   });
 
   it("a service that stores nothing gets no JetStream API beyond what it declares", () => {
     const healthz = serviceStoragePermissions(ServiceStorage.healthz);
-    expect(healthz.publish.allow.filter((s) => s.startsWith("$KV.") || s.startsWith("$O.") || /\$JS\.API\.(STREAM\.(CREATE|UPDATE|DELETE|PURGE)|CONSUMER)/.test(s))).toEqual([]);
+    expect(healthz.publish.allow.filter((s) => s.startsWith("$KV.") || s.startsWith("$O.") || /\$JS\.API\.STREAM\.(CREATE|UPDATE|DELETE|PURGE)/.test(s))).toEqual([]);
+    // Its only consumers watch `users` (the admin check's fenced copy).
+    expect(healthz.publish.allow.filter((s) => s.includes("CONSUMER") && !s.includes("KV_users"))).toEqual([]);
     expect(healthz.subscribe.allow).toContain("unibus.v1.healthz.>");
     const bare = serviceStoragePermissions({ endpoints: "x", ownsKv: [] });
     expect(bare.publish.allow.filter((s) => s.startsWith("$JS"))).toEqual([]);

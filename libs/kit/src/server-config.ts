@@ -121,11 +121,17 @@ export function kvWatchSubjects(buckets: readonly string[]): string[] {
 /**
  * JetStream API subjects the healthz service user may publish: account info
  * (proves a meta leader) and stream info of every bus stream, plus leader
- * gets of `users` for the admin check. Read only: no create, update, purge
- * or delete (threat: a compromised probe destroying the state it watches).
+ * gets and a watch of `users` (the fenced copy the admin check reads). Read
+ * only: no create, update, purge or delete (threat: a compromised probe
+ * destroying the state it watches).
  */
 export function healthzJetStreamSubjects(): string[] {
-  return ["$JS.API.INFO", ...BusStreams.map((s) => `$JS.API.STREAM.INFO.${s.stream}`), `$JS.API.STREAM.MSG.GET.${kvStreamName(StoredBucket.membership.users)}`];
+  return [
+    "$JS.API.INFO",
+    ...BusStreams.map((s) => `$JS.API.STREAM.INFO.${s.stream}`),
+    `$JS.API.STREAM.MSG.GET.${kvStreamName(StoredBucket.membership.users)}`,
+    ...kvWatchSubjects([StoredBucket.membership.users]),
+  ];
 }
 
 /**
@@ -195,12 +201,13 @@ export function serviceStoragePermissions(decl: ServiceStorageDeclaration): Serv
       "$JS.FC.>",
     );
   }
-  // Another service's buckets: leader get, stream info and key-listing
-  // consumers, no `$KV.<bucket>.>` publish, so a compromised reader cannot
-  // write itself a grant. No direct get: a lagging replica would answer it.
+  // Another service's buckets: leader get, stream info, key-listing and
+  // watch consumers (with their flow-control replies), no `$KV.<bucket>.>`
+  // publish, so a compromised reader cannot write itself a grant. No direct
+  // get: a lagging replica would answer it.
   for (const b of decl.readsKv ?? []) {
     const stream = kvStreamName(b);
-    publish.push(`$JS.API.STREAM.INFO.${stream}`, `$JS.API.STREAM.MSG.GET.${stream}`, `$JS.API.CONSUMER.*.${stream}`, `$JS.API.CONSUMER.*.${stream}.>`);
+    publish.push(`$JS.API.STREAM.INFO.${stream}`, `$JS.API.STREAM.MSG.GET.${stream}`, `$JS.API.CONSUMER.*.${stream}`, `$JS.API.CONSUMER.*.${stream}.>`, `$JS.FC.${stream}.>`);
   }
   for (const b of decl.getsKv ?? []) publish.push(`$JS.API.STREAM.INFO.${kvStreamName(b)}`, `$JS.API.STREAM.MSG.GET.${kvStreamName(b)}`);
   publish.push(...(decl.publishes ?? []));

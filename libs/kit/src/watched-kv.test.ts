@@ -82,6 +82,32 @@ describe("a watched KV cache", () => {
     expect(await watched.caughtUp()).toBe(false);
   });
 
+  it("cannot vouch on a stream info that is not a leader's in contact with its quorum: the caller reads the bucket", async () => {
+    const kv = await new Kvm(nc).create("watched_contact");
+    let cluster: unknown;
+    const scripted = {
+      watch: (opts: Parameters<typeof kv.watch>[0]) => kv.watch(opts),
+      async status() {
+        const real = await kv.status();
+        return cluster === undefined ? real : { ...real, streamInfo: { ...real.streamInfo, cluster } };
+      },
+    } as unknown as typeof kv;
+    const watched = await WatchedKv.watch(scripted, { logger: capture().logger, op: "t.watch", apply: () => undefined });
+    try {
+      expect(await watched.caughtUp()).toBe(true);
+      // A replica answering while it sees no leader (as a node resumed from a pause did).
+      cluster = { replicas: [{ name: "n2", current: true, active: 1e7 }, { name: "n3", current: true, active: 1e7 }] };
+      expect(await watched.caughtUp()).toBe(false);
+      // A leader that has not heard from its peers for 6 s.
+      cluster = { leader: "n1", replicas: [{ name: "n2", current: true, active: 6e9 }, { name: "n3", current: true, active: 6e9 }] };
+      expect(await watched.caughtUp()).toBe(false);
+      cluster = { leader: "n1", replicas: [{ name: "n2", current: true, active: 1e8 }, { name: "n3", current: true, active: 1e8 }] };
+      expect(await watched.caughtUp()).toBe(true);
+    } finally {
+      watched.stop();
+    }
+  });
+
   it("an entry it cannot apply ends the watcher, logged once; it never vouches again", async () => {
     const kv = await new Kvm(nc).create("watched_apply");
     const { logger, lines } = capture();

@@ -1,5 +1,6 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import type { Logger } from "pino";
+import { leaderInContact } from "./leader-contact.js";
 
 /** How long a lookup waits for the watcher to catch up with the bucket before the caller reads the bucket directly. */
 export const WATCH_CATCH_UP_MS = 500;
@@ -37,7 +38,8 @@ export interface WatchedKvOptions {
 /**
  * A KV bucket followed by a watcher into an in-memory copy, with one error
  * policy for every cache built on it. {@link caughtUp} fences every use: it
- * reads the bucket's last sequence from the stream leader and waits until
+ * reads the bucket's last sequence from the stream leader (in contact with
+ * its quorum, as the kit's `leaderInContact` checks) and waits until
  * the copy has applied it; when that check cannot be made (the stream-info
  * request fails), the watcher is behind for {@link WATCH_CATCH_UP_MS}, or it
  * has stopped, the answer is false and the caller reads the bucket directly,
@@ -134,7 +136,12 @@ export class WatchedKv {
     }
     let last: number;
     try {
-      last = (await this.#kv.status()).streamInfo.state.last_seq;
+      const { streamInfo } = await this.#kv.status();
+      // Only the leader's word, from a leader that hears its quorum: a
+      // replica just resumed from a pause answers stream info with a last
+      // sequence far behind, and a copy "caught up" to it misses a removal.
+      if (!leaderInContact(streamInfo)) return false;
+      last = streamInfo.state.last_seq;
     } catch {
       return false;
     }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { SigningKey } from "@unibus/crypto";
-import { openBuckets } from "@unibus/kit";
+import { membershipCopy, openBuckets } from "@unibus/kit";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { currentMembers } from "./access.js";
@@ -26,7 +26,7 @@ function member(roomId: string, principal: string, role: "owner" | "member"): st
 }
 
 describe("currentMembers without a watched directory", () => {
-  it("confirms every listed member with a leader read, so a lagging listing cannot keep a removed member", async () => {
+  it("confirms every listed member from the fenced copy of members, so a lagging listing cannot keep a removed member", async () => {
     const { users, members } = await openBuckets(jetstream(nc), [{ name: "users" }, { name: "members" }], { budgetMs: 5_000 });
     await members.put(`roomone01.${bob}`, member("roomone01", bob, "member"));
     await members.put(`roomone01.${alice}`, member("roomone01", alice, "owner"));
@@ -47,7 +47,9 @@ describe("currentMembers without a watched directory", () => {
     } finally {
       for (const s of subs) s.unsubscribe();
     }
-    // One leader read per listed member (the removed one is not listed), none direct.
-    expect(seen).toEqual({ direct: 0, leader: 2 });
+    // One confirmation per listed member (the removed one is not listed), from
+    // the fenced copy: no get, which a stale leader could answer, and none direct.
+    expect(seen).toEqual({ direct: 0, leader: 0 });
+    expect(membershipCopy(members).stats.fromMemory).toBe(2);
   });
 });

@@ -29,10 +29,10 @@ export function roomRole(view: MembershipView, roomId: string, principal: string
  *
  * An ordered consumer may run on any replica, and one that lags would still
  * list a member removed a moment ago (a share to a removed member is a
- * leak). So each member that listing names is confirmed by a leader read: a
- * stale listing can then only miss a new member, which the exact-set check
- * refuses (retry), never keep a removed one. Only this fallback pays the
- * per-member reads.
+ * leak). So each member that listing names is confirmed through the kit's
+ * membership view (its fenced copy of `members`): a stale listing can then
+ * only miss a new member, which the exact-set check refuses (retry), never
+ * keep a removed one. Only this fallback pays the per-member checks.
  */
 export async function currentMembers(view: MembershipView, roomId: string): Promise<string[]> {
   const watched = (await view.memberDirectory?.members(roomId)) ?? null;

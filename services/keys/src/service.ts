@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ServiceName } from "@unibus/contracts";
-import { Access, NonceBucket, defineService, endpointTable, openBuckets, openExistingBuckets, serviceJetStream, startService } from "@unibus/kit";
+import { Access, NonceBucket, defineService, endpointTable, membershipCopy, openBuckets, openExistingBuckets, serviceJetStream, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import packageJson from "../package.json" with { type: "json" };
@@ -79,6 +79,8 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
     budgetMs: opts.bucketBudgetMs ?? 30_000,
     logger: logger.child({ svc: ServiceName.keys }),
   });
+  // The access checks' fenced copies replay from now, not from the first request.
+  const copies = [users, members].map((b) => membershipCopy(b, logger.child({ svc: ServiceName.keys })));
   const memberDirectory = await MemberDirectory.watch(members, logger.child({ svc: ServiceName.keys }));
   const membership: MembershipView = { users, members, memberDirectory };
   const agreementDirectory = await AgreementKeyDirectory.watch(kv.agreement_keys, logger.child({ svc: ServiceName.keys }));
@@ -93,6 +95,7 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
       await running.stop();
       agreementDirectory.stop();
       memberDirectory.stop();
+      for (const c of copies) c.stop();
     },
   };
 }

@@ -1,20 +1,20 @@
 import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
+import { roleResolver as kitRoleResolver } from "@unibus/kit";
 import type { Role } from "@unibus/kit";
 import { isPrincipal } from "@unibus/crypto";
 import type { MembershipStore } from "./store/membership-store.js";
 import { unavailable } from "./store/membership-store.js";
-import { UserStatus } from "./store/records.js";
 
 /**
  * The kit's `resolveRole` for this service: the signer's role if it is an
- * ACTIVE user, else null (so admin-only endpoints deny). A store error throws,
- * which the kit turns into 503: never guess a role (fail closed).
+ * ACTIVE user, else null (so admin-only endpoints deny), read from the kit's
+ * fenced copy of `users` like every other service: another replica of this
+ * service may have just acknowledged the revoke, and a leader get could be
+ * answered by a stale leader. A store error throws, which the kit turns into
+ * 503: never guess a role (fail closed).
  */
 export function roleResolver(store: MembershipStore): (principal: string) => Promise<Role | null> {
-  return async (principal) => {
-    const user = await store.getUser(principal);
-    return user !== null && user.value.status === UserStatus.active ? user.value.role : null;
-  };
+  return kitRoleResolver(store.buckets.users);
 }
 
 // The caller as an active user (admin or member): the kit's membership view.

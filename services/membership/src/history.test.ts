@@ -45,7 +45,7 @@ async function code(p: Promise<unknown>): Promise<number | undefined> {
 describe("rooms.history access", () => {
   it("a store error denies with 503 and reads nothing (fail closed)", async () => {
     const { run, reads } = setup({
-      getMember: async () => {
+      memberRole: async () => {
         throw unavailable(new Error("kv down"));
       },
       getRoom: async () => room(true),
@@ -55,19 +55,19 @@ describe("rooms.history access", () => {
   });
 
   it("a caller who is not a current member is 403 and reads nothing", async () => {
-    const { run, reads } = setup({ getMember: async () => null, getRoom: async () => room(true) });
+    const { run, reads } = setup({ memberRole: async () => null, getRoom: async () => room(true) });
     expect(await code(run({ roomId }))).toBe(ErrorCode.Forbidden);
     expect(reads).toEqual([]);
   });
 
   it("a live-only room is 404 room_not_persisted", async () => {
-    const { run, reads } = setup({ getMember: async () => ({ value: {} as never, revision: 1 }), getRoom: async () => room(false) });
+    const { run, reads } = setup({ memberRole: async () => "member", getRoom: async () => room(false) });
     await expect(run({ roomId })).rejects.toMatchObject({ code: ErrorCode.NotFound, reason: "room_not_persisted" });
     expect(reads).toEqual([]);
   });
 
   it("a member reads from the start, a sequence (which wins) or a time, with the default or its own limit", async () => {
-    const { run, reads } = setup({ getMember: async () => ({ value: {} as never, revision: 1 }), getRoom: async () => room(true) });
+    const { run, reads } = setup({ memberRole: async () => "member", getRoom: async () => room(true) });
     await run({ roomId });
     await run({ roomId, startSeq: 7, startTime: "2026-01-01T00:00:00Z", limit: 3 });
     await run({ roomId, startTime: "2026-01-01T00:00:00Z" });

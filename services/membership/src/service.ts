@@ -1,7 +1,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { ServiceName, roomMembershipSubject } from "@unibus/contracts";
-import { Access, defineService, endpointTable, NonceBucket, openBuckets, serviceJetStream, startService } from "@unibus/kit";
+import { Access, defineService, endpointTable, membershipCopy, NonceBucket, openBuckets, serviceJetStream, startService } from "@unibus/kit";
 import type { KitDeps, RunningService, ServiceDefinition } from "@unibus/kit";
 import { pino } from "pino";
 import type { Logger } from "pino";
@@ -123,6 +123,8 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     { budgetMs, logger: logger.child({ svc: ServiceName.membership }) },
   );
   const store = new MembershipStore({ users: kv.users, rooms: kv.rooms, members: kv.members, roomsByMember: kv.rooms_by_member }, nc);
+  // The access checks' fenced copies replay from now, not from the first request.
+  const copies = [kv.users, kv.members].map((b) => membershipCopy(b, logger.child({ svc: ServiceName.membership })));
   const kicker =
     opts.kicker ??
     (opts.sys === undefined ? new UnconfiguredKicker(logger.child({ svc: ServiceName.membership })) : new SystemConnectionKicker(opts.sys, { logger: logger.child({ svc: ServiceName.membership }) }));
@@ -163,6 +165,7 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     async stop() {
       await running.stop();
       kicker.close();
+      for (const c of copies) c.stop();
     },
   };
 }

@@ -142,12 +142,14 @@ describe("server config for unibus up", () => {
     expect(user("U_membership").permissions.publish.allow).toContain("unibus.room.*.membership");
     // rooms.history: only membership reads room streams, by batch direct get.
     expect(user("U_membership").permissions.publish.allow).toContain("$JS.API.DIRECT.GET.*");
-    // healthz reads posture only: account and stream info, leader gets of `users`, micro discovery.
+    // healthz reads posture only: account and stream info, leader gets and a watch of `users`, micro discovery.
     const healthz = user("U_healthz").permissions;
     expect(healthz.subscribe.allow).toContain("$SRV.>");
     expect(healthz.publish.allow).toEqual(expect.arrayContaining(["$JS.API.INFO", "$JS.API.STREAM.INFO.KV_users", "$JS.API.STREAM.INFO.OBJ_blobs", "$JS.API.STREAM.MSG.GET.KV_users", "$SRV.>"]));
     const js = healthz.publish.allow.filter((x) => x.startsWith("$JS.") || x.startsWith("$KV.") || x.startsWith("$O."));
-    expect(js.filter((x) => !(x === "$JS.API.INFO" || x.startsWith("$JS.API.STREAM.INFO.") || x === "$JS.API.STREAM.MSG.GET.KV_users")), "healthz may only read").toEqual([]);
-    expect(js.some((x) => x.includes("*") || x.includes(">")), "healthz JetStream grants are literal").toBe(false);
+    // The watch of `users` (the admin check's fenced copy): consumers only read.
+    const usersWatch = (x: string): boolean => x.startsWith("$JS.API.CONSUMER.") ? x.includes(".KV_users") : x === "$JS.FC.KV_users.>";
+    expect(js.filter((x) => !(x === "$JS.API.INFO" || x.startsWith("$JS.API.STREAM.INFO.") || x === "$JS.API.STREAM.MSG.GET.KV_users" || usersWatch(x))), "healthz may only read").toEqual([]);
+    expect(js.some((x) => !usersWatch(x) && (x.includes("*") || x.includes(">"))), "healthz JetStream grants are literal but the users watch").toBe(false);
   });
 });

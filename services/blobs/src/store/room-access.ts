@@ -26,7 +26,8 @@ export class KvRoomAccess implements RoomAccess {
 
   async requireMember(roomId: string, principal: string): Promise<void> {
     try {
-      // A leader read: a follower that has not seen a removal would still grant the room.
+      // The view reads its fenced copy of this bucket: neither a lagging
+      // follower nor a stale leader may grant the room after a removal.
       this.#kv ??= await new Kvm(this.js).open(MEMBERS_BUCKET, { allow_direct: false });
     } catch (err) {
       throw new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });

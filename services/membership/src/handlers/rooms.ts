@@ -122,8 +122,7 @@ export function roomHandlers(deps: MembershipDeps) {
 
   const requireManager = async (roomId: string, caller: { principal: string; role: string }): Promise<void> => {
     if (caller.role === "admin") return;
-    const own = await store.getMember(roomId, caller.principal);
-    if (own?.value.role !== RoomRoleName.owner) throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only room owners and admins may do this");
+    if ((await store.memberRole(roomId, caller.principal)) !== RoomRoleName.owner) throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only room owners and admins may do this");
   };
 
   const iso = (ctx: HandlerContext): string => new Date(ctx.now()).toISOString();
@@ -155,7 +154,7 @@ export function roomHandlers(deps: MembershipDeps) {
       async handler(req, caller) {
         const user = activeUser(caller);
         // Non-members learn nothing, not even whether the room exists.
-        if (user.role !== "admin" && (await store.getMember(req.roomId, user.principal)) === null) {
+        if (user.role !== "admin" && (await store.memberRole(req.roomId, user.principal)) === null) {
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
         }
         const room = await roomOrThrow(store, req.roomId);
@@ -180,7 +179,7 @@ export function roomHandlers(deps: MembershipDeps) {
         // Current members only (admins too only if members): history is the
         // room's content, and a removed member must lose it with the grant.
         // A store error throws (503), never reads.
-        if ((await store.getMember(req.roomId, user.principal)) === null) {
+        if ((await store.memberRole(req.roomId, user.principal)) === null) {
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
         }
         const room = await roomOrThrow(store, req.roomId);
@@ -199,7 +198,7 @@ export function roomHandlers(deps: MembershipDeps) {
       async handler(req, caller) {
         const user = activeUser(caller);
         // Members and admins only, like rooms.get: the log names every member.
-        if (user.role !== "admin" && (await store.getMember(req.roomId, user.principal)) === null) {
+        if (user.role !== "admin" && (await store.memberRole(req.roomId, user.principal)) === null) {
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
         }
         const headSeq = await roomLog.headSeq(req.roomId);

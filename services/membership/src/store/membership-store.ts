@@ -4,8 +4,8 @@ import { createInbox, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { UnibusError } from "@unibus/contracts";
-import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, isRevisionConflict, listKeys, readVersioned, recordCheck, storeUnavailable } from "@unibus/kit";
-import type { RecordReader, Versioned } from "@unibus/kit";
+import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, isRevisionConflict, listKeys, readVersioned, recordCheck, roomRole, storeUnavailable } from "@unibus/kit";
+import type { RecordReader, RoomRole, Versioned } from "@unibus/kit";
 import type { MemberRecord, RoomRecord, RoomsByMemberRecord, UserRecord } from "./records.js";
 import { memberKey } from "./records.js";
 
@@ -270,6 +270,17 @@ export class MembershipStore {
     } catch (err) {
       throw unavailable(err);
     }
+  }
+
+  /**
+   * `principal`'s role in `roomId` for an access decision (null: not a member
+   * now), from the kit's fenced copy of `members`, as every service reads
+   * it: a removal acknowledged by another replica is never followed by an
+   * answer with the old rights, which a leader get (a stale leader may
+   * answer it) cannot promise. {@link getMember} is for writes.
+   */
+  memberRole(roomId: string, principal: string): Promise<RoomRole | null> {
+    return roomRole(this.buckets.members, roomId, principal);
   }
 
   getMember(roomId: string, principal: string): Promise<Versioned<MemberRecord> | null> {

@@ -1,0 +1,229 @@
+import { setTimeout as sleep } from "node:timers/promises";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Kvm } from "@nats-io/kv";
+import type { KV, KvEntry, KvWatchOptions } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { pino } from "pino";
+import { ErrorCode, memberKey } from "@unibus/contracts";
+import { SigningKey } from "@unibus/crypto";
+import { eventually, startTestServer } from "@unibus/testing";
+import type { TestServer } from "@unibus/testing";
+import { FenceBatcher, FencedCopy, FencedCopyBehindError } from "./fenced-copy.js";
+import { LeaderOutOfContactError } from "./leader-contact.js";
+import { requireMember, roleResolver, roomRole } from "./membership-view.js";
+
+const logger = pino({ level: "silent" });
+const ROOM = "room0000000001";
+
+function deferred<T>(): { promise: Promise<T>; resolve(v: T): void; reject(e: unknown): void } {
+  let resolve!: (v: T) => void;
+  let reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+describe("FenceBatcher: a check is only satisfied by a fence sent after it arrived", () => {
+  it("checks that arrive while a fence is out wait for the next fence, which is sent after them", async () => {
+    // One logical clock for arrivals and sends: each fence answers with the time it was sent.
+    let clock = 0;
+    const answers: Array<ReturnType<typeof deferred<number>>> = [];
+    const batcher = new FenceBatcher<number>(() => {
+      const d = deferred<number>();
+      const sentAt = ++clock;
+      answers.push(d);
+      return d.promise.then(() => sentAt);
+    });
+    const check = (): { arrivedAt: number; fence: Promise<number> } => ({ arrivedAt: ++clock, fence: batcher.next() });
+
+    const first = [check(), check(), check()];
+    await Promise.resolve();
+    expect(answers).toHaveLength(1);
+    // Arrive while the first fence is out: it must not answer them.
+    const second = [check(), check()];
+    answers[0]!.resolve(0);
+    await eventually(() => answers.length, (n) => n === 2, { what: "the second fence sent" });
+    const third = [check()];
+    answers[1]!.resolve(0);
+    await eventually(() => answers.length, (n) => n === 3, { what: "the third fence sent" });
+    answers[2]!.resolve(0);
+
+    for (const c of [...first, ...second, ...third]) expect(await c.fence).toBeGreaterThan(c.arrivedAt);
+    // Three fences for six checks: concurrent checks share one.
+    expect(batcher.stats).toEqual({ fences: 3, waiters: 6 });
+  });
+
+  it("a failed fence refuses its whole batch, and the next check sends a new one", async () => {
+    let calls = 0;
+    const batcher = new FenceBatcher<number>(async () => {
+      calls++;
+      if (calls === 1) throw new Error("no answer");
+      return calls;
+    });
+    const refused = await Promise.allSettled([batcher.next(), batcher.next()]);
+    expect(refused.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect(await batcher.next()).toBe(2);
+  });
+});
+
+/**
+ * A bucket whose watch can be held back (a stalled watcher) or delivers each
+ * entry `lagMs` late (an ordered consumer on a lagging replica), and whose
+ * stream info can be replaced. Its `get` always fails: the copy must answer
+ * from memory only.
+ */
+function controllable(kv: KV, lagMs = 0): { kv: KV; stall(): void; release(): void; info(answer: (() => Promise<unknown>) | undefined): void } {
+  let held: Promise<void> | undefined;
+  let release: () => void = () => undefined;
+  let info: (() => Promise<unknown>) | undefined;
+  const proxy = {
+    get: () => Promise.reject(new Error("a record read past the copy")),
+    status: () => (info === undefined ? kv.status() : info()),
+    async watch(opts?: KvWatchOptions) {
+      const iter = await kv.watch(opts);
+      return {
+        stop: () => iter.stop(),
+        async *[Symbol.asyncIterator](): AsyncGenerator<KvEntry> {
+          for await (const e of iter) {
+            if (lagMs > 0) await sleep(lagMs);
+            while (held !== undefined) await held;
+            yield e;
+          }
+        },
+      };
+    },
+  } as unknown as KV;
+  return {
+    kv: proxy,
+    stall() {
+      held ??= new Promise((r) => (release = r));
+    },
+    release() {
+      held = undefined;
+      release();
+    },
+    info(answer) {
+      info = answer;
+    },
+  };
+}
+
+function userRecord(principal: string, status: "active" | "revoked"): string {
+  return JSON.stringify({ principal, handle: "a", role: "member", status, addedAt: new Date(0).toISOString(), addedBy: principal });
+}
+
+function memberRecord(principal: string): string {
+  return JSON.stringify({ roomId: ROOM, principal, role: "member", addedAt: new Date(0).toISOString(), addedBy: principal });
+}
+
+describe("the fenced copy on nats-server", () => {
+  let server: TestServer;
+  let nc: NatsConnection;
+  let users: KV;
+  let members: KV;
+
+  beforeAll(async () => {
+    server = await startTestServer({ jetstream: true });
+    nc = await server.connect();
+    const kvm = new Kvm(nc);
+    users = await kvm.create("users", { allow_direct: false });
+    members = await kvm.create("members", { allow_direct: false });
+  });
+
+  afterAll(async () => {
+    await nc?.close();
+    await server?.stop();
+  });
+
+  it("the server offers no read-after-write get to build on: min_last_seq is refused by a leader get and ignored by a direct get", async () => {
+    await users.put("probe", "x");
+    const last = (await users.status()).streamInfo.state.last_seq;
+    const leaderGet = await nc.request("$JS.API.STREAM.MSG.GET.KV_users", JSON.stringify({ last_by_subj: "$KV.users.probe", min_last_seq: last + 100 }));
+    expect(leaderGet.json<{ message?: unknown; error?: { err_code: number } }>()).toMatchObject({ error: { err_code: 10025 } });
+    const direct = await new Kvm(nc).create("direct_probe", { allow_direct: true });
+    await direct.put("k", "stale-or-not");
+    const directGet = await nc.request("$JS.API.DIRECT.GET.KV_direct_probe.$KV.direct_probe.k", JSON.stringify({ min_last_seq: 1_000 }));
+    // Data, though the stream is far below 1,000: the option is not checked.
+    expect(directGet.string()).toBe("stale-or-not");
+  });
+
+  it("answers a revoke acknowledged before the read, though the watch lags the writer by 200 ms per entry", async () => {
+    const alice = SigningKey.generate().principal;
+    const lagging = controllable(users, 200);
+    const copy = new FencedCopy(lagging.kv, { op: "test.users", logger });
+    try {
+      await users.put(alice, userRecord(alice, "active"));
+      await eventually(() => copy.get(alice).catch(() => null), (r) => r !== null, { what: "alice in the copy" });
+      for (let i = 0; i < 3; i++) {
+        await users.put(alice, userRecord(alice, i % 2 === 0 ? "revoked" : "active"));
+        const record = await copy.get(alice);
+        expect((JSON.parse(new TextDecoder().decode(record!.value)) as { status: string }).status).toBe(i % 2 === 0 ? "revoked" : "active");
+      }
+      await users.delete(alice);
+      expect(await copy.get(alice)).toBeNull();
+      expect(copy.stats.fromMemory).toBeGreaterThanOrEqual(4);
+    } finally {
+      copy.stop();
+    }
+  });
+
+  it("refuses while its watch is stalled behind the fence, never answering the old record, and answers once it catches up", async () => {
+    const bob = SigningKey.generate().principal;
+    const c = controllable(users);
+    const copy = new FencedCopy(c.kv, { op: "test.users", logger, stallMs: 60_000 });
+    try {
+      await users.put(bob, userRecord(bob, "active"));
+      await eventually(() => copy.get(bob).catch(() => null), (r) => r !== null, { what: "bob in the copy" });
+      c.stall();
+      await users.put(bob, userRecord(bob, "revoked"));
+      await expect(copy.get(bob)).rejects.toBeInstanceOf(FencedCopyBehindError);
+      expect(copy.stats).toMatchObject({ behind: 1, refused: 0 });
+      c.release();
+      const record = await eventually(() => copy.get(bob).catch(() => null), (r) => r !== null, { what: "the copy answering again" });
+      expect((JSON.parse(new TextDecoder().decode(record!.value)) as { status: string }).status).toBe("revoked");
+    } finally {
+      c.release();
+      copy.stop();
+    }
+  });
+
+  it("refuses a fence answered by a leader out of contact, by a replica naming no leader, or not answered in time", async () => {
+    const c = controllable(users);
+    const copy = new FencedCopy(c.kv, { op: "test.users", logger, fenceTimeoutMs: 200 });
+    try {
+      await copy.get("anyone");
+      const real = await users.status();
+      const peer = (activeMs: number, name: string) => ({ name, current: true, active: activeMs * 1e6 });
+      c.info(async () => ({ ...real, streamInfo: { ...real.streamInfo, cluster: { leader: "n1", replicas: [peer(6_000, "n2"), peer(6_000, "n3")] } } }));
+      await expect(copy.get("anyone")).rejects.toBeInstanceOf(LeaderOutOfContactError);
+      c.info(async () => ({ ...real, streamInfo: { ...real.streamInfo, cluster: { replicas: [peer(10, "n2"), peer(10, "n3")] } } }));
+      await expect(copy.get("anyone")).rejects.toBeInstanceOf(LeaderOutOfContactError);
+      c.info(() => new Promise(() => undefined));
+      await expect(copy.get("anyone")).rejects.toThrow(/not answered within 200 ms/);
+      expect(copy.stats.refused).toBe(3);
+      c.info(undefined);
+      expect(await copy.get("anyone")).toBeNull();
+    } finally {
+      copy.stop();
+    }
+  });
+
+  it("the membership view answers from the fenced copy: 503 when it cannot vouch, never 'not a member' or a role", async () => {
+    const carol = SigningKey.generate().principal;
+    await users.put(carol, userRecord(carol, "active"));
+    await members.put(memberKey(ROOM, carol), memberRecord(carol));
+    const resolve = roleResolver(users);
+    expect(await eventually(() => resolve(carol).catch(() => null), (r) => r !== null, { what: "carol's role" })).toBe("member");
+    expect(await eventually(() => roomRole(members, ROOM, carol).catch(() => null), (r) => r !== null, { what: "carol's room role" })).toBe("member");
+
+    await users.put(carol, userRecord(carol, "revoked"));
+    await members.delete(memberKey(ROOM, carol));
+    expect(await resolve(carol)).toBeNull();
+    await expect(requireMember(members, ROOM, carol)).rejects.toMatchObject({ code: ErrorCode.Forbidden });
+
+    // A members leader out of contact with its quorum: 503, not "not a member".
+    const c = controllable(members);
+    const real = await members.status();
+    c.info(async () => ({ ...real, streamInfo: { ...real.streamInfo, cluster: { leader: "n1", replicas: [{ name: "n2", current: true, active: 6e9 }, { name: "n3", current: true, active: 6e9 }] } } }));
+    await expect(roomRole(c.kv, ROOM, carol)).rejects.toMatchObject({ code: ErrorCode.Unavailable });
+  });
+});
