@@ -3,8 +3,8 @@ import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { sha256, sha512 } from "@noble/hashes/sha2.js";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { SigningKey, fromHex, toHex } from "@unibus/crypto";
-import { FrameError, FrameFormat, frameSignatureValid, openFrame, parseFrame, sealFrame } from "./frame.js";
+import { SigningKey, fromHex, randomBytes, toHex } from "@unibus/crypto";
+import { FrameError, FrameFormat, frameSignatureValid, openFrame, parseFrame, sealFrame, sealScratchWiped } from "./frame.js";
 import { ReplayWindow } from "./replay-window.js";
 
 ed.hashes.sha512 = sha512;
@@ -123,6 +123,35 @@ describe("frame limits and defaults", () => {
     for (let i = 0; i < 1_000; i++) seen.add(toHex(parseFrame(sealFrame({ ...base, counter: 1_000 + i, messages: one })).nonce));
     expect(seen.size).toBe(1_000);
     expect(seen.has("00".repeat(FrameFormat.nonceBytes))).toBe(false);
+  });
+
+  it("frames sealed back to back share no bytes: a small one, a large one, a small one of another room each still verify and open after the later ones", () => {
+    const enc = (t: string): Uint8Array => new TextEncoder().encode(t);
+    const large = randomBytes(300 * 1024);
+    const sealed = [
+      sealFrame({ ...base, roomId: "r".repeat(FrameFormat.maxRoomIdBytes), counter: 1, messages: [enc("first small")] }),
+      sealFrame({ ...base, counter: 2, messages: [large, enc("after large")] }),
+      sealFrame({ ...base, counter: 5, messages: [enc("second small")] }),
+    ];
+    expect(new Set(sealed.map((f) => f.buffer)).size).toBe(3);
+    const opened = sealed.map((t) => {
+      const f = parseFrame(t);
+      expect(frameSignatureValid(f)).toBe(true);
+      return openFrame(f, key);
+    });
+    expect(new TextDecoder().decode(opened[0]![0])).toBe("first small");
+    expect(Buffer.from(opened[1]![0]!).equals(large)).toBe(true);
+    expect(new TextDecoder().decode(opened[1]![1])).toBe("after large");
+    expect(new TextDecoder().decode(opened[2]![0])).toBe("second small");
+  });
+
+  it("no plaintext stays in the sealer's reused scratch: after a frame, and after a seal that fails once the plaintext is laid out", () => {
+    const secret = new Uint8Array(4096).fill(0x5a);
+    sealFrame({ ...base, messages: [secret] });
+    expect(sealScratchWiped()).toBe(true);
+    // A 31-byte key fails inside the AEAD, after the plaintext was copied into the scratch.
+    expect(() => sealFrame({ ...base, key: key.subarray(1), messages: [secret] })).toThrow(RangeError);
+    expect(sealScratchWiped()).toBe(true);
   });
 
   it("a batch above the u16 message count is refused before anything is sealed", () => {

@@ -15,7 +15,7 @@
  * signature hashes the body once with SHA-256 instead of twice with SHA-512
  * inside Ed25519); receivers read both, so stored v1 frames stay readable.
  */
-import { aeadDecrypt, aeadEncryptInto, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignature } from "@unibus/crypto";
+import { aeadDecrypt, aeadEncryptInto, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignatureUncached } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 
 /** Frame format constants (contracts/specs/frames.md §Layout). */
@@ -53,7 +53,8 @@ const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
  */
 export function frameOverheadBytes(roomId: string): number {
   assertRoomId(roomId);
-  return FIXED_HEADER_BYTES + utf8Encoder.encode(roomId).byteLength + FrameFormat.tagBytes + FrameFormat.signatureBytes;
+  // The id is ASCII (assertRoomId), one byte per character.
+  return FIXED_HEADER_BYTES + roomId.length + FrameFormat.tagBytes + FrameFormat.signatureBytes;
 }
 
 /** Why a received frame was not delivered. Every reject surfaces as an event, never silently. */
@@ -124,13 +125,21 @@ function assertEpoch(epoch: number): void {
 }
 
 /** v2's signed statement: 0xFF | label | header | SHA-256(body), about 150 bytes whatever the body's size. */
-function signedV2(header: Uint8Array, body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(DOMAIN_BYTES.byteLength + header.byteLength + FrameFormat.bodyDigestBytes);
+function signedV2(header: Uint8Array, body: Uint8Array, into?: Uint8Array): Uint8Array {
+  const len = DOMAIN_BYTES.byteLength + header.byteLength + FrameFormat.bodyDigestBytes;
+  const out = into === undefined ? new Uint8Array(len) : into.subarray(0, len);
   out.set(DOMAIN_BYTES, 0);
   out.set(header, DOMAIN_BYTES.byteLength);
   out.set(sha256(body), DOMAIN_BYTES.byteLength + header.byteLength);
   return out;
 }
+
+/**
+ * The sealer's v2 statement, reused: it is public (header and body digest)
+ * and `sign` reads it synchronously, so nothing holds it once sealFrame
+ * returns and a fresh buffer per frame would be garbage only.
+ */
+const statementScratch = new Uint8Array(DOMAIN_BYTES.byteLength + FIXED_HEADER_BYTES + FrameFormat.maxRoomIdBytes + FrameFormat.bodyDigestBytes);
 
 /** Nonces drawn per CSPRNG call (about 4 KiB). */
 const NONCES_PER_DRAW = 170;
@@ -166,6 +175,11 @@ function plaintextScratch(bytes: number): Uint8Array {
   if (bytes > SCRATCH_MAX) return new Uint8Array(bytes);
   if (scratch.byteLength < bytes) scratch = new Uint8Array(Math.min(SCRATCH_MAX, Math.max(bytes, 2 * scratch.byteLength)));
   return scratch;
+}
+
+/** Internal, for tests (not exported by the package): true when the plaintext scratch holds no message bytes. */
+export function sealScratchWiped(): boolean {
+  return scratch.every((b) => b === 0);
 }
 
 /**
@@ -211,8 +225,7 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
     p += 4 + m.byteLength;
   }
 
-  const roomBytes = utf8Encoder.encode(roomId);
-  const headerLen = FIXED_HEADER_BYTES + roomBytes.byteLength;
+  const headerLen = FIXED_HEADER_BYTES + roomId.length;
   const d = version === FrameFormat.legacyVersion ? LEGACY_DOMAIN_BYTES.byteLength : 0;
   const bodyLen = plainLen + FrameFormat.tagBytes;
   const buf = frameBuffer(d + headerLen + bodyLen + FrameFormat.signatureBytes);
@@ -220,9 +233,10 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   if (d > 0) buf.set(LEGACY_DOMAIN_BYTES, 0);
   let o = d;
   buf[o++] = version;
-  buf[o++] = roomBytes.byteLength;
-  buf.set(roomBytes, o);
-  o += roomBytes.byteLength;
+  buf[o++] = roomId.length;
+  // ASCII (assertRoomId): written in place rather than encoded into a buffer of its own per frame.
+  for (let i = 0; i < roomId.length; i++) buf[o + i] = roomId.charCodeAt(i);
+  o += roomId.length;
   view.setUint32(o, epoch);
   o += 4;
   buf.set(signer.publicKey, o);
@@ -242,7 +256,7 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   }
   const body = buf.subarray(o, o + bodyLen);
   o += bodyLen;
-  buf.set(signer.sign(d > 0 ? buf.subarray(0, o) : signedV2(header, body)), o);
+  buf.set(signer.sign(d > 0 ? buf.subarray(0, o) : signedV2(header, body, statementScratch)), o);
   return buf.subarray(d);
 }
 
@@ -301,9 +315,14 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   };
 }
 
-/** True iff the frame's signature is the claimed sender's over its version's statement ({@link ParsedFrame.signed}). */
+/**
+ * True iff the frame's signature is the claimed sender's over its version's
+ * statement ({@link ParsedFrame.signed}). Uncached: every frame's statement
+ * is new (fresh nonce), so the verified-once cache would only add a hash and
+ * a retained entry per frame.
+ */
 export function frameSignatureValid(f: ParsedFrame): boolean {
-  return verifySignature(f.senderKey, f.signed, f.signature);
+  return verifySignatureUncached(f.senderKey, f.signed, f.signature);
 }
 
 /**
