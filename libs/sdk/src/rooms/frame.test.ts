@@ -145,6 +145,17 @@ describe("frame limits and defaults", () => {
     expect(new TextDecoder().decode(opened[2]![0])).toBe("second small");
   });
 
+  it("frames parsed together verify on their own in any order: a long room's v2, a short room's v1, and a tampered one between them", () => {
+    const one = [new Uint8Array([1, 2, 3])];
+    const long = parseFrame(sealFrame({ ...base, roomId: "L".repeat(FrameFormat.maxRoomIdBytes), messages: one }));
+    const legacy = parseFrame(sealFrame({ ...base, version: 1, messages: one }));
+    const t = sealFrame({ ...base, counter: 9, messages: one });
+    t[t.byteLength - FrameFormat.signatureBytes - 1]! ^= 1;
+    const tampered = parseFrame(t);
+    expect([frameSignatureValid(tampered), frameSignatureValid(legacy), frameSignatureValid(long), frameSignatureValid(tampered)]).toEqual([false, true, true, false]);
+    expect(frameSignatureValid({ ...long, header: long.header.subarray(1) })).toBe(false);
+  });
+
   it("no plaintext stays in the sealer's reused scratch: after a frame, and after a seal that fails once the plaintext is laid out", () => {
     const secret = new Uint8Array(4096).fill(0x5a);
     sealFrame({ ...base, messages: [secret] });

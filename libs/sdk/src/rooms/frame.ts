@@ -111,9 +111,8 @@ export interface ParsedFrame {
   /** The associated data: every header byte. */
   header: Uint8Array;
   ciphertext: Uint8Array;
+  /** Over v2 domain | header | SHA-256(ciphertext), or v1 domain | header | ciphertext (see {@link frameSignatureValid}). */
   signature: Uint8Array;
-  /** What the signature covers: v2 domain | header | SHA-256(ciphertext); v1 domain | header | ciphertext. */
-  signed: Uint8Array;
 }
 
 function assertRoomId(roomId: string): void {
@@ -127,7 +126,7 @@ function assertEpoch(epoch: number): void {
 /** v2's signed statement: 0xFF | label | header | SHA-256(body), about 150 bytes whatever the body's size. */
 function signedV2(header: Uint8Array, body: Uint8Array, into?: Uint8Array): Uint8Array {
   const len = DOMAIN_BYTES.byteLength + header.byteLength + FrameFormat.bodyDigestBytes;
-  const out = into === undefined ? new Uint8Array(len) : into.subarray(0, len);
+  const out = into !== undefined && into.byteLength >= len ? into.subarray(0, len) : new Uint8Array(len);
   out.set(DOMAIN_BYTES, 0);
   out.set(header, DOMAIN_BYTES.byteLength);
   out.set(sha256(body), DOMAIN_BYTES.byteLength + header.byteLength);
@@ -135,9 +134,11 @@ function signedV2(header: Uint8Array, body: Uint8Array, into?: Uint8Array): Uint
 }
 
 /**
- * The sealer's v2 statement, reused: it is public (header and body digest)
- * and `sign` reads it synchronously, so nothing holds it once sealFrame
- * returns and a fresh buffer per frame would be garbage only.
+ * The v2 statement of the frame being sealed or verified, reused: it is
+ * public (header and body digest) and `sign`/verify read it synchronously,
+ * so nothing holds it once the call returns, and a fresh buffer per frame
+ * (over 64 bytes, so off-heap: one more array buffer for every scavenge to
+ * sweep) would be garbage only.
  */
 const statementScratch = new Uint8Array(DOMAIN_BYTES.byteLength + FIXED_HEADER_BYTES + FrameFormat.maxRoomIdBytes + FrameFormat.bodyDigestBytes);
 
@@ -293,13 +294,6 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   const sigStart = frame.byteLength - FrameFormat.signatureBytes;
   // Each message costs at least its 4-byte length prefix.
   if (sigStart - o < FrameFormat.tagBytes + 4 * count) throw bad("ciphertext shorter than count");
-  let signed: Uint8Array;
-  if (version === FrameFormat.version) signed = signedV2(frame.subarray(0, o), frame.subarray(o, sigStart));
-  else {
-    signed = new Uint8Array(LEGACY_DOMAIN_BYTES.byteLength + sigStart);
-    signed.set(LEGACY_DOMAIN_BYTES, 0);
-    signed.set(frame.subarray(0, sigStart), LEGACY_DOMAIN_BYTES.byteLength);
-  }
   return {
     version,
     roomId,
@@ -311,18 +305,24 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
     header: frame.subarray(0, o),
     ciphertext: frame.subarray(o, sigStart),
     signature: frame.subarray(sigStart),
-    signed,
   };
 }
 
 /**
  * True iff the frame's signature is the claimed sender's over its version's
- * statement ({@link ParsedFrame.signed}). Uncached: every frame's statement
- * is new (fresh nonce), so the verified-once cache would only add a hash and
- * a retained entry per frame.
+ * statement: v2 domain | header | SHA-256(ciphertext), built in the reused
+ * statement buffer (public bytes, read synchronously by the verify); v1
+ * domain | header | ciphertext. Uncached: every frame's statement is new
+ * (fresh nonce), so the verified-once cache would only add a hash and a
+ * retained entry per frame.
  */
 export function frameSignatureValid(f: ParsedFrame): boolean {
-  return verifySignatureUncached(f.senderKey, f.signed, f.signature);
+  if (f.version === FrameFormat.version) return verifySignatureUncached(f.senderKey, signedV2(f.header, f.ciphertext, statementScratch), f.signature);
+  const signed = new Uint8Array(LEGACY_DOMAIN_BYTES.byteLength + f.header.byteLength + f.ciphertext.byteLength);
+  signed.set(LEGACY_DOMAIN_BYTES, 0);
+  signed.set(f.header, LEGACY_DOMAIN_BYTES.byteLength);
+  signed.set(f.ciphertext, LEGACY_DOMAIN_BYTES.byteLength + f.header.byteLength);
+  return verifySignatureUncached(f.senderKey, signed, f.signature);
 }
 
 /**
