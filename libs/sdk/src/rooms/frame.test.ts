@@ -156,6 +156,15 @@ describe("frame limits and defaults", () => {
     expect(frameSignatureValid({ ...long, header: long.header.subarray(1) })).toBe(false);
   });
 
+  it("header integers and message lengths round-trip at their extremes (u32 epoch, counters near 2^53, lengths past 2^16)", () => {
+    const counter = FrameFormat.maxCounter - 1;
+    const messages = [randomBytes(70_000), randomBytes(300), new Uint8Array(0)];
+    const f = parseFrame(sealFrame({ ...base, epoch: 0xffff_fffe, counter: counter - 1, messages }));
+    expect([f.epoch, f.counter, f.count]).toEqual([0xffff_fffe, counter - 1, 3]);
+    expect(frameSignatureValid(f)).toBe(true);
+    expect(openFrame(f, key).map((m) => m.byteLength)).toEqual([70_000, 300, 0]);
+  });
+
   it("no plaintext stays in the sealer's reused scratch: after a frame, and after a seal that fails once the plaintext is laid out", () => {
     const secret = new Uint8Array(4096).fill(0x5a);
     sealFrame({ ...base, messages: [secret] });

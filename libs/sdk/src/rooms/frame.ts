@@ -115,6 +115,19 @@ export interface ParsedFrame {
   signature: Uint8Array;
 }
 
+// Big-endian integers read and written in place: a DataView per frame, per
+// plaintext and per opened batch was an allocation on every message.
+function putU32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = v >>> 16;
+  b[o + 2] = v >>> 8;
+  b[o + 3] = v;
+}
+
+function getU32(b: Uint8Array, o: number): number {
+  return b[o]! * 0x100_0000 + ((b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!);
+}
+
 function assertRoomId(roomId: string): void {
   if (!ROOM_ID_RE.test(roomId)) throw new RangeError("room id must match [A-Za-z0-9_-]{1,128}");
 }
@@ -218,10 +231,9 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   // The plaintext is laid out in one reused scratch buffer and wiped after
   // use: a fresh zeroed buffer of a 256 KiB batch costs as much as its AEAD.
   const plaintext = plaintextScratch(plainLen);
-  const pv = new DataView(plaintext.buffer, plaintext.byteOffset, plainLen);
   let p = 0;
   for (const m of messages) {
-    pv.setUint32(p, m.byteLength);
+    putU32(plaintext, p, m.byteLength);
     plaintext.set(m, p + 4);
     p += 4 + m.byteLength;
   }
@@ -230,7 +242,6 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   const d = version === FrameFormat.legacyVersion ? LEGACY_DOMAIN_BYTES.byteLength : 0;
   const bodyLen = plainLen + FrameFormat.tagBytes;
   const buf = frameBuffer(d + headerLen + bodyLen + FrameFormat.signatureBytes);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   if (d > 0) buf.set(LEGACY_DOMAIN_BYTES, 0);
   let o = d;
   buf[o++] = version;
@@ -238,14 +249,15 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   // ASCII (assertRoomId): written in place rather than encoded into a buffer of its own per frame.
   for (let i = 0; i < roomId.length; i++) buf[o + i] = roomId.charCodeAt(i);
   o += roomId.length;
-  view.setUint32(o, epoch);
+  putU32(buf, o, epoch);
   o += 4;
   buf.set(signer.publicKey, o);
   o += FrameFormat.senderKeyBytes;
-  view.setUint32(o, Math.floor(counter / 0x1_0000_0000));
-  view.setUint32(o + 4, counter % 0x1_0000_0000);
+  putU32(buf, o, Math.floor(counter / 0x1_0000_0000));
+  putU32(buf, o + 4, counter % 0x1_0000_0000);
   o += 8;
-  view.setUint16(o, count);
+  buf[o] = count >>> 8;
+  buf[o + 1] = count;
   o += 2;
   buf.set(nonce, o);
   o += FrameFormat.nonceBytes;
@@ -265,7 +277,6 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
 export function parseFrame(frame: Uint8Array): ParsedFrame {
   const bad = (why: string): FrameError => new FrameError(RejectReason.malformed, `malformed frame: ${why}`);
   if (frame.byteLength < FIXED_HEADER_BYTES + 1 + FrameFormat.tagBytes + FrameFormat.signatureBytes) throw bad("too short");
-  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   const version = frame[0]!;
   if (version !== FrameFormat.version && version !== FrameFormat.legacyVersion) throw bad(`unsupported version ${version}`);
   const roomLen = frame[1]!;
@@ -276,16 +287,16 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   const roomId = utf8Decoder.decode(frame.subarray(o, o + roomLen));
   if (!ROOM_ID_RE.test(roomId)) throw bad("room id charset");
   o += roomLen;
-  const epoch = view.getUint32(o);
+  const epoch = getU32(frame, o);
   o += 4;
   const senderKey = frame.subarray(o, o + FrameFormat.senderKeyBytes);
   o += FrameFormat.senderKeyBytes;
-  const hi = view.getUint32(o);
-  const lo = view.getUint32(o + 4);
+  const hi = getU32(frame, o);
+  const lo = getU32(frame, o + 4);
   o += 8;
   if (hi > 0x1fffff) throw bad("counter beyond 2^53");
   const counter = hi * 0x1_0000_0000 + lo;
-  const count = view.getUint16(o);
+  const count = (frame[o]! << 8) | frame[o + 1]!;
   o += 2;
   if (count < 1) throw bad("empty frame");
   if (counter + count - 1 > FrameFormat.maxCounter) throw bad("counter beyond 2^53");
@@ -337,12 +348,11 @@ export function openFrame(f: ParsedFrame, key: Uint8Array): Uint8Array[] {
   } catch (cause) {
     throw new FrameError(RejectReason.decryptFailed, "frame did not decrypt", { cause });
   }
-  const view = new DataView(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
   const out: Uint8Array[] = [];
   let o = 0;
   for (let i = 0; i < f.count; i++) {
     if (o + 4 > plaintext.byteLength) throw new FrameError(RejectReason.malformed, "malformed frame: message length");
-    const len = view.getUint32(o);
+    const len = getU32(plaintext, o);
     o += 4;
     if (o + len > plaintext.byteLength) throw new FrameError(RejectReason.malformed, "malformed frame: message length");
     out.push(plaintext.subarray(o, o + len));
