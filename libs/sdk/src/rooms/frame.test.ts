@@ -163,6 +163,11 @@ describe("frame limits and defaults", () => {
     expect([f.epoch, f.counter, f.count]).toEqual([0xffff_fffe, counter - 1, 3]);
     expect(frameSignatureValid(f)).toBe(true);
     expect(openFrame(f, key).map((m) => m.byteLength)).toEqual([70_000, 300, 0]);
+    // One past the bound, where counter + count - 1 rounds back onto 2^53 - 1 in floating point.
+    expect(() => sealFrame({ ...base, counter, messages })).toThrow(RangeError);
+    const over = sealFrame({ ...base, counter: counter - 1, messages });
+    over.set([0x00, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe], 2 + 1 + 4 + 32);
+    expect(() => parseFrame(over)).toThrow(/counter beyond 2\^53/);
   });
 
   it("no plaintext stays in the sealer's reused scratch: after a frame, and after a seal that fails once the plaintext is laid out", () => {

@@ -222,7 +222,8 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   assertEpoch(epoch);
   const count = messages.length;
   if (count < 1 || count > FrameFormat.maxMessages) throw new RangeError("a frame carries 1..65535 messages");
-  if (!Number.isSafeInteger(counter) || counter < 0 || counter + count - 1 > FrameFormat.maxCounter) throw new RangeError("counter out of range");
+  // Compared as counter > max - (count - 1): the sum can round past 2^53 and compare equal to the bound.
+  if (!Number.isSafeInteger(counter) || counter < 0 || counter > FrameFormat.maxCounter - (count - 1)) throw new RangeError("counter out of range");
   const nonce = input.nonce ?? freshNonce();
   if (nonce.byteLength !== FrameFormat.nonceBytes) throw new RangeError("nonce must be 24 bytes");
 
@@ -299,7 +300,7 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   const count = (frame[o]! << 8) | frame[o + 1]!;
   o += 2;
   if (count < 1) throw bad("empty frame");
-  if (counter + count - 1 > FrameFormat.maxCounter) throw bad("counter beyond 2^53");
+  if (counter > FrameFormat.maxCounter - (count - 1)) throw bad("counter beyond 2^53");
   const nonce = frame.subarray(o, o + FrameFormat.nonceBytes);
   o += FrameFormat.nonceBytes;
   const sigStart = frame.byteLength - FrameFormat.signatureBytes;
