@@ -154,6 +154,8 @@ describe("frame limits and defaults", () => {
     const tampered = parseFrame(t);
     expect([frameSignatureValid(tampered), frameSignatureValid(legacy), frameSignatureValid(long), frameSignatureValid(tampered)]).toEqual([false, true, true, false]);
     expect(frameSignatureValid({ ...long, header: long.header.subarray(1) })).toBe(false);
+    // A header longer than any parseFrame yields (beyond the reused buffer) is refused, not a throw.
+    expect(frameSignatureValid({ ...long, header: new Uint8Array([...long.header, ...long.header]) })).toBe(false);
   });
 
   it("header integers and message lengths round-trip at their extremes (u32 epoch, counters near 2^53, lengths past 2^16)", () => {
