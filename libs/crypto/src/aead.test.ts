@@ -1,6 +1,6 @@
 import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { describe, expect, it } from "vitest";
-import { aeadDecrypt, aeadEncrypt, aeadEncryptInto } from "./aead.js";
+import { aeadDecrypt, aeadEncrypt, aeadEncryptInto, aeadScratchWiped } from "./aead.js";
 import { randomBytes } from "./encoding.js";
 import { DecryptError } from "./errors.js";
 
@@ -14,6 +14,24 @@ describe("XChaCha20-Poly1305", () => {
       const ct = aeadEncrypt(key, nonce, pt, ad);
       expect(ct).toEqual(xchacha20poly1305(key, nonce, ad).encrypt(pt));
       expect(aeadDecrypt(key, nonce, ct, ad)).toEqual(pt);
+    }
+  });
+
+  it("the reused subkey scratch carries nothing between calls: interleaved keys, a failed open and a refused call in between all match the reference, and no key bytes stay behind", () => {
+    const keys = [randomBytes(32), randomBytes(32), randomBytes(32)];
+    const pt = randomBytes(1024);
+    for (let i = 0; i < 30; i++) {
+      const key = keys[i % 3]!;
+      const nonce = randomBytes(24);
+      const ct = aeadEncrypt(key, nonce, pt);
+      expect(aeadScratchWiped()).toBe(true);
+      expect(ct).toEqual(xchacha20poly1305(key, nonce).encrypt(pt));
+      // A wrong key fails the tag, then the right one opens: the failure left nothing behind.
+      expect(() => aeadDecrypt(keys[(i + 1) % 3]!, nonce, ct)).toThrow(DecryptError);
+      expect(aeadScratchWiped()).toBe(true);
+      expect(() => aeadEncrypt(key, nonce.subarray(1), pt)).toThrow(RangeError);
+      expect(aeadDecrypt(key, nonce, ct)).toEqual(pt);
+      expect(aeadScratchWiped()).toBe(true);
     }
   });
 

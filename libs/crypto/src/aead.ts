@@ -11,26 +11,52 @@ const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
 // hchacha works on native-endian words; the byte views below assume LE (x86, arm64).
 if (endianness() !== "LE") throw new Error("@unibus/crypto: big-endian hosts are not supported");
 
+// Scratch words of the subkey derivation, reused by every call: derivation
+// and the cipher setup that copies the subkey out are synchronous, so no two
+// calls overlap. Fresh typed arrays cost four allocations and three
+// off-heap buffers per message, which is what a room's idle latency pays
+// for in scavenges. The key words and the subkey are secrets: both are
+// wiped before a call returns.
+const KEY_WORDS = new Uint32Array(8);
+const KEY_BYTES = new Uint8Array(KEY_WORDS.buffer);
+const NONCE_WORDS = new Uint32Array(4);
+const NONCE_BYTES = new Uint8Array(NONCE_WORDS.buffer);
+const SUBKEY_WORDS = new Uint32Array(8);
+const SUBKEY = new Uint8Array(SUBKEY_WORDS.buffer);
+/** 0x00000000 || nonce[16..24]; public, overwritten by each call. */
+const NONCE12 = new Uint8Array(12);
+
 /**
  * XChaCha20 = HChaCha20(key, nonce[0..16]) as subkey + ChaCha20-Poly1305 (IETF,
  * 12-byte nonce 0x00000000 || nonce[16..24]); draft-irtf-cfrg-xchacha §2.3.
  * node:crypto has no XChaCha, so the subkey comes from @noble/ciphers' hchacha
  * and the bulk AEAD from node (nats-notes "Crypto"): ~2x noble's speed with
- * byte-identical output.
+ * byte-identical output. Writes the subkey into SUBKEY and the 12-byte nonce
+ * into NONCE12; the caller hands them to createCipheriv/createDecipheriv
+ * (which copy both) and calls {@link wipeSubkey} in a `finally`.
  */
-function subkeyAndNonce(key: Uint8Array, nonce: Uint8Array): { subkey: Uint8Array; nonce12: Uint8Array } {
+function deriveSubkey(key: Uint8Array, nonce: Uint8Array): void {
   if (!(key instanceof Uint8Array) || key.byteLength !== AeadSize.key) throw new RangeError("AEAD key must be 32 bytes");
   if (!(nonce instanceof Uint8Array) || nonce.byteLength !== AeadSize.nonce) throw new RangeError("AEAD nonce must be 24 bytes");
-  const k32 = new Uint32Array(8);
-  new Uint8Array(k32.buffer).set(key);
-  const n32 = new Uint32Array(4);
-  new Uint8Array(n32.buffer).set(nonce.subarray(0, 16));
-  const out = new Uint32Array(8);
-  hchacha(SIGMA, k32, n32, out);
-  k32.fill(0);
-  const nonce12 = new Uint8Array(12);
-  nonce12.set(nonce.subarray(16), 4);
-  return { subkey: new Uint8Array(out.buffer), nonce12 };
+  try {
+    KEY_BYTES.set(key);
+    // Byte loops, not subarray views: a view is an allocation per call.
+    for (let i = 0; i < 16; i++) NONCE_BYTES[i] = nonce[i]!;
+    hchacha(SIGMA, KEY_WORDS, NONCE_WORDS, SUBKEY_WORDS);
+    for (let i = 0; i < 8; i++) NONCE12[4 + i] = nonce[16 + i]!;
+  } finally {
+    KEY_WORDS.fill(0);
+  }
+}
+
+/** Zeroes the derived subkey (a secret) in the shared scratch. */
+function wipeSubkey(): void {
+  SUBKEY_WORDS.fill(0);
+}
+
+/** Internal, for tests (not exported by the package): true when the shared scratch holds no key or subkey bytes. */
+export function aeadScratchWiped(): boolean {
+  return KEY_WORDS.every((w) => w === 0) && SUBKEY_WORDS.every((w) => w === 0);
 }
 
 /**
@@ -53,9 +79,9 @@ export function aeadEncrypt(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8
  */
 export function aeadEncryptInto(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, associatedData: Uint8Array | undefined, out: Uint8Array, offset: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || offset + plaintext.byteLength + AeadSize.tag > out.byteLength) throw new RangeError("AEAD output does not fit");
-  const { subkey, nonce12 } = subkeyAndNonce(key, nonce);
   try {
-    const cipher = createCipheriv("chacha20-poly1305", subkey, nonce12, { authTagLength: AeadSize.tag });
+    deriveSubkey(key, nonce);
+    const cipher = createCipheriv("chacha20-poly1305", SUBKEY, NONCE12, { authTagLength: AeadSize.tag });
     if (associatedData !== undefined) cipher.setAAD(associatedData, { plaintextLength: plaintext.byteLength });
     const body = cipher.update(plaintext);
     out.set(body, offset);
@@ -63,7 +89,7 @@ export function aeadEncryptInto(key: Uint8Array, nonce: Uint8Array, plaintext: U
     out.set(tail, offset + body.byteLength);
     out.set(cipher.getAuthTag(), offset + plaintext.byteLength);
   } finally {
-    subkey.fill(0);
+    wipeSubkey();
   }
 }
 
@@ -74,16 +100,10 @@ export function aeadEncryptInto(key: Uint8Array, nonce: Uint8Array, plaintext: U
  */
 export function aeadDecrypt(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8Array, associatedData?: Uint8Array): Uint8Array {
   if (!(ciphertext instanceof Uint8Array) || ciphertext.byteLength < AeadSize.tag) throw new DecryptError();
-  let parts: { subkey: Uint8Array; nonce12: Uint8Array };
-  try {
-    parts = subkeyAndNonce(key, nonce);
-  } catch (cause) {
-    throw new DecryptError("decryption failed", { cause });
-  }
-  const { subkey, nonce12 } = parts;
   const bodyLen = ciphertext.byteLength - AeadSize.tag;
   try {
-    const decipher = createDecipheriv("chacha20-poly1305", subkey, nonce12, { authTagLength: AeadSize.tag });
+    deriveSubkey(key, nonce);
+    const decipher = createDecipheriv("chacha20-poly1305", SUBKEY, NONCE12, { authTagLength: AeadSize.tag });
     decipher.setAuthTag(ciphertext.subarray(bodyLen));
     if (associatedData !== undefined) decipher.setAAD(associatedData, { plaintextLength: bodyLen });
     const body = decipher.update(ciphertext.subarray(0, bodyLen));
@@ -99,6 +119,6 @@ export function aeadDecrypt(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint
   } catch (cause) {
     throw new DecryptError("decryption failed", { cause });
   } finally {
-    subkey.fill(0);
+    wipeSubkey();
   }
 }

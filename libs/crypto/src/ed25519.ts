@@ -208,6 +208,18 @@ export function verifySignature(publicKey: Uint8Array, data: Uint8Array, signatu
   }
 }
 
+/**
+ * {@link verifySignature} for a statement that never repeats (a room frame:
+ * each one carries a fresh nonce and counters, and a replayed one is refused
+ * by the receiver's replay window anyway). It skips the verified-once cache:
+ * there a frame would cost a SHA-256 and a retained id string per message,
+ * 16,384 of them kept alive until evicted, which is work and garbage for a
+ * hit that never comes. Never throws.
+ */
+export function verifySignatureUncached(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
+  return wellFormed(publicKey, data, signature) && verifyUncached(publicKey, data, signature);
+}
+
 /** Below this many uncached checks a batch is verified inline: a worker round trip costs more. */
 const POOL_MIN_BATCH = 64;
 /** Checks per pool job: small enough that an urgent job soon finds a worker free. */

@@ -1,5 +1,5 @@
 import { blake3 as nobleBlake3 } from "@noble/hashes/blake3.js";
-import { createHash } from "node:crypto";
+import { hash } from "node:crypto";
 import { ownBytes, utf8 } from "./encoding.js";
 
 /** BLAKE3 hash (default 32 bytes; `dkLen` selects the XOF output length). */
@@ -26,7 +26,11 @@ export function blake3DeriveKey(context: string, material: Uint8Array, dkLen = 3
   return nobleBlake3(material, { context: utf8(context), dkLen });
 }
 
-/** SHA-256 (node:crypto). */
+/**
+ * SHA-256 (node:crypto). One-shot `hash`, not a `createHash` stream object:
+ * every room frame hashes its body on both sides, and the stream object was
+ * garbage of its own per call (and about 1.5 µs more here).
+ */
 export function sha256(data: Uint8Array): Uint8Array {
-  return ownBytes(createHash("sha256").update(data).digest());
+  return ownBytes(hash("sha256", data, "buffer"));
 }

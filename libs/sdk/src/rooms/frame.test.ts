@@ -3,8 +3,8 @@ import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { sha256, sha512 } from "@noble/hashes/sha2.js";
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
-import { SigningKey, fromHex, toHex } from "@unibus/crypto";
-import { FrameError, FrameFormat, frameSignatureValid, openFrame, parseFrame, sealFrame } from "./frame.js";
+import { SigningKey, fromHex, randomBytes, toHex } from "@unibus/crypto";
+import { FrameError, FrameFormat, frameSignatureValid, openFrame, parseFrame, sealFrame, sealScratchWiped } from "./frame.js";
 import { ReplayWindow } from "./replay-window.js";
 
 ed.hashes.sha512 = sha512;
@@ -123,6 +123,62 @@ describe("frame limits and defaults", () => {
     for (let i = 0; i < 1_000; i++) seen.add(toHex(parseFrame(sealFrame({ ...base, counter: 1_000 + i, messages: one })).nonce));
     expect(seen.size).toBe(1_000);
     expect(seen.has("00".repeat(FrameFormat.nonceBytes))).toBe(false);
+  });
+
+  it("frames sealed back to back share no bytes: a small one, a large one, a small one of another room each still verify and open after the later ones", () => {
+    const enc = (t: string): Uint8Array => new TextEncoder().encode(t);
+    const large = randomBytes(300 * 1024);
+    const sealed = [
+      sealFrame({ ...base, roomId: "r".repeat(FrameFormat.maxRoomIdBytes), counter: 1, messages: [enc("first small")] }),
+      sealFrame({ ...base, counter: 2, messages: [large, enc("after large")] }),
+      sealFrame({ ...base, counter: 5, messages: [enc("second small")] }),
+    ];
+    expect(new Set(sealed.map((f) => f.buffer)).size).toBe(3);
+    const opened = sealed.map((t) => {
+      const f = parseFrame(t);
+      expect(frameSignatureValid(f)).toBe(true);
+      return openFrame(f, key);
+    });
+    expect(new TextDecoder().decode(opened[0]![0])).toBe("first small");
+    expect(Buffer.from(opened[1]![0]!).equals(large)).toBe(true);
+    expect(new TextDecoder().decode(opened[1]![1])).toBe("after large");
+    expect(new TextDecoder().decode(opened[2]![0])).toBe("second small");
+  });
+
+  it("frames parsed together verify on their own in any order: a long room's v2, a short room's v1, and a tampered one between them", () => {
+    const one = [new Uint8Array([1, 2, 3])];
+    const long = parseFrame(sealFrame({ ...base, roomId: "L".repeat(FrameFormat.maxRoomIdBytes), messages: one }));
+    const legacy = parseFrame(sealFrame({ ...base, version: 1, messages: one }));
+    const t = sealFrame({ ...base, counter: 9, messages: one });
+    t[t.byteLength - FrameFormat.signatureBytes - 1]! ^= 1;
+    const tampered = parseFrame(t);
+    expect([frameSignatureValid(tampered), frameSignatureValid(legacy), frameSignatureValid(long), frameSignatureValid(tampered)]).toEqual([false, true, true, false]);
+    expect(frameSignatureValid({ ...long, header: long.header.subarray(1) })).toBe(false);
+    // A header longer than any parseFrame yields (beyond the reused buffer) is refused, not a throw.
+    expect(frameSignatureValid({ ...long, header: new Uint8Array([...long.header, ...long.header]) })).toBe(false);
+  });
+
+  it("header integers and message lengths round-trip at their extremes (u32 epoch, counters near 2^53, lengths past 2^16)", () => {
+    const counter = FrameFormat.maxCounter - 1;
+    const messages = [randomBytes(70_000), randomBytes(300), new Uint8Array(0)];
+    const f = parseFrame(sealFrame({ ...base, epoch: 0xffff_fffe, counter: counter - 1, messages }));
+    expect([f.epoch, f.counter, f.count]).toEqual([0xffff_fffe, counter - 1, 3]);
+    expect(frameSignatureValid(f)).toBe(true);
+    expect(openFrame(f, key).map((m) => m.byteLength)).toEqual([70_000, 300, 0]);
+    // One past the bound, where counter + count - 1 rounds back onto 2^53 - 1 in floating point.
+    expect(() => sealFrame({ ...base, counter, messages })).toThrow(RangeError);
+    const over = sealFrame({ ...base, counter: counter - 1, messages });
+    over.set([0x00, 0x1f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe], 2 + 1 + 4 + 32);
+    expect(() => parseFrame(over)).toThrow(/counter beyond 2\^53/);
+  });
+
+  it("no plaintext stays in the sealer's reused scratch: after a frame, and after a seal that fails once the plaintext is laid out", () => {
+    const secret = new Uint8Array(4096).fill(0x5a);
+    sealFrame({ ...base, messages: [secret] });
+    expect(sealScratchWiped()).toBe(true);
+    // A 31-byte key fails inside the AEAD, after the plaintext was copied into the scratch.
+    expect(() => sealFrame({ ...base, key: key.subarray(1), messages: [secret] })).toThrow(RangeError);
+    expect(sealScratchWiped()).toBe(true);
   });
 
   it("a batch above the u16 message count is refused before anything is sealed", () => {

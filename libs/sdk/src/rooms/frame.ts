@@ -15,7 +15,7 @@
  * signature hashes the body once with SHA-256 instead of twice with SHA-512
  * inside Ed25519); receivers read both, so stored v1 frames stay readable.
  */
-import { aeadDecrypt, aeadEncryptInto, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignature } from "@unibus/crypto";
+import { aeadDecrypt, aeadEncryptInto, AeadSize, markStatement, principalFromPublicKey, randomBytes, sha256, verifySignatureUncached } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
 
 /** Frame format constants (contracts/specs/frames.md §Layout). */
@@ -53,7 +53,8 @@ const ROOM_ID_RE = /^[A-Za-z0-9_-]{1,128}$/;
  */
 export function frameOverheadBytes(roomId: string): number {
   assertRoomId(roomId);
-  return FIXED_HEADER_BYTES + utf8Encoder.encode(roomId).byteLength + FrameFormat.tagBytes + FrameFormat.signatureBytes;
+  // The id is ASCII (assertRoomId), one byte per character.
+  return FIXED_HEADER_BYTES + roomId.length + FrameFormat.tagBytes + FrameFormat.signatureBytes;
 }
 
 /** Why a received frame was not delivered. Every reject surfaces as an event, never silently. */
@@ -110,9 +111,21 @@ export interface ParsedFrame {
   /** The associated data: every header byte. */
   header: Uint8Array;
   ciphertext: Uint8Array;
+  /** Over v2 domain | header | SHA-256(ciphertext), or v1 domain | header | ciphertext (see {@link frameSignatureValid}). */
   signature: Uint8Array;
-  /** What the signature covers: v2 domain | header | SHA-256(ciphertext); v1 domain | header | ciphertext. */
-  signed: Uint8Array;
+}
+
+// Big-endian integers read and written in place: a DataView per frame, per
+// plaintext and per opened batch was an allocation on every message.
+function putU32(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 24;
+  b[o + 1] = v >>> 16;
+  b[o + 2] = v >>> 8;
+  b[o + 3] = v;
+}
+
+function getU32(b: Uint8Array, o: number): number {
+  return b[o]! * 0x100_0000 + ((b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!);
 }
 
 function assertRoomId(roomId: string): void {
@@ -124,13 +137,23 @@ function assertEpoch(epoch: number): void {
 }
 
 /** v2's signed statement: 0xFF | label | header | SHA-256(body), about 150 bytes whatever the body's size. */
-function signedV2(header: Uint8Array, body: Uint8Array): Uint8Array {
-  const out = new Uint8Array(DOMAIN_BYTES.byteLength + header.byteLength + FrameFormat.bodyDigestBytes);
+function signedV2(header: Uint8Array, body: Uint8Array, into?: Uint8Array): Uint8Array {
+  const len = DOMAIN_BYTES.byteLength + header.byteLength + FrameFormat.bodyDigestBytes;
+  const out = into !== undefined && into.byteLength >= len ? into.subarray(0, len) : new Uint8Array(len);
   out.set(DOMAIN_BYTES, 0);
   out.set(header, DOMAIN_BYTES.byteLength);
   out.set(sha256(body), DOMAIN_BYTES.byteLength + header.byteLength);
   return out;
 }
+
+/**
+ * The v2 statement of the frame being sealed or verified, reused: it is
+ * public (header and body digest) and `sign`/verify read it synchronously,
+ * so nothing holds it once the call returns, and a fresh buffer per frame
+ * (over 64 bytes, so off-heap: one more array buffer for every scavenge to
+ * sweep) would be garbage only.
+ */
+const statementScratch = new Uint8Array(DOMAIN_BYTES.byteLength + FIXED_HEADER_BYTES + FrameFormat.maxRoomIdBytes + FrameFormat.bodyDigestBytes);
 
 /** Nonces drawn per CSPRNG call (about 4 KiB). */
 const NONCES_PER_DRAW = 170;
@@ -168,6 +191,11 @@ function plaintextScratch(bytes: number): Uint8Array {
   return scratch;
 }
 
+/** Internal, for tests (not exported by the package): true when the plaintext scratch holds no message bytes. */
+export function sealScratchWiped(): boolean {
+  return scratch.every((b) => b === 0);
+}
+
 /**
  * A buffer for a whole frame. Large ones skip the zero fill (a fresh zeroed
  * 256 KiB buffer costs about as much as its AEAD here); sealFrame writes
@@ -194,7 +222,8 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   assertEpoch(epoch);
   const count = messages.length;
   if (count < 1 || count > FrameFormat.maxMessages) throw new RangeError("a frame carries 1..65535 messages");
-  if (!Number.isSafeInteger(counter) || counter < 0 || counter + count - 1 > FrameFormat.maxCounter) throw new RangeError("counter out of range");
+  // Compared as counter > max - (count - 1): the sum can round past 2^53 and compare equal to the bound.
+  if (!Number.isSafeInteger(counter) || counter < 0 || counter > FrameFormat.maxCounter - (count - 1)) throw new RangeError("counter out of range");
   const nonce = input.nonce ?? freshNonce();
   if (nonce.byteLength !== FrameFormat.nonceBytes) throw new RangeError("nonce must be 24 bytes");
 
@@ -203,34 +232,33 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   // The plaintext is laid out in one reused scratch buffer and wiped after
   // use: a fresh zeroed buffer of a 256 KiB batch costs as much as its AEAD.
   const plaintext = plaintextScratch(plainLen);
-  const pv = new DataView(plaintext.buffer, plaintext.byteOffset, plainLen);
   let p = 0;
   for (const m of messages) {
-    pv.setUint32(p, m.byteLength);
+    putU32(plaintext, p, m.byteLength);
     plaintext.set(m, p + 4);
     p += 4 + m.byteLength;
   }
 
-  const roomBytes = utf8Encoder.encode(roomId);
-  const headerLen = FIXED_HEADER_BYTES + roomBytes.byteLength;
+  const headerLen = FIXED_HEADER_BYTES + roomId.length;
   const d = version === FrameFormat.legacyVersion ? LEGACY_DOMAIN_BYTES.byteLength : 0;
   const bodyLen = plainLen + FrameFormat.tagBytes;
   const buf = frameBuffer(d + headerLen + bodyLen + FrameFormat.signatureBytes);
-  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   if (d > 0) buf.set(LEGACY_DOMAIN_BYTES, 0);
   let o = d;
   buf[o++] = version;
-  buf[o++] = roomBytes.byteLength;
-  buf.set(roomBytes, o);
-  o += roomBytes.byteLength;
-  view.setUint32(o, epoch);
+  buf[o++] = roomId.length;
+  // ASCII (assertRoomId): written in place rather than encoded into a buffer of its own per frame.
+  for (let i = 0; i < roomId.length; i++) buf[o + i] = roomId.charCodeAt(i);
+  o += roomId.length;
+  putU32(buf, o, epoch);
   o += 4;
   buf.set(signer.publicKey, o);
   o += FrameFormat.senderKeyBytes;
-  view.setUint32(o, Math.floor(counter / 0x1_0000_0000));
-  view.setUint32(o + 4, counter % 0x1_0000_0000);
+  putU32(buf, o, Math.floor(counter / 0x1_0000_0000));
+  putU32(buf, o + 4, counter % 0x1_0000_0000);
   o += 8;
-  view.setUint16(o, count);
+  buf[o] = count >>> 8;
+  buf[o + 1] = count;
   o += 2;
   buf.set(nonce, o);
   o += FrameFormat.nonceBytes;
@@ -242,7 +270,7 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
   }
   const body = buf.subarray(o, o + bodyLen);
   o += bodyLen;
-  buf.set(signer.sign(d > 0 ? buf.subarray(0, o) : signedV2(header, body)), o);
+  buf.set(signer.sign(d > 0 ? buf.subarray(0, o) : signedV2(header, body, statementScratch)), o);
   return buf.subarray(d);
 }
 
@@ -250,7 +278,6 @@ export function sealFrame(input: SealFrameInput): Uint8Array {
 export function parseFrame(frame: Uint8Array): ParsedFrame {
   const bad = (why: string): FrameError => new FrameError(RejectReason.malformed, `malformed frame: ${why}`);
   if (frame.byteLength < FIXED_HEADER_BYTES + 1 + FrameFormat.tagBytes + FrameFormat.signatureBytes) throw bad("too short");
-  const view = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   const version = frame[0]!;
   if (version !== FrameFormat.version && version !== FrameFormat.legacyVersion) throw bad(`unsupported version ${version}`);
   const roomLen = frame[1]!;
@@ -261,31 +288,24 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
   const roomId = utf8Decoder.decode(frame.subarray(o, o + roomLen));
   if (!ROOM_ID_RE.test(roomId)) throw bad("room id charset");
   o += roomLen;
-  const epoch = view.getUint32(o);
+  const epoch = getU32(frame, o);
   o += 4;
   const senderKey = frame.subarray(o, o + FrameFormat.senderKeyBytes);
   o += FrameFormat.senderKeyBytes;
-  const hi = view.getUint32(o);
-  const lo = view.getUint32(o + 4);
+  const hi = getU32(frame, o);
+  const lo = getU32(frame, o + 4);
   o += 8;
   if (hi > 0x1fffff) throw bad("counter beyond 2^53");
   const counter = hi * 0x1_0000_0000 + lo;
-  const count = view.getUint16(o);
+  const count = (frame[o]! << 8) | frame[o + 1]!;
   o += 2;
   if (count < 1) throw bad("empty frame");
-  if (counter + count - 1 > FrameFormat.maxCounter) throw bad("counter beyond 2^53");
+  if (counter > FrameFormat.maxCounter - (count - 1)) throw bad("counter beyond 2^53");
   const nonce = frame.subarray(o, o + FrameFormat.nonceBytes);
   o += FrameFormat.nonceBytes;
   const sigStart = frame.byteLength - FrameFormat.signatureBytes;
   // Each message costs at least its 4-byte length prefix.
   if (sigStart - o < FrameFormat.tagBytes + 4 * count) throw bad("ciphertext shorter than count");
-  let signed: Uint8Array;
-  if (version === FrameFormat.version) signed = signedV2(frame.subarray(0, o), frame.subarray(o, sigStart));
-  else {
-    signed = new Uint8Array(LEGACY_DOMAIN_BYTES.byteLength + sigStart);
-    signed.set(LEGACY_DOMAIN_BYTES, 0);
-    signed.set(frame.subarray(0, sigStart), LEGACY_DOMAIN_BYTES.byteLength);
-  }
   return {
     version,
     roomId,
@@ -297,13 +317,24 @@ export function parseFrame(frame: Uint8Array): ParsedFrame {
     header: frame.subarray(0, o),
     ciphertext: frame.subarray(o, sigStart),
     signature: frame.subarray(sigStart),
-    signed,
   };
 }
 
-/** True iff the frame's signature is the claimed sender's over its version's statement ({@link ParsedFrame.signed}). */
+/**
+ * True iff the frame's signature is the claimed sender's over its version's
+ * statement: v2 domain | header | SHA-256(ciphertext), built in the reused
+ * statement buffer (public bytes, read synchronously by the verify); v1
+ * domain | header | ciphertext. Uncached: every frame's statement is new
+ * (fresh nonce), so the verified-once cache would only add a hash and a
+ * retained entry per frame.
+ */
 export function frameSignatureValid(f: ParsedFrame): boolean {
-  return verifySignature(f.senderKey, f.signed, f.signature);
+  if (f.version === FrameFormat.version) return verifySignatureUncached(f.senderKey, signedV2(f.header, f.ciphertext, statementScratch), f.signature);
+  const signed = new Uint8Array(LEGACY_DOMAIN_BYTES.byteLength + f.header.byteLength + f.ciphertext.byteLength);
+  signed.set(LEGACY_DOMAIN_BYTES, 0);
+  signed.set(f.header, LEGACY_DOMAIN_BYTES.byteLength);
+  signed.set(f.ciphertext, LEGACY_DOMAIN_BYTES.byteLength + f.header.byteLength);
+  return verifySignatureUncached(f.senderKey, signed, f.signature);
 }
 
 /**
@@ -318,12 +349,11 @@ export function openFrame(f: ParsedFrame, key: Uint8Array): Uint8Array[] {
   } catch (cause) {
     throw new FrameError(RejectReason.decryptFailed, "frame did not decrypt", { cause });
   }
-  const view = new DataView(plaintext.buffer, plaintext.byteOffset, plaintext.byteLength);
   const out: Uint8Array[] = [];
   let o = 0;
   for (let i = 0; i < f.count; i++) {
     if (o + 4 > plaintext.byteLength) throw new FrameError(RejectReason.malformed, "malformed frame: message length");
-    const len = view.getUint32(o);
+    const len = getU32(plaintext, o);
     o += 4;
     if (o + len > plaintext.byteLength) throw new FrameError(RejectReason.malformed, "malformed frame: message length");
     out.push(plaintext.subarray(o, o + len));

@@ -301,6 +301,49 @@ describe("end-to-end room frames on a real server", () => {
     expect(await take(msgs, 1, 200)).toEqual([]);
   });
 
+  it("frames of two senders and two epochs interleaved are each attributed to their own sender and replay-checked in their own window", async () => {
+    const { msgs, rejects } = await reader();
+    const m = (s: string): Uint8Array[] => [new TextEncoder().encode(s)];
+    const c = T + 300_000;
+    const aliceFirst = frame({ counter: c, messages: m("alice e1") });
+    await inject(aliceFirst);
+    // The same counter from another sender, then from the same sender in another epoch: other windows, both fresh.
+    await inject(frame({ signer: bob, counter: c, messages: m("bob e1") }));
+    await inject(frame({ epoch: 0, key: k0, counter: c, messages: m("alice e0") }));
+    await inject(frame({ counter: c + 1, messages: m("alice e1 again") }));
+    // Alice's first frame again, right after a frame of hers: still her epoch-1 window, still a replay.
+    await inject(aliceFirst);
+    await inject(frame({ signer: bob, counter: c, messages: m("bob replayed") }));
+    const got = await take(msgs, 5, 300);
+    expect(got.map((x) => [x.string(), x.sender, x.epoch])).toEqual([
+      ["alice e1", alice.principal, 1],
+      ["bob e1", bob.principal, 1],
+      ["alice e0", alice.principal, 0],
+      ["alice e1 again", alice.principal, 1],
+    ]);
+    expect(await take(rejects, 2)).toEqual([
+      { reason: "replay", sender: alice.principal, epoch: 1, counter: c, count: 1 },
+      { reason: "replay", sender: bob.principal, epoch: 1, counter: c, count: 1 },
+    ]);
+  });
+
+  it("messages a reader holds keep their bytes while later ones arrive: small, then large, then small", async () => {
+    const { msgs } = await reader();
+    const a = open(alice);
+    const large = randomBytes(200 * 1024);
+    const it = msgs[Symbol.asyncIterator]();
+    await a.publish("first small");
+    const first = (await it.next()).value as RoomMessage;
+    await a.publish(large);
+    const second = (await it.next()).value as RoomMessage;
+    await a.publish("second small");
+    const third = (await it.next()).value as RoomMessage;
+    expect(first.string()).toBe("first small");
+    expect(Buffer.from(second.data).equals(large)).toBe(true);
+    expect(third.string()).toBe("second small");
+    expect(new Set([first.data.buffer, second.data.buffer, third.data.buffer]).size).toBe(3);
+  });
+
   it("rejects garbage as malformed", async () => {
     const { rejects } = await reader();
     await inject(new TextEncoder().encode("plain text is not a frame"));

@@ -263,6 +263,22 @@ class PushQueue<T> implements AsyncIterable<T> {
   }
 }
 
+/** A frame sender's derived ids, cached by {@link FrameReceiver} for the next frame. */
+interface SenderIds {
+  key: Uint8Array;
+  epoch: number;
+  hex: string;
+  principal: string;
+  /** The replay window's id: `room/senderHex/epoch`. */
+  windowId: string;
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
  * Authenticates frames of one delivery stream (the room's live feed or one
  * history read) in arrival order: parse → room → signature → freshness (live
@@ -274,6 +290,13 @@ class PushQueue<T> implements AsyncIterable<T> {
 class FrameReceiver {
   readonly #own = new Map<string, ReplayWindow>();
   readonly #principals = new Map<string, string>();
+  /**
+   * The previous frame's sender and epoch with their derived strings: a
+   * room's frames mostly come from the sender of the one before, and
+   * re-deriving the hex key, principal and window id per frame was garbage
+   * on every message. The key is a copy: the frame's bytes are not ours to keep.
+   */
+  #last: SenderIds | undefined;
   #chain: Promise<void> | undefined;
 
   constructor(
@@ -309,6 +332,16 @@ class FrameReceiver {
     return p;
   }
 
+  /** The sender's ids for frame `f`: the previous frame's when sender and epoch are the same, else derived afresh. */
+  #senderIds(f: ParsedFrame): SenderIds {
+    const last = this.#last;
+    if (last !== undefined && last.epoch === f.epoch && sameBytes(last.key, f.senderKey)) return last;
+    const hex = toHex(f.senderKey);
+    const ids: SenderIds = { key: f.senderKey.slice(), epoch: f.epoch, hex, principal: this.#principal(hex, f), windowId: `${this.roomId}/${hex}/${f.epoch}` };
+    this.#last = ids;
+    return ids;
+  }
+
   /** Processes one frame; returns a promise only when it had to wait for a key (order is kept). */
   accept(bytes: Uint8Array): void | Promise<void> {
     if (this.#chain !== undefined) return this.#track(this.#chain.then(() => this.#process(bytes)));
@@ -331,8 +364,8 @@ class FrameReceiver {
     } catch {
       return this.reject({ reason: RejectReason.malformed });
     }
-    const senderHex = toHex(f.senderKey);
-    const claims = { sender: this.#principal(senderHex, f), epoch: f.epoch, counter: f.counter, count: f.count };
+    const ids = this.#senderIds(f);
+    const claims = { sender: ids.principal, epoch: f.epoch, counter: f.counter, count: f.count };
     if (f.roomId !== this.roomId) return this.reject({ reason: RejectReason.wrongRoom, ...claims });
     if (!frameSignatureValid(f)) return this.reject({ reason: RejectReason.badSignature, ...claims });
     // Before the key lookup: an old frame replayed live must not cost a shares.get.
@@ -340,7 +373,7 @@ class FrameReceiver {
     // Also before the key lookup: a replayed frame is refused from memory.
     // Frames are processed one at a time (#chain), so nothing records into
     // this window between this check and the record below.
-    const w = this.#window(`${this.roomId}/${senderHex}/${f.epoch}`);
+    const w = this.#window(ids.windowId);
     if (!w.fresh(f.counter, f.count)) return this.reject({ reason: RejectReason.replay, ...claims });
     const key = this.keyFor(f.epoch);
     if (key instanceof Promise) {
@@ -640,7 +673,7 @@ class RoomImpl implements Room {
   #handOver(frames: Uint8Array[]): void {
     if (!this.#handedThisTurn) {
       this.#handedThisTurn = true;
-      setImmediate(() => void (this.#handedThisTurn = false));
+      setImmediate(this.#turnEnded);
     }
     for (const frame of frames) {
       this.#nc.publish(this.subject, frame);
@@ -650,6 +683,11 @@ class RoomImpl implements Room {
     const { maxUnconfirmedBytes, maxUnconfirmedFrames } = this.#limits;
     if (this.#handed.frames - this.#pinged.frames >= Math.ceil(maxUnconfirmedFrames / 4) || this.#handed.bytes - this.#pinged.bytes >= maxUnconfirmedBytes / 4) this.#ping();
   }
+
+  /** One callback for every turn's end rather than a closure per frame handed over. */
+  readonly #turnEnded = (): void => {
+    this.#handedThisTurn = false;
+  };
 
   /** Asks the server for a round trip that, when it returns, confirms every frame handed so far. */
   #ping(): Ping {
