@@ -199,6 +199,24 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     await after.close();
   });
 
+  it("a member removed from a room loses it on its next connect, though its earlier grant set was cached", async () => {
+    const ivy = SigningKey.generate();
+    await users.put(ivy.principal, JSON.stringify(userRecord(ivy)));
+    await rooms.put(ivy.principal, JSON.stringify(roomsRecord(ivy, { r4: "member", r5: "member" })));
+    // Two logins: the second is answered from the callout's cached set and serialised claims.
+    for (let i = 0; i < 2; i++) {
+      const nc = await connectAs(ivy);
+      expect(await violationFor(nc, "unibus.room.r5.>", () => nc.subscribe("unibus.room.r5.>"), 500)).toBeNull();
+      await nc.close();
+    }
+    await rooms.put(ivy.principal, JSON.stringify(roomsRecord(ivy, { r4: "member" })));
+    const after = await connectAs(ivy);
+    expect(await violationFor(after, "unibus.room.r5.>", () => after.subscribe("unibus.room.r5.>"))).toBe("subscription");
+    expect(await violationFor(after, "unibus.room.r5.chat", () => after.publish("unibus.room.r5.chat", "x"))).toBe("publish");
+    expect(await violationFor(after, "unibus.room.r4.>", () => after.subscribe("unibus.room.r4.>"), 500)).toBeNull();
+    await after.close();
+  });
+
   it("a user added a moment ago can connect at once", async () => {
     const erin = SigningKey.generate();
     await users.put(erin.principal, JSON.stringify(userRecord(erin)));
