@@ -217,6 +217,23 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     await after.close();
   });
 
+  it("a member in 1,000 rooms gets each of them and no room that differs by one character", async () => {
+    const jay = SigningKey.generate();
+    const ids = Array.from({ length: 1_000 }, (_, i) => `${i.toString(16).padStart(4, "0")}${"a".repeat(20)}`);
+    await users.put(jay.principal, JSON.stringify(userRecord(jay)));
+    await rooms.put(jay.principal, JSON.stringify(roomsRecord(jay, Object.fromEntries(ids.map((id) => [id, "member" as const])))));
+    const nc = await connectAs(jay);
+    for (const id of [ids[0]!, ids[999]!]) {
+      expect(await violationFor(nc, `unibus.room.${id}.>`, () => nc.subscribe(`unibus.room.${id}.>`), 500)).toBeNull();
+    }
+    // Neighbours of a granted id: one character shorter, longer, or changed.
+    for (const other of [ids[0]!.slice(0, -1), `${ids[0]!}a`, `${ids[0]!.slice(0, -1)}b`]) {
+      expect(await violationFor(nc, `unibus.room.${other}.>`, () => nc.subscribe(`unibus.room.${other}.>`))).toBe("subscription");
+      expect(await violationFor(nc, `unibus.room.${other}.chat`, () => nc.publish(`unibus.room.${other}.chat`, "x"))).toBe("publish");
+    }
+    await nc.close();
+  });
+
   it("a user added a moment ago can connect at once", async () => {
     const erin = SigningKey.generate();
     await users.put(erin.principal, JSON.stringify(userRecord(erin)));
