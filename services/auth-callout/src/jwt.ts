@@ -39,7 +39,9 @@ const SIG_B64_LENGTH = 86;
 /**
  * The string a claim holds where {@link encodeJwtBytes} splices raw JSON in.
  * NUL never occurs in a claim we serialise (principals, server ids, account
- * names), and its escaped form is checked to occur exactly once.
+ * names), and its escaped form must occur exactly once, else nothing is
+ * signed (threat: a claim value carrying the mark to have raw JSON land in
+ * a place of its choosing).
  */
 export const SPLICE_MARK = "\u0000unibus-splice\u0000";
 const SPLICE_JSON = JSON.stringify(SPLICE_MARK);
@@ -56,6 +58,7 @@ const QUOTE = Buffer.from('"', "latin1");
 export function jsonStringOf(jwt: JwtBytes): Uint8Array[] {
   return [QUOTE, jwt, QUOTE];
 }
+
 /** Claims every NATS JWT carries; `jti`, `iat` and `iss` are filled by {@link encodeJwt}. */
 export interface JwtClaims<N> {
   /** Subject: the key the token is about (for callout tokens, the server's fresh `user_nkey`). */
