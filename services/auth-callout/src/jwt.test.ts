@@ -121,6 +121,17 @@ describe("encodeJwtBytes and the login tokens built on it", () => {
     expect(subOf(one)).toContain("unibus.room.r1.>");
   });
 
+  it("a session lifetime still lands in the spliced user JWT, after the permissions", () => {
+    pinned();
+    const permissions = permissionsFor({ kind: "user", user }, { principal: member, rooms: { r1: "member" } });
+    const token = encodeUserJwt({ ...ctx, sessionTtlSeconds: 60 }, request, member, permissions);
+    const claims = natsDecode<{ sub: { allow: string[] } }>(token);
+    expect(claims.exp).toBe(Math.floor(Date.now() / 1000) + 60);
+    expect(claims.nats.sub?.allow).toEqual(permissions.sub.allow);
+    const payload = Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8");
+    expect(payload.indexOf('"exp"')).toBeGreaterThan(payload.indexOf('"nats"'));
+  });
+
   it("a refusal carries only the error", () => {
     const refusal = natsDecode<{ jwt?: string; error?: string }>(encodeAuthorizationResponseBytes(ctx, request, { error: "principal revoked" }).toString("latin1"));
     expect(refusal.nats.error).toBe("principal revoked");
