@@ -4,11 +4,15 @@
  * (connect through the callout, sequential, interleaved) of a principal in
  * 1,000 rooms ÷ the same principal's login in one room, plus the JWT and
  * callout reply sizes, and whether a principal in 5,000 rooms logs in at all.
+ * Where /proc is readable it also prints the CPU each process (nats-server,
+ * the callout child, this client) spends per login at each size: the
+ * difference says who pays for the rooms, which wall time alone cannot.
  *
  *   npx tsx bench/src/room-logins.ts [--samples 60]
  */
 import type { ChildProcess } from "node:child_process";
 import { once } from "node:events";
+import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
@@ -48,6 +52,48 @@ async function loginMs(url: string, key: SigningKey): Promise<number> {
   return ms;
 }
 
+/** CPU ms (user + system) of process `pid` so far, from /proc; undefined where there is none. */
+function cpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    // Fields after the parenthesised command name: utime and stime are the 12th and 13th, in clock ticks (100 Hz).
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU per process accumulated over many logins of one size (ticks are 10 ms, so only sums mean much). */
+class CpuTally {
+  readonly #pids: readonly (number | undefined)[];
+  readonly #sums: number[];
+  #logins = 0;
+  #ok = true;
+
+  constructor(pids: readonly (number | undefined)[]) {
+    this.#pids = pids;
+    this.#sums = pids.map(() => 0);
+  }
+
+  async around(login: () => Promise<number>): Promise<number> {
+    const before = this.#pids.map(cpuMs);
+    const ms = await login();
+    this.#pids.forEach((pid, i) => {
+      const [b, a] = [before[i], cpuMs(pid)];
+      if (a === undefined || b === undefined) this.#ok = false;
+      else this.#sums[i]! += a - b;
+    });
+    this.#logins++;
+    return ms;
+  }
+
+  /** ms of CPU per login, per process; undefined when /proc was not readable. */
+  perLogin(): number[] | undefined {
+    return this.#ok && this.#logins > 0 ? this.#sums.map((s) => s / this.#logins) : undefined;
+  }
+}
+
 async function seed(users: KV, rooms: KV, key: SigningKey, n: number): Promise<RoomsRecord> {
   const record: RoomsRecord = { principal: key.principal, rooms: roomIds(n) };
   await users.put(key.principal, JSON.stringify(benchRecords(key.principal).user));
@@ -79,11 +125,16 @@ export async function runRoomLogins(opts: { samples: number }): Promise<{ cases:
     await admin.close();
     child = await startCalloutWorker({ url: server.url, calloutSeed: calloutUser.nkeySeed(), issuerSeed: issuer.nkeySeed() });
 
-    for (const k of [one, many, most]) await loginMs(server.url, k);
+    await loginMs(server.url, most);
+    // The same warm-up for both sizes, interleaved as measured: JIT, the
+    // callout's caches, the server's account state.
+    for (let i = 0; i < 5; i++) for (const k of [one, many]) await loginMs(server.url, k);
     const samples: [number[], number[]] = [[], []];
+    const pids = [server.pid, child.pid, process.pid];
+    const tallies = [new CpuTally(pids), new CpuTally(pids)] as const;
     for (let i = 0; i < opts.samples; i++) {
-      samples[0].push(await loginMs(server.url, one));
-      samples[1].push(await loginMs(server.url, many));
+      samples[0].push(await tallies[0].around(() => loginMs(server!.url, one)));
+      samples[1].push(await tallies[1].around(() => loginMs(server!.url, many)));
     }
     const mostSamples: number[] = [];
     for (let i = 0; i < Math.max(5, Math.floor(opts.samples / 4)); i++) mostSamples.push(await loginMs(server.url, most));
@@ -94,7 +145,10 @@ export async function runRoomLogins(opts: { samples: number }): Promise<{ cases:
         { name: "P12 login p50, 1,000 rooms vs 1 room", unit: "ms", unibus: percentile(samples[1], 50), raw: percentile(samples[0], 50), goal: "<= 3x (ratio >= 0.33)", lowerIsBetter: true },
         { name: "P12 login p50, 5,000 rooms vs 1 room", unit: "ms", unibus: percentile(mostSamples, 50), raw: percentile(samples[0], 50), goal: "logs in", lowerIsBetter: true },
       ],
-      notes: [1, 1_000, 5_000].map((n, i) => `P12 ${n.toLocaleString("en-US")} room(s): user JWT ${kb(sizes[i]!.jwt)}, callout reply ${kb(sizes[i]!.response)} (payload limit 1,024 KiB)`),
+      notes: [
+        ...[1, 1_000, 5_000].map((n, i) => `P12 ${n.toLocaleString("en-US")} room(s): user JWT ${kb(sizes[i]!.jwt)}, callout reply ${kb(sizes[i]!.response)} (payload limit 1,024 KiB)`),
+        ...cpuNotes(tallies),
+      ],
     };
   } finally {
     child?.stdin?.end();
@@ -102,6 +156,13 @@ export async function runRoomLogins(opts: { samples: number }): Promise<{ cases:
     if (child !== undefined) await Promise.race([once(child, "exit"), new Promise((r) => setTimeout(r, 2000))]);
     await server?.stop();
   }
+}
+
+function cpuNotes(tallies: readonly [CpuTally, CpuTally]): string[] {
+  const [one, many] = [tallies[0].perLogin(), tallies[1].perLogin()];
+  if (one === undefined || many === undefined) return ["P12 CPU per login: /proc not readable, not measured"];
+  const row = (c: number[]): string => `nats-server ${c[0]!.toFixed(2)}, callout ${c[1]!.toFixed(2)}, client ${c[2]!.toFixed(2)} ms`;
+  return [`P12 CPU per login, 1 room: ${row(one)}`, `P12 CPU per login, 1,000 rooms: ${row(many)}`];
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {

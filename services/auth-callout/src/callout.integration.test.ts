@@ -199,6 +199,41 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     await after.close();
   });
 
+  it("a member removed from a room loses it on its next connect, though its earlier grant set was cached", async () => {
+    const ivy = SigningKey.generate();
+    await users.put(ivy.principal, JSON.stringify(userRecord(ivy)));
+    await rooms.put(ivy.principal, JSON.stringify(roomsRecord(ivy, { r4: "member", r5: "member" })));
+    // Two logins: the second is answered from the callout's cached set and serialised claims.
+    for (let i = 0; i < 2; i++) {
+      const nc = await connectAs(ivy);
+      expect(await violationFor(nc, "unibus.room.r5.>", () => nc.subscribe("unibus.room.r5.>"), 500)).toBeNull();
+      await nc.close();
+    }
+    await rooms.put(ivy.principal, JSON.stringify(roomsRecord(ivy, { r4: "member" })));
+    const after = await connectAs(ivy);
+    expect(await violationFor(after, "unibus.room.r5.>", () => after.subscribe("unibus.room.r5.>"))).toBe("subscription");
+    expect(await violationFor(after, "unibus.room.r5.chat", () => after.publish("unibus.room.r5.chat", "x"))).toBe("publish");
+    expect(await violationFor(after, "unibus.room.r4.>", () => after.subscribe("unibus.room.r4.>"), 500)).toBeNull();
+    await after.close();
+  });
+
+  it("a member in 1,000 rooms gets each of them and no room that differs by one character", async () => {
+    const jay = SigningKey.generate();
+    const ids = Array.from({ length: 1_000 }, (_, i) => `${i.toString(16).padStart(4, "0")}${"a".repeat(20)}`);
+    await users.put(jay.principal, JSON.stringify(userRecord(jay)));
+    await rooms.put(jay.principal, JSON.stringify(roomsRecord(jay, Object.fromEntries(ids.map((id) => [id, "member" as const])))));
+    const nc = await connectAs(jay);
+    for (const id of [ids[0]!, ids[999]!]) {
+      expect(await violationFor(nc, `unibus.room.${id}.>`, () => nc.subscribe(`unibus.room.${id}.>`), 500)).toBeNull();
+    }
+    // Neighbours of a granted id: one character shorter, longer, or changed.
+    for (const other of [ids[0]!.slice(0, -1), `${ids[0]!}a`, `${ids[0]!.slice(0, -1)}b`]) {
+      expect(await violationFor(nc, `unibus.room.${other}.>`, () => nc.subscribe(`unibus.room.${other}.>`))).toBe("subscription");
+      expect(await violationFor(nc, `unibus.room.${other}.chat`, () => nc.publish(`unibus.room.${other}.chat`, "x"))).toBe("publish");
+    }
+    await nc.close();
+  });
+
   it("a user added a moment ago can connect at once", async () => {
     const erin = SigningKey.generate();
     await users.put(erin.principal, JSON.stringify(userRecord(erin)));

@@ -1,7 +1,7 @@
 // Public surface of @unibus/auth-callout: every export is named here.
 export { authorize, DenyCode, DenyReason, PermissionCache } from "./handlers/authorize.js";
 export type { AuthorizeOptions, AuthorizeResult } from "./handlers/authorize.js";
-export { encodeAuthorizationResponse, encodeUserJwt, handleCalloutRequest } from "./handlers/callout.js";
+export { encodeAuthorizationResponse, encodeAuthorizationResponseBytes, encodeUserJwt, encodeUserJwtBytes, handleCalloutRequest } from "./handlers/callout.js";
 export type { AuthorizationResponseBody, CalloutContext, CalloutOutcome, UserClaimsBody } from "./handlers/callout.js";
 export { CalloutSubject, DirectoryBucket, UnibusSubject } from "@unibus/contracts";
 export { CalloutReconnect } from "./reconnect.js";
@@ -15,8 +15,8 @@ export { FENCE_TIMEOUT_MS, WatchedDirectory } from "./store/watched-directory.js
 export type { WatchedDirectoryOptions, WatchedDirectoryStats } from "./store/watched-directory.js";
 export { CalloutMetric, calloutMetrics } from "./metrics.js";
 export { CalloutConfigError, DirectoryError, EncryptionMismatchError, InvalidRequestError } from "./errors.js";
-export { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";
-export type { AuthorizationRequest, DecodedJwt, JwtClaims } from "./jwt.js";
+export { decodeAuthorizationRequest, decodeJwt, encodeJwt, encodeJwtBytes, jsonStringOf, SPLICE_MARK } from "./jwt.js";
+export type { AuthorizationRequest, DecodedJwt, JwtBytes, JwtClaims } from "./jwt.js";
 export { inboxOf, isSafeRoomId, permissionsFor, Role, UserStatus } from "./permissions.js";
 export type { Grantee, Permissions, RoomRole, RoomsRecord, UserRecord } from "./permissions.js";
 export { AUTH_CALLOUT_SERVICE_NAME, CALLOUT_PROTOCOL, authCalloutDefinition, createAuthCalloutService, denialRecord } from "./service.js";

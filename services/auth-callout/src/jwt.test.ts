@@ -1,11 +1,14 @@
 import { createHash } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { Algorithms, createAccount, createServer, encode, encodeAuthorizationResponse, decode as natsDecode } from "@nats-io/jwt";
 import type { KeyPair } from "@nats-io/jwt";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, randomBytes } from "@unibus/crypto";
 import { InvalidRequestError } from "./errors.js";
-import { decodeAuthorizationRequest, decodeJwt, encodeJwt } from "./jwt.js";
+import { SPLICE_MARK, decodeAuthorizationRequest, decodeJwt, encodeJwt, encodeJwtBytes, jsonStringOf } from "./jwt.js";
 import type { AuthorizationRequest } from "./jwt.js";
+import { encodeAuthorizationResponse as encodeCalloutResponse, encodeAuthorizationResponseBytes, encodeUserJwt, encodeUserJwtBytes } from "./handlers/callout.js";
+import type { CalloutContext } from "./handlers/callout.js";
+import { permissionsFor } from "./permissions.js";
 
 const keyOf = (prefix: NkeyPrefix): SigningKey => SigningKey.fromNkeySeed(encodeNkeySeed(prefix, randomBytes(32)));
 const account = keyOf(NkeyPrefix.account);
@@ -56,6 +59,83 @@ describe("encodeJwt", () => {
   it("reads tokens signed by @nats-io/jwt (the reference encoder)", async () => {
     const token = await encodeAuthorizationResponse(SigningKey.generate().principal, serverKey.principal, createAccount(), { error: "nope" }, {});
     expect(decodeJwt<{ error: string }>(token, NkeyPrefix.account).nats.error).toBe("nope");
+  });
+});
+
+describe("encodeJwtBytes and the login tokens built on it", () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+  // Ed25519 is deterministic: with `iat` pinned, the same claims give the same bytes.
+  const pinned = (): void => {
+    vi.useFakeTimers({ toFake: ["Date"] });
+    vi.setSystemTime(new Date("2026-01-02T03:04:05Z"));
+  };
+  const roomIds = Array.from({ length: 1_000 }, (_, i) => i.toString(16).padStart(24, "0"));
+  const member = SigningKey.generate().principal;
+  const user = { principal: member, handle: "h", role: "member" as const, status: "active" as const, addedAt: new Date(0).toISOString(), addedBy: member };
+  const ctx = { issuer: account, appAccount: "UNIBUS", directory: { lookup: () => Promise.resolve(null) } } as CalloutContext;
+  const request = { user_nkey: SigningKey.generate().principal, server_id: { id: serverKey.nkeyPublic(NkeyPrefix.server), name: "n", host: "h" }, client_info: {}, connect_opts: {} } as AuthorizationRequest;
+
+  it("gives encodeJwt's token byte for byte, and a splice gives exactly what serialising the spliced value would", () => {
+    pinned();
+    const nats = { pub: { allow: roomIds.map((r) => `unibus.room.${r}.>`) }, sub: { allow: ["b"] }, type: "user", version: 2 };
+    const plain = encodeJwt({ sub: member, aud: "UNIBUS", name: "Zoë", nats }, account);
+    expect(encodeJwtBytes({ sub: member, aud: "UNIBUS", name: "Zoë", nats }, account).toString("latin1")).toBe(plain);
+    const spliced = encodeJwtBytes({ sub: member, aud: "UNIBUS", name: "Zoë", nats: SPLICE_MARK }, account, NkeyPrefix.account, [Buffer.from(JSON.stringify(nats))]);
+    expect(spliced.toString("latin1")).toBe(plain);
+    expect(natsDecode<{ pub: { allow: string[] } }>(plain).nats.pub?.allow).toHaveLength(1_000);
+  });
+
+  it("refuses a splice when the claims hold the mark nowhere or twice (raw JSON must land in one known place)", () => {
+    const raw = [Buffer.from("{}")];
+    expect(() => encodeJwtBytes({ sub: "x", nats: { type: "user" } }, account, NkeyPrefix.account, raw)).toThrow(RangeError);
+    expect(() => encodeJwtBytes({ sub: "x", name: SPLICE_MARK, nats: SPLICE_MARK }, account, NkeyPrefix.account, raw)).toThrow(RangeError);
+  });
+
+  it("a response carrying the user JWT as bytes is the response carrying it as a string; the reference decoder reads both layers", () => {
+    pinned();
+    const permissions = permissionsFor({ kind: "user", user }, { principal: member, rooms: Object.fromEntries(roomIds.map((r) => [r, "member" as const])) });
+    const jwt = encodeUserJwtBytes(ctx, request, member, permissions);
+    expect(jwt.toString("latin1")).toBe(encodeUserJwt(ctx, request, member, permissions));
+    const asBytes = encodeAuthorizationResponseBytes(ctx, request, { jwt });
+    expect(asBytes.toString("latin1")).toBe(encodeCalloutResponse(ctx, request, { jwt: jwt.toString("latin1") }));
+    expect(jsonStringOf(jwt).map((p) => Buffer.from(p).toString("latin1")).join("")).toBe(JSON.stringify(jwt.toString("latin1")));
+    const response = natsDecode<{ jwt: string }>(asBytes.toString("latin1"));
+    expect(response.aud).toBe(request.server_id.id);
+    const inner = natsDecode<{ pub: { allow: string[] }; sub: { allow: string[] }; subs: number }>(response.nats.jwt ?? "");
+    expect(inner.sub).toBe(request.user_nkey);
+    expect(inner.name).toBe(member);
+    expect(inner.nats.sub?.allow).toEqual(permissions.sub.allow);
+    expect(inner.nats.pub?.allow).toEqual(permissions.pub.allow);
+    expect(inner.nats.subs).toBe(-1);
+  });
+
+  it("the user claims serialised per permission set follow the set: a room removed is absent from the next token", () => {
+    const two = permissionsFor({ kind: "user", user }, { principal: member, rooms: { r1: "member", r2: "member" } });
+    const one = permissionsFor({ kind: "user", user }, { principal: member, rooms: { r1: "member" } });
+    const subOf = (p: typeof one): string[] => natsDecode<{ sub: { allow: string[] } }>(encodeUserJwt(ctx, request, member, p)).nats.sub?.allow ?? [];
+    expect(subOf(two)).toContain("unibus.room.r2.>");
+    expect(subOf(two)).toEqual(subOf(two)); // second encode from the serialised body
+    expect(subOf(one)).not.toContain("unibus.room.r2.>");
+    expect(subOf(one)).toContain("unibus.room.r1.>");
+  });
+
+  it("a session lifetime still lands in the spliced user JWT, after the permissions", () => {
+    pinned();
+    const permissions = permissionsFor({ kind: "user", user }, { principal: member, rooms: { r1: "member" } });
+    const token = encodeUserJwt({ ...ctx, sessionTtlSeconds: 60 }, request, member, permissions);
+    const claims = natsDecode<{ sub: { allow: string[] } }>(token);
+    expect(claims.exp).toBe(Math.floor(Date.now() / 1000) + 60);
+    expect(claims.nats.sub?.allow).toEqual(permissions.sub.allow);
+    const payload = Buffer.from(token.split(".")[1] ?? "", "base64url").toString("utf8");
+    expect(payload.indexOf('"exp"')).toBeGreaterThan(payload.indexOf('"nats"'));
+  });
+
+  it("a refusal carries only the error", () => {
+    const refusal = natsDecode<{ jwt?: string; error?: string }>(encodeAuthorizationResponseBytes(ctx, request, { error: "principal revoked" }).toString("latin1"));
+    expect(refusal.nats.error).toBe("principal revoked");
+    expect(refusal.nats.jwt).toBeUndefined();
   });
 });
 

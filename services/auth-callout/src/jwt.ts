@@ -11,10 +11,6 @@ const HEADER_B64 = Buffer.from(JSON.stringify(HEADER)).toString("base64url");
 
 const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
-/** How every body {@link encodeJwt} serialises starts: `jti` first, still empty. */
-const EMPTY_JTI = '{"jti":""';
-const JTI_OPEN = '{"jti":"';
-
 /** RFC 4648 base32 without padding: the encoding nats-io/jwt (Go) uses for `jti`. */
 function base32NoPad(src: Uint8Array): string {
   let out = "";
@@ -30,6 +26,37 @@ function base32NoPad(src: Uint8Array): string {
   }
   if (bits > 0) out += BASE32[(value << (5 - bits)) & 31];
   return out;
+}
+
+/** How every body {@link encodeJwtBytes} serialises starts: `jti` first, still empty. */
+const EMPTY_JTI = '{"jti":""';
+const JTI_OPEN = Buffer.from('{"jti":"', "latin1");
+/** `header.`: what every signing input starts with. */
+const HEADER_DOT = Buffer.from(`${HEADER_B64}.`, "latin1");
+/** Unpadded base64url of a 64-byte Ed25519 signature. */
+const SIG_B64_LENGTH = 86;
+
+/**
+ * The string a claim holds where {@link encodeJwtBytes} splices raw JSON in.
+ * NUL never occurs in a claim we serialise (principals, server ids, account
+ * names), and its escaped form must occur exactly once, else nothing is
+ * signed (threat: a claim value carrying the mark to have raw JSON land in
+ * a place of its choosing).
+ */
+export const SPLICE_MARK = "\u0000unibus-splice\u0000";
+const SPLICE_JSON = JSON.stringify(SPLICE_MARK);
+
+/**
+ * A signed JWT as bytes, from {@link encodeJwtBytes}: base64url parts and
+ * dots only, so it may stand inside a JSON string as it is (nothing to escape).
+ */
+export type JwtBytes = Buffer & { readonly __signedJwt: true };
+
+const QUOTE = Buffer.from('"', "latin1");
+
+/** A JSON string holding `jwt` byte for byte, for {@link encodeJwtBytes}'s `splice`. */
+export function jsonStringOf(jwt: JwtBytes): Uint8Array[] {
+  return [QUOTE, jwt, QUOTE];
 }
 
 /** Claims every NATS JWT carries; `jti`, `iat` and `iss` are filled by {@link encodeJwt}. */
@@ -64,6 +91,27 @@ export interface DecodedJwt<N> extends JwtClaims<N> {
  * @param issuerPrefix - how the signer names itself in `iss` (`A` for an account issuer).
  */
 export function encodeJwt<N>(claims: JwtClaims<N>, signer: JwtSigner, issuerPrefix: NkeyPrefix = NkeyPrefix.account): string {
+  return encodeJwtBytes(claims, signer, issuerPrefix).toString("latin1");
+}
+
+/**
+ * {@link encodeJwt} as bytes, built in Buffers end to end. A login JWT grows
+ * with the principal's rooms (~110 KB at 1,000, and the response wraps it
+ * in a second ~145 KB token): every string pass over it (UTF-8 for the
+ * hash, a concatenation flattened before signing, the copy into the reply)
+ * allocated another large string, so the claims are serialised once, hashed
+ * and base64url-encoded as bytes, and signed in the output buffer itself.
+ *
+ * `splice`: raw JSON that replaces the one claim whose value is
+ * {@link SPLICE_MARK} (quotes included), so a large part the caller already
+ * holds as bytes (the user JWT inside the response, see {@link jsonStringOf};
+ * a cached claims body) is not serialised again. The caller vouches that the
+ * parts are valid JSON; the hash and the signature cover them like the rest.
+ *
+ * @throws RangeError if the claims name their own `jti`, or hold the mark
+ *   other than exactly once when splicing.
+ */
+export function encodeJwtBytes<N>(claims: JwtClaims<N>, signer: JwtSigner, issuerPrefix: NkeyPrefix = NkeyPrefix.account, splice?: readonly Uint8Array[]): JwtBytes {
   const body: DecodedJwt<N> = {
     jti: "",
     iat: Math.floor(Date.now() / 1000),
@@ -71,17 +119,35 @@ export function encodeJwt<N>(claims: JwtClaims<N>, signer: JwtSigner, issuerPref
     ...claims,
   };
   // Serialised once: `jti` is the first key and its value is base32 (nothing
-  // to escape), so splicing it into the hashed text gives exactly what a
-  // second JSON.stringify would. A login JWT grows with the principal's
-  // rooms (~110 KB at 1,000), and each pass over it is on the login path.
+  // to escape), so splicing it into the hashed bytes gives exactly what a
+  // second JSON.stringify would.
   const unsigned = JSON.stringify(body);
-  const jti = base32NoPad(createHash("sha256").update(unsigned).digest());
   if (!unsigned.startsWith(EMPTY_JTI)) throw new RangeError("JWT claims must not name their own jti");
-  const json = `${JTI_OPEN}${jti}${unsigned.slice(JTI_OPEN.length)}`;
-  const signingInput = `${HEADER_B64}.${Buffer.from(json).toString("base64url")}`;
-  // base64url is ASCII, so latin1 gives the same bytes as UTF-8, ~8x faster.
-  const sig = Buffer.from(signer.sign(Buffer.from(signingInput, "latin1"))).toString("base64url");
-  return `${signingInput}.${sig}`;
+  let parts: Uint8Array[];
+  if (splice === undefined) {
+    parts = [Buffer.from(unsigned, "utf8")];
+  } else {
+    const at = unsigned.indexOf(SPLICE_JSON);
+    if (at < 0 || unsigned.indexOf(SPLICE_JSON, at + 1) >= 0) throw new RangeError("JWT claims must hold the splice mark exactly once");
+    parts = [Buffer.from(unsigned.slice(0, at), "utf8"), ...splice, Buffer.from(unsigned.slice(at + SPLICE_JSON.length), "utf8")];
+  }
+  const hash = createHash("sha256");
+  for (const part of parts) hash.update(part);
+  const jti = Buffer.from(base32NoPad(hash.digest()), "latin1");
+  const first = parts[0] as Buffer;
+  parts[0] = first.subarray(JTI_OPEN.byteLength);
+  const payload = Buffer.concat([JTI_OPEN, jti, ...parts]);
+  const payloadB64 = payload.toString("base64url");
+  const out = Buffer.allocUnsafe(HEADER_DOT.byteLength + payloadB64.length + 1 + SIG_B64_LENGTH);
+  HEADER_DOT.copy(out, 0);
+  // base64url is ASCII, so latin1 writes the same bytes as UTF-8, far cheaper.
+  let end = HEADER_DOT.byteLength + out.write(payloadB64, HEADER_DOT.byteLength, "latin1");
+  const sig = Buffer.from(signer.sign(out.subarray(0, end))).toString("base64url");
+  out[end++] = 0x2e;
+  end += out.write(sig, end, "latin1");
+  // Every byte of the unsafe allocation is written; anything else is a bug, never sent.
+  if (end !== out.byteLength) throw new RangeError("JWT length mismatch");
+  return out as JwtBytes;
 }
 
 /**

@@ -4,8 +4,8 @@ import type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
 import { authorize } from "./authorize.js";
 import type { PrincipalDirectory } from "../store/directory.js";
 import { EncryptionMismatchError, InvalidRequestError } from "../errors.js";
-import type { AuthorizationRequest } from "../jwt.js";
-import { decodeAuthorizationRequest, encodeJwt } from "../jwt.js";
+import type { AuthorizationRequest, JwtBytes } from "../jwt.js";
+import { SPLICE_MARK, decodeAuthorizationRequest, encodeJwtBytes, jsonStringOf } from "../jwt.js";
 import type { Permissions } from "../permissions.js";
 import type { CalloutXkey } from "../xkey.js";
 import type { JwtSigner } from "../signer.js";
@@ -60,21 +60,50 @@ function looksLikeJwt(data: Uint8Array): boolean {
  * allow lists (never absent: absent means allow-all).
  */
 export function encodeUserJwt(ctx: CalloutContext, request: AuthorizationRequest, principal: string, permissions: Permissions): string {
-  const nats: UserClaimsBody = { pub: permissions.pub, sub: permissions.sub, subs: -1, data: -1, payload: -1, type: "user", version: 2 };
-  const claims: { sub: string; aud: string; name: string; nats: UserClaimsBody; exp?: number } = {
+  return encodeUserJwtBytes(ctx, request, principal, permissions).toString("latin1");
+}
+
+// The claims body serialised per permission set. Sets are cached by
+// (principal, directory revision) and a change makes a new set, so a body
+// keyed by the set's identity can never outlive the grant it describes.
+const userBodies = new WeakMap<Permissions, Uint8Array>();
+
+function userBodyOf(permissions: Permissions): Uint8Array {
+  let body = userBodies.get(permissions);
+  if (body === undefined) {
+    const nats: UserClaimsBody = { pub: permissions.pub, sub: permissions.sub, subs: -1, data: -1, payload: -1, type: "user", version: 2 };
+    body = Buffer.from(JSON.stringify(nats), "utf8");
+    userBodies.set(permissions, body);
+  }
+  return body;
+}
+
+/** {@link encodeUserJwt} as bytes; the permission lists are serialised once per set. */
+export function encodeUserJwtBytes(ctx: CalloutContext, request: AuthorizationRequest, principal: string, permissions: Permissions): JwtBytes {
+  const claims: { sub: string; aud: string; name: string; nats: string; exp?: number } = {
     sub: request.user_nkey,
     aud: ctx.appAccount,
     name: principal,
-    nats,
+    nats: SPLICE_MARK,
   };
   if (ctx.sessionTtlSeconds !== undefined) claims.exp = Math.floor(Date.now() / 1000) + ctx.sessionTtlSeconds;
-  return encodeJwt(claims, ctx.issuer, NkeyPrefix.account);
+  return encodeJwtBytes(claims, ctx.issuer, NkeyPrefix.account, [userBodyOf(permissions)]);
 }
 
 /** Builds the signed authorization response carrying either a user JWT or an error. */
-export function encodeAuthorizationResponse(ctx: CalloutContext, request: AuthorizationRequest, body: { jwt: string } | { error: string }): string {
-  const nats: AuthorizationResponseBody = { type: "authorization_response", version: 2, ...body };
-  return encodeJwt({ sub: request.user_nkey, aud: request.server_id.id, nats }, ctx.issuer, NkeyPrefix.account);
+export function encodeAuthorizationResponse(ctx: CalloutContext, request: AuthorizationRequest, body: { jwt: string | JwtBytes } | { error: string }): string {
+  return encodeAuthorizationResponseBytes(ctx, request, body).toString("latin1");
+}
+
+/** {@link encodeAuthorizationResponse} as bytes; a user JWT given as bytes goes in without another pass. */
+export function encodeAuthorizationResponseBytes(ctx: CalloutContext, request: AuthorizationRequest, body: { jwt: string | JwtBytes } | { error: string }): JwtBytes {
+  const claims = { sub: request.user_nkey, aud: request.server_id.id };
+  if ("jwt" in body && typeof body.jwt !== "string") {
+    const nats = { type: "authorization_response", version: 2, jwt: SPLICE_MARK } as const;
+    return encodeJwtBytes({ ...claims, nats }, ctx.issuer, NkeyPrefix.account, jsonStringOf(body.jwt));
+  }
+  const nats: AuthorizationResponseBody = { type: "authorization_response", version: 2, ...(body as { jwt: string } | { error: string }) };
+  return encodeJwtBytes({ ...claims, nats }, ctx.issuer, NkeyPrefix.account);
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
@@ -157,11 +186,9 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
 }
 
 function answer(ctx: CalloutContext, request: AuthorizationRequest, result: AuthorizeResult, serverXkeyHeader: string | undefined): CalloutOutcome {
-  const response = result.ok
-    ? encodeAuthorizationResponse(ctx, request, { jwt: encodeUserJwt(ctx, request, result.principal, result.permissions) })
-    : encodeAuthorizationResponse(ctx, request, { error: result.reason });
-  // A JWT is ASCII (base64url and dots): latin1 gives the same bytes, far cheaper at ~150 KB.
-  let reply: Uint8Array = Buffer.from(response, "latin1");
+  let reply: Uint8Array = result.ok
+    ? encodeAuthorizationResponseBytes(ctx, request, { jwt: encodeUserJwtBytes(ctx, request, result.principal, result.permissions) })
+    : encodeAuthorizationResponseBytes(ctx, request, { error: result.reason });
   if (ctx.xkey !== undefined && serverXkeyHeader !== undefined) reply = ctx.xkey.seal(reply, serverXkeyHeader);
   return { kind: "answered", request, result, reply };
 }
