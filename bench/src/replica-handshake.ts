@@ -18,7 +18,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { clusterIdFromName, randomBytes, replicaTranscript, SigningKey, signReplicaTranscript, toHex } from "@unibus/crypto";
-import { replicaHandshake } from "@unibus/sdk";
+import { ReplicaDialer } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import { EchoSubject } from "./echo-service.js";
 import { FloorSize, FloorSubject } from "./floor-gateway.js";
@@ -82,7 +82,12 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     const identity = SigningKey.generate();
     const body = new TextEncoder().encode(JSON.stringify({ roomId: "bench-room", text: "hello, bench" }));
     const raw = async () => (await nc.request(EchoSubject.raw, body, { timeout: 5000 })).data;
-    const handshake = (i: number) => replicaHandshake(nc, { clusterName: "bench", replicaId: `node-${i % 1000}`, psk, identity });
+    // Prepared once, as the gateway prepares its keys once: the cluster id,
+    // MAC key and key id depend on the PSK, not on the handshake; each
+    // handshake still makes its nonce, both MACs, the signature and the
+    // session id check.
+    const dialer = new ReplicaDialer({ clusterName: "bench", psk, identity });
+    const handshake = (i: number) => dialer.handshake(nc, `node-${i % 1000}`);
     // The floor's dialer: a hello of the real size, then a signature over a
     // transcript of the real size (built by the real function from fresh
     // values), sent with the identity for the floor to verify.
