@@ -38,8 +38,8 @@ export type { EpochStatement } from "./keys/share-set.js";
 export { getBlob, putBlob, streamBlob } from "./blobs.js";
 export type { BlobInput, BlobProgress, GetBlobOptions, PutBlobOptions, PutBlobResult } from "./blobs.js";
 export { BlobFormat, BlobIntegrityError, ciphertextSize, decodeBlobKey, encodeBlobKey } from "./blobs-format.js";
-export { replicaHandshake, ReplicaHandshakeRejectedError } from "./replica-handshake.js";
-export type { ReplicaHandshakeOptions, ReplicaHandshakeResult, ReplicaSession } from "./replica-handshake.js";
+export { ReplicaDialer, replicaHandshake, ReplicaHandshakeRejectedError } from "./replica-handshake.js";
+export type { ReplicaDialerOptions, ReplicaHandshakeOptions, ReplicaHandshakeResult, ReplicaSession } from "./replica-handshake.js";
 export {
   ClusterHistoryError,
   ClusterHistoryErrorReason,

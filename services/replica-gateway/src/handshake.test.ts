@@ -1,4 +1,5 @@
 import { Writable } from "node:stream";
+import { inspect } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
@@ -20,7 +21,7 @@ import {
   SigningKey,
   toHex,
 } from "@unibus/crypto";
-import { replicaHandshake, ReplicaHandshakeRejectedError } from "@unibus/sdk";
+import { ReplicaDialer, replicaHandshake, ReplicaHandshakeRejectedError } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import type { PskSet } from "./config.js";
@@ -169,6 +170,23 @@ describe("replica handshake, one gateway with the current PSK", () => {
     expect(result.session).toMatchObject({ replicaId: "node-2", acceptorId: "gw-1", principal: identity.principal, clusterId: toHex(clusterIdFromName(CLUSTER)) });
     const stored = await gw.buckets.sessions.get(result.session.sessionId);
     expect(stored?.json()).toEqual(result.session);
+  });
+
+  it("a prepared dialer runs handshake after handshake, each its own session, and shows no key material", async () => {
+    const identity = SigningKey.generate();
+    const dialer = new ReplicaDialer({ clusterName: CLUSTER, psk: PSK_NEW, identity });
+    const a = await dialer.handshake(nc, "node-2");
+    const b = await dialer.handshake(nc, "node-5");
+    expect(a.session).toMatchObject({ replicaId: "node-2", principal: identity.principal });
+    expect(b.session).toMatchObject({ replicaId: "node-5", principal: identity.principal });
+    expect(a.session.sessionId).not.toBe(b.session.sessionId);
+    expect((await gw.buckets.sessions.get(b.session.sessionId))?.json()).toEqual(b.session);
+    const shown = `${JSON.stringify({ dialer })} ${inspect(dialer, { showHidden: true })}`;
+    expect(shown).not.toContain(toHex(PSK_NEW));
+    expect(shown).toContain(toHex(clusterIdFromName(CLUSTER)));
+    // A bad replica id is refused before anything is sent; a wrong PSK is refused by the gateway.
+    await expect(dialer.handshake(nc, "Node 2")).rejects.toThrow(/replica id/);
+    await expect(new ReplicaDialer({ clusterName: CLUSTER, psk: randomBytes(32), identity }).handshake(nc, "node-2")).rejects.toMatchObject({ stage: "hello", status: St.MacMismatch });
   });
 
   it("the session id is the transcript's, so both sides agree on it", async () => {
