@@ -2,6 +2,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
+import { nativeSodiumPath } from "./native-sodium.js";
 
 /**
  * A pool of worker threads for bulk public-key work (signature batches,
@@ -21,19 +22,30 @@ import { Worker } from "node:worker_threads";
 /** Most workers (the main thread waits meanwhile, so all cores may work). */
 const POOL_MAX_WORKERS = 4;
 
-/** What the worker needs from the main thread: where the pure-JS primitives of the sealed box live. */
-function moduleUrls(): { blake3: string; chacha: string } {
+/** What the worker needs from the main thread: where the pure-JS primitives of the sealed box live, and libsodium if it loaded there. */
+function moduleUrls(): WorkerModules {
   const require = createRequire(import.meta.url);
   return {
     blake3: pathToFileURL(require.resolve("@noble/hashes/blake3.js")).href,
     chacha: pathToFileURL(require.resolve("@noble/ciphers/chacha.js")).href,
+    ...(native && nativeSodiumPath !== undefined ? { sodium: nativeSodiumPath } : {}),
   };
+}
+
+interface WorkerModules {
+  blake3: string;
+  chacha: string;
+  /** sodium-native's path: Ed25519 checks through libsodium (same answers: the caller applied its encoding rules first). */
+  sodium?: string;
 }
 
 /**
  * The worker: plain CommonJS over node:crypto, plus the two @noble modules
  * the sealed box needs (imported by absolute URL), so it starts without the
- * application's loaders. `verify` answers one byte per check; `seal` checks
+ * application's loaders, and sodium-native by path when the main thread
+ * loaded it (Ed25519 checks at about half node:crypto's cost; the main
+ * thread applies libsodium's encoding rules before posting a check, so both
+ * paths answer alike). `verify` answers one byte per check; `seal` checks
  * each recipient's binding first and seals only where it verified (status 1),
  * 2 where it verified but the key is unusable, 0 where it did not verify.
  * The sealing repeats sealed-box.ts byte for byte (its tests compare them).
@@ -65,8 +77,19 @@ function xKey(rpk) {
   }
   return key;
 }
+let sodium;
+if (workerData.sodium !== undefined) {
+  try {
+    const s = require(workerData.sodium);
+    if (typeof s.crypto_sign_verify_detached === "function") sodium = s;
+  } catch {
+    sodium = undefined;
+  }
+}
+const view = (b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
 function verifyOne(pk, sig, data) {
   try {
+    if (sodium !== undefined) return sodium.crypto_sign_verify_detached(view(sig), view(data), view(pk));
     return crypto.verify(null, data, edKey(pk), sig);
   } catch {
     return false;
@@ -225,6 +248,7 @@ let pool: PoolWorker[] | undefined;
 let broken = false;
 let source = WORKER_SOURCE;
 let size: number | undefined;
+let native = true;
 let nextId = 0;
 /** Jobs made before any worker was ready, urgent ones first (each list in arrival order). */
 const urgentQueue: Queued[] = [];
@@ -259,7 +283,7 @@ function post(q: Queued): boolean {
   return true;
 }
 
-function startWorker(urls: { blake3: string; chacha: string }): PoolWorker {
+function startWorker(urls: WorkerModules): PoolWorker {
   const w: PoolWorker = { worker: new Worker(source, { eval: true, workerData: urls, execArgv: [] }), ready: false, pending: new Map() };
   w.worker.unref();
   w.worker.on("message", (reply: Record<string, unknown> & { id: number }) => {
@@ -335,9 +359,10 @@ export function warmCryptoPool(): Promise<boolean> {
  * For tests only (not exported from the package): stops the pool and makes
  * the next one from `source` (default: the real worker) with `size` workers
  * (default: one per core, up to 4), so a test can make a worker crash and
- * check that everything still fails closed.
+ * check that everything still fails closed; `native: false` keeps the
+ * workers on node:crypto even where sodium-native loads.
  */
-export async function resetCryptoPoolForTests(opts: { source?: string; size?: number } = {}): Promise<void> {
+export async function resetCryptoPoolForTests(opts: { source?: string; size?: number; native?: boolean } = {}): Promise<void> {
   const old = pool ?? [];
   pool = undefined;
   broken = false;
@@ -350,4 +375,5 @@ export async function resetCryptoPoolForTests(opts: { source?: string; size?: nu
   }
   source = opts.source ?? WORKER_SOURCE;
   size = opts.size;
+  native = opts.native ?? true;
 }
