@@ -157,4 +157,24 @@ parentPort.postMessage({ id: -1 });`;
       ["urgent", 0],
     ]);
   });
+
+  it("a worker holds two jobs at most; the rest wait in the pool's queue for whichever worker frees up", async () => {
+    // Answers on the next turn, telling how many jobs it had received and not yet answered.
+    const counting = `
+const { parentPort } = require("node:worker_threads");
+let received = 0;
+let answered = 0;
+parentPort.on("message", (job) => {
+  received++;
+  setImmediate(() => {
+    parentPort.postMessage({ id: job.id, inHand: received - answered });
+    answered++;
+  });
+});
+parentPort.postMessage({ id: -1 });`;
+    await resetCryptoPoolForTests({ source: counting, size: 1 });
+    expect(await warmCryptoPool()).toBe(true);
+    const replies = await Promise.all(Array.from({ length: 8 }, () => runOnPool({ message: {}, transfer: [] })));
+    expect(Math.max(...replies.map((r) => r.inHand as number))).toBeLessThanOrEqual(2);
+  });
 });

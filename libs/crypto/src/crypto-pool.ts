@@ -8,10 +8,11 @@ import { nativeSodiumPath } from "./native-sodium.js";
  * A pool of worker threads for bulk public-key work (signature batches,
  * sealing one room key to many members), so a cold rekey's thousands of
  * Ed25519 checks and X25519 agreements use every core while the event loop
- * stays free for the membership log. Each job goes to the worker holding
- * the fewest, and every worker keeps its own queue, urgent jobs first: a log
- * page the caller waits on goes ahead of sealing already queued, and no
- * worker idles while the main thread is busy and cannot hand out more.
+ * stays free for the membership log. Jobs wait in one queue here, urgent
+ * first (a log page the caller waits on goes ahead of sealing already
+ * queued), and each worker holds two at most, so every worker gets work as
+ * soon as it is ready and none idles while the main thread is busy and
+ * cannot hand out more.
  *
  * Fail closed: a worker that errors or exits rejects its jobs and every job
  * still queued, and the pool is never used again; callers then do the work
@@ -19,7 +20,12 @@ import { nativeSodiumPath } from "./native-sodium.js";
  * sealed only after its check verified.
  */
 
-/** Most workers (the main thread waits meanwhile, so all cores may work). */
+/**
+ * Most workers. One core is left to the main thread, which verifies the log
+ * and seals the slices no worker has taken: a worker per core as well
+ * oversubscribed a 2-core box (measured there, a cold rekey used more CPU,
+ * mostly the second thread's start, and finished no sooner).
+ */
 const POOL_MAX_WORKERS = 4;
 
 /** What the worker needs from the main thread: where the pure-JS primitives of the sealed box live, and libsodium if it loaded there. */
@@ -250,7 +256,7 @@ let source = WORKER_SOURCE;
 let size: number | undefined;
 let native = true;
 let nextId = 0;
-/** Jobs made before any worker was ready, urgent ones first (each list in arrival order). */
+/** Jobs no worker holds yet, urgent ones first (each list in arrival order). */
 const urgentQueue: Queued[] = [];
 const bulkQueue: Queued[] = [];
 let readyWaiters: { resolve: (ok: boolean) => void }[] = [];
@@ -270,17 +276,29 @@ function breakPool(err: unknown): void {
   for (const r of readyWaiters.splice(0)) r.resolve(false);
 }
 
-/** Posts `q` to the ready worker holding the fewest jobs; false when none is ready. */
-function post(q: Queued): boolean {
-  let best: PoolWorker | undefined;
-  for (const w of pool ?? []) if (w.ready && (best === undefined || w.pending.size < best.pending.size)) best = w;
-  if (best === undefined) return false;
-  const id = nextId++;
-  best.pending.set(id, q);
-  // Referenced while a job is out, so a process waiting only on it does not exit.
-  best.worker.ref();
-  best.worker.postMessage({ ...q.job.message, id, urgent: q.urgent }, q.job.transfer);
-  return true;
+/**
+ * Jobs a worker holds at once: one running, one waiting so it never idles
+ * between them. The rest wait here, urgent first, for whichever worker
+ * frees up: a worker that became ready first must not take every job
+ * queued while its siblings were still starting.
+ */
+const WORKER_HOLD = 2;
+
+/** Posts queued jobs, urgent first, to ready workers holding fewer than {@link WORKER_HOLD}, the least loaded first. */
+function dispatch(): void {
+  for (;;) {
+    const queue = urgentQueue.length > 0 ? urgentQueue : bulkQueue;
+    if (queue.length === 0) return;
+    let best: PoolWorker | undefined;
+    for (const w of pool ?? []) if (w.ready && w.pending.size < WORKER_HOLD && (best === undefined || w.pending.size < best.pending.size)) best = w;
+    if (best === undefined) return;
+    const q = queue.shift()!;
+    const id = nextId++;
+    best.pending.set(id, q);
+    // Referenced while a job is out, so a process waiting only on it does not exit.
+    best.worker.ref();
+    best.worker.postMessage({ ...q.job.message, id, urgent: q.urgent }, q.job.transfer);
+  }
 }
 
 function startWorker(urls: WorkerModules): PoolWorker {
@@ -289,13 +307,14 @@ function startWorker(urls: WorkerModules): PoolWorker {
   w.worker.on("message", (reply: Record<string, unknown> & { id: number }) => {
     if (reply.id === -1) {
       w.ready = true;
-      for (const q of [...urgentQueue.splice(0), ...bulkQueue.splice(0)]) post(q);
+      dispatch();
       if (pool?.every((x) => x.ready) === true) for (const r of readyWaiters.splice(0)) r.resolve(true);
       return;
     }
     const done = w.pending.get(reply.id);
     w.pending.delete(reply.id);
     if (w.pending.size === 0) w.worker.unref();
+    dispatch();
     if (typeof reply.failed === "string") done?.reject(new Error(reply.failed));
     else done?.resolve(reply);
   });
@@ -313,7 +332,7 @@ function workers(): PoolWorker[] | undefined {
   if (pool === undefined) {
     try {
       const urls = moduleUrls();
-      const n = size ?? Math.max(1, Math.min(POOL_MAX_WORKERS, availableParallelism()));
+      const n = size ?? Math.max(1, Math.min(POOL_MAX_WORKERS, availableParallelism() - 1));
       pool = [];
       for (let i = 0; i < n; i++) pool.push(startWorker(urls));
     } catch (err) {
@@ -336,8 +355,8 @@ export function poolSize(): number {
 export function runOnPool(job: PoolJob, urgent = false): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     if (workers() === undefined) return reject(new Error("crypto pool unavailable"));
-    const q = { job, urgent, resolve, reject };
-    if (!post(q)) (urgent ? urgentQueue : bulkQueue).push(q);
+    (urgent ? urgentQueue : bulkQueue).push({ job, urgent, resolve, reject });
+    dispatch();
   });
 }
 
@@ -358,7 +377,7 @@ export function warmCryptoPool(): Promise<boolean> {
 /**
  * For tests only (not exported from the package): stops the pool and makes
  * the next one from `source` (default: the real worker) with `size` workers
- * (default: one per core, up to 4), so a test can make a worker crash and
+ * (default: one per core but one, 1 to 4), so a test can make a worker crash and
  * check that everything still fails closed; `native: false` keeps the
  * workers on node:crypto even where sodium-native loads.
  */
