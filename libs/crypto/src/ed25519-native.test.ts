@@ -1,10 +1,11 @@
-import { verify as nodeVerify, createPublicKey } from "node:crypto";
+import { createHash, verify as nodeVerify, createPublicKey } from "node:crypto";
 import * as ed from "@noble/ed25519";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { resetCryptoPoolForTests } from "./crypto-pool.js";
 import { SigningKey, strictEd25519Encoding, useNativeEd25519ForTests, verifyMany, verifyUncachedForTests } from "./ed25519.js";
 import type { SignatureCheck } from "./ed25519.js";
 import { fromHex, randomBytes } from "./encoding.js";
+import { sha256, useNativeSha256ForTests } from "./hash.js";
 import { nativeSodium } from "./native-sodium.js";
 import { openSealed, sealToVerified } from "./sealed-box.js";
 import { generateAgreementKeyPair } from "./x25519.js";
@@ -83,7 +84,10 @@ afterEach(async () => {
   useNativeEd25519ForTests(true);
   await resetCryptoPoolForTests();
 });
-afterAll(() => useNativeEd25519ForTests(true));
+afterAll(() => {
+  useNativeEd25519ForTests(true);
+  useNativeSha256ForTests(true);
+});
 
 describe("Ed25519 through libsodium and through node:crypto", () => {
   it("sodium-native loads here, so the native path is the one under test", () => {
@@ -138,5 +142,20 @@ describe("Ed25519 through libsodium and through node:crypto", () => {
         expect(openSealed(people[0]!.agreement.secretKey, sealed[0]!.box!)).toEqual(roomKey);
       }
     }
+  });
+
+  it("SHA-256 through libsodium gives node:crypto's bytes, for every length around the block size and an empty input", () => {
+    expect(useNativeSha256ForTests(true)).toBe(true);
+    for (const n of [0, 1, 31, 32, 55, 56, 63, 64, 65, 127, 128, 1000, 100_000]) {
+      const data = randomBytes(n);
+      const want = createHash("sha256").update(data).digest();
+      expect(Buffer.from(sha256(data))).toEqual(want);
+      // A view into a larger buffer hashes only its own bytes.
+      const inside = new Uint8Array(n + 10);
+      inside.set(data, 5);
+      expect(Buffer.from(sha256(inside.subarray(5, 5 + n)))).toEqual(want);
+    }
+    useNativeSha256ForTests(false);
+    expect(Buffer.from(sha256(Uint8Array.of(1, 2, 3)))).toEqual(createHash("sha256").update(Uint8Array.of(1, 2, 3)).digest());
   });
 });

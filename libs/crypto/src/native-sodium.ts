@@ -1,8 +1,9 @@
 import { createRequire } from "node:module";
 
-/** The libsodium call this package uses, as the optional sodium-native package exposes it. */
+/** The libsodium calls this package uses, as the optional sodium-native package exposes them. */
 export interface NativeSodium {
   crypto_sign_verify_detached(signature: Buffer, message: Buffer, publicKey: Buffer): boolean;
+  crypto_hash_sha256(out: Buffer, message: Buffer): void;
 }
 
 function load(): { sodium: NativeSodium; path: string } | undefined {
@@ -10,7 +11,7 @@ function load(): { sodium: NativeSodium; path: string } | undefined {
     const require = createRequire(import.meta.url);
     const path = require.resolve("sodium-native");
     const s = require(path) as Partial<NativeSodium>;
-    return typeof s.crypto_sign_verify_detached === "function" ? { sodium: s as NativeSodium, path } : undefined;
+    return typeof s.crypto_sign_verify_detached === "function" && typeof s.crypto_hash_sha256 === "function" ? { sodium: s as NativeSodium, path } : undefined;
   } catch {
     return undefined;
   }
