@@ -55,7 +55,13 @@ describe("crypto pool: sealing to verified bindings", () => {
     expect(await warmCryptoPool()).toBe(true);
   });
 
-  it("seals on the workers exactly as inline and as a helping caller (same ephemeral: byte-identical to sealWithEphemeralSecret), and every box opens", async () => {
+  for (const native of [true, false])
+    it(`seals on the workers (${native ? "libsodium" : "node:crypto"}) exactly as inline and as a helping caller (same ephemeral: byte-identical to sealWithEphemeralSecret), and every box opens`, async () => {
+      await resetCryptoPoolForTests({ native });
+      await sealsAsInline();
+    });
+
+  async function sealsAsInline(): Promise<void> {
     const ps = people(200);
     const pt = randomBytes(32);
     const esk = randomBytes(32);
@@ -82,12 +88,14 @@ describe("crypto pool: sealing to verified bindings", () => {
       expect(toHex(helped[i]!.box!)).toBe(want);
       expect(toHex(openSealed(p.agreement.secretKey, pooled[i]!.box!))).toBe(toHex(pt));
     });
-  });
+  }
 
-  it("a substituted key, a forged binding, a low-order and a short key get no box; the others still do (pool and inline)", async () => {
-    await expectSealedOnlyToVerified(150);
-    await expectSealedOnlyToVerified(20);
-  });
+  for (const native of [true, false])
+    it(`a substituted key, a forged binding, a low-order and a short key get no box; the others still do (pool on ${native ? "libsodium" : "node:crypto"}, and inline)`, async () => {
+      await resetCryptoPoolForTests({ native });
+      await expectSealedOnlyToVerified(150);
+      await expectSealedOnlyToVerified(20);
+    });
 
   it("a binding that verified once is remembered as verified; a failed one is not", async () => {
     const { recipients } = hostileSet(100);
