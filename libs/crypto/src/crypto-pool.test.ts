@@ -55,7 +55,13 @@ describe("crypto pool: sealing to verified bindings", () => {
     expect(await warmCryptoPool()).toBe(true);
   });
 
-  it("seals on the workers exactly as inline and as a helping caller (same ephemeral: byte-identical to sealWithEphemeralSecret), and every box opens", async () => {
+  for (const native of [true, false])
+    it(`seals on the workers (${native ? "libsodium" : "node:crypto"}) exactly as inline and as a helping caller (same ephemeral: byte-identical to sealWithEphemeralSecret), and every box opens`, async () => {
+      await resetCryptoPoolForTests({ native });
+      await sealsAsInline();
+    });
+
+  async function sealsAsInline(): Promise<void> {
     const ps = people(200);
     const pt = randomBytes(32);
     const esk = randomBytes(32);
@@ -82,12 +88,14 @@ describe("crypto pool: sealing to verified bindings", () => {
       expect(toHex(helped[i]!.box!)).toBe(want);
       expect(toHex(openSealed(p.agreement.secretKey, pooled[i]!.box!))).toBe(toHex(pt));
     });
-  });
+  }
 
-  it("a substituted key, a forged binding, a low-order and a short key get no box; the others still do (pool and inline)", async () => {
-    await expectSealedOnlyToVerified(150);
-    await expectSealedOnlyToVerified(20);
-  });
+  for (const native of [true, false])
+    it(`a substituted key, a forged binding, a low-order and a short key get no box; the others still do (pool on ${native ? "libsodium" : "node:crypto"}, and inline)`, async () => {
+      await resetCryptoPoolForTests({ native });
+      await expectSealedOnlyToVerified(150);
+      await expectSealedOnlyToVerified(20);
+    });
 
   it("a binding that verified once is remembered as verified; a failed one is not", async () => {
     const { recipients } = hostileSet(100);
@@ -156,5 +164,25 @@ parentPort.postMessage({ id: -1 });`;
       ["bulk-b", 2],
       ["urgent", 0],
     ]);
+  });
+
+  it("a worker holds two jobs at most; the rest wait in the pool's queue for whichever worker frees up", async () => {
+    // Answers on the next turn, telling how many jobs it had received and not yet answered.
+    const counting = `
+const { parentPort } = require("node:worker_threads");
+let received = 0;
+let answered = 0;
+parentPort.on("message", (job) => {
+  received++;
+  setImmediate(() => {
+    parentPort.postMessage({ id: job.id, inHand: received - answered });
+    answered++;
+  });
+});
+parentPort.postMessage({ id: -1 });`;
+    await resetCryptoPoolForTests({ source: counting, size: 1 });
+    expect(await warmCryptoPool()).toBe(true);
+    const replies = await Promise.all(Array.from({ length: 8 }, () => runOnPool({ message: {}, transfer: [] })));
+    expect(Math.max(...replies.map((r) => r.inHand as number))).toBeLessThanOrEqual(2);
   });
 });

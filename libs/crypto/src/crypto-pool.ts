@@ -2,15 +2,17 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
+import { nativeSodiumPath } from "./native-sodium.js";
 
 /**
  * A pool of worker threads for bulk public-key work (signature batches,
  * sealing one room key to many members), so a cold rekey's thousands of
  * Ed25519 checks and X25519 agreements use every core while the event loop
- * stays free for the membership log. Each job goes to the worker holding
- * the fewest, and every worker keeps its own queue, urgent jobs first: a log
- * page the caller waits on goes ahead of sealing already queued, and no
- * worker idles while the main thread is busy and cannot hand out more.
+ * stays free for the membership log. Jobs wait in one queue here, urgent
+ * first (a log page the caller waits on goes ahead of sealing already
+ * queued), and each worker holds two at most, so every worker gets work as
+ * soon as it is ready and none idles while the main thread is busy and
+ * cannot hand out more.
  *
  * Fail closed: a worker that errors or exits rejects its jobs and every job
  * still queued, and the pool is never used again; callers then do the work
@@ -18,22 +20,39 @@ import { Worker } from "node:worker_threads";
  * sealed only after its check verified.
  */
 
-/** Most workers (the main thread waits meanwhile, so all cores may work). */
+/**
+ * Most workers. One core is left to the main thread, which verifies the log
+ * and seals the slices no worker has taken: a worker per core as well
+ * oversubscribed a 2-core box (measured there, a cold rekey used more CPU,
+ * mostly the second thread's start, and finished no sooner).
+ */
 const POOL_MAX_WORKERS = 4;
 
-/** What the worker needs from the main thread: where the pure-JS primitives of the sealed box live. */
-function moduleUrls(): { blake3: string; chacha: string } {
+/** What the worker needs from the main thread: where the pure-JS primitives of the sealed box live, and libsodium if it loaded there. */
+function moduleUrls(): WorkerModules {
   const require = createRequire(import.meta.url);
   return {
     blake3: pathToFileURL(require.resolve("@noble/hashes/blake3.js")).href,
     chacha: pathToFileURL(require.resolve("@noble/ciphers/chacha.js")).href,
+    ...(native && nativeSodiumPath !== undefined ? { sodium: nativeSodiumPath } : {}),
   };
+}
+
+interface WorkerModules {
+  blake3: string;
+  chacha: string;
+  /** sodium-native's path: Ed25519 checks through libsodium (same answers: the caller applied its encoding rules first). */
+  sodium?: string;
 }
 
 /**
  * The worker: plain CommonJS over node:crypto, plus the two @noble modules
  * the sealed box needs (imported by absolute URL), so it starts without the
- * application's loaders. `verify` answers one byte per check; `seal` checks
+ * application's loaders, and sodium-native by path when the main thread
+ * loaded it (Ed25519 checks at about half node:crypto's cost; the main
+ * thread applies libsodium's encoding rules before posting a check, so both
+ * paths answer alike; X25519 and XChaCha20-Poly1305 for the boxes, the same
+ * functions). `verify` answers one byte per check; `seal` checks
  * each recipient's binding first and seals only where it verified (status 1),
  * 2 where it verified but the key is unusable, 0 where it did not verify.
  * The sealing repeats sealed-box.ts byte for byte (its tests compare them).
@@ -65,8 +84,30 @@ function xKey(rpk) {
   }
   return key;
 }
+let sodium;
+if (workerData.sodium !== undefined) {
+  try {
+    const s = require(workerData.sodium);
+    if (typeof s.crypto_sign_verify_detached === "function") sodium = s;
+  } catch {
+    sodium = undefined;
+  }
+}
+const view = (b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+// Sealing through libsodium too when it has the calls: its X25519 and
+// XChaCha20-Poly1305 are the same functions (the tests compare the boxes
+// byte for byte) at a fraction of the cost of node:crypto's per-box key
+// import, agreement and cipher set-up beside the JavaScript HChaCha20.
+const sodiumSeal =
+  sodium !== undefined &&
+  typeof sodium.crypto_scalarmult === "function" &&
+  typeof sodium.crypto_scalarmult_base === "function" &&
+  typeof sodium.crypto_aead_xchacha20poly1305_ietf_encrypt === "function"
+    ? sodium
+    : undefined;
 function verifyOne(pk, sig, data) {
   try {
+    if (sodium !== undefined) return sodium.crypto_sign_verify_detached(view(sig), view(data), view(pk));
     return crypto.verify(null, data, edKey(pk), sig);
   } catch {
     return false;
@@ -92,18 +133,41 @@ function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
     kdf = blake3.create({ context: Buffer.from(kdfContext, "utf8"), dkLen: 56 });
     kdfs.set(kdfContext, kdf);
   }
-  let privateKey;
-  let publicKey;
-  if (ephemeralSecret === undefined) {
-    ({ privateKey, publicKey } = crypto.generateKeyPairSync("x25519"));
+  const native = sodiumSeal;
+  let epk;
+  let agree;
+  // The ephemeral secret as bytes (libsodium only), zeroed when the batch is done.
+  let esk;
+  if (native !== undefined) {
+    esk = Buffer.alloc(32);
+    if (ephemeralSecret === undefined) crypto.randomFillSync(esk);
+    else {
+      esk.set(ephemeralSecret);
+      ephemeralSecret.fill(0);
+    }
+    epk = Buffer.alloc(32);
+    native.crypto_scalarmult_base(epk, esk);
+    // Throws where the result is all zeros (a low-order key): no box.
+    agree = (rpk) => {
+      const out = Buffer.alloc(32);
+      native.crypto_scalarmult(out, esk, view(rpk));
+      return out;
+    };
   } else {
-    const der = Buffer.concat([PKCS8_X25519_PREFIX, ephemeralSecret]);
-    privateKey = crypto.createPrivateKey({ key: der, format: "der", type: "pkcs8" });
-    publicKey = crypto.createPublicKey(privateKey);
-    der.fill(0);
-    ephemeralSecret.fill(0);
+    let privateKey;
+    let publicKey;
+    if (ephemeralSecret === undefined) {
+      ({ privateKey, publicKey } = crypto.generateKeyPairSync("x25519"));
+    } else {
+      const der = Buffer.concat([PKCS8_X25519_PREFIX, ephemeralSecret]);
+      privateKey = crypto.createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+      publicKey = crypto.createPublicKey(privateKey);
+      der.fill(0);
+      ephemeralSecret.fill(0);
+    }
+    epk = Buffer.from(publicKey.export({ format: "jwk" }).x, "base64url");
+    agree = (rpk) => crypto.diffieHellman({ privateKey, publicKey: xKey(rpk) });
   }
-  const epk = Buffer.from(publicKey.export({ format: "jwk" }).x, "base64url");
   const header = new Uint8Array(33);
   header[0] = 1;
   header.set(epk, 1);
@@ -129,7 +193,7 @@ function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
     status[i] = 2;
     let shared;
     try {
-      shared = crypto.diffieHellman({ privateKey, publicKey: xKey(rpk) });
+      shared = agree(rpk);
     } catch {
       continue;
     }
@@ -141,6 +205,15 @@ function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
     material.set(rpk, 64);
     shared.fill(0);
     const okm = kdf.clone().update(material).digest();
+    const at = i * boxLength;
+    if (native !== undefined) {
+      boxes.set(header, at);
+      const sealed = Buffer.from(boxes.buffer, boxes.byteOffset + at + 33, plaintext.byteLength + 16);
+      native.crypto_aead_xchacha20poly1305_ietf_encrypt(sealed, view(plaintext), view(header), null, view(okm.subarray(32, 56)), view(okm.subarray(0, 32)));
+      okm.fill(0);
+      status[i] = 1;
+      continue;
+    }
     new Uint8Array(k32.buffer).set(okm.subarray(0, 32));
     new Uint8Array(n32.buffer).set(okm.subarray(32, 48));
     nonce12.set(okm.subarray(48, 56), 4);
@@ -150,13 +223,13 @@ function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
     cipher.setAAD(header, { plaintextLength: plaintext.byteLength });
     const body = cipher.update(plaintext);
     cipher.final();
-    const at = i * boxLength;
     boxes.set(header, at);
     boxes.set(body, at + 33);
     boxes.set(cipher.getAuthTag(), at + 33 + plaintext.byteLength);
     status[i] = 1;
   }
   material.fill(0);
+  esk?.fill(0);
   k32.fill(0);
   n32.fill(0);
   sub32.fill(0);
@@ -225,8 +298,9 @@ let pool: PoolWorker[] | undefined;
 let broken = false;
 let source = WORKER_SOURCE;
 let size: number | undefined;
+let native = true;
 let nextId = 0;
-/** Jobs made before any worker was ready, urgent ones first (each list in arrival order). */
+/** Jobs no worker holds yet, urgent ones first (each list in arrival order). */
 const urgentQueue: Queued[] = [];
 const bulkQueue: Queued[] = [];
 let readyWaiters: { resolve: (ok: boolean) => void }[] = [];
@@ -246,32 +320,45 @@ function breakPool(err: unknown): void {
   for (const r of readyWaiters.splice(0)) r.resolve(false);
 }
 
-/** Posts `q` to the ready worker holding the fewest jobs; false when none is ready. */
-function post(q: Queued): boolean {
-  let best: PoolWorker | undefined;
-  for (const w of pool ?? []) if (w.ready && (best === undefined || w.pending.size < best.pending.size)) best = w;
-  if (best === undefined) return false;
-  const id = nextId++;
-  best.pending.set(id, q);
-  // Referenced while a job is out, so a process waiting only on it does not exit.
-  best.worker.ref();
-  best.worker.postMessage({ ...q.job.message, id, urgent: q.urgent }, q.job.transfer);
-  return true;
+/**
+ * Jobs a worker holds at once: one running, one waiting so it never idles
+ * between them. The rest wait here, urgent first, for whichever worker
+ * frees up: a worker that became ready first must not take every job
+ * queued while its siblings were still starting.
+ */
+const WORKER_HOLD = 2;
+
+/** Posts queued jobs, urgent first, to ready workers holding fewer than {@link WORKER_HOLD}, the least loaded first. */
+function dispatch(): void {
+  for (;;) {
+    const queue = urgentQueue.length > 0 ? urgentQueue : bulkQueue;
+    if (queue.length === 0) return;
+    let best: PoolWorker | undefined;
+    for (const w of pool ?? []) if (w.ready && w.pending.size < WORKER_HOLD && (best === undefined || w.pending.size < best.pending.size)) best = w;
+    if (best === undefined) return;
+    const q = queue.shift()!;
+    const id = nextId++;
+    best.pending.set(id, q);
+    // Referenced while a job is out, so a process waiting only on it does not exit.
+    best.worker.ref();
+    best.worker.postMessage({ ...q.job.message, id, urgent: q.urgent }, q.job.transfer);
+  }
 }
 
-function startWorker(urls: { blake3: string; chacha: string }): PoolWorker {
+function startWorker(urls: WorkerModules): PoolWorker {
   const w: PoolWorker = { worker: new Worker(source, { eval: true, workerData: urls, execArgv: [] }), ready: false, pending: new Map() };
   w.worker.unref();
   w.worker.on("message", (reply: Record<string, unknown> & { id: number }) => {
     if (reply.id === -1) {
       w.ready = true;
-      for (const q of [...urgentQueue.splice(0), ...bulkQueue.splice(0)]) post(q);
+      dispatch();
       if (pool?.every((x) => x.ready) === true) for (const r of readyWaiters.splice(0)) r.resolve(true);
       return;
     }
     const done = w.pending.get(reply.id);
     w.pending.delete(reply.id);
     if (w.pending.size === 0) w.worker.unref();
+    dispatch();
     if (typeof reply.failed === "string") done?.reject(new Error(reply.failed));
     else done?.resolve(reply);
   });
@@ -289,7 +376,7 @@ function workers(): PoolWorker[] | undefined {
   if (pool === undefined) {
     try {
       const urls = moduleUrls();
-      const n = size ?? Math.max(1, Math.min(POOL_MAX_WORKERS, availableParallelism()));
+      const n = size ?? Math.max(1, Math.min(POOL_MAX_WORKERS, availableParallelism() - 1));
       pool = [];
       for (let i = 0; i < n; i++) pool.push(startWorker(urls));
     } catch (err) {
@@ -312,8 +399,8 @@ export function poolSize(): number {
 export function runOnPool(job: PoolJob, urgent = false): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     if (workers() === undefined) return reject(new Error("crypto pool unavailable"));
-    const q = { job, urgent, resolve, reject };
-    if (!post(q)) (urgent ? urgentQueue : bulkQueue).push(q);
+    (urgent ? urgentQueue : bulkQueue).push({ job, urgent, resolve, reject });
+    dispatch();
   });
 }
 
@@ -334,10 +421,11 @@ export function warmCryptoPool(): Promise<boolean> {
 /**
  * For tests only (not exported from the package): stops the pool and makes
  * the next one from `source` (default: the real worker) with `size` workers
- * (default: one per core, up to 4), so a test can make a worker crash and
- * check that everything still fails closed.
+ * (default: one per core but one, 1 to 4), so a test can make a worker crash and
+ * check that everything still fails closed; `native: false` keeps the
+ * workers on node:crypto even where sodium-native loads.
  */
-export async function resetCryptoPoolForTests(opts: { source?: string; size?: number } = {}): Promise<void> {
+export async function resetCryptoPoolForTests(opts: { source?: string; size?: number; native?: boolean } = {}): Promise<void> {
   const old = pool ?? [];
   pool = undefined;
   broken = false;
@@ -350,4 +438,5 @@ export async function resetCryptoPoolForTests(opts: { source?: string; size?: nu
   }
   source = opts.source ?? WORKER_SOURCE;
   size = opts.size;
+  native = opts.native ?? true;
 }

@@ -1,9 +1,11 @@
-import { createHash, createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify } from "node:crypto";
+import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { poolSize, runOnPool } from "./crypto-pool.js";
 import type { PoolJob } from "./crypto-pool.js";
 import { fromHex, ownBytes, randomBytes, toHex } from "./encoding.js";
 import { InvalidKeyError } from "./errors.js";
+import { sha256 } from "./hash.js";
+import { asBuffer, nativeSodium } from "./native-sodium.js";
 import { NkeyPrefix, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed } from "./nkey.js";
 
 // DER wrapper that lets node:crypto import a raw Ed25519 seed (RFC 8410).
@@ -161,7 +163,13 @@ const CACHE_DATA_MAX = 4_096;
 const verified = new Set<string>();
 
 function checkId(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): string {
-  return createHash("sha256").update(publicKey).update(signature).update(data).digest("base64");
+  // One short input and one call: a cold rekey looks up thousands of these.
+  const input = new Uint8Array(96 + data.byteLength);
+  input.set(publicKey, 0);
+  input.set(signature, 32);
+  input.set(data, 96);
+  const id = sha256(input);
+  return Buffer.from(id.buffer, id.byteOffset, id.byteLength).toString("base64");
 }
 
 function remember(id: string): void {
@@ -172,12 +180,68 @@ function remember(id: string): void {
   }
 }
 
+/**
+ * The encodings of the points of order 1, 2, 4 and 8 (sign bit ignored),
+ * as libsodium lists them: a signature "by" such a key proves nothing
+ * (anyone can make one that verifies), and one whose R is such a point is
+ * the other half of the same trick.
+ */
+const SMALL_ORDER = [
+  "0000000000000000000000000000000000000000000000000000000000000000",
+  "0100000000000000000000000000000000000000000000000000000000000000",
+  "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+  "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+  "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+  "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+].map(fromHex);
+
+function smallOrder(p: Uint8Array): boolean {
+  return SMALL_ORDER.some((s) => {
+    for (let i = 0; i < 31; i++) if (p[i] !== s[i]) return false;
+    return (p[31]! & 0x7f) === s[31];
+  });
+}
+
+/** y ≥ 2^255 − 19: a second spelling of a key that has a canonical one. */
+function nonCanonicalPoint(p: Uint8Array): boolean {
+  if ((p[31]! & 0x7f) !== 0x7f || p[0]! < 0xed) return false;
+  for (let i = 1; i < 31; i++) if (p[i] !== 0xff) return false;
+  return true;
+}
+
+/**
+ * libsodium's encoding rules beyond RFC 8032's (which OpenSSL applies): the
+ * public key is canonical and not of small order, and R is not of small
+ * order. Applied on every path, native or not, so the answer never depends
+ * on whether sodium-native loaded (a check refused natively is refused
+ * everywhere); they only refuse signatures no honest signer makes.
+ */
+export function strictEd25519Encoding(publicKey: Uint8Array, signature: Uint8Array): boolean {
+  return !nonCanonicalPoint(publicKey) && !smallOrder(publicKey) && !smallOrder(signature.subarray(0, 32));
+}
+
 function wellFormed(publicKey: unknown, data: unknown, signature: unknown): boolean {
-  return publicKey instanceof Uint8Array && publicKey.byteLength === 32 && signature instanceof Uint8Array && signature.byteLength === 64 && data instanceof Uint8Array;
+  return publicKey instanceof Uint8Array && publicKey.byteLength === 32 && signature instanceof Uint8Array && signature.byteLength === 64 && data instanceof Uint8Array && strictEd25519Encoding(publicKey, signature);
+}
+
+/** libsodium when it loaded (about half of node:crypto's cost per check), else node:crypto; tests switch it off. */
+let native = nativeSodium;
+
+/** Which path verifies: the node:crypto one when `on` is false or sodium-native did not load. For tests (not exported from the package). */
+export function useNativeEd25519ForTests(on: boolean): boolean {
+  native = on ? nativeSodium : undefined;
+  return native !== undefined;
+}
+
+/** One check on the current path without the verified set (for tests comparing the paths; not exported from the package). */
+export function verifyUncachedForTests(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
+  return verifySignatureUncached(publicKey, data, signature);
 }
 
 function verifyUncached(publicKey: Uint8Array, data: Uint8Array, signature: Uint8Array): boolean {
   try {
+    if (native !== undefined) return native.crypto_sign_verify_detached(asBuffer(signature), asBuffer(data), asBuffer(publicKey));
     return nodeVerify(null, data, publicKeyObject(publicKey), signature);
   } catch {
     return false;
@@ -185,8 +249,11 @@ function verifyUncached(publicKey: Uint8Array, data: Uint8Array, signature: Uint
 }
 
 /**
- * Verifies an Ed25519 signature with node:crypto (OpenSSL: RFC 8032 strict
- * decoding, rejects non-canonical S). KeyObjects are cached per public key
+ * Verifies an Ed25519 signature with libsodium (sodium-native, when it
+ * loads) or node:crypto (OpenSSL): RFC 8032 strict decoding, non-canonical
+ * S refused, plus libsodium's rules on both paths (see
+ * {@link strictEd25519Encoding}), so both give the same answer.
+ * node:crypto KeyObjects are cached per public key
  * (bounded LRU) because importing a key costs about as much as a verify;
  * short statements that already verified in this process are answered from
  * the verified set above.

@@ -4,7 +4,7 @@ import { DecryptError } from "./errors.js";
 import { blake3 } from "@noble/hashes/blake3.js";
 import { InvalidKeyError } from "./errors.js";
 import { agreementPublicKey, ephemeralAgreement, ephemeralAgreementKey, x25519SharedSecret } from "./x25519.js";
-import { alreadyVerified, rememberVerified, verifySignature } from "./ed25519.js";
+import { alreadyVerified, rememberVerified, strictEd25519Encoding, verifySignature } from "./ed25519.js";
 import type { SignatureCheck } from "./ed25519.js";
 import { poolSize, runOnPool } from "./crypto-pool.js";
 import type { PoolJob } from "./crypto-pool.js";
@@ -170,6 +170,8 @@ function wellFormedRecipient(r: BoundRecipient): boolean {
   const b = r.binding as Partial<SignatureCheck> | undefined;
   if (!(r.agreementKey instanceof Uint8Array) || r.agreementKey.byteLength !== 32) return false;
   if (!(b?.publicKey instanceof Uint8Array) || b.publicKey.byteLength !== 32 || !(b.signature instanceof Uint8Array) || b.signature.byteLength !== 64) return false;
+  // The pool's workers check only the equation: the encoding rules every path shares are applied here.
+  if (!strictEd25519Encoding(b.publicKey, b.signature)) return false;
   return b.data instanceof Uint8Array && b.data.byteLength >= 32 && constantTimeEqual(b.data.subarray(b.data.byteLength - 32), r.agreementKey);
 }
 

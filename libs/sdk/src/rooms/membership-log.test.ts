@@ -190,6 +190,110 @@ describe("RoomLogs (fetch, cache, refuse rollback and fork)", () => {
   });
 });
 
+describe("RoomLogs: pages asked ahead", () => {
+  function roomOf(members: number): LogBuilder {
+    const b = new LogBuilder().create(owner);
+    for (let i = 0; i < members; i++) b.invite(owner, SigningKey.generate().principal);
+    return b;
+  }
+  const page = (b: LogBuilder, entries: readonly RoomLogEntry[], from: number, limit: number): MembershipRoomsLogReply => ({ roomId: b.roomId, headSeq: entries.length - 1, entries: entries.slice(from, from + limit) });
+
+  it("asks a cold log's pages ahead and applies them in order however they arrive", async () => {
+    const b = roomOf(9);
+    const asked: number[] = [];
+    const waiting: (() => void)[] = [];
+    let wake: (() => void) | undefined;
+    /** Resolves once `n` pages have been asked (the fetch itself tells). */
+    const askedCount = (n: number): Promise<void> => (asked.length >= n ? Promise.resolve() : new Promise((resolve) => (wake = () => asked.length >= n && resolve())));
+    const logs = new RoomLogs(
+      (_r, from, limit) => {
+        asked.push(from);
+        // Held until answered below, last-asked first.
+        const answer = new Promise<MembershipRoomsLogReply>((resolve) => waiting.push(() => resolve(page(b, b.entries, from, limit))));
+        wake?.();
+        return answer;
+      },
+      { pageSize: 3 },
+    );
+    const synced = logs.sync(b.roomId);
+    await askedCount(2);
+    expect(asked).toEqual([0, 3]);
+    waiting.splice(0).reverse().forEach((answer) => answer());
+    await askedCount(4);
+    waiting.splice(0).reverse().forEach((answer) => answer());
+    const log = await synced;
+    expect(log.headSeq).toBe(9);
+    expect(log.members.size).toBe(10);
+    expect(asked).toEqual([0, 3, 6, 9]);
+  });
+
+  it("a page that cannot be read fails the sync and keeps what verified before it; a later sync goes on from there", async () => {
+    const b = roomOf(7);
+    let broken = true;
+    const asked: number[] = [];
+    const logs = new RoomLogs(
+      (_r, from, limit) => {
+        asked.push(from);
+        return broken && from === 4 ? Promise.reject(new Error("store unavailable")) : Promise.resolve(page(b, b.entries, from, limit));
+      },
+      { pageSize: 2 },
+    );
+    await expect(logs.sync(b.roomId)).rejects.toThrow("store unavailable");
+    expect(logs.cached(b.roomId)?.headSeq).toBe(3);
+    broken = false;
+    expect((await logs.sync(b.roomId)).headSeq).toBe(7);
+  });
+
+  it("a page with a bad signature fails the sync at that entry; nothing after it is applied", async () => {
+    const b = roomOf(7);
+    const entries = b.entries.map((e) => ({ ...e }));
+    entries[5] = { ...entries[5]!, signature: entries[6]!.signature };
+    const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, entries, from, limit)), { pageSize: 2 });
+    expect(await asyncReason(logs.sync(b.roomId))).toBe(RoomLogErrorReason.badSignature);
+    expect(logs.cached(b.roomId)?.headSeq).toBe(4);
+  });
+
+  it("a page asked ahead that is never needed cannot fail the sync, nor one older than the entries verified since; a fresh rollback still does", async () => {
+    const short = roomOf(1);
+    const logs = new RoomLogs((_r, from, limit) => (from === 0 ? Promise.resolve(page(short, short.entries, from, limit)) : Promise.reject(new Error("never needed"))), { pageSize: 4 });
+    expect((await logs.sync(short.roomId)).headSeq).toBe(1);
+
+    // The page asked ahead is answered from before the log grew (empty, a lower head); the first from after.
+    const b = roomOf(3);
+    const before = b.entries.slice(0, 2);
+    b.invite(owner, SigningKey.generate().principal).invite(owner, SigningKey.generate().principal);
+    const asked: number[] = [];
+    const grown = new RoomLogs(
+      (_r, from, limit) => {
+        asked.push(from);
+        return Promise.resolve(asked.length === 2 ? page(b, before, from, limit) : page(b, b.entries, from, limit));
+      },
+      { pageSize: 2 },
+    );
+    expect((await grown.sync(b.roomId)).headSeq).toBe(5);
+    // The old answer dropped, pages 2 and 4 are asked again.
+    expect(asked).toEqual([0, 2, 4, 2, 4]);
+
+    // Asked again after entry 3 verified, a head of 1 is the service going back.
+    const lying = new RoomLogs((_r, from, limit) => Promise.resolve(from === 0 ? page(b, b.entries, from, limit) : { roomId: b.roomId, headSeq: 1, entries: [] }), { pageSize: 4 });
+    expect(await asyncReason(lying.sync(b.roomId))).toBe(RoomLogErrorReason.rollback);
+  });
+
+  it("a service that serves shorter pages than asked is followed to its head", async () => {
+    const b = roomOf(8);
+    const asked: number[] = [];
+    const logs = new RoomLogs(
+      (_r, from) => {
+        asked.push(from);
+        return Promise.resolve(page(b, b.entries, from, 2));
+      },
+      { pageSize: 3 },
+    );
+    expect((await logs.sync(b.roomId)).headSeq).toBe(8);
+    expect(asked.slice(0, 3)).toEqual([0, 3, 2]);
+  });
+});
+
 describe("membership log vectors (contracts/vectors/membership-log.json)", () => {
   it("entry hashes, the derived room id and the membership after each entry match the independent generator", async () => {
     const { readFile } = await import("node:fs/promises");

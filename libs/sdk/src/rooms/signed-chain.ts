@@ -74,9 +74,11 @@ export function readSignedBody(body: Uint8Array): Record<string, unknown> {
   return req as Record<string, unknown>;
 }
 
-/** Concatenates byte arrays . */
+/** Concatenates byte arrays. */
 export function concat(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let size = 0;
+  for (const p of parts) size += p.byteLength;
+  const out = new Uint8Array(size);
   let at = 0;
   for (const p of parts) {
     out.set(p, at);
@@ -85,19 +87,45 @@ export function concat(parts: readonly Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** A u32 BE length-prefixed byte field, so no two field lists encode alike. */
+/**
+ * A u32 BE length-prefixed byte field, so no two field lists encode alike.
+ * One allocation per field (a log entry's hash takes a dozen of them, and a
+ * cold sync hashes every entry).
+ */
 export function field(b: Uint8Array | string): Uint8Array {
-  const bytes = typeof b === "string" ? encoder.encode(b) : b;
-  const len = new Uint8Array(4);
-  new DataView(len.buffer).setUint32(0, bytes.byteLength);
-  return concat([len, bytes]);
+  let out: Uint8Array;
+  let len: number;
+  if (typeof b === "string") {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit; the unused tail is cut off below.
+    out = new Uint8Array(4 + 3 * b.length);
+    len = encoder.encodeInto(b, out.subarray(4)).written;
+    out = out.subarray(0, 4 + len);
+  } else {
+    len = b.byteLength;
+    out = new Uint8Array(4 + len);
+    out.set(b, 4);
+  }
+  out[0] = len >>> 24;
+  out[1] = (len >>> 16) & 0xff;
+  out[2] = (len >>> 8) & 0xff;
+  out[3] = len & 0xff;
+  return out;
 }
 
 /** A u64 BE integer field. */
 export function u64(n: number): Uint8Array {
   if (!Number.isSafeInteger(n) || n < 0) throw new RangeError("expected a non-negative safe integer");
   const out = new Uint8Array(8);
-  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  const high = Math.floor(n / 2 ** 32);
+  const low = n >>> 0;
+  out[0] = high >>> 24;
+  out[1] = (high >>> 16) & 0xff;
+  out[2] = (high >>> 8) & 0xff;
+  out[3] = high & 0xff;
+  out[4] = low >>> 24;
+  out[5] = (low >>> 16) & 0xff;
+  out[6] = (low >>> 8) & 0xff;
+  out[7] = low & 0xff;
   return out;
 }
 
@@ -239,53 +267,92 @@ export interface SyncChainOptions<E> {
   readonly beforeAppend?: (entries: readonly E[]) => Promise<void>;
 }
 
+/** Pages asked at once: the service reads the next ones while this client verifies the one before. */
+const PAGES_IN_FLIGHT = 4;
+
+/** A page asked for: where it starts, the verified length when it was asked, and the page with its signature checks already started. */
+interface PageRequest<E> {
+  readonly from: number;
+  readonly askedAt: number;
+  readonly arrived: Promise<{ page: ChainPage<E>; checked: Promise<void>[]; slices: E[][] }>;
+}
+
 /**
  * Brings `log` up to the service's head. It asks from the verified head
  * itself, so a changed head entry shows as a fork; a head below the verified
  * one is a rollback; a page that stops short of the claimed head is a gap.
- * The next page travels while the current one is verified (a cold log of a
- * thousand entries is CPU-bound here). On a failure the log keeps what was
- * verified before it.
+ * Pages are asked ahead (a cold log's second page at once, then up to
+ * {@link PAGES_IN_FLIGHT} toward the claimed head), each page's signatures
+ * go to the pool as it arrives, and pages are applied strictly in order. A
+ * page asked ahead may be older than the entries verified since: if it does
+ * not start where the log ends, or shows a lower head or nothing new, it is
+ * dropped and asked again, and only an answer to a request made after the
+ * verified entries arrived can fail the sync. On a failure the log keeps
+ * what was verified before it.
  */
 export async function syncChain<E extends SignedChainEntry>(o: SyncChainOptions<E>): Promise<void> {
   const { log, fail } = o;
-  const ask = (from: number): Promise<ChainPage<E>> => {
-    const p = o.fetch(from, o.limit);
-    // Awaited below; marked handled now in case verification fails first.
-    p.catch(() => undefined);
-    return p;
+  const ask = (from: number): PageRequest<E> => {
+    const arrived = o.fetch(from, o.limit).then((page) => {
+      // Checked as soon as it is here, while the pages before it are applied.
+      const slices: E[][] = [];
+      for (let i = 0; i < page.entries.length; i += PAGE_SLICE) slices.push(page.entries.slice(i, i + PAGE_SLICE));
+      return { page, checked: slices.map((slice) => preverifySignatures(slice)), slices };
+    });
+    // Awaited when its turn comes; marked handled now, as it may never come.
+    arrived.catch(() => undefined);
+    return { from, askedAt: log.length, arrived };
   };
-  let pending = ask(Math.max(0, log.headSeq));
+  const queue: PageRequest<E>[] = [ask(Math.max(0, log.headSeq))];
+  let step = o.limit;
+  let nextAsk = queue[0]!.from + step;
+  // A cold log's length is unknown: its second page is asked at once (a short log answers it empty, and it is dropped).
+  if (log.length === 0) {
+    queue.push(ask(nextAsk));
+    nextAsk += step;
+  }
   let first = true;
+  let claimed = -1;
   for (;;) {
-    const page = await pending;
+    const request = queue.shift()!;
+    const { page, checked, slices } = await request.arrived;
     o.checkPage?.(page);
-    if (page.headSeq < log.headSeq) throw fail(ChainErrorReason.rollback, `the service shows head ${page.headSeq}, ${log.headSeq} was verified`);
-    let entries = page.entries;
-    if (first && log.length > 0) {
-      const again = entries[0];
-      if (again?.seq !== log.headSeq) throw fail(ChainErrorReason.gap, "the page does not start at the verified head", log.headSeq);
-      if (toBase64Url(o.entryHash(again)) !== toBase64Url(log.headHash)) throw fail(ChainErrorReason.fork, "a verified entry changed", again.seq);
-      entries = entries.slice(1);
+    // Asked before entries verified since: its answer may predate them.
+    const stale = request.askedAt < log.length;
+    let skip = 0;
+    let served = 0;
+    if (page.headSeq < log.headSeq || (stale && page.headSeq < claimed)) {
+      if (!stale) throw fail(ChainErrorReason.rollback, `the service shows head ${page.headSeq}, ${log.headSeq} was verified`);
+    } else {
+      claimed = Math.max(claimed, page.headSeq);
+      if (first && log.length > 0) {
+        const again = page.entries[0];
+        if (again?.seq !== log.headSeq) throw fail(ChainErrorReason.gap, "the page does not start at the verified head", log.headSeq);
+        if (toBase64Url(o.entryHash(again)) !== toBase64Url(log.headHash)) throw fail(ChainErrorReason.fork, "a verified entry changed", again.seq);
+        skip = 1;
+      }
+      first = false;
+      served = page.entries.length - skip;
+      // Pages asked after a short one would start too far on: asked again, in steps of what the service serves.
+      if (served > 0 && page.entries.length < step && log.headSeq + served < page.headSeq) {
+        step = page.entries.length;
+        queue.splice(0);
+      }
+      for (const [k, slice] of slices.entries()) {
+        await checked[k];
+        const fresh = k === 0 && skip > 0 ? slice.slice(skip) : slice;
+        if (fresh.length === 0) continue;
+        await o.beforeAppend?.(fresh);
+        log.append(fresh);
+      }
+      if (log.headSeq >= claimed) return;
+      if (served === 0 && !stale) throw fail(ChainErrorReason.gap, `the service claims head ${claimed} but served entries only to ${log.headSeq}`);
     }
-    first = false;
-    const last = entries.at(-1)?.seq;
-    const more = last !== undefined && last < page.headSeq;
-    if (more) pending = ask(last + 1);
-    // Every slice's signatures go to the pool at once, and each slice is
-    // appended as soon as its own batch is checked: the link checks here
-    // overlap the pool's work on the slices after it.
-    const slices: E[][] = [];
-    for (let i = 0; i < entries.length; i += PAGE_SLICE) slices.push(entries.slice(i, i + PAGE_SLICE));
-    const checked = slices.map((slice) => preverifySignatures(slice));
-    for (const [k, slice] of slices.entries()) {
-      await checked[k];
-      await o.beforeAppend?.(slice);
-      log.append(slice);
-    }
-    if (!more) {
-      if (log.headSeq < page.headSeq) throw fail(ChainErrorReason.gap, `the service claims head ${page.headSeq} but served entries only to ${log.headSeq}`);
-      return;
+    if (queue[0] !== undefined && queue[0].from !== log.length) queue.splice(0);
+    if (queue.length === 0) nextAsk = log.length;
+    while (queue.length < PAGES_IN_FLIGHT && (queue.length === 0 || nextAsk <= claimed)) {
+      queue.push(ask(nextAsk));
+      nextAsk += step;
     }
   }
 }
