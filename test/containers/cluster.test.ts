@@ -84,6 +84,29 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
   const nodeSecrets: StackSecret[] = [];
   const container = (svc: string) => `${PROJECT}-${svc}-1`;
 
+  /** The host CLI as the stack's admin over TLS (identity file in `dir`): stdout, or a rejection with its stderr. */
+  async function adminCli(dir: string): Promise<(args: string[]) => Promise<string>> {
+    await writeIdentityFile(join(dir, "admin.id"), stack.admin);
+    const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id") };
+    return (args) =>
+      run(process.execPath, [CLI, ...args], { env, timeout: 60_000 }).then(
+        (r) => r.stdout,
+        (err: unknown) => Promise.reject(new Error(String((err as { stderr?: string }).stderr ?? err))),
+      );
+  }
+
+  /** Waits until the gateway answers lifecycle requests with "no seed" (after a restart, before `cluster recover`). */
+  function untilSeedLocked(cli: (args: string[]) => Promise<string>, ms: number): Promise<string> {
+    return eventually(ms, async () => {
+      const outcome = await cli(["node", "list"]).then(
+        () => "answered",
+        (err: unknown) => (err as Error).message,
+      );
+      if (!/does not hold the cluster seed/.test(outcome)) throw new Error(`not locked yet: ${outcome}`);
+      return outcome;
+    });
+  }
+
   async function routeAddress(node: string): Promise<string> {
     const { stdout } = await run("docker", ["inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container(node)]);
     return stdout.trim();
@@ -373,24 +396,10 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
   it("a restarted gateway holds no seed until cluster recover; then a node recreated without the secret joins through it", async () => {
     const dir = await mkdtemp(join(tmpdir(), "unibus-ct-recover-"));
     try {
-      await writeIdentityFile(join(dir, "admin.id"), stack.admin);
-      const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id") };
-      const cli = (args: string[]): Promise<string> =>
-        run(process.execPath, [CLI, ...args], { env, timeout: 60_000 }).then(
-          (r) => r.stdout,
-          (err: unknown) => Promise.reject(new Error(String((err as { stderr?: string }).stderr ?? err))),
-        );
+      const cli = await adminCli(dir);
       // The only gateway replica restarts: no peer holds the seed, as after a full down/up.
       await run("docker", ["restart", "-t", "5", container("replica-gateway")]);
-      const locked = await eventually(90_000, async () => {
-        const outcome = await cli(["node", "list"]).then(
-          () => "answered",
-          (err: unknown) => (err as Error).message,
-        );
-        if (!/does not hold the cluster seed/.test(outcome)) throw new Error(`not locked yet: ${outcome}`);
-        return outcome;
-      });
-      expect(locked).toMatch(/does not hold the cluster seed/);
+      expect(await untilSeedLocked(cli, 90_000)).toMatch(/does not hold the cluster seed/);
       // The operator's step of the cold start: the recovery secret hands the gateway the seed.
       expect(await cli(["cluster", "recover", "--secret-file", recoveryFile])).toMatch(/cluster seed accepted/);
       const listed = JSON.parse(await eventually(30_000, () => cli(["node", "list", "--json"]))) as { nodes: { nodeId: string; state: string }[] };
@@ -415,13 +424,7 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
   it("a full down and up (volumes kept) comes back with the recovery secret: nothing acknowledged is lost, and each node then rejoins without the secret", async () => {
     const dir = await mkdtemp(join(tmpdir(), "unibus-ct-cold-"));
     try {
-      await writeIdentityFile(join(dir, "admin.id"), stack.admin);
-      const env: NodeJS.ProcessEnv = { ...process.env, UNIBUS_URL: urls.join(","), UNIBUS_TLS_CA: tls.caFile, UNIBUS_IDENTITY: join(dir, "admin.id") };
-      const cli = (args: string[]): Promise<string> =>
-        run(process.execPath, [CLI, ...args], { env, timeout: 60_000 }).then(
-          (r) => r.stdout,
-          (err: unknown) => Promise.reject(new Error(String((err as { stderr?: string }).stderr ?? err))),
-        );
+      const cli = await adminCli(dir);
       // The verified head before the cold start: the history after it must extend it, never roll it back.
       const head = /history verified: \d+ entries, head (\d+:[A-Za-z0-9_-]+)/.exec(await cli(["cluster", "history", "--verify"]))?.[1];
       expect(head).toBeDefined();
@@ -432,15 +435,7 @@ describe("the 3-node cluster (docker-compose.cluster.yml) in real Docker", () =>
       // Not --wait: it would also wait on the one-shots, which have no healthcheck.
       await stack.compose(["up", "-d", "--force-recreate"], { UNIBUS_RECOVERY_SECRET_FILE: recoveryFile });
       // Until `cluster recover` the gateway holds no seed: the nodes opened their stores with the secret, not a join.
-      const locked = await eventually(240_000, async () => {
-        const outcome = await cli(["node", "list"]).then(
-          () => "answered",
-          (err: unknown) => (err as Error).message,
-        );
-        if (!/does not hold the cluster seed/.test(outcome)) throw new Error(`not locked yet: ${outcome}`);
-        return outcome;
-      });
-      expect(locked).toMatch(/does not hold the cluster seed/);
+      expect(await untilSeedLocked(cli, 240_000)).toMatch(/does not hold the cluster seed/);
       expect(await cli(["cluster", "recover", "--secret-file", recoveryFile])).toMatch(/cluster seed accepted/);
       process.stdout.write(`cold start: down, up with the secret and cluster recover in ${((Date.now() - t0) / 1000).toFixed(1)} s\n`);
       // The chain survived the cold start, still verifies and extends the head seen before it.
