@@ -24,6 +24,17 @@ export interface DirectoryEntry {
  */
 export interface PrincipalDirectory {
   lookup(principal: string): Promise<DirectoryEntry | null>;
+  /**
+   * Optional: starts a lookup's fence now, for a principal named later.
+   * The callout calls it as a login arrives, so the fence's round trip runs
+   * beside the login's decoding and signature checks instead of after them.
+   */
+  begin?(): BegunLookup;
+}
+
+/** A lookup whose fence was begun ({@link PrincipalDirectory.begin}); answered no earlier than that fence allows. */
+export interface BegunLookup {
+  lookup(principal: string): Promise<DirectoryEntry | null>;
 }
 
 export function parse(entry: KvEntry | null, what: string): { value: unknown; revision: number } | null {
