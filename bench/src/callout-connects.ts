@@ -288,12 +288,11 @@ const SLICE_S = 0.5;
 async function compare(urls: readonly string[], key: SigningKey, seconds: number, concurrency: number): Promise<number[]> {
   const totals = urls.map(() => ({ count: 0, elapsed: 0 }));
   for (let i = 0; i < Math.max(1, Math.round(seconds / SLICE_S)); i++) {
-    // Each round starts with the next server: a slice pays for what the one
-    // before it left behind (the bench's own garbage, sockets closing), and
-    // in a fixed order the callout always followed plain nkey's fast slice
-    // (an A/A run of two identical callouts read 0.68 and 0.85 one at a time).
+    // Forward, then backward (ABBA): a slice may pay for what the one before
+    // it left behind (the bench's own garbage, sockets closing), and in one
+    // fixed order the callout always followed plain nkey's fast slice.
     for (let k = 0; k < urls.length; k++) {
-      const j = (i + k) % urls.length;
+      const j = i % 2 === 0 ? k : urls.length - 1 - k;
       const r = await measure(urls[j]!, key, SLICE_S, concurrency);
       totals[j]!.count += r.count;
       totals[j]!.elapsed += r.elapsed;

@@ -45,6 +45,7 @@ function recordingDirectory(): PrincipalDirectory & { events: string[] } {
     begin(): BegunLookup {
       events.push("begin");
       return {
+        leavesNow: true,
         lookup: async (principal) => {
           events.push(`lookup ${principal === client.principal ? "client" : principal}`);
           return entry;

@@ -236,12 +236,17 @@ describe("WatchedDirectory fence scheduling", () => {
       const dir = await WatchedDirectory.start(users.kv, bucket(rooms, leaderHeardPeersAgo(800)), { logger, maxFencesInFlight: max });
       try {
         const lookups: Array<Promise<unknown>> = [];
+        const leavesNow: boolean[] = [];
         // Five logins, each in its own turn of the event loop (not one socket read).
         for (let i = 0; i < 5; i++) {
-          lookups.push(dir.begin().lookup(alice));
+          const begun = dir.begin();
+          leavesNow.push(begun.leavesNow);
+          lookups.push(begun.lookup(alice));
           await nextTurn();
         }
         expect(users.fences).toHaveLength(max);
+        // Only a login whose fence leaves at once is told so (the callout then lets it leave before its CPU work).
+        expect(leavesNow).toEqual([...Array<boolean>(max).fill(true), ...Array<boolean>(5 - max).fill(false)]);
         // The rest wait in one batch, sent when a slot frees: after all of them arrived.
         users.fences[0]!.answer();
         await until(() => users.fences.length === max + 1, "the waiting batch sent");

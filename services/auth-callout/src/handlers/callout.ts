@@ -145,12 +145,13 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
     // A retry storm's repeats stop here: one signature (the refusal), no verification, no directory read.
     const cached = cachedRefusal(ctx, token);
     if (cached !== undefined) return answer(ctx, cached.request, cached.result, serverXkeyHeader);
-    // The directory's fence goes out now, before the checks below: its round
-    // trip then runs beside their CPU work instead of after it. It is sent
-    // after this request arrived, which is what read-your-writes needs; one
-    // turn of the event loop lets it reach the socket first.
+    // The directory's fence is begun now, before the checks below: when it
+    // can leave at once its round trip runs beside their CPU work instead of
+    // after it (one turn of the event loop lets nats.js write it first). It
+    // is sent after this request arrived, which is what read-your-writes
+    // needs. When it must wait for an earlier fence, the work runs now.
     begun = ctx.directory.begin?.();
-    if (begun !== undefined) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (begun?.leavesNow === true) await new Promise<void>((resolve) => setImmediate(resolve));
     // With an xkey the box that opened already proved the request intact (see decodeAuthorizationRequest).
     request = decodeAuthorizationRequest(token, Date.now() / 1000, ctx.xkey !== undefined).nats;
     if (ctx.xkey !== undefined && request.server_id.xkey !== serverXkeyHeader) {

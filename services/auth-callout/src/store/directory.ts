@@ -35,6 +35,12 @@ export interface PrincipalDirectory {
 /** A lookup whose fence was begun ({@link PrincipalDirectory.begin}); answered no earlier than that fence allows. */
 export interface BegunLookup {
   lookup(principal: string): Promise<DirectoryEntry | null>;
+  /**
+   * True when the fence leaves now (in a microtask), so work done before
+   * the lookup overlaps its round trip; false when it waits for an earlier
+   * fence to return, and yielding to let it leave would only delay the work.
+   */
+  readonly leavesNow: boolean;
 }
 
 export function parse(entry: KvEntry | null, what: string): { value: unknown; revision: number } | null {

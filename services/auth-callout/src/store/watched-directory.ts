@@ -16,15 +16,20 @@ export const FENCE_TIMEOUT_MS = 1_500;
 /**
  * Bounds of the fence scheduling. A lookup joins a fence sent after it
  * arrived; with one fence out at a time, a login arriving just after a
- * fence left waited for it to return and then for the next (about 1.5
- * round trips at 32 in flight). A few fences may be out at once, so a
- * login joins one sent right after it arrived. Bounded: every fence is two
- * JetStream requests on the servers that also do the server's side of
- * every login, and a login flood must not turn into a flood of them.
+ * fence left waits for it to return and then for the next (about 1.5
+ * round trips at 32 in flight). With more out at once a login joins one
+ * sent right after it arrived. Bounded: every fence is two JetStream
+ * requests on the servers that also do the server's side of every login,
+ * and a login flood must not turn into a flood of them.
  */
 export const FenceSchedule = {
-  /** Fences out at once; lookups beyond wait in one open batch for the next free slot. */
-  maxInFlight: 2,
+  /**
+   * Fences out at once; lookups beyond wait in one open batch for the next
+   * free slot. One: two out showed no gain in paired bench runs (the server,
+   * not the wait for a fence, bounds 32 logins in flight), and each fence
+   * costs the server two JetStream requests.
+   */
+  maxInFlight: 1,
 } as const;
 
 /** One principal's record as the watch last applied it: a checked record, or damaged (the login is refused). */
@@ -194,12 +199,13 @@ export class WatchedDirectory implements PrincipalDirectory {
    */
   begin(): BegunLookup {
     let batch = this.#open;
+    const leavesNow = this.#inFlight < this.#maxInFlight;
     if (batch === undefined) {
       batch = this.#open = newBatch();
-      if (this.#inFlight < this.#maxInFlight) queueMicrotask(() => this.#sendOpen());
+      if (leavesNow) queueMicrotask(() => this.#sendOpen());
     }
     const joined = batch;
-    return { lookup: (principal) => this.#answer(joined, principal) };
+    return { lookup: (principal) => this.#answer(joined, principal), leavesNow };
   }
 
   /** Sends the open batch's fence if a slot is free; otherwise the next fence to return sends it. */
