@@ -95,11 +95,14 @@ export interface CalloutConnectsOptions {
   /** Begin a login's fence at its directory read, not on arrival. Default false. */
   lateFence?: boolean;
   /** A second callout with this fence scheduling, measured beside the first (paired comparison). */
-  versus?: { fences: number; lateFence: boolean } | undefined;
+  versus?: { fences: number; lateFence: boolean };
 }
 
-function parseArgs(argv: string[]): Required<CalloutConnectsOptions> {
-  const args: Required<CalloutConnectsOptions> = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false, versus: undefined };
+/** The options with their defaults filled in (`versus` stays optional: no second callout). */
+type ResolvedOptions = Required<Omit<CalloutConnectsOptions, "versus">> & Pick<CalloutConnectsOptions, "versus">;
+
+function parseArgs(argv: string[]): ResolvedOptions {
+  const args: ResolvedOptions = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--seconds") args.seconds = Number(argv[++i]);
@@ -330,7 +333,7 @@ async function startCalloutServer(issuer: SigningKey, calloutUser: SigningKey, c
  * the floor (a do-nothing callout in the same layout, {@link createFloorCallout}).
  */
 export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<BenchCase[]> {
-  const args: Required<CalloutConnectsOptions> = { inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false, versus: undefined, ...opts };
+  const args: ResolvedOptions = { inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false, ...opts };
   const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
   const calloutUser = SigningKey.generate();
   const client = SigningKey.generate();
