@@ -116,8 +116,9 @@ function cachedRefusal(ctx: CalloutContext, token: string): { request: Authoriza
 
 /**
  * Handles one message from `$SYS.REQ.USER.AUTH`: decrypt (if an xkey is
- * configured), begin the directory's fence, decode and check the server's request (its signature only
- * without an xkey: see decodeAuthorizationRequest), {@link authorize}, sign
+ * configured), begin the directory's fence, decode and check the server's
+ * request (its signature only without an xkey: see
+ * decodeAuthorizationRequest), {@link authorize} from the begun lookup, sign
  * the response, encrypt it back. Denials are signed responses carrying
  * `error` (never a user JWT). A request that fails its checks (a box that
  * does not open, a malformed or expired request) gets no signed answer.

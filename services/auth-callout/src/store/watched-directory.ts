@@ -113,9 +113,10 @@ function hold<T>(entry: KvEntry, what: string, check: (v: unknown, principal: st
  * leader answers, and which also says whether the leader still hears a
  * quorum) and is sent after every lookup of its batch arrived; a lookup is
  * then answered from memory once both watches have applied those
- * sequences. Up to {@link FenceSchedule.maxInFlight} fences are out at once. The leader had applied every
- * write it acknowledged, so a write acknowledged before a login arrived is
- * at or below the fence's sequence and in the copy that answers it.
+ * sequences ({@link FenceSchedule} bounds the fences out at once). The
+ * leader had applied every write it acknowledged, so a write acknowledged
+ * before a login arrived is at or below the fence's sequence and in the
+ * copy that answers it.
  *
  * Fail closed: a fence that is not answered, or answered by a leader out of
  * contact with its quorum (which may already be superseded by a leader
