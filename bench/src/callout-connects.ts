@@ -4,12 +4,19 @@
  * and ÷ the floor, a do-nothing callout in the same layout that only signs
  * (what no callout can beat: the server's own side of the protocol).
  *
- *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--in-process] [--memory-directory] [--leader-reads]
+ *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--in-process] [--memory-directory] [--leader-reads] [--fences N] [--late-fence]
  *
  * The callout reads its directory as in production: the watched copy,
  * fenced in batches by the stream leaders ({@link WatchedDirectory}).
  * `--leader-reads` reads the two records from the leaders per login instead
  * (the previous design), for comparison.
+ * `--fences N` bounds the fences out at once (1 = one at a time, the previous
+ * scheduling); `--late-fence` begins a login's fence only at its directory
+ * read, after the request's decoding and signature checks (the previous
+ * order). Both only to measure what each change is worth: `--vs F,late|early`
+ * runs a second callout with that scheduling beside the first, measured in
+ * the same interleaved slices, and prints the first ÷ the second (a paired
+ * figure: on this shared machine separate runs of one build swing by ±0.15).
  * `--memory-directory` (child mode only) keeps each principal's first read:
  * it measures the directory's share of a login and is unsafe by design.
  * `BENCH_CALLOUT_PROF=<dir>` runs the callout child under `--cpu-prof`.
@@ -63,6 +70,10 @@ export interface WorkerInput {
   memoryDirectory?: boolean;
   /** Two leader reads per login instead of the fenced watched copy. */
   leaderReads?: boolean;
+  /** Fences out at once (the directory's default otherwise). */
+  fences?: number;
+  /** Begin the fence at the directory read instead of on arrival. */
+  lateFence?: boolean;
 }
 
 /** Options of {@link runCalloutConnects}. */
@@ -79,10 +90,19 @@ export interface CalloutConnectsOptions {
   memoryDirectory?: boolean;
   /** Two leader reads per login (the previous design) instead of the fenced watched copy. Default false. */
   leaderReads?: boolean;
+  /** Fences out at once; 0 = the directory's default. */
+  fences?: number;
+  /** Begin a login's fence at its directory read, not on arrival. Default false. */
+  lateFence?: boolean;
+  /** A second callout with this fence scheduling, measured beside the first (paired comparison). */
+  versus?: { fences: number; lateFence: boolean };
 }
 
-function parseArgs(argv: string[]): Required<CalloutConnectsOptions> {
-  const args: Required<CalloutConnectsOptions> = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, memoryDirectory: false, leaderReads: false };
+/** The options with their defaults filled in (`versus` stays optional: no second callout). */
+type ResolvedOptions = Required<Omit<CalloutConnectsOptions, "versus">> & Pick<CalloutConnectsOptions, "versus">;
+
+function parseArgs(argv: string[]): ResolvedOptions {
+  const args: ResolvedOptions = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--seconds") args.seconds = Number(argv[++i]);
@@ -91,14 +111,25 @@ function parseArgs(argv: string[]): Required<CalloutConnectsOptions> {
     else if (a === "--in-process") args.inProcess = true;
     else if (a === "--memory-directory") args.memoryDirectory = true;
     else if (a === "--leader-reads") args.leaderReads = true;
+    else if (a === "--fences") args.fences = Number(argv[++i]);
+    else if (a === "--late-fence") args.lateFence = true;
+    else if (a === "--vs") {
+      const [fences, when] = (argv[++i] ?? "").split(",");
+      args.versus = { fences: Number(fences), lateFence: when === "late" };
+    }
   }
   return args;
 }
 
+/** What the worker reports before it exits on the parent's SIGTERM. */
+let beforeExit: (() => Promise<void>) | undefined;
+
 /** Child mode: run the callout service until stdin closes. */
 async function runWorker(): Promise<void> {
   // The parent's kill must still end through exit, so --cpu-prof writes its profile.
-  process.on("SIGTERM", () => process.exit(0));
+  process.on("SIGTERM", () => void (beforeExit?.() ?? Promise.resolve()).finally(() => process.exit(0)));
+  // The parent's end-of-warm-up signal; only the callout acts on it (below).
+  process.on("SIGUSR2", () => undefined);
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) {
     chunks.push(c as Buffer);
@@ -133,8 +164,12 @@ async function runWorker(): Promise<void> {
   if (input.leaderReads === true || input.memoryDirectory === true) {
     directory = new KvPrincipalDirectory(users, rooms);
   } else {
-    const watched = await WatchedDirectory.start(users, rooms, { logger: pino({ level: "warn" }, pino.destination(2)) });
-    directory = watched;
+    const watched = await WatchedDirectory.start(users, rooms, {
+      logger: pino({ level: "warn" }, pino.destination(2)),
+      ...(input.fences !== undefined ? { maxFencesInFlight: input.fences } : {}),
+    });
+    // Without `begin` the callout takes the fence at its directory read (the previous order).
+    directory = input.lateFence === true ? { lookup: (principal) => watched.lookup(principal) } : watched;
     // Logins per fence, on stderr when the worker ends: how well the batching works.
     process.on("exit", () => process.stderr.write(`callout directory: ${JSON.stringify(watched.stats)}\n`));
   }
@@ -153,7 +188,7 @@ async function runWorker(): Promise<void> {
   }
   // Errors only, to stderr: stdout carries the worker's "ready" line.
   const quiet = pino({ level: "error" }, pino.destination(2));
-  await createAuthCalloutService(nc, {
+  const running = await createAuthCalloutService(nc, {
     issuer: SigningKey.fromNkeySeed(input.issuerSeed),
     ...(input.xkeySeed !== undefined ? { xkey: CalloutXkey.fromSeed(input.xkeySeed) } : {}),
     directory,
@@ -163,6 +198,15 @@ async function runWorker(): Promise<void> {
   process.stdout.write("ready\n");
   process.stdin.resume();
   process.stdin.on("end", () => void nc.close().then(() => process.exit(0)));
+  // A login's time inside the callout (arrival to answer), over the whole
+  // run, printed as the parent stops the worker: less noisy than connects/s
+  // on a shared box.
+  // The parent signals the end of its warm-up: the first logins (JIT, the watch's replay) are not counted.
+  process.on("SIGUSR2", () => running.service.reset());
+  beforeExit = async () => {
+    const auth = (await running.service.stats()).endpoints?.find((e) => e.name === "AUTH");
+    if (auth !== undefined) process.stderr.write(`callout time per login: ${(auth.average_processing_time / 1e3).toFixed(0)} µs over ${auth.num_requests} (${input.fences ?? "default"} fences out, ${input.lateFence === true ? "late" : "early"})\n`);
+  };
 }
 
 /** The directory record of the bench principal (the floor grants this set to everyone). */
@@ -247,8 +291,12 @@ const SLICE_S = 0.5;
 async function compare(urls: readonly string[], key: SigningKey, seconds: number, concurrency: number): Promise<number[]> {
   const totals = urls.map(() => ({ count: 0, elapsed: 0 }));
   for (let i = 0; i < Math.max(1, Math.round(seconds / SLICE_S)); i++) {
-    for (const [j, url] of urls.entries()) {
-      const r = await measure(url, key, SLICE_S, concurrency);
+    // Forward, then backward (ABBA): a slice may pay for what the one before
+    // it left behind (the bench's own garbage, sockets closing), and in one
+    // fixed order the callout always followed plain nkey's fast slice.
+    for (let k = 0; k < urls.length; k++) {
+      const j = i % 2 === 0 ? k : urls.length - 1 - k;
+      const r = await measure(urls[j]!, key, SLICE_S, concurrency);
       totals[j]!.count += r.count;
       totals[j]!.elapsed += r.elapsed;
     }
@@ -285,7 +333,7 @@ async function startCalloutServer(issuer: SigningKey, calloutUser: SigningKey, c
  * the floor (a do-nothing callout in the same layout, {@link createFloorCallout}).
  */
 export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<BenchCase[]> {
-  const args: Required<CalloutConnectsOptions> = { inProcess: false, memoryDirectory: false, leaderReads: false, ...opts };
+  const args: ResolvedOptions = { inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false, ...opts };
   const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
   const calloutUser = SigningKey.generate();
   const client = SigningKey.generate();
@@ -317,25 +365,37 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
       const floorNc = await floor.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
       await createFloorCallout(floorNc, { issuer, ...(xkey !== undefined ? { xkey } : {}), principal: client.principal });
     } else {
-      children.push(await startCalloutWorker({ url: unibus.url, ...workerKeys, ...(args.memoryDirectory ? { memoryDirectory: true } : {}), ...(args.leaderReads ? { leaderReads: true } : {}) }));
+      children.push(await startCalloutWorker({ url: unibus.url, ...workerKeys, ...(args.memoryDirectory ? { memoryDirectory: true } : {}), ...(args.leaderReads ? { leaderReads: true } : {}), ...(args.fences > 0 ? { fences: args.fences } : {}), ...(args.lateFence ? { lateFence: true } : {}) }));
       children.push(await startCalloutWorker({ url: floor.url, ...workerKeys, floorPrincipal: client.principal }));
+    }
+    let versus: TestServer | undefined;
+    if (args.versus !== undefined && !args.inProcess) {
+      versus = await startCalloutServer(issuer, calloutUser, client, xkey);
+      servers.push(versus);
+      children.push(await startCalloutWorker({ url: versus.url, ...workerKeys, fences: args.versus.fences, lateFence: args.versus.lateFence }));
     }
 
     // Warm-up: JIT, key caches, the permission cache.
-    for (const url of [raw.url, unibus.url, floor.url]) await measure(url, client, 0.5, 1);
+    for (const url of [raw.url, unibus.url, floor.url, ...(versus !== undefined ? [versus.url] : [])]) await measure(url, client, 0.5, 1);
+    for (const child of children) child.kill("SIGUSR2");
 
     // The name carries what changes the figure; the default setup (child
     // process, per-login directory reads) is left out to keep the column narrow.
-    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : "", args.memoryDirectory ? "memory directory, unsafe" : "", args.leaderReads ? "leader reads" : ""].filter((v) => v !== "").join(", ");
+    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : "", args.memoryDirectory ? "memory directory, unsafe" : "", args.leaderReads ? "leader reads" : "", args.fences > 0 ? `${args.fences} fences out` : "", args.lateFence ? "late fence" : ""].filter((v) => v !== "").join(", ");
     const label = `P1 callout connects${variant === "" ? "" : ` (${variant})`}`;
     const cases: BenchCase[] = [];
     for (const concurrency of [1, args.concurrency]) {
-      const [rawRate, unibusRate, floorRate] = (await compare([raw.url, unibus.url, floor.url], client, args.seconds, concurrency)) as [number, number, number];
+      const [rawRate, unibusRate, floorRate, versusRate] = (await compare([raw.url, unibus.url, floor.url, ...(versus !== undefined ? [versus.url] : [])], client, args.seconds, concurrency)) as [number, number, number, number | undefined];
       const lane = concurrency === 1 ? "one at a time" : `${concurrency} in flight`;
       cases.push({ name: `${label}, ${lane}`, unit: "conn/s", unibus: unibusRate, raw: rawRate, goal: ">= 0.7" });
       // Same columns, the floor in place of raw: how close the callout is to what no callout can beat.
       cases.push({ name: `  ÷ floor (raw column = floor), ${lane}`, unit: "conn/s", unibus: unibusRate, raw: floorRate, goal: ">= 0.9 where floor < 0.7" });
       cases.push({ name: `  floor ÷ plain nkey, ${lane}`, unit: "conn/s", unibus: floorRate, raw: rawRate, goal: "printed" });
+      if (versusRate !== undefined && args.versus !== undefined) {
+        const vs = `${args.versus.fences} fences out, ${args.versus.lateFence ? "late" : "early"}`;
+        cases.push({ name: `  ÷ callout (${vs}), ${lane}`, unit: "conn/s", unibus: unibusRate, raw: versusRate, goal: "printed" });
+        cases.push({ name: `  callout (${vs}) ÷ floor, ${lane}`, unit: "conn/s", unibus: versusRate, raw: floorRate, goal: "printed" });
+      }
     }
     return cases;
   } finally {

@@ -10,8 +10,8 @@ export type { DenialAudit, StreamDenialAuditOptions } from "./store/denial-audit
 export { DenialCache, DenialCacheDefaults } from "./denial-cache.js";
 export type { CachedDenial, DenialCacheOptions } from "./denial-cache.js";
 export { KvPrincipalDirectory, invalidateOnUserChanges } from "./store/directory.js";
-export type { DirectoryEntry, PrincipalDirectory, UserChangeWatch } from "./store/directory.js";
-export { FENCE_TIMEOUT_MS, WatchedDirectory } from "./store/watched-directory.js";
+export type { BegunLookup, DirectoryEntry, PrincipalDirectory, UserChangeWatch } from "./store/directory.js";
+export { FENCE_TIMEOUT_MS, FenceSchedule, WatchedDirectory } from "./store/watched-directory.js";
 export type { WatchedDirectoryOptions, WatchedDirectoryStats } from "./store/watched-directory.js";
 export { CalloutMetric, calloutMetrics } from "./metrics.js";
 export { CalloutConfigError, DirectoryError, EncryptionMismatchError, InvalidRequestError } from "./errors.js";

@@ -120,3 +120,160 @@ describe("WatchedDirectory fences", () => {
     }
   });
 });
+
+/**
+ * A bucket under the test's hand: each `status` call (one per fence) reads
+ * the leader's last sequence at the moment it is sent and answers only when
+ * the test says; `push` makes the watch apply an entry (a copy that lags
+ * the leader until then).
+ */
+function heldBucket(first: unknown) {
+  let lastSeq = 1;
+  const answers: Array<{ answer(): void; fail(err: Error): void; lastSeq: number }> = [];
+  const queue: KvEntryLike[] = [{ key: alice, operation: "PUT", revision: 1, json: () => first }];
+  let wake: () => void = () => undefined;
+  let stopped = false;
+  const kv = {
+    status: () =>
+      new Promise((resolve, reject) => {
+        const seq = lastSeq;
+        answers.push({
+          lastSeq: seq,
+          answer: () => resolve({ streamInfo: { config: { name: "KV_users" }, state: { last_seq: seq }, cluster: { leader: "n1", replicas: [] } } }),
+          fail: reject,
+        });
+      }),
+    async watch() {
+      return {
+        stop: () => {
+          stopped = true;
+          wake();
+        },
+        async *[Symbol.asyncIterator]() {
+          while (!stopped) {
+            const e = queue.shift();
+            if (e !== undefined) yield e;
+            else await new Promise<void>((r) => (wake = r));
+          }
+        },
+      };
+    },
+  } as unknown as KV;
+  return {
+    kv,
+    /** Fences sent so far, in order. */
+    fences: answers,
+    /** The leader acknowledges a write: later fences read its sequence; the copy has not applied it yet. */
+    ack(record: unknown): KvEntryLike {
+      lastSeq++;
+      return { key: alice, operation: "PUT", revision: lastSeq, json: () => record };
+    },
+    push(e: KvEntryLike) {
+      queue.push(e);
+      wake();
+    },
+  };
+}
+
+interface KvEntryLike {
+  key: string;
+  operation: string;
+  revision: number;
+  json(): unknown;
+}
+
+const rooms = { principal: alice, rooms: { r1: "owner" } };
+const settledFlag = (p: Promise<unknown>): { settled: boolean } => {
+  const flag = { settled: false };
+  p.then(
+    () => (flag.settled = true),
+    () => (flag.settled = true),
+  );
+  return flag;
+};
+const nextTurn = () => new Promise<void>((r) => setImmediate(r));
+/** A bounded wait on a condition the directory reaches within a few turns of the event loop (no timers involved). */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  for (let turn = 0; turn < 1_000; turn++) {
+    if (cond()) return;
+    await nextTurn();
+  }
+  throw new Error(`${what}: not reached`);
+}
+
+describe("WatchedDirectory fence scheduling", () => {
+  it("never answers a lookup from a fence sent before it arrived: a revoke acknowledged while a fence was out is not admitted", async () => {
+    const users = heldBucket(user);
+    const dir = await WatchedDirectory.start(users.kv, bucket(rooms, leaderHeardPeersAgo(800)), { logger, maxFencesInFlight: 2 });
+    try {
+      const before = dir.begin().lookup(alice);
+      await until(() => users.fences.length === 1, "the first fence sent");
+      // The revoke is acknowledged while that fence is out; the copy has not applied it yet.
+      const revoke = users.ack({ ...user, status: "revoked", revokedAt: new Date().toISOString(), revokedBy: alice });
+      const after = dir.begin().lookup(alice);
+      const afterDone = settledFlag(after);
+      // A second fence goes out at once for the lookup that arrived after the first was sent.
+      await until(() => users.fences.length === 2, "a second fence sent while the first is out");
+      expect(users.fences.map((f) => f.lastSeq)).toEqual([1, 2]);
+      users.fences[0]!.answer();
+      // Arrived before the revoke: may be answered from the copy as it was.
+      expect(await before).toMatchObject({ user: { status: "active" } });
+      await nextTurn();
+      // The first fence's answer (sequence 1) must not decide the later lookup: the copy still holds the active record.
+      expect(afterDone.settled).toBe(false);
+      users.fences[1]!.answer();
+      users.push(revoke);
+      expect(await after).toMatchObject({ user: { status: "revoked" } });
+      expect(dir.stats).toMatchObject({ fences: 2, fromMemory: 2, behind: 0, refused: 0 });
+    } finally {
+      dir.stop();
+    }
+  });
+
+  it("keeps at most maxFencesInFlight fences out; lookups beyond wait together for the next free slot", async () => {
+    for (const max of [1, 2]) {
+      const users = heldBucket(user);
+      const dir = await WatchedDirectory.start(users.kv, bucket(rooms, leaderHeardPeersAgo(800)), { logger, maxFencesInFlight: max });
+      try {
+        const lookups: Array<Promise<unknown>> = [];
+        const leavesNow: boolean[] = [];
+        // Five logins, each in its own turn of the event loop (not one socket read).
+        for (let i = 0; i < 5; i++) {
+          const begun = dir.begin();
+          leavesNow.push(begun.leavesNow);
+          lookups.push(begun.lookup(alice));
+          await nextTurn();
+        }
+        expect(users.fences).toHaveLength(max);
+        // Only a login whose fence leaves at once is told so (the callout then lets it leave before its CPU work).
+        expect(leavesNow).toEqual([...Array<boolean>(max).fill(true), ...Array<boolean>(5 - max).fill(false)]);
+        // The rest wait in one batch, sent when a slot frees: after all of them arrived.
+        users.fences[0]!.answer();
+        await until(() => users.fences.length === max + 1, "the waiting batch sent");
+        for (const f of users.fences.slice(1)) f.answer();
+        const entries = await Promise.all(lookups);
+        expect(entries).toHaveLength(5);
+        expect(dir.stats).toMatchObject({ fences: max + 1, maxInFlight: max, fromMemory: 5 });
+      } finally {
+        dir.stop();
+      }
+    }
+  });
+
+  it("fails closed when the fence fails: a begun lookup is refused, and one never read leaves no unhandled rejection", async () => {
+    const users = heldBucket(user);
+    const dir = await WatchedDirectory.start(users.kv, bucket(rooms, leaderHeardPeersAgo(800)), { logger });
+    try {
+      const used = dir.begin();
+      // A login refused before its directory read (a bad nonce signature) never looks up.
+      dir.begin();
+      await until(() => users.fences.length === 1, "the fence sent");
+      users.fences[0]!.fail(new Error("no responders"));
+      const err = await rejection(used.lookup(alice));
+      expect(err).toBeInstanceOf(DirectoryError);
+      expect(dir.stats).toMatchObject({ fences: 1, fromMemory: 0, refused: 1 });
+    } finally {
+      dir.stop();
+    }
+  });
+});

@@ -2,7 +2,7 @@ import { NkeyPrefix, decodeNkeyPublic } from "@unibus/crypto";
 import { CalloutSubject } from "@unibus/contracts";
 import type { AuthorizeOptions, AuthorizeResult } from "./authorize.js";
 import { authorize } from "./authorize.js";
-import type { PrincipalDirectory } from "../store/directory.js";
+import type { BegunLookup, PrincipalDirectory } from "../store/directory.js";
 import { EncryptionMismatchError, InvalidRequestError } from "../errors.js";
 import type { AuthorizationRequest, JwtBytes } from "../jwt.js";
 import { SPLICE_MARK, decodeAuthorizationRequest, encodeJwtBytes, jsonStringOf } from "../jwt.js";
@@ -145,8 +145,9 @@ function cachedRefusal(ctx: CalloutContext, token: string): { request: Authoriza
 
 /**
  * Handles one message from `$SYS.REQ.USER.AUTH`: decrypt (if an xkey is
- * configured), decode and check the server's request (its signature only
- * without an xkey: see decodeAuthorizationRequest), {@link authorize}, sign
+ * configured), begin the directory's fence, decode and check the server's
+ * request (its signature only without an xkey: see
+ * decodeAuthorizationRequest), {@link authorize} from the begun lookup, sign
  * the response, encrypt it back. Denials are signed responses carrying
  * `error` (never a user JWT). A request that fails its checks (a box that
  * does not open, a malformed or expired request) gets no signed answer.
@@ -156,6 +157,7 @@ function cachedRefusal(ctx: CalloutContext, token: string): { request: Authoriza
 export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array, serverXkeyHeader: string | undefined): Promise<CalloutOutcome> {
   let request: AuthorizationRequest;
   let token: string;
+  let begun: BegunLookup | undefined;
   const encrypted = !looksLikeJwt(data);
   try {
     if (ctx.xkey !== undefined) {
@@ -173,6 +175,13 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
     // A retry storm's repeats stop here: one signature (the refusal), no verification, no directory read.
     const cached = cachedRefusal(ctx, token);
     if (cached !== undefined) return answer(ctx, cached.request, cached.result, serverXkeyHeader);
+    // The directory's fence is begun now, before the checks below: when it
+    // can leave at once its round trip runs beside their CPU work instead of
+    // after it (one turn of the event loop lets nats.js write it first). It
+    // is sent after this request arrived, which is what read-your-writes
+    // needs. When it must wait for an earlier fence, the work runs now.
+    begun = ctx.directory.begin?.();
+    if (begun?.leavesNow === true) await new Promise<void>((resolve) => setImmediate(resolve));
     // With an xkey the box that opened already proved the request intact (see decodeAuthorizationRequest).
     request = decodeAuthorizationRequest(token, Date.now() / 1000, ctx.xkey !== undefined).nats;
     if (ctx.xkey !== undefined && request.server_id.xkey !== serverXkeyHeader) {
@@ -182,7 +191,7 @@ export async function handleCalloutRequest(ctx: CalloutContext, data: Uint8Array
     return { kind: "rejected", error: error instanceof Error ? error : new InvalidRequestError(String(error)) };
   }
 
-  return answer(ctx, request, await authorize(request, ctx.directory, ctx.authorize), serverXkeyHeader);
+  return answer(ctx, request, await authorize(request, begun ?? ctx.directory, ctx.authorize), serverXkeyHeader);
 }
 
 function answer(ctx: CalloutContext, request: AuthorizationRequest, result: AuthorizeResult, serverXkeyHeader: string | undefined): CalloutOutcome {

@@ -24,6 +24,23 @@ export interface DirectoryEntry {
  */
 export interface PrincipalDirectory {
   lookup(principal: string): Promise<DirectoryEntry | null>;
+  /**
+   * Optional: starts a lookup's fence now, for a principal named later.
+   * The callout calls it as a login arrives, so the fence's round trip runs
+   * beside the login's decoding and signature checks instead of after them.
+   */
+  begin?(): BegunLookup;
+}
+
+/** A lookup whose fence was begun ({@link PrincipalDirectory.begin}); answered no earlier than that fence allows. */
+export interface BegunLookup {
+  lookup(principal: string): Promise<DirectoryEntry | null>;
+  /**
+   * True when the fence leaves now (in a microtask), so work done before
+   * the lookup overlaps its round trip; false when it waits for an earlier
+   * fence to return, and yielding to let it leave would only delay the work.
+   */
+  readonly leavesNow: boolean;
 }
 
 export function parse(entry: KvEntry | null, what: string): { value: unknown; revision: number } | null {
