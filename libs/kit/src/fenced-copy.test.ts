@@ -1,12 +1,11 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
-import type { KV, KvEntry, KvWatchOptions } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { ErrorCode, memberKey } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
-import { eventually, startTestServer } from "@unibus/testing";
+import { controllableKv, eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { FenceBatcher, FencedCopy, FencedCopyBehindError } from "./fenced-copy.js";
 import { LeaderOutOfContactError } from "./leader-contact.js";
@@ -65,48 +64,6 @@ describe("FenceBatcher: a check is only satisfied by a fence sent after it arriv
   });
 });
 
-/**
- * A bucket whose watch can be held back (a stalled watcher) or delivers each
- * entry `lagMs` late (an ordered consumer on a lagging replica), and whose
- * stream info can be replaced. Its `get` always fails: the copy must answer
- * from memory only.
- */
-function controllable(kv: KV, lagMs = 0): { kv: KV; stall(): void; release(): void; info(answer: (() => Promise<unknown>) | undefined): void } {
-  let held: Promise<void> | undefined;
-  let release: () => void = () => undefined;
-  let info: (() => Promise<unknown>) | undefined;
-  const proxy = {
-    get: () => Promise.reject(new Error("a record read past the copy")),
-    status: () => (info === undefined ? kv.status() : info()),
-    async watch(opts?: KvWatchOptions) {
-      const iter = await kv.watch(opts);
-      return {
-        stop: () => iter.stop(),
-        async *[Symbol.asyncIterator](): AsyncGenerator<KvEntry> {
-          for await (const e of iter) {
-            if (lagMs > 0) await sleep(lagMs);
-            while (held !== undefined) await held;
-            yield e;
-          }
-        },
-      };
-    },
-  } as unknown as KV;
-  return {
-    kv: proxy,
-    stall() {
-      held ??= new Promise((r) => (release = r));
-    },
-    release() {
-      held = undefined;
-      release();
-    },
-    info(answer) {
-      info = answer;
-    },
-  };
-}
-
 function userRecord(principal: string, status: "active" | "revoked"): string {
   return JSON.stringify({ principal, handle: "a", role: "member", status, addedAt: new Date(0).toISOString(), addedBy: principal });
 }
@@ -148,7 +105,7 @@ describe("the fenced copy on nats-server", () => {
 
   it("answers a revoke acknowledged before the read, though the watch lags the writer by 200 ms per entry", async () => {
     const alice = SigningKey.generate().principal;
-    const lagging = controllable(users, 200);
+    const lagging = controllableKv(users, 200);
     const copy = new FencedCopy(lagging.kv, { op: "test.users", logger });
     try {
       await users.put(alice, userRecord(alice, "active"));
@@ -168,7 +125,7 @@ describe("the fenced copy on nats-server", () => {
 
   it("refuses while its watch is stalled behind the fence, never answering the old record, and answers once it catches up", async () => {
     const bob = SigningKey.generate().principal;
-    const c = controllable(users);
+    const c = controllableKv(users);
     const copy = new FencedCopy(c.kv, { op: "test.users", logger, stallMs: 60_000 });
     try {
       await users.put(bob, userRecord(bob, "active"));
@@ -187,7 +144,7 @@ describe("the fenced copy on nats-server", () => {
   });
 
   it("refuses a fence answered by a leader out of contact, by a replica naming no leader, or not answered in time", async () => {
-    const c = controllable(users);
+    const c = controllableKv(users);
     const copy = new FencedCopy(c.kv, { op: "test.users", logger, fenceTimeoutMs: 200 });
     try {
       await copy.get("anyone");
@@ -221,7 +178,7 @@ describe("the fenced copy on nats-server", () => {
     await expect(requireMember(members, ROOM, carol)).rejects.toMatchObject({ code: ErrorCode.Forbidden });
 
     // A members leader out of contact with its quorum: 503, not "not a member".
-    const c = controllable(members);
+    const c = controllableKv(members);
     const real = await members.status();
     c.info(async () => ({ ...real, streamInfo: { ...real.streamInfo, cluster: { leader: "n1", replicas: [{ name: "n2", current: true, active: 6e9 }, { name: "n3", current: true, active: 6e9 }] } } }));
     await expect(roomRole(c.kv, ROOM, carol)).rejects.toMatchObject({ code: ErrorCode.Unavailable });

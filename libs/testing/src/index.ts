@@ -1,3 +1,5 @@
+export { controllableKv } from "./controllable-kv.js";
+export type { ControllableKv } from "./controllable-kv.js";
 export { startTestCluster } from "./cluster.js";
 export type { RouteLink, TestCluster, TestClusterOptions } from "./cluster.js";
 export { eventually, retryUntil } from "./eventually.js";

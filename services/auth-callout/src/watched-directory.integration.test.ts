@@ -1,12 +1,11 @@
-import { setTimeout as sleep } from "node:timers/promises";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
-import type { KV, KvEntry, KvWatchOptions } from "@nats-io/kv";
+import type { KV } from "@nats-io/kv";
 import { pino } from "pino";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
-import { eventually, startTestServer } from "@unibus/testing";
+import { controllableKv, eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { DenialCache } from "./denial-cache.js";
 import { invalidateOnUserChanges } from "./store/directory.js";
@@ -33,44 +32,6 @@ function userRecord(key: SigningKey, status: "active" | "revoked"): UserRecord {
 
 function roomsRecord(key: SigningKey, rooms: RoomsRecord["rooms"]): RoomsRecord {
   return { principal: key.principal, rooms };
-}
-
-/**
- * A bucket whose watch can be held back (a stalled watcher) or delivers
- * each entry `lagMs` late (an ordered consumer on a replica that lags the
- * leader, as seen in clusters), over the real bucket. Its `get` always
- * fails: the directory must decide from its copy only.
- */
-function controllable(kv: KV, lagMs = 0): { kv: KV; stall(): void; release(): void } {
-  let held: Promise<void> | undefined;
-  let release: () => void = () => undefined;
-  const proxy = {
-    get: () => Promise.reject(new Error("a record read past the copy")),
-    status: () => kv.status(),
-    async watch(opts?: KvWatchOptions) {
-      const iter = await kv.watch(opts);
-      return {
-        stop: () => iter.stop(),
-        async *[Symbol.asyncIterator](): AsyncGenerator<KvEntry> {
-          for await (const e of iter) {
-            if (lagMs > 0) await sleep(lagMs);
-            while (held !== undefined) await held;
-            yield e;
-          }
-        },
-      };
-    },
-  } as unknown as KV;
-  return {
-    kv: proxy,
-    stall() {
-      held ??= new Promise((r) => (release = r));
-    },
-    release() {
-      held = undefined;
-      release();
-    },
-  };
 }
 
 describe("the watched directory on nats-server: an acknowledged write is never followed by an admission with the old rights", () => {
@@ -120,7 +81,7 @@ describe("the watched directory on nats-server: an acknowledged write is never f
   const LOGIN_LAG_MS = 300;
 
   it("a revoke under a concurrent login storm: no login started after the revoke's ack is admitted", async () => {
-    const directory = await WatchedDirectory.start(controllable(calloutUsers, LOGIN_LAG_MS).kv, controllable(calloutRooms, LOGIN_LAG_MS).kv, { logger });
+    const directory = await WatchedDirectory.start(controllableKv(calloutUsers, LOGIN_LAG_MS).kv, controllableKv(calloutRooms, LOGIN_LAG_MS).kv, { logger });
     const denialCache = new DenialCache();
     const watch = invalidateOnUserChanges(calloutUsers, denialCache);
     const service = await createAuthCalloutService(calloutNc, { issuer, directory, denialCache, logger });
@@ -166,7 +127,7 @@ describe("the watched directory on nats-server: an acknowledged write is never f
   }, 90_000);
 
   it("a room removal under a concurrent lookup storm: no lookup started after the removal's ack grants the room", async () => {
-    const directory = await WatchedDirectory.start(controllable(calloutUsers, LAG_MS).kv, controllable(calloutRooms, LAG_MS).kv, { logger });
+    const directory = await WatchedDirectory.start(controllableKv(calloutUsers, LAG_MS).kv, controllableKv(calloutRooms, LAG_MS).kv, { logger });
     await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
     const lookups: Array<{ started: number; entry?: DirectoryEntry | null }> = [];
     let storming = true;
@@ -198,7 +159,7 @@ describe("the watched directory on nats-server: an acknowledged write is never f
   }, 60_000);
 
   it("a stalled watch: the revoke its copy has not applied is refused, never answered from the copy, and answered once it catches up", async () => {
-    const u = controllable(calloutUsers);
+    const u = controllableKv(calloutUsers);
     const directory = await WatchedDirectory.start(u.kv, calloutRooms, { logger, stallMs: 60_000 });
     try {
       await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
