@@ -5,7 +5,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { createInbox } from "@nats-io/transport-node";
 import { memberKey } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
-import { eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { LeaderContactFence } from "./leader-contact.js";
 import { membershipCopy, roleResolver, roomRole } from "./membership-view.js";
@@ -18,38 +18,6 @@ function userRecord(principal: string, status: "active" | "revoked"): string {
 
 function memberRecord(principal: string): string {
   return JSON.stringify({ roomId: ROOM, principal, role: "member", addedAt: new Date(0).toISOString(), addedBy: principal });
-}
-
-/** What checks started after the write's ack answered: the old rights, the new ones, or a refusal. */
-interface Verdicts {
-  old: number;
-  current: number;
-  refused: number;
-}
-
-/**
- * `check` in `loops` concurrent loops until `stop()`; a check counts only if
- * it started after the write's acknowledgement (`ackedAt`).
- */
-function checkLoops(check: () => Promise<"old" | "current">, loops: number, ackedAt: () => number): { verdicts: Verdicts; stop(): Promise<void> } {
-  const verdicts: Verdicts = { old: 0, current: 0, refused: 0 };
-  let running = true;
-  const all = Promise.all(
-    Array.from({ length: loops }, async () => {
-      while (running) {
-        const started = performance.now();
-        const verdict = await check().catch(() => "refused" as const);
-        if (started > ackedAt()) verdicts[verdict]++;
-      }
-    }),
-  );
-  return {
-    verdicts,
-    async stop() {
-      running = false;
-      await all;
-    },
-  };
 }
 
 describe("the membership view behind a stream leader paused past an election, then resumed", () => {

@@ -1,3 +1,5 @@
+export { checkLoops } from "./check-loops.js";
+export type { Verdicts } from "./check-loops.js";
 export { controllableKv } from "./controllable-kv.js";
 export type { ControllableKv } from "./controllable-kv.js";
 export { startTestCluster } from "./cluster.js";

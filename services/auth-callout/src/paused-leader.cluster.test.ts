@@ -5,7 +5,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { createInbox } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { SigningKey } from "@unibus/crypto";
-import { eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { KvPrincipalDirectory } from "./store/directory.js";
 import type { PrincipalDirectory } from "./store/directory.js";
@@ -17,41 +17,13 @@ function record(principal: string, status: "active" | "revoked"): string {
   return JSON.stringify({ principal, handle: "a", role: "member", status, addedAt: new Date(0).toISOString(), addedBy: principal });
 }
 
-/** What lookups started after the revoke's ack returned. */
-interface Verdicts {
-  active: number;
-  revoked: number;
-  refused: number;
-}
-
-/**
- * Lookups of `principal` in `loops` concurrent loops until `stop()`: each
- * lookup is counted only if it started after the revoke's acknowledgement.
- */
-function lookupLoops(dir: PrincipalDirectory, principal: string, loops: number, ackedAt: () => number): { verdicts: Verdicts; stop(): Promise<void> } {
-  const verdicts: Verdicts = { active: 0, revoked: 0, refused: 0 };
-  let running = true;
-  const all = Promise.all(
-    Array.from({ length: loops }, async () => {
-      while (running) {
-        const started = performance.now();
-        const status = await dir.lookup(principal).then(
-          (e) => e?.user.status ?? "unknown",
-          () => "refused",
-        );
-        if (started <= ackedAt()) continue;
-        if (status === "active") verdicts.active++;
-        else if (status === "revoked") verdicts.revoked++;
-        else verdicts.refused++;
-      }
-    }),
-  );
-  return {
-    verdicts,
-    async stop() {
-      running = false;
-      await all;
-    },
+/** A lookup of `principal` as a verdict: still active (old), revoked (current); anything else is a refusal. */
+function lookupOf(dir: PrincipalDirectory, principal: string): () => Promise<"old" | "current"> {
+  return async () => {
+    const status = (await dir.lookup(principal))?.user.status;
+    if (status === "active") return "old";
+    if (status === "revoked") return "current";
+    throw new Error(`no record for ${principal}`);
   };
 }
 
@@ -122,16 +94,16 @@ describe("the watched directory behind a stream leader paused past an election, 
     await conns[leader]!.flush();
 
     let ackedAt = Number.POSITIVE_INFINITY;
-    let watchedLoops: ReturnType<typeof lookupLoops> | undefined;
-    let readLoops: ReturnType<typeof lookupLoops> | undefined;
+    let watchedLoops: ReturnType<typeof checkLoops> | undefined;
+    let readLoops: ReturnType<typeof checkLoops> | undefined;
     cluster.servers[leader]!.kill("SIGSTOP");
     try {
       // Acknowledged once the other two have elected a leader (4–9 s of silence).
       await retryUntil(() => otherUsers.put(alice, record(alice, "revoked")), { timeoutMs: 30_000, intervalMs: 200 });
       ackedAt = performance.now();
       // Lookups in flight across the resume: each started after the ack.
-      watchedLoops = lookupLoops(watched, alice, 8, () => ackedAt);
-      readLoops = lookupLoops(leaderReads, alice, 8, () => ackedAt);
+      watchedLoops = checkLoops(lookupOf(watched, alice), 8, () => ackedAt);
+      readLoops = checkLoops(lookupOf(leaderReads, alice), 8, () => ackedAt);
       for (let i = 0; i < 2_000; i++) {
         conns[leader]!.publish("$JS.API.STREAM.MSG.GET.KV_users", JSON.stringify({ last_by_subj: `$KV.users.${alice}` }), { reply: `${getInbox}.${i}` });
       }
@@ -140,7 +112,7 @@ describe("the watched directory behind a stream leader paused past an election, 
     }
     try {
       // Until the resumed node's callout answers the revoke from its copy, many times over.
-      await eventually(() => watchedLoops.verdicts.revoked, (n) => n >= 50, { timeoutMs: 30_000, intervalMs: 50, what: "the resumed node's directory answering the revoke" });
+      await eventually(() => watchedLoops.verdicts.current, (n) => n >= 50, { timeoutMs: 30_000, intervalMs: 50, what: "the resumed node's directory answering the revoke" });
     } finally {
       loading = false;
       await Promise.all([watchedLoops?.stop(), readLoops?.stop(), load]);
@@ -150,7 +122,7 @@ describe("the watched directory behind a stream leader paused past an election, 
       `paused leader ${leaderName}: watched directory after the ack ${JSON.stringify(watchedLoops.verdicts)}; ` +
         `per-login leader reads ${JSON.stringify(readLoops.verdicts)}; raw gets queued at the paused node ${JSON.stringify(rawGets)}`,
     );
-    expect(watchedLoops.verdicts.active, "lookups started after the revoke's ack that the watched directory answered active").toBe(0);
-    expect(watchedLoops.verdicts.revoked).toBeGreaterThanOrEqual(50);
+    expect(watchedLoops.verdicts.old, "lookups started after the revoke's ack that the watched directory answered active").toBe(0);
+    expect(watchedLoops.verdicts.current).toBeGreaterThanOrEqual(50);
   }, 120_000);
 });
