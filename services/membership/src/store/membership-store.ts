@@ -4,7 +4,7 @@ import { createInbox, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { UnibusError } from "@unibus/contracts";
-import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, isRevisionConflict, listKeys, readVersioned, recordCheck, roomRole, storeUnavailable } from "@unibus/kit";
+import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, isRevisionConflict, listKeys, membershipCopy, readVersioned, recordCheck, roomRole, storeUnavailable } from "@unibus/kit";
 import type { RecordReader, RoomRole, Versioned } from "@unibus/kit";
 import type { MemberRecord, RoomRecord, RoomsByMemberRecord, UserRecord } from "./records.js";
 import { memberKey } from "./records.js";
@@ -311,8 +311,41 @@ export class MembershipStore {
     return out.sort((a, b) => a.principal.localeCompare(b.principal));
   }
 
+  /** `principal`'s grant record by leader get: for writes (their compare-and-set reads), not for what a caller may see ({@link grantedRooms}). */
   getRoomsByMember(principal: string): Promise<Versioned<RoomsByMemberRecord> | null> {
     return read(this.buckets.roomsByMember, principal, RoomsByMemberReader);
+  }
+
+  /**
+   * The rooms `principal` is granted now, with its role in each ({} when it
+   * has no grant record), from the fenced copy of `rooms_by_member` (the
+   * kit's {@link membershipCopy}, as for {@link memberRole}): one fence sent
+   * after this call, then the whole record from memory. For what a caller
+   * may see: a removal acknowledged by another replica is never followed by
+   * a list that still holds the room, which a leader get cannot promise (a
+   * leader paused past an election answers it with the old record once
+   * resumed). A fence not answered, a leader out of contact or a copy
+   * behind is 503 and a damaged record 500 `corrupt_record`, never an
+   * empty or partial answer.
+   */
+  async grantedRooms(principal: string): Promise<RoomsByMemberRecord["rooms"]> {
+    let record;
+    try {
+      record = await membershipCopy(this.buckets.roomsByMember).get(principal);
+    } catch (err) {
+      throw unavailable(err);
+    }
+    if (record === null) return {};
+    let value: unknown;
+    try {
+      value = JSON.parse(new TextDecoder().decode(record.value));
+    } catch (err) {
+      throw corruptRecord(STORE, principal, err);
+    }
+    const grants = checkRoomsByMember(value, principal);
+    // A record stored under another principal's key would list its rooms to the wrong caller.
+    if (grants.principal !== principal) throw corruptRecord(STORE, principal, new Error(`rooms_by_member record at ${principal} names another principal`));
+    return grants.rooms;
   }
 
   /**
