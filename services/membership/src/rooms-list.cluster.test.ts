@@ -4,6 +4,7 @@ import type { KV } from "@nats-io/kv";
 import { createInbox } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
+import type { MembershipRoomsListReply } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
 import type { HandlerContext, SignedCaller } from "@unibus/kit";
@@ -74,7 +75,7 @@ describe("rooms.list behind a rooms_by_member leader paused past an election, th
     const spec = roomHandlers({ store } as unknown as MembershipDeps).list;
     const caller: SignedCaller = { anonymous: false, principal: alice, publicKey: new Uint8Array(32), role: "member" };
     const listCheck = async () => {
-      const page = await spec.handler({}, caller, ctx);
+      const page = (await spec.handler({}, caller, ctx)) as MembershipRoomsListReply;
       return page.rooms.some((r) => r.room.id === GONE) ? ("old" as const) : ("current" as const);
     };
     // Beside it, the read this replaces: the grant record by leader get (evidence, not asserted).
