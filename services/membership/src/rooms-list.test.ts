@@ -9,6 +9,7 @@ import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { ErrorCode, ErrorReason } from "@unibus/contracts";
+import type { MembershipRoomsGetReply } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
 import type { HandlerContext, SignedCaller } from "@unibus/kit";
@@ -19,7 +20,7 @@ import { grantMembership, revokeMembership, roomHandlers } from "./handlers/room
 import { userHandlers } from "./handlers/users.js";
 import type { ConnectionKicker } from "./kick.js";
 import { roomSubject } from "./store/records.js";
-import type { RoomRecord, RoomRole, UserRecord } from "./store/records.js";
+import type { MemberRecord, RoomRecord, RoomRole, UserRecord } from "./store/records.js";
 import { MembershipStore } from "./store/membership-store.js";
 
 const silent = pino({ level: "silent" });
@@ -36,6 +37,11 @@ let nc: NatsConnection;
 /** The writer's store: real buckets, as another replica that acknowledges changes. */
 let writer: MembershipStore;
 let grants: KV;
+let members: KV;
+/** The handlers' view of `members`: no lag, but its fence can be refused. */
+let proxiedMembers: ControllableKv;
+/** The handlers' store. */
+let reader: MembershipStore;
 /** The handlers' view of `rooms_by_member`. */
 let proxied: ControllableKv;
 let list: (req: { cursor?: string; limit?: number; all?: boolean }, principal: string) => Promise<{ rooms: { room: RoomRecord; role?: RoomRole }[]; next_cursor?: string }>;
@@ -65,15 +71,18 @@ beforeAll(async () => {
   server = await startTestServer({ jetstream: true });
   nc = await server.connect();
   const kvm = new Kvm(nc);
-  const [users, rooms, members] = await Promise.all(["users", "rooms", "members"].map((b) => kvm.create(b, { allow_direct: false })));
+  const [users, rooms, membersKv] = await Promise.all(["users", "rooms", "members"].map((b) => kvm.create(b, { allow_direct: false })));
+  members = membersKv!;
   grants = await kvm.create("rooms_by_member", { allow_direct: false });
-  writer = new MembershipStore({ users: users!, rooms: rooms!, members: members!, roomsByMember: grants }, nc);
+  writer = new MembershipStore({ users: users!, rooms: rooms!, members, roomsByMember: grants }, nc);
   // Each entry reaches the handlers' copy 100 ms after it was acknowledged.
   proxied = controllableKv(grants, 100);
   membershipCopy(proxied.kv, silent);
-  const store = new MembershipStore({ users: users!, rooms: rooms!, members: members!, roomsByMember: proxied.kv }, nc);
+  proxiedMembers = controllableKv(members);
+  membershipCopy(proxiedMembers.kv, silent);
+  reader = new MembershipStore({ users: users!, rooms: rooms!, members: proxiedMembers.kv, roomsByMember: proxied.kv }, nc);
   const deps = {
-    store,
+    store: reader,
     kicker: noKick,
     consumers: {
       async deleteAll(roomId: string) {
@@ -96,10 +105,12 @@ beforeEach(() => {
   deleted = [];
   proxied.info(undefined);
   proxied.release();
+  proxiedMembers.info(undefined);
 });
 
 afterAll(async () => {
   membershipCopy(proxied.kv).stop();
+  membershipCopy(proxiedMembers.kv).stop();
   await nc?.close();
   await server?.stop();
 });
@@ -218,5 +229,36 @@ describe("users.revoke sweeps the rooms of its grant record", () => {
     proxied.info(() => Promise.reject(new Error("no stream leader")));
     await expect(revoke(p)).resolves.toMatchObject({ user: { principal: p, status: "revoked" } });
     expect((await writer.getUser(p))?.value.status).toBe("revoked");
+  });
+});
+
+describe("rooms.get's page of members", () => {
+  it("never names a member whose removal was acknowledged, though the page was read from before it", async () => {
+    const owner = SigningKey.generate().principal;
+    const gone = SigningKey.generate().principal;
+    const room = await newRoom(owner);
+    await grantMembership(writer, room, gone, "member", owner, at);
+    // The page as a consumer on a lagging replica would still deliver it after the removal.
+    const stale = await reader.pageEntries<MemberRecord>("members", 1, 100, `${room}.*`);
+    expect(stale.items.map((m) => m.principal).sort()).toEqual([owner, gone].sort());
+    await revokeMembership(writer, room, gone);
+    const store = Object.assign(Object.create(reader) as MembershipStore, { pageEntries: async () => stale });
+    const spec = roomHandlers({ store } as unknown as MembershipDeps).get;
+    const caller: SignedCaller = { anonymous: false, principal: owner, publicKey: new Uint8Array(32), role: "member" };
+    const page = (await spec.handler({ roomId: room }, caller, ctx)) as MembershipRoomsGetReply;
+    expect(page.members.map((m) => m.principal)).toEqual([owner]);
+  });
+
+  it("confirms a whole page with one fence, and refuses it (503) when the fence fails", async () => {
+    const owner = SigningKey.generate().principal;
+    const room = await newRoom(owner);
+    const listed: MemberRecord[] = [];
+    for (let i = 0; i < 30; i++) listed.push((await grantMembership(writer, room, SigningKey.generate().principal, "member", owner, at)).member);
+    const copy = membershipCopy(proxiedMembers.kv);
+    const before = copy.fences;
+    expect(await reader.currentMembers(listed)).toEqual(listed);
+    expect(copy.fences - before).toBe(1);
+    proxiedMembers.info(() => Promise.reject(new Error("no stream leader")));
+    await expect(reader.currentMembers(listed)).rejects.toMatchObject({ code: ErrorCode.Unavailable });
   });
 });

@@ -160,7 +160,10 @@ export function roomHandlers(deps: MembershipDeps) {
         const room = await roomOrThrow(store, req.roomId);
         // One page of members: a stream page filtered to this room's keys.
         const page = await store.pageEntries<MemberRecord>("members", parseSeqCursor(req.cursor), req.limit ?? PageSize.membersDefault, `${req.roomId}.*`);
-        let members = page.items;
+        // Each listed member confirmed on the fenced copy (one fence for the
+        // page), so a removal acknowledged before this request is never
+        // shown as a member; the cursor still follows the stream page.
+        let members = await store.currentMembers(page.items);
         if (req.withHandles === true) {
           // Handles of this room's members only: the caller shares the room
           // with them, and the full users list stays admin-only.

@@ -73,6 +73,28 @@ function encode(value: unknown): string {
   return JSON.stringify(value);
 }
 
+/**
+ * `key`'s record from the kit's fenced copy of `kv` (null: absent), checked
+ * against its schema: a fence or copy that cannot vouch for it is 503, a
+ * damaged record 500.
+ */
+async function fencedRead<T>(kv: KV, key: string, check: (value: unknown, key: string) => T): Promise<T | null> {
+  let record;
+  try {
+    record = await membershipCopy(kv).get(key);
+  } catch (err) {
+    throw unavailable(err);
+  }
+  if (record === null) return null;
+  let value: unknown;
+  try {
+    value = JSON.parse(new TextDecoder().decode(record.value));
+  } catch (err) {
+    throw corruptRecord(STORE, key, err);
+  }
+  return check(value, key);
+}
+
 function read<T>(kv: KV, key: string, reader: RecordReader<T> = anyRecord): Promise<Versioned<T> | null> {
   return readVersioned(kv, key, reader);
 }
@@ -329,23 +351,29 @@ export class MembershipStore {
    * empty or partial answer.
    */
   async grantedRooms(principal: string): Promise<RoomsByMemberRecord["rooms"]> {
-    let record;
-    try {
-      record = await membershipCopy(this.buckets.roomsByMember).get(principal);
-    } catch (err) {
-      throw unavailable(err);
-    }
-    if (record === null) return {};
-    let value: unknown;
-    try {
-      value = JSON.parse(new TextDecoder().decode(record.value));
-    } catch (err) {
-      throw corruptRecord(STORE, principal, err);
-    }
-    const grants = checkRoomsByMember(value, principal);
+    const grants = await fencedRead(this.buckets.roomsByMember, principal, checkRoomsByMember);
     // A record stored under another principal's key would list its rooms to the wrong caller.
-    if (grants.principal !== principal) throw corruptRecord(STORE, principal, new Error(`rooms_by_member record at ${principal} names another principal`));
-    return grants.rooms;
+    if (grants !== null && grants.principal !== principal) throw corruptRecord(STORE, principal, new Error(`rooms_by_member record at ${principal} names another principal`));
+    return grants?.rooms ?? {};
+  }
+
+  /**
+   * The memberships of `listed` (a page read from the stream) that are
+   * current, each as the fenced copy of `members` holds it now: a page's
+   * consumer, and the leader read that ends it, may be answered from before
+   * a removal, and must not name the removed member. The reads are issued
+   * together, so one fence sent after this call answers them all.
+   */
+  async currentMembers(listed: readonly MemberRecord[]): Promise<MemberRecord[]> {
+    const current = await Promise.all(
+      listed.map(async (m) => {
+        const key = memberKey(m.roomId, m.principal);
+        const record = await fencedRead(this.buckets.members, key, checkMember);
+        if (record !== null && (record.roomId !== m.roomId || record.principal !== m.principal)) throw corruptRecord(STORE, key, new Error(`members record at ${key} names another membership`));
+        return record;
+      }),
+    );
+    return current.filter((m): m is MemberRecord => m !== null);
   }
 
   /**
