@@ -178,12 +178,16 @@ describe("rooms", () => {
     expect(removed.revision).toBeGreaterThan(inv.revision);
     expect(await svc.store.getMember(room.id, k.principal)).toBeNull();
     expect((await svc.store.getRoomsByMember(k.principal))?.value.rooms).toEqual({});
+    // Right after the removal's ack, the removed member's own list no longer holds the room.
+    expect((await invitee.rooms.list()).rooms).toEqual([]);
     expect((await rejection(member.rooms.remove(room.id, k.principal))).code).toBe(ErrorCode.NotFound);
 
     await admin.rooms.invite(room.id, k.principal);
+    expect((await invitee.rooms.list()).rooms).toEqual([{ room, role: "member" }]);
     const left = await invitee.rooms.leave(room.id);
     expect(left.kick.deferred).toBe(true);
     expect(await svc.store.getMember(room.id, k.principal)).toBeNull();
+    expect((await invitee.rooms.list()).rooms).toEqual([]);
     expect((await rejection(invitee.rooms.leave(room.id))).code).toBe(ErrorCode.NotFound);
   });
 
@@ -223,6 +227,15 @@ describe("rooms", () => {
         }
       }
       for (const { room } of rooms) expect((await member.rooms.get(room.id)).members).toHaveLength(invitees.length + 1);
+      // Removals acknowledged by either replica: each removed invitee's own
+      // list, answered by either replica, no longer holds the room.
+      const [gone, kept] = rooms.map(({ room }) => room) as [(typeof rooms)[number]["room"], (typeof rooms)[number]["room"]];
+      const removed = invitees.slice(0, 6);
+      await Promise.all(removed.map((k) => member.rooms.remove(gone.id, k.principal)));
+      for (const k of removed) {
+        const c = await client(k);
+        for (let i = 0; i < 4; i++) expect((await c.rooms.list()).rooms).toEqual([{ room: kept, role: "member" }]);
+      }
     } finally {
       await replica2.stop();
     }

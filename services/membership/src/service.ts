@@ -123,8 +123,9 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     { budgetMs, logger: logger.child({ svc: ServiceName.membership }) },
   );
   const store = new MembershipStore({ users: kv.users, rooms: kv.rooms, members: kv.members, roomsByMember: kv.rooms_by_member }, nc);
-  // The access checks' fenced copies replay from now, not from the first request.
-  const copies = [kv.users, kv.members].map((b) => membershipCopy(b, logger.child({ svc: ServiceName.membership })));
+  // The access checks' fenced copies replay from now, not from the first
+  // request; `rooms_by_member` too, which decides what `rooms.list` shows.
+  const copies = [kv.users, kv.members, kv.rooms_by_member].map((b) => membershipCopy(b, logger.child({ svc: ServiceName.membership })));
   const kicker =
     opts.kicker ??
     (opts.sys === undefined ? new UnconfiguredKicker(logger.child({ svc: ServiceName.membership })) : new SystemConnectionKicker(opts.sys, { logger: logger.child({ svc: ServiceName.membership }) }));

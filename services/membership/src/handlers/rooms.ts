@@ -160,7 +160,10 @@ export function roomHandlers(deps: MembershipDeps) {
         const room = await roomOrThrow(store, req.roomId);
         // One page of members: a stream page filtered to this room's keys.
         const page = await store.pageEntries<MemberRecord>("members", parseSeqCursor(req.cursor), req.limit ?? PageSize.membersDefault, `${req.roomId}.*`);
-        let members = page.items;
+        // Each listed member confirmed on the fenced copy (one fence for the
+        // page), so a removal acknowledged before this request is never
+        // shown as a member; the cursor still follows the stream page.
+        let members = await store.currentMembers(page.items);
         if (req.withHandles === true) {
           // Handles of this room's members only: the caller shares the room
           // with them, and the full users list stays admin-only.
@@ -211,8 +214,17 @@ export function roomHandlers(deps: MembershipDeps) {
     list: handles("membership", "rooms.list", {
       async handler(req, caller) {
         const user = activeUser(caller);
-        const own = (await store.getRoomsByMember(user.principal))?.value.rooms ?? {};
         if (req.all === true && user.role !== "admin") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "only admins may list all rooms");
+        // The caller's rooms and roles from its grant record, read from the
+        // fenced copy: one fence for the whole page, and a removal
+        // acknowledged before this request never shows up in it (threat: a
+        // removed member still listed the room, with its record, by a stale
+        // leader's get). Filtering the leader-get grant through the fenced
+        // `members` copy would also hide the removal, but costs a lookup per
+        // room and still misses a room granted just before the request;
+        // the grant record is also exactly what the caller's next login is
+        // granted. A fence that fails is 503: never a stale or partial list.
+        const own = await store.grantedRooms(user.principal);
         const limit = req.limit ?? PageSize.roomsDefault;
         const withRole = (room: RoomRecord): { room: RoomRecord; role?: RoomRole } => {
           const role = own[room.id];
@@ -232,6 +244,9 @@ export function roomHandlers(deps: MembershipDeps) {
         for (const id of ids) {
           if (rooms.length >= limit) break;
           last = id;
+          // A leader get is enough here: room records are only ever created,
+          // so a stale answer is "absent" (the room is skipped), never
+          // another room's data; which rooms to show was decided above.
           const room = await store.getRoom(id);
           if (room !== null) rooms.push(withRole(room.value));
         }

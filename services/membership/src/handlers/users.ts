@@ -20,6 +20,26 @@ export function userHandlers(deps: MembershipDeps) {
     if (log === undefined || (await log.load()).length === 0) return;
     await log.append(ctx, decide);
   };
+  /**
+   * The rooms whose leftover consumers a revoke deletes, from the fenced
+   * grant copy: a stale leader's get could omit a room granted just before
+   * the revoke and leave its consumers to a revoked user. The revoke is
+   * durable by now, so a failed fence falls back to the leader get and then
+   * to nothing, logged: the next start sweeps every room stream anyway.
+   */
+  const revokedUsersRooms = async (principal: string, ctx: HandlerContext): Promise<string[]> => {
+    try {
+      return Object.keys(await store.grantedRooms(principal));
+    } catch (err) {
+      ctx.logger.error({ target: principal, err: err instanceof Error ? err.message : String(err) }, "revoked user's rooms not read from the fenced copy; using a leader get");
+    }
+    try {
+      return Object.keys((await store.getRoomsByMember(principal))?.value.rooms ?? {});
+    } catch (err) {
+      ctx.logger.error({ target: principal, err: err instanceof Error ? err.message : String(err) }, "revoked user's rooms not read; leftover consumers wait for the start-up sweep");
+      return [];
+    }
+  };
   return {
     add: handles("membership", "users.add", {
       async handler(req, caller, ctx) {
@@ -97,8 +117,7 @@ export function userHandlers(deps: MembershipDeps) {
         ctx.logger.info({ target: principal, revision: revoked.revision }, "user revoked");
         // The flip is durable; the kick applies it to live connections now.
         const kick = await kicker.kick(principal);
-        const rooms = (await store.getRoomsByMember(principal))?.value.rooms ?? {};
-        await deleteLeftoverConsumers(consumers, Object.keys(rooms), ctx.logger);
+        await deleteLeftoverConsumers(consumers, await revokedUsersRooms(principal, ctx), ctx.logger);
         return { user: revoked.value, revision: revoked.revision, kick };
       },
     }),
