@@ -11,21 +11,10 @@
 import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
 import { ExitCode, runCli } from "@unibus/cli";
+import type { FailoverCheck } from "@unibus/cli";
 import { eventually } from "@unibus/testing";
 import { recordingIo } from "@unibus/cli/test-io";
 import { useCheckBus } from "./check-bus.js";
-
-interface FailoverReport {
-  roomId: string;
-  stoppedUrl: string;
-  sent: number;
-  received: number;
-  duplicates: number;
-  fromHistory: number;
-  resent: number;
-  lost: number;
-  failoverMs: number;
-}
 
 /** The streams behind every request the check makes of the keys and membership services. */
 const CONTROL_STREAMS = ["KV_room_keys", "KV_agreement_keys", "KV_nonces", "KV_users", "KV_rooms", "KV_members", "KV_rooms_by_member", "KV_room_log"] as const;
@@ -65,7 +54,7 @@ describe("unibus check --cluster on a 3-node cluster", () => {
     const io = recordingIo({ env: { ...ctx.env, UNIBUS_CHAOS_STOP: `case "$UNIBUS_CHAOS_URL" in ${cases} *) exit 3 ;; esac`, UNIBUS_CHAOS_SPARE: spare }, cwd: ctx.dir });
     const code = await runCli(["check", "--cluster", "--chaos", "--messages", "400", "--timeout", "45000", "--json"], io);
     expect(code, io.all()).toBe(ExitCode.ok);
-    const { failover } = JSON.parse(io.stdout.join("\n")) as { failover: FailoverReport };
+    const { failover } = JSON.parse(io.stdout.join("\n")) as { failover: FailoverCheck };
     expect(failover.stoppedUrl).toBe(cluster.urls[victim]);
     expect(await cluster.servers[victim]!.exited).toBeNull();
     expect(failover).toMatchObject({ sent: 400, received: 400, lost: 0 });

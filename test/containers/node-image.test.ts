@@ -7,22 +7,19 @@
 // on the host (real nats-servers); the container shares the host's network.
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pino } from "pino";
 import { Subjects } from "@unibus/contracts";
 import type { ReplicaTicketReply } from "@unibus/contracts";
-import { SigningKey, nodeStoreKey, randomBytes, toHex, unlockWrappedCuk, writeIdentityFile } from "@unibus/crypto";
-import { createReplicaGatewayService } from "@unibus/replica-gateway";
-import type { RunningReplicaGateway } from "@unibus/replica-gateway";
-import { initCluster, loadNodeIdentity, readNodeUnlockKey, readWrappedCuk, signedRequest } from "@unibus/sdk";
-import { startTestBus } from "@unibus/testbus";
+import { nodeStoreKey, toHex, unlockWrappedCuk } from "@unibus/crypto";
+import { loadNodeIdentity, readNodeUnlockKey, readWrappedCuk, signedRequest } from "@unibus/sdk";
 import type { TestBus } from "@unibus/testbus";
 import { eventually, freeLoopbackPort } from "@unibus/testing";
+import { startJoinableCluster } from "../e2e/joinable-cluster.js";
+import type { JoinableCluster } from "../e2e/joinable-cluster.js";
 import { containerProcesses, secretOfFile, secretsIn } from "./secrets.js";
 
 const run = promisify(execFile);
@@ -41,8 +38,8 @@ async function imageTag(): Promise<string> {
 }
 
 describe("the cluster-node image runs `unibus node start` and the node's nats-server on its own key", () => {
+  let cluster: JoinableCluster;
   let bus: TestBus;
-  let gateway: RunningReplicaGateway;
   let dir: string;
   let env: NodeJS.ProcessEnv;
   let recoverySecret: string;
@@ -74,23 +71,8 @@ describe("the cluster-node image runs `unibus node start` and the node's nats-se
 
   beforeAll(async () => {
     image = `unibus/cluster-node:${await imageTag()}`;
-    bus = await startTestBus({ nodes: 3, bootstrapAccess: true });
-    psk = randomBytes(32);
-    gateway = await createReplicaGatewayService(await bus.serviceConnection("replica-gateway"), {
-      psk: { current: psk },
-      clusterName: bus.cluster!.name,
-      acceptorId: "gw-1",
-      identity: SigningKey.generate(),
-      bucketReplicas: 3,
-      logger: pino({ level: "silent" }),
-    });
-    dir = await mkdtemp(join(tmpdir(), "unibus-ct-node-image-"));
-    await writeFile(join(dir, "psk"), toHex(psk), { mode: 0o600 });
-    await writeFile(join(dir, "bus.json"), JSON.stringify(bus.authorization), { mode: 0o600 });
-    await writeIdentityFile(join(dir, "admin.id"), bus.adminIdentity);
-    env = { ...process.env, UNIBUS_URL: bus.cluster!.urls.join(","), UNIBUS_IDENTITY: join(dir, "admin.id"), UNIBUS_NODE_HOME: join(dir, "home"), UNIBUS_REPLICA_PSK_FILE: join(dir, "psk") };
-    delete env["UNIBUS_REPLICA_PSK"];
-    recoverySecret = (await initCluster(bus.admin.nc, bus.adminIdentity.signingKey, { clusterName: bus.cluster!.name })).recoverySecret;
+    cluster = await startJoinableCluster("unibus-ct-node-image-", "home");
+    ({ bus, psk, dir, env, recoverySecret } = cluster);
     const { ticket } = await admin<ReplicaTicketReply>(Subjects.replicaGateway.ticket, { nodeId: NODE });
     await writeFile(join(dir, "ticket"), ticket, { mode: 0o600 });
     expect((await cli(["node", "register", NODE, "--cluster", bus.cluster!.name, "--ticket-file", join(dir, "ticket")])).stdout).toMatch(/registered as NEW/);
@@ -98,9 +80,7 @@ describe("the cluster-node image runs `unibus node start` and the node's nats-se
 
   afterAll(async () => {
     await run("docker", ["rm", "-f", CONTAINER]).catch(() => undefined);
-    await gateway?.stop();
-    await bus?.stop();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    await cluster?.stop();
   });
 
   it("refuses to start before the node is approved: the container exits non-zero and no nats-server ran", async () => {

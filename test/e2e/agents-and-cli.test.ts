@@ -1,19 +1,15 @@
 // The agent-worker example, `unibus check` and `unibus chat`, run against
 // the production callout ACLs with the keys service in-process.
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ExitCode, runCli } from "@unibus/cli";
-import { createIdentity, writeIdentityFile } from "@unibus/crypto";
-import type { Identity } from "@unibus/crypto";
+import { createIdentity } from "@unibus/crypto";
 import { rekeyRoom, waitForRoomAccess } from "@unibus/sdk";
 import { startAgentWorker, upperCaseHandler } from "@unibus/sdk/examples/agent-worker";
 import { recordingIo } from "@unibus/cli/test-io";
 import type { RecordingIo } from "@unibus/cli/test-io";
 import { eventually } from "@unibus/testing";
-import { keyedMember, nextMatching, startE2eBus } from "./bus-with-services.js";
-import type { E2eBus } from "./bus-with-services.js";
+import { cliIdentities, keyedMember, nextMatching, startE2eBus } from "./bus-with-services.js";
+import type { CliIdentities, E2eBus } from "./bus-with-services.js";
 
 /** Lines typed into a command, one at a time, as a test drives it. */
 class TypedLines implements AsyncIterable<string> {
@@ -43,20 +39,15 @@ async function until(what: string, io: RecordingIo, test: () => boolean, ms = 10
 
 describe("agents and the CLI on a live bus", () => {
   let e2e: E2eBus;
-  let dir: string;
-  const idFile = async (name: string, identity: Identity): Promise<string> => {
-    const path = join(dir, `${name}.id`);
-    await writeIdentityFile(path, identity);
-    return path;
-  };
+  let ids: CliIdentities;
 
   beforeAll(async () => {
     e2e = await startE2eBus();
-    dir = await mkdtemp(join(tmpdir(), "unibus-e2e-cli-"));
+    ids = await cliIdentities(e2e.bus, "unibus-e2e-cli-");
   });
   afterAll(async () => {
     await e2e?.stop();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    await ids?.remove();
   });
 
   it("the agent worker answers agent.<name>.in requests inside the encrypted room", async () => {
@@ -92,8 +83,7 @@ describe("agents and the CLI on a live bus", () => {
   });
 
   it("`unibus check` sends and receives N messages decrypted through a temporary room, reports latency, and leaves it", async () => {
-    const env = { UNIBUS_URL: e2e.bus.url, UNIBUS_IDENTITY: await idFile("admin", e2e.bus.adminIdentity) };
-    const io = recordingIo({ env, cwd: dir });
+    const io = recordingIo({ env: await ids.env("admin", e2e.bus.adminIdentity), cwd: ids.dir });
     expect(await runCli(["check", "--messages", "200", "--room-count", "2", "--json"], io), io.all()).toBe(ExitCode.ok);
     const report = JSON.parse(io.stdout.join("\n")) as { ok: boolean; rooms: { roomId: string; sent: number; received: number; lost: number; rejects: number; p50Ms: number; p99Ms: number }[] };
     expect(report.ok).toBe(true);
@@ -108,7 +98,7 @@ describe("agents and the CLI on a live bus", () => {
     expect(rooms.filter(({ room }) => report.rooms.some((r) => r.roomId === room.id))).toEqual([]);
 
     // An identity the bus does not know fails the check (exit 1), it does not hang.
-    const stranger = recordingIo({ env: { ...env, UNIBUS_IDENTITY: await idFile("stranger", createIdentity()) }, cwd: dir });
+    const stranger = recordingIo({ env: await ids.env("stranger", createIdentity()), cwd: ids.dir });
     expect(await runCli(["check", "--messages", "5"], stranger)).toBe(ExitCode.failure);
     expect(stranger.stderr.join("\n")).toMatch(/refused/);
   });
@@ -122,8 +112,8 @@ describe("agents and the CLI on a live bus", () => {
     await owner.client.rooms.invite(room.id, peer.principal);
     const peerLines = new TypedLines();
     const ownerLines = new TypedLines();
-    const peerIo = recordingIo({ env: { UNIBUS_URL: e2e.bus.url, UNIBUS_IDENTITY: await idFile("peer", peer.identity) }, cwd: dir, lines: peerLines });
-    const ownerIo = recordingIo({ env: { UNIBUS_URL: e2e.bus.url, UNIBUS_IDENTITY: await idFile("owner", owner.identity) }, cwd: dir, lines: ownerLines });
+    const peerIo = recordingIo({ env: await ids.env("peer", peer.identity), cwd: ids.dir, lines: peerLines });
+    const ownerIo = recordingIo({ env: await ids.env("owner", owner.identity), cwd: ids.dir, lines: ownerLines });
 
     // The peer registers its key first, so the owner's first epoch includes it.
     const peerExit = runCli(["chat", room.id], peerIo);
@@ -150,7 +140,7 @@ describe("agents and the CLI on a live bus", () => {
   it("`unibus chat` as a non-member fails with exit 1", async () => {
     const outsider = await e2e.bus.addMember("outsider");
     const { room } = await e2e.bus.admin.rooms.create("private", { persist: false, encrypt: true });
-    const io = recordingIo({ env: { UNIBUS_URL: e2e.bus.url, UNIBUS_IDENTITY: await idFile("outsider", outsider.identity) }, cwd: dir, lines: new TypedLines() });
+    const io = recordingIo({ env: await ids.env("outsider", outsider.identity), cwd: ids.dir, lines: new TypedLines() });
     expect(await runCli(["chat", room.id], io)).toBe(ExitCode.failure);
     expect(io.stderr.join("\n")).toMatch(/forbidden|not a member/);
   });

@@ -1,8 +1,13 @@
 // The end-to-end suites' bus: the production callout configuration
 // (@unibus/testbus) plus the keys and blobs services in-process, each on a
 // connection with the exact permissions `unibus up` gives it.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { pino } from "pino";
 import { createBlobsService } from "@unibus/blobs";
+import { writeIdentityFile } from "@unibus/crypto";
+import type { Identity } from "@unibus/crypto";
 import { createKeysService } from "@unibus/keys";
 import type { RunningService } from "@unibus/kit";
 import { KeysServiceKeyring } from "@unibus/sdk";
@@ -35,6 +40,30 @@ export async function startE2eBus(): Promise<E2eBus> {
       await Promise.allSettled(running.map((r) => r.stop()));
       await bus.stop();
     },
+  };
+}
+
+/** A temp dir of identity files, to run the CLI on an e2e bus as one identity or another. */
+export interface CliIdentities {
+  /** The dir, also the commands' cwd. */
+  readonly dir: string;
+  /** Writes `identity` to `<dir>/<name>.id` (0600) and returns the CLI environment that connects as it. */
+  env(name: string, identity: Identity): Promise<{ UNIBUS_URL: string; UNIBUS_IDENTITY: string }>;
+  /** Deletes the dir and the identity files in it. */
+  remove(): Promise<void>;
+}
+
+/** Makes a {@link CliIdentities} dir for `bus`. */
+export async function cliIdentities(bus: TestBus, prefix: string): Promise<CliIdentities> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  return {
+    dir,
+    async env(name, identity) {
+      const path = join(dir, `${name}.id`);
+      await writeIdentityFile(path, identity);
+      return { UNIBUS_URL: bus.url, UNIBUS_IDENTITY: path };
+    },
+    remove: () => rm(dir, { recursive: true, force: true }),
   };
 }
 

@@ -1,35 +1,25 @@
 // healthz under the exact permissions `unibus up` gives it, on the production
 // callout configuration: readiness, metrics from every service, and
 // `unibus status` for an admin (and not for a member).
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pino } from "pino";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { ExitCode, runCli } from "@unibus/cli";
 import type { HealthzPostureReply } from "@unibus/contracts";
-import { writeIdentityFile } from "@unibus/crypto";
-import type { Identity } from "@unibus/crypto";
 import { BUS_STREAMS, createHealthzService } from "@unibus/healthz";
 import type { RunningHealthz } from "@unibus/healthz";
 import { recordingIo } from "@unibus/cli/test-io";
-import { startE2eBus } from "./bus-with-services.js";
-import type { E2eBus } from "./bus-with-services.js";
+import { cliIdentities, startE2eBus } from "./bus-with-services.js";
+import type { CliIdentities, E2eBus } from "./bus-with-services.js";
 
 describe("healthz on a live bus", () => {
   let e2e: E2eBus;
   let healthz: RunningHealthz;
-  let dir: string;
-  const idFile = async (name: string, identity: Identity): Promise<string> => {
-    const path = join(dir, `${name}.id`);
-    await writeIdentityFile(path, identity);
-    return path;
-  };
+  let ids: CliIdentities;
 
   beforeAll(async () => {
     e2e = await startE2eBus();
-    dir = await mkdtemp(join(tmpdir(), "unibus-e2e-health-"));
+    ids = await cliIdentities(e2e.bus, "unibus-e2e-health-");
     // This bus runs no replica gateway, so its buckets and PING are not required here.
     healthz = await createHealthzService(await e2e.bus.serviceConnection("healthz"), { logger: pino({ level: "silent" }) }, {
       http: { host: "127.0.0.1", port: 0 },
@@ -42,7 +32,7 @@ describe("healthz on a live bus", () => {
   afterAll(async () => {
     await healthz?.stop();
     await e2e?.stop();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    await ids?.remove();
   });
 
   it("is ready with only its read-only grants: JetStream info, bucket stream info, micro PING", async () => {
@@ -66,8 +56,8 @@ describe("healthz on a live bus", () => {
   });
 
   it("`unibus status` shows an admin the posture and exits 0 when ready", async () => {
-    const env = { UNIBUS_URL: e2e.bus.url, UNIBUS_IDENTITY: await idFile("admin", e2e.bus.adminIdentity) };
-    const io = recordingIo({ env, cwd: dir });
+    const env = await ids.env("admin", e2e.bus.adminIdentity);
+    const io = recordingIo({ env, cwd: ids.dir });
     expect(await runCli(["status"], io), io.all()).toBe(ExitCode.ok);
     const out = io.stdout.join("\n");
     expect(out).toMatch(/^bus: +READY/m);
@@ -75,7 +65,7 @@ describe("healthz on a live bus", () => {
     expect(out).toMatch(/^users +KV_users +1 +1 /m);
     expect(out).toMatch(/^membership +1 /m);
 
-    const json = recordingIo({ env, cwd: dir });
+    const json = recordingIo({ env, cwd: ids.dir });
     expect(await runCli(["status", "--json"], json), json.all()).toBe(ExitCode.ok);
     const posture = JSON.parse(json.stdout.join("\n")) as HealthzPostureReply;
     expect(posture).toMatchObject({ ready: true, mode: "single", tls: { client: false } });
@@ -83,7 +73,7 @@ describe("healthz on a live bus", () => {
 
   it("`unibus status` refuses a member (exit 1, forbidden)", async () => {
     const member = await e2e.bus.addMember("status-member");
-    const io = recordingIo({ env: { UNIBUS_URL: e2e.bus.url, UNIBUS_IDENTITY: await idFile("member", member.identity) }, cwd: dir });
+    const io = recordingIo({ env: await ids.env("member", member.identity), cwd: ids.dir });
     expect(await runCli(["status"], io)).toBe(ExitCode.failure);
     expect(io.stderr.join("\n")).toMatch(/forbidden/);
   });

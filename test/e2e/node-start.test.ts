@@ -5,31 +5,27 @@
 // own store key and starts its nats-server. Real nats-servers, the real
 // callout and gateway; every node-side step is a separate `unibus` process.
 import { execFile } from "node:child_process";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { pino } from "pino";
 import { Subjects } from "@unibus/contracts";
 import type { ReplicaTicketReply } from "@unibus/contracts";
-import { SigningKey, randomBytes, toHex, writeIdentityFile } from "@unibus/crypto";
-import { createReplicaGatewayService } from "@unibus/replica-gateway";
-import type { RunningReplicaGateway } from "@unibus/replica-gateway";
-import { initCluster, signedRequest } from "@unibus/sdk";
-import { startTestBus } from "@unibus/testbus";
+import { signedRequest } from "@unibus/sdk";
 import type { TestBus } from "@unibus/testbus";
 import { eventually, freeLoopbackPort, spawnWatched } from "@unibus/testing";
 import type { WatchedProcess } from "@unibus/testing";
+import { startJoinableCluster } from "./joinable-cluster.js";
+import type { JoinableCluster } from "./joinable-cluster.js";
 
 const BIN = fileURLToPath(new URL("../../libs/cli/bin/unibus.mjs", import.meta.url));
 const run = promisify(execFile);
 const NODE = "node-4";
 
 describe("a fourth node joins a running three-node cluster through the replica gateway", () => {
+  let cluster: JoinableCluster;
   let bus: TestBus;
-  let gateway: RunningReplicaGateway;
   let dir: string;
   let env: NodeJS.ProcessEnv;
   let recoverySecret: string;
@@ -76,32 +72,14 @@ describe("a fourth node joins a running three-node cluster through the replica g
   }
 
   beforeAll(async () => {
-    bus = await startTestBus({ nodes: 3, bootstrapAccess: true });
-    const psk = randomBytes(32);
-    gateway = await createReplicaGatewayService(await bus.serviceConnection("replica-gateway"), {
-      psk: { current: psk },
-      clusterName: bus.cluster!.name,
-      acceptorId: "gw-1",
-      identity: SigningKey.generate(),
-      bucketReplicas: 3,
-      logger: pino({ level: "silent" }),
-    });
-    dir = await mkdtemp(join(tmpdir(), "unibus-node-start-"));
-    await writeFile(join(dir, "psk"), toHex(psk), { mode: 0o600 });
-    await writeFile(join(dir, "bus.json"), JSON.stringify(bus.authorization), { mode: 0o600 });
-    const adminPath = join(dir, "admin.id");
-    await writeIdentityFile(adminPath, bus.adminIdentity);
-    env = { ...process.env, UNIBUS_URL: bus.cluster!.urls.join(","), UNIBUS_IDENTITY: adminPath, UNIBUS_NODE_HOME: home(), UNIBUS_REPLICA_PSK_FILE: join(dir, "psk") };
-    delete env["UNIBUS_REPLICA_PSK"];
-    recoverySecret = (await initCluster(bus.admin.nc, bus.adminIdentity.signingKey, { clusterName: bus.cluster!.name })).recoverySecret;
+    cluster = await startJoinableCluster("unibus-node-start-", "node-home");
+    ({ bus, dir, env, recoverySecret } = cluster);
   }, 180_000);
 
   afterAll(async () => {
     for (const p of running) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGTERM");
     await Promise.allSettled(running.map((p) => p.exited));
-    await gateway?.stop();
-    await bus?.stop();
-    if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    await cluster?.stop();
   });
 
   const admin = <T>(subject: string, body: unknown): Promise<T> => signedRequest<T>(bus.admin.nc, bus.adminIdentity.signingKey, subject, body, 15_000);

@@ -1,3 +1,5 @@
+import { parseCommandArgs } from "./args.js";
+import type { OptionSpec, ParsedArgs } from "./args.js";
 import { ExitCode, UsageError } from "./errors.js";
 import type { CliIo } from "./io.js";
 
@@ -53,6 +55,41 @@ export function commandGroup(spec: {
       const sub = spec.subcommands.find((c) => c.name === first);
       if (!sub) throw new UsageError(`unknown command: ${spec.name} ${first}`, spec.name);
       return sub.run(rest, io);
+    },
+  };
+}
+
+/** Shape of a {@link parsedCommand}: a {@link Command} whose body gets its arguments parsed. */
+export interface ParsedCommandSpec {
+  readonly name: string;
+  /** Full command path for usage errors, e.g. `identity create`. */
+  readonly command: string;
+  readonly summary: string;
+  readonly help: string;
+  /** Its options; `-h/--help` is always added. */
+  readonly options: OptionSpec;
+  readonly maxPositionals: number;
+  /** Runs only when the arguments parsed and no help was asked for. */
+  run(args: ParsedArgs, io: CliIo): Promise<number>;
+}
+
+/**
+ * A command that parses its arguments strictly (a wrong command line is a
+ * usage error, exit 2) and answers `-h/--help` with its help before its
+ * body runs, so no command can act on a line that only asked for help.
+ */
+export function parsedCommand(spec: ParsedCommandSpec): Command {
+  return {
+    name: spec.name,
+    summary: spec.summary,
+    help: spec.help,
+    async run(args, io) {
+      const parsed = parseCommandArgs(args, spec.options, { command: spec.command, maxPositionals: spec.maxPositionals });
+      if (parsed.flags.help) {
+        io.out(spec.help);
+        return ExitCode.ok;
+      }
+      return spec.run(parsed, io);
     },
   };
 }

@@ -1,5 +1,6 @@
 export { runCli, COMMANDS, ROOT_HELP } from "./router.js";
 export type { Command } from "./command.js";
+export type { FailoverCheck } from "./commands/check.js";
 export { CliError, ExitCode, UsageError } from "./errors.js";
 export type { CliIo } from "./io.js";
 export { processIo } from "./io.js";

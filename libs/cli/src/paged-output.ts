@@ -46,3 +46,17 @@ export async function printPaged<P extends { next_cursor?: string }, T>(io: CliI
   if (json) io.out("]");
   return ExitCode.ok;
 }
+
+/**
+ * Every entry of a hash-chained log, read page by page from entry 0: a log
+ * is checked whole, so unlike a list it is not printed as it arrives. Stops
+ * at an empty page or once past the head the last page named.
+ */
+export async function readWholeLog<E>(page: (fromSeq: number) => Promise<{ headSeq: number; entries: readonly E[] }>): Promise<E[]> {
+  const out: E[] = [];
+  for (;;) {
+    const next = await page(out.length);
+    out.push(...next.entries);
+    if (next.entries.length === 0 || out.length > next.headSeq) return out;
+  }
+}

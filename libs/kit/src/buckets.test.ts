@@ -1,10 +1,9 @@
-import { Writable } from "node:stream";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { JetStreamApiError, jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { eventually, startTestServer } from "@unibus/testing";
+import { eventually, logLineSink, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { BucketSetupError, isPermanentSetupError, openBuckets, openExistingBuckets } from "./buckets.js";
 
@@ -21,13 +20,7 @@ afterAll(async () => {
 });
 
 function capture(): { logger: pino.Logger; lines: Array<Record<string, unknown>> } {
-  const lines: Array<Record<string, unknown>> = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split("\n")) if (line.trim() !== "") lines.push(JSON.parse(line));
-      done();
-    },
-  });
+  const { sink, lines } = logLineSink();
   return { logger: pino({ level: "debug" }, sink), lines };
 }
 

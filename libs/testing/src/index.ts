@@ -8,6 +8,8 @@ export { eventually, retryUntil } from "./eventually.js";
 export type { EventuallyOptions, RetryUntilOptions } from "./eventually.js";
 export { startLinkProxy } from "./link-proxy.js";
 export type { LinkProxy } from "./link-proxy.js";
+export { logLineSink } from "./log-lines.js";
+export type { LogLineSink } from "./log-lines.js";
 export { freeLoopbackPort } from "./ports.js";
 export { makeRouteTls } from "./route-tls.js";
 export type { RouteTlsFiles } from "./route-tls.js";

@@ -53,6 +53,16 @@ export function testServerDefaults(dir: string, jetstream: boolean): NatsConfig 
   };
 }
 
+/** What a {@link TestServer} reports of its process: after `resume()` these are the new process's. */
+const PROCESS_FIELDS = ["url", "port", "clusterPort", "monitorPort", "pid", "dir", "configPath", "logPath", "exited"] as const;
+type ProcessField = (typeof PROCESS_FIELDS)[number];
+
+/** `target` with each of `keys` added as a getter that reads that field of `source()` at the time of the read. */
+function readThrough<S, K extends keyof S, T extends object>(source: () => S, keys: readonly K[], target: T): T & Pick<S, K> {
+  for (const key of keys) Object.defineProperty(target, key, { get: () => source()[key], enumerable: true, configurable: true });
+  return target as T & Pick<S, K>;
+}
+
 /** Builds a {@link TestServer} around a freshly started process. */
 export async function launchTestServer(spec: TestServerSpec): Promise<TestServer> {
   const bin = (await findNatsServer({ log: (m) => process.stderr.write(`@unibus/testing: ${m}\n`) })).bin;
@@ -78,34 +88,7 @@ export async function launchTestServer(spec: TestServerSpec): Promise<TestServer
     ...(current.monitorPort ? { http_port: current.monitorPort } : {}),
   });
 
-  const server: TestServer = {
-    get url() {
-      return current.url;
-    },
-    get port() {
-      return current.port;
-    },
-    get clusterPort() {
-      return current.clusterPort;
-    },
-    get monitorPort() {
-      return current.monitorPort;
-    },
-    get pid() {
-      return current.pid;
-    },
-    get dir() {
-      return current.dir;
-    },
-    get configPath() {
-      return current.configPath;
-    },
-    get logPath() {
-      return current.logPath;
-    },
-    get exited() {
-      return current.exited;
-    },
+  const handle: Omit<TestServer, ProcessField> = {
     get running() {
       return running;
     },
@@ -144,6 +127,7 @@ export async function launchTestServer(spec: TestServerSpec): Promise<TestServer
       untrack();
     },
   };
+  const server: TestServer = readThrough(() => current, PROCESS_FIELDS, handle);
   return server;
 }
 

@@ -3,32 +3,15 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { pino } from "pino";
 import type { HealthzPostureReply } from "@unibus/contracts";
-import { Access, defineService, endpoint, startService } from "@unibus/kit";
+import { startService } from "@unibus/kit";
 import type { RunningService } from "@unibus/kit";
 import { eventually, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { createHealthzService } from "./service.js";
 import type { RunningHealthz } from "./service.js";
+import { testDependency } from "./test-dependency.js";
 
 const silent = pino({ level: "silent" });
-
-const dependency = defineService({
-  name: "hz-dep",
-  version: "1.0.0",
-  description: "a service healthz requires",
-  endpoints: {
-    probe: endpoint({
-      subject: "unibus.v1.hzdep.probe",
-      request: "healthz.status.request",
-      reply: "healthz.status.reply",
-      mutates: false,
-      access: Access.Public,
-      async handler() {
-        return { status: "ok" as const, service: "hz-dep", version: "1.0.0" };
-      },
-    }),
-  },
-});
 
 let cluster: TestCluster;
 let nc: NatsConnection;
@@ -40,7 +23,7 @@ beforeAll(async () => {
   await cluster.waitForMetaLeader();
   nc = await cluster.connect({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
   await new Kvm(nc).create("hz_r3", { replicas: 3 });
-  dep = await startService(nc, dependency, { logger: silent });
+  dep = await startService(nc, testDependency, { logger: silent });
   healthz = await createHealthzService(nc, { logger: silent, resolveRole: async () => null }, {
     http: { host: "127.0.0.1", port: 0 },
     monitorUrls: cluster.servers.map((s) => `http://127.0.0.1:${s.monitorPort}`),

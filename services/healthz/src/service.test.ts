@@ -7,37 +7,19 @@ import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { Subjects, decodeReply } from "@unibus/contracts";
 import type { HealthzPostureReply, HealthzStatusReply } from "@unibus/contracts";
 import { SigningKey, envelopeToHeaders, signEnvelope } from "@unibus/crypto";
-import { Access, defineService, endpoint, startService } from "@unibus/kit";
+import { startService } from "@unibus/kit";
 import type { RunningService } from "@unibus/kit";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { checkReadiness } from "./probe.js";
 import { createHealthzService } from "./service.js";
 import type { RunningHealthz } from "./service.js";
+import { testDependency } from "./test-dependency.js";
 import packageJson from "../package.json" with { type: "json" };
 
 const admin = SigningKey.generate();
 const member = SigningKey.generate();
 const silent = pino({ level: "silent" });
-
-// A stand-in for a required service: any kit service answers PING the same way.
-const dependency = defineService({
-  name: "hz-dep",
-  version: "2.0.0",
-  description: "a service healthz requires",
-  endpoints: {
-    probe: endpoint({
-      subject: "unibus.v1.hzdep.probe",
-      request: "healthz.status.request",
-      reply: "healthz.status.reply",
-      mutates: false,
-      access: Access.Public,
-      async handler() {
-        return { status: "ok" as const, service: "hz-dep", version: "2.0.0" };
-      },
-    }),
-  },
-});
 
 let server: TestServer;
 let nc: NatsConnection;
@@ -52,7 +34,7 @@ beforeAll(async () => {
   });
   nc = await server.connect({ inboxPrefix: `_INBOX.${admin.principal}` });
   await new Kvm(nc).create("hz_state", { history: 1 });
-  dep = await startService(nc, dependency, { logger: silent });
+  dep = await startService(nc, testDependency, { logger: silent });
   running = await createHealthzService(
     nc,
     { logger: silent, resolveRole: async (p) => (p === admin.principal ? "admin" : p === member.principal ? "member" : null) },
@@ -187,7 +169,7 @@ describe("HTTP health", () => {
     expect(body.checks).toContainEqual({ name: "service:hz-dep", ok: false, detail: "no instance answered PING" });
     expect((await fetch(url("/healthz"))).status).toBe(503);
 
-    dep = await startService(nc, dependency, { logger: silent });
+    dep = await startService(nc, testDependency, { logger: silent });
     await eventually(async () => (await fetch(url("/readyz"))).status, (s) => s === 200, { what: "readyz 200 after the service restarts" });
   });
 });

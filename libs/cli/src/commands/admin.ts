@@ -3,9 +3,9 @@ import { ErrorCode, UnibusError } from "@unibus/contracts";
 import type { MembershipAdminBootstrapReply } from "@unibus/contracts";
 import type { Identity } from "@unibus/crypto";
 import { retry } from "@unibus/kit";
-import { parseCommandArgs, stringFlag } from "../args.js";
+import { stringFlag } from "../args.js";
 import { printJson } from "../client-command.js";
-import { commandGroup } from "../command.js";
+import { commandGroup, parsedCommand } from "../command.js";
 import type { Command } from "../command.js";
 import { connectClientAs, requestError, resolveConnectionSettings } from "../connection.js";
 import type { ConnectionSettings } from "../connection.js";
@@ -68,26 +68,20 @@ Options:
   --json                     print JSON
   -h, --help                 show this help`;
 
-const adminBootstrap: Command = {
+const adminBootstrap = parsedCommand({
   name: "bootstrap",
+  command: "admin bootstrap",
   summary: "seed admin #0 (idempotent)",
   help: bootstrapHelp,
-  async run(args, io) {
-    const { flags } = parseCommandArgs(
-      args,
-      {
-        server: { type: "string", short: "s" },
-        identity: { type: "string", short: "i" },
-        "bootstrap-identity": { type: "string" },
-        handle: { type: "string" },
-        json: { type: "boolean" },
-      },
-      { command: "admin bootstrap", maxPositionals: 0 },
-    );
-    if (flags.help) {
-      io.out(bootstrapHelp);
-      return ExitCode.ok;
-    }
+  options: {
+    server: { type: "string", short: "s" },
+    identity: { type: "string", short: "i" },
+    "bootstrap-identity": { type: "string" },
+    handle: { type: "string" },
+    json: { type: "boolean" },
+  },
+  maxPositionals: 0,
+  async run({ flags }, io) {
     const home = resolveHome(io.env, io.cwd);
     // --identity names the admin to seed, not who connects: only the server is taken from the settings.
     const settings = await resolveConnectionSettings({ server: stringFlag(flags, "server") }, io);
@@ -107,7 +101,7 @@ const adminBootstrap: Command = {
     }
     return ExitCode.ok;
   },
-};
+});
 
 /** `unibus admin bootstrap`. */
 export const adminCommandGroup: Command = commandGroup({

@@ -121,8 +121,8 @@ async function checkOneRoom(client: UnibusClient, identity: Identity, messages: 
   return result;
 }
 
-/** Outcome of the `--chaos` failover stream. */
-interface FailoverCheck {
+/** Outcome of the `--chaos` failover stream, as `--json` prints it under `failover`. */
+export interface FailoverCheck {
   roomId: string;
   /** The node stopped mid-stream: the one the receiver was on. */
   stoppedUrl: string;

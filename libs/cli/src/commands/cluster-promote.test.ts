@@ -1,19 +1,16 @@
-import { mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { findNatsServer } from "@unibus/natsd";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { CLUSTER_FILE, STANDALONE_SUFFIX, clusteredBusConfig } from "../cluster/convert.js";
 import { PromoteError, PromoteErrorReason, planPromotion, waitForCurrentReplicas } from "../cluster/promote.js";
-import { resolveHome } from "../home.js";
 import type { HomeLayout } from "../home.js";
-import { runCli } from "../router.js";
 import { startMaintenanceServer } from "../store/maintenance.js";
-import { recordingIo } from "../test-io.js";
+import { runCliRecorded, tempCliHome } from "../test-home.js";
 import { generateJetStreamKey, provisionHome } from "../up/provision.js";
 import { writeNewKeyFile } from "../store/operations.js";
 
@@ -24,19 +21,10 @@ let tmp: string;
 let home: HomeLayout;
 let env: Record<string, string>;
 beforeEach(async () => {
-  tmp = await mkdtemp(join(tmpdir(), "unibus-cluster-cli-"));
-  env = { UNIBUS_HOME: join(tmp, "home"), NATS_SERVER_BIN: BIN };
-  home = resolveHome(env, tmp);
+  ({ tmp, home, env } = await tempCliHome("unibus-cluster-cli-", () => ({ NATS_SERVER_BIN: BIN })));
+  return () => rm(tmp, { recursive: true, force: true });
 });
-afterEach(async () => {
-  await rm(tmp, { recursive: true, force: true });
-});
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string }> {
-  const io = recordingIo({ env, cwd: tmp });
-  const code = await runCli(argv, io);
-  return { code, out: io.all() };
-}
+const cli = (...argv: string[]): Promise<{ code: number; out: string }> => runCliRecorded(argv, { env, cwd: tmp });
 
 describe("unibus cluster promote", () => {
   it("refuses a wrong command line with a usage error (exit 2) and touches nothing", async () => {

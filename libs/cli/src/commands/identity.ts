@@ -2,8 +2,8 @@ import { open } from "node:fs/promises";
 import { resolve } from "node:path";
 import { IdentityFileError, createIdentity, publicIdentity, toHex, writeIdentityFile } from "@unibus/crypto";
 import { rotateAgreementKey } from "@unibus/sdk";
-import { helpOption, parseCommandArgs, stringFlag } from "../args.js";
-import { commandGroup } from "../command.js";
+import { stringFlag } from "../args.js";
+import { commandGroup, parsedCommand } from "../command.js";
 import type { Command } from "../command.js";
 import { connectClientAs, connectionHelp, connectionOptions, requestError, resolveConnectionSettings } from "../connection.js";
 import { CliError, ExitCode, UsageError } from "../errors.js";
@@ -28,20 +28,14 @@ Options:
   -f, --force         replace an existing file (its old key is lost for good)
   -h, --help          show this help`;
 
-const identityCreate: Command = {
+const identityCreate = parsedCommand({
   name: "create",
+  command: "identity create",
   summary: "create a new identity file",
   help: createHelp,
-  async run(args, io) {
-    const { flags } = parseCommandArgs(
-      args,
-      { out: { type: "string", short: "o" }, label: { type: "string", short: "l" }, force: { type: "boolean", short: "f" } },
-      { command: "identity create", maxPositionals: 0 },
-    );
-    if (flags.help) {
-      io.out(createHelp);
-      return ExitCode.ok;
-    }
+  options: { out: { type: "string", short: "o" }, label: { type: "string", short: "l" }, force: { type: "boolean", short: "f" } },
+  maxPositionals: 0,
+  async run({ flags }, io) {
     const out = stringFlag(flags, "out");
     const path = out === undefined ? defaultIdentityPath(io) : resolve(io.cwd, out);
     const label = stringFlag(flags, "label");
@@ -62,7 +56,7 @@ const identityCreate: Command = {
     io.out(`  file: ${path} (mode 0600: keep it secret, back it up)`);
     return ExitCode.ok;
   },
-};
+});
 
 const showHelp = `Usage: unibus identity show [PATH] [--json]
 
@@ -76,16 +70,14 @@ Options:
   --json        print JSON
   -h, --help    show this help`;
 
-const identityShow: Command = {
+const identityShow = parsedCommand({
   name: "show",
+  command: "identity show",
   summary: "print an identity's public keys (never secrets)",
   help: showHelp,
-  async run(args, io) {
-    const { flags, positionals } = parseCommandArgs(args, { json: { type: "boolean" } }, { command: "identity show", maxPositionals: 1 });
-    if (flags.help) {
-      io.out(showHelp);
-      return ExitCode.ok;
-    }
+  options: { json: { type: "boolean" } },
+  maxPositionals: 1,
+  async run({ flags, positionals }, io) {
     const [arg] = positionals;
     const path = arg === undefined ? defaultIdentityPath(io) : resolve(io.cwd, arg);
     // Only publicIdentity() output is ever printed: it holds no secret by construction.
@@ -102,7 +94,7 @@ const identityShow: Command = {
     io.out(`file:                 ${path}`);
     return ExitCode.ok;
   },
-};
+});
 
 const rotateHelp = [
   "Usage: unibus identity rotate-agreement-key [connection options]",
@@ -121,16 +113,14 @@ const rotateHelp = [
   connectionHelp,
 ].join("\n");
 
-const identityRotateAgreementKey: Command = {
+const identityRotateAgreementKey = parsedCommand({
   name: "rotate-agreement-key",
+  command: "identity rotate-agreement-key",
   summary: "replace the agreement key (room-key shares are sealed to it) and register the new one",
   help: rotateHelp,
-  async run(args, io) {
-    const { flags } = parseCommandArgs(args, { ...connectionOptions, ...helpOption }, { command: "identity rotate-agreement-key", maxPositionals: 0 });
-    if (flags.help === true) {
-      io.out(rotateHelp);
-      return ExitCode.ok;
-    }
+  options: connectionOptions,
+  maxPositionals: 0,
+  async run({ flags }, io) {
     const settings = await resolveConnectionSettings(flags, io);
     if (settings.identityPath === undefined) throw new CliError("no identity to rotate: pass --identity PATH or set UNIBUS_IDENTITY");
     const path = settings.identityPath;
@@ -156,7 +146,7 @@ const identityRotateAgreementKey: Command = {
     }
     return ExitCode.ok;
   },
-};
+});
 
 const exportNkeyHelp = `Usage: unibus identity export-nkey --out PATH [IDENTITY]
 
@@ -176,16 +166,14 @@ Options:
   -o, --out PATH  where to write the seed file (required)
   -h, --help      show this help`;
 
-const identityExportNkey: Command = {
+const identityExportNkey = parsedCommand({
   name: "export-nkey",
+  command: "identity export-nkey",
   summary: "write the identity's signing seed as an nkey seed file for NATS tools",
   help: exportNkeyHelp,
-  async run(args, io) {
-    const { flags, positionals } = parseCommandArgs(args, { out: { type: "string", short: "o" } }, { command: "identity export-nkey", maxPositionals: 1 });
-    if (flags.help) {
-      io.out(exportNkeyHelp);
-      return ExitCode.ok;
-    }
+  options: { out: { type: "string", short: "o" } },
+  maxPositionals: 1,
+  async run({ flags, positionals }, io) {
     const out = stringFlag(flags, "out");
     // No default path: a seed file appearing somewhere unasked is a key left lying around.
     if (out === undefined) throw new UsageError("identity export-nkey needs --out PATH (where to write the seed file)", "identity export-nkey");
@@ -199,7 +187,7 @@ const identityExportNkey: Command = {
     io.out(`  nats CLI: nats --nkey ${path} --inbox-prefix _INBOX.${identity.principal} ...`);
     return ExitCode.ok;
   },
-};
+});
 
 /**
  * Creates the seed file exclusively with mode 0600: "wx" refuses an existing

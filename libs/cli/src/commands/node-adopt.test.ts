@@ -1,13 +1,10 @@
-import { mkdir, mkdtemp, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, readFile, rm, unlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { writeNodeClusterInfo } from "@unibus/sdk";
 import { CLUSTER_FILE } from "../cluster/convert.js";
-import { resolveHome } from "../home.js";
 import type { HomeLayout } from "../home.js";
-import { runCli } from "../router.js";
-import { recordingIo } from "../test-io.js";
+import { runCliRecorded, tempCliHome } from "../test-home.js";
 import { provisionHome } from "../up/provision.js";
 import { ALL_SERVICES } from "../up/services.js";
 
@@ -20,21 +17,12 @@ let home: HomeLayout;
 let nodeDir: string;
 let env: Record<string, string>;
 beforeEach(async () => {
-  tmp = await mkdtemp(join(tmpdir(), "unibus-adopt-cli-"));
-  nodeDir = join(tmp, "node");
-  env = { UNIBUS_HOME: join(tmp, "home"), UNIBUS_NODE_HOME: nodeDir, NATS_SERVER_BIN: "/work/none" };
-  home = resolveHome(env, tmp);
+  ({ tmp, home, env } = await tempCliHome("unibus-adopt-cli-", (dir) => ({ UNIBUS_NODE_HOME: join(dir, "node"), NATS_SERVER_BIN: "/work/none" })));
+  nodeDir = env["UNIBUS_NODE_HOME"]!;
   await mkdir(home.root, { recursive: true, mode: 0o700 });
+  return () => rm(tmp, { recursive: true, force: true });
 });
-afterEach(async () => {
-  await rm(tmp, { recursive: true, force: true });
-});
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string }> {
-  const io = recordingIo({ env, cwd: tmp });
-  const code = await runCli(argv, io);
-  return { code, out: io.all() };
-}
+const cli = (...argv: string[]): Promise<{ code: number; out: string }> => runCliRecorded(argv, { env, cwd: tmp });
 
 async function writeRecord(fields: Record<string, unknown>): Promise<string> {
   const text = `${JSON.stringify({ version: 1, cluster_name: "prod", server_name: "n1", listen: "127.0.0.1:6222", routes: ["nats-route://127.0.0.1:6223", "nats-route://127.0.0.1:6224"], replicas: 3, promoted_at: "2026-12-05T00:00:00Z", ...fields })}\n`;

@@ -1,8 +1,9 @@
 import { join } from "node:path";
 import { accountJetStreamLimitsFromEnv } from "@unibus/kit";
 import { readNodeClusterInfo } from "@unibus/sdk";
-import { parseCommandArgs, stringFlag } from "../args.js";
+import { stringFlag } from "../args.js";
 import { adoptFirstNode, adoptableRecord } from "../cluster/adopt.js";
+import { parsedCommand } from "../command.js";
 import type { Command } from "../command.js";
 import { connectionHelp, connectionOptions } from "../connection.js";
 import { CliError, ExitCode } from "../errors.js";
@@ -54,16 +55,14 @@ export function nodeAdoptCommand(deps: NodeStartDeps): Command {
     "",
     connectionHelp,
   ].join("\n");
-  return {
+  return parsedCommand({
     name: "adopt",
+    command: COMMAND,
     summary: "move the promoted first node onto its own derived store key and delete its key file (bus stopped)",
     help,
-    async run(args, io) {
-      const { flags } = parseCommandArgs(args, options, { command: COMMAND, maxPositionals: 0 });
-      if (flags.help) {
-        io.out(help);
-        return ExitCode.ok;
-      }
+    options,
+    maxPositionals: 0,
+    async run({ flags }, io) {
       const nodeDir = deps.homeOf(flags, io, COMMAND);
       const info = await deps.wrapHome(readNodeClusterInfo(nodeDir));
       const recoveryFile = stringFlag(flags, "recovery-secret-file");
@@ -100,5 +99,5 @@ export function nodeAdoptCommand(deps: NodeStartDeps): Command {
       });
       return ExitCode.ok;
     },
-  };
+  });
 }

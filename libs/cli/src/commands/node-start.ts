@@ -4,10 +4,11 @@ import { unlockWrappedCuk } from "@unibus/crypto";
 import { findNatsServer, NatsServerNotFoundError } from "@unibus/natsd";
 import type { NatsConfig } from "@unibus/natsd";
 import { loadNodeIdentity, readNodeClusterInfo, readNodeUnlockKey, readWrappedCuk } from "@unibus/sdk";
-import { parseCommandArgs, stringFlag } from "../args.js";
+import { stringFlag } from "../args.js";
 import type { ParsedFlags } from "../args.js";
 import { startClusterNode } from "../cluster/node.js";
 import type { ClusterNode, UnlockKeys } from "../cluster/node.js";
+import { parsedCommand } from "../command.js";
 import type { Command } from "../command.js";
 import { connectionHelp, connectionOptions, requestError, resolveConnectionSettings } from "../connection.js";
 import { CliError, ExitCode, UsageError } from "../errors.js";
@@ -149,16 +150,14 @@ export function nodeStartCommand(deps: NodeStartDeps): Command {
     "",
     connectionHelp,
   ].join("\n");
-  return {
+  return parsedCommand({
     name: "start",
+    command: COMMAND,
     summary: "join the cluster and start this node's nats-server with its own store key (node side)",
     help,
-    async run(args, io) {
-      const { flags } = parseCommandArgs(args, options, { command: COMMAND, maxPositionals: 0 });
-      if (flags.help) {
-        io.out(help);
-        return ExitCode.ok;
-      }
+    options,
+    maxPositionals: 0,
+    async run({ flags }, io) {
       const home = deps.homeOf(flags, io, COMMAND);
       const listen = requiredFlag(flags, "listen");
       if (!HOST_PORT.test(listen)) throw new UsageError("--listen is HOST:PORT", COMMAND);
@@ -215,6 +214,6 @@ export function nodeStartCommand(deps: NodeStartDeps): Command {
       io.out(`node ${info.nodeId} stopped`);
       return ExitCode.ok;
     },
-  };
+  });
 }
 

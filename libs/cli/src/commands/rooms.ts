@@ -4,14 +4,14 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UnibusError } from "@unibus/contracts";
 import { RoomLogError, RoomLogErrorReason, UsersLogSync, verifyRoomLog } from "@unibus/sdk";
-import type { PinnedRoomLogHead, RoomLogEntry, RoomRole, UnibusClient, VerifiedRoomLog, VerifiedUsersLog } from "@unibus/sdk";
+import type { PinnedRoomLogHead, RoomRole, UnibusClient, VerifiedRoomLog, VerifiedUsersLog } from "@unibus/sdk";
 import { stringFlag } from "../args.js";
 import type { ParsedFlags } from "../args.js";
 import { clientCommand, principalArg, printJson } from "../client-command.js";
 import { commandGroup } from "../command.js";
 import type { Command } from "../command.js";
 import { ExitCode, UsageError } from "../errors.js";
-import { printPaged } from "../paged-output.js";
+import { printPaged, readWholeLog } from "../paged-output.js";
 import { ensurePrivateDir, resolveHome, writePrivateFile } from "../home.js";
 import type { HomeLayout } from "../home.js";
 import type { CliIo } from "../io.js";
@@ -188,16 +188,6 @@ const roomsInfo = clientCommand({
   },
 });
 
-/** Every entry of a room's log, page by page, as the service sends them (unverified). */
-async function allLogEntries(client: { rooms: { log(roomId: string, fromSeq?: number): Promise<{ headSeq: number; entries: RoomLogEntry[] }> } }, id: string): Promise<RoomLogEntry[]> {
-  const out: RoomLogEntry[] = [];
-  for (;;) {
-    const page = await client.rooms.log(id, out.length);
-    out.push(...page.entries);
-    if (page.entries.length === 0 || out.length > page.headSeq) return out;
-  }
-}
-
 /** Where `rooms log --verify` keeps each room's verified head, so a later rollback or fork is refused. */
 function headsFile(home: HomeLayout): string {
   return join(home.root, "room-log-heads.json");
@@ -247,7 +237,7 @@ const roomsLog = clientCommand({
   positionals: ["id"],
   async run({ client, flags, positionals, json, io }) {
     const id = roomId(positionals);
-    const entries = await allLogEntries(client, id);
+    const entries = await readWholeLog((from) => client.rooms.log(id, from));
     // Throws a coded RoomLogError naming the first bad entry: nothing is printed as verified.
     // Admin entries verify against the users log, itself verified from its pinned root.
     const verified = flags["verify"] === true ? verifyRoomLog(id, entries, { adminAuthority: await verifiedAdmins(client, io) }) : undefined;

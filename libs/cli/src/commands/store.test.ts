@@ -1,19 +1,16 @@
-import { mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it } from "vitest";
 import { findNatsServer } from "@unibus/natsd";
-import { resolveHome } from "../home.js";
 import type { HomeLayout } from "../home.js";
-import { runCli } from "../router.js";
 import { assertAllStreamsLoaded, digestAll, plaintextStreams, startMaintenanceServer, streamDirs } from "../store/maintenance.js";
 import type { StoreKeys } from "../store/maintenance.js";
 import { writeNewKeyFile } from "../store/operations.js";
-import { recordingIo } from "../test-io.js";
+import { runCliRecorded, tempCliHome } from "../test-home.js";
 import { generateJetStreamKey, provisionHome } from "../up/provision.js";
 
 // The same binary every integration test uses: NATS_SERVER_BIN, else the
@@ -27,19 +24,10 @@ let home: HomeLayout;
 let env: Record<string, string>;
 
 beforeEach(async () => {
-  tmp = await mkdtemp(join(tmpdir(), "unibus-store-"));
-  env = { UNIBUS_HOME: join(tmp, "home"), NATS_SERVER_BIN: BIN };
-  home = resolveHome(env, tmp);
+  ({ tmp, home, env } = await tempCliHome("unibus-store-", () => ({ NATS_SERVER_BIN: BIN })));
+  return () => rm(tmp, { recursive: true, force: true });
 });
-afterEach(async () => {
-  await rm(tmp, { recursive: true, force: true });
-});
-
-async function cli(...argv: string[]): Promise<{ code: number; out: string }> {
-  const io = recordingIo({ env, cwd: tmp });
-  const code = await runCli(argv, io);
-  return { code, out: io.all() };
-}
+const cli = (...argv: string[]): Promise<{ code: number; out: string }> => runCliRecorded(argv, { env, cwd: tmp });
 
 /** A stream with marker payloads, a KV bucket and a durable consumer, written with `keys`. */
 async function seed(keys: StoreKeys): Promise<void> {

@@ -2,7 +2,7 @@ import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { toBase64Url } from "@unibus/crypto";
 import { UsersLogSync } from "@unibus/sdk";
-import type { PinnedUsersLog, UnibusClient, UserRole, UsersLogEntry, UsersLogPinStore } from "@unibus/sdk";
+import type { PinnedUsersLog, UserRole, UsersLogPinStore } from "@unibus/sdk";
 import { stringFlag } from "../args.js";
 import { clientCommand, principalArg, printJson } from "../client-command.js";
 import { commandGroup } from "../command.js";
@@ -10,7 +10,7 @@ import type { Command } from "../command.js";
 import { ExitCode, UsageError } from "../errors.js";
 import { ensurePrivateDir, resolveHome, writePrivateFile } from "../home.js";
 import type { CliIo } from "../io.js";
-import { printPaged } from "../paged-output.js";
+import { printPaged, readWholeLog } from "../paged-output.js";
 import { formatTable } from "../table.js";
 
 interface UserRow {
@@ -122,16 +122,6 @@ export function usersLogPinFile(io: CliIo): UsersLogPinStore {
   };
 }
 
-/** Every entry of the users log, page by page, unverified. */
-async function allUsersLogEntries(client: UnibusClient): Promise<UsersLogEntry[]> {
-  const out: UsersLogEntry[] = [];
-  for (;;) {
-    const page = await client.users.log(out.length);
-    out.push(...page.entries);
-    if (page.entries.length === 0 || out.length > page.headSeq) return out;
-  }
-}
-
 const usersLog = clientCommand({
   name: "log",
   command: "users log",
@@ -143,7 +133,7 @@ const usersLog = clientCommand({
   positionals: [],
   async run({ client, flags, json, io }) {
     const root = stringFlag(flags, "root");
-    const entries = await allUsersLogEntries(client);
+    const entries = await readWholeLog((from) => client.users.log(from));
     let summary: { verified: true; headSeq: number; head: string; root: string; admins: string[] } | undefined;
     if (flags["verify"] === true) {
       // Throws a coded UsersLogError naming the first bad entry: nothing is printed as verified.
