@@ -48,7 +48,7 @@ describe("FenceBatcher: a check is only satisfied by a fence sent after it arriv
 
     for (const c of [...first, ...second, ...third]) expect(await c.fence).toBeGreaterThan(c.arrivedAt);
     // Three fences for six checks: concurrent checks share one.
-    expect(batcher.stats).toEqual({ fences: 3, waiters: 6 });
+    expect(batcher.stats).toEqual({ fences: 3, waiters: 6, maxInFlight: 1 });
   });
 
   it("a failed fence refuses its whole batch, and the next check sends a new one", async () => {
