@@ -62,6 +62,16 @@ describe("FenceBatcher: a check is only satisfied by a fence sent after it arriv
     expect(refused.map((r) => r.status)).toEqual(["rejected", "rejected"]);
     expect(await batcher.next()).toBe(2);
   });
+
+  it("an ask that throws instead of rejecting refuses its batch too, and frees its slot", async () => {
+    let calls = 0;
+    const batcher = new FenceBatcher<number>(() => {
+      if (++calls === 1) throw new Error("thrown");
+      return Promise.resolve(calls);
+    });
+    await expect(batcher.next()).rejects.toThrow("thrown");
+    expect(await batcher.next()).toBe(2);
+  });
 });
 
 function userRecord(principal: string, status: "active" | "revoked"): string {
