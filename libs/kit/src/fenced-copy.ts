@@ -138,7 +138,8 @@ export interface FencedBucket<T> {
   /**
    * What the copy holds for a live record (a PUT), computed once as the
    * watch applies it rather than at every read: a parsed, checked record,
-   * or a note that it is damaged.
+   * or a note that it is damaged. It must not throw: a throw stops the
+   * watch, and every read is refused until the watcher is replaced.
    */
   readonly hold: (entry: KvEntry) => T;
 }
