@@ -264,6 +264,18 @@ export class FencedCopies<B extends object> {
   readonly #fenceTimeoutMs: number;
   readonly #counts = { fromMemory: 0, behind: 0, refused: 0 };
   #started: Promise<void> | undefined;
+  /**
+   * The one view reads are handed, open only while a read's callback runs
+   * (reads are synchronous, so one at a time): a view kept for later would
+   * be an unfenced read.
+   */
+  readonly #view: FencedView<B> = {
+    get: (bucket, key) => {
+      if (!this.#viewOpen) throw new Error("a fenced view read after its read returned");
+      return this.#copies[bucket].records.get(key) ?? null;
+    },
+  };
+  #viewOpen = false;
 
   constructor(buckets: { readonly [K in keyof B]: FencedBucket<B[K]> }, opts: FencedCopiesOptions) {
     const copies = {} as { [K in keyof B]: Copy<B[K]> };
@@ -323,7 +335,8 @@ export class FencedCopies<B extends object> {
     // fence's catch-up restarts from an empty copy and must not answer.
     // Otherwise a copy only moves forward, so a read answered later than its
     // fence returned is answered from data at least as new.
-    for (const [i, copy] of this.#list.entries()) {
+    for (let i = 0; i < this.#list.length; i++) {
+      const copy = this.#list[i]!;
       const seq = seqs[i]!;
       if (!copy.currentWith(seq)) {
         this.#counts.behind++;
@@ -331,19 +344,11 @@ export class FencedCopies<B extends object> {
       }
     }
     this.#counts.fromMemory++;
-    // Open only while `read` runs: a view kept for later would be an unfenced read.
-    let open = true;
-    const copies = this.#copies;
-    const view: FencedView<B> = {
-      get(bucket, key) {
-        if (!open) throw new Error("a fenced view read after its read returned");
-        return copies[bucket].records.get(key) ?? null;
-      },
-    };
+    this.#viewOpen = true;
     try {
-      return read(view);
+      return read(this.#view);
     } finally {
-      open = false;
+      this.#viewOpen = false;
     }
   }
 

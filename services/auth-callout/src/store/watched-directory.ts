@@ -151,14 +151,12 @@ export class WatchedDirectory implements PrincipalDirectory {
 }
 
 /** The lookup from the copies its fence vouched for; any refusal is the callout's "directory unavailable". */
-async function answer(begun: BegunRead<Copied>, principal: string): Promise<DirectoryEntry | null> {
-  try {
-    return await begun.read((view) => fromMemory(view, principal));
-  } catch (err) {
+function answer(begun: BegunRead<Copied>, principal: string): Promise<DirectoryEntry | null> {
+  return begun.read((view) => fromMemory(view, principal)).catch((err: unknown) => {
     if (err instanceof DirectoryError) throw err;
     if (err instanceof FencedCopyBehindError) throw new DirectoryError("directory copy behind its fence", { cause: err });
     throw new DirectoryError("directory fence failed", { cause: err });
-  }
+  });
 }
 
 function fromMemory(view: FencedView<Copied>, principal: string): DirectoryEntry | null {
