@@ -48,7 +48,7 @@ describe("FenceBatcher: a check is only satisfied by a fence sent after it arriv
 
     for (const c of [...first, ...second, ...third]) expect(await c.fence).toBeGreaterThan(c.arrivedAt);
     // Three fences for six checks: concurrent checks share one.
-    expect(batcher.stats).toEqual({ fences: 3, waiters: 6 });
+    expect(batcher.stats).toEqual({ fences: 3, waiters: 6, maxInFlight: 1 });
   });
 
   it("a failed fence refuses its whole batch, and the next check sends a new one", async () => {
@@ -60,6 +60,16 @@ describe("FenceBatcher: a check is only satisfied by a fence sent after it arriv
     });
     const refused = await Promise.allSettled([batcher.next(), batcher.next()]);
     expect(refused.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect(await batcher.next()).toBe(2);
+  });
+
+  it("an ask that throws instead of rejecting refuses its batch too, and frees its slot", async () => {
+    let calls = 0;
+    const batcher = new FenceBatcher<number>(() => {
+      if (++calls === 1) throw new Error("thrown");
+      return Promise.resolve(calls);
+    });
+    await expect(batcher.next()).rejects.toThrow("thrown");
     expect(await batcher.next()).toBe(2);
   });
 });

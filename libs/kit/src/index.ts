@@ -53,8 +53,8 @@ export type { AccountJetStreamLimits, CalloutServerConfigOptions, ServerPermissi
 export { Unchanged, casUpdate, corruptRecord, isRevisionConflict, listKeys, readRecord, readVersioned, recordCheck, storeUnavailable } from "./kv.js";
 export type { RecordReader, StoredRecordId, Versioned } from "./kv.js";
 export { activeUser, lazyUsersRoleResolver, membershipCopy, requireMember, roleResolver, roomRole } from "./membership-view.js";
-export { FENCE_TIMEOUT_MS, FenceBatcher, FencedCopy, FencedCopyBehindError } from "./fenced-copy.js";
-export type { FencedCopyOptions, FencedRecord } from "./fenced-copy.js";
+export { FENCE_TIMEOUT_MS, FenceBatcher, FencedCopies, FencedCopy, FencedCopyBehindError } from "./fenced-copy.js";
+export type { BegunFence, BegunRead, FenceBatcherOptions, FencedBucket, FencedCopiesOptions, FencedCopyOptions, FencedCopyStats, FencedRecord, FencedView } from "./fenced-copy.js";
 export type { RoomRole, UserRole } from "./membership-view.js";
 export { WATCH_CATCH_UP_MS, WatchedKv } from "./watched-kv.js";
 export type { WatchedKvOptions } from "./watched-kv.js";

@@ -122,13 +122,11 @@ describe("WatchedDirectory fences", () => {
 });
 
 /**
- * A bucket under the test's hand: each `status` call (one per fence) reads
- * the leader's last sequence at the moment it is sent and answers only when
- * the test says; `push` makes the watch apply an entry (a copy that lags
- * the leader until then).
+ * A bucket holding one record for alice at revision 1 whose `status`
+ * calls (one per fence) are answered only when the test says.
  */
 function heldBucket(first: unknown) {
-  let lastSeq = 1;
+  const lastSeq = 1;
   const answers: Array<{ answer(): void; fail(err: Error): void; lastSeq: number }> = [];
   const queue: KvEntryLike[] = [{ key: alice, operation: "PUT", revision: 1, json: () => first }];
   let wake: () => void = () => undefined;
@@ -163,15 +161,6 @@ function heldBucket(first: unknown) {
     kv,
     /** Fences sent so far, in order. */
     fences: answers,
-    /** The leader acknowledges a write: later fences read its sequence; the copy has not applied it yet. */
-    ack(record: unknown): KvEntryLike {
-      lastSeq++;
-      return { key: alice, operation: "PUT", revision: lastSeq, json: () => record };
-    },
-    push(e: KvEntryLike) {
-      queue.push(e);
-      wake();
-    },
   };
 }
 
@@ -183,14 +172,6 @@ interface KvEntryLike {
 }
 
 const rooms = { principal: alice, rooms: { r1: "owner" } };
-const settledFlag = (p: Promise<unknown>): { settled: boolean } => {
-  const flag = { settled: false };
-  p.then(
-    () => (flag.settled = true),
-    () => (flag.settled = true),
-  );
-  return flag;
-};
 const nextTurn = () => new Promise<void>((r) => setImmediate(r));
 /** A bounded wait on a condition the directory reaches within a few turns of the event loop (no timers involved). */
 async function until(cond: () => boolean, what: string): Promise<void> {
@@ -201,35 +182,11 @@ async function until(cond: () => boolean, what: string): Promise<void> {
   throw new Error(`${what}: not reached`);
 }
 
+// The scheduling itself (a lookup only answered by a fence sent after it
+// arrived, the bound on fences out) is the kit's FencedCopies and tested
+// with it; these check that the callout's options reach it and that a
+// failed fence is the callout's refusal.
 describe("WatchedDirectory fence scheduling", () => {
-  it("never answers a lookup from a fence sent before it arrived: a revoke acknowledged while a fence was out is not admitted", async () => {
-    const users = heldBucket(user);
-    const dir = await WatchedDirectory.start(users.kv, bucket(rooms, leaderHeardPeersAgo(800)), { logger, maxFencesInFlight: 2 });
-    try {
-      const before = dir.begin().lookup(alice);
-      await until(() => users.fences.length === 1, "the first fence sent");
-      // The revoke is acknowledged while that fence is out; the copy has not applied it yet.
-      const revoke = users.ack({ ...user, status: "revoked", revokedAt: new Date().toISOString(), revokedBy: alice });
-      const after = dir.begin().lookup(alice);
-      const afterDone = settledFlag(after);
-      // A second fence goes out at once for the lookup that arrived after the first was sent.
-      await until(() => users.fences.length === 2, "a second fence sent while the first is out");
-      expect(users.fences.map((f) => f.lastSeq)).toEqual([1, 2]);
-      users.fences[0]!.answer();
-      // Arrived before the revoke: may be answered from the copy as it was.
-      expect(await before).toMatchObject({ user: { status: "active" } });
-      await nextTurn();
-      // The first fence's answer (sequence 1) must not decide the later lookup: the copy still holds the active record.
-      expect(afterDone.settled).toBe(false);
-      users.fences[1]!.answer();
-      users.push(revoke);
-      expect(await after).toMatchObject({ user: { status: "revoked" } });
-      expect(dir.stats).toMatchObject({ fences: 2, fromMemory: 2, behind: 0, refused: 0 });
-    } finally {
-      dir.stop();
-    }
-  });
-
   it("keeps at most maxFencesInFlight fences out; lookups beyond wait together for the next free slot", async () => {
     for (const max of [1, 2]) {
       const users = heldBucket(user);
