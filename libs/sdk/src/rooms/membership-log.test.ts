@@ -129,6 +129,20 @@ describe("membership log verification", () => {
     expect(reasonOf(() => verifyRoomLog("ffffffffffffffffffffffff", [{ ...b.entries[0]!, roomId: "ffffffffffffffffffffffff" }]))).toBe(RoomLogErrorReason.badEntry);
   });
 
+  it("refuses an op that is not one of the log's (an inherited name too) or relabelled as another, naming the entry", () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal);
+    for (const op of ["toString", "constructor", "__proto__", "remove"]) {
+      const forged = { ...b.entries[1]!, op } as unknown as RoomLogEntry;
+      let caught: unknown;
+      try {
+        verifyRoomLog(b.roomId, [b.entries[0]!, forged]);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toMatchObject({ reason: RoomLogErrorReason.badEntry, seq: 1 });
+    }
+  });
+
   it("refuses a signed invite replayed after the removal it preceded", () => {
     const b = new LogBuilder().create(owner).invite(owner, bob.principal).remove(owner, bob.principal);
     const log = verifyRoomLog(b.roomId, b.entries);

@@ -8,7 +8,7 @@
  * live here once.
  */
 import type { UnibusError } from "@unibus/contracts";
-import { envelopeSigningBytes, fromBase64Url, publicKeyFromPrincipal, toBase64Url, verifyEnvelope, verifyMany } from "@unibus/crypto";
+import { envelopeSigningBytes, fromBase64Url, publicKeyFromPrincipal, sha256, toBase64Url, verifyEnvelope, verifyMany } from "@unibus/crypto";
 import type { SignatureCheck } from "@unibus/crypto";
 
 /** The reasons the shared checks raise (each log's error reasons include these). */
@@ -140,6 +140,69 @@ export interface SignedLinkEnvelope {
 /** The signed-request fields of a new link, in their stored order. */
 export function signedLink<Op extends string, S extends string>(op: Op, subject: S, body: Uint8Array, envelope: SignedLinkEnvelope) {
   return { op, subject, body: toBase64Url(body), signer: envelope.signer, timestamp: envelope.timestamp, nonce: envelope.nonce, signature: envelope.signature };
+}
+
+/**
+ * SHA-256 over fields laid out exactly as {@link field}, {@link u64} and
+ * raw bytes concatenated would lay them out, written into one scratch
+ * buffer: a cold sync hashes every entry, and a dozen small arrays plus
+ * their concatenation per entry cost more than the hash itself. The
+ * scratch holds only public log data and is used synchronously, never
+ * across an await.
+ */
+export class FieldHasher {
+  static #scratch = new Uint8Array(2048);
+  #at = 0;
+
+  #room(n: number): void {
+    if (this.#at + n <= FieldHasher.#scratch.byteLength) return;
+    const grown = new Uint8Array(Math.max(2 * FieldHasher.#scratch.byteLength, this.#at + n));
+    grown.set(FieldHasher.#scratch.subarray(0, this.#at));
+    FieldHasher.#scratch = grown;
+  }
+
+  /** A u32 BE length-prefixed field, as {@link field}. */
+  field(b: Uint8Array | string): this {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    this.#room(4 + (typeof b === "string" ? 3 * b.length : b.byteLength));
+    const buf = FieldHasher.#scratch;
+    const at = this.#at;
+    let len: number;
+    if (typeof b === "string") len = encoder.encodeInto(b, buf.subarray(at + 4)).written;
+    else {
+      buf.set(b, at + 4);
+      len = b.byteLength;
+    }
+    buf[at] = len >>> 24;
+    buf[at + 1] = (len >>> 16) & 0xff;
+    buf[at + 2] = (len >>> 8) & 0xff;
+    buf[at + 3] = len & 0xff;
+    this.#at = at + 4 + len;
+    return this;
+  }
+
+  /** A u64 BE integer, as {@link u64}. */
+  u64(n: number): this {
+    return this.raw(u64(n));
+  }
+
+  /** Bytes as they are. */
+  raw(b: Uint8Array): this {
+    this.#room(b.byteLength);
+    FieldHasher.#scratch.set(b, this.#at);
+    this.#at += b.byteLength;
+    return this;
+  }
+
+  /** SHA-256 of everything written. */
+  digest(): Uint8Array {
+    return sha256(FieldHasher.#scratch.subarray(0, this.#at));
+  }
+}
+
+/** Writes {@link signedLinkHashFields} into `h`, with the body already decoded from `e.body` (a sync has it from the link check). */
+export function writeSignedLinkFields(h: FieldHasher, e: SignedChainEntry, body: Uint8Array): FieldHasher {
+  return h.field(e.op).field(e.subject).field(body).field(e.signer).u64(e.timestamp).field(e.nonce).field(e.signature);
 }
 
 /** The signed-request part of a link's hash input: `field(op) ‖ field(subject) ‖ field(body) ‖ field(signer) ‖ u64(timestamp) ‖ field(nonce) ‖ field(signature)`. */
