@@ -1,5 +1,5 @@
 import { ErrorCode, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } from "@unibus/contracts";
-import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToVerified, toBase64Url, verifySignature, warmCryptoPool } from "@unibus/crypto";
+import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToVerified, toBase64Url, verifySignature } from "@unibus/crypto";
 import type { BoundRecipient, SigningKey } from "@unibus/crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KeysAgreementKeysReply, KeysPublishEpochRequest } from "@unibus/contracts";
@@ -173,10 +173,6 @@ function takePrepared(client: RekeyClient, roomId: string): PreparedEpoch | unde
  */
 export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roomId: string): Promise<RekeyResult> {
   if (signingKey.principal !== client.principal) throw new TypeError("rekeyRoom: signing key is not the client's");
-  // The pool's threads take tens of ms to start: started now, they are ready
-  // by the time the bindings and the log's first page arrive, instead of
-  // starting only then and leaving the sealing to this thread.
-  void warmCryptoPool();
   let lastError: unknown;
   for (let round = 0; round < REKEY_ROUNDS; round++) {
     // Taken out before anything is sent: whatever happens to this publish, the key is never offered again.
