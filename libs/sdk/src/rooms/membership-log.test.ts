@@ -267,6 +267,22 @@ describe("RoomLogs: pages asked ahead", () => {
     expect(logs.cached(b.roomId)?.headSeq).toBe(4);
   });
 
+  it("a page's batch check (on the pool past 64 entries) answers as verifyEnvelope does: a swapped signature, a second spelling of one and a bad nonce each fail at their entry", async () => {
+    const b = roomOf(150);
+    const sig = b.entries[100]!.signature;
+    // The last character carries 2 bits and 4 that must be zero: another one with the same 2 bits decodes to the same bytes.
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const respelled = sig.slice(0, -1) + alphabet[alphabet.indexOf(sig.at(-1)!) ^ 1]!;
+    for (const tampered of [{ signature: b.entries[101]!.signature }, { signature: respelled }, { nonce: b.entries[100]!.nonce.toUpperCase() }]) {
+      const entries = b.entries.map((e, i) => (i === 100 ? { ...e, ...tampered } : e));
+      const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, entries, from, limit)));
+      expect(await asyncReason(logs.sync(b.roomId))).toBe(RoomLogErrorReason.badSignature);
+      expect(logs.cached(b.roomId)?.headSeq).toBe(99);
+    }
+    const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, b.entries, from, limit)));
+    expect((await logs.sync(b.roomId)).headSeq).toBe(150);
+  });
+
   it("a page asked ahead that is never needed cannot fail the sync, nor one older than the entries verified since; a fresh rollback still does", async () => {
     const short = roomOf(1);
     const logs = new RoomLogs((_r, from, limit) => (from === 0 ? Promise.resolve(page(short, short.entries, from, limit)) : Promise.reject(new Error("never needed"))), { pageSize: 4 });
