@@ -1,3 +1,5 @@
+import { spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
 import { poolSize, resetCryptoPoolForTests, runOnPool, warmCryptoPool } from "./crypto-pool.js";
 import { SigningKey, verifyMany, verifySignature } from "./ed25519.js";
@@ -54,6 +56,27 @@ describe("crypto pool: sealing to verified bindings", () => {
     expect(poolSize()).toBeGreaterThan(0);
     expect(await warmCryptoPool()).toBe(true);
   });
+
+  it("an idle pool keeps no process alive: one that only warmed it exits by itself", async () => {
+    const pool = fileURLToPath(new URL("./crypto-pool.ts", import.meta.url));
+    const script = `const { warmCryptoPool } = await import(${JSON.stringify(pool)}); console.log("ready", await warmCryptoPool());`;
+    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    // Bounded: a process the pool keeps alive never exits, and the test fails here instead of hanging.
+    const code = await new Promise<number | null | "alive">((resolve) => {
+      const timer = setTimeout(() => {
+        child.kill();
+        resolve("alive");
+      }, 15_000);
+      child.on("exit", (c) => {
+        clearTimeout(timer);
+        resolve(c);
+      });
+    });
+    expect(out.trim()).toBe("ready true");
+    expect(code).toBe(0);
+  }, 30_000);
 
   for (const native of [true, false])
     it(`seals on the workers (${native ? "libsodium" : "node:crypto"}) exactly as inline and as a helping caller (same ephemeral: byte-identical to sealWithEphemeralSecret), and every box opens`, async () => {

@@ -351,6 +351,9 @@ function startWorker(urls: WorkerModules): PoolWorker {
   w.worker.on("message", (reply: Record<string, unknown> & { id: number }) => {
     if (reply.id === -1) {
       w.ready = true;
+      // Again now: the unref made before the thread was up did not hold, and
+      // a process that only warmed the pool (no job yet) never exited.
+      if (w.pending.size === 0) w.worker.unref();
       dispatch();
       if (pool?.every((x) => x.ready) === true) for (const r of readyWaiters.splice(0)) r.resolve(true);
       return;

@@ -196,7 +196,12 @@ const SMALL_ORDER = [
   "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 ].map(fromHex);
 
+/** First bytes of the encodings above: any other first byte is not of small order, decided without the loop. */
+const SMALL_ORDER_FIRST = new Set(SMALL_ORDER.map((s) => s[0]!));
+
 function smallOrder(p: Uint8Array): boolean {
+  // Every request and every log entry checks two of these: almost all keys are decided by their first byte.
+  if (!SMALL_ORDER_FIRST.has(p[0]!)) return false;
   return SMALL_ORDER.some((s) => {
     for (let i = 0; i < 31; i++) if (p[i] !== s[i]) return false;
     return (p[31]! & 0x7f) === s[31];

@@ -1,4 +1,4 @@
-import type { SigningKey } from "./ed25519.js";
+import type { SignatureCheck, SigningKey } from "./ed25519.js";
 import { verifySignature } from "./ed25519.js";
 import { fromBase64Url, randomBytes, toBase64Url, toHex, utf8 } from "./encoding.js";
 import { sha256 } from "./hash.js";
@@ -103,19 +103,36 @@ export function verifyEnvelope(envelope: Envelope, subject: string, body: Uint8A
 
 /** {@link verifyEnvelope} against the body's SHA-256 (see {@link envelopeSigningBytesForBodyHash}). */
 export function verifyEnvelopeForBodyHash(envelope: Envelope, subject: string, bodyHash: Uint8Array): boolean {
+  const check = envelopeCheckForBodyHash(envelope, subject, bodyHash);
+  return check !== undefined && verifySignature(check.publicKey, check.data, check.signature);
+}
+
+/**
+ * The one signature check {@link verifyEnvelope} makes, after the same
+ * format checks (a valid `U…` signer, nonce, timestamp and one canonical
+ * signature spelling), or undefined where one fails, i.e. where
+ * {@link verifyEnvelope} is false whatever the signature. So a batch
+ * verifier (`verifyMany`) can check many envelopes and answer each exactly
+ * as {@link verifyEnvelope} would. Never throws.
+ */
+export function envelopeCheck(envelope: Envelope, subject: string, body: Uint8Array): SignatureCheck | undefined {
+  return body instanceof Uint8Array ? envelopeCheckForBodyHash(envelope, subject, sha256(body)) : undefined;
+}
+
+function envelopeCheckForBodyHash(envelope: Envelope, subject: string, bodyHash: Uint8Array): SignatureCheck | undefined {
   try {
-    if (typeof envelope !== "object" || envelope === null) return false;
+    if (typeof envelope !== "object" || envelope === null) return undefined;
     const { signer, timestamp, nonce, signature } = envelope;
-    if (typeof signer !== "string" || !isPrincipal(signer)) return false;
-    if (typeof subject !== "string" || !(bodyHash instanceof Uint8Array) || bodyHash.byteLength !== 32) return false;
-    if (typeof nonce !== "string" || !NONCE_RE.test(nonce)) return false;
-    if (typeof timestamp !== "number" || !Number.isSafeInteger(timestamp) || timestamp < 0) return false;
-    if (typeof signature !== "string" || !SIGNATURE_RE.test(signature)) return false;
+    if (typeof signer !== "string" || !isPrincipal(signer)) return undefined;
+    if (typeof subject !== "string" || !(bodyHash instanceof Uint8Array) || bodyHash.byteLength !== 32) return undefined;
+    if (typeof nonce !== "string" || !NONCE_RE.test(nonce)) return undefined;
+    if (typeof timestamp !== "number" || !Number.isSafeInteger(timestamp) || timestamp < 0) return undefined;
+    if (typeof signature !== "string" || !SIGNATURE_RE.test(signature)) return undefined;
     const sig = fromBase64Url(signature);
-    if (toBase64Url(sig) !== signature) return false;
-    return verifySignature(publicKeyFromPrincipal(signer), envelopeSigningBytesForBodyHash(subject, timestamp, nonce, bodyHash), sig);
+    if (toBase64Url(sig) !== signature) return undefined;
+    return { publicKey: publicKeyFromPrincipal(signer), data: envelopeSigningBytesForBodyHash(subject, timestamp, nonce, bodyHash), signature: sig };
   } catch {
-    return false;
+    return undefined;
   }
 }
 

@@ -11,7 +11,7 @@ export {
   toBase64Url,
   toHex,
 } from "./encoding.js";
-export { envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeSigningBytesForBodyHash, envelopeToHeaders, signEnvelope, verifyEnvelope, verifyEnvelopeForBodyHash } from "./envelope.js";
+export { envelopeCheck, envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeSigningBytesForBodyHash, envelopeToHeaders, signEnvelope, verifyEnvelope, verifyEnvelopeForBodyHash } from "./envelope.js";
 export type { Envelope } from "./envelope.js";
 export { DecryptError, EncodingError, InvalidKeyError, InvalidPrincipalError } from "./errors.js";
 export { blake3, blake3DeriveKey, blake3Mac, sha256 } from "./hash.js";

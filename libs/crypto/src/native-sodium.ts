@@ -4,6 +4,11 @@ import { createRequire } from "node:module";
 export interface NativeSodium {
   crypto_sign_verify_detached(signature: Buffer, message: Buffer, publicKey: Buffer): boolean;
   crypto_hash_sha256(out: Buffer, message: Buffer): void;
+  /** X25519 and XChaCha20-Poly1305 (sealing a room key to many members); checked where used, as a build may lack them. */
+  crypto_scalarmult?(out: Buffer, secretKey: Buffer, publicKey: Buffer): void;
+  crypto_scalarmult_base?(out: Buffer, secretKey: Buffer): void;
+  crypto_aead_xchacha20poly1305_ietf_encrypt?(ciphertext: Buffer, message: Buffer, additionalData: Buffer | null, nsec: null, nonce: Buffer, key: Buffer): number;
+  randombytes_buf?(out: Buffer): void;
 }
 
 function load(): { sodium: NativeSodium; path: string } | undefined {

@@ -7,6 +7,8 @@ import { agreementPublicKey, ephemeralAgreement, ephemeralAgreementKey, x25519Sh
 import { alreadyVerified, rememberVerified, strictEd25519Encoding, verifySignature } from "./ed25519.js";
 import type { SignatureCheck } from "./ed25519.js";
 import { poolSize, runOnPool } from "./crypto-pool.js";
+import { asBuffer, nativeSodium } from "./native-sodium.js";
+import type { NativeSodium } from "./native-sodium.js";
 import type { PoolJob } from "./crypto-pool.js";
 
 /**
@@ -91,6 +93,7 @@ export function sealWithEphemeralSecret(recipientAgreementPublicKey: Uint8Array,
  */
 export function sealToMany(recipientAgreementPublicKeys: readonly Uint8Array[], plaintext: Uint8Array): (Uint8Array | null)[] {
   if (recipientAgreementPublicKeys.length === 0) return [];
+  if (nativeSeal !== undefined) return sealToManyNative(nativeSeal, recipientAgreementPublicKeys, plaintext);
   const ephemeral = ephemeralAgreementKey();
   return recipientAgreementPublicKeys.map((rpk) => {
     let shared: Uint8Array;
@@ -102,6 +105,82 @@ export function sealToMany(recipientAgreementPublicKeys: readonly Uint8Array[], 
     }
     return assemble(ephemeral.publicKey, shared, rpk, plaintext);
   });
+}
+
+/** libsodium's X25519 and XChaCha20-Poly1305, when sodium-native has them. */
+type SodiumSeal = Required<Pick<NativeSodium, "crypto_scalarmult" | "crypto_scalarmult_base" | "crypto_aead_xchacha20poly1305_ietf_encrypt" | "randombytes_buf">>;
+
+function sodiumSeal(s: NativeSodium | undefined): SodiumSeal | undefined {
+  if (s === undefined) return undefined;
+  const ok = typeof s.crypto_scalarmult === "function" && typeof s.crypto_scalarmult_base === "function" && typeof s.crypto_aead_xchacha20poly1305_ietf_encrypt === "function" && typeof s.randombytes_buf === "function";
+  return ok ? (s as SodiumSeal) : undefined;
+}
+
+/** The libsodium path of {@link sealToMany}; tests switch it off. */
+let nativeSeal = sodiumSeal(nativeSodium);
+
+/** Whether {@link sealToMany} seals through libsodium; returns whether it now does. For tests (not exported from the package). */
+export function useNativeSealingForTests(on: boolean): boolean {
+  nativeSeal = on ? sodiumSeal(nativeSodium) : undefined;
+  return nativeSeal !== undefined;
+}
+
+/**
+ * {@link sealToMany} through libsodium: the same X25519 and
+ * XChaCha20-Poly1305 (the pool's workers seal this way too; the tests open
+ * every box, also with the @noble reference), without node:crypto's key
+ * import per recipient and cipher set-up beside a JavaScript HChaCha20,
+ * which made the calling thread's share of a cold rekey's sealing about a
+ * third dearer. The ephemeral secret lives in one buffer of this call,
+ * zeroed before it returns whatever happens, so it can never seal a second
+ * plaintext.
+ */
+function sealToManyNative(sodium: SodiumSeal, recipientAgreementPublicKeys: readonly Uint8Array[], plaintext: Uint8Array): (Uint8Array | null)[] {
+  const esk = Buffer.alloc(32);
+  const shared = Buffer.alloc(32);
+  const material = new Uint8Array(96);
+  try {
+    sodium.randombytes_buf(esk);
+    const epk = Buffer.alloc(32);
+    sodium.crypto_scalarmult_base(epk, esk);
+    const header = new Uint8Array(SealedBox.headerLength);
+    header[0] = SealedBox.version;
+    header.set(epk, 1);
+    const pt = asBuffer(plaintext);
+    const boxLength = SealedBox.headerLength + plaintext.byteLength + AeadSize.tag;
+    return recipientAgreementPublicKeys.map((rpk) => {
+      if (!(rpk instanceof Uint8Array) || rpk.byteLength !== 32) return null;
+      try {
+        // libsodium throws where the result is all zeros (a low-order key); checked here too, as sealTo refuses it.
+        sodium.crypto_scalarmult(shared, esk, asBuffer(rpk));
+      } catch {
+        return null;
+      }
+      let acc = 0;
+      for (const b of shared) acc |= b;
+      if (acc === 0) return null;
+      // Both public keys bound, as in deriveKeyAndNonce.
+      material.set(shared, 0);
+      material.set(epk, 32);
+      material.set(rpk, 64);
+      shared.fill(0);
+      const okm = kdf.clone().update(material).digest();
+      material.fill(0);
+      const box = new Uint8Array(boxLength);
+      box.set(header, 0);
+      const body = Buffer.from(box.buffer, box.byteOffset + SealedBox.headerLength, boxLength - SealedBox.headerLength);
+      try {
+        sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(body, pt, asBuffer(header), null, asBuffer(okm.subarray(AeadSize.key)), asBuffer(okm.subarray(0, AeadSize.key)));
+      } finally {
+        okm.fill(0);
+      }
+      return box;
+    });
+  } finally {
+    esk.fill(0);
+    shared.fill(0);
+    material.fill(0);
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { ErrorCode, UnibusError, roomKeysNoticeSubject, roomMembershipSubject } from "@unibus/contracts";
-import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToVerified, toBase64Url, verifySignature } from "@unibus/crypto";
+import { fromBase64Url, publicKeyFromPrincipal, randomBytes, sealToVerified, toBase64Url, verifySignature, warmCryptoPool } from "@unibus/crypto";
 import type { BoundRecipient, SigningKey } from "@unibus/crypto";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { KeysAgreementKeysReply, KeysPublishEpochRequest } from "@unibus/contracts";
@@ -173,6 +173,13 @@ function takePrepared(client: RekeyClient, roomId: string): PreparedEpoch | unde
  */
 export async function rekeyRoom(client: RekeyClient, signingKey: SigningKey, roomId: string): Promise<RekeyResult> {
   if (signingKey.principal !== client.principal) throw new TypeError("rekeyRoom: signing key is not the client's");
+  // A client with no verified log of the room must check all of it and
+  // every binding: the pool's threads (tens of ms to start) start now, so
+  // they seal while the log's pages are fetched instead of starting as the
+  // pages arrive and leaving the sealing until after the log. A client that
+  // synced the room first (autoRekey, prepareRoomKeys) starts nothing here:
+  // a small room's rekey must not pay for threads it never uses.
+  if (client.roomLogs.cached(roomId) === undefined) void warmCryptoPool();
   let lastError: unknown;
   for (let round = 0; round < REKEY_ROUNDS; round++) {
     // Taken out before anything is sent: whatever happens to this publish, the key is never offered again.

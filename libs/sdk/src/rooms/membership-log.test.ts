@@ -129,6 +129,20 @@ describe("membership log verification", () => {
     expect(reasonOf(() => verifyRoomLog("ffffffffffffffffffffffff", [{ ...b.entries[0]!, roomId: "ffffffffffffffffffffffff" }]))).toBe(RoomLogErrorReason.badEntry);
   });
 
+  it("refuses an op that is not one of the log's (an inherited name too) or relabelled as another, naming the entry", () => {
+    const b = new LogBuilder().create(owner).invite(owner, bob.principal);
+    for (const op of ["toString", "constructor", "__proto__", "remove"]) {
+      const forged = { ...b.entries[1]!, op } as unknown as RoomLogEntry;
+      let caught: unknown;
+      try {
+        verifyRoomLog(b.roomId, [b.entries[0]!, forged]);
+      } catch (err) {
+        caught = err;
+      }
+      expect(caught).toMatchObject({ reason: RoomLogErrorReason.badEntry, seq: 1 });
+    }
+  });
+
   it("refuses a signed invite replayed after the removal it preceded", () => {
     const b = new LogBuilder().create(owner).invite(owner, bob.principal).remove(owner, bob.principal);
     const log = verifyRoomLog(b.roomId, b.entries);
@@ -251,6 +265,22 @@ describe("RoomLogs: pages asked ahead", () => {
     const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, entries, from, limit)), { pageSize: 2 });
     expect(await asyncReason(logs.sync(b.roomId))).toBe(RoomLogErrorReason.badSignature);
     expect(logs.cached(b.roomId)?.headSeq).toBe(4);
+  });
+
+  it("a page's batch check (on the pool past 64 entries) answers as verifyEnvelope does: a swapped signature, a second spelling of one and a bad nonce each fail at their entry", async () => {
+    const b = roomOf(150);
+    const sig = b.entries[100]!.signature;
+    // The last character carries 2 bits and 4 that must be zero: another one with the same 2 bits decodes to the same bytes.
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const respelled = sig.slice(0, -1) + alphabet[alphabet.indexOf(sig.at(-1)!) ^ 1]!;
+    for (const tampered of [{ signature: b.entries[101]!.signature }, { signature: respelled }, { nonce: b.entries[100]!.nonce.toUpperCase() }]) {
+      const entries = b.entries.map((e, i) => (i === 100 ? { ...e, ...tampered } : e));
+      const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, entries, from, limit)));
+      expect(await asyncReason(logs.sync(b.roomId))).toBe(RoomLogErrorReason.badSignature);
+      expect(logs.cached(b.roomId)?.headSeq).toBe(99);
+    }
+    const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, b.entries, from, limit)));
+    expect((await logs.sync(b.roomId)).headSeq).toBe(150);
   });
 
   it("a page asked ahead that is never needed cannot fail the sync, nor one older than the entries verified since; a fresh rollback still does", async () => {

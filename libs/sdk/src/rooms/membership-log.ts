@@ -11,7 +11,7 @@
 import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
 import type { MembershipRoomsLogReply } from "@unibus/contracts";
 import { fromBase64Url, isPrincipal, sha256, toBase64Url, toHex } from "@unibus/crypto";
-import { ChainErrorReason, SignedChain, ZERO_HASH, checkPinnedHead, concat, field, signedLink, readSignedBody, signedLinkHashFields, syncChain, u64 } from "./signed-chain.js";
+import { ChainErrorReason, FieldHasher, SignedChain, ZERO_HASH, checkPinnedHead, concat, field, signedLink, readSignedBody, syncChain, u64, writeSignedLinkFields } from "./signed-chain.js";
 import type { PinnedHead, SignedLinkEnvelope } from "./signed-chain.js";
 
 /** One entry of a room's membership log, as stored and served. */
@@ -75,20 +75,19 @@ export { ZERO_HASH, concat, field, u64 };
  * is not hashed (server time, nobody signs it).
  */
 export function roomLogEntryHash(e: RoomLogEntry): Uint8Array {
+  return entryHashWithBody(e, fromBase64Url(e.body));
+}
+
+/** {@link roomLogEntryHash} with the body already decoded from `e.body`. */
+function entryHashWithBody(e: RoomLogEntry, body: Uint8Array): Uint8Array {
   const prev = fromBase64Url(e.prev);
   if (prev.byteLength !== RoomLogFormat.hashBytes) throw new RangeError("prev must be 32 bytes");
-  return sha256(
-    concat([
-      field(RoomLogFormat.entryContext),
-      u64(e.seq),
-      prev,
-      field(e.roomId),
-      ...signedLinkHashFields(e),
-      field(e.target),
-      field(e.role ?? ""),
-      field(e.actorRole ?? ""),
-    ]),
-  );
+  const h = new FieldHasher().field(RoomLogFormat.entryContext).u64(e.seq).raw(prev).field(e.roomId);
+  return writeSignedLinkFields(h, e, body)
+    .field(e.target)
+    .field(e.role ?? "")
+    .field(e.actorRole ?? "")
+    .digest();
 }
 
 /** What {@link roomLogEntry} builds an entry from. */
@@ -130,6 +129,11 @@ export function roomLogEntry(i: RoomLogEntryInput): RoomLogEntry {
  */
 export function deriveRoomId(createSignature: string): string {
   return toHex(sha256(concat([field(RoomLogFormat.roomIdContext), fromBase64Url(createSignature)]))).slice(0, RoomLogFormat.roomIdChars);
+}
+
+/** The subject an op must have been signed for (undefined: not an op of this log). */
+function subjectOfOp(op: string): string | undefined {
+  return Object.hasOwn(RoomLogOpSubject, op) ? RoomLogOpSubject[op as RoomLogOp] : undefined;
 }
 
 /** What an entry's signed request says: its op's room, target and resulting role. */
@@ -207,6 +211,8 @@ export class VerifiedRoomLog extends SignedChain<RoomLogEntry> {
   readonly #acceptAdminClaims: boolean;
   readonly #authority: RoomLogVerifyOptions["adminAuthority"];
   #snapshot: { seq: number; members: ReadonlyMap<string, RoomLogRole> } | undefined;
+  /** Made once per log, not per entry: a cold sync checks thousands of entries. */
+  readonly #chainFail = (reason: RoomLogErrorReason, message: string, seq?: number): RoomLogError => new RoomLogError(this.roomId, reason, message, seq);
 
   constructor(roomId: string, opts: RoomLogVerifyOptions = {}) {
     super();
@@ -241,51 +247,55 @@ export class VerifiedRoomLog extends SignedChain<RoomLogEntry> {
    * {@link RoomLogError} naming the first failed check.
    */
   check(e: RoomLogEntry): Change {
+    return this.#check(e).change;
+  }
+
+  /** {@link check}, also returning the signed body the link check decoded (the entry hash reuses it). */
+  #check(e: RoomLogEntry): { change: Change; body: Uint8Array } {
     const seq = this.length;
-    const fail = (reason: RoomLogErrorReason, message: string): RoomLogError => new RoomLogError(this.roomId, reason, message, e.seq);
-    if (e.roomId !== this.roomId && e.seq === seq) throw fail(RoomLogErrorReason.badEntry, "entry is for another room");
-    const body = this.checkLink(e, (op) => RoomLogOpSubject[op as RoomLogOp], fail);
+    if (e.roomId !== this.roomId && e.seq === seq) throw this.#chainFail(RoomLogErrorReason.badEntry, "entry is for another room", e.seq);
+    const body = this.checkLink(e, subjectOfOp, this.#chainFail);
     const op = e.op;
     let effect: SignedEffect;
     try {
       effect = signedEffect(e, body);
     } catch {
-      throw fail(RoomLogErrorReason.badEntry, "the signed request is malformed");
+      throw this.#chainFail(RoomLogErrorReason.badEntry, "the signed request is malformed", e.seq);
     }
-    if (effect.roomId !== this.roomId) throw fail(RoomLogErrorReason.badEntry, "the signed request is for another room");
-    if (effect.target !== e.target || (effect.role ?? null) !== (e.role ?? null)) throw fail(RoomLogErrorReason.badEntry, "target or role disagrees with the signed request");
+    if (effect.roomId !== this.roomId) throw this.#chainFail(RoomLogErrorReason.badEntry, "the signed request is for another room", e.seq);
+    if (effect.target !== e.target || (effect.role ?? null) !== (e.role ?? null)) throw this.#chainFail(RoomLogErrorReason.badEntry, "target or role disagrees with the signed request", e.seq);
     const actor = this.#members.get(e.signer);
     const asAdmin = e.actorRole === "admin";
     const manager = asAdmin ? this.#acceptAdminClaims || this.#admins.has(e.signer) || this.#authority?.wasAdminAt(e.signer, e.timestamp) === true : actor === "owner";
     switch (op) {
       case RoomLogOp.create:
-        if (seq !== 0) throw fail(RoomLogErrorReason.unauthorized, "a room is created only once, at entry 0");
-        if (asAdmin) throw fail(RoomLogErrorReason.badEntry, "creation claims no admin role");
+        if (seq !== 0) throw this.#chainFail(RoomLogErrorReason.unauthorized, "a room is created only once, at entry 0", e.seq);
+        if (asAdmin) throw this.#chainFail(RoomLogErrorReason.badEntry, "creation claims no admin role", e.seq);
         break;
       case RoomLogOp.invite:
-        if (seq === 0) throw fail(RoomLogErrorReason.missing, "the log does not start with the room's creation");
-        if (!manager) throw fail(RoomLogErrorReason.unauthorized, "only owners and trusted admins invite");
-        if (this.#members.get(e.target) === e.role) throw fail(RoomLogErrorReason.badEntry, "invite changes nothing");
+        if (seq === 0) throw this.#chainFail(RoomLogErrorReason.missing, "the log does not start with the room's creation", e.seq);
+        if (!manager) throw this.#chainFail(RoomLogErrorReason.unauthorized, "only owners and trusted admins invite", e.seq);
+        if (this.#members.get(e.target) === e.role) throw this.#chainFail(RoomLogErrorReason.badEntry, "invite changes nothing", e.seq);
         break;
       case RoomLogOp.remove:
-        if (seq === 0) throw fail(RoomLogErrorReason.missing, "the log does not start with the room's creation");
-        if (!manager) throw fail(RoomLogErrorReason.unauthorized, "only owners and trusted admins remove");
-        if (!this.#members.has(e.target)) throw fail(RoomLogErrorReason.badEntry, "removes a non-member");
+        if (seq === 0) throw this.#chainFail(RoomLogErrorReason.missing, "the log does not start with the room's creation", e.seq);
+        if (!manager) throw this.#chainFail(RoomLogErrorReason.unauthorized, "only owners and trusted admins remove", e.seq);
+        if (!this.#members.has(e.target)) throw this.#chainFail(RoomLogErrorReason.badEntry, "removes a non-member", e.seq);
         break;
       case RoomLogOp.leave:
-        if (seq === 0) throw fail(RoomLogErrorReason.missing, "the log does not start with the room's creation");
-        if (asAdmin) throw fail(RoomLogErrorReason.badEntry, "leaving claims no admin role");
-        if (actor === undefined) throw fail(RoomLogErrorReason.unauthorized, "a non-member cannot leave");
+        if (seq === 0) throw this.#chainFail(RoomLogErrorReason.missing, "the log does not start with the room's creation", e.seq);
+        if (asAdmin) throw this.#chainFail(RoomLogErrorReason.badEntry, "leaving claims no admin role", e.seq);
+        if (actor === undefined) throw this.#chainFail(RoomLogErrorReason.unauthorized, "a non-member cannot leave", e.seq);
         break;
     }
-    return { target: e.target, role: op === RoomLogOp.remove || op === RoomLogOp.leave ? null : (e.role as RoomLogRole) };
+    return { change: { target: e.target, role: op === RoomLogOp.remove || op === RoomLogOp.leave ? null : (e.role as RoomLogRole) }, body };
   }
 
   /** Verifies and applies `entries` in order; on the first failure throws and keeps what was verified before it. */
   override append(entries: readonly RoomLogEntry[]): void {
     for (const e of entries) {
-      const change = this.check(e);
-      this.recordLink(e, roomLogEntryHash(e));
+      const { change, body } = this.#check(e);
+      this.recordLink(e, entryHashWithBody(e, body));
       this.#changes.push(change);
       if (change.role === null) this.#members.delete(change.target);
       else this.#members.set(change.target, change.role);

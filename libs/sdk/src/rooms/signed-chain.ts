@@ -8,7 +8,7 @@
  * live here once.
  */
 import type { UnibusError } from "@unibus/contracts";
-import { envelopeSigningBytes, fromBase64Url, publicKeyFromPrincipal, toBase64Url, verifyEnvelope, verifyMany } from "@unibus/crypto";
+import { envelopeCheck, fromBase64Url, sha256, toBase64Url, verifyEnvelope, verifyMany } from "@unibus/crypto";
 import type { SignatureCheck } from "@unibus/crypto";
 
 /** The reasons the shared checks raise (each log's error reasons include these). */
@@ -142,6 +142,69 @@ export function signedLink<Op extends string, S extends string>(op: Op, subject:
   return { op, subject, body: toBase64Url(body), signer: envelope.signer, timestamp: envelope.timestamp, nonce: envelope.nonce, signature: envelope.signature };
 }
 
+/**
+ * SHA-256 over fields laid out exactly as {@link field}, {@link u64} and
+ * raw bytes concatenated would lay them out, written into one scratch
+ * buffer: a cold sync hashes every entry, and a dozen small arrays plus
+ * their concatenation per entry cost more than the hash itself. The
+ * scratch holds only public log data and is used synchronously, never
+ * across an await.
+ */
+export class FieldHasher {
+  static #scratch = new Uint8Array(2048);
+  #at = 0;
+
+  #room(n: number): void {
+    if (this.#at + n <= FieldHasher.#scratch.byteLength) return;
+    const grown = new Uint8Array(Math.max(2 * FieldHasher.#scratch.byteLength, this.#at + n));
+    grown.set(FieldHasher.#scratch.subarray(0, this.#at));
+    FieldHasher.#scratch = grown;
+  }
+
+  /** A u32 BE length-prefixed field, as {@link field}. */
+  field(b: Uint8Array | string): this {
+    // UTF-8 takes at most 3 bytes per UTF-16 unit.
+    this.#room(4 + (typeof b === "string" ? 3 * b.length : b.byteLength));
+    const buf = FieldHasher.#scratch;
+    const at = this.#at;
+    let len: number;
+    if (typeof b === "string") len = encoder.encodeInto(b, buf.subarray(at + 4)).written;
+    else {
+      buf.set(b, at + 4);
+      len = b.byteLength;
+    }
+    buf[at] = len >>> 24;
+    buf[at + 1] = (len >>> 16) & 0xff;
+    buf[at + 2] = (len >>> 8) & 0xff;
+    buf[at + 3] = len & 0xff;
+    this.#at = at + 4 + len;
+    return this;
+  }
+
+  /** A u64 BE integer, as {@link u64}. */
+  u64(n: number): this {
+    return this.raw(u64(n));
+  }
+
+  /** Bytes as they are. */
+  raw(b: Uint8Array): this {
+    this.#room(b.byteLength);
+    FieldHasher.#scratch.set(b, this.#at);
+    this.#at += b.byteLength;
+    return this;
+  }
+
+  /** SHA-256 of everything written. */
+  digest(): Uint8Array {
+    return sha256(FieldHasher.#scratch.subarray(0, this.#at));
+  }
+}
+
+/** Writes {@link signedLinkHashFields} into `h`, with the body already decoded from `e.body` (a sync has it from the link check). */
+export function writeSignedLinkFields(h: FieldHasher, e: SignedChainEntry, body: Uint8Array): FieldHasher {
+  return h.field(e.op).field(e.subject).field(body).field(e.signer).u64(e.timestamp).field(e.nonce).field(e.signature);
+}
+
 /** The signed-request part of a link's hash input: `field(op) ‖ field(subject) ‖ field(body) ‖ field(signer) ‖ u64(timestamp) ‖ field(nonce) ‖ field(signature)`. */
 export function signedLinkHashFields(e: SignedChainEntry): Uint8Array[] {
   return [field(e.op), field(e.subject), field(fromBase64Url(e.body)), field(e.signer), u64(e.timestamp), field(e.nonce), field(e.signature)];
@@ -205,18 +268,21 @@ export function checkSignedLink(
   fail: ChainFail,
 ): Uint8Array {
   if (e.seq !== chain.length) throw fail(ChainErrorReason.gap, `expected entry ${chain.length}, got ${e.seq}`, e.seq);
+  const pre = preverifiedOf(e);
   let prev: Uint8Array;
   let body: Uint8Array;
   try {
     prev = fromBase64Url(e.prev);
-    body = fromBase64Url(e.body);
+    body = pre?.body ?? fromBase64Url(e.body);
   } catch {
     throw fail(ChainErrorReason.badEntry, "prev or body is not base64url", e.seq);
   }
   if (toBase64Url(prev) !== toBase64Url(chain.headHash)) throw fail(ChainErrorReason.fork, "does not chain to the verified entry before it", e.seq);
   const subject = subjectOf(e.op);
   if (subject === undefined || e.subject !== subject) throw fail(ChainErrorReason.badEntry, `op ${e.op} was not signed for its subject`, e.seq);
-  if (!verifyEnvelope({ signer: e.signer, timestamp: e.timestamp, nonce: e.nonce, signature: e.signature }, e.subject, body)) {
+  // The batch's answer is verifyEnvelope's for these very fields (see preverifySignatures).
+  const signed = pre !== undefined ? pre.ok : verifyEnvelope({ signer: e.signer, timestamp: e.timestamp, nonce: e.nonce, signature: e.signature }, e.subject, body);
+  if (!signed) {
     throw fail(ChainErrorReason.badSignature, "the actor's signature does not verify", e.seq);
   }
   // The same signed request twice would let the service re-apply an old
@@ -226,22 +292,59 @@ export function checkSignedLink(
 }
 
 /**
+ * What the batch check of a page found for an entry, with the fields it
+ * read: the link check takes the answer only while every one of them is
+ * still the very same value, so an entry changed since is checked afresh.
+ */
+interface Preverified {
+  readonly signer: string;
+  readonly subject: string;
+  readonly timestamp: number;
+  readonly nonce: string;
+  readonly signature: string;
+  readonly bodyText: string;
+  /** `fromBase64Url(bodyText)`. */
+  readonly body: Uint8Array;
+  /** What `verifyEnvelope` answers for these fields: the format checks passed and the signature verified. */
+  readonly ok: boolean;
+}
+
+/** Batch answers by entry object; dropped with the page. */
+const preverified = new WeakMap<SignedChainEntry, Preverified>();
+
+/**
  * Verifies the actors' signatures of a page in one batch (the worker pool,
- * all cores) ahead of the sequential link checks, which then find each
- * signature already verified. Only a cache warm-up: the link checks still
- * verify every entry, and an entry that is malformed or fails here is
- * simply left for them to refuse.
+ * all cores) ahead of the sequential link checks, and keeps each entry's
+ * answer, so the link check does not rebuild the envelope bytes and body
+ * hash the batch already built. The batch makes exactly the check
+ * `verifyEnvelope` makes (`envelopeCheck`: the same format checks, then
+ * one signature; true only where a verification said so). An entry that
+ * is malformed gets no answer and is left for the link check to refuse.
  */
 async function preverifySignatures(entries: readonly SignedChainEntry[]): Promise<void> {
-  const checks: SignatureCheck[] = [];
+  const checked: { e: SignedChainEntry; body: Uint8Array; check: SignatureCheck | undefined }[] = [];
   for (const e of entries) {
     try {
-      checks.push({ publicKey: publicKeyFromPrincipal(e.signer), data: envelopeSigningBytes(e.subject, e.timestamp, e.nonce, fromBase64Url(e.body)), signature: fromBase64Url(e.signature) });
+      const body = fromBase64Url(e.body);
+      checked.push({ e, body, check: envelopeCheck({ signer: e.signer, timestamp: e.timestamp, nonce: e.nonce, signature: e.signature }, e.subject, body) });
     } catch {
       // Malformed: the link check refuses it with its reason.
     }
   }
-  await verifyMany(checks);
+  const todo = checked.filter((c) => c.check !== undefined);
+  const results = await verifyMany(todo.map((c) => c.check!));
+  const ok = new Map(todo.map((c, i) => [c, results[i] === true]));
+  for (const c of checked) {
+    const { e } = c;
+    preverified.set(e, { signer: e.signer, subject: e.subject, timestamp: e.timestamp, nonce: e.nonce, signature: e.signature, bodyText: e.body, body: c.body, ok: ok.get(c) === true });
+  }
+}
+
+/** The batch's answer for `e`, if its fields are still the ones the batch read. */
+function preverifiedOf(e: SignedChainEntry): Preverified | undefined {
+  const p = preverified.get(e);
+  if (p === undefined) return undefined;
+  return p.signer === e.signer && p.subject === e.subject && p.timestamp === e.timestamp && p.nonce === e.nonce && p.signature === e.signature && p.bodyText === e.body ? p : undefined;
 }
 
 /** Entries per signature batch of a page (a pool job's worth). */
