@@ -10,6 +10,7 @@ export { startLinkProxy } from "./link-proxy.js";
 export type { LinkProxy } from "./link-proxy.js";
 export { logLineSink } from "./log-lines.js";
 export type { LogLineSink } from "./log-lines.js";
+export { pauseProcess } from "./pause.js";
 export { freeLoopbackPort } from "./ports.js";
 export { makeRouteTls } from "./route-tls.js";
 export type { RouteTlsFiles } from "./route-tls.js";

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorReason, UnibusError } from "@unibus/contracts";
 import { SigningKey, randomBytes } from "@unibus/crypto";
-import { eventually, startTestServer } from "@unibus/testing";
+import { eventually, pauseProcess, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { StaticRoomKeys } from "./keyring.js";
 import { ReplayGuard } from "./replay-guard.js";
@@ -123,8 +123,9 @@ describe("the room publisher's pipeline on a real server", () => {
       await a.flush();
       expect(a.unconfirmedFrames).toBeLessThanOrEqual(1);
 
-      process.kill(paused.pid, "SIGSTOP");
+      // Every server thread stopped before the first publish: the bare signal can take effect after it.
       stopped = true;
+      await pauseProcess(paused.pid);
       // One message per turn, so one frame each: three fit, the rest wait for a round trip the stopped server cannot answer.
       const sent: ReturnType<typeof watch>[] = [];
       let maxSeen = 0;
@@ -165,8 +166,9 @@ describe("the room publisher's pipeline on a real server", () => {
       const a = createRoom(pubConn, alice, "p3", keys, undefined, new ReplayGuard(), { maxUnconfirmedFrames: 1, maxUnconfirmedBytes: 1024 * 1024 });
       await a.publish("warm");
       await a.flush();
-      process.kill(paused.pid, "SIGSTOP");
+      // Every server thread stopped before the first publish: the bare signal can take effect after it.
       stopped = true;
+      await pauseProcess(paused.pid);
       const first = watch(a.publish("fills the bound"));
       await turn();
       await turn();
