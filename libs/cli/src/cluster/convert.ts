@@ -14,7 +14,7 @@ import { fileExists } from "../up/provision.js";
 import { JETSTREAM_KEY_ENV, SYNC_ALWAYS } from "../up/server-config.js";
 import type { RouteTls } from "./node.js";
 import { clusterNodeConfig } from "./node.js";
-import { describeStep, planPromotion, promoteStreams } from "./promote.js";
+import { PEER_PROBE_PREFIX, describeStep, planPromotion, promoteStreams } from "./promote.js";
 import type { PromotionResult, PromotionStep } from "./promote.js";
 
 /** File in the home recording that it is a cluster node (read by `unibus up` and the services' replica count). */
@@ -131,21 +131,26 @@ export function withMaintenanceUser(authorization: NatsConfig, nkey: string): Na
   return copy;
 }
 
-/** The JetStream API answers and an R`replicas` stream can be placed: the other nodes are there. */
+/**
+ * The JetStream API answers and an R`replicas` stream can be placed: the
+ * other nodes are there. Every attempt creates and deletes the same probe
+ * stream: a create that timed out here but went through on a slow server is
+ * then the stream the next attempt creates again (an identical create
+ * succeeds) and deletes, so no probe outlives a successful wait.
+ */
 export async function waitForPeers(nc: NatsConnection, replicas: number, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
+  const name = `${PEER_PROBE_PREFIX}${Date.now()}`;
+  const config = JSON.stringify({ name, subjects: [`_promote_probe.${name}`], num_replicas: replicas, storage: "memory" });
   for (;;) {
-    const name = `PROMOTE_PROBE_${Date.now()}`;
     try {
-      const created = (
-        await nc.request(`$JS.API.STREAM.CREATE.${name}`, JSON.stringify({ name, subjects: [`_promote_probe.${name}`], num_replicas: replicas, storage: "memory" }), { timeout: 2_000 })
-      ).json<{ error?: unknown }>();
+      const created = (await nc.request(`$JS.API.STREAM.CREATE.${name}`, config, { timeout: 2_000 })).json<{ error?: unknown }>();
       if (!created.error) {
-        await nc.request(`$JS.API.STREAM.DELETE.${name}`, undefined, { timeout: 5_000 });
-        return;
+        const deleted = (await nc.request(`$JS.API.STREAM.DELETE.${name}`, undefined, { timeout: 5_000 })).json<{ error?: unknown }>();
+        if (!deleted.error) return;
       }
     } catch {
-      // No meta leader yet: the JS API does not answer.
+      // No meta leader yet (the JS API does not answer), or a slow answer: try again.
     }
     if (Date.now() > deadline) throw new CliError(`the cluster did not form with ${replicas} JetStream peers within ${timeoutMs / 1000} s: are the other nodes up, with routes to this one?`);
     await new Promise((r) => setTimeout(r, 500));

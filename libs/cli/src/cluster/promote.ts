@@ -80,6 +80,9 @@ function assertReplicas(replicas: number): void {
   }
 }
 
+/** Names of the throwaway streams the peer wait creates and deletes (`waitForPeers`); a promotion never counts or raises them. */
+export const PEER_PROBE_PREFIX = "PROMOTE_PROBE_";
+
 /**
  * Every stream of the account (KV buckets and object stores are streams too)
  * with its replica count now and after a promotion to `replicas`. Streams
@@ -89,6 +92,8 @@ export async function planPromotion(nc: NatsConnection, replicas: number): Promi
   assertReplicas(replicas);
   const steps: PromotionStep[] = [];
   for (const stream of await loadedStreams(nc)) {
+    // A peer probe left by a run killed mid-wait holds nothing of the bus.
+    if (stream.startsWith(PEER_PROBE_PREFIX)) continue;
     const from = (await streamInfo(nc, stream)).config.num_replicas ?? 1;
     steps.push({ stream, kind: kindOf(stream), from, to: Math.max(from, replicas) });
   }
