@@ -236,6 +236,21 @@ describe("share deletion is at least once", () => {
 });
 
 describe("the durable consumer", () => {
+  it("is made again when it is deleted under a running replica, and removals go on", async () => {
+    const running = await consumeMemberRemovals({ js, roomKeys, membership: view, logger: silent, delayMs: DELAY_MS });
+    try {
+      const jsm = await js.jetstreamManager();
+      const before = (await jsm.consumers.info(stream, durable)).created;
+      await jsm.consumers.delete(stream, durable);
+      const { roomId, principals } = await seedRoom(2);
+      await members.delete(`${roomId}.${principals[1]!}`);
+      await eventually(() => sealed(roomId), (s) => s.every((e) => e.length === 1 && e[0] === principals[0]), { timeoutMs: 30_000, intervalMs: 100, what: "a removal made after the consumer was deleted acted on" });
+      expect((await jsm.consumers.info(stream, durable)).created).not.toBe(before);
+    } finally {
+      await running.stop();
+    }
+  });
+
   it("is created idempotently and brought back to its configuration when it differs", async () => {
     await ensureShareDeletionConsumer(js);
     await ensureShareDeletionConsumer(jetstream(nc2));

@@ -179,6 +179,18 @@ export async function consumeMemberRemovals(deps: MemberRemovalDeps): Promise<{ 
     }
   };
   let stopping = false;
+  // A consumer deleted under the replicas (an operator, a restore) is made
+  // again, from the stream's start: removals made meanwhile are not lost,
+  // and the ones already done are found done again.
+  void (async () => {
+    for await (const s of messages.status()) {
+      if (stopping || (s.type !== "consumer_deleted" && s.type !== "consumer_not_found")) continue;
+      await ensureShareDeletionConsumer(js).then(
+        () => logger.warn({ op: "members.removals" }, "the removal consumer was gone; made it again"),
+        (err: unknown) => logger.error({ op: "members.removals", err: (err as Error).message }, "could not make the removal consumer again"),
+      );
+    }
+  })();
   const loop = (async () => {
     for await (const m of messages) {
       // Handed back at once rather than after the ack wait: another replica takes it.
