@@ -85,7 +85,7 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
   const membership: MembershipView = { users, members, memberDirectory };
   const agreementDirectory = await AgreementKeyDirectory.watch(kv.agreement_keys, logger.child({ svc: ServiceName.keys }));
   const deps: KeysDeps = { roomKeys: kv.room_keys, agreementKeys: kv.agreement_keys, agreementDirectory, membership };
-  const removals = await consumeMemberRemovals({ js, roomKeys: kv.room_keys, membership, logger: logger.child({ svc: ServiceName.keys }) });
+  const removals = await consumeMemberRemovals({ js, roomKeys: kv.room_keys, membership, logger: logger.child({ svc: ServiceName.keys }), budgetMs: opts.bucketBudgetMs ?? 30_000 });
   const running = await startService(nc, keysService(deps), { ...opts, logger, nonceBucket: kv.nonces, resolveRole: roleResolver(membership.users) });
   return {
     ...running,

@@ -18,6 +18,7 @@ import { nanos } from "@nats-io/transport-node";
 import { StoredConsumer } from "@unibus/contracts";
 import type { Logger } from "pino";
 import { fromBase64Url, sha256, toBase64Url } from "@unibus/crypto";
+import { retry } from "@unibus/kit";
 import { currentMembers } from "../access.js";
 import type { MembershipView } from "../access.js";
 import { MembershipReadBucket, checkEpochRecord, isRevisionConflict, listKeys } from "./records.js";
@@ -86,6 +87,8 @@ export interface MemberRemovalDeps {
   logger: Logger;
   /** How old a removal must be before it is acted on (default {@link DELETE_DELAY_MS}; tests shorten it). */
   delayMs?: number;
+  /** How long creating the consumer is retried at start (a stream electing a leader); default 30 s. */
+  budgetMs?: number;
 }
 
 /** nats-server's `JSConsumerAlreadyExists`: a create named an existing consumer with another configuration. */
@@ -144,7 +147,12 @@ export async function ensureShareDeletionConsumer(js: JetStreamClient): Promise<
 export async function consumeMemberRemovals(deps: MemberRemovalDeps): Promise<{ stop(): Promise<void> }> {
   const { js, roomKeys, membership, logger } = deps;
   const delayMs = deps.delayMs ?? DELETE_DELAY_MS;
-  await ensureShareDeletionConsumer(js);
+  // Within the start-up budget: on a cluster the stream may be electing a leader.
+  await retry(() => ensureShareDeletionConsumer(js), {
+    budgetMs: deps.budgetMs ?? 30_000,
+    delayMs: (n) => Math.min(2_000, 100 * 2 ** n),
+    onRetry: (err) => logger.warn({ op: "members.removals", err: (err as Error).message }, "removal consumer not created yet; retrying"),
+  });
   const { stream, durable } = StoredConsumer.keys.shareDeletion;
   const consumer = await js.consumers.get(stream, durable);
   const messages = await consumer.consume({ max_messages: ShareDeletionConsumer.batch, expires: ShareDeletionConsumer.pullExpiresMs });
