@@ -28,9 +28,10 @@ import type { EpochRecord } from "./records.js";
 const UPDATE_ATTEMPTS = 5;
 
 /**
- * A removal is acted on this long after it is seen: the rekey that follows
- * it (the urgent part, P4) goes first, and rewriting every stored epoch of a
- * 1,000-member room (~200 KB each) does not compete with it.
+ * A removal is acted on no sooner than this after it was stored (the
+ * marker's stream time): the rekey that follows it (the urgent part, P4)
+ * goes first, and rewriting every stored epoch of a 1,000-member room
+ * (~200 KB each) does not compete with it.
  */
 const DELETE_DELAY_MS = 2_000;
 
@@ -119,8 +120,8 @@ export function shareDeletionConsumerConfig(): Partial<ConsumerConfig> & { name:
 
 /**
  * Creates the durable consumer, or brings an existing one to this
- * configuration (replicas, or a restart after an upgrade, race here: an
- * identical create succeeds, a differing one is updated).
+ * configuration. Replicas starting together race here: an identical create
+ * succeeds, and a differing one (after an upgrade) is updated.
  */
 export async function ensureShareDeletionConsumer(js: JetStreamClient): Promise<void> {
   const jsm = await js.jetstreamManager();
@@ -198,7 +199,7 @@ export async function consumeMemberRemovals(deps: MemberRemovalDeps): Promise<{ 
         (err: unknown) => logger.error({ op: "members.removals", err: (err as Error).message }, "could not make the removal consumer again"),
       );
     }
-  })();
+  })().catch((err: unknown) => logger.error({ op: "members.removals", err: (err as Error).message }, "removal consumer status stopped"));
   const loop = (async () => {
     for await (const m of messages) {
       // Handed back at once rather than after the ack wait: another replica takes it.
