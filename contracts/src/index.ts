@@ -28,13 +28,14 @@ export {
   RoomStreamPrefix,
   ServiceStorage,
   StoredBucket,
+  StoredConsumer,
   StoredObjectStore,
   kvStreamName,
   memberKey,
   objectStoreStreamName,
   roomStreamName,
 } from "./stored.js";
-export type { RequiredStream, ServiceStorageDeclaration } from "./stored.js";
+export type { DurableConsumer, RequiredStream, ServiceStorageDeclaration } from "./stored.js";
 export { CalloutEnv, HealthzEnv, MembershipEnv } from "./service-env.js";
 export {
   ErrorCode,

@@ -49,6 +49,27 @@ export const StoredObjectStore = {
   blobs: "blobs",
 } as const;
 
+/** A durable JetStream consumer: one name, shared by every replica of its service, so each message goes to one of them. */
+export interface DurableConsumer {
+  /** The stream it reads. */
+  readonly stream: string;
+  /** Its name (durable). */
+  readonly durable: string;
+}
+
+/** Durable consumers, by the service that creates and acknowledges them. */
+export const StoredConsumer = {
+  keys: {
+    /**
+     * Every change of membership's `members` (headers only): each delete or
+     * purge marker is a removal whose member's sealed shares the keys service
+     * deletes, acknowledged only once they are (contracts/specs/room-keys.md
+     * "Share deletion").
+     */
+    shareDeletion: { stream: kvStreamName(StoredBucket.membership.members), durable: "keys_share_deletion" },
+  },
+} as const satisfies Record<string, Record<string, DurableConsumer>>;
+
 /** A persisted room's JetStream stream is `ROOM_<roomId>`. */
 export const RoomStreamPrefix = "ROOM_" as const;
 
@@ -113,6 +134,8 @@ export interface ServiceStorageDeclaration {
   readonly roomStreams?: boolean;
   /** Reads the stream info of every bus stream and pings every service (readiness and posture). */
   readonly inspectsBus?: boolean;
+  /** Durable consumers it creates (create-or-update), pulls from and acknowledges; nothing else of their streams. */
+  readonly consumes?: readonly DurableConsumer[];
   /** Subjects it publishes besides replies and its stores. */
   readonly publishes?: readonly string[];
 }
@@ -130,6 +153,8 @@ export const ServiceStorage = {
     endpoints: "keys",
     ownsKv: [...Object.values(StoredBucket.keys), StoredBucket.shared.nonces],
     readsKv: [StoredBucket.membership.users, StoredBucket.membership.members],
+    // Removals reach one replica each, acknowledged once the shares are deleted.
+    consumes: [StoredConsumer.keys.shareDeletion],
   },
   blobs: {
     endpoints: "blobs",

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ServiceStorage, StoredBucket, StoredObjectStore } from "@unibus/contracts";
+import { ServiceStorage, StoredBucket, StoredConsumer, StoredObjectStore, kvStreamName } from "@unibus/contracts";
 import { serviceStoragePermissions } from "./server-config.js";
 
 describe("service permissions generated from storage declarations", () => {
@@ -32,10 +32,29 @@ describe("service permissions generated from storage declarations", () => {
       "$JS.FC.KV_members.>",
     ]);
     expect(blobs.filter((s) => s.startsWith("$KV.members") || s.includes("DIRECT.GET.KV_"))).toEqual([]);
+    expect(blobs.filter((s) => s.startsWith("$JS.ACK."))).toEqual([]);
     // The gateway: its lifecycle buckets, reads and a watch of users (admin roles), never a write there.
     const gateway = serviceStoragePermissions(ServiceStorage["replica-gateway"]).publish.allow;
     expect(gateway).toEqual(expect.arrayContaining(["$KV.replica_history.>", "$KV.replica_cuks.>", "$KV.nonces.>", "$JS.API.STREAM.MSG.GET.KV_users", "$JS.API.CONSUMER.*.KV_users", "unibus.v1.replica.seed.request"]));
     expect(gateway.filter((s) => s.startsWith("$KV.users") || s.includes("DIRECT.GET"))).toEqual([]);
+  });
+
+  it("keys may create, pull from and acknowledge its own durable consumer of members, by name, and no other's acks", () => {
+    const { stream, durable } = StoredConsumer.keys.shareDeletion;
+    expect(stream).toBe(kvStreamName(StoredBucket.membership.members));
+    const keys = serviceStoragePermissions(ServiceStorage.keys).publish.allow;
+    expect(keys).toEqual(
+      expect.arrayContaining([
+        `$JS.API.CONSUMER.CREATE.${stream}.${durable}`,
+        `$JS.API.CONSUMER.INFO.${stream}.${durable}`,
+        `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`,
+        `$JS.ACK.${stream}.${durable}.>`,
+      ]),
+    );
+    expect(keys.filter((s) => s.startsWith("$JS.ACK."))).toEqual([`$JS.ACK.${stream}.${durable}.>`]);
+    for (const [service, decl] of Object.entries(ServiceStorage)) {
+      if (service !== "keys") expect(serviceStoragePermissions(decl).publish.allow.filter((s) => s.startsWith("$JS.ACK.")), service).toEqual([]);
+    }
   });
 
   it("a service that stores nothing gets no JetStream API beyond what it declares", () => {

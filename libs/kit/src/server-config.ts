@@ -209,6 +209,13 @@ export function serviceStoragePermissions(decl: ServiceStorageDeclaration): Serv
     const stream = kvStreamName(b);
     publish.push(`$JS.API.STREAM.INFO.${stream}`, `$JS.API.STREAM.MSG.GET.${stream}`, `$JS.API.CONSUMER.*.${stream}`, `$JS.API.CONSUMER.*.${stream}.>`, `$JS.FC.${stream}.>`);
   }
+  // Its own durable consumers, by name: create-or-update (no filter, so no
+  // subject suffix), info, pulls and acknowledgements (ack, nak, in
+  // progress), so another consumer of the stream cannot be drained through
+  // this grant.
+  for (const c of decl.consumes ?? []) {
+    publish.push(`$JS.API.CONSUMER.CREATE.${c.stream}.${c.durable}`, `$JS.API.CONSUMER.INFO.${c.stream}.${c.durable}`, `$JS.API.CONSUMER.MSG.NEXT.${c.stream}.${c.durable}`, `$JS.ACK.${c.stream}.${c.durable}.>`);
+  }
   for (const b of decl.getsKv ?? []) publish.push(`$JS.API.STREAM.INFO.${kvStreamName(b)}`, `$JS.API.STREAM.MSG.GET.${kvStreamName(b)}`);
   publish.push(...(decl.publishes ?? []));
   // Readiness and posture: account info, stream info of the bus streams,

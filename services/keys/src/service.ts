@@ -7,7 +7,7 @@ import packageJson from "../package.json" with { type: "json" };
 import { roleResolver } from "./access.js";
 import type { MembershipView } from "./access.js";
 import { AgreementKeyDirectory } from "./store/agreement-directory.js";
-import { watchMemberRemovals } from "./store/share-redaction.js";
+import { consumeMemberRemovals } from "./store/share-redaction.js";
 import { MemberDirectory } from "./store/member-directory.js";
 import { agreementKeyHandlers } from "./handlers/agreement-keys.js";
 import { epochHandlers } from "./handlers/epochs.js";
@@ -85,13 +85,13 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
   const membership: MembershipView = { users, members, memberDirectory };
   const agreementDirectory = await AgreementKeyDirectory.watch(kv.agreement_keys, logger.child({ svc: ServiceName.keys }));
   const deps: KeysDeps = { roomKeys: kv.room_keys, agreementKeys: kv.agreement_keys, agreementDirectory, membership };
-  const removals = await watchMemberRemovals(members, kv.room_keys, membership, logger.child({ svc: ServiceName.keys }));
+  const removals = await consumeMemberRemovals({ js, roomKeys: kv.room_keys, membership, logger: logger.child({ svc: ServiceName.keys }), budgetMs: opts.bucketBudgetMs ?? 30_000 });
   const running = await startService(nc, keysService(deps), { ...opts, logger, nonceBucket: kv.nonces, resolveRole: roleResolver(membership.users) });
   return {
     ...running,
     buckets: deps,
     async stop() {
-      removals.stop();
+      await removals.stop();
       await running.stop();
       agreementDirectory.stop();
       memberDirectory.stop();

@@ -1,17 +1,18 @@
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { jetstream } from "@nats-io/jetstream";
 import { createInbox, headers } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { calloutServerConfig } from "@unibus/kit";
 import { serviceUserPermissions } from "@unibus/cli";
-import { Subjects, decodeReply, roomMembershipSubject } from "@unibus/contracts";
-import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, envelopeToHeaders, nkeyAuthenticator, randomBytes, signEnvelope } from "@unibus/crypto";
+import { StoredConsumer, Subjects, decodeReply, roomMembershipSubject } from "@unibus/contracts";
+import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, envelopeToHeaders, nkeyAuthenticator, randomBytes, signEnvelope, toBase64Url } from "@unibus/crypto";
 import { MembershipBucket, createMembershipService } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
 import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { createKeysService } from "@unibus/keys";
-import type { RunningKeysService } from "@unibus/keys";
+import { createKeysService, epochKey } from "@unibus/keys";
+import type { EpochRecord, RunningKeysService } from "@unibus/keys";
 
 // The services run under the exact server permissions `unibus up` writes:
 // keys reads membership's buckets but may not write them; membership may
@@ -88,4 +89,22 @@ it("the keys service's connection cannot write the membership buckets", async ()
   await keysNc.flush();
   // The server reports the violation asynchronously: wait for that event (bounded).
   await eventually(() => errors, (e) => e.includes("PermissionViolationError"), { what: "a permission violation for the members bucket" });
+});
+
+it("under its server permissions the keys service consumes removals: the removed member's share is deleted and the removal acknowledged", async () => {
+  const { room } = await signedRequest<{ room: { id: string } }>(Subjects.membership.roomsCreate, { name: "perm-leave", policy: { persist: false, encrypt: true } }, admin.signingKey);
+  const member = createIdentity();
+  await signedRequest(Subjects.membership.usersAdd, { principal: member.principal, handle: "leaver", role: "member" }, admin.signingKey);
+  await signedRequest(Subjects.membership.roomsInvite, { roomId: room.id, principal: member.principal }, admin.signingKey);
+  const shares = [admin.principal, member.principal].sort().map((principal) => ({ principal, sealedShare: toBase64Url(randomBytes(120)) }));
+  const record: EpochRecord = { roomId: room.id, epoch: 1, distributor: admin.principal, signature: toBase64Url(randomBytes(64)), shares, createdAt: new Date().toISOString(), logSeq: 1, logHead: toBase64Url(randomBytes(32)) };
+  await keys.buckets.roomKeys.put(epochKey(room.id, 1), JSON.stringify(record));
+  await signedRequest(Subjects.membership.roomsRemove, { roomId: room.id, principal: member.principal }, admin.signingKey);
+  const share = () => keys.buckets.roomKeys.get(epochKey(room.id, 1)).then((e) => e!.json<EpochRecord>().shares.find((s) => s.principal === member.principal));
+  expect((await eventually(share, (s) => s?.sealedShare === undefined, { timeoutMs: 15_000, intervalMs: 50, what: "the leaver's share deleted" }))?.shareDigest).toBeDefined();
+  // Acknowledged through the service's own grant: nothing left pending or waiting for redelivery.
+  const jsm = await jetstream(keysNc).jetstreamManager();
+  const { stream, durable } = StoredConsumer.keys.shareDeletion;
+  const last = (await jsm.streams.info(stream)).state.last_seq;
+  await eventually(() => jsm.consumers.info(stream, durable), (ci) => ci.ack_floor.stream_seq >= last && ci.num_ack_pending === 0, { timeoutMs: 15_000, intervalMs: 50, what: "the removal acknowledged" });
 });
