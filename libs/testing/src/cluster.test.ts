@@ -35,7 +35,8 @@ describe("startTestCluster", () => {
     const nc = await cluster.connect({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
     const kv = await new Kvm(nc).create("chaos", { replicas: 3 });
     expect((await kv.status()).replicas).toBe(3);
-    await kv.put("k", "v1");
+    // A new R3 stream elects its own leader after the create returns; until then a put meets no responders (seen at load ~12).
+    await retry(() => kv.put("k", "v1"), 20_000);
 
     // The meta leader is the hardest node to lose: JetStream must elect a new one.
     const victim = Number(/-n(\d+)$/.exec(await cluster.waitForMetaLeader())?.[1]) - 1;
