@@ -57,6 +57,15 @@ describe("service permissions generated from storage declarations", () => {
     }
   });
 
+  it("every other service is denied keys' durable consumer, even where a watch or clean-up grant would reach it", () => {
+    const { stream, durable } = StoredConsumer.keys.shareDeletion;
+    const denied = [`$JS.API.CONSUMER.*.${stream}.${durable}`, `$JS.API.CONSUMER.*.${stream}.${durable}.>`, `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`, `$JS.ACK.${stream}.${durable}.>`];
+    expect(serviceStoragePermissions(ServiceStorage.keys).publish.deny).toBeUndefined();
+    for (const [service, decl] of Object.entries(ServiceStorage)) {
+      if (service !== "keys") expect(serviceStoragePermissions(decl).publish.deny, service).toEqual(denied);
+    }
+  });
+
   it("a service that stores nothing gets no JetStream API beyond what it declares", () => {
     const healthz = serviceStoragePermissions(ServiceStorage.healthz);
     expect(healthz.publish.allow.filter((s) => s.startsWith("$KV.") || s.startsWith("$O.") || /\$JS\.API\.STREAM\.(CREATE|UPDATE|DELETE|PURGE)/.test(s))).toEqual([]);

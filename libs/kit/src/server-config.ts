@@ -1,11 +1,12 @@
 import { AuditDenialStream } from "@unibus/contracts";
 import type { NatsConfig, NatsConfigMap } from "@unibus/natsd";
-import { BusStreams, CalloutSubject, DirectoryBucket, StoredBucket, UnibusSubject, kvStreamName, objectStoreStreamName } from "@unibus/contracts";
-import type { ServiceStorageDeclaration } from "@unibus/contracts";
+import { BusStreams, CalloutSubject, DirectoryBucket, StoredBucket, StoredConsumer, UnibusSubject, kvStreamName, objectStoreStreamName } from "@unibus/contracts";
+import type { DurableConsumer, ServiceStorageDeclaration } from "@unibus/contracts";
 
 /** nats-server permission block for a config-level user (`permissions { publish, subscribe, allow_responses }`). */
 export interface ServerPermissions {
-  publish: { allow: string[] };
+  /** `deny` wins over `allow` (nats-server checks it after the allow list matched). */
+  publish: { allow: string[]; deny?: string[] };
   subscribe: { allow: string[] };
   /** Let the user reply to requests it received (reply subjects only, once each). */
   allow_responses?: boolean;
@@ -222,7 +223,26 @@ export function serviceStoragePermissions(decl: ServiceStorageDeclaration): Serv
   // leader gets of `users` (admin check), and micro PING / $SRV.METRICS to
   // every service. Read only: no create, update, purge or delete.
   if (decl.inspectsBus === true) publish.push(...healthzJetStreamSubjects(), UnibusSubject.microDiscovery);
-  return servicePermissions({ service: decl.endpoints, kvBuckets: decl.ownsKv, publish });
+  const permissions = servicePermissions({ service: decl.endpoints, kvBuckets: decl.ownsKv, publish });
+  const deny = foreignConsumerSubjects(decl);
+  return deny.length === 0 ? permissions : { ...permissions, publish: { ...permissions.publish, deny } };
+}
+
+/**
+ * The API and ack subjects of every durable consumer another service
+ * declares. A bucket reader's watch grant (`$JS.API.CONSUMER.*.KV_<b>.>`,
+ * which the KV library's ordered consumers need) and membership's
+ * room-stream clean-up (`CONSUMER.DELETE.*.*`) would otherwise also let a
+ * compromised service pull that consumer's messages away from its owner,
+ * acknowledge them, change its config or delete it: for the keys service's
+ * removals consumer, a member's shares never deleted.
+ */
+function foreignConsumerSubjects(decl: ServiceStorageDeclaration): string[] {
+  const own = new Set((decl.consumes ?? []).map((c) => `${c.stream}.${c.durable}`));
+  return Object.values(StoredConsumer)
+    .flatMap((byService): DurableConsumer[] => Object.values(byService))
+    .filter((c) => !own.has(`${c.stream}.${c.durable}`))
+    .flatMap((c) => [`$JS.API.CONSUMER.*.${c.stream}.${c.durable}`, `$JS.API.CONSUMER.*.${c.stream}.${c.durable}.>`, `$JS.API.CONSUMER.MSG.NEXT.${c.stream}.${c.durable}`, `$JS.ACK.${c.stream}.${c.durable}.>`]);
 }
 
 /**
@@ -275,7 +295,7 @@ export function calloutServerConfig(opts: CalloutServerConfigOptions): NatsConfi
 
 function permissionsBlock(p: ServerPermissions): NatsConfigMap {
   return {
-    publish: { allow: p.publish.allow },
+    publish: { allow: p.publish.allow, ...(p.publish.deny !== undefined && p.publish.deny.length > 0 ? { deny: p.publish.deny } : {}) },
     subscribe: { allow: p.subscribe.allow },
     ...(p.allow_responses === true ? { allow_responses: true } : {}),
   };

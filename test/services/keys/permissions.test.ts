@@ -23,6 +23,7 @@ const calloutUser = SigningKey.generate();
 const membershipUser = SigningKey.generate();
 const keysUser = SigningKey.generate();
 const probeUser = SigningKey.generate();
+const blobsUser = SigningKey.generate();
 const bootKey = SigningKey.generate();
 const admin = createIdentity();
 
@@ -48,6 +49,8 @@ beforeAll(async () => {
       serviceUsers: [
         { service: "membership", nkey: membershipUser.principal, permissions: serviceUserPermissions("membership") },
         { service: "keys", nkey: keysUser.principal, permissions: serviceUserPermissions("keys") },
+        // Only its grant: it reads members (a watch grant on KV_members) and must not reach keys' consumer.
+        { service: "blobs", nkey: blobsUser.principal, permissions: serviceUserPermissions("blobs") },
         // A stand-in for callout-authorized clients: requests and room subjects, nothing else.
         { service: "probe", nkey: probeUser.principal, permissions: { publish: { allow: ["unibus.v1.>"] }, subscribe: { allow: ["_INBOX.>", "unibus.room.>"] } } },
       ],
@@ -107,4 +110,29 @@ it("under its server permissions the keys service consumes removals: the removed
   const { stream, durable } = StoredConsumer.keys.shareDeletion;
   const last = (await jsm.streams.info(stream)).state.last_seq;
   await eventually(() => jsm.consumers.info(stream, durable), (ci) => ci.ack_floor.stream_seq >= last && ci.num_ack_pending === 0, { timeoutMs: 15_000, intervalMs: 50, what: "the removal acknowledged" });
+});
+
+it("no other service's grant reaches keys' removals consumer: blobs (a members reader) and membership (room consumer clean-up) are refused", async () => {
+  const { stream, durable } = StoredConsumer.keys.shareDeletion;
+  const jsm = await jetstream(keysNc).jetstreamManager();
+  await jsm.consumers.info(stream, durable);
+  for (const user of [blobsUser, membershipUser]) {
+    const nc = await server.connect({ authenticator: nkeyAuthenticator(user) });
+    try {
+      const errors: string[] = [];
+      void (async () => {
+        for await (const s of nc.status()) if (s.type === "error") errors.push(`${s.error.name}: ${s.error.message}`);
+      })();
+      // Delete, pull and re-create with another config: each refused by the server, none reaching JetStream.
+      for (const subject of [`$JS.API.CONSUMER.DELETE.${stream}.${durable}`, `$JS.API.CONSUMER.MSG.NEXT.${stream}.${durable}`, `$JS.API.CONSUMER.CREATE.${stream}.${durable}`]) {
+        nc.publish(subject, subject.includes("CREATE") ? JSON.stringify({ stream_name: stream, config: { durable_name: durable, ack_policy: "none" } }) : "{}", { reply: createInbox() });
+        await nc.flush();
+        await eventually(() => errors, (e) => e.some((m) => m.includes("PermissionViolation") && m.includes(subject)), { what: `a permission violation for ${subject}` });
+      }
+    } finally {
+      await nc.close();
+    }
+  }
+  // Still there, with keys' own config.
+  expect((await jsm.consumers.info(stream, durable)).config.ack_policy).toBe("explicit");
 });
