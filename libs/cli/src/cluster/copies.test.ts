@@ -73,6 +73,28 @@ describe("rebuildBlocker: a node drops its copy only while the others hold every
   });
 });
 
+describe("rebuildBlocker: a durable consumer is judged from its own leader's view", () => {
+  // As nats-server reports it: only the node leading a consumer lists its peers truthfully;
+  // another node (here the stream's leader) lists them as never heard from.
+  const consumerViews = (n2Replicas: JszReplica[], consumerLeader = "n2"): Map<string, Jsz | undefined> =>
+    new Map(
+      NODES.map((n) => {
+        const replicas = n === consumerLeader ? n2Replicas : NODES.filter((p) => p !== n).map((p) => ({ name: p, current: false }));
+        const consumers = [{ name: "keys_share_deletion", config: { durable_name: "keys_share_deletion" }, cluster: { leader: consumerLeader, replicas } }];
+        return [n, view(n, [stream(n, "n1", { consumers })])];
+      }),
+    );
+
+  it("allows a rebuild when the consumer's leader (not the stream's) counts every peer current", () => {
+    expect(rebuildBlocker(consumerViews([current("n1"), current("n3")]), NODES)).toBeUndefined();
+  });
+
+  it("refuses when the consumer's leader counts a peer behind, or no view leads the consumer", () => {
+    expect(rebuildBlocker(consumerViews([current("n1"), current("n3", { current: false })]), NODES)).toMatch(/durable keys_share_deletion .* not current/);
+    expect(rebuildBlocker(consumerViews([current("n1"), current("n3")], "n4"), NODES)).toMatch(/durable keys_share_deletion .* has no leader/);
+  });
+});
+
 describe("catchUpBlocker: a rebuilt node counts as caught up only from its own copy and the leader's word", () => {
   const peers = (last = 5, n3: JszReplica = current("n3")): Map<string, Jsz> =>
     new Map(NODES.map((n) => [n, view(n, [stream(n, "n1", { last, replicas: [current("n2"), n3] })])]));

@@ -78,7 +78,31 @@ export function rebuildBlocker(views: ReadonlyMap<string, Jsz | undefined>, node
     if ((s.cluster?.replicas ?? []).length !== nodes.length - 1 || !allCurrent(s.cluster?.replicas)) return `${id} has a replica that is not current`;
     for (const c of s.consumer_detail ?? []) {
       if (c.config?.durable_name === undefined) continue;
-      if ((c.cluster?.replicas ?? []).length !== nodes.length - 1 || !allCurrent(c.cluster?.replicas)) return `durable ${c.name} of ${id} is not current on every node`;
+      // A consumer has its own raft group and leader; only that leader's view lists its peers truthfully.
+      const own = consumerAsItsLeaderSees(answered, id, c.name);
+      if (own === undefined) return `durable ${c.name} of ${id} has no leader`;
+      if ((own.cluster?.replicas ?? []).length !== nodes.length - 1 || !allCurrent(own.cluster?.replicas)) return `durable ${c.name} of ${id} is not current on every node`;
+    }
+  }
+  return undefined;
+}
+
+type JszConsumer = NonNullable<JszStream["consumer_detail"]>[number];
+
+/**
+ * Consumer `name` of stream `id` (`<account> > <stream>`) in the view of the
+ * node that leads it. A consumer's leader need not be its stream's: the
+ * stream leader's (or any follower's) view of a consumer it does not lead
+ * lists the peers as never heard from, which would refuse forever.
+ */
+function consumerAsItsLeaderSees(views: ReadonlyMap<string, Jsz>, id: string, name: string): JszConsumer | undefined {
+  for (const [node, v] of views) {
+    for (const acc of v.account_details ?? []) {
+      for (const s of acc.stream_detail ?? []) {
+        if (`${acc.name} > ${s.name}` !== id) continue;
+        const c = s.consumer_detail?.find((d) => d.name === name);
+        if (c?.cluster?.leader === node) return c;
+      }
     }
   }
   return undefined;
