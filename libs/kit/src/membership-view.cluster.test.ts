@@ -5,7 +5,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { createInbox } from "@nats-io/transport-node";
 import { memberKey } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
-import { checkLoops, eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil, startConnectedCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { LeaderContactFence } from "./leader-contact.js";
 import { membershipCopy, roleResolver, roomRole } from "./membership-view.js";
@@ -23,17 +23,14 @@ function memberRecord(principal: string): string {
 describe("the membership view behind a stream leader paused past an election, then resumed", () => {
   let cluster: TestCluster;
   let conns: NatsConnection[] = [];
+  let stopCluster: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    cluster = await startTestCluster(3);
-    await cluster.waitForMetaLeader();
-    conns = await Promise.all(cluster.servers.map((s) => s.connect({ maxReconnectAttempts: -1 })));
+    ({ cluster, conns, stop: stopCluster } = await startConnectedCluster(3));
   }, 90_000);
 
   afterAll(async () => {
-    for (const s of cluster?.servers ?? []) if (s.running) s.kill("SIGCONT");
-    await Promise.all(conns.map((nc) => nc.close().catch(() => undefined)));
-    await cluster?.stop();
+    await stopCluster?.();
   });
 
   it("never answers with the old rights after a revoke and a removal the new leaders acknowledged, through the resumed node", async () => {

@@ -292,3 +292,36 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
   }
   return cluster;
 }
+
+/** A started cluster with a meta leader and one connection per node, from {@link startConnectedCluster}. */
+export interface ConnectedCluster {
+  readonly cluster: TestCluster;
+  /** One connection per node, in node order, reconnecting for ever (nodes are frozen and stopped under them). */
+  readonly conns: NatsConnection[];
+  /** Resumes any node left frozen (SIGSTOP), closes the connections and stops the cluster. */
+  readonly stop: () => Promise<void>;
+}
+
+/**
+ * The set-up of the tests that freeze or stop nodes under load: a cluster
+ * of `size` with its meta leader elected and a connection to every node.
+ * Its `stop` first resumes frozen nodes, which would otherwise hold the
+ * teardown.
+ */
+export async function startConnectedCluster(size = 3, opts: TestClusterOptions = {}): Promise<ConnectedCluster> {
+  const cluster = await startTestCluster(size, opts);
+  let conns: NatsConnection[] = [];
+  const stop = async (): Promise<void> => {
+    for (const s of cluster.servers) if (s.running) s.kill("SIGCONT");
+    await Promise.all(conns.map((nc) => nc.close().catch(() => undefined)));
+    await cluster.stop();
+  };
+  try {
+    await cluster.waitForMetaLeader();
+    conns = await Promise.all(cluster.servers.map((s) => s.connect({ maxReconnectAttempts: -1 })));
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { cluster, conns, stop };
+}

@@ -5,7 +5,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { createInbox } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { SigningKey } from "@unibus/crypto";
-import { checkLoops, eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil, startConnectedCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { KvPrincipalDirectory } from "./store/directory.js";
 import type { PrincipalDirectory } from "./store/directory.js";
@@ -30,17 +30,14 @@ function lookupOf(dir: PrincipalDirectory, principal: string): () => Promise<"ol
 describe("the watched directory behind a stream leader paused past an election, then resumed", () => {
   let cluster: TestCluster;
   let conns: NatsConnection[] = [];
+  let stopCluster: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    cluster = await startTestCluster(3);
-    await cluster.waitForMetaLeader();
-    conns = await Promise.all(cluster.servers.map((s) => s.connect({ maxReconnectAttempts: -1 })));
+    ({ cluster, conns, stop: stopCluster } = await startConnectedCluster(3));
   }, 90_000);
 
   afterAll(async () => {
-    for (const s of cluster?.servers ?? []) if (s.running) s.kill("SIGCONT");
-    await Promise.all(conns.map((nc) => nc.close().catch(() => undefined)));
-    await cluster?.stop();
+    await stopCluster?.();
   });
 
   it("admits no lookup started after a revoke the new leader acknowledged, through the resumed node that still answers reads as leader", async () => {

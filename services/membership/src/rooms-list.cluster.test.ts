@@ -8,7 +8,7 @@ import type { MembershipRoomsListReply } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
 import type { HandlerContext, SignedCaller } from "@unibus/kit";
-import { checkLoops, eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil, startConnectedCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import type { MembershipDeps } from "./deps.js";
 import { roomHandlers } from "./handlers/rooms.js";
@@ -37,17 +37,14 @@ function grantRecord(principal: string, rooms: string[]): string {
 describe("rooms.list behind a rooms_by_member leader paused past an election, then resumed", () => {
   let cluster: TestCluster;
   let conns: NatsConnection[] = [];
+  let stopCluster: (() => Promise<void>) | undefined;
 
   beforeAll(async () => {
-    cluster = await startTestCluster(3);
-    await cluster.waitForMetaLeader();
-    conns = await Promise.all(cluster.servers.map((s) => s.connect({ maxReconnectAttempts: -1 })));
+    ({ cluster, conns, stop: stopCluster } = await startConnectedCluster(3));
   }, 90_000);
 
   afterAll(async () => {
-    for (const s of cluster?.servers ?? []) if (s.running) s.kill("SIGCONT");
-    await Promise.all(conns.map((nc) => nc.close().catch(() => undefined)));
-    await cluster?.stop();
+    await stopCluster?.();
   });
 
   it("never lists a room whose removal the new leader acknowledged, through the resumed node", async () => {

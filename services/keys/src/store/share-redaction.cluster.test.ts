@@ -7,7 +7,7 @@ import { pino } from "pino";
 import { StoredConsumer } from "@unibus/contracts";
 import { createIdentity, randomBytes, toBase64Url } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
-import { eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import { eventually, retryUntil, startConnectedCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { KeysBucket, MembershipReadBucket, epochKey } from "./records.js";
 import type { EpochRecord } from "./records.js";
@@ -21,16 +21,14 @@ const { stream, durable } = StoredConsumer.keys.shareDeletion;
 
 let cluster: TestCluster;
 let conns: NatsConnection[] = [];
+let stopCluster: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  cluster = await startTestCluster(3);
-  await cluster.waitForMetaLeader();
-  conns = await Promise.all(cluster.servers.map((s) => s.connect({ maxReconnectAttempts: -1 })));
+  ({ cluster, conns, stop: stopCluster } = await startConnectedCluster(3));
 }, 90_000);
 
 afterAll(async () => {
-  await Promise.all(conns.map((nc) => nc.close().catch(() => undefined)));
-  await cluster?.stop();
+  await stopCluster?.();
 });
 
 it("the consumer is R3 like the bucket, and removals are acted on across a consumer-leader loss", { timeout: 120_000 }, async () => {
