@@ -54,8 +54,13 @@ export function membershipCopy(kv: KV, logger?: Logger): FencedCopy {
   return copy;
 }
 
-/** `key`'s record from the fenced copy of `kv`, checked; null when absent or deleted. */
-async function fencedRecord<T>(kv: KV, key: string, check: (value: unknown, key: string) => T): Promise<T | null> {
+/**
+ * `key`'s record from the fenced copy of `kv`, checked by `check` (which
+ * throws on a record its schema refuses); null when absent or deleted. A
+ * fence that fails or a copy that is behind is 503 `unavailable`, an
+ * unparsable record 500 `corrupt_record`: never a guess.
+ */
+export async function fencedRecord<T>(kv: KV, key: string, check: (value: unknown, key: string) => T): Promise<T | null> {
   let record;
   try {
     record = await membershipCopy(kv).get(key);

@@ -4,7 +4,7 @@ import { createInbox, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { UnibusError } from "@unibus/contracts";
-import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, isRevisionConflict, listKeys, membershipCopy, readVersioned, recordCheck, roomRole, storeUnavailable } from "@unibus/kit";
+import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, fencedRecord, isRevisionConflict, listKeys, readVersioned, recordCheck, roomRole, storeUnavailable } from "@unibus/kit";
 import type { RecordReader, RoomRole, Versioned } from "@unibus/kit";
 import type { MemberRecord, RoomRecord, RoomsByMemberRecord, UserRecord } from "./records.js";
 import { memberKey } from "./records.js";
@@ -71,28 +71,6 @@ export function unavailable(cause: unknown): UnibusError {
 
 function encode(value: unknown): string {
   return JSON.stringify(value);
-}
-
-/**
- * `key`'s record from the kit's fenced copy of `kv` (null: absent), checked
- * against its schema: a fence or copy that cannot vouch for it is 503, a
- * damaged record 500.
- */
-async function fencedRead<T>(kv: KV, key: string, check: (value: unknown, key: string) => T): Promise<T | null> {
-  let record;
-  try {
-    record = await membershipCopy(kv).get(key);
-  } catch (err) {
-    throw unavailable(err);
-  }
-  if (record === null) return null;
-  let value: unknown;
-  try {
-    value = JSON.parse(new TextDecoder().decode(record.value));
-  } catch (err) {
-    throw corruptRecord(STORE, key, err);
-  }
-  return check(value, key);
 }
 
 function read<T>(kv: KV, key: string, reader: RecordReader<T> = anyRecord): Promise<Versioned<T> | null> {
@@ -341,7 +319,7 @@ export class MembershipStore {
   /**
    * The rooms `principal` is granted now, with its role in each ({} when it
    * has no grant record), from the fenced copy of `rooms_by_member` (the
-   * kit's {@link membershipCopy}, as for {@link memberRole}): one fence sent
+   * kit's `membershipCopy`, as for {@link memberRole}): one fence sent
    * after this call, then the whole record from memory. For what a caller
    * may see: a removal acknowledged by another replica is never followed by
    * a list that still holds the room, which a leader get cannot promise (a
@@ -351,7 +329,7 @@ export class MembershipStore {
    * empty or partial answer.
    */
   async grantedRooms(principal: string): Promise<RoomsByMemberRecord["rooms"]> {
-    const grants = await fencedRead(this.buckets.roomsByMember, principal, checkRoomsByMember);
+    const grants = await fencedRecord(this.buckets.roomsByMember, principal, checkRoomsByMember);
     // A record stored under another principal's key would list its rooms to the wrong caller.
     if (grants !== null && grants.principal !== principal) throw corruptRecord(STORE, principal, new Error(`rooms_by_member record at ${principal} names another principal`));
     return grants?.rooms ?? {};
@@ -368,7 +346,7 @@ export class MembershipStore {
     const current = await Promise.all(
       listed.map(async (m) => {
         const key = memberKey(m.roomId, m.principal);
-        const record = await fencedRead(this.buckets.members, key, checkMember);
+        const record = await fencedRecord(this.buckets.members, key, checkMember);
         if (record !== null && (record.roomId !== m.roomId || record.principal !== m.principal)) throw corruptRecord(STORE, key, new Error(`members record at ${key} names another membership`));
         return record;
       }),
