@@ -47,7 +47,6 @@ import {
   createAuthCalloutService,
   encodeAuthorizationResponse,
   encodeUserJwt,
-  nativeSigner,
   permissionsFor,
 } from "@unibus/auth-callout";
 import type { AuthorizationRequest, CalloutContext, DirectoryEntry, PrincipalDirectory, RoomsRecord, UserRecord } from "@unibus/auth-callout";
@@ -231,7 +230,7 @@ export async function createFloorCallout(nc: NatsConnection, opts: { issuer: Sig
   const permissions = permissionsFor({ kind: "user", user }, rooms);
   const ctx: CalloutContext = {
     // The same signer as the service: the floor is the cheapest a callout can be.
-    issuer: nativeSigner(opts.issuer),
+    issuer: opts.issuer,
     appAccount: "UNIBUS",
     directory: { lookup: () => Promise.reject(new Error("the floor reads no directory")) },
     ...(opts.xkey !== undefined ? { xkey: opts.xkey } : {}),

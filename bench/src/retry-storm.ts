@@ -25,10 +25,10 @@ import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { jetstreamManager } from "@nats-io/jetstream";
 import { AuditDenialStream } from "@unibus/contracts";
-import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
+import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes, signingBackend } from "@unibus/crypto";
 import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { CalloutXkey, DenialCache, PermissionCache, encodeJwt, handleCalloutRequest, nativeSigner } from "@unibus/auth-callout";
+import { CalloutXkey, DenialCache, PermissionCache, encodeJwt, handleCalloutRequest } from "@unibus/auth-callout";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import type { CalloutContext, DirectoryEntry, PrincipalDirectory } from "@unibus/auth-callout";
 import { startCalloutWorker } from "./callout-connects.js";
@@ -281,7 +281,7 @@ async function cpuCase(iterations: number): Promise<BenchCase> {
   const requests = Array.from({ length: iterations }, () => authRequest(serverKey, serverXkey, calloutXkey, victim));
   const ctxFor = (denials: DenialCache | undefined): CalloutContext => ({
     // As the service signs (libsodium when it loads).
-    issuer: nativeSigner(issuer),
+    issuer,
     appAccount: "UNIBUS",
     xkey: calloutXkey,
     directory,
@@ -305,13 +305,12 @@ async function cpuCase(iterations: number): Promise<BenchCase> {
   const full = await perCall(ctxFor(undefined));
   // The floor of a cached refusal is its one signature: printed so a loaded machine can be read.
   const payload = Buffer.from("x".repeat(300));
-  const signer = nativeSigner(issuer);
   const before = process.cpuUsage();
-  for (let i = 0; i < iterations; i++) signer.sign(payload);
+  for (let i = 0; i < iterations; i++) issuer.sign(payload);
   const used = process.cpuUsage(before);
   const signUs = (used.user + used.system) / iterations;
   return {
-    name: `P13 callout CPU per refusal, cached vs full (1 sign = ${Math.round(signUs)} µs, ${signer === issuer ? "node:crypto" : "libsodium"} signer, ${calloutXkey.boxImplementation} box)`,
+    name: `P13 callout CPU per refusal, cached vs full (1 sign = ${Math.round(signUs)} µs, ${signingBackend()} signer, ${calloutXkey.boxImplementation} box)`,
     unit: "µs",
     unibus: cached,
     raw: full,

@@ -2,9 +2,9 @@ import { createHash, verify as nodeVerify, createPublicKey } from "node:crypto";
 import * as ed from "@noble/ed25519";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { resetCryptoPoolForTests } from "./crypto-pool.js";
-import { SigningKey, strictEd25519Encoding, useNativeEd25519ForTests, verifyMany, verifyUncachedForTests } from "./ed25519.js";
+import { LARGE_SIGNATURE_BYTES, SigningKey, strictEd25519Encoding, useNativeEd25519ForTests, useNativeSigningForTests, verifyMany, verifyUncachedForTests } from "./ed25519.js";
 import type { SignatureCheck } from "./ed25519.js";
-import { fromHex, randomBytes } from "./encoding.js";
+import { fromHex, randomBytes, toHex } from "./encoding.js";
 import { sha256, useNativeSha256ForTests } from "./hash.js";
 import { nativeSodium } from "./native-sodium.js";
 import { openSealed, sealToVerified } from "./sealed-box.js";
@@ -82,6 +82,7 @@ function mixedChecks(n: number): { checks: SignatureCheck[]; want: boolean[] } {
 
 afterEach(async () => {
   useNativeEd25519ForTests(true);
+  useNativeSigningForTests(true);
   await resetCryptoPoolForTests();
 });
 afterAll(() => {
@@ -93,6 +94,23 @@ describe("Ed25519 through libsodium and through node:crypto", () => {
   it("sodium-native loads here, so the native path is the one under test", () => {
     expect(nativeSodium).toBeDefined();
     expect(useNativeEd25519ForTests(true)).toBe(true);
+  });
+
+  it("signs through libsodium the bytes node:crypto and the reference implementation give, up to and past the large-message bound", async () => {
+    expect(useNativeSigningForTests(true)).toBe(true);
+    const key = SigningKey.generate();
+    for (const size of [0, 1, 64, 150, 1024, LARGE_SIGNATURE_BYTES, LARGE_SIGNATURE_BYTES + 1, 110_000]) {
+      const data = randomBytes(size);
+      useNativeSigningForTests(true);
+      const native = key.sign(data);
+      useNativeSigningForTests(false);
+      const openssl = key.sign(data);
+      expect(native.constructor).toBe(Uint8Array);
+      expect(native.byteOffset).toBe(0);
+      expect(native.buffer.byteLength).toBe(64);
+      expect(toHex(native)).toBe(toHex(openssl));
+      expect(await ed.verifyAsync(native, data, key.publicKey)).toBe(true);
+    }
   });
 
   it("both paths give the same answer for good, tampered, malleated and small-order checks", () => {

@@ -1,7 +1,7 @@
 // Public surface of @unibus/crypto: every export is named here.
 export { aeadDecrypt, aeadEncrypt, aeadEncryptInto, AeadSize } from "./aead.js";
 export { nkeyAuthenticator } from "./authenticator.js";
-export { SigningKey, verifyMany, verifySignature, verifySignatureUncached } from "./ed25519.js";
+export { LARGE_SIGNATURE_BYTES, SigningKey, signingBackend, verifyMany, verifySignature, verifySignatureUncached } from "./ed25519.js";
 export type { SignatureCheck } from "./ed25519.js";
 export {
   constantTimeEqual,

@@ -3,6 +3,9 @@ import { createRequire } from "node:module";
 /** The libsodium calls this package uses, as the optional sodium-native package exposes them. */
 export interface NativeSodium {
   crypto_sign_verify_detached(signature: Buffer, message: Buffer, publicKey: Buffer): boolean;
+  /** Signing (checked where used). */
+  crypto_sign_seed_keypair?(publicKey: Buffer, secretKey: Buffer, seed: Buffer): void;
+  crypto_sign_detached?(signature: Buffer, message: Buffer, secretKey: Buffer): void;
   crypto_hash_sha256(out: Buffer, message: Buffer): void;
   /** X25519 and XChaCha20-Poly1305 (sealing a room key to many members); checked where used, as a build may lack them. */
   crypto_scalarmult?(out: Buffer, secretKey: Buffer, publicKey: Buffer): void;

@@ -6,7 +6,6 @@ import type { CalloutContext } from "./handlers/callout.js";
 import { handleCalloutRequest } from "./handlers/callout.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import { encodeJwt } from "./jwt.js";
-import { nativeSigner } from "./signer.js";
 import type { BegunLookup, DirectoryEntry, PrincipalDirectory } from "./store/directory.js";
 
 const keyOf = (prefix: NkeyPrefix): SigningKey => SigningKey.fromNkeySeed(encodeNkeySeed(prefix, randomBytes(32)));
@@ -56,7 +55,7 @@ function recordingDirectory(): PrincipalDirectory & { events: string[] } {
 }
 
 function context(directory: PrincipalDirectory, denials?: DenialCache): CalloutContext {
-  return { issuer: nativeSigner(account), appAccount: "UNIBUS", directory, ...(denials !== undefined ? { authorize: { denials } } : {}) };
+  return { issuer: account, appAccount: "UNIBUS", directory, ...(denials !== undefined ? { authorize: { denials } } : {}) };
 }
 
 describe("the callout begins the directory's fence as a request arrives", () => {

@@ -21,7 +21,6 @@ export { inboxOf, isSafeRoomId, permissionsFor, Role, UserStatus } from "./permi
 export type { Grantee, Permissions, RoomRole, RoomsRecord, UserRecord } from "./permissions.js";
 export { AUTH_CALLOUT_SERVICE_NAME, CALLOUT_PROTOCOL, authCalloutDefinition, createAuthCalloutService, denialRecord } from "./service.js";
 export type { AuthCalloutServiceDeps } from "./service.js";
-export { nativeSigner } from "./signer.js";
 export { Tarpit, TARPIT_MAX_HELD } from "./tarpit.js";
 export type { JwtSigner } from "./signer.js";
 export { CalloutXkey, jsSecretBox, nativeSecretBox } from "./xkey.js";

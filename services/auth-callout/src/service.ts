@@ -17,7 +17,6 @@ import type { PrincipalDirectory } from "./store/directory.js";
 import type { AuthorizationRequest } from "./jwt.js";
 import { calloutMetrics } from "./metrics.js";
 import type { CalloutXkey } from "./xkey.js";
-import { nativeSigner } from "./signer.js";
 import { Tarpit } from "./tarpit.js";
 import packageJson from "../package.json" with { type: "json" };
 
@@ -150,7 +149,7 @@ function calloutHandler(ctx: CalloutContext, audit: DenialAudit, tarpit: Tarpit)
  */
 export async function createAuthCalloutService(nc: NatsConnection, deps: AuthCalloutServiceDeps): Promise<RunningService> {
   const ctx: CalloutContext = {
-    issuer: nativeSigner(deps.issuer),
+    issuer: deps.issuer,
     appAccount: deps.appAccount ?? "UNIBUS",
     directory: deps.directory,
     authorize: { bootstrapAccess: deps.bootstrapAccess ?? false, cache: new PermissionCache(), denials: deps.denialCache ?? new DenialCache() },

@@ -1,14 +1,10 @@
 import { createRequire } from "node:module";
 
-/** The few libsodium calls the callout uses, as sodium-native exposes them. */
+/** The libsodium calls the callout's xkey boxes use, as sodium-native exposes them (signing and verification go through @unibus/crypto). */
 export interface Sodium {
   crypto_secretbox_easy(c: Buffer, m: Buffer, n: Buffer, k: Buffer): void;
   crypto_secretbox_open_easy(m: Buffer, c: Buffer, n: Buffer, k: Buffer): boolean;
-  crypto_sign_seed_keypair(pk: Buffer, sk: Buffer, seed: Buffer): void;
-  crypto_sign_detached(sig: Buffer, m: Buffer, sk: Buffer): void;
-  crypto_sign_verify_detached(sig: Buffer, m: Buffer, pk: Buffer): boolean;
   randombytes_buf(b: Buffer): void;
-  sodium_malloc(size: number): Buffer;
 }
 
 /**
@@ -22,7 +18,7 @@ export interface Sodium {
 export const sodium: Sodium | undefined = (() => {
   try {
     const s = createRequire(import.meta.url)("sodium-native") as Partial<Sodium>;
-    const needed = ["crypto_secretbox_easy", "crypto_secretbox_open_easy", "crypto_sign_seed_keypair", "crypto_sign_detached", "crypto_sign_verify_detached", "randombytes_buf", "sodium_malloc"] as const;
+    const needed = ["crypto_secretbox_easy", "crypto_secretbox_open_easy", "randombytes_buf"] as const;
     return needed.every((f) => typeof s[f] === "function") ? (s as Sodium) : undefined;
   } catch {
     return undefined;
