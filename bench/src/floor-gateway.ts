@@ -92,7 +92,11 @@ async function main(): Promise<void> {
       void create(replicaSessionId(proofs.transcript), (b) => msg.respond(b));
     },
   });
-  nc.subscribe(BareFloorSubject.hello, { callback: (_err, msg) => msg.respond(challenge) });
+  nc.subscribe(BareFloorSubject.hello, {
+    callback: (_err, msg) => {
+      msg.respond(challenge);
+    },
+  });
   nc.subscribe(BareFloorSubject.finish, {
     callback: (_err, msg) => {
       const d = msg.data;
