@@ -1,27 +1,36 @@
 /**
  * The floor of P6 (bench/src/replica-handshake.ts): a gateway that does only
  * what the replica handshake cannot avoid, in the same process layout and on
- * the same connection setup as bench/src/gateway-service.ts. A hello gets a
- * fixed challenge of the real one's size; a finish gets one Ed25519 verify of
- * the dialer's signature over a transcript of the real size and one
- * acknowledged create-only put on a fresh key in an R1 file bucket (the
- * single-use check must be durable before the Ok), then the reply. No MACs,
- * no JSON, no schema checks: the real gateway cannot beat this.
+ * the same connection setup as bench/src/gateway-service.ts. Two floors
+ * answer on their own subjects, one process, measured in separate slices:
  *
- * With UNIBUS_BENCH_FLOOR_MACS=1 it also does the spec's BLAKE3 work: the
- * MAC of the challenge at the hello, both MACs and the session id at the
- * finish (the session id is then the record's key), so the bench can show
- * how much of the gap to the real gateway is the protocol's own MACs.
+ * - the protocol's floor (`FloorSubject`): at the hello a challenge nonce
+ *   and the spec's MAC of it, then a fixed challenge of the real size; at
+ *   the finish one Ed25519 verify of the dialer's signature over a
+ *   transcript of the real size, both MACs and the transcript, the session
+ *   id derived from it, and one acknowledged create-only put under that id
+ *   in an R1 file bucket (the single-use check must be durable before the
+ *   Ok), then the reply. The issue mandates those MACs and that record, so
+ *   no conforming gateway does less. No JSON, hex or schema checks.
+ * - the bare floor (`BareFloorSubject`), the floor before the MACs were
+ *   counted: the verify and the create under a random key only. Printed
+ *   beside the other so the change of floor hides nothing.
+ *
+ * Both hash with the gateway's BLAKE3 (`Blake3Key`), so the floor is not
+ * inflated by a slower hash than the real gateway uses.
  *
  *   tsx bench/src/floor-gateway.ts   (server URL in UNIBUS_URL)
  */
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
-import { clusterIdFromName, prepareReplicaMacKey, randomBytes, ReplicaDirection, replicaMac, replicaProofs, replicaSessionId, toHex, verifyReplicaTranscript } from "@unibus/crypto";
+import { acceptorNonce, clusterIdFromName, prepareReplicaMacKey, randomBytes, REPLICA_HANDSHAKE_TTL_MS, ReplicaDirection, replicaMac, replicaProofs, replicaSessionId, toHex, verifyReplicaTranscript } from "@unibus/crypto";
 
 /** `cpu` answers this process's CPU time (µs, user + system), as the real gateway's bench process does. */
 export const FloorSubject = { hello: "bench.p6.floor.hello", finish: "bench.p6.floor.finish", cpu: "bench.p6.floor.cpu" } as const;
+
+/** The bare floor's subjects (no MACs, no session id); its CPU is read on `FloorSubject.cpu`, around its own slices. */
+export const BareFloorSubject = { hello: "bench.p6.floor.bare.hello", finish: "bench.p6.floor.bare.finish" } as const;
 
 /** Sizes of the real messages, so the floor moves the same bytes. */
 export const FloorSize = {
@@ -35,17 +44,14 @@ export const FloorSize = {
 
 const FLOOR_BUCKET = "bench_p6_floor_sessions";
 
-/** Set to "1": the floor also computes the spec's MACs and session id (see the header). */
-export const FLOOR_MACS_ENV = "UNIBUS_BENCH_FLOOR_MACS";
-
 const benchClusterId = clusterIdFromName("bench");
 
-/** The binding the MAC-computing floor hashes: the real sizes, from the message's bytes (the values do not matter, the work does). */
+/** The binding the protocol's floor hashes: the real sizes, from the message's bytes (the values do not matter, the work does). */
 export function floorBinding(nonceD: Uint8Array, nonceA: Uint8Array) {
   return { clusterId: benchClusterId, dialerId: "node-100", acceptorId: "gw-bench", nonceD, nonceA } as const;
 }
 
-/** Bytes of a finish the MAC-computing floor reads its nonces from: identity, signature and the start of the transcript. */
+/** Bytes of a finish the protocol's floor reads its nonces from: identity, signature and the start of the transcript. */
 const MAC_FINISH_MIN = 96 + 124;
 
 async function main(): Promise<void> {
@@ -55,16 +61,21 @@ async function main(): Promise<void> {
   const session = randomBytes(FloorSize.session);
   const reply = { ok: new Uint8Array([0]), bad: new Uint8Array([1]) } as const;
   // A MAC key like the gateway's: derived and prepared once at start.
-  const macKey = process.env[FLOOR_MACS_ENV] === "1" ? prepareReplicaMacKey(randomBytes(32)) : undefined;
+  const macKey = prepareReplicaMacKey(randomBytes(32));
   nc.subscribe(FloorSubject.cpu, {
     callback: (_err, msg) => {
       const u = process.cpuUsage();
       msg.respond(String(u.user + u.system));
     },
   });
+  const create = (key: Uint8Array, respond: (b: Uint8Array) => boolean) =>
+    kv.create(toHex(key), session).then(
+      () => respond(reply.ok),
+      () => respond(reply.bad),
+    );
   nc.subscribe(FloorSubject.hello, {
     callback: (_err, msg) => {
-      if (macKey !== undefined) replicaMac(macKey, floorBinding(msg.data.subarray(0, 32), randomBytes(32)), ReplicaDirection.acceptorToDialer);
+      replicaMac(macKey, floorBinding(msg.data.subarray(0, 32), acceptorNonce(Date.now() + REPLICA_HANDSHAKE_TTL_MS)), ReplicaDirection.acceptorToDialer);
       msg.respond(challenge);
     },
   });
@@ -72,21 +83,28 @@ async function main(): Promise<void> {
     callback: (_err, msg) => {
       // finish = identity (32) ‖ signature (64) ‖ transcript
       const d = msg.data;
-      if (d.length < (macKey === undefined ? 96 : MAC_FINISH_MIN) || !verifyReplicaTranscript(d.subarray(0, 32), d.subarray(96), d.subarray(32, 96))) {
+      if (d.length < MAC_FINISH_MIN || !verifyReplicaTranscript(d.subarray(0, 32), d.subarray(96), d.subarray(32, 96))) {
         msg.respond(reply.bad);
         return;
       }
-      let key: Uint8Array;
-      if (macKey === undefined) key = randomBytes(16);
-      else {
-        // The finish's work: mac_a and mac_d with the transcript, then the session id the record is stored under.
-        const proofs = replicaProofs(macKey, floorBinding(d.subarray(96 + 60, 96 + 92), d.subarray(96 + 92, 96 + 124)), d.subarray(0, 32));
-        key = replicaSessionId(proofs.transcript);
+      // The finish's work: mac_a and mac_d with the transcript, then the session id the record is stored under.
+      const proofs = replicaProofs(macKey, floorBinding(d.subarray(96 + 60, 96 + 92), d.subarray(96 + 92, 96 + 124)), d.subarray(0, 32));
+      void create(replicaSessionId(proofs.transcript), (b) => msg.respond(b));
+    },
+  });
+  nc.subscribe(BareFloorSubject.hello, {
+    callback: (_err, msg) => {
+      msg.respond(challenge);
+    },
+  });
+  nc.subscribe(BareFloorSubject.finish, {
+    callback: (_err, msg) => {
+      const d = msg.data;
+      if (d.length < 96 || !verifyReplicaTranscript(d.subarray(0, 32), d.subarray(96), d.subarray(32, 96))) {
+        msg.respond(reply.bad);
+        return;
       }
-      kv.create(toHex(key), session).then(
-        () => msg.respond(reply.ok),
-        () => msg.respond(reply.bad),
-      );
+      void create(randomBytes(16), (b) => msg.respond(b));
     },
   });
   await nc.flush();
