@@ -271,7 +271,7 @@ export async function consumeMemberRemovals(deps: MemberRemovalDeps): Promise<{ 
       shareDeletionFindings.inc({ reason: d.reason });
       logger.error(
         { op: "shares.delete", roomId, epoch: d.key.slice(roomId.length + 1), principal, reason: d.reason, detail: d.detail },
-        "damaged epoch record: the removed member's share in it was not deleted; restore or delete the record",
+        "damaged epoch record: the removed member's share in it was not deleted; delete the record",
       );
     }
     m.term(`damaged epoch record: ${result.damaged.map((d) => d.key).join(" ")}`.slice(0, 200));
