@@ -12,6 +12,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { describe, expect, it } from "vitest";
 import { ExitCode, runCli } from "@unibus/cli";
 import type { FailoverCheck } from "@unibus/cli";
+import { roomMembers } from "@unibus/kit";
 import { eventually } from "@unibus/testing";
 import { recordingIo } from "@unibus/cli/test-io";
 import { useCheckBus } from "./check-bus.js";
@@ -63,12 +64,12 @@ describe("unibus check --cluster on a 3-node cluster", () => {
     // Which path decided the reconnect's logins: refusals behind the fence show up here as `behind`.
     console.info(`callout directories (per node): ${JSON.stringify(ctx.bus.directories.map((d) => ("stats" in d ? d.stats : "leader reads")))}`);
 
-    // The keys service's watched member cache outlives the kill of the node
-    // that led its bucket: a watcher stuck behind is replaced, so it vouches
-    // for the bucket again and listings stop falling back to bucket scans.
-    const { memberDirectory } = ctx.keys.buckets.membership;
+    // The keys service's fenced copy of `members` outlives the kill of the
+    // node that led its bucket: a watcher stuck behind is replaced, so it
+    // vouches for the bucket again and room listings stop being refused.
+    const { members } = ctx.keys.buckets.membership;
     const t0 = Date.now();
-    await eventually(() => memberDirectory!.members(failover.roomId), (m) => m !== null, { timeoutMs: 30_000, intervalMs: 250, what: "the keys service's members watcher caught up" });
-    console.info(`keys members watcher vouching again ${Date.now() - t0} ms after the check`);
+    await eventually(() => roomMembers(members, failover.roomId).catch(() => null), (m) => m !== null, { timeoutMs: 30_000, intervalMs: 250, what: "the keys service's members copy caught up" });
+    console.info(`keys members copy vouching again ${Date.now() - t0} ms after the check`);
   }, 180_000);
 });

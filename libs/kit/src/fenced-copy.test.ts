@@ -3,13 +3,13 @@ import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { ErrorCode, memberKey } from "@unibus/contracts";
+import { ErrorCode, StoredBucket, memberKey } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import { controllableKv, eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { FenceBatcher, FencedCopy, FencedCopyBehindError } from "./fenced-copy.js";
 import { LeaderOutOfContactError } from "./leader-contact.js";
-import { requireMember, roleResolver, roomRole } from "./membership-view.js";
+import { membershipCopy, requireMember, roleResolver, roomMembers, roomRole } from "./membership-view.js";
 
 const logger = pino({ level: "silent" });
 const ROOM = "room0000000001";
@@ -172,6 +172,56 @@ describe("the fenced copy on nats-server", () => {
     } finally {
       copy.stop();
     }
+  });
+
+  it("lists a group's live keys behind the same fence: a removal acknowledged before the listing is never in it", async () => {
+    const room = "room0000000042";
+    const keys = [0, 1, 2].map(() => memberKey(room, SigningKey.generate().principal)).sort();
+    const lagging = controllableKv(members, 100);
+    const copy = new FencedCopy(lagging.kv, { op: "test.members", logger, stallMs: 60_000, group: (k) => k.slice(0, Math.max(0, k.indexOf("."))) });
+    try {
+      for (const k of keys) await members.put(k, "{}");
+      expect((await copy.keysIn(room)).sort()).toEqual(keys);
+      await members.delete(keys[0]!);
+      expect((await copy.keysIn(room)).sort()).toEqual(keys.slice(1));
+      await members.purge(keys[1]!);
+      expect(await copy.keysIn(room)).toEqual([keys[2]]);
+      // Behind its fence: refused, never the list from before the removal.
+      lagging.stall();
+      await members.delete(keys[2]!);
+      await expect(copy.keysIn(room)).rejects.toBeInstanceOf(FencedCopyBehindError);
+      lagging.release();
+      expect(await eventually(() => copy.keysIn(room).catch(() => null), (r) => r !== null, { what: "the copy answering again" })).toEqual([]);
+    } finally {
+      lagging.release();
+      copy.stop();
+    }
+    // A copy without groups refuses rather than answering "no keys".
+    const plain = new FencedCopy(users, { op: "test.users", logger });
+    try {
+      await expect(plain.keysIn(room)).rejects.toThrow(/groups no keys/);
+    } finally {
+      plain.stop();
+    }
+  });
+
+  it("roomMembers lists a room from the members copy its access checks read: 503 when it cannot vouch, never a short list", async () => {
+    const room = "room0000000043";
+    const [dave, erin] = [SigningKey.generate().principal, SigningKey.generate().principal];
+    await members.put(memberKey(room, dave), "{}");
+    await members.put(memberKey(room, erin), "{}");
+    await members.delete(memberKey(room, dave));
+    expect(await roomMembers(members, room)).toEqual([erin]);
+    // The same copy serves the role checks: no second watch of the bucket.
+    const fences = membershipCopy(members).fences;
+    await Promise.all([roomMembers(members, room), roomRole(members, room, erin).catch(() => null)]);
+    expect(membershipCopy(members).fences - fences).toBe(1);
+    const c = controllableKv(members);
+    const out = Object.assign(c.kv, { bucket: StoredBucket.membership.members });
+    const real = await members.status();
+    c.info(async () => ({ ...real, streamInfo: { ...real.streamInfo, cluster: { leader: "n1", replicas: [{ name: "n2", current: true, active: 6e9 }, { name: "n3", current: true, active: 6e9 }] } } }));
+    await expect(roomMembers(out, room)).rejects.toMatchObject({ code: ErrorCode.Unavailable });
+    membershipCopy(out).stop();
   });
 
   it("the membership view answers from the fenced copy: 503 when it cannot vouch, never 'not a member' or a role", async () => {

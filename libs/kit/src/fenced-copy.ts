@@ -142,6 +142,12 @@ export interface FencedBucket<T> {
    * watch, and every read is refused until the watcher is replaced.
    */
   readonly hold: (entry: KvEntry) => T;
+  /**
+   * The group of a live key (e.g. a `members` key's room), so that
+   * {@link FencedView.keysIn} lists a group without scanning the copy;
+   * undefined puts the key in none. Without it the bucket has no groups.
+   */
+  readonly group?: (key: string) => string | undefined;
 }
 
 /** Options of {@link FencedCopies}. */
@@ -175,6 +181,8 @@ export interface FencedCopyStats {
 export interface FencedView<B> {
   /** `key`'s record in `bucket` (null: never written, deleted or purged). */
   get<K extends keyof B>(bucket: K, key: string): B[K] | null;
+  /** The live keys of `group` in `bucket`, unsorted; throws for a bucket without groups (never a silent "none"). */
+  keysIn<K extends keyof B>(bucket: K, group: string): string[];
 }
 
 /** A read whose fence was begun ({@link FencedCopies.begin}); answered no earlier than that fence allows. */
@@ -188,6 +196,8 @@ export interface BegunRead<B> {
 /** One bucket's watched copy, fenced on its own stream leader. */
 class Copy<T> {
   readonly records = new Map<string, T>();
+  /** Live keys by {@link FencedBucket.group}, kept with `records`. */
+  readonly groups = new Map<string, Set<string>>();
   readonly watch: WatchedKv;
 
   constructor(
@@ -199,12 +209,33 @@ class Copy<T> {
       logger: opts.logger,
       fallback: opts.fallback ?? "refusing reads until the copy catches up",
       ...(opts.stallMs !== undefined ? { stallMs: opts.stallMs } : {}),
-      reset: () => this.records.clear(),
+      reset: () => {
+        this.records.clear();
+        this.groups.clear();
+      },
       apply: (e) => {
         if (e.operation === "PUT") this.records.set(e.key, bucket.hold(e));
         else this.records.delete(e.key);
+        const group = bucket.group?.(e.key);
+        if (group !== undefined) this.#regroup(group, e.key, e.operation === "PUT");
       },
     });
+  }
+
+  #regroup(group: string, key: string, live: boolean): void {
+    let keys = this.groups.get(group);
+    if (live) {
+      if (keys === undefined) this.groups.set(group, (keys = new Set()));
+      keys.add(key);
+    } else if (keys !== undefined) {
+      keys.delete(key);
+      if (keys.size === 0) this.groups.delete(group);
+    }
+  }
+
+  keysIn(group: string): string[] {
+    if (this.bucket.group === undefined) throw new Error(`${this.bucket.op}: the copy groups no keys`);
+    return [...(this.groups.get(group) ?? [])];
   }
 
   /** The leader's last sequence, once the copy has applied it. */
@@ -273,6 +304,10 @@ export class FencedCopies<B extends object> {
     get: (bucket, key) => {
       if (!this.#viewOpen) throw new Error("a fenced view read after its read returned");
       return this.#copies[bucket].records.get(key) ?? null;
+    },
+    keysIn: (bucket, group) => {
+      if (!this.#viewOpen) throw new Error("a fenced view read after its read returned");
+      return this.#copies[bucket].keysIn(group);
     },
   };
   #viewOpen = false;
@@ -368,6 +403,8 @@ export interface FencedCopyOptions {
   readonly stallMs?: number;
   /** How long a fence waits for the leader's stream info. Default {@link FENCE_TIMEOUT_MS}. */
   readonly fenceTimeoutMs?: number;
+  /** See {@link FencedBucket.group}: enables {@link FencedCopy.keysIn}. */
+  readonly group?: (key: string) => string | undefined;
 }
 
 /** A live record of the copy: the value bytes as stored, and its revision (stream sequence). */
@@ -388,8 +425,8 @@ export class FencedCopy {
   readonly #copies: FencedCopies<{ copy: FencedRecord }>;
 
   constructor(kv: KV, opts: FencedCopyOptions) {
-    const { op, ...rest } = opts;
-    this.#copies = new FencedCopies({ copy: { kv, op, hold: (e) => ({ value: e.value, revision: e.revision }) } }, rest);
+    const { op, group, ...rest } = opts;
+    this.#copies = new FencedCopies({ copy: { kv, op, hold: (e) => ({ value: e.value, revision: e.revision }), ...(group === undefined ? {} : { group }) } }, rest);
   }
 
   /** Fences sent so far. */
@@ -418,5 +455,10 @@ export class FencedCopy {
    */
   get(key: string): Promise<FencedRecord | null> {
     return this.#copies.read((view) => view.get("copy", key));
+  }
+
+  /** The live keys of `group` ({@link FencedCopyOptions.group}), unsorted, as of a fence sent after this call; rejects like {@link get}. */
+  keysIn(group: string): Promise<string[]> {
+    return this.#copies.read((view) => view.keysIn("copy", group));
   }
 }

@@ -52,7 +52,7 @@ export {
 export type { AccountJetStreamLimits, CalloutServerConfigOptions, ServerPermissions, ServiceUser } from "./server-config.js";
 export { Unchanged, casUpdate, corruptRecord, isRevisionConflict, listKeys, readRecord, readVersioned, recordCheck, storeUnavailable } from "./kv.js";
 export type { RecordReader, StoredRecordId, Versioned } from "./kv.js";
-export { activeUser, fencedRecord, lazyUsersRoleResolver, membershipCopy, requireMember, roleResolver, roomRole } from "./membership-view.js";
+export { activeUser, fencedRecord, lazyUsersRoleResolver, membershipCopy, requireMember, roleResolver, roomMembers, roomRole } from "./membership-view.js";
 export { FENCE_TIMEOUT_MS, FenceBatcher, FencedCopies, FencedCopy, FencedCopyBehindError } from "./fenced-copy.js";
 export type { BegunFence, BegunRead, FenceBatcherOptions, FencedBucket, FencedCopiesOptions, FencedCopyOptions, FencedCopyStats, FencedRecord, FencedView } from "./fenced-copy.js";
 export type { RoomRole, UserRole } from "./membership-view.js";

@@ -15,7 +15,7 @@
  * while the fence is answered by the new leader.
  */
 import { Kvm } from "@nats-io/kv";
-import type { KV } from "@nats-io/kv";
+import type { Bucket, KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import type { Logger } from "pino";
@@ -47,7 +47,11 @@ export function membershipCopy(kv: KV, logger?: Logger): FencedCopy {
   let copy = copies.get(kv);
   if (copy === undefined) {
     const log = logger ?? (defaultLogger ??= pino({ level: "info" }).child({ op: "membership-view" }));
-    copies.set(kv, (copy = new FencedCopy(kv, { op: "membership-view.watch", logger: log })));
+    // `members` keys are `<roomId>.<principal>`: grouped by room, so a room's
+    // member list is read from the same copy (and fence) as each member's role.
+    // A KV handle is a `Bucket`; a wrapper without its name gets no groups, so roomMembers refuses (503).
+    const group = (kv as Partial<Pick<Bucket, "bucket">>).bucket === StoredBucket.membership.members ? roomOfMemberKey : undefined;
+    copies.set(kv, (copy = new FencedCopy(kv, { op: "membership-view.watch", logger: log, ...(group === undefined ? {} : { group }) })));
     // A failed start is retried by the next read, which refuses meanwhile.
     copy.start().catch(() => undefined);
   }
@@ -100,6 +104,29 @@ export function activeUser(caller: Caller): SignedCaller & { role: UserRole } {
   if (caller.anonymous) throw new UnibusError(ErrorCode.Unauthorized, ErrorReason.SignatureMissing, "request must carry a signed envelope");
   if (caller.role !== "admin" && caller.role !== "member") throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "caller is not an active user");
   return caller as SignedCaller & { role: UserRole };
+}
+
+function roomOfMemberKey(key: string): string | undefined {
+  const dot = key.indexOf(".");
+  return dot > 0 ? key.slice(0, dot) : undefined;
+}
+
+/**
+ * The room's current members (principals, unsorted), from the fenced copy of
+ * `members` (the one its access checks read): one fence sent after this
+ * call, then the room's keys from memory. A fence that fails or a copy
+ * behind it is 503 `unavailable`, never a short list (a listing that kept a
+ * removed member would seal it the next room key).
+ */
+export async function roomMembers(members: KV, roomId: string): Promise<string[]> {
+  let keys: string[];
+  try {
+    keys = await membershipCopy(members).keysIn(roomId);
+  } catch (err) {
+    throw storeUnavailable(STORE, err);
+  }
+  const prefix = roomId.length + 1;
+  return keys.map((k) => k.slice(prefix));
 }
 
 /** `principal`'s role in `roomId`, or null if it is not a member now. */

@@ -8,7 +8,6 @@ import { roleResolver } from "./access.js";
 import type { MembershipView } from "./access.js";
 import { AgreementKeyDirectory } from "./store/agreement-directory.js";
 import { consumeMemberRemovals } from "./store/share-redaction.js";
-import { MemberDirectory } from "./store/member-directory.js";
 import { agreementKeyHandlers } from "./handlers/agreement-keys.js";
 import { epochHandlers } from "./handlers/epochs.js";
 import { shareHandlers } from "./handlers/shares.js";
@@ -79,10 +78,10 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
     budgetMs: opts.bucketBudgetMs ?? 30_000,
     logger: logger.child({ svc: ServiceName.keys }),
   });
-  // The access checks' fenced copies replay from now, not from the first request.
+  // The access checks' fenced copies replay from now, not from the first
+  // request; the one of `members` also lists each room's members.
   const copies = [users, members].map((b) => membershipCopy(b, logger.child({ svc: ServiceName.keys })));
-  const memberDirectory = await MemberDirectory.watch(members, logger.child({ svc: ServiceName.keys }));
-  const membership: MembershipView = { users, members, memberDirectory };
+  const membership: MembershipView = { users, members };
   const agreementDirectory = await AgreementKeyDirectory.watch(kv.agreement_keys, logger.child({ svc: ServiceName.keys }));
   const deps: KeysDeps = { roomKeys: kv.room_keys, agreementKeys: kv.agreement_keys, agreementDirectory, membership };
   const removals = await consumeMemberRemovals({ js, roomKeys: kv.room_keys, membership, logger: logger.child({ svc: ServiceName.keys }), budgetMs: opts.bucketBudgetMs ?? 30_000 });
@@ -94,7 +93,6 @@ export async function createKeysService(nc: NatsConnection, opts: KitDeps = {}):
       await removals.stop();
       await running.stop();
       agreementDirectory.stop();
-      memberDirectory.stop();
       for (const c of copies) c.stop();
     },
   };

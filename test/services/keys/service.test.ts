@@ -12,6 +12,7 @@ import { createMembershipService, noKicks } from "@unibus/membership";
 import type { RunningMembershipService } from "@unibus/membership";
 import { EPOCH_ROLLBACK, FileEpochStore, KeysServiceKeyring, UntrustedShareError, UntrustedShareReason, autoRekey, connect, epochStatementBytes, merkleRoot, prepareNextEpoch, principalsHash, rekeyRoom, shareLeaf } from "@unibus/sdk";
 import type { AutoRekey, KeyringClient, UnibusClient } from "@unibus/sdk";
+import { roomMembers } from "@unibus/kit";
 import { startTestServer, rejectionOf, eventually as eventuallyHolds } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import packageJson from "@unibus/keys/package.json" with { type: "json" };
@@ -390,15 +391,14 @@ describe("bad input on every endpoint: a clear error reply, no crash, nothing st
 });
 
 it("the in-memory member listing is never stale: a write committed just before a listing is always in it", async () => {
-  const dir = keys.buckets.membership.memberDirectory!;
   const members = keys.buckets.membership.members;
   const room = "freshness0000001";
   for (let i = 0; i < 25; i++) {
     const p = createIdentity().principal;
     await members.put(`${room}.${p}`, JSON.stringify({ role: "member" }));
-    expect(await dir.members(room)).toContain(p);
+    expect(await roomMembers(members, room)).toContain(p);
     await members.delete(`${room}.${p}`);
-    expect(await dir.members(room)).not.toContain(p);
+    expect(await roomMembers(members, room)).not.toContain(p);
   }
 });
 

@@ -1,11 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AckPolicy, jetstream } from "@nats-io/jetstream";
+import { AckPolicy, JetStreamApiCodes, JetStreamApiError, jetstream } from "@nats-io/jetstream";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { nanos } from "@nats-io/transport-node";
 import { pino } from "pino";
+import type { Logger } from "pino";
 import { StoredConsumer } from "@unibus/contracts";
 import { createIdentity, randomBytes, toBase64Url } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
@@ -14,7 +15,15 @@ import type { TestServer } from "@unibus/testing";
 import type { MembershipView } from "../access.js";
 import { KeysBucket, MembershipReadBucket, epochKey } from "./records.js";
 import type { EpochRecord } from "./records.js";
-import { ShareDeletionConsumer, consumeMemberRemovals, ensureShareDeletionConsumer, shareDeletionConsumerConfig } from "./share-redaction.js";
+import {
+  DamagedRecordReason,
+  ShareDeletionConsumer,
+  consumeMemberRemovals,
+  ensureShareDeletionConsumer,
+  shareDeletionConsumerConfig,
+  shareDeletionFindings,
+  shareDeletionRetries,
+} from "./share-redaction.js";
 
 // Share deletion runs from a durable consumer of the `members` stream: each
 // removal is acted on at least once, by one replica, across restarts and
@@ -94,16 +103,22 @@ async function drained(): Promise<void> {
   );
 }
 
-/** `roomKeys` as one replica sees it: counts its writes, and fails the first `failures` of them. */
-function wrappedRoomKeys(failures = 0): { kv: KV; writes: string[]; failed: number } {
-  const state = { kv: roomKeys, writes: [] as string[], failed: 0 };
+/** `roomKeys` as one replica sees it: counts its reads and writes, and fails the first `failures` writes (with `failure`). */
+function wrappedRoomKeys(failures = 0, failure: () => Error = () => new Error("injected store failure")): { kv: KV; writes: string[]; reads: string[]; failed: number } {
+  const state = { kv: roomKeys, writes: [] as string[], reads: [] as string[], failed: 0 };
   state.kv = new Proxy(roomKeys, {
     get(target, prop, receiver) {
+      if (prop === "get") {
+        return (key: string) => {
+          state.reads.push(key);
+          return target.get(key);
+        };
+      }
       if (prop !== "update") return Reflect.get(target, prop, receiver) as unknown;
       return async (key: string, value: string, revision: number) => {
         if (state.failed < failures) {
           state.failed++;
-          throw new Error("injected store failure");
+          throw failure();
         }
         const rev = await target.update(key, value, revision);
         state.writes.push(key);
@@ -112,6 +127,19 @@ function wrappedRoomKeys(failures = 0): { kv: KV; writes: string[]; failed: numb
     },
   });
   return state;
+}
+
+/** A logger whose lines the test reads (pino's JSON, one object per line). */
+function capturingLogger(): { logger: Logger; lines: Record<string, unknown>[] } {
+  const lines: Record<string, unknown>[] = [];
+  const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
+  return { logger, lines };
+}
+
+/** A counter's value for `labels` (0 before its first increment). */
+async function counterValue(counter: { get(): Promise<{ values: { labels: object; value: number }[] }> }, labels: Record<string, string> = {}): Promise<number> {
+  const { values } = await counter.get();
+  return values.find((v) => Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want))?.value ?? 0;
 }
 
 describe("share deletion is at least once", () => {
@@ -229,6 +257,75 @@ describe("share deletion is at least once", () => {
       // The server stamps the marker after removedAt: the write cannot come earlier than the delay after it.
       expect(written[0]! - removedAt).toBeGreaterThanOrEqual(delayMs - 50);
       await drained();
+    } finally {
+      await running.stop();
+    }
+  });
+});
+
+describe("a damaged epoch record is a finding, not a retry loop", () => {
+  it("the member's shares in every other epoch are deleted, each damaged record reported once, the removal not redelivered", async () => {
+    const { roomId, principals } = await seedRoom(3, 4);
+    const [alice, bob, carol] = principals as [string, string, string];
+    // Epoch 2 cut short (not JSON), epoch 3 without its signature (fails the
+    // schema); both still hold bob's sealed share in their bytes.
+    const raw2 = new TextDecoder().decode((await roomKeys.get(epochKey(roomId, 2)))!.value);
+    const rec3 = (await roomKeys.get(epochKey(roomId, 3)))!.json<EpochRecord>();
+    const bobShares = [raw2, JSON.stringify(rec3)].map((r) => (JSON.parse(r) as EpochRecord).shares.find((s) => s.principal === bob)!.sealedShare!);
+    const truncated = raw2.slice(0, raw2.indexOf(bobShares[0]!) + bobShares[0]!.length);
+    const { signature: _dropped, ...unsigned } = rec3;
+    await roomKeys.put(epochKey(roomId, 2), truncated);
+    await roomKeys.put(epochKey(roomId, 3), JSON.stringify(unsigned));
+    const before = { notJson: await counterValue(shareDeletionFindings, { reason: "not_json" }), schema: await counterValue(shareDeletionFindings, { reason: "schema" }), retries: await counterValue(shareDeletionRetries) };
+    const { logger, lines } = capturingLogger();
+    // The first pass fails on a store error (transient): retried, and only the completed pass reports.
+    const store = wrappedRoomKeys(1);
+    const running = await consumeMemberRemovals({ js, roomKeys: store.kv, membership: view, logger, delayMs: DELAY_MS });
+    try {
+      await members.delete(`${roomId}.${bob}`);
+      const findings = (): Record<string, unknown>[] => lines.filter((l) => l["op"] === "shares.delete" && l["reason"] !== undefined);
+      await eventually(() => findings().length, (n) => n >= 2, { timeoutMs: 15_000, intervalMs: 50, what: "the damaged records reported" });
+      // Terminated: nothing of it left to deliver or acknowledge, so the server has nothing to redeliver.
+      await drained();
+      const after = (epoch: number): Promise<string> => roomKeys.get(epochKey(roomId, epoch)).then((e) => new TextDecoder().decode(e!.value));
+      const open = async (epoch: number): Promise<string[]> => JSON.parse(await after(epoch)).shares.filter((s: { sealedShare?: string }) => s.sealedShare !== undefined).map((s: { principal: string }) => s.principal);
+      expect(await open(1)).toEqual([alice, carol]);
+      expect(await open(4)).toEqual([alice, carol]);
+      // The damaged records are left as they were, never rewritten from bytes that cannot be checked.
+      expect(await after(2)).toBe(truncated);
+      expect(JSON.parse(await after(3))).toEqual(unsigned);
+      expect(store.failed).toBe(1);
+      expect(await counterValue(shareDeletionRetries)).toBe(before.retries + 1);
+      expect(findings().map((l) => [l["level"], l["roomId"], l["epoch"], l["principal"], l["reason"]]).sort()).toEqual([
+        [50, roomId, "2", bob, DamagedRecordReason.notJson],
+        [50, roomId, "3", bob, DamagedRecordReason.schema],
+      ]);
+      expect(String(findings().find((l) => l["epoch"] === "3")!["detail"])).toMatch(/signature/);
+      expect(await counterValue(shareDeletionFindings, { reason: "not_json" })).toBe(before.notJson + 1);
+      expect(await counterValue(shareDeletionFindings, { reason: "schema" })).toBe(before.schema + 1);
+      // Two passes read the damaged records at most (the failed one may have), and no line carries a share.
+      expect(store.reads.filter((k) => k === epochKey(roomId, 2)).length).toBeLessThanOrEqual(2);
+      const logged = JSON.stringify(lines);
+      for (const share of bobShares) expect(logged).not.toContain(share);
+    } finally {
+      await running.stop();
+    }
+  });
+
+  it("a compare-and-set lost on every attempt is retried, never acknowledged with the share kept", async () => {
+    const { roomId, principals } = await seedRoom(2, 1);
+    const conflict = (): Error => new JetStreamApiError({ code: 400, err_code: JetStreamApiCodes.StreamWrongLastSequence, description: "wrong last sequence" });
+    // Five lost compare-and-sets: the first pass gives up on epoch 1 (transient), the next one writes it.
+    const store = wrappedRoomKeys(5, conflict);
+    const before = await counterValue(shareDeletionRetries);
+    const running = await consumeMemberRemovals({ js, roomKeys: store.kv, membership: view, logger: silent, delayMs: DELAY_MS });
+    try {
+      await members.delete(`${roomId}.${principals[1]!}`);
+      await eventually(() => sealed(roomId, 1), (s) => s[0]!.length === 1 && s[0]![0] === principals[0], { timeoutMs: 15_000, intervalMs: 50, what: "the share deleted after the conflicts" });
+      await drained();
+      expect(store.failed).toBe(5);
+      expect(store.writes).toEqual([epochKey(roomId, 1)]);
+      expect(await counterValue(shareDeletionRetries)).toBe(before + 1);
     } finally {
       await running.stop();
     }

@@ -13,15 +13,15 @@
  */
 import { AckPolicy, DeliverPolicy, JetStreamApiError } from "@nats-io/jetstream";
 import type { ConsumerConfig, JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import type { KV } from "@nats-io/kv";
+import type { KV, KvEntry } from "@nats-io/kv";
 import { nanos } from "@nats-io/transport-node";
 import { StoredConsumer } from "@unibus/contracts";
 import type { Logger } from "pino";
 import { fromBase64Url, sha256, toBase64Url } from "@unibus/crypto";
-import { retry } from "@unibus/kit";
+import { defineCounter, retry } from "@unibus/kit";
 import { currentMembers } from "../access.js";
 import type { MembershipView } from "../access.js";
-import { MembershipReadBucket, checkEpochRecord, isRevisionConflict, listKeys } from "./records.js";
+import { MembershipReadBucket, checkEpochRecord, isRevisionConflict, listKeys, unavailable } from "./records.js";
 import type { EpochRecord } from "./records.js";
 
 /** Attempts per epoch record when a concurrent write (a rekey, another deletion) wins the compare-and-set. */
@@ -35,16 +35,79 @@ const UPDATE_ATTEMPTS = 5;
  */
 const DELETE_DELAY_MS = 2_000;
 
-/** Replaces `principal`'s sealed share in every epoch of `roomId` by its digest; returns how many records changed. */
-export async function deleteMemberShares(roomKeys: KV, membership: MembershipView, roomId: string, principal: string): Promise<number> {
-  if ((await currentMembers(membership, roomId)).includes(principal)) return 0;
+/**
+ * Why a stored epoch record cannot be processed as it is: permanent, so
+ * retrying the removal would only repeat the finding (label values of the
+ * findings counter and the `reason` of its log line).
+ */
+export const DamagedRecordReason = {
+  /** The value is not JSON (truncated, overwritten with other bytes). */
+  notJson: "not_json",
+  /** JSON that fails the stored-data schema of an epoch record (damaged or forged). */
+  schema: "schema",
+} as const;
+/** One of the {@link DamagedRecordReason} values. */
+export type DamagedRecordReason = (typeof DamagedRecordReason)[keyof typeof DamagedRecordReason];
+
+/** An epoch record a removal found damaged: left as stored, reported to the operator. */
+export interface DamagedEpochRecord {
+  /** Its `room_keys` key (`<roomId>.<epoch>`). */
+  readonly key: string;
+  readonly reason: DamagedRecordReason;
+  /** What is wrong, for the log: the schema path and rule, never the stored bytes (a share may be among them). */
+  readonly detail: string;
+}
+
+/** What one pass of {@link deleteMemberShares} did. */
+export interface ShareDeletionResult {
+  /** Epoch records rewritten with the principal's share replaced by its digest. */
+  readonly changed: number;
+  /** Epoch records that could not be read as records; every other one was processed. */
+  readonly damaged: readonly DamagedEpochRecord[];
+}
+
+/** The stored value as an epoch record, or why it is not one. */
+function parseEpochRecord(entry: KvEntry, key: string): { record: EpochRecord } | { damaged: DamagedEpochRecord } {
+  let value: unknown;
+  try {
+    value = entry.json<unknown>();
+  } catch {
+    // The parser's message quotes the value, which may hold sealed shares: not logged.
+    return { damaged: { key, reason: DamagedRecordReason.notJson, detail: "the value is not JSON" } };
+  }
+  try {
+    return { record: checkEpochRecord(value, key) };
+  } catch (err) {
+    const cause = (err as Error).cause;
+    return { damaged: { key, reason: DamagedRecordReason.schema, detail: cause instanceof Error ? cause.message : "fails the epoch record schema" } };
+  }
+}
+
+/**
+ * Replaces `principal`'s sealed share in every epoch of `roomId` by its
+ * digest. A record that is not a valid epoch record is skipped and returned
+ * as damaged (it is never rewritten: nothing in it can be trusted to
+ * rewrite, and no reader serves it), so one damaged epoch does not keep the
+ * share in every other epoch. Any other failure (store unavailable, a
+ * compare-and-set lost {@link UPDATE_ATTEMPTS} times) throws: the caller
+ * retries the whole pass, which is idempotent.
+ */
+export async function deleteMemberShares(roomKeys: KV, membership: MembershipView, roomId: string, principal: string): Promise<ShareDeletionResult> {
+  if ((await currentMembers(membership, roomId)).includes(principal)) return { changed: 0, damaged: [] };
   let changed = 0;
+  const damaged: DamagedEpochRecord[] = [];
   for (const key of await listKeys(roomKeys, `${roomId}.*`)) {
-    for (let attempt = 0; attempt < UPDATE_ATTEMPTS; attempt++) {
+    for (let attempt = 0; ; attempt++) {
+      // Out of attempts is a retry of the removal, never "done": acknowledging it would keep the share.
+      if (attempt === UPDATE_ATTEMPTS) throw unavailable(new Error(`${key}: lost the compare-and-set ${UPDATE_ATTEMPTS} times`));
       const entry = await roomKeys.get(key);
       if (entry === null || entry.operation !== "PUT") break;
-      // A record that fails its schema is not rewritten: the corrupt_record error goes to the watcher's log.
-      const record: EpochRecord = checkEpochRecord(entry.json<unknown>(), key);
+      const parsed = parseEpochRecord(entry, key);
+      if ("damaged" in parsed) {
+        damaged.push(parsed.damaged);
+        break;
+      }
+      const { record } = parsed;
       const i = record.shares.findIndex((s) => s.principal === principal && s.sealedShare !== undefined);
       if (i < 0) break;
       const share = record.shares[i]!;
@@ -58,8 +121,13 @@ export async function deleteMemberShares(roomKeys: KV, membership: MembershipVie
       }
     }
   }
-  return changed;
+  return { changed, damaged };
 }
+
+/** Damaged epoch records found by share deletion, by {@link DamagedRecordReason}: each needs an operator. */
+export const shareDeletionFindings = defineCounter("unibus_share_deletion_findings_total", "Damaged room_keys epoch records found while deleting a removed member's shares, by reason", ["reason"] as const);
+/** Removals handed back after a failure that may pass (store unavailable, timeouts, lost compare-and-sets). */
+export const shareDeletionRetries = defineCounter("unibus_share_deletion_retries_total", "Removals whose share deletion failed transiently and will be retried");
 
 /** The durable consumer's tuning: bounded, so a flood of removals queues in the stream, not in memory. */
 export const ShareDeletionConsumer = {
@@ -141,9 +209,11 @@ export async function ensureShareDeletionConsumer(js: JetStreamClient): Promise<
  * marker, and it is acknowledged only after {@link deleteMemberShares}
  * returned (the shares are replaced, or the principal is a member again). A
  * removal seen while no replica ran, pending when one stopped, or whose
- * deletion failed stays unacknowledged and comes back (threat: a removed
- * member's sealed shares kept forever, opened by its agreement key if that is
- * stolen later). `stop()` ends pulling and waits for the removal in hand.
+ * deletion failed transiently stays unacknowledged and comes back (threat: a
+ * removed member's sealed shares kept forever, opened by its agreement key if
+ * that is stolen later). One that found damaged epoch records (done in every
+ * other epoch) is counted, logged and terminated instead of retried for good.
+ * `stop()` ends pulling and waits for the removal in hand.
  */
 export async function consumeMemberRemovals(deps: MemberRemovalDeps): Promise<{ stop(): Promise<void> }> {
   const { js, roomKeys, membership, logger } = deps;
@@ -177,15 +247,34 @@ export async function consumeMemberRemovals(deps: MemberRemovalDeps): Promise<{ 
     const roomId = key.slice(0, dot);
     const principal = key.slice(dot + 1);
     m.working();
+    let result: ShareDeletionResult;
     try {
-      const n = await deleteMemberShares(roomKeys, membership, roomId, principal);
-      if (n > 0) logger.info({ op: "shares.delete", roomId, principal, epochs: n }, "deleted the shares of a member who left");
-      m.ack();
+      result = await deleteMemberShares(roomKeys, membership, roomId, principal);
     } catch (err) {
+      // Transient (the store, a timeout, lost compare-and-sets): the same pass may succeed later.
       const retryMs = Math.min(ShareDeletionConsumer.retryMaxMs, ShareDeletionConsumer.retryMinMs * 2 ** Math.min(20, Math.max(0, m.info.deliveryCount - 1)));
+      shareDeletionRetries.inc();
       logger.error({ op: "shares.delete", roomId, principal, retryMs, err: (err as Error).message }, "could not delete the shares of a member who left; retrying");
       m.nak(retryMs);
+      return;
     }
+    if (result.changed > 0) logger.info({ op: "shares.delete", roomId, principal, epochs: result.changed }, "deleted the shares of a member who left");
+    if (result.damaged.length === 0) {
+      m.ack();
+      return;
+    }
+    // Permanent: every readable epoch is done and another delivery would
+    // find the same damaged records, every 60 s for good. Reported once per
+    // completed pass, then terminated, not redelivered; the damaged record
+    // is refused to every reader, and its repair is the operator's.
+    for (const d of result.damaged) {
+      shareDeletionFindings.inc({ reason: d.reason });
+      logger.error(
+        { op: "shares.delete", roomId, epoch: d.key.slice(roomId.length + 1), principal, reason: d.reason, detail: d.detail },
+        "damaged epoch record: the removed member's share in it was not deleted; delete the record",
+      );
+    }
+    m.term(`damaged epoch record: ${result.damaged.map((d) => d.key).join(" ")}`.slice(0, 200));
   };
   let stopping = false;
   // A consumer deleted under the replicas (an operator, a restore) is made
