@@ -285,6 +285,8 @@ interface Queued {
   urgent: boolean;
   resolve: (reply: Record<string, unknown>) => void;
   reject: (err: unknown) => void;
+  /** The same work on this thread, giving the reply a worker would: set for urgent jobs the caller's thread may take over. */
+  here?: () => Record<string, unknown>;
 }
 
 interface PoolWorker {
@@ -399,12 +401,47 @@ export function poolSize(): number {
  * Runs `job` on the next free worker; `urgent` jobs go ahead of queued ones.
  * Rejects when the pool is broken or breaks before answering.
  */
-export function runOnPool(job: PoolJob, urgent = false): Promise<Record<string, unknown>> {
+export function runOnPool(job: PoolJob, urgent = false, here?: () => Record<string, unknown>): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     if (workers() === undefined) return reject(new Error("crypto pool unavailable"));
-    (urgent ? urgentQueue : bulkQueue).push({ job, urgent, resolve, reject });
+    (urgent ? urgentQueue : bulkQueue).push({ job, urgent, resolve, reject, ...(urgent && here !== undefined ? { here } : {}) });
     dispatch();
+    if (urgent && here !== undefined) scheduleHelp();
   });
+}
+
+let helpScheduled = false;
+
+/**
+ * Urgent jobs that can run here and still wait for a worker are taken by
+ * this thread, one per turn of its event loop (I/O and replies are handled
+ * between two), newest first: the workers take the oldest, so a caller
+ * waiting on a batch's first job meets them in its middle instead of
+ * idling until a worker reaches its end (a cold rekey's main thread did,
+ * for much of the log's verification). The answer is the same either way.
+ * Bulk jobs are never taken (sealing has its own helper, once the caller's
+ * urgent work is done).
+ */
+function scheduleHelp(): void {
+  if (helpScheduled) return;
+  helpScheduled = true;
+  setImmediate(helpOnce);
+}
+
+function helpOnce(): void {
+  helpScheduled = false;
+  let i = urgentQueue.length - 1;
+  while (i >= 0 && urgentQueue[i]!.here === undefined) i--;
+  if (i < 0) return;
+  const q = urgentQueue.splice(i, 1)[0]!;
+  let reply: Record<string, unknown> | undefined;
+  try {
+    reply = q.here!();
+  } catch (err) {
+    q.reject(err);
+  }
+  if (reply !== undefined) q.resolve(reply);
+  if (urgentQueue.some((x) => x.here !== undefined)) scheduleHelp();
 }
 
 /**
