@@ -1,20 +1,10 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import {
-  poolSize,
-  resetCryptoPoolForTests,
-  runOnPool,
-  warmCryptoPool,
-} from "./crypto-pool.js";
+import { helpCryptoPoolUntil, poolSize, resetCryptoPoolForTests, runOnPool, warmCryptoPool } from "./crypto-pool.js";
 import { SigningKey, verifyMany, verifySignature } from "./ed25519.js";
 import { randomBytes, toHex } from "./encoding.js";
-import {
-  openSealed,
-  sealToVerified,
-  sealToVerifiedWith,
-  sealWithEphemeralSecret,
-} from "./sealed-box.js";
+import { openSealed, sealToVerified, sealToVerifiedWith, sealWithEphemeralSecret } from "./sealed-box.js";
 import type { BoundRecipient } from "./sealed-box.js";
 import { generateAgreementKeyPair } from "./x25519.js";
 
@@ -23,14 +13,7 @@ function people(n: number) {
   return Array.from({ length: n }, () => {
     const signer = SigningKey.generate();
     const agreement = generateAgreementKeyPair();
-    const recipient: BoundRecipient = {
-      agreementKey: agreement.publicKey,
-      binding: {
-        publicKey: signer.publicKey,
-        data: agreement.publicKey,
-        signature: signer.sign(agreement.publicKey),
-      },
-    };
+    const recipient: BoundRecipient = { agreementKey: agreement.publicKey, binding: { publicKey: signer.publicKey, data: agreement.publicKey, signature: signer.sign(agreement.publicKey) } };
     return { signer, agreement, recipient };
   });
 }
@@ -43,20 +26,10 @@ function hostileSet(n: number) {
   // The member's signature over its own key, but the attacker's key to seal to (refused unchecked: the statement names another key).
   recipients[3] = { ...recipients[3]!, agreementKey: attacker.publicKey };
   // The attacker's key and a statement about it, signed by someone else.
-  recipients[11] = {
-    agreementKey: attacker.publicKey,
-    binding: { ...recipients[11]!.binding, data: attacker.publicKey },
-  };
+  recipients[11] = { agreementKey: attacker.publicKey, binding: { ...recipients[11]!.binding, data: attacker.publicKey } };
   // A low-order key the member did sign: verified, but no box.
   const lowOrder = new Uint8Array(32);
-  recipients[13] = {
-    agreementKey: lowOrder,
-    binding: {
-      publicKey: ps[13]!.signer.publicKey,
-      data: lowOrder,
-      signature: ps[13]!.signer.sign(lowOrder),
-    },
-  };
+  recipients[13] = { agreementKey: lowOrder, binding: { publicKey: ps[13]!.signer.publicKey, data: lowOrder, signature: ps[13]!.signer.sign(lowOrder) } };
   recipients[17] = { ...recipients[17]!, agreementKey: new Uint8Array(31) };
   return { ps, recipients, refused: new Set([3, 11, 13, 17]) };
 }
@@ -67,10 +40,7 @@ async function expectSealedOnlyToVerified(n: number): Promise<void> {
   const sealed = await sealToVerified(recipients, pt);
   sealed.forEach((s, i) => {
     if (refused.has(i)) expect(s.box, `recipient ${i}`).toBeNull();
-    else
-      expect(toHex(openSealed(ps[i]!.agreement.secretKey, s.box!))).toBe(
-        toHex(pt),
-      );
+    else expect(toHex(openSealed(ps[i]!.agreement.secretKey, s.box!))).toBe(toHex(pt));
   });
   expect(sealed.map((s) => s.verified).filter((v) => !v).length).toBe(3);
   expect(sealed[13]!.verified).toBe(true);
@@ -90,11 +60,7 @@ describe("crypto pool: sealing to verified bindings", () => {
   it("an idle pool keeps no process alive: one that only warmed it exits by itself", async () => {
     const pool = fileURLToPath(new URL("./crypto-pool.ts", import.meta.url));
     const script = `const { warmCryptoPool } = await import(${JSON.stringify(pool)}); console.log("ready", await warmCryptoPool());`;
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", "--input-type=module", "-e", script],
-      { stdio: ["ignore", "pipe", "inherit"] },
-    );
+    const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "inherit"] });
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     // Bounded: a process the pool keeps alive never exits, and the test fails here instead of hanging.
@@ -139,15 +105,11 @@ describe("crypto pool: sealing to verified bindings", () => {
       { ephemeralSecretKey: esk, inline: true },
     );
     ps.forEach((p, i) => {
-      const want = toHex(
-        sealWithEphemeralSecret(p.agreement.publicKey, pt, esk),
-      );
+      const want = toHex(sealWithEphemeralSecret(p.agreement.publicKey, pt, esk));
       expect(toHex(pooled[i]!.box!)).toBe(want);
       expect(toHex(inline[i]!.box!)).toBe(want);
       expect(toHex(helped[i]!.box!)).toBe(want);
-      expect(toHex(openSealed(p.agreement.secretKey, pooled[i]!.box!))).toBe(
-        toHex(pt),
-      );
+      expect(toHex(openSealed(p.agreement.secretKey, pooled[i]!.box!))).toBe(toHex(pt));
     });
   }
 
@@ -189,17 +151,11 @@ parentPort.postMessage({ id: -1 });`;
       const keys = Array.from({ length: 4 }, () => SigningKey.generate());
       const checks = Array.from({ length: 200 }, (_, i) => {
         const data = randomBytes(64);
-        return {
-          publicKey: keys[i % 4]!.publicKey,
-          data,
-          signature: keys[i % 4]!.sign(data),
-        };
+        return { publicKey: keys[i % 4]!.publicKey, data, signature: keys[i % 4]!.sign(data) };
       });
       checks[7] = { ...checks[7]!, signature: checks[8]!.signature };
       const got = await verifyMany(checks);
-      expect(got).toEqual(
-        checks.map((c) => verifySignature(c.publicKey, c.data, c.signature)),
-      );
+      expect(got).toEqual(checks.map((c) => verifySignature(c.publicKey, c.data, c.signature)));
       expect(got[7]).toBe(false);
       expect(got.filter(Boolean).length).toBe(199);
       await expectSealedOnlyToVerified(150);
@@ -225,11 +181,7 @@ parentPort.postMessage({ id: -1 });`;
     // One worker, and all three jobs queued before it is ready (the same tick).
     await resetCryptoPoolForTests({ source: echo, size: 1 });
     const job = (name: string) => ({ message: { name }, transfer: [] });
-    const replies = await Promise.all([
-      runOnPool(job("bulk-a")),
-      runOnPool(job("bulk-b")),
-      runOnPool(job("urgent"), true),
-    ]);
+    const replies = await Promise.all([runOnPool(job("bulk-a")), runOnPool(job("bulk-b")), runOnPool(job("urgent"), true)]);
     expect(replies.map((r) => [r.name, r.order])).toEqual([
       ["bulk-a", 1],
       ["bulk-b", 2],
@@ -253,15 +205,11 @@ parentPort.on("message", (job) => {
 parentPort.postMessage({ id: -1 });`;
     await resetCryptoPoolForTests({ source: counting, size: 1 });
     expect(await warmCryptoPool()).toBe(true);
-    const replies = await Promise.all(
-      Array.from({ length: 8 }, () => runOnPool({ message: {}, transfer: [] })),
-    );
-    expect(
-      Math.max(...replies.map((r) => r.inHand as number)),
-    ).toBeLessThanOrEqual(2);
+    const replies = await Promise.all(Array.from({ length: 8 }, () => runOnPool({ message: {}, transfer: [] })));
+    expect(Math.max(...replies.map((r) => r.inHand as number))).toBeLessThanOrEqual(2);
   });
 
-  it("the caller's thread takes urgent jobs no worker holds, newest first; held, bulk and jobs without a fallback wait", async () => {
+  it("a waiting caller takes urgent jobs no worker holds, newest first; held, bulk and jobs without a fallback wait", async () => {
     // Holds whatever it gets and never answers.
     const stalls = `
 const { parentPort } = require("node:worker_threads");
@@ -276,38 +224,30 @@ parentPort.postMessage({ id: -1 });`;
       return { name };
     };
     // The worker holds two; the rest are queued.
-    const waiting = [
-      runOnPool(job("held-1"), true, here("held-1")),
-      runOnPool(job("held-2"), true, here("held-2")),
-      runOnPool(job("no-fallback"), true),
-      runOnPool(job("bulk"), false, here("bulk")),
-    ];
+    const waiting = [runOnPool(job("held-1"), true, here("held-1")), runOnPool(job("held-2"), true, here("held-2")), runOnPool(job("no-fallback"), true), runOnPool(job("bulk"), false, here("bulk"))];
     let settled = 0;
-    for (const p of waiting)
-      void p.then(
-        () => settled++,
-        () => settled++,
-      );
-    const helped = await Promise.all([
-      runOnPool(job("u-1"), true, here("u-1")),
-      runOnPool(job("u-2"), true, here("u-2")),
-      runOnPool(job("u-3"), true, here("u-3")),
-    ]);
-    expect(helped.map((r) => r.name)).toEqual(["u-1", "u-2", "u-3"]);
+    for (const p of waiting) void p.then(() => settled++, () => settled++);
+    const urgent = Promise.all([runOnPool(job("u-1"), true, here("u-1")), runOnPool(job("u-2"), true, here("u-2")), runOnPool(job("u-3"), true, here("u-3"))]);
+    // Nothing is taken until a caller waits.
+    await new Promise((r) => setImmediate(r));
+    expect(ran).toEqual([]);
+    await helpCryptoPoolUntil(urgent);
+    expect((await urgent).map((r) => r.name)).toEqual(["u-1", "u-2", "u-3"]);
     expect(ran).toEqual(["u-3", "u-2", "u-1"]);
     // A fallback that throws fails its own job only (verifyMany then checks inline).
-    await expect(
-      runOnPool(job("throws"), true, () => {
-        throw new Error("no here");
-      }),
-    ).rejects.toThrow("no here");
-    await new Promise((r) => setImmediate(r));
+    const throws = runOnPool(job("throws"), true, () => {
+      throw new Error("no here");
+    });
+    await helpCryptoPoolUntil(throws);
+    await expect(throws).rejects.toThrow("no here");
+    // With nothing left to take, helping returns while the rest still wait.
+    await helpCryptoPoolUntil(Promise.all(waiting));
     expect(ran).toEqual(["u-3", "u-2", "u-1"]);
     expect(settled).toBe(0);
     await resetCryptoPoolForTests();
   });
 
-  it("verifyMany's slices that the caller's thread takes are answered exactly as verifySignature would", async () => {
+  it("verifyMany's slices that a waiting caller takes are answered exactly as verifySignature would", async () => {
     const stalls = `
 const { parentPort } = require("node:worker_threads");
 parentPort.on("message", () => undefined);
@@ -325,7 +265,9 @@ parentPort.postMessage({ id: -1 });`;
     const checks = batch(256);
     checks[5] = { ...checks[5]!, signature: checks[6]!.signature };
     checks[200] = { ...checks[200]!, data: randomBytes(64) };
-    const got = await verifyMany(checks);
+    const pending = verifyMany(checks);
+    await helpCryptoPoolUntil(pending);
+    const got = await pending;
     expect(got).toEqual(checks.map((c) => verifySignature(c.publicKey, c.data, c.signature)));
     expect(got.filter(Boolean).length).toBe(254);
     await resetCryptoPoolForTests();

@@ -406,33 +406,14 @@ export function runOnPool(job: PoolJob, urgent = false, here?: () => Record<stri
     if (workers() === undefined) return reject(new Error("crypto pool unavailable"));
     (urgent ? urgentQueue : bulkQueue).push({ job, urgent, resolve, reject, ...(urgent && here !== undefined ? { here } : {}) });
     dispatch();
-    if (urgent && here !== undefined) scheduleHelp();
   });
 }
 
-let helpScheduled = false;
-
-/**
- * Urgent jobs that can run here and still wait for a worker are taken by
- * this thread, one per turn of its event loop (I/O and replies are handled
- * between two), newest first: the workers take the oldest, so a caller
- * waiting on a batch's first job meets them in its middle instead of
- * idling until a worker reaches its end (a cold rekey's main thread did,
- * for much of the log's verification). The answer is the same either way.
- * Bulk jobs are never taken (sealing has its own helper, once the caller's
- * urgent work is done).
- */
-function scheduleHelp(): void {
-  if (helpScheduled) return;
-  helpScheduled = true;
-  setImmediate(helpOnce);
-}
-
-function helpOnce(): void {
-  helpScheduled = false;
+/** Runs the newest queued urgent job that can run here; false when there is none. */
+function takeOne(): boolean {
   let i = urgentQueue.length - 1;
   while (i >= 0 && urgentQueue[i]!.here === undefined) i--;
-  if (i < 0) return;
+  if (i < 0) return false;
   const q = urgentQueue.splice(i, 1)[0]!;
   let reply: Record<string, unknown> | undefined;
   try {
@@ -441,7 +422,32 @@ function helpOnce(): void {
     q.reject(err);
   }
   if (reply !== undefined) q.resolve(reply);
-  if (urgentQueue.some((x) => x.here !== undefined)) scheduleHelp();
+  return true;
+}
+
+/**
+ * For a caller that would otherwise only wait on the pool (a log sync
+ * waiting on a slice's checks): until `until` settles, this thread takes
+ * the urgent jobs that can run here and that no worker holds yet, one per
+ * turn of its event loop (replies and I/O are handled between two), newest
+ * first. The workers take the oldest, so the two meet in the middle of a
+ * batch instead of this thread idling until a worker reaches its end (a
+ * cold rekey's owner thread did, for much of the log's verification). The
+ * answers are the same either way. Bulk jobs are never taken here. Only
+ * while the caller waits: taking jobs as soon as they are queued would
+ * also slow whatever else this thread must do first (the next page's
+ * reply, say). Never rejects.
+ */
+export async function helpCryptoPoolUntil(until: Promise<unknown>): Promise<void> {
+  let settled = false;
+  void until.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  for (;;) {
+    await new Promise((r) => setImmediate(r));
+    if (settled || !takeOne()) return;
+  }
 }
 
 /**
