@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
-import { poolSize, resetCryptoPoolForTests, runOnPool, warmCryptoPool } from "./crypto-pool.js";
+import { helpCryptoPoolUntil, poolSize, resetCryptoPoolForTests, runOnPool, warmCryptoPool } from "./crypto-pool.js";
 import { SigningKey, verifyMany, verifySignature } from "./ed25519.js";
 import { randomBytes, toHex } from "./encoding.js";
 import { openSealed, sealToVerified, sealToVerifiedWith, sealWithEphemeralSecret } from "./sealed-box.js";
@@ -207,5 +207,69 @@ parentPort.postMessage({ id: -1 });`;
     expect(await warmCryptoPool()).toBe(true);
     const replies = await Promise.all(Array.from({ length: 8 }, () => runOnPool({ message: {}, transfer: [] })));
     expect(Math.max(...replies.map((r) => r.inHand as number))).toBeLessThanOrEqual(2);
+  });
+
+  it("a waiting caller takes urgent jobs no worker holds, newest first; held, bulk and jobs without a fallback wait", async () => {
+    // Holds whatever it gets and never answers.
+    const stalls = `
+const { parentPort } = require("node:worker_threads");
+parentPort.on("message", () => undefined);
+parentPort.postMessage({ id: -1 });`;
+    await resetCryptoPoolForTests({ source: stalls, size: 1 });
+    expect(await warmCryptoPool()).toBe(true);
+    const ran: string[] = [];
+    const job = (name: string) => ({ message: { name }, transfer: [] });
+    const here = (name: string) => () => {
+      ran.push(name);
+      return { name };
+    };
+    // The worker holds two; the rest are queued.
+    const waiting = [runOnPool(job("held-1"), true, here("held-1")), runOnPool(job("held-2"), true, here("held-2")), runOnPool(job("no-fallback"), true), runOnPool(job("bulk"), false, here("bulk"))];
+    let settled = 0;
+    for (const p of waiting) void p.then(() => settled++, () => settled++);
+    const urgent = Promise.all([runOnPool(job("u-1"), true, here("u-1")), runOnPool(job("u-2"), true, here("u-2")), runOnPool(job("u-3"), true, here("u-3"))]);
+    // Nothing is taken until a caller waits.
+    await new Promise((r) => setImmediate(r));
+    expect(ran).toEqual([]);
+    await helpCryptoPoolUntil(urgent);
+    expect((await urgent).map((r) => r.name)).toEqual(["u-1", "u-2", "u-3"]);
+    expect(ran).toEqual(["u-3", "u-2", "u-1"]);
+    // A fallback that throws fails its own job only (verifyMany then checks inline).
+    const throws = runOnPool(job("throws"), true, () => {
+      throw new Error("no here");
+    });
+    await helpCryptoPoolUntil(throws);
+    await expect(throws).rejects.toThrow("no here");
+    // With nothing left to take, helping returns while the rest still wait.
+    await helpCryptoPoolUntil(Promise.all(waiting));
+    expect(ran).toEqual(["u-3", "u-2", "u-1"]);
+    expect(settled).toBe(0);
+    await resetCryptoPoolForTests();
+  });
+
+  it("verifyMany's slices that a waiting caller takes are answered exactly as verifySignature would", async () => {
+    const stalls = `
+const { parentPort } = require("node:worker_threads");
+parentPort.on("message", () => undefined);
+parentPort.postMessage({ id: -1 });`;
+    await resetCryptoPoolForTests({ source: stalls, size: 1 });
+    expect(await warmCryptoPool()).toBe(true);
+    const key = SigningKey.generate();
+    const batch = (n: number) =>
+      Array.from({ length: n }, () => {
+        const data = randomBytes(64);
+        return { publicKey: key.publicKey, data, signature: key.sign(data) };
+      });
+    // Two slices the worker holds and never answers; the next batch's slices can only be answered here.
+    void verifyMany(batch(256));
+    const checks = batch(256);
+    checks[5] = { ...checks[5]!, signature: checks[6]!.signature };
+    checks[200] = { ...checks[200]!, data: randomBytes(64) };
+    const pending = verifyMany(checks);
+    await helpCryptoPoolUntil(pending);
+    const got = await pending;
+    expect(got).toEqual(checks.map((c) => verifySignature(c.publicKey, c.data, c.signature)));
+    expect(got.filter(Boolean).length).toBe(254);
+    await resetCryptoPoolForTests();
   });
 });

@@ -285,6 +285,8 @@ interface Queued {
   urgent: boolean;
   resolve: (reply: Record<string, unknown>) => void;
   reject: (err: unknown) => void;
+  /** The same work on this thread, giving the reply a worker would: set for urgent jobs the caller's thread may take over. */
+  here?: () => Record<string, unknown>;
 }
 
 interface PoolWorker {
@@ -399,12 +401,55 @@ export function poolSize(): number {
  * Runs `job` on the next free worker; `urgent` jobs go ahead of queued ones.
  * Rejects when the pool is broken or breaks before answering.
  */
-export function runOnPool(job: PoolJob, urgent = false): Promise<Record<string, unknown>> {
+export function runOnPool(job: PoolJob, urgent = false, here?: () => Record<string, unknown>): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     if (workers() === undefined) return reject(new Error("crypto pool unavailable"));
-    (urgent ? urgentQueue : bulkQueue).push({ job, urgent, resolve, reject });
+    (urgent ? urgentQueue : bulkQueue).push({ job, urgent, resolve, reject, ...(urgent && here !== undefined ? { here } : {}) });
     dispatch();
   });
+}
+
+/** Runs the newest queued urgent job that can run here; false when there is none. */
+function takeOne(): boolean {
+  let i = urgentQueue.length - 1;
+  while (i >= 0 && urgentQueue[i]!.here === undefined) i--;
+  if (i < 0) return false;
+  const q = urgentQueue.splice(i, 1)[0]!;
+  let reply: Record<string, unknown> | undefined;
+  try {
+    reply = q.here!();
+  } catch (err) {
+    q.reject(err);
+  }
+  if (reply !== undefined) q.resolve(reply);
+  return true;
+}
+
+/**
+ * For a caller that would otherwise only wait on the pool (a log sync
+ * waiting on a slice's checks): until `until` settles, this thread takes
+ * the urgent jobs that can run here and that no worker holds yet, one per
+ * turn of its event loop (replies and I/O are handled between two), newest
+ * first. The workers take the oldest, so the two meet in the middle of a
+ * batch instead of this thread idling until a worker reaches its end (a
+ * cold rekey's owner thread did, for much of the log's verification). The
+ * answers are the same either way. Bulk jobs are never taken here. Only
+ * while the caller waits: taking jobs as soon as they are queued would
+ * also slow whatever else this thread must do first (the next page's
+ * reply, say). Never rejects.
+ */
+export async function helpCryptoPoolUntil(until: Promise<unknown>): Promise<void> {
+  let settled = false;
+  void until.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  for (;;) {
+    // Nothing to take (the usual case once the pool keeps up): no turn of the event loop is spent here.
+    if (!urgentQueue.some((q) => q.here !== undefined)) return;
+    await new Promise((r) => setImmediate(r));
+    if (settled || !takeOne()) return;
+  }
 }
 
 /**

@@ -386,7 +386,8 @@ export function alreadyVerified(c: SignatureCheck): boolean {
  * each (and, like it, never throws). Checks this process already verified
  * are answered from memory; a large remainder is split across a pool of
  * worker threads (crypto-pool.ts), so a cold rekey's or log sync's
- * thousands of checks use every core while the event loop stays free. If a
+ * thousands of checks use every core; a caller waiting on them can check
+ * the slices no worker has taken yet itself (helpCryptoPoolUntil). If a
  * worker fails, its checks are verified inline: a check is true only when a
  * verification said so.
  */
@@ -412,9 +413,11 @@ export async function verifyMany(checks: readonly SignatureCheck[]): Promise<boo
   await Promise.all(
     slices.map(async (slice) => {
       let res: Uint8Array | undefined;
+      // The same checks on the caller's thread, if it takes the job before a worker does (helpCryptoPoolUntil).
+      const here = (): Record<string, unknown> => ({ out: Uint8Array.from(slice, (i) => (verifySignature(checks[i]!.publicKey, checks[i]!.data, checks[i]!.signature) ? 1 : 0)) });
       try {
         // Urgent: a caller waits on these (a log page), while sealing is bulk work that can wait.
-        res = (await runOnPool(verifyJob(slice.map((i) => checks[i]!)), true)).out as Uint8Array;
+        res = (await runOnPool(verifyJob(slice.map((i) => checks[i]!)), true, here)).out as Uint8Array;
       } catch {
         res = undefined;
       }

@@ -66,7 +66,7 @@ export type { HandshakeBinding, ReplicaProofs } from "./replica-handshake.js";
 export { CONNECT_NONCE_PATTERN, ConnectNonceError, isMarkedStatement, markStatement, STATEMENT_MARKER } from "./statement-marker.js";
 export { openSealed, SealedBox, sealTo, sealToMany, sealToVerified } from "./sealed-box.js";
 export type { BoundRecipient, SealToVerifiedOptions, VerifiedSeal } from "./sealed-box.js";
-export { warmCryptoPool } from "./crypto-pool.js";
+export { helpCryptoPoolUntil, warmCryptoPool } from "./crypto-pool.js";
 export { agreementPublicKey, generateAgreementKeyPair, x25519SharedSecret } from "./x25519.js";
 export type { AgreementKeyPair } from "./x25519.js";
 export {

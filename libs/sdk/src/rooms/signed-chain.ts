@@ -8,7 +8,7 @@
  * live here once.
  */
 import type { UnibusError } from "@unibus/contracts";
-import { envelopeCheck, fromBase64Url, sha256, toBase64Url, verifyEnvelope, verifyMany } from "@unibus/crypto";
+import { envelopeCheck, fromBase64Url, helpCryptoPoolUntil, sha256, toBase64Url, verifyEnvelope, verifyMany } from "@unibus/crypto";
 import type { SignatureCheck } from "@unibus/crypto";
 
 /** The reasons the shared checks raise (each log's error reasons include these). */
@@ -442,6 +442,8 @@ export async function syncChain<E extends SignedChainEntry>(o: SyncChainOptions<
         queue.splice(0);
       }
       for (const [k, slice] of slices.entries()) {
+        // This thread would only wait here: it checks the slices no pool worker has taken yet meanwhile.
+        await helpCryptoPoolUntil(checked[k]!);
         await checked[k];
         const fresh = k === 0 && skip > 0 ? slice.slice(skip) : slice;
         if (fresh.length === 0) continue;

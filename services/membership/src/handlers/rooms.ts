@@ -204,11 +204,9 @@ export function roomHandlers(deps: MembershipDeps) {
         if (user.role !== "admin" && (await store.memberRole(req.roomId, user.principal)) === null) {
           throw new UnibusError(ErrorCode.Forbidden, ErrorReason.Forbidden, "not a member of this room");
         }
-        const headSeq = await roomLog.headSeq(req.roomId);
+        const { headSeq, entries } = await roomLog.page(req.roomId, req.fromSeq ?? 0, req.limit ?? PageSize.logDefault);
         if (headSeq < 0) throw new UnibusError(ErrorCode.NotFound, "log_missing", "the room has no membership log");
-        const from = req.fromSeq ?? 0;
-        const last = Math.min(headSeq, from + (req.limit ?? PageSize.logDefault) - 1);
-        return { roomId: req.roomId, headSeq, entries: from > headSeq ? [] : await roomLog.range(req.roomId, from, last) };
+        return { roomId: req.roomId, headSeq, entries };
       },
     }),
     list: handles("membership", "rooms.list", {

@@ -33,7 +33,7 @@ const PAGE_FETCH_MS = 5_000;
  * `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, or
  * the longer form with domain and account hash in front.
  */
-function parseAckSubject(reply: string | undefined): { seq: number; pending: number } | null {
+export function parseAckSubject(reply: string | undefined): { seq: number; pending: number } | null {
   const t = reply?.split(".") ?? [];
   if (t[0] !== "$JS" || t[1] !== "ACK") return null;
   const [seq, pending] = t.length === 9 ? [t[5], t[8]] : t.length >= 11 ? [t[7], t[10]] : [undefined, undefined];

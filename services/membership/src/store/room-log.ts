@@ -1,19 +1,39 @@
-import { JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV, KvEntry } from "@nats-io/kv";
+import { createInbox, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
+import { corruptRecord } from "@unibus/kit";
 import type { HandlerContext } from "@unibus/kit";
 import { VerifiedRoomLog, roomLogEntry } from "@unibus/sdk";
 import type { RoomLogEntry, RoomLogOp, RoomLogRole } from "@unibus/sdk";
 import type { Logger } from "pino";
 import type { ConnectionKicker } from "../kick.js";
 import { grantMembership, revokeMembership } from "../handlers/rooms.js";
-import { isRevisionConflict, pageKvEntries, unavailable } from "./membership-store.js";
+import { isRevisionConflict, pageKvEntries, parseAckSubject, unavailable } from "./membership-store.js";
 import type { MembershipStore } from "./membership-store.js";
 
 /** Ranges up to this long are read with parallel gets; longer ones with one consumer page. */
 const RANGE_BY_GETS = 16;
+
+/** Most entries one `rooms.log` page holds, whatever the caller asks (the request schema's maximum). */
+export const LOG_PAGE_MAX = 512;
+
+/** Longest wait for a page's entries once its consumer exists; a page normally arrives in milliseconds. */
+const PAGE_FETCH_MS = 5_000;
+
+/** A room's newest stored entry: its log seq and its stream sequence (the last message a page may need). */
+interface LogHead {
+  seq: number;
+  streamSeq: number;
+}
+
+/** One `rooms.log` page: the head when it was read and entries from the first asked, in order. */
+export interface RoomLogPage {
+  headSeq: number;
+  entries: RoomLogEntry[];
+}
 
 /** Rounds of an append before giving up: each lost round means another replica appended first. */
 const APPEND_ROUNDS = 16;
@@ -46,6 +66,7 @@ export class RoomLogStore {
   readonly #nc: NatsConnection | undefined;
   #jsm: JetStreamManager | undefined;
   readonly #logs = new Map<string, VerifiedRoomLog>();
+  #namesAsked: Promise<{ stream: string; bucket: string }> | undefined;
   /** The tail of each room's queue of appends in this process: one at a time per room, so local appends never race each other. */
   readonly #tails = new Map<string, Promise<unknown>>();
 
@@ -62,16 +83,39 @@ export class RoomLogStore {
       while ((await this.#get(roomId, seq + 1)) !== null) seq++;
       return seq;
     }
+    return (await this.#head(roomId))?.seq ?? -1;
+  }
+
+  /** The bucket's stream and bucket names, asked once (they never change; a failed ask is asked again). */
+  #names(): Promise<{ stream: string; bucket: string }> {
+    this.#namesAsked ??= this.#kv.status().then(
+      (s) => ({ stream: s.streamInfo.config.name, bucket: s.bucket }),
+      (err: unknown) => {
+        this.#namesAsked = undefined;
+        throw err;
+      },
+    );
+    return this.#namesAsked;
+  }
+
+  async #manager(): Promise<JetStreamManager> {
+    if (this.#nc === undefined) throw new Error("room log store has no connection");
+    this.#jsm ??= await jetstreamManager(this.#nc);
+    return this.#jsm;
+  }
+
+  /** `roomId`'s newest stored entry (null: none), read from the stream leader. */
+  async #head(roomId: string): Promise<LogHead | null> {
     try {
-      this.#jsm ??= await jetstreamManager(this.#nc);
-      const status = await this.#kv.status();
-      const msg = await this.#jsm.streams.getMessage(status.streamInfo.config.name, { last_by_subj: `$KV.${status.bucket}.${roomId}.*` });
-      if (msg === null) return -1;
+      const jsm = await this.#manager();
+      const { stream, bucket } = await this.#names();
+      const msg = await jsm.streams.getMessage(stream, { last_by_subj: `$KV.${bucket}.${roomId}.*` });
+      if (msg === null) return null;
       const seq = Number(msg.subject.slice(msg.subject.lastIndexOf(".") + 1));
       if (!Number.isSafeInteger(seq) || seq < 0) throw new Error(`malformed log key ${msg.subject}`);
-      return seq;
+      return { seq, streamSeq: msg.seq };
     } catch (err) {
-      if (err instanceof JetStreamApiError && err.status === 404) return -1;
+      if (err instanceof JetStreamApiError && err.status === 404) return null;
       throw unavailable(err);
     }
   }
@@ -123,6 +167,137 @@ export class RoomLogStore {
     const got = await Promise.all(seqs.map((s) => this.#get(roomId, s)));
     const end = got.indexOf(null);
     return (end === -1 ? got : got.slice(0, end)) as RoomLogEntry[];
+  }
+
+  /**
+   * One page of `roomId`'s log as `rooms.log` serves it: the head, read from
+   * the stream leader, and the entries from `from` up to it (at most `limit`,
+   * and never more than {@link LOG_PAGE_MAX}), in order; a missing or
+   * deleted entry ends the page early. Nothing is verified here: clients
+   * check the chain and its signatures against the head themselves.
+   *
+   * A long page is the first entry by a leader get (read beside the head:
+   * entries are create-only, so it is the same entry either way) and the
+   * rest as one consumer page from the entry after it, up to the head's
+   * stream sequence, which the head read already gave: no stream info and
+   * no second last-message read per page, and the consumer is removed
+   * without waiting (the reply does not depend on it; an ephemeral consumer
+   * left over expires by itself).
+   */
+  async page(roomId: string, from: number, limit: number): Promise<RoomLogPage> {
+    const count = Math.max(0, Math.min(limit, LOG_PAGE_MAX));
+    if (this.#nc === undefined || count <= RANGE_BY_GETS) {
+      const headSeq = await this.headSeq(roomId);
+      const last = Math.min(headSeq, from + count - 1);
+      return { headSeq, entries: from > last ? [] : await this.range(roomId, from, last) };
+    }
+    const [head, early] = await Promise.all([this.#head(roomId), this.#getEntry(roomId, from)]);
+    if (head === null) return { headSeq: -1, entries: [] };
+    const last = Math.min(head.seq, from + count - 1);
+    if (from > last) return { headSeq: head.seq, entries: [] };
+    // Read before the head while the entry was being appended: it exists now (the head is at or past it).
+    const first = early ?? (await this.#getEntry(roomId, from));
+    if (first === null || first.entry.seq !== from) return { headSeq: head.seq, entries: [] };
+    const entries = [first.entry];
+    if (last > from) entries.push(...(await this.#run(roomId, first.revision + 1, from + 1, last, head.streamSeq)));
+    return { headSeq: head.seq, entries };
+  }
+
+  /** Entry `seq` of `roomId` with its stream sequence, by a leader get; null when it is missing or deleted. */
+  async #getEntry(roomId: string, seq: number): Promise<{ entry: RoomLogEntry; revision: number } | null> {
+    let got: KvEntry | null;
+    try {
+      got = await this.#kv.get(roomLogKey(roomId, seq));
+    } catch (err) {
+      throw unavailable(err);
+    }
+    if (got === null || got.operation !== "PUT") return null;
+    try {
+      return { entry: got.json<RoomLogEntry>(), revision: got.revision };
+    } catch (err) {
+      throw corruptRecord("membership", got.key, err);
+    }
+  }
+
+  /**
+   * Entries `fromSeq..toSeq` of `roomId` as one consumer page from stream
+   * sequence `start`, ending at the first message that is not the next entry.
+   * `fence` is the head's stream sequence: the consumer may sit on a replica
+   * that lags the leader, so "nothing pending" there ends the page only once
+   * it has delivered up to the fence (threat: a page cut short of an
+   * acknowledged entry, which the client would take for a gap).
+   */
+  async #run(roomId: string, start: number, fromSeq: number, toSeq: number, fence: number): Promise<RoomLogEntry[]> {
+    const nc = this.#nc;
+    if (nc === undefined) throw unavailable(new Error("room log store has no connection"));
+    let jsm: JetStreamManager;
+    let names: { stream: string; bucket: string };
+    try {
+      jsm = await this.#manager();
+      names = await this.#names();
+    } catch (err) {
+      throw unavailable(err);
+    }
+    const { stream, bucket } = names;
+    const prefix = `$KV.${bucket}.`;
+    const want = toSeq - fromSeq + 1;
+    const out: RoomLogEntry[] = [];
+    let settle: (failure?: Error) => void = () => undefined;
+    const inbox = createInbox();
+    const done = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => settle(unavailable(new Error(`room log page not complete within ${PAGE_FETCH_MS} ms`))), PAGE_FETCH_MS);
+      const sub = nc.subscribe(inbox, {
+        callback: (err, m) => {
+          if (err !== null) return settle(unavailable(err));
+          const ack = parseAckSubject(m.reply);
+          // Heartbeats and flow control carry no ack subject.
+          if (ack === null) return;
+          const op = m.headers?.get("KV-Operation") ?? "";
+          if (op !== "" && op !== "PUT") return settle();
+          let entry: RoomLogEntry;
+          try {
+            entry = m.json<RoomLogEntry>();
+          } catch (e) {
+            return settle(corruptRecord("membership", m.subject.slice(prefix.length), e));
+          }
+          // Not the next entry (a gap, or a key out of order): the page ends before it.
+          if (entry === null || typeof entry !== "object" || entry.seq !== fromSeq + out.length) return settle();
+          out.push(entry);
+          if (out.length >= want || (ack.pending === 0 && ack.seq >= fence)) settle();
+        },
+      });
+      settle = (failure) => {
+        clearTimeout(timer);
+        sub.unsubscribe();
+        if (failure === undefined) resolve();
+        else reject(failure);
+      };
+    });
+    // Awaited below; marked handled now so a failure during set-up is not "unhandled".
+    done.catch(() => undefined);
+    let consumer: string | undefined;
+    try {
+      const config = {
+        deliver_subject: inbox,
+        deliver_policy: DeliverPolicy.StartSequence,
+        opt_start_seq: start,
+        ack_policy: AckPolicy.Explicit,
+        // The acks are never sent: the server stops after this page.
+        max_ack_pending: want,
+        mem_storage: true,
+        num_replicas: 1,
+        inactive_threshold: nanos(PAGE_FETCH_MS * 2),
+        filter_subject: `${prefix}${roomId}.*`,
+      };
+      consumer = (await jsm.consumers.add(stream, config)).name;
+      await done;
+    } catch (err) {
+      throw err instanceof UnibusError ? err : unavailable(err);
+    } finally {
+      settle();
+      if (consumer !== undefined) void jsm.consumers.delete(stream, consumer).catch(() => undefined);
+    }
+    return out;
   }
 
   /** The verified log of `roomId`, brought up to the stored head. Throws the verifier's error if the stored log is bad. */
