@@ -1,3 +1,5 @@
+import { rm } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AckPolicy, JetStreamApiCodes, JetStreamApiError, jetstream } from "@nats-io/jetstream";
 import type { JetStreamClient } from "@nats-io/jetstream";
@@ -359,5 +361,30 @@ describe("the durable consumer", () => {
     const want = shareDeletionConsumerConfig();
     expect(config).toMatchObject({ durable_name: durable, ack_policy: AckPolicy.Explicit, headers_only: true, max_ack_pending: ShareDeletionConsumer.maxAckPending, ack_wait: want.ack_wait, max_deliver: -1 });
     expect((await jsm.consumers.list(stream).next()).filter((c) => c.config.durable_name !== undefined).map((c) => c.name)).toEqual([durable]);
+  });
+
+  it("is made afresh when the server can no longer write it, and removals go on", async () => {
+    // The state a consumer deleted under running replicas and made again at
+    // once was left in on a single server (its directory gone, every create
+    // or update failing): reproduced by removing the directory.
+    await ensureShareDeletionConsumer(js);
+    const jsm = await js.jetstreamManager();
+    await rm(join(server.dir, "jetstream", "jetstream", "$G", "streams", stream, "obs", durable), { recursive: true, force: true });
+    const broken = await jsm.consumers.add(stream, shareDeletionConsumerConfig()).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(broken).toBeInstanceOf(JetStreamApiError);
+    expect((broken as JetStreamApiError).code).toBe(10012);
+    expect(await ensureShareDeletionConsumer(js)).toBe("remade");
+    expect(await ensureShareDeletionConsumer(jetstream(nc2))).toBe("ok");
+    const running = await consumeMemberRemovals({ js, roomKeys, membership: view, logger: silent, delayMs: DELAY_MS });
+    try {
+      const { roomId, principals } = await seedRoom(2);
+      await members.delete(`${roomId}.${principals[1]!}`);
+      await eventually(() => sealed(roomId), (s) => s.every((e) => e.length === 1 && e[0] === principals[0]), { timeoutMs: 30_000, intervalMs: 100, what: "a removal acted on by the remade consumer" });
+    } finally {
+      await running.stop();
+    }
   });
 });

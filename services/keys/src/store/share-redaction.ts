@@ -162,6 +162,10 @@ export interface MemberRemovalDeps {
 
 /** nats-server's `JSConsumerAlreadyExists`: a create named an existing consumer with another configuration. */
 const CONSUMER_ALREADY_EXISTS = 10148;
+/** `JSConsumerCreateErrF`: the server failed to create or update it (here: its store could not be written). */
+const CONSUMER_CREATE_FAILED = 10012;
+/** `JSConsumerNotFoundErr`. */
+const CONSUMER_NOT_FOUND = 10014;
 
 /** The consumer's configuration: the same on every replica, so creating it is idempotent. */
 export function shareDeletionConsumerConfig(): Partial<ConsumerConfig> & { name: string } {
@@ -189,17 +193,33 @@ export function shareDeletionConsumerConfig(): Partial<ConsumerConfig> & { name:
 /**
  * Creates the durable consumer, or brings an existing one to this
  * configuration. Replicas starting together race here: an identical create
- * succeeds, and a differing one (after an upgrade) is updated.
+ * succeeds, and a differing one (after an upgrade) is updated. A consumer the
+ * server can no longer write (its state directory gone: seen on a single
+ * server when a consumer deleted under running replicas was made again at
+ * once, every later create or update then failing with "meta.inf.tmp: no
+ * such file or directory") is deleted and made afresh, so the keys service
+ * can start again; the new one starts from the stream's first message, and
+ * a removal already done is found done again (at least once, never lost).
  */
-export async function ensureShareDeletionConsumer(js: JetStreamClient): Promise<void> {
+export async function ensureShareDeletionConsumer(js: JetStreamClient): Promise<"ok" | "remade"> {
   const jsm = await js.jetstreamManager();
   const { stream, durable } = StoredConsumer.keys.shareDeletion;
   const config = shareDeletionConsumerConfig();
   try {
-    await jsm.consumers.add(stream, config);
+    try {
+      await jsm.consumers.add(stream, config);
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || err.code !== CONSUMER_ALREADY_EXISTS) throw err;
+      await jsm.consumers.update(stream, durable, config);
+    }
+    return "ok";
   } catch (err) {
-    if (!(err instanceof JetStreamApiError) || err.code !== CONSUMER_ALREADY_EXISTS) throw err;
-    await jsm.consumers.update(stream, durable, config);
+    if (!(err instanceof JetStreamApiError) || err.code !== CONSUMER_CREATE_FAILED) throw err;
+    await jsm.consumers.delete(stream, durable).catch((e: unknown) => {
+      if (!(e instanceof JetStreamApiError) || e.code !== CONSUMER_NOT_FOUND) throw e;
+    });
+    await jsm.consumers.add(stream, config);
+    return "remade";
   }
 }
 
@@ -219,11 +239,12 @@ export async function consumeMemberRemovals(deps: MemberRemovalDeps): Promise<{ 
   const { js, roomKeys, membership, logger } = deps;
   const delayMs = deps.delayMs ?? DELETE_DELAY_MS;
   // Within the start-up budget: on a cluster the stream may be electing a leader.
-  await retry(() => ensureShareDeletionConsumer(js), {
+  const made = await retry(() => ensureShareDeletionConsumer(js), {
     budgetMs: deps.budgetMs ?? 30_000,
     delayMs: (n) => Math.min(2_000, 100 * 2 ** n),
     onRetry: (err) => logger.warn({ op: "members.removals", err: (err as Error).message }, "removal consumer not created yet; retrying"),
   });
+  if (made === "remade") logger.warn({ op: "members.removals" }, "the removal consumer could not be written by the server; made it afresh from the stream's start");
   const { stream, durable } = StoredConsumer.keys.shareDeletion;
   const consumer = await js.consumers.get(stream, durable);
   const messages = await consumer.consume({ max_messages: ShareDeletionConsumer.batch, expires: ShareDeletionConsumer.pullExpiresMs });
