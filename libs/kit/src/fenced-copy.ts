@@ -392,6 +392,11 @@ export class FencedCopies<B extends object> {
     return { seqs, generations };
   }
 
+  /** Each copy's watch generation now (see {@link FenceMark}). */
+  generations(): readonly number[] {
+    return this.#list.map((c) => c.watch.generation);
+  }
+
   /** Whether every copy still holds what `mark` proved: the same watch, healthy, at or past its sequence. */
   holds(mark: FenceMark): boolean {
     return this.#list.every((c, i) => c.watch.generation === mark.generations[i] && c.currentWith(mark.seqs[i]!));

@@ -6,7 +6,7 @@ import { LeaseKeeper, leaseUsableMs } from "./store/lease.js";
 function fixture(durationMs = 3_000) {
   let now = 1_000;
   const mark: FenceMark = { seqs: [7, 9], generations: [1, 1] };
-  const state = { writeFails: false, fenceFails: false, holds: true, stepMs: 5, writes: 0, fences: 0, order: [] as string[] };
+  const state = { writeFails: false, fenceFails: false, holds: true, stepMs: 5, writes: 0, fences: 0, order: [] as string[], generation: 1, replaceDuringFence: false };
   const keeper = new LeaseKeeper({
     clock: () => now,
     durationMs,
@@ -20,10 +20,12 @@ function fixture(durationMs = 3_000) {
       state.order.push("fence");
       state.fences++;
       now += state.stepMs;
+      if (state.replaceDuringFence) state.generation++;
       if (state.fenceFails) throw new Error("fence refused");
       return mark;
     },
     holds: () => state.holds,
+    generation: () => String(state.generation),
   });
   return {
     keeper,
@@ -101,6 +103,14 @@ describe("the callout's login lease (fake clock)", () => {
   it("a fence whose copy was replaced while it was out holds nothing", async () => {
     const f = fixture();
     f.state.holds = false;
+    expect(await f.keeper.renew()).toBe(false);
+    expect(f.keeper.current()).toBeUndefined();
+  });
+
+  it("a watcher replaced between the write and the fence's catch-up holds nothing, though the new copy caught up to the fence", async () => {
+    const f = fixture();
+    await f.keeper.renew();
+    f.state.replaceDuringFence = true;
     expect(await f.keeper.renew()).toBe(false);
     expect(f.keeper.current()).toBeUndefined();
   });

@@ -30,6 +30,8 @@ export interface LeaseKeeperDeps {
   fence(): Promise<FenceMark>;
   /** Whether the copies still hold what a fence proved (same watchers, not behind). */
   holds(mark: FenceMark): boolean;
+  /** The copies' watchers, as a key that changes whenever one is replaced. */
+  generation(): string;
 }
 
 /**
@@ -54,11 +56,15 @@ export class LeaseKeeper implements DirectoryLease {
     // Before the write: a membership write acknowledged after reading this
     // record waits for this moment + the duration at the latest.
     const sentAt = this.#deps.clock();
+    // The same watchers from before the write to the fence's catch-up: a
+    // watcher replaced meanwhile may have answered a barrier in its old
+    // life that its replay, caught up only to this fence, does not hold.
+    const generation = this.#deps.generation();
     try {
       await this.#deps.write();
       const mark = await this.#deps.fence();
       const validUntil = sentAt + leaseUsableMs(this.#deps.durationMs);
-      if (!this.#deps.holds(mark) || this.#deps.clock() >= validUntil) {
+      if (this.#deps.generation() !== generation || !this.#deps.holds(mark) || this.#deps.clock() >= validUntil) {
         this.#fail();
         return false;
       }
@@ -156,6 +162,7 @@ export class CalloutLeaseRunner {
       },
       fence: () => directory.mark(),
       holds: (mark) => directory.holds(mark),
+      generation: () => directory.generation(),
     });
     this.#sub = nc.subscribe(record.barrier, { callback: (err, msg) => (err === null ? void this.#barrier(msg) : undefined) });
   }

@@ -186,6 +186,11 @@ export class WatchedDirectory implements PrincipalDirectory {
     return this.#copies.mark();
   }
 
+  /** The copies' watch generations now, as one key: a different key means a watcher was replaced. */
+  generation(): string {
+    return this.#copies.generations().join(".");
+  }
+
   /** Whether the copies still hold what `mark` proved. */
   holds(mark: FenceMark): boolean {
     return this.#copies.holds(mark);
