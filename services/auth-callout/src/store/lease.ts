@@ -172,15 +172,15 @@ export class CalloutLeaseRunner {
     const runner = new CalloutLeaseRunner(nc, kv, directory, opts);
     await nc.flush();
     directory.useLease(runner.keeper);
-    await runner.#renew();
+    await runner.#renew(true);
     return runner;
   }
 
-  async #renew(): Promise<void> {
+  async #renew(first = false): Promise<void> {
     if (this.#stopped) return;
     const had = this.keeper.current() !== undefined;
     const ok = await this.keeper.renew();
-    if (ok !== had) this.#logger.info({ op: "lease", replica: this.replicaId, held: ok }, ok ? "login lease held: logins answered from memory" : "login lease lost: every login fenced");
+    if (ok !== had || first) this.#logger.info({ op: "lease", replica: this.replicaId, held: ok }, ok ? "login lease held: logins answered from memory" : "login lease lost: every login fenced");
     if (!this.#stopped) this.#timer = setTimeout(() => void this.#renew(), this.#renewEveryMs);
   }
 
