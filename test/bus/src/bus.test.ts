@@ -56,6 +56,25 @@ describe("the test bus runs the production callout configuration", () => {
     expect(bus.membership.leases.stats.answered).toBeGreaterThan(answered);
   });
 
+  it("every directory write of membership waits for the lease holder: room create, invite, removal, leave and revoke", async () => {
+    const owner = await bus.addMember("dora");
+    const guest = await bus.addMember("erin");
+    const answered = (): number => bus.membership.leases.stats.answered;
+    const steps: Array<[string, () => Promise<unknown>]> = [];
+    let roomId = "";
+    steps.push(["create", async () => (roomId = (await owner.client.rooms.create("lease", { persist: false, encrypt: false })).room.id)]);
+    steps.push(["invite", () => owner.client.rooms.invite(roomId, guest.principal)]);
+    steps.push(["remove", () => owner.client.rooms.remove(roomId, guest.principal)]);
+    steps.push(["invite again", () => owner.client.rooms.invite(roomId, guest.principal)]);
+    steps.push(["leave", () => guest.client.rooms.leave(roomId)]);
+    steps.push(["revoke", () => bus.admin.users.revoke(guest.principal)]);
+    for (const [what, step] of steps) {
+      const before = answered();
+      await step();
+      expect(answered(), what).toBeGreaterThan(before);
+    }
+  });
+
   it("directory: \"leader-reads\" keeps the per-login leader reads for a test that wants them", async () => {
     const other = await startTestBus({ directory: "leader-reads" });
     try {
