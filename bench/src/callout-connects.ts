@@ -4,7 +4,7 @@
  * and ÷ the floor, a do-nothing callout in the same layout that only signs
  * (what no callout can beat: the server's own side of the protocol).
  *
- *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--in-process] [--memory-directory] [--leader-reads] [--fences N] [--late-fence]
+ *   npx tsx bench/src/callout-connects.ts [--seconds 3] [--concurrency 32] [--xkey] [--in-process] [--memory-directory] [--leader-reads] [--fences N] [--late-fence] [--no-lease]
  *
  * The callout reads its directory as in production: the watched copy,
  * fenced in batches by the stream leaders ({@link WatchedDirectory}).
@@ -17,6 +17,9 @@
  * runs a second callout with that scheduling beside the first, measured in
  * the same interleaved slices, and prints the first ÷ the second (a paired
  * figure: on this shared machine separate runs of one build swing by ±0.15).
+ * The callout holds its login lease as in production (logins answered from
+ * memory while it holds; nothing writes the directory during the bench, so
+ * no barrier is asked); `--no-lease` fences every login (the shape before it).
  * `--memory-directory` (child mode only) keeps each principal's first read:
  * it measures the directory's share of a login and is unsafe by design.
  * `BENCH_CALLOUT_PROF=<dir>` runs the callout child under `--cpu-prof`.
@@ -39,6 +42,7 @@ import { startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { Svcm } from "@nats-io/services";
 import {
+  CalloutLeaseRunner,
   CalloutReconnect,
   CalloutSubject,
   CalloutXkey,
@@ -51,6 +55,7 @@ import {
 } from "@unibus/auth-callout";
 import type { AuthorizationRequest, CalloutContext, DirectoryEntry, PrincipalDirectory, RoomsRecord, UserRecord } from "@unibus/auth-callout";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
+import { CalloutLease, StoredBucket } from "@unibus/contracts";
 import { printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 
@@ -73,6 +78,8 @@ export interface WorkerInput {
   fences?: number;
   /** Begin the fence at the directory read instead of on arrival. */
   lateFence?: boolean;
+  /** No login lease: every login fenced (the previous production shape). */
+  noLease?: boolean;
 }
 
 /** Options of {@link runCalloutConnects}. */
@@ -93,6 +100,8 @@ export interface CalloutConnectsOptions {
   fences?: number;
   /** Begin a login's fence at its directory read, not on arrival. Default false. */
   lateFence?: boolean;
+  /** Run the watched directory without its login lease (a fence per login, as before the lease). Default false. */
+  noLease?: boolean;
   /** A second callout with this fence scheduling, measured beside the first (paired comparison). */
   versus?: { fences: number; lateFence: boolean };
 }
@@ -101,7 +110,7 @@ export interface CalloutConnectsOptions {
 type ResolvedOptions = Required<Omit<CalloutConnectsOptions, "versus">> & Pick<CalloutConnectsOptions, "versus">;
 
 function parseArgs(argv: string[]): ResolvedOptions {
-  const args: ResolvedOptions = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false };
+  const args: ResolvedOptions = { seconds: 3, concurrency: 32, xkey: false, inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false, noLease: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === "--seconds") args.seconds = Number(argv[++i]);
@@ -112,6 +121,7 @@ function parseArgs(argv: string[]): ResolvedOptions {
     else if (a === "--leader-reads") args.leaderReads = true;
     else if (a === "--fences") args.fences = Number(argv[++i]);
     else if (a === "--late-fence") args.lateFence = true;
+    else if (a === "--no-lease") args.noLease = true;
     else if (a === "--vs") {
       const [fences, when] = (argv[++i] ?? "").split(",");
       args.versus = { fences: Number(fences), lateFence: when === "late" };
@@ -169,6 +179,13 @@ async function runWorker(): Promise<void> {
     });
     // Without `begin` the callout takes the fence at its directory read (the previous order).
     directory = input.lateFence === true ? { lookup: (principal) => watched.lookup(principal) } : watched;
+    // The login lease, as the entry runs it (its bucket made here, as the
+    // callout's entry does); nothing writes the directory during the bench,
+    // so no barrier is asked for.
+    if (input.noLease !== true && input.lateFence !== true) {
+      const leases = await kvm.create(StoredBucket.authCallout.leases, { ttl: CalloutLease.recordTtlMs, allow_direct: false });
+      await CalloutLeaseRunner.start(nc, leases, watched, { logger: pino({ level: "warn" }, pino.destination(2)) });
+    }
     // Logins per fence, on stderr when the worker ends: how well the batching works.
     process.on("exit", () => process.stderr.write(`callout directory: ${JSON.stringify(watched.stats)}\n`));
   }
@@ -332,7 +349,7 @@ async function startCalloutServer(issuer: SigningKey, calloutUser: SigningKey, c
  * the floor (a do-nothing callout in the same layout, {@link createFloorCallout}).
  */
 export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<BenchCase[]> {
-  const args: ResolvedOptions = { inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false, ...opts };
+  const args: ResolvedOptions = { inProcess: false, memoryDirectory: false, leaderReads: false, fences: 0, lateFence: false, noLease: false, ...opts };
   const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
   const calloutUser = SigningKey.generate();
   const client = SigningKey.generate();
@@ -364,7 +381,7 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
       const floorNc = await floor.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
       await createFloorCallout(floorNc, { issuer, ...(xkey !== undefined ? { xkey } : {}), principal: client.principal });
     } else {
-      children.push(await startCalloutWorker({ url: unibus.url, ...workerKeys, ...(args.memoryDirectory ? { memoryDirectory: true } : {}), ...(args.leaderReads ? { leaderReads: true } : {}), ...(args.fences > 0 ? { fences: args.fences } : {}), ...(args.lateFence ? { lateFence: true } : {}) }));
+      children.push(await startCalloutWorker({ url: unibus.url, ...workerKeys, ...(args.memoryDirectory ? { memoryDirectory: true } : {}), ...(args.leaderReads ? { leaderReads: true } : {}), ...(args.fences > 0 ? { fences: args.fences } : {}), ...(args.lateFence ? { lateFence: true } : {}), ...(args.noLease ? { noLease: true } : {}) }));
       children.push(await startCalloutWorker({ url: floor.url, ...workerKeys, floorPrincipal: client.principal }));
     }
     let versus: TestServer | undefined;
@@ -380,7 +397,7 @@ export async function runCalloutConnects(opts: CalloutConnectsOptions): Promise<
 
     // The name carries what changes the figure; the default setup (child
     // process, per-login directory reads) is left out to keep the column narrow.
-    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : "", args.memoryDirectory ? "memory directory, unsafe" : "", args.leaderReads ? "leader reads" : "", args.fences > 0 ? `${args.fences} fences out` : "", args.lateFence ? "late fence" : ""].filter((v) => v !== "").join(", ");
+    const variant = [args.xkey ? "xkey" : "", args.inProcess ? "in-process" : "", args.memoryDirectory ? "memory directory, unsafe" : "", args.leaderReads ? "leader reads" : "", args.fences > 0 ? `${args.fences} fences out` : "", args.lateFence ? "late fence" : "", args.noLease ? "no lease" : ""].filter((v) => v !== "").join(", ");
     const label = `P1 callout connects${variant === "" ? "" : ` (${variant})`}`;
     const cases: BenchCase[] = [];
     for (const concurrency of [1, args.concurrency]) {

@@ -39,9 +39,47 @@ export const StoredBucket = {
     /** Each UP node's cluster unlock key share, wrapped under the seed-derived key. */
     cuks: "replica_cuks",
   },
+  authCallout: {
+    /**
+     * Each callout replica's login lease, key = its replica id: a record it
+     * rewrites every second while it answers logins from memory, and that
+     * membership reads (fenced) after every write a login decides on.
+     */
+    leases: "callout_leases",
+  },
   /** Replay protection of signed requests, shared by every service with mutating endpoints. */
   shared: { nonces: "nonces" },
 } as const;
+
+/**
+ * The callout's login lease (docs/design.md "The callout's directory"): a
+ * replica answers logins from its watched copy without a per-login fence
+ * only while it holds a lease, and membership acknowledges a write to
+ * `users` or `rooms_by_member` only once every replica holding one has
+ * applied it or its lease has run out.
+ */
+export const CalloutLease = {
+  /** A lease's length, measured from just before its record is written. Membership's longest wait. */
+  durationMs: 3_000,
+  /** How often a replica rewrites its record (well inside the duration). */
+  renewEveryMs: 1_000,
+  /** Share of the duration a replica gives up against clock-rate drift, and its floor in ms. */
+  marginRatio: 0.1,
+  marginMinMs: 100,
+  /**
+   * A replica's barrier subject is `<prefix>.<replica id>`: outside
+   * `unibus.v1.` and the room prefix, so no client grant reaches it; only
+   * membership may publish there.
+   */
+  barrierPrefix: "unibus.lease.barrier",
+  /** Record age after which the bucket drops it (a crashed replica's); far past any lease. */
+  recordTtlMs: 600_000,
+} as const;
+
+/** A callout replica's barrier subject. */
+export function leaseBarrierSubject(replicaId: string): string {
+  return `${CalloutLease.barrierPrefix}.${replicaId}`;
+}
 
 /** Object stores, by owner. */
 export const StoredObjectStore = {
@@ -145,9 +183,12 @@ export const ServiceStorage = {
   membership: {
     endpoints: "membership",
     ownsKv: [...Object.values(StoredBucket.membership), StoredBucket.shared.nonces],
+    // The callouts' leases, read fenced after each directory write, whose
+    // holders it asks (barrier) to apply the write before it acknowledges.
+    readsKv: [StoredBucket.authCallout.leases],
     roomStreams: true,
     // Membership changes are announced to the room's members so owners rekey.
-    publishes: [`${RoomSubjectPrefix}.*.membership`],
+    publishes: [`${RoomSubjectPrefix}.*.membership`, `${CalloutLease.barrierPrefix}.*`],
   },
   keys: {
     endpoints: "keys",

@@ -141,7 +141,7 @@ describe("FencedCopies: several buckets answered from memory only behind one fen
       ]);
       // One stream info per bucket for the three reads.
       expect([users.fences.length, rooms.fences.length]).toEqual([1, 1]);
-      expect(copies.stats).toEqual({ fences: 1, maxInFlight: 1, fromMemory: 3, behind: 0, refused: 0 });
+      expect(copies.stats).toEqual({ fences: 1, maxInFlight: 1, fromMemory: 3, behind: 0, refused: 0, held: 0 });
     } finally {
       copies.stop();
     }

@@ -175,6 +175,18 @@ export interface FencedCopyStats {
   behind: number;
   /** Reads refused because their fence failed (no answer in time, or a leader out of contact). */
   refused: number;
+  /** Reads answered from memory without a fence of their own, under a holder's guarantee ({@link FencedCopies.readHeld}). */
+  held: number;
+}
+
+/**
+ * What one fence proved: each copy's sequence, and the watch generation
+ * that applied it. A copy still holds every write up to its sequence while
+ * its generation is unchanged (a replaced watcher starts from empty).
+ */
+export interface FenceMark {
+  readonly seqs: readonly number[];
+  readonly generations: readonly number[];
 }
 
 /** The copies as of one fence, readable only while the read's callback runs. */
@@ -183,6 +195,8 @@ export interface FencedView<B> {
   get<K extends keyof B>(bucket: K, key: string): B[K] | null;
   /** The live keys of `group` in `bucket`, unsorted; throws for a bucket without groups (never a silent "none"). */
   keysIn<K extends keyof B>(bucket: K, group: string): string[];
+  /** Every live record of `bucket`, as `[key, record]`. */
+  entries<K extends keyof B>(bucket: K): Array<[string, B[K]]>;
 }
 
 /** A read whose fence was begun ({@link FencedCopies.begin}); answered no earlier than that fence allows. */
@@ -293,7 +307,7 @@ export class FencedCopies<B extends object> {
   readonly #list: readonly Copy<unknown>[];
   readonly #batcher: FenceBatcher<readonly number[]>;
   readonly #fenceTimeoutMs: number;
-  readonly #counts = { fromMemory: 0, behind: 0, refused: 0 };
+  readonly #counts = { fromMemory: 0, behind: 0, refused: 0, held: 0 };
   #started: Promise<void> | undefined;
   /**
    * The one view reads are handed, open only while a read's callback runs
@@ -308,6 +322,10 @@ export class FencedCopies<B extends object> {
     keysIn: (bucket, group) => {
       if (!this.#viewOpen) throw new Error("a fenced view read after its read returned");
       return this.#copies[bucket].keysIn(group);
+    },
+    entries: (bucket) => {
+      if (!this.#viewOpen) throw new Error("a fenced view read after its read returned");
+      return [...this.#copies[bucket].records.entries()];
     },
   };
   #viewOpen = false;
@@ -387,6 +405,71 @@ export class FencedCopies<B extends object> {
     }
   }
 
+  /**
+   * A fence sent after this call (shared with the reads of its batch): each
+   * leader's last sequence once each copy has applied it, with the watch
+   * generations that applied them. Rejects as a read on that fence would.
+   */
+  async mark(): Promise<FenceMark> {
+    let seqs: readonly number[];
+    try {
+      seqs = await this.#batcher.next();
+    } catch (err) {
+      if (err instanceof FencedCopyBehindError) this.#counts.behind++;
+      else this.#counts.refused++;
+      throw err;
+    }
+    const generations = this.#list.map((c) => c.watch.generation);
+    if (!this.holds({ seqs, generations })) {
+      this.#counts.behind++;
+      throw new FencedCopyBehindError(this.#list[0]!.bucket.op, seqs[0] ?? 0, this.#list[0]!.watch.applied);
+    }
+    return { seqs, generations };
+  }
+
+  /** Each copy's watch generation now (see {@link FenceMark}). */
+  generations(): readonly number[] {
+    return this.#list.map((c) => c.watch.generation);
+  }
+
+  /** Whether every copy still holds what `mark` proved: the same watch, healthy, at or past its sequence. */
+  holds(mark: FenceMark): boolean {
+    return this.#list.every((c, i) => c.watch.generation === mark.generations[i] && c.currentWith(mark.seqs[i]!));
+  }
+
+  /**
+   * Reads the copies now, without a fence of its own, if they still hold
+   * what `mark` proved; undefined otherwise. Only for a caller that knows,
+   * by other means, that no write acknowledged before this call is missing
+   * from a copy current with `mark` (the callout's lease: every such write
+   * was applied by this copy before it was acknowledged).
+   */
+  readHeld<R>(mark: FenceMark, read: (view: FencedView<B>) => R): { value: R } | undefined {
+    if (!this.holds(mark)) return undefined;
+    this.#counts.held++;
+    this.#viewOpen = true;
+    try {
+      return { value: read(this.#view) };
+    } finally {
+      this.#viewOpen = false;
+    }
+  }
+
+  /**
+   * Waits until each named copy has applied its sequence (a writer's
+   * acknowledged write), for at most `timeoutMs`; the watch generations
+   * then, or undefined if a copy stayed behind, stopped or was replaced.
+   */
+  async appliedUpTo(seqs: { readonly [K in keyof B]?: number }, timeoutMs: number): Promise<readonly number[] | undefined> {
+    const names = Object.keys(this.#copies) as Array<keyof B>;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      if (names.every((n) => this.#copies[n].currentWith(seqs[n] ?? 0))) return this.#list.map((c) => c.watch.generation);
+      if (Date.now() >= deadline) return undefined;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  }
+
   /** Each leader's last sequence, once each copy has applied it; fails if any cannot vouch. */
   async #fence(): Promise<readonly number[]> {
     await this.start();
@@ -460,5 +543,10 @@ export class FencedCopy {
   /** The live keys of `group` ({@link FencedCopyOptions.group}), unsorted, as of a fence sent after this call; rejects like {@link get}. */
   keysIn(group: string): Promise<string[]> {
     return this.#copies.read((view) => view.keysIn("copy", group));
+  }
+
+  /** Every live record, as `[key, record]`, as of a fence sent after this call; rejects like {@link get}. */
+  list(): Promise<Array<[string, FencedRecord]>> {
+    return this.#copies.read((view) => view.entries("copy"));
   }
 }

@@ -54,7 +54,7 @@ export { Unchanged, casUpdate, corruptRecord, isRevisionConflict, listKeys, read
 export type { RecordReader, StoredRecordId, Versioned } from "./kv.js";
 export { activeUser, fencedRecord, lazyUsersRoleResolver, membershipCopy, requireMember, roleResolver, roomMembers, roomRole } from "./membership-view.js";
 export { FENCE_TIMEOUT_MS, FenceBatcher, FencedCopies, FencedCopy, FencedCopyBehindError } from "./fenced-copy.js";
-export type { BegunFence, BegunRead, FenceBatcherOptions, FencedBucket, FencedCopiesOptions, FencedCopyOptions, FencedCopyStats, FencedRecord, FencedView } from "./fenced-copy.js";
+export type { BegunFence, BegunRead, FenceBatcherOptions, FenceMark, FencedBucket, FencedCopiesOptions, FencedCopyOptions, FencedCopyStats, FencedRecord, FencedView } from "./fenced-copy.js";
 export type { RoomRole, UserRole } from "./membership-view.js";
 export { WATCH_CATCH_UP_MS, WatchedKv } from "./watched-kv.js";
 export type { WatchedKvOptions } from "./watched-kv.js";

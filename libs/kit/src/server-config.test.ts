@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { ServiceStorage, StoredBucket, StoredConsumer, StoredObjectStore, kvStreamName } from "@unibus/contracts";
-import { serviceStoragePermissions } from "./server-config.js";
+import { CalloutLease, ServiceStorage, StoredBucket, StoredConsumer, StoredObjectStore, kvStreamName } from "@unibus/contracts";
+import { calloutUserPermissions, serviceStoragePermissions } from "./server-config.js";
 
 describe("service permissions generated from storage declarations", () => {
   it("every bucket and object store is owned by exactly one service (nonces: each with mutating endpoints)", () => {
@@ -8,11 +8,32 @@ describe("service permissions generated from storage declarations", () => {
     for (const [service, decl] of Object.entries(ServiceStorage)) {
       for (const b of [...decl.ownsKv, ...("ownsObjectStores" in decl ? decl.ownsObjectStores : [])]) owners.set(b, [...(owners.get(b) ?? []), service]);
     }
-    const { shared, ...owned } = StoredBucket;
+    // The callout's lease bucket is owned by the callout's own connection (calloutUserPermissions), no service.
+    const { shared, authCallout, ...owned } = StoredBucket;
     for (const bucket of [...Object.values(owned).flatMap((g) => Object.values(g)), ...Object.values(StoredObjectStore)]) {
       expect(owners.get(bucket), bucket).toHaveLength(1);
     }
     expect(owners.get(shared.nonces)).toEqual(["membership", "keys", "blobs", "replica-gateway"]);
+    expect(owners.get(authCallout.leases)).toBeUndefined();
+  });
+
+  it("the lease registry: the callout owns it and answers barriers; membership reads it and asks, never writes; no client grant reaches a barrier", () => {
+    const callout = calloutUserPermissions("UCALLOUT");
+    expect(callout.publish.allow).toContain("$KV.callout_leases.>");
+    expect(callout.publish.allow).toContain("$JS.API.STREAM.*.KV_callout_leases");
+    // Still no write to a directory bucket.
+    expect(callout.publish.allow.filter((s) => s.startsWith("$KV.users") || s.startsWith("$KV.rooms_by_member"))).toEqual([]);
+    expect(callout.subscribe.allow).toContain(`${CalloutLease.barrierPrefix}.*`);
+    const membership = serviceStoragePermissions(ServiceStorage.membership).publish.allow;
+    expect(membership).toContain("$JS.API.STREAM.INFO.KV_callout_leases");
+    expect(membership).toContain(`${CalloutLease.barrierPrefix}.*`);
+    expect(membership.filter((s) => s.startsWith("$KV.callout_leases"))).toEqual([]);
+    // Clients publish control-plane requests (`unibus.v1.*.>`) and their rooms (`unibus.room.<id>.>`) only.
+    expect(CalloutLease.barrierPrefix.startsWith("unibus.v1.")).toBe(false);
+    expect(CalloutLease.barrierPrefix.startsWith("unibus.room.")).toBe(false);
+    for (const other of ["keys", "blobs", "replica-gateway", "healthz"] as const) {
+      expect(serviceStoragePermissions(ServiceStorage[other]).publish.allow.filter((s) => s.startsWith("unibus.lease"))).toEqual([]);
+    }
   });
 
   it("an owner may write its buckets; a reader gets leader reads and listings only, never a write or a direct get", () => {

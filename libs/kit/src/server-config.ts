@@ -1,6 +1,6 @@
 import { AuditDenialStream } from "@unibus/contracts";
 import type { NatsConfig, NatsConfigMap } from "@unibus/natsd";
-import { BusStreams, CalloutSubject, DirectoryBucket, StoredBucket, StoredConsumer, UnibusSubject, kvStreamName, objectStoreStreamName } from "@unibus/contracts";
+import { BusStreams, CalloutLease, CalloutSubject, DirectoryBucket, StoredBucket, StoredConsumer, UnibusSubject, kvStreamName, objectStoreStreamName } from "@unibus/contracts";
 import type { DurableConsumer, ServiceStorageDeclaration } from "@unibus/contracts";
 
 /** nats-server permission block for a config-level user (`permissions { publish, subscribe, allow_responses }`). */
@@ -138,16 +138,31 @@ export function healthzJetStreamSubjects(): string[] {
 /**
  * Permissions of the callout's own connection: receive authorization
  * requests, answer the server's `$SYS._INBOX` replies, read and watch the
- * two directory buckets, answer micro discovery, and append refused logins
+ * two directory buckets, answer micro discovery, append refused logins
  * to the audit stream (its subjects only, no stream API: it can neither
- * read, purge nor reconfigure the trail). Nothing else that writes.
+ * read, purge nor reconfigure the trail), keep its own lease bucket and
+ * answer barrier requests. Nothing else that writes.
  */
 export function calloutUserPermissions(calloutUserPublic: string): ServerPermissions {
   return {
     publish: {
-      allow: [`${CalloutSubject.replyPrefix}>`, `${AuditDenialStream.subjectPrefix}.>`, ...kvReadSubjects(Object.values(DirectoryBucket)), ...kvWatchSubjects(Object.values(DirectoryBucket))],
+      allow: [
+        `${CalloutSubject.replyPrefix}>`,
+        `${AuditDenialStream.subjectPrefix}.>`,
+        ...kvReadSubjects(Object.values(DirectoryBucket)),
+        ...kvWatchSubjects(Object.values(DirectoryBucket)),
+        // Its own lease bucket (created at start, one record per replica):
+        // full use of that bucket only, so it writes no directory record.
+        "$JS.API.INFO",
+        `$JS.API.STREAM.*.${kvStreamName(StoredBucket.authCallout.leases)}`,
+        `$KV.${StoredBucket.authCallout.leases}.>`,
+      ],
     },
-    subscribe: { allow: [CalloutSubject.auth, UnibusSubject.microDiscovery, `${UnibusSubject.inboxPrefix}${calloutUserPublic}.>`] },
+    subscribe: {
+      // Barrier requests (only membership may publish there); answered on the
+      // requester's inbox through allow_responses.
+      allow: [CalloutSubject.auth, UnibusSubject.microDiscovery, `${UnibusSubject.inboxPrefix}${calloutUserPublic}.>`, `${CalloutLease.barrierPrefix}.*`],
+    },
     allow_responses: true,
   };
 }

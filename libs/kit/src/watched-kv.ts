@@ -123,6 +123,14 @@ export class WatchedKv {
     return this.#seen;
   }
 
+  /**
+   * Changes every time the watch is (re)started: a copy seen current at one
+   * generation restarted from empty since if this differs.
+   */
+  get generation(): number {
+    return this.#generation;
+  }
+
   /** False while no watcher feeds the copy (stopped, failed, or being replaced). */
   get healthy(): boolean {
     return this.#healthy;

@@ -2,15 +2,16 @@ import { open } from "node:fs/promises";
 import { jetstream } from "@nats-io/jetstream";
 import { pino } from "pino";
 import { SigningKey } from "@unibus/crypto";
-import { kitServiceEntry, openExistingBuckets } from "@unibus/kit";
+import { kitServiceEntry, openBuckets, openExistingBuckets } from "@unibus/kit";
 import type { ServiceEntry } from "@unibus/kit";
-import { CalloutEnv, DirectoryBucket } from "@unibus/contracts";
+import { CalloutEnv, CalloutLease, DirectoryBucket, StoredBucket } from "@unibus/contracts";
 import { CalloutReconnect } from "./reconnect.js";
 import { DenialCache } from "./denial-cache.js";
 import { invalidateOnUserChanges } from "./store/directory.js";
 import { CalloutConfigError } from "./errors.js";
 import { AUTH_CALLOUT_SERVICE_NAME, createAuthCalloutService } from "./service.js";
 import { WatchedDirectory } from "./store/watched-directory.js";
+import { CalloutLeaseRunner } from "./store/lease.js";
 import { CalloutXkey } from "./xkey.js";
 
 // The environment the callout reads, once, here (the process hands it in:
@@ -87,8 +88,27 @@ export const authCalloutEntry: ServiceEntry = kitServiceEntry(
       // from the stream leaders: membership revokes with "write, then kick",
       // and a copy that has not yet applied the write would let the kicked
       // client straight back in.
-      const directory = await WatchedDirectory.start(users, buckets[DirectoryBucket.roomsByMember], { logger: log ?? pino({ level: "silent" }) });
       const denialCache = new DenialCache();
+      const directory = await WatchedDirectory.start(users, buckets[DirectoryBucket.roomsByMember], {
+        logger: log ?? pino({ level: "silent" }),
+        // A refusal cached before an ADD is dropped as the copy applies it,
+        // so a write a barrier reported applied is honoured at the next login.
+        onUserApplied: (principal) => denialCache.invalidate(principal),
+      });
+      // The login lease: its own bucket, created here (membership only reads
+      // it). Without it every login is fenced, as before.
+      let lease: CalloutLeaseRunner;
+      try {
+        const { [StoredBucket.authCallout.leases]: leases } = await openBuckets(
+          jetstream(nc),
+          [{ name: StoredBucket.authCallout.leases, ttl: CalloutLease.recordTtlMs, replicas: deps.bucketReplicas ?? 1 }],
+          { budgetMs: deps.bucketBudgetMs ?? 60_000, maxDelayMs: 500, ...(log === undefined ? {} : { logger: log }) },
+        );
+        lease = await CalloutLeaseRunner.start(nc, leases, directory, { logger: log ?? pino({ level: "silent" }) });
+      } catch (err) {
+        directory.stop();
+        throw err;
+      }
       const watch = invalidateOnUserChanges(users, denialCache, (err) =>
         log?.warn({ op: "denial-cache", err: err instanceof Error ? err.message : String(err) }, "users watch interrupted; denial cache cleared"),
       );
@@ -106,12 +126,14 @@ export const authCalloutEntry: ServiceEntry = kitServiceEntry(
         return {
           ...running,
           async stop() {
+            await lease.stop();
             watch.stop();
             directory.stop();
             await running.stop();
           },
         };
       } catch (err) {
+        await lease.stop();
         watch.stop();
         directory.stop();
         throw err;

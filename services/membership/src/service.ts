@@ -23,6 +23,7 @@ import { JetStreamRoomStreams } from "./store/room-streams.js";
 import { RoomLogStore, repairFromLogs } from "./store/room-log.js";
 import { UsersLogStore, repairUsersFromLog } from "./store/users-log.js";
 import { MembershipStore } from "./store/membership-store.js";
+import { LeaseBarrier } from "./store/lease-barrier.js";
 
 /**
  * The membership service definition: every endpoint it exposes, in one
@@ -83,6 +84,8 @@ export interface MembershipServiceOptions extends KitDeps {
 export interface RunningMembershipService extends RunningService {
   /** The store it works on (tests read the data model through it). */
   readonly store: MembershipStore;
+  /** Its wait for the callouts' leases after each directory write (tests and benches read its counters). */
+  readonly leases: LeaseBarrier;
 }
 
 /** The kicker used when no system connection is configured: it can only report failure, never pretend. */
@@ -123,6 +126,10 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
     { budgetMs, logger: logger.child({ svc: ServiceName.membership }) },
   );
   const store = new MembershipStore({ users: kv.users, rooms: kv.rooms, members: kv.members, roomsByMember: kv.rooms_by_member }, nc);
+  // Every directory write waits for the callouts holding a login lease to
+  // apply it (or for their lease to run out) before anything acknowledges it.
+  const leases = new LeaseBarrier(nc, { logger: logger.child({ svc: ServiceName.membership }) });
+  store.settle = (write) => leases.settle(write);
   // The access checks' fenced copies replay from now, not from the first
   // request; `rooms_by_member` too, which decides what `rooms.list` shows.
   const copies = [kv.users, kv.members, kv.rooms_by_member].map((b) => membershipCopy(b, logger.child({ svc: ServiceName.membership })));
@@ -163,9 +170,11 @@ export async function createMembershipService(nc: NatsConnection, opts: Membersh
   return {
     ...running,
     store,
+    leases,
     async stop() {
       await running.stop();
       kicker.close();
+      leases.stop();
       for (const c of copies) c.stop();
     },
   };

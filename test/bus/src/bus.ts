@@ -2,9 +2,9 @@ import { Kvm } from "@nats-io/kv";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
 import { pino } from "pino";
 import type { Logger } from "pino";
-import { CalloutXkey, DenialCache, KvPrincipalDirectory, WatchedDirectory, createAuthCalloutService, invalidateOnUserChanges } from "@unibus/auth-callout";
+import { CalloutLeaseRunner, CalloutXkey, DenialCache, KvPrincipalDirectory, WatchedDirectory, createAuthCalloutService, invalidateOnUserChanges } from "@unibus/auth-callout";
 import { calloutAuthorization } from "@unibus/cli";
-import { ServiceName } from "@unibus/contracts";
+import { CalloutLease, ServiceName, StoredBucket } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, createIdentity, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import type { Identity } from "@unibus/crypto";
 import { MembershipBucket, createMembershipService } from "@unibus/membership";
@@ -72,6 +72,8 @@ export interface TestBus {
   readonly system: NatsConnection;
   /** Each node's callout directory, in node order (their stats show which path decided). */
   readonly directories: readonly (WatchedDirectory | KvPrincipalDirectory)[];
+  /** Each watched callout's login lease, in node order (none with `directory: "leader-reads"`). */
+  readonly leases: readonly CalloutLeaseRunner[];
   /** Adds an active user through the admin API and connects it (through the callout). */
   addMember(handle: string, role?: "admin" | "member"): Promise<TestBusMember>;
   /** Connects an identity through the callout (it must be on the allowlist to succeed); `url` picks a node. */
@@ -127,6 +129,8 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
   /** The callouts' directory watches, stopped before their connections close. */
   const stoppers: (() => void)[] = [];
   const directories: (WatchedDirectory | KvPrincipalDirectory)[] = [];
+  /** The watched callouts' login leases, stopped (records deleted) before membership. */
+  const leases: CalloutLeaseRunner[] = [];
   let membership: RunningMembershipService | undefined;
   try {
     // In a cluster every service gets all nodes as seeds, as in production,
@@ -165,13 +169,19 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
         directory = new KvPrincipalDirectory(users, rooms);
         directories.push(directory);
       } else {
-        const watched = await WatchedDirectory.start(users, rooms, { logger });
+        const cache = new DenialCache();
+        denialCache = cache;
+        const watched = await WatchedDirectory.start(users, rooms, { logger, onUserApplied: (principal) => cache.invalidate(principal) });
         stoppers.push(() => watched.stop());
         directory = watched;
         directories.push(watched);
-        denialCache = new DenialCache();
         const watch = invalidateOnUserChanges(users, denialCache);
         stoppers.push(() => watch.stop());
+        // The login lease, as the entry runs it: logins from memory while
+        // held, and membership's writes wait for this replica's barrier.
+        const leaseKv = await kvm.create(StoredBucket.authCallout.leases, { ttl: CalloutLease.recordTtlMs, replicas: cluster === undefined ? 1 : 3, allow_direct: false });
+        const lease = await CalloutLeaseRunner.start(calloutNc, leaseKv, watched, { logger });
+        leases.push(lease);
       }
       await createAuthCalloutService(calloutNc, {
         issuer,
@@ -207,6 +217,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       bootstrap: boot,
       system: sys,
       directories,
+      leases,
       async addMember(handle, role = "member") {
         const identity = createIdentity({ label: handle });
         await admin.users.add(identity.principal, handle, role);
@@ -222,6 +233,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
       },
       async stop() {
         await Promise.allSettled(clients.map((c) => c.close()));
+        await Promise.allSettled(leases.map((l) => l.stop()));
         await running.stop().catch(() => undefined);
         for (const stop of stoppers) stop();
         await Promise.allSettled(connections.map((nc) => nc.close()));
@@ -230,6 +242,7 @@ export async function startTestBus(opts: TestBusOptions = {}): Promise<TestBus> 
     };
   } catch (err) {
     await Promise.allSettled(clients.map((c) => c.close()));
+    await Promise.allSettled(leases.map((l) => l.stop()));
     await membership?.stop().catch(() => undefined);
     for (const stop of stoppers) stop();
     await Promise.allSettled(connections.map((nc) => nc.close()));

@@ -1,6 +1,6 @@
 import type { KV, KvEntry } from "@nats-io/kv";
 import { FENCE_TIMEOUT_MS, FencedCopies, FencedCopyBehindError } from "@unibus/kit";
-import type { BegunRead, FencedCopyStats, FencedView } from "@unibus/kit";
+import type { BegunRead, FenceMark, FencedCopyStats, FencedView } from "@unibus/kit";
 import type { Logger } from "pino";
 import type { BegunLookup, DirectoryEntry, PrincipalDirectory } from "./directory.js";
 import { isRoomsRecord, isUserRecord } from "./directory.js";
@@ -53,6 +53,19 @@ export interface WatchedDirectoryOptions {
   readonly stallMs?: number;
   /** Fences out at once (default {@link FenceSchedule.maxInFlight}); 1 = one fence at a time. */
   readonly maxFencesInFlight?: number;
+  /**
+   * Called with a principal's key as the watch applies a change of its
+   * `users` record, before any lookup can see the change: the denial cache
+   * drops its refusal there, so an ADD a barrier reported applied is never
+   * refused from the cache.
+   */
+  readonly onUserApplied?: (principal: string) => void;
+}
+
+/** What answers logins without a fence: a lease's fence mark while the lease is valid (`CalloutLease`). */
+export interface DirectoryLease {
+  /** The mark of the lease's fence while the lease is valid and the copies still hold it; undefined otherwise. */
+  current(): FenceMark | undefined;
 }
 
 /** A stored record, parsed and checked once as the watch applies it, so a login pays a map lookup, not a parse. */
@@ -94,11 +107,19 @@ function hold<T>(entry: KvEntry, what: string, check: (v: unknown, principal: st
  */
 export class WatchedDirectory implements PrincipalDirectory {
   readonly #copies: FencedCopies<Copied>;
+  #lease: DirectoryLease | undefined;
 
   private constructor(users: KV, roomsByMember: KV, opts: WatchedDirectoryOptions) {
     this.#copies = new FencedCopies<Copied>(
       {
-        users: { kv: users, op: "directory.users.watch", hold: (e) => hold(e, "users", isUserRecord) },
+        users: {
+          kv: users,
+          op: "directory.users.watch",
+          hold: (e) => {
+            opts.onUserApplied?.(e.key);
+            return hold(e, "users", isUserRecord);
+          },
+        },
         rooms: { kv: roomsByMember, op: "directory.rooms_by_member.watch", hold: (e) => hold(e, "rooms_by_member", isRoomsRecord) },
       },
       {
@@ -145,8 +166,46 @@ export class WatchedDirectory implements PrincipalDirectory {
    * the login arrived is at or below its sequences.
    */
   begin(): BegunLookup {
+    if (this.#lease?.current() !== undefined) {
+      // Under a lease no fence is begun: the lookup is answered from memory
+      // if the lease still holds when it runs, else it takes a fence then
+      // (sent after this login arrived, so it still sees every ack before).
+      return { lookup: (principal) => this.#held(principal), leavesNow: false };
+    }
     const begun = this.#copies.begin();
     return { lookup: (principal) => answer(begun, principal), leavesNow: begun.leavesNow };
+  }
+
+  /** Logins are answered from memory while `lease` holds, fenced each otherwise. */
+  useLease(lease: DirectoryLease | undefined): void {
+    this.#lease = lease;
+  }
+
+  /** One fence sent after this call, with what it proved (a lease's renewal). */
+  mark(): Promise<FenceMark> {
+    return this.#copies.mark();
+  }
+
+  /** The copies' watch generations now, as one key: a different key means a watcher was replaced. */
+  generation(): string {
+    return this.#copies.generations().join(".");
+  }
+
+  /** Whether the copies still hold what `mark` proved. */
+  holds(mark: FenceMark): boolean {
+    return this.#copies.holds(mark);
+  }
+
+  /** Whether both copies have applied these sequences within `timeoutMs` (a barrier). */
+  async appliedUpTo(users: number, roomsByMember: number, timeoutMs: number): Promise<boolean> {
+    return (await this.#copies.appliedUpTo({ users, rooms: roomsByMember }, timeoutMs)) !== undefined;
+  }
+
+  async #held(principal: string): Promise<DirectoryEntry | null> {
+    const mark = this.#lease?.current();
+    const held = mark === undefined ? undefined : this.#copies.readHeld(mark, (view) => fromMemory(view, principal));
+    if (held !== undefined) return held.value;
+    return answer(this.#copies.begin(), principal);
   }
 }
 

@@ -8,6 +8,7 @@ import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, fencedRecord, isRe
 import type { RecordReader, RoomRole, Versioned } from "@unibus/kit";
 import type { MemberRecord, RoomRecord, RoomsByMemberRecord, UserRecord } from "./records.js";
 import { memberKey } from "./records.js";
+import type { DirectoryWrite } from "./lease-barrier.js";
 
 /** The four buckets the store works on. */
 export interface MembershipBuckets {
@@ -193,6 +194,13 @@ export async function pageKvEntries<T>(
 
 export class MembershipStore {
   #jsm: JetStreamManager | undefined;
+  /**
+   * Called after every write to `users` or `rooms_by_member` with its
+   * sequence, before the write's method returns: the callouts' lease
+   * barrier, so no caller acknowledges (or kicks for) a write a callout may
+   * still answer a login without. Unset (unit fixtures): no wait.
+   */
+  settle: ((write: DirectoryWrite) => Promise<void>) | undefined;
 
   constructor(
     readonly buckets: MembershipBuckets,
@@ -234,16 +242,27 @@ export class MembershipStore {
 
   /** Creates a user; null when the principal already exists (nothing written). */
   async createUser(user: UserRecord): Promise<Versioned<UserRecord> | null> {
+    let revision: number;
     try {
-      return { value: user, revision: await this.buckets.users.create(user.principal, encode(user)) };
+      revision = await this.buckets.users.create(user.principal, encode(user));
     } catch (err) {
       if (isRevisionConflict(err)) return null;
       throw unavailable(err);
     }
+    await this.settle?.({ users: revision });
+    return { value: user, revision };
   }
 
-  updateUser(principal: string, mutate: (current: UserRecord | null) => UserRecord | typeof Unchanged): Promise<Versioned<UserRecord> | null> {
-    return casUpdate(this.buckets.users, principal, mutate, UserReader);
+  /** Settles only a write: the start-up repair leaves most records unchanged, and a revoke's retry is refused (already revoked). */
+  async updateUser(principal: string, mutate: (current: UserRecord | null) => UserRecord | typeof Unchanged): Promise<Versioned<UserRecord> | null> {
+    let wrote = false;
+    const result = await casUpdate(this.buckets.users, principal, (current: UserRecord | null) => {
+      const next = mutate(current);
+      wrote = next !== Unchanged;
+      return next;
+    }, UserReader);
+    if (result !== null && wrote) await this.settle?.({ users: result.revision });
+    return result;
   }
 
   /** Every room id, sorted; a full key scan, for start-up sweeps and tests, not for answering requests. */
@@ -371,6 +390,10 @@ export class MembershipStore {
       }
       return { principal, rooms };
     }, RoomsByMemberReader);
+    // Unchanged too: a retried invite or removal must not be acknowledged
+    // on a write an interrupted attempt left unsettled. A principal never
+    // granted has nothing to settle.
+    if (result !== null) await this.settle?.({ rooms_by_member: result.revision });
     return result?.revision ?? 0;
   }
 
