@@ -7,10 +7,10 @@
  * Gateway and raw echo each run in their own process.
  *
  * Beside it the floor (bench/src/floor-gateway.ts): a gateway in the same
- * layout doing only what the protocol cannot avoid (the verify, the spec's
- * MACs and session id, the create), with a dialer that signs and MACs; and
- * the bare floor, the same without the MACs and session id, printed as a
- * second line.
+ * layout (a micro service, as the gateway is) doing only what the protocol
+ * cannot avoid (the verify, the spec's MACs and session id, the create),
+ * with a dialer that signs and MACs; and the bare floor, the same without
+ * the MACs and session id on plain subscriptions, printed as a second line.
  *
  *   npx tsx bench/src/replica-handshake.ts [--seconds 3] [--in-flight 16] [--cpu-prof-dir DIR] [--no-async-traces]
  */
