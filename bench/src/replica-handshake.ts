@@ -20,7 +20,7 @@ import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { clusterIdFromName, prepareReplicaMacKey, randomBytes, replicaProofs, replicaSessionId, replicaTranscript, SigningKey, signReplicaTranscript, toHex } from "@unibus/crypto";
+import { clusterIdFromName, prepareReplicaMacKey, randomBytes, randomNonce, replicaProofs, replicaSessionId, replicaTranscript, SigningKey, signReplicaTranscript, toHex } from "@unibus/crypto";
 import { ReplicaDialer } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import { EchoSubject } from "./echo-service.js";
@@ -102,7 +102,7 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     const floorMacKey = prepareReplicaMacKey(randomBytes(32));
     const floorOf = (subject: { hello: string; finish: string }, macs: boolean) => async (i: number) => {
       await nc.request(subject.hello, helloBody, { timeout: 5000 });
-      const binding = { clusterId, dialerId: `node-${i % 1000}`, acceptorId: "gw-bench", nonceD: randomBytes(32), nonceA: randomBytes(32) };
+      const binding = { clusterId, dialerId: `node-${i % 1000}`, acceptorId: "gw-bench", nonceD: randomNonce(32), nonceA: randomNonce(32) };
       const transcript = macs ? replicaProofs(floorMacKey, binding, identity.publicKey).transcript : replicaTranscript(binding, randomBytes(32), randomBytes(32), identity.publicKey);
       const signature = signReplicaTranscript(identity, transcript);
       const finish = new Uint8Array(96 + transcript.length);
