@@ -12,9 +12,10 @@
  *   in an R1 file bucket (the single-use check must be durable before the
  *   Ok), then the reply. The issue mandates those MACs and that record, so
  *   no conforming gateway does less. No JSON, hex or schema checks.
- * - the bare floor (`BareFloorSubject`), the floor before the MACs were
- *   counted: the verify and the create under a random key only. Printed
- *   beside the other so the change of floor hides nothing.
+ * - the bare floor (`BareFloorSubject`), the floor before the MACs and the
+ *   micro service were counted: the verify and the create under a random
+ *   key only, answered on plain subscriptions. Printed beside the other,
+ *   unchanged, so the changes of floor hide nothing.
  *
  * Both hash with the gateway's BLAKE3 (`Blake3Key`), so the floor is not
  * inflated by a slower hash than the real gateway uses.
@@ -24,6 +25,7 @@
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
+import { Svcm } from "@nats-io/services";
 import { acceptorNonce, clusterIdFromName, prepareReplicaMacKey, randomBytes, REPLICA_HANDSHAKE_TTL_MS, ReplicaDirection, replicaMac, replicaProofs, replicaSessionId, toHex, verifyReplicaTranscript } from "@unibus/crypto";
 
 /** `cpu` answers this process's CPU time (µs, user + system), as the real gateway's bench process does. */
@@ -43,6 +45,9 @@ export const FloorSize = {
 } as const;
 
 const FLOOR_BUCKET = "bench_p6_floor_sessions";
+
+/** The floor's micro service: its endpoints are named as the gateway's micro endpoints (`handshake-hello`, `handshake-finish`). */
+const FloorService = { name: "replica-gateway-floor", version: "0.1.0", hello: "handshake-hello", finish: "handshake-finish" } as const;
 
 const benchClusterId = clusterIdFromName("bench");
 
@@ -73,14 +78,20 @@ async function main(): Promise<void> {
       () => respond(reply.ok),
       () => respond(reply.bad),
     );
-  nc.subscribe(FloorSubject.hello, {
-    callback: (_err, msg) => {
+  // The library's default queue group, as the kit registers the gateway's endpoints.
+  const service = await new Svcm(nc as unknown as ConstructorParameters<typeof Svcm>[0]).add({ name: FloorService.name, version: FloorService.version });
+  service.addEndpoint(FloorService.hello, {
+    subject: FloorSubject.hello,
+    handler: (err, msg) => {
+      if (err !== null) return;
       replicaMac(macKey, floorBinding(msg.data.subarray(0, 32), acceptorNonce(Date.now() + REPLICA_HANDSHAKE_TTL_MS)), ReplicaDirection.acceptorToDialer);
       msg.respond(challenge);
     },
   });
-  nc.subscribe(FloorSubject.finish, {
-    callback: (_err, msg) => {
+  service.addEndpoint(FloorService.finish, {
+    subject: FloorSubject.finish,
+    handler: (err, msg) => {
+      if (err !== null) return;
       // finish = identity (32) ‖ signature (64) ‖ transcript
       const d = msg.data;
       if (d.length < MAC_FINISH_MIN || !verifyReplicaTranscript(d.subarray(0, 32), d.subarray(96), d.subarray(32, 96))) {
@@ -110,7 +121,10 @@ async function main(): Promise<void> {
   await nc.flush();
   process.stdout.write("ready\n");
   process.once("SIGTERM", () => {
-    void nc.close().finally(() => process.exit(0));
+    void service
+      .stop()
+      .then(() => nc.close())
+      .finally(() => process.exit(0));
   });
 }
 

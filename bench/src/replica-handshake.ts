@@ -7,10 +7,10 @@
  * Gateway and raw echo each run in their own process.
  *
  * Beside it the floor (bench/src/floor-gateway.ts): a gateway in the same
- * layout doing only what the protocol cannot avoid (the verify, the spec's
- * MACs and session id, the create), with a dialer that signs and MACs; and
- * the bare floor, the same without the MACs and session id, printed as a
- * second line.
+ * layout (a micro service, as the gateway is) doing only what the protocol
+ * cannot avoid (the verify, the spec's MACs and session id, the create),
+ * with a dialer that signs and MACs; and the bare floor, the same without
+ * the MACs and session id on plain subscriptions, printed as a second line.
  *
  *   npx tsx bench/src/replica-handshake.ts [--seconds 3] [--in-flight 16] [--cpu-prof-dir DIR] [--no-async-traces]
  */
@@ -20,7 +20,7 @@ import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { clusterIdFromName, prepareReplicaMacKey, randomBytes, replicaProofs, replicaSessionId, replicaTranscript, SigningKey, signReplicaTranscript, toHex } from "@unibus/crypto";
+import { clusterIdFromName, prepareReplicaMacKey, randomBytes, randomNonce, replicaProofs, replicaSessionId, replicaTranscript, SigningKey, signReplicaTranscript, toHex } from "@unibus/crypto";
 import { ReplicaDialer } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import { EchoSubject } from "./echo-service.js";
@@ -102,7 +102,7 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     const floorMacKey = prepareReplicaMacKey(randomBytes(32));
     const floorOf = (subject: { hello: string; finish: string }, macs: boolean) => async (i: number) => {
       await nc.request(subject.hello, helloBody, { timeout: 5000 });
-      const binding = { clusterId, dialerId: `node-${i % 1000}`, acceptorId: "gw-bench", nonceD: randomBytes(32), nonceA: randomBytes(32) };
+      const binding = { clusterId, dialerId: `node-${i % 1000}`, acceptorId: "gw-bench", nonceD: randomNonce(32), nonceA: randomNonce(32) };
       const transcript = macs ? replicaProofs(floorMacKey, binding, identity.publicKey).transcript : replicaTranscript(binding, randomBytes(32), randomBytes(32), identity.publicKey);
       const signature = signReplicaTranscript(identity, transcript);
       const finish = new Uint8Array(96 + transcript.length);

@@ -23,6 +23,9 @@ describe("browser crypto twins", () => {
       expect(browserEnc.randomBytes(n).byteLength).toBe(n);
     }
     expect(browserEnc.randomBytes(70_000).byteLength).toBe(70_000);
+    expect(browserEnc.NONCE_POOL_BYTES).toBe(nodeEnc.NONCE_POOL_BYTES);
+    for (const n of [0, 32, browserEnc.NONCE_POOL_BYTES]) expect(browserEnc.randomNonce(n).byteLength).toBe(n);
+    expect(() => browserEnc.randomNonce(browserEnc.NONCE_POOL_BYTES + 1)).toThrow(RangeError);
     expect(browserEnc.constantTimeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 2]))).toBe(true);
     expect(browserEnc.constantTimeEqual(new Uint8Array([1, 2]), new Uint8Array([1, 3]))).toBe(false);
     expect(browserEnc.constantTimeEqual(new Uint8Array([1]), new Uint8Array([1, 0]))).toBe(false);

@@ -75,6 +75,15 @@ export function randomBytes(n: number): Uint8Array {
   return out;
 }
 
+/** The largest {@link randomNonce}, as in the Node version. */
+export const NONCE_POOL_BYTES = 4096;
+
+/** Random bytes for a value sent in the clear; the Node version pools them, Web Crypto's call is cheap enough here. */
+export function randomNonce(n: number): Uint8Array {
+  if (!Number.isSafeInteger(n) || n < 0 || n > NONCE_POOL_BYTES) throw new RangeError(`randomNonce: n must be an integer from 0 to ${NONCE_POOL_BYTES}`);
+  return randomBytes(n);
+}
+
 /** Constant-time comparison of two byte strings (lengths are public). */
 export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.byteLength !== b.byteLength) return false;

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { constantTimeEqual, fromBase64Url, fromHex, randomBytes, toBase64Url, toHex } from "./encoding.js";
+import { constantTimeEqual, fromBase64Url, fromHex, NONCE_POOL_BYTES, randomBytes, randomNonce, toBase64Url, toHex } from "./encoding.js";
 import { EncodingError } from "./errors.js";
 import { blake3, blake3DeriveKey, blake3Mac } from "./hash.js";
 
@@ -16,6 +16,29 @@ describe("encodings", () => {
   it("rejects malformed input instead of silently truncating", () => {
     for (const s of ["abc", "zz", "ab cd", "0x00"]) expect(() => fromHex(s)).toThrow(EncodingError);
     for (const s of ["ab+/", "abc=", "a", "ab cd"]) expect(() => fromBase64Url(s)).toThrow(EncodingError);
+  });
+
+  it("randomNonce hands out each pooled byte once, in arrays of their own, across refills of the pool", () => {
+    const seen = new Set<string>();
+    // More than three pools' worth, so refills happen mid-way.
+    const count = Math.ceil((3 * NONCE_POOL_BYTES) / 32) + 7;
+    for (let i = 0; i < count; i++) {
+      const n = randomNonce(32);
+      expect(n.byteLength).toBe(32);
+      // Its own buffer: a view would expose the pool, the next nonces included.
+      expect(n.buffer.byteLength).toBe(32);
+      expect(Buffer.isBuffer(n)).toBe(false);
+      seen.add(toHex(n));
+    }
+    expect(seen.size).toBe(count);
+    // An odd size that does not divide the pool still yields whole, fresh values.
+    for (let i = 0; i < 300; i++) expect(randomNonce(33).byteLength).toBe(33);
+    expect(randomNonce(0).byteLength).toBe(0);
+    expect(randomNonce(NONCE_POOL_BYTES).byteLength).toBe(NONCE_POOL_BYTES);
+  });
+
+  it("randomNonce refuses sizes it cannot serve from one pool", () => {
+    for (const n of [-1, 1.5, Number.NaN, NONCE_POOL_BYTES + 1]) expect(() => randomNonce(n)).toThrow(RangeError);
   });
 
   it("constantTimeEqual compares contents and is false (not a throw) for different lengths", () => {

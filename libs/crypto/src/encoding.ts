@@ -54,6 +54,34 @@ export function randomBytes(n: number): Uint8Array {
   return randomFillSync(new Uint8Array(n));
 }
 
+/** How many bytes {@link randomNonce} draws from the CSPRNG at a time: 128 handshake nonces. */
+export const NONCE_POOL_BYTES = 4096;
+
+let noncePool = new Uint8Array(0);
+let noncePoolOffset = 0;
+
+/**
+ * `n` CSPRNG bytes for a value sent in the clear (a handshake nonce). One
+ * call into node:crypto costs about 3 µs whatever its size, as much as the
+ * kit's JSON work on a handshake message, so the bytes come from a pool
+ * filled {@link NONCE_POOL_BYTES} at a time. Each byte is handed out once
+ * and wiped from the pool as it is. Keys never come from here (use
+ * {@link randomBytes}): the pool holds the next values before anyone asks,
+ * which is harmless for a public nonce but would put a future secret in
+ * memory early.
+ */
+export function randomNonce(n: number): Uint8Array {
+  if (!Number.isSafeInteger(n) || n < 0 || n > NONCE_POOL_BYTES) throw new RangeError(`randomNonce: n must be an integer from 0 to ${NONCE_POOL_BYTES}`);
+  if (noncePoolOffset + n > noncePool.length) {
+    noncePool = randomFillSync(new Uint8Array(NONCE_POOL_BYTES));
+    noncePoolOffset = 0;
+  }
+  const out = noncePool.slice(noncePoolOffset, noncePoolOffset + n);
+  noncePool.fill(0, noncePoolOffset, noncePoolOffset + n);
+  noncePoolOffset += n;
+  return out;
+}
+
 /**
  * Constant-time comparison of two byte strings. Lengths are compared first
  * (that leaks only the length, which is public for every value compared here)

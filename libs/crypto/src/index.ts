@@ -8,6 +8,7 @@ export {
   fromBase64Url,
   fromHex,
   randomBytes,
+  randomNonce,
   toBase64Url,
   toHex,
 } from "./encoding.js";

@@ -7,7 +7,7 @@
 import { Blake3Key } from "./blake3-key.js";
 import { verifySignature } from "./ed25519.js";
 import type { SigningKey } from "./ed25519.js";
-import { constantTimeEqual, randomBytes, utf8 } from "./encoding.js";
+import { constantTimeEqual, randomNonce, utf8 } from "./encoding.js";
 import { markStatement } from "./statement-marker.js";
 
 /** Handshake protocol version carried in `ReplicaHello.version`. */
@@ -272,7 +272,7 @@ export function replicaProofs(macKey: Blake3Key, b: HandshakeBinding, identity: 
  */
 export function acceptorNonce(expiresAtMs: number): Uint8Array {
   if (!Number.isSafeInteger(expiresAtMs) || expiresAtMs < 0) throw new ReplicaHandshakeError("expiry must be a non-negative integer of ms");
-  const nonce = randomBytes(REPLICA_NONCE_BYTES);
+  const nonce = randomNonce(REPLICA_NONCE_BYTES);
   const view = new DataView(nonce.buffer, nonce.byteOffset, nonce.byteLength);
   view.setUint32(0, Math.floor(expiresAtMs / 2 ** 32));
   view.setUint32(4, expiresAtMs >>> 0);

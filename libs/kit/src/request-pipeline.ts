@@ -8,7 +8,7 @@ import type { KV } from "@nats-io/kv";
 import { JetStreamApiError, JetStreamApiCodes } from "@nats-io/jetstream";
 import type { Logger } from "pino";
 import { Access, BinaryReply, DEFAULT_MAX_PAYLOAD_BYTES } from "./definition.js";
-import type { Caller, EndpointSpec, Role } from "./definition.js";
+import type { Caller, EndpointSpec, HandlerContext, Role } from "./definition.js";
 import { ENVELOPE_WINDOW_MS } from "./buckets.js";
 import { kvErrorCounter } from "./metrics.js";
 
@@ -41,6 +41,9 @@ export interface RequestTrace {
 }
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** One encoder for every reply: constructing one per request is work for nothing. */
+const utf8Encoder = new TextEncoder();
 
 function parseBody(data: Uint8Array): unknown {
   try {
@@ -256,7 +259,7 @@ export async function runPipeline(p: EndpointPipeline, msg: IncomingRequest, tra
 
 async function handle(p: EndpointPipeline, msg: IncomingRequest, body: unknown, payload: Uint8Array, caller: Caller, trace: RequestTrace, envelope?: Envelope): Promise<Uint8Array> {
   const logger = trace.principal === undefined ? p.logger : p.logger.child({ principal: trace.principal });
-  const ctx = { subject: msg.subject, logger, now: p.now, payload, body: msg.data, ...(envelope === undefined ? {} : { envelope }) };
+  const ctx: HandlerContext = envelope === undefined ? { subject: msg.subject, logger, now: p.now, payload, body: msg.data } : { subject: msg.subject, logger, now: p.now, payload, body: msg.data, envelope };
   const result = await p.spec.handler(body, caller, ctx);
   const binary = result instanceof BinaryReply;
   if (binary && p.spec.binary !== true) throw new Error(`endpoint ${p.name} returned a binary reply but is not binary`);
@@ -267,5 +270,5 @@ async function handle(p: EndpointPipeline, msg: IncomingRequest, body: unknown, 
     throw new Error(`reply violates ${p.spec.reply} at ${replyChecked.path}: ${replyChecked.message}`);
   }
   if (p.spec.binary === true) return encodeBinaryFrame(reply, binary ? result.payload : undefined);
-  return new TextEncoder().encode(JSON.stringify(reply));
+  return utf8Encoder.encode(JSON.stringify(reply));
 }

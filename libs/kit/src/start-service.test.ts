@@ -9,9 +9,9 @@ import type { KV } from "@nats-io/kv";
 import { pino } from "pino";
 import { ErrorCode, ServiceErrorCodeHeader, ServiceErrorHeader, UnibusError, decodeReply } from "@unibus/contracts";
 import { EnvelopeHeader, SigningKey, envelopeSigningBytes, envelopeToHeaders, signEnvelope, toBase64Url } from "@unibus/crypto";
-import { startTestServer } from "@unibus/testing";
+import { eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { Access, defineService, endpointFor } from "./definition.js";
+import { Access, defineService, endpoint, endpointFor } from "./definition.js";
 import type { Caller, Role } from "./definition.js";
 import { startService } from "./start-service.js";
 import type { RunningService } from "./start-service.js";
@@ -500,5 +500,50 @@ describe("logging", () => {
     const all = JSON.stringify(logLines);
     expect(all).not.toContain(secretText);
     expect(all).not.toContain(EnvelopeHeader.signature);
+  });
+
+  it("at info level a served request writes no line and a rejected one still does", async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        for (const line of chunk.toString().split("\n")) if (line.trim() !== "") lines.push(JSON.parse(line));
+        done();
+      },
+    });
+    const subject = "unibus.v1.kitinfolevel.probe";
+    const quiet = await startService(
+      nc,
+      defineService({
+        name: "kit-info-level",
+        version: "1.0.0",
+        description: "kit logging at info level",
+        endpoints: {
+          probe: endpoint({
+            subject,
+            request: "healthz.status.request",
+            reply: "healthz.status.reply",
+            mutates: false,
+            access: Access.Public,
+            async handler() {
+              return { status: "ok" as const, service: "kit-info-level", version: "1.0.0" };
+            },
+          }),
+        },
+      }),
+      { logger: pino({ level: "info" }, sink) },
+    );
+    try {
+      decodeReply(await nc.request(subject, "{}", { timeout: 5_000 }));
+      expectError(await nc.request(subject, "not json", { timeout: 5_000 }), 400, "malformed_json");
+      const rejected = await eventually(
+        () => lines.filter((l) => l["msg"] === "request rejected"),
+        (found) => found.length === 1,
+      );
+      expect(rejected[0]).toMatchObject({ svc: "kit-info-level", op: "probe", code: 400, reason: "malformed_json" });
+      expect(typeof rejected[0]?.["ms"]).toBe("number");
+      expect(lines.some((l) => l["msg"] === "request served")).toBe(false);
+    } finally {
+      await quiet.stop();
+    }
   });
 });

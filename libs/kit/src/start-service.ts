@@ -143,10 +143,13 @@ export async function startService(nc: NatsConnection, definition: ServiceDefini
       const elapsed = performance.now() - started;
       stats.get(name)?.record(elapsed * 1e6, failure);
       recordRequest(definition.name, name, elapsed / 1000, failure?.reason);
-      const fields = { principal: trace.principal, ms: Math.round(elapsed * 1000) / 1000 };
       if (failure === undefined) {
-        pipeline.logger.debug({ ...fields, code: 200 }, "request served");
-      } else if (failure.code >= 500) {
+        // Built only when it is written: at the default level the success line is off, and every request would pay for its fields.
+        if (pipeline.logger.isLevelEnabled("debug")) pipeline.logger.debug({ principal: trace.principal, ms: Math.round(elapsed * 1000) / 1000, code: 200 }, "request served");
+        return;
+      }
+      const fields = { principal: trace.principal, ms: Math.round(elapsed * 1000) / 1000 };
+      if (failure.code >= 500) {
         // Only the log sees the cause; the caller got the generic message.
         const cause = failure.cause instanceof Error ? failure.cause.message : failure.cause === undefined ? undefined : JSON.stringify(failure.cause);
         pipeline.logger.error({ ...fields, code: failure.code, reason: failure.reason, err: cause }, "request failed");

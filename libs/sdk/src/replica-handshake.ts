@@ -7,7 +7,7 @@ import {
   fromHex,
   macMatches,
   prepareReplicaMacKey,
-  randomBytes,
+  randomNonce,
   REPLICA_HANDSHAKE_VERSION,
   REPLICA_ID_PATTERN,
   REPLICA_NONCE_BYTES,
@@ -101,7 +101,7 @@ export class ReplicaDialer {
     if (!REPLICA_ID_PATTERN.test(replicaId)) throw new ReplicaHandshakeError(`replica id must match ${REPLICA_ID_PATTERN.source}`);
     const timeout = this.#timeout;
     const identity = this.#identity;
-    const nonceD = randomBytes(REPLICA_NONCE_BYTES);
+    const nonceD = randomNonce(REPLICA_NONCE_BYTES);
     const hello: ReplicaHello = { version: REPLICA_HANDSHAKE_VERSION, clusterId: this.#clusterIdHex, replicaId, keyId: this.#keyIdHex, nonceD: toHex(nonceD) };
     const challenge = decodeReply<ReplicaChallenge>(await nc.request(Subjects.replicaGateway.handshakeHello, encoder.encode(JSON.stringify(hello)), { timeout }));
     if (challenge.status !== ReplicaHandshakeStatus.Ok) throw new ReplicaHandshakeRejectedError("hello", challenge.status);
