@@ -1,7 +1,7 @@
 import { AckPolicy, DeliverPolicy, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import { createInbox, nanos } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
 import { UnibusError } from "@unibus/contracts";
 import { Unchanged, casUpdate as kitCasUpdate, corruptRecord, fencedRecord, isRevisionConflict, listKeys, readVersioned, recordCheck, roomRole, storeUnavailable } from "@unibus/kit";
@@ -40,6 +40,83 @@ export function parseAckSubject(reply: string | undefined): { seq: number; pendi
   const [seq, pending] = t.length === 9 ? [t[5], t[8]] : t.length >= 11 ? [t[7], t[10]] : [undefined, undefined];
   const out = { seq: Number(seq), pending: Number(pending) };
   return Number.isSafeInteger(out.seq) && Number.isSafeInteger(out.pending) ? out : null;
+}
+
+/** What {@link deliverRange}'s callback says after a message: go on, or end the range (with an error to fail it). */
+export type RangeStep = "more" | "end" | Error;
+
+/** Where and how much {@link deliverRange} reads. */
+export interface RangeOptions {
+  /** The stream sequence the range starts at. */
+  readonly start: number;
+  /** Messages the server sends ahead of the reader (never acknowledged: the range ends first). */
+  readonly maxInFlight: number;
+  /** Only this subject (wildcards allowed). */
+  readonly filterSubject?: string;
+  /** Named in the timeout's error. */
+  readonly what: string;
+  /** After the consumer exists: true ends the range at once (nothing can come to end it). */
+  readonly emptyAt?: (numPending: number) => boolean;
+  /** Wait for the consumer's deletion before returning (a page that must leave nothing behind), else delete in the background (it expires anyway). */
+  readonly awaitDelete?: boolean;
+}
+
+/**
+ * Hands the messages of `stream` from `start` on to `step`, one
+ * short-lived in-memory push consumer per call (memory bounded by
+ * `maxInFlight`), with each message's stream sequence and the count the
+ * server says is still pending; heartbeats are skipped. Ends when `step`
+ * says so, or fails on its error, the subscription's error, or after
+ * {@link PAGE_FETCH_MS}. The paged listings and the room logs' pages share it.
+ */
+export async function deliverRange(nc: NatsConnection, jsm: JetStreamManager, stream: string, opts: RangeOptions, step: (m: Msg, at: { seq: number; pending: number }) => RangeStep): Promise<void> {
+  const inbox = createInbox();
+  let settle: (failure?: Error) => void = () => undefined;
+  const done = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => settle(new Error(`${opts.what} not complete within ${PAGE_FETCH_MS} ms`)), PAGE_FETCH_MS);
+    const sub = nc.subscribe(inbox, {
+      callback: (err, m) => {
+        if (err !== null) return settle(err);
+        const at = parseAckSubject(m.reply);
+        // Heartbeats and flow control carry no ack subject.
+        if (at === null) return;
+        const next = step(m, at);
+        if (next !== "more") settle(next === "end" ? undefined : next);
+      },
+    });
+    settle = (failure) => {
+      clearTimeout(timer);
+      sub.unsubscribe();
+      if (failure === undefined) resolve();
+      else reject(failure);
+    };
+  });
+  // Awaited below; marked handled now so a failure during set-up is not "unhandled".
+  done.catch(() => undefined);
+  let consumer: string | undefined;
+  try {
+    const info = await jsm.consumers.add(stream, {
+      deliver_subject: inbox,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: opts.start,
+      ack_policy: AckPolicy.Explicit,
+      max_ack_pending: opts.maxInFlight,
+      mem_storage: true,
+      num_replicas: 1,
+      inactive_threshold: nanos(PAGE_FETCH_MS * 2),
+      ...(opts.filterSubject === undefined ? {} : { filter_subject: opts.filterSubject }),
+    });
+    consumer = info.name;
+    if (opts.emptyAt?.(info.num_pending) === true) return;
+    await done;
+  } finally {
+    // Idempotent once settled; otherwise stops the subscription and timer.
+    settle();
+    if (consumer !== undefined) {
+      const deleted = jsm.consumers.delete(stream, consumer).catch(() => undefined);
+      if (opts.awaitDelete === true) await deleted;
+    }
+  }
 }
 
 // KV access is the kit's (one compare-and-set loop, one error mapping); the
@@ -128,63 +205,36 @@ export async function pageKvEntries<T>(
     // has delivered up to the fence (threat: a just-added user missing from
     // a listing right after nodes come back).
     const fence = filterSubject === undefined ? status.streamInfo.state.last_seq : await lastSeqOf(jsm, stream, filterSubject);
-    const inbox = createInbox();
     const items: T[] = [];
     let next: number | undefined;
-    let consumer: string | undefined;
-    let settle: (failure?: Error) => void = () => undefined;
-    const done = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => settle(new Error(`page of ${status.bucket} not complete within ${PAGE_FETCH_MS} ms`)), PAGE_FETCH_MS);
-      const sub = nc.subscribe(inbox, {
-        callback: (err, m) => {
-          if (err !== null) return settle(err);
-          const ack = parseAckSubject(m.reply);
-          // Heartbeats and flow control carry no ack subject; nothing to list.
-          if (ack === null) return;
-          const op = m.headers?.get("KV-Operation") ?? "";
-          if (op === "" || op === "PUT") {
-            // A listed record is checked like a read one: a damaged record fails the page (500), never reaches a client as if sound.
-            try {
-              items.push(check === undefined ? m.json<T>() : check(m.json<unknown>(), m.subject.slice(prefix.length)));
-            } catch (err) {
-              return settle(err instanceof UnibusError ? err : corruptRecord(STORE, m.subject.slice(prefix.length), err));
-            }
+    await deliverRange(
+      nc,
+      jsm,
+      stream,
+      {
+        start,
+        maxInFlight: limit,
+        ...(filterSubject === undefined ? {} : { filterSubject }),
+        what: `page of ${status.bucket}`,
+        // Nothing matches from here, even at the leader: no message will come to end the page.
+        emptyAt: (pending) => pending === 0 && fence < start,
+        awaitDelete: true,
+      },
+      (m, at) => {
+        const op = m.headers?.get("KV-Operation") ?? "";
+        if (op === "" || op === "PUT") {
+          // A listed record is checked like a read one: a damaged record fails the page (500), never reaches a client as if sound.
+          try {
+            items.push(check === undefined ? m.json<T>() : check(m.json<unknown>(), m.subject.slice(prefix.length)));
+          } catch (err) {
+            return err instanceof UnibusError ? err : corruptRecord(STORE, m.subject.slice(prefix.length), err);
           }
-          const more = ack.pending > 0 || ack.seq < fence;
-          next = more ? ack.seq + 1 : undefined;
-          if (!more || items.length >= limit) settle();
-        },
-      });
-      settle = (failure) => {
-        clearTimeout(timer);
-        sub.unsubscribe();
-        if (failure === undefined) resolve();
-        else reject(failure);
-      };
-    });
-    // Awaited below; marked handled now so a failure during set-up is not "unhandled".
-    done.catch(() => undefined);
-    try {
-      const info = await jsm.consumers.add(stream, {
-        deliver_subject: inbox,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: start,
-        ack_policy: AckPolicy.Explicit,
-        max_ack_pending: limit,
-        mem_storage: true,
-        num_replicas: 1,
-        inactive_threshold: nanos(PAGE_FETCH_MS * 2),
-        ...(filterSubject === undefined ? {} : { filter_subject: filterSubject }),
-      });
-      consumer = info.name;
-      // Nothing matches from here, even at the leader: no message will come to end the page.
-      if (info.num_pending === 0 && fence < start) return { items: [] };
-      await done;
-    } finally {
-      // Idempotent once settled; otherwise stops the subscription and timer.
-      settle();
-      if (consumer !== undefined) await jsm.consumers.delete(stream, consumer).catch(() => undefined);
-    }
+        }
+        const more = at.pending > 0 || at.seq < fence;
+        next = more ? at.seq + 1 : undefined;
+        return !more || items.length >= limit ? "end" : "more";
+      },
+    );
     return next === undefined ? { items } : { items, next };
   } catch (err) {
     if (err instanceof UnibusError) throw err;

@@ -1,7 +1,6 @@
-import { AckPolicy, DeliverPolicy, JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
+import { JetStreamApiError, jetstreamManager } from "@nats-io/jetstream";
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { KV, KvEntry } from "@nats-io/kv";
-import { createInbox, nanos } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ErrorCode, UnibusError } from "@unibus/contracts";
 import { corruptRecord } from "@unibus/kit";
@@ -11,7 +10,7 @@ import type { RoomLogEntry, RoomLogOp, RoomLogRole } from "@unibus/sdk";
 import type { Logger } from "pino";
 import type { ConnectionKicker } from "../kick.js";
 import { grantMembership, revokeMembership } from "../handlers/rooms.js";
-import { isRevisionConflict, pageKvEntries, parseAckSubject, unavailable } from "./membership-store.js";
+import { deliverRange, isRevisionConflict, pageKvEntries, unavailable } from "./membership-store.js";
 import type { MembershipStore } from "./membership-store.js";
 
 /** Ranges up to this long are read with parallel gets; longer ones with one consumer page. */
@@ -19,9 +18,6 @@ const RANGE_BY_GETS = 16;
 
 /** Most entries one `rooms.log` page holds, whatever the caller asks (the request schema's maximum). */
 export const LOG_PAGE_MAX = 512;
-
-/** Longest wait for a page's entries once its consumer exists; a page normally arrives in milliseconds. */
-const PAGE_FETCH_MS = 5_000;
 
 /** A room's newest stored entry: its log seq and its stream sequence (the last message a page may need). */
 interface LogHead {
@@ -242,60 +238,23 @@ export class RoomLogStore {
     const prefix = `$KV.${bucket}.`;
     const want = toSeq - fromSeq + 1;
     const out: RoomLogEntry[] = [];
-    let settle: (failure?: Error) => void = () => undefined;
-    const inbox = createInbox();
-    const done = new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => settle(unavailable(new Error(`room log page not complete within ${PAGE_FETCH_MS} ms`))), PAGE_FETCH_MS);
-      const sub = nc.subscribe(inbox, {
-        callback: (err, m) => {
-          if (err !== null) return settle(unavailable(err));
-          const ack = parseAckSubject(m.reply);
-          // Heartbeats and flow control carry no ack subject.
-          if (ack === null) return;
-          const op = m.headers?.get("KV-Operation") ?? "";
-          if (op !== "" && op !== "PUT") return settle();
-          let entry: RoomLogEntry;
-          try {
-            entry = m.json<RoomLogEntry>();
-          } catch (e) {
-            return settle(corruptRecord("membership", m.subject.slice(prefix.length), e));
-          }
-          // Not the next entry (a gap, or a key out of order): the page ends before it.
-          if (entry === null || typeof entry !== "object" || entry.seq !== fromSeq + out.length) return settle();
-          out.push(entry);
-          if (out.length >= want || (ack.pending === 0 && ack.seq >= fence)) settle();
-        },
-      });
-      settle = (failure) => {
-        clearTimeout(timer);
-        sub.unsubscribe();
-        if (failure === undefined) resolve();
-        else reject(failure);
-      };
-    });
-    // Awaited below; marked handled now so a failure during set-up is not "unhandled".
-    done.catch(() => undefined);
-    let consumer: string | undefined;
     try {
-      const config = {
-        deliver_subject: inbox,
-        deliver_policy: DeliverPolicy.StartSequence,
-        opt_start_seq: start,
-        ack_policy: AckPolicy.Explicit,
-        // The acks are never sent: the server stops after this page.
-        max_ack_pending: want,
-        mem_storage: true,
-        num_replicas: 1,
-        inactive_threshold: nanos(PAGE_FETCH_MS * 2),
-        filter_subject: `${prefix}${roomId}.*`,
-      };
-      consumer = (await jsm.consumers.add(stream, config)).name;
-      await done;
+      await deliverRange(nc, jsm, stream, { start, maxInFlight: want, filterSubject: `${prefix}${roomId}.*`, what: "room log page" }, (m, at) => {
+        const op = m.headers?.get("KV-Operation") ?? "";
+        if (op !== "" && op !== "PUT") return "end";
+        let entry: RoomLogEntry;
+        try {
+          entry = m.json<RoomLogEntry>();
+        } catch (e) {
+          return corruptRecord("membership", m.subject.slice(prefix.length), e);
+        }
+        // Not the next entry (a gap, or a key out of order): the page ends before it.
+        if (entry === null || typeof entry !== "object" || entry.seq !== fromSeq + out.length) return "end";
+        out.push(entry);
+        return out.length >= want || (at.pending === 0 && at.seq >= fence) ? "end" : "more";
+      });
     } catch (err) {
       throw err instanceof UnibusError ? err : unavailable(err);
-    } finally {
-      settle();
-      if (consumer !== undefined) void jsm.consumers.delete(stream, consumer).catch(() => undefined);
     }
     return out;
   }
