@@ -23,10 +23,11 @@
  * `--in-process` keeps the older layout (the services on the client's own
  * event loop) for comparison.
  *
- *   npx tsx bench/src/rekey.ts [--members 1000] [--samples 5] [--in-process]
+ *   npx tsx bench/src/rekey.ts [--members 1000] [--samples 5] [--in-process] [--cpu-prof <file>]
  */
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { fileURLToPath } from "node:url";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
@@ -54,6 +55,21 @@ export interface RekeyOptions {
   samples?: number;
   /** Run membership and keys on this process's event loop (the older layout) instead of in their own process. */
   inProcess?: boolean;
+  /** Write a V8 CPU profile of this process's main thread over the cold rekey alone to this file (`.cpuprofile`). */
+  cpuProfile?: string;
+}
+
+/** Profiles this thread from now until the returned function is called, which writes the profile to `file`. */
+async function profileMainThread(file: string): Promise<() => Promise<void>> {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return async () => {
+    const { profile } = await session.post("Profiler.stop");
+    writeFileSync(file, JSON.stringify(profile), { mode: 0o600 });
+    session.disconnect();
+  };
 }
 
 /** `unibus up`'s one process for every service; started by path, as the supervisor does. */
@@ -283,12 +299,14 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
     };
     const host = services;
     const settledMs = await settle(host);
+    const stopProfile = opts.cpuProfile === undefined ? undefined : await profileMainThread(opts.cpuProfile);
     t0.at = performance.now();
     const servicesCpu0 = host.cpuMs();
     const serverCpu0 = procCpuMs(server.pid);
     const cpu0 = process.cpuUsage();
     const cold = await timeRekey();
     const cpu = process.cpuUsage(cpu0);
+    await stopProfile?.();
     const servicesCpu1 = host.cpuMs();
     const serverCpu1 = procCpuMs(server.pid);
     const delta = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined ? "n/a" : `${b - a} ms`);
@@ -333,6 +351,13 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
   }
 }
 
+/** `--cpu-prof <file>`: profile the cold rekey (standalone runs only). */
+function profileArg(): { cpuProfile?: string } {
+  const i = process.argv.indexOf("--cpu-prof");
+  const file = i >= 0 ? process.argv[i + 1] : undefined;
+  return file === undefined ? {} : { cpuProfile: file };
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  for (const c of await runRekey({ members: numberArg("--members", 1_000), samples: numberArg("--samples", 5), inProcess: process.argv.includes("--in-process") })) printCase(c);
+  for (const c of await runRekey({ members: numberArg("--members", 1_000), samples: numberArg("--samples", 5), inProcess: process.argv.includes("--in-process"), ...profileArg() })) printCase(c);
 }
