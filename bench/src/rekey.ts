@@ -97,7 +97,7 @@ const SETTLE_MAX_MS = 30_000;
 
 /**
  * Waits until the services' process is idle: the keys service's removals
- * consumer still works through the set-up's 1,000 member puts after the
+ * consumer may still work through the set-up's 1,000 member puts after the
  * bench's writes are acknowledged, and a cold rekey measured meanwhile
  * would time that backlog, which no real rekey meets, against a raw side
  * that runs on an idle server. Returns the ms waited, or undefined if it
