@@ -2,7 +2,10 @@
  * `npm run bench`: every benchmark, each printing the unibus figure, the raw
  * NATS figure measured in the same run, and their ratio.
  *
- *   npm run bench [-- [--seconds 3] [--samples 40] [--storm-clients 1000] [P0|P1|P1S|P2|P4|P5|P5C|P6|P8|P9|P12 ...]]
+ *   npm run bench [-- [--seconds 3] [--samples 40] [--storm-clients 1000] [--in-process] [P0|P1|P1S|P2|P4|P5|P5C|P6|P8|P9|P12 ...]]
+ *
+ * `--in-process`: P4 runs membership and keys on the client's own event loop
+ * (its older layout) instead of in their own process as `unibus up` does.
  *
  * Names after the options pick benchmarks (`npm run bench -- P1`); none runs all.
  */
@@ -34,7 +37,10 @@ const seconds = option("--seconds", 3);
 const samples = option("--samples", 40);
 // The issue's storm is 1,000 clients; fewer (`--storm-clients 200`) if a run cannot hold them.
 const stormClients = option("--storm-clients", 1_000);
-const filters = args.filter((a, i) => !a.startsWith("--") && !args[i - 1]?.startsWith("--")).map((f) => f.toUpperCase());
+/** Options that take no value, so the name after one is a benchmark's. */
+const FLAGS: readonly string[] = ["--in-process"];
+const inProcess = args.includes("--in-process");
+const filters = args.filter((a, i) => !a.startsWith("--") && !(args[i - 1]?.startsWith("--") && !FLAGS.includes(args[i - 1] ?? ""))).map((f) => f.toUpperCase());
 
 interface Bench {
   id: string;
@@ -66,7 +72,7 @@ const benches: Bench[] = [
     run: () => runReconnectStorm({ clients: stormClients, runs: 3 }),
   },
   { id: "P3", about: "e2e room 1 KB messages (coalesced frames) vs raw pub/sub, separate processes; idle-room latency", run: () => runE2eThroughput({ seconds }) },
-  { id: "P4", about: "rekey of a 1,000-member room (seal 1,000 shares, sign once, one durable record) vs 1,000 sequential raw KV puts", run: () => runRekey({ members: 1_000 }) },
+  { id: "P4", about: "rekey of a 1,000-member room (seal 1,000 shares, sign once, one durable record) vs 1,000 sequential raw KV puts; membership and keys in one process of their own as `unibus up` runs them (--in-process: on the client's event loop)", run: () => runRekey({ members: 1_000, inProcess }) },
   {
     id: "P8",
     about: "idle-room latency: one 1 KB message at a time, SDK encrypt + sign → server → SDK verify + decrypt vs a raw publish → subscriber on the same connections; interleaved",

@@ -16,19 +16,32 @@
  * scratch bucket — what storing one record per share would cost. Goal:
  * rekey ≤ raw, i.e. ratio (raw ÷ unibus) ≥ 1.0.
  *
- *   npx tsx bench/src/rekey.ts [--members 1000] [--samples 5]
+ * Layout: membership and keys run as `unibus up` runs them by default, both
+ * in ONE child process of their own (services/embedded-main.ts, started with
+ * the supervisor's lifeline preload), so the rekeying client has its process
+ * to itself, as the raw side does and as a product client always does.
+ * `--in-process` keeps the older layout (the services on the client's own
+ * event loop) for comparison.
+ *
+ *   npx tsx bench/src/rekey.ts [--members 1000] [--samples 5] [--in-process] [--cpu-prof <file>]
  */
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
 import { fileURLToPath } from "node:url";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { pino } from "pino";
 import { createIdentity, randomBytes, signEnvelope, toBase64Url } from "@unibus/crypto";
 import type { SigningKey } from "@unibus/crypto";
-import { createKeysService } from "@unibus/keys";
+import { ServiceName } from "@unibus/contracts";
+import { PARENT_LIFELINE_FD_ENV, PARENT_LIFELINE_PRELOAD } from "@unibus/kit";
+import { KeysBucket, createKeysService } from "@unibus/keys";
 import { MembershipBucket, createMembershipService, memberKey } from "@unibus/membership";
 import { RoomLogOp, RoomLogOpSubject, ZERO_HASH, agreementKeyStatementBytes, connect, deriveRoomId, prepareNextEpoch, rekeyRoom, roomLogEntry, roomLogEntryHash } from "@unibus/sdk";
 import type { RoomLogRole } from "@unibus/sdk";
-import { startTestServer } from "@unibus/testing";
+import { eventually, retryUntil, startTestServer } from "@unibus/testing";
 import { numberArg, percentile, printCase } from "./report.js";
 import type { BenchCase } from "./report.js";
 
@@ -40,6 +53,153 @@ export interface RekeyOptions {
   members?: number;
   /** Warm rekeys to time (median reported). Default 5. */
   samples?: number;
+  /** Run membership and keys on this process's event loop (the older layout) instead of in their own process. */
+  inProcess?: boolean;
+  /** Write a V8 CPU profile of this process's main thread over the cold rekey alone to this file (`.cpuprofile`). */
+  cpuProfile?: string;
+}
+
+/** Profiles this thread from now until the returned function is called, which writes the profile to `file`. */
+async function profileMainThread(file: string): Promise<() => Promise<void>> {
+  const session = new Session();
+  session.connect();
+  await session.post("Profiler.enable");
+  await session.post("Profiler.start");
+  return async () => {
+    const { profile } = await session.post("Profiler.stop");
+    writeFileSync(file, JSON.stringify(profile), { mode: 0o600 });
+    session.disconnect();
+  };
+}
+
+/** `unibus up`'s one process for every service; started by path, as the supervisor does. */
+const EMBEDDED_MAIN = fileURLToPath(new URL("../../services/embedded-main.ts", import.meta.url));
+/** Descriptor of the lifeline pipe in the child (0-2 are stdio). */
+const LIFELINE_FD = 3;
+/** How long the services' process may take to answer its pings (TypeScript loader, bucket set-up, a loaded box). */
+const SERVICES_READY_MS = 60_000;
+
+/** CPU ms (user + system, all threads) of process `pid` so far, from /proc (100 Hz ticks); undefined where there is none. */
+function procCpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    const ms = (Number(fields[11]) + Number(fields[12])) * 10;
+    return Number.isFinite(ms) ? ms : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** How long the services' process must burn no more than one 10 ms tick to count as idle. */
+const SETTLE_WINDOW_MS = 250;
+const SETTLE_MAX_MS = 30_000;
+
+/**
+ * Waits until the services' process is idle: the keys service's removals
+ * consumer may still work through the set-up's 1,000 member puts after the
+ * bench's writes are acknowledged, and a cold rekey measured meanwhile
+ * would time that backlog, which no real rekey meets, against a raw side
+ * that runs on an idle server. Returns the ms waited, or undefined if it
+ * never settled (the run goes on; the figure says so).
+ */
+async function settle(host: ServicesHost): Promise<number | undefined> {
+  const t0 = performance.now();
+  // eventually reads at once: the first read only starts the first window.
+  let last = Number.NaN;
+  try {
+    await eventually(
+      () => host.hostCpuMs(),
+      (now) => {
+        const idle = now - last <= 10; // false on the first read (NaN)
+        last = now;
+        return idle;
+      },
+      { timeoutMs: SETTLE_MAX_MS, intervalMs: SETTLE_WINDOW_MS, what: "services idle" },
+    );
+    return performance.now() - t0;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where membership and keys run for the bench, and how to stop them. */
+interface ServicesHost {
+  /** The services' process CPU ms so far; undefined in process (their share cannot be told from the client's). */
+  cpuMs(): number | undefined;
+  /** CPU ms so far of the process the services run in (this one, in process), to see when they are idle. */
+  hostCpuMs(): number;
+  stop(): Promise<void>;
+}
+
+async function servicesInProcess(nc: NatsConnection): Promise<ServicesHost> {
+  const membership = await createMembershipService(nc, { logger: silent });
+  const keys = await createKeysService(nc, { logger: silent });
+  return {
+    cpuMs: () => undefined,
+    hostCpuMs: () => {
+      const u = process.cpuUsage();
+      return (u.user + u.system) / 1000;
+    },
+    async stop() {
+      await keys.stop();
+      await membership.stop();
+    },
+  };
+}
+
+/**
+ * Membership and keys in one child process, as `unibus up` runs them by
+ * default. The lifeline pipe ends the child however this process dies (even
+ * SIGKILL), and `stop` plus an exit hook end it on every other path, so a
+ * failed or interrupted bench leaves no service serving on.
+ */
+async function servicesInChild(url: string, nc: NatsConnection): Promise<ServicesHost> {
+  const { UNIBUS_IDENTITY: _identity, ...base } = process.env;
+  const env = {
+    ...base,
+    UNIBUS_URL: url,
+    UNIBUS_LOG_LEVEL: "error",
+    UNIBUS_EMBEDDED_SERVICES: JSON.stringify({ [ServiceName.membership]: {}, [ServiceName.keys]: {} }),
+    [PARENT_LIFELINE_FD_ENV]: String(LIFELINE_FD),
+  };
+  const child = spawn(process.execPath, ["--import", PARENT_LIFELINE_PRELOAD, "--import", "tsx", EMBEDDED_MAIN], { env, stdio: ["ignore", "pipe", "pipe", "pipe"] });
+  child.stdio[LIFELINE_FD]?.on("error", () => undefined);
+  let output = "";
+  const keep = (d: Buffer): void => {
+    output = (output + d.toString()).slice(-4_000);
+  };
+  child.stdout?.on("data", keep);
+  child.stderr?.on("data", keep);
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  const killOnExit = (): void => {
+    child.kill("SIGKILL");
+  };
+  process.once("exit", killOnExit);
+  const stop = async (): Promise<void> => {
+    process.off("exit", killOnExit);
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill("SIGTERM");
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), 15_000)));
+    if ((await Promise.race([exited, late])) === "late") {
+      child.kill("SIGKILL");
+      await exited;
+    }
+    clearTimeout(timer);
+  };
+  try {
+    // Ready when both answer their micro ping (registered after their buckets
+    // exist); a child that dies first fails the bench with its output.
+    const ping = (name: string) => nc.request(`$SRV.PING.${name}`, undefined, { timeout: 1_000 });
+    const ready = retryUntil(() => Promise.all([ping(ServiceName.membership), ping(ServiceName.keys)]), { timeoutMs: SERVICES_READY_MS, intervalMs: 200 });
+    const died = exited.then((code) => Promise.reject(new Error(`the services' process exited (${code}) before it was ready:\n${output}`)));
+    await Promise.race([ready, died]);
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { cpuMs: () => procCpuMs(child.pid), hostCpuMs: () => procCpuMs(child.pid) ?? 0, stop };
 }
 
 /** P4: cold and warm rekey of a large room against 1,000 sequential raw KV puts, same server. */
@@ -48,17 +208,20 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
   const samples = opts.samples ?? 5;
   const server = await startTestServer({ jetstream: true });
   const nc = await server.connect();
-  const membership = await createMembershipService(nc, { logger: silent });
-  const keys = await createKeysService(nc, { logger: silent });
-  const owner = createIdentity();
-  const client = await connect({ url: server.url, identity: owner, requestTimeoutMs: 30_000 });
+  let services: ServicesHost | undefined;
+  let closeClient: (() => Promise<void>) | undefined;
   try {
+    services = opts.inProcess === true ? await servicesInProcess(nc) : await servicesInChild(server.url, nc);
+    const owner = createIdentity();
+    const client = await connect({ url: server.url, identity: owner, requestTimeoutMs: 30_000 });
+    closeClient = () => client.close();
     // Set-up writes the data model directly: 1,000 signed users.add/invite
     // round trips would only slow the bench, not change what it measures.
     const kvm = new Kvm(jetstream(nc));
     const users = await kvm.open(MembershipBucket.users);
     const members = await kvm.open(MembershipBucket.members);
     const roomLog = await kvm.open(MembershipBucket.roomLog);
+    const agreementKeys = await kvm.open(KeysBucket.agreementKeys);
     const at = new Date().toISOString();
     const people = [owner, ...Array.from({ length: n - 1 }, () => createIdentity())];
     // The room's membership log, signed by the owner as the service would
@@ -87,7 +250,7 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
         await users.put(id.principal, JSON.stringify({ principal: id.principal, handle: `m${i}`, role: "member", status: "active", addedAt: at, addedBy: owner.principal }));
         await members.put(memberKey(roomId, id.principal), JSON.stringify({ roomId, principal: id.principal, role, addedAt: at, addedBy: owner.principal }));
         const signature = toBase64Url(id.signingKey.sign(agreementKeyStatementBytes(id.principal, id.agreementPublicKey)));
-        await keys.buckets.agreementKeys.put(id.principal, JSON.stringify({ principal: id.principal, agreementKey: toBase64Url(id.agreementPublicKey), signature }));
+        await agreementKeys.put(id.principal, JSON.stringify({ principal: id.principal, agreementKey: toBase64Url(id.agreementPublicKey), signature }));
       }),
     );
 
@@ -114,7 +277,8 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
     // when it is durable; and this process's CPU time meanwhile (all
     // threads: the client, its crypto pool and the in-process services),
     // which swings less than wall time on a shared machine. Timed on this
-    // client's own calls, so nothing else runs.
+    // client's own calls, so nothing else runs. Beside it, from /proc, the
+    // services' process and nats-server (10 ms ticks).
     const marks: string[] = [];
     const t0 = { at: 0 };
     const mark = <T>(name: string, p: Promise<T>): Promise<T> =>
@@ -133,14 +297,26 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
       marks.push(`publish sent ${(performance.now() - t0.at).toFixed(0)} (${(JSON.stringify(req).length / 1024).toFixed(0)} KiB)`);
       return mark("durable", real.publishEpoch(req));
     };
+    const host = services;
+    const settledMs = await settle(host);
+    const stopProfile = opts.cpuProfile === undefined ? undefined : await profileMainThread(opts.cpuProfile);
     t0.at = performance.now();
+    const servicesCpu0 = host.cpuMs();
+    const serverCpu0 = procCpuMs(server.pid);
     const cpu0 = process.cpuUsage();
     const cold = await timeRekey();
     const cpu = process.cpuUsage(cpu0);
+    await stopProfile?.();
+    const servicesCpu1 = host.cpuMs();
+    const serverCpu1 = procCpuMs(server.pid);
+    const delta = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined ? "n/a" : `${b - a} ms`);
     Object.assign(api, { agreementKeys: real.agreementKeys, epochs: real.epochs, publishEpoch: real.publishEpoch });
     roomLogs.sync = real.sync;
     client.rooms.log = realLogPage;
-    console.log(`P4 cold timeline (ms from the start; ${n} bindings and ${n} log entries verified cold, as a fresh client does): ${marks.join(", ")}; CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms`);
+    console.log(
+      `P4 cold timeline (${opts.inProcess === true ? "services in the client's process" : "services in their own process"}; ${settledMs === undefined ? "services never idle" : `services idle after ${settledMs.toFixed(0)} ms`}; ms from the start; ${n} bindings and ${n} log entries verified cold, as a fresh client does): ${marks.join(", ")}; ` +
+        `CPU: client ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms, services' process ${opts.inProcess === true ? "(in the client's)" : delta(servicesCpu0, servicesCpu1)}, nats-server ${delta(serverCpu0, serverCpu1)}`,
+    );
     const rawCold = await timeRaw();
     const warm: number[] = [];
     const raw: number[] = [];
@@ -168,14 +344,20 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
       { name: `P4 removal rekey, prepared (p50 of ${samples})`, unit: "ms", unibus: percentile(prepared, 50), raw: percentile(rawPrepared, 50), lowerIsBetter: true, goal },
     ];
   } finally {
-    await client.close();
-    await keys.stop();
-    await membership.stop();
+    await closeClient?.();
+    await services?.stop();
     await nc.close();
     await server.stop();
   }
 }
 
+/** `--cpu-prof <file>`: profile the cold rekey (standalone runs only). */
+function profileArg(): { cpuProfile?: string } {
+  const i = process.argv.indexOf("--cpu-prof");
+  const file = i >= 0 ? process.argv[i + 1] : undefined;
+  return file === undefined ? {} : { cpuProfile: file };
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  for (const c of await runRekey({ members: numberArg("--members", 1_000), samples: numberArg("--samples", 5) })) printCase(c);
+  for (const c of await runRekey({ members: numberArg("--members", 1_000), samples: numberArg("--samples", 5), inProcess: process.argv.includes("--in-process"), ...profileArg() })) printCase(c);
 }
