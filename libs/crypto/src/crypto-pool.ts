@@ -444,12 +444,31 @@ export async function helpCryptoPoolUntil(until: Promise<unknown>): Promise<void
     () => (settled = true),
     () => (settled = true),
   );
-  for (;;) {
-    // Nothing to take (the usual case once the pool keeps up): no turn of the event loop is spent here.
-    if (!urgentQueue.some((q) => q.here !== undefined)) return;
-    await new Promise((r) => setImmediate(r));
-    if (settled || !takeOne()) return;
+  helping++;
+  try {
+    for (;;) {
+      // Nothing to take (the usual case once the pool keeps up): no turn of the event loop is spent here.
+      if (!urgentQueue.some((q) => q.here !== undefined)) return;
+      await new Promise((r) => setImmediate(r));
+      if (settled || !takeOne()) return;
+    }
+  } finally {
+    helping--;
   }
+}
+
+/** Callers inside {@link helpCryptoPoolUntil} now. */
+let helping = 0;
+
+/**
+ * True while this thread has urgent pool work to do: a caller helping
+ * with its own checks, or urgent jobs queued that it could take. Work
+ * that can wait (sealing before the log is verified) runs on this thread
+ * only while this is false, so it fills the time the thread would idle
+ * and never holds up a check a caller waits on. Not exported from the package.
+ */
+export function urgentWorkHere(): boolean {
+  return helping > 0 || urgentQueue.some((q) => q.here !== undefined);
 }
 
 /**
