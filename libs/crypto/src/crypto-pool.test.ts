@@ -1,8 +1,9 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterEach, describe, expect, it } from "vitest";
+import { eventually } from "@unibus/testing";
 import { helpCryptoPoolUntil, poolSize, resetCryptoPoolForTests, runOnPool, warmCryptoPool } from "./crypto-pool.js";
-import { SigningKey, verifyMany, verifySignature } from "./ed25519.js";
+import { SigningKey, alreadyVerified, verifyMany, verifySignature } from "./ed25519.js";
 import { randomBytes, toHex } from "./encoding.js";
 import { openSealed, sealToVerified, sealToVerifiedWith, sealWithEphemeralSecret } from "./sealed-box.js";
 import type { BoundRecipient } from "./sealed-box.js";
@@ -245,6 +246,60 @@ parentPort.postMessage({ id: -1 });`;
     expect(ran).toEqual(["u-3", "u-2", "u-1"]);
     expect(settled).toBe(0);
     await resetCryptoPoolForTests();
+  });
+
+  it("before its own work is done, a caller seals the slices no worker holds only while it has no urgent job to take, and only to verified bindings", async () => {
+    // Holds what it gets and never answers, until told to exit (which breaks the pool: its jobs then fail over to inline).
+    const stalls = `
+const { parentPort, BroadcastChannel } = require("node:worker_threads");
+const bc = new BroadcastChannel("crypto-pool-test-exit");
+bc.onmessage = () => process.exit(3);
+parentPort.on("message", () => undefined);
+parentPort.postMessage({ id: -1 });`;
+    await resetCryptoPoolForTests({ source: stalls, size: 1 });
+    expect(await warmCryptoPool()).toBe(true);
+    const exit = new BroadcastChannel("crypto-pool-test-exit");
+    try {
+      const job = { message: {}, transfer: [] };
+      // The worker holds two jobs; an urgent one with a fallback here waits in the queue.
+      void runOnPool(job).catch(() => undefined);
+      void runOnPool(job).catch(() => undefined);
+      const urgent = runOnPool(job, true, () => ({ here: true }));
+      // 200 recipients, the hostile ones last: the third slice (128..199) is the one no pool runner takes, so this thread seals it.
+      const { ps, recipients, refused } = hostileSet(200);
+      const order = recipients.map((_, i) => 199 - i);
+      const pt = randomBytes(32);
+      const own = new Promise<void>(() => undefined); // the caller's own work (a log sync), never done here
+      const sealing = sealToVerifiedWith(
+        order.map((i) => recipients[i]!),
+        pt,
+        { helpAfter: own },
+      );
+      const mine = order.map((i, at) => ({ i, at })).filter(({ at }) => at >= 128 && !refused.has(order[at]!));
+      // A bound on a negative: ten timer turns, in which an ungated caller seals the whole slice.
+      for (let k = 0; k < 10; k++) await new Promise((r) => setTimeout(r, 2));
+      expect(mine.filter(({ i }) => alreadyVerified(recipients[i]!.binding)).length).toBe(0);
+      // Once the urgent job is taken (here), the caller seals while its own work is still pending.
+      await helpCryptoPoolUntil(urgent);
+      expect(await urgent).toEqual({ here: true });
+      await eventually(
+        () => mine.filter(({ i }) => alreadyVerified(recipients[i]!.binding)).length,
+        (n) => n === mine.length,
+        { what: "the caller's slice verified before its own work is done" },
+      );
+      // The worker dies: the slices it held or would have taken are sealed inline; the result holds a box only for a verified binding.
+      exit.postMessage("exit");
+      const sealed = await sealing;
+      sealed.forEach((s, at) => {
+        const i = order[at]!;
+        if (refused.has(i)) expect(s.box, `recipient ${i}`).toBeNull();
+        else expect(toHex(openSealed(ps[i]!.agreement.secretKey, s.box!))).toBe(toHex(pt));
+      });
+      expect(sealed.filter((s) => !s.verified).length).toBe(3);
+    } finally {
+      exit.close();
+      await resetCryptoPoolForTests();
+    }
   });
 
   it("verifyMany's slices that a waiting caller takes are answered exactly as verifySignature would", async () => {

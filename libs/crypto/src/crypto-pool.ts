@@ -32,7 +32,7 @@ const POOL_MAX_WORKERS = 4;
 function moduleUrls(): WorkerModules {
   const require = createRequire(import.meta.url);
   return {
-    blake3: pathToFileURL(require.resolve("@noble/hashes/blake3.js")).href,
+    blake3: pathToFileURL(require.resolve("blake3-jit")).href,
     chacha: pathToFileURL(require.resolve("@noble/ciphers/chacha.js")).href,
     ...(native && nativeSodiumPath !== undefined ? { sodium: nativeSodiumPath } : {}),
   };
@@ -46,8 +46,9 @@ interface WorkerModules {
 }
 
 /**
- * The worker: plain CommonJS over node:crypto, plus the two @noble modules
- * the sealed box needs (imported by absolute URL), so it starts without the
+ * The worker: plain CommonJS over node:crypto, plus the sealed box's BLAKE3
+ * KDF (blake3-jit, prepared once per context, as sealed-box.ts derives) and
+ * @noble's HChaCha20 (both imported by absolute URL), so it starts without the
  * application's loaders, and sodium-native by path when the main thread
  * loaded it (Ed25519 checks at about half node:crypto's cost; the main
  * thread applies libsodium's encoding rules before posting a check, so both
@@ -124,13 +125,14 @@ function verifyBatch({ blob, ends }) {
 }
 const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]);
 const PKCS8_X25519_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
-let blake3;
+let createDeriveKey;
 let hchacha;
 const kdfs = new Map();
+const scrub = new Uint8Array(96);
 function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
   let kdf = kdfs.get(kdfContext);
   if (kdf === undefined) {
-    kdf = blake3.create({ context: Buffer.from(kdfContext, "utf8"), dkLen: 56 });
+    kdf = createDeriveKey(kdfContext);
     kdfs.set(kdfContext, kdf);
   }
   const native = sodiumSeal;
@@ -204,7 +206,9 @@ function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
     material.set(epk, 32);
     material.set(rpk, 64);
     shared.fill(0);
-    const okm = kdf.clone().update(material).digest();
+    const okm = kdf.reset().update(material).finalize(56);
+    // The prepared hasher keeps its last block and output until its next use: zeros now, so no box's secret stays in it.
+    kdf.reset().update(scrub).finalize(56).fill(0);
     const at = i * boxLength;
     if (native !== undefined) {
       boxes.set(header, at);
@@ -238,7 +242,7 @@ function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
 }
 Promise.all([import(workerData.blake3), import(workerData.chacha)]).then(
   ([h, c]) => {
-    blake3 = h.blake3;
+    createDeriveKey = h.createDeriveKey;
     hchacha = c.hchacha;
     // Jobs queue here too, urgent first; one runs per turn, so messages
     // that arrived meanwhile (an urgent job) are seen before the next.
@@ -444,12 +448,31 @@ export async function helpCryptoPoolUntil(until: Promise<unknown>): Promise<void
     () => (settled = true),
     () => (settled = true),
   );
-  for (;;) {
-    // Nothing to take (the usual case once the pool keeps up): no turn of the event loop is spent here.
-    if (!urgentQueue.some((q) => q.here !== undefined)) return;
-    await new Promise((r) => setImmediate(r));
-    if (settled || !takeOne()) return;
+  helping++;
+  try {
+    for (;;) {
+      // Nothing to take (the usual case once the pool keeps up): no turn of the event loop is spent here.
+      if (!urgentQueue.some((q) => q.here !== undefined)) return;
+      await new Promise((r) => setImmediate(r));
+      if (settled || !takeOne()) return;
+    }
+  } finally {
+    helping--;
   }
+}
+
+/** Callers inside {@link helpCryptoPoolUntil} now. */
+let helping = 0;
+
+/**
+ * True while this thread has urgent pool work to do: a caller helping
+ * with its own checks, or urgent jobs queued that it could take. Work
+ * that can wait (sealing before the log is verified) runs on this thread
+ * only while this is false, so it fills the time the thread would idle
+ * and never holds up a check a caller waits on. Not exported from the package.
+ */
+export function urgentWorkHere(): boolean {
+  return helping > 0 || urgentQueue.some((q) => q.here !== undefined);
 }
 
 /**

@@ -253,15 +253,17 @@ const SMALL_ORDER = [
   "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
 ].map(fromHex);
 
-/** First bytes of the encodings above: any other first byte is not of small order, decided without the loop. */
-const SMALL_ORDER_FIRST = new Set(SMALL_ORDER.map((s) => s[0]!));
+/** First bytes of the encodings above, as a table: any other first byte is not of small order, decided by one load. */
+const SMALL_ORDER_FIRST = new Uint8Array(256);
+for (const s of SMALL_ORDER) SMALL_ORDER_FIRST[s[0]!] = 1;
 
-function smallOrder(p: Uint8Array): boolean {
-  // Every request and every log entry checks two of these: almost all keys are decided by their first byte.
-  if (!SMALL_ORDER_FIRST.has(p[0]!)) return false;
+/** The 32 bytes of `p` from `at` encode a point of small order. Read in place: R is checked inside the signature, with no view made per check. */
+function smallOrder(p: Uint8Array, at = 0): boolean {
+  // Every request, log entry and binding checks two of these: almost all keys are decided by their first byte.
+  if (SMALL_ORDER_FIRST[p[at]!] === 0) return false;
   return SMALL_ORDER.some((s) => {
-    for (let i = 0; i < 31; i++) if (p[i] !== s[i]) return false;
-    return (p[31]! & 0x7f) === s[31];
+    for (let i = 0; i < 31; i++) if (p[at + i] !== s[i]) return false;
+    return (p[at + 31]! & 0x7f) === s[31];
   });
 }
 
@@ -280,7 +282,7 @@ function nonCanonicalPoint(p: Uint8Array): boolean {
  * everywhere); they only refuse signatures no honest signer makes.
  */
 export function strictEd25519Encoding(publicKey: Uint8Array, signature: Uint8Array): boolean {
-  return !nonCanonicalPoint(publicKey) && !smallOrder(publicKey) && !smallOrder(signature.subarray(0, 32));
+  return !nonCanonicalPoint(publicKey) && !smallOrder(publicKey) && !smallOrder(signature, 0);
 }
 
 function wellFormed(publicKey: unknown, data: unknown, signature: unknown): boolean {
@@ -374,6 +376,35 @@ function verifyJob(checks: readonly SignatureCheck[]): PoolJob {
 /** Remembers a check a worker verified (see the verified set above). */
 export function rememberVerified(c: SignatureCheck): void {
   if (c.data.byteLength <= CACHE_DATA_MAX) remember(checkId(c.publicKey, c.data, c.signature));
+}
+
+/**
+ * The verified set's id of a check already found well formed (as
+ * {@link verifySignature} requires), or undefined for a statement too long
+ * to keep: a caller holding many checks (sealing to a room's bindings)
+ * hashes each once for the lookup, the check and the remembering, instead
+ * of once per step. For sealed-box (not exported from the package).
+ */
+export function verifiedIdOf(c: SignatureCheck): string | undefined {
+  return c.data.byteLength <= CACHE_DATA_MAX ? checkId(c.publicKey, c.data, c.signature) : undefined;
+}
+
+/** True when `id` (from {@link verifiedIdOf}) is of a check this process verified. */
+export function isVerifiedId(id: string | undefined): boolean {
+  return id !== undefined && verified.has(id);
+}
+
+/** Remembers the check of `id` (from {@link verifiedIdOf}) as verified; a worker's "yes" for it. */
+export function rememberVerifiedId(id: string | undefined): void {
+  if (id !== undefined) remember(id);
+}
+
+/** {@link verifySignature} of a check already found well formed, with its {@link verifiedIdOf} id at hand. Never throws. */
+export function verifyWellFormedWithId(c: SignatureCheck, id: string | undefined): boolean {
+  if (isVerifiedId(id)) return true;
+  const ok = verifyUncached(c.publicKey, c.data, c.signature);
+  if (ok) rememberVerifiedId(id);
+  return ok;
 }
 
 /** True when this process already verified exactly this check (short statements only). */

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { SigningKey } from "./ed25519.js";
 import { utf8 } from "./encoding.js";
 import type { Envelope } from "./envelope.js";
-import { envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeToHeaders, signEnvelope, verifyEnvelope } from "./envelope.js";
+import { envelopeCheck, envelopeFromHeaders, EnvelopeHeader, envelopeSigningBytes, envelopeToHeaders, signEnvelope, verifyEnvelope } from "./envelope.js";
 
 describe("signed request envelope", () => {
   const key = SigningKey.generate();
@@ -60,6 +60,21 @@ describe("signed request envelope", () => {
     const variant = env.signature.slice(0, -1) + alphabet[alphabet.indexOf(last) | 1];
     expect(Buffer.from(variant, "base64url")).toEqual(Buffer.from(env.signature, "base64url"));
     if (variant !== env.signature) expect(verifyEnvelope({ ...env, signature: variant }, subject, body)).toBe(false);
+  });
+
+  it("of the 16 spellings of a signature's last character that decode to the same bytes, only the canonical one verifies", () => {
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const top = alphabet.indexOf(env.signature.at(-1)!) & 0x30;
+    const spellings = Array.from({ length: 16 }, (_, low) => env.signature.slice(0, -1) + alphabet[top | low]);
+    for (const v of spellings) expect(Buffer.from(v, "base64url")).toEqual(Buffer.from(env.signature, "base64url"));
+    expect(spellings.filter((v) => verifyEnvelope({ ...env, signature: v }, subject, body))).toEqual([env.signature]);
+  });
+
+  it("a check's signer key is its own copy: changing it does not change the next check of that signer", () => {
+    const first = envelopeCheck(env, subject, body)!;
+    first.publicKey.fill(0);
+    expect(verifyEnvelope(env, subject, body)).toBe(true);
+    expect(envelopeCheck(env, subject, body)!.publicKey).toEqual(key.publicKey);
   });
 
   it("length prefixes keep different subjects/nonces from producing the same signed bytes", () => {

@@ -123,17 +123,44 @@ function envelopeCheckForBodyHash(envelope: Envelope, subject: string, bodyHash:
   try {
     if (typeof envelope !== "object" || envelope === null) return undefined;
     const { signer, timestamp, nonce, signature } = envelope;
-    if (typeof signer !== "string" || !isPrincipal(signer)) return undefined;
+    const publicKey = typeof signer === "string" ? signerKey(signer) : undefined;
+    if (publicKey === undefined) return undefined;
     if (typeof subject !== "string" || !(bodyHash instanceof Uint8Array) || bodyHash.byteLength !== 32) return undefined;
     if (typeof nonce !== "string" || !NONCE_RE.test(nonce)) return undefined;
     if (typeof timestamp !== "number" || !Number.isSafeInteger(timestamp) || timestamp < 0) return undefined;
     if (typeof signature !== "string" || !SIGNATURE_RE.test(signature)) return undefined;
-    const sig = fromBase64Url(signature);
-    if (toBase64Url(sig) !== signature) return undefined;
-    return { publicKey: publicKeyFromPrincipal(signer), data: envelopeSigningBytesForBodyHash(subject, timestamp, nonce, bodyHash), signature: sig };
+    // One spelling per signature: 86 characters carry 516 bits for 512, and
+    // the last character's 4 spare bits must be zero (A, Q, g or w); a
+    // second spelling would let a replayed request pass as a new one.
+    if (!CANONICAL_LAST.has(signature.charCodeAt(85))) return undefined;
+    return { publicKey, data: envelopeSigningBytesForBodyHash(subject, timestamp, nonce, bodyHash), signature: fromBase64Url(signature) };
   } catch {
     return undefined;
   }
+}
+
+/** Last characters of a canonical 86-character base64url signature: the 4 bits past the 64th byte are zero. */
+const CANONICAL_LAST = new Set(["A", "Q", "g", "w"].map((c) => c.charCodeAt(0)));
+
+/** Signers' keys decoded, by principal: a log page's entries are mostly one signer's (an owner's), and an nkey decode checks a CRC over base32. */
+const signerKeys = new Map<string, Uint8Array>();
+const SIGNER_KEYS_MAX = 4096;
+
+/**
+ * The Ed25519 key of a `U…` signer, or undefined for anything else (a hex
+ * key, another kind, a bad checksum); only valid ones are kept, bounded, so
+ * distinct signers cannot grow memory. A copy each time: a check that
+ * changed its key must not change the next signer's.
+ */
+function signerKey(signer: string): Uint8Array | undefined {
+  let key = signerKeys.get(signer);
+  if (key === undefined) {
+    if (!isPrincipal(signer)) return undefined;
+    key = publicKeyFromPrincipal(signer);
+    if (signerKeys.size >= SIGNER_KEYS_MAX) signerKeys.clear();
+    signerKeys.set(signer, key);
+  }
+  return key.slice();
 }
 
 /** The envelope as NATS header values (header name → value). */

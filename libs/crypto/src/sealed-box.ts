@@ -1,12 +1,12 @@
 import { aeadDecrypt, aeadEncrypt, AeadSize } from "./aead.js";
-import { concatBytes, constantTimeEqual, ownBytes, utf8 } from "./encoding.js";
+import { concatBytes, constantTimeEqual, ownBytes } from "./encoding.js";
 import { DecryptError } from "./errors.js";
-import { blake3 } from "@noble/hashes/blake3.js";
+import { Blake3Key } from "./blake3-key.js";
 import { InvalidKeyError } from "./errors.js";
 import { agreementPublicKey, ephemeralAgreement, ephemeralAgreementKey, x25519SharedSecret } from "./x25519.js";
-import { alreadyVerified, rememberVerified, strictEd25519Encoding, verifySignature } from "./ed25519.js";
+import { isVerifiedId, rememberVerifiedId, strictEd25519Encoding, verifiedIdOf, verifyWellFormedWithId } from "./ed25519.js";
 import type { SignatureCheck } from "./ed25519.js";
-import { poolSize, runOnPool } from "./crypto-pool.js";
+import { poolSize, runOnPool, urgentWorkHere } from "./crypto-pool.js";
 import { asBuffer, nativeSodium } from "./native-sodium.js";
 import type { NativeSodium } from "./native-sodium.js";
 import type { PoolJob } from "./crypto-pool.js";
@@ -23,15 +23,31 @@ export const SealedBox = {
   overhead: 33 + AeadSize.tag,
 } as const;
 
-// BLAKE3-derive_key(kdfContext, ·) with the context already absorbed: each
-// use clones it (byte-identical to blake3DeriveKey, half the cost).
-const kdf = blake3.create({ context: utf8(SealedBox.kdfContext), dkLen: AeadSize.key + AeadSize.nonce });
+/**
+ * BLAKE3-derive_key(kdfContext, ·), prepared once (blake3-key.ts): about a
+ * microsecond per box against 10–50 µs for a clone of a @noble hasher with
+ * the context absorbed, which a cold rekey's 1,000 boxes paid on the
+ * owner's thread. Byte-identical: the sealed-box vectors and the tests
+ * open every box with the @noble reference.
+ */
+const sealKdf = Blake3Key.deriveKey(SealedBox.kdfContext);
+const KDF_SCRUB = new Uint8Array(96);
+
+/** `okm = key ‖ nonce` of one box from its 96-byte material; the caller zeroes both. */
+function deriveOkm(material: Uint8Array): Uint8Array {
+  const okm = sealKdf.hash(material, AeadSize.key + AeadSize.nonce);
+  // The prepared hasher keeps its last block and output words until its
+  // next use: hashing zeros at once leaves nothing of this box's secret in
+  // a long-lived object (threat: a heap dump or a later bug reading it).
+  sealKdf.hash(KDF_SCRUB, AeadSize.key + AeadSize.nonce).fill(0);
+  return okm;
+}
 
 function deriveKeyAndNonce(shared: Uint8Array, epk: Uint8Array, rpk: Uint8Array): { key: Uint8Array; nonce: Uint8Array } {
   // Binding both public keys stops a box re-targeted at another recipient (or
   // with a substituted epk mapping to the same shared secret) from opening.
   const material = concatBytes(shared, epk, rpk);
-  const okm = kdf.clone().update(material).digest();
+  const okm = deriveOkm(material);
   material.fill(0);
   shared.fill(0);
   return { key: okm.subarray(0, AeadSize.key), nonce: okm.subarray(AeadSize.key) };
@@ -164,7 +180,7 @@ function sealToManyNative(sodium: SodiumSeal, recipientAgreementPublicKeys: read
       material.set(epk, 32);
       material.set(rpk, 64);
       shared.fill(0);
-      const okm = kdf.clone().update(material).digest();
+      const okm = deriveOkm(material);
       material.fill(0);
       const box = new Uint8Array(boxLength);
       box.set(header, 0);
@@ -254,9 +270,18 @@ function wellFormedRecipient(r: BoundRecipient): boolean {
   return b.data instanceof Uint8Array && b.data.byteLength >= 32 && constantTimeEqual(b.data.subarray(b.data.byteLength - 32), r.agreementKey);
 }
 
-/** Inline: verify each binding, then one {@link sealToMany} call for those that verified. */
-function sealInline(recipients: readonly BoundRecipient[], plaintext: Uint8Array, ephemeralSecretKey: Uint8Array | undefined): VerifiedSeal[] {
-  const ok = recipients.map((r) => verifySignature(r.binding.publicKey, r.binding.data, r.binding.signature));
+/** A well-formed recipient with its verified-set id, and whether its binding is still to be checked. */
+interface SealTodo {
+  readonly r: BoundRecipient;
+  readonly index: number;
+  readonly id: string | undefined;
+  readonly verify: boolean;
+}
+
+/** Inline: verify each binding not verified yet, then one {@link sealToMany} call for those that verified. */
+function sealInline(todo: readonly SealTodo[], plaintext: Uint8Array, ephemeralSecretKey: Uint8Array | undefined): VerifiedSeal[] {
+  const recipients = todo.map((t) => t.r);
+  const ok = todo.map((t) => !t.verify || verifyWellFormedWithId(t.r.binding, t.id));
   const keys = recipients.filter((_, i) => ok[i]).map((r) => r.agreementKey);
   const boxes = ephemeralSecretKey === undefined ? sealToMany(keys, plaintext) : keys.map((k) => sealOrNull(k, plaintext, ephemeralSecretKey));
   let j = 0;
@@ -305,31 +330,29 @@ export interface SealToVerifiedOptions {
  */
 export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], plaintext: Uint8Array, opts: SealToVerifiedOptions & { ephemeralSecretKey?: Uint8Array; inline?: boolean }): Promise<VerifiedSeal[]> {
   const out: VerifiedSeal[] = recipients.map(() => ({ box: null, verified: false }));
-  const todo = recipients.flatMap((r, index) => (wellFormedRecipient(r) ? [{ r, index, verify: !alreadyVerified(r.binding) }] : []));
+  // One verified-set id per binding, hashed once for the lookup, the check and the remembering.
+  const todo: SealTodo[] = [];
+  recipients.forEach((r, index) => {
+    if (!wellFormedRecipient(r)) return;
+    const id = verifiedIdOf(r.binding);
+    todo.push({ r, index, id, verify: !isVerifiedId(id) });
+  });
   // The pool pays when there are checks to run beside the agreements (a cold
   // rekey); sealing alone to bindings already verified costs about as much
   // inline as the hand-off, and inline it never waits behind a busy pool.
   const checks = todo.reduce((n, t) => n + (t.verify ? 1 : 0), 0);
+  const inline = (slice: readonly SealTodo[]): void => {
+    sealInline(slice, plaintext, opts.ephemeralSecretKey).forEach((s, j) => (out[slice[j]!.index] = s));
+  };
   if (opts.inline === true || todo.length < POOL_MIN_RECIPIENTS || checks < POOL_MIN_RECIPIENTS || poolSize() === 0) {
-    sealInline(
-      todo.map((t) => t.r),
-      plaintext,
-      opts.ephemeralSecretKey,
-    ).forEach((s, j) => (out[todo[j]!.index] = s));
+    inline(todo);
     return out;
   }
-  const slices: (typeof todo)[] = [];
+  const slices: SealTodo[][] = [];
   for (let k = 0; k < todo.length; k += POOL_SEAL_CHUNK) slices.push(todo.slice(k, k + POOL_SEAL_CHUNK));
   let next = 0;
-  const inline = (slice: typeof todo): void => {
-    sealInline(
-      slice.map((t) => t.r),
-      plaintext,
-      opts.ephemeralSecretKey,
-    ).forEach((s, j) => (out[slice[j]!.index] = s));
-  };
   // Each worker holds two slices at most, so it never idles between them,
-  // and the rest wait here: a caller whose own work is done takes them too.
+  // and the rest wait here: the caller's thread takes them too.
   const onPool = async (): Promise<void> => {
     for (let slice = slices[next++]; slice !== undefined; slice = slices[next++]) {
       let reply: Record<string, unknown> | undefined;
@@ -348,29 +371,44 @@ export async function sealToVerifiedWith(recipients: readonly BoundRecipient[], 
       const boxLength = reply.boxLength as number;
       slice.forEach((t, j) => {
         if (status[j] === 0) return;
-        if (t.verify) rememberVerified(t.r.binding);
+        if (t.verify) rememberVerifiedId(t.id);
         out[t.index] = { box: status[j] === 1 ? boxes.slice(j * boxLength, (j + 1) * boxLength) : null, verified: true };
       });
     }
   };
-  const here = async (): Promise<void> => {
-    // A caller whose own work failed does not help: the result is dropped anyway.
-    if (!(await Promise.resolve(opts.helpAfter).then(
-      () => true,
-      () => false,
-    )))
-      return;
+  const here = async (helpAfter: Promise<unknown>): Promise<void> => {
+    let done = false;
+    let failed = false;
+    void helpAfter.then(
+      () => (done = true),
+      () => (failed = true),
+    );
     for (let slice = slices[next++]; slice !== undefined; slice = slices[next++]) {
-      inline(slice);
-      // Between slices, so the pool's replies are taken in meanwhile.
-      await new Promise((r) => setImmediate(r));
+      // Before the caller's own work is done (a log sync waiting on its
+      // pages and checks), this thread seals only while it has nothing
+      // urgent (see urgentWorkHere), in short pieces with a turn of the
+      // event loop between them, so an arriving page waits one piece at
+      // most; the log's checks stay first, the bindings fill the idle time.
+      for (let k = 0; k < slice.length; ) {
+        while (!done && !failed && urgentWorkHere()) await new Promise((r) => setTimeout(r, 1));
+        // A caller whose own work failed helps no further (the pool takes the slices left): this slice is finished at once.
+        const end = done || failed ? slice.length : Math.min(slice.length, k + IDLE_SEAL_PIECE);
+        inline(slice.slice(k, end));
+        k = end;
+        if (failed) return;
+        // Between pieces, so the pool's replies and the caller's pages are taken in meanwhile.
+        await new Promise((r) => setImmediate(r));
+      }
     }
   };
   const runners = Array.from({ length: 2 * poolSize() }, onPool);
-  if (opts.helpAfter !== undefined) runners.push(here());
+  if (opts.helpAfter !== undefined) runners.push(here(Promise.resolve(opts.helpAfter)));
   await Promise.all(runners);
   return out;
 }
+
+/** Recipients the caller's thread seals at a time before its own work is done: about 2 ms, so an arriving page is not held up. */
+const IDLE_SEAL_PIECE = 16;
 
 /**
  * Opens a sealed box with the recipient's X25519 secret key. Throws

@@ -182,8 +182,23 @@ export function epochStatementBytes(s: EpochStatement): Uint8Array {
  */
 export function agreementKeyStatementBytes(principal: string, agreementKey: Uint8Array): Uint8Array {
   if (agreementKey.byteLength !== 32) throw new RangeError("agreement key must be 32 bytes");
-  return markStatement(concat([field(ShareSetFormat.agreementContext), field(principal), agreementKey]));
+  // Laid out in one buffer, the marked context written once per process: a
+  // cold rekey builds one statement per member, and the parts, their
+  // concatenations and the context's encoding cost more than the layout.
+  // UTF-8 takes at most 3 bytes per UTF-16 unit; the unused tail is cut off.
+  const head = agreementHead.byteLength;
+  const buf = new Uint8Array(head + 2 + 3 * principal.length + 32);
+  buf.set(agreementHead, 0);
+  const len = encoder.encodeInto(principal, buf.subarray(head + 2)).written;
+  if (len > 0xffff) throw new RangeError("field too long");
+  buf[head] = len >> 8;
+  buf[head + 1] = len & 0xff;
+  buf.set(agreementKey, head + 2 + len);
+  return buf.subarray(0, head + 2 + len + 32);
 }
+
+/** `0xFF ‖ field("unibus-agreement-key-v1")`, the fixed start of every agreement-key statement. */
+const agreementHead = markStatement(field(ShareSetFormat.agreementContext));
 
 /** SHA-256 of the sorted principals joined by `\n`: compares a share set with a membership without the shares. */
 export function principalsHash(sortedPrincipals: readonly string[]): Uint8Array {
