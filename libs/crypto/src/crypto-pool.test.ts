@@ -276,8 +276,8 @@ parentPort.postMessage({ id: -1 });`;
         { helpAfter: own },
       );
       const mine = order.map((i, at) => ({ i, at })).filter(({ at }) => at >= 128 && !refused.has(order[at]!));
-      // A bound on a negative: ten timer turns, in which an ungated caller seals the whole slice.
-      for (let k = 0; k < 10; k++) await new Promise((r) => setTimeout(r, 2));
+      // A bound on a negative: twenty event-loop turns, in which an ungated caller (one slice of 16 per turn) seals the whole slice.
+      for (let k = 0; k < 20; k++) await new Promise((r) => setImmediate(r));
       expect(mine.filter(({ i }) => alreadyVerified(recipients[i]!.binding)).length).toBe(0);
       // Once the urgent job is taken (here), the caller seals while its own work is still pending.
       await helpCryptoPoolUntil(urgent);
