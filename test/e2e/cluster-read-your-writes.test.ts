@@ -49,7 +49,7 @@ describe("security reads on a 3-node cluster reflect every acknowledged write", 
   async function pausableFollower(): Promise<number> {
     const meta = await bus.cluster!.waitForMetaLeader();
     const f = [1, 2].find((n) => nodeName(n) !== meta)!;
-    const jsm = await jetstreamManager(operator);
+    const jsm = await jetstreamManager(operator, { checkAPI: false });
     const deadline = Date.now() + 30_000;
     for (const bucket of SECURITY_BUCKETS) {
       // Each read asks a leader on `f` to step down; the next reads show where the lead went.
@@ -72,7 +72,9 @@ describe("security reads on a 3-node cluster reflect every acknowledged write", 
    * is refused (503, closed), which is not what these tests look at.
    */
   async function settled(): Promise<void> {
-    const jsm = await jetstreamManager(operator);
+    // No account-info probe up front: right after a resume the JetStream API
+    // may not answer for a few seconds, which the loop below waits out.
+    const jsm = await jetstreamManager(operator, { checkAPI: false });
     const deadline = Date.now() + 30_000;
     for (const bucket of SECURITY_BUCKETS) {
       await eventually(

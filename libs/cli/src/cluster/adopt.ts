@@ -1,5 +1,6 @@
 import { open, rename, rm, rmdir, stat, unlink } from "node:fs/promises";
 import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { createIdentity, nkeyAuthenticator } from "@unibus/crypto";
@@ -141,8 +142,14 @@ async function streamsWithin(nc: NatsConnection, deadline: number): Promise<Prom
 }
 
 interface ConsumerListPage {
-  consumers: { name: string; config: { durable_name?: string; mem_storage?: boolean }; cluster?: { leader?: string; replicas?: { name: string; current?: boolean; offline?: boolean }[] } }[] | null;
+  consumers: { name: string; config: { durable_name?: string } }[] | null;
   total: number;
+  error?: { description?: string };
+}
+
+interface ConsumerInfoReply {
+  config?: { mem_storage?: boolean };
+  cluster?: { leader?: string; replicas?: { name: string; current?: boolean; offline?: boolean }[] };
   error?: { description?: string };
 }
 
@@ -151,22 +158,29 @@ interface ConsumerListPage {
  * three current copies. A durable's position is state a client relies on; an
  * ephemeral consumer (no durable name) lives only as long as the client that
  * made it, and nats-server keeps it R1 even on an R3 stream, so it is not
- * counted: a rebuilt node may bring it back reset.
+ * counted: a rebuilt node may bring it back reset. Each durable is judged
+ * from its own info, which its leader answers: a consumer has its own raft
+ * group, and a server that does not lead it (the stream's leader answering
+ * the list, say) shows its peers as never heard from.
  */
 async function durableConsumers(nc: NatsConnection, stream: string): Promise<{ name: string; held: boolean }[]> {
-  const out: { name: string; held: boolean }[] = [];
+  const names: string[] = [];
   for (let offset = 0; ; ) {
     const page = (await nc.request(`$JS.API.CONSUMER.LIST.${stream}`, JSON.stringify({ offset }), { timeout: 10_000 })).json<ConsumerListPage>();
     if (page.error) throw new CliError(`consumer list ${stream}: ${page.error.description ?? "error"}`);
     const items = page.consumers ?? [];
-    for (const c of items) {
-      if (c.config.durable_name === undefined) continue;
-      const current = (c.cluster?.replicas ?? []).filter((r) => r.current === true && r.offline !== true).length;
-      out.push({ name: c.name, held: c.config.mem_storage !== true && c.cluster?.leader !== undefined && current >= REQUIRED_REPLICAS - 1 });
-    }
+    for (const c of items) if (c.config.durable_name !== undefined) names.push(c.name);
     offset += items.length;
-    if (items.length === 0 || offset >= page.total) return out;
+    if (items.length === 0 || offset >= page.total) break;
   }
+  const out: { name: string; held: boolean }[] = [];
+  for (const name of names) {
+    const info = (await nc.request(`$JS.API.CONSUMER.INFO.${stream}.${name}`, "", { timeout: 10_000 })).json<ConsumerInfoReply>();
+    // Deleted since the list, or no leader to answer: not shown held.
+    const current = (info.cluster?.replicas ?? []).filter((r) => r.current === true && r.offline !== true).length;
+    out.push({ name, held: info.error === undefined && info.config?.mem_storage !== true && info.cluster?.leader !== undefined && current >= REQUIRED_REPLICAS - 1 });
+  }
+  return out;
 }
 
 /** Digests with only the durable consumers' positions: the ones a rebuild must keep. */
@@ -233,12 +247,20 @@ async function checkPeersHoldEverything(
       throw err;
     }
     const durables = new Set<string>();
-    const unheld: string[] = [];
-    for (const stream of streams) {
-      for (const c of await durableConsumers(nc, stream)) {
-        durables.add(`${stream} ${c.name}`);
-        if (!c.held) unheld.push(`${stream} > ${c.name}`);
+    let unheld: string[] = [];
+    // Like the streams above, within the deadline: a peer that just came
+    // back is current for its streams a moment before its consumers are.
+    for (;;) {
+      durables.clear();
+      unheld = [];
+      for (const stream of streams) {
+        for (const c of await durableConsumers(nc, stream)) {
+          durables.add(`${stream} ${c.name}`);
+          if (!c.held) unheld.push(`${stream} > ${c.name}`);
+        }
       }
+      if (unheld.length === 0 || Date.now() >= deadline) break;
+      await sleep(250);
     }
     if (unheld.length > 0) {
       throw new AdoptError(
