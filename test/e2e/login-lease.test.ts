@@ -4,14 +4,14 @@ import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { pino } from "pino";
-import { CalloutLeaseRunner, DenialCache, WatchedDirectory, createAuthCalloutService, invalidateOnUserChanges } from "@unibus/auth-callout";
+import { CalloutLeaseRunner, DenialCache, WatchedDirectory, calloutMetrics, createAuthCalloutService, invalidateOnUserChanges } from "@unibus/auth-callout";
 import type { DirectoryEntry, RoomsRecord, UserRecord } from "@unibus/auth-callout";
 import { CalloutLease, ServiceStorage, StoredBucket } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { calloutServerConfig, openBuckets, serviceStoragePermissions } from "@unibus/kit";
-import { LeaseBarrier } from "@unibus/membership";
+import { LeaseBarrier, leaseBarrierMetrics } from "@unibus/membership";
 import type { DirectoryWrite } from "@unibus/membership";
-import { controllableKv, eventually, startTestServer } from "@unibus/testing";
+import { controllableKv, counterValue, eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 
 const logger = pino({ level: "silent" });
@@ -223,10 +223,15 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
     const r = await replica({ lagMs: 0 });
     try {
       await eventually(() => r.lease.keeper.current(), (m) => m !== undefined, { what: "the lease held" });
+      expect(await counterValue(calloutMetrics.leaseHeld)).toBe(1);
       r.lease.silence();
+      const waitedOutBefore = await counterValue(leaseBarrierMetrics.outcomes, { result: "waited_out" });
       const started = performance.now();
       await write(users, alice.principal, userRecord(alice, "active"), "users");
       const waited = performance.now() - started;
+      // The operator sees the wait: one lease waited out, and the silent replica no longer holds its lease.
+      expect(await counterValue(leaseBarrierMetrics.outcomes, { result: "waited_out" })).toBe(waitedOutBefore + 1);
+      expect(await counterValue(calloutMetrics.leaseHeld)).toBe(0);
       // Its lease was written at most a renewal period before: the wait is about the rest of it, never more than a lease.
       expect(waited).toBeLessThan(CalloutLease.durationMs + 500);
       expect(waited).toBeGreaterThan(CalloutLease.durationMs - CalloutLease.renewEveryMs - 500);
@@ -259,11 +264,15 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
       await eventually(() => r.lease.keeper.current(), (m) => m !== undefined, { what: "the lease held" });
       expect((await r.directory.lookup(alice.principal))?.user.status).toBe("active");
       expect(r.directory.stats.held).toBeGreaterThan(0);
+      expect(await counterValue(calloutMetrics.leaseHeld)).toBe(1);
+      const failedBefore = await counterValue(calloutMetrics.leaseRenewals, { result: "failed" });
       failing = true;
       const failures = r.lease.keeper.stats.failures;
       await eventually(() => r.lease.keeper.stats.failures, (n) => n > failures, { what: "a failed renewal" });
-      // Dropped at once, not at the end of the lease it had.
+      // Dropped at once, not at the end of the lease it had; /metrics says so.
       expect(r.lease.keeper.current()).toBeUndefined();
+      expect(await counterValue(calloutMetrics.leaseHeld)).toBe(0);
+      expect(await counterValue(calloutMetrics.leaseRenewals, { result: "failed" })).toBeGreaterThan(failedBefore);
       const before = { ...r.directory.stats };
       expect((await r.directory.lookup(alice.principal))?.user.status).toBe("active");
       expect(r.directory.stats.held).toBe(before.held);

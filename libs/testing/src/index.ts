@@ -9,6 +9,8 @@ export type { EventuallyOptions, RetryUntilOptions } from "./eventually.js";
 export { startLinkProxy } from "./link-proxy.js";
 export type { LinkProxy } from "./link-proxy.js";
 export { logLineSink } from "./log-lines.js";
+export { counterValue } from "./metrics.js";
+export type { MetricReading } from "./metrics.js";
 export type { LogLineSink } from "./log-lines.js";
 export { pauseProcess } from "./pause.js";
 export { freeLoopbackPort } from "./ports.js";

@@ -7,7 +7,7 @@ import type { AuditDenialRecord } from "@unibus/contracts";
 import { AuditDenialStream, auditDenialSubject } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
-import { eventually, startTestServer } from "@unibus/testing";
+import { counterValue, eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import {
   CalloutXkey,
@@ -38,11 +38,6 @@ class CountingDirectory implements PrincipalDirectory {
     if (this.failing) return Promise.reject(new Error("no quorum"));
     return this.inner.lookup(principal);
   }
-}
-
-async function counterValue(c: { get(): Promise<{ values: { value: number; labels: Record<string, string | number> }[] }> }, labels: Record<string, string> = {}): Promise<number> {
-  const { values } = await c.get();
-  return values.filter((v) => Object.entries(labels).every(([k, want]) => v.labels[k] === want)).reduce((n, v) => n + v.value, 0);
 }
 
 /** A bus of one server, the callout and the audit stream, as production lays them out. */

@@ -16,5 +16,5 @@ export { RoomLimit } from "./handlers/rooms.js";
 export type { RoomStreamOptions, RoomStreamState, RoomStreams, RoomUsage } from "./store/room-streams.js";
 export { MembershipStore, Unchanged, casUpdate, isRevisionConflict } from "./store/membership-store.js";
 export type { MembershipBuckets, Versioned } from "./store/membership-store.js";
-export { LeaseBarrier } from "./store/lease-barrier.js";
+export { LeaseBarrier, leaseBarrierMetrics } from "./store/lease-barrier.js";
 export type { DirectoryWrite, LeaseBarrierOptions, LeaseBarrierStats } from "./store/lease-barrier.js";

@@ -5,9 +5,9 @@ import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { pino } from "pino";
 import { CalloutLease, StoredBucket, leaseBarrierSubject } from "@unibus/contracts";
-import { startTestServer } from "@unibus/testing";
+import { counterValue, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
-import { LeaseBarrier } from "./store/lease-barrier.js";
+import { LeaseBarrier, leaseBarrierMetrics } from "./store/lease-barrier.js";
 
 const logger = pino({ level: "silent" });
 const LEASES = StoredBucket.authCallout.leases;
@@ -57,12 +57,16 @@ describe("membership's lease barrier after a directory write (real nats-server)"
     });
     await kv.put("r1", JSON.stringify({ replica: "r1", barrier: leaseBarrierSubject("r1"), durationMs: CalloutLease.durationMs }));
     const barrier = new LeaseBarrier(nc, { logger });
+    const before = { writes: await counterValue(leaseBarrierMetrics.settled), answered: await counterValue(leaseBarrierMetrics.outcomes, { result: "answered" }) };
     try {
       const started = performance.now();
       await barrier.settle({ rooms_by_member: 42 });
       expect(performance.now() - started).toBeLessThan(1_000);
       expect(seen).toEqual([{ users: 0, rooms_by_member: 42 }]);
       expect(barrier.stats).toMatchObject({ answered: 1, waitedOut: 0 });
+      // The same in /metrics.
+      expect(await counterValue(leaseBarrierMetrics.settled)).toBe(before.writes + 1);
+      expect(await counterValue(leaseBarrierMetrics.outcomes, { result: "answered" })).toBe(before.answered + 1);
     } finally {
       sub.unsubscribe();
       barrier.stop();
@@ -119,10 +123,12 @@ describe("membership's lease barrier after a directory write (real nats-server)"
       expect(barrier.stats.registryUnread).toBe(0);
       // The bucket goes away under the open copy: its fence now fails.
       await dropRegistry();
+      const unreadBefore = await counterValue(leaseBarrierMetrics.outcomes, { result: "registry_unread" });
       const started = performance.now();
       await barrier.settle({ users: 2 });
       expect(performance.now() - started).toBeGreaterThanOrEqual(590);
       expect(barrier.stats.registryUnread).toBe(1);
+      expect(await counterValue(leaseBarrierMetrics.outcomes, { result: "registry_unread" })).toBe(unreadBefore + 1);
     } finally {
       barrier.stop();
     }

@@ -4,6 +4,7 @@ import type { Msg, NatsConnection, Subscription } from "@nats-io/transport-node"
 import { CalloutLease, leaseBarrierSubject } from "@unibus/contracts";
 import type { FenceMark } from "@unibus/kit";
 import type { Logger } from "pino";
+import { calloutMetrics, reportLeaseHeld, stopReportingLeaseHeld } from "../metrics.js";
 import type { DirectoryLease, WatchedDirectory } from "./watched-directory.js";
 
 /** Local monotonic milliseconds (never the wall clock: a clock step must not stretch a lease). */
@@ -144,6 +145,8 @@ export class CalloutLeaseRunner {
   #stopped = false;
   #barriers = 0;
   readonly barrierStats = { answered: 0, unanswered: 0, malformed: 0 };
+  /** What the `unibus_callout_lease_held` gauge reads while this runner runs. */
+  readonly #heldNow = (): boolean => this.keeper.current() !== undefined;
 
   private constructor(nc: NatsConnection, kv: KV, directory: WatchedDirectory, opts: CalloutLeaseOptions) {
     this.replicaId = opts.replicaId ?? randomBytes(8).toString("hex");
@@ -172,6 +175,7 @@ export class CalloutLeaseRunner {
     const runner = new CalloutLeaseRunner(nc, kv, directory, opts);
     await nc.flush();
     directory.useLease(runner.keeper);
+    reportLeaseHeld(runner.#heldNow);
     await runner.#renew(true);
     return runner;
   }
@@ -180,6 +184,7 @@ export class CalloutLeaseRunner {
     if (this.#stopped) return;
     const had = this.keeper.current() !== undefined;
     const ok = await this.keeper.renew();
+    calloutMetrics.leaseRenewals.inc({ result: ok ? "held" : "failed" });
     if (ok !== had || first) this.#logger.info({ op: "lease", replica: this.replicaId, held: ok }, ok ? "login lease held: logins answered from memory" : "login lease lost: every login fenced");
     if (!this.#stopped) this.#timer = setTimeout(() => void this.#renew(), this.#renewEveryMs);
   }
@@ -194,10 +199,12 @@ export class CalloutLeaseRunner {
     const r = req as { users?: unknown; rooms_by_member?: unknown } | undefined;
     if (msg.reply === undefined || r === undefined || r === null || typeof r !== "object" || !isSeq(r.users) || !isSeq(r.rooms_by_member)) {
       this.barrierStats.malformed++;
+      calloutMetrics.leaseBarriers.inc({ result: "malformed" });
       return;
     }
     if (this.#barriers >= MAX_BARRIERS) {
       this.barrierStats.unanswered++;
+      calloutMetrics.leaseBarriers.inc({ result: "unanswered" });
       return;
     }
     this.#barriers++;
@@ -206,11 +213,14 @@ export class CalloutLeaseRunner {
       if (await this.#directory.appliedUpTo(r.users, r.rooms_by_member, this.#durationMs)) {
         msg.respond(JSON.stringify({ applied: true }));
         this.barrierStats.answered++;
+        calloutMetrics.leaseBarriers.inc({ result: "answered" });
       } else {
         this.barrierStats.unanswered++;
+        calloutMetrics.leaseBarriers.inc({ result: "unanswered" });
       }
     } catch (err) {
       this.barrierStats.unanswered++;
+      calloutMetrics.leaseBarriers.inc({ result: "unanswered" });
       this.#logger.debug({ op: "lease.barrier", err: err instanceof Error ? err.message : String(err) }, "barrier not answered");
     } finally {
       this.#barriers--;
@@ -223,6 +233,7 @@ export class CalloutLeaseRunner {
     clearTimeout(this.#timer);
     this.keeper.drop();
     this.#directory.useLease(undefined);
+    stopReportingLeaseHeld(this.#heldNow);
     this.#sub.unsubscribe();
     await this.#kv.delete(this.replicaId).catch(() => undefined);
   }

@@ -12,7 +12,7 @@ import type { Logger } from "pino";
 import { StoredConsumer } from "@unibus/contracts";
 import { createIdentity, randomBytes, toBase64Url } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
-import { eventually, startTestServer } from "@unibus/testing";
+import { counterValue, eventually, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import type { MembershipView } from "../access.js";
 import { KeysBucket, MembershipReadBucket, epochKey } from "./records.js";
@@ -136,12 +136,6 @@ function capturingLogger(): { logger: Logger; lines: Record<string, unknown>[] }
   const lines: Record<string, unknown>[] = [];
   const logger = pino({ level: "info" }, { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) });
   return { logger, lines };
-}
-
-/** A counter's value for `labels` (0 before its first increment). */
-async function counterValue(counter: { get(): Promise<{ values: { labels: object; value: number }[] }> }, labels: Record<string, string> = {}): Promise<number> {
-  const { values } = await counter.get();
-  return values.find((v) => Object.entries(labels).every(([k, want]) => (v.labels as Record<string, unknown>)[k] === want))?.value ?? 0;
 }
 
 describe("share deletion is at least once", () => {

@@ -3,7 +3,7 @@ import { JetStreamApiError, jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { CalloutLease, StoredBucket } from "@unibus/contracts";
-import { FencedCopy } from "@unibus/kit";
+import { FencedCopy, defineCounter } from "@unibus/kit";
 import type { Logger } from "pino";
 
 /** The sequences of a write the callouts decide logins on (a bucket not written: 0). */
@@ -25,6 +25,19 @@ export interface LeaseBarrierOptions {
 
 /** The stream behind the registry does not exist (JetStream "stream not found"). */
 const STREAM_NOT_FOUND = 10059;
+
+/**
+ * The barrier in `/metrics`: directory writes settled, and per lease holder
+ * how each was settled (`answered`: the replica said "applied"; `waited_out`:
+ * its lease ran out first, each one a write held for up to a lease) plus
+ * `registry_unread` (the registry could not be read, the longest lease was
+ * waited out). A steady `waited_out` names a callout replica that renews
+ * but does not answer; `registry_unread`, a registry without quorum.
+ */
+export const leaseBarrierMetrics = {
+  settled: defineCounter("unibus_lease_barrier_writes_total", "Directory writes (users, rooms_by_member) held until every callout lease holder applied them"),
+  outcomes: defineCounter("unibus_lease_barrier_waits_total", "Lease barrier waits of membership's directory writes, by result", ["result"] as const),
+};
 
 /** Counters, for tests and the bench. */
 export interface LeaseBarrierStats {
@@ -93,6 +106,7 @@ export class LeaseBarrier {
   /** Resolves once every lease holder applied `write` or its lease ran out; never rejects. */
   async settle(write: DirectoryWrite): Promise<void> {
     this.stats.settled++;
+    leaseBarrierMetrics.settled.inc();
     const start = this.#clock();
     let records: Array<[string, { value: Uint8Array; revision: number }]>;
     try {
@@ -101,6 +115,7 @@ export class LeaseBarrier {
       records = await copy.list();
     } catch (err) {
       this.stats.registryUnread++;
+      leaseBarrierMetrics.outcomes.inc({ result: "registry_unread" });
       this.#logger.warn({ op: "lease.barrier", err: err instanceof Error ? err.message : String(err) }, "lease registry not read; waiting out the longest lease");
       await sleep(Math.max(0, start + this.#maxLeaseMs - this.#clock()));
       return;
@@ -134,6 +149,7 @@ export class LeaseBarrier {
         const body = reply.json<{ applied?: unknown }>();
         if (body.applied === true) {
           this.stats.answered++;
+          leaseBarrierMetrics.outcomes.inc({ result: "answered" });
           return;
         }
       } catch {
@@ -141,6 +157,7 @@ export class LeaseBarrier {
       }
     }
     this.stats.waitedOut++;
+    leaseBarrierMetrics.outcomes.inc({ result: "waited_out" });
     const left = deadline - this.#clock();
     if (left > 0) await sleep(left);
   }
