@@ -48,7 +48,7 @@ describe("a leaderless bucket on a 3-node cluster", () => {
     const jsm = await jetstreamManager(await bus.operatorConnection());
     const info = await jsm.streams.info("KV_room_keys");
     expect(info.config.num_replicas).toBe(1);
-    const victim = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === info.cluster?.leader);
+    const victim = cluster.nodeIndex(info.cluster?.leader);
     expect(victim).toBeGreaterThanOrEqual(0);
     const survivor = cluster.servers[(victim + 1) % 3]!;
     keys = await createKeysService(await bus.serviceConnection("keys", survivor), { logger });

@@ -39,7 +39,7 @@ describe("security reads on a 3-node cluster reflect every acknowledged write", 
     await bus?.stop();
   });
 
-  const nodeName = (i: number): string => `${bus.cluster!.name}-n${i + 1}`;
+  const nodeName = (i: number): string => bus.cluster!.nodeNames[i]!;
 
   /**
    * A node to pause that only follows: not node 0 (where the services and

@@ -101,7 +101,7 @@ describe("a leader partitioned from its peers on a real 3-node cluster", () => {
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => kv.put("user", "active"), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await kv.status()).streamInfo.cluster?.leader;
-    const leader = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === leaderName);
+    const leader = cluster.nodeIndex(leaderName);
     expect(leader).toBeGreaterThanOrEqual(0);
     const isolated: KV = await new Kvm(conns[leader]!).open("fence", { allow_direct: false });
     const fence = new LeaderContactFence(isolated);

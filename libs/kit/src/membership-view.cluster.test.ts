@@ -1,12 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { createInbox } from "@nats-io/transport-node";
 import { memberKey } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
-import { checkLoops, eventually, retryUntil, startConnectedCluster } from "@unibus/testing";
-import type { TestCluster } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil } from "@unibus/testing";
+import { connectedClusterForSuite } from "@unibus/testing/suite";
 import { LeaderContactFence } from "./leader-contact.js";
 import { membershipCopy, roleResolver, roomRole } from "./membership-view.js";
 
@@ -21,46 +20,36 @@ function memberRecord(principal: string): string {
 }
 
 describe("the membership view behind a stream leader paused past an election, then resumed", () => {
-  let cluster: TestCluster;
-  let conns: NatsConnection[] = [];
-  let stopCluster: (() => Promise<void>) | undefined;
-
-  beforeAll(async () => {
-    ({ cluster, conns, stop: stopCluster } = await startConnectedCluster(3));
-  }, 90_000);
-
-  afterAll(async () => {
-    await stopCluster?.();
-  });
+  const bus = connectedClusterForSuite(3);
 
   it("never answers with the old rights after a revoke and a removal the new leaders acknowledged, through the resumed node", async () => {
     const alice = SigningKey.generate().principal;
-    const kvm = new Kvm(conns[0]!);
+    const kvm = new Kvm(bus.conns[0]!);
     const users = await kvm.create("users", { replicas: 3, allow_direct: false });
     const members = await kvm.create("members", { replicas: 3, allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => users.put(alice, userRecord(alice, "active")), { timeoutMs: 15_000, intervalMs: 100 });
     await retryUntil(() => members.put(memberKey(ROOM, alice), memberRecord(alice)), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await users.status()).streamInfo.cluster?.leader;
-    const leader = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === leaderName);
+    const leader = bus.cluster.nodeIndex(leaderName);
     expect(leader).toBeGreaterThanOrEqual(0);
     // Both buckets led by the node about to be frozen: ask members' leader to hand over to it.
     await eventually(
       async () => {
         const now = (await members.status()).streamInfo.cluster?.leader;
-        if (now !== leaderName) await conns[0]!.request("$JS.API.STREAM.LEADER.STEPDOWN.KV_members", JSON.stringify({ placement: { preferred: leaderName } })).catch(() => undefined);
+        if (now !== leaderName) await bus.conns[0]!.request("$JS.API.STREAM.LEADER.STEPDOWN.KV_members", JSON.stringify({ placement: { preferred: leaderName } })).catch(() => undefined);
         return (await members.status()).streamInfo.cluster?.leader;
       },
       (name) => name === leaderName,
       { timeoutMs: 30_000, intervalMs: 500, what: "members led by the users leader" },
     );
     const other = (leader + 1) % 3;
-    const okvm = new Kvm(conns[other]!);
+    const okvm = new Kvm(bus.conns[other]!);
     const otherUsers: KV = await okvm.open("users", { allow_direct: false });
     const otherMembers: KV = await okvm.open("members", { allow_direct: false });
 
     // A service on the paused node, connected to that node only, deciding with the view.
-    const pkvm = new Kvm(conns[leader]!);
+    const pkvm = new Kvm(bus.conns[leader]!);
     const pUsers = await pkvm.open("users", { allow_direct: false });
     const pMembers = await pkvm.open("members", { allow_direct: false });
     const resolve = roleResolver(pUsers);
@@ -93,7 +82,7 @@ describe("the membership view behind a stream leader paused past an election, th
     // asserted (how many land before the resumed node steps down varies).
     const rawGets = { old: 0, current: 0 };
     const getInbox = createInbox();
-    conns[leader]!.subscribe(`${getInbox}.>`, {
+    bus.conns[leader]!.subscribe(`${getInbox}.>`, {
       callback: (_e, m) => {
         const r = m.json<{ message?: { data?: string } }>();
         if (r.message === undefined) return;
@@ -102,12 +91,12 @@ describe("the membership view behind a stream leader paused past an election, th
         else rawGets.current++;
       },
     });
-    await conns[leader]!.flush();
+    await bus.conns[leader]!.flush();
 
     let revokedAt = Number.POSITIVE_INFINITY;
     let removedAt = Number.POSITIVE_INFINITY;
     let loops: ReturnType<typeof checkLoops>[] = [];
-    cluster.servers[leader]!.kill("SIGSTOP");
+    bus.cluster.servers[leader]!.kill("SIGSTOP");
     try {
       // Acknowledged once the other two have elected leaders (4–9 s of silence).
       await retryUntil(() => otherUsers.put(alice, userRecord(alice, "revoked")), { timeoutMs: 30_000, intervalMs: 200 });
@@ -117,10 +106,10 @@ describe("the membership view behind a stream leader paused past an election, th
       // Checks in flight across the resume, each started after the ack.
       loops = [checkLoops(userCheck, 8, () => revokedAt), checkLoops(memberCheck, 8, () => removedAt), checkLoops(gotActive, 8, () => revokedAt)];
       for (let i = 0; i < 1_000; i++) {
-        conns[leader]!.publish("$JS.API.STREAM.MSG.GET.KV_users", JSON.stringify({ last_by_subj: `$KV.users.${alice}` }), { reply: `${getInbox}.${i}` });
+        bus.conns[leader]!.publish("$JS.API.STREAM.MSG.GET.KV_users", JSON.stringify({ last_by_subj: `$KV.users.${alice}` }), { reply: `${getInbox}.${i}` });
       }
     } finally {
-      cluster.servers[leader]!.kill("SIGCONT");
+      bus.cluster.servers[leader]!.kill("SIGCONT");
     }
     const [users_, members_, beside] = loops as [ReturnType<typeof checkLoops>, ReturnType<typeof checkLoops>, ReturnType<typeof checkLoops>];
     try {

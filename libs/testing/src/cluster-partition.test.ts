@@ -17,7 +17,7 @@ async function peersOf(server: TestServer): Promise<string[]> {
 
 describe("startTestCluster with TLS routes through link proxies", () => {
   let cluster: TestCluster;
-  const name = (i: number): string => `${cluster.name}-n${i + 1}`;
+  const name = (i: number): string => cluster.nodeNames[i]!;
   beforeAll(async () => {
     cluster = await startTestCluster(3, { routeTls: true, routeProxies: true });
   }, 90_000);

@@ -21,7 +21,10 @@ describe("startTestCluster", () => {
       expect(routez.num_routes).toBeGreaterThanOrEqual(2);
     }
     const leader = await cluster.waitForMetaLeader();
-    expect(cluster.servers.map((_, i) => `${cluster.name}-n${i + 1}`)).toContain(leader);
+    expect(cluster.nodeNames).toEqual([1, 2, 3].map((n) => `${cluster.name}-n${n}`));
+    expect(cluster.nodeNames[cluster.nodeIndex(leader)]).toBe(leader);
+    expect(cluster.nodeIndex(undefined)).toBe(-1);
+    expect(cluster.nodeIndex("another-n1")).toBe(-1);
   });
 
   it("fsyncs before acknowledging on every node (sync_interval: always), as the production cluster does", async () => {

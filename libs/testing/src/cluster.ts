@@ -48,6 +48,10 @@ export interface TestCluster {
   readonly servers: TestServer[];
   /** Client URLs of all nodes. */
   readonly urls: string[];
+  /** Each node's `server_name` (`<name>-n1`, …), in node order: how JetStream names a leader or peer. */
+  readonly nodeNames: readonly string[];
+  /** The index of the node a JetStream leader or peer name denotes; -1 for none (no leader, or another cluster's). */
+  nodeIndex(serverName: string | undefined): number;
   /** Route URLs of all nodes' own route ports (`nats-route://127.0.0.1:port`), for a node that joins later. */
   readonly routeUrls: readonly string[];
   /** Connects with every node as a seed (tracked, closed by `stop()`). */
@@ -68,6 +72,11 @@ export interface TestCluster {
   waitForMetaLeader(timeoutMs?: number): Promise<string>;
   /** Closes connections, stops every node, removes all data. Idempotent. */
   stop(): Promise<void>;
+}
+
+/** Node i's `server_name` in cluster `name`. */
+function nodeName(name: string, i: number): string {
+  return `${name}-n${i + 1}`;
 }
 
 interface Jsz {
@@ -165,7 +174,7 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
   };
 
   try {
-    const names = Array.from({ length: size }, (_, i) => `${name}-n${i + 1}`);
+    const names = Array.from({ length: size }, (_, i) => nodeName(name, i));
     const tls = opts.routeTls === true ? await makeRouteTls(join(root, "route-tls"), names) : undefined;
     // Route ports are chosen free, then bound by nats-server a moment later;
     // on a busy machine another process can take one in between (seen in
@@ -226,10 +235,13 @@ export async function startTestCluster(size = 3, opts: TestClusterOptions = {}):
     throw err;
   }
 
+  const nodeNames = Array.from({ length: size }, (_, i) => nodeName(name, i));
   const cluster: TestCluster = {
     name,
     servers,
     routeUrls,
+    nodeNames,
+    nodeIndex: (serverName) => (serverName === undefined ? -1 : nodeNames.indexOf(serverName)),
     get urls() {
       return servers.map((s) => s.url);
     },

@@ -1,12 +1,11 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { createInbox } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { SigningKey } from "@unibus/crypto";
-import { checkLoops, eventually, retryUntil, startConnectedCluster } from "@unibus/testing";
-import type { TestCluster } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil } from "@unibus/testing";
+import { connectedClusterForSuite } from "@unibus/testing/suite";
 import { KvPrincipalDirectory } from "./store/directory.js";
 import type { PrincipalDirectory } from "./store/directory.js";
 import { WatchedDirectory } from "./store/watched-directory.js";
@@ -28,36 +27,26 @@ function lookupOf(dir: PrincipalDirectory, principal: string): () => Promise<"ol
 }
 
 describe("the watched directory behind a stream leader paused past an election, then resumed", () => {
-  let cluster: TestCluster;
-  let conns: NatsConnection[] = [];
-  let stopCluster: (() => Promise<void>) | undefined;
-
-  beforeAll(async () => {
-    ({ cluster, conns, stop: stopCluster } = await startConnectedCluster(3));
-  }, 90_000);
-
-  afterAll(async () => {
-    await stopCluster?.();
-  });
+  const bus = connectedClusterForSuite(3);
 
   it("admits no lookup started after a revoke the new leader acknowledged, through the resumed node that still answers reads as leader", async () => {
     const alice = SigningKey.generate().principal;
-    const kvm = new Kvm(conns[0]!);
+    const kvm = new Kvm(bus.conns[0]!);
     const users = await kvm.create("users", { replicas: 3, allow_direct: false });
     const rooms = await kvm.create("rooms_by_member", { replicas: 3, allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => users.put(alice, record(alice, "active")), { timeoutMs: 15_000, intervalMs: 100 });
     await retryUntil(() => rooms.put("nobody", JSON.stringify({})), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await users.status()).streamInfo.cluster?.leader;
-    const leader = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === leaderName);
+    const leader = bus.cluster.nodeIndex(leaderName);
     expect(leader).toBeGreaterThanOrEqual(0);
     const other = (leader + 1) % 3;
-    const otherUsers: KV = await new Kvm(conns[other]!).open("users", { allow_direct: false });
+    const otherUsers: KV = await new Kvm(bus.conns[other]!).open("users", { allow_direct: false });
 
     // The callout of the paused node, connected to that node only (as in
     // production), deciding with the watched directory; beside it the
     // per-login leader reads the watched directory no longer falls back to.
-    const pkvm = new Kvm(conns[leader]!);
+    const pkvm = new Kvm(bus.conns[leader]!);
     const pUsers = await pkvm.open("users", { allow_direct: false });
     const pRooms = await pkvm.open("rooms_by_member", { allow_direct: false });
     const watched = await WatchedDirectory.start(pUsers, pRooms, { logger });
@@ -79,7 +68,7 @@ describe("the watched directory behind a stream leader paused past an election, 
     // the resumed node steps down varies from run to run, often none).
     const rawGets = { active: 0, revoked: 0 };
     const getInbox = createInbox();
-    conns[leader]!.subscribe(`${getInbox}.>`, {
+    bus.conns[leader]!.subscribe(`${getInbox}.>`, {
       callback: (_e, m) => {
         const r = m.json<{ message?: { data: string } }>();
         if (r.message === undefined) return;
@@ -88,12 +77,12 @@ describe("the watched directory behind a stream leader paused past an election, 
         else rawGets.revoked++;
       },
     });
-    await conns[leader]!.flush();
+    await bus.conns[leader]!.flush();
 
     let ackedAt = Number.POSITIVE_INFINITY;
     let watchedLoops: ReturnType<typeof checkLoops> | undefined;
     let readLoops: ReturnType<typeof checkLoops> | undefined;
-    cluster.servers[leader]!.kill("SIGSTOP");
+    bus.cluster.servers[leader]!.kill("SIGSTOP");
     try {
       // Acknowledged once the other two have elected a leader (4–9 s of silence).
       await retryUntil(() => otherUsers.put(alice, record(alice, "revoked")), { timeoutMs: 30_000, intervalMs: 200 });
@@ -102,10 +91,10 @@ describe("the watched directory behind a stream leader paused past an election, 
       watchedLoops = checkLoops(lookupOf(watched, alice), 8, () => ackedAt);
       readLoops = checkLoops(lookupOf(leaderReads, alice), 8, () => ackedAt);
       for (let i = 0; i < 2_000; i++) {
-        conns[leader]!.publish("$JS.API.STREAM.MSG.GET.KV_users", JSON.stringify({ last_by_subj: `$KV.users.${alice}` }), { reply: `${getInbox}.${i}` });
+        bus.conns[leader]!.publish("$JS.API.STREAM.MSG.GET.KV_users", JSON.stringify({ last_by_subj: `$KV.users.${alice}` }), { reply: `${getInbox}.${i}` });
       }
     } finally {
-      cluster.servers[leader]!.kill("SIGCONT");
+      bus.cluster.servers[leader]!.kill("SIGCONT");
     }
     try {
       // Until the resumed node's callout answers the revoke from its copy, many times over.

@@ -34,7 +34,7 @@ describe("the watched directory on a real 3-node cluster whose users leader is c
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => users.put(alice, JSON.stringify({ principal: alice, handle: "a", role: "member", status: "active", addedAt: new Date(0).toISOString(), addedBy: alice })), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await users.status()).streamInfo.cluster?.leader;
-    const leader = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === leaderName);
+    const leader = cluster.nodeIndex(leaderName);
     expect(leader).toBeGreaterThanOrEqual(0);
     // Both buckets led by the node about to be cut off, so the refusal comes
     // from the leader-contact check and not from a fence that cannot cross the cut.

@@ -1,15 +1,14 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { createInbox } from "@nats-io/transport-node";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import type { MembershipRoomsListReply } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
 import type { HandlerContext, SignedCaller } from "@unibus/kit";
-import { checkLoops, eventually, retryUntil, startConnectedCluster } from "@unibus/testing";
-import type { TestCluster } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil } from "@unibus/testing";
+import { connectedClusterForSuite } from "@unibus/testing/suite";
 import type { MembershipDeps } from "./deps.js";
 import { roomHandlers } from "./handlers/rooms.js";
 import { roomSubject } from "./store/records.js";
@@ -35,21 +34,11 @@ function grantRecord(principal: string, rooms: string[]): string {
 // rooms.list, answered by a rooms_by_member leader paused past an election
 // and resumed. The list through the resumed node must never show it.
 describe("rooms.list behind a rooms_by_member leader paused past an election, then resumed", () => {
-  let cluster: TestCluster;
-  let conns: NatsConnection[] = [];
-  let stopCluster: (() => Promise<void>) | undefined;
-
-  beforeAll(async () => {
-    ({ cluster, conns, stop: stopCluster } = await startConnectedCluster(3));
-  }, 90_000);
-
-  afterAll(async () => {
-    await stopCluster?.();
-  });
+  const bus = connectedClusterForSuite(3);
 
   it("never lists a room whose removal the new leader acknowledged, through the resumed node", async () => {
     const alice = SigningKey.generate().principal;
-    const kvm = new Kvm(conns[0]!);
+    const kvm = new Kvm(bus.conns[0]!);
     const grants = await kvm.create("rooms_by_member", { replicas: 3, allow_direct: false });
     const rooms = await kvm.create("rooms", { replicas: 3, allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
@@ -57,17 +46,17 @@ describe("rooms.list behind a rooms_by_member leader paused past an election, th
     await retryUntil(() => rooms.put(GONE, roomRecord(GONE, alice)), { timeoutMs: 15_000, intervalMs: 100 });
     await retryUntil(() => grants.put(alice, grantRecord(alice, [KEPT, GONE])), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await grants.status()).streamInfo.cluster?.leader;
-    const leader = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === leaderName);
+    const leader = bus.cluster.nodeIndex(leaderName);
     expect(leader).toBeGreaterThanOrEqual(0);
     const other = (leader + 1) % 3;
-    const otherGrants: KV = await new Kvm(conns[other]!).open("rooms_by_member", { allow_direct: false });
+    const otherGrants: KV = await new Kvm(bus.conns[other]!).open("rooms_by_member", { allow_direct: false });
 
     // A membership replica on the paused node, connected to that node only.
-    const pkvm = new Kvm(conns[leader]!);
+    const pkvm = new Kvm(bus.conns[leader]!);
     const pGrants = await pkvm.open("rooms_by_member", { allow_direct: false });
     const pRooms = await pkvm.open("rooms", { allow_direct: false });
     // The list reads only rooms_by_member (fenced) and rooms; the other two are never touched.
-    const store = new MembershipStore({ users: pRooms, rooms: pRooms, members: pRooms, roomsByMember: pGrants }, conns[leader]);
+    const store = new MembershipStore({ users: pRooms, rooms: pRooms, members: pRooms, roomsByMember: pGrants }, bus.conns[leader]);
     membershipCopy(pGrants, silent);
     const spec = roomHandlers({ store } as unknown as MembershipDeps).list;
     const caller: SignedCaller = { anonymous: false, principal: alice, publicKey: new Uint8Array(32), role: "member" };
@@ -94,7 +83,7 @@ describe("rooms.list behind a rooms_by_member leader paused past an election, th
     // asserted (how many land before the resumed node steps down varies).
     const rawGets = { old: 0, current: 0 };
     const getInbox = createInbox();
-    conns[leader]!.subscribe(`${getInbox}.>`, {
+    bus.conns[leader]!.subscribe(`${getInbox}.>`, {
       callback: (_e, m) => {
         const r = m.json<{ message?: { data?: string } }>();
         if (r.message === undefined) return;
@@ -103,11 +92,11 @@ describe("rooms.list behind a rooms_by_member leader paused past an election, th
         else rawGets.current++;
       },
     });
-    await conns[leader]!.flush();
+    await bus.conns[leader]!.flush();
 
     let removedAt = Number.POSITIVE_INFINITY;
     let loops: ReturnType<typeof checkLoops>[] = [];
-    cluster.servers[leader]!.kill("SIGSTOP");
+    bus.cluster.servers[leader]!.kill("SIGSTOP");
     try {
       // Acknowledged once the other two have elected a leader (4–9 s of silence).
       await retryUntil(() => otherGrants.put(alice, grantRecord(alice, [KEPT])), { timeoutMs: 30_000, intervalMs: 200 });
@@ -115,10 +104,10 @@ describe("rooms.list behind a rooms_by_member leader paused past an election, th
       // Lists in flight across the resume, each started after the ack.
       loops = [checkLoops(listCheck, 8, () => removedAt), checkLoops(getCheck, 8, () => removedAt)];
       for (let i = 0; i < 1_000; i++) {
-        conns[leader]!.publish("$JS.API.STREAM.MSG.GET.KV_rooms_by_member", JSON.stringify({ last_by_subj: `$KV.rooms_by_member.${alice}` }), { reply: `${getInbox}.${i}` });
+        bus.conns[leader]!.publish("$JS.API.STREAM.MSG.GET.KV_rooms_by_member", JSON.stringify({ last_by_subj: `$KV.rooms_by_member.${alice}` }), { reply: `${getInbox}.${i}` });
       }
     } finally {
-      cluster.servers[leader]!.kill("SIGCONT");
+      bus.cluster.servers[leader]!.kill("SIGCONT");
     }
     const [lists, gets] = loops as [ReturnType<typeof checkLoops>, ReturnType<typeof checkLoops>];
     try {

@@ -1,14 +1,13 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { StoredConsumer } from "@unibus/contracts";
 import { createIdentity, randomBytes, toBase64Url } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
-import { eventually, retryUntil, startConnectedCluster } from "@unibus/testing";
-import type { TestCluster } from "@unibus/testing";
+import { eventually, retryUntil } from "@unibus/testing";
+import { connectedClusterForSuite } from "@unibus/testing/suite";
 import { KeysBucket, MembershipReadBucket, epochKey } from "./records.js";
 import type { EpochRecord } from "./records.js";
 import { consumeMemberRemovals } from "./share-redaction.js";
@@ -19,20 +18,10 @@ import { consumeMemberRemovals } from "./share-redaction.js";
 const silent = pino({ level: "silent" });
 const { stream, durable } = StoredConsumer.keys.shareDeletion;
 
-let cluster: TestCluster;
-let conns: NatsConnection[] = [];
-let stopCluster: (() => Promise<void>) | undefined;
-
-beforeAll(async () => {
-  ({ cluster, conns, stop: stopCluster } = await startConnectedCluster(3));
-}, 90_000);
-
-afterAll(async () => {
-  await stopCluster?.();
-});
+const bus = connectedClusterForSuite(3);
 
 it("the consumer is R3 like the bucket, and removals are acted on across a consumer-leader loss", { timeout: 120_000 }, async () => {
-  const kvm = new Kvm(conns[0]!);
+  const kvm = new Kvm(bus.conns[0]!);
   // A cluster just past its meta election may still refuse a create for a moment.
   const create = (name: string): Promise<KV> => retryUntil(() => kvm.create(name, { replicas: 3, allow_direct: false }), { timeoutMs: 15_000, intervalMs: 200 });
   const members = await create(MembershipReadBucket.members);
@@ -62,14 +51,14 @@ it("the consumer is R3 like the bucket, and removals are acted on across a consu
 
   // One keys replica per node, each over its own connection and buckets.
   const opened = await Promise.all(
-    conns.map(async (nc) => {
+    bus.conns.map(async (nc) => {
       const k = new Kvm(nc);
       return { roomKeys: await k.open(KeysBucket.roomKeys), membership: { users: await k.open(MembershipReadBucket.users), members: await k.open(MembershipReadBucket.members) } };
     }),
   );
-  const replicas = await Promise.all(conns.map((nc, i) => consumeMemberRemovals({ js: jetstream(nc), ...opened[i]!, logger: silent, delayMs: 100 })));
+  const replicas = await Promise.all(bus.conns.map((nc, i) => consumeMemberRemovals({ js: jetstream(nc), ...opened[i]!, logger: silent, delayMs: 100 })));
   try {
-    const jsm = await jetstream(conns[0]!).jetstreamManager();
+    const jsm = await jetstream(bus.conns[0]!).jetstreamManager();
     // Three copies: the leader and two peers (the peer list fills in as they report).
     await eventually(() => jsm.consumers.info(stream, durable), (ci) => ci.cluster?.replicas?.length === 2, { timeoutMs: 15_000, intervalMs: 100, what: "an R3 consumer" });
     await members.delete(`${roomId}.${principals[2]!}`);
@@ -77,10 +66,10 @@ it("the consumer is R3 like the bucket, and removals are acted on across a consu
 
     // Stop the node leading the consumer; the replicas on the other nodes carry on.
     const leaderName = (await jsm.consumers.info(stream, durable)).cluster?.leader;
-    const leader = cluster.servers.findIndex((_, i) => `${cluster.name}-n${i + 1}` === leaderName);
+    const leader = bus.cluster.nodeIndex(leaderName);
     expect(leader).toBeGreaterThanOrEqual(0);
     await replicas[leader]!.stop();
-    await cluster.stopNode(leader);
+    await bus.cluster.stopNode(leader);
     const survivor = opened[(leader + 1) % 3]!;
     await retryUntil(() => survivor.membership.members.delete(`${roomId}.${principals[1]!}`), { timeoutMs: 30_000, intervalMs: 200 });
     await eventually(
