@@ -10,20 +10,15 @@ import { pino } from "pino";
 import { CalloutLease, StoredBucket } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import { LeaseBarrier } from "@unibus/membership";
-import { eventually, startTestServer } from "@unibus/testing";
+import { eventually, startTestServer, storedUser } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 
 const logger = pino({ level: "silent" });
-const ADDED_BY = SigningKey.generate().principal;
 
 interface Answer {
   status: string | null;
   fromLease: boolean;
   leaseHeld: boolean;
-}
-
-function userRecord(principal: string, status: "active" | "revoked") {
-  return { principal, handle: "h", role: "member", status, addedAt: new Date(0).toISOString(), addedBy: ADDED_BY, ...(status === "revoked" ? { revokedAt: new Date().toISOString(), revokedBy: ADDED_BY } : {}) };
 }
 
 describe("a callout replica frozen (SIGSTOP) past its lease, then resumed", () => {
@@ -39,7 +34,7 @@ describe("a callout replica frozen (SIGSTOP) past its lease, then resumed", () =
     const kvm = new Kvm(nc);
     users = await kvm.create(StoredBucket.membership.users, { allow_direct: false });
     await kvm.create(StoredBucket.membership.roomsByMember, { allow_direct: false });
-    await users.put(alice, JSON.stringify(userRecord(alice, "active")));
+    await users.put(alice, JSON.stringify(storedUser(alice, "active")));
     child = spawn(process.execPath, ["--import", "tsx", fileURLToPath(new URL("./lease-replica-child.ts", import.meta.url))], { stdio: ["pipe", "pipe", "inherit"] });
     child.stdin!.end(JSON.stringify({ url: server.url }));
     const [line] = (await once(child.stdout!, "data")) as [Buffer];
@@ -67,7 +62,7 @@ describe("a callout replica frozen (SIGSTOP) past its lease, then resumed", () =
     try {
       const barrier = new LeaseBarrier(nc, { logger });
       const started = performance.now();
-      const seq = await users.put(alice, JSON.stringify(userRecord(alice, "revoked")));
+      const seq = await users.put(alice, JSON.stringify(storedUser(alice, "revoked")));
       await barrier.settle({ users: seq });
       const waited = performance.now() - started;
       barrier.stop();

@@ -5,34 +5,17 @@ import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import { pino } from "pino";
 import { CalloutLeaseRunner, DenialCache, WatchedDirectory, calloutMetrics, createAuthCalloutService, invalidateOnUserChanges } from "@unibus/auth-callout";
-import type { DirectoryEntry, RoomsRecord, UserRecord } from "@unibus/auth-callout";
+import type { DirectoryEntry } from "@unibus/auth-callout";
 import { CalloutLease, ServiceStorage, StoredBucket } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { calloutServerConfig, openBuckets, serviceStoragePermissions } from "@unibus/kit";
 import { LeaseBarrier, leaseBarrierMetrics } from "@unibus/membership";
 import type { DirectoryWrite } from "@unibus/membership";
-import { controllableKv, counterValue, eventually, startTestServer } from "@unibus/testing";
+import { controllableKv, counterValue, eventually, startTestServer, storedRooms, storedUser } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 
 const logger = pino({ level: "silent" });
-const ADDED_BY = SigningKey.generate().principal;
 const LEASES = StoredBucket.authCallout.leases;
-
-function userRecord(key: SigningKey, status: "active" | "revoked"): UserRecord {
-  return {
-    principal: key.principal,
-    handle: "h",
-    role: "member",
-    status,
-    addedAt: new Date(0).toISOString(),
-    addedBy: ADDED_BY,
-    ...(status === "revoked" ? { revokedAt: new Date().toISOString(), revokedBy: ADDED_BY } : {}),
-  };
-}
-
-function roomsRecord(key: SigningKey, rooms: RoomsRecord["rooms"]): RoomsRecord {
-  return { principal: key.principal, rooms };
-}
 
 /** A callout replica as the entry builds it: its lagging watched copy, the lease, the denial cache wired to the copy. */
 interface Replica {
@@ -69,8 +52,8 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
     const kvm = new Kvm(membershipNc);
     users = await kvm.create(StoredBucket.membership.users, { allow_direct: false });
     rooms = await kvm.create(StoredBucket.membership.roomsByMember, { allow_direct: false });
-    await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
-    await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r1: "owner", r2: "member" })));
+    await users.put(alice.principal, JSON.stringify(storedUser(alice.principal, "active")));
+    await rooms.put(alice.principal, JSON.stringify(storedRooms(alice.principal, { r1: "owner", r2: "member" })));
     calloutNc = await server.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
     const ckvm = new Kvm(calloutNc);
     calloutUsers = await ckvm.open(StoredBucket.membership.users, { allow_direct: false });
@@ -91,7 +74,7 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
 
   it("with no callout ever leasing (no registry bucket), a write waits for nothing", async () => {
     const started = performance.now();
-    await write(users, alice.principal, userRecord(alice, "active"), "users");
+    await write(users, alice.principal, storedUser(alice.principal, "active"), "users");
     expect(performance.now() - started).toBeLessThan(1_000);
     expect(barrier.stats).toMatchObject({ answered: 0, waitedOut: 0, registryUnread: 0 });
   });
@@ -156,10 +139,10 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
     let readmitted = 0;
     try {
       for (let round = 0; round < 3; round++) {
-        await write(users, alice.principal, userRecord(alice, "active"), "users", settle);
+        await write(users, alice.principal, storedUser(alice.principal, "active"), "users", settle);
         const activeAt = performance.now();
         await eventually(() => storm.attempts.filter((a) => a.started > activeAt && a.admitted).length, (n) => n >= 20, { timeoutMs: 15_000, what: "logins admitted while active" });
-        await write(users, alice.principal, userRecord(alice, "revoked"), "users", settle);
+        await write(users, alice.principal, storedUser(alice.principal, "revoked"), "users", settle);
         const ackAt = performance.now();
         await eventually(() => storm.attempts.filter((a) => a.started > ackAt).length, (n) => n >= 40, { timeoutMs: 15_000, what: "logins after the revoke" });
         readmitted += storm.attempts.filter((a) => a.started > ackAt && a.admitted).length;
@@ -189,7 +172,7 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
 
   it("a room removal under a lookup storm: no lookup started after the acknowledged removal grants the room", async () => {
     const r = await replica();
-    await write(users, alice.principal, userRecord(alice, "active"), "users");
+    await write(users, alice.principal, storedUser(alice.principal, "active"), "users");
     const lookups: Array<{ started: number; entry?: DirectoryEntry | null }> = [];
     let storming = true;
     const worker = async (): Promise<void> => {
@@ -203,10 +186,10 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
     const storm = Promise.all(Array.from({ length: 8 }, worker));
     try {
       for (let round = 0; round < 4; round++) {
-        await write(rooms, alice.principal, roomsRecord(alice, { r1: "owner", r2: "member" }), "rooms_by_member");
+        await write(rooms, alice.principal, storedRooms(alice.principal, { r1: "owner", r2: "member" }), "rooms_by_member");
         const grantedAt = performance.now();
         await eventually(() => lookups.filter((l) => l.started > grantedAt && l.entry?.rooms?.rooms["r1"] !== undefined).length, (n) => n >= 8, { what: "lookups granting r1" });
-        await write(rooms, alice.principal, roomsRecord(alice, { r2: "member" }), "rooms_by_member");
+        await write(rooms, alice.principal, storedRooms(alice.principal, { r2: "member" }), "rooms_by_member");
         const ackAt = performance.now();
         await eventually(() => lookups.filter((l) => l.started > ackAt && l.entry !== undefined).length, (n) => n >= 100, { what: "lookups after the removal" });
         expect(lookups.filter((l) => l.started > ackAt && l.entry?.rooms?.rooms["r1"] !== undefined)).toEqual([]);
@@ -227,7 +210,7 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
       r.lease.silence();
       const waitedOutBefore = await counterValue(leaseBarrierMetrics.outcomes, { result: "waited_out" });
       const started = performance.now();
-      await write(users, alice.principal, userRecord(alice, "active"), "users");
+      await write(users, alice.principal, storedUser(alice.principal, "active"), "users");
       const waited = performance.now() - started;
       // The operator sees the wait: one lease waited out, and the silent replica no longer holds its lease.
       expect(await counterValue(leaseBarrierMetrics.outcomes, { result: "waited_out" })).toBe(waitedOutBefore + 1);
@@ -243,7 +226,7 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
       expect(r.directory.stats.fences).toBe(before.fences + 1);
       // The silent replica's record is unchanged: the next write does not wait for it again.
       const again = performance.now();
-      await write(users, alice.principal, userRecord(alice, "active"), "users");
+      await write(users, alice.principal, storedUser(alice.principal, "active"), "users");
       expect(performance.now() - again).toBeLessThan(1_000);
     } finally {
       await r.stop();
@@ -301,10 +284,10 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
       for (let round = 0; round < 4; round++) {
         // The second replica starts (and takes its first lease) while the writes go on.
         const starting = round === 1 ? replica().then((r) => replicas.push(r)) : Promise.resolve();
-        await write(users, alice.principal, userRecord(alice, "active"), "users");
+        await write(users, alice.principal, storedUser(alice.principal, "active"), "users");
         const activeAt = performance.now();
         await eventually(() => lookups.filter((l) => l.started > activeAt && l.status === "active").length, (n) => n >= 8, { what: "lookups active" });
-        await write(users, alice.principal, userRecord(alice, "revoked"), "users");
+        await write(users, alice.principal, storedUser(alice.principal, "revoked"), "users");
         const ackAt = performance.now();
         await starting;
         await eventually(() => lookups.filter((l) => l.started > ackAt && l.status !== undefined).length, (n) => n >= 100, { what: "lookups after the revoke" });
@@ -337,7 +320,7 @@ describe("the callout's login lease with membership's barrier, on nats-server wi
       await eventually(() => r.lease.keeper.current(), (m) => m !== undefined, { what: "the lease held" });
       expect(await login()).toBe(false);
       expect(r.denials.lookup(bob.principal)).toBeDefined();
-      await write(users, bob.principal, userRecord(bob, "active"), "users");
+      await write(users, bob.principal, storedUser(bob.principal, "active"), "users");
       expect(await login()).toBe(true);
     } finally {
       await service.stop();

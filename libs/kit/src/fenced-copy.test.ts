@@ -5,7 +5,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { ErrorCode, StoredBucket, memberKey } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
-import { controllableKv, eventually, startTestServer } from "@unibus/testing";
+import { controllableKv, eventually, startTestServer, storedUser } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { FenceBatcher, FencedCopy, FencedCopyBehindError } from "./fenced-copy.js";
 import { LeaderOutOfContactError } from "./leader-contact.js";
@@ -74,10 +74,6 @@ describe("FenceBatcher: a check is only satisfied by a fence sent after it arriv
   });
 });
 
-function userRecord(principal: string, status: "active" | "revoked"): string {
-  return JSON.stringify({ principal, handle: "a", role: "member", status, addedAt: new Date(0).toISOString(), addedBy: principal });
-}
-
 function memberRecord(principal: string): string {
   return JSON.stringify({ roomId: ROOM, principal, role: "member", addedAt: new Date(0).toISOString(), addedBy: principal });
 }
@@ -118,10 +114,10 @@ describe("the fenced copy on nats-server", () => {
     const lagging = controllableKv(users, 200);
     const copy = new FencedCopy(lagging.kv, { op: "test.users", logger });
     try {
-      await users.put(alice, userRecord(alice, "active"));
+      await users.put(alice, JSON.stringify(storedUser(alice, "active")));
       await eventually(() => copy.get(alice).catch(() => null), (r) => r !== null, { what: "alice in the copy" });
       for (let i = 0; i < 3; i++) {
-        await users.put(alice, userRecord(alice, i % 2 === 0 ? "revoked" : "active"));
+        await users.put(alice, JSON.stringify(storedUser(alice, i % 2 === 0 ? "revoked" : "active")));
         const record = await copy.get(alice);
         expect((JSON.parse(new TextDecoder().decode(record!.value)) as { status: string }).status).toBe(i % 2 === 0 ? "revoked" : "active");
       }
@@ -138,10 +134,10 @@ describe("the fenced copy on nats-server", () => {
     const c = controllableKv(users);
     const copy = new FencedCopy(c.kv, { op: "test.users", logger, stallMs: 60_000 });
     try {
-      await users.put(bob, userRecord(bob, "active"));
+      await users.put(bob, JSON.stringify(storedUser(bob, "active")));
       await eventually(() => copy.get(bob).catch(() => null), (r) => r !== null, { what: "bob in the copy" });
       c.stall();
-      await users.put(bob, userRecord(bob, "revoked"));
+      await users.put(bob, JSON.stringify(storedUser(bob, "revoked")));
       await expect(copy.get(bob)).rejects.toBeInstanceOf(FencedCopyBehindError);
       expect(copy.stats).toMatchObject({ behind: 1, refused: 0 });
       c.release();
@@ -226,13 +222,13 @@ describe("the fenced copy on nats-server", () => {
 
   it("the membership view answers from the fenced copy: 503 when it cannot vouch, never 'not a member' or a role", async () => {
     const carol = SigningKey.generate().principal;
-    await users.put(carol, userRecord(carol, "active"));
+    await users.put(carol, JSON.stringify(storedUser(carol, "active")));
     await members.put(memberKey(ROOM, carol), memberRecord(carol));
     const resolve = roleResolver(users);
     expect(await eventually(() => resolve(carol).catch(() => null), (r) => r !== null, { what: "carol's role" })).toBe("member");
     expect(await eventually(() => roomRole(members, ROOM, carol).catch(() => null), (r) => r !== null, { what: "carol's room role" })).toBe("member");
 
-    await users.put(carol, userRecord(carol, "revoked"));
+    await users.put(carol, JSON.stringify(storedUser(carol, "revoked")));
     await members.delete(memberKey(ROOM, carol));
     expect(await resolve(carol)).toBeNull();
     await expect(requireMember(members, ROOM, carol)).rejects.toMatchObject({ code: ErrorCode.Forbidden });

@@ -4,16 +4,12 @@ import type { KV } from "@nats-io/kv";
 import { createInbox } from "@nats-io/transport-node";
 import { memberKey } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
-import { checkLoops, eventually, retryUntil } from "@unibus/testing";
+import { checkLoops, eventually, retryUntil, storedUser } from "@unibus/testing";
 import { connectedClusterForSuite } from "@unibus/testing/suite";
 import { LeaderContactFence } from "./leader-contact.js";
 import { membershipCopy, roleResolver, roomRole } from "./membership-view.js";
 
 const ROOM = "room0000000001";
-
-function userRecord(principal: string, status: "active" | "revoked"): string {
-  return JSON.stringify({ principal, handle: "a", role: "member", status, addedAt: new Date(0).toISOString(), addedBy: principal });
-}
 
 function memberRecord(principal: string): string {
   return JSON.stringify({ roomId: ROOM, principal, role: "member", addedAt: new Date(0).toISOString(), addedBy: principal });
@@ -28,7 +24,7 @@ describe("the membership view behind a stream leader paused past an election, th
     const users = await kvm.create("users", { replicas: 3, allow_direct: false });
     const members = await kvm.create("members", { replicas: 3, allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
-    await retryUntil(() => users.put(alice, userRecord(alice, "active")), { timeoutMs: 15_000, intervalMs: 100 });
+    await retryUntil(() => users.put(alice, JSON.stringify(storedUser(alice, "active"))), { timeoutMs: 15_000, intervalMs: 100 });
     await retryUntil(() => members.put(memberKey(ROOM, alice), memberRecord(alice)), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await users.status()).streamInfo.cluster?.leader;
     const leader = bus.cluster.nodeIndex(leaderName);
@@ -71,7 +67,7 @@ describe("the membership view behind a stream leader paused past an election, th
       [0, 1, 2, 3].map(async (w) => {
         let n = 0;
         while (loading) {
-          await otherUsers.put(`load${w}_${n % 20}`, userRecord(alice, "active")).catch(() => undefined);
+          await otherUsers.put(`load${w}_${n % 20}`, JSON.stringify(storedUser(alice, "active"))).catch(() => undefined);
           await otherMembers.put(`load${w}.${n++ % 20}`, memberRecord(alice)).catch(() => undefined);
         }
       }),
@@ -99,7 +95,7 @@ describe("the membership view behind a stream leader paused past an election, th
     bus.cluster.servers[leader]!.kill("SIGSTOP");
     try {
       // Acknowledged once the other two have elected leaders (4–9 s of silence).
-      await retryUntil(() => otherUsers.put(alice, userRecord(alice, "revoked")), { timeoutMs: 30_000, intervalMs: 200 });
+      await retryUntil(() => otherUsers.put(alice, JSON.stringify(storedUser(alice, "revoked"))), { timeoutMs: 30_000, intervalMs: 200 });
       revokedAt = performance.now();
       await retryUntil(() => otherMembers.delete(memberKey(ROOM, alice)), { timeoutMs: 30_000, intervalMs: 200 });
       removedAt = performance.now();

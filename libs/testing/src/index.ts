@@ -8,6 +8,7 @@ export { eventually, retryUntil } from "./eventually.js";
 export type { EventuallyOptions, RetryUntilOptions } from "./eventually.js";
 export { startLinkProxy } from "./link-proxy.js";
 export type { LinkProxy } from "./link-proxy.js";
+export { storedRooms, storedUser } from "./fixtures.js";
 export { logLineSink } from "./log-lines.js";
 export { counterValue } from "./metrics.js";
 export type { MetricReading } from "./metrics.js";

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { SigningKey } from "@unibus/crypto";
+import { storedUser } from "@unibus/testing";
 import { DenyReason, PermissionCache, authorize } from "./handlers/authorize.js";
 import { DenialCache } from "./denial-cache.js";
 import type { DirectoryEntry, PrincipalDirectory } from "./store/directory.js";
@@ -20,10 +21,6 @@ function request(opts: { key?: SigningKey; nonce?: string; signNonce?: string; s
   };
 }
 
-function userRecord(principal: string, over: Partial<UserRecord> = {}): UserRecord {
-  return { principal, handle: "h", role: "member", status: "active", addedAt: "t", addedBy: "a", ...over };
-}
-
 class MapDirectory implements PrincipalDirectory {
   lookups = 0;
   constructor(readonly entries = new Map<string, DirectoryEntry>()) {}
@@ -38,30 +35,30 @@ const directoryWith = (...users: UserRecord[]): MapDirectory =>
 
 describe("authorize", () => {
   it("grants an active member who signed the server nonce", async () => {
-    const r = await authorize(request(), directoryWith(userRecord(alice.principal)));
+    const r = await authorize(request(), directoryWith(storedUser(alice.principal)));
     expect(r).toMatchObject({ ok: true, principal: alice.principal, role: "member" });
     if (r.ok) expect(r.permissions.sub.allow).toContain("unibus.room.r1.>");
   });
 
   it("accepts the signature in base64url as Go clients send it", async () => {
     const sig = Buffer.from(alice.sign(Buffer.from(NONCE))).toString("base64url");
-    expect((await authorize(request({ sig }), directoryWith(userRecord(alice.principal)))).ok).toBe(true);
+    expect((await authorize(request({ sig }), directoryWith(storedUser(alice.principal)))).ok).toBe(true);
   });
 
   it("denies a signature over a different nonce (the server does not check it for unknown nkeys)", async () => {
-    const r = await authorize(request({ signNonce: "another-nonce" }), directoryWith(userRecord(alice.principal)));
+    const r = await authorize(request({ signNonce: "another-nonce" }), directoryWith(storedUser(alice.principal)));
     expect(r).toMatchObject({ ok: false, reason: DenyReason.badSignature });
   });
 
   it("denies someone presenting a member's public key with their own signature", async () => {
     const mallory = SigningKey.generate();
     const sig = Buffer.from(mallory.sign(Buffer.from(NONCE))).toString("base64");
-    const r = await authorize(request({ nkey: alice.principal, sig }), directoryWith(userRecord(alice.principal)));
+    const r = await authorize(request({ nkey: alice.principal, sig }), directoryWith(storedUser(alice.principal)));
     expect(r).toMatchObject({ ok: false, reason: DenyReason.badSignature });
   });
 
   it("denies a connect without nkey, a malformed nkey, a missing nonce or signature", async () => {
-    const dir = directoryWith(userRecord(alice.principal));
+    const dir = directoryWith(storedUser(alice.principal));
     const base = request();
     expect(await authorize({ ...base, connect_opts: { protocol: 1 } }, dir)).toMatchObject({ ok: false, reason: DenyReason.noNkey });
     expect(await authorize({ ...base, connect_opts: { ...base.connect_opts, nkey: "UNOTAKEY" } }, dir)).toMatchObject({ ok: false, reason: DenyReason.malformedNkey });
@@ -78,7 +75,7 @@ describe("authorize", () => {
   });
 
   it("denies a revoked principal, even with bootstrap access enabled", async () => {
-    const dir = directoryWith(userRecord(alice.principal, { status: "revoked" }));
+    const dir = directoryWith(storedUser(alice.principal, "revoked"));
     expect(await authorize(request(), dir, { bootstrapAccess: true })).toMatchObject({ ok: false, reason: DenyReason.revoked });
   });
 
@@ -108,17 +105,17 @@ describe("authorize", () => {
     // A grant carries no delay, and clears the back-off of whoever logged in.
     denials.strike(alice.principal);
     denials.strike(alice.principal);
-    expect(await authorize(request(), directoryWith(userRecord(alice.principal)), { denials })).toMatchObject({ ok: true });
+    expect(await authorize(request(), directoryWith(storedUser(alice.principal)), { denials })).toMatchObject({ ok: true });
     expect(denials.strike(alice.principal)).toBe(0);
   });
 
   it("reuses the cached permission set for an unchanged revision and recomputes after a change", async () => {
-    const dir = directoryWith(userRecord(alice.principal));
+    const dir = directoryWith(storedUser(alice.principal));
     const cache = new PermissionCache();
     const first = await authorize(request(), dir, { cache });
     const second = await authorize(request(), dir, { cache });
     expect(first.ok && second.ok && first.permissions === second.permissions).toBe(true);
-    dir.entries.set(alice.principal, { user: userRecord(alice.principal), rooms: { principal: alice.principal, rooms: { r2: "owner" } }, revision: "1:2" });
+    dir.entries.set(alice.principal, { user: storedUser(alice.principal), rooms: { principal: alice.principal, rooms: { r2: "owner" } }, revision: "1:2" });
     const third = await authorize(request(), dir, { cache });
     expect(third.ok && third.permissions.sub.allow).toEqual(["unibus.room.r2.>", `_INBOX.${alice.principal}.>`]);
   });

@@ -6,14 +6,13 @@ import { pino } from "pino";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
 import type { RunningService } from "@unibus/kit";
-import { startTestServer } from "@unibus/testing";
+import { startTestServer, storedRooms, storedUser } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import {
   CalloutXkey,
   KvPrincipalDirectory,
   createAuthCalloutService,
 } from "./index.js";
-import type { RoomsRecord, UserRecord } from "./index.js";
 
 import packageJson from "../package.json" with { type: "json" };
 
@@ -25,16 +24,7 @@ const CONFIGS = [
   { name: "xkey", encrypted: true },
 ] as const;
 
-// Records as membership stores them: the callout refuses any other shape as damaged.
-const ADDED_BY = SigningKey.generate().principal;
-
-function userRecord(key: SigningKey, over: Partial<UserRecord> = {}): UserRecord {
-  return { principal: key.principal, handle: "h", role: "member", status: "active", addedAt: new Date().toISOString(), addedBy: ADDED_BY, ...over };
-}
-
-function roomsRecord(key: SigningKey, rooms: RoomsRecord["rooms"]): RoomsRecord {
-  return { principal: key.principal, rooms };
-}
+// Records as membership stores them (storedUser, storedRooms): the callout refuses any other shape as damaged.
 
 /** Resolves with the permission violation the server reports for `subject`, or null within `ms`. */
 async function violationFor(nc: NatsConnection, subject: string, action: () => void, ms = 1500): Promise<string | null> {
@@ -101,12 +91,12 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     // As membership makes them: leader reads only (no service may direct-get a KV bucket).
     users = await kvm.create("users", { allow_direct: false });
     rooms = await kvm.create("rooms_by_member", { allow_direct: false });
-    await users.put(alice.principal, JSON.stringify(userRecord(alice)));
-    await users.put(bob.principal, JSON.stringify(userRecord(bob)));
-    await users.put(dave.principal, JSON.stringify(userRecord(dave)));
-    await users.put(carol.principal, JSON.stringify(userRecord(carol, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
-    await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r1: "owner" })));
-    await rooms.put(bob.principal, JSON.stringify(roomsRecord(bob, { r2: "owner" })));
+    await users.put(alice.principal, JSON.stringify(storedUser(alice.principal)));
+    await users.put(bob.principal, JSON.stringify(storedUser(bob.principal)));
+    await users.put(dave.principal, JSON.stringify(storedUser(dave.principal)));
+    await users.put(carol.principal, JSON.stringify(storedUser(carol.principal, "revoked")));
+    await rooms.put(alice.principal, JSON.stringify(storedRooms(alice.principal, { r1: "owner" })));
+    await rooms.put(bob.principal, JSON.stringify(storedRooms(bob.principal, { r2: "owner" })));
     // The membership service's own endpoint, so members' requests have someone to answer.
     admin.subscribe("unibus.v1.membership.ping", {
       callback: (_err, m) => {
@@ -185,7 +175,7 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
 
   it("a member revoked a moment ago is denied on its very next connect", async () => {
     (await connectAs(dave)).close().catch(() => undefined);
-    await users.put(dave.principal, JSON.stringify(userRecord(dave, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
+    await users.put(dave.principal, JSON.stringify(storedUser(dave.principal, "revoked")));
     await expect(connectAs(dave)).rejects.toThrow(/authorization/i);
   });
 
@@ -193,7 +183,7 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     const before = await connectAs(bob);
     expect(await violationFor(before, "unibus.room.r3.>", () => before.subscribe("unibus.room.r3.>"))).toBe("subscription");
     await before.close();
-    await rooms.put(bob.principal, JSON.stringify(roomsRecord(bob, { r2: "owner", r3: "member" })));
+    await rooms.put(bob.principal, JSON.stringify(storedRooms(bob.principal, { r2: "owner", r3: "member" })));
     const after = await connectAs(bob);
     expect(await violationFor(after, "unibus.room.r3.>", () => after.subscribe("unibus.room.r3.>"), 500)).toBeNull();
     await after.close();
@@ -201,15 +191,15 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
 
   it("a member removed from a room loses it on its next connect, though its earlier grant set was cached", async () => {
     const ivy = SigningKey.generate();
-    await users.put(ivy.principal, JSON.stringify(userRecord(ivy)));
-    await rooms.put(ivy.principal, JSON.stringify(roomsRecord(ivy, { r4: "member", r5: "member" })));
+    await users.put(ivy.principal, JSON.stringify(storedUser(ivy.principal)));
+    await rooms.put(ivy.principal, JSON.stringify(storedRooms(ivy.principal, { r4: "member", r5: "member" })));
     // Two logins: the second is answered from the callout's cached set and serialised claims.
     for (let i = 0; i < 2; i++) {
       const nc = await connectAs(ivy);
       expect(await violationFor(nc, "unibus.room.r5.>", () => nc.subscribe("unibus.room.r5.>"), 500)).toBeNull();
       await nc.close();
     }
-    await rooms.put(ivy.principal, JSON.stringify(roomsRecord(ivy, { r4: "member" })));
+    await rooms.put(ivy.principal, JSON.stringify(storedRooms(ivy.principal, { r4: "member" })));
     const after = await connectAs(ivy);
     expect(await violationFor(after, "unibus.room.r5.>", () => after.subscribe("unibus.room.r5.>"))).toBe("subscription");
     expect(await violationFor(after, "unibus.room.r5.chat", () => after.publish("unibus.room.r5.chat", "x"))).toBe("publish");
@@ -220,8 +210,8 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
   it("a member in 1,000 rooms gets each of them and no room that differs by one character", async () => {
     const jay = SigningKey.generate();
     const ids = Array.from({ length: 1_000 }, (_, i) => `${i.toString(16).padStart(4, "0")}${"a".repeat(20)}`);
-    await users.put(jay.principal, JSON.stringify(userRecord(jay)));
-    await rooms.put(jay.principal, JSON.stringify(roomsRecord(jay, Object.fromEntries(ids.map((id) => [id, "member" as const])))));
+    await users.put(jay.principal, JSON.stringify(storedUser(jay.principal)));
+    await rooms.put(jay.principal, JSON.stringify(storedRooms(jay.principal, Object.fromEntries(ids.map((id) => [id, "member" as const])))));
     const nc = await connectAs(jay);
     for (const id of [ids[0]!, ids[999]!]) {
       expect(await violationFor(nc, `unibus.room.${id}.>`, () => nc.subscribe(`unibus.room.${id}.>`), 500)).toBeNull();
@@ -236,7 +226,7 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
 
   it("a user added a moment ago can connect at once", async () => {
     const erin = SigningKey.generate();
-    await users.put(erin.principal, JSON.stringify(userRecord(erin)));
+    await users.put(erin.principal, JSON.stringify(storedUser(erin.principal)));
     await (await connectAs(erin)).close();
   });
 
@@ -244,22 +234,22 @@ describe.each(CONFIGS)("auth callout on nats-server ($name)", ({ encrypted }) =>
     // Each shape on a fresh principal, so no cached denial stands in for the check.
     for (const damage of [{ addedBy: "someone" }, { handle: "" }, { extra: true }]) {
       const frank = SigningKey.generate();
-      await users.put(frank.principal, JSON.stringify({ ...userRecord(frank), ...damage }));
+      await users.put(frank.principal, JSON.stringify({ ...storedUser(frank.principal), ...damage }));
       await expect(connectAs(frank)).rejects.toThrow(/authorization/i);
     }
     const sound = SigningKey.generate();
-    await users.put(sound.principal, JSON.stringify(userRecord(sound)));
+    await users.put(sound.principal, JSON.stringify(storedUser(sound.principal)));
     await (await connectAs(sound)).close();
   });
 
   it("a rooms_by_member record that fails its schema denies the login", async () => {
     const gail = SigningKey.generate();
-    await users.put(gail.principal, JSON.stringify(userRecord(gail)));
+    await users.put(gail.principal, JSON.stringify(storedUser(gail.principal)));
     await rooms.put(gail.principal, JSON.stringify({ principal: gail.principal, rooms: { "r1.>": "owner" } }));
     await expect(connectAs(gail)).rejects.toThrow(/authorization/i);
     const hank = SigningKey.generate();
-    await users.put(hank.principal, JSON.stringify(userRecord(hank)));
-    await rooms.put(hank.principal, JSON.stringify(roomsRecord(hank, { r1: "member" })));
+    await users.put(hank.principal, JSON.stringify(storedUser(hank.principal)));
+    await rooms.put(hank.principal, JSON.stringify(storedRooms(hank.principal, { r1: "member" })));
     await (await connectAs(hank)).close();
   });
 

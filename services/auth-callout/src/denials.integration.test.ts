@@ -7,7 +7,7 @@ import type { AuditDenialRecord } from "@unibus/contracts";
 import { AuditDenialStream, auditDenialSubject } from "@unibus/contracts";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
-import { counterValue, eventually, startTestServer } from "@unibus/testing";
+import { counterValue, eventually, startTestServer, storedUser } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import {
   CalloutXkey,
@@ -17,16 +17,11 @@ import {
   createAuthCalloutService,
   invalidateOnUserChanges,
 } from "./index.js";
-import type { DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch, UserRecord } from "./index.js";
+import type { DenialCacheOptions, DirectoryEntry, PrincipalDirectory, UserChangeWatch } from "./index.js";
 
 const quiet = pino({ level: "silent" });
 
 // Records as membership stores them: the callout refuses any other shape as damaged.
-const ADDED_BY = SigningKey.generate().principal;
-
-function userRecord(key: SigningKey, over: Partial<UserRecord> = {}): UserRecord {
-  return { principal: key.principal, handle: "h", role: "member", status: "active", addedAt: new Date().toISOString(), addedBy: ADDED_BY, ...over };
-}
 
 /** The real KV directory, with a read counter and a switch that makes it fail like a lost quorum. */
 class CountingDirectory implements PrincipalDirectory {
@@ -115,8 +110,8 @@ describe("refused logins are recorded and answered cheaply", () => {
   beforeAll(async () => {
     // A long TTL: only the users-bucket watch can make an ADD visible here.
     bus = await startBus({ ttlMs: 60_000, addressThreshold: 10_000, delayInitialMs: 50, delayMaxMs: 200 }, true);
-    await bus.users.put(alice.principal, JSON.stringify(userRecord(alice)));
-    await bus.users.put(carol.principal, JSON.stringify(userRecord(carol, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
+    await bus.users.put(alice.principal, JSON.stringify(storedUser(alice.principal)));
+    await bus.users.put(carol.principal, JSON.stringify(storedUser(carol.principal, "revoked")));
   });
   afterAll(async () => {
     await bus?.stop();
@@ -165,7 +160,7 @@ describe("refused logins are recorded and answered cheaply", () => {
 
   it("a directory that cannot answer denies (fail closed) and is recorded as directory_unavailable", async () => {
     const dave = SigningKey.generate();
-    await bus.users.put(dave.principal, JSON.stringify(userRecord(dave)));
+    await bus.users.put(dave.principal, JSON.stringify(storedUser(dave.principal)));
     bus.directory.failing = true;
     try {
       await expect(bus.connectAs(dave)).rejects.toThrow(/authorization/i);
@@ -209,7 +204,7 @@ describe("refused logins are recorded and answered cheaply", () => {
     const frank = SigningKey.generate();
     await expect(bus.connectAs(frank)).rejects.toThrow(/authorization/i);
     await expect(bus.connectAs(frank)).rejects.toThrow(/authorization/i); // now answered from the 60 s cache
-    await bus.users.put(frank.principal, JSON.stringify(userRecord(frank)));
+    await bus.users.put(frank.principal, JSON.stringify(storedUser(frank.principal)));
     const added = Date.now();
     const nc = await eventually(
       () => bus.connectAs(frank).catch(() => null),
@@ -222,9 +217,9 @@ describe("refused logins are recorded and answered cheaply", () => {
 
   it("a revoked member is never admitted again, however often it retries", async () => {
     const gina = SigningKey.generate();
-    await bus.users.put(gina.principal, JSON.stringify(userRecord(gina)));
+    await bus.users.put(gina.principal, JSON.stringify(storedUser(gina.principal)));
     await (await bus.connectAs(gina)).close();
-    await bus.users.put(gina.principal, JSON.stringify(userRecord(gina, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
+    await bus.users.put(gina.principal, JSON.stringify(storedUser(gina.principal, "revoked")));
     for (let i = 0; i < 10; i++) await expect(bus.connectAs(gina)).rejects.toThrow(/authorization/i);
     expect((await bus.lastRecord(gina.principal)).reason).toBe("revoked");
   });
@@ -243,7 +238,7 @@ describe("per-address back-off and the cache TTL bound", () => {
   beforeAll(async () => {
     // No users watch: the TTL alone must bound how long an ADD stays hidden.
     bus = await startBus({ ttlMs: 1_000, addressThreshold: 3, addressWindowMs: 60_000 }, false);
-    await bus.users.put(member.principal, JSON.stringify(userRecord(member)));
+    await bus.users.put(member.principal, JSON.stringify(storedUser(member.principal)));
     await (await bus.connectAs(member)).close(); // a recent login exempts it from its address's limit
   });
   afterAll(async () => {
@@ -254,7 +249,7 @@ describe("per-address back-off and the cache TTL bound", () => {
     for (let i = 0; i < 3; i++) await expect(bus.connectAs(SigningKey.generate())).rejects.toThrow(/authorization/i);
     const reads = bus.directory.reads;
     const next = SigningKey.generate();
-    await bus.users.put(next.principal, JSON.stringify(userRecord(next)));
+    await bus.users.put(next.principal, JSON.stringify(storedUser(next.principal)));
     await expect(bus.connectAs(next)).rejects.toThrow(/authorization/i);
     expect(bus.directory.reads).toBe(reads);
     expect((await bus.lastRecord(next.principal)).reason).toBe("rate_limited");
@@ -274,7 +269,7 @@ describe("the cache TTL bounds a hidden ADD when no change notice arrives", () =
   it("a principal refused as unknown logs in within the TTL after it is added", async () => {
     const hank = SigningKey.generate();
     await expect(bus.connectAs(hank)).rejects.toThrow(/authorization/i);
-    await bus.users.put(hank.principal, JSON.stringify(userRecord(hank)));
+    await bus.users.put(hank.principal, JSON.stringify(storedUser(hank.principal)));
     const added = Date.now();
     await expect(bus.connectAs(hank)).rejects.toThrow(/authorization/i); // still cached: no watch here
     const nc = await eventually(
@@ -306,7 +301,7 @@ describe("the back-off outlives the cache entry, and never delays a login", () =
 
   it("a retry loop stays held at the ceiling across cache expiries, fully checked refusals included, and each is still audited", async () => {
     const mallory = SigningKey.generate();
-    await bus.users.put(mallory.principal, JSON.stringify(userRecord(mallory, { status: "revoked", revokedAt: new Date().toISOString(), revokedBy: ADDED_BY })));
+    await bus.users.put(mallory.principal, JSON.stringify(storedUser(mallory.principal, "revoked")));
     const first = await timed(() => bus.connectAs(mallory));
     // The first refusal is prompt: below the first hold, let alone the ceiling.
     expect(first).toBeLessThan(800);
@@ -330,7 +325,7 @@ describe("the back-off outlives the cache entry, and never delays a login", () =
     const nina = SigningKey.generate();
     for (let i = 0; i < 6; i++) await expect(bus.connectAs(nina)).rejects.toThrow(/authorization/i);
     expect((await bus.lastRecord(nina.principal)).reason).toBe("unknown_principal");
-    await bus.users.put(nina.principal, JSON.stringify(userRecord(nina)));
+    await bus.users.put(nina.principal, JSON.stringify(storedUser(nina.principal)));
     // The users watch drops the cache entry; the back-off stays remembered, but applies to refusals only.
     const nc = await eventually(
       () => bus.connectAs(nina).catch(() => null),

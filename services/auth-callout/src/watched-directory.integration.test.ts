@@ -5,34 +5,16 @@ import type { KV } from "@nats-io/kv";
 import { pino } from "pino";
 import { NkeyPrefix, SigningKey, encodeNkeySeed, nkeyAuthenticator, randomBytes } from "@unibus/crypto";
 import { calloutServerConfig, servicePermissions } from "@unibus/kit";
-import { controllableKv, eventually, startTestServer } from "@unibus/testing";
+import { controllableKv, eventually, startTestServer, storedRooms, storedUser } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { DenialCache } from "./denial-cache.js";
 import { invalidateOnUserChanges } from "./store/directory.js";
 import type { DirectoryEntry } from "./store/directory.js";
 import { DirectoryError } from "./errors.js";
-import type { RoomsRecord, UserRecord } from "./permissions.js";
 import { createAuthCalloutService } from "./service.js";
 import { WatchedDirectory } from "./store/watched-directory.js";
 
 const logger = pino({ level: "silent" });
-const ADDED_BY = SigningKey.generate().principal;
-
-function userRecord(key: SigningKey, status: "active" | "revoked"): UserRecord {
-  return {
-    principal: key.principal,
-    handle: "h",
-    role: "member",
-    status,
-    addedAt: new Date(0).toISOString(),
-    addedBy: ADDED_BY,
-    ...(status === "revoked" ? { revokedAt: new Date().toISOString(), revokedBy: ADDED_BY } : {}),
-  };
-}
-
-function roomsRecord(key: SigningKey, rooms: RoomsRecord["rooms"]): RoomsRecord {
-  return { principal: key.principal, rooms };
-}
 
 describe("the watched directory on nats-server: an acknowledged write is never followed by an admission with the old rights", () => {
   const issuer = SigningKey.fromNkeySeed(encodeNkeySeed(NkeyPrefix.account, randomBytes(32)));
@@ -59,8 +41,8 @@ describe("the watched directory on nats-server: an acknowledged write is never f
     const kvm = new Kvm(admin);
     users = await kvm.create("users", { allow_direct: false });
     rooms = await kvm.create("rooms_by_member", { allow_direct: false });
-    await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
-    await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r1: "owner", r2: "member" })));
+    await users.put(alice.principal, JSON.stringify(storedUser(alice.principal, "active")));
+    await rooms.put(alice.principal, JSON.stringify(storedRooms(alice.principal, { r1: "owner", r2: "member" })));
     calloutNc = await server.connect({ authenticator: nkeyAuthenticator(calloutUser), inboxPrefix: `_INBOX.${calloutUser.principal}` });
     const ckvm = new Kvm(calloutNc);
     calloutUsers = await ckvm.open("users", { allow_direct: false });
@@ -104,10 +86,10 @@ describe("the watched directory on nats-server: an acknowledged write is never f
     const storm = Promise.all(Array.from({ length: 16 }, worker));
     try {
       for (let round = 0; round < 3; round++) {
-        await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
+        await users.put(alice.principal, JSON.stringify(storedUser(alice.principal, "active")));
         const activeAt = performance.now();
         await eventually(() => attempts.filter((a) => a.started > activeAt && a.admitted).length, (n) => n >= 20, { timeoutMs: 15_000, what: "logins admitted while active" });
-        await users.put(alice.principal, JSON.stringify(userRecord(alice, "revoked")));
+        await users.put(alice.principal, JSON.stringify(storedUser(alice.principal, "revoked")));
         const ackAt = performance.now();
         // The storm goes on past the ack: wait until 40 logins started after it have been decided.
         await eventually(() => attempts.filter((a) => a.started > ackAt).length, (n) => n >= 40, { timeoutMs: 15_000, what: "logins after the revoke" });
@@ -128,7 +110,7 @@ describe("the watched directory on nats-server: an acknowledged write is never f
 
   it("a room removal under a concurrent lookup storm: no lookup started after the removal's ack grants the room", async () => {
     const directory = await WatchedDirectory.start(controllableKv(calloutUsers, LAG_MS).kv, controllableKv(calloutRooms, LAG_MS).kv, { logger });
-    await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
+    await users.put(alice.principal, JSON.stringify(storedUser(alice.principal, "active")));
     const lookups: Array<{ started: number; entry?: DirectoryEntry | null }> = [];
     let storming = true;
     const worker = async (): Promise<void> => {
@@ -141,10 +123,10 @@ describe("the watched directory on nats-server: an acknowledged write is never f
     const storm = Promise.all(Array.from({ length: 32 }, worker));
     try {
       for (let round = 0; round < 5; round++) {
-        await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r1: "owner", r2: "member" })));
+        await rooms.put(alice.principal, JSON.stringify(storedRooms(alice.principal, { r1: "owner", r2: "member" })));
         const grantedAt = performance.now();
         await eventually(() => lookups.filter((l) => l.started > grantedAt && l.entry?.rooms?.rooms["r1"] !== undefined).length, (n) => n >= 32, { what: "lookups granting r1" });
-        await rooms.put(alice.principal, JSON.stringify(roomsRecord(alice, { r2: "member" })));
+        await rooms.put(alice.principal, JSON.stringify(storedRooms(alice.principal, { r2: "member" })));
         const ackAt = performance.now();
         await eventually(() => lookups.filter((l) => l.started > ackAt && l.entry !== undefined).length, (n) => n >= 200, { what: "lookups after the removal" });
         const stale = lookups.filter((l) => l.started > ackAt && l.entry !== undefined && l.entry?.rooms?.rooms["r1"] !== undefined);
@@ -162,11 +144,11 @@ describe("the watched directory on nats-server: an acknowledged write is never f
     const u = controllableKv(calloutUsers);
     const directory = await WatchedDirectory.start(u.kv, calloutRooms, { logger, stallMs: 60_000 });
     try {
-      await users.put(alice.principal, JSON.stringify(userRecord(alice, "active")));
+      await users.put(alice.principal, JSON.stringify(storedUser(alice.principal, "active")));
       await eventually(() => directory.lookup(alice.principal), (e) => e?.user.status === "active", { what: "alice active in the copy" });
       const before = { ...directory.stats };
       u.stall();
-      await users.put(alice.principal, JSON.stringify(userRecord(alice, "revoked")));
+      await users.put(alice.principal, JSON.stringify(storedUser(alice.principal, "revoked")));
       // No per-login leader read behind a stalled copy: a node just resumed
       // from a pause can answer such a read with the old record.
       const err = await directory.lookup(alice.principal).then(() => undefined, (e: unknown) => e);
