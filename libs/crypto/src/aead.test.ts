@@ -1,12 +1,23 @@
 import { xchacha20poly1305 } from "@noble/ciphers/chacha.js";
-import { describe, expect, it } from "vitest";
-import { aeadDecrypt, aeadEncrypt, aeadEncryptInto, aeadScratchWiped } from "./aead.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { aeadDecrypt, aeadEncrypt, aeadEncryptInto, aeadScratchWiped, NATIVE_AEAD_MAX_BYTES, useNativeAeadForTests } from "./aead.js";
 import { randomBytes } from "./encoding.js";
 import { DecryptError } from "./errors.js";
+import { nativeSodium } from "./native-sodium.js";
 
-describe("XChaCha20-Poly1305", () => {
-  it("the node path is byte-identical to @noble/ciphers for random keys, nonces, sizes and associated data", () => {
-    for (const size of [0, 1, 15, 16, 63, 64, 65, 1000, 70_000]) {
+// Every case runs on both paths: libsodium (small messages, when sodium-native loads) and node's.
+describe.each([
+  ["libsodium", true],
+  ["node:crypto", false],
+])("XChaCha20-Poly1305 (%s path)", (_name, native) => {
+  beforeAll(() => {
+    // The native path is there exactly when sodium-native loaded: a build without it still runs the node cases.
+    expect(useNativeAeadForTests(native)).toBe(native && nativeSodium !== undefined);
+  });
+  afterAll(() => void useNativeAeadForTests(true));
+
+  it("is byte-identical to @noble/ciphers for random keys, nonces, sizes and associated data, on both sides of the native bound", () => {
+    for (const size of [0, 1, 15, 16, 63, 64, 65, 1000, NATIVE_AEAD_MAX_BYTES, NATIVE_AEAD_MAX_BYTES + 1, 70_000]) {
       const key = randomBytes(32);
       const nonce = randomBytes(24);
       const pt = randomBytes(size);
@@ -46,6 +57,19 @@ describe("XChaCha20-Poly1305", () => {
     expect([...out.subarray(0, 7), ...out.subarray(1023)].every((b) => b === 0xaa)).toBe(true);
     expect(() => aeadEncryptInto(key, nonce, pt, ad, out, 13)).toThrow(RangeError);
     expect(() => aeadEncryptInto(key, nonce, pt, ad, out, -1)).toThrow(RangeError);
+  });
+
+  it("encrypts correctly when the output overlaps the plaintext (in place, and shifted by a few bytes)", () => {
+    const key = randomBytes(32);
+    const nonce = randomBytes(24);
+    const pt = randomBytes(500);
+    const want = xchacha20poly1305(key, nonce).encrypt(pt);
+    for (const shift of [0, 3]) {
+      const buf = new Uint8Array(shift + 516);
+      buf.set(pt, 0);
+      aeadEncryptInto(key, nonce, buf.subarray(0, 500), undefined, buf, shift);
+      expect(buf.subarray(shift)).toEqual(want);
+    }
   });
 
   it("any flipped bit in ciphertext, tag, nonce, key or associated data is a DecryptError", () => {

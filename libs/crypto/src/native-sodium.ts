@@ -11,6 +11,8 @@ export interface NativeSodium {
   crypto_scalarmult?(out: Buffer, secretKey: Buffer, publicKey: Buffer): void;
   crypto_scalarmult_base?(out: Buffer, secretKey: Buffer): void;
   crypto_aead_xchacha20poly1305_ietf_encrypt?(ciphertext: Buffer, message: Buffer, additionalData: Buffer | null, nsec: null, nonce: Buffer, key: Buffer): number;
+  /** Throws when the tag does not check out. */
+  crypto_aead_xchacha20poly1305_ietf_decrypt?(message: Buffer, nsec: null, ciphertext: Buffer, additionalData: Buffer | null, nonce: Buffer, key: Buffer): number;
   randombytes_buf?(out: Buffer): void;
 }
 

@@ -31,7 +31,7 @@ describe("the room publisher's pipeline on a real server", () => {
   let nc: NatsConnection;
   const alice = SigningKey.generate();
   const bob = SigningKey.generate();
-  const keys = new StaticRoomKeys().set("p1", 0, randomBytes(32)).set("p2", 0, randomBytes(32)).set("p3", 0, randomBytes(32));
+  const keys = new StaticRoomKeys().set("p1", 0, randomBytes(32)).set("p2", 0, randomBytes(32)).set("p3", 0, randomBytes(32)).set("p4", 0, randomBytes(32));
   const closers: (() => Promise<void>)[] = [];
 
   /** A live-only room of `roomId` for `signer` on `conn`, with the given pipeline bounds. */
@@ -79,6 +79,37 @@ describe("the room publisher's pipeline on a real server", () => {
     expect(got).toEqual(["warm", "lone", ...Array.from({ length: 300 }, (_, i) => `b${i}`)]);
     // warm, lone, then the 300 of the same turn in one frame.
     expect(frames()).toBe(3);
+  });
+
+  it("a lone message that makes a round trip due asks for it at the end of its turn, not inside publish(), and the round trips still confirm", async () => {
+    const { got } = await listen("p4");
+    const pubConn = await server.connect();
+    closers.push(() => pubConn.close());
+    // Every flush() is one PING: counted, then passed on.
+    let pings = 0;
+    const flush = pubConn.flush.bind(pubConn);
+    pubConn.flush = () => {
+      pings++;
+      return flush();
+    };
+    // A quarter of 4 frames: every lone frame makes a round trip due.
+    const a = open(pubConn, alice, "p4", { maxUnconfirmedFrames: 4, maxUnconfirmedBytes: 1024 * 1024 });
+    await a.publish("warm");
+    await turn();
+    await eventually(() => a.unconfirmedFrames, (n) => n === 0);
+    for (let i = 0; i < 10; i++) {
+      const before = pings;
+      const sent = a.publish(`lone${i}`);
+      // The frame is with the connection, and no PING went with it.
+      expect(a.unconfirmedFrames).toBe(1);
+      expect(pings).toBe(before);
+      await sent;
+      await turn();
+      expect(pings).toBe(before + 1);
+      await eventually(() => a.unconfirmedFrames, (n) => n === 0);
+    }
+    await eventually(() => got.length, (n) => n === 11);
+    expect(got).toEqual(["warm", ...Array.from({ length: 10 }, (_, i) => `lone${i}`)]);
   });
 
   it("keeps publish order across batches, lone messages and a pipeline far smaller than the traffic", async () => {
