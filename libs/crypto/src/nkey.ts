@@ -106,6 +106,36 @@ export function encodeNkeyPublic(prefix: NkeyPrefix, publicKey: Uint8Array): str
   return withChecksum(raw);
 }
 
+/** The 35 bytes of a public nkey (prefix, key, CRC) as {@link publicPayloadChecks} decoded them last; public data, used synchronously. */
+const publicScratch = new Uint8Array(35);
+
+/**
+ * Decodes the 56 characters of a public nkey into {@link publicScratch}
+ * and checks their CRC: what {@link checkedPayload} does for any length,
+ * without its three arrays and iterator per key (a cold rekey decodes a
+ * thousand members' keys on the owner's thread, and the keys service the
+ * same thousand principals of the share set it is asked to store).
+ */
+function publicPayloadChecks(encoded: string): boolean {
+  let bits = 0;
+  let value = 0;
+  let j = 0;
+  for (let i = 0; i < 56; i++) {
+    const c = encoded.charCodeAt(i);
+    const v = c < 128 ? DECODE[c]! : -1;
+    if (v < 0) return false;
+    value = ((value << 5) | v) & 0xffff;
+    bits += 5;
+    if (bits >= 8) {
+      publicScratch[j++] = (value >>> (bits - 8)) & 0xff;
+      bits -= 8;
+    }
+  }
+  let crc = 0;
+  for (let i = 0; i < 33; i++) crc = ((crc << 8) & 0xffff) ^ CRC_TABLE[((crc >> 8) ^ publicScratch[i]!) & 0xff]!;
+  return crc === (publicScratch[33]! | (publicScratch[34]! << 8));
+}
+
 /**
  * Public nkeys already decoded, by their string (whose first character is
  * the prefix {@link decodeNkeyPublic} checks): a log sync decodes the same
@@ -125,9 +155,8 @@ export function decodeNkeyPublic(expected: NkeyPrefix, encoded: string): Uint8Ar
   if (typeof encoded !== "string" || encoded.length !== 56 || encoded[0] !== expected) return undefined;
   const hit = decodedPublic.get(encoded);
   if (hit !== undefined) return hit.slice();
-  const body = checkedPayload(encoded);
-  if (body === undefined || body.byteLength !== 33 || body[0] !== PREFIX_BYTE[expected]) return undefined;
-  const key = body.slice(1);
+  if (!publicPayloadChecks(encoded) || publicScratch[0] !== PREFIX_BYTE[expected]) return undefined;
+  const key = publicScratch.slice(1, 33);
   decodedPublic.set(encoded, key.slice());
   if (decodedPublic.size > DECODED_PUBLIC_MAX) {
     const oldest = decodedPublic.keys().next().value;

@@ -55,4 +55,21 @@ describe("principals", () => {
     }
     expect(() => principalFromPublicKey(new Uint8Array(31))).toThrow(InvalidPrincipalError);
   });
+
+  it("refuses every one-character change of a principal past its prefix (the CRC catches each), and characters outside base32", () => {
+    const fresh = SigningKey.generate().principal;
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let tried = 0;
+    for (let i = 1; i < fresh.length; i++) {
+      for (const c of alphabet) {
+        if (c === fresh[i]) continue;
+        const changed = fresh.slice(0, i) + c + fresh.slice(i + 1);
+        expect(isPrincipal(changed)).toBe(false);
+        tried++;
+      }
+      for (const c of ["a", "1", "=", "\u00c9", "\ud83d"]) expect(isPrincipal(fresh.slice(0, i) + c + fresh.slice(i + 1))).toBe(false);
+    }
+    expect(tried).toBe(55 * 31);
+    expect(isPrincipal(fresh)).toBe(true);
+  });
 });
