@@ -1,6 +1,7 @@
 import { Writable } from "node:stream";
 import { inspect } from "node:util";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { schemas, ServiceErrorCodeHeader, Subjects } from "@unibus/contracts";
@@ -9,8 +10,11 @@ import {
   clusterIdFromName,
   decodeReplicaChallenge,
   decodeReplicaFinishReply,
+  decodeReplicaHello,
   dialerMac,
+  encodeReplicaChallenge,
   encodeReplicaFinish,
+  encodeReplicaFinishReply,
   encodeReplicaHello,
   fromHex,
   publicKeyFromPrincipal,
@@ -544,6 +548,80 @@ describe("without a PSK (single-node default)", () => {
     } finally {
       await stop(gw);
     }
+  });
+});
+
+describe("the dialer against an acceptor that does not hold the PSK or answers badly", () => {
+  /** A fake acceptor on both handshake subjects: answers each hello and finish with what `answer` gives. */
+  async function withFake(answer: (stage: "hello" | "finish", data: Uint8Array) => Uint8Array | "503", run: () => Promise<void>): Promise<void> {
+    const subs = (["hello", "finish"] as const).map((stage) =>
+      nc.subscribe(stage === "hello" ? Subjects.replicaGateway.handshakeHello : Subjects.replicaGateway.handshakeFinish, {
+        callback: (_err, msg) => {
+          const a = answer(stage, msg.data);
+          if (a === "503") {
+            const headers = natsHeaders();
+            headers.set(ServiceErrorCodeHeader, "503");
+            headers.set("Nats-Service-Error", "service unavailable");
+            msg.respond(new Uint8Array(0), { headers });
+          } else msg.respond(a);
+        },
+      }),
+    );
+    await nc.flush();
+    try {
+      await run();
+    } finally {
+      for (const sub of subs) sub.unsubscribe();
+    }
+  }
+  const dial = () => replicaHandshake(nc, { clusterName: CLUSTER, replicaId: "node-2", psk: PSK_NEW, identity: SigningKey.generate() });
+  const goodChallenge = (hello: Uint8Array, psk = PSK_NEW): Uint8Array => {
+    const h = decodeReplicaHello(hello);
+    if (typeof h === "number") throw new Error("bad hello");
+    const nonceA = mintedNonce(Date.now() + 10_000);
+    const macA = acceptorMac(psk, { clusterId: h.clusterId, dialerId: h.replicaId, acceptorId: "gw-fake", nonceD: h.nonceD, nonceA });
+    return encodeReplicaChallenge({ nonceA, macA, acceptorId: "gw-fake" });
+  };
+
+  it("refuses a challenge whose MAC is not the PSK's, before sending its finish", async () => {
+    let finishes = 0;
+    await withFake(
+      (stage, data) => {
+        if (stage === "finish") finishes++;
+        return stage === "hello" ? goodChallenge(data, randomBytes(32)) : Uint8Array.of(1, 0);
+      },
+      async () => {
+        await expect(dial()).rejects.toThrow(/acceptor did not prove the PSK/);
+      },
+    );
+    expect(finishes).toBe(0);
+  });
+
+  it("refuses a malformed challenge or finish reply, a session id that is not the transcript's, and raises a coded error for a 503", async () => {
+    await withFake(
+      () => Uint8Array.of(1, 0, 1, 2),
+      async () => {
+        await expect(dial()).rejects.toThrow(/challenge is malformed/);
+      },
+    );
+    await withFake(
+      (stage, data) => (stage === "hello" ? goodChallenge(data) : Uint8Array.of(1, 0, 0)),
+      async () => {
+        await expect(dial()).rejects.toThrow(/finish reply is malformed/);
+      },
+    );
+    await withFake(
+      (stage, data) => (stage === "hello" ? goodChallenge(data) : encodeReplicaFinishReply({ sessionId: randomBytes(16), createdAt: Date.now(), expiresAt: Date.now() + 1 })),
+      async () => {
+        await expect(dial()).rejects.toThrow(/session does not match this handshake/);
+      },
+    );
+    await withFake(
+      (stage, data) => (stage === "hello" ? goodChallenge(data) : "503"),
+      async () => {
+        await expect(dial()).rejects.toMatchObject({ code: 503 });
+      },
+    );
   });
 });
 
