@@ -28,7 +28,7 @@ import {
   toHex,
   verifyReplicaTranscript,
 } from "@unibus/crypto";
-import type { Blake3Key, HandshakeBinding } from "@unibus/crypto";
+import type { Blake3Key, HandshakeBinding, ReplicaFinishMessage, ReplicaHelloMessage } from "@unibus/crypto";
 import { rawEndpoint } from "@unibus/kit";
 import type { BucketSpec, RawEndpointSpec, RawOutcome } from "@unibus/kit";
 import type { Logger } from "pino";
@@ -84,10 +84,19 @@ function isWrongLastSequence(err: unknown): boolean {
 // Rejects are logged (who was refused, and why) and answered with the bare
 // status. Module-level, not a closure per request: the accepted path is the
 // hot one and should allocate nothing it does not use.
-function reject(msg: ServiceMsg, logger: Logger, stage: "hello" | "finish", who: Record<string, string | null>, status: Status, outcome?: RawOutcome): RawOutcome {
+function reject(msg: ServiceMsg, logger: Logger, stage: "hello" | "finish", who: Record<string, string>, status: Status, outcome?: RawOutcome): RawOutcome {
   logger.info({ ...who, status: statusName(status) }, `replica ${stage} rejected`);
   msg.respond(encodeReplicaStatus(status));
   return outcome;
+}
+
+function rejectHello(msg: ServiceMsg, logger: Logger, h: ReplicaHelloMessage, status: Status): Promise<RawOutcome> {
+  return Promise.resolve(reject(msg, logger, "hello", { replicaId: h.replicaId }, status));
+}
+
+// Who was refused is built only for a reject, never on the accepted path.
+function rejectFinish(msg: ServiceMsg, logger: Logger, f: ReplicaFinishMessage, status: Status): RawOutcome {
+  return reject(msg, logger, "finish", { replicaId: f.replicaId, identity: principalFromPublicKey(f.identity) }, status);
 }
 
 /** Refuses a request that is not its message: oversize unread, else its parse status (UnknownCommand for another version, Malformed otherwise). */
@@ -127,13 +136,12 @@ export function handshakeHandlers(deps: HandshakeDeps): { readonly hello: RawEnd
       const d = msg.data;
       const h = d.byteLength > REPLICA_HELLO_MAX_BYTES ? ReplicaHandshakeStatus.Malformed : decodeReplicaHello(d);
       if (typeof h === "number") return Promise.resolve(refuseUnparsed(msg, logger, "hello", h, d.byteLength > REPLICA_HELLO_MAX_BYTES));
-      const who = { replicaId: h.replicaId };
-      if (!ready) return Promise.resolve(reject(msg, logger, "hello", who, ReplicaHandshakeStatus.AuthRequired));
-      if (!constantTimeEqual(h.clusterId, clusterId)) return Promise.resolve(reject(msg, logger, "hello", who, ReplicaHandshakeStatus.ClusterMismatch));
+      if (!ready) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.AuthRequired);
+      if (!constantTimeEqual(h.clusterId, clusterId)) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.ClusterMismatch);
       // An acceptor never accepts itself: stops a hello reflected back from a peer gateway.
-      if (h.replicaId === acceptorId) return Promise.resolve(reject(msg, logger, "hello", who, ReplicaHandshakeStatus.DirectionalRule));
+      if (h.replicaId === acceptorId) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.DirectionalRule);
       const macKey = slots.get(toHex(h.keyId));
-      if (macKey === undefined) return Promise.resolve(reject(msg, logger, "hello", who, ReplicaHandshakeStatus.MacMismatch));
+      if (macKey === undefined) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.MacMismatch);
       // Nothing is stored: a replayed hello only earns another challenge,
       // which nobody without the PSK can finish, and a hello flood cannot
       // fill a bucket.
@@ -152,21 +160,20 @@ export function handshakeHandlers(deps: HandshakeDeps): { readonly hello: RawEnd
       const d = msg.data;
       const f = d.byteLength > REPLICA_FINISH_MAX_BYTES ? ReplicaHandshakeStatus.Malformed : decodeReplicaFinish(d);
       if (typeof f === "number") return refuseUnparsed(msg, logger, "finish", f, d.byteLength > REPLICA_FINISH_MAX_BYTES);
-      const who = { replicaId: f.replicaId, identity: toHex(f.identity) };
-      if (!ready) return reject(msg, logger, "finish", who, ReplicaHandshakeStatus.AuthRequired);
-      if (!constantTimeEqual(f.clusterId, clusterId)) return reject(msg, logger, "finish", who, ReplicaHandshakeStatus.ClusterMismatch);
+      if (!ready) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.AuthRequired);
+      if (!constantTimeEqual(f.clusterId, clusterId)) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.ClusterMismatch);
       // The hello at that acceptor refused a dialer bearing its own id; so does its finish, at any replica.
-      if (f.replicaId === f.acceptorId) return reject(msg, logger, "finish", who, ReplicaHandshakeStatus.DirectionalRule);
+      if (f.replicaId === f.acceptorId) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.DirectionalRule);
       // The expiry is the challenge's own (covered by both MACs); a forged one fails the MAC below if it is not already dead here.
-      if (!acceptorNonceLive(acceptorNonceExpiry(f.nonceA), now())) return reject(msg, logger, "finish", who, ReplicaHandshakeStatus.Expired);
+      if (!acceptorNonceLive(acceptorNonceExpiry(f.nonceA), now())) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.Expired);
       // The previous PSK may have been removed since the hello: rotation finished.
       const macKey = slots.get(toHex(f.keyId));
-      if (macKey === undefined) return reject(msg, logger, "finish", who, ReplicaHandshakeStatus.MacMismatch);
+      if (macKey === undefined) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.MacMismatch);
       const binding: HandshakeBinding = { clusterId, dialerId: f.replicaId, acceptorId: f.acceptorId, nonceD: f.nonceD, nonceA: f.nonceA };
       // Both MACs and the transcript from one encoding of the binding.
       const { macD, transcript } = replicaProofs(macKey, binding, f.identity);
-      if (!macMatches(macD, f.macD)) return reject(msg, logger, "finish", who, ReplicaHandshakeStatus.MacMismatch);
-      if (!verifyReplicaTranscript(f.identity, transcript, f.signature)) return reject(msg, logger, "finish", who, ReplicaHandshakeStatus.AuthRequired);
+      if (!macMatches(macD, f.macD)) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.MacMismatch);
+      if (!verifyReplicaTranscript(f.identity, transcript, f.signature)) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.AuthRequired);
       const at = Math.floor(now());
       const sessionId = replicaSessionId(transcript);
       // The record later steps (register, commit, join) read: JSON, as before.
@@ -188,7 +195,7 @@ export function handshakeHandlers(deps: HandshakeDeps): { readonly hello: RawEnd
       try {
         await deps.sessions.create(session.sessionId, JSON.stringify(session));
       } catch (err) {
-        if (isWrongLastSequence(err)) return reject(msg, logger, "finish", who, ReplicaHandshakeStatus.Expired);
+        if (isWrongLastSequence(err)) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.Expired);
         logger.warn({ err: err instanceof Error ? err.message : String(err) }, "session store unavailable");
         msg.respondError(503, "service unavailable");
         return UNAVAILABLE;
