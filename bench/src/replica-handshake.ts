@@ -12,13 +12,11 @@
  * with a dialer that signs and MACs; and the bare floor, the same without
  * the MACs and session id on plain subscriptions, printed as a second line.
  *
- * `--binary-probe` adds a design probe (bench/src/binary-probe-gateway.ts):
- * the gateway's checks and cryptography on fixed binary messages as kit raw
- * endpoints, with a dialer to match, measured in the same slices and printed
- * against the floor, to show what a binary wire layout would gain before the
- * spec changes. Off by default: not a format unibus speaks.
+ * The gateway speaks the handshake's binary layout (contracts/specs/replica-handshake.md)
+ * as kit raw endpoints; the floor still moves messages of the old JSON sizes
+ * (bench/src/floor-gateway.ts), a few hundred bytes more per handshake.
  *
- *   npx tsx bench/src/replica-handshake.ts [--seconds 3] [--in-flight 16] [--cpu-prof-dir DIR] [--no-async-traces] [--binary-probe]
+ *   npx tsx bench/src/replica-handshake.ts [--seconds 3] [--in-flight 16] [--cpu-prof-dir DIR] [--no-async-traces]
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -26,29 +24,10 @@ import { once } from "node:events";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import {
-  clusterIdFromName,
-  constantTimeEqual,
-  macMatches,
-  prepareReplicaMacKey,
-  randomBytes,
-  randomNonce,
-  REPLICA_HANDSHAKE_VERSION,
-  REPLICA_ID_PATTERN,
-  REPLICA_NONCE_BYTES,
-  replicaKeyId,
-  replicaMacKey,
-  replicaProofs,
-  replicaSessionId,
-  replicaTranscript,
-  SigningKey,
-  signReplicaTranscript,
-  toHex,
-} from "@unibus/crypto";
+import { clusterIdFromName, prepareReplicaMacKey, randomBytes, randomNonce, replicaProofs, replicaSessionId, replicaTranscript, SigningKey, signReplicaTranscript, toHex } from "@unibus/crypto";
 import { ReplicaDialer } from "@unibus/sdk";
 import { startTestServer } from "@unibus/testing";
 import { EchoSubject } from "./echo-service.js";
-import { ProbeLayout, ProbeSubject } from "./binary-probe-gateway.js";
 import { BareFloorSubject, FloorSize, FloorSubject } from "./floor-gateway.js";
 import { GATEWAY_CPU_SUBJECT } from "./gateway-service.js";
 import { numberArg, parallelRate, printCase, sequentialRate } from "./report.js";
@@ -88,58 +67,6 @@ async function startChild(script: string, args: string[], env: NodeJS.ProcessEnv
   return child;
 }
 
-const idEncoder = new TextEncoder();
-const idDecoder = new TextDecoder("latin1");
-
-/**
- * The binary probe's dialer (layout in bench/src/binary-probe-gateway.ts):
- * the real dialer's work (cluster id, MAC key and key id prepared once; per
- * handshake the nonce, both MACs and the transcript, the acceptor's MAC
- * checked before anything of ours leaves, the signature, the session id
- * compared with ours) on binary messages.
- */
-function probeDialer(nc: { request(subject: string, data: Uint8Array, opts: { timeout: number }): Promise<{ data: Uint8Array }> }, clusterName: string, psk: Uint8Array, identity: SigningKey) {
-  const clusterId = clusterIdFromName(clusterName);
-  const keyId = replicaKeyId(psk);
-  const macKey = prepareReplicaMacKey(replicaMacKey(psk));
-  return async (replicaId: string): Promise<void> => {
-    if (!REPLICA_ID_PATTERN.test(replicaId)) throw new Error("bad replica id");
-    const rid = idEncoder.encode(replicaId);
-    const nonceD = randomNonce(REPLICA_NONCE_BYTES);
-    const hello = new Uint8Array(ProbeLayout.helloFixed + 1 + rid.length);
-    hello[0] = REPLICA_HANDSHAKE_VERSION;
-    hello.set(clusterId, 1);
-    hello.set(keyId, 17);
-    hello.set(nonceD, 25);
-    hello[ProbeLayout.helloFixed] = rid.length;
-    hello.set(rid, ProbeLayout.helloFixed + 1);
-    const c = (await nc.request(ProbeSubject.hello, hello, { timeout: 5000 })).data;
-    if (c[0] !== 0) throw new Error(`probe hello refused: ${c[0]}`);
-    const aLen = c[ProbeLayout.challengeFixed] ?? 0;
-    if (c.length !== ProbeLayout.challengeFixed + 1 + aLen) throw new Error("probe challenge is incomplete");
-    const aid = c.subarray(ProbeLayout.challengeFixed + 1);
-    const acceptorId = idDecoder.decode(aid);
-    if (!REPLICA_ID_PATTERN.test(acceptorId)) throw new Error("probe challenge is incomplete");
-    const nonceA = c.subarray(1, 33);
-    const { macA, macD, transcript } = replicaProofs(macKey, { clusterId, dialerId: replicaId, acceptorId, nonceD, nonceA }, identity.publicKey);
-    if (!macMatches(macA, c.subarray(33, 65))) throw new Error("probe acceptor did not prove the PSK");
-    const f = new Uint8Array(ProbeLayout.finishFixed + 2 + rid.length + aid.length);
-    f.set(clusterId, 0);
-    f.set(keyId, 16);
-    f.set(nonceD, 24);
-    f.set(nonceA, 56);
-    f.set(identity.publicKey, 88);
-    f.set(macD, 120);
-    f.set(signReplicaTranscript(identity, transcript), 152);
-    f[216] = rid.length;
-    f.set(rid, 217);
-    f[217 + rid.length] = aid.length;
-    f.set(aid, 218 + rid.length);
-    const r = (await nc.request(ProbeSubject.finish, f, { timeout: 5000 })).data;
-    if (r[0] !== 0 || r.length !== ProbeLayout.reply || !constantTimeEqual(r.subarray(1, 17), replicaSessionId(transcript))) throw new Error("probe session does not match this handshake");
-  };
-}
-
 /** Both gateways' connection setting, `noAsyncTraces` in nats.js; unset = its default (async traces on). */
 const NO_ASYNC_TRACES_ENV = "UNIBUS_BENCH_NO_ASYNC_TRACES";
 
@@ -147,7 +74,7 @@ const NO_ASYNC_TRACES_ENV = "UNIBUS_BENCH_NO_ASYNC_TRACES";
  * `cpuProfileDir`: the gateway and the floor run under `node --cpu-prof` and write their profiles to its gateway/ and floor/ folders when they stop (the largest file of each is the main thread's).
  * `noAsyncTraces`: both gateways connect with nats.js's `noAsyncTraces` (for comparing the setting).
  */
-export async function runReplicaHandshake(opts: { seconds: number; inFlight: number; cpuProfileDir?: string; noAsyncTraces?: boolean; binaryProbe?: boolean }): Promise<BenchCase[]> {
+export async function runReplicaHandshake(opts: { seconds: number; inFlight: number; cpuProfileDir?: string; noAsyncTraces?: boolean }): Promise<BenchCase[]> {
   const server = await startTestServer({ jetstream: true });
   const children: ChildProcess[] = [];
   const psk = randomBytes(32);
@@ -158,8 +85,6 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     const profile = (name: string) => (opts.cpuProfileDir === undefined ? [] : ["--cpu-prof", "--cpu-prof-dir", join(opts.cpuProfileDir, name)]);
     children.push(await startChild("./gateway-service.ts", [], { UNIBUS_URL: server.url, UNIBUS_REPLICA_PSK: toHex(psk), UNIBUS_CLUSTER_NAME: "bench", UNIBUS_REPLICA_ID: "gw-bench", ...traces }, profile("gateway")));
     children.push(await startChild("./floor-gateway.ts", [], { UNIBUS_URL: server.url, ...traces }, profile("floor")));
-    const probe = opts.binaryProbe === true;
-    if (probe) children.push(await startChild("./binary-probe-gateway.ts", [], { UNIBUS_URL: server.url, UNIBUS_REPLICA_PSK: toHex(psk), UNIBUS_CLUSTER_NAME: "bench", UNIBUS_REPLICA_ID: "gw-bench", ...traces }, profile("probe")));
     const nc = await server.connect();
     const identity = SigningKey.generate();
     const body = new TextEncoder().encode(JSON.stringify({ roomId: "bench-room", text: "hello, bench" }));
@@ -194,9 +119,7 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     };
     const floor = floorOf(FloorSubject, true);
     const bareFloor = floorOf(BareFloorSubject, false);
-    const probeHandshake = probeDialer(nc, "bench", psk, identity);
-    const probeOp = (i: number) => probeHandshake(`node-${i % 1000}`);
-    for (let i = 0; i < 100; i++) await Promise.all([raw(), handshake(i), floor(i), bareFloor(i), probe ? probeOp(i) : undefined]);
+    for (let i = 0; i < 100; i++) await Promise.all([raw(), handshake(i), floor(i), bareFloor(i)]);
 
     // CPU time per operation of each side, read around each slice: steadier
     // than rates on a shared box, where waiting for a core dominates the wall
@@ -219,7 +142,6 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
       handshake: { ops: 0, acceptor: 0, dialer: 0, server: 0 },
       floor: { ops: 0, acceptor: 0, dialer: 0, server: 0 },
       bare: { ops: 0, acceptor: 0, dialer: 0, server: 0 },
-      probe: { ops: 0, acceptor: 0, dialer: 0, server: 0 },
     };
     const countedOp = (which: keyof typeof cpu, op: (i: number) => Promise<unknown>) => async (i: number) => {
       await op(i);
@@ -245,19 +167,17 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
         `gateway ${r.handshake.acceptor} µs, floor ${r.floor.acceptor} µs (bare ${r.bare.acceptor}); dialer ${r.handshake.dialer} µs, floor's dialer ${r.floor.dialer} µs (bare ${r.bare.dialer}); ` +
         `nats-server ${r.handshake.server} µs, for the floor ${r.floor.server} µs (bare ${r.bare.server}); ` +
         // The two Node processes' CPU against the floor's two: steadier than the rates on a loaded box.
-        `(gateway + dialer) ÷ the floor's ${sideRatio(r.handshake, r.floor)} (bare ${sideRatio(r.handshake, r.bare)})` +
-        (probe ? `; binary probe ${r.probe.acceptor} µs, its dialer ${r.probe.dialer} µs, (probe + dialer) ÷ the floor's ${sideRatio(r.probe, r.floor)}` : "")
+        `(gateway + dialer) ÷ the floor's ${sideRatio(r.handshake, r.floor)} (bare ${sideRatio(r.handshake, r.bare)})`
       );
     };
 
     const cases: BenchCase[] = [];
     const measureAll = async (label: string, measure: (s: number, op: (i: number) => Promise<unknown>) => Promise<number>) => {
-      const [rawRate = 0, hsRate = 0, floorRate = 0, bareRate = 0, probeRate = 0] = await interleaved(opts.seconds, measure, [
+      const [rawRate = 0, hsRate = 0, floorRate = 0, bareRate = 0] = await interleaved(opts.seconds, measure, [
         { op: raw },
         { op: countedOp("handshake", handshake), around: withCpu("handshake", GATEWAY_CPU_SUBJECT) },
         { op: countedOp("floor", floor), around: withCpu("floor", FloorSubject.cpu) },
         { op: countedOp("bare", bareFloor), around: withCpu("bare", FloorSubject.cpu) },
-        ...(probe ? [{ op: countedOp("probe", probeOp), around: withCpu("probe", ProbeSubject.cpu) }] : []),
       ]);
       cases.push({ name: `P6 full handshakes, ${label}`, unit: "op/s", unibus: hsRate, raw: rawRate, goal: P6_GOAL });
       cases.push({ name: `P6 floor, ${label}`, unit: "op/s", unibus: floorRate, raw: rawRate, goal: "none: no implementation beats it" });
@@ -265,8 +185,6 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
       cases.push({ name: `P6 handshakes ÷ floor, ${label}`, unit: "op/s", unibus: hsRate, raw: floorRate, goal: ">= 0.9 where the floor is < 0.3 of raw" });
       // The floor before it counted the spec's MACs and session id, so the change of floor hides nothing.
       cases.push({ name: `P6 handshakes ÷ bare floor (no MACs), ${label}`, unit: "op/s", unibus: hsRate, raw: bareRate, goal: "none: below the protocol's floor" });
-      // A design probe, not the product: what a binary wire layout would reach against the same floor.
-      if (probe) cases.push({ name: `P6 binary-layout probe ÷ floor, ${label}`, unit: "op/s", unibus: probeRate, raw: floorRate, goal: "none: a design probe" });
     };
     await measureAll("one at a time", sequentialRate);
     const cpuSeq = perOp();
@@ -293,6 +211,5 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const profileAt = process.argv.indexOf("--cpu-prof-dir");
   const cpuProfileDir = profileAt > 0 ? process.argv[profileAt + 1] : undefined;
   const noAsyncTraces = process.argv.includes("--no-async-traces");
-  const binaryProbe = process.argv.includes("--binary-probe");
-  for (const c of await runReplicaHandshake({ seconds: numberArg("--seconds", 3), inFlight: numberArg("--in-flight", 16), noAsyncTraces, binaryProbe, ...(cpuProfileDir === undefined ? {} : { cpuProfileDir }) })) printCase(c);
+  for (const c of await runReplicaHandshake({ seconds: numberArg("--seconds", 3), inFlight: numberArg("--in-flight", 16), noAsyncTraces, ...(cpuProfileDir === undefined ? {} : { cpuProfileDir }) })) printCase(c);
 }

@@ -14,6 +14,9 @@
  * - micro endpoint name: the name with `.` replaced by `-`
  *   ({@link microEndpointName}), since micro names cannot hold dots.
  *
+ * An entry marked `wire: "binary"` has no schema files: its spec defines its
+ * bytes.
+ *
  * `<service>` is the subject token of the service (`replica` for the
  * replica-gateway, as architecture §2 names its subjects).
  */
@@ -52,6 +55,12 @@ export interface CatalogueEntry {
    * that): only for a read that changes nothing, not even a session.
    */
   readonly resend?: true;
+  /**
+   * The endpoint speaks its own fixed binary layout, defined in its spec,
+   * instead of the kit's JSON envelope: it has no JSON schemas and is served
+   * as a raw endpoint (the replica PSK handshake's hello and finish).
+   */
+  readonly wire?: "binary";
 }
 
 const { Public, Signed, Admin, Handshake } = EndpointAccess;
@@ -100,10 +109,10 @@ export const EndpointCatalogue = {
     "get.chunk": { access: Signed, mutates: false, perReplica: true },
   },
   replica: {
-    /** `ReplicaHello` → `ReplicaChallenge` (contracts/specs/replica-handshake.md); writes nothing, its state rides in the challenge nonce. */
-    "handshake.hello": { access: Handshake, mutates: false },
-    /** `ReplicaFinish` → `ReplicaFinishReply`. */
-    "handshake.finish": { access: Handshake, mutates: true },
+    /** Hello → challenge, binary (contracts/specs/replica-handshake.md); writes nothing, its state rides in the challenge nonce. */
+    "handshake.hello": { access: Handshake, mutates: false, wire: "binary" },
+    /** Finish → finish reply, binary. */
+    "handshake.finish": { access: Handshake, mutates: true, wire: "binary" },
     /** Node-side lifecycle (contracts/specs/replica-lifecycle.md): signed by the node, with a handshake session. */
     "handshake.register": { access: Signed, mutates: true },
     "handshake.commit": { access: Signed, mutates: true },

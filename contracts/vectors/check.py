@@ -451,6 +451,100 @@ def check_replica_handshake():
         check(f"{name}: session id", blake3_derive(ctx["sessionId"], transcript, 16).hex() == c["sessionId"])
         expiry = int.from_bytes(h(c["nonceA"])[:8], "big")
         check(f"{name}: nonce_a expiry (u64 big-endian ms)", c["nonceAExpiresAt"] == (expiry if expiry <= 2**53 - 1 else None))
+        check_replica_wire(name, c, cluster_id, key_id, identity, mac_key, ctx)
+    statuses = v["statuses"]
+    for r in v["rejects"]:
+        check(f"replica handshake reject {r['status']}", parse_replica_status(h(r["bytes"])) == statuses[r["status"]] != 0)
+    for m in v["malformed"]:
+        parse = parse_replica_hello if m["message"] == "hello" else parse_replica_finish
+        check(f"replica handshake refuses {m['what']}", parse(h(m["bytes"])) == statuses[m["status"]])
+
+
+# The binary layout of the handshake's messages (replica-handshake.md, Messages),
+# parsed here from the spec: version byte 1 first, fixed fields, then
+# length-prefixed ids of 1-63 bytes of [a-z0-9._-] starting alphanumeric, and
+# nothing after them. A parse error is the status the acceptor answers.
+UNKNOWN_COMMAND, MALFORMED = 1, 7
+
+
+def replica_id_ok(b):
+    return 1 <= len(b) <= 63 and all(ch in b"abcdefghijklmnopqrstuvwxyz0123456789._-" for ch in b) and b[:1].isalnum()
+
+
+def take_id(d, at):
+    if at >= len(d):
+        return None
+    n = d[at]
+    ident = d[at + 1:at + 1 + n]
+    if len(ident) != n or not replica_id_ok(ident):
+        return None
+    return ident.decode("ascii"), at + 1 + n
+
+
+def parse_replica_hello(d):
+    if len(d) == 0:
+        return MALFORMED
+    if d[0] != 1:
+        return UNKNOWN_COMMAND
+    got = take_id(d, 57)
+    if got is None or got[1] != len(d):
+        return MALFORMED
+    return {"clusterId": d[1:17], "keyId": d[17:25], "nonceD": d[25:57], "replicaId": got[0]}
+
+
+def parse_replica_finish(d):
+    if len(d) == 0:
+        return MALFORMED
+    if d[0] != 1:
+        return UNKNOWN_COMMAND
+    replica = take_id(d, 217)
+    acceptor = take_id(d, replica[1]) if replica is not None else None
+    if acceptor is None or acceptor[1] != len(d):
+        return MALFORMED
+    fields = {"clusterId": (1, 17), "keyId": (17, 25), "nonceD": (25, 57), "nonceA": (57, 89), "identity": (89, 121), "macD": (121, 153), "signature": (153, 217)}
+    out = {k: d[a:b] for k, (a, b) in fields.items()}
+    out.update(replicaId=replica[0], acceptorId=acceptor[0])
+    return out
+
+
+def parse_replica_status(d):
+    return d[1] if len(d) == 2 and d[0] == 1 else None
+
+
+def parse_replica_challenge(d):
+    if len(d) < 2 or d[0] != 1 or d[1] != 0:
+        return None
+    got = take_id(d, 66)
+    if got is None or got[1] != len(d):
+        return None
+    return {"nonceA": d[2:34], "macA": d[34:66], "acceptorId": got[0]}
+
+
+def parse_replica_finish_reply(d):
+    if len(d) != 34 or d[0] != 1 or d[1] != 0:
+        return None
+    created, expires = struct.unpack(">QQ", d[18:34])
+    return {"sessionId": d[2:18], "createdAt": created, "expiresAt": expires}
+
+
+def check_replica_wire(name, c, cluster_id, key_id, identity, mac_key, ctx):
+    w = c["wire"]
+    hello = parse_replica_hello(h(w["hello"]))
+    check(f"{name}: hello bytes", isinstance(hello, dict) and hello == {"clusterId": cluster_id, "keyId": key_id, "nonceD": h(c["nonceD"]), "replicaId": c["dialerId"]})
+    challenge = parse_replica_challenge(h(w["challenge"]))
+    check(f"{name}: challenge bytes", challenge == {"nonceA": h(c["nonceA"]), "macA": h(c["macA"]), "acceptorId": c["acceptorId"]})
+    f = parse_replica_finish(h(w["finish"]))
+    ok = isinstance(f, dict) and f["clusterId"] == cluster_id and f["keyId"] == key_id and f["identity"] == identity and f["replicaId"] == c["dialerId"] and f["acceptorId"] == c["acceptorId"]
+    check(f"{name}: finish bytes", ok and f["nonceD"] == h(c["nonceD"]) and f["nonceA"] == h(c["nonceA"]))
+    # What an acceptor does with the finish's bytes alone: rebuild the MAC input and transcript from its fields, check both proofs.
+    common = lp(b"unibus replica-handshake mac v1") + f["clusterId"] + lp(f["replicaId"].encode()) + lp(f["acceptorId"].encode()) + f["nonceD"] + f["nonceA"]
+    mac_a = blake3_keyed(mac_key, common + b"\x01")
+    mac_d = blake3_keyed(mac_key, common + b"\x02" + f["identity"])
+    check(f"{name}: finish's mac_d verifies", mac_d == f["macD"])
+    transcript = lp(b"unibus replica-handshake transcript v1") + common[32:] + mac_a + mac_d + f["identity"]
+    check(f"{name}: finish's signature verifies", ed_verify(f["identity"], MARKER + transcript, f["signature"]))
+    reply = parse_replica_finish_reply(h(w["finishReply"]))
+    check(f"{name}: finish reply bytes", reply == {"sessionId": blake3_derive(ctx["sessionId"], transcript, 16), "createdAt": w["createdAt"], "expiresAt": w["expiresAt"]})
 
 
 

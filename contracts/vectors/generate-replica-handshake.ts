@@ -6,6 +6,10 @@
  * official BLAKE3 known answers for the empty input (hash, keyed_hash,
  * derive_key with the official test key and context) are asserted first.
  *
+ * Each case also carries its four messages' bytes in the binary layout
+ * (§ Messages); `rejects` and `malformed` give a reject's bytes and byte
+ * strings a strict parser refuses, with the status the acceptor answers.
+ *
  * Run: npx tsx contracts/vectors/generate-replica-handshake.ts
  */
 import * as ed from "@noble/ed25519";
@@ -70,6 +74,21 @@ function handshake(c: { name: string; clusterName: string; dialerId: string; acc
   const signature = ed.sign(concatBytes(Uint8Array.of(0xff), transcript), c.seed);
   const sessionId = derive(ctx.sessionId, transcript, 16);
   const hex = bytesToHex;
+  // The binary layout (§ Messages), written from the spec: version 1 first, fixed fields, then length-prefixed ids.
+  const version = Uint8Array.of(1);
+  const u64 = (n: bigint): Uint8Array => {
+    const b = new Uint8Array(8);
+    new DataView(b.buffer).setBigUint64(0, n);
+    return b;
+  };
+  const wire = {
+    hello: hex(concatBytes(version, clusterId, keyId, c.nonceD, lp(utf8ToBytes(c.dialerId)))),
+    challenge: hex(concatBytes(version, Uint8Array.of(0), c.nonceA, macA, lp(utf8ToBytes(c.acceptorId)))),
+    finish: hex(concatBytes(version, clusterId, keyId, c.nonceD, c.nonceA, identity, macD, signature, lp(utf8ToBytes(c.dialerId)), lp(utf8ToBytes(c.acceptorId)))),
+    finishReply: hex(concatBytes(version, Uint8Array.of(0), sessionId, u64(BigInt(SESSION_CREATED_AT)), u64(BigInt(SESSION_CREATED_AT + SESSION_TTL_MS)))),
+    createdAt: SESSION_CREATED_AT,
+    expiresAt: SESSION_CREATED_AT + SESSION_TTL_MS,
+  };
   // The acceptor's nonce starts with its expiry, u64 big-endian Unix ms (an acceptor only checks it; the dialer treats the nonce as opaque).
   const expiry = new DataView(c.nonceA.buffer, c.nonceA.byteOffset, 8).getBigUint64(0);
   return {
@@ -93,8 +112,13 @@ function handshake(c: { name: string; clusterName: string; dialerId: string; acc
     transcript: hex(transcript),
     signature: hex(signature),
     sessionId: hex(sessionId),
+    wire,
   };
 }
+
+/** The finish reply's times in the vectors: 2026-12-05T00:00:00Z and the session bucket's 10 min later. */
+const SESSION_CREATED_AT = 1_796_428_800_000;
+const SESSION_TTL_MS = 600_000;
 
 const cases = [
   { name: "basic", clusterName: "prod", dialerId: "node-2", acceptorId: "gateway-1", psk: seq(32, 0x10), nonceD: seq(32, 0x40), nonceA: seq(32, 0x80), seed: seq(32, 1) },
@@ -105,11 +129,43 @@ const cases = [
   { name: "swapped ids", clusterName: "prod", dialerId: "gateway-1", acceptorId: "node-2", psk: seq(32, 0x10), nonceD: seq(32, 0x40), nonceA: seq(32, 0x80), seed: seq(32, 1) },
 ].map(handshake);
 
+const statuses = { Ok: 0, UnknownCommand: 1, ClusterMismatch: 2, DirectionalRule: 3, AuthRequired: 4, MacMismatch: 5, Expired: 6, Malformed: 7 };
+// A reject, challenge or finish reply alike: version ‖ status, nothing else.
+const rejects = Object.entries(statuses)
+  .filter(([, v]) => v !== 0)
+  .map(([status, v]) => ({ status, bytes: bytesToHex(Uint8Array.of(1, v)) }));
+// Byte strings a strict parser refuses, from the basic case's hello and finish, with the acceptor's answer.
+const basic = cases[0]!;
+const helloOf = (id: Uint8Array, len = id.length): string => basic.wire.hello.slice(0, 2 * 57) + bytesToHex(concatBytes(Uint8Array.of(len), id));
+const malformed = [
+  { what: "empty hello", message: "hello", bytes: "", status: "Malformed" },
+  { what: "hello of version 2", message: "hello", bytes: `02${basic.wire.hello.slice(2)}`, status: "UnknownCommand" },
+  { what: "hello of version 0", message: "hello", bytes: "00", status: "UnknownCommand" },
+  { what: "hello truncated in its fixed part", message: "hello", bytes: basic.wire.hello.slice(0, 60), status: "Malformed" },
+  { what: "hello truncated in its id", message: "hello", bytes: basic.wire.hello.slice(0, -2), status: "Malformed" },
+  { what: "hello with a trailing byte", message: "hello", bytes: `${basic.wire.hello}00`, status: "Malformed" },
+  { what: "hello with an empty id", message: "hello", bytes: helloOf(new Uint8Array(0)), status: "Malformed" },
+  { what: "hello with a 64-byte id", message: "hello", bytes: helloOf(utf8ToBytes("n".repeat(64))), status: "Malformed" },
+  { what: "hello with an upper-case id", message: "hello", bytes: helloOf(utf8ToBytes("Node-2")), status: "Malformed" },
+  { what: "hello with an id starting with '-'", message: "hello", bytes: helloOf(utf8ToBytes("-node")), status: "Malformed" },
+  { what: "hello with a non-ASCII id", message: "hello", bytes: helloOf(utf8ToBytes("nöde")), status: "Malformed" },
+  { what: "hello whose id length runs past the end", message: "hello", bytes: helloOf(utf8ToBytes("node-2"), 7), status: "Malformed" },
+  { what: "finish of version 2", message: "finish", bytes: `02${basic.wire.finish.slice(2)}`, status: "UnknownCommand" },
+  { what: "finish truncated", message: "finish", bytes: basic.wire.finish.slice(0, -2), status: "Malformed" },
+  { what: "finish with a trailing byte", message: "finish", bytes: `${basic.wire.finish}00`, status: "Malformed" },
+  { what: "finish without its acceptor id", message: "finish", bytes: basic.wire.finish.slice(0, 2 * (217 + 1 + basic.dialerId.length)), status: "Malformed" },
+  { what: "a hello sent as a finish", message: "finish", bytes: basic.wire.hello, status: "Malformed" },
+  { what: "a finish sent as a hello", message: "hello", bytes: basic.wire.finish, status: "Malformed" },
+];
+
 const out = {
   description: "Replica PSK handshake vectors (contracts/specs/replica-handshake.md); all byte strings hex.",
   contexts: ctx,
   blake3Official: officialEmpty,
+  statuses,
   cases,
+  rejects,
+  malformed,
 };
 writeFileSync(fileURLToPath(new URL("./replica-handshake.json", import.meta.url)), `${JSON.stringify(out, null, 2)}\n`);
 console.log(`wrote replica-handshake.json (${cases.length} cases)`);

@@ -64,6 +64,21 @@ export {
   verifyReplicaTranscript,
 } from "./replica-handshake.js";
 export type { HandshakeBinding, ReplicaProofs } from "./replica-handshake.js";
+export {
+  decodeReplicaChallenge,
+  decodeReplicaFinish,
+  decodeReplicaFinishReply,
+  decodeReplicaHello,
+  encodeReplicaChallenge,
+  encodeReplicaFinish,
+  encodeReplicaFinishReply,
+  encodeReplicaHello,
+  encodeReplicaStatus,
+  REPLICA_FINISH_MAX_BYTES,
+  REPLICA_HELLO_MAX_BYTES,
+  ReplicaWire,
+} from "./replica-wire.js";
+export type { ReplicaChallengeMessage, ReplicaFinishMessage, ReplicaFinishReplyMessage, ReplicaHelloMessage } from "./replica-wire.js";
 export { CONNECT_NONCE_PATTERN, ConnectNonceError, isMarkedStatement, markStatement, STATEMENT_MARKER } from "./statement-marker.js";
 export { openSealed, SealedBox, sealTo, sealToMany, sealToVerified } from "./sealed-box.js";
 export type { BoundRecipient, SealToVerifiedOptions, VerifiedSeal } from "./sealed-box.js";

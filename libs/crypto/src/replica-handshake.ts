@@ -70,6 +70,8 @@ export const ReplicaHandshakeStatus = {
   AuthRequired: 4,
   MacMismatch: 5,
   Expired: 6,
+  /** A message that is not exactly its binary layout (truncated, trailing bytes, a bad id, oversize). */
+  Malformed: 7,
 } as const;
 /** One of the {@link ReplicaHandshakeStatus} values. */
 export type ReplicaHandshakeStatus = (typeof ReplicaHandshakeStatus)[keyof typeof ReplicaHandshakeStatus];

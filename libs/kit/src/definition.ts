@@ -218,8 +218,11 @@ export interface EndpointRow<S extends CatalogueService, N extends EndpointName<
   readonly impl: EndpointImpl<RequestOf<S, N>, ReplyOf<S, N>>;
 }
 
-/** A service's endpoint table: one row per catalogued endpoint of service `S`, every one present. */
-export type EndpointTable<S extends CatalogueService> = { readonly [N in EndpointName<S>]: EndpointRow<S, N> };
+/** The catalogued endpoints of service `S` that speak the kit's JSON envelope (not `wire: "binary"`). */
+export type JsonEndpointName<S extends CatalogueService> = { [N in EndpointName<S>]: EndpointCatalogue[S][N] extends { readonly wire: "binary" } ? never : N }[EndpointName<S>];
+
+/** A service's endpoint table: one row per catalogued JSON endpoint of service `S`, every one present. */
+export type EndpointTable<S extends CatalogueService> = { readonly [N in JsonEndpointName<S>]: EndpointRow<S, N> };
 
 /** Options of {@link endpointTable}. */
 export interface EndpointTableOptions {
@@ -251,8 +254,11 @@ export function endpointTable<S extends CatalogueService>(service: S, table: Par
   const out: Record<string, EndpointSpec> = {};
   for (const name of Object.keys(rows)) {
     if (!Object.hasOwn(catalogue, name)) throw new ServiceDefinitionError(`service ${service}: endpoint ${name} is not in the catalogue`);
+    // A binary endpoint has no schemas for the JSON pipeline to check: it is served raw, never through the table.
+    if (catalogue[name]?.wire === "binary") throw new ServiceDefinitionError(`service ${service}: endpoint ${name} is binary, served as a raw endpoint`);
   }
   for (const [name, entry] of Object.entries(catalogue)) {
+    if (entry.wire === "binary") continue;
     const row = rows[name];
     const where = `service ${service} endpoint ${name}`;
     if (row === undefined) {

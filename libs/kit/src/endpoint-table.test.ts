@@ -37,13 +37,15 @@ describe("endpointTable", () => {
     }
   });
 
-  it("every catalogued endpoint has both schema files, and Subjects lists exactly the catalogue", () => {
+  it("every catalogued JSON endpoint has both schema files, a binary one none, and Subjects lists exactly the catalogue", () => {
     for (const [service, endpoints] of Object.entries(EndpointCatalogue)) {
-      for (const name of Object.keys(endpoints)) {
-        expect(schemas[`${service}.${name}.request` as keyof typeof schemas], `${service}.${name}.request`).toBeDefined();
-        expect(schemas[`${service}.${name}.reply` as keyof typeof schemas], `${service}.${name}.reply`).toBeDefined();
+      for (const [name, entry] of Object.entries(endpoints as Record<string, CatalogueEntry>)) {
+        const check = entry.wire === "binary" ? "toBeUndefined" : "toBeDefined";
+        expect(schemas[`${service}.${name}.request` as keyof typeof schemas], `${service}.${name}.request`)[check]();
+        expect(schemas[`${service}.${name}.reply` as keyof typeof schemas], `${service}.${name}.reply`)[check]();
       }
     }
+    expect(Object.entries(EndpointCatalogue.replica).filter(([, e]) => (e as CatalogueEntry).wire === "binary").map(([n]) => n)).toEqual(["handshake.hello", "handshake.finish"]);
     expect(Object.values(Subjects.keys).sort()).toEqual(["unibus.v1.keys.>", ...Object.keys(EndpointCatalogue.keys).map((n) => `unibus.v1.keys.${n}`)].sort());
   });
 
@@ -82,6 +84,13 @@ describe("endpointTable", () => {
     expect(Object.keys(endpointTable("healthz", { status: table.status }, { subset: true }))).toEqual(["status"]);
     expect(() => endpointTable("healthz", { status: { access: Access.Public, mutates: true, impl: status } } as never, { subset: true })).toThrow(ServiceDefinitionError);
     expect(() => endpointTable("healthz", loose({ extra: table.status }), { subset: true })).toThrow(/extra is not in the catalogue/);
+  });
+
+  it("a binary catalogue endpoint is never served through the JSON table: a row for it is refused, and a table without it is whole", () => {
+    const impl = { handler: async () => ({}) as never };
+    expect(() => endpointTable("replica", loose({ "handshake.hello": { access: Access.Handshake, mutates: false, impl } }) as never, { subset: true })).toThrow(/binary, served as a raw endpoint/);
+    const eps = endpointTable("replica", loose({ info: { access: Access.Public, mutates: false, impl } }) as never, { subset: true });
+    expect(Object.keys(eps)).toEqual(["info"]);
   });
 
   it("a per-replica endpoint listens on <subject>.<replica> and needs a safe replica token", () => {

@@ -1,14 +1,15 @@
-import type { NatsConnection } from "@nats-io/transport-node";
-import { decodeReply, Subjects } from "@unibus/contracts";
-import type { ReplicaChallenge, ReplicaFinish, ReplicaFinishReply, ReplicaHello } from "@unibus/contracts";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
+import { decodeReply, ServiceErrorCodeHeader, Subjects } from "@unibus/contracts";
 import {
   clusterIdFromName,
   constantTimeEqual,
-  fromHex,
+  decodeReplicaChallenge,
+  decodeReplicaFinishReply,
+  encodeReplicaFinish,
+  encodeReplicaHello,
   macMatches,
   prepareReplicaMacKey,
   randomNonce,
-  REPLICA_HANDSHAKE_VERSION,
   REPLICA_ID_PATTERN,
   REPLICA_NONCE_BYTES,
   ReplicaHandshakeError,
@@ -34,8 +35,21 @@ export interface ReplicaHandshakeOptions {
   readonly timeoutMs?: number;
 }
 
-/** The session a successful handshake yields; later steps (join) present `sessionId`. */
-export type ReplicaSession = NonNullable<ReplicaFinishReply["session"]>;
+/**
+ * The session a successful handshake yields, as the gateway recorded it;
+ * later steps (register, commit, join) present `sessionId`. Ids are
+ * lowercase hex, times ISO 8601.
+ */
+export interface ReplicaSession {
+  readonly sessionId: string;
+  readonly clusterId: string;
+  readonly replicaId: string;
+  readonly acceptorId: string;
+  /** The node identity's `U…` principal. */
+  readonly principal: string;
+  readonly createdAt: string;
+  readonly expiresAt: string;
+}
 
 /** A completed handshake. */
 export interface ReplicaHandshakeResult {
@@ -55,8 +69,11 @@ export class ReplicaHandshakeRejectedError extends Error {
   }
 }
 
-const encoder = new TextEncoder();
-const HEX32 = /^[0-9a-f]{64}$/;
+/** The reply's bytes; a micro error reply (a 503 when the session store is down) throws its coded error. */
+function replyBytes(msg: Msg): Uint8Array {
+  if ((msg.headers?.get(ServiceErrorCodeHeader) ?? "") !== "") decodeReply(msg);
+  return msg.data;
+}
 
 /** What {@link ReplicaDialer} prepares once; the replica id is given per handshake. */
 export type ReplicaDialerOptions = Omit<ReplicaHandshakeOptions, "replicaId">;
@@ -73,7 +90,7 @@ export class ReplicaDialer {
   readonly #clusterId: Uint8Array;
   readonly #clusterIdHex: string;
   readonly #macKey: Blake3Key;
-  readonly #keyIdHex: string;
+  readonly #keyId: Uint8Array;
   readonly #identity: SigningKey;
   readonly #timeout: number;
 
@@ -82,7 +99,7 @@ export class ReplicaDialer {
     this.#clusterId = clusterIdFromName(opts.clusterName);
     this.#clusterIdHex = toHex(this.#clusterId);
     this.#macKey = prepareReplicaMacKey(replicaMacKey(opts.psk));
-    this.#keyIdHex = toHex(replicaKeyId(opts.psk));
+    this.#keyId = replicaKeyId(opts.psk);
     this.#identity = opts.identity;
     this.#timeout = opts.timeoutMs ?? 5_000;
   }
@@ -101,38 +118,46 @@ export class ReplicaDialer {
     if (!REPLICA_ID_PATTERN.test(replicaId)) throw new ReplicaHandshakeError(`replica id must match ${REPLICA_ID_PATTERN.source}`);
     const timeout = this.#timeout;
     const identity = this.#identity;
+    const clusterId = this.#clusterId;
+    const keyId = this.#keyId;
     const nonceD = randomNonce(REPLICA_NONCE_BYTES);
-    const hello: ReplicaHello = { version: REPLICA_HANDSHAKE_VERSION, clusterId: this.#clusterIdHex, replicaId, keyId: this.#keyIdHex, nonceD: toHex(nonceD) };
-    const challenge = decodeReply<ReplicaChallenge>(await nc.request(Subjects.replicaGateway.handshakeHello, encoder.encode(JSON.stringify(hello)), { timeout }));
+    const hello = encodeReplicaHello({ clusterId, keyId, nonceD, replicaId });
+    const challenge = decodeReplicaChallenge(replyBytes(await nc.request(Subjects.replicaGateway.handshakeHello, hello, { timeout })));
+    if (challenge === undefined) throw new ReplicaHandshakeError("challenge is malformed");
     if (challenge.status !== ReplicaHandshakeStatus.Ok) throw new ReplicaHandshakeRejectedError("hello", challenge.status);
     const { acceptorId, nonceA, macA } = challenge;
-    if (acceptorId === undefined || nonceA === undefined || macA === undefined || !REPLICA_ID_PATTERN.test(acceptorId) || !HEX32.test(nonceA) || !HEX32.test(macA)) {
-      throw new ReplicaHandshakeError("challenge is incomplete");
-    }
-    const binding = { clusterId: this.#clusterId, dialerId: replicaId, acceptorId, nonceD, nonceA: fromHex(nonceA) };
+    const binding = { clusterId, dialerId: replicaId, acceptorId, nonceD, nonceA };
     // Both MACs and the transcript in one pass; nothing of ours leaves unless the acceptor's MAC checks out.
     const { macA: expectedA, macD, transcript } = replicaProofs(this.#macKey, binding, identity.publicKey);
-    if (!macMatches(expectedA, fromHex(macA))) throw new ReplicaHandshakeError("acceptor did not prove the PSK");
+    if (!macMatches(expectedA, macA)) throw new ReplicaHandshakeError("acceptor did not prove the PSK");
     // The finish repeats the hello's fields: the acceptor keeps no state, so whichever replica answers rebuilds the binding from them and the MACs.
-    const finish: ReplicaFinish = {
-      clusterId: hello.clusterId,
+    const finish = encodeReplicaFinish({
+      clusterId,
+      keyId,
+      nonceD,
+      nonceA,
+      identity: identity.publicKey,
+      macD,
+      signature: signReplicaTranscript(identity, transcript),
       replicaId,
       acceptorId,
-      keyId: hello.keyId,
-      nonceD: hello.nonceD,
-      nonceA,
-      identity: identity.principal,
-      macD: toHex(macD),
-      signature: toHex(signReplicaTranscript(identity, transcript)),
-    };
-    const reply = decodeReply<ReplicaFinishReply>(await nc.request(Subjects.replicaGateway.handshakeFinish, encoder.encode(JSON.stringify(finish)), { timeout }));
+    });
+    const reply = decodeReplicaFinishReply(replyBytes(await nc.request(Subjects.replicaGateway.handshakeFinish, finish, { timeout })));
+    if (reply === undefined) throw new ReplicaHandshakeError("finish reply is malformed");
     if (reply.status !== ReplicaHandshakeStatus.Ok) throw new ReplicaHandshakeRejectedError("finish", reply.status);
-    const session = reply.session;
     // The session id is derived from the transcript: one the acceptor made up
     // (or that belongs to another handshake) does not match ours.
-    if (session === undefined || !constantTimeEqual(encoder.encode(session.sessionId), encoder.encode(toHex(replicaSessionId(transcript)))) || session.principal !== identity.principal) {
-      throw new ReplicaHandshakeError("session does not match this handshake");
-    }
+    const sessionId = replicaSessionId(transcript);
+    if (!constantTimeEqual(reply.sessionId, sessionId)) throw new ReplicaHandshakeError("session does not match this handshake");
+    const session: ReplicaSession = {
+      sessionId: toHex(sessionId),
+      clusterId: this.#clusterIdHex,
+      replicaId,
+      acceptorId,
+      principal: identity.principal,
+      createdAt: new Date(reply.createdAt).toISOString(),
+      expiresAt: new Date(reply.expiresAt).toISOString(),
+    };
     return { acceptorId, session };
   }
 

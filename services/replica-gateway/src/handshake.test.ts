@@ -1,18 +1,28 @@
 import { Writable } from "node:stream";
 import { inspect } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { headers as natsHeaders } from "@nats-io/transport-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
-import { decodeReply, ErrorCode, ErrorReason, Subjects, UnibusError } from "@unibus/contracts";
-import type { ReplicaChallenge, ReplicaFinish, ReplicaFinishReply, ReplicaHello } from "@unibus/contracts";
+import { schemas, ServiceErrorCodeHeader, Subjects } from "@unibus/contracts";
 import {
   acceptorMac,
   clusterIdFromName,
+  decodeReplicaChallenge,
+  decodeReplicaFinishReply,
+  decodeReplicaHello,
   dialerMac,
+  encodeReplicaChallenge,
+  encodeReplicaFinish,
+  encodeReplicaFinishReply,
+  encodeReplicaHello,
   fromHex,
+  publicKeyFromPrincipal,
   randomBytes,
   REPLICA_CLOCK_SKEW_MS,
+  REPLICA_FINISH_MAX_BYTES,
   REPLICA_HANDSHAKE_TTL_MS,
+  REPLICA_HELLO_MAX_BYTES,
   ReplicaHandshakeStatus as St,
   replicaKeyId,
   replicaSessionId,
@@ -66,9 +76,77 @@ async function stop(g: RunningReplicaGateway): Promise<void> {
   running.splice(running.indexOf(g), 1);
 }
 
-async function request<T>(subject: string, body: unknown): Promise<T> {
-  const data = typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body);
-  return decodeReply<T>(await nc.request(subject, typeof data === "string" ? enc.encode(data) : data, { timeout: 5_000 }));
+/**
+ * The messages as the tests write them: byte fields in hex and the identity
+ * as its `U…` principal, so a test can replace one field; {@link helloBytes},
+ * {@link finishBytes} and the readers below turn them into the wire's bytes.
+ */
+interface Hello {
+  version: number;
+  clusterId: string;
+  replicaId: string;
+  keyId: string;
+  nonceD: string;
+}
+interface Challenge {
+  status: number;
+  acceptorId?: string;
+  nonceA?: string;
+  macA?: string;
+}
+interface Finish {
+  clusterId: string;
+  replicaId: string;
+  acceptorId: string;
+  keyId: string;
+  nonceD: string;
+  nonceA: string;
+  identity: string;
+  macD: string;
+  signature: string;
+}
+interface FinishReply {
+  status: number;
+  session?: { sessionId: string; createdAt: number; expiresAt: number };
+}
+
+function helloBytes(h: Hello): Uint8Array {
+  const out = encodeReplicaHello({ clusterId: fromHex(h.clusterId), keyId: fromHex(h.keyId), nonceD: fromHex(h.nonceD), replicaId: h.replicaId });
+  out[0] = h.version;
+  return out;
+}
+
+function finishBytes(f: Finish): Uint8Array {
+  return encodeReplicaFinish({
+    clusterId: fromHex(f.clusterId),
+    keyId: fromHex(f.keyId),
+    nonceD: fromHex(f.nonceD),
+    nonceA: fromHex(f.nonceA),
+    identity: publicKeyFromPrincipal(f.identity),
+    macD: fromHex(f.macD),
+    signature: fromHex(f.signature),
+    replicaId: f.replicaId,
+    acceptorId: f.acceptorId,
+  });
+}
+
+/** Sends raw bytes; the reply's bytes (a micro error reply fails the test). */
+async function send(subject: string, body: Uint8Array): Promise<Uint8Array> {
+  const reply = await nc.request(subject, body, { timeout: 5_000 });
+  expect(reply.headers?.get(ServiceErrorCodeHeader) ?? "").toBe("");
+  return reply.data;
+}
+
+function readChallenge(b: Uint8Array): Challenge {
+  const c = decodeReplicaChallenge(b);
+  if (c === undefined) throw new Error(`not a challenge: ${toHex(b)}`);
+  return c.status === St.Ok ? { status: c.status, acceptorId: c.acceptorId, nonceA: toHex(c.nonceA), macA: toHex(c.macA) } : { status: c.status };
+}
+
+function readFinishReply(b: Uint8Array): FinishReply {
+  const r = decodeReplicaFinishReply(b);
+  if (r === undefined) throw new Error(`not a finish reply: ${toHex(b)}`);
+  return r.status === St.Ok ? { status: r.status, session: { sessionId: toHex(r.sessionId), createdAt: r.createdAt, expiresAt: r.expiresAt } } : { status: r.status };
 }
 
 interface Dial {
@@ -81,16 +159,16 @@ interface Dial {
 }
 
 /** The dialer's hello, built by hand so each field can be made wrong. */
-async function hello(d: Dial = {}): Promise<{ hello: ReplicaHello; challenge: ReplicaChallenge; nonceD: Uint8Array }> {
+async function hello(d: Dial = {}): Promise<{ hello: Hello; challenge: Challenge; nonceD: Uint8Array }> {
   const nonceD = d.nonceD ?? randomBytes(32);
-  const h: ReplicaHello = {
+  const h: Hello = {
     version: d.version ?? 1,
     clusterId: toHex(clusterIdFromName(d.cluster ?? CLUSTER)),
     replicaId: d.replicaId ?? "node-2",
     keyId: toHex(replicaKeyId(d.keyIdPsk ?? d.psk ?? PSK_NEW)),
     nonceD: toHex(nonceD),
   };
-  return { hello: h, challenge: await request<ReplicaChallenge>(Subjects.replicaGateway.handshakeHello, h), nonceD };
+  return { hello: h, challenge: readChallenge(await send(Subjects.replicaGateway.handshakeHello, helloBytes(h))), nonceD };
 }
 
 interface FinishOpts {
@@ -103,10 +181,10 @@ interface FinishOpts {
   nonceA?: Uint8Array;
   macD?: string;
   /** Fields replaced after the MAC and signature are made (tampering in transit). */
-  fields?: Partial<ReplicaFinish>;
+  fields?: Partial<Finish>;
 }
 
-function finishFor(h: { hello: ReplicaHello; challenge: ReplicaChallenge; nonceD: Uint8Array }, o: FinishOpts = {}): ReplicaFinish {
+function finishFor(h: { hello: Hello; challenge: Challenge; nonceD: Uint8Array }, o: FinishOpts = {}): Finish {
   const identity = o.identity ?? SigningKey.generate();
   const psk = o.psk ?? PSK_NEW;
   const acceptorId = h.challenge.acceptorId ?? "";
@@ -141,7 +219,7 @@ function mintedNonce(expiresAt: number): Uint8Array {
   return n;
 }
 
-const finish = (f: ReplicaFinish): Promise<ReplicaFinishReply> => request<ReplicaFinishReply>(Subjects.replicaGateway.handshakeFinish, f);
+const finish = async (f: Finish): Promise<FinishReply> => readFinishReply(await send(Subjects.replicaGateway.handshakeFinish, finishBytes(f)));
 
 beforeAll(async () => {
   server = await startTestServer({ jetstream: true });
@@ -170,6 +248,8 @@ describe("replica handshake, one gateway with the current PSK", () => {
     expect(result.session).toMatchObject({ replicaId: "node-2", acceptorId: "gw-1", principal: identity.principal, clusterId: toHex(clusterIdFromName(CLUSTER)) });
     const stored = await gw.buckets.sessions.get(result.session.sessionId);
     expect(stored?.json()).toEqual(result.session);
+    // The dialer's copy of the record is the gateway's, time for time.
+    expect(Date.parse(result.session.expiresAt) - Date.parse(result.session.createdAt)).toBe(SESSION_TTL_MS);
   });
 
   it("a prepared dialer runs handshake after handshake, each its own session, and shows no key material", async () => {
@@ -319,17 +399,60 @@ describe("replica handshake, one gateway with the current PSK", () => {
     expect((await hello({ version: 2 })).challenge).toEqual({ status: St.UnknownCommand });
   });
 
-  it("rejects malformed JSON, schema violations and oversize bodies with coded errors, without an envelope", async () => {
-    const err = (p: Promise<unknown>) => p.then(() => expect.unreachable(), (e: unknown) => e as UnibusError);
-    const bad = await err(request(Subjects.replicaGateway.handshakeHello, "{not json"));
-    expect(bad).toBeInstanceOf(UnibusError);
-    expect([bad.code, bad.reason]).toEqual([ErrorCode.BadRequest, ErrorReason.MalformedJson]);
-    const schema = await err(request(Subjects.replicaGateway.handshakeHello, { version: 1, clusterId: "zz", replicaId: "n", keyId: "00", nonceD: "00" }));
-    expect([schema.code, schema.reason]).toEqual([ErrorCode.BadRequest, ErrorReason.SchemaViolation]);
-    const extra = await err(request(Subjects.replicaGateway.handshakeFinish, { ...finishFor(await hello()), extra: 1 }));
-    expect([extra.code, extra.reason]).toEqual([ErrorCode.BadRequest, ErrorReason.SchemaViolation]);
-    const big = await err(request(Subjects.replicaGateway.handshakeHello, "x".repeat(5000)));
-    expect([big.code, big.reason]).toEqual([ErrorCode.PayloadTooLarge, ErrorReason.PayloadTooLarge]);
+  it("answers bytes that are not exactly a hello or a finish with Malformed, without an envelope, and logs who was refused", async () => {
+    const h = await hello();
+    const good = { hello: helloBytes(h.hello), finish: finishBytes(finishFor(h)) };
+    const status = async (subject: string, b: Uint8Array): Promise<number> => readChallenge(await send(subject, b)).status;
+    for (const [subject, bytes] of [
+      [Subjects.replicaGateway.handshakeHello, good.hello],
+      [Subjects.replicaGateway.handshakeFinish, good.finish],
+    ] as const) {
+      // Empty, truncated (in the fixed part, in the id), one trailing byte, another message's bytes.
+      expect(await status(subject, new Uint8Array(0))).toBe(St.Malformed);
+      expect(await status(subject, bytes.subarray(0, 30))).toBe(St.Malformed);
+      expect(await status(subject, bytes.subarray(0, bytes.byteLength - 1))).toBe(St.Malformed);
+      expect(await status(subject, Uint8Array.of(...bytes, 0))).toBe(St.Malformed);
+      expect(await status(subject, subject === Subjects.replicaGateway.handshakeHello ? good.finish : good.hello)).toBe(St.Malformed);
+      // Another version's message: UnknownCommand, whatever follows.
+      expect(await status(subject, Uint8Array.of(2, ...bytes.subarray(1)))).toBe(St.UnknownCommand);
+      expect(await status(subject, Uint8Array.of(0))).toBe(St.UnknownCommand);
+    }
+    // The id rules as the JSON schema had them: 1–63 bytes of [a-z0-9._-], first alphanumeric.
+    const withId = (id: Uint8Array): Uint8Array => Uint8Array.of(...good.hello.subarray(0, 57), id.byteLength, ...id);
+    expect(await status(Subjects.replicaGateway.handshakeHello, withId(enc.encode("node-2")))).toBe(St.Ok);
+    for (const id of ["", "Node-2", "-node", "node 2", "nöde", "a".repeat(64)]) {
+      expect(await status(Subjects.replicaGateway.handshakeHello, withId(enc.encode(id))), id).toBe(St.Malformed);
+    }
+    // A length byte that runs past the end.
+    const long = withId(enc.encode("node-2"));
+    long[57] = 7;
+    expect(await status(Subjects.replicaGateway.handshakeHello, long)).toBe(St.Malformed);
+    // Oversize: refused unread, counted as 413 in the endpoint's stats.
+    expect(await status(Subjects.replicaGateway.handshakeHello, new Uint8Array(REPLICA_HELLO_MAX_BYTES + 1).fill(1))).toBe(St.Malformed);
+    expect(await status(Subjects.replicaGateway.handshakeFinish, new Uint8Array(REPLICA_FINISH_MAX_BYTES + 1).fill(1))).toBe(St.Malformed);
+    expect(await status(Subjects.replicaGateway.handshakeFinish, new Uint8Array(5000).fill(1))).toBe(St.Malformed);
+    // The good finish still works after all that: nothing was stored for the refused ones.
+    expect(readFinishReply(await send(Subjects.replicaGateway.handshakeFinish, good.finish)).status).toBe(St.Ok);
+    const stats = await gw.service.stats();
+    const finishStats = stats.endpoints?.find((e) => e.name === "handshake-finish");
+    expect(finishStats?.num_errors).toBeGreaterThan(0);
+    expect(logText.join("")).toContain("replica hello rejected");
+  });
+
+  it("the hello and finish are binary endpoints: no JSON schema exists for them, and a JSON body is another version", async () => {
+    expect(Object.keys(schemas).filter((id) => id.startsWith("replica.handshake.hello") || id.startsWith("replica.handshake.finish"))).toEqual([]);
+    const json = enc.encode(JSON.stringify({ version: 1, clusterId: "00", replicaId: "node-2", keyId: "00", nonceD: "00" }));
+    // '{' is not version 1.
+    expect(readChallenge(await send(Subjects.replicaGateway.handshakeHello, json)).status).toBe(St.UnknownCommand);
+  });
+
+  it("drops a hello or finish whose reply subject is not an inbox, unanswered (the gateway publishes only to inboxes)", async () => {
+    const before = gw.droppedRequests();
+    const h = await hello();
+    nc.publish(Subjects.replicaGateway.handshakeHello, helloBytes(h.hello), { reply: "unibus.v1.replica.handshake.finish" });
+    nc.publish(Subjects.replicaGateway.handshakeFinish, finishBytes(finishFor(h)), { reply: "$JS.API.STREAM.DELETE.KV_replica_sessions" });
+    await nc.flush();
+    await vi.waitFor(() => expect(gw.droppedRequests()).toBe(before + 2));
   });
 });
 
@@ -361,7 +484,9 @@ describe("across gateway replicas (no handshake state; the session create is sha
     const b = await gateway({ current: PSK_NEW }, "gw-b");
     try {
       // The state of gw-a's challenge finishes on gw-b; the MACs name gw-a.
-      expect(await finish(finishFor(h2))).toMatchObject({ status: St.Ok, session: { acceptorId: "gw-a" } });
+      const done = await finish(finishFor(h2));
+      expect(done.status).toBe(St.Ok);
+      expect((await b.buckets.sessions.get(done.session?.sessionId ?? ""))?.json()).toMatchObject({ acceptorId: "gw-a" });
       expect((await finish(f)).status).toBe(St.Ok);
       expect(await finish(f)).toEqual({ status: St.Expired });
       // gw-a's hello replayed at gw-b: a fresh challenge from gw-b, which the replayer cannot finish.
@@ -408,7 +533,7 @@ describe("without a PSK (single-node default)", () => {
     const gw = await gateway(undefined);
     try {
       expect((await hello()).challenge).toEqual({ status: St.AuthRequired });
-      const fake: ReplicaFinish = {
+      const fake: Finish = {
         clusterId: toHex(clusterIdFromName(CLUSTER)),
         replicaId: "node-2",
         acceptorId: "gw-1",
@@ -423,6 +548,80 @@ describe("without a PSK (single-node default)", () => {
     } finally {
       await stop(gw);
     }
+  });
+});
+
+describe("the dialer against an acceptor that does not hold the PSK or answers badly", () => {
+  /** A fake acceptor on both handshake subjects: answers each hello and finish with what `answer` gives. */
+  async function withFake(answer: (stage: "hello" | "finish", data: Uint8Array) => Uint8Array | "503", run: () => Promise<void>): Promise<void> {
+    const subs = (["hello", "finish"] as const).map((stage) =>
+      nc.subscribe(stage === "hello" ? Subjects.replicaGateway.handshakeHello : Subjects.replicaGateway.handshakeFinish, {
+        callback: (_err, msg) => {
+          const a = answer(stage, msg.data);
+          if (a === "503") {
+            const headers = natsHeaders();
+            headers.set(ServiceErrorCodeHeader, "503");
+            headers.set("Nats-Service-Error", "service unavailable");
+            msg.respond(new Uint8Array(0), { headers });
+          } else msg.respond(a);
+        },
+      }),
+    );
+    await nc.flush();
+    try {
+      await run();
+    } finally {
+      for (const sub of subs) sub.unsubscribe();
+    }
+  }
+  const dial = () => replicaHandshake(nc, { clusterName: CLUSTER, replicaId: "node-2", psk: PSK_NEW, identity: SigningKey.generate() });
+  const goodChallenge = (hello: Uint8Array, psk = PSK_NEW): Uint8Array => {
+    const h = decodeReplicaHello(hello);
+    if (typeof h === "number") throw new Error("bad hello");
+    const nonceA = mintedNonce(Date.now() + 10_000);
+    const macA = acceptorMac(psk, { clusterId: h.clusterId, dialerId: h.replicaId, acceptorId: "gw-fake", nonceD: h.nonceD, nonceA });
+    return encodeReplicaChallenge({ nonceA, macA, acceptorId: "gw-fake" });
+  };
+
+  it("refuses a challenge whose MAC is not the PSK's, before sending its finish", async () => {
+    let finishes = 0;
+    await withFake(
+      (stage, data) => {
+        if (stage === "finish") finishes++;
+        return stage === "hello" ? goodChallenge(data, randomBytes(32)) : Uint8Array.of(1, 0);
+      },
+      async () => {
+        await expect(dial()).rejects.toThrow(/acceptor did not prove the PSK/);
+      },
+    );
+    expect(finishes).toBe(0);
+  });
+
+  it("refuses a malformed challenge or finish reply, a session id that is not the transcript's, and raises a coded error for a 503", async () => {
+    await withFake(
+      () => Uint8Array.of(1, 0, 1, 2),
+      async () => {
+        await expect(dial()).rejects.toThrow(/challenge is malformed/);
+      },
+    );
+    await withFake(
+      (stage, data) => (stage === "hello" ? goodChallenge(data) : Uint8Array.of(1, 0, 0)),
+      async () => {
+        await expect(dial()).rejects.toThrow(/finish reply is malformed/);
+      },
+    );
+    await withFake(
+      (stage, data) => (stage === "hello" ? goodChallenge(data) : encodeReplicaFinishReply({ sessionId: randomBytes(16), createdAt: Date.now(), expiresAt: Date.now() + 1 })),
+      async () => {
+        await expect(dial()).rejects.toThrow(/session does not match this handshake/);
+      },
+    );
+    await withFake(
+      (stage, data) => (stage === "hello" ? goodChallenge(data) : "503"),
+      async () => {
+        await expect(dial()).rejects.toMatchObject({ code: 503 });
+      },
+    );
   });
 });
 

@@ -1,6 +1,6 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { KV } from "@nats-io/kv";
-import { ServiceName } from "@unibus/contracts";
+import { microEndpointName, ServiceName } from "@unibus/contracts";
 import { clusterIdFromName, gatewayAgreementBytes, generateAgreementKeyPair, SigningKey, toHex } from "@unibus/crypto";
 import type { AgreementKeyPair } from "@unibus/crypto";
 import { Access, defineService, endpointTable, lazyUsersRoleResolver, openBuckets, serviceJetStream, startService } from "@unibus/kit";
@@ -17,7 +17,7 @@ export const DEFAULT_ACCEPTOR_ID = "replica-gateway";
 
 /**
  * The replica-gateway service definition: every endpoint it exposes, in one
- * table: the PSK handshake and, with a cluster core, the node lifecycle,
+ * table: the PSK handshake (binary, raw endpoints) and, with a cluster core, the node lifecycle,
  * history and recovery endpoints. Subjects and schema ids follow from the
  * names (`unibus.v1.replica.<name>`, `replica.<name>.request|reply`). The
  * micro metadata publishes the replica's principal and per-process
@@ -42,9 +42,6 @@ export function replicaGatewayService(deps: HandshakeDeps, core?: ClusterCore): 
     endpoints: endpointTable(
       "replica",
       {
-        // Before any identity: the PSK handshake authenticates itself; the finish keeps its single-use session.
-        "handshake.hello": { access: Access.Handshake, mutates: false, impl: handshake.hello },
-        "handshake.finish": { access: Access.Handshake, mutates: true, impl: handshake.finish },
         ...(lifecycle === undefined
           ? {}
           : {
@@ -67,6 +64,9 @@ export function replicaGatewayService(deps: HandshakeDeps, core?: ClusterCore): 
       // Without a cluster core the gateway serves the handshake alone (and answers it AuthRequired).
       { subset: true },
     ),
+    // Before any identity: the PSK handshake authenticates itself, in its own
+    // binary layout (no JSON, no envelope); the finish keeps its single-use session.
+    raw: { [microEndpointName("handshake.hello")]: handshake.hello, [microEndpointName("handshake.finish")]: handshake.finish },
   });
 }
 
@@ -112,6 +112,7 @@ export async function createReplicaGatewayService(nc: NatsConnection, opts: Repl
     clusterId: opts.clusterName === undefined ? undefined : clusterIdFromName(opts.clusterName),
     acceptorId,
     sessions: kv.replica_sessions,
+    now: opts.now ?? Date.now,
   };
   // Only the fact, never the key: whether the handshake can succeed at all.
   logger.info({ svc: ServiceName.replicaGateway, op: "config", acceptorId, psk: opts.psk === undefined ? "none" : opts.psk.previous === undefined ? "current" : "current+previous", cluster: opts.clusterName !== undefined }, "replica gateway configured");

@@ -1,17 +1,23 @@
 import { JetStreamApiCodes, JetStreamApiError } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
-import { ErrorCode, ErrorReason, StoredBucket, UnibusError } from "@unibus/contracts";
-import type { ReplicaChallenge, ReplicaFinish, ReplicaFinishReply, ReplicaHello } from "@unibus/contracts";
+import type { ServiceMsg } from "@nats-io/services";
+import { ErrorReason, StoredBucket, Subjects } from "@unibus/contracts";
 import {
   acceptorNonce,
   acceptorNonceExpiry,
   acceptorNonceLive,
-  fromHex,
+  constantTimeEqual,
+  decodeReplicaFinish,
+  decodeReplicaHello,
+  encodeReplicaChallenge,
+  encodeReplicaFinishReply,
+  encodeReplicaStatus,
   macMatches,
   prepareReplicaMacKey,
-  publicKeyFromPrincipal,
+  principalFromPublicKey,
+  REPLICA_FINISH_MAX_BYTES,
   REPLICA_HANDSHAKE_TTL_MS,
-  REPLICA_HANDSHAKE_VERSION,
+  REPLICA_HELLO_MAX_BYTES,
   ReplicaDirection,
   ReplicaHandshakeStatus,
   replicaKeyId,
@@ -22,9 +28,10 @@ import {
   toHex,
   verifyReplicaTranscript,
 } from "@unibus/crypto";
-import type { Blake3Key, HandshakeBinding } from "@unibus/crypto";
-import { handles } from "@unibus/kit";
-import type { BucketSpec, HandlerContext } from "@unibus/kit";
+import type { Blake3Key, HandshakeBinding, ReplicaFinishMessage, ReplicaHelloMessage } from "@unibus/crypto";
+import { rawEndpoint } from "@unibus/kit";
+import type { BucketSpec, RawEndpointSpec, RawOutcome } from "@unibus/kit";
+import type { Logger } from "pino";
 import type { PskSet } from "../config.js";
 
 /**
@@ -45,8 +52,8 @@ export const ReplicaBucket = {
 /** How long a session record lives (the `replica_sessions` TTL). */
 export const SESSION_TTL_MS = ReplicaBucket.sessions.ttl;
 
-/** Largest handshake request; both messages are a few hundred bytes. */
-export const HANDSHAKE_MAX_PAYLOAD_BYTES = 4096;
+/** Largest handshake request: a finish with both ids at their longest (345 bytes); anything larger is refused unread. */
+export const HANDSHAKE_MAX_PAYLOAD_BYTES = REPLICA_FINISH_MAX_BYTES;
 
 /** What the handshake endpoints need. */
 export interface HandshakeDeps {
@@ -57,40 +64,57 @@ export interface HandshakeDeps {
   /** This acceptor's id, covered by both MACs. */
   readonly acceptorId: string;
   readonly sessions: KV;
+  /** The clock (Unix ms); default `Date.now`. */
+  readonly now?: () => number;
 }
 
 type Status = (typeof ReplicaHandshakeStatus)[keyof typeof ReplicaHandshakeStatus];
 const statusName = (s: Status): string => Object.entries(ReplicaHandshakeStatus).find(([, v]) => v === s)?.[0] ?? String(s);
 
+/** What the endpoint stats record for a request that was not its layout, or larger than any valid one. */
+const MALFORMED: RawOutcome = { code: 400, reason: "malformed_message" };
+const OVERSIZE: RawOutcome = { code: 413, reason: ErrorReason.PayloadTooLarge };
+/** A store failure: the finish fails closed, never accepts (the kit's 503 for a JSON endpoint). */
+const UNAVAILABLE: RawOutcome = { code: 503, reason: ErrorReason.Unavailable };
+
 function isWrongLastSequence(err: unknown): boolean {
   return err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence;
-}
-
-function unavailable(err: unknown): UnibusError {
-  return new UnibusError(ErrorCode.Unavailable, ErrorReason.Unavailable, "service unavailable", { cause: err });
 }
 
 // Rejects are logged (who was refused, and why) and answered with the bare
 // status. Module-level, not a closure per request: the accepted path is the
 // hot one and should allocate nothing it does not use.
-function rejectHello(ctx: HandlerContext, req: ReplicaHello, status: Status): Promise<ReplicaChallenge> {
-  ctx.logger.info({ replicaId: req.replicaId, status: statusName(status) }, "replica hello rejected");
-  return Promise.resolve({ status });
+function reject(msg: ServiceMsg, logger: Logger, stage: "hello" | "finish", who: Record<string, string>, status: Status, outcome?: RawOutcome): RawOutcome {
+  logger.info({ ...who, status: statusName(status) }, `replica ${stage} rejected`);
+  msg.respond(encodeReplicaStatus(status));
+  return outcome;
 }
 
-function rejectFinish(ctx: HandlerContext, req: ReplicaFinish, status: Status): ReplicaFinishReply {
-  ctx.logger.info({ replicaId: req.replicaId, identity: req.identity, status: statusName(status) }, "replica finish rejected");
-  return { status };
+function rejectHello(msg: ServiceMsg, logger: Logger, h: ReplicaHelloMessage, status: Status): Promise<RawOutcome> {
+  return Promise.resolve(reject(msg, logger, "hello", { replicaId: h.replicaId }, status));
+}
+
+// Who was refused is built only for a reject, never on the accepted path.
+function rejectFinish(msg: ServiceMsg, logger: Logger, f: ReplicaFinishMessage, status: Status): RawOutcome {
+  return reject(msg, logger, "finish", { replicaId: f.replicaId, identity: principalFromPublicKey(f.identity) }, status);
+}
+
+/** Refuses a request that is not its message: oversize unread, else its parse status (UnknownCommand for another version, Malformed otherwise). */
+function refuseUnparsed(msg: ServiceMsg, logger: Logger, stage: "hello" | "finish", status: Status, oversize: boolean): RawOutcome {
+  return reject(msg, logger, stage, { bytes: String(msg.data.byteLength) }, oversize ? ReplicaHandshakeStatus.Malformed : status, oversize ? OVERSIZE : status === ReplicaHandshakeStatus.Malformed ? MALFORMED : undefined);
 }
 
 /**
- * The hello and finish handlers of the replica gateway. The hello keeps no
- * state: the challenge nonce carries its expiry and both MACs cover it, so
- * any replica can check a finish; the finish's one create-only write of the
- * session (keyed by the transcript, which holds both nonces) is the
- * single-use check across replicas (contracts/specs/replica-handshake.md).
+ * The hello and finish endpoints of the replica gateway, in the handshake's
+ * fixed binary layout (contracts/specs/replica-handshake.md), served as kit
+ * raw endpoints: stats, metrics and the `_INBOX.` reply rule as for any
+ * endpoint, no JSON, no schema, no envelope (the handshake authenticates
+ * itself). The hello keeps no state: the challenge nonce carries its expiry
+ * and both MACs cover it, so any replica can check a finish; the finish's
+ * one create-only write of the session (keyed by the transcript, which holds
+ * both nonces) is the single-use check across replicas.
  */
-export function handshakeHandlers(deps: HandshakeDeps) {
+export function handshakeHandlers(deps: HandshakeDeps): { readonly hello: RawEndpointSpec; readonly finish: RawEndpointSpec } {
   // MAC keys are derived and prepared once per PSK for the process, never
   // per handshake; key ids are public. Neither is ever logged.
   const slots = new Map<string, Blake3Key>();
@@ -98,61 +122,69 @@ export function handshakeHandlers(deps: HandshakeDeps) {
     slots.set(toHex(replicaKeyId(deps.psk.current)), prepareReplicaMacKey(replicaMacKey(deps.psk.current)));
     if (deps.psk.previous !== undefined) slots.set(toHex(replicaKeyId(deps.psk.previous)), prepareReplicaMacKey(replicaMacKey(deps.psk.previous)));
   }
-  const clusterIdHex = deps.clusterId === undefined ? undefined : toHex(deps.clusterId);
-  const ready = slots.size > 0 && clusterIdHex !== undefined;
+  const clusterId = deps.clusterId;
+  const clusterIdHex = clusterId === undefined ? undefined : toHex(clusterId);
+  const ready = slots.size > 0 && clusterId !== undefined;
+  const now = deps.now ?? Date.now;
+  const acceptorId = deps.acceptorId;
 
-  const hello = handles("replica", "handshake.hello", {
-    maxPayloadBytes: HANDSHAKE_MAX_PAYLOAD_BYTES,
-    handler(req, _caller, ctx): Promise<ReplicaChallenge> {
-      if (!ready || deps.clusterId === undefined) return rejectHello(ctx, req, ReplicaHandshakeStatus.AuthRequired);
-      if (req.version !== REPLICA_HANDSHAKE_VERSION) return rejectHello(ctx, req, ReplicaHandshakeStatus.UnknownCommand);
-      if (req.clusterId !== clusterIdHex) return rejectHello(ctx, req, ReplicaHandshakeStatus.ClusterMismatch);
+  const hello = rawEndpoint({
+    subject: Subjects.replicaGateway.handshakeHello,
+    protocol: "unibus-replica-handshake-v1",
+    replyPrefix: "_INBOX.",
+    handler(msg, { logger }): Promise<RawOutcome> {
+      const d = msg.data;
+      const h = d.byteLength > REPLICA_HELLO_MAX_BYTES ? ReplicaHandshakeStatus.Malformed : decodeReplicaHello(d);
+      if (typeof h === "number") return Promise.resolve(refuseUnparsed(msg, logger, "hello", h, d.byteLength > REPLICA_HELLO_MAX_BYTES));
+      if (!ready) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.AuthRequired);
+      if (!constantTimeEqual(h.clusterId, clusterId)) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.ClusterMismatch);
       // An acceptor never accepts itself: stops a hello reflected back from a peer gateway.
-      if (req.replicaId === deps.acceptorId) return rejectHello(ctx, req, ReplicaHandshakeStatus.DirectionalRule);
-      const macKey = slots.get(req.keyId);
-      if (macKey === undefined) return rejectHello(ctx, req, ReplicaHandshakeStatus.MacMismatch);
+      if (h.replicaId === acceptorId) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.DirectionalRule);
+      const macKey = slots.get(toHex(h.keyId));
+      if (macKey === undefined) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.MacMismatch);
       // Nothing is stored: a replayed hello only earns another challenge,
       // which nobody without the PSK can finish, and a hello flood cannot
       // fill a bucket.
-      const nonceA = acceptorNonce(Math.floor(ctx.now()) + REPLICA_HANDSHAKE_TTL_MS);
-      const macA = replicaMac(macKey, { clusterId: deps.clusterId, dialerId: req.replicaId, acceptorId: deps.acceptorId, nonceD: fromHex(req.nonceD), nonceA }, ReplicaDirection.acceptorToDialer);
-      return Promise.resolve({ status: ReplicaHandshakeStatus.Ok, acceptorId: deps.acceptorId, nonceA: toHex(nonceA), macA: toHex(macA) });
+      const nonceA = acceptorNonce(Math.floor(now()) + REPLICA_HANDSHAKE_TTL_MS);
+      const macA = replicaMac(macKey, { clusterId, dialerId: h.replicaId, acceptorId, nonceD: h.nonceD, nonceA }, ReplicaDirection.acceptorToDialer);
+      msg.respond(encodeReplicaChallenge({ nonceA, macA, acceptorId }));
+      return Promise.resolve(undefined);
     },
   });
 
-  const finish = handles("replica", "handshake.finish", {
-    maxPayloadBytes: HANDSHAKE_MAX_PAYLOAD_BYTES,
-    async handler(req, _caller, ctx): Promise<ReplicaFinishReply> {
-      if (!ready || deps.clusterId === undefined) return rejectFinish(ctx, req, ReplicaHandshakeStatus.AuthRequired);
-      if (req.clusterId !== clusterIdHex) return rejectFinish(ctx, req, ReplicaHandshakeStatus.ClusterMismatch);
+  const finish = rawEndpoint({
+    subject: Subjects.replicaGateway.handshakeFinish,
+    protocol: "unibus-replica-handshake-v1",
+    replyPrefix: "_INBOX.",
+    async handler(msg, { logger }): Promise<RawOutcome> {
+      const d = msg.data;
+      const f = d.byteLength > REPLICA_FINISH_MAX_BYTES ? ReplicaHandshakeStatus.Malformed : decodeReplicaFinish(d);
+      if (typeof f === "number") return refuseUnparsed(msg, logger, "finish", f, d.byteLength > REPLICA_FINISH_MAX_BYTES);
+      if (!ready) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.AuthRequired);
+      if (!constantTimeEqual(f.clusterId, clusterId)) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.ClusterMismatch);
       // The hello at that acceptor refused a dialer bearing its own id; so does its finish, at any replica.
-      if (req.replicaId === req.acceptorId) return rejectFinish(ctx, req, ReplicaHandshakeStatus.DirectionalRule);
-      const nonceA = fromHex(req.nonceA);
+      if (f.replicaId === f.acceptorId) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.DirectionalRule);
       // The expiry is the challenge's own (covered by both MACs); a forged one fails the MAC below if it is not already dead here.
-      if (!acceptorNonceLive(acceptorNonceExpiry(nonceA), ctx.now())) return rejectFinish(ctx, req, ReplicaHandshakeStatus.Expired);
+      if (!acceptorNonceLive(acceptorNonceExpiry(f.nonceA), now())) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.Expired);
       // The previous PSK may have been removed since the hello: rotation finished.
-      const macKey = slots.get(req.keyId);
-      if (macKey === undefined) return rejectFinish(ctx, req, ReplicaHandshakeStatus.MacMismatch);
-      let identity: Uint8Array;
-      try {
-        identity = publicKeyFromPrincipal(req.identity);
-      } catch {
-        return rejectFinish(ctx, req, ReplicaHandshakeStatus.AuthRequired);
-      }
-      const binding: HandshakeBinding = { clusterId: deps.clusterId, dialerId: req.replicaId, acceptorId: req.acceptorId, nonceD: fromHex(req.nonceD), nonceA };
+      const macKey = slots.get(toHex(f.keyId));
+      if (macKey === undefined) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.MacMismatch);
+      const binding: HandshakeBinding = { clusterId, dialerId: f.replicaId, acceptorId: f.acceptorId, nonceD: f.nonceD, nonceA: f.nonceA };
       // Both MACs and the transcript from one encoding of the binding.
-      const { macD, transcript } = replicaProofs(macKey, binding, identity);
-      if (!macMatches(macD, fromHex(req.macD))) return rejectFinish(ctx, req, ReplicaHandshakeStatus.MacMismatch);
-      if (!verifyReplicaTranscript(identity, transcript, fromHex(req.signature))) return rejectFinish(ctx, req, ReplicaHandshakeStatus.AuthRequired);
-      const now = ctx.now();
+      const { macD, transcript } = replicaProofs(macKey, binding, f.identity);
+      if (!macMatches(macD, f.macD)) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.MacMismatch);
+      if (!verifyReplicaTranscript(f.identity, transcript, f.signature)) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.AuthRequired);
+      const at = Math.floor(now());
+      const sessionId = replicaSessionId(transcript);
+      // The record later steps (register, commit, join) read: JSON, as before.
       const session = {
-        sessionId: toHex(replicaSessionId(transcript)),
-        clusterId: req.clusterId,
-        replicaId: req.replicaId,
-        acceptorId: req.acceptorId,
-        principal: req.identity,
-        createdAt: new Date(now).toISOString(),
-        expiresAt: new Date(now + SESSION_TTL_MS).toISOString(),
+        sessionId: toHex(sessionId),
+        clusterId: clusterIdHex,
+        replicaId: f.replicaId,
+        acceptorId: f.acceptorId,
+        principal: principalFromPublicKey(f.identity),
+        createdAt: new Date(at).toISOString(),
+        expiresAt: new Date(at + SESSION_TTL_MS).toISOString(),
       };
       // One create-only write is both the single-use check and the record:
       // the session id is derived from the transcript (both nonces, both
@@ -163,11 +195,14 @@ export function handshakeHandlers(deps: HandshakeDeps) {
       try {
         await deps.sessions.create(session.sessionId, JSON.stringify(session));
       } catch (err) {
-        if (isWrongLastSequence(err)) return rejectFinish(ctx, req, ReplicaHandshakeStatus.Expired);
-        throw unavailable(err);
+        if (isWrongLastSequence(err)) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.Expired);
+        logger.warn({ err: err instanceof Error ? err.message : String(err) }, "session store unavailable");
+        msg.respondError(503, "service unavailable");
+        return UNAVAILABLE;
       }
-      ctx.logger.info({ replicaId: req.replicaId, identity: req.identity, acceptorId: req.acceptorId, sessionId: session.sessionId }, "replica handshake accepted");
-      return { status: ReplicaHandshakeStatus.Ok, session };
+      msg.respond(encodeReplicaFinishReply({ sessionId, createdAt: at, expiresAt: at + SESSION_TTL_MS }));
+      logger.info({ replicaId: f.replicaId, identity: session.principal, acceptorId: f.acceptorId, sessionId: session.sessionId }, "replica handshake accepted");
+      return undefined;
     },
   });
 
