@@ -26,7 +26,7 @@ import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { Svcm } from "@nats-io/services";
-import { acceptorNonce, clusterIdFromName, prepareReplicaMacKey, randomBytes, REPLICA_HANDSHAKE_TTL_MS, ReplicaDirection, replicaMac, replicaProofs, replicaSessionId, toHex, verifyReplicaTranscript } from "@unibus/crypto";
+import { acceptorNonce, clusterIdFromName, prepareReplicaMacKey, randomBytes, REPLICA_HANDSHAKE_TTL_MS, ReplicaDirection, ReplicaWire, replicaMac, replicaProofs, replicaSessionId, toHex, verifyReplicaTranscript } from "@unibus/crypto";
 
 /** `cpu` answers this process's CPU time (µs, user + system), as the real gateway's bench process does. */
 export const FloorSubject = { hello: "bench.p6.floor.hello", finish: "bench.p6.floor.finish", cpu: "bench.p6.floor.cpu" } as const;
@@ -34,12 +34,15 @@ export const FloorSubject = { hello: "bench.p6.floor.hello", finish: "bench.p6.f
 /** The bare floor's subjects (no MACs, no session id); its CPU is read on `FloorSubject.cpu`, around its own slices. */
 export const BareFloorSubject = { hello: "bench.p6.floor.bare.hello", finish: "bench.p6.floor.bare.finish" } as const;
 
+/** The ids the bench's handshakes carry: `node-<n>` (8 bytes up to node-999) and the gateway's `gw-bench`. */
+const BENCH_ID_BYTES = 8;
+
 /** Sizes of the real messages, so the floor moves the same bytes. */
 export const FloorSize = {
-  /** A JSON ReplicaHello: version, cluster id, replica id, key id and nonce_d in hex. */
-  hello: 250,
-  /** A JSON ReplicaChallenge: status, acceptor id, nonce_a and mac_a in hex. */
-  challenge: 180,
+  /** A binary ReplicaHello: version, cluster id, key id, nonce_d, then the replica id with its length byte. */
+  hello: ReplicaWire.helloFixed + 1 + BENCH_ID_BYTES,
+  /** An Ok binary ReplicaChallenge: version, status, nonce_a, mac_a, then the acceptor id with its length byte. */
+  challenge: ReplicaWire.challengeHead + 32 + 32 + 1 + BENCH_ID_BYTES,
   /** A JSON session record as the real gateway stores it. */
   session: 200,
 } as const;
