@@ -111,6 +111,19 @@ function putU64(out: Uint8Array, at: number, ms: number): void {
   view.setUint32(4, ms >>> 0);
 }
 
+/**
+ * What a dialer's message is refused as before its fields are read: empty or
+ * longer than the largest valid one is Malformed; a first byte other than
+ * this version is UnknownCommand (a later version may lay the rest out
+ * differently). Undefined: read on.
+ */
+function refusedByHead(d: Uint8Array, maxBytes: number): ReplicaHandshakeStatus | undefined {
+  if (d.byteLength === 0) return ReplicaHandshakeStatus.Malformed;
+  if (d[0] !== REPLICA_HANDSHAKE_VERSION) return ReplicaHandshakeStatus.UnknownCommand;
+  if (d.byteLength > maxBytes) return ReplicaHandshakeStatus.Malformed;
+  return undefined;
+}
+
 /** The hello's bytes. @throws ReplicaHandshakeError for a field of the wrong size or an id that breaks the rules. */
 export function encodeReplicaHello(h: ReplicaHelloMessage): Uint8Array {
   const id = idBytes("replica id", h.replicaId);
@@ -129,9 +142,8 @@ export function encodeReplicaHello(h: ReplicaHelloMessage): Uint8Array {
  * exactly this layout is Malformed.
  */
 export function decodeReplicaHello(d: Uint8Array): ReplicaHelloMessage | ReplicaHandshakeStatus {
-  if (d.byteLength === 0) return ReplicaHandshakeStatus.Malformed;
-  if (d[0] !== REPLICA_HANDSHAKE_VERSION) return ReplicaHandshakeStatus.UnknownCommand;
-  if (d.byteLength > REPLICA_HELLO_MAX_BYTES) return ReplicaHandshakeStatus.Malformed;
+  const refused = refusedByHead(d, REPLICA_HELLO_MAX_BYTES);
+  if (refused !== undefined) return refused;
   const replica = idAt(d, ReplicaWire.helloFixed);
   if (replica === undefined || replica.end !== d.byteLength) return ReplicaHandshakeStatus.Malformed;
   return {
@@ -197,9 +209,8 @@ export function encodeReplicaFinish(f: ReplicaFinishMessage): Uint8Array {
 
 /** Parses a finish, with the same version and Malformed rules as {@link decodeReplicaHello}. */
 export function decodeReplicaFinish(d: Uint8Array): ReplicaFinishMessage | ReplicaHandshakeStatus {
-  if (d.byteLength === 0) return ReplicaHandshakeStatus.Malformed;
-  if (d[0] !== REPLICA_HANDSHAKE_VERSION) return ReplicaHandshakeStatus.UnknownCommand;
-  if (d.byteLength > REPLICA_FINISH_MAX_BYTES) return ReplicaHandshakeStatus.Malformed;
+  const refused = refusedByHead(d, REPLICA_FINISH_MAX_BYTES);
+  if (refused !== undefined) return refused;
   const replica = idAt(d, ReplicaWire.finishFixed);
   const acceptor = replica === undefined ? undefined : idAt(d, replica.end);
   if (replica === undefined || acceptor === undefined || acceptor.end !== d.byteLength) return ReplicaHandshakeStatus.Malformed;
