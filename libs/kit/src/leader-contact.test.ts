@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import { createReplicatedKv, eventually, retryUntil, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { LeaderContact, LeaderContactFence, LeaderOutOfContactError, leaderInContact } from "./leader-contact.js";
 
@@ -97,7 +97,7 @@ describe("a leader partitioned from its peers on a real 3-node cluster", () => {
   });
 
   it("still answers leader reads after the cut, but the fence refuses it before any new leader can exist, and passes again after the heal", async () => {
-    const kv = await new Kvm(conns[0]!).create("fence", { replicas: 3, allow_direct: false });
+    const kv = await createReplicatedKv(conns[0]!, "fence", { allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => kv.put("user", "active"), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await kv.status()).streamInfo.cluster?.leader;

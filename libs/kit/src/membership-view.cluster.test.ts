@@ -4,7 +4,7 @@ import type { KV } from "@nats-io/kv";
 import { createInbox } from "@nats-io/transport-node";
 import { memberKey } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
-import { checkLoops, eventually, retryUntil, storedUser } from "@unibus/testing";
+import { checkLoops, createReplicatedKv, eventually, retryUntil, storedUser } from "@unibus/testing";
 import { connectedClusterForSuite } from "@unibus/testing/suite";
 import { LeaderContactFence } from "./leader-contact.js";
 import { membershipCopy, roleResolver, roomRole } from "./membership-view.js";
@@ -20,9 +20,8 @@ describe("the membership view behind a stream leader paused past an election, th
 
   it("never answers with the old rights after a revoke and a removal the new leaders acknowledged, through the resumed node", async () => {
     const alice = SigningKey.generate().principal;
-    const kvm = new Kvm(bus.conns[0]!);
-    const users = await kvm.create("users", { replicas: 3, allow_direct: false });
-    const members = await kvm.create("members", { replicas: 3, allow_direct: false });
+    const users = await createReplicatedKv(bus.conns[0]!, "users", { allow_direct: false });
+    const members = await createReplicatedKv(bus.conns[0]!, "members", { allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => users.put(alice, JSON.stringify(storedUser(alice, "active"))), { timeoutMs: 15_000, intervalMs: 100 });
     await retryUntil(() => members.put(memberKey(ROOM, alice), memberRecord(alice)), { timeoutMs: 15_000, intervalMs: 100 });

@@ -1,6 +1,6 @@
 import { Kvm } from "@nats-io/kv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startTestCluster } from "./cluster.js";
+import { createReplicatedKv, startTestCluster } from "./cluster.js";
 import { retryUntil } from "./eventually.js";
 import type { TestCluster } from "./cluster.js";
 
@@ -36,7 +36,7 @@ describe("startTestCluster", () => {
 
   it("an R3 KV bucket keeps accepting writes and serving reads with the meta leader's node stopped, and the node catches up", async () => {
     const nc = await cluster.connect({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-    const kv = await new Kvm(nc).create("chaos", { replicas: 3 });
+    const kv = await createReplicatedKv(nc, "chaos");
     expect((await kv.status()).replicas).toBe(3);
     // A new R3 stream elects its own leader after the create returns; until then a put meets no responders (seen at load ~12).
     await retry(() => kv.put("k", "v1"), 20_000);

@@ -4,8 +4,10 @@ import { join } from "node:path";
 import { mergeNatsConfig } from "@unibus/natsd";
 import { connect } from "@nats-io/transport-node";
 import type { NatsConnection, NodeConnectionOptions } from "@nats-io/transport-node";
+import { Kvm } from "@nats-io/kv";
+import type { KV, KvOptions } from "@nats-io/kv";
 import { trackLeftover } from "./cleanup.js";
-import { eventually } from "./eventually.js";
+import { eventually, retryUntil } from "./eventually.js";
 import { startLinkProxy } from "./link-proxy.js";
 import type { LinkProxy } from "./link-proxy.js";
 import { freeLoopbackPort } from "./ports.js";
@@ -336,4 +338,14 @@ export async function startConnectedCluster(size = 3, opts: TestClusterOptions =
     throw err;
   }
   return { cluster, conns, stop };
+}
+
+/**
+ * Creates (or opens) an R`replicas` KV bucket on a freshly started cluster.
+ * The meta leader can still count a peer as offline for a moment after the
+ * cluster became ready (seen under CI load: "no suitable peers for
+ * placement, peer offline"), so the create is retried for up to 15 s.
+ */
+export async function createReplicatedKv(nc: NatsConnection, bucket: string, opts: Partial<KvOptions> = {}, replicas = 3): Promise<KV> {
+  return retryUntil(() => new Kvm(nc).create(bucket, { ...opts, replicas }), { timeoutMs: 15_000, intervalMs: 200 });
 }

@@ -2,7 +2,7 @@ export { checkLoops } from "./check-loops.js";
 export type { Verdicts } from "./check-loops.js";
 export { controllableKv } from "./controllable-kv.js";
 export type { ControllableKv } from "./controllable-kv.js";
-export { startConnectedCluster, startTestCluster } from "./cluster.js";
+export { createReplicatedKv, startConnectedCluster, startTestCluster } from "./cluster.js";
 export type { ConnectedCluster, RouteLink, TestCluster, TestClusterOptions } from "./cluster.js";
 export { eventually, retryUntil } from "./eventually.js";
 export type { EventuallyOptions, RetryUntilOptions } from "./eventually.js";

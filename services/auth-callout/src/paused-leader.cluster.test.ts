@@ -4,7 +4,7 @@ import type { KV } from "@nats-io/kv";
 import { createInbox } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { SigningKey } from "@unibus/crypto";
-import { checkLoops, eventually, retryUntil } from "@unibus/testing";
+import { checkLoops, createReplicatedKv, eventually, retryUntil } from "@unibus/testing";
 import { connectedClusterForSuite } from "@unibus/testing/suite";
 import { KvPrincipalDirectory } from "./store/directory.js";
 import type { PrincipalDirectory } from "./store/directory.js";
@@ -31,9 +31,8 @@ describe("the watched directory behind a stream leader paused past an election, 
 
   it("admits no lookup started after a revoke the new leader acknowledged, through the resumed node that still answers reads as leader", async () => {
     const alice = SigningKey.generate().principal;
-    const kvm = new Kvm(bus.conns[0]!);
-    const users = await kvm.create("users", { replicas: 3, allow_direct: false });
-    const rooms = await kvm.create("rooms_by_member", { replicas: 3, allow_direct: false });
+    const users = await createReplicatedKv(bus.conns[0]!, "users", { allow_direct: false });
+    const rooms = await createReplicatedKv(bus.conns[0]!, "rooms_by_member", { allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => users.put(alice, record(alice, "active")), { timeoutMs: 15_000, intervalMs: 100 });
     await retryUntil(() => rooms.put("nobody", JSON.stringify({})), { timeoutMs: 15_000, intervalMs: 100 });

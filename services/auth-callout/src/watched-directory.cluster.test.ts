@@ -4,7 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { SigningKey } from "@unibus/crypto";
 import { LeaderContact, LeaderOutOfContactError } from "@unibus/kit";
-import { eventually, retryUntil, startTestCluster } from "@unibus/testing";
+import { createReplicatedKv, eventually, retryUntil, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { DirectoryError } from "./errors.js";
 import { WatchedDirectory } from "./store/watched-directory.js";
@@ -28,9 +28,8 @@ describe("the watched directory on a real 3-node cluster whose users leader is c
 
   it("refuses logins (directory unavailable) once the leader has lost its quorum, though its copy and the leader still answer", async () => {
     const alice = SigningKey.generate().principal;
-    const kvm = new Kvm(conns[0]!);
-    const users = await kvm.create("users", { replicas: 3, allow_direct: false });
-    const rooms = await kvm.create("rooms_by_member", { replicas: 3, allow_direct: false });
+    const users = await createReplicatedKv(conns[0]!, "users", { allow_direct: false });
+    const rooms = await createReplicatedKv(conns[0]!, "rooms_by_member", { allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => users.put(alice, JSON.stringify({ principal: alice, handle: "a", role: "member", status: "active", addedAt: new Date(0).toISOString(), addedBy: alice })), { timeoutMs: 15_000, intervalMs: 100 });
     const leaderName = (await users.status()).streamInfo.cluster?.leader;

@@ -1,11 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Kvm } from "@nats-io/kv";
 import { pino } from "pino";
 import type { HealthzPostureReply } from "@unibus/contracts";
 import { startService } from "@unibus/kit";
 import type { RunningService } from "@unibus/kit";
-import { eventually, startTestCluster } from "@unibus/testing";
+import { createReplicatedKv, eventually, startTestCluster } from "@unibus/testing";
 import type { TestCluster } from "@unibus/testing";
 import { createHealthzService } from "./service.js";
 import type { RunningHealthz } from "./service.js";
@@ -22,7 +21,7 @@ beforeAll(async () => {
   cluster = await startTestCluster(3);
   await cluster.waitForMetaLeader();
   nc = await cluster.connect({ maxReconnectAttempts: -1, reconnectTimeWait: 100 });
-  await new Kvm(nc).create("hz_r3", { replicas: 3 });
+  await createReplicatedKv(nc, "hz_r3");
   dep = await startService(nc, testDependency, { logger: silent });
   healthz = await createHealthzService(nc, { logger: silent, resolveRole: async () => null }, {
     http: { host: "127.0.0.1", port: 0 },

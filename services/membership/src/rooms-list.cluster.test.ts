@@ -7,7 +7,7 @@ import type { MembershipRoomsListReply } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
 import type { HandlerContext, SignedCaller } from "@unibus/kit";
-import { checkLoops, eventually, retryUntil } from "@unibus/testing";
+import { checkLoops, createReplicatedKv, eventually, retryUntil } from "@unibus/testing";
 import { connectedClusterForSuite } from "@unibus/testing/suite";
 import type { MembershipDeps } from "./deps.js";
 import { roomHandlers } from "./handlers/rooms.js";
@@ -38,9 +38,8 @@ describe("rooms.list behind a rooms_by_member leader paused past an election, th
 
   it("never lists a room whose removal the new leader acknowledged, through the resumed node", async () => {
     const alice = SigningKey.generate().principal;
-    const kvm = new Kvm(bus.conns[0]!);
-    const grants = await kvm.create("rooms_by_member", { replicas: 3, allow_direct: false });
-    const rooms = await kvm.create("rooms", { replicas: 3, allow_direct: false });
+    const grants = await createReplicatedKv(bus.conns[0]!, "rooms_by_member", { allow_direct: false });
+    const rooms = await createReplicatedKv(bus.conns[0]!, "rooms", { allow_direct: false });
     // A fresh R3 stream answers puts once its raft group has a leader ("no responders" until then).
     await retryUntil(() => rooms.put(KEPT, roomRecord(KEPT, alice)), { timeoutMs: 15_000, intervalMs: 100 });
     await retryUntil(() => rooms.put(GONE, roomRecord(GONE, alice)), { timeoutMs: 15_000, intervalMs: 100 });

@@ -6,7 +6,7 @@ import { pino } from "pino";
 import { StoredConsumer } from "@unibus/contracts";
 import { createIdentity, randomBytes, toBase64Url } from "@unibus/crypto";
 import { membershipCopy } from "@unibus/kit";
-import { eventually, retryUntil } from "@unibus/testing";
+import { createReplicatedKv, eventually, retryUntil } from "@unibus/testing";
 import { connectedClusterForSuite } from "@unibus/testing/suite";
 import { KeysBucket, MembershipReadBucket, epochKey } from "./records.js";
 import type { EpochRecord } from "./records.js";
@@ -21,9 +21,8 @@ const { stream, durable } = StoredConsumer.keys.shareDeletion;
 const bus = connectedClusterForSuite(3);
 
 it("the consumer is R3 like the bucket, and removals are acted on across a consumer-leader loss", { timeout: 120_000 }, async () => {
-  const kvm = new Kvm(bus.conns[0]!);
   // A cluster just past its meta election may still refuse a create for a moment.
-  const create = (name: string): Promise<KV> => retryUntil(() => kvm.create(name, { replicas: 3, allow_direct: false }), { timeoutMs: 15_000, intervalMs: 200 });
+  const create = (name: string): Promise<KV> => createReplicatedKv(bus.conns[0]!, name, { allow_direct: false });
   const members = await create(MembershipReadBucket.members);
   const roomKeys = await create(KeysBucket.roomKeys);
   await create(MembershipReadBucket.users);
