@@ -50,16 +50,12 @@ export type ReplicaChallengeMessage =
   | { readonly status: Exclude<ReplicaHandshakeStatus, typeof ReplicaHandshakeStatus.Ok> };
 
 /** A decoded finish: the hello's fields and the challenge's, repeated, then the dialer's proofs. */
-export interface ReplicaFinishMessage {
-  readonly clusterId: Uint8Array;
-  readonly keyId: Uint8Array;
-  readonly nonceD: Uint8Array;
+export interface ReplicaFinishMessage extends ReplicaHelloMessage {
   readonly nonceA: Uint8Array;
   /** The node's Ed25519 public key (32 bytes). */
   readonly identity: Uint8Array;
   readonly macD: Uint8Array;
   readonly signature: Uint8Array;
-  readonly replicaId: string;
   readonly acceptorId: string;
 }
 
