@@ -103,10 +103,28 @@ export class ReplicaHandshakeError extends Error {
   }
 }
 
-function checkId(what: string, id: string): Uint8Array {
+/** Ids already checked and encoded: a node dials as one id and a gateway answers as one, so each is checked once, not in every message and MAC. */
+const idCache = new Map<string, Uint8Array>();
+const ID_CACHE_MAX = 1024;
+
+/**
+ * A replica id checked against {@link REPLICA_ID_PATTERN} and encoded.
+ * The bytes are shared between callers: read them or copy them, never
+ * write to them (every caller copies them into a message or MAC input).
+ *
+ * @throws ReplicaHandshakeError naming `what` for an id that breaks the pattern.
+ */
+export function replicaIdBytes(what: string, id: string): Uint8Array {
+  const cached = idCache.get(id);
+  if (cached !== undefined) return cached;
   if (!REPLICA_ID_PATTERN.test(id)) throw new ReplicaHandshakeError(`${what} must match ${REPLICA_ID_PATTERN.source}`);
-  return utf8(id);
+  if (idCache.size >= ID_CACHE_MAX) idCache.clear();
+  const bytes = utf8(id);
+  idCache.set(id, bytes);
+  return bytes;
 }
+
+const checkId = replicaIdBytes;
 
 function checkLength(what: string, b: Uint8Array, n: number): Uint8Array {
   if (!(b instanceof Uint8Array) || b.byteLength !== n) throw new ReplicaHandshakeError(`${what} must be ${n} bytes`);

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { fromHex, toHex } from "./encoding.js";
-import { ReplicaHandshakeError, ReplicaHandshakeStatus } from "./replica-handshake.js";
+import { REPLICA_ID_PATTERN, ReplicaHandshakeError, ReplicaHandshakeStatus, replicaIdBytes } from "./replica-handshake.js";
 import {
   decodeReplicaChallenge,
   decodeReplicaFinish,
@@ -130,5 +130,26 @@ describe("replica handshake binary layout (contracts/vectors/replica-handshake.j
     expect(() => encodeReplicaHello({ clusterId: z(16), keyId: z(8), nonceD: z(32), replicaId: "Node 2" })).toThrow(ReplicaHandshakeError);
     expect(() => encodeReplicaChallenge({ nonceA: z(32), macA: z(31), acceptorId: "gw-1" })).toThrow(/mac_a/);
     expect(() => encodeReplicaFinishReply({ sessionId: z(16), createdAt: -1, expiresAt: 0 })).toThrow(ReplicaHandshakeError);
+  });
+
+  it("a received id is read byte by byte exactly as REPLICA_ID_PATTERN reads it, for every byte first and later", () => {
+    const z = (n: number): Uint8Array => new Uint8Array(n);
+    const hello = encodeReplicaHello({ clusterId: z(16), keyId: z(8), nonceD: z(32), replicaId: "ab" });
+    for (let b = 0; b < 256; b++) {
+      for (const at of [1, 2]) {
+        const bytes = hello.slice();
+        bytes[bytes.byteLength - 3 + at] = b;
+        const id = String.fromCharCode(bytes[bytes.byteLength - 2]!, bytes[bytes.byteLength - 1]!);
+        const decoded = decodeReplicaHello(bytes);
+        expect(typeof decoded === "number" ? ReplicaHandshakeStatus.Malformed : decoded.replicaId, `byte ${b} at ${at}`).toBe(REPLICA_ID_PATTERN.test(id) ? id : ReplicaHandshakeStatus.Malformed);
+      }
+    }
+  });
+
+  it("an id checked once is not trusted twice: a bad id is refused however often it is asked, past the cache's bound too", () => {
+    for (let i = 0; i < 2_100; i++) expect(replicaIdBytes("id", `node-${i}`)).toEqual(new TextEncoder().encode(`node-${i}`));
+    for (let i = 0; i < 3; i++) expect(() => replicaIdBytes("replica id", "Node-1")).toThrow(/replica id must match/);
+    expect(() => replicaIdBytes("id", "")).toThrow(ReplicaHandshakeError);
+    expect(replicaIdBytes("id", "node-7")).toBe(replicaIdBytes("id", "node-7"));
   });
 });

@@ -8,7 +8,7 @@
  * checked against {@link REPLICA_ID_PATTERN}. Decoded byte fields are views
  * into the input (no copy): use them before the input is reused. No I/O.
  */
-import { CLUSTER_ID_BYTES, REPLICA_HANDSHAKE_VERSION, REPLICA_ID_PATTERN, REPLICA_NONCE_BYTES, ReplicaHandshakeError, ReplicaHandshakeStatus } from "./replica-handshake.js";
+import { CLUSTER_ID_BYTES, REPLICA_HANDSHAKE_VERSION, REPLICA_NONCE_BYTES, ReplicaHandshakeError, ReplicaHandshakeStatus, replicaIdBytes } from "./replica-handshake.js";
 
 /** Byte sizes of the fixed fields. */
 const KEY_ID_BYTES = 8;
@@ -64,14 +64,16 @@ export type ReplicaFinishReplyMessage =
   | { readonly status: typeof ReplicaHandshakeStatus.Ok; readonly sessionId: Uint8Array; readonly createdAt: number; readonly expiresAt: number }
   | { readonly status: Exclude<ReplicaHandshakeStatus, typeof ReplicaHandshakeStatus.Ok> };
 
-const ascii = new TextDecoder("latin1");
-const encoder = new TextEncoder();
+/** Per byte: 1 for a character an id may start with ([a-z0-9]), 2 for one it may only continue with ([._-]), 0 otherwise. */
+const ID_CHAR = (() => {
+  const t = new Uint8Array(256);
+  for (const c of "abcdefghijklmnopqrstuvwxyz0123456789") t[c.charCodeAt(0)] = 1;
+  for (const c of "._-") t[c.charCodeAt(0)] = 2;
+  return t;
+})();
 const STATUSES: ReadonlySet<number> = new Set(Object.values(ReplicaHandshakeStatus));
 
-function idBytes(what: string, id: string): Uint8Array {
-  if (!REPLICA_ID_PATTERN.test(id)) throw new ReplicaHandshakeError(`${what} must match ${REPLICA_ID_PATTERN.source}`);
-  return encoder.encode(id);
-}
+const idBytes = replicaIdBytes;
 
 function put(out: Uint8Array, at: number, what: string, b: Uint8Array, n: number): number {
   if (!(b instanceof Uint8Array) || b.byteLength !== n) throw new ReplicaHandshakeError(`${what} must be ${n} bytes`);
@@ -90,8 +92,14 @@ function idAt(d: Uint8Array, at: number): { readonly id: string; readonly end: n
   const n = d[at];
   if (n === undefined || n < 1 || n > MAX_ID_BYTES || at + 1 + n > d.byteLength) return undefined;
   // latin1 maps each byte to one code point, so a non-ASCII byte fails the pattern rather than decoding to something that passes.
-  const id = ascii.decode(d.subarray(at + 1, at + 1 + n));
-  return REPLICA_ID_PATTERN.test(id) ? { id, end: at + 1 + n } : undefined;
+  // REPLICA_ID_PATTERN byte by byte: [a-z0-9] first, then [a-z0-9._-]; the id is ASCII, so each byte is its character.
+  let id = "";
+  for (let i = at + 1; i <= at + n; i++) {
+    const c = d[i]!;
+    if (ID_CHAR[c] !== 1 && !(i > at + 1 && ID_CHAR[c] === 2)) return undefined;
+    id += String.fromCharCode(c);
+  }
+  return { id, end: at + 1 + n };
 }
 
 function u64At(d: Uint8Array, at: number): number {

@@ -117,14 +117,15 @@ function refuseUnparsed(msg: ServiceMsg, logger: Logger, stage: "hello" | "finis
 export function handshakeHandlers(deps: HandshakeDeps): { readonly hello: RawEndpointSpec; readonly finish: RawEndpointSpec } {
   // MAC keys are derived and prepared once per PSK for the process, never
   // per handshake; key ids are public. Neither is ever logged.
-  const slots = new Map<string, Blake3Key>();
+  const slots: { readonly keyId: Uint8Array; readonly macKey: Blake3Key }[] = [];
   if (deps.psk !== undefined) {
-    slots.set(toHex(replicaKeyId(deps.psk.current)), prepareReplicaMacKey(replicaMacKey(deps.psk.current)));
-    if (deps.psk.previous !== undefined) slots.set(toHex(replicaKeyId(deps.psk.previous)), prepareReplicaMacKey(replicaMacKey(deps.psk.previous)));
+    for (const psk of deps.psk.previous === undefined ? [deps.psk.current] : [deps.psk.current, deps.psk.previous]) slots.push({ keyId: replicaKeyId(psk), macKey: prepareReplicaMacKey(replicaMacKey(psk)) });
   }
+  // The MAC key a message's key id names (current or previous PSK). Key ids are public, so a plain compare.
+  const macKeyFor = (keyId: Uint8Array): Blake3Key | undefined => slots.find((s) => s.keyId.every((b, i) => b === keyId[i]))?.macKey;
   const clusterId = deps.clusterId;
   const clusterIdHex = clusterId === undefined ? undefined : toHex(clusterId);
-  const ready = slots.size > 0 && clusterId !== undefined;
+  const ready = slots.length > 0 && clusterId !== undefined;
   const now = deps.now ?? Date.now;
   const acceptorId = deps.acceptorId;
 
@@ -140,7 +141,7 @@ export function handshakeHandlers(deps: HandshakeDeps): { readonly hello: RawEnd
       if (!constantTimeEqual(h.clusterId, clusterId)) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.ClusterMismatch);
       // An acceptor never accepts itself: stops a hello reflected back from a peer gateway.
       if (h.replicaId === acceptorId) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.DirectionalRule);
-      const macKey = slots.get(toHex(h.keyId));
+      const macKey = macKeyFor(h.keyId);
       if (macKey === undefined) return rejectHello(msg, logger, h, ReplicaHandshakeStatus.MacMismatch);
       // Nothing is stored: a replayed hello only earns another challenge,
       // which nobody without the PSK can finish, and a hello flood cannot
@@ -167,7 +168,7 @@ export function handshakeHandlers(deps: HandshakeDeps): { readonly hello: RawEnd
       // The expiry is the challenge's own (covered by both MACs); a forged one fails the MAC below if it is not already dead here.
       if (!acceptorNonceLive(acceptorNonceExpiry(f.nonceA), now())) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.Expired);
       // The previous PSK may have been removed since the hello: rotation finished.
-      const macKey = slots.get(toHex(f.keyId));
+      const macKey = macKeyFor(f.keyId);
       if (macKey === undefined) return rejectFinish(msg, logger, f, ReplicaHandshakeStatus.MacMismatch);
       const binding: HandshakeBinding = { clusterId, dialerId: f.replicaId, acceptorId: f.acceptorId, nonceD: f.nonceD, nonceA: f.nonceA };
       // Both MACs and the transcript from one encoding of the binding.
