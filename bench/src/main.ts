@@ -101,7 +101,7 @@ const benches: Bench[] = [
   {
     id: "P6",
     about: "full replica PSK handshakes (hello + finish, MACs, Ed25519, one create-only session write as the single use; gateway in its own process) vs raw request/reply round trips",
-    run: () => runReplicaHandshake({ seconds, inFlight: 16 }),
+    run: () => runReplicaHandshake({ seconds, inFlight: 16, warmupSeconds: 2 }),
   },
   { id: "P7", about: "CPU-bound kit echo (+2,000 PBKDF2 iterations per request): 2 replica processes (one queue group) vs 1 in interleaved slices, same server; 2 cores shared with nats-server and the client; the machine's own 2-thread bound beside it", run: () => runScaling({ seconds, inFlight: 64 }) },
   {

@@ -13,10 +13,11 @@
  * the MACs and session id on plain subscriptions, printed as a second line.
  *
  * The gateway speaks the handshake's binary layout (contracts/specs/replica-handshake.md)
- * as kit raw endpoints; the floor still moves messages of the old JSON sizes
- * (bench/src/floor-gateway.ts), a few hundred bytes more per handshake.
+ * as kit raw endpoints; the floor moves messages of the same sizes
+ * (bench/src/floor-gateway.ts). Nothing is counted before a warm-up of
+ * `--warmup-seconds` (default 2) per operation, one at a time and in flight.
  *
- *   npx tsx bench/src/replica-handshake.ts [--seconds 3] [--in-flight 16] [--cpu-prof-dir DIR] [--no-async-traces]
+ *   npx tsx bench/src/replica-handshake.ts [--seconds 3] [--in-flight 16] [--warmup-seconds 2] [--cpu-prof-dir DIR] [--no-async-traces]
  */
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
@@ -74,7 +75,7 @@ const NO_ASYNC_TRACES_ENV = "UNIBUS_BENCH_NO_ASYNC_TRACES";
  * `cpuProfileDir`: the gateway and the floor run under `node --cpu-prof` and write their profiles to its gateway/ and floor/ folders when they stop (the largest file of each is the main thread's).
  * `noAsyncTraces`: both gateways connect with nats.js's `noAsyncTraces` (for comparing the setting).
  */
-export async function runReplicaHandshake(opts: { seconds: number; inFlight: number; cpuProfileDir?: string; noAsyncTraces?: boolean }): Promise<BenchCase[]> {
+export async function runReplicaHandshake(opts: { seconds: number; inFlight: number; warmupSeconds: number; cpuProfileDir?: string; noAsyncTraces?: boolean }): Promise<BenchCase[]> {
   const server = await startTestServer({ jetstream: true });
   const children: ChildProcess[] = [];
   const psk = randomBytes(32);
@@ -120,6 +121,14 @@ export async function runReplicaHandshake(opts: { seconds: number; inFlight: num
     const floor = floorOf(FloorSubject, true);
     const bareFloor = floorOf(BareFloorSubject, false);
     for (let i = 0; i < 100; i++) await Promise.all([raw(), handshake(i), floor(i), bareFloor(i)]);
+    // Warm-up to steady state before anything is counted, the same for all
+    // four: a hundred handshakes leave V8 still compiling (its compiler
+    // threads count in each process's CPU), and the gateway, with more code
+    // on its path than the floor, keeps compiling longer, so an early slice
+    // measures compilation, not the handshake a long-running gateway serves.
+    const warmOps = [{ op: raw }, { op: handshake }, { op: floor }, { op: bareFloor }];
+    await interleaved(opts.warmupSeconds, sequentialRate, warmOps);
+    await interleaved(opts.warmupSeconds / 2, (s, op) => parallelRate(s, opts.inFlight, op), warmOps);
 
     // CPU time per operation of each side, read around each slice: steadier
     // than rates on a shared box, where waiting for a core dominates the wall
@@ -211,5 +220,5 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const profileAt = process.argv.indexOf("--cpu-prof-dir");
   const cpuProfileDir = profileAt > 0 ? process.argv[profileAt + 1] : undefined;
   const noAsyncTraces = process.argv.includes("--no-async-traces");
-  for (const c of await runReplicaHandshake({ seconds: numberArg("--seconds", 3), inFlight: numberArg("--in-flight", 16), noAsyncTraces, ...(cpuProfileDir === undefined ? {} : { cpuProfileDir }) })) printCase(c);
+  for (const c of await runReplicaHandshake({ seconds: numberArg("--seconds", 3), inFlight: numberArg("--in-flight", 16), warmupSeconds: numberArg("--warmup-seconds", 2), noAsyncTraces, ...(cpuProfileDir === undefined ? {} : { cpuProfileDir }) })) printCase(c);
 }
