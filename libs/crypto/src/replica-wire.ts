@@ -44,10 +44,11 @@ export interface ReplicaHelloMessage {
   readonly replicaId: string;
 }
 
+/** An acceptor's answer: Ok with its fields, or a reject that is the bare status. */
+type StatusReply<Ok extends object> = ({ readonly status: typeof ReplicaHandshakeStatus.Ok } & Readonly<Ok>) | { readonly status: Exclude<ReplicaHandshakeStatus, typeof ReplicaHandshakeStatus.Ok> };
+
 /** A decoded challenge: an Ok one carries the acceptor's nonce, MAC and id. */
-export type ReplicaChallengeMessage =
-  | { readonly status: typeof ReplicaHandshakeStatus.Ok; readonly nonceA: Uint8Array; readonly macA: Uint8Array; readonly acceptorId: string }
-  | { readonly status: Exclude<ReplicaHandshakeStatus, typeof ReplicaHandshakeStatus.Ok> };
+export type ReplicaChallengeMessage = StatusReply<{ nonceA: Uint8Array; macA: Uint8Array; acceptorId: string }>;
 
 /** A decoded finish: the hello's fields and the challenge's, repeated, then the dialer's proofs. */
 export interface ReplicaFinishMessage extends ReplicaHelloMessage {
@@ -60,9 +61,7 @@ export interface ReplicaFinishMessage extends ReplicaHelloMessage {
 }
 
 /** A decoded finish reply: an Ok one carries the session id and the record's times (Unix ms). */
-export type ReplicaFinishReplyMessage =
-  | { readonly status: typeof ReplicaHandshakeStatus.Ok; readonly sessionId: Uint8Array; readonly createdAt: number; readonly expiresAt: number }
-  | { readonly status: Exclude<ReplicaHandshakeStatus, typeof ReplicaHandshakeStatus.Ok> };
+export type ReplicaFinishReplyMessage = StatusReply<{ sessionId: Uint8Array; createdAt: number; expiresAt: number }>;
 
 /** Per byte: 1 for a character an id may start with ([a-z0-9]), 2 for one it may only continue with ([._-]), 0 otherwise. */
 const ID_CHAR = (() => {
