@@ -1,11 +1,10 @@
 import { readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
-import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { beforeEach, describe, expect, it } from "vitest";
 import { findNatsServer } from "@unibus/natsd";
+import { freeLoopbackPort } from "@unibus/testing";
 import type { HomeLayout } from "../home.js";
 import { assertAllStreamsLoaded, digestAll, plaintextStreams, startMaintenanceServer, streamDirs } from "../store/maintenance.js";
 import type { StoreKeys } from "../store/maintenance.js";
@@ -145,21 +144,13 @@ describe("unibus store rotate-key", () => {
   });
 });
 
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise((done) => srv.close(done));
-  return port;
-}
-
 describe("unibus up with the wrong key", () => {
   it("refuses to start a bus that would look empty, and leaves the store as it was", async () => {
     await withKeyFile();
     const realKey = generateJetStreamKey();
     await seed({ key: realKey });
     const before = await contents({ key: realKey });
-    env = { ...env, UNIBUS_PORT: String(await freePort()), UNIBUS_MONITOR_PORT: String(await freePort()) };
+    env = { ...env, UNIBUS_PORT: String(await freeLoopbackPort()), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()) };
     const { code, out } = await cli("up");
     expect(code, out).toBe(1);
     expect(out).toMatch(/opened 0 of the 2 streams .* is not the key this store was written with/);

@@ -1,11 +1,10 @@
 import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { connect as tcpConnect, createServer } from "node:net";
-import type { AddressInfo } from "node:net";
+import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { connect } from "@nats-io/transport-node";
-import { spawnWatched } from "@unibus/testing";
+import { freeLoopbackPort, spawnWatched } from "@unibus/testing";
 import type { WatchedProcess } from "@unibus/testing";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseEnvFile } from "../home.js";
@@ -13,14 +12,6 @@ import { runCli } from "../router.js";
 import { recordingIo } from "../test-io.js";
 
 const BIN = resolve(fileURLToPath(new URL(".", import.meta.url)), "../../bin/unibus.mjs");
-
-async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((done) => srv.listen(0, "127.0.0.1", done));
-  const port = (srv.address() as AddressInfo).port;
-  await new Promise((done) => srv.close(done));
-  return port;
-}
 
 /** What the server answers a client that skips TLS: its first line after CONNECT. */
 function plaintextAttempt(port: number): Promise<string> {
@@ -55,8 +46,8 @@ describe("unibus up --tls", () => {
 
   beforeAll(async () => {
     tmp = await mkdtemp(join(tmpdir(), "unibus-up-tls-"));
-    port = await freePort();
-    env = { ...process.env, UNIBUS_HOME: join(tmp, "home"), UNIBUS_PORT: String(port), UNIBUS_MONITOR_PORT: String(await freePort()) };
+    port = await freeLoopbackPort();
+    env = { ...process.env, UNIBUS_HOME: join(tmp, "home"), UNIBUS_PORT: String(port), UNIBUS_MONITOR_PORT: String(await freeLoopbackPort()) };
     delete env.UNIBUS_URL;
     delete env.UNIBUS_IDENTITY;
     delete env.UNIBUS_TLS_CA;

@@ -196,7 +196,8 @@ async function runUp(io: CliIo, withTls: boolean): Promise<number> {
 
     await assertPortFree(HOST, port, "client", EnvVar.port);
     await assertPortFree(HOST, monitorPort, "monitoring", EnvVar.monitorPort);
-    const healthzPort = healthzPortSetting === 0 ? await freePort(HOST) : healthzPortSetting;
+    // Not one of the server's ports: they are checked free above but not bound until it starts.
+    const healthzPort = healthzPortSetting === 0 ? await freePort(HOST, [port, monitorPort, wsPort]) : healthzPortSetting;
     if (healthzPortSetting !== 0) await assertPortFree(HOST, healthzPort, "healthz", EnvVar.healthzPort);
     const health: Omit<HealthzChild, "wsUrl"> = { listen: `${HOST}:${healthzPort}`, url: `http://${HOST}:${healthzPort}`, monitorUrl: `http://${HOST}:${monitorPort}` };
     await assertPortFree(HOST, wsPort, "WebSocket", EnvVar.wsPort);

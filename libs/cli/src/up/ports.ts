@@ -36,11 +36,24 @@ export function portFromEnv(env: Readonly<Record<string, string | undefined>>, n
 }
 
 /**
- * A port free on `host` right now, chosen by the kernel. `up` picks the
- * healthz port once and passes it down, so a restarted healthz child binds
- * the same port and the URL written to the env file stays valid.
+ * A port free on `host` right now, chosen by the kernel, and none of
+ * `avoid`. `up` picks the healthz port once and passes it down, so a
+ * restarted healthz child binds the same port and the URL written to the
+ * env file stays valid. `avoid` holds the ports `up` was given for other
+ * listeners that are not bound yet (nats-server's client, monitoring and
+ * WebSocket ports): the kernel may hand out a port another process picked
+ * the same way and released a moment ago, and healthz would then find it
+ * taken on every restart. `pick` is the kernel's choice (tests replace it).
  */
-export async function freePort(host: string): Promise<number> {
+export async function freePort(host: string, avoid: readonly number[] = [], pick: (host: string) => Promise<number> = kernelPort): Promise<number> {
+  for (let attempt = 0; attempt < 32; attempt++) {
+    const port = await pick(host);
+    if (!avoid.includes(port)) return port;
+  }
+  throw new Error(`no free port on ${host} outside ${avoid.join(", ")}`);
+}
+
+function kernelPort(host: string): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     const server = createServer();
     server.once("error", reject);
