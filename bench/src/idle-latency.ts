@@ -11,7 +11,15 @@
  * of a few ms is a tail sample by itself, so allocation on the room path
  * shows up in p99.
  *
- *   npx tsx bench/src/idle-latency.ts [--samples 2000]
+ * `--breakdown` runs a second pass that splits each room sample in three:
+ * the sender (from `publish` until it returns: a message into an idle room
+ * is sealed, signed and handed to the connection inside the call), the
+ * way to the subscriber's connection (a plain subscription on the room's
+ * subject, made before the room's, sees the frame first), and the receiver
+ * (verify, decrypt, deliver). That pass sends every frame to the
+ * subscriber's connection twice, so its totals are not the P8 figures.
+ *
+ *   npx tsx bench/src/idle-latency.ts [--samples 2000] [--breakdown]
  */
 import { constants, PerformanceObserver } from "node:perf_hooks";
 import type { PerformanceEntry } from "node:perf_hooks";
@@ -28,7 +36,8 @@ const PAYLOAD_BYTES = 1024;
 const WARMUP = 50;
 
 /** P8: room and raw p50/p99 one-way delivery latency of single messages on an idle connection. */
-export async function runIdleLatency(opts: { samples: number }): Promise<BenchCase[]> {
+export async function runIdleLatency(opts: { samples: number; breakdown?: boolean }): Promise<BenchCase[]> {
+  if (opts.breakdown === true) await printBreakdown(opts.samples);
   const server = await startTestServer({ jetstream: false });
   const keys = new StaticRoomKeys().set(ROOM, 0, randomBytes(32));
   const a = await connect({ url: server.url, identity: SigningKey.generate() });
@@ -93,6 +102,44 @@ export async function runIdleLatency(opts: { samples: number }): Promise<BenchCa
   ];
 }
 
+/** The `--breakdown` pass: where a lone room message's time goes (see the header). */
+async function printBreakdown(samples: number): Promise<void> {
+  const server = await startTestServer({ jetstream: false });
+  const keys = new StaticRoomKeys().set(ROOM, 0, randomBytes(32));
+  const a = await connect({ url: server.url, identity: SigningKey.generate() });
+  const b = await connect({ url: server.url, identity: SigningKey.generate() });
+  try {
+    const room = a.room(ROOM, keys, { liveOnly: true });
+    let arrived = 0;
+    // Before the room's own subscription, so this callback runs first for each frame.
+    b.nc.subscribe(room.subject, { callback: () => void (arrived = performance.now()) });
+    const sub = b.room(ROOM, keys, { liveOnly: true }).subscribe();
+    const it = sub[Symbol.asyncIterator]();
+    await b.nc.flush();
+    const payload = randomBytes(PAYLOAD_BYTES);
+    const parts = { sender: new Float64Array(samples), wire: new Float64Array(samples), receiver: new Float64Array(samples) };
+    for (let i = 0; i < samples + WARMUP; i++) {
+      await new Promise((r) => setTimeout(r, 1));
+      const t0 = performance.now();
+      void room.publish(payload);
+      const sent = performance.now();
+      await it.next();
+      const done = performance.now();
+      if (i < WARMUP) continue;
+      parts.sender[i - WARMUP] = sent - t0;
+      parts.wire[i - WARMUP] = arrived - sent;
+      parts.receiver[i - WARMUP] = done - arrived;
+    }
+    sub.stop();
+    const f = (xs: Float64Array): string => `p50 ${(percentile(Array.from(xs), 50) * 1000).toFixed(0)} µs, p99 ${(percentile(Array.from(xs), 99) * 1000).toFixed(0)} µs`;
+    console.log(`P8 breakdown (${samples} samples, each frame sent to the subscriber's connection twice): sender (seal, sign, hand over) ${f(parts.sender)}; to the subscriber's connection ${f(parts.wire)}; receiver (verify, decrypt, deliver) ${f(parts.receiver)}`);
+  } finally {
+    await a.close();
+    await b.close();
+    await server.stop();
+  }
+}
+
 /**
  * GCs whose pause began inside the measured loop, per 1,000 samples (each
  * sample is one raw and one room message), and how many of the slowest 1% of
@@ -113,5 +160,5 @@ function gcSummary(gcs: readonly PerformanceEntry[], from: number, to: number, r
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  for (const c of await runIdleLatency({ samples: numberArg("--samples", 2_000) })) printCase(c);
+  for (const c of await runIdleLatency({ samples: numberArg("--samples", 2_000), breakdown: process.argv.includes("--breakdown") })) printCase(c);
 }
