@@ -124,8 +124,6 @@ export function replicaIdBytes(what: string, id: string): Uint8Array {
   return bytes;
 }
 
-const checkId = replicaIdBytes;
-
 function checkLength(what: string, b: Uint8Array, n: number): Uint8Array {
   if (!(b instanceof Uint8Array) || b.byteLength !== n) throw new ReplicaHandshakeError(`${what} must be ${n} bytes`);
   return b;
@@ -183,8 +181,8 @@ export interface HandshakeBinding {
  */
 function bindingBytes(b: HandshakeBinding): Uint8Array {
   const clusterId = checkLength("cluster id", b.clusterId, CLUSTER_ID_BYTES);
-  const dialer = checkId("dialer id", b.dialerId);
-  const acceptor = checkId("acceptor id", b.acceptorId);
+  const dialer = replicaIdBytes("dialer id", b.dialerId);
+  const acceptor = replicaIdBytes("acceptor id", b.acceptorId);
   const nonceD = checkLength("nonce_d", b.nonceD, REPLICA_NONCE_BYTES);
   const nonceA = checkLength("nonce_a", b.nonceA, REPLICA_NONCE_BYTES);
   const out = new Uint8Array(CLUSTER_ID_BYTES + 2 + dialer.byteLength + acceptor.byteLength + 2 * REPLICA_NONCE_BYTES);

@@ -72,8 +72,6 @@ const ID_CHAR = (() => {
 })();
 const STATUSES: ReadonlySet<number> = new Set(Object.values(ReplicaHandshakeStatus));
 
-const idBytes = replicaIdBytes;
-
 function put(out: Uint8Array, at: number, what: string, b: Uint8Array, n: number): number {
   if (!(b instanceof Uint8Array) || b.byteLength !== n) throw new ReplicaHandshakeError(`${what} must be ${n} bytes`);
   out.set(b, at);
@@ -90,7 +88,6 @@ function putId(out: Uint8Array, at: number, id: Uint8Array): number {
 function idAt(d: Uint8Array, at: number): { readonly id: string; readonly end: number } | undefined {
   const n = d[at];
   if (n === undefined || n < 1 || n > MAX_ID_BYTES || at + 1 + n > d.byteLength) return undefined;
-  // latin1 maps each byte to one code point, so a non-ASCII byte fails the pattern rather than decoding to something that passes.
   // REPLICA_ID_PATTERN byte by byte: [a-z0-9] first, then [a-z0-9._-]; the id is ASCII, so each byte is its character.
   let id = "";
   for (let i = at + 1; i <= at + n; i++) {
@@ -129,7 +126,7 @@ function refusedByHead(d: Uint8Array, maxBytes: number): ReplicaHandshakeStatus 
 
 /** The hello's bytes. @throws ReplicaHandshakeError for a field of the wrong size or an id that breaks the rules. */
 export function encodeReplicaHello(h: ReplicaHelloMessage): Uint8Array {
-  const id = idBytes("replica id", h.replicaId);
+  const id = replicaIdBytes("replica id", h.replicaId);
   const out = new Uint8Array(ReplicaWire.helloFixed + 1 + id.byteLength);
   out[0] = REPLICA_HANDSHAKE_VERSION;
   let o = put(out, 1, "cluster id", h.clusterId, CLUSTER_ID_BYTES);
@@ -165,7 +162,7 @@ export function encodeReplicaStatus(status: ReplicaHandshakeStatus): Uint8Array 
 
 /** An Ok challenge's bytes. */
 export function encodeReplicaChallenge(c: { readonly nonceA: Uint8Array; readonly macA: Uint8Array; readonly acceptorId: string }): Uint8Array {
-  const id = idBytes("acceptor id", c.acceptorId);
+  const id = replicaIdBytes("acceptor id", c.acceptorId);
   const out = new Uint8Array(ReplicaWire.challengeHead + REPLICA_NONCE_BYTES + MAC_BYTES + 1 + id.byteLength);
   out[0] = REPLICA_HANDSHAKE_VERSION;
   out[1] = ReplicaHandshakeStatus.Ok;
@@ -195,8 +192,8 @@ export function decodeReplicaChallenge(d: Uint8Array): ReplicaChallengeMessage |
 
 /** The finish's bytes. @throws ReplicaHandshakeError for a field of the wrong size or an id that breaks the rules. */
 export function encodeReplicaFinish(f: ReplicaFinishMessage): Uint8Array {
-  const replica = idBytes("replica id", f.replicaId);
-  const acceptor = idBytes("acceptor id", f.acceptorId);
+  const replica = replicaIdBytes("replica id", f.replicaId);
+  const acceptor = replicaIdBytes("acceptor id", f.acceptorId);
   const out = new Uint8Array(ReplicaWire.finishFixed + 2 + replica.byteLength + acceptor.byteLength);
   out[0] = REPLICA_HANDSHAKE_VERSION;
   let o = put(out, 1, "cluster id", f.clusterId, CLUSTER_ID_BYTES);

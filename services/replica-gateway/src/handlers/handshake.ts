@@ -122,7 +122,7 @@ export function handshakeHandlers(deps: HandshakeDeps): { readonly hello: RawEnd
     for (const psk of deps.psk.previous === undefined ? [deps.psk.current] : [deps.psk.current, deps.psk.previous]) slots.push({ keyId: replicaKeyId(psk), macKey: prepareReplicaMacKey(replicaMacKey(psk)) });
   }
   // The MAC key a message's key id names (current or previous PSK). Key ids are public, so a plain compare.
-  const macKeyFor = (keyId: Uint8Array): Blake3Key | undefined => slots.find((s) => s.keyId.every((b, i) => b === keyId[i]))?.macKey;
+  const macKeyFor = (keyId: Uint8Array): Blake3Key | undefined => slots.find((s) => s.keyId.length === keyId.length && s.keyId.every((b, i) => b === keyId[i]))?.macKey;
   const clusterId = deps.clusterId;
   const clusterIdHex = clusterId === undefined ? undefined : toHex(clusterId);
   const ready = slots.length > 0 && clusterId !== undefined;
