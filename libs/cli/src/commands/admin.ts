@@ -48,6 +48,23 @@ export async function bootstrapAdmin(opts: BootstrapAdminOptions): Promise<Membe
   }
 }
 
+/**
+ * Resolves once `identity` logs in, retrying for `waitMs`: for `unibus up`,
+ * whose bootstrap identity is a static server user and so proves nothing of
+ * the auth callout, which may still be starting when admin #0 is seeded. A
+ * refusal in that window is the callout not answering yet, so every failure
+ * is retried; the last one is thrown once the time is spent.
+ */
+export async function waitForLogin(settings: ConnectionSettings, identity: Identity, waitMs: number): Promise<void> {
+  await retry(
+    async () => {
+      const client = await connectClientAs(settings, identity, "unibus-cli login check");
+      await client.close().catch(() => undefined);
+    },
+    { budgetMs: waitMs, delayMs: 100 },
+  );
+}
+
 function notReadyYet(err: unknown): boolean {
   if (err instanceof UnibusError) return err.code === ErrorCode.Unavailable;
   const e = err as Error;

@@ -40,7 +40,7 @@ import { ALL_SERVICES, EMBEDDED_SERVICES_ENV, REPO_ROOT, ServiceName, ServicePro
 import type { ServiceAvailability } from "../up/services.js";
 import { Supervisor } from "../up/supervisor.js";
 import type { ChildSpec } from "../up/supervisor.js";
-import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin } from "./admin.js";
+import { DEFAULT_ADMIN_HANDLE, bootstrapAdmin, waitForLogin } from "./admin.js";
 import { STANDALONE_SUFFIX, clusteredBusConfig, readClusterRecord } from "../cluster/convert.js";
 import type { ClusterRecord } from "../cluster/convert.js";
 
@@ -425,6 +425,13 @@ async function ensureAdmin(io: CliIo, home: HomeLayout, state: ProvisionedServic
     handle: DEFAULT_ADMIN_HANDLE,
     waitMs: BOOTSTRAP_WAIT_MS,
   });
+  // What the banner promises: the admin identity logs in. The bootstrap
+  // above went through a static server user, not the auth callout, which
+  // may still be taking its login lease: a command run at once would be
+  // refused. (An admin #0 other than this home's is not waited for.)
+  if (boot.user.principal === state.admin.principal) {
+    await waitForLogin({ server: url, identityPath: home.adminIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) }, state.admin, BOOTSTRAP_WAIT_MS);
+  }
   say(io, boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
   return boot;
 }
