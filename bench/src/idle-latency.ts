@@ -35,9 +35,9 @@ const RAW_SUBJECT = "bench.raw.p8";
 const PAYLOAD_BYTES = 1024;
 /**
  * Unmeasured samples first (room and raw alike). With 50, the slowest 1% of
- * room samples sat in the run's first minutes of V8 still compiling the
- * room path (p99 1.49-1.73 ms against 0.63-0.70 ms with 1,000, alternated
- * at load 0.4-0.5): a long-lived client's steady state is what P8 asks.
+ * room samples sat at the start of the run, V8 still compiling the room
+ * path (p99 1.07-1.73 ms against 0.63-0.75 ms with 1,000, five runs each
+ * alternated at load 0.4-1.1): a long-lived client's steady state is what P8 asks.
  */
 const DEFAULT_WARMUP = 1_000;
 
@@ -45,10 +45,7 @@ const DEFAULT_WARMUP = 1_000;
 export async function runIdleLatency(opts: { samples: number; warmup?: number; breakdown?: boolean }): Promise<BenchCase[]> {
   const warmup = opts.warmup ?? DEFAULT_WARMUP;
   if (opts.breakdown === true) await printBreakdown(opts.samples, warmup);
-  const server = await startTestServer({ jetstream: false });
-  const keys = new StaticRoomKeys().set(ROOM, 0, randomBytes(32));
-  const a = await connect({ url: server.url, identity: SigningKey.generate() });
-  const b = await connect({ url: server.url, identity: SigningKey.generate() });
+  const { server, keys, a, b } = await roomPair();
   const room = a.room(ROOM, keys, { liveOnly: true });
   const sub = b.room(ROOM, keys, { liveOnly: true }).subscribe();
   const it = sub[Symbol.asyncIterator]();
@@ -116,12 +113,18 @@ export async function runIdleLatency(opts: { samples: number; warmup?: number; b
   ];
 }
 
-/** The `--breakdown` pass: where a lone room message's time goes (see the header). */
-async function printBreakdown(samples: number, warmup: number): Promise<void> {
+/** A server without JetStream, a room key, and the publisher's and the subscriber's connections. */
+async function roomPair() {
   const server = await startTestServer({ jetstream: false });
   const keys = new StaticRoomKeys().set(ROOM, 0, randomBytes(32));
   const a = await connect({ url: server.url, identity: SigningKey.generate() });
   const b = await connect({ url: server.url, identity: SigningKey.generate() });
+  return { server, keys, a, b };
+}
+
+/** The `--breakdown` pass: where a lone room message's time goes (see the header). */
+async function printBreakdown(samples: number, warmup: number): Promise<void> {
+  const { server, keys, a, b } = await roomPair();
   try {
     const room = a.room(ROOM, keys, { liveOnly: true });
     let arrived = 0;
@@ -145,7 +148,10 @@ async function printBreakdown(samples: number, warmup: number): Promise<void> {
       parts.receiver[i - warmup] = done - arrived;
     }
     sub.stop();
-    const f = (xs: Float64Array): string => `p50 ${(percentile(Array.from(xs), 50) * 1000).toFixed(0)} µs, p99 ${(percentile(Array.from(xs), 99) * 1000).toFixed(0)} µs`;
+    const f = (xs: Float64Array): string => {
+      const ms = Array.from(xs);
+      return `p50 ${(percentile(ms, 50) * 1000).toFixed(0)} µs, p99 ${(percentile(ms, 99) * 1000).toFixed(0)} µs`;
+    };
     console.log(`P8 breakdown (${samples} samples, each frame sent to the subscriber's connection twice): sender (seal, sign, hand over) ${f(parts.sender)}; to the subscriber's connection ${f(parts.wire)}; receiver (verify, decrypt, deliver) ${f(parts.receiver)}`);
     // The same hop for raw publishes, alternately right after the 1 ms pause
     // and after busy-waiting as long as the room's sender computed (p50):

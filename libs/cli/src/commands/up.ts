@@ -418,8 +418,9 @@ async function runServicesOnly(
 
 /** Admin #0 through the bootstrap identity (idempotent), said on the console either way. */
 async function ensureAdmin(io: CliIo, home: HomeLayout, state: ProvisionedServices, url: string, tls: { caFile: string } | undefined): Promise<Awaited<ReturnType<typeof bootstrapAdmin>>> {
+  const bus = { server: url, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) };
   const boot = await bootstrapAdmin({
-    settings: { server: url, identityPath: home.bootstrapIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) },
+    settings: { ...bus, identityPath: home.bootstrapIdentityFile },
     bootstrapIdentity: state.bootstrap,
     adminPrincipal: state.admin.principal,
     handle: DEFAULT_ADMIN_HANDLE,
@@ -430,7 +431,7 @@ async function ensureAdmin(io: CliIo, home: HomeLayout, state: ProvisionedServic
   // may still be taking its login lease: a command run at once would be
   // refused. (An admin #0 other than this home's is not waited for.)
   if (boot.user.principal === state.admin.principal) {
-    await waitForLogin({ server: url, identityPath: home.adminIdentityFile, source: home.root, ...(tls === undefined ? {} : { tlsCa: tls.caFile }) }, state.admin, BOOTSTRAP_WAIT_MS);
+    await waitForLogin({ ...bus, identityPath: home.adminIdentityFile }, state.admin, BOOTSTRAP_WAIT_MS);
   }
   say(io, boot.created ? `bootstrapped admin #0 ${boot.user.principal}` : `admin #0 exists: ${boot.user.principal}`);
   return boot;
