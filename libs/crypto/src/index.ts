@@ -2,7 +2,7 @@
 export { aeadDecrypt, aeadEncrypt, aeadEncryptInto, AeadSize } from "./aead.js";
 export { nkeyAuthenticator } from "./authenticator.js";
 export { LARGE_SIGNATURE_BYTES, SigningKey, signingBackend, verifyMany, verifySignature, verifySignatureUncached } from "./ed25519.js";
-export type { SignatureCheck } from "./ed25519.js";
+export type { SignatureCheck, VerifyManyOptions } from "./ed25519.js";
 export {
   constantTimeEqual,
   fromBase64Url,

@@ -180,8 +180,9 @@ class UnibusClientImpl implements UnibusClient {
     this.rooms = new RoomsApi(send);
     this.admin = new AdminApi(send);
     this.keys = new KeysApi(<T>(subject: string, body: unknown, opts?: RequestOptions) => this.request<T>(subject, body, opts));
-    this.usersLog = new UsersLogSync((fromSeq, limit) => this.users.log(fromSeq, limit), usersLogOpts);
+    this.usersLog = new UsersLogSync((fromSeq, limit) => this.users.log(fromSeq, limit), { own: key, ...usersLogOpts });
     this.roomLogs = new RoomLogs((roomId, fromSeq, limit) => this.rooms.log(roomId, fromSeq, limit), {
+      own: key,
       ...logOpts,
       adminAuthority: this.usersLog.cached,
       refreshAdminAuthority: () => this.usersLog.sync(),

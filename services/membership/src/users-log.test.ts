@@ -1,10 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { ErrorCode, StoredBucket, Subjects, UnibusError } from "@unibus/contracts";
 import { SigningKey, signEnvelope } from "@unibus/crypto";
-import { RoomLogOp, UsersLogOp, UsersLogSync, VerifiedRoomLog, connect, roomLogEntry, usersLogEntry, verifyRoomLog, verifyUsersLog } from "@unibus/sdk";
+import { RoomLogOp, UsersLogErrorReason, UsersLogOp, UsersLogSync, VerifiedRoomLog, connect, roomLogEntry, usersLogEntry, verifyRoomLog, verifyUsersLog } from "@unibus/sdk";
 import type { PinnedUsersLog, UnibusClient, UsersLogEntry } from "@unibus/sdk";
 import { rejectionOf, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
@@ -116,6 +116,21 @@ describe("users log", () => {
     const bytes = encoder.encode(JSON.stringify({ principal: ownerKey.principal, handle: "again" }));
     const again = usersLogEntry({ after: verifyUsersLog(entries), op: "bootstrap", body: bytes, envelope: signEnvelope(bootKey, Subjects.membership.adminBootstrap, bytes), target: ownerKey.principal, role: "admin", at: new Date().toISOString() });
     expect((await rejectionOf(Promise.resolve().then(() => verifyUsersLog([...entries, again])), UnibusError)).reason).toBe("log_unauthorized");
+  });
+
+  it("an admin's client checks the entries it signed by signing them again, and still refuses one whose signature was swapped", async () => {
+    const { entries } = await member.users.log(0);
+    // A fresh statement: nothing in this process verified it yet.
+    const added = forged(entries, rootAdminKey, "add", { principal: SigningKey.generate().principal, handle: "fresh", role: "member" });
+    const spy = vi.spyOn(rootAdminKey, "isOwnSignature");
+    try {
+      expect((await new UsersLogSync(serve([...entries, added]), { own: rootAdminKey }).sync()).headSeq).toBe(4);
+      expect(spy.mock.results.map((r) => r.value as boolean)).toContain(true);
+      const swapped = { ...added, signature: entries[3]!.signature };
+      expect((await rejectionOf(new UsersLogSync(serve([...entries, swapped]), { own: rootAdminKey }).sync(), UnibusError)).reason).toBe(UsersLogErrorReason.badSignature);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it("refuses a fork, a rollback, a gap and another root than the pinned one", async () => {

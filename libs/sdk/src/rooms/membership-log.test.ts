@@ -1,4 +1,4 @@
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { MembershipRoomsLogReply } from "@unibus/contracts";
 import { SigningKey, signEnvelope, toBase64Url } from "@unibus/crypto";
 import { RoomLogErrorReason, RoomLogOpSubject, RoomLogs, deriveRoomId, roomLogEntryHash, verifyRoomLog } from "./membership-log.js";
@@ -273,14 +273,33 @@ describe("RoomLogs: pages asked ahead", () => {
     // The last character carries 2 bits and 4 that must be zero: another one with the same 2 bits decodes to the same bytes.
     const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     const respelled = sig.slice(0, -1) + alphabet[alphabet.indexOf(sig.at(-1)!) ^ 1]!;
-    for (const tampered of [{ signature: b.entries[101]!.signature }, { signature: respelled }, { nonce: b.entries[100]!.nonce.toUpperCase() }]) {
-      const entries = b.entries.map((e, i) => (i === 100 ? { ...e, ...tampered } : e));
-      const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, entries, from, limit)));
-      expect(await asyncReason(logs.sync(b.roomId))).toBe(RoomLogErrorReason.badSignature);
-      expect(logs.cached(b.roomId)?.headSeq).toBe(99);
+    // Read by another principal (every entry verified), and by the owner who signed them (its own entries checked by signing again).
+    for (const own of [undefined, owner]) {
+      for (const tampered of [{ signature: b.entries[101]!.signature }, { signature: respelled }, { nonce: b.entries[100]!.nonce.toUpperCase() }]) {
+        const entries = b.entries.map((e, i) => (i === 100 ? { ...e, ...tampered } : e));
+        const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, entries, from, limit)), own === undefined ? {} : { own });
+        expect(await asyncReason(logs.sync(b.roomId))).toBe(RoomLogErrorReason.badSignature);
+        expect(logs.cached(b.roomId)?.headSeq).toBe(99);
+      }
     }
     const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, b.entries, from, limit)));
     expect((await logs.sync(b.roomId)).headSeq).toBe(150);
+  });
+
+  it("the owner's own entries are checked by signing them again, the others' by verifying: the same log, the same answer", async () => {
+    const b = roomOf(150);
+    const spy = vi.spyOn(owner, "isOwnSignature");
+    try {
+      const logs = new RoomLogs((_r, from, limit) => Promise.resolve(page(b, b.entries, from, limit)), { own: owner });
+      const log = await logs.sync(b.roomId);
+      expect(log.headSeq).toBe(150);
+      expect(log.members.size).toBe(151);
+      // Each entry the owner signed asked once (none from the verified-once cache: fresh statements), each one its own signature.
+      expect(spy.mock.results.length).toBe(151);
+      expect(spy.mock.results.every((r) => r.value === true)).toBe(true);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it("a page asked ahead that is never needed cannot fail the sync, nor one older than the entries verified since; a fresh rollback still does", async () => {

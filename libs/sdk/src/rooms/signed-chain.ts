@@ -9,7 +9,7 @@
  */
 import type { UnibusError } from "@unibus/contracts";
 import { envelopeCheck, fromBase64Url, helpCryptoPoolUntil, sha256, toBase64Url, verifyEnvelope, verifyMany } from "@unibus/crypto";
-import type { SignatureCheck } from "@unibus/crypto";
+import type { SignatureCheck, SigningKey } from "@unibus/crypto";
 
 /** The reasons the shared checks raise (each log's error reasons include these). */
 export const ChainErrorReason = {
@@ -332,8 +332,9 @@ const preverified = new WeakMap<SignedChainEntry, Preverified>();
  * `verifyEnvelope` makes (`envelopeCheck`: the same format checks, then
  * one signature; true only where a verification said so). An entry that
  * is malformed gets no answer and is left for the link check to refuse.
+ * Entries signed by `own` (the reader's key) are checked by signing again.
  */
-async function preverifySignatures(entries: readonly SignedChainEntry[]): Promise<void> {
+async function preverifySignatures(entries: readonly SignedChainEntry[], own: SigningKey | undefined): Promise<void> {
   const checked: { e: SignedChainEntry; body: Uint8Array; check: SignatureCheck | undefined }[] = [];
   for (const e of entries) {
     try {
@@ -344,7 +345,10 @@ async function preverifySignatures(entries: readonly SignedChainEntry[]): Promis
     }
   }
   const todo = checked.filter((c) => c.check !== undefined);
-  const results = await verifyMany(todo.map((c) => c.check!));
+  const results = await verifyMany(
+    todo.map((c) => c.check!),
+    own === undefined ? {} : { own },
+  );
   const ok = new Map(todo.map((c, i) => [c, results[i] === true]));
   for (const c of checked) {
     const { e } = c;
@@ -380,6 +384,8 @@ export interface SyncChainOptions<E> {
   readonly checkPage?: (page: ChainPage<E>) => void;
   /** Runs before a page's new entries are verified (to refresh what the rules depend on). */
   readonly beforeAppend?: (entries: readonly E[]) => Promise<void>;
+  /** The reader's own key: the entries it signed are checked by signing them again (verifyMany's `own`). */
+  readonly own?: SigningKey;
 }
 
 /** Pages asked at once: the service reads the next ones while this client verifies the one before. */
@@ -412,7 +418,7 @@ export async function syncChain<E extends SignedChainEntry>(o: SyncChainOptions<
       // Checked as soon as it is here, while the pages before it are applied.
       const slices: E[][] = [];
       for (let i = 0; i < page.entries.length; i += PAGE_SLICE) slices.push(page.entries.slice(i, i + PAGE_SLICE));
-      return { page, checked: slices.map((slice) => preverifySignatures(slice)), slices };
+      return { page, checked: slices.map((slice) => preverifySignatures(slice, o.own)), slices };
     });
     // Awaited when its turn comes; marked handled now, as it may never come.
     arrived.catch(() => undefined);

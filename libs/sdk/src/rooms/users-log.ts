@@ -9,6 +9,7 @@
 import { ErrorCode, Subjects, UnibusError } from "@unibus/contracts";
 import type { MembershipUsersLogReply } from "@unibus/contracts";
 import { fromBase64Url, isPrincipal, sha256, toBase64Url } from "@unibus/crypto";
+import type { SigningKey } from "@unibus/crypto";
 import { ChainErrorReason, SignedChain, ZERO_HASH, checkPinnedHead, concat, field, signedLink, readSignedBody, signedLinkHashFields, syncChain, u64 } from "./signed-chain.js";
 import type { SignedLinkEnvelope } from "./signed-chain.js";
 
@@ -238,6 +239,8 @@ export interface UsersLogSyncOptions extends UsersLogVerifyOptions {
   pageSize?: number;
   /** Persists the root and head: a later log with another root, or without the head, is refused. */
   pin?: UsersLogPinStore;
+  /** The reader's own key: entries it signed (an admin's own adds and revokes) are checked by signing them again. */
+  own?: SigningKey;
 }
 
 /** Reads one page of the users log from `fromSeq` (the client's `users.log`). */
@@ -278,6 +281,7 @@ export class UsersLogSync {
       limit: this.#opts.pageSize ?? 512,
       entryHash: usersLogEntryHash,
       fail: (reason, message, seq) => new UsersLogError(reason, message, seq),
+      ...(this.#opts.own === undefined ? {} : { own: this.#opts.own }),
     });
     if (log.length === 0) throw new UsersLogError(UsersLogErrorReason.missing, "the bus has no users log");
     await this.#checkPinned(log);
