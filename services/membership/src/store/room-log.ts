@@ -10,7 +10,7 @@ import type { RoomLogEntry, RoomLogOp, RoomLogRole } from "@unibus/sdk";
 import type { Logger } from "pino";
 import type { ConnectionKicker } from "../kick.js";
 import { grantMembership, revokeMembership } from "../handlers/rooms.js";
-import { deliverRange, isRevisionConflict, pageKvEntries, unavailable } from "./membership-store.js";
+import { deliverRange, isKvPut, isRevisionConflict, pageKvEntries, unavailable } from "./membership-store.js";
 import type { MembershipStore } from "./membership-store.js";
 
 /** Ranges up to this long are read with parallel gets; longer ones with one consumer page. */
@@ -240,8 +240,7 @@ export class RoomLogStore {
     const out: RoomLogEntry[] = [];
     try {
       await deliverRange(nc, jsm, stream, { start, maxInFlight: want, filterSubject: `${prefix}${roomId}.*`, what: "room log page" }, (m, at) => {
-        const op = m.headers?.get("KV-Operation") ?? "";
-        if (op !== "" && op !== "PUT") return "end";
+        if (!isKvPut(m)) return "end";
         let entry: RoomLogEntry;
         try {
           entry = m.json<RoomLogEntry>();
