@@ -240,10 +240,11 @@ function sealBatch({ plaintext, blob, ends, ephemeralSecret, kdfContext }) {
   plaintext.fill(0);
   return { status, boxes, boxLength };
 }
-Promise.all([import(workerData.blake3), import(workerData.chacha)]).then(
+// HChaCha20 in JavaScript seals only where libsodium did not load: @noble/ciphers is loaded only then (a few ms of every worker's start).
+Promise.all([import(workerData.blake3), sodiumSeal === undefined ? import(workerData.chacha) : undefined]).then(
   ([h, c]) => {
     createDeriveKey = h.createDeriveKey;
-    hchacha = c.hchacha;
+    hchacha = c?.hchacha;
     // Jobs queue here too, urgent first; one runs per turn, so messages
     // that arrived meanwhile (an urgent job) are seen before the next.
     const urgent = [];
