@@ -3,9 +3,10 @@
 // signatures are byte-identical; the equivalence test checks it.
 import * as ed from "@noble/ed25519";
 import { sha512 } from "@noble/hashes/sha2.js";
-import { constantTimeEqual, ownBytes, randomBytes } from "./encoding.js";
+import { ownBytes, randomBytes } from "./encoding.js";
 import { InvalidKeyError } from "./errors.js";
 import { NkeyPrefix, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed } from "./nkey.js";
+import { isSignatureMadeBy } from "./own-signature.js";
 
 ed.hashes.sha512 = sha512;
 
@@ -69,17 +70,7 @@ export class SigningKey {
 
   /** True when `signature` is exactly this key's own (deterministic) signature over `data`: see the Node build. Never throws. */
   isOwnSignature(data: Uint8Array, signature: Uint8Array): boolean {
-    try {
-      if (!(data instanceof Uint8Array) || !(signature instanceof Uint8Array) || signature.byteLength !== 64) return false;
-      const mine = this.sign(data);
-      try {
-        return constantTimeEqual(mine, signature);
-      } finally {
-        mine.fill(0);
-      }
-    } catch {
-      return false;
-    }
+    return isSignatureMadeBy((d) => this.sign(d), data, signature);
   }
 
   /** A copy of the 32-byte seed (a secret). */

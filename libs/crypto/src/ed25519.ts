@@ -2,12 +2,13 @@ import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVeri
 import type { KeyObject } from "node:crypto";
 import { poolSize, runOnPool } from "./crypto-pool.js";
 import type { PoolJob } from "./crypto-pool.js";
-import { constantTimeEqual, fromHex, ownBytes, randomBytes, toHex } from "./encoding.js";
+import { fromHex, ownBytes, randomBytes, toHex } from "./encoding.js";
 import { InvalidKeyError } from "./errors.js";
 import { sha256 } from "./hash.js";
 import { asBuffer, nativeSodium } from "./native-sodium.js";
 import type { NativeSodium } from "./native-sodium.js";
 import { NkeyPrefix, decodeNkeySeed, encodeNkeyPublic, encodeNkeySeed } from "./nkey.js";
+import { isSignatureMadeBy } from "./own-signature.js";
 
 // DER wrapper that lets node:crypto import a raw Ed25519 seed (RFC 8410).
 // Public keys go through JWK (RFC 8037 "OKP"): the same raw key reaches
@@ -174,17 +175,7 @@ export class SigningKey {
    * nothing but whether the signature they supplied is this one. Never throws.
    */
   isOwnSignature(data: Uint8Array, signature: Uint8Array): boolean {
-    try {
-      if (!(data instanceof Uint8Array) || !(signature instanceof Uint8Array) || signature.byteLength !== 64) return false;
-      const mine = this.sign(data);
-      try {
-        return constantTimeEqual(mine, signature);
-      } finally {
-        mine.fill(0);
-      }
-    } catch {
-      return false;
-    }
+    return isSignatureMadeBy((d) => this.sign(d), data, signature);
   }
 
   /** A copy of the 32-byte seed (a secret). */
