@@ -254,13 +254,10 @@ export async function runRekey(opts: RekeyOptions = {}): Promise<BenchCase[]> {
         await roomLog.create(`${roomId}.${entry.seq}`, JSON.stringify(entry));
       };
       await appendLog(owner.signingKey, RoomLogOp.create, { name, policy: { persist: false, encrypt: true } }, owner.principal, "owner");
-      // With a co-owner, it is invited as an owner and invites the rest.
-      const inviter = opts.coOwnerInvites === true ? who[1]!.signingKey : owner.signingKey;
-      for (const [i, id] of who.entries()) {
-        if (i === 0) continue;
-        const coOwner = opts.coOwnerInvites === true && i === 1;
-        await appendLog(coOwner ? owner.signingKey : inviter, RoomLogOp.invite, { roomId, principal: id.principal, ...(coOwner ? { role: "owner" } : {}) }, id.principal, coOwner ? "owner" : "member");
-      }
+      // With a co-owner: the owner invites it as an owner, and it invites the rest.
+      const coOwner = opts.coOwnerInvites === true ? who[1] : undefined;
+      if (coOwner !== undefined) await appendLog(owner.signingKey, RoomLogOp.invite, { roomId, principal: coOwner.principal, role: "owner" }, coOwner.principal, "owner");
+      for (const id of who.slice(coOwner === undefined ? 1 : 2)) await appendLog((coOwner ?? owner).signingKey, RoomLogOp.invite, { roomId, principal: id.principal }, id.principal, "member");
       await Promise.all(
         who.map(async (id, i) => {
           const role = i === 0 || (opts.coOwnerInvites === true && i === 1) ? "owner" : "member";

@@ -108,7 +108,7 @@ export interface SignatureCheck {
 
 /** Options of {@link verifyMany}: checks by `own`'s public key are answered by signing again. */
 export interface VerifyManyOptions {
-  readonly own?: SigningKey;
+  readonly own?: SigningKey | undefined;
 }
 
 /** {@link verifySignature} on each check (the browser has no worker pool here); `own`'s checks as in the Node build. */

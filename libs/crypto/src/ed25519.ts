@@ -437,7 +437,7 @@ export interface VerifyManyOptions {
    * check that is not this key's own signature is verified. A log's entries
    * are mostly its reader's own when the reader is the room's owner.
    */
-  readonly own?: SigningKey;
+  readonly own?: SigningKey | undefined;
 }
 
 /** Equal 32-byte public keys (public data: no constant time). */

@@ -1,7 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import type { KV } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { Msg, NatsConnection } from "@nats-io/transport-node";
 import { pino } from "pino";
 import { ErrorCode, ErrorReason, UnibusError } from "@unibus/contracts";
 import { SigningKey } from "@unibus/crypto";
@@ -12,6 +13,7 @@ import { eventually, rejectionOf, startTestServer } from "@unibus/testing";
 import type { TestServer } from "@unibus/testing";
 import { noKicks } from "./kick.js";
 import { createMembershipService } from "./service.js";
+import { isKvPut } from "./store/membership-store.js";
 import { MembershipBucket } from "./store/records.js";
 import type { RunningMembershipService } from "./service.js";
 import { LOG_PAGE_MAX, RoomLogStore, roomLogKey } from "./store/room-log.js";
@@ -182,5 +184,24 @@ describe("rooms.log access comes before any read", () => {
     const err = await rejectionOf(owner.rooms.log(roomId, 0, LOG_PAGE_MAX + 1), UnibusError);
     expect(err.code).toBe(ErrorCode.BadRequest);
     expect(reads).not.toHaveBeenCalled();
+  });
+});
+
+describe("isKvPut (how a page tells an entry from a delete or purge marker)", () => {
+  it("tells puts (with or without stored headers, empty or not) from delete and purge markers, as the KV-Operation header says", async () => {
+    const scratch = await new Kvm(jetstream(nc)).create("kv_put_test", { history: 5 });
+    await scratch.create("a", "{}"); // stored with Nats-Expected-Last-Subject-Sequence
+    await scratch.put("b", "{}");
+    await scratch.put("c", "{}");
+    await scratch.put("d", ""); // an empty put
+    await scratch.delete("b");
+    await scratch.purge("c"); // a rollup: c's put is gone, its marker stays
+    const consumer = await jetstream(nc).consumers.get("KV_kv_put_test");
+    const msgs: Msg[] = [];
+    for await (const m of await consumer.fetch({ max_messages: (await consumer.info()).num_pending })) msgs.push(m as unknown as Msg);
+    expect(msgs.map((m) => m.subject.split(".").at(-1))).toEqual(["a", "b", "d", "b", "c"]);
+    expect(msgs[0]!.headers?.get("Nats-Expected-Last-Subject-Sequence")).toBe("0");
+    expect(msgs.map((m) => m.headers?.get("KV-Operation") ?? "")).toEqual(["", "", "", "DEL", "PURGE"]);
+    expect(msgs.map(isKvPut)).toEqual([true, true, true, false, false]);
   });
 });

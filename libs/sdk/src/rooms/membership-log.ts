@@ -388,7 +388,7 @@ export class RoomLogs {
         limit: this.#opts.pageSize ?? 512,
         entryHash: roomLogEntryHash,
         fail,
-        ...(this.#opts.own === undefined ? {} : { own: this.#opts.own }),
+        own: this.#opts.own,
         checkPage: (page) => {
           if ((page as MembershipRoomsLogReply).roomId !== roomId) throw fail(RoomLogErrorReason.badEntry, "the service answered for another room");
         },

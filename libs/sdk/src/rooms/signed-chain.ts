@@ -345,10 +345,7 @@ async function preverifySignatures(entries: readonly SignedChainEntry[], own: Si
     }
   }
   const todo = checked.filter((c) => c.check !== undefined);
-  const results = await verifyMany(
-    todo.map((c) => c.check!),
-    own === undefined ? {} : { own },
-  );
+  const results = await verifyMany(todo.map((c) => c.check!), { own });
   const ok = new Map(todo.map((c, i) => [c, results[i] === true]));
   for (const c of checked) {
     const { e } = c;
@@ -385,7 +382,7 @@ export interface SyncChainOptions<E> {
   /** Runs before a page's new entries are verified (to refresh what the rules depend on). */
   readonly beforeAppend?: (entries: readonly E[]) => Promise<void>;
   /** The reader's own key: the entries it signed are checked by signing them again (verifyMany's `own`). */
-  readonly own?: SigningKey;
+  readonly own?: SigningKey | undefined;
 }
 
 /** Pages asked at once: the service reads the next ones while this client verifies the one before. */

@@ -281,7 +281,7 @@ export class UsersLogSync {
       limit: this.#opts.pageSize ?? 512,
       entryHash: usersLogEntryHash,
       fail: (reason, message, seq) => new UsersLogError(reason, message, seq),
-      ...(this.#opts.own === undefined ? {} : { own: this.#opts.own }),
+      own: this.#opts.own,
     });
     if (log.length === 0) throw new UsersLogError(UsersLogErrorReason.missing, "the bus has no users log");
     await this.#checkPinned(log);
