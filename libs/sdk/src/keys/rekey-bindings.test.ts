@@ -1,11 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { createIdentity, openSealed, signEnvelope, toBase64Url, fromBase64Url } from "@unibus/crypto";
+import { createIdentity, generateAgreementKeyPair, openSealed, signEnvelope, toBase64Url, fromBase64Url } from "@unibus/crypto";
 import type { Identity, SigningKey } from "@unibus/crypto";
 import type { KeysPublishEpochRequest } from "@unibus/contracts";
 import { RoomLogOp, RoomLogOpSubject, RoomLogs, VerifiedRoomLog, deriveRoomId, roomLogEntry } from "../rooms/membership-log.js";
 import type { RoomLogEntry } from "../rooms/membership-log.js";
 import type { KeysApi } from "./api.js";
-import { rekeyRoom } from "./rekey.js";
+import { prepareNextEpoch, rekeyRoom } from "./rekey.js";
 import type { RekeyClient } from "./rekey.js";
 import { agreementKeyStatementBytes } from "./share-set.js";
 
@@ -83,6 +83,27 @@ describe("cold rekey of a large room: batched verification", () => {
     // Every other member opens the same room key with its own agreement secret.
     const opened = new Set([owner, ...members].filter((m) => shares.get(m.principal) !== undefined).map((m) => toBase64Url(openSealed(m.agreementSecretKey, fromBase64Url(shares.get(m.principal)!)))));
     expect(opened.size).toBe(1);
+  });
+
+  it("a box prepared in advance is sent only to the very key it was sealed to: a rotated key gets a new box, a substituted one none", async () => {
+    const bindings = [owner, ...members].map((m) => binding(m));
+    const published: KeysPublishEpochRequest[] = [];
+    const c = client(owner, roomId, entries, bindings, published);
+    await prepareNextEpoch(c, roomId);
+    // Between the preparation and the rekey: one member rotates its agreement key, and the service substitutes another's.
+    const rotated = members[5]!;
+    const next = generateAgreementKeyPair();
+    bindings[1 + 5] = binding(rotated, next.publicKey);
+    const substituted = members[40]!;
+    bindings[1 + 40] = binding(substituted, attacker.agreementPublicKey, attacker);
+    const r = await rekeyRoom(c, owner.signingKey, roomId);
+    expect(r.withoutShare).toEqual([substituted.principal]);
+    const shares = new Map(published[0]!.shares.map((s) => [s.principal, "sealedShare" in s ? fromBase64Url(s.sealedShare) : undefined]));
+    const roomKey = toBase64Url(openSealed(owner.agreementSecretKey, shares.get(owner.principal)!));
+    expect(toBase64Url(openSealed(next.secretKey, shares.get(rotated.principal)!))).toBe(roomKey);
+    expect(() => openSealed(rotated.agreementSecretKey, shares.get(rotated.principal)!)).toThrow();
+    expect(shares.get(substituted.principal)).toBeUndefined();
+    for (const m of members.filter((m) => m !== rotated && m !== substituted)) expect(toBase64Url(openSealed(m.agreementSecretKey, shares.get(m.principal)!))).toBe(roomKey);
   });
 
   it("a log entry whose signature fails refuses the sync, although the batch check ran first", async () => {

@@ -47,24 +47,21 @@ export interface RekeyResult {
 /** Rounds before a rekey gives up: each lost round means the membership or epoch moved meanwhile. */
 const REKEY_ROUNDS = 5;
 
-/** Agreement-key bindings already verified, by `principal|key|signature`; verification is the dominant per-member cost. */
-const verifiedBindings = new Set<string>();
-
 function byteOrder(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/** The agreement key of a member, or undefined if it registered none or its binding is not its own signature. */
+/**
+ * The agreement key of a member, or undefined if it registered none or its
+ * binding is not its own signature (a key the server substituted would let
+ * it open this member's share). A binding checked before costs a lookup:
+ * the crypto library remembers the statements that verified.
+ */
 function verifiedAgreementKey(m: { principal: string; agreementKey?: string; signature?: string }): Uint8Array | undefined {
   if (m.agreementKey === undefined || m.signature === undefined) return undefined;
-  const id = `${m.principal}|${m.agreementKey}|${m.signature}`;
   try {
     const key = fromBase64Url(m.agreementKey);
-    if (verifiedBindings.has(id)) return key;
-    // A key the server substituted would let it open this member's share.
-    if (!verifySignature(publicKeyFromPrincipal(m.principal), agreementKeyStatementBytes(m.principal, key), fromBase64Url(m.signature))) return undefined;
-    verifiedBindings.add(id);
-    return key;
+    return verifySignature(publicKeyFromPrincipal(m.principal), agreementKeyStatementBytes(m.principal, key), fromBase64Url(m.signature)) ? key : undefined;
   } catch {
     return undefined;
   }
@@ -85,19 +82,19 @@ type SealedShares = Map<string, { agreementKey: string; sealed: Uint8Array }>;
  */
 async function sealBindings(members: readonly AgreementKeyBinding[], roomKey: Uint8Array, prepared: PreparedEpoch | undefined, helpAfter: Promise<unknown>): Promise<SealedShares> {
   const out: SealedShares = new Map();
-  const todo: { principal: string; encoded: string; id: string; recipient: BoundRecipient }[] = [];
+  const todo: { principal: string; encoded: string; recipient: BoundRecipient }[] = [];
   for (const m of members) {
     if (m.agreementKey === undefined || m.signature === undefined) continue;
-    const id = `${m.principal}|${m.agreementKey}|${m.signature}`;
+    // A prepared box exists only where its binding verified, and was sealed to this very key.
     const early = prepared?.sealed.get(m.principal);
-    if (early !== undefined && early.agreementKey === m.agreementKey && verifiedBindings.has(id)) {
+    if (early !== undefined && early.agreementKey === m.agreementKey) {
       out.set(m.principal, early);
       continue;
     }
     try {
       const agreementKey = fromBase64Url(m.agreementKey);
       const binding = { publicKey: publicKeyFromPrincipal(m.principal), data: agreementKeyStatementBytes(m.principal, agreementKey), signature: fromBase64Url(m.signature) };
-      todo.push({ principal: m.principal, encoded: m.agreementKey, id, recipient: { agreementKey, binding } });
+      todo.push({ principal: m.principal, encoded: m.agreementKey, recipient: { agreementKey, binding } });
     } catch {
       // Malformed: that member gets no share.
     }
@@ -108,9 +105,8 @@ async function sealBindings(members: readonly AgreementKeyBinding[], roomKey: Ui
     roomKey,
     { helpAfter },
   );
-  sealed.forEach(({ box, verified }, i) => {
+  sealed.forEach(({ box }, i) => {
     const t = todo[i]!;
-    if (verified) verifiedBindings.add(t.id);
     if (box !== null) out.set(t.principal, { agreementKey: t.encoded, sealed: box });
   });
   return out;
