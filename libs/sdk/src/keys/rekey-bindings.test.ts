@@ -98,7 +98,7 @@ describe("cold rekey of a large room: batched verification", () => {
     bindings[1 + 40] = binding(substituted, attacker.agreementPublicKey, attacker);
     const r = await rekeyRoom(c, owner.signingKey, roomId);
     expect(r.withoutShare).toEqual([substituted.principal]);
-    const shares = new Map(published[0]!.shares.map((s) => [s.principal, "sealedShare" in s ? fromBase64Url(s.sealedShare) : undefined]));
+    const shares = new Map(published[0]!.shares.map((s) => [s.principal, "sealedShare" in s && s.sealedShare !== undefined ? fromBase64Url(s.sealedShare) : undefined]));
     const roomKey = toBase64Url(openSealed(owner.agreementSecretKey, shares.get(owner.principal)!));
     expect(toBase64Url(openSealed(next.secretKey, shares.get(rotated.principal)!))).toBe(roomKey);
     expect(() => openSealed(rotated.agreementSecretKey, shares.get(rotated.principal)!)).toThrow();
