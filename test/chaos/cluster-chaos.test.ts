@@ -81,8 +81,9 @@ describe("chaos: a 3-node cluster under load loses nothing acknowledged and fail
   async function freshUser(label: string): Promise<Identity> {
     const identity = createIdentity({ label });
     // The cluster may still be settling after the previous scenario's heal (a
-    // stream leader being elected answers 503, refusing the write): retry
-    // that until the add is acknowledged; a 409 means an earlier try landed.
+    // stream leader being elected answers 503, refusing the write, or the
+    // service answers nothing before the request's deadline): retry those
+    // until the add is acknowledged; a 409 means an earlier try landed.
     await eventually(
       () =>
         admins[0]!.users.add(identity.principal, label, "member").then(
@@ -90,6 +91,7 @@ describe("chaos: a 3-node cluster under load loses nothing acknowledged and fail
           (err: unknown) => {
             if (err instanceof UnibusError && err.code === ErrorCode.Conflict) return true;
             if (err instanceof UnibusError && err.code === ErrorCode.Unavailable) return false;
+            if (err instanceof Error && err.name === "TimeoutError") return false;
             throw err;
           },
         ),
